@@ -1,0 +1,114 @@
+//! A bounded multi-producer, single-consumer queue whose push cost does not
+//! grow with the number of producers.
+//!
+//! Every other bounded MPSC queue a user would pick (a `Mutex<VecDeque>`,
+//! crossbeam's `ArrayQueue`, a bounded channel) has one shared index that
+//! every push writes: one contended cache line per item. That caps the whole
+//! queue near 40-50 M items/s on any core count, and in practice such queues
+//! fall from ~30 M items/s with one producer to ~2.5 M with fifteen.
+//!
+//! This queue gives **each producer handle its own lane**: a ring with a
+//! single writer. A push touches only its own lane's slot and counters, with
+//! plain loads and stores (no read-modify-write, no lock, no system call, no
+//! allocation). The single consumer visits the lanes in turn and claims a
+//! whole run of items from a lane with one compare-and-swap, so the shared
+//! synchronisation is paid once per batch, not once per item.
+//!
+//! ```
+//! use std::thread;
+//!
+//! let (tx, mut rx) = otlp_queue::bounded::<u64>(1024);
+//! let workers: Vec<_> = (0..4)
+//!     .map(|t| {
+//!         let tx = tx.clone(); // one lane per thread
+//!         thread::spawn(move || {
+//!             for i in 0..1000 {
+//!                 let mut v = t << 32 | i;
+//!                 // Lossless: retry while the lane is full.
+//!                 while let Err(e) = tx.try_push(v) {
+//!                     v = e.into_inner();
+//!                     thread::yield_now();
+//!                 }
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! drop(tx); // the queue closes when the last producer is gone
+//!
+//! let mut got = Vec::new();
+//! while !rx.is_closed() {
+//!     rx.pop_batch(&mut got, 256);
+//! }
+//! for w in workers { w.join().unwrap(); }
+//! assert_eq!(got.len(), 4000);
+//! ```
+//!
+//! # Capacity
+//!
+//! `bounded(capacity)` gives every producer handle a lane of `capacity`
+//! slots, so the queue holds at most `capacity × live producers` items.
+//! Clone the producer once per thread (cloning allocates a lane and takes a
+//! short lock); pushes never allocate. A capacity of 0 is refused
+//! ([`CapacityError::Zero`]); a capacity of 1 works (each push must wait for
+//! the consumer to take the previous item).
+//!
+//! # Operations
+//!
+//! | operation | when the lane is full | never |
+//! |---|---|---|
+//! | [`Producer::try_push`] | hands the value back (`Full`) | blocks |
+//! | [`Producer::push_timeout`] | waits with backoff, then hands it back (`Timeout`) | loses it |
+//! | [`Producer::force_push`] | evicts this lane's oldest item and hands *that* back | loses either |
+//! | [`Consumer::pop`], [`Consumer::pop_batch`] | — | block |
+//!
+//! # Promises, and the tests that check them
+//!
+//! * **Nothing lost, nothing dropped twice.** Every pushed item is popped,
+//!   handed back by an error, handed back by an eviction, or (if the
+//!   consumer is dropped with items inside) dropped exactly once.
+//!   `tests/stress.rs` counts every item with a counting `Drop` type,
+//!   including when either side is dropped while items are inside; the loom
+//!   models in `tests/loom.rs` check it for every interleaving of small
+//!   cases.
+//! * **Per-producer FIFO.** Items from one producer handle come out in the
+//!   order they were pushed (`tests/stress.rs`, `tests/model.rs`).
+//! * **Closing.** When every producer is dropped, the consumer drains what is
+//!   left and then sees [`TryPopError::Closed`]; when the consumer is dropped,
+//!   pushes fail with `Closed` (`tests/loom.rs`, `tests/stress.rs`,
+//!   `tests/edges.rs`).
+//! * **The push path is lock-free and allocation-free.** `cargo xtask audit`
+//!   measures this; the design (no locks reachable from `try_push`) is
+//!   explained above and in `docs/ARCHITECTURE.md`.
+//!
+//! # Progress
+//!
+//! * `try_push` is **wait-free**: a bounded number of its own steps, whatever
+//!   other threads do. A producer preempted in the middle of a push delays
+//!   only its own item (the consumer sees that slot as not yet filled and
+//!   moves on to the other lanes); it blocks no other producer and not the
+//!   consumer.
+//! * `pop` and `pop_batch` are wait-free against plain pushes and lock-free
+//!   against evictions (the claim CAS fails only if an eviction made
+//!   progress). They take a lock only when a producer was added or retired
+//!   since the last call.
+//! * A consumer preempted in the middle of a batch leaves the slots it has
+//!   claimed but not yet read occupied: producers of that lane see `Full` for
+//!   those slots until it resumes, and `force_push` on that lane waits for it.
+//! * Cloning a producer, and the consumer noticing a new or finished lane,
+//!   take a short lock on the lane registry. Neither is on the push path.
+//!
+//! # Memory orderings
+//!
+//! Every atomic operation carries a comment saying why its ordering is
+//! enough; the protocol itself is described in the `lane` module. The code is
+//! model-checked with [loom](https://docs.rs/loom): run
+//! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p otlp-queue --test loom --release`.
+#![warn(missing_docs)]
+
+mod error;
+mod lane;
+mod loom;
+mod queue;
+
+pub use error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
+pub use queue::{Consumer, MAX_CAPACITY, Producer, QueueCounters, bounded, try_bounded};

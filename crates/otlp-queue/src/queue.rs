@@ -1,0 +1,584 @@
+//! The handles: [`Producer`], [`Consumer`], and the shared registry of lanes.
+
+use core::cell::Cell;
+use core::fmt;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
+use crate::lane::{Evict, Lane, LaneTotals, bump};
+use crate::loom::{self, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+
+/// The largest capacity a lane may have: positions are encoded as
+/// `lap + index` with `lap` a power of two above the capacity, and at least
+/// two laps must fit in a `usize`.
+pub const MAX_CAPACITY: usize = (usize::MAX >> 2) + 1;
+
+/// Creates a queue whose producers each get a lane of `capacity` slots.
+///
+/// Returns the first [`Producer`] and the only [`Consumer`]. Clone the
+/// producer for every other thread that pushes: each clone owns a lane of its
+/// own, so the queue holds at most `capacity` items per live producer.
+///
+/// # Panics
+///
+/// If `capacity` is 0 or above [`MAX_CAPACITY`]. Use [`try_bounded`] to get
+/// an error instead.
+///
+/// # Example
+///
+/// ```
+/// let (tx, mut rx) = otlp_queue::bounded::<u32>(2);
+/// tx.try_push(1).unwrap();
+/// tx.try_push(2).unwrap();
+/// assert!(tx.try_push(3).unwrap_err().is_full()); // the lane holds 2
+/// assert_eq!(rx.pop(), Some(1));
+/// ```
+pub fn bounded<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    match try_bounded(capacity) {
+        Ok(pair) => pair,
+        Err(e) => panic!("otlp_queue::bounded({capacity}): {e}"),
+    }
+}
+
+/// Like [`bounded`], but returns an error for a capacity of 0 or above
+/// [`MAX_CAPACITY`].
+///
+/// ```
+/// use otlp_queue::CapacityError;
+/// assert_eq!(otlp_queue::try_bounded::<u8>(0).unwrap_err(), CapacityError::Zero);
+/// assert!(otlp_queue::try_bounded::<u8>(1).is_ok());
+/// ```
+pub fn try_bounded<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    if capacity == 0 {
+        return Err(CapacityError::Zero);
+    }
+    if capacity > MAX_CAPACITY {
+        return Err(CapacityError::TooLarge {
+            requested: capacity,
+            max: MAX_CAPACITY,
+        });
+    }
+    let inner = Arc::new(Inner {
+        consumer_alive: CachePadded::new(AtomicBool::new(true)),
+        producers: AtomicUsize::new(0),
+        version: AtomicUsize::new(0),
+        registry: Mutex::new(Registry {
+            lanes: Vec::new(),
+            retired: LaneTotals::default(),
+        }),
+        capacity,
+    });
+    let producer = Producer::register(&inner);
+    let consumer = Consumer {
+        inner,
+        lanes: Vec::new(),
+        seen_version: usize::MAX,
+        cursor: 0,
+        popped: 0,
+    };
+    Ok((producer, consumer))
+}
+
+/// State shared by every handle of one queue.
+struct Inner<T> {
+    /// False once the consumer is dropped. Read on every push by every
+    /// producer and written once, so its line stays shared in every cache.
+    consumer_alive: CachePadded<AtomicBool>,
+    /// Live producer handles.
+    producers: AtomicUsize,
+    /// Bumped (under the registry lock) whenever a lane is added or retired,
+    /// so the consumer knows when to refresh its private list of lanes.
+    version: AtomicUsize,
+    registry: Mutex<Registry<T>>,
+    capacity: usize,
+}
+
+struct Registry<T> {
+    lanes: Vec<Arc<Lane<T>>>,
+    /// Counters of lanes whose producer is gone and which were drained.
+    retired: LaneTotals,
+}
+
+/// A snapshot of a queue's counters, from [`Consumer::counters`].
+///
+/// Exact when no producer is pushing; while they are, each figure is a
+/// recent value (the counters are not read atomically together).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Items accepted by a push (plain, timed or forced).
+    pub pushed: u64,
+    /// Items taken by the consumer.
+    pub popped: u64,
+    /// Pushes handed back because the lane was full (`Full` from
+    /// `try_push`, `Timeout` from `push_timeout`).
+    pub rejected_full: u64,
+    /// Items taken out by [`Producer::force_push`] to make room.
+    pub evicted: u64,
+}
+
+/// The sending side of a queue. Cheap to move to another thread; clone it to
+/// get another lane for another thread.
+///
+/// `Producer` is `Send` but not `Sync`: a handle is the single writer of its
+/// lane, which is what lets a push avoid every read-modify-write. Share work
+/// between threads by cloning, not by reference.
+///
+/// Dropping the last producer closes the queue: the consumer drains what is
+/// left and then sees [`TryPopError::Closed`].
+pub struct Producer<T> {
+    lane: Arc<Lane<T>>,
+    inner: Arc<Inner<T>>,
+    /// Position of the next push; only this handle writes the lane.
+    tail: Cell<usize>,
+}
+
+impl<T> Producer<T> {
+    /// Adds a lane to the queue and returns the handle that owns it.
+    fn register(inner: &Arc<Inner<T>>) -> Self {
+        let lane = Arc::new(Lane::new(inner.capacity));
+        {
+            let mut registry = loom::lock(&inner.registry);
+            registry.lanes.push(lane.clone());
+            // Relaxed: the registry lock orders the count for anyone who looks
+            // at the lanes; the consumer's closed check reads it with Acquire
+            // and every decrement is Release (see `Drop`).
+            inner.producers.fetch_add(1, Ordering::Relaxed);
+            // Release: a consumer that sees the new version with Acquire then
+            // takes the lock and finds the lane.
+            inner.version.fetch_add(1, Ordering::Release);
+        }
+        Producer {
+            lane,
+            inner: inner.clone(),
+            tail: Cell::new(0),
+        }
+    }
+
+    /// Pushes `value` if this producer's lane has room.
+    ///
+    /// Never blocks, takes no lock, makes no system call and allocates
+    /// nothing: a few loads and stores on this lane's own cache lines. The
+    /// value is handed back in the error if the lane is full or the consumer
+    /// is gone.
+    ///
+    /// ```
+    /// use otlp_queue::PushError;
+    /// let (tx, rx) = otlp_queue::bounded(1);
+    /// assert!(tx.try_push("a").is_ok());
+    /// assert_eq!(tx.try_push("b"), Err(PushError::Full("b")));
+    /// drop(rx);
+    /// assert_eq!(tx.try_push("c"), Err(PushError::Closed("c")));
+    /// ```
+    #[inline]
+    pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.push_once(value) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(value)) => {
+                bump(&self.lane.counters.rejected_full);
+                Err(PushError::Full(value))
+            }
+            Err(closed) => Err(closed),
+        }
+    }
+
+    /// `try_push` without counting a rejection.
+    #[inline(always)]
+    fn push_once(&self, value: T) -> Result<(), PushError<T>> {
+        // Relaxed: a stale `true` only lets this push land just after the
+        // consumer went away, which is indistinguishable from it landing just
+        // before; such an item is dropped with the lane (see `Lane::drop`),
+        // exactly as if the consumer's drop had drained it.
+        if !self.inner.consumer_alive.load(Ordering::Relaxed) {
+            return Err(PushError::Closed(value));
+        }
+        let tail = self.tail.get();
+        // SAFETY: this handle is the lane's only producer (lanes are never
+        // shared between handles and `Producer` is not `Sync`), and `tail` is
+        // its position.
+        match unsafe { self.lane.try_write(tail, value) } {
+            Ok(()) => {
+                self.tail.set(self.lane.next(tail));
+                bump(&self.lane.counters.pushed);
+                Ok(())
+            }
+            Err(value) => Err(PushError::Full(value)),
+        }
+    }
+
+    /// Pushes `value`, waiting (spinning, then yielding, then sleeping in
+    /// short steps) while the lane is full, for at most `timeout`.
+    ///
+    /// For users who prefer waiting to shedding. When the lane has room this
+    /// is exactly [`try_push`](Self::try_push): the clock is read only once
+    /// the lane is found full.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use otlp_queue::PushTimeoutError;
+    /// let (tx, _rx) = otlp_queue::bounded(1);
+    /// tx.push_timeout(1, Duration::from_millis(10)).unwrap();
+    /// // Nobody pops, so the second push times out and hands the value back.
+    /// let err = tx.push_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert_eq!(err, PushTimeoutError::Timeout(2));
+    /// ```
+    pub fn push_timeout(&self, mut value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
+        let mut deadline = None;
+        let mut backoff = Backoff::default();
+        loop {
+            match self.push_once(value) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed(v)) => return Err(PushTimeoutError::Closed(v)),
+                Err(PushError::Full(v)) => value = v,
+            }
+            // `None` if `now + timeout` overflows: wait without a deadline.
+            let deadline = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+            let now = Instant::now();
+            match deadline {
+                Some(deadline) if now >= deadline => {
+                    bump(&self.lane.counters.rejected_full);
+                    return Err(PushTimeoutError::Timeout(value));
+                }
+                Some(deadline) => backoff.wait(deadline - now),
+                None => backoff.wait(Duration::MAX),
+            }
+        }
+    }
+
+    /// Pushes `value`, making room if the lane is full by taking out this
+    /// lane's oldest item, which is handed back as `Ok(Some(oldest))`.
+    ///
+    /// This is the "drop oldest" shedding policy. The plain push pays nothing
+    /// for it: only the consumer's claim of a batch is a compare-and-swap
+    /// (one per batch) so that it can race with an eviction.
+    ///
+    /// If the consumer has claimed the oldest item but not yet finished
+    /// reading it, this waits (spinning, then yielding) for the slot it is
+    /// about to free: that wait is bounded by the consumer's progress through
+    /// one batch, and is the only place a producer ever waits for the consumer.
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded(2);
+    /// assert_eq!(tx.force_push(1).unwrap(), None);
+    /// assert_eq!(tx.force_push(2).unwrap(), None);
+    /// assert_eq!(tx.force_push(3).unwrap(), Some(1)); // 1 evicted
+    /// assert_eq!(rx.pop(), Some(2));
+    /// assert_eq!(rx.pop(), Some(3));
+    /// ```
+    pub fn force_push(&self, mut value: T) -> Result<Option<T>, ClosedError<T>> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.push_once(value) {
+                Ok(()) => return Ok(None),
+                Err(PushError::Closed(v)) => return Err(ClosedError(v)),
+                Err(PushError::Full(v)) => value = v,
+            }
+            let tail = self.tail.get();
+            // SAFETY: as in `push_once`; and `push_once` just found the slot
+            // at `tail` occupied.
+            match unsafe { self.lane.evict_oldest(tail, value) } {
+                Evict::Replaced(old) => {
+                    self.tail.set(self.lane.next(tail));
+                    bump(&self.lane.counters.pushed);
+                    bump(&self.lane.counters.evicted);
+                    return Ok(Some(old));
+                }
+                Evict::Retry(v) => {
+                    value = v;
+                    backoff.snooze();
+                }
+            }
+        }
+    }
+
+    /// The capacity of this producer's lane.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// True once the consumer is gone: every push will fail with `Closed`.
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a hint; see `push_once`.
+        !self.inner.consumer_alive.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Clone for Producer<T> {
+    /// Returns a producer with a new lane of its own (an allocation of
+    /// `capacity` slots and a short lock on the lane registry: do it once per
+    /// thread, not per push).
+    fn clone(&self) -> Self {
+        Producer::register(&self.inner)
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        self.lane.close_producer();
+        // Release: a consumer whose Acquire load sees the count reach 0 also
+        // sees every push of every producer (each decrement is Release and
+        // read-modify-writes continue the release sequence).
+        self.inner.producers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Producer")
+            .field("capacity", &self.inner.capacity)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving side of a queue. There is exactly one.
+///
+/// It visits the producers' lanes in turn, starting one lane further on each
+/// call so that no producer is starved; within a lane, items come out in the
+/// order they were pushed.
+///
+/// Dropping the consumer closes the queue: later pushes fail with `Closed`,
+/// and every item still inside is dropped exactly once.
+pub struct Consumer<T> {
+    inner: Arc<Inner<T>>,
+    /// Private copy of the registry's lanes, refreshed when `version` moves.
+    lanes: Vec<Arc<Lane<T>>>,
+    seen_version: usize,
+    cursor: usize,
+    popped: u64,
+}
+
+impl<T> Consumer<T> {
+    /// Takes one item, or `None` if nothing is ready (use
+    /// [`try_pop`](Self::try_pop) to tell "empty" from "closed").
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded(4);
+    /// assert_eq!(rx.pop(), None);
+    /// tx.try_push(7).unwrap();
+    /// assert_eq!(rx.pop(), Some(7));
+    /// ```
+    pub fn pop(&mut self) -> Option<T> {
+        let mut out = None;
+        self.drain_with(1, |v| out = Some(v));
+        out
+    }
+
+    /// Moves up to `max` items into `out` and returns how many. Each lane
+    /// visited costs one synchronisation for its whole run of items, so this
+    /// is the fast way to consume.
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded(8);
+    /// for i in 0..5 { tx.try_push(i).unwrap(); }
+    /// let mut out = Vec::new();
+    /// assert_eq!(rx.pop_batch(&mut out, 3), 3);
+    /// assert_eq!(rx.pop_batch(&mut out, 10), 2);
+    /// assert_eq!(out, [0, 1, 2, 3, 4]);
+    /// ```
+    pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.drain_with(max, |v| out.push(v))
+    }
+
+    /// Takes one item, or says why there is none.
+    ///
+    /// ```
+    /// use otlp_queue::TryPopError;
+    /// let (tx, mut rx) = otlp_queue::bounded(4);
+    /// tx.try_push(1).unwrap();
+    /// assert_eq!(rx.try_pop(), Ok(1));
+    /// assert_eq!(rx.try_pop(), Err(TryPopError::Empty));
+    /// drop(tx);
+    /// assert_eq!(rx.try_pop(), Err(TryPopError::Closed));
+    /// ```
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        if let Some(v) = self.pop() {
+            return Ok(v);
+        }
+        if self.producers_gone() {
+            // Every push happened before the Acquire in `producers_gone`:
+            // look once more, then the queue is closed for good.
+            return self.pop().ok_or(TryPopError::Closed);
+        }
+        Err(TryPopError::Empty)
+    }
+
+    /// True when every producer is gone and every item has been taken.
+    pub fn is_closed(&mut self) -> bool {
+        self.producers_gone() && {
+            self.refresh();
+            self.lanes.iter().all(|lane| lane.is_empty())
+        }
+    }
+
+    /// Items pushed and not yet taken (exact when producers are quiet).
+    pub fn len(&self) -> usize {
+        let c = self.counters();
+        let out = c.popped + c.evicted;
+        usize::try_from(c.pushed.saturating_sub(out)).unwrap_or(usize::MAX)
+    }
+
+    /// True if [`len`](Self::len) is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity of each producer's lane.
+    pub fn capacity(&self) -> usize {
+        self.inner.capacity
+    }
+
+    /// Number of live producer handles.
+    pub fn producer_count(&self) -> usize {
+        // Relaxed: informational.
+        self.inner.producers.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the queue's counters (takes the registry lock briefly;
+    /// not for the hot path).
+    pub fn counters(&self) -> QueueCounters {
+        let registry = loom::lock(&self.inner.registry);
+        let mut totals = registry.retired;
+        for lane in &registry.lanes {
+            totals.add(lane.totals());
+        }
+        QueueCounters {
+            pushed: totals.pushed,
+            popped: self.popped,
+            rejected_full: totals.rejected_full,
+            evicted: totals.evicted,
+        }
+    }
+
+    fn producers_gone(&self) -> bool {
+        // Acquire: pairs with the Release decrement in `Producer::drop`.
+        self.inner.producers.load(Ordering::Acquire) == 0
+    }
+
+    /// Picks up lanes added or retired since the last look.
+    #[inline]
+    fn refresh(&mut self) {
+        // Acquire: pairs with the Release bump in `Producer::register`.
+        let version = self.inner.version.load(Ordering::Acquire);
+        if version != self.seen_version {
+            let registry = loom::lock(&self.inner.registry);
+            self.lanes.clone_from(&registry.lanes);
+            // Read under the lock, so it matches the list just copied.
+            self.seen_version = self.inner.version.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Takes up to `max` items from the lanes in turn.
+    #[inline]
+    fn drain_with(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        self.refresh();
+        let n_lanes = self.lanes.len();
+        if n_lanes == 0 || max == 0 {
+            return 0;
+        }
+        let start = self.cursor % n_lanes;
+        self.cursor = start + 1;
+        let mut taken = 0;
+        let mut saw_empty = false;
+        for i in 0..n_lanes {
+            let lane = &self.lanes[(start + i) % n_lanes];
+            let got = lane.pop_with(max - taken, &mut sink);
+            saw_empty |= got == 0;
+            taken += got;
+            if taken == max {
+                break;
+            }
+        }
+        self.popped += taken as u64;
+        if saw_empty {
+            self.retire_finished();
+        }
+        taken
+    }
+
+    /// Drops lanes whose producer is gone and which are drained, so the
+    /// consumer stops visiting them.
+    #[cold]
+    fn retire_finished(&mut self) {
+        if !self.lanes.iter().any(|lane| lane.is_finished()) {
+            return;
+        }
+        let mut registry = loom::lock(&self.inner.registry);
+        let Registry { lanes, retired } = &mut *registry;
+        lanes.retain(|lane| {
+            // Only drained lanes whose producer is gone: they can never hold
+            // an item again, so their counters are final.
+            let finished = lane.is_finished();
+            if finished {
+                retired.add(lane.totals());
+            }
+            !finished
+        });
+        // Release: as in `Producer::register`.
+        self.inner.version.fetch_add(1, Ordering::Release);
+        self.lanes.clone_from(lanes);
+        self.seen_version = self.inner.version.load(Ordering::Relaxed);
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Relaxed: see `Producer::push_once` for why a push that misses this
+        // store is still dropped exactly once.
+        self.inner.consumer_alive.store(false, Ordering::Relaxed);
+        // Drop what is inside now. Anything pushed after this drain is dropped
+        // when its lane is freed (`Lane::drop`).
+        self.refresh();
+        for lane in &self.lanes {
+            lane.pop_with(usize::MAX, drop);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consumer")
+            .field("capacity", &self.inner.capacity)
+            .field("lanes", &self.lanes.len())
+            .field("popped", &self.popped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waiting with backoff: spin briefly, then yield, then sleep in steps that
+/// grow to 1 ms (never past the time left).
+#[derive(Default)]
+struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    const SPIN_STEPS: u32 = 6;
+    const YIELD_STEPS: u32 = 10;
+
+    /// Spin or yield, never sleep (for waits bounded by another thread's
+    /// short progress).
+    fn snooze(&mut self) {
+        if self.step <= Self::SPIN_STEPS {
+            for _ in 0..(1u32 << self.step) {
+                loom::spin_hint();
+            }
+        } else {
+            loom::yield_now();
+        }
+        self.step = self.step.saturating_add(1);
+    }
+
+    /// Spin, yield, then sleep up to `left`.
+    fn wait(&mut self, left: Duration) {
+        if self.step <= Self::YIELD_STEPS {
+            self.snooze();
+        } else {
+            let exp = (self.step - Self::YIELD_STEPS).min(5);
+            let nap = Duration::from_micros(32u64 << exp).min(left);
+            loom::sleep(nap);
+            self.step = self.step.saturating_add(1);
+        }
+    }
+}

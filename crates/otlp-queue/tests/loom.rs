@@ -1,0 +1,200 @@
+//! Loom models of the queue: every interleaving (up to the preemption bound)
+//! of small cases of push, pop, pop_batch, close and eviction.
+//!
+//! Run with:
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 \
+//!     cargo test -p otlp-queue --test loom --release
+//! ```
+#![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+use otlp_queue::{PushError, TryPopError, bounded};
+
+/// Runs a model with the preemption bound CI uses unless the caller set one.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(2);
+    }
+    b.check(f);
+}
+
+/// Pushes with retry, yielding to loom while the lane is full.
+fn push_lossless<T>(tx: &otlp_queue::Producer<T>, mut v: T) {
+    loop {
+        match tx.try_push(v) {
+            Ok(()) => return,
+            Err(PushError::Full(back)) => {
+                v = back;
+                thread::yield_now();
+            }
+            Err(PushError::Closed(_)) => panic!("closed while consumer alive"),
+        }
+    }
+}
+
+/// Pops until the queue is closed.
+fn drain_until_closed<T>(rx: &mut otlp_queue::Consumer<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    loop {
+        match rx.try_pop() {
+            Ok(v) => got.push(v),
+            Err(TryPopError::Closed) => return got,
+            Err(TryPopError::Empty) => thread::yield_now(),
+        }
+    }
+}
+
+#[test]
+fn two_producers_then_close() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(2);
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || {
+            tx.try_push(1).unwrap();
+            tx.try_push(2).unwrap();
+        });
+        let b = thread::spawn(move || {
+            tx2.try_push(10).unwrap();
+        });
+        let got = drain_until_closed(&mut rx);
+        a.join().unwrap();
+        b.join().unwrap();
+        let lane_a: Vec<_> = got.iter().copied().filter(|v| *v < 10).collect();
+        assert_eq!(lane_a, [1, 2], "per-producer order");
+        assert_eq!(got.len(), 3);
+        assert!(got.contains(&10));
+    });
+}
+
+#[test]
+fn capacity_one_wraps_under_pop_batch() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(1);
+        let p = thread::spawn(move || {
+            for v in 0..3 {
+                push_lossless(&tx, v);
+            }
+        });
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            if rx.pop_batch(&mut got, 2) == 0 {
+                thread::yield_now();
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(rx.try_pop(), Err(TryPopError::Closed));
+    });
+}
+
+#[test]
+fn eviction_races_pop_batch() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(1);
+        tx.try_push(1).unwrap();
+        let p = thread::spawn(move || {
+            // Either the consumer took 1 already (nothing to evict) or 1 is
+            // evicted and handed back: never both, never neither.
+            tx.force_push(2).unwrap()
+        });
+        let mut got = Vec::new();
+        rx.pop_batch(&mut got, 2);
+        let evicted = p.join().unwrap();
+        got.extend(drain_until_closed(&mut rx));
+        let mut all = got.clone();
+        all.extend(evicted);
+        all.sort_unstable();
+        assert_eq!(all, [1, 2], "delivered {got:?}, evicted {evicted:?}");
+        assert_eq!(got.last(), Some(&2), "the forced item is always delivered");
+        let c = rx.counters();
+        assert_eq!(c.evicted, u64::from(evicted.is_some()));
+        assert_eq!(c.pushed, 2);
+    });
+}
+
+#[test]
+fn eviction_races_pop_of_a_longer_lane() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(2);
+        tx.try_push(1).unwrap();
+        tx.try_push(2).unwrap();
+        let p = thread::spawn(move || tx.force_push(3).unwrap());
+        let first = rx.pop();
+        let evicted = p.join().unwrap();
+        let mut got: Vec<u32> = first.into_iter().collect();
+        got.extend(drain_until_closed(&mut rx));
+        // Order within the lane survives eviction.
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+        let mut all = got.clone();
+        all.extend(evicted);
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3]);
+        if let Some(e) = evicted {
+            assert_eq!(e, 1, "only the oldest is evicted");
+        }
+    });
+}
+
+/// An item that counts its drops.
+struct Counted(usize, Arc<[AtomicUsize; 3]>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1[self.0].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn consumer_drop_races_pushes() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let (tx, mut rx) = bounded::<Counted>(2);
+        let d = drops.clone();
+        let p = thread::spawn(move || {
+            for i in 0..2 {
+                // Full cannot happen (capacity 2); Closed hands it back and
+                // it is dropped right here.
+                if let Err(e) = tx.try_push(Counted(i, d.clone())) {
+                    assert!(e.is_closed());
+                }
+            }
+        });
+        // The consumer takes at most one item, then goes away.
+        drop(rx.pop());
+        drop(rx);
+        p.join().unwrap();
+        for i in 0..2 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
+    });
+}
+
+#[test]
+fn producer_drop_races_consumer_with_items_inside() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let (tx, mut rx) = bounded::<Counted>(2);
+        let tx2 = tx.clone();
+        let d = drops.clone();
+        let p = thread::spawn(move || {
+            tx2.try_push(Counted(0, d.clone())).unwrap();
+            tx2.try_push(Counted(1, d)).unwrap();
+        });
+        let q = thread::spawn(move || {
+            let _ = rx.pop();
+            rx // move the consumer back out with what is left inside
+        });
+        drop(tx);
+        p.join().unwrap();
+        let rx = q.join().unwrap();
+        drop(rx);
+        for i in 0..2 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
+    });
+}
