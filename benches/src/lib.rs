@@ -1,1 +1,19 @@
-//! Shared helpers for the benchmarks.
+//! The measurement code shared by the criterion benchmarks (`benches/`) and
+//! `cargo xtask sweep`: one consumer, N producers, and the queues a user
+//! would pick instead of `otlp-queue`, driven exactly the same way.
+//!
+//! The method follows the anchor measurements the project compares itself
+//! with: producers push `u64` items as fast as they can, either retrying
+//! when the queue is full (lossless) or dropping the item (shedding); one
+//! consumer drains until the producers are done. Each queue is given the
+//! same total capacity; each consumer drains the way a user of that queue
+//! naturally would (`pop_batch` for `otlp-queue`, one lock per drain of
+//! everything for `Mutex<VecDeque>`, `pop` in a loop for `ArrayQueue`).
+//!
+//! ```
+//! use benches::queue::{Candidate, Mode, run};
+//! let r = run(Candidate::OtlpQueue, 2, 10_000, Mode::Lossless, 1024);
+//! assert_eq!(r.delivered, 20_000);
+//! ```
+
+pub mod queue;

@@ -1,1 +1,123 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, in Rust so that it
+//! runs wherever `cargo` does.
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `sweep` | the main job: otlp-queue against its baselines over a producer sweep |
+//! | `test`  | every test: the workspace's tests and doctests, then the loom models |
+//! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
+//! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
+
+mod sweep;
+
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  sweep   otlp-queue against Mutex<VecDeque> and crossbeam's ArrayQueue,
+          1 consumer and N producers, lossless and shedding modes
+            --threads 1,2,4,8   producer counts (default: 1,2,4,8, and 15
+                                where the machine has 16 cores or more)
+            --items N           items per producer per run (default 1000000)
+            --reps N            runs per configuration; the median is shown
+                                (default 3)
+            --capacity N        total queue capacity (default 4096)
+            --quick             --items 200000 --reps 1
+            --out DIR           where to write sweep.md (default target/sweep)
+  test    cargo test --workspace, then the loom models
+  loom    the loom models only
+  deny    cargo deny check licenses bans sources
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = args.split_first() else {
+        eprint!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let result = match cmd.as_str() {
+        "sweep" => sweep::Options::parse(rest).and_then(|o| sweep::main(&o)),
+        "test" => run_tests(rest),
+        "loom" => run_loom(rest),
+        "deny" => run_deny(),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command from the workspace root, echoing it first.
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!(
+        "{}{} {}",
+        cmd.get_envs()
+            .filter_map(|(k, v)| Some(format!("{}={} ", k.to_str()?, v?.to_str()?)))
+            .collect::<String>(),
+        cmd.get_program().to_string_lossy(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    eprintln!("xtask: running `{shown}`");
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+fn run_tests(extra: &[String]) -> Result<(), String> {
+    run(cargo().args(["test", "--workspace"]).args(extra))?;
+    run_loom(&[])
+}
+
+fn run_loom(extra: &[String]) -> Result<(), String> {
+    // A target directory of its own: `--cfg loom` changes every crate's
+    // build, and sharing `target/` would rebuild everything twice per run.
+    let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "2".into());
+    run(cargo()
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("LOOM_MAX_PREEMPTIONS", preemptions)
+        .env("CARGO_TARGET_DIR", workspace_root().join("target/loom"))
+        .args(["test", "--release", "-p", "otlp-queue", "--test", "loom"])
+        .args(extra))
+}
+
+fn run_deny() -> Result<(), String> {
+    let installed = Command::new("cargo-deny")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        eprintln!("xtask: cargo-deny not found; installing it (a few minutes, once)");
+        run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+    }
+    // `advisories` is left out: its database is fetched from the network at
+    // check time, which CI machines here cannot reach.
+    run(cargo().args(["deny", "check", "licenses", "bans", "sources"]))
+}

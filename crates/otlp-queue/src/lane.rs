@@ -2,56 +2,51 @@
 //! handle that owns it) and a single reader (the consumer), where the writer
 //! may also take back its own oldest item to make room (eviction).
 //!
-//! # Positions and stamps
+//! # Indices
 //!
-//! A *position* counts pushes into the lane. It is encoded as `lap + index`,
-//! where `index < cap` is the slot and `lap` is a multiple of `one_lap`, the
-//! smallest power of two above `cap` (the encoding crossbeam's `ArrayQueue`
-//! uses, which works for any capacity, not only powers of two).
+//! Positions are 64-bit counts of pushes into the lane (they never wrap in
+//! practice: 2^64 pushes at a billion a second take 584 years). The item at
+//! position `p` lives in slot `p % capacity`. Three positions describe a
+//! lane:
 //!
-//! Every slot carries a *stamp* that says what may happen to it next:
+//! * `tail`: the next position the producer writes. Only the producer writes
+//!   it, with a plain Release store after writing the slot.
+//! * `head`: the oldest position not yet *claimed*. The consumer claims a run
+//!   `head..tail` with one CAS on `head`; an evicting producer claims the
+//!   single oldest position the same way. Whoever wins the CAS owns those
+//!   positions, so an item is taken exactly once.
+//! * `released`: every position below it has been read, so its slot may be
+//!   written again. The consumer stores it after copying a claimed run out;
+//!   an eviction raises it (with `fetch_max`, since a consumer's release of a
+//!   later run may land first).
 //!
-//! | stamp of slot `i` | meaning                                          |
-//! |-------------------|--------------------------------------------------|
-//! | `pos`             | empty, ready for the producer to write `pos`     |
-//! | `pos + 1`         | holds the item pushed at `pos`, ready to be read |
-//!
-//! Reading the item at `pos` sets the stamp to `pos + one_lap`: the same slot
-//! one lap later. So the producer never reads the consumer's index and the
-//! consumer never reads the producer's: each learns what it needs from the
-//! stamp of the one slot it is about to touch, and in steady state a push
-//! touches no cache line but its own slot and its own counters.
-//!
-//! # Who owns what
-//!
-//! * The producer alone writes new items, so its position (`tail`) lives in
-//!   the `Producer` handle, not here, and needs no atomic.
-//! * `head` is the oldest position not yet *claimed*. The consumer claims a
-//!   run of filled positions with one CAS on `head` and then reads and
-//!   releases them one by one; an evicting producer claims the single oldest
-//!   position the same way. Whoever wins the CAS owns those positions, so an
-//!   item is taken exactly once.
+//! `head - released` is the run the consumer is copying out right now; it is
+//! 0 between batches. The producer may write while `tail - released <
+//! capacity`, and caches `released` so that in steady state a push reads no
+//! line the consumer writes: a push is a slot write and a store of `tail`,
+//! both on lines only this producer writes. The consumer reads `tail` once
+//! per batch and copies the run out in one sweep, with no per-item atomics.
 
 use core::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
-use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+use crate::loom::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
 
-/// One slot of the ring.
-struct Slot<T> {
-    /// See the module docs for what each value means.
-    stamp: AtomicUsize,
-    value: UnsafeCell<MaybeUninit<T>>,
-}
-
-/// Counters written only by the lane's producer (plain loads and stores, no
-/// read-modify-write: there is a single writer), read by anyone.
+/// What the producer writes: `tail` and its counters, on one line that only
+/// the producer writes.
 #[derive(Default)]
-pub(crate) struct ProducerCounters {
-    pub(crate) pushed: AtomicU64,
+pub(crate) struct ProducerSide {
+    pub(crate) tail: AtomicU64,
     pub(crate) rejected_full: AtomicU64,
     pub(crate) evicted: AtomicU64,
+}
+
+/// What the consumer (and, rarely, an evicting producer) writes.
+#[derive(Default)]
+struct ConsumerSide {
+    head: AtomicU64,
+    released: AtomicU64,
 }
 
 /// A snapshot of one lane's producer counters.
@@ -71,22 +66,17 @@ impl LaneTotals {
 }
 
 pub(crate) struct Lane<T> {
-    /// Oldest position not yet claimed. Written by the consumer (one CAS per
-    /// batch) and by an evicting producer (one CAS per eviction).
-    head: CachePadded<AtomicUsize>,
-    /// Written by the producer on every push; its own cache line so the
-    /// consumer's `head` traffic never touches it.
-    pub(crate) counters: CachePadded<ProducerCounters>,
+    pub(crate) producer: CachePadded<ProducerSide>,
+    consumer: CachePadded<ConsumerSide>,
     /// Set once, when the producer handle that owns this lane is dropped.
     producer_gone: CachePadded<AtomicBool>,
-    slots: Box<[Slot<T>]>,
-    one_lap: usize,
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
 }
 
 // SAFETY: a lane moves values of `T` from the producer's thread to the
 // consumer's thread (so `T: Send` is required) and never hands out `&T`, so
 // sharing the lane between threads needs nothing more than that. Access to
-// each slot's value is serialised by the stamp protocol described above.
+// each slot is serialised by the index protocol described above.
 unsafe impl<T: Send> Send for Lane<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Lane<T> {}
@@ -95,8 +85,8 @@ unsafe impl<T: Send> Sync for Lane<T> {}
 pub(crate) enum Evict<T> {
     /// The oldest item was taken out and `value` written in its place.
     Replaced(T),
-    /// The slot at `tail` was freed by the consumer meanwhile; `value` is
-    /// handed back so the caller can push it normally.
+    /// The consumer freed room (or is about to); `value` is handed back so
+    /// the caller can push it normally.
     Retry(T),
 }
 
@@ -105,170 +95,216 @@ impl<T> Lane<T> {
     /// (checked by the caller).
     pub(crate) fn new(cap: usize) -> Self {
         debug_assert!((1..=crate::MAX_CAPACITY).contains(&cap));
-        let one_lap = (cap + 1).next_power_of_two();
-        let slots = (0..cap)
-            .map(|i| Slot {
-                // Slot `i` starts ready for position `i` of lap 0.
-                stamp: AtomicUsize::new(i),
-                value: UnsafeCell::new(MaybeUninit::uninit()),
-            })
-            .collect();
         Lane {
-            head: CachePadded::new(AtomicUsize::new(0)),
-            counters: CachePadded::new(ProducerCounters::default()),
+            producer: CachePadded::new(ProducerSide::default()),
+            consumer: CachePadded::new(ConsumerSide::default()),
             producer_gone: CachePadded::new(AtomicBool::new(false)),
-            slots,
-            one_lap,
+            slots: (0..cap)
+                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+                .collect(),
         }
     }
 
-    /// The position after `pos`.
+    /// The slot of position `pos`.
     #[inline(always)]
-    pub(crate) fn next(&self, pos: usize) -> usize {
-        let index = pos & (self.one_lap - 1);
-        if index + 1 < self.slots.len() {
-            pos + 1
-        } else {
-            (pos & !(self.one_lap - 1)).wrapping_add(self.one_lap)
-        }
+    fn slot_of(&self, pos: u64) -> usize {
+        // The remainder is below `capacity`, a `usize`, so it fits.
+        (pos % self.slots.len() as u64) as usize
     }
 
-    #[inline(always)]
-    fn slot(&self, pos: usize) -> &Slot<T> {
-        // `pos & (one_lap - 1)` is always `< cap` for a position built by
-        // `next`, so the bounds check never fails; it is kept because it is
-        // cheap and turns a logic error into a panic rather than UB.
-        &self.slots[pos & (self.one_lap - 1)]
+    /// Producer only: the consumer's `released`, to refresh the cached limit.
+    #[inline]
+    pub(crate) fn released(&self) -> u64 {
+        // Acquire: pairs with the consumer's Release store of `released`, so
+        // its reads of the slots below it happen before we overwrite them.
+        self.consumer.released.load(Ordering::Acquire)
     }
 
-    /// Writes `value` at position `tail` if that slot is free; otherwise hands
-    /// `value` back (the lane is full).
+    /// Writes `value` into slot `index` and publishes position `tail`.
     ///
     /// # Safety
     ///
-    /// Only the lane's single producer may call this, with `tail` its own
-    /// position (starting at 0 and advanced with [`Lane::next`] after every
-    /// successful write).
+    /// Only the lane's single producer may call this, with `tail` its next
+    /// position, `index == tail % capacity`, and `tail - released <
+    /// capacity` for a `released` it loaded from [`Lane::released`].
     #[inline(always)]
-    pub(crate) unsafe fn try_write(&self, tail: usize, value: T) -> Result<(), T> {
-        let slot = self.slot(tail);
-        // Acquire: pairs with the Release store by which the consumer (or an
-        // evicting producer) freed this slot, so its read of the previous
-        // value happens before our write below.
-        if slot.stamp.load(Ordering::Acquire) != tail {
-            return Err(value);
-        }
-        // SAFETY: stamp == tail means the slot is empty and ours: the consumer
-        // only touches slots whose stamp says "filled", and we are the only
-        // producer.
-        slot.value
-            .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+    pub(crate) unsafe fn write(&self, tail: u64, index: usize, value: T) {
+        debug_assert_eq!(index, self.slot_of(tail));
+        // SAFETY: `index < capacity` by the contract; the slot is free because
+        // the consumer has released every position below `tail - capacity +
+        // 1`, and we are the only producer.
+        let slot = unsafe { self.slots.get_unchecked(index) };
+        // SAFETY: as above: nobody else touches this slot until `tail` is
+        // published below.
+        slot.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Release: publishes the value written above to the consumer's
-        // Acquire load of this stamp.
-        slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
-        Ok(())
+        // Acquire load of `tail`.
+        self.producer.tail.store(tail + 1, Ordering::Release);
     }
 
-    /// Called by the producer after `try_write(tail, _)` found the lane
-    /// full: takes out the oldest item and writes `value` at `tail` instead.
+    /// Called by the producer when the lane is full (`tail - released ==
+    /// capacity` for the `released` it just loaded): takes out the oldest
+    /// item and writes `value` at `tail` in its place.
     ///
     /// # Safety
     ///
-    /// As for [`Lane::try_write`]; and the caller must have just seen the
-    /// slot at `tail` occupied.
-    pub(crate) unsafe fn evict_oldest(&self, tail: usize, value: T) -> Evict<T> {
-        let slot = self.slot(tail);
-        // The slot at `tail` holds the item pushed exactly one lap earlier;
-        // since the lane is full, that is the oldest item, at `head`, unless
-        // the consumer has already claimed it and is about to free the slot.
-        let oldest = tail.wrapping_sub(self.one_lap);
+    /// As for [`Lane::write`], except that the lane is full: `released` is the
+    /// value just loaded and `tail == released + capacity`.
+    pub(crate) unsafe fn evict_oldest(
+        &self,
+        tail: u64,
+        index: usize,
+        released: u64,
+        value: T,
+    ) -> Evict<T> {
+        debug_assert_eq!(tail - released, self.slots.len() as u64);
+        // `released` is the oldest position. If `head` is still there, no
+        // claim is in flight and the CAS makes `released` ours; if the
+        // consumer has claimed it, it is copying it out right now and will
+        // free the slot shortly: retry the plain push.
+        //
         // Relaxed on both sides: the CAS only decides who owns position
-        // `oldest` (the modification order of `head` is total). Its value was
-        // written by this very thread, so no synchronisation is needed to read
-        // it, and the slot is handed back to the consumer by the Release store
-        // of the stamp below.
+        // `released` (the modification order of `head` is total). Its value
+        // was written by this very thread, and the consumer finished with the
+        // slot's previous lap before storing the `released` we loaded with
+        // Acquire.
         if self
+            .consumer
             .head
-            .compare_exchange(
-                oldest,
-                self.next(oldest),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
+            .compare_exchange(released, released + 1, Ordering::Relaxed, Ordering::Relaxed)
             .is_err()
         {
             return Evict::Retry(value);
         }
-        // SAFETY: winning the CAS made position `oldest` ours; its slot is the
-        // slot at `tail`, filled by us one lap ago and never read since.
-        let old = slot.value.with_mut(|p| unsafe {
+        // Position `released` lives in the same slot as `tail` (one lap
+        // apart), which is the producer's `index`.
+        debug_assert_eq!(index, self.slot_of(released));
+        // SAFETY: `index < capacity` by the contract; winning the CAS made
+        // position `released` ours, and `tail` is not yet published, so nobody
+        // else touches the slot.
+        let slot = unsafe { self.slots.get_unchecked(index) };
+        // SAFETY: as above; the slot holds the item written at `released`.
+        let old = slot.with_mut(|p| unsafe {
             let old = p.read().assume_init();
             p.write(MaybeUninit::new(value));
             old
         });
-        // Release: publishes the new value, exactly as in `try_write`.
-        slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
+        // Relaxed: `released` only needs to stop counting the evicted
+        // position as unread; the producer is the only thread that reads it,
+        // and a consumer's Release store that lands first keeps its release
+        // sequence through this read-modify-write.
+        self.consumer
+            .released
+            .fetch_max(released + 1, Ordering::Relaxed);
+        // Release: publishes the new value, exactly as in `write`.
+        self.producer.tail.store(tail + 1, Ordering::Release);
         Evict::Replaced(old)
     }
 
-    /// Takes up to `max` items, oldest first, handing each to `sink`.
-    /// Returns how many were taken.
+    /// Claims the run of up to `max` items at `head`: returns its first
+    /// position and length, or `None` if nothing is ready.
     ///
-    /// Only the consumer calls this (or a drop that has `&mut` access); the
-    /// CAS on `head` makes it safe against an evicting producer.
-    #[inline]
-    pub(crate) fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+    /// Only the consumer calls this (or a drop, which has `&mut` access); the
+    /// CAS on `head` makes it safe against an evicting producer. The caller
+    /// must then copy every claimed item out and call [`Lane::release`].
+    #[inline(always)]
+    fn claim(&self, max: usize) -> Option<(u64, usize)> {
         if max == 0 {
-            return 0;
+            return None;
         }
-        // Relaxed: only a starting guess; the CAS below decides ownership. A
-        // stale value fails the CAS (head only moves forward) or finds no
-        // filled slot, which only delays the items to the next call.
-        let mut head = self.head.load(Ordering::Relaxed);
-        let (start, end, n) = loop {
-            let mut n = 0;
-            let mut pos = head;
-            // Acquire: pairs with the producer's Release store of `pos + 1`,
-            // so the value in each slot counted here is visible to us.
-            while n < max && self.slot(pos).stamp.load(Ordering::Acquire) == pos.wrapping_add(1) {
-                n += 1;
-                pos = self.next(pos);
-            }
+        // Relaxed: a starting guess; the CAS below decides ownership, and a
+        // stale value only fails it (head only moves forward).
+        let mut head = self.consumer.head.load(Ordering::Relaxed);
+        loop {
+            // Acquire: pairs with the producer's Release store of `tail`, so
+            // the values of every position below it are visible to us.
+            let tail = self.producer.tail.load(Ordering::Acquire);
+            // `tail - head <= capacity`, a `usize`, so this fits.
+            let n = ((tail - head) as usize).min(max);
             if n == 0 {
-                return 0;
+                return None;
             }
             // Relaxed: the CAS only arbitrates ownership against an evicting
             // producer (see `evict_oldest`); the values were synchronised by
-            // the Acquire loads above.
-            match self
-                .head
-                .compare_exchange(head, pos, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => break (head, pos, n),
+            // the Acquire load of `tail`.
+            match self.consumer.head.compare_exchange(
+                head,
+                head + n as u64,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((head, n)),
                 Err(current) => head = current,
             }
-        };
-        let mut pos = start;
-        while pos != end {
-            let slot = self.slot(pos);
-            // SAFETY: the CAS made positions `start..end` ours, and each was
-            // seen filled (stamp `pos + 1`) with Acquire ordering.
-            let value = slot.value.with(|p| unsafe { p.read().assume_init() });
-            // Release: the producer's Acquire load of this stamp then knows we
-            // are done reading the slot before it writes the next lap.
-            slot.stamp
-                .store(pos.wrapping_add(self.one_lap), Ordering::Release);
-            sink(value);
-            pos = self.next(pos);
         }
+    }
+
+    /// Frees the slots of every position below `end`.
+    #[inline(always)]
+    fn release(&self, end: u64) {
+        // Release: our reads of the slots happen before the producer's
+        // Acquire load of `released` lets it write them again.
+        self.consumer.released.store(end, Ordering::Release);
+    }
+
+    /// Moves the claimed run `start..start + n` out, in order, through
+    /// `take(slot) -> ()`.
+    #[inline(always)]
+    fn copy_out(&self, start: u64, n: usize, mut take: impl FnMut(&UnsafeCell<MaybeUninit<T>>)) {
+        let first = self.slot_of(start);
+        // The run may wrap around the end of the ring: two contiguous pieces.
+        let end = first + n;
+        let (a, b) = if end <= self.slots.len() {
+            (&self.slots[first..end], &self.slots[..0])
+        } else {
+            (&self.slots[first..], &self.slots[..end - self.slots.len()])
+        };
+        a.iter().chain(b).for_each(&mut take);
+        self.release(start + n as u64);
+    }
+
+    /// Takes up to `max` items, oldest first, handing each to `sink`.
+    /// Returns how many were taken. Consumer only (see [`Lane::claim`]).
+    #[inline]
+    pub(crate) fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        let Some((start, n)) = self.claim(max) else {
+            return 0;
+        };
+        self.copy_out(start, n, |slot| {
+            // SAFETY: the slot holds a claimed item, written before the
+            // `tail` we loaded with Acquire, and read exactly once.
+            sink(slot.with(|p| unsafe { p.read().assume_init() }));
+        });
         n
     }
 
-    /// True if no item is ready at `head` right now.
+    /// Moves up to `max` items, oldest first, to the end of `out`. Returns
+    /// how many. Consumer only (see [`Lane::claim`]).
+    #[inline]
+    pub(crate) fn pop_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        let Some((start, n)) = self.claim(max) else {
+            return 0;
+        };
+        out.reserve(n);
+        let mut dst = out.spare_capacity_mut()[..n].iter_mut();
+        self.copy_out(start, n, |slot| {
+            if let Some(dst) = dst.next() {
+                // SAFETY: as in `pop_with`. `copy_out` visits exactly `n`
+                // slots and `dst` has `n` places, so every item is moved.
+                *dst = slot.with(|p| unsafe { p.read() });
+            }
+        });
+        // SAFETY: the `n` places past `len` were initialised above (nothing in
+        // between can panic: it runs no user code).
+        unsafe { out.set_len(out.len() + n) };
+        n
+    }
+
+    /// True if no item is ready right now.
     pub(crate) fn is_empty(&self) -> bool {
-        // Relaxed head / Acquire stamp: see `pop_with`.
-        let head = self.head.load(Ordering::Relaxed);
-        self.slot(head).stamp.load(Ordering::Acquire) != head.wrapping_add(1)
+        // Relaxed head / Acquire tail: see `claim`.
+        let head = self.consumer.head.load(Ordering::Relaxed);
+        self.producer.tail.load(Ordering::Acquire) == head
     }
 
     /// Marks the lane's producer as gone. Called once, by its drop.
@@ -287,12 +323,12 @@ impl<T> Lane<T> {
     }
 
     pub(crate) fn totals(&self) -> LaneTotals {
-        // Relaxed: counters are statistics; each is a single-writer value, so
-        // a reader sees some recent value of each, exact once quiet.
+        // Relaxed: counters are statistics; each has a single writer, so a
+        // reader sees some recent value of each, exact once quiet.
         LaneTotals {
-            pushed: self.counters.pushed.load(Ordering::Relaxed),
-            rejected_full: self.counters.rejected_full.load(Ordering::Relaxed),
-            evicted: self.counters.evicted.load(Ordering::Relaxed),
+            pushed: self.producer.tail.load(Ordering::Relaxed),
+            rejected_full: self.producer.rejected_full.load(Ordering::Relaxed),
+            evicted: self.producer.evicted.load(Ordering::Relaxed),
         }
     }
 }
@@ -300,7 +336,7 @@ impl<T> Lane<T> {
 impl<T> Drop for Lane<T> {
     fn drop(&mut self) {
         // `&mut self`: no other thread can touch the lane, so every item still
-        // in it is dropped here, exactly once, walking filled slots from head.
+        // in it is dropped here, exactly once.
         self.pop_with(usize::MAX, drop);
     }
 }

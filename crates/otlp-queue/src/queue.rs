@@ -131,7 +131,13 @@ pub struct Producer<T> {
     lane: Arc<Lane<T>>,
     inner: Arc<Inner<T>>,
     /// Position of the next push; only this handle writes the lane.
-    tail: Cell<usize>,
+    tail: Cell<u64>,
+    /// `tail % capacity`, kept alongside so a push never divides.
+    index: Cell<usize>,
+    /// `released + capacity` for the last `released` read from the lane:
+    /// while `tail` is below it there is room, without looking at the
+    /// consumer's cache line.
+    limit: Cell<u64>,
 }
 
 impl<T> Producer<T> {
@@ -153,6 +159,8 @@ impl<T> Producer<T> {
             lane,
             inner: inner.clone(),
             tail: Cell::new(0),
+            index: Cell::new(0),
+            limit: Cell::new(inner.capacity as u64),
         }
     }
 
@@ -176,7 +184,7 @@ impl<T> Producer<T> {
         match self.push_once(value) {
             Ok(()) => Ok(()),
             Err(PushError::Full(value)) => {
-                bump(&self.lane.counters.rejected_full);
+                bump(&self.lane.producer.rejected_full);
                 Err(PushError::Full(value))
             }
             Err(closed) => Err(closed),
@@ -194,17 +202,32 @@ impl<T> Producer<T> {
             return Err(PushError::Closed(value));
         }
         let tail = self.tail.get();
-        // SAFETY: this handle is the lane's only producer (lanes are never
-        // shared between handles and `Producer` is not `Sync`), and `tail` is
-        // its position.
-        match unsafe { self.lane.try_write(tail, value) } {
-            Ok(()) => {
-                self.tail.set(self.lane.next(tail));
-                bump(&self.lane.counters.pushed);
-                Ok(())
-            }
-            Err(value) => Err(PushError::Full(value)),
+        if tail >= self.limit.get() && !self.has_room(tail) {
+            return Err(PushError::Full(value));
         }
+        // SAFETY: this handle is the lane's only producer (lanes are never
+        // shared between handles and `Producer` is not `Sync`), `tail` and
+        // `index` are its position, and there is room (checked above).
+        unsafe { self.lane.write(tail, self.index.get(), value) };
+        self.advance(tail);
+        Ok(())
+    }
+
+    /// Looks at the consumer's progress again: is there room for `tail`?
+    #[cold]
+    fn has_room(&self, tail: u64) -> bool {
+        self.limit
+            .set(self.lane.released() + self.inner.capacity as u64);
+        tail < self.limit.get()
+    }
+
+    /// Moves this handle's position past `tail`.
+    #[inline(always)]
+    fn advance(&self, tail: u64) {
+        self.tail.set(tail + 1);
+        let next = self.index.get() + 1;
+        self.index
+            .set(if next == self.inner.capacity { 0 } else { next });
     }
 
     /// Pushes `value`, waiting (spinning, then yielding, then sleeping in
@@ -237,7 +260,7 @@ impl<T> Producer<T> {
             let now = Instant::now();
             match deadline {
                 Some(deadline) if now >= deadline => {
-                    bump(&self.lane.counters.rejected_full);
+                    bump(&self.lane.producer.rejected_full);
                     return Err(PushTimeoutError::Timeout(value));
                 }
                 Some(deadline) => backoff.wait(deadline - now),
@@ -251,7 +274,7 @@ impl<T> Producer<T> {
     ///
     /// This is the "drop oldest" shedding policy. The plain push pays nothing
     /// for it: only the consumer's claim of a batch is a compare-and-swap
-    /// (one per batch) so that it can race with an eviction.
+    /// (one per batch), so that it can race with an eviction.
     ///
     /// If the consumer has claimed the oldest item but not yet finished
     /// reading it, this waits (spinning, then yielding) for the slot it is
@@ -275,13 +298,20 @@ impl<T> Producer<T> {
                 Err(PushError::Full(v)) => value = v,
             }
             let tail = self.tail.get();
-            // SAFETY: as in `push_once`; and `push_once` just found the slot
-            // at `tail` occupied.
-            match unsafe { self.lane.evict_oldest(tail, value) } {
+            let released = self.lane.released();
+            if tail - released < self.inner.capacity as u64 {
+                // The consumer made room since `push_once` looked.
+                continue;
+            }
+            // SAFETY: as in `push_once`, and the lane is full for the
+            // `released` just loaded.
+            match unsafe {
+                self.lane
+                    .evict_oldest(tail, self.index.get(), released, value)
+            } {
                 Evict::Replaced(old) => {
-                    self.tail.set(self.lane.next(tail));
-                    bump(&self.lane.counters.pushed);
-                    bump(&self.lane.counters.evicted);
+                    self.advance(tail);
+                    bump(&self.lane.producer.evicted);
                     return Ok(Some(old));
                 }
                 Evict::Retry(v) => {
@@ -361,7 +391,7 @@ impl<T> Consumer<T> {
     /// ```
     pub fn pop(&mut self) -> Option<T> {
         let mut out = None;
-        self.drain_with(1, |v| out = Some(v));
+        self.drain_with(1, |lane, max| lane.pop_with(max, |v| out = Some(v)));
         out
     }
 
@@ -378,7 +408,7 @@ impl<T> Consumer<T> {
     /// assert_eq!(out, [0, 1, 2, 3, 4]);
     /// ```
     pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        self.drain_with(max, |v| out.push(v))
+        self.drain_with(max, |lane, max| lane.pop_into(out, max))
     }
 
     /// Takes one item, or says why there is none.
@@ -469,21 +499,26 @@ impl<T> Consumer<T> {
         }
     }
 
-    /// Takes up to `max` items from the lanes in turn.
+    /// Takes up to `max` items from the lanes in turn; `take(lane, n)` takes
+    /// up to `n` items from one lane and says how many it took.
     #[inline]
-    fn drain_with(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+    fn drain_with(&mut self, max: usize, mut take: impl FnMut(&Lane<T>, usize) -> usize) -> usize {
         self.refresh();
         let n_lanes = self.lanes.len();
         if n_lanes == 0 || max == 0 {
             return 0;
         }
-        let start = self.cursor % n_lanes;
+        let start = if self.cursor < n_lanes {
+            self.cursor
+        } else {
+            0
+        };
         self.cursor = start + 1;
         let mut taken = 0;
         let mut saw_empty = false;
-        for i in 0..n_lanes {
-            let lane = &self.lanes[(start + i) % n_lanes];
-            let got = lane.pop_with(max - taken, &mut sink);
+        let (after, before) = self.lanes.split_at(start);
+        for lane in before.iter().chain(after) {
+            let got = take(lane, max - taken);
             saw_empty |= got == 0;
             taken += got;
             if taken == max {

@@ -92,6 +92,56 @@ fn capacity_one_wraps_under_pop_batch() {
     });
 }
 
+/// The slot freed by a pop is written again by the next lap's push: the
+/// consumer's read must happen before that write.
+#[test]
+fn slot_reuse_after_a_pop() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(1);
+        tx.try_push(1).unwrap();
+        let c = thread::spawn(move || {
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                if rx.pop_batch(&mut got, 1) == 0 {
+                    thread::yield_now();
+                }
+            }
+            got
+        });
+        push_lossless(&tx, 2);
+        drop(tx);
+        assert_eq!(c.join().unwrap(), [1, 2]);
+    });
+}
+
+/// An eviction, then a plain push into the room it made, then pops.
+#[test]
+fn push_after_eviction_races_pops() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(1);
+        tx.try_push(1).unwrap();
+        let c = thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match rx.try_pop() {
+                    Ok(v) => got.push(v),
+                    Err(TryPopError::Closed) => return got,
+                    Err(TryPopError::Empty) => thread::yield_now(),
+                }
+            }
+        });
+        let evicted = tx.force_push(2).unwrap();
+        push_lossless(&tx, 3);
+        drop(tx);
+        let got = c.join().unwrap();
+        let mut all = got.clone();
+        all.extend(evicted);
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3], "delivered {got:?}, evicted {evicted:?}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+    });
+}
+
 #[test]
 fn eviction_races_pop_batch() {
     model(|| {

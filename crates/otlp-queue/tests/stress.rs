@@ -110,7 +110,7 @@ fn shedding_accounts_for_every_item() {
                     let item = ledger.item(id(p, seq));
                     // Each producer favours one flavour, with some of each.
                     match (seq + p) % 7 {
-                        0 | 1 | 2 => match tx.try_push(item) {
+                        0..=2 => match tx.try_push(item) {
                             Ok(()) => {}
                             Err(PushError::Full(back)) => {
                                 assert_eq!(back.id, id(p, seq));
@@ -119,7 +119,7 @@ fn shedding_accounts_for_every_item() {
                             }
                             Err(PushError::Closed(_)) => panic!("closed early"),
                         },
-                        3 | 4 => match tx.force_push(item) {
+                        3..=4 => match tx.force_push(item) {
                             Ok(None) => {}
                             Ok(Some(old)) => {
                                 assert_eq!(old.id / PER_PRODUCER, p, "evicted another lane's item");
@@ -152,7 +152,7 @@ fn shedding_accounts_for_every_item() {
         batch.clear();
         rx.pop_batch(&mut batch, 1 + (round as usize % 40));
         delivered.extend(batch.iter().map(|t| t.id));
-        if round % 64 == 0 {
+        if round.is_multiple_of(64) {
             thread::sleep(Duration::from_micros(200)); // a slow consumer
         }
     }
