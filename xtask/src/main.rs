@@ -20,11 +20,11 @@ commands:
           1 consumer and N producers, lossless and shedding modes
             --threads 1,2,4,8   producer counts (default: 1,2,4,8, and 15
                                 where the machine has 16 cores or more)
-            --items N           items per producer per run (default 1000000)
+            --items N           items per producer per run (default 4000000)
             --reps N            runs per configuration; the median is shown
                                 (default 3)
             --capacity N        total queue capacity (default 4096)
-            --quick             --items 200000 --reps 1
+            --quick             --items 1000000 --reps 1 (a few seconds)
             --out DIR           where to write sweep.md (default target/sweep)
   test    cargo test --workspace, then the loom models
   loom    the loom models only

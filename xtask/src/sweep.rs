@@ -23,7 +23,7 @@ impl Options {
         }
         let mut o = Options {
             threads,
-            items: 1_000_000,
+            items: 4_000_000,
             reps: 3,
             capacity: 4096,
             out: PathBuf::from("target/sweep"),
@@ -37,7 +37,7 @@ impl Options {
             };
             match flag.as_str() {
                 "--quick" => {
-                    o.items = 200_000;
+                    o.items = 1_000_000;
                     o.reps = 1;
                 }
                 "--threads" => {

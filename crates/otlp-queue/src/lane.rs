@@ -112,6 +112,14 @@ impl<T> Lane<T> {
         (pos % self.slots.len() as u64) as usize
     }
 
+    /// Producer only: its own next position.
+    #[inline(always)]
+    pub(crate) fn own_tail(&self) -> u64 {
+        // Relaxed: the producer is the only writer of `tail`, so it reads its
+        // own last store (program order), which needs no synchronisation.
+        self.producer.tail.load(Ordering::Relaxed)
+    }
+
     /// Producer only: the consumer's `released`, to refresh the cached limit.
     #[inline]
     pub(crate) fn released(&self) -> u64 {

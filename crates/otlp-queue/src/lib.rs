@@ -76,9 +76,11 @@
 //!   left and then sees [`TryPopError::Closed`]; when the consumer is dropped,
 //!   pushes fail with `Closed` (`tests/loom.rs`, `tests/stress.rs`,
 //!   `tests/edges.rs`).
-//! * **The push path is lock-free and allocation-free.** `cargo xtask audit`
-//!   measures this; the design (no locks reachable from `try_push`) is
-//!   explained above and in `docs/ARCHITECTURE.md`.
+//! * **The push path takes no lock and allocates nothing.** No lock is
+//!   reachable from `try_push`, `force_push` or `push_timeout`'s fast path
+//!   (see *Progress*); `tests/no_alloc.rs` counts allocations with a
+//!   counting global allocator and asserts none in steady state, for pushes
+//!   and for `pop_batch` into a vector with room.
 //!
 //! # Progress
 //!

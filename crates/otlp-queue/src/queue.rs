@@ -130,8 +130,6 @@ pub struct QueueCounters {
 pub struct Producer<T> {
     lane: Arc<Lane<T>>,
     inner: Arc<Inner<T>>,
-    /// Position of the next push; only this handle writes the lane.
-    tail: Cell<u64>,
     /// `tail % capacity`, kept alongside so a push never divides.
     index: Cell<usize>,
     /// `released + capacity` for the last `released` read from the lane:
@@ -158,7 +156,6 @@ impl<T> Producer<T> {
         Producer {
             lane,
             inner: inner.clone(),
-            tail: Cell::new(0),
             index: Cell::new(0),
             limit: Cell::new(inner.capacity as u64),
         }
@@ -201,7 +198,7 @@ impl<T> Producer<T> {
         if !self.inner.consumer_alive.load(Ordering::Relaxed) {
             return Err(PushError::Closed(value));
         }
-        let tail = self.tail.get();
+        let tail = self.lane.own_tail();
         if tail >= self.limit.get() && !self.has_room(tail) {
             return Err(PushError::Full(value));
         }
@@ -209,7 +206,7 @@ impl<T> Producer<T> {
         // shared between handles and `Producer` is not `Sync`), `tail` and
         // `index` are its position, and there is room (checked above).
         unsafe { self.lane.write(tail, self.index.get(), value) };
-        self.advance(tail);
+        self.advance();
         Ok(())
     }
 
@@ -221,10 +218,10 @@ impl<T> Producer<T> {
         tail < self.limit.get()
     }
 
-    /// Moves this handle's position past `tail`.
+    /// Moves this handle's slot index on by one (the lane's `tail` was
+    /// advanced by the write).
     #[inline(always)]
-    fn advance(&self, tail: u64) {
-        self.tail.set(tail + 1);
+    fn advance(&self) {
         let next = self.index.get() + 1;
         self.index
             .set(if next == self.inner.capacity { 0 } else { next });
@@ -297,7 +294,7 @@ impl<T> Producer<T> {
                 Err(PushError::Closed(v)) => return Err(ClosedError(v)),
                 Err(PushError::Full(v)) => value = v,
             }
-            let tail = self.tail.get();
+            let tail = self.lane.own_tail();
             let released = self.lane.released();
             if tail - released < self.inner.capacity as u64 {
                 // The consumer made room since `push_once` looked.
@@ -310,7 +307,7 @@ impl<T> Producer<T> {
                     .evict_oldest(tail, self.index.get(), released, value)
             } {
                 Evict::Replaced(old) => {
-                    self.advance(tail);
+                    self.advance();
                     bump(&self.lane.producer.evicted);
                     return Ok(Some(old));
                 }

@@ -1,0 +1,68 @@
+//! The push path allocates nothing in steady state, and neither does
+//! `pop_batch` into a vector with room: checked with a counting global
+//! allocator. (Each test binary has its own allocator, so this file holds
+//! only tests that need it.)
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only adds a thread-local count.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // `try_with`: the thread-local may already be gone at thread exit.
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn push_and_pop_batch_allocate_nothing_in_steady_state() {
+    let (tx, mut rx) = otlp_queue::bounded::<u64>(64);
+    let tx2 = tx.clone(); // lanes are allocated here, not by pushes
+    let mut out = Vec::with_capacity(256);
+    // Warm up: the consumer's first call copies the lane list.
+    tx.try_push(0).unwrap();
+    rx.pop_batch(&mut out, 256);
+    out.clear();
+
+    let before = allocations();
+    for round in 0..1_000u64 {
+        for i in 0..64 {
+            tx.try_push(round * 64 + i).unwrap();
+        }
+        assert!(tx.try_push(0).unwrap_err().is_full());
+        tx2.try_push(round).unwrap();
+        tx.force_push(1).unwrap(); // evicts: still no allocation
+        tx2.push_timeout(2, Duration::from_millis(1)).unwrap();
+        out.clear();
+        let n = rx.pop_batch(&mut out, 256);
+        assert_eq!(n, 66);
+    }
+    assert_eq!(allocations() - before, 0, "push/pop allocated");
+}
