@@ -5,9 +5,11 @@
 //! # Indices
 //!
 //! Positions are 64-bit counts of pushes into the lane (they never wrap in
-//! practice: 2^64 pushes at a billion a second take 584 years). The item at
-//! position `p` lives in slot `p % capacity`. Three positions describe a
-//! lane:
+//! practice: 2^64 pushes at a billion a second take 584 years). The ring has
+//! `capacity` rounded up to a power of two slots, so the item at position `p`
+//! lives in slot `p & mask` (no division on any path); the lane still never
+//! holds more than `capacity` items, because the producer writes only while
+//! `tail - released < capacity`. Three positions describe a lane:
 //!
 //! * `tail`: the next position the producer writes. Only the producer writes
 //!   it, with a plain Release store after writing the slot.
@@ -70,7 +72,12 @@ pub(crate) struct Lane<T> {
     consumer: CachePadded<ConsumerSide>,
     /// Set once, when the producer handle that owns this lane is dropped.
     producer_gone: CachePadded<AtomicBool>,
+    /// `capacity.next_power_of_two()` slots.
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    /// `slots.len() - 1`.
+    mask: u64,
+    /// The most items the lane may hold.
+    capacity: u64,
 }
 
 // SAFETY: a lane moves values of `T` from the producer's thread to the
@@ -91,25 +98,35 @@ pub(crate) enum Evict<T> {
 }
 
 impl<T> Lane<T> {
-    /// A lane of `cap` slots. `cap` must be in `1..=crate::MAX_CAPACITY`
+    /// A lane that holds up to `cap` items. `cap` must be in `1..=crate::MAX_CAPACITY`
     /// (checked by the caller).
     pub(crate) fn new(cap: usize) -> Self {
         debug_assert!((1..=crate::MAX_CAPACITY).contains(&cap));
+        let ring = cap.next_power_of_two();
         Lane {
             producer: CachePadded::new(ProducerSide::default()),
             consumer: CachePadded::new(ConsumerSide::default()),
             producer_gone: CachePadded::new(AtomicBool::new(false)),
-            slots: (0..cap)
+            slots: (0..ring)
                 .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
                 .collect(),
+            mask: ring as u64 - 1,
+            capacity: cap as u64,
         }
     }
 
     /// The slot of position `pos`.
     #[inline(always)]
     fn slot_of(&self, pos: u64) -> usize {
-        // The remainder is below `capacity`, a `usize`, so it fits.
-        (pos % self.slots.len() as u64) as usize
+        // Below `slots.len()`, a `usize`, so it fits.
+        (pos & self.mask) as usize
+    }
+
+    /// The slot of position `pos`, without a bounds check.
+    #[inline(always)]
+    fn slot(&self, pos: u64) -> &UnsafeCell<MaybeUninit<T>> {
+        // SAFETY: `pos & mask < slots.len()`, a power of two.
+        unsafe { self.slots.get_unchecked(self.slot_of(pos)) }
     }
 
     /// Producer only: its own next position.
@@ -128,23 +145,21 @@ impl<T> Lane<T> {
         self.consumer.released.load(Ordering::Acquire)
     }
 
-    /// Writes `value` into slot `index` and publishes position `tail`.
+    /// Writes `value` at position `tail` and publishes it.
     ///
     /// # Safety
     ///
     /// Only the lane's single producer may call this, with `tail` its next
-    /// position, `index == tail % capacity`, and `tail - released <
-    /// capacity` for a `released` it loaded from [`Lane::released`].
+    /// position ([`Lane::own_tail`]) and `tail - released < capacity` for a
+    /// `released` it loaded from [`Lane::released`].
     #[inline(always)]
-    pub(crate) unsafe fn write(&self, tail: u64, index: usize, value: T) {
-        debug_assert_eq!(index, self.slot_of(tail));
-        // SAFETY: `index < capacity` by the contract; the slot is free because
-        // the consumer has released every position below `tail - capacity +
-        // 1`, and we are the only producer.
-        let slot = unsafe { self.slots.get_unchecked(index) };
-        // SAFETY: as above: nobody else touches this slot until `tail` is
-        // published below.
-        slot.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+    pub(crate) unsafe fn write(&self, tail: u64, value: T) {
+        // SAFETY: the slot is free: the consumer has released every position
+        // below `tail - capacity + 1`, and one lap of the ring is at least
+        // `capacity`; we are the only producer, and nobody else touches the
+        // slot until `tail` is published below.
+        self.slot(tail)
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Release: publishes the value written above to the consumer's
         // Acquire load of `tail`.
         self.producer.tail.store(tail + 1, Ordering::Release);
@@ -152,20 +167,14 @@ impl<T> Lane<T> {
 
     /// Called by the producer when the lane is full (`tail - released ==
     /// capacity` for the `released` it just loaded): takes out the oldest
-    /// item and writes `value` at `tail` in its place.
+    /// item and writes `value` at `tail`.
     ///
     /// # Safety
     ///
     /// As for [`Lane::write`], except that the lane is full: `released` is the
     /// value just loaded and `tail == released + capacity`.
-    pub(crate) unsafe fn evict_oldest(
-        &self,
-        tail: u64,
-        index: usize,
-        released: u64,
-        value: T,
-    ) -> Evict<T> {
-        debug_assert_eq!(tail - released, self.slots.len() as u64);
+    pub(crate) unsafe fn evict_oldest(&self, tail: u64, released: u64, value: T) -> Evict<T> {
+        debug_assert_eq!(tail - released, self.capacity);
         // `released` is the oldest position. If `head` is still there, no
         // claim is in flight and the CAS makes `released` ours; if the
         // consumer has claimed it, it is copying it out right now and will
@@ -184,19 +193,16 @@ impl<T> Lane<T> {
         {
             return Evict::Retry(value);
         }
-        // Position `released` lives in the same slot as `tail` (one lap
-        // apart), which is the producer's `index`.
-        debug_assert_eq!(index, self.slot_of(released));
-        // SAFETY: `index < capacity` by the contract; winning the CAS made
-        // position `released` ours, and `tail` is not yet published, so nobody
-        // else touches the slot.
-        let slot = unsafe { self.slots.get_unchecked(index) };
-        // SAFETY: as above; the slot holds the item written at `released`.
-        let old = slot.with_mut(|p| unsafe {
-            let old = p.read().assume_init();
-            p.write(MaybeUninit::new(value));
-            old
-        });
+        // SAFETY: winning the CAS made position `released` ours; it holds
+        // the item written there (by this thread).
+        let old = self
+            .slot(released)
+            .with_mut(|p| unsafe { p.read().assume_init() });
+        // SAFETY: the slot of `tail` is free: every position below `released
+        // + 1 = tail - capacity + 1` is now read (by the consumer, or by us
+        // just above), and `tail` is not yet published.
+        self.slot(tail)
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Relaxed: `released` only needs to stop counting the evicted
         // position as unread; the producer is the only thread that reads it,
         // and a consumer's Release store that lands first keeps its release

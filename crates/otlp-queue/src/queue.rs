@@ -130,8 +130,6 @@ pub struct QueueCounters {
 pub struct Producer<T> {
     lane: Arc<Lane<T>>,
     inner: Arc<Inner<T>>,
-    /// `tail % capacity`, kept alongside so a push never divides.
-    index: Cell<usize>,
     /// `released + capacity` for the last `released` read from the lane:
     /// while `tail` is below it there is room, without looking at the
     /// consumer's cache line.
@@ -156,7 +154,6 @@ impl<T> Producer<T> {
         Producer {
             lane,
             inner: inner.clone(),
-            index: Cell::new(0),
             limit: Cell::new(inner.capacity as u64),
         }
     }
@@ -205,8 +202,7 @@ impl<T> Producer<T> {
         // SAFETY: this handle is the lane's only producer (lanes are never
         // shared between handles and `Producer` is not `Sync`), `tail` and
         // `index` are its position, and there is room (checked above).
-        unsafe { self.lane.write(tail, self.index.get(), value) };
-        self.advance();
+        unsafe { self.lane.write(tail, value) };
         Ok(())
     }
 
@@ -216,15 +212,6 @@ impl<T> Producer<T> {
         self.limit
             .set(self.lane.released() + self.inner.capacity as u64);
         tail < self.limit.get()
-    }
-
-    /// Moves this handle's slot index on by one (the lane's `tail` was
-    /// advanced by the write).
-    #[inline(always)]
-    fn advance(&self) {
-        let next = self.index.get() + 1;
-        self.index
-            .set(if next == self.inner.capacity { 0 } else { next });
     }
 
     /// Pushes `value`, waiting (spinning, then yielding, then sleeping in
@@ -302,12 +289,8 @@ impl<T> Producer<T> {
             }
             // SAFETY: as in `push_once`, and the lane is full for the
             // `released` just loaded.
-            match unsafe {
-                self.lane
-                    .evict_oldest(tail, self.index.get(), released, value)
-            } {
+            match unsafe { self.lane.evict_oldest(tail, released, value) } {
                 Evict::Replaced(old) => {
-                    self.advance();
                     bump(&self.lane.producer.evicted);
                     return Ok(Some(old));
                 }
