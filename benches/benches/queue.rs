@@ -13,6 +13,8 @@ use benches::queue::{Candidate, Mode, run};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const CAPACITY: usize = 4096;
+/// Items per producer in one criterion iteration.
+const ITEMS: u64 = 10_000;
 
 fn producer_counts() -> Vec<usize> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -29,19 +31,19 @@ fn lossless(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(3));
     for producers in producer_counts() {
-        group.throughput(Throughput::Elements(producers as u64));
+        // One iteration = ITEMS items from each producer, so criterion's
+        // elements/s is delivered items/s for the whole queue. Each sample
+        // is one run (threads started outside the timed part).
+        group.throughput(Throughput::Elements(ITEMS * producers as u64));
         for candidate in Candidate::ALL {
             group.bench_with_input(
                 BenchmarkId::new(candidate.id(), producers),
                 &producers,
                 |b, &p| {
-                    // One iteration = one item from each producer, so criterion's
-                    // elements/s is delivered items/s for the whole queue.
                     b.iter_custom(|iters| {
-                        let per = iters.max(1_000);
+                        let per = iters * ITEMS;
                         let r = run(candidate, p, per, Mode::Lossless, CAPACITY);
-                        let secs = (per * p as u64) as f64 / r.delivered_per_s;
-                        Duration::from_secs_f64(secs * iters as f64 / per as f64)
+                        Duration::from_secs_f64((per * p as u64) as f64 / r.delivered_per_s)
                     });
                 },
             );

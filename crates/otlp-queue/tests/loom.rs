@@ -120,16 +120,7 @@ fn push_after_eviction_races_pops() {
     model(|| {
         let (tx, mut rx) = bounded::<u32>(1);
         tx.try_push(1).unwrap();
-        let c = thread::spawn(move || {
-            let mut got = Vec::new();
-            loop {
-                match rx.try_pop() {
-                    Ok(v) => got.push(v),
-                    Err(TryPopError::Closed) => return got,
-                    Err(TryPopError::Empty) => thread::yield_now(),
-                }
-            }
-        });
+        let c = thread::spawn(move || drain_until_closed(&mut rx));
         let evicted = tx.force_push(2).unwrap();
         push_lossless(&tx, 3);
         drop(tx);
