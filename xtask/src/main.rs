@@ -21,7 +21,7 @@ commands:
             --threads 1,2,4,8   producer counts (default: 1,2,4,8, and 15
                                 where the machine has 16 cores or more)
             --items N           items per producer per run (default 4000000)
-            --reps N            runs per configuration; the median is shown
+            --reps N            rounds (each runs every queue once); medians shown
                                 (default 3)
             --capacity N        total queue capacity (default 4096)
             --quick             --items 1000000 --reps 1 (a few seconds)

@@ -90,17 +90,55 @@ fn machine() -> String {
     format!("{} cores, {cpu}, {}", cores(), std::env::consts::ARCH)
 }
 
-/// Median of `reps` runs, by the figure that matters for the mode.
-fn measure(c: Candidate, threads: usize, mode: Mode, o: &Options) -> RunResult {
-    let mut runs: Vec<RunResult> = (0..o.reps)
-        .map(|_| run(c, threads, o.items, mode, o.capacity))
-        .collect();
-    let key = |r: &RunResult| match mode {
+/// The figure that matters for a mode: delivered items/s when lossless,
+/// push attempts/s per producer when shedding.
+fn key(mode: Mode, r: &RunResult) -> f64 {
+    match mode {
         Mode::Lossless => r.delivered_per_s,
         Mode::Shedding => r.per_producer_per_s,
-    };
-    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    runs[runs.len() / 2]
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Every candidate at one producer count, `reps` rounds in which each
+/// candidate runs once, in turn: a slow spell of a shared machine then hits
+/// every candidate alike, and ratios are taken within a round.
+struct Cell {
+    /// Per candidate (in `Candidate::ALL` order): the run with the median
+    /// key figure.
+    median: Vec<RunResult>,
+    /// Median over rounds of otlp-queue's key figure divided by
+    /// ArrayQueue's in the same round.
+    ratio_to_array_queue: f64,
+}
+
+fn measure(threads: usize, mode: Mode, o: &Options) -> Cell {
+    let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); Candidate::ALL.len()];
+    for _ in 0..o.reps {
+        for (i, c) in Candidate::ALL.into_iter().enumerate() {
+            runs[i].push(run(c, threads, o.items, mode, o.capacity));
+        }
+    }
+    let ratios = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(ours, aq)| key(mode, ours) / key(mode, aq))
+        .collect();
+    let medians = runs
+        .into_iter()
+        .map(|mut rs| {
+            rs.sort_by(|a, b| key(mode, a).total_cmp(&key(mode, b)));
+            rs[rs.len() / 2]
+        })
+        .collect();
+    Cell {
+        median: medians,
+        ratio_to_array_queue: median(ratios),
+    }
 }
 
 fn m(x: f64) -> String {
@@ -110,7 +148,7 @@ fn m(x: f64) -> String {
 pub(crate) fn main(o: &Options) -> Result<(), String> {
     let machine = machine();
     eprintln!(
-        "sweep: {machine}; producers {:?}, {} items per producer, median of {}, total capacity {}",
+        "sweep: {machine}; producers {:?}, {} items per producer, {} rounds, total capacity {}",
         o.threads, o.items, o.reps, o.capacity
     );
     let mut md = String::new();
@@ -118,29 +156,21 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     let _ = writeln!(
         md,
         "Machine: {machine}. One consumer, N producers, `u64` items, total capacity {} \
-         (otlp-queue: {} / N per lane), {} items per producer, median of {} runs.\n",
+         (otlp-queue: {} / N per lane), {} items per producer, {} rounds, each running every queue once in turn; figures are medians over rounds, ratios are medians of the ratios within a round.\n",
         o.capacity, o.capacity, o.items, o.reps
     );
     let mut results = Vec::new();
     for mode in [Mode::Lossless, Mode::Shedding] {
         for &t in &o.threads {
-            for c in Candidate::ALL {
-                eprint!(
-                    "  {:<9} {:>2} producers  {:<22}\r",
-                    mode.name(),
-                    t,
-                    c.name()
-                );
-                results.push((mode, t, c, measure(c, t, mode, o)));
-            }
+            eprintln!("  {} with {t} producers", mode.name());
+            results.push((mode, t, measure(t, mode, o)));
         }
     }
-    eprintln!("{:60}", "");
-    let get = |mode: Mode, t: usize, c: Candidate| {
+    let cell = |mode: Mode, t: usize| {
         results
             .iter()
-            .find(|r| r.0 == mode && r.1 == t && r.2 == c)
-            .map(|r| r.3)
+            .find(|r| r.0 == mode && r.1 == t)
+            .map(|r| &r.2)
             .expect("measured above")
     };
 
@@ -150,18 +180,18 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     );
     let _ = writeln!(
         md,
-        "| producers | otlp-queue | crossbeam ArrayQueue | std Mutex<VecDeque> | otlp-queue / ArrayQueue |"
+        "| producers | otlp-queue | crossbeam ArrayQueue | std Mutex<VecDeque> | otlp-queue / ArrayQueue (median of per-round ratios) |"
     );
     let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
     for &t in &o.threads {
-        let [ours, aq, mx] = Candidate::ALL.map(|c| get(Mode::Lossless, t, c).delivered_per_s);
+        let c = cell(Mode::Lossless, t);
         let _ = writeln!(
             md,
             "| {t} | {} | {} | {} | {:.1}x |",
-            m(ours),
-            m(aq),
-            m(mx),
-            ours / aq
+            m(c.median[0].delivered_per_s),
+            m(c.median[1].delivered_per_s),
+            m(c.median[2].delivered_per_s),
+            c.ratio_to_array_queue
         );
     }
 
@@ -177,9 +207,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     let base = o
         .threads
         .first()
-        .map(|&t| get(Mode::Shedding, t, Candidate::OtlpQueue));
+        .map(|&t| cell(Mode::Shedding, t).median[0]);
     for &t in &o.threads {
-        let [ours, aq, mx] = Candidate::ALL.map(|c| get(Mode::Shedding, t, c));
+        let [ours, aq, mx] = [0, 1, 2].map(|i| cell(Mode::Shedding, t).median[i]);
         let scale = base.map_or(f64::NAN, |b| ours.per_producer_per_s / b.per_producer_per_s);
         let _ = writeln!(
             md,
