@@ -1,11 +1,16 @@
-//! # otlp-exporter (not built yet)
+//! A span export pipeline that does not fall over under load.
 //!
-//! This crate will be the span export pipeline: a span model that carries
-//! everything OTLP can, a `record` path that takes no lock and never blocks
-//! (built on [`otlp-queue`](https://docs.rs/otlp-queue)), a batching worker,
-//! per-pipeline load shedding, exact accounting of every span that is not
-//! delivered, OTLP protobuf and JSON encoding, and transports (in-memory,
-//! file, OTLP/HTTP).
-//!
-//! It holds no API yet: the issue that builds it is open. See
-//! `docs/ARCHITECTURE.md` at the workspace root for where it fits.
+//! (Being built: the span model and OTLP encoding are here; the pipeline
+//! follows.)
+
+mod config;
+mod encode;
+mod id;
+mod model;
+
+pub use config::ConfigError;
+pub use encode::{Encoded, EncodedRequest, Encoder, Encoding, MAX_REQUEST_BYTES};
+pub use model::{
+    Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SpanContext,
+    SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
+};

@@ -1,0 +1,44 @@
+//! Reading configuration from the environment, with errors that name the
+//! variable and the bad value.
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// An environment variable holds a value that does not parse.
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A builder setting is out of range.
+    #[error("invalid setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A non-negative integer from the environment; unset or empty is `None`.
+pub(crate) fn env_usize(var: &'static str) -> Result<Option<usize>, ConfigError> {
+    parse_usize(var, std::env::var(var).ok().as_deref())
+}
+
+pub(crate) fn parse_usize(
+    var: &'static str,
+    value: Option<&str>,
+) -> Result<Option<usize>, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ConfigError::InvalidEnv {
+            var,
+            value: v.to_owned(),
+            reason: "expected a non-negative integer",
+        }),
+    }
+}

@@ -1,0 +1,276 @@
+//! OTLP JSON: the protobuf JSON mapping as the OTLP specification adjusts it
+//! (ids as lowercase hex, enums as integers, 64-bit integers as decimal
+//! strings, bytes as base64, non-finite doubles as `"NaN"`, `"Infinity"`,
+//! `"-Infinity"`, field names in lowerCamelCase). Every field is written,
+//! defaults included, so strict readers need no defaults of their own; the
+//! one exception is an unset span status, left out as protobuf leaves it.
+
+use std::fmt::Write as _;
+
+use crate::encode::proto::ScopeGroup;
+use crate::model::{Event, KeyValue, Link, Resource, SpanData, StatusCode, Value};
+
+/// Appends `s` as a JSON string literal.
+fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    out.push('"');
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push('"');
+}
+
+fn base64(out: &mut String, bytes: &[u8]) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    out.push('"');
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.push('"');
+}
+
+fn double(out: &mut String, f: f64) {
+    if f.is_nan() {
+        out.push_str("\"NaN\"");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
+    } else {
+        // `{:?}` prints the shortest text that reads back to the same f64,
+        // in a form JSON accepts (`1.0`, `1e-7`).
+        let _ = write!(out, "{f:?}");
+    }
+}
+
+fn any_value(out: &mut String, v: &Value) {
+    match v {
+        Value::Str(s) => {
+            out.push_str("{\"stringValue\":");
+            string(out, s);
+        }
+        Value::Bool(b) => {
+            let _ = write!(out, "{{\"boolValue\":{b}");
+        }
+        Value::I64(i) => {
+            let _ = write!(out, "{{\"intValue\":\"{i}\"");
+        }
+        Value::F64(f) => {
+            out.push_str("{\"doubleValue\":");
+            double(out, *f);
+        }
+        Value::Bytes(b) => {
+            out.push_str("{\"bytesValue\":");
+            base64(out, b);
+        }
+        Value::Array(items) => {
+            out.push_str("{\"arrayValue\":{\"values\":[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                any_value(out, item);
+            }
+            out.push_str("]}");
+        }
+    }
+    out.push('}');
+}
+
+fn attributes(out: &mut String, attrs: &[KeyValue]) {
+    out.push('[');
+    for (i, kv) in attrs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"key\":");
+        string(out, &kv.key);
+        out.push_str(",\"value\":");
+        any_value(out, &kv.value);
+        out.push('}');
+    }
+    out.push(']');
+}
+
+fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        each(out, item);
+    }
+    out.push(']');
+}
+
+fn event(out: &mut String, e: &Event) {
+    let _ = write!(out, "{{\"timeUnixNano\":\"{}\",\"name\":", e.time_unix_nano);
+    string(out, &e.name);
+    out.push_str(",\"attributes\":");
+    attributes(out, &e.attributes);
+    let _ = write!(
+        out,
+        ",\"droppedAttributesCount\":{}}}",
+        e.dropped_attributes_count
+    );
+}
+
+fn link(out: &mut String, l: &Link) {
+    out.push_str("{\"traceId\":");
+    hex(out, &l.context.trace_id.0);
+    out.push_str(",\"spanId\":");
+    hex(out, &l.context.span_id.0);
+    out.push_str(",\"traceState\":");
+    string(out, &l.context.trace_state);
+    out.push_str(",\"attributes\":");
+    attributes(out, &l.attributes);
+    let flags =
+        u32::from(l.context.trace_flags.0) | 0x100 | if l.context.is_remote { 0x200 } else { 0 };
+    let _ = write!(
+        out,
+        ",\"droppedAttributesCount\":{},\"flags\":{flags}}}",
+        l.dropped_attributes_count
+    );
+}
+
+fn span(out: &mut String, s: &SpanData) {
+    out.push_str("{\"traceId\":");
+    hex(out, &s.context.trace_id.0);
+    out.push_str(",\"spanId\":");
+    hex(out, &s.context.span_id.0);
+    out.push_str(",\"traceState\":");
+    string(out, &s.context.trace_state);
+    out.push_str(",\"parentSpanId\":");
+    if s.parent_span_id.is_valid() {
+        hex(out, &s.parent_span_id.0);
+    } else {
+        out.push_str("\"\"");
+    }
+    let flags =
+        u32::from(s.context.trace_flags.0) | 0x100 | if s.context.is_remote { 0x200 } else { 0 };
+    let _ = write!(out, ",\"flags\":{flags},\"name\":");
+    string(out, &s.name);
+    let _ = write!(
+        out,
+        ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":",
+        s.kind as i32, s.start_time_unix_nano, s.end_time_unix_nano
+    );
+    attributes(out, &s.attributes);
+    let _ = write!(
+        out,
+        ",\"droppedAttributesCount\":{},\"events\":",
+        s.dropped_attributes_count
+    );
+    list(out, &s.events, event);
+    let _ = write!(
+        out,
+        ",\"droppedEventsCount\":{},\"links\":",
+        s.dropped_events_count
+    );
+    list(out, &s.links, link);
+    let _ = write!(out, ",\"droppedLinksCount\":{}", s.dropped_links_count);
+    // An unset status is left out, as in protobuf (the message is optional).
+    if s.status.code != StatusCode::Unset || !s.status.message.is_empty() {
+        out.push_str(",\"status\":{\"message\":");
+        string(out, &s.status.message);
+        let _ = write!(out, ",\"code\":{}}}", s.status.code as i32);
+    }
+    out.push('}');
+}
+
+/// Encodes one `ExportTraceServiceRequest` as one line of OTLP JSON (no
+/// newline), appending to `out`.
+pub(crate) fn encode_request(out: &mut String, resource: &Resource, groups: &[ScopeGroup<'_>]) {
+    out.push_str("{\"resourceSpans\":[{\"resource\":{\"attributes\":");
+    attributes(out, &resource.attributes);
+    let _ = write!(
+        out,
+        ",\"droppedAttributesCount\":{}}},\"scopeSpans\":[",
+        resource.dropped_attributes_count
+    );
+    for (i, g) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"scope\":{\"name\":");
+        string(out, &g.scope.name);
+        out.push_str(",\"version\":");
+        string(out, &g.scope.version);
+        out.push_str(",\"attributes\":");
+        attributes(out, &g.scope.attributes);
+        out.push_str(",\"droppedAttributesCount\":0},\"spans\":");
+        out.push('[');
+        for (j, s) in g.spans.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            span(out, s);
+        }
+        out.push_str("],\"schemaUrl\":");
+        string(out, &g.scope.schema_url);
+        out.push('}');
+    }
+    out.push_str("],\"schemaUrl\":");
+    string(out, &resource.schema_url);
+    out.push_str("}]}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, want) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            let mut out = String::new();
+            base64(&mut out, input.as_bytes());
+            assert_eq!(out, format!("\"{want}\""));
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = String::new();
+        string(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+    }
+}

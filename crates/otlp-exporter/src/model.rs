@@ -1,0 +1,621 @@
+//! The span model: everything OTLP can carry for a span, its resource and its
+//! instrumentation scope.
+//!
+//! Names, keys and string values are [`Str`] (`Cow<'static, str>`), so the
+//! usual `'static` literals cost no allocation.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A string that is usually `'static` (no allocation) but may be owned.
+pub type Str = Cow<'static, str>;
+
+/// A 16-byte W3C trace id. The all-zero id is invalid.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct TraceId(pub [u8; 16]);
+
+/// An 8-byte W3C span id. The all-zero id is invalid (and means "no
+/// parent" in [`SpanData::parent_span_id`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// The invalid, all-zero id.
+    pub const INVALID: TraceId = TraceId([0; 16]);
+
+    /// True unless all zero.
+    pub fn is_valid(&self) -> bool {
+        *self != Self::INVALID
+    }
+
+    /// A random, valid id from this thread's generator (no shared lock).
+    pub fn random() -> Self {
+        crate::id::random_trace_id()
+    }
+}
+
+impl SpanId {
+    /// The invalid, all-zero id.
+    pub const INVALID: SpanId = SpanId([0; 8]);
+
+    /// True unless all zero.
+    pub fn is_valid(&self) -> bool {
+        *self != Self::INVALID
+    }
+
+    /// A random, valid id from this thread's generator (no shared lock).
+    pub fn random() -> Self {
+        crate::id::random_span_id()
+    }
+}
+
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for b in bytes {
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
+macro_rules! hex_fmt {
+    ($ty:ident) => {
+        /// Lowercase hex, as in W3C `traceparent` and OTLP JSON.
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, &self.0)
+            }
+        }
+
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($ty), "("))?;
+                write_hex(f, &self.0)?;
+                f.write_str(")")
+            }
+        }
+    };
+}
+hex_fmt!(TraceId);
+hex_fmt!(SpanId);
+
+/// W3C trace flags. Bit 0 is "sampled".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+pub struct TraceFlags(pub u8);
+
+impl TraceFlags {
+    /// Sampled: the span is recorded and exported.
+    pub const SAMPLED: TraceFlags = TraceFlags(0x01);
+    /// Not sampled: the pipeline counts the span and drops it.
+    pub const NOT_SAMPLED: TraceFlags = TraceFlags(0x00);
+
+    /// True if the sampled bit is set.
+    pub fn is_sampled(&self) -> bool {
+        self.0 & 0x01 != 0
+    }
+}
+
+/// What identifies a span across process boundaries.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SpanContext {
+    /// The trace this span belongs to.
+    pub trace_id: TraceId,
+    /// This span.
+    pub span_id: SpanId,
+    /// W3C trace flags.
+    pub trace_flags: TraceFlags,
+    /// W3C `tracestate`, as its header text (empty if none).
+    pub trace_state: Str,
+    /// True if this context was received from another process.
+    pub is_remote: bool,
+}
+
+impl SpanContext {
+    /// A sampled, local context.
+    pub fn new(trace_id: TraceId, span_id: SpanId) -> Self {
+        SpanContext {
+            trace_id,
+            span_id,
+            trace_flags: TraceFlags::SAMPLED,
+            trace_state: Str::Borrowed(""),
+            is_remote: false,
+        }
+    }
+
+    /// True if both ids are valid.
+    pub fn is_valid(&self) -> bool {
+        self.trace_id.is_valid() && self.span_id.is_valid()
+    }
+}
+
+/// An attribute value: the types OTLP carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    /// A string.
+    Str(Str),
+    /// A boolean.
+    Bool(bool),
+    /// A signed 64-bit integer.
+    I64(i64),
+    /// A 64-bit float (non-finite values are carried as they are; OTLP JSON
+    /// writes them as `"NaN"`, `"Infinity"`, `"-Infinity"`).
+    F64(f64),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+    /// An array of values (OpenTelemetry expects one type per array).
+    Array(Vec<Value>),
+}
+
+macro_rules! value_from {
+    ($($ty:ty => |$v:ident| $e:expr),+ $(,)?) => {
+        $(impl From<$ty> for Value {
+            fn from($v: $ty) -> Self {
+                $e
+            }
+        })+
+    };
+}
+
+value_from! {
+    &'static str => |v| Value::Str(Str::Borrowed(v)),
+    String => |v| Value::Str(Str::Owned(v)),
+    Str => |v| Value::Str(v),
+    bool => |v| Value::Bool(v),
+    i64 => |v| Value::I64(v),
+    i32 => |v| Value::I64(v.into()),
+    u32 => |v| Value::I64(v.into()),
+    f64 => |v| Value::F64(v),
+    Vec<u8> => |v| Value::Bytes(v),
+    Vec<Value> => |v| Value::Array(v),
+}
+
+/// A key and its value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyValue {
+    /// The attribute's name.
+    pub key: Str,
+    /// Its value.
+    pub value: Value,
+}
+
+impl KeyValue {
+    /// `KeyValue::new("http.method", "GET")`.
+    pub fn new(key: impl Into<Str>, value: impl Into<Value>) -> Self {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// The role of a span in a trace (OTLP `SpanKind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum SpanKind {
+    /// Not said.
+    Unspecified = 0,
+    /// An internal operation (the default for spans built here).
+    #[default]
+    Internal = 1,
+    /// Handles a remote request.
+    Server = 2,
+    /// Makes a remote request.
+    Client = 3,
+    /// Sends a message.
+    Producer = 4,
+    /// Receives a message.
+    Consumer = 5,
+}
+
+/// OTLP status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(i32)]
+pub enum StatusCode {
+    /// Not set (the default).
+    #[default]
+    Unset = 0,
+    /// Explicitly successful.
+    Ok = 1,
+    /// Failed.
+    Error = 2,
+}
+
+/// A span's status: a code and, for errors, a message.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Status {
+    /// The code.
+    pub code: StatusCode,
+    /// Developer-facing message (OTLP keeps it for `Error` only by
+    /// convention; it is carried as given).
+    pub message: Str,
+}
+
+impl Status {
+    /// `Ok`, no message.
+    pub fn ok() -> Self {
+        Status {
+            code: StatusCode::Ok,
+            message: Str::Borrowed(""),
+        }
+    }
+
+    /// `Error` with a message.
+    pub fn error(message: impl Into<Str>) -> Self {
+        Status {
+            code: StatusCode::Error,
+            message: message.into(),
+        }
+    }
+}
+
+/// Something that happened during a span.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// What happened.
+    pub name: Str,
+    /// When, in nanoseconds since the Unix epoch.
+    pub time_unix_nano: u64,
+    /// Details.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes discarded by the limits.
+    pub dropped_attributes_count: u32,
+}
+
+/// A reference from a span to another span (in this trace or another).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Link {
+    /// The linked span.
+    pub context: SpanContext,
+    /// Details.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes discarded by the limits.
+    pub dropped_attributes_count: u32,
+}
+
+/// How readily a span is shed under load (see
+/// [`Shedding::Priority`](crate::Shedding::Priority)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Priority {
+    /// Shed only when the queue is full.
+    #[default]
+    Normal,
+    /// Shed first: as soon as the queue is above its high-water mark.
+    Low,
+}
+
+/// A finished span, as the pipeline records and exports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpanData {
+    /// Ids, flags and trace state.
+    pub context: SpanContext,
+    /// The parent span, or [`SpanId::INVALID`] for a root span.
+    pub parent_span_id: SpanId,
+    /// The operation's name.
+    pub name: Str,
+    /// The span's role.
+    pub kind: SpanKind,
+    /// Start, in nanoseconds since the Unix epoch.
+    pub start_time_unix_nano: u64,
+    /// End, in nanoseconds since the Unix epoch.
+    pub end_time_unix_nano: u64,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes discarded by the limits.
+    pub dropped_attributes_count: u32,
+    /// Events.
+    pub events: Vec<Event>,
+    /// Events discarded by the limits.
+    pub dropped_events_count: u32,
+    /// Links.
+    pub links: Vec<Link>,
+    /// Links discarded by the limits.
+    pub dropped_links_count: u32,
+    /// Status.
+    pub status: Status,
+    /// Shedding priority (not exported).
+    pub priority: Priority,
+    /// The instrumentation scope that made the span (see
+    /// [`Encoder::add_scope`](crate::Encoder::add_scope) and
+    /// [`Pipeline::tracer`](crate::Pipeline::tracer)).
+    pub scope: ScopeId,
+}
+
+/// Names an [`InstrumentationScope`] in a pipeline's (or an encoder's)
+/// table of scopes. A number, so that recording a span never touches a
+/// shared reference count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ScopeId(pub(crate) u32);
+
+impl ScopeId {
+    /// The default scope, named after this crate.
+    pub const DEFAULT: ScopeId = ScopeId(0);
+}
+
+impl SpanData {
+    /// A sampled root span with fresh random ids and no times set.
+    pub fn new(name: impl Into<Str>) -> Self {
+        SpanData {
+            context: SpanContext::new(TraceId::random(), SpanId::random()),
+            parent_span_id: SpanId::INVALID,
+            name: name.into(),
+            kind: SpanKind::Internal,
+            start_time_unix_nano: 0,
+            end_time_unix_nano: 0,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Vec::new(),
+            dropped_events_count: 0,
+            links: Vec::new(),
+            dropped_links_count: 0,
+            status: Status::default(),
+            priority: Priority::Normal,
+            scope: ScopeId::DEFAULT,
+        }
+    }
+}
+
+/// The entity that produced the spans: a service, a process, a host.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Resource {
+    /// Attributes, `service.name` among them.
+    pub attributes: Vec<KeyValue>,
+    /// Attributes discarded.
+    pub dropped_attributes_count: u32,
+    /// Schema URL of the attributes (empty if none).
+    pub schema_url: Str,
+}
+
+impl Resource {
+    /// A resource with `service.name` set.
+    pub fn new(service_name: impl Into<Str>) -> Self {
+        Resource {
+            attributes: vec![KeyValue::new(
+                "service.name",
+                Value::Str(service_name.into()),
+            )],
+            ..Resource::default()
+        }
+    }
+
+    /// The resource described by the environment, as the OpenTelemetry SDK
+    /// spec says: `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`, values
+    /// percent-decoded), then `OTEL_SERVICE_NAME`, which wins for
+    /// `service.name`; if neither names a service, `service.name` is
+    /// `unknown_service`.
+    ///
+    /// Malformed entries of `OTEL_RESOURCE_ATTRIBUTES` are skipped (the spec
+    /// says to discard the whole variable on error; we keep the good entries
+    /// and report the rest through `tracing`).
+    pub fn from_env() -> Self {
+        Self::from_vars(
+            std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok().as_deref(),
+            std::env::var("OTEL_SERVICE_NAME").ok().as_deref(),
+        )
+    }
+
+    /// [`Resource::from_env`] with the two variables given.
+    pub fn from_vars(resource_attributes: Option<&str>, service_name: Option<&str>) -> Self {
+        let mut r = Resource::default();
+        for entry in resource_attributes.unwrap_or("").split(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            match entry.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    match (percent_decode(k.trim()), percent_decode(v.trim())) {
+                        (Some(k), Some(v)) => r.set(KeyValue::new(k, v)),
+                        _ => tracing::warn!(
+                            entry,
+                            "OTEL_RESOURCE_ATTRIBUTES: bad percent-encoding, entry ignored"
+                        ),
+                    }
+                }
+                _ => tracing::warn!(
+                    entry,
+                    "OTEL_RESOURCE_ATTRIBUTES: entry is not key=value, ignored"
+                ),
+            }
+        }
+        if let Some(name) = service_name.map(str::trim).filter(|n| !n.is_empty()) {
+            r.set(KeyValue::new("service.name", name.to_owned()));
+        }
+        if !r.attributes.iter().any(|kv| kv.key == "service.name") {
+            r.set(KeyValue::new("service.name", "unknown_service"));
+        }
+        r
+    }
+
+    /// Sets an attribute, replacing one with the same key.
+    pub fn set(&mut self, kv: KeyValue) {
+        match self.attributes.iter_mut().find(|a| a.key == kv.key) {
+            Some(a) => a.value = kv.value,
+            None => self.attributes.push(kv),
+        }
+    }
+
+    /// The value of `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.attributes
+            .iter()
+            .find(|a| a.key == key)
+            .map(|a| &a.value)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The library or module that produced the spans.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct InstrumentationScope {
+    /// Its name, e.g. the crate's.
+    pub name: Str,
+    /// Its version (empty if none).
+    pub version: Str,
+    /// Attributes.
+    pub attributes: Vec<KeyValue>,
+    /// Schema URL (empty if none).
+    pub schema_url: Str,
+}
+
+impl InstrumentationScope {
+    /// A scope with a name and version.
+    pub fn new(name: impl Into<Str>, version: impl Into<Str>) -> Self {
+        InstrumentationScope {
+            name: name.into(),
+            version: version.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Limits on what one span may carry (OpenTelemetry SDK spec defaults:
+/// 128 of each, no value-length limit). What is cut is counted in the
+/// span's `dropped_*_count` fields; over-long string values are truncated
+/// (at a character boundary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanLimits {
+    /// Most attributes per span.
+    pub attribute_count: usize,
+    /// Longest string attribute value, in bytes (`None`: unlimited).
+    pub attribute_value_length: Option<usize>,
+    /// Most events per span.
+    pub event_count: usize,
+    /// Most links per span.
+    pub link_count: usize,
+    /// Most attributes per event.
+    pub attributes_per_event: usize,
+    /// Most attributes per link.
+    pub attributes_per_link: usize,
+}
+
+impl Default for SpanLimits {
+    fn default() -> Self {
+        SpanLimits {
+            attribute_count: 128,
+            attribute_value_length: None,
+            event_count: 128,
+            link_count: 128,
+            attributes_per_event: 128,
+            attributes_per_link: 128,
+        }
+    }
+}
+
+impl SpanLimits {
+    /// The defaults, overridden by `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`
+    /// (or `OTEL_ATTRIBUTE_COUNT_LIMIT`), `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`
+    /// (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`), `OTEL_SPAN_EVENT_COUNT_LIMIT`,
+    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and
+    /// `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`.
+    pub fn from_env() -> Result<Self, crate::ConfigError> {
+        let mut l = SpanLimits::default();
+        let var = |names: &[&'static str]| -> Result<Option<usize>, crate::ConfigError> {
+            for name in names {
+                if let Some(v) = crate::config::env_usize(name)? {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        };
+        if let Some(v) = var(&[
+            "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        ])? {
+            l.attribute_count = v;
+        }
+        if let Some(v) = var(&[
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+            "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        ])? {
+            l.attribute_value_length = Some(v);
+        }
+        if let Some(v) = var(&["OTEL_SPAN_EVENT_COUNT_LIMIT"])? {
+            l.event_count = v;
+        }
+        if let Some(v) = var(&["OTEL_SPAN_LINK_COUNT_LIMIT"])? {
+            l.link_count = v;
+        }
+        if let Some(v) = var(&["OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"])? {
+            l.attributes_per_event = v;
+        }
+        if let Some(v) = var(&["OTEL_LINK_ATTRIBUTE_COUNT_LIMIT"])? {
+            l.attributes_per_link = v;
+        }
+        Ok(l)
+    }
+
+    /// Applies the limits to a whole span (for spans built without
+    /// [`Span`](crate::Span)): cuts what is over, counts it, truncates long
+    /// strings. Cheap when nothing is over.
+    pub fn apply(&self, span: &mut SpanData) {
+        span.dropped_attributes_count +=
+            self.cut_attributes(&mut span.attributes, self.attribute_count);
+        if span.events.len() > self.event_count {
+            span.dropped_events_count += count32(span.events.len() - self.event_count);
+            span.events.truncate(self.event_count);
+        }
+        for e in &mut span.events {
+            e.dropped_attributes_count +=
+                self.cut_attributes(&mut e.attributes, self.attributes_per_event);
+        }
+        if span.links.len() > self.link_count {
+            span.dropped_links_count += count32(span.links.len() - self.link_count);
+            span.links.truncate(self.link_count);
+        }
+        for l in &mut span.links {
+            l.dropped_attributes_count +=
+                self.cut_attributes(&mut l.attributes, self.attributes_per_link);
+        }
+    }
+
+    /// Keeps at most `max` attributes, truncates long values; returns how
+    /// many attributes were dropped.
+    fn cut_attributes(&self, attrs: &mut Vec<KeyValue>, max: usize) -> u32 {
+        let dropped = attrs.len().saturating_sub(max);
+        attrs.truncate(max);
+        if let Some(limit) = self.attribute_value_length {
+            for kv in attrs.iter_mut() {
+                truncate_value(&mut kv.value, limit);
+            }
+        }
+        count32(dropped)
+    }
+}
+
+fn count32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Truncates string values (and strings inside arrays) to `limit` bytes, at
+/// a character boundary. Other types are left alone, as the spec says.
+pub(crate) fn truncate_value(v: &mut Value, limit: usize) {
+    match v {
+        Value::Str(s) if s.len() > limit => {
+            let mut end = limit;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            match s {
+                Str::Borrowed(b) => *s = Str::Borrowed(&b[..end]),
+                Str::Owned(o) => o.truncate(end),
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| truncate_value(i, limit)),
+        _ => {}
+    }
+}

@@ -1,0 +1,238 @@
+//! Round trips: spans encoded by our direct encoder, decoded with
+//! `opentelemetry-proto` (protobuf through prost, JSON through its serde
+//! mapping), compared field by field and, for protobuf, byte for byte with
+//! prost's own encoding of the same message.
+
+mod common;
+
+use common::{expected, rich_span};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as PV;
+use otlp_exporter::{Encoder, Encoding, InstrumentationScope, KeyValue, Resource, SpanData, Value};
+use prost::Message;
+
+fn resource() -> Resource {
+    let mut r = Resource::new("round-trip");
+    r.set(KeyValue::new("deployment.environment", "test"));
+    r.dropped_attributes_count = 1;
+    r
+}
+
+#[test]
+fn protobuf_is_byte_identical_to_prost() {
+    let encoder = Encoder::new(resource());
+    let spans: Vec<SpanData> = (0..12).map(rich_span).collect();
+    let out = encoder.encode(&spans, Encoding::Protobuf);
+    assert_eq!(out.too_large, 0);
+    assert_eq!(out.requests.len(), 1);
+    let body = &out.requests[0].body;
+    let want = expected(
+        encoder.resource(),
+        &[(encoder.scope(Default::default()), spans.iter().collect())],
+    );
+    let decoded = ExportTraceServiceRequest::decode(&body[..]).expect("decodes");
+    assert_eq!(decoded, want);
+    assert_eq!(*body, want.encode_to_vec(), "not the canonical encoding");
+}
+
+#[test]
+fn json_decodes_to_the_same_message() {
+    let encoder = Encoder::new(resource());
+    let spans: Vec<SpanData> = (0..12).map(rich_span).collect();
+    let out = encoder.encode(&spans, Encoding::Json);
+    assert_eq!(out.requests.len(), 1);
+    let text = std::str::from_utf8(&out.requests[0].body).expect("JSON is UTF-8");
+    assert!(!text.contains('\n'), "one request per line");
+    let decoded: ExportTraceServiceRequest = serde_json::from_str(text).expect("valid OTLP JSON");
+    let want = expected(
+        encoder.resource(),
+        &[(encoder.scope(Default::default()), spans.iter().collect())],
+    );
+    assert_eq!(decoded, want);
+    // The spec's JSON rules, checked on the text itself.
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    let span = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][1];
+    assert_eq!(
+        span["traceId"], "02020202020202020202020202020202",
+        "ids as lowercase hex"
+    );
+    assert_eq!(span["kind"], 3, "enums as integers");
+    assert_eq!(
+        span["startTimeUnixNano"], "1700000000000000001",
+        "64-bit integers as strings"
+    );
+    assert_eq!(span["attributes"][3]["value"]["intValue"], "-2");
+    assert_eq!(span["attributes"][6]["value"]["bytesValue"], "AAEC/w==");
+}
+
+#[test]
+fn spans_are_grouped_by_scope_in_order() {
+    let mut encoder = Encoder::new(resource());
+    let db = encoder.add_scope(InstrumentationScope::new("db", "1.0"));
+    let http = encoder.add_scope(InstrumentationScope::new("http", "2.0"));
+    assert_eq!(
+        encoder.add_scope(InstrumentationScope::new("db", "1.0")),
+        db,
+        "deduplicated"
+    );
+    let mut spans: Vec<SpanData> = (0..6).map(rich_span).collect();
+    for (i, s) in spans.iter_mut().enumerate() {
+        s.scope = if i % 2 == 0 { db } else { http };
+    }
+    let out = encoder.encode(&spans, Encoding::Protobuf);
+    let decoded = ExportTraceServiceRequest::decode(&out.requests[0].body[..]).unwrap();
+    let want = expected(
+        encoder.resource(),
+        &[
+            (encoder.scope(db), spans.iter().step_by(2).collect()),
+            (
+                encoder.scope(http),
+                spans.iter().skip(1).step_by(2).collect(),
+            ),
+        ],
+    );
+    assert_eq!(decoded, want);
+}
+
+#[test]
+fn non_finite_floats_survive_both_encodings() {
+    let encoder = Encoder::new(resource());
+    let mut s = SpanData::new("floats");
+    s.attributes = vec![
+        KeyValue::new("nan", f64::NAN),
+        KeyValue::new("inf", f64::INFINITY),
+        KeyValue::new("-inf", f64::NEG_INFINITY),
+        KeyValue::new("tiny", 1e-300),
+    ];
+    // Protobuf carries the bits.
+    let out = encoder.encode(std::slice::from_ref(&s), Encoding::Protobuf);
+    let decoded = ExportTraceServiceRequest::decode(&out.requests[0].body[..]).unwrap();
+    let attrs = &decoded.resource_spans[0].scope_spans[0].spans[0].attributes;
+    let f = |i: usize| match attrs[i].value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(PV::DoubleValue(f)) => *f,
+        other => panic!("not a double: {other:?}"),
+    };
+    assert!(f(0).is_nan());
+    assert_eq!(f(1), f64::INFINITY);
+    assert_eq!(f(2), f64::NEG_INFINITY);
+    assert_eq!(f(3), 1e-300);
+    // JSON uses the proto3 mapping's special strings (which
+    // opentelemetry-proto's serde reader does not accept, so the text is
+    // checked directly; Go's protojson, used by the Collector, does).
+    let out = encoder.encode(std::slice::from_ref(&s), Encoding::Json);
+    let v: serde_json::Value = serde_json::from_slice(&out.requests[0].body).unwrap();
+    let attrs = &v["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["attributes"];
+    assert_eq!(attrs[0]["value"]["doubleValue"], "NaN");
+    assert_eq!(attrs[1]["value"]["doubleValue"], "Infinity");
+    assert_eq!(attrs[2]["value"]["doubleValue"], "-Infinity");
+    assert_eq!(attrs[3]["value"]["doubleValue"], 1e-300);
+}
+
+#[test]
+fn empty_input_gives_no_request() {
+    let encoder = Encoder::new(resource());
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(&[], encoding);
+        assert!(out.requests.is_empty());
+        assert_eq!(out.too_large, 0);
+    }
+}
+
+#[test]
+fn batches_over_the_cap_are_split_and_oversized_spans_counted() {
+    let encoder = Encoder::new(resource()).with_max_request_bytes(70 * 1024);
+    let mut spans: Vec<SpanData> = (0..40)
+        .map(|i| {
+            let mut s = rich_span(i);
+            s.attributes
+                .push(KeyValue::new("payload", "x".repeat(1000)));
+            s
+        })
+        .collect();
+    let mut huge = SpanData::new("huge");
+    huge.attributes
+        .push(KeyValue::new("blob", Value::Bytes(vec![0; 200 * 1024])));
+    spans.insert(7, huge);
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(&spans, encoding);
+        assert_eq!(out.too_large, 1, "{encoding:?}");
+        assert!(out.requests.len() > 1, "{encoding:?}: not split");
+        let mut names = Vec::new();
+        for r in &out.requests {
+            assert!(
+                r.body.len() <= 70 * 1024,
+                "{encoding:?}: request of {} bytes",
+                r.body.len()
+            );
+            let decoded: ExportTraceServiceRequest = match encoding {
+                Encoding::Protobuf => ExportTraceServiceRequest::decode(&r.body[..]).unwrap(),
+                Encoding::Json => serde_json::from_slice(&r.body).unwrap(),
+            };
+            let spans = &decoded.resource_spans[0].scope_spans[0].spans;
+            assert_eq!(spans.len(), r.spans);
+            names.extend(spans.iter().map(|s| s.name.clone()));
+        }
+        let want: Vec<String> = (0..40).map(|i| format!("operation-{i}")).collect();
+        assert_eq!(names, want, "{encoding:?}: every span once, in order");
+    }
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            ".{0,12}".prop_map(Value::from),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::I64),
+            any::<f64>()
+                .prop_filter("NaN != NaN", |f| !f.is_nan())
+                .prop_map(Value::F64),
+            prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            prop::collection::vec(inner, 0..4).prop_map(Value::Array)
+        })
+    }
+
+    fn span() -> impl Strategy<Value = SpanData> {
+        (
+            ".{0,16}",
+            any::<[u8; 16]>(),
+            any::<[u8; 8]>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec((".{0,8}", value()), 0..6),
+            any::<u32>(),
+        )
+            .prop_map(|(name, t, sp, start, end, attrs, dropped)| {
+                let mut s = SpanData::new(name);
+                s.context.trace_id = otlp_exporter::TraceId(t);
+                s.context.span_id = otlp_exporter::SpanId(sp);
+                s.start_time_unix_nano = start;
+                s.end_time_unix_nano = end;
+                s.attributes = attrs
+                    .into_iter()
+                    .map(|(k, v)| KeyValue::new(k, v))
+                    .collect();
+                s.dropped_attributes_count = dropped;
+                s
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_spans_round_trip(spans in prop::collection::vec(span(), 1..6)) {
+            let encoder = Encoder::new(Resource::new("prop"));
+            let want = expected(encoder.resource(), &[(encoder.scope(Default::default()), spans.iter().collect())]);
+            let pb = encoder.encode(&spans, Encoding::Protobuf);
+            prop_assert_eq!(&pb.requests[0].body, &want.encode_to_vec());
+            let js = encoder.encode(&spans, Encoding::Json);
+            let decoded: ExportTraceServiceRequest = serde_json::from_slice(&js.requests[0].body).unwrap();
+            prop_assert_eq!(decoded, want);
+        }
+    }
+}
