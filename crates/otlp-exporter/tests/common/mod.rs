@@ -132,8 +132,8 @@ pub fn rich_span(i: u64) -> SpanData {
     s.context.trace_id = TraceId([i as u8 + 1; 16]);
     s.context.span_id = SpanId([i as u8 + 2; 8]);
     s.context.trace_state = "vendor=a,other=b".into();
-    s.context.is_remote = i % 2 == 0;
-    s.parent_span_id = if i % 3 == 0 {
+    s.context.is_remote = i.is_multiple_of(2);
+    s.parent_span_id = if i.is_multiple_of(3) {
         SpanId::INVALID
     } else {
         SpanId([9; 8])
