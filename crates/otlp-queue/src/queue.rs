@@ -8,7 +8,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
 use crate::lane::{Evict, Lane, LaneTotals, bump};
-use crate::loom::{self, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::loom::{self, Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The largest capacity a lane may have: positions are encoded as
 /// `lap + index` with `lap` a power of two above the capacity, and at least
@@ -64,6 +64,7 @@ pub fn try_bounded<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), Cap
         consumer_alive: CachePadded::new(AtomicBool::new(true)),
         producers: AtomicUsize::new(0),
         version: AtomicUsize::new(0),
+        popped: AtomicU64::new(0),
         registry: Mutex::new(Registry {
             lanes: Vec::new(),
             retired: LaneTotals::default(),
@@ -91,8 +92,30 @@ struct Inner<T> {
     /// Bumped (under the registry lock) whenever a lane is added or retired,
     /// so the consumer knows when to refresh its private list of lanes.
     version: AtomicUsize,
+    /// Items the consumer has taken, published (one store per call) so that
+    /// any handle can read the counters. Only the consumer writes it; it
+    /// shares a line with `version`, which the consumer reads on every call
+    /// and producers never touch.
+    popped: AtomicU64,
     registry: Mutex<Registry<T>>,
     capacity: usize,
+}
+
+impl<T> Inner<T> {
+    fn counters(&self) -> QueueCounters {
+        let registry = loom::lock(&self.registry);
+        let mut totals = registry.retired;
+        for lane in &registry.lanes {
+            totals.add(lane.totals());
+        }
+        QueueCounters {
+            pushed: totals.pushed,
+            // Relaxed: statistics; see `QueueCounters`.
+            popped: self.popped.load(Ordering::Relaxed),
+            rejected_full: totals.rejected_full,
+            evicted: totals.evicted,
+        }
+    }
 }
 
 struct Registry<T> {
@@ -307,6 +330,21 @@ impl<T> Producer<T> {
         self.inner.capacity
     }
 
+    /// A snapshot of the whole queue's counters, as
+    /// [`Consumer::counters`] gives (takes the registry lock briefly; not
+    /// for the hot path).
+    pub fn counters(&self) -> QueueCounters {
+        self.inner.counters()
+    }
+
+    /// Items in this producer's lane right now (pushed and not yet taken
+    /// by the consumer). Reads the consumer's progress, a cache line the
+    /// consumer writes: cheap, but not free, so not on every push.
+    pub fn lane_len(&self) -> usize {
+        // `tail - released <= capacity`, a `usize`.
+        (self.lane.own_tail() - self.lane.released()) as usize
+    }
+
     /// True once the consumer is gone: every push will fail with `Closed`.
     pub fn is_closed(&self) -> bool {
         // Relaxed: a hint; see `push_once`.
@@ -448,17 +486,7 @@ impl<T> Consumer<T> {
     /// A snapshot of the queue's counters (takes the registry lock briefly;
     /// not for the hot path).
     pub fn counters(&self) -> QueueCounters {
-        let registry = loom::lock(&self.inner.registry);
-        let mut totals = registry.retired;
-        for lane in &registry.lanes {
-            totals.add(lane.totals());
-        }
-        QueueCounters {
-            pushed: totals.pushed,
-            popped: self.popped,
-            rejected_full: totals.rejected_full,
-            evicted: totals.evicted,
-        }
+        self.inner.counters()
     }
 
     fn producers_gone(&self) -> bool {
@@ -505,7 +533,11 @@ impl<T> Consumer<T> {
                 break;
             }
         }
-        self.popped += taken as u64;
+        if taken > 0 {
+            self.popped += taken as u64;
+            // Relaxed: a statistic; single writer (see `Inner::popped`).
+            self.inner.popped.store(self.popped, Ordering::Relaxed);
+        }
         if saw_empty {
             self.retire_finished();
         }

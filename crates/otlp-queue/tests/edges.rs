@@ -251,7 +251,10 @@ fn counters_and_len_track_every_operation() {
     tx2.try_push(5).unwrap();
     assert!(tx.push_timeout(6, Duration::ZERO).is_err()); // rejected
     assert_eq!(rx.len(), 3);
+    assert_eq!(tx.lane_len(), 2);
+    assert_eq!(tx2.lane_len(), 1);
     assert!(rx.pop().is_some());
+    assert_eq!(tx.counters(), rx.counters(), "every handle sees the same counters");
     let c = rx.counters();
     assert_eq!(
         c,
