@@ -272,7 +272,7 @@ pub struct Link {
 
 /// How readily a span is shed under load (see
 /// [`Shedding::Priority`](crate::Shedding::Priority)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Priority {
     /// Shed only when the queue is full.
     #[default]

@@ -254,7 +254,11 @@ fn counters_and_len_track_every_operation() {
     assert_eq!(tx.lane_len(), 2);
     assert_eq!(tx2.lane_len(), 1);
     assert!(rx.pop().is_some());
-    assert_eq!(tx.counters(), rx.counters(), "every handle sees the same counters");
+    assert_eq!(
+        tx.counters(),
+        rx.counters(),
+        "every handle sees the same counters"
+    );
     let c = rx.counters();
     assert_eq!(
         c,

@@ -198,3 +198,49 @@ pub fn rich_span(i: u64) -> SpanData {
     };
     s
 }
+
+/// Every span in the requests an in-memory transport accepted, decoded with
+/// `opentelemetry-proto` (protobuf or JSON, as each request says).
+pub fn received(memory: &otlp_exporter::InMemory) -> Vec<pt::Span> {
+    use prost::Message;
+    memory
+        .requests()
+        .iter()
+        .flat_map(|r| {
+            let req: ExportTraceServiceRequest = match r.encoding {
+                otlp_exporter::Encoding::Protobuf => {
+                    ExportTraceServiceRequest::decode(&r.body[..]).expect("protobuf")
+                }
+                otlp_exporter::Encoding::Json => {
+                    serde_json::from_slice(&r.body).expect("OTLP JSON")
+                }
+            };
+            assert_eq!(
+                req.resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum::<usize>(),
+                r.spans,
+                "request's span count"
+            );
+            req.resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Polls `cond` every millisecond for up to 10 seconds.
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

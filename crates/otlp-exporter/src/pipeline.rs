@@ -1,0 +1,1037 @@
+//! The pipeline: `record` from any thread into per-thread queue lanes, a
+//! worker thread that batches, encodes and exports, load shedding, and the
+//! accounting of every span.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use otlp_queue::{Consumer, Producer, PushError, PushTimeoutError};
+
+use crate::config::{ConfigError, env_usize};
+use crate::encode::{Encoder, Encoding};
+use crate::model::{InstrumentationScope, Priority, Resource, ScopeId, SpanData, SpanLimits};
+use crate::stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
+use crate::transport::{ExportResult, FileTransport, Transport};
+
+/// OTel SDK spec default: `OTEL_BSP_MAX_QUEUE_SIZE`.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+/// OTel SDK spec default: `OTEL_BSP_SCHEDULE_DELAY` (ms).
+pub const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_millis(5000);
+/// OTel SDK spec default: `OTEL_BSP_EXPORT_TIMEOUT` (ms).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// OTel SDK spec default: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// How long dropping the last [`Pipeline`] handle waits for shutdown.
+pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where the embedded default transport writes when no transport is set.
+pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
+
+/// What `record` does when the recording thread's queue lane is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Shedding {
+    /// Drop the new span (the OpenTelemetry spec's behaviour). Never blocks.
+    #[default]
+    DropNewest,
+    /// Drop the lane's oldest span to make room. Never blocks (it may spin
+    /// for the moment the worker takes to finish reading that span).
+    DropOldest,
+    /// Wait for room, up to `timeout`, then drop the new span. Blocks the
+    /// recording thread: use it where losing spans is worse than waiting.
+    Block {
+        /// The longest a `record` call waits.
+        timeout: Duration,
+    },
+    /// Drop low-priority spans ([`Priority::Low`]) as soon as the lane holds
+    /// `high_water` spans or more; drop normal spans only when it is full.
+    Priority {
+        /// Lane fill at which low-priority spans start being shed.
+        high_water: usize,
+    },
+}
+
+/// What became of one `record` call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Recorded {
+    /// Queued for export.
+    Queued,
+    /// Queued, and an older span of this thread's lane was dropped to make
+    /// room (drop-oldest).
+    QueuedEvicting,
+    /// Not queued; counted under this reason.
+    Dropped(DropReason),
+}
+
+/// Why `record` did not queue a span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The lane was full.
+    QueueFull,
+    /// Not sampled.
+    NotSampled,
+    /// Low priority above the high-water mark.
+    LowPriority,
+    /// The pipeline is shut down (or shutting down).
+    Shutdown,
+}
+
+/// Builds a [`Pipeline`]. Settings made here win over the environment
+/// (`OTEL_BSP_*`), which wins over the OpenTelemetry spec's defaults.
+#[must_use]
+pub struct PipelineBuilder {
+    transport: Option<Box<dyn Transport>>,
+    file: Option<PathBuf>,
+    resource: Option<Resource>,
+    limits: Option<SpanLimits>,
+    max_queue_size: Option<usize>,
+    scheduled_delay: Option<Duration>,
+    export_timeout: Option<Duration>,
+    max_export_batch_size: Option<usize>,
+    shedding: Shedding,
+    drop_timeout: Duration,
+}
+
+impl PipelineBuilder {
+    /// Exports through `transport`.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Box::new(transport));
+        self
+    }
+
+    /// Exports OTLP JSON lines to `path` (the default when no transport is
+    /// set is [`DEFAULT_FILE`] in the working directory).
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// The resource (default: [`Resource::from_env`]).
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// Span limits applied to every recorded span (default:
+    /// [`SpanLimits::from_env`]).
+    pub fn limits(mut self, limits: SpanLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Capacity of each recording thread's queue lane (`OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// default 2048). The queue holds at most this many spans per thread
+    /// that records.
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = Some(n);
+        self
+    }
+
+    /// Longest wait before a partial batch is exported (`OTEL_BSP_SCHEDULE_DELAY`,
+    /// default 5 s).
+    pub fn scheduled_delay(mut self, d: Duration) -> Self {
+        self.scheduled_delay = Some(d);
+        self
+    }
+
+    /// Deadline given to each export (`OTEL_BSP_EXPORT_TIMEOUT`, default 30 s).
+    pub fn export_timeout(mut self, d: Duration) -> Self {
+        self.export_timeout = Some(d);
+        self
+    }
+
+    /// Spans per export (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512 or
+    /// `max_queue_size` if smaller; a value set here or in the environment
+    /// must not exceed `max_queue_size`).
+    pub fn max_export_batch_size(mut self, n: usize) -> Self {
+        self.max_export_batch_size = Some(n);
+        self
+    }
+
+    /// The load-shedding policy (default [`Shedding::DropNewest`]).
+    pub fn shedding(mut self, shedding: Shedding) -> Self {
+        self.shedding = shedding;
+        self
+    }
+
+    /// How long dropping the last handle waits for shutdown (default 5 s).
+    pub fn drop_timeout(mut self, d: Duration) -> Self {
+        self.drop_timeout = d;
+        self
+    }
+
+    /// Starts the pipeline: reads the environment for what was not set,
+    /// checks the settings, and starts the worker thread.
+    pub fn build(self) -> Result<Pipeline, ConfigError> {
+        let ms = |var| env_usize(var).map(|v| v.map(|ms| Duration::from_millis(ms as u64)));
+        let max_queue_size = setting(
+            self.max_queue_size,
+            || env_usize("OTEL_BSP_MAX_QUEUE_SIZE"),
+            DEFAULT_MAX_QUEUE_SIZE,
+        )?;
+        // The default batch size is cut to a smaller queue; a batch size
+        // that was asked for is checked against it below.
+        let max_export_batch_size = setting(
+            self.max_export_batch_size,
+            || env_usize("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            DEFAULT_MAX_EXPORT_BATCH_SIZE.min(max_queue_size.max(1)),
+        )?;
+        let scheduled_delay = setting(
+            self.scheduled_delay,
+            || ms("OTEL_BSP_SCHEDULE_DELAY"),
+            DEFAULT_SCHEDULED_DELAY,
+        )?;
+        let export_timeout = setting(
+            self.export_timeout,
+            || ms("OTEL_BSP_EXPORT_TIMEOUT"),
+            DEFAULT_EXPORT_TIMEOUT,
+        )?;
+        if max_queue_size == 0 || max_queue_size > otlp_queue::MAX_CAPACITY {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_queue_size",
+                reason: format!(
+                    "{max_queue_size} is not between 1 and {}",
+                    otlp_queue::MAX_CAPACITY
+                ),
+            });
+        }
+        if max_export_batch_size == 0 || max_export_batch_size > max_queue_size {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_export_batch_size",
+                reason: format!(
+                    "{max_export_batch_size} is not between 1 and max_queue_size ({max_queue_size})"
+                ),
+            });
+        }
+        if let Shedding::Priority { high_water } = self.shedding
+            && (high_water == 0 || high_water > max_queue_size)
+        {
+            return Err(ConfigError::InvalidSetting {
+                setting: "shedding",
+                reason: format!(
+                    "high_water {high_water} is not between 1 and max_queue_size ({max_queue_size})"
+                ),
+            });
+        }
+        let transport: Box<dyn Transport> = match (self.transport, self.file) {
+            (Some(t), _) => t,
+            (None, file) => {
+                let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+                Box::new(
+                    FileTransport::open(&path).map_err(|e| ConfigError::InvalidSetting {
+                        setting: "file",
+                        reason: format!("cannot open {}: {e}", path.display()),
+                    })?,
+                )
+            }
+        };
+        let limits = match self.limits {
+            Some(l) => l,
+            None => SpanLimits::from_env()?,
+        };
+        let resource = self.resource.unwrap_or_else(Resource::from_env);
+        let config = Config {
+            max_export_batch_size,
+            scheduled_delay,
+            export_timeout,
+            shedding: self.shedding,
+            limits,
+        };
+        Ok(Pipeline::start(
+            config,
+            max_queue_size,
+            resource,
+            transport,
+            self.drop_timeout,
+        ))
+    }
+}
+
+/// The builder's value if set; else the environment's (read only then, so
+/// a malformed variable the builder overrides is no error); else `default`.
+fn setting<T>(
+    builder: Option<T>,
+    env: impl FnOnce() -> Result<Option<T>, ConfigError>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match builder {
+        Some(v) => Ok(v),
+        None => Ok(env()?.unwrap_or(default)),
+    }
+}
+
+struct Config {
+    max_export_batch_size: usize,
+    scheduled_delay: Duration,
+    export_timeout: Duration,
+    shedding: Shedding,
+    limits: SpanLimits,
+}
+
+const RUNNING: u8 = 0;
+const CLOSED: u8 = 1;
+
+/// Record-side counters of one thread for one pipeline. Each has a single
+/// writer (that thread), so increments are plain loads and stores.
+#[derive(Default)]
+struct ThreadCounters {
+    /// Calls to record (written with a SeqCst swap: see `Shared::state`).
+    accepted: AtomicU64,
+    /// Calls to record that have finished; `accepted - resolved` is 0 or 1.
+    resolved: AtomicU64,
+    pushed: AtomicU64,
+    evicted: AtomicU64,
+    queue_full: AtomicU64,
+    not_sampled: AtomicU64,
+    low_priority: AtomicU64,
+    after_shutdown: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    // Relaxed: a statistic with a single writer; readers that need the
+    // value synchronise through `resolved` (Release/Acquire).
+    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+}
+
+/// The worker's side of the accounting, changed once per batch.
+#[derive(Default)]
+struct Ledger {
+    popped: u64,
+    in_flight: u64,
+    exported: u64,
+    rejected: u64,
+    export_failed: u64,
+    too_large: u64,
+    export_calls: u64,
+    failed_calls: u64,
+    /// Set when shutdown's deadline passed before the worker finished:
+    /// from then on the worker's results no longer count, and everything
+    /// not yet resolved is "timed out at shutdown".
+    abandoned: bool,
+}
+
+#[derive(Default)]
+struct Control {
+    flushed: u64,
+    shutdown_deadline: Option<Instant>,
+    finished: bool,
+}
+
+struct Shared {
+    id: u64,
+    /// RUNNING or CLOSED. `record` swaps its `accepted` counter (SeqCst)
+    /// before loading this (SeqCst); shutdown stores CLOSED (SeqCst) before
+    /// loading every `accepted`. So either shutdown sees the record and
+    /// waits for it to resolve, or the record sees CLOSED and does not push.
+    state: AtomicU8,
+    config: Config,
+    template: Mutex<Producer<SpanData>>,
+    threads: Mutex<Vec<Arc<ThreadCounters>>>,
+    ledger: Mutex<Ledger>,
+    control: Mutex<Control>,
+    control_cv: Condvar,
+    flush_requested: AtomicU64,
+    worker: Thread,
+    scopes: Mutex<Vec<InstrumentationScope>>,
+    scopes_version: AtomicU64,
+    drop_timeout: Duration,
+    warned: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A span export pipeline. Cheap to clone; every clone is the same
+/// pipeline. Dropping the last clone shuts it down (waiting at most the
+/// builder's `drop_timeout`).
+///
+/// ```
+/// use otlp_exporter::{InMemory, Pipeline, SpanData};
+/// use std::time::Duration;
+///
+/// let memory = InMemory::new();
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// pipeline.record(SpanData::new("hello"));
+/// let report = pipeline.shutdown(Duration::from_secs(5));
+/// assert!(report.completed);
+/// assert_eq!(report.stats.exported, 1);
+/// assert_eq!(memory.span_count(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let timeout = self.shared.drop_timeout;
+        shutdown(&self.shared, timeout);
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    static LANES: RefCell<Vec<LocalLane>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's lane into one pipeline.
+struct LocalLane {
+    pipeline: u64,
+    producer: Producer<SpanData>,
+    counters: Arc<ThreadCounters>,
+}
+
+impl Pipeline {
+    /// A builder with nothing set.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder {
+            transport: None,
+            file: None,
+            resource: None,
+            limits: None,
+            max_queue_size: None,
+            scheduled_delay: None,
+            export_timeout: None,
+            max_export_batch_size: None,
+            shedding: Shedding::default(),
+            drop_timeout: DEFAULT_DROP_TIMEOUT,
+        }
+    }
+
+    fn start(
+        config: Config,
+        capacity: usize,
+        resource: Resource,
+        transport: Box<dyn Transport>,
+        drop_timeout: Duration,
+    ) -> Pipeline {
+        let (producer, consumer) = otlp_queue::bounded::<SpanData>(capacity);
+        let encoder = Encoder::new(resource);
+        let scopes = vec![encoder.scope(ScopeId::DEFAULT).clone()];
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
+        let worker = thread::Builder::new()
+            .name("otlp-exporter".into())
+            .spawn(move || {
+                if let Ok(shared) = rx.recv() {
+                    Worker::new(shared, consumer, encoder, transport).run();
+                }
+            })
+            .expect("spawning the exporter's worker thread");
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU8::new(RUNNING),
+            config,
+            template: Mutex::new(producer),
+            threads: Mutex::new(Vec::new()),
+            ledger: Mutex::new(Ledger::default()),
+            control: Mutex::new(Control::default()),
+            control_cv: Condvar::new(),
+            flush_requested: AtomicU64::new(0),
+            worker: worker.thread().clone(),
+            scopes: Mutex::new(scopes),
+            scopes_version: AtomicU64::new(0),
+            drop_timeout,
+            warned: AtomicBool::new(false),
+        });
+        // The worker holds the shared state too; it cannot fail to receive
+        // it (it is waiting for exactly this message).
+        let _ = tx.send(shared.clone());
+        Pipeline {
+            handle: Arc::new(Handle { shared }),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Registers an instrumentation scope (or finds an equal one) and
+    /// returns its id, for [`SpanData::scope`].
+    pub fn scope(&self, scope: InstrumentationScope) -> ScopeId {
+        let mut scopes = lock(&self.shared().scopes);
+        if let Some(i) = scopes.iter().position(|s| *s == scope) {
+            return ScopeId(i as u32);
+        }
+        scopes.push(scope);
+        self.shared().scopes_version.fetch_add(1, Ordering::Release);
+        ScopeId((scopes.len() - 1) as u32)
+    }
+
+    /// Records a finished span: queues it for export, or counts why not.
+    ///
+    /// Takes no lock and makes no system call in steady state (the first
+    /// call on each thread sets up that thread's lane); never blocks unless
+    /// the policy is [`Shedding::Block`].
+    pub fn record(&self, span: SpanData) -> Recorded {
+        let shared = self.shared();
+        let mut span = Some(span);
+        let fast = LANES.try_with(|lanes| {
+            // Re-entry (a record from inside a record) finds the cell
+            // borrowed: leave the span for the slow path below.
+            let mut lanes = lanes.try_borrow_mut().ok()?;
+            let i = match lanes.iter().position(|l| l.pipeline == shared.id) {
+                Some(i) => i,
+                None => {
+                    // Forget lanes of pipelines that are gone.
+                    lanes.retain(|l| !l.producer.is_closed());
+                    lanes.push(new_lane(shared));
+                    lanes.len() - 1
+                }
+            };
+            Some(record_into(shared, &lanes[i], span.take()?))
+        });
+        match (fast, span) {
+            (Ok(Some(recorded)), _) => recorded,
+            // Thread-local storage is being torn down, or re-entry: a lane
+            // of its own for this one call.
+            (_, Some(span)) => record_into(shared, &new_lane(shared), span),
+            (_, None) => unreachable!("the span is taken only when it is recorded"),
+        }
+    }
+
+    /// Records every span of a batch (the seed's vocabulary: a batch of
+    /// spans handed over in one call). Returns how many were queued.
+    pub fn record_batch(&self, batch: impl IntoIterator<Item = SpanData>) -> usize {
+        batch
+            .into_iter()
+            .map(|s| self.record(s))
+            .filter(|r| matches!(r, Recorded::Queued | Recorded::QueuedEvicting))
+            .count()
+    }
+
+    /// A snapshot of the accounting. See [`ExportStats`] for when it
+    /// balances.
+    pub fn stats(&self) -> ExportStats {
+        stats(self.shared())
+    }
+
+    /// Exports everything queued now, waiting at most `timeout`. Works from
+    /// any thread, an async runtime's included: it blocks the calling
+    /// thread, and the work is done by the pipeline's own thread.
+    pub fn force_flush(&self, timeout: Duration) -> FlushReport {
+        let shared = self.shared();
+        let before = stats(shared);
+        let deadline = Instant::now().checked_add(timeout);
+        let completed = if shared.state.load(Ordering::SeqCst) != RUNNING {
+            true
+        } else {
+            let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
+            shared.worker.unpark();
+            wait_control(shared, deadline, |c| c.flushed >= generation || c.finished)
+        };
+        let after = stats(shared);
+        FlushReport {
+            completed,
+            exported: after.exported - before.exported,
+            dropped: after.dropped.minus(&before.dropped),
+            pending: after.queued + after.in_flight,
+        }
+    }
+
+    /// Stops accepting spans, exports what is queued, and stops the worker,
+    /// waiting at most `timeout`. Spans still pending at the deadline are
+    /// counted as timed out. Later calls return at once with the final
+    /// accounting.
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        shutdown(self.shared(), timeout)
+    }
+
+    /// The span limits this pipeline applies.
+    pub fn limits(&self) -> SpanLimits {
+        self.shared().config.limits
+    }
+
+    /// A tracer whose spans belong to the scope `name`/`version`.
+    pub fn tracer(
+        &self,
+        name: impl Into<crate::Str>,
+        version: impl Into<crate::Str>,
+    ) -> crate::Tracer {
+        let scope = self.scope(InstrumentationScope::new(name, version));
+        crate::Tracer::new(self.clone(), scope)
+    }
+}
+
+fn new_lane(shared: &Shared) -> LocalLane {
+    let counters = Arc::new(ThreadCounters::default());
+    lock(&shared.threads).push(counters.clone());
+    LocalLane {
+        pipeline: shared.id,
+        producer: lock(&shared.template).clone(),
+        counters,
+    }
+}
+
+fn record_into(shared: &Shared, lane: &LocalLane, mut span: SpanData) -> Recorded {
+    let c = &*lane.counters;
+    // SeqCst swap, then SeqCst load of `state`: see `Shared::state`.
+    let n = c.accepted.load(Ordering::Relaxed) + 1;
+    c.accepted.swap(n, Ordering::SeqCst);
+    let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    } else if !span.context.trace_flags.is_sampled() {
+        bump(&c.not_sampled);
+        Recorded::Dropped(DropReason::NotSampled)
+    } else {
+        shared.config.limits.apply(&mut span);
+        push(shared, lane, span)
+    };
+    // Release: whoever sees `resolved` with Acquire sees the counter this
+    // call bumped and the span it pushed.
+    c.resolved.store(n, Ordering::Release);
+    outcome
+}
+
+fn push(shared: &Shared, lane: &LocalLane, span: SpanData) -> Recorded {
+    let c = &*lane.counters;
+    let p = &lane.producer;
+    let closed = |c: &ThreadCounters| {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    };
+    let full = |c: &ThreadCounters| {
+        bump(&c.queue_full);
+        Recorded::Dropped(DropReason::QueueFull)
+    };
+    match shared.config.shedding {
+        Shedding::DropNewest => match p.try_push(span) {
+            Ok(()) => {
+                bump(&c.pushed);
+                Recorded::Queued
+            }
+            Err(PushError::Full(_)) => full(c),
+            Err(PushError::Closed(_)) => closed(c),
+        },
+        Shedding::DropOldest => match p.force_push(span) {
+            Ok(None) => {
+                bump(&c.pushed);
+                Recorded::Queued
+            }
+            Ok(Some(_evicted)) => {
+                bump(&c.pushed);
+                bump(&c.evicted);
+                Recorded::QueuedEvicting
+            }
+            Err(_) => closed(c),
+        },
+        Shedding::Block { timeout } => {
+            // Wait in slices so that a shutdown is noticed.
+            let deadline = Instant::now().checked_add(timeout);
+            let mut span = span;
+            loop {
+                let left = deadline.map_or(Duration::from_millis(10), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                match p.push_timeout(span, left.min(Duration::from_millis(10))) {
+                    Ok(()) => {
+                        bump(&c.pushed);
+                        return Recorded::Queued;
+                    }
+                    Err(PushTimeoutError::Closed(_)) => return closed(c),
+                    Err(PushTimeoutError::Timeout(back)) => {
+                        if left.is_zero() || shared.state.load(Ordering::SeqCst) != RUNNING {
+                            return full(c);
+                        }
+                        span = back;
+                    }
+                }
+            }
+        }
+        Shedding::Priority { high_water } => {
+            if span.priority == Priority::Low && p.lane_len() >= high_water {
+                bump(&c.low_priority);
+                return Recorded::Dropped(DropReason::LowPriority);
+            }
+            match p.try_push(span) {
+                Ok(()) => {
+                    bump(&c.pushed);
+                    Recorded::Queued
+                }
+                Err(PushError::Full(_)) => full(c),
+                Err(PushError::Closed(_)) => closed(c),
+            }
+        }
+    }
+}
+
+/// Sums the record-side counters of every thread.
+fn record_totals(shared: &Shared) -> ([u64; 7], bool) {
+    // [accepted, pushed, evicted, queue_full, not_sampled, low_priority, after_shutdown]
+    let mut t = [0u64; 7];
+    let mut quiet = true;
+    for c in lock(&shared.threads).iter() {
+        // Acquire on `resolved` first: every counter bumped by a call that
+        // resolved is then visible.
+        let resolved = c.resolved.load(Ordering::Acquire);
+        let accepted = c.accepted.load(Ordering::SeqCst);
+        quiet &= accepted == resolved;
+        for (slot, counter) in t.iter_mut().zip([
+            &c.accepted,
+            &c.pushed,
+            &c.evicted,
+            &c.queue_full,
+            &c.not_sampled,
+            &c.low_priority,
+            &c.after_shutdown,
+        ]) {
+            *slot += counter.load(Ordering::Relaxed);
+        }
+    }
+    (t, quiet)
+}
+
+fn stats(shared: &Shared) -> ExportStats {
+    let ledger = lock(&shared.ledger);
+    let (
+        [
+            accepted,
+            pushed,
+            evicted,
+            queue_full,
+            not_sampled,
+            low_priority,
+            after_shutdown,
+        ],
+        _,
+    ) = record_totals(shared);
+    let mut dropped = Dropped {
+        queue_full,
+        evicted,
+        not_sampled,
+        low_priority,
+        too_large: ledger.too_large,
+        rejected: ledger.rejected,
+        export_failed: ledger.export_failed,
+        timed_out_at_shutdown: 0,
+        after_shutdown,
+    };
+    let (queued, in_flight) = if ledger.abandoned {
+        // Everything not resolved by the deadline timed out.
+        dropped.timed_out_at_shutdown = accepted.saturating_sub(ledger.exported + dropped.total());
+        (0, 0)
+    } else {
+        (
+            pushed.saturating_sub(evicted + ledger.popped),
+            ledger.in_flight,
+        )
+    };
+    ExportStats {
+        accepted,
+        exported: ledger.exported,
+        queued,
+        in_flight,
+        dropped,
+        export_calls: ledger.export_calls,
+        failed_calls: ledger.failed_calls,
+    }
+}
+
+/// Waits on the control condition until `done` or the deadline; true if done.
+fn wait_control(
+    shared: &Shared,
+    deadline: Option<Instant>,
+    done: impl Fn(&Control) -> bool,
+) -> bool {
+    let mut control = lock(&shared.control);
+    loop {
+        if done(&control) {
+            return true;
+        }
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if left.is_zero() {
+            return false;
+        }
+        control = shared
+            .control_cv
+            .wait_timeout(control, left)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
+    let before = stats(shared);
+    let deadline = Instant::now().checked_add(timeout);
+    {
+        let mut control = lock(&shared.control);
+        let finished = control.finished;
+        if control.shutdown_deadline.is_some() && (finished || lock(&shared.ledger).abandoned) {
+            // Already shut down: the final accounting, at once.
+            drop(control);
+            return ShutdownReport {
+                completed: finished,
+                exported: 0,
+                dropped: Dropped::default(),
+                stats: before,
+            };
+        }
+        if control.shutdown_deadline.is_none() {
+            control.shutdown_deadline = Some(
+                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600 * 24 * 365)),
+            );
+        }
+    }
+    // SeqCst: see `Shared::state`.
+    shared.state.store(CLOSED, Ordering::SeqCst);
+    shared.worker.unpark();
+    let completed = wait_control(shared, deadline, |c| c.finished);
+    if !completed {
+        let mut ledger = lock(&shared.ledger);
+        if !ledger.abandoned {
+            ledger.abandoned = true;
+            tracing::warn!(
+                "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
+            );
+        }
+    }
+    let after = stats(shared);
+    ShutdownReport {
+        completed,
+        exported: after.exported - before.exported,
+        dropped: after.dropped.minus(&before.dropped),
+        stats: after,
+    }
+}
+
+/// The pipeline's thread: takes spans from the queue, batches, encodes and
+/// exports them, and carries out flush and shutdown requests.
+struct Worker {
+    shared: Arc<Shared>,
+    consumer: Option<Consumer<SpanData>>,
+    encoder: Encoder,
+    encoding: Encoding,
+    transport: Box<dyn Transport>,
+    batch: Vec<SpanData>,
+    scopes_seen: u64,
+    last_export: Instant,
+    flush_seen: u64,
+    last_warn: Option<Instant>,
+    dropped_at_warn: u64,
+}
+
+impl Worker {
+    fn new(
+        shared: Arc<Shared>,
+        consumer: Consumer<SpanData>,
+        encoder: Encoder,
+        transport: Box<dyn Transport>,
+    ) -> Self {
+        let encoding = transport.encoding();
+        let batch = Vec::with_capacity(shared.config.max_export_batch_size);
+        Worker {
+            shared,
+            consumer: Some(consumer),
+            encoder,
+            encoding,
+            transport,
+            batch,
+            scopes_seen: 0,
+            last_export: Instant::now(),
+            flush_seen: 0,
+            last_warn: None,
+            dropped_at_warn: 0,
+        }
+    }
+
+    fn run(mut self) {
+        let mut idle = 0u32;
+        loop {
+            if self.shared.state.load(Ordering::SeqCst) != RUNNING {
+                self.finish();
+                return;
+            }
+            let flush = self.shared.flush_requested.load(Ordering::Acquire);
+            if flush != self.flush_seen {
+                self.drain(None);
+                self.flush_seen = flush;
+                let mut control = lock(&self.shared.control);
+                control.flushed = flush;
+                drop(control);
+                self.shared.control_cv.notify_all();
+                continue;
+            }
+            let took = self.take();
+            let max = self.shared.config.max_export_batch_size;
+            let due = self.last_export.elapsed() >= self.shared.config.scheduled_delay;
+            if self.batch.len() >= max || (due && !self.batch.is_empty()) {
+                self.export(None);
+            } else if due {
+                self.last_export = Instant::now();
+            }
+            if took == 0 {
+                idle = idle.saturating_add(1);
+                self.idle_wait(idle);
+            } else {
+                idle = 0;
+            }
+        }
+    }
+
+    /// Waits a little while nothing arrives: spin, then yield, then park
+    /// in steps growing to 1 ms (never past the next scheduled export).
+    fn idle_wait(&self, idle: u32) {
+        if idle < 16 {
+            std::hint::spin_loop();
+        } else if idle < 32 {
+            thread::yield_now();
+        } else {
+            let step = Duration::from_micros(50u64 << (idle - 32).min(5));
+            let until_due = self
+                .shared
+                .config
+                .scheduled_delay
+                .saturating_sub(self.last_export.elapsed());
+            thread::park_timeout(step.min(until_due).max(Duration::from_micros(10)));
+        }
+    }
+
+    /// Moves spans from the queue into the batch, up to the batch size.
+    fn take(&mut self) -> usize {
+        let Some(consumer) = self.consumer.as_mut() else {
+            return 0;
+        };
+        let room = self.shared.config.max_export_batch_size - self.batch.len();
+        let n = consumer.pop_batch(&mut self.batch, room);
+        if n > 0 {
+            let mut ledger = lock(&self.shared.ledger);
+            ledger.popped += n as u64;
+            ledger.in_flight += n as u64;
+        }
+        n
+    }
+
+    /// Exports until the queue is empty (or the deadline passes).
+    fn drain(&mut self, deadline: Option<Instant>) {
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
+                return;
+            }
+            let took = self.take();
+            if !self.batch.is_empty() {
+                self.export(deadline);
+            }
+            if took == 0 {
+                return;
+            }
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        lock(&self.shared.ledger).abandoned
+    }
+
+    fn export(&mut self, deadline: Option<Instant>) {
+        self.last_export = Instant::now();
+        if self.batch.is_empty() {
+            return;
+        }
+        let version = self.shared.scopes_version.load(Ordering::Acquire);
+        if version != self.scopes_seen {
+            let scopes = lock(&self.shared.scopes).clone();
+            for s in scopes.into_iter().skip(1) {
+                self.encoder.add_scope(s);
+            }
+            self.scopes_seen = version;
+        }
+        let encoded = self.encoder.encode(&self.batch, self.encoding);
+        let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) = (0, 0, 0, 0, 0);
+        for request in &encoded.requests {
+            let export_deadline = Instant::now() + self.shared.config.export_timeout;
+            let export_deadline = deadline.map_or(export_deadline, |d| d.min(export_deadline));
+            calls += 1;
+            match self.transport.export(request, export_deadline) {
+                ExportResult::Success => exported += request.spans as u64,
+                ExportResult::PartialSuccess {
+                    rejected: r,
+                    message,
+                } => {
+                    let r = r.min(request.spans as u64);
+                    rejected += r;
+                    exported += request.spans as u64 - r;
+                    if r > 0 {
+                        tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans");
+                    }
+                }
+                ExportResult::Failed(reason) => {
+                    failed += request.spans as u64;
+                    failed_calls += 1;
+                    tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed");
+                }
+            }
+        }
+        let n = self.batch.len() as u64;
+        self.batch.clear();
+        {
+            let mut ledger = lock(&self.shared.ledger);
+            if ledger.abandoned {
+                return;
+            }
+            ledger.in_flight -= n;
+            ledger.exported += exported;
+            ledger.rejected += rejected;
+            ledger.export_failed += failed;
+            ledger.too_large += encoded.too_large as u64;
+            ledger.export_calls += calls;
+            ledger.failed_calls += failed_calls;
+        }
+        self.warn_about_drops();
+    }
+
+    /// Reports new drops through `tracing`, at most every 10 seconds.
+    fn warn_about_drops(&mut self) {
+        const EVERY: Duration = Duration::from_secs(10);
+        if self.last_warn.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        let s = stats(&self.shared);
+        let dropped = s.dropped.total() - s.dropped.not_sampled;
+        if dropped > self.dropped_at_warn {
+            tracing::warn!(
+                new_drops = dropped - self.dropped_at_warn,
+                queue_full = s.dropped.queue_full,
+                evicted = s.dropped.evicted,
+                low_priority = s.dropped.low_priority,
+                export_failed = s.dropped.export_failed,
+                rejected = s.dropped.rejected,
+                too_large = s.dropped.too_large,
+                "otlp-exporter: spans dropped (see Pipeline::stats)"
+            );
+            self.dropped_at_warn = dropped;
+            self.last_warn = Some(Instant::now());
+            self.shared.warned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Shutdown: wait for records in progress, export everything, close.
+    fn finish(&mut self) {
+        let deadline = lock(&self.shared.control).shutdown_deadline;
+        // Records that began before CLOSED was stored are seen here (see
+        // `Shared::state`); wait for them to land, exporting meanwhile.
+        loop {
+            let (_, quiet) = record_totals(&self.shared);
+            self.drain(deadline);
+            if quiet || deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
+                break;
+            }
+            thread::yield_now();
+        }
+        self.drain(deadline);
+        // Closing the queue: later pushes fail and count as after shutdown.
+        self.consumer = None;
+        self.transport.shutdown();
+        lock(&self.shared.control).finished = true;
+        self.shared.control_cv.notify_all();
+    }
+}

@@ -1,0 +1,163 @@
+//! Bad input: each case has a defined, documented outcome, and none panics.
+
+mod common;
+
+use std::time::Duration;
+
+use common::received;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as PV;
+use otlp_exporter::{
+    DropReason, InMemory, KeyValue, Pipeline, Recorded, Resource, SpanData, SpanLimits, Value,
+};
+
+fn pipeline(memory: &InMemory, limits: SpanLimits) -> Pipeline {
+    Pipeline::builder()
+        .transport(memory.clone())
+        .resource(Resource::new("bad-input"))
+        .limits(limits)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_empty_name_is_exported_as_it_is() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    assert_eq!(p.record(SpanData::new("")), Recorded::Queued);
+    p.shutdown(Duration::from_secs(5));
+    assert_eq!(received(&memory)[0].name, "");
+}
+
+#[test]
+fn long_values_are_truncated_and_extra_attributes_counted() {
+    let memory = InMemory::new();
+    let limits = SpanLimits {
+        attribute_count: 3,
+        attribute_value_length: Some(8),
+        event_count: 1,
+        ..SpanLimits::default()
+    };
+    let p = pipeline(&memory, limits);
+    let mut s = SpanData::new("limited");
+    s.attributes = (0..5)
+        .map(|i| KeyValue::new(format!("k{i}"), "ééééééééé"))
+        .collect();
+    s.attributes[1].value = Value::Array(vec!["0123456789".into(), 7.into()]);
+    s.events = vec![
+        otlp_exporter::Event {
+            name: "kept".into(),
+            time_unix_nano: 1,
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        };
+        3
+    ];
+    p.record(s);
+    p.shutdown(Duration::from_secs(5));
+    let got = &received(&memory)[0];
+    assert_eq!(got.attributes.len(), 3);
+    assert_eq!(got.dropped_attributes_count, 2);
+    assert_eq!(got.events.len(), 1);
+    assert_eq!(got.dropped_events_count, 2);
+    match got.attributes[0]
+        .value
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        // 8 bytes is 4 two-byte characters: cut at a character boundary.
+        Some(PV::StringValue(v)) => assert_eq!(v, "éééé"),
+        other => panic!("{other:?}"),
+    }
+    match got.attributes[1]
+        .value
+        .as_ref()
+        .and_then(|v| v.value.as_ref())
+    {
+        Some(PV::ArrayValue(a)) => {
+            assert_eq!(a.values[0].value, Some(PV::StringValue("01234567".into())));
+            assert_eq!(
+                a.values[1].value,
+                Some(PV::IntValue(7)),
+                "non-strings untouched"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_span_larger_than_any_request_is_counted_too_large() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    let mut s = SpanData::new("huge");
+    s.attributes.push(KeyValue::new(
+        "blob",
+        Value::Bytes(vec![7; otlp_exporter::MAX_REQUEST_BYTES]),
+    ));
+    assert_eq!(p.record(s), Recorded::Queued);
+    p.record(SpanData::new("small"));
+    let st = p.shutdown(Duration::from_secs(30)).stats;
+    assert_eq!(st.dropped.too_large, 1);
+    assert_eq!(st.exported, 1);
+    assert!(st.is_balanced());
+}
+
+#[test]
+fn non_finite_floats_are_exported() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    let mut s = SpanData::new("floats");
+    s.attributes = vec![
+        KeyValue::new("nan", f64::NAN),
+        KeyValue::new("inf", f64::INFINITY),
+    ];
+    p.record(s);
+    p.shutdown(Duration::from_secs(5));
+    let got = &received(&memory)[0];
+    assert!(
+        matches!(got.attributes[0].value.as_ref().and_then(|v| v.value.as_ref()), Some(PV::DoubleValue(f)) if f.is_nan())
+    );
+}
+
+#[test]
+fn an_empty_batch_sends_nothing() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    assert_eq!(p.record_batch(Vec::new()), 0);
+    let flush = p.force_flush(Duration::from_secs(5));
+    assert!(flush.completed);
+    assert_eq!(flush.exported, 0);
+    p.shutdown(Duration::from_secs(5));
+    assert_eq!(memory.calls(), 0, "no empty request");
+}
+
+#[test]
+fn a_span_recorded_after_shutdown_is_counted() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    p.shutdown(Duration::from_secs(5));
+    assert_eq!(
+        p.record(SpanData::new("late")),
+        Recorded::Dropped(DropReason::Shutdown)
+    );
+    assert_eq!(
+        p.record_batch(vec![SpanData::new("late"), SpanData::new("late")]),
+        0
+    );
+    let st = p.stats();
+    assert_eq!((st.accepted, st.dropped.after_shutdown), (3, 3));
+    assert!(st.is_balanced());
+    // Flush after shutdown has nothing to do and says so at once.
+    assert!(p.force_flush(Duration::from_secs(5)).completed);
+}
+
+#[test]
+fn a_batch_of_spans_is_recorded_in_one_call() {
+    let memory = InMemory::new();
+    let p = pipeline(&memory, SpanLimits::default());
+    let batch: otlp_exporter::SpanBatch = (0..10).map(|i| SpanData::new(format!("b{i}"))).collect();
+    assert_eq!(p.record_batch(batch), 10);
+    p.shutdown(Duration::from_secs(5));
+    let names: Vec<_> = received(&memory).into_iter().map(|s| s.name).collect();
+    assert_eq!(names, (0..10).map(|i| format!("b{i}")).collect::<Vec<_>>());
+}

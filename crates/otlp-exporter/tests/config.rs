@@ -1,0 +1,158 @@
+//! Configuration from the environment and the builder. One test, because
+//! environment variables are shared by every thread of the test binary.
+
+use std::time::Duration;
+
+use otlp_exporter::{ConfigError, InMemory, Pipeline, Resource, Shedding, SpanLimits, Value};
+
+fn set(var: &str, value: Option<&str>) {
+    // SAFETY: this binary has a single test, so no other thread reads the
+    // environment while it changes.
+    unsafe {
+        match value {
+            Some(v) => std::env::set_var(var, v),
+            None => std::env::remove_var(var),
+        }
+    }
+}
+
+#[test]
+fn environment_and_builder() {
+    // A malformed variable is an error that names it and its value.
+    set("OTEL_BSP_MAX_QUEUE_SIZE", Some("lots"));
+    let err = Pipeline::builder()
+        .transport(InMemory::new())
+        .build()
+        .err()
+        .expect("error");
+    assert_eq!(
+        err,
+        ConfigError::InvalidEnv {
+            var: "OTEL_BSP_MAX_QUEUE_SIZE",
+            value: "lots".into(),
+            reason: "expected a non-negative integer"
+        }
+    );
+    assert!(
+        err.to_string().contains("OTEL_BSP_MAX_QUEUE_SIZE=\"lots\""),
+        "{err}"
+    );
+    // The builder wins over the environment.
+    if let Err(e) = Pipeline::builder()
+        .transport(InMemory::new())
+        .max_queue_size(16)
+        .build()
+    {
+        panic!("builder should win over the environment: {e}");
+    }
+    set("OTEL_BSP_MAX_QUEUE_SIZE", None);
+
+    // The environment's batch size is checked against the queue size.
+    set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", Some("4096"));
+    let err = Pipeline::builder()
+        .transport(InMemory::new())
+        .build()
+        .err()
+        .expect("error");
+    assert!(
+        matches!(
+            err,
+            ConfigError::InvalidSetting {
+                setting: "max_export_batch_size",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", Some("4"));
+    let memory = InMemory::new();
+    let p = Pipeline::builder()
+        .transport(memory.clone())
+        .scheduled_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        p.record(otlp_exporter::SpanData::new("env batch"));
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while memory.span_count() < 4 {
+        assert!(
+            std::time::Instant::now() < end,
+            "batch of 4 from the environment not exported"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(p);
+    set("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", None);
+
+    // Builder settings out of range.
+    for (b, setting) in [
+        (Pipeline::builder().max_queue_size(0), "max_queue_size"),
+        (
+            Pipeline::builder().max_export_batch_size(0),
+            "max_export_batch_size",
+        ),
+        (
+            Pipeline::builder()
+                .max_queue_size(8)
+                .max_export_batch_size(9),
+            "max_export_batch_size",
+        ),
+        (
+            Pipeline::builder().shedding(Shedding::Priority { high_water: 0 }),
+            "shedding",
+        ),
+    ] {
+        match b.transport(InMemory::new()).build() {
+            Err(ConfigError::InvalidSetting { setting: s, .. }) => assert_eq!(s, setting),
+            Err(e) => panic!("{setting}: wrong error {e}"),
+            Ok(_) => panic!("{setting}: accepted"),
+        }
+    }
+
+    // The resource from the environment.
+    set("OTEL_SERVICE_NAME", Some("checkout"));
+    set(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        Some("service.name=ignored,team=pay%20ments,bad,=x"),
+    );
+    let r = Resource::from_env();
+    assert_eq!(
+        r.get("service.name"),
+        Some(&Value::from("checkout")),
+        "OTEL_SERVICE_NAME wins"
+    );
+    assert_eq!(
+        r.get("team"),
+        Some(&Value::from("pay ments")),
+        "percent-decoded"
+    );
+    assert_eq!(r.attributes.len(), 2, "malformed entries skipped: {r:?}");
+    set("OTEL_SERVICE_NAME", None);
+    set("OTEL_RESOURCE_ATTRIBUTES", None);
+    assert_eq!(
+        Resource::from_env().get("service.name"),
+        Some(&Value::from("unknown_service"))
+    );
+
+    // Span limits from the environment.
+    set("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", Some("5"));
+    set("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", Some("12"));
+    let l = SpanLimits::from_env().unwrap();
+    assert_eq!((l.attribute_count, l.attribute_value_length), (5, Some(12)));
+    set("OTEL_SPAN_EVENT_COUNT_LIMIT", Some("-1"));
+    assert!(matches!(
+        SpanLimits::from_env(),
+        Err(ConfigError::InvalidEnv {
+            var: "OTEL_SPAN_EVENT_COUNT_LIMIT",
+            ..
+        })
+    ));
+    for v in [
+        "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+        "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+        "OTEL_SPAN_EVENT_COUNT_LIMIT",
+    ] {
+        set(v, None);
+    }
+}

@@ -1,0 +1,402 @@
+//! The pipeline end to end: recorded spans arrive field for field, every
+//! span is accounted for under overload with every shedding policy and
+//! every kind of bad transport, and flush and shutdown keep their deadlines.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{eventually, received, rich_span, span as proto_span};
+use otlp_exporter::{
+    Behavior, DropReason, Encoding, InMemory, Pipeline, Priority, Recorded, Resource, Shedding,
+    SpanData, SpanId, TraceFlags, TraceId,
+};
+
+fn builder(memory: &InMemory) -> otlp_exporter::PipelineBuilder {
+    Pipeline::builder()
+        .transport(memory.clone())
+        .resource(Resource::new("pipeline-test"))
+}
+
+#[test]
+fn recorded_spans_arrive_field_for_field() {
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let memory = InMemory::new().with_encoding(encoding);
+        let pipeline = builder(&memory).max_export_batch_size(7).build().unwrap();
+        let spans: Vec<SpanData> = (0..50).map(rich_span).collect();
+        for s in &spans {
+            assert_eq!(pipeline.record(s.clone()), Recorded::Queued);
+        }
+        let report = pipeline.shutdown(Duration::from_secs(10));
+        assert!(report.completed, "{encoding:?}");
+        assert_eq!(report.stats.exported, 50);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        let got = received(&memory);
+        assert_eq!(got.len(), 50, "{encoding:?}");
+        for (want, got) in spans.iter().zip(&got) {
+            assert_eq!(*got, proto_span(want), "{encoding:?}: span {}", want.name);
+        }
+        assert!(
+            memory.requests().iter().all(|r| r.spans <= 7),
+            "batch size respected"
+        );
+        assert!(memory.is_shut_down(), "transport shut down");
+    }
+}
+
+/// 8 threads record far more than the queue holds, into a transport that is
+/// slow, failing or hanging, under every shedding policy. Every span must
+/// be accounted for at a quiet snapshot and after shutdown, and what the
+/// transport holds must be what the pipeline says it exported.
+#[test]
+fn accounting_holds_under_overload_for_every_policy_and_transport() {
+    const THREADS: usize = 8;
+    const PER_THREAD: u64 = 3_000;
+    let policies = [
+        Shedding::DropNewest,
+        Shedding::DropOldest,
+        Shedding::Block {
+            timeout: Duration::from_micros(200),
+        },
+        Shedding::Priority { high_water: 16 },
+    ];
+    type MakeTransport = fn() -> InMemory;
+    let transports: [(&str, MakeTransport); 4] = [
+        ("fast", InMemory::new),
+        ("slow", || {
+            InMemory::new().with_latency(Duration::from_millis(2))
+        }),
+        ("failing", || {
+            InMemory::new().with_behavior(Behavior::FailEvery(3))
+        }),
+        ("hanging", || InMemory::new().with_behavior(Behavior::Hang)),
+    ];
+    for policy in policies {
+        for (kind, make) in transports {
+            let memory = make();
+            let pipeline = builder(&memory)
+                .max_queue_size(64)
+                .max_export_batch_size(32)
+                .scheduled_delay(Duration::from_millis(5))
+                .export_timeout(Duration::from_millis(50))
+                .shedding(policy)
+                .build()
+                .unwrap();
+            let start = Barrier::new(THREADS);
+            thread::scope(|s| {
+                for t in 0..THREADS {
+                    let (pipeline, start) = (&pipeline, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        for i in 0..PER_THREAD {
+                            let mut span = SpanData::new("load");
+                            span.priority = if i % 2 == 0 {
+                                Priority::Low
+                            } else {
+                                Priority::Normal
+                            };
+                            if i % 10 == 0 {
+                                span.context.trace_flags = TraceFlags::NOT_SAMPLED;
+                            }
+                            span.context.span_id = SpanId(((t as u64) << 32 | i).to_be_bytes());
+                            pipeline.record(span);
+                        }
+                    });
+                }
+            });
+            let what = format!("{policy:?} / {kind}");
+            let total = THREADS as u64 * PER_THREAD;
+            // Quiet (no thread records); the worker may still be exporting,
+            // so look once it has nothing in flight or is stuck in a hang.
+            let stats = pipeline.stats();
+            assert_eq!(stats.accepted, total, "{what}");
+            assert_eq!(stats.dropped.not_sampled, total / 10, "{what}");
+            if kind != "hanging" {
+                let report = pipeline.force_flush(Duration::from_secs(10));
+                assert!(report.completed, "{what}: flush");
+                let s = pipeline.stats();
+                assert!(s.is_balanced(), "{what}: after flush {s:?}");
+                assert_eq!((s.queued, s.in_flight), (0, 0), "{what}: flushed");
+            }
+            if let Shedding::Priority { .. } = policy {
+                let s = pipeline.stats();
+                assert_eq!(s.dropped.evicted, 0, "{what}");
+            }
+            let report = pipeline.shutdown(Duration::from_millis(500));
+            let s = report.stats;
+            assert!(s.is_balanced(), "{what}: after shutdown {s:?}");
+            assert_eq!((s.queued, s.in_flight), (0, 0), "{what}: after shutdown");
+            assert_eq!(s.accepted, total, "{what}");
+            assert_eq!(
+                s.exported,
+                memory.span_count(),
+                "{what}: transport holds what was exported"
+            );
+            match kind {
+                "hanging" => {
+                    assert!(!report.completed, "{what}");
+                    assert_eq!(s.exported, 0, "{what}");
+                    assert!(s.dropped.timed_out_at_shutdown > 0, "{what}");
+                    memory.release();
+                }
+                "failing" => {
+                    assert!(report.completed, "{what}");
+                    assert!(s.dropped.export_failed > 0, "{what}: failures counted");
+                    assert!(s.exported > 0, "{what}");
+                }
+                _ => {
+                    assert!(report.completed, "{what}");
+                    assert!(s.exported > 0, "{what}");
+                    assert_eq!(s.dropped.export_failed, 0, "{what}");
+                }
+            }
+            match policy {
+                Shedding::DropOldest => {
+                    assert_eq!(s.dropped.queue_full, 0, "{what}: drop-oldest never refuses")
+                }
+                Shedding::DropNewest => assert_eq!(s.dropped.evicted, 0, "{what}"),
+                _ => {}
+            }
+            // Stats never change after shutdown, and later calls return the
+            // same accounting at once.
+            let again = pipeline.shutdown(Duration::from_secs(5));
+            assert_eq!(again.stats, s, "{what}");
+        }
+    }
+}
+
+#[test]
+fn flush_and_shutdown_keep_their_deadlines_when_the_transport_hangs() {
+    let memory = InMemory::new().with_behavior(Behavior::Hang);
+    let pipeline = builder(&memory).max_export_batch_size(10).build().unwrap();
+    for _ in 0..100 {
+        pipeline.record(SpanData::new("stuck"));
+    }
+    let t0 = Instant::now();
+    let flush = pipeline.force_flush(Duration::from_millis(200));
+    let flush_took = t0.elapsed();
+    assert!(!flush.completed);
+    assert_eq!(
+        flush.pending, 100,
+        "nothing is lost by a flush that times out"
+    );
+    assert!(flush_took >= Duration::from_millis(200));
+    assert!(
+        flush_took < Duration::from_secs(3),
+        "flush overran its deadline: {flush_took:?}"
+    );
+
+    let t0 = Instant::now();
+    let report = pipeline.shutdown(Duration::from_millis(300));
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "shutdown overran its deadline: {took:?}"
+    );
+    assert!(!report.completed);
+    assert_eq!(report.stats.dropped.timed_out_at_shutdown, 100);
+    assert_eq!(report.dropped.timed_out_at_shutdown, 100);
+    assert!(report.stats.is_balanced());
+    // A span recorded now is refused and counted.
+    assert_eq!(
+        pipeline.record(SpanData::new("late")),
+        Recorded::Dropped(DropReason::Shutdown)
+    );
+    let s = pipeline.stats();
+    assert_eq!(s.dropped.after_shutdown, 1);
+    assert!(s.is_balanced());
+    memory.release();
+}
+
+#[test]
+fn a_collector_that_comes_back_gets_the_queued_spans() {
+    let memory = InMemory::new().with_behavior(Behavior::Fail);
+    let pipeline = builder(&memory)
+        .max_export_batch_size(5)
+        .scheduled_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        pipeline.record(SpanData::new("lost"));
+    }
+    pipeline.force_flush(Duration::from_secs(5));
+    assert_eq!(pipeline.stats().dropped.export_failed, 10);
+    memory.set_behavior(Behavior::Accept);
+    for _ in 0..10 {
+        pipeline.record(SpanData::new("kept"));
+    }
+    let report = pipeline.shutdown(Duration::from_secs(5));
+    assert_eq!(report.stats.exported, 10);
+    assert_eq!(memory.span_count(), 10);
+    assert!(report.stats.is_balanced());
+}
+
+#[test]
+fn partial_success_counts_rejected_spans() {
+    let memory = InMemory::new().with_behavior(Behavior::RejectSpans(2));
+    let pipeline = builder(&memory).max_export_batch_size(5).build().unwrap();
+    for _ in 0..10 {
+        pipeline.record(SpanData::new("partly"));
+    }
+    let s = pipeline.shutdown(Duration::from_secs(5)).stats;
+    assert_eq!(s.dropped.rejected, 4, "2 per request, 2 requests");
+    assert_eq!(s.exported, 6);
+    assert!(s.is_balanced());
+}
+
+#[test]
+fn exports_when_the_batch_is_full_without_a_flush() {
+    let memory = InMemory::new();
+    let pipeline = builder(&memory)
+        .max_export_batch_size(10)
+        .scheduled_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for _ in 0..10 {
+        pipeline.record(SpanData::new("batch"));
+    }
+    eventually("a full batch is exported", || memory.span_count() == 10);
+}
+
+#[test]
+fn exports_when_the_scheduled_delay_elapses() {
+    let memory = InMemory::new();
+    let pipeline = builder(&memory)
+        .max_export_batch_size(512)
+        .scheduled_delay(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    pipeline.record(SpanData::new("lonely"));
+    eventually("a partial batch is exported after the delay", || {
+        memory.span_count() == 1
+    });
+}
+
+#[test]
+fn unsampled_spans_are_counted_and_never_exported() {
+    let memory = InMemory::new();
+    let pipeline = builder(&memory).build().unwrap();
+    let mut s = SpanData::new("unsampled");
+    s.context.trace_flags = TraceFlags::NOT_SAMPLED;
+    assert_eq!(
+        pipeline.record(s),
+        Recorded::Dropped(DropReason::NotSampled)
+    );
+    let st = pipeline.shutdown(Duration::from_secs(5)).stats;
+    assert_eq!(
+        (st.accepted, st.exported, st.dropped.not_sampled),
+        (1, 0, 1)
+    );
+    assert_eq!(memory.calls(), 0, "no empty request is sent");
+}
+
+#[test]
+fn priority_shedding_sheds_low_priority_first() {
+    let memory = InMemory::new().with_behavior(Behavior::Hang);
+    let pipeline = builder(&memory)
+        .max_queue_size(8)
+        .max_export_batch_size(8)
+        .scheduled_delay(Duration::from_secs(3600))
+        .shedding(Shedding::Priority { high_water: 4 })
+        .build()
+        .unwrap();
+    // The worker may take a first batch into its hands; count from the lane.
+    let mut outcomes = HashMap::new();
+    for i in 0..40 {
+        let mut s = SpanData::new("p");
+        s.priority = if i % 2 == 0 {
+            Priority::Low
+        } else {
+            Priority::Normal
+        };
+        *outcomes
+            .entry((s.priority, pipeline.record(s)))
+            .or_insert(0) += 1;
+    }
+    let low_dropped = outcomes
+        .get(&(Priority::Low, Recorded::Dropped(DropReason::LowPriority)))
+        .copied()
+        .unwrap_or(0);
+    assert!(low_dropped > 0, "{outcomes:?}");
+    assert_eq!(
+        outcomes.get(&(Priority::Normal, Recorded::Dropped(DropReason::LowPriority))),
+        None,
+        "normal spans are never shed as low priority"
+    );
+    let s = pipeline.stats();
+    assert_eq!(s.dropped.low_priority, low_dropped);
+    assert!(s.is_balanced(), "{s:?}");
+    pipeline.shutdown(Duration::from_millis(100));
+    memory.release();
+}
+
+#[test]
+fn dropping_the_last_handle_shuts_down() {
+    let memory = InMemory::new();
+    {
+        let pipeline = builder(&memory).build().unwrap();
+        let clone = pipeline.clone();
+        clone.record(SpanData::new("on drop"));
+        drop(pipeline);
+        assert!(!memory.is_shut_down(), "a clone is still alive");
+    }
+    assert!(memory.is_shut_down());
+    assert_eq!(memory.span_count(), 1, "queued spans are exported on drop");
+}
+
+#[test]
+fn spans_from_a_tracer_keep_parentage_and_scope() {
+    let memory = InMemory::new();
+    let pipeline = builder(&memory).build().unwrap();
+    let tracer = pipeline.tracer("scope-a", "1.2.3");
+    let (parent_ctx, child_ctx);
+    {
+        let parent = tracer.start("parent");
+        parent_ctx = parent.context().clone();
+        let child = tracer.start_child("child", &parent_ctx);
+        child_ctx = child.context().clone();
+        child.end();
+        parent.end();
+    }
+    pipeline.shutdown(Duration::from_secs(5));
+    let requests = memory.requests();
+    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        prost::Message::decode(&requests[0].body[..]).unwrap();
+    let ss = &req.resource_spans[0].scope_spans[0];
+    let scope = ss.scope.as_ref().unwrap();
+    assert_eq!(
+        (scope.name.as_str(), scope.version.as_str()),
+        ("scope-a", "1.2.3")
+    );
+    let by_name: HashMap<_, _> = ss.spans.iter().map(|s| (s.name.as_str(), s)).collect();
+    assert_eq!(by_name["child"].parent_span_id, parent_ctx.span_id.0);
+    assert_eq!(by_name["child"].trace_id, parent_ctx.trace_id.0);
+    assert_eq!(by_name["child"].span_id, child_ctx.span_id.0);
+    assert!(by_name["parent"].parent_span_id.is_empty());
+    assert!(by_name["parent"].end_time_unix_nano >= by_name["child"].end_time_unix_nano);
+    assert_ne!(parent_ctx.trace_id, TraceId::INVALID);
+}
+
+#[test]
+fn random_ids_are_valid_and_distinct_across_threads() {
+    let ids: Vec<(TraceId, SpanId)> = thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..1000)
+                        .map(|_| (TraceId::random(), SpanId::random()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|(t, s)| t.is_valid() && s.is_valid()));
+    let traces: std::collections::HashSet<_> = ids.iter().map(|(t, _)| *t).collect();
+    let spans: std::collections::HashSet<_> = ids.iter().map(|(_, s)| *s).collect();
+    assert_eq!(traces.len(), ids.len());
+    assert_eq!(spans.len(), ids.len());
+}
