@@ -1,6 +1,8 @@
 //! The measurement code shared by the criterion benchmarks (`benches/`) and
-//! `cargo xtask sweep`: one consumer, N producers, and the queues a user
-//! would pick instead of `otlp-queue`, driven exactly the same way.
+//! `cargo xtask sweep`: [`queue`] (one consumer, N producers, and the queues
+//! a user would pick instead of `otlp-queue`) and [`exporter`] (span
+//! pipelines end to end, against the OpenTelemetry SDK's batch processor),
+//! each driving every candidate exactly the same way.
 //!
 //! The method follows the anchor measurements the project compares itself
 //! with: producers push `u64` items as fast as they can, either retrying
@@ -16,4 +18,5 @@
 //! assert_eq!(r.delivered, 20_000);
 //! ```
 
+pub mod exporter;
 pub mod queue;

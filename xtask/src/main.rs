@@ -3,7 +3,7 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `sweep` | the main job: otlp-queue against its baselines over a producer sweep |
+//! | `sweep` | the main job: the queue and the span pipeline against their baselines over a thread sweep |
 //! | `test`  | every test: the workspace's tests and doctests, then the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
@@ -16,15 +16,19 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  sweep   otlp-queue against Mutex<VecDeque> and crossbeam's ArrayQueue,
-          1 consumer and N producers, lossless and shedding modes
+  sweep   otlp-queue against Mutex<VecDeque> and crossbeam's ArrayQueue
+          (1 consumer, N producers, lossless and shedding modes), and
+          otlp-exporter against the OpenTelemetry SDK's BatchSpanProcessor
+          (N threads making spans, end to end)
             --threads 1,2,4,8   producer counts (default: 1,2,4,8, and 15
                                 where the machine has 16 cores or more)
             --items N           items per producer per run (default 4000000)
             --reps N            rounds (each runs every queue once); medians shown
                                 (default 3)
             --capacity N        total queue capacity (default 4096)
-            --quick             --items 1000000 --reps 1 (a few seconds)
+            --spans N           spans per thread per pipeline run (default 400000)
+            --only queue|pipeline   one of the two comparisons
+            --quick             --items 1000000 --spans 100000 --reps 1
             --out DIR           where to write sweep.md (default target/sweep)
   test    cargo test --workspace, then the loom models
   loom    the loom models only

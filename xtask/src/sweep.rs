@@ -1,9 +1,10 @@
-//! `cargo xtask sweep`: otlp-queue against its baselines, same run, same
-//! method, and the ratios that matter.
+//! `cargo xtask sweep`: otlp-queue and otlp-exporter against their
+//! baselines, same run, same method, and the ratios that matter.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use benches::exporter::{PipelineCandidate, PipelineResult};
 use benches::queue::{Candidate, Mode, RunResult, run};
 
 pub(crate) struct Options {
@@ -11,6 +12,8 @@ pub(crate) struct Options {
     items: u64,
     reps: usize,
     capacity: usize,
+    spans: u64,
+    only: Option<String>,
     out: PathBuf,
 }
 
@@ -26,6 +29,8 @@ impl Options {
             items: 4_000_000,
             reps: 3,
             capacity: 4096,
+            spans: 400_000,
+            only: None,
             out: PathBuf::from("target/sweep"),
         };
         let mut it = args.iter();
@@ -38,8 +43,14 @@ impl Options {
             match flag.as_str() {
                 "--quick" => {
                     o.items = 1_000_000;
+                    o.spans = 100_000;
                     o.reps = 1;
                 }
+                "--spans" => o.spans = positive(flag, &value()?)?,
+                "--only" => match value()?.as_str() {
+                    v @ ("queue" | "pipeline") => o.only = Some(v.to_owned()),
+                    v => return Err(format!("--only: `{v}` is not `queue` or `pipeline`")),
+                },
                 "--threads" => {
                     let v = value()?;
                     o.threads = v
@@ -148,10 +159,96 @@ fn m(x: f64) -> String {
 pub(crate) fn main(o: &Options) -> Result<(), String> {
     let machine = machine();
     eprintln!(
-        "sweep: {machine}; producers {:?}, {} items per producer, {} rounds, total capacity {}",
-        o.threads, o.items, o.reps, o.capacity
+        "sweep: {machine}; producers {:?}, {} rounds",
+        o.threads, o.reps
     );
     let mut md = String::new();
+    if o.only.as_deref() != Some("pipeline") {
+        queue_section(o, &machine, &mut md);
+    }
+    if o.only.as_deref() != Some("queue") {
+        pipeline_section(o, &machine, &mut md);
+    }
+    print!("{md}");
+    std::fs::create_dir_all(&o.out).map_err(|e| format!("creating {}: {e}", o.out.display()))?;
+    let path = o.out.join("sweep.md");
+    std::fs::write(&path, &md).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    eprintln!("sweep: wrote {}", path.display());
+    Ok(())
+}
+
+/// Span pipelines end to end: ours and the OpenTelemetry SDK's
+/// `BatchSpanProcessor`, each with the same queue size, rounds interleaved.
+fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
+    let _ = writeln!(
+        md,
+        "# otlp-exporter against the OpenTelemetry SDK's BatchSpanProcessor\n"
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {machine}. N threads each make {} spans (two attributes) as fast as they can; \
+         the exporter only counts (ours receives encoded OTLP protobuf; the SDK's gets `SpanData`, \
+         unencoded). Queue size per pipeline as shown (ours: per recording thread). \
+         {} rounds, every pipeline once per round in turn; medians over rounds, ratios are \
+         medians of the ratios within a round.\n",
+        o.spans, o.reps
+    );
+    let _ = writeln!(
+        md,
+        "| threads | queue | ours offered/s | ours delivered/s | ours dropped | SDK offered/s | SDK delivered/s | SDK dropped | delivered, ours / SDK |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &t in &o.threads {
+        for queue in [2048usize, 65_536] {
+            eprintln!("  pipelines with {t} threads, queue {queue}");
+            let mut ours: Vec<PipelineResult> = Vec::new();
+            let mut sdk: Vec<PipelineResult> = Vec::new();
+            for _ in 0..o.reps {
+                ours.push(benches::exporter::run(
+                    PipelineCandidate::Ours,
+                    t,
+                    o.spans,
+                    queue,
+                ));
+                sdk.push(benches::exporter::run(
+                    PipelineCandidate::OtelBsp,
+                    t,
+                    o.spans,
+                    queue,
+                ));
+            }
+            let ratio = median(
+                ours.iter()
+                    .zip(&sdk)
+                    .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
+                    .collect(),
+            );
+            let mid = |mut rs: Vec<PipelineResult>| {
+                rs.sort_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
+                rs[rs.len() / 2]
+            };
+            let (a, b) = (mid(ours), mid(sdk));
+            let pct = |r: &PipelineResult| r.dropped() as f64 * 100.0 / r.offered as f64;
+            let _ = writeln!(
+                md,
+                "| {t} | {queue} | {} | {} | {:.1} % | {} | {} | {:.1} % | {ratio:.1}x |",
+                m(a.offered_per_s),
+                m(a.delivered_per_s),
+                pct(&a),
+                m(b.offered_per_s),
+                m(b.delivered_per_s),
+                pct(&b),
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nEvery span of ours is accounted for: each run asserts that the pipeline's \
+         accounting balances (accepted = exported + dropped by reason) before it is counted.\n"
+    );
+}
+
+fn queue_section(o: &Options, machine: &str, md: &mut String) {
     let _ = writeln!(md, "# otlp-queue against its baselines\n");
     let _ = writeln!(
         md,
@@ -233,10 +330,4 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
             cores().saturating_sub(1)
         );
     }
-    print!("{md}");
-    std::fs::create_dir_all(&o.out).map_err(|e| format!("creating {}: {e}", o.out.display()))?;
-    let path = o.out.join("sweep.md");
-    std::fs::write(&path, &md).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    eprintln!("sweep: wrote {}", path.display());
-    Ok(())
 }

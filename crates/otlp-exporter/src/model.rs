@@ -332,8 +332,13 @@ impl ScopeId {
 impl SpanData {
     /// A sampled root span with fresh random ids and no times set.
     pub fn new(name: impl Into<Str>) -> Self {
+        Self::with_context(name, SpanContext::new(TraceId::random(), SpanId::random()))
+    }
+
+    /// A root span with the given context and no times set.
+    pub fn with_context(name: impl Into<Str>, context: SpanContext) -> Self {
         SpanData {
-            context: SpanContext::new(TraceId::random(), SpanId::random()),
+            context,
             parent_span_id: SpanId::INVALID,
             name: name.into(),
             kind: SpanKind::Internal,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use otlp_queue::{Consumer, Producer, PushError, PushTimeoutError};
 
 use crate::config::{ConfigError, env_usize};
-use crate::encode::{Encoder, Encoding};
+use crate::encode::{Encoded, Encoder, Encoding, SpanRef, encode_span};
 use crate::model::{InstrumentationScope, Priority, Resource, ScopeId, SpanData, SpanLimits};
 use crate::stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
 use crate::transport::{ExportResult, FileTransport, Transport};
@@ -92,6 +92,18 @@ pub struct PipelineBuilder {
     max_export_batch_size: Option<usize>,
     shedding: Shedding,
     drop_timeout: Duration,
+}
+
+impl Config {
+    /// True if `span` is to be shed for its low priority.
+    fn shedding_low_priority(&self, span: &SpanData, lane: &Producer<EncodedSpan>) -> bool {
+        match self.shedding {
+            Shedding::Priority { high_water } => {
+                span.priority == Priority::Low && lane.lane_len() >= high_water
+            }
+            _ => false,
+        }
+    }
 }
 
 impl PipelineBuilder {
@@ -233,6 +245,7 @@ impl PipelineBuilder {
         };
         let resource = self.resource.unwrap_or_else(Resource::from_env);
         let config = Config {
+            encoding: transport.encoding(),
             max_export_batch_size,
             scheduled_delay,
             export_timeout,
@@ -263,11 +276,58 @@ fn setting<T>(
 }
 
 struct Config {
+    /// What the transport wants; spans are encoded in it as they are recorded.
+    encoding: Encoding,
     max_export_batch_size: usize,
     scheduled_delay: Duration,
     export_timeout: Duration,
     shedding: Shedding,
     limits: SpanLimits,
+}
+
+/// A span as it travels through the queue: already encoded (on the thread
+/// that recorded it, so encoding runs in parallel on every recording
+/// thread), inline when small so that recording allocates nothing.
+pub(crate) struct EncodedSpan {
+    scope: ScopeId,
+    bytes: SpanBytes,
+}
+
+/// Most encoded spans with a handful of attributes fit inline; the slot is
+/// then 256 bytes.
+const INLINE: usize = 240;
+
+// The size difference is the point: the inline variant is what makes the
+// common case allocation-free, and the queue slot has to hold it anyway.
+#[allow(clippy::large_enum_variant)]
+enum SpanBytes {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl EncodedSpan {
+    #[inline(always)]
+    fn new(scope: ScopeId, bytes: &[u8]) -> Self {
+        let bytes = match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut buf = [0; INLINE];
+                buf[..bytes.len()].copy_from_slice(bytes);
+                SpanBytes::Inline { len, buf }
+            }
+            _ => SpanBytes::Heap(bytes.into()),
+        };
+        EncodedSpan { scope, bytes }
+    }
+
+    fn as_ref(&self) -> SpanRef<'_> {
+        SpanRef {
+            scope: self.scope,
+            bytes: match &self.bytes {
+                SpanBytes::Inline { len, buf } => &buf[..usize::from(*len)],
+                SpanBytes::Heap(b) => b,
+            },
+        }
+    }
 }
 
 const RUNNING: u8 = 0;
@@ -327,7 +387,7 @@ struct Shared {
     /// waits for it to resolve, or the record sees CLOSED and does not push.
     state: AtomicU8,
     config: Config,
-    template: Mutex<Producer<SpanData>>,
+    template: Mutex<Producer<EncodedSpan>>,
     threads: Mutex<Vec<Arc<ThreadCounters>>>,
     ledger: Mutex<Ledger>,
     control: Mutex<Control>,
@@ -385,8 +445,10 @@ thread_local! {
 /// This thread's lane into one pipeline.
 struct LocalLane {
     pipeline: u64,
-    producer: Producer<SpanData>,
+    producer: Producer<EncodedSpan>,
     counters: Arc<ThreadCounters>,
+    /// Reused buffer for encoding a span.
+    scratch: Vec<u8>,
 }
 
 impl Pipeline {
@@ -413,7 +475,7 @@ impl Pipeline {
         transport: Box<dyn Transport>,
         drop_timeout: Duration,
     ) -> Pipeline {
-        let (producer, consumer) = otlp_queue::bounded::<SpanData>(capacity);
+        let (producer, consumer) = otlp_queue::bounded::<EncodedSpan>(capacity);
         let encoder = Encoder::new(resource);
         let scopes = vec![encoder.scope(ScopeId::DEFAULT).clone()];
         let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
@@ -471,6 +533,12 @@ impl Pipeline {
     /// call on each thread sets up that thread's lane); never blocks unless
     /// the policy is [`Shedding::Block`].
     pub fn record(&self, span: SpanData) -> Recorded {
+        self.record_span(span, true)
+    }
+
+    /// `record`, skipping the limits for spans already built within them
+    /// (by [`Span`](crate::Span)).
+    pub(crate) fn record_span(&self, span: SpanData, apply_limits: bool) -> Recorded {
         let shared = self.shared();
         let mut span = Some(span);
         let fast = LANES.try_with(|lanes| {
@@ -486,13 +554,18 @@ impl Pipeline {
                     lanes.len() - 1
                 }
             };
-            Some(record_into(shared, &lanes[i], span.take()?))
+            Some(record_into(
+                shared,
+                &mut lanes[i],
+                span.take()?,
+                apply_limits,
+            ))
         });
         match (fast, span) {
             (Ok(Some(recorded)), _) => recorded,
             // Thread-local storage is being torn down, or re-entry: a lane
             // of its own for this one call.
-            (_, Some(span)) => record_into(shared, &new_lane(shared), span),
+            (_, Some(span)) => record_into(shared, &mut new_lane(shared), span, apply_limits),
             (_, None) => unreachable!("the span is taken only when it is recorded"),
         }
     }
@@ -567,10 +640,16 @@ fn new_lane(shared: &Shared) -> LocalLane {
         pipeline: shared.id,
         producer: lock(&shared.template).clone(),
         counters,
+        scratch: Vec::with_capacity(INLINE),
     }
 }
 
-fn record_into(shared: &Shared, lane: &LocalLane, mut span: SpanData) -> Recorded {
+fn record_into(
+    shared: &Shared,
+    lane: &mut LocalLane,
+    mut span: SpanData,
+    apply_limits: bool,
+) -> Recorded {
     let c = &*lane.counters;
     // SeqCst swap, then SeqCst load of `state`: see `Shared::state`.
     let n = c.accepted.load(Ordering::Relaxed) + 1;
@@ -581,9 +660,19 @@ fn record_into(shared: &Shared, lane: &LocalLane, mut span: SpanData) -> Recorde
     } else if !span.context.trace_flags.is_sampled() {
         bump(&c.not_sampled);
         Recorded::Dropped(DropReason::NotSampled)
+    } else if shared.config.shedding_low_priority(&span, &lane.producer) {
+        bump(&c.low_priority);
+        Recorded::Dropped(DropReason::LowPriority)
     } else {
-        shared.config.limits.apply(&mut span);
-        push(shared, lane, span)
+        if apply_limits {
+            shared.config.limits.apply(&mut span);
+        }
+        lane.scratch.clear();
+        encode_span(&span, shared.config.encoding, &mut lane.scratch);
+        let encoded = EncodedSpan::new(span.scope, &lane.scratch);
+        // Free the span's allocations here, on the thread that made them.
+        drop(span);
+        push(shared, lane, encoded)
     };
     // Release: whoever sees `resolved` with Acquire sees the counter this
     // call bumped and the span it pushed.
@@ -591,7 +680,8 @@ fn record_into(shared: &Shared, lane: &LocalLane, mut span: SpanData) -> Recorde
     outcome
 }
 
-fn push(shared: &Shared, lane: &LocalLane, span: SpanData) -> Recorded {
+#[inline(always)]
+fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
     let c = &*lane.counters;
     let p = &lane.producer;
     let closed = |c: &ThreadCounters| {
@@ -646,20 +736,15 @@ fn push(shared: &Shared, lane: &LocalLane, span: SpanData) -> Recorded {
                 }
             }
         }
-        Shedding::Priority { high_water } => {
-            if span.priority == Priority::Low && p.lane_len() >= high_water {
-                bump(&c.low_priority);
-                return Recorded::Dropped(DropReason::LowPriority);
+        // Low-priority spans were already shed in `record_into`.
+        Shedding::Priority { .. } => match p.try_push(span) {
+            Ok(()) => {
+                bump(&c.pushed);
+                Recorded::Queued
             }
-            match p.try_push(span) {
-                Ok(()) => {
-                    bump(&c.pushed);
-                    Recorded::Queued
-                }
-                Err(PushError::Full(_)) => full(c),
-                Err(PushError::Closed(_)) => closed(c),
-            }
-        }
+            Err(PushError::Full(_)) => full(c),
+            Err(PushError::Closed(_)) => closed(c),
+        },
     }
 }
 
@@ -805,15 +890,19 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     }
 }
 
+/// How long the worker waits for spans to gather when a look at the queue
+/// found only a few.
+const GATHER: Duration = Duration::from_micros(100);
+
 /// The pipeline's thread: takes spans from the queue, batches, encodes and
 /// exports them, and carries out flush and shutdown requests.
 struct Worker {
     shared: Arc<Shared>,
-    consumer: Option<Consumer<SpanData>>,
+    consumer: Option<Consumer<EncodedSpan>>,
     encoder: Encoder,
     encoding: Encoding,
     transport: Box<dyn Transport>,
-    batch: Vec<SpanData>,
+    batch: Vec<EncodedSpan>,
     scopes_seen: u64,
     last_export: Instant,
     flush_seen: u64,
@@ -824,11 +913,11 @@ struct Worker {
 impl Worker {
     fn new(
         shared: Arc<Shared>,
-        consumer: Consumer<SpanData>,
+        consumer: Consumer<EncodedSpan>,
         encoder: Encoder,
         transport: Box<dyn Transport>,
     ) -> Self {
-        let encoding = transport.encoding();
+        let encoding = shared.config.encoding;
         let batch = Vec::with_capacity(shared.config.max_export_batch_size);
         Worker {
             shared,
@@ -875,6 +964,15 @@ impl Worker {
                 self.idle_wait(idle);
             } else {
                 idle = 0;
+                if took < (max / 8).max(1) {
+                    // Spans trickle in: let them gather before looking
+                    // again. Polling a lane that a producer is writing pulls
+                    // its cache lines away from it on every look; a short
+                    // nap makes the next look take a batch instead. (At
+                    // 2048 spans per lane this is safe up to ~40 M spans/s
+                    // per recording thread.)
+                    thread::park_timeout(GATHER);
+                }
             }
         }
     }
@@ -945,7 +1043,10 @@ impl Worker {
             }
             self.scopes_seen = version;
         }
-        let encoded = self.encoder.encode(&self.batch, self.encoding);
+        let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
+        let mut encoded = Encoded::default();
+        self.encoder.assemble(&refs, self.encoding, &mut encoded);
+        drop(refs);
         let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) = (0, 0, 0, 0, 0);
         for request in &encoded.requests {
             let export_deadline = Instant::now() + self.shared.config.export_timeout;

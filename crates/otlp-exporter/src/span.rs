@@ -148,14 +148,14 @@ impl<'t> SpanBuilder<'t> {
                 Str::Borrowed(""),
             ),
         };
-        let mut data = SpanData::new(self.name);
-        data.context = SpanContext {
+        let context = SpanContext {
             trace_id,
             span_id: SpanId::random(),
             trace_flags: flags,
             trace_state: state,
             is_remote: false,
         };
+        let mut data = SpanData::with_context(self.name, context);
         data.parent_span_id = parent_span_id;
         data.kind = self.kind;
         data.start_time_unix_nano = self.start.unwrap_or_else(now_unix_nanos);
@@ -283,7 +283,8 @@ impl Span<'_> {
         data.end_time_unix_nano = at
             .unwrap_or_else(now_unix_nanos)
             .max(data.start_time_unix_nano);
-        self.tracer.pipeline.record(data)
+        // Built within the limits by the methods above.
+        self.tracer.pipeline.record_span(data, false)
     }
 }
 

@@ -161,3 +161,41 @@ fn a_batch_of_spans_is_recorded_in_one_call() {
     let names: Vec<_> = received(&memory).into_iter().map(|s| s.name).collect();
     assert_eq!(names, (0..10).map(|i| format!("b{i}")).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_span_builder_applies_the_limits_as_it_goes() {
+    let memory = InMemory::new();
+    let limits = SpanLimits {
+        attribute_count: 2,
+        attribute_value_length: Some(3),
+        event_count: 1,
+        attributes_per_event: 1,
+        ..SpanLimits::default()
+    };
+    let p = pipeline(&memory, limits);
+    let tracer = p.tracer("limits", "1");
+    let mut span = tracer.start("limited");
+    span.set_attribute("a", "abcdef")
+        .set_attribute("b", 2)
+        .set_attribute("c", 3);
+    span.set_attribute("a", "xyz123"); // replacing a key never counts as a drop
+    span.add_event("e1", vec![KeyValue::new("x", 1), KeyValue::new("y", 2)]);
+    span.add_event("e2", vec![]);
+    span.end();
+    p.shutdown(Duration::from_secs(5));
+    let got = &received(&memory)[0];
+    assert_eq!(got.attributes.len(), 2);
+    assert_eq!(got.dropped_attributes_count, 1);
+    assert_eq!(
+        got.attributes[0].value.as_ref().unwrap().value,
+        Some(PV::StringValue("xyz".into()))
+    );
+    assert_eq!((got.events.len(), got.dropped_events_count), (1, 1));
+    assert_eq!(
+        (
+            got.events[0].attributes.len(),
+            got.events[0].dropped_attributes_count
+        ),
+        (1, 1)
+    );
+}

@@ -140,7 +140,7 @@ fn empty_input_gives_no_request() {
 
 #[test]
 fn batches_over_the_cap_are_split_and_oversized_spans_counted() {
-    let encoder = Encoder::new(resource()).with_max_request_bytes(70 * 1024);
+    let encoder = Encoder::new(resource()).with_max_request_bytes(20 * 1024);
     let mut spans: Vec<SpanData> = (0..40)
         .map(|i| {
             let mut s = rich_span(i);

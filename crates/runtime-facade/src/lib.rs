@@ -5,9 +5,9 @@
 //! | module | crate | what it is |
 //! |---|---|---|
 //! | [`queue`] | `otlp-queue` | lock-free bounded MPSC queue with per-producer lanes |
+//! | [`exporter`] | `otlp-exporter` | batching, load-shedding OTLP span pipeline with exact accounting |
 //!
-//! The runtime (`runtime-core`, `runtime-cap`) and the span exporter
-//! (`otlp-exporter`) join here when they are built.
+//! The runtime (`runtime-core`, `runtime-cap`) joins here when it is built.
 //!
 //! ```
 //! use runtime_facade::queue;
@@ -15,7 +15,19 @@
 //! let (tx, mut rx) = queue::bounded::<&str>(16);
 //! tx.try_push("span").unwrap();
 //! assert_eq!(rx.pop(), Some("span"));
+//!
+//! let memory = runtime_facade::exporter::InMemory::new();
+//! let pipeline = runtime_facade::exporter::Pipeline::builder()
+//!     .transport(memory.clone())
+//!     .build()
+//!     .unwrap();
+//! pipeline.tracer("app", "1.0").start("work").end();
+//! pipeline.shutdown(std::time::Duration::from_secs(5));
+//! assert_eq!(memory.span_count(), 1);
 //! ```
 
 /// The lock-free bounded MPSC queue (the `otlp-queue` crate).
 pub use otlp_queue as queue;
+
+/// The span export pipeline (the `otlp-exporter` crate).
+pub use otlp_exporter as exporter;

@@ -7,8 +7,10 @@
 
 use std::fmt::Write as _;
 
-use crate::encode::proto::ScopeGroup;
-use crate::model::{Event, KeyValue, Link, Resource, SpanData, StatusCode, Value};
+use crate::encode::proto::Group;
+use crate::model::{
+    Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, StatusCode, Value,
+};
 
 /// Appends `s` as a JSON string literal.
 fn string(out: &mut String, s: &str) {
@@ -209,41 +211,75 @@ fn span(out: &mut String, s: &SpanData) {
     out.push('}');
 }
 
-/// Encodes one `ExportTraceServiceRequest` as one line of OTLP JSON (no
-/// newline), appending to `out`.
-pub(crate) fn encode_request(out: &mut String, resource: &Resource, groups: &[ScopeGroup<'_>]) {
-    out.push_str("{\"resourceSpans\":[{\"resource\":{\"attributes\":");
-    attributes(out, &resource.attributes);
+/// Appends one span as a JSON object.
+pub(crate) fn put_span(out: &mut Vec<u8>, s: &SpanData) {
+    let mut text = String::new();
+    span(&mut text, s);
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The `"resource"` object.
+pub(crate) fn resource_object(r: &Resource) -> String {
+    let mut out = String::from("{\"attributes\":");
+    attributes(&mut out, &r.attributes);
     let _ = write!(
         out,
-        ",\"droppedAttributesCount\":{}}},\"scopeSpans\":[",
-        resource.dropped_attributes_count
+        ",\"droppedAttributesCount\":{}}}",
+        r.dropped_attributes_count
     );
+    out
+}
+
+/// The `"scope"` object.
+pub(crate) fn scope_object(s: &InstrumentationScope) -> String {
+    let mut out = String::from("{\"name\":");
+    string(&mut out, &s.name);
+    out.push_str(",\"version\":");
+    string(&mut out, &s.version);
+    out.push_str(",\"attributes\":");
+    attributes(&mut out, &s.attributes);
+    out.push_str(",\"droppedAttributesCount\":0}");
+    out
+}
+
+/// Writes one `ExportTraceServiceRequest` as one line of OTLP JSON (no
+/// newline). `resource` and each group's `scope` are the objects made by
+/// [`resource_object`] and [`scope_object`]; spans are objects made by
+/// [`put_span`].
+pub(crate) fn write_request(
+    out: &mut Vec<u8>,
+    resource: &[u8],
+    resource_schema: &str,
+    groups: &[Group<'_>],
+) {
+    let mut text = String::new();
+    out.extend_from_slice(b"{\"resourceSpans\":[{\"resource\":");
+    out.extend_from_slice(resource);
+    out.extend_from_slice(b",\"scopeSpans\":[");
     for (i, g) in groups.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        out.push_str("{\"scope\":{\"name\":");
-        string(out, &g.scope.name);
-        out.push_str(",\"version\":");
-        string(out, &g.scope.version);
-        out.push_str(",\"attributes\":");
-        attributes(out, &g.scope.attributes);
-        out.push_str(",\"droppedAttributesCount\":0},\"spans\":");
-        out.push('[');
+        out.extend_from_slice(b"{\"scope\":");
+        out.extend_from_slice(g.scope);
+        out.extend_from_slice(b",\"spans\":[");
         for (j, s) in g.spans.iter().enumerate() {
             if j > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            span(out, s);
+            out.extend_from_slice(s);
         }
-        out.push_str("],\"schemaUrl\":");
-        string(out, &g.scope.schema_url);
-        out.push('}');
+        out.extend_from_slice(b"],\"schemaUrl\":");
+        text.clear();
+        string(&mut text, g.schema_url);
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'}');
     }
-    out.push_str("],\"schemaUrl\":");
-    string(out, &resource.schema_url);
-    out.push_str("}]}");
+    out.extend_from_slice(b"],\"schemaUrl\":");
+    text.clear();
+    string(&mut text, resource_schema);
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"}]}");
 }
 
 #[cfg(test)]

@@ -1,19 +1,21 @@
 //! Encoding batches of spans as OTLP `ExportTraceServiceRequest`s, in
 //! protobuf or JSON, split so that no request exceeds a size cap.
+//!
+//! Encoding happens in two steps, so that the expensive one can run on the
+//! threads that record spans, in parallel: [`encode_span`] turns one span
+//! into its bytes (a framed protobuf `Span`, or a JSON object), and
+//! [`Encoder::assemble`] concatenates such bytes, grouped by scope, under
+//! the resource into requests.
 
 pub(crate) mod json;
 pub(crate) mod proto;
 
 use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData};
-use proto::ScopeGroup;
+use proto::Group;
 
 /// The largest request the exporter ever builds: OTLP receivers commonly
 /// refuse bodies over 64 MiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
-
-/// Room kept in each request for the resource and scope headers, so that the
-/// span budget can be checked span by span.
-const HEADER_ALLOWANCE: usize = 64 * 1024;
 
 /// The wire format of a request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -50,11 +52,52 @@ pub struct EncodedRequest {
 #[derive(Debug, Default)]
 pub struct Encoded {
     /// Requests, each under the size cap, together carrying every span that
-    /// fit.
+    /// fit, in order within each scope.
     pub requests: Vec<EncodedRequest>,
     /// Spans that alone exceed the size cap: not encoded (count them as
     /// dropped, too large).
     pub too_large: usize,
+}
+
+/// Appends one span's bytes in `encoding`: a framed protobuf `Span` field,
+/// or a JSON object.
+pub(crate) fn encode_span(span: &SpanData, encoding: Encoding, out: &mut Vec<u8>) {
+    match encoding {
+        Encoding::Protobuf => proto::put_framed_span(out, span),
+        Encoding::Json => json::put_span(out, span),
+    }
+}
+
+/// A span already encoded by [`encode_span`].
+#[derive(Clone, Copy)]
+pub(crate) struct SpanRef<'a> {
+    pub(crate) scope: ScopeId,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// A scope's header in both encodings, encoded once.
+#[derive(Clone, Debug)]
+struct ScopeEntry {
+    scope: InstrumentationScope,
+    protobuf: Vec<u8>,
+    json: Vec<u8>,
+}
+
+impl ScopeEntry {
+    fn new(scope: InstrumentationScope) -> Self {
+        ScopeEntry {
+            protobuf: proto::scope_message(&scope),
+            json: json::scope_object(&scope).into_bytes(),
+            scope,
+        }
+    }
+
+    fn header(&self, encoding: Encoding) -> &[u8] {
+        match encoding {
+            Encoding::Protobuf => &self.protobuf,
+            Encoding::Json => &self.json,
+        }
+    }
 }
 
 /// Turns batches of spans into OTLP requests for one resource and a table
@@ -71,7 +114,9 @@ pub struct Encoded {
 #[derive(Clone, Debug)]
 pub struct Encoder {
     resource: Resource,
-    scopes: Vec<InstrumentationScope>,
+    resource_protobuf: Vec<u8>,
+    resource_json: Vec<u8>,
+    scopes: Vec<ScopeEntry>,
     max_request_bytes: usize,
 }
 
@@ -80,26 +125,32 @@ impl Encoder {
     /// crate) as [`ScopeId::DEFAULT`].
     pub fn new(resource: Resource) -> Self {
         Encoder {
+            resource_protobuf: proto::resource_message(&resource),
+            resource_json: json::resource_object(&resource).into_bytes(),
             resource,
-            scopes: vec![InstrumentationScope::new(
+            scopes: vec![ScopeEntry::new(InstrumentationScope::new(
                 env!("CARGO_PKG_NAME"),
                 env!("CARGO_PKG_VERSION"),
-            )],
+            ))],
             max_request_bytes: MAX_REQUEST_BYTES,
         }
     }
 
     /// Adds a scope (or finds an equal one) and returns its id.
     pub fn add_scope(&mut self, scope: InstrumentationScope) -> ScopeId {
-        if let Some(i) = self.scopes.iter().position(|s| *s == scope) {
+        if let Some(i) = self.scopes.iter().position(|s| s.scope == scope) {
             return ScopeId(i as u32);
         }
-        self.scopes.push(scope);
+        self.scopes.push(ScopeEntry::new(scope));
         ScopeId((self.scopes.len() - 1) as u32)
     }
 
     /// The scope behind an id (the default scope for an unknown id).
     pub fn scope(&self, id: ScopeId) -> &InstrumentationScope {
+        &self.entry(id).scope
+    }
+
+    fn entry(&self, id: ScopeId) -> &ScopeEntry {
         self.scopes.get(id.0 as usize).unwrap_or(&self.scopes[0])
     }
 
@@ -115,90 +166,122 @@ impl Encoder {
         self
     }
 
+    /// The most bytes of spans one request may carry: the cap less the
+    /// largest possible envelope (resource, every scope header, framing).
+    pub(crate) fn span_budget(&self, encoding: Encoding) -> usize {
+        let resource = match encoding {
+            Encoding::Protobuf => self.resource_protobuf.len(),
+            Encoding::Json => self.resource_json.len(),
+        };
+        let envelope = 64
+            + resource
+            + self.resource.schema_url.len() * 2
+            + self
+                .scopes
+                .iter()
+                .map(|s| 64 + s.header(encoding).len() + s.scope.schema_url.len() * 2)
+                .sum::<usize>();
+        self.max_request_bytes.saturating_sub(envelope)
+    }
+
     /// Encodes `spans`, grouped by scope (order kept within a scope), into
     /// as few requests under the size cap as it can. An empty slice gives
     /// no request (OTLP forbids empty requests).
     pub fn encode(&self, spans: &[SpanData], encoding: Encoding) -> Encoded {
-        let budget = self
-            .max_request_bytes
-            .saturating_sub(HEADER_ALLOWANCE)
-            .max(1);
-        let mut out = Encoded::default();
-        let mut chunk: Vec<&SpanData> = Vec::new();
-        let mut chunk_bytes = 0;
-        // Chunks are sized by the exact protobuf size. JSON is larger by a
-        // factor that depends on the content, so a JSON request over the cap
-        // is split again after encoding (see `flush`).
+        let mut bytes = Vec::new();
+        let mut ends = Vec::with_capacity(spans.len());
         for s in spans {
-            let size = proto::span_framed_len(s);
+            encode_span(s, encoding, &mut bytes);
+            ends.push(bytes.len());
+        }
+        let refs: Vec<SpanRef<'_>> = spans
+            .iter()
+            .zip(&ends)
+            .scan(0, |start, (s, &end)| {
+                let r = SpanRef {
+                    scope: s.scope,
+                    bytes: &bytes[*start..end],
+                };
+                *start = end;
+                Some(r)
+            })
+            .collect();
+        let mut out = Encoded::default();
+        self.assemble(&refs, encoding, &mut out);
+        out
+    }
+
+    /// Builds requests from pre-encoded spans, each under the size cap; a
+    /// span alone over the cap is counted in `too_large`.
+    pub(crate) fn assemble(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
+        let budget = self.span_budget(encoding);
+        let mut chunk: Vec<SpanRef<'_>> = Vec::new();
+        let mut chunk_bytes = 0;
+        for s in spans {
+            // +1: the comma between JSON objects.
+            let size = s.bytes.len() + 1;
             if size > budget {
                 out.too_large += 1;
                 continue;
             }
-            if chunk_bytes + size > budget && !chunk.is_empty() {
-                self.flush(&mut chunk, encoding, &mut out);
+            if chunk_bytes + size > budget {
+                self.write(&chunk, encoding, out);
+                chunk.clear();
                 chunk_bytes = 0;
             }
-            chunk.push(s);
+            chunk.push(*s);
             chunk_bytes += size;
         }
         if !chunk.is_empty() {
-            self.flush(&mut chunk, encoding, &mut out);
+            self.write(&chunk, encoding, out);
         }
-        out
     }
 
-    fn flush(&self, chunk: &mut Vec<&SpanData>, encoding: Encoding, out: &mut Encoded) {
-        self.encode_chunk(chunk, encoding, out);
-        chunk.clear();
-    }
-
-    /// Encodes one chunk; if the body is over the cap, halves the chunk and
-    /// tries again (a single span over the cap is counted as too large).
-    fn encode_chunk(&self, chunk: &[&SpanData], encoding: Encoding, out: &mut Encoded) {
-        let groups = self.group(chunk);
-        let body = match encoding {
-            Encoding::Protobuf => {
-                let mut buf = Vec::new();
-                proto::encode_request(&mut buf, &self.resource, &groups);
-                buf
-            }
-            Encoding::Json => {
-                let mut s = String::new();
-                json::encode_request(&mut s, &self.resource, &groups);
-                s.into_bytes()
-            }
-        };
-        if body.len() > self.max_request_bytes {
-            if chunk.len() == 1 {
-                out.too_large += 1;
+    fn write(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
+        // Group by scope, keeping the order of spans within each scope.
+        let mut groups: Vec<(ScopeId, Group<'_>)> = Vec::new();
+        for s in spans {
+            let id = if (s.scope.0 as usize) < self.scopes.len() {
+                s.scope
             } else {
-                let (a, b) = chunk.split_at(chunk.len() / 2);
-                self.encode_chunk(a, encoding, out);
-                self.encode_chunk(b, encoding, out);
+                ScopeId::DEFAULT
+            };
+            match groups.iter_mut().find(|(g, _)| *g == id) {
+                Some((_, g)) => g.spans.push(s.bytes),
+                None => {
+                    let entry = self.entry(id);
+                    groups.push((
+                        id,
+                        Group {
+                            scope: entry.header(encoding),
+                            schema_url: &entry.scope.schema_url,
+                            spans: vec![s.bytes],
+                        },
+                    ));
+                }
             }
-            return;
+        }
+        let groups: Vec<Group<'_>> = groups.into_iter().map(|(_, g)| g).collect();
+        let total: usize = spans.iter().map(|s| s.bytes.len() + 1).sum();
+        let mut body = Vec::with_capacity(total + 1024);
+        match encoding {
+            Encoding::Protobuf => proto::write_request(
+                &mut body,
+                &self.resource_protobuf,
+                &self.resource.schema_url,
+                &groups,
+            ),
+            Encoding::Json => json::write_request(
+                &mut body,
+                &self.resource_json,
+                &self.resource.schema_url,
+                &groups,
+            ),
         }
         out.requests.push(EncodedRequest {
             body,
             encoding,
-            spans: chunk.len(),
+            spans: spans.len(),
         });
-    }
-
-    /// Groups spans by scope, keeping their order within each scope.
-    fn group<'a>(&'a self, spans: &[&'a SpanData]) -> Vec<ScopeGroup<'a>> {
-        let mut groups: Vec<ScopeGroup<'a>> = Vec::new();
-        for s in spans {
-            let scope = self.scope(s.scope);
-            match groups.iter_mut().find(|g| std::ptr::eq(g.scope, scope)) {
-                Some(g) => g.spans.push(s),
-                None => groups.push(ScopeGroup {
-                    scope,
-                    spans: vec![s],
-                }),
-            }
-        }
-        groups
     }
 }

@@ -1,15 +1,17 @@
 //! A direct OTLP protobuf encoder: writes `ExportTraceServiceRequest` bytes
 //! straight from [`SpanData`], without building the generated message types
-//! (no allocation per field). `tests/encode.rs` proves it byte-compatible by
-//! decoding its output with `opentelemetry-proto` and comparing field by
-//! field.
+//! (no allocation per field). `tests/encode.rs` proves it byte-identical to
+//! `prost`'s encoding of the `opentelemetry-proto` message, field by field
+//! and byte for byte.
 //!
-//! Sizes are computed before writing (protobuf prefixes every nested message
-//! with its length), so the output is canonical: the same bytes `prost`
-//! writes, with default-valued fields left out.
+//! One pass: every nested message is written after a one-byte length
+//! placeholder, and the body is shifted along in the rare case its length
+//! needs more than one byte of varint. The output is canonical (minimal
+//! varints, default-valued fields left out), as `prost` writes it.
 
 use crate::model::{
-    Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, SpanId, Status, Value,
+    Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, SpanId, Status, StatusCode,
+    Value,
 };
 
 const VARINT: u32 = 0;
@@ -26,55 +28,64 @@ fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+#[inline(always)]
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
     }
-    buf.push(v as u8);
+    let mut bytes = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        bytes[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    bytes[n] = v as u8;
+    buf.extend_from_slice(&bytes[..=n]);
 }
 
-fn key_len(field: u32) -> usize {
-    varint_len(u64::from(field << 3))
-}
-
+#[inline(always)]
 fn put_key(buf: &mut Vec<u8>, field: u32, wire: u32) {
     put_varint(buf, u64::from((field << 3) | wire));
 }
 
-/// Length of a length-delimited field holding `len` bytes.
-fn len_field(field: u32, len: usize) -> usize {
-    key_len(field) + varint_len(len as u64) + len
-}
-
-fn put_len_prefix(buf: &mut Vec<u8>, field: u32, len: usize) {
+/// Writes a length-delimited field whose body `body` writes, filling in the
+/// length afterwards.
+#[inline]
+fn put_message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     put_key(buf, field, LEN);
-    put_varint(buf, len as u64);
-}
-
-fn bytes_field(field: u32, b: &[u8]) -> usize {
-    if b.is_empty() {
-        0
+    let at = buf.len();
+    buf.push(0);
+    body(buf);
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
     } else {
-        len_field(field, b.len())
+        // The length needs `n` bytes: shift the body along to make room.
+        let n = varint_len(len as u64);
+        let end = buf.len();
+        buf.resize(end + n - 1, 0);
+        buf.copy_within(at + 1..end, at + n);
+        let mut v = len as u64;
+        for b in &mut buf[at..at + n] {
+            *b = (v as u8) | 0x80;
+            v >>= 7;
+        }
+        buf[at + n - 1] &= 0x7f;
     }
 }
 
+#[inline]
 fn put_bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
     if !b.is_empty() {
-        put_len_prefix(buf, field, b.len());
+        put_key(buf, field, LEN);
+        put_varint(buf, b.len() as u64);
         buf.extend_from_slice(b);
     }
 }
 
-fn uint_field(field: u32, v: u64) -> usize {
-    if v == 0 {
-        0
-    } else {
-        key_len(field) + varint_len(v)
-    }
-}
-
+#[inline]
 fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_key(buf, field, VARINT);
@@ -82,10 +93,7 @@ fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-fn fixed64_field(field: u32, v: u64) -> usize {
-    if v == 0 { 0 } else { key_len(field) + 8 }
-}
-
+#[inline]
 fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     if v != 0 {
         put_key(buf, field, FIXED64);
@@ -93,10 +101,7 @@ fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
     }
 }
 
-fn fixed32_field(field: u32, v: u32) -> usize {
-    if v == 0 { 0 } else { key_len(field) + 4 }
-}
-
+#[inline]
 fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
     if v != 0 {
         put_key(buf, field, FIXED32);
@@ -104,28 +109,12 @@ fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
     }
 }
 
-// --- AnyValue, KeyValue -------------------------------------------------
-
-/// `AnyValue` body length (a oneof: the set member is always written).
-fn any_value_len(v: &Value) -> usize {
-    match v {
-        Value::Str(s) => len_field(1, s.len()),
-        Value::Bool(_) => key_len(2) + 1,
-        Value::I64(i) => key_len(3) + varint_len(*i as u64),
-        Value::F64(_) => key_len(4) + 8,
-        Value::Array(items) => len_field(5, array_len(items)),
-        Value::Bytes(b) => len_field(7, b.len()),
-    }
-}
-
-fn array_len(items: &[Value]) -> usize {
-    items.iter().map(|i| len_field(1, any_value_len(i))).sum()
-}
-
+/// `AnyValue` body (a oneof: the set member is always written).
 fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Str(s) => {
-            put_len_prefix(buf, 1, s.len());
+            put_key(buf, 1, LEN);
+            put_varint(buf, s.len() as u64);
             buf.extend_from_slice(s.as_bytes());
         }
         Value::Bool(b) => {
@@ -140,51 +129,26 @@ fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
             put_key(buf, 4, FIXED64);
             buf.extend_from_slice(&f.to_bits().to_le_bytes());
         }
-        Value::Array(items) => {
-            put_len_prefix(buf, 5, array_len(items));
+        Value::Array(items) => put_message(buf, 5, |buf| {
             for i in items {
-                put_len_prefix(buf, 1, any_value_len(i));
-                put_any_value(buf, i);
+                put_message(buf, 1, |buf| put_any_value(buf, i));
             }
-        }
+        }),
         Value::Bytes(b) => {
-            put_len_prefix(buf, 7, b.len());
+            put_key(buf, 7, LEN);
+            put_varint(buf, b.len() as u64);
             buf.extend_from_slice(b);
         }
     }
 }
 
-fn key_value_len(kv: &KeyValue) -> usize {
-    bytes_field(1, kv.key.as_bytes()) + len_field(2, any_value_len(&kv.value))
-}
-
-fn put_key_value(buf: &mut Vec<u8>, kv: &KeyValue) {
-    put_bytes(buf, 1, kv.key.as_bytes());
-    put_len_prefix(buf, 2, any_value_len(&kv.value));
-    put_any_value(buf, &kv.value);
-}
-
-fn attributes_len(field: u32, attrs: &[KeyValue]) -> usize {
-    attrs
-        .iter()
-        .map(|kv| len_field(field, key_value_len(kv)))
-        .sum()
-}
-
 fn put_attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) {
     for kv in attrs {
-        put_len_prefix(buf, field, key_value_len(kv));
-        put_key_value(buf, kv);
+        put_message(buf, field, |buf| {
+            put_bytes(buf, 1, kv.key.as_bytes());
+            put_message(buf, 2, |buf| put_any_value(buf, &kv.value));
+        });
     }
-}
-
-// --- Span and its parts ---------------------------------------------------
-
-fn event_len(e: &Event) -> usize {
-    fixed64_field(1, e.time_unix_nano)
-        + bytes_field(2, e.name.as_bytes())
-        + attributes_len(3, &e.attributes)
-        + uint_field(4, e.dropped_attributes_count.into())
 }
 
 fn put_event(buf: &mut Vec<u8>, e: &Event) {
@@ -194,23 +158,8 @@ fn put_event(buf: &mut Vec<u8>, e: &Event) {
     put_uint(buf, 4, e.dropped_attributes_count.into());
 }
 
-fn link_flags(l: &Link) -> u32 {
-    u32::from(l.context.trace_flags.0)
-        | FLAG_HAS_IS_REMOTE
-        | if l.context.is_remote {
-            FLAG_IS_REMOTE
-        } else {
-            0
-        }
-}
-
-fn link_len(l: &Link) -> usize {
-    bytes_field(1, &l.context.trace_id.0)
-        + bytes_field(2, &l.context.span_id.0)
-        + bytes_field(3, l.context.trace_state.as_bytes())
-        + attributes_len(4, &l.attributes)
-        + uint_field(5, l.dropped_attributes_count.into())
-        + fixed32_field(6, link_flags(l))
+fn flags(trace_flags: u8, is_remote: bool) -> u32 {
+    u32::from(trace_flags) | FLAG_HAS_IS_REMOTE | if is_remote { FLAG_IS_REMOTE } else { 0 }
 }
 
 fn put_link(buf: &mut Vec<u8>, l: &Link) {
@@ -219,61 +168,21 @@ fn put_link(buf: &mut Vec<u8>, l: &Link) {
     put_bytes(buf, 3, l.context.trace_state.as_bytes());
     put_attributes(buf, 4, &l.attributes);
     put_uint(buf, 5, l.dropped_attributes_count.into());
-    put_fixed32(buf, 6, link_flags(l));
-}
-
-fn status_len(s: &Status) -> usize {
-    bytes_field(2, s.message.as_bytes()) + uint_field(3, s.code as u64)
+    put_fixed32(buf, 6, flags(l.context.trace_flags.0, l.context.is_remote));
 }
 
 fn put_status(buf: &mut Vec<u8>, s: &Status) {
-    put_bytes(buf, 2, s.message.as_bytes());
-    put_uint(buf, 3, s.code as u64);
+    // An unset status is the default message: left out, as prost does.
+    if s.code != StatusCode::Unset || !s.message.is_empty() {
+        put_message(buf, 15, |buf| {
+            put_bytes(buf, 2, s.message.as_bytes());
+            put_uint(buf, 3, s.code as u64);
+        });
+    }
 }
 
 fn parent_bytes(p: &SpanId) -> &[u8] {
     if p.is_valid() { &p.0 } else { &[] }
-}
-
-fn span_flags(s: &SpanData) -> u32 {
-    u32::from(s.context.trace_flags.0)
-        | FLAG_HAS_IS_REMOTE
-        | if s.context.is_remote {
-            FLAG_IS_REMOTE
-        } else {
-            0
-        }
-}
-
-/// The body length of one `Span` message.
-pub(crate) fn span_len(s: &SpanData) -> usize {
-    let status = status_len(&s.status);
-    bytes_field(1, &s.context.trace_id.0)
-        + bytes_field(2, &s.context.span_id.0)
-        + bytes_field(3, s.context.trace_state.as_bytes())
-        + bytes_field(4, parent_bytes(&s.parent_span_id))
-        + bytes_field(5, s.name.as_bytes())
-        + uint_field(6, s.kind as u64)
-        + fixed64_field(7, s.start_time_unix_nano)
-        + fixed64_field(8, s.end_time_unix_nano)
-        + attributes_len(9, &s.attributes)
-        + uint_field(10, s.dropped_attributes_count.into())
-        + s.events
-            .iter()
-            .map(|e| len_field(11, event_len(e)))
-            .sum::<usize>()
-        + uint_field(12, s.dropped_events_count.into())
-        + s.links
-            .iter()
-            .map(|l| len_field(13, link_len(l)))
-            .sum::<usize>()
-        + uint_field(14, s.dropped_links_count.into())
-        + if status == 0 {
-            0
-        } else {
-            len_field(15, status)
-        }
-        + fixed32_field(16, span_flags(s))
 }
 
 fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
@@ -288,88 +197,77 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     put_attributes(buf, 9, &s.attributes);
     put_uint(buf, 10, s.dropped_attributes_count.into());
     for e in &s.events {
-        put_len_prefix(buf, 11, event_len(e));
-        put_event(buf, e);
+        put_message(buf, 11, |buf| put_event(buf, e));
     }
     put_uint(buf, 12, s.dropped_events_count.into());
     for l in &s.links {
-        put_len_prefix(buf, 13, link_len(l));
-        put_link(buf, l);
+        put_message(buf, 13, |buf| put_link(buf, l));
     }
     put_uint(buf, 14, s.dropped_links_count.into());
-    let status = status_len(&s.status);
-    if status != 0 {
-        put_len_prefix(buf, 15, status);
-        put_status(buf, &s.status);
-    }
-    put_fixed32(buf, 16, span_flags(s));
+    put_status(buf, &s.status);
+    put_fixed32(buf, 16, flags(s.context.trace_flags.0, s.context.is_remote));
 }
 
-// --- Resource, scope, request ---------------------------------------------
-
-fn resource_len(r: &Resource) -> usize {
-    attributes_len(1, &r.attributes) + uint_field(2, r.dropped_attributes_count.into())
+/// Appends one span as a framed `ScopeSpans.spans` field (tag 2), ready to
+/// be concatenated with others of its scope.
+pub(crate) fn put_framed_span(buf: &mut Vec<u8>, s: &SpanData) {
+    put_message(buf, 2, |buf| put_span(buf, s));
 }
 
-fn scope_len(s: &InstrumentationScope) -> usize {
-    bytes_field(1, s.name.as_bytes())
-        + bytes_field(2, s.version.as_bytes())
-        + attributes_len(3, &s.attributes)
+/// The `Resource` message body.
+pub(crate) fn resource_message(r: &Resource) -> Vec<u8> {
+    let mut buf = Vec::new();
+    put_attributes(&mut buf, 1, &r.attributes);
+    put_uint(&mut buf, 2, r.dropped_attributes_count.into());
+    buf
 }
 
-/// One scope's spans within a request.
-pub(crate) struct ScopeGroup<'a> {
-    pub(crate) scope: &'a InstrumentationScope,
-    pub(crate) spans: Vec<&'a SpanData>,
+/// The `InstrumentationScope` message body.
+pub(crate) fn scope_message(s: &InstrumentationScope) -> Vec<u8> {
+    let mut buf = Vec::new();
+    put_bytes(&mut buf, 1, s.name.as_bytes());
+    put_bytes(&mut buf, 2, s.version.as_bytes());
+    put_attributes(&mut buf, 3, &s.attributes);
+    buf
 }
 
-/// Encodes one `ExportTraceServiceRequest` holding one `ResourceSpans` with
-/// a `ScopeSpans` per group, appending to `buf`.
-pub(crate) fn encode_request(buf: &mut Vec<u8>, resource: &Resource, groups: &[ScopeGroup<'_>]) {
-    // Each span's length is needed twice (for its scope's length and for
-    // its own prefix): compute it once.
-    let span_lens: Vec<Vec<usize>> = groups
-        .iter()
-        .map(|g| g.spans.iter().map(|s| span_len(s)).collect())
-        .collect();
-    let scope_spans_len = |g: &ScopeGroup<'_>, lens: &[usize]| {
-        len_field(1, scope_len(g.scope))
-            + lens.iter().map(|&l| len_field(2, l)).sum::<usize>()
-            + bytes_field(3, g.scope.schema_url.as_bytes())
-    };
-    let rlen = resource_len(resource);
-    let resource_spans_len = len_field(1, rlen)
-        + groups
-            .iter()
-            .zip(&span_lens)
-            .map(|(g, lens)| len_field(2, scope_spans_len(g, lens)))
-            .sum::<usize>()
-        + bytes_field(3, resource.schema_url.as_bytes());
+/// One scope's pre-encoded spans within a request.
+pub(crate) struct Group<'a> {
+    /// The `InstrumentationScope` message body.
+    pub(crate) scope: &'a [u8],
+    pub(crate) schema_url: &'a str,
+    /// Framed spans (see [`put_framed_span`]).
+    pub(crate) spans: Vec<&'a [u8]>,
+}
 
-    buf.reserve(len_field(1, resource_spans_len));
-    put_len_prefix(buf, 1, resource_spans_len);
-    put_len_prefix(buf, 1, rlen);
-    put_attributes(buf, 1, &resource.attributes);
-    put_uint(buf, 2, resource.dropped_attributes_count.into());
-    for (g, lens) in groups.iter().zip(&span_lens) {
-        put_len_prefix(buf, 2, scope_spans_len(g, lens));
-        put_len_prefix(buf, 1, scope_len(g.scope));
-        put_bytes(buf, 1, g.scope.name.as_bytes());
-        put_bytes(buf, 2, g.scope.version.as_bytes());
-        put_attributes(buf, 3, &g.scope.attributes);
-        for (s, &l) in g.spans.iter().zip(lens) {
-            put_len_prefix(buf, 2, l);
-            put_span(buf, s);
+/// Writes one `ExportTraceServiceRequest` holding one `ResourceSpans`
+/// (`resource`: the message body) with a `ScopeSpans` per group.
+pub(crate) fn write_request(
+    buf: &mut Vec<u8>,
+    resource: &[u8],
+    resource_schema: &str,
+    groups: &[Group<'_>],
+) {
+    put_message(buf, 1, |buf| {
+        put_bytes_always(buf, 1, resource);
+        for g in groups {
+            put_message(buf, 2, |buf| {
+                put_bytes_always(buf, 1, g.scope);
+                for s in &g.spans {
+                    buf.extend_from_slice(s);
+                }
+                put_bytes(buf, 3, g.schema_url.as_bytes());
+            });
         }
-        put_bytes(buf, 3, g.scope.schema_url.as_bytes());
-    }
-    put_bytes(buf, 3, resource.schema_url.as_bytes());
+        put_bytes(buf, 3, resource_schema.as_bytes());
+    });
 }
 
-/// The encoded size of one span inside a request, framing included (used to
-/// split batches under the size cap).
-pub(crate) fn span_framed_len(s: &SpanData) -> usize {
-    len_field(2, span_len(s))
+/// A present (even if empty) sub-message whose body is already encoded.
+fn put_bytes_always(buf: &mut Vec<u8>, field: u32, body: &[u8]) {
+    put_key(buf, field, LEN);
+    put_varint(buf, body.len() as u64);
+    buf.extend_from_slice(body);
 }
 
 #[cfg(test)]
@@ -377,7 +275,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn varint_lengths_match_the_encoding() {
+    fn varints_are_minimal() {
         for v in [
             0u64,
             1,
@@ -392,6 +290,19 @@ mod tests {
             let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn long_messages_get_their_length_shifted_in() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+            let mut buf = vec![0xAA];
+            put_message(&mut buf, 3, |b| b.extend(std::iter::repeat_n(7u8, len)));
+            let mut want = vec![0xAA];
+            put_key(&mut want, 3, LEN);
+            put_varint(&mut want, len as u64);
+            want.extend(std::iter::repeat_n(7u8, len));
+            assert_eq!(buf, want, "{len}");
         }
     }
 }

@@ -1,0 +1,209 @@
+//! Span pipelines end to end: N threads make spans with two attributes and
+//! end them as fast as they can; the pipeline batches them and hands them
+//! to an exporter that only counts. Ours encodes real OTLP protobuf on the
+//! way; the baseline, the OpenTelemetry SDK's `BatchSpanProcessor`, hands
+//! its exporter `SpanData` without encoding. The method is the anchor
+//! bench's, so the figures compare with it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use otlp_exporter::{EncodedRequest, ExportResult, Pipeline, Resource, Transport};
+
+/// The pipelines compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineCandidate {
+    /// `otlp-exporter` with `max_queue_size` spans per recording thread.
+    Ours,
+    /// OpenTelemetry SDK `BatchSpanProcessor` with one `max_queue_size` queue.
+    OtelBsp,
+}
+
+impl PipelineCandidate {
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PipelineCandidate::Ours => "otlp-exporter",
+            PipelineCandidate::OtelBsp => "otel-sdk BatchSpanProcessor",
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineResult {
+    /// Spans made per second by all threads together (spans divided by the
+    /// slowest thread's time).
+    pub offered_per_s: f64,
+    /// Spans the exporter received per second, from the start until the
+    /// pipeline was shut down and drained.
+    pub delivered_per_s: f64,
+    /// Spans the exporter received.
+    pub delivered: u64,
+    /// Spans made.
+    pub offered: u64,
+    /// Encoded bytes the exporter received (0 for the baseline, which does
+    /// not encode).
+    pub bytes: u64,
+}
+
+impl PipelineResult {
+    /// Spans not delivered.
+    pub fn dropped(&self) -> u64 {
+        self.offered - self.delivered
+    }
+}
+
+/// Counts what it receives and throws it away.
+#[derive(Clone, Default)]
+struct Counting {
+    spans: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Transport for Counting {
+    fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
+        self.spans
+            .fetch_add(request.spans as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+        ExportResult::Success
+    }
+}
+
+#[derive(Debug)]
+struct CountingExporter(Arc<AtomicU64>);
+
+impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Runs one configuration.
+///
+/// # Panics
+///
+/// If our pipeline's accounting does not balance: a measurement of a
+/// pipeline that loses spans unaccounted is worthless.
+pub fn run(
+    candidate: PipelineCandidate,
+    threads: usize,
+    per_thread: u64,
+    max_queue_size: usize,
+) -> PipelineResult {
+    match candidate {
+        PipelineCandidate::Ours => run_ours(threads, per_thread, max_queue_size),
+        PipelineCandidate::OtelBsp => run_otel(threads, per_thread, max_queue_size),
+    }
+}
+
+/// Starts `threads` threads that wait at a barrier, run `body(t)` and
+/// report how long it took; returns the slowest time and the start instant.
+fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
+    let start = Barrier::new(threads + 1);
+    thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (start, body) = (&start, &body);
+                s.spawn(move || {
+                    start.wait();
+                    let t0 = Instant::now();
+                    body(t);
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        start.wait();
+        let t0 = Instant::now();
+        let slowest = handles
+            .into_iter()
+            .map(|h| h.join().expect("producer panicked"))
+            .max()
+            .unwrap_or_default();
+        (slowest, t0)
+    })
+}
+
+fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
+    let sink = Counting::default();
+    let pipeline = Pipeline::builder()
+        .transport(sink.clone())
+        .resource(Resource::new("bench"))
+        .max_queue_size(max_queue_size)
+        .max_export_batch_size(512.min(max_queue_size))
+        .scheduled_delay(Duration::from_millis(100))
+        .build()
+        .expect("valid settings");
+    let tracer = pipeline.tracer("bench", "0");
+    let (slowest, t0) = drive(threads, |t| {
+        for i in 0..per {
+            let mut s = tracer.start("high_frequency_operation");
+            s.set_attribute("thread_id", t as i64);
+            s.set_attribute("i", i as i64);
+            s.end();
+        }
+    });
+    let report = pipeline.shutdown(Duration::from_secs(120));
+    let wall = t0.elapsed().as_secs_f64();
+    let stats = report.stats;
+    assert!(report.completed, "shutdown did not complete");
+    assert!(
+        stats.is_balanced(),
+        "accounting does not balance: {stats:?}"
+    );
+    let offered = per * threads as u64;
+    assert_eq!(stats.accepted, offered);
+    let delivered = sink.spans.load(Ordering::Relaxed);
+    assert_eq!(delivered, stats.exported);
+    PipelineResult {
+        offered_per_s: offered as f64 / slowest.as_secs_f64().max(1e-9),
+        delivered_per_s: delivered as f64 / wall.max(1e-9),
+        delivered,
+        offered,
+        bytes: sink.bytes.load(Ordering::Relaxed),
+    }
+}
+
+fn run_otel(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
+    use opentelemetry::trace::{Span, Tracer, TracerProvider};
+    let got = Arc::new(AtomicU64::new(0));
+    let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingExporter(got.clone()))
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_max_queue_size(max_queue_size)
+                .with_max_export_batch_size(512.min(max_queue_size))
+                .with_scheduled_delay(Duration::from_millis(100))
+                .build(),
+        )
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(bsp)
+        .build();
+    let tracer = provider.tracer("bench");
+    let (slowest, t0) = drive(threads, |t| {
+        for i in 0..per {
+            let mut s = tracer.start("high_frequency_operation");
+            s.set_attribute(opentelemetry::KeyValue::new("thread_id", t as i64));
+            s.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
+            s.end();
+        }
+    });
+    let _ = provider.shutdown();
+    let wall = t0.elapsed().as_secs_f64();
+    let offered = per * threads as u64;
+    let delivered = got.load(Ordering::Relaxed);
+    PipelineResult {
+        offered_per_s: offered as f64 / slowest.as_secs_f64().max(1e-9),
+        delivered_per_s: delivered as f64 / wall.max(1e-9),
+        delivered,
+        offered,
+        bytes: 0,
+    }
+}
