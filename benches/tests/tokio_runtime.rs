@@ -8,7 +8,10 @@ use std::time::Duration;
 use otlp_exporter::{Behavior, InMemory, Pipeline, SpanData};
 
 fn pipeline(memory: &InMemory) -> Pipeline {
-    Pipeline::builder().transport(memory.clone()).build().expect("valid settings")
+    Pipeline::builder()
+        .transport(memory.clone())
+        .build()
+        .expect("valid settings")
 }
 
 #[test]
@@ -37,7 +40,9 @@ fn flush_and_shutdown_inside_a_current_thread_runtime() {
 
 #[test]
 fn deadlines_hold_inside_a_runtime_with_a_hanging_transport() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let memory = InMemory::new().with_behavior(Behavior::Hang);
     let p = pipeline(&memory);
     rt.block_on(async {
@@ -46,7 +51,11 @@ fn deadlines_hold_inside_a_runtime_with_a_hanging_transport() {
         assert!(!p.force_flush(Duration::from_millis(100)).completed);
         let report = p.shutdown(Duration::from_millis(100));
         assert!(!report.completed);
-        assert!(t0.elapsed() < Duration::from_secs(5), "overran: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "overran: {:?}",
+            t0.elapsed()
+        );
         assert_eq!(report.stats.dropped.timed_out_at_shutdown, 1);
         assert!(report.stats.is_balanced());
     });

@@ -7,7 +7,10 @@ use otlp_exporter::{FileTransport, Pipeline, Resource, SpanData};
 
 #[test]
 fn writes_one_request_per_line_and_appends() {
-    let path = std::env::temp_dir().join(format!("otlp-exporter-file-test-{}.jsonl", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "otlp-exporter-file-test-{}.jsonl",
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&path);
     for round in 0..2 {
         let transport = FileTransport::open(&path).expect("opens");
@@ -28,7 +31,8 @@ fn writes_one_request_per_line_and_appends() {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut names = Vec::new();
     for line in text.lines() {
-        let req: ExportTraceServiceRequest = serde_json::from_str(line).expect("each line is a request");
+        let req: ExportTraceServiceRequest =
+            serde_json::from_str(line).expect("each line is a request");
         for rs in req.resource_spans {
             for ss in rs.scope_spans {
                 names.extend(ss.spans.into_iter().map(|s| s.name));
@@ -39,7 +43,11 @@ fn writes_one_request_per_line_and_appends() {
         .flat_map(|r| (0..10).map(move |i| format!("round{r}-span{i}")))
         .collect();
     assert_eq!(names, want, "appended, in order");
-    assert_eq!(text.lines().count(), 6, "batches of 4: 3 requests per round");
+    assert_eq!(
+        text.lines().count(),
+        6,
+        "batches of 4: 3 requests per round"
+    );
     std::fs::remove_file(&path).unwrap();
 }
 
@@ -51,5 +59,8 @@ fn the_default_transport_is_a_file_and_a_bad_path_is_a_clear_error() {
         .err()
         .expect("cannot open");
     let text = err.to_string();
-    assert!(text.contains("file") && text.contains("/nonexistent-dir/for/sure/traces.jsonl"), "{text}");
+    assert!(
+        text.contains("file") && text.contains("/nonexistent-dir/for/sure/traces.jsonl"),
+        "{text}"
+    );
 }
