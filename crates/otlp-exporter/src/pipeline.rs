@@ -92,6 +92,7 @@ pub struct PipelineBuilder {
     max_export_batch_size: Option<usize>,
     shedding: Shedding,
     drop_timeout: Duration,
+    max_concurrent_exports: usize,
 }
 
 impl Config {
@@ -168,6 +169,15 @@ impl PipelineBuilder {
         self
     }
 
+    /// Exports that may be in flight at once (default 1: `Export` is never
+    /// called concurrently, as the OpenTelemetry spec says). More lets a
+    /// slow transport (a distant collector) overlap requests; requests may
+    /// then complete out of order.
+    pub fn max_concurrent_exports(mut self, n: usize) -> Self {
+        self.max_concurrent_exports = n;
+        self
+    }
+
     /// How long dropping the last handle waits for shutdown (default 5 s).
     pub fn drop_timeout(mut self, d: Duration) -> Self {
         self.drop_timeout = d;
@@ -227,6 +237,12 @@ impl PipelineBuilder {
                 ),
             });
         }
+        if self.max_concurrent_exports == 0 {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_concurrent_exports",
+                reason: "must be at least 1".into(),
+            });
+        }
         let transport: Box<dyn Transport> = match (self.transport, self.file) {
             (Some(t), _) => t,
             (None, file) => {
@@ -245,6 +261,7 @@ impl PipelineBuilder {
         };
         let resource = self.resource.unwrap_or_else(Resource::from_env);
         let config = Config {
+            max_concurrent_exports: self.max_concurrent_exports,
             encoding: transport.encoding(),
             max_export_batch_size,
             scheduled_delay,
@@ -278,6 +295,7 @@ fn setting<T>(
 struct Config {
     /// What the transport wants; spans are encoded in it as they are recorded.
     encoding: Encoding,
+    max_concurrent_exports: usize,
     max_export_batch_size: usize,
     scheduled_delay: Duration,
     export_timeout: Duration,
@@ -465,6 +483,7 @@ impl Pipeline {
             max_export_batch_size: None,
             shedding: Shedding::default(),
             drop_timeout: DEFAULT_DROP_TIMEOUT,
+            max_concurrent_exports: 1,
         }
     }
 
@@ -890,6 +909,54 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     }
 }
 
+/// One encoded batch on its way to the transport.
+struct Job {
+    encoded: Encoded,
+    /// Spans taken from the queue for it (in flight until this job is
+    /// accounted for), including any the encoder found too large.
+    spans: u64,
+    deadline: Instant,
+}
+
+/// Exports a job's requests and accounts for its spans (unless shutdown has
+/// given up on them, in which case they are already counted as timed out).
+fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
+    let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) = (0, 0, 0, 0, 0);
+    for request in &job.encoded.requests {
+        calls += 1;
+        match transport.export(request, job.deadline) {
+            ExportResult::Success => exported += request.spans as u64,
+            ExportResult::PartialSuccess {
+                rejected: r,
+                message,
+            } => {
+                let r = r.min(request.spans as u64);
+                rejected += r;
+                exported += request.spans as u64 - r;
+                if r > 0 {
+                    tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans");
+                }
+            }
+            ExportResult::Failed(reason) => {
+                failed += request.spans as u64;
+                failed_calls += 1;
+                tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed");
+            }
+        }
+    }
+    let mut ledger = lock(&shared.ledger);
+    if ledger.abandoned {
+        return;
+    }
+    ledger.in_flight -= job.spans;
+    ledger.exported += exported;
+    ledger.rejected += rejected;
+    ledger.export_failed += failed;
+    ledger.too_large += job.encoded.too_large as u64;
+    ledger.export_calls += calls;
+    ledger.failed_calls += failed_calls;
+}
+
 /// How long the worker waits for spans to gather when a look at the queue
 /// found only a few.
 const GATHER: Duration = Duration::from_micros(100);
@@ -901,7 +968,10 @@ struct Worker {
     consumer: Option<Consumer<EncodedSpan>>,
     encoder: Encoder,
     encoding: Encoding,
-    transport: Box<dyn Transport>,
+    transport: Arc<dyn Transport>,
+    /// With `max_concurrent_exports > 1`: hands encoded batches to that
+    /// many export threads. `None`: the worker exports itself.
+    pool: Option<std::sync::mpsc::SyncSender<Job>>,
     batch: Vec<EncodedSpan>,
     scopes_seen: u64,
     last_export: Instant,
@@ -919,12 +989,35 @@ impl Worker {
     ) -> Self {
         let encoding = shared.config.encoding;
         let batch = Vec::with_capacity(shared.config.max_export_batch_size);
+        let transport: Arc<dyn Transport> = Arc::from(transport);
+        let n = shared.config.max_concurrent_exports;
+        let pool = (n > 1).then(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+            let rx = Arc::new(Mutex::new(rx));
+            for i in 0..n {
+                let (rx, shared, transport) = (rx.clone(), shared.clone(), transport.clone());
+                let _ = thread::Builder::new()
+                    .name(format!("otlp-export-{i}"))
+                    .spawn(move || {
+                        loop {
+                            // One thread waits on the channel at a time.
+                            let job = lock(&rx).recv();
+                            match job {
+                                Ok(job) => send(&shared, &*transport, job),
+                                Err(_) => return, // the worker is gone
+                            }
+                        }
+                    });
+            }
+            tx
+        });
         Worker {
             shared,
             consumer: Some(consumer),
             encoder,
             encoding,
             transport,
+            pool,
             batch,
             scopes_seen: 0,
             last_export: Instant::now(),
@@ -1010,7 +1103,8 @@ impl Worker {
         n
     }
 
-    /// Exports until the queue is empty (or the deadline passes).
+    /// Exports until the queue is empty and no export is in flight (or
+    /// the deadline passes).
     fn drain(&mut self, deadline: Option<Instant>) {
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
@@ -1021,6 +1115,7 @@ impl Worker {
                 self.export(deadline);
             }
             if took == 0 {
+                self.wait_idle(deadline);
                 return;
             }
         }
@@ -1047,47 +1142,44 @@ impl Worker {
         let mut encoded = Encoded::default();
         self.encoder.assemble(&refs, self.encoding, &mut encoded);
         drop(refs);
-        let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) = (0, 0, 0, 0, 0);
-        for request in &encoded.requests {
-            let export_deadline = Instant::now() + self.shared.config.export_timeout;
-            let export_deadline = deadline.map_or(export_deadline, |d| d.min(export_deadline));
-            calls += 1;
-            match self.transport.export(request, export_deadline) {
-                ExportResult::Success => exported += request.spans as u64,
-                ExportResult::PartialSuccess {
-                    rejected: r,
-                    message,
-                } => {
-                    let r = r.min(request.spans as u64);
-                    rejected += r;
-                    exported += request.spans as u64 - r;
-                    if r > 0 {
-                        tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans");
-                    }
-                }
-                ExportResult::Failed(reason) => {
-                    failed += request.spans as u64;
-                    failed_calls += 1;
-                    tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed");
-                }
-            }
-        }
-        let n = self.batch.len() as u64;
+        let spans = self.batch.len() as u64;
         self.batch.clear();
-        {
-            let mut ledger = lock(&self.shared.ledger);
-            if ledger.abandoned {
-                return;
+        let export_deadline = Instant::now() + self.shared.config.export_timeout;
+        let job = Job {
+            encoded,
+            spans,
+            deadline: deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+        };
+        match &self.pool {
+            // Blocks while every export thread is busy: back pressure, and
+            // the spans stay counted as in flight meanwhile.
+            Some(pool) => {
+                if let Err(e) = pool.send(job) {
+                    send(&self.shared, &*self.transport, e.0);
+                }
             }
-            ledger.in_flight -= n;
-            ledger.exported += exported;
-            ledger.rejected += rejected;
-            ledger.export_failed += failed;
-            ledger.too_large += encoded.too_large as u64;
-            ledger.export_calls += calls;
-            ledger.failed_calls += failed_calls;
+            None => send(&self.shared, &*self.transport, job),
         }
         self.warn_about_drops();
+    }
+
+    /// Waits until no export is in flight (with a pool of export threads),
+    /// the deadline passes, or shutdown gave up.
+    fn wait_idle(&self, deadline: Option<Instant>) {
+        if self.pool.is_none() {
+            return;
+        }
+        loop {
+            let ledger = lock(&self.shared.ledger);
+            if ledger.in_flight == 0 || ledger.abandoned {
+                return;
+            }
+            drop(ledger);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
     }
 
     /// Reports new drops through `tracing`, at most every 10 seconds.
@@ -1131,6 +1223,8 @@ impl Worker {
         self.drain(deadline);
         // Closing the queue: later pushes fail and count as after shutdown.
         self.consumer = None;
+        // The export threads finish what they hold and exit.
+        self.pool = None;
         self.transport.shutdown();
         lock(&self.shared.control).finished = true;
         self.shared.control_cv.notify_all();

@@ -76,6 +76,8 @@ pub enum Behavior {
 struct MemoryState {
     requests: Vec<EncodedRequest>,
     calls: u64,
+    active: usize,
+    max_active: usize,
     released: bool,
     shut_down: bool,
 }
@@ -158,6 +160,11 @@ impl InMemory {
         lock(&self.inner.state).calls
     }
 
+    /// The most `export` calls that were ever running at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        lock(&self.inner.state).max_active
+    }
+
     /// True once the pipeline has shut the transport down.
     pub fn is_shut_down(&self) -> bool {
         lock(&self.inner.state).shut_down
@@ -170,6 +177,23 @@ impl Transport for InMemory {
     }
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
+        {
+            let mut state = lock(&self.inner.state);
+            state.active += 1;
+            state.max_active = state.max_active.max(state.active);
+        }
+        let result = self.export_inner(request, deadline);
+        lock(&self.inner.state).active -= 1;
+        result
+    }
+
+    fn shutdown(&self) {
+        lock(&self.inner.state).shut_down = true;
+    }
+}
+
+impl InMemory {
+    fn export_inner(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
         let latency = *lock(&self.inner.latency);
         if !latency.is_zero() {
             std::thread::sleep(latency.min(deadline.saturating_duration_since(Instant::now())));
@@ -205,10 +229,6 @@ impl Transport for InMemory {
         }
         state.requests.push(request.clone());
         ExportResult::Success
-    }
-
-    fn shutdown(&self) {
-        lock(&self.inner.state).shut_down = true;
     }
 }
 

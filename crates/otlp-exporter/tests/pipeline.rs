@@ -400,3 +400,61 @@ fn random_ids_are_valid_and_distinct_across_threads() {
     assert_eq!(traces.len(), ids.len());
     assert_eq!(spans.len(), ids.len());
 }
+
+#[test]
+fn concurrent_exports_overlap_and_account_for_everything() {
+    for (n, want_overlap) in [(1usize, false), (4, true)] {
+        let memory = InMemory::new().with_latency(Duration::from_millis(20));
+        let pipeline = builder(&memory)
+            .max_export_batch_size(10)
+            .max_concurrent_exports(n)
+            .build()
+            .unwrap();
+        for i in 0..200 {
+            pipeline.record(SpanData::new(format!("c{i}")));
+        }
+        let report = pipeline.shutdown(Duration::from_secs(30));
+        assert!(report.completed, "{n}");
+        assert_eq!(report.stats.exported, 200, "{n}");
+        assert!(report.stats.is_balanced());
+        let mut names: Vec<String> = received(&memory).into_iter().map(|s| s.name).collect();
+        names.sort();
+        let mut want: Vec<String> = (0..200).map(|i| format!("c{i}")).collect();
+        want.sort();
+        assert_eq!(names, want, "{n}: every span once");
+        if want_overlap {
+            assert!(memory.max_concurrent() > 1, "exports never overlapped");
+            assert!(memory.max_concurrent() <= n);
+        } else {
+            assert_eq!(
+                memory.max_concurrent(),
+                1,
+                "export must never be called concurrently by default"
+            );
+        }
+    }
+}
+
+#[test]
+fn concurrent_exports_keep_deadlines_when_the_transport_hangs() {
+    let memory = InMemory::new().with_behavior(Behavior::Hang);
+    let pipeline = builder(&memory)
+        .max_export_batch_size(5)
+        .max_concurrent_exports(3)
+        .build()
+        .unwrap();
+    for _ in 0..50 {
+        pipeline.record(SpanData::new("stuck"));
+    }
+    let t0 = Instant::now();
+    let report = pipeline.shutdown(Duration::from_millis(300));
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "overran: {:?}",
+        t0.elapsed()
+    );
+    assert!(!report.completed);
+    assert_eq!(report.stats.dropped.timed_out_at_shutdown, 50);
+    assert!(report.stats.is_balanced());
+    memory.release();
+}
