@@ -590,7 +590,7 @@ impl SpanLimits {
 
     /// Keeps at most `max` attributes, truncates long values; returns how
     /// many attributes were dropped.
-    fn cut_attributes(&self, attrs: &mut Vec<KeyValue>, max: usize) -> u32 {
+    pub(crate) fn cut_attributes(&self, attrs: &mut Vec<KeyValue>, max: usize) -> u32 {
         let dropped = attrs.len().saturating_sub(max);
         attrs.truncate(max);
         if let Some(limit) = self.attribute_value_length {

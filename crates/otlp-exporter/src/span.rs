@@ -214,7 +214,7 @@ impl Span<'_> {
     }
 
     /// Adds an event, timestamped now. Past the event limit it is dropped
-    /// and counted.
+    /// and counted; its attributes are cut to their own limits.
     pub fn add_event(&mut self, name: impl Into<Str>, attributes: Vec<KeyValue>) -> &mut Self {
         let limits = self.tracer.limits;
         let mut event = Event {
@@ -225,12 +225,8 @@ impl Span<'_> {
         };
         let data = self.data();
         if data.events.len() < limits.event_count {
-            let cut = event
-                .attributes
-                .len()
-                .saturating_sub(limits.attributes_per_event);
-            event.attributes.truncate(limits.attributes_per_event);
-            event.dropped_attributes_count = u32::try_from(cut).unwrap_or(u32::MAX);
+            event.dropped_attributes_count =
+                limits.cut_attributes(&mut event.attributes, limits.attributes_per_event);
             data.events.push(event);
         } else {
             data.dropped_events_count += 1;
@@ -243,12 +239,8 @@ impl Span<'_> {
         let limits = self.tracer.limits;
         let data = self.data();
         if data.links.len() < limits.link_count {
-            let cut = link
-                .attributes
-                .len()
-                .saturating_sub(limits.attributes_per_link);
-            link.attributes.truncate(limits.attributes_per_link);
-            link.dropped_attributes_count += u32::try_from(cut).unwrap_or(u32::MAX);
+            link.dropped_attributes_count +=
+                limits.cut_attributes(&mut link.attributes, limits.attributes_per_link);
             data.links.push(link);
         } else {
             data.dropped_links_count += 1;
