@@ -47,6 +47,9 @@ pub struct PipelineResult {
     /// Encoded bytes the exporter received (0 for the baseline, which does
     /// not encode).
     pub bytes: u64,
+    /// Our pipeline's final accounting (drops by reason); `None` for the
+    /// baseline, which keeps none.
+    pub stats: Option<otlp_exporter::ExportStats>,
 }
 
 impl PipelineResult {
@@ -168,6 +171,7 @@ fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
         delivered,
         offered,
         bytes: sink.bytes.load(Ordering::Relaxed),
+        stats: Some(stats),
     }
 }
 
@@ -205,5 +209,6 @@ fn run_otel(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
         delivered,
         offered,
         bytes: 0,
+        stats: None,
     }
 }

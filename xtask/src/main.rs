@@ -4,11 +4,17 @@
 //! | command | what it does |
 //! |---|---|
 //! | `sweep` | the main job: the queue and the span pipeline against their baselines over a thread sweep |
+//! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
 //! | `test`  | every test: the workspace's tests and doctests, then the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 
+mod audit;
 mod sweep;
+
+/// Counts allocations per thread, for the lock-free audit.
+#[global_allocator]
+static ALLOCATOR: audit::alloc::Counting = audit::alloc::Counting;
 
 use std::process::{Command, ExitCode};
 
@@ -30,6 +36,13 @@ commands:
             --only queue|pipeline   one of the two comparisons
             --quick             --items 1000000 --spans 100000 --reps 1
             --out DIR           where to write sweep.md (default target/sweep)
+  audit   contention audits that fail when a hot path regresses:
+          queue-scaling, exporter-throughput, record-latency, lock-free,
+          accounting; writes report.md, report.json, queue-scaling.svg
+            --quick             sized for a 2-core CI machine
+            --threads 1,2,4,8   thread counts (default as for sweep)
+            --only NAME         one audit
+            --out DIR           default target/audit
   test    cargo test --workspace, then the loom models
   loom    the loom models only
   deny    cargo deny check licenses bans sources
@@ -43,6 +56,7 @@ fn main() -> ExitCode {
     };
     let result = match cmd.as_str() {
         "sweep" => sweep::Options::parse(rest).and_then(|o| sweep::main(&o)),
+        "audit" => audit::Options::parse(rest).and_then(|o| audit::main(&o)),
         "test" => run_tests(rest),
         "loom" => run_loom(rest),
         "deny" => run_deny(),

@@ -51,16 +51,7 @@ impl Options {
                     v @ ("queue" | "pipeline") => o.only = Some(v.to_owned()),
                     v => return Err(format!("--only: `{v}` is not `queue` or `pipeline`")),
                 },
-                "--threads" => {
-                    let v = value()?;
-                    o.threads = v
-                        .split(',')
-                        .map(|t| match t.trim().parse::<usize>() {
-                            Ok(n) if n >= 1 => Ok(n),
-                            _ => Err(format!("--threads: `{t}` is not a producer count >= 1")),
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
+                "--threads" => o.threads = parse_threads(&value()?)?,
                 "--items" => o.items = positive(flag, &value()?)?,
                 "--reps" => o.reps = positive(flag, &value()?)? as usize,
                 "--capacity" => o.capacity = positive(flag, &value()?)? as usize,
@@ -76,6 +67,16 @@ impl Options {
     }
 }
 
+/// `1,2,4,8` into producer counts, each at least 1.
+pub(crate) fn parse_threads(v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|t| match t.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("--threads: `{t}` is not a thread count >= 1")),
+        })
+        .collect()
+}
+
 fn positive(flag: &str, v: &str) -> Result<u64, String> {
     match v.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -88,7 +89,7 @@ fn cores() -> usize {
 }
 
 /// The machine, in words, for every table that shows absolute figures.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {

@@ -1,0 +1,85 @@
+//! Audit 2: exporter throughput. otlp-exporter end to end (record, encode,
+//! export into a counting transport) against the OpenTelemetry SDK's
+//! `BatchSpanProcessor` with a counting exporter, same run.
+
+use std::fmt::Write as _;
+
+use benches::exporter::{PipelineCandidate, PipelineResult, run};
+use serde_json::json;
+
+use super::{Audit, Options, m, median};
+
+/// Ours must deliver at least this many times the SDK's spans/s at the
+/// highest thread count, with the default queue size (2048) for both.
+const RATIO: f64 = 1.5;
+const QUEUE: usize = 2048;
+
+pub(crate) fn audit(o: &Options) -> Audit {
+    let (spans, rounds) = if o.quick { (100_000, 1) } else { (400_000, 3) };
+    let mut details = String::new();
+    let _ = writeln!(
+        details,
+        "N threads each make {spans} spans with two attributes; queue {QUEUE} (ours: per thread), \
+         batch 512, delay 100 ms; {rounds} round(s) interleaved, medians. Our drops are by reason \
+         (the SDK's are silent).\n"
+    );
+    let _ = writeln!(
+        details,
+        "| threads | ours offered/s | ours delivered/s | ours dropped (queue full / other) | SDK offered/s | SDK delivered/s | SDK dropped | delivered ratio |"
+    );
+    let _ = writeln!(details, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    let mut last_ratio = 0.0;
+    for &t in &o.threads {
+        eprintln!("  exporter-throughput: {t} threads");
+        let mut ours: Vec<PipelineResult> = Vec::new();
+        let mut sdk: Vec<PipelineResult> = Vec::new();
+        for _ in 0..rounds {
+            ours.push(run(PipelineCandidate::Ours, t, spans, QUEUE));
+            sdk.push(run(PipelineCandidate::OtelBsp, t, spans, QUEUE));
+        }
+        let ratio = median(
+            ours.iter()
+                .zip(&sdk)
+                .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
+                .collect(),
+        );
+        let mid = |mut rs: Vec<PipelineResult>| {
+            rs.sort_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
+            rs[rs.len() / 2]
+        };
+        let (a, b) = (mid(ours), mid(sdk));
+        let stats = a.stats.unwrap_or_default();
+        let other = stats.dropped.total() - stats.dropped.queue_full;
+        let _ = writeln!(
+            details,
+            "| {t} | {} | {} | {} / {other} | {} | {} | {} | {ratio:.1}x |",
+            m(a.offered_per_s),
+            m(a.delivered_per_s),
+            stats.dropped.queue_full,
+            m(b.offered_per_s),
+            m(b.delivered_per_s),
+            b.dropped(),
+        );
+        rows.push(json!({
+            "threads": t,
+            "ours": {"offered_per_s": a.offered_per_s, "delivered_per_s": a.delivered_per_s, "offered": a.offered,
+                     "delivered": a.delivered, "dropped_queue_full": stats.dropped.queue_full, "dropped_other": other,
+                     "balanced": stats.is_balanced()},
+            "sdk": {"offered_per_s": b.offered_per_s, "delivered_per_s": b.delivered_per_s, "offered": b.offered,
+                    "delivered": b.delivered, "dropped": b.dropped()},
+            "delivered_ratio": ratio,
+        }));
+        last_ratio = ratio;
+    }
+    let t = o.top();
+    Audit {
+        name: "exporter-throughput",
+        passed: last_ratio >= RATIO,
+        verdict: format!(
+            "at {t} threads: {last_ratio:.1}x the SDK's delivered spans/s (needs >= {RATIO:.1}x)"
+        ),
+        details,
+        json: json!({"rows": rows, "ratio_threshold": RATIO, "queue": QUEUE}),
+    }
+}
