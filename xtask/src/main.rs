@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `sweep` | the main job: the queue and the span pipeline against their baselines over a thread sweep |
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
-//! | `test`  | every test: the workspace's tests and doctests, then the loom models |
+//! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 
@@ -43,7 +43,8 @@ commands:
             --threads 1,2,4,8   thread counts (default as for sweep)
             --only NAME         one audit
             --out DIR           default target/audit
-  test    cargo test --workspace, then the loom models
+  test    cargo test --workspace, the end-to-end test against the rotel
+          collector (installed with pip if missing), then the loom models
   loom    the loom models only
   deny    cargo deny check licenses bans sources
 ";
@@ -111,7 +112,46 @@ fn workspace_root() -> std::path::PathBuf {
 
 fn run_tests(extra: &[String]) -> Result<(), String> {
     run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // The end-to-end test against a real collector, rotel (installed from
+    // PyPI if it is not there yet).
+    let agent = rotel_agent()?;
+    run(cargo().env("ROTEL_AGENT", &agent).args([
+        "test",
+        "-p",
+        "otlp-exporter",
+        "--test",
+        "rotel",
+        "--",
+        "--ignored",
+    ]))?;
     run_loom(&[])
+}
+
+/// The rotel collector's `rotel-agent` binary: `ROTEL_AGENT` if set, else
+/// the one in the `rotel` Python package, installed with pip if missing.
+fn rotel_agent() -> Result<String, String> {
+    if let Ok(agent) = std::env::var("ROTEL_AGENT")
+        && !agent.trim().is_empty()
+    {
+        return Ok(agent);
+    }
+    let find = || {
+        Command::new("python3")
+            .args([
+                "-c",
+                "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+            ])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    if let Some(agent) = find() {
+        return Ok(agent);
+    }
+    eprintln!("xtask: installing the rotel collector from PyPI (rotel==0.0.1a15)");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "rotel==0.0.1a15"]))?;
+    find().ok_or_else(|| "rotel was installed but its rotel-agent binary was not found".to_string())
 }
 
 fn run_loom(extra: &[String]) -> Result<(), String> {

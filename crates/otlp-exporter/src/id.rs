@@ -27,6 +27,11 @@ fn seed() -> u64 {
 /// SplitMix64: a fast, well-distributed 64-bit generator. Ids need to be
 /// unique and unpredictable enough for tracing, not cryptographic.
 fn next_u64() -> u64 {
+    random_u64()
+}
+
+/// A random `u64` from this thread's generator.
+pub(crate) fn random_u64() -> u64 {
     STATE.with(|s| {
         let mut z = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         s.set(z);

@@ -71,6 +71,8 @@
 
 mod config;
 mod encode;
+#[cfg(feature = "http")]
+mod http;
 mod id;
 mod model;
 mod pipeline;
@@ -80,6 +82,11 @@ mod transport;
 
 pub use config::ConfigError;
 pub use encode::{Encoded, EncodedRequest, Encoder, Encoding, MAX_REQUEST_BYTES};
+#[cfg(feature = "http")]
+pub use http::{
+    AttemptStats, Compression, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, HttpTransport,
+    HttpTransportBuilder, MAX_RETRY_AFTER, RetryPolicy,
+};
 pub use model::{
     Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SpanContext,
     SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,

@@ -114,8 +114,10 @@ impl PipelineBuilder {
         self
     }
 
-    /// Exports OTLP JSON lines to `path` (the default when no transport is
-    /// set is [`DEFAULT_FILE`] in the working directory).
+    /// Exports OTLP JSON lines to `path`. With no transport and no file set,
+    /// the pipeline sends OTLP/HTTP to the collector named by
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) if one is
+    /// set, and otherwise writes [`DEFAULT_FILE`] in the working directory.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
         self
@@ -245,6 +247,10 @@ impl PipelineBuilder {
         }
         let transport: Box<dyn Transport> = match (self.transport, self.file) {
             (Some(t), _) => t,
+            #[cfg(feature = "http")]
+            (None, None) if collector_configured() => {
+                Box::new(crate::HttpTransport::builder().build()?)
+            }
             (None, file) => {
                 let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
                 Box::new(
@@ -277,6 +283,18 @@ impl PipelineBuilder {
             self.drop_timeout,
         ))
     }
+}
+
+/// True if the environment names a collector (`OTEL_EXPORTER_OTLP_ENDPOINT`
+/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+#[cfg(feature = "http")]
+fn collector_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
 }
 
 /// The builder's value if set; else the environment's (read only then, so

@@ -110,6 +110,26 @@ fn environment_and_builder() {
         }
     }
 
+    // A collector named in the environment makes OTLP/HTTP the default
+    // transport; a malformed one is an error naming the variable.
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", Some("localhost:4318"));
+    match Pipeline::builder().build() {
+        Err(ConfigError::InvalidEnv { var, value, .. }) => {
+            assert_eq!(
+                (var, value.as_str()),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a URL without a scheme was accepted"),
+    }
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", Some("http://127.0.0.1:9"));
+    assert!(
+        Pipeline::builder().build().is_ok(),
+        "an endpoint is enough to build"
+    );
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", None);
+
     // The resource from the environment.
     set("OTEL_SERVICE_NAME", Some("checkout"));
     set(

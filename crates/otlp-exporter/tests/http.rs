@@ -1,0 +1,397 @@
+//! OTLP/HTTP against a fault-injecting HTTP server on 127.0.0.1: every
+//! answer a collector can give (and not give), with the spec's retry rules,
+//! timeouts that hold, and accounting that balances.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otlp_exporter::{
+    Compression, Encoding, HttpTransport, Pipeline, Resource, RetryPolicy, SpanData,
+};
+use prost::Message;
+
+/// What the server does with one request.
+#[derive(Clone, Debug)]
+enum Fault {
+    /// Answer with this status, extra headers and body.
+    Answer(u16, Vec<(&'static str, String)>, Vec<u8>),
+    /// Read the request, then answer nothing for this long and close.
+    Hang(Duration),
+    /// Close the connection after reading only part of the request.
+    ResetMidRequest,
+    /// Wait, then answer 200.
+    Slow(Duration),
+}
+
+fn ok() -> Fault {
+    Fault::Answer(200, vec![], vec![])
+}
+
+#[derive(Debug, Clone)]
+struct Received {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn spans(&self) -> Vec<String> {
+        let body = if self.header("content-encoding") == Some("gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_end(&mut out)
+                .expect("gzip");
+            out
+        } else {
+            self.body.clone()
+        };
+        let req: ExportTraceServiceRequest =
+            if self.header("content-type") == Some("application/json") {
+                serde_json::from_slice(&body).expect("OTLP JSON")
+            } else {
+                ExportTraceServiceRequest::decode(&body[..]).expect("OTLP protobuf")
+            };
+        req.resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.name)
+            .collect()
+    }
+}
+
+/// A collector double: answers requests from a script of faults (then 200).
+struct Server {
+    addr: SocketAddr,
+    script: Arc<Mutex<VecDeque<Fault>>>,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Server {
+    fn start(script: Vec<Fault>) -> Server {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").expect("bind"), script)
+    }
+
+    fn start_on(listener: TcpListener, script: Vec<Fault>) -> Server {
+        let addr = listener.local_addr().unwrap();
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (script.clone(), received.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (s, r) = (s.clone(), r.clone());
+                thread::spawn(move || serve(conn, &s, &r));
+            }
+        });
+        Server {
+            addr,
+            script,
+            received,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn span_names(&self) -> Vec<String> {
+        self.received().iter().flat_map(Received::spans).collect()
+    }
+
+    fn remaining_script(&self) -> usize {
+        self.script.lock().unwrap().len()
+    }
+}
+
+/// Serves requests on one kept-alive connection.
+fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<Received>>) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let fault = script.lock().unwrap().pop_front().unwrap_or_else(ok);
+        if let Fault::ResetMidRequest = fault {
+            let mut part = vec![0; len / 2];
+            let _ = reader.read_exact(&mut part);
+            return; // drop the connection half-way
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        received.lock().unwrap().push(Received { headers, body });
+        let (status, extra, body) = match fault {
+            Fault::Answer(status, extra, body) => (status, extra, body),
+            Fault::Hang(d) => {
+                thread::sleep(d);
+                return;
+            }
+            Fault::Slow(d) => {
+                thread::sleep(d);
+                (200, vec![], vec![])
+            }
+            Fault::ResetMidRequest => unreachable!(),
+        };
+        let mut resp = format!(
+            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/x-protobuf\r\n",
+            body.len()
+        );
+        for (k, v) in extra {
+            resp.push_str(&format!("{k}: {v}\r\n"));
+        }
+        resp.push_str("\r\n");
+        if conn
+            .write_all(resp.as_bytes())
+            .and_then(|()| conn.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn transport(server: &Server) -> otlp_exporter::HttpTransportBuilder {
+    HttpTransport::builder()
+        .endpoint(server.endpoint())
+        .timeout(Duration::from_secs(2))
+        .retry(RetryPolicy {
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..RetryPolicy::default()
+        })
+}
+
+/// Records `n` spans named `{prefix}{i}` through a pipeline, shuts it down,
+/// and returns the final stats.
+fn send(
+    t: HttpTransport,
+    prefix: &str,
+    n: usize,
+    timeout: Duration,
+) -> (otlp_exporter::ShutdownReport, Duration) {
+    let p = Pipeline::builder()
+        .transport(t)
+        .resource(Resource::new("http-test"))
+        .max_export_batch_size(n.max(1))
+        .export_timeout(timeout)
+        .build()
+        .unwrap();
+    for i in 0..n {
+        p.record(SpanData::new(format!("{prefix}{i}")));
+    }
+    let t0 = Instant::now();
+    let r = p.shutdown(timeout + Duration::from_secs(5));
+    (r, t0.elapsed())
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[test]
+fn delivers_protobuf_with_the_right_headers() {
+    let server = Server::start(vec![]);
+    let t = transport(&server)
+        .header("x-api-key", "secret")
+        .build()
+        .unwrap();
+    let (r, _) = send(t, "ok-", 5, Duration::from_secs(5));
+    assert_eq!(r.stats.exported, 5);
+    assert!(r.stats.is_balanced());
+    let got = server.received();
+    assert_eq!(got.len(), 1);
+    let req = &got[0];
+    assert_eq!(req.header("content-type"), Some("application/x-protobuf"));
+    assert!(
+        req.header("user-agent")
+            .unwrap()
+            .starts_with("otlp-exporter/")
+    );
+    assert_eq!(req.header("x-api-key"), Some("secret"));
+    assert_eq!(server.span_names(), names("ok-", 5));
+}
+
+#[test]
+fn json_and_gzip() {
+    let server = Server::start(vec![]);
+    let t = transport(&server)
+        .encoding(Encoding::Json)
+        .compression(Compression::Gzip)
+        .build()
+        .unwrap();
+    let (r, _) = send(t, "js-", 3, Duration::from_secs(5));
+    assert_eq!(r.stats.exported, 3);
+    let got = server.received();
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert_eq!(got[0].header("content-encoding"), Some("gzip"));
+    assert_eq!(server.span_names(), names("js-", 3));
+}
+
+#[test]
+fn retryable_statuses_are_retried_honouring_retry_after() {
+    let server = Server::start(vec![
+        Fault::Answer(429, vec![("retry-after", "1".into())], vec![]),
+        Fault::Answer(503, vec![], vec![]),
+        Fault::Answer(502, vec![], vec![]),
+        Fault::Answer(504, vec![], vec![]),
+    ]);
+    let t = transport(&server).build().unwrap();
+    let t0 = Instant::now();
+    let (r, _) = send(t, "retry-", 4, Duration::from_secs(10));
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+    assert_eq!(r.stats.exported, 4);
+    assert_eq!(r.stats.dropped.export_failed, 0);
+    assert_eq!(server.received().len(), 5, "4 refusals, then the delivery");
+    assert_eq!(server.remaining_script(), 0);
+}
+
+#[test]
+fn final_statuses_are_not_retried() {
+    for status in [400u16, 401, 404, 413, 500] {
+        let server = Server::start(vec![Fault::Answer(status, vec![], vec![])]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "final-", 3, Duration::from_secs(5));
+        assert_eq!(r.stats.exported, 0, "{status}");
+        assert_eq!(r.stats.dropped.export_failed, 3, "{status}");
+        assert_eq!(r.stats.failed_calls, 1, "{status}");
+        assert!(r.stats.is_balanced());
+        assert_eq!(server.received().len(), 1, "{status} must not be retried");
+    }
+}
+
+#[test]
+fn partial_success_counts_rejected_spans_without_retrying() {
+    // ExportTraceServiceResponse { partial_success { rejected_spans: 2, error_message: "no" } }
+    let body = vec![0x0a, 0x06, 0x08, 0x02, 0x12, 0x02, b'n', b'o'];
+    let server = Server::start(vec![Fault::Answer(200, vec![], body)]);
+    let t = transport(&server).build().unwrap();
+    let (r, _) = send(t, "partial-", 5, Duration::from_secs(5));
+    assert_eq!(r.stats.dropped.rejected, 2);
+    assert_eq!(r.stats.exported, 3);
+    assert!(r.stats.is_balanced());
+    assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn a_hanging_collector_never_holds_the_pipeline_past_its_timeouts() {
+    let server = Server::start(
+        (0..10)
+            .map(|_| Fault::Hang(Duration::from_secs(20)))
+            .collect(),
+    );
+    let t = transport(&server)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let (r, took) = send(t, "hang-", 3, Duration::from_secs(1));
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert_eq!(r.stats.exported, 0);
+    assert_eq!(r.stats.dropped.export_failed, 3);
+    assert!(r.stats.is_balanced());
+}
+
+#[test]
+fn a_reset_connection_is_retried() {
+    let server = Server::start(vec![Fault::ResetMidRequest]);
+    let t = transport(&server).build().unwrap();
+    let (r, _) = send(t, "reset-", 4, Duration::from_secs(5));
+    assert_eq!(r.stats.exported, 4);
+    assert_eq!(server.span_names(), names("reset-", 4));
+}
+
+#[test]
+fn a_slow_collector_is_waited_for_within_the_timeout() {
+    let server = Server::start(vec![Fault::Slow(Duration::from_millis(300))]);
+    let t = transport(&server).build().unwrap();
+    let (r, _) = send(t, "slow-", 2, Duration::from_secs(5));
+    assert_eq!(r.stats.exported, 2);
+}
+
+#[test]
+fn a_collector_that_comes_back_gets_the_queued_spans() {
+    // Reserve a port, then close it: the collector is down.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = HttpTransport::builder()
+        .endpoint(format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_millis(500))
+        .retry(RetryPolicy {
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(200),
+            max_attempts: 100,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let p = Pipeline::builder()
+        .transport(t)
+        .max_export_batch_size(10)
+        .export_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for i in 0..30 {
+        p.record(SpanData::new(format!("back-{i}")));
+    }
+    thread::sleep(Duration::from_millis(700));
+    let server = Server::start_on(
+        TcpListener::bind(("127.0.0.1", port)).expect("port still free"),
+        vec![],
+    );
+    let flush = p.force_flush(Duration::from_secs(15));
+    assert!(flush.completed);
+    let s = p.shutdown(Duration::from_secs(5)).stats;
+    assert_eq!(s.exported, 30, "{s:?}");
+    assert_eq!(s.dropped.export_failed, 0);
+    let mut got = server.span_names();
+    got.sort();
+    let mut want = names("back-", 30);
+    want.sort();
+    assert_eq!(got, want);
+}

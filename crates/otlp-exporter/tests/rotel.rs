@@ -1,0 +1,206 @@
+//! End to end against rotel, a real OpenTelemetry collector: the spans it
+//! logs are exactly the spans sent (ids, names, attributes), and the
+//! exporter's stats agree.
+//!
+//! Needs the `rotel-agent` binary in `ROTEL_AGENT`; `cargo xtask test`
+//! installs rotel (from PyPI) and runs this test. Run alone with
+//! `ROTEL_AGENT=/path/to/rotel-agent cargo test -p otlp-exporter --test rotel -- --ignored`.
+#![cfg(feature = "http")]
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use otlp_exporter::{Compression, Encoding, HttpTransport, KeyValue, Pipeline, Resource, Status};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running rotel, logging every span it receives; killed on drop.
+struct Rotel {
+    child: Child,
+    log: std::path::PathBuf,
+    http: u16,
+}
+
+impl Rotel {
+    fn start() -> Rotel {
+        let agent = std::env::var("ROTEL_AGENT")
+            .ok()
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| {
+                panic!(
+                    "ROTEL_AGENT is not set: this test needs the rotel collector. \
+                 Run `cargo xtask test` (it installs rotel with pip and sets ROTEL_AGENT), \
+                 or `pip install rotel==0.0.1a15` and point ROTEL_AGENT at its rotel-agent binary."
+                )
+            });
+        let (http, grpc) = (free_port(), free_port());
+        let log = std::env::temp_dir().join(format!("rotel-{}-{http}.log", std::process::id()));
+        let out = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(&agent)
+            .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
+            .args(["--debug-log-verbosity", "detailed"])
+            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start rotel at {agent:?} (ROTEL_AGENT): {e}"));
+        let rotel = Rotel { child, log, http };
+        let end = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", http)).is_err() {
+            assert!(
+                Instant::now() < end,
+                "rotel did not open 127.0.0.1:{http} within 20 s; its log:\n{}",
+                rotel.text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        rotel
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The spans in rotel's log: span id -> (name, trace id, attribute lines).
+    fn spans(&self) -> BTreeMap<String, (String, String, Vec<String>)> {
+        let mut out = BTreeMap::new();
+        let text = self.text();
+        for block in text.split("Span #").skip(1) {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|l| {
+                        l.trim()
+                            .strip_prefix(name)
+                            .map(|r| r.trim_start_matches([' ', ':']).trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let attrs = block
+                .lines()
+                .skip_while(|l| !l.starts_with("Attributes:"))
+                .skip(1)
+                .take_while(|l| l.trim_start().starts_with("->"))
+                .map(|l| l.trim().trim_start_matches("-> ").to_string())
+                .collect();
+            out.insert(field("ID"), (field("Name"), field("Trace ID"), attrs));
+        }
+        out
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+#[test]
+#[ignore = "needs the rotel collector: `cargo xtask test` installs it and runs this test"]
+fn a_real_collector_receives_exactly_the_spans_sent() {
+    let rotel = Rotel::start();
+    let mut expected: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (encoding, compression) in [
+        (Encoding::Protobuf, Compression::None),
+        (Encoding::Json, Compression::Gzip),
+    ] {
+        let transport = HttpTransport::builder()
+            .endpoint(format!("http://127.0.0.1:{}", rotel.http))
+            .encoding(encoding)
+            .compression(compression)
+            .build()
+            .unwrap();
+        let pipeline = Pipeline::builder()
+            .transport(transport)
+            .resource(Resource::new("rotel-e2e"))
+            .max_export_batch_size(7)
+            .build()
+            .unwrap();
+        let tracer = pipeline.tracer("e2e", "1.0");
+        let sent: Vec<(String, (String, String))> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2i64)
+                .map(|t| {
+                    let tracer = &tracer;
+                    s.spawn(move || {
+                        (0..10i64)
+                            .map(|i| {
+                                let name = format!("{encoding:?}-{t}-{i}");
+                                let mut span = tracer.start(name.clone());
+                                span.set_attribute("thread", t)
+                                    .set_attribute("i", i)
+                                    .set_attribute("ok", i % 2 == 0);
+                                span.add_event("step", vec![KeyValue::new("n", i)]);
+                                span.set_status(Status::ok());
+                                let c = span.context().clone();
+                                span.end();
+                                (c.span_id.to_string(), (name, c.trace_id.to_string()))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("sender"))
+                .collect()
+        });
+        expected.extend(sent);
+        let report = pipeline.shutdown(Duration::from_secs(20));
+        assert!(report.completed);
+        assert_eq!(
+            report.stats.exported, 20,
+            "{encoding:?}: {:?}",
+            report.stats
+        );
+        assert_eq!(report.stats.dropped.total(), 0);
+        assert!(report.stats.is_balanced());
+    }
+    // Wait for rotel to log all 40 spans.
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut got = rotel.spans();
+    while got.len() < 40 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        got = rotel.spans();
+    }
+    assert_eq!(
+        got.len(),
+        40,
+        "rotel logged {} spans; its log:\n{}",
+        got.len(),
+        rotel.text()
+    );
+    // Exactly the spans sent: same ids, names and trace ids...
+    let got_ids: Vec<&String> = got.keys().collect();
+    let want_ids: Vec<&String> = expected.keys().collect();
+    assert_eq!(got_ids, want_ids, "span ids");
+    for (id, (name, trace, attrs)) in &got {
+        assert_eq!(
+            (name, trace),
+            (&expected[id].0, &expected[id].1),
+            "span {id}"
+        );
+        // ...and the attributes set on them.
+        let mut parts = name.rsplitn(3, '-');
+        let (i, t) = (parts.next().unwrap(), parts.next().unwrap());
+        let even = i.parse::<i64>().unwrap() % 2 == 0;
+        for want in [
+            format!("thread: Int({t})"),
+            format!("i: Int({i})"),
+            format!("ok: Bool({even})"),
+        ] {
+            assert!(attrs.contains(&want), "{name}: {want} not in {attrs:?}");
+        }
+    }
+}
