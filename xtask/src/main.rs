@@ -3,13 +3,15 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `sweep` | the main job: the queue and the span pipeline against their baselines over a thread sweep |
+//! | `demo`  | the main job: a realistic workload through the pipeline, and where every span went |
+//! | `sweep` | the queue and the span pipeline against their baselines over a thread sweep |
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
 //! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 
 mod audit;
+mod demo;
 mod sweep;
 
 /// Counts allocations per thread, for the lock-free audit.
@@ -22,6 +24,13 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
+  demo    the main job: threads serving simulated requests, each a tree of
+          spans, through the pipeline; a summary of where every span went.
+          Sends to OTEL_EXPORTER_OTLP_ENDPOINT if set, else writes a file.
+            --threads N         default 4
+            --seconds S         default 3
+            --rate R            requests/s per thread, default 1000 (0: flat out)
+            --file PATH         default target/demo/otlp-traces.jsonl
   sweep   otlp-queue against Mutex<VecDeque> and crossbeam's ArrayQueue
           (1 consumer, N producers, lossless and shedding modes), and
           otlp-exporter against the OpenTelemetry SDK's BatchSpanProcessor
@@ -56,6 +65,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = match cmd.as_str() {
+        "demo" => demo::Options::parse(rest).and_then(|o| demo::main(&o)),
         "sweep" => sweep::Options::parse(rest).and_then(|o| sweep::main(&o)),
         "audit" => audit::Options::parse(rest).and_then(|o| audit::main(&o)),
         "test" => run_tests(rest),

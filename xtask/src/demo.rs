@@ -1,0 +1,218 @@
+//! `cargo xtask demo`: the main job. Several threads serve simulated
+//! requests, each a tree of spans with attributes and events, through an
+//! otlp-exporter pipeline; a progress line while it runs, a summary at the
+//! end. Spans go to the collector named by `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! if it is set, and otherwise to a file of OTLP JSON lines.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use otlp_exporter::{KeyValue, Pipeline, Resource, SpanKind, Status, Tracer};
+
+pub(crate) struct Options {
+    threads: usize,
+    seconds: f64,
+    /// Requests per second per thread; 0: as fast as possible.
+    rate: u64,
+    file: PathBuf,
+}
+
+impl Options {
+    pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = Options {
+            threads: 4,
+            seconds: 3.0,
+            rate: 1000,
+            file: PathBuf::from("target/demo/otlp-traces.jsonl"),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || {
+                it.next()
+                    .ok_or_else(|| format!("`{flag}` needs a value"))
+                    .cloned()
+            };
+            match flag.as_str() {
+                "--threads" => {
+                    o.threads = value()?
+                        .parse()
+                        .ok()
+                        .filter(|&n: &usize| n >= 1)
+                        .ok_or("--threads: expected a whole number >= 1")?;
+                }
+                "--seconds" => {
+                    o.seconds = value()?
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                        .ok_or("--seconds: expected a positive number")?;
+                }
+                "--rate" => {
+                    o.rate = value()?.parse().map_err(
+                        |_| "--rate: expected requests per second per thread (0: flat out)",
+                    )?;
+                }
+                "--file" => o.file = PathBuf::from(value()?),
+                other => {
+                    return Err(format!(
+                        "demo: unknown option `{other}` (see `cargo xtask help`)"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// One simulated request: a server span with two children, one of which
+/// has events; every 50th request fails.
+fn request(tracer: &Tracer, worker: usize, n: u64) {
+    let mut root = tracer
+        .build("GET /checkout")
+        .kind(SpanKind::Server)
+        .attribute("http.request.method", "GET")
+        .attribute("http.route", "/checkout")
+        .attribute("worker", worker as i64)
+        .start();
+    let cart = root.context().clone();
+    {
+        let mut q = tracer
+            .build("SELECT cart")
+            .kind(SpanKind::Client)
+            .parent(&cart)
+            .start();
+        q.set_attribute("db.system", "postgresql")
+            .set_attribute("db.rows", (n % 7) as i64);
+    }
+    {
+        let mut pay = tracer
+            .build("charge card")
+            .kind(SpanKind::Client)
+            .parent(&cart)
+            .start();
+        pay.add_event("card tokenised", vec![KeyValue::new("card.brand", "visa")]);
+        if n.is_multiple_of(50) {
+            pay.add_event("declined", vec![KeyValue::new("retryable", true)]);
+            pay.set_status(Status::error("card declined"));
+        }
+    }
+    let failed = n.is_multiple_of(50);
+    root.set_attribute("http.response.status_code", if failed { 402 } else { 200 });
+    root.set_status(if failed {
+        Status::error("payment required")
+    } else {
+        Status::ok()
+    });
+}
+
+pub(crate) fn main(o: &Options) -> Result<(), String> {
+    let collector = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let mut builder =
+        Pipeline::builder().resource(Resource::from_vars(None, Some("checkout-demo")));
+    let destination = match &collector {
+        Some(endpoint) => format!("the collector at {endpoint} (OTLP/HTTP)"),
+        None => {
+            if let Some(dir) = o.file.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+            // A fresh file each run (the file transport appends).
+            let _ = std::fs::remove_file(&o.file);
+            builder = builder.file(&o.file);
+            format!("{} (OTLP JSON, one request per line)", o.file.display())
+        }
+    };
+    let pipeline = builder
+        .build()
+        .map_err(|e| format!("cannot start the pipeline: {e}"))?;
+    let tracer = pipeline.tracer("checkout-demo", env!("CARGO_PKG_VERSION"));
+    let pace = if o.rate == 0 {
+        "as fast as they can".to_string()
+    } else {
+        format!("{} requests/s each", o.rate)
+    };
+    eprintln!(
+        "demo: {} threads serving simulated checkout requests ({pace}, 3 spans each) for {} s; spans go to {destination}",
+        o.threads, o.seconds
+    );
+    let stop = AtomicBool::new(false);
+    let tty = std::io::stderr().is_terminal();
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..o.threads {
+            let (tracer, stop, rate) = (&tracer, &stop, o.rate);
+            s.spawn(move || {
+                let mut n = 0u64;
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    request(tracer, w, n);
+                    n += 1;
+                    if rate > 0 && n.is_multiple_of(64) {
+                        // Pace to `rate` requests per second.
+                        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
+                }
+            });
+        }
+        let end = t0 + Duration::from_secs_f64(o.seconds);
+        while Instant::now() < end {
+            std::thread::sleep(
+                Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
+            );
+            if tty {
+                let st = pipeline.stats();
+                eprint!(
+                    "\r  {:>5.1} s  recorded {:>10}  exported {:>10}  dropped {:>8}  ",
+                    t0.elapsed().as_secs_f64(),
+                    st.accepted,
+                    st.exported,
+                    st.dropped.total()
+                );
+                let _ = std::io::stderr().flush();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let recording = t0.elapsed().as_secs_f64();
+    if tty {
+        eprintln!();
+    }
+    let report = pipeline.shutdown(Duration::from_secs(30));
+    let s = report.stats;
+    let d = s.dropped;
+    println!(
+        "spans offered    {:>12}  ({:.0} spans/s over {recording:.1} s)",
+        s.accepted,
+        s.accepted as f64 / recording
+    );
+    println!("spans delivered  {:>12}  to {destination}", s.exported);
+    println!(
+        "spans dropped    {:>12}  queue full {}, evicted {}, not sampled {}, low priority {}, too large {}, \
+         rejected {}, export failed {}, timed out at shutdown {}, after shutdown {}",
+        d.total(),
+        d.queue_full,
+        d.evicted,
+        d.not_sampled,
+        d.low_priority,
+        d.too_large,
+        d.rejected,
+        d.export_failed,
+        d.timed_out_at_shutdown,
+        d.after_shutdown
+    );
+    println!(
+        "accounted for    {:>12}  (offered = delivered + dropped: {})",
+        s.exported + d.total(),
+        if s.is_balanced() { "yes" } else { "NO" }
+    );
+    if !s.is_balanced() || !report.completed {
+        return Err("the pipeline did not account for every span".into());
+    }
+    Ok(())
+}
