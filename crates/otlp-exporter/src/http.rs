@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::ConfigError;
 use crate::encode::{EncodedRequest, Encoding};
-use crate::transport::{ExportResult, Transport};
+use crate::transport::{AttemptStats, ExportResult, Transport};
 
 /// The OTLP/HTTP default endpoint.
 pub const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
@@ -61,23 +61,6 @@ impl Default for RetryPolicy {
             max_attempts: 10,
         }
     }
-}
-
-/// Counters of every attempt and its outcome.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AttemptStats {
-    /// HTTP requests sent (or tried).
-    pub attempts: u64,
-    /// Attempts answered 2xx.
-    pub succeeded: u64,
-    /// Attempts answered with a status that is retried (429, 502, 503, 504).
-    pub retryable_status: u64,
-    /// Attempts answered with a status that is final (400, 500, ...).
-    pub final_status: u64,
-    /// Attempts that got no answer (refused, reset, timed out).
-    pub connection_failed: u64,
-    /// Retries made (attempts after the first of an export).
-    pub retries: u64,
 }
 
 #[derive(Default)]
@@ -409,7 +392,8 @@ impl HttpTransport {
         &self.url
     }
 
-    /// Every attempt so far, by outcome.
+    /// Every attempt so far, by outcome (also in
+    /// [`Pipeline::stats`](crate::Pipeline::stats)).
     pub fn attempts(&self) -> AttemptStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -485,6 +469,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn encoding(&self) -> Encoding {
         self.encoding
+    }
+
+    fn attempts(&self) -> Option<AttemptStats> {
+        Some(HttpTransport::attempts(self))
     }
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {

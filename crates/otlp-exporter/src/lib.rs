@@ -84,8 +84,8 @@ pub use config::ConfigError;
 pub use encode::{Encoded, EncodedRequest, Encoder, Encoding, MAX_REQUEST_BYTES};
 #[cfg(feature = "http")]
 pub use http::{
-    AttemptStats, Compression, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, HttpTransport,
-    HttpTransportBuilder, MAX_RETRY_AFTER, RetryPolicy,
+    Compression, DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, HttpTransport, HttpTransportBuilder,
+    MAX_RETRY_AFTER, RetryPolicy,
 };
 pub use model::{
     Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SpanContext,
@@ -98,7 +98,9 @@ pub use pipeline::{
 };
 pub use span::{Span, SpanBuilder, Tracer, now_unix_nanos};
 pub use stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
-pub use transport::{Behavior, ExportResult, FileTransport, InMemory, TraceExporter, Transport};
+pub use transport::{
+    AttemptStats, Behavior, ExportResult, FileTransport, InMemory, TraceExporter, Transport,
+};
 
 /// A batch of spans handed over in one call (the seed's vocabulary); see
 /// [`Pipeline::record_batch`].

@@ -434,6 +434,8 @@ struct Shared {
     scopes_version: AtomicU64,
     drop_timeout: Duration,
     warned: AtomicBool,
+    /// Also held by the worker (and export threads).
+    transport: Arc<dyn Transport>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -512,6 +514,7 @@ impl Pipeline {
         transport: Box<dyn Transport>,
         drop_timeout: Duration,
     ) -> Pipeline {
+        let transport: Arc<dyn Transport> = Arc::from(transport);
         let (producer, consumer) = otlp_queue::bounded::<EncodedSpan>(capacity);
         let encoder = Encoder::new(resource);
         let scopes = vec![encoder.scope(ScopeId::DEFAULT).clone()];
@@ -520,7 +523,7 @@ impl Pipeline {
             .name("otlp-exporter".into())
             .spawn(move || {
                 if let Ok(shared) = rx.recv() {
-                    Worker::new(shared, consumer, encoder, transport).run();
+                    Worker::new(shared, consumer, encoder).run();
                 }
             })
             .expect("spawning the exporter's worker thread");
@@ -539,6 +542,7 @@ impl Pipeline {
             scopes_version: AtomicU64::new(0),
             drop_timeout,
             warned: AtomicBool::new(false),
+            transport: transport.clone(),
         });
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
@@ -854,6 +858,7 @@ fn stats(shared: &Shared) -> ExportStats {
         dropped,
         export_calls: ledger.export_calls,
         failed_calls: ledger.failed_calls,
+        attempts: shared.transport.attempts(),
     }
 }
 
@@ -999,15 +1004,10 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(
-        shared: Arc<Shared>,
-        consumer: Consumer<EncodedSpan>,
-        encoder: Encoder,
-        transport: Box<dyn Transport>,
-    ) -> Self {
+    fn new(shared: Arc<Shared>, consumer: Consumer<EncodedSpan>, encoder: Encoder) -> Self {
         let encoding = shared.config.encoding;
         let batch = Vec::with_capacity(shared.config.max_export_batch_size);
-        let transport: Arc<dyn Transport> = Arc::from(transport);
+        let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
         let pool = (n > 1).then(|| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);

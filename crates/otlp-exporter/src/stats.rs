@@ -81,6 +81,9 @@ pub struct ExportStats {
     pub export_calls: u64,
     /// Export calls that failed for good.
     pub failed_calls: u64,
+    /// Every attempt of the transport and its outcome (retries, statuses,
+    /// connection failures), for transports that report them (OTLP/HTTP).
+    pub attempts: Option<crate::AttemptStats>,
 }
 
 impl ExportStats {

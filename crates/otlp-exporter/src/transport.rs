@@ -29,6 +29,23 @@ pub enum ExportResult {
     Failed(String),
 }
 
+/// Counters of every attempt and its outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttemptStats {
+    /// HTTP requests sent (or tried).
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub succeeded: u64,
+    /// Attempts answered with a status that is retried (429, 502, 503, 504).
+    pub retryable_status: u64,
+    /// Attempts answered with a status that is final (400, 500, ...).
+    pub final_status: u64,
+    /// Attempts that got no answer (refused, reset, timed out).
+    pub connection_failed: u64,
+    /// Retries made (attempts after the first of an export).
+    pub retries: u64,
+}
+
 /// Whatever receives encoded batches: an OTLP/HTTP endpoint, a file, memory.
 ///
 /// Implementations must be `Send + Sync`: the pipeline calls `export` from
@@ -46,6 +63,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Called once when the pipeline shuts down, after the last export.
     fn shutdown(&self) {}
+
+    /// Counters of every attempt and its outcome, for transports that make
+    /// attempts (network ones); shown in
+    /// [`ExportStats::attempts`](crate::ExportStats::attempts).
+    fn attempts(&self) -> Option<AttemptStats> {
+        None
+    }
 }
 
 /// The seed's name for [`Transport`].

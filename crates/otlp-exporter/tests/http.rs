@@ -287,6 +287,15 @@ fn retryable_statuses_are_retried_honouring_retry_after() {
     assert_eq!(r.stats.dropped.export_failed, 0);
     assert_eq!(server.received().len(), 5, "4 refusals, then the delivery");
     assert_eq!(server.remaining_script(), 0);
+    let a = r
+        .stats
+        .attempts
+        .expect("the HTTP transport reports its attempts");
+    assert_eq!(
+        (a.attempts, a.retries, a.retryable_status, a.succeeded),
+        (5, 4, 4, 1),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -300,6 +309,12 @@ fn final_statuses_are_not_retried() {
         assert_eq!(r.stats.failed_calls, 1, "{status}");
         assert!(r.stats.is_balanced());
         assert_eq!(server.received().len(), 1, "{status} must not be retried");
+        let a = r.stats.attempts.unwrap();
+        assert_eq!(
+            (a.attempts, a.retries, a.final_status),
+            (1, 0, 1),
+            "{status}: {a:?}"
+        );
     }
 }
 
@@ -332,6 +347,8 @@ fn a_hanging_collector_never_holds_the_pipeline_past_its_timeouts() {
     assert_eq!(r.stats.exported, 0);
     assert_eq!(r.stats.dropped.export_failed, 3);
     assert!(r.stats.is_balanced());
+    let a = r.stats.attempts.unwrap();
+    assert!(a.connection_failed >= 1 && a.succeeded == 0, "{a:?}");
 }
 
 #[test]
@@ -341,6 +358,12 @@ fn a_reset_connection_is_retried() {
     let (r, _) = send(t, "reset-", 4, Duration::from_secs(5));
     assert_eq!(r.stats.exported, 4);
     assert_eq!(server.span_names(), names("reset-", 4));
+    let a = r.stats.attempts.unwrap();
+    assert_eq!(
+        (a.connection_failed, a.retries, a.succeeded),
+        (1, 1, 1),
+        "{a:?}"
+    );
 }
 
 #[test]
