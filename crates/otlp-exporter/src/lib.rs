@@ -3,10 +3,13 @@
 //! Spans are recorded from any number of threads into per-thread lanes of a
 //! lock-free queue ([`otlp_queue`]): `record` takes no lock, makes no
 //! system call and never blocks under the default policy. One worker thread
-//! batches them, encodes OTLP (protobuf or JSON) directly from the span
-//! model, and hands the requests to a [`Transport`]. Every span that is not
-//! delivered is counted under a reason, so that at any moment, and after
-//! shutdown, [`Pipeline::stats`] says where every span went.
+//! batches them, and hands OTLP requests (protobuf or JSON, encoded on the
+//! recording threads) to a [`Transport`]: [`HttpTransport`] for any
+//! OpenTelemetry collector (OTLP/HTTP, with the spec's retries), a
+//! [`FileTransport`] of OTLP JSON lines, or [`InMemory`] for tests. Every
+//! span that is not delivered is counted under a reason, so that at any
+//! moment, and after shutdown, [`Pipeline::stats`] says where every span
+//! went.
 //!
 //! ```
 //! use otlp_exporter::{InMemory, Pipeline, Shedding, Status};
@@ -54,6 +57,12 @@
 //! * **The encoding is OTLP**: protobuf byte-identical to `prost`'s
 //!   encoding of the `opentelemetry-proto` message, JSON that decodes to the
 //!   same message (`tests/encode.rs`).
+//! * **OTLP/HTTP as collectors expect it**: retries only on 429, 502, 503,
+//!   504 and connection failures, with backoff, jitter and `Retry-After`,
+//!   never past the export's deadline; partial success counted; header
+//!   values never logged (`tests/http.rs`, against a fault-injecting server;
+//!   `tests/rotel.rs`, against the rotel collector, run by `cargo xtask
+//!   test`).
 //! * **Bad input has a defined outcome** (`tests/bad_input.rs`): empty
 //!   names are exported as they are; attribute counts and value lengths are
 //!   cut to the limits and counted; non-finite floats are encoded as OTLP
@@ -67,7 +76,16 @@
 //! recording thread here), `OTEL_BSP_SCHEDULE_DELAY` (5000 ms),
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 //! (512); the resource from `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`.
+//! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`; the
+//! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
+//! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL` (a
+//! pipeline with no transport set sends to it when an endpoint is set, and
+//! writes `otlp-traces.jsonl` otherwise).
+//!
+//! # Features
+//!
+//! * `http` (default): [`HttpTransport`] (ureq, rustls with the *ring*
+//!   provider, flate2). Without it the crate has no network code at all.
 
 mod config;
 mod encode;
