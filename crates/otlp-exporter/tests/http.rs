@@ -79,6 +79,7 @@ struct Server {
     addr: SocketAddr,
     script: Arc<Mutex<VecDeque<Fault>>>,
     received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Server {
@@ -91,9 +92,12 @@ impl Server {
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let received = Arc::new(Mutex::new(Vec::new()));
         let (s, r) = (script.clone(), received.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = connections.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (s, r) = (s.clone(), r.clone());
                 thread::spawn(move || serve(conn, &s, &r));
             }
@@ -102,6 +106,7 @@ impl Server {
             addr,
             script,
             received,
+            connections,
         }
     }
 
@@ -250,6 +255,29 @@ fn delivers_protobuf_with_the_right_headers() {
     );
     assert_eq!(req.header("x-api-key"), Some("secret"));
     assert_eq!(server.span_names(), names("ok-", 5));
+}
+
+#[test]
+fn connections_are_kept_alive_and_reused() {
+    let server = Server::start(vec![]);
+    let p = Pipeline::builder()
+        .transport(transport(&server).build().unwrap())
+        .max_export_batch_size(5)
+        .build()
+        .unwrap();
+    for round in 0..4 {
+        for i in 0..5 {
+            p.record(SpanData::new(format!("keep-{round}-{i}")));
+        }
+        assert!(p.force_flush(Duration::from_secs(5)).completed);
+    }
+    p.shutdown(Duration::from_secs(5));
+    assert_eq!(server.received().len(), 4, "one request per flush");
+    assert_eq!(
+        server.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection for all of them"
+    );
 }
 
 #[test]
