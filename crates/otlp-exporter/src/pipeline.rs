@@ -436,6 +436,9 @@ struct Shared {
     warned: AtomicBool,
     /// Also held by the worker (and export threads).
     transport: Arc<dyn Transport>,
+    /// The lane for records that cannot use their thread's own: made from
+    /// a thread-local destructor, or re-entrant. Rare, so a mutex is fine.
+    fallback: Mutex<Option<LocalLane>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -543,6 +546,7 @@ impl Pipeline {
             drop_timeout,
             warned: AtomicBool::new(false),
             transport: transport.clone(),
+            fallback: Mutex::new(None),
         });
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
@@ -604,9 +608,13 @@ impl Pipeline {
         });
         match (fast, span) {
             (Ok(Some(recorded)), _) => recorded,
-            // Thread-local storage is being torn down, or re-entry: a lane
-            // of its own for this one call.
-            (_, Some(span)) => record_into(shared, &mut new_lane(shared), span, apply_limits),
+            // Thread-local storage is being torn down, or re-entry: the
+            // shared fallback lane.
+            (_, Some(span)) => {
+                let mut fallback = lock(&shared.fallback);
+                let lane = fallback.get_or_insert_with(|| new_lane(shared));
+                record_into(shared, lane, span, apply_limits)
+            }
             (_, None) => unreachable!("the span is taken only when it is recorded"),
         }
     }

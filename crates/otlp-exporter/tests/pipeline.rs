@@ -458,3 +458,38 @@ fn concurrent_exports_keep_deadlines_when_the_transport_hangs() {
     assert!(report.stats.is_balanced());
     memory.release();
 }
+
+#[test]
+fn spans_recorded_from_thread_local_destructors_are_kept() {
+    struct RecordOnDrop(Pipeline);
+    impl Drop for RecordOnDrop {
+        fn drop(&mut self) {
+            self.0.record(SpanData::new("from a destructor"));
+        }
+    }
+    thread_local! {
+        static GUARD: std::cell::RefCell<Option<RecordOnDrop>> = const { std::cell::RefCell::new(None) };
+    }
+    let memory = InMemory::new();
+    let pipeline = builder(&memory).build().unwrap();
+    for _ in 0..3 {
+        let p = pipeline.clone();
+        thread::spawn(move || {
+            // Record once so this thread's lane exists, then leave a
+            // destructor that records while thread-locals are torn down.
+            p.record(SpanData::new("normal"));
+            GUARD.with(|g| *g.borrow_mut() = Some(RecordOnDrop(p)));
+        })
+        .join()
+        .unwrap();
+    }
+    let s = pipeline.shutdown(Duration::from_secs(5)).stats;
+    assert_eq!(s.accepted, 6);
+    assert_eq!(s.exported, 6, "{s:?}");
+    assert!(s.is_balanced());
+    let names = received(&memory)
+        .into_iter()
+        .filter(|s| s.name == "from a destructor")
+        .count();
+    assert_eq!(names, 3);
+}
