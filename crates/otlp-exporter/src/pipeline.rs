@@ -138,7 +138,9 @@ impl PipelineBuilder {
 
     /// Capacity of each recording thread's queue lane (`OTEL_BSP_MAX_QUEUE_SIZE`,
     /// default 2048). The queue holds at most this many spans per thread
-    /// that records.
+    /// that records. Memory: a slot is 256 bytes, so a lane takes
+    /// `256 x max_queue_size` bytes (512 KiB at the default) for each
+    /// thread that has recorded a span, until that thread exits.
     pub fn max_queue_size(mut self, n: usize) -> Self {
         self.max_queue_size = Some(n);
         self
