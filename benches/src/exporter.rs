@@ -59,11 +59,13 @@ impl PipelineResult {
     }
 }
 
-/// Counts what it receives and throws it away.
+/// Counts what it receives and throws it away (our transport side).
 #[derive(Clone, Default)]
-struct Counting {
-    spans: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
+pub struct Counting {
+    /// Spans received.
+    pub spans: Arc<AtomicU64>,
+    /// Encoded bytes received.
+    pub bytes: Arc<AtomicU64>,
 }
 
 impl Transport for Counting {
@@ -76,8 +78,9 @@ impl Transport for Counting {
     }
 }
 
-#[derive(Debug)]
-struct CountingExporter(Arc<AtomicU64>);
+/// Counts the spans it receives (the OpenTelemetry SDK's side).
+#[derive(Debug, Default)]
+pub struct CountingExporter(pub Arc<AtomicU64>);
 
 impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
     async fn export(
@@ -86,6 +89,57 @@ impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
     ) -> opentelemetry_sdk::error::OTelSdkResult {
         self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Both pipelines at one thread count and queue size, in `rounds`
+/// interleaved rounds.
+pub struct Comparison {
+    /// Our run with the median delivered rate.
+    pub ours: PipelineResult,
+    /// The SDK's run with the median delivered rate.
+    pub sdk: PipelineResult,
+    /// Median over rounds of ours / the SDK's delivered spans/s.
+    pub ratio: f64,
+}
+
+/// Runs both pipelines `rounds` times, in turn, and takes medians.
+pub fn compare(
+    threads: usize,
+    per_thread: u64,
+    max_queue_size: usize,
+    rounds: usize,
+) -> Comparison {
+    let mut ours = Vec::new();
+    let mut sdk = Vec::new();
+    for _ in 0..rounds.max(1) {
+        ours.push(run(
+            PipelineCandidate::Ours,
+            threads,
+            per_thread,
+            max_queue_size,
+        ));
+        sdk.push(run(
+            PipelineCandidate::OtelBsp,
+            threads,
+            per_thread,
+            max_queue_size,
+        ));
+    }
+    let mut ratios: Vec<f64> = ours
+        .iter()
+        .zip(&sdk)
+        .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = |mut rs: Vec<PipelineResult>| {
+        rs.sort_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
+        rs[rs.len() / 2]
+    };
+    Comparison {
+        ours: mid(ours),
+        sdk: mid(sdk),
+        ratio: ratios[ratios.len() / 2],
     }
 }
 

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use benches::exporter::{PipelineCandidate, PipelineResult};
+use benches::exporter::PipelineResult;
+
+use crate::audit::{m, median};
 use benches::queue::{Candidate, Mode, RunResult, run};
 
 pub(crate) struct Options {
@@ -111,11 +113,6 @@ fn key(mode: Mode, r: &RunResult) -> f64 {
     }
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
 /// Every candidate at one producer count, `reps` rounds in which each
 /// candidate runs once, in turn: a slow spell of a shared machine then hits
 /// every candidate alike, and ratios are taken within a round.
@@ -151,10 +148,6 @@ fn measure(threads: usize, mode: Mode, o: &Options) -> Cell {
         median: medians,
         ratio_to_array_queue: median(ratios),
     }
-}
-
-fn m(x: f64) -> String {
-    format!("{:.1} M", x / 1e6)
 }
 
 pub(crate) fn main(o: &Options) -> Result<(), String> {
@@ -202,33 +195,11 @@ fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
     for &t in &o.threads {
         for queue in [2048usize, 65_536] {
             eprintln!("  pipelines with {t} threads, queue {queue}");
-            let mut ours: Vec<PipelineResult> = Vec::new();
-            let mut sdk: Vec<PipelineResult> = Vec::new();
-            for _ in 0..o.reps {
-                ours.push(benches::exporter::run(
-                    PipelineCandidate::Ours,
-                    t,
-                    o.spans,
-                    queue,
-                ));
-                sdk.push(benches::exporter::run(
-                    PipelineCandidate::OtelBsp,
-                    t,
-                    o.spans,
-                    queue,
-                ));
-            }
-            let ratio = median(
-                ours.iter()
-                    .zip(&sdk)
-                    .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
-                    .collect(),
-            );
-            let mid = |mut rs: Vec<PipelineResult>| {
-                rs.sort_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
-                rs[rs.len() / 2]
-            };
-            let (a, b) = (mid(ours), mid(sdk));
+            let benches::exporter::Comparison {
+                ours: a,
+                sdk: b,
+                ratio,
+            } = benches::exporter::compare(t, o.spans, queue, o.reps);
             let pct = |r: &PipelineResult| r.dropped() as f64 * 100.0 / r.offered as f64;
             let _ = writeln!(
                 md,

@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
-use benches::exporter::{PipelineCandidate, PipelineResult, run};
+use benches::exporter::compare;
 use serde_json::json;
 
-use super::{Audit, Options, m, median};
+use super::{Audit, Options, m};
 
 /// Ours must deliver at least this many times the SDK's spans/s at the
 /// highest thread count, with the default queue size (2048) for both.
@@ -32,23 +32,11 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let mut last_ratio = 0.0;
     for &t in &o.threads {
         eprintln!("  exporter-throughput: {t} threads");
-        let mut ours: Vec<PipelineResult> = Vec::new();
-        let mut sdk: Vec<PipelineResult> = Vec::new();
-        for _ in 0..rounds {
-            ours.push(run(PipelineCandidate::Ours, t, spans, QUEUE));
-            sdk.push(run(PipelineCandidate::OtelBsp, t, spans, QUEUE));
-        }
-        let ratio = median(
-            ours.iter()
-                .zip(&sdk)
-                .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
-                .collect(),
-        );
-        let mid = |mut rs: Vec<PipelineResult>| {
-            rs.sort_by(|a, b| a.delivered_per_s.total_cmp(&b.delivered_per_s));
-            rs[rs.len() / 2]
-        };
-        let (a, b) = (mid(ours), mid(sdk));
+        let benches::exporter::Comparison {
+            ours: a,
+            sdk: b,
+            ratio,
+        } = compare(t, spans, QUEUE, rounds);
         let stats = a.stats.unwrap_or_default();
         let other = stats.dropped.total() - stats.dropped.queue_full;
         let _ = writeln!(

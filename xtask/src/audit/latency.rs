@@ -9,9 +9,10 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use benches::exporter::{Counting, CountingExporter};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
-use otlp_exporter::{EncodedRequest, ExportResult, Pipeline, Resource, Transport};
+use otlp_exporter::{Pipeline, Resource};
 use serde_json::{Value, json};
 
 use super::{Audit, Options};
@@ -81,27 +82,6 @@ fn row(name: &str, h: &Histogram<u64>) -> String {
     )
 }
 
-#[derive(Clone, Default)]
-struct Null;
-
-impl Transport for Null {
-    fn export(&self, _: &EncodedRequest, _: Instant) -> ExportResult {
-        ExportResult::Success
-    }
-}
-
-#[derive(Debug)]
-struct NullExporter;
-
-impl opentelemetry_sdk::trace::SpanExporter for NullExporter {
-    async fn export(
-        &self,
-        _: Vec<opentelemetry_sdk::trace::SpanData>,
-    ) -> opentelemetry_sdk::error::OTelSdkResult {
-        Ok(())
-    }
-}
-
 pub(crate) fn audit(o: &Options) -> Audit {
     let threads = o.top();
     let iters: u64 = if o.quick { 50_000 } else { 200_000 };
@@ -109,7 +89,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
 
     // Ours: end (= record) of a span with two attributes.
     let pipeline = Pipeline::builder()
-        .transport(Null)
+        .transport(Counting::default())
         .resource(Resource::new("audit"))
         .scheduled_delay(Duration::from_millis(100))
         .build()
@@ -134,13 +114,14 @@ pub(crate) fn audit(o: &Options) -> Audit {
     // The SDK: the same span through `BatchSpanProcessor::on_end`.
     let sdk = {
         use opentelemetry::trace::{Span, Tracer, TracerProvider};
-        let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(NullExporter)
-            .with_batch_config(
-                opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                    .with_scheduled_delay(Duration::from_millis(100))
-                    .build(),
-            )
-            .build();
+        let bsp =
+            opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingExporter::default())
+                .with_batch_config(
+                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                        .with_scheduled_delay(Duration::from_millis(100))
+                        .build(),
+                )
+                .build();
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_span_processor(bsp)
             .build();

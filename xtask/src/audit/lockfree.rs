@@ -6,9 +6,10 @@
 use std::fmt::Write as _;
 use std::sync::Barrier;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use otlp_exporter::{EncodedRequest, ExportResult, Pipeline, Resource, SpanData, Transport};
+use benches::exporter::Counting;
+use otlp_exporter::{Pipeline, Resource, SpanData};
 use serde_json::json;
 
 use super::alloc::allocations;
@@ -29,15 +30,6 @@ fn voluntary_switches() -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
         .and_then(|v| v.trim().parse().ok())
-}
-
-#[derive(Clone, Default)]
-struct Null;
-
-impl Transport for Null {
-    fn export(&self, _: &EncodedRequest, _: Instant) -> ExportResult {
-        ExportResult::Success
-    }
 }
 
 /// Per thread: (allocations, voluntary switches) over the measured loop.
@@ -63,7 +55,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let n: usize = if o.quick { 20_000 } else { 200_000 };
     eprintln!("  lock-free: {threads} threads, {n} records and pushes each");
     let pipeline = Pipeline::builder()
-        .transport(Null)
+        .transport(Counting::default())
         .resource(Resource::new("audit"))
         .scheduled_delay(Duration::from_millis(50))
         .build()
