@@ -143,6 +143,27 @@ pub fn compare(
     }
 }
 
+/// An OpenTelemetry SDK tracer provider with a `BatchSpanProcessor` set up
+/// as in every comparison here: `max_queue_size`, batch 512 (or the queue
+/// size if smaller), scheduled delay 100 ms.
+pub fn otel_provider(
+    exporter: CountingExporter,
+    max_queue_size: usize,
+) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_max_queue_size(max_queue_size)
+                .with_max_export_batch_size(512.min(max_queue_size))
+                .with_scheduled_delay(Duration::from_millis(100))
+                .build(),
+        )
+        .build();
+    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(bsp)
+        .build()
+}
+
 /// Runs one configuration.
 ///
 /// # Panics
@@ -232,18 +253,7 @@ fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
 fn run_otel(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
     let got = Arc::new(AtomicU64::new(0));
-    let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingExporter(got.clone()))
-        .with_batch_config(
-            opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                .with_max_queue_size(max_queue_size)
-                .with_max_export_batch_size(512.min(max_queue_size))
-                .with_scheduled_delay(Duration::from_millis(100))
-                .build(),
-        )
-        .build();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_span_processor(bsp)
-        .build();
+    let provider = otel_provider(CountingExporter(got.clone()), max_queue_size);
     let tracer = provider.tracer("bench");
     let (slowest, t0) = drive(threads, |t| {
         for i in 0..per {

@@ -92,10 +92,7 @@ impl fmt::Debug for HttpTransportBuilder {
         f.debug_struct("HttpTransportBuilder")
             .field("endpoint", &self.endpoint)
             .field("traces_endpoint", &self.traces_endpoint)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("headers", &header_names(&self.headers))
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
             .field("encoding", &self.encoding)
@@ -275,6 +272,11 @@ impl HttpTransportBuilder {
     }
 }
 
+/// Header names only: values carry API keys and are never shown.
+fn header_names(headers: &[(String, String)]) -> Vec<&str> {
+    headers.iter().map(|(k, _)| k.as_str()).collect()
+}
+
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
     let bad = |reason: &'static str| {
         if from_env {
@@ -363,10 +365,7 @@ impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransport")
             .field("url", &self.url)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("headers", &header_names(&self.headers))
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
             .field("encoding", &self.encoding)

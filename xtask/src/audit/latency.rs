@@ -114,17 +114,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
     // The SDK: the same span through `BatchSpanProcessor::on_end`.
     let sdk = {
         use opentelemetry::trace::{Span, Tracer, TracerProvider};
-        let bsp =
-            opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingExporter::default())
-                .with_batch_config(
-                    opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                        .with_scheduled_delay(Duration::from_millis(100))
-                        .build(),
-                )
-                .build();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-            .with_span_processor(bsp)
-            .build();
+        let provider = benches::exporter::otel_provider(CountingExporter::default(), 2048);
         let tracer = provider.tracer("audit");
         let h = measure(
             threads,

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::encode::proto::Group;
+use crate::encode::proto::{Group, flags};
 use crate::model::{
     Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, StatusCode, Value,
 };
@@ -157,8 +157,7 @@ fn link(out: &mut String, l: &Link) {
     string(out, &l.context.trace_state);
     out.push_str(",\"attributes\":");
     attributes(out, &l.attributes);
-    let flags =
-        u32::from(l.context.trace_flags.0) | 0x100 | if l.context.is_remote { 0x200 } else { 0 };
+    let flags = flags(l.context.trace_flags.0, l.context.is_remote);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{},\"flags\":{flags}}}",
@@ -179,8 +178,7 @@ fn span(out: &mut String, s: &SpanData) {
     } else {
         out.push_str("\"\"");
     }
-    let flags =
-        u32::from(s.context.trace_flags.0) | 0x100 | if s.context.is_remote { 0x200 } else { 0 };
+    let flags = flags(s.context.trace_flags.0, s.context.is_remote);
     let _ = write!(out, ",\"flags\":{flags},\"name\":");
     string(out, &s.name);
     let _ = write!(

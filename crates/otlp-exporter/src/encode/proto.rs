@@ -158,7 +158,8 @@ fn put_event(buf: &mut Vec<u8>, e: &Event) {
     put_uint(buf, 4, e.dropped_attributes_count.into());
 }
 
-fn flags(trace_flags: u8, is_remote: bool) -> u32 {
+/// OTLP `flags` of a span or link: trace flags plus the is-remote bits.
+pub(crate) fn flags(trace_flags: u8, is_remote: bool) -> u32 {
     u32::from(trace_flags) | FLAG_HAS_IS_REMOTE | if is_remote { FLAG_IS_REMOTE } else { 0 }
 }
 
