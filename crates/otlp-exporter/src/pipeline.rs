@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -435,7 +435,6 @@ struct Shared {
     scopes: Mutex<Vec<InstrumentationScope>>,
     scopes_version: AtomicU64,
     drop_timeout: Duration,
-    warned: AtomicBool,
     /// Also held by the worker (and export threads).
     transport: Arc<dyn Transport>,
     /// The lane for records that cannot use their thread's own: made from
@@ -546,7 +545,6 @@ impl Pipeline {
             scopes: Mutex::new(scopes),
             scopes_version: AtomicU64::new(0),
             drop_timeout,
-            warned: AtomicBool::new(false),
             transport: transport.clone(),
             fallback: Mutex::new(None),
         });
@@ -1231,7 +1229,6 @@ impl Worker {
             );
             self.dropped_at_warn = dropped;
             self.last_warn = Some(Instant::now());
-            self.shared.warned.store(true, Ordering::Relaxed);
         }
     }
 
