@@ -662,6 +662,10 @@ impl Pipeline {
     /// waiting at most `timeout`. Spans still pending at the deadline are
     /// counted as timed out. Later calls return at once with the final
     /// accounting.
+    ///
+    /// A transport call that hangs past the deadline keeps the pipeline's
+    /// worker thread until it returns (threads cannot be cancelled); its
+    /// results are then ignored, and the thread exits.
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         shutdown(self.shared(), timeout)
     }
