@@ -29,11 +29,7 @@ impl Options {
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .ok_or_else(|| format!("`{flag}` needs a value"))
-                    .cloned()
-            };
+            let mut value = || crate::flag_value(&mut it, flag);
             match flag.as_str() {
                 "--threads" => {
                     o.threads = value()?

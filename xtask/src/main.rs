@@ -86,6 +86,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The value after `flag` on the command line.
+fn flag_value(args: &mut std::slice::Iter<'_, String>, flag: &str) -> Result<String, String> {
+    args.next()
+        .cloned()
+        .ok_or_else(|| format!("`{flag}` needs a value"))
+}
+
 /// Runs a command from the workspace root, echoing it first.
 fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!(

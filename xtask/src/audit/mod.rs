@@ -35,11 +35,7 @@ impl Options {
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let mut value = || {
-                it.next()
-                    .ok_or_else(|| format!("`{flag}` needs a value"))
-                    .cloned()
-            };
+            let mut value = || crate::flag_value(&mut it, flag);
             match flag.as_str() {
                 "--quick" => o.quick = true,
                 "--threads" => o.threads = crate::sweep::parse_threads(&value()?)?,
