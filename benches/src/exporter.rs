@@ -183,7 +183,8 @@ pub fn run(
 }
 
 /// Starts `threads` threads that wait at a barrier, run `body(t)` and
-/// report how long it took; returns the slowest time and the start instant.
+/// report how long it took; returns the slowest time and when the first
+/// thread started.
 fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
     let start = Barrier::new(threads + 1);
     thread::scope(|s| {
@@ -194,17 +195,21 @@ fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
                     start.wait();
                     let t0 = Instant::now();
                     body(t);
-                    t0.elapsed()
+                    (t0, t0.elapsed())
                 })
             })
             .collect();
         start.wait();
-        let t0 = Instant::now();
-        let slowest = handles
-            .into_iter()
-            .map(|h| h.join().expect("producer panicked"))
-            .max()
-            .unwrap_or_default();
+        // The run starts when the first thread starts (this one may be
+        // descheduled right after the barrier on a busy machine).
+        let mut first: Option<Instant> = None;
+        let mut slowest = Duration::ZERO;
+        for h in handles {
+            let (t0, took) = h.join().expect("producer panicked");
+            first = Some(first.map_or(t0, |f| f.min(t0)));
+            slowest = slowest.max(took);
+        }
+        let t0 = first.unwrap_or_else(Instant::now);
         (slowest, t0)
     })
 }

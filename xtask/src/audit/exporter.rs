@@ -15,7 +15,8 @@ const RATIO: f64 = 1.5;
 const QUEUE: usize = 2048;
 
 pub(crate) fn audit(o: &Options) -> Audit {
-    let (spans, rounds) = if o.quick { (100_000, 1) } else { (400_000, 3) };
+    // Quick: three short rounds (see queue.rs).
+    let (spans, rounds) = if o.quick { (60_000, 3) } else { (400_000, 3) };
     let mut details = String::new();
     let _ = writeln!(
         details,
