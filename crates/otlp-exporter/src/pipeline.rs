@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -437,6 +437,11 @@ struct Shared {
     drop_timeout: Duration,
     /// Also held by the worker (and export threads).
     transport: Arc<dyn Transport>,
+    /// True while the worker naps; a thread that finds its lane full then
+    /// wakes it (once per nap), so that on a machine where threads share
+    /// cores the worker does not wait out a scheduler slice while lanes
+    /// overflow.
+    worker_napping: AtomicBool,
     /// The lane for records that cannot use their thread's own: made from
     /// a thread-local destructor, or re-entrant. Rare, so a mutex is fine.
     fallback: Mutex<Option<LocalLane>>,
@@ -547,6 +552,7 @@ impl Pipeline {
             drop_timeout,
             transport: transport.clone(),
             fallback: Mutex::new(None),
+            worker_napping: AtomicBool::new(false),
         });
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
@@ -575,8 +581,9 @@ impl Pipeline {
     /// Records a finished span: queues it for export, or counts why not.
     ///
     /// Takes no lock and makes no system call in steady state (the first
-    /// call on each thread sets up that thread's lane); never blocks unless
-    /// the policy is [`Shedding::Block`].
+    /// call on each thread sets up that thread's lane; a call that finds
+    /// its lane full may wake a napping worker, one wake per nap); never
+    /// blocks unless the policy is [`Shedding::Block`].
     pub fn record(&self, span: SpanData) -> Recorded {
         self.record_span(span, true)
     }
@@ -686,6 +693,28 @@ impl Pipeline {
     }
 }
 
+impl Shared {
+    /// Wakes the worker if it is napping (off the fast path: only when a
+    /// lane is full).
+    fn wake_worker(&self) {
+        // Relaxed load first, so that a full lane costs one read of a
+        // shared line, not a write, while the worker is awake. The swap
+        // makes sure one thread wakes it per nap.
+        if self.worker_napping.load(Ordering::Relaxed)
+            && self.worker_napping.swap(false, Ordering::AcqRel)
+        {
+            self.worker.unpark();
+        }
+    }
+
+    /// The worker's nap: at most `d`, cut short by `wake_worker`.
+    fn nap(&self, d: Duration) {
+        self.worker_napping.store(true, Ordering::Release);
+        thread::park_timeout(d);
+        self.worker_napping.store(false, Ordering::Relaxed);
+    }
+}
+
 fn new_lane(shared: &Shared) -> LocalLane {
     let counters = Arc::new(ThreadCounters::default());
     lock(&shared.threads).push(counters.clone());
@@ -743,6 +772,7 @@ fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
     };
     let full = |c: &ThreadCounters| {
         bump(&c.queue_full);
+        shared.wake_worker();
         Recorded::Dropped(DropReason::QueueFull)
     };
     match shared.config.shedding {
@@ -1094,7 +1124,7 @@ impl Worker {
                     // nap makes the next look take a batch instead. (At
                     // 2048 spans per lane this is safe up to ~40 M spans/s
                     // per recording thread.)
-                    thread::park_timeout(GATHER);
+                    self.shared.nap(GATHER);
                 }
             }
         }
@@ -1114,7 +1144,8 @@ impl Worker {
                 .config
                 .scheduled_delay
                 .saturating_sub(self.last_export.elapsed());
-            thread::park_timeout(step.min(until_due).max(Duration::from_micros(10)));
+            self.shared
+                .nap(step.min(until_due).max(Duration::from_micros(10)));
         }
     }
 
