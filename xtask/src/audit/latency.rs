@@ -207,6 +207,15 @@ pub(crate) fn audit(o: &Options) -> Audit {
     }
 }
 
+/// Times `build` then `end` together, or (`end_only`) `end` alone.
+fn time_span<S>(end_only: bool, build: impl FnOnce() -> S, end: impl FnOnce(S)) -> Duration {
+    let t0 = Instant::now();
+    let span = build();
+    let t1 = Instant::now();
+    end(span);
+    if end_only { t1.elapsed() } else { t0.elapsed() }
+}
+
 /// Our pipeline: per-call latency of making a span (or, `end_only`, of
 /// ending one built just before).
 fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
@@ -222,13 +231,18 @@ fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
         iters,
         |_| (),
         |(), i| {
-            let t0 = Instant::now();
-            let mut span = tracer.start("op");
-            span.set_attribute("thread_id", 1)
-                .set_attribute("i", i as i64);
-            let t1 = Instant::now();
-            span.end();
-            Some(if end_only { t1.elapsed() } else { t0.elapsed() })
+            Some(time_span(
+                end_only,
+                || {
+                    let mut span = tracer.start("op");
+                    span.set_attribute("thread_id", 1)
+                        .set_attribute("i", i as i64);
+                    span
+                },
+                |span| {
+                    span.end();
+                },
+            ))
         },
     );
     drop(tracer);
@@ -246,13 +260,16 @@ fn sdk_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
         iters,
         |_| (),
         |(), i| {
-            let t0 = Instant::now();
-            let mut span = tracer.start("op");
-            span.set_attribute(opentelemetry::KeyValue::new("thread_id", 1));
-            span.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
-            let t1 = Instant::now();
-            span.end();
-            Some(if end_only { t1.elapsed() } else { t0.elapsed() })
+            Some(time_span(
+                end_only,
+                || {
+                    let mut span = tracer.start("op");
+                    span.set_attribute(opentelemetry::KeyValue::new("thread_id", 1));
+                    span.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
+                    span
+                },
+                |mut span| span.end(),
+            ))
         },
     );
     let _ = provider.shutdown();

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::encode::proto::{Group, flags};
 use crate::model::{
-    Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, StatusCode, Value,
+    Event, InstrumentationScope, KeyValue, Link, Resource, SpanContext, SpanData, StatusCode, Value,
 };
 
 /// Appends `s` as a JSON string literal.
@@ -148,13 +148,18 @@ fn event(out: &mut String, e: &Event) {
     );
 }
 
-fn link(out: &mut String, l: &Link) {
+/// Opens an object with the ids and trace state of a span or link.
+fn open_with_context(out: &mut String, c: &SpanContext) {
     out.push_str("{\"traceId\":");
-    hex(out, &l.context.trace_id.0);
+    hex(out, &c.trace_id.0);
     out.push_str(",\"spanId\":");
-    hex(out, &l.context.span_id.0);
+    hex(out, &c.span_id.0);
     out.push_str(",\"traceState\":");
-    string(out, &l.context.trace_state);
+    string(out, &c.trace_state);
+}
+
+fn link(out: &mut String, l: &Link) {
+    open_with_context(out, &l.context);
     out.push_str(",\"attributes\":");
     attributes(out, &l.attributes);
     let flags = flags(l.context.trace_flags.0, l.context.is_remote);
@@ -166,12 +171,7 @@ fn link(out: &mut String, l: &Link) {
 }
 
 fn span(out: &mut String, s: &SpanData) {
-    out.push_str("{\"traceId\":");
-    hex(out, &s.context.trace_id.0);
-    out.push_str(",\"spanId\":");
-    hex(out, &s.context.span_id.0);
-    out.push_str(",\"traceState\":");
-    string(out, &s.context.trace_state);
+    open_with_context(out, &s.context);
     out.push_str(",\"parentSpanId\":");
     if s.parent_span_id.is_valid() {
         hex(out, &s.parent_span_id.0);
