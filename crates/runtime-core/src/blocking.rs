@@ -1,0 +1,183 @@
+//! The blocking pool: a bounded set of threads for work that must block a
+//! thread (file I/O, CPU-heavy calls, foreign libraries), so that it never
+//! blocks a worker.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Condvar};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use crate::loom::{Mutex, lock};
+use crate::outcome::PanicPayload;
+use crate::sync::WakerSlot;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct State {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    running: usize,
+    shutdown: bool,
+}
+
+struct PoolInner {
+    state: std::sync::Mutex<State>,
+    cond: Condvar,
+    max_threads: usize,
+    keep_alive: Duration,
+    name: String,
+}
+
+/// The pool (cheap to clone: a handle).
+#[derive(Clone)]
+pub(crate) struct BlockingPool {
+    inner: Arc<PoolInner>,
+}
+
+/// Why a blocking job gave no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlockingError {
+    /// The job panicked.
+    #[error("blocking job panicked: {0}")]
+    Panicked(PanicPayload),
+    /// The runtime shut down before the job could start.
+    #[error("the runtime shut down before the blocking job started")]
+    Shutdown,
+}
+
+impl BlockingPool {
+    pub(crate) fn new(max_threads: usize, keep_alive: Duration, name: String) -> Self {
+        BlockingPool {
+            inner: Arc::new(PoolInner {
+                state: std::sync::Mutex::new(State {
+                    queue: VecDeque::new(),
+                    threads: 0,
+                    idle: 0,
+                    running: 0,
+                    shutdown: false,
+                }),
+                cond: Condvar::new(),
+                max_threads: max_threads.max(1),
+                keep_alive,
+                name,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `f`; resolves with its value.
+    pub(crate) fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+        let slot = Arc::new(Slot {
+            value: Mutex::new(None),
+            waker: WakerSlot::new(),
+        });
+        let out = slot.clone();
+        let job: Job = Box::new(move || {
+            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
+            *lock(&out.value) = Some(r);
+            out.waker.wake();
+        });
+        let mut st = self.state();
+        if st.shutdown {
+            *lock(&slot.value) = Some(Err(BlockingError::Shutdown));
+            return Blocking { slot };
+        }
+        st.queue.push_back(job);
+        if st.idle > 0 {
+            drop(st);
+            self.inner.cond.notify_one();
+        } else if st.threads < self.inner.max_threads {
+            st.threads += 1;
+            drop(st);
+            let pool = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name(self.inner.name.clone())
+                .spawn(move || pool.worker());
+            if spawned.is_err() {
+                // No thread: the job waits for an existing one (if any).
+                self.state().threads -= 1;
+            }
+        }
+        Blocking { slot }
+    }
+
+    fn worker(&self) {
+        let mut st = self.state();
+        loop {
+            if let Some(job) = st.queue.pop_front() {
+                st.running += 1;
+                drop(st);
+                job();
+                st = self.state();
+                st.running -= 1;
+                continue;
+            }
+            if st.shutdown {
+                break;
+            }
+            st.idle += 1;
+            let (guard, timeout) = self
+                .inner
+                .cond
+                .wait_timeout(st, self.inner.keep_alive)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            st.idle -= 1;
+            if timeout.timed_out() && st.queue.is_empty() {
+                break;
+            }
+        }
+        st.threads -= 1;
+    }
+
+    /// Stops taking jobs; queued ones resolve to `Shutdown`. Returns how
+    /// many jobs are still running (they cannot be interrupted).
+    pub(crate) fn shutdown(&self) -> usize {
+        let mut st = self.state();
+        st.shutdown = true;
+        let queued: Vec<Job> = st.queue.drain(..).collect();
+        let running = st.running;
+        drop(st);
+        self.inner.cond.notify_all();
+        // Dropping a queued job drops its slot's writer: resolve them.
+        drop(queued);
+        running
+    }
+}
+
+struct Slot<R> {
+    value: Mutex<Option<Result<R, BlockingError>>>,
+    waker: WakerSlot,
+}
+
+/// A blocking job's result, awaited. Not a checkpoint: a thread running
+/// blocking code cannot be interrupted, so the awaiting task waits for it
+/// (its cleanup budget still bounds how long).
+pub struct Blocking<R> {
+    slot: Arc<Slot<R>>,
+}
+
+impl<R> Future for Blocking<R> {
+    type Output = Result<R, BlockingError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(v) = lock(&self.slot.value).take() {
+            return Poll::Ready(v);
+        }
+        self.slot.waker.register(cx.waker());
+        if let Some(v) = lock(&self.slot.value).take() {
+            return Poll::Ready(v);
+        }
+        // The job was dropped unrun (shutdown) if only we hold the slot.
+        if Arc::strong_count(&self.slot) == 1 {
+            return Poll::Ready(Err(BlockingError::Shutdown));
+        }
+        Poll::Pending
+    }
+}

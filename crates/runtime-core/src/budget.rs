@@ -1,0 +1,113 @@
+//! [`Budget`]: how much a task or region may do before it is cancelled.
+
+use crate::time::Instant;
+
+/// Scheduling priority: higher is more urgent. Meets take the lower, so a
+/// child never outranks its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Priority(pub u8);
+
+impl Priority {
+    /// The lowest priority.
+    pub const LOW: Priority = Priority(0);
+    /// The default.
+    pub const NORMAL: Priority = Priority(128);
+    /// The highest priority (the identity of the meet).
+    pub const HIGH: Priority = Priority(255);
+}
+
+/// Limits on a task or region: a deadline, a poll quota (how many times it
+/// may be polled), a cost quota (units it may [`charge`](crate::Cx::charge))
+/// and a priority.
+///
+/// A child's effective budget is the *meet* of its parent's and its own:
+/// the earliest deadline, the smaller quotas, the lower priority. Running
+/// out becomes cancellation with the matching [`CancelKind`]
+/// (`Deadline`, `PollQuota`, `CostBudget`).
+///
+/// ```
+/// use runtime_core::{Budget, time::Instant};
+/// let parent = Budget::UNLIMITED.with_poll_quota(100);
+/// let child = Budget::UNLIMITED.with_poll_quota(500).with_deadline(Instant::from_nanos(7));
+/// let eff = parent.meet(&child);
+/// assert_eq!(eff.poll_quota, Some(100));
+/// assert_eq!(eff.deadline, Some(Instant::from_nanos(7)));
+/// ```
+///
+/// [`CancelKind`]: crate::CancelKind
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Budget {
+    /// Cancel with `Deadline` when the clock reaches this.
+    pub deadline: Option<Instant>,
+    /// Cancel with `PollQuota` before poll number `quota + 1`.
+    pub poll_quota: Option<u32>,
+    /// Cancel with `CostBudget` when charges exceed this.
+    pub cost_quota: Option<u64>,
+    /// Scheduling priority.
+    pub priority: Priority,
+}
+
+impl Budget {
+    /// No limits, highest priority: the identity of [`meet`](Self::meet).
+    pub const UNLIMITED: Budget = Budget {
+        deadline: None,
+        poll_quota: None,
+        cost_quota: None,
+        priority: Priority::HIGH,
+    };
+
+    /// With this deadline.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// With this poll quota.
+    pub fn with_poll_quota(mut self, polls: u32) -> Self {
+        self.poll_quota = Some(polls);
+        self
+    }
+
+    /// With this cost quota.
+    pub fn with_cost_quota(mut self, cost: u64) -> Self {
+        self.cost_quota = Some(cost);
+        self
+    }
+
+    /// With this priority.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The meet: earliest deadline, smaller quotas, lower priority.
+    /// Associative, commutative, idempotent, with [`Budget::UNLIMITED`] as
+    /// identity (property-tested in `tests/laws.rs`).
+    pub fn meet(&self, other: &Budget) -> Budget {
+        Budget {
+            deadline: min_opt(self.deadline, other.deadline),
+            poll_quota: min_opt(self.poll_quota, other.poll_quota),
+            cost_quota: min_opt(self.cost_quota, other.cost_quota),
+            priority: self.priority.min(other.priority),
+        }
+    }
+
+    /// `true` if it sets no limit at all.
+    pub fn is_unlimited(&self) -> bool {
+        self.deadline.is_none() && self.poll_quota.is_none() && self.cost_quota.is_none()
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::UNLIMITED
+    }
+}
+
+fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}

@@ -1,0 +1,217 @@
+//! Why something was cancelled: [`CancelReason`] and its [`CancelKind`].
+//!
+//! Reasons only strengthen: a request with a more severe reason replaces a
+//! weaker one; a weaker or equal one is ignored, so the first explanation of
+//! a given strength is the one reported.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::{RegionId, TaskId};
+
+/// What kind of cancellation this is, from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelKind {
+    /// Someone holding a handle asked.
+    User,
+    /// It lost a `race`: another branch finished first.
+    LostRace,
+    /// A `timeout` around it expired.
+    Timeout,
+    /// Its budget's deadline passed.
+    Deadline,
+    /// Its budget's poll quota ran out.
+    PollQuota,
+    /// Its budget's cost quota ran out.
+    CostBudget,
+    /// A sibling in a fail-fast region failed.
+    SiblingFailed,
+    /// An enclosing region was cancelled; [`CancelReason::cause`] says why.
+    ParentCancelled,
+    /// The runtime is shutting down.
+    Shutdown,
+}
+
+impl CancelKind {
+    /// The strength of this kind: a request replaces the current reason
+    /// only when it is strictly stronger.
+    pub const fn rank(self) -> u8 {
+        match self {
+            CancelKind::User => 1,
+            CancelKind::LostRace => 2,
+            CancelKind::Timeout => 3,
+            CancelKind::Deadline => 4,
+            CancelKind::PollQuota => 5,
+            CancelKind::CostBudget => 6,
+            CancelKind::SiblingFailed => 7,
+            CancelKind::ParentCancelled => 8,
+            CancelKind::Shutdown => 9,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            CancelKind::User => "user",
+            CancelKind::LostRace => "lost a race",
+            CancelKind::Timeout => "timeout",
+            CancelKind::Deadline => "deadline",
+            CancelKind::PollQuota => "poll quota",
+            CancelKind::CostBudget => "cost budget",
+            CancelKind::SiblingFailed => "sibling failed",
+            CancelKind::ParentCancelled => "parent cancelled",
+            CancelKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Who asked for a cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Code holding a handle (a `JoinHandle`, a `Cx`).
+    User,
+    /// A region: its policy, its budget, or a request on it.
+    Region(RegionId),
+    /// A task: its own budget.
+    Task(TaskId),
+    /// The runtime itself (shutdown).
+    Runtime,
+}
+
+/// Why something was cancelled: a kind, an optional message, who asked,
+/// and, for [`CancelKind::ParentCancelled`], the reason the parent had.
+///
+/// ```
+/// use runtime_core::{CancelKind, CancelReason};
+/// let mut r = CancelReason::user("stop button");
+/// assert!(r.strengthen(&CancelReason::new(CancelKind::Shutdown)));
+/// assert!(!r.strengthen(&CancelReason::user("again")));
+/// assert_eq!(r.kind(), CancelKind::Shutdown);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct CancelReason {
+    kind: CancelKind,
+    message: Option<Cow<'static, str>>,
+    origin: Origin,
+    cause: Option<Arc<CancelReason>>,
+}
+
+impl CancelReason {
+    /// A reason of this kind, origin [`Origin::User`], no message.
+    pub fn new(kind: CancelKind) -> Self {
+        CancelReason {
+            kind,
+            message: None,
+            origin: Origin::User,
+            cause: None,
+        }
+    }
+
+    /// A user cancellation with a message.
+    pub fn user(message: impl Into<Cow<'static, str>>) -> Self {
+        CancelReason::new(CancelKind::User).with_message(message)
+    }
+
+    /// The same reason with this message.
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// The same reason with this origin.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    /// The reason a descendant of something cancelled for `self` receives:
+    /// `ParentCancelled`, with `self` as its cause.
+    pub fn for_child(&self) -> CancelReason {
+        CancelReason {
+            kind: CancelKind::ParentCancelled,
+            message: None,
+            origin: self.origin,
+            cause: Some(Arc::new(self.clone())),
+        }
+    }
+
+    /// The kind.
+    pub fn kind(&self) -> CancelKind {
+        self.kind
+    }
+
+    /// The message, if one was given.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// Who asked.
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// For `ParentCancelled`: the reason the parent was cancelled for.
+    pub fn cause(&self) -> Option<&CancelReason> {
+        self.cause.as_deref()
+    }
+
+    /// The reason at the end of the cause chain: what started it all.
+    pub fn root_cause(&self) -> &CancelReason {
+        let mut r = self;
+        while let Some(c) = r.cause.as_deref() {
+            r = c;
+        }
+        r
+    }
+
+    /// The strength used by [`strengthen`](Self::strengthen): this kind's
+    /// rank, then the root cause's.
+    pub fn strength(&self) -> (u8, u8) {
+        (self.kind.rank(), self.root_cause().kind.rank())
+    }
+
+    /// Replaces `self` with `other` if `other` is strictly stronger;
+    /// returns whether it did.
+    pub fn strengthen(&mut self, other: &CancelReason) -> bool {
+        if other.strength() > self.strength() {
+            *self = other.clone();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl fmt::Debug for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CancelReason({self})")
+    }
+}
+
+impl fmt::Display for CancelReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.name())?;
+        if let Some(m) = &self.message {
+            write!(f, ": {m}")?;
+        }
+        if let Some(c) = &self.cause {
+            write!(f, " (because {c})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The error a checkpoint returns once cancellation has been requested:
+/// the reason. Level-triggered: every later checkpoint returns it again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled: {0}")]
+pub struct Cancelled(pub CancelReason);
+
+impl Cancelled {
+    /// The reason.
+    pub fn reason(&self) -> &CancelReason {
+        &self.0
+    }
+}

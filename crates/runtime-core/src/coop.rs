@@ -1,0 +1,35 @@
+//! Cooperative scheduling: each task turn (one poll) may pass a bounded
+//! number of runtime await points that are ready; past that, the await
+//! point yields (wakes its task and returns `Pending`), so a task that
+//! always finds its channel ready still lets the others run.
+
+use std::cell::Cell;
+use std::task::{Context, Poll};
+
+/// Ready await points allowed per task turn.
+pub(crate) const PER_TURN: u32 = 128;
+
+thread_local! {
+    static BUDGET: Cell<u32> = const { Cell::new(u32::MAX) };
+}
+
+/// Starts a task turn.
+#[inline]
+pub(crate) fn reset() {
+    BUDGET.with(|b| b.set(PER_TURN));
+}
+
+/// Spends one unit of the turn's budget, or yields when it is spent.
+#[inline]
+pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    BUDGET.with(|b| {
+        let left = b.get();
+        if left == 0 {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        } else {
+            b.set(left - 1);
+            Poll::Ready(())
+        }
+    })
+}

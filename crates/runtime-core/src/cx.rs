@@ -1,0 +1,497 @@
+//! [`Cx`]: the context every task receives, through which it reaches every
+//! effect of the runtime.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::blocking::Blocking;
+use crate::budget::Budget;
+use crate::cancel::{CancelKind, CancelReason, Cancelled, Origin};
+use crate::loom::{Mutex, Ordering, lock};
+use crate::outcome::Outcome;
+use crate::region::{Region, RegionError, RegionNode, run_region};
+use crate::sched::{Schedule, Scheduler};
+use crate::sync::CancelCell;
+use crate::task::{Header, JoinHandle, Runnable, cancel_task, new_task};
+use crate::time::driver::TimerAction;
+use crate::time::{Duration, Instant, Interval, Sleep};
+use crate::{RegionId, TaskId, coop};
+
+/// How deep masked sections may nest.
+pub const MAX_MASK_DEPTH: u32 = 64;
+
+/// The capability context a task receives: its way to spawn into its
+/// region, open child regions, check for cancellation, read its budget,
+/// read the clock, sleep, run blocking work and register finalizers.
+///
+/// There is no other way to reach the runtime: no global spawn, no
+/// thread-local "current runtime". A `Cx` is handed to each task's body
+/// and to each region's body; cloning it gives the same authority.
+///
+/// ```
+/// use runtime_core::{Outcome, Runtime};
+/// let rt = Runtime::builder().worker_threads(2).build().unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.spawn(|_cx| async { Ok::<_, ()>(21) });
+///     let v = h.await.ok().unwrap();
+///     Ok::<_, ()>(v * 2)
+/// });
+/// assert_eq!(out.ok(), Some(42));
+/// ```
+#[derive(Clone)]
+pub struct Cx {
+    task: Arc<dyn Runnable>,
+    /// The region whose body this is, when the context belongs to a region
+    /// body rather than to the task's own scope.
+    scope: Option<Arc<RegionNode>>,
+}
+
+impl fmt::Debug for Cx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cx")
+            .field("task", &self.task_id())
+            .field("region", &self.region_id())
+            .finish()
+    }
+}
+
+/// Spawns a task into `region`.
+pub(crate) fn spawn_in<G, F, T, E>(region: &Arc<RegionNode>, budget: Budget, body: G) -> JoinHandle<T, E>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    let sched = region.sched.clone();
+    let id = TaskId(sched.next_id());
+    let effective = region.budget.meet(&budget);
+    let task = new_task(id, region.clone(), sched.clone(), effective, body);
+    let handle = JoinHandle::new(task.clone());
+    let task: Arc<dyn Runnable> = task;
+    // Born SCHEDULED: a cancellation applied during adoption must not
+    // enqueue it a second time.
+    task.header()
+        .state
+        .store(crate::task::SCHEDULED, Ordering::Relaxed);
+    if !region.adopt_task(&task) {
+        crate::task::reject(&task);
+        return handle;
+    }
+    sched.stats().task_spawned();
+    if let Some(deadline) = effective.deadline {
+        if region.budget.deadline != Some(deadline) {
+            let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
+            sched.insert_timer(deadline, TimerAction::CancelTask(Arc::downgrade(&task), reason));
+        }
+    }
+    sched.schedule(task, Schedule::Queue);
+    handle
+}
+
+impl Cx {
+    pub(crate) fn for_task(task: Arc<dyn Runnable>) -> Cx {
+        Cx { task, scope: None }
+    }
+
+    fn header(&self) -> &Header {
+        self.task.header()
+    }
+
+    /// The region this context spawns into.
+    pub(crate) fn region_node(&self) -> &Arc<RegionNode> {
+        self.scope.as_ref().unwrap_or(&self.header().region)
+    }
+
+    fn cell(&self) -> &CancelCell {
+        match &self.scope {
+            Some(r) => &r.cancel,
+            None => &self.header().cancel,
+        }
+    }
+
+    pub(crate) fn sched(&self) -> &Arc<dyn Scheduler> {
+        &self.header().sched
+    }
+
+    /// The id of the task this context belongs to.
+    pub fn task_id(&self) -> TaskId {
+        self.header().id
+    }
+
+    /// The id of the region this context spawns into.
+    pub fn region_id(&self) -> RegionId {
+        self.region_node().id
+    }
+
+    // ---- cancellation ----------------------------------------------------
+
+    /// The pending cancellation, unless masked; marks it observed (the
+    /// caller is about to return `Cancelled`).
+    pub(crate) fn cancel_requested(&self) -> Option<CancelReason> {
+        let cell = self.cell();
+        if !cell.is_requested() || self.header().masked() {
+            return None;
+        }
+        cell.mark_observed();
+        cell.get()
+    }
+
+    /// A checkpoint: `Err(Cancelled)` once cancellation has been requested
+    /// (and no masked section is active), every time it is called after
+    /// that (level-triggered).
+    ///
+    /// A task that returns `Err` after its checkpoint reported cancellation
+    /// ends `Cancelled(reason)`, whatever its error says.
+    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+        match self.cancel_requested() {
+            Some(r) => Err(Cancelled(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether cancellation has been requested (masked or not).
+    pub fn is_cancel_requested(&self) -> bool {
+        self.cell().is_requested()
+    }
+
+    /// The requested cancellation's reason, if any (masked or not).
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.cell().get()
+    }
+
+    /// Requests cancellation of this context's scope: the region whose
+    /// body this is (and everything in it), or, in a task's own scope, the
+    /// task (and every region it has open).
+    pub fn cancel(&self, reason: CancelReason) {
+        match &self.scope {
+            Some(r) => r.cancel(&reason),
+            None => cancel_task(&self.task, &reason),
+        }
+    }
+
+    /// Yields to the scheduler once; a checkpoint.
+    pub fn yield_now(&self) -> YieldNow<'_> {
+        YieldNow { cx: self, yielded: false }
+    }
+
+    /// Runs `fut` with cancellation deferred: checkpoints inside report
+    /// nothing until it finishes (they report it afterwards). Nesting is
+    /// bounded by [`MAX_MASK_DEPTH`]; deeper masks resolve to
+    /// `Err(MaskDepthExceeded)` without running `fut`. The cleanup budget
+    /// and shutdown's deadline still apply.
+    pub fn masked<F: Future>(&self, fut: F) -> Masked<'_, F> {
+        Masked { cx: self, fut }
+    }
+
+    // ---- budget -------------------------------------------------------------
+
+    /// This context's effective budget (the meet of its task's and
+    /// region's ancestors').
+    pub fn budget(&self) -> Budget {
+        match &self.scope {
+            Some(r) => r.budget.meet(&self.header().budget),
+            None => self.header().budget,
+        }
+    }
+
+    /// Charges `cost` units against the task's cost quota; when the total
+    /// exceeds it, the task is cancelled (`CostBudget`) and this returns
+    /// `Err`.
+    pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
+        let h = self.header();
+        let total = h.cost.fetch_add(cost, Ordering::Relaxed).saturating_add(cost);
+        if let Some(quota) = self.budget().cost_quota {
+            if total > quota {
+                cancel_task(
+                    &self.task,
+                    &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
+                );
+                if self.scope.is_some() {
+                    // The region body shares the task's budget.
+                    self.region_node().cancel(
+                        &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
+                    );
+                }
+            }
+        }
+        self.checkpoint()
+    }
+
+    // ---- time ---------------------------------------------------------------
+
+    /// The runtime clock's time.
+    pub fn now(&self) -> Instant {
+        self.sched().now()
+    }
+
+    /// Sleeps for `d`; a checkpoint (returns `Err` if cancelled meanwhile).
+    pub fn sleep(&self, d: Duration) -> Sleep<'_> {
+        Sleep::new(self, self.now() + d)
+    }
+
+    /// Sleeps until `at`; a checkpoint.
+    pub fn sleep_until(&self, at: Instant) -> Sleep<'_> {
+        Sleep::new(self, at)
+    }
+
+    /// Ticks every `period`, the first tick one period from now.
+    pub fn interval(&self, period: Duration) -> Interval {
+        Interval::new(self.clone(), period)
+    }
+
+    pub(crate) fn insert_timer(&self, at: Instant, action: TimerAction) -> crate::time::driver::TimerHandle {
+        self.sched().insert_timer(at, action)
+    }
+
+    pub(crate) fn cancel_timer(&self, h: crate::time::driver::TimerHandle) {
+        self.sched().cancel_timer(h);
+    }
+
+    // ---- tasks and regions ------------------------------------------------------
+
+    /// Spawns a task into this context's region. The closure receives the
+    /// task's own `Cx`. The region will not close before the task ends;
+    /// dropping the handle does not detach it.
+    pub fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        spawn_in(self.region_node(), Budget::UNLIMITED, body)
+    }
+
+    /// [`spawn`](Self::spawn) with a budget of its own (met with the
+    /// region's).
+    pub fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        spawn_in(self.region_node(), budget, body)
+    }
+
+    /// Opens a fail-fast child region, runs `body` in it, and resolves when
+    /// the body and every task spawned into the region have finished and
+    /// its finalizers have run.
+    pub fn region<G, F, T, E>(&self, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.region_with(Region::fail_fast(), body)
+    }
+
+    /// [`region`](Self::region) with a policy, budget and cleanup budget.
+    pub fn region_with<G, F, T, E>(
+        &self,
+        spec: Region,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let node = RegionNode::open(self.region_node(), &self.task, &spec);
+        let cx = Cx {
+            task: self.task.clone(),
+            scope: Some(node.clone()),
+        };
+        run_region(node, body(cx))
+    }
+
+    /// Runs `body` in a child region cancelled with reason `Timeout` if it
+    /// has not closed after `d`. The body sees the cancellation at its
+    /// checkpoints and cleans up under the cleanup budget; `timeout`
+    /// returns once it has.
+    pub fn timeout<G, F, T, E>(&self, d: Duration, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let node = RegionNode::open(self.region_node(), &self.task, &Region::fail_fast());
+        let reason = CancelReason::new(CancelKind::Timeout)
+            .with_message(format!("after {d:?}"))
+            .with_origin(Origin::Region(node.id));
+        let sched = self.sched().clone();
+        let timer = sched.insert_timer(self.now() + d, TimerAction::CancelRegion(Arc::downgrade(&node), reason));
+        let cx = Cx {
+            task: self.task.clone(),
+            scope: Some(node.clone()),
+        };
+        let fut = run_region(node, body(cx));
+        async move {
+            let out = fut.await;
+            sched.cancel_timer(timer);
+            out
+        }
+    }
+
+    /// Runs every racer as a task in a child region; the first to finish
+    /// wins, the others are cancelled (`LostRace`) and drained before this
+    /// resolves to the winner's outcome (or `Panicked`, if a loser
+    /// panicked while draining). An empty race resolves `Cancelled`.
+    pub fn race<G, F, T, E>(&self, racers: Vec<G>) -> impl Future<Output = Outcome<T, E>> + Send + 'static
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
+        let winner: Arc<Mutex<Option<Outcome<T, E>>>> = Arc::new(Mutex::new(None));
+        let slot = winner.clone();
+        let inner = node.clone();
+        let mut handles: Vec<JoinHandle<T, E>> =
+            racers.into_iter().map(|g| spawn_in(&node, Budget::UNLIMITED, g)).collect();
+        let body = async move {
+            if !handles.is_empty() {
+                let first = std::future::poll_fn(|cx| {
+                    for h in handles.iter_mut() {
+                        if let Poll::Ready(o) = Pin::new(h).poll(cx) {
+                            return Poll::Ready(o);
+                        }
+                    }
+                    Poll::Pending
+                })
+                .await;
+                *lock(&slot) = Some(first);
+                inner.cancel(&CancelReason::new(CancelKind::LostRace).with_origin(Origin::Region(inner.id)));
+            }
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let fut = run_region(node, body);
+        async move {
+            let region = fut.await;
+            let won = lock(&winner).take();
+            match (region, won) {
+                (Outcome::Panicked(p), _) => Outcome::Panicked(p),
+                (_, Some(w)) => w,
+                (Outcome::Cancelled(r), None) => Outcome::Cancelled(r),
+                (_, None) => Outcome::Cancelled(CancelReason::new(CancelKind::LostRace).with_message("a race with no racers")),
+            }
+        }
+    }
+
+    /// Runs every body as a task in a child collect-all region and resolves
+    /// to all their outcomes, in order, once all have finished.
+    pub fn join_all<G, F, T, E>(&self, bodies: Vec<G>) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
+        let handles: Vec<JoinHandle<T, E>> = bodies.into_iter().map(|g| spawn_in(&node, Budget::UNLIMITED, g)).collect();
+        let results: Arc<Mutex<Vec<Outcome<T, E>>>> = Arc::new(Mutex::new(Vec::new()));
+        let slot = results.clone();
+        let body = async move {
+            let mut out = Vec::with_capacity(handles.len());
+            for h in handles {
+                out.push(h.await);
+            }
+            *lock(&slot) = out;
+            Ok::<(), std::convert::Infallible>(())
+        };
+        let fut = run_region(node, body);
+        async move {
+            let _ = fut.await;
+            std::mem::take(&mut *lock(&results))
+        }
+    }
+
+    // ---- finalizers and blocking work --------------------------------------------
+
+    /// Registers `f` to run when this context's region closes (after every
+    /// task in it has finished), in reverse order of registration.
+    pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
+        self.region_node().add_finalizer(Box::pin(async move { f() }));
+    }
+
+    /// Registers an async finalizer; it runs under the region's cleanup
+    /// budget and is cut off (and counted) if it overruns.
+    pub fn finalizer(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.region_node().add_finalizer(Box::pin(fut));
+    }
+
+    /// Runs `f` on the blocking pool and resolves with its value.
+    pub fn spawn_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+        match self.sched().blocking() {
+            Some(pool) => pool.spawn(f),
+            None => crate::blocking::BlockingPool::new(1, Duration::from_secs(1), "blocking".into()).spawn(f),
+        }
+    }
+}
+
+/// The future of [`Cx::yield_now`].
+pub struct YieldNow<'a> {
+    cx: &'a Cx,
+    yielded: bool,
+}
+
+impl Future for YieldNow<'_> {
+    type Output = Result<(), Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.cx.cancel_requested() {
+            return Poll::Ready(Err(Cancelled(r)));
+        }
+        if self.yielded {
+            return Poll::Ready(Ok(()));
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Nested masked sections went deeper than [`MAX_MASK_DEPTH`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("masked sections nested deeper than {MAX_MASK_DEPTH}")]
+pub struct MaskDepthExceeded;
+
+/// The future of [`Cx::masked`].
+pub struct Masked<'a, F> {
+    cx: &'a Cx,
+    fut: F,
+}
+
+impl<F: Future> Future for Masked<'_, F> {
+    type Output = Result<F::Output, MaskDepthExceeded>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of `fut`; it is never moved.
+        let this = unsafe { self.get_unchecked_mut() };
+        let mask = &this.cx.header().mask;
+        if mask.load(Ordering::Relaxed) >= MAX_MASK_DEPTH {
+            return Poll::Ready(Err(MaskDepthExceeded));
+        }
+        struct Unmask<'a>(&'a crate::loom::AtomicU32);
+        impl Drop for Unmask<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        mask.fetch_add(1, Ordering::Relaxed);
+        let _unmask = Unmask(mask);
+        // SAFETY: `this.fut` is pinned because `self` is.
+        unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx).map(Ok)
+    }
+}
+
+/// Marks a future as a runtime await point for the cooperative budget.
+pub(crate) fn coop_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    coop::poll_proceed(cx)
+}

@@ -1,0 +1,179 @@
+//! How a task or region ended: [`Outcome`], ordered by [`Severity`].
+
+use std::any::Any;
+use std::fmt;
+
+use crate::cancel::CancelReason;
+
+/// How a task or region ended.
+///
+/// The four cases are ordered by severity, `Ok < Err < Cancelled <
+/// Panicked` ([`Severity`]); [`Outcome::join`] keeps the worse of two, and a
+/// region's outcome is the join of its body's and its children's.
+///
+/// ```
+/// use runtime_core::{Outcome, Severity};
+/// let a: Outcome<(), &str> = Outcome::Ok(());
+/// let b: Outcome<(), &str> = Outcome::Err("disk full");
+/// assert_eq!(a.join(b).severity(), Severity::Err);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<T, E> {
+    /// It finished with a value.
+    Ok(T),
+    /// It finished with an error of its own.
+    Err(E),
+    /// It was cancelled, and says why.
+    Cancelled(CancelReason),
+    /// It panicked; the panic was caught.
+    Panicked(PanicPayload),
+}
+
+/// The severity order of outcomes: `Ok < Err < Cancelled < Panicked`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Finished with a value.
+    Ok = 0,
+    /// Finished with an error.
+    Err = 1,
+    /// Cancelled.
+    Cancelled = 2,
+    /// Panicked.
+    Panicked = 3,
+}
+
+impl<T, E> Outcome<T, E> {
+    /// Where this outcome sits in the severity order.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Outcome::Ok(_) => Severity::Ok,
+            Outcome::Err(_) => Severity::Err,
+            Outcome::Cancelled(_) => Severity::Cancelled,
+            Outcome::Panicked(_) => Severity::Panicked,
+        }
+    }
+
+    /// The worse of the two; on a tie, `self` (the earlier one) is kept.
+    ///
+    /// Associative, and `Ok(())` is its identity on `Outcome<(), E>`
+    /// (checked by the property tests in `tests/laws.rs`).
+    pub fn join(self, other: Self) -> Self {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// `true` for `Ok`.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok(_))
+    }
+
+    /// `true` for `Cancelled`.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Outcome::Cancelled(_))
+    }
+
+    /// The cancel reason, if it was cancelled.
+    pub fn cancel_reason(&self) -> Option<&CancelReason> {
+        match self {
+            Outcome::Cancelled(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The value, if it finished with one.
+    pub fn ok(self) -> Option<T> {
+        match self {
+            Outcome::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Maps the value, keeping every other case.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U, E> {
+        match self {
+            Outcome::Ok(v) => Outcome::Ok(f(v)),
+            Outcome::Err(e) => Outcome::Err(e),
+            Outcome::Cancelled(r) => Outcome::Cancelled(r),
+            Outcome::Panicked(p) => Outcome::Panicked(p),
+        }
+    }
+
+    /// Maps the error, keeping every other case.
+    pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> Outcome<T, F> {
+        match self {
+            Outcome::Ok(v) => Outcome::Ok(v),
+            Outcome::Err(e) => Outcome::Err(f(e)),
+            Outcome::Cancelled(r) => Outcome::Cancelled(r),
+            Outcome::Panicked(p) => Outcome::Panicked(p),
+        }
+    }
+
+    /// The value, or a panic naming the case. For tests and examples.
+    #[track_caller]
+    pub fn unwrap(self) -> T
+    where
+        E: fmt::Debug,
+    {
+        match self {
+            Outcome::Ok(v) => v,
+            Outcome::Err(e) => panic!("called `Outcome::unwrap` on `Err({e:?})`"),
+            Outcome::Cancelled(r) => panic!("called `Outcome::unwrap` on `Cancelled({r})`"),
+            Outcome::Panicked(p) => panic!("called `Outcome::unwrap` on `Panicked({p})`"),
+        }
+    }
+}
+
+impl<T, E> From<Result<T, E>> for Outcome<T, E> {
+    fn from(r: Result<T, E>) -> Self {
+        match r {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => Outcome::Err(e),
+        }
+    }
+}
+
+/// What a caught panic carried: its message, when it was a string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PanicPayload {
+    message: String,
+}
+
+impl PanicPayload {
+    /// A payload with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        PanicPayload {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn from_any(payload: Box<dyn Any + Send>) -> Self {
+        let message = if let Some(s) = payload.downcast_ref::<&'static str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "<non-string panic payload>".to_owned()
+        };
+        PanicPayload { message }
+    }
+
+    /// The panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Debug for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PanicPayload({:?})", self.message)
+    }
+}
+
+impl fmt::Display for PanicPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

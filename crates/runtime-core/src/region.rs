@@ -1,0 +1,716 @@
+//! Regions: scopes that own tasks and close only when every task and child
+//! region in them has finished.
+//!
+//! A region node keeps a lock-free registry of its children (a queue of
+//! weak references, compacted as children finish) so that a cancellation
+//! request reaches every one of them, a live count that the closing region
+//! waits on, the join of its children's outcomes, and its finalizers.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use crossbeam_queue::SegQueue;
+
+use crate::budget::Budget;
+use crate::cancel::{CancelKind, CancelReason, Origin};
+use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use crate::outcome::{Outcome, PanicPayload, Severity};
+use crate::sched::Scheduler;
+use crate::sync::{CancelCell, WakerSlot};
+use crate::task::{Runnable, cancel_task, cut_off_task, wake_task};
+use crate::time::Duration;
+use crate::time::driver::TimerAction;
+use crate::{RegionId, TaskId};
+
+/// What a region does when a child fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The first error or panic (of a child or of the body) cancels every
+    /// other child, reason [`CancelKind::SiblingFailed`].
+    #[default]
+    FailFast,
+    /// Every child runs to its end; the region's outcome is the join.
+    CollectAll,
+}
+
+/// How much cleanup a cancelled task gets before it is cut off: a number
+/// of polls after the request, and a grace period. Cut-offs are counted in
+/// [`RuntimeStats`](crate::RuntimeStats) and in shutdown reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupBudget {
+    /// Polls allowed after cancellation was requested (`None`: no limit).
+    pub polls: Option<u32>,
+    /// Time allowed after cancellation was requested (`None`: no limit).
+    pub grace: Option<Duration>,
+}
+
+impl CleanupBudget {
+    /// The default: 1 000 polls and 5 seconds.
+    pub const DEFAULT: CleanupBudget = CleanupBudget {
+        polls: Some(1_000),
+        grace: Some(Duration::from_secs(5)),
+    };
+    /// No limit: cleanup may take as long as it takes (shutdown still
+    /// cuts it off at its deadline).
+    pub const UNLIMITED: CleanupBudget = CleanupBudget {
+        polls: None,
+        grace: None,
+    };
+}
+
+impl Default for CleanupBudget {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How to open a region: its policy, budget and cleanup budget.
+///
+/// ```
+/// use runtime_core::{Budget, Policy, Region};
+/// let spec = Region::collect_all().budget(Budget::UNLIMITED.with_poll_quota(10_000));
+/// assert_eq!(spec.policy(), Policy::CollectAll);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Region {
+    policy: Policy,
+    budget: Budget,
+    cleanup: Option<CleanupBudget>,
+}
+
+impl Region {
+    /// A fail-fast region (the default).
+    pub fn fail_fast() -> Self {
+        Region::default()
+    }
+
+    /// A collect-all region.
+    pub fn collect_all() -> Self {
+        Region {
+            policy: Policy::CollectAll,
+            ..Region::default()
+        }
+    }
+
+    /// With this budget (met with the parent's).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// With this cleanup budget for its tasks (default: the parent's).
+    pub fn cleanup(mut self, cleanup: CleanupBudget) -> Self {
+        self.cleanup = Some(cleanup);
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+}
+
+/// Why a region failed: its body's own error, or a child's.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegionError<E> {
+    /// The region's body returned this error.
+    #[error("region body failed: {0:?}")]
+    Body(E),
+    /// A task in the region failed (the first to, in a fail-fast region).
+    #[error("{0}")]
+    Child(Failure),
+}
+
+/// A child task's error, as its region reports it (the typed error stays
+/// with the task's `JoinHandle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The task that failed.
+    pub task: TaskId,
+    /// Its error, formatted with `Debug`.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} failed: {}", self.task.0, self.message)
+    }
+}
+
+/// What a finishing child tells its region.
+pub(crate) struct ChildReport {
+    task: Option<TaskId>,
+    severity: Severity,
+    error: Option<String>,
+    cancel: Option<CancelReason>,
+    panic: Option<PanicPayload>,
+}
+
+impl ChildReport {
+    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>, _cut_off: bool) -> Self {
+        let mut r = ChildReport {
+            task: None,
+            severity: o.severity(),
+            error: None,
+            cancel: None,
+            panic: None,
+        };
+        match o {
+            Outcome::Ok(_) => {}
+            Outcome::Err(e) => r.error = Some(format!("{e:?}")),
+            Outcome::Cancelled(c) => r.cancel = Some(c.clone()),
+            Outcome::Panicked(p) => r.panic = Some(p.clone()),
+        }
+        r
+    }
+
+    pub(crate) fn with_task(mut self, id: TaskId) -> Self {
+        self.task = Some(id);
+        self
+    }
+
+    fn region_done() -> Self {
+        ChildReport {
+            task: None,
+            severity: Severity::Ok,
+            error: None,
+            cancel: None,
+            panic: None,
+        }
+    }
+}
+
+/// The worst child outcome so far (first of its severity).
+enum Worst {
+    Err(Failure),
+    Cancelled(CancelReason),
+    Panicked(PanicPayload),
+}
+
+impl Worst {
+    fn severity(&self) -> Severity {
+        match self {
+            Worst::Err(_) => Severity::Err,
+            Worst::Cancelled(_) => Severity::Cancelled,
+            Worst::Panicked(_) => Severity::Panicked,
+        }
+    }
+}
+
+pub(crate) enum Child {
+    Task(Weak<dyn Runnable>),
+    Region(Weak<RegionNode>),
+}
+
+impl Child {
+    fn is_alive(&self) -> bool {
+        match self {
+            Child::Task(t) => t.strong_count() > 0,
+            Child::Region(r) => r.strong_count() > 0,
+        }
+    }
+}
+
+/// A finalizer: runs when the region closes, in reverse order of
+/// registration, under the region's cleanup budget.
+pub(crate) type Finalizer = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The shared state of one region.
+pub(crate) struct RegionNode {
+    pub(crate) id: RegionId,
+    parent: Option<Arc<RegionNode>>,
+    /// The task whose body runs this region (woken when it is cancelled).
+    owner: Option<Weak<dyn Runnable>>,
+    pub(crate) policy: Policy,
+    pub(crate) budget: Budget,
+    pub(crate) cleanup: CleanupBudget,
+    pub(crate) cancel: CancelCell,
+    pub(crate) sched: Arc<dyn Scheduler>,
+    /// Children alive (tasks and child regions).
+    live: AtomicUsize,
+    closer: WakerSlot,
+    children: SegQueue<Child>,
+    sweeps: AtomicUsize,
+    worst: Mutex<Option<Worst>>,
+    finalizers: Mutex<Vec<Finalizer>>,
+    /// Set when the region's future was dropped before it closed: the last
+    /// child to finish completes the close.
+    abandoned: AtomicBool,
+    closed: AtomicBool,
+    /// Opened in a parent that had closed: not counted there.
+    orphan: AtomicBool,
+}
+
+/// The bit of `live` that says the region has closed to new children.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+impl fmt::Debug for RegionNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("id", &self.id)
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl RegionNode {
+    /// The root region of a runtime.
+    pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<RegionNode> {
+        Arc::new(RegionNode::new(
+            RegionId(sched.next_id()),
+            None,
+            None,
+            Policy::CollectAll,
+            Budget::UNLIMITED,
+            cleanup,
+            sched,
+        ))
+    }
+
+    fn new(
+        id: RegionId,
+        parent: Option<Arc<RegionNode>>,
+        owner: Option<Weak<dyn Runnable>>,
+        policy: Policy,
+        budget: Budget,
+        cleanup: CleanupBudget,
+        sched: Arc<dyn Scheduler>,
+    ) -> Self {
+        RegionNode {
+            id,
+            parent,
+            owner,
+            policy,
+            budget,
+            cleanup,
+            cancel: CancelCell::new(),
+            sched,
+            live: AtomicUsize::new(0),
+            closer: WakerSlot::new(),
+            children: SegQueue::new(),
+            sweeps: AtomicUsize::new(0),
+            worst: Mutex::new(None),
+            finalizers: Mutex::new(Vec::new()),
+            abandoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            orphan: AtomicBool::new(false),
+        }
+    }
+
+    /// Opens a child region of `parent`, whose body runs in `owner`.
+    pub(crate) fn open(
+        parent: &Arc<RegionNode>,
+        owner: &Arc<dyn Runnable>,
+        spec: &Region,
+    ) -> Arc<RegionNode> {
+        let sched = parent.sched.clone();
+        let node = Arc::new(RegionNode::new(
+            RegionId(sched.next_id()),
+            Some(parent.clone()),
+            Some(Arc::downgrade(owner)),
+            spec.policy,
+            parent.budget.meet(&spec.budget),
+            spec.cleanup.unwrap_or(parent.cleanup),
+            sched,
+        ));
+        owner.header().add_open_region(&node);
+        if !parent.adopt(Child::Region(Arc::downgrade(&node))) {
+            // The parent has closed (a `Cx` outlived its region): this
+            // region is born cancelled and never counted in the parent.
+            node.orphan.store(true, Ordering::Relaxed);
+            node.cancel(
+                &CancelReason::new(CancelKind::ParentCancelled)
+                    .with_message("the parent region had already closed")
+                    .with_origin(Origin::Region(parent.id)),
+            );
+        } else if let Some(reason) = parent.cancel.get() {
+            node.cancel(&reason.for_child());
+        } else if let Some(reason) = owner.header().cancel.get() {
+            node.cancel(&reason.for_child());
+        }
+        if let Some(deadline) = node.budget.deadline {
+            if parent.budget.deadline != Some(deadline) {
+                let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
+                node.sched.insert_timer(
+                    deadline,
+                    TimerAction::CancelRegion(Arc::downgrade(&node), reason),
+                );
+            }
+        }
+        node
+    }
+
+    /// Registers a new child: counted live, reachable by cancellation.
+    ///
+    /// The registration (SeqCst push) and the check of this region's cancel
+    /// flag afterwards (SeqCst, in the caller) pair with `cancel`'s flag
+    /// store and sweep: either the sweep finds the child or the caller sees
+    /// the flag.
+    pub(crate) fn adopt(&self, child: Child) -> bool {
+        // SeqCst: pairs with the CAS that closes the region (a child is
+        // either counted before the close or refused after it).
+        if self.live.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        self.children.push(child);
+        // Amortised compaction: finished children are dropped from the
+        // registry once they outnumber the live ones.
+        let len = self.children.len();
+        if len > 64 && len > 2 * self.live() {
+            self.sweep();
+        }
+        true
+    }
+
+    /// Registers a spawned task and applies a pending cancellation to it.
+    /// Returns false (and adopts nothing) if the region is already closed.
+    pub(crate) fn adopt_task(&self, task: &Arc<dyn Runnable>) -> bool {
+        if !self.adopt(Child::Task(Arc::downgrade(task))) {
+            return false;
+        }
+        if let Some(reason) = self.cancel.get() {
+            cancel_task(task, &reason);
+        }
+        true
+    }
+
+    /// Requests cancellation of this region and everything in it.
+    pub(crate) fn cancel(&self, reason: &CancelReason) {
+        if self.cancel.request(reason).is_none() {
+            return;
+        }
+        self.sweep();
+        // The body runs in the owner task: wake it to see the request.
+        if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
+            wake_task(owner, crate::sched::Schedule::Queue);
+        }
+    }
+
+    /// One pass over the registry: drops finished children, and passes the
+    /// current cancel reason to live ones. Passes never overlap: a request
+    /// that arrives during one makes the running sweeper go again.
+    fn sweep(&self) {
+        if self.sweeps.fetch_add(1, Ordering::AcqRel) != 0 {
+            return;
+        }
+        loop {
+            let seen = self.sweeps.load(Ordering::Acquire);
+            let reason = self.cancel.get();
+            let child_reason = reason.as_ref().map(CancelReason::for_child);
+            let mut keep = Vec::new();
+            for _ in 0..self.children.len() {
+                let Some(c) = self.children.pop() else { break };
+                if !c.is_alive() {
+                    continue;
+                }
+                if let Some(reason) = &reason {
+                    match &c {
+                        Child::Task(t) => {
+                            if let Some(t) = t.upgrade() {
+                                cancel_task(&t, reason);
+                            }
+                        }
+                        Child::Region(r) => {
+                            if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
+                                r.cancel(cr);
+                            }
+                        }
+                    }
+                }
+                keep.push(c);
+            }
+            for c in keep {
+                self.children.push(c);
+            }
+            if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {
+                break;
+            }
+        }
+    }
+
+    /// Cuts off every task below this region (shutdown past its deadline).
+    pub(crate) fn cut_off_all(&self) {
+        for _ in 0..self.children.len() {
+            let Some(c) = self.children.pop() else { break };
+            match &c {
+                Child::Task(t) => {
+                    if let Some(t) = t.upgrade() {
+                        cut_off_task(t);
+                    }
+                }
+                Child::Region(r) => {
+                    if let Some(r) = r.upgrade() {
+                        r.cut_off_all();
+                    }
+                }
+            }
+            if c.is_alive() {
+                self.children.push(c);
+            }
+        }
+    }
+
+    /// Called by each finishing child.
+    pub(crate) fn child_finished(&self, report: ChildReport) {
+        if report.severity != Severity::Ok && !self.absorbs(&report) {
+            let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
+            {
+                let mut worst = lock(&self.worst);
+                let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
+                if report.severity > current {
+                    *worst = Some(match report.severity {
+                        Severity::Err => Worst::Err(Failure {
+                            task: report.task.unwrap_or(TaskId(0)),
+                            message: report.error.unwrap_or_default(),
+                        }),
+                        Severity::Cancelled => {
+                            Worst::Cancelled(report.cancel.unwrap_or_else(|| CancelReason::new(CancelKind::User)))
+                        }
+                        _ => Worst::Panicked(report.panic.unwrap_or_else(|| PanicPayload::new("panic"))),
+                    });
+                }
+            }
+            if failed && self.policy == Policy::FailFast {
+                self.cancel(&self.sibling_failed());
+            }
+        }
+        // AcqRel: the child's work happens-before the closer's Acquire.
+        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if self.abandoned.load(Ordering::SeqCst) {
+                if self.try_close() {
+                    self.finish_abandoned();
+                }
+            } else {
+                self.closer.wake();
+            }
+        }
+    }
+
+    fn sibling_failed(&self) -> CancelReason {
+        CancelReason::new(CancelKind::SiblingFailed).with_origin(Origin::Region(self.id))
+    }
+
+    /// A cancellation this region itself issued by policy (a failed
+    /// sibling, a lost race) is expected, not a failure of the region.
+    fn absorbs(&self, report: &ChildReport) -> bool {
+        report.cancel.as_ref().is_some_and(|r| self.absorbs_reason(r))
+    }
+
+    /// The number of live children.
+    pub(crate) fn live(&self) -> usize {
+        self.live.load(Ordering::Acquire) & !CLOSED
+    }
+
+    /// Closes the region to new children if none is alive.
+    fn try_close(&self) -> bool {
+        // SeqCst: see `adopt`.
+        self.live
+            .compare_exchange(0, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Ready when every child has finished; the region is then closed to
+    /// new children.
+    pub(crate) fn poll_quiescent(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.try_close() {
+            return Poll::Ready(());
+        }
+        self.closer.register(cx.waker());
+        if self.try_close() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    pub(crate) fn add_finalizer(&self, f: Finalizer) {
+        lock(&self.finalizers).push(f);
+    }
+
+    fn take_finalizers(&self) -> Vec<Finalizer> {
+        std::mem::take(&mut *lock(&self.finalizers))
+    }
+
+    /// Closes after the body and every child finished: joins the body's
+    /// outcome with the children's, tells the parent.
+    fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
+        let worst = lock(&self.worst).take();
+        let children: Outcome<(), RegionError<E>> = match worst {
+            None => Outcome::Ok(()),
+            Some(Worst::Err(f)) => Outcome::Err(RegionError::Child(f)),
+            Some(Worst::Cancelled(r)) => Outcome::Cancelled(r),
+            Some(Worst::Panicked(p)) => Outcome::Panicked(p),
+        };
+        let out = match body {
+            // The body saw the cancellation this region issued by policy:
+            // the cause (a child's failure) is the outcome, not that.
+            Outcome::Cancelled(r) if self.absorbs_reason(&r) && children.severity() != Severity::Ok => {
+                children.map(|()| unreachable!("a non-Ok outcome has no value"))
+            }
+            b if children.severity() > b.severity() => {
+                children.map(|()| unreachable!("a non-Ok outcome has no value"))
+            }
+            b => b,
+        };
+        self.detach();
+        out
+    }
+
+    fn absorbs_reason(&self, r: &CancelReason) -> bool {
+        let root = r.root_cause();
+        root.origin() == Origin::Region(self.id)
+            && matches!(root.kind(), CancelKind::SiblingFailed | CancelKind::LostRace)
+    }
+
+    /// Leaves the parent and the owner task.
+    fn detach(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
+            owner.header().remove_open_region(self);
+        }
+        if let Some(parent) = &self.parent {
+            if !self.orphan.load(Ordering::Relaxed) {
+                parent.child_finished(ChildReport::region_done());
+            }
+        }
+    }
+
+    /// The region's future was dropped with children still running; the
+    /// last one to finish lands here. Async finalizers cannot run without
+    /// a task any more: they are dropped and counted.
+    fn finish_abandoned(&self) {
+        let skipped = self.take_finalizers().len();
+        self.sched.stats().finalizers_skipped(skipped);
+        self.detach();
+    }
+}
+
+/// Runs a region: the body, then quiescence, then finalizers, then the
+/// join. Dropping it before it finishes cancels the region and leaves the
+/// close to its last child.
+pub(crate) async fn run_region<F, T, E>(node: Arc<RegionNode>, body: F) -> Outcome<T, RegionError<E>>
+where
+    F: Future<Output = Result<T, E>> + Send,
+{
+    let guard = AbandonGuard(node.clone());
+    let body_out = match (CatchUnwind { inner: body }).await {
+        Ok(Ok(v)) => Outcome::Ok(v),
+        Ok(Err(e)) => match node.cancel.was_observed().then(|| node.cancel.get()).flatten() {
+            Some(reason) => Outcome::Cancelled(reason),
+            None => Outcome::Err(RegionError::Body(e)),
+        },
+        Err(p) => Outcome::Panicked(p),
+    };
+    if matches!(body_out.severity(), Severity::Err | Severity::Panicked) && node.policy == Policy::FailFast {
+        node.cancel(&node.sibling_failed());
+    }
+    std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
+    let mut finalizers = node.take_finalizers();
+    while let Some(f) = finalizers.pop() {
+        if !(Cleanup::new(&node, f)).await {
+            node.sched.stats().finalizer_cut_off();
+        }
+    }
+    std::mem::forget(guard);
+    node.close(body_out)
+}
+
+struct AbandonGuard(Arc<RegionNode>);
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let node = &self.0;
+        node.cancel(
+            &CancelReason::new(CancelKind::ParentCancelled)
+                .with_message("the region's future was dropped before it closed")
+                .with_origin(Origin::Region(node.id)),
+        );
+        node.abandoned.store(true, Ordering::SeqCst);
+        if node.try_close() {
+            node.finish_abandoned();
+        }
+    }
+}
+
+/// Polls a future, turning a panic into `Err(payload)`.
+pub(crate) struct CatchUnwind<F> {
+    pub(crate) inner: F,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, PanicPayload>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of `inner`; it is never moved.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(p) => Poll::Ready(Err(PanicPayload::from_any(p))),
+        }
+    }
+}
+
+/// A finalizer under the cleanup budget: resolves `true` if it finished,
+/// `false` if it was cut off (poll quota or grace period spent).
+struct Cleanup {
+    fut: Finalizer,
+    polls: u32,
+    max_polls: Option<u32>,
+    deadline: Option<crate::time::Instant>,
+    timer: Option<crate::time::driver::TimerHandle>,
+    sched: Arc<dyn Scheduler>,
+}
+
+impl Cleanup {
+    fn new(node: &RegionNode, fut: Finalizer) -> Self {
+        Cleanup {
+            fut,
+            polls: 0,
+            max_polls: node.cleanup.polls,
+            deadline: node.cleanup.grace.map(|g| node.sched.now() + g),
+            timer: None,
+            sched: node.sched.clone(),
+        }
+    }
+}
+
+impl Future for Cleanup {
+    type Output = bool;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = &mut *self;
+        this.polls += 1;
+        if this.max_polls.is_some_and(|m| this.polls > m) {
+            return Poll::Ready(false);
+        }
+        if let Some(d) = this.deadline {
+            if this.sched.now() >= d {
+                return Poll::Ready(false);
+            }
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
+        match r {
+            Ok(Poll::Ready(())) => Poll::Ready(true),
+            Err(_) => Poll::Ready(true),
+            Ok(Poll::Pending) => {
+                if let (Some(d), None) = (this.deadline, &this.timer) {
+                    this.timer = Some(this.sched.insert_timer(d, TimerAction::Wake(cx.waker().clone())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(t) = self.timer.take() {
+            self.sched.cancel_timer(t);
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! [`Runtime`] and its [`Builder`]: start workers, run a root region with
+//! [`Runtime::block_on`], shut down with a deadline and a report.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle as ThreadHandle, Thread};
+
+use crate::blocking::BlockingPool;
+use crate::budget::Budget;
+use crate::cancel::{CancelKind, CancelReason, Origin};
+use crate::cx::{Cx, spawn_in};
+use crate::loom::Ordering;
+use crate::outcome::Outcome;
+use crate::region::{CleanupBudget, RegionError, RegionNode};
+use crate::sched::pool::Shared;
+use crate::sched::{RuntimeStats, Scheduler};
+use crate::time::{Clock, Duration, SystemClock};
+
+/// Configures and builds a [`Runtime`].
+///
+/// ```
+/// use runtime_core::{Runtime, time::Duration};
+/// let rt = Runtime::builder()
+///     .worker_threads(2)
+///     .thread_name("app-worker")
+///     .shutdown_timeout(Duration::from_secs(2))
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.worker_threads(), 2);
+/// ```
+#[derive(Clone)]
+pub struct Builder {
+    workers: usize,
+    current_thread: bool,
+    thread_name: String,
+    max_blocking_threads: usize,
+    blocking_keep_alive: Duration,
+    shutdown_timeout: Duration,
+    cleanup: CleanupBudget,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("workers", &self.workers)
+            .field("current_thread", &self.current_thread)
+            .field("thread_name", &self.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `worker_threads(0)` on a multi-threaded runtime.
+    #[error("a multi-threaded runtime needs at least one worker thread (use Builder::current_thread for none)")]
+    NoWorkers,
+    /// The operating system refused to start a worker thread.
+    #[error("could not start worker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+impl Builder {
+    fn new() -> Self {
+        Builder {
+            workers: thread::available_parallelism().map_or(1, usize::from),
+            current_thread: false,
+            thread_name: "runtime-worker".into(),
+            max_blocking_threads: 64,
+            blocking_keep_alive: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+            cleanup: CleanupBudget::DEFAULT,
+            clock: None,
+        }
+    }
+
+    /// Worker threads (default: one per core).
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.workers = n;
+        self.current_thread = false;
+        self
+    }
+
+    /// The current-thread flavour: no worker threads; `block_on` runs
+    /// every task on the calling thread.
+    pub fn current_thread(mut self) -> Self {
+        self.current_thread = true;
+        self
+    }
+
+    /// Names of worker threads (blocking threads get `-blocking` added).
+    pub fn thread_name(mut self, name: impl Into<String>) -> Self {
+        self.thread_name = name.into();
+        self
+    }
+
+    /// The most threads the blocking pool may run at once (default 64).
+    pub fn max_blocking_threads(mut self, n: usize) -> Self {
+        self.max_blocking_threads = n.max(1);
+        self
+    }
+
+    /// How long an idle blocking thread lingers (default 10 s).
+    pub fn blocking_keep_alive(mut self, d: Duration) -> Self {
+        self.blocking_keep_alive = d;
+        self
+    }
+
+    /// The deadline used when the runtime is dropped (default 10 s).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+
+    /// The default cleanup budget of every region.
+    pub fn cleanup_budget(mut self, cleanup: CleanupBudget) -> Self {
+        self.cleanup = cleanup;
+        self
+    }
+
+    /// Reads time from `clock` instead of the system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Starts the runtime.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        if !self.current_thread && self.workers == 0 {
+            return Err(BuildError::NoWorkers);
+        }
+        let cores = if self.current_thread { 1 } else { self.workers };
+        let clock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let blocking = BlockingPool::new(
+            self.max_blocking_threads,
+            self.blocking_keep_alive,
+            format!("{}-blocking", self.thread_name),
+        );
+        let shared = Shared::new(cores, clock, blocking.clone());
+        let sched: Arc<dyn Scheduler> = shared.clone();
+        let root = RegionNode::root(sched, self.cleanup);
+        let mut rt = Runtime {
+            shared,
+            root,
+            threads: Vec::new(),
+            blocking,
+            builder: self,
+            shut: false,
+        };
+        if !rt.builder.current_thread {
+            for i in 0..cores {
+                let shared = rt.shared.clone();
+                let t = thread::Builder::new()
+                    .name(format!("{}-{i}", rt.builder.thread_name))
+                    .spawn(move || {
+                        shared.drive(i, &|| false);
+                    })
+                    .map_err(BuildError::Spawn)?;
+                rt.threads.push(t);
+            }
+        }
+        Ok(rt)
+    }
+}
+
+/// The runtime: worker threads, timers, the blocking pool, and the root
+/// region every task descends from.
+///
+/// Dropping it shuts it down with the builder's shutdown timeout.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    root: Arc<RegionNode>,
+    threads: Vec<ThreadHandle<()>>,
+    blocking: BlockingPool,
+    builder: Builder,
+    shut: bool,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("worker_threads", &self.worker_threads())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What shutting down found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Every task finished (drained or cut off) before the deadline.
+    pub completed: bool,
+    /// Tasks whose cleanup overran and whose futures were dropped, over the
+    /// runtime's life (including this shutdown).
+    pub tasks_cut_off: u64,
+    /// Tasks still not finished at the deadline (stuck inside a poll that
+    /// never returns): their worker threads are left behind.
+    pub tasks_unfinished: u64,
+    /// Finalizers cut off or skipped, over the runtime's life.
+    pub finalizers_cut_off: u64,
+    /// Blocking jobs still running (they cannot be interrupted).
+    pub blocking_jobs_running: usize,
+    /// Worker threads that did not stop before the deadline.
+    pub workers_stuck: usize,
+}
+
+/// A waker that unparks a thread.
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// A multi-threaded runtime with one worker per core.
+    pub fn new() -> Result<Runtime, BuildError> {
+        Builder::new().build()
+    }
+
+    /// Number of worker threads (0 for the current-thread flavour).
+    pub fn worker_threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The runtime's counters.
+    pub fn stats(&self) -> RuntimeStats {
+        self.shared.stats().snapshot()
+    }
+
+    /// Runs `body` as the body of a fail-fast region under the runtime's
+    /// root, on the runtime's workers, and returns the region's outcome
+    /// once it and every task in it have finished.
+    ///
+    /// On the current-thread flavour the calling thread runs every task;
+    /// on the multi-threaded one it waits.
+    pub fn block_on<G, F, T, E>(&self, body: G) -> Outcome<T, RegionError<E>>
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        let mut handle = spawn_in(&self.root, Budget::UNLIMITED, move |cx: Cx| async move {
+            Ok::<_, std::convert::Infallible>(cx.region(body).await)
+        });
+        let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+        let mut task_cx = Context::from_waker(&waker);
+        let out = loop {
+            if let Poll::Ready(o) = std::pin::Pin::new(&mut handle).poll(&mut task_cx) {
+                break o;
+            }
+            if self.builder.current_thread {
+                let h = &handle;
+                if self.shared.drive(0, &|| h.is_finished()) {
+                    continue;
+                }
+            }
+            thread::park();
+        };
+        match out {
+            Outcome::Ok(region) => region,
+            Outcome::Err(never) => match never {},
+            Outcome::Cancelled(r) => Outcome::Cancelled(r),
+            Outcome::Panicked(p) => Outcome::Panicked(p),
+        }
+    }
+
+    /// Shuts down: cancels the root region (reason `Shutdown`), lets every
+    /// task drain and every finalizer run within its cleanup budget until
+    /// `timeout`, cuts off what is left, stops the workers, and reports.
+    /// Never takes (much) longer than `timeout`.
+    pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_inner(timeout)
+    }
+
+    fn shutdown_inner(&mut self, timeout: Duration) -> ShutdownReport {
+        self.shut = true;
+        let start = std::time::Instant::now();
+        let deadline = start + timeout;
+        // Leave the last fifth (at most 100 ms) for cutting off.
+        let drain_until = start + timeout.saturating_sub((timeout / 5).min(Duration::from_millis(100)));
+        self.root.cancel(
+            &CancelReason::new(CancelKind::Shutdown)
+                .with_message("the runtime is shutting down")
+                .with_origin(Origin::Runtime),
+        );
+        let drained = self.wait_tasks(drain_until);
+        if !drained {
+            self.root.cut_off_all();
+            self.wait_tasks(deadline);
+        }
+        let alive = self.stats().tasks_alive();
+
+        // Stop the workers.
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.notify_all();
+        let mut stuck = 0;
+        for t in self.threads.drain(..) {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_micros(200));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                stuck += 1;
+            }
+        }
+        if stuck == 0 {
+            // Whatever is still queued is finished or cut off: running it
+            // drops it (and drops futures that hold the runtime).
+            self.shared.drain_queues();
+        }
+        self.shared.timers().clear();
+        let blocking = self.blocking.shutdown();
+        let stats = self.stats();
+        ShutdownReport {
+            completed: alive == 0,
+            tasks_cut_off: stats.tasks_cut_off,
+            tasks_unfinished: alive,
+            finalizers_cut_off: stats.finalizers_cut_off + stats.finalizers_skipped,
+            blocking_jobs_running: blocking,
+            workers_stuck: stuck,
+        }
+    }
+
+    /// Waits (driving the core on the current-thread flavour) until no task
+    /// is alive or `until` passes.
+    fn wait_tasks(&self, until: std::time::Instant) -> bool {
+        loop {
+            if self.stats().tasks_alive() == 0 {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= until {
+                return false;
+            }
+            if self.builder.current_thread {
+                let stats = &self.shared;
+                self.shared.drive(0, &|| {
+                    stats.stats().snapshot().tasks_alive() == 0 || std::time::Instant::now() >= until
+                });
+            } else {
+                thread::sleep((until - now).min(Duration::from_micros(200)));
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.shut {
+            let timeout = self.builder.shutdown_timeout;
+            self.shutdown_inner(timeout);
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The work-stealing pool: one core (local FIFO deque + LIFO slot) per
+//! worker, a global injector, stealing between cores, parking through
+//! [`Idle`].
+//!
+//! Where work goes (see `schedule`): a task woken by a task running on a
+//! worker goes to that worker's LIFO slot and runs next, on the same
+//! thread: no cross-thread hand-off, no syscall. Spawns and yields go to
+//! the back of the local deque. Other workers are woken only when a worker
+//! has more queued work than it can start right away. Wakes from outside
+//! the pool go through the injector.
+
+use std::cell::{Cell, RefCell};
+use std::ptr;
+use std::sync::Arc;
+use std::thread::Thread;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use super::idle::Idle;
+use super::{Schedule, Scheduler, Stats};
+use crate::blocking::BlockingPool;
+use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
+use crate::task::Runnable;
+use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
+use crate::time::{Clock, Instant};
+
+/// How many LIFO-slot runs in a row before the slot's task goes to the
+/// back of the queue (so two tasks waking each other cannot starve the
+/// rest).
+const LIFO_STREAK: u32 = 3;
+/// Every this many tasks, look at the injector first and fire timers.
+const MAINTENANCE: u32 = 61;
+
+type TaskRef = Arc<dyn Runnable>;
+
+/// A worker's own queues.
+pub(crate) struct Core {
+    local: Worker<TaskRef>,
+    lifo: Option<TaskRef>,
+    tick: u32,
+    streak: u32,
+    seed: u32,
+}
+
+/// The state every worker shares.
+pub(crate) struct Shared {
+    injector: Injector<TaskRef>,
+    stealers: Vec<Stealer<TaskRef>>,
+    /// Each core, taken by the thread that drives it.
+    cores: Vec<Mutex<Option<Core>>>,
+    /// The thread currently driving each core (for unparking).
+    threads: Vec<Mutex<Option<Thread>>>,
+    idle: Idle,
+    clock: Arc<dyn Clock>,
+    timers: TimerDriver,
+    stats: Stats,
+    ids: AtomicU64,
+    pub(crate) shutdown: AtomicBool,
+    blocking: BlockingPool,
+}
+
+/// The per-thread view of the core being driven.
+struct WorkerCtx {
+    shared: *const Shared,
+    index: usize,
+    core: RefCell<Core>,
+}
+
+thread_local! {
+    /// The worker this thread is driving, if any. Internal: it decides
+    /// where a wake-up goes; it gives user code no way to reach the runtime.
+    static CURRENT: Cell<*const WorkerCtx> = const { Cell::new(ptr::null()) };
+}
+
+impl Shared {
+    pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
+        let workers: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_fifo()).collect();
+        let stealers = workers.iter().map(Worker::stealer).collect();
+        let timers = TimerDriver::new(clock.clone());
+        Arc::new(Shared {
+            injector: Injector::new(),
+            stealers,
+            cores: workers
+                .into_iter()
+                .enumerate()
+                .map(|(i, local)| {
+                    Mutex::new(Some(Core {
+                        local,
+                        lifo: None,
+                        tick: 0,
+                        streak: 0,
+                        seed: 0x9E37_79B9 ^ (i as u32 + 1).wrapping_mul(0x85EB_CA6B),
+                    }))
+                })
+                .collect(),
+            threads: (0..cores).map(|_| Mutex::new(None)).collect(),
+            idle: Idle::new(),
+            clock,
+            timers,
+            stats: Stats::default(),
+            ids: AtomicU64::new(1),
+            shutdown: AtomicBool::new(false),
+            blocking,
+        })
+    }
+
+    pub(crate) fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    fn unpark(&self, index: usize) {
+        if let Some(t) = lock(&self.threads[index]).as_ref() {
+            t.unpark();
+        }
+    }
+
+    /// Wakes one sleeping worker, if any.
+    fn notify_one(&self) {
+        if let Some(i) = self.idle.pick() {
+            self.unpark(i);
+        }
+    }
+
+    /// Wakes every worker (shutdown, or a timer earlier than any sleeper
+    /// expects).
+    pub(crate) fn notify_all(&self) {
+        self.idle.take_all();
+        for i in 0..self.threads.len() {
+            self.unpark(i);
+        }
+    }
+
+    fn has_work(&self, core: &Core) -> bool {
+        core.lifo.is_some()
+            || !core.local.is_empty()
+            || !self.injector.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Drives core `index` on this thread until `done()` says stop (or the
+    /// pool shuts down). Returns false if the core is already driven.
+    pub(crate) fn drive(self: &Arc<Self>, index: usize, done: &dyn Fn() -> bool) -> bool {
+        let Some(core) = lock(&self.cores[index]).take() else {
+            return false;
+        };
+        *lock(&self.threads[index]) = Some(std::thread::current());
+        let ctx = WorkerCtx {
+            shared: Arc::as_ptr(self),
+            index,
+            core: RefCell::new(core),
+        };
+        let prev = CURRENT.with(|c| c.replace(&ctx));
+        self.run_loop(&ctx, done);
+        CURRENT.with(|c| c.set(prev));
+        *lock(&self.threads[index]) = None;
+        *lock(&self.cores[index]) = Some(ctx.core.into_inner());
+        true
+    }
+
+    fn run_loop(&self, ctx: &WorkerCtx, done: &dyn Fn() -> bool) {
+        loop {
+            if done() || self.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            let (task, maintenance) = self.next_task(ctx);
+            if maintenance {
+                self.timers.process(self.clock.now());
+            }
+            if let Some(task) = task {
+                // More work queued behind this task and someone asleep:
+                // let them steal it rather than wait for us.
+                if self.idle.sleepers() > 0 && !ctx.core.borrow().local.is_empty() {
+                    self.notify_one();
+                }
+                task.run();
+                continue;
+            }
+            // Out of work: register as a sleeper first (so a timer
+            // inserted from now on wakes us), fire due timers, look once
+            // more, then park until the next timer.
+            self.idle.register(ctx.index);
+            let now = self.clock.now();
+            let (fired, next) = self.timers.process_for_park(now);
+            if fired || self.has_work(&ctx.core.borrow()) || done() || self.shutdown.load(Ordering::Acquire) {
+                self.idle.unregister(ctx.index);
+                continue;
+            }
+            match next {
+                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
+                None => std::thread::park(),
+            }
+            self.idle.unregister(ctx.index);
+            self.timers.unparked();
+        }
+    }
+
+    /// The next task for this core: LIFO slot (bounded streak), local
+    /// deque, injector, then stealing.
+    fn next_task(&self, ctx: &WorkerCtx) -> (Option<TaskRef>, bool) {
+        let mut core = ctx.core.borrow_mut();
+        core.tick = core.tick.wrapping_add(1);
+        let maintenance = core.tick % MAINTENANCE == 0;
+        if let Some(t) = core.lifo.take() {
+            if core.streak < LIFO_STREAK {
+                core.streak += 1;
+                return (Some(t), maintenance);
+            }
+            core.local.push(t);
+        }
+        core.streak = 0;
+        if maintenance {
+            if let Some(t) = self.steal_injector(&core.local) {
+                return (Some(t), true);
+            }
+        }
+        if let Some(t) = core.local.pop() {
+            return (Some(t), maintenance);
+        }
+        if let Some(t) = self.steal_injector(&core.local) {
+            return (Some(t), maintenance);
+        }
+        // Steal from the others, starting at a pseudo-random one.
+        let n = self.stealers.len();
+        if n > 1 {
+            core.seed ^= core.seed << 13;
+            core.seed ^= core.seed >> 17;
+            core.seed ^= core.seed << 5;
+            let start = core.seed as usize % n;
+            for k in 0..n {
+                let i = (start + k) % n;
+                if i == ctx.index {
+                    continue;
+                }
+                loop {
+                    match self.stealers[i].steal_batch_and_pop(&core.local) {
+                        Steal::Success(t) => return (Some(t), maintenance),
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+            }
+        }
+        (None, maintenance)
+    }
+
+    fn steal_injector(&self, local: &Worker<TaskRef>) -> Option<TaskRef> {
+        loop {
+            match self.injector.steal_batch_and_pop(local) {
+                Steal::Success(t) => return Some(t),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    /// Runs every task still queued anywhere reachable from this thread
+    /// (the injector and parked cores), for shutdown: cut-off tasks drop
+    /// their futures when run.
+    pub(crate) fn drain_queues(&self) {
+        for core in &self.cores {
+            let mut guard = lock(core);
+            if let Some(core) = guard.as_mut() {
+                while let Some(t) = core.lifo.take().or_else(|| core.local.pop()) {
+                    t.run();
+                }
+            }
+        }
+        while let Some(t) = self.steal_injector(&Worker::new_fifo()) {
+            t.run();
+        }
+    }
+
+    pub(crate) fn timers(&self) -> &TimerDriver {
+        &self.timers
+    }
+}
+
+impl Scheduler for Shared {
+    fn schedule(&self, task: TaskRef, how: Schedule) {
+        let ctx = CURRENT.with(Cell::get);
+        // SAFETY: CURRENT points at a WorkerCtx on the stack of `drive`,
+        // which resets it before returning; we are on that thread.
+        if let Some(ctx) = unsafe { ctx.as_ref() } {
+            if ptr::eq(ctx.shared, self) {
+                let mut core = ctx.core.borrow_mut();
+                let notify = match how {
+                    Schedule::Wake => match core.lifo.replace(task) {
+                        Some(prev) => {
+                            core.local.push(prev);
+                            true
+                        }
+                        None => false,
+                    },
+                    Schedule::Queue | Schedule::Yield => {
+                        core.local.push(task);
+                        core.local.len() > 1
+                    }
+                };
+                drop(core);
+                if notify {
+                    self.notify_one();
+                }
+                return;
+            }
+        }
+        self.injector.push(task);
+        self.notify_one();
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle {
+        let (handle, earlier) = self.timers.insert(at, action);
+        if earlier {
+            // A sleeper may be parked past this deadline.
+            self.notify_one();
+        }
+        handle
+    }
+
+    fn cancel_timer(&self, handle: TimerHandle) {
+        self.timers.cancel(handle);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn blocking(&self) -> Option<&BlockingPool> {
+        Some(&self.blocking)
+    }
+}

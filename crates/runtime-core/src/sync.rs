@@ -1,0 +1,165 @@
+//! Small synchronisation pieces shared by tasks, regions and channels.
+
+use std::task::Waker;
+
+use crate::cancel::CancelReason;
+use crate::loom::{AtomicBool, AtomicU32, Mutex, Ordering, UnsafeCell, lock};
+
+const WAITING: u32 = 0;
+const REGISTERING: u32 = 0b01;
+const WAKING: u32 = 0b10;
+
+/// One waker slot with a single registrant and any number of wakers
+/// (the "atomic waker" protocol): registering and waking take no lock.
+///
+/// A wake that races a registration is never lost: either the waker sees
+/// the new waker, or the registrant sees `WAKING` and wakes itself.
+pub(crate) struct WakerSlot {
+    state: AtomicU32,
+    waker: UnsafeCell<Option<Waker>>,
+}
+
+// SAFETY: the waker cell is only touched by whoever moved `state` out of
+// WAITING (REGISTERING for the registrant, WAKING for a waker), which the
+// state machine makes exclusive; `Waker` itself is Send + Sync.
+unsafe impl Send for WakerSlot {}
+// SAFETY: as above.
+unsafe impl Sync for WakerSlot {}
+
+impl WakerSlot {
+    pub(crate) fn new() -> Self {
+        WakerSlot {
+            state: AtomicU32::new(WAITING),
+            waker: UnsafeCell::new(None),
+        }
+    }
+
+    /// Stores `waker` to be woken by the next [`wake`](Self::wake).
+    /// Only one thread may register at a time (the owner of the future).
+    pub(crate) fn register(&self, waker: &Waker) {
+        // Acquire: see the cell as the last waker (or registrant) left it.
+        match self
+            .state
+            .compare_exchange(WAITING, REGISTERING, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {
+                self.waker.with_mut(|w| {
+                    // SAFETY: REGISTERING gives this thread the cell.
+                    let slot = unsafe { &mut *w };
+                    match slot {
+                        Some(old) if old.will_wake(waker) => {}
+                        _ => *slot = Some(waker.clone()),
+                    }
+                });
+                // AcqRel: publish the waker to the next waker (Release), and
+                // if a wake arrived meanwhile, see its state (Acquire).
+                if let Err(actual) = self.state.compare_exchange(
+                    REGISTERING,
+                    WAITING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    // A wake came in while we held the cell: it left the
+                    // waking to us.
+                    debug_assert_eq!(actual, REGISTERING | WAKING);
+                    // SAFETY: the state is still REGISTERING|WAKING, so the
+                    // cell is still ours until the swap below.
+                    let w = self.waker.with_mut(|w| unsafe { (*w).take() });
+                    self.state.swap(WAITING, Ordering::AcqRel);
+                    if let Some(w) = w {
+                        w.wake();
+                    }
+                }
+            }
+            // A wake is in progress: it may have taken the old waker, so
+            // make sure this poll happens again.
+            Err(_) => waker.wake_by_ref(),
+        }
+    }
+
+    /// Wakes the registered waker, if any.
+    pub(crate) fn wake(&self) {
+        if let Some(w) = self.take() {
+            w.wake();
+        }
+    }
+
+    /// Takes the registered waker out (to wake it after releasing locks).
+    pub(crate) fn take(&self) -> Option<Waker> {
+        // AcqRel: see the registrant's waker (Acquire); our WAKING bit is
+        // what a concurrent registrant will see (Release).
+        match self.state.fetch_or(WAKING, Ordering::AcqRel) {
+            WAITING => {
+                // SAFETY: we moved WAITING to WAKING: the cell is ours.
+                let w = self.waker.with_mut(|w| unsafe { (*w).take() });
+                self.state.fetch_and(!WAKING, Ordering::Release);
+                w
+            }
+            // A registrant holds the cell (it will see WAKING and wake
+            // itself) or another waker does (it will wake it).
+            _ => None,
+        }
+    }
+}
+
+/// A cancellation request cell: the strongest reason asked for so far.
+///
+/// Checking costs one atomic load while nothing was requested; the lock
+/// is only taken on the cancellation path.
+pub(crate) struct CancelCell {
+    requested: AtomicBool,
+    observed: AtomicBool,
+    reason: Mutex<Option<CancelReason>>,
+}
+
+impl CancelCell {
+    pub(crate) fn new() -> Self {
+        CancelCell {
+            requested: AtomicBool::new(false),
+            observed: AtomicBool::new(false),
+            reason: Mutex::new(None),
+        }
+    }
+
+    /// Records `reason` unless an equal or stronger one is already there.
+    /// Returns `Some(first)` if the reason changed, `first` telling whether
+    /// this was the first request.
+    pub(crate) fn request(&self, reason: &CancelReason) -> Option<bool> {
+        let mut guard = lock(&self.reason);
+        let changed = match &mut *guard {
+            None => {
+                *guard = Some(reason.clone());
+                Some(true)
+            }
+            Some(current) => current.strengthen(reason).then_some(false),
+        };
+        // Release (and SeqCst, for the spawn/sweep handshake in
+        // `region.rs`): whoever sees the flag finds the reason behind it.
+        self.requested.store(guard.is_some(), Ordering::SeqCst);
+        changed
+    }
+
+    /// Whether anything was requested.
+    #[inline]
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The current reason, if any.
+    pub(crate) fn get(&self) -> Option<CancelReason> {
+        if !self.is_requested() {
+            return None;
+        }
+        lock(&self.reason).clone()
+    }
+
+    /// Marks that the owner saw the request at a checkpoint.
+    pub(crate) fn mark_observed(&self) {
+        self.observed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the owner saw the request at a checkpoint.
+    pub(crate) fn was_observed(&self) -> bool {
+        self.observed.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,529 @@
+//! Tasks: one heap cell per spawned future, a lock-free state machine that
+//! makes polling exclusive and wake-ups idempotent, and the [`JoinHandle`].
+//!
+//! State bits (`Header::state`):
+//!
+//! | bit | meaning |
+//! |---|---|
+//! | `SCHEDULED` | sitting in a run queue; whoever pops it may run it |
+//! | `RUNNING` | being polled by exactly one worker |
+//! | `NOTIFIED` | woken while running: run again after this poll |
+//! | `COMPLETE` | finished; the outcome is in the cell for the joiner |
+//! | `CUT_OFF` | its cleanup overran: drop the future at the next run |
+//!
+//! A wake sets `SCHEDULED` (and enqueues) only from idle, sets `NOTIFIED`
+//! while running, and does nothing otherwise: a task is in at most one run
+//! queue, so `run` has the future to itself. The loom models in
+//! `loom_tests` at the bottom of this file check it.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::budget::Budget;
+use crate::cancel::{CancelKind, CancelReason, Origin};
+use crate::cx::Cx;
+use crate::loom::{AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
+use crate::outcome::{Outcome, PanicPayload};
+use crate::region::{ChildReport, RegionNode};
+use crate::sched::{Schedule, Scheduler};
+use crate::sync::{CancelCell, WakerSlot};
+use crate::time::driver::TimerAction;
+use crate::{TaskId, coop};
+
+pub(crate) const SCHEDULED: usize = 1;
+pub(crate) const RUNNING: usize = 2;
+pub(crate) const NOTIFIED: usize = 4;
+pub(crate) const COMPLETE: usize = 8;
+pub(crate) const CUT_OFF: usize = 16;
+
+/// What the scheduler sees of a task.
+pub(crate) trait Runnable: Send + Sync + 'static {
+    /// The type-independent part.
+    fn header(&self) -> &Header;
+    /// Polls it once (the caller popped it from a run queue).
+    fn run(self: Arc<Self>);
+    /// Completes a task that was never scheduled (its region had closed).
+    fn reject(&self, reason: CancelReason);
+}
+
+/// Completes a never-scheduled task with `Cancelled`: its region closed
+/// before it could be adopted.
+pub(crate) fn reject(task: &Arc<dyn Runnable>) {
+    task.reject(
+        CancelReason::new(CancelKind::ParentCancelled)
+            .with_message("spawned into a region that had already closed")
+            .with_origin(Origin::Region(task.header().region.id)),
+    );
+}
+
+/// The type-independent part of a task.
+pub(crate) struct Header {
+    pub(crate) state: AtomicUsize,
+    pub(crate) id: TaskId,
+    pub(crate) region: Arc<RegionNode>,
+    pub(crate) sched: Arc<dyn Scheduler>,
+    pub(crate) cancel: CancelCell,
+    pub(crate) budget: Budget,
+    /// Polls so far (written only by the polling thread).
+    polls: AtomicU32,
+    /// `polls` when cancellation was first requested (u32::MAX: never).
+    polls_at_cancel: AtomicU32,
+    /// Cost charged so far.
+    pub(crate) cost: AtomicU64,
+    /// Masked-section nesting depth (touched only by the polling thread).
+    pub(crate) mask: AtomicU32,
+    /// Regions whose bodies run inside this task, so that cancelling the
+    /// task reaches them.
+    open_regions: Mutex<Vec<Weak<RegionNode>>>,
+}
+
+impl Header {
+    /// Whether the task's cancellation is visible at a checkpoint now.
+    pub(crate) fn masked(&self) -> bool {
+        self.mask.load(Ordering::Relaxed) > 0
+    }
+
+    pub(crate) fn add_open_region(&self, r: &Arc<RegionNode>) {
+        lock(&self.open_regions).push(Arc::downgrade(r));
+    }
+
+    pub(crate) fn remove_open_region(&self, r: &RegionNode) {
+        lock(&self.open_regions).retain(|w| !std::ptr::eq(w.as_ptr(), r));
+    }
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// Where the task's future is in its life.
+enum Stage<G, F, T, E> {
+    /// Not polled yet: the closure that makes the future from a `Cx`.
+    Init(G),
+    Running(F),
+    /// Finished; the outcome waits for the joiner.
+    Done(Option<Outcome<T, E>>),
+}
+
+/// A spawned task: header, stage, joiner's waker.
+pub(crate) struct Task<G, F, T, E> {
+    header: Header,
+    stage: UnsafeCell<Stage<G, F, T, E>>,
+    join: WakerSlot,
+}
+
+// SAFETY: the stage is only touched by the thread that holds RUNNING (or,
+// after COMPLETE, by the unique JoinHandle), so `G` and `F` need only be
+// Send; the outcome crosses threads once, T and E are Send.
+unsafe impl<G: Send, F: Send, T: Send, E: Send> Send for Task<G, F, T, E> {}
+// SAFETY: as above: all shared access goes through atomics.
+unsafe impl<G: Send, F: Send, T: Send, E: Send> Sync for Task<G, F, T, E> {}
+
+/// A task's body: a closure handed its `Cx`, returning the future.
+pub(crate) fn new_task<G, F, T, E>(
+    id: TaskId,
+    region: Arc<RegionNode>,
+    sched: Arc<dyn Scheduler>,
+    budget: Budget,
+    body: G,
+) -> Arc<Task<G, F, T, E>>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    Arc::new(Task {
+        header: Header {
+            state: AtomicUsize::new(0),
+            id,
+            region,
+            sched,
+            cancel: CancelCell::new(),
+            budget,
+            polls: AtomicU32::new(0),
+            polls_at_cancel: AtomicU32::new(u32::MAX),
+            cost: AtomicU64::new(0),
+            mask: AtomicU32::new(0),
+            open_regions: Mutex::new(Vec::new()),
+        },
+        stage: UnsafeCell::new(Stage::Init(body)),
+        join: WakerSlot::new(),
+    })
+}
+
+/// Makes an idle task runnable (or marks a running one to run again).
+pub(crate) fn wake_task(task: Arc<dyn Runnable>, how: Schedule) {
+    let h = task.header();
+    let mut s = h.state.load(Ordering::Acquire);
+    loop {
+        let next = if s & COMPLETE != 0 || s & SCHEDULED != 0 {
+            return;
+        } else if s & RUNNING != 0 {
+            if s & NOTIFIED != 0 {
+                return;
+            }
+            s | NOTIFIED
+        } else {
+            s | SCHEDULED
+        };
+        // AcqRel: the enqueue below must happen after we own SCHEDULED,
+        // and a runner clearing RUNNING must see our NOTIFIED.
+        match h
+            .state
+            .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => break,
+            Err(actual) => s = actual,
+        }
+    }
+    if s & RUNNING == 0 {
+        let sched = h.sched.clone();
+        sched.schedule(task, how);
+    }
+}
+
+/// Requests cancellation of a task (strengthening its reason) and wakes it
+/// so it reaches a checkpoint.
+pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
+    let h = task.header();
+    let Some(first) = h.cancel.request(reason) else {
+        return;
+    };
+    if first {
+        h.polls_at_cancel
+            .store(h.polls.load(Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(grace) = h.region.cleanup.grace {
+            let at = h.sched.now() + grace;
+            h.sched
+                .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
+        }
+    }
+    let regions: Vec<_> = lock(&h.open_regions)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let child = reason.for_child();
+    for r in regions {
+        r.cancel(&child);
+    }
+    wake_task(task.clone(), Schedule::Queue);
+}
+
+/// Marks a task to have its future dropped at its next run, and wakes it.
+pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
+    let h = task.header();
+    if h.state.fetch_or(CUT_OFF, Ordering::AcqRel) & (COMPLETE | CUT_OFF) != 0 {
+        return;
+    }
+    if !h.cancel.is_requested() {
+        cancel_task(&task, &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime));
+    }
+    wake_task(task, Schedule::Queue);
+}
+
+impl<G, F, T, E> Task<G, F, T, E>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    /// Polls the stage, turning `Init` into `Running` first.
+    fn poll_stage(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+        self.stage.with_mut(|stage| {
+            // SAFETY: we hold RUNNING: nobody else touches the stage, and
+            // the Arc keeps it in place, so pinning the future is sound.
+            let stage = unsafe { &mut *stage };
+            if let Stage::Init(_) = stage {
+                let Stage::Init(body) = std::mem::replace(stage, Stage::Done(None)) else {
+                    unreachable!()
+                };
+                let task: Arc<dyn Runnable> = self.clone();
+                *stage = Stage::Running(body(Cx::for_task(task)));
+            }
+            match stage {
+                // SAFETY: the future lives inside the Arc and is dropped in
+                // place, never moved.
+                Stage::Running(f) => unsafe { Pin::new_unchecked(f) }.poll(cx),
+                _ => unreachable!("a task is polled only while running"),
+            }
+        })
+    }
+
+    /// Drops the future (catching a panicking Drop) and stores the outcome.
+    fn finish(self: &Arc<Self>, outcome: Outcome<T, E>, cut_off: bool) {
+        let h = &self.header;
+        let report = ChildReport::of(&outcome, cut_off).with_task(h.id);
+        let old = self
+            .stage
+            .with_mut(|stage| {
+                // SAFETY: we hold RUNNING.
+                unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(outcome))) }
+            });
+        if catch_unwind(AssertUnwindSafe(move || drop(old))).is_err() {
+            // A panicking Drop of the future: the outcome stands; nothing
+            // else to undo.
+        }
+        // Release: the joiner (Acquire on COMPLETE) sees the outcome.
+        h.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        self.join.wake();
+        h.sched.stats().task_finished(cut_off);
+        h.region.child_finished(report);
+    }
+
+    fn outcome_of(&self, r: Result<T, E>) -> Outcome<T, E> {
+        match r {
+            Ok(v) => Outcome::Ok(v),
+            Err(e) => {
+                let c = &self.header.cancel;
+                match c.was_observed().then(|| c.get()).flatten() {
+                    Some(reason) => Outcome::Cancelled(reason),
+                    None => Outcome::Err(e),
+                }
+            }
+        }
+    }
+}
+
+impl<G, F, T, E> Runnable for Task<G, F, T, E>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn reject(&self, reason: CancelReason) {
+        let old = self.stage.with_mut(|stage| {
+            // SAFETY: the task was never scheduled: nobody else has it.
+            unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(Outcome::Cancelled(reason)))) }
+        });
+        drop(old);
+        self.header.state.store(COMPLETE, Ordering::Release);
+    }
+
+    fn run(self: Arc<Self>) {
+        let h = &self.header;
+        let mut s = h.state.load(Ordering::Acquire);
+        loop {
+            if s & COMPLETE != 0 {
+                return;
+            }
+            debug_assert!(s & SCHEDULED != 0 && s & RUNNING == 0, "run without SCHEDULED");
+            // Acquire: see what the previous runner did to the stage.
+            match h.state.compare_exchange_weak(
+                s,
+                (s & !SCHEDULED) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => s = actual,
+            }
+        }
+
+        // Budgets, before the poll so the poll can observe them.
+        let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
+        h.polls.store(polls, Ordering::Relaxed);
+        if let Some(q) = h.budget.poll_quota {
+            if polls > q && !h.cancel.is_requested() {
+                let me: Arc<dyn Runnable> = self.clone();
+                cancel_task(
+                    &me,
+                    &CancelReason::new(CancelKind::PollQuota).with_origin(Origin::Task(h.id)),
+                );
+            }
+        }
+        let mut cut_off = s & CUT_OFF != 0;
+        if !cut_off && h.cancel.is_requested() {
+            let since = polls.saturating_sub(h.polls_at_cancel.load(Ordering::Relaxed));
+            if let Some(quota) = h.region.cleanup.polls {
+                cut_off = since > quota;
+            }
+        }
+        if cut_off {
+            let reason = h
+                .cancel
+                .get()
+                .unwrap_or_else(|| CancelReason::new(CancelKind::Shutdown));
+            self.finish(Outcome::Cancelled(reason), true);
+            return;
+        }
+
+        coop::reset();
+        let waker = Waker::from(self.clone());
+        let mut cx = Context::from_waker(&waker);
+        let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
+        drop(waker);
+        match polled {
+            Ok(Poll::Ready(r)) => {
+                let outcome = self.outcome_of(r);
+                self.finish(outcome, false);
+            }
+            Err(payload) => self.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false),
+            Ok(Poll::Pending) => {
+                let mut s = h.state.load(Ordering::Acquire);
+                loop {
+                    let next = if s & NOTIFIED != 0 {
+                        (s & !(RUNNING | NOTIFIED)) | SCHEDULED
+                    } else {
+                        s & !RUNNING
+                    };
+                    // AcqRel: our stage writes go out with the state
+                    // (Release); a waker's NOTIFIED comes in (Acquire).
+                    match h.state.compare_exchange_weak(
+                        s,
+                        next,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break,
+                        Err(actual) => s = actual,
+                    }
+                }
+                if s & NOTIFIED != 0 {
+                    let sched = h.sched.clone();
+                    sched.schedule(self, Schedule::Yield);
+                }
+            }
+        }
+    }
+}
+
+impl<G, F, T, E> Wake for Task<G, F, T, E>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    fn wake(self: Arc<Self>) {
+        wake_task(self, Schedule::Wake);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Only clone when the wake actually enqueues.
+        let s = self.header.state.load(Ordering::Acquire);
+        if s & (COMPLETE | SCHEDULED) != 0 || s & (RUNNING | NOTIFIED) == RUNNING | NOTIFIED {
+            return;
+        }
+        wake_task(self.clone(), Schedule::Wake);
+    }
+}
+
+/// The joiner's view of a task.
+trait JoinTarget<T, E>: Send + Sync {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>>;
+    fn runnable(self: Arc<Self>) -> Arc<dyn Runnable>;
+    fn task_header(&self) -> &Header;
+}
+
+impl<G, F, T, E> JoinTarget<T, E> for Task<G, F, T, E>
+where
+    G: FnOnce(Cx) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
+        let take = || {
+            self.stage.with_mut(|stage| {
+                // SAFETY: COMPLETE was seen with Acquire: the runner is done
+                // with the stage, and the JoinHandle (unique, polled through
+                // `&mut`) is the only one left touching it.
+                match unsafe { &mut *stage } {
+                    Stage::Done(out) => out.take(),
+                    _ => None,
+                }
+            })
+        };
+        if self.header.state.load(Ordering::Acquire) & COMPLETE != 0 {
+            return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
+        }
+        self.join.register(cx.waker());
+        if self.header.state.load(Ordering::Acquire) & COMPLETE != 0 {
+            return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
+        }
+        Poll::Pending
+    }
+
+    fn runnable(self: Arc<Self>) -> Arc<dyn Runnable> {
+        self
+    }
+
+    fn task_header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// Awaits a spawned task's [`Outcome`], and can ask it to stop.
+///
+/// Dropping the handle does not detach the task: its region still owns it
+/// and still waits for it. Awaiting the handle is not a checkpoint (the
+/// task is in the awaiter's region or below, so cancelling the awaiter
+/// cancels it too, and it finishes).
+pub struct JoinHandle<T, E> {
+    task: Arc<dyn JoinTarget<T, E>>,
+    _marker: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T, E> JoinHandle<T, E> {
+    pub(crate) fn new<G, F>(task: Arc<Task<G, F, T, E>>) -> Self
+    where
+        G: FnOnce(Cx) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        JoinHandle {
+            task,
+            _marker: PhantomData,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.task.task_header().id
+    }
+
+    /// Asks the task to stop, for `reason`. It sees the request at its next
+    /// checkpoint and ends `Cancelled(reason)` unless it finishes first.
+    pub fn cancel(&self, reason: CancelReason) {
+        cancel_task(&self.task.clone().runnable(), &reason);
+    }
+
+    /// Whether the task has finished.
+    pub fn is_finished(&self) -> bool {
+        self.task.task_header().state.load(Ordering::Acquire) & COMPLETE != 0
+    }
+}
+
+impl<T, E> Future for JoinHandle<T, E> {
+    type Output = Outcome<T, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
+        if coop::poll_proceed(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.task.poll_join(cx)
+    }
+}
+
+impl<T, E> fmt::Debug for JoinHandle<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle").field("id", &self.id()).finish()
+    }
+}

@@ -1,0 +1,161 @@
+//! The timer driver: a [`Wheel`] behind a mutex, turned by idle workers
+//! (before they park) and by busy ones every few dozen tasks.
+//!
+//! Time in the wheel is in ticks of one millisecond. A deadline rounds up
+//! to its tick and `now` rounds down, so a timer never fires early.
+
+use std::sync::Weak;
+use std::task::Waker;
+
+use super::wheel::{TimerKey, Wheel};
+use super::{Clock, Instant};
+use crate::cancel::CancelReason;
+use crate::loom::{Mutex, lock};
+use crate::region::RegionNode;
+use crate::task::{Runnable, cancel_task, cut_off_task};
+use std::sync::Arc;
+
+const TICK_NANOS: u64 = 1_000_000;
+
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    /// Wakes a task waiting in `sleep`.
+    Wake(Waker),
+    /// Cancels a region (its budget's deadline).
+    CancelRegion(Weak<RegionNode>, CancelReason),
+    /// Cancels a task (its budget's deadline).
+    CancelTask(Weak<dyn Runnable>, CancelReason),
+    /// Cuts a task off (its cleanup grace period ran out).
+    CutOff(Weak<dyn Runnable>),
+}
+
+impl TimerAction {
+    fn fire(self) {
+        match self {
+            TimerAction::Wake(w) => w.wake(),
+            TimerAction::CancelRegion(r, reason) => {
+                if let Some(r) = r.upgrade() {
+                    r.cancel(&reason);
+                }
+            }
+            TimerAction::CancelTask(t, reason) => {
+                if let Some(t) = t.upgrade() {
+                    cancel_task(&t, &reason);
+                }
+            }
+            TimerAction::CutOff(t) => {
+                if let Some(t) = t.upgrade() {
+                    cut_off_task(t);
+                }
+            }
+        }
+    }
+}
+
+/// A handle to a pending timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimerHandle(TimerKey);
+
+struct Inner {
+    wheel: Wheel<TimerAction>,
+    /// The tick a parked worker will wake at; an insert earlier than this
+    /// must wake someone. `u64::MAX` when unknown (then every insert may).
+    parked_until: u64,
+    fired: Vec<TimerAction>,
+}
+
+pub(crate) struct TimerDriver {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+}
+
+fn deadline_tick(at: Instant) -> u64 {
+    at.as_nanos().div_ceil(TICK_NANOS)
+}
+
+fn now_tick(now: Instant) -> u64 {
+    now.as_nanos() / TICK_NANOS
+}
+
+impl TimerDriver {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        TimerDriver {
+            inner: Mutex::new(Inner {
+                wheel: Wheel::new(),
+                parked_until: u64::MAX,
+                fired: Vec::new(),
+            }),
+            clock,
+        }
+    }
+
+    /// Inserts a timer; the flag says whether it is earlier than any parked
+    /// worker expects to wake (so one should be woken).
+    pub(crate) fn insert(&self, at: Instant, action: TimerAction) -> (TimerHandle, bool) {
+        let tick = deadline_tick(at);
+        let mut inner = lock(&self.inner);
+        let key = inner.wheel.insert(tick, action);
+        let earlier = tick < inner.parked_until;
+        (TimerHandle(key), earlier)
+    }
+
+    /// Cancels a timer; its action is dropped outside the lock.
+    pub(crate) fn cancel(&self, handle: TimerHandle) {
+        let action = lock(&self.inner).wheel.cancel(handle.0);
+        drop(action);
+    }
+
+    /// Fires every timer due at `now`; returns whether any fired and when
+    /// the next one is due.
+    pub(crate) fn process(&self, now: Instant) -> (bool, Option<Instant>) {
+        self.turn(now, false)
+    }
+
+    /// [`process`](Self::process), and records that a worker is about to
+    /// park until the next timer.
+    pub(crate) fn process_for_park(&self, now: Instant) -> (bool, Option<Instant>) {
+        self.turn(now, true)
+    }
+
+    /// A worker woke from a timed park: nobody is known to be waiting for
+    /// the next timer any more.
+    pub(crate) fn unparked(&self) {
+        lock(&self.inner).parked_until = u64::MAX;
+    }
+
+    fn turn(&self, now: Instant, parking: bool) -> (bool, Option<Instant>) {
+        let mut fired = {
+            let mut inner = lock(&self.inner);
+            let mut fired = std::mem::take(&mut inner.fired);
+            inner.wheel.advance(now_tick(now), &mut fired);
+            let next = inner.wheel.next_expiry();
+            if parking {
+                inner.parked_until = if fired.is_empty() { next.unwrap_or(u64::MAX) } else { u64::MAX };
+            }
+            if fired.is_empty() {
+                inner.fired = fired;
+                return (false, next.map(|t| Instant::from_nanos(t.saturating_mul(TICK_NANOS))));
+            }
+            fired
+        };
+        for action in fired.drain(..) {
+            action.fire();
+        }
+        let mut inner = lock(&self.inner);
+        if inner.fired.capacity() < fired.capacity() {
+            inner.fired = fired;
+        }
+        (true, None)
+    }
+
+    /// The clock this driver reads.
+    pub(crate) fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Drops every pending timer (shutdown): wakers and task references go.
+    pub(crate) fn clear(&self) {
+        let old = std::mem::replace(&mut lock(&self.inner).wheel, Wheel::new());
+        drop(old);
+    }
+}

@@ -1,0 +1,113 @@
+//! Time, through a seam: every timer, deadline and `now()` in the runtime
+//! reads a [`Clock`], so a lab runtime can substitute virtual time.
+//!
+//! [`Instant`] is the runtime's own point in time (nanoseconds since the
+//! clock's epoch), not `std::time::Instant`: a virtual clock can make one
+//! out of thin air, and deadlines compare as plain integers.
+
+pub(crate) mod driver;
+pub(crate) mod wheel;
+mod sleep;
+
+pub use sleep::{Interval, Sleep};
+pub use std::time::Duration;
+
+use std::fmt;
+use std::ops::{Add, Sub};
+
+/// A point in the runtime's time: nanoseconds since its clock's epoch.
+///
+/// ```
+/// use runtime_core::time::{Duration, Instant};
+/// let t = Instant::from_nanos(1_000);
+/// assert_eq!(t + Duration::from_nanos(500), Instant::from_nanos(1_500));
+/// assert_eq!(Instant::from_nanos(1_500) - t, Duration::from_nanos(500));
+/// ```
+#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Instant(u64);
+
+impl Instant {
+    /// The clock's epoch.
+    pub const ZERO: Instant = Instant(0);
+    /// The far future: a deadline that never comes.
+    pub const MAX: Instant = Instant(u64::MAX);
+
+    /// The instant `nanos` after the epoch.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Instant(nanos)
+    }
+
+    /// Nanoseconds since the epoch.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// `self + d`, saturating at [`Instant::MAX`].
+    pub fn saturating_add(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_add(duration_nanos(d)))
+    }
+
+    /// How long after `earlier` this is, or zero if it is not later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+    fn add(self, d: Duration) -> Instant {
+        self.saturating_add(d)
+    }
+}
+
+impl Sub for Instant {
+    type Output = Duration;
+    fn sub(self, earlier: Instant) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+impl fmt::Debug for Instant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instant({:?})", Duration::from_nanos(self.0))
+    }
+}
+
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Where the runtime reads the time. The runtime uses [`SystemClock`]; a lab
+/// runtime plugs in a virtual clock that only moves when it says so.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time. Never goes backwards.
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic wall clock: `std::time::Instant` relative to when the clock
+/// was made.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    epoch: std::time::Instant,
+}
+
+impl SystemClock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        SystemClock {
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant(duration_nanos(self.epoch.elapsed()))
+    }
+}

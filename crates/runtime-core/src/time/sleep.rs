@@ -1,0 +1,148 @@
+//! [`Sleep`] and [`Interval`]: timers that are checkpoints.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use super::driver::{TimerAction, TimerHandle};
+use super::{Duration, Instant};
+use crate::cancel::Cancelled;
+use crate::cx::{Cx, coop_proceed};
+
+/// Resolves at its deadline with `Ok(())`, or earlier with
+/// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
+/// cancels the timer (O(1)).
+pub struct Sleep<'a> {
+    cx: &'a Cx,
+    deadline: Instant,
+    timer: Option<(TimerHandle, Waker)>,
+}
+
+impl<'a> Sleep<'a> {
+    pub(crate) fn new(cx: &'a Cx, deadline: Instant) -> Self {
+        Sleep {
+            cx,
+            deadline,
+            timer: None,
+        }
+    }
+
+    /// When it resolves.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// One poll of a sleep: shared by [`Sleep`] and [`Interval`].
+fn poll_sleep(
+    cx: &Cx,
+    deadline: Instant,
+    timer: &mut Option<(TimerHandle, Waker)>,
+    task: &mut Context<'_>,
+) -> Poll<Result<(), Cancelled>> {
+    if coop_proceed(task).is_pending() {
+        return Poll::Pending;
+    }
+    if let Some(reason) = cx.cancel_requested() {
+        return Poll::Ready(Err(Cancelled(reason)));
+    }
+    if cx.now() >= deadline {
+        if let Some((h, _)) = timer.take() {
+            cx.cancel_timer(h);
+        }
+        return Poll::Ready(Ok(()));
+    }
+    match timer {
+        Some((_, w)) if w.will_wake(task.waker()) => {}
+        _ => {
+            if let Some((h, _)) = timer.take() {
+                cx.cancel_timer(h);
+            }
+            let w = task.waker().clone();
+            let h = cx.insert_timer(deadline, TimerAction::Wake(w.clone()));
+            *timer = Some((h, w));
+        }
+    }
+    Poll::Pending
+}
+
+impl Future for Sleep<'_> {
+    type Output = Result<(), Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        poll_sleep(this.cx, this.deadline, &mut this.timer, task)
+    }
+}
+
+impl Drop for Sleep<'_> {
+    fn drop(&mut self) {
+        if let Some((h, _)) = self.timer.take() {
+            self.cx.cancel_timer(h);
+        }
+    }
+}
+
+/// Ticks once per period. A tick that is late (the task was busy) fires at
+/// once, and the next one is scheduled a period after it, so ticks never
+/// bunch up.
+pub struct Interval {
+    cx: Cx,
+    period: Duration,
+    next: Instant,
+    timer: Option<(TimerHandle, Waker)>,
+}
+
+impl Interval {
+    pub(crate) fn new(cx: Cx, period: Duration) -> Self {
+        let next = cx.now() + period;
+        Interval {
+            cx,
+            period: period.max(Duration::from_nanos(1)),
+            next,
+            timer: None,
+        }
+    }
+
+    /// The period.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Waits for the next tick and returns its scheduled instant; a
+    /// checkpoint.
+    pub fn tick(&mut self) -> Tick<'_> {
+        Tick { interval: self }
+    }
+}
+
+/// The future of [`Interval::tick`].
+pub struct Tick<'a> {
+    interval: &'a mut Interval,
+}
+
+impl Future for Tick<'_> {
+    type Output = Result<Instant, Cancelled>;
+    fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let i = &mut *self.interval;
+        match poll_sleep(&i.cx, i.next, &mut i.timer, task) {
+            Poll::Ready(Ok(())) => {
+                let at = i.next;
+                let now = i.cx.now();
+                i.next = (at + i.period).max(now);
+                if i.next == now {
+                    i.next = now + i.period;
+                }
+                Poll::Ready(Ok(at))
+            }
+            other => other.map(|r| r.map(|()| i.next)),
+        }
+    }
+}
+
+impl Drop for Interval {
+    fn drop(&mut self) {
+        if let Some((h, _)) = self.timer.take() {
+            self.cx.cancel_timer(h);
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Regions own their tasks: close to quiescence, outcomes join under the
+//! policy, panics are caught per task, finalizers run in reverse.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use runtime_core::time::Duration;
+use runtime_core::{CancelKind, Outcome, Region, RegionError, Runtime, Severity};
+
+fn runtimes() -> Vec<Runtime> {
+    vec![
+        Runtime::builder().worker_threads(2).build().unwrap(),
+        Runtime::builder().current_thread().build().unwrap(),
+    ]
+}
+
+#[test]
+fn block_on_returns_the_body_value() {
+    for rt in runtimes() {
+        let out = rt.block_on(|_cx| async { Ok::<_, ()>(7) });
+        assert_eq!(out.ok(), Some(7));
+    }
+}
+
+#[test]
+fn spawn_and_join() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let mut sum = 0;
+            for i in 0..100u64 {
+                sum += cx.spawn(move |_| async move { Ok::<_, ()>(i) }).await.unwrap();
+            }
+            Ok::<_, ()>(sum)
+        });
+        assert_eq!(out.ok(), Some(4950));
+    }
+}
+
+#[test]
+fn region_waits_for_unjoined_tasks() {
+    for rt in runtimes() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let seen = done.clone();
+        let out = rt.block_on(move |cx| async move {
+            cx.region(move |cx| async move {
+                for _ in 0..50 {
+                    let d = d.clone();
+                    // Handles dropped at once: the region still owns them.
+                    drop(cx.spawn(move |cx| async move {
+                        cx.sleep(Duration::from_millis(2)).await.map_err(|_| ())?;
+                        d.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, ()>(())
+                    }));
+                }
+                Ok::<_, ()>(())
+            })
+            .await;
+            // The region has closed: every task has finished.
+            Ok::<_, ()>(seen.load(Ordering::SeqCst))
+        });
+        assert_eq!(out.ok(), Some(50));
+        assert_eq!(done.load(Ordering::SeqCst), 50);
+        assert_eq!(rt.stats().tasks_alive(), 0);
+    }
+}
+
+#[test]
+fn fail_fast_cancels_siblings_and_reports_the_error() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region(|cx| async move {
+                    let sleeper = cx.spawn(|cx| async move {
+                        cx.sleep(Duration::from_secs(3600)).await?;
+                        Ok::<_, runtime_core::Cancelled>(())
+                    });
+                    cx.spawn(|_| async { Err::<(), _>("boom") });
+                    let s = sleeper.await;
+                    assert_eq!(s.cancel_reason().map(|r| r.kind()), Some(CancelKind::SiblingFailed));
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(r)
+        });
+        match out.ok().unwrap() {
+            Outcome::Err(RegionError::Child(f)) => assert!(f.message.contains("boom")),
+            other => panic!("expected the child's error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn collect_all_lets_siblings_finish() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region_with(Region::collect_all(), |cx| async move {
+                    let slow = cx.spawn(|cx| async move {
+                        cx.sleep(Duration::from_millis(5)).await.map_err(|_| "cancelled")?;
+                        Ok::<_, &str>(1)
+                    });
+                    cx.spawn(|_| async { Err::<u32, _>("boom") });
+                    Ok::<_, ()>(slow.await.ok())
+                })
+                .await;
+            Ok::<_, ()>(r)
+        });
+        match out.ok().unwrap() {
+            Outcome::Err(RegionError::Child(f)) => assert!(f.message.contains("boom")),
+            other => panic!("expected the child's error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn panicking_task_beside_healthy_ones() {
+    for rt in runtimes() {
+        for spec in [Region::fail_fast(), Region::collect_all()] {
+            let healthy = Arc::new(AtomicUsize::new(0));
+            let h = healthy.clone();
+            let out = rt.block_on(move |cx| async move {
+                let r = cx
+                    .region_with(spec, move |cx| async move {
+                        for _ in 0..10 {
+                            let h = h.clone();
+                            cx.spawn(move |_| async move {
+                                h.fetch_add(1, Ordering::SeqCst);
+                                Ok::<_, ()>(())
+                            });
+                        }
+                        let p = cx.spawn(|_| async { if true { panic!("task exploded") } Ok::<(), ()>(()) });
+                        match p.await {
+                            Outcome::Panicked(p) => assert_eq!(p.message(), "task exploded"),
+                            other => panic!("expected Panicked, got {other:?}"),
+                        }
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(r.severity())
+            });
+            assert_eq!(out.ok(), Some(Severity::Panicked));
+            // The runtime is fine, and the healthy ones ran (fail-fast may
+            // have cancelled some before they started; they still ended).
+            assert_eq!(rt.stats().tasks_alive(), 0);
+            assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+        }
+    }
+}
+
+#[test]
+fn finalizers_run_in_reverse_after_children() {
+    for rt in runtimes() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        rt.block_on(move |cx| async move {
+            cx.region(move |cx| async move {
+                for i in 0..3 {
+                    let l = l.clone();
+                    cx.defer(move || l.lock().unwrap().push(format!("fin{i}")));
+                }
+                let l2 = l.clone();
+                cx.spawn(move |cx| async move {
+                    cx.sleep(Duration::from_millis(3)).await.map_err(|_| ())?;
+                    l2.lock().unwrap().push("task".to_string());
+                    Ok::<_, ()>(())
+                });
+                Ok::<_, ()>(())
+            })
+            .await
+            .unwrap();
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(*log.lock().unwrap(), vec!["task", "fin2", "fin1", "fin0"]);
+    }
+}
+
+#[test]
+fn race_returns_the_winner_after_draining_losers() {
+    for rt in runtimes() {
+        let drained = Arc::new(AtomicUsize::new(0));
+        let d = drained.clone();
+        let out = rt.block_on(move |cx| async move {
+            let racers: Vec<Box<dyn FnOnce(runtime_core::Cx) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> + Send>> = vec![
+                Box::new({
+                    let d = d.clone();
+                    move |cx| Box::pin(async move {
+                        let r = cx.sleep(Duration::from_secs(3600)).await;
+                        assert_eq!(r.unwrap_err().reason().kind(), CancelKind::LostRace);
+                        d.fetch_add(1, Ordering::SeqCst);
+                        Err(())
+                    })
+                }),
+                Box::new(|cx| Box::pin(async move {
+                    cx.sleep(Duration::from_millis(1)).await.map_err(|_| ())?;
+                    Ok(5)
+                })),
+            ];
+            let w = cx.race(racers).await;
+            // The loser finished its cleanup before race returned.
+            assert_eq!(d.load(Ordering::SeqCst), 1);
+            Ok::<_, ()>(w)
+        });
+        assert_eq!(out.ok().unwrap().ok(), Some(5));
+        assert_eq!(drained.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[test]
+fn timeout_cancels_with_timeout_reason() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let t = cx
+                .timeout(Duration::from_millis(5), |cx| async move {
+                    cx.sleep(Duration::from_secs(3600)).await?;
+                    Ok::<_, runtime_core::Cancelled>(())
+                })
+                .await;
+            let fast = cx.timeout(Duration::from_secs(3600), |_| async { Ok::<_, ()>(3) }).await;
+            Ok::<_, ()>((t, fast))
+        });
+        let (t, fast) = out.ok().unwrap();
+        assert_eq!(t.cancel_reason().map(|r| r.kind()), Some(CancelKind::Timeout));
+        assert_eq!(fast.ok(), Some(3));
+    }
+}
+
+#[test]
+fn join_all_gathers_outcomes_in_order() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let bodies: Vec<_> = (0..5u32).map(|i| move |_cx| async move { if i == 3 { Err("three") } else { Ok(i) } }).collect();
+            Ok::<_, ()>(cx.join_all(bodies).await)
+        });
+        let v = out.ok().unwrap();
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[0].clone().ok(), Some(0));
+        assert_eq!(v[3].severity(), Severity::Err);
+        assert_eq!(v[4].clone().ok(), Some(4));
+    }
+}
