@@ -2,7 +2,9 @@
 //! `cargo xtask sweep`: [`queue`] (one consumer, N producers, and the queues
 //! a user would pick instead of `otlp-queue`) and [`exporter`] (span
 //! pipelines end to end, against the OpenTelemetry SDK's batch processor),
-//! each driving every candidate exactly the same way.
+//! each driving every candidate exactly the same way, and [`runtime`]
+//! (runtime-core's spawn, yield, regions, cancellation and timers against
+//! tokio's multi-threaded runtime, as the tokio anchor measures them).
 //!
 //! The method follows the anchor measurements the project compares itself
 //! with: producers push `u64` items as fast as they can, either retrying
@@ -20,3 +22,4 @@
 
 pub mod exporter;
 pub mod queue;
+pub mod runtime;

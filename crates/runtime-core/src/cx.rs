@@ -136,7 +136,7 @@ impl Cx {
         if !cell.is_requested() || self.header().masked() {
             return None;
         }
-        cell.mark_observed();
+        self.header().observed.store(true, Ordering::Relaxed);
         cell.get()
     }
 
@@ -308,7 +308,7 @@ impl Cx {
             task: self.task.clone(),
             scope: Some(node.clone()),
         };
-        run_region(node, body(cx))
+        run_region(node, self.task.clone(), body(cx))
     }
 
     /// Runs `body` in a child region cancelled with reason `Timeout` if it
@@ -332,7 +332,7 @@ impl Cx {
             task: self.task.clone(),
             scope: Some(node.clone()),
         };
-        let fut = run_region(node, body(cx));
+        let fut = run_region(node, self.task.clone(), body(cx));
         async move {
             let out = fut.await;
             sched.cancel_timer(timer);
@@ -373,7 +373,7 @@ impl Cx {
             }
             Ok::<(), std::convert::Infallible>(())
         };
-        let fut = run_region(node, body);
+        let fut = run_region(node, self.task.clone(), body);
         async move {
             let region = fut.await;
             let won = lock(&winner).take();
@@ -407,7 +407,7 @@ impl Cx {
             *lock(&slot) = out;
             Ok::<(), std::convert::Infallible>(())
         };
-        let fut = run_region(node, body);
+        let fut = run_region(node, self.task.clone(), body);
         async move {
             let _ = fut.await;
             std::mem::take(&mut *lock(&results))
@@ -446,6 +446,11 @@ pub struct YieldNow<'a> {
 impl Future for YieldNow<'_> {
     type Output = Result<(), Cancelled>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Spend the turn's budget even when cancelled, so a loop that
+        // ignores the error still gives the worker back.
+        if coop::poll_proceed(cx).is_pending() {
+            return Poll::Pending;
+        }
         if let Some(r) = self.cx.cancel_requested() {
             return Poll::Ready(Err(Cancelled(r)));
         }

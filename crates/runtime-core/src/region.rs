@@ -183,10 +183,9 @@ impl ChildReport {
     }
 }
 
-/// The worst child outcome so far (first of its severity).
+/// The worst child failure so far (the first of its severity).
 enum Worst {
     Err(Failure),
-    Cancelled(CancelReason),
     Panicked(PanicPayload),
 }
 
@@ -194,7 +193,6 @@ impl Worst {
     fn severity(&self) -> Severity {
         match self {
             Worst::Err(_) => Severity::Err,
-            Worst::Cancelled(_) => Severity::Cancelled,
             Worst::Panicked(_) => Severity::Panicked,
         }
     }
@@ -455,9 +453,15 @@ impl RegionNode {
     }
 
     /// Called by each finishing child.
+    ///
+    /// Errors and panics join into the region's outcome (and, fail-fast,
+    /// cancel the siblings). A cancelled child does not: it was cancelled
+    /// because someone asked (its handle's holder, its own budget, or this
+    /// region, whose body then sees the request itself); the child's
+    /// outcome is on its handle.
     pub(crate) fn child_finished(&self, report: ChildReport) {
-        if report.severity != Severity::Ok && !self.absorbs(&report) {
-            let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
+        let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
+        if failed {
             {
                 let mut worst = lock(&self.worst);
                 let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
@@ -467,14 +471,11 @@ impl RegionNode {
                             task: report.task.unwrap_or(TaskId(0)),
                             message: report.error.unwrap_or_default(),
                         }),
-                        Severity::Cancelled => {
-                            Worst::Cancelled(report.cancel.unwrap_or_else(|| CancelReason::new(CancelKind::User)))
-                        }
                         _ => Worst::Panicked(report.panic.unwrap_or_else(|| PanicPayload::new("panic"))),
                     });
                 }
             }
-            if failed && self.policy == Policy::FailFast {
+            if self.policy == Policy::FailFast {
                 self.cancel(&self.sibling_failed());
             }
         }
@@ -542,7 +543,6 @@ impl RegionNode {
         let children: Outcome<(), RegionError<E>> = match worst {
             None => Outcome::Ok(()),
             Some(Worst::Err(f)) => Outcome::Err(RegionError::Child(f)),
-            Some(Worst::Cancelled(r)) => Outcome::Cancelled(r),
             Some(Worst::Panicked(p)) => Outcome::Panicked(p),
         };
         let out = match body {
@@ -594,14 +594,18 @@ impl RegionNode {
 /// Runs a region: the body, then quiescence, then finalizers, then the
 /// join. Dropping it before it finishes cancels the region and leaves the
 /// close to its last child.
-pub(crate) async fn run_region<F, T, E>(node: Arc<RegionNode>, body: F) -> Outcome<T, RegionError<E>>
+pub(crate) async fn run_region<F, T, E>(
+    node: Arc<RegionNode>,
+    owner: Arc<dyn Runnable>,
+    body: F,
+) -> Outcome<T, RegionError<E>>
 where
     F: Future<Output = Result<T, E>> + Send,
 {
     let guard = AbandonGuard(node.clone());
     let body_out = match (CatchUnwind { inner: body }).await {
         Ok(Ok(v)) => Outcome::Ok(v),
-        Ok(Err(e)) => match node.cancel.was_observed().then(|| node.cancel.get()).flatten() {
+        Ok(Err(e)) => match owner.header().observed.load(Ordering::Relaxed).then(|| node.cancel.get()).flatten() {
             Some(reason) => Outcome::Cancelled(reason),
             None => Outcome::Err(RegionError::Body(e)),
         },

@@ -108,7 +108,6 @@ impl WakerSlot {
 /// is only taken on the cancellation path.
 pub(crate) struct CancelCell {
     requested: AtomicBool,
-    observed: AtomicBool,
     reason: Mutex<Option<CancelReason>>,
 }
 
@@ -116,7 +115,6 @@ impl CancelCell {
     pub(crate) fn new() -> Self {
         CancelCell {
             requested: AtomicBool::new(false),
-            observed: AtomicBool::new(false),
             reason: Mutex::new(None),
         }
     }
@@ -153,13 +151,4 @@ impl CancelCell {
         lock(&self.reason).clone()
     }
 
-    /// Marks that the owner saw the request at a checkpoint.
-    pub(crate) fn mark_observed(&self) {
-        self.observed.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether the owner saw the request at a checkpoint.
-    pub(crate) fn was_observed(&self) -> bool {
-        self.observed.load(Ordering::Relaxed)
-    }
 }

@@ -27,7 +27,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::cx::Cx;
-use crate::loom::{AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
+use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
 use crate::outcome::{Outcome, PanicPayload};
 use crate::region::{ChildReport, RegionNode};
 use crate::sched::{Schedule, Scheduler};
@@ -77,6 +77,9 @@ pub(crate) struct Header {
     pub(crate) cost: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
     pub(crate) mask: AtomicU32,
+    /// A checkpoint in this task (any of its scopes) reported a
+    /// cancellation: an `Err` it then returns is read as `Cancelled`.
+    pub(crate) observed: AtomicBool,
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
     open_regions: Mutex<Vec<Weak<RegionNode>>>,
@@ -155,6 +158,7 @@ where
             polls_at_cancel: AtomicU32::new(u32::MAX),
             cost: AtomicU64::new(0),
             mask: AtomicU32::new(0),
+            observed: AtomicBool::new(false),
             open_regions: Mutex::new(Vec::new()),
         },
         stage: UnsafeCell::new(Stage::Init(body)),
@@ -275,19 +279,21 @@ where
             // A panicking Drop of the future: the outcome stands; nothing
             // else to undo.
         }
+        // Counted and reported before COMPLETE: whoever sees the outcome
+        // also sees the task gone from the counters and its region.
+        h.sched.stats().task_finished(cut_off);
+        h.region.child_finished(report);
         // Release: the joiner (Acquire on COMPLETE) sees the outcome.
         h.state.fetch_or(COMPLETE, Ordering::AcqRel);
         self.join.wake();
-        h.sched.stats().task_finished(cut_off);
-        h.region.child_finished(report);
     }
 
     fn outcome_of(&self, r: Result<T, E>) -> Outcome<T, E> {
         match r {
             Ok(v) => Outcome::Ok(v),
             Err(e) => {
-                let c = &self.header.cancel;
-                match c.was_observed().then(|| c.get()).flatten() {
+                let h = &self.header;
+                match h.observed.load(Ordering::Relaxed).then(|| h.cancel.get()).flatten() {
                     Some(reason) => Outcome::Cancelled(reason),
                     None => Outcome::Err(e),
                 }

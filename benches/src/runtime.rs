@@ -1,0 +1,592 @@
+//! The runtime against tokio: the operations of the tokio anchor
+//! (`../shared/anchors/tokio-bench`, README section 5), each driven the same
+//! way on both runtimes, in the same process, with the same worker count.
+//!
+//! Every measurement runs `n` iterations of one operation inside one
+//! `block_on` and returns the time they took (criterion's `iter_custom`
+//! style); building the runtime, entering `block_on` and any set-up the
+//! anchor leaves out of its clock stay out of ours too.
+//!
+//! | [`Op`] | one iteration, runtime-core | one iteration, tokio (as the anchor) |
+//! |---|---|---|
+//! | `SpawnJoin` | `cx.spawn(..)` a task returning `i`, await it, from the `block_on` body | `tokio::spawn(async move { i }).await` from `block_on` |
+//! | `SpawnThenJoinAll` | one task of a batch (up to [`SPAWN_BATCH`]) all spawned, then all joined | the same with `tokio::spawn` |
+//! | `Yield` | `cx.yield_now().await` | `tokio::task::yield_now().await` |
+//! | `PingPong` | a round trip over two capacity-1 `runtime_core::channel::mpsc` channels to an echo task | the same over two `tokio::sync::mpsc::channel(1)` |
+//! | `Region` | `cx.region(\|_\| async { Ok(()) }).await`: open a child region, run its body, close it | no regions in tokio; the nearest scope that waits for its work: a `JoinSet`, one no-op task spawned into it and joined, the set dropped |
+//! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields once, then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained) | `k` sleeping tasks in a `JoinSet`, one `yield_now`, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) |
+//! | `TimerInsertCancel` | `cx.sleep(60 s)` made, polled once with the task's own context (it registers with the timer driver), dropped (it deregisters) | `tokio::time::sleep(60 s)` made, polled once (registers), dropped |
+//! | `TimerCreateDrop` | `cx.sleep(60 + i % 100 s)` made and dropped without a poll (the anchor's "create / drop" row, both halves timed together): up to [`TIMER_BATCH`] into a `Vec`, then the `Vec` dropped | `tokio::time::sleep(..)` the same way |
+//!
+//! Where the root runs: tokio's `block_on` polls its future on the calling
+//! thread, which is not a worker; ours runs the body as a task on a
+//! worker. Each is measured the way a user of it would write the code,
+//! which is what the anchor measures.
+//!
+//! Timer loops poll at most [`TIMER_CHUNK`] sleeps per task turn and yield
+//! between chunks outside the clock: both runtimes' sleeps spend one unit of
+//! a 128-per-turn cooperative budget on each poll, and a sleep polled with
+//! the budget spent returns `Pending` without registering.
+//!
+//! ```
+//! use benches::runtime::{Op, Ours, Tokio};
+//! let ours = Ours::new(2);
+//! let tokio = Tokio::new(2);
+//! assert!(ours.run(Op::SpawnJoin, 100) > std::time::Duration::ZERO);
+//! assert!(tokio.run(Op::CancelDrain(10), 3) > std::time::Duration::ZERO);
+//! ```
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::{Future, poll_fn};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use runtime_core::{CancelReason, Cancelled, Cx, Runtime};
+use tokio::task::JoinSet;
+
+/// The most tasks [`Op::SpawnThenJoinAll`] holds at once: the anchor's
+/// batch. Larger iteration counts run as several batches.
+pub const SPAWN_BATCH: u64 = 200_000;
+
+/// Sleeps polled per task turn in the timer operations (under the 128-poll
+/// cooperative budget both runtimes give a task turn).
+pub const TIMER_CHUNK: u64 = 64;
+
+/// The most sleeps [`Op::TimerCreateDrop`] holds at once (the anchor's
+/// count); larger iteration counts run as several batches.
+pub const TIMER_BATCH: u64 = 100_000;
+
+/// How long the sleeping tasks of [`Op::CancelDrain`] would sleep.
+const LONG_SLEEP: Duration = Duration::from_secs(3600);
+
+/// An operation measured on both runtimes (see the module's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Spawn one task from the root and await it, one at a time.
+    SpawnJoin,
+    /// Spawn a batch of tasks, then await them all; one iteration is one
+    /// task.
+    SpawnThenJoinAll,
+    /// Yield to the scheduler once.
+    Yield,
+    /// One round trip to an echo task over two capacity-1 channels.
+    PingPong,
+    /// Open and close an empty region (tokio: a `JoinSet` with one no-op
+    /// task).
+    Region,
+    /// Cancel a group of this many sleeping tasks and wait until all are
+    /// gone; one iteration is one group.
+    CancelDrain(usize),
+    /// Make a 60 s sleep, poll it once (it registers), drop it (it
+    /// deregisters).
+    TimerInsertCancel,
+    /// Make a sleep and drop it without polling it (the anchor's row).
+    TimerCreateDrop,
+}
+
+impl Op {
+    /// Every operation, in table order.
+    pub const ALL: [Op; 11] = [
+        Op::SpawnJoin,
+        Op::SpawnThenJoinAll,
+        Op::Yield,
+        Op::PingPong,
+        Op::Region,
+        Op::CancelDrain(1),
+        Op::CancelDrain(10),
+        Op::CancelDrain(100),
+        Op::CancelDrain(1000),
+        Op::TimerInsertCancel,
+        Op::TimerCreateDrop,
+    ];
+
+    /// A short name for benchmark ids (`cancel_drain_100`).
+    pub fn id(self) -> String {
+        match self {
+            Op::SpawnJoin => "spawn_join".into(),
+            Op::SpawnThenJoinAll => "spawn_then_join_all".into(),
+            Op::Yield => "yield".into(),
+            Op::PingPong => "ping_pong".into(),
+            Op::Region => "region".into(),
+            Op::CancelDrain(k) => format!("cancel_drain_{k}"),
+            Op::TimerInsertCancel => "timer_insert_cancel".into(),
+            Op::TimerCreateDrop => "timer_create_drop".into(),
+        }
+    }
+
+    /// What the table calls it.
+    pub fn label(self) -> String {
+        match self {
+            Op::SpawnJoin => "spawn then join, one at a time, from the root".into(),
+            Op::SpawnThenJoinAll => format!("spawn {SPAWN_BATCH} then join all"),
+            Op::Yield => "yield".into(),
+            Op::PingPong => "ping-pong over two capacity-1 channels".into(),
+            Op::Region => "empty region open/close (tokio: JoinSet + 1 no-op task)".into(),
+            Op::CancelDrain(k) => format!("cancel and drain {k} sleeping tasks"),
+            Op::TimerInsertCancel => "sleep: create, poll once (register), drop".into(),
+            Op::TimerCreateDrop => "sleep: create and drop, never polled".into(),
+        }
+    }
+
+    /// What one iteration is, for "per" in the table.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Op::SpawnJoin | Op::SpawnThenJoinAll => "task",
+            Op::Yield => "yield",
+            Op::PingPong => "round",
+            Op::Region => "region",
+            Op::CancelDrain(_) => "group",
+            Op::TimerInsertCancel | Op::TimerCreateDrop => "timer",
+        }
+    }
+
+    /// Iterations per measurement in [`table`]: the anchor's counts where
+    /// one run of them takes well under a second, fewer where they would
+    /// not (the per-iteration cost does not depend on the count there).
+    pub fn table_iters(self) -> u64 {
+        match self {
+            Op::SpawnJoin => 20_000,
+            Op::SpawnThenJoinAll => SPAWN_BATCH,
+            Op::Yield => 1_000_000,
+            Op::PingPong => 20_000,
+            Op::Region => 100_000,
+            // The anchor's repetitions.
+            Op::CancelDrain(k) => 2000 / k.max(1) as u64 + 20,
+            Op::TimerInsertCancel | Op::TimerCreateDrop => 100_000,
+        }
+    }
+}
+
+/// Whether runtime-core's channel module is built in (the `channel`
+/// feature of this crate); without it [`Op::PingPong`] runs on tokio only.
+pub const OURS_HAS_CHANNEL: bool = cfg!(feature = "channel");
+
+/// runtime-core's multi-threaded runtime.
+#[derive(Debug)]
+pub struct Ours {
+    rt: Runtime,
+}
+
+impl Ours {
+    /// A runtime with `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        let rt = Runtime::builder()
+            .worker_threads(workers)
+            .thread_name("bench-ours")
+            .build()
+            .expect("runtime-core runtime");
+        Ours { rt }
+    }
+
+    /// Whether [`run`](Self::run) can measure `op` (ping-pong needs the
+    /// channel module).
+    pub fn supports(op: Op) -> bool {
+        op != Op::PingPong || OURS_HAS_CHANNEL
+    }
+
+    /// Runs `n` iterations of `op` inside one `block_on` and returns the
+    /// time they took.
+    ///
+    /// # Panics
+    ///
+    /// If `op` is not [supported](Self::supports), or the runtime reports
+    /// anything but success.
+    pub fn run(&self, op: Op, n: u64) -> Duration {
+        assert!(Self::supports(op), "{op:?} needs runtime_core::channel (the `channel` feature)");
+        self.rt
+            .block_on(move |cx| async move {
+                Ok::<_, Infallible>(match op {
+                    Op::SpawnJoin => ours_spawn_join(&cx, n).await,
+                    Op::SpawnThenJoinAll => ours_spawn_then_join_all(&cx, n).await,
+                    Op::Yield => ours_yield(&cx, n).await,
+                    Op::PingPong => ours_ping_pong(&cx, n).await,
+                    Op::Region => ours_region(&cx, n).await,
+                    Op::CancelDrain(k) => ours_cancel_drain(&cx, k, n).await,
+                    Op::TimerInsertCancel => ours_timer_insert_cancel(&cx, n).await,
+                    Op::TimerCreateDrop => ours_timer_create_drop(&cx, n),
+                })
+            })
+            .unwrap()
+    }
+}
+
+/// tokio's multi-threaded runtime, built as the anchor builds it.
+#[derive(Debug)]
+pub struct Tokio {
+    rt: tokio::runtime::Runtime,
+}
+
+impl Tokio {
+    /// A runtime with `workers` worker threads, time and I/O enabled.
+    pub fn new(workers: usize) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("bench-tokio")
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        Tokio { rt }
+    }
+
+    /// Runs `n` iterations of `op` inside one `block_on` and returns the
+    /// time they took.
+    pub fn run(&self, op: Op, n: u64) -> Duration {
+        self.rt.block_on(async move {
+            match op {
+                Op::SpawnJoin => tokio_spawn_join(n).await,
+                Op::SpawnThenJoinAll => tokio_spawn_then_join_all(n).await,
+                Op::Yield => tokio_yield(n).await,
+                Op::PingPong => tokio_ping_pong(n).await,
+                Op::Region => tokio_region(n).await,
+                Op::CancelDrain(k) => tokio_cancel_drain(k, n).await,
+                Op::TimerInsertCancel => tokio_timer_insert_cancel(n).await,
+                Op::TimerCreateDrop => tokio_timer_create_drop(n),
+            }
+        })
+    }
+}
+
+// ---- runtime-core ----------------------------------------------------------
+
+async fn ours_spawn_join(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        let v = cx.spawn(move |_| async move { Ok::<_, Infallible>(i) }).await.unwrap();
+        black_box(v);
+    }
+    t.elapsed()
+}
+
+async fn ours_spawn_then_join_all(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(SPAWN_BATCH);
+        let hs: Vec<_> = (0..batch)
+            .map(|i| cx.spawn(move |_| async move { Ok::<_, Infallible>(i) }))
+            .collect();
+        for h in hs {
+            black_box(h.await.unwrap());
+        }
+        left -= batch;
+    }
+    t.elapsed()
+}
+
+async fn ours_yield(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        cx.yield_now().await.expect("not cancelled");
+    }
+    t.elapsed()
+}
+
+async fn ours_region(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        let out = cx.region(|_| async { Ok::<_, ()>(()) }).await;
+        black_box(out.unwrap());
+    }
+    t.elapsed()
+}
+
+async fn ours_cancel_drain(cx: &Cx, k: usize, reps: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..reps {
+        let start = Arc::new(OnceLock::new());
+        let started = start.clone();
+        let out = cx
+            .region(move |cx| async move {
+                let handles: Vec<_> = (0..k)
+                    .map(|_| {
+                        cx.spawn(|cx| async move {
+                            cx.sleep(LONG_SLEEP).await?;
+                            Ok::<_, Cancelled>(())
+                        })
+                    })
+                    .collect();
+                // Let them reach their await point.
+                cx.yield_now().await?;
+                let t = Instant::now();
+                cx.cancel(CancelReason::user("benchmark: cancel the group"));
+                let _ = started.set(t);
+                drop(handles);
+                Ok::<_, Cancelled>(())
+            })
+            .await;
+        let end = Instant::now();
+        assert!(out.is_cancelled(), "the group ends cancelled: {:?}", out.severity());
+        total += end - *start.get().expect("the body reached the cancel");
+    }
+    total
+}
+
+async fn ours_timer_insert_cancel(cx: &Cx, n: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(TIMER_CHUNK);
+        let t = Instant::now();
+        for _ in 0..chunk {
+            let mut sleep = pin!(cx.sleep(Duration::from_secs(60)));
+            poll_fn(|task| {
+                let polled = sleep.as_mut().poll(task);
+                debug_assert!(polled.is_pending());
+                Poll::Ready(())
+            })
+            .await;
+        }
+        total += t.elapsed();
+        left -= chunk;
+        // A fresh task turn (and cooperative budget), off the clock.
+        cx.yield_now().await.expect("not cancelled");
+    }
+    total
+}
+
+fn ours_timer_create_drop(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(TIMER_BATCH);
+        let sleeps: Vec<_> = (0..batch)
+            .map(|i| cx.sleep(Duration::from_secs(60 + i % 100)))
+            .collect();
+        drop(sleeps);
+        left -= batch;
+    }
+    t.elapsed()
+}
+
+/// Ping-pong over runtime-core's two-phase channel.
+///
+/// ENABLE when `runtime_core::channel` exists: build with
+/// `--features channel` (or make that feature a default), which also adds
+/// the `ours` function of the `ping_pong` criterion group and the `ours`
+/// column of the table's ping-pong row. Adjust the calls here if the
+/// channel's final API differs.
+#[cfg(feature = "channel")]
+async fn ours_ping_pong(cx: &Cx, rounds: u64) -> Duration {
+    use runtime_core::channel::mpsc;
+    let (tx1, rx1) = mpsc::channel::<u64>(1);
+    let (tx2, rx2) = mpsc::channel::<u64>(1);
+    let echo = cx.spawn(move |cx| async move {
+        while let Ok(v) = rx1.recv(&cx).await {
+            if tx2.send(&cx, v).await.is_err() {
+                break;
+            }
+        }
+        Ok::<_, Infallible>(())
+    });
+    let t = Instant::now();
+    for i in 0..rounds {
+        tx1.send(cx, i).await.expect("echo alive");
+        black_box(rx2.recv(cx).await.expect("echo alive"));
+    }
+    let d = t.elapsed();
+    drop(tx1);
+    echo.await.unwrap();
+    d
+}
+
+/// Stand-in while `runtime_core::channel` does not exist: never called
+/// ([`Ours::run`] refuses [`Op::PingPong`] first).
+#[cfg(not(feature = "channel"))]
+async fn ours_ping_pong(_cx: &Cx, _rounds: u64) -> Duration {
+    unreachable!("ping-pong needs runtime_core::channel (the `channel` feature)")
+}
+
+// ---- tokio (as ../shared/anchors/tokio-bench measures it) --------------------
+
+async fn tokio_spawn_join(n: u64) -> Duration {
+    let t = Instant::now();
+    for i in 0..n {
+        let v = tokio::spawn(async move { i }).await.unwrap();
+        black_box(v);
+    }
+    t.elapsed()
+}
+
+async fn tokio_spawn_then_join_all(n: u64) -> Duration {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(SPAWN_BATCH);
+        let hs: Vec<_> = (0..batch).map(|i| tokio::spawn(async move { i })).collect();
+        for h in hs {
+            black_box(h.await.unwrap());
+        }
+        left -= batch;
+    }
+    t.elapsed()
+}
+
+async fn tokio_yield(n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        tokio::task::yield_now().await;
+    }
+    t.elapsed()
+}
+
+async fn tokio_ping_pong(rounds: u64) -> Duration {
+    let (tx1, mut rx1) = tokio::sync::mpsc::channel::<u64>(1);
+    let (tx2, mut rx2) = tokio::sync::mpsc::channel::<u64>(1);
+    let echo = tokio::spawn(async move {
+        while let Some(v) = rx1.recv().await {
+            if tx2.send(v).await.is_err() {
+                break;
+            }
+        }
+    });
+    let t = Instant::now();
+    for i in 0..rounds {
+        tx1.send(i).await.unwrap();
+        black_box(rx2.recv().await.unwrap());
+    }
+    let d = t.elapsed();
+    drop(tx1);
+    echo.await.unwrap();
+    d
+}
+
+async fn tokio_region(n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut set = JoinSet::new();
+        set.spawn(async {});
+        black_box(set.join_next().await);
+    }
+    t.elapsed()
+}
+
+async fn tokio_cancel_drain(k: usize, reps: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..reps {
+        let mut set = JoinSet::new();
+        for _ in 0..k {
+            set.spawn(async { tokio::time::sleep(LONG_SLEEP).await });
+        }
+        tokio::task::yield_now().await; // let them reach their await point
+        let t = Instant::now();
+        set.shutdown().await; // abort all, then wait until every task is gone
+        total += t.elapsed();
+    }
+    total
+}
+
+async fn tokio_timer_insert_cancel(n: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(TIMER_CHUNK);
+        let t = Instant::now();
+        for _ in 0..chunk {
+            let mut sleep = pin!(tokio::time::sleep(Duration::from_secs(60)));
+            poll_fn(|task| {
+                let polled = sleep.as_mut().poll(task);
+                debug_assert!(polled.is_pending());
+                Poll::Ready(())
+            })
+            .await;
+        }
+        total += t.elapsed();
+        left -= chunk;
+        // A fresh poll of the root (and cooperative budget), off the clock.
+        tokio::task::yield_now().await;
+    }
+    total
+}
+
+fn tokio_timer_create_drop(n: u64) -> Duration {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(TIMER_BATCH);
+        let sleeps: Vec<_> = (0..batch)
+            .map(|i| tokio::time::sleep(Duration::from_secs(60 + i % 100)))
+            .collect();
+        drop(sleeps);
+        left -= batch;
+    }
+    t.elapsed()
+}
+
+// ---- the table -------------------------------------------------------------------
+
+/// The median of `rounds` measurements of `op` on each runtime (after one
+/// warm-up measurement each), per iteration: `(ours, tokio)`; `ours` is
+/// `None` where runtime-core cannot run `op` yet. Rounds alternate between
+/// the runtimes so that drift in the machine hits both alike.
+pub fn compare(ours: &Ours, tokio: &Tokio, op: Op, rounds: usize) -> (Option<Duration>, Duration) {
+    let n = op.table_iters();
+    let has_ours = Ours::supports(op);
+    let warm = (n / 10).max(1);
+    if has_ours {
+        ours.run(op, warm);
+    }
+    tokio.run(op, warm);
+    let mut a = Vec::with_capacity(rounds);
+    let mut b = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        if has_ours {
+            a.push(ours.run(op, n) / n as u32);
+        }
+        b.push(tokio.run(op, n) / n as u32);
+    }
+    (has_ours.then(|| median(&mut a)), median(&mut b))
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Formats a per-iteration time: ns below 10 us, us above.
+fn fmt_time(d: Duration, unit: &str) -> String {
+    let ns = d.as_nanos();
+    if ns < 10_000 {
+        format!("{ns} ns/{unit}")
+    } else {
+        format!("{:.1} us/{unit}", d.as_secs_f64() * 1e6)
+    }
+}
+
+/// Runs every operation on both runtimes with `workers` worker threads
+/// each (median of `rounds`) and returns a markdown table: operation,
+/// ours, tokio, and tokio's time over ours (above 1: ours is faster).
+pub fn table(workers: usize, rounds: usize) -> String {
+    let ours = Ours::new(workers);
+    let tokio = Tokio::new(workers);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{workers} worker threads each, {cores} cores, median of {rounds} rounds, same process\n"
+    );
+    out.push_str("| operation | ours | tokio | tokio/ours |\n|---|---:|---:|---:|\n");
+    for op in Op::ALL {
+        let (a, b) = compare(&ours, &tokio, op, rounds);
+        let unit = op.unit();
+        let (ours_s, ratio) = match a {
+            Some(a) => (
+                fmt_time(a, unit),
+                format!("{:.2}", b.as_secs_f64() / a.as_secs_f64().max(1e-12)),
+            ),
+            None => ("n/a (no channel yet)".into(), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            op.label(),
+            ours_s,
+            fmt_time(b, unit),
+            ratio
+        );
+    }
+    out
+}
