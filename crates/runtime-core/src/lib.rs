@@ -68,7 +68,7 @@ pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
 pub use cx::{Cx, MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 pub use outcome::{Outcome, PanicPayload, Severity};
 pub use region::{CleanupBudget, Failure, Policy, Region, RegionError};
-pub use runtime::{BuildError, Builder, Runtime, ShutdownReport};
+pub use runtime::{BuildError, Builder, Runtime, ShutdownHandle, ShutdownReport};
 pub use sched::RuntimeStats;
 pub use task::JoinHandle;
 

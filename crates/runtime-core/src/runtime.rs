@@ -157,7 +157,7 @@ impl Builder {
                 let t = thread::Builder::new()
                     .name(format!("{}-{i}", rt.builder.thread_name))
                     .spawn(move || {
-                        shared.drive(i, &|| false);
+                        shared.drive(i, &|| false, None);
                     })
                     .map_err(BuildError::Spawn)?;
                 rt.threads.push(t);
@@ -265,7 +265,7 @@ impl Runtime {
             }
             if self.builder.current_thread {
                 let h = &handle;
-                if self.shared.drive(0, &|| h.is_finished()) {
+                if self.shared.drive(0, &|| h.is_finished(), None) {
                     continue;
                 }
             }
@@ -287,23 +287,20 @@ impl Runtime {
         self.shutdown_inner(timeout)
     }
 
+    /// A handle that can shut the runtime down from another thread (a
+    /// signal handler, a supervisor) while `block_on` is running.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: self.shared.clone(),
+            root: self.root.clone(),
+            current_thread: self.builder.current_thread,
+        }
+    }
+
     fn shutdown_inner(&mut self, timeout: Duration) -> ShutdownReport {
         self.shut = true;
-        let start = std::time::Instant::now();
-        let deadline = start + timeout;
-        // Leave the last fifth (at most 100 ms) for cutting off.
-        let drain_until = start + timeout.saturating_sub((timeout / 5).min(Duration::from_millis(100)));
-        self.root.cancel(
-            &CancelReason::new(CancelKind::Shutdown)
-                .with_message("the runtime is shutting down")
-                .with_origin(Origin::Runtime),
-        );
-        let drained = self.wait_tasks(drain_until);
-        if !drained {
-            self.root.cut_off_all();
-            self.wait_tasks(deadline);
-        }
-        let alive = self.stats().tasks_alive();
+        let deadline = std::time::Instant::now() + timeout;
+        let alive = self.shutdown_handle().drain(timeout);
 
         // Stop the workers.
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -336,24 +333,74 @@ impl Runtime {
             workers_stuck: stuck,
         }
     }
+}
 
-    /// Waits (driving the core on the current-thread flavour) until no task
-    /// is alive or `until` passes.
+/// Shuts a runtime's tasks down from any thread; see
+/// [`Runtime::shutdown_handle`].
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+    root: Arc<RegionNode>,
+    current_thread: bool,
+}
+
+impl fmt::Debug for ShutdownHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownHandle").finish_non_exhaustive()
+    }
+}
+
+impl ShutdownHandle {
+    /// Cancels every task (reason `Shutdown`), waits until they have
+    /// drained or `timeout` has nearly passed, cuts off what is left, and
+    /// returns how many tasks are still alive (stuck inside a poll). The
+    /// workers keep running: a `block_on` in progress returns, and
+    /// dropping the runtime stops them.
+    pub fn shutdown(&self, timeout: Duration) -> u64 {
+        self.drain(timeout)
+    }
+
+    fn drain(&self, timeout: Duration) -> u64 {
+        let start = std::time::Instant::now();
+        let deadline = start + timeout;
+        // Leave the last fifth (at most 100 ms) for cutting off.
+        let drain_until = start + timeout.saturating_sub((timeout / 5).min(Duration::from_millis(100)));
+        self.root.cancel(
+            &CancelReason::new(CancelKind::Shutdown)
+                .with_message("the runtime is shutting down")
+                .with_origin(Origin::Runtime),
+        );
+        if !self.wait_tasks(drain_until) {
+            self.root.cut_off_all();
+            self.wait_tasks(deadline);
+        }
+        self.alive()
+    }
+
+    fn alive(&self) -> u64 {
+        self.shared.stats().snapshot().tasks_alive()
+    }
+
+    /// Waits (driving the core on the current-thread flavour, if no one
+    /// else is) until no task is alive or `until` passes.
     fn wait_tasks(&self, until: std::time::Instant) -> bool {
         loop {
-            if self.stats().tasks_alive() == 0 {
+            if self.alive() == 0 {
                 return true;
             }
             let now = std::time::Instant::now();
             if now >= until {
                 return false;
             }
-            if self.builder.current_thread {
-                let stats = &self.shared;
-                self.shared.drive(0, &|| {
-                    stats.stats().snapshot().tasks_alive() == 0 || std::time::Instant::now() >= until
-                });
-            } else {
+            let driven = self.current_thread
+                && self
+                    .shared
+                    .drive(
+                        0,
+                        &|| self.alive() == 0 || std::time::Instant::now() >= until,
+                        Some(Duration::from_millis(1)),
+                    );
+            if !driven {
                 thread::sleep((until - now).min(Duration::from_micros(200)));
             }
         }

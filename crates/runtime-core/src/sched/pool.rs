@@ -138,8 +138,15 @@ impl Shared {
     }
 
     /// Drives core `index` on this thread until `done()` says stop (or the
-    /// pool shuts down). Returns false if the core is already driven.
-    pub(crate) fn drive(self: &Arc<Self>, index: usize, done: &dyn Fn() -> bool) -> bool {
+    /// pool shuts down), parking at most `park_cap` at a time when idle
+    /// (for a `done` that turns true by the passing of time). Returns false
+    /// if the core is already driven.
+    pub(crate) fn drive(
+        self: &Arc<Self>,
+        index: usize,
+        done: &dyn Fn() -> bool,
+        park_cap: Option<std::time::Duration>,
+    ) -> bool {
         let Some(core) = lock(&self.cores[index]).take() else {
             return false;
         };
@@ -150,14 +157,14 @@ impl Shared {
             core: RefCell::new(core),
         };
         let prev = CURRENT.with(|c| c.replace(&ctx));
-        self.run_loop(&ctx, done);
+        self.run_loop(&ctx, done, park_cap);
         CURRENT.with(|c| c.set(prev));
         *lock(&self.threads[index]) = None;
         *lock(&self.cores[index]) = Some(ctx.core.into_inner());
         true
     }
 
-    fn run_loop(&self, ctx: &WorkerCtx, done: &dyn Fn() -> bool) {
+    fn run_loop(&self, ctx: &WorkerCtx, done: &dyn Fn() -> bool, park_cap: Option<std::time::Duration>) {
         loop {
             if done() || self.shutdown.load(Ordering::Acquire) {
                 return;
@@ -185,9 +192,11 @@ impl Shared {
                 self.idle.unregister(ctx.index);
                 continue;
             }
-            match next {
-                Some(at) => std::thread::park_timeout(at.saturating_duration_since(now)),
-                None => std::thread::park(),
+            let wait = next.map(|at| at.saturating_duration_since(now));
+            match (wait, park_cap) {
+                (Some(w), Some(c)) => std::thread::park_timeout(w.min(c)),
+                (Some(w), None) | (None, Some(w)) => std::thread::park_timeout(w),
+                (None, None) => std::thread::park(),
             }
             self.idle.unregister(ctx.index);
             self.timers.unparked();
