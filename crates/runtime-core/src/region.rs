@@ -198,16 +198,20 @@ impl Worst {
     }
 }
 
+/// A registry entry. The region owns its tasks: it holds them strongly
+/// until they complete, so a task nobody else references (its handle
+/// dropped, waiting on something that never comes) is still reachable for
+/// cancellation and cut-off, never silently freed.
 pub(crate) enum Child {
-    Task(Weak<dyn Runnable>),
+    Task(Arc<dyn Runnable>),
     Region(Weak<RegionNode>),
 }
 
 impl Child {
     fn is_alive(&self) -> bool {
         match self {
-            Child::Task(t) => t.strong_count() > 0,
-            Child::Region(r) => r.strong_count() > 0,
+            Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
+            Child::Region(r) => r.upgrade().is_some_and(|r| !r.closed.load(Ordering::Acquire)),
         }
     }
 }
@@ -367,7 +371,7 @@ impl RegionNode {
     /// Registers a spawned task and applies a pending cancellation to it.
     /// Returns false (and adopts nothing) if the region is already closed.
     pub(crate) fn adopt_task(&self, task: &Arc<dyn Runnable>) -> bool {
-        if !self.adopt(Child::Task(Arc::downgrade(task))) {
+        if !self.adopt(Child::Task(task.clone())) {
             return false;
         }
         if let Some(reason) = self.cancel.get() {
@@ -407,11 +411,7 @@ impl RegionNode {
                 }
                 if let Some(reason) = &reason {
                     match &c {
-                        Child::Task(t) => {
-                            if let Some(t) = t.upgrade() {
-                                cancel_task(&t, reason);
-                            }
-                        }
+                        Child::Task(t) => cancel_task(t, reason),
                         Child::Region(r) => {
                             if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
                                 r.cancel(cr);
@@ -430,19 +430,22 @@ impl RegionNode {
         }
     }
 
-    /// Cuts off every task below this region (shutdown past its deadline).
-    pub(crate) fn cut_off_all(&self) {
+    /// Cuts off the tasks below this region (shutdown past its drain
+    /// deadline). Unless `force`, a task that is only waiting for a region
+    /// of its own to drain is spared: cutting off below it lets it finish
+    /// normally.
+    pub(crate) fn cut_off_all(&self, force: bool) {
         for _ in 0..self.children.len() {
             let Some(c) = self.children.pop() else { break };
             match &c {
                 Child::Task(t) => {
-                    if let Some(t) = t.upgrade() {
-                        cut_off_task(t);
+                    if force || !t.header().has_live_regions() {
+                        cut_off_task(t.clone());
                     }
                 }
                 Child::Region(r) => {
                     if let Some(r) = r.upgrade() {
-                        r.cut_off_all();
+                        r.cut_off_all(force);
                     }
                 }
             }
@@ -566,11 +569,13 @@ impl RegionNode {
             && matches!(root.kind(), CancelKind::SiblingFailed | CancelKind::LostRace)
     }
 
-    /// Leaves the parent and the owner task.
+    /// Leaves the parent and the owner task, and lets go of the finished
+    /// children (they hold the region; it must not hold them back).
     fn detach(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        while self.children.pop().is_some() {}
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
             owner.header().remove_open_region(self);
         }

@@ -363,16 +363,22 @@ impl ShutdownHandle {
     fn drain(&self, timeout: Duration) -> u64 {
         let start = std::time::Instant::now();
         let deadline = start + timeout;
-        // Leave the last fifth (at most 100 ms) for cutting off.
-        let drain_until = start + timeout.saturating_sub((timeout / 5).min(Duration::from_millis(100)));
+        // The last fifth (at most 100 ms) is for cutting off: first the
+        // tasks not waiting on regions of their own, then, halfway, all.
+        let window = (timeout / 5).min(Duration::from_millis(100));
+        let drain_until = deadline - window;
+        let gentle_until = deadline - window / 2;
         self.root.cancel(
             &CancelReason::new(CancelKind::Shutdown)
                 .with_message("the runtime is shutting down")
                 .with_origin(Origin::Runtime),
         );
         if !self.wait_tasks(drain_until) {
-            self.root.cut_off_all();
-            self.wait_tasks(deadline);
+            self.root.cut_off_all(false);
+            if !self.wait_tasks(gentle_until) {
+                self.root.cut_off_all(true);
+                self.wait_tasks(deadline);
+            }
         }
         self.alive()
     }

@@ -95,6 +95,14 @@ impl Header {
         lock(&self.open_regions).push(Arc::downgrade(r));
     }
 
+    /// Whether a region this task has open still has children running.
+    pub(crate) fn has_live_regions(&self) -> bool {
+        lock(&self.open_regions)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .any(|r| r.live() > 0)
+    }
+
     pub(crate) fn remove_open_region(&self, r: &RegionNode) {
         lock(&self.open_regions).retain(|w| !std::ptr::eq(w.as_ptr(), r));
     }

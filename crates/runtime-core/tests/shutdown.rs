@@ -1,0 +1,139 @@
+//! Shutdown: cancels with reason `Shutdown`, drains, runs finalizers,
+//! cuts off what overruns at the deadline, reports, never hangs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant as StdInstant;
+
+use runtime_core::time::Duration;
+use runtime_core::{CancelKind, CleanupBudget, Outcome, Runtime};
+
+/// A bound for "returned, did not hang": far above the deadline, so a slow
+/// machine cannot fail it, far below forever.
+const HANG: Duration = Duration::from_secs(20);
+
+#[test]
+fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
+    for current_thread in [false, true] {
+        let b = Runtime::builder().cleanup_budget(CleanupBudget::UNLIMITED);
+        let rt = if current_thread { b.current_thread() } else { b.worker_threads(2) }.build().unwrap();
+        let handle = rt.shutdown_handle();
+        let cleaned = Arc::new(AtomicUsize::new(0));
+        let finalized = Arc::new(AtomicUsize::new(0));
+        let (c, f) = (cleaned.clone(), finalized.clone());
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let t0 = StdInstant::now();
+            let alive = handle.shutdown(Duration::from_millis(300));
+            (alive, t0.elapsed())
+        });
+        let out = rt.block_on(move |cx| async move {
+            let f2 = f.clone();
+            cx.defer(move || {
+                f2.fetch_add(1, Ordering::SeqCst);
+            });
+            let mut hs = Vec::new();
+            for _ in 0..20 {
+                let c = c.clone();
+                hs.push(cx.spawn(move |cx| async move {
+                    let r = cx.sleep(Duration::from_secs(3600)).await;
+                    // Cleanup that takes a little while, then reports.
+                    let _ = cx.masked(cx.sleep(Duration::from_millis(5))).await;
+                    c.fetch_add(1, Ordering::SeqCst);
+                    r
+                }));
+            }
+            // One task that ignores cancellation forever.
+            let stubborn = cx.spawn(|_cx| async move {
+                std::future::pending::<()>().await;
+                Ok::<(), runtime_core::Cancelled>(())
+            });
+            let mut reasons = Vec::new();
+            for h in hs {
+                reasons.push(h.await.cancel_reason().map(|r| r.root_cause().kind()));
+            }
+            let s = stubborn.await;
+            Ok::<_, ()>((reasons, s.is_cancelled()))
+        });
+        let (alive, took) = stopper.join().unwrap();
+        assert_eq!(alive, 0, "everything finished or was cut off (current_thread={current_thread}) {:?}", rt.stats());
+        assert!(took < HANG, "shutdown took {took:?}");
+        // The body never observed the request, so it returned Ok.
+        let (reasons, stubborn_cancelled) = match out {
+            Outcome::Ok(v) => v,
+            other => panic!("block_on ended {:?}", other.map(|_| ())),
+        };
+        assert_eq!(reasons.len(), 20);
+        assert!(reasons.iter().all(|r| *r == Some(CancelKind::Shutdown)), "{reasons:?}");
+        assert!(stubborn_cancelled);
+        assert_eq!(cleaned.load(Ordering::SeqCst), 20, "every cleanup ran once");
+        assert_eq!(finalized.load(Ordering::SeqCst), 1);
+        let stats = rt.stats();
+        assert_eq!(stats.tasks_cut_off, 1, "{stats:?}");
+        let report = rt.shutdown(Duration::from_secs(1));
+        assert!(report.completed, "{report:?}");
+        assert_eq!(report.workers_stuck, 0);
+    }
+}
+
+#[test]
+fn a_poll_that_never_returns_is_reported_not_waited_for() {
+    let rt = Runtime::builder().worker_threads(2).build().unwrap();
+    let handle = rt.shutdown_handle();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let runner = std::thread::spawn(move || {
+        rt.block_on(move |cx| async move {
+            cx.spawn(move |_| async move {
+                s.store(1, Ordering::SeqCst);
+                // Blocks its worker thread for a long time inside one poll.
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                Ok::<_, ()>(())
+            });
+            Ok::<_, ()>(())
+        });
+        rt
+    });
+    while started.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let t0 = StdInstant::now();
+    let alive = handle.shutdown(Duration::from_millis(100));
+    assert!(t0.elapsed() < Duration::from_secs(2), "waited for the stuck poll");
+    assert_eq!(alive, 1, "the stuck task is reported");
+    let rt = runner.join().unwrap();
+    let report = rt.shutdown(Duration::from_secs(5));
+    assert!(report.completed, "the poll returned in the end: {report:?}");
+}
+
+#[test]
+fn dropping_an_idle_runtime_is_prompt_and_clean() {
+    for _ in 0..20 {
+        let rt = Runtime::builder().worker_threads(2).build().unwrap();
+        assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+        let t0 = StdInstant::now();
+        drop(rt);
+        assert!(t0.elapsed() < HANG);
+    }
+    let rt = Runtime::builder().current_thread().build().unwrap();
+    let report = rt.shutdown(Duration::from_millis(50));
+    assert!(report.completed);
+    assert_eq!(report.tasks_unfinished, 0);
+}
+
+#[test]
+fn blocking_pool_runs_jobs_and_reports_panics() {
+    let rt = Runtime::builder().worker_threads(1).max_blocking_threads(2).build().unwrap();
+    let out = rt.block_on(|cx| async move {
+        let a = cx.spawn_blocking(|| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            40
+        });
+        let b = cx.spawn_blocking(|| 2);
+        let p = cx.spawn_blocking(|| -> u32 { panic!("blocking boom") });
+        Ok::<_, ()>((a.await.unwrap() + b.await.unwrap(), p.await))
+    });
+    let (sum, p) = out.ok().unwrap();
+    assert_eq!(sum, 42);
+    assert!(matches!(p, Err(runtime_core::BlockingError::Panicked(ref m)) if m.message() == "blocking boom"));
+}
