@@ -175,12 +175,20 @@ fn run_loom(extra: &[String]) -> Result<(), String> {
     // A target directory of its own: `--cfg loom` changes every crate's
     // build, and sharing `target/` would rebuild everything twice per run.
     let preemptions = std::env::var("LOOM_MAX_PREEMPTIONS").unwrap_or_else(|_| "2".into());
-    run(cargo()
-        .env("RUSTFLAGS", "--cfg loom")
-        .env("LOOM_MAX_PREEMPTIONS", preemptions)
-        .env("CARGO_TARGET_DIR", workspace_root().join("target/loom"))
-        .args(["test", "--release", "-p", "otlp-queue", "--test", "loom"])
-        .args(extra))
+    let loom = |args: &[&str]| {
+        run(cargo()
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("LOOM_MAX_PREEMPTIONS", &preemptions)
+            .env("CARGO_TARGET_DIR", workspace_root().join("target/loom"))
+            .args(["test", "--release"])
+            .args(args)
+            .args(extra))
+    };
+    // The queue's models; the runtime's task state machine, waker slot and
+    // worker parking (unit models inside the crate); its channels.
+    loom(&["-p", "otlp-queue", "--test", "loom"])?;
+    loom(&["-p", "runtime-core", "--lib", "--", "loom_tests"])?;
+    loom(&["-p", "runtime-core", "--test", "loom_channel"])
 }
 
 fn run_deny() -> Result<(), String> {

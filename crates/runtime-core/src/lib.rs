@@ -54,6 +54,8 @@ mod cancel;
 mod coop;
 mod cx;
 mod loom;
+#[cfg(all(test, loom))]
+mod loom_tests;
 mod outcome;
 mod region;
 mod runtime;
