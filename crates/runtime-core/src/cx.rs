@@ -69,7 +69,7 @@ where
     let sched = region.sched.clone();
     let id = TaskId(sched.next_id());
     let effective = region.budget.meet(&budget);
-    let task = new_task(id, region.clone(), sched.clone(), effective, body);
+    let task = new_task(id, region.clone(), effective, body);
     let handle = JoinHandle::new(task.clone());
     let task: Arc<dyn Runnable> = task;
     // Born SCHEDULED: a cancellation applied during adoption must not
@@ -114,7 +114,7 @@ impl Cx {
     }
 
     pub(crate) fn sched(&self) -> &Arc<dyn Scheduler> {
-        &self.header().sched
+        self.header().sched()
     }
 
     /// The id of the task this context belongs to.

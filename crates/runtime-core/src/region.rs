@@ -20,7 +20,7 @@ use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::sched::Scheduler;
 use crate::sync::{CancelCell, WakerSlot};
-use crate::task::{Runnable, cancel_task, cut_off_task, wake_task};
+use crate::task::{Runnable, cancel_task, cancel_task_with, cut_off_task, wake_task};
 use crate::time::Duration;
 use crate::time::driver::TimerAction;
 use crate::{RegionId, TaskId};
@@ -161,7 +161,7 @@ impl ChildReport {
         match o {
             Outcome::Ok(_) => {}
             Outcome::Err(e) => r.error = Some(format!("{e:?}")),
-            Outcome::Cancelled(c) => r.cancel = Some(c.clone()),
+            Outcome::Cancelled(_) => {}
             Outcome::Panicked(p) => r.panic = Some(p.clone()),
         }
         r
@@ -223,6 +223,8 @@ pub(crate) type Finalizer = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The shared state of one region.
 pub(crate) struct RegionNode {
     pub(crate) id: RegionId,
+    /// This node, weakly (for timers that must not keep it alive).
+    this: Weak<RegionNode>,
     parent: Option<Arc<RegionNode>>,
     /// The task whose body runs this region (woken when it is cancelled).
     owner: Option<Weak<dyn Runnable>>,
@@ -261,7 +263,8 @@ impl fmt::Debug for RegionNode {
 impl RegionNode {
     /// The root region of a runtime.
     pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<RegionNode> {
-        Arc::new(RegionNode::new(
+        Arc::new_cyclic(|this| RegionNode::new(
+            this.clone(),
             RegionId(sched.next_id()),
             None,
             None,
@@ -272,7 +275,9 @@ impl RegionNode {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new(
+        this: Weak<RegionNode>,
         id: RegionId,
         parent: Option<Arc<RegionNode>>,
         owner: Option<Weak<dyn Runnable>>,
@@ -283,6 +288,7 @@ impl RegionNode {
     ) -> Self {
         RegionNode {
             id,
+            this,
             parent,
             owner,
             policy,
@@ -309,7 +315,8 @@ impl RegionNode {
         spec: &Region,
     ) -> Arc<RegionNode> {
         let sched = parent.sched.clone();
-        let node = Arc::new(RegionNode::new(
+        let node = Arc::new_cyclic(|this| RegionNode::new(
+            this.clone(),
             RegionId(sched.next_id()),
             Some(parent.clone()),
             Some(Arc::downgrade(owner)),
@@ -375,20 +382,28 @@ impl RegionNode {
             return false;
         }
         if let Some(reason) = self.cancel.get() {
-            cancel_task(task, &reason);
+            cancel_task_with(task, &reason, false);
         }
         true
     }
 
     /// Requests cancellation of this region and everything in it.
     pub(crate) fn cancel(&self, reason: &CancelReason) {
-        if self.cancel.request(reason).is_none() {
+        let Some(first) = self.cancel.request(reason) else {
             return;
+        };
+        if first {
+            // One grace timer for every task the request reaches here.
+            if let Some(grace) = self.cleanup.grace {
+                let at = self.sched.now() + grace;
+                self.sched
+                    .insert_timer(at, TimerAction::CutOffRegion(self.this.clone()));
+            }
         }
         self.sweep();
         // The body runs in the owner task: wake it to see the request.
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
-            wake_task(owner, crate::sched::Schedule::Queue);
+            wake_task(&owner, crate::sched::Schedule::Queue);
         }
     }
 
@@ -411,7 +426,7 @@ impl RegionNode {
                 }
                 if let Some(reason) = &reason {
                     match &c {
-                        Child::Task(t) => cancel_task(t, reason),
+                        Child::Task(t) => cancel_task_with(t, reason, false),
                         Child::Region(r) => {
                             if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
                                 r.cancel(cr);
@@ -607,7 +622,7 @@ pub(crate) async fn run_region<F, T, E>(
 where
     F: Future<Output = Result<T, E>> + Send,
 {
-    let guard = AbandonGuard(node.clone());
+    let guard = AbandonGuard(Some(node.clone()));
     let body_out = match (CatchUnwind { inner: body }).await {
         Ok(Ok(v)) => Outcome::Ok(v),
         Ok(Err(e)) => match owner.header().observed.load(Ordering::Relaxed).then(|| node.cancel.get()).flatten() {
@@ -626,15 +641,22 @@ where
             node.sched.stats().finalizer_cut_off();
         }
     }
-    std::mem::forget(guard);
+    guard.disarm();
     node.close(body_out)
 }
 
-struct AbandonGuard(Arc<RegionNode>);
+/// Abandons the region if its future is dropped before it closes.
+struct AbandonGuard(Option<Arc<RegionNode>>);
+
+impl AbandonGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for AbandonGuard {
     fn drop(&mut self) {
-        let node = &self.0;
+        let Some(node) = &self.0 else { return };
         node.cancel(
             &CancelReason::new(CancelKind::ParentCancelled)
                 .with_message("the region's future was dropped before it closed")

@@ -66,7 +66,6 @@ pub(crate) struct Header {
     pub(crate) state: AtomicUsize,
     pub(crate) id: TaskId,
     pub(crate) region: Arc<RegionNode>,
-    pub(crate) sched: Arc<dyn Scheduler>,
     pub(crate) cancel: CancelCell,
     pub(crate) budget: Budget,
     /// Polls so far (written only by the polling thread).
@@ -86,6 +85,12 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The scheduler (the region's: one shared reference fewer per task).
+    #[inline]
+    pub(crate) fn sched(&self) -> &Arc<dyn Scheduler> {
+        &self.region.sched
+    }
+
     /// Whether the task's cancellation is visible at a checkpoint now.
     pub(crate) fn masked(&self) -> bool {
         self.mask.load(Ordering::Relaxed) > 0
@@ -144,7 +149,6 @@ unsafe impl<G: Send, F: Send, T: Send, E: Send> Sync for Task<G, F, T, E> {}
 pub(crate) fn new_task<G, F, T, E>(
     id: TaskId,
     region: Arc<RegionNode>,
-    sched: Arc<dyn Scheduler>,
     budget: Budget,
     body: G,
 ) -> Arc<Task<G, F, T, E>>
@@ -159,7 +163,6 @@ where
             state: AtomicUsize::new(0),
             id,
             region,
-            sched,
             cancel: CancelCell::new(),
             budget,
             polls: AtomicU32::new(0),
@@ -174,16 +177,17 @@ where
     })
 }
 
-/// Makes an idle task runnable (or marks a running one to run again).
-pub(crate) fn wake_task(task: Arc<dyn Runnable>, how: Schedule) {
-    let h = task.header();
+/// The wake transition: marks a running task NOTIFIED, or an idle one
+/// SCHEDULED; returns true when the caller must enqueue it.
+#[inline]
+fn transition_to_scheduled(h: &Header) -> bool {
     let mut s = h.state.load(Ordering::Acquire);
     loop {
         let next = if s & COMPLETE != 0 || s & SCHEDULED != 0 {
-            return;
+            return false;
         } else if s & RUNNING != 0 {
             if s & NOTIFIED != 0 {
-                return;
+                return false;
             }
             s | NOTIFIED
         } else {
@@ -195,19 +199,30 @@ pub(crate) fn wake_task(task: Arc<dyn Runnable>, how: Schedule) {
             .state
             .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => break,
+            Ok(_) => return s & RUNNING == 0,
             Err(actual) => s = actual,
         }
     }
-    if s & RUNNING == 0 {
-        let sched = h.sched.clone();
-        sched.schedule(task, how);
+}
+
+/// Makes an idle task runnable (or marks a running one to run again).
+pub(crate) fn wake_task(task: &Arc<dyn Runnable>, how: Schedule) {
+    if transition_to_scheduled(task.header()) {
+        // Borrowing the scheduler through `task` (which we still hold)
+        // spares a clone of its shared reference count.
+        task.header().sched().schedule(task.clone(), how);
     }
 }
 
 /// Requests cancellation of a task (strengthening its reason) and wakes it
 /// so it reaches a checkpoint.
 pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
+    cancel_task_with(task, reason, true);
+}
+
+/// [`cancel_task`]; `own_grace` arms the cleanup grace timer for this task
+/// alone (a region cancelling all its tasks arms one for all of them).
+pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &CancelReason, own_grace: bool) {
     let h = task.header();
     let Some(first) = h.cancel.request(reason) else {
         return;
@@ -215,21 +230,27 @@ pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
     if first {
         h.polls_at_cancel
             .store(h.polls.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let Some(grace) = h.region.cleanup.grace {
-            let at = h.sched.now() + grace;
-            h.sched
+        if let (Some(grace), true) = (h.region.cleanup.grace, own_grace) {
+            let at = h.sched().now() + grace;
+            h.sched()
                 .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
         }
     }
-    let regions: Vec<_> = lock(&h.open_regions)
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    let child = reason.for_child();
-    for r in regions {
-        r.cancel(&child);
+    let regions: Vec<_> = {
+        let open = lock(&h.open_regions);
+        if open.is_empty() {
+            Vec::new()
+        } else {
+            open.iter().filter_map(Weak::upgrade).collect()
+        }
+    };
+    if !regions.is_empty() {
+        let child = reason.for_child();
+        for r in regions {
+            r.cancel(&child);
+        }
     }
-    wake_task(task.clone(), Schedule::Queue);
+    wake_task(&task, Schedule::Queue);
 }
 
 /// Marks a task to have its future dropped at its next run, and wakes it.
@@ -241,7 +262,7 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
     if !h.cancel.is_requested() {
         cancel_task(&task, &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime));
     }
-    wake_task(task, Schedule::Queue);
+    wake_task(&task, Schedule::Queue);
 }
 
 impl<G, F, T, E> Task<G, F, T, E>
@@ -289,7 +310,7 @@ where
         }
         // Counted and reported before COMPLETE: whoever sees the outcome
         // also sees the task gone from the counters and its region.
-        h.sched.stats().task_finished(cut_off);
+        h.sched().stats().task_finished(cut_off);
         h.region.child_finished(report);
         // Release: the joiner (Acquire on COMPLETE) sees the outcome.
         h.state.fetch_or(COMPLETE, Ordering::AcqRel);
@@ -379,10 +400,15 @@ where
         }
 
         coop::reset();
-        let waker = Waker::from(self.clone());
+        // A waker borrowing our reference: made from the Arc's pointer
+        // without touching the count, never dropped (ManuallyDrop), so the
+        // count stays right; clones made by the future count normally.
+        // SAFETY: the pointer comes from a live Arc (`self`), which outlives
+        // the waker; the ManuallyDrop keeps it from releasing a count it
+        // never took.
+        let waker = std::mem::ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
         let mut cx = Context::from_waker(&waker);
         let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
-        drop(waker);
         match polled {
             Ok(Poll::Ready(r)) => {
                 let outcome = self.outcome_of(r);
@@ -410,8 +436,7 @@ where
                     }
                 }
                 if s & NOTIFIED != 0 {
-                    let sched = h.sched.clone();
-                    sched.schedule(self, Schedule::Yield);
+                    h.sched().schedule(self.clone(), Schedule::Yield);
                 }
             }
         }
@@ -426,16 +451,14 @@ where
     E: fmt::Debug + Send + 'static,
 {
     fn wake(self: Arc<Self>) {
-        wake_task(self, Schedule::Wake);
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         // Only clone when the wake actually enqueues.
-        let s = self.header.state.load(Ordering::Acquire);
-        if s & (COMPLETE | SCHEDULED) != 0 || s & (RUNNING | NOTIFIED) == RUNNING | NOTIFIED {
-            return;
+        if transition_to_scheduled(&self.header) {
+            self.header.sched().schedule(self.clone(), Schedule::Wake);
         }
-        wake_task(self.clone(), Schedule::Wake);
     }
 }
 

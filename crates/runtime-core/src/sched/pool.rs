@@ -37,6 +37,10 @@ type TaskRef = Arc<dyn Runnable>;
 pub(crate) struct Core {
     local: Worker<TaskRef>,
     lifo: Option<TaskRef>,
+    /// The task that last yielded, when nothing else was queued: it runs
+    /// after everything queued here and in the injector, without a trip
+    /// through the deque.
+    yielded: Option<TaskRef>,
     tick: u32,
     streak: u32,
     seed: u32,
@@ -87,6 +91,7 @@ impl Shared {
                     Mutex::new(Some(Core {
                         local,
                         lifo: None,
+                        yielded: None,
                         tick: 0,
                         streak: 0,
                         seed: 0x9E37_79B9 ^ (i as u32 + 1).wrapping_mul(0x85EB_CA6B),
@@ -132,6 +137,7 @@ impl Shared {
 
     fn has_work(&self, core: &Core) -> bool {
         core.lifo.is_some()
+            || core.yielded.is_some()
             || !core.local.is_empty()
             || !self.injector.is_empty()
             || self.stealers.iter().any(|s| !s.is_empty())
@@ -228,6 +234,9 @@ impl Shared {
         if let Some(t) = self.steal_injector(&core.local) {
             return (Some(t), maintenance);
         }
+        if let Some(t) = core.yielded.take() {
+            return (Some(t), maintenance);
+        }
         // Steal from the others, starting at a pseudo-random one.
         let n = self.stealers.len();
         if n > 1 {
@@ -269,7 +278,7 @@ impl Shared {
         for core in &self.cores {
             let mut guard = lock(core);
             if let Some(core) = guard.as_mut() {
-                while let Some(t) = core.lifo.take().or_else(|| core.local.pop()) {
+                while let Some(t) = core.lifo.take().or_else(|| core.yielded.take()).or_else(|| core.local.pop()) {
                     t.run();
                 }
             }
@@ -300,7 +309,14 @@ impl Scheduler for Shared {
                         }
                         None => false,
                     },
+                    Schedule::Yield if core.yielded.is_none() && core.local.is_empty() => {
+                        core.yielded = Some(task);
+                        false
+                    }
                     Schedule::Queue | Schedule::Yield => {
+                        if let Some(y) = core.yielded.take() {
+                            core.local.push(y);
+                        }
                         core.local.push(task);
                         core.local.len() > 1
                     }

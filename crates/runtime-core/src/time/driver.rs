@@ -27,6 +27,9 @@ pub(crate) enum TimerAction {
     CancelTask(Weak<dyn Runnable>, CancelReason),
     /// Cuts a task off (its cleanup grace period ran out).
     CutOff(Weak<dyn Runnable>),
+    /// Cuts off every task still running in a cancelled region (their
+    /// shared grace period ran out).
+    CutOffRegion(Weak<RegionNode>),
 }
 
 impl TimerAction {
@@ -46,6 +49,11 @@ impl TimerAction {
             TimerAction::CutOff(t) => {
                 if let Some(t) = t.upgrade() {
                     cut_off_task(t);
+                }
+            }
+            TimerAction::CutOffRegion(r) => {
+                if let Some(r) = r.upgrade() {
+                    r.cut_off_all(true);
                 }
             }
         }
