@@ -82,12 +82,11 @@ where
         return handle;
     }
     sched.stats().task_spawned();
-    if let Some(deadline) = effective.deadline {
-        if region.budget.deadline != Some(deadline) {
+    if let Some(deadline) = effective.deadline
+        && region.budget.deadline != Some(deadline) {
             let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
             sched.insert_timer(deadline, TimerAction::CancelTask(Arc::downgrade(&task), reason));
         }
-    }
     sched.schedule(task, Schedule::Queue);
     handle
 }
@@ -95,6 +94,24 @@ where
 impl Cx {
     pub(crate) fn for_task(task: Arc<dyn Runnable>) -> Cx {
         Cx { task, scope: None }
+    }
+
+    /// A context with no runtime behind it, never cancelled, for unit
+    /// tests and loom models of code that takes a `Cx` (the channels).
+    /// Spawning through it panics; its timers never fire. It exists only
+    /// in this crate's own test and loom builds.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn detached_for_tests() -> Cx {
+        let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
+        let root = RegionNode::root(sched, crate::region::CleanupBudget::UNLIMITED);
+        let task: Arc<dyn Runnable> = new_task(
+            TaskId(0),
+            root,
+            Budget::UNLIMITED,
+            |_cx: Cx| async { Ok::<(), ()>(()) },
+        );
+        Cx::for_task(task)
     }
 
     fn header(&self) -> &Header {
@@ -204,8 +221,8 @@ impl Cx {
     pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
         let h = self.header();
         let total = h.cost.fetch_add(cost, Ordering::Relaxed).saturating_add(cost);
-        if let Some(quota) = self.budget().cost_quota {
-            if total > quota {
+        if let Some(quota) = self.budget().cost_quota
+            && total > quota {
                 cancel_task(
                     &self.task,
                     &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
@@ -217,7 +234,6 @@ impl Cx {
                     );
                 }
             }
-        }
         self.checkpoint()
     }
 

@@ -50,7 +50,7 @@
 mod blocking;
 mod budget;
 mod cancel;
-// pub mod channel;
+pub mod channel;
 mod coop;
 mod cx;
 mod loom;

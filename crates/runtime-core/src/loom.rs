@@ -39,11 +39,6 @@ impl<T> UnsafeCell<T> {
     }
 
     #[inline(always)]
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
-    }
-
-    #[inline(always)]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
@@ -56,27 +51,6 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
     #[cfg(not(loom))]
     core::hint::spin_loop();
-}
-
-/// Give the rest of this time slice to another thread.
-#[inline]
-pub(crate) fn yield_now() {
-    #[cfg(loom)]
-    loom::thread::yield_now();
-    #[cfg(not(loom))]
-    std::thread::yield_now();
-}
-
-/// Sleep for `d` (under loom: yield, since loom has no time).
-#[inline]
-pub(crate) fn sleep(d: std::time::Duration) {
-    #[cfg(loom)]
-    {
-        let _ = d;
-        loom::thread::yield_now();
-    }
-    #[cfg(not(loom))]
-    std::thread::sleep(d);
 }
 
 /// Lock a mutex. A poisoned registry is still consistent (every critical

@@ -22,7 +22,7 @@ use crate::sched::{Schedule, Scheduler, Stats};
 use crate::sync::WakerSlot;
 use crate::task::{JoinHandle, Runnable};
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
-use crate::time::{Instant, SystemClock};
+use crate::time::Instant;
 
 /// A scheduler that only queues: the model's main thread runs the queue.
 struct Mock {
@@ -36,7 +36,7 @@ impl Mock {
     fn new() -> Arc<Mock> {
         Arc::new(Mock {
             queue: Mutex::new(VecDeque::new()),
-            timers: TimerDriver::new(Arc::new(SystemClock::new())),
+            timers: TimerDriver::new(),
             stats: Stats::default(),
             ids: AtomicUsize::new(1),
         })

@@ -20,7 +20,7 @@ use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::sched::Scheduler;
 use crate::sync::{CancelCell, WakerSlot};
-use crate::task::{Runnable, cancel_task, cancel_task_with, cut_off_task, wake_task};
+use crate::task::{Runnable, cancel_task_with, cut_off_task, wake_task};
 use crate::time::Duration;
 use crate::time::driver::TimerAction;
 use crate::{RegionId, TaskId};
@@ -145,7 +145,6 @@ pub(crate) struct ChildReport {
     task: Option<TaskId>,
     severity: Severity,
     error: Option<String>,
-    cancel: Option<CancelReason>,
     panic: Option<PanicPayload>,
 }
 
@@ -155,7 +154,6 @@ impl ChildReport {
             task: None,
             severity: o.severity(),
             error: None,
-            cancel: None,
             panic: None,
         };
         match o {
@@ -177,7 +175,6 @@ impl ChildReport {
             task: None,
             severity: Severity::Ok,
             error: None,
-            cancel: None,
             panic: None,
         }
     }
@@ -340,15 +337,14 @@ impl RegionNode {
         } else if let Some(reason) = owner.header().cancel.get() {
             node.cancel(&reason.for_child());
         }
-        if let Some(deadline) = node.budget.deadline {
-            if parent.budget.deadline != Some(deadline) {
+        if let Some(deadline) = node.budget.deadline
+            && parent.budget.deadline != Some(deadline) {
                 let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
                 node.sched.insert_timer(
                     deadline,
                     TimerAction::CancelRegion(Arc::downgrade(&node), reason),
                 );
             }
-        }
         node
     }
 
@@ -513,12 +509,6 @@ impl RegionNode {
         CancelReason::new(CancelKind::SiblingFailed).with_origin(Origin::Region(self.id))
     }
 
-    /// A cancellation this region itself issued by policy (a failed
-    /// sibling, a lost race) is expected, not a failure of the region.
-    fn absorbs(&self, report: &ChildReport) -> bool {
-        report.cancel.as_ref().is_some_and(|r| self.absorbs_reason(r))
-    }
-
     /// The number of live children.
     pub(crate) fn live(&self) -> usize {
         self.live.load(Ordering::Acquire) & !CLOSED
@@ -578,6 +568,8 @@ impl RegionNode {
         out
     }
 
+    /// A cancellation this region itself issued by policy (a failed
+    /// sibling, a lost race) is expected, not a failure of the region.
     fn absorbs_reason(&self, r: &CancelReason) -> bool {
         let root = r.root_cause();
         root.origin() == Origin::Region(self.id)
@@ -594,11 +586,10 @@ impl RegionNode {
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
             owner.header().remove_open_region(self);
         }
-        if let Some(parent) = &self.parent {
-            if !self.orphan.load(Ordering::Relaxed) {
+        if let Some(parent) = &self.parent
+            && !self.orphan.load(Ordering::Relaxed) {
                 parent.child_finished(ChildReport::region_done());
             }
-        }
     }
 
     /// The region's future was dropped with children still running; the
@@ -719,11 +710,10 @@ impl Future for Cleanup {
         if this.max_polls.is_some_and(|m| this.polls > m) {
             return Poll::Ready(false);
         }
-        if let Some(d) = this.deadline {
-            if this.sched.now() >= d {
+        if let Some(d) = this.deadline
+            && this.sched.now() >= d {
                 return Poll::Ready(false);
             }
-        }
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
         match r {
             Ok(Poll::Ready(())) => Poll::Ready(true),

@@ -250,7 +250,7 @@ pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &CancelReason, 
             r.cancel(&child);
         }
     }
-    wake_task(&task, Schedule::Queue);
+    wake_task(task, Schedule::Queue);
 }
 
 /// Marks a task to have its future dropped at its next run, and wakes it.
@@ -374,15 +374,14 @@ where
         // Budgets, before the poll so the poll can observe them.
         let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
         h.polls.store(polls, Ordering::Relaxed);
-        if let Some(q) = h.budget.poll_quota {
-            if polls > q && !h.cancel.is_requested() {
+        if let Some(q) = h.budget.poll_quota
+            && polls > q && !h.cancel.is_requested() {
                 let me: Arc<dyn Runnable> = self.clone();
                 cancel_task(
                     &me,
                     &CancelReason::new(CancelKind::PollQuota).with_origin(Origin::Task(h.id)),
                 );
             }
-        }
         let mut cut_off = s & CUT_OFF != 0;
         if !cut_off && h.cancel.is_requested() {
             let since = polls.saturating_sub(h.polls_at_cancel.load(Ordering::Relaxed));

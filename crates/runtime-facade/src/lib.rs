@@ -6,8 +6,7 @@
 //! |---|---|---|
 //! | [`queue`] | `otlp-queue` | lock-free bounded MPSC queue with per-producer lanes |
 //! | [`exporter`] | `otlp-exporter` | batching, load-shedding OTLP span pipeline with exact accounting |
-//!
-//! The runtime (`runtime-core`, `runtime-cap`) joins here when it is built.
+//! | [`runtime`] | `runtime-core` | structured-concurrency executor: regions, cancellation, budgets, timers, channels |
 //!
 //! ```
 //! use runtime_facade::queue;
@@ -31,3 +30,16 @@ pub use otlp_queue as queue;
 
 /// The span export pipeline (the `otlp-exporter` crate).
 pub use otlp_exporter as exporter;
+
+/// The structured-concurrency runtime (the `runtime-core` crate).
+///
+/// ```
+/// use runtime_facade::runtime::Runtime;
+/// let rt = Runtime::builder().worker_threads(1).build().unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let child = cx.spawn(|_| async { Ok::<_, ()>(2) });
+///     Ok::<_, ()>(child.await.unwrap() * 21)
+/// });
+/// assert_eq!(out.ok(), Some(42));
+/// ```
+pub use runtime_core as runtime;

@@ -6,6 +6,8 @@
 //! current-thread flavour); a deterministic lab scheduler with virtual
 //! time implements the same trait.
 
+#[cfg(any(test, loom))]
+pub(crate) mod detached;
 pub(crate) mod idle;
 pub(crate) mod pool;
 

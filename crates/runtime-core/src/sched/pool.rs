@@ -80,7 +80,7 @@ impl Shared {
     pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
         let workers: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_fifo()).collect();
         let stealers = workers.iter().map(Worker::stealer).collect();
-        let timers = TimerDriver::new(clock.clone());
+        let timers = TimerDriver::new();
         Arc::new(Shared {
             injector: Injector::new(),
             stealers,
@@ -107,10 +107,6 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             blocking,
         })
-    }
-
-    pub(crate) fn cores(&self) -> usize {
-        self.cores.len()
     }
 
     fn unpark(&self, index: usize) {
@@ -214,7 +210,7 @@ impl Shared {
     fn next_task(&self, ctx: &WorkerCtx) -> (Option<TaskRef>, bool) {
         let mut core = ctx.core.borrow_mut();
         core.tick = core.tick.wrapping_add(1);
-        let maintenance = core.tick % MAINTENANCE == 0;
+        let maintenance = core.tick.is_multiple_of(MAINTENANCE);
         if let Some(t) = core.lifo.take() {
             if core.streak < LIFO_STREAK {
                 core.streak += 1;
@@ -223,11 +219,10 @@ impl Shared {
             core.local.push(t);
         }
         core.streak = 0;
-        if maintenance {
-            if let Some(t) = self.steal_injector(&core.local) {
+        if maintenance
+            && let Some(t) = self.steal_injector(&core.local) {
                 return (Some(t), true);
             }
-        }
         if let Some(t) = core.local.pop() {
             return (Some(t), maintenance);
         }
@@ -298,8 +293,8 @@ impl Scheduler for Shared {
         let ctx = CURRENT.with(Cell::get);
         // SAFETY: CURRENT points at a WorkerCtx on the stack of `drive`,
         // which resets it before returning; we are on that thread.
-        if let Some(ctx) = unsafe { ctx.as_ref() } {
-            if ptr::eq(ctx.shared, self) {
+        if let Some(ctx) = unsafe { ctx.as_ref() }
+            && ptr::eq(ctx.shared, self) {
                 let mut core = ctx.core.borrow_mut();
                 let notify = match how {
                     Schedule::Wake => match core.lifo.replace(task) {
@@ -327,7 +322,6 @@ impl Scheduler for Shared {
                 }
                 return;
             }
-        }
         self.injector.push(task);
         self.notify_one();
     }

@@ -8,12 +8,11 @@ use std::sync::Weak;
 use std::task::Waker;
 
 use super::wheel::{TimerKey, Wheel};
-use super::{Clock, Instant};
+use super::Instant;
 use crate::cancel::CancelReason;
 use crate::loom::{Mutex, lock};
 use crate::region::RegionNode;
 use crate::task::{Runnable, cancel_task, cut_off_task};
-use std::sync::Arc;
 
 const TICK_NANOS: u64 = 1_000_000;
 
@@ -74,7 +73,6 @@ struct Inner {
 
 pub(crate) struct TimerDriver {
     inner: Mutex<Inner>,
-    clock: Arc<dyn Clock>,
 }
 
 fn deadline_tick(at: Instant) -> u64 {
@@ -86,14 +84,13 @@ fn now_tick(now: Instant) -> u64 {
 }
 
 impl TimerDriver {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+    pub(crate) fn new() -> Self {
         TimerDriver {
             inner: Mutex::new(Inner {
                 wheel: Wheel::new(),
                 parked_until: u64::MAX,
                 fired: Vec::new(),
             }),
-            clock,
         }
     }
 
@@ -154,11 +151,6 @@ impl TimerDriver {
             inner.fired = fired;
         }
         (true, None)
-    }
-
-    /// The clock this driver reads.
-    pub(crate) fn now(&self) -> Instant {
-        self.clock.now()
     }
 
     /// Drops every pending timer (shutdown): wakers and task references go.

@@ -1,0 +1,359 @@
+//! A channel for exactly one value, lock-free.
+//!
+//! The [`Sender`] is consumed by [`Sender::send`]; if the receiver is gone,
+//! the value comes back. The [`Receiver`] waits for the value with
+//! [`Receiver::recv`] (cancel-safe: a cancelled or dropped wait leaves the
+//! value for a later one) or looks for it with [`Receiver::try_recv`].
+//!
+//! ```
+//! use runtime_core::channel::oneshot::{self, TryRecvError};
+//!
+//! let (tx, mut rx) = oneshot::channel::<String>();
+//! assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+//! tx.send("done".to_string()).unwrap();
+//! assert_eq!(rx.try_recv().as_deref(), Ok("done"));
+//!
+//! let (tx, rx) = oneshot::channel::<u8>();
+//! drop(rx);
+//! assert!(tx.is_closed());
+//! assert_eq!(tx.send(3), Err(3));          // the value comes back
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+// `Arc` is always `std`'s, by the crate's rule (see `crate::loom`): loom
+// checks the state machine inside it.
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use super::AtomicWaker;
+use crate::cancel::CancelReason;
+use crate::cx::Cx;
+use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
+
+/// The value is in the cell (set once, by `Sender::send`).
+const SENT: usize = 0b001;
+/// The sender was dropped without sending.
+const TX_GONE: usize = 0b010;
+/// The receiver was dropped.
+const RX_GONE: usize = 0b100;
+
+/// Creates a one-value channel.
+pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
+    let inner = Arc::new(Inner {
+        state: AtomicUsize::new(0),
+        value: UnsafeCell::new(None),
+        rx_waker: AtomicWaker::new(),
+    });
+    let tx = Sender {
+        inner: Some(Arc::clone(&inner)),
+    };
+    let rx = Receiver { inner, done: false };
+    (tx, rx)
+}
+
+/// Why [`Receiver::recv`] returned no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// The sender was dropped without sending (or the value was already
+    /// received).
+    #[error("oneshot sender dropped without sending")]
+    Closed,
+    /// The receiving task's cancellation was requested. The value, if it
+    /// comes, stays receivable.
+    #[error("recv cancelled: {0}")]
+    Cancelled(CancelReason),
+}
+
+/// Why [`Receiver::try_recv`] returned no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// Not sent yet.
+    #[error("oneshot value not sent yet")]
+    Empty,
+    /// The sender was dropped without sending (or the value was already
+    /// received).
+    #[error("oneshot sender dropped without sending")]
+    Closed,
+}
+
+/// The state both halves share.
+///
+/// Ownership of the value cell: the sender writes it before setting `SENT`
+/// and touches it again only if its setting of `SENT` found `RX_GONE`
+/// (the receiver is then gone and never read it). The receiver reads it
+/// only after seeing `SENT`, and only if alive. Whatever is left in it is
+/// dropped with the last `Arc`.
+struct Inner<T> {
+    state: AtomicUsize,
+    value: UnsafeCell<Option<T>>,
+    rx_waker: AtomicWaker,
+}
+
+// SAFETY: the value is moved from the sending thread to the receiving one
+// (needs `T: Send`, not `Sync`: it is never shared); the cell is never
+// accessed by two threads at once (see `Inner`'s docs).
+unsafe impl<T: Send> Send for Inner<T> {}
+// SAFETY: as for `Send`: `&Inner` gives no shared access to a `T`, only the
+// handover described on `Inner`.
+unsafe impl<T: Send> Sync for Inner<T> {}
+
+/// The sending half: [`send`](Self::send) consumes it. Dropping it unused
+/// makes the receiver see `Closed`.
+pub struct Sender<T> {
+    /// `None` once sent.
+    inner: Option<Arc<Inner<T>>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `value`. If the receiver is gone, returns it: `Err(value)`.
+    /// Never waits.
+    pub fn send(mut self, value: T) -> Result<(), T> {
+        let Some(inner) = self.inner.take() else {
+            return Err(value); // unreachable: `send` consumes the sender
+        };
+        // Relaxed: only a shortcut; the read-modify-write below decides.
+        if inner.state.load(Ordering::Relaxed) & RX_GONE != 0 {
+            return Err(value);
+        }
+        inner.value.with_mut(|cell| {
+            // SAFETY: until we set SENT the receiver does not read the cell,
+            // and nobody else writes it: we have it to ourselves.
+            unsafe { *cell = Some(value) };
+        });
+        // Release: publishes the value to the receiver's acquire load that
+        // sees SENT. If RX_GONE was already set, the receiver never read
+        // the cell and never will: we take the value back.
+        let prev = inner.state.fetch_or(SENT, Ordering::Release);
+        if prev & RX_GONE != 0 {
+            let value = inner.value.with_mut(|cell| {
+                // SAFETY: the receiver set RX_GONE before our SENT, so it was
+                // dropped without reading the cell; we are alone with it.
+                unsafe { (*cell).take() }
+            });
+            return match value {
+                Some(value) => Err(value),
+                None => unreachable!("oneshot value vanished"),
+            };
+        }
+        inner.rx_waker.wake();
+        Ok(())
+    }
+
+    /// Whether the receiver has been dropped (a send would fail).
+    pub fn is_closed(&self) -> bool {
+        match &self.inner {
+            // Relaxed: a snapshot; RX_GONE carries no data.
+            Some(inner) => inner.state.load(Ordering::Relaxed) & RX_GONE != 0,
+            None => true,
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            // Release is not needed for data (none is sent); the waker's own
+            // read-modify-writes order this before the receiver's re-check.
+            inner.state.fetch_or(TX_GONE, Ordering::Relaxed);
+            inner.rx_waker.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving half.
+pub struct Receiver<T> {
+    inner: Arc<Inner<T>>,
+    /// The value was received.
+    done: bool,
+}
+
+impl<T> Receiver<T> {
+    /// Waits for the value. Resolves to [`RecvError::Closed`] if the sender
+    /// is dropped without sending, and to [`RecvError::Cancelled`] if
+    /// `cx`'s task is asked to cancel (checked at every poll, before looking
+    /// for the value). Cancel-safe: a cancelled or dropped `Recv` leaves the
+    /// value to a later `recv` or `try_recv`.
+    pub fn recv<'a>(&'a mut self, cx: &'a Cx) -> Recv<'a, T> {
+        Recv { receiver: self, cx }
+    }
+
+    /// Takes the value if it has been sent.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        if self.done {
+            return Err(TryRecvError::Closed);
+        }
+        // Acquire: pairs with the sender's release when it set SENT, so its
+        // write of the value happened before our read.
+        let state = self.inner.state.load(Ordering::Acquire);
+        if state & SENT != 0 {
+            let value = self.inner.value.with_mut(|cell| {
+                // SAFETY: SENT is set and we are alive (so the sender found
+                // no RX_GONE and is done with the cell); the sender's write
+                // happened before (acquire above). `&mut self` makes us the
+                // only reader.
+                unsafe { (*cell).take() }
+            });
+            self.done = true;
+            return value.ok_or(TryRecvError::Closed);
+        }
+        if state & TX_GONE != 0 {
+            self.done = true;
+            return Err(TryRecvError::Closed);
+        }
+        Err(TryRecvError::Empty)
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        // Relaxed: only the order of this and the sender's `fetch_or` in
+        // `state` matters (it decides who owns an unreceived value); no
+        // data passes. A value already sent stays in the cell and is
+        // dropped with the last `Arc`.
+        self.inner.state.fetch_or(RX_GONE, Ordering::Relaxed);
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Receiver::recv`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Recv<'a, T> {
+    receiver: &'a mut Receiver<T>,
+    cx: &'a Cx,
+}
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        ready!(crate::coop::poll_proceed(task));
+        if let Some(reason) = this.cx.cancel_requested() {
+            return Poll::Ready(Err(RecvError::Cancelled(reason)));
+        }
+        match this.receiver.try_recv() {
+            Ok(value) => return Poll::Ready(Ok(value)),
+            Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
+            Err(TryRecvError::Empty) => {}
+        }
+        // Register, then look again (see `AtomicWaker`): a send or a drop
+        // after our first look is seen now or wakes us.
+        this.receiver.inner.rx_waker.register(task.waker());
+        match this.receiver.try_recv() {
+            Ok(value) => Poll::Ready(Ok(value)),
+            Err(TryRecvError::Closed) => Poll::Ready(Err(RecvError::Closed)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Recv<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recv").finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+    use std::task::{Wake, Waker};
+    use std::thread;
+
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        struct Unpark(thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let mut task = Context::from_waker(&waker);
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            if let Poll::Ready(out) = fut.as_mut().poll(&mut task) {
+                return out;
+            }
+            thread::park();
+        }
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn send_sync<X: Send + Sync>() {}
+        send_sync::<Sender<String>>();
+        send_sync::<Receiver<String>>();
+        send_sync::<Recv<'static, String>>();
+    }
+
+    #[test]
+    fn send_then_recv() {
+        let cx = Cx::detached_for_tests();
+        let (tx, mut rx) = channel();
+        assert!(!tx.is_closed());
+        tx.send(5u32).unwrap();
+        assert_eq!(block_on(rx.recv(&cx)), Ok(5));
+        // Spent: the value is not received twice.
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+        assert_eq!(block_on(rx.recv(&cx)), Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn recv_waits_for_send_on_another_thread() {
+        let cx = Cx::detached_for_tests();
+        for _ in 0..200 {
+            let (tx, mut rx) = channel::<String>();
+            let t = thread::spawn(move || tx.send("hi".to_string()).unwrap());
+            assert_eq!(block_on(rx.recv(&cx)).as_deref(), Ok("hi"));
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn sender_dropped_without_sending_is_closed() {
+        let cx = Cx::detached_for_tests();
+        let (tx, mut rx) = channel::<u32>();
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        let t = thread::spawn(move || drop(tx));
+        assert_eq!(block_on(rx.recv(&cx)), Err(RecvError::Closed));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn receiver_dropped_returns_value_and_drops_unreceived_once() {
+        let (tx, rx) = channel::<u32>();
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.send(3), Err(3));
+
+        struct Counted(Arc<StdAtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let drops = Arc::new(StdAtomicUsize::new(0));
+        let (tx, rx) = channel();
+        assert!(tx.send(Counted(drops.clone())).is_ok());
+        assert_eq!(drops.load(Ordering::Relaxed), 0);
+        drop(rx);
+        assert_eq!(drops.load(Ordering::Relaxed), 1);
+    }
+}

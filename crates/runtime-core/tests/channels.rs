@@ -1,0 +1,181 @@
+//! Channels on the real runtime: nothing lost when waits are cancelled.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use runtime_core::channel::{mpsc, oneshot};
+use runtime_core::time::Duration;
+use runtime_core::{CancelKind, CancelReason, Outcome, Region, Runtime};
+
+fn rt() -> Runtime {
+    Runtime::builder().worker_threads(2).build().unwrap()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Senders cancelled at random points while waiting for capacity or
+/// between sends: every value is received or handed back to its sender,
+/// and none twice.
+#[test]
+fn cancelled_senders_lose_nothing() {
+    let mut handed_back = 0;
+    for seed in 1..=20u64 {
+        let rt = rt();
+        let out = rt.block_on(move |cx| async move {
+            let (tx, mut rx) = mpsc::channel::<u64>(2).unwrap();
+            let returned = Arc::new(Mutex::new(Vec::new()));
+            let attempted = Arc::new(Mutex::new(0u64));
+            let (ret, att) = (returned.clone(), attempted.clone());
+            let senders = cx.region_with(Region::collect_all(), move |cx| async move {
+                let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                for s in 0..4u64 {
+                    let tx = tx.clone();
+                    let (ret, att) = (ret.clone(), att.clone());
+                    let pauses: Vec<u64> = (0..200).map(|_| rng.next(3)).collect();
+                    cx.spawn(move |cx| async move {
+                        for (i, pause) in pauses.into_iter().enumerate() {
+                            *att.lock().unwrap() += 1;
+                            let v = s * 1_000 + i as u64;
+                            match tx.send(&cx, v).await {
+                                Ok(()) => {}
+                                Err(mpsc::SendError::Cancelled(_, v)) => {
+                                    ret.lock().unwrap().push(v);
+                                    return Ok::<_, ()>(());
+                                }
+                                Err(mpsc::SendError::Closed(v)) => {
+                                    ret.lock().unwrap().push(v);
+                                    return Ok(());
+                                }
+                            }
+                            for _ in 0..pause {
+                                if cx.yield_now().await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                drop(tx);
+                // Cancel the senders after a random number of turns.
+                for _ in 0..rng.next(300) {
+                    cx.yield_now().await.map_err(|_| ())?;
+                }
+                cx.cancel(CancelReason::user("stop sending"));
+                Ok::<_, ()>(())
+            });
+            let receiver = cx.spawn(move |cx| async move {
+                let mut got = Vec::new();
+                loop {
+                    match rx.recv(&cx).await {
+                        Ok(v) => got.push(v),
+                        Err(mpsc::RecvError::Disconnected) => return Ok::<_, ()>(got),
+                        Err(e) => panic!("receiver: {e:?}"),
+                    }
+                    // A slow receiver keeps the channel full.
+                    cx.yield_now().await.map_err(|_| ())?;
+                }
+            });
+            let s = senders.await;
+            assert!(!matches!(s, Outcome::Panicked(_)), "{:?}", s.map(|_| ()));
+            let got = receiver.await.unwrap();
+            let attempted = *attempted.lock().unwrap();
+            let returned = returned.lock().unwrap().clone();
+            Ok::<_, ()>((got, returned, attempted))
+        });
+        let (got, returned, attempted) = out.ok().unwrap();
+        let unique: HashSet<_> = got.iter().chain(returned.iter()).collect();
+        assert_eq!(unique.len(), got.len() + returned.len(), "seed {seed}: a value twice");
+        assert_eq!(
+            attempted,
+            (got.len() + returned.len()) as u64,
+            "seed {seed}: sent = received + returned"
+        );
+        handed_back += returned.len();
+    }
+    // The workload did cancel senders mid-send (else it proves nothing).
+    assert!(handed_back > 0);
+}
+
+#[test]
+fn dropping_a_permit_returns_its_slot() {
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let (tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
+        let p = tx.reserve(&cx).await.unwrap();
+        assert!(matches!(tx.try_reserve(), Err(mpsc::TrySendError::Full(()))));
+        drop(p);
+        tx.reserve(&cx).await.unwrap().send(9).unwrap();
+        Ok::<_, ()>(rx.recv(&cx).await.unwrap())
+    });
+    assert_eq!(out.ok(), Some(9));
+}
+
+#[test]
+fn a_cancelled_receive_leaves_the_value_queued() {
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let (tx, mut rx) = mpsc::channel::<u8>(4).unwrap();
+        let h = cx.spawn(move |cx| async move {
+            let first = rx.recv(&cx).await;
+            Ok::<_, ()>((first, rx))
+        });
+        cx.sleep(Duration::from_millis(5)).await.unwrap();
+        h.cancel(CancelReason::user("stop waiting"));
+        let (first, mut rx) = h.await.ok().unwrap();
+        tx.try_send(1).unwrap();
+        Ok::<_, ()>((first, rx.try_recv()))
+    });
+    let (first, later) = out.ok().unwrap();
+    assert!(matches!(first, Err(mpsc::RecvError::Cancelled(ref r)) if r.kind() == CancelKind::User));
+    assert_eq!(later, Ok(1));
+}
+
+#[test]
+fn ping_pong_between_tasks() {
+    for rt in [rt(), Runtime::builder().current_thread().build().unwrap()] {
+        let out = rt.block_on(|cx| async move {
+            let (tx1, mut rx1) = mpsc::channel::<u64>(1).unwrap();
+            let (tx2, mut rx2) = mpsc::channel::<u64>(1).unwrap();
+            cx.spawn(move |cx| async move {
+                while let Ok(v) = rx1.recv(&cx).await {
+                    tx2.send(&cx, v + 1).await.map_err(|_| ())?;
+                }
+                Ok::<_, ()>(())
+            });
+            let mut v = 0;
+            for _ in 0..1_000 {
+                tx1.send(&cx, v).await.map_err(|_| ())?;
+                v = rx2.recv(&cx).await.map_err(|_| ())?;
+            }
+            Ok::<_, ()>(v)
+        });
+        assert_eq!(out.ok(), Some(1_000));
+    }
+}
+
+#[test]
+fn oneshot_delivers_or_reports_closed() {
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let (tx, mut rx) = oneshot::channel::<&str>();
+        cx.spawn(move |_| async move { tx.send("hello").map_err(|_| ()) });
+        let got = rx.recv(&cx).await;
+        let (tx2, mut rx2) = oneshot::channel::<&str>();
+        drop(tx2);
+        let closed = rx2.recv(&cx).await;
+        Ok::<_, ()>((got, closed))
+    });
+    let (got, closed) = out.ok().unwrap();
+    assert_eq!(got, Ok("hello"));
+    assert_eq!(closed, Err(oneshot::RecvError::Closed));
+}
