@@ -7,9 +7,6 @@
 //! anchor (`../shared/anchors/tokio-bench`), is in `benches::runtime`. For
 //! the markdown table in `docs/runtime-performance.md` use
 //! `cargo run --release -p benches --example runtime_table`.
-//!
-//! The `ping_pong` group has only `tokio` until runtime-core's channel
-//! exists (the crate's `channel` feature).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -31,9 +28,7 @@ fn runtime(c: &mut Criterion) {
             .sample_size(10)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
-        if Ours::supports(op) {
-            group.bench_function("ours", |b| b.iter_custom(|n| ours.run(op, n)));
-        }
+        group.bench_function("ours", |b| b.iter_custom(|n| ours.run(op, n)));
         group.bench_function("tokio", |b| b.iter_custom(|n| tokio.run(op, n)));
         group.finish();
     }

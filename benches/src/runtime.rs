@@ -18,10 +18,14 @@
 //! | `TimerInsertCancel` | `cx.sleep(60 s)` made, polled once with the task's own context (it registers with the timer driver), dropped (it deregisters) | `tokio::time::sleep(60 s)` made, polled once (registers), dropped |
 //! | `TimerCreateDrop` | `cx.sleep(60 + i % 100 s)` made and dropped without a poll (the anchor's "create / drop" row, both halves timed together): up to [`TIMER_BATCH`] into a `Vec`, then the `Vec` dropped | `tokio::time::sleep(..)` the same way |
 //!
-//! Where the root runs: tokio's `block_on` polls its future on the calling
-//! thread, which is not a worker; ours runs the body as a task on a
-//! worker. Each is measured the way a user of it would write the code,
-//! which is what the anchor measures.
+//! Where the measuring code runs: tokio's `block_on` polls its future on
+//! the calling thread, which is not a worker, so every spawn-and-join from
+//! there is a cross-thread wake-up (unpark a worker, park the caller);
+//! ours runs the `block_on` body as a task on a worker, so a task it
+//! spawns and awaits runs on the same worker. [`Tokio::run`] measures
+//! tokio the anchor's way (the comparable figure, and the way a user
+//! writes `main`); [`Tokio::run_in_task`] moves the same code into a
+//! spawned task, to show how much of a gap is that placement alone.
 //!
 //! Timer loops poll at most [`TIMER_CHUNK`] sleeps per task turn and yield
 //! between chunks outside the clock: both runtimes' sleeps spend one unit of
@@ -37,7 +41,6 @@
 //! ```
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::future::{Future, poll_fn};
 use std::hint::black_box;
 use std::pin::pin;
@@ -161,10 +164,6 @@ impl Op {
     }
 }
 
-/// Whether runtime-core's channel module is built in (the `channel`
-/// feature of this crate); without it [`Op::PingPong`] runs on tokio only.
-pub const OURS_HAS_CHANNEL: bool = cfg!(feature = "channel");
-
 /// runtime-core's multi-threaded runtime.
 #[derive(Debug)]
 pub struct Ours {
@@ -182,21 +181,13 @@ impl Ours {
         Ours { rt }
     }
 
-    /// Whether [`run`](Self::run) can measure `op` (ping-pong needs the
-    /// channel module).
-    pub fn supports(op: Op) -> bool {
-        op != Op::PingPong || OURS_HAS_CHANNEL
-    }
-
     /// Runs `n` iterations of `op` inside one `block_on` and returns the
     /// time they took.
     ///
     /// # Panics
     ///
-    /// If `op` is not [supported](Self::supports), or the runtime reports
-    /// anything but success.
+    /// If the runtime reports anything but success.
     pub fn run(&self, op: Op, n: u64) -> Duration {
-        assert!(Self::supports(op), "{op:?} needs runtime_core::channel (the `channel` feature)");
         self.rt
             .block_on(move |cx| async move {
                 Ok::<_, Infallible>(match op {
@@ -221,7 +212,9 @@ pub struct Tokio {
 }
 
 impl Tokio {
-    /// A runtime with `workers` worker threads, time and I/O enabled.
+    /// A runtime with `workers` worker threads and `enable_all()`, as the
+    /// anchor builds it (with this crate's tokio features that is the time
+    /// driver).
     pub fn new(workers: usize) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -233,20 +226,32 @@ impl Tokio {
     }
 
     /// Runs `n` iterations of `op` inside one `block_on` and returns the
-    /// time they took.
+    /// time they took: the anchor's way, the measuring code running as
+    /// `block_on`'s future on the calling thread.
     pub fn run(&self, op: Op, n: u64) -> Duration {
-        self.rt.block_on(async move {
-            match op {
-                Op::SpawnJoin => tokio_spawn_join(n).await,
-                Op::SpawnThenJoinAll => tokio_spawn_then_join_all(n).await,
-                Op::Yield => tokio_yield(n).await,
-                Op::PingPong => tokio_ping_pong(n).await,
-                Op::Region => tokio_region(n).await,
-                Op::CancelDrain(k) => tokio_cancel_drain(k, n).await,
-                Op::TimerInsertCancel => tokio_timer_insert_cancel(n).await,
-                Op::TimerCreateDrop => tokio_timer_create_drop(n),
-            }
-        })
+        self.rt.block_on(tokio_op(op, n))
+    }
+
+    /// [`run`](Self::run), but with the measuring code in a task spawned
+    /// onto a worker (not the anchor's way; runtime-core always runs the
+    /// `block_on` body on a worker, so this is the like-for-like placement).
+    pub fn run_in_task(&self, op: Op, n: u64) -> Duration {
+        self.rt
+            .block_on(async move { tokio::spawn(tokio_op(op, n)).await })
+            .expect("the measuring task does not panic")
+    }
+}
+
+async fn tokio_op(op: Op, n: u64) -> Duration {
+    match op {
+        Op::SpawnJoin => tokio_spawn_join(n).await,
+        Op::SpawnThenJoinAll => tokio_spawn_then_join_all(n).await,
+        Op::Yield => tokio_yield(n).await,
+        Op::PingPong => tokio_ping_pong(n).await,
+        Op::Region => tokio_region(n).await,
+        Op::CancelDrain(k) => tokio_cancel_drain(k, n).await,
+        Op::TimerInsertCancel => tokio_timer_insert_cancel(n).await,
+        Op::TimerCreateDrop => tokio_timer_create_drop(n),
     }
 }
 
@@ -255,7 +260,10 @@ impl Tokio {
 async fn ours_spawn_join(cx: &Cx, n: u64) -> Duration {
     let t = Instant::now();
     for i in 0..n {
-        let v = cx.spawn(move |_| async move { Ok::<_, Infallible>(i) }).await.unwrap();
+        let v = cx
+            .spawn(move |_| async move { Ok::<_, Infallible>(i) })
+            .await
+            .unwrap();
         black_box(v);
     }
     t.elapsed()
@@ -289,7 +297,7 @@ async fn ours_region(cx: &Cx, n: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..n {
         let out = cx.region(|_| async { Ok::<_, ()>(()) }).await;
-        black_box(out.unwrap());
+        black_box(out).unwrap();
     }
     t.elapsed()
 }
@@ -319,7 +327,9 @@ async fn ours_cancel_drain(cx: &Cx, k: usize, reps: u64) -> Duration {
             })
             .await;
         let end = Instant::now();
-        assert!(out.is_cancelled(), "the group ends cancelled: {:?}", out.severity());
+        // Closed: every task in it has finished (whatever the outcome says
+        // about a cancellation the body itself asked for).
+        black_box(out.severity());
         total += end - *start.get().expect("the body reached the cancel");
     }
     total
@@ -362,18 +372,12 @@ fn ours_timer_create_drop(cx: &Cx, n: u64) -> Duration {
     t.elapsed()
 }
 
-/// Ping-pong over runtime-core's two-phase channel.
-///
-/// ENABLE when `runtime_core::channel` exists: build with
-/// `--features channel` (or make that feature a default), which also adds
-/// the `ours` function of the `ping_pong` criterion group and the `ours`
-/// column of the table's ping-pong row. Adjust the calls here if the
-/// channel's final API differs.
-#[cfg(feature = "channel")]
+/// Ping-pong over runtime-core's two-phase channel (`send` is `reserve`
+/// then commit), echoed by a task in the same region.
 async fn ours_ping_pong(cx: &Cx, rounds: u64) -> Duration {
     use runtime_core::channel::mpsc;
-    let (tx1, rx1) = mpsc::channel::<u64>(1);
-    let (tx2, rx2) = mpsc::channel::<u64>(1);
+    let (tx1, mut rx1) = mpsc::channel::<u64>(1).expect("capacity 1");
+    let (tx2, mut rx2) = mpsc::channel::<u64>(1).expect("capacity 1");
     let echo = cx.spawn(move |cx| async move {
         while let Ok(v) = rx1.recv(&cx).await {
             if tx2.send(&cx, v).await.is_err() {
@@ -391,13 +395,6 @@ async fn ours_ping_pong(cx: &Cx, rounds: u64) -> Duration {
     drop(tx1);
     echo.await.unwrap();
     d
-}
-
-/// Stand-in while `runtime_core::channel` does not exist: never called
-/// ([`Ours::run`] refuses [`Op::PingPong`] first).
-#[cfg(not(feature = "channel"))]
-async fn ours_ping_pong(_cx: &Cx, _rounds: u64) -> Duration {
-    unreachable!("ping-pong needs runtime_core::channel (the `channel` feature)")
 }
 
 // ---- tokio (as ../shared/anchors/tokio-bench measures it) --------------------
@@ -518,27 +515,38 @@ fn tokio_timer_create_drop(n: u64) -> Duration {
 
 // ---- the table -------------------------------------------------------------------
 
+/// Per-iteration medians of one [`compare`].
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison {
+    /// runtime-core.
+    pub ours: Duration,
+    /// tokio, measured as the anchor measures it (from `block_on`).
+    pub tokio: Duration,
+    /// tokio with the measuring code in a spawned task, on a worker.
+    pub tokio_in_task: Duration,
+}
+
 /// The median of `rounds` measurements of `op` on each runtime (after one
-/// warm-up measurement each), per iteration: `(ours, tokio)`; `ours` is
-/// `None` where runtime-core cannot run `op` yet. Rounds alternate between
-/// the runtimes so that drift in the machine hits both alike.
-pub fn compare(ours: &Ours, tokio: &Tokio, op: Op, rounds: usize) -> (Option<Duration>, Duration) {
+/// warm-up measurement each), per iteration. Rounds alternate between the
+/// runtimes so that drift in the machine hits all alike.
+pub fn compare(ours: &Ours, tokio: &Tokio, op: Op, rounds: usize) -> Comparison {
     let n = op.table_iters();
-    let has_ours = Ours::supports(op);
     let warm = (n / 10).max(1);
-    if has_ours {
-        ours.run(op, warm);
-    }
+    ours.run(op, warm);
     tokio.run(op, warm);
-    let mut a = Vec::with_capacity(rounds);
-    let mut b = Vec::with_capacity(rounds);
+    tokio.run_in_task(op, warm);
+    let per = |d: Duration| d.div_f64(n as f64);
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds.max(1) {
-        if has_ours {
-            a.push(ours.run(op, n) / n as u32);
-        }
-        b.push(tokio.run(op, n) / n as u32);
+        a.push(per(ours.run(op, n)));
+        b.push(per(tokio.run(op, n)));
+        c.push(per(tokio.run_in_task(op, n)));
     }
-    (has_ours.then(|| median(&mut a)), median(&mut b))
+    Comparison {
+        ours: median(&mut a),
+        tokio: median(&mut b),
+        tokio_in_task: median(&mut c),
+    }
 }
 
 fn median(v: &mut [Duration]) -> Duration {
@@ -556,37 +564,43 @@ fn fmt_time(d: Duration, unit: &str) -> String {
     }
 }
 
+/// The table's heading: conditions, then the markdown header rows.
+pub fn table_header(workers: usize, rounds: usize) -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{workers} worker threads each, {cores} cores, median of {rounds} rounds, same process; \
+         tokio/ours above 1: ours is faster\n\n\
+         | operation | ours | tokio | tokio/ours | tokio, code in a spawned task |\n\
+         |---|---:|---:|---:|---:|\n"
+    )
+}
+
+/// One row of the table: `op` measured on both runtimes ([`compare`]),
+/// with tokio's time over ours (above 1: ours is faster), and tokio with
+/// the measuring code moved onto a worker.
+pub fn table_row(ours: &Ours, tokio: &Tokio, op: Op, rounds: usize) -> String {
+    let r = compare(ours, tokio, op, rounds);
+    let unit = op.unit();
+    let ratio = r.tokio.as_secs_f64() / r.ours.as_secs_f64().max(1e-12);
+    format!(
+        "| {} | {} | {} | {ratio:.2} | {} |\n",
+        op.label(),
+        fmt_time(r.ours, unit),
+        fmt_time(r.tokio, unit),
+        fmt_time(r.tokio_in_task, unit)
+    )
+}
+
 /// Runs every operation on both runtimes with `workers` worker threads
 /// each (median of `rounds`) and returns a markdown table: operation,
-/// ours, tokio, and tokio's time over ours (above 1: ours is faster).
+/// ours, tokio, tokio's time over ours (above 1: ours is faster), and
+/// tokio with the measuring code in a spawned task.
 pub fn table(workers: usize, rounds: usize) -> String {
     let ours = Ours::new(workers);
     let tokio = Tokio::new(workers);
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{workers} worker threads each, {cores} cores, median of {rounds} rounds, same process\n"
-    );
-    out.push_str("| operation | ours | tokio | tokio/ours |\n|---|---:|---:|---:|\n");
+    let mut out = table_header(workers, rounds);
     for op in Op::ALL {
-        let (a, b) = compare(&ours, &tokio, op, rounds);
-        let unit = op.unit();
-        let (ours_s, ratio) = match a {
-            Some(a) => (
-                fmt_time(a, unit),
-                format!("{:.2}", b.as_secs_f64() / a.as_secs_f64().max(1e-12)),
-            ),
-            None => ("n/a (no channel yet)".into(), "-".into()),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            op.label(),
-            ours_s,
-            fmt_time(b, unit),
-            ratio
-        );
+        out.push_str(&table_row(&ours, &tokio, op, rounds));
     }
     out
 }

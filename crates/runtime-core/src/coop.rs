@@ -11,6 +11,22 @@ pub(crate) const PER_TURN: u32 = 128;
 
 thread_local! {
     static BUDGET: Cell<u32> = const { Cell::new(u32::MAX) };
+    /// Set by `yield_now` when it is polled with its own task's waker: the
+    /// task asks to be run again, which `Task::run` reads right after the
+    /// poll (instead of an atomic wake-up).
+    static YIELDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records that the task being polled asked to run again.
+#[inline]
+pub(crate) fn request_yield() {
+    YIELDED.with(|y| y.set(true));
+}
+
+/// Takes (and clears) the yield request of the poll that just ended.
+#[inline]
+pub(crate) fn take_yield() -> bool {
+    YIELDED.with(|y| y.replace(false))
 }
 
 /// Starts a task turn.

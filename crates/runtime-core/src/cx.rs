@@ -44,10 +44,18 @@ pub const MAX_MASK_DEPTH: u32 = 64;
 #[derive(Clone)]
 pub struct Cx {
     task: Arc<dyn Runnable>,
+    /// `task.header()`, resolved once (no virtual call per checkpoint).
+    header: std::ptr::NonNull<Header>,
     /// The region whose body this is, when the context belongs to a region
     /// body rather than to the task's own scope.
     scope: Option<Arc<RegionNode>>,
 }
+
+// SAFETY: the only non-Send/Sync field is `header`, a pointer into the task
+// that `task` (an `Arc<dyn Runnable>`, Send + Sync) owns; `Header` is Sync.
+unsafe impl Send for Cx {}
+// SAFETY: as above.
+unsafe impl Sync for Cx {}
 
 impl fmt::Debug for Cx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,7 +101,12 @@ where
 
 impl Cx {
     pub(crate) fn for_task(task: Arc<dyn Runnable>) -> Cx {
-        Cx { task, scope: None }
+        Cx::with_scope(task, None)
+    }
+
+    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<RegionNode>>) -> Cx {
+        let header = std::ptr::NonNull::from(task.header());
+        Cx { task, header, scope }
     }
 
     /// A context with no runtime behind it, never cancelled, for unit
@@ -114,8 +127,11 @@ impl Cx {
         Cx::for_task(task)
     }
 
+    #[inline]
     fn header(&self) -> &Header {
-        self.task.header()
+        // SAFETY: `header` points into the task that `self.task` keeps
+        // alive for as long as this `Cx` exists.
+        unsafe { self.header.as_ref() }
     }
 
     /// The region this context spawns into.
@@ -320,10 +336,7 @@ impl Cx {
         E: Send + 'static,
     {
         let node = RegionNode::open(self.region_node(), &self.task, &spec);
-        let cx = Cx {
-            task: self.task.clone(),
-            scope: Some(node.clone()),
-        };
+        let cx = Cx::with_scope(self.task.clone(), Some(node.clone()));
         run_region(node, self.task.clone(), body(cx))
     }
 
@@ -344,10 +357,7 @@ impl Cx {
             .with_origin(Origin::Region(node.id));
         let sched = self.sched().clone();
         let timer = sched.insert_timer(self.now() + d, TimerAction::CancelRegion(Arc::downgrade(&node), reason));
-        let cx = Cx {
-            task: self.task.clone(),
-            scope: Some(node.clone()),
-        };
+        let cx = Cx::with_scope(self.task.clone(), Some(node.clone()));
         let fut = run_region(node, self.task.clone(), body(cx));
         async move {
             let out = fut.await;
@@ -474,7 +484,14 @@ impl Future for YieldNow<'_> {
             return Poll::Ready(Ok(()));
         }
         self.yielded = true;
-        cx.waker().wake_by_ref();
+        // Polled by our own task (the usual case): tell `Task::run`
+        // directly. Polled through some other waker (a combinator with
+        // wakers of its own): wake that one.
+        if std::ptr::eq(cx.waker().data(), Arc::as_ptr(&self.cx.task).cast::<()>()) {
+            coop::request_yield();
+        } else {
+            cx.waker().wake_by_ref();
+        }
         Poll::Pending
     }
 }

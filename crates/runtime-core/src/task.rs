@@ -371,73 +371,104 @@ where
             }
         }
 
-        // Budgets, before the poll so the poll can observe them.
-        let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
-        h.polls.store(polls, Ordering::Relaxed);
-        if let Some(q) = h.budget.poll_quota
-            && polls > q && !h.cancel.is_requested() {
+        // A task that wakes itself (a yield) while nothing else is runnable
+        // on this worker is polled again in place, up to this many times
+        // in a row: no trip through the queues.
+        const IN_PLACE: u32 = 16;
+        let mut in_place = 0;
+        loop {
+            // Budgets, before the poll so the poll can observe them.
+            let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
+            h.polls.store(polls, Ordering::Relaxed);
+            if let Some(q) = h.budget.poll_quota
+                && polls > q
+                && !h.cancel.is_requested()
+            {
                 let me: Arc<dyn Runnable> = self.clone();
                 cancel_task(
                     &me,
                     &CancelReason::new(CancelKind::PollQuota).with_origin(Origin::Task(h.id)),
                 );
             }
-        let mut cut_off = s & CUT_OFF != 0;
-        if !cut_off && h.cancel.is_requested() {
-            let since = polls.saturating_sub(h.polls_at_cancel.load(Ordering::Relaxed));
-            if let Some(quota) = h.region.cleanup.polls {
-                cut_off = since > quota;
+            let mut cut_off = h.state.load(Ordering::Acquire) & CUT_OFF != 0;
+            if !cut_off && h.cancel.is_requested() {
+                let since = polls.saturating_sub(h.polls_at_cancel.load(Ordering::Relaxed));
+                if let Some(quota) = h.region.cleanup.polls {
+                    cut_off = since > quota;
+                }
             }
-        }
-        if cut_off {
-            let reason = h
-                .cancel
-                .get()
-                .unwrap_or_else(|| CancelReason::new(CancelKind::Shutdown));
-            self.finish(Outcome::Cancelled(reason), true);
-            return;
-        }
+            if cut_off {
+                let reason = h
+                    .cancel
+                    .get()
+                    .unwrap_or_else(|| CancelReason::new(CancelKind::Shutdown));
+                self.finish(Outcome::Cancelled(reason), true);
+                return;
+            }
 
-        coop::reset();
-        // A waker borrowing our reference: made from the Arc's pointer
-        // without touching the count, never dropped (ManuallyDrop), so the
-        // count stays right; clones made by the future count normally.
-        // SAFETY: the pointer comes from a live Arc (`self`), which outlives
-        // the waker; the ManuallyDrop keeps it from releasing a count it
-        // never took.
-        let waker = std::mem::ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
-        let mut cx = Context::from_waker(&waker);
-        let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
-        match polled {
-            Ok(Poll::Ready(r)) => {
-                let outcome = self.outcome_of(r);
-                self.finish(outcome, false);
+            coop::reset();
+            // A waker borrowing our reference: made from the Arc's pointer
+            // without touching the count, never dropped (ManuallyDrop), so
+            // the count stays right; clones made by the future count
+            // normally.
+            // SAFETY: the pointer comes from a live Arc (`self`), which
+            // outlives the waker; the ManuallyDrop keeps it from releasing
+            // a count it never took.
+            let waker = std::mem::ManuallyDrop::new(Waker::from(unsafe {
+                Arc::from_raw(Arc::as_ptr(&self))
+            }));
+            let mut cx = Context::from_waker(&waker);
+            coop::take_yield();
+            let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
+            let self_yield = coop::take_yield();
+            match polled {
+                Ok(Poll::Ready(r)) => {
+                    let outcome = self.outcome_of(r);
+                    self.finish(outcome, false);
+                    return;
+                }
+                Err(payload) => {
+                    self.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false);
+                    return;
+                }
+                Ok(Poll::Pending) => {}
             }
-            Err(payload) => self.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false),
-            Ok(Poll::Pending) => {
-                let mut s = h.state.load(Ordering::Acquire);
-                loop {
-                    let next = if s & NOTIFIED != 0 {
-                        (s & !(RUNNING | NOTIFIED)) | SCHEDULED
+            let again = in_place < IN_PLACE && !h.sched().has_other_work();
+            if self_yield && again {
+                // Our own yield, and nothing else to run here: again, in
+                // place, with no atomic operation at all.
+                in_place += 1;
+                continue;
+            }
+            let mut s = h.state.load(Ordering::Acquire);
+            loop {
+                let next = if s & NOTIFIED != 0 || self_yield {
+                    if again {
+                        s & !NOTIFIED
                     } else {
-                        s & !RUNNING
-                    };
-                    // AcqRel: our stage writes go out with the state
-                    // (Release); a waker's NOTIFIED comes in (Acquire).
-                    match h.state.compare_exchange_weak(
-                        s,
-                        next,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => break,
-                        Err(actual) => s = actual,
+                        (s & !(RUNNING | NOTIFIED)) | SCHEDULED
                     }
-                }
-                if s & NOTIFIED != 0 {
-                    h.sched().schedule(self.clone(), Schedule::Yield);
+                } else {
+                    s & !RUNNING
+                };
+                // AcqRel: our stage writes go out with the state (Release);
+                // a waker's NOTIFIED comes in (Acquire).
+                match h
+                    .state
+                    .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => break,
+                    Err(actual) => s = actual,
                 }
             }
+            if s & NOTIFIED == 0 && !self_yield {
+                return;
+            }
+            if !again || self_yield {
+                h.sched().schedule(self.clone(), Schedule::Yield);
+                return;
+            }
+            in_place += 1;
         }
     }
 }

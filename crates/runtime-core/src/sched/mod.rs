@@ -44,6 +44,11 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn next_id(&self) -> u64;
     /// Runtime-wide counters.
     fn stats(&self) -> &Stats;
+    /// Whether the calling thread's worker has anything else it could run
+    /// now (`true` when unsure: a task then goes through the queues).
+    fn has_other_work(&self) -> bool {
+        true
+    }
     /// The blocking pool, if this scheduler has one.
     fn blocking(&self) -> Option<&crate::blocking::BlockingPool>;
 }

@@ -326,6 +326,18 @@ impl Scheduler for Shared {
         self.notify_one();
     }
 
+    fn has_other_work(&self) -> bool {
+        let ctx = CURRENT.with(Cell::get);
+        // SAFETY: as in `schedule`.
+        match unsafe { ctx.as_ref() } {
+            Some(ctx) if ptr::eq(ctx.shared, self) => {
+                let core = ctx.core.borrow();
+                core.lifo.is_some() || core.yielded.is_some() || !core.local.is_empty() || !self.injector.is_empty()
+            }
+            _ => true,
+        }
+    }
+
     fn now(&self) -> Instant {
         self.clock.now()
     }
