@@ -35,6 +35,13 @@ pub(crate) fn reset() {
     BUDGET.with(|b| b.set(PER_TURN));
 }
 
+/// Lifts the budget for code polled outside any task turn (`block_on`
+/// polling its root handle on a thread that also runs tasks).
+#[inline]
+pub(crate) fn unconstrained() {
+    BUDGET.with(|b| b.set(u32::MAX));
+}
+
 /// Spends one unit of the turn's budget, or yields when it is spent.
 #[inline]
 pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {

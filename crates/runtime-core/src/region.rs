@@ -399,7 +399,7 @@ impl RegionNode {
         self.sweep();
         // The body runs in the owner task: wake it to see the request.
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
-            wake_task(&owner, crate::sched::Schedule::Queue);
+            wake_task(&owner, crate::sched::Schedule::Cancel);
         }
     }
 

@@ -260,6 +260,9 @@ impl Runtime {
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
         let mut task_cx = Context::from_waker(&waker);
         let out = loop {
+            // The last task turn on this thread may have spent the
+            // cooperative budget; this poll is not part of any turn.
+            crate::coop::unconstrained();
             if let Poll::Ready(o) = std::pin::Pin::new(&mut handle).poll(&mut task_cx) {
                 break o;
             }

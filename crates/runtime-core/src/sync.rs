@@ -3,7 +3,7 @@
 use std::task::Waker;
 
 use crate::cancel::CancelReason;
-use crate::loom::{AtomicBool, AtomicU32, Mutex, Ordering, UnsafeCell, lock};
+use crate::loom::{AtomicPtr, AtomicU32, Mutex, Ordering, UnsafeCell, lock};
 
 const WAITING: u32 = 0;
 const REGISTERING: u32 = 0b01;
@@ -104,18 +104,21 @@ impl WakerSlot {
 
 /// A cancellation request cell: the strongest reason asked for so far.
 ///
-/// Checking costs one atomic load while nothing was requested; the lock
-/// is only taken on the cancellation path.
+/// Reading is lock-free (one atomic load, then a clone of the reason);
+/// only requests take the lock. Each reason ever recorded is kept until
+/// the cell is dropped, so a reader's pointer never dangles; reasons only
+/// strengthen, so there are at most a handful per cell.
 pub(crate) struct CancelCell {
-    requested: AtomicBool,
-    reason: Mutex<Option<CancelReason>>,
+    /// The current reason, or null. Points into a box in `history`.
+    current: AtomicPtr<CancelReason>,
+    history: Mutex<Vec<Box<CancelReason>>>,
 }
 
 impl CancelCell {
     pub(crate) fn new() -> Self {
         CancelCell {
-            requested: AtomicBool::new(false),
-            reason: Mutex::new(None),
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            history: Mutex::new(Vec::new()),
         }
     }
 
@@ -123,32 +126,38 @@ impl CancelCell {
     /// Returns `Some(first)` if the reason changed, `first` telling whether
     /// this was the first request.
     pub(crate) fn request(&self, reason: &CancelReason) -> Option<bool> {
-        let mut guard = lock(&self.reason);
-        let changed = match &mut *guard {
-            None => {
-                *guard = Some(reason.clone());
-                Some(true)
-            }
-            Some(current) => current.strengthen(reason).then_some(false),
+        let mut history = lock(&self.history);
+        // Writers are serialised by the lock: Relaxed sees the last store.
+        let current = self.current.load(Ordering::Relaxed);
+        // SAFETY: a non-null `current` points into `history`, alive here.
+        let first = match unsafe { current.as_ref() } {
+            None => true,
+            Some(cur) if reason.strength() > cur.strength() => false,
+            Some(_) => return None,
         };
-        // Release (and SeqCst, for the spawn/sweep handshake in
-        // `region.rs`): whoever sees the flag finds the reason behind it.
-        self.requested.store(guard.is_some(), Ordering::SeqCst);
-        changed
+        let mut boxed = Box::new(reason.clone());
+        let ptr: *mut CancelReason = &mut *boxed;
+        history.push(boxed);
+        // SeqCst (Release at least): a reader that sees the pointer sees
+        // the reason behind it; SeqCst for the spawn/sweep handshake in
+        // `region.rs`.
+        self.current.store(ptr, Ordering::SeqCst);
+        Some(first)
     }
 
     /// Whether anything was requested.
     #[inline]
     pub(crate) fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
+        !self.current.load(Ordering::SeqCst).is_null()
     }
 
     /// The current reason, if any.
+    #[inline]
     pub(crate) fn get(&self) -> Option<CancelReason> {
-        if !self.is_requested() {
-            return None;
-        }
-        lock(&self.reason).clone()
+        let p = self.current.load(Ordering::SeqCst);
+        // SAFETY: non-null pointers stored in `current` point into boxes
+        // kept in `history` until the cell is dropped, and `&self` keeps
+        // the cell alive.
+        unsafe { p.as_ref() }.cloned()
     }
-
 }

@@ -82,6 +82,11 @@ pub(crate) struct Header {
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
     open_regions: Mutex<Vec<Weak<RegionNode>>>,
+    /// `open_regions.len()`, readable without the lock. A region is added
+    /// (count raised, Release) before it checks the task's cancel cell, and
+    /// a cancel request is stored before this is read (Acquire): one of the
+    /// two sees the other.
+    open_count: AtomicUsize,
 }
 
 impl Header {
@@ -97,11 +102,16 @@ impl Header {
     }
 
     pub(crate) fn add_open_region(&self, r: &Arc<RegionNode>) {
-        lock(&self.open_regions).push(Arc::downgrade(r));
+        let mut open = lock(&self.open_regions);
+        open.push(Arc::downgrade(r));
+        self.open_count.store(open.len(), Ordering::SeqCst);
     }
 
     /// Whether a region this task has open still has children running.
     pub(crate) fn has_live_regions(&self) -> bool {
+        if self.open_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         lock(&self.open_regions)
             .iter()
             .filter_map(Weak::upgrade)
@@ -109,7 +119,9 @@ impl Header {
     }
 
     pub(crate) fn remove_open_region(&self, r: &RegionNode) {
-        lock(&self.open_regions).retain(|w| !std::ptr::eq(w.as_ptr(), r));
+        let mut open = lock(&self.open_regions);
+        open.retain(|w| !std::ptr::eq(w.as_ptr(), r));
+        self.open_count.store(open.len(), Ordering::SeqCst);
     }
 }
 
@@ -171,6 +183,7 @@ where
             mask: AtomicU32::new(0),
             observed: AtomicBool::new(false),
             open_regions: Mutex::new(Vec::new()),
+            open_count: AtomicUsize::new(0),
         },
         stage: UnsafeCell::new(Stage::Init(body)),
         join: WakerSlot::new(),
@@ -236,13 +249,10 @@ pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &CancelReason, 
                 .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
         }
     }
-    let regions: Vec<_> = {
-        let open = lock(&h.open_regions);
-        if open.is_empty() {
-            Vec::new()
-        } else {
-            open.iter().filter_map(Weak::upgrade).collect()
-        }
+    let regions: Vec<_> = if h.open_count.load(Ordering::Acquire) == 0 {
+        Vec::new()
+    } else {
+        lock(&h.open_regions).iter().filter_map(Weak::upgrade).collect()
     };
     if !regions.is_empty() {
         let child = reason.for_child();
@@ -250,7 +260,7 @@ pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &CancelReason, 
             r.cancel(&child);
         }
     }
-    wake_task(task, Schedule::Queue);
+    wake_task(task, Schedule::Cancel);
 }
 
 /// Marks a task to have its future dropped at its next run, and wakes it.
@@ -262,7 +272,7 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
     if !h.cancel.is_requested() {
         cancel_task(&task, &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime));
     }
-    wake_task(&task, Schedule::Queue);
+    wake_task(&task, Schedule::Cancel);
 }
 
 impl<G, F, T, E> Task<G, F, T, E>

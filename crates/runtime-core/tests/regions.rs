@@ -241,3 +241,33 @@ fn join_all_gathers_outcomes_in_order() {
         assert_eq!(v[4].clone().ok(), Some(4));
     }
 }
+
+/// Regression: on the current-thread flavour, `block_on` polls its root
+/// handle on the thread that ran the tasks; a last task turn that spent the
+/// whole cooperative budget must not make that poll yield forever. (The
+/// counts around 2 x 128 make one of the runs end its turn at exactly 0.)
+#[test]
+fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = Runtime::builder().current_thread().build().unwrap();
+        for n in 250..=260u64 {
+            let out = rt.block_on(move |cx| async move {
+                let hs: Vec<_> = (0..n).map(|i| cx.spawn(move |_| async move { Ok::<_, ()>(i) })).collect();
+                while !hs.iter().all(|h| h.is_finished()) {
+                    cx.yield_now().await.map_err(|_| ())?;
+                }
+                let mut sum = 0;
+                for h in hs {
+                    sum += h.await.unwrap();
+                }
+                Ok::<_, ()>(sum)
+            });
+            tx.send((n, out.ok())).unwrap();
+        }
+    });
+    for _ in 250..=260 {
+        let (n, got) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("block_on hung");
+        assert_eq!(got, Some(n * (n - 1) / 2));
+    }
+}

@@ -24,8 +24,12 @@ use crossbeam_utils::CachePadded;
 pub(crate) enum Schedule {
     /// Woken by a task running on this worker: run it next (LIFO slot).
     Wake,
-    /// Newly spawned, or woken for cancellation: back of the local queue.
+    /// Newly spawned: back of the local queue.
     Queue,
+    /// Woken to see a cancellation: back of the local queue, without
+    /// waking another worker (a drain is many short polls; spreading them
+    /// over workers costs more in contention than it saves).
+    Cancel,
     /// It woke itself while running (a yield): back of the local queue.
     Yield,
 }

@@ -176,11 +176,6 @@ impl Shared {
                 self.timers.process(self.clock.now());
             }
             if let Some(task) = task {
-                // More work queued behind this task and someone asleep:
-                // let them steal it rather than wait for us.
-                if self.idle.sleepers() > 0 && !ctx.core.borrow().local.is_empty() {
-                    self.notify_one();
-                }
                 task.run();
                 continue;
             }
@@ -306,6 +301,13 @@ impl Scheduler for Shared {
                     },
                     Schedule::Yield if core.yielded.is_none() && core.local.is_empty() => {
                         core.yielded = Some(task);
+                        false
+                    }
+                    Schedule::Cancel => {
+                        if let Some(y) = core.yielded.take() {
+                            core.local.push(y);
+                        }
+                        core.local.push(task);
                         false
                     }
                     Schedule::Queue | Schedule::Yield => {
