@@ -377,7 +377,7 @@ impl RegionNode {
         if !self.adopt(Child::Task(task.clone())) {
             return false;
         }
-        if let Some(reason) = self.cancel.get() {
+        if let Some(reason) = self.cancel.get_arc() {
             cancel_task_with(task, &reason, false);
         }
         true
@@ -385,7 +385,7 @@ impl RegionNode {
 
     /// Requests cancellation of this region and everything in it.
     pub(crate) fn cancel(&self, reason: &CancelReason) {
-        let Some(first) = self.cancel.request(reason) else {
+        let Some(first) = self.cancel.request(&Arc::new(reason.clone())) else {
             return;
         };
         if first {
@@ -412,9 +412,9 @@ impl RegionNode {
         }
         loop {
             let seen = self.sweeps.load(Ordering::Acquire);
-            let reason = self.cancel.get();
-            let child_reason = reason.as_ref().map(CancelReason::for_child);
-            let mut keep = Vec::new();
+            let reason = self.cancel.get_arc();
+            let child_reason = reason.as_ref().map(|r| r.for_child());
+            let mut keep = Vec::with_capacity(self.children.len());
             for _ in 0..self.children.len() {
                 let Some(c) = self.children.pop() else { break };
                 if !c.is_alive() {

@@ -230,12 +230,12 @@ pub(crate) fn wake_task(task: &Arc<dyn Runnable>, how: Schedule) {
 /// Requests cancellation of a task (strengthening its reason) and wakes it
 /// so it reaches a checkpoint.
 pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
-    cancel_task_with(task, reason, true);
+    cancel_task_with(task, &Arc::new(reason.clone()), true);
 }
 
 /// [`cancel_task`]; `own_grace` arms the cleanup grace timer for this task
 /// alone (a region cancelling all its tasks arms one for all of them).
-pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &CancelReason, own_grace: bool) {
+pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>, own_grace: bool) {
     let h = task.header();
     let Some(first) = h.cancel.request(reason) else {
         return;

@@ -131,6 +131,13 @@ impl Shared {
         }
     }
 
+    /// Whether the calling thread is driving one of this pool's cores.
+    fn on_worker(&self) -> bool {
+        let ctx = CURRENT.with(Cell::get);
+        // SAFETY: as in `schedule`.
+        unsafe { ctx.as_ref() }.is_some_and(|ctx| ptr::eq(ctx.shared, self))
+    }
+
     fn has_work(&self, core: &Core) -> bool {
         core.lifo.is_some()
             || core.yielded.is_some()
@@ -346,8 +353,10 @@ impl Scheduler for Shared {
 
     fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle {
         let (handle, earlier) = self.timers.insert(at, action);
-        if earlier {
-            // A sleeper may be parked past this deadline.
+        // A sleeper may be parked past this deadline. A worker inserting
+        // it turns the wheel itself (every few dozen tasks, and before it
+        // parks), so only inserts from outside the pool wake someone.
+        if earlier && !self.on_worker() {
             self.notify_one();
         }
         handle
