@@ -139,6 +139,7 @@ impl Cx {
         self.scope.as_ref().unwrap_or(&self.header().region)
     }
 
+    #[inline]
     fn cell(&self) -> &CancelCell {
         match &self.scope {
             Some(r) => &r.cancel,
@@ -163,14 +164,24 @@ impl Cx {
     // ---- cancellation ----------------------------------------------------
 
     /// The pending cancellation, unless masked; marks it observed (the
-    /// caller is about to return `Cancelled`).
+    /// caller is about to return `Cancelled`). Inlined: while nothing was
+    /// requested it is one load.
+    #[inline]
     pub(crate) fn cancel_requested(&self) -> Option<CancelReason> {
-        let cell = self.cell();
-        if !cell.is_requested() || self.header().masked() {
+        if !self.cell().is_requested() {
+            return None;
+        }
+        self.cancel_requested_slow()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn cancel_requested_slow(&self) -> Option<CancelReason> {
+        if self.header().masked() {
             return None;
         }
         self.header().observed.store(true, Ordering::Relaxed);
-        cell.get()
+        self.cell().get()
     }
 
     /// A checkpoint: `Err(Cancelled)` once cancellation has been requested
@@ -487,7 +498,9 @@ impl Future for YieldNow<'_> {
         // Polled by our own task (the usual case): tell `Task::run`
         // directly. Polled through some other waker (a combinator with
         // wakers of its own): wake that one.
-        if std::ptr::eq(cx.waker().data(), Arc::as_ptr(&self.cx.task).cast::<()>()) {
+        // (`Task` is `repr(C)` with the header first: the task's address
+        // is its header's.)
+        if std::ptr::eq(cx.waker().data(), self.cx.header.as_ptr().cast::<()>()) {
             coop::request_yield();
         } else {
             cx.waker().wake_by_ref();

@@ -143,7 +143,10 @@ enum Stage<G, F, T, E> {
     Done(Option<Outcome<T, E>>),
 }
 
-/// A spawned task: header, stage, joiner's waker.
+/// A spawned task: header, stage, joiner's waker. `repr(C)` keeps the
+/// header at offset 0, so a pointer to the task is a pointer to its header
+/// (`YieldNow` compares a waker's data pointer with it).
+#[repr(C)]
 pub(crate) struct Task<G, F, T, E> {
     header: Header,
     stage: UnsafeCell<Stage<G, F, T, E>>,
@@ -443,7 +446,9 @@ where
                 }
                 Ok(Poll::Pending) => {}
             }
-            let again = in_place < IN_PLACE && !h.sched().has_other_work();
+            // Looking for other work costs a few dozen instructions; a
+            // task woken meanwhile waits at most three more of our polls.
+            let again = in_place < IN_PLACE && (in_place % 4 != 0 || !h.sched().has_other_work());
             if self_yield && again {
                 // Our own yield, and nothing else to run here: again, in
                 // place, with no atomic operation at all.
