@@ -414,7 +414,6 @@ impl RegionNode {
             let seen = self.sweeps.load(Ordering::Acquire);
             let reason = self.cancel.get_arc();
             let child_reason = reason.as_ref().map(|r| r.for_child());
-            let mut keep = Vec::with_capacity(self.children.len());
             for _ in 0..self.children.len() {
                 let Some(c) = self.children.pop() else { break };
                 if !c.is_alive() {
@@ -430,9 +429,8 @@ impl RegionNode {
                         }
                     }
                 }
-                keep.push(c);
-            }
-            for c in keep {
+                // Back in at the tail: this pass pops only the entries
+                // that were there when it began.
                 self.children.push(c);
             }
             if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {
