@@ -73,14 +73,18 @@ impl BlockingPool {
     }
 
     /// Queues `f`; resolves with its value.
-    pub(crate) fn spawn<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+    pub(crate) fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Blocking<R> {
         let slot = Arc::new(Slot {
             value: Mutex::new(None),
             waker: WakerSlot::new(),
         });
         let out = slot.clone();
         let job: Job = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(f)).map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
+            let r = catch_unwind(AssertUnwindSafe(f))
+                .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
             *lock(&out.value) = Some(r);
             out.waker.wake();
         });

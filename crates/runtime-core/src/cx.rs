@@ -67,7 +67,11 @@ impl fmt::Debug for Cx {
 }
 
 /// Spawns a task into `region`.
-pub(crate) fn spawn_in<G, F, T, E>(region: &Arc<RegionNode>, budget: Budget, body: G) -> JoinHandle<T, E>
+pub(crate) fn spawn_in<G, F, T, E>(
+    region: &Arc<RegionNode>,
+    budget: Budget,
+    body: G,
+) -> JoinHandle<T, E>
 where
     G: FnOnce(Cx) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
@@ -91,10 +95,14 @@ where
     }
     sched.stats().task_spawned();
     if let Some(deadline) = effective.deadline
-        && region.budget.deadline != Some(deadline) {
-            let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
-            sched.insert_timer(deadline, TimerAction::CancelTask(Arc::downgrade(&task), reason));
-        }
+        && region.budget.deadline != Some(deadline)
+    {
+        let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
+        sched.insert_timer(
+            deadline,
+            TimerAction::CancelTask(Arc::downgrade(&task), reason),
+        );
+    }
     sched.schedule(task, Schedule::Queue);
     handle
 }
@@ -106,7 +114,11 @@ impl Cx {
 
     fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<RegionNode>>) -> Cx {
         let header = std::ptr::NonNull::from(task.header());
-        Cx { task, header, scope }
+        Cx {
+            task,
+            header,
+            scope,
+        }
     }
 
     /// A context with no runtime behind it, never cancelled, for unit
@@ -118,12 +130,10 @@ impl Cx {
     pub fn detached_for_tests() -> Cx {
         let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
         let root = RegionNode::root(sched, crate::region::CleanupBudget::UNLIMITED);
-        let task: Arc<dyn Runnable> = new_task(
-            TaskId(0),
-            root,
-            Budget::UNLIMITED,
-            |_cx: Cx| async { Ok::<(), ()>(()) },
-        );
+        let task: Arc<dyn Runnable> =
+            new_task(TaskId(0), root, Budget::UNLIMITED, |_cx: Cx| async {
+                Ok::<(), ()>(())
+            });
         Cx::for_task(task)
     }
 
@@ -219,7 +229,10 @@ impl Cx {
 
     /// Yields to the scheduler once; a checkpoint.
     pub fn yield_now(&self) -> YieldNow<'_> {
-        YieldNow { cx: self, yielded: false }
+        YieldNow {
+            cx: self,
+            yielded: false,
+        }
     }
 
     /// Runs `fut` with cancellation deferred: checkpoints inside report
@@ -247,20 +260,24 @@ impl Cx {
     /// `Err`.
     pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
         let h = self.header();
-        let total = h.cost.fetch_add(cost, Ordering::Relaxed).saturating_add(cost);
+        let total = h
+            .cost
+            .fetch_add(cost, Ordering::Relaxed)
+            .saturating_add(cost);
         if let Some(quota) = self.budget().cost_quota
-            && total > quota {
-                cancel_task(
-                    &self.task,
+            && total > quota
+        {
+            cancel_task(
+                &self.task,
+                &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
+            );
+            if self.scope.is_some() {
+                // The region body shares the task's budget.
+                self.region_node().cancel(
                     &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
                 );
-                if self.scope.is_some() {
-                    // The region body shares the task's budget.
-                    self.region_node().cancel(
-                        &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
-                    );
-                }
             }
+        }
         self.checkpoint()
     }
 
@@ -286,7 +303,11 @@ impl Cx {
         Interval::new(self.clone(), period)
     }
 
-    pub(crate) fn insert_timer(&self, at: Instant, action: TimerAction) -> crate::time::driver::TimerHandle {
+    pub(crate) fn insert_timer(
+        &self,
+        at: Instant,
+        action: TimerAction,
+    ) -> crate::time::driver::TimerHandle {
         self.sched().insert_timer(at, action)
     }
 
@@ -324,7 +345,10 @@ impl Cx {
     /// Opens a fail-fast child region, runs `body` in it, and resolves when
     /// the body and every task spawned into the region have finished and
     /// its finalizers have run.
-    pub fn region<G, F, T, E>(&self, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    pub fn region<G, F, T, E>(
+        &self,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
         G: FnOnce(Cx) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -355,7 +379,11 @@ impl Cx {
     /// has not closed after `d`. The body sees the cancellation at its
     /// checkpoints and cleans up under the cleanup budget; `timeout`
     /// returns once it has.
-    pub fn timeout<G, F, T, E>(&self, d: Duration, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    pub fn timeout<G, F, T, E>(
+        &self,
+        d: Duration,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
         G: FnOnce(Cx) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -367,7 +395,10 @@ impl Cx {
             .with_message(format!("after {d:?}"))
             .with_origin(Origin::Region(node.id));
         let sched = self.sched().clone();
-        let timer = sched.insert_timer(self.now() + d, TimerAction::CancelRegion(Arc::downgrade(&node), reason));
+        let timer = sched.insert_timer(
+            self.now() + d,
+            TimerAction::CancelRegion(Arc::downgrade(&node), reason),
+        );
         let cx = Cx::with_scope(self.task.clone(), Some(node.clone()));
         let fut = run_region(node, self.task.clone(), body(cx));
         async move {
@@ -381,7 +412,10 @@ impl Cx {
     /// wins, the others are cancelled (`LostRace`) and drained before this
     /// resolves to the winner's outcome (or `Panicked`, if a loser
     /// panicked while draining). An empty race resolves `Cancelled`.
-    pub fn race<G, F, T, E>(&self, racers: Vec<G>) -> impl Future<Output = Outcome<T, E>> + Send + 'static
+    pub fn race<G, F, T, E>(
+        &self,
+        racers: Vec<G>,
+    ) -> impl Future<Output = Outcome<T, E>> + Send + 'static
     where
         G: FnOnce(Cx) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -392,8 +426,10 @@ impl Cx {
         let winner: Arc<Mutex<Option<Outcome<T, E>>>> = Arc::new(Mutex::new(None));
         let slot = winner.clone();
         let inner = node.clone();
-        let mut handles: Vec<JoinHandle<T, E>> =
-            racers.into_iter().map(|g| spawn_in(&node, Budget::UNLIMITED, g)).collect();
+        let mut handles: Vec<JoinHandle<T, E>> = racers
+            .into_iter()
+            .map(|g| spawn_in(&node, Budget::UNLIMITED, g))
+            .collect();
         let body = async move {
             if !handles.is_empty() {
                 let first = std::future::poll_fn(|cx| {
@@ -406,7 +442,9 @@ impl Cx {
                 })
                 .await;
                 *lock(&slot) = Some(first);
-                inner.cancel(&CancelReason::new(CancelKind::LostRace).with_origin(Origin::Region(inner.id)));
+                inner.cancel(
+                    &CancelReason::new(CancelKind::LostRace).with_origin(Origin::Region(inner.id)),
+                );
             }
             Ok::<(), std::convert::Infallible>(())
         };
@@ -418,14 +456,19 @@ impl Cx {
                 (Outcome::Panicked(p), _) => Outcome::Panicked(p),
                 (_, Some(w)) => w,
                 (Outcome::Cancelled(r), None) => Outcome::Cancelled(r),
-                (_, None) => Outcome::Cancelled(CancelReason::new(CancelKind::LostRace).with_message("a race with no racers")),
+                (_, None) => Outcome::Cancelled(
+                    CancelReason::new(CancelKind::LostRace).with_message("a race with no racers"),
+                ),
             }
         }
     }
 
     /// Runs every body as a task in a child collect-all region and resolves
     /// to all their outcomes, in order, once all have finished.
-    pub fn join_all<G, F, T, E>(&self, bodies: Vec<G>) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
+    pub fn join_all<G, F, T, E>(
+        &self,
+        bodies: Vec<G>,
+    ) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
     where
         G: FnOnce(Cx) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -433,7 +476,10 @@ impl Cx {
         E: fmt::Debug + Send + 'static,
     {
         let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
-        let handles: Vec<JoinHandle<T, E>> = bodies.into_iter().map(|g| spawn_in(&node, Budget::UNLIMITED, g)).collect();
+        let handles: Vec<JoinHandle<T, E>> = bodies
+            .into_iter()
+            .map(|g| spawn_in(&node, Budget::UNLIMITED, g))
+            .collect();
         let results: Arc<Mutex<Vec<Outcome<T, E>>>> = Arc::new(Mutex::new(Vec::new()));
         let slot = results.clone();
         let body = async move {
@@ -456,7 +502,8 @@ impl Cx {
     /// Registers `f` to run when this context's region closes (after every
     /// task in it has finished), in reverse order of registration.
     pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
-        self.region_node().add_finalizer(Box::pin(async move { f() }));
+        self.region_node()
+            .add_finalizer(Box::pin(async move { f() }));
     }
 
     /// Registers an async finalizer; it runs under the region's cleanup
@@ -466,10 +513,16 @@ impl Cx {
     }
 
     /// Runs `f` on the blocking pool and resolves with its value.
-    pub fn spawn_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+    pub fn spawn_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Blocking<R> {
         match self.sched().blocking() {
             Some(pool) => pool.spawn(f),
-            None => crate::blocking::BlockingPool::new(1, Duration::from_secs(1), "blocking".into()).spawn(f),
+            None => {
+                crate::blocking::BlockingPool::new(1, Duration::from_secs(1), "blocking".into())
+                    .spawn(f)
+            }
         }
     }
 }
@@ -538,7 +591,9 @@ impl<F: Future> Future for Masked<'_, F> {
         mask.fetch_add(1, Ordering::Relaxed);
         let _unmask = Unmask(mask);
         // SAFETY: `this.fut` is pinned because `self` is.
-        unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx).map(Ok)
+        unsafe { Pin::new_unchecked(&mut this.fut) }
+            .poll(cx)
+            .map(Ok)
     }
 }
 

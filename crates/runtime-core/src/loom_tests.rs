@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Mutex;
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::thread;
 
 use crate::blocking::BlockingPool;
@@ -21,8 +21,8 @@ use crate::sched::idle::Idle;
 use crate::sched::{Schedule, Scheduler, Stats};
 use crate::sync::WakerSlot;
 use crate::task::{JoinHandle, Runnable};
-use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 use crate::time::Instant;
+use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 
 /// A scheduler that only queues: the model's main thread runs the queue.
 struct Mock {
@@ -58,7 +58,10 @@ impl Scheduler for Mock {
     fn schedule(&self, task: Arc<dyn Runnable>, _how: Schedule) {
         let mut q = self.queue.lock().unwrap();
         // A task is never in the queue twice.
-        assert!(!q.iter().any(|t| Arc::ptr_eq(t, &task)), "task enqueued twice");
+        assert!(
+            !q.iter().any(|t| Arc::ptr_eq(t, &task)),
+            "task enqueued twice"
+        );
         q.push_back(task);
     }
     fn now(&self) -> Instant {
@@ -122,7 +125,10 @@ fn wake_racing_poll_is_not_lost() {
         let flag = Arc::new(Mutex::new((false, None)));
         let polls = Arc::new(AtomicUsize::new(0));
         let (f, p) = (flag.clone(), polls.clone());
-        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate { flag: f, polls: p });
+        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate {
+            flag: f,
+            polls: p,
+        });
         let waker = thread::spawn(move || {
             if let Some(w) = open(&flag) {
                 w.wake();
@@ -146,7 +152,10 @@ fn concurrent_wakes_enqueue_once() {
         let flag = Arc::new(Mutex::new((false, None)));
         let polls = Arc::new(AtomicUsize::new(0));
         let (f, p) = (flag.clone(), polls.clone());
-        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate { flag: f, polls: p });
+        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate {
+            flag: f,
+            polls: p,
+        });
         sched.run_all(); // pending, waker stored
         let w = flag.lock().unwrap().1.clone().unwrap();
         let w2 = w.clone();
@@ -167,11 +176,12 @@ fn concurrent_wakes_enqueue_once() {
 fn cancel_racing_run_is_observed() {
     loom::model(|| {
         let (sched, root) = setup();
-        let mut h: JoinHandle<(), Cancelled> = spawn_in(&root, Budget::UNLIMITED, |cx| async move {
-            loop {
-                cx.yield_now().await?;
-            }
-        });
+        let mut h: JoinHandle<(), Cancelled> =
+            spawn_in(&root, Budget::UNLIMITED, |cx| async move {
+                loop {
+                    cx.yield_now().await?;
+                }
+            });
         let canceller = {
             let root = root.clone();
             thread::spawn(move || root.cancel(&CancelReason::user("stop")))
@@ -217,7 +227,10 @@ fn waker_slot_register_vs_wake() {
         slot.register(&waker);
         let seen = ready.load(Ordering::SeqCst);
         t.join().unwrap();
-        assert!(seen || woken.load(Ordering::SeqCst), "neither saw ready nor was woken");
+        assert!(
+            seen || woken.load(Ordering::SeqCst),
+            "neither saw ready nor was woken"
+        );
     });
 }
 

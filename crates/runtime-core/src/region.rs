@@ -208,7 +208,9 @@ impl Child {
     fn is_alive(&self) -> bool {
         match self {
             Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
-            Child::Region(r) => r.upgrade().is_some_and(|r| !r.closed.load(Ordering::Acquire)),
+            Child::Region(r) => r
+                .upgrade()
+                .is_some_and(|r| !r.closed.load(Ordering::Acquire)),
         }
     }
 }
@@ -260,16 +262,18 @@ impl fmt::Debug for RegionNode {
 impl RegionNode {
     /// The root region of a runtime.
     pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<RegionNode> {
-        Arc::new_cyclic(|this| RegionNode::new(
-            this.clone(),
-            RegionId(sched.next_id()),
-            None,
-            None,
-            Policy::CollectAll,
-            Budget::UNLIMITED,
-            cleanup,
-            sched,
-        ))
+        Arc::new_cyclic(|this| {
+            RegionNode::new(
+                this.clone(),
+                RegionId(sched.next_id()),
+                None,
+                None,
+                Policy::CollectAll,
+                Budget::UNLIMITED,
+                cleanup,
+                sched,
+            )
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -312,16 +316,18 @@ impl RegionNode {
         spec: &Region,
     ) -> Arc<RegionNode> {
         let sched = parent.sched.clone();
-        let node = Arc::new_cyclic(|this| RegionNode::new(
-            this.clone(),
-            RegionId(sched.next_id()),
-            Some(parent.clone()),
-            Some(Arc::downgrade(owner)),
-            spec.policy,
-            parent.budget.meet(&spec.budget),
-            spec.cleanup.unwrap_or(parent.cleanup),
-            sched,
-        ));
+        let node = Arc::new_cyclic(|this| {
+            RegionNode::new(
+                this.clone(),
+                RegionId(sched.next_id()),
+                Some(parent.clone()),
+                Some(Arc::downgrade(owner)),
+                spec.policy,
+                parent.budget.meet(&spec.budget),
+                spec.cleanup.unwrap_or(parent.cleanup),
+                sched,
+            )
+        });
         owner.header().add_open_region(&node);
         if !parent.adopt(Child::Region(Arc::downgrade(&node))) {
             // The parent has closed (a `Cx` outlived its region): this
@@ -338,13 +344,15 @@ impl RegionNode {
             node.cancel(&reason.for_child());
         }
         if let Some(deadline) = node.budget.deadline
-            && parent.budget.deadline != Some(deadline) {
-                let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
-                node.sched.insert_timer(
-                    deadline,
-                    TimerAction::CancelRegion(Arc::downgrade(&node), reason),
-                );
-            }
+            && parent.budget.deadline != Some(deadline)
+        {
+            let reason =
+                CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
+            node.sched.insert_timer(
+                deadline,
+                TimerAction::CancelRegion(Arc::downgrade(&node), reason),
+            );
+        }
         node
     }
 
@@ -483,7 +491,9 @@ impl RegionNode {
                             task: report.task.unwrap_or(TaskId(0)),
                             message: report.error.unwrap_or_default(),
                         }),
-                        _ => Worst::Panicked(report.panic.unwrap_or_else(|| PanicPayload::new("panic"))),
+                        _ => Worst::Panicked(
+                            report.panic.unwrap_or_else(|| PanicPayload::new("panic")),
+                        ),
                     });
                 }
             }
@@ -554,7 +564,9 @@ impl RegionNode {
         let out = match body {
             // The body saw the cancellation this region issued by policy:
             // the cause (a child's failure) is the outcome, not that.
-            Outcome::Cancelled(r) if self.absorbs_reason(&r) && children.severity() != Severity::Ok => {
+            Outcome::Cancelled(r)
+                if self.absorbs_reason(&r) && children.severity() != Severity::Ok =>
+            {
                 children.map(|()| unreachable!("a non-Ok outcome has no value"))
             }
             b if children.severity() > b.severity() => {
@@ -571,7 +583,10 @@ impl RegionNode {
     fn absorbs_reason(&self, r: &CancelReason) -> bool {
         let root = r.root_cause();
         root.origin() == Origin::Region(self.id)
-            && matches!(root.kind(), CancelKind::SiblingFailed | CancelKind::LostRace)
+            && matches!(
+                root.kind(),
+                CancelKind::SiblingFailed | CancelKind::LostRace
+            )
     }
 
     /// Leaves the parent and the owner task, and lets go of the finished
@@ -585,9 +600,10 @@ impl RegionNode {
             owner.header().remove_open_region(self);
         }
         if let Some(parent) = &self.parent
-            && !self.orphan.load(Ordering::Relaxed) {
-                parent.child_finished(ChildReport::region_done());
-            }
+            && !self.orphan.load(Ordering::Relaxed)
+        {
+            parent.child_finished(ChildReport::region_done());
+        }
     }
 
     /// The region's future was dropped with children still running; the
@@ -614,13 +630,21 @@ where
     let guard = AbandonGuard(Some(node.clone()));
     let body_out = match (CatchUnwind { inner: body }).await {
         Ok(Ok(v)) => Outcome::Ok(v),
-        Ok(Err(e)) => match owner.header().observed.load(Ordering::Relaxed).then(|| node.cancel.get()).flatten() {
+        Ok(Err(e)) => match owner
+            .header()
+            .observed
+            .load(Ordering::Relaxed)
+            .then(|| node.cancel.get())
+            .flatten()
+        {
             Some(reason) => Outcome::Cancelled(reason),
             None => Outcome::Err(RegionError::Body(e)),
         },
         Err(p) => Outcome::Panicked(p),
     };
-    if matches!(body_out.severity(), Severity::Err | Severity::Panicked) && node.policy == Policy::FailFast {
+    if matches!(body_out.severity(), Severity::Err | Severity::Panicked)
+        && node.policy == Policy::FailFast
+    {
         node.cancel(&node.sibling_failed());
     }
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
@@ -709,16 +733,21 @@ impl Future for Cleanup {
             return Poll::Ready(false);
         }
         if let Some(d) = this.deadline
-            && this.sched.now() >= d {
-                return Poll::Ready(false);
-            }
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
+            && this.sched.now() >= d
+        {
+            return Poll::Ready(false);
+        }
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
         match r {
             Ok(Poll::Ready(())) => Poll::Ready(true),
             Err(_) => Poll::Ready(true),
             Ok(Poll::Pending) => {
                 if let (Some(d), None) = (this.deadline, &this.timer) {
-                    this.timer = Some(this.sched.insert_timer(d, TimerAction::Wake(cx.waker().clone())));
+                    this.timer = Some(
+                        this.sched
+                            .insert_timer(d, TimerAction::Wake(cx.waker().clone())),
+                    );
                 }
                 Poll::Pending
             }

@@ -57,7 +57,9 @@ impl fmt::Debug for Builder {
 #[non_exhaustive]
 pub enum BuildError {
     /// `worker_threads(0)` on a multi-threaded runtime.
-    #[error("a multi-threaded runtime needs at least one worker thread (use Builder::current_thread for none)")]
+    #[error(
+        "a multi-threaded runtime needs at least one worker thread (use Builder::current_thread for none)"
+    )]
     NoWorkers,
     /// The operating system refused to start a worker thread.
     #[error("could not start worker thread: {0}")]
@@ -134,7 +136,10 @@ impl Builder {
             return Err(BuildError::NoWorkers);
         }
         let cores = if self.current_thread { 1 } else { self.workers };
-        let clock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(SystemClock::new()));
         let blocking = BlockingPool::new(
             self.max_blocking_threads,
             self.blocking_keep_alive,
@@ -402,13 +407,11 @@ impl ShutdownHandle {
                 return false;
             }
             let driven = self.current_thread
-                && self
-                    .shared
-                    .drive(
-                        0,
-                        &|| self.alive() == 0 || std::time::Instant::now() >= until,
-                        Some(Duration::from_millis(1)),
-                    );
+                && self.shared.drive(
+                    0,
+                    &|| self.alive() == 0 || std::time::Instant::now() >= until,
+                    Some(Duration::from_millis(1)),
+                );
             if !driven {
                 thread::sleep((until - now).min(Duration::from_micros(200)));
             }

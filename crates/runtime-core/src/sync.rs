@@ -39,10 +39,12 @@ impl WakerSlot {
     /// Only one thread may register at a time (the owner of the future).
     pub(crate) fn register(&self, waker: &Waker) {
         // Acquire: see the cell as the last waker (or registrant) left it.
-        match self
-            .state
-            .compare_exchange(WAITING, REGISTERING, Ordering::Acquire, Ordering::Acquire)
-        {
+        match self.state.compare_exchange(
+            WAITING,
+            REGISTERING,
+            Ordering::Acquire,
+            Ordering::Acquire,
+        ) {
             Ok(_) => {
                 self.waker.with_mut(|w| {
                     // SAFETY: REGISTERING gives this thread the cell.

@@ -27,7 +27,9 @@ use std::task::{Context, Poll, Wake, Waker};
 use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::cx::Cx;
-use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
+use crate::loom::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock,
+};
 use crate::outcome::{Outcome, PanicPayload};
 use crate::region::{ChildReport, RegionNode};
 use crate::sched::{Schedule, Scheduler};
@@ -238,7 +240,11 @@ pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
 
 /// [`cancel_task`]; `own_grace` arms the cleanup grace timer for this task
 /// alone (a region cancelling all its tasks arms one for all of them).
-pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>, own_grace: bool) {
+pub(crate) fn cancel_task_with(
+    task: &Arc<dyn Runnable>,
+    reason: &Arc<CancelReason>,
+    own_grace: bool,
+) {
     let h = task.header();
     let Some(first) = h.cancel.request(reason) else {
         return;
@@ -255,7 +261,10 @@ pub(crate) fn cancel_task_with(task: &Arc<dyn Runnable>, reason: &Arc<CancelReas
     let regions: Vec<_> = if h.open_count.load(Ordering::Acquire) == 0 {
         Vec::new()
     } else {
-        lock(&h.open_regions).iter().filter_map(Weak::upgrade).collect()
+        lock(&h.open_regions)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     };
     if !regions.is_empty() {
         let child = reason.for_child();
@@ -273,7 +282,10 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
         return;
     }
     if !h.cancel.is_requested() {
-        cancel_task(&task, &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime));
+        cancel_task(
+            &task,
+            &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime),
+        );
     }
     wake_task(&task, Schedule::Cancel);
 }
@@ -311,12 +323,10 @@ where
     fn finish(self: &Arc<Self>, outcome: Outcome<T, E>, cut_off: bool) {
         let h = &self.header;
         let report = ChildReport::of(&outcome, cut_off).with_task(h.id);
-        let old = self
-            .stage
-            .with_mut(|stage| {
-                // SAFETY: we hold RUNNING.
-                unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(outcome))) }
-            });
+        let old = self.stage.with_mut(|stage| {
+            // SAFETY: we hold RUNNING.
+            unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(outcome))) }
+        });
         if catch_unwind(AssertUnwindSafe(move || drop(old))).is_err() {
             // A panicking Drop of the future: the outcome stands; nothing
             // else to undo.
@@ -335,7 +345,12 @@ where
             Ok(v) => Outcome::Ok(v),
             Err(e) => {
                 let h = &self.header;
-                match h.observed.load(Ordering::Relaxed).then(|| h.cancel.get()).flatten() {
+                match h
+                    .observed
+                    .load(Ordering::Relaxed)
+                    .then(|| h.cancel.get())
+                    .flatten()
+                {
                     Some(reason) => Outcome::Cancelled(reason),
                     None => Outcome::Err(e),
                 }
@@ -371,7 +386,10 @@ where
             if s & COMPLETE != 0 {
                 return;
             }
-            debug_assert!(s & SCHEDULED != 0 && s & RUNNING == 0, "run without SCHEDULED");
+            debug_assert!(
+                s & SCHEDULED != 0 && s & RUNNING == 0,
+                "run without SCHEDULED"
+            );
             // Acquire: see what the previous runner did to the stage.
             match h.state.compare_exchange_weak(
                 s,
@@ -606,6 +624,8 @@ impl<T, E> Future for JoinHandle<T, E> {
 
 impl<T, E> fmt::Debug for JoinHandle<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JoinHandle").field("id", &self.id()).finish()
+        f.debug_struct("JoinHandle")
+            .field("id", &self.id())
+            .finish()
     }
 }

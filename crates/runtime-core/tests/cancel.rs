@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runtime_core::time::{Duration, Instant};
 use runtime_core::{
-    Budget, CancelKind, CancelReason, Cancelled, CleanupBudget, Cx, MAX_MASK_DEPTH, Outcome, Region, Runtime,
+    Budget, CancelKind, CancelReason, Cancelled, CleanupBudget, Cx, MAX_MASK_DEPTH, Outcome,
+    Region, Runtime,
 };
 
 fn rt() -> Runtime {
@@ -45,7 +46,10 @@ fn await_point(cx: Cx, i: usize) -> Body {
             }
             _ => {
                 // Inside a nested region body.
-                match cx.region(|cx| async move { cx.sleep(Duration::from_secs(3600)).await }).await {
+                match cx
+                    .region(|cx| async move { cx.sleep(Duration::from_secs(3600)).await })
+                    .await
+                {
                     Outcome::Cancelled(r) => Err(Cancelled(r)),
                     other => panic!("nested region ended {other:?}"),
                 }
@@ -82,14 +86,19 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
         });
         let outcomes = match region.await {
             Outcome::Cancelled(_) => panic!("the body does not observe: it returns Ok"),
-            o => match o { Outcome::Ok(v) => v, other => panic!("region ended {:?}", other.map(|_| ())) },
+            o => match o {
+                Outcome::Ok(v) => v,
+                other => panic!("region ended {:?}", other.map(|_| ())),
+            },
         };
         Ok::<_, ()>(outcomes)
     });
     let outcomes = out.ok().unwrap();
     assert_eq!(outcomes.len(), 1000);
     for (i, o) in outcomes.iter().enumerate() {
-        let r = o.cancel_reason().unwrap_or_else(|| panic!("task {i} ended {o:?}"));
+        let r = o
+            .cancel_reason()
+            .unwrap_or_else(|| panic!("task {i} ended {o:?}"));
         assert_eq!(r.kind(), CancelKind::User, "task {i}");
         assert_eq!(r.message(), Some("stop all"));
     }
@@ -132,9 +141,15 @@ fn checkpoints_are_level_triggered_and_reasons_only_strengthen() {
         let b = cx.checkpoint().unwrap_err();
         assert_eq!(a, b);
         cx.cancel(CancelReason::new(CancelKind::Shutdown));
-        assert_eq!(cx.checkpoint().unwrap_err().reason().kind(), CancelKind::Shutdown);
+        assert_eq!(
+            cx.checkpoint().unwrap_err().reason().kind(),
+            CancelKind::Shutdown
+        );
         cx.cancel(CancelReason::user("weaker"));
-        assert_eq!(cx.checkpoint().unwrap_err().reason().kind(), CancelKind::Shutdown);
+        assert_eq!(
+            cx.checkpoint().unwrap_err().reason().kind(),
+            CancelKind::Shutdown
+        );
         assert!(cx.yield_now().await.is_err());
         Ok::<_, ()>(())
     });
@@ -145,7 +160,10 @@ fn checkpoints_are_level_triggered_and_reasons_only_strengthen() {
 fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let spec = Region::collect_all().cleanup(CleanupBudget { polls: Some(10), grace: None });
+        let spec = Region::collect_all().cleanup(CleanupBudget {
+            polls: Some(10),
+            grace: None,
+        });
         let r = cx
             .region_with(spec, |cx| async move {
                 let stubborn = cx.spawn(|cx| async move {
@@ -163,7 +181,10 @@ fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
         Ok::<_, ()>(r)
     });
     let stubborn = out.ok().unwrap().ok().unwrap();
-    assert_eq!(stubborn.cancel_reason().map(|r| r.kind()), Some(CancelKind::User));
+    assert_eq!(
+        stubborn.cancel_reason().map(|r| r.kind()),
+        Some(CancelKind::User)
+    );
     assert_eq!(rt.stats().tasks_cut_off, 1);
 }
 
@@ -171,7 +192,10 @@ fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
 fn cleanup_that_hangs_is_cut_off_by_grace_period() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let spec = Region::collect_all().cleanup(CleanupBudget { polls: None, grace: Some(Duration::from_millis(20)) });
+        let spec = Region::collect_all().cleanup(CleanupBudget {
+            polls: None,
+            grace: Some(Duration::from_millis(20)),
+        });
         let r = cx
             .region_with(spec, |cx| async move {
                 let hung = cx.spawn(|cx| async move {
@@ -257,7 +281,8 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
         );
         let region = cx
             .region_with(
-                Region::fail_fast().budget(Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_millis(10))),
+                Region::fail_fast()
+                    .budget(Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_millis(10))),
                 |cx| async move {
                     let t = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
                     Ok::<_, ()>(t.await)
@@ -267,11 +292,23 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
         Ok::<_, ()>((polls.await, cost.await, deadline.await, region))
     });
     let (polls, cost, deadline, region) = out.ok().unwrap();
-    assert_eq!(polls.cancel_reason().map(|r| r.kind()), Some(CancelKind::PollQuota));
-    assert_eq!(cost.cancel_reason().map(|r| r.kind()), Some(CancelKind::CostBudget));
-    assert_eq!(deadline.cancel_reason().map(|r| r.kind()), Some(CancelKind::Deadline));
+    assert_eq!(
+        polls.cancel_reason().map(|r| r.kind()),
+        Some(CancelKind::PollQuota)
+    );
+    assert_eq!(
+        cost.cancel_reason().map(|r| r.kind()),
+        Some(CancelKind::CostBudget)
+    );
+    assert_eq!(
+        deadline.cancel_reason().map(|r| r.kind()),
+        Some(CancelKind::Deadline)
+    );
     let inner = region.ok().unwrap();
-    assert_eq!(inner.cancel_reason().map(|r| r.kind()), Some(CancelKind::Deadline));
+    assert_eq!(
+        inner.cancel_reason().map(|r| r.kind()),
+        Some(CancelKind::Deadline)
+    );
 }
 
 #[test]
@@ -279,12 +316,16 @@ fn children_budgets_are_the_meet() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
         let r = cx
-            .region_with(Region::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(50)), |cx| async move {
-                let h = cx.spawn_with(Budget::UNLIMITED.with_poll_quota(500).with_cost_quota(9), |cx| async move {
-                    Ok::<_, ()>(cx.budget())
-                });
-                Ok::<_, ()>(h.await.ok().unwrap())
-            })
+            .region_with(
+                Region::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(50)),
+                |cx| async move {
+                    let h = cx.spawn_with(
+                        Budget::UNLIMITED.with_poll_quota(500).with_cost_quota(9),
+                        |cx| async move { Ok::<_, ()>(cx.budget()) },
+                    );
+                    Ok::<_, ()>(h.await.ok().unwrap())
+                },
+            )
             .await;
         Ok::<_, ()>(r.ok().unwrap())
     });
@@ -299,7 +340,10 @@ fn finalizer_that_overruns_is_cut_off_and_counted() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r2 = ran.clone();
     let out = rt.block_on(move |cx| async move {
-        let spec = Region::fail_fast().cleanup(CleanupBudget { polls: None, grace: Some(Duration::from_millis(10)) });
+        let spec = Region::fail_fast().cleanup(CleanupBudget {
+            polls: None,
+            grace: Some(Duration::from_millis(10)),
+        });
         cx.region_with(spec, move |cx| async move {
             let r2 = r2.clone();
             cx.defer(move || {

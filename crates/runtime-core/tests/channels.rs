@@ -94,7 +94,11 @@ fn cancelled_senders_lose_nothing() {
         });
         let (got, returned, attempted) = out.ok().unwrap();
         let unique: HashSet<_> = got.iter().chain(returned.iter()).collect();
-        assert_eq!(unique.len(), got.len() + returned.len(), "seed {seed}: a value twice");
+        assert_eq!(
+            unique.len(),
+            got.len() + returned.len(),
+            "seed {seed}: a value twice"
+        );
         assert_eq!(
             attempted,
             (got.len() + returned.len()) as u64,
@@ -112,7 +116,10 @@ fn dropping_a_permit_returns_its_slot() {
     let out = rt.block_on(|cx| async move {
         let (tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
         let p = tx.reserve(&cx).await.unwrap();
-        assert!(matches!(tx.try_reserve(), Err(mpsc::TrySendError::Full(()))));
+        assert!(matches!(
+            tx.try_reserve(),
+            Err(mpsc::TrySendError::Full(()))
+        ));
         drop(p);
         tx.reserve(&cx).await.unwrap().send(9).unwrap();
         Ok::<_, ()>(rx.recv(&cx).await.unwrap())
@@ -136,7 +143,9 @@ fn a_cancelled_receive_leaves_the_value_queued() {
         Ok::<_, ()>((first, rx.try_recv()))
     });
     let (first, later) = out.ok().unwrap();
-    assert!(matches!(first, Err(mpsc::RecvError::Cancelled(ref r)) if r.kind() == CancelKind::User));
+    assert!(
+        matches!(first, Err(mpsc::RecvError::Cancelled(ref r)) if r.kind() == CancelKind::User)
+    );
     assert_eq!(later, Ok(1));
 }
 

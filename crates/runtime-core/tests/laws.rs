@@ -19,7 +19,11 @@ const KINDS: [CancelKind; 9] = [
 fn reason() -> impl Strategy<Value = CancelReason> {
     (0..KINDS.len(), 0..KINDS.len(), any::<bool>(), 0u8..4).prop_map(|(k, c, nested, msg)| {
         let base = CancelReason::new(KINDS[c]).with_message(format!("m{msg}"));
-        if nested { base.for_child() } else { CancelReason::new(KINDS[k]).with_message(format!("m{msg}")) }
+        if nested {
+            base.for_child()
+        } else {
+            CancelReason::new(KINDS[k]).with_message(format!("m{msg}"))
+        }
     })
 }
 
@@ -115,7 +119,9 @@ fn severity_order_is_ok_err_cancelled_panicked() {
 
 #[test]
 fn parent_cancelled_carries_its_cause() {
-    let r = CancelReason::new(CancelKind::Shutdown).for_child().for_child();
+    let r = CancelReason::new(CancelKind::Shutdown)
+        .for_child()
+        .for_child();
     assert_eq!(r.kind(), CancelKind::ParentCancelled);
     assert_eq!(r.root_cause().kind(), CancelKind::Shutdown);
     assert!(r.to_string().contains("shutdown"));

@@ -8,6 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use runtime_core::time::Duration;
 use runtime_core::{CancelKind, Outcome, Region, RegionError, Runtime, Severity};
 
+/// Racers of different closure types, boxed to one type.
+type Racer = Box<
+    dyn FnOnce(
+            runtime_core::Cx,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>>
+        + Send,
+>;
+
 fn runtimes() -> Vec<Runtime> {
     vec![
         Runtime::builder().worker_threads(2).build().unwrap(),
@@ -29,7 +38,10 @@ fn spawn_and_join() {
         let out = rt.block_on(|cx| async move {
             let mut sum = 0;
             for i in 0..100u64 {
-                sum += cx.spawn(move |_| async move { Ok::<_, ()>(i) }).await.unwrap();
+                sum += cx
+                    .spawn(move |_| async move { Ok::<_, ()>(i) })
+                    .await
+                    .unwrap();
             }
             Ok::<_, ()>(sum)
         });
@@ -78,7 +90,10 @@ fn fail_fast_cancels_siblings_and_reports_the_error() {
                     });
                     cx.spawn(|_| async { Err::<(), _>("boom") });
                     let s = sleeper.await;
-                    assert_eq!(s.cancel_reason().map(|r| r.kind()), Some(CancelKind::SiblingFailed));
+                    assert_eq!(
+                        s.cancel_reason().map(|r| r.kind()),
+                        Some(CancelKind::SiblingFailed)
+                    );
                     Ok::<_, ()>(())
                 })
                 .await;
@@ -98,7 +113,9 @@ fn collect_all_lets_siblings_finish() {
             let r = cx
                 .region_with(Region::collect_all(), |cx| async move {
                     let slow = cx.spawn(|cx| async move {
-                        cx.sleep(Duration::from_millis(5)).await.map_err(|_| "cancelled")?;
+                        cx.sleep(Duration::from_millis(5))
+                            .await
+                            .map_err(|_| "cancelled")?;
                         Ok::<_, &str>(1)
                     });
                     cx.spawn(|_| async { Err::<u32, _>("boom") });
@@ -130,7 +147,12 @@ fn panicking_task_beside_healthy_ones() {
                                 Ok::<_, ()>(())
                             });
                         }
-                        let p = cx.spawn(|_| async { if true { panic!("task exploded") } Ok::<(), ()>(()) });
+                        let p = cx.spawn(|_| async {
+                            if true {
+                                panic!("task exploded")
+                            }
+                            Ok::<(), ()>(())
+                        });
                         match p.await {
                             Outcome::Panicked(p) => assert_eq!(p.message(), "task exploded"),
                             other => panic!("expected Panicked, got {other:?}"),
@@ -183,20 +205,24 @@ fn race_returns_the_winner_after_draining_losers() {
         let drained = Arc::new(AtomicUsize::new(0));
         let d = drained.clone();
         let out = rt.block_on(move |cx| async move {
-            let racers: Vec<Box<dyn FnOnce(runtime_core::Cx) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> + Send>> = vec![
+            let racers: Vec<Racer> = vec![
                 Box::new({
                     let d = d.clone();
-                    move |cx| Box::pin(async move {
-                        let r = cx.sleep(Duration::from_secs(3600)).await;
-                        assert_eq!(r.unwrap_err().reason().kind(), CancelKind::LostRace);
-                        d.fetch_add(1, Ordering::SeqCst);
-                        Err(())
+                    move |cx| {
+                        Box::pin(async move {
+                            let r = cx.sleep(Duration::from_secs(3600)).await;
+                            assert_eq!(r.unwrap_err().reason().kind(), CancelKind::LostRace);
+                            d.fetch_add(1, Ordering::SeqCst);
+                            Err(())
+                        })
+                    }
+                }),
+                Box::new(|cx| {
+                    Box::pin(async move {
+                        cx.sleep(Duration::from_millis(1)).await.map_err(|_| ())?;
+                        Ok(5)
                     })
                 }),
-                Box::new(|cx| Box::pin(async move {
-                    cx.sleep(Duration::from_millis(1)).await.map_err(|_| ())?;
-                    Ok(5)
-                })),
             ];
             let w = cx.race(racers).await;
             // The loser finished its cleanup before race returned.
@@ -218,11 +244,16 @@ fn timeout_cancels_with_timeout_reason() {
                     Ok::<_, runtime_core::Cancelled>(())
                 })
                 .await;
-            let fast = cx.timeout(Duration::from_secs(3600), |_| async { Ok::<_, ()>(3) }).await;
+            let fast = cx
+                .timeout(Duration::from_secs(3600), |_| async { Ok::<_, ()>(3) })
+                .await;
             Ok::<_, ()>((t, fast))
         });
         let (t, fast) = out.ok().unwrap();
-        assert_eq!(t.cancel_reason().map(|r| r.kind()), Some(CancelKind::Timeout));
+        assert_eq!(
+            t.cancel_reason().map(|r| r.kind()),
+            Some(CancelKind::Timeout)
+        );
         assert_eq!(fast.ok(), Some(3));
     }
 }
@@ -231,7 +262,9 @@ fn timeout_cancels_with_timeout_reason() {
 fn join_all_gathers_outcomes_in_order() {
     for rt in runtimes() {
         let out = rt.block_on(|cx| async move {
-            let bodies: Vec<_> = (0..5u32).map(|i| move |_cx| async move { if i == 3 { Err("three") } else { Ok(i) } }).collect();
+            let bodies: Vec<_> = (0..5u32)
+                .map(|i| move |_cx| async move { if i == 3 { Err("three") } else { Ok(i) } })
+                .collect();
             Ok::<_, ()>(cx.join_all(bodies).await)
         });
         let v = out.ok().unwrap();
@@ -253,7 +286,9 @@ fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
         let rt = Runtime::builder().current_thread().build().unwrap();
         for n in 250..=260u64 {
             let out = rt.block_on(move |cx| async move {
-                let hs: Vec<_> = (0..n).map(|i| cx.spawn(move |_| async move { Ok::<_, ()>(i) })).collect();
+                let hs: Vec<_> = (0..n)
+                    .map(|i| cx.spawn(move |_| async move { Ok::<_, ()>(i) }))
+                    .collect();
                 while !hs.iter().all(|h| h.is_finished()) {
                     cx.yield_now().await.map_err(|_| ())?;
                 }
@@ -267,7 +302,9 @@ fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
         }
     });
     for _ in 250..=260 {
-        let (n, got) = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("block_on hung");
+        let (n, got) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("block_on hung");
         assert_eq!(got, Some(n * (n - 1) / 2));
     }
 }

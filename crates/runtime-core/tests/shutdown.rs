@@ -16,7 +16,13 @@ const HANG: Duration = Duration::from_secs(20);
 fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
     for current_thread in [false, true] {
         let b = Runtime::builder().cleanup_budget(CleanupBudget::UNLIMITED);
-        let rt = if current_thread { b.current_thread() } else { b.worker_threads(2) }.build().unwrap();
+        let rt = if current_thread {
+            b.current_thread()
+        } else {
+            b.worker_threads(2)
+        }
+        .build()
+        .unwrap();
         let handle = rt.shutdown_handle();
         let cleaned = Arc::new(AtomicUsize::new(0));
         let finalized = Arc::new(AtomicUsize::new(0));
@@ -56,7 +62,12 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
             Ok::<_, ()>((reasons, s.is_cancelled()))
         });
         let (alive, took) = stopper.join().unwrap();
-        assert_eq!(alive, 0, "everything finished or was cut off (current_thread={current_thread}) {:?}", rt.stats());
+        assert_eq!(
+            alive,
+            0,
+            "everything finished or was cut off (current_thread={current_thread}) {:?}",
+            rt.stats()
+        );
         assert!(took < HANG, "shutdown took {took:?}");
         // The body never observed the request, so it returned Ok.
         let (reasons, stubborn_cancelled) = match out {
@@ -64,7 +75,10 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
             other => panic!("block_on ended {:?}", other.map(|_| ())),
         };
         assert_eq!(reasons.len(), 20);
-        assert!(reasons.iter().all(|r| *r == Some(CancelKind::Shutdown)), "{reasons:?}");
+        assert!(
+            reasons.iter().all(|r| *r == Some(CancelKind::Shutdown)),
+            "{reasons:?}"
+        );
         assert!(stubborn_cancelled);
         assert_eq!(cleaned.load(Ordering::SeqCst), 20, "every cleanup ran once");
         assert_eq!(finalized.load(Ordering::SeqCst), 1);
@@ -99,7 +113,10 @@ fn a_poll_that_never_returns_is_reported_not_waited_for() {
     }
     let t0 = StdInstant::now();
     let alive = handle.shutdown(Duration::from_millis(100));
-    assert!(t0.elapsed() < Duration::from_secs(2), "waited for the stuck poll");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "waited for the stuck poll"
+    );
     assert_eq!(alive, 1, "the stuck task is reported");
     let rt = runner.join().unwrap();
     let report = rt.shutdown(Duration::from_secs(5));
@@ -123,7 +140,11 @@ fn dropping_an_idle_runtime_is_prompt_and_clean() {
 
 #[test]
 fn blocking_pool_runs_jobs_and_reports_panics() {
-    let rt = Runtime::builder().worker_threads(1).max_blocking_threads(2).build().unwrap();
+    let rt = Runtime::builder()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .build()
+        .unwrap();
     let out = rt.block_on(|cx| async move {
         let a = cx.spawn_blocking(|| {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -135,5 +156,7 @@ fn blocking_pool_runs_jobs_and_reports_panics() {
     });
     let (sum, p) = out.ok().unwrap();
     assert_eq!(sum, 42);
-    assert!(matches!(p, Err(runtime_core::BlockingError::Panicked(ref m)) if m.message() == "blocking boom"));
+    assert!(
+        matches!(p, Err(runtime_core::BlockingError::Panicked(ref m)) if m.message() == "blocking boom")
+    );
 }

@@ -32,7 +32,12 @@ const LEAVES: usize = 195; // per region at the bottom: 2^9 * 195 ~ 100k
 
 /// A binary tree of regions; every region registers a finalizer; bottom
 /// regions spawn LEAVES tasks that either finish or sleep until cancelled.
-fn tree(cx: Cx, depth: u32, c: Arc<Counters>, sleepers: bool) -> Pin<Box<dyn Future<Output = Outcome<(), RegionError<()>>> + Send>> {
+fn tree(
+    cx: Cx,
+    depth: u32,
+    c: Arc<Counters>,
+    sleepers: bool,
+) -> Pin<Box<dyn Future<Output = Outcome<(), RegionError<()>>> + Send>> {
     let fut = cx.region_with(Region::collect_all(), move |cx| async move {
         c.regions.fetch_add(1, Ordering::Relaxed);
         let f = c.clone();
@@ -74,11 +79,23 @@ fn tree(cx: Cx, depth: u32, c: Arc<Counters>, sleepers: bool) -> Pin<Box<dyn Fut
 fn check(rt: &Runtime, c: &Counters) {
     let spawned = c.spawned.load(Ordering::Relaxed);
     assert!(spawned >= 99_000, "spawned {spawned}");
-    assert_eq!(c.dropped.load(Ordering::Relaxed), spawned, "every leaf future dropped once");
-    assert_eq!(c.finished.load(Ordering::Relaxed), spawned, "every leaf ran its end");
+    assert_eq!(
+        c.dropped.load(Ordering::Relaxed),
+        spawned,
+        "every leaf future dropped once"
+    );
+    assert_eq!(
+        c.finished.load(Ordering::Relaxed),
+        spawned,
+        "every leaf ran its end"
+    );
     let regions = c.regions.load(Ordering::Relaxed);
     assert_eq!(regions, (1 << (DEPTH + 1)) - 1);
-    assert_eq!(c.finalizers.load(Ordering::Relaxed), regions, "every finalizer once");
+    assert_eq!(
+        c.finalizers.load(Ordering::Relaxed),
+        regions,
+        "every finalizer once"
+    );
     let stats = rt.stats();
     assert_eq!(stats.tasks_alive(), 0, "{stats:?}");
     assert_eq!(stats.tasks_cut_off, 0);
@@ -92,7 +109,8 @@ fn hundred_thousand_tasks_close_to_nothing() {
     ] {
         let c = Arc::new(Counters::default());
         let c2 = c.clone();
-        let out = rt.block_on(move |cx| async move { Ok::<_, ()>(tree(cx, DEPTH, c2, false).await) });
+        let out =
+            rt.block_on(move |cx| async move { Ok::<_, ()>(tree(cx, DEPTH, c2, false).await) });
         assert!(out.ok().unwrap().is_ok());
         check(&rt, &c);
     }

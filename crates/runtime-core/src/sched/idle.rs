@@ -64,9 +64,4 @@ impl Idle {
         self.sleepers.store(0, Ordering::SeqCst);
         std::mem::take(&mut *list)
     }
-
-    /// How many workers are asleep.
-    pub(crate) fn sleepers(&self) -> usize {
-        self.sleepers.load(Ordering::Relaxed)
-    }
 }

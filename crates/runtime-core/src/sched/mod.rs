@@ -84,7 +84,8 @@ impl Stats {
     }
 
     pub(crate) fn finalizers_skipped(&self, n: usize) {
-        self.finalizers_skipped.fetch_add(n as u64, Ordering::Relaxed);
+        self.finalizers_skipped
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> RuntimeStats {

@@ -173,7 +173,12 @@ impl Shared {
         true
     }
 
-    fn run_loop(&self, ctx: &WorkerCtx, done: &dyn Fn() -> bool, park_cap: Option<std::time::Duration>) {
+    fn run_loop(
+        &self,
+        ctx: &WorkerCtx,
+        done: &dyn Fn() -> bool,
+        park_cap: Option<std::time::Duration>,
+    ) {
         loop {
             if done() || self.shutdown.load(Ordering::Acquire) {
                 return;
@@ -192,7 +197,11 @@ impl Shared {
             self.idle.register(ctx.index);
             let now = self.clock.now();
             let (fired, next) = self.timers.process_for_park(now);
-            if fired || self.has_work(&ctx.core.borrow()) || done() || self.shutdown.load(Ordering::Acquire) {
+            if fired
+                || self.has_work(&ctx.core.borrow())
+                || done()
+                || self.shutdown.load(Ordering::Acquire)
+            {
                 self.idle.unregister(ctx.index);
                 continue;
             }
@@ -221,10 +230,9 @@ impl Shared {
             core.local.push(t);
         }
         core.streak = 0;
-        if maintenance
-            && let Some(t) = self.steal_injector(&core.local) {
-                return (Some(t), true);
-            }
+        if maintenance && let Some(t) = self.steal_injector(&core.local) {
+            return (Some(t), true);
+        }
         if let Some(t) = core.local.pop() {
             return (Some(t), maintenance);
         }
@@ -275,7 +283,12 @@ impl Shared {
         for core in &self.cores {
             let mut guard = lock(core);
             if let Some(core) = guard.as_mut() {
-                while let Some(t) = core.lifo.take().or_else(|| core.yielded.take()).or_else(|| core.local.pop()) {
+                while let Some(t) = core
+                    .lifo
+                    .take()
+                    .or_else(|| core.yielded.take())
+                    .or_else(|| core.local.pop())
+                {
                     t.run();
                 }
             }
@@ -296,41 +309,42 @@ impl Scheduler for Shared {
         // SAFETY: CURRENT points at a WorkerCtx on the stack of `drive`,
         // which resets it before returning; we are on that thread.
         if let Some(ctx) = unsafe { ctx.as_ref() }
-            && ptr::eq(ctx.shared, self) {
-                let mut core = ctx.core.borrow_mut();
-                let notify = match how {
-                    Schedule::Wake => match core.lifo.replace(task) {
-                        Some(prev) => {
-                            core.local.push(prev);
-                            true
-                        }
-                        None => false,
-                    },
-                    Schedule::Yield if core.yielded.is_none() && core.local.is_empty() => {
-                        core.yielded = Some(task);
-                        false
+            && ptr::eq(ctx.shared, self)
+        {
+            let mut core = ctx.core.borrow_mut();
+            let notify = match how {
+                Schedule::Wake => match core.lifo.replace(task) {
+                    Some(prev) => {
+                        core.local.push(prev);
+                        true
                     }
-                    Schedule::Cancel => {
-                        if let Some(y) = core.yielded.take() {
-                            core.local.push(y);
-                        }
-                        core.local.push(task);
-                        false
-                    }
-                    Schedule::Queue | Schedule::Yield => {
-                        if let Some(y) = core.yielded.take() {
-                            core.local.push(y);
-                        }
-                        core.local.push(task);
-                        core.local.len() > 1
-                    }
-                };
-                drop(core);
-                if notify {
-                    self.notify_one();
+                    None => false,
+                },
+                Schedule::Yield if core.yielded.is_none() && core.local.is_empty() => {
+                    core.yielded = Some(task);
+                    false
                 }
-                return;
+                Schedule::Cancel => {
+                    if let Some(y) = core.yielded.take() {
+                        core.local.push(y);
+                    }
+                    core.local.push(task);
+                    false
+                }
+                Schedule::Queue | Schedule::Yield => {
+                    if let Some(y) = core.yielded.take() {
+                        core.local.push(y);
+                    }
+                    core.local.push(task);
+                    core.local.len() > 1
+                }
+            };
+            drop(core);
+            if notify {
+                self.notify_one();
             }
+            return;
+        }
         self.injector.push(task);
         self.notify_one();
     }
@@ -341,7 +355,10 @@ impl Scheduler for Shared {
         match unsafe { ctx.as_ref() } {
             Some(ctx) if ptr::eq(ctx.shared, self) => {
                 let core = ctx.core.borrow();
-                core.lifo.is_some() || core.yielded.is_some() || !core.local.is_empty() || !self.injector.is_empty()
+                core.lifo.is_some()
+                    || core.yielded.is_some()
+                    || !core.local.is_empty()
+                    || !self.injector.is_empty()
             }
             _ => true,
         }

@@ -7,8 +7,8 @@
 use std::sync::Weak;
 use std::task::Waker;
 
-use super::wheel::{TimerKey, Wheel};
 use super::Instant;
+use super::wheel::{TimerKey, Wheel};
 use crate::cancel::CancelReason;
 use crate::loom::{Mutex, lock};
 use crate::region::RegionNode;
@@ -135,11 +135,18 @@ impl TimerDriver {
             inner.wheel.advance(now_tick(now), &mut fired);
             let next = inner.wheel.next_expiry();
             if parking {
-                inner.parked_until = if fired.is_empty() { next.unwrap_or(u64::MAX) } else { u64::MAX };
+                inner.parked_until = if fired.is_empty() {
+                    next.unwrap_or(u64::MAX)
+                } else {
+                    u64::MAX
+                };
             }
             if fired.is_empty() {
                 inner.fired = fired;
-                return (false, next.map(|t| Instant::from_nanos(t.saturating_mul(TICK_NANOS))));
+                return (
+                    false,
+                    next.map(|t| Instant::from_nanos(t.saturating_mul(TICK_NANOS))),
+                );
             }
             fired
         };

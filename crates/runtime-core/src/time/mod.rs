@@ -6,8 +6,8 @@
 //! out of thin air, and deadlines compare as plain integers.
 
 pub(crate) mod driver;
-pub(crate) mod wheel;
 mod sleep;
+pub(crate) mod wheel;
 
 pub use sleep::{Interval, Sleep};
 pub use std::time::Duration;
