@@ -176,7 +176,7 @@ impl Ours {
         let rt = Runtime::builder()
             .worker_threads(workers)
             .thread_name("bench-ours")
-            .build()
+            .build(runtime_core::caps::ambient_authority())
             .expect("runtime-core runtime");
         Ours { rt }
     }

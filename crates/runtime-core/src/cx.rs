@@ -1,4 +1,4 @@
-//! [`Cx`]: the context every task receives, through which it reaches every
+//! The core of the context every task receives, through which it reaches every
 //! effect of the runtime.
 
 use std::fmt;
@@ -23,27 +23,13 @@ use crate::{RegionId, TaskId, coop};
 /// How deep masked sections may nest.
 pub const MAX_MASK_DEPTH: u32 = 64;
 
-/// The capability context a task receives: its way to spawn into its
-/// region, open child regions, check for cancellation, read its budget,
-/// read the clock, sleep, run blocking work and register finalizers.
-///
-/// There is no other way to reach the runtime: no global spawn, no
-/// thread-local "current runtime". A `Cx` is handed to each task's body
-/// and to each region's body; cloning it gives the same authority.
-///
-/// ```
-/// use runtime_core::{Outcome, Runtime};
-/// let rt = Runtime::builder().worker_threads(2).build().unwrap();
-/// let out = rt.block_on(|cx| async move {
-///     let h = cx.spawn(|_cx| async { Ok::<_, ()>(21) });
-///     let v = h.await.ok().unwrap();
-///     Ok::<_, ()>(v * 2)
-/// });
-/// assert_eq!(out.ok(), Some(42));
-/// ```
+/// The untyped core of a [`Cx`](crate::Cx): the task, and the region
+/// scope it acts in. Every effect is implemented here; the public `Cx<C>`
+/// (`context.rs`) decides, by its capability type and mask, which ones a
+/// caller may reach.
 #[derive(Clone)]
-pub struct Cx {
-    task: Arc<dyn Runnable>,
+pub(crate) struct CxCore {
+    pub(crate) task: Arc<dyn Runnable>,
     /// `task.header()`, resolved once (no virtual call per checkpoint).
     header: std::ptr::NonNull<Header>,
     /// The region whose body this is, when the context belongs to a region
@@ -53,13 +39,13 @@ pub struct Cx {
 
 // SAFETY: the only non-Send/Sync field is `header`, a pointer into the task
 // that `task` (an `Arc<dyn Runnable>`, Send + Sync) owns; `Header` is Sync.
-unsafe impl Send for Cx {}
+unsafe impl Send for CxCore {}
 // SAFETY: as above.
-unsafe impl Sync for Cx {}
+unsafe impl Sync for CxCore {}
 
-impl fmt::Debug for Cx {
+impl fmt::Debug for CxCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cx")
+        f.debug_struct("CxCore")
             .field("task", &self.task_id())
             .field("region", &self.region_id())
             .finish()
@@ -70,10 +56,11 @@ impl fmt::Debug for Cx {
 pub(crate) fn spawn_in<G, F, T, E>(
     region: &Arc<RegionNode>,
     budget: Budget,
+    seed: u64,
     body: G,
 ) -> JoinHandle<T, E>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -81,7 +68,7 @@ where
     let sched = region.sched.clone();
     let id = TaskId(sched.next_id());
     let effective = region.budget.meet(&budget);
-    let task = new_task(id, region.clone(), effective, body);
+    let task = new_task(id, region.clone(), effective, seed, body);
     let handle = JoinHandle::new(task.clone());
     let task: Arc<dyn Runnable> = task;
     // Born SCHEDULED: a cancellation applied during adoption must not
@@ -107,14 +94,14 @@ where
     handle
 }
 
-impl Cx {
-    pub(crate) fn for_task(task: Arc<dyn Runnable>) -> Cx {
-        Cx::with_scope(task, None)
+impl CxCore {
+    pub(crate) fn for_task(task: Arc<dyn Runnable>) -> CxCore {
+        CxCore::with_scope(task, None)
     }
 
-    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<RegionNode>>) -> Cx {
+    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<RegionNode>>) -> CxCore {
         let header = std::ptr::NonNull::from(task.header());
-        Cx {
+        CxCore {
             task,
             header,
             scope,
@@ -126,19 +113,18 @@ impl Cx {
     /// Spawning through it panics; its timers never fire. It exists only
     /// in this crate's own test and loom builds.
     #[cfg(any(test, loom))]
-    #[doc(hidden)]
-    pub fn detached_for_tests() -> Cx {
+    pub(crate) fn detached_for_tests() -> CxCore {
         let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
         let root = RegionNode::root(sched, crate::region::CleanupBudget::UNLIMITED);
         let task: Arc<dyn Runnable> =
-            new_task(TaskId(0), root, Budget::UNLIMITED, |_cx: Cx| async {
+            new_task(TaskId(0), root, Budget::UNLIMITED, 0, |_cx: CxCore| async {
                 Ok::<(), ()>(())
             });
-        Cx::for_task(task)
+        CxCore::for_task(task)
     }
 
     #[inline]
-    fn header(&self) -> &Header {
+    pub(crate) fn header(&self) -> &Header {
         // SAFETY: `header` points into the task that `self.task` keeps
         // alive for as long as this `Cx` exists.
         unsafe { self.header.as_ref() }
@@ -162,12 +148,12 @@ impl Cx {
     }
 
     /// The id of the task this context belongs to.
-    pub fn task_id(&self) -> TaskId {
+    pub(crate) fn task_id(&self) -> TaskId {
         self.header().id
     }
 
     /// The id of the region this context spawns into.
-    pub fn region_id(&self) -> RegionId {
+    pub(crate) fn region_id(&self) -> RegionId {
         self.region_node().id
     }
 
@@ -200,7 +186,7 @@ impl Cx {
     ///
     /// A task that returns `Err` after its checkpoint reported cancellation
     /// ends `Cancelled(reason)`, whatever its error says.
-    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+    pub(crate) fn checkpoint(&self) -> Result<(), Cancelled> {
         match self.cancel_requested() {
             Some(r) => Err(Cancelled(r)),
             None => Ok(()),
@@ -208,19 +194,19 @@ impl Cx {
     }
 
     /// Whether cancellation has been requested (masked or not).
-    pub fn is_cancel_requested(&self) -> bool {
+    pub(crate) fn is_cancel_requested(&self) -> bool {
         self.cell().is_requested()
     }
 
     /// The requested cancellation's reason, if any (masked or not).
-    pub fn cancel_reason(&self) -> Option<CancelReason> {
+    pub(crate) fn cancel_reason(&self) -> Option<CancelReason> {
         self.cell().get()
     }
 
     /// Requests cancellation of this context's scope: the region whose
     /// body this is (and everything in it), or, in a task's own scope, the
     /// task (and every region it has open).
-    pub fn cancel(&self, reason: CancelReason) {
+    pub(crate) fn cancel(&self, reason: CancelReason) {
         match &self.scope {
             Some(r) => r.cancel(&reason),
             None => cancel_task(&self.task, &reason),
@@ -228,7 +214,7 @@ impl Cx {
     }
 
     /// Yields to the scheduler once; a checkpoint.
-    pub fn yield_now(&self) -> YieldNow<'_> {
+    pub(crate) fn yield_now(&self) -> YieldNow<'_> {
         YieldNow {
             cx: self,
             yielded: false,
@@ -240,7 +226,7 @@ impl Cx {
     /// bounded by [`MAX_MASK_DEPTH`]; deeper masks resolve to
     /// `Err(MaskDepthExceeded)` without running `fut`. The cleanup budget
     /// and shutdown's deadline still apply.
-    pub fn masked<F: Future>(&self, fut: F) -> Masked<'_, F> {
+    pub(crate) fn masked<F: Future>(&self, fut: F) -> Masked<'_, F> {
         Masked { cx: self, fut }
     }
 
@@ -248,7 +234,7 @@ impl Cx {
 
     /// This context's effective budget (the meet of its task's and
     /// region's ancestors').
-    pub fn budget(&self) -> Budget {
+    pub(crate) fn budget(&self) -> Budget {
         match &self.scope {
             Some(r) => r.budget.meet(&self.header().budget),
             None => self.header().budget,
@@ -258,7 +244,7 @@ impl Cx {
     /// Charges `cost` units against the task's cost quota; when the total
     /// exceeds it, the task is cancelled (`CostBudget`) and this returns
     /// `Err`.
-    pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
+    pub(crate) fn charge(&self, cost: u64) -> Result<(), Cancelled> {
         let h = self.header();
         let total = h
             .cost
@@ -284,22 +270,22 @@ impl Cx {
     // ---- time ---------------------------------------------------------------
 
     /// The runtime clock's time.
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.sched().now()
     }
 
     /// Sleeps for `d`; a checkpoint (returns `Err` if cancelled meanwhile).
-    pub fn sleep(&self, d: Duration) -> Sleep<'_> {
+    pub(crate) fn sleep(&self, d: Duration) -> Sleep<'_> {
         Sleep::new(self, self.now() + d)
     }
 
     /// Sleeps until `at`; a checkpoint.
-    pub fn sleep_until(&self, at: Instant) -> Sleep<'_> {
+    pub(crate) fn sleep_until(&self, at: Instant) -> Sleep<'_> {
         Sleep::new(self, at)
     }
 
     /// Ticks every `period`, the first tick one period from now.
-    pub fn interval(&self, period: Duration) -> Interval {
+    pub(crate) fn interval(&self, period: Duration) -> Interval {
         Interval::new(self.clone(), period)
     }
 
@@ -320,37 +306,37 @@ impl Cx {
     /// Spawns a task into this context's region. The closure receives the
     /// task's own `Cx`. The region will not close before the task ends;
     /// dropping the handle does not detach it.
-    pub fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
+    pub(crate) fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(CxCore) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        spawn_in(self.region_node(), Budget::UNLIMITED, body)
+        spawn_in(self.region_node(), Budget::UNLIMITED, self.header().child_seed(), body)
     }
 
     /// [`spawn`](Self::spawn) with a budget of its own (met with the
     /// region's).
-    pub fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
+    pub(crate) fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(CxCore) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        spawn_in(self.region_node(), budget, body)
+        spawn_in(self.region_node(), budget, self.header().child_seed(), body)
     }
 
     /// Opens a fail-fast child region, runs `body` in it, and resolves when
     /// the body and every task spawned into the region have finished and
     /// its finalizers have run.
-    pub fn region<G, F, T, E>(
+    pub(crate) fn region<G, F, T, E>(
         &self,
         body: G,
     ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
-        G: FnOnce(Cx) -> F,
+        G: FnOnce(CxCore) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
@@ -359,19 +345,19 @@ impl Cx {
     }
 
     /// [`region`](Self::region) with a policy, budget and cleanup budget.
-    pub fn region_with<G, F, T, E>(
+    pub(crate) fn region_with<G, F, T, E>(
         &self,
         spec: Region,
         body: G,
     ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
-        G: FnOnce(Cx) -> F,
+        G: FnOnce(CxCore) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
         let node = RegionNode::open(self.region_node(), &self.task, &spec);
-        let cx = Cx::with_scope(self.task.clone(), Some(node.clone()));
+        let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
         run_region(node, self.task.clone(), body(cx))
     }
 
@@ -379,13 +365,13 @@ impl Cx {
     /// has not closed after `d`. The body sees the cancellation at its
     /// checkpoints and cleans up under the cleanup budget; `timeout`
     /// returns once it has.
-    pub fn timeout<G, F, T, E>(
+    pub(crate) fn timeout<G, F, T, E>(
         &self,
         d: Duration,
         body: G,
     ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
-        G: FnOnce(Cx) -> F,
+        G: FnOnce(CxCore) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
@@ -399,7 +385,7 @@ impl Cx {
             self.now() + d,
             TimerAction::CancelRegion(Arc::downgrade(&node), reason),
         );
-        let cx = Cx::with_scope(self.task.clone(), Some(node.clone()));
+        let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
         let fut = run_region(node, self.task.clone(), body(cx));
         async move {
             let out = fut.await;
@@ -412,12 +398,12 @@ impl Cx {
     /// wins, the others are cancelled (`LostRace`) and drained before this
     /// resolves to the winner's outcome (or `Panicked`, if a loser
     /// panicked while draining). An empty race resolves `Cancelled`.
-    pub fn race<G, F, T, E>(
+    pub(crate) fn race<G, F, T, E>(
         &self,
         racers: Vec<G>,
     ) -> impl Future<Output = Outcome<T, E>> + Send + 'static
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(CxCore) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
@@ -428,7 +414,7 @@ impl Cx {
         let inner = node.clone();
         let mut handles: Vec<JoinHandle<T, E>> = racers
             .into_iter()
-            .map(|g| spawn_in(&node, Budget::UNLIMITED, g))
+            .map(|g| spawn_in(&node, Budget::UNLIMITED, self.header().child_seed(), g))
             .collect();
         let body = async move {
             if !handles.is_empty() {
@@ -465,12 +451,12 @@ impl Cx {
 
     /// Runs every body as a task in a child collect-all region and resolves
     /// to all their outcomes, in order, once all have finished.
-    pub fn join_all<G, F, T, E>(
+    pub(crate) fn join_all<G, F, T, E>(
         &self,
         bodies: Vec<G>,
     ) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(CxCore) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
@@ -478,7 +464,7 @@ impl Cx {
         let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
         let handles: Vec<JoinHandle<T, E>> = bodies
             .into_iter()
-            .map(|g| spawn_in(&node, Budget::UNLIMITED, g))
+            .map(|g| spawn_in(&node, Budget::UNLIMITED, self.header().child_seed(), g))
             .collect();
         let results: Arc<Mutex<Vec<Outcome<T, E>>>> = Arc::new(Mutex::new(Vec::new()));
         let slot = results.clone();
@@ -497,23 +483,28 @@ impl Cx {
         }
     }
 
+    /// The next number of the task's seeded random sequence.
+    pub(crate) fn random_u64(&self) -> u64 {
+        self.header().next_random()
+    }
+
     // ---- finalizers and blocking work --------------------------------------------
 
     /// Registers `f` to run when this context's region closes (after every
     /// task in it has finished), in reverse order of registration.
-    pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn defer(&self, f: impl FnOnce() + Send + 'static) {
         self.region_node()
             .add_finalizer(Box::pin(async move { f() }));
     }
 
     /// Registers an async finalizer; it runs under the region's cleanup
     /// budget and is cut off (and counted) if it overruns.
-    pub fn finalizer(&self, fut: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn finalizer(&self, fut: impl Future<Output = ()> + Send + 'static) {
         self.region_node().add_finalizer(Box::pin(fut));
     }
 
     /// Runs `f` on the blocking pool and resolves with its value.
-    pub fn spawn_blocking<R: Send + 'static>(
+    pub(crate) fn spawn_blocking<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> Blocking<R> {
@@ -529,7 +520,7 @@ impl Cx {
 
 /// The future of [`Cx::yield_now`].
 pub struct YieldNow<'a> {
-    cx: &'a Cx,
+    cx: &'a CxCore,
     yielded: bool,
 }
 
@@ -569,7 +560,7 @@ pub struct MaskDepthExceeded;
 
 /// The future of [`Cx::masked`].
 pub struct Masked<'a, F> {
-    cx: &'a Cx,
+    cx: &'a CxCore,
     fut: F,
 }
 

@@ -10,9 +10,10 @@
 //! method on the task's [`Cx`].
 //!
 //! ```
-//! use runtime_core::{CancelKind, Outcome, Runtime, time::Duration};
+//! use runtime_core::{CancelKind, Outcome, Runtime, caps::ambient_authority, time::Duration};
 //!
-//! let rt = Runtime::builder().worker_threads(2).build().unwrap();
+//! // Authority enters here, once, visibly.
+//! let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
 //! let out = rt.block_on(|cx| async move {
 //!     // A child region: returns only when both tasks are done.
 //!     let sum = cx.region(|cx| async move {
@@ -52,6 +53,7 @@ mod budget;
 mod cancel;
 pub mod channel;
 mod coop;
+mod context;
 mod cx;
 mod loom;
 #[cfg(all(test, loom))]
@@ -67,7 +69,14 @@ pub mod time;
 pub use blocking::{Blocking, BlockingError};
 pub use budget::{Budget, Priority};
 pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
-pub use cx::{Cx, MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
+pub use context::Cx;
+pub use cx::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
+
+/// The capability vocabulary (the `runtime-cap` crate): capability sets,
+/// access tokens, and [`ambient_authority`](caps::ambient_authority).
+pub mod caps {
+    pub use runtime_cap::*;
+}
 pub use outcome::{Outcome, PanicPayload, Severity};
 pub use region::{CleanupBudget, Failure, Policy, Region, RegionError};
 pub use runtime::{BuildError, Builder, Runtime, ShutdownHandle, ShutdownReport};

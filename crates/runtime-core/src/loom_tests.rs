@@ -125,7 +125,7 @@ fn wake_racing_poll_is_not_lost() {
         let flag = Arc::new(Mutex::new((false, None)));
         let polls = Arc::new(AtomicUsize::new(0));
         let (f, p) = (flag.clone(), polls.clone());
-        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate {
+        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, 0, move |_cx| Gate {
             flag: f,
             polls: p,
         });
@@ -152,7 +152,7 @@ fn concurrent_wakes_enqueue_once() {
         let flag = Arc::new(Mutex::new((false, None)));
         let polls = Arc::new(AtomicUsize::new(0));
         let (f, p) = (flag.clone(), polls.clone());
-        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, move |_cx| Gate {
+        let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, 0, move |_cx| Gate {
             flag: f,
             polls: p,
         });
@@ -177,7 +177,7 @@ fn cancel_racing_run_is_observed() {
     loom::model(|| {
         let (sched, root) = setup();
         let mut h: JoinHandle<(), Cancelled> =
-            spawn_in(&root, Budget::UNLIMITED, |cx| async move {
+            spawn_in(&root, Budget::UNLIMITED, 0, |cx| async move {
                 loop {
                     cx.yield_now().await?;
                 }

@@ -10,7 +10,9 @@ use std::thread::{self, JoinHandle as ThreadHandle, Thread};
 use crate::blocking::BlockingPool;
 use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::cx::{Cx, spawn_in};
+use crate::context::Cx;
+use crate::cx::{CxCore, spawn_in};
+use runtime_cap::{All, AmbientAuthority};
 use crate::loom::Ordering;
 use crate::outcome::Outcome;
 use crate::region::{CleanupBudget, RegionError, RegionNode};
@@ -21,12 +23,13 @@ use crate::time::{Clock, Duration, SystemClock};
 /// Configures and builds a [`Runtime`].
 ///
 /// ```
-/// use runtime_core::{Runtime, time::Duration};
+/// use runtime_core::{Runtime, caps::ambient_authority, time::Duration};
 /// let rt = Runtime::builder()
 ///     .worker_threads(2)
 ///     .thread_name("app-worker")
 ///     .shutdown_timeout(Duration::from_secs(2))
-///     .build()
+///     .seed(7)
+///     .build(ambient_authority())
 ///     .unwrap();
 /// assert_eq!(rt.worker_threads(), 2);
 /// ```
@@ -40,6 +43,7 @@ pub struct Builder {
     shutdown_timeout: Duration,
     cleanup: CleanupBudget,
     clock: Option<Arc<dyn Clock>>,
+    seed: u64,
 }
 
 impl fmt::Debug for Builder {
@@ -77,6 +81,7 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(10),
             cleanup: CleanupBudget::DEFAULT,
             clock: None,
+            seed: 0x5EED_0F_C0DE,
         }
     }
 
@@ -130,8 +135,18 @@ impl Builder {
         self
     }
 
-    /// Starts the runtime.
-    pub fn build(self) -> Result<Runtime, BuildError> {
+    /// The seed of every task's random sequence (`Cx::random_u64`): the
+    /// same seed gives the same numbers. Default: a fixed constant.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Starts the runtime. A runtime is where authority enters a program
+    /// (its root context holds every capability), so building one takes the
+    /// [`AmbientAuthority`] token: grep for `ambient_authority` to find
+    /// every such place.
+    pub fn build(self, _ambient: AmbientAuthority) -> Result<Runtime, BuildError> {
         if !self.current_thread && self.workers == 0 {
             return Err(BuildError::NoWorkers);
         }
@@ -139,7 +154,7 @@ impl Builder {
         let clock = self
             .clock
             .clone()
-            .unwrap_or_else(|| Arc::new(SystemClock::new()));
+            .unwrap_or_else(|| Arc::new(SystemClock::new(_ambient)));
         let blocking = BlockingPool::new(
             self.max_blocking_threads,
             self.blocking_keep_alive,
@@ -155,6 +170,7 @@ impl Builder {
             blocking,
             builder: self,
             shut: false,
+            block_ons: std::sync::atomic::AtomicU64::new(0),
         };
         if !rt.builder.current_thread {
             for i in 0..cores {
@@ -183,6 +199,8 @@ pub struct Runtime {
     blocking: BlockingPool,
     builder: Builder,
     shut: bool,
+    /// `block_on` calls so far (each root task's seed is numbered by it).
+    block_ons: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Runtime {
@@ -232,8 +250,8 @@ impl Runtime {
     }
 
     /// A multi-threaded runtime with one worker per core.
-    pub fn new() -> Result<Runtime, BuildError> {
-        Builder::new().build()
+    pub fn new(ambient: AmbientAuthority) -> Result<Runtime, BuildError> {
+        Builder::new().build(ambient)
     }
 
     /// Number of worker threads (0 for the current-thread flavour).
@@ -254,13 +272,15 @@ impl Runtime {
     /// on the multi-threaded one it waits.
     pub fn block_on<G, F, T, E>(&self, body: G) -> Outcome<T, RegionError<E>>
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(Cx<All>) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        let mut handle = spawn_in(&self.root, Budget::UNLIMITED, move |cx: Cx| async move {
-            Ok::<_, std::convert::Infallible>(cx.region(body).await)
+        let n = self.block_ons.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seed = crate::task::mix64(self.builder.seed ^ crate::task::mix64(n));
+        let mut handle = spawn_in(&self.root, Budget::UNLIMITED, seed, move |core: CxCore| async move {
+            Ok::<_, std::convert::Infallible>(Cx::root(core).region(body).await)
         });
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
         let mut task_cx = Context::from_waker(&waker);

@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::cx::Cx;
+use crate::cx::CxCore;
 use crate::loom::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock,
 };
@@ -89,9 +89,36 @@ pub(crate) struct Header {
     /// a cancel request is stored before this is read (Acquire): one of the
     /// two sees the other.
     open_count: AtomicUsize,
+    /// This task's seed (from its parent's seed and its place among the
+    /// parent's children: independent of scheduling).
+    seed: u64,
+    /// The state of its random sequence (only the running task touches it).
+    rng: AtomicU64,
+    /// Children spawned so far (numbers their seeds).
+    children: AtomicU64,
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit value from any input.
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Header {
+    /// The seed for this task's next child.
+    pub(crate) fn child_seed(&self) -> u64 {
+        let n = self.children.fetch_add(1, Ordering::Relaxed);
+        mix64(self.seed ^ mix64(n.wrapping_add(0x9E37_79B9_7F4A_7C15)))
+    }
+
+    /// The next number of this task's random sequence (SplitMix64).
+    pub(crate) fn next_random(&self) -> u64 {
+        let state = self.rng.load(Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        self.rng.store(state, Ordering::Relaxed);
+        mix64(state)
+    }
+
     /// The scheduler (the region's: one shared reference fewer per task).
     #[inline]
     pub(crate) fn sched(&self) -> &Arc<dyn Scheduler> {
@@ -167,10 +194,11 @@ pub(crate) fn new_task<G, F, T, E>(
     id: TaskId,
     region: Arc<RegionNode>,
     budget: Budget,
+    seed: u64,
     body: G,
 ) -> Arc<Task<G, F, T, E>>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -189,6 +217,9 @@ where
             observed: AtomicBool::new(false),
             open_regions: Mutex::new(Vec::new()),
             open_count: AtomicUsize::new(0),
+            seed,
+            rng: AtomicU64::new(seed),
+            children: AtomicU64::new(0),
         },
         stage: UnsafeCell::new(Stage::Init(body)),
         join: WakerSlot::new(),
@@ -292,7 +323,7 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
 
 impl<G, F, T, E> Task<G, F, T, E>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -308,7 +339,7 @@ where
                     unreachable!()
                 };
                 let task: Arc<dyn Runnable> = self.clone();
-                *stage = Stage::Running(body(Cx::for_task(task)));
+                *stage = Stage::Running(body(CxCore::for_task(task)));
             }
             match stage {
                 // SAFETY: the future lives inside the Arc and is dropped in
@@ -361,7 +392,7 @@ where
 
 impl<G, F, T, E> Runnable for Task<G, F, T, E>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -508,7 +539,7 @@ where
 
 impl<G, F, T, E> Wake for Task<G, F, T, E>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -534,7 +565,7 @@ trait JoinTarget<T, E>: Send + Sync {
 
 impl<G, F, T, E> JoinTarget<T, E> for Task<G, F, T, E>
 where
-    G: FnOnce(Cx) -> F + Send + 'static,
+    G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
@@ -584,7 +615,7 @@ pub struct JoinHandle<T, E> {
 impl<T, E> JoinHandle<T, E> {
     pub(crate) fn new<G, F>(task: Arc<Task<G, F, T, E>>) -> Self
     where
-        G: FnOnce(Cx) -> F + Send + 'static,
+        G: FnOnce(CxCore) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,

@@ -1,6 +1,7 @@
 //! The cancellation protocol: request with a reason, drain to checkpoints
 //! (level-triggered), finalize under a cleanup budget, masks, budgets.
 
+use runtime_core::caps::ambient_authority;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use runtime_core::{
 };
 
 fn rt() -> Runtime {
-    Runtime::builder().worker_threads(2).build().unwrap()
+    Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap()
 }
 
 type Body = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;

@@ -1,6 +1,7 @@
 //! Regions own their tasks: close to quiescence, outcomes join under the
 //! policy, panics are caught per task, finalizers run in reverse.
 
+use runtime_core::caps::ambient_authority;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,8 +20,8 @@ type Racer = Box<
 
 fn runtimes() -> Vec<Runtime> {
     vec![
-        Runtime::builder().worker_threads(2).build().unwrap(),
-        Runtime::builder().current_thread().build().unwrap(),
+        Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap(),
+        Runtime::builder().current_thread().build(ambient_authority()).unwrap(),
     ]
 }
 
@@ -283,7 +284,7 @@ fn join_all_gathers_outcomes_in_order() {
 fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = Runtime::builder().current_thread().build().unwrap();
+        let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
         for n in 250..=260u64 {
             let out = rt.block_on(move |cx| async move {
                 let hs: Vec<_> = (0..n)

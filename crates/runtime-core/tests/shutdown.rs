@@ -1,6 +1,7 @@
 //! Shutdown: cancels with reason `Shutdown`, drains, runs finalizers,
 //! cuts off what overruns at the deadline, reports, never hangs.
 
+use runtime_core::caps::ambient_authority;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant as StdInstant;
@@ -21,7 +22,7 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
         } else {
             b.worker_threads(2)
         }
-        .build()
+        .build(ambient_authority())
         .unwrap();
         let handle = rt.shutdown_handle();
         let cleaned = Arc::new(AtomicUsize::new(0));
@@ -92,7 +93,7 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
 
 #[test]
 fn a_poll_that_never_returns_is_reported_not_waited_for() {
-    let rt = Runtime::builder().worker_threads(2).build().unwrap();
+    let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
     let handle = rt.shutdown_handle();
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
@@ -126,13 +127,13 @@ fn a_poll_that_never_returns_is_reported_not_waited_for() {
 #[test]
 fn dropping_an_idle_runtime_is_prompt_and_clean() {
     for _ in 0..20 {
-        let rt = Runtime::builder().worker_threads(2).build().unwrap();
+        let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
         assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
         let t0 = StdInstant::now();
         drop(rt);
         assert!(t0.elapsed() < HANG);
     }
-    let rt = Runtime::builder().current_thread().build().unwrap();
+    let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
     let report = rt.shutdown(Duration::from_millis(50));
     assert!(report.completed);
     assert_eq!(report.tasks_unfinished, 0);
@@ -143,7 +144,7 @@ fn blocking_pool_runs_jobs_and_reports_panics() {
     let rt = Runtime::builder()
         .worker_threads(1)
         .max_blocking_threads(2)
-        .build()
+        .build(ambient_authority())
         .unwrap();
     let out = rt.block_on(|cx| async move {
         let a = cx.spawn_blocking(|| {

@@ -2,6 +2,7 @@
 //! alive, every task's future was dropped exactly once, every finalizer
 //! ran exactly once — whether the tree finishes or is cancelled.
 
+use runtime_core::caps::ambient_authority;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,8 +105,8 @@ fn check(rt: &Runtime, c: &Counters) {
 #[test]
 fn hundred_thousand_tasks_close_to_nothing() {
     for rt in [
-        Runtime::builder().worker_threads(2).build().unwrap(),
-        Runtime::builder().current_thread().build().unwrap(),
+        Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap(),
+        Runtime::builder().current_thread().build(ambient_authority()).unwrap(),
     ] {
         let c = Arc::new(Counters::default());
         let c2 = c.clone();
@@ -118,7 +119,7 @@ fn hundred_thousand_tasks_close_to_nothing() {
 
 #[test]
 fn hundred_thousand_tasks_cancelled_mid_way_drain_completely() {
-    let rt = Runtime::builder().worker_threads(2).build().unwrap();
+    let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
     let c = Arc::new(Counters::default());
     let c2 = c.clone();
     let out = rt.block_on(move |cx| async move {

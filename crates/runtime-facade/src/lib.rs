@@ -34,8 +34,8 @@ pub use otlp_exporter as exporter;
 /// The structured-concurrency runtime (the `runtime-core` crate).
 ///
 /// ```
-/// use runtime_facade::runtime::Runtime;
-/// let rt = Runtime::builder().worker_threads(1).build().unwrap();
+/// use runtime_facade::runtime::{Runtime, caps::ambient_authority};
+/// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
 /// let out = rt.block_on(|cx| async move {
 ///     let child = cx.spawn(|_| async { Ok::<_, ()>(2) });
 ///     Ok::<_, ()>(child.await.unwrap() * 21)

@@ -50,7 +50,9 @@ use crossbeam_utils::CachePadded;
 
 use super::AtomicWaker;
 use crate::cancel::CancelReason;
-use crate::cx::Cx;
+use crate::context::Cx;
+use crate::cx::CxCore;
+use runtime_cap::CapSet;
 use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 
 /// `sem` flag: the receiver closed the channel (or was dropped).
@@ -617,7 +619,8 @@ impl<T> Sender<T> {
     /// Waiting senders are served in order. Cancel-safe: dropping the
     /// future leaves nothing behind (a slot it was being handed goes to the
     /// next waiter).
-    pub fn reserve<'a>(&'a self, cx: &'a Cx) -> Reserve<'a, T> {
+    pub fn reserve<'a, C: CapSet>(&'a self, cx: &'a Cx<C>) -> Reserve<'a, T> {
+        let cx = cx.core();
         Reserve {
             sender: self,
             cx,
@@ -640,7 +643,7 @@ impl<T> Sender<T> {
     ///
     /// Dropping the future before it completes drops `value` with it; to
     /// keep the value in that case, `reserve` first and commit after.
-    pub async fn send(&self, cx: &Cx, value: T) -> Result<(), SendError<T>> {
+    pub async fn send<C: CapSet>(&self, cx: &Cx<C>, value: T) -> Result<(), SendError<T>> {
         match self.reserve(cx).await {
             Ok(permit) => permit
                 .send(value)
@@ -721,7 +724,7 @@ impl<T> fmt::Debug for Sender<T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Reserve<'a, T> {
     sender: &'a Sender<T>,
-    cx: &'a Cx,
+    cx: &'a CxCore,
     /// Our place in the waiter list, once queued.
     queued: Option<u64>,
 }
@@ -854,7 +857,8 @@ impl<T> Receiver<T> {
     /// once no value can come, and to [`RecvError::Cancelled`] if `cx`'s
     /// task is asked to cancel (checked at every poll, before taking a
     /// value). Cancel-safe: a dropped or cancelled `Recv` takes nothing.
-    pub fn recv<'a>(&'a mut self, cx: &'a Cx) -> Recv<'a, T> {
+    pub fn recv<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Recv<'a, T> {
+        let cx = cx.core();
         Recv { receiver: self, cx }
     }
 
@@ -914,7 +918,7 @@ impl<T> fmt::Debug for Receiver<T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Recv<'a, T> {
     receiver: &'a mut Receiver<T>,
-    cx: &'a Cx,
+    cx: &'a CxCore,
 }
 
 impl<T> Future for Recv<'_, T> {

@@ -29,7 +29,9 @@ use std::task::{Context, Poll, ready};
 
 use super::AtomicWaker;
 use crate::cancel::CancelReason;
-use crate::cx::Cx;
+use crate::context::Cx;
+use crate::cx::CxCore;
+use runtime_cap::CapSet;
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 
 /// The value is in the cell (set once, by `Sender::send`).
@@ -183,7 +185,8 @@ impl<T> Receiver<T> {
     /// `cx`'s task is asked to cancel (checked at every poll, before looking
     /// for the value). Cancel-safe: a cancelled or dropped `Recv` leaves the
     /// value to a later `recv` or `try_recv`.
-    pub fn recv<'a>(&'a mut self, cx: &'a Cx) -> Recv<'a, T> {
+    pub fn recv<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Recv<'a, T> {
+        let cx = cx.core();
         Recv { receiver: self, cx }
     }
 
@@ -236,7 +239,7 @@ impl<T> fmt::Debug for Receiver<T> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Recv<'a, T> {
     receiver: &'a mut Receiver<T>,
-    cx: &'a Cx,
+    cx: &'a CxCore,
 }
 
 impl<T> Future for Recv<'_, T> {

@@ -17,7 +17,7 @@ pub(crate) struct Detached {
 impl Detached {
     pub(crate) fn new() -> Self {
         Detached {
-            clock: SystemClock::new(),
+            clock: SystemClock::new(runtime_cap::ambient_authority()),
             timers: TimerDriver::new(),
             stats: Stats::default(),
         }

@@ -85,7 +85,9 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The monotonic wall clock: `std::time::Instant` relative to when the clock
-/// was made.
+/// was made. Reading the machine's clock is an effect, so making one takes
+/// the ambient-authority token (inside the runtime, time comes from
+/// `Cx::now`).
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     epoch: std::time::Instant,
@@ -93,16 +95,10 @@ pub struct SystemClock {
 
 impl SystemClock {
     /// A clock whose epoch is now.
-    pub fn new() -> Self {
+    pub fn new(_ambient: runtime_cap::AmbientAuthority) -> Self {
         SystemClock {
             epoch: std::time::Instant::now(),
         }
-    }
-}
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -7,19 +7,19 @@ use std::task::{Context, Poll, Waker};
 use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
 use crate::cancel::Cancelled;
-use crate::cx::{Cx, coop_proceed};
+use crate::cx::{CxCore, coop_proceed};
 
 /// Resolves at its deadline with `Ok(())`, or earlier with
 /// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
 /// cancels the timer (O(1)).
 pub struct Sleep<'a> {
-    cx: &'a Cx,
+    cx: &'a CxCore,
     deadline: Instant,
     timer: Option<(TimerHandle, Waker)>,
 }
 
 impl<'a> Sleep<'a> {
-    pub(crate) fn new(cx: &'a Cx, deadline: Instant) -> Self {
+    pub(crate) fn new(cx: &'a CxCore, deadline: Instant) -> Self {
         Sleep {
             cx,
             deadline,
@@ -35,7 +35,7 @@ impl<'a> Sleep<'a> {
 
 /// One poll of a sleep: shared by [`Sleep`] and [`Interval`].
 fn poll_sleep(
-    cx: &Cx,
+    cx: &CxCore,
     deadline: Instant,
     timer: &mut Option<(TimerHandle, Waker)>,
     task: &mut Context<'_>,
@@ -86,14 +86,14 @@ impl Drop for Sleep<'_> {
 /// once, and the next one is scheduled a period after it, so ticks never
 /// bunch up.
 pub struct Interval {
-    cx: Cx,
+    cx: CxCore,
     period: Duration,
     next: Instant,
     timer: Option<(TimerHandle, Waker)>,
 }
 
 impl Interval {
-    pub(crate) fn new(cx: Cx, period: Duration) -> Self {
+    pub(crate) fn new(cx: CxCore, period: Duration) -> Self {
         let next = cx.now() + period;
         Interval {
             cx,

@@ -1,0 +1,467 @@
+//! [`Cx`]: the capability context every task receives.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+
+use runtime_cap::{
+    All, CapMask, CapSet, Capability, FsAccess, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn, HasTelemetry,
+    HasTime, MissingCapability, NetAccess, SubsetOf, TelemetryAccess,
+};
+
+use crate::blocking::Blocking;
+use crate::budget::Budget;
+use crate::cancel::{CancelReason, Cancelled};
+use crate::cx::{CxCore, Masked, YieldNow};
+use crate::outcome::Outcome;
+use crate::region::{Region, RegionError};
+use crate::task::JoinHandle;
+use crate::time::{Duration, Instant, Interval, Sleep};
+use crate::{RegionId, TaskId};
+
+/// The capability context a task receives, and the only way to reach the
+/// runtime: spawn into its region, open child regions, check for
+/// cancellation, read its budget, read the clock and sleep, run blocking
+/// work, draw random numbers, hand out network or file access.
+///
+/// `C` is the capability set ([`runtime_cap::Caps`]); each effect is a
+/// method bounded by the capability it needs (`spawn` by `HasSpawn`,
+/// `sleep` by `HasTime`, ...). A context can be narrowed
+/// ([`narrow`](Self::narrow)) but never widened, and a task's children
+/// receive a context with the same capabilities as the one that spawned
+/// them, never more. A run-time mask backs the type up
+/// ([`restrict`](Self::restrict)). There is no global spawn, no ambient
+/// clock, no "current runtime".
+///
+/// ```
+/// use runtime_core::{Cx, Runtime, caps::{TimeOnly, ambient_authority}};
+/// use runtime_core::time::Duration;
+///
+/// // A library function that may only use time: its signature says so.
+/// async fn pause(cx: &Cx<TimeOnly>) -> bool {
+///     cx.sleep(Duration::from_millis(1)).await.is_ok()
+/// }
+///
+/// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let slept = pause(&cx.narrow::<TimeOnly>()).await;
+///     let child = cx.spawn(|_cx| async { Ok::<_, ()>(21) });
+///     Ok::<_, ()>((slept, child.await.unwrap() * 2))
+/// });
+/// assert_eq!(out.ok(), Some((true, 42)));
+/// ```
+///
+/// Widening does not compile:
+///
+/// ```compile_fail
+/// use runtime_core::{Cx, caps::{All, TimeOnly}};
+/// fn widen(cx: Cx<TimeOnly>) -> Cx<All> {
+///     cx.narrow::<All>()
+/// }
+/// ```
+///
+/// Spawning needs the spawn capability:
+///
+/// ```compile_fail
+/// use runtime_core::{Cx, caps::TimeOnly};
+/// fn spawn_without(cx: &Cx<TimeOnly>) {
+///     cx.spawn(|_cx| async { Ok::<_, ()>(()) });
+/// }
+/// ```
+///
+/// Sleeping needs time:
+///
+/// ```compile_fail
+/// use runtime_core::{Cx, caps::Nothing};
+/// use runtime_core::time::Duration;
+/// async fn sleep_without(cx: &Cx<Nothing>) {
+///     let _ = cx.sleep(Duration::from_millis(1)).await;
+/// }
+/// ```
+///
+/// Opening the network needs the network capability:
+///
+/// ```compile_fail
+/// use runtime_core::{Cx, caps::Compute};
+/// fn net_without(cx: &Cx<Compute>) -> runtime_core::caps::NetAccess {
+///     cx.net()
+/// }
+/// ```
+///
+/// The same three effects compile with the capability:
+///
+/// ```
+/// use runtime_core::{Cx, caps::{Compute, NetClient, NetAccess}};
+/// use runtime_core::time::Duration;
+/// fn spawn_with(cx: &Cx<Compute>) {
+///     cx.spawn(|_cx| async { Ok::<_, ()>(()) });
+/// }
+/// async fn sleep_with(cx: &Cx<Compute>) {
+///     let _ = cx.sleep(Duration::from_millis(1)).await;
+/// }
+/// fn net_with(cx: &Cx<NetClient>) -> NetAccess {
+///     cx.net()
+/// }
+/// ```
+pub struct Cx<C: CapSet = All> {
+    core: CxCore,
+    mask: CapMask,
+    _caps: PhantomData<fn() -> C>,
+}
+
+impl<C: CapSet> Clone for Cx<C> {
+    fn clone(&self) -> Self {
+        Cx {
+            core: self.core.clone(),
+            mask: self.mask,
+            _caps: PhantomData,
+        }
+    }
+}
+
+impl<C: CapSet> fmt::Debug for Cx<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cx")
+            .field("task", &self.task_id())
+            .field("region", &self.region_id())
+            .field("caps", &self.mask)
+            .finish()
+    }
+}
+
+impl Cx<All> {
+    /// A context with no runtime behind it, never cancelled, for this
+    /// crate's unit tests and loom models of code that takes a `Cx`.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn detached_for_tests() -> Cx<All> {
+        Cx::from_core(CxCore::detached_for_tests(), All::MASK)
+    }
+
+    /// The root context of a `block_on`.
+    pub(crate) fn root(core: CxCore) -> Cx<All> {
+        Cx::from_core(core, All::MASK)
+    }
+}
+
+impl<C: CapSet> Cx<C> {
+    pub(crate) fn from_core(core: CxCore, mask: CapMask) -> Self {
+        Cx {
+            core,
+            mask: mask.intersect(C::MASK),
+            _caps: PhantomData,
+        }
+    }
+
+    pub(crate) fn core(&self) -> &CxCore {
+        &self.core
+    }
+
+    /// Panics (inside the task: its outcome becomes `Panicked`) when the
+    /// run-time mask lacks `cap`. The type already guarantees it unless
+    /// [`restrict`](Self::restrict) removed it.
+    #[track_caller]
+    fn require(&self, cap: Capability) {
+        if !self.mask.contains(cap) {
+            panic!("{}", MissingCapability(cap));
+        }
+    }
+
+    /// A context with fewer capabilities (`D` a subset of `C`), for handing
+    /// to code that should do less. Widening does not compile.
+    pub fn narrow<D: SubsetOf<C>>(&self) -> Cx<D> {
+        Cx::from_core(self.core.clone(), self.mask)
+    }
+
+    /// The same context with `cap` removed at run time (for policies the
+    /// type cannot express); effects needing it then panic with
+    /// [`MissingCapability`].
+    pub fn restrict(&self, cap: Capability) -> Cx<C> {
+        Cx {
+            core: self.core.clone(),
+            mask: self.mask.without(cap),
+            _caps: PhantomData,
+        }
+    }
+
+    /// The capabilities this context holds, as a run-time mask.
+    pub fn caps(&self) -> CapMask {
+        self.mask
+    }
+
+    /// Whether this context holds `cap` (type and run-time mask).
+    pub fn can(&self, cap: Capability) -> bool {
+        self.mask.contains(cap)
+    }
+
+    /// The id of the task this context belongs to.
+    pub fn task_id(&self) -> TaskId {
+        self.core.task_id()
+    }
+
+    /// The id of the region this context spawns into.
+    pub fn region_id(&self) -> RegionId {
+        self.core.region_id()
+    }
+
+    /// A checkpoint: `Err(Cancelled)` once cancellation has been requested
+    /// (and no masked section is active), every time after that
+    /// (level-triggered). A task that returns `Err` after a checkpoint
+    /// reported cancellation ends `Cancelled(reason)`.
+    pub fn checkpoint(&self) -> Result<(), Cancelled> {
+        self.core.checkpoint()
+    }
+
+    /// Whether cancellation has been requested (masked or not).
+    pub fn is_cancel_requested(&self) -> bool {
+        self.core.is_cancel_requested()
+    }
+
+    /// The requested cancellation's reason, if any (masked or not).
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        self.core.cancel_reason()
+    }
+
+    /// Requests cancellation of this context's scope: the region whose body
+    /// this is (and everything in it), or, in a task's own scope, the task
+    /// (and every region it has open).
+    pub fn cancel(&self, reason: CancelReason) {
+        self.core.cancel(reason);
+    }
+
+    /// Yields to the scheduler once; a checkpoint.
+    pub fn yield_now(&self) -> YieldNow<'_> {
+        self.core.yield_now()
+    }
+
+    /// Runs `fut` with cancellation deferred (see
+    /// [`MAX_MASK_DEPTH`](crate::MAX_MASK_DEPTH)); the cleanup budget and
+    /// shutdown's deadline still apply.
+    pub fn masked<F: Future>(&self, fut: F) -> Masked<'_, F> {
+        self.core.masked(fut)
+    }
+
+    /// This context's effective budget.
+    pub fn budget(&self) -> Budget {
+        self.core.budget()
+    }
+
+    /// Charges `cost` against the task's cost quota; past it the task is
+    /// cancelled (`CostBudget`) and this returns `Err`.
+    pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
+        self.core.charge(cost)
+    }
+
+    /// Opens a fail-fast child region and runs `body` in it (with this
+    /// context's capabilities); resolves when the body and every task in
+    /// the region have finished and its finalizers have run.
+    pub fn region<G, F, T, E>(&self, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.region_with(Region::fail_fast(), body)
+    }
+
+    /// [`region`](Self::region) with a policy, budget and cleanup budget.
+    pub fn region_with<G, F, T, E>(
+        &self,
+        spec: Region,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let mask = self.mask;
+        self.core.region_with(spec, move |core| body(Cx::from_core(core, mask)))
+    }
+
+    /// Registers `f` to run when this context's region closes, in reverse
+    /// order of registration.
+    pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
+        self.core.defer(f);
+    }
+
+    /// Registers an async finalizer, run under the cleanup budget.
+    pub fn finalizer(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        self.core.finalizer(fut);
+    }
+}
+
+impl<C: HasSpawn> Cx<C> {
+    /// Spawns a task into this context's region; the closure receives the
+    /// child's context, with the same capabilities as this one. The region
+    /// will not close before the task ends; dropping the handle does not
+    /// detach it.
+    #[track_caller]
+    pub fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        self.spawn_with(Budget::UNLIMITED, body)
+    }
+
+    /// [`spawn`](Self::spawn) with a budget of its own (met with the
+    /// region's).
+    #[track_caller]
+    pub fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        self.require(Capability::Spawn);
+        let mask = self.mask;
+        self.core.spawn_with(budget, move |core| body(Cx::from_core(core, mask)))
+    }
+
+    /// Runs every racer as a task in a child region; the first to finish
+    /// wins, the others are cancelled (`LostRace`) and drained before this
+    /// resolves to the winner's outcome.
+    #[track_caller]
+    pub fn race<G, F, T, E>(&self, racers: Vec<G>) -> impl Future<Output = Outcome<T, E>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        self.require(Capability::Spawn);
+        let mask = self.mask;
+        self.core
+            .race(racers.into_iter().map(|g| move |core| g(Cx::from_core(core, mask))).collect())
+    }
+
+    /// Runs every body as a task in a child collect-all region and resolves
+    /// to all their outcomes, in order.
+    #[track_caller]
+    pub fn join_all<G, F, T, E>(&self, bodies: Vec<G>) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        self.require(Capability::Spawn);
+        let mask = self.mask;
+        self.core
+            .join_all(bodies.into_iter().map(|g| move |core| g(Cx::from_core(core, mask))).collect())
+    }
+}
+
+impl<C: HasTime> Cx<C> {
+    /// The runtime clock's time.
+    #[track_caller]
+    pub fn now(&self) -> Instant {
+        self.require(Capability::Time);
+        self.core.now()
+    }
+
+    /// Sleeps for `d`; a checkpoint.
+    #[track_caller]
+    pub fn sleep(&self, d: Duration) -> Sleep<'_> {
+        self.require(Capability::Time);
+        self.core.sleep(d)
+    }
+
+    /// Sleeps until `at`; a checkpoint.
+    #[track_caller]
+    pub fn sleep_until(&self, at: Instant) -> Sleep<'_> {
+        self.require(Capability::Time);
+        self.core.sleep_until(at)
+    }
+
+    /// Ticks every `period`.
+    #[track_caller]
+    pub fn interval(&self, period: Duration) -> Interval {
+        self.require(Capability::Time);
+        self.core.interval(period)
+    }
+
+    /// Runs `body` in a child region cancelled with reason `Timeout` if it
+    /// has not closed after `d`; returns once it has drained.
+    #[track_caller]
+    pub fn timeout<G, F, T, E>(&self, d: Duration, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        self.require(Capability::Time);
+        let mask = self.mask;
+        self.core.timeout(d, move |core| body(Cx::from_core(core, mask)))
+    }
+}
+
+impl<C: HasBlocking> Cx<C> {
+    /// Runs `f` on the blocking pool and resolves with its value.
+    #[track_caller]
+    pub fn spawn_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+        self.require(Capability::Blocking);
+        self.core.spawn_blocking(f)
+    }
+}
+
+impl<C: HasRandom> Cx<C> {
+    /// The next number of this task's random sequence. Seeded: the
+    /// runtime's seed ([`Builder::seed`](crate::Builder::seed)) and the
+    /// task's place in the spawn tree decide it, so the same program with
+    /// the same seed draws the same numbers, and tasks do not disturb each
+    /// other's sequences.
+    #[track_caller]
+    pub fn random_u64(&self) -> u64 {
+        self.require(Capability::Random);
+        self.core.random_u64()
+    }
+
+    /// A number in `0..n` (`n > 0`), without modulo bias.
+    #[track_caller]
+    pub fn random_below(&self, n: u64) -> u64 {
+        assert!(n > 0, "random_below(0): the range is empty");
+        let zone = u64::MAX - u64::MAX % n;
+        loop {
+            let v = self.random_u64();
+            if v < zone {
+                return v % n;
+            }
+        }
+    }
+}
+
+impl<C: HasNet> Cx<C> {
+    /// Permission to open network connections, for transports that take it
+    /// (the exporter's `HttpTransport`).
+    #[track_caller]
+    pub fn net(&self) -> NetAccess {
+        self.require(Capability::Net);
+        NetAccess::from_ambient(runtime_cap::ambient_authority())
+    }
+}
+
+impl<C: HasFs> Cx<C> {
+    /// Permission to touch the file system.
+    #[track_caller]
+    pub fn fs(&self) -> FsAccess {
+        self.require(Capability::Fs);
+        FsAccess::from_ambient(runtime_cap::ambient_authority())
+    }
+}
+
+impl<C: HasTelemetry> Cx<C> {
+    /// Permission to export telemetry.
+    #[track_caller]
+    pub fn telemetry(&self) -> TelemetryAccess {
+        self.require(Capability::Telemetry);
+        TelemetryAccess::from_ambient(runtime_cap::ambient_authority())
+    }
+}
