@@ -108,8 +108,12 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
         .ok()
         .filter(|v| !v.trim().is_empty());
-    let mut builder =
-        Pipeline::builder().resource(Resource::from_vars(None, Some("checkout-demo")));
+    // The demo is a `main`: network access comes from ambient authority.
+    let mut builder = Pipeline::builder()
+        .resource(Resource::from_vars(None, Some("checkout-demo")))
+        .network(otlp_exporter::NetAccess::from_ambient(
+            otlp_exporter::ambient_authority(),
+        ));
     let destination = match &collector {
         Some(endpoint) => format!("the collector at {endpoint} (OTLP/HTTP)"),
         None => {

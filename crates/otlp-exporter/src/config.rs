@@ -14,6 +14,14 @@ pub enum ConfigError {
         /// What was expected.
         reason: &'static str,
     },
+    /// A collector is configured (`OTEL_EXPORTER_OTLP_ENDPOINT`) but the
+    /// pipeline was given no network access.
+    #[error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT is set but the pipeline has no network access: \
+         pass one with PipelineBuilder::network (cx.net() inside the runtime, \
+         NetAccess::from_ambient(ambient_authority()) outside it)"
+    )]
+    NoNetworkAccess,
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

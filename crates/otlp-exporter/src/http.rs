@@ -346,7 +346,7 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 ///
 /// ```no_run
 /// use otlp_exporter::{HttpTransport, Pipeline};
-/// let transport = HttpTransport::builder().endpoint("http://127.0.0.1:4318").build()?;
+/// let transport = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(runtime_cap::ambient_authority())).endpoint("http://127.0.0.1:4318").build()?;
 /// let pipeline = Pipeline::builder().transport(transport).build()?;
 /// # Ok::<(), otlp_exporter::ConfigError>(())
 /// ```
@@ -381,8 +381,11 @@ enum Attempt {
 }
 
 impl HttpTransport {
-    /// A builder with nothing set.
-    pub fn builder() -> HttpTransportBuilder {
+    /// A builder with nothing set. Opening connections is an effect, so
+    /// it takes a [`NetAccess`](runtime_cap::NetAccess): from a runtime
+    /// context holding the network capability (`cx.net()`), or, outside
+    /// any runtime, from `NetAccess::from_ambient(ambient_authority())`.
+    pub fn builder(_net: runtime_cap::NetAccess) -> HttpTransportBuilder {
         HttpTransportBuilder::default()
     }
 
@@ -707,55 +710,67 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
-        let err = HttpTransport::builder()
-            .build_with(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")]))
-            .unwrap_err();
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .build_with(env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318")]))
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"localhost:4318\""),
             "{err}"
         );
-        let err = HttpTransport::builder()
-            .build_with(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]))
-            .unwrap_err();
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .build_with(env(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]))
+        .unwrap_err();
         assert!(
             err.to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"),
             "{err}"
         );
-        let err = HttpTransport::builder()
-            .build_with(env(&[(
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "api-key=SECRET123,broken",
-            )]))
-            .unwrap_err();
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .build_with(env(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=SECRET123,broken",
+        )]))
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("OTEL_EXPORTER_OTLP_HEADERS") && !text.contains("SECRET123"),
             "{text}"
         );
-        let err = HttpTransport::builder()
-            .build_with(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
-            .unwrap_err();
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .build_with(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
+        .unwrap_err();
         assert!(err.to_string().contains("grpc"), "{err}");
-        let err = HttpTransport::builder()
-            .endpoint("http://host:99999")
-            .build_with(env(&[]))
-            .unwrap_err();
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .endpoint("http://host:99999")
+        .build_with(env(&[]))
+        .unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
-        let t = HttpTransport::builder()
-            .build_with(env(&[
-                (
-                    "OTEL_EXPORTER_OTLP_ENDPOINT",
-                    "https://collector.example:4318/",
-                ),
-                (
-                    "OTEL_EXPORTER_OTLP_HEADERS",
-                    "api-key=SECRET123,x-team=pay%20ments",
-                ),
-                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-                ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-            ]))
-            .unwrap();
+        let t = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .build_with(env(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example:4318/",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "api-key=SECRET123,x-team=pay%20ments",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ]))
+        .unwrap();
         assert_eq!(t.url(), "https://collector.example:4318/v1/traces");
         assert_eq!(
             t.headers,
@@ -773,10 +788,12 @@ mod tests {
             "Debug hides header values"
         );
         // The builder wins over the environment; the traces endpoint is used as it is.
-        let t = HttpTransport::builder()
-            .traces_endpoint("http://127.0.0.1:1234/custom")
-            .build_with(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url")]))
-            .unwrap();
+        let t = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .traces_endpoint("http://127.0.0.1:1234/custom")
+        .build_with(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url")]))
+        .unwrap();
         assert_eq!(t.url(), "http://127.0.0.1:1234/custom");
     }
 }

@@ -114,6 +114,9 @@ pub use pipeline::{
     DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULED_DELAY, DropReason, Pipeline, PipelineBuilder,
     Recorded, Shedding,
 };
+/// The network capability (from `runtime-cap`): [`HttpTransport::builder`]
+/// and [`PipelineBuilder::network`] take one.
+pub use runtime_cap::{AmbientAuthority, NetAccess, ambient_authority};
 pub use span::{Span, SpanBuilder, Tracer, now_unix_nanos};
 pub use stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
 pub use transport::{

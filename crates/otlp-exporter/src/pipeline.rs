@@ -93,6 +93,7 @@ pub struct PipelineBuilder {
     shedding: Shedding,
     drop_timeout: Duration,
     max_concurrent_exports: usize,
+    net: Option<runtime_cap::NetAccess>,
 }
 
 impl Config {
@@ -120,6 +121,15 @@ impl PipelineBuilder {
     /// set, and otherwise writes [`DEFAULT_FILE`] in the working directory.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self
+    }
+
+    /// Network access, needed when no transport is chosen and a collector
+    /// is configured in the environment (the pipeline then opens an
+    /// [`HttpTransport`](crate::HttpTransport)). Without it such a build
+    /// fails with [`ConfigError::NoNetworkAccess`].
+    pub fn network(mut self, net: runtime_cap::NetAccess) -> Self {
+        self.net = Some(net);
         self
     }
 
@@ -250,9 +260,10 @@ impl PipelineBuilder {
         let transport: Box<dyn Transport> = match (self.transport, self.file) {
             (Some(t), _) => t,
             #[cfg(feature = "http")]
-            (None, None) if collector_configured() => {
-                Box::new(crate::HttpTransport::builder().build()?)
-            }
+            (None, None) if collector_configured() => match self.net {
+                Some(net) => Box::new(crate::HttpTransport::builder(net).build()?),
+                None => return Err(ConfigError::NoNetworkAccess),
+            },
             (None, file) => {
                 let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
                 Box::new(
@@ -513,6 +524,7 @@ impl Pipeline {
             shedding: Shedding::default(),
             drop_timeout: DEFAULT_DROP_TIMEOUT,
             max_concurrent_exports: 1,
+            net: None,
         }
     }
 

@@ -111,9 +111,19 @@ fn environment_and_builder() {
     }
 
     // A collector named in the environment makes OTLP/HTTP the default
-    // transport; a malformed one is an error naming the variable.
+    // transport, if the pipeline was given network access; a malformed one
+    // is an error naming the variable.
+    let net = || otlp_exporter::NetAccess::from_ambient(otlp_exporter::ambient_authority());
+    set("OTEL_EXPORTER_OTLP_ENDPOINT", Some("http://127.0.0.1:9"));
+    assert!(
+        matches!(
+            Pipeline::builder().build(),
+            Err(ConfigError::NoNetworkAccess)
+        ),
+        "no network access, no connection"
+    );
     set("OTEL_EXPORTER_OTLP_ENDPOINT", Some("localhost:4318"));
-    match Pipeline::builder().build() {
+    match Pipeline::builder().network(net()).build() {
         Err(ConfigError::InvalidEnv { var, value, .. }) => {
             assert_eq!(
                 (var, value.as_str()),
@@ -125,8 +135,8 @@ fn environment_and_builder() {
     }
     set("OTEL_EXPORTER_OTLP_ENDPOINT", Some("http://127.0.0.1:9"));
     assert!(
-        Pipeline::builder().build().is_ok(),
-        "an endpoint is enough to build"
+        Pipeline::builder().network(net()).build().is_ok(),
+        "an endpoint and network access are enough to build"
     );
     set("OTEL_EXPORTER_OTLP_ENDPOINT", None);
 

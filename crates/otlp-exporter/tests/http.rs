@@ -197,14 +197,16 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
 }
 
 fn transport(server: &Server) -> otlp_exporter::HttpTransportBuilder {
-    HttpTransport::builder()
-        .endpoint(server.endpoint())
-        .timeout(Duration::from_secs(2))
-        .retry(RetryPolicy {
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(200),
-            ..RetryPolicy::default()
-        })
+    HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint(server.endpoint())
+    .timeout(Duration::from_secs(2))
+    .retry(RetryPolicy {
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..RetryPolicy::default()
+    })
 }
 
 /// Records `n` spans named `{prefix}{i}` through a pipeline, shuts it down,
@@ -410,17 +412,19 @@ fn a_collector_that_comes_back_gets_the_queued_spans() {
         .local_addr()
         .unwrap()
         .port();
-    let t = HttpTransport::builder()
-        .endpoint(format!("http://127.0.0.1:{port}"))
-        .timeout(Duration::from_millis(500))
-        .retry(RetryPolicy {
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(200),
-            max_attempts: 100,
-            ..RetryPolicy::default()
-        })
-        .build()
-        .unwrap();
+    let t = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint(format!("http://127.0.0.1:{port}"))
+    .timeout(Duration::from_millis(500))
+    .retry(RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        max_attempts: 100,
+        ..RetryPolicy::default()
+    })
+    .build()
+    .unwrap();
     let p = Pipeline::builder()
         .transport(t)
         .max_export_batch_size(10)

@@ -116,12 +116,14 @@ fn a_real_collector_receives_exactly_the_spans_sent() {
         (Encoding::Protobuf, Compression::None),
         (Encoding::Json, Compression::Gzip),
     ] {
-        let transport = HttpTransport::builder()
-            .endpoint(format!("http://127.0.0.1:{}", rotel.http))
-            .encoding(encoding)
-            .compression(compression)
-            .build()
-            .unwrap();
+        let transport = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+            otlp_exporter::ambient_authority(),
+        ))
+        .endpoint(format!("http://127.0.0.1:{}", rotel.http))
+        .encoding(encoding)
+        .compression(compression)
+        .build()
+        .unwrap();
         let pipeline = Pipeline::builder()
             .transport(transport)
             .resource(Resource::new("rotel-e2e"))

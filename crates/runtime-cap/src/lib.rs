@@ -72,10 +72,13 @@ impl FlagLe<No> for No {}
 impl FlagLe<Yes> for No {}
 impl FlagLe<Yes> for Yes {}
 
+/// The seven flags of a [`Caps`], as one marker type.
+type Flags<S, T, B, R, N, F, X> = fn() -> (S, T, B, R, N, F, X);
+
 /// A capability set: one flag per capability, in this order: spawn, time,
 /// blocking, random, net, fs, telemetry. Zero-sized; never constructed.
 pub struct Caps<Spawn, Time, Blocking, Random, Net, Fs, Telemetry>(
-    PhantomData<fn() -> (Spawn, Time, Blocking, Random, Net, Fs, Telemetry)>,
+    PhantomData<Flags<Spawn, Time, Blocking, Random, Net, Fs, Telemetry>>,
 );
 
 /// Every capability: what a runtime's root task receives.
@@ -95,9 +98,14 @@ pub trait CapSet: sealed::Sealed + Send + Sync + 'static {
     const MASK: CapMask;
 }
 
-impl<S: Flag, T: Flag, B: Flag, R: Flag, N: Flag, F: Flag, X: Flag> sealed::Sealed for Caps<S, T, B, R, N, F, X> {}
+impl<S: Flag, T: Flag, B: Flag, R: Flag, N: Flag, F: Flag, X: Flag> sealed::Sealed
+    for Caps<S, T, B, R, N, F, X>
+{
+}
 
-impl<S: Flag, T: Flag, B: Flag, R: Flag, N: Flag, F: Flag, X: Flag> CapSet for Caps<S, T, B, R, N, F, X> {
+impl<S: Flag, T: Flag, B: Flag, R: Flag, N: Flag, F: Flag, X: Flag> CapSet
+    for Caps<S, T, B, R, N, F, X>
+{
     const MASK: CapMask = CapMask(
         (S::ON as u8)
             | (T::ON as u8) << 1
@@ -112,8 +120,8 @@ impl<S: Flag, T: Flag, B: Flag, R: Flag, N: Flag, F: Flag, X: Flag> CapSet for C
 /// `Self` has no capability that `Super` lacks.
 pub trait SubsetOf<Super: CapSet>: CapSet {}
 
-impl<S1, T1, B1, R1, N1, F1, X1, S2, T2, B2, R2, N2, F2, X2> SubsetOf<Caps<S2, T2, B2, R2, N2, F2, X2>>
-    for Caps<S1, T1, B1, R1, N1, F1, X1>
+impl<S1, T1, B1, R1, N1, F1, X1, S2, T2, B2, R2, N2, F2, X2>
+    SubsetOf<Caps<S2, T2, B2, R2, N2, F2, X2>> for Caps<S1, T1, B1, R1, N1, F1, X1>
 where
     S1: FlagLe<S2>,
     T1: FlagLe<T2>,
@@ -372,7 +380,9 @@ mod tests {
 
     #[test]
     fn masks_only_lose_bits() {
-        let m = All::MASK.without(Capability::Spawn).without(Capability::Net);
+        let m = All::MASK
+            .without(Capability::Spawn)
+            .without(Capability::Net);
         assert!(!m.contains(Capability::Spawn));
         assert!(m.contains(Capability::Blocking));
         assert!(m.is_subset_of(All::MASK));

@@ -5,8 +5,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use runtime_cap::{
-    All, CapMask, CapSet, Capability, FsAccess, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn, HasTelemetry,
-    HasTime, MissingCapability, NetAccess, SubsetOf, TelemetryAccess,
+    All, CapMask, CapSet, Capability, FsAccess, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn,
+    HasTelemetry, HasTime, MissingCapability, NetAccess, SubsetOf, TelemetryAccess,
 };
 
 use crate::blocking::Blocking;
@@ -255,7 +255,10 @@ impl<C: CapSet> Cx<C> {
     /// Opens a fail-fast child region and runs `body` in it (with this
     /// context's capabilities); resolves when the body and every task in
     /// the region have finished and its finalizers have run.
-    pub fn region<G, F, T, E>(&self, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    pub fn region<G, F, T, E>(
+        &self,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
         G: FnOnce(Cx<C>) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -278,7 +281,8 @@ impl<C: CapSet> Cx<C> {
         E: Send + 'static,
     {
         let mask = self.mask;
-        self.core.region_with(spec, move |core| body(Cx::from_core(core, mask)))
+        self.core
+            .region_with(spec, move |core| body(Cx::from_core(core, mask)))
     }
 
     /// Registers `f` to run when this context's region closes, in reverse
@@ -321,14 +325,18 @@ impl<C: HasSpawn> Cx<C> {
     {
         self.require(Capability::Spawn);
         let mask = self.mask;
-        self.core.spawn_with(budget, move |core| body(Cx::from_core(core, mask)))
+        self.core
+            .spawn_with(budget, move |core| body(Cx::from_core(core, mask)))
     }
 
     /// Runs every racer as a task in a child region; the first to finish
     /// wins, the others are cancelled (`LostRace`) and drained before this
     /// resolves to the winner's outcome.
     #[track_caller]
-    pub fn race<G, F, T, E>(&self, racers: Vec<G>) -> impl Future<Output = Outcome<T, E>> + Send + 'static
+    pub fn race<G, F, T, E>(
+        &self,
+        racers: Vec<G>,
+    ) -> impl Future<Output = Outcome<T, E>> + Send + 'static
     where
         G: FnOnce(Cx<C>) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -337,14 +345,21 @@ impl<C: HasSpawn> Cx<C> {
     {
         self.require(Capability::Spawn);
         let mask = self.mask;
-        self.core
-            .race(racers.into_iter().map(|g| move |core| g(Cx::from_core(core, mask))).collect())
+        self.core.race(
+            racers
+                .into_iter()
+                .map(|g| move |core| g(Cx::from_core(core, mask)))
+                .collect(),
+        )
     }
 
     /// Runs every body as a task in a child collect-all region and resolves
     /// to all their outcomes, in order.
     #[track_caller]
-    pub fn join_all<G, F, T, E>(&self, bodies: Vec<G>) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
+    pub fn join_all<G, F, T, E>(
+        &self,
+        bodies: Vec<G>,
+    ) -> impl Future<Output = Vec<Outcome<T, E>>> + Send + 'static
     where
         G: FnOnce(Cx<C>) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -353,8 +368,12 @@ impl<C: HasSpawn> Cx<C> {
     {
         self.require(Capability::Spawn);
         let mask = self.mask;
-        self.core
-            .join_all(bodies.into_iter().map(|g| move |core| g(Cx::from_core(core, mask))).collect())
+        self.core.join_all(
+            bodies
+                .into_iter()
+                .map(|g| move |core| g(Cx::from_core(core, mask)))
+                .collect(),
+        )
     }
 }
 
@@ -390,7 +409,11 @@ impl<C: HasTime> Cx<C> {
     /// Runs `body` in a child region cancelled with reason `Timeout` if it
     /// has not closed after `d`; returns once it has drained.
     #[track_caller]
-    pub fn timeout<G, F, T, E>(&self, d: Duration, body: G) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
+    pub fn timeout<G, F, T, E>(
+        &self,
+        d: Duration,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
         G: FnOnce(Cx<C>) -> F,
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -399,14 +422,18 @@ impl<C: HasTime> Cx<C> {
     {
         self.require(Capability::Time);
         let mask = self.mask;
-        self.core.timeout(d, move |core| body(Cx::from_core(core, mask)))
+        self.core
+            .timeout(d, move |core| body(Cx::from_core(core, mask)))
     }
 }
 
 impl<C: HasBlocking> Cx<C> {
     /// Runs `f` on the blocking pool and resolves with its value.
     #[track_caller]
-    pub fn spawn_blocking<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Blocking<R> {
+    pub fn spawn_blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Blocking<R> {
         self.require(Capability::Blocking);
         self.core.spawn_blocking(f)
     }

@@ -303,19 +303,6 @@ impl CxCore {
 
     // ---- tasks and regions ------------------------------------------------------
 
-    /// Spawns a task into this context's region. The closure receives the
-    /// task's own `Cx`. The region will not close before the task ends;
-    /// dropping the handle does not detach it.
-    pub(crate) fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
-    where
-        G: FnOnce(CxCore) -> F + Send + 'static,
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: fmt::Debug + Send + 'static,
-    {
-        spawn_in(self.region_node(), Budget::UNLIMITED, self.header().child_seed(), body)
-    }
-
     /// [`spawn`](Self::spawn) with a budget of its own (met with the
     /// region's).
     pub(crate) fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
@@ -326,22 +313,6 @@ impl CxCore {
         E: fmt::Debug + Send + 'static,
     {
         spawn_in(self.region_node(), budget, self.header().child_seed(), body)
-    }
-
-    /// Opens a fail-fast child region, runs `body` in it, and resolves when
-    /// the body and every task spawned into the region have finished and
-    /// its finalizers have run.
-    pub(crate) fn region<G, F, T, E>(
-        &self,
-        body: G,
-    ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
-    where
-        G: FnOnce(CxCore) -> F,
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: Send + 'static,
-    {
-        self.region_with(Region::fail_fast(), body)
     }
 
     /// [`region`](Self::region) with a policy, budget and cleanup budget.

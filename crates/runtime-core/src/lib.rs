@@ -52,8 +52,8 @@ mod blocking;
 mod budget;
 mod cancel;
 pub mod channel;
-mod coop;
 mod context;
+mod coop;
 mod cx;
 mod loom;
 #[cfg(all(test, loom))]

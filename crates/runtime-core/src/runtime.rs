@@ -12,13 +12,13 @@ use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::context::Cx;
 use crate::cx::{CxCore, spawn_in};
-use runtime_cap::{All, AmbientAuthority};
 use crate::loom::Ordering;
 use crate::outcome::Outcome;
 use crate::region::{CleanupBudget, RegionError, RegionNode};
 use crate::sched::pool::Shared;
 use crate::sched::{RuntimeStats, Scheduler};
 use crate::time::{Clock, Duration, SystemClock};
+use runtime_cap::{All, AmbientAuthority};
 
 /// Configures and builds a [`Runtime`].
 ///
@@ -81,7 +81,7 @@ impl Builder {
             shutdown_timeout: Duration::from_secs(10),
             cleanup: CleanupBudget::DEFAULT,
             clock: None,
-            seed: 0x5EED_0F_C0DE,
+            seed: 0x5EED_0FC0_DE00_0001,
         }
     }
 
@@ -277,11 +277,18 @@ impl Runtime {
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        let n = self.block_ons.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .block_ons
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let seed = crate::task::mix64(self.builder.seed ^ crate::task::mix64(n));
-        let mut handle = spawn_in(&self.root, Budget::UNLIMITED, seed, move |core: CxCore| async move {
-            Ok::<_, std::convert::Infallible>(Cx::root(core).region(body).await)
-        });
+        let mut handle = spawn_in(
+            &self.root,
+            Budget::UNLIMITED,
+            seed,
+            move |core: CxCore| async move {
+                Ok::<_, std::convert::Infallible>(Cx::root(core).region(body).await)
+            },
+        );
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
         let mut task_cx = Context::from_waker(&waker);
         let out = loop {

@@ -114,7 +114,10 @@ impl Header {
 
     /// The next number of this task's random sequence (SplitMix64).
     pub(crate) fn next_random(&self) -> u64 {
-        let state = self.rng.load(Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let state = self
+            .rng
+            .load(Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
         self.rng.store(state, Ordering::Relaxed);
         mix64(state)
     }

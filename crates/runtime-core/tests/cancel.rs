@@ -14,7 +14,10 @@ use runtime_core::{
 };
 
 fn rt() -> Runtime {
-    Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap()
+    Runtime::builder()
+        .worker_threads(2)
+        .build(ambient_authority())
+        .unwrap()
 }
 
 type Body = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;

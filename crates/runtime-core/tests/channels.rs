@@ -10,7 +10,10 @@ use runtime_core::time::Duration;
 use runtime_core::{CancelKind, CancelReason, Outcome, Region, Runtime};
 
 fn rt() -> Runtime {
-    Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap()
+    Runtime::builder()
+        .worker_threads(2)
+        .build(ambient_authority())
+        .unwrap()
 }
 
 struct Rng(u64);
@@ -152,7 +155,13 @@ fn a_cancelled_receive_leaves_the_value_queued() {
 
 #[test]
 fn ping_pong_between_tasks() {
-    for rt in [rt(), Runtime::builder().current_thread().build(ambient_authority()).unwrap()] {
+    for rt in [
+        rt(),
+        Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap(),
+    ] {
         let out = rt.block_on(|cx| async move {
             let (tx1, mut rx1) = mpsc::channel::<u64>(1).unwrap();
             let (tx2, mut rx2) = mpsc::channel::<u64>(1).unwrap();

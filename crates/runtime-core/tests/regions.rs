@@ -20,8 +20,14 @@ type Racer = Box<
 
 fn runtimes() -> Vec<Runtime> {
     vec![
-        Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap(),
-        Runtime::builder().current_thread().build(ambient_authority()).unwrap(),
+        Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap(),
+        Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap(),
     ]
 }
 
@@ -284,7 +290,10 @@ fn join_all_gathers_outcomes_in_order() {
 fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+        let rt = Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap();
         for n in 250..=260u64 {
             let out = rt.block_on(move |cx| async move {
                 let hs: Vec<_> = (0..n)

@@ -93,7 +93,10 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
 
 #[test]
 fn a_poll_that_never_returns_is_reported_not_waited_for() {
-    let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+    let rt = Runtime::builder()
+        .worker_threads(2)
+        .build(ambient_authority())
+        .unwrap();
     let handle = rt.shutdown_handle();
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
@@ -127,13 +130,19 @@ fn a_poll_that_never_returns_is_reported_not_waited_for() {
 #[test]
 fn dropping_an_idle_runtime_is_prompt_and_clean() {
     for _ in 0..20 {
-        let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+        let rt = Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap();
         assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
         let t0 = StdInstant::now();
         drop(rt);
         assert!(t0.elapsed() < HANG);
     }
-    let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    let rt = Runtime::builder()
+        .current_thread()
+        .build(ambient_authority())
+        .unwrap();
     let report = rt.shutdown(Duration::from_millis(50));
     assert!(report.completed);
     assert_eq!(report.tasks_unfinished, 0);

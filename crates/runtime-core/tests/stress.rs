@@ -105,8 +105,14 @@ fn check(rt: &Runtime, c: &Counters) {
 #[test]
 fn hundred_thousand_tasks_close_to_nothing() {
     for rt in [
-        Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap(),
-        Runtime::builder().current_thread().build(ambient_authority()).unwrap(),
+        Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap(),
+        Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap(),
     ] {
         let c = Arc::new(Counters::default());
         let c2 = c.clone();
@@ -119,7 +125,10 @@ fn hundred_thousand_tasks_close_to_nothing() {
 
 #[test]
 fn hundred_thousand_tasks_cancelled_mid_way_drain_completely() {
-    let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+    let rt = Runtime::builder()
+        .worker_threads(2)
+        .build(ambient_authority())
+        .unwrap();
     let c = Arc::new(Counters::default());
     let c2 = c.clone();
     let out = rt.block_on(move |cx| async move {

@@ -6,7 +6,12 @@
 //! |---|---|---|
 //! | [`queue`] | `otlp-queue` | lock-free bounded MPSC queue with per-producer lanes |
 //! | [`exporter`] | `otlp-exporter` | batching, load-shedding OTLP span pipeline with exact accounting |
-//! | [`runtime`] | `runtime-core` | structured-concurrency executor: regions, cancellation, budgets, timers, channels |
+//! | [`runtime`] | `runtime-core` | structured-concurrency executor: regions, cancellation, budgets, timers, channels, `Cx<Caps>` |
+//! | [`caps`] | `runtime-cap` | capability sets, access tokens, `ambient_authority` |
+//! | [`prelude`] | | what an application imports: `use runtime_facade::prelude::*;` |
+//!
+//! A whole application: `examples/app.rs` (`cargo run -p runtime-facade
+//! --example app`).
 //!
 //! ```
 //! use runtime_facade::queue;
@@ -43,3 +48,42 @@ pub use otlp_exporter as exporter;
 /// assert_eq!(out.ok(), Some(42));
 /// ```
 pub use runtime_core as runtime;
+
+/// The capability vocabulary (the `runtime-cap` crate).
+pub use runtime_cap as caps;
+
+/// What an application imports to write against the runtime in a few lines.
+///
+/// ```
+/// use runtime_facade::prelude::*;
+///
+/// // A library function that may only use time, as its signature says.
+/// async fn settle(cx: &Cx<TimeOnly>) -> Result<(), Cancelled> {
+///     cx.sleep(Duration::from_millis(1)).await
+/// }
+///
+/// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<u32>(4).unwrap();
+///     cx.spawn(move |cx| async move {
+///         let permit = tx.reserve(&cx).await.map_err(|_| ())?; // phase one
+///         permit.send(7).map_err(|_| ())                        // phase two
+///     });
+///     settle(&cx.narrow::<TimeOnly>()).await.map_err(|_| ())?;
+///     rx.recv(&cx).await.map_err(|_| ())
+/// });
+/// assert_eq!(out.ok(), Some(7));
+/// ```
+pub mod prelude {
+    pub use runtime_core::caps::{
+        All, CapSet, Capability, Caps, Compute, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn,
+        HasTelemetry, HasTime, NetAccess, NetClient, No, Nothing, SubsetOf, TimeOnly, Yes,
+        ambient_authority,
+    };
+    pub use runtime_core::channel::{mpsc, oneshot};
+    pub use runtime_core::time::{Duration, Instant};
+    pub use runtime_core::{
+        Budget, CancelKind, CancelReason, Cancelled, CleanupBudget, Cx, JoinHandle, Outcome,
+        Policy, Region, RegionError, Runtime,
+    };
+}

@@ -52,8 +52,8 @@ use super::AtomicWaker;
 use crate::cancel::CancelReason;
 use crate::context::Cx;
 use crate::cx::CxCore;
-use runtime_cap::CapSet;
 use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use runtime_cap::CapSet;
 
 /// `sem` flag: the receiver closed the channel (or was dropped).
 const CLOSED: usize = 0b01;

@@ -31,8 +31,8 @@ use super::AtomicWaker;
 use crate::cancel::CancelReason;
 use crate::context::Cx;
 use crate::cx::CxCore;
-use runtime_cap::CapSet;
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
+use runtime_cap::CapSet;
 
 /// The value is in the cell (set once, by `Sender::send`).
 const SENT: usize = 0b001;
