@@ -385,6 +385,21 @@ impl HttpTransport {
     /// it takes a [`NetAccess`](runtime_cap::NetAccess): from a runtime
     /// context holding the network capability (`cx.net()`), or, outside
     /// any runtime, from `NetAccess::from_ambient(ambient_authority())`.
+    ///
+    /// ```
+    /// use otlp_exporter::{HttpTransport, NetAccess, ambient_authority};
+    /// let t = HttpTransport::builder(NetAccess::from_ambient(ambient_authority()))
+    ///     .endpoint("http://127.0.0.1:4318")
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(t.url(), "http://127.0.0.1:4318/v1/traces");
+    /// ```
+    ///
+    /// Without network access there is no transport:
+    ///
+    /// ```compile_fail
+    /// let t = otlp_exporter::HttpTransport::builder().build();
+    /// ```
     pub fn builder(_net: runtime_cap::NetAccess) -> HttpTransportBuilder {
         HttpTransportBuilder::default()
     }

@@ -489,7 +489,7 @@ impl CxCore {
     }
 }
 
-/// The future of [`Cx::yield_now`].
+/// The future of [`Cx::yield_now`](crate::Cx::yield_now).
 pub struct YieldNow<'a> {
     cx: &'a CxCore,
     yielded: bool,
@@ -529,7 +529,7 @@ impl Future for YieldNow<'_> {
 #[error("masked sections nested deeper than {MAX_MASK_DEPTH}")]
 pub struct MaskDepthExceeded;
 
-/// The future of [`Cx::masked`].
+/// The future of [`Cx::masked`](crate::Cx::masked).
 pub struct Masked<'a, F> {
     cx: &'a CxCore,
     fut: F,

@@ -7,7 +7,9 @@
 //! `Cancelled(reason)` or `Panicked`, budgets bound work, timers run on a
 //! hierarchical wheel behind a clock seam, and channels send in two phases
 //! so that nothing is lost when a wait is cancelled. Every effect is a
-//! method on the task's [`Cx`].
+//! method on the task's [`Cx<Caps>`](Cx), bounded by the capability it
+//! needs ([`caps`]); authority enters a program only through
+//! [`caps::ambient_authority`].
 //!
 //! ```
 //! use runtime_core::{CancelKind, Outcome, Runtime, caps::ambient_authority, time::Duration};
@@ -43,7 +45,10 @@
 //! | budgets meet; exhaustion cancels with the matching reason | `tests/laws.rs`, `tests/cancel.rs` |
 //! | two-phase channels lose nothing on cancellation | `tests/channels.rs`, `tests/loom_channel.rs` |
 //! | shutdown drains, cuts off at its deadline, reports, never hangs | `tests/shutdown.rs` |
-//! | the task state machine and worker parking lose no wake-up | `loom_tests` in `task.rs` and `sched/idle.rs` |
+//! | the task state machine and worker parking lose no wake-up | `src/loom_tests.rs` (`cargo xtask loom`) |
+//! | effects only through a capability: widening, spawning without spawn, sleeping without time, network without net do not compile | compile-fail doctests on [`Cx`] |
+//! | no public function reaches an effect without a capability or the ambient token | `tests/api_surface.rs` |
+//! | narrowed contexts reach children no broader; the run-time mask backs the type; seeded per-task randomness | `tests/caps.rs` |
 //!
 //! Measured against tokio in `benches/benches/runtime.rs`; see
 //! `docs/runtime-performance.md`.
