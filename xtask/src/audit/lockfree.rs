@@ -19,12 +19,12 @@ use super::{Audit, Options};
 /// per 20 000 calls. Slack for the OS (the allocator giving memory back
 /// can wait on the address-space lock), not for our code: a lock on the hot
 /// path sleeps thousands of times in a run like this.
-fn switch_slack(n: usize) -> u64 {
+pub(crate) fn switch_slack(n: usize) -> u64 {
     2 + n as u64 / 20_000
 }
 
 /// This thread's voluntary context switches, where the OS tells (Linux).
-fn voluntary_switches() -> Option<u64> {
+pub(crate) fn voluntary_switches() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
     status
         .lines()

@@ -12,6 +12,7 @@ mod exporter;
 mod latency;
 mod lockfree;
 mod queue;
+mod wake;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -79,12 +80,13 @@ pub(crate) fn cores() -> usize {
 }
 
 /// The audits, in the order they run.
-pub(crate) const AUDITS: [&str; 5] = [
+pub(crate) const AUDITS: [&str; 6] = [
     "queue-scaling",
     "exporter-throughput",
     "record-latency",
     "lock-free",
     "accounting",
+    "task-wake",
 ];
 
 /// What one audit found.
@@ -125,6 +127,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     }
     if run("accounting") {
         audits.push(accounting::audit(o));
+    }
+    if run("task-wake") {
+        audits.push(wake::audit(o));
     }
 
     let mut md = String::new();
