@@ -1,8 +1,9 @@
 //! Regions: scopes that own tasks and close only when every task and child
 //! region in them has finished.
 //!
-//! A region node keeps a lock-free registry of its children (a queue of
-//! weak references, compacted as children finish) so that a cancellation
+//! A region node keeps a registry of its children (a lock-free queue that
+//! spawns push to, and a vector that sweeps move them into, compacted as
+//! children finish) so that a cancellation
 //! request reaches every one of them, a live count that the closing region
 //! waits on, the join of its children's outcomes, and its finalizers.
 
@@ -236,6 +237,10 @@ pub(crate) struct RegionNode {
     live: AtomicUsize,
     closer: WakerSlot,
     children: SegQueue<Child>,
+    /// Children a sweep has already seen: moved out of the queue (which
+    /// stays short, for spawns) into this vector, which only sweeps (one at
+    /// a time), cut-offs and the close touch, so its lock is uncontended.
+    swept: Mutex<Vec<Child>>,
     sweeps: AtomicUsize,
     worst: Mutex<Option<Worst>>,
     finalizers: Mutex<Vec<Finalizer>>,
@@ -300,6 +305,7 @@ impl RegionNode {
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
             children: SegQueue::new(),
+            swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
             worst: Mutex::new(None),
             finalizers: Mutex::new(Vec::new()),
@@ -373,7 +379,7 @@ impl RegionNode {
         // Amortised compaction: finished children are dropped from the
         // registry once they outnumber the live ones.
         let len = self.children.len();
-        if len > 64 && len > 2 * self.live() {
+        if len > 64 && len > self.live() {
             self.sweep();
         }
         true
@@ -422,25 +428,35 @@ impl RegionNode {
             let seen = self.sweeps.load(Ordering::Acquire);
             let reason = self.cancel.get_arc();
             let child_reason = reason.as_ref().map(|r| r.for_child());
-            for _ in 0..self.children.len() {
-                let Some(c) = self.children.pop() else { break };
-                if !c.is_alive() {
-                    continue;
-                }
-                if let Some(reason) = &reason {
-                    match &c {
-                        Child::Task(t) => cancel_task_with(t, reason, false),
-                        Child::Region(r) => {
-                            if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
-                                r.cancel(cr);
-                            }
+            let apply = |c: &Child| {
+                let Some(reason) = &reason else { return };
+                match c {
+                    Child::Task(t) => cancel_task_with(t, reason, false),
+                    Child::Region(r) => {
+                        if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
+                            r.cancel(cr);
                         }
                     }
                 }
-                // Back in at the tail: this pass pops only the entries
-                // that were there when it began.
-                self.children.push(c);
+            };
+            let mut swept = lock(&self.swept);
+            // Those seen before: drop the finished, pass the reason on.
+            swept.retain(|c| {
+                let alive = c.is_alive();
+                if alive {
+                    apply(c);
+                }
+                alive
+            });
+            // Those registered since: the same, then keep them here.
+            for _ in 0..self.children.len() {
+                let Some(c) = self.children.pop() else { break };
+                if c.is_alive() {
+                    apply(&c);
+                    swept.push(c);
+                }
             }
+            drop(swept);
             if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {
                 break;
             }
@@ -452,22 +468,36 @@ impl RegionNode {
     /// of its own to drain is spared: cutting off below it lets it finish
     /// normally.
     pub(crate) fn cut_off_all(&self, force: bool) {
+        let seen: Vec<Child> = lock(&self.swept)
+            .iter()
+            .map(|c| match c {
+                Child::Task(t) => Child::Task(t.clone()),
+                Child::Region(r) => Child::Region(r.clone()),
+            })
+            .collect();
+        for c in &seen {
+            self.cut_off_child(c, force);
+        }
         for _ in 0..self.children.len() {
             let Some(c) = self.children.pop() else { break };
-            match &c {
-                Child::Task(t) => {
-                    if force || !t.header().has_live_regions() {
-                        cut_off_task(t.clone());
-                    }
-                }
-                Child::Region(r) => {
-                    if let Some(r) = r.upgrade() {
-                        r.cut_off_all(force);
-                    }
-                }
-            }
+            self.cut_off_child(&c, force);
             if c.is_alive() {
                 self.children.push(c);
+            }
+        }
+    }
+
+    fn cut_off_child(&self, c: &Child, force: bool) {
+        match c {
+            Child::Task(t) => {
+                if force || !t.header().has_live_regions() {
+                    cut_off_task(t.clone());
+                }
+            }
+            Child::Region(r) => {
+                if let Some(r) = r.upgrade() {
+                    r.cut_off_all(force);
+                }
             }
         }
     }
@@ -596,6 +626,8 @@ impl RegionNode {
             return;
         }
         while self.children.pop().is_some() {}
+        let swept = std::mem::take(&mut *lock(&self.swept));
+        drop(swept);
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
             owner.header().remove_open_region(self);
         }
