@@ -558,8 +558,3 @@ impl<F: Future> Future for Masked<'_, F> {
             .map(Ok)
     }
 }
-
-/// Marks a future as a runtime await point for the cooperative budget.
-pub(crate) fn coop_proceed(cx: &mut Context<'_>) -> Poll<()> {
-    coop::poll_proceed(cx)
-}

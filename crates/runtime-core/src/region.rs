@@ -150,7 +150,7 @@ pub(crate) struct ChildReport {
 }
 
 impl ChildReport {
-    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>, _cut_off: bool) -> Self {
+    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>) -> Self {
         let mut r = ChildReport {
             task: None,
             severity: o.severity(),

@@ -356,7 +356,7 @@ where
     /// Drops the future (catching a panicking Drop) and stores the outcome.
     fn finish(self: &Arc<Self>, outcome: Outcome<T, E>, cut_off: bool) {
         let h = &self.header;
-        let report = ChildReport::of(&outcome, cut_off).with_task(h.id);
+        let report = ChildReport::of(&outcome).with_task(h.id);
         let old = self.stage.with_mut(|stage| {
             // SAFETY: we hold RUNNING.
             unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(outcome))) }

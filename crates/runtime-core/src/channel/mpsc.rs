@@ -14,7 +14,7 @@
 //! * Committed values go into a lock-free bounded queue as big as the
 //!   capacity; it can never overflow, since every value in it holds a slot
 //!   until the receiver has popped it.
-//! * The receiver's waker sits in a lock-free `AtomicWaker`.
+//! * The receiver's waker sits in a lock-free `WakerSlot`.
 //! * Senders waiting for a slot queue up, in order, in a mutex-protected
 //!   list. A released slot that finds `WAITERS` set is handed straight to
 //!   the first of them under that lock, and new reservations do not jump
@@ -48,11 +48,11 @@ use std::task::{Context, Poll, Waker, ready};
 
 use crossbeam_utils::CachePadded;
 
-use super::AtomicWaker;
 use crate::cancel::CancelReason;
 use crate::context::Cx;
 use crate::cx::CxCore;
 use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::WakerSlot;
 use runtime_cap::CapSet;
 
 /// `sem` flag: the receiver closed the channel (or was dropped).
@@ -101,7 +101,7 @@ pub fn channel<T>(capacity: usize) -> Result<(Sender<T>, Receiver<T>), CapacityE
     }
     let chan = Arc::new(Chan {
         sem: CachePadded::new(AtomicUsize::new(capacity << SLOT_SHIFT)),
-        rx_waker: CachePadded::new(AtomicWaker::new()),
+        rx_waker: CachePadded::new(WakerSlot::new()),
         rx_state: AtomicUsize::new(0),
         queue: Queue::new(capacity),
         senders: AtomicUsize::new(1),
@@ -333,7 +333,7 @@ struct Chan<T> {
     /// thread that released one saw `WAITERS` and is about to hand it over.
     sem: CachePadded<AtomicUsize>,
     /// The receiver's waker.
-    rx_waker: CachePadded<AtomicWaker>,
+    rx_waker: CachePadded<WakerSlot>,
     /// `RX_GONE`, plus a count of commits that only exists so that every
     /// commit does a read-modify-write here (see [`Permit::send`]).
     rx_state: AtomicUsize,
@@ -938,7 +938,7 @@ impl<T> Future for Recv<'_, T> {
         }
         // Register, then look again: a commit, the last sender's drop, or
         // a slot freed after close that came after our first look either
-        // is seen by the second one or finds our waker (see AtomicWaker).
+        // is seen by the second one or finds our waker (see WakerSlot).
         chan.rx_waker.register(task.waker());
         match chan.try_recv() {
             Ok(value) => Poll::Ready(Ok(value)),
@@ -957,29 +957,10 @@ impl<T> fmt::Debug for Recv<'_, T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::pin::pin;
     use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-    use std::task::Wake;
     use std::thread;
 
-    /// Runs a future to completion on this thread, parking while pending.
-    fn block_on<F: Future>(fut: F) -> F::Output {
-        struct Unpark(thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
-        let mut task = Context::from_waker(&waker);
-        let mut fut = pin!(fut);
-        loop {
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut task) {
-                return out;
-            }
-            thread::park();
-        }
-    }
+    use crate::channel::block_on;
 
     /// Polls once with a waker that does nothing.
     fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {

@@ -27,11 +27,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use super::AtomicWaker;
 use crate::cancel::CancelReason;
 use crate::context::Cx;
 use crate::cx::CxCore;
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
+use crate::sync::WakerSlot;
 use runtime_cap::CapSet;
 
 /// The value is in the cell (set once, by `Sender::send`).
@@ -46,7 +46,7 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let inner = Arc::new(Inner {
         state: AtomicUsize::new(0),
         value: UnsafeCell::new(None),
-        rx_waker: AtomicWaker::new(),
+        rx_waker: WakerSlot::new(),
     });
     let tx = Sender {
         inner: Some(Arc::clone(&inner)),
@@ -90,7 +90,7 @@ pub enum TryRecvError {
 struct Inner<T> {
     state: AtomicUsize,
     value: UnsafeCell<Option<T>>,
-    rx_waker: AtomicWaker,
+    rx_waker: WakerSlot,
 }
 
 // SAFETY: the value is moved from the sending thread to the receiving one
@@ -256,7 +256,7 @@ impl<T> Future for Recv<'_, T> {
             Err(TryRecvError::Closed) => return Poll::Ready(Err(RecvError::Closed)),
             Err(TryRecvError::Empty) => {}
         }
-        // Register, then look again (see `AtomicWaker`): a send or a drop
+        // Register, then look again (see `WakerSlot`): a send or a drop
         // after our first look is seen now or wakes us.
         this.receiver.inner.rx_waker.register(task.waker());
         match this.receiver.try_recv() {
@@ -277,26 +277,9 @@ impl<T> fmt::Debug for Recv<'_, T> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-    use std::task::{Wake, Waker};
     use std::thread;
 
-    fn block_on<F: Future>(fut: F) -> F::Output {
-        struct Unpark(thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
-        let mut task = Context::from_waker(&waker);
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            if let Poll::Ready(out) = fut.as_mut().poll(&mut task) {
-                return out;
-            }
-            thread::park();
-        }
-    }
+    use crate::channel::block_on;
 
     #[test]
     fn handles_are_send_and_sync() {

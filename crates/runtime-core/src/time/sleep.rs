@@ -7,7 +7,8 @@ use std::task::{Context, Poll, Waker};
 use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
 use crate::cancel::Cancelled;
-use crate::cx::{CxCore, coop_proceed};
+use crate::coop;
+use crate::cx::CxCore;
 
 /// Resolves at its deadline with `Ok(())`, or earlier with
 /// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
@@ -40,7 +41,7 @@ fn poll_sleep(
     timer: &mut Option<(TimerHandle, Waker)>,
     task: &mut Context<'_>,
 ) -> Poll<Result<(), Cancelled>> {
-    if coop_proceed(task).is_pending() {
+    if coop::poll_proceed(task).is_pending() {
         return Poll::Pending;
     }
     if let Some(reason) = cx.cancel_requested() {
