@@ -11,7 +11,19 @@
 //!   form, capped. Everything else, 400 included, is final. A 200 whose
 //!   body reports `partial_success.rejected_spans` is not retried: the
 //!   rejected spans are counted.
-//! * Header values carry API keys: they never appear in logs or errors.
+//! * Header values carry API keys: they never appear in logs or errors. A
+//!   header name that is not an HTTP token, or a value holding a control
+//!   character (CR, LF, NUL, ...), is refused when the transport is built,
+//!   never sent.
+//! * Redirects are never followed: a collector URL is a trust boundary, and
+//!   a `3xx` would otherwise re-send the request (and its API keys) to
+//!   wherever the answer points, or turn the POST into a body-less GET
+//!   that "succeeds". A `3xx` is a failed export whose message names the
+//!   status and the `Location`; configure the final URL instead.
+//! * The answer's body is read up to 64 KiB (a partial
+//!   success is a few dozen); a longer body does not change the outcome.
+//! * Settings are read as the specification says: enum values (`gzip`,
+//!   `http/protobuf`) and URL schemes case-insensitively.
 
 use std::fmt;
 use std::io::Write as _;
@@ -28,6 +40,9 @@ pub const DEFAULT_ENDPOINT: &str = "http://localhost:4318";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The most bytes of a collector's answer that are read (enough for any
+/// `partial_success`; the rest is not read).
+pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 
 /// Request body compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -101,8 +116,12 @@ impl fmt::Debug for HttpTransportBuilder {
 }
 
 impl HttpTransportBuilder {
-    /// The collector's base URL; `/v1/traces` is appended
+    /// The collector's base URL; `/v1/traces` is appended to its path
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`, default `http://localhost:4318`).
+    /// A query string stays at the end: `http://h:4318/otlp?tenant=a`
+    /// sends to `http://h:4318/otlp/v1/traces?tenant=a`. The scheme
+    /// (`http`, `https`) is case-insensitive; a fragment (`#...`), which is
+    /// never sent, is refused.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
@@ -116,6 +135,9 @@ impl HttpTransportBuilder {
     }
 
     /// A header sent with every request (`OTEL_EXPORTER_OTLP_HEADERS`).
+    /// [`build`](Self::build) refuses a name that is not an HTTP token and a
+    /// value holding a control character other than tab (a CR or LF would
+    /// otherwise split the request).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -127,14 +149,15 @@ impl HttpTransportBuilder {
         self
     }
 
-    /// Body compression (`OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`).
+    /// Body compression (`OTEL_EXPORTER_OTLP_COMPRESSION`: `gzip` or `none`,
+    /// in any case).
     pub fn compression(mut self, c: Compression) -> Self {
         self.compression = Some(c);
         self
     }
 
     /// Protobuf or JSON (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` or
-    /// `http/json`).
+    /// `http/json`, in any case).
     pub fn encoding(mut self, e: Encoding) -> Self {
         self.encoding = Some(e);
         self
@@ -165,14 +188,14 @@ impl HttpTransportBuilder {
         };
         let url = match (self.traces_endpoint, self.endpoint) {
             (Some(t), _) => check_url("traces_endpoint", &t, false)?,
-            (None, Some(e)) => check_url("endpoint", &e, false).map(|u| join_traces(&u))?,
+            (None, Some(e)) => join_traces(&check_url("endpoint", &e, false)?),
             (None, None) => match (
                 env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
                 env("OTEL_EXPORTER_OTLP_ENDPOINT"),
             ) {
                 (Some(t), _) => check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &t, true)?,
                 (None, Some(e)) => {
-                    check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &e, true).map(|u| join_traces(&u))?
+                    join_traces(&check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &e, true)?)
                 }
                 (None, None) => join_traces(DEFAULT_ENDPOINT),
             },
@@ -183,22 +206,28 @@ impl HttpTransportBuilder {
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         ] {
             if let Some(v) = env(var) {
-                headers.extend(parse_headers(var, &v)?);
+                let parsed = parse_headers(var, &v)?;
+                for (i, (k, v)) in parsed.iter().enumerate() {
+                    if let Err(why) = check_header(k, v) {
+                        return Err(ConfigError::InvalidEnv {
+                            var,
+                            value: format!("<entry {} of the list, value hidden>", i + 1),
+                            reason: why,
+                        });
+                    }
+                }
+                headers.extend(parsed);
             }
         }
-        headers.extend(self.headers);
-        for (k, _) in &headers {
-            if k.is_empty()
-                || !k
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
-            {
+        for (k, v) in &self.headers {
+            if let Err(why) = check_header(k, v) {
                 return Err(ConfigError::InvalidSetting {
                     setting: "header",
-                    reason: format!("{k:?} is not a valid header name"),
+                    reason: format!("{k:?} (value hidden): {why}"),
                 });
             }
         }
+        headers.extend(self.headers);
         let timeout = match self.timeout {
             Some(t) => t,
             None => match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
@@ -219,15 +248,18 @@ impl HttpTransportBuilder {
         let compression = match self.compression {
             Some(c) => c,
             None => match env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_COMPRESSION"))
-                .as_deref()
-            {
-                None | Some("none") => Compression::None,
-                Some("gzip") => Compression::Gzip,
-                Some(other) => {
+                .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", v))
+                .or_else(|| {
+                    env("OTEL_EXPORTER_OTLP_COMPRESSION")
+                        .map(|v| ("OTEL_EXPORTER_OTLP_COMPRESSION", v))
+                }) {
+                None => Compression::None,
+                Some((_, v)) if v.eq_ignore_ascii_case("none") => Compression::None,
+                Some((_, v)) if v.eq_ignore_ascii_case("gzip") => Compression::Gzip,
+                Some((var, other)) => {
                     return Err(ConfigError::InvalidEnv {
-                        var: "OTEL_EXPORTER_OTLP_COMPRESSION",
-                        value: other.to_owned(),
+                        var,
+                        value: other,
                         reason: "expected `gzip` or `none`",
                     });
                 }
@@ -236,15 +268,17 @@ impl HttpTransportBuilder {
         let encoding = match self.encoding {
             Some(e) => e,
             None => match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-                .as_deref()
-            {
-                None | Some("http/protobuf") => Encoding::Protobuf,
-                Some("http/json") => Encoding::Json,
-                Some(other) => {
+                .map(|v| ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v))
+                .or_else(|| {
+                    env("OTEL_EXPORTER_OTLP_PROTOCOL").map(|v| ("OTEL_EXPORTER_OTLP_PROTOCOL", v))
+                }) {
+                None => Encoding::Protobuf,
+                Some((_, v)) if v.eq_ignore_ascii_case("http/protobuf") => Encoding::Protobuf,
+                Some((_, v)) if v.eq_ignore_ascii_case("http/json") => Encoding::Json,
+                Some((var, other)) => {
                     return Err(ConfigError::InvalidEnv {
-                        var: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                        value: other.to_owned(),
+                        var,
+                        value: other,
                         reason: "expected `http/protobuf` or `http/json` (gRPC is not supported by this exporter)",
                     });
                 }
@@ -252,6 +286,9 @@ impl HttpTransportBuilder {
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // Never follow a redirect: a 3xx comes back as an answer and
+            // fails the export (see the module docs).
+            .max_redirects(0)
             .user_agent(concat!(
                 env!("CARGO_PKG_NAME"),
                 "/",
@@ -277,6 +314,26 @@ fn header_names(headers: &[(String, String)]) -> Vec<&str> {
     headers.iter().map(|(k, _)| k.as_str()).collect()
 }
 
+/// A header the transport can send: the name an HTTP token, the value free
+/// of control characters other than tab (RFC 9110 field-value). The reason
+/// never quotes the value.
+fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
+    {
+        return Err("the header name is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)");
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(
+            "the header value holds a control character (CR, LF, NUL, ...), which HTTP does not allow",
+        );
+    }
+    Ok(())
+}
+
+/// Checks a collector URL and returns it with its scheme in lower case.
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
     let bad = |reason: &'static str| {
         if from_env {
@@ -292,11 +349,16 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
             }
         }
     };
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
         .ok_or_else(|| bad("expected a URL starting with http:// or https://"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if rest.contains('#') {
+        return Err(bad(
+            "a URL fragment (#...) is never sent to the server; remove it",
+        ));
+    }
+    let host = rest.split(['/', '?']).next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
         return Err(bad("the URL has no host"));
     }
@@ -305,12 +367,19 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     {
         return Err(bad("the port is not a number from 0 to 65535"));
     }
-    ureq::http::Uri::try_from(url).map_err(|_| bad("not a valid URL"))?;
-    Ok(url.to_owned())
+    let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
+    Ok(url)
 }
 
+/// The traces URL under a base URL: `/v1/traces` appended to the path,
+/// before any query string.
 fn join_traces(base: &str) -> String {
-    format!("{}/v1/traces", base.trim_end_matches('/'))
+    let (path, query) = match base.find('?') {
+        Some(at) => base.split_at(at),
+        None => (base, ""),
+    };
+    format!("{}/v1/traces{query}", path.trim_end_matches('/'))
 }
 
 /// `key=value,key2=value2`, percent-decoded. Errors name the variable and
@@ -451,7 +520,18 @@ impl HttpTransport {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                let bytes = resp.body_mut().read_to_vec().unwrap_or_default();
+                let location = resp
+                    .headers()
+                    .get("location")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                // A body cut short or longer than the cap is read as far as
+                // it goes: the status alone says whether the request arrived.
+                let bytes = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_RESPONSE_BODY)
+                    .read_to_vec()
+                    .unwrap_or_default();
                 match status {
                     200..=299 => {
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -465,6 +545,14 @@ impl HttpTransport {
                     429 | 502 | 503 | 504 => {
                         c.retryable_status.fetch_add(1, Ordering::Relaxed);
                         Attempt::Retry(retry_after, format!("HTTP {status}"))
+                    }
+                    300..=399 => {
+                        c.final_status.fetch_add(1, Ordering::Relaxed);
+                        Attempt::Done(ExportResult::Failed(redirect_refused(
+                            status,
+                            &self.url,
+                            location.as_deref(),
+                        )))
                     }
                     _ => {
                         c.final_status.fetch_add(1, Ordering::Relaxed);
@@ -520,9 +608,7 @@ impl Transport for HttpTransport {
                 Attempt::Retry(after, why) => {
                     last = why;
                     let wait = after.map_or_else(|| jitter(backoff), |a| a.min(MAX_RETRY_AFTER));
-                    backoff = backoff
-                        .mul_f64(self.retry.multiplier)
-                        .min(self.retry.max_backoff);
+                    backoff = scale(backoff, self.retry.multiplier).min(self.retry.max_backoff);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if wait >= left {
                         break; // the next attempt could not finish in time
@@ -538,7 +624,39 @@ impl Transport for HttpTransport {
 /// `d` scaled by a random factor in [0.5, 1.5).
 fn jitter(d: Duration) -> Duration {
     let r = (crate::id::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    d.mul_f64(0.5 + r)
+    scale(d, 0.5 + r)
+}
+
+/// `d * factor`, saturating: any [`RetryPolicy`] is usable, whatever its
+/// numbers (a negative or NaN factor gives zero, an overflow the longest
+/// duration; `Duration::mul_f64` would panic on either).
+fn scale(d: Duration, factor: f64) -> Duration {
+    let secs = d.as_secs_f64() * factor;
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    }
+}
+
+/// The message of an export answered with a redirect, which is never
+/// followed. The `Location` is shown escaped and cut to 200 characters.
+fn redirect_refused(status: u16, url: &str, location: Option<&str>) -> String {
+    let location = match location {
+        Some(l) => {
+            let mut shown: String = l.chars().take(200).collect();
+            if shown.len() < l.len() {
+                shown.push_str("...");
+            }
+            format!("{shown:?}")
+        }
+        None => "no Location".to_owned(),
+    };
+    format!(
+        "HTTP {status} redirect from {url} to {location} refused: the exporter never follows \
+         redirects (they would carry the request and its headers elsewhere); \
+         configure the final URL as the endpoint"
+    )
 }
 
 /// `Retry-After`: delay-seconds, or an HTTP-date (IMF-fixdate).
@@ -573,6 +691,10 @@ fn parse_http_date(v: &str) -> Option<u64> {
         _ => return None,
     };
     let year: i64 = parts.next()?.parse().ok()?;
+    // Four-digit years only: no arithmetic below can overflow.
+    if !(1970..=9999).contains(&year) {
+        return None;
+    }
     let mut hms = parts.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
     if parts.next()? != "GMT" || day == 0 || day > 31 || h > 23 || m > 59 || s > 60 {
@@ -595,27 +717,180 @@ fn parse_http_date(v: &str) -> Option<u64> {
 }
 
 /// `ExportTraceServiceResponse.partial_success`: (rejected_spans,
-/// error_message), if the body carries it.
+/// error_message), if the body carries it. `rejected_spans` is an `int64`:
+/// a negative value (a receiver's bug) reads as 0, as does a JSON value
+/// that is not an integer (`null`, `1.5`, `"x"`); nothing in the message
+/// is ever read as a count.
 fn partial_success(body: &[u8], encoding: Encoding) -> Option<(u64, String)> {
     match encoding {
         Encoding::Protobuf => {
             let ps = proto_field(body, 1)?;
-            let rejected = proto_varint_field(ps, 1).unwrap_or(0);
+            let rejected = proto_varint_field(ps, 1).map_or(0, |v| (v as i64).max(0) as u64);
             let message = proto_field(ps, 2)
                 .map(|m| String::from_utf8_lossy(m).into_owned())
                 .unwrap_or_default();
             Some((rejected, message))
         }
-        Encoding::Json => {
-            // {"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}
-            let text = std::str::from_utf8(body).ok()?;
-            let at = text.find("\"rejectedSpans\"")?;
-            let digits: String = text[at + 15..]
-                .chars()
-                .skip_while(|c| !c.is_ascii_digit())
-                .take_while(char::is_ascii_digit)
-                .collect();
-            Some((digits.parse().ok()?, String::new()))
+        Encoding::Json => json_partial_success(body),
+    }
+}
+
+/// `{"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}`, read by
+/// a small JSON scanner: keys are matched only at their own level, other
+/// values are skipped without recursion.
+fn json_partial_success(body: &[u8]) -> Option<(u64, String)> {
+    let mut j = Json { b: body, at: 0 };
+    let mut found = None;
+    j.object(|j, key| {
+        if key == "partialSuccess" && j.peek() == Some(b'{') {
+            let (mut rejected, mut message) = (0, String::new());
+            j.object(|j, key| {
+                match key.as_str() {
+                    "rejectedSpans" => rejected = j.int64().map_or(0, |v| v.max(0) as u64),
+                    "errorMessage" => message = j.string().unwrap_or_default(),
+                    _ => j.skip()?,
+                }
+                Some(())
+            })?;
+            found = Some((rejected, message));
+            Some(())
+        } else {
+            j.skip()
+        }
+    })?;
+    found
+}
+
+/// Just enough JSON to read a partial success.
+struct Json<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Json<'_> {
+    fn ws(&mut self) {
+        while matches!(self.b.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.at).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.at += 1)
+    }
+
+    /// `{ "key": value, ... }`, calling `f` with each key; `f` must read
+    /// or skip the value.
+    fn object(&mut self, mut f: impl FnMut(&mut Self, String) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            f(self, key)?;
+            if self.eat(b',').is_none() {
+                return self.eat(b'}');
+            }
+        }
+    }
+
+    /// A string literal, unescaped (`\u` escapes of surrogates become
+    /// U+FFFD).
+    fn string(&mut self) -> Option<String> {
+        self.eat(b'"')?;
+        let mut out = Vec::new();
+        loop {
+            let c = *self.b.get(self.at)?;
+            self.at += 1;
+            match c {
+                b'"' => return Some(String::from_utf8_lossy(&out).into_owned()),
+                b'\\' => {
+                    let e = *self.b.get(self.at)?;
+                    self.at += 1;
+                    let ch = match e {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            let hex =
+                                std::str::from_utf8(self.b.get(self.at..self.at + 4)?).ok()?;
+                            self.at += 4;
+                            char::from_u32(u32::from_str_radix(hex, 16).ok()?)
+                                .unwrap_or(char::REPLACEMENT_CHARACTER)
+                        }
+                        _ => return None,
+                    };
+                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                }
+                c => out.push(c),
+            }
+        }
+    }
+
+    /// An `int64` as the protobuf JSON mapping writes it: a number or a
+    /// decimal string. `None` (after skipping the value) for anything else.
+    fn int64(&mut self) -> Option<i64> {
+        if self.peek()? == b'"' {
+            return self.string()?.parse().ok();
+        }
+        let start = self.at;
+        self.skip()?;
+        std::str::from_utf8(&self.b[start..self.at])
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Skips one value of any depth, iteratively.
+    fn skip(&mut self) -> Option<()> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string()?;
+                }
+                b'{' | b'[' => {
+                    self.at += 1;
+                    depth += 1;
+                    continue;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1)?;
+                    self.at += 1;
+                }
+                b',' | b':' if depth > 0 => {
+                    self.at += 1;
+                    continue;
+                }
+                _ => {
+                    let start = self.at;
+                    while self
+                        .b
+                        .get(self.at)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || b"+-.".contains(c))
+                    {
+                        self.at += 1;
+                    }
+                    if self.at == start {
+                        return None;
+                    }
+                }
+            }
+            if depth == 0 {
+                return Some(());
+            }
         }
     }
 }
@@ -711,9 +986,244 @@ mod tests {
         let json = br#"{"partialSuccess":{"rejectedSpans":"12","errorMessage":"x"}}"#;
         assert_eq!(
             partial_success(json, Encoding::Json),
-            Some((12, String::new()))
+            Some((12, "x".into()))
         );
         assert_eq!(partial_success(b"{}", Encoding::Json), None);
+    }
+
+    #[test]
+    fn json_partial_success_is_parsed_not_searched() {
+        let ps = |body: &str| partial_success(body.as_bytes(), Encoding::Json);
+        // The issue's case: a null count and a number in the message.
+        assert_eq!(
+            ps(r#"{"partialSuccess":{"rejectedSpans":null,"errorMessage":"3 spans too old"}}"#),
+            Some((0, "3 spans too old".into()))
+        );
+        assert_eq!(
+            ps(r#"{"partialSuccess":{"errorMessage":"rejectedSpans: 7"}}"#),
+            Some((0, "rejectedSpans: 7".into()))
+        );
+        // Numbers and strings, whitespace, escapes, key order, other keys.
+        assert_eq!(
+            ps(
+                " { \"other\" : [1, {\"rejectedSpans\": 99}] , \"partialSuccess\" : \
+                 { \"errorMessage\" : \"a\\\"b\\u00e9\" , \"rejectedSpans\" : 4 } } "
+            ),
+            Some((4, "a\"bé".into()))
+        );
+        // Negative, fractional, huge or odd counts are not counts.
+        for v in [
+            "-5",
+            "\"-5\"",
+            "1.5",
+            "true",
+            "\"x\"",
+            "{}",
+            "[]",
+            "99999999999999999999",
+        ] {
+            let body = format!(r#"{{"partialSuccess":{{"rejectedSpans":{v}}}}}"#);
+            assert_eq!(ps(&body), Some((0, String::new())), "{v}");
+        }
+        // A key nested elsewhere is not the partial success.
+        assert_eq!(ps(r#"{"x":{"partialSuccess":{"rejectedSpans":3}}}"#), None);
+        // Malformed bodies are no partial success (the 2xx stands).
+        for bad in [
+            "",
+            "{",
+            "{\"partialSuccess\":",
+            "[1,2]",
+            "{\"a\":}",
+            "\u{0}",
+        ] {
+            assert_eq!(ps(bad), None, "{bad:?}");
+        }
+        // Deep nesting is skipped without recursion.
+        let deep = format!(
+            "{{\"x\":{}{}}}",
+            "[".repeat(1_000_000),
+            "]".repeat(1_000_000)
+        );
+        assert_eq!(ps(&deep), None);
+    }
+
+    #[test]
+    fn a_negative_protobuf_count_is_no_rejection() {
+        // partial_success { rejected_spans: -1 } (int64 as a 10-byte varint)
+        let mut body = vec![0x0a, 11, 0x08];
+        body.extend_from_slice(&[0xff; 9]);
+        body.push(0x01);
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf),
+            Some((0, String::new()))
+        );
+    }
+
+    #[test]
+    fn hostile_retry_after_values_neither_panic_nor_wait_long() {
+        for v in [
+            "Sun, 06 Nov 99999999999999 08:49:37 GMT",
+            "Sun, 06 Nov -99999999999999 08:49:37 GMT",
+            "Sun, 99999999999999999999 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 99999999999:49:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(v), None, "{v}");
+        }
+        assert_eq!(
+            parse_retry_after("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX)),
+            "read as it is; the caller caps it at MAX_RETRY_AFTER"
+        );
+        assert!(parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT").is_some());
+    }
+
+    #[test]
+    fn any_retry_policy_numbers_are_usable() {
+        assert_eq!(scale(Duration::MAX, 1.5), Duration::MAX);
+        assert_eq!(scale(Duration::from_secs(1), f64::NAN), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(1), -2.0), Duration::ZERO);
+        assert_eq!(scale(Duration::from_secs(1), f64::INFINITY), Duration::MAX);
+        assert_eq!(scale(Duration::from_secs(2), 0.5), Duration::from_secs(1));
+        let j = jitter(Duration::MAX);
+        assert!(j >= Duration::MAX / 2);
+    }
+
+    #[test]
+    fn header_values_with_control_characters_are_refused_at_build() {
+        let net = || runtime_cap::NetAccess::from_ambient(runtime_cap::ambient_authority());
+        for v in ["a\nb", "a\r\nx-injected: 1", "nul\0", "del\u{7f}", "\r"] {
+            let err = HttpTransport::builder(net())
+                .header("api-key", v)
+                .build_with(|_| None)
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("api-key") && text.contains("control character"),
+                "{text}"
+            );
+            assert!(!text.contains(v), "the value stays hidden: {text}");
+        }
+        let err = HttpTransport::builder(net())
+            .build_with(|k| {
+                (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "a=1,api-key=SECRET%0Ax".to_owned())
+            })
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("OTEL_EXPORTER_OTLP_HEADERS") && text.contains("entry 2"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "{text}");
+        // Tabs, non-ASCII and empty values are legal.
+        let t = HttpTransport::builder(net())
+            .header("x-a", "tab\there")
+            .header("x-b", "café")
+            .header("x-c", "")
+            .build_with(|_| None)
+            .unwrap();
+        assert_eq!(t.headers.len(), 3);
+        for name in ["", "bad name", "x:y", "é"] {
+            assert!(
+                HttpTransport::builder(net())
+                    .header(name, "v")
+                    .build_with(|_| None)
+                    .is_err(),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enum_values_and_schemes_are_case_insensitive() {
+        let net = || runtime_cap::NetAccess::from_ambient(runtime_cap::ambient_authority());
+        let t = HttpTransport::builder(net())
+            .build_with(|k| match k {
+                "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("HTTP/JSON".into()),
+                "OTEL_EXPORTER_OTLP_COMPRESSION" => Some("GZIP".into()),
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("HTTP://Collector:4318".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (t.encoding, t.compression),
+            (Encoding::Json, Compression::Gzip)
+        );
+        assert_eq!(t.url(), "http://Collector:4318/v1/traces");
+        let t = HttpTransport::builder(net())
+            .build_with(|k| match k {
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL" => Some("Http/Protobuf".into()),
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION" => Some("None".into()),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => Some("HtTpS://h/x".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            (t.encoding, t.compression),
+            (Encoding::Protobuf, Compression::None)
+        );
+        assert_eq!(t.url(), "https://h/x");
+        // A bad value names the variable it came from.
+        let err = HttpTransport::builder(net())
+            .build_with(|k| (k == "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").then(|| "grpc".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+            "{err}"
+        );
+        for bad in ["ftp://h", "h:4318", "http//h", "httpx://h"] {
+            assert!(
+                HttpTransport::builder(net())
+                    .endpoint(bad)
+                    .build_with(|_| None)
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_signal_path_goes_before_the_query_and_fragments_are_refused() {
+        let net = || runtime_cap::NetAccess::from_ambient(runtime_cap::ambient_authority());
+        let url = |e: &str| {
+            HttpTransport::builder(net())
+                .endpoint(e)
+                .build_with(|_| None)
+                .map(|t| t.url().to_owned())
+        };
+        assert_eq!(
+            url("http://h:4318/prefix?x=1").unwrap(),
+            "http://h:4318/prefix/v1/traces?x=1"
+        );
+        assert_eq!(
+            url("http://h:4318/p/?x=1&y=/a").unwrap(),
+            "http://h:4318/p/v1/traces?x=1&y=/a"
+        );
+        assert_eq!(
+            url("http://h:4318?x=1").unwrap(),
+            "http://h:4318/v1/traces?x=1"
+        );
+        assert_eq!(url("http://h:4318/").unwrap(), "http://h:4318/v1/traces");
+        let err = url("http://h:4318/p#frag").unwrap_err();
+        assert!(err.to_string().contains("fragment"), "{err}");
+        // The traces endpoint is used as it is (a query kept).
+        let t = HttpTransport::builder(net())
+            .traces_endpoint("http://h/t?k=v")
+            .build_with(|_| None)
+            .unwrap();
+        assert_eq!(t.url(), "http://h/t?k=v");
+    }
+
+    #[test]
+    fn a_redirect_message_names_status_and_location_escaped() {
+        let m = redirect_refused(302, "http://a/v1/traces", Some("http://evil/\r\nx"));
+        assert!(
+            m.contains("302") && m.contains("http://evil/\\r\\nx") && m.contains("refused"),
+            "{m}"
+        );
+        let long = "x".repeat(10_000);
+        assert!(redirect_refused(301, "u", Some(&long)).len() < 600);
+        assert!(redirect_refused(307, "u", None).contains("no Location"));
     }
 
     #[test]

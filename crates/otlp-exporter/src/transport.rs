@@ -3,7 +3,7 @@
 //! embedded default). The OTLP/HTTP transport is built on the same trait.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -259,26 +259,183 @@ impl InMemory {
 /// Appends every request to a file as one line of OTLP JSON (the format the
 /// OpenTelemetry Collector's `otlpjsonfile` receiver reads). The embedded
 /// default when no collector is configured.
+///
+/// # Whole requests or nothing
+///
+/// A span counts as exported only when its whole request, newline included,
+/// is in the file. Each export:
+///
+/// 1. looks up the file's length (the end of the last whole line);
+/// 2. writes the request and its newline straight to the file, unbuffered:
+///    no bytes are held in memory between exports, so a failed request can
+///    never reach the file later;
+/// 3. with [`sync_every_request`](Self::sync_every_request), calls
+///    `fsync` (`File::sync_data`);
+/// 4. on any failure (disk full, file-size limit, I/O error) truncates the
+///    file back to the length of step 1 (`File::set_len`), so no part of the
+///    failed request stays behind, and the export fails: its spans are
+///    counted `export_failed`. A later export can succeed once there is
+///    room again, and its line starts where the last whole line ended.
+///    If even the truncation fails, the transport writes nothing more until
+///    a later export manages it: a torn line is never followed by another.
+///
+/// Durability: without `sync_every_request` the data is in the operating
+/// system's cache when the export succeeds (it survives a crash of this
+/// process, not of the machine), and [`Transport::shutdown`] syncs it to
+/// disk. With it, every export waits for the disk.
+///
+/// A file that already ends in a torn line (a previous process died while
+/// writing) gets a newline first, so that the torn line stays alone and
+/// every request written here stays readable.
+///
+/// If the path is deleted or renamed while the transport is open (log
+/// rotation), the next export opens (creates) the file at the path again
+/// and writes there (on Unix, where the file's identity can be compared).
+/// A path that is not a regular file (`/dev/stdout`, a pipe) gets each
+/// request as one `write` of the whole line; nothing can be taken back
+/// there. One writer per file: two transports (or processes) appending to the same
+/// file may interleave and truncate each other's lines.
 pub struct FileTransport {
     path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    sync_every_request: bool,
+    out: Mutex<FileState>,
+}
+
+struct FileState {
+    file: File,
+    /// The truncation after a failed write failed: the file may end in a
+    /// torn request. Nothing is written until a truncation succeeds.
+    torn_at: Option<u64>,
 }
 
 impl FileTransport {
     /// Opens (creating if needed) `path` for appending.
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_append(&path)?;
         Ok(FileTransport {
             path,
-            out: Mutex::new(BufWriter::new(file)),
+            sync_every_request: false,
+            out: Mutex::new(FileState {
+                file,
+                torn_at: None,
+            }),
         })
+    }
+
+    /// Calls `fsync` after every request (default: only at shutdown). An
+    /// export then succeeds only once its request is on disk; a failed sync
+    /// truncates the request away and fails the export.
+    pub fn sync_every_request(mut self, yes: bool) -> Self {
+        self.sync_every_request = yes;
+        self
     }
 
     /// The file written to.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Reopens the path if it no longer names the open file (deleted or
+    /// renamed away).
+    #[cfg(unix)]
+    fn follow_path(&self, state: &mut FileState) {
+        use std::os::unix::fs::MetadataExt as _;
+        let same = match (std::fs::metadata(&self.path), state.file.metadata()) {
+            (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
+            // Gone from the path: open a new one below. Our own handle
+            // unreadable: keep it, the write will report the error.
+            (Err(_), _) => false,
+            (_, Err(_)) => true,
+        };
+        if !same && let Ok(file) = open_append(&self.path) {
+            *state = FileState {
+                file,
+                torn_at: None,
+            };
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn follow_path(&self, _state: &mut FileState) {}
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    let Ok(mut file) = options.clone().read(true).open(path) else {
+        // Not readable (a write-only file, a FIFO): append without looking.
+        return options.open(path);
+    };
+    // A torn last line (a process died mid-write) gets its newline, so the
+    // first request written here starts a line of its own.
+    let meta = file.metadata()?;
+    let len = meta.len();
+    if meta.is_file() && len > 0 {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut last = [0u8];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
+}
+
+/// What [`append_whole`] needs from a file: the seam where tests put a
+/// disk that fills up.
+pub(crate) trait AppendTarget {
+    /// Its length now.
+    fn end(&mut self) -> std::io::Result<u64>;
+    /// Appends all of `bytes` (or fails, having appended some).
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Cuts it back to `len` bytes.
+    fn cut(&mut self, len: u64) -> std::io::Result<()>;
+    /// Waits until what was appended is on disk.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
+
+impl AppendTarget for File {
+    fn end(&mut self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_all(bytes)
+    }
+    fn cut(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
+/// Appends `body` and a newline to `target`, whole or not at all (see
+/// [`FileTransport`]). `torn_at` carries a failed truncation from one call
+/// to the next.
+pub(crate) fn append_whole(
+    target: &mut impl AppendTarget,
+    torn_at: &mut Option<u64>,
+    body: &[u8],
+    sync: bool,
+) -> std::io::Result<()> {
+    if let Some(len) = *torn_at {
+        target.cut(len)?;
+        *torn_at = None;
+    }
+    let start = target.end()?;
+    let written = target
+        .append(body)
+        .and_then(|()| target.append(b"\n"))
+        .and_then(|()| if sync { target.sync() } else { Ok(()) });
+    if let Err(e) = written {
+        if target.cut(start).is_err() {
+            *torn_at = Some(start);
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 impl Transport for FileTransport {
@@ -287,18 +444,143 @@ impl Transport for FileTransport {
     }
 
     fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
-        let mut out = lock(&self.out);
-        let result = out
-            .write_all(&request.body)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush());
+        let mut state = lock(&self.out);
+        self.follow_path(&mut state);
+        let FileState { file, torn_at } = &mut *state;
+        let result = if file.metadata().is_ok_and(|m| m.is_file()) {
+            append_whole(file, torn_at, &request.body, self.sync_every_request)
+        } else {
+            // A pipe or device (`/dev/stdout`): nothing to truncate; write
+            // the line in one call and report what happened.
+            let mut line = Vec::with_capacity(request.body.len() + 1);
+            line.extend_from_slice(&request.body);
+            line.push(b'\n');
+            file.write_all(&line)
+        };
         match result {
             Ok(()) => ExportResult::Success,
-            Err(e) => ExportResult::Failed(format!("writing {}: {e}", self.path.display())),
+            Err(e) => ExportResult::Failed(format!(
+                "writing {}: {e} (nothing of this request was kept)",
+                self.path.display()
+            )),
         }
     }
 
     fn shutdown(&self) {
-        let _ = lock(&self.out).flush();
+        let _ = lock(&self.out).file.sync_data();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk with room for `room` bytes that fails writes past it after
+    /// writing what fits (as `write(2)` does on ENOSPC or EFBIG), and can be
+    /// told to fail truncation and sync.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+        fail_set_len: bool,
+        fail_sync: bool,
+    }
+
+    impl Disk {
+        fn new(room: usize) -> Self {
+            Disk {
+                data: Vec::new(),
+                room,
+                fail_set_len: false,
+                fail_sync: false,
+            }
+        }
+
+        fn lines(&self) -> Vec<&[u8]> {
+            assert!(
+                self.data.is_empty() || self.data.ends_with(b"\n"),
+                "no torn line at the end: {:?}",
+                String::from_utf8_lossy(&self.data)
+            );
+            self.data
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect()
+        }
+    }
+
+    impl AppendTarget for Disk {
+        fn end(&mut self) -> std::io::Result<u64> {
+            Ok(self.data.len() as u64)
+        }
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            let fits = self.room.saturating_sub(self.data.len()).min(bytes.len());
+            self.data.extend_from_slice(&bytes[..fits]);
+            if fits < bytes.len() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            Ok(())
+        }
+        fn cut(&mut self, len: u64) -> std::io::Result<()> {
+            if self.fail_set_len {
+                return Err(std::io::Error::other("truncate failed"));
+            }
+            self.data.truncate(len as usize);
+            Ok(())
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            if self.fail_sync {
+                return Err(std::io::Error::other("EIO"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_leaves_nothing_and_the_next_one_starts_clean() {
+        let mut disk = Disk::new(25);
+        let mut torn = None;
+        append_whole(&mut disk, &mut torn, b"first-request", false).unwrap();
+        assert!(append_whole(&mut disk, &mut torn, b"second-request-too-big", false).is_err());
+        assert_eq!(disk.lines(), [&b"first-request"[..]], "failed bytes gone");
+        append_whole(&mut disk, &mut torn, b"third", false).unwrap();
+        assert_eq!(disk.lines(), [&b"first-request"[..], b"third"]);
+        // The newline alone not fitting is a failure too, and leaves nothing.
+        let mut disk = Disk::new(5);
+        assert!(append_whole(&mut disk, &mut torn, b"12345", false).is_err());
+        assert!(disk.data.is_empty());
+    }
+
+    #[test]
+    fn a_failed_truncation_blocks_writes_until_one_succeeds() {
+        let mut disk = Disk::new(10);
+        let mut torn = None;
+        append_whole(&mut disk, &mut torn, b"ok", false).unwrap();
+        disk.fail_set_len = true;
+        assert!(append_whole(&mut disk, &mut torn, b"much-too-long", false).is_err());
+        assert_eq!(torn, Some(3));
+        disk.room = 1000;
+        assert!(
+            append_whole(&mut disk, &mut torn, b"next", false).is_err(),
+            "not glued onto the torn request"
+        );
+        assert_eq!(disk.data, b"ok\nmuch-to", "nothing written after the tear");
+        disk.fail_set_len = false;
+        append_whole(&mut disk, &mut torn, b"next", false).unwrap();
+        assert_eq!(disk.lines(), [&b"ok"[..], b"next"]);
+        assert_eq!(torn, None);
+    }
+
+    #[test]
+    fn a_failed_sync_takes_the_request_back() {
+        let mut disk = Disk::new(1000);
+        let mut torn = None;
+        append_whole(&mut disk, &mut torn, b"a", true).unwrap();
+        disk.fail_sync = true;
+        assert!(append_whole(&mut disk, &mut torn, b"b", true).is_err());
+        append_whole(&mut disk, &mut torn, b"c", false).unwrap();
+        assert_eq!(disk.lines(), [&b"a"[..], b"c"]);
     }
 }
