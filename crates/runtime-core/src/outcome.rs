@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::cancel::CancelReason;
 
@@ -157,6 +158,12 @@ impl PanicPayload {
         } else {
             "<non-string panic payload>".to_owned()
         };
+        // A payload of the user's type may panic when dropped (panic_any
+        // with a value whose Drop panics): drop it under a catch, and leak
+        // the second payload rather than chase it.
+        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+            std::mem::forget(again);
+        }
         PanicPayload { message }
     }
 
@@ -176,4 +183,24 @@ impl fmt::Display for PanicPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
+}
+
+/// Runs user code that the runtime calls from its own bookkeeping (a
+/// `Drop` of a future or an output, a `Debug` of an error, a waker, a
+/// finalizer): a panic comes back as `Err(payload)` instead of unwinding
+/// through the runtime.
+pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, PanicPayload> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(PanicPayload::from_any)
+}
+
+/// Drops `value` (user data) under [`catch`]; `Some(payload)` if its
+/// `Drop` panicked.
+pub(crate) fn drop_caught<V>(value: V) -> Option<PanicPayload> {
+    catch(move || drop(value)).err()
+}
+
+/// Wakes `waker` (possibly the user's) under [`catch`]; `true` if it
+/// panicked.
+pub(crate) fn wake_caught(waker: std::task::Waker) -> bool {
+    catch(move || waker.wake()).is_err()
 }

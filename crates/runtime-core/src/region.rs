@@ -150,7 +150,10 @@ pub(crate) struct ChildReport {
 }
 
 impl ChildReport {
-    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>) -> Self {
+    /// What `o` tells the region. An error's `Debug` is user code: a
+    /// panic in it is caught and counted in `stats`, and the message says
+    /// so.
+    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>, stats: &crate::sched::Stats) -> Self {
         let mut r = ChildReport {
             task: None,
             severity: o.severity(),
@@ -159,7 +162,12 @@ impl ChildReport {
         };
         match o {
             Outcome::Ok(_) => {}
-            Outcome::Err(e) => r.error = Some(format!("{e:?}")),
+            Outcome::Err(e) => {
+                r.error = Some(crate::outcome::catch(|| format!("{e:?}")).unwrap_or_else(|p| {
+                    stats.panic_caught();
+                    format!("<the error's Debug panicked: {p}>")
+                }));
+            }
             Outcome::Cancelled(_) => {}
             Outcome::Panicked(p) => r.panic = Some(p.clone()),
         }
@@ -236,6 +244,8 @@ pub(crate) struct RegionNode {
     /// Children alive (tasks and child regions).
     live: AtomicUsize,
     closer: WakerSlot,
+    /// The waker of the body's last poll (woken by a cancel request).
+    body_waker: WakerSlot,
     children: SegQueue<Child>,
     /// Children a sweep has already seen: moved out of the queue (which
     /// stays short, for spawns) into this vector, which only sweeps (one at
@@ -304,6 +314,7 @@ impl RegionNode {
             sched,
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
+            body_waker: WakerSlot::new(),
             children: SegQueue::new(),
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
@@ -398,6 +409,23 @@ impl RegionNode {
     }
 
     /// Requests cancellation of this region and everything in it.
+    /// The task whose body runs this region, if it is still alive.
+    pub(crate) fn owner_task(&self) -> Option<Arc<dyn Runnable>> {
+        self.owner.as_ref().and_then(Weak::upgrade)
+    }
+
+    /// Whether `region` is this region or lies below it.
+    pub(crate) fn contains(&self, region: &Arc<RegionNode>) -> bool {
+        let mut r = Some(region);
+        while let Some(node) = r {
+            if std::ptr::eq(Arc::as_ptr(node), self) {
+                return true;
+            }
+            r = node.parent.as_ref();
+        }
+        false
+    }
+
     pub(crate) fn cancel(&self, reason: &CancelReason) {
         let Some(first) = self.cancel.request(&Arc::new(reason.clone())) else {
             return;
@@ -411,9 +439,20 @@ impl RegionNode {
             }
         }
         self.sweep();
-        // The body runs in the owner task: wake it to see the request.
-        if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
-            wake_task(&owner, crate::sched::Schedule::Cancel);
+        // Wake whoever polls the body to see the request: the waker its
+        // last poll registered (the owner task's, or another task's when a
+        // captured `Cx` opened this region there), else the owner task.
+        match self.body_waker.take() {
+            Some(w) => {
+                if crate::outcome::wake_caught(w) {
+                    self.sched.stats().panic_caught();
+                }
+            }
+            None => {
+                if let Some(owner) = self.owner_task() {
+                    wake_task(&owner, crate::sched::Schedule::Cancel);
+                }
+            }
         }
     }
 
@@ -537,8 +576,8 @@ impl RegionNode {
                 if self.try_close() {
                     self.finish_abandoned();
                 }
-            } else {
-                self.closer.wake();
+            } else if self.closer.wake() {
+                self.sched.stats().panic_caught();
             }
         }
     }
@@ -660,7 +699,11 @@ where
     F: Future<Output = Result<T, E>> + Send,
 {
     let guard = AbandonGuard(Some(node.clone()));
-    let body_out = match (CatchUnwind { inner: body }).await {
+    let body = InScope {
+        node: &node,
+        inner: CatchUnwind { inner: body },
+    };
+    let body_out = match body.await {
         Ok(Ok(v)) => Outcome::Ok(v),
         Ok(Err(e)) => match owner
             .header()
@@ -711,6 +754,26 @@ impl Drop for AbandonGuard {
         if node.try_close() {
             node.finish_abandoned();
         }
+    }
+}
+
+/// Polls a region's body with the region as the current scope (for
+/// [`JoinHandle`](crate::JoinHandle)'s checkpoint), registering the
+/// poller's waker for cancel requests.
+struct InScope<'a, F> {
+    node: &'a RegionNode,
+    inner: F,
+}
+
+impl<F: Future> Future for InScope<'_, F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of `inner`; it is never moved.
+        let this = unsafe { self.get_unchecked_mut() };
+        this.node.body_waker.register(cx.waker());
+        let _scope = crate::task::PollingGuard::region(this.node);
+        // SAFETY: `inner` is pinned because `self` is.
+        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
     }
 }
 

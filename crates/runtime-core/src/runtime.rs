@@ -268,8 +268,32 @@ impl Runtime {
     /// root, on the runtime's workers, and returns the region's outcome
     /// once it and every task in it have finished.
     ///
-    /// On the current-thread flavour the calling thread runs every task;
-    /// on the multi-threaded one it waits.
+    /// On the current-thread flavour the calling thread runs every task
+    /// (when several threads call `block_on` on one current-thread
+    /// runtime, they take turns driving it); on the multi-threaded one it
+    /// waits.
+    ///
+    /// # Panics
+    ///
+    /// When called on a thread that is running a runtime's tasks (from
+    /// inside a task, or a waker or `Drop` that a task's poll runs): the
+    /// call would wait for work that only this thread may be free to run,
+    /// a deadlock. Await the future there instead, or run it with
+    /// `cx.spawn` or `cx.region`. (Tokio refuses the same call the same
+    /// way.)
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let nested = rt.block_on(|_cx| async move {
+    ///     let inner = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    ///     let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///         inner.block_on(|_cx| async { Ok::<_, ()>(1) })
+    ///     }));
+    ///     Ok::<_, ()>(refused.is_err())
+    /// });
+    /// assert_eq!(nested.ok(), Some(true));
+    /// ```
     pub fn block_on<G, F, T, E>(&self, body: G) -> Outcome<T, RegionError<E>>
     where
         G: FnOnce(Cx<All>) -> F + Send + 'static,
@@ -277,6 +301,13 @@ impl Runtime {
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
+        assert!(
+            !Shared::on_any_worker(),
+            "Runtime::block_on called from a thread that is running runtime tasks \
+             (inside a task, or a waker or Drop that one runs): it would wait for work \
+             this thread may be needed for, a deadlock. Await the future instead, or \
+             run it with cx.spawn / cx.region."
+        );
         let n = self
             .block_ons
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -303,6 +334,11 @@ impl Runtime {
                 if self.shared.drive(0, &|| h.is_finished(), None) {
                     continue;
                 }
+                // Another thread is driving the core (a second `block_on`
+                // on this runtime): it runs our task too, until its own
+                // finishes; then the core is free for us. Look again soon.
+                thread::park_timeout(Duration::from_millis(1));
+                continue;
             }
             thread::park();
         };

@@ -144,10 +144,14 @@ impl WakerSlot {
         }
     }
 
-    /// Wakes the registered waker, if any.
-    pub(crate) fn wake(&self) {
-        if let Some(waker) = self.take() {
-            waker.wake();
+    /// Wakes the registered waker, if any. A waker is user code (whoever
+    /// polled the future chose it): a panic in it is caught, and `true`
+    /// says so (for the caller to count), so that it never unwinds through
+    /// the notifier's bookkeeping.
+    pub(crate) fn wake(&self) -> bool {
+        match self.take() {
+            Some(waker) => crate::outcome::wake_caught(waker),
+            None => false,
         }
     }
 }

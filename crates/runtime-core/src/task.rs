@@ -16,6 +16,7 @@
 //! queue, so `run` has the future to itself. The loom models in
 //! `loom_tests` at the bottom of this file check it.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -36,6 +37,42 @@ use crate::sched::{Schedule, Scheduler};
 use crate::sync::{CancelCell, WakerSlot};
 use crate::time::driver::TimerAction;
 use crate::{TaskId, coop};
+
+thread_local! {
+    /// What this thread is polling right now: the task, and the innermost
+    /// region body within it (null: the task's own scope). Read by a
+    /// [`JoinHandle`] to act as a checkpoint of whoever awaits it. Internal:
+    /// it gives user code no way to reach the runtime.
+    static POLLING: Cell<(*const Header, *const RegionNode)> =
+        const { Cell::new((std::ptr::null(), std::ptr::null())) };
+}
+
+/// Sets [`POLLING`] for the duration of one poll, restoring the previous
+/// value however the poll ends.
+pub(crate) struct PollingGuard((*const Header, *const RegionNode));
+
+impl PollingGuard {
+    /// The task `h` is being polled, in its own scope.
+    fn task(h: &Header) -> Self {
+        PollingGuard(POLLING.with(|p| p.replace((h, std::ptr::null()))))
+    }
+
+    /// A body of region `node` is being polled (by whichever task is
+    /// polling now).
+    pub(crate) fn region(node: &RegionNode) -> Self {
+        PollingGuard(POLLING.with(|p| {
+            let prev = p.get();
+            p.set((prev.0, node));
+            prev
+        }))
+    }
+}
+
+impl Drop for PollingGuard {
+    fn drop(&mut self) {
+        POLLING.with(|p| p.set(self.0));
+    }
+}
 
 pub(crate) const SCHEDULED: usize = 1;
 pub(crate) const RUNNING: usize = 2;
@@ -353,25 +390,55 @@ where
         })
     }
 
-    /// Drops the future (catching a panicking Drop) and stores the outcome.
+    /// Drops the future where it was pinned (catching a panicking `Drop`,
+    /// which makes the outcome `Panicked`), then stores the outcome,
+    /// reports to the region and wakes the joiner.
     fn finish(self: &Arc<Self>, outcome: Outcome<T, E>, cut_off: bool) {
         let h = &self.header;
-        let report = ChildReport::of(&outcome).with_task(h.id);
-        let old = self.stage.with_mut(|stage| {
-            // SAFETY: we hold RUNNING.
-            unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(outcome))) }
+        let stats = h.sched().stats();
+        let dropped = self.stage.with_mut(|stage| {
+            // SAFETY: we hold RUNNING: nobody else touches the stage. The
+            // future is dropped in place, where it was pinned (it may borrow
+            // from itself: `cx.sleep(..)` borrows the task's `Cx`); moving it
+            // out first would leave those borrows dangling. After
+            // `drop_in_place` (even one that unwound) the slot holds nothing
+            // live, and the write fills it again before anyone can look.
+            unsafe {
+                let dropped = crate::outcome::catch(|| std::ptr::drop_in_place(stage));
+                std::ptr::write(stage, Stage::Done(None));
+                dropped
+            }
         });
-        if catch_unwind(AssertUnwindSafe(move || drop(old))).is_err() {
-            // A panicking Drop of the future: the outcome stands; nothing
-            // else to undo.
-        }
+        let outcome = match dropped {
+            Ok(()) => outcome,
+            Err(payload) => {
+                stats.panic_caught();
+                match outcome {
+                    p @ Outcome::Panicked(_) => p,
+                    other => {
+                        if crate::outcome::drop_caught(other).is_some() {
+                            stats.panic_caught();
+                        }
+                        Outcome::Panicked(payload)
+                    }
+                }
+            }
+        };
+        let report = ChildReport::of(&outcome, stats).with_task(h.id);
+        self.stage.with_mut(|stage| {
+            // SAFETY: we hold RUNNING; the slot holds `Done(None)`, which
+            // has nothing to drop.
+            unsafe { std::ptr::write(stage, Stage::Done(Some(outcome))) }
+        });
         // Counted and reported before COMPLETE: whoever sees the outcome
         // also sees the task gone from the counters and its region.
-        h.sched().stats().task_finished(cut_off);
+        stats.task_finished(cut_off);
         h.region.child_finished(report);
         // Release: the joiner (Acquire on COMPLETE) sees the outcome.
         h.state.fetch_or(COMPLETE, Ordering::AcqRel);
-        self.join.wake();
+        if self.join.wake() {
+            stats.panic_caught();
+        }
     }
 
     fn outcome_of(&self, r: Result<T, E>) -> Outcome<T, E> {
@@ -379,10 +446,15 @@ where
             Ok(v) => Outcome::Ok(v),
             Err(e) => {
                 let h = &self.header;
+                // A checkpoint may have reported a cancellation before the
+                // task's own cell was set: one that a region opened inside
+                // the task inherited from the task's region, whose sweep
+                // has not reached this task yet. That request is the
+                // task's too (the sweep is on its way): read it from there.
                 match h
                     .observed
                     .load(Ordering::Relaxed)
-                    .then(|| h.cancel.get())
+                    .then(|| h.cancel.get().or_else(|| h.region.cancel.get()))
                     .flatten()
                 {
                     Some(reason) => Outcome::Cancelled(reason),
@@ -407,9 +479,13 @@ where
     fn reject(&self, reason: CancelReason) {
         let old = self.stage.with_mut(|stage| {
             // SAFETY: the task was never scheduled: nobody else has it.
+            // (The body closure was never called: it holds no borrows of
+            // itself and may be moved.)
             unsafe { std::mem::replace(&mut *stage, Stage::Done(Some(Outcome::Cancelled(reason)))) }
         });
-        drop(old);
+        if crate::outcome::drop_caught(old).is_some() {
+            self.header.sched().stats().panic_caught();
+        }
         self.header.state.store(COMPLETE, Ordering::Release);
     }
 
@@ -484,7 +560,10 @@ where
             }));
             let mut cx = Context::from_waker(&waker);
             coop::take_yield();
-            let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
+            let polled = {
+                let _polling = PollingGuard::task(h);
+                catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)))
+            };
             let self_yield = coop::take_yield();
             match polled {
                 Ok(Poll::Ready(r)) => {
@@ -536,6 +615,31 @@ where
                 return;
             }
             in_place += 1;
+        }
+    }
+}
+
+impl<G, F, T, E> Drop for Task<G, F, T, E> {
+    fn drop(&mut self) {
+        // The last reference is going (a joiner that never took the
+        // outcome, a region letting go of a finished child, a cut-off at
+        // shutdown). What is left in the stage is the user's (an output, an
+        // error, an unpolled body): its `Drop` may panic, wherever this
+        // runs (inside a region's close, a worker's queue drain), so drop
+        // it in place under a catch, and count a panic.
+        let panicked = self.stage.with_mut(|stage| {
+            // SAFETY: `&mut self`: nobody else can reach the stage. After
+            // `drop_in_place` (even one that unwound) nothing in the slot
+            // is live; the write leaves a value with nothing to drop for the
+            // field's own drop glue.
+            unsafe {
+                let r = crate::outcome::catch(|| std::ptr::drop_in_place(stage));
+                std::ptr::write(stage, Stage::Done(None));
+                r.is_err()
+            }
+        });
+        if panicked {
+            self.header.sched().stats().panic_caught();
         }
     }
 }
@@ -607,9 +711,17 @@ where
 /// Awaits a spawned task's [`Outcome`], and can ask it to stop.
 ///
 /// Dropping the handle does not detach the task: its region still owns it
-/// and still waits for it. Awaiting the handle is not a checkpoint (the
-/// task is in the awaiter's region or below, so cancelling the awaiter
-/// cancels it too, and it finishes).
+/// and still waits for it.
+///
+/// Awaiting the handle is a checkpoint of the awaiting task when the
+/// awaited task is not drained by the awaiter's cancellation: once the
+/// awaiter's scope is cancelled (and not masked), the await resolves to
+/// `Cancelled` with the awaiter's reason instead of waiting, so a timeout,
+/// a race or a shutdown is never held hostage by a task outside it. The
+/// awaited task runs on, owned by its region. A task spawned inside the
+/// cancelled region (in a `cx.region` body, a `race`, a `join_all`) is
+/// waited for: the same cancellation drains it, and its own outcome is
+/// what the await returns.
 pub struct JoinHandle<T, E> {
     task: Arc<dyn JoinTarget<T, E>>,
     _marker: PhantomData<fn() -> (T, E)>,
@@ -652,7 +764,54 @@ impl<T, E> Future for JoinHandle<T, E> {
         if coop::poll_proceed(cx).is_pending() {
             return Poll::Pending;
         }
-        self.task.poll_join(cx)
+        match self.task.poll_join(cx) {
+            Poll::Ready(o) => Poll::Ready(o),
+            Poll::Pending => match awaiter_cancelled(self.task.task_header()) {
+                Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// A [`JoinHandle`] awaited by a task whose scope has been cancelled is a
+/// checkpoint of that task: unless the awaited task will itself be drained
+/// by that cancellation (it lives inside the cancelled region), waiting on
+/// would hold the awaiter's timeout, race or shutdown hostage to a task
+/// outside it. Returns the awaiter's (unmasked) reason, marking it
+/// observed.
+#[cold]
+fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
+    let (task, scope) = POLLING.with(Cell::get);
+    // SAFETY: POLLING points at the header of the task being polled on
+    // this thread (kept alive by `Task::run`'s `Arc`) and at a region node
+    // whose body is being polled (kept alive by that body's future), for
+    // exactly the duration of those polls (the guards restore it).
+    let (task, scope) = unsafe { (task.as_ref(), scope.as_ref()) };
+    let task = task?;
+    match scope {
+        None => {
+            if !task.cancel.is_requested() || task.masked() {
+                return None;
+            }
+            // A task's own spawns go to its region, beside it, not below
+            // it: nothing awaited from a task's own scope is drained by the
+            // task's cancellation.
+            task.observed.store(true, Ordering::Relaxed);
+            task.cancel.get()
+        }
+        Some(node) => {
+            if !node.cancel.is_requested() {
+                return None;
+            }
+            let owner = node.owner_task();
+            let header = owner.as_ref().map_or(task, |o| o.header());
+            if header.masked() || node.contains(&awaited.region) {
+                return None;
+            }
+            header.observed.store(true, Ordering::Relaxed);
+            node.cancel.get()
+        }
     }
 }
 

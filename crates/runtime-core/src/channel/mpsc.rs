@@ -511,7 +511,8 @@ impl<T> Chan<T> {
                 }
                 waiter.waker
             };
-            waker.wake();
+            // A sender's waker (user code, if polled by hand): caught.
+            crate::outcome::wake_caught(waker);
             // Relaxed: if no slot is free now, a later release reads
             // WAITERS (if still set) in its own `fetch_add` and hands that
             // slot over itself; so stopping here loses nothing.
@@ -555,7 +556,9 @@ impl<T> Chan<T> {
             std::mem::take(&mut waiters.queue)
         };
         for waiter in queued {
-            waiter.waker.wake();
+            // Wakers are user code: one that panics must not keep the
+            // rest from being woken.
+            crate::outcome::wake_caught(waiter.waker);
         }
     }
 

@@ -65,6 +65,7 @@ pub(crate) struct Stats {
     cut_off: AtomicU64,
     finalizers_cut_off: AtomicU64,
     finalizers_skipped: AtomicU64,
+    panics_caught: AtomicU64,
 }
 
 impl Stats {
@@ -88,6 +89,12 @@ impl Stats {
             .fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// A panic in user code the runtime called from its bookkeeping (a
+    /// `Drop`, a `Debug`, a waker, a finalizer) was caught.
+    pub(crate) fn panic_caught(&self) {
+        self.panics_caught.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RuntimeStats {
         let finished = self.finished.load(Ordering::Acquire);
         RuntimeStats {
@@ -96,6 +103,7 @@ impl Stats {
             tasks_cut_off: self.cut_off.load(Ordering::Relaxed),
             finalizers_cut_off: self.finalizers_cut_off.load(Ordering::Relaxed),
             finalizers_skipped: self.finalizers_skipped.load(Ordering::Relaxed),
+            panics_caught: self.panics_caught.load(Ordering::Relaxed),
         }
     }
 }
@@ -114,11 +122,17 @@ pub struct RuntimeStats {
     /// Finalizers never run because their region's future was dropped
     /// before it closed.
     pub finalizers_skipped: u64,
+    /// Panics caught in user code that the runtime called outside a task's
+    /// own poll: the `Drop` of a future, an output or a captured value, an
+    /// error's `Debug`, a waker, a finalizer. Each is also reported where
+    /// one is to blame (the task or region ends `Panicked`); none takes a
+    /// worker down.
+    pub panics_caught: u64,
 }
 
 impl RuntimeStats {
     /// Tasks alive now: spawned and not finished.
     pub fn tasks_alive(&self) -> u64 {
-        self.tasks_spawned - self.tasks_finished
+        self.tasks_spawned.saturating_sub(self.tasks_finished)
     }
 }

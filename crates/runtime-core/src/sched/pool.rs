@@ -165,12 +165,46 @@ impl Shared {
             index,
             core: RefCell::new(core),
         };
+        // Restores the thread-local and hands the core back however
+        // `run_loop` ends, unwinding included (a panic that escaped user
+        // code must not leave the core lost and every later `block_on`
+        // waiting for it, nor a dangling pointer in `CURRENT`).
+        struct Restore<'a> {
+            shared: &'a Shared,
+            index: usize,
+            ctx: &'a WorkerCtx,
+            prev: *const WorkerCtx,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.prev));
+                *lock(&self.shared.threads[self.index]) = None;
+                let core = self.ctx.core.replace(Core {
+                    local: Worker::new_fifo(),
+                    lifo: None,
+                    yielded: None,
+                    tick: 0,
+                    streak: 0,
+                    seed: 0,
+                });
+                *lock(&self.shared.cores[self.index]) = Some(core);
+            }
+        }
         let prev = CURRENT.with(|c| c.replace(&ctx));
+        let _restore = Restore {
+            shared: self,
+            index,
+            ctx: &ctx,
+            prev,
+        };
         self.run_loop(&ctx, done, park_cap);
-        CURRENT.with(|c| c.set(prev));
-        *lock(&self.threads[index]) = None;
-        *lock(&self.cores[index]) = Some(ctx.core.into_inner());
         true
+    }
+
+    /// Whether the calling thread is driving a worker of any runtime (a
+    /// task, a finalizer or a waker is running on it).
+    pub(crate) fn on_any_worker() -> bool {
+        !CURRENT.with(Cell::get).is_null()
     }
 
     fn run_loop(
@@ -185,7 +219,7 @@ impl Shared {
             }
             let (task, maintenance) = self.next_task(ctx);
             if maintenance {
-                self.timers.process(self.clock.now());
+                self.timers.process(self.clock.now(), &self.stats);
             }
             if let Some(task) = task {
                 task.run();
@@ -196,7 +230,7 @@ impl Shared {
             // more, then park until the next timer.
             self.idle.register(ctx.index);
             let now = self.clock.now();
-            let (fired, next) = self.timers.process_for_park(now);
+            let (fired, next) = self.timers.process_for_park(now, &self.stats);
             if fired
                 || self.has_work(&ctx.core.borrow())
                 || done()

@@ -12,6 +12,7 @@ use super::wheel::{TimerKey, Wheel};
 use crate::cancel::CancelReason;
 use crate::loom::{Mutex, lock};
 use crate::region::RegionNode;
+use crate::sched::Stats;
 use crate::task::{Runnable, cancel_task, cut_off_task};
 
 const TICK_NANOS: u64 = 1_000_000;
@@ -34,7 +35,12 @@ pub(crate) enum TimerAction {
 impl TimerAction {
     fn fire(self) {
         match self {
-            TimerAction::Wake(w) => w.wake(),
+            TimerAction::Wake(w) => {
+                // The waker is user code when a sleep was polled by hand:
+                // a panic in it must not keep the other due timers from
+                // firing (the caller catches it and goes on).
+                w.wake();
+            }
             TimerAction::CancelRegion(r, reason) => {
                 if let Some(r) = r.upgrade() {
                     r.cancel(&reason);
@@ -112,14 +118,14 @@ impl TimerDriver {
 
     /// Fires every timer due at `now`; returns whether any fired and when
     /// the next one is due.
-    pub(crate) fn process(&self, now: Instant) -> (bool, Option<Instant>) {
-        self.turn(now, false)
+    pub(crate) fn process(&self, now: Instant, stats: &Stats) -> (bool, Option<Instant>) {
+        self.turn(now, false, stats)
     }
 
     /// [`process`](Self::process), and records that a worker is about to
     /// park until the next timer.
-    pub(crate) fn process_for_park(&self, now: Instant) -> (bool, Option<Instant>) {
-        self.turn(now, true)
+    pub(crate) fn process_for_park(&self, now: Instant, stats: &Stats) -> (bool, Option<Instant>) {
+        self.turn(now, true, stats)
     }
 
     /// A worker woke from a timed park: nobody is known to be waiting for
@@ -128,7 +134,7 @@ impl TimerDriver {
         lock(&self.inner).parked_until = u64::MAX;
     }
 
-    fn turn(&self, now: Instant, parking: bool) -> (bool, Option<Instant>) {
+    fn turn(&self, now: Instant, parking: bool, stats: &Stats) -> (bool, Option<Instant>) {
         let mut fired = {
             let mut inner = lock(&self.inner);
             let mut fired = std::mem::take(&mut inner.fired);
@@ -150,8 +156,12 @@ impl TimerDriver {
             }
             fired
         };
+        // Each action alone under a catch: a panicking waker (user code)
+        // is counted, and every other due timer still fires.
         for action in fired.drain(..) {
-            action.fire();
+            if crate::outcome::catch(|| action.fire()).is_err() {
+                stats.panic_caught();
+            }
         }
         let mut inner = lock(&self.inner);
         if inner.fired.capacity() < fired.capacity() {
