@@ -29,6 +29,8 @@ enum Fault {
     ResetMidRequest,
     /// Wait, then answer 200.
     Slow(Duration),
+    /// Write these bytes as the whole answer, then close the connection.
+    Raw(Vec<u8>),
 }
 
 fn ok() -> Fault {
@@ -37,6 +39,8 @@ fn ok() -> Fault {
 
 #[derive(Debug, Clone)]
 struct Received {
+    /// The request line (`POST /v1/traces HTTP/1.1`).
+    line: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -165,7 +169,11 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        received.lock().unwrap().push(Received { headers, body });
+        received.lock().unwrap().push(Received {
+            line: line.trim_end().to_owned(),
+            headers,
+            body,
+        });
         let (status, extra, body) = match fault {
             Fault::Answer(status, extra, body) => (status, extra, body),
             Fault::Hang(d) => {
@@ -177,6 +185,10 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
                 (200, vec![], vec![])
             }
             Fault::ResetMidRequest => unreachable!(),
+            Fault::Raw(bytes) => {
+                let _ = conn.write_all(&bytes);
+                return;
+            }
         };
         let mut resp = format!(
             "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/x-protobuf\r\n",
@@ -449,4 +461,312 @@ fn a_collector_that_comes_back_gets_the_queued_spans() {
     let mut want = names("back-", 30);
     want.sort();
     assert_eq!(got, want);
+}
+
+// ---------------------------------------------------------------------------
+// A hostile but legitimate collector (issue 12): redirects, odd answers,
+// odd bodies. Each runs in its own process under a watchdog.
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn one_request(spans: usize, encoding: Encoding) -> otlp_exporter::EncodedRequest {
+    let spans: Vec<SpanData> = (0..spans)
+        .map(|i| SpanData::new(format!("direct-{i}")))
+        .collect();
+    otlp_exporter::Encoder::new(Resource::new("http-test"))
+        .encode(&spans, encoding)
+        .requests
+        .remove(0)
+}
+
+#[test]
+fn redirects_are_never_followed_never_carry_headers_and_never_count_as_delivery() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for status in [301u16, 302, 303, 307, 308] {
+            let elsewhere = Server::start(vec![]);
+            let location = format!("{}/v1/traces", elsewhere.endpoint());
+            let server = Server::start(vec![Fault::Answer(
+                status,
+                vec![("location", location.clone())],
+                vec![],
+            )]);
+            let t = transport(&server)
+                .header("api-key", "SECRET-KEY")
+                .build()
+                .unwrap();
+            let (r, _) = send(t, "redirect-", 10, Duration::from_secs(5));
+            assert_eq!(r.stats.exported, 0, "{status}: {:?}", r.stats);
+            assert_eq!(r.stats.dropped.export_failed, 10, "{status}");
+            assert!(r.stats.is_balanced(), "{status}");
+            assert_eq!(server.received().len(), 1, "{status}: not retried");
+            let a = r.stats.attempts.unwrap();
+            assert_eq!(
+                (a.attempts, a.final_status, a.succeeded),
+                (1, 1, 0),
+                "{status}: {a:?}"
+            );
+            assert_eq!(
+                elsewhere
+                    .connections
+                    .load(std::sync::atomic::Ordering::SeqCst),
+                0,
+                "{status}: the other origin was contacted"
+            );
+            assert!(elsewhere.received().is_empty(), "{status}");
+
+            // The failure says what happened: status and Location.
+            let server = Server::start(vec![Fault::Answer(
+                status,
+                vec![("location", location.clone())],
+                vec![],
+            )]);
+            let t = transport(&server)
+                .header("api-key", "SECRET-KEY")
+                .build()
+                .unwrap();
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &one_request(3, Encoding::Protobuf),
+                Instant::now() + Duration::from_secs(5),
+            );
+            let otlp_exporter::ExportResult::Failed(message) = result else {
+                panic!("{status}: {result:?}");
+            };
+            assert!(
+                message.contains(&status.to_string())
+                    && message.contains(&location)
+                    && message.contains("redirect"),
+                "{message}"
+            );
+            assert!(!message.contains("SECRET-KEY"), "{message}");
+        }
+    });
+}
+
+#[test]
+fn a_same_origin_redirect_is_refused_too() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::Answer(
+            308,
+            vec![("location", "/elsewhere".into())],
+            vec![],
+        )]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "same-", 4, Duration::from_secs(5));
+        assert_eq!((r.stats.exported, r.stats.dropped.export_failed), (0, 4));
+        assert_eq!(server.received().len(), 1, "one POST, nothing followed");
+        assert!(server.received()[0].line.starts_with("POST /v1/traces "));
+    });
+}
+
+#[test]
+fn odd_success_answers_count_what_the_status_says() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // 204, a 2 MiB body, a body cut short, a 202 with garbage.
+        let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc".to_vec();
+        let server = Server::start(vec![
+            Fault::Answer(204, vec![], vec![]),
+            Fault::Answer(200, vec![], vec![0x0a; 2 << 20]),
+            Fault::Raw(cut),
+            Fault::Answer(202, vec![], b"\xff\xff\xff garbage".to_vec()),
+        ]);
+        let p = Pipeline::builder()
+            .transport(transport(&server).build().unwrap())
+            .max_export_batch_size(3)
+            .build()
+            .unwrap();
+        for round in 0..4 {
+            for i in 0..3 {
+                p.record(SpanData::new(format!("odd-{round}-{i}")));
+            }
+            assert!(p.force_flush(Duration::from_secs(10)).completed);
+        }
+        let s = p.shutdown(Duration::from_secs(5)).stats;
+        assert_eq!(s.exported, 12, "{s:?}");
+        assert!(s.is_balanced());
+        assert_eq!(server.received().len(), 4, "none retried");
+    });
+}
+
+#[test]
+fn a_collector_that_closes_before_answering_is_retried() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![
+            Fault::Raw(Vec::new()),
+            Fault::Raw(b"HTTP/1.1 2".to_vec()),
+            Fault::Raw(b"garbage\r\n\r\n".to_vec()),
+        ]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "close-", 5, Duration::from_secs(10));
+        assert_eq!(r.stats.exported, 5, "{:?}", r.stats);
+        let got = server.received();
+        assert_eq!(got.len(), 4, "three cut answers, then a delivery");
+        assert_eq!(got[3].spans(), names("close-", 5));
+        let a = r.stats.attempts.unwrap();
+        assert_eq!((a.connection_failed, a.succeeded), (3, 1), "{a:?}");
+    });
+}
+
+#[test]
+fn hostile_partial_success_answers_never_over_count() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // Protobuf: rejected_spans = -1 (an int64, a 10-byte varint).
+        let mut negative = vec![0x0a, 11, 0x08];
+        negative.extend_from_slice(&[0xff; 9]);
+        negative.push(0x01);
+        let server = Server::start(vec![Fault::Answer(200, vec![], negative)]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "neg-", 4, Duration::from_secs(5));
+        assert_eq!((r.stats.exported, r.stats.dropped.rejected), (4, 0));
+        assert!(r.stats.is_balanced());
+
+        // JSON: the issue's null count with a number in the message.
+        for (body, rejected) in [
+            (
+                r#"{"partialSuccess":{"rejectedSpans":null,"errorMessage":"3 were bad"}}"#,
+                0,
+            ),
+            (
+                r#"{"partialSuccess":{"errorMessage":"limit 100, got 7"}}"#,
+                0,
+            ),
+            (r#"{"partialSuccess":{"rejectedSpans":"-3"}}"#, 0),
+            (
+                r#"{"partialSuccess":{"rejectedSpans":"2","errorMessage":"9"}}"#,
+                2,
+            ),
+            (r#"{"partialSuccess":{"rejectedSpans":1000000}}"#, 5),
+        ] {
+            let server = Server::start(vec![Fault::Answer(200, vec![], body.as_bytes().to_vec())]);
+            let t = transport(&server).encoding(Encoding::Json).build().unwrap();
+            let (r, _) = send(t, "json-", 5, Duration::from_secs(5));
+            assert_eq!(r.stats.dropped.rejected, rejected, "{body}");
+            assert_eq!(r.stats.exported, 5 - rejected, "{body}");
+            assert!(r.stats.is_balanced(), "{body}");
+        }
+    });
+}
+
+#[test]
+fn a_retry_after_date_in_the_far_future_does_not_crash_the_worker() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![
+            Fault::Answer(
+                503,
+                vec![(
+                    "retry-after",
+                    "Sun, 06 Nov 99999999999999 08:49:37 GMT".into(),
+                )],
+                vec![],
+            ),
+            Fault::Answer(
+                429,
+                vec![("retry-after", "99999999999999999999".into())],
+                vec![],
+            ),
+        ]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "future-", 3, Duration::from_secs(5));
+        // The second refusal asks for more than the deadline allows: the
+        // export gives up in time; either way nothing is lost uncounted.
+        assert!(r.completed, "{r:?}");
+        assert!(r.stats.is_balanced());
+        assert_eq!(r.stats.exported + r.stats.dropped.export_failed, 3);
+        assert!(server.received().len() >= 2);
+    });
+}
+
+#[test]
+fn a_hostile_retry_policy_does_not_crash_the_worker() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for multiplier in [f64::NAN, -1.0, f64::INFINITY, 1e300] {
+            let server = Server::start(vec![
+                Fault::Answer(503, vec![], vec![]),
+                Fault::Answer(503, vec![], vec![]),
+            ]);
+            let t = transport(&server)
+                .retry(RetryPolicy {
+                    initial_backoff: Duration::from_millis(10),
+                    max_backoff: Duration::from_millis(50),
+                    multiplier,
+                    max_attempts: 5,
+                })
+                .build()
+                .unwrap();
+            let (r, _) = send(t, "policy-", 2, Duration::from_secs(5));
+            assert_eq!(r.stats.exported, 2, "{multiplier}: {:?}", r.stats);
+        }
+        let server = Server::start(vec![Fault::Answer(503, vec![], vec![])]);
+        let t = transport(&server)
+            .retry(RetryPolicy {
+                initial_backoff: Duration::MAX,
+                max_backoff: Duration::MAX,
+                multiplier: 2.0,
+                max_attempts: u32::MAX,
+            })
+            .build()
+            .unwrap();
+        let (r, _) = send(t, "maxwait-", 2, Duration::from_secs(1));
+        assert_eq!(r.stats.dropped.export_failed, 2, "{:?}", r.stats);
+        assert!(r.stats.is_balanced());
+    });
+}
+
+#[test]
+fn attribute_text_never_reaches_the_request_headers() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let evil = "x\r\nx-injected: 1\r\n\r\nPOST /evil HTTP/1.1";
+        let mut resource = Resource::new(evil);
+        resource.set(otlp_exporter::KeyValue::new("host.name", evil));
+        let p = Pipeline::builder()
+            .transport(transport(&server).build().unwrap())
+            .resource(resource)
+            .build()
+            .unwrap();
+        let mut span = SpanData::new(evil);
+        span.attributes
+            .push(otlp_exporter::KeyValue::new(evil, evil));
+        p.record(span);
+        let s = p.shutdown(Duration::from_secs(5)).stats;
+        assert_eq!(s.exported, 1);
+        let got = server.received();
+        assert_eq!(got.len(), 1, "one request, not two");
+        assert!(got[0].header("x-injected").is_none());
+        assert_eq!(server.span_names(), [evil.to_owned()]);
+    });
+}
+
+#[test]
+fn an_endpoint_with_a_query_gets_the_signal_path_before_it() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let t = transport(&server)
+            .endpoint(format!("HTTP://{}/prefix?tenant=a", server.addr))
+            .build()
+            .unwrap();
+        let (r, _) = send(t, "query-", 2, Duration::from_secs(5));
+        assert_eq!(r.stats.exported, 2);
+        assert_eq!(
+            server.received()[0].line,
+            "POST /prefix/v1/traces?tenant=a HTTP/1.1"
+        );
+    });
+}
+
+#[test]
+fn a_header_value_with_a_newline_is_refused_when_built() {
+    let err = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint("http://127.0.0.1:1")
+    .header("api-key", "SECRET\nx-other: 1")
+    .build()
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("api-key") && text.contains("control character"),
+        "{text}"
+    );
+    assert!(!text.contains("SECRET"), "{text}");
 }
