@@ -29,6 +29,31 @@ pub(crate) fn take_yield() -> bool {
     YIELDED.with(|y| y.replace(false))
 }
 
+thread_local! {
+    /// Checkpoints left before the next look at the clock.
+    static CLOCK_LOOK: Cell<u32> = const { Cell::new(CHECKPOINTS_PER_CLOCK_LOOK) };
+}
+
+/// A busy task's checkpoints look at the clock (and fire due timers) once
+/// every this many: time keeps moving for a task that holds its worker,
+/// at the cost of one clock read per this many checkpoints.
+const CHECKPOINTS_PER_CLOCK_LOOK: u32 = 32;
+
+/// Counts a checkpoint; `true` when it is time to look at the clock.
+#[inline]
+pub(crate) fn clock_look_due() -> bool {
+    CLOCK_LOOK.with(|c| {
+        let left = c.get();
+        if left <= 1 {
+            c.set(CHECKPOINTS_PER_CLOCK_LOOK);
+            true
+        } else {
+            c.set(left - 1);
+            false
+        }
+    })
+}
+
 /// Starts a task turn.
 #[inline]
 pub(crate) fn reset() {

@@ -173,7 +173,11 @@ impl CxCore {
     #[cold]
     #[inline(never)]
     fn cancel_requested_slow(&self) -> Option<CancelReason> {
-        if self.header().masked() {
+        // A mask defers the request, until the cleanup budget of the region
+        // whose body this is has run out (a task's own is enforced by
+        // dropping its future; a region body runs inside its owner task and
+        // is released from its masks instead).
+        if self.header().masked() && !self.scope.as_ref().is_some_and(|r| r.is_cut_off()) {
             return None;
         }
         self.header().observed.store(true, Ordering::Relaxed);
@@ -187,6 +191,9 @@ impl CxCore {
     /// A task that returns `Err` after its checkpoint reported cancellation
     /// ends `Cancelled(reason)`, whatever its error says.
     pub(crate) fn checkpoint(&self) -> Result<(), Cancelled> {
+        if coop::clock_look_due() {
+            self.sched().poll_timers();
+        }
         match self.cancel_requested() {
             Some(r) => Err(Cancelled(r)),
             None => Ok(()),

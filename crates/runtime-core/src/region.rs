@@ -228,6 +228,15 @@ impl Child {
 /// registration, under the region's cleanup budget.
 pub(crate) type Finalizer = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// A region's finalizers, and whether the time to register more is over.
+#[derive(Default)]
+struct Finalizers {
+    pending: Vec<Finalizer>,
+    /// The region ran its last finalizer (or was abandoned): one registered
+    /// now would never run, so it is counted as skipped instead.
+    over: bool,
+}
+
 /// The shared state of one region.
 pub(crate) struct RegionNode {
     pub(crate) id: RegionId,
@@ -253,7 +262,11 @@ pub(crate) struct RegionNode {
     swept: Mutex<Vec<Child>>,
     sweeps: AtomicUsize,
     worst: Mutex<Option<Worst>>,
-    finalizers: Mutex<Vec<Finalizer>>,
+    finalizers: Mutex<Finalizers>,
+    /// The cleanup budget ran out while the body was still running (its
+    /// grace period, or shutdown's cut-off): masked sections in the body
+    /// no longer defer the cancellation.
+    cut_off: AtomicBool,
     /// Set when the region's future was dropped before it closed: the last
     /// child to finish completes the close.
     abandoned: AtomicBool,
@@ -319,7 +332,8 @@ impl RegionNode {
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
             worst: Mutex::new(None),
-            finalizers: Mutex::new(Vec::new()),
+            finalizers: Mutex::new(Finalizers::default()),
+            cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             orphan: AtomicBool::new(false),
@@ -507,6 +521,15 @@ impl RegionNode {
     /// of its own to drain is spared: cutting off below it lets it finish
     /// normally.
     pub(crate) fn cut_off_all(&self, force: bool) {
+        // The body, if still running (in its owner task, which is not ours
+        // to drop), loses its masks: wake it to see the cancellation.
+        if force && self.cancel.is_requested() && !self.cut_off.swap(true, Ordering::AcqRel) {
+            if let Some(w) = self.body_waker.take() {
+                if crate::outcome::wake_caught(w) {
+                    self.sched.stats().panic_caught();
+                }
+            }
+        }
         let seen: Vec<Child> = lock(&self.swept)
             .iter()
             .map(|c| match c {
@@ -613,12 +636,55 @@ impl RegionNode {
         }
     }
 
+    /// Registers a finalizer. One registered while the finalizers run
+    /// (by a finalizer, or a task of another region holding this one's
+    /// `Cx`) runs in the same pass; one registered after the last has run
+    /// (the region closed) never can: it is dropped and counted in
+    /// `finalizers_skipped`.
     pub(crate) fn add_finalizer(&self, f: Finalizer) {
-        lock(&self.finalizers).push(f);
+        let mut fin = lock(&self.finalizers);
+        if !fin.over {
+            fin.pending.push(f);
+            return;
+        }
+        drop(fin);
+        self.sched.stats().finalizers_skipped(1);
+        if crate::outcome::drop_caught(f).is_some() {
+            self.sched.stats().panic_caught();
+        }
     }
 
+    /// The next finalizer to run (the last registered), or `None`, which
+    /// closes registration.
+    fn next_finalizer(&self) -> Option<Finalizer> {
+        let mut fin = lock(&self.finalizers);
+        let next = fin.pending.pop();
+        if next.is_none() {
+            fin.over = true;
+        }
+        next
+    }
+
+    /// Takes every pending finalizer and closes registration.
     fn take_finalizers(&self) -> Vec<Finalizer> {
-        std::mem::take(&mut *lock(&self.finalizers))
+        let mut fin = lock(&self.finalizers);
+        fin.over = true;
+        std::mem::take(&mut fin.pending)
+    }
+
+    /// Records a panic of the region's own code (a finalizer): the region
+    /// ends `Panicked` unless something worse is already recorded.
+    fn record_panic(&self, payload: PanicPayload) {
+        self.sched.stats().panic_caught();
+        let mut worst = lock(&self.worst);
+        if !matches!(*worst, Some(Worst::Panicked(_))) {
+            *worst = Some(Worst::Panicked(payload));
+        }
+    }
+
+    /// Whether the cleanup budget of this region's body has run out.
+    pub(crate) fn is_cut_off(&self) -> bool {
+        self.cut_off.load(Ordering::Acquire)
     }
 
     /// Closes after the body and every child finished: joins the body's
@@ -681,8 +747,13 @@ impl RegionNode {
     /// last one to finish lands here. Async finalizers cannot run without
     /// a task any more: they are dropped and counted.
     fn finish_abandoned(&self) {
-        let skipped = self.take_finalizers().len();
-        self.sched.stats().finalizers_skipped(skipped);
+        let skipped = self.take_finalizers();
+        self.sched.stats().finalizers_skipped(skipped.len());
+        for f in skipped {
+            if crate::outcome::drop_caught(f).is_some() {
+                self.sched.stats().panic_caught();
+            }
+        }
         self.detach();
     }
 }
@@ -723,10 +794,11 @@ where
         node.cancel(&node.sibling_failed());
     }
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
-    let mut finalizers = node.take_finalizers();
-    while let Some(f) = finalizers.pop() {
-        if !(Cleanup::new(&node, f)).await {
-            node.sched.stats().finalizer_cut_off();
+    while let Some(f) = node.next_finalizer() {
+        match Cleanup::new(&node, f).await {
+            Cleaned::Done => {}
+            Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
+            Cleaned::Panicked(p) => node.record_panic(p),
         }
     }
     guard.disarm();
@@ -819,24 +891,29 @@ impl Cleanup {
     }
 }
 
+/// How a finalizer ended.
+enum Cleaned {
+    Done,
+    CutOff,
+    Panicked(PanicPayload),
+}
+
 impl Future for Cleanup {
-    type Output = bool;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+    type Output = Cleaned;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cleaned> {
         let this = &mut *self;
         this.polls += 1;
         if this.max_polls.is_some_and(|m| this.polls > m) {
-            return Poll::Ready(false);
+            return Poll::Ready(Cleaned::CutOff);
         }
         if let Some(d) = this.deadline
             && this.sched.now() >= d
         {
-            return Poll::Ready(false);
+            return Poll::Ready(Cleaned::CutOff);
         }
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.fut.as_mut().poll(cx)));
-        match r {
-            Ok(Poll::Ready(())) => Poll::Ready(true),
-            Err(_) => Poll::Ready(true),
+        match crate::outcome::catch(|| this.fut.as_mut().poll(cx)) {
+            Ok(Poll::Ready(())) => Poll::Ready(Cleaned::Done),
+            Err(p) => Poll::Ready(Cleaned::Panicked(p)),
             Ok(Poll::Pending) => {
                 if let (Some(d), None) = (this.deadline, &this.timer) {
                     this.timer = Some(
@@ -854,6 +931,12 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(t) = self.timer.take() {
             self.sched.cancel_timer(t);
+        }
+        // The finalizer is user code: its Drop (after a cut-off, with its
+        // state half-run) may panic.
+        let fut = std::mem::replace(&mut self.fut, Box::pin(async {}));
+        if crate::outcome::drop_caught(fut).is_some() {
+            self.sched.stats().panic_caught();
         }
     }
 }

@@ -376,9 +376,20 @@ impl Runtime {
         // Stop the workers.
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.notify_all();
+        // A worker that is not inside a poll stops within microseconds of
+        // the flag: wait for it (a little past the deadline if need be). One
+        // inside a poll at the deadline is stuck (a poll that blocks).
+        let grace = deadline.max(std::time::Instant::now()) + Duration::from_millis(100);
         let mut stuck = 0;
-        for t in self.threads.drain(..) {
-            while !t.is_finished() && std::time::Instant::now() < deadline {
+        for (i, t) in self.threads.drain(..).enumerate() {
+            loop {
+                let now = std::time::Instant::now();
+                if t.is_finished()
+                    || now >= grace
+                    || (now >= deadline && self.shared.is_busy(i))
+                {
+                    break;
+                }
                 thread::sleep(Duration::from_micros(200));
             }
             if t.is_finished() {
@@ -387,11 +398,13 @@ impl Runtime {
                 stuck += 1;
             }
         }
-        if stuck == 0 {
-            // Whatever is still queued is finished or cut off: running it
-            // drops it (and drops futures that hold the runtime).
-            self.shared.drain_queues();
-        }
+        // Whatever is still queued is finished or cut off: running it drops
+        // it (and drops futures that hold the runtime). A stuck worker's
+        // core cannot be reached (its thread holds it), but its LIFO slot
+        // and the injector can: a task stranded there is dropped, not
+        // leaked.
+        self.shared.drain_queues();
+        self.shared.drain_lifo_slots();
         self.shared.timers().clear();
         let blocking = self.blocking.shutdown();
         let stats = self.stats();

@@ -806,7 +806,7 @@ fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
             }
             let owner = node.owner_task();
             let header = owner.as_ref().map_or(task, |o| o.header());
-            if header.masked() || node.contains(&awaited.region) {
+            if (header.masked() && !node.is_cut_off()) || node.contains(&awaited.region) {
                 return None;
             }
             header.observed.store(true, Ordering::Relaxed);

@@ -53,6 +53,9 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn has_other_work(&self) -> bool {
         true
     }
+    /// Fires the timers that are due, if any (called from a busy task's
+    /// checkpoints, so that time keeps moving while it holds its worker).
+    fn poll_timers(&self) {}
     /// The blocking pool, if this scheduler has one.
     fn blocking(&self) -> Option<&crate::blocking::BlockingPool>;
 }

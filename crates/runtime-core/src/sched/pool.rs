@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::Thread;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use super::idle::Idle;
 use super::{Schedule, Scheduler, Stats};
@@ -30,13 +31,23 @@ use crate::time::{Clock, Instant};
 const LIFO_STREAK: u32 = 3;
 /// Every this many tasks, look at the injector first and fire timers.
 const MAINTENANCE: u32 = 61;
+/// While another worker is inside a poll, an idle worker parks at most
+/// this long before it looks again (at that worker's LIFO slot, and at the
+/// timers): the bound on how long a task can be stranded behind a poll
+/// that blocks.
+const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
 
 type TaskRef = Arc<dyn Runnable>;
 
 /// A worker's own queues.
 pub(crate) struct Core {
     local: Worker<TaskRef>,
-    lifo: Option<TaskRef>,
+    /// The LIFO slot: at most one task, woken by the task running here,
+    /// to run next. A one-element deque rather than a private field, so
+    /// that it can be stolen: a task woken into the slot of a worker whose
+    /// current poll blocks must not wait for that poll (idle workers look
+    /// at busy workers' slots within [`STRANDED_BOUND`]).
+    lifo: Worker<TaskRef>,
     /// The task that last yielded, when nothing else was queued: it runs
     /// after everything queued here and in the injector, without a trip
     /// through the deque.
@@ -50,6 +61,10 @@ pub(crate) struct Core {
 pub(crate) struct Shared {
     injector: Injector<TaskRef>,
     stealers: Vec<Stealer<TaskRef>>,
+    /// Stealers of each core's LIFO slot.
+    lifo_stealers: Vec<Stealer<TaskRef>>,
+    /// Whether each core's driver is inside a task's poll now.
+    busy: Vec<CachePadded<AtomicBool>>,
     /// Each core, taken by the thread that drives it.
     cores: Vec<Mutex<Option<Core>>>,
     /// The thread currently driving each core (for unparking).
@@ -80,17 +95,22 @@ impl Shared {
     pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
         let workers: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_fifo()).collect();
         let stealers = workers.iter().map(Worker::stealer).collect();
+        let lifos: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_lifo()).collect();
+        let lifo_stealers = lifos.iter().map(Worker::stealer).collect();
         let timers = TimerDriver::new();
         Arc::new(Shared {
             injector: Injector::new(),
             stealers,
+            lifo_stealers,
+            busy: (0..cores).map(|_| CachePadded::new(AtomicBool::new(false))).collect(),
             cores: workers
                 .into_iter()
+                .zip(lifos)
                 .enumerate()
-                .map(|(i, local)| {
+                .map(|(i, (local, lifo))| {
                     Mutex::new(Some(Core {
                         local,
-                        lifo: None,
+                        lifo,
                         yielded: None,
                         tick: 0,
                         streak: 0,
@@ -139,7 +159,7 @@ impl Shared {
     }
 
     fn has_work(&self, core: &Core) -> bool {
-        core.lifo.is_some()
+        !core.lifo.is_empty()
             || core.yielded.is_some()
             || !core.local.is_empty()
             || !self.injector.is_empty()
@@ -181,7 +201,7 @@ impl Shared {
                 *lock(&self.shared.threads[self.index]) = None;
                 let core = self.ctx.core.replace(Core {
                     local: Worker::new_fifo(),
-                    lifo: None,
+                    lifo: Worker::new_lifo(),
                     yielded: None,
                     tick: 0,
                     streak: 0,
@@ -222,7 +242,12 @@ impl Shared {
                 self.timers.process(self.clock.now(), &self.stats);
             }
             if let Some(task) = task {
+                // Relaxed: read only by shutdown's count of stuck workers
+                // and by idle workers choosing how long to park, both
+                // heuristics that tolerate a stale value.
+                self.busy[ctx.index].store(true, Ordering::Relaxed);
                 task.run();
+                self.busy[ctx.index].store(false, Ordering::Relaxed);
                 continue;
             }
             // Out of work: register as a sleeper first (so a timer
@@ -239,7 +264,10 @@ impl Shared {
                 self.idle.unregister(ctx.index);
                 continue;
             }
-            let wait = next.map(|at| at.saturating_duration_since(now));
+            let mut wait = next.map(|at| at.saturating_duration_since(now));
+            if self.other_busy(ctx.index) {
+                wait = Some(wait.map_or(STRANDED_BOUND, |w| w.min(STRANDED_BOUND)));
+            }
             match (wait, park_cap) {
                 (Some(w), Some(c)) => std::thread::park_timeout(w.min(c)),
                 (Some(w), None) | (None, Some(w)) => std::thread::park_timeout(w),
@@ -256,7 +284,9 @@ impl Shared {
         let mut core = ctx.core.borrow_mut();
         core.tick = core.tick.wrapping_add(1);
         let maintenance = core.tick.is_multiple_of(MAINTENANCE);
-        if let Some(t) = core.lifo.take() {
+        if !core.lifo.is_empty()
+            && let Some(t) = core.lifo.pop()
+        {
             if core.streak < LIFO_STREAK {
                 core.streak += 1;
                 return (Some(t), maintenance);
@@ -295,6 +325,15 @@ impl Shared {
                         Steal::Empty => break,
                     }
                 }
+                // Its LIFO slot too: the task there may be stranded
+                // behind a poll that blocks.
+                loop {
+                    match self.lifo_stealers[i].steal() {
+                        Steal::Success(t) => return (Some(t), maintenance),
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
             }
         }
         (None, maintenance)
@@ -319,7 +358,7 @@ impl Shared {
             if let Some(core) = guard.as_mut() {
                 while let Some(t) = core
                     .lifo
-                    .take()
+                    .pop()
                     .or_else(|| core.yielded.take())
                     .or_else(|| core.local.pop())
                 {
@@ -329,6 +368,30 @@ impl Shared {
         }
         while let Some(t) = self.steal_injector(&Worker::new_fifo()) {
             t.run();
+        }
+    }
+
+    /// Whether a worker other than `me` is inside a task's poll.
+    fn other_busy(&self, me: usize) -> bool {
+        self.busy
+            .iter()
+            .enumerate()
+            .any(|(i, b)| i != me && b.load(Ordering::Relaxed))
+    }
+
+    /// Whether worker `index` is inside a task's poll now.
+    pub(crate) fn is_busy(&self, index: usize) -> bool {
+        self.busy[index].load(Ordering::Relaxed)
+    }
+
+    /// Runs whatever is left in the LIFO slots of every core, including
+    /// cores whose driver is stuck in a poll (the slots can be stolen), for
+    /// shutdown.
+    pub(crate) fn drain_lifo_slots(&self) {
+        for s in &self.lifo_stealers {
+            while let Steal::Success(t) = s.steal() {
+                t.run();
+            }
         }
     }
 
@@ -347,13 +410,21 @@ impl Scheduler for Shared {
         {
             let mut core = ctx.core.borrow_mut();
             let notify = match how {
-                Schedule::Wake => match core.lifo.replace(task) {
-                    Some(prev) => {
-                        core.local.push(prev);
-                        true
+                Schedule::Wake => {
+                    let prev = if core.lifo.is_empty() {
+                        None
+                    } else {
+                        core.lifo.pop()
+                    };
+                    core.lifo.push(task);
+                    match prev {
+                        Some(prev) => {
+                            core.local.push(prev);
+                            true
+                        }
+                        None => false,
                     }
-                    None => false,
-                },
+                }
                 Schedule::Yield if core.yielded.is_none() && core.local.is_empty() => {
                     core.yielded = Some(task);
                     false
@@ -389,7 +460,7 @@ impl Scheduler for Shared {
         match unsafe { ctx.as_ref() } {
             Some(ctx) if ptr::eq(ctx.shared, self) => {
                 let core = ctx.core.borrow();
-                core.lifo.is_some()
+                !core.lifo.is_empty()
                     || core.yielded.is_some()
                     || !core.local.is_empty()
                     || !self.injector.is_empty()
@@ -400,6 +471,25 @@ impl Scheduler for Shared {
 
     fn now(&self) -> Instant {
         self.clock.now()
+    }
+
+    fn poll_timers(&self) {
+        let now = self.clock.now();
+        if !self.timers.due(now) {
+            return;
+        }
+        // Fired from inside a task's poll: the wake-ups they cause go
+        // through the injector (waking an idle worker), not into this busy
+        // worker's LIFO slot behind the poll that is running.
+        let prev = CURRENT.with(|c| c.replace(ptr::null()));
+        struct Reattach(*const WorkerCtx);
+        impl Drop for Reattach {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _reattach = Reattach(prev);
+        self.timers.process(now, &self.stats);
     }
 
     fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle {

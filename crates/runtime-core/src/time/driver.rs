@@ -10,7 +10,7 @@ use std::task::Waker;
 use super::Instant;
 use super::wheel::{TimerKey, Wheel};
 use crate::cancel::CancelReason;
-use crate::loom::{Mutex, lock};
+use crate::loom::{AtomicU64, Mutex, Ordering, lock};
 use crate::region::RegionNode;
 use crate::sched::Stats;
 use crate::task::{Runnable, cancel_task, cut_off_task};
@@ -79,6 +79,11 @@ struct Inner {
 
 pub(crate) struct TimerDriver {
     inner: Mutex<Inner>,
+    /// The tick of the earliest pending timer (`u64::MAX`: none), readable
+    /// without the lock, so that a busy task's checkpoint can tell cheaply
+    /// whether the wheel needs turning. It may be early (a cancelled
+    /// timer), never late.
+    next_due: AtomicU64,
 }
 
 fn deadline_tick(at: Instant) -> u64 {
@@ -97,6 +102,7 @@ impl TimerDriver {
                 parked_until: u64::MAX,
                 fired: Vec::new(),
             }),
+            next_due: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -106,6 +112,9 @@ impl TimerDriver {
         let tick = deadline_tick(at);
         let mut inner = lock(&self.inner);
         let key = inner.wheel.insert(tick, action);
+        // Relaxed: a reader that misses it turns the wheel at its next
+        // look; the value itself is only ever lowered here (under the lock).
+        self.next_due.fetch_min(tick, Ordering::Relaxed);
         let earlier = tick < inner.parked_until;
         (TimerHandle(key), earlier)
     }
@@ -140,6 +149,10 @@ impl TimerDriver {
             let mut fired = std::mem::take(&mut inner.fired);
             inner.wheel.advance(now_tick(now), &mut fired);
             let next = inner.wheel.next_expiry();
+            // Relaxed: see `insert`; written under the lock, so it cannot
+            // overwrite a lower value an insert stored after this advance.
+            self.next_due
+                .store(next.unwrap_or(u64::MAX), Ordering::Relaxed);
             if parking {
                 inner.parked_until = if fired.is_empty() {
                     next.unwrap_or(u64::MAX)
@@ -168,6 +181,12 @@ impl TimerDriver {
             inner.fired = fired;
         }
         (true, None)
+    }
+
+    /// Whether a timer may be due at `now` (cheap: one load).
+    #[inline]
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        now_tick(now) >= self.next_due.load(Ordering::Relaxed)
     }
 
     /// Drops every pending timer (shutdown): wakers and task references go.
