@@ -1,9 +1,22 @@
 //! OTLP JSON: the protobuf JSON mapping as the OTLP specification adjusts it
 //! (ids as lowercase hex, enums as integers, 64-bit integers as decimal
-//! strings, bytes as base64, non-finite doubles as `"NaN"`, `"Infinity"`,
-//! `"-Infinity"`, field names in lowerCamelCase). Every field is written,
-//! defaults included, so strict readers need no defaults of their own; the
-//! one exception is an unset span status, left out as protobuf leaves it.
+//! strings, bytes as base64, field names in lowerCamelCase). Every field is
+//! written, defaults included, so strict readers need no defaults of their
+//! own; the one exception is an unset span status, left out as protobuf
+//! leaves it.
+//!
+//! Non-finite doubles: an attribute value of NaN, +Infinity or -Infinity is
+//! written as the *string* value `"NaN"`, `"Infinity"` or `"-Infinity"`
+//! (`{"stringValue":"NaN"}`). The protobuf JSON mapping's own form,
+//! `{"doubleValue":"NaN"}`, is refused by a common reader
+//! (`opentelemetry-proto`'s serde types read `doubleValue` as a JSON number
+//! only), which then loses the whole request, every span in it; `null`
+//! would be refused by the Collector's reader. The string form is read by
+//! both and keeps the value's text. Protobuf carries the exact bits.
+//!
+//! Values nested deeper than
+//! [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH) arrays are left out and
+//! counted, as in protobuf: see there.
 
 use std::fmt::Write as _;
 
@@ -60,20 +73,12 @@ fn base64(out: &mut String, bytes: &[u8]) {
     out.push('"');
 }
 
+/// A finite double as a JSON number.
 fn double(out: &mut String, f: f64) {
-    if f.is_nan() {
-        out.push_str("\"NaN\"");
-    } else if f.is_infinite() {
-        out.push_str(if f > 0.0 {
-            "\"Infinity\""
-        } else {
-            "\"-Infinity\""
-        });
-    } else {
-        // `{:?}` prints the shortest text that reads back to the same f64,
-        // in a form JSON accepts (`1.0`, `1e-7`).
-        let _ = write!(out, "{f:?}");
-    }
+    debug_assert!(f.is_finite());
+    // `{:?}` prints the shortest text that reads back to the same f64, in
+    // a form JSON accepts (`1.0`, `1e-7`).
+    let _ = write!(out, "{f:?}");
 }
 
 fn any_value(out: &mut String, v: &Value) {
@@ -88,9 +93,19 @@ fn any_value(out: &mut String, v: &Value) {
         Value::I64(i) => {
             let _ = write!(out, "{{\"intValue\":\"{i}\"");
         }
-        Value::F64(f) => {
+        Value::F64(f) if f.is_finite() => {
             out.push_str("{\"doubleValue\":");
             double(out, *f);
+        }
+        Value::F64(f) => {
+            // See the module docs: the string form every reader takes.
+            out.push_str(if f.is_nan() {
+                "{\"stringValue\":\"NaN\""
+            } else if *f > 0.0 {
+                "{\"stringValue\":\"Infinity\""
+            } else {
+                "{\"stringValue\":\"-Infinity\""
+            });
         }
         Value::Bytes(b) => {
             out.push_str("{\"bytesValue\":");
@@ -110,10 +125,19 @@ fn any_value(out: &mut String, v: &Value) {
     out.push('}');
 }
 
-fn attributes(out: &mut String, attrs: &[KeyValue]) {
+/// Writes the attributes whose values are not nested too deep (see
+/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
+/// out, for the owner's `droppedAttributesCount`.
+#[must_use]
+fn attributes(out: &mut String, attrs: &[KeyValue]) -> u32 {
     out.push('[');
-    for (i, kv) in attrs.iter().enumerate() {
-        if i > 0 {
+    let mut left_out = 0u32;
+    for kv in attrs {
+        if super::too_deep(&kv.value) {
+            left_out = left_out.saturating_add(1);
+            continue;
+        }
+        if !out.ends_with('[') {
             out.push(',');
         }
         out.push_str("{\"key\":");
@@ -123,6 +147,7 @@ fn attributes(out: &mut String, attrs: &[KeyValue]) {
         out.push('}');
     }
     out.push(']');
+    left_out
 }
 
 fn list<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)) {
@@ -140,11 +165,11 @@ fn event(out: &mut String, e: &Event) {
     let _ = write!(out, "{{\"timeUnixNano\":\"{}\",\"name\":", e.time_unix_nano);
     string(out, &e.name);
     out.push_str(",\"attributes\":");
-    attributes(out, &e.attributes);
+    let left_out = attributes(out, &e.attributes);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{}}}",
-        e.dropped_attributes_count
+        e.dropped_attributes_count.saturating_add(left_out)
     );
 }
 
@@ -161,12 +186,12 @@ fn open_with_context(out: &mut String, c: &SpanContext) {
 fn link(out: &mut String, l: &Link) {
     open_with_context(out, &l.context);
     out.push_str(",\"attributes\":");
-    attributes(out, &l.attributes);
+    let left_out = attributes(out, &l.attributes);
     let flags = flags(l.context.trace_flags.0, l.context.is_remote);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{},\"flags\":{flags}}}",
-        l.dropped_attributes_count
+        l.dropped_attributes_count.saturating_add(left_out)
     );
 }
 
@@ -186,11 +211,11 @@ fn span(out: &mut String, s: &SpanData) {
         ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":",
         s.kind as i32, s.start_time_unix_nano, s.end_time_unix_nano
     );
-    attributes(out, &s.attributes);
+    let left_out = attributes(out, &s.attributes);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{},\"events\":",
-        s.dropped_attributes_count
+        s.dropped_attributes_count.saturating_add(left_out)
     );
     list(out, &s.events, event);
     let _ = write!(
@@ -219,11 +244,11 @@ pub(crate) fn put_span(out: &mut Vec<u8>, s: &SpanData) {
 /// The `"resource"` object.
 pub(crate) fn resource_object(r: &Resource) -> String {
     let mut out = String::from("{\"attributes\":");
-    attributes(&mut out, &r.attributes);
+    let left_out = attributes(&mut out, &r.attributes);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{}}}",
-        r.dropped_attributes_count
+        r.dropped_attributes_count.saturating_add(left_out)
     );
     out
 }
@@ -235,8 +260,8 @@ pub(crate) fn scope_object(s: &InstrumentationScope) -> String {
     out.push_str(",\"version\":");
     string(&mut out, &s.version);
     out.push_str(",\"attributes\":");
-    attributes(&mut out, &s.attributes);
-    out.push_str(",\"droppedAttributesCount\":0}");
+    let left_out = attributes(&mut out, &s.attributes);
+    let _ = write!(out, ",\"droppedAttributesCount\":{left_out}}}");
     out
 }
 

@@ -10,12 +10,56 @@
 pub(crate) mod json;
 pub(crate) mod proto;
 
-use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData};
+use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Value};
 use proto::Group;
 
 /// The largest request the exporter ever builds: OTLP receivers commonly
 /// refuse bodies over 64 MiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// The deepest nesting of arrays an attribute value may have to be
+/// exported: `Value::Array(vec![Value::I64(1)])` is nested 1 deep. An
+/// attribute (of a span, event, link, resource or scope) whose value is
+/// nested deeper is left out of the request and counted in its owner's
+/// `dropped_attributes_count`.
+///
+/// Why 32: the encoders recurse once per level, so the bound keeps their
+/// stack use small and fixed whatever a value holds; and common readers
+/// have nesting limits of their own (`prost` decodes 100 messages deep, two
+/// per array level; `serde_json` parses 128 JSON levels deep, three per
+/// array level), so a deeper value would make the whole request unreadable
+/// to them. At 32 levels, an event attribute (the deepest place) is 70
+/// messages and 108 JSON levels deep. The depth is measured without
+/// recursion.
+pub(crate) const MAX_VALUE_DEPTH: usize = 32;
+
+/// True if `v` nests arrays more than [`MAX_VALUE_DEPTH`] deep. Iterative,
+/// no allocation: the walk stops as soon as it passes the limit, so its
+/// stack is a fixed array.
+pub(crate) fn too_deep(v: &Value) -> bool {
+    let Value::Array(items) = v else {
+        return false;
+    };
+    // stack[d]: the rest of the array at nesting d + 1 still to look at.
+    let mut stack: [&[Value]; MAX_VALUE_DEPTH] = [&[]; MAX_VALUE_DEPTH];
+    stack[0] = items;
+    let mut depth = 1;
+    while depth > 0 {
+        let Some((first, rest)) = stack[depth - 1].split_first() else {
+            depth -= 1;
+            continue;
+        };
+        stack[depth - 1] = rest;
+        if let Value::Array(inner) = first {
+            if depth == MAX_VALUE_DEPTH {
+                return true;
+            }
+            stack[depth] = inner;
+            depth += 1;
+        }
+    }
+    false
+}
 
 /// The wire format of a request body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -283,5 +327,40 @@ impl Encoder {
             encoding,
             spans: spans.len(),
         });
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::I64(7);
+        for _ in 0..depth {
+            v = Value::Array(vec![Value::Bool(true), v, Value::from("s")]);
+        }
+        v
+    }
+
+    #[test]
+    fn depth_is_measured_to_the_limit_and_no_further() {
+        assert!(!too_deep(&Value::I64(1)));
+        assert!(!too_deep(&nested(0)));
+        assert!(!too_deep(&nested(1)));
+        assert!(!too_deep(&nested(MAX_VALUE_DEPTH)));
+        assert!(too_deep(&nested(MAX_VALUE_DEPTH + 1)));
+        // The deep branch last, after wide shallow ones.
+        let mut wide = vec![nested(3); 1000];
+        wide.push(nested(MAX_VALUE_DEPTH));
+        assert!(too_deep(&Value::Array(wide.clone())));
+        wide.pop();
+        assert!(!too_deep(&Value::Array(wide)));
+        // Empty arrays count as a level.
+        let mut v = Value::Array(vec![]);
+        for _ in 1..MAX_VALUE_DEPTH {
+            v = Value::Array(vec![v]);
+        }
+        assert!(!too_deep(&v));
+        assert!(too_deep(&Value::Array(vec![v])));
     }
 }

@@ -109,7 +109,8 @@ fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
     }
 }
 
-/// `AnyValue` body (a oneof: the set member is always written).
+/// `AnyValue` body (a oneof: the set member is always written). Recurses
+/// once per array level: callers check the depth first (`too_deep`).
 fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
     match v {
         Value::Str(s) => {
@@ -142,20 +143,34 @@ fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
     }
 }
 
-fn put_attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) {
+/// Writes the attributes whose values are not nested too deep (see
+/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
+/// out, for the owner's `dropped_attributes_count`.
+#[must_use]
+fn put_attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) -> u32 {
+    let mut left_out = 0u32;
     for kv in attrs {
+        if super::too_deep(&kv.value) {
+            left_out = left_out.saturating_add(1);
+            continue;
+        }
         put_message(buf, field, |buf| {
             put_bytes(buf, 1, kv.key.as_bytes());
             put_message(buf, 2, |buf| put_any_value(buf, &kv.value));
         });
     }
+    left_out
 }
 
 fn put_event(buf: &mut Vec<u8>, e: &Event) {
     put_fixed64(buf, 1, e.time_unix_nano);
     put_bytes(buf, 2, e.name.as_bytes());
-    put_attributes(buf, 3, &e.attributes);
-    put_uint(buf, 4, e.dropped_attributes_count.into());
+    let left_out = put_attributes(buf, 3, &e.attributes);
+    put_uint(
+        buf,
+        4,
+        e.dropped_attributes_count.saturating_add(left_out).into(),
+    );
 }
 
 /// OTLP `flags` of a span or link: trace flags plus the is-remote bits.
@@ -167,8 +182,12 @@ fn put_link(buf: &mut Vec<u8>, l: &Link) {
     put_bytes(buf, 1, &l.context.trace_id.0);
     put_bytes(buf, 2, &l.context.span_id.0);
     put_bytes(buf, 3, l.context.trace_state.as_bytes());
-    put_attributes(buf, 4, &l.attributes);
-    put_uint(buf, 5, l.dropped_attributes_count.into());
+    let left_out = put_attributes(buf, 4, &l.attributes);
+    put_uint(
+        buf,
+        5,
+        l.dropped_attributes_count.saturating_add(left_out).into(),
+    );
     put_fixed32(buf, 6, flags(l.context.trace_flags.0, l.context.is_remote));
 }
 
@@ -195,8 +214,12 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     put_uint(buf, 6, s.kind as u64);
     put_fixed64(buf, 7, s.start_time_unix_nano);
     put_fixed64(buf, 8, s.end_time_unix_nano);
-    put_attributes(buf, 9, &s.attributes);
-    put_uint(buf, 10, s.dropped_attributes_count.into());
+    let left_out = put_attributes(buf, 9, &s.attributes);
+    put_uint(
+        buf,
+        10,
+        s.dropped_attributes_count.saturating_add(left_out).into(),
+    );
     for e in &s.events {
         put_message(buf, 11, |buf| put_event(buf, e));
     }
@@ -218,8 +241,12 @@ pub(crate) fn put_framed_span(buf: &mut Vec<u8>, s: &SpanData) {
 /// The `Resource` message body.
 pub(crate) fn resource_message(r: &Resource) -> Vec<u8> {
     let mut buf = Vec::new();
-    put_attributes(&mut buf, 1, &r.attributes);
-    put_uint(&mut buf, 2, r.dropped_attributes_count.into());
+    let left_out = put_attributes(&mut buf, 1, &r.attributes);
+    put_uint(
+        &mut buf,
+        2,
+        r.dropped_attributes_count.saturating_add(left_out).into(),
+    );
     buf
 }
 
@@ -228,7 +255,8 @@ pub(crate) fn scope_message(s: &InstrumentationScope) -> Vec<u8> {
     let mut buf = Vec::new();
     put_bytes(&mut buf, 1, s.name.as_bytes());
     put_bytes(&mut buf, 2, s.version.as_bytes());
-    put_attributes(&mut buf, 3, &s.attributes);
+    let left_out = put_attributes(&mut buf, 3, &s.attributes);
+    put_uint(&mut buf, 4, left_out.into());
     buf
 }
 

@@ -1,0 +1,245 @@
+//! Encoding values a user may legitimately build but no reader should have
+//! to survive (issue 12, item 10): attribute values nested arbitrarily deep.
+//! Whatever is exported decodes with `prost` and with
+//! `opentelemetry-proto`'s serde types at their default limits; what is too
+//! deep is left out and counted; nothing recurses without bound.
+
+mod common;
+
+use std::time::Duration;
+
+use common::expected;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1 as pt;
+use otlp_exporter::{
+    Encoder, Encoding, Event, InMemory, InstrumentationScope, KeyValue, Link, Pipeline, Resource,
+    SpanContext, SpanData, SpanId, TraceId, Value,
+};
+use prost::Message;
+
+/// The documented limit (`encode::MAX_VALUE_DEPTH`).
+const MAX_DEPTH: usize = 32;
+
+/// An array nested `depth` deep (`depth` 0: a scalar), built in a loop.
+fn nested(depth: usize) -> Value {
+    let mut v = Value::from("leaf");
+    for i in 0..depth {
+        v = Value::Array(vec![Value::I64(i as i64), v]);
+    }
+    v
+}
+
+/// Drops a value of any depth without recursion (the derived drop recurses
+/// once per level; that is the user's own business, not the encoder's).
+fn dismantle(v: Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        if let Value::Array(items) = v {
+            stack.extend(items);
+        }
+    }
+}
+
+fn dismantle_span(mut s: SpanData) {
+    for kv in s.attributes.drain(..) {
+        dismantle(kv.value);
+    }
+    for e in &mut s.events {
+        for kv in e.attributes.drain(..) {
+            dismantle(kv.value);
+        }
+    }
+    for l in &mut s.links {
+        for kv in l.attributes.drain(..) {
+            dismantle(kv.value);
+        }
+    }
+}
+
+/// A span with a value nested `depth` deep in its attributes, an event's
+/// and a link's, beside a plain attribute in each.
+fn span_with(depth: usize) -> SpanData {
+    let mut s = SpanData::new("deep");
+    s.attributes = vec![
+        KeyValue::new("plain", 1),
+        KeyValue::new("deep", nested(depth)),
+    ];
+    s.dropped_attributes_count = 2;
+    s.events.push(Event {
+        name: "e".into(),
+        time_unix_nano: 5,
+        attributes: vec![
+            KeyValue::new("deep", nested(depth)),
+            KeyValue::new("plain", true),
+        ],
+        dropped_attributes_count: 0,
+    });
+    s.links.push(Link {
+        context: SpanContext::new(TraceId([3; 16]), SpanId([4; 8])),
+        attributes: vec![KeyValue::new("deep", nested(depth))],
+        dropped_attributes_count: u32::MAX,
+    });
+    s
+}
+
+fn resource_with(depth: usize) -> Resource {
+    let mut r = Resource::new("hostile-encode");
+    r.set(KeyValue::new("res.deep", nested(depth)));
+    r
+}
+
+fn scope_with(depth: usize) -> InstrumentationScope {
+    let mut sc = InstrumentationScope::new("deep-scope", "1");
+    sc.attributes = vec![KeyValue::new("scope.deep", nested(depth))];
+    sc
+}
+
+/// Decodes a request both ways (default limits) and checks they agree.
+fn decode_both(encoder: &Encoder, spans: &[SpanData]) -> ExportTraceServiceRequest {
+    let pb = encoder.encode(spans, Encoding::Protobuf);
+    let from_pb = ExportTraceServiceRequest::decode(&pb.requests[0].body[..])
+        .expect("prost decodes the protobuf");
+    let js = encoder.encode(spans, Encoding::Json);
+    let from_js: ExportTraceServiceRequest =
+        serde_json::from_slice(&js.requests[0].body).expect("serde decodes the JSON");
+    assert_eq!(from_pb, from_js, "both encodings carry the same request");
+    from_pb
+}
+
+#[test]
+fn values_nested_to_the_limit_are_exported_and_decode_everywhere() {
+    let mut encoder = Encoder::new(resource_with(MAX_DEPTH));
+    let scope = encoder.add_scope(scope_with(MAX_DEPTH));
+    let mut s = span_with(MAX_DEPTH);
+    s.scope = scope;
+    let want = expected(encoder.resource(), &[(encoder.scope(scope), vec![&s])]);
+    let pb = encoder.encode(std::slice::from_ref(&s), Encoding::Protobuf);
+    assert_eq!(
+        pb.requests[0].body,
+        want.encode_to_vec(),
+        "byte-identical to prost"
+    );
+    assert_eq!(decode_both(&encoder, std::slice::from_ref(&s)), want);
+}
+
+#[test]
+fn values_nested_past_the_limit_are_left_out_and_counted() {
+    let mut encoder = Encoder::new(resource_with(MAX_DEPTH + 1));
+    let scope = encoder.add_scope(scope_with(MAX_DEPTH + 1));
+    let mut s = span_with(MAX_DEPTH + 1);
+    s.scope = scope;
+    let got = decode_both(&encoder, std::slice::from_ref(&s));
+
+    // What a reader sees: the span as if the deep attributes had been cut
+    // by a limit, each counted where it was (saturating at u32::MAX).
+    let mut cut = s.clone();
+    cut.attributes.remove(1);
+    cut.dropped_attributes_count = 3;
+    cut.events[0].attributes.remove(0);
+    cut.events[0].dropped_attributes_count = 1;
+    cut.links[0].attributes.clear();
+    let mut resource = encoder.resource().clone();
+    resource.attributes.retain(|kv| kv.key != "res.deep");
+    resource.dropped_attributes_count = 1;
+    let mut scope_cut = encoder.scope(scope).clone();
+    scope_cut.attributes.clear();
+    let mut want = expected(&resource, &[(&scope_cut, vec![&cut])]);
+    want.resource_spans[0].scope_spans[0]
+        .scope
+        .as_mut()
+        .unwrap()
+        .dropped_attributes_count = 1;
+    assert_eq!(got, want);
+    let span: &pt::Span = &got.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(span.links[0].dropped_attributes_count, u32::MAX);
+}
+
+/// A million levels, encoded on a thread with a 256 KiB stack: the encoders
+/// use a fixed, small stack whatever the value holds.
+#[test]
+fn a_value_nested_a_million_deep_is_encoded_in_a_small_stack() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let encoder = Encoder::new(Resource::new("million"));
+                let s = span_with(1_000_000);
+                let got = decode_both(&encoder, std::slice::from_ref(&s));
+                let span = &got.resource_spans[0].scope_spans[0].spans[0];
+                assert_eq!(span.attributes.len(), 1);
+                assert_eq!(span.attributes[0].key, "plain");
+                assert_eq!(span.dropped_attributes_count, 3);
+                assert_eq!(span.events[0].dropped_attributes_count, 1);
+                assert_eq!(span.events[0].attributes[0].key, "plain");
+                dismantle_span(s);
+            })
+            .unwrap()
+            .join()
+            .expect("no overflow");
+    });
+}
+
+/// Through the pipeline (encoding on the recording thread), both
+/// encodings: the issue's depths (14 000 overflowed protobuf, 20 000 JSON)
+/// on a thread whose 8 MiB stack is enough for the user's own drop of the
+/// value, which the pipeline does after encoding.
+#[test]
+fn deep_values_recorded_through_a_pipeline_are_exported_without_them() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let memory = InMemory::new().with_encoding(encoding);
+            let p = Pipeline::builder()
+                .transport(memory.clone())
+                .build()
+                .unwrap();
+            let p2 = p.clone();
+            std::thread::Builder::new()
+                .stack_size(8 * 1024 * 1024)
+                .spawn(move || {
+                    for depth in [14_000, 20_000] {
+                        let mut s = SpanData::new(format!("deep-{depth}"));
+                        s.attributes = vec![
+                            KeyValue::new("deep", nested(depth)),
+                            KeyValue::new("plain", "kept"),
+                        ];
+                        p2.record(s);
+                    }
+                })
+                .unwrap()
+                .join()
+                .expect("no overflow while recording");
+            let stats = p.shutdown(Duration::from_secs(10)).stats;
+            assert_eq!(stats.exported, 2, "{encoding:?}: {stats:?}");
+            assert!(stats.is_balanced());
+            for r in memory.requests() {
+                let req: ExportTraceServiceRequest = match encoding {
+                    Encoding::Protobuf => ExportTraceServiceRequest::decode(&r.body[..]).unwrap(),
+                    Encoding::Json => serde_json::from_slice(&r.body).unwrap(),
+                };
+                for span in &req.resource_spans[0].scope_spans[0].spans {
+                    assert_eq!(span.attributes.len(), 1, "{}", span.name);
+                    assert_eq!(span.attributes[0].key, "plain");
+                    assert_eq!(span.dropped_attributes_count, 1);
+                }
+            }
+        }
+    });
+}
+
+/// Wide is not deep: a value with a million elements at depth 2 is kept.
+#[test]
+fn wide_shallow_values_are_kept() {
+    let encoder = Encoder::new(Resource::new("wide"));
+    let mut s = SpanData::new("wide");
+    s.attributes = vec![KeyValue::new(
+        "wide",
+        Value::Array(vec![Value::Array(vec![Value::I64(1); 10]); 100_000]),
+    )];
+    let got = decode_both(&encoder, std::slice::from_ref(&s));
+    assert_eq!(
+        got.resource_spans[0].scope_spans[0].spans[0]
+            .attributes
+            .len(),
+        1
+    );
+}
