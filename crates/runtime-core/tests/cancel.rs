@@ -70,17 +70,24 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
     let out = rt.block_on(move |cx| async move {
         let region = cx.region_with(Region::collect_all(), move |cx| async move {
             let mut handles = Vec::new();
+            let started = Arc::new(AtomicUsize::new(0));
             for i in 0..1000 {
                 let c = c.clone();
+                let started = started.clone();
                 handles.push(cx.spawn(move |cx| async move {
+                    started.fetch_add(1, Ordering::SeqCst);
                     let r = await_point(cx, i).await;
                     // Cleanup: runs once, after observing the request.
                     c.fetch_add(1, Ordering::SeqCst);
                     r
                 }));
             }
-            // Let every task reach its await point, then cancel.
-            cx.sleep(Duration::from_millis(20)).await.unwrap();
+            // Let every task start (most then sit at their await point;
+            // the outcome must not depend on how many got that far), then
+            // cancel.
+            while started.load(Ordering::SeqCst) < 1000 {
+                cx.yield_now().await.unwrap();
+            }
             cx.cancel(CancelReason::user("stop all"));
             let mut outcomes = Vec::new();
             for h in handles {

@@ -1,0 +1,848 @@
+//! Hostile but legitimate use: user code that panics inside the runtime's
+//! bookkeeping, futures that borrow their task, busy tasks, re-entrant
+//! calls, tasks awaited from outside their region, shutdown mid-cleanup.
+//!
+//! Every case can crash or hang the process when the runtime is wrong, so
+//! each runs in a child process under a watchdog (`test_watchdog`): a
+//! segfault, an abort or a hang is reported as that test's failure. No
+//! case asserts a duration: where "on time" matters, a case that would
+//! wait forever (an hour's sleep, a poll that never ends) is bounded by
+//! the watchdog alone.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use runtime_core::caps::ambient_authority;
+use runtime_core::time::Duration;
+use runtime_core::{
+    Budget, CancelKind, CancelReason, CleanupBudget, Outcome, Region, Runtime, channel,
+};
+use test_watchdog::isolate;
+
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn multi(workers: usize) -> Runtime {
+    Runtime::builder()
+        .worker_threads(workers)
+        .build(ambient_authority())
+        .unwrap()
+}
+
+fn current() -> Runtime {
+    Runtime::builder()
+        .current_thread()
+        .build(ambient_authority())
+        .unwrap()
+}
+
+/// Every flavour a case should hold on.
+fn flavours() -> Vec<(&'static str, Runtime)> {
+    vec![
+        ("current-thread", current()),
+        ("1 worker", multi(1)),
+        ("2 workers", multi(2)),
+    ]
+}
+
+fn short_grace() -> CleanupBudget {
+    CleanupBudget {
+        polls: None,
+        grace: Some(Duration::from_millis(50)),
+    }
+}
+
+/// A waker that panics when woken.
+struct PanickingWaker;
+
+impl Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("a waker that panics");
+    }
+}
+
+fn panicking_waker() -> Waker {
+    Waker::from(Arc::new(PanickingWaker))
+}
+
+/// A value whose `Drop` panics.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a Drop that panics");
+    }
+}
+
+/// An error whose `Debug` panics.
+struct PanicOnDebug;
+
+impl std::fmt::Debug for PanicOnDebug {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("a Debug that panics");
+    }
+}
+
+// ---- 1. futures are dropped where they were pinned ----------------------------
+
+#[test]
+fn a_task_cut_off_while_its_future_borrows_its_cx_is_dropped_in_place() {
+    isolate(WATCHDOG, || {
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .cleanup_budget(short_grace())
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            let h = cx.spawn(|cx| async move {
+                let r = cx.sleep(HOUR).await;
+                // Cleanup longer than the grace: cut off inside a future
+                // that borrows `cx`.
+                let _ = cx.masked(cx.sleep(Duration::from_secs(10))).await;
+                r
+            });
+            cx.sleep(Duration::from_millis(5)).await.ok();
+            h.cancel(CancelReason::user("stop"));
+            Ok::<_, ()>(h.await)
+        });
+        let joined = out.ok().expect("block_on body returns Ok");
+        assert_eq!(
+            joined.cancel_reason().map(|r| r.kind()),
+            Some(CancelKind::User)
+        );
+        assert_eq!(rt.stats().tasks_cut_off, 1);
+        assert_eq!(rt.stats().tasks_alive(), 0);
+    });
+}
+
+#[test]
+fn shutdown_cuts_off_a_task_masked_in_a_borrowing_future() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let handle = rt.shutdown_handle();
+            let stopper = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                handle.shutdown(Duration::from_millis(200))
+            });
+            let out = rt.block_on(|cx| async move {
+                let h = cx.spawn(|cx| async move {
+                    let _ = cx.masked(cx.sleep(HOUR)).await;
+                    Ok::<_, ()>(())
+                });
+                Ok::<_, ()>(h.await)
+            });
+            assert_eq!(stopper.join().unwrap(), 0, "{name}: nothing left alive");
+            assert!(
+                matches!(out, Outcome::Ok(Outcome::Cancelled(_)) | Outcome::Cancelled(_)),
+                "{name}: {:?}",
+                out.map(|_| ())
+            );
+            assert!(rt.stats().tasks_cut_off >= 1, "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_task_cut_off_in_a_masked_reserve_is_dropped_in_place() {
+    isolate(WATCHDOG, || {
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .cleanup_budget(short_grace())
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            let (tx, _rx) = channel::mpsc::channel::<u32>(1).unwrap();
+            tx.try_send(1).unwrap(); // full: a reserve waits
+            let h = cx.spawn(move |cx| async move {
+                let _ = cx.sleep(HOUR).await;
+                let _ = cx.masked(tx.reserve(&cx)).await;
+                Ok::<_, ()>(())
+            });
+            cx.sleep(Duration::from_millis(5)).await.ok();
+            h.cancel(CancelReason::user("stop"));
+            Ok::<_, ()>(h.await)
+        });
+        assert!(out.ok().expect("Ok").is_cancelled());
+        assert_eq!(rt.stats().tasks_cut_off, 1);
+    });
+}
+
+#[test]
+fn a_child_sleeping_on_its_parents_cx_is_cut_off_safely() {
+    isolate(WATCHDOG, || {
+        let rt = Runtime::builder()
+            .worker_threads(2)
+            .cleanup_budget(short_grace())
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            let parent = cx.clone();
+            let h = cx.spawn(move |_own| async move {
+                let _ = parent.masked(parent.sleep(HOUR)).await;
+                Ok::<_, ()>(())
+            });
+            cx.sleep(Duration::from_millis(5)).await.ok();
+            h.cancel(CancelReason::user("stop"));
+            Ok::<_, ()>(h.await)
+        });
+        assert!(out.ok().expect("Ok").is_cancelled());
+        assert_eq!(rt.stats().tasks_cut_off, 1);
+    });
+}
+
+// ---- 2. panics in user code the runtime calls -----------------------------------
+
+#[test]
+fn an_unawaited_output_whose_drop_panics_does_not_wedge_its_region() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let inner = cx
+                    .region(|cx| async move {
+                        let h = cx.spawn(|_| async { Ok::<_, ()>(PanicOnDrop) });
+                        drop(h);
+                        Ok::<_, ()>(7)
+                    })
+                    .await;
+                Ok::<_, ()>(inner.ok())
+            });
+            assert_eq!(out.ok(), Some(Some(7)), "{name}");
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
+#[test]
+fn an_error_whose_debug_panics_is_reported_not_fatal() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let h = cx.spawn(|_| async { Err::<(), _>(PanicOnDebug) });
+                let _ = h.await;
+                Ok::<_, ()>(())
+            });
+            let failure = match out {
+                Outcome::Err(runtime_core::RegionError::Child(f)) => f,
+                other => panic!("{name}: {:?}", other.map_err(|_| ())),
+            };
+            assert!(
+                failure.message.contains("Debug panicked"),
+                "{name}: {failure:?}"
+            );
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_future_whose_drop_panics_makes_its_task_panicked_and_is_counted() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let h = cx.spawn(|_| ReadyThenPanicOnDrop);
+                Ok::<_, ()>(h.await)
+            });
+            // The task's future panicked in its Drop, after it finished:
+            // the task is Panicked, and the fail-fast root region with it.
+            assert!(matches!(out, Outcome::Panicked(_)), "{name}");
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
+/// A future that is ready at once and panics when dropped.
+struct ReadyThenPanicOnDrop;
+
+impl Future for ReadyThenPanicOnDrop {
+    type Output = Result<u32, ()>;
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(1))
+    }
+}
+
+impl Drop for ReadyThenPanicOnDrop {
+    fn drop(&mut self) {
+        panic!("a future's Drop that panics");
+    }
+}
+
+/// Polls `f` once with a waker that panics.
+fn poll_with_panicking_waker<F: Future + Unpin>(f: &mut F) -> bool {
+    let waker = panicking_waker();
+    let mut pcx = Context::from_waker(&waker);
+    Pin::new(f).poll(&mut pcx).is_pending()
+}
+
+#[test]
+fn a_panicking_waker_on_a_join_handle_leaves_the_runtime_working() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let woke = Arc::new(AtomicUsize::new(0));
+            let w = woke.clone();
+            let out = rt.block_on(move |cx| async move {
+                let mut h = cx.spawn(|cx| async move {
+                    cx.sleep(Duration::from_millis(5)).await.ok();
+                    Ok::<_, ()>(1)
+                });
+                // Polled by hand with a waker that panics when the task
+                // finishes and wakes its joiner.
+                assert!(poll_with_panicking_waker(&mut h));
+                // Twenty unrelated sleepers still wake.
+                let sleepers: Vec<_> = (0..20)
+                    .map(|_| {
+                        let w = w.clone();
+                        cx.spawn(move |cx| async move {
+                            cx.sleep(Duration::from_millis(20)).await.ok();
+                            w.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, ()>(())
+                        })
+                    })
+                    .collect();
+                for s in sleepers {
+                    let _ = s.await;
+                }
+                Ok::<_, ()>(h.await.ok())
+            });
+            assert_eq!(out.ok(), Some(Some(1)), "{name}");
+            assert_eq!(woke.load(Ordering::SeqCst), 20, "{name}");
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+            // The runtime still runs a fresh block_on.
+            assert_eq!(
+                rt.block_on(|_| async { Ok::<_, ()>(2) }).ok(),
+                Some(2),
+                "{name}"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_panicking_waker_on_a_sleep_does_not_keep_other_timers_from_firing() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let woke = Arc::new(AtomicUsize::new(0));
+            let w = woke.clone();
+            let out = rt.block_on(move |cx| async move {
+                let sleepers: Vec<_> = (0..20)
+                    .map(|_| {
+                        let w = w.clone();
+                        cx.spawn(move |cx| async move {
+                            cx.sleep(Duration::from_millis(10)).await.ok();
+                            w.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, ()>(())
+                        })
+                    })
+                    .collect();
+                {
+                    let mut s = Box::pin(cx.sleep(Duration::from_millis(5)));
+                    assert!(poll_with_panicking_waker(&mut s));
+                    // Kept pending past its deadline: its timer fires the
+                    // panicking waker.
+                    cx.sleep(Duration::from_millis(30)).await.ok();
+                }
+                for s in sleepers {
+                    let _ = s.await;
+                }
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok(), "{name}");
+            assert_eq!(woke.load(Ordering::SeqCst), 20, "{name}");
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+            assert_eq!(
+                rt.block_on(|_| async { Ok::<_, ()>(3) }).ok(),
+                Some(3),
+                "{name}: the next block_on runs"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_panicking_finalizer_makes_its_region_panicked_and_is_counted() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let r = ran.clone();
+            let out = rt.block_on(move |cx| async move {
+                let inner = cx
+                    .region(move |cx| async move {
+                        let r2 = r.clone();
+                        cx.defer(move || {
+                            r2.fetch_add(1, Ordering::SeqCst);
+                        });
+                        cx.defer(|| panic!("a finalizer that panics"));
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(matches!(inner, Outcome::Panicked(_)))
+            });
+            assert_eq!(out.ok(), Some(true), "{name}");
+            assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}: the other finalizer ran");
+            assert!(rt.stats().panics_caught >= 1, "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_panic_payload_whose_drop_panics_is_contained() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let h = cx.spawn(|_| async {
+                    std::panic::panic_any(PanicOnDrop);
+                    #[allow(unreachable_code)]
+                    Ok::<_, ()>(())
+                });
+                Ok::<_, ()>(matches!(h.await, Outcome::Panicked(_)))
+            });
+            // The root region is fail-fast: the panicking child makes it
+            // Panicked; what matters is that we got here.
+            assert!(matches!(out, Outcome::Panicked(_)), "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_drop_that_spawns_into_its_region_is_waited_for() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            let out = rt.block_on(move |cx| async move {
+                let inner = cx
+                    .region(move |cx| async move {
+                        struct SpawnOnDrop(runtime_core::Cx, Arc<AtomicBool>);
+                        impl Drop for SpawnOnDrop {
+                            fn drop(&mut self) {
+                                let flag = self.1.clone();
+                                let _ = self.0.spawn(move |cx| async move {
+                                    cx.sleep(Duration::from_millis(5)).await.ok();
+                                    flag.store(true, Ordering::SeqCst);
+                                    Ok::<_, ()>(())
+                                });
+                            }
+                        }
+                        let guard = SpawnOnDrop(cx.clone(), r);
+                        let h = cx.spawn(move |_| async move {
+                            let _g = guard;
+                            Ok::<_, ()>(())
+                        });
+                        let _ = h.await;
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(inner.is_ok())
+            });
+            assert_eq!(out.ok(), Some(true), "{name}");
+            assert!(ran.load(Ordering::SeqCst), "{name}: the region waited");
+        }
+    });
+}
+
+// ---- 3. time keeps moving for a busy task ---------------------------------------
+
+/// Spins on the CPU, checkpointing every ~100 us, until cancelled.
+fn spin_until_cancelled(cx: &runtime_core::Cx) -> Result<(), runtime_core::Cancelled> {
+    loop {
+        let until = std::time::Instant::now() + std::time::Duration::from_micros(100);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        cx.checkpoint()?;
+    }
+}
+
+#[test]
+fn a_busy_task_that_checkpoints_is_timed_out() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let t = cx
+                    .timeout(Duration::from_millis(50), |cx| async move {
+                        spin_until_cancelled(&cx)
+                    })
+                    .await;
+                Ok::<_, ()>(t.cancel_reason().map(|r| r.kind()))
+            });
+            assert_eq!(out.ok(), Some(Some(CancelKind::Timeout)), "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_busy_spawned_task_meets_its_budget_deadline() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let deadline = cx.now() + Duration::from_millis(50);
+                let h = cx.spawn_with(Budget::UNLIMITED.with_deadline(deadline), |cx| async move {
+                    spin_until_cancelled(&cx)
+                });
+                Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
+            });
+            assert_eq!(out.ok(), Some(Some(CancelKind::Deadline)), "{name}");
+        }
+    });
+}
+
+// ---- 4. re-entrant block_on fails fast -------------------------------------------
+
+#[test]
+fn block_on_inside_a_task_panics_with_a_clear_message() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let rt = Arc::new(rt);
+            let inner = rt.clone();
+            let out = rt.block_on(move |cx| async move {
+                let h = cx.spawn(move |_| async move {
+                    let _ = inner.block_on(|_| async { Ok::<_, ()>(()) });
+                    Ok::<_, ()>(())
+                });
+                let o = h.await;
+                Ok::<_, ()>(match o {
+                    Outcome::Panicked(p) => p.message().to_owned(),
+                    other => format!("not a panic: {other:?}"),
+                })
+            });
+            // The child's panic fails the fail-fast root region; read its
+            // message either way.
+            let message = match out {
+                Outcome::Ok(m) => m,
+                Outcome::Panicked(p) => p.message().to_owned(),
+                other => panic!("{name}: {:?}", other.map(|_| ())),
+            };
+            assert!(message.contains("block_on"), "{name}: {message}");
+            // Dropping the Arc'd runtime from a non-worker thread is fine.
+            drop(rt);
+        }
+    });
+}
+
+#[test]
+fn two_threads_block_on_one_current_thread_runtime() {
+    isolate(WATCHDOG, || {
+        let rt = Arc::new(current());
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let rt = rt.clone();
+                std::thread::spawn(move || {
+                    rt.block_on(move |cx| async move {
+                        for _ in 0..20 {
+                            cx.sleep(Duration::from_millis(1)).await.ok();
+                        }
+                        Ok::<_, ()>(i)
+                    })
+                    .ok()
+                })
+            })
+            .collect();
+        let got: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(got, [Some(0), Some(1)]);
+    });
+}
+
+// ---- 5. a JoinHandle from outside is a checkpoint of its awaiter ----------------
+
+#[test]
+fn a_join_in_a_timeout_body_returns_the_awaiters_reason() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let outside = cx.spawn(|cx| async move { cx.sleep(HOUR).await });
+                let t = cx
+                    .timeout(Duration::from_millis(10), move |_| async move {
+                        let joined = outside.await;
+                        Ok::<_, ()>(joined.cancel_reason().map(|r| r.kind()))
+                    })
+                    .await;
+                cx.cancel(CancelReason::user("done"));
+                Ok::<_, ()>(t.ok().flatten())
+            });
+            assert_eq!(out.ok(), Some(Some(CancelKind::Timeout)), "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_race_loser_awaiting_an_outside_task_is_not_cut_off() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let outside = Arc::new(std::sync::Mutex::new(Some(
+                    cx.spawn(|cx| async move { cx.sleep(HOUR).await }),
+                )));
+                type Racer = Box<
+                    dyn FnOnce(
+                            runtime_core::Cx,
+                        )
+                            -> Pin<Box<dyn Future<Output = Result<u32, ()>> + Send>>
+                        + Send,
+                >;
+                let o = outside.clone();
+                let racers: Vec<Racer> = vec![
+                    Box::new(|cx| {
+                        Box::pin(async move {
+                            cx.sleep(Duration::from_millis(5)).await.ok();
+                            Ok(1)
+                        })
+                    }),
+                    Box::new(move |_| {
+                        Box::pin(async move {
+                            let h = o.lock().unwrap().take().unwrap();
+                            let _ = h.await;
+                            Ok(2)
+                        })
+                    }),
+                ];
+                let won = cx.race(racers).await;
+                cx.cancel(CancelReason::user("done"));
+                Ok::<_, ()>(won.ok())
+            });
+            assert_eq!(out.ok(), Some(Some(1)), "{name}");
+            assert_eq!(rt.stats().tasks_cut_off, 0, "{name}: the loser was not cut off");
+        }
+    });
+}
+
+#[test]
+fn a_child_using_its_parents_cx_for_a_timeout_is_timed_out() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let parent = cx.clone();
+                let h = cx.spawn(move |_own| async move {
+                    let t = parent
+                        .timeout(Duration::from_millis(10), |cx| async move {
+                            cx.sleep(HOUR).await
+                        })
+                        .await;
+                    Ok::<_, ()>(t.cancel_reason().map(|r| r.kind()))
+                });
+                Ok::<_, ()>(h.await.ok().flatten())
+            });
+            assert_eq!(out.ok(), Some(Some(CancelKind::Timeout)), "{name}");
+        }
+    });
+}
+
+// ---- 6. a mask in a timeout body is bounded by the cleanup budget ---------------
+
+#[test]
+fn a_masked_section_in_a_timeout_body_is_bounded_by_the_grace() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let t = cx
+                    .region_with(Region::fail_fast().cleanup(short_grace()), |cx| async move {
+                        cx.timeout(Duration::from_millis(10), |cx| async move {
+                            let _ = cx.masked(cx.sleep(HOUR)).await;
+                            cx.checkpoint()
+                        })
+                        .await;
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(t.is_ok())
+            });
+            assert_eq!(out.ok(), Some(true), "{name}");
+        }
+    });
+}
+
+// ---- 7. shutdown with a worker blocked in a poll ---------------------------------
+
+#[test]
+fn shutdown_counts_only_the_worker_that_is_stuck() {
+    isolate(WATCHDOG, || {
+        let rt = multi(3);
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let started = Arc::new(AtomicBool::new(false));
+        let s = started.clone();
+        let handle = rt.shutdown_handle();
+        std::thread::spawn(move || {
+            rt.block_on(move |cx| async move {
+                let h = cx.spawn(move |_| async move {
+                    s.store(true, Ordering::SeqCst);
+                    // A poll that blocks (until the test lets it go).
+                    while !r.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Ok::<_, ()>(())
+                });
+                let _ = h.await;
+                Ok::<_, ()>(())
+            });
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let alive = handle.shutdown(Duration::from_millis(200));
+        assert!(alive >= 1, "the blocked task is still alive");
+        release.store(true, Ordering::SeqCst);
+    });
+}
+
+#[test]
+fn runtime_shutdown_reports_one_stuck_worker_of_three() {
+    isolate(WATCHDOG, || {
+        let rt = multi(3);
+        let started = Arc::new(AtomicBool::new(false));
+        let s = started.clone();
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let handle = rt.shutdown_handle();
+        let runner = std::thread::spawn(move || {
+            rt.block_on(move |cx| async move {
+                let h = cx.spawn(move |_| async move {
+                    s.store(true, Ordering::SeqCst);
+                    while !r.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Ok::<_, ()>(())
+                });
+                let _ = h.await;
+                Ok::<_, ()>(())
+            });
+            rt
+        });
+        while !started.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The block_on returns once shutdown has cut off what it can.
+        let _ = handle.shutdown(Duration::from_millis(100));
+        let rt = runner.join().unwrap();
+        let report = rt.shutdown(Duration::from_millis(200));
+        assert_eq!(report.workers_stuck, 1, "{report:?}");
+        release.store(true, Ordering::SeqCst);
+    });
+}
+
+#[test]
+fn a_task_woken_behind_a_blocking_poll_is_run_by_an_idle_worker() {
+    isolate(WATCHDOG, || {
+        let rt = multi(3);
+        let out = rt.block_on(|cx| async move {
+            let ran = Arc::new(AtomicBool::new(false));
+            let r = ran.clone();
+            let (tx, mut rx) = channel::oneshot::channel::<()>();
+            let waiter = cx.spawn(move |cx| async move {
+                let _ = rx.recv(&cx).await;
+                r.store(true, Ordering::SeqCst);
+                Ok::<_, ()>(())
+            });
+            cx.sleep(Duration::from_millis(5)).await.ok();
+            let blocker = cx.spawn(move |_| async move {
+                // Wakes the waiter into this worker's LIFO slot, then
+                // blocks until the waiter has run elsewhere (the watchdog
+                // bounds it if it never does).
+                tx.send(()).ok();
+                while !ran.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Ok::<_, ()>(())
+            });
+            let _ = blocker.await;
+            let _ = waiter.await;
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+    });
+}
+
+// ---- 8. finalizers registered late -----------------------------------------------
+
+#[test]
+fn a_finalizer_registered_by_a_finalizer_runs() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let r = ran.clone();
+            let out = rt.block_on(move |cx| async move {
+                cx.region(move |cx| async move {
+                    let inner = cx.clone();
+                    cx.defer(move || {
+                        let r = r.clone();
+                        inner.defer(move || {
+                            r.fetch_add(1, Ordering::SeqCst);
+                        });
+                    });
+                    Ok::<_, ()>(())
+                })
+                .await;
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok(), "{name}");
+            assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}");
+        }
+    });
+}
+
+#[test]
+fn a_finalizer_registered_after_its_region_closed_is_counted_skipped() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let kept = cx
+                    .region(|cx| async move { Ok::<_, ()>(cx.clone()) })
+                    .await
+                    .ok()
+                    .unwrap();
+                kept.defer(|| unreachable!("the region has closed"));
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok(), "{name}");
+            assert_eq!(rt.stats().finalizers_skipped, 1, "{name}");
+        }
+    });
+}
+
+// ---- 9. outcomes do not depend on timing -----------------------------------------
+
+#[test]
+fn a_task_that_observes_an_inherited_cancel_ends_cancelled_not_failed() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            for _ in 0..20 {
+                let out = rt.block_on(|cx| async move {
+                    let r = cx
+                        .region_with(Region::collect_all(), |cx| async move {
+                            let hs: Vec<_> = (0..50)
+                                .map(|_| {
+                                    cx.spawn(|cx| async move {
+                                        match cx.region(|cx| async move { cx.sleep(HOUR).await }).await
+                                        {
+                                            Outcome::Cancelled(r) => Err(r),
+                                            _ => Ok(()),
+                                        }
+                                    })
+                                })
+                                .collect();
+                            // Cancel at once: some tasks open their region
+                            // before the sweep reaches them.
+                            cx.cancel(CancelReason::user("stop all"));
+                            let mut kinds = Vec::new();
+                            for h in hs {
+                                kinds.push(h.await.cancel_reason().map(|r| r.kind()));
+                            }
+                            Ok::<_, ()>(kinds)
+                        })
+                        .await;
+                    Ok::<_, ()>(r.ok())
+                });
+                let kinds = out.ok().flatten().unwrap_or_else(|| panic!("{name}: region failed"));
+                assert!(
+                    kinds.iter().all(|k| *k == Some(CancelKind::User)),
+                    "{name}: {kinds:?}"
+                );
+            }
+        }
+    });
+}
