@@ -770,3 +770,25 @@ fn a_header_value_with_a_newline_is_refused_when_built() {
     );
     assert!(!text.contains("SECRET"), "{text}");
 }
+
+#[test]
+fn a_compressed_answer_that_expands_without_bound_is_read_only_so_far() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // 32 MiB of zeros, gzipped to a few dozen KiB, answered as a 200.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..32 {
+            gz.write_all(&zeros).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        let server = Server::start(vec![Fault::Answer(
+            200,
+            vec![("content-encoding", "gzip".into())],
+            bomb,
+        )]);
+        let t = transport(&server).build().unwrap();
+        let (r, _) = send(t, "bomb-", 3, Duration::from_secs(10));
+        assert_eq!(r.stats.exported, 3, "{:?}", r.stats);
+        assert!(r.stats.is_balanced());
+    });
+}
