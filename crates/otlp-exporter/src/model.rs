@@ -566,25 +566,34 @@ impl SpanLimits {
 
     /// Applies the limits to a whole span (for spans built without
     /// [`Span`](crate::Span)): cuts what is over, counts it, truncates long
-    /// strings. Cheap when nothing is over.
+    /// strings. Cheap when nothing is over. The `dropped_*_count` fields
+    /// saturate at `u32::MAX` (a span that arrives already near the top
+    /// keeps `u32::MAX`; nothing wraps or panics).
     pub fn apply(&self, span: &mut SpanData) {
-        span.dropped_attributes_count +=
-            self.cut_attributes(&mut span.attributes, self.attribute_count);
+        span.dropped_attributes_count = span
+            .dropped_attributes_count
+            .saturating_add(self.cut_attributes(&mut span.attributes, self.attribute_count));
         if span.events.len() > self.event_count {
-            span.dropped_events_count += count32(span.events.len() - self.event_count);
+            span.dropped_events_count = span
+                .dropped_events_count
+                .saturating_add(count32(span.events.len() - self.event_count));
             span.events.truncate(self.event_count);
         }
         for e in &mut span.events {
-            e.dropped_attributes_count +=
-                self.cut_attributes(&mut e.attributes, self.attributes_per_event);
+            e.dropped_attributes_count = e
+                .dropped_attributes_count
+                .saturating_add(self.cut_attributes(&mut e.attributes, self.attributes_per_event));
         }
         if span.links.len() > self.link_count {
-            span.dropped_links_count += count32(span.links.len() - self.link_count);
+            span.dropped_links_count = span
+                .dropped_links_count
+                .saturating_add(count32(span.links.len() - self.link_count));
             span.links.truncate(self.link_count);
         }
         for l in &mut span.links {
-            l.dropped_attributes_count +=
-                self.cut_attributes(&mut l.attributes, self.attributes_per_link);
+            l.dropped_attributes_count = l
+                .dropped_attributes_count
+                .saturating_add(self.cut_attributes(&mut l.attributes, self.attributes_per_link));
         }
     }
 

@@ -2,14 +2,18 @@
 //! worker thread that batches, encodes and exports, load shedding, and the
 //! accounting of every span.
 
-use std::cell::RefCell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use otlp_queue::{Consumer, Producer, PushError, PushTimeoutError};
+use otlp_queue::{Consumer, Mark, Producer, PushError, PushTimeoutError};
 
 use crate::config::{ConfigError, env_usize};
 use crate::encode::{Encoded, Encoder, Encoding, SpanRef, encode_span};
@@ -29,6 +33,24 @@ pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
 pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the embedded default transport writes when no transport is set.
 pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
+/// The largest `max_queue_size` (and `OTEL_BSP_MAX_QUEUE_SIZE`): 1 Mi spans
+/// per recording thread, a lane of 256 MiB. Larger values are refused with
+/// [`ConfigError::InvalidSetting`] (they could only end in an allocation
+/// failure).
+pub const MAX_QUEUE_SIZE: usize = 1 << 20;
+/// The most export threads [`PipelineBuilder::max_concurrent_exports`] may
+/// ask for; more is refused with [`ConfigError::InvalidSetting`].
+pub const MAX_CONCURRENT_EXPORTS: usize = 256;
+/// Every duration setting (`scheduled_delay`, `export_timeout`,
+/// `drop_timeout`, the `Block` policy's timeout, and the `OTEL_BSP_*`
+/// durations) is saturated to this: a wait of a year is, for a process,
+/// "forever", and every deadline then fits in an [`Instant`].
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The most distinct instrumentation scopes a pipeline keeps. Past it, a
+/// new scope's spans are exported under the pipeline's default scope (the
+/// crate's own name), so that a program that makes a tracer per request
+/// cannot grow the table without bound.
+pub const MAX_SCOPES: usize = 1 << 16;
 
 /// What `record` does when the recording thread's queue lane is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -150,34 +172,49 @@ impl PipelineBuilder {
     /// default 2048). The queue holds at most this many spans per thread
     /// that records. Memory: a slot is 256 bytes, so a lane takes
     /// `256 x max_queue_size` bytes (512 KiB at the default) for each
-    /// thread that has recorded a span, until that thread exits.
+    /// thread that has recorded a span, until that thread exits (its
+    /// remaining spans are then handed to the worker, at most this many
+    /// for all exited threads together; see [`Dropped::orphaned`]).
+    ///
+    /// Allowed: `1..=`[`MAX_QUEUE_SIZE`]; anything else makes
+    /// [`build`](Self::build) return [`ConfigError::InvalidSetting`] naming
+    /// the setting (or the environment variable) and the range. If a
+    /// thread's lane cannot be allocated later (memory ran out), its spans
+    /// go through a shared lane, or are counted as `queue_full`.
     pub fn max_queue_size(mut self, n: usize) -> Self {
         self.max_queue_size = Some(n);
         self
     }
 
     /// Longest wait before a partial batch is exported (`OTEL_BSP_SCHEDULE_DELAY`,
-    /// default 5 s).
+    /// default 5 s). Saturated to [`MAX_DURATION`]. Zero is allowed and
+    /// means "export whatever has arrived at once"; an idle worker still
+    /// sleeps (it never polls an empty queue in a busy loop).
     pub fn scheduled_delay(mut self, d: Duration) -> Self {
         self.scheduled_delay = Some(d);
         self
     }
 
     /// Deadline given to each export (`OTEL_BSP_EXPORT_TIMEOUT`, default 30 s).
+    /// Saturated to [`MAX_DURATION`] (so `Duration::MAX` means "no practical
+    /// deadline"). Zero gives every export a deadline that has already
+    /// passed: transports that honour deadlines then fail at once.
     pub fn export_timeout(mut self, d: Duration) -> Self {
         self.export_timeout = Some(d);
         self
     }
 
     /// Spans per export (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512 or
-    /// `max_queue_size` if smaller; a value set here or in the environment
-    /// must not exceed `max_queue_size`).
+    /// `max_queue_size` if smaller). Allowed: `1..=max_queue_size`; anything
+    /// else is a [`ConfigError::InvalidSetting`].
     pub fn max_export_batch_size(mut self, n: usize) -> Self {
         self.max_export_batch_size = Some(n);
         self
     }
 
-    /// The load-shedding policy (default [`Shedding::DropNewest`]).
+    /// The load-shedding policy (default [`Shedding::DropNewest`]). A
+    /// `Block` timeout is saturated to [`MAX_DURATION`]; a `Priority`
+    /// high-water mark must be in `1..=max_queue_size`.
     pub fn shedding(mut self, shedding: Shedding) -> Self {
         self.shedding = shedding;
         self
@@ -187,12 +224,18 @@ impl PipelineBuilder {
     /// called concurrently, as the OpenTelemetry spec says). More lets a
     /// slow transport (a distant collector) overlap requests; requests may
     /// then complete out of order.
+    ///
+    /// Allowed: `1..=`[`MAX_CONCURRENT_EXPORTS`] (each is a thread);
+    /// anything else is a [`ConfigError::InvalidSetting`]. If fewer export
+    /// threads can be started than asked for, the pipeline runs with those
+    /// that started (with none, the worker exports itself).
     pub fn max_concurrent_exports(mut self, n: usize) -> Self {
         self.max_concurrent_exports = n;
         self
     }
 
     /// How long dropping the last handle waits for shutdown (default 5 s).
+    /// Saturated to [`MAX_DURATION`].
     pub fn drop_timeout(mut self, d: Duration) -> Self {
         self.drop_timeout = d;
         self
@@ -202,59 +245,71 @@ impl PipelineBuilder {
     /// checks the settings, and starts the worker thread.
     pub fn build(self) -> Result<Pipeline, ConfigError> {
         let ms = |var| env_usize(var).map(|v| v.map(|ms| Duration::from_millis(ms as u64)));
-        let max_queue_size = setting(
-            self.max_queue_size,
-            || env_usize("OTEL_BSP_MAX_QUEUE_SIZE"),
+        let (max_queue_size, queue_setting) = setting(
+            (self.max_queue_size, "max_queue_size"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", || {
+                env_usize("OTEL_BSP_MAX_QUEUE_SIZE")
+            }),
             DEFAULT_MAX_QUEUE_SIZE,
         )?;
-        // The default batch size is cut to a smaller queue; a batch size
-        // that was asked for is checked against it below.
-        let max_export_batch_size = setting(
-            self.max_export_batch_size,
-            || env_usize("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
-            DEFAULT_MAX_EXPORT_BATCH_SIZE.min(max_queue_size.max(1)),
-        )?;
-        let scheduled_delay = setting(
-            self.scheduled_delay,
-            || ms("OTEL_BSP_SCHEDULE_DELAY"),
-            DEFAULT_SCHEDULED_DELAY,
-        )?;
-        let export_timeout = setting(
-            self.export_timeout,
-            || ms("OTEL_BSP_EXPORT_TIMEOUT"),
-            DEFAULT_EXPORT_TIMEOUT,
-        )?;
-        if max_queue_size == 0 || max_queue_size > otlp_queue::MAX_CAPACITY {
+        if max_queue_size == 0 || max_queue_size > MAX_QUEUE_SIZE {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_queue_size",
                 reason: format!(
-                    "{max_queue_size} is not between 1 and {}",
-                    otlp_queue::MAX_CAPACITY
+                    "{queue_setting}={max_queue_size} is not between 1 and {MAX_QUEUE_SIZE} \
+                     (spans per recording thread)"
                 ),
             });
         }
+        // The default batch size is cut to a smaller queue; a batch size
+        // that was asked for is checked against it below.
+        let (max_export_batch_size, batch_setting) = setting(
+            (self.max_export_batch_size, "max_export_batch_size"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", || {
+                env_usize("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+            }),
+            DEFAULT_MAX_EXPORT_BATCH_SIZE.min(max_queue_size),
+        )?;
+        let (scheduled_delay, _) = setting(
+            (self.scheduled_delay, "scheduled_delay"),
+            ("OTEL_BSP_SCHEDULE_DELAY", || ms("OTEL_BSP_SCHEDULE_DELAY")),
+            DEFAULT_SCHEDULED_DELAY,
+        )?;
+        let (export_timeout, _) = setting(
+            (self.export_timeout, "export_timeout"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", || ms("OTEL_BSP_EXPORT_TIMEOUT")),
+            DEFAULT_EXPORT_TIMEOUT,
+        )?;
         if max_export_batch_size == 0 || max_export_batch_size > max_queue_size {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_export_batch_size",
                 reason: format!(
-                    "{max_export_batch_size} is not between 1 and max_queue_size ({max_queue_size})"
+                    "{batch_setting}={max_export_batch_size} is not between 1 and max_queue_size \
+                     ({max_queue_size})"
                 ),
             });
         }
-        if let Shedding::Priority { high_water } = self.shedding
-            && (high_water == 0 || high_water > max_queue_size)
-        {
-            return Err(ConfigError::InvalidSetting {
-                setting: "shedding",
-                reason: format!(
-                    "high_water {high_water} is not between 1 and max_queue_size ({max_queue_size})"
-                ),
-            });
-        }
-        if self.max_concurrent_exports == 0 {
+        let shedding = match self.shedding {
+            Shedding::Priority { high_water } if high_water == 0 || high_water > max_queue_size => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "shedding",
+                    reason: format!(
+                        "high_water {high_water} is not between 1 and max_queue_size ({max_queue_size})"
+                    ),
+                });
+            }
+            Shedding::Block { timeout } => Shedding::Block {
+                timeout: timeout.min(MAX_DURATION),
+            },
+            other => other,
+        };
+        if !(1..=MAX_CONCURRENT_EXPORTS).contains(&self.max_concurrent_exports) {
             return Err(ConfigError::InvalidSetting {
                 setting: "max_concurrent_exports",
-                reason: "must be at least 1".into(),
+                reason: format!(
+                    "{} is not between 1 and {MAX_CONCURRENT_EXPORTS}",
+                    self.max_concurrent_exports
+                ),
             });
         }
         let transport: Box<dyn Transport> = match (self.transport, self.file) {
@@ -279,22 +334,29 @@ impl PipelineBuilder {
             None => SpanLimits::from_env()?,
         };
         let resource = self.resource.unwrap_or_else(Resource::from_env);
+        // User code: a panic here is a configuration error, not a crash.
+        let encoding = catch_unwind(AssertUnwindSafe(|| transport.encoding())).map_err(|p| {
+            ConfigError::InvalidSetting {
+                setting: "transport",
+                reason: format!("Transport::encoding panicked: {}", panic_message(p)),
+            }
+        })?;
         let config = Config {
             max_concurrent_exports: self.max_concurrent_exports,
-            encoding: transport.encoding(),
+            encoding,
             max_export_batch_size,
-            scheduled_delay,
-            export_timeout,
-            shedding: self.shedding,
+            scheduled_delay: scheduled_delay.min(MAX_DURATION),
+            export_timeout: export_timeout.min(MAX_DURATION),
+            shedding,
             limits,
         };
-        Ok(Pipeline::start(
+        Pipeline::start(
             config,
             max_queue_size,
             resource,
             transport,
-            self.drop_timeout,
-        ))
+            self.drop_timeout.min(MAX_DURATION),
+        )
     }
 }
 
@@ -312,14 +374,22 @@ fn collector_configured() -> bool {
 
 /// The builder's value if set; else the environment's (read only then, so
 /// a malformed variable the builder overrides is no error); else `default`.
+/// Returns the value and the name of where it came from (the builder
+/// method or the variable), for error messages.
 fn setting<T>(
-    builder: Option<T>,
-    env: impl FnOnce() -> Result<Option<T>, ConfigError>,
+    (builder, method): (Option<T>, &'static str),
+    (var, env): (
+        &'static str,
+        impl FnOnce() -> Result<Option<T>, ConfigError>,
+    ),
     default: T,
-) -> Result<T, ConfigError> {
+) -> Result<(T, &'static str), ConfigError> {
     match builder {
-        Some(v) => Ok(v),
-        None => Ok(env()?.unwrap_or(default)),
+        Some(v) => Ok((v, method)),
+        None => Ok(match env()? {
+            Some(v) => (v, var),
+            None => (default, method),
+        }),
     }
 }
 
@@ -401,7 +471,10 @@ struct ThreadCounters {
 fn bump(c: &AtomicU64) {
     // Relaxed: a statistic with a single writer; readers that need the
     // value synchronise through `resolved` (Release/Acquire).
-    c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    c.store(
+        c.load(Ordering::Relaxed).saturating_add(1),
+        Ordering::Relaxed,
+    );
 }
 
 /// The worker's side of the accounting, changed once per batch.
@@ -415,10 +488,34 @@ struct Ledger {
     too_large: u64,
     export_calls: u64,
     failed_calls: u64,
+    transport_panics: u64,
+    /// The last export failure or transport panic, for
+    /// [`Pipeline::last_error`].
+    last_error: Option<String>,
     /// Set when shutdown's deadline passed before the worker finished:
     /// from then on the worker's results no longer count, and everything
     /// not yet resolved is "timed out at shutdown".
     abandoned: bool,
+    /// Set when the worker has closed the queue (end of shutdown).
+    closed: bool,
+    /// Spans handed over by threads that exited (taken back out of their
+    /// lanes so that the lanes are freed at once), waiting for the worker.
+    /// At most `max_queue_size`; older ones are dropped as `orphaned`.
+    adopted: VecDeque<EncodedSpan>,
+    /// Spans taken back out of the queue into `adopted`.
+    taken_back: u64,
+    /// Spans ever put in `adopted`, and ever taken out of it (by the worker
+    /// or as `orphaned`): a flush covers up to the former's value.
+    adopted_in: u64,
+    adopted_out: u64,
+    orphaned: u64,
+}
+
+impl Ledger {
+    /// Adds `n` to a counter, saturating.
+    fn add(counter: &mut u64, n: u64) {
+        *counter = counter.saturating_add(n);
+    }
 }
 
 #[derive(Default)]
@@ -443,19 +540,139 @@ struct Shared {
     control_cv: Condvar,
     flush_requested: AtomicU64,
     worker: Thread,
-    scopes: Mutex<Vec<InstrumentationScope>>,
+    scopes: Mutex<ScopeTable>,
     scopes_version: AtomicU64,
     drop_timeout: Duration,
     /// Also held by the worker (and export threads).
-    transport: Arc<dyn Transport>,
+    transport: Arc<UserTransport>,
     /// True while the worker naps; a thread that finds its lane full then
     /// wakes it (once per nap), so that on a machine where threads share
     /// cores the worker does not wait out a scheduler slice while lanes
     /// overflow.
     worker_napping: AtomicBool,
     /// The lane for records that cannot use their thread's own: made from
-    /// a thread-local destructor, or re-entrant. Rare, so a mutex is fine.
+    /// a thread-local destructor, or re-entrant, or when a thread's lane
+    /// could not be allocated. Rare, so a mutex is fine.
     fallback: Mutex<Option<LocalLane>>,
+    /// Counters of records that found no lane at all (neither their own nor
+    /// the fallback could be allocated): counted as queue-full. Written
+    /// only under the `fallback` lock.
+    laneless: Arc<ThreadCounters>,
+    /// True while `Ledger::adopted` may hold spans (a hint the worker reads
+    /// without taking the ledger lock).
+    has_adopted: AtomicBool,
+    /// The queue's lane capacity (`max_queue_size`).
+    capacity: usize,
+}
+
+/// The user's transport, behind a wrapper whose drop catches a panic of
+/// the transport's own `Drop` (it runs on whichever thread lets go last).
+struct UserTransport(Option<Box<dyn Transport>>);
+
+impl UserTransport {
+    fn get(&self) -> &dyn Transport {
+        match &self.0 {
+            Some(t) => &**t,
+            None => unreachable!("the transport is taken only by drop"),
+        }
+    }
+
+    /// `Transport::attempts`, with a panic counted as no statistics.
+    fn attempts(&self) -> Option<crate::AttemptStats> {
+        catch_unwind(AssertUnwindSafe(|| self.get().attempts())).unwrap_or_else(|p| {
+            drop_quietly(p);
+            None
+        })
+    }
+}
+
+impl Drop for UserTransport {
+    fn drop(&mut self) {
+        drop_quietly(self.0.take());
+    }
+}
+
+/// Drops `v`, catching (and forgetting the payload of) a panic in its
+/// `Drop`: user values are dropped where a panic must not escape.
+fn drop_quietly<T>(v: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) {
+        // The payload's own drop could panic too: leak it instead.
+        std::mem::forget(payload);
+    }
+}
+
+/// The message of a caught panic (its `&str` or `String` payload). The
+/// payload is dropped without letting a panic of its own escape.
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    };
+    drop_quietly(payload);
+    message
+}
+
+thread_local! {
+    /// The id of the pipeline whose worker or export thread this is (0 on
+    /// every other thread). Code the pipeline calls from there (a transport)
+    /// may record, flush, shut down or drop the pipeline: those calls must
+    /// not wait for the worker, which is this very thread (or waits for it).
+    static PIPELINE_THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// True if the calling thread is `shared`'s worker or one of its export
+/// threads.
+fn on_pipeline_thread(shared: &Shared) -> bool {
+    PIPELINE_THREAD
+        .try_with(|id| id.get() == shared.id)
+        .unwrap_or(false)
+}
+
+/// The instrumentation scopes registered with a pipeline: a list (the
+/// index is the [`ScopeId`]) and a hash index to find an equal scope in
+/// O(1).
+struct ScopeTable {
+    list: Vec<InstrumentationScope>,
+    /// Hash of (name, version, schema URL) to the ids with that hash.
+    index: HashMap<u64, Vec<u32>>,
+}
+
+impl ScopeTable {
+    fn new(default: InstrumentationScope) -> Self {
+        let mut table = ScopeTable {
+            list: Vec::new(),
+            index: HashMap::new(),
+        };
+        table.insert(default);
+        table
+    }
+
+    fn key(scope: &InstrumentationScope) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        scope.name.hash(&mut h);
+        scope.version.hash(&mut h);
+        scope.schema_url.hash(&mut h);
+        h.finish()
+    }
+
+    /// The id of an equal scope, if registered.
+    fn find(&self, scope: &InstrumentationScope) -> Option<ScopeId> {
+        let ids = self.index.get(&Self::key(scope))?;
+        ids.iter()
+            .copied()
+            .find(|&i| self.list[i as usize] == *scope)
+            .map(ScopeId)
+    }
+
+    fn insert(&mut self, scope: InstrumentationScope) -> ScopeId {
+        let id = self.list.len() as u32;
+        self.index.entry(Self::key(&scope)).or_default().push(id);
+        self.list.push(scope);
+        ScopeId(id)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -507,6 +724,47 @@ struct LocalLane {
     counters: Arc<ThreadCounters>,
     /// Reused buffer for encoding a span.
     scratch: Vec<u8>,
+    /// The pipeline, to hand the lane's spans over when the thread exits.
+    shared: Weak<Shared>,
+}
+
+impl Drop for LocalLane {
+    /// The thread is gone (or the pipeline is): spans still in the lane are
+    /// handed to the worker, so that the lane's memory is freed now rather
+    /// than when the worker gets to it (during a collector outage, that
+    /// could be never).
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            hand_over(&shared, &self.producer);
+        }
+    }
+}
+
+/// Takes every span out of `producer`'s lane into the pipeline's adopted
+/// spans (see `Ledger::adopted`), keeping at most `max_queue_size` there
+/// (the oldest beyond are counted as orphaned).
+fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
+    let mut ledger = lock(&shared.ledger);
+    if ledger.closed || ledger.abandoned {
+        // The worker is done: whatever is left is dropped with the lane,
+        // as it always was (and already counted: timed out, or never
+        // accepted after the final drain).
+        return;
+    }
+    let ledger = &mut *ledger;
+    let n = producer.take_back(|span| ledger.adopted.push_back(span));
+    if n == 0 {
+        return;
+    }
+    Ledger::add(&mut ledger.taken_back, n as u64);
+    Ledger::add(&mut ledger.adopted_in, n as u64);
+    let over = ledger.adopted.len().saturating_sub(shared.capacity);
+    if over > 0 {
+        ledger.adopted.drain(..over);
+        Ledger::add(&mut ledger.orphaned, over as u64);
+        Ledger::add(&mut ledger.adopted_out, over as u64);
+    }
+    shared.has_adopted.store(true, Ordering::Release);
 }
 
 impl Pipeline {
@@ -534,20 +792,29 @@ impl Pipeline {
         resource: Resource,
         transport: Box<dyn Transport>,
         drop_timeout: Duration,
-    ) -> Pipeline {
-        let transport: Arc<dyn Transport> = Arc::from(transport);
-        let (producer, consumer) = otlp_queue::bounded::<EncodedSpan>(capacity);
+    ) -> Result<Pipeline, ConfigError> {
+        let transport = Arc::new(UserTransport(Some(transport)));
+        let (producer, consumer) =
+            otlp_queue::try_bounded::<EncodedSpan>(capacity).map_err(|e| {
+                ConfigError::InvalidSetting {
+                    setting: "max_queue_size",
+                    reason: e.to_string(),
+                }
+            })?;
         let encoder = Encoder::new(resource);
-        let scopes = vec![encoder.scope(ScopeId::DEFAULT).clone()];
+        let scopes = ScopeTable::new(encoder.scope(ScopeId::DEFAULT).clone());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
         let worker = thread::Builder::new()
             .name("otlp-exporter".into())
             .spawn(move || {
                 if let Ok(shared) = rx.recv() {
-                    Worker::new(shared, consumer, encoder).run();
+                    Worker::run_guarded(shared, consumer, encoder);
                 }
             })
-            .expect("spawning the exporter's worker thread");
+            .map_err(|e| ConfigError::InvalidSetting {
+                setting: "worker",
+                reason: format!("cannot start the exporter's worker thread: {e}"),
+            })?;
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(RUNNING),
@@ -564,14 +831,18 @@ impl Pipeline {
             drop_timeout,
             transport: transport.clone(),
             fallback: Mutex::new(None),
+            laneless: Arc::new(ThreadCounters::default()),
+            has_adopted: AtomicBool::new(false),
+            capacity,
             worker_napping: AtomicBool::new(false),
         });
+        lock(&shared.threads).push(shared.laneless.clone());
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
         let _ = tx.send(shared.clone());
-        Pipeline {
+        Ok(Pipeline {
             handle: Arc::new(Handle { shared }),
-        }
+        })
     }
 
     fn shared(&self) -> &Shared {
@@ -580,14 +851,22 @@ impl Pipeline {
 
     /// Registers an instrumentation scope (or finds an equal one) and
     /// returns its id, for [`SpanData::scope`].
+    ///
+    /// Finding or adding a scope costs O(1) (a hash index). A pipeline keeps
+    /// at most [`MAX_SCOPES`] scopes; past that, a new scope gets
+    /// [`ScopeId::DEFAULT`] (its spans are exported under the pipeline's
+    /// default scope).
     pub fn scope(&self, scope: InstrumentationScope) -> ScopeId {
         let mut scopes = lock(&self.shared().scopes);
-        if let Some(i) = scopes.iter().position(|s| *s == scope) {
-            return ScopeId(i as u32);
+        if let Some(id) = scopes.find(&scope) {
+            return id;
         }
-        scopes.push(scope);
+        if scopes.list.len() >= MAX_SCOPES {
+            return ScopeId::DEFAULT;
+        }
+        let id = scopes.insert(scope);
         self.shared().scopes_version.fetch_add(1, Ordering::Release);
-        ScopeId((scopes.len() - 1) as u32)
+        id
     }
 
     /// Records a finished span: queues it for export, or counts why not.
@@ -603,7 +882,7 @@ impl Pipeline {
     /// `record`, skipping the limits for spans already built within them
     /// (by [`Span`](crate::Span)).
     pub(crate) fn record_span(&self, span: SpanData, apply_limits: bool) -> Recorded {
-        let shared = self.shared();
+        let shared = &self.handle.shared;
         let mut span = Some(span);
         let fast = LANES.try_with(|lanes| {
             // Re-entry (a record from inside a record) finds the cell
@@ -614,7 +893,8 @@ impl Pipeline {
                 None => {
                     // Forget lanes of pipelines that are gone.
                     lanes.retain(|l| !l.producer.is_closed());
-                    lanes.push(new_lane(shared));
+                    // No lane (memory ran out): the slow path below.
+                    lanes.push(new_lane(shared)?);
                     lanes.len() - 1
                 }
             };
@@ -627,12 +907,17 @@ impl Pipeline {
         });
         match (fast, span) {
             (Ok(Some(recorded)), _) => recorded,
-            // Thread-local storage is being torn down, or re-entry: the
-            // shared fallback lane.
+            // Thread-local storage is being torn down, re-entry, or no lane
+            // of its own could be allocated: the shared fallback lane.
             (_, Some(span)) => {
                 let mut fallback = lock(&shared.fallback);
-                let lane = fallback.get_or_insert_with(|| new_lane(shared));
-                record_into(shared, lane, span, apply_limits)
+                if fallback.is_none() {
+                    *fallback = new_lane(shared);
+                }
+                match fallback.as_mut() {
+                    Some(lane) => record_into(shared, lane, span, apply_limits),
+                    None => record_laneless(shared, span),
+                }
             }
             (_, None) => unreachable!("the span is taken only when it is recorded"),
         }
@@ -657,12 +942,26 @@ impl Pipeline {
     /// Exports everything queued now, waiting at most `timeout`. Works from
     /// any thread, an async runtime's included: it blocks the calling
     /// thread, and the work is done by the pipeline's own thread.
+    ///
+    /// The flush covers what was queued when it began (spans recorded
+    /// meanwhile are left for later exports), so it completes under
+    /// sustained load too.
+    ///
+    /// Called from inside the pipeline's own transport (on its worker or
+    /// export thread), it cannot wait for the worker (that would wait for
+    /// itself): it returns at once with `completed: false`.
     pub fn force_flush(&self, timeout: Duration) -> FlushReport {
         let shared = self.shared();
         let before = stats(shared);
         let deadline = Instant::now().checked_add(timeout);
         let completed = if shared.state.load(Ordering::SeqCst) != RUNNING {
             true
+        } else if on_pipeline_thread(shared) {
+            tracing::warn!(
+                "otlp-exporter: force_flush called from inside the pipeline's transport; \
+                 it cannot wait for the worker it runs on"
+            );
+            false
         } else {
             let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
             shared.worker.unpark();
@@ -671,7 +970,7 @@ impl Pipeline {
         let after = stats(shared);
         FlushReport {
             completed,
-            exported: after.exported - before.exported,
+            exported: after.exported.saturating_sub(before.exported),
             dropped: after.dropped.minus(&before.dropped),
             pending: after.queued + after.in_flight,
         }
@@ -685,8 +984,20 @@ impl Pipeline {
     /// A transport call that hangs past the deadline keeps the pipeline's
     /// worker thread until it returns (threads cannot be cancelled); its
     /// results are then ignored, and the thread exits.
+    ///
+    /// Safe to call more than once, and from several threads at once: each
+    /// call waits for the same shutdown. Called from inside the pipeline's
+    /// own transport (or when the last handle is dropped there), it starts
+    /// the shutdown and returns at once with `completed: false`; the worker
+    /// finishes it when the transport returns.
     pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
         shutdown(self.shared(), timeout)
+    }
+
+    /// The last export failure (a transport's `Failed` reason) or transport
+    /// panic ("transport panicked: ..."), if any.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.shared().ledger).last_error.clone()
     }
 
     /// The span limits this pipeline applies.
@@ -727,15 +1038,38 @@ impl Shared {
     }
 }
 
-fn new_lane(shared: &Shared) -> LocalLane {
+/// A lane for the calling thread, or `None` if it cannot be allocated.
+fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
+    let producer = lock(&shared.template).try_clone().ok()?;
     let counters = Arc::new(ThreadCounters::default());
     lock(&shared.threads).push(counters.clone());
-    LocalLane {
+    Some(LocalLane {
         pipeline: shared.id,
-        producer: lock(&shared.template).clone(),
+        producer,
         counters,
         scratch: Vec::with_capacity(INLINE),
-    }
+        shared: Arc::downgrade(shared),
+    })
+}
+
+/// Accounts for a record that found no lane at all (memory ran out):
+/// counted as queue-full (or after shutdown). Called under the fallback
+/// lock, which makes it the single writer of `laneless`.
+fn record_laneless(shared: &Shared, span: SpanData) -> Recorded {
+    let c = &*shared.laneless;
+    let n = c.accepted.load(Ordering::Relaxed) + 1;
+    // SeqCst: as in `record_into`.
+    c.accepted.swap(n, Ordering::SeqCst);
+    let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    } else {
+        bump(&c.queue_full);
+        Recorded::Dropped(DropReason::QueueFull)
+    };
+    drop(span);
+    c.resolved.store(n, Ordering::Release);
+    outcome
 }
 
 fn record_into(
@@ -809,9 +1143,22 @@ fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
             Err(_) => closed(c),
         },
         Shedding::Block { timeout } => {
+            let mut span = match p.try_push(span) {
+                Ok(()) => {
+                    bump(&c.pushed);
+                    return Recorded::Queued;
+                }
+                Err(PushError::Closed(_)) => return closed(c),
+                Err(PushError::Full(back)) => back,
+            };
+            if on_pipeline_thread(shared) {
+                // A record from inside the transport: waiting for room
+                // would wait for this very thread (or the worker waiting
+                // for it). Never block here.
+                return full(c);
+            }
             // Wait in slices so that a shutdown is noticed.
             let deadline = Instant::now().checked_add(timeout);
-            let mut span = span;
             loop {
                 let left = deadline.map_or(Duration::from_millis(10), |d| {
                     d.saturating_duration_since(Instant::now())
@@ -823,7 +1170,13 @@ fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
                     }
                     Err(PushTimeoutError::Closed(_)) => return closed(c),
                     Err(PushTimeoutError::Timeout(back)) => {
-                        if left.is_zero() || shared.state.load(Ordering::SeqCst) != RUNNING {
+                        if shared.state.load(Ordering::SeqCst) != RUNNING {
+                            // Interrupted by shutdown: the span was not
+                            // dropped for want of room but because the
+                            // pipeline is closing.
+                            return closed(c);
+                        }
+                        if left.is_zero() {
                             return full(c);
                         }
                         span = back;
@@ -863,7 +1216,7 @@ fn record_totals(shared: &Shared) -> ([u64; 7], bool) {
             &c.low_priority,
             &c.after_shutdown,
         ]) {
-            *slot += counter.load(Ordering::Relaxed);
+            *slot = slot.saturating_add(counter.load(Ordering::Relaxed));
         }
     }
     (t, quiet)
@@ -893,14 +1246,23 @@ fn stats(shared: &Shared) -> ExportStats {
         export_failed: ledger.export_failed,
         timed_out_at_shutdown: 0,
         after_shutdown,
+        orphaned: ledger.orphaned,
     };
     let (queued, in_flight) = if ledger.abandoned {
         // Everything not resolved by the deadline timed out.
-        dropped.timed_out_at_shutdown = accepted.saturating_sub(ledger.exported + dropped.total());
+        dropped.timed_out_at_shutdown =
+            accepted.saturating_sub(ledger.exported.saturating_add(dropped.total()));
         (0, 0)
     } else {
+        // In the lanes: pushed and not yet evicted, popped or taken back;
+        // plus what exited threads handed over.
+        let out = evicted
+            .saturating_add(ledger.popped)
+            .saturating_add(ledger.taken_back);
         (
-            pushed.saturating_sub(evicted + ledger.popped),
+            pushed
+                .saturating_sub(out)
+                .saturating_add(ledger.adopted.len() as u64),
             ledger.in_flight,
         )
     };
@@ -912,7 +1274,11 @@ fn stats(shared: &Shared) -> ExportStats {
         dropped,
         export_calls: ledger.export_calls,
         failed_calls: ledger.failed_calls,
-        attempts: shared.transport.attempts(),
+        transport_panics: ledger.transport_panics,
+        attempts: {
+            drop(ledger);
+            shared.transport.attempts()
+        },
     }
 }
 
@@ -944,6 +1310,7 @@ fn wait_control(
 
 fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     let before = stats(shared);
+    let timeout = timeout.min(MAX_DURATION);
     let deadline = Instant::now().checked_add(timeout);
     {
         let mut control = lock(&shared.control);
@@ -959,14 +1326,29 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
             };
         }
         if control.shutdown_deadline.is_none() {
-            control.shutdown_deadline = Some(
-                deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600 * 24 * 365)),
-            );
+            control.shutdown_deadline =
+                Some(deadline.unwrap_or_else(|| Instant::now() + MAX_DURATION));
         }
     }
     // SeqCst: see `Shared::state`.
     shared.state.store(CLOSED, Ordering::SeqCst);
     shared.worker.unpark();
+    if on_pipeline_thread(shared) {
+        // From inside the transport (or the last handle dropped there):
+        // the worker finishes the shutdown once this call returns; waiting
+        // for it here would wait for ourselves.
+        tracing::warn!(
+            "otlp-exporter: shutdown called from inside the pipeline's transport; \
+             the worker finishes it when the transport returns"
+        );
+        let after = stats(shared);
+        return ShutdownReport {
+            completed: false,
+            exported: after.exported.saturating_sub(before.exported),
+            dropped: after.dropped.minus(&before.dropped),
+            stats: after,
+        };
+    }
     let completed = wait_control(shared, deadline, |c| c.finished);
     if !completed {
         let mut ledger = lock(&shared.ledger);
@@ -980,7 +1362,7 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     let after = stats(shared);
     ShutdownReport {
         completed,
-        exported: after.exported - before.exported,
+        exported: after.exported.saturating_sub(before.exported),
         dropped: after.dropped.minus(&before.dropped),
         stats: after,
     }
@@ -997,41 +1379,64 @@ struct Job {
 
 /// Exports a job's requests and accounts for its spans (unless shutdown has
 /// given up on them, in which case they are already counted as timed out).
+///
+/// Every call into the transport runs under `catch_unwind`: a panic counts
+/// as a failed export of that request's spans (with its message as the
+/// pipeline's last error), and the calling thread carries on.
 fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
-    let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) = (0, 0, 0, 0, 0);
+    let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut panics = 0u64;
+    let mut last_error = None;
     for request in &job.encoded.requests {
         calls += 1;
-        match transport.export(request, job.deadline) {
-            ExportResult::Success => exported += request.spans as u64,
-            ExportResult::PartialSuccess {
+        let spans = request.spans as u64;
+        let outcome = catch_unwind(AssertUnwindSafe(|| transport.export(request, job.deadline)));
+        match outcome {
+            Ok(ExportResult::Success) => exported += spans,
+            Ok(ExportResult::PartialSuccess {
                 rejected: r,
                 message,
-            } => {
-                let r = r.min(request.spans as u64);
+            }) => {
+                let r = r.min(spans);
                 rejected += r;
-                exported += request.spans as u64 - r;
+                exported += spans - r;
                 if r > 0 {
                     tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans");
                 }
+                drop_quietly(message);
             }
-            ExportResult::Failed(reason) => {
-                failed += request.spans as u64;
+            Ok(ExportResult::Failed(reason)) => {
+                failed += spans;
                 failed_calls += 1;
                 tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed");
+                last_error = Some(reason);
+            }
+            Err(payload) => {
+                let message = panic_message(payload);
+                failed += spans;
+                failed_calls += 1;
+                panics += 1;
+                tracing::warn!(%message, spans = request.spans, "otlp-exporter: the transport panicked; its spans count as failed");
+                last_error = Some(format!("transport panicked: {message}"));
             }
         }
     }
     let mut ledger = lock(&shared.ledger);
+    if let Some(e) = last_error {
+        ledger.last_error = Some(e);
+    }
+    Ledger::add(&mut ledger.transport_panics, panics);
     if ledger.abandoned {
         return;
     }
-    ledger.in_flight -= job.spans;
-    ledger.exported += exported;
-    ledger.rejected += rejected;
-    ledger.export_failed += failed;
-    ledger.too_large += job.encoded.too_large as u64;
-    ledger.export_calls += calls;
-    ledger.failed_calls += failed_calls;
+    ledger.in_flight = ledger.in_flight.saturating_sub(job.spans);
+    Ledger::add(&mut ledger.exported, exported);
+    Ledger::add(&mut ledger.rejected, rejected);
+    Ledger::add(&mut ledger.export_failed, failed);
+    Ledger::add(&mut ledger.too_large, job.encoded.too_large as u64);
+    Ledger::add(&mut ledger.export_calls, calls);
+    Ledger::add(&mut ledger.failed_calls, failed_calls);
 }
 
 /// How long the worker waits for spans to gather when a look at the queue
@@ -1045,11 +1450,13 @@ struct Worker {
     consumer: Option<Consumer<EncodedSpan>>,
     encoder: Encoder,
     encoding: Encoding,
-    transport: Arc<dyn Transport>,
+    transport: Arc<UserTransport>,
     /// With `max_concurrent_exports > 1`: hands encoded batches to that
     /// many export threads. `None`: the worker exports itself.
     pool: Option<std::sync::mpsc::SyncSender<Job>>,
     batch: Vec<EncodedSpan>,
+    /// Scopes of the pipeline's table already added to the encoder.
+    scopes_added: usize,
     scopes_seen: u64,
     last_export: Instant,
     flush_seen: u64,
@@ -1058,31 +1465,68 @@ struct Worker {
 }
 
 impl Worker {
+    /// Runs the worker; if it panics anyway (a bug: user code is already
+    /// caught where it is called), the pipeline is closed and marked
+    /// finished and abandoned, so that nobody waits for it and the
+    /// accounting still balances (what was pending counts as timed out).
+    fn run_guarded(shared: Arc<Shared>, consumer: Consumer<EncodedSpan>, encoder: Encoder) {
+        PIPELINE_THREAD.with(|id| id.set(shared.id));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            Worker::new(shared.clone(), consumer, encoder).run();
+        }));
+        if let Err(payload) = outcome {
+            let message = panic_message(payload);
+            tracing::error!(%message, "otlp-exporter: the worker thread panicked; the pipeline is closed");
+            shared.state.store(CLOSED, Ordering::SeqCst);
+            {
+                let mut ledger = lock(&shared.ledger);
+                ledger.abandoned = true;
+                ledger.closed = true;
+                ledger.last_error = Some(format!("worker panicked: {message}"));
+            }
+            let mut control = lock(&shared.control);
+            control.finished = true;
+            if control.shutdown_deadline.is_none() {
+                control.shutdown_deadline = Some(Instant::now());
+            }
+            drop(control);
+            shared.control_cv.notify_all();
+        }
+    }
+
     fn new(shared: Arc<Shared>, consumer: Consumer<EncodedSpan>, encoder: Encoder) -> Self {
         let encoding = shared.config.encoding;
         let batch = Vec::with_capacity(shared.config.max_export_batch_size);
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
-        let pool = (n > 1).then(|| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
-            let rx = Arc::new(Mutex::new(rx));
-            for i in 0..n {
-                let (rx, shared, transport) = (rx.clone(), shared.clone(), transport.clone());
-                let _ = thread::Builder::new()
-                    .name(format!("otlp-export-{i}"))
-                    .spawn(move || {
-                        loop {
-                            // One thread waits on the channel at a time.
-                            let job = lock(&rx).recv();
-                            match job {
-                                Ok(job) => send(&shared, &*transport, job),
-                                Err(_) => return, // the worker is gone
+        let pool = (n > 1)
+            .then(|| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+                let rx = Arc::new(Mutex::new(rx));
+                let mut started = 0;
+                for i in 0..n {
+                    let (rx, shared, transport) = (rx.clone(), shared.clone(), transport.clone());
+                    let spawned = thread::Builder::new()
+                        .name(format!("otlp-export-{i}"))
+                        .spawn(move || {
+                            PIPELINE_THREAD.with(|id| id.set(shared.id));
+                            loop {
+                                // One thread waits on the channel at a time.
+                                let job = lock(&rx).recv();
+                                match job {
+                                    // `send` catches the transport's panics.
+                                    Ok(job) => send(&shared, transport.get(), job),
+                                    Err(_) => return, // the worker is gone
+                                }
                             }
-                        }
-                    });
-            }
-            tx
-        });
+                        });
+                    started += usize::from(spawned.is_ok());
+                }
+                // With no export thread at all, jobs would wait forever:
+                // the worker exports itself instead.
+                (started > 0).then_some(tx)
+            })
+            .flatten();
         Worker {
             shared,
             consumer: Some(consumer),
@@ -1091,6 +1535,7 @@ impl Worker {
             transport,
             pool,
             batch,
+            scopes_added: 1,
             scopes_seen: 0,
             last_export: Instant::now(),
             flush_seen: 0,
@@ -1108,7 +1553,7 @@ impl Worker {
             }
             let flush = self.shared.flush_requested.load(Ordering::Acquire);
             if flush != self.flush_seen {
-                self.drain(None);
+                self.flush();
                 self.flush_seen = flush;
                 let mut control = lock(&self.shared.control);
                 control.flushed = flush;
@@ -1143,7 +1588,10 @@ impl Worker {
     }
 
     /// Waits a little while nothing arrives: spin, then yield, then park
-    /// in steps growing to 1 ms (never past the next scheduled export).
+    /// in steps growing to 1.6 ms (never past the next scheduled export of
+    /// a batch that holds spans; with nothing to export the schedule does
+    /// not matter, so a zero `scheduled_delay` does not make an idle worker
+    /// poll).
     fn idle_wait(&self, idle: u32) {
         if idle < 16 {
             std::hint::spin_loop();
@@ -1151,33 +1599,89 @@ impl Worker {
             thread::yield_now();
         } else {
             let step = Duration::from_micros(50u64 << (idle - 32).min(5));
-            let until_due = self
-                .shared
-                .config
-                .scheduled_delay
-                .saturating_sub(self.last_export.elapsed());
-            self.shared
-                .nap(step.min(until_due).max(Duration::from_micros(10)));
+            let nap = if self.batch.is_empty() {
+                step
+            } else {
+                let until_due = self
+                    .shared
+                    .config
+                    .scheduled_delay
+                    .saturating_sub(self.last_export.elapsed());
+                step.min(until_due).max(Duration::from_micros(10))
+            };
+            self.shared.nap(nap);
         }
     }
 
-    /// Moves spans from the queue into the batch, up to the batch size.
+    /// Moves spans from the queue (and from exited threads' hand-overs)
+    /// into the batch, up to the batch size.
     fn take(&mut self) -> usize {
         let Some(consumer) = self.consumer.as_mut() else {
             return 0;
         };
         let room = self.shared.config.max_export_batch_size - self.batch.len();
         let n = consumer.pop_batch(&mut self.batch, room);
-        if n > 0 {
-            let mut ledger = lock(&self.shared.ledger);
-            ledger.popped += n as u64;
-            ledger.in_flight += n as u64;
+        // Acquire: pairs with the Release store in `hand_over` (the spans
+        // themselves are read under the ledger lock).
+        let adopted = self.shared.has_adopted.load(Ordering::Acquire);
+        if n == 0 && !adopted {
+            return 0;
         }
-        n
+        let mut ledger = lock(&self.shared.ledger);
+        Ledger::add(&mut ledger.popped, n as u64);
+        let mut m = 0;
+        if adopted {
+            m = (room - n).min(ledger.adopted.len());
+            self.batch.extend(ledger.adopted.drain(..m));
+            Ledger::add(&mut ledger.adopted_out, m as u64);
+            if ledger.adopted.is_empty() {
+                self.shared.has_adopted.store(false, Ordering::Relaxed);
+            }
+        }
+        Ledger::add(&mut ledger.in_flight, (n + m) as u64);
+        n + m
+    }
+
+    /// A flush: exports everything that was queued when it began (the
+    /// queue's mark, and what exited threads had handed over, or hand over
+    /// from the marked lanes), then waits for the exports in flight. Spans
+    /// recorded after the mark may go along but are not waited for, so
+    /// producers that keep recording cannot keep it going.
+    fn flush(&mut self) {
+        let mark: Option<Mark<EncodedSpan>> = self.consumer.as_mut().map(Consumer::mark);
+        let mut adopted_target = None;
+        loop {
+            if self.abandoned() {
+                return;
+            }
+            let took = self.take();
+            if !self.batch.is_empty() {
+                self.export(None);
+            }
+            let passed = match (&mark, &self.consumer) {
+                (Some(mark), Some(consumer)) => consumer.passed(mark),
+                _ => true,
+            };
+            if passed {
+                // Spans the marked lanes' threads handed over were moved
+                // under the ledger lock before their lane's head moved, so
+                // reading `adopted_in` now covers them.
+                let ledger = lock(&self.shared.ledger);
+                let target = *adopted_target.get_or_insert(ledger.adopted_in);
+                if ledger.adopted_out >= target {
+                    break;
+                }
+            } else if took == 0 {
+                // A lane's head is being moved by its producer (an eviction
+                // or a hand-over): it is done in a moment.
+                thread::yield_now();
+            }
+        }
+        self.wait_idle(None);
     }
 
     /// Exports until the queue is empty and no export is in flight (or
-    /// the deadline passes).
+    /// the deadline passes). Used by shutdown, when no record can add more.
     fn drain(&mut self, deadline: Option<Instant>) {
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
@@ -1198,26 +1702,42 @@ impl Worker {
         lock(&self.shared.ledger).abandoned
     }
 
+    /// Adds the scopes registered since the last look to the encoder (only
+    /// the new ones: each scope is added once).
+    fn sync_scopes(&mut self) {
+        let version = self.shared.scopes_version.load(Ordering::Acquire);
+        if version == self.scopes_seen {
+            return;
+        }
+        let new: Vec<InstrumentationScope> = {
+            let scopes = lock(&self.shared.scopes);
+            self.scopes_seen = self.shared.scopes_version.load(Ordering::Acquire);
+            scopes.list[self.scopes_added.min(scopes.list.len())..].to_vec()
+        };
+        self.scopes_added += new.len();
+        for s in new {
+            self.encoder.add_scope(s);
+        }
+    }
+
     fn export(&mut self, deadline: Option<Instant>) {
         self.last_export = Instant::now();
         if self.batch.is_empty() {
             return;
         }
-        let version = self.shared.scopes_version.load(Ordering::Acquire);
-        if version != self.scopes_seen {
-            let scopes = lock(&self.shared.scopes).clone();
-            for s in scopes.into_iter().skip(1) {
-                self.encoder.add_scope(s);
-            }
-            self.scopes_seen = version;
-        }
+        self.sync_scopes();
         let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
         let mut encoded = Encoded::default();
         self.encoder.assemble(&refs, self.encoding, &mut encoded);
         drop(refs);
         let spans = self.batch.len() as u64;
         self.batch.clear();
-        let export_deadline = Instant::now() + self.shared.config.export_timeout;
+        let now = Instant::now();
+        // `export_timeout` is at most `MAX_DURATION`, so this fits; the
+        // fallback is only a belt.
+        let export_deadline = now
+            .checked_add(self.shared.config.export_timeout)
+            .unwrap_or(now + MAX_DURATION);
         let job = Job {
             encoded,
             spans,
@@ -1228,10 +1748,10 @@ impl Worker {
             // the spans stay counted as in flight meanwhile.
             Some(pool) => {
                 if let Err(e) = pool.send(job) {
-                    send(&self.shared, &*self.transport, e.0);
+                    send(&self.shared, self.transport.get(), e.0);
                 }
             }
-            None => send(&self.shared, &*self.transport, job),
+            None => send(&self.shared, self.transport.get(), job),
         }
         self.warn_about_drops();
     }
@@ -1262,7 +1782,7 @@ impl Worker {
             return;
         }
         let s = stats(&self.shared);
-        let dropped = s.dropped.total() - s.dropped.not_sampled;
+        let dropped = s.dropped.total().saturating_sub(s.dropped.not_sampled);
         if dropped > self.dropped_at_warn {
             tracing::warn!(
                 new_drops = dropped - self.dropped_at_warn,
@@ -1272,6 +1792,7 @@ impl Worker {
                 export_failed = s.dropped.export_failed,
                 rejected = s.dropped.rejected,
                 too_large = s.dropped.too_large,
+                orphaned = s.dropped.orphaned,
                 "otlp-exporter: spans dropped (see Pipeline::stats)"
             );
             self.dropped_at_warn = dropped;
@@ -1295,9 +1816,19 @@ impl Worker {
         self.drain(deadline);
         // Closing the queue: later pushes fail and count as after shutdown.
         self.consumer = None;
+        lock(&self.shared.ledger).closed = true;
         // The export threads finish what they hold and exit.
         self.pool = None;
-        self.transport.shutdown();
+        // User code: a panic in the transport's shutdown is counted and
+        // reported, and the shutdown still completes (everything was
+        // exported or counted above).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.transport.get().shutdown())) {
+            let message = panic_message(payload);
+            tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked");
+            let mut ledger = lock(&self.shared.ledger);
+            Ledger::add(&mut ledger.transport_panics, 1);
+            ledger.last_error = Some(format!("transport panicked in shutdown: {message}"));
+        }
         lock(&self.shared.control).finished = true;
         self.shared.control_cv.notify_all();
     }

@@ -208,7 +208,7 @@ impl Span<'_> {
         } else if data.attributes.len() < limits.attribute_count {
             data.attributes.push(KeyValue { key, value });
         } else {
-            data.dropped_attributes_count += 1;
+            data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
         }
         self
     }
@@ -229,7 +229,7 @@ impl Span<'_> {
                 limits.cut_attributes(&mut event.attributes, limits.attributes_per_event);
             data.events.push(event);
         } else {
-            data.dropped_events_count += 1;
+            data.dropped_events_count = data.dropped_events_count.saturating_add(1);
         }
         self
     }
@@ -239,11 +239,12 @@ impl Span<'_> {
         let limits = self.tracer.limits;
         let data = self.data();
         if data.links.len() < limits.link_count {
-            link.dropped_attributes_count +=
-                limits.cut_attributes(&mut link.attributes, limits.attributes_per_link);
+            link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(
+                limits.cut_attributes(&mut link.attributes, limits.attributes_per_link),
+            );
             data.links.push(link);
         } else {
-            data.dropped_links_count += 1;
+            data.dropped_links_count = data.dropped_links_count.saturating_add(1);
         }
         self
     }

@@ -24,35 +24,58 @@ pub struct Dropped {
     pub export_failed: u64,
     /// Still queued or in flight when shutdown's deadline passed.
     pub timed_out_at_shutdown: u64,
-    /// Recorded after shutdown began.
+    /// Recorded after shutdown began (including a
+    /// [`Shedding::Block`](crate::Shedding::Block) record that was still
+    /// waiting for room when shutdown began).
     pub after_shutdown: u64,
+    /// Left in the queue lane of a thread that exited, beyond what the
+    /// pipeline keeps for exited threads (one lane's worth,
+    /// `max_queue_size` spans, across all of them): the oldest go first.
+    /// Only happens while the worker cannot keep up (a collector outage).
+    pub orphaned: u64,
 }
 
 impl Dropped {
-    /// All drops together.
+    /// All drops together (saturating at `u64::MAX`).
     pub fn total(&self) -> u64 {
-        self.queue_full
-            + self.evicted
-            + self.not_sampled
-            + self.low_priority
-            + self.too_large
-            + self.rejected
-            + self.export_failed
-            + self.timed_out_at_shutdown
-            + self.after_shutdown
+        self.fields()
+            .into_iter()
+            .fold(0u64, |sum, n| sum.saturating_add(n))
     }
 
+    fn fields(&self) -> [u64; 10] {
+        [
+            self.queue_full,
+            self.evicted,
+            self.not_sampled,
+            self.low_priority,
+            self.too_large,
+            self.rejected,
+            self.export_failed,
+            self.timed_out_at_shutdown,
+            self.after_shutdown,
+            self.orphaned,
+        ]
+    }
+
+    /// What was added since `before`, field by field. Saturates at 0: a
+    /// counter can move down between two snapshots (when shutdown times
+    /// out, spans that were queued or had failed move to
+    /// `timed_out_at_shutdown`), and such a field then reports 0 rather than
+    /// wrapping.
     pub(crate) fn minus(&self, before: &Dropped) -> Dropped {
+        let d = |now: u64, then: u64| now.saturating_sub(then);
         Dropped {
-            queue_full: self.queue_full - before.queue_full,
-            evicted: self.evicted - before.evicted,
-            not_sampled: self.not_sampled - before.not_sampled,
-            low_priority: self.low_priority - before.low_priority,
-            too_large: self.too_large - before.too_large,
-            rejected: self.rejected - before.rejected,
-            export_failed: self.export_failed - before.export_failed,
-            timed_out_at_shutdown: self.timed_out_at_shutdown - before.timed_out_at_shutdown,
-            after_shutdown: self.after_shutdown - before.after_shutdown,
+            queue_full: d(self.queue_full, before.queue_full),
+            evicted: d(self.evicted, before.evicted),
+            not_sampled: d(self.not_sampled, before.not_sampled),
+            low_priority: d(self.low_priority, before.low_priority),
+            too_large: d(self.too_large, before.too_large),
+            rejected: d(self.rejected, before.rejected),
+            export_failed: d(self.export_failed, before.export_failed),
+            timed_out_at_shutdown: d(self.timed_out_at_shutdown, before.timed_out_at_shutdown),
+            after_shutdown: d(self.after_shutdown, before.after_shutdown),
+            orphaned: d(self.orphaned, before.orphaned),
         }
     }
 }
@@ -79,8 +102,15 @@ pub struct ExportStats {
     pub dropped: Dropped,
     /// Export calls made to the transport.
     pub export_calls: u64,
-    /// Export calls that failed for good.
+    /// Export calls that failed for good (a transport call that panicked
+    /// included).
     pub failed_calls: u64,
+    /// Calls into the transport (`export` or `shutdown`) that panicked.
+    /// Each panic was caught: an `export` that panicked counts as a failed
+    /// export of its spans (`dropped.export_failed`), and the pipeline
+    /// keeps working. The last message is in
+    /// [`Pipeline::last_error`](crate::Pipeline::last_error).
+    pub transport_panics: u64,
     /// Every attempt of the transport and its outcome (retries, statuses,
     /// connection failures), for transports that report them (OTLP/HTTP).
     pub attempts: Option<crate::AttemptStats>,
@@ -89,7 +119,12 @@ pub struct ExportStats {
 impl ExportStats {
     /// True if every accepted span is accounted for.
     pub fn is_balanced(&self) -> bool {
-        self.accepted == self.exported + self.queued + self.in_flight + self.dropped.total()
+        let resolved = self
+            .exported
+            .checked_add(self.queued)
+            .and_then(|n| n.checked_add(self.in_flight))
+            .and_then(|n| n.checked_add(self.dropped.total()));
+        resolved == Some(self.accepted)
     }
 }
 

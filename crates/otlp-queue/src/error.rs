@@ -54,13 +54,24 @@ pub enum CapacityError {
     /// push, which is exactly what this crate exists to avoid.
     #[error("queue capacity must be at least 1")]
     Zero,
-    /// The capacity cannot be represented (positions would overflow).
-    #[error("queue capacity {requested} is larger than the maximum {max}")]
+    /// The capacity cannot be represented: positions would overflow, or a
+    /// lane of that many items of this type would exceed the largest
+    /// allocation possible (`isize::MAX` bytes).
+    #[error("queue capacity {requested} is larger than the maximum {max} for this item type")]
     TooLarge {
         /// What was asked for.
         requested: usize,
-        /// The largest capacity this platform supports.
+        /// The largest capacity this platform supports for this item type.
         max: usize,
+    },
+    /// The allocator could not provide a lane of this capacity. Nothing was
+    /// allocated; ask for less.
+    #[error("cannot allocate a queue lane of {requested} items ({bytes} bytes)")]
+    OutOfMemory {
+        /// What was asked for.
+        requested: usize,
+        /// The bytes the lane's ring needs.
+        bytes: usize,
     },
 }
 

@@ -33,7 +33,24 @@ use core::mem::MaybeUninit;
 
 use crossbeam_utils::CachePadded;
 
+use crate::error::CapacityError;
 use crate::loom::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+
+/// The largest capacity whose ring (rounded up to a power of two) of
+/// `slot`-byte slots fits in one allocation (`isize::MAX` bytes), capped at
+/// [`crate::MAX_CAPACITY`].
+pub(crate) fn max_capacity_for(slot: usize) -> usize {
+    let by_size = (isize::MAX as usize)
+        .checked_div(slot)
+        .unwrap_or(usize::MAX);
+    // The largest power of two not above `by_size`.
+    let pow = if by_size == 0 {
+        0
+    } else {
+        1usize << by_size.ilog2()
+    };
+    pow.min(crate::MAX_CAPACITY)
+}
 
 /// What the producer writes: `tail` and its counters, on one line that only
 /// the producer writes.
@@ -42,6 +59,9 @@ pub(crate) struct ProducerSide {
     pub(crate) tail: AtomicU64,
     pub(crate) rejected_full: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// Items the producer took back out of its own lane
+    /// ([`Lane::take_back`]).
+    pub(crate) taken_back: AtomicU64,
 }
 
 /// What the consumer (and, rarely, an evicting producer) writes.
@@ -57,13 +77,16 @@ pub(crate) struct LaneTotals {
     pub(crate) pushed: u64,
     pub(crate) rejected_full: u64,
     pub(crate) evicted: u64,
+    pub(crate) taken_back: u64,
 }
 
 impl LaneTotals {
     pub(crate) fn add(&mut self, other: LaneTotals) {
-        self.pushed += other.pushed;
-        self.rejected_full += other.rejected_full;
-        self.evicted += other.evicted;
+        // Saturating: statistics must never panic or wrap.
+        self.pushed = self.pushed.saturating_add(other.pushed);
+        self.rejected_full = self.rejected_full.saturating_add(other.rejected_full);
+        self.evicted = self.evicted.saturating_add(other.evicted);
+        self.taken_back = self.taken_back.saturating_add(other.taken_back);
     }
 }
 
@@ -73,7 +96,14 @@ pub(crate) struct Lane<T> {
     /// Set once, when the producer handle that owns this lane is dropped.
     producer_gone: CachePadded<AtomicBool>,
     /// `capacity.next_power_of_two()` slots.
-    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    ///
+    /// Behind a cell because the lane's producer frees the ring when it
+    /// goes away with the lane drained (`free_ring`): a lane of a thread
+    /// that exited then costs a few cache lines, not `capacity` slots,
+    /// however long the consumer takes to notice. Every other access reads
+    /// it inside a claimed run, and once the ring is freed no run can be
+    /// claimed again.
+    slots: UnsafeCell<Box<[UnsafeCell<MaybeUninit<T>>]>>,
     /// `slots.len() - 1`.
     mask: u64,
     /// The most items the lane may hold.
@@ -98,21 +128,62 @@ pub(crate) enum Evict<T> {
 }
 
 impl<T> Lane<T> {
-    /// A lane that holds up to `cap` items. `cap` must be in `1..=crate::MAX_CAPACITY`
+    /// A lane that holds up to `cap` items, or an error if its slots do
+    /// not fit in memory. `cap` must be in `1..=crate::MAX_CAPACITY`
     /// (checked by the caller).
-    pub(crate) fn new(cap: usize) -> Self {
+    ///
+    /// The ring is allocated fallibly (`try_reserve_exact`), so a capacity
+    /// the allocator cannot serve is an error here, not an abort.
+    pub(crate) fn try_new(cap: usize) -> Result<Self, CapacityError> {
         debug_assert!((1..=crate::MAX_CAPACITY).contains(&cap));
         let ring = cap.next_power_of_two();
-        Lane {
+        let slot = core::mem::size_of::<UnsafeCell<MaybeUninit<T>>>();
+        let too_large = CapacityError::TooLarge {
+            requested: cap,
+            max: max_capacity_for(slot),
+        };
+        // A Rust allocation may not exceed `isize::MAX` bytes.
+        match ring.checked_mul(slot) {
+            Some(bytes) if bytes <= isize::MAX as usize => {}
+            _ => return Err(too_large),
+        }
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(ring)
+            .map_err(|_| CapacityError::OutOfMemory {
+                requested: cap,
+                bytes: ring * slot,
+            })?;
+        #[cfg(not(loom))]
+        // SAFETY: `try_reserve_exact` made room for `ring` elements, and an
+        // `UnsafeCell<MaybeUninit<T>>` (transparent over `MaybeUninit`) is
+        // valid uninitialised: no loop over a ring that may be huge.
+        unsafe {
+            slots.set_len(ring)
+        };
+        #[cfg(loom)]
+        slots.extend((0..ring).map(|_| UnsafeCell::new(MaybeUninit::uninit())));
+        Ok(Lane {
             producer: CachePadded::new(ProducerSide::default()),
             consumer: CachePadded::new(ConsumerSide::default()),
             producer_gone: CachePadded::new(AtomicBool::new(false)),
-            slots: (0..ring)
-                .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
-                .collect(),
+            // `try_reserve_exact` reserved exactly `ring`: no reallocation.
+            slots: UnsafeCell::new(slots.into_boxed_slice()),
             mask: ring as u64 - 1,
             capacity: cap as u64,
-        }
+        })
+    }
+
+    /// The ring of slots. Read only by the producer for its own positions,
+    /// or by whoever won a claim of a non-empty run: see `free_ring`.
+    #[inline(always)]
+    fn ring(&self) -> &[UnsafeCell<MaybeUninit<T>>] {
+        // SAFETY: the box is replaced only by `free_ring`, which runs when
+        // no claim can succeed again and the last claimed run has been
+        // released (Acquire on `released`); every caller reads the ring
+        // for a position it owns (its own unpublished `tail`, or a claimed
+        // run), so it happens before that replacement.
+        self.slots.with(|p| unsafe { &**p })
     }
 
     /// The slot of position `pos`.
@@ -126,7 +197,7 @@ impl<T> Lane<T> {
     #[inline(always)]
     fn slot(&self, pos: u64) -> &UnsafeCell<MaybeUninit<T>> {
         // SAFETY: `pos & mask < slots.len()`, a power of two.
-        unsafe { self.slots.get_unchecked(self.slot_of(pos)) }
+        unsafe { self.ring().get_unchecked(self.slot_of(pos)) }
     }
 
     /// Producer only: its own next position.
@@ -268,10 +339,11 @@ impl<T> Lane<T> {
         let first = self.slot_of(start);
         // The run may wrap around the end of the ring: two contiguous pieces.
         let end = first + n;
-        let (a, b) = if end <= self.slots.len() {
-            (&self.slots[first..end], &self.slots[..0])
+        let slots = self.ring();
+        let (a, b) = if end <= slots.len() {
+            (&slots[first..end], &slots[..0])
         } else {
-            (&self.slots[first..], &self.slots[..end - self.slots.len()])
+            (&slots[first..], &slots[..end - slots.len()])
         };
         a.iter().chain(b).for_each(&mut take);
         self.release(start + n as u64);
@@ -343,6 +415,133 @@ impl<T> Lane<T> {
             pushed: self.producer.tail.load(Ordering::Relaxed),
             rejected_full: self.producer.rejected_full.load(Ordering::Relaxed),
             evicted: self.producer.evicted.load(Ordering::Relaxed),
+            taken_back: self.producer.taken_back.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Consumer only: the oldest position not yet claimed (by the consumer,
+    /// an eviction or a take-back). Every position below it is out of the
+    /// lane or being copied out right now.
+    pub(crate) fn head(&self) -> u64 {
+        // Relaxed: `head` is only moved forward, and the caller (a flush
+        // comparing it with a mark) only needs some recent value; a stale
+        // one makes it look again later.
+        self.consumer.head.load(Ordering::Relaxed)
+    }
+
+    /// Any thread: the lane's `tail` as published.
+    pub(crate) fn published_tail(&self) -> u64 {
+        // Acquire: pairs with the producer's Release store (as in `claim`).
+        self.producer.tail.load(Ordering::Acquire)
+    }
+
+    /// Called by the producer as it goes away (after `close_producer`): if
+    /// the lane is drained, waits until the consumer has finished copying
+    /// its last run out, frees the ring and returns true. Returns false,
+    /// freeing nothing, if items are left (the consumer will take them).
+    ///
+    /// # Safety
+    ///
+    /// Only the lane's single producer may call this, as it is dropped
+    /// (it never pushes again).
+    pub(crate) unsafe fn free_ring(&self) -> bool {
+        let mut spins = 0u32;
+        loop {
+            // Relaxed: only this thread writes `tail`.
+            let tail = self.own_tail();
+            // Relaxed: only compared; if it is `tail`, no later claim can
+            // move it (claims need `head < tail`, and `tail` is final).
+            let head = self.consumer.head.load(Ordering::Relaxed);
+            if head != tail {
+                return false;
+            }
+            // Acquire: pairs with the consumer's Release store after its
+            // copy: its reads of the ring (and of the box) happen before
+            // the free below.
+            if self.consumer.released.load(Ordering::Acquire) == tail {
+                break;
+            }
+            if spins < 6 {
+                crate::loom::spin_hint();
+            } else {
+                crate::loom::yield_now();
+            }
+            spins = spins.saturating_add(1);
+        }
+        // SAFETY: `head == tail == released` and `tail` is final: no run is
+        // being copied and none can be claimed again (a claim of `n = 0`
+        // does not touch the ring), so nothing reads the ring from now on;
+        // the slots below `released` were all moved out (read), so dropping
+        // `MaybeUninit` slots drops no item.
+        let old = self
+            .slots
+            .with_mut(|p| unsafe { core::mem::replace(&mut *p, Box::new([])) });
+        drop(old);
+        true
+    }
+
+    /// Producer only: takes every item still in the lane back out, oldest
+    /// first, handing each to `sink`; returns how many.
+    ///
+    /// Claims the whole run `head..tail` with the same CAS on `head` that
+    /// the consumer's claim and an eviction use, so each position is still
+    /// taken exactly once. It first waits (spinning, then yielding) until
+    /// no consumer run is being copied out (`released == head`): after its
+    /// CAS wins, no other claim can follow (only this producer writes
+    /// `tail`, and it is here), so the release below cannot be overtaken by
+    /// a consumer's release of an earlier run.
+    ///
+    /// # Safety
+    ///
+    /// Only the lane's single producer may call this.
+    pub(crate) unsafe fn take_back(&self, mut sink: impl FnMut(T)) -> usize {
+        let mut spins = 0u32;
+        loop {
+            // Relaxed: only the producer writes `tail`.
+            let tail = self.own_tail();
+            // Relaxed: a guess that the CAS below checks.
+            let head = self.consumer.head.load(Ordering::Relaxed);
+            // Acquire: pairs with the consumer's Release store, so its reads
+            // of the slots below `released` happen before anything here.
+            let released = self.consumer.released.load(Ordering::Acquire);
+            if head == tail {
+                return 0;
+            }
+            if released != head {
+                // The consumer is copying out `released..head`: it finishes
+                // without waiting for anyone.
+                if spins < 6 {
+                    crate::loom::spin_hint();
+                } else {
+                    crate::loom::yield_now();
+                }
+                spins = spins.saturating_add(1);
+                continue;
+            }
+            // Relaxed: as in `evict_oldest`, the CAS only decides who owns
+            // `head..tail`; the values were written by this thread.
+            if self
+                .consumer
+                .head
+                .compare_exchange(head, tail, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let n = (tail - head) as usize;
+            let mut pos = head;
+            while pos < tail {
+                // SAFETY: winning the CAS made `head..tail` ours; each
+                // position holds an item this thread wrote, read once here.
+                sink(self.slot(pos).with(|p| unsafe { p.read().assume_init() }));
+                pos += 1;
+            }
+            // Relaxed: only this producer reads `released` to decide where
+            // it may write, and it is this thread; `fetch_max` because the
+            // value must never go backwards.
+            self.consumer.released.fetch_max(tail, Ordering::Relaxed);
+            bump_by(&self.producer.taken_back, n as u64);
+            return n;
         }
     }
 }
@@ -358,7 +557,16 @@ impl<T> Drop for Lane<T> {
 /// Single-writer counter bump: a plain load and store, no read-modify-write.
 #[inline(always)]
 pub(crate) fn bump(counter: &AtomicU64) {
+    bump_by(counter, 1);
+}
+
+/// Single-writer counter increase by `n` (saturating).
+#[inline(always)]
+pub(crate) fn bump_by(counter: &AtomicU64, n: u64) {
     // Relaxed: statistics only; this thread is the counter's only writer, so
     // load-then-store cannot lose an increment.
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    counter.store(
+        counter.load(Ordering::Relaxed).saturating_add(n),
+        Ordering::Relaxed,
+    );
 }

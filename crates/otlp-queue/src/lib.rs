@@ -113,4 +113,4 @@ mod loom;
 mod queue;
 
 pub use error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
-pub use queue::{Consumer, MAX_CAPACITY, Producer, QueueCounters, bounded, try_bounded};
+pub use queue::{Consumer, MAX_CAPACITY, Mark, Producer, QueueCounters, bounded, try_bounded};

@@ -23,8 +23,12 @@ pub(crate) use std::sync::{
 
 /// `std`'s `UnsafeCell` with loom's closure-based API, so both compile the
 /// same call sites. The closures are inlined away.
+///
+/// `repr(transparent)`: a ring of `UnsafeCell<MaybeUninit<T>>` may then be
+/// left uninitialised (see `Lane::try_new`).
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]

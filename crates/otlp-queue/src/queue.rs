@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
-use crate::lane::{Evict, Lane, LaneTotals, bump};
+use crate::lane::{Evict, Lane, LaneTotals, bump, max_capacity_for};
 use crate::loom::{self, Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The largest capacity a lane may have: positions are encoded as
@@ -42,22 +42,29 @@ pub fn bounded<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     }
 }
 
-/// Like [`bounded`], but returns an error for a capacity of 0 or above
-/// [`MAX_CAPACITY`].
+/// Like [`bounded`], but returns an error instead of panicking or aborting:
+/// [`CapacityError::Zero`] for 0, [`CapacityError::TooLarge`] when a lane
+/// of `capacity` items of `T` cannot exist (above [`MAX_CAPACITY`], or its
+/// ring, rounded up to a power of two, would exceed `isize::MAX` bytes),
+/// and [`CapacityError::OutOfMemory`] when the allocator refuses the first
+/// lane (it is allocated fallibly).
 ///
 /// ```
 /// use otlp_queue::CapacityError;
 /// assert_eq!(otlp_queue::try_bounded::<u8>(0).unwrap_err(), CapacityError::Zero);
 /// assert!(otlp_queue::try_bounded::<u8>(1).is_ok());
+/// // Far more than any machine has: an error, not an abort.
+/// assert!(otlp_queue::try_bounded::<u64>(otlp_queue::MAX_CAPACITY).is_err());
 /// ```
 pub fn try_bounded<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
     if capacity == 0 {
         return Err(CapacityError::Zero);
     }
-    if capacity > MAX_CAPACITY {
+    let max = max_capacity_for(core::mem::size_of::<T>());
+    if capacity > max {
         return Err(CapacityError::TooLarge {
             requested: capacity,
-            max: MAX_CAPACITY,
+            max,
         });
     }
     let inner = Arc::new(Inner {
@@ -71,7 +78,7 @@ pub fn try_bounded<T>(capacity: usize) -> Result<(Producer<T>, Consumer<T>), Cap
         }),
         capacity,
     });
-    let producer = Producer::register(&inner);
+    let producer = Producer::register(&inner)?;
     let consumer = Consumer {
         inner,
         lanes: Vec::new(),
@@ -114,6 +121,7 @@ impl<T> Inner<T> {
             popped: self.popped.load(Ordering::Relaxed),
             rejected_full: totals.rejected_full,
             evicted: totals.evicted,
+            taken_back: totals.taken_back,
         }
     }
 }
@@ -139,6 +147,8 @@ pub struct QueueCounters {
     pub rejected_full: u64,
     /// Items taken out by [`Producer::force_push`] to make room.
     pub evicted: u64,
+    /// Items taken back by their producer with [`Producer::take_back`].
+    pub taken_back: u64,
 }
 
 /// The sending side of a queue. Cheap to move to another thread; clone it to
@@ -161,8 +171,8 @@ pub struct Producer<T> {
 
 impl<T> Producer<T> {
     /// Adds a lane to the queue and returns the handle that owns it.
-    fn register(inner: &Arc<Inner<T>>) -> Self {
-        let lane = Arc::new(Lane::new(inner.capacity));
+    fn register(inner: &Arc<Inner<T>>) -> Result<Self, CapacityError> {
+        let lane = Arc::new(Lane::try_new(inner.capacity)?);
         {
             let mut registry = loom::lock(&inner.registry);
             registry.lanes.push(lane.clone());
@@ -174,11 +184,51 @@ impl<T> Producer<T> {
             // takes the lock and finds the lane.
             inner.version.fetch_add(1, Ordering::Release);
         }
-        Producer {
+        Ok(Producer {
             lane,
             inner: inner.clone(),
             limit: Cell::new(inner.capacity as u64),
-        }
+        })
+    }
+
+    /// Like [`Clone::clone`] (a new producer with a lane of its own), but
+    /// returns an error instead of aborting when the allocator cannot
+    /// provide the lane.
+    ///
+    /// ```
+    /// let (tx, _rx) = otlp_queue::bounded::<u32>(4);
+    /// let tx2 = tx.try_clone().expect("a lane of 4 slots");
+    /// tx2.try_push(1).unwrap();
+    /// ```
+    pub fn try_clone(&self) -> Result<Self, CapacityError> {
+        Producer::register(&self.inner)
+    }
+
+    /// Takes back every item still in this producer's lane (pushed and not
+    /// yet taken by the consumer), oldest first, handing each to `sink`;
+    /// returns how many.
+    ///
+    /// For a producer that is about to go away and wants its backlog handled
+    /// elsewhere (a thread that exits hands its items over, so that its lane
+    /// can be freed at once). Items are still taken exactly once: each one
+    /// is either popped by the consumer, evicted, or taken back here. If the
+    /// consumer is copying a run out of this lane right now, this waits
+    /// (spinning, then yielding) until it is done, as
+    /// [`force_push`](Self::force_push) does. Counted in
+    /// [`QueueCounters::taken_back`].
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded(4);
+    /// for i in 0..3 { tx.try_push(i).unwrap(); }
+    /// assert_eq!(rx.pop(), Some(0));
+    /// let mut back = Vec::new();
+    /// assert_eq!(tx.take_back(|v| back.push(v)), 2);
+    /// assert_eq!(back, [1, 2]);
+    /// assert_eq!(rx.pop(), None);
+    /// ```
+    pub fn take_back(&self, sink: impl FnMut(T)) -> usize {
+        // SAFETY: this handle is the lane's only producer (see `push_once`).
+        unsafe { self.lane.take_back(sink) }
     }
 
     /// Pushes `value` if this producer's lane has room.
@@ -356,18 +406,55 @@ impl<T> Clone for Producer<T> {
     /// Returns a producer with a new lane of its own (an allocation of
     /// `capacity` slots and a short lock on the lane registry: do it once per
     /// thread, not per push).
+    ///
+    /// # Panics
+    ///
+    /// If the lane cannot be allocated (the first lane of this capacity was,
+    /// so only when memory has run out since); [`Producer::try_clone`]
+    /// returns an error instead.
     fn clone(&self) -> Self {
-        Producer::register(&self.inner)
+        match Producer::register(&self.inner) {
+            Ok(p) => p,
+            Err(e) => panic!("otlp_queue::Producer::clone: {e}"),
+        }
     }
 }
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
         self.lane.close_producer();
+        // SAFETY: this handle is the lane's only producer and it is going
+        // away (it never pushes again).
+        if unsafe { self.lane.free_ring() } {
+            // Nothing is left in the lane and nothing can be pushed into it
+            // again: its ring is freed, and it is retired from the registry
+            // now rather than when the consumer next looks (the consumer's
+            // private copy keeps only the small lane header until its next
+            // call).
+            self.retire();
+        }
         // Release: a consumer whose Acquire load sees the count reach 0 also
         // sees every push of every producer (each decrement is Release and
         // read-modify-writes continue the release sequence).
         self.inner.producers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<T> Producer<T> {
+    /// Removes this (finished) lane from the registry, keeping its counters.
+    #[cold]
+    fn retire(&self) {
+        let mut registry = loom::lock(&self.inner.registry);
+        let Registry { lanes, retired } = &mut *registry;
+        // The consumer may have retired it already (its `retire_finished`
+        // also removes finished lanes); whoever removes it adds its totals,
+        // under the lock, so they are counted once.
+        if let Some(i) = lanes.iter().position(|l| Arc::ptr_eq(l, &self.lane)) {
+            let lane = lanes.swap_remove(i);
+            retired.add(lane.totals());
+            // Release: as in `Producer::register`.
+            self.inner.version.fetch_add(1, Ordering::Release);
+        }
     }
 }
 
@@ -463,7 +550,10 @@ impl<T> Consumer<T> {
     /// Items pushed and not yet taken (exact when producers are quiet).
     pub fn len(&self) -> usize {
         let c = self.counters();
-        let out = c.popped + c.evicted;
+        let out = c
+            .popped
+            .saturating_add(c.evicted)
+            .saturating_add(c.taken_back);
         usize::try_from(c.pushed.saturating_sub(out)).unwrap_or(usize::MAX)
     }
 
@@ -487,6 +577,40 @@ impl<T> Consumer<T> {
     /// not for the hot path).
     pub fn counters(&self) -> QueueCounters {
         self.inner.counters()
+    }
+
+    /// Marks what is in the queue now: [`passed`](Self::passed) later says
+    /// whether every item that was in it at this moment has since been taken
+    /// (popped, evicted or taken back), however many were pushed after.
+    ///
+    /// A flush uses it to cover what was queued when it began instead of
+    /// chasing producers that keep pushing. Allocates (a position per
+    /// lane); not for the hot path.
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded(8);
+    /// tx.try_push(1).unwrap();
+    /// let mark = rx.mark();
+    /// tx.try_push(2).unwrap(); // after the mark
+    /// assert!(!rx.passed(&mark));
+    /// assert_eq!(rx.pop(), Some(1));
+    /// assert!(rx.passed(&mark)); // 2 is still queued, but it came later
+    /// ```
+    pub fn mark(&mut self) -> Mark<T> {
+        self.refresh();
+        Mark {
+            lanes: self
+                .lanes
+                .iter()
+                .map(|lane| (lane.clone(), lane.published_tail()))
+                .collect(),
+        }
+    }
+
+    /// True once every item that was in the queue when `mark` was taken is
+    /// out of it (popped, evicted or taken back by its producer).
+    pub fn passed(&self, mark: &Mark<T>) -> bool {
+        mark.lanes.iter().all(|(lane, tail)| lane.head() >= *tail)
     }
 
     fn producers_gone(&self) -> bool {
@@ -589,6 +713,20 @@ impl<T> fmt::Debug for Consumer<T> {
             .field("capacity", &self.inner.capacity)
             .field("lanes", &self.lanes.len())
             .field("popped", &self.popped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A position in each lane, from [`Consumer::mark`]. Holds the lanes that
+/// existed at the mark (so their memory lives as long as the mark).
+pub struct Mark<T> {
+    lanes: Vec<(Arc<Lane<T>>, u64)>,
+}
+
+impl<T> fmt::Debug for Mark<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mark")
+            .field("lanes", &self.lanes.len())
             .finish_non_exhaustive()
     }
 }

@@ -266,7 +266,8 @@ fn counters_and_len_track_every_operation() {
             pushed: 4,
             popped: 1,
             rejected_full: 2,
-            evicted: 1
+            evicted: 1,
+            taken_back: 0,
         }
     );
     assert_eq!(rx.len(), 2);

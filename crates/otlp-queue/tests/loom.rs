@@ -239,3 +239,97 @@ fn producer_drop_races_consumer_with_items_inside() {
         }
     });
 }
+
+/// A producer takes its lane's items back while the consumer pops: every
+/// item is taken exactly once (by one side or the other), in order on each
+/// side, and the counters add up.
+#[test]
+fn take_back_races_pop_batch() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(2);
+        tx.try_push(1).unwrap();
+        tx.try_push(2).unwrap();
+        let q = thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.pop_batch(&mut got, 1);
+            let _ = rx.pop_batch(&mut got, 2);
+            (rx, got)
+        });
+        let mut back = Vec::new();
+        tx.take_back(|v| back.push(v));
+        // The producer may push again after taking back (its lane is empty
+        // for it now) and nothing is lost.
+        push_lossless(&tx, 3);
+        let (mut rx, mut got) = q.join().unwrap();
+        drop(tx);
+        got.extend(drain_until_closed(&mut rx));
+        let mut all: Vec<u32> = got.iter().chain(&back).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3], "each item exactly once");
+        let popped_old: Vec<u32> = got.iter().copied().filter(|v| *v < 3).collect();
+        assert!(
+            popped_old.iter().all(|v| back.iter().all(|b| v < b)),
+            "the consumer took a prefix, the producer the rest: {got:?} {back:?}"
+        );
+        let c = rx.counters();
+        assert_eq!(c.pushed, 3);
+        assert_eq!(c.popped + c.taken_back, 3, "{c:?}");
+    });
+}
+
+/// A producer that goes away with its lane drained frees the lane's ring
+/// while the consumer may still be copying the last run out of it: the
+/// free must wait for that copy (loom checks the ring accesses), and the
+/// items are each delivered once.
+#[test]
+fn producer_drop_frees_the_ring_after_the_last_copy() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        let (tx, mut rx) = bounded::<Counted>(2);
+        let tx2 = tx.clone();
+        tx2.try_push(Counted(0, drops.clone())).unwrap();
+        tx2.try_push(Counted(1, drops.clone())).unwrap();
+        let q = thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.pop_batch(&mut got, 2);
+            (rx, got.len())
+        });
+        // Take back what the consumer has not claimed, then go away: the
+        // drop frees the ring once the consumer's copy is done.
+        let mut back = Vec::new();
+        tx2.take_back(|v| back.push(v));
+        let taken_back = back.len();
+        drop(back);
+        drop(tx2);
+        let (rx, popped) = q.join().unwrap();
+        assert_eq!(popped + taken_back, 2);
+        drop(tx);
+        drop(rx);
+        for i in 0..2 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
+    });
+}
+
+/// A flush mark is passed exactly when every item present at the mark has
+/// been taken, whatever is pushed after it.
+#[test]
+fn mark_is_passed_once_marked_items_are_taken() {
+    model(|| {
+        let (tx, mut rx) = bounded::<u32>(2);
+        tx.try_push(1).unwrap();
+        let mark = rx.mark();
+        let p = thread::spawn(move || {
+            push_lossless(&tx, 2);
+        });
+        assert!(!rx.passed(&mark));
+        let mut got = Vec::new();
+        while got.is_empty() {
+            rx.pop_batch(&mut got, 1);
+            thread::yield_now();
+        }
+        assert_eq!(got, [1]);
+        assert!(rx.passed(&mark), "item 2 came after the mark");
+        p.join().unwrap();
+    });
+}

@@ -1,0 +1,274 @@
+//! Hostile but legitimate use of the queue: capacities no machine can hold,
+//! producers that take their items back while the consumer pops, and many
+//! short-lived producers. Each case that could abort or hang runs in its own
+//! process under a watchdog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use otlp_queue::{CapacityError, MAX_CAPACITY, try_bounded};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// The cases: `try_bounded::<u8>(MAX_CAPACITY)` used to abort on the
+/// allocation and `::<u64>` to panic on the size computation. Both are
+/// errors now, and the process lives on.
+#[test]
+fn capacities_no_machine_holds_are_errors_not_aborts() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // 4 EiB of u8: representable, not allocatable.
+        match try_bounded::<u8>(MAX_CAPACITY) {
+            Err(CapacityError::OutOfMemory { requested, bytes }) => {
+                assert_eq!(requested, MAX_CAPACITY);
+                assert_eq!(bytes, MAX_CAPACITY);
+            }
+            other => panic!("expected OutOfMemory, got {:?}", other.map(|_| ())),
+        }
+        // 32 EiB of u64: more than one allocation may be.
+        match try_bounded::<u64>(MAX_CAPACITY) {
+            Err(CapacityError::TooLarge { requested, max }) => {
+                assert_eq!(requested, MAX_CAPACITY);
+                assert!(max < MAX_CAPACITY && max.is_power_of_two(), "{max}");
+                // The advertised maximum is itself representable (the check
+                // is on the ring, rounded up to a power of two).
+                assert!(matches!(
+                    try_bounded::<u64>(max + 1),
+                    Err(CapacityError::TooLarge { .. })
+                ));
+            }
+            other => panic!("expected TooLarge, got {:?}", other.map(|_| ())),
+        }
+        // Large items: the product overflows `usize` before any allocation.
+        assert!(matches!(
+            try_bounded::<[u8; 4096]>(1 << 60),
+            Err(CapacityError::TooLarge { .. })
+        ));
+        // A capacity that rounds up past the limit.
+        assert!(matches!(
+            try_bounded::<[u8; 256]>((1 << 55) + 1),
+            Err(CapacityError::TooLarge { .. })
+        ));
+        // Zero-sized items never need memory for their slots.
+        let (tx, mut rx) = try_bounded::<()>(1 << 20).expect("ZST lanes are free");
+        tx.try_push(()).unwrap();
+        assert_eq!(rx.pop(), Some(()));
+        // And the queue still works after all those refusals.
+        let (tx, mut rx) = try_bounded::<u64>(4).unwrap();
+        tx.try_push(7).unwrap();
+        assert_eq!(rx.pop(), Some(7));
+        assert!(
+            CapacityError::OutOfMemory {
+                requested: 1,
+                bytes: 2
+            }
+            .to_string()
+            .contains("cannot allocate")
+        );
+    });
+}
+
+/// `try_clone` reports the same errors instead of aborting; a lane that can
+/// be allocated still can.
+#[test]
+fn try_clone_gives_a_lane_of_its_own() {
+    let (tx, mut rx) = try_bounded::<u32>(2).unwrap();
+    let tx2 = tx.try_clone().unwrap();
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    tx2.try_push(3).unwrap(); // its own lane: not full
+    let mut got = Vec::new();
+    rx.pop_batch(&mut got, 10);
+    got.sort_unstable();
+    assert_eq!(got, [1, 2, 3]);
+}
+
+/// An item that counts its drops, to catch an item taken twice or lost.
+struct Counted {
+    producer: usize,
+    seq: usize,
+    drops: Arc<Vec<AtomicUsize>>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.drops[self.producer * PER + self.seq].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+const PRODUCERS: usize = 8;
+const PER: usize = 20_000;
+
+/// Producers push, take their items back at odd moments (as a thread does
+/// when it exits and hands its backlog over) and go away, while the
+/// consumer pops. Every item is dropped exactly once, each side sees each
+/// producer's items in order, and the counters add up.
+#[test]
+fn take_back_keeps_exactly_once_and_order_under_stress() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let drops: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..PRODUCERS * PER).map(|_| AtomicUsize::new(0)).collect());
+        let (tx, mut rx) = try_bounded::<Counted>(64).unwrap();
+        let handles: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let tx = tx.clone();
+                let drops = drops.clone();
+                thread::spawn(move || {
+                    let mut back: Vec<(usize, usize)> = Vec::new();
+                    for seq in 0..PER {
+                        let mut item = Counted {
+                            producer: p,
+                            seq,
+                            drops: drops.clone(),
+                        };
+                        loop {
+                            match tx.try_push(item) {
+                                Ok(()) => break,
+                                Err(e) => {
+                                    item = e.into_inner();
+                                    thread::yield_now();
+                                }
+                            }
+                        }
+                        if seq % 997 == 0 {
+                            tx.take_back(|c| back.push((c.producer, c.seq)));
+                        }
+                    }
+                    tx.take_back(|c| back.push((c.producer, c.seq)));
+                    back
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut popped: Vec<(usize, usize)> = Vec::new();
+        let mut batch = Vec::new();
+        while !rx.is_closed() {
+            rx.pop_batch(&mut batch, 256);
+            popped.extend(batch.drain(..).map(|c| (c.producer, c.seq)));
+        }
+        let mut taken_back = 0;
+        let mut seen: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (p, h) in handles.into_iter().enumerate() {
+            let back = h.join().unwrap();
+            taken_back += back.len();
+            let seqs: Vec<usize> = back.iter().map(|(_, s)| *s).collect();
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "taken back in order");
+            seen.entry(p).or_default().extend(seqs);
+        }
+        for (p, s) in &popped {
+            seen.entry(*p).or_default().push(*s);
+        }
+        for p in 0..PRODUCERS {
+            let popped_p: Vec<usize> = popped
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, s)| *s)
+                .collect();
+            assert!(popped_p.windows(2).all(|w| w[0] < w[1]), "popped in order");
+            let mut all = seen.remove(&p).unwrap_or_default();
+            all.sort_unstable();
+            assert_eq!(
+                all,
+                (0..PER).collect::<Vec<_>>(),
+                "producer {p}: each item once"
+            );
+        }
+        for (i, d) in drops.iter().enumerate() {
+            assert_eq!(d.load(Ordering::SeqCst), 1, "item {i} dropped once");
+        }
+        let c = rx.counters();
+        assert_eq!(c.pushed, (PRODUCERS * PER) as u64);
+        assert_eq!(c.popped, popped.len() as u64);
+        assert_eq!(c.taken_back, taken_back as u64);
+        assert_eq!(c.pushed, c.popped + c.taken_back + c.evicted);
+        assert_eq!(rx.len(), 0);
+    });
+}
+
+/// Thousands of producers that come and go while the consumer looks only
+/// now and then: lanes of producers that left drained are retired by the
+/// producers themselves, and the ones that left items are drained and
+/// retired by the consumer; the counters keep every item.
+#[test]
+fn many_short_lived_producers_are_retired() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, mut rx) = try_bounded::<u64>(16).unwrap();
+        let mut got = Vec::new();
+        for round in 0..50u64 {
+            let handles: Vec<_> = (0..20u64)
+                .map(|t| {
+                    let tx = tx.clone();
+                    thread::spawn(move || {
+                        for i in 0..4 {
+                            tx.try_push(round << 32 | t << 8 | i).unwrap();
+                        }
+                        if t % 2 == 0 {
+                            // Half hand their items back (and so leave a
+                            // drained lane behind).
+                            let mut n = 0;
+                            tx.take_back(|_| n += 1);
+                            assert_eq!(n, 4);
+                        }
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap();
+            }
+            rx.pop_batch(&mut got, usize::MAX);
+        }
+        drop(tx);
+        while !rx.is_closed() {
+            rx.pop_batch(&mut got, usize::MAX);
+        }
+        assert_eq!(got.len(), 50 * 10 * 4);
+        let c = rx.counters();
+        assert_eq!(c.pushed, 50 * 20 * 4);
+        assert_eq!(c.taken_back, 50 * 10 * 4);
+        assert_eq!(c.popped, 50 * 10 * 4);
+        assert_eq!(rx.producer_count(), 0);
+    });
+}
+
+/// A mark taken while producers keep pushing is passed once the items that
+/// were there are taken, not when the producers stop.
+#[test]
+fn a_mark_is_passed_under_sustained_pushes() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, mut rx) = try_bounded::<u64>(128).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (tx, stop) = (tx.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if tx.try_push(i).is_ok() {
+                            i += 1;
+                        } else {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            rx.pop_batch(&mut out, 64);
+        }
+        let mark = rx.mark();
+        let mut looks = 0u64;
+        while !rx.passed(&mark) {
+            out.clear();
+            rx.pop_batch(&mut out, 64);
+            looks += 1;
+            assert!(looks < 10_000_000, "the mark was never passed");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
