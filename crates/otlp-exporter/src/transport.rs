@@ -290,7 +290,9 @@ impl InMemory {
 ///
 /// If the path is deleted or renamed while the transport is open (log
 /// rotation), the next export opens (creates) the file at the path again
-/// and writes there (on Unix, where the file's identity can be compared).
+/// and writes there (on Unix, where the file's identity can be compared);
+/// if it cannot (its directory is gone), the export fails rather than
+/// write into a file no one can find.
 /// A path that is not a regular file (`/dev/stdout`, a pipe) gets each
 /// request as one `write` of the whole line; nothing can be taken back
 /// there. One writer per file: two transports (or processes) appending to the same
@@ -337,9 +339,11 @@ impl FileTransport {
     }
 
     /// Reopens the path if it no longer names the open file (deleted or
-    /// renamed away).
+    /// renamed away). An error if it cannot: writing on into a file that
+    /// nobody can find any more would count spans as exported that no one
+    /// can read.
     #[cfg(unix)]
-    fn follow_path(&self, state: &mut FileState) {
+    fn follow_path(&self, state: &mut FileState) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt as _;
         let same = match (std::fs::metadata(&self.path), state.file.metadata()) {
             (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
@@ -348,16 +352,19 @@ impl FileTransport {
             (Err(_), _) => false,
             (_, Err(_)) => true,
         };
-        if !same && let Ok(file) = open_append(&self.path) {
+        if !same {
             *state = FileState {
-                file,
+                file: open_append(&self.path)?,
                 torn_at: None,
             };
         }
+        Ok(())
     }
 
     #[cfg(not(unix))]
-    fn follow_path(&self, _state: &mut FileState) {}
+    fn follow_path(&self, _state: &mut FileState) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -445,7 +452,12 @@ impl Transport for FileTransport {
 
     fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
         let mut state = lock(&self.out);
-        self.follow_path(&mut state);
+        if let Err(e) = self.follow_path(&mut state) {
+            return ExportResult::Failed(format!(
+                "{} was removed or replaced and cannot be opened again: {e}",
+                self.path.display()
+            ));
+        }
         let FileState { file, torn_at } = &mut *state;
         let result = if file.metadata().is_ok_and(|m| m.is_file()) {
             append_whole(file, torn_at, &request.body, self.sync_every_request)

@@ -347,3 +347,35 @@ fn sync_every_request_writes_the_same_lines() {
     assert_eq!(lines_of(&path), [names(&a), names(&b)]);
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn a_file_whose_directory_is_removed_fails_until_it_is_back() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let dir = temp_path("gone-dir");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("traces.jsonl");
+        let p = Pipeline::builder()
+            .transport(FileTransport::open(&path).unwrap())
+            .max_export_batch_size(3)
+            .build()
+            .unwrap();
+        let flush_three = |tag: &str| {
+            for i in 0..3 {
+                p.record(SpanData::new(format!("{tag}{i}")));
+            }
+            assert!(p.force_flush(Duration::from_secs(5)).completed);
+        };
+        flush_three("before-");
+        std::fs::remove_dir_all(&dir).unwrap();
+        flush_three("gone-");
+        std::fs::create_dir(&dir).unwrap();
+        flush_three("back-");
+        let s = p.shutdown(Duration::from_secs(5)).stats;
+        assert_eq!((s.exported, s.dropped.export_failed), (6, 3), "{s:?}");
+        assert!(s.is_balanced());
+        let want: Vec<String> = (0..3).map(|i| format!("back-{i}")).collect();
+        assert_eq!(lines_of(&path), [want]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}

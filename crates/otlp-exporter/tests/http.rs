@@ -792,3 +792,22 @@ fn a_compressed_answer_that_expands_without_bound_is_read_only_so_far() {
         assert!(r.stats.is_balanced());
     });
 }
+
+#[test]
+fn every_header_value_accepted_at_build_is_sent() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let t = transport(&server)
+            .header("x-tab", "a\tb")
+            .header("x-utf8", "café ☕")
+            .header("x-empty", "")
+            .header("X-Upper", "v")
+            .build()
+            .unwrap();
+        let (r, _) = send(t, "hdr-", 2, Duration::from_secs(5));
+        assert_eq!(r.stats.exported, 2, "{:?}", r.stats);
+        let got = &server.received()[0];
+        assert_eq!(got.header("x-tab"), Some("a\tb"));
+        assert_eq!(got.header("x-upper"), Some("v"));
+    });
+}
