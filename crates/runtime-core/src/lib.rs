@@ -49,6 +49,7 @@
 //! | effects only through a capability: widening, spawning without spawn, sleeping without time, network without net do not compile | compile-fail doctests on [`Cx`] |
 //! | no public function reaches an effect without a capability or the ambient token | `tests/api_surface.rs` |
 //! | narrowed contexts reach children no broader; the run-time mask backs the type; seeded per-task randomness | `tests/caps.rs` |
+//! | hostile but legitimate use: futures dropped in place (cut-offs of futures that borrow their `Cx`), panics in `Drop`, `Debug`, wakers and finalizers caught, counted ([`RuntimeStats::panics_caught`]) and reported, time moving for busy tasks, re-entrant `block_on` refused, an outside `JoinHandle` a checkpoint, stuck workers reported | `tests/hostile.rs` (each case in a child process under a watchdog), `cargo xtask asan` |
 //!
 //! Measured against tokio in `benches/benches/runtime.rs`; see
 //! `docs/runtime-performance.md`.

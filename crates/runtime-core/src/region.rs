@@ -163,10 +163,12 @@ impl ChildReport {
         match o {
             Outcome::Ok(_) => {}
             Outcome::Err(e) => {
-                r.error = Some(crate::outcome::catch(|| format!("{e:?}")).unwrap_or_else(|p| {
-                    stats.panic_caught();
-                    format!("<the error's Debug panicked: {p}>")
-                }));
+                r.error = Some(
+                    crate::outcome::catch(|| format!("{e:?}")).unwrap_or_else(|p| {
+                        stats.panic_caught();
+                        format!("<the error's Debug panicked: {p}>")
+                    }),
+                );
             }
             Outcome::Cancelled(_) => {}
             Outcome::Panicked(p) => r.panic = Some(p.clone()),
@@ -523,12 +525,13 @@ impl RegionNode {
     pub(crate) fn cut_off_all(&self, force: bool) {
         // The body, if still running (in its owner task, which is not ours
         // to drop), loses its masks: wake it to see the cancellation.
-        if force && self.cancel.is_requested() && !self.cut_off.swap(true, Ordering::AcqRel) {
-            if let Some(w) = self.body_waker.take() {
-                if crate::outcome::wake_caught(w) {
-                    self.sched.stats().panic_caught();
-                }
-            }
+        if force
+            && self.cancel.is_requested()
+            && !self.cut_off.swap(true, Ordering::AcqRel)
+            && let Some(w) = self.body_waker.take()
+            && crate::outcome::wake_caught(w)
+        {
+            self.sched.stats().panic_caught();
         }
         let seen: Vec<Child> = lock(&self.swept)
             .iter()

@@ -384,10 +384,7 @@ impl Runtime {
         for (i, t) in self.threads.drain(..).enumerate() {
             loop {
                 let now = std::time::Instant::now();
-                if t.is_finished()
-                    || now >= grace
-                    || (now >= deadline && self.shared.is_busy(i))
-                {
+                if t.is_finished() || now >= grace || (now >= deadline && self.shared.is_busy(i)) {
                     break;
                 }
                 thread::sleep(Duration::from_micros(200));

@@ -136,7 +136,10 @@ fn shutdown_cuts_off_a_task_masked_in_a_borrowing_future() {
             });
             assert_eq!(stopper.join().unwrap(), 0, "{name}: nothing left alive");
             assert!(
-                matches!(out, Outcome::Ok(Outcome::Cancelled(_)) | Outcome::Cancelled(_)),
+                matches!(
+                    out,
+                    Outcome::Ok(Outcome::Cancelled(_)) | Outcome::Cancelled(_)
+                ),
                 "{name}: {:?}",
                 out.map(|_| ())
             );
@@ -383,7 +386,11 @@ fn a_panicking_finalizer_makes_its_region_panicked_and_is_counted() {
                 Ok::<_, ()>(matches!(inner, Outcome::Panicked(_)))
             });
             assert_eq!(out.ok(), Some(true), "{name}");
-            assert_eq!(ran.load(Ordering::SeqCst), 1, "{name}: the other finalizer ran");
+            assert_eq!(
+                ran.load(Ordering::SeqCst),
+                1,
+                "{name}: the other finalizer ran"
+            );
             assert!(rt.stats().panics_caught >= 1, "{name}");
         }
     });
@@ -422,11 +429,11 @@ fn a_drop_that_spawns_into_its_region_is_waited_for() {
                         impl Drop for SpawnOnDrop {
                             fn drop(&mut self) {
                                 let flag = self.1.clone();
-                                let _ = self.0.spawn(move |cx| async move {
+                                drop(self.0.spawn(move |cx| async move {
                                     cx.sleep(Duration::from_millis(5)).await.ok();
                                     flag.store(true, Ordering::SeqCst);
                                     Ok::<_, ()>(())
-                                });
+                                }));
                             }
                         }
                         let guard = SpawnOnDrop(cx.clone(), r);
@@ -606,7 +613,11 @@ fn a_race_loser_awaiting_an_outside_task_is_not_cut_off() {
                 Ok::<_, ()>(won.ok())
             });
             assert_eq!(out.ok(), Some(Some(1)), "{name}");
-            assert_eq!(rt.stats().tasks_cut_off, 0, "{name}: the loser was not cut off");
+            assert_eq!(
+                rt.stats().tasks_cut_off,
+                0,
+                "{name}: the loser was not cut off"
+            );
         }
     });
 }
@@ -640,14 +651,17 @@ fn a_masked_section_in_a_timeout_body_is_bounded_by_the_grace() {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
                 let t = cx
-                    .region_with(Region::fail_fast().cleanup(short_grace()), |cx| async move {
-                        cx.timeout(Duration::from_millis(10), |cx| async move {
-                            let _ = cx.masked(cx.sleep(HOUR)).await;
-                            cx.checkpoint()
-                        })
-                        .await;
-                        Ok::<_, ()>(())
-                    })
+                    .region_with(
+                        Region::fail_fast().cleanup(short_grace()),
+                        |cx| async move {
+                            cx.timeout(Duration::from_millis(10), |cx| async move {
+                                let _ = cx.masked(cx.sleep(HOUR)).await;
+                                cx.checkpoint()
+                            })
+                            .await;
+                            Ok::<_, ()>(())
+                        },
+                    )
                     .await;
                 Ok::<_, ()>(t.is_ok())
             });
@@ -817,7 +831,9 @@ fn a_task_that_observes_an_inherited_cancel_ends_cancelled_not_failed() {
                             let hs: Vec<_> = (0..50)
                                 .map(|_| {
                                     cx.spawn(|cx| async move {
-                                        match cx.region(|cx| async move { cx.sleep(HOUR).await }).await
+                                        match cx
+                                            .region(|cx| async move { cx.sleep(HOUR).await })
+                                            .await
                                         {
                                             Outcome::Cancelled(r) => Err(r),
                                             _ => Ok(()),
@@ -837,12 +853,92 @@ fn a_task_that_observes_an_inherited_cancel_ends_cancelled_not_failed() {
                         .await;
                     Ok::<_, ()>(r.ok())
                 });
-                let kinds = out.ok().flatten().unwrap_or_else(|| panic!("{name}: region failed"));
+                let kinds = out
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| panic!("{name}: region failed"));
                 assert!(
                     kinds.iter().all(|k| *k == Some(CancelKind::User)),
                     "{name}: {kinds:?}"
                 );
             }
+        }
+    });
+}
+
+// ---- wider -----------------------------------------------------------------------
+
+/// A future that hands its waker out, then never completes.
+struct LeakWaker(Arc<std::sync::Mutex<Option<Waker>>>);
+
+impl Future for LeakWaker {
+    type Output = Result<(), ()>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        *self.0.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_waker_that_outlives_its_runtime_is_harmless() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let slot = Arc::new(std::sync::Mutex::new(None));
+            let s = slot.clone();
+            let handle = rt.shutdown_handle();
+            let stopper = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                handle.shutdown(Duration::from_millis(100))
+            });
+            let _ = rt.block_on(move |cx| async move {
+                let h = cx.spawn(move |_| LeakWaker(s));
+                Ok::<_, ()>(h.await)
+            });
+            stopper.join().unwrap();
+            drop(rt);
+            let waker = slot.lock().unwrap().take().expect("the task was polled");
+            // Woken (and dropped) after the runtime is gone, from a thread
+            // that never ran it.
+            std::thread::spawn(move || {
+                waker.wake_by_ref();
+                waker.wake();
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("{name}: waking a dead runtime's task panicked"));
+        }
+    });
+}
+
+#[test]
+fn shutdown_in_the_middle_of_an_async_finalizer_cuts_it_off() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let handle = rt.shutdown_handle();
+            let stopper = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                handle.shutdown(Duration::from_millis(200))
+            });
+            let out = rt.block_on(|cx| async move {
+                let inner = cx.clone();
+                cx.region(move |cx| async move {
+                    let sleeper = inner.clone();
+                    cx.finalizer(async move {
+                        // Cleanup that would take an hour: shutdown's
+                        // deadline (or the grace) must cut it off.
+                        let _ = sleeper.masked(sleeper.sleep(HOUR)).await;
+                    });
+                    Ok::<_, ()>(())
+                })
+                .await;
+                Ok::<_, ()>(())
+            });
+            assert_eq!(stopper.join().unwrap(), 0, "{name}: nothing left alive");
+            let _ = out;
+            let stats = rt.stats();
+            assert!(
+                stats.finalizers_cut_off + stats.tasks_cut_off >= 1,
+                "{name}: {stats:?}"
+            );
         }
     });
 }

@@ -102,7 +102,9 @@ impl Shared {
             injector: Injector::new(),
             stealers,
             lifo_stealers,
-            busy: (0..cores).map(|_| CachePadded::new(AtomicBool::new(false))).collect(),
+            busy: (0..cores)
+                .map(|_| CachePadded::new(AtomicBool::new(false)))
+                .collect(),
             cores: workers
                 .into_iter()
                 .zip(lifos)
