@@ -243,3 +243,115 @@ fn wide_shallow_values_are_kept() {
         1
     );
 }
+
+/// Schema URLs that JSON must escape (each control byte takes six) still
+/// leave every request under the size cap.
+#[test]
+fn escaped_schema_urls_never_push_a_request_over_the_cap() {
+    let mut resource = Resource::new("escapes");
+    resource.schema_url = "\u{1}".repeat(5_000).into();
+    let mut encoder = Encoder::new(resource).with_max_request_bytes(64 * 1024);
+    let mut scope = InstrumentationScope::new("s", "1");
+    scope.schema_url = "\"".repeat(3_000).into();
+    let id = encoder.add_scope(scope);
+    let spans: Vec<SpanData> = (0..2_000)
+        .map(|i| {
+            let mut s = SpanData::new(format!("span-{i}"));
+            s.scope = id;
+            s
+        })
+        .collect();
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(&spans, encoding);
+        assert_eq!(out.too_large, 0);
+        assert_eq!(out.requests.iter().map(|r| r.spans).sum::<usize>(), 2_000);
+        for r in &out.requests {
+            assert!(r.body.len() <= 64 * 1024, "{encoding:?}: {}", r.body.len());
+        }
+    }
+}
+
+/// Many scopes with large headers: a request pays only for the scopes it
+/// carries, so spans are not counted too large because of scopes they do
+/// not use (the encoder once reserved room for every scope it knew).
+#[test]
+fn many_large_scopes_do_not_crowd_out_the_spans() {
+    let mut encoder = Encoder::new(Resource::new("scopes")).with_max_request_bytes(1 << 20);
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut sc = InstrumentationScope::new(format!("scope-{i}"), "1");
+        sc.attributes = vec![KeyValue::new("blob", "x".repeat(20 * 1024))];
+        ids.push(encoder.add_scope(sc));
+    }
+    let spans: Vec<SpanData> = (0..1_000)
+        .map(|i| {
+            let mut s = SpanData::new(format!("span-{i}"));
+            s.scope = ids[i % ids.len()];
+            s
+        })
+        .collect();
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(&spans, encoding);
+        assert_eq!(out.too_large, 0, "{encoding:?}");
+        let mut names = Vec::new();
+        for r in &out.requests {
+            assert!(r.body.len() <= 1 << 20, "{encoding:?}: {}", r.body.len());
+            let req: ExportTraceServiceRequest = match encoding {
+                Encoding::Protobuf => ExportTraceServiceRequest::decode(&r.body[..]).unwrap(),
+                Encoding::Json => serde_json::from_slice(&r.body).unwrap(),
+            };
+            let carried: usize = req.resource_spans[0]
+                .scope_spans
+                .iter()
+                .map(|ss| ss.spans.len())
+                .sum();
+            assert_eq!(carried, r.spans);
+            names.extend(
+                req.resource_spans[0]
+                    .scope_spans
+                    .iter()
+                    .flat_map(|ss| ss.spans.iter().map(|s| s.name.clone())),
+            );
+        }
+        names.sort();
+        let mut want: Vec<String> = spans.iter().map(|s| s.name.to_string()).collect();
+        want.sort();
+        assert_eq!(names, want, "{encoding:?}: every span once");
+    }
+    // A scope whose header alone is over the cap makes its spans too large,
+    // and only those.
+    let mut huge = InstrumentationScope::new("huge", "1");
+    huge.attributes = vec![KeyValue::new("blob", "x".repeat(2 << 20))];
+    let huge = encoder.add_scope(huge);
+    let mut s = SpanData::new("in-huge");
+    s.scope = huge;
+    let out = encoder.encode(&[s, SpanData::new("default")], Encoding::Protobuf);
+    assert_eq!((out.too_large, out.requests.len()), (1, 1));
+}
+
+/// Adding scopes stays cheap however many there are (it was a linear search
+/// per scope: 20 000 tracers took seconds), and equal scopes keep one id.
+#[test]
+fn a_hundred_thousand_scopes_are_added_and_found_again() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        let mut encoder = Encoder::new(Resource::new("scopes"));
+        let ids: Vec<_> = (0..100_000)
+            .map(|i| encoder.add_scope(InstrumentationScope::new(format!("s-{i}"), "1")))
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), 100_000);
+        for (i, id) in ids.iter().enumerate().step_by(997) {
+            assert_eq!(
+                encoder.add_scope(InstrumentationScope::new(format!("s-{i}"), "1")),
+                *id
+            );
+        }
+        // Same name and version, other attributes: another scope.
+        let mut other = InstrumentationScope::new("s-5", "1");
+        other.attributes = vec![KeyValue::new("k", 1)];
+        let id = encoder.add_scope(other.clone());
+        assert_ne!(id, ids[5]);
+        assert_eq!(encoder.add_scope(other), id);
+        assert_eq!(encoder.scope(id).attributes.len(), 1);
+    });
+}

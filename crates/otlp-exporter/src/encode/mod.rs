@@ -10,7 +10,9 @@
 pub(crate) mod json;
 pub(crate) mod proto;
 
-use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Value};
+use std::collections::HashMap;
+
+use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Str, Value};
 use proto::Group;
 
 /// The largest request the exporter ever builds: OTLP receivers commonly
@@ -161,32 +163,54 @@ pub struct Encoder {
     resource_protobuf: Vec<u8>,
     resource_json: Vec<u8>,
     scopes: Vec<ScopeEntry>,
+    /// Ids of `scopes` by [`scope_key`].
+    scope_index: HashMap<(Str, Str, Str), Vec<u32>>,
     max_request_bytes: usize,
+}
+
+/// What [`Encoder::add_scope`] looks scopes up by (attributes are compared
+/// only among scopes equal in these).
+fn scope_key(s: &InstrumentationScope) -> (Str, Str, Str) {
+    (s.name.clone(), s.version.clone(), s.schema_url.clone())
 }
 
 impl Encoder {
     /// An encoder for `resource`, with the default scope (named after this
     /// crate) as [`ScopeId::DEFAULT`].
     pub fn new(resource: Resource) -> Self {
+        let default = InstrumentationScope::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
         Encoder {
             resource_protobuf: proto::resource_message(&resource),
             resource_json: json::resource_object(&resource).into_bytes(),
             resource,
-            scopes: vec![ScopeEntry::new(InstrumentationScope::new(
-                env!("CARGO_PKG_NAME"),
-                env!("CARGO_PKG_VERSION"),
-            ))],
+            scope_index: HashMap::from([(scope_key(&default), vec![0])]),
+            scopes: vec![ScopeEntry::new(default)],
             max_request_bytes: MAX_REQUEST_BYTES,
         }
     }
 
     /// Adds a scope (or finds an equal one) and returns its id.
+    ///
+    /// Constant time on average, however many scopes there are: an index
+    /// by name, version and schema URL narrows the search to scopes that
+    /// differ at most in their attributes.
     pub fn add_scope(&mut self, scope: InstrumentationScope) -> ScopeId {
-        if let Some(i) = self.scopes.iter().position(|s| s.scope == scope) {
-            return ScopeId(i as u32);
+        let key = scope_key(&scope);
+        let candidates = self.scope_index.entry(key).or_default();
+        if let Some(&i) = candidates
+            .iter()
+            .find(|&&i| self.scopes[i as usize].scope == scope)
+        {
+            return ScopeId(i);
         }
+        let id = u32::try_from(self.scopes.len()).unwrap_or(u32::MAX);
+        if id == u32::MAX {
+            // 4 billion scopes: the rest share the default.
+            return ScopeId::DEFAULT;
+        }
+        candidates.push(id);
         self.scopes.push(ScopeEntry::new(scope));
-        ScopeId((self.scopes.len() - 1) as u32)
+        ScopeId(id)
     }
 
     /// The scope behind an id (the default scope for an unknown id).
@@ -210,22 +234,41 @@ impl Encoder {
         self
     }
 
-    /// The most bytes of spans one request may carry: the cap less the
-    /// largest possible envelope (resource, every scope header, framing).
-    pub(crate) fn span_budget(&self, encoding: Encoding) -> usize {
+    /// A schema URL's largest size in a request: as it is in protobuf (its
+    /// framing is in the fixed slack), escaped in JSON, where one byte can
+    /// take six (`\u0001`).
+    fn url_cost(u: &str, encoding: Encoding) -> usize {
+        match encoding {
+            Encoding::Protobuf => u.len(),
+            Encoding::Json => u.len().saturating_mul(6),
+        }
+    }
+
+    /// The most bytes of scopes and spans one request may carry: the cap
+    /// less the resource and the request's framing.
+    fn request_budget(&self, encoding: Encoding) -> usize {
         let resource = match encoding {
             Encoding::Protobuf => self.resource_protobuf.len(),
             Encoding::Json => self.resource_json.len(),
         };
-        let envelope = 64
-            + resource
-            + self.resource.schema_url.len() * 2
-            + self
-                .scopes
-                .iter()
-                .map(|s| 64 + s.header(encoding).len() + s.scope.schema_url.len() * 2)
-                .sum::<usize>();
+        let envelope = 64 + resource + Self::url_cost(&self.resource.schema_url, encoding);
         self.max_request_bytes.saturating_sub(envelope)
+    }
+
+    /// What a scope's group costs in a request besides its spans: its
+    /// header, schema URL and framing.
+    fn scope_cost(&self, id: ScopeId, encoding: Encoding) -> usize {
+        let e = self.entry(id);
+        64 + e.header(encoding).len() + Self::url_cost(&e.scope.schema_url, encoding)
+    }
+
+    /// An id of this encoder's table (unknown ids are the default scope).
+    fn known(&self, id: ScopeId) -> ScopeId {
+        if (id.0 as usize) < self.scopes.len() {
+            id
+        } else {
+            ScopeId::DEFAULT
+        }
     }
 
     /// Encodes `spans`, grouped by scope (order kept within a scope), into
@@ -256,25 +299,40 @@ impl Encoder {
     }
 
     /// Builds requests from pre-encoded spans, each under the size cap; a
-    /// span alone over the cap is counted in `too_large`.
+    /// span that does not fit alone (with its scope's header) is counted in
+    /// `too_large`. A request pays for the headers of the scopes it
+    /// carries, not for every scope the encoder knows.
     pub(crate) fn assemble(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
-        let budget = self.span_budget(encoding);
+        let budget = self.request_budget(encoding);
         let mut chunk: Vec<SpanRef<'_>> = Vec::new();
+        // The scopes in `chunk` (few: linear search, the last one first).
+        let mut chunk_scopes: Vec<ScopeId> = Vec::new();
         let mut chunk_bytes = 0;
         for s in spans {
+            let id = self.known(s.scope);
             // +1: the comma between JSON objects.
             let size = s.bytes.len() + 1;
-            if size > budget {
+            let scope_cost = self.scope_cost(id, encoding);
+            if size.saturating_add(scope_cost) > budget {
                 out.too_large += 1;
                 continue;
             }
-            if chunk_bytes + size > budget {
+            let new_scope = chunk_scopes.last() != Some(&id) && !chunk_scopes.contains(&id);
+            let cost = size + if new_scope { scope_cost } else { 0 };
+            if chunk_bytes + cost > budget {
                 self.write(&chunk, encoding, out);
                 chunk.clear();
+                chunk_scopes.clear();
                 chunk_bytes = 0;
+                chunk_scopes.push(id);
+                chunk_bytes += size + scope_cost;
+            } else {
+                if new_scope {
+                    chunk_scopes.push(id);
+                }
+                chunk_bytes += cost;
             }
             chunk.push(*s);
-            chunk_bytes += size;
         }
         if !chunk.is_empty() {
             self.write(&chunk, encoding, out);
@@ -285,12 +343,8 @@ impl Encoder {
         // Group by scope, keeping the order of spans within each scope.
         let mut groups: Vec<(ScopeId, Group<'_>)> = Vec::new();
         for s in spans {
-            let id = if (s.scope.0 as usize) < self.scopes.len() {
-                s.scope
-            } else {
-                ScopeId::DEFAULT
-            };
-            match groups.iter_mut().find(|(g, _)| *g == id) {
+            let id = self.known(s.scope);
+            match groups.iter_mut().rev().find(|(g, _)| *g == id) {
                 Some((_, g)) => g.spans.push(s.bytes),
                 None => {
                     let entry = self.entry(id);

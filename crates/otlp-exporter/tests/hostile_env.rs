@@ -1,0 +1,82 @@
+//! The collector's settings from the real process environment (issue 12,
+//! item 11): the spec's case-insensitive values are accepted, a query
+//! string keeps its place, and a header that HTTP cannot carry is refused
+//! when the pipeline is built, not at every export. Each test runs in its
+//! own child process (test-watchdog), so changing the environment there
+//! races with nothing.
+
+use std::time::Duration;
+
+use otlp_exporter::{ConfigError, HttpTransport, NetAccess, Pipeline, ambient_authority};
+
+const WATCHDOG: Duration = Duration::from_secs(30);
+
+fn set(var: &str, value: &str) {
+    // SAFETY: this runs in a child process that runs this one test on one
+    // thread; nothing else reads the environment meanwhile.
+    unsafe { std::env::set_var(var, value) }
+}
+
+fn net() -> NetAccess {
+    NetAccess::from_ambient(ambient_authority())
+}
+
+#[test]
+fn upper_case_protocol_compression_and_scheme_are_accepted() {
+    test_watchdog::isolate(WATCHDOG, || {
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/PROTOBUF");
+        set("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP");
+        set(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "HTTP://127.0.0.1:4318/otlp?tenant=a",
+        );
+        let t = HttpTransport::builder(net()).build().expect("accepted");
+        assert_eq!(t.url(), "http://127.0.0.1:4318/otlp/v1/traces?tenant=a");
+        assert!(format!("{t:?}").contains("Gzip"), "{t:?}");
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "Http/Json");
+        let t = HttpTransport::builder(net()).build().expect("accepted");
+        assert_eq!(
+            otlp_exporter::Transport::encoding(&t),
+            otlp_exporter::Encoding::Json
+        );
+        // The pipeline's default transport reads the same variables.
+        let p = Pipeline::builder().network(net()).build().expect("builds");
+        drop(p);
+    });
+}
+
+#[test]
+fn a_header_value_with_a_newline_in_the_environment_is_refused_at_build() {
+    test_watchdog::isolate(WATCHDOG, || {
+        set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        set(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-team=pay,api-key=SECRET%0D%0Ax-evil: 1",
+        );
+        let err = HttpTransport::builder(net()).build().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("OTEL_EXPORTER_OTLP_HEADERS")
+                && text.contains("entry 2")
+                && text.contains("control character"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRET"), "values stay hidden: {text}");
+        match Pipeline::builder().network(net()).build() {
+            Err(ConfigError::InvalidEnv { var, .. }) => {
+                assert_eq!(var, "OTEL_EXPORTER_OTLP_HEADERS")
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("accepted a header HTTP cannot carry"),
+        }
+    });
+}
+
+#[test]
+fn a_fragment_in_the_endpoint_is_refused_with_a_reason() {
+    test_watchdog::isolate(WATCHDOG, || {
+        set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/#x");
+        let err = HttpTransport::builder(net()).build().unwrap_err();
+        assert!(err.to_string().contains("fragment"), "{err}");
+    });
+}
