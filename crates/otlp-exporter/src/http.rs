@@ -597,11 +597,11 @@ impl Transport for HttpTransport {
         let mut backoff = self.retry.initial_backoff;
         let mut last = String::new();
         for attempt in 0..self.retry.max_attempts.max(1) {
-            if attempt > 0 {
-                self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
             if Instant::now() >= deadline {
                 break;
+            }
+            if attempt > 0 {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
             match self.attempt(body, content_type, deadline) {
                 Attempt::Done(result) => return result,
@@ -616,6 +616,12 @@ impl Transport for HttpTransport {
                     std::thread::sleep(wait);
                 }
             }
+        }
+        if last.is_empty() {
+            return ExportResult::Failed(format!(
+                "the export's deadline passed before a request to {} could be made",
+                self.url
+            ));
         }
         ExportResult::Failed(format!("gave up after retries: {last}"))
     }

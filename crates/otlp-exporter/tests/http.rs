@@ -811,3 +811,21 @@ fn every_header_value_accepted_at_build_is_sent() {
         assert_eq!(got.header("x-upper"), Some("v"));
     });
 }
+
+#[test]
+fn an_export_whose_deadline_has_passed_sends_nothing_and_says_so() {
+    let server = Server::start(vec![]);
+    let t = transport(&server).build().unwrap();
+    let result = otlp_exporter::Transport::export(
+        &t,
+        &one_request(2, Encoding::Protobuf),
+        Instant::now() - Duration::from_millis(1),
+    );
+    let otlp_exporter::ExportResult::Failed(message) = result else {
+        panic!("{result:?}");
+    };
+    assert!(message.contains("deadline"), "{message}");
+    assert!(server.received().is_empty());
+    let a = t.attempts();
+    assert_eq!((a.attempts, a.retries), (0, 0), "{a:?}");
+}
