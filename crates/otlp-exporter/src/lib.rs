@@ -111,8 +111,9 @@ pub use model::{
 };
 pub use pipeline::{
     DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,
-    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULED_DELAY, DropReason, MAX_CONCURRENT_EXPORTS,
-    MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, Pipeline, PipelineBuilder, Recorded, Shedding,
+    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULED_DELAY, DropReason, HANDED_OVER_LANES,
+    MAX_CONCURRENT_EXPORTS, MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, Pipeline, PipelineBuilder,
+    Recorded, Shedding,
 };
 /// The network capability (from `runtime-cap`): [`HttpTransport::builder`]
 /// and [`PipelineBuilder::network`] take one.

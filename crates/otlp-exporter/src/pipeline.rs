@@ -46,6 +46,14 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 256;
 /// durations) is saturated to this: a wait of a year is, for a process,
 /// "forever", and every deadline then fits in an [`Instant`].
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How many lanes' worth of spans (`HANDED_OVER_LANES x max_queue_size`)
+/// the pipeline keeps, across all of them, for threads that exited with
+/// spans still queued (their lanes are freed at exit and the spans handed
+/// to the worker). Beyond that, while the worker cannot keep up (a
+/// collector outage), the oldest handed-over spans are dropped and counted
+/// as [`Dropped::orphaned`]: threads that come and go cannot grow memory
+/// without bound.
+pub const HANDED_OVER_LANES: usize = 8;
 /// The most distinct instrumentation scopes a pipeline keeps. Past it, a
 /// new scope's spans are exported under the pipeline's default scope (the
 /// crate's own name), so that a program that makes a tracer per request
@@ -104,7 +112,9 @@ pub enum DropReason {
 /// (`OTEL_BSP_*`), which wins over the OpenTelemetry spec's defaults.
 #[must_use]
 pub struct PipelineBuilder {
-    transport: Option<Box<dyn Transport>>,
+    /// Wrapped at once, so that a `Drop` of the user's transport that
+    /// panics is contained wherever the builder or pipeline lets go of it.
+    transport: Option<UserTransport>,
     file: Option<PathBuf>,
     resource: Option<Resource>,
     limits: Option<SpanLimits>,
@@ -133,7 +143,7 @@ impl Config {
 impl PipelineBuilder {
     /// Exports through `transport`.
     pub fn transport(mut self, transport: impl Transport) -> Self {
-        self.transport = Some(Box::new(transport));
+        self.transport = Some(UserTransport(Some(Box::new(transport))));
         self
     }
 
@@ -172,9 +182,10 @@ impl PipelineBuilder {
     /// default 2048). The queue holds at most this many spans per thread
     /// that records. Memory: a slot is 256 bytes, so a lane takes
     /// `256 x max_queue_size` bytes (512 KiB at the default) for each
-    /// thread that has recorded a span, until that thread exits (its
-    /// remaining spans are then handed to the worker, at most this many
-    /// for all exited threads together; see [`Dropped::orphaned`]).
+    /// thread that has recorded a span, until that thread exits (its lane is
+    /// then freed and its remaining spans handed to the worker, which keeps
+    /// at most [`HANDED_OVER_LANES`] times this many for all exited threads
+    /// together; see [`Dropped::orphaned`]).
     ///
     /// Allowed: `1..=`[`MAX_QUEUE_SIZE`]; anything else makes
     /// [`build`](Self::build) return [`ConfigError::InvalidSetting`] naming
@@ -312,21 +323,23 @@ impl PipelineBuilder {
                 ),
             });
         }
-        let transport: Box<dyn Transport> = match (self.transport, self.file) {
+        let transport = match (self.transport, self.file) {
             (Some(t), _) => t,
             #[cfg(feature = "http")]
             (None, None) if collector_configured() => match self.net {
-                Some(net) => Box::new(crate::HttpTransport::builder(net).build()?),
+                Some(net) => {
+                    UserTransport(Some(Box::new(crate::HttpTransport::builder(net).build()?)))
+                }
                 None => return Err(ConfigError::NoNetworkAccess),
             },
             (None, file) => {
                 let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-                Box::new(
-                    FileTransport::open(&path).map_err(|e| ConfigError::InvalidSetting {
+                UserTransport(Some(Box::new(FileTransport::open(&path).map_err(|e| {
+                    ConfigError::InvalidSetting {
                         setting: "file",
                         reason: format!("cannot open {}: {e}", path.display()),
-                    })?,
-                )
+                    }
+                })?)))
             }
         };
         let limits = match self.limits {
@@ -335,12 +348,13 @@ impl PipelineBuilder {
         };
         let resource = self.resource.unwrap_or_else(Resource::from_env);
         // User code: a panic here is a configuration error, not a crash.
-        let encoding = catch_unwind(AssertUnwindSafe(|| transport.encoding())).map_err(|p| {
-            ConfigError::InvalidSetting {
-                setting: "transport",
-                reason: format!("Transport::encoding panicked: {}", panic_message(p)),
-            }
-        })?;
+        let encoding =
+            catch_unwind(AssertUnwindSafe(|| transport.get().encoding())).map_err(|p| {
+                ConfigError::InvalidSetting {
+                    setting: "transport",
+                    reason: format!("Transport::encoding panicked: {}", panic_message(p)),
+                }
+            })?;
         let config = Config {
             max_concurrent_exports: self.max_concurrent_exports,
             encoding,
@@ -500,7 +514,8 @@ struct Ledger {
     closed: bool,
     /// Spans handed over by threads that exited (taken back out of their
     /// lanes so that the lanes are freed at once), waiting for the worker.
-    /// At most `max_queue_size`; older ones are dropped as `orphaned`.
+    /// At most `HANDED_OVER_LANES x max_queue_size`; older ones are dropped
+    /// as `orphaned`.
     adopted: VecDeque<EncodedSpan>,
     /// Spans taken back out of the queue into `adopted`.
     taken_back: u64,
@@ -534,7 +549,7 @@ struct Shared {
     state: AtomicU8,
     config: Config,
     template: Mutex<Producer<EncodedSpan>>,
-    threads: Mutex<Vec<Arc<ThreadCounters>>>,
+    threads: Mutex<Threads>,
     ledger: Mutex<Ledger>,
     control: Mutex<Control>,
     control_cv: Condvar,
@@ -736,6 +751,11 @@ impl Drop for LocalLane {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.upgrade() {
             hand_over(&shared, &self.producer);
+            // This thread records no more into this lane (it is this
+            // thread's own, or the pipeline is gone): its counts are final.
+            // Folded in under the same lock `record_totals` reads them with,
+            // so no snapshot counts them twice or not at all.
+            lock(&shared.threads).retire(&self.counters);
         }
     }
 }
@@ -758,7 +778,10 @@ fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
     }
     Ledger::add(&mut ledger.taken_back, n as u64);
     Ledger::add(&mut ledger.adopted_in, n as u64);
-    let over = ledger.adopted.len().saturating_sub(shared.capacity);
+    let over = ledger
+        .adopted
+        .len()
+        .saturating_sub(shared.capacity.saturating_mul(HANDED_OVER_LANES));
     if over > 0 {
         ledger.adopted.drain(..over);
         Ledger::add(&mut ledger.orphaned, over as u64);
@@ -790,10 +813,10 @@ impl Pipeline {
         config: Config,
         capacity: usize,
         resource: Resource,
-        transport: Box<dyn Transport>,
+        transport: UserTransport,
         drop_timeout: Duration,
     ) -> Result<Pipeline, ConfigError> {
-        let transport = Arc::new(UserTransport(Some(transport)));
+        let transport = Arc::new(transport);
         let (producer, consumer) =
             otlp_queue::try_bounded::<EncodedSpan>(capacity).map_err(|e| {
                 ConfigError::InvalidSetting {
@@ -820,7 +843,7 @@ impl Pipeline {
             state: AtomicU8::new(RUNNING),
             config,
             template: Mutex::new(producer),
-            threads: Mutex::new(Vec::new()),
+            threads: Mutex::new(Threads::default()),
             ledger: Mutex::new(Ledger::default()),
             control: Mutex::new(Control::default()),
             control_cv: Condvar::new(),
@@ -836,7 +859,7 @@ impl Pipeline {
             capacity,
             worker_napping: AtomicBool::new(false),
         });
-        lock(&shared.threads).push(shared.laneless.clone());
+        lock(&shared.threads).live.push(shared.laneless.clone());
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
         let _ = tx.send(shared.clone());
@@ -1042,7 +1065,7 @@ impl Shared {
 fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
     let producer = lock(&shared.template).try_clone().ok()?;
     let counters = Arc::new(ThreadCounters::default());
-    lock(&shared.threads).push(counters.clone());
+    lock(&shared.threads).live.push(counters.clone());
     Some(LocalLane {
         pipeline: shared.id,
         producer,
@@ -1196,12 +1219,54 @@ fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
     }
 }
 
+/// The record-side counters of the threads that record into a pipeline.
+#[derive(Default)]
+struct Threads {
+    /// Threads that still have a lane.
+    live: Vec<Arc<ThreadCounters>>,
+    /// The final counts of threads that exited, in `record_totals` order:
+    /// a thread's counters are folded in here as it exits, so the list does
+    /// not grow with every thread a program ever ran.
+    retired: [u64; 7],
+}
+
+impl Threads {
+    /// Folds the counters of an exited thread into `retired`.
+    fn retire(&mut self, counters: &Arc<ThreadCounters>) {
+        let Some(i) = self.live.iter().position(|c| Arc::ptr_eq(c, counters)) else {
+            return;
+        };
+        let c = self.live.swap_remove(i);
+        for (slot, n) in self.retired.iter_mut().zip(c.values()) {
+            *slot = slot.saturating_add(n);
+        }
+    }
+}
+
+impl ThreadCounters {
+    /// The counters in `record_totals` order. Exact when read by the thread
+    /// that writes them, or once it has stopped recording.
+    fn values(&self) -> [u64; 7] {
+        [
+            &self.accepted,
+            &self.pushed,
+            &self.evicted,
+            &self.queue_full,
+            &self.not_sampled,
+            &self.low_priority,
+            &self.after_shutdown,
+        ]
+        .map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// Sums the record-side counters of every thread.
 fn record_totals(shared: &Shared) -> ([u64; 7], bool) {
     // [accepted, pushed, evicted, queue_full, not_sampled, low_priority, after_shutdown]
-    let mut t = [0u64; 7];
+    let threads = lock(&shared.threads);
+    let mut t = threads.retired;
     let mut quiet = true;
-    for c in lock(&shared.threads).iter() {
+    for c in threads.live.iter() {
         // Acquire on `resolved` first: every counter bumped by a call that
         // resolved is then visible.
         let resolved = c.resolved.load(Ordering::Acquire);

@@ -29,9 +29,10 @@ pub struct Dropped {
     /// waiting for room when shutdown began).
     pub after_shutdown: u64,
     /// Left in the queue lane of a thread that exited, beyond what the
-    /// pipeline keeps for exited threads (one lane's worth,
-    /// `max_queue_size` spans, across all of them): the oldest go first.
-    /// Only happens while the worker cannot keep up (a collector outage).
+    /// pipeline keeps for exited threads
+    /// ([`HANDED_OVER_LANES`](crate::HANDED_OVER_LANES)` x max_queue_size`
+    /// spans, across all of them): the oldest go first. Only happens while
+    /// the worker cannot keep up (a collector outage).
     pub orphaned: u64,
 }
 

@@ -1,0 +1,1025 @@
+//! Hostile but legitimate use of the pipeline, through the public API only:
+//! transports that panic (in `export`, `shutdown`, `encoding`, `attempts`,
+//! their `Drop`, with payloads that panic when dropped), transports that
+//! record into, flush, shut down or drop the pipeline they serve, settings
+//! at the edges of their types, counters at their limits, flushes under
+//! sustained load, threads that exit during a collector outage, and tens of
+//! thousands of tracers. Each case that could crash or hang runs in its own
+//! process under a watchdog (`test_watchdog::isolate`).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{eventually, received};
+use otlp_exporter::{
+    Behavior, ConfigError, DropReason, EncodedRequest, Encoding, ExportResult, HANDED_OVER_LANES,
+    InMemory, InstrumentationScope, KeyValue, Link, MAX_CONCURRENT_EXPORTS, MAX_QUEUE_SIZE,
+    MAX_SCOPES, Pipeline, PipelineBuilder, Recorded, Resource, ScopeId, Shedding, SpanData,
+    Transport, Value,
+};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+/// Generous deadlines: they only bound a test that would otherwise hang.
+const LONG: Duration = Duration::from_secs(30);
+
+/// What a scripted transport saw.
+#[derive(Clone, Default)]
+struct Probe {
+    calls: Arc<AtomicU64>,
+    delivered: Arc<AtomicU64>,
+    shut_down: Arc<AtomicBool>,
+}
+
+/// A transport whose `export` runs `f(call number)`; spans of a call that
+/// returns `Success` count as delivered. `on_shutdown` runs in `shutdown`.
+struct Scripted<F> {
+    probe: Probe,
+    f: F,
+    on_shutdown: Box<dyn Fn() + Send + Sync>,
+}
+
+fn scripted<F>(f: F) -> (Scripted<F>, Probe)
+where
+    F: Fn(u64) -> ExportResult + Send + Sync + 'static,
+{
+    let probe = Probe::default();
+    (
+        Scripted {
+            probe: probe.clone(),
+            f,
+            on_shutdown: Box::new(|| {}),
+        },
+        probe,
+    )
+}
+
+impl<F> Transport for Scripted<F>
+where
+    F: Fn(u64) -> ExportResult + Send + Sync + 'static,
+{
+    fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
+        let n = self.probe.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = (self.f)(n);
+        if matches!(result, ExportResult::Success) {
+            self.probe
+                .delivered
+                .fetch_add(request.spans as u64, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn shutdown(&self) {
+        self.probe.shut_down.store(true, Ordering::SeqCst);
+        (self.on_shutdown)();
+    }
+}
+
+fn base(transport: impl Transport) -> PipelineBuilder {
+    Pipeline::builder()
+        .transport(transport)
+        .resource(Resource::new("hostile"))
+        .scheduled_delay(Duration::from_millis(10))
+}
+
+// ---------------------------------------------------------------------------
+// Item 1: a panic in the transport.
+// ---------------------------------------------------------------------------
+
+/// The case: the first export panics. The worker lives on, the
+/// panic is a failed export with its message, and later records are queued
+/// (not `Dropped(Shutdown)`), flushed and shut down on time.
+#[test]
+fn an_export_panic_is_a_failed_export_and_the_pipeline_goes_on() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, probe) = scripted(|n| {
+            if n == 1 {
+                panic!("bug in transport");
+            }
+            ExportResult::Success
+        });
+        let p = base(t).build().unwrap();
+        assert_eq!(p.record(SpanData::new("a")), Recorded::Queued);
+        let flush = p.force_flush(LONG);
+        assert!(flush.completed, "{flush:?}");
+        let s = p.stats();
+        assert_eq!(s.dropped.export_failed, 1, "{s:?}");
+        assert_eq!(s.transport_panics, 1);
+        assert_eq!(s.failed_calls, 1);
+        assert!(s.is_balanced(), "{s:?}");
+        let last = p.last_error().expect("the panic is reported");
+        assert!(last.contains("bug in transport"), "{last}");
+        // The pipeline is still running.
+        assert_eq!(p.record(SpanData::new("b")), Recorded::Queued);
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        assert_eq!(report.stats.exported, 1);
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 1);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        assert!(probe.shut_down.load(Ordering::SeqCst));
+    });
+}
+
+/// Every third export panics while four threads record: every span is
+/// exported or counted as failed, and what the pipeline calls exported is
+/// exactly what the transport took.
+#[test]
+fn exports_that_sometimes_panic_keep_the_accounting_exact() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, probe) = scripted(|n| {
+            if n % 3 == 0 {
+                panic!("export {n} panics");
+            }
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_export_batch_size(16)
+            .max_queue_size(64)
+            .shedding(Shedding::Block {
+                timeout: Duration::from_secs(3600),
+            })
+            .build()
+            .unwrap();
+        thread::scope(|s| {
+            for t in 0..4 {
+                let p = &p;
+                s.spawn(move || {
+                    for i in 0..1000 {
+                        assert_eq!(
+                            p.record(SpanData::new(format!("{t}/{i}"))),
+                            Recorded::Queued
+                        );
+                    }
+                });
+            }
+        });
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.accepted, 4000);
+        assert_eq!(s.exported + s.dropped.export_failed, 4000, "{s:?}");
+        assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
+        let calls = probe.calls.load(Ordering::SeqCst);
+        assert_eq!(s.transport_panics, calls / 3);
+        assert!(s.transport_panics > 0);
+    });
+}
+
+/// With four export threads and an export that always panics, no slot is
+/// wedged: flush after flush completes, and shutdown too.
+#[test]
+fn panicking_exports_do_not_wedge_concurrent_export_slots() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, probe) = scripted(|_| panic!("always"));
+        let p = base(t)
+            .max_concurrent_exports(4)
+            .max_export_batch_size(5)
+            .build()
+            .unwrap();
+        for round in 0..10 {
+            for i in 0..50 {
+                assert_eq!(
+                    p.record(SpanData::new(format!("{round}/{i}"))),
+                    Recorded::Queued
+                );
+            }
+            let f = p.force_flush(LONG);
+            assert!(f.completed, "round {round}: {f:?}");
+            assert_eq!(f.pending, 0);
+        }
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        assert_eq!(report.stats.dropped.export_failed, 500);
+        assert_eq!(
+            report.stats.transport_panics,
+            probe.calls.load(Ordering::SeqCst)
+        );
+        assert!(report.stats.is_balanced());
+    });
+}
+
+/// `Transport::shutdown` panics: the shutdown still completes (everything
+/// was exported before it), and the panic is counted and reported.
+#[test]
+fn a_panic_in_transport_shutdown_still_completes_the_shutdown() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (mut t, probe) = scripted(|_| ExportResult::Success);
+        t.on_shutdown = Box::new(|| panic!("shutdown bug"));
+        let p = base(t).build().unwrap();
+        for i in 0..100 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        assert_eq!(report.stats.exported, 100);
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 100);
+        assert_eq!(report.stats.transport_panics, 1);
+        assert!(p.last_error().unwrap().contains("shutdown bug"));
+        // And again, at once.
+        assert!(p.shutdown(Duration::ZERO).completed);
+    });
+}
+
+/// A payload that panics when dropped, and one that is not a string.
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+#[test]
+fn panic_payloads_that_are_not_strings_or_panic_when_dropped() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, _probe) = scripted(|n| match n {
+            1 => std::panic::panic_any(PanicOnDrop),
+            2 => std::panic::panic_any(42u32),
+            _ => ExportResult::Success,
+        });
+        let p = base(t).max_export_batch_size(1).build().unwrap();
+        p.record(SpanData::new("a"));
+        assert!(p.force_flush(LONG).completed);
+        assert!(p.last_error().unwrap().contains("non-string"));
+        p.record(SpanData::new("b"));
+        p.record(SpanData::new("c"));
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        let s = report.stats;
+        assert_eq!(
+            (s.exported, s.dropped.export_failed, s.transport_panics),
+            (1, 2, 2),
+            "{s:?}"
+        );
+    });
+}
+
+/// A transport that panics in every optional method and in its `Drop`.
+struct Everything {
+    panic_in_encoding: bool,
+}
+
+impl Transport for Everything {
+    fn encoding(&self) -> Encoding {
+        if self.panic_in_encoding {
+            panic!("encoding bug");
+        }
+        Encoding::Protobuf
+    }
+    fn export(&self, _: &EncodedRequest, _: Instant) -> ExportResult {
+        ExportResult::Success
+    }
+    fn attempts(&self) -> Option<otlp_exporter::AttemptStats> {
+        panic!("attempts bug")
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        panic!("drop bug");
+    }
+}
+
+#[test]
+fn panics_in_encoding_attempts_and_drop_of_the_transport_are_contained() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // `encoding` is asked at build: a configuration error, not a crash.
+        match base(Everything {
+            panic_in_encoding: true,
+        })
+        .build()
+        {
+            Err(ConfigError::InvalidSetting { setting, reason }) => {
+                assert_eq!(setting, "transport");
+                assert!(reason.contains("encoding bug"), "{reason}");
+            }
+            other => panic!("expected an error, got {:?}", other.map(|_| ())),
+        }
+        let p = base(Everything {
+            panic_in_encoding: false,
+        })
+        .build()
+        .unwrap();
+        p.record(SpanData::new("a"));
+        // `attempts` is asked by every stats call.
+        let s = p.stats();
+        assert_eq!(s.attempts, None);
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert_eq!(report.stats.exported, 1);
+        // The transport's `Drop` runs when the last handle goes.
+        drop(p);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 3 and more: the transport calls back into its own pipeline.
+// ---------------------------------------------------------------------------
+
+/// A slot through which a transport reaches the pipeline it serves.
+type Slot = Arc<Mutex<Option<Pipeline>>>;
+
+fn with_pipeline(slot: &Slot, f: impl FnOnce(&Pipeline)) {
+    let p = slot.lock().unwrap().clone();
+    if let Some(p) = p {
+        f(&p);
+    }
+}
+
+/// Each export records a span into the same pipeline (an instrumented HTTP
+/// client does this). Those spans go to later batches; a flush covers what
+/// was queued when it began and completes; no export storm. With export
+/// threads too.
+#[test]
+fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for threads in [1, 3] {
+            let slot: Slot = Arc::default();
+            let inner = Arc::new(AtomicU64::new(0));
+            let (s2, i2) = (slot.clone(), inner.clone());
+            let (t, probe) = scripted(move |_| {
+                with_pipeline(&s2, |p| {
+                    p.record(SpanData::new("inner"));
+                    i2.fetch_add(1, Ordering::SeqCst);
+                });
+                ExportResult::Success
+            });
+            let p = base(t)
+                .scheduled_delay(Duration::from_secs(3600))
+                .max_concurrent_exports(threads)
+                .max_export_batch_size(8)
+                .build()
+                .unwrap();
+            *slot.lock().unwrap() = Some(p.clone());
+            for i in 0..100 {
+                p.record(SpanData::new(format!("outer {i}")));
+            }
+            for round in 0..5 {
+                let f = p.force_flush(LONG);
+                assert!(f.completed, "threads {threads} round {round}: {f:?}");
+            }
+            // Without a flush or a full batch, the inner spans wait for the
+            // (hour-long) schedule: the export count stays put.
+            let calls = probe.calls.load(Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(100));
+            assert_eq!(probe.calls.load(Ordering::SeqCst), calls, "no export storm");
+            *slot.lock().unwrap() = None;
+            let report = p.shutdown(LONG);
+            assert!(report.completed, "{report:?}");
+            let s = report.stats;
+            assert!(s.is_balanced(), "{s:?}");
+            assert_eq!(s.accepted, 100 + inner.load(Ordering::SeqCst));
+            assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
+            assert_eq!(
+                s.exported + s.dropped.after_shutdown + s.dropped.queue_full,
+                s.accepted
+            );
+        }
+    });
+}
+
+/// Under `Shedding::Block` with an hour-long timeout, a record from inside
+/// the transport into a full lane must not wait for the worker it runs on:
+/// it is counted as queue-full at once.
+#[test]
+fn a_blocking_record_from_the_worker_never_waits_for_itself() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let (s2, o2) = (slot.clone(), outcomes.clone());
+        let (t, _probe) = scripted(move |_| {
+            with_pipeline(&s2, |p| {
+                for _ in 0..5 {
+                    o2.lock().unwrap().push(p.record(SpanData::new("inner")));
+                }
+            });
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_queue_size(1)
+            .max_export_batch_size(1)
+            .shedding(Shedding::Block {
+                timeout: Duration::from_secs(3600),
+            })
+            .build()
+            .unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("outer"));
+        assert!(p.force_flush(LONG).completed);
+        let got = outcomes.lock().unwrap().clone();
+        assert!(got.contains(&Recorded::Queued), "{got:?}");
+        assert!(
+            got.contains(&Recorded::Dropped(DropReason::QueueFull)),
+            "{got:?}"
+        );
+        *slot.lock().unwrap() = None;
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+/// A transport that flushes and shuts down its own pipeline from inside
+/// `export`: both return at once (they cannot wait for the thread they run
+/// on), and the shutdown then finishes normally.
+#[test]
+fn flush_and_shutdown_from_inside_the_transport_do_not_deadlock() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s2, seen2) = (slot.clone(), seen.clone());
+        let (t, probe) = scripted(move |n| {
+            with_pipeline(&s2, |p| {
+                if n == 1 {
+                    let f = p.force_flush(Duration::from_secs(3600));
+                    seen2.lock().unwrap().push(("flush", f.completed));
+                } else if n == 2 {
+                    let r = p.shutdown(Duration::from_secs(3600));
+                    seen2.lock().unwrap().push(("shutdown", r.completed));
+                }
+            });
+            ExportResult::Success
+        });
+        let p = base(t).max_export_batch_size(1).build().unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("1"));
+        assert!(p.force_flush(LONG).completed);
+        p.record(SpanData::new("2"));
+        p.record(SpanData::new("3"));
+        // The second export shuts the pipeline down from inside; the
+        // worker finishes it (exports "3") once the export returns.
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        assert_eq!(report.stats.exported, 3);
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 3);
+        assert!(probe.shut_down.load(Ordering::SeqCst));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [("flush", false), ("shutdown", false)]
+        );
+        *slot.lock().unwrap() = None;
+    });
+}
+
+/// The user lets go of the pipeline; the transport holds the last handle
+/// and drops it inside `export`. The shutdown that drop starts runs on the
+/// worker without waiting for itself, and the pipeline winds down.
+#[test]
+fn dropping_the_last_handle_inside_the_transport_winds_down() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let s2 = slot.clone();
+        let (t, probe) = scripted(move |_| {
+            let last = s2.lock().unwrap().take();
+            drop(last);
+            ExportResult::Success
+        });
+        let p = base(t).build().unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("a"));
+        drop(p); // not the last handle: the transport's is
+        eventually("the transport is shut down", || {
+            probe.shut_down.load(Ordering::SeqCst)
+        });
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Shutdown from several threads at once, then again: every call returns
+/// (none waits past its deadline), the concurrent ones all see a completed
+/// shutdown, and the final accounting is the same for all.
+#[test]
+fn shutdown_concurrently_and_twice() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_latency(Duration::from_millis(5));
+        let p = base(memory.clone())
+            .max_export_batch_size(10)
+            .build()
+            .unwrap();
+        for i in 0..200 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let barrier = Barrier::new(4);
+        let reports: Vec<_> = thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (p, barrier) = (&p, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        p.shutdown(LONG)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in &reports {
+            assert!(r.completed, "{r:?}");
+            assert_eq!(r.stats.exported, 200);
+        }
+        let again = p.shutdown(Duration::ZERO);
+        assert!(again.completed);
+        assert_eq!(again.stats, reports[0].stats);
+        assert_eq!(memory.span_count(), 200);
+        assert_eq!(
+            p.record(SpanData::new("late")),
+            Recorded::Dropped(DropReason::Shutdown)
+        );
+        assert!(p.force_flush(Duration::ZERO).completed);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 5: settings at the edges of their types.
+// ---------------------------------------------------------------------------
+
+fn invalid(b: PipelineBuilder) -> (&'static str, String) {
+    match b.build() {
+        Err(ConfigError::InvalidSetting { setting, reason }) => (setting, reason),
+        Err(e) => panic!("expected InvalidSetting, got {e}"),
+        Ok(_) => panic!("expected InvalidSetting, got a pipeline"),
+    }
+}
+
+#[test]
+fn sizes_out_of_range_are_errors_that_name_the_range() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for n in [0, MAX_CONCURRENT_EXPORTS + 1, usize::MAX] {
+            let (setting, reason) = invalid(base(InMemory::new()).max_concurrent_exports(n));
+            assert_eq!(setting, "max_concurrent_exports");
+            assert!(
+                reason.contains(&MAX_CONCURRENT_EXPORTS.to_string()),
+                "{reason}"
+            );
+        }
+        let p = base(InMemory::new())
+            .max_concurrent_exports(MAX_CONCURRENT_EXPORTS)
+            .build()
+            .unwrap();
+        p.record(SpanData::new("a"));
+        assert!(p.shutdown(LONG).completed);
+
+        for n in [0, MAX_QUEUE_SIZE + 1, 1 << 40, usize::MAX] {
+            let (setting, reason) = invalid(base(InMemory::new()).max_queue_size(n));
+            assert_eq!(setting, "max_queue_size");
+            assert!(reason.contains(&MAX_QUEUE_SIZE.to_string()), "{reason}");
+        }
+        let (setting, _) = invalid(
+            base(InMemory::new())
+                .max_queue_size(8)
+                .max_export_batch_size(9),
+        );
+        assert_eq!(setting, "max_export_batch_size");
+        let (setting, _) = invalid(
+            base(InMemory::new())
+                .max_queue_size(8)
+                .shedding(Shedding::Priority { high_water: 9 }),
+        );
+        assert_eq!(setting, "shedding");
+        // The largest queue builds (its memory is reserved, not touched).
+        let p = base(InMemory::new())
+            .max_queue_size(MAX_QUEUE_SIZE)
+            .build()
+            .unwrap();
+        p.record(SpanData::new("a"));
+        assert_eq!(p.shutdown(LONG).stats.exported, 1);
+    });
+}
+
+fn set_env(var: &str, value: Option<&str>) {
+    // SAFETY: only called in a watchdog child process, which runs this one
+    // test on its own thread; the pipeline's threads do not read these
+    // variables.
+    unsafe {
+        match value {
+            Some(v) => std::env::set_var(var, v),
+            None => std::env::remove_var(var),
+        }
+    }
+}
+
+#[test]
+fn environment_sizes_and_durations_are_checked_or_saturated() {
+    test_watchdog::isolate(WATCHDOG, || {
+        set_env("OTEL_BSP_MAX_QUEUE_SIZE", Some("1099511627776"));
+        let (setting, reason) = invalid(Pipeline::builder().transport(InMemory::new()));
+        assert_eq!(setting, "max_queue_size");
+        assert!(
+            reason.contains("OTEL_BSP_MAX_QUEUE_SIZE=1099511627776"),
+            "{reason}"
+        );
+        set_env("OTEL_BSP_MAX_QUEUE_SIZE", None);
+
+        // Durations as long as a `u64` of milliseconds can say.
+        let max = u64::MAX.to_string();
+        set_env("OTEL_BSP_EXPORT_TIMEOUT", Some(&max));
+        set_env("OTEL_BSP_SCHEDULE_DELAY", Some(&max));
+        let memory = InMemory::new();
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .build()
+            .unwrap();
+        p.record(SpanData::new("a"));
+        assert!(p.force_flush(LONG).completed);
+        assert_eq!(memory.span_count(), 1);
+        assert!(p.shutdown(LONG).completed);
+    });
+}
+
+/// The issue's `export_timeout(Duration::MAX)` panicked the worker; now
+/// every duration setting saturates, and the pipeline works with all of
+/// them at `Duration::MAX`.
+#[test]
+fn durations_at_their_maximum_work() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new();
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .export_timeout(Duration::MAX)
+            .scheduled_delay(Duration::MAX)
+            .drop_timeout(Duration::MAX)
+            .shedding(Shedding::Block {
+                timeout: Duration::MAX,
+            })
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            assert_eq!(p.record(SpanData::new(format!("{i}"))), Recorded::Queued);
+        }
+        assert!(p.force_flush(Duration::MAX).completed);
+        assert_eq!(memory.span_count(), 10);
+        let report = p.shutdown(Duration::MAX);
+        assert!(report.completed);
+        assert!(report.stats.is_balanced());
+    });
+}
+
+/// CPU time (user + system) this process has used, from `/proc`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// `scheduled_delay(0)` exports what arrives at once, and an idle worker
+/// sleeps instead of polling (it burned 40% of a core). The CPU bound is a
+/// resource check, ten times above what an idle worker uses.
+#[test]
+fn scheduled_delay_zero_exports_at_once_and_idles_quietly() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new();
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .scheduled_delay(Duration::ZERO)
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        eventually("spans exported without a flush", || {
+            memory.span_count() == 10
+        });
+        let Some(before) = cpu_time() else {
+            return; // no /proc: nothing more to check here
+        };
+        thread::sleep(Duration::from_secs(1));
+        let used = cpu_time().unwrap() - before;
+        assert!(
+            used < Duration::from_millis(300),
+            "an idle pipeline used {used:?} of CPU in a second"
+        );
+        assert!(p.shutdown(LONG).completed);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 6: counters at their limits.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn dropped_counts_near_u32_max_saturate() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new();
+        let p = base(memory.clone()).build().unwrap();
+        let mut span = SpanData::new("near the top");
+        span.dropped_attributes_count = u32::MAX - 1;
+        span.dropped_events_count = u32::MAX;
+        span.dropped_links_count = u32::MAX - 3;
+        span.attributes = (0..200)
+            .map(|i| KeyValue::new(format!("k{i}"), Value::I64(i)))
+            .collect();
+        span.events = (0..200)
+            .map(|i| otlp_exporter::Event {
+                name: format!("e{i}").into(),
+                time_unix_nano: 0,
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+            })
+            .collect();
+        let link = Link {
+            context: span.context.clone(),
+            attributes: (0..200)
+                .map(|i| KeyValue::new(format!("l{i}"), Value::Bool(true)))
+                .collect(),
+            dropped_attributes_count: u32::MAX,
+        };
+        span.links = vec![link; 200];
+        assert_eq!(p.record(span), Recorded::Queued);
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert!(report.stats.is_balanced());
+        let got = received(&memory);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].dropped_attributes_count, u32::MAX);
+        assert_eq!(got[0].dropped_events_count, u32::MAX);
+        assert_eq!(got[0].dropped_links_count, u32::MAX);
+        assert!(
+            got[0]
+                .links
+                .iter()
+                .all(|l| l.dropped_attributes_count == u32::MAX)
+        );
+    });
+}
+
+/// The underflow: a flush after a shutdown that timed out
+/// subtracted a larger count from a smaller one.
+#[test]
+fn flush_and_stats_after_a_timed_out_shutdown_do_not_underflow() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = base(memory.clone())
+            .max_export_batch_size(4)
+            .build()
+            .unwrap();
+        for i in 0..20 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let report = p.shutdown(Duration::from_millis(50));
+        assert!(!report.completed);
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.dropped.timed_out_at_shutdown, 20);
+        let flush = p.force_flush(Duration::from_millis(10));
+        assert_eq!(flush.exported, 0);
+        assert_eq!(flush.dropped, otlp_exporter::Dropped::default());
+        assert!(p.stats().is_balanced());
+        let again = p.shutdown(Duration::from_millis(10));
+        assert!(again.stats.is_balanced());
+        memory.release();
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 7: flush under sustained load.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn force_flush_completes_under_sustained_load() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_latency(Duration::from_millis(1));
+        let p = base(memory.clone()).build().unwrap();
+        let stop = AtomicBool::new(false);
+        thread::scope(|s| {
+            for t in 0..4 {
+                let (p, stop) = (&p, &stop);
+                s.spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        p.record(SpanData::new(format!("{t}/{i}")));
+                        i += 1;
+                    }
+                });
+            }
+            thread::sleep(Duration::from_millis(200));
+            p.record(SpanData::new("marker"));
+            let flush = p.force_flush(LONG);
+            let delivered: Vec<String> = received(&memory).into_iter().map(|s| s.name).collect();
+            stop.store(true, Ordering::Relaxed);
+            assert!(flush.completed, "{flush:?}");
+            assert!(
+                delivered.iter().any(|n| n == "marker"),
+                "the flush covers what was queued when it began"
+            );
+        });
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 8: exited threads hand their spans over.
+// ---------------------------------------------------------------------------
+
+/// Short-lived threads whose spans are still queued when they exit: with a
+/// working transport, all of them are exported (the hand-over keeps up to
+/// `max_queue_size` spans, and these threads leave fewer).
+#[test]
+fn spans_of_exited_threads_are_exported() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new();
+        let p = base(memory.clone())
+            .scheduled_delay(Duration::from_secs(3600))
+            .max_queue_size(2048)
+            .build()
+            .unwrap();
+        for t in 0..20 {
+            let p = p.clone();
+            thread::spawn(move || {
+                for i in 0..100 {
+                    assert_eq!(
+                        p.record(SpanData::new(format!("{t}/{i}"))),
+                        Recorded::Queued
+                    );
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let s = p.stats();
+        assert_eq!(s.dropped.total(), 0, "{s:?}");
+        assert!(s.is_balanced(), "{s:?}");
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert_eq!(report.stats.exported, 2000);
+        assert_eq!(report.stats.dropped.orphaned, 0);
+        // Per-thread order survives the hand-over.
+        let names: Vec<String> = received(&memory).into_iter().map(|s| s.name).collect();
+        for t in 0..20 {
+            let mine: Vec<u32> = names
+                .iter()
+                .filter_map(|n| n.strip_prefix(&format!("{t}/")))
+                .map(|i| i.parse().unwrap())
+                .collect();
+            assert_eq!(mine, (0..100).collect::<Vec<_>>(), "thread {t}");
+        }
+    });
+}
+
+/// During an outage (the transport hangs), threads that exit leave at most
+/// `HANDED_OVER_LANES` lanes' worth of spans behind in all; the rest are
+/// counted as orphaned, and the accounting balances throughout.
+#[test]
+fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = base(memory.clone())
+            .max_queue_size(256)
+            .max_export_batch_size(16)
+            .build()
+            .unwrap();
+        p.record(SpanData::new("first"));
+        eventually("the worker is stuck in the transport", || {
+            memory.calls() == 1
+        });
+        for t in 0..100 {
+            let p = p.clone();
+            thread::spawn(move || {
+                for i in 0..256 {
+                    assert_eq!(
+                        p.record(SpanData::new(format!("{t}/{i}"))),
+                        Recorded::Queued
+                    );
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let s = p.stats();
+        assert!(s.is_balanced(), "{s:?}");
+        let kept = (HANDED_OVER_LANES * 256) as u64;
+        assert_eq!(s.queued, kept, "{s:?}");
+        assert_eq!(s.in_flight, 1);
+        assert_eq!(s.dropped.orphaned, 100 * 256 - kept, "{s:?}");
+        // The newest spans are kept: the last thread's are all there.
+        memory.set_behavior(Behavior::Accept);
+        memory.release();
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.exported, kept);
+        assert_eq!(
+            s.dropped.export_failed, 1,
+            "the hung export was released as failed"
+        );
+        let names: HashSet<String> = received(&memory).into_iter().map(|s| s.name).collect();
+        assert!((0..256).all(|i| names.contains(&format!("99/{i}"))));
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 9: many tracers.
+// ---------------------------------------------------------------------------
+
+/// 20 000 tracers with distinct names, a span each: every span is exported
+/// under its own scope.
+#[test]
+fn twenty_thousand_tracers_each_keep_their_scope() {
+    test_watchdog::isolate(WATCHDOG, || {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let memory = InMemory::new();
+        // Lossless, so that the count below is exact however far the
+        // worker falls behind.
+        let p = base(memory.clone())
+            .shedding(Shedding::Block {
+                timeout: Duration::from_secs(3600),
+            })
+            .build()
+            .unwrap();
+        for i in 0..20_000 {
+            let tracer = p.tracer(format!("tracer-{i}"), "1.0");
+            tracer.start("op").end();
+        }
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert_eq!(report.stats.exported, 20_000);
+        let mut scopes = HashSet::new();
+        for r in memory.requests() {
+            let req = ExportTraceServiceRequest::decode(&r.body[..]).unwrap();
+            for ss in req.resource_spans.iter().flat_map(|rs| &rs.scope_spans) {
+                let name = ss.scope.as_ref().unwrap().name.clone();
+                assert_eq!(ss.spans.len(), 1, "{name}");
+                scopes.insert(name);
+            }
+        }
+        assert_eq!(scopes.len(), 20_000);
+    });
+}
+
+/// The scope table is bounded: past `MAX_SCOPES`, a new scope gets the
+/// default id; known scopes keep theirs.
+#[test]
+fn the_scope_table_is_bounded() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let p = base(InMemory::new()).build().unwrap();
+        let first = p.scope(InstrumentationScope::new("s-0", ""));
+        for i in 1..MAX_SCOPES - 1 {
+            let id = p.scope(InstrumentationScope::new(format!("s-{i}"), ""));
+            assert_ne!(id, ScopeId::DEFAULT);
+        }
+        let over = p.scope(InstrumentationScope::new("one too many", ""));
+        assert_eq!(over, ScopeId::DEFAULT);
+        assert_eq!(p.scope(InstrumentationScope::new("s-0", "")), first);
+        // Equal name and version but another schema URL is another scope.
+        let mut other = InstrumentationScope::new("s-0", "");
+        other.schema_url = "https://example.com/schema".into();
+        assert_eq!(p.scope(other), ScopeId::DEFAULT, "the table is full");
+        assert!(p.shutdown(LONG).completed);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Item 11: a blocked record interrupted by shutdown.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_blocked_record_interrupted_by_shutdown_counts_as_shutdown() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = base(memory.clone())
+            .max_queue_size(1)
+            .max_export_batch_size(1)
+            .shedding(Shedding::Block {
+                timeout: Duration::from_secs(3600),
+            })
+            .build()
+            .unwrap();
+        assert_eq!(p.record(SpanData::new("taken")), Recorded::Queued);
+        eventually("the worker is stuck in the transport", || {
+            memory.calls() == 1
+        });
+        // The lane is per thread: fill one and block on it, on one thread.
+        let blocked = {
+            let p = p.clone();
+            thread::spawn(move || {
+                assert_eq!(p.record(SpanData::new("fills the lane")), Recorded::Queued);
+                p.record(SpanData::new("waits"))
+            })
+        };
+        // Give it time to start waiting (if it has not, it sees the
+        // shutdown on entry: the same outcome).
+        thread::sleep(Duration::from_millis(50));
+        let report = p.shutdown(Duration::from_millis(100));
+        assert!(!report.completed, "the transport hangs");
+        assert_eq!(
+            blocked.join().unwrap(),
+            Recorded::Dropped(DropReason::Shutdown)
+        );
+        let s = p.stats();
+        assert_eq!(s.dropped.queue_full, 0, "{s:?}");
+        assert!(s.dropped.after_shutdown >= 1, "{s:?}");
+        assert!(s.is_balanced(), "{s:?}");
+        memory.release();
+    });
+}
