@@ -617,19 +617,27 @@ fn count32(n: usize) -> u32 {
 
 /// Truncates string values (and strings inside arrays) to `limit` bytes, at
 /// a character boundary. Other types are left alone, as the spec says.
+///
+/// Iterative: a value nested arbitrarily deep does not grow the stack (the
+/// array elements still to visit are kept in a vector, allocated only for
+/// arrays).
 pub(crate) fn truncate_value(v: &mut Value, limit: usize) {
-    match v {
-        Value::Str(s) if s.len() > limit => {
-            let mut end = limit;
-            while !s.is_char_boundary(end) {
-                end -= 1;
+    let mut pending: Vec<&mut Value> = Vec::new();
+    let mut next = Some(v);
+    while let Some(v) = next.take().or_else(|| pending.pop()) {
+        match v {
+            Value::Str(s) if s.len() > limit => {
+                let mut end = limit;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                match s {
+                    Str::Borrowed(b) => *s = Str::Borrowed(&b[..end]),
+                    Str::Owned(o) => o.truncate(end),
+                }
             }
-            match s {
-                Str::Borrowed(b) => *s = Str::Borrowed(&b[..end]),
-                Str::Owned(o) => o.truncate(end),
-            }
+            Value::Array(items) => pending.extend(items.iter_mut()),
+            _ => {}
         }
-        Value::Array(items) => items.iter_mut().for_each(|i| truncate_value(i, limit)),
-        _ => {}
     }
 }

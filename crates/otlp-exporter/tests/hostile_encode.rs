@@ -355,3 +355,39 @@ fn a_hundred_thousand_scopes_are_added_and_found_again() {
         assert_eq!(encoder.scope(id).attributes.len(), 1);
     });
 }
+
+/// The value-length limit walks values without recursion too (it is applied
+/// on the recording thread, before encoding).
+#[test]
+fn the_value_length_limit_handles_a_value_nested_a_million_deep() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let limits = otlp_exporter::SpanLimits {
+                    attribute_value_length: Some(2),
+                    ..Default::default()
+                };
+                let mut s = span_with(1_000_000);
+                s.attributes.push(KeyValue::new(
+                    "shallow",
+                    vec![Value::from("abcdef"), Value::from(vec![Value::from("éé")])],
+                ));
+                limits.apply(&mut s);
+                assert_eq!(
+                    s.attributes[2].value,
+                    Value::from(vec![Value::from("ab"), Value::from(vec![Value::from("é")])])
+                );
+                // The leaf a million levels down was cut too.
+                let mut v = &s.attributes[1].value;
+                while let Value::Array(items) = v {
+                    v = &items[1];
+                }
+                assert_eq!(*v, Value::from("le"));
+                dismantle_span(s);
+            })
+            .unwrap()
+            .join()
+            .expect("no overflow");
+    });
+}
