@@ -8,11 +8,12 @@
 //! Non-finite doubles: an attribute value of NaN, +Infinity or -Infinity is
 //! written as the *string* value `"NaN"`, `"Infinity"` or `"-Infinity"`
 //! (`{"stringValue":"NaN"}`). The protobuf JSON mapping's own form,
-//! `{"doubleValue":"NaN"}`, is refused by a common reader
-//! (`opentelemetry-proto`'s serde types read `doubleValue` as a JSON number
-//! only), which then loses the whole request, every span in it; `null`
-//! would be refused by the Collector's reader. The string form is read by
-//! both and keeps the value's text. Protobuf carries the exact bits.
+//! `{"doubleValue":"NaN"}`, is refused by common readers, which then lose
+//! the whole request, every span in it: `opentelemetry-proto`'s serde
+//! types read `doubleValue` as a JSON number only, and the rotel collector
+//! answers such a request with 400; `null` would be refused by the
+//! Collector's reader. The string form is read by all of them and keeps
+//! the value's text. Protobuf carries the exact bits.
 //!
 //! Values nested deeper than
 //! [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH) arrays are left out and
