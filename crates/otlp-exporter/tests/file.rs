@@ -379,3 +379,22 @@ fn a_file_whose_directory_is_removed_fails_until_it_is_back() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// `copytruncate` rotation: the file is cut to zero under the transport;
+/// the next request starts the file again, whole.
+#[test]
+fn a_file_truncated_under_the_transport_gets_whole_lines_from_the_start() {
+    let path = temp_path("copytruncate");
+    let t = FileTransport::open(&path).unwrap();
+    let (a, b) = (request("a", 3, 200), request("b", 2, 0));
+    assert_eq!(export(&t, &a), ExportResult::Success);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert_eq!(export(&t, &b), ExportResult::Success);
+    assert_eq!(lines_of(&path), [names(&b)]);
+    std::fs::remove_file(&path).unwrap();
+}

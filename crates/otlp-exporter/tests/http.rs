@@ -829,3 +829,56 @@ fn an_export_whose_deadline_has_passed_sends_nothing_and_says_so() {
     let a = t.attempts();
     assert_eq!((a.attempts, a.retries), (0, 0), "{a:?}");
 }
+
+/// A collector that accepts the connection and never reads: the request
+/// (larger than the socket buffers) cannot be sent; the attempt timeout
+/// bounds it and the spans are counted failed.
+#[test]
+fn a_collector_that_never_reads_the_request_is_timed_out() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let h = held.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming().take(20) {
+                // Keep the connection open, never read from it.
+                h.lock().unwrap().push(conn);
+            }
+        });
+        let t = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+            otlp_exporter::ambient_authority(),
+        ))
+        .endpoint(format!("http://{addr}"))
+        .timeout(Duration::from_millis(300))
+        .retry(RetryPolicy {
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+        let p = Pipeline::builder()
+            .transport(t)
+            .max_export_batch_size(64)
+            .export_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        for i in 0..64 {
+            // 64 x 256 KiB: far more than the socket buffers hold.
+            p.record(SpanData::new(format!("{i}-{}", "x".repeat(256 * 1024))));
+        }
+        let r = p.shutdown(Duration::from_secs(20));
+        assert!(r.completed, "{r:?}");
+        assert_eq!(
+            (r.stats.exported, r.stats.dropped.export_failed),
+            (0, 64),
+            "{:?}",
+            r.stats
+        );
+        assert!(r.stats.is_balanced());
+        let a = r.stats.attempts.unwrap();
+        assert!(a.connection_failed >= 1 && a.succeeded == 0, "{a:?}");
+    });
+}
