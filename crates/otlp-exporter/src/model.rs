@@ -135,8 +135,9 @@ pub enum Value {
     Bool(bool),
     /// A signed 64-bit integer.
     I64(i64),
-    /// A 64-bit float (non-finite values are carried as they are; OTLP JSON
-    /// writes them as `"NaN"`, `"Infinity"`, `"-Infinity"`).
+    /// A 64-bit float (non-finite values are carried as they are in
+    /// protobuf; OTLP JSON writes them as the string values `"NaN"`,
+    /// `"Infinity"`, `"-Infinity"`, which every JSON reader accepts).
     F64(f64),
     /// Raw bytes.
     Bytes(Vec<u8>),
