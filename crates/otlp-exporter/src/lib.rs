@@ -68,6 +68,33 @@
 //!   cut to the limits and counted; non-finite floats are encoded as OTLP
 //!   says; an empty batch sends nothing; a span recorded after shutdown is
 //!   counted as `after_shutdown`. None of them panics.
+//! * **User code cannot take the pipeline down** (`tests/hostile_pipeline.rs`,
+//!   each case in its own process under a watchdog): every call into the
+//!   transport (`export`, `shutdown`, `encoding`, `attempts`, its `Drop`)
+//!   runs under `catch_unwind`; a panicking export counts as a failed
+//!   export with its message ([`ExportStats::transport_panics`],
+//!   [`Pipeline::last_error`]) and the worker and every export thread keep
+//!   working; a panic in `Transport::shutdown` does not stop shutdown from
+//!   completing. A transport may record into, flush, shut down or drop its
+//!   own pipeline: records go to later batches (never a loop, never a
+//!   wait for the worker, even under [`Shedding::Block`]), and flush and
+//!   shutdown called there return at once instead of waiting for
+//!   themselves.
+//! * **A flush covers what was queued when it began**, so it completes
+//!   under sustained load (`force_flush_completes_under_sustained_load`).
+//! * **Settings are checked or saturated at the boundary**: sizes out of
+//!   range ([`MAX_QUEUE_SIZE`], [`MAX_CONCURRENT_EXPORTS`], from the builder
+//!   or `OTEL_BSP_*`) are a [`ConfigError`] naming the range; durations
+//!   saturate at [`MAX_DURATION`]; counters saturate
+//!   (`sizes_out_of_range_are_errors_that_name_the_range`,
+//!   `durations_at_their_maximum_work`, `dropped_counts_near_u32_max_saturate`).
+//! * **Memory stays bounded as threads come and go**: a thread that exits
+//!   frees its lane and hands its queued spans to the worker, which keeps at
+//!   most [`HANDED_OVER_LANES`] lanes' worth of them (the oldest beyond
+//!   that are [`Dropped::orphaned`]); the scope table is a hash index of at
+//!   most [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
+//!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
+//!   `twenty_thousand_tracers_each_keep_their_scope`).
 //!
 //! # Configuration
 //!

@@ -765,7 +765,7 @@ impl Drop for LocalLane {
 /// (the oldest beyond are counted as orphaned).
 fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
     let mut ledger = lock(&shared.ledger);
-    if ledger.closed || ledger.abandoned {
+    if ledger.closed || ledger.abandoned || producer.is_closed() {
         // The worker is done: whatever is left is dropped with the lane,
         // as it always was (and already counted: timed out, or never
         // accepted after the final drain).

@@ -50,7 +50,17 @@
 //! Clone the producer once per thread (cloning allocates a lane and takes a
 //! short lock); pushes never allocate. A capacity of 0 is refused
 //! ([`CapacityError::Zero`]); a capacity of 1 works (each push must wait for
-//! the consumer to take the previous item).
+//! the consumer to take the previous item). A capacity whose lane cannot
+//! exist or cannot be allocated is an error from [`try_bounded`] and
+//! [`Producer::try_clone`] ([`CapacityError::TooLarge`],
+//! [`CapacityError::OutOfMemory`]: the ring is allocated fallibly), never
+//! an abort.
+//!
+//! A producer that goes away with its lane drained frees the lane's ring at
+//! once (the consumer keeps only a small header until its next call), and
+//! [`Producer::take_back`] lets a producer that is about to go take its
+//! unconsumed items back out, so that a thread that exits need not leave a
+//! full lane behind.
 //!
 //! # Operations
 //!
@@ -59,17 +69,24 @@
 //! | [`Producer::try_push`] | hands the value back (`Full`) | blocks |
 //! | [`Producer::push_timeout`] | waits with backoff, then hands it back (`Timeout`) | loses it |
 //! | [`Producer::force_push`] | evicts this lane's oldest item and hands *that* back | loses either |
+//! | [`Producer::take_back`] | takes every item of this lane back out | loses one |
 //! | [`Consumer::pop`], [`Consumer::pop_batch`] | — | block |
+//! | [`Consumer::mark`], [`Consumer::passed`] | — | chase items pushed after the mark |
 //!
 //! # Promises, and the tests that check them
 //!
 //! * **Nothing lost, nothing dropped twice.** Every pushed item is popped,
-//!   handed back by an error, handed back by an eviction, or (if the
-//!   consumer is dropped with items inside) dropped exactly once.
-//!   `tests/stress.rs` counts every item with a counting `Drop` type,
-//!   including when either side is dropped while items are inside; the loom
-//!   models in `tests/loom.rs` check it for every interleaving of small
-//!   cases.
+//!   handed back by an error, handed back by an eviction, taken back by its
+//!   producer, or (if the consumer is dropped with items inside) dropped
+//!   exactly once. `tests/stress.rs` counts every item with a counting
+//!   `Drop` type, including when either side is dropped while items are
+//!   inside; `tests/hostile.rs` does the same with producers taking items
+//!   back while the consumer pops; the loom models in `tests/loom.rs` check
+//!   it for every interleaving of small cases (`take_back_races_pop_batch`,
+//!   `producer_drop_frees_the_ring_after_the_last_copy` among them).
+//! * **No capacity aborts or panics `try_bounded`.** Capacities beyond
+//!   memory or `isize::MAX` bytes are errors
+//!   (`tests/hostile.rs::capacities_no_machine_holds_are_errors_not_aborts`).
 //! * **Per-producer FIFO.** Items from one producer handle come out in the
 //!   order they were pushed (`tests/stress.rs`, `tests/model.rs`).
 //! * **Closing.** When every producer is dropped, the consumer drains what is
