@@ -607,6 +607,14 @@ impl Drop for UserTransport {
     }
 }
 
+/// Emits a log record through `tracing`, catching a panic of the
+/// subscriber (user code): a log line is never worth the worker.
+fn log_quietly(emit: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(emit)) {
+        drop_quietly(payload);
+    }
+}
+
 /// Drops `v`, catching (and forgetting the payload of) a panic in its
 /// `Drop`: user values are dropped where a panic must not escape.
 fn drop_quietly<T>(v: T) {
@@ -980,10 +988,12 @@ impl Pipeline {
         let completed = if shared.state.load(Ordering::SeqCst) != RUNNING {
             true
         } else if on_pipeline_thread(shared) {
-            tracing::warn!(
-                "otlp-exporter: force_flush called from inside the pipeline's transport; \
+            log_quietly(|| {
+                tracing::warn!(
+                    "otlp-exporter: force_flush called from inside the pipeline's transport; \
                  it cannot wait for the worker it runs on"
-            );
+                )
+            });
             false
         } else {
             let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
@@ -1402,10 +1412,12 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
         // From inside the transport (or the last handle dropped there):
         // the worker finishes the shutdown once this call returns; waiting
         // for it here would wait for ourselves.
-        tracing::warn!(
-            "otlp-exporter: shutdown called from inside the pipeline's transport; \
+        log_quietly(|| {
+            tracing::warn!(
+                "otlp-exporter: shutdown called from inside the pipeline's transport; \
              the worker finishes it when the transport returns"
-        );
+            )
+        });
         let after = stats(shared);
         return ShutdownReport {
             completed: false,
@@ -1416,12 +1428,14 @@ fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     }
     let completed = wait_control(shared, deadline, |c| c.finished);
     if !completed {
-        let mut ledger = lock(&shared.ledger);
-        if !ledger.abandoned {
-            ledger.abandoned = true;
-            tracing::warn!(
-                "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
-            );
+        // Not under the lock: a subscriber may call back into the pipeline.
+        let first = !std::mem::replace(&mut lock(&shared.ledger).abandoned, true);
+        if first {
+            log_quietly(|| {
+                tracing::warn!(
+                    "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
+                )
+            });
         }
     }
     let after = stats(shared);
@@ -1467,14 +1481,18 @@ fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
                 rejected += r;
                 exported += spans - r;
                 if r > 0 {
-                    tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans");
+                    log_quietly(
+                        || tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans"),
+                    );
                 }
                 drop_quietly(message);
             }
             Ok(ExportResult::Failed(reason)) => {
                 failed += spans;
                 failed_calls += 1;
-                tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed");
+                log_quietly(
+                    || tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed"),
+                );
                 last_error = Some(reason);
             }
             Err(payload) => {
@@ -1482,7 +1500,9 @@ fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
                 failed += spans;
                 failed_calls += 1;
                 panics += 1;
-                tracing::warn!(%message, spans = request.spans, "otlp-exporter: the transport panicked; its spans count as failed");
+                log_quietly(
+                    || tracing::warn!(%message, spans = request.spans, "otlp-exporter: the transport panicked; its spans count as failed"),
+                );
                 last_error = Some(format!("transport panicked: {message}"));
             }
         }
@@ -1541,7 +1561,9 @@ impl Worker {
         }));
         if let Err(payload) = outcome {
             let message = panic_message(payload);
-            tracing::error!(%message, "otlp-exporter: the worker thread panicked; the pipeline is closed");
+            log_quietly(
+                || tracing::error!(%message, "otlp-exporter: the worker thread panicked; the pipeline is closed"),
+            );
             shared.state.store(CLOSED, Ordering::SeqCst);
             {
                 let mut ledger = lock(&shared.ledger);
@@ -1561,7 +1583,9 @@ impl Worker {
 
     fn new(shared: Arc<Shared>, consumer: Consumer<EncodedSpan>, encoder: Encoder) -> Self {
         let encoding = shared.config.encoding;
-        let batch = Vec::with_capacity(shared.config.max_export_batch_size);
+        // Grows to the batch size if batches get that large (up to
+        // `MAX_QUEUE_SIZE` slots: not worth reserving up front).
+        let batch = Vec::with_capacity(shared.config.max_export_batch_size.min(1024));
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
         let pool = (n > 1)
@@ -1849,17 +1873,19 @@ impl Worker {
         let s = stats(&self.shared);
         let dropped = s.dropped.total().saturating_sub(s.dropped.not_sampled);
         if dropped > self.dropped_at_warn {
-            tracing::warn!(
-                new_drops = dropped - self.dropped_at_warn,
-                queue_full = s.dropped.queue_full,
-                evicted = s.dropped.evicted,
-                low_priority = s.dropped.low_priority,
-                export_failed = s.dropped.export_failed,
-                rejected = s.dropped.rejected,
-                too_large = s.dropped.too_large,
-                orphaned = s.dropped.orphaned,
-                "otlp-exporter: spans dropped (see Pipeline::stats)"
-            );
+            log_quietly(|| {
+                tracing::warn!(
+                    new_drops = dropped - self.dropped_at_warn,
+                    queue_full = s.dropped.queue_full,
+                    evicted = s.dropped.evicted,
+                    low_priority = s.dropped.low_priority,
+                    export_failed = s.dropped.export_failed,
+                    rejected = s.dropped.rejected,
+                    too_large = s.dropped.too_large,
+                    orphaned = s.dropped.orphaned,
+                    "otlp-exporter: spans dropped (see Pipeline::stats)"
+                )
+            });
             self.dropped_at_warn = dropped;
             self.last_warn = Some(Instant::now());
         }
@@ -1889,7 +1915,7 @@ impl Worker {
         // exported or counted above).
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.transport.get().shutdown())) {
             let message = panic_message(payload);
-            tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked");
+            log_quietly(|| tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked"));
             let mut ledger = lock(&self.shared.ledger);
             Ledger::add(&mut ledger.transport_panics, 1);
             ledger.last_error = Some(format!("transport panicked in shutdown: {message}"));

@@ -1023,3 +1023,88 @@ fn a_blocked_record_interrupted_by_shutdown_counts_as_shutdown() {
         memory.release();
     });
 }
+
+// ---------------------------------------------------------------------------
+// Beyond the issue: the log subscriber is user code too.
+// ---------------------------------------------------------------------------
+
+/// A global `tracing` subscriber that calls back into the pipeline and then
+/// panics on every event the pipeline logs.
+struct HostileSubscriber {
+    slot: Slot,
+    events: Arc<AtomicU64>,
+}
+
+impl tracing::Subscriber for HostileSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {
+        self.events.fetch_add(1, Ordering::SeqCst);
+        with_pipeline(&self.slot, |p| {
+            let _ = p.stats();
+            let _ = p.last_error();
+        });
+        panic!("subscriber bug");
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The pipeline logs failures, panics and timeouts through `tracing`: a
+/// subscriber that re-enters the pipeline and panics on each of them
+/// neither deadlocks nor stops the worker.
+#[test]
+fn a_log_subscriber_that_reenters_and_panics_is_contained() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let events = Arc::new(AtomicU64::new(0));
+        tracing::subscriber::set_global_default(HostileSubscriber {
+            slot: slot.clone(),
+            events: events.clone(),
+        })
+        .unwrap();
+        let (t, _probe) = scripted(|n| match n % 3 {
+            0 => panic!("export {n}"),
+            1 => ExportResult::Failed("collector down".into()),
+            _ => ExportResult::Success,
+        });
+        let p = base(t).max_export_batch_size(1).build().unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        for i in 0..30 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        assert!(p.force_flush(LONG).completed);
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        let s = report.stats;
+        assert_eq!((s.exported, s.dropped.export_failed), (10, 20), "{s:?}");
+        assert!(
+            events.load(Ordering::SeqCst) >= 20,
+            "the subscriber was called"
+        );
+        *slot.lock().unwrap() = None;
+
+        // A shutdown that times out logs too (from the caller's thread).
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = base(memory.clone()).build().unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("stuck"));
+        eventually("the export hangs", || memory.calls() == 1);
+        let before = events.load(Ordering::SeqCst);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.shutdown(Duration::from_millis(50))
+        }));
+        let report = result.expect("the subscriber's panic stays inside the pipeline");
+        assert!(!report.completed);
+        assert!(events.load(Ordering::SeqCst) > before);
+        assert!(report.stats.is_balanced());
+        *slot.lock().unwrap() = None;
+        memory.release();
+    });
+}
