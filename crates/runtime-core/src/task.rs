@@ -517,6 +517,9 @@ where
         // in a row: no trip through the queues.
         const IN_PLACE: u32 = 16;
         let mut in_place = 0;
+        // What this thread polls, for a `JoinHandle`'s checkpoint: set once
+        // for every poll of this run, restored however the run ends.
+        let _polling = PollingGuard::task(h);
         loop {
             // Budgets, before the poll so the poll can observe them.
             let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
@@ -560,10 +563,7 @@ where
             }));
             let mut cx = Context::from_waker(&waker);
             coop::take_yield();
-            let polled = {
-                let _polling = PollingGuard::task(h);
-                catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)))
-            };
+            let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
             let self_yield = coop::take_yield();
             match polled {
                 Ok(Poll::Ready(r)) => {
