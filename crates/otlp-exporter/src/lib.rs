@@ -76,8 +76,9 @@
 //!   [`Pipeline::last_error`]) and the worker and every export thread keep
 //!   working; a panic in `Transport::shutdown` does not stop shutdown from
 //!   completing. A transport may record into, flush, shut down or drop its
-//!   own pipeline: records go to later batches (never a loop, never a
-//!   wait for the worker, even under [`Shedding::Block`]), and flush and
+//!   own pipeline: records go to later batches and never make a batch due
+//!   by themselves (never a loop, at any `scheduled_delay`; never a wait
+//!   for the worker, even under [`Shedding::Block`]), and flush and
 //!   shutdown called there return at once instead of waiting for
 //!   themselves.
 //! * **A flush covers what was queued when it began**, so it completes

@@ -517,7 +517,11 @@ struct Ledger {
     /// At most `HANDED_OVER_LANES x max_queue_size`; older ones are dropped
     /// as `orphaned`.
     adopted: VecDeque<EncodedSpan>,
-    /// Spans taken back out of the queue into `adopted`.
+    /// Spans recorded from inside the transport, for a later batch (see
+    /// `defer`). At most `max_queue_size`.
+    deferred: VecDeque<EncodedSpan>,
+    /// Spans counted as pushed that are not in the lanes: taken back into
+    /// `adopted`, or put in `deferred` directly.
     taken_back: u64,
     /// Spans ever put in `adopted`, and ever taken out of it (by the worker
     /// or as `orphaned`): a flush covers up to the former's value.
@@ -749,6 +753,9 @@ struct LocalLane {
     scratch: Vec<u8>,
     /// The pipeline, to hand the lane's spans over when the thread exits.
     shared: Weak<Shared>,
+    /// This thread is the pipeline's worker or one of its export threads:
+    /// its records come from inside the transport (see `defer`).
+    reentrant: bool,
 }
 
 impl Drop for LocalLane {
@@ -901,6 +908,11 @@ impl Pipeline {
     }
 
     /// Records a finished span: queues it for export, or counts why not.
+    ///
+    /// Called from inside this pipeline's own transport (on its worker or
+    /// export threads), the span is kept for a later batch (at most
+    /// `max_queue_size` such spans; beyond, `QueueFull`) and never waits,
+    /// whatever the shedding policy.
     ///
     /// Takes no lock and makes no system call in steady state (the first
     /// call on each thread sets up that thread's lane; a call that finds
@@ -1082,6 +1094,7 @@ fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
         counters,
         scratch: Vec::with_capacity(INLINE),
         shared: Arc::downgrade(shared),
+        reentrant: on_pipeline_thread(shared),
     })
 }
 
@@ -1133,12 +1146,50 @@ fn record_into(
         let encoded = EncodedSpan::new(span.scope, &lane.scratch);
         // Free the span's allocations here, on the thread that made them.
         drop(span);
-        push(shared, lane, encoded)
+        if lane.reentrant {
+            defer(shared, lane, encoded)
+        } else {
+            push(shared, lane, encoded)
+        }
     };
     // Release: whoever sees `resolved` with Acquire sees the counter this
     // call bumped and the span it pushed.
     c.resolved.store(n, Ordering::Release);
     outcome
+}
+
+/// A record from inside the transport (on the pipeline's worker or export
+/// thread): the span is kept for a later batch in the ledger's deferred
+/// spans, which are added to batches that are exported anyway (full, due
+/// with other spans, flush, shutdown) and never make a batch due by
+/// themselves. So a transport that records a span per export (an
+/// instrumented HTTP client) cannot drive the worker round in a loop, at
+/// any `scheduled_delay`. At most `max_queue_size` deferred spans are kept;
+/// beyond that the record is counted as queue-full (it never blocks,
+/// whatever the shedding policy: the worker is this very thread or waits
+/// for it).
+#[cold]
+fn defer(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
+    let c = &*lane.counters;
+    let mut ledger = lock(&shared.ledger);
+    if ledger.closed || ledger.abandoned {
+        drop(ledger);
+        drop(span);
+        bump(&c.after_shutdown);
+        return Recorded::Dropped(DropReason::Shutdown);
+    }
+    if ledger.deferred.len() >= shared.capacity {
+        drop(ledger);
+        drop(span);
+        bump(&c.queue_full);
+        return Recorded::Dropped(DropReason::QueueFull);
+    }
+    ledger.deferred.push_back(span);
+    // Counted as pushed and at once moved out of the lanes (like a
+    // hand-over), under the ledger lock that `stats` reads both under.
+    Ledger::add(&mut ledger.taken_back, 1);
+    bump(&c.pushed);
+    Recorded::Queued
 }
 
 #[inline(always)]
@@ -1337,7 +1388,8 @@ fn stats(shared: &Shared) -> ExportStats {
         (
             pushed
                 .saturating_sub(out)
-                .saturating_add(ledger.adopted.len() as u64),
+                .saturating_add(ledger.adopted.len() as u64)
+                .saturating_add(ledger.deferred.len() as u64),
             ledger.in_flight,
         )
     };
@@ -1654,6 +1706,7 @@ impl Worker {
             let max = self.shared.config.max_export_batch_size;
             let due = self.last_export.elapsed() >= self.shared.config.scheduled_delay;
             if self.batch.len() >= max || (due && !self.batch.is_empty()) {
+                self.take_deferred(usize::MAX);
                 self.export(None);
             } else if due {
                 self.last_export = Instant::now();
@@ -1731,6 +1784,19 @@ impl Worker {
         n + m
     }
 
+    /// Moves up to `limit` deferred spans (recorded from inside the
+    /// transport) into the batch, as room allows; returns how many.
+    fn take_deferred(&mut self, limit: usize) -> usize {
+        let room = self.shared.config.max_export_batch_size - self.batch.len();
+        let mut ledger = lock(&self.shared.ledger);
+        let m = room.min(limit).min(ledger.deferred.len());
+        if m > 0 {
+            self.batch.extend(ledger.deferred.drain(..m));
+            Ledger::add(&mut ledger.in_flight, m as u64);
+        }
+        m
+    }
+
     /// A flush: exports everything that was queued when it began (the
     /// queue's mark, and what exited threads had handed over, or hand over
     /// from the marked lanes), then waits for the exports in flight. Spans
@@ -1739,11 +1805,19 @@ impl Worker {
     fn flush(&mut self) {
         let mark: Option<Mark<EncodedSpan>> = self.consumer.as_mut().map(Consumer::mark);
         let mut adopted_target = None;
+        // Deferred spans recorded before the flush; those the flush's own
+        // exports record wait for a later batch.
+        let mut deferred = lock(&self.shared.ledger).deferred.len();
         loop {
             if self.abandoned() {
                 return;
             }
-            let took = self.take();
+            let mut took = self.take();
+            if deferred > 0 {
+                let m = self.take_deferred(deferred);
+                deferred -= m;
+                took += m;
+            }
             if !self.batch.is_empty() {
                 self.export(None);
             }
@@ -1751,7 +1825,7 @@ impl Worker {
                 (Some(mark), Some(consumer)) => consumer.passed(mark),
                 _ => true,
             };
-            if passed {
+            if passed && deferred == 0 {
                 // Spans the marked lanes' threads handed over were moved
                 // under the ledger lock before their lane's head moved, so
                 // reading `adopted_in` now covers them.
@@ -1776,7 +1850,7 @@ impl Worker {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
                 return;
             }
-            let took = self.take();
+            let took = self.take() + self.take_deferred(usize::MAX);
             if !self.batch.is_empty() {
                 self.export(deadline);
             }

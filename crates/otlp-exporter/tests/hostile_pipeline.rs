@@ -332,13 +332,14 @@ fn with_pipeline(slot: &Slot, f: impl FnOnce(&Pipeline)) {
 }
 
 /// Each export records a span into the same pipeline (an instrumented HTTP
-/// client does this). Those spans go to later batches; a flush covers what
-/// was queued when it began and completes; no export storm. With export
-/// threads too.
+/// client does this). Those spans go to later batches and never make a
+/// batch due by themselves, so there is no export storm even with
+/// `scheduled_delay(0)`; a flush covers what was queued when it began and
+/// completes; shutdown exports the rest. With export threads too.
 #[test]
 fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
     test_watchdog::isolate(WATCHDOG, || {
-        for threads in [1, 3] {
+        for (threads, delay) in [(1, 3600), (3, 3600), (1, 0), (3, 0)] {
             let slot: Slot = Arc::default();
             let inner = Arc::new(AtomicU64::new(0));
             let (s2, i2) = (slot.clone(), inner.clone());
@@ -350,7 +351,7 @@ fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
                 ExportResult::Success
             });
             let p = base(t)
-                .scheduled_delay(Duration::from_secs(3600))
+                .scheduled_delay(Duration::from_secs(delay))
                 .max_concurrent_exports(threads)
                 .max_export_batch_size(8)
                 .build()
@@ -363,11 +364,12 @@ fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
                 let f = p.force_flush(LONG);
                 assert!(f.completed, "threads {threads} round {round}: {f:?}");
             }
-            // Without a flush or a full batch, the inner spans wait for the
-            // (hour-long) schedule: the export count stays put.
+            // The inner spans wait for a batch that goes anyway: the export
+            // count stays put, whatever the schedule.
             let calls = probe.calls.load(Ordering::SeqCst);
             thread::sleep(Duration::from_millis(100));
             assert_eq!(probe.calls.load(Ordering::SeqCst), calls, "no export storm");
+            assert!(p.stats().queued > 0, "the inner spans are kept for later");
             *slot.lock().unwrap() = None;
             let report = p.shutdown(LONG);
             assert!(report.completed, "{report:?}");
@@ -375,6 +377,7 @@ fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
             assert!(s.is_balanced(), "{s:?}");
             assert_eq!(s.accepted, 100 + inner.load(Ordering::SeqCst));
             assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
+            assert_eq!(s.dropped.queue_full, 0, "{s:?}");
             assert_eq!(
                 s.exported + s.dropped.after_shutdown + s.dropped.queue_full,
                 s.accepted
