@@ -665,6 +665,8 @@ struct ScopeTable {
     list: Vec<InstrumentationScope>,
     /// Hash of (name, version, schema URL) to the ids with that hash.
     index: HashMap<u64, Vec<u32>>,
+    /// Set when a scope was first refused for want of room (logged once).
+    full: bool,
 }
 
 impl ScopeTable {
@@ -672,6 +674,7 @@ impl ScopeTable {
         let mut table = ScopeTable {
             list: Vec::new(),
             index: HashMap::new(),
+            full: false,
         };
         table.insert(default);
         table
@@ -900,6 +903,17 @@ impl Pipeline {
             return id;
         }
         if scopes.list.len() >= MAX_SCOPES {
+            let first = !std::mem::replace(&mut scopes.full, true);
+            drop(scopes);
+            if first {
+                log_quietly(|| {
+                    tracing::warn!(
+                        max = MAX_SCOPES,
+                        "otlp-exporter: the scope table is full; spans of new scopes are \
+                         exported under the default scope"
+                    )
+                });
+            }
             return ScopeId::DEFAULT;
         }
         let id = scopes.insert(scope);

@@ -1111,3 +1111,162 @@ fn a_log_subscriber_that_reenters_and_panics_is_contained() {
         memory.release();
     });
 }
+
+/// `Transport::shutdown` calls back into the pipeline: record, flush,
+/// shutdown, stats. None of them waits for the worker that is running it.
+#[test]
+fn the_transport_shutdown_calling_back_into_the_pipeline() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (mut t, probe) = scripted(|_| ExportResult::Success);
+        let (s2, seen2) = (slot.clone(), seen.clone());
+        t.on_shutdown = Box::new(move || {
+            with_pipeline(&s2, |p| {
+                let mut seen = seen2.lock().unwrap();
+                seen.push(format!("{:?}", p.record(SpanData::new("late"))));
+                seen.push(format!(
+                    "flush {}",
+                    p.force_flush(Duration::from_secs(3600)).completed
+                ));
+                seen.push(format!(
+                    "shutdown {}",
+                    p.shutdown(Duration::from_secs(3600)).completed
+                ));
+                seen.push(format!("balanced {}", p.stats().is_balanced()));
+            });
+        });
+        let p = base(t).build().unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("a"));
+        let report = p.shutdown(LONG);
+        assert!(report.completed, "{report:?}");
+        assert!(probe.shut_down.load(Ordering::SeqCst));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                "Dropped(Shutdown)",
+                "flush true",
+                "shutdown false",
+                "balanced true"
+            ]
+        );
+        assert_eq!(report.stats.exported, 1);
+        assert!(report.stats.is_balanced());
+        *slot.lock().unwrap() = None;
+    });
+}
+
+/// Odd but legal results: a partial success rejecting more spans than the
+/// request had, a failure with a megabyte of text, an empty message.
+#[test]
+fn odd_export_results_are_counted_within_the_request() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, _probe) = scripted(|n| match n % 3 {
+            0 => ExportResult::PartialSuccess {
+                rejected: u64::MAX,
+                message: String::new(),
+            },
+            1 => ExportResult::Failed("x".repeat(1 << 20)),
+            _ => ExportResult::PartialSuccess {
+                rejected: 0,
+                message: "fine".into(),
+            },
+        });
+        let p = base(t).max_export_batch_size(10).build().unwrap();
+        for i in 0..90 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(
+            (s.exported, s.dropped.rejected, s.dropped.export_failed),
+            (30, 30, 30),
+            "{s:?}"
+        );
+        assert_eq!(p.last_error().map(|e| e.len()), Some(1 << 20));
+    });
+}
+
+/// A burst of thousands of records from inside one export, into a small
+/// pipeline: the deferred spans are capped and the rest counted, nothing
+/// waits.
+#[test]
+fn a_burst_of_records_from_inside_the_transport_is_capped_and_counted() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let slot: Slot = Arc::default();
+        let s2 = slot.clone();
+        let (t, _probe) = scripted(move |n| {
+            if n == 1 {
+                with_pipeline(&s2, |p| {
+                    for i in 0..5000 {
+                        p.record(SpanData::new(format!("inner {i}")));
+                    }
+                });
+            }
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_queue_size(64)
+            .shedding(Shedding::Block {
+                timeout: Duration::from_secs(3600),
+            })
+            .build()
+            .unwrap();
+        *slot.lock().unwrap() = Some(p.clone());
+        p.record(SpanData::new("outer"));
+        assert!(p.force_flush(LONG).completed);
+        let s = p.stats();
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.dropped.queue_full, 5000 - 64, "{s:?}");
+        *slot.lock().unwrap() = None;
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        assert_eq!(report.stats.exported, 1 + 64);
+    });
+}
+
+/// The number of threads in this process, from `/proc`.
+fn threads_now() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Hundreds of pipelines made, used from the same threads and dropped, one
+/// after another (a test suite, a plugin host): their worker and export
+/// threads exit, and every span of every pipeline is accounted for.
+#[test]
+fn pipeline_churn_leaves_no_threads_behind() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let before = threads_now();
+        for i in 0..300 {
+            let memory = InMemory::new();
+            let p = base(memory.clone())
+                .max_concurrent_exports(1 + i % 3)
+                .build()
+                .unwrap();
+            p.record(SpanData::new("a"));
+            let q = p.clone();
+            thread::spawn(move || {
+                q.record(SpanData::new("b"));
+            })
+            .join()
+            .unwrap();
+            let report = p.shutdown(LONG);
+            assert!(report.completed);
+            assert_eq!(report.stats.exported, 2);
+            drop(p);
+            assert_eq!(memory.span_count(), 2);
+        }
+        if let Some(before) = before {
+            eventually("the pipelines' threads exit", || {
+                threads_now().is_some_and(|n| n <= before + 2)
+            });
+        }
+    });
+}
