@@ -461,12 +461,10 @@ impl<T> Lane<T> {
             if self.consumer.released.load(Ordering::Acquire) == tail {
                 break;
             }
-            if spins < 6 {
-                crate::loom::spin_hint();
-            } else {
-                crate::loom::yield_now();
+            if !wait_for_consumer(&mut spins) {
+                // The consumer is stuck mid-copy: leave the ring to it.
+                return false;
             }
-            spins = spins.saturating_add(1);
         }
         // SAFETY: `head == tail == released` and `tail` is final: no run is
         // being copied and none can be claimed again (a claim of `n = 0`
@@ -509,13 +507,11 @@ impl<T> Lane<T> {
             }
             if released != head {
                 // The consumer is copying out `released..head`: it finishes
-                // without waiting for anyone.
-                if spins < 6 {
-                    crate::loom::spin_hint();
-                } else {
-                    crate::loom::yield_now();
+                // without waiting for anyone (unless it is stuck: then take
+                // nothing back, and the items stay for the consumer).
+                if !wait_for_consumer(&mut spins) {
+                    return 0;
                 }
-                spins = spins.saturating_add(1);
                 continue;
             }
             // Relaxed: as in `evict_oldest`, the CAS only decides who owns
@@ -552,6 +548,26 @@ impl<T> Drop for Lane<T> {
         // in it is dropped here, exactly once.
         self.pop_with(usize::MAX, drop);
     }
+}
+
+/// One step of a producer's wait for the consumer to finish copying a run
+/// out (spin, then yield). False once the wait has lasted long enough that
+/// the consumer must be stuck (preempted for good, or a panic in the middle
+/// of a batch): the caller then gives up on what it was doing, which is
+/// always allowed. Under loom the wait is unbounded (loom schedules the
+/// consumer).
+fn wait_for_consumer(spins: &mut u32) -> bool {
+    const PATIENCE: u32 = if cfg!(loom) { u32::MAX } else { 200_000 };
+    if *spins >= PATIENCE {
+        return false;
+    }
+    if *spins < 6 {
+        crate::loom::spin_hint();
+    } else {
+        crate::loom::yield_now();
+    }
+    *spins += 1;
+    true
 }
 
 /// Single-writer counter bump: a plain load and store, no read-modify-write.

@@ -214,8 +214,9 @@ impl<T> Producer<T> {
     /// is either popped by the consumer, evicted, or taken back here. If the
     /// consumer is copying a run out of this lane right now, this waits
     /// (spinning, then yielding) until it is done, as
-    /// [`force_push`](Self::force_push) does. Counted in
-    /// [`QueueCounters::taken_back`].
+    /// [`force_push`](Self::force_push) does; if the consumer never finishes
+    /// (it panicked in the middle of a batch), this gives up after a while
+    /// and takes nothing back. Counted in [`QueueCounters::taken_back`].
     ///
     /// ```
     /// let (tx, mut rx) = otlp_queue::bounded(4);
