@@ -969,7 +969,13 @@ impl Pipeline {
             (_, Some(span)) => {
                 let mut fallback = lock(&shared.fallback);
                 if fallback.is_none() {
+                    // Shared by every thread: never marked re-entrant (a
+                    // record from a pipeline thread that lands here still
+                    // never waits: see `push`).
                     *fallback = new_lane(shared);
+                    if let Some(lane) = fallback.as_mut() {
+                        lane.reentrant = false;
+                    }
                 }
                 match fallback.as_mut() {
                     Some(lane) => record_into(shared, lane, span, apply_limits),
