@@ -4,7 +4,7 @@
 //! 12's case: 400 exited threads held 819 200 spans and 201 MiB).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -16,12 +16,19 @@ use otlp_exporter::{
 /// Bytes currently allocated through the global allocator.
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+/// Allocations larger than this fail (return null), as they would on a
+/// machine out of memory. `usize::MAX`: none fail.
+static FAIL_ABOVE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
 struct Counting;
 
 // SAFETY: forwards every call to the system allocator unchanged; the
 // counter has no effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > FAIL_ABOVE.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
         // SAFETY: the caller's contract, passed on.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
@@ -120,5 +127,44 @@ fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
         memory.release();
         let report = p.shutdown(Duration::from_secs(60));
         assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+/// A thread whose queue lane cannot be allocated (memory ran out since the
+/// pipeline started) records anyway: the span is counted as queue-full,
+/// nothing aborts, and the accounting balances; once memory is back, new
+/// threads get lanes again.
+#[test]
+fn a_lane_that_cannot_be_allocated_is_counted_not_an_abort() {
+    test_watchdog::isolate(Duration::from_secs(60), || {
+        let memory = InMemory::new();
+        // A lane of 4096 slots is 1 MiB.
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(Resource::new("memory"))
+            .max_queue_size(4096)
+            .build()
+            .unwrap();
+        FAIL_ABOVE.store(512 << 10, Ordering::Relaxed);
+        let q = p.clone();
+        let outcome = thread::spawn(move || q.record(SpanData::new("no room")))
+            .join()
+            .unwrap();
+        FAIL_ABOVE.store(usize::MAX, Ordering::Relaxed);
+        assert_eq!(
+            outcome,
+            Recorded::Dropped(otlp_exporter::DropReason::QueueFull)
+        );
+        let q = p.clone();
+        let outcome = thread::spawn(move || q.record(SpanData::new("room")))
+            .join()
+            .unwrap();
+        assert_eq!(outcome, Recorded::Queued);
+        let report = p.shutdown(Duration::from_secs(30));
+        assert!(report.completed);
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!((s.accepted, s.exported, s.dropped.queue_full), (2, 1, 1));
+        assert_eq!(memory.span_count(), 1);
     });
 }
