@@ -8,8 +8,10 @@
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
 //! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
+//! | `asan`  | runtime-core's, otlp-queue's and otlp-exporter's tests under AddressSanitizer (nightly) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 
+mod asan;
 mod audit;
 mod demo;
 mod sweep;
@@ -55,6 +57,13 @@ commands:
   test    cargo test --workspace, the end-to-end test against the rotel
           collector (installed with pip if missing), then the loom models
   loom    the loom models only
+  asan    the tests of runtime-core, otlp-queue and otlp-exporter (doctests
+          included) under AddressSanitizer, with the nightly toolchain,
+          built in target/asan; other arguments go to cargo test
+            --if-available      without a nightly toolchain, say so and
+                                succeed (default: fail)
+            --leaks             LeakSanitizer too (off by default: the tests
+                                that cut off tasks at shutdown leak today)
   deny    cargo deny check licenses bans sources
 ";
 
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
         "audit" => audit::Options::parse(rest).and_then(|o| audit::main(&o)),
         "test" => run_tests(rest),
         "loom" => run_loom(rest),
+        "asan" => asan::Options::parse(rest).and_then(|o| asan::main(&o)),
         "deny" => run_deny(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
