@@ -1270,3 +1270,54 @@ fn pipeline_churn_leaves_no_threads_behind() {
         }
     });
 }
+
+/// Records a span into the pipeline in its slot when the thread that owns
+/// it exits (from a thread-local destructor, which may run before or after
+/// the pipeline's own thread-local lane is torn down).
+struct RecordOnExit(Option<Pipeline>);
+
+impl Drop for RecordOnExit {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let r = p.record(SpanData::new("from a thread-local destructor"));
+            assert_eq!(r, Recorded::Queued);
+        }
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<RecordOnExit> =
+        const { std::cell::RefCell::new(RecordOnExit(None)) };
+}
+
+/// Threads whose thread-local destructors record spans as they exit, in
+/// either order against the pipeline's own lane: every span is exported.
+#[test]
+fn records_from_thread_local_destructors_are_exported() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new();
+        let p = base(memory.clone()).build().unwrap();
+        for t in 0..50 {
+            let p = p.clone();
+            thread::spawn(move || {
+                if t % 2 == 0 {
+                    // The lane first, then the destructor's slot...
+                    p.record(SpanData::new("before"));
+                    ON_EXIT.with(|slot| slot.borrow_mut().0 = Some(p));
+                } else {
+                    // ...or the other way round.
+                    ON_EXIT.with(|slot| slot.borrow_mut().0 = Some(p.clone()));
+                    p.record(SpanData::new("before"));
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        let report = p.shutdown(LONG);
+        assert!(report.completed);
+        let s = report.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!((s.accepted, s.exported), (100, 100), "{s:?}");
+        assert_eq!(memory.span_count(), 100);
+    });
+}
