@@ -12,7 +12,10 @@ use crate::loom::{self, Arc, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering
 
 /// The largest capacity a lane may have: positions are encoded as
 /// `lap + index` with `lap` a power of two above the capacity, and at least
-/// two laps must fit in a `usize`.
+/// two laps must fit in a `usize`. For items of more than one byte the
+/// limit is lower: the ring (the capacity rounded up to a power of two,
+/// times the item size) must fit in `isize::MAX` bytes; [`try_bounded`]
+/// says which limit applies in its error.
 pub const MAX_CAPACITY: usize = (usize::MAX >> 2) + 1;
 
 /// Creates a queue whose producers each get a lane of `capacity` slots.
@@ -23,8 +26,9 @@ pub const MAX_CAPACITY: usize = (usize::MAX >> 2) + 1;
 ///
 /// # Panics
 ///
-/// If `capacity` is 0 or above [`MAX_CAPACITY`]. Use [`try_bounded`] to get
-/// an error instead.
+/// If `capacity` is 0, or a lane of `capacity` items of `T` cannot exist or
+/// cannot be allocated (see [`try_bounded`], which returns the error
+/// instead).
 ///
 /// # Example
 ///
