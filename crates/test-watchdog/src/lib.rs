@@ -91,7 +91,8 @@ fn test_name() -> String {
 }
 
 fn run_child(name: &str, timeout: Duration) -> Result<String, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("could not find the test binary: {e}"))?;
+    let exe =
+        std::env::current_exe().map_err(|e| format!("could not find the test binary: {e}"))?;
     let mut child = Command::new(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, name)
@@ -128,12 +129,15 @@ fn run_child(name: &str, timeout: Duration) -> Result<String, String> {
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     let output = format!("{stdout}{stderr}");
-    let tail = tail(&output, 4000);
+    let tail = head_and_tail(&output, 3000, 5000);
     match status {
-        None => Err(format!("hung: still running after {timeout:?} (killed)\n--- child output ---\n{tail}")),
-        Some(status) if !status.success() => {
-            Err(format!("failed in its child process ({})\n--- child output ---\n{tail}", describe(status)))
-        }
+        None => Err(format!(
+            "hung: still running after {timeout:?} (killed)\n--- child output ---\n{tail}"
+        )),
+        Some(status) if !status.success() => Err(format!(
+            "failed in its child process ({})\n--- child output ---\n{tail}",
+            describe(status)
+        )),
         Some(_) if !stdout.contains("1 passed") => Err(format!(
             "did not run in its child process (the filter matched no single test)\n--- child output ---\n{tail}"
         )),
@@ -141,15 +145,26 @@ fn run_child(name: &str, timeout: Duration) -> Result<String, String> {
     }
 }
 
-fn tail(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
+/// The first `head` and last `tail` bytes of `s` (a sanitizer's report
+/// opens with its error line, a panic's message comes last).
+fn head_and_tail(s: &str, head: usize, tail: usize) -> String {
+    if s.len() <= head + tail {
+        return s.to_owned();
     }
-    let mut start = s.len() - max;
+    let mut end = head;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut start = s.len() - tail;
     while !s.is_char_boundary(start) {
         start += 1;
     }
-    &s[start..]
+    format!(
+        "{}\n[... {} bytes ...]\n{}",
+        &s[..end],
+        start - end,
+        &s[start..]
+    )
 }
 
 #[cfg(unix)]
