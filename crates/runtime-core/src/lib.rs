@@ -66,6 +66,7 @@ mod loom;
 mod loom_tests;
 mod outcome;
 mod region;
+mod registry;
 mod runtime;
 mod sched;
 mod sync;

@@ -1,5 +1,6 @@
-//! Loom models of the task state machine, the waker slot and worker
-//! parking. Run with `cargo xtask loom` (`--cfg loom`,
+//! Loom models of the task state machine, the waker slot, worker parking,
+//! and regions' child registry with the adopt-versus-cancel protocol it
+//! carries. Run with `cargo xtask loom` (`--cfg loom`,
 //! `LOOM_MAX_PREEMPTIONS=2`).
 
 use std::collections::VecDeque;
@@ -14,9 +15,10 @@ use loom::thread;
 
 use crate::blocking::BlockingPool;
 use crate::budget::Budget;
-use crate::cancel::{CancelReason, Cancelled};
+use crate::cancel::{CancelKind, CancelReason, Cancelled};
 use crate::cx::spawn_in;
 use crate::region::{CleanupBudget, RegionNode};
+use crate::registry::Registry;
 use crate::sched::idle::Idle;
 use crate::sched::{Schedule, Scheduler, Stats};
 use crate::sync::WakerSlot;
@@ -274,5 +276,271 @@ fn idle_park_loses_no_wakeup() {
             }
         }
         worker.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------
+// The child registry (`registry.rs`) and the region protocol over it.
+// ---------------------------------------------------------------------
+
+/// The registry alone: two threads push (one of them twice) while a third
+/// takes; a last take after they finish. Every value comes out exactly
+/// once, each pusher's in its order, and the count ends at zero. Loom's
+/// cells also check that a taker reads each node's value and link only
+/// after its push (a causality violation otherwise).
+#[test]
+fn registry_concurrent_pushes_and_take_lose_and_duplicate_nothing() {
+    loom::model(|| {
+        let r = Arc::new(Registry::new());
+        let (r1, r2, r3) = (r.clone(), r.clone(), r.clone());
+        let p1 = thread::spawn(move || {
+            r1.push(10);
+            r1.push(11);
+        });
+        let p2 = thread::spawn(move || r2.push(20));
+        let taker = thread::spawn(move || r3.take().collect::<Vec<_>>());
+        p1.join().unwrap();
+        p2.join().unwrap();
+        let mut all = taker.join().unwrap();
+        let first = all.len();
+        all.extend(r.take());
+        // Per pusher, in push order, within each take.
+        for part in [&all[..first], &all[first..]] {
+            let ones: Vec<_> = part.iter().filter(|v| **v < 20).collect();
+            assert!(
+                ones.windows(2).all(|w| w[0] < w[1]),
+                "out of order: {all:?}"
+            );
+        }
+        all.sort_unstable();
+        assert_eq!(all, [10, 11, 20], "lost or duplicated");
+        assert_eq!(r.len(), 0);
+    });
+}
+
+/// Two takers racing a pusher: each value goes to exactly one of them (or
+/// stays for the last take), never to both.
+#[test]
+fn registry_two_takers_never_share_a_value() {
+    loom::model(|| {
+        let r = Arc::new(Registry::new());
+        let (r1, r2) = (r.clone(), r.clone());
+        let pusher = thread::spawn(move || {
+            r1.push(1);
+            r1.push(2);
+        });
+        let taker = thread::spawn(move || r2.take().collect::<Vec<_>>());
+        let mut all: Vec<_> = r.take().collect();
+        pusher.join().unwrap();
+        all.extend(taker.join().unwrap());
+        all.extend(r.take());
+        all.sort_unstable();
+        assert_eq!(all, [1, 2], "lost or duplicated");
+        assert_eq!(r.len(), 0);
+    });
+}
+
+/// The bit of the live count that closes a region (as in `region.rs`).
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// `RegionNode`'s registry protocol with everything else stripped:
+/// the live count, the cancel flag (`CancelCell`'s pointer, stored
+/// `SeqCst`, loaded `SeqCst`, both only `Release`/`Acquire` under loom),
+/// the registry, and the sweeper-owned vector every taker moves children
+/// into under its lock.
+struct Proto {
+    live: AtomicUsize,
+    cancel: AtomicBool,
+    children: Registry<usize>,
+    swept: Mutex<Vec<usize>>,
+    /// Child ids the adopter cancelled itself, and those a sweep cancelled.
+    by_adopter: Mutex<Vec<usize>>,
+    by_sweep: Mutex<Vec<usize>>,
+}
+
+impl Proto {
+    fn new() -> Arc<Proto> {
+        Arc::new(Proto {
+            live: AtomicUsize::new(0),
+            cancel: AtomicBool::new(false),
+            children: Registry::new(),
+            swept: Mutex::new(Vec::new()),
+            by_adopter: Mutex::new(Vec::new()),
+            by_sweep: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `RegionNode::adopt_task`: count live (refused once closed), push,
+    /// then apply a pending cancel.
+    fn adopt(&self, child: usize) -> bool {
+        if self.live.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        self.children.push(child);
+        if self.cancel.load(Ordering::SeqCst) {
+            self.by_adopter.lock().unwrap().push(child);
+        }
+        true
+    }
+
+    /// `RegionNode::cancel`: store the request, then sweep: the children
+    /// seen before and those registered since get the reason.
+    fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        let mut swept = self.swept.lock().unwrap();
+        swept.extend(self.children.take());
+        self.by_sweep.lock().unwrap().extend(swept.iter().copied());
+    }
+
+    /// `RegionNode::cut_off_all` (and the compaction sweep with no cancel
+    /// yet): another taker, moving children into the vector under its lock.
+    fn other_take(&self) {
+        let mut swept = self.swept.lock().unwrap();
+        swept.extend(self.children.take());
+    }
+
+    /// After every thread finished: each adopted child was cancelled by
+    /// its adopter, by the sweep, or both; never by neither.
+    fn assert_none_escaped(&self, adopted: &[usize]) {
+        let a = self.by_adopter.lock().unwrap();
+        let s = self.by_sweep.lock().unwrap();
+        for c in adopted {
+            assert!(
+                a.contains(c) || s.contains(c),
+                "child {c} escaped cancellation (adopter saw no cancel, sweep did not find it)"
+            );
+        }
+        // Nothing is lost from the registry either.
+        let mut all: Vec<usize> = self.swept.lock().unwrap().clone();
+        all.extend(self.children.take());
+        all.sort_unstable();
+        assert_eq!(all, adopted, "registry lost or duplicated a child");
+    }
+}
+
+/// Adopt versus cancel: one thread adopts a child (live count, push, then
+/// reads the cancel flag) while another stores the cancel flag, then
+/// sweeps. The child is cancelled by one path or both, never neither.
+#[test]
+fn registry_adopt_racing_cancel_never_escapes() {
+    loom::model(|| {
+        let p = Proto::new();
+        let p2 = p.clone();
+        let adopter = thread::spawn(move || p2.adopt(1));
+        p.cancel();
+        assert!(adopter.join().unwrap());
+        p.assert_none_escaped(&[1]);
+        assert_eq!(p.live.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// The same with a third thread taking the registry at the same time (a
+/// cut-off, or a compaction sweep): a child it holds is in the swept
+/// vector by the time the cancel's sweep holds the lock.
+#[test]
+fn registry_adopt_racing_cancel_and_another_taker_never_escapes() {
+    loom::model(|| {
+        let p = Proto::new();
+        let (p2, p3) = (p.clone(), p.clone());
+        let adopter = thread::spawn(move || p2.adopt(1));
+        let taker = thread::spawn(move || p3.other_take());
+        p.cancel();
+        assert!(adopter.join().unwrap());
+        taker.join().unwrap();
+        p.assert_none_escaped(&[1]);
+    });
+}
+
+/// Two adopters and a cancel: each child is reached, whichever order.
+#[test]
+fn registry_two_adopts_racing_cancel_never_escape() {
+    loom::model(|| {
+        let p = Proto::new();
+        let (p2, p3) = (p.clone(), p.clone());
+        let a1 = thread::spawn(move || p2.adopt(1));
+        let a2 = thread::spawn(move || p3.adopt(2));
+        p.cancel();
+        assert!(a1.join().unwrap());
+        assert!(a2.join().unwrap());
+        p.assert_none_escaped(&[1, 2]);
+    });
+}
+
+/// The real thing: a task spawned into a region from one thread while
+/// another cancels the region. The task ends `Cancelled` with the reason
+/// (if it escaped, it would keep yielding and not finish in the turns
+/// given).
+#[test]
+fn region_spawn_racing_cancel_is_cancelled() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let r = root.clone();
+        let spawner = thread::spawn(move || {
+            let h: JoinHandle<(), Cancelled> =
+                spawn_in(&r, Budget::UNLIMITED, 0, |cx| async move {
+                    loop {
+                        cx.yield_now().await?;
+                    }
+                });
+            h
+        });
+        root.cancel(&CancelReason::user("stop"));
+        let mut h = spawner.join().unwrap();
+        for _ in 0..3 {
+            let next = sched.queue.lock().unwrap().pop_front();
+            if let Some(t) = next {
+                t.run();
+            }
+        }
+        assert!(
+            h.is_finished(),
+            "the task escaped the region's cancellation"
+        );
+        let waker = futures_noop();
+        match Pin::new(&mut h).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(o) => assert_eq!(o.cancel_reason().unwrap().message(), Some("stop")),
+            Poll::Pending => panic!("finished but not ready"),
+        }
+    });
+}
+
+/// A spawn racing two cancels of its region, a weaker then a stronger one
+/// from different threads: whichever sweep runs when (a request that
+/// arrives during another's sweep makes that sweeper go again), the task
+/// ends with the stronger reason.
+#[test]
+fn region_spawn_racing_two_cancels_gets_the_strongest() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let (r1, r2) = (root.clone(), root.clone());
+        let spawner = thread::spawn(move || {
+            let h: JoinHandle<(), Cancelled> =
+                spawn_in(&r1, Budget::UNLIMITED, 0, |cx| async move {
+                    loop {
+                        cx.yield_now().await?;
+                    }
+                });
+            h
+        });
+        let weak = thread::spawn(move || r2.cancel(&CancelReason::user("stop")));
+        root.cancel(&CancelReason::new(CancelKind::Shutdown));
+        weak.join().unwrap();
+        let mut h = spawner.join().unwrap();
+        for _ in 0..3 {
+            let next = sched.queue.lock().unwrap().pop_front();
+            if let Some(t) = next {
+                t.run();
+            }
+        }
+        assert!(
+            h.is_finished(),
+            "the task escaped the region's cancellation"
+        );
+        let waker = futures_noop();
+        match Pin::new(&mut h).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(o) => assert_eq!(o.cancel_reason().unwrap().kind(), CancelKind::Shutdown),
+            Poll::Pending => panic!("finished but not ready"),
+        }
     });
 }
