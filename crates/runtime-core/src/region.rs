@@ -1,24 +1,23 @@
 //! Regions: scopes that own tasks and close only when every task and child
 //! region in them has finished.
 //!
-//! A region node keeps a registry of its children (a lock-free queue that
-//! spawns push to, and a vector that sweeps move them into, compacted as
-//! children finish) so that a cancellation
-//! request reaches every one of them, a live count that the closing region
-//! waits on, the join of its children's outcomes, and its finalizers.
+//! A region node keeps a registry of its children (a lock-free push-only
+//! [`Registry`] that spawns push to, and a vector that sweeps move them
+//! into, compacted as children finish) so that a cancellation request
+//! reaches every one of them, a live count that the closing region waits
+//! on, the join of its children's outcomes, and its finalizers.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
-
-use crossbeam_queue::SegQueue;
+use std::task::{Context, Poll, Waker};
 
 use crate::budget::Budget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
+use crate::registry::Registry;
 use crate::sched::Scheduler;
 use crate::sync::{CancelCell, WakerSlot};
 use crate::task::{Runnable, cancel_task_with, cut_off_task, wake_task};
@@ -256,9 +255,16 @@ pub(crate) struct RegionNode {
     live: AtomicUsize,
     closer: WakerSlot,
     /// The waker of the body's last poll (woken by a cancel request).
-    body_waker: WakerSlot,
-    children: SegQueue<Child>,
-    /// Children a sweep has already seen: moved out of the queue (which
+    /// (Kept, not taken, by a wake: a later, stronger request wakes it
+    /// again. Set only when the poller changes, so a body's poll pays no
+    /// atomic operation for it; cleared at close, so that a `Cx` kept in a
+    /// task's output cannot hold the task through it.)
+    body_waker: Mutex<Option<Waker>>,
+    /// Children registered since the last take (`registry.rs`): spawns
+    /// push here; sweeps, cut-offs and the close take it whole, under
+    /// `swept`'s lock, into `swept`.
+    children: Registry<Child>,
+    /// Children a sweep has already seen: moved out of the registry (which
     /// stays short, for spawns) into this vector, which only sweeps (one at
     /// a time), cut-offs and the close touch, so its lock is uncontended.
     swept: Mutex<Vec<Child>>,
@@ -329,8 +335,8 @@ impl RegionNode {
             sched,
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
-            body_waker: WakerSlot::new(),
-            children: SegQueue::new(),
+            body_waker: Mutex::new(None),
+            children: Registry::new(),
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
             worst: Mutex::new(None),
@@ -391,10 +397,13 @@ impl RegionNode {
 
     /// Registers a new child: counted live, reachable by cancellation.
     ///
-    /// The registration (SeqCst push) and the check of this region's cancel
-    /// flag afterwards (SeqCst, in the caller) pair with `cancel`'s flag
-    /// store and sweep: either the sweep finds the child or the caller sees
-    /// the flag.
+    /// The registration (the registry's push, an acquire-release CAS on
+    /// its head) and the check of this region's cancel flag afterwards (in
+    /// the caller) pair with `cancel`'s flag store and the sweep's take of
+    /// the registry (an acquire-release swap of the same head, under
+    /// `swept`'s lock, as every take is): either the sweep finds the child
+    /// or the caller sees the flag (`registry.rs` explains why; loom checks
+    /// it in `loom_tests.rs`).
     pub(crate) fn adopt(&self, child: Child) -> bool {
         // SeqCst: pairs with the CAS that closes the region (a child is
         // either counted before the close or refused after it).
@@ -404,7 +413,8 @@ impl RegionNode {
         }
         self.children.push(child);
         // Amortised compaction: finished children are dropped from the
-        // registry once they outnumber the live ones.
+        // registry once they outnumber the live ones (the registry's
+        // length is an estimate, which is all this needs).
         let len = self.children.len();
         if len > 64 && len > self.live() {
             self.sweep();
@@ -458,7 +468,7 @@ impl RegionNode {
         // Wake whoever polls the body to see the request: the waker its
         // last poll registered (the owner task's, or another task's when a
         // captured `Cx` opened this region there), else the owner task.
-        match self.body_waker.take() {
+        match self.body_waker() {
             Some(w) => {
                 if crate::outcome::wake_caught(w) {
                     self.sched.stats().panic_caught();
@@ -503,9 +513,10 @@ impl RegionNode {
                 }
                 alive
             });
-            // Those registered since: the same, then keep them here.
-            for _ in 0..self.children.len() {
-                let Some(c) = self.children.pop() else { break };
+            // Those registered since: the same, then keep them here. The
+            // take (after this pass loaded the reason) is the sweep's half
+            // of the handshake with `adopt`.
+            for c in self.children.take() {
                 if c.is_alive() {
                     apply(&c);
                     swept.push(c);
@@ -528,27 +539,28 @@ impl RegionNode {
         if force
             && self.cancel.is_requested()
             && !self.cut_off.swap(true, Ordering::AcqRel)
-            && let Some(w) = self.body_waker.take()
+            && let Some(w) = self.body_waker()
             && crate::outcome::wake_caught(w)
         {
             self.sched.stats().panic_caught();
         }
-        let seen: Vec<Child> = lock(&self.swept)
-            .iter()
-            .map(|c| match c {
-                Child::Task(t) => Child::Task(t.clone()),
-                Child::Region(r) => Child::Region(r.clone()),
-            })
-            .collect();
+        let seen: Vec<Child> = {
+            let mut swept = lock(&self.swept);
+            // Those registered since the last sweep join the swept ones
+            // first: every take of the registry moves what it took into
+            // `swept` under this lock, so a sweep running after this never
+            // misses a child that the cut-off took.
+            swept.extend(self.children.take().filter(Child::is_alive));
+            swept
+                .iter()
+                .map(|c| match c {
+                    Child::Task(t) => Child::Task(t.clone()),
+                    Child::Region(r) => Child::Region(r.clone()),
+                })
+                .collect()
+        };
         for c in &seen {
             self.cut_off_child(c, force);
-        }
-        for _ in 0..self.children.len() {
-            let Some(c) = self.children.pop() else { break };
-            self.cut_off_child(&c, force);
-            if c.is_alive() {
-                self.children.push(c);
-            }
         }
     }
 
@@ -685,6 +697,11 @@ impl RegionNode {
         }
     }
 
+    /// The waker of the body's last poll, if any.
+    fn body_waker(&self) -> Option<Waker> {
+        lock(&self.body_waker).clone()
+    }
+
     /// Whether the cleanup budget of this region's body has run out.
     pub(crate) fn is_cut_off(&self) -> bool {
         self.cut_off.load(Ordering::Acquire)
@@ -733,7 +750,9 @@ impl RegionNode {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        while self.children.pop().is_some() {}
+        drop(self.children.take());
+        let body_waker = lock(&self.body_waker).take();
+        drop(body_waker);
         let swept = std::mem::take(&mut *lock(&self.swept));
         drop(swept);
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
@@ -776,6 +795,7 @@ where
     let body = InScope {
         node: &node,
         inner: CatchUnwind { inner: body },
+        registered: None,
     };
     let body_out = match body.await {
         Ok(Ok(v)) => Outcome::Ok(v),
@@ -838,6 +858,9 @@ impl Drop for AbandonGuard {
 struct InScope<'a, F> {
     node: &'a RegionNode,
     inner: F,
+    /// The waker last stored in the node (to store a new one only when the
+    /// poller changes).
+    registered: Option<Waker>,
 }
 
 impl<F: Future> Future for InScope<'_, F> {
@@ -845,7 +868,15 @@ impl<F: Future> Future for InScope<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // SAFETY: structural pinning of `inner`; it is never moved.
         let this = unsafe { self.get_unchecked_mut() };
-        this.node.body_waker.register(cx.waker());
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            let w = cx.waker().clone();
+            *lock(&this.node.body_waker) = Some(w.clone());
+            this.registered = Some(w);
+        }
         let _scope = crate::task::PollingGuard::region(this.node);
         // SAFETY: `inner` is pinned because `self` is.
         unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
