@@ -259,6 +259,25 @@ fn a_future_whose_drop_panics_makes_its_task_panicked_and_is_counted() {
     });
 }
 
+/// Spawns `n` tasks that sleep `d`, then count themselves in `woke`.
+fn spawn_sleepers(
+    cx: &runtime_core::Cx,
+    n: usize,
+    d: Duration,
+    woke: &Arc<AtomicUsize>,
+) -> Vec<runtime_core::JoinHandle<(), ()>> {
+    (0..n)
+        .map(|_| {
+            let w = woke.clone();
+            cx.spawn(move |cx| async move {
+                cx.sleep(d).await.ok();
+                w.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(())
+            })
+        })
+        .collect()
+}
+
 /// A future that is ready at once and panics when dropped.
 struct ReadyThenPanicOnDrop;
 
@@ -297,16 +316,7 @@ fn a_panicking_waker_on_a_join_handle_leaves_the_runtime_working() {
                 // finishes and wakes its joiner.
                 assert!(poll_with_panicking_waker(&mut h));
                 // Twenty unrelated sleepers still wake.
-                let sleepers: Vec<_> = (0..20)
-                    .map(|_| {
-                        let w = w.clone();
-                        cx.spawn(move |cx| async move {
-                            cx.sleep(Duration::from_millis(20)).await.ok();
-                            w.fetch_add(1, Ordering::SeqCst);
-                            Ok::<_, ()>(())
-                        })
-                    })
-                    .collect();
+                let sleepers = spawn_sleepers(&cx, 20, Duration::from_millis(20), &w);
                 for s in sleepers {
                     let _ = s.await;
                 }
@@ -332,16 +342,7 @@ fn a_panicking_waker_on_a_sleep_does_not_keep_other_timers_from_firing() {
             let woke = Arc::new(AtomicUsize::new(0));
             let w = woke.clone();
             let out = rt.block_on(move |cx| async move {
-                let sleepers: Vec<_> = (0..20)
-                    .map(|_| {
-                        let w = w.clone();
-                        cx.spawn(move |cx| async move {
-                            cx.sleep(Duration::from_millis(10)).await.ok();
-                            w.fetch_add(1, Ordering::SeqCst);
-                            Ok::<_, ()>(())
-                        })
-                    })
-                    .collect();
+                let sleepers = spawn_sleepers(&cx, 20, Duration::from_millis(10), &w);
                 {
                     let mut s = Box::pin(cx.sleep(Duration::from_millis(5)));
                     assert!(poll_with_panicking_waker(&mut s));
@@ -672,32 +673,41 @@ fn a_masked_section_in_a_timeout_body_is_bounded_by_the_grace() {
 
 // ---- 7. shutdown with a worker blocked in a poll ---------------------------------
 
+/// Runs, on its own thread, a `block_on` on `rt` whose task blocks inside
+/// its poll until `release` is set; returns once the task is blocking, with
+/// the thread (which hands the runtime back) and the flag.
+fn block_a_worker(rt: Runtime) -> (std::thread::JoinHandle<Runtime>, Arc<AtomicBool>) {
+    let release = Arc::new(AtomicBool::new(false));
+    let r = release.clone();
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    let runner = std::thread::spawn(move || {
+        let _ = rt.block_on(move |cx| async move {
+            let h = cx.spawn(move |_| async move {
+                s.store(true, Ordering::SeqCst);
+                // A poll that blocks (until the test lets it go).
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Ok::<_, ()>(())
+            });
+            let _ = h.await;
+            Ok::<_, ()>(())
+        });
+        rt
+    });
+    while !started.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    (runner, release)
+}
+
 #[test]
 fn shutdown_counts_only_the_worker_that_is_stuck() {
     isolate(WATCHDOG, || {
         let rt = multi(3);
-        let release = Arc::new(AtomicBool::new(false));
-        let r = release.clone();
-        let started = Arc::new(AtomicBool::new(false));
-        let s = started.clone();
         let handle = rt.shutdown_handle();
-        std::thread::spawn(move || {
-            rt.block_on(move |cx| async move {
-                let h = cx.spawn(move |_| async move {
-                    s.store(true, Ordering::SeqCst);
-                    // A poll that blocks (until the test lets it go).
-                    while !r.load(Ordering::SeqCst) {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    Ok::<_, ()>(())
-                });
-                let _ = h.await;
-                Ok::<_, ()>(())
-            });
-        });
-        while !started.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let (_runner, release) = block_a_worker(rt);
         let alive = handle.shutdown(Duration::from_millis(200));
         assert!(alive >= 1, "the blocked task is still alive");
         release.store(true, Ordering::SeqCst);
@@ -708,28 +718,8 @@ fn shutdown_counts_only_the_worker_that_is_stuck() {
 fn runtime_shutdown_reports_one_stuck_worker_of_three() {
     isolate(WATCHDOG, || {
         let rt = multi(3);
-        let started = Arc::new(AtomicBool::new(false));
-        let s = started.clone();
-        let release = Arc::new(AtomicBool::new(false));
-        let r = release.clone();
         let handle = rt.shutdown_handle();
-        let runner = std::thread::spawn(move || {
-            rt.block_on(move |cx| async move {
-                let h = cx.spawn(move |_| async move {
-                    s.store(true, Ordering::SeqCst);
-                    while !r.load(Ordering::SeqCst) {
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    Ok::<_, ()>(())
-                });
-                let _ = h.await;
-                Ok::<_, ()>(())
-            });
-            rt
-        });
-        while !started.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let (runner, release) = block_a_worker(rt);
         // The block_on returns once shutdown has cut off what it can.
         let _ = handle.shutdown(Duration::from_millis(100));
         let rt = runner.join().unwrap();
