@@ -278,6 +278,18 @@ fn spawn_sleepers(
         .collect()
 }
 
+/// After a caught panic: the 20 sleepers all woke, the panic was counted,
+/// and the runtime still runs a fresh `block_on`.
+fn assert_unharmed(name: &str, rt: &Runtime, woke: &AtomicUsize) {
+    assert_eq!(woke.load(Ordering::SeqCst), 20, "{name}");
+    assert!(rt.stats().panics_caught >= 1, "{name}");
+    assert_eq!(
+        rt.block_on(|_| async { Ok::<_, ()>(3) }).ok(),
+        Some(3),
+        "{name}: the next block_on runs"
+    );
+}
+
 /// A future that is ready at once and panics when dropped.
 struct ReadyThenPanicOnDrop;
 
@@ -323,14 +335,7 @@ fn a_panicking_waker_on_a_join_handle_leaves_the_runtime_working() {
                 Ok::<_, ()>(h.await.ok())
             });
             assert_eq!(out.ok(), Some(Some(1)), "{name}");
-            assert_eq!(woke.load(Ordering::SeqCst), 20, "{name}");
-            assert!(rt.stats().panics_caught >= 1, "{name}");
-            // The runtime still runs a fresh block_on.
-            assert_eq!(
-                rt.block_on(|_| async { Ok::<_, ()>(2) }).ok(),
-                Some(2),
-                "{name}"
-            );
+            assert_unharmed(name, &rt, &woke);
         }
     });
 }
@@ -356,13 +361,7 @@ fn a_panicking_waker_on_a_sleep_does_not_keep_other_timers_from_firing() {
                 Ok::<_, ()>(())
             });
             assert!(out.is_ok(), "{name}");
-            assert_eq!(woke.load(Ordering::SeqCst), 20, "{name}");
-            assert!(rt.stats().panics_caught >= 1, "{name}");
-            assert_eq!(
-                rt.block_on(|_| async { Ok::<_, ()>(3) }).ok(),
-                Some(3),
-                "{name}: the next block_on runs"
-            );
+            assert_unharmed(name, &rt, &woke);
         }
     });
 }
