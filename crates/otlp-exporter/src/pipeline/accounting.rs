@@ -1,0 +1,230 @@
+//! The accounting of every span: the per-thread record-side counters
+//! ([`ThreadCounters`], single-writer), their totals across threads
+//! ([`RecordTotals`]), the worker's [`Ledger`], and the [`ExportStats`]
+//! snapshot built from both.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::stats::{Dropped, ExportStats};
+
+use super::*;
+
+/// Record-side counters of one thread for one pipeline. Each has a single
+/// writer (that thread), so increments are plain loads and stores.
+#[derive(Default)]
+pub(super) struct ThreadCounters {
+    /// Calls to record (written with a SeqCst swap: see `Shared::state`).
+    pub(super) accepted: AtomicU64,
+    /// Calls to record that have finished; `accepted - resolved` is 0 or 1.
+    pub(super) resolved: AtomicU64,
+    pub(super) pushed: AtomicU64,
+    pub(super) evicted: AtomicU64,
+    pub(super) queue_full: AtomicU64,
+    pub(super) not_sampled: AtomicU64,
+    pub(super) low_priority: AtomicU64,
+    pub(super) after_shutdown: AtomicU64,
+}
+
+pub(super) fn bump(c: &AtomicU64) {
+    // Relaxed: a statistic with a single writer; readers that need the
+    // value synchronise through `resolved` (Release/Acquire).
+    c.store(
+        c.load(Ordering::Relaxed).saturating_add(1),
+        Ordering::Relaxed,
+    );
+}
+
+/// The worker's side of the accounting, changed once per batch.
+#[derive(Default)]
+pub(super) struct Ledger {
+    pub(super) popped: u64,
+    pub(super) in_flight: u64,
+    pub(super) exported: u64,
+    pub(super) rejected: u64,
+    pub(super) export_failed: u64,
+    pub(super) too_large: u64,
+    pub(super) export_calls: u64,
+    pub(super) failed_calls: u64,
+    pub(super) transport_panics: u64,
+    /// The last export failure or transport panic, for
+    /// [`Pipeline::last_error`].
+    pub(super) last_error: Option<String>,
+    /// Set when shutdown's deadline passed before the worker finished:
+    /// from then on the worker's results no longer count, and everything
+    /// not yet resolved is "timed out at shutdown".
+    pub(super) abandoned: bool,
+    /// Set when the worker has closed the queue (end of shutdown).
+    pub(super) closed: bool,
+    /// Spans handed over by threads that exited (taken back out of their
+    /// lanes so that the lanes are freed at once), waiting for the worker.
+    /// At most `HANDED_OVER_LANES x max_queue_size`; older ones are dropped
+    /// as `orphaned`.
+    pub(super) adopted: VecDeque<EncodedSpan>,
+    /// Spans recorded from inside the transport, for a later batch (see
+    /// `defer`). At most `max_queue_size`.
+    pub(super) deferred: VecDeque<EncodedSpan>,
+    /// Spans counted as pushed that are not in the lanes: taken back into
+    /// `adopted`, or put in `deferred` directly.
+    pub(super) taken_back: u64,
+    /// Spans ever put in `adopted`, and ever taken out of it (by the worker
+    /// or as `orphaned`): a flush covers up to the former's value.
+    pub(super) adopted_in: u64,
+    pub(super) adopted_out: u64,
+    pub(super) orphaned: u64,
+}
+
+impl Ledger {
+    /// Adds `n` to a counter, saturating.
+    pub(super) fn add(counter: &mut u64, n: u64) {
+        *counter = counter.saturating_add(n);
+    }
+}
+
+/// The record-side counters of the threads that record into a pipeline.
+#[derive(Default)]
+pub(super) struct Threads {
+    /// Threads that still have a lane.
+    pub(super) live: Vec<Arc<ThreadCounters>>,
+    /// The final counts of threads that exited:
+    /// a thread's counters are folded in here as it exits, so the list does
+    /// not grow with every thread a program ever ran.
+    pub(super) retired: RecordTotals,
+}
+
+impl Threads {
+    /// Folds the counters of an exited thread into `retired`.
+    pub(super) fn retire(&mut self, counters: &Arc<ThreadCounters>) {
+        let Some(i) = self.live.iter().position(|c| Arc::ptr_eq(c, counters)) else {
+            return;
+        };
+        let c = self.live.swap_remove(i);
+        self.retired.add(&c.values());
+    }
+}
+
+/// The record-side counters, summed over threads (see [`record_totals`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct RecordTotals {
+    /// Calls to record.
+    pub(super) accepted: u64,
+    /// Spans pushed into a lane (or deferred).
+    pub(super) pushed: u64,
+    /// Spans evicted from a lane by drop-oldest.
+    pub(super) evicted: u64,
+    pub(super) queue_full: u64,
+    pub(super) not_sampled: u64,
+    pub(super) low_priority: u64,
+    pub(super) after_shutdown: u64,
+}
+
+impl RecordTotals {
+    /// Adds `other` to these totals, saturating.
+    pub(super) fn add(&mut self, other: &RecordTotals) {
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.accepted, other.accepted);
+        add(&mut self.pushed, other.pushed);
+        add(&mut self.evicted, other.evicted);
+        add(&mut self.queue_full, other.queue_full);
+        add(&mut self.not_sampled, other.not_sampled);
+        add(&mut self.low_priority, other.low_priority);
+        add(&mut self.after_shutdown, other.after_shutdown);
+    }
+}
+
+impl ThreadCounters {
+    /// The counters' values. Exact when read by the thread that writes
+    /// them, or once it has stopped recording (or after an Acquire load of
+    /// `resolved`, for the calls it covers).
+    pub(super) fn values(&self) -> RecordTotals {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RecordTotals {
+            accepted: v(&self.accepted),
+            pushed: v(&self.pushed),
+            evicted: v(&self.evicted),
+            queue_full: v(&self.queue_full),
+            not_sampled: v(&self.not_sampled),
+            low_priority: v(&self.low_priority),
+            after_shutdown: v(&self.after_shutdown),
+        }
+    }
+}
+
+/// Sums the record-side counters of every thread; the flag is true if no
+/// record call was in progress on any live thread ("quiet").
+pub(super) fn record_totals(shared: &Shared) -> (RecordTotals, bool) {
+    let threads = lock(&shared.threads);
+    let mut t = threads.retired;
+    let mut quiet = true;
+    for c in threads.live.iter() {
+        // Acquire on `resolved` first: every counter bumped by a call that
+        // resolved is then visible.
+        let resolved = c.resolved.load(Ordering::Acquire);
+        let accepted = c.accepted.load(Ordering::SeqCst);
+        quiet &= accepted == resolved;
+        t.add(&c.values());
+    }
+    (t, quiet)
+}
+
+pub(super) fn stats(shared: &Shared) -> ExportStats {
+    let ledger = lock(&shared.ledger);
+    let (
+        RecordTotals {
+            accepted,
+            pushed,
+            evicted,
+            queue_full,
+            not_sampled,
+            low_priority,
+            after_shutdown,
+        },
+        _,
+    ) = record_totals(shared);
+    let mut dropped = Dropped {
+        queue_full,
+        evicted,
+        not_sampled,
+        low_priority,
+        too_large: ledger.too_large,
+        rejected: ledger.rejected,
+        export_failed: ledger.export_failed,
+        timed_out_at_shutdown: 0,
+        after_shutdown,
+        orphaned: ledger.orphaned,
+    };
+    let (queued, in_flight) = if ledger.abandoned {
+        // Everything not resolved by the deadline timed out.
+        dropped.timed_out_at_shutdown =
+            accepted.saturating_sub(ledger.exported.saturating_add(dropped.total()));
+        (0, 0)
+    } else {
+        // In the lanes: pushed and not yet evicted, popped or taken back;
+        // plus what exited threads handed over.
+        let out = evicted
+            .saturating_add(ledger.popped)
+            .saturating_add(ledger.taken_back);
+        (
+            pushed
+                .saturating_sub(out)
+                .saturating_add(ledger.adopted.len() as u64)
+                .saturating_add(ledger.deferred.len() as u64),
+            ledger.in_flight,
+        )
+    };
+    ExportStats {
+        accepted,
+        exported: ledger.exported,
+        queued,
+        in_flight,
+        dropped,
+        export_calls: ledger.export_calls,
+        failed_calls: ledger.failed_calls,
+        transport_panics: ledger.transport_panics,
+        attempts: {
+            drop(ledger);
+            shared.transport.attempts()
+        },
+    }
+}

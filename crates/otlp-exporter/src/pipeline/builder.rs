@@ -1,0 +1,413 @@
+//! Building a pipeline: [`PipelineBuilder`], the settings it takes (from
+//! the builder, the `OTEL_BSP_*` environment or the OpenTelemetry spec's
+//! defaults) and their validation, the resulting [`Config`], the shedding
+//! policies, and the limits and defaults (the public constants).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otlp_queue::Producer;
+
+use crate::config::{ConfigError, env_usize};
+use crate::encode::Encoding;
+use crate::model::{Priority, Resource, SpanData, SpanLimits};
+use crate::transport::{FileTransport, Transport};
+
+use super::*;
+
+/// OTel SDK spec default: `OTEL_BSP_MAX_QUEUE_SIZE`.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+/// OTel SDK spec default: `OTEL_BSP_SCHEDULE_DELAY` (ms).
+pub const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_millis(5000);
+/// OTel SDK spec default: `OTEL_BSP_EXPORT_TIMEOUT` (ms).
+pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// OTel SDK spec default: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// How long dropping the last [`Pipeline`] handle waits for shutdown.
+pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where the embedded default transport writes when no transport is set.
+pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
+/// The largest `max_queue_size` (and `OTEL_BSP_MAX_QUEUE_SIZE`): 1 Mi spans
+/// per recording thread, a lane of 256 MiB. Larger values are refused with
+/// [`ConfigError::InvalidSetting`] (they could only end in an allocation
+/// failure).
+pub const MAX_QUEUE_SIZE: usize = 1 << 20;
+/// The most export threads [`PipelineBuilder::max_concurrent_exports`] may
+/// ask for; more is refused with [`ConfigError::InvalidSetting`].
+pub const MAX_CONCURRENT_EXPORTS: usize = 256;
+/// Every duration setting (`scheduled_delay`, `export_timeout`,
+/// `drop_timeout`, the `Block` policy's timeout, and the `OTEL_BSP_*`
+/// durations) is saturated to this: a wait of a year is, for a process,
+/// "forever", and every deadline then fits in an [`Instant`].
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How many lanes' worth of spans (`HANDED_OVER_LANES x max_queue_size`)
+/// the pipeline keeps, across all of them, for threads that exited with
+/// spans still queued (their lanes are freed at exit and the spans handed
+/// to the worker). Beyond that, while the worker cannot keep up (a
+/// collector outage), the oldest handed-over spans are dropped and counted
+/// as [`Dropped::orphaned`]: threads that come and go cannot grow memory
+/// without bound.
+pub const HANDED_OVER_LANES: usize = 8;
+/// The most distinct instrumentation scopes a pipeline keeps. Past it, a
+/// new scope's spans are exported under the pipeline's default scope (the
+/// crate's own name), so that a program that makes a tracer per request
+/// cannot grow the table without bound.
+pub const MAX_SCOPES: usize = 1 << 16;
+
+/// What `record` does when the recording thread's queue lane is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Shedding {
+    /// Drop the new span (the OpenTelemetry spec's behaviour). Never blocks.
+    #[default]
+    DropNewest,
+    /// Drop the lane's oldest span to make room. Never blocks (it may spin
+    /// for the moment the worker takes to finish reading that span).
+    DropOldest,
+    /// Wait for room, up to `timeout`, then drop the new span. Blocks the
+    /// recording thread: use it where losing spans is worse than waiting.
+    Block {
+        /// The longest a `record` call waits.
+        timeout: Duration,
+    },
+    /// Drop low-priority spans ([`Priority::Low`]) as soon as the lane holds
+    /// `high_water` spans or more; drop normal spans only when it is full.
+    Priority {
+        /// Lane fill at which low-priority spans start being shed.
+        high_water: usize,
+    },
+}
+
+/// Builds a [`Pipeline`]. Settings made here win over the environment
+/// (`OTEL_BSP_*`), which wins over the OpenTelemetry spec's defaults.
+#[must_use]
+pub struct PipelineBuilder {
+    /// Wrapped at once, so that a `Drop` of the user's transport that
+    /// panics is contained wherever the builder or pipeline lets go of it.
+    pub(super) transport: Option<UserTransport>,
+    pub(super) file: Option<PathBuf>,
+    pub(super) resource: Option<Resource>,
+    pub(super) limits: Option<SpanLimits>,
+    pub(super) max_queue_size: Option<usize>,
+    pub(super) scheduled_delay: Option<Duration>,
+    pub(super) export_timeout: Option<Duration>,
+    pub(super) max_export_batch_size: Option<usize>,
+    pub(super) shedding: Shedding,
+    pub(super) drop_timeout: Duration,
+    pub(super) max_concurrent_exports: usize,
+    pub(super) net: Option<runtime_cap::NetAccess>,
+}
+
+impl Config {
+    /// True if `span` is to be shed for its low priority.
+    pub(super) fn shedding_low_priority(
+        &self,
+        span: &SpanData,
+        lane: &Producer<EncodedSpan>,
+    ) -> bool {
+        match self.shedding {
+            Shedding::Priority { high_water } => {
+                span.priority == Priority::Low && lane.lane_len() >= high_water
+            }
+            _ => false,
+        }
+    }
+}
+
+impl PipelineBuilder {
+    /// Exports through `transport`.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(UserTransport(Some(Box::new(transport))));
+        self
+    }
+
+    /// Exports OTLP JSON lines to `path`. With no transport and no file set,
+    /// the pipeline sends OTLP/HTTP to the collector named by
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) if one is
+    /// set, and otherwise writes [`DEFAULT_FILE`] in the working directory.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Network access, needed when no transport is chosen and a collector
+    /// is configured in the environment (the pipeline then opens an
+    /// [`HttpTransport`](crate::HttpTransport)). Without it such a build
+    /// fails with [`ConfigError::NoNetworkAccess`].
+    pub fn network(mut self, net: runtime_cap::NetAccess) -> Self {
+        self.net = Some(net);
+        self
+    }
+
+    /// The resource (default: [`Resource::from_env`]).
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// Span limits applied to every recorded span (default:
+    /// [`SpanLimits::from_env`]).
+    pub fn limits(mut self, limits: SpanLimits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Capacity of each recording thread's queue lane (`OTEL_BSP_MAX_QUEUE_SIZE`,
+    /// default 2048). The queue holds at most this many spans per thread
+    /// that records. Memory: a slot is 256 bytes, so a lane takes
+    /// `256 x max_queue_size` bytes (512 KiB at the default) for each
+    /// thread that has recorded a span, until that thread exits (its lane is
+    /// then freed and its remaining spans handed to the worker, which keeps
+    /// at most [`HANDED_OVER_LANES`] times this many for all exited threads
+    /// together; see [`Dropped::orphaned`]).
+    ///
+    /// Allowed: `1..=`[`MAX_QUEUE_SIZE`]; anything else makes
+    /// [`build`](Self::build) return [`ConfigError::InvalidSetting`] naming
+    /// the setting (or the environment variable) and the range. If a
+    /// thread's lane cannot be allocated later (memory ran out), its spans
+    /// go through a shared lane, or are counted as `queue_full`.
+    pub fn max_queue_size(mut self, n: usize) -> Self {
+        self.max_queue_size = Some(n);
+        self
+    }
+
+    /// Longest wait before a partial batch is exported (`OTEL_BSP_SCHEDULE_DELAY`,
+    /// default 5 s). Saturated to [`MAX_DURATION`]. Zero is allowed and
+    /// means "export whatever has arrived at once"; an idle worker still
+    /// sleeps (it never polls an empty queue in a busy loop).
+    pub fn scheduled_delay(mut self, d: Duration) -> Self {
+        self.scheduled_delay = Some(d);
+        self
+    }
+
+    /// Deadline given to each export (`OTEL_BSP_EXPORT_TIMEOUT`, default 30 s).
+    /// Saturated to [`MAX_DURATION`] (so `Duration::MAX` means "no practical
+    /// deadline"). Zero gives every export a deadline that has already
+    /// passed: transports that honour deadlines then fail at once.
+    pub fn export_timeout(mut self, d: Duration) -> Self {
+        self.export_timeout = Some(d);
+        self
+    }
+
+    /// Spans per export (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, default 512 or
+    /// `max_queue_size` if smaller). Allowed: `1..=max_queue_size`; anything
+    /// else is a [`ConfigError::InvalidSetting`].
+    pub fn max_export_batch_size(mut self, n: usize) -> Self {
+        self.max_export_batch_size = Some(n);
+        self
+    }
+
+    /// The load-shedding policy (default [`Shedding::DropNewest`]). A
+    /// `Block` timeout is saturated to [`MAX_DURATION`]; a `Priority`
+    /// high-water mark must be in `1..=max_queue_size`.
+    pub fn shedding(mut self, shedding: Shedding) -> Self {
+        self.shedding = shedding;
+        self
+    }
+
+    /// Exports that may be in flight at once (default 1: `Export` is never
+    /// called concurrently, as the OpenTelemetry spec says). More lets a
+    /// slow transport (a distant collector) overlap requests; requests may
+    /// then complete out of order.
+    ///
+    /// Allowed: `1..=`[`MAX_CONCURRENT_EXPORTS`] (each is a thread);
+    /// anything else is a [`ConfigError::InvalidSetting`]. If fewer export
+    /// threads can be started than asked for, the pipeline runs with those
+    /// that started (with none, the worker exports itself).
+    pub fn max_concurrent_exports(mut self, n: usize) -> Self {
+        self.max_concurrent_exports = n;
+        self
+    }
+
+    /// How long dropping the last handle waits for shutdown (default 5 s).
+    /// Saturated to [`MAX_DURATION`].
+    pub fn drop_timeout(mut self, d: Duration) -> Self {
+        self.drop_timeout = d;
+        self
+    }
+
+    /// Starts the pipeline: reads the environment for what was not set,
+    /// checks the settings, and starts the worker thread.
+    pub fn build(self) -> Result<Pipeline, ConfigError> {
+        let ms = |var| env_usize(var).map(|v| v.map(|ms| Duration::from_millis(ms as u64)));
+        let (max_queue_size, queue_setting) = setting(
+            (self.max_queue_size, "max_queue_size"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", || {
+                env_usize("OTEL_BSP_MAX_QUEUE_SIZE")
+            }),
+            DEFAULT_MAX_QUEUE_SIZE,
+        )?;
+        if max_queue_size == 0 || max_queue_size > MAX_QUEUE_SIZE {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_queue_size",
+                reason: format!(
+                    "{queue_setting}={max_queue_size} is not between 1 and {MAX_QUEUE_SIZE} \
+                     (spans per recording thread)"
+                ),
+            });
+        }
+        // The default batch size is cut to a smaller queue; a batch size
+        // that was asked for is checked against it below.
+        let (max_export_batch_size, batch_setting) = setting(
+            (self.max_export_batch_size, "max_export_batch_size"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", || {
+                env_usize("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+            }),
+            DEFAULT_MAX_EXPORT_BATCH_SIZE.min(max_queue_size),
+        )?;
+        let (scheduled_delay, _) = setting(
+            (self.scheduled_delay, "scheduled_delay"),
+            ("OTEL_BSP_SCHEDULE_DELAY", || ms("OTEL_BSP_SCHEDULE_DELAY")),
+            DEFAULT_SCHEDULED_DELAY,
+        )?;
+        let (export_timeout, _) = setting(
+            (self.export_timeout, "export_timeout"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", || ms("OTEL_BSP_EXPORT_TIMEOUT")),
+            DEFAULT_EXPORT_TIMEOUT,
+        )?;
+        if max_export_batch_size == 0 || max_export_batch_size > max_queue_size {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_export_batch_size",
+                reason: format!(
+                    "{batch_setting}={max_export_batch_size} is not between 1 and max_queue_size \
+                     ({max_queue_size})"
+                ),
+            });
+        }
+        let shedding = match self.shedding {
+            Shedding::Priority { high_water } if high_water == 0 || high_water > max_queue_size => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "shedding",
+                    reason: format!(
+                        "high_water {high_water} is not between 1 and max_queue_size ({max_queue_size})"
+                    ),
+                });
+            }
+            Shedding::Block { timeout } => Shedding::Block {
+                timeout: timeout.min(MAX_DURATION),
+            },
+            other => other,
+        };
+        if !(1..=MAX_CONCURRENT_EXPORTS).contains(&self.max_concurrent_exports) {
+            return Err(ConfigError::InvalidSetting {
+                setting: "max_concurrent_exports",
+                reason: format!(
+                    "{} is not between 1 and {MAX_CONCURRENT_EXPORTS}",
+                    self.max_concurrent_exports
+                ),
+            });
+        }
+        let transport = match (self.transport, self.file) {
+            (Some(t), _) => t,
+            #[cfg(feature = "http")]
+            (None, None) if collector_configured() => match self.net {
+                Some(net) => {
+                    UserTransport(Some(Box::new(crate::HttpTransport::builder(net).build()?)))
+                }
+                None => return Err(ConfigError::NoNetworkAccess),
+            },
+            (None, file) => {
+                let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+                UserTransport(Some(Box::new(FileTransport::open(&path).map_err(|e| {
+                    ConfigError::InvalidSetting {
+                        setting: "file",
+                        reason: format!("cannot open {}: {e}", path.display()),
+                    }
+                })?)))
+            }
+        };
+        let limits = match self.limits {
+            Some(l) => l,
+            None => SpanLimits::from_env()?,
+        };
+        let resource = self.resource.unwrap_or_else(Resource::from_env);
+        // User code: a panic here is a configuration error, not a crash.
+        let encoding =
+            catch_unwind(AssertUnwindSafe(|| transport.get().encoding())).map_err(|p| {
+                ConfigError::InvalidSetting {
+                    setting: "transport",
+                    reason: format!("Transport::encoding panicked: {}", panic_message(p)),
+                }
+            })?;
+        let config = Config {
+            max_concurrent_exports: self.max_concurrent_exports,
+            encoding,
+            max_export_batch_size,
+            scheduled_delay: scheduled_delay.min(MAX_DURATION),
+            export_timeout: export_timeout.min(MAX_DURATION),
+            shedding,
+            limits,
+        };
+        Pipeline::start(
+            config,
+            max_queue_size,
+            resource,
+            transport,
+            self.drop_timeout.min(MAX_DURATION),
+        )
+    }
+}
+
+/// True if the environment names a collector (`OTEL_EXPORTER_OTLP_ENDPOINT`
+/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+#[cfg(feature = "http")]
+pub(super) fn collector_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
+}
+
+/// The builder's value if set; else the environment's (read only then, so
+/// a malformed variable the builder overrides is no error); else `default`.
+/// Returns the value and the name of where it came from (the builder
+/// method or the variable), for error messages.
+pub(super) fn setting<T>(
+    (builder, method): (Option<T>, &'static str),
+    (var, env): (
+        &'static str,
+        impl FnOnce() -> Result<Option<T>, ConfigError>,
+    ),
+    default: T,
+) -> Result<(T, &'static str), ConfigError> {
+    match builder {
+        Some(v) => Ok((v, method)),
+        None => Ok(match env()? {
+            Some(v) => (v, var),
+            None => (default, method),
+        }),
+    }
+}
+
+pub(super) struct Config {
+    /// What the transport wants; spans are encoded in it as they are recorded.
+    pub(super) encoding: Encoding,
+    pub(super) max_concurrent_exports: usize,
+    pub(super) max_export_batch_size: usize,
+    pub(super) scheduled_delay: Duration,
+    pub(super) export_timeout: Duration,
+    pub(super) shedding: Shedding,
+    pub(super) limits: SpanLimits,
+}
+
+impl Pipeline {
+    /// A builder with nothing set.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder {
+            transport: None,
+            file: None,
+            resource: None,
+            limits: None,
+            max_queue_size: None,
+            scheduled_delay: None,
+            export_timeout: None,
+            max_export_batch_size: None,
+            shedding: Shedding::default(),
+            drop_timeout: DEFAULT_DROP_TIMEOUT,
+            max_concurrent_exports: 1,
+            net: None,
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The record path: each recording thread's lane into a pipeline (a
+//! thread-local queue producer), encoding on the recording thread, the
+//! shedding policies applied at push, the shared fallback lane, the
+//! hand-over of an exited thread's spans to the worker, and the deferral
+//! of records made from inside the pipeline's own transport.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use otlp_queue::{Producer, PushError, PushTimeoutError};
+
+use crate::encode::{SpanRef, encode_span};
+use crate::model::{ScopeId, SpanData};
+
+use super::*;
+
+/// A span as it travels through the queue: already encoded (on the thread
+/// that recorded it, so encoding runs in parallel on every recording
+/// thread), inline when small so that recording allocates nothing.
+pub(crate) struct EncodedSpan {
+    pub(super) scope: ScopeId,
+    pub(super) bytes: SpanBytes,
+}
+
+/// Most encoded spans with a handful of attributes fit inline; the slot is
+/// then 256 bytes.
+pub(super) const INLINE: usize = 240;
+
+// The size difference is the point: the inline variant is what makes the
+// common case allocation-free, and the queue slot has to hold it anyway.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum SpanBytes {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Box<[u8]>),
+}
+
+impl EncodedSpan {
+    #[inline(always)]
+    pub(super) fn new(scope: ScopeId, bytes: &[u8]) -> Self {
+        let bytes = match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut buf = [0; INLINE];
+                buf[..bytes.len()].copy_from_slice(bytes);
+                SpanBytes::Inline { len, buf }
+            }
+            _ => SpanBytes::Heap(bytes.into()),
+        };
+        EncodedSpan { scope, bytes }
+    }
+
+    pub(super) fn as_ref(&self) -> SpanRef<'_> {
+        SpanRef {
+            scope: self.scope,
+            bytes: match &self.bytes {
+                SpanBytes::Inline { len, buf } => &buf[..usize::from(*len)],
+                SpanBytes::Heap(b) => b,
+            },
+        }
+    }
+}
+
+thread_local! {
+    pub(super) static LANES: RefCell<Vec<LocalLane>> = const { RefCell::new(Vec::new()) };
+}
+
+/// This thread's lane into one pipeline.
+pub(super) struct LocalLane {
+    pub(super) pipeline: u64,
+    pub(super) producer: Producer<EncodedSpan>,
+    pub(super) counters: Arc<ThreadCounters>,
+    /// Reused buffer for encoding a span.
+    pub(super) scratch: Vec<u8>,
+    /// The pipeline, to hand the lane's spans over when the thread exits.
+    pub(super) shared: Weak<Shared>,
+    /// This thread is the pipeline's worker or one of its export threads:
+    /// its records come from inside the transport (see `defer`).
+    pub(super) reentrant: bool,
+}
+
+impl Drop for LocalLane {
+    /// The thread is gone (or the pipeline is): spans still in the lane are
+    /// handed to the worker, so that the lane's memory is freed now rather
+    /// than when the worker gets to it (during a collector outage, that
+    /// could be never).
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            hand_over(&shared, &self.producer);
+            // This thread records no more into this lane (it is this
+            // thread's own, or the pipeline is gone): its counts are final.
+            // Folded in under the same lock `record_totals` reads them with,
+            // so no snapshot counts them twice or not at all.
+            lock(&shared.threads).retire(&self.counters);
+        }
+    }
+}
+
+/// Takes every span out of `producer`'s lane into the pipeline's adopted
+/// spans (see `Ledger::adopted`), keeping at most `max_queue_size` there
+/// (the oldest beyond are counted as orphaned).
+pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
+    let mut ledger = lock(&shared.ledger);
+    if ledger.closed || ledger.abandoned || producer.is_closed() {
+        // The worker is done: whatever is left is dropped with the lane,
+        // as it always was (and already counted: timed out, or never
+        // accepted after the final drain).
+        return;
+    }
+    let ledger = &mut *ledger;
+    let n = producer.take_back(|span| ledger.adopted.push_back(span));
+    if n == 0 {
+        return;
+    }
+    Ledger::add(&mut ledger.taken_back, n as u64);
+    Ledger::add(&mut ledger.adopted_in, n as u64);
+    let over = ledger
+        .adopted
+        .len()
+        .saturating_sub(shared.capacity.saturating_mul(HANDED_OVER_LANES));
+    if over > 0 {
+        ledger.adopted.drain(..over);
+        Ledger::add(&mut ledger.orphaned, over as u64);
+        Ledger::add(&mut ledger.adopted_out, over as u64);
+    }
+    shared.has_adopted.store(true, Ordering::Release);
+}
+
+impl Pipeline {
+    /// `record`, skipping the limits for spans already built within them
+    /// (by [`Span`](crate::Span)).
+    pub(crate) fn record_span(&self, span: SpanData, apply_limits: bool) -> Recorded {
+        let shared = &self.handle.shared;
+        let mut span = Some(span);
+        let fast = LANES.try_with(|lanes| {
+            // Re-entry (a record from inside a record) finds the cell
+            // borrowed: leave the span for the slow path below.
+            let mut lanes = lanes.try_borrow_mut().ok()?;
+            let i = match lanes.iter().position(|l| l.pipeline == shared.id) {
+                Some(i) => i,
+                None => {
+                    // Forget lanes of pipelines that are gone.
+                    lanes.retain(|l| !l.producer.is_closed());
+                    // No lane (memory ran out): the slow path below.
+                    lanes.push(new_lane(shared)?);
+                    lanes.len() - 1
+                }
+            };
+            Some(record_into(
+                shared,
+                &mut lanes[i],
+                span.take()?,
+                apply_limits,
+            ))
+        });
+        match (fast, span) {
+            (Ok(Some(recorded)), _) => recorded,
+            // Thread-local storage is being torn down, re-entry, or no lane
+            // of its own could be allocated: the shared fallback lane.
+            (_, Some(span)) => {
+                let mut fallback = lock(&shared.fallback);
+                if fallback.is_none() {
+                    // Shared by every thread: never marked re-entrant (a
+                    // record from a pipeline thread that lands here still
+                    // never waits: see `push`).
+                    *fallback = new_lane(shared);
+                    if let Some(lane) = fallback.as_mut() {
+                        lane.reentrant = false;
+                    }
+                }
+                match fallback.as_mut() {
+                    Some(lane) => record_into(shared, lane, span, apply_limits),
+                    None => record_laneless(shared, span),
+                }
+            }
+            (_, None) => unreachable!("the span is taken only when it is recorded"),
+        }
+    }
+}
+
+/// A lane for the calling thread, or `None` if it cannot be allocated.
+pub(super) fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
+    let producer = lock(&shared.template).try_clone().ok()?;
+    let counters = Arc::new(ThreadCounters::default());
+    lock(&shared.threads).live.push(counters.clone());
+    Some(LocalLane {
+        pipeline: shared.id,
+        producer,
+        counters,
+        scratch: Vec::with_capacity(INLINE),
+        shared: Arc::downgrade(shared),
+        reentrant: on_pipeline_thread(shared),
+    })
+}
+
+/// Accounts for a record that found no lane at all (memory ran out):
+/// counted as queue-full (or after shutdown). Called under the fallback
+/// lock, which makes it the single writer of `laneless`.
+pub(super) fn record_laneless(shared: &Shared, span: SpanData) -> Recorded {
+    let c = &*shared.laneless;
+    let n = c.accepted.load(Ordering::Relaxed) + 1;
+    // SeqCst: as in `record_into`.
+    c.accepted.swap(n, Ordering::SeqCst);
+    let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    } else {
+        bump(&c.queue_full);
+        Recorded::Dropped(DropReason::QueueFull)
+    };
+    drop(span);
+    c.resolved.store(n, Ordering::Release);
+    outcome
+}
+
+pub(super) fn record_into(
+    shared: &Shared,
+    lane: &mut LocalLane,
+    mut span: SpanData,
+    apply_limits: bool,
+) -> Recorded {
+    let c = &*lane.counters;
+    // SeqCst swap, then SeqCst load of `state`: see `Shared::state`.
+    let n = c.accepted.load(Ordering::Relaxed) + 1;
+    c.accepted.swap(n, Ordering::SeqCst);
+    let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    } else if !span.context.trace_flags.is_sampled() {
+        bump(&c.not_sampled);
+        Recorded::Dropped(DropReason::NotSampled)
+    } else if shared.config.shedding_low_priority(&span, &lane.producer) {
+        bump(&c.low_priority);
+        Recorded::Dropped(DropReason::LowPriority)
+    } else {
+        if apply_limits {
+            shared.config.limits.apply(&mut span);
+        }
+        lane.scratch.clear();
+        encode_span(&span, shared.config.encoding, &mut lane.scratch);
+        let encoded = EncodedSpan::new(span.scope, &lane.scratch);
+        // Free the span's allocations here, on the thread that made them.
+        drop(span);
+        if lane.reentrant {
+            defer(shared, lane, encoded)
+        } else {
+            push(shared, lane, encoded)
+        }
+    };
+    // Release: whoever sees `resolved` with Acquire sees the counter this
+    // call bumped and the span it pushed.
+    c.resolved.store(n, Ordering::Release);
+    outcome
+}
+
+/// A record from inside the transport (on the pipeline's worker or export
+/// thread): the span is kept for a later batch in the ledger's deferred
+/// spans, which are added to batches that are exported anyway (full, due
+/// with other spans, flush, shutdown) and never make a batch due by
+/// themselves. So a transport that records a span per export (an
+/// instrumented HTTP client) cannot drive the worker round in a loop, at
+/// any `scheduled_delay`. At most `max_queue_size` deferred spans are kept;
+/// beyond that the record is counted as queue-full (it never blocks,
+/// whatever the shedding policy: the worker is this very thread or waits
+/// for it).
+#[cold]
+pub(super) fn defer(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
+    let c = &*lane.counters;
+    let mut ledger = lock(&shared.ledger);
+    if ledger.closed || ledger.abandoned {
+        drop(ledger);
+        drop(span);
+        bump(&c.after_shutdown);
+        return Recorded::Dropped(DropReason::Shutdown);
+    }
+    if ledger.deferred.len() >= shared.capacity {
+        drop(ledger);
+        drop(span);
+        bump(&c.queue_full);
+        return Recorded::Dropped(DropReason::QueueFull);
+    }
+    ledger.deferred.push_back(span);
+    // Counted as pushed and at once moved out of the lanes (like a
+    // hand-over), under the ledger lock that `stats` reads both under.
+    Ledger::add(&mut ledger.taken_back, 1);
+    bump(&c.pushed);
+    Recorded::Queued
+}
+
+#[inline(always)]
+pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
+    let c = &*lane.counters;
+    let p = &lane.producer;
+    let closed = |c: &ThreadCounters| {
+        bump(&c.after_shutdown);
+        Recorded::Dropped(DropReason::Shutdown)
+    };
+    let full = |c: &ThreadCounters| {
+        bump(&c.queue_full);
+        shared.wake_worker();
+        Recorded::Dropped(DropReason::QueueFull)
+    };
+    match shared.config.shedding {
+        Shedding::DropNewest => match p.try_push(span) {
+            Ok(()) => {
+                bump(&c.pushed);
+                Recorded::Queued
+            }
+            Err(PushError::Full(_)) => full(c),
+            Err(PushError::Closed(_)) => closed(c),
+        },
+        Shedding::DropOldest => match p.force_push(span) {
+            Ok(None) => {
+                bump(&c.pushed);
+                Recorded::Queued
+            }
+            Ok(Some(_evicted)) => {
+                bump(&c.pushed);
+                bump(&c.evicted);
+                Recorded::QueuedEvicting
+            }
+            Err(_) => closed(c),
+        },
+        Shedding::Block { timeout } => {
+            let mut span = match p.try_push(span) {
+                Ok(()) => {
+                    bump(&c.pushed);
+                    return Recorded::Queued;
+                }
+                Err(PushError::Closed(_)) => return closed(c),
+                Err(PushError::Full(back)) => back,
+            };
+            if on_pipeline_thread(shared) {
+                // A record from inside the transport: waiting for room
+                // would wait for this very thread (or the worker waiting
+                // for it). Never block here.
+                return full(c);
+            }
+            // Wait in slices so that a shutdown is noticed.
+            let deadline = Instant::now().checked_add(timeout);
+            loop {
+                let left = deadline.map_or(Duration::from_millis(10), |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                match p.push_timeout(span, left.min(Duration::from_millis(10))) {
+                    Ok(()) => {
+                        bump(&c.pushed);
+                        return Recorded::Queued;
+                    }
+                    Err(PushTimeoutError::Closed(_)) => return closed(c),
+                    Err(PushTimeoutError::Timeout(back)) => {
+                        if shared.state.load(Ordering::SeqCst) != RUNNING {
+                            // Interrupted by shutdown: the span was not
+                            // dropped for want of room but because the
+                            // pipeline is closing.
+                            return closed(c);
+                        }
+                        if left.is_zero() {
+                            return full(c);
+                        }
+                        span = back;
+                    }
+                }
+            }
+        }
+        // Low-priority spans were already shed in `record_into`.
+        Shedding::Priority { .. } => match p.try_push(span) {
+            Ok(()) => {
+                bump(&c.pushed);
+                Recorded::Queued
+            }
+            Err(PushError::Full(_)) => full(c),
+            Err(PushError::Closed(_)) => closed(c),
+        },
+    }
+}

@@ -1,0 +1,475 @@
+//! The pipeline: `record` from any thread into per-thread queue lanes, a
+//! worker thread that batches, encodes and exports, load shedding, and the
+//! accounting of every span.
+//!
+//! This module owns the [`Pipeline`] handle and its public methods, the
+//! state its parts share ([`Shared`]), the scope table, and the helpers
+//! that keep user code from taking the pipeline down. The parts:
+//!
+//! * `builder`: [`PipelineBuilder`], the settings and their validation,
+//!   the shedding policies, the public limits and defaults;
+//! * `lanes`: the record path (thread-local lanes, encoding, shedding at
+//!   push, hand-over of exited threads' spans, deferral of re-entrant
+//!   records);
+//! * `accounting`: per-thread counters, the worker's ledger, the stats;
+//! * `worker`: the worker thread, exports, flush and shutdown.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
+
+use otlp_queue::Producer;
+
+use crate::config::ConfigError;
+use crate::encode::Encoder;
+use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, SpanLimits};
+use crate::stats::{ExportStats, FlushReport, ShutdownReport};
+
+mod accounting;
+mod builder;
+mod lanes;
+mod worker;
+
+use accounting::*;
+use builder::*;
+use lanes::*;
+use worker::*;
+
+pub use builder::{
+    DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULED_DELAY, HANDED_OVER_LANES, MAX_CONCURRENT_EXPORTS,
+    MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, PipelineBuilder, Shedding,
+};
+
+/// What became of one `record` call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Recorded {
+    /// Queued for export.
+    Queued,
+    /// Queued, and an older span of this thread's lane was dropped to make
+    /// room (drop-oldest).
+    QueuedEvicting,
+    /// Not queued; counted under this reason.
+    Dropped(DropReason),
+}
+
+/// Why `record` did not queue a span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The lane was full.
+    QueueFull,
+    /// Not sampled.
+    NotSampled,
+    /// Low priority above the high-water mark.
+    LowPriority,
+    /// The pipeline is shut down (or shutting down).
+    Shutdown,
+}
+
+const RUNNING: u8 = 0;
+const CLOSED: u8 = 1;
+
+struct Shared {
+    id: u64,
+    /// RUNNING or CLOSED. `record` swaps its `accepted` counter (SeqCst)
+    /// before loading this (SeqCst); shutdown stores CLOSED (SeqCst) before
+    /// loading every `accepted`. So either shutdown sees the record and
+    /// waits for it to resolve, or the record sees CLOSED and does not push.
+    state: AtomicU8,
+    config: Config,
+    template: Mutex<Producer<EncodedSpan>>,
+    threads: Mutex<Threads>,
+    ledger: Mutex<Ledger>,
+    control: Mutex<Control>,
+    control_cv: Condvar,
+    flush_requested: AtomicU64,
+    worker: Thread,
+    scopes: Mutex<ScopeTable>,
+    scopes_version: AtomicU64,
+    drop_timeout: Duration,
+    /// Also held by the worker (and export threads).
+    transport: Arc<UserTransport>,
+    /// True while the worker naps; a thread that finds its lane full then
+    /// wakes it (once per nap), so that on a machine where threads share
+    /// cores the worker does not wait out a scheduler slice while lanes
+    /// overflow.
+    worker_napping: AtomicBool,
+    /// The lane for records that cannot use their thread's own: made from
+    /// a thread-local destructor, or re-entrant, or when a thread's lane
+    /// could not be allocated. Rare, so a mutex is fine.
+    fallback: Mutex<Option<LocalLane>>,
+    /// Counters of records that found no lane at all (neither their own nor
+    /// the fallback could be allocated): counted as queue-full. Written
+    /// only under the `fallback` lock.
+    laneless: Arc<ThreadCounters>,
+    /// True while `Ledger::adopted` may hold spans (a hint the worker reads
+    /// without taking the ledger lock).
+    has_adopted: AtomicBool,
+    /// The queue's lane capacity (`max_queue_size`).
+    capacity: usize,
+}
+
+/// Emits a log record through `tracing`, catching a panic of the
+/// subscriber (user code): a log line is never worth the worker.
+fn log_quietly(emit: impl FnOnce()) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(emit)) {
+        drop_quietly(payload);
+    }
+}
+
+/// Drops `v`, catching (and forgetting the payload of) a panic in its
+/// `Drop`: user values are dropped where a panic must not escape.
+fn drop_quietly<T>(v: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(v))) {
+        // The payload's own drop could panic too: leak it instead.
+        std::mem::forget(payload);
+    }
+}
+
+/// The message of a caught panic (its `&str` or `String` payload). The
+/// payload is dropped without letting a panic of its own escape.
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    };
+    drop_quietly(payload);
+    message
+}
+
+thread_local! {
+    /// The id of the pipeline whose worker or export thread this is (0 on
+    /// every other thread). Code the pipeline calls from there (a transport)
+    /// may record, flush, shut down or drop the pipeline: those calls must
+    /// not wait for the worker, which is this very thread (or waits for it).
+    static PIPELINE_THREAD: Cell<u64> = const { Cell::new(0) };
+}
+
+/// True if the calling thread is `shared`'s worker or one of its export
+/// threads.
+fn on_pipeline_thread(shared: &Shared) -> bool {
+    PIPELINE_THREAD
+        .try_with(|id| id.get() == shared.id)
+        .unwrap_or(false)
+}
+
+/// The instrumentation scopes registered with a pipeline: a list (the
+/// index is the [`ScopeId`]) and a hash index to find an equal scope in
+/// O(1).
+struct ScopeTable {
+    list: Vec<InstrumentationScope>,
+    /// Hash of (name, version, schema URL) to the ids with that hash.
+    index: HashMap<u64, Vec<u32>>,
+    /// Set when a scope was first refused for want of room (logged once).
+    full: bool,
+}
+
+impl ScopeTable {
+    fn new(default: InstrumentationScope) -> Self {
+        let mut table = ScopeTable {
+            list: Vec::new(),
+            index: HashMap::new(),
+            full: false,
+        };
+        table.insert(default);
+        table
+    }
+
+    fn key(scope: &InstrumentationScope) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        scope.name.hash(&mut h);
+        scope.version.hash(&mut h);
+        scope.schema_url.hash(&mut h);
+        h.finish()
+    }
+
+    /// The id of an equal scope, if registered.
+    fn find(&self, scope: &InstrumentationScope) -> Option<ScopeId> {
+        let ids = self.index.get(&Self::key(scope))?;
+        ids.iter()
+            .copied()
+            .find(|&i| self.list[i as usize] == *scope)
+            .map(ScopeId)
+    }
+
+    fn insert(&mut self, scope: InstrumentationScope) -> ScopeId {
+        let id = self.list.len() as u32;
+        self.index.entry(Self::key(&scope)).or_default().push(id);
+        self.list.push(scope);
+        ScopeId(id)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A span export pipeline. Cheap to clone; every clone is the same
+/// pipeline. Dropping the last clone shuts it down (waiting at most the
+/// builder's `drop_timeout`).
+///
+/// ```
+/// use otlp_exporter::{InMemory, Pipeline, SpanData};
+/// use std::time::Duration;
+///
+/// let memory = InMemory::new();
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// pipeline.record(SpanData::new("hello"));
+/// let report = pipeline.shutdown(Duration::from_secs(5));
+/// assert!(report.completed);
+/// assert_eq!(report.stats.exported, 1);
+/// assert_eq!(memory.span_count(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Pipeline {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let timeout = self.shared.drop_timeout;
+        shutdown(&self.shared, timeout);
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Pipeline {
+    fn start(
+        config: Config,
+        capacity: usize,
+        resource: Resource,
+        transport: UserTransport,
+        drop_timeout: Duration,
+    ) -> Result<Pipeline, ConfigError> {
+        let transport = Arc::new(transport);
+        let (producer, consumer) =
+            otlp_queue::try_bounded::<EncodedSpan>(capacity).map_err(|e| {
+                ConfigError::InvalidSetting {
+                    setting: "max_queue_size",
+                    reason: e.to_string(),
+                }
+            })?;
+        let encoder = Encoder::new(resource);
+        let scopes = ScopeTable::new(encoder.scope(ScopeId::DEFAULT).clone());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
+        let worker = thread::Builder::new()
+            .name("otlp-exporter".into())
+            .spawn(move || {
+                if let Ok(shared) = rx.recv() {
+                    Worker::run_guarded(shared, consumer, encoder);
+                }
+            })
+            .map_err(|e| ConfigError::InvalidSetting {
+                setting: "worker",
+                reason: format!("cannot start the exporter's worker thread: {e}"),
+            })?;
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            state: AtomicU8::new(RUNNING),
+            config,
+            template: Mutex::new(producer),
+            threads: Mutex::new(Threads::default()),
+            ledger: Mutex::new(Ledger::default()),
+            control: Mutex::new(Control::default()),
+            control_cv: Condvar::new(),
+            flush_requested: AtomicU64::new(0),
+            worker: worker.thread().clone(),
+            scopes: Mutex::new(scopes),
+            scopes_version: AtomicU64::new(0),
+            drop_timeout,
+            transport: transport.clone(),
+            fallback: Mutex::new(None),
+            laneless: Arc::new(ThreadCounters::default()),
+            has_adopted: AtomicBool::new(false),
+            capacity,
+            worker_napping: AtomicBool::new(false),
+        });
+        lock(&shared.threads).live.push(shared.laneless.clone());
+        // The worker holds the shared state too; it cannot fail to receive
+        // it (it is waiting for exactly this message).
+        let _ = tx.send(shared.clone());
+        Ok(Pipeline {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Registers an instrumentation scope (or finds an equal one) and
+    /// returns its id, for [`SpanData::scope`].
+    ///
+    /// Finding or adding a scope costs O(1) (a hash index). A pipeline keeps
+    /// at most [`MAX_SCOPES`] scopes; past that, a new scope gets
+    /// [`ScopeId::DEFAULT`] (its spans are exported under the pipeline's
+    /// default scope).
+    pub fn scope(&self, scope: InstrumentationScope) -> ScopeId {
+        let mut scopes = lock(&self.shared().scopes);
+        if let Some(id) = scopes.find(&scope) {
+            return id;
+        }
+        if scopes.list.len() >= MAX_SCOPES {
+            let first = !std::mem::replace(&mut scopes.full, true);
+            drop(scopes);
+            if first {
+                log_quietly(|| {
+                    tracing::warn!(
+                        max = MAX_SCOPES,
+                        "otlp-exporter: the scope table is full; spans of new scopes are \
+                         exported under the default scope"
+                    )
+                });
+            }
+            return ScopeId::DEFAULT;
+        }
+        let id = scopes.insert(scope);
+        self.shared().scopes_version.fetch_add(1, Ordering::Release);
+        id
+    }
+
+    /// Records a finished span: queues it for export, or counts why not.
+    ///
+    /// Called from inside this pipeline's own transport (on its worker or
+    /// export threads), the span is kept for a later batch (at most
+    /// `max_queue_size` such spans; beyond, `QueueFull`) and never waits,
+    /// whatever the shedding policy.
+    ///
+    /// Takes no lock and makes no system call in steady state (the first
+    /// call on each thread sets up that thread's lane; a call that finds
+    /// its lane full may wake a napping worker, one wake per nap); never
+    /// blocks unless the policy is [`Shedding::Block`].
+    pub fn record(&self, span: SpanData) -> Recorded {
+        self.record_span(span, true)
+    }
+
+    /// Records every span of a batch (the seed's vocabulary: a batch of
+    /// spans handed over in one call). Returns how many were queued.
+    pub fn record_batch(&self, batch: impl IntoIterator<Item = SpanData>) -> usize {
+        batch
+            .into_iter()
+            .map(|s| self.record(s))
+            .filter(|r| matches!(r, Recorded::Queued | Recorded::QueuedEvicting))
+            .count()
+    }
+
+    /// A snapshot of the accounting. See [`ExportStats`] for when it
+    /// balances.
+    pub fn stats(&self) -> ExportStats {
+        stats(self.shared())
+    }
+
+    /// Exports everything queued now, waiting at most `timeout`. Works from
+    /// any thread, an async runtime's included: it blocks the calling
+    /// thread, and the work is done by the pipeline's own thread.
+    ///
+    /// The flush covers what was queued when it began (spans recorded
+    /// meanwhile are left for later exports), so it completes under
+    /// sustained load too.
+    ///
+    /// Called from inside the pipeline's own transport (on its worker or
+    /// export thread), it cannot wait for the worker (that would wait for
+    /// itself): it returns at once with `completed: false`.
+    pub fn force_flush(&self, timeout: Duration) -> FlushReport {
+        let shared = self.shared();
+        let before = stats(shared);
+        let deadline = Instant::now().checked_add(timeout);
+        let completed = if shared.state.load(Ordering::SeqCst) != RUNNING {
+            true
+        } else if on_pipeline_thread(shared) {
+            log_quietly(|| {
+                tracing::warn!(
+                    "otlp-exporter: force_flush called from inside the pipeline's transport; \
+                 it cannot wait for the worker it runs on"
+                )
+            });
+            false
+        } else {
+            let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
+            shared.worker.unpark();
+            wait_control(shared, deadline, |c| c.flushed >= generation || c.finished)
+        };
+        let after = stats(shared);
+        FlushReport {
+            completed,
+            exported: after.exported.saturating_sub(before.exported),
+            dropped: after.dropped.minus(&before.dropped),
+            pending: after.queued + after.in_flight,
+        }
+    }
+
+    /// Stops accepting spans, exports what is queued, and stops the worker,
+    /// waiting at most `timeout`. Spans still pending at the deadline are
+    /// counted as timed out. Later calls return at once with the final
+    /// accounting.
+    ///
+    /// A transport call that hangs past the deadline keeps the pipeline's
+    /// worker thread until it returns (threads cannot be cancelled); its
+    /// results are then ignored, and the thread exits.
+    ///
+    /// Safe to call more than once, and from several threads at once: each
+    /// call waits for the same shutdown. Called from inside the pipeline's
+    /// own transport (or when the last handle is dropped there), it starts
+    /// the shutdown and returns at once with `completed: false`; the worker
+    /// finishes it when the transport returns.
+    pub fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        shutdown(self.shared(), timeout)
+    }
+
+    /// The last export failure (a transport's `Failed` reason) or transport
+    /// panic ("transport panicked: ..."), if any.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.shared().ledger).last_error.clone()
+    }
+
+    /// The span limits this pipeline applies.
+    pub fn limits(&self) -> SpanLimits {
+        self.shared().config.limits
+    }
+
+    /// A tracer whose spans belong to the scope `name`/`version`.
+    pub fn tracer(
+        &self,
+        name: impl Into<crate::Str>,
+        version: impl Into<crate::Str>,
+    ) -> crate::Tracer {
+        let scope = self.scope(InstrumentationScope::new(name, version));
+        crate::Tracer::new(self.clone(), scope)
+    }
+}
+
+impl Shared {
+    /// Wakes the worker if it is napping (off the fast path: only when a
+    /// lane is full).
+    fn wake_worker(&self) {
+        // Relaxed load first, so that a full lane costs one read of a
+        // shared line, not a write, while the worker is awake. The swap
+        // makes sure one thread wakes it per nap.
+        if self.worker_napping.load(Ordering::Relaxed)
+            && self.worker_napping.swap(false, Ordering::AcqRel)
+        {
+            self.worker.unpark();
+        }
+    }
+
+    /// The worker's nap: at most `d`, cut short by `wake_worker`.
+    fn nap(&self, d: Duration) {
+        self.worker_napping.store(true, Ordering::Release);
+        thread::park_timeout(d);
+        self.worker_napping.store(false, Ordering::Relaxed);
+    }
+}

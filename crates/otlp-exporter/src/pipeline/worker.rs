@@ -1,0 +1,652 @@
+//! The pipeline's worker thread ([`Worker`]): taking spans from the queue
+//! and from hand-overs, batching, encoding and exporting them ([`Job`],
+//! [`send`], the optional pool of export threads), carrying out flush and
+//! shutdown requests ([`Control`], [`shutdown`]), and the guard around the
+//! user's transport ([`UserTransport`]).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::{self};
+use std::time::{Duration, Instant};
+
+use otlp_queue::{Consumer, Mark};
+
+use crate::encode::{Encoded, Encoder, Encoding, SpanRef};
+use crate::model::InstrumentationScope;
+use crate::stats::{Dropped, ShutdownReport};
+use crate::transport::{ExportResult, Transport};
+
+use super::*;
+
+#[derive(Default)]
+pub(super) struct Control {
+    pub(super) flushed: u64,
+    pub(super) shutdown_deadline: Option<Instant>,
+    pub(super) finished: bool,
+}
+
+/// The user's transport, behind a wrapper whose drop catches a panic of
+/// the transport's own `Drop` (it runs on whichever thread lets go last).
+pub(super) struct UserTransport(pub(super) Option<Box<dyn Transport>>);
+
+impl UserTransport {
+    pub(super) fn get(&self) -> &dyn Transport {
+        match &self.0 {
+            Some(t) => &**t,
+            None => unreachable!("the transport is taken only by drop"),
+        }
+    }
+
+    /// `Transport::attempts`, with a panic counted as no statistics.
+    pub(super) fn attempts(&self) -> Option<crate::AttemptStats> {
+        catch_unwind(AssertUnwindSafe(|| self.get().attempts())).unwrap_or_else(|p| {
+            drop_quietly(p);
+            None
+        })
+    }
+}
+
+impl Drop for UserTransport {
+    fn drop(&mut self) {
+        drop_quietly(self.0.take());
+    }
+}
+
+/// Waits on the control condition until `done` or the deadline; true if done.
+pub(super) fn wait_control(
+    shared: &Shared,
+    deadline: Option<Instant>,
+    done: impl Fn(&Control) -> bool,
+) -> bool {
+    let mut control = lock(&shared.control);
+    loop {
+        if done(&control) {
+            return true;
+        }
+        let left = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        if left.is_zero() {
+            return false;
+        }
+        control = shared
+            .control_cv
+            .wait_timeout(control, left)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
+    let before = stats(shared);
+    let timeout = timeout.min(MAX_DURATION);
+    let deadline = Instant::now().checked_add(timeout);
+    {
+        let mut control = lock(&shared.control);
+        let finished = control.finished;
+        if control.shutdown_deadline.is_some() && (finished || lock(&shared.ledger).abandoned) {
+            // Already shut down: the final accounting, at once.
+            drop(control);
+            return ShutdownReport {
+                completed: finished,
+                exported: 0,
+                dropped: Dropped::default(),
+                stats: before,
+            };
+        }
+        if control.shutdown_deadline.is_none() {
+            control.shutdown_deadline =
+                Some(deadline.unwrap_or_else(|| Instant::now() + MAX_DURATION));
+        }
+    }
+    // SeqCst: see `Shared::state`.
+    shared.state.store(CLOSED, Ordering::SeqCst);
+    shared.worker.unpark();
+    if on_pipeline_thread(shared) {
+        // From inside the transport (or the last handle dropped there):
+        // the worker finishes the shutdown once this call returns; waiting
+        // for it here would wait for ourselves.
+        log_quietly(|| {
+            tracing::warn!(
+                "otlp-exporter: shutdown called from inside the pipeline's transport; \
+             the worker finishes it when the transport returns"
+            )
+        });
+        let after = stats(shared);
+        return ShutdownReport {
+            completed: false,
+            exported: after.exported.saturating_sub(before.exported),
+            dropped: after.dropped.minus(&before.dropped),
+            stats: after,
+        };
+    }
+    let completed = wait_control(shared, deadline, |c| c.finished);
+    if !completed {
+        // Not under the lock: a subscriber may call back into the pipeline.
+        let first = !std::mem::replace(&mut lock(&shared.ledger).abandoned, true);
+        if first {
+            log_quietly(|| {
+                tracing::warn!(
+                    "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
+                )
+            });
+        }
+    }
+    let after = stats(shared);
+    ShutdownReport {
+        completed,
+        exported: after.exported.saturating_sub(before.exported),
+        dropped: after.dropped.minus(&before.dropped),
+        stats: after,
+    }
+}
+
+/// One encoded batch on its way to the transport.
+pub(super) struct Job {
+    pub(super) encoded: Encoded,
+    /// Spans taken from the queue for it (in flight until this job is
+    /// accounted for), including any the encoder found too large.
+    pub(super) spans: u64,
+    pub(super) deadline: Instant,
+}
+
+/// Exports a job's requests and accounts for its spans (unless shutdown has
+/// given up on them, in which case they are already counted as timed out).
+///
+/// Every call into the transport runs under `catch_unwind`: a panic counts
+/// as a failed export of that request's spans (with its message as the
+/// pipeline's last error), and the calling thread carries on.
+pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
+    let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut panics = 0u64;
+    let mut last_error = None;
+    for request in &job.encoded.requests {
+        calls += 1;
+        let spans = request.spans as u64;
+        let outcome = catch_unwind(AssertUnwindSafe(|| transport.export(request, job.deadline)));
+        match outcome {
+            Ok(ExportResult::Success) => exported += spans,
+            Ok(ExportResult::PartialSuccess {
+                rejected: r,
+                message,
+            }) => {
+                let r = r.min(spans);
+                rejected += r;
+                exported += spans - r;
+                if r > 0 {
+                    log_quietly(
+                        || tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans"),
+                    );
+                }
+                drop_quietly(message);
+            }
+            Ok(ExportResult::Failed(reason)) => {
+                failed += spans;
+                failed_calls += 1;
+                log_quietly(
+                    || tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed"),
+                );
+                last_error = Some(reason);
+            }
+            Err(payload) => {
+                let message = panic_message(payload);
+                failed += spans;
+                failed_calls += 1;
+                panics += 1;
+                log_quietly(
+                    || tracing::warn!(%message, spans = request.spans, "otlp-exporter: the transport panicked; its spans count as failed"),
+                );
+                last_error = Some(format!("transport panicked: {message}"));
+            }
+        }
+    }
+    let mut ledger = lock(&shared.ledger);
+    if let Some(e) = last_error {
+        ledger.last_error = Some(e);
+    }
+    Ledger::add(&mut ledger.transport_panics, panics);
+    if ledger.abandoned {
+        return;
+    }
+    ledger.in_flight = ledger.in_flight.saturating_sub(job.spans);
+    Ledger::add(&mut ledger.exported, exported);
+    Ledger::add(&mut ledger.rejected, rejected);
+    Ledger::add(&mut ledger.export_failed, failed);
+    Ledger::add(&mut ledger.too_large, job.encoded.too_large as u64);
+    Ledger::add(&mut ledger.export_calls, calls);
+    Ledger::add(&mut ledger.failed_calls, failed_calls);
+}
+
+/// How long the worker waits for spans to gather when a look at the queue
+/// found only a few.
+pub(super) const GATHER: Duration = Duration::from_micros(100);
+
+/// The pipeline's thread: takes spans from the queue, batches, encodes and
+/// exports them, and carries out flush and shutdown requests.
+pub(super) struct Worker {
+    pub(super) shared: Arc<Shared>,
+    pub(super) consumer: Option<Consumer<EncodedSpan>>,
+    pub(super) encoder: Encoder,
+    pub(super) encoding: Encoding,
+    pub(super) transport: Arc<UserTransport>,
+    /// With `max_concurrent_exports > 1`: hands encoded batches to that
+    /// many export threads. `None`: the worker exports itself.
+    pub(super) pool: Option<std::sync::mpsc::SyncSender<Job>>,
+    pub(super) batch: Vec<EncodedSpan>,
+    /// Scopes of the pipeline's table already added to the encoder.
+    pub(super) scopes_added: usize,
+    pub(super) scopes_seen: u64,
+    pub(super) last_export: Instant,
+    pub(super) flush_seen: u64,
+    pub(super) last_warn: Option<Instant>,
+    pub(super) dropped_at_warn: u64,
+}
+
+impl Worker {
+    /// Runs the worker; if it panics anyway (a bug: user code is already
+    /// caught where it is called), the pipeline is closed and marked
+    /// finished and abandoned, so that nobody waits for it and the
+    /// accounting still balances (what was pending counts as timed out).
+    pub(super) fn run_guarded(
+        shared: Arc<Shared>,
+        consumer: Consumer<EncodedSpan>,
+        encoder: Encoder,
+    ) {
+        PIPELINE_THREAD.with(|id| id.set(shared.id));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            Worker::new(shared.clone(), consumer, encoder).run();
+        }));
+        if let Err(payload) = outcome {
+            let message = panic_message(payload);
+            log_quietly(
+                || tracing::error!(%message, "otlp-exporter: the worker thread panicked; the pipeline is closed"),
+            );
+            shared.state.store(CLOSED, Ordering::SeqCst);
+            {
+                let mut ledger = lock(&shared.ledger);
+                ledger.abandoned = true;
+                ledger.closed = true;
+                ledger.last_error = Some(format!("worker panicked: {message}"));
+            }
+            let mut control = lock(&shared.control);
+            control.finished = true;
+            if control.shutdown_deadline.is_none() {
+                control.shutdown_deadline = Some(Instant::now());
+            }
+            drop(control);
+            shared.control_cv.notify_all();
+        }
+    }
+
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        consumer: Consumer<EncodedSpan>,
+        encoder: Encoder,
+    ) -> Self {
+        let encoding = shared.config.encoding;
+        // Grows to the batch size if batches get that large (up to
+        // `MAX_QUEUE_SIZE` slots: not worth reserving up front).
+        let batch = Vec::with_capacity(shared.config.max_export_batch_size.min(1024));
+        let transport = shared.transport.clone();
+        let n = shared.config.max_concurrent_exports;
+        let pool = (n > 1)
+            .then(|| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
+                let rx = Arc::new(Mutex::new(rx));
+                let mut started = 0;
+                for i in 0..n {
+                    let (rx, shared, transport) = (rx.clone(), shared.clone(), transport.clone());
+                    let spawned = thread::Builder::new()
+                        .name(format!("otlp-export-{i}"))
+                        .spawn(move || {
+                            PIPELINE_THREAD.with(|id| id.set(shared.id));
+                            loop {
+                                // One thread waits on the channel at a time.
+                                let job = lock(&rx).recv();
+                                match job {
+                                    // `send` catches the transport's panics.
+                                    Ok(job) => send(&shared, transport.get(), job),
+                                    Err(_) => return, // the worker is gone
+                                }
+                            }
+                        });
+                    started += usize::from(spawned.is_ok());
+                }
+                // With no export thread at all, jobs would wait forever:
+                // the worker exports itself instead.
+                (started > 0).then_some(tx)
+            })
+            .flatten();
+        Worker {
+            shared,
+            consumer: Some(consumer),
+            encoder,
+            encoding,
+            transport,
+            pool,
+            batch,
+            scopes_added: 1,
+            scopes_seen: 0,
+            last_export: Instant::now(),
+            flush_seen: 0,
+            last_warn: None,
+            dropped_at_warn: 0,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut idle = 0u32;
+        loop {
+            if self.shared.state.load(Ordering::SeqCst) != RUNNING {
+                self.finish();
+                return;
+            }
+            let flush = self.shared.flush_requested.load(Ordering::Acquire);
+            if flush != self.flush_seen {
+                self.flush();
+                self.flush_seen = flush;
+                let mut control = lock(&self.shared.control);
+                control.flushed = flush;
+                drop(control);
+                self.shared.control_cv.notify_all();
+                continue;
+            }
+            let took = self.take();
+            let max = self.shared.config.max_export_batch_size;
+            let due = self.last_export.elapsed() >= self.shared.config.scheduled_delay;
+            if self.batch.len() >= max || (due && !self.batch.is_empty()) {
+                self.take_deferred(usize::MAX);
+                self.export(None);
+            } else if due {
+                self.last_export = Instant::now();
+            }
+            if took == 0 {
+                idle = idle.saturating_add(1);
+                self.idle_wait(idle);
+            } else {
+                idle = 0;
+                if took < (max / 8).max(1) {
+                    // Spans trickle in: let them gather before looking
+                    // again. Polling a lane that a producer is writing pulls
+                    // its cache lines away from it on every look; a short
+                    // nap makes the next look take a batch instead. (At
+                    // 2048 spans per lane this is safe up to ~40 M spans/s
+                    // per recording thread.)
+                    self.shared.nap(GATHER);
+                }
+            }
+        }
+    }
+
+    /// Waits a little while nothing arrives: spin, then yield, then park
+    /// in steps growing to 1.6 ms (never past the next scheduled export of
+    /// a batch that holds spans; with nothing to export the schedule does
+    /// not matter, so a zero `scheduled_delay` does not make an idle worker
+    /// poll).
+    pub(super) fn idle_wait(&self, idle: u32) {
+        if idle < 16 {
+            std::hint::spin_loop();
+        } else if idle < 32 {
+            thread::yield_now();
+        } else {
+            let step = Duration::from_micros(50u64 << (idle - 32).min(5));
+            let nap = if self.batch.is_empty() {
+                step
+            } else {
+                let until_due = self
+                    .shared
+                    .config
+                    .scheduled_delay
+                    .saturating_sub(self.last_export.elapsed());
+                step.min(until_due).max(Duration::from_micros(10))
+            };
+            self.shared.nap(nap);
+        }
+    }
+
+    /// Moves spans from the queue (and from exited threads' hand-overs)
+    /// into the batch, up to the batch size.
+    pub(super) fn take(&mut self) -> usize {
+        let Some(consumer) = self.consumer.as_mut() else {
+            return 0;
+        };
+        let room = self.shared.config.max_export_batch_size - self.batch.len();
+        let n = consumer.pop_batch(&mut self.batch, room);
+        // Acquire: pairs with the Release store in `hand_over` (the spans
+        // themselves are read under the ledger lock).
+        let adopted = self.shared.has_adopted.load(Ordering::Acquire);
+        if n == 0 && !adopted {
+            return 0;
+        }
+        let mut ledger = lock(&self.shared.ledger);
+        Ledger::add(&mut ledger.popped, n as u64);
+        let mut m = 0;
+        if adopted {
+            m = (room - n).min(ledger.adopted.len());
+            self.batch.extend(ledger.adopted.drain(..m));
+            Ledger::add(&mut ledger.adopted_out, m as u64);
+            if ledger.adopted.is_empty() {
+                self.shared.has_adopted.store(false, Ordering::Relaxed);
+            }
+        }
+        Ledger::add(&mut ledger.in_flight, (n + m) as u64);
+        n + m
+    }
+
+    /// Moves up to `limit` deferred spans (recorded from inside the
+    /// transport) into the batch, as room allows; returns how many.
+    pub(super) fn take_deferred(&mut self, limit: usize) -> usize {
+        let room = self.shared.config.max_export_batch_size - self.batch.len();
+        let mut ledger = lock(&self.shared.ledger);
+        let m = room.min(limit).min(ledger.deferred.len());
+        if m > 0 {
+            self.batch.extend(ledger.deferred.drain(..m));
+            Ledger::add(&mut ledger.in_flight, m as u64);
+        }
+        m
+    }
+
+    /// A flush: exports everything that was queued when it began (the
+    /// queue's mark, and what exited threads had handed over, or hand over
+    /// from the marked lanes), then waits for the exports in flight. Spans
+    /// recorded after the mark may go along but are not waited for, so
+    /// producers that keep recording cannot keep it going.
+    pub(super) fn flush(&mut self) {
+        let mark: Option<Mark<EncodedSpan>> = self.consumer.as_mut().map(Consumer::mark);
+        let mut adopted_target = None;
+        // Deferred spans recorded before the flush; those the flush's own
+        // exports record wait for a later batch.
+        let mut deferred = lock(&self.shared.ledger).deferred.len();
+        loop {
+            if self.abandoned() {
+                return;
+            }
+            let mut took = self.take();
+            if deferred > 0 {
+                let m = self.take_deferred(deferred);
+                deferred -= m;
+                took += m;
+            }
+            if !self.batch.is_empty() {
+                self.export(None);
+            }
+            let passed = match (&mark, &self.consumer) {
+                (Some(mark), Some(consumer)) => consumer.passed(mark),
+                _ => true,
+            };
+            if passed && deferred == 0 {
+                // Spans the marked lanes' threads handed over were moved
+                // under the ledger lock before their lane's head moved, so
+                // reading `adopted_in` now covers them.
+                let ledger = lock(&self.shared.ledger);
+                let target = *adopted_target.get_or_insert(ledger.adopted_in);
+                if ledger.adopted_out >= target {
+                    break;
+                }
+            } else if took == 0 {
+                // A lane's head is being moved by its producer (an eviction
+                // or a hand-over): it is done in a moment.
+                thread::yield_now();
+            }
+        }
+        self.wait_idle(None);
+    }
+
+    /// Exports until the queue is empty and no export is in flight (or
+    /// the deadline passes). Used by shutdown, when no record can add more.
+    pub(super) fn drain(&mut self, deadline: Option<Instant>) {
+        loop {
+            if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
+                return;
+            }
+            let took = self.take() + self.take_deferred(usize::MAX);
+            if !self.batch.is_empty() {
+                self.export(deadline);
+            }
+            if took == 0 {
+                self.wait_idle(deadline);
+                return;
+            }
+        }
+    }
+
+    pub(super) fn abandoned(&self) -> bool {
+        lock(&self.shared.ledger).abandoned
+    }
+
+    /// Adds the scopes registered since the last look to the encoder (only
+    /// the new ones: each scope is added once).
+    pub(super) fn sync_scopes(&mut self) {
+        let version = self.shared.scopes_version.load(Ordering::Acquire);
+        if version == self.scopes_seen {
+            return;
+        }
+        let new: Vec<InstrumentationScope> = {
+            let scopes = lock(&self.shared.scopes);
+            self.scopes_seen = self.shared.scopes_version.load(Ordering::Acquire);
+            scopes.list[self.scopes_added.min(scopes.list.len())..].to_vec()
+        };
+        self.scopes_added += new.len();
+        for s in new {
+            self.encoder.add_scope(s);
+        }
+    }
+
+    pub(super) fn export(&mut self, deadline: Option<Instant>) {
+        self.last_export = Instant::now();
+        if self.batch.is_empty() {
+            return;
+        }
+        self.sync_scopes();
+        let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
+        let mut encoded = Encoded::default();
+        self.encoder.assemble(&refs, self.encoding, &mut encoded);
+        drop(refs);
+        let spans = self.batch.len() as u64;
+        self.batch.clear();
+        let now = Instant::now();
+        // `export_timeout` is at most `MAX_DURATION`, so this fits; the
+        // fallback is only a belt.
+        let export_deadline = now
+            .checked_add(self.shared.config.export_timeout)
+            .unwrap_or(now + MAX_DURATION);
+        let job = Job {
+            encoded,
+            spans,
+            deadline: deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+        };
+        match &self.pool {
+            // Blocks while every export thread is busy: back pressure, and
+            // the spans stay counted as in flight meanwhile.
+            Some(pool) => {
+                if let Err(e) = pool.send(job) {
+                    send(&self.shared, self.transport.get(), e.0);
+                }
+            }
+            None => send(&self.shared, self.transport.get(), job),
+        }
+        self.warn_about_drops();
+    }
+
+    /// Waits until no export is in flight (with a pool of export threads),
+    /// the deadline passes, or shutdown gave up.
+    pub(super) fn wait_idle(&self, deadline: Option<Instant>) {
+        if self.pool.is_none() {
+            return;
+        }
+        loop {
+            let ledger = lock(&self.shared.ledger);
+            if ledger.in_flight == 0 || ledger.abandoned {
+                return;
+            }
+            drop(ledger);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Reports new drops through `tracing`, at most every 10 seconds.
+    pub(super) fn warn_about_drops(&mut self) {
+        const EVERY: Duration = Duration::from_secs(10);
+        if self.last_warn.is_some_and(|t| t.elapsed() < EVERY) {
+            return;
+        }
+        let s = stats(&self.shared);
+        let dropped = s.dropped.total().saturating_sub(s.dropped.not_sampled);
+        if dropped > self.dropped_at_warn {
+            log_quietly(|| {
+                tracing::warn!(
+                    new_drops = dropped - self.dropped_at_warn,
+                    queue_full = s.dropped.queue_full,
+                    evicted = s.dropped.evicted,
+                    low_priority = s.dropped.low_priority,
+                    export_failed = s.dropped.export_failed,
+                    rejected = s.dropped.rejected,
+                    too_large = s.dropped.too_large,
+                    orphaned = s.dropped.orphaned,
+                    "otlp-exporter: spans dropped (see Pipeline::stats)"
+                )
+            });
+            self.dropped_at_warn = dropped;
+            self.last_warn = Some(Instant::now());
+        }
+    }
+
+    /// Shutdown: wait for records in progress, export everything, close.
+    pub(super) fn finish(&mut self) {
+        let deadline = lock(&self.shared.control).shutdown_deadline;
+        // Records that began before CLOSED was stored are seen here (see
+        // `Shared::state`); wait for them to land, exporting meanwhile.
+        loop {
+            let (_, quiet) = record_totals(&self.shared);
+            self.drain(deadline);
+            if quiet || deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
+                break;
+            }
+            thread::yield_now();
+        }
+        self.drain(deadline);
+        // Closing the queue: later pushes fail and count as after shutdown.
+        self.consumer = None;
+        lock(&self.shared.ledger).closed = true;
+        // The export threads finish what they hold and exit.
+        self.pool = None;
+        // User code: a panic in the transport's shutdown is counted and
+        // reported, and the shutdown still completes (everything was
+        // exported or counted above).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.transport.get().shutdown())) {
+            let message = panic_message(payload);
+            log_quietly(|| tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked"));
+            let mut ledger = lock(&self.shared.ledger);
+            Ledger::add(&mut ledger.transport_panics, 1);
+            ledger.last_error = Some(format!("transport panicked in shutdown: {message}"));
+        }
+        lock(&self.shared.control).finished = true;
+        self.shared.control_cv.notify_all();
+    }
+}
