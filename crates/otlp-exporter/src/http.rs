@@ -8,7 +8,12 @@
 //! * Retried: 429, 502, 503, 504 and connection failures (refused, reset,
 //!   no response), with exponential backoff and jitter, bounded by the
 //!   export's deadline; `Retry-After` honoured in seconds and HTTP-date
-//!   form, capped. Everything else, 400 included, is final. A 200 whose
+//!   form, capped. Everything else, 400 included, is final
+//!   ([`ExportResult::Failed`]). When the attempts run out on a retryable
+//!   failure the export returns [`ExportResult::Retryable`] (with the last
+//!   `Retry-After`), and a pipeline keeps the batch and retries it later
+//!   (see [`Pipeline`](crate::Pipeline#a-collector-outage)); the
+//!   transport's own attempts ([`RetryPolicy`]) only cover short blips. A 200 whose
 //!   body reports `partial_success.rejected_spans` is not retried: the
 //!   rejected spans are counted.
 //! * Header values carry API keys: they never appear in logs or errors. A
@@ -596,6 +601,7 @@ impl Transport for HttpTransport {
         let content_type = request.encoding.content_type();
         let mut backoff = self.retry.initial_backoff;
         let mut last = String::new();
+        let mut last_after = None;
         for attempt in 0..self.retry.max_attempts.max(1) {
             if Instant::now() >= deadline {
                 break;
@@ -607,6 +613,7 @@ impl Transport for HttpTransport {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(after, why) => {
                     last = why;
+                    last_after = after.map(|a| a.min(MAX_RETRY_AFTER));
                     let wait = after.map_or_else(|| jitter(backoff), |a| a.min(MAX_RETRY_AFTER));
                     backoff = scale(backoff, self.retry.multiplier).min(self.retry.max_backoff);
                     let left = deadline.saturating_duration_since(Instant::now());
@@ -623,7 +630,13 @@ impl Transport for HttpTransport {
                 self.url
             ));
         }
-        ExportResult::Failed(format!("gave up after retries: {last}"))
+        // Every way to get here is a retryable failure (no answer, or 429,
+        // 502, 503, 504): the pipeline keeps the request and tries again
+        // later, after `Retry-After` if the collector sent one.
+        ExportResult::Retryable {
+            reason: format!("gave up after retries: {last}"),
+            retry_after: last_after,
+        }
     }
 }
 

@@ -20,8 +20,18 @@ pub struct Dropped {
     /// Rejected by the receiver in an otherwise successful export
     /// (`partial_success.rejected_spans`).
     pub rejected: u64,
-    /// Its export failed for good (after the transport's retries).
+    /// Its export failed for good: a final answer (HTTP 400, 401, 403,
+    /// 404, 413, a redirect), a transport that panicked, or a retryable
+    /// failure (collector down, 429, 502, 503, 504) whose last try, at
+    /// shutdown, failed again.
     pub export_failed: u64,
+    /// Kept for a retry after a retryable export failure (a collector
+    /// outage), then shed by the shedding policy to make room for newer
+    /// spans: under [`Shedding::DropOldest`](crate::Shedding::DropOldest),
+    /// when the lanes overflow, the kept batches (the oldest spans of all)
+    /// go first. The other policies never shed kept batches (new spans
+    /// are the ones dropped, as `queue_full` or `low_priority`).
+    pub retry_shed: u64,
     /// Still queued or in flight when shutdown's deadline passed.
     pub timed_out_at_shutdown: u64,
     /// Recorded after shutdown began (including a
@@ -44,7 +54,7 @@ impl Dropped {
             .fold(0u64, |sum, n| sum.saturating_add(n))
     }
 
-    fn fields(&self) -> [u64; 10] {
+    fn fields(&self) -> [u64; 11] {
         [
             self.queue_full,
             self.evicted,
@@ -53,6 +63,7 @@ impl Dropped {
             self.too_large,
             self.rejected,
             self.export_failed,
+            self.retry_shed,
             self.timed_out_at_shutdown,
             self.after_shutdown,
             self.orphaned,
@@ -74,6 +85,7 @@ impl Dropped {
             too_large: d(self.too_large, before.too_large),
             rejected: d(self.rejected, before.rejected),
             export_failed: d(self.export_failed, before.export_failed),
+            retry_shed: d(self.retry_shed, before.retry_shed),
             timed_out_at_shutdown: d(self.timed_out_at_shutdown, before.timed_out_at_shutdown),
             after_shutdown: d(self.after_shutdown, before.after_shutdown),
             orphaned: d(self.orphaned, before.orphaned),
@@ -97,8 +109,12 @@ pub struct ExportStats {
     pub exported: u64,
     /// Spans waiting in the queue.
     pub queued: u64,
-    /// Spans taken from the queue and not yet exported or dropped.
+    /// Spans taken from the queue and not yet exported or dropped
+    /// (`retrying` included).
     pub in_flight: u64,
+    /// Of `in_flight`, the spans in batches kept after a retryable export
+    /// failure (a collector outage), waiting for their next try.
+    pub retrying: u64,
     /// Spans not delivered, by reason.
     pub dropped: Dropped,
     /// Export calls made to the transport.

@@ -24,9 +24,37 @@ pub enum ExportResult {
         /// Its explanation, if any.
         message: String,
     },
-    /// The request failed for good (after whatever retries the transport
-    /// does); its spans are counted as failed.
+    /// The request failed for good (a final answer such as HTTP 400, 401,
+    /// 403, 404, 413 or a redirect, or an error that retrying cannot fix);
+    /// its spans are counted as failed (`Dropped::export_failed`) at once.
     Failed(String),
+    /// The request failed in a way that may pass later, as the OTLP
+    /// specification lists them: no connection (refused, reset, closed
+    /// before answering), a timeout, or HTTP 429, 502, 503, 504 (after
+    /// whatever quick retries the transport made itself).
+    ///
+    /// A running pipeline keeps the request and sends it again later, with
+    /// exponential backoff (or after `retry_after`), for as long as the
+    /// queue has room for it (see
+    /// [`Pipeline`](crate::Pipeline#a-collector-outage)); a pipeline that
+    /// is shutting down counts it as failed.
+    Retryable {
+        /// What went wrong (the last attempt's error).
+        reason: String,
+        /// How long the receiver asked to be left alone (`Retry-After`),
+        /// if it said.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl ExportResult {
+    /// A retryable failure with no `Retry-After`.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        ExportResult::Retryable {
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
 }
 
 /// Counters of every attempt and its outcome.
@@ -87,6 +115,10 @@ pub enum Behavior {
     Accept,
     /// Fail every export (`ExportResult::Failed`).
     Fail,
+    /// Fail every export as retryable (`ExportResult::Retryable`, no
+    /// `Retry-After`): a collector that is down for now. Switch to
+    /// `Accept` with [`InMemory::set_behavior`] to bring it back.
+    Unavailable,
     /// Fail every `n`-th export, accept the others.
     FailEvery(u64),
     /// Accept the request but reject `n` of its spans (at most all).
@@ -228,6 +260,9 @@ impl InMemory {
         match behavior {
             Behavior::Accept => {}
             Behavior::Fail => return ExportResult::Failed("injected failure".into()),
+            Behavior::Unavailable => {
+                return ExportResult::retryable("injected outage: collector unavailable");
+            }
             Behavior::FailEvery(n) if n > 0 && state.calls.is_multiple_of(n) => {
                 return ExportResult::Failed("injected failure".into());
             }

@@ -44,6 +44,12 @@ pub(super) struct Ledger {
     pub(super) exported: u64,
     pub(super) rejected: u64,
     pub(super) export_failed: u64,
+    /// Of `in_flight`: spans in batches the worker keeps after a retryable
+    /// failure (see `Worker::kept`), or on their way back to it from an
+    /// export thread.
+    pub(super) retrying: u64,
+    /// Kept spans shed by the shedding policy (`Dropped::retry_shed`).
+    pub(super) retry_shed: u64,
     pub(super) too_large: u64,
     pub(super) export_calls: u64,
     pub(super) failed_calls: u64,
@@ -190,15 +196,16 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
         too_large: ledger.too_large,
         rejected: ledger.rejected,
         export_failed: ledger.export_failed,
+        retry_shed: ledger.retry_shed,
         timed_out_at_shutdown: 0,
         after_shutdown,
         orphaned: ledger.orphaned,
     };
-    let (queued, in_flight) = if ledger.abandoned {
+    let (queued, in_flight, retrying) = if ledger.abandoned {
         // Everything not resolved by the deadline timed out.
         dropped.timed_out_at_shutdown =
             accepted.saturating_sub(ledger.exported.saturating_add(dropped.total()));
-        (0, 0)
+        (0, 0, 0)
     } else {
         // In the lanes: pushed and not yet evicted, popped or taken back;
         // plus what exited threads handed over.
@@ -211,6 +218,7 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
                 .saturating_add(ledger.adopted.len() as u64)
                 .saturating_add(ledger.deferred.len() as u64),
             ledger.in_flight,
+            ledger.retrying,
         )
     };
     ExportStats {
@@ -218,6 +226,7 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
         exported: ledger.exported,
         queued,
         in_flight,
+        retrying,
         dropped,
         export_calls: ledger.export_calls,
         failed_calls: ledger.failed_calls,

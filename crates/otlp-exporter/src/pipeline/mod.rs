@@ -229,6 +229,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// assert_eq!(report.stats.exported, 1);
 /// assert_eq!(memory.span_count(), 1);
 /// ```
+///
+/// # A collector outage
+///
+/// An export that fails with a retryable error
+/// ([`ExportResult::Retryable`](crate::ExportResult::Retryable): no
+/// connection, a timeout, HTTP 429, 502, 503 or 504, as the OTLP
+/// specification lists them) loses nothing: the worker keeps the batch and
+/// tries it again, oldest first, after an exponential backoff (100 ms
+/// doubling to 5 s, +-50 % jitter) or after the collector's `Retry-After`
+/// (up to 30 s). While a batch is kept the worker takes nothing more from
+/// the queue: new spans wait in the lanes, inside the `max_queue_size`
+/// bound, so the kept batches are never more than the batches that were in
+/// flight when the outage began. When the collector answers again, the kept
+/// batches go first and then the queue drains. A queue sized to the outage
+/// (spans per second x seconds down) therefore delivers every span,
+/// exactly once.
+///
+/// When the queue fills before the collector is back, the shedding policy
+/// decides which spans go, and each is counted:
+///
+/// * [`Shedding::DropNewest`], [`Shedding::Block`] (after its timeout),
+///   [`Shedding::Priority`]: the new spans are dropped (`queue_full`,
+///   `low_priority`); the kept batches and the queued spans, older, stay.
+/// * [`Shedding::DropOldest`]: the oldest go first. The lanes evict their
+///   oldest spans (`evicted`), and the worker, seeing them evict, sheds
+///   its oldest kept batch (`retry_shed`) and takes as many of the lanes'
+///   oldest spans in its place (kept, tried at the next retry).
+///
+/// Non-retryable failures (HTTP 400, 401, 403, 404, 413, a redirect, a
+/// transport that panics) are counted as `export_failed` at once. A
+/// [`force_flush`](Self::force_flush) during an outage tries the kept
+/// batches once (not before a `Retry-After` ends); if the collector is
+/// still down it returns `completed: false` and drops nothing. At
+/// [`shutdown`](Self::shutdown) each kept batch is tried once more within
+/// the deadline (after a `Retry-After` only if it ends before it), and a
+/// retryable failure is then final: what is left counts as
+/// `export_failed` (or `timed_out_at_shutdown` past the deadline).
+/// [`ExportStats::retrying`](crate::ExportStats::retrying) shows the spans
+/// kept; they are part of `in_flight`, so the accounting balances exactly
+/// throughout.
 #[derive(Clone)]
 pub struct Pipeline {
     handle: Arc<Handle>,
@@ -401,7 +441,10 @@ impl Pipeline {
         } else {
             let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
             shared.worker.unpark();
+            // A flush that ended with batches kept for a retry (the
+            // collector is down) did not complete; nothing was dropped.
             wait_control(shared, deadline, |c| c.flushed >= generation || c.finished)
+                && lock(&shared.control).flush_incomplete < generation
         };
         let after = stats(shared);
         FlushReport {

@@ -4,6 +4,7 @@
 //! shutdown requests ([`Control`], [`shutdown`]), and the guard around the
 //! user's transport ([`UserTransport`]).
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use otlp_queue::{Consumer, Mark};
 
-use crate::encode::{Encoded, Encoder, Encoding, SpanRef};
+use crate::encode::{Encoded, EncodedRequest, Encoder, Encoding, SpanRef};
 use crate::model::InstrumentationScope;
 use crate::stats::{Dropped, ShutdownReport};
 use crate::transport::{ExportResult, Transport};
@@ -22,6 +23,9 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Control {
     pub(super) flushed: u64,
+    /// The last flush generation that ended with spans still kept for a
+    /// retry (the collector was down): that flush did not complete.
+    pub(super) flush_incomplete: u64,
     pub(super) shutdown_deadline: Option<Instant>,
     pub(super) finished: bool,
 }
@@ -150,32 +154,81 @@ pub(super) struct Job {
     /// accounted for), including any the encoder found too large.
     pub(super) spans: u64,
     pub(super) deadline: Instant,
+    /// Keep the requests that fail retryably (the pipeline is running);
+    /// otherwise (shutdown) such a failure is final.
+    pub(super) keep: bool,
+}
+
+/// Requests whose export failed retryably (collector down, 429, 502, 503,
+/// 504), kept by the worker for a later try. Their spans stay counted in
+/// `Ledger::in_flight` and `Ledger::retrying` until they are delivered,
+/// fail for good, or are shed.
+pub(super) struct Kept {
+    pub(super) requests: Vec<EncodedRequest>,
+    pub(super) spans: u64,
+    /// The receiver's `Retry-After`, if it sent one.
+    pub(super) retry_after: Option<Duration>,
 }
 
 /// Exports a job's requests and accounts for its spans (unless shutdown has
 /// given up on them, in which case they are already counted as timed out).
+/// Returns the requests that failed retryably if the job keeps them.
+pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) -> Option<Kept> {
+    let Job {
+        encoded,
+        spans,
+        deadline,
+        keep,
+    } = job;
+    let too_large = encoded.too_large as u64;
+    export_requests(
+        shared,
+        transport,
+        encoded.requests,
+        (spans, 0, too_large),
+        deadline,
+        keep,
+    )
+}
+
+/// Exports `requests` and accounts for them: `spans` were in flight, of
+/// which `was_kept` were counted as retrying (a kept batch tried again) and
+/// `too_large` were left out by the encoder. Requests that fail retryably
+/// come back as a [`Kept`] if `keep`; otherwise they count as failed.
 ///
 /// Every call into the transport runs under `catch_unwind`: a panic counts
 /// as a failed export of that request's spans (with its message as the
 /// pipeline's last error), and the calling thread carries on.
-pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
+pub(super) fn export_requests(
+    shared: &Shared,
+    transport: &dyn Transport,
+    requests: Vec<EncodedRequest>,
+    (spans, was_kept, too_large): (u64, u64, u64),
+    deadline: Instant,
+    keep: bool,
+) -> Option<Kept> {
     let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut panics = 0u64;
     let mut last_error = None;
-    for request in &job.encoded.requests {
+    let mut kept = Kept {
+        requests: Vec::new(),
+        spans: 0,
+        retry_after: None,
+    };
+    for request in requests {
         calls += 1;
-        let spans = request.spans as u64;
-        let outcome = catch_unwind(AssertUnwindSafe(|| transport.export(request, job.deadline)));
+        let n = request.spans as u64;
+        let outcome = catch_unwind(AssertUnwindSafe(|| transport.export(&request, deadline)));
         match outcome {
-            Ok(ExportResult::Success) => exported += spans,
+            Ok(ExportResult::Success) => exported += n,
             Ok(ExportResult::PartialSuccess {
                 rejected: r,
                 message,
             }) => {
-                let r = r.min(spans);
+                let r = r.min(n);
                 rejected += r;
-                exported += spans - r;
+                exported += n - r;
                 if r > 0 {
                     log_quietly(
                         || tracing::debug!(rejected = r, %message, "otlp-exporter: receiver rejected spans"),
@@ -183,21 +236,31 @@ pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
                 }
                 drop_quietly(message);
             }
-            Ok(ExportResult::Failed(reason)) => {
-                failed += spans;
-                failed_calls += 1;
+            Ok(ExportResult::Retryable {
+                reason,
+                retry_after,
+            }) if keep => {
                 log_quietly(
-                    || tracing::debug!(%reason, spans = request.spans, "otlp-exporter: export failed"),
+                    || tracing::debug!(%reason, spans = n, "otlp-exporter: export failed; kept for a retry"),
                 );
+                kept.spans += n;
+                kept.retry_after = retry_after.max(kept.retry_after);
+                kept.requests.push(request);
+                last_error = Some(reason);
+            }
+            Ok(ExportResult::Failed(reason) | ExportResult::Retryable { reason, .. }) => {
+                failed += n;
+                failed_calls += 1;
+                log_quietly(|| tracing::debug!(%reason, spans = n, "otlp-exporter: export failed"));
                 last_error = Some(reason);
             }
             Err(payload) => {
                 let message = panic_message(payload);
-                failed += spans;
+                failed += n;
                 failed_calls += 1;
                 panics += 1;
                 log_quietly(
-                    || tracing::warn!(%message, spans = request.spans, "otlp-exporter: the transport panicked; its spans count as failed"),
+                    || tracing::warn!(%message, spans = n, "otlp-exporter: the transport panicked; its spans count as failed"),
                 );
                 last_error = Some(format!("transport panicked: {message}"));
             }
@@ -209,15 +272,53 @@ pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) {
     }
     Ledger::add(&mut ledger.transport_panics, panics);
     if ledger.abandoned {
-        return;
+        return None;
     }
-    ledger.in_flight = ledger.in_flight.saturating_sub(job.spans);
+    ledger.in_flight = ledger.in_flight.saturating_sub(spans - kept.spans);
+    ledger.retrying = ledger.retrying.saturating_sub(was_kept);
+    Ledger::add(&mut ledger.retrying, kept.spans);
     Ledger::add(&mut ledger.exported, exported);
     Ledger::add(&mut ledger.rejected, rejected);
     Ledger::add(&mut ledger.export_failed, failed);
-    Ledger::add(&mut ledger.too_large, job.encoded.too_large as u64);
+    Ledger::add(&mut ledger.too_large, too_large);
     Ledger::add(&mut ledger.export_calls, calls);
     Ledger::add(&mut ledger.failed_calls, failed_calls);
+    (!kept.requests.is_empty()).then_some(kept)
+}
+
+/// Resolves a kept batch without trying it: its spans leave `in_flight`
+/// and `retrying` for `export_failed` (`shed: false`) or `retry_shed`.
+pub(super) fn drop_kept(shared: &Shared, kept: Kept, shed: bool) {
+    let mut ledger = lock(&shared.ledger);
+    if ledger.abandoned {
+        return;
+    }
+    ledger.in_flight = ledger.in_flight.saturating_sub(kept.spans);
+    ledger.retrying = ledger.retrying.saturating_sub(kept.spans);
+    if shed {
+        Ledger::add(&mut ledger.retry_shed, kept.spans);
+    } else {
+        Ledger::add(&mut ledger.export_failed, kept.spans);
+        Ledger::add(&mut ledger.failed_calls, kept.requests.len() as u64);
+    }
+}
+
+/// The first wait before a kept batch is tried again (then doubled at each
+/// failure, up to [`RETRY_MAX_BACKOFF`], with +-50 % jitter).
+pub(super) const RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two tries of a kept batch (a `Retry-After`
+/// may ask for more, up to [`RETRY_MAX_AFTER`]).
+pub(super) const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest `Retry-After` honoured.
+pub(super) const RETRY_MAX_AFTER: Duration = Duration::from_secs(30);
+/// How often the worker looks at the lanes (for evictions, under
+/// drop-oldest) while it waits to try a kept batch again.
+const RETRY_TICK: Duration = Duration::from_millis(5);
+
+/// `d` scaled by a random factor in [0.5, 1.5).
+fn jitter(d: Duration) -> Duration {
+    let r = (crate::id::random_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(0.5 + r)
 }
 
 /// How long the worker waits for spans to gather when a look at the queue
@@ -243,6 +344,23 @@ pub(super) struct Worker {
     pub(super) flush_seen: u64,
     pub(super) last_warn: Option<Instant>,
     pub(super) dropped_at_warn: u64,
+    /// Batches whose export failed retryably, oldest first, waiting to be
+    /// tried again (see "A collector outage" on [`Pipeline`]). While any is
+    /// kept the worker takes nothing more from the lanes: the spans wait
+    /// there, inside the queue's bound, and the shedding policy applies to
+    /// them as the lanes fill.
+    pub(super) kept: VecDeque<Kept>,
+    /// Kept batches coming back from the export threads.
+    pub(super) kept_rx: std::sync::mpsc::Receiver<Kept>,
+    /// When the first kept batch is tried again.
+    pub(super) next_retry: Instant,
+    /// The wait after the next retryable failure (before jitter).
+    pub(super) backoff: Duration,
+    /// Set while the receiver's `Retry-After` runs: flush does not try
+    /// before it, and shutdown tries only if it ends before its deadline.
+    pub(super) retry_after_until: Option<Instant>,
+    /// The lanes' eviction count when last looked at (drop-oldest).
+    pub(super) evicted_seen: u64,
 }
 
 impl Worker {
@@ -292,6 +410,7 @@ impl Worker {
         let batch = Vec::with_capacity(shared.config.max_export_batch_size.min(1024));
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
+        let (kept_tx, kept_rx) = std::sync::mpsc::channel::<Kept>();
         let pool = (n > 1)
             .then(|| {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(n);
@@ -299,6 +418,7 @@ impl Worker {
                 let mut started = 0;
                 for i in 0..n {
                     let (rx, shared, transport) = (rx.clone(), shared.clone(), transport.clone());
+                    let kept_tx = kept_tx.clone();
                     let spawned = thread::Builder::new()
                         .name(format!("otlp-export-{i}"))
                         .spawn(move || {
@@ -308,7 +428,14 @@ impl Worker {
                                 let job = lock(&rx).recv();
                                 match job {
                                     // `send` catches the transport's panics.
-                                    Ok(job) => send(&shared, transport.get(), job),
+                                    Ok(job) => {
+                                        if let Some(kept) = send(&shared, transport.get(), job)
+                                            && let Err(back) = kept_tx.send(kept)
+                                        {
+                                            // The worker is gone: a final failure.
+                                            drop_kept(&shared, back.0, false);
+                                        }
+                                    }
                                     Err(_) => return, // the worker is gone
                                 }
                             }
@@ -334,6 +461,12 @@ impl Worker {
             flush_seen: 0,
             last_warn: None,
             dropped_at_warn: 0,
+            kept: VecDeque::new(),
+            kept_rx,
+            next_retry: Instant::now(),
+            backoff: RETRY_INITIAL_BACKOFF,
+            retry_after_until: None,
+            evicted_seen: 0,
         }
     }
 
@@ -346,12 +479,22 @@ impl Worker {
             }
             let flush = self.shared.flush_requested.load(Ordering::Acquire);
             if flush != self.flush_seen {
-                self.flush();
+                let complete = self.flush();
                 self.flush_seen = flush;
                 let mut control = lock(&self.shared.control);
                 control.flushed = flush;
+                if !complete {
+                    control.flush_incomplete = flush;
+                }
                 drop(control);
                 self.shared.control_cv.notify_all();
+                continue;
+            }
+            self.collect_kept();
+            if !self.kept.is_empty() {
+                // A collector outage: the spans wait in the lanes.
+                self.tend_kept();
+                idle = 0;
                 continue;
             }
             let took = self.take();
@@ -454,7 +597,19 @@ impl Worker {
     /// from the marked lanes), then waits for the exports in flight. Spans
     /// recorded after the mark may go along but are not waited for, so
     /// producers that keep recording cannot keep it going.
-    pub(super) fn flush(&mut self) {
+    pub(super) fn flush(&mut self) -> bool {
+        // Kept batches are older than anything the flush marks: try them
+        // first (once, at once, unless a `Retry-After` runs). If the
+        // collector is still down the flush ends here, incomplete, and
+        // nothing is dropped.
+        self.collect_kept();
+        if !self.kept.is_empty() {
+            self.wait_idle(None);
+            self.collect_kept();
+            if !self.retry_kept() {
+                return false;
+            }
+        }
         let mark: Option<Mark<EncodedSpan>> = self.consumer.as_mut().map(Consumer::mark);
         let mut adopted_target = None;
         // Deferred spans recorded before the flush; those the flush's own
@@ -462,7 +617,15 @@ impl Worker {
         let mut deferred = lock(&self.shared.ledger).deferred.len();
         loop {
             if self.abandoned() {
-                return;
+                return false;
+            }
+            self.collect_kept();
+            if !self.kept.is_empty() {
+                // An export of this flush failed retryably: kept, and the
+                // flush is incomplete.
+                self.wait_idle(None);
+                self.collect_kept();
+                return false;
             }
             let mut took = self.take();
             if deferred > 0 {
@@ -493,6 +656,8 @@ impl Worker {
             }
         }
         self.wait_idle(None);
+        self.collect_kept();
+        self.kept.is_empty()
     }
 
     /// Exports until the queue is empty and no export is in flight (or
@@ -502,12 +667,16 @@ impl Worker {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
                 return;
             }
+            self.collect_kept();
+            self.try_kept_finally(deadline);
             let took = self.take() + self.take_deferred(usize::MAX);
             if !self.batch.is_empty() {
                 self.export(deadline);
             }
             if took == 0 {
                 self.wait_idle(deadline);
+                self.collect_kept();
+                self.try_kept_finally(deadline);
                 return;
             }
         }
@@ -557,16 +726,20 @@ impl Worker {
             encoded,
             spans,
             deadline: deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+            // Shutting down: a retryable failure is final.
+            keep: self.shared.state.load(Ordering::Relaxed) == RUNNING,
         };
-        match &self.pool {
+        let kept = match &self.pool {
             // Blocks while every export thread is busy: back pressure, and
             // the spans stay counted as in flight meanwhile.
-            Some(pool) => {
-                if let Err(e) = pool.send(job) {
-                    send(&self.shared, self.transport.get(), e.0);
-                }
-            }
+            Some(pool) => match pool.send(job) {
+                Ok(()) => None,
+                Err(e) => send(&self.shared, self.transport.get(), e.0),
+            },
             None => send(&self.shared, self.transport.get(), job),
+        };
+        if let Some(kept) = kept {
+            self.keep(kept);
         }
         self.warn_about_drops();
     }
@@ -579,7 +752,9 @@ impl Worker {
         }
         loop {
             let ledger = lock(&self.shared.ledger);
-            if ledger.in_flight == 0 || ledger.abandoned {
+            // Kept spans count as in flight too, but no export is running
+            // for them.
+            if ledger.in_flight <= ledger.retrying || ledger.abandoned {
                 return;
             }
             drop(ledger);
@@ -617,6 +792,189 @@ impl Worker {
         }
     }
 
+    /// Keeps a batch that failed retryably; the first one kept starts the
+    /// backoff (and the eviction watch, under drop-oldest).
+    pub(super) fn keep(&mut self, kept: Kept) {
+        if self.kept.is_empty() {
+            self.backoff = RETRY_INITIAL_BACKOFF;
+            self.evicted_seen = record_totals(&self.shared).0.evicted;
+            self.schedule_retry(kept.retry_after);
+        } else if let Some(after) = kept.retry_after {
+            self.schedule_retry(Some(after));
+        }
+        self.kept.push_back(kept);
+    }
+
+    /// Takes in the batches the export threads kept.
+    pub(super) fn collect_kept(&mut self) {
+        while let Ok(kept) = self.kept_rx.try_recv() {
+            self.keep(kept);
+        }
+    }
+
+    /// Sets the next try after a retryable failure: after `Retry-After` if
+    /// the receiver sent one (capped), else after the backoff with jitter;
+    /// the backoff doubles, up to its cap.
+    pub(super) fn schedule_retry(&mut self, retry_after: Option<Duration>) {
+        let now = Instant::now();
+        let wait = match retry_after {
+            Some(after) => after.min(RETRY_MAX_AFTER),
+            None => jitter(self.backoff),
+        };
+        self.backoff = (self.backoff * 2).min(RETRY_MAX_BACKOFF);
+        self.next_retry = now + wait;
+        self.retry_after_until = retry_after.map(|_| self.next_retry);
+    }
+
+    /// While batches are kept: tries them again when due (and no export
+    /// is running), sheds them under drop-oldest when the lanes overflow,
+    /// and otherwise naps (cut short by a flush, a shutdown or a full lane).
+    pub(super) fn tend_kept(&mut self) {
+        self.shed_for_newer_spans();
+        let now = Instant::now();
+        if now >= self.next_retry && self.exports_idle() {
+            self.retry_kept();
+            return;
+        }
+        // Not `Shared::nap`: a full lane's wake-up is pointless now (the
+        // worker takes nothing from the lanes while a batch is kept) and
+        // would make it spin while records overflow; flush and shutdown
+        // unpark it directly.
+        let nap = self.next_retry.saturating_duration_since(now);
+        thread::park_timeout(nap.clamp(Duration::from_micros(100), RETRY_TICK));
+    }
+
+    /// True if no export is running or waiting for an export thread.
+    pub(super) fn exports_idle(&self) -> bool {
+        let ledger = lock(&self.shared.ledger);
+        ledger.in_flight <= ledger.retrying.saturating_add(self.batch.len() as u64)
+    }
+
+    /// Tries the kept batches again, oldest first, on this thread (one
+    /// export at a time), until one fails retryably again (it stays first
+    /// and the next try is scheduled) or all are resolved (true). A
+    /// `Retry-After` that still runs is waited out, not tried through.
+    pub(super) fn retry_kept(&mut self) -> bool {
+        if self
+            .retry_after_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return false;
+        }
+        self.retry_after_until = None;
+        while let Some(kept) = self.kept.pop_front() {
+            let now = Instant::now();
+            let deadline = now
+                .checked_add(self.shared.config.export_timeout)
+                .unwrap_or(now + MAX_DURATION);
+            let spans = kept.spans;
+            match export_requests(
+                &self.shared,
+                self.transport.get(),
+                kept.requests,
+                (spans, spans, 0),
+                deadline,
+                true,
+            ) {
+                None => self.backoff = RETRY_INITIAL_BACKOFF,
+                Some(again) => {
+                    self.schedule_retry(again.retry_after);
+                    self.kept.push_front(again);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Under [`Shedding::DropOldest`]: when the lanes evicted spans since
+    /// the last look, they are full, and the kept batches hold the oldest
+    /// spans of all: the oldest kept batch is shed (`retry_shed`) and as
+    /// many of the lanes' oldest spans take its place (encoded, kept, tried
+    /// at the next retry), giving the lanes that much room. The other
+    /// policies keep the kept batches and drop new spans instead.
+    pub(super) fn shed_for_newer_spans(&mut self) {
+        if !matches!(self.shared.config.shedding, Shedding::DropOldest) {
+            return;
+        }
+        let evicted = record_totals(&self.shared).0.evicted;
+        if evicted == self.evicted_seen {
+            return;
+        }
+        self.evicted_seen = evicted;
+        let Some(oldest) = self.kept.pop_front() else {
+            return;
+        };
+        drop_kept(&self.shared, oldest, true);
+        self.take();
+        if self.batch.is_empty() {
+            return;
+        }
+        self.sync_scopes();
+        let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
+        let mut encoded = Encoded::default();
+        self.encoder.assemble(&refs, self.encoding, &mut encoded);
+        drop(refs);
+        let taken = self.batch.len() as u64;
+        self.batch.clear();
+        let too_large = encoded.too_large as u64;
+        let spans = taken.saturating_sub(too_large);
+        {
+            let mut ledger = lock(&self.shared.ledger);
+            if ledger.abandoned {
+                return;
+            }
+            ledger.in_flight = ledger.in_flight.saturating_sub(too_large);
+            Ledger::add(&mut ledger.too_large, too_large);
+            Ledger::add(&mut ledger.retrying, spans);
+        }
+        if !encoded.requests.is_empty() {
+            self.kept.push_back(Kept {
+                requests: encoded.requests,
+                spans,
+                retry_after: None,
+            });
+        }
+    }
+
+    /// Shutdown's last try of the kept batches, within its deadline: each
+    /// is tried once more and whatever fails is final (`export_failed`). A
+    /// `Retry-After` that ends before the deadline is waited out; one that
+    /// ends later fails them without a try.
+    pub(super) fn try_kept_finally(&mut self, deadline: Option<Instant>) {
+        if self.kept.is_empty() {
+            return;
+        }
+        if let Some(until) = self.retry_after_until.take() {
+            if deadline.is_some_and(|d| until >= d) {
+                for kept in std::mem::take(&mut self.kept) {
+                    drop_kept(&self.shared, kept, false);
+                }
+                return;
+            }
+            thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+        while let Some(kept) = self.kept.pop_front() {
+            if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
+                self.kept.push_front(kept);
+                return;
+            }
+            let now = Instant::now();
+            let export_deadline = now
+                .checked_add(self.shared.config.export_timeout)
+                .unwrap_or(now + MAX_DURATION);
+            let spans = kept.spans;
+            export_requests(
+                &self.shared,
+                self.transport.get(),
+                kept.requests,
+                (spans, spans, 0),
+                deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+                false,
+            );
+        }
+    }
+
     /// Shutdown: wait for records in progress, export everything, close.
     pub(super) fn finish(&mut self) {
         let deadline = lock(&self.shared.control).shutdown_deadline;
@@ -631,6 +989,11 @@ impl Worker {
             thread::yield_now();
         }
         self.drain(deadline);
+        // Kept batches shutdown had no time to try: failed for good.
+        self.collect_kept();
+        for kept in std::mem::take(&mut self.kept) {
+            drop_kept(&self.shared, kept, false);
+        }
         // Closing the queue: later pushes fail and count as after shutdown.
         self.consumer = None;
         lock(&self.shared.ledger).closed = true;

@@ -1,0 +1,430 @@
+//! A collector outage within the buffer loses nothing (issue 13, item 3):
+//! a batch whose export fails retryably is kept and tried again with
+//! backoff (and `Retry-After`); spans wait in the queue meanwhile; when
+//! the collector is back every span arrives exactly once. With a queue too
+//! small for the outage the shedding policy decides what goes, and every
+//! span is counted. Against a collector double on 127.0.0.1 that is down
+//! (connection refused) and then comes up on the same port.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::eventually;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use otlp_exporter::{
+    ExportStats, HttpTransport, Pipeline, Resource, RetryPolicy, Shedding, SpanData,
+};
+use prost::Message;
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// One request the collector double read, and what it answered.
+#[derive(Clone, Debug)]
+struct Got {
+    at: Instant,
+    status: u16,
+    spans: Vec<String>,
+}
+
+/// A collector double: answers each request from a script of statuses
+/// (with optional `Retry-After`), then 200.
+struct Collector {
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+impl Collector {
+    /// A port nothing listens on (yet): connections are refused.
+    fn reserve_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn start(port: u16, script: Vec<(u16, Option<&'static str>)>) -> Collector {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("port still free");
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (s, g) = (script.clone(), g.clone());
+                thread::spawn(move || serve(conn, &s, &g));
+            }
+        });
+        Collector { got }
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Span names in requests answered 2xx, with how often each arrived.
+    fn delivered(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for g in self.got().iter().filter(|g| g.status == 200) {
+            for s in &g.spans {
+                *out.entry(s.clone()).or_insert(0) += 1;
+            }
+        }
+        out
+    }
+}
+
+fn serve(
+    conn: TcpStream,
+    script: &Mutex<VecDeque<(u16, Option<&'static str>)>>,
+    got: &Mutex<Vec<Got>>,
+) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut conn = conn;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.trim().eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let (status, retry_after) = script.lock().unwrap().pop_front().unwrap_or((200, None));
+        let spans = ExportTraceServiceRequest::decode(&body[..])
+            .expect("OTLP protobuf")
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .map(|s| s.name)
+            .collect();
+        got.lock().unwrap().push(Got {
+            at: Instant::now(),
+            status,
+            spans,
+        });
+        let mut resp = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n");
+        if let Some(after) = retry_after {
+            resp.push_str(&format!("retry-after: {after}\r\n"));
+        }
+        resp.push_str("\r\n");
+        if conn.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// An OTLP/HTTP transport to 127.0.0.1:`port` that makes one attempt per
+/// export: the pipeline does the retrying.
+fn transport(port: u16) -> HttpTransport {
+    HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint(format!("http://127.0.0.1:{port}"))
+    .timeout(Duration::from_secs(2))
+    .retry(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    })
+    .build()
+    .unwrap()
+}
+
+fn pipeline(port: u16, queue: usize, batch: usize, shedding: Shedding) -> Pipeline {
+    Pipeline::builder()
+        .transport(transport(port))
+        .resource(Resource::new("outage-test"))
+        .max_queue_size(queue)
+        .max_export_batch_size(batch)
+        .scheduled_delay(Duration::from_millis(5))
+        .export_timeout(Duration::from_secs(5))
+        .shedding(shedding)
+        .build()
+        .unwrap()
+}
+
+/// Records `n` spans named `{prefix}{i}` on each of `threads` threads.
+fn record(p: &Pipeline, prefix: &str, threads: usize, n: usize) {
+    thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in 0..n {
+                    p.record(SpanData::new(format!("{prefix}{t}-{i}")));
+                }
+            });
+        }
+    });
+}
+
+fn connection_failures(s: &ExportStats) -> u64 {
+    s.attempts.map_or(0, |a| a.connection_failed)
+}
+
+/// Waits until the pipeline keeps a batch after `n` failed attempts.
+fn wait_for_outage(p: &Pipeline, n: u64) {
+    eventually("the outage to be seen and a batch kept", || {
+        let s = p.stats();
+        connection_failures(&s) >= n && s.retrying > 0
+    });
+}
+
+/// Down (connection refused), then up: with a queue sized for the outage,
+/// every span arrives exactly once, nothing is dropped, and the collector
+/// received exactly the exported count.
+#[test]
+fn an_outage_within_the_queue_loses_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let p = pipeline(port, 4096, 64, Shedding::DropNewest);
+        record(&p, "before-", 4, 250);
+        wait_for_outage(&p, 3);
+        // Recorded while the collector is down: they wait in the queue.
+        record(&p, "during-", 4, 250);
+        let s = p.stats();
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!((s.exported, s.dropped.total()), (0, 0), "{s:?}");
+        let collector = Collector::start(port, vec![]);
+        eventually("every span exported", || p.stats().exported == 2000);
+        let r = p.shutdown(Duration::from_secs(10));
+        assert!(r.completed, "{r:?}");
+        let s = r.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!((s.accepted, s.exported), (2000, 2000), "{s:?}");
+        assert_eq!(s.dropped.total(), 0, "{s:?}");
+        assert_eq!((s.retrying, s.in_flight, s.queued), (0, 0, 0), "{s:?}");
+        let delivered = collector.delivered();
+        assert_eq!(delivered.len(), 2000, "distinct spans delivered");
+        assert!(delivered.values().all(|&n| n == 1), "a span arrived twice");
+        for t in 0..4 {
+            for i in 0..250 {
+                for prefix in ["before-", "during-"] {
+                    assert!(delivered.contains_key(&format!("{prefix}{t}-{i}")));
+                }
+            }
+        }
+        assert!(connection_failures(&s) >= 3, "{s:?}");
+    });
+}
+
+/// The same through a pool of export threads: batches that fail there come
+/// back to the worker and are kept.
+#[test]
+fn an_outage_with_concurrent_exports_loses_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let p = Pipeline::builder()
+            .transport(transport(port))
+            .max_queue_size(4096)
+            .max_export_batch_size(32)
+            .scheduled_delay(Duration::from_millis(5))
+            .max_concurrent_exports(4)
+            .build()
+            .unwrap();
+        record(&p, "pool-", 2, 400);
+        wait_for_outage(&p, 2);
+        let collector = Collector::start(port, vec![]);
+        let flush = p.force_flush(Duration::from_secs(30));
+        let r = p.shutdown(Duration::from_secs(10));
+        let s = r.stats;
+        assert!(r.completed && s.is_balanced(), "{flush:?} {r:?}");
+        assert_eq!((s.exported, s.dropped.total()), (800, 0), "{s:?}");
+        let delivered = collector.delivered();
+        assert_eq!(delivered.len(), 800);
+        assert!(delivered.values().all(|&n| n == 1));
+    });
+}
+
+/// 503 with `Retry-After: 1`, then 200: the batch is kept, sent again no
+/// sooner than the collector asked, and delivered once.
+#[test]
+fn a_503_with_retry_after_is_honoured_then_delivered() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let collector = Collector::start(port, vec![(503, Some("1"))]);
+        let p = pipeline(port, 1024, 10, Shedding::DropNewest);
+        record(&p, "ra-", 1, 10);
+        eventually("the retry delivers", || p.stats().exported == 10);
+        let r = p.shutdown(Duration::from_secs(10));
+        assert!(r.completed && r.stats.is_balanced(), "{r:?}");
+        assert_eq!(r.stats.dropped.total(), 0, "{r:?}");
+        let got = collector.got();
+        assert_eq!(
+            got.iter().map(|g| g.status).collect::<Vec<_>>(),
+            vec![503, 200]
+        );
+        assert_eq!(got[0].spans, got[1].spans, "the same batch, sent again");
+        assert!(
+            got[1].at.duration_since(got[0].at) >= Duration::from_secs(1),
+            "Retry-After: 1 was not waited out"
+        );
+        assert_eq!(collector.delivered().len(), 10);
+        let a = r.stats.attempts.unwrap();
+        assert_eq!((a.retryable_status, a.succeeded), (1, 1), "{a:?}");
+    });
+}
+
+/// Final answers are not kept: counted as failed at once, never sent again.
+#[test]
+fn final_answers_are_counted_at_once_not_kept() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for status in [400u16, 401, 403, 404, 413] {
+            let port = Collector::reserve_port();
+            let collector = Collector::start(port, vec![(status, None)]);
+            let p = pipeline(port, 1024, 5, Shedding::DropNewest);
+            record(&p, "final-", 1, 5);
+            eventually("the failure counted", || {
+                p.stats().dropped.export_failed == 5
+            });
+            let s = p.stats();
+            assert_eq!(s.retrying, 0, "{status}: {s:?}");
+            let r = p.shutdown(Duration::from_secs(10));
+            assert!(r.completed && r.stats.is_balanced(), "{r:?}");
+            assert_eq!(r.stats.exported, 0, "{status}");
+            assert_eq!(collector.got().len(), 1, "{status} was sent again");
+        }
+    });
+}
+
+/// A small queue and an outage longer than it holds: the policy sheds,
+/// every span is counted, and the collector receives exactly what the
+/// pipeline says it exported, each span once.
+#[test]
+fn a_long_outage_sheds_by_policy_and_counts_every_span() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for shedding in [Shedding::DropNewest, Shedding::DropOldest] {
+            let port = Collector::reserve_port();
+            let p = pipeline(port, 128, 32, shedding);
+            // A first batch, kept once the collector is found down.
+            record(&p, "first-", 1, 32);
+            wait_for_outage(&p, 1);
+            // Far more than the queue holds, from two threads.
+            record(&p, "flood-", 2, 2000);
+            if shedding == Shedding::DropOldest {
+                eventually("the kept batch shed for newer spans", || {
+                    p.stats().dropped.retry_shed > 0
+                });
+            }
+            let s = p.stats();
+            assert!(s.is_balanced(), "{shedding:?}: {s:?}");
+            let collector = Collector::start(port, vec![]);
+            let r = p.shutdown(Duration::from_secs(20));
+            assert!(r.completed, "{shedding:?}: {r:?}");
+            let s = r.stats;
+            assert!(s.is_balanced(), "{shedding:?}: {s:?}");
+            assert_eq!(s.accepted, 4032);
+            assert_eq!(s.exported + s.dropped.total(), 4032, "{s:?}");
+            let delivered = collector.delivered();
+            assert_eq!(delivered.len() as u64, s.exported, "{shedding:?}: {s:?}");
+            assert!(delivered.values().all(|&n| n == 1), "{shedding:?}");
+            match shedding {
+                Shedding::DropNewest => {
+                    // The kept batch, the oldest, survives; new spans went.
+                    assert!(s.dropped.queue_full > 0, "{s:?}");
+                    assert_eq!(s.dropped.retry_shed, 0, "{s:?}");
+                    for i in 0..32 {
+                        assert!(delivered.contains_key(&format!("first-0-{i}")), "{s:?}");
+                    }
+                }
+                _ => {
+                    // The oldest went first: the kept batch, then the
+                    // lanes' oldest; each thread's newest span survives.
+                    assert!(s.dropped.retry_shed > 0, "{s:?}");
+                    assert!(s.dropped.evicted > 0, "{s:?}");
+                    assert!(!delivered.contains_key("first-0-0"), "{s:?}");
+                    for t in 0..2 {
+                        assert!(delivered.contains_key(&format!("flood-{t}-1999")), "{s:?}");
+                    }
+                }
+            }
+            assert_eq!(s.dropped.export_failed, 0, "{s:?}");
+        }
+    });
+}
+
+/// Shutdown while the collector is still down: the kept batches are tried
+/// once more, and what is left is counted, nothing lost silently.
+#[test]
+fn shutdown_during_an_outage_counts_what_is_left() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let p = pipeline(port, 1024, 16, Shedding::DropNewest);
+        record(&p, "left-", 2, 100);
+        wait_for_outage(&p, 2);
+        let flush = p.force_flush(Duration::from_secs(10));
+        assert!(!flush.completed, "{flush:?}");
+        assert_eq!(flush.dropped.total(), 0, "a flush drops nothing: {flush:?}");
+        let before = connection_failures(&p.stats());
+        let r = p.shutdown(Duration::from_secs(10));
+        assert!(r.completed, "{r:?}");
+        let s = r.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.exported, 0);
+        assert_eq!(s.dropped.export_failed, 200, "{s:?}");
+        assert!(connection_failures(&s) > before, "kept batches tried again");
+        assert_eq!((s.retrying, s.in_flight, s.queued), (0, 0, 0), "{s:?}");
+    });
+}
+
+/// The issue's scenario at full size: a 10 s outage at 20 k spans/s from 4
+/// threads with `max_queue_size` 262 144 delivers every span. Slow (10 s of
+/// outage), so ignored in the normal suite; the scaled-down version is
+/// `an_outage_within_the_queue_loses_nothing`.
+#[test]
+#[ignore = "10 s outage at 20 k spans/s; run with --ignored"]
+fn the_issue_scenario_ten_seconds_at_twenty_thousand_spans_per_second() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        let port = Collector::reserve_port();
+        let p = pipeline(port, 262_144, 512, Shedding::DropNewest);
+        let start = Instant::now();
+        thread::scope(|s| {
+            for t in 0..4 {
+                let p = &p;
+                s.spawn(move || {
+                    // 5 000 spans/s per thread, in steps of 5 ms.
+                    for step in 0..2000u64 {
+                        for i in 0..25 {
+                            p.record(SpanData::new(format!("big-{t}-{step}-{i}")));
+                        }
+                        let next = start + Duration::from_millis(5 * (step + 1));
+                        thread::sleep(next.saturating_duration_since(Instant::now()));
+                    }
+                });
+            }
+        });
+        let collector = Collector::start(port, vec![]);
+        let end = Instant::now() + Duration::from_secs(60);
+        while p.stats().exported < 200_000 {
+            assert!(Instant::now() < end, "not delivered: {:?}", p.stats());
+            thread::sleep(Duration::from_millis(10));
+        }
+        let r = p.shutdown(Duration::from_secs(30));
+        assert!(r.completed && r.stats.is_balanced(), "{r:?}");
+        assert_eq!(r.stats.dropped.total(), 0, "{r:?}");
+        let delivered = collector.delivered();
+        assert_eq!(delivered.len(), 200_000);
+        assert!(delivered.values().all(|&n| n == 1));
+    });
+}
