@@ -86,7 +86,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Delivers one request. Should return by `deadline`; the pipeline's
     /// flush and shutdown never wait past their own deadlines even if it
-    /// does not.
+    /// does not. Return [`ExportResult::Retryable`] for a failure that may
+    /// pass later (the receiver is down or overloaded): the pipeline keeps
+    /// the request and calls `export` with it again later; return
+    /// [`ExportResult::Failed`] for one that will not.
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult;
 
     /// Called once when the pipeline shuts down, after the last export.

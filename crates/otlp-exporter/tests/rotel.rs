@@ -29,10 +29,46 @@ struct Rotel {
     child: Child,
     log: std::path::PathBuf,
     http: u16,
+    grpc: u16,
+    /// The logs of earlier runs (before `restart`).
+    earlier: String,
 }
 
 impl Rotel {
     fn start() -> Rotel {
+        Self::start_on(free_port(), free_port(), 0)
+    }
+
+    /// Stops rotel (SIGTERM, so that it writes out what it logged; SIGKILL
+    /// if it has not exited within 10 s) and keeps its log.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.earlier.push_str(&self.text());
+        let _ = std::fs::remove_file(&self.log);
+    }
+
+    /// Starts it again on the same ports (after `stop`).
+    fn restart(&mut self) {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut next = Self::start_on(self.http, self.grpc, run);
+        std::mem::swap(&mut next.earlier, &mut self.earlier);
+        // The old (stopped) child and its removed log go with `next`.
+        std::mem::swap(self, &mut next);
+    }
+
+    fn start_on(http: u16, grpc: u16, run: usize) -> Rotel {
         let agent = std::env::var("ROTEL_AGENT")
             .ok()
             .filter(|a| !a.trim().is_empty())
@@ -43,8 +79,8 @@ impl Rotel {
                  or `pip install rotel==0.0.1a15` and point ROTEL_AGENT at its rotel-agent binary."
                 )
             });
-        let (http, grpc) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("rotel-{}-{http}.log", std::process::id()));
+        let log =
+            std::env::temp_dir().join(format!("rotel-{}-{http}-{run}.log", std::process::id()));
         let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(&agent)
             .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
@@ -56,7 +92,13 @@ impl Rotel {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start rotel at {agent:?} (ROTEL_AGENT): {e}"));
-        let rotel = Rotel { child, log, http };
+        let rotel = Rotel {
+            child,
+            log,
+            http,
+            grpc,
+            earlier: String::new(),
+        };
         let end = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", http)).is_err() {
             assert!(
@@ -71,6 +113,21 @@ impl Rotel {
 
     fn text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The span ids in every run's log, once per time logged.
+    fn logged_ids(&self) -> Vec<String> {
+        let text = format!("{}{}", self.earlier, self.text());
+        text.split("Span #")
+            .skip(1)
+            .filter_map(|block| {
+                block.lines().find_map(|l| {
+                    l.trim()
+                        .strip_prefix("ID")
+                        .map(|r| r.trim_start_matches([' ', ':']).trim().to_string())
+                })
+            })
+            .collect()
     }
 
     /// The spans in rotel's log: span id -> (name, trace id, attribute lines).
@@ -292,4 +349,107 @@ fn a_real_collector_accepts_hostile_span_content_in_both_encodings() {
             );
         }
     }
+}
+
+/// Rotel stopped and started again mid-run (issue 13): the batches that
+/// fail while it is down are kept and retried, the spans recorded meanwhile
+/// wait in the queue (sized for the outage), and when it is back it
+/// receives every span exactly once: exactly the exported count.
+#[test]
+#[ignore = "needs the rotel collector: `cargo xtask test` installs it and runs this test"]
+fn a_real_collector_restarted_mid_run_receives_every_span_once() {
+    let mut rotel = Rotel::start();
+    let transport = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint(format!("http://127.0.0.1:{}", rotel.http))
+    .timeout(Duration::from_secs(2))
+    .retry(otlp_exporter::RetryPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    })
+    .build()
+    .unwrap();
+    let pipeline = Pipeline::builder()
+        .transport(transport)
+        .resource(Resource::new("rotel-outage"))
+        .max_queue_size(8192)
+        .max_export_batch_size(64)
+        .scheduled_delay(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let tracer = pipeline.tracer("outage", "1.0");
+    let mut sent = Vec::new();
+    let mut record = |phase: &str| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|t| {
+                    let tracer = &tracer;
+                    s.spawn(move || {
+                        (0..300)
+                            .map(|i| {
+                                let span = tracer.start(format!("{phase}-{t}-{i}"));
+                                let id = span.context().span_id.to_string();
+                                span.end();
+                                id
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                sent.extend(h.join().expect("recorder"));
+            }
+        })
+    };
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(40);
+        while !cond() {
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}: {:?}",
+                pipeline.stats()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    record("up");
+    wait("the first spans delivered", &|| {
+        pipeline.stats().exported == 600
+    });
+    rotel.stop();
+    record("down");
+    wait("a batch kept while rotel is down", &|| {
+        let s = pipeline.stats();
+        s.retrying > 0 && s.attempts.is_some_and(|a| a.connection_failed >= 2)
+    });
+    rotel.restart();
+    wait("every span delivered after the restart", &|| {
+        pipeline.stats().exported == 1200
+    });
+    let report = pipeline.shutdown(Duration::from_secs(20));
+    assert!(report.completed, "{report:?}");
+    let s = report.stats;
+    assert!(s.is_balanced(), "{s:?}");
+    assert_eq!(
+        (s.accepted, s.exported, s.dropped.total()),
+        (1200, 1200, 0),
+        "{s:?}"
+    );
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut logged = rotel.logged_ids();
+    while logged.len() < 1200 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        logged = rotel.logged_ids();
+    }
+    assert_eq!(
+        logged.len() as u64,
+        s.exported,
+        "rotel logged {} spans, the pipeline exported {}",
+        logged.len(),
+        s.exported
+    );
+    logged.sort();
+    sent.sort();
+    assert_eq!(logged, sent, "each span exactly once");
 }
