@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use common::eventually;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use otlp_exporter::{
-    ExportStats, HttpTransport, Pipeline, Resource, RetryPolicy, Shedding, SpanData,
+    Behavior, Encoding, ExportResult, ExportStats, HttpTransport, InMemory, Pipeline, Resource,
+    RetryPolicy, Shedding, SpanData, Transport,
 };
 use prost::Message;
 
@@ -314,7 +315,11 @@ fn final_answers_are_counted_at_once_not_kept() {
 #[test]
 fn a_long_outage_sheds_by_policy_and_counts_every_span() {
     test_watchdog::isolate(WATCHDOG, || {
-        for shedding in [Shedding::DropNewest, Shedding::DropOldest] {
+        for shedding in [
+            Shedding::DropNewest,
+            Shedding::DropOldest,
+            Shedding::Priority { high_water: 64 },
+        ] {
             let port = Collector::reserve_port();
             let p = pipeline(port, 128, 32, shedding);
             // A first batch, kept once the collector is found down.
@@ -340,7 +345,7 @@ fn a_long_outage_sheds_by_policy_and_counts_every_span() {
             assert_eq!(delivered.len() as u64, s.exported, "{shedding:?}: {s:?}");
             assert!(delivered.values().all(|&n| n == 1), "{shedding:?}");
             match shedding {
-                Shedding::DropNewest => {
+                Shedding::DropNewest | Shedding::Priority { .. } => {
                     // The kept batch, the oldest, survives; new spans went.
                     assert!(s.dropped.queue_full > 0, "{s:?}");
                     assert_eq!(s.dropped.retry_shed, 0, "{s:?}");
@@ -425,4 +430,89 @@ fn the_issue_scenario_ten_seconds_at_twenty_thousand_spans_per_second() {
     let delivered = collector.delivered();
     assert_eq!(delivered.len(), 200_000);
     assert!(delivered.values().all(|&n| n == 1));
+}
+
+/// The transport tells retryable failures (no connection, 429, 502, 503,
+/// 504) from final ones (400, 401, 403, 404, 413, 500, a redirect), and
+/// passes `Retry-After` on.
+#[test]
+fn the_transport_tells_retryable_from_final_failures() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let request = {
+            let memory = InMemory::new();
+            let p = Pipeline::builder()
+                .transport(memory.clone())
+                .build()
+                .unwrap();
+            p.record(SpanData::new("one"));
+            p.shutdown(Duration::from_secs(5));
+            memory.requests().remove(0)
+        };
+        assert_eq!(request.encoding, Encoding::Protobuf);
+        let deadline = || Instant::now() + Duration::from_secs(5);
+        // Nothing listens: refused.
+        let down = transport(Collector::reserve_port());
+        assert!(
+            matches!(
+                down.export(&request, deadline()),
+                ExportResult::Retryable {
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "connection refused"
+        );
+        for status in [429u16, 502, 503, 504] {
+            let port = Collector::reserve_port();
+            let _c = Collector::start(port, vec![(status, Some("7"))]);
+            let got = transport(port).export(&request, deadline());
+            assert!(
+                matches!(
+                    &got,
+                    ExportResult::Retryable { retry_after: Some(d), .. } if *d == Duration::from_secs(7)
+                ),
+                "{status}: {got:?}"
+            );
+        }
+        for status in [400u16, 401, 403, 404, 413, 500, 301] {
+            let port = Collector::reserve_port();
+            let _c = Collector::start(port, vec![(status, None)]);
+            let got = transport(port).export(&request, deadline());
+            assert!(matches!(got, ExportResult::Failed(_)), "{status}: {got:?}");
+        }
+    });
+}
+
+/// Any transport can report a retryable failure: the in-memory one that is
+/// `Unavailable`, then back. Nothing is lost, nothing delivered twice.
+#[test]
+fn an_unavailable_transport_that_comes_back_gets_every_span_once() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Unavailable);
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .max_queue_size(1024)
+            .max_export_batch_size(16)
+            .scheduled_delay(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        record(&p, "mem-", 2, 100);
+        eventually("a batch kept", || {
+            p.stats().retrying > 0 && memory.calls() >= 2
+        });
+        assert_eq!(p.stats().dropped.total(), 0);
+        memory.set_behavior(Behavior::Accept);
+        eventually("all delivered", || p.stats().exported == 200);
+        let r = p.shutdown(Duration::from_secs(10));
+        assert!(r.completed && r.stats.is_balanced(), "{r:?}");
+        assert_eq!(r.stats.dropped.total(), 0);
+        let mut names: Vec<String> = common::received(&memory)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 200);
+        assert_eq!(memory.span_count(), 200, "no span delivered twice");
+    });
 }
