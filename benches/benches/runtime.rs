@@ -1,7 +1,9 @@
 //! Criterion: runtime-core against tokio's multi-threaded runtime, two
 //! worker threads each (the CI machine has two cores), one group per
-//! operation with an `ours` and a `tokio` function, measured in the same
-//! run. `cargo bench -p benches --bench runtime`.
+//! operation with an `ours`, a `tokio` (the measuring code in a spawned
+//! task, placed as ours is: the like-for-like pair) and a `tokio_block_on`
+//! function (the anchor's placement), measured in the same run.
+//! `cargo bench -p benches --bench runtime`.
 //!
 //! What each operation is on each runtime, and how it pairs with the tokio
 //! anchor (`../shared/anchors/tokio-bench`), is in `benches::runtime`. For
@@ -29,7 +31,8 @@ fn runtime(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2));
         group.bench_function("ours", |b| b.iter_custom(|n| ours.run(op, n)));
-        group.bench_function("tokio", |b| b.iter_custom(|n| tokio.run(op, n)));
+        group.bench_function("tokio", |b| b.iter_custom(|n| tokio.run_in_task(op, n)));
+        group.bench_function("tokio_block_on", |b| b.iter_custom(|n| tokio.run(op, n)));
         group.finish();
     }
 }

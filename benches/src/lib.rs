@@ -2,6 +2,7 @@
 //! `cargo xtask sweep`: [`queue`] (one consumer, N producers, and the queues
 //! a user would pick instead of `otlp-queue`) and [`exporter`] (span
 //! pipelines end to end, against the OpenTelemetry SDK's batch processor),
+//! [`record`] (one span recorded on one thread: ours, the SDK, fastrace),
 //! each driving every candidate exactly the same way, and [`runtime`]
 //! (runtime-core's spawn, yield, regions, cancellation and timers against
 //! tokio's multi-threaded runtime, as the tokio anchor measures them).
@@ -22,4 +23,5 @@
 
 pub mod exporter;
 pub mod queue;
+pub mod record;
 pub mod runtime;

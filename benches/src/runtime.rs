@@ -13,19 +13,21 @@
 //! | `SpawnThenJoinAll` | one task of a batch (up to [`SPAWN_BATCH`]) all spawned, then all joined | the same with `tokio::spawn` |
 //! | `Yield` | `cx.yield_now().await` | `tokio::task::yield_now().await` |
 //! | `PingPong` | a round trip over two capacity-1 `runtime_core::channel::mpsc` channels to an echo task | the same over two `tokio::sync::mpsc::channel(1)` |
-//! | `Region` | `cx.region(\|_\| async { Ok(()) }).await`: open a child region, run its body, close it | no regions in tokio; the nearest scope that waits for its work: a `JoinSet`, one no-op task spawned into it and joined, the set dropped |
+//! | `Region` | `cx.region(\|_\| async { Ok(()) }).await`: open an empty child region, run its body, close it | no regions in tokio; the nearest scope that waits for its work: an empty `JoinSet` made, `join_next` awaited (it finds nothing), dropped |
+//! | `RegionSpawnJoin` | a child region whose body spawns one no-op task and awaits it | a `JoinSet`, one no-op task spawned into it and joined, the set dropped |
 //! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields once, then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained) | `k` sleeping tasks in a `JoinSet`, one `yield_now`, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) |
 //! | `TimerInsertCancel` | `cx.sleep(60 s)` made, polled once with the task's own context (it registers with the timer driver), dropped (it deregisters) | `tokio::time::sleep(60 s)` made, polled once (registers), dropped |
 //! | `TimerCreateDrop` | `cx.sleep(60 + i % 100 s)` made and dropped without a poll (the anchor's "create / drop" row, both halves timed together): up to [`TIMER_BATCH`] into a `Vec`, then the `Vec` dropped | `tokio::time::sleep(..)` the same way |
 //!
-//! Where the measuring code runs: tokio's `block_on` polls its future on
-//! the calling thread, which is not a worker, so every spawn-and-join from
-//! there is a cross-thread wake-up (unpark a worker, park the caller);
-//! ours runs the `block_on` body as a task on a worker, so a task it
-//! spawns and awaits runs on the same worker. [`Tokio::run`] measures
-//! tokio the anchor's way (the comparable figure, and the way a user
-//! writes `main`); [`Tokio::run_in_task`] moves the same code into a
-//! spawned task, to show how much of a gap is that placement alone.
+//! Where the measuring code runs: ours runs the `block_on` body as a task
+//! on a worker, so a task it spawns and awaits runs on the same worker.
+//! [`Tokio::run_in_task`] puts tokio's measuring code in a spawned task on
+//! a worker too: the code placed the same on both sides, the like-for-like
+//! figure and the table's ratio. [`Tokio::run`] measures tokio the
+//! anchor's way, from `block_on`, which polls its future on the calling
+//! thread (not a worker), so every spawn-and-join or wake-up from there
+//! crosses threads through the kernel (unpark a worker, park the caller):
+//! its own row in the table, showing what that placement costs.
 //!
 //! Timer loops poll at most [`TIMER_CHUNK`] sleeps per task turn and yield
 //! between chunks outside the clock: both runtimes' sleeps spend one unit of
@@ -78,9 +80,11 @@ pub enum Op {
     Yield,
     /// One round trip to an echo task over two capacity-1 channels.
     PingPong,
-    /// Open and close an empty region (tokio: a `JoinSet` with one no-op
-    /// task).
+    /// Open and close an empty region (tokio: an empty `JoinSet`, joined).
     Region,
+    /// A region that spawns one no-op task and joins it (tokio: a
+    /// `JoinSet` that does the same).
+    RegionSpawnJoin,
     /// Cancel a group of this many sleeping tasks and wait until all are
     /// gone; one iteration is one group.
     CancelDrain(usize),
@@ -93,12 +97,13 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in table order.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 12] = [
         Op::SpawnJoin,
         Op::SpawnThenJoinAll,
         Op::Yield,
         Op::PingPong,
         Op::Region,
+        Op::RegionSpawnJoin,
         Op::CancelDrain(1),
         Op::CancelDrain(10),
         Op::CancelDrain(100),
@@ -115,6 +120,7 @@ impl Op {
             Op::Yield => "yield".into(),
             Op::PingPong => "ping_pong".into(),
             Op::Region => "region".into(),
+            Op::RegionSpawnJoin => "region_spawn_join".into(),
             Op::CancelDrain(k) => format!("cancel_drain_{k}"),
             Op::TimerInsertCancel => "timer_insert_cancel".into(),
             Op::TimerCreateDrop => "timer_create_drop".into(),
@@ -128,7 +134,10 @@ impl Op {
             Op::SpawnThenJoinAll => format!("spawn {SPAWN_BATCH} then join all"),
             Op::Yield => "yield".into(),
             Op::PingPong => "ping-pong over two capacity-1 channels".into(),
-            Op::Region => "empty region open/close (tokio: JoinSet + 1 no-op task)".into(),
+            Op::Region => "empty region open/close (tokio: empty JoinSet, joined)".into(),
+            Op::RegionSpawnJoin => {
+                "region that spawns and joins 1 no-op task (tokio: JoinSet, the same)".into()
+            }
             Op::CancelDrain(k) => format!("cancel and drain {k} sleeping tasks"),
             Op::TimerInsertCancel => "sleep: create, poll once (register), drop".into(),
             Op::TimerCreateDrop => "sleep: create and drop, never polled".into(),
@@ -141,7 +150,7 @@ impl Op {
             Op::SpawnJoin | Op::SpawnThenJoinAll => "task",
             Op::Yield => "yield",
             Op::PingPong => "round",
-            Op::Region => "region",
+            Op::Region | Op::RegionSpawnJoin => "region",
             Op::CancelDrain(_) => "group",
             Op::TimerInsertCancel | Op::TimerCreateDrop => "timer",
         }
@@ -156,7 +165,7 @@ impl Op {
             Op::SpawnThenJoinAll => SPAWN_BATCH,
             Op::Yield => 1_000_000,
             Op::PingPong => 20_000,
-            Op::Region => 100_000,
+            Op::Region | Op::RegionSpawnJoin => 100_000,
             // The anchor's repetitions.
             Op::CancelDrain(k) => 2000 / k.max(1) as u64 + 20,
             Op::TimerInsertCancel | Op::TimerCreateDrop => 100_000,
@@ -196,6 +205,7 @@ impl Ours {
                     Op::Yield => ours_yield(&cx, n).await,
                     Op::PingPong => ours_ping_pong(&cx, n).await,
                     Op::Region => ours_region(&cx, n).await,
+                    Op::RegionSpawnJoin => ours_region_spawn_join(&cx, n).await,
                     Op::CancelDrain(k) => ours_cancel_drain(&cx, k, n).await,
                     Op::TimerInsertCancel => ours_timer_insert_cancel(&cx, n).await,
                     Op::TimerCreateDrop => ours_timer_create_drop(&cx, n),
@@ -249,6 +259,7 @@ async fn tokio_op(op: Op, n: u64) -> Duration {
         Op::Yield => tokio_yield(n).await,
         Op::PingPong => tokio_ping_pong(n).await,
         Op::Region => tokio_region(n).await,
+        Op::RegionSpawnJoin => tokio_region_spawn_join(n).await,
         Op::CancelDrain(k) => tokio_cancel_drain(k, n).await,
         Op::TimerInsertCancel => tokio_timer_insert_cancel(n).await,
         Op::TimerCreateDrop => tokio_timer_create_drop(n),
@@ -297,6 +308,21 @@ async fn ours_region(cx: &Cx, n: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..n {
         let out = cx.region(|_| async { Ok::<_, ()>(()) }).await;
+        black_box(out).unwrap();
+    }
+    t.elapsed()
+}
+
+async fn ours_region_spawn_join(cx: &Cx, n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        let out = cx
+            .region(|cx| async move {
+                let v = cx.spawn(|_| async { Ok::<_, Infallible>(1u64) }).await;
+                black_box(v.severity());
+                Ok::<_, ()>(())
+            })
+            .await;
         black_box(out).unwrap();
     }
     t.elapsed()
@@ -454,8 +480,17 @@ async fn tokio_ping_pong(rounds: u64) -> Duration {
 async fn tokio_region(n: u64) -> Duration {
     let t = Instant::now();
     for _ in 0..n {
+        let mut set = JoinSet::<()>::new();
+        black_box(set.join_next().await);
+    }
+    t.elapsed()
+}
+
+async fn tokio_region_spawn_join(n: u64) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
         let mut set = JoinSet::new();
-        set.spawn(async {});
+        set.spawn(async { 1u64 });
         black_box(set.join_next().await);
     }
     t.elapsed()
@@ -520,9 +555,11 @@ fn tokio_timer_create_drop(n: u64) -> Duration {
 pub struct Comparison {
     /// runtime-core.
     pub ours: Duration,
-    /// tokio, measured as the anchor measures it (from `block_on`).
+    /// tokio measured from `block_on`, as the anchor measures it (the
+    /// calling thread is not a worker).
     pub tokio: Duration,
-    /// tokio with the measuring code in a spawned task, on a worker.
+    /// tokio with the measuring code in a spawned task, on a worker: placed
+    /// as ours is; the like-for-like figure.
     pub tokio_in_task: Duration,
 }
 
@@ -569,32 +606,35 @@ pub fn table_header(workers: usize, rounds: usize) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(
         "{workers} worker threads each, {cores} cores, median of {rounds} rounds, same process; \
-         tokio/ours above 1: ours is faster\n\n\
-         | operation | ours | tokio | tokio/ours | tokio, code in a spawned task |\n\
-         |---|---:|---:|---:|---:|\n"
+         the measuring code in a task on a worker on both sides; tokio/ours above 1: ours is \
+         faster. The last two columns: tokio measured from `block_on` (the anchor's placement: \
+         the calling thread is not a worker, so each wake-up crosses threads through the kernel)\n\n\
+         | operation | ours | tokio (code in a spawned task) | tokio/ours | tokio from `block_on` | tokio from `block_on`/ours |\n\
+         |---|---:|---:|---:|---:|---:|\n"
     )
 }
 
-/// One row of the table: `op` measured on both runtimes ([`compare`]),
-/// with tokio's time over ours (above 1: ours is faster), and tokio with
-/// the measuring code moved onto a worker.
+/// One row of the table: `op` measured on both runtimes ([`compare`]):
+/// ours, tokio with the measuring code in a spawned task and tokio's time
+/// over ours (above 1: ours is faster), then tokio from `block_on` and its
+/// time over ours.
 pub fn table_row(ours: &Ours, tokio: &Tokio, op: Op, rounds: usize) -> String {
     let r = compare(ours, tokio, op, rounds);
     let unit = op.unit();
-    let ratio = r.tokio.as_secs_f64() / r.ours.as_secs_f64().max(1e-12);
+    let over = |d: Duration| d.as_secs_f64() / r.ours.as_secs_f64().max(1e-12);
     format!(
-        "| {} | {} | {} | {ratio:.2} | {} |\n",
+        "| {} | {} | {} | {:.2} | {} | {:.2} |\n",
         op.label(),
         fmt_time(r.ours, unit),
+        fmt_time(r.tokio_in_task, unit),
+        over(r.tokio_in_task),
         fmt_time(r.tokio, unit),
-        fmt_time(r.tokio_in_task, unit)
+        over(r.tokio),
     )
 }
 
 /// Runs every operation on both runtimes with `workers` worker threads
-/// each (median of `rounds`) and returns a markdown table: operation,
-/// ours, tokio, tokio's time over ours (above 1: ours is faster), and
-/// tokio with the measuring code in a spawned task.
+/// each (median of `rounds`) and returns a markdown table ([`table_row`]).
 pub fn table(workers: usize, rounds: usize) -> String {
     let ours = Ours::new(workers);
     let tokio = Tokio::new(workers);

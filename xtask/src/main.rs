@@ -52,7 +52,9 @@ commands:
           accounting, task-wake; writes report.md, report.json, queue-scaling.svg
             --quick             sized for a 2-core CI machine
             --threads 1,2,4,8   thread counts (default as for sweep)
-            --only NAME         one audit
+            --only NAME         one audit; `--only memory` (memory held per
+                                recording thread) runs only when named, until
+                                max_queue_size bounds all threads together
             --out DIR           default target/audit
   test    cargo test --workspace, the end-to-end test against the rotel
           collector (installed with pip if missing), then the loom models

@@ -2,6 +2,9 @@
 //! `Span::end`, which records; the SDK's: `Span::end`, which calls the
 //! batch processor's `on_end`) and of a queue push, with every thread of
 //! the sweep's top count working at once. Percentiles from HDR histograms.
+//! Both pipelines hold the same total queue (2048 spans; ours split over
+//! its recording threads). fastrace (a span recorded without encoding) is
+//! shown beside them as the record path's floor, not judged.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +12,8 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use benches::exporter::{Counting, CountingExporter};
+use benches::exporter::{Counting, CountingExporter, ours_queue_setting};
+use benches::record::{FastraceRoot, fastrace_span};
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use otlp_exporter::{Pipeline, Resource};
@@ -29,6 +33,9 @@ fn judged(threads: usize) -> (f64, &'static str, f64) {
         (0.99, "p99", 2.0)
     }
 }
+
+/// The queue both pipelines hold in all (the SDK's default).
+const TOTAL_QUEUE: usize = 2048;
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
@@ -103,6 +110,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
     // `on_end` hands `SpanData` on and encodes nothing on this thread).
     let ours = ours_span(threads, iters, false);
     let sdk = sdk_span(threads, iters, false);
+    let fastrace = fastrace_spans(threads, iters);
     let ours_end = ours_span(threads, iters, true);
     let sdk_end = sdk_span(threads, iters, true);
 
@@ -152,7 +160,10 @@ pub(crate) fn audit(o: &Options) -> Audit {
         details,
         "{threads} threads at once, {iters} calls each; nanoseconds per call (clock reads included, \
          the same for both sides). Judged: building and ending a span (what a recording thread pays \
-         per span) and the queue push; `end` alone is shown for reference.\n"
+         per span) and the queue push; `end` alone, and fastrace (a local span with two \
+         properties, no encoding: the floor), are shown for reference. Both pipelines hold \
+         {TOTAL_QUEUE} spans of queue in all (ours: `max_queue_size` {} per thread).\n",
+        ours_queue_setting(TOTAL_QUEUE, threads)
     );
     let _ = writeln!(details, "| call | p50 | p99 | p99.9 | max |");
     let _ = writeln!(details, "|---|---:|---:|---:|---:|");
@@ -165,6 +176,14 @@ pub(crate) fn audit(o: &Options) -> Audit {
         details,
         "{}",
         row("OpenTelemetry SDK: build + end a span", &sdk)
+    );
+    let _ = writeln!(
+        details,
+        "{}",
+        row(
+            "fastrace: build + end a local span (no encoding)",
+            &fastrace
+        )
     );
     let _ = writeln!(
         details,
@@ -198,7 +217,8 @@ pub(crate) fn audit(o: &Options) -> Audit {
         details,
         json: json!({
             "threads": threads,
-            "span_build_and_end": {"otlp_exporter": figures(&ours), "otel_sdk": figures(&sdk)},
+            "span_build_and_end": {"otlp_exporter": figures(&ours), "otel_sdk": figures(&sdk), "fastrace": figures(&fastrace)},
+            "total_queue": TOTAL_QUEUE,
             "span_end_only": {"otlp_exporter": figures(&ours_end), "otel_sdk": figures(&sdk_end)},
             "queue_push": {"otlp_queue": figures(&ours_push), "array_queue": figures(&aq_push)},
             "judged_quantile": qname,
@@ -219,9 +239,12 @@ fn time_span<S>(end_only: bool, build: impl FnOnce() -> S, end: impl FnOnce(S)) 
 /// Our pipeline: per-call latency of making a span (or, `end_only`, of
 /// ending one built just before).
 fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
+    let lane = ours_queue_setting(TOTAL_QUEUE, threads);
     let pipeline = Pipeline::builder()
         .transport(Counting::default())
         .resource(Resource::new("audit"))
+        .max_queue_size(lane)
+        .max_export_batch_size(512.min(lane))
         .scheduled_delay(Duration::from_millis(100))
         .build()
         .expect("valid settings");
@@ -253,7 +276,7 @@ fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
 /// The SDK with its batch processor: the same spans.
 fn sdk_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
-    let provider = benches::exporter::otel_provider(CountingExporter::default(), 2048);
+    let provider = benches::exporter::otel_provider(CountingExporter::default(), TOTAL_QUEUE);
     let tracer = provider.tracer("audit");
     let h = measure(
         threads,
@@ -274,6 +297,22 @@ fn sdk_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
     );
     let _ = provider.shutdown();
     h
+}
+
+/// fastrace: a local span with two properties built and ended, per call,
+/// under a root renewed every 1000 spans outside the timed part.
+fn fastrace_spans(threads: usize, iters: u64) -> Histogram<u64> {
+    measure(
+        threads,
+        iters,
+        |_| FastraceRoot::new(),
+        |root, i| {
+            root.renew_if_due(i);
+            let t0 = Instant::now();
+            fastrace_span(i);
+            Some(t0.elapsed())
+        },
+    )
 }
 
 /// Runs `work` while another thread keeps calling `drain` (which returns

@@ -11,6 +11,7 @@ mod chart;
 mod exporter;
 mod latency;
 mod lockfree;
+mod memory;
 mod queue;
 mod wake;
 
@@ -42,10 +43,11 @@ impl Options {
                 "--threads" => o.threads = crate::sweep::parse_threads(&value()?)?,
                 "--only" => {
                     let name = value()?;
-                    if !AUDITS.contains(&name.as_str()) {
+                    if !AUDITS.contains(&name.as_str()) && !OPT_IN.contains(&name.as_str()) {
                         return Err(format!(
-                            "--only: no audit `{name}` (audits: {})",
-                            AUDITS.join(", ")
+                            "--only: no audit `{name}` (audits: {}; by name only: {})",
+                            AUDITS.join(", "),
+                            OPT_IN.join(", ")
                         ));
                     }
                     o.only = Some(name);
@@ -89,6 +91,12 @@ pub(crate) const AUDITS: [&str; 6] = [
     "task-wake",
 ];
 
+/// Audits that run only when named (`--only NAME`), not in the default set
+/// nor in `--quick`. `memory` holds the pipeline to issue 13's bound
+/// (`max_queue_size` is the total across recording threads); it fails
+/// until that change lands, and joins [`AUDITS`] then.
+pub(crate) const OPT_IN: [&str; 1] = ["memory"];
+
 /// What one audit found.
 pub(crate) struct Audit {
     pub(crate) name: &'static str,
@@ -130,6 +138,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     }
     if run("task-wake") {
         audits.push(wake::audit(o));
+    }
+    if o.only.as_deref() == Some("memory") {
+        audits.push(memory::audit(o));
     }
 
     let mut md = String::new();
