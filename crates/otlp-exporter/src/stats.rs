@@ -149,7 +149,10 @@ impl ExportStats {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlushReport {
     /// True if everything queued when the flush began was exported or
-    /// dropped before the deadline.
+    /// dropped before the deadline. False during a collector outage: the
+    /// flush tried the kept batches once, found the collector still down,
+    /// and left them kept (not dropped; see
+    /// [`Pipeline`](crate::Pipeline#a-collector-outage)).
     pub completed: bool,
     /// Spans exported while the flush ran.
     pub exported: u64,

@@ -424,6 +424,11 @@ impl Pipeline {
     /// Called from inside the pipeline's own transport (on its worker or
     /// export thread), it cannot wait for the worker (that would wait for
     /// itself): it returns at once with `completed: false`.
+    ///
+    /// During a collector outage it tries the batches kept for a retry
+    /// once (see [A collector outage](Self#a-collector-outage)); if the
+    /// collector is still down it returns `completed: false` without
+    /// waiting for the timeout, and drops nothing.
     pub fn force_flush(&self, timeout: Duration) -> FlushReport {
         let shared = self.shared();
         let before = stats(shared);
@@ -459,6 +464,11 @@ impl Pipeline {
     /// waiting at most `timeout`. Spans still pending at the deadline are
     /// counted as timed out. Later calls return at once with the final
     /// accounting.
+    ///
+    /// Batches kept for a retry after a collector outage are tried once
+    /// more within the deadline (see
+    /// [A collector outage](Self#a-collector-outage)); during shutdown a
+    /// retryable failure is final, counted as `export_failed`.
     ///
     /// A transport call that hangs past the deadline keeps the pipeline's
     /// worker thread until it returns (threads cannot be cancelled); its

@@ -781,6 +781,7 @@ impl Worker {
                     evicted = s.dropped.evicted,
                     low_priority = s.dropped.low_priority,
                     export_failed = s.dropped.export_failed,
+                    retry_shed = s.dropped.retry_shed,
                     rejected = s.dropped.rejected,
                     too_large = s.dropped.too_large,
                     orphaned = s.dropped.orphaned,
