@@ -94,7 +94,15 @@ fn run_child(name: &str, timeout: Duration) -> Result<String, String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("could not find the test binary: {e}"))?;
     let mut child = Command::new(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        // `--include-ignored`: the parent got here, so the test is running
+        // (an ignored test run with `--ignored` too); the child must run it.
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(CHILD_ENV, name)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
