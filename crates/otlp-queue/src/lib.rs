@@ -127,6 +127,7 @@
 mod error;
 mod lane;
 mod loom;
+pub mod pooled;
 mod queue;
 
 pub use error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};

@@ -65,7 +65,7 @@ fn two_producers_then_close() {
         a.join().unwrap();
         b.join().unwrap();
         let lane_a: Vec<_> = got.iter().copied().filter(|v| *v < 10).collect();
-        assert_eq!(lane_a, [1, 2], "per-producer order");
+        assert_eq!(lane_a, [1, 2, 3], "per-producer order");
         assert_eq!(got.len(), 3);
         assert!(got.contains(&10));
     });
@@ -321,6 +321,155 @@ fn mark_is_passed_once_marked_items_are_taken() {
         let mark = rx.mark();
         let p = thread::spawn(move || {
             push_lossless(&tx, 2);
+        });
+        assert!(!rx.passed(&mark));
+        let mut got = Vec::new();
+        while got.is_empty() {
+            rx.pop_batch(&mut got, 1);
+            thread::yield_now();
+        }
+        assert_eq!(got, [1]);
+        assert!(rx.passed(&mark), "item 2 came after the mark");
+        p.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------
+// `otlp_queue::pooled`: lanes whose chunks come from a shared pool.
+// Chunks of one slot make every push after the first a chunk claim, and
+// every pop a chunk return, so these small cases cover the pool's free
+// stack, the home chunk's return and reuse, and the links between chunks.
+// ---------------------------------------------------------------------
+
+fn pooled_push_lossless<T>(tx: &otlp_queue::pooled::Producer<T>, mut v: T) {
+    loop {
+        match tx.try_push(v) {
+            Ok(()) => return,
+            Err(PushError::Full(back)) => {
+                v = back;
+                thread::yield_now();
+            }
+            Err(PushError::Closed(_)) => panic!("closed while consumer alive"),
+        }
+    }
+}
+
+fn pooled_drain_until_closed<T>(rx: &mut otlp_queue::pooled::Consumer<T>) -> Vec<T> {
+    let mut got = Vec::new();
+    loop {
+        match rx.try_pop() {
+            Ok(v) => got.push(v),
+            Err(TryPopError::Closed) => return got,
+            Err(TryPopError::Empty) => thread::yield_now(),
+        }
+    }
+}
+
+/// Two producers share a pool of one chunk (plus their home chunks) while
+/// the consumer returns chunks and a producer starts its chunk over: every
+/// item once, in per-producer order, and every chunk back in the pool at
+/// the end. (Sized to the branch budget: three producer pushes in all.)
+#[test]
+fn pooled_two_producers_share_the_pool() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || {
+            for v in [1, 2] {
+                pooled_push_lossless(&tx, v);
+            }
+        });
+        let b = thread::spawn(move || {
+            pooled_push_lossless(&tx2, 10);
+        });
+        let got = pooled_drain_until_closed(&mut rx);
+        a.join().unwrap();
+        b.join().unwrap();
+        let lane_a: Vec<_> = got.iter().copied().filter(|v| *v < 10).collect();
+        assert_eq!(lane_a, [1, 2], "per-producer order");
+        assert_eq!(got.len(), 3);
+        assert_eq!(rx.chunks_in_use(), 0, "every pool chunk returned");
+        assert_eq!(rx.lane_count(), 0, "finished lanes retired");
+    });
+}
+
+/// One producer pushes across its home chunk, a pool chunk and a start
+/// over, against the consumer: in order, nothing lost, the pool refilled.
+#[test]
+fn pooled_one_producer_across_chunks() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        let a = thread::spawn(move || {
+            for v in [1, 2, 3] {
+                pooled_push_lossless(&tx, v);
+            }
+        });
+        let got = pooled_drain_until_closed(&mut rx);
+        a.join().unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(rx.chunks_in_use(), 0);
+    });
+}
+
+/// A producer that fills its home chunk and a pool chunk, then goes away
+/// while the consumer is popping: nothing lost, and the pool chunk comes
+/// back once the lane is drained.
+#[test]
+fn pooled_producer_drop_races_pops() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
+        let p = thread::spawn(move || {
+            for v in 0..3 {
+                pooled_push_lossless(&tx, v);
+            }
+            drop(tx);
+        });
+        let got = pooled_drain_until_closed(&mut rx);
+        p.join().unwrap();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(rx.chunks_in_use(), 0);
+    });
+}
+
+/// The consumer goes away while a producer pushes across chunks: every
+/// item is dropped exactly once (popped, dropped by the consumer's drop,
+/// handed back as `Closed`, or dropped with the lane).
+#[test]
+fn pooled_consumer_drop_races_pushes() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
+        struct D(usize, Arc<[AtomicUsize; 3]>);
+        impl Drop for D {
+            fn drop(&mut self) {
+                self.1[self.0].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<D>(1, 1).unwrap();
+        let d = drops.clone();
+        let p = thread::spawn(move || {
+            for i in 0..3 {
+                // Full or closed: the value comes back and is dropped here.
+                let _ = tx.try_push(D(i, d.clone()));
+            }
+        });
+        drop(rx.pop());
+        drop(rx);
+        p.join().unwrap();
+        for i in 0..3 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
+    });
+}
+
+/// A mark is passed once the items present at the mark are taken.
+#[test]
+fn pooled_mark_is_passed_once_marked_items_are_taken() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        tx.try_push(1).unwrap();
+        let mark = rx.mark();
+        let p = thread::spawn(move || {
+            pooled_push_lossless(&tx, 2);
         });
         assert!(!rx.passed(&mark));
         let mut got = Vec::new();

@@ -1,0 +1,1047 @@
+//! A queue whose capacity is a **total** shared by every producer: a pool
+//! of fixed-size chunks of slots, which producers claim one chunk at a time
+//! and fill privately.
+//!
+//! [`bounded_total`]`(total)` holds at most about `total` items whatever
+//! the number of producers (see *Bounds* for the exact figure), where
+//! [`crate::bounded`]`(capacity)` gives every producer a lane of its own
+//! `capacity` slots. The memory is the pool (`total` slots) plus one chunk
+//! and a lane header per live producer, so a thousand producers cost a
+//! thousand small chunks, not a thousand rings.
+//!
+//! ```
+//! use std::thread;
+//!
+//! let (tx, mut rx) = otlp_queue::pooled::bounded_total::<u64>(256);
+//! let workers: Vec<_> = (0..4)
+//!     .map(|t| {
+//!         let tx = tx.clone(); // one lane per thread, memory from the pool
+//!         thread::spawn(move || {
+//!             for i in 0..1000 {
+//!                 let mut v = t << 32 | i;
+//!                 while let Err(e) = tx.try_push(v) {
+//!                     v = e.into_inner();
+//!                     thread::yield_now();
+//!                 }
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! drop(tx);
+//! let mut got = Vec::new();
+//! while !rx.is_closed() {
+//!     rx.pop_batch(&mut got, 256);
+//! }
+//! for w in workers { w.join().unwrap(); }
+//! assert_eq!(got.len(), 4000);
+//! ```
+//!
+//! # How it works
+//!
+//! Every producer still has a lane (a single-writer, single-reader list of
+//! chunks), so items of one producer come out in order and a push touches
+//! only its own lane. What changes is where the slots come from:
+//!
+//! * The **pool** is `total` slots cut into chunks of `chunk` slots (the
+//!   last chunk may be shorter), allocated once when the queue is made. Its
+//!   free chunks sit on a lock-free stack (a Treiber stack whose top word
+//!   carries a tag against ABA).
+//! * Each lane also owns one **home chunk**, allocated with the lane. A
+//!   lane starts writing into it, and takes it back before asking the pool
+//!   whenever the consumer has emptied it.
+//! * A push writes the next slot of the lane's current chunk and publishes
+//!   the lane's `tail` (a plain Release store): no read-modify-write, no
+//!   line shared with other producers. When the chunk is full, the producer
+//!   starts it over if the consumer has taken every item of the lane (the
+//!   chunk then works as a small ring); else it takes its home chunk (if
+//!   the consumer gave it back) or pops a chunk from the pool (one
+//!   compare-and-swap per chunk), links it after the full one, and carries
+//!   on. If none is to be had, the queue is full for this producer: the
+//!   value is handed back (`Full`). Starting over matters: without it, a
+//!   producer whose only chunk was read out could not reuse it while idle
+//!   producers held the rest of the pool (the first loom model found that).
+//! * The consumer reads each lane's run `head..tail` in one sweep, walking
+//!   its chunk list; a chunk it has read to the end and that the producer
+//!   has moved on from (its `next` link is set) goes back at once: a pool
+//!   chunk to the pool, the home chunk to its lane.
+//! * A producer that goes away leaves its items in its lane, for the
+//!   consumer; once the lane is drained the consumer returns its last chunk
+//!   and drops the lane (with its home chunk). Nothing is lost, and an
+//!   exited thread's memory comes back at the consumer's next call.
+//!
+//! # Bounds
+//!
+//! * Items held: at most `total + chunk × live producers` (the pool, plus
+//!   each lane's home chunk).
+//! * Memory: the pool (`total` slots of `size_of::<T>()` bytes), plus per
+//!   live producer one chunk of `chunk` slots and a lane header of a few
+//!   cache lines. The default chunk is the largest that fits in
+//!   [`CHUNK_BYTES`] (8 KiB), at most [`MAX_CHUNK`] slots: a 256-byte item
+//!   gets 32-slot chunks, so a producer costs about 8.5 KiB beyond the pool.
+//!
+//! # Why chunks, and the alternatives considered
+//!
+//! * *One shared counter of free slots* (claim a slot per push with a
+//!   `fetch_sub`): a read-modify-write on one line per item, which is the
+//!   contention this crate exists to avoid.
+//! * *Credits claimed in batches, items still in per-producer rings*: the
+//!   count is bounded, but every ring must be able to hold the whole total
+//!   (one busy thread may use all of it), so memory is still `total ×
+//!   producers`.
+//! * *Rings that grow and shrink*: a reallocation on the push path, and a
+//!   ring swap the consumer must be fenced against.
+//! * *Chunks from a pool* (chosen): the shared operation is paid once per
+//!   chunk; the memory is the pool; a producer holds at most one partly
+//!   used chunk. The price: a chunk that an idle producer has started stays
+//!   with it (nobody can take it back without a fence on every push), which
+//!   is why each lane has a home chunk of its own: a producer can always
+//!   queue at least `chunk` items, and idle producers never starve the
+//!   others of the pool.
+//!
+//! Eviction ("drop oldest") and [`crate::Producer::take_back`] are not
+//! offered here: evicting one item of a chunked lane frees no slot where the
+//! next item goes, and an exited producer's items need no taking back (they
+//! are already in shared memory that the consumer returns).
+//!
+//! # Progress
+//!
+//! `try_push` is lock-free: wait-free while the current chunk has room; a
+//! chunk claim retries its compare-and-swap only when another producer
+//! claimed a chunk (or the consumer returned one) at the same moment. The
+//! consumer never waits for a producer. Cloning a producer (a lane and its
+//! home chunk are allocated) and the consumer noticing new or finished
+//! lanes take the registry lock; neither is on the push path.
+//!
+//! # Memory orderings
+//!
+//! Each atomic operation says why its ordering is enough. In short: a
+//! lane's `tail` is published with Release after the slot (and, at a chunk
+//! boundary, the link to the new chunk) is written, and read with Acquire
+//! by the consumer; the consumer's return of a chunk (a Release
+//! compare-and-swap on the pool's top, or a Release store of the lane's
+//! `home_free`) happens after its reads of that chunk, and a producer's
+//! claim (Acquire) happens before its writes. The protocol is
+//! model-checked with loom (`tests/loom.rs`, the `pooled_*` models).
+
+use core::cell::Cell;
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr;
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+
+use crate::QueueCounters;
+use crate::error::{CapacityError, PushError, PushTimeoutError, TryPopError};
+use crate::lane::{bump, max_capacity_for};
+use crate::loom::{
+    self, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering,
+    UnsafeCell,
+};
+
+/// The most bytes of slots a chunk holds by default (a chunk has at least
+/// one slot whatever the item size).
+pub const CHUNK_BYTES: usize = 8 * 1024;
+/// The most slots a chunk holds.
+pub const MAX_CHUNK: usize = 64;
+/// The largest `total` (the pool's chunks are numbered with 32 bits).
+pub const MAX_TOTAL: usize = 1 << 30;
+
+/// The default chunk length for items of type `T`.
+pub fn chunk_len<T>() -> usize {
+    (CHUNK_BYTES / core::mem::size_of::<T>().max(1)).clamp(1, MAX_CHUNK)
+}
+
+/// Marks the home chunk of a lane (it is never in the pool), and the end
+/// of the pool's free stack.
+const NIL: u32 = u32::MAX;
+
+type Slot<T> = UnsafeCell<MaybeUninit<T>>;
+
+/// A run of slots: in the pool, or in a lane's list.
+struct Chunk<T> {
+    slots: Box<[Slot<T>]>,
+    /// The next chunk of the lane's list, or null. Written by the lane's
+    /// producer only (null when it takes the chunk, then the link once).
+    next: AtomicPtr<Chunk<T>>,
+    /// The lane position of slot 0. Written by the lane's producer when it
+    /// takes the chunk, and again when it starts the chunk over (see
+    /// `Producer::next_chunk`); published by its Release store of `tail`.
+    base: AtomicU64,
+    /// The chunk below this one on the pool's free stack (an index).
+    free_next: AtomicU32,
+    /// This chunk's index in the pool, or `NIL` for a home chunk.
+    index: u32,
+}
+
+impl<T> Chunk<T> {
+    fn try_new(len: usize, index: u32) -> Result<Self, CapacityError> {
+        let bytes = len.saturating_mul(core::mem::size_of::<Slot<T>>());
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(len)
+            .map_err(|_| CapacityError::OutOfMemory {
+                requested: len,
+                bytes,
+            })?;
+        #[cfg(not(loom))]
+        // SAFETY: `try_reserve_exact` made room for `len` elements, and an
+        // `UnsafeCell<MaybeUninit<T>>` (transparent over `MaybeUninit`) is
+        // valid uninitialised.
+        unsafe {
+            slots.set_len(len)
+        };
+        #[cfg(loom)]
+        slots.extend((0..len).map(|_| UnsafeCell::new(MaybeUninit::uninit())));
+        Ok(Chunk {
+            slots: slots.into_boxed_slice(),
+            next: AtomicPtr::new(ptr::null_mut()),
+            base: AtomicU64::new(0),
+            free_next: AtomicU32::new(NIL),
+            index,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.slots.len() as u64
+    }
+}
+
+/// The shared chunks and their free stack.
+struct Pool<T> {
+    chunks: Box<[Chunk<T>]>,
+    /// The free stack's top: `tag << 32 | index` (`NIL`: empty). The tag
+    /// grows with every change, so a compare-and-swap that read an old top
+    /// fails even if the same chunk is on top again (ABA).
+    top: CachePadded<AtomicU64>,
+    /// Chunks not on the free stack (statistic and test aid).
+    in_use: AtomicUsize,
+}
+
+// SAFETY: the pool hands chunks out (and takes them back) through its free
+// stack; each chunk's slots are then used by one lane's protocol, which
+// moves `T` values between threads (hence `T: Send`) and never shares `&T`.
+unsafe impl<T: Send> Send for Pool<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Pool<T> {}
+
+fn pack(tag: u64, index: u32) -> u64 {
+    (tag << 32) | u64::from(index)
+}
+
+impl<T> Pool<T> {
+    fn try_new(total: usize, chunk: usize) -> Result<Self, CapacityError> {
+        let n = total.div_ceil(chunk);
+        let mut chunks = Vec::new();
+        chunks
+            .try_reserve_exact(n)
+            .map_err(|_| CapacityError::OutOfMemory {
+                requested: total,
+                bytes: total.saturating_mul(core::mem::size_of::<Slot<T>>()),
+            })?;
+        for i in 0..n {
+            let len = chunk.min(total - i * chunk);
+            // Each chunk links to the one after it: all start free.
+            let c = Chunk::try_new(len, i as u32)?;
+            let below = if i + 1 < n { (i + 1) as u32 } else { NIL };
+            c.free_next.store(below, Ordering::Relaxed);
+            chunks.push(c);
+        }
+        Ok(Pool {
+            chunks: chunks.into_boxed_slice(),
+            top: CachePadded::new(AtomicU64::new(pack(0, if n > 0 { 0 } else { NIL }))),
+            in_use: AtomicUsize::new(0),
+        })
+    }
+
+    /// Takes a free chunk (one successful compare-and-swap), or `None`.
+    fn pop(&self) -> Option<&Chunk<T>> {
+        // Acquire: pairs with the Release compare-and-swap in `push`, so the
+        // pusher's reads of the chunk (and its `free_next`) happen before
+        // whatever we do with it.
+        let mut top = self.top.load(Ordering::Acquire);
+        loop {
+            let index = top as u32;
+            if index == NIL {
+                return None;
+            }
+            let chunk = &self.chunks[index as usize];
+            // Relaxed: written before the Release that published `top`,
+            // which we loaded with Acquire. If the chunk was taken and put
+            // back meanwhile this may be stale, but then the tag differs
+            // and the compare-and-swap below fails.
+            let below = chunk.free_next.load(Ordering::Relaxed);
+            // Acquire on both outcomes: success, as above; failure reloads a
+            // top whose chunk's `free_next` we read next.
+            match self.top.compare_exchange_weak(
+                top,
+                pack((top >> 32).wrapping_add(1) & 0xFFFF_FFFF, below),
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // Relaxed: a statistic.
+                    self.in_use.fetch_add(1, Ordering::Relaxed);
+                    return Some(chunk);
+                }
+                Err(t) => top = t,
+            }
+        }
+    }
+
+    /// Puts a chunk back on the free stack.
+    fn push(&self, chunk: &Chunk<T>) {
+        debug_assert_ne!(chunk.index, NIL);
+        // Relaxed: the compare-and-swap below checks it.
+        let mut top = self.top.load(Ordering::Relaxed);
+        loop {
+            // Relaxed: published by the Release compare-and-swap below.
+            chunk.free_next.store(top as u32, Ordering::Relaxed);
+            // Release: our reads of the chunk's slots, and the store of
+            // `free_next`, happen before a popper's Acquire sees this top.
+            match self.top.compare_exchange_weak(
+                top,
+                pack((top >> 32).wrapping_add(1) & 0xFFFF_FFFF, chunk.index),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Relaxed: a statistic.
+                    self.in_use.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(t) => top = t,
+            }
+        }
+    }
+}
+
+/// The consumer's place in a lane's chunk list.
+struct Cursor<T> {
+    /// The chunk holding position `base`.., or null once the lane is
+    /// retired (its chunks returned).
+    chunk: *const Chunk<T>,
+    /// The position of the chunk's first slot.
+    base: u64,
+}
+
+/// What the producer writes: `tail` and its counter, on its own line.
+#[derive(Default)]
+struct ProducerSide {
+    /// Items ever pushed into the lane; the next position to write.
+    tail: AtomicU64,
+    rejected_full: AtomicU64,
+}
+
+/// One producer's list of chunks.
+struct Lane<T> {
+    producer: CachePadded<ProducerSide>,
+    /// Items the consumer has taken from this lane (the next position it
+    /// reads). Written only by the consumer, once per batch.
+    head: CachePadded<AtomicU64>,
+    /// Consumer only (and the lane's drop, which has `&mut`).
+    cursor: UnsafeCell<Cursor<T>>,
+    /// True while the home chunk is back from the consumer and not yet
+    /// taken again by the producer.
+    home_free: AtomicBool,
+    /// Set once, when the producer handle is dropped.
+    producer_gone: AtomicBool,
+    home: Chunk<T>,
+    pool: Arc<Pool<T>>,
+}
+
+// SAFETY: a lane moves values of `T` from the producer's thread to the
+// consumer's and never hands out `&T`; the raw chunk pointers point into
+// the pool (kept alive by `pool`) or at `home`, and each slot is accessed
+// by one side at a time under the protocol above.
+unsafe impl<T: Send> Send for Lane<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Lane<T> {}
+
+impl<T> Lane<T> {
+    /// Gives a chunk the consumer has read to the end back: to the pool,
+    /// or (the home chunk) to the lane's producer.
+    fn give_back(&self, chunk: &Chunk<T>) {
+        if chunk.index == NIL {
+            // Release: the consumer's reads of the home chunk happen before
+            // the producer's Acquire load lets it write there again.
+            self.home_free.store(true, Ordering::Release);
+        } else {
+            self.pool.push(chunk);
+        }
+    }
+
+    /// Takes up to `max` items, oldest first, handing each to `sink`.
+    ///
+    /// # Safety
+    ///
+    /// Only the consumer may call this (or the lane's drop).
+    unsafe fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        // Relaxed: only the consumer writes `head`.
+        let head = self.head.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store of `tail`: the
+        // items below it, and the chunk links made before them, are visible.
+        let tail = self.producer.tail.load(Ordering::Acquire);
+        let n = (tail - head).min(max as u64);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: the consumer is the only user of the cursor (caller's
+        // contract), and no reference to it outlives this call.
+        let cursor = self.cursor.with_mut(|p| unsafe { &mut *p });
+        for pos in head..head + n {
+            // SAFETY: the cursor's chunk is live: it is a pool chunk or the
+            // home chunk, not yet given back (given back only below).
+            let mut chunk = unsafe { &*cursor.chunk };
+            if pos == cursor.base + chunk.len() {
+                // The end of the chunk: the producer either started this
+                // chunk over at `pos` (its `base` is now `pos`) or linked
+                // the next one. Relaxed loads are enough for both: the
+                // producer stored them before its Release store of a `tail`
+                // above `pos`, which we loaded with Acquire; and neither
+                // changes again before we are past `pos` (starting over
+                // needs `head == tail`, and a link is made once).
+                if chunk.base.load(Ordering::Relaxed) != pos {
+                    let next = chunk.next.load(Ordering::Relaxed);
+                    debug_assert!(!next.is_null());
+                    cursor.chunk = next;
+                    // Read to the end, and the producer has moved on:
+                    // back it goes.
+                    self.give_back(chunk);
+                    // SAFETY: as above: the link points at a live chunk.
+                    chunk = unsafe { &*next };
+                }
+                cursor.base = pos;
+            }
+            let slot = &chunk.slots[(pos - cursor.base) as usize];
+            // SAFETY: position `pos` is below the `tail` we loaded with
+            // Acquire, so its slot holds an item; positions are read once
+            // (head moves past it below).
+            sink(slot.with(|p| unsafe { p.read().assume_init() }));
+        }
+        // Release: whoever reads `head` with Acquire (a producer's
+        // `lane_len`, a flush's `passed`) sees these items gone.
+        self.head.store(head + n, Ordering::Release);
+        n as usize
+    }
+
+    /// True once the producer is gone and every item has been taken.
+    fn is_finished(&self) -> bool {
+        // Acquire: pairs with the Release store in `Producer::drop`, so
+        // `tail` below is the producer's last.
+        self.producer_gone.load(Ordering::Acquire) && self.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        // Acquire `tail`: as in `pop_with`; Relaxed `head`: some recent
+        // value (exact for the consumer, which wrote it).
+        self.producer.tail.load(Ordering::Acquire) == self.head.load(Ordering::Relaxed)
+    }
+
+    /// Returns the last chunk of a finished lane to the pool.
+    ///
+    /// # Safety
+    ///
+    /// Consumer only, on a finished lane (`is_finished`), once.
+    unsafe fn retire(&self) {
+        // SAFETY: the consumer is the only user of the cursor.
+        let cursor = self.cursor.with_mut(|p| unsafe { &mut *p });
+        if cursor.chunk.is_null() {
+            return;
+        }
+        // SAFETY: live until given back, which is now.
+        let chunk = unsafe { &*cursor.chunk };
+        cursor.chunk = ptr::null();
+        if chunk.index != NIL {
+            // The producer is gone: nobody writes this chunk again.
+            self.pool.push(chunk);
+        }
+    }
+
+    fn totals(&self) -> (u64, u64, u64) {
+        // Relaxed: statistics, each with a single writer.
+        (
+            self.producer.tail.load(Ordering::Relaxed),
+            self.head.load(Ordering::Relaxed),
+            self.producer.rejected_full.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl<T> Drop for Lane<T> {
+    fn drop(&mut self) {
+        // `&mut self`: nobody else touches the lane. Items still inside are
+        // dropped here, exactly once; then every chunk of the list goes
+        // back to the pool.
+        // SAFETY: exclusive access.
+        unsafe {
+            self.pop_with(usize::MAX, drop);
+            self.retire();
+        }
+    }
+}
+
+/// Everything the queue's handles share.
+struct Inner<T> {
+    consumer_alive: CachePadded<AtomicBool>,
+    producers: AtomicUsize,
+    /// Bumped (under the registry lock) when a lane is added or retired.
+    version: AtomicUsize,
+    registry: Mutex<Registry<T>>,
+    pool: Arc<Pool<T>>,
+    total: usize,
+    chunk: usize,
+}
+
+struct Registry<T> {
+    lanes: Vec<Arc<Lane<T>>>,
+    /// (pushed, popped, rejected_full) of retired lanes.
+    retired: (u64, u64, u64),
+}
+
+impl<T> Inner<T> {
+    fn counters(&self) -> QueueCounters {
+        let registry = loom::lock(&self.registry);
+        let (mut pushed, mut popped, mut full) = registry.retired;
+        for lane in &registry.lanes {
+            let (p, h, f) = lane.totals();
+            pushed = pushed.saturating_add(p);
+            popped = popped.saturating_add(h);
+            full = full.saturating_add(f);
+        }
+        QueueCounters {
+            pushed,
+            popped,
+            rejected_full: full,
+            evicted: 0,
+            taken_back: 0,
+        }
+    }
+}
+
+/// Creates a queue that holds about `total` items across all its producers
+/// (see the module docs for the exact bound), with the default chunk
+/// length for `T` ([`chunk_len`]).
+///
+/// # Panics
+///
+/// If `total` is 0 or above [`MAX_TOTAL`], or the pool cannot be allocated
+/// ([`try_bounded_total`] returns the error instead).
+pub fn bounded_total<T>(total: usize) -> (Producer<T>, Consumer<T>) {
+    match try_bounded_total(total) {
+        Ok(pair) => pair,
+        Err(e) => panic!("otlp_queue::pooled::bounded_total({total}): {e}"),
+    }
+}
+
+/// Like [`bounded_total`], but returns an error instead of panicking.
+///
+/// ```
+/// use otlp_queue::CapacityError;
+/// use otlp_queue::pooled::try_bounded_total;
+/// assert_eq!(try_bounded_total::<u8>(0).unwrap_err(), CapacityError::Zero);
+/// assert!(try_bounded_total::<u8>(1).is_ok());
+/// ```
+pub fn try_bounded_total<T>(total: usize) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    try_with_chunk(total, chunk_len::<T>())
+}
+
+/// Like [`try_bounded_total`] with chunks of `chunk` slots (clamped to
+/// `1..=`[`MAX_CHUNK`]): smaller chunks mean fewer items held per idle
+/// producer and more chunk claims per item.
+///
+/// ```
+/// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(4, 2).unwrap();
+/// for i in 0..4 { tx.try_push(i).unwrap(); } // the home chunk, then the pool
+/// assert_eq!(rx.pop(), Some(0));
+/// ```
+pub fn try_with_chunk<T>(
+    total: usize,
+    chunk: usize,
+) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    if total == 0 {
+        return Err(CapacityError::Zero);
+    }
+    let max = max_capacity_for(core::mem::size_of::<T>()).min(MAX_TOTAL);
+    if total > max {
+        return Err(CapacityError::TooLarge {
+            requested: total,
+            max,
+        });
+    }
+    let chunk = chunk.clamp(1, MAX_CHUNK);
+    let inner = Arc::new(Inner {
+        consumer_alive: CachePadded::new(AtomicBool::new(true)),
+        producers: AtomicUsize::new(0),
+        version: AtomicUsize::new(0),
+        registry: Mutex::new(Registry {
+            lanes: Vec::new(),
+            retired: (0, 0, 0),
+        }),
+        pool: Arc::new(Pool::try_new(total, chunk)?),
+        total,
+        chunk,
+    });
+    let producer = Producer::register(&inner)?;
+    let consumer = Consumer {
+        inner,
+        lanes: Vec::new(),
+        seen_version: usize::MAX,
+        cursor: 0,
+        popped: 0,
+    };
+    Ok((producer, consumer))
+}
+
+/// The sending side: one lane per handle. Clone it (or
+/// [`try_clone`](Self::try_clone) it) once per thread.
+///
+/// `Send` but not `Sync`: a handle is its lane's single writer.
+pub struct Producer<T> {
+    lane: Arc<Lane<T>>,
+    inner: Arc<Inner<T>>,
+    /// The chunk being filled.
+    chunk: Cell<*const Chunk<T>>,
+    /// The position after the current chunk's last slot: room while
+    /// `tail < end`.
+    end: Cell<u64>,
+}
+
+// SAFETY: the handle may move to another thread (it is the lane's single
+// writer wherever it is); the raw pointer points into the pool or the
+// lane, both kept alive by the handle's `Arc`s.
+unsafe impl<T: Send> Send for Producer<T> {}
+
+impl<T> Producer<T> {
+    fn register(inner: &Arc<Inner<T>>) -> Result<Self, CapacityError> {
+        let home = Chunk::try_new(inner.chunk, NIL)?;
+        let lane = Arc::new(Lane {
+            producer: CachePadded::new(ProducerSide::default()),
+            head: CachePadded::new(AtomicU64::new(0)),
+            cursor: UnsafeCell::new(Cursor {
+                chunk: ptr::null(),
+                base: 0,
+            }),
+            home_free: AtomicBool::new(false),
+            producer_gone: AtomicBool::new(false),
+            home,
+            pool: inner.pool.clone(),
+        });
+        let home: *const Chunk<T> = &lane.home;
+        // Nobody else has the lane yet: both sides start at the home chunk.
+        lane.cursor.with_mut(|p| {
+            // SAFETY: exclusive access (the lane is not shared yet).
+            unsafe { (*p).chunk = home }
+        });
+        {
+            let mut registry = loom::lock(&inner.registry);
+            registry.lanes.push(lane.clone());
+            // Relaxed: ordered by the registry lock for readers of the list;
+            // the consumer's closed check pairs Acquire with the Release
+            // decrement in `drop`.
+            inner.producers.fetch_add(1, Ordering::Relaxed);
+            // Release: a consumer that sees the new version with Acquire
+            // then takes the lock and finds the lane.
+            inner.version.fetch_add(1, Ordering::Release);
+        }
+        Ok(Producer {
+            end: Cell::new(lane.home.len()),
+            lane,
+            inner: inner.clone(),
+            chunk: Cell::new(home),
+        })
+    }
+
+    /// A new producer with a lane (and home chunk) of its own, or an error
+    /// if they cannot be allocated.
+    pub fn try_clone(&self) -> Result<Self, CapacityError> {
+        Producer::register(&self.inner)
+    }
+
+    /// Pushes `value` if this lane's chunk has room or a chunk can be
+    /// claimed; otherwise hands it back (`Full`, or `Closed` once the
+    /// consumer is gone).
+    ///
+    /// Takes no lock, makes no system call and allocates nothing. Within a
+    /// chunk: a slot write and a Release store of this lane's `tail`; once
+    /// per chunk: a compare-and-swap on the pool.
+    ///
+    /// ```
+    /// use otlp_queue::PushError;
+    /// let (tx, _rx) = otlp_queue::pooled::try_with_chunk::<u8>(1, 1).unwrap();
+    /// tx.try_push(1).unwrap(); // the home chunk
+    /// tx.try_push(2).unwrap(); // the pool's only chunk
+    /// assert_eq!(tx.try_push(3), Err(PushError::Full(3)));
+    /// ```
+    #[inline]
+    pub fn try_push(&self, value: T) -> Result<(), PushError<T>> {
+        match self.push_once(value) {
+            Ok(()) => Ok(()),
+            Err(PushError::Full(v)) => {
+                bump(&self.lane.producer.rejected_full);
+                Err(PushError::Full(v))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    #[inline(always)]
+    fn push_once(&self, value: T) -> Result<(), PushError<T>> {
+        // Relaxed: a stale `true` lets this push land just after the
+        // consumer went away; the item is then dropped with the lane
+        // (`Lane::drop`), as if the consumer's drop had drained it.
+        if !self.inner.consumer_alive.load(Ordering::Relaxed) {
+            return Err(PushError::Closed(value));
+        }
+        // Relaxed: only this handle writes `tail`.
+        let tail = self.lane.producer.tail.load(Ordering::Relaxed);
+        if tail >= self.end.get() && !self.next_chunk(tail) {
+            return Err(PushError::Full(value));
+        }
+        // SAFETY: the current chunk is this lane's, its slot for `tail` is
+        // not yet published (so the consumer does not read it) and was
+        // read out before the chunk came to us (the Acquire of our claim).
+        let chunk = unsafe { &*self.chunk.get() };
+        let start = self.end.get() - chunk.len();
+        chunk.slots[(tail - start) as usize].with_mut(|p| {
+            // SAFETY: as above; we are the slot's only writer.
+            unsafe { p.write(MaybeUninit::new(value)) }
+        });
+        // Release: publishes the value (and any link made by `next_chunk`)
+        // to the consumer's Acquire load of `tail`.
+        self.lane.producer.tail.store(tail + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The current chunk is full: starts it over if the consumer has taken
+    /// every item of the lane; else claims the home chunk (if the consumer
+    /// gave it back) or a pool chunk, links it after the current one, and
+    /// makes it current. False if there is none.
+    #[cold]
+    fn next_chunk(&self, tail: u64) -> bool {
+        // SAFETY: the current chunk is live: the consumer gives a chunk back
+        // only once its `next` is set, which happens only below.
+        let cur = unsafe { &*self.chunk.get() };
+        // Acquire: pairs with the consumer's Release store of `head`, so its
+        // reads of every slot below `tail` (all of this chunk) happen before
+        // we write them again.
+        if self.lane.head.load(Ordering::Acquire) == tail {
+            // Relaxed: published by the Release store of `tail` (see
+            // `Lane::pop_with`, which reads it at the chunk's end).
+            cur.base.store(tail, Ordering::Relaxed);
+            self.end.set(tail + cur.len());
+            return true;
+        }
+        // Acquire: pairs with the consumer's Release store in `give_back`,
+        // so its reads of the home chunk happen before our writes.
+        let new: &Chunk<T> = if self.lane.home_free.load(Ordering::Acquire) {
+            // Relaxed: only the producer clears it, and the consumer sets it
+            // only after we link the chunk again and it reads it through.
+            self.lane.home_free.store(false, Ordering::Relaxed);
+            &self.lane.home
+        } else {
+            match self.lane.pool.pop() {
+                Some(c) => c,
+                None => return false,
+            }
+        };
+        // Relaxed: published by the Release store of `tail` that follows
+        // (the consumer reaches this chunk only through that).
+        new.next.store(ptr::null_mut(), Ordering::Relaxed);
+        new.base.store(tail, Ordering::Relaxed);
+        // Relaxed: the consumer follows the link only for a position below a
+        // `tail` it loaded with Acquire, and our Release store of that
+        // `tail` comes after this store.
+        cur.next
+            .store(ptr::from_ref(new).cast_mut(), Ordering::Relaxed);
+        self.chunk.set(new);
+        self.end.set(tail + new.len());
+        true
+    }
+
+    /// Pushes `value`, waiting (spin, yield, then short sleeps) while the
+    /// queue is full, for at most `timeout`.
+    pub fn push_timeout(&self, mut value: T, timeout: Duration) -> Result<(), PushTimeoutError<T>> {
+        let mut deadline = None;
+        let mut step = 0u32;
+        loop {
+            match self.push_once(value) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed(v)) => return Err(PushTimeoutError::Closed(v)),
+                Err(PushError::Full(v)) => value = v,
+            }
+            let deadline = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                bump(&self.lane.producer.rejected_full);
+                return Err(PushTimeoutError::Timeout(value));
+            }
+            if step < 6 {
+                loom::spin_hint();
+            } else if step < 16 {
+                loom::yield_now();
+            } else {
+                let left = deadline.map_or(Duration::MAX, |d| d - now);
+                loom::sleep(Duration::from_micros(50).min(left));
+            }
+            step = step.saturating_add(1);
+        }
+    }
+
+    /// Items in this producer's lane now (pushed, not yet taken).
+    pub fn lane_len(&self) -> usize {
+        // Acquire: pairs with the consumer's Release store of `head`.
+        let head = self.lane.head.load(Ordering::Acquire);
+        let tail = self.lane.producer.tail.load(Ordering::Relaxed);
+        usize::try_from(tail.saturating_sub(head)).unwrap_or(usize::MAX)
+    }
+
+    /// The queue's total (`total` given at creation).
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+
+    /// Slots per chunk.
+    pub fn chunk_len(&self) -> usize {
+        self.inner.chunk
+    }
+
+    /// True once the consumer is gone.
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a hint; see `push_once`.
+        !self.inner.consumer_alive.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the queue's counters (takes the registry lock).
+    pub fn counters(&self) -> QueueCounters {
+        self.inner.counters()
+    }
+}
+
+impl<T> Clone for Producer<T> {
+    /// A producer with a lane of its own.
+    ///
+    /// # Panics
+    ///
+    /// If its home chunk cannot be allocated ([`Producer::try_clone`]
+    /// returns the error instead).
+    fn clone(&self) -> Self {
+        match Producer::register(&self.inner) {
+            Ok(p) => p,
+            Err(e) => panic!("otlp_queue::pooled::Producer::clone: {e}"),
+        }
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Release: a consumer that sees `true` with Acquire sees every item
+        // this producer pushed (the lane's items stay for it).
+        self.lane.producer_gone.store(true, Ordering::Release);
+        // Release: as in `crate::Producer`'s drop: a consumer whose Acquire
+        // load sees 0 sees every push of every producer.
+        self.inner.producers.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<T> fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("pooled::Producer")
+            .field("total", &self.inner.total)
+            .field("chunk", &self.inner.chunk)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The receiving side. There is exactly one.
+pub struct Consumer<T> {
+    inner: Arc<Inner<T>>,
+    lanes: Vec<Arc<Lane<T>>>,
+    seen_version: usize,
+    cursor: usize,
+    popped: u64,
+}
+
+impl<T> Consumer<T> {
+    /// Takes one item, or `None` if nothing is ready.
+    pub fn pop(&mut self) -> Option<T> {
+        let mut out = None;
+        self.drain_with(1, |lane, max| {
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with(max, |v| out = Some(v)) }
+        });
+        out
+    }
+
+    /// Moves up to `max` items into `out`; returns how many.
+    pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.drain_with(max, |lane, max| {
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with(max, |v| out.push(v)) }
+        })
+    }
+
+    /// Takes one item, or says why there is none.
+    pub fn try_pop(&mut self) -> Result<T, TryPopError> {
+        if let Some(v) = self.pop() {
+            return Ok(v);
+        }
+        if self.producers_gone() {
+            return self.pop().ok_or(TryPopError::Closed);
+        }
+        Err(TryPopError::Empty)
+    }
+
+    /// True when every producer is gone and every item has been taken.
+    pub fn is_closed(&mut self) -> bool {
+        self.producers_gone() && {
+            self.refresh();
+            self.lanes.iter().all(|l| l.is_empty())
+        }
+    }
+
+    /// A snapshot of the queue's counters (takes the registry lock).
+    pub fn counters(&self) -> QueueCounters {
+        self.inner.counters()
+    }
+
+    /// Pool chunks now claimed by producers (not on the free stack).
+    pub fn chunks_in_use(&self) -> usize {
+        // Relaxed: a statistic.
+        self.inner.pool.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Live lanes (those of live producers, and of gone producers whose
+    /// items are not all taken yet) as of the last call.
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Marks what is in the queue now; see [`crate::Consumer::mark`].
+    pub fn mark(&mut self) -> Mark<T> {
+        self.refresh();
+        Mark {
+            lanes: self
+                .lanes
+                .iter()
+                // Acquire: as in `pop_with`.
+                .map(|l| (l.clone(), l.producer.tail.load(Ordering::Acquire)))
+                .collect(),
+        }
+    }
+
+    /// True once every item that was in the queue at `mark` has been taken.
+    pub fn passed(&self, mark: &Mark<T>) -> bool {
+        // Relaxed: we wrote `head` ourselves.
+        mark.lanes
+            .iter()
+            .all(|(l, tail)| l.head.load(Ordering::Relaxed) >= *tail)
+    }
+
+    fn producers_gone(&self) -> bool {
+        // Acquire: pairs with the Release decrement in `Producer::drop`.
+        self.inner.producers.load(Ordering::Acquire) == 0
+    }
+
+    fn refresh(&mut self) {
+        // Acquire: pairs with the Release bump in `Producer::register`.
+        let version = self.inner.version.load(Ordering::Acquire);
+        if version != self.seen_version {
+            let registry = loom::lock(&self.inner.registry);
+            self.lanes.clone_from(&registry.lanes);
+            // Relaxed: read under the lock, matching the list just copied.
+            self.seen_version = self.inner.version.load(Ordering::Relaxed);
+        }
+    }
+
+    fn drain_with(&mut self, max: usize, mut take: impl FnMut(&Lane<T>, usize) -> usize) -> usize {
+        self.refresh();
+        let n = self.lanes.len();
+        if n == 0 || max == 0 {
+            return 0;
+        }
+        let start = if self.cursor < n { self.cursor } else { 0 };
+        self.cursor = start + 1;
+        let mut taken = 0;
+        let mut saw_empty = false;
+        let (after, before) = self.lanes.split_at(start);
+        for lane in before.iter().chain(after) {
+            let got = take(lane, max - taken);
+            saw_empty |= got == 0;
+            taken += got;
+            if taken == max {
+                break;
+            }
+        }
+        self.popped += taken as u64;
+        if saw_empty {
+            self.retire_finished();
+        }
+        taken
+    }
+
+    /// Retires lanes whose producer is gone and which are drained: their
+    /// last chunk goes back to the pool, and the lane (with its home chunk)
+    /// is dropped once nothing else holds it.
+    #[cold]
+    fn retire_finished(&mut self) {
+        if !self.lanes.iter().any(|l| l.is_finished()) {
+            return;
+        }
+        let mut registry = loom::lock(&self.inner.registry);
+        let Registry { lanes, retired } = &mut *registry;
+        lanes.retain(|lane| {
+            let finished = lane.is_finished();
+            if finished {
+                // SAFETY: we are the consumer, the lane is finished, and it
+                // leaves the registry now (retired once).
+                unsafe { lane.retire() };
+                let (p, h, f) = lane.totals();
+                retired.0 = retired.0.saturating_add(p);
+                retired.1 = retired.1.saturating_add(h);
+                retired.2 = retired.2.saturating_add(f);
+            }
+            !finished
+        });
+        // Release: as in `Producer::register`.
+        self.inner.version.fetch_add(1, Ordering::Release);
+        self.lanes.clone_from(lanes);
+        // Relaxed: under the lock.
+        self.seen_version = self.inner.version.load(Ordering::Relaxed);
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        // Relaxed: see `Producer::push_once`.
+        self.inner.consumer_alive.store(false, Ordering::Relaxed);
+        self.refresh();
+        for lane in &self.lanes {
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with(usize::MAX, drop) };
+        }
+    }
+}
+
+impl<T> fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("pooled::Consumer")
+            .field("total", &self.inner.total)
+            .field("lanes", &self.lanes.len())
+            .field("popped", &self.popped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A position in each lane, from [`Consumer::mark`].
+pub struct Mark<T> {
+    lanes: Vec<(Arc<Lane<T>>, u64)>,
+}
+
+impl<T> fmt::Debug for Mark<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("pooled::Mark")
+            .field("lanes", &self.lanes.len())
+            .finish_non_exhaustive()
+    }
+}

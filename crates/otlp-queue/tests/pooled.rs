@@ -1,0 +1,297 @@
+//! `otlp_queue::pooled`: stress with counting (every item delivered or
+//! handed back exactly once, per-producer order, every chunk back in the
+//! pool) and the bound on what the queue holds, whatever the number of
+//! producers. Cases that could hang run under a watchdog.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use common::{Ledger, Tracked};
+use otlp_queue::pooled::{try_bounded_total, try_with_chunk};
+use otlp_queue::{PushError, PushTimeoutError};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+const PRODUCERS: usize = 8;
+/// Sized to finish in a few seconds in a debug build on 2 cores.
+const PER_PRODUCER: usize = 20_000;
+
+fn id(producer: usize, seq: usize) -> usize {
+    producer * PER_PRODUCER + seq
+}
+
+fn assert_fifo_per_producer(delivered: &[usize], producers: usize) {
+    let mut last = vec![None::<usize>; producers];
+    for &id in delivered {
+        let (p, seq) = (id / PER_PRODUCER, id % PER_PRODUCER);
+        if let Some(prev) = last[p] {
+            assert!(seq > prev, "producer {p}: {seq} came after {prev}");
+        }
+        last[p] = Some(seq);
+    }
+}
+
+/// Lossless producers through a small pool of small chunks: everything
+/// arrives once and in order, every chunk goes back, every lane retires.
+#[test]
+fn lossless_delivers_everything_in_order_and_returns_every_chunk() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let ledger = Ledger::new(PRODUCERS * PER_PRODUCER);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(64, 4).unwrap();
+        let start = Arc::new(Barrier::new(PRODUCERS));
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger, start) = (tx.clone(), ledger.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    for seq in 0..PER_PRODUCER {
+                        let mut item = ledger.item(id(p, seq));
+                        loop {
+                            match tx.try_push(item) {
+                                Ok(()) => break,
+                                Err(PushError::Full(back)) => {
+                                    item = back;
+                                    thread::yield_now();
+                                }
+                                Err(PushError::Closed(_)) => panic!("closed early"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut delivered = Vec::with_capacity(PRODUCERS * PER_PRODUCER);
+        let mut batch = Vec::new();
+        while !rx.is_closed() {
+            batch.clear();
+            if rx.pop_batch(&mut batch, 97) == 0 {
+                thread::yield_now();
+            }
+            delivered.extend(batch.iter().map(|t| t.id));
+        }
+        drop(batch);
+        for w in workers {
+            w.join().unwrap();
+        }
+        // One more look retires the last drained lanes.
+        assert_eq!(rx.pop().map(|t| t.id), None);
+        assert_eq!(delivered.len(), PRODUCERS * PER_PRODUCER);
+        assert_fifo_per_producer(&delivered, PRODUCERS);
+        let c = rx.counters();
+        assert_eq!(c.pushed, (PRODUCERS * PER_PRODUCER) as u64);
+        assert_eq!(c.popped, c.pushed);
+        assert_eq!(rx.chunks_in_use(), 0, "every pool chunk returned");
+        assert_eq!(rx.lane_count(), 0, "every lane retired");
+        ledger.assert_each_dropped_once(PRODUCERS * PER_PRODUCER);
+    });
+}
+
+/// Shedding producers (`try_push` once, `push_timeout`) against a slow
+/// consumer: every item is delivered or handed back, and the counters
+/// agree with what the producers saw.
+#[test]
+fn shedding_accounts_for_every_item() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let ledger = Ledger::new(PRODUCERS * PER_PRODUCER);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(32, 4).unwrap();
+        let handed_back = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger, handed_back) = (tx.clone(), ledger.clone(), handed_back.clone());
+                thread::spawn(move || {
+                    for seq in 0..PER_PRODUCER {
+                        let item = ledger.item(id(p, seq));
+                        if seq.is_multiple_of(5) {
+                            match tx.push_timeout(item, Duration::from_micros(20)) {
+                                Ok(()) => {}
+                                Err(PushTimeoutError::Timeout(back)) => {
+                                    assert_eq!(back.id, id(p, seq));
+                                    handed_back.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(PushTimeoutError::Closed(_)) => panic!("closed early"),
+                            }
+                        } else {
+                            match tx.try_push(item) {
+                                Ok(()) => {}
+                                Err(PushError::Full(back)) => {
+                                    assert_eq!(back.id, id(p, seq));
+                                    handed_back.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(PushError::Closed(_)) => panic!("closed early"),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut delivered = Vec::new();
+        let mut batch = Vec::new();
+        let mut round = 0u32;
+        while !rx.is_closed() {
+            batch.clear();
+            rx.pop_batch(&mut batch, 7);
+            delivered.extend(batch.iter().map(|t| t.id));
+            round += 1;
+            if round.is_multiple_of(3) {
+                thread::yield_now();
+            }
+        }
+        drop(batch);
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(rx.pop().map(|t| t.id), None);
+        let back = handed_back.load(Ordering::Relaxed);
+        assert_eq!(
+            delivered.len() as u64 + back,
+            (PRODUCERS * PER_PRODUCER) as u64
+        );
+        assert_fifo_per_producer(&delivered, PRODUCERS);
+        let c = rx.counters();
+        assert_eq!(c.pushed, delivered.len() as u64);
+        assert_eq!(c.rejected_full, back);
+        assert_eq!(rx.chunks_in_use(), 0);
+        ledger.assert_each_dropped_once(PRODUCERS * PER_PRODUCER);
+    });
+}
+
+/// With nobody popping, producers can hold exactly the pool plus one home
+/// chunk each, whatever their number: the bound is the total, not
+/// `producers x total`.
+#[test]
+fn holds_the_total_plus_one_chunk_per_producer() {
+    for producers in [1usize, 4, 64] {
+        let (total, chunk) = (100usize, 8usize);
+        let (tx, rx) = try_with_chunk::<u64>(total, chunk).unwrap();
+        let handles: Vec<_> = (0..producers).map(|_| tx.clone()).collect();
+        drop(tx);
+        let mut accepted = 0usize;
+        // Round robin until every producer is refused: the pool is shared.
+        let mut refused = vec![false; producers];
+        while refused.iter().any(|r| !r) {
+            for (p, h) in handles.iter().enumerate() {
+                if !refused[p] {
+                    match h.try_push(1) {
+                        Ok(()) => accepted += 1,
+                        Err(PushError::Full(_)) => refused[p] = true,
+                        Err(PushError::Closed(_)) => panic!("closed"),
+                    }
+                }
+            }
+        }
+        assert_eq!(accepted, total + chunk * producers, "{producers} producers");
+        assert_eq!(rx.chunks_in_use(), total.div_ceil(chunk));
+        drop(rx);
+    }
+}
+
+/// One busy producer may use the whole pool (one thread is not limited to
+/// a share of it).
+#[test]
+fn one_producer_can_use_the_whole_pool() {
+    let (tx, _rx) = try_with_chunk::<u32>(1000, 16).unwrap();
+    let idle: Vec<_> = (0..10).map(|_| tx.clone()).collect();
+    let mut n = 0;
+    while tx.try_push(n).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 1000 + 16);
+    drop(idle);
+}
+
+/// Threads that come and go (each records a little and exits) while the
+/// consumer drains: nothing lost, and the memory of exited threads (their
+/// lanes and chunks) comes back.
+#[test]
+fn many_short_lived_producers_return_their_memory() {
+    test_watchdog::isolate(WATCHDOG, || {
+        const THREADS: usize = 256;
+        const EACH: usize = 100;
+        let (tx, mut rx) = try_bounded_total::<u64>(512).unwrap();
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for i in 0..EACH {
+                        let mut v = (t * EACH + i) as u64;
+                        while let Err(e) = tx.try_push(v) {
+                            v = e.into_inner();
+                            thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut got = Vec::new();
+        while !rx.is_closed() {
+            if rx.pop_batch(&mut got, 256) == 0 {
+                thread::yield_now();
+            }
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(rx.pop(), None);
+        got.sort_unstable();
+        assert_eq!(got, (0..(THREADS * EACH) as u64).collect::<Vec<_>>());
+        assert_eq!(rx.chunks_in_use(), 0);
+        assert_eq!(rx.lane_count(), 0);
+    });
+}
+
+/// Dropping the consumer while producers push, and producers with items
+/// inside: every item is dropped exactly once.
+#[test]
+fn either_side_dropped_with_items_inside() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let ledger = Ledger::new(PRODUCERS * PER_PRODUCER);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(256, 8).unwrap();
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger) = (tx.clone(), ledger.clone());
+                thread::spawn(move || {
+                    for seq in 0..PER_PRODUCER {
+                        // Full or closed: the value comes back and is dropped.
+                        let _ = tx.try_push(ledger.item(id(p, seq)));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            rx.pop_batch(&mut batch, 10);
+            thread::yield_now();
+        }
+        drop(batch);
+        drop(rx);
+        for w in workers {
+            w.join().unwrap();
+        }
+        ledger.assert_each_dropped_once(PRODUCERS * PER_PRODUCER);
+    });
+}
+
+/// A mark covers what was queued when it was taken.
+#[test]
+fn mark_covers_what_was_queued() {
+    let (tx, mut rx) = try_with_chunk::<u32>(8, 2).unwrap();
+    for i in 0..5 {
+        tx.try_push(i).unwrap();
+    }
+    let mark = rx.mark();
+    tx.try_push(5).unwrap();
+    let mut out = Vec::new();
+    rx.pop_batch(&mut out, 4);
+    assert!(!rx.passed(&mark));
+    rx.pop_batch(&mut out, 1);
+    assert!(rx.passed(&mark));
+    assert_eq!(out, [0, 1, 2, 3, 4]);
+    assert_eq!(tx.lane_len(), 1);
+}
