@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, received};
 use otlp_exporter::{
-    Behavior, ConfigError, DropReason, EncodedRequest, Encoding, ExportResult, HANDED_OVER_LANES,
-    InMemory, InstrumentationScope, KeyValue, Link, MAX_CONCURRENT_EXPORTS, MAX_QUEUE_SIZE,
-    MAX_SCOPES, Pipeline, PipelineBuilder, Recorded, Resource, ScopeId, Shedding, SpanData,
-    Transport, Value,
+    Behavior, ConfigError, DropReason, EncodedRequest, Encoding, ExportResult, InMemory,
+    InstrumentationScope, KeyValue, Link, MAX_CONCURRENT_EXPORTS, MAX_QUEUE_SIZE, MAX_SCOPES,
+    Pipeline, PipelineBuilder, Recorded, Resource, ScopeId, Shedding, SpanData, Transport, Value,
 };
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -868,9 +867,11 @@ fn spans_of_exited_threads_are_exported() {
     });
 }
 
-/// During an outage (the transport hangs), threads that exit leave at most
-/// `HANDED_OVER_LANES` lanes' worth of spans behind in all; the rest are
-/// counted as orphaned, and the accounting balances throughout.
+/// During an outage (the transport hangs), threads that exit leave their
+/// queued spans in the shared queue: at most `max_queue_size` in the pool
+/// plus a home chunk (32 spans) per lane not yet drained; the rest are
+/// counted as queue-full, and the accounting balances throughout. When the
+/// collector is back, every queued span is exported.
 #[test]
 fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
     test_watchdog::isolate(WATCHDOG, || {
@@ -884,39 +885,44 @@ fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
         eventually("the worker is stuck in the transport", || {
             memory.calls() == 1
         });
+        let mut queued = 0u64;
         for t in 0..100 {
             let p = p.clone();
-            thread::spawn(move || {
+            queued += thread::spawn(move || {
+                let mut queued = 0u64;
                 for i in 0..256 {
-                    assert_eq!(
-                        p.record(SpanData::new(format!("{t}/{i}"))),
-                        Recorded::Queued
-                    );
+                    match p.record(SpanData::new(format!("{t}/{i}"))) {
+                        Recorded::Queued => queued += 1,
+                        Recorded::Dropped(DropReason::QueueFull) => {}
+                        other => panic!("{other:?}"),
+                    }
                 }
+                queued
             })
             .join()
             .unwrap();
         }
         let s = p.stats();
         assert!(s.is_balanced(), "{s:?}");
-        let kept = (HANDED_OVER_LANES * 256) as u64;
-        assert_eq!(s.queued, kept, "{s:?}");
+        assert_eq!(s.queued, queued, "{s:?}");
+        assert!(queued <= 256 + 32 * 100, "{s:?}");
         assert_eq!(s.in_flight, 1);
-        assert_eq!(s.dropped.orphaned, 100 * 256 - kept, "{s:?}");
-        // The newest spans are kept: the last thread's are all there.
+        assert_eq!(s.dropped.orphaned, 0, "{s:?}");
+        assert_eq!(s.dropped.queue_full, 100 * 256 - queued, "{s:?}");
         memory.set_behavior(Behavior::Accept);
         memory.release();
         let report = p.shutdown(LONG);
         assert!(report.completed, "{report:?}");
         let s = report.stats;
         assert!(s.is_balanced(), "{s:?}");
-        assert_eq!(s.exported, kept);
+        assert_eq!(s.exported, queued);
         assert_eq!(
             s.dropped.export_failed, 1,
             "the hung export was released as failed"
         );
+        // Each thread's first spans (its home chunk) are all there.
         let names: HashSet<String> = received(&memory).into_iter().map(|s| s.name).collect();
-        assert!((0..256).all(|i| names.contains(&format!("99/{i}"))));
+        assert!((0..100).all(|t| (0..32).all(|i| names.contains(&format!("{t}/{i}")))));
     });
 }
 
@@ -1002,11 +1008,14 @@ fn a_blocked_record_interrupted_by_shutdown_counts_as_shutdown() {
         eventually("the worker is stuck in the transport", || {
             memory.calls() == 1
         });
-        // The lane is per thread: fill one and block on it, on one thread.
+        // The queue is full once this thread has filled its home chunk (32
+        // spans) and the pool (1 slot): the next record blocks.
         let blocked = {
             let p = p.clone();
             thread::spawn(move || {
-                assert_eq!(p.record(SpanData::new("fills the lane")), Recorded::Queued);
+                for _ in 0..33 {
+                    assert_eq!(p.record(SpanData::new("fills the queue")), Recorded::Queued);
+                }
                 p.record(SpanData::new("waits"))
             })
         };

@@ -7,8 +7,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use otlp_queue::Producer;
-
 use crate::config::{ConfigError, env_usize};
 use crate::encode::Encoding;
 use crate::model::{Priority, Resource, SpanData, SpanLimits};

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use otlp_queue::{Producer, PushError, PushTimeoutError};
+use otlp_queue::{CapacityError, ClosedError, PushError, PushTimeoutError, pooled};
 
 use crate::encode::{SpanRef, encode_span};
 use crate::model::{ScopeId, SpanData};
@@ -57,6 +57,128 @@ impl EncodedSpan {
                 SpanBytes::Inline { len, buf } => &buf[..usize::from(*len)],
                 SpanBytes::Heap(b) => b,
             },
+        }
+    }
+}
+
+/// The queue the lanes push into: by default the pooled queue, whose
+/// `max_queue_size` is the total across every recording thread
+/// ([`otlp_queue::pooled`]); with [`Shedding::DropOldest`], the per-thread
+/// lanes of [`otlp_queue::bounded`] (eviction needs a ring per thread: see
+/// `otlp_queue::pooled`'s docs for why chunks cannot evict one item).
+pub(super) enum Producer<T> {
+    Lanes(otlp_queue::Producer<T>),
+    Pooled(pooled::Producer<T>),
+}
+
+/// The worker's side of [`Producer`].
+pub(super) enum Consumer<T> {
+    Lanes(otlp_queue::Consumer<T>),
+    Pooled(pooled::Consumer<T>),
+}
+
+/// A flush's mark (see `otlp_queue::Consumer::mark`).
+pub(super) enum Mark<T> {
+    Lanes(otlp_queue::Mark<T>),
+    Pooled(pooled::Mark<T>),
+}
+
+/// Makes the queue: pooled (`capacity` in total) unless `per_thread`
+/// (`capacity` per recording thread).
+pub(super) fn queue<T>(
+    capacity: usize,
+    per_thread: bool,
+) -> Result<(Producer<T>, Consumer<T>), CapacityError> {
+    Ok(if per_thread {
+        let (p, c) = otlp_queue::try_bounded(capacity)?;
+        (Producer::Lanes(p), Consumer::Lanes(c))
+    } else {
+        let (p, c) = pooled::try_bounded_total(capacity)?;
+        (Producer::Pooled(p), Consumer::Pooled(c))
+    })
+}
+
+impl<T> Producer<T> {
+    pub(super) fn try_clone(&self) -> Result<Self, CapacityError> {
+        Ok(match self {
+            Producer::Lanes(p) => Producer::Lanes(p.try_clone()?),
+            Producer::Pooled(p) => Producer::Pooled(p.try_clone()?),
+        })
+    }
+
+    #[inline(always)]
+    pub(super) fn try_push(&self, v: T) -> Result<(), PushError<T>> {
+        match self {
+            Producer::Lanes(p) => p.try_push(v),
+            Producer::Pooled(p) => p.try_push(v),
+        }
+    }
+
+    pub(super) fn push_timeout(&self, v: T, d: Duration) -> Result<(), PushTimeoutError<T>> {
+        match self {
+            Producer::Lanes(p) => p.push_timeout(v, d),
+            Producer::Pooled(p) => p.push_timeout(v, d),
+        }
+    }
+
+    /// Drop-oldest. Only the per-thread lanes evict; the pooled queue
+    /// (never used with drop-oldest) hands a value that finds no room back
+    /// as `Full`.
+    pub(super) fn force_push(&self, v: T) -> Result<Option<T>, PushError<T>> {
+        match self {
+            Producer::Lanes(p) => p
+                .force_push(v)
+                .map_err(|ClosedError(v)| PushError::Closed(v)),
+            Producer::Pooled(p) => p.try_push(v).map(|()| None),
+        }
+    }
+
+    pub(super) fn lane_len(&self) -> usize {
+        match self {
+            Producer::Lanes(p) => p.lane_len(),
+            Producer::Pooled(p) => p.lane_len(),
+        }
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        match self {
+            Producer::Lanes(p) => p.is_closed(),
+            Producer::Pooled(p) => p.is_closed(),
+        }
+    }
+
+    /// Takes the lane's spans back out (per-thread lanes). The pooled queue
+    /// takes none: a gone thread's spans stay queued, in the shared pool,
+    /// for the worker, and its lane is freed once they are taken.
+    pub(super) fn take_back(&self, sink: impl FnMut(T)) -> usize {
+        match self {
+            Producer::Lanes(p) => p.take_back(sink),
+            Producer::Pooled(_) => 0,
+        }
+    }
+}
+
+impl<T> Consumer<T> {
+    pub(super) fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        match self {
+            Consumer::Lanes(c) => c.pop_batch(out, max),
+            Consumer::Pooled(c) => c.pop_batch(out, max),
+        }
+    }
+
+    pub(super) fn mark(&mut self) -> Mark<T> {
+        match self {
+            Consumer::Lanes(c) => Mark::Lanes(c.mark()),
+            Consumer::Pooled(c) => Mark::Pooled(c.mark()),
+        }
+    }
+
+    pub(super) fn passed(&self, mark: &Mark<T>) -> bool {
+        match (self, mark) {
+            (Consumer::Lanes(c), Mark::Lanes(m)) => c.passed(m),
+            (Consumer::Pooled(c), Mark::Pooled(m)) => c.passed(m),
+            // A mark of another queue: nothing of it can be pending here.
+            _ => true,
         }
     }
 }
@@ -319,7 +441,8 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
                 bump(&c.evicted);
                 Recorded::QueuedEvicting
             }
-            Err(_) => closed(c),
+            Err(PushError::Full(_)) => full(c),
+            Err(PushError::Closed(_)) => closed(c),
         },
         Shedding::Block { timeout } => {
             let mut span = match p.try_push(span) {

@@ -24,8 +24,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use otlp_queue::Producer;
-
 use crate::config::ConfigError;
 use crate::encode::Encoder;
 use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, SpanLimits};
@@ -296,13 +294,16 @@ impl Pipeline {
         drop_timeout: Duration,
     ) -> Result<Pipeline, ConfigError> {
         let transport = Arc::new(transport);
-        let (producer, consumer) =
-            otlp_queue::try_bounded::<EncodedSpan>(capacity).map_err(|e| {
-                ConfigError::InvalidSetting {
-                    setting: "max_queue_size",
-                    reason: e.to_string(),
-                }
-            })?;
+        // Drop-oldest evicts from the recording thread's own ring, so it
+        // keeps per-thread lanes; every other policy shares one pool of
+        // `max_queue_size` slots among all recording threads.
+        let per_thread = config.shedding == Shedding::DropOldest;
+        let (producer, consumer) = queue::<EncodedSpan>(capacity, per_thread).map_err(|e| {
+            ConfigError::InvalidSetting {
+                setting: "max_queue_size",
+                reason: e.to_string(),
+            }
+        })?;
         let encoder = Encoder::new(resource);
         let scopes = ScopeTable::new(encoder.scope(ScopeId::DEFAULT).clone());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);

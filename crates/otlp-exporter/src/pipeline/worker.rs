@@ -11,8 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self};
 use std::time::{Duration, Instant};
 
-use otlp_queue::{Consumer, Mark};
-
 use crate::encode::{Encoded, EncodedRequest, Encoder, Encoding, SpanRef};
 use crate::model::InstrumentationScope;
 use crate::stats::{Dropped, ShutdownReport};
