@@ -1,6 +1,9 @@
 //! Criterion: spans delivered per second end to end (record, batch, encode,
 //! export to a counting sink), otlp-exporter against the OpenTelemetry SDK's
-//! `BatchSpanProcessor` in the same run. `cargo bench -p benches --bench exporter`.
+//! `BatchSpanProcessor` (its exporter only counting, and encoding OTLP
+//! protobuf with prost) in the same run, each with a 65 536-span queue in
+//! all (ours split over its recording threads).
+//! `cargo bench -p benches --bench exporter`.
 //!
 //! For offered load, drops and the full sweep use `cargo xtask sweep`.
 
@@ -21,7 +24,11 @@ fn delivered(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for threads in [1usize, 2, 4] {
         group.throughput(Throughput::Elements(SPANS * threads as u64));
-        for candidate in [PipelineCandidate::Ours, PipelineCandidate::OtelBsp] {
+        for candidate in [
+            PipelineCandidate::Ours,
+            PipelineCandidate::OtelBsp,
+            PipelineCandidate::OtelBspProst,
+        ] {
             let id = BenchmarkId::new(candidate.name(), threads);
             group.bench_with_input(id, &threads, |b, &t| {
                 b.iter_custom(|iters| {

@@ -151,7 +151,8 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let _ = writeln!(details, "|---:|---:|---:|---:|---:|---:|---|");
     let mut rows = Vec::new();
     let mut passed = true;
-    let mut worst: Option<Held> = None;
+    // The verdict names the highest failing count, or the highest count.
+    let mut shown: Option<(bool, Held)> = None;
     for &n in counts {
         eprintln!("  memory: {n} recording threads");
         let h = measure(n);
@@ -171,11 +172,11 @@ pub(crate) fn audit(o: &Options) -> Audit {
         }));
         let ok = h.heap <= h.bound as i64 && h.balanced;
         passed &= ok;
-        if !ok && worst.as_ref().is_none_or(|w| w.threads < n) || worst.is_none() {
-            worst = Some(h);
+        if shown.as_ref().is_none_or(|(shown_ok, _)| *shown_ok || !ok) {
+            shown = Some((ok, h));
         }
     }
-    let w = worst.expect("at least one thread count");
+    let (_, w) = shown.expect("at least one thread count");
     let verdict = format!(
         "at {} threads: heap held {} ({} per thread) against a bound of {} ({} queue + 16 KiB per \
          thread + {} fixed){}",
