@@ -1,8 +1,10 @@
 //! A span export pipeline that does not fall over under load.
 //!
 //! Spans are recorded from any number of threads into per-thread lanes of a
-//! lock-free queue ([`otlp_queue`]): `record` takes no lock, makes no
-//! system call and never blocks under the default policy. One worker thread
+//! lock-free queue whose slots come from one shared pool of
+//! `max_queue_size` ([`otlp_queue::pooled`]: the setting is the total, as
+//! the OpenTelemetry spec says): `record` takes no lock, makes no system
+//! call and never blocks under the default policy. One worker thread
 //! batches them, and hands OTLP requests (protobuf or JSON, encoded on the
 //! recording threads) to a [`Transport`]: [`HttpTransport`] for any
 //! OpenTelemetry collector (OTLP/HTTP, with the spec's retries), a
@@ -89,11 +91,16 @@
 //!   saturate at [`MAX_DURATION`]; counters saturate
 //!   (`sizes_out_of_range_are_errors_that_name_the_range`,
 //!   `durations_at_their_maximum_work`, `dropped_counts_near_u32_max_saturate`).
-//! * **Memory stays bounded as threads come and go**: a thread that exits
-//!   frees its lane and hands its queued spans to the worker, which keeps at
-//!   most [`HANDED_OVER_LANES`] lanes' worth of them (the oldest beyond
-//!   that are [`Dropped::orphaned`]); the scope table is a hash index of at
-//!   most [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
+//! * **Memory is bounded by the queue size, not the thread count**: the
+//!   queue is one pool of `max_queue_size` 256-byte slots plus a 32-slot
+//!   chunk (8 KiB) per recording thread; 256 threads recording while the
+//!   export is blocked hold the pool plus about 10 KiB each
+//!   (`memory_is_bounded_by_the_total_not_by_the_thread_count`). A thread
+//!   that exits leaves its spans to the worker and its lane is freed once
+//!   they are taken (with [`Shedding::DropOldest`], whose lanes are per
+//!   thread, it hands them over and at most [`HANDED_OVER_LANES`] lanes'
+//!   worth are kept, the rest [`Dropped::orphaned`]); the scope table is a
+//!   hash index of at most [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
 //!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
 //!   `twenty_thousand_tracers_each_keep_their_scope`).
 //!

@@ -43,6 +43,17 @@
 //! assert_eq!(got.len(), 4000);
 //! ```
 //!
+//! # Two queues
+//!
+//! [`bounded`] (this page) gives each producer a ring of its own: the
+//! queue holds up to `capacity x producers` items, and a producer can evict
+//! its own oldest item ([`Producer::force_push`]).
+//! [`pooled::bounded_total`] bounds the **total** instead: every producer
+//! still has a lane (same per-producer order, still no read-modify-write
+//! per push), but the slots come from one shared pool of chunks, claimed
+//! one chunk per compare-and-swap; memory is the pool plus one small chunk
+//! per producer, whatever their number (no eviction there; see its docs).
+//!
 //! # Capacity
 //!
 //! `bounded(capacity)` gives every producer handle a lane of `capacity`

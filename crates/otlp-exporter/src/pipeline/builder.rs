@@ -27,9 +27,9 @@ pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the embedded default transport writes when no transport is set.
 pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
 /// The largest `max_queue_size` (and `OTEL_BSP_MAX_QUEUE_SIZE`): 1 Mi spans
-/// per recording thread, a lane of 256 MiB. Larger values are refused with
-/// [`ConfigError::InvalidSetting`] (they could only end in an allocation
-/// failure).
+/// in all, a pool of 256 MiB (with [`Shedding::DropOldest`], per recording
+/// thread). Larger values are refused with [`ConfigError::InvalidSetting`]
+/// (they could only end in an allocation failure).
 pub const MAX_QUEUE_SIZE: usize = 1 << 20;
 /// The most export threads [`PipelineBuilder::max_concurrent_exports`] may
 /// ask for; more is refused with [`ConfigError::InvalidSetting`].
@@ -39,12 +39,14 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 256;
 /// durations) is saturated to this: a wait of a year is, for a process,
 /// "forever", and every deadline then fits in an [`Instant`].
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// How many lanes' worth of spans (`HANDED_OVER_LANES x max_queue_size`)
-/// the pipeline keeps, across all of them, for threads that exited with
-/// spans still queued (their lanes are freed at exit and the spans handed
-/// to the worker). Beyond that, while the worker cannot keep up (a
+/// With [`Shedding::DropOldest`] (per-thread lanes): how many lanes' worth
+/// of spans (`HANDED_OVER_LANES x max_queue_size`) the pipeline keeps,
+/// across all of them, for threads that exited with spans still queued
+/// (their lanes are freed at exit and the spans handed to the worker). With
+/// the other policies the queue is one shared pool: an exited thread's
+/// spans stay in it, within `max_queue_size`, and nothing is orphaned. Beyond that, while the worker cannot keep up (a
 /// collector outage), the oldest handed-over spans are dropped and counted
-/// as [`Dropped::orphaned`]: threads that come and go cannot grow memory
+/// as [`Dropped::orphaned`](crate::Dropped::orphaned): threads that come and go cannot grow memory
 /// without bound.
 pub const HANDED_OVER_LANES: usize = 8;
 /// The most distinct instrumentation scopes a pipeline keeps. Past it, a
@@ -53,13 +55,18 @@ pub const HANDED_OVER_LANES: usize = 8;
 /// cannot grow the table without bound.
 pub const MAX_SCOPES: usize = 1 << 16;
 
-/// What `record` does when the recording thread's queue lane is full.
+/// What `record` does when the queue has no room for a span (with the
+/// default shared pool: no slot left in the pool nor in the recording
+/// thread's own chunk; with `DropOldest`: the thread's own lane is full).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Shedding {
     /// Drop the new span (the OpenTelemetry spec's behaviour). Never blocks.
     #[default]
     DropNewest,
-    /// Drop the lane's oldest span to make room. Never blocks (it may spin
+    /// Drop the lane's oldest span to make room. With this policy the queue
+    /// keeps a ring of `max_queue_size` slots per recording thread (the
+    /// shared pool cannot evict one span: see [`otlp_queue::pooled`]), so
+    /// memory grows with the number of recording threads. Never blocks (it may spin
     /// for the moment the worker takes to finish reading that span).
     DropOldest,
     /// Wait for room, up to `timeout`, then drop the new span. Blocks the
@@ -150,14 +157,21 @@ impl PipelineBuilder {
         self
     }
 
-    /// Capacity of each recording thread's queue lane (`OTEL_BSP_MAX_QUEUE_SIZE`,
-    /// default 2048). The queue holds at most this many spans per thread
-    /// that records. Memory: a slot is 256 bytes, so a lane takes
-    /// `256 x max_queue_size` bytes (512 KiB at the default) for each
-    /// thread that has recorded a span, until that thread exits (its lane is
-    /// then freed and its remaining spans handed to the worker, which keeps
-    /// at most [`HANDED_OVER_LANES`] times this many for all exited threads
-    /// together; see [`Dropped::orphaned`]).
+    /// The queue's size in spans across all recording threads
+    /// (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048), as the OpenTelemetry spec
+    /// defines it. The queue is one pool of this many 256-byte slots (512
+    /// KiB at the default), allocated at build, shared by every thread that
+    /// records; each recording thread also has a chunk of 32 slots of its
+    /// own (8 KiB, plus a lane header of a few hundred bytes), so memory is
+    /// at most `256 x max_queue_size` bytes plus about 8.5 KiB per recording
+    /// thread, whatever the number of threads, and the queue holds at most
+    /// `max_queue_size + 32 x` (threads with a lane) spans. A thread that
+    /// exits leaves its queued spans to the worker; its lane and chunk are
+    /// freed once they are taken (`tests/hostile_memory.rs`).
+    ///
+    /// With [`Shedding::DropOldest`] the size is per recording thread
+    /// instead (a ring of this many slots each; see [`HANDED_OVER_LANES`]
+    /// and [`Dropped::orphaned`](crate::Dropped::orphaned) for exited threads).
     ///
     /// Allowed: `1..=`[`MAX_QUEUE_SIZE`]; anything else makes
     /// [`build`](Self::build) return [`ConfigError::InvalidSetting`] naming
@@ -240,7 +254,7 @@ impl PipelineBuilder {
                 setting: "max_queue_size",
                 reason: format!(
                     "{queue_setting}={max_queue_size} is not between 1 and {MAX_QUEUE_SIZE} \
-                     (spans per recording thread)"
+                     (spans in the queue)"
                 ),
             });
         }
