@@ -71,11 +71,14 @@
 //!
 //! # Bounds
 //!
-//! * Items held: at most `total + chunk × live producers` (the pool, plus
-//!   each lane's home chunk).
+//! * Items held: at most `total + chunk × lanes` (the pool, plus each
+//!   lane's home chunk), where the lanes are those of live producers and of
+//!   gone producers whose items the consumer has not all taken yet.
 //! * Memory: the pool (`total` slots of `size_of::<T>()` bytes), plus per
-//!   live producer one chunk of `chunk` slots and a lane header of a few
-//!   cache lines. The default chunk is the largest that fits in
+//!   lane one chunk of `chunk` slots and a header of a few cache lines.
+//!   While the consumer takes nothing (a stalled consumer), producers that
+//!   come and go each leave a lane behind: memory then grows by a chunk
+//!   and a header per such producer until the consumer resumes. The default chunk is the largest that fits in
 //!   [`CHUNK_BYTES`] (8 KiB), at most [`MAX_CHUNK`] slots: a 256-byte item
 //!   gets 32-slot chunks, so a producer costs about 8.5 KiB beyond the pool.
 //!
