@@ -2,7 +2,7 @@
 //! export to a counting sink), otlp-exporter against the OpenTelemetry SDK's
 //! `BatchSpanProcessor` (its exporter only counting, and encoding OTLP
 //! protobuf with prost) in the same run, each with a 65 536-span queue in
-//! all (ours split over its recording threads).
+//! all.
 //! `cargo bench -p benches --bench exporter`.
 //!
 //! For offered load, drops and the full sweep use `cargo xtask sweep`.

@@ -23,14 +23,13 @@ use otlp_exporter::{EncodedRequest, ExportResult, Pipeline, Resource, Transport}
 /// queue into our setting, so that every comparison gives both sides the
 /// same total.
 ///
-/// Today otlp-exporter's `max_queue_size` bounds each recording thread's
-/// lane, so `threads` threads hold `threads x max_queue_size` spans: the
-/// like-for-like setting is `total / threads`. Issue 13 makes
-/// `max_queue_size` the total across threads (as `OTEL_BSP_MAX_QUEUE_SIZE`
-/// is in the OpenTelemetry spec); when that lands this function becomes
-/// the identity (`total`).
+/// otlp-exporter's `max_queue_size` is the total across recording threads
+/// (as `OTEL_BSP_MAX_QUEUE_SIZE` is in the OpenTelemetry spec; issue 13),
+/// so this is the identity. (Before that change it bounded each thread's
+/// lane, and this returned `total / threads`.)
 pub fn ours_queue_setting(total: usize, threads: usize) -> usize {
-    (total / threads.max(1)).max(1)
+    let _ = threads;
+    total
 }
 
 /// The pipelines compared.

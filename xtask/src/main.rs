@@ -49,12 +49,10 @@ commands:
             --out DIR           where to write sweep.md (default target/sweep)
   audit   contention audits that fail when a hot path regresses:
           queue-scaling, exporter-throughput, record-latency, lock-free,
-          accounting, task-wake; writes report.md, report.json, queue-scaling.svg
+          accounting, task-wake, memory; writes report.md, report.json, queue-scaling.svg
             --quick             sized for a 2-core CI machine
             --threads 1,2,4,8   thread counts (default as for sweep)
-            --only NAME         one audit; `--only memory` (memory held per
-                                recording thread) runs only when named, until
-                                max_queue_size bounds all threads together
+            --only NAME         one audit
             --out DIR           default target/audit
   test    cargo test --workspace, the end-to-end test against the rotel
           collector (installed with pip if missing), then the loom models

@@ -183,9 +183,8 @@ fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
          exporter gets `SpanData` and either only counts it (\"SDK\") or encodes each batch to an \
          OTLP protobuf request with opentelemetry-proto and prost (\"SDK+prost\": the same work as \
          ours). The same total queue on both sides: the SDK's one queue holds `queue` spans; ours \
-         gets `max_queue_size` = queue / N per recording thread (`ours_queue_setting`), so its \
-         lanes hold `queue` spans in all. Batch 512 (ours: its lane's size if smaller), delay \
-         100 ms. {} rounds, every pipeline once per round in turn; medians over rounds, ratios \
+         gets `max_queue_size` = `queue`, which bounds the spans held across all its recording \
+         threads (`ours_queue_setting`). Batch 512, delay 100 ms. {} rounds, every pipeline once per round in turn; medians over rounds, ratios \
          are medians of the ratios within a round.\n",
         o.spans, o.reps
     );

@@ -1,8 +1,8 @@
 //! Audit 2: exporter throughput. otlp-exporter end to end (record, encode,
 //! export into a counting transport) against the OpenTelemetry SDK's
 //! `BatchSpanProcessor` with a counting exporter, same run, with the same
-//! total queue on both sides (ours split over its recording threads by
-//! `benches::exporter::ours_queue_setting`), at two totals: 65 536
+//! total queue on both sides (`benches::exporter::ours_queue_setting`:
+//! our `max_queue_size` is the total across recording threads), at two totals: 65 536
 //! (judged) and the spec's default 2048 (shown; see `JUDGED`). The full
 //! audit adds the SDK encoding OTLP protobuf with prost (the same work as
 //! ours), not judged.
@@ -19,14 +19,13 @@ use super::{Audit, Options, m};
 const RATIO: f64 = 1.5;
 /// The total queues measured, the same for both sides.
 const QUEUES: [usize; 2] = [2048, 65_536];
-/// The total judged. Not 2048 while `max_queue_size` is per recording
-/// thread: 2048 in all is then 2048 / N slots per lane, and on the shared
-/// 2-core VM ours at that size swings between about 3x the SDK's delivered
-/// spans/s and 0.1-0.4x from one run to the next (lanes overflow while the
-/// worker, woken only by a full lane, waits for a core; see
-/// docs/exporter-performance.md). That row is shown in every report; the
-/// judged total goes back to 2048 when `max_queue_size` bounds all threads
-/// together (issue 13).
+/// The total judged. Not 2048 yet: on the shared 2-core VM ours at 2048
+/// in all swings between about 2-4x the SDK's delivered spans/s and
+/// 0.1-0.5x from one run to the next, with per-thread lanes and with the
+/// shared pool alike (the queue fills while the worker, woken only when a
+/// push finds it full, waits for a core; see docs/exporter-performance.md).
+/// That row is shown in every report; the judged total goes back to 2048
+/// when ours delivers steadily there.
 const JUDGED: usize = 65_536;
 
 pub(crate) fn audit(o: &Options) -> Audit {
@@ -37,8 +36,8 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let _ = writeln!(
         details,
         "N threads each make {spans} spans with two attributes; the same total queue for both \
-         (ours: `max_queue_size` total / N per recording thread, batch 512 or its lane if \
-         smaller; the SDK: one queue of the total, batch 512), delay 100 ms; {rounds} round(s) \
+         (ours: `max_queue_size` = the total, which bounds all recording threads together; the \
+         SDK: one queue of the total; batch 512 for both), delay 100 ms; {rounds} round(s) \
          interleaved, medians. Our drops are by reason (the SDK's are silent). Judged: the \
          {JUDGED} total, against the SDK whose exporter only counts `SpanData`{}.\n",
         if with_prost {

@@ -162,7 +162,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
          the same for both sides). Judged: building and ending a span (what a recording thread pays \
          per span) and the queue push; `end` alone, and fastrace (a local span with two \
          properties, no encoding: the floor), are shown for reference. Both pipelines hold \
-         {TOTAL_QUEUE} spans of queue in all (ours: `max_queue_size` {} per thread).\n",
+         {TOTAL_QUEUE} spans of queue in all (ours: `max_queue_size` {}, a total across threads).\n",
         ours_queue_setting(TOTAL_QUEUE, threads)
     );
     let _ = writeln!(details, "| call | p50 | p99 | p99.9 | max |");
