@@ -59,7 +59,7 @@ fn judge(threads: &[usize], ratios: &[f64]) -> (f64, f64, String) {
 /// do outnumber them, 50 % instead of 70 %: lossless, a producer that
 /// finds the queue full yields its slice until the consumer, which then
 /// shares the cores with every producer, has made room, so the rate per
-/// producer there is set by the scheduler as much as by the queue (10-51 %
+/// producer there is set by the scheduler as much as by the queue (9-51 %
 /// of the 1-producer rate at 8 producers on 2 cores, same code, against a
 /// scaled 70 % floor of 9 %). The ratio to ArrayQueue is the regression
 /// guard there.
