@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use common::{Ledger, Tracked};
+use common::{Ledger, Tracked, assert_fifo_per_producer};
 use otlp_queue::pooled::{try_bounded_total, try_with_chunk};
 use otlp_queue::{PushError, PushTimeoutError};
 
@@ -21,17 +21,6 @@ const PER_PRODUCER: usize = 20_000;
 
 fn id(producer: usize, seq: usize) -> usize {
     producer * PER_PRODUCER + seq
-}
-
-fn assert_fifo_per_producer(delivered: &[usize], producers: usize) {
-    let mut last = vec![None::<usize>; producers];
-    for &id in delivered {
-        let (p, seq) = (id / PER_PRODUCER, id % PER_PRODUCER);
-        if let Some(prev) = last[p] {
-            assert!(seq > prev, "producer {p}: {seq} came after {prev}");
-        }
-        last[p] = Some(seq);
-    }
 }
 
 /// Lossless producers through a small pool of small chunks: everything
@@ -48,17 +37,7 @@ fn lossless_delivers_everything_in_order_and_returns_every_chunk() {
                 thread::spawn(move || {
                     start.wait();
                     for seq in 0..PER_PRODUCER {
-                        let mut item = ledger.item(id(p, seq));
-                        loop {
-                            match tx.try_push(item) {
-                                Ok(()) => break,
-                                Err(PushError::Full(back)) => {
-                                    item = back;
-                                    thread::yield_now();
-                                }
-                                Err(PushError::Closed(_)) => panic!("closed early"),
-                            }
-                        }
+                        common::push_retrying(ledger.item(id(p, seq)), |i| tx.try_push(i));
                     }
                 })
             })
@@ -80,7 +59,7 @@ fn lossless_delivers_everything_in_order_and_returns_every_chunk() {
         // One more look retires the last drained lanes.
         assert_eq!(rx.pop().map(|t| t.id), None);
         assert_eq!(delivered.len(), PRODUCERS * PER_PRODUCER);
-        assert_fifo_per_producer(&delivered, PRODUCERS);
+        assert_fifo_per_producer(&delivered, PRODUCERS, PER_PRODUCER);
         let c = rx.counters();
         assert_eq!(c.pushed, (PRODUCERS * PER_PRODUCER) as u64);
         assert_eq!(c.popped, c.pushed);
@@ -151,7 +130,7 @@ fn shedding_accounts_for_every_item() {
             delivered.len() as u64 + back,
             (PRODUCERS * PER_PRODUCER) as u64
         );
-        assert_fifo_per_producer(&delivered, PRODUCERS);
+        assert_fifo_per_producer(&delivered, PRODUCERS, PER_PRODUCER);
         let c = rx.counters();
         assert_eq!(c.pushed, delivered.len() as u64);
         assert_eq!(c.rejected_full, back);

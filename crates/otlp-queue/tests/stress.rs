@@ -10,7 +10,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use common::{Ledger, Tracked};
+use common::{Ledger, Tracked, assert_fifo_per_producer};
 use otlp_queue::{PushError, PushTimeoutError, bounded};
 
 const PRODUCERS: usize = 4;
@@ -19,19 +19,6 @@ const PER_PRODUCER: usize = 50_000;
 
 fn id(producer: usize, seq: usize) -> usize {
     producer * PER_PRODUCER + seq
-}
-
-/// Checks per-producer FIFO over the delivered ids: within each producer
-/// the sequence numbers must be increasing.
-fn assert_fifo_per_producer(delivered: &[usize]) {
-    let mut last = [None::<usize>; PRODUCERS];
-    for &id in delivered {
-        let (p, seq) = (id / PER_PRODUCER, id % PER_PRODUCER);
-        if let Some(prev) = last[p] {
-            assert!(seq > prev, "producer {p}: {seq} came after {prev}");
-        }
-        last[p] = Some(seq);
-    }
 }
 
 #[test]
@@ -45,17 +32,7 @@ fn lossless_delivers_everything_in_order() {
             thread::spawn(move || {
                 start.wait();
                 for seq in 0..PER_PRODUCER {
-                    let mut item = ledger.item(id(p, seq));
-                    loop {
-                        match tx.try_push(item) {
-                            Ok(()) => break,
-                            Err(PushError::Full(back)) => {
-                                item = back;
-                                thread::yield_now();
-                            }
-                            Err(PushError::Closed(_)) => panic!("closed early"),
-                        }
-                    }
+                    common::push_retrying(ledger.item(id(p, seq)), |i| tx.try_push(i));
                 }
             })
         })
@@ -75,7 +52,7 @@ fn lossless_delivers_everything_in_order() {
         w.join().unwrap();
     }
     assert_eq!(delivered.len(), PRODUCERS * PER_PRODUCER);
-    assert_fifo_per_producer(&delivered);
+    assert_fifo_per_producer(&delivered, PRODUCERS, PER_PRODUCER);
     let c = rx.counters();
     assert_eq!(c.pushed, (PRODUCERS * PER_PRODUCER) as u64);
     assert_eq!(c.popped, c.pushed);
@@ -164,7 +141,7 @@ fn shedding_accounts_for_every_item() {
     let back = handed_back.load(Ordering::Relaxed);
     assert_eq!(delivered.len() as u64 + back, total, "items unaccounted");
     assert!(back > 0, "the test never overloaded the queue");
-    assert_fifo_per_producer(&delivered);
+    assert_fifo_per_producer(&delivered, PRODUCERS, PER_PRODUCER);
     let c = rx.counters();
     assert_eq!(c.popped, delivered.len() as u64);
     assert_eq!(
@@ -262,6 +239,6 @@ fn producers_dropped_with_items_inside() {
         }
     }
     assert_eq!(delivered.len(), PRODUCERS * PER_PRODUCER);
-    assert_fifo_per_producer(&delivered);
+    assert_fifo_per_producer(&delivered, PRODUCERS, PER_PRODUCER);
     ledger.assert_each_dropped_once(PRODUCERS * PER_PRODUCER);
 }

@@ -56,3 +56,35 @@ impl Drop for Tracked {
         self.ledger.drops[self.id].fetch_add(1, Ordering::SeqCst);
     }
 }
+
+/// Pushes `item` through `try_push`, yielding and retrying while the queue
+/// is full (a lossless producer); panics if the queue is closed.
+pub fn push_retrying<T>(
+    mut item: T,
+    mut try_push: impl FnMut(T) -> Result<(), otlp_queue::PushError<T>>,
+) {
+    loop {
+        match try_push(item) {
+            Ok(()) => return,
+            Err(otlp_queue::PushError::Full(back)) => {
+                item = back;
+                std::thread::yield_now();
+            }
+            Err(otlp_queue::PushError::Closed(_)) => panic!("closed early"),
+        }
+    }
+}
+
+/// Checks per-producer FIFO over delivered ids of the form
+/// `producer * per_producer + seq`: within each producer the sequence
+/// numbers must increase.
+pub fn assert_fifo_per_producer(delivered: &[usize], producers: usize, per_producer: usize) {
+    let mut last = vec![None::<usize>; producers];
+    for &id in delivered {
+        let (p, seq) = (id / per_producer, id % per_producer);
+        if let Some(prev) = last[p] {
+            assert!(seq > prev, "producer {p}: {seq} came after {prev}");
+        }
+        last[p] = Some(seq);
+    }
+}
