@@ -71,6 +71,22 @@ static ALLOC: Counting = Counting;
 
 const MIB: isize = 1 << 20;
 
+/// A pipeline whose transport (`memory`, set to hang) is stuck in its first
+/// export: from here on nothing leaves the queue.
+fn hung_pipeline(memory: &InMemory) -> Pipeline {
+    let p = Pipeline::builder()
+        .transport(memory.clone())
+        .resource(Resource::new("memory"))
+        .scheduled_delay(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    p.record(SpanData::new("first"));
+    while memory.calls() < 1 {
+        thread::sleep(Duration::from_millis(1));
+    }
+    p
+}
+
 /// 400 threads each record a lane's worth (2048 spans) and exit while the
 /// only export hangs. Before issue 12 every lane stayed (200 MiB); with
 /// per-thread lanes the spans were handed over and capped. Now the queue is
@@ -82,16 +98,7 @@ const MIB: isize = 1 << 20;
 fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
     test_watchdog::isolate(Duration::from_secs(120), || {
         let memory = InMemory::new().with_behavior(Behavior::Hang);
-        let p = Pipeline::builder()
-            .transport(memory.clone())
-            .resource(Resource::new("memory"))
-            .scheduled_delay(Duration::from_millis(10))
-            .build()
-            .unwrap();
-        p.record(SpanData::new("first"));
-        while memory.calls() < 1 {
-            thread::sleep(Duration::from_millis(1));
-        }
+        let p = hung_pipeline(&memory);
         let base = LIVE.load(Ordering::Relaxed);
         let mut peak = 0;
         let mut queued = 0u64;
@@ -159,16 +166,7 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
         const EACH: usize = 4000;
         let memory = InMemory::new().with_behavior(Behavior::Hang);
         let base = LIVE.load(Ordering::Relaxed);
-        let p = Pipeline::builder()
-            .transport(memory.clone())
-            .resource(Resource::new("memory"))
-            .scheduled_delay(Duration::from_millis(10))
-            .build()
-            .unwrap();
-        p.record(SpanData::new("first"));
-        while memory.calls() < 1 {
-            thread::sleep(Duration::from_millis(1));
-        }
+        let p = hung_pipeline(&memory);
         let recorded = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
         let measured = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
         let handles: Vec<_> = (0..THREADS)

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, received};
 use otlp_exporter::{
-    Behavior, ConfigError, DropReason, EncodedRequest, Encoding, ExportResult, InMemory,
-    InstrumentationScope, KeyValue, Link, MAX_CONCURRENT_EXPORTS, MAX_QUEUE_SIZE, MAX_SCOPES,
-    Pipeline, PipelineBuilder, Recorded, Resource, ScopeId, Shedding, SpanData, Transport, Value,
+    Behavior, ConfigError, DropReason, EncodedRequest, Encoding, ExportResult, ExportStats,
+    InMemory, InstrumentationScope, KeyValue, Link, MAX_CONCURRENT_EXPORTS, MAX_QUEUE_SIZE,
+    MAX_SCOPES, Pipeline, PipelineBuilder, Recorded, Resource, ScopeId, Shedding, SpanData,
+    Transport, Value,
 };
 
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -76,6 +77,15 @@ where
         self.probe.shut_down.store(true, Ordering::SeqCst);
         (self.on_shutdown)();
     }
+}
+
+/// Shuts `p` down, asserting that it completed and that every span is
+/// accounted for; returns the report's stats.
+fn shut_down_balanced(p: &Pipeline) -> ExportStats {
+    let report = p.shutdown(LONG);
+    assert!(report.completed, "{report:?}");
+    assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    report.stats
 }
 
 fn base(transport: impl Transport) -> PipelineBuilder {
@@ -156,10 +166,7 @@ fn exports_that_sometimes_panic_keep_the_accounting_exact() {
                 });
             }
         });
-        let report = p.shutdown(LONG);
-        assert!(report.completed, "{report:?}");
-        let s = report.stats;
-        assert!(s.is_balanced(), "{s:?}");
+        let s = shut_down_balanced(&p);
         assert_eq!(s.accepted, 4000);
         assert_eq!(s.exported + s.dropped.export_failed, 4000, "{s:?}");
         assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
@@ -370,10 +377,7 @@ fn record_from_inside_export_is_recorded_for_later_not_a_livelock() {
             assert_eq!(probe.calls.load(Ordering::SeqCst), calls, "no export storm");
             assert!(p.stats().queued > 0, "the inner spans are kept for later");
             *slot.lock().unwrap() = None;
-            let report = p.shutdown(LONG);
-            assert!(report.completed, "{report:?}");
-            let s = report.stats;
-            assert!(s.is_balanced(), "{s:?}");
+            let s = shut_down_balanced(&p);
             assert_eq!(s.accepted, 100 + inner.load(Ordering::SeqCst));
             assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
             assert_eq!(s.dropped.queue_full, 0, "{s:?}");
@@ -420,9 +424,7 @@ fn a_blocking_record_from_the_worker_never_waits_for_itself() {
             "{got:?}"
         );
         *slot.lock().unwrap() = None;
-        let report = p.shutdown(LONG);
-        assert!(report.completed);
-        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        shut_down_balanced(&p);
     });
 }
 
@@ -735,9 +737,7 @@ fn dropped_counts_near_u32_max_saturate() {
         };
         span.links = vec![link; 200];
         assert_eq!(p.record(span), Recorded::Queued);
-        let report = p.shutdown(LONG);
-        assert!(report.completed);
-        assert!(report.stats.is_balanced());
+        shut_down_balanced(&p);
         let got = received(&memory);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].dropped_attributes_count, u32::MAX);
@@ -812,9 +812,7 @@ fn force_flush_completes_under_sustained_load() {
                 "the flush covers what was queued when it began"
             );
         });
-        let report = p.shutdown(LONG);
-        assert!(report.completed);
-        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        shut_down_balanced(&p);
     });
 }
 
@@ -911,10 +909,7 @@ fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
         assert_eq!(s.dropped.queue_full, 100 * 256 - queued, "{s:?}");
         memory.set_behavior(Behavior::Accept);
         memory.release();
-        let report = p.shutdown(LONG);
-        assert!(report.completed, "{report:?}");
-        let s = report.stats;
-        assert!(s.is_balanced(), "{s:?}");
+        let s = shut_down_balanced(&p);
         assert_eq!(s.exported, queued);
         assert_eq!(
             s.dropped.export_failed, 1,
@@ -1186,10 +1181,7 @@ fn odd_export_results_are_counted_within_the_request() {
         for i in 0..90 {
             p.record(SpanData::new(format!("{i}")));
         }
-        let report = p.shutdown(LONG);
-        assert!(report.completed);
-        let s = report.stats;
-        assert!(s.is_balanced(), "{s:?}");
+        let s = shut_down_balanced(&p);
         assert_eq!(
             (s.exported, s.dropped.rejected, s.dropped.export_failed),
             (30, 30, 30),
@@ -1322,10 +1314,7 @@ fn records_from_thread_local_destructors_are_exported() {
             .join()
             .unwrap();
         }
-        let report = p.shutdown(LONG);
-        assert!(report.completed);
-        let s = report.stats;
-        assert!(s.is_balanced(), "{s:?}");
+        let s = shut_down_balanced(&p);
         assert_eq!((s.accepted, s.exported), (100, 100), "{s:?}");
         assert_eq!(memory.span_count(), 100);
     });
