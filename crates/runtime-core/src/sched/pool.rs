@@ -91,6 +91,22 @@ thread_local! {
     static CURRENT: Cell<*const WorkerCtx> = const { Cell::new(ptr::null()) };
 }
 
+/// Points [`CURRENT`] at a worker context (or at none) until dropped, then
+/// restores what it pointed at before, however the scope ends.
+struct SetCurrent(*const WorkerCtx);
+
+impl SetCurrent {
+    fn to(ctx: *const WorkerCtx) -> Self {
+        SetCurrent(CURRENT.with(|c| c.replace(ctx)))
+    }
+}
+
+impl Drop for SetCurrent {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
 impl Shared {
     pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
         let workers: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_fifo()).collect();
@@ -195,11 +211,9 @@ impl Shared {
             shared: &'a Shared,
             index: usize,
             ctx: &'a WorkerCtx,
-            prev: *const WorkerCtx,
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
-                CURRENT.with(|c| c.set(self.prev));
                 *lock(&self.shared.threads[self.index]) = None;
                 let core = self.ctx.core.replace(Core {
                     local: Worker::new_fifo(),
@@ -212,13 +226,14 @@ impl Shared {
                 *lock(&self.shared.cores[self.index]) = Some(core);
             }
         }
-        let prev = CURRENT.with(|c| c.replace(&ctx));
         let _restore = Restore {
             shared: self,
             index,
             ctx: &ctx,
-            prev,
         };
+        // Declared after `_restore`, so dropped first: `CURRENT` stops
+        // pointing at `ctx` before the core leaves it.
+        let _current = SetCurrent::to(&ctx);
         self.run_loop(&ctx, done, park_cap);
         true
     }
@@ -483,14 +498,7 @@ impl Scheduler for Shared {
         // Fired from inside a task's poll: the wake-ups they cause go
         // through the injector (waking an idle worker), not into this busy
         // worker's LIFO slot behind the poll that is running.
-        let prev = CURRENT.with(|c| c.replace(ptr::null()));
-        struct Reattach(*const WorkerCtx);
-        impl Drop for Reattach {
-            fn drop(&mut self) {
-                CURRENT.with(|c| c.set(self.0));
-            }
-        }
-        let _reattach = Reattach(prev);
+        let _detached = SetCurrent::to(ptr::null());
         self.timers.process(now, &self.stats);
     }
 
