@@ -248,7 +248,7 @@ impl std::task::Wake for Flag {
 #[test]
 fn idle_park_loses_no_wakeup() {
     loom::model(|| {
-        let idle = Arc::new(Idle::new());
+        let idle = Arc::new(Idle::new(1));
         let work = Arc::new(AtomicUsize::new(0));
         let worker_thread: Arc<Mutex<Option<thread::Thread>>> = Arc::new(Mutex::new(None));
         let (i2, w2, wt2) = (idle.clone(), work.clone(), worker_thread.clone());
@@ -276,6 +276,33 @@ fn idle_park_loses_no_wakeup() {
             }
         }
         worker.join().unwrap();
+    });
+}
+
+/// Deep sleep: a worker parks without bound only when every worker sleeps;
+/// a worker that wakes while the other sleeps deep wakes it to watch. In
+/// every interleaving of one worker going to sleep with the other waking
+/// up, the first either parks with a bound or is picked by the second.
+#[test]
+fn idle_deep_sleep_always_has_a_watcher() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(2));
+        idle.register(1);
+        let i2 = idle.clone();
+        let sleeper = thread::spawn(move || {
+            i2.register(0);
+            i2.try_sleep_deep()
+        });
+        idle.unregister(1);
+        let picked = if idle.needs_watcher() {
+            idle.pick()
+        } else {
+            None
+        };
+        let deep = sleeper.join().unwrap();
+        if deep {
+            assert_eq!(picked, Some(0), "a deep sleeper with nobody to watch");
+        }
     });
 }
 

@@ -760,6 +760,43 @@ fn a_task_woken_behind_a_blocking_poll_is_run_by_an_idle_worker() {
     });
 }
 
+#[test]
+fn a_task_woken_behind_a_blocking_poll_after_an_idle_spell_is_run() {
+    // Every worker has gone to sleep with nothing to wait for; a wake from
+    // outside the pool rouses one, whose task wakes another into its LIFO
+    // slot and then blocks. A sleeper must come and take it.
+    isolate(WATCHDOG, || {
+        for workers in [2, 3] {
+            let rt = multi(workers);
+            let out = rt.block_on(|cx| async move {
+                let ran = Arc::new(AtomicBool::new(false));
+                let r = ran.clone();
+                let (tx, mut rx) = channel::oneshot::channel::<()>();
+                let waiter = cx.spawn(move |cx| async move {
+                    let _ = rx.recv(&cx).await;
+                    r.store(true, Ordering::SeqCst);
+                    Ok::<_, ()>(())
+                });
+                let (go_tx, mut go_rx) = channel::oneshot::channel::<()>();
+                let outside = std::thread::spawn(move || {
+                    // Long enough for every worker to park without bound.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    go_tx.send(()).ok();
+                });
+                let _ = go_rx.recv(&cx).await;
+                tx.send(()).ok();
+                while !ran.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                outside.join().unwrap();
+                let _ = waiter.await;
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok(), "{workers} workers");
+        }
+    });
+}
+
 // ---- 8. finalizers registered late -----------------------------------------------
 
 #[test]

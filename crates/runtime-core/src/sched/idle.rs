@@ -7,21 +7,69 @@
 //! worker's second look sees the work, or the pusher sees the sleeper and
 //! unparks it. The common case (nobody asleep) is one load, no lock; the
 //! list of sleepers is locked only to go to sleep or to wake someone.
-//! Checked by the loom model in `tests/loom_core.rs`... in `mod loom_tests`.
+//!
+//! Sleeping without bound ("deep"). A task woken into a worker's LIFO
+//! slot wakes nobody (it is meant to run next, on that worker); if that
+//! worker's poll then blocks, an idle worker must come and steal it. So a
+//! worker parks without bound only when every worker is a registered
+//! sleeper, and a worker that wakes up while every other one sleeps deep
+//! wakes one of them to watch (it parks at most the stranded bound while
+//! anyone is awake). The same fence pairing orders the two sides: either
+//! the sleeper's look at the sleeper count sees the waking worker (and it
+//! parks with a bound), or the waking worker sees it counted deep (and
+//! wakes it).
+//!
+//! Both protocols are checked by the loom models `idle_park_loses_no_wakeup`
+//! and `idle_deep_sleep_always_has_a_watcher` in `src/loom_tests.rs`.
 
 use crate::loom::{AtomicUsize, Mutex, Ordering, fence, lock};
 
 pub(crate) struct Idle {
     sleepers: AtomicUsize,
+    /// Sleepers parked without bound (or longer than the stranded bound).
+    deep: AtomicUsize,
     list: Mutex<Vec<usize>>,
+    workers: usize,
 }
 
 impl Idle {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(workers: usize) -> Self {
         Idle {
             sleepers: AtomicUsize::new(0),
+            deep: AtomicUsize::new(0),
             list: Mutex::new(Vec::new()),
+            workers,
         }
+    }
+
+    /// For a registered sleeper that found no work and would park longer
+    /// than the stranded bound: whether it may (every worker sleeps). If
+    /// so it is counted deep until [`woke_from_deep`](Self::woke_from_deep);
+    /// if not it must park at most the stranded bound.
+    pub(crate) fn try_sleep_deep(&self) -> bool {
+        self.deep.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) >= self.workers {
+            return true;
+        }
+        self.deep.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// A deep sleeper is up again.
+    pub(crate) fn woke_from_deep(&self) {
+        self.deep.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// For a worker that has just woken up (and is no longer a registered
+    /// sleeper): whether every other worker sleeps deep, so that it must
+    /// wake one to watch its LIFO slot.
+    pub(crate) fn needs_watcher(&self) -> bool {
+        if self.workers < 2 {
+            return false;
+        }
+        fence(Ordering::SeqCst);
+        self.deep.load(Ordering::SeqCst) + 1 >= self.workers
     }
 
     /// Registers worker `index` as about to sleep. The caller must look for

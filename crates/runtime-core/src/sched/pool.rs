@@ -31,10 +31,9 @@ use crate::time::{Clock, Instant};
 const LIFO_STREAK: u32 = 3;
 /// Every this many tasks, look at the injector first and fire timers.
 const MAINTENANCE: u32 = 61;
-/// While another worker is inside a poll, an idle worker parks at most
-/// this long before it looks again (at that worker's LIFO slot, and at the
-/// timers): the bound on how long a task can be stranded behind a poll
-/// that blocks.
+/// While another worker is awake, an idle worker parks at most this long
+/// before it looks again (at that worker's LIFO slot, and at the timers):
+/// the bound on how long a task can be stranded behind a poll that blocks.
 const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
 
 type TaskRef = Arc<dyn Runnable>;
@@ -137,7 +136,7 @@ impl Shared {
                 })
                 .collect(),
             threads: (0..cores).map(|_| Mutex::new(None)).collect(),
-            idle: Idle::new(),
+            idle: Idle::new(cores),
             clock,
             timers,
             stats: Stats::default(),
@@ -259,9 +258,8 @@ impl Shared {
                 self.timers.process(self.clock.now(), &self.stats);
             }
             if let Some(task) = task {
-                // Relaxed: read only by shutdown's count of stuck workers
-                // and by idle workers choosing how long to park, both
-                // heuristics that tolerate a stale value.
+                // Relaxed: read only by shutdown's count of stuck workers,
+                // a report that tolerates a stale value.
                 self.busy[ctx.index].store(true, Ordering::Relaxed);
                 task.run();
                 self.busy[ctx.index].store(false, Ordering::Relaxed);
@@ -278,19 +276,37 @@ impl Shared {
                 || done()
                 || self.shutdown.load(Ordering::Acquire)
             {
+                // Awake again: another sleeper may have gone deep while
+                // this one was counted asleep.
                 self.idle.unregister(ctx.index);
+                if self.idle.needs_watcher() {
+                    self.notify_one();
+                }
                 continue;
             }
-            let mut wait = next.map(|at| at.saturating_duration_since(now));
-            if self.other_busy(ctx.index) {
-                wait = Some(wait.map_or(STRANDED_BOUND, |w| w.min(STRANDED_BOUND)));
-            }
+            // Park until the next timer, but at most the stranded bound
+            // while any other worker is awake: its poll may block with a
+            // task in its LIFO slot (see `Idle`). Only when every worker
+            // sleeps may this one park longer.
+            let wait = next.map(|at| at.saturating_duration_since(now));
+            let deep = wait.is_none_or(|w| w > STRANDED_BOUND) && self.idle.try_sleep_deep();
+            let wait = if deep {
+                wait
+            } else {
+                Some(wait.map_or(STRANDED_BOUND, |w| w.min(STRANDED_BOUND)))
+            };
             match (wait, park_cap) {
                 (Some(w), Some(c)) => std::thread::park_timeout(w.min(c)),
                 (Some(w), None) | (None, Some(w)) => std::thread::park_timeout(w),
                 (None, None) => std::thread::park(),
             }
             self.idle.unregister(ctx.index);
+            if deep {
+                self.idle.woke_from_deep();
+            }
+            if self.idle.needs_watcher() {
+                self.notify_one();
+            }
             self.timers.unparked();
         }
     }
@@ -386,14 +402,6 @@ impl Shared {
         while let Some(t) = self.steal_injector(&Worker::new_fifo()) {
             t.run();
         }
-    }
-
-    /// Whether a worker other than `me` is inside a task's poll.
-    fn other_busy(&self, me: usize) -> bool {
-        self.busy
-            .iter()
-            .enumerate()
-            .any(|(i, b)| i != me && b.load(Ordering::Relaxed))
     }
 
     /// Whether worker `index` is inside a task's poll now.
