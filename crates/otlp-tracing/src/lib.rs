@@ -1,0 +1,2 @@
+//! A `tracing-subscriber` layer that records `tracing` spans into an
+//! `otlp-exporter` pipeline.
