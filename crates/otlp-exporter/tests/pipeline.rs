@@ -334,6 +334,53 @@ fn priority_shedding_sheds_low_priority_first() {
 }
 
 #[test]
+fn priority_high_water_counts_every_threads_spans() {
+    // The high-water mark is over the whole queue: four threads that each
+    // hold fewer spans than the mark, together above it, make a fifth
+    // thread's first low-priority span shed.
+    let memory = InMemory::new().with_behavior(Behavior::Hang);
+    let pipeline = builder(&memory)
+        .max_queue_size(1024)
+        .max_export_batch_size(8)
+        .scheduled_delay(Duration::from_millis(1))
+        .shedding(Shedding::Priority { high_water: 96 })
+        .build()
+        .unwrap();
+    for _ in 0..8 {
+        assert_eq!(pipeline.record(SpanData::new("first")), Recorded::Queued);
+    }
+    // The worker now hangs in the export of those eight.
+    while memory.calls() == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..40 {
+                    assert_eq!(pipeline.record(SpanData::new("n")), Recorded::Queued);
+                }
+            });
+        }
+    });
+    let (low, normal) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut low = SpanData::new("low");
+            low.priority = Priority::Low;
+            (pipeline.record(low), pipeline.record(SpanData::new("normal")))
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(low, Recorded::Dropped(DropReason::LowPriority));
+    assert_eq!(normal, Recorded::Queued);
+    let s = pipeline.stats();
+    assert_eq!(s.dropped.low_priority, 1);
+    assert!(s.is_balanced(), "{s:?}");
+    pipeline.shutdown(Duration::from_millis(100));
+    memory.release();
+}
+
+#[test]
 fn dropping_the_last_handle_shuts_down() {
     let memory = InMemory::new();
     {

@@ -257,8 +257,9 @@ impl<T> Pool<T> {
         })
     }
 
-    /// Takes a free chunk (one successful compare-and-swap), or `None`.
-    fn pop(&self) -> Option<&Chunk<T>> {
+    /// Takes a free chunk (one successful compare-and-swap), or `None`;
+    /// with it, whether the pool is now at least half in use.
+    fn pop(&self) -> Option<(&Chunk<T>, bool)> {
         // Acquire: pairs with the Release compare-and-swap in `push`, so the
         // pusher's reads of the chunk (and its `free_next`) happen before
         // whatever we do with it.
@@ -283,9 +284,10 @@ impl<T> Pool<T> {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
-                    // Relaxed: a statistic.
-                    self.in_use.fetch_add(1, Ordering::Relaxed);
-                    return Some(chunk);
+                    // Relaxed: a statistic (and a hint, see
+                    // `Producer::pool_half_used`).
+                    let used = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+                    return Some((chunk, 2 * used >= self.chunks.len()));
                 }
                 Err(t) => top = t,
             }
@@ -608,6 +610,9 @@ pub struct Producer<T> {
     /// The position after the current chunk's last slot: room while
     /// `tail < end`.
     end: Cell<u64>,
+    /// Set when this producer claimed a pool chunk that left the pool at
+    /// least half in use; cleared by [`Producer::pool_half_used`].
+    half_used: Cell<bool>,
 }
 
 // SAFETY: the handle may move to another thread (it is the lane's single
@@ -652,6 +657,7 @@ impl<T> Producer<T> {
             lane,
             inner: inner.clone(),
             chunk: Cell::new(home),
+            half_used: Cell::new(false),
         })
     }
 
@@ -744,7 +750,12 @@ impl<T> Producer<T> {
             &self.lane.home
         } else {
             match self.lane.pool.pop() {
-                Some(c) => c,
+                Some((c, half)) => {
+                    if half {
+                        self.half_used.set(true);
+                    }
+                    c
+                }
                 None => return false,
             }
         };
@@ -789,6 +800,45 @@ impl<T> Producer<T> {
             }
             step = step.saturating_add(1);
         }
+    }
+
+    /// True (once) if a push of this producer since the last call claimed
+    /// a chunk from the pool and left the pool at least half in use: a
+    /// cheap hint (one flag of this handle's own, set at most once per
+    /// chunk) for a consumer that naps and should be woken before the
+    /// queue is full rather than when it is.
+    ///
+    /// ```
+    /// let (tx, _rx) = otlp_queue::pooled::try_with_chunk::<u8>(4, 1).unwrap();
+    /// tx.try_push(0).unwrap(); // the home chunk
+    /// tx.try_push(1).unwrap(); // pool chunk 1 of 4
+    /// assert!(!tx.pool_half_used());
+    /// tx.try_push(2).unwrap(); // pool chunk 2 of 4: half in use
+    /// assert!(tx.pool_half_used());
+    /// assert!(!tx.pool_half_used()); // reported once
+    /// ```
+    #[inline]
+    pub fn pool_half_used(&self) -> bool {
+        self.half_used.replace(false)
+    }
+
+    /// Slots of the shared pool in chunks that producers hold now (claimed
+    /// and not yet given back): an upper bound on the items queued outside
+    /// the lanes' home chunks, at chunk granularity. One load of a counter
+    /// that changes once per chunk claimed or returned, so a producer can
+    /// look at the queue's fill on every push without contending.
+    ///
+    /// ```
+    /// let (tx, _rx) = otlp_queue::pooled::try_with_chunk::<u8>(8, 2).unwrap();
+    /// for i in 0..3 {
+    ///     tx.try_push(i).unwrap(); // two in the home chunk, one in a pool chunk
+    /// }
+    /// assert_eq!(tx.pool_used(), 2);
+    /// ```
+    pub fn pool_used(&self) -> usize {
+        // Relaxed: a hint, stale by at most the chunks claimed meanwhile.
+        let chunks = self.inner.pool.in_use.load(Ordering::Relaxed);
+        chunks.saturating_mul(self.inner.chunk).min(self.inner.total)
     }
 
     /// Items in this producer's lane now (pushed, not yet taken).

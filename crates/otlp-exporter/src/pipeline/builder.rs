@@ -75,10 +75,13 @@ pub enum Shedding {
         /// The longest a `record` call waits.
         timeout: Duration,
     },
-    /// Drop low-priority spans ([`Priority::Low`]) as soon as the lane holds
-    /// `high_water` spans or more; drop normal spans only when it is full.
+    /// Drop low-priority spans ([`Priority::Low`]) as soon as the queue
+    /// holds `high_water` spans or more (counted across every recording
+    /// thread, at the granularity of the shared pool's chunks of 32 slots,
+    /// or the recording thread's own spans if more); drop normal spans only
+    /// when it is full.
     Priority {
-        /// Lane fill at which low-priority spans start being shed.
+        /// Queue fill at which low-priority spans start being shed.
         high_water: usize,
     },
 }
@@ -112,7 +115,7 @@ impl Config {
     ) -> bool {
         match self.shedding {
             Shedding::Priority { high_water } => {
-                span.priority == Priority::Low && lane.lane_len() >= high_water
+                span.priority == Priority::Low && lane.fill() >= high_water
             }
             _ => false,
         }

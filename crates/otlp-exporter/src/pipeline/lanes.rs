@@ -133,6 +133,29 @@ impl<T> Producer<T> {
         }
     }
 
+    /// Whether a push since the last call left the shared pool at least
+    /// half in use (see `pooled::Producer::pool_half_used`); never for the
+    /// per-thread lanes.
+    #[inline(always)]
+    pub(super) fn pool_half_used(&self) -> bool {
+        match self {
+            Producer::Lanes(_) => false,
+            Producer::Pooled(p) => p.pool_half_used(),
+        }
+    }
+
+    /// The fill the priority policy compares with its high-water mark:
+    /// the whole queue's (the shared pool's used slots, at chunk
+    /// granularity) for the pooled queue; the lane's own for per-thread
+    /// lanes.
+    #[inline]
+    pub(super) fn fill(&self) -> usize {
+        match self {
+            Producer::Lanes(p) => p.lane_len(),
+            Producer::Pooled(p) => p.pool_used().max(p.lane_len()),
+        }
+    }
+
     pub(super) fn lane_len(&self) -> usize {
         match self {
             Producer::Lanes(p) => p.lane_len(),
@@ -422,12 +445,19 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
         shared.wake_worker();
         Recorded::Dropped(DropReason::QueueFull)
     };
+    let pushed = |c: &ThreadCounters| {
+        bump(&c.pushed);
+        // Half the pool is in use: wake a napping worker now, not when the
+        // queue is full and spans are already being dropped. Checked at
+        // most once per chunk claimed (a flag of this lane's own).
+        if p.pool_half_used() {
+            shared.wake_worker();
+        }
+        Recorded::Queued
+    };
     match shared.config.shedding {
         Shedding::DropNewest => match p.try_push(span) {
-            Ok(()) => {
-                bump(&c.pushed);
-                Recorded::Queued
-            }
+            Ok(()) => pushed(c),
             Err(PushError::Full(_)) => full(c),
             Err(PushError::Closed(_)) => closed(c),
         },
@@ -446,10 +476,7 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
         },
         Shedding::Block { timeout } => {
             let mut span = match p.try_push(span) {
-                Ok(()) => {
-                    bump(&c.pushed);
-                    return Recorded::Queued;
-                }
+                Ok(()) => return pushed(c),
                 Err(PushError::Closed(_)) => return closed(c),
                 Err(PushError::Full(back)) => back,
             };
@@ -466,10 +493,7 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
                     d.saturating_duration_since(Instant::now())
                 });
                 match p.push_timeout(span, left.min(Duration::from_millis(10))) {
-                    Ok(()) => {
-                        bump(&c.pushed);
-                        return Recorded::Queued;
-                    }
+                    Ok(()) => return pushed(c),
                     Err(PushTimeoutError::Closed(_)) => return closed(c),
                     Err(PushTimeoutError::Timeout(back)) => {
                         if shared.state.load(Ordering::SeqCst) != RUNNING {
@@ -488,10 +512,7 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
         }
         // Low-priority spans were already shed in `record_into`.
         Shedding::Priority { .. } => match p.try_push(span) {
-            Ok(()) => {
-                bump(&c.pushed);
-                Recorded::Queued
-            }
+            Ok(()) => pushed(c),
             Err(PushError::Full(_)) => full(c),
             Err(PushError::Closed(_)) => closed(c),
         },

@@ -508,7 +508,7 @@ impl Pipeline {
 
 impl Shared {
     /// Wakes the worker if it is napping (off the fast path: only when a
-    /// lane is full).
+    /// lane is full, or a chunk claim left the pool half in use).
     fn wake_worker(&self) {
         // Relaxed load first, so that a full lane costs one read of a
         // shared line, not a write, while the worker is awake. The swap
