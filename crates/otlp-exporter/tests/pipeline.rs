@@ -366,7 +366,10 @@ fn priority_high_water_counts_every_threads_spans() {
         s.spawn(|| {
             let mut low = SpanData::new("low");
             low.priority = Priority::Low;
-            (pipeline.record(low), pipeline.record(SpanData::new("normal")))
+            (
+                pipeline.record(low),
+                pipeline.record(SpanData::new("normal")),
+            )
         })
         .join()
         .unwrap()

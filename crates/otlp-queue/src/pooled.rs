@@ -838,7 +838,9 @@ impl<T> Producer<T> {
     pub fn pool_used(&self) -> usize {
         // Relaxed: a hint, stale by at most the chunks claimed meanwhile.
         let chunks = self.inner.pool.in_use.load(Ordering::Relaxed);
-        chunks.saturating_mul(self.inner.chunk).min(self.inner.total)
+        chunks
+            .saturating_mul(self.inner.chunk)
+            .min(self.inner.total)
     }
 
     /// Items in this producer's lane now (pushed, not yet taken).
