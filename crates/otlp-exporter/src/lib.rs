@@ -129,6 +129,8 @@ mod http;
 mod id;
 mod model;
 mod pipeline;
+mod propagation;
+mod sampling;
 mod span;
 mod stats;
 mod transport;
@@ -150,9 +152,11 @@ pub use pipeline::{
     MAX_CONCURRENT_EXPORTS, MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, Pipeline, PipelineBuilder,
     Recorded, Shedding,
 };
+pub use propagation::{TraceState, TraceStateError, TraceparentError};
 /// The network capability (from `runtime-cap`): [`HttpTransport::builder`]
 /// and [`PipelineBuilder::network`] take one.
 pub use runtime_cap::{AmbientAuthority, NetAccess, ambient_authority};
+pub use sampling::{Sampler, SamplingDecision};
 pub use span::{Span, SpanBuilder, Tracer, now_unix_nanos};
 pub use stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
 pub use transport::{

@@ -1,16 +1,56 @@
 //! A small span-building API, so that users can produce spans without
 //! another SDK: start a span, set attributes, add events, set a status,
 //! end it (which records it).
+//!
+//! # Owned spans without a shared reference count per span
+//!
+//! A [`Tracer`] is `Clone + Send + Sync + 'static`, and a [`Span`] owns
+//! everything it needs: it can move into another thread or task and end
+//! there, after its tracer is gone, even after the pipeline shut down (it
+//! is then counted as `after_shutdown`).
+//!
+//! The obvious design, a span holding a clone of the tracer's `Arc`, would
+//! make every span start and end an atomic read-modify-write of one
+//! reference count that every recording thread shares: its cache line
+//! would bounce between cores on each span (issue 13 forbids that on the
+//! record path). Instead:
+//!
+//! * each tracer keeps one small handle **per recording thread** (`Local`:
+//!   a clone of the pipeline handle, the scope, the limits, the sampler),
+//!   made the first time that thread starts a span with that tracer (the
+//!   only step that takes a lock and touches the pipeline's shared
+//!   reference count), and aligned to its own cache lines;
+//! * the thread finds its handle through a thread-local cache (a weak
+//!   reference, keyed by the tracer's id), and each span holds a strong
+//!   reference to **its thread's** handle. Starting and ending a span
+//!   therefore changes a reference count that only that thread uses in
+//!   steady state: an uncontended atomic on a cache line the thread
+//!   already owns, never a line shared with other recording threads. A
+//!   span that ends on another thread moves that one line once.
+//! * the handles keep the pipeline open only while a tracer or a span
+//!   needs them: the tracer owns them (the thread-local cache holds weak
+//!   references), so dropping every tracer, span and pipeline handle still
+//!   shuts the pipeline down, as [`Pipeline`] promises. A thread that exits
+//!   removes its handle from the tracer (its spans still alive keep it).
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::model::{
     Event, KeyValue, Link, Priority, ScopeId, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
-    Status, Str, TraceId, Value, truncate_value,
+    Status, Str, TraceFlags, TraceId, Value, truncate_value,
 };
 use crate::pipeline::{Pipeline, Recorded};
+use crate::sampling::Sampler;
 
 /// Nanoseconds since the Unix epoch, now.
+///
+/// ```
+/// let t = otlp_exporter::now_unix_nanos();
+/// assert!(t > 1_600_000_000_000_000_000); // after September 2020
+/// ```
 pub fn now_unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -18,7 +58,13 @@ pub fn now_unix_nanos() -> u64 {
 }
 
 /// Starts spans for one instrumentation scope of one pipeline. Get one
-/// from [`Pipeline::tracer`]; clone it freely.
+/// from [`Pipeline::tracer`]; clone it freely (`Clone + Send + Sync +
+/// 'static`: keep one in a `static`, hand it to threads and tasks).
+///
+/// Spans are sampled by the tracer's [`Sampler`]: by default the one
+/// `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name (see
+/// [`Sampler::from_env`]), else the spec's default, parent-based always-on.
+/// Set another with [`Tracer::with_sampler`].
 ///
 /// ```
 /// use otlp_exporter::{InMemory, Pipeline, Status};
@@ -34,43 +80,210 @@ pub fn now_unix_nanos() -> u64 {
 ///     let mut query = tracer.start_child("SELECT users", request.context());
 ///     query.add_event("rows fetched", vec![otlp_exporter::KeyValue::new("rows", 3)]);
 /// } // dropped: ended and recorded
+///
+/// // A span is owned: it can end on another thread.
+/// let background = tracer.start_child("send email", request.context());
+/// std::thread::spawn(move || background.end()).join().unwrap();
+///
 /// request.set_status(Status::ok());
 /// request.end();
 ///
 /// pipeline.shutdown(Duration::from_secs(5));
-/// assert_eq!(memory.span_count(), 2);
+/// assert_eq!(memory.span_count(), 3);
 /// ```
 #[derive(Clone)]
 pub struct Tracer {
+    inner: Arc<TracerInner>,
+}
+
+struct TracerInner {
+    /// Unique per tracer (clones share it): the thread-local cache's key.
+    id: u64,
     pipeline: Pipeline,
     scope: ScopeId,
     limits: SpanLimits,
+    sampler: Sampler,
+    /// The per-thread handles this tracer made (strong references: they
+    /// live as long as the tracer, or a span of theirs).
+    locals: Mutex<Vec<Arc<Local>>>,
 }
 
+/// One recording thread's handle to a tracer's pipeline (see the module
+/// docs). Aligned so that two threads' handles never share a cache line:
+/// each thread's reference count is its own.
+#[repr(align(128))]
+struct Local {
+    pipeline: Pipeline,
+    scope: ScopeId,
+    limits: SpanLimits,
+    sampler: Sampler,
+}
+
+/// A thread's cached handle for one tracer.
+struct CacheEntry {
+    tracer: u64,
+    local: Weak<Local>,
+    /// To remove the handle from its tracer when the thread exits.
+    owner: Weak<TracerInner>,
+}
+
+impl Drop for CacheEntry {
+    fn drop(&mut self) {
+        // The thread exits (or the entry is pruned): the tracer need not
+        // keep this thread's handle any more. Spans still holding it keep
+        // it alive until they end.
+        if let Some(owner) = self.owner.upgrade() {
+            let removed: Vec<Arc<Local>> = {
+                let mut locals = owner.locals.lock().unwrap_or_else(|p| p.into_inner());
+                let (gone, keep) = std::mem::take(&mut *locals)
+                    .into_iter()
+                    .partition(|l| std::ptr::eq(Arc::as_ptr(l), self.local.as_ptr()));
+                *locals = keep;
+                gone
+            };
+            // Dropped outside the lock: the last handle of a pipeline shuts
+            // it down, which may run user code (the transport).
+            drop(removed);
+        }
+    }
+}
+
+thread_local! {
+    static LOCALS: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_TRACER: AtomicU64 = AtomicU64::new(1);
+
 impl Tracer {
+    /// A tracer for `scope` of `pipeline`, with the sampler the environment
+    /// names (or the default).
     pub(crate) fn new(pipeline: Pipeline, scope: ScopeId) -> Self {
+        Self::with_parts(pipeline, scope, Sampler::from_env())
+    }
+
+    fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
         let limits = pipeline.limits();
         Tracer {
-            pipeline,
-            scope,
-            limits,
+            inner: Arc::new(TracerInner {
+                id: NEXT_TRACER.fetch_add(1, Ordering::Relaxed),
+                pipeline,
+                scope,
+                limits,
+                sampler,
+                locals: Mutex::new(Vec::new()),
+            }),
         }
     }
 
-    /// Starts a root span: a new trace.
-    pub fn start(&self, name: impl Into<Str>) -> Span<'_> {
+    /// This tracer with another sampler (the same pipeline and scope).
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, Pipeline, Sampler};
+    /// use std::time::Duration;
+    ///
+    /// let memory = InMemory::new();
+    /// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1").with_sampler(Sampler::AlwaysOff);
+    /// let span = tracer.start("ignored");
+    /// assert!(!span.is_recording());
+    /// assert!(!span.context().trace_flags.is_sampled());
+    /// span.end();
+    /// let stats = pipeline.shutdown(Duration::from_secs(5)).stats;
+    /// assert_eq!(stats.dropped.not_sampled, 1);
+    /// assert_eq!(memory.span_count(), 0);
+    /// ```
+    #[must_use]
+    pub fn with_sampler(self, sampler: Sampler) -> Tracer {
+        Self::with_parts(self.inner.pipeline.clone(), self.inner.scope, sampler)
+    }
+
+    /// The sampler that decides which of this tracer's spans are recorded.
+    ///
+    /// ```
+    /// use otlp_exporter::{Pipeline, InMemory, Sampler};
+    /// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1").with_sampler(Sampler::AlwaysOn);
+    /// assert_eq!(tracer.sampler(), &Sampler::AlwaysOn);
+    /// ```
+    pub fn sampler(&self) -> &Sampler {
+        &self.inner.sampler
+    }
+
+    /// The pipeline this tracer records into.
+    ///
+    /// ```
+    /// use otlp_exporter::{Pipeline, InMemory};
+    /// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// assert_eq!(tracer.pipeline().stats().accepted, 0);
+    /// ```
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// The instrumentation scope of this tracer's spans.
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, InstrumentationScope, Pipeline};
+    /// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// assert_eq!(tracer.scope(), pipeline.scope(InstrumentationScope::new("app", "1")));
+    /// ```
+    pub fn scope(&self) -> ScopeId {
+        self.inner.scope
+    }
+
+    /// Starts a root span: a new trace (sampled as the sampler decides).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let span = tracer.start("work");
+    /// assert!(span.context().is_valid());
+    /// span.end();
+    /// ```
+    pub fn start(&self, name: impl Into<Str>) -> Span {
         self.build(name).start()
     }
 
-    /// Starts a child of `parent` (in its trace, sampled as it is).
-    pub fn start_child(&self, name: impl Into<Str>, parent: &SpanContext) -> Span<'_> {
+    /// Starts a child of `parent`: in its trace, and sampled as the sampler
+    /// decides for that parent (by default, as the parent is). A remote
+    /// parent ([`SpanContext::from_traceparent`]) continues the caller's
+    /// trace.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, SpanContext};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let remote = SpanContext::from_traceparent(
+    ///     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    /// ).unwrap();
+    /// let span = tracer.start_child("handle request", &remote);
+    /// assert_eq!(span.context().trace_id, remote.trace_id);
+    /// assert!(span.context().trace_flags.is_sampled());
+    /// span.end();
+    /// ```
+    pub fn start_child(&self, name: impl Into<Str>, parent: &SpanContext) -> Span {
         self.build(name).parent(parent).start()
     }
 
     /// A span with more settings before it starts.
-    pub fn build(&self, name: impl Into<Str>) -> SpanBuilder<'_> {
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, SpanKind};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let span = tracer
+    ///     .build("GET /")
+    ///     .kind(SpanKind::Server)
+    ///     .attribute("http.request.method", "GET")
+    ///     .start();
+    /// span.end();
+    /// ```
+    pub fn build(&self, name: impl Into<Str>) -> SpanBuilder {
         SpanBuilder {
-            tracer: self,
+            local: self.local(),
             name: name.into(),
             kind: SpanKind::Internal,
             parent: None,
@@ -80,12 +293,97 @@ impl Tracer {
             priority: Priority::Normal,
         }
     }
+
+    /// This thread's handle (see the module docs): from the thread-local
+    /// cache in steady state.
+    #[inline]
+    fn local(&self) -> Arc<Local> {
+        let id = self.inner.id;
+        let cached = LOCALS.try_with(|cache| {
+            let cache = cache.try_borrow().ok()?;
+            cache
+                .iter()
+                .find(|e| e.tracer == id)
+                .and_then(|e| e.local.upgrade())
+        });
+        match cached {
+            Ok(Some(local)) => local,
+            _ => self.new_local(),
+        }
+    }
+
+    /// A handle for this thread, registered with the tracer and cached
+    /// (once per thread per tracer). Without thread-local storage (a
+    /// thread being torn down) the handle is made for this span alone.
+    #[cold]
+    fn new_local(&self) -> Arc<Local> {
+        let inner = &self.inner;
+        let local = Arc::new(Local {
+            pipeline: inner.pipeline.clone(),
+            scope: inner.scope,
+            limits: inner.limits,
+            sampler: inner.sampler.clone(),
+        });
+        let entry = CacheEntry {
+            tracer: inner.id,
+            local: Arc::downgrade(&local),
+            owner: Arc::downgrade(inner),
+        };
+        let cached = LOCALS.try_with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return false;
+            };
+            // Forget handles whose tracer is gone (the entries' drop runs
+            // outside the borrow: it may take a tracer's lock, never ours).
+            let gone: Vec<CacheEntry> = {
+                let (keep, gone) = std::mem::take(&mut *cache)
+                    .into_iter()
+                    .partition(|e| e.tracer != inner.id && e.owner.strong_count() > 0);
+                *cache = keep;
+                gone
+            };
+            cache.push(entry);
+            drop(cache);
+            drop(gone);
+            true
+        });
+        if cached == Ok(true) {
+            inner
+                .locals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(local.clone());
+        }
+        local
+    }
 }
 
-/// Settings for a span that has not started yet.
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("scope", &self.inner.scope)
+            .field("sampler", &self.inner.sampler)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a span that has not started yet. Get one from
+/// [`Tracer::build`].
+///
+/// ```
+/// # use otlp_exporter::{Pipeline, InMemory, Priority, SpanKind};
+/// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+/// let tracer = pipeline.tracer("app", "1");
+/// let span = tracer
+///     .build("poll queue")
+///     .kind(SpanKind::Consumer)
+///     .priority(Priority::Low)
+///     .start();
+/// span.end();
+/// ```
 #[must_use = "a span builder does nothing until `start`"]
-pub struct SpanBuilder<'t> {
-    tracer: &'t Tracer,
+pub struct SpanBuilder {
+    local: Arc<Local>,
     name: Str,
     kind: SpanKind,
     parent: Option<SpanContext>,
@@ -95,33 +393,75 @@ pub struct SpanBuilder<'t> {
     priority: Priority,
 }
 
-impl<'t> SpanBuilder<'t> {
+impl SpanBuilder {
     /// The span's kind (default `Internal`).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, SpanKind};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").build("call").kind(SpanKind::Client).start();
+    /// # span.end();
+    /// ```
     pub fn kind(mut self, kind: SpanKind) -> Self {
         self.kind = kind;
         self
     }
 
-    /// Makes the span a child of `parent`. An invalid parent context is
+    /// Makes the span a child of `parent` (local, or remote from
+    /// [`SpanContext::from_traceparent`]). An invalid parent context is
     /// ignored (the span becomes a root).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let parent = tracer.start("parent");
+    /// let child = tracer.build("child").parent(parent.context()).start();
+    /// assert_eq!(child.context().trace_id, parent.context().trace_id);
+    /// # child.end(); parent.end();
+    /// ```
     pub fn parent(mut self, parent: &SpanContext) -> Self {
         self.parent = parent.is_valid().then(|| parent.clone());
         self
     }
 
     /// Start time, in nanoseconds since the Unix epoch (default: now).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let at = otlp_exporter::now_unix_nanos() - 1_000_000;
+    /// let span = pipeline.tracer("app", "1").build("late").start_time(at).start();
+    /// # span.end();
+    /// ```
     pub fn start_time(mut self, unix_nanos: u64) -> Self {
         self.start = Some(unix_nanos);
         self
     }
 
     /// An attribute set from the start.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").build("q").attribute("db.system", "postgresql").start();
+    /// # span.end();
+    /// ```
     pub fn attribute(mut self, key: impl Into<Str>, value: impl Into<Value>) -> Self {
         self.attributes.push(KeyValue::new(key, value));
         self
     }
 
     /// A link to another span.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let producer = tracer.start("enqueue");
+    /// let consumer = tracer.build("dequeue").link(producer.context().clone(), vec![]).start();
+    /// # consumer.end(); producer.end();
+    /// ```
     pub fn link(mut self, context: SpanContext, attributes: Vec<KeyValue>) -> Self {
         self.links.push(Link {
             context,
@@ -132,77 +472,181 @@ impl<'t> SpanBuilder<'t> {
     }
 
     /// Shedding priority (see [`Shedding::Priority`](crate::Shedding::Priority)).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, Priority};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").build("debug").priority(Priority::Low).start();
+    /// # span.end();
+    /// ```
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
     }
 
-    /// Starts the span.
-    pub fn start(self) -> Span<'t> {
-        let (trace_id, parent_span_id, flags, state) = match &self.parent {
-            Some(p) => (p.trace_id, p.span_id, p.trace_flags, p.trace_state.clone()),
-            None => (
-                TraceId::random(),
-                SpanId::INVALID,
-                crate::TraceFlags::SAMPLED,
-                Str::Borrowed(""),
-            ),
+    /// Starts the span: picks its ids (a child continues its parent's
+    /// trace), asks the tracer's sampler, and reads the clock (a span the
+    /// sampler drops reads no clock and stores nothing).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").build("work").start();
+    /// assert!(span.is_recording());
+    /// span.end();
+    /// ```
+    pub fn start(self) -> Span {
+        let local = self.local;
+        let (trace_id, parent_span_id, state) = match &self.parent {
+            Some(p) => (p.trace_id, p.span_id, p.trace_state.clone()),
+            None => (TraceId::random(), SpanId::INVALID, Str::Borrowed("")),
         };
+        let decision =
+            local
+                .sampler
+                .should_sample(self.parent.as_ref(), trace_id, &self.name, self.kind);
         let context = SpanContext {
             trace_id,
             span_id: SpanId::random(),
-            trace_flags: flags,
+            trace_flags: if decision.is_sampled() {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::NOT_SAMPLED
+            },
             trace_state: state,
             is_remote: false,
         };
+        let recording = decision.is_recording();
         let mut data = SpanData::with_context(self.name, context);
         data.parent_span_id = parent_span_id;
         data.kind = self.kind;
-        data.start_time_unix_nano = self.start.unwrap_or_else(now_unix_nanos);
         data.priority = self.priority;
-        data.scope = self.tracer.scope;
-        let mut span = Span {
-            tracer: self.tracer,
-            data: Some(data),
-        };
-        for kv in self.attributes {
-            span.set_attribute(kv.key, kv.value);
+        data.scope = local.scope;
+        if recording {
+            data.start_time_unix_nano = self.start.unwrap_or_else(now_unix_nanos);
         }
-        for link in self.links {
-            span.add_link(link);
+        let mut span = Span {
+            local,
+            data: Some(data),
+            recording,
+        };
+        if recording {
+            for kv in self.attributes {
+                span.set_attribute(kv.key, kv.value);
+            }
+            for link in self.links {
+                span.add_link(link);
+            }
         }
         span
     }
 }
 
-/// A span in progress. [`end`](Span::end) records it; dropping it without
-/// `end` ends and records it too.
-pub struct Span<'t> {
-    tracer: &'t Tracer,
-    data: Option<SpanData>,
+impl std::fmt::Debug for SpanBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanBuilder")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("parent", &self.parent)
+            .finish_non_exhaustive()
+    }
 }
 
-impl Span<'_> {
-    fn data(&mut self) -> &mut SpanData {
-        // `data` is `None` only after `end`, which consumes the span.
-        self.data.as_mut().expect("span already ended")
+/// A span in progress. [`end`](Span::end) records it; dropping it without
+/// `end` ends and records it too.
+///
+/// A span owns what it needs (`Send + 'static`): it may end on another
+/// thread, after its [`Tracer`] is dropped, or after the pipeline shut down
+/// (then it is counted as `after_shutdown`; nothing panics).
+///
+/// A span the sampler did not record ([`is_recording`](Span::is_recording)
+/// false) ignores attributes, events, links, status and names, reads no
+/// clock, and is counted as `not_sampled` when it ends (nothing is encoded
+/// or queued). Its context is still valid, with the sampled flag clear, so
+/// that its children and the services it calls do not sample the trace
+/// either.
+///
+/// ```
+/// # use otlp_exporter::{Pipeline, InMemory, Status};
+/// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+/// let tracer = pipeline.tracer("app", "1");
+/// let mut span = tracer.start("work");
+/// span.set_attribute("items", 3).set_status(Status::error("disk full"));
+/// let header = span.context().to_traceparent(); // for an outgoing request
+/// assert!(header.ends_with("-01"));
+/// span.end();
+/// ```
+pub struct Span {
+    local: Arc<Local>,
+    /// `None` only once ended (`end` consumes the span, `Drop` checks).
+    data: Option<SpanData>,
+    recording: bool,
+}
+
+impl Span {
+    fn data(&mut self) -> Option<&mut SpanData> {
+        if self.recording {
+            self.data.as_mut()
+        } else {
+            None
+        }
     }
 
     /// This span's context, to start children with or to propagate.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").start("work");
+    /// assert!(!span.context().is_remote);
+    /// # span.end();
+    /// ```
     pub fn context(&self) -> &SpanContext {
-        &self.data.as_ref().expect("span already ended").context
+        const INVALID: &SpanContext = &SpanContext {
+            trace_id: TraceId::INVALID,
+            span_id: SpanId::INVALID,
+            trace_flags: TraceFlags::NOT_SAMPLED,
+            trace_state: Str::Borrowed(""),
+            is_remote: false,
+        };
+        // `data` is `None` only while the span is being dropped.
+        self.data.as_ref().map_or(INVALID, |d| &d.context)
+    }
+
+    /// True if the sampler chose to record this span (its attributes,
+    /// events and so on are kept); false for a span that will only be
+    /// counted as `not_sampled`.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, Sampler};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1").with_sampler(Sampler::TraceIdRatioBased(0.0));
+    /// assert!(!tracer.start("rarely kept").is_recording());
+    /// ```
+    pub fn is_recording(&self) -> bool {
+        self.recording
     }
 
     /// Sets an attribute, replacing one with the same key. Past the
     /// attribute limit, new keys are dropped and counted; long string values
     /// are truncated to the value-length limit.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let mut span = pipeline.tracer("app", "1").start("work");
+    /// span.set_attribute("user.id", 42).set_attribute("cache.hit", true);
+    /// # span.end();
+    /// ```
     pub fn set_attribute(&mut self, key: impl Into<Str>, value: impl Into<Value>) -> &mut Self {
-        let limits = self.tracer.limits;
+        let limits = self.local.limits;
+        let Some(data) = self.data() else {
+            return self;
+        };
         let (key, mut value) = (key.into(), value.into());
         if let Some(limit) = limits.attribute_value_length {
             truncate_value(&mut value, limit);
         }
-        let data = self.data();
         if let Some(kv) = data.attributes.iter_mut().find(|kv| kv.key == key) {
             kv.value = value;
         } else if data.attributes.len() < limits.attribute_count {
@@ -215,16 +659,26 @@ impl Span<'_> {
 
     /// Adds an event, timestamped now. Past the event limit it is dropped
     /// and counted; its attributes are cut to their own limits.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, KeyValue};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let mut span = pipeline.tracer("app", "1").start("work");
+    /// span.add_event("retry", vec![KeyValue::new("attempt", 2)]);
+    /// # span.end();
+    /// ```
     pub fn add_event(&mut self, name: impl Into<Str>, attributes: Vec<KeyValue>) -> &mut Self {
-        let limits = self.tracer.limits;
-        let mut event = Event {
-            name: name.into(),
-            time_unix_nano: now_unix_nanos(),
-            attributes,
-            dropped_attributes_count: 0,
+        let limits = self.local.limits;
+        let Some(data) = self.data() else {
+            return self;
         };
-        let data = self.data();
         if data.events.len() < limits.event_count {
+            let mut event = Event {
+                name: name.into(),
+                time_unix_nano: now_unix_nanos(),
+                attributes,
+                dropped_attributes_count: 0,
+            };
             event.dropped_attributes_count =
                 limits.cut_attributes(&mut event.attributes, limits.attributes_per_event);
             data.events.push(event);
@@ -235,9 +689,21 @@ impl Span<'_> {
     }
 
     /// Adds a link. Past the link limit it is dropped and counted.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, Link};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let tracer = pipeline.tracer("app", "1");
+    /// let other = tracer.start("other");
+    /// let mut span = tracer.start("work");
+    /// span.add_link(Link { context: other.context().clone(), attributes: vec![], dropped_attributes_count: 0 });
+    /// # span.end(); other.end();
+    /// ```
     pub fn add_link(&mut self, mut link: Link) -> &mut Self {
-        let limits = self.tracer.limits;
-        let data = self.data();
+        let limits = self.local.limits;
+        let Some(data) = self.data() else {
+            return self;
+        };
         if data.links.len() < limits.link_count {
             link.dropped_attributes_count = link.dropped_attributes_count.saturating_add(
                 limits.cut_attributes(&mut link.attributes, limits.attributes_per_link),
@@ -250,41 +716,92 @@ impl Span<'_> {
     }
 
     /// Sets the status.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, Status};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let mut span = pipeline.tracer("app", "1").start("work");
+    /// span.set_status(Status::error("timed out"));
+    /// # span.end();
+    /// ```
     pub fn set_status(&mut self, status: Status) -> &mut Self {
-        self.data().status = status;
+        if let Some(data) = self.data() {
+            data.status = status;
+        }
         self
     }
 
     /// Renames the span.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let mut span = pipeline.tracer("app", "1").start("HTTP GET");
+    /// span.update_name("GET /users/{id}");
+    /// # span.end();
+    /// ```
     pub fn update_name(&mut self, name: impl Into<Str>) -> &mut Self {
-        self.data().name = name.into();
+        if let Some(data) = self.data() {
+            data.name = name.into();
+        }
         self
     }
 
-    /// Ends the span now and records it.
+    /// Ends the span now and records it (or counts it as `not_sampled`).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory, Recorded};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").start("work");
+    /// assert_eq!(span.end(), Recorded::Queued);
+    /// ```
     pub fn end(mut self) -> Recorded {
         self.finish(None)
     }
 
-    /// Ends the span at `unix_nanos` and records it.
+    /// Ends the span at `unix_nanos` and records it (an end before the
+    /// start is taken as the start).
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let span = pipeline.tracer("app", "1").start("work");
+    /// span.end_at(otlp_exporter::now_unix_nanos());
+    /// ```
     pub fn end_at(mut self, unix_nanos: u64) -> Recorded {
         self.finish(Some(unix_nanos))
     }
 
     fn finish(&mut self, at: Option<u64>) -> Recorded {
-        let mut data = self.data.take().expect("span already ended");
-        data.end_time_unix_nano = at
-            .unwrap_or_else(now_unix_nanos)
-            .max(data.start_time_unix_nano);
-        // Built within the limits by the methods above.
-        self.tracer.pipeline.record_span(data, false)
+        let Some(mut data) = self.data.take() else {
+            // Unreachable: `end` consumes the span and `Drop` checks.
+            return Recorded::Dropped(crate::DropReason::Shutdown);
+        };
+        if self.recording {
+            data.end_time_unix_nano = at
+                .unwrap_or_else(now_unix_nanos)
+                .max(data.start_time_unix_nano);
+        }
+        // Built within the limits by the methods above. An unsampled span
+        // carries the sampled flag clear: the pipeline counts it as
+        // `not_sampled` without encoding or queueing it.
+        self.local.pipeline.record_span(data, false)
     }
 }
 
-impl Drop for Span<'_> {
+impl Drop for Span {
     fn drop(&mut self) {
         if self.data.is_some() {
             self.finish(None);
         }
+    }
+}
+
+impl std::fmt::Debug for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Span")
+            .field("context", self.context())
+            .field("recording", &self.recording)
+            .finish_non_exhaustive()
     }
 }
