@@ -156,13 +156,6 @@ impl<T> Producer<T> {
         }
     }
 
-    pub(super) fn lane_len(&self) -> usize {
-        match self {
-            Producer::Lanes(p) => p.lane_len(),
-            Producer::Pooled(p) => p.lane_len(),
-        }
-    }
-
     pub(super) fn is_closed(&self) -> bool {
         match self {
             Producer::Lanes(p) => p.is_closed(),
