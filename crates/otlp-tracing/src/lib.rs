@@ -1,2 +1,136 @@
-//! A `tracing-subscriber` layer that records `tracing` spans into an
-//! `otlp-exporter` pipeline.
+//! A [`tracing_subscriber::Layer`] that records `tracing` spans into an
+//! [`otlp_exporter::Pipeline`].
+//!
+//! Code instrumented with `tracing` (`#[instrument]`, `info_span!`, events)
+//! keeps every call site; the subscriber gets one layer:
+//!
+//! ```
+//! use otlp_exporter::{InMemory, Pipeline};
+//! use otlp_tracing::OtlpLayer;
+//! use std::time::Duration;
+//! use tracing_subscriber::layer::SubscriberExt;
+//!
+//! let memory = InMemory::new(); // a test double; `Pipeline::builder().build()` sends to OTEL_EXPORTER_OTLP_ENDPOINT
+//! let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+//! let subscriber = tracing_subscriber::registry()
+//!     // .with(tracing_subscriber::EnvFilter::from_default_env())
+//!     .with(OtlpLayer::new(&pipeline));
+//!
+//! tracing::subscriber::with_default(subscriber, || {
+//!     let request = tracing::info_span!("GET /users", otel.kind = "server", http.response.status_code = tracing::field::Empty);
+//!     let _entered = request.enter();
+//!     tracing::info_span!("SELECT users", rows = 3_u64).in_scope(|| {
+//!         tracing::info!(cached = false, "query done");
+//!     });
+//!     request.record("http.response.status_code", 200_i64);
+//! });
+//!
+//! // The spans of a global subscriber are recorded until the pipeline
+//! // shuts down: shut it down before the process exits.
+//! assert!(pipeline.shutdown(Duration::from_secs(5)).completed);
+//! assert_eq!(memory.span_count(), 2);
+//! ```
+//!
+//! # From tracing-opentelemetry
+//!
+//! ```text
+//! - let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).build();
+//! - let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("app"));
+//! + let pipeline = otlp_exporter::Pipeline::builder().build()?;
+//! + let layer = otlp_tracing::OtlpLayer::new(&pipeline).with_scope("app", "");
+//!   tracing_subscriber::registry().with(EnvFilter::from_default_env()).with(layer).init();
+//! - use tracing_opentelemetry::OpenTelemetrySpanExt; span.set_parent(cx); span.context()
+//! + use otlp_tracing::OtlpSpanExt;                   span.set_parent(sc); span.span_context()
+//! ```
+//!
+//! # The mapping
+//!
+//! * **Span**: name is the `tracing` span's name (`#[instrument]`: the
+//!   function's), or the `otel.name` field. Its parent is the span's
+//!   explicit parent or the current span (the nearest ancestor this layer
+//!   records, under per-layer filters); a span without one is a new trace
+//!   (random ids from a per-thread generator). It is recorded into the
+//!   pipeline when it closes (its last handle is dropped), with start and
+//!   end times in nanoseconds since the Unix epoch.
+//! * **Fields** become attributes, typed where OTLP has the type: `i64`,
+//!   `f64`, `bool`, `&str`; `u64`, `i128` and `u128` as `i64` when they
+//!   fit and as their decimal string otherwise; `Debug` (`?x`) and
+//!   `Display` (`%x`) values and errors as strings. Fields recorded later
+//!   with `Span::record` are added, or replace the value of the same key.
+//!   A `Debug`/`Display` implementation that panics gives the value
+//!   [`PANICKED_VALUE`]; the panic does not leave the layer.
+//! * **`otel.*` fields**, as tracing-opentelemetry reads them (not kept as
+//!   attributes): `otel.name` renames the span; `otel.kind` (`server`,
+//!   `client`, `producer`, `consumer`, `internal`, any case) sets its
+//!   kind (default `internal`); `otel.status_code` (`ok`, `error`,
+//!   `unset`, any case) and `otel.status_message` set its status.
+//! * **Events** inside a span become span events, timestamped when
+//!   emitted: the name is the `message` (the macro's format string, e.g.
+//!   `info!("cart priced")`), or the event's `tracing` name
+//!   (`event file.rs:42`) when it has none; the attributes are `level`
+//!   (`"INFO"`), the fields (as above), and the location (below). An
+//!   `error` field given as a `&dyn Error` adds `exception.message`.
+//!   **Events outside any span are dropped** (a span event needs a span;
+//!   tracing-opentelemetry drops them too) and counted in
+//!   [`LayerStats::events_outside_spans`]: send them to logs with another
+//!   layer (`tracing_subscriber::fmt`).
+//! * **Errors and status**: an `ERROR`-level event inside a span sets the
+//!   span's status to `Error` (as tracing-opentelemetry's default
+//!   `error_events_to_status`), with the event's message, or its `error`
+//!   field when it has no message, as the status message
+//!   (tracing-opentelemetry leaves it empty). The first such event wins;
+//!   a status set with `otel.status_code` is never overridden.
+//!   `#[instrument(err)]` therefore marks the span as failed with the
+//!   error. [`OtlpLayer::with_error_events_to_status`] turns this off.
+//! * **`follows_from`** becomes a link to the other span's context;
+//!   [`OtlpSpanExt::add_link`] adds one to any context.
+//! * **Location**: the semantic conventions' `code.file.path` and
+//!   `code.line.number` (current since semconv 1.30; the older
+//!   `code.filepath` and `code.lineno` are deprecated) and the module path
+//!   as `code.namespace` (its replacement, `code.function.name`, needs a
+//!   function's name, which `tracing` does not give); `target` when it is
+//!   not the module path. [`OtlpLayer::with_location`] turns them off.
+//! * **Busy and idle time**: `busy_ns` and `idle_ns` attributes, as
+//!   tracing-opentelemetry names them ([`OtlpLayer::with_tracked_inactivity`]).
+//! * **Limits**: the pipeline's span limits apply while the span is
+//!   built: attributes, events and links past their counts are dropped and
+//!   counted in the span's `dropped_*_count`; string values are cut to the
+//!   value-length limit as they are formatted.
+//!
+//! # Context propagation and sampling
+//!
+//! [`OtlpSpanExt::set_parent`] continues a remote trace, and
+//! [`OtlpSpanExt::span_context`] gives the current span's context to send
+//! on. A child follows its parent's sampled flag (local or remote); a
+//! child of an unsampled span keeps no fields, events or links, costs no
+//! timing, and is never handed to the pipeline (counted in
+//! [`LayerStats::not_sampled`] when it closes). A root span keeps its
+//! fields even when unsampled, so that a remote parent set right after it
+//! starts can still decide.
+//!
+//! # Spans never closed, and shutdown
+//!
+//! A span is recorded when it closes. One that never closes (a handle
+//! leaked, or still open when the process ends) is never recorded: the
+//! pipeline never sees it, and [`LayerStats::open`] counts it. After the
+//! pipeline shut down, spans that close are handed to it and counted there
+//! as `after_shutdown` ([`otlp_exporter::Dropped`]); nothing panics.
+//!
+//! # Cost
+//!
+//! One registry extension per span holds a pre-sized `SpanData`; static
+//! names and keys are borrowed, not copied. Nothing is shared between
+//! spans: the span's own lock (the registry's extensions) is the only one
+//! taken in steady state, ids come from a per-thread generator, and the
+//! layer's counters are per thread. User formatting code (`Debug`,
+//! `Display`) runs before that lock is taken.
+
+mod ext;
+mod layer;
+mod stats;
+mod visit;
+
+pub use ext::OtlpSpanExt;
+pub use layer::OtlpLayer;
+pub use stats::{LayerCounters, LayerStats};
+pub use visit::PANICKED_VALUE;

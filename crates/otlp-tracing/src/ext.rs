@@ -1,0 +1,101 @@
+//! Reading and setting a `tracing` span's OTLP context: remote parents in,
+//! context out for injection.
+
+use otlp_exporter::SpanContext;
+
+use crate::OtlpLayer;
+use crate::layer::{SpanState, WithContext};
+
+/// OTLP context on [`tracing::Span`]: what tracing-opentelemetry's
+/// `OpenTelemetrySpanExt::set_parent` and `context()` do, for spans this
+/// crate's [`OtlpLayer`] records.
+///
+/// Both need the span to be enabled and the current subscriber to contain
+/// an [`OtlpLayer`]; otherwise they do nothing (`false`, `None`).
+///
+/// ```
+/// use otlp_exporter::{InMemory, Pipeline, SpanContext, SpanId, TraceId};
+/// use otlp_tracing::{OtlpLayer, OtlpSpanExt};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+/// let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+/// tracing::subscriber::with_default(subscriber, || {
+///     // From an incoming request's `traceparent` header, say.
+///     let mut remote = SpanContext::new(TraceId([7; 16]), SpanId([9; 8]));
+///     remote.is_remote = true;
+///
+///     let span = tracing::info_span!("handle request");
+///     assert!(span.set_parent(remote.clone()));
+///     let _entered = span.enter();
+///
+///     // For an outgoing request: the current span's context.
+///     let current = tracing::Span::current().span_context().unwrap();
+///     assert_eq!(current.trace_id, remote.trace_id);
+///     assert_ne!(current.span_id, remote.span_id);
+/// });
+/// ```
+pub trait OtlpSpanExt {
+    /// Makes `parent` (typically remote, from a `traceparent` header) the
+    /// parent of this span: the span joins `parent`'s trace, carries its
+    /// trace state, and follows its sampled flag.
+    ///
+    /// Call it right after creating the span, before the span's context is
+    /// handed out (before a child span starts, a link is made to it, or
+    /// [`span_context`](Self::span_context) is read): children started
+    /// earlier already belong to the span's first trace. Returns `false`,
+    /// changing nothing, when it is too late, when `parent` is invalid
+    /// (all-zero ids), or when the span is disabled or not recorded by an
+    /// [`OtlpLayer`].
+    fn set_parent(&self, parent: SpanContext) -> bool;
+
+    /// This span's context (trace id, span id, sampled flag, trace state),
+    /// to inject into an outgoing request; `None` when the span is disabled
+    /// or not recorded by an [`OtlpLayer`]. Reading it fixes the span's
+    /// trace (a later [`set_parent`](Self::set_parent) returns `false`).
+    fn span_context(&self) -> Option<SpanContext>;
+
+    /// Adds a link from this span to `context` (a span of this trace or of
+    /// another), as tracing-opentelemetry's `add_link`. Returns `false`
+    /// when the span is disabled or not recorded by an [`OtlpLayer`]. Past
+    /// the pipeline's link limit the link is dropped and counted in the
+    /// span's `dropped_links_count`.
+    fn add_link(&self, context: SpanContext) -> bool;
+}
+
+/// Runs `f` on the span's state, under the span's own lock (never user
+/// code inside).
+fn with_state<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(&mut SpanState, &OtlpLayer) -> R,
+) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let hook = dispatch.downcast_ref::<WithContext>()?;
+        let mut f = Some(f);
+        let mut out = None;
+        (hook.0)(dispatch, id, &mut |state, layer| {
+            if let Some(f) = f.take() {
+                out = Some(f(state, layer));
+            }
+        });
+        out
+    })
+    .flatten()
+}
+
+impl OtlpSpanExt for tracing::Span {
+    fn set_parent(&self, parent: SpanContext) -> bool {
+        with_state(self, |state, layer| state.set_parent(layer, &parent)).unwrap_or(false)
+    }
+
+    fn span_context(&self) -> Option<SpanContext> {
+        with_state(self, |state, _| state.context())
+    }
+
+    fn add_link(&self, context: SpanContext) -> bool {
+        if !context.is_valid() {
+            return false;
+        }
+        with_state(self, |state, layer| state.add_link(layer, context)).is_some()
+    }
+}

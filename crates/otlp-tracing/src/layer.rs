@@ -1,0 +1,619 @@
+//! The layer: one registry extension per span holding the span's
+//! [`SpanData`], filled in as `tracing` reports fields, events, links,
+//! entries and exits, and recorded into the pipeline when the span closes.
+
+use std::any::TypeId;
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use otlp_exporter::{
+    Event, InstrumentationScope, KeyValue, Link, Pipeline, ScopeId, SpanContext, SpanData, SpanId,
+    SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value, now_unix_nanos,
+};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Dispatch, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use crate::stats::{Count, LayerCounters};
+use crate::visit::{EventFields, OtelFields, SpanFields};
+
+/// A [`tracing_subscriber::Layer`] that records `tracing` spans into a
+/// [`Pipeline`]. See the [crate documentation](crate) for the mapping.
+///
+/// ```
+/// use otlp_exporter::{InMemory, Pipeline};
+/// use otlp_tracing::OtlpLayer;
+/// use std::time::Duration;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let memory = InMemory::new(); // a test double; use a real transport in production
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+///
+/// tracing::subscriber::with_default(subscriber, || {
+///     let span = tracing::info_span!("checkout", order = 42_i64);
+///     span.in_scope(|| tracing::info!(items = 3_i64, "cart priced"));
+/// });
+///
+/// assert!(pipeline.shutdown(Duration::from_secs(5)).completed);
+/// assert_eq!(memory.span_count(), 1);
+/// ```
+pub struct OtlpLayer {
+    pipeline: Pipeline,
+    scope: ScopeId,
+    limits: SpanLimits,
+    location: bool,
+    inactivity: bool,
+    error_events_to_status: bool,
+    counters: LayerCounters,
+}
+
+impl OtlpLayer {
+    /// A layer recording into `pipeline` (a clone of the handle: the layer
+    /// keeps the pipeline alive), under the instrumentation scope
+    /// `otlp-tracing` (see [`with_scope`](Self::with_scope)), with the
+    /// pipeline's span limits.
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, Pipeline};
+    /// use otlp_tracing::OtlpLayer;
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let _subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+    /// ```
+    pub fn new(pipeline: &Pipeline) -> Self {
+        let scope = pipeline.scope(InstrumentationScope::new(
+            "otlp-tracing",
+            env!("CARGO_PKG_VERSION"),
+        ));
+        OtlpLayer {
+            pipeline: pipeline.clone(),
+            scope,
+            limits: pipeline.limits(),
+            location: true,
+            inactivity: true,
+            error_events_to_status: true,
+            counters: LayerCounters::new(),
+        }
+    }
+
+    /// Exports the spans under the instrumentation scope `name`/`version`
+    /// (as `TracerProvider::tracer(name)` names it for tracing-opentelemetry
+    /// users) instead of `otlp-tracing`.
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let layer = OtlpLayer::new(&pipeline).with_scope("checkout", "1.4.0");
+    /// ```
+    pub fn with_scope(mut self, name: impl Into<Str>, version: impl Into<Str>) -> Self {
+        self.scope = self
+            .pipeline
+            .scope(InstrumentationScope::new(name, version));
+        self
+    }
+
+    /// Whether spans and events carry their source location as
+    /// `code.file.path`, `code.line.number` and `code.namespace` (default
+    /// on, as tracing-opentelemetry's `with_location`).
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let layer = OtlpLayer::new(&pipeline).with_location(false);
+    /// ```
+    pub fn with_location(mut self, yes: bool) -> Self {
+        self.location = yes;
+        self
+    }
+
+    /// Whether spans carry `busy_ns` and `idle_ns` (default on, as
+    /// tracing-opentelemetry's `with_tracked_inactivity`). Busy time is
+    /// time during which at least one thread was inside the span; idle time
+    /// is the rest, from the span's creation to its close.
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let layer = OtlpLayer::new(&pipeline).with_tracked_inactivity(false);
+    /// ```
+    pub fn with_tracked_inactivity(mut self, yes: bool) -> Self {
+        self.inactivity = yes;
+        self
+    }
+
+    /// Whether an `ERROR`-level event inside a span sets the span's status
+    /// to `Error` (default on, as tracing-opentelemetry's
+    /// `with_error_events_to_status`). See the [crate documentation](crate)
+    /// for the message it carries.
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let layer = OtlpLayer::new(&pipeline).with_error_events_to_status(false);
+    /// ```
+    pub fn with_error_events_to_status(mut self, yes: bool) -> Self {
+        self.error_events_to_status = yes;
+        self
+    }
+
+    /// A handle on the layer's counts (spans started, recorded, not
+    /// sampled, still open; events outside spans), to keep before the
+    /// layer moves into the subscriber. See [`LayerStats`](crate::LayerStats).
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// let layer = OtlpLayer::new(&pipeline);
+    /// let counters = layer.counters();
+    /// assert_eq!(counters.snapshot().open(), 0);
+    /// ```
+    pub fn counters(&self) -> LayerCounters {
+        self.counters.clone()
+    }
+
+    /// The sampling decision for a span: a child follows its parent's
+    /// sampled flag (remote or local), a root is sampled.
+    fn decide(&self, parent: Option<&SpanContext>) -> TraceFlags {
+        match parent {
+            Some(p) if !p.trace_flags.is_sampled() => TraceFlags(p.trace_flags.0 & !0x01),
+            Some(p) => p.trace_flags,
+            None => TraceFlags::SAMPLED,
+        }
+    }
+
+    fn push_attribute(&self, data: &mut SpanData, kv: KeyValue) {
+        if data.attributes.len() < self.limits.attribute_count {
+            data.attributes.push(kv);
+        } else {
+            data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
+        }
+    }
+
+    fn location_attributes(
+        &self,
+        meta: &'static Metadata<'static>,
+        push: &mut dyn FnMut(KeyValue),
+    ) {
+        if !self.location {
+            return;
+        }
+        if let Some(file) = meta.file() {
+            push(KeyValue::new("code.file.path", file));
+        }
+        if let Some(line) = meta.line() {
+            push(KeyValue::new("code.line.number", Value::I64(line.into())));
+        }
+        if let Some(module) = meta.module_path() {
+            push(KeyValue::new("code.namespace", module));
+        }
+        if meta.module_path() != Some(meta.target()) {
+            push(KeyValue::new("target", meta.target()));
+        }
+    }
+}
+
+impl std::fmt::Debug for OtlpLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpLayer")
+            .field("scope", &self.scope)
+            .field("limits", &self.limits)
+            .field("location", &self.location)
+            .field("inactivity", &self.inactivity)
+            .field("error_events_to_status", &self.error_events_to_status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Busy and idle time of a span.
+struct Timing {
+    /// When the span was last entered by a first thread, or last left by
+    /// the last thread inside it (or created).
+    last: Instant,
+    busy_ns: u64,
+    idle_ns: u64,
+    /// Threads inside the span now.
+    inside: u32,
+}
+
+fn nanos_since(then: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(then).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the layer keeps for one span, in the registry's extensions.
+pub(crate) struct SpanState {
+    pub(crate) data: SpanData,
+    /// Whether fields, events and links are kept: the span is sampled, or
+    /// it is a root whose sampling a remote parent may still decide (see
+    /// `set_parent`).
+    keep: bool,
+    /// Set once the span's context has been handed out (to a child, a
+    /// link, or `span_context`): from then on its ids and sampling decision
+    /// stay as they are.
+    frozen: bool,
+    /// The status was set by `otel.status_code`: error events leave it.
+    status_explicit: bool,
+    timing: Option<Timing>,
+}
+
+impl SpanState {
+    fn apply_otel(&mut self, otel: OtelFields) {
+        if let Some(name) = otel.name {
+            self.data.name = name;
+        }
+        if let Some(kind) = otel.kind {
+            self.data.kind = kind;
+        }
+        if let Some(code) = otel.status_code {
+            self.data.status.code = code;
+            self.status_explicit = true;
+        }
+        if let Some(message) = otel.status_message {
+            self.data.status.message = message;
+        }
+    }
+
+    /// This span's context, handed out: the span's ids and sampling
+    /// decision are final from now on.
+    pub(crate) fn context(&mut self) -> SpanContext {
+        self.frozen = true;
+        self.data.context.clone()
+    }
+
+    /// Makes `parent` (usually remote) this span's parent, if the span's
+    /// context has not been handed out yet.
+    pub(crate) fn set_parent(&mut self, layer: &OtlpLayer, parent: &SpanContext) -> bool {
+        if self.frozen || !parent.is_valid() {
+            return false;
+        }
+        let c = &mut self.data.context;
+        c.trace_id = parent.trace_id;
+        c.trace_state = parent.trace_state.clone();
+        c.trace_flags = layer.decide(Some(parent));
+        self.data.parent_span_id = parent.span_id;
+        self.keep = self.keep || c.trace_flags.is_sampled();
+        true
+    }
+
+    /// Adds a link to `context` (kept within the link limit).
+    pub(crate) fn add_link(&mut self, layer: &OtlpLayer, context: SpanContext) {
+        if !self.keep {
+            return;
+        }
+        if self.data.links.len() < layer.limits.link_count {
+            self.data.links.push(Link {
+                context,
+                attributes: Vec::new(),
+                dropped_attributes_count: 0,
+            });
+        } else {
+            self.data.dropped_links_count = self.data.dropped_links_count.saturating_add(1);
+        }
+    }
+}
+
+/// The context of `span`, or of its nearest ancestor this layer tracks
+/// (one filtered out of this layer has no state), marking it handed out.
+fn context_of<S>(span: SpanRef<'_, S>) -> Option<SpanContext>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    for ancestor in span.scope() {
+        {
+            let ext = ancestor.extensions();
+            match ext.get::<SpanState>() {
+                Some(state) if state.frozen => return Some(state.data.context.clone()),
+                Some(_) => {}
+                None => continue,
+            }
+        }
+        if let Some(state) = ancestor.extensions_mut().get_mut::<SpanState>() {
+            return Some(state.context());
+        }
+    }
+    None
+}
+
+/// The hook [`OtlpSpanExt`](crate::OtlpSpanExt) reaches the span's state
+/// through: found with `Dispatch::downcast_ref`, it knows the subscriber's
+/// type.
+pub(crate) struct WithContext(
+    #[allow(clippy::type_complexity)]
+    pub(crate)  fn(&Dispatch, &Id, &mut dyn FnMut(&mut SpanState, &OtlpLayer)),
+);
+
+struct ContextFn<S>(PhantomData<fn(S)>);
+
+impl<S> ContextFn<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    const WITH: WithContext = WithContext(with_state::<S>);
+}
+
+fn with_state<S>(dispatch: &Dispatch, id: &Id, f: &mut dyn FnMut(&mut SpanState, &OtlpLayer))
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let (Some(registry), Some(layer)) = (
+        dispatch.downcast_ref::<S>(),
+        dispatch.downcast_ref::<OtlpLayer>(),
+    ) else {
+        return;
+    };
+    let Some(span) = registry.span(id) else {
+        return;
+    };
+    let mut ext = span.extensions_mut();
+    if let Some(state) = ext.get_mut::<SpanState>() {
+        f(state, layer);
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for OtlpLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let meta = attrs.metadata();
+        let parent_ref = if let Some(parent) = attrs.parent() {
+            ctx.span(parent)
+        } else if attrs.is_contextual() {
+            ctx.lookup_current()
+        } else {
+            None
+        };
+        let parent = parent_ref.and_then(context_of);
+        let (context, parent_span_id, keep) = match &parent {
+            Some(p) => {
+                let context = SpanContext {
+                    trace_id: p.trace_id,
+                    span_id: SpanId::random(),
+                    trace_flags: self.decide(Some(p)),
+                    trace_state: p.trace_state.clone(),
+                    is_remote: false,
+                };
+                let keep = context.trace_flags.is_sampled();
+                (context, p.span_id, keep)
+            }
+            None => {
+                let mut context = SpanContext::new(TraceId::random(), SpanId::random());
+                context.trace_flags = self.decide(None);
+                // A root keeps its fields even when not sampled: a remote
+                // parent set next (`set_parent`) may sample it.
+                (context, SpanId::INVALID, true)
+            }
+        };
+        let mut data = SpanData::with_context(meta.name(), context);
+        data.parent_span_id = parent_span_id;
+        data.scope = self.scope;
+        let mut state = SpanState {
+            data,
+            keep,
+            frozen: false,
+            status_explicit: false,
+            timing: None,
+        };
+        if keep {
+            let extra = if self.location { 4 } else { 0 } + if self.inactivity { 2 } else { 0 };
+            let wanted = (attrs.fields().len() + extra).min(self.limits.attribute_count);
+            state.data.attributes.reserve_exact(wanted);
+            let mut fields = SpanFields {
+                attributes: &mut state.data.attributes,
+                max: self.limits.attribute_count,
+                dropped: 0,
+                limit: self.limits.attribute_value_length,
+                otel: OtelFields::default(),
+            };
+            attrs.record(&mut fields);
+            let (dropped, otel) = (fields.dropped, fields.otel);
+            state.data.dropped_attributes_count = dropped;
+            state.apply_otel(otel);
+            let data = &mut state.data;
+            self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
+            if self.inactivity {
+                state.timing = Some(Timing {
+                    last: Instant::now(),
+                    busy_ns: 0,
+                    idle_ns: 0,
+                    inside: 0,
+                });
+            }
+        }
+        state.data.start_time_unix_nano = now_unix_nanos();
+        span.extensions_mut().insert(state);
+        self.counters.count(Count::Started);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+            return;
+        }
+        // Formatted before the span's lock is taken: user code runs here.
+        let mut attributes = Vec::new();
+        let mut fields = SpanFields {
+            attributes: &mut attributes,
+            max: usize::MAX,
+            dropped: 0,
+            limit: self.limits.attribute_value_length,
+            otel: OtelFields::default(),
+        };
+        values.record(&mut fields);
+        let otel = fields.otel;
+        let mut ext = span.extensions_mut();
+        let Some(state) = ext.get_mut::<SpanState>() else {
+            return;
+        };
+        state.apply_otel(otel);
+        for kv in attributes {
+            match state.data.attributes.iter_mut().find(|a| a.key == kv.key) {
+                Some(existing) => existing.value = kv.value,
+                None => self.push_attribute(&mut state.data, kv),
+            }
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, ctx: Context<'_, S>) {
+        let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
+            return;
+        };
+        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+            return;
+        }
+        let Some(context) = context_of(follows) else {
+            return;
+        };
+        if let Some(state) = span.extensions_mut().get_mut::<SpanState>() {
+            state.add_link(self, context);
+        }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.event_span(event) else {
+            self.counters.count(Count::EventOutsideSpan);
+            return;
+        };
+        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+            return;
+        }
+        let meta = event.metadata();
+        let time_unix_nano = now_unix_nanos();
+        // Formatted before the span's lock is taken: user code runs here.
+        let mut fields = EventFields {
+            message: None,
+            error: None,
+            attributes: Vec::with_capacity(
+                (meta.fields().len() + 5).min(self.limits.attributes_per_event),
+            ),
+            max: self.limits.attributes_per_event,
+            dropped: 0,
+            limit: self.limits.attribute_value_length,
+        };
+        fields.record_static(
+            Str::Borrowed("level"),
+            Value::Str(Str::Borrowed(meta.level().as_str())),
+        );
+        event.record(&mut fields);
+        self.location_attributes(meta, &mut |kv| fields.record_static(kv.key, kv.value));
+        let is_error = *meta.level() == Level::ERROR && self.error_events_to_status;
+        let status_message = if is_error {
+            fields.message.clone().or_else(|| fields.error.clone())
+        } else {
+            None
+        };
+        let name = match fields.message {
+            Some(message) => Str::Owned(message),
+            None => Str::Borrowed(meta.name()),
+        };
+        let mut ext = span.extensions_mut();
+        let Some(state) = ext.get_mut::<SpanState>() else {
+            return;
+        };
+        if is_error && !state.status_explicit && state.data.status.code == StatusCode::Unset {
+            state.data.status = Status::error(status_message.unwrap_or_default());
+        }
+        if state.data.events.len() < self.limits.event_count {
+            state.data.events.push(Event {
+                name,
+                time_unix_nano,
+                attributes: fields.attributes,
+                dropped_attributes_count: fields.dropped,
+            });
+        } else {
+            state.data.dropped_events_count = state.data.dropped_events_count.saturating_add(1);
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.inactivity {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        if let Some(t) = ext.get_mut::<SpanState>().and_then(|s| s.timing.as_mut()) {
+            if t.inside == 0 {
+                let now = Instant::now();
+                t.idle_ns = t.idle_ns.saturating_add(nanos_since(t.last, now));
+                t.last = now;
+            }
+            t.inside = t.inside.saturating_add(1);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        if !self.inactivity {
+            return;
+        }
+        let Some(span) = ctx.span(id) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        if let Some(t) = ext.get_mut::<SpanState>().and_then(|s| s.timing.as_mut()) {
+            t.inside = t.inside.saturating_sub(1);
+            if t.inside == 0 {
+                let now = Instant::now();
+                t.busy_ns = t.busy_ns.saturating_add(nanos_since(t.last, now));
+                t.last = now;
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else {
+            return;
+        };
+        let state = span.extensions_mut().remove::<SpanState>();
+        let Some(mut state) = state else {
+            return;
+        };
+        if !state.data.context.trace_flags.is_sampled() {
+            self.counters.count(Count::NotSampled);
+            return;
+        }
+        let data = &mut state.data;
+        data.end_time_unix_nano = now_unix_nanos().max(data.start_time_unix_nano);
+        if let Some(t) = &state.timing {
+            let now = Instant::now();
+            let (mut busy, mut idle) = (t.busy_ns, t.idle_ns);
+            let since = nanos_since(t.last, now);
+            if t.inside > 0 {
+                busy = busy.saturating_add(since);
+            } else {
+                idle = idle.saturating_add(since);
+            }
+            let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
+            self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
+            self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
+        }
+        // The pipeline counts what becomes of it (after shutdown included).
+        self.pipeline.record(state.data);
+        self.counters.count(Count::Recorded);
+    }
+
+    unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
+        if id == TypeId::of::<Self>() {
+            Some(std::ptr::from_ref(self).cast())
+        } else if id == TypeId::of::<WithContext>() {
+            // A promoted constant: lives for the whole program.
+            let with: &'static WithContext = &ContextFn::<S>::WITH;
+            Some(std::ptr::from_ref(with).cast())
+        } else {
+            None
+        }
+    }
+}

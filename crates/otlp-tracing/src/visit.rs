@@ -1,0 +1,331 @@
+//! From `tracing` field values to OTLP attributes: typed where OTLP has
+//! the type, strings otherwise; the `otel.*` fields; event messages and
+//! errors. Values are cut to the pipeline's value-length limit while they
+//! are written (a huge `Debug` output is never held whole), and a `Debug`
+//! or `Display` implementation that panics yields a marker value instead
+//! of a panic.
+
+use std::fmt::{self, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use otlp_exporter::{KeyValue, SpanKind, StatusCode, Str, Value};
+use tracing::field::{Field, Visit};
+
+/// The value recorded for a field whose `Debug` (or an error's `Display`)
+/// panicked.
+pub const PANICKED_VALUE: &str = "<formatting panicked>";
+
+/// The longest prefix of `s` of at most `limit` bytes that ends at a
+/// character boundary.
+pub(crate) fn prefix(s: &str, limit: usize) -> &str {
+    if s.len() <= limit {
+        return s;
+    }
+    let mut end = limit;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A string writer that keeps at most `limit` bytes and then refuses more
+/// (so that formatting stops early).
+struct Bounded {
+    s: String,
+    limit: usize,
+}
+
+impl Write for Bounded {
+    fn write_str(&mut self, part: &str) -> fmt::Result {
+        let room = self.limit - self.s.len();
+        if part.len() <= room {
+            self.s.push_str(part);
+            Ok(())
+        } else {
+            self.s.push_str(prefix(part, room));
+            Err(fmt::Error)
+        }
+    }
+}
+
+/// Formats with `write`, keeping at most `limit` bytes; a panic in the
+/// user's formatting code gives [`PANICKED_VALUE`].
+fn format_bounded(limit: Option<usize>, write: impl FnOnce(&mut Bounded) -> fmt::Result) -> String {
+    let mut out = Bounded {
+        s: String::new(),
+        limit: limit.unwrap_or(usize::MAX),
+    };
+    match catch_unwind(AssertUnwindSafe(|| {
+        // An error only means the limit was reached (or the value's own
+        // formatting failed): what was written is kept.
+        let _ = write(&mut out);
+    })) {
+        Ok(()) => out.s,
+        Err(payload) => {
+            // The payload's own drop could panic too: never let it out.
+            if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                std::mem::forget(again);
+            }
+            PANICKED_VALUE.to_owned()
+        }
+    }
+}
+
+pub(crate) fn debug_string(value: &dyn fmt::Debug, limit: Option<usize>) -> String {
+    format_bounded(limit, |w| write!(w, "{value:?}"))
+}
+
+pub(crate) fn display_string(value: &dyn fmt::Display, limit: Option<usize>) -> String {
+    format_bounded(limit, |w| write!(w, "{value}"))
+}
+
+fn str_value(s: &str, limit: Option<usize>) -> Value {
+    let s = match limit {
+        Some(l) => prefix(s, l),
+        None => s,
+    };
+    Value::Str(Str::Owned(s.to_owned()))
+}
+
+/// u64 above `i64::MAX` (OTLP has no unsigned integers) as its decimal
+/// string, as tracing-opentelemetry does.
+fn u64_value(v: u64) -> Value {
+    i64::try_from(v).map_or_else(|_| Value::Str(Str::Owned(v.to_string())), Value::I64)
+}
+
+fn i128_value(v: i128) -> Value {
+    i64::try_from(v).map_or_else(|_| Value::Str(Str::Owned(v.to_string())), Value::I64)
+}
+
+fn u128_value(v: u128) -> Value {
+    i64::try_from(v).map_or_else(|_| Value::Str(Str::Owned(v.to_string())), Value::I64)
+}
+
+/// `otel.kind` as tracing-opentelemetry reads it (any case).
+pub(crate) fn parse_kind(s: &str) -> Option<SpanKind> {
+    let s = s.trim();
+    [
+        ("server", SpanKind::Server),
+        ("client", SpanKind::Client),
+        ("producer", SpanKind::Producer),
+        ("consumer", SpanKind::Consumer),
+        ("internal", SpanKind::Internal),
+    ]
+    .into_iter()
+    .find(|(name, _)| s.eq_ignore_ascii_case(name))
+    .map(|(_, kind)| kind)
+}
+
+/// `otel.status_code` as tracing-opentelemetry reads it (any case).
+pub(crate) fn parse_status_code(s: &str) -> Option<StatusCode> {
+    let s = s.trim();
+    [
+        ("ok", StatusCode::Ok),
+        ("error", StatusCode::Error),
+        ("unset", StatusCode::Unset),
+    ]
+    .into_iter()
+    .find(|(name, _)| s.eq_ignore_ascii_case(name))
+    .map(|(_, code)| code)
+}
+
+/// The `otel.*` fields of a span, which set the span's name, kind and
+/// status instead of becoming attributes.
+#[derive(Default)]
+pub(crate) struct OtelFields {
+    pub(crate) name: Option<Str>,
+    pub(crate) kind: Option<SpanKind>,
+    pub(crate) status_code: Option<StatusCode>,
+    pub(crate) status_message: Option<Str>,
+}
+
+impl OtelFields {
+    /// Takes a special field; false if `key` is not one.
+    fn take(&mut self, key: &str, text: impl FnOnce() -> String) -> bool {
+        match key {
+            "otel.name" => self.name = Some(Str::Owned(text())),
+            "otel.kind" => {
+                if let Some(kind) = parse_kind(&text()) {
+                    self.kind = Some(kind);
+                }
+            }
+            "otel.status_code" => {
+                if let Some(code) = parse_status_code(&text()) {
+                    self.status_code = Some(code);
+                }
+            }
+            "otel.status_message" => self.status_message = Some(Str::Owned(text())),
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// Collects a span's fields: attributes up to `max` (the rest counted in
+/// `dropped`), and the `otel.*` fields.
+pub(crate) struct SpanFields<'a> {
+    pub(crate) attributes: &'a mut Vec<KeyValue>,
+    pub(crate) max: usize,
+    pub(crate) dropped: u32,
+    pub(crate) limit: Option<usize>,
+    pub(crate) otel: OtelFields,
+}
+
+impl SpanFields<'_> {
+    fn push(&mut self, field: &Field, value: impl FnOnce(Option<usize>) -> Value) {
+        if self.attributes.len() < self.max {
+            self.attributes.push(KeyValue {
+                key: Str::Borrowed(field.name()),
+                value: value(self.limit),
+            });
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    fn special(&mut self, field: &Field, text: impl FnOnce() -> String) -> bool {
+        field.name().starts_with("otel.") && self.otel.take(field.name(), text)
+    }
+}
+
+impl Visit for SpanFields<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, |_| Value::F64(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, |_| Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, |_| u64_value(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.push(field, |_| i128_value(value));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.push(field, |_| u128_value(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, |_| Value::Bool(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let limit = self.limit;
+        if !self.special(field, || {
+            prefix(value, limit.unwrap_or(usize::MAX)).to_owned()
+        }) {
+            self.push(field, |limit| str_value(value, limit));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, |limit| {
+            Value::Str(Str::Owned(display_string(value, limit)))
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let limit = self.limit;
+        if !self.special(field, || debug_string(value, limit)) {
+            self.push(field, |limit| {
+                Value::Str(Str::Owned(debug_string(value, limit)))
+            });
+        }
+    }
+}
+
+/// Collects an event's fields: `message` becomes the event's name, the
+/// rest attributes (up to `max`); an `error` value also gives
+/// `exception.message`.
+pub(crate) struct EventFields {
+    pub(crate) message: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) max: usize,
+    pub(crate) dropped: u32,
+    pub(crate) limit: Option<usize>,
+}
+
+impl EventFields {
+    fn push(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
+        if self.attributes.len() < self.max {
+            self.attributes.push(KeyValue {
+                key: Str::Borrowed(key),
+                value: value(self.limit),
+            });
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    /// Adds an attribute the layer itself sets (level, location).
+    pub(crate) fn record_static(&mut self, key: Str, value: Value) {
+        if self.attributes.len() < self.max {
+            self.attributes.push(KeyValue { key, value });
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    fn text(&mut self, field: &Field, text: String) {
+        match field.name() {
+            "message" => self.message = Some(text),
+            "error" => {
+                self.error = Some(text.clone());
+                self.push("error", |_| Value::Str(Str::Owned(text)));
+            }
+            key => self.push(key, |_| Value::Str(Str::Owned(text))),
+        }
+    }
+}
+
+impl Visit for EventFields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field.name(), |_| Value::F64(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field.name(), |_| Value::I64(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field.name(), |_| u64_value(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.push(field.name(), |_| i128_value(value));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.push(field.name(), |_| u128_value(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field.name(), |_| Value::Bool(value));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let text = prefix(value, self.limit.unwrap_or(usize::MAX)).to_owned();
+        self.text(field, text);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let text = display_string(value, self.limit);
+        self.push("exception.message", |_| {
+            Value::Str(Str::Owned(text.clone()))
+        });
+        if self.error.is_none() {
+            self.error = Some(text.clone());
+        }
+        self.push(field.name(), |_| Value::Str(Str::Owned(text)));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let text = debug_string(value, self.limit);
+        self.text(field, text);
+    }
+}
