@@ -1,0 +1,386 @@
+//! [`OtlpSpanProcessor`]: the pipeline behind the SDK's `SpanProcessor`
+//! trait.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use opentelemetry::Context;
+use opentelemetry_sdk::Resource as SdkResource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span as SdkSpan, SpanData as SdkSpanData, SpanProcessor};
+use otlp_exporter::{Pipeline, Recorded, ScopeId};
+
+use crate::convert::{to_scope, to_span_data};
+
+/// How long [`SpanProcessor::force_flush`] waits for the pipeline unless
+/// [`OtlpSpanProcessorBuilder::flush_timeout`] says otherwise (the SDK's
+/// `force_flush` takes no timeout).
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many instrumentation scopes each thread remembers (per thread, for
+/// all processors together): the scope of a span is found without a lock
+/// when its tracer is among the last this many the thread used.
+const SCOPE_CACHE: usize = 16;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The `otlp-exporter` [`Pipeline`] as an OpenTelemetry SDK
+/// [`SpanProcessor`]: put it where the SDK's `BatchSpanProcessor` was, and
+/// every span the SDK ends is converted (completely: see
+/// [`to_span_data`](crate::to_span_data)) and recorded into the pipeline,
+/// with its lock-free lanes, its shedding policy and its accounting
+/// ([`Pipeline::stats`]).
+///
+/// ```
+/// use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+/// use opentelemetry_sdk::trace::SdkTracerProvider;
+/// use otlp_exporter::{InMemory, Pipeline};
+/// use otlp_sdk_bridge::OtlpSpanProcessor;
+///
+/// let memory = InMemory::new(); // use an HttpTransport in production
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+///
+/// let provider = SdkTracerProvider::builder()
+///     .with_span_processor(OtlpSpanProcessor::new(&pipeline)) // was: .with_batch_exporter(exporter)
+///     .build();
+/// let tracer = provider.tracer("checkout");
+/// tracer.in_span("charge card", |_cx| {
+///     tracer.in_span("call bank", |_cx| {});
+/// });
+///
+/// provider.shutdown().unwrap(); // shuts the pipeline down, exporting what is queued
+/// let stats = pipeline.stats();
+/// assert!(stats.is_balanced());
+/// assert_eq!((stats.accepted, stats.exported), (2, 2));
+/// assert_eq!(memory.span_count(), 2);
+/// ```
+///
+/// # What each call does
+///
+/// * `on_start`: nothing (no per-span cost when a span starts).
+/// * `on_end`: converts the span and [`Pipeline::record`]s it: no lock and
+///   no system call in steady state, never blocks unless the pipeline's
+///   shedding is `Block`. The span's instrumentation scope (tracer name,
+///   version, schema URL, attributes) becomes a pipeline scope
+///   ([`Pipeline::scope`]), so spans are exported grouped under their
+///   tracer's scope, as the SDK's exporters do; each thread remembers the
+///   scopes it used last, so finding it takes no lock either. What the
+///   pipeline does not queue is counted in its stats under a reason
+///   (`not_sampled` for a span the SDK recorded without the sampled flag,
+///   `queue_full`, `after_shutdown`, ...). The pipeline's span limits apply
+///   on top of the SDK's; what they cut is added to the span's dropped
+///   counts.
+/// * `force_flush`: [`Pipeline::force_flush`] with the flush timeout
+///   ([`DEFAULT_FLUSH_TIMEOUT`] unless set by the builder). `Ok` when
+///   everything queued when it began was exported or dropped (and counted);
+///   [`OTelSdkError::Timeout`] when the deadline passed first;
+///   [`OTelSdkError::InternalFailure`] when it ended early without
+///   completing (a collector outage: the kept batches were tried once and
+///   are still kept; or a call from inside the pipeline's own transport);
+///   [`OTelSdkError::AlreadyShutdown`] after `shutdown`.
+/// * `shutdown_with_timeout` (and `shutdown`, 5 s): [`Pipeline::shutdown`],
+///   which shuts the pipeline down **for every holder of it**, as the SDK's
+///   batch processor shuts its exporter down. `Ok` when it drained in time
+///   (spans it had to drop are in the stats, not in the result: a finished
+///   shutdown is not an error); [`OTelSdkError::Timeout`] when the deadline
+///   passed (what was pending is counted as `timed_out_at_shutdown`);
+///   [`OTelSdkError::InternalFailure`] when it could not wait (called from
+///   inside the pipeline's transport); a second call is
+///   [`OTelSdkError::AlreadyShutdown`], never a panic.
+///
+/// # Spans ended after shutdown
+///
+/// A span that reaches `on_end` after the pipeline shut down (the processor
+/// was shut down directly, or the pipeline by another holder) is counted as
+/// `dropped.after_shutdown`. The SDK itself discards spans that end after
+/// its *provider* was shut down before any processor sees them, so those
+/// never reach the pipeline and cannot be counted.
+///
+/// # Resource
+///
+/// Spans are exported under the **pipeline's** resource (set with
+/// [`PipelineBuilder::resource`](otlp_exporter::PipelineBuilder::resource),
+/// or read from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`); the
+/// resource the provider hands over (`set_resource`) is neither merged nor
+/// used. The pipeline encodes its resource once, when it is built, into
+/// every request, and it may be shared with other producers (its own
+/// tracers, the `tracing` layer), which must not see it change under them.
+/// To export under the provider's resource, build the pipeline with it:
+/// `Pipeline::builder().resource(otlp_sdk_bridge::to_resource(&resource))`
+/// (see [`to_resource`](crate::to_resource)).
+pub struct OtlpSpanProcessor {
+    pipeline: Pipeline,
+    /// Names this processor in the per-thread scope cache.
+    id: u64,
+    flush_timeout: Duration,
+    shut_down: AtomicBool,
+}
+
+/// Settings for an [`OtlpSpanProcessor`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let pipeline = otlp_exporter::Pipeline::builder()
+///     .transport(otlp_exporter::InMemory::new())
+///     .build()
+///     .unwrap();
+/// let processor = otlp_sdk_bridge::OtlpSpanProcessor::builder(&pipeline)
+///     .flush_timeout(Duration::from_secs(1))
+///     .build();
+/// assert_eq!(processor.flush_timeout(), Duration::from_secs(1));
+/// ```
+#[must_use = "a builder does nothing until `build`"]
+#[derive(Clone)]
+pub struct OtlpSpanProcessorBuilder {
+    pipeline: Pipeline,
+    flush_timeout: Duration,
+}
+
+impl OtlpSpanProcessorBuilder {
+    /// How long `force_flush` waits (default [`DEFAULT_FLUSH_TIMEOUT`]).
+    /// Saturated to [`otlp_exporter::MAX_DURATION`].
+    pub fn flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = timeout.min(otlp_exporter::MAX_DURATION);
+        self
+    }
+
+    /// The processor.
+    pub fn build(self) -> OtlpSpanProcessor {
+        OtlpSpanProcessor {
+            pipeline: self.pipeline,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            flush_timeout: self.flush_timeout,
+            shut_down: AtomicBool::new(false),
+        }
+    }
+}
+
+impl OtlpSpanProcessor {
+    /// A processor that records into `pipeline` (a clone of the handle:
+    /// keep yours to read [`Pipeline::stats`]).
+    ///
+    /// ```
+    /// let pipeline = otlp_exporter::Pipeline::builder()
+    ///     .transport(otlp_exporter::InMemory::new())
+    ///     .build()
+    ///     .unwrap();
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+    ///     .with_span_processor(otlp_sdk_bridge::OtlpSpanProcessor::new(&pipeline))
+    ///     .build();
+    /// # provider.shutdown().unwrap();
+    /// ```
+    pub fn new(pipeline: &Pipeline) -> Self {
+        Self::builder(pipeline).build()
+    }
+
+    /// A builder, for settings other than the defaults.
+    ///
+    /// ```
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let processor = otlp_sdk_bridge::OtlpSpanProcessor::builder(&pipeline)
+    ///     .flush_timeout(std::time::Duration::from_millis(500))
+    ///     .build();
+    /// # drop(processor);
+    /// ```
+    pub fn builder(pipeline: &Pipeline) -> OtlpSpanProcessorBuilder {
+        OtlpSpanProcessorBuilder {
+            pipeline: pipeline.clone(),
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+        }
+    }
+
+    /// The pipeline spans are recorded into.
+    ///
+    /// ```
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let processor = otlp_sdk_bridge::OtlpSpanProcessor::new(&pipeline);
+    /// assert_eq!(processor.pipeline().stats().accepted, 0);
+    /// ```
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// How long `force_flush` waits.
+    ///
+    /// ```
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let processor = otlp_sdk_bridge::OtlpSpanProcessor::new(&pipeline);
+    /// assert_eq!(processor.flush_timeout(), otlp_sdk_bridge::DEFAULT_FLUSH_TIMEOUT);
+    /// ```
+    pub fn flush_timeout(&self) -> Duration {
+        self.flush_timeout
+    }
+
+    /// Converts and records one finished span; what `on_end` does, with
+    /// the pipeline's answer returned.
+    ///
+    /// ```
+    /// # use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+    /// # use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+    /// # use std::time::SystemTime;
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let processor = otlp_sdk_bridge::OtlpSpanProcessor::new(&pipeline);
+    /// let span = SpanData {
+    ///     span_context: SpanContext::new(
+    ///         TraceId::from_bytes([1; 16]),
+    ///         SpanId::from_bytes([2; 8]),
+    ///         TraceFlags::SAMPLED,
+    ///         false,
+    ///         TraceState::default(),
+    ///     ),
+    ///     parent_span_id: SpanId::INVALID,
+    ///     parent_span_is_remote: false,
+    ///     span_kind: SpanKind::Internal,
+    ///     name: "job".into(),
+    ///     start_time: SystemTime::now(),
+    ///     end_time: SystemTime::now(),
+    ///     attributes: Vec::new(),
+    ///     dropped_attributes_count: 0,
+    ///     events: SpanEvents::default(),
+    ///     links: SpanLinks::default(),
+    ///     status: Status::Unset,
+    ///     instrumentation_scope: opentelemetry::InstrumentationScope::builder("jobs").build(),
+    /// };
+    /// assert_eq!(processor.record(span), otlp_exporter::Recorded::Queued);
+    /// ```
+    pub fn record(&self, span: SdkSpanData) -> Recorded {
+        let scope = self.scope_of(&span.instrumentation_scope);
+        self.pipeline.record(to_span_data(span, scope))
+    }
+
+    /// The pipeline's scope id for an SDK scope: from this thread's cache
+    /// (no lock), else registered with the pipeline (its scope table's
+    /// lock) and remembered.
+    fn scope_of(&self, scope: &opentelemetry::InstrumentationScope) -> ScopeId {
+        let cached = SCOPES.try_with(|cache| {
+            // Borrowed already: a re-entrant record (a subscriber of the
+            // pipeline's own logging that ends an SDK span). Skip the cache.
+            let mut cache = cache.try_borrow_mut().ok()?;
+            let i = cache
+                .iter()
+                .position(|e| e.processor == self.id && same_scope(&e.scope, scope))?;
+            // Most recently used first, so the usual lookup is one compare.
+            cache[..=i].rotate_right(1);
+            Some(cache[0].id)
+        });
+        if let Ok(Some(id)) = cached {
+            return id;
+        }
+        let id = self.pipeline.scope(to_scope(scope));
+        let _ = SCOPES.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                cache.truncate(SCOPE_CACHE - 1);
+                cache.insert(
+                    0,
+                    CachedScope {
+                        processor: self.id,
+                        scope: scope.clone(),
+                        id,
+                    },
+                );
+            }
+        });
+        id
+    }
+}
+
+struct CachedScope {
+    processor: u64,
+    scope: opentelemetry::InstrumentationScope,
+    id: ScopeId,
+}
+
+thread_local! {
+    static SCOPES: RefCell<Vec<CachedScope>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Equal name, version, schema URL and attributes (in order: a tracer's
+/// scope is cloned into each of its spans as it is, so order-sensitive
+/// equality finds it, without the sorting and allocating of the SDK's
+/// order-free `==`).
+fn same_scope(
+    a: &opentelemetry::InstrumentationScope,
+    b: &opentelemetry::InstrumentationScope,
+) -> bool {
+    a.name() == b.name()
+        && a.version() == b.version()
+        && a.schema_url() == b.schema_url()
+        && a.attributes().eq(b.attributes())
+}
+
+impl fmt::Debug for OtlpSpanProcessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpSpanProcessor")
+            .field("id", &self.id)
+            .field("flush_timeout", &self.flush_timeout)
+            .field("shut_down", &self.shut_down.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanProcessor for OtlpSpanProcessor {
+    fn on_start(&self, _span: &mut SdkSpan, _cx: &Context) {}
+
+    fn on_end(&self, span: SdkSpanData) {
+        // The outcome is in the pipeline's stats.
+        let _ = self.record(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        // Acquire: pairs with shutdown's swap, so a flush that sees the
+        // flag also sees the shutdown that set it as begun.
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let began = Instant::now();
+        let report = self.pipeline.force_flush(self.flush_timeout);
+        if report.completed {
+            Ok(())
+        } else if began.elapsed() >= self.flush_timeout {
+            Err(OTelSdkError::Timeout(self.flush_timeout))
+        } else {
+            Err(OTelSdkError::InternalFailure(format!(
+                "otlp-exporter: force_flush did not complete ({} spans still pending{})",
+                report.pending,
+                last_error(&self.pipeline),
+            )))
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let began = Instant::now();
+        let report = self.pipeline.shutdown(timeout);
+        if report.completed {
+            Ok(())
+        } else if began.elapsed() >= timeout {
+            Err(OTelSdkError::Timeout(timeout))
+        } else {
+            Err(OTelSdkError::InternalFailure(format!(
+                "otlp-exporter: shutdown began but could not wait for it to finish \
+                 (called from inside the pipeline's transport?){}",
+                last_error(&self.pipeline),
+            )))
+        }
+    }
+
+    /// Not used: spans are exported under the pipeline's resource (see
+    /// [the type's docs](OtlpSpanProcessor#resource)).
+    fn set_resource(&mut self, _resource: &SdkResource) {}
+}
+
+fn last_error(pipeline: &Pipeline) -> String {
+    pipeline
+        .last_error()
+        .map(|e| format!("; last export error: {e}"))
+        .unwrap_or_default()
+}
