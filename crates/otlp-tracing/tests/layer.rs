@@ -1,0 +1,505 @@
+//! The mapping from `tracing` to OTLP, checked on the OTLP we export
+//! (decoded with `opentelemetry-proto`).
+
+mod common;
+
+use common::*;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+use otlp_exporter::{SpanContext, SpanId, Str, TraceFlags, TraceId};
+use otlp_tracing::{OtlpLayer, OtlpSpanExt};
+use tracing::field;
+
+#[test]
+fn the_span_tree_becomes_one_trace_with_parent_ids() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let root = tracing::info_span!("root");
+        let _r = root.enter();
+        let child = tracing::info_span!("child");
+        child.in_scope(|| {
+            tracing::info_span!("grandchild").in_scope(|| {});
+        });
+        let explicit = tracing::info_span!(parent: &child, "explicit child");
+        drop(explicit);
+        drop(child);
+        tracing::info_span!(parent: None, "detached root").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(spans.len(), 5, "{:?}", names(&spans));
+    let (root, child, grandchild, explicit, detached) = (
+        named(&spans, "root"),
+        named(&spans, "child"),
+        named(&spans, "grandchild"),
+        named(&spans, "explicit child"),
+        named(&spans, "detached root"),
+    );
+    assert!(root.parent_span_id.is_empty(), "root has no parent");
+    assert_eq!(child.parent_span_id, root.span_id);
+    assert_eq!(grandchild.parent_span_id, child.span_id);
+    assert_eq!(explicit.parent_span_id, child.span_id);
+    for s in [child, grandchild, explicit] {
+        assert_eq!(s.trace_id, root.trace_id, "{} in the root's trace", s.name);
+    }
+    assert!(detached.parent_span_id.is_empty());
+    assert_ne!(detached.trace_id, root.trace_id, "a new trace");
+    let mut ids: Vec<&Vec<u8>> = spans.iter().map(|s| &s.span_id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "distinct span ids");
+    for s in &spans {
+        assert_eq!(s.trace_id.len(), 16);
+        assert_eq!(s.span_id.len(), 8);
+        assert_eq!(s.flags & 0xff, 1, "sampled flag on {}", s.name);
+        assert!(s.start_time_unix_nano > 0 && s.end_time_unix_nano >= s.start_time_unix_nano);
+        assert_eq!(s.kind, SpanKind::Internal as i32);
+    }
+    assert!(grandchild.start_time_unix_nano >= child.start_time_unix_nano);
+    assert!(grandchild.end_time_unix_nano <= child.end_time_unix_nano);
+}
+
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Order {
+    id: u32,
+}
+
+#[derive(Debug)]
+struct Failure;
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("disk full")
+    }
+}
+
+impl std::error::Error for Failure {}
+
+#[test]
+fn fields_become_typed_attributes_and_later_records_add_or_replace() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let err = Failure;
+        let span = tracing::info_span!(
+            "typed",
+            int = -5_i64,
+            small_u = 7_u64,
+            big_u = u64::MAX,
+            float = 1.5_f64,
+            flag = true,
+            text = "hello",
+            dbg = ?Order { id: 3 },
+            disp = %"shown",
+            big_i128 = i128::MIN,
+            small_u128 = 9_u128,
+            error = &err as &(dyn std::error::Error + 'static),
+            later = field::Empty,
+            replaced = 1_i64,
+        );
+        span.record("later", "filled in");
+        span.record("replaced", 2_i64);
+        drop(span);
+    });
+    let spans = finish(&pipeline, &memory);
+    let a = &named(&spans, "typed").attributes;
+    assert_eq!(int(a, "int"), Some(-5));
+    assert_eq!(int(a, "small_u"), Some(7));
+    assert_eq!(string(a, "big_u"), Some("18446744073709551615"));
+    assert_eq!(value(a, "float"), Some(&V::DoubleValue(1.5)));
+    assert_eq!(value(a, "flag"), Some(&V::BoolValue(true)));
+    assert_eq!(string(a, "text"), Some("hello"));
+    assert_eq!(string(a, "dbg"), Some("Order { id: 3 }"));
+    assert_eq!(string(a, "disp"), Some("shown"));
+    assert_eq!(string(a, "big_i128"), Some(i128::MIN.to_string().as_str()));
+    assert_eq!(int(a, "small_u128"), Some(9));
+    assert_eq!(string(a, "error"), Some("disk full"));
+    assert_eq!(string(a, "later"), Some("filled in"));
+    assert_eq!(int(a, "replaced"), Some(2));
+    assert_eq!(
+        keys(a).iter().filter(|k| **k == "replaced").count(),
+        1,
+        "a record replaces the value, it does not add a key"
+    );
+}
+
+#[test]
+fn otel_fields_set_name_kind_and_status_and_are_not_attributes() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!(
+            "tracing name",
+            otel.name = "GET /users",
+            otel.kind = "SERVER",
+            otel.status_code = "ERROR",
+            otel.status_message = "upstream refused"
+        )
+        .in_scope(|| {});
+        let later = tracing::info_span!(
+            "renamed later",
+            otel.name = field::Empty,
+            otel.kind = "client",
+            otel.status_code = field::Empty
+        );
+        later.record("otel.name", "POST /orders");
+        later.record("otel.status_code", "Ok");
+        drop(later);
+        tracing::info_span!("odd kind", otel.kind = "sideways").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    let server = named(&spans, "GET /users");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    let status = server.status.as_ref().expect("status");
+    assert_eq!(status.code, StatusCode::Error as i32);
+    assert_eq!(status.message, "upstream refused");
+    assert!(
+        !keys(&server.attributes)
+            .iter()
+            .any(|k| k.starts_with("otel.")),
+        "{:?}",
+        keys(&server.attributes)
+    );
+    let client = named(&spans, "POST /orders");
+    assert_eq!(client.kind, SpanKind::Client as i32);
+    assert_eq!(
+        client.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32)
+    );
+    assert_eq!(named(&spans, "odd kind").kind, SpanKind::Internal as i32);
+}
+
+#[test]
+fn events_become_span_events_with_level_fields_and_location() {
+    let (pipeline, memory) = pipeline();
+    let line = with_layer(OtlpLayer::new(&pipeline), || {
+        let span = tracing::info_span!("with events");
+        let _e = span.enter();
+        let line = line!() + 1;
+        tracing::info!(items = 3_i64, user = "ann", "cart priced");
+        tracing::warn!(retry = true);
+        line
+    });
+    let spans = finish(&pipeline, &memory);
+    let span = named(&spans, "with events");
+    assert_eq!(span.events.len(), 2);
+    let priced = &span.events[0];
+    assert_eq!(priced.name, "cart priced");
+    assert_eq!(string(&priced.attributes, "level"), Some("INFO"));
+    assert_eq!(int(&priced.attributes, "items"), Some(3));
+    assert_eq!(string(&priced.attributes, "user"), Some("ann"));
+    assert!(!keys(&priced.attributes).contains(&"message"));
+    assert_eq!(
+        int(&priced.attributes, "code.line.number"),
+        Some(i64::from(line))
+    );
+    assert!(string(&priced.attributes, "code.file.path").is_some_and(|f| f.ends_with("layer.rs")));
+    assert!(priced.time_unix_nano >= span.start_time_unix_nano);
+    assert!(priced.time_unix_nano <= span.end_time_unix_nano);
+    let retry = &span.events[1];
+    assert!(
+        retry.name.starts_with("event "),
+        "tracing's name: {}",
+        retry.name
+    );
+    assert_eq!(string(&retry.attributes, "level"), Some("WARN"));
+    assert_eq!(value(&retry.attributes, "retry"), Some(&V::BoolValue(true)));
+    assert_eq!(
+        span.status.as_ref().map_or(0, |s| s.code),
+        StatusCode::Unset as i32,
+        "a warning leaves the status"
+    );
+}
+
+#[test]
+fn an_error_event_sets_the_status_once_and_never_over_an_explicit_one() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!("fails").in_scope(|| {
+            tracing::error!("payment declined");
+            tracing::error!("second error");
+        });
+        tracing::info_span!("error field").in_scope(|| {
+            let err = Failure;
+            tracing::error!(error = &err as &(dyn std::error::Error + 'static));
+        });
+        tracing::info_span!("explicit ok", otel.status_code = "ok").in_scope(|| {
+            tracing::error!("ignored for status");
+        });
+    });
+    let spans = finish(&pipeline, &memory);
+    let fails = named(&spans, "fails").status.clone().expect("status");
+    assert_eq!(fails.code, StatusCode::Error as i32);
+    assert_eq!(fails.message, "payment declined", "the first error wins");
+    let field = named(&spans, "error field");
+    let status = field.status.clone().expect("status");
+    assert_eq!(
+        (status.code, status.message.as_str()),
+        (StatusCode::Error as i32, "disk full")
+    );
+    assert_eq!(
+        string(&field.events[0].attributes, "exception.message"),
+        Some("disk full")
+    );
+    assert_eq!(
+        string(&field.events[0].attributes, "error"),
+        Some("disk full")
+    );
+    let ok = named(&spans, "explicit ok");
+    assert_eq!(
+        ok.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Ok as i32)
+    );
+    assert_eq!(ok.events.len(), 1, "the event is still recorded");
+}
+
+#[test]
+fn error_events_to_status_can_be_turned_off() {
+    let (pipeline, memory) = pipeline();
+    with_layer(
+        OtlpLayer::new(&pipeline).with_error_events_to_status(false),
+        || {
+            tracing::info_span!("quiet").in_scope(|| tracing::error!("not a status"));
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    let quiet = named(&spans, "quiet");
+    assert_eq!(
+        quiet.status.as_ref().map_or(0, |s| s.code),
+        StatusCode::Unset as i32
+    );
+    assert_eq!(quiet.events.len(), 1);
+}
+
+#[test]
+fn events_outside_spans_are_dropped_and_counted() {
+    let (pipeline, memory) = pipeline();
+    let layer = OtlpLayer::new(&pipeline);
+    let counters = layer.counters();
+    with_layer(layer, || {
+        tracing::info!("alone");
+        tracing::error!("alone and failing");
+        tracing::info_span!("a span").in_scope(|| tracing::info!("inside"));
+    });
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(names(&spans), ["a span"]);
+    assert_eq!(spans[0].events.len(), 1);
+    let stats = counters.snapshot();
+    assert_eq!(stats.events_outside_spans, 2);
+    assert_eq!((stats.started, stats.recorded, stats.open()), (1, 1, 0));
+}
+
+#[test]
+fn follows_from_and_add_link_become_links() {
+    let (pipeline, memory) = pipeline();
+    let remote = SpanContext::new(TraceId([3; 16]), SpanId([4; 8]));
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let cause = tracing::info_span!("cause");
+        let effect = tracing::info_span!("effect");
+        effect.follows_from(&cause);
+        assert!(effect.add_link(remote.clone()));
+        assert!(
+            !effect.add_link(SpanContext::default()),
+            "an invalid context"
+        );
+        drop(effect);
+        drop(cause);
+    });
+    let spans = finish(&pipeline, &memory);
+    let (cause, effect) = (named(&spans, "cause"), named(&spans, "effect"));
+    assert_eq!(effect.links.len(), 2);
+    assert_eq!(effect.links[0].span_id, cause.span_id);
+    assert_eq!(effect.links[0].trace_id, cause.trace_id);
+    assert_eq!(effect.links[1].trace_id, remote.trace_id.0.to_vec());
+    assert_eq!(effect.links[1].span_id, remote.span_id.0.to_vec());
+}
+
+#[test]
+fn location_attributes_follow_current_semantic_conventions() {
+    let (pipeline, memory) = pipeline();
+    let line = with_layer(OtlpLayer::new(&pipeline), || {
+        let line = line!() + 1;
+        tracing::info_span!("here").in_scope(|| {});
+        tracing::info_span!(target: "custom_target", "elsewhere").in_scope(|| {});
+        line
+    });
+    let spans = finish(&pipeline, &memory);
+    let here = &named(&spans, "here").attributes;
+    assert_eq!(int(here, "code.line.number"), Some(i64::from(line)));
+    assert!(string(here, "code.file.path").is_some_and(|f| f.ends_with("tests/layer.rs")));
+    assert_eq!(string(here, "code.namespace"), Some(module_path!()));
+    assert_eq!(
+        string(here, "target"),
+        None,
+        "the target is the module path"
+    );
+    let elsewhere = &named(&spans, "elsewhere").attributes;
+    assert_eq!(string(elsewhere, "target"), Some("custom_target"));
+    for old in ["code.filepath", "code.lineno"] {
+        assert!(!keys(here).contains(&old), "deprecated {old}");
+    }
+
+    let (pipeline2, memory2) = common::pipeline();
+    with_layer(OtlpLayer::new(&pipeline2).with_location(false), || {
+        tracing::info_span!("nowhere").in_scope(|| tracing::info!("event"));
+    });
+    let spans = finish(&pipeline2, &memory2);
+    let nowhere = named(&spans, "nowhere");
+    assert!(
+        !keys(&nowhere.attributes)
+            .iter()
+            .any(|k| k.starts_with("code."))
+    );
+    assert!(
+        !keys(&nowhere.events[0].attributes)
+            .iter()
+            .any(|k| k.starts_with("code."))
+    );
+}
+
+#[test]
+fn busy_and_idle_time_are_recorded() {
+    let pause = std::time::Duration::from_millis(5);
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let span = tracing::info_span!("timed");
+        std::thread::sleep(pause); // idle
+        span.in_scope(|| std::thread::sleep(pause)); // busy
+        std::thread::sleep(pause); // idle
+    });
+    with_layer(
+        OtlpLayer::new(&pipeline).with_tracked_inactivity(false),
+        || tracing::info_span!("untimed").in_scope(|| {}),
+    );
+    let spans = finish(&pipeline, &memory);
+    let timed = named(&spans, "timed");
+    let (busy, idle) = (
+        int(&timed.attributes, "busy_ns").expect("busy_ns"),
+        int(&timed.attributes, "idle_ns").expect("idle_ns"),
+    );
+    let pause_ns = i64::try_from(pause.as_nanos()).unwrap();
+    // Sleeps last at least as long as asked: lower bounds, not speed.
+    assert!(busy >= pause_ns, "busy {busy}");
+    assert!(idle >= 2 * pause_ns, "idle {idle}");
+    let untimed = named(&spans, "untimed");
+    assert_eq!(int(&untimed.attributes, "busy_ns"), None);
+    assert_eq!(int(&untimed.attributes, "idle_ns"), None);
+}
+
+#[test]
+fn a_remote_parent_continues_its_trace_with_its_state() {
+    let (pipeline, memory) = pipeline();
+    let mut remote = SpanContext::new(TraceId([0xab; 16]), SpanId([0xcd; 8]));
+    remote.trace_state = Str::Borrowed("vendor=value");
+    remote.is_remote = true;
+    let (context, late) = with_layer(OtlpLayer::new(&pipeline), || {
+        let server = tracing::info_span!("server");
+        assert!(server.set_parent(remote.clone()));
+        let _e = server.enter();
+        tracing::info_span!("inner").in_scope(|| {
+            let current = tracing::Span::current().span_context().expect("context");
+            let late = tracing::Span::current().set_parent(remote.clone());
+            (current, late)
+        })
+    });
+    assert!(
+        !late,
+        "set_parent after the context was handed out is refused"
+    );
+    let spans = finish(&pipeline, &memory);
+    let (server, inner) = (named(&spans, "server"), named(&spans, "inner"));
+    assert_eq!(server.trace_id, remote.trace_id.0.to_vec());
+    assert_eq!(server.parent_span_id, remote.span_id.0.to_vec());
+    assert_eq!(server.trace_state, "vendor=value");
+    assert_eq!(inner.trace_id, remote.trace_id.0.to_vec());
+    assert_eq!(inner.parent_span_id, server.span_id);
+    assert_eq!(inner.trace_state, "vendor=value");
+    assert_eq!(context.span_id.0.to_vec(), inner.span_id);
+    assert_eq!(context.trace_id, remote.trace_id);
+    assert!(context.trace_flags.is_sampled());
+    assert!(!context.is_remote);
+}
+
+#[test]
+fn an_unsampled_remote_parent_propagates_and_records_nothing() {
+    let (pipeline, memory) = pipeline();
+    let mut remote = SpanContext::new(TraceId([0x11; 16]), SpanId([0x22; 8]));
+    remote.trace_flags = TraceFlags::NOT_SAMPLED;
+    let layer = OtlpLayer::new(&pipeline);
+    let counters = layer.counters();
+    let flags = with_layer(layer, || {
+        let server = tracing::info_span!("server", big = "x");
+        assert!(server.set_parent(remote.clone()));
+        let _e = server.enter();
+        let flags = tracing::info_span!("child").in_scope(|| {
+            tracing::info!("not kept");
+            tracing::Span::current()
+                .span_context()
+                .expect("context")
+                .trace_flags
+        });
+        tracing::info_span!(parent: None, "sampled root").in_scope(|| {});
+        flags
+    });
+    assert!(!flags.is_sampled(), "the child carries the flag on");
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(names(&spans), ["sampled root"]);
+    let stats = counters.snapshot();
+    assert_eq!(
+        (stats.started, stats.not_sampled, stats.recorded),
+        (3, 2, 1)
+    );
+}
+
+#[test]
+fn span_context_is_none_without_the_layer_or_for_a_disabled_span() {
+    let remote = SpanContext::new(TraceId([1; 16]), SpanId([1; 8]));
+    let span = tracing::info_span!("no subscriber");
+    assert_eq!(span.span_context(), None);
+    assert!(!span.set_parent(remote.clone()));
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        assert_eq!(tracing::Span::none().span_context(), None);
+        assert!(!tracing::Span::none().set_parent(remote));
+        assert_eq!(
+            tracing::Span::current().span_context(),
+            None,
+            "no current span"
+        );
+    });
+    assert!(finish(&pipeline, &memory).is_empty());
+}
+
+#[test]
+fn spans_carry_the_layer_scope() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!("default scope").in_scope(|| {})
+    });
+    with_layer(
+        OtlpLayer::new(&pipeline).with_scope("checkout", "1.4.0"),
+        || tracing::info_span!("named scope").in_scope(|| {}),
+    );
+    pipeline.shutdown(std::time::Duration::from_secs(10));
+    let mut scopes: Vec<(String, String, String)> = requests(&memory)
+        .into_iter()
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|rs| rs.scope_spans)
+        .flat_map(|ss| {
+            let scope = ss.scope.unwrap_or_default();
+            ss.spans
+                .into_iter()
+                .map(move |s| (s.name, scope.name.clone(), scope.version.clone()))
+        })
+        .collect();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        [
+            (
+                "default scope".into(),
+                "otlp-tracing".into(),
+                env!("CARGO_PKG_VERSION").into()
+            ),
+            ("named scope".into(), "checkout".into(), "1.4.0".into()),
+        ]
+    );
+}
