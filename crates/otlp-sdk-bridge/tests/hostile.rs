@@ -329,3 +329,57 @@ fn ten_thousand_nested_spans() {
     let trace = &got[0].span.trace_id;
     assert!(got.iter().all(|e| &e.span.trace_id == trace));
 }
+
+#[test]
+fn bad_input_has_a_defined_outcome() {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    let memory = InMemory::new();
+    let pipeline = pipeline(&memory);
+    let processor = OtlpSpanProcessor::new(&pipeline);
+    // Invalid (all-zero) ids, an empty name and key, times before the
+    // epoch and an end before the start, a NaN, an empty scope name: a
+    // hand-built span the SDK itself would never make. Nothing panics and
+    // the span is accounted for.
+    let mut span = sdk_span("", 1);
+    span.span_context = SpanContext::new(
+        TraceId::INVALID,
+        SpanId::INVALID,
+        TraceFlags::new(0xff),
+        true,
+        TraceState::default(),
+    );
+    span.start_time = UNIX_EPOCH - Duration::from_secs(10);
+    span.end_time = UNIX_EPOCH - Duration::from_secs(20);
+    span.attributes = vec![
+        KeyValue::new("", f64::NAN),
+        KeyValue::new("neg.inf", f64::NEG_INFINITY),
+    ];
+    span.dropped_attributes_count = u32::MAX;
+    span.instrumentation_scope = opentelemetry::InstrumentationScope::builder("").build();
+    processor.on_end(span);
+    let mut late = sdk_span("far future", 2);
+    late.end_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 8);
+    processor.on_end(late);
+    assert_matches!(processor.shutdown(), Ok(()));
+
+    let stats = pipeline.stats();
+    assert!(stats.is_balanced(), "{stats:?}");
+    assert_eq!(stats.accepted, 2);
+    // The pipeline exports what it is given, as it is (its bad-input
+    // rule: no span is rewritten or refused for its content).
+    assert_eq!(stats.exported, 2, "{stats:?}");
+    let got = exported(&memory);
+    assert_eq!(got.len(), 2);
+    for e in got {
+        if e.span.name.is_empty() {
+            assert_eq!(e.span.start_time_unix_nano, 0, "before the epoch is 0");
+            assert_eq!(e.span.dropped_attributes_count, u32::MAX, "saturated");
+            assert_eq!(e.span.attributes.len(), 2);
+        } else {
+            // About 1100 years on: past what u64 nanoseconds can hold.
+            assert_eq!(e.span.end_time_unix_nano, u64::MAX, "saturated");
+        }
+    }
+}
