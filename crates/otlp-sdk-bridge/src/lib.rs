@@ -64,7 +64,16 @@
 //!   shutdown return `Timeout` on time; a panicking transport is contained
 //!   (each in its own process under a watchdog).
 //! * **Limits are applied and counted** (`tests/hostile.rs`,
-//!   `huge_attributes_are_cut_and_counted`).
+//!   `huge_attributes_are_cut_and_counted`): the pipeline's span limits
+//!   on top of the SDK's, what they cut added to the dropped counts.
+//! * **Bad input has a defined outcome** (`tests/hostile.rs`,
+//!   `bad_input_has_a_defined_outcome`, `ten_thousand_nested_spans`):
+//!   invalid ids, empty names, NaN, times before the epoch (0) or past
+//!   what `u64` nanoseconds hold (saturated) are exported as given; none
+//!   panics.
+//! * **Scopes stay apart** (`tests/bridge.rs`,
+//!   `tracers_keep_their_scopes_past_the_thread_cache`,
+//!   `two_pipelines_on_one_thread_keep_their_scope_ids_apart`).
 //!
 //! See [`OtlpSpanProcessor`] for what each `SpanProcessor` call maps to,
 //! and for the resource (the pipeline's is used).

@@ -142,12 +142,31 @@ pub struct OtlpSpanProcessorBuilder {
 impl OtlpSpanProcessorBuilder {
     /// How long `force_flush` waits (default [`DEFAULT_FLUSH_TIMEOUT`]).
     /// Saturated to [`otlp_exporter::MAX_DURATION`].
+    ///
+    /// ```
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let processor = otlp_sdk_bridge::OtlpSpanProcessor::builder(&pipeline)
+    ///     .flush_timeout(std::time::Duration::MAX) // "no practical limit"
+    ///     .build();
+    /// assert_eq!(processor.flush_timeout(), otlp_exporter::MAX_DURATION);
+    /// ```
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
         self.flush_timeout = timeout.min(otlp_exporter::MAX_DURATION);
         self
     }
 
-    /// The processor.
+    /// The processor, ready for
+    /// `SdkTracerProvider::builder().with_span_processor(..)`.
+    ///
+    /// ```
+    /// # let pipeline = otlp_exporter::Pipeline::builder()
+    /// #     .transport(otlp_exporter::InMemory::new()).build().unwrap();
+    /// let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+    ///     .with_span_processor(otlp_sdk_bridge::OtlpSpanProcessor::builder(&pipeline).build())
+    ///     .build();
+    /// # provider.shutdown().unwrap();
+    /// ```
     pub fn build(self) -> OtlpSpanProcessor {
         OtlpSpanProcessor {
             pipeline: self.pipeline,
