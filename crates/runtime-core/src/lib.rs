@@ -58,8 +58,6 @@ mod blocking;
 mod budget;
 mod cancel;
 pub mod channel;
-mod context;
-mod coop;
 mod cx;
 mod loom;
 #[cfg(all(test, loom))]
@@ -74,10 +72,9 @@ mod task;
 pub mod time;
 
 pub use blocking::{Blocking, BlockingError};
-pub use budget::{Budget, Priority};
+pub use budget::{Budget, CleanupBudget, Priority};
 pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
-pub use context::Cx;
-pub use cx::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
+pub use cx::{Cx, MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
 /// The capability vocabulary (the `runtime-cap` crate): capability sets,
 /// access tokens, and [`ambient_authority`](caps::ambient_authority).
@@ -85,7 +82,7 @@ pub mod caps {
     pub use runtime_cap::*;
 }
 pub use outcome::{Outcome, PanicPayload, Severity};
-pub use region::{CleanupBudget, Failure, Policy, Region, RegionError};
+pub use region::{Failure, Policy, RegionError, RegionOptions};
 pub use runtime::{BuildError, Builder, Runtime, ShutdownHandle, ShutdownReport};
 pub use sched::RuntimeStats;
 pub use task::JoinHandle;

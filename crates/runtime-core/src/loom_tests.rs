@@ -15,9 +15,10 @@ use loom::thread;
 
 use crate::blocking::BlockingPool;
 use crate::budget::Budget;
+use crate::budget::CleanupBudget;
 use crate::cancel::{CancelKind, CancelReason, Cancelled};
 use crate::cx::spawn_in;
-use crate::region::{CleanupBudget, RegionNode};
+use crate::region::Region;
 use crate::registry::Registry;
 use crate::sched::idle::Idle;
 use crate::sched::{Schedule, Scheduler, Stats};
@@ -111,10 +112,10 @@ fn open(flag: &Arc<Mutex<(bool, Option<Waker>)>>) -> Option<Waker> {
     g.1.take()
 }
 
-fn setup() -> (Arc<Mock>, Arc<RegionNode>) {
+fn setup() -> (Arc<Mock>, Arc<Region>) {
     let sched = Mock::new();
     let dyn_sched: Arc<dyn Scheduler> = sched.clone();
-    let root = RegionNode::root(dyn_sched, CleanupBudget::UNLIMITED);
+    let root = Region::root(dyn_sched, CleanupBudget::UNLIMITED);
     (sched, root)
 }
 
@@ -370,7 +371,7 @@ fn registry_two_takers_never_share_a_value() {
 /// The bit of the live count that closes a region (as in `region.rs`).
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
-/// `RegionNode`'s registry protocol with everything else stripped:
+/// `Region`'s registry protocol with everything else stripped:
 /// the live count, the cancel flag (`CancelCell`'s pointer, stored
 /// `SeqCst`, loaded `SeqCst`, both only `Release`/`Acquire` under loom),
 /// the registry, and the sweeper-owned vector every taker moves children
@@ -397,7 +398,7 @@ impl Proto {
         })
     }
 
-    /// `RegionNode::adopt_task`: count live (refused once closed), push,
+    /// `Region::adopt_task`: count live (refused once closed), push,
     /// then apply a pending cancel.
     fn adopt(&self, child: usize) -> bool {
         if self.live.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
@@ -411,7 +412,7 @@ impl Proto {
         true
     }
 
-    /// `RegionNode::cancel`: store the request, then sweep: the children
+    /// `Region::cancel`: store the request, then sweep: the children
     /// seen before and those registered since get the reason.
     fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
@@ -420,7 +421,7 @@ impl Proto {
         self.by_sweep.lock().unwrap().extend(swept.iter().copied());
     }
 
-    /// `RegionNode::cut_off_all` (and the compaction sweep with no cancel
+    /// `Region::cut_off_all` (and the compaction sweep with no cancel
     /// yet): another taker, moving children into the vector under its lock.
     fn other_take(&self) {
         let mut swept = self.swept.lock().unwrap();

@@ -1,4 +1,12 @@
 //! How a task or region ended: [`Outcome`], ordered by [`Severity`].
+//!
+//! ## Joining
+//!
+//! `Ok < Err < Cancelled < Panicked`. A region's outcome is its body's
+//! joined with its children's errors and panics; a cancelled child does not
+//! fail its region (someone asked; the child's outcome is on its handle),
+//! and a body that saw its own region's fail-fast or lost-race cancellation
+//! reports the cause, not the cancellation.
 
 use std::any::Any;
 use std::fmt;

@@ -6,7 +6,7 @@
 //! Spawning pushes the new child here; a sweep (cancellation, compaction),
 //! a cut-off and the close take everything pushed so far and move it into
 //! the region's own (locked, sweeper-owned) vector. Region cancellation
-//! depends on one property of it (see `RegionNode::adopt` and the loom
+//! depends on one property of it (see `Region::adopt` and the loom
 //! models in `loom_tests.rs`):
 //!
 //! > A child pushed by an adopter that then reads the region's cancel cell,

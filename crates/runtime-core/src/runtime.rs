@@ -1,5 +1,16 @@
 //! [`Runtime`] and its [`Builder`]: start workers, run a root region with
 //! [`Runtime::block_on`], shut down with a deadline and a report.
+//!
+//! ## Shutdown
+//!
+//! Cancel the root (`Shutdown`), wait for the drain, cut off the tasks not
+//! waiting on regions of their own, then everything, stop the workers,
+//! report (`ShutdownReport`). Never waits past its deadline; a poll that
+//! never returns is reported, not waited for (`workers_stuck` counts the
+//! workers inside a poll at the deadline, and what sits in their LIFO slots
+//! is dropped, not leaked). A region body whose grace runs out is not ours
+//! to drop (it runs inside its owner task): its masks stop deferring the
+//! cancellation instead.
 
 use std::fmt;
 use std::future::Future;
@@ -9,12 +20,13 @@ use std::thread::{self, JoinHandle as ThreadHandle, Thread};
 
 use crate::blocking::BlockingPool;
 use crate::budget::Budget;
+use crate::budget::CleanupBudget;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::context::Cx;
+use crate::cx::Cx;
 use crate::cx::{CxCore, spawn_in};
 use crate::loom::Ordering;
 use crate::outcome::Outcome;
-use crate::region::{CleanupBudget, RegionError, RegionNode};
+use crate::region::{Region, RegionError};
 use crate::sched::pool::Shared;
 use crate::sched::{RuntimeStats, Scheduler};
 use crate::time::{Clock, Duration, SystemClock};
@@ -162,7 +174,7 @@ impl Builder {
         );
         let shared = Shared::new(cores, clock, blocking.clone());
         let sched: Arc<dyn Scheduler> = shared.clone();
-        let root = RegionNode::root(sched, self.cleanup);
+        let root = Region::root(sched, self.cleanup);
         let mut rt = Runtime {
             shared,
             root,
@@ -194,7 +206,7 @@ impl Builder {
 /// Dropping it shuts it down with the builder's shutdown timeout.
 pub struct Runtime {
     shared: Arc<Shared>,
-    root: Arc<RegionNode>,
+    root: Arc<Region>,
     threads: Vec<ThreadHandle<()>>,
     blocking: BlockingPool,
     builder: Builder,
@@ -325,7 +337,7 @@ impl Runtime {
         let out = loop {
             // The last task turn on this thread may have spent the
             // cooperative budget; this poll is not part of any turn.
-            crate::coop::unconstrained();
+            crate::budget::coop::unconstrained();
             if let Poll::Ready(o) = std::pin::Pin::new(&mut handle).poll(&mut task_cx) {
                 break o;
             }
@@ -421,7 +433,7 @@ impl Runtime {
 #[derive(Clone)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,
-    root: Arc<RegionNode>,
+    root: Arc<Region>,
     current_thread: bool,
 }
 

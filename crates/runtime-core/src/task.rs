@@ -13,8 +13,19 @@
 //!
 //! A wake sets `SCHEDULED` (and enqueues) only from idle, sets `NOTIFIED`
 //! while running, and does nothing otherwise: a task is in at most one run
-//! queue, so `run` has the future to itself. The loom models in
-//! `loom_tests` at the bottom of this file check it.
+//! queue, so `run` has the future to itself. The loom models
+//! `wake_racing_poll_is_not_lost`, `concurrent_wakes_enqueue_once` and
+//! `cancel_racing_run_is_observed` in `src/loom_tests.rs` check it.
+//!
+//! ## In short
+//!
+//! One `Arc` per task: a header (state bits, region, cancel cell, budget,
+//! poll and cost counters, mask depth, the regions its body has open) and
+//! the stage (`Init(closure)` → `Running(future)` → `Done(outcome)`). A
+//! wake sets `SCHEDULED` only from idle (and enqueues), sets `NOTIFIED`
+//! while running, and does nothing otherwise: a task is in at most one
+//! queue, so `run` owns the future. The waker handed to the future borrows
+//! the task's reference (no count traffic per poll).
 
 use std::cell::Cell;
 use std::fmt;
@@ -25,31 +36,33 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
+use crate::TaskId;
 use crate::budget::Budget;
+use crate::budget::coop;
+use crate::cancel::CancelCell;
+use crate::cancel::cancel_task;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::cx::CxCore;
 use crate::loom::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock,
 };
 use crate::outcome::{Outcome, PanicPayload};
-use crate::region::{ChildReport, RegionNode};
+use crate::region::{ChildReport, Region};
 use crate::sched::{Schedule, Scheduler};
-use crate::sync::{CancelCell, WakerSlot};
-use crate::time::driver::TimerAction;
-use crate::{TaskId, coop};
+use crate::sync::WakerSlot;
 
 thread_local! {
     /// What this thread is polling right now: the task, and the innermost
     /// region body within it (null: the task's own scope). Read by a
     /// [`JoinHandle`] to act as a checkpoint of whoever awaits it. Internal:
     /// it gives user code no way to reach the runtime.
-    static POLLING: Cell<(*const Header, *const RegionNode)> =
+    static POLLING: Cell<(*const Header, *const Region)> =
         const { Cell::new((std::ptr::null(), std::ptr::null())) };
 }
 
 /// Sets [`POLLING`] for the duration of one poll, restoring the previous
 /// value however the poll ends.
-pub(crate) struct PollingGuard((*const Header, *const RegionNode));
+pub(crate) struct PollingGuard((*const Header, *const Region));
 
 impl PollingGuard {
     /// The task `h` is being polled, in its own scope.
@@ -59,7 +72,7 @@ impl PollingGuard {
 
     /// A body of region `node` is being polled (by whichever task is
     /// polling now).
-    pub(crate) fn region(node: &RegionNode) -> Self {
+    pub(crate) fn region(node: &Region) -> Self {
         PollingGuard(POLLING.with(|p| {
             let prev = p.get();
             p.set((prev.0, node));
@@ -104,13 +117,13 @@ pub(crate) fn reject(task: &Arc<dyn Runnable>) {
 pub(crate) struct Header {
     pub(crate) state: AtomicUsize,
     pub(crate) id: TaskId,
-    pub(crate) region: Arc<RegionNode>,
+    pub(crate) region: Arc<Region>,
     pub(crate) cancel: CancelCell,
     pub(crate) budget: Budget,
     /// Polls so far (written only by the polling thread).
-    polls: AtomicU32,
+    pub(crate) polls: AtomicU32,
     /// `polls` when cancellation was first requested (u32::MAX: never).
-    polls_at_cancel: AtomicU32,
+    pub(crate) polls_at_cancel: AtomicU32,
     /// Cost charged so far.
     pub(crate) cost: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
@@ -120,12 +133,12 @@ pub(crate) struct Header {
     pub(crate) observed: AtomicBool,
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
-    open_regions: Mutex<Vec<Weak<RegionNode>>>,
+    pub(crate) open_regions: Mutex<Vec<Weak<Region>>>,
     /// `open_regions.len()`, readable without the lock. A region is added
     /// (count raised, Release) before it checks the task's cancel cell, and
     /// a cancel request is stored before this is read (Acquire): one of the
     /// two sees the other.
-    open_count: AtomicUsize,
+    pub(crate) open_count: AtomicUsize,
     /// This task's seed (from its parent's seed and its place among the
     /// parent's children: independent of scheduling).
     seed: u64,
@@ -170,7 +183,7 @@ impl Header {
         self.mask.load(Ordering::Relaxed) > 0
     }
 
-    pub(crate) fn add_open_region(&self, r: &Arc<RegionNode>) {
+    pub(crate) fn add_open_region(&self, r: &Arc<Region>) {
         let mut open = lock(&self.open_regions);
         open.push(Arc::downgrade(r));
         self.open_count.store(open.len(), Ordering::SeqCst);
@@ -187,7 +200,7 @@ impl Header {
             .any(|r| r.live() > 0)
     }
 
-    pub(crate) fn remove_open_region(&self, r: &RegionNode) {
+    pub(crate) fn remove_open_region(&self, r: &Region) {
         let mut open = lock(&self.open_regions);
         open.retain(|w| !std::ptr::eq(w.as_ptr(), r));
         self.open_count.store(open.len(), Ordering::SeqCst);
@@ -232,7 +245,7 @@ unsafe impl<G: Send, F: Send, T: Send, E: Send> Sync for Task<G, F, T, E> {}
 /// A task's body: a closure handed its `Cx`, returning the future.
 pub(crate) fn new_task<G, F, T, E>(
     id: TaskId,
-    region: Arc<RegionNode>,
+    region: Arc<Region>,
     budget: Budget,
     seed: u64,
     body: G,
@@ -301,64 +314,6 @@ pub(crate) fn wake_task(task: &Arc<dyn Runnable>, how: Schedule) {
         // spares a clone of its shared reference count.
         task.header().sched().schedule(task.clone(), how);
     }
-}
-
-/// Requests cancellation of a task (strengthening its reason) and wakes it
-/// so it reaches a checkpoint.
-pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
-    cancel_task_with(task, &Arc::new(reason.clone()), true);
-}
-
-/// [`cancel_task`]; `own_grace` arms the cleanup grace timer for this task
-/// alone (a region cancelling all its tasks arms one for all of them).
-pub(crate) fn cancel_task_with(
-    task: &Arc<dyn Runnable>,
-    reason: &Arc<CancelReason>,
-    own_grace: bool,
-) {
-    let h = task.header();
-    let Some(first) = h.cancel.request(reason) else {
-        return;
-    };
-    if first {
-        h.polls_at_cancel
-            .store(h.polls.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let (Some(grace), true) = (h.region.cleanup.grace, own_grace) {
-            let at = h.sched().now() + grace;
-            h.sched()
-                .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
-        }
-    }
-    let regions: Vec<_> = if h.open_count.load(Ordering::Acquire) == 0 {
-        Vec::new()
-    } else {
-        lock(&h.open_regions)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
-    };
-    if !regions.is_empty() {
-        let child = reason.for_child();
-        for r in regions {
-            r.cancel(&child);
-        }
-    }
-    wake_task(task, Schedule::Cancel);
-}
-
-/// Marks a task to have its future dropped at its next run, and wakes it.
-pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
-    let h = task.header();
-    if h.state.fetch_or(CUT_OFF, Ordering::AcqRel) & (COMPLETE | CUT_OFF) != 0 {
-        return;
-    }
-    if !h.cancel.is_requested() {
-        cancel_task(
-            &task,
-            &CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime),
-        );
-    }
-    wake_task(&task, Schedule::Cancel);
 }
 
 impl<G, F, T, E> Task<G, F, T, E>

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use runtime_core::time::{Duration, Instant};
 use runtime_core::{
     Budget, CancelKind, CancelReason, Cancelled, CleanupBudget, Cx, MAX_MASK_DEPTH, Outcome,
-    Region, Runtime,
+    RegionOptions, Runtime,
 };
 
 fn rt() -> Runtime {
@@ -68,7 +68,7 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
     let cleanups = Arc::new(AtomicUsize::new(0));
     let c = cleanups.clone();
     let out = rt.block_on(move |cx| async move {
-        let region = cx.region_with(Region::collect_all(), move |cx| async move {
+        let region = cx.region_with(RegionOptions::collect_all(), move |cx| async move {
             let mut handles = Vec::new();
             let started = Arc::new(AtomicUsize::new(0));
             for i in 0..1000 {
@@ -171,7 +171,7 @@ fn checkpoints_are_level_triggered_and_reasons_only_strengthen() {
 fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let spec = Region::collect_all().cleanup(CleanupBudget {
+        let spec = RegionOptions::collect_all().cleanup(CleanupBudget {
             polls: Some(10),
             grace: None,
         });
@@ -203,7 +203,7 @@ fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
 fn cleanup_that_hangs_is_cut_off_by_grace_period() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let spec = Region::collect_all().cleanup(CleanupBudget {
+        let spec = RegionOptions::collect_all().cleanup(CleanupBudget {
             polls: None,
             grace: Some(Duration::from_millis(20)),
         });
@@ -292,7 +292,7 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
         );
         let region = cx
             .region_with(
-                Region::fail_fast()
+                RegionOptions::fail_fast()
                     .budget(Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_millis(10))),
                 |cx| async move {
                     let t = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
@@ -328,7 +328,7 @@ fn children_budgets_are_the_meet() {
     let out = rt.block_on(|cx| async move {
         let r = cx
             .region_with(
-                Region::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(50)),
+                RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(50)),
                 |cx| async move {
                     let h = cx.spawn_with(
                         Budget::UNLIMITED.with_poll_quota(500).with_cost_quota(9),
@@ -351,7 +351,7 @@ fn finalizer_that_overruns_is_cut_off_and_counted() {
     let ran = Arc::new(AtomicUsize::new(0));
     let r2 = ran.clone();
     let out = rt.block_on(move |cx| async move {
-        let spec = Region::fail_fast().cleanup(CleanupBudget {
+        let spec = RegionOptions::fail_fast().cleanup(CleanupBudget {
             polls: None,
             grace: Some(Duration::from_millis(10)),
         });

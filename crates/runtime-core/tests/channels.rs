@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use runtime_core::channel::{mpsc, oneshot};
 use runtime_core::time::Duration;
-use runtime_core::{CancelKind, CancelReason, Outcome, Region, Runtime};
+use runtime_core::{CancelKind, CancelReason, Outcome, RegionOptions, Runtime};
 
 fn rt() -> Runtime {
     Runtime::builder()
@@ -39,7 +39,7 @@ fn cancelled_senders_lose_nothing() {
             let returned = Arc::new(Mutex::new(Vec::new()));
             let attempted = Arc::new(Mutex::new(0u64));
             let (ret, att) = (returned.clone(), attempted.clone());
-            let senders = cx.region_with(Region::collect_all(), move |cx| async move {
+            let senders = cx.region_with(RegionOptions::collect_all(), move |cx| async move {
                 let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
                 for s in 0..4u64 {
                     let tx = tx.clone();

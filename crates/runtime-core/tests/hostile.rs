@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use runtime_core::caps::ambient_authority;
 use runtime_core::time::Duration;
 use runtime_core::{
-    Budget, CancelKind, CancelReason, CleanupBudget, Outcome, Region, Runtime, channel,
+    Budget, CancelKind, CancelReason, CleanupBudget, Outcome, RegionOptions, Runtime, channel,
 };
 use test_watchdog::isolate;
 
@@ -652,7 +652,7 @@ fn a_masked_section_in_a_timeout_body_is_bounded_by_the_grace() {
             let out = rt.block_on(|cx| async move {
                 let t = cx
                     .region_with(
-                        Region::fail_fast().cleanup(short_grace()),
+                        RegionOptions::fail_fast().cleanup(short_grace()),
                         |cx| async move {
                             cx.timeout(Duration::from_millis(10), |cx| async move {
                                 let _ = cx.masked(cx.sleep(HOUR)).await;
@@ -853,7 +853,7 @@ fn a_task_that_observes_an_inherited_cancel_ends_cancelled_not_failed() {
             for _ in 0..20 {
                 let out = rt.block_on(|cx| async move {
                     let r = cx
-                        .region_with(Region::collect_all(), |cx| async move {
+                        .region_with(RegionOptions::collect_all(), |cx| async move {
                             let hs: Vec<_> = (0..50)
                                 .map(|_| {
                                     cx.spawn(|cx| async move {

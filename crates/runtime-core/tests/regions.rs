@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runtime_core::time::Duration;
-use runtime_core::{CancelKind, Outcome, Region, RegionError, Runtime, Severity};
+use runtime_core::{CancelKind, Outcome, RegionError, RegionOptions, Runtime, Severity};
 
 /// Racers of different closure types, boxed to one type.
 type Racer = Box<
@@ -118,7 +118,7 @@ fn collect_all_lets_siblings_finish() {
     for rt in runtimes() {
         let out = rt.block_on(|cx| async move {
             let r = cx
-                .region_with(Region::collect_all(), |cx| async move {
+                .region_with(RegionOptions::collect_all(), |cx| async move {
                     let slow = cx.spawn(|cx| async move {
                         cx.sleep(Duration::from_millis(5))
                             .await
@@ -141,7 +141,7 @@ fn collect_all_lets_siblings_finish() {
 #[test]
 fn panicking_task_beside_healthy_ones() {
     for rt in runtimes() {
-        for spec in [Region::fail_fast(), Region::collect_all()] {
+        for spec in [RegionOptions::fail_fast(), RegionOptions::collect_all()] {
             let healthy = Arc::new(AtomicUsize::new(0));
             let h = healthy.clone();
             let out = rt.block_on(move |cx| async move {

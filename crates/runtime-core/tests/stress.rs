@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runtime_core::time::Duration;
 use runtime_core::{
-    CancelKind, CancelReason, CleanupBudget, Cx, Outcome, Region, RegionError, Runtime,
+    CancelKind, CancelReason, CleanupBudget, Cx, Outcome, RegionError, RegionOptions, Runtime,
 };
 
 #[derive(Default)]
@@ -41,7 +41,7 @@ fn tree(
     c: Arc<Counters>,
     sleepers: bool,
 ) -> Pin<Box<dyn Future<Output = Outcome<(), RegionError<()>>> + Send>> {
-    let fut = cx.region_with(Region::collect_all(), move |cx| async move {
+    let fut = cx.region_with(RegionOptions::collect_all(), move |cx| async move {
         c.regions.fetch_add(1, Ordering::Relaxed);
         let f = c.clone();
         cx.defer(move || {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use crate::cancel::CancelReason;
-use crate::context::Cx;
+use crate::cx::Cx;
 use crate::cx::CxCore;
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 use crate::sync::WakerSlot;
@@ -247,7 +247,7 @@ impl<T> Future for Recv<'_, T> {
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        ready!(crate::coop::poll_proceed(task));
+        ready!(crate::budget::coop::poll_proceed(task));
         if let Some(reason) = this.cx.cancel_requested() {
             return Poll::Ready(Err(RecvError::Cancelled(reason)));
         }

@@ -8,6 +8,20 @@
 //! the back of the local deque. Other workers are woken only when a worker
 //! has more queued work than it can start right away. Wakes from outside
 //! the pool go through the injector.
+//!
+//! ## In short
+//!
+//! A task woken by a task running on a worker goes to that worker's LIFO
+//! slot and runs next, on the same thread; that is why spawn-then-join and
+//! ping-pong from the root never cross threads. The slot is a one-task
+//! deque that other workers can steal from, and an idle worker parks at
+//! most 10 ms while another is inside a poll, so a task woken behind a poll
+//! that blocks waits at most that long (`STRANDED_BOUND`). Spawns go to the
+//! back of the local deque; a task that yields with nothing else queued
+//! goes to a one-task yield slot. Other workers are woken only when a
+//! worker has more than one task waiting. Parking follows the Dekker
+//! pattern in `sched/idle.rs` (register as sleeper, fence, look again,
+//! park; the waker pushes, fences, reads the sleeper count).
 
 use std::cell::{Cell, RefCell};
 use std::ptr;

@@ -10,10 +10,11 @@ use std::task::Waker;
 use super::Instant;
 use super::wheel::{TimerKey, Wheel};
 use crate::cancel::CancelReason;
+use crate::cancel::{cancel_task, cut_off_task};
 use crate::loom::{AtomicU64, Mutex, Ordering, lock};
-use crate::region::RegionNode;
+use crate::region::Region;
 use crate::sched::Stats;
-use crate::task::{Runnable, cancel_task, cut_off_task};
+use crate::task::Runnable;
 
 const TICK_NANOS: u64 = 1_000_000;
 
@@ -22,14 +23,14 @@ pub(crate) enum TimerAction {
     /// Wakes a task waiting in `sleep`.
     Wake(Waker),
     /// Cancels a region (its budget's deadline).
-    CancelRegion(Weak<RegionNode>, CancelReason),
+    CancelRegion(Weak<Region>, CancelReason),
     /// Cancels a task (its budget's deadline).
     CancelTask(Weak<dyn Runnable>, CancelReason),
     /// Cuts a task off (its cleanup grace period ran out).
     CutOff(Weak<dyn Runnable>),
     /// Cuts off every task still running in a cancelled region (their
     /// shared grace period ran out).
-    CutOffRegion(Weak<RegionNode>),
+    CutOffRegion(Weak<Region>),
 }
 
 impl TimerAction {

@@ -4,6 +4,19 @@
 //! [`Instant`] is the runtime's own point in time (nanoseconds since the
 //! clock's epoch), not `std::time::Instant`: a virtual clock can make one
 //! out of thin air, and deadlines compare as plain integers.
+//!
+//! ## When timers fire
+//!
+//! All time is `time::Instant` from a `Clock` (`SystemClock` by default,
+//! `Builder::clock` to replace it). Timers live in a hierarchical wheel (11
+//! levels of 64 slots, 1 ms ticks, slab entries with intrusive lists: O(1)
+//! insert and cancel) behind one mutex, turned by idle workers before they
+//! park (and every 10 ms while another worker is in a poll), by busy ones
+//! every 61 tasks, and by a busy task's own checkpoints: every 32nd
+//! `checkpoint()` reads the clock and, when the earliest deadline
+//! (`TimerDriver::next_due`, one atomic) has passed, fires what is due, its
+//! wake-ups going through the injector to an idle worker. So a task that
+//! spins but checkpoints is still timed out, on any flavour.
 
 pub(crate) mod driver;
 mod sleep;

@@ -6,8 +6,8 @@ use std::task::{Context, Poll, Waker};
 
 use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
+use crate::budget::coop;
 use crate::cancel::Cancelled;
-use crate::coop;
 use crate::cx::CxCore;
 
 /// Resolves at its deadline with `Ok(())`, or earlier with

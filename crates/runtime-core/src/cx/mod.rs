@@ -12,12 +12,15 @@ use runtime_cap::{
 use crate::blocking::Blocking;
 use crate::budget::Budget;
 use crate::cancel::{CancelReason, Cancelled};
-use crate::cx::{CxCore, Masked, YieldNow};
+mod untyped;
+
 use crate::outcome::Outcome;
-use crate::region::{Region, RegionError};
+use crate::region::{RegionError, RegionOptions};
 use crate::task::JoinHandle;
 use crate::time::{Duration, Instant, Interval, Sleep};
 use crate::{RegionId, TaskId};
+pub(crate) use untyped::{CxCore, spawn_in};
+pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
 /// The capability context a task receives, and the only way to reach the
 /// runtime: spawn into its region, open child regions, check for
@@ -265,13 +268,13 @@ impl<C: CapSet> Cx<C> {
         T: Send + 'static,
         E: Send + 'static,
     {
-        self.region_with(Region::fail_fast(), body)
+        self.region_with(RegionOptions::fail_fast(), body)
     }
 
     /// [`region`](Self::region) with a policy, budget and cleanup budget.
     pub fn region_with<G, F, T, E>(
         &self,
-        spec: Region,
+        spec: RegionOptions,
         body: G,
     ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where

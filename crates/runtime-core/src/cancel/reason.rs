@@ -1,8 +1,5 @@
-//! Why something was cancelled: [`CancelReason`] and its [`CancelKind`].
-//!
-//! Reasons only strengthen: a request with a more severe reason replaces a
-//! weaker one; a weaker or equal one is ignored, so the first explanation of
-//! a given strength is the one reported.
+//! Why something was cancelled: [`CancelReason`], its [`CancelKind`] and
+//! [`Origin`], and the [`Cancelled`] error a checkpoint returns.
 
 use std::borrow::Cow;
 use std::fmt;

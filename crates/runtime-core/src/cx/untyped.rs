@@ -9,16 +9,18 @@ use std::task::{Context, Poll};
 
 use crate::blocking::Blocking;
 use crate::budget::Budget;
+use crate::budget::coop;
+use crate::cancel::CancelCell;
+use crate::cancel::cancel_task;
 use crate::cancel::{CancelKind, CancelReason, Cancelled, Origin};
 use crate::loom::{Mutex, Ordering, lock};
 use crate::outcome::Outcome;
-use crate::region::{Region, RegionError, RegionNode, run_region};
+use crate::region::{Region, RegionError, RegionOptions, run_region};
 use crate::sched::{Schedule, Scheduler};
-use crate::sync::CancelCell;
-use crate::task::{Header, JoinHandle, Runnable, cancel_task, new_task};
+use crate::task::{Header, JoinHandle, Runnable, new_task};
 use crate::time::driver::TimerAction;
 use crate::time::{Duration, Instant, Interval, Sleep};
-use crate::{RegionId, TaskId, coop};
+use crate::{RegionId, TaskId};
 
 /// How deep masked sections may nest.
 pub const MAX_MASK_DEPTH: u32 = 64;
@@ -34,7 +36,7 @@ pub(crate) struct CxCore {
     header: std::ptr::NonNull<Header>,
     /// The region whose body this is, when the context belongs to a region
     /// body rather than to the task's own scope.
-    scope: Option<Arc<RegionNode>>,
+    scope: Option<Arc<Region>>,
 }
 
 // SAFETY: the only non-Send/Sync field is `header`, a pointer into the task
@@ -54,7 +56,7 @@ impl fmt::Debug for CxCore {
 
 /// Spawns a task into `region`.
 pub(crate) fn spawn_in<G, F, T, E>(
-    region: &Arc<RegionNode>,
+    region: &Arc<Region>,
     budget: Budget,
     seed: u64,
     body: G,
@@ -99,7 +101,7 @@ impl CxCore {
         CxCore::with_scope(task, None)
     }
 
-    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<RegionNode>>) -> CxCore {
+    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<Region>>) -> CxCore {
         let header = std::ptr::NonNull::from(task.header());
         CxCore {
             task,
@@ -115,7 +117,7 @@ impl CxCore {
     #[cfg(any(test, loom))]
     pub(crate) fn detached_for_tests() -> CxCore {
         let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
-        let root = RegionNode::root(sched, crate::region::CleanupBudget::UNLIMITED);
+        let root = Region::root(sched, crate::budget::CleanupBudget::UNLIMITED);
         let task: Arc<dyn Runnable> =
             new_task(TaskId(0), root, Budget::UNLIMITED, 0, |_cx: CxCore| async {
                 Ok::<(), ()>(())
@@ -131,7 +133,7 @@ impl CxCore {
     }
 
     /// The region this context spawns into.
-    pub(crate) fn region_node(&self) -> &Arc<RegionNode> {
+    pub(crate) fn region_node(&self) -> &Arc<Region> {
         self.scope.as_ref().unwrap_or(&self.header().region)
     }
 
@@ -325,7 +327,7 @@ impl CxCore {
     /// [`region`](Self::region) with a policy, budget and cleanup budget.
     pub(crate) fn region_with<G, F, T, E>(
         &self,
-        spec: Region,
+        spec: RegionOptions,
         body: G,
     ) -> impl Future<Output = Outcome<T, RegionError<E>>> + Send + 'static
     where
@@ -334,7 +336,7 @@ impl CxCore {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let node = RegionNode::open(self.region_node(), &self.task, &spec);
+        let node = Region::open(self.region_node(), &self.task, &spec);
         let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
         run_region(node, self.task.clone(), body(cx))
     }
@@ -354,7 +356,7 @@ impl CxCore {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let node = RegionNode::open(self.region_node(), &self.task, &Region::fail_fast());
+        let node = Region::open(self.region_node(), &self.task, &RegionOptions::fail_fast());
         let reason = CancelReason::new(CancelKind::Timeout)
             .with_message(format!("after {d:?}"))
             .with_origin(Origin::Region(node.id));
@@ -386,7 +388,11 @@ impl CxCore {
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
+        let node = Region::open(
+            self.region_node(),
+            &self.task,
+            &RegionOptions::collect_all(),
+        );
         let winner: Arc<Mutex<Option<Outcome<T, E>>>> = Arc::new(Mutex::new(None));
         let slot = winner.clone();
         let inner = node.clone();
@@ -439,7 +445,11 @@ impl CxCore {
         T: Send + 'static,
         E: fmt::Debug + Send + 'static,
     {
-        let node = RegionNode::open(self.region_node(), &self.task, &Region::collect_all());
+        let node = Region::open(
+            self.region_node(),
+            &self.task,
+            &RegionOptions::collect_all(),
+        );
         let handles: Vec<JoinHandle<T, E>> = bodies
             .into_iter()
             .map(|g| spawn_in(&node, Budget::UNLIMITED, self.header().child_seed(), g))

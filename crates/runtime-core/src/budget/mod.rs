@@ -1,4 +1,15 @@
-//! [`Budget`]: how much a task or region may do before it is cancelled.
+//! The three budgets of the runtime, which are three different things:
+//!
+//! | budget | bounds | run out means | where |
+//! |---|---|---|---|
+//! | [`Budget`] | a task's or region's work: deadline, poll quota, cost quota (and its [`Priority`]) | cancellation (`Deadline`, `PollQuota`, `CostBudget`) | this file |
+//! | [`CleanupBudget`] | a cancelled task's cleanup, and a closing region's finalizers: polls and a grace period | cut-off: the future is dropped, counted | `cleanup.rs` |
+//! | the coop budget | ready await points per task turn ([`coop::PER_TURN`]) | the await point yields, nothing is cancelled | `coop.rs` |
+
+mod cleanup;
+pub(crate) mod coop;
+
+pub use cleanup::CleanupBudget;
 
 use crate::time::Instant;
 

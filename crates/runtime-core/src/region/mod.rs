@@ -6,6 +6,34 @@
 //! into, compacted as children finish) so that a cancellation request
 //! reaches every one of them, a live count that the closing region waits
 //! on, the join of its children's outcomes, and its finalizers.
+//!
+//! * `mod.rs`: the node ([`Region`]), its children and their reports.
+//! * `options.rs`: [`RegionOptions`] and [`Policy`], how to open one.
+//! * `error.rs`: [`RegionError`] and [`Failure`].
+//! * `run.rs`: running a region's body to its close.
+//! * The cancellation of a region (request, sweep, cut-off) is in
+//!   `cancel/protocol.rs`, with the rest of the protocol.
+//!
+//! ## Life of a region
+//!
+//! A region counts its live children, holds them in a registry (spawns push
+//! to a lock-free push-only `Registry` (`registry.rs`, loom-modelled); a
+//! sweep moves what it has seen into a vector only sweeps, cut-offs and the
+//! close touch, and drops finished entries; tasks are held strongly, so a
+//! task nobody references is still owned and reachable), and closes with a
+//! CAS of the live count from 0 to CLOSED, after which nothing can be
+//! spawned into it. `run_region` is the life of a region: body, quiescence,
+//! finalizers in reverse under the cleanup budget, outcome. Dropping it
+//! early abandons the region: it is cancelled and the last child to finish
+//! completes the close.
+
+mod error;
+mod options;
+mod run;
+
+pub use error::{Failure, RegionError};
+pub use options::{Policy, RegionOptions};
+pub(crate) use run::run_region;
 
 use std::fmt;
 use std::future::Future;
@@ -13,132 +41,18 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
-use crate::budget::Budget;
+use crate::budget::{Budget, CleanupBudget};
+use crate::cancel::CancelCell;
+use crate::cancel::cancel_task_with;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
 use crate::sched::Scheduler;
-use crate::sync::{CancelCell, WakerSlot};
-use crate::task::{Runnable, cancel_task_with, cut_off_task, wake_task};
-use crate::time::Duration;
+use crate::sync::WakerSlot;
+use crate::task::Runnable;
 use crate::time::driver::TimerAction;
 use crate::{RegionId, TaskId};
-
-/// What a region does when a child fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Policy {
-    /// The first error or panic (of a child or of the body) cancels every
-    /// other child, reason [`CancelKind::SiblingFailed`].
-    #[default]
-    FailFast,
-    /// Every child runs to its end; the region's outcome is the join.
-    CollectAll,
-}
-
-/// How much cleanup a cancelled task gets before it is cut off: a number
-/// of polls after the request, and a grace period. Cut-offs are counted in
-/// [`RuntimeStats`](crate::RuntimeStats) and in shutdown reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CleanupBudget {
-    /// Polls allowed after cancellation was requested (`None`: no limit).
-    pub polls: Option<u32>,
-    /// Time allowed after cancellation was requested (`None`: no limit).
-    pub grace: Option<Duration>,
-}
-
-impl CleanupBudget {
-    /// The default: 1 000 polls and 5 seconds.
-    pub const DEFAULT: CleanupBudget = CleanupBudget {
-        polls: Some(1_000),
-        grace: Some(Duration::from_secs(5)),
-    };
-    /// No limit: cleanup may take as long as it takes (shutdown still
-    /// cuts it off at its deadline).
-    pub const UNLIMITED: CleanupBudget = CleanupBudget {
-        polls: None,
-        grace: None,
-    };
-}
-
-impl Default for CleanupBudget {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-/// How to open a region: its policy, budget and cleanup budget.
-///
-/// ```
-/// use runtime_core::{Budget, Policy, Region};
-/// let spec = Region::collect_all().budget(Budget::UNLIMITED.with_poll_quota(10_000));
-/// assert_eq!(spec.policy(), Policy::CollectAll);
-/// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Region {
-    policy: Policy,
-    budget: Budget,
-    cleanup: Option<CleanupBudget>,
-}
-
-impl Region {
-    /// A fail-fast region (the default).
-    pub fn fail_fast() -> Self {
-        Region::default()
-    }
-
-    /// A collect-all region.
-    pub fn collect_all() -> Self {
-        Region {
-            policy: Policy::CollectAll,
-            ..Region::default()
-        }
-    }
-
-    /// With this budget (met with the parent's).
-    pub fn budget(mut self, budget: Budget) -> Self {
-        self.budget = budget;
-        self
-    }
-
-    /// With this cleanup budget for its tasks (default: the parent's).
-    pub fn cleanup(mut self, cleanup: CleanupBudget) -> Self {
-        self.cleanup = Some(cleanup);
-        self
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> Policy {
-        self.policy
-    }
-}
-
-/// Why a region failed: its body's own error, or a child's.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RegionError<E> {
-    /// The region's body returned this error.
-    #[error("region body failed: {0:?}")]
-    Body(E),
-    /// A task in the region failed (the first to, in a fail-fast region).
-    #[error("{0}")]
-    Child(Failure),
-}
-
-/// A child task's error, as its region reports it (the typed error stays
-/// with the task's `JoinHandle`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The task that failed.
-    pub task: TaskId,
-    /// Its error, formatted with `Debug`.
-    pub message: String,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "task {} failed: {}", self.task.0, self.message)
-    }
-}
 
 /// What a finishing child tells its region.
 pub(crate) struct ChildReport {
@@ -211,11 +125,11 @@ impl Worst {
 /// cancellation and cut-off, never silently freed.
 pub(crate) enum Child {
     Task(Arc<dyn Runnable>),
-    Region(Weak<RegionNode>),
+    Region(Weak<Region>),
 }
 
 impl Child {
-    fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         match self {
             Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
             Child::Region(r) => r
@@ -239,11 +153,11 @@ struct Finalizers {
 }
 
 /// The shared state of one region.
-pub(crate) struct RegionNode {
+pub(crate) struct Region {
     pub(crate) id: RegionId,
     /// This node, weakly (for timers that must not keep it alive).
-    this: Weak<RegionNode>,
-    parent: Option<Arc<RegionNode>>,
+    pub(crate) this: Weak<Region>,
+    parent: Option<Arc<Region>>,
     /// The task whose body runs this region (woken when it is cancelled).
     owner: Option<Weak<dyn Runnable>>,
     pub(crate) policy: Policy,
@@ -263,18 +177,18 @@ pub(crate) struct RegionNode {
     /// Children registered since the last take (`registry.rs`): spawns
     /// push here; sweeps, cut-offs and the close take it whole, under
     /// `swept`'s lock, into `swept`.
-    children: Registry<Child>,
+    pub(crate) children: Registry<Child>,
     /// Children a sweep has already seen: moved out of the registry (which
     /// stays short, for spawns) into this vector, which only sweeps (one at
     /// a time), cut-offs and the close touch, so its lock is uncontended.
-    swept: Mutex<Vec<Child>>,
-    sweeps: AtomicUsize,
+    pub(crate) swept: Mutex<Vec<Child>>,
+    pub(crate) sweeps: AtomicUsize,
     worst: Mutex<Option<Worst>>,
     finalizers: Mutex<Finalizers>,
     /// The cleanup budget ran out while the body was still running (its
     /// grace period, or shutdown's cut-off): masked sections in the body
     /// no longer defer the cancellation.
-    cut_off: AtomicBool,
+    pub(crate) cut_off: AtomicBool,
     /// Set when the region's future was dropped before it closed: the last
     /// child to finish completes the close.
     abandoned: AtomicBool,
@@ -286,7 +200,7 @@ pub(crate) struct RegionNode {
 /// The bit of `live` that says the region has closed to new children.
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
-impl fmt::Debug for RegionNode {
+impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("id", &self.id)
@@ -295,11 +209,11 @@ impl fmt::Debug for RegionNode {
     }
 }
 
-impl RegionNode {
+impl Region {
     /// The root region of a runtime.
-    pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<RegionNode> {
+    pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<Region> {
         Arc::new_cyclic(|this| {
-            RegionNode::new(
+            Region::new(
                 this.clone(),
                 RegionId(sched.next_id()),
                 None,
@@ -314,16 +228,16 @@ impl RegionNode {
 
     #[allow(clippy::too_many_arguments)]
     fn new(
-        this: Weak<RegionNode>,
+        this: Weak<Region>,
         id: RegionId,
-        parent: Option<Arc<RegionNode>>,
+        parent: Option<Arc<Region>>,
         owner: Option<Weak<dyn Runnable>>,
         policy: Policy,
         budget: Budget,
         cleanup: CleanupBudget,
         sched: Arc<dyn Scheduler>,
     ) -> Self {
-        RegionNode {
+        Region {
             id,
             this,
             parent,
@@ -350,13 +264,13 @@ impl RegionNode {
 
     /// Opens a child region of `parent`, whose body runs in `owner`.
     pub(crate) fn open(
-        parent: &Arc<RegionNode>,
+        parent: &Arc<Region>,
         owner: &Arc<dyn Runnable>,
-        spec: &Region,
-    ) -> Arc<RegionNode> {
+        spec: &RegionOptions,
+    ) -> Arc<Region> {
         let sched = parent.sched.clone();
         let node = Arc::new_cyclic(|this| {
-            RegionNode::new(
+            Region::new(
                 this.clone(),
                 RegionId(sched.next_id()),
                 Some(parent.clone()),
@@ -434,14 +348,13 @@ impl RegionNode {
         true
     }
 
-    /// Requests cancellation of this region and everything in it.
     /// The task whose body runs this region, if it is still alive.
     pub(crate) fn owner_task(&self) -> Option<Arc<dyn Runnable>> {
         self.owner.as_ref().and_then(Weak::upgrade)
     }
 
     /// Whether `region` is this region or lies below it.
-    pub(crate) fn contains(&self, region: &Arc<RegionNode>) -> bool {
+    pub(crate) fn contains(&self, region: &Arc<Region>) -> bool {
         let mut r = Some(region);
         while let Some(node) = r {
             if std::ptr::eq(Arc::as_ptr(node), self) {
@@ -450,133 +363,6 @@ impl RegionNode {
             r = node.parent.as_ref();
         }
         false
-    }
-
-    pub(crate) fn cancel(&self, reason: &CancelReason) {
-        let Some(first) = self.cancel.request(&Arc::new(reason.clone())) else {
-            return;
-        };
-        if first {
-            // One grace timer for every task the request reaches here.
-            if let Some(grace) = self.cleanup.grace {
-                let at = self.sched.now() + grace;
-                self.sched
-                    .insert_timer(at, TimerAction::CutOffRegion(self.this.clone()));
-            }
-        }
-        self.sweep();
-        // Wake whoever polls the body to see the request: the waker its
-        // last poll registered (the owner task's, or another task's when a
-        // captured `Cx` opened this region there), else the owner task.
-        match self.body_waker() {
-            Some(w) => {
-                if crate::outcome::wake_caught(w) {
-                    self.sched.stats().panic_caught();
-                }
-            }
-            None => {
-                if let Some(owner) = self.owner_task() {
-                    wake_task(&owner, crate::sched::Schedule::Cancel);
-                }
-            }
-        }
-    }
-
-    /// One pass over the registry: drops finished children, and passes the
-    /// current cancel reason to live ones. Passes never overlap: a request
-    /// that arrives during one makes the running sweeper go again.
-    fn sweep(&self) {
-        if self.sweeps.fetch_add(1, Ordering::AcqRel) != 0 {
-            return;
-        }
-        loop {
-            let seen = self.sweeps.load(Ordering::Acquire);
-            let reason = self.cancel.get_arc();
-            let child_reason = reason.as_ref().map(|r| r.for_child());
-            let apply = |c: &Child| {
-                let Some(reason) = &reason else { return };
-                match c {
-                    Child::Task(t) => cancel_task_with(t, reason, false),
-                    Child::Region(r) => {
-                        if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
-                            r.cancel(cr);
-                        }
-                    }
-                }
-            };
-            let mut swept = lock(&self.swept);
-            // Those seen before: drop the finished, pass the reason on.
-            swept.retain(|c| {
-                let alive = c.is_alive();
-                if alive {
-                    apply(c);
-                }
-                alive
-            });
-            // Those registered since: the same, then keep them here. The
-            // take (after this pass loaded the reason) is the sweep's half
-            // of the handshake with `adopt`.
-            for c in self.children.take() {
-                if c.is_alive() {
-                    apply(&c);
-                    swept.push(c);
-                }
-            }
-            drop(swept);
-            if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {
-                break;
-            }
-        }
-    }
-
-    /// Cuts off the tasks below this region (shutdown past its drain
-    /// deadline). Unless `force`, a task that is only waiting for a region
-    /// of its own to drain is spared: cutting off below it lets it finish
-    /// normally.
-    pub(crate) fn cut_off_all(&self, force: bool) {
-        // The body, if still running (in its owner task, which is not ours
-        // to drop), loses its masks: wake it to see the cancellation.
-        if force
-            && self.cancel.is_requested()
-            && !self.cut_off.swap(true, Ordering::AcqRel)
-            && let Some(w) = self.body_waker()
-            && crate::outcome::wake_caught(w)
-        {
-            self.sched.stats().panic_caught();
-        }
-        let seen: Vec<Child> = {
-            let mut swept = lock(&self.swept);
-            // Those registered since the last sweep join the swept ones
-            // first: every take of the registry moves what it took into
-            // `swept` under this lock, so a sweep running after this never
-            // misses a child that the cut-off took.
-            swept.extend(self.children.take().filter(Child::is_alive));
-            swept
-                .iter()
-                .map(|c| match c {
-                    Child::Task(t) => Child::Task(t.clone()),
-                    Child::Region(r) => Child::Region(r.clone()),
-                })
-                .collect()
-        };
-        for c in &seen {
-            self.cut_off_child(c, force);
-        }
-    }
-
-    fn cut_off_child(&self, c: &Child, force: bool) {
-        match c {
-            Child::Task(t) => {
-                if force || !t.header().has_live_regions() {
-                    cut_off_task(t.clone());
-                }
-            }
-            Child::Region(r) => {
-                if let Some(r) = r.upgrade() {
-                    r.cut_off_all(force);
-                }
-            }
-        }
     }
 
     /// Called by each finishing child.
@@ -698,7 +484,7 @@ impl RegionNode {
     }
 
     /// The waker of the body's last poll, if any.
-    fn body_waker(&self) -> Option<Waker> {
+    pub(crate) fn body_waker(&self) -> Option<Waker> {
         lock(&self.body_waker).clone()
     }
 
@@ -777,200 +563,5 @@ impl RegionNode {
             }
         }
         self.detach();
-    }
-}
-
-/// Runs a region: the body, then quiescence, then finalizers, then the
-/// join. Dropping it before it finishes cancels the region and leaves the
-/// close to its last child.
-pub(crate) async fn run_region<F, T, E>(
-    node: Arc<RegionNode>,
-    owner: Arc<dyn Runnable>,
-    body: F,
-) -> Outcome<T, RegionError<E>>
-where
-    F: Future<Output = Result<T, E>> + Send,
-{
-    let guard = AbandonGuard(Some(node.clone()));
-    let body = InScope {
-        node: &node,
-        inner: CatchUnwind { inner: body },
-        registered: None,
-    };
-    let body_out = match body.await {
-        Ok(Ok(v)) => Outcome::Ok(v),
-        Ok(Err(e)) => match owner
-            .header()
-            .observed
-            .load(Ordering::Relaxed)
-            .then(|| node.cancel.get())
-            .flatten()
-        {
-            Some(reason) => Outcome::Cancelled(reason),
-            None => Outcome::Err(RegionError::Body(e)),
-        },
-        Err(p) => Outcome::Panicked(p),
-    };
-    if matches!(body_out.severity(), Severity::Err | Severity::Panicked)
-        && node.policy == Policy::FailFast
-    {
-        node.cancel(&node.sibling_failed());
-    }
-    std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
-    while let Some(f) = node.next_finalizer() {
-        match Cleanup::new(&node, f).await {
-            Cleaned::Done => {}
-            Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
-            Cleaned::Panicked(p) => node.record_panic(p),
-        }
-    }
-    guard.disarm();
-    node.close(body_out)
-}
-
-/// Abandons the region if its future is dropped before it closes.
-struct AbandonGuard(Option<Arc<RegionNode>>);
-
-impl AbandonGuard {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbandonGuard {
-    fn drop(&mut self) {
-        let Some(node) = &self.0 else { return };
-        node.cancel(
-            &CancelReason::new(CancelKind::ParentCancelled)
-                .with_message("the region's future was dropped before it closed")
-                .with_origin(Origin::Region(node.id)),
-        );
-        node.abandoned.store(true, Ordering::SeqCst);
-        if node.try_close() {
-            node.finish_abandoned();
-        }
-    }
-}
-
-/// Polls a region's body with the region as the current scope (for
-/// [`JoinHandle`](crate::JoinHandle)'s checkpoint), registering the
-/// poller's waker for cancel requests.
-struct InScope<'a, F> {
-    node: &'a RegionNode,
-    inner: F,
-    /// The waker last stored in the node (to store a new one only when the
-    /// poller changes).
-    registered: Option<Waker>,
-}
-
-impl<F: Future> Future for InScope<'_, F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: structural pinning of `inner`; it is never moved.
-        let this = unsafe { self.get_unchecked_mut() };
-        if !this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            let w = cx.waker().clone();
-            *lock(&this.node.body_waker) = Some(w.clone());
-            this.registered = Some(w);
-        }
-        let _scope = crate::task::PollingGuard::region(this.node);
-        // SAFETY: `inner` is pinned because `self` is.
-        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
-    }
-}
-
-/// Polls a future, turning a panic into `Err(payload)`.
-pub(crate) struct CatchUnwind<F> {
-    pub(crate) inner: F,
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, PanicPayload>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of `inner`; it is never moved.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner) };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(p) => Poll::Ready(Err(PanicPayload::from_any(p))),
-        }
-    }
-}
-
-/// A finalizer under the cleanup budget: resolves `true` if it finished,
-/// `false` if it was cut off (poll quota or grace period spent).
-struct Cleanup {
-    fut: Finalizer,
-    polls: u32,
-    max_polls: Option<u32>,
-    deadline: Option<crate::time::Instant>,
-    timer: Option<crate::time::driver::TimerHandle>,
-    sched: Arc<dyn Scheduler>,
-}
-
-impl Cleanup {
-    fn new(node: &RegionNode, fut: Finalizer) -> Self {
-        Cleanup {
-            fut,
-            polls: 0,
-            max_polls: node.cleanup.polls,
-            deadline: node.cleanup.grace.map(|g| node.sched.now() + g),
-            timer: None,
-            sched: node.sched.clone(),
-        }
-    }
-}
-
-/// How a finalizer ended.
-enum Cleaned {
-    Done,
-    CutOff,
-    Panicked(PanicPayload),
-}
-
-impl Future for Cleanup {
-    type Output = Cleaned;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cleaned> {
-        let this = &mut *self;
-        this.polls += 1;
-        if this.max_polls.is_some_and(|m| this.polls > m) {
-            return Poll::Ready(Cleaned::CutOff);
-        }
-        if let Some(d) = this.deadline
-            && this.sched.now() >= d
-        {
-            return Poll::Ready(Cleaned::CutOff);
-        }
-        match crate::outcome::catch(|| this.fut.as_mut().poll(cx)) {
-            Ok(Poll::Ready(())) => Poll::Ready(Cleaned::Done),
-            Err(p) => Poll::Ready(Cleaned::Panicked(p)),
-            Ok(Poll::Pending) => {
-                if let (Some(d), None) = (this.deadline, &this.timer) {
-                    this.timer = Some(
-                        this.sched
-                            .insert_timer(d, TimerAction::Wake(cx.waker().clone())),
-                    );
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(t) = self.timer.take() {
-            self.sched.cancel_timer(t);
-        }
-        // The finalizer is user code: its Drop (after a cut-off, with its
-        // state half-run) may panic.
-        let fut = std::mem::replace(&mut self.fut, Box::pin(async {}));
-        if crate::outcome::drop_caught(fut).is_some() {
-            self.sched.stats().panic_caught();
-        }
     }
 }

@@ -1,0 +1,35 @@
+//! [`CleanupBudget`]: how much cleanup a cancelled task, or a closing
+//! region's finalizers, get before they are cut off.
+
+use crate::time::Duration;
+
+/// How much cleanup a cancelled task gets before it is cut off: a number
+/// of polls after the request, and a grace period. Cut-offs are counted in
+/// [`RuntimeStats`](crate::RuntimeStats) and in shutdown reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupBudget {
+    /// Polls allowed after cancellation was requested (`None`: no limit).
+    pub polls: Option<u32>,
+    /// Time allowed after cancellation was requested (`None`: no limit).
+    pub grace: Option<Duration>,
+}
+
+impl CleanupBudget {
+    /// The default: 1 000 polls and 5 seconds.
+    pub const DEFAULT: CleanupBudget = CleanupBudget {
+        polls: Some(1_000),
+        grace: Some(Duration::from_secs(5)),
+    };
+    /// No limit: cleanup may take as long as it takes (shutdown still
+    /// cuts it off at its deadline).
+    pub const UNLIMITED: CleanupBudget = CleanupBudget {
+        polls: None,
+        grace: None,
+    };
+}
+
+impl Default for CleanupBudget {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}

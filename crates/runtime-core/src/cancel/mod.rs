@@ -1,0 +1,28 @@
+//! Cancellation: why ([`CancelReason`], [`CancelKind`], [`Origin`]), where
+//! a request is kept (`CancelCell`, one per task and per region), and the
+//! protocol that carries it (request, drain, finalize: `protocol.rs`).
+//!
+//! Reasons only strengthen: a request with a more severe reason replaces a
+//! weaker one; a weaker or equal one is ignored, so the first explanation
+//! of a given strength is the one reported.
+//!
+//! ## In short
+//!
+//! A request strengthens a `CancelCell` (one atomic flag on the fast path,
+//! a mutex behind it) and sweeps the registry: tasks in the region get the
+//! reason verbatim, child regions get `ParentCancelled` with the reason as
+//! its cause; a task's own cancellation also reaches the regions its body
+//! has open. Checkpoints (`checkpoint`, `yield_now`, `sleep`, `tick`,
+//! channel waits) read the cell of their scope. A task or body that returns
+//! `Err` after a checkpoint reported cancellation ends `Cancelled(reason)`.
+//! Cleanup is bounded: after the request, a task may be polled
+//! `CleanupBudget::polls` times and live `grace` long (one timer per
+//! cancelled region), then it is cut off (its future dropped, counted).
+
+mod cell;
+mod protocol;
+mod reason;
+
+pub(crate) use cell::CancelCell;
+pub(crate) use protocol::{cancel_task, cancel_task_with, cut_off_task};
+pub use reason::{CancelKind, CancelReason, Cancelled, Origin};

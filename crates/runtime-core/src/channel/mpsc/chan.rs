@@ -1,0 +1,403 @@
+//! The channel core: the slot semaphore (`sem`), the value queue, the
+//! receiver's waker and the waiter list, and the protocol over them. The
+//! handles in `futures.rs` are thin wrappers over [`Chan`].
+
+use std::collections::VecDeque;
+// `Arc` is always `std`'s, by the crate's rule (see `crate::loom`): loom
+// checks the state machine inside it.
+use std::task::Waker;
+
+use crossbeam_utils::CachePadded;
+
+use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::WakerSlot;
+
+use super::error::*;
+
+/// `sem` flag: the receiver closed the channel (or was dropped).
+pub(super) const CLOSED: usize = 0b01;
+/// `sem` flag: the waiter list is non-empty. Set and cleared only while
+/// holding the `waiters` lock.
+pub(super) const WAITERS: usize = 0b10;
+/// `sem` holds the free-slot count above its two flag bits.
+pub(super) const SLOT_SHIFT: u32 = 2;
+/// One free slot, in `sem`'s units.
+pub(super) const ONE_SLOT: usize = 1 << SLOT_SHIFT;
+
+/// `rx_state` flag: the receiver has been dropped.
+pub(super) const RX_GONE: usize = 0b1;
+/// `rx_state` step taken by every commit (a counter above the flag).
+pub(super) const COMMIT: usize = 0b10;
+
+/// The largest capacity a channel can have.
+pub const MAX_CAPACITY: usize = usize::MAX >> (SLOT_SHIFT + 1);
+
+pub(super) fn free_slots(sem: usize) -> usize {
+    sem >> SLOT_SHIFT
+}
+
+impl<T> Chan<T> {
+    /// A channel core with `capacity` free slots and one sender.
+    pub(super) fn new(capacity: usize) -> Self {
+        Chan {
+            sem: CachePadded::new(AtomicUsize::new(capacity << SLOT_SHIFT)),
+            rx_waker: CachePadded::new(WakerSlot::new()),
+            rx_state: AtomicUsize::new(0),
+            queue: Queue::new(capacity),
+            senders: AtomicUsize::new(1),
+            capacity,
+            undelivered: AtomicU64::new(0),
+            waiters: Mutex::new(Waiters {
+                queue: VecDeque::new(),
+                handed: Vec::new(),
+                next_id: 0,
+            }),
+        }
+    }
+}
+
+/// The value queue: crossbeam's lock-free `ArrayQueue`, or under loom (which
+/// does not model crossbeam) a mutex around a `VecDeque`.
+#[cfg(not(loom))]
+pub(super) struct Queue<T>(crossbeam_queue::ArrayQueue<T>);
+
+#[cfg(not(loom))]
+impl<T> Queue<T> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Queue(crossbeam_queue::ArrayQueue::new(capacity))
+    }
+    pub(super) fn push(&self, value: T) -> Result<(), T> {
+        self.0.push(value)
+    }
+    pub(super) fn pop(&self) -> Option<T> {
+        self.0.pop()
+    }
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[cfg(loom)]
+pub(super) struct Queue<T> {
+    pub(super) capacity: usize,
+    pub(super) items: Mutex<VecDeque<T>>,
+}
+
+#[cfg(loom)]
+impl<T> Queue<T> {
+    pub(super) fn new(capacity: usize) -> Self {
+        Queue {
+            capacity,
+            items: Mutex::new(VecDeque::with_capacity(capacity)),
+        }
+    }
+    pub(super) fn push(&self, value: T) -> Result<(), T> {
+        let mut items = lock(&self.items);
+        if items.len() == self.capacity {
+            return Err(value);
+        }
+        items.push_back(value);
+        Ok(())
+    }
+    pub(super) fn pop(&self) -> Option<T> {
+        lock(&self.items).pop_front()
+    }
+    pub(super) fn len(&self) -> usize {
+        lock(&self.items).len()
+    }
+}
+
+/// A sender queued for a slot.
+pub(super) struct Waiter {
+    pub(super) id: u64,
+    pub(super) waker: Waker,
+}
+
+/// The senders waiting for a slot (the slow path).
+pub(super) struct Waiters {
+    /// In arrival order.
+    pub(super) queue: VecDeque<Waiter>,
+    /// Ids of waiters that were removed from `queue` and handed a slot, which
+    /// their `Reserve` now owns (it picks it up when polled, or returns it
+    /// when dropped).
+    pub(super) handed: Vec<u64>,
+    pub(super) next_id: u64,
+}
+
+pub(super) struct Chan<T> {
+    /// Free slots (above [`SLOT_SHIFT`]) and the `CLOSED` and `WAITERS`
+    /// flags. Invariants: free slots + permits (including slots handed to
+    /// waiters) + queued values = `capacity`; once `CLOSED` is set no slot
+    /// is ever taken again; if `WAITERS` is set and there are free slots, a
+    /// thread that released one saw `WAITERS` and is about to hand it over.
+    pub(super) sem: CachePadded<AtomicUsize>,
+    /// The receiver's waker.
+    pub(super) rx_waker: CachePadded<WakerSlot>,
+    /// `RX_GONE`, plus a count of commits that only exists so that every
+    /// commit does a read-modify-write here (see [`Permit::send`]).
+    pub(super) rx_state: AtomicUsize,
+    pub(super) queue: Queue<T>,
+    /// Live `Sender`s.
+    pub(super) senders: AtomicUsize,
+    pub(super) capacity: usize,
+    /// Committed values dropped with the receiver.
+    pub(super) undelivered: AtomicU64,
+    pub(super) waiters: Mutex<Waiters>,
+}
+
+/// How a reservation attempt went.
+pub(super) enum Acquire {
+    /// The caller now owns a slot.
+    Acquired,
+    /// The caller is queued under this id.
+    Queued(u64),
+    /// The channel is closed.
+    Closed,
+}
+
+impl<T> Chan<T> {
+    /// The lock-free fast path: takes a free slot unless the channel is
+    /// closed, full, or has senders queued (who come first).
+    pub(super) fn try_acquire(&self) -> Result<(), TrySendError<()>> {
+        // Relaxed: only a first guess for the compare-and-swap.
+        let mut cur = self.sem.load(Ordering::Relaxed);
+        loop {
+            if cur & CLOSED != 0 {
+                return Err(TrySendError::Closed(()));
+            }
+            if cur & WAITERS != 0 || free_slots(cur) == 0 {
+                return Err(TrySendError::Full(()));
+            }
+            // Acquire on success: synchronizes with the `release` that
+            // freed this slot (after the receiver popped the value that
+            // held it), so our later push sees that pop and cannot find
+            // the queue full. Relaxed on failure: we only retry or report.
+            match self.sem.compare_exchange_weak(
+                cur,
+                cur - ONE_SLOT,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The slow path: takes a slot, or queues `waker` for one.
+    pub(super) fn acquire_or_queue(&self, waker: &Waker) -> Acquire {
+        match self.try_acquire() {
+            Ok(()) => return Acquire::Acquired,
+            Err(TrySendError::Closed(())) => return Acquire::Closed,
+            Err(TrySendError::Full(())) => {}
+        }
+        let mut waiters = lock(&self.waiters);
+        // Relaxed: a first guess; the flags we act on are stable while we
+        // hold the lock (they change only under it, and the lock orders
+        // us after the last change).
+        let mut cur = self.sem.load(Ordering::Relaxed);
+        loop {
+            if cur & CLOSED != 0 {
+                return Acquire::Closed;
+            }
+            if cur & WAITERS != 0 {
+                // Others are queued: join them. If slots are free, a
+                // releaser saw WAITERS and will hand them out in order
+                // once we unlock.
+                break;
+            }
+            let take = free_slots(cur) > 0;
+            let next = if take { cur - ONE_SLOT } else { cur | WAITERS };
+            // Acquire on success: as in `try_acquire`, when taking a slot.
+            // Setting WAITERS publishes nothing by itself: a releaser that
+            // reads it (a later read-modify-write in `sem`'s order) then
+            // takes the lock we hold, which orders it after our push below.
+            match self
+                .sem
+                .compare_exchange_weak(cur, next, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) if take => return Acquire::Acquired,
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        let id = waiters.next_id;
+        waiters.next_id += 1;
+        waiters.queue.push_back(Waiter {
+            id,
+            waker: waker.clone(),
+        });
+        Acquire::Queued(id)
+    }
+
+    /// Polls a queued reservation: did it get a slot?
+    pub(super) fn poll_queued(&self, id: u64, waker: &Waker) -> Acquire {
+        let mut waiters = lock(&self.waiters);
+        if let Some(at) = waiters.handed.iter().position(|&h| h == id) {
+            waiters.handed.swap_remove(at);
+            drop(waiters);
+            // Relaxed: CLOSED needs no data with it.
+            if self.sem.load(Ordering::Relaxed) & CLOSED != 0 {
+                // Closed while the slot was on its way: a waiting
+                // reservation fails on close. Return the slot.
+                self.release(true);
+                return Acquire::Closed;
+            }
+            return Acquire::Acquired;
+        }
+        if let Some(waiter) = waiters.queue.iter_mut().find(|w| w.id == id) {
+            if !waiter.waker.will_wake(waker) {
+                waiter.waker.clone_from(waker);
+            }
+            return Acquire::Queued(id);
+        }
+        // Neither handed a slot nor queued: `close` dequeued it.
+        Acquire::Closed
+    }
+
+    /// Withdraws a queued reservation; returns a slot it was handed.
+    pub(super) fn cancel_queued(&self, id: u64) {
+        let mut waiters = lock(&self.waiters);
+        if let Some(at) = waiters.handed.iter().position(|&h| h == id) {
+            waiters.handed.swap_remove(at);
+            drop(waiters);
+            // Goes on to the next waiter, if any.
+            self.release(true);
+        } else if let Some(at) = waiters.queue.iter().position(|w| w.id == id) {
+            waiters.queue.remove(at);
+            if waiters.queue.is_empty() {
+                // Relaxed: WAITERS is only read as a hint to take the lock,
+                // and it changes only under the lock we hold.
+                self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Returns one slot: to the first queued sender if there is one, else
+    /// to the free count. `wake_rx`: wake the receiver if the channel is
+    /// closed (it may be waiting for the last permit to go).
+    pub(super) fn release(&self, wake_rx: bool) {
+        // Release: publishes the emptied queue cell (after a pop) to the
+        // next taker of this slot, which acquires it. Reading WAITERS needs
+        // no acquire: we then take the lock, which synchronizes.
+        let prev = self.sem.fetch_add(ONE_SLOT, Ordering::Release);
+        if prev & WAITERS != 0 {
+            self.hand_off();
+        }
+        if wake_rx && prev & CLOSED != 0 {
+            self.rx_waker.wake();
+        }
+    }
+
+    /// Hands free slots to queued senders, first come first served.
+    pub(super) fn hand_off(&self) {
+        loop {
+            let waker = {
+                let mut waiters = lock(&self.waiters);
+                let Some(waiter) = waiters.queue.pop_front() else {
+                    // Someone else served or withdrew them. Relaxed: as in
+                    // `cancel_queued`.
+                    self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
+                    return;
+                };
+                if !self.take_slot_for_waiter() {
+                    waiters.queue.push_front(waiter);
+                    return;
+                }
+                waiters.handed.push(waiter.id);
+                if waiters.queue.is_empty() {
+                    self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
+                }
+                waiter.waker
+            };
+            // A sender's waker (user code, if polled by hand): caught.
+            crate::outcome::wake_caught(waker);
+            // Relaxed: if no slot is free now, a later release reads
+            // WAITERS (if still set) in its own `fetch_add` and hands that
+            // slot over itself; so stopping here loses nothing.
+            if free_slots(self.sem.load(Ordering::Relaxed)) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// Takes a free slot on behalf of the first waiter (caller holds the
+    /// `waiters` lock). False if none is free or the channel is closed.
+    pub(super) fn take_slot_for_waiter(&self) -> bool {
+        let mut cur = self.sem.load(Ordering::Relaxed);
+        loop {
+            if cur & CLOSED != 0 || free_slots(cur) == 0 {
+                return false;
+            }
+            // Acquire on success: as in `try_acquire`; the waiter is ordered
+            // after us by the lock.
+            match self.sem.compare_exchange_weak(
+                cur,
+                cur - ONE_SLOT,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Refuses new reservations and fails the waiting ones.
+    pub(super) fn close(&self) {
+        let queued = {
+            let mut waiters = lock(&self.waiters);
+            // Relaxed: CLOSED carries no data. Senders that read it fail;
+            // the receiver reads its own write. Setting it under the lock
+            // means no sender queues after it.
+            self.sem.fetch_or(CLOSED, Ordering::Relaxed);
+            self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
+            std::mem::take(&mut waiters.queue)
+        };
+        for waiter in queued {
+            // Wakers are user code: one that panics must not keep the
+            // rest from being woken.
+            crate::outcome::wake_caught(waiter.waker);
+        }
+    }
+
+    /// Pops a value and frees its slot (in that order).
+    pub(super) fn pop(&self) -> Option<T> {
+        let value = self.queue.pop()?;
+        self.release(false);
+        Some(value)
+    }
+
+    /// The receiver's non-blocking receive.
+    pub(super) fn try_recv(&self) -> Result<T, TryRecvError> {
+        if let Some(value) = self.pop() {
+            return Ok(value);
+        }
+        // Acquire: synchronizes with the last sender's `fetch_sub`
+        // (release), which follows all its pushes; so the pop below sees
+        // every value ever pushed.
+        if self.senders.load(Ordering::Acquire) == 0 {
+            return self.pop().ok_or(TryRecvError::Disconnected);
+        }
+        // Relaxed is enough: once CLOSED is set no slot is taken again, so
+        // if this value has CLOSED and every slot free, every slot a value
+        // ever held was freed by our own pop: nothing is queued or in a
+        // permit, and nothing ever will be. No data is read on its word.
+        let sem = self.sem.load(Ordering::Relaxed);
+        if sem & CLOSED != 0 && free_slots(sem) == self.capacity {
+            return Err(TryRecvError::Disconnected);
+        }
+        Err(TryRecvError::Empty)
+    }
+
+    /// After the receiver is gone: drops every queued value, counting it.
+    pub(super) fn drain_undelivered(&self) {
+        while let Some(value) = self.queue.pop() {
+            // Relaxed: a statistic; whoever reads it after the drop that
+            // ended the receiver is ordered by that.
+            self.undelivered.fetch_add(1, Ordering::Relaxed);
+            self.release(false);
+            drop(value);
+        }
+    }
+}

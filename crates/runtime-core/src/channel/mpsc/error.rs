@@ -1,0 +1,137 @@
+//! The errors of the mpsc channel.
+
+use std::fmt;
+
+#[cfg(doc)]
+use super::{MAX_CAPACITY, Permit, Receiver, Sender, channel};
+use crate::cancel::CancelReason;
+
+/// The capacity given to [`channel`] is not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CapacityError {
+    /// A channel needs room for at least one value.
+    #[error("channel capacity must be at least 1")]
+    Zero,
+    /// The capacity is more than the channel can count.
+    #[error("channel capacity {requested} exceeds the maximum of {max}")]
+    TooLarge {
+        /// The capacity asked for.
+        requested: usize,
+        /// [`MAX_CAPACITY`].
+        max: usize,
+    },
+}
+
+/// Why a waiting send or reservation failed. Carries the value that was
+/// not sent (`()` for a reservation), so that nothing is lost.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError<T> {
+    /// The receiver closed the channel or was dropped.
+    #[error("channel closed")]
+    Closed(T),
+    /// The sending task's cancellation was requested while it waited for a
+    /// slot.
+    #[error("send cancelled: {0}")]
+    Cancelled(CancelReason, T),
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            SendError::Closed(value) | SendError::Cancelled(_, value) => value,
+        }
+    }
+
+    /// The cancel reason, if it was cancelled.
+    pub fn cancel_reason(&self) -> Option<&CancelReason> {
+        match self {
+            SendError::Closed(_) => None,
+            SendError::Cancelled(reason, _) => Some(reason),
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Cancelled(reason, _) => f
+                .debug_tuple("Cancelled")
+                .field(reason)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Why [`Sender::try_reserve`] or [`Sender::try_send`] failed. Carries the
+/// value that was not sent (`()` for a reservation).
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrySendError<T> {
+    /// Every slot is taken (or other senders are already waiting for one).
+    #[error("channel full")]
+    Full(T),
+    /// The receiver closed the channel or was dropped.
+    #[error("channel closed")]
+    Closed(T),
+}
+
+impl<T> TrySendError<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            TrySendError::Full(value) | TrySendError::Closed(value) => value,
+        }
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+/// [`Permit::send`] found the receiver dropped; here is the value back.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
+#[error("receiver dropped")]
+pub struct Closed<T>(pub T);
+
+impl<T> Closed<T> {
+    /// The value that was not sent.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> fmt::Debug for Closed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Closed(..)")
+    }
+}
+
+/// Why [`Receiver::recv`] returned no value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecvError {
+    /// No value will ever come: the queue is empty, and every sender and
+    /// permit is gone (or the channel was closed and every permit is gone).
+    #[error("channel disconnected")]
+    Disconnected,
+    /// The receiving task's cancellation was requested. Nothing was taken
+    /// from the channel.
+    #[error("recv cancelled: {0}")]
+    Cancelled(CancelReason),
+}
+
+/// Why [`Receiver::try_recv`] returned no value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    /// No value now; one may come later.
+    #[error("channel empty")]
+    Empty,
+    /// No value will ever come (see [`RecvError::Disconnected`]).
+    #[error("channel disconnected")]
+    Disconnected,
+}

@@ -1,0 +1,382 @@
+//! The handles and futures of the mpsc channel: [`Sender`] and its
+//! [`Reserve`] future and [`Permit`], [`Receiver`] and its [`Recv`]
+//! future. Each is a thin wrapper over the channel core (`chan.rs`).
+
+use std::fmt;
+use std::future::Future;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
+// `Arc` is always `std`'s, by the crate's rule (see `crate::loom`): loom
+// checks the state machine inside it.
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use crate::cx::Cx;
+use crate::cx::CxCore;
+use crate::loom::Ordering;
+use runtime_cap::CapSet;
+
+use super::chan::*;
+use super::error::*;
+
+// ---------------------------------------------------------------------------
+// Sender
+// ---------------------------------------------------------------------------
+
+/// The sending half. Clone it for more producers.
+pub struct Sender<T> {
+    pub(super) chan: Arc<Chan<T>>,
+}
+
+impl<T> Sender<T> {
+    pub(super) fn new(chan: Arc<Chan<T>>) -> Self {
+        Sender { chan }
+    }
+
+    /// Waits for a free slot and reserves it. Resolves to a [`Permit`] to
+    /// commit a value with, or to [`SendError::Closed`] if the receiver
+    /// closed the channel or was dropped, or to [`SendError::Cancelled`] if
+    /// `cx`'s task is asked to cancel while waiting (checked at every poll,
+    /// before trying to take a slot).
+    ///
+    /// Waiting senders are served in order. Cancel-safe: dropping the
+    /// future leaves nothing behind (a slot it was being handed goes to the
+    /// next waiter).
+    pub fn reserve<'a, C: CapSet>(&'a self, cx: &'a Cx<C>) -> Reserve<'a, T> {
+        let cx = cx.core();
+        Reserve {
+            sender: self,
+            cx,
+            queued: None,
+        }
+    }
+
+    /// Reserves a free slot if one is available now. Fails with
+    /// [`TrySendError::Full`] when none is (or when other senders are
+    /// already waiting for one), and [`TrySendError::Closed`] when the
+    /// receiver closed the channel or was dropped. Takes no lock.
+    pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
+        self.chan.try_acquire()?;
+        Ok(Permit { sender: self })
+    }
+
+    /// Reserves a slot ([`reserve`](Self::reserve)) and commits `value`
+    /// into it. If the channel is closed or the task cancelled first, the
+    /// value comes back in the error.
+    ///
+    /// Dropping the future before it completes drops `value` with it; to
+    /// keep the value in that case, `reserve` first and commit after.
+    pub async fn send<C: CapSet>(&self, cx: &Cx<C>, value: T) -> Result<(), SendError<T>> {
+        match self.reserve(cx).await {
+            Ok(permit) => permit
+                .send(value)
+                .map_err(|Closed(value)| SendError::Closed(value)),
+            Err(SendError::Closed(())) => Err(SendError::Closed(value)),
+            Err(SendError::Cancelled(reason, ())) => Err(SendError::Cancelled(reason, value)),
+        }
+    }
+
+    /// Sends `value` if a slot is free now; otherwise hands it back.
+    pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
+        match self.try_reserve() {
+            Ok(permit) => permit
+                .send(value)
+                .map_err(|Closed(value)| TrySendError::Closed(value)),
+            Err(TrySendError::Full(())) => Err(TrySendError::Full(value)),
+            Err(TrySendError::Closed(())) => Err(TrySendError::Closed(value)),
+        }
+    }
+
+    /// Whether the receiver closed the channel or was dropped: new
+    /// reservations fail.
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a snapshot; CLOSED carries no data.
+        self.chan.sem.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
+    /// The channel's capacity: the most values in flight and queued at once.
+    pub fn capacity(&self) -> usize {
+        self.chan.capacity
+    }
+
+    /// How many committed values were dropped, unreceived, because the
+    /// receiver was dropped. (Values that could not be committed were
+    /// returned to their senders instead.)
+    pub fn undelivered(&self) -> u64 {
+        // Relaxed: a statistic. Readers ordered after the receiver's drop
+        // (and after the late commits that drained) see the full count.
+        self.chan.undelivered.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        // Relaxed: a new sender is made from a live one, so the count can't
+        // reach zero meanwhile, and nothing is published (as in `Arc`).
+        self.chan.senders.fetch_add(1, Ordering::Relaxed);
+        Sender {
+            chan: Arc::clone(&self.chan),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        // Release: orders this sender's pushes before the receiver's
+        // acquire-load that sees zero (see `Chan::try_recv`).
+        if self.chan.senders.fetch_sub(1, Ordering::Release) == 1 {
+            self.chan.rx_waker.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("capacity", &self.chan.capacity)
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reserve
+// ---------------------------------------------------------------------------
+
+/// The future of [`Sender::reserve`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Reserve<'a, T> {
+    sender: &'a Sender<T>,
+    cx: &'a CxCore,
+    /// Our place in the waiter list, once queued.
+    queued: Option<u64>,
+}
+
+impl<'a, T> Future for Reserve<'a, T> {
+    type Output = Result<Permit<'a, T>, SendError<()>>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        ready!(crate::budget::coop::poll_proceed(task));
+        let chan = &*this.sender.chan;
+        if let Some(reason) = this.cx.cancel_requested() {
+            if let Some(id) = this.queued.take() {
+                chan.cancel_queued(id);
+            }
+            return Poll::Ready(Err(SendError::Cancelled(reason, ())));
+        }
+        let outcome = match this.queued {
+            None => chan.acquire_or_queue(task.waker()),
+            Some(id) => chan.poll_queued(id, task.waker()),
+        };
+        match outcome {
+            Acquire::Acquired => {
+                this.queued = None;
+                Poll::Ready(Ok(Permit {
+                    sender: this.sender,
+                }))
+            }
+            Acquire::Closed => {
+                this.queued = None;
+                Poll::Ready(Err(SendError::Closed(())))
+            }
+            Acquire::Queued(id) => {
+                this.queued = Some(id);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> Drop for Reserve<'_, T> {
+    fn drop(&mut self) {
+        if let Some(id) = self.queued.take() {
+            self.sender.chan.cancel_queued(id);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Reserve<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reserve")
+            .field("queued", &self.queued.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Permit
+// ---------------------------------------------------------------------------
+
+/// A reserved slot: [`send`](Self::send) commits one value into it.
+/// Dropping it unused returns the slot and wakes one waiting sender.
+#[must_use = "dropping a permit unused just returns its slot"]
+pub struct Permit<'a, T> {
+    sender: &'a Sender<T>,
+}
+
+impl<T> Permit<'_, T> {
+    /// Commits `value` into the reserved slot. Never waits and never fails
+    /// for lack of space. Fails only if the receiver has been dropped, and
+    /// then returns `value`. (After the receiver merely closed the channel,
+    /// commits are still accepted and received.)
+    ///
+    /// If the receiver is dropped at the same moment, the value is either
+    /// returned here or, once committed, counted by
+    /// [`Sender::undelivered`]; never silently lost.
+    pub fn send(self, value: T) -> Result<(), Closed<T>> {
+        // Our slot now belongs to the value (freed by whoever pops it), or
+        // is returned below; either way not by `Drop`.
+        let this = ManuallyDrop::new(self);
+        let chan = &*this.sender.chan;
+        // Relaxed: only a shortcut; the read-modify-write below decides.
+        if chan.rx_state.load(Ordering::Relaxed) & RX_GONE != 0 {
+            chan.release(false);
+            return Err(Closed(value));
+        }
+        if chan.queue.push(value).is_err() {
+            // Every queued value holds a slot and we hold one: impossible.
+            unreachable!("mpsc queue overflow: slot accounting is broken");
+        }
+        // Release: if the receiver's drop comes later in `rx_state`'s order,
+        // its acquire read synchronizes with us (through the release
+        // sequence of commits), so its drain sees our value. If it came
+        // first, we read RX_GONE here and drain ourselves. Either way the
+        // value is received or counted.
+        let prev = chan.rx_state.fetch_add(COMMIT, Ordering::Release);
+        if prev & RX_GONE != 0 {
+            chan.drain_undelivered();
+        } else {
+            chan.rx_waker.wake();
+        }
+        Ok(())
+    }
+}
+
+impl<T> Drop for Permit<'_, T> {
+    fn drop(&mut self) {
+        self.sender.chan.release(true);
+    }
+}
+
+impl<T> fmt::Debug for Permit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Receiver
+// ---------------------------------------------------------------------------
+
+/// The receiving half. Dropping it drops the queued values, counted in
+/// [`Sender::undelivered`].
+pub struct Receiver<T> {
+    pub(super) chan: Arc<Chan<T>>,
+}
+
+impl<T> Receiver<T> {
+    pub(super) fn new(chan: Arc<Chan<T>>) -> Self {
+        Receiver { chan }
+    }
+
+    /// Waits for the next value. Resolves to [`RecvError::Disconnected`]
+    /// once no value can come, and to [`RecvError::Cancelled`] if `cx`'s
+    /// task is asked to cancel (checked at every poll, before taking a
+    /// value). Cancel-safe: a dropped or cancelled `Recv` takes nothing.
+    pub fn recv<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Recv<'a, T> {
+        let cx = cx.core();
+        Recv { receiver: self, cx }
+    }
+
+    /// Takes the next value if there is one now.
+    pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
+        self.chan.try_recv()
+    }
+
+    /// Closes the channel: new and waiting reservations fail with
+    /// `Closed`, but permits already held may still commit, and queued
+    /// values stay receivable. Once they are all received and the permits
+    /// are gone, receiving reports `Disconnected`.
+    pub fn close(&mut self) {
+        self.chan.close();
+    }
+
+    /// Whether the channel is closed ([`close`](Self::close) was called).
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a snapshot of our own flag.
+        self.chan.sem.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
+    /// The number of values queued now.
+    pub fn len(&self) -> usize {
+        self.chan.queue.len()
+    }
+
+    /// Whether no value is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let chan = &*self.chan;
+        chan.close();
+        // Acquire: synchronizes with every commit whose read-modify-write
+        // came before this one, so the drain below sees their values;
+        // later commits read RX_GONE and drain their own.
+        chan.rx_state.fetch_or(RX_GONE, Ordering::Acquire);
+        drop(chan.rx_waker.take());
+        chan.drain_undelivered();
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver")
+            .field("len", &self.len())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Receiver::recv`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Recv<'a, T> {
+    receiver: &'a mut Receiver<T>,
+    cx: &'a CxCore,
+}
+
+impl<T> Future for Recv<'_, T> {
+    type Output = Result<T, RecvError>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        ready!(crate::budget::coop::poll_proceed(task));
+        if let Some(reason) = this.cx.cancel_requested() {
+            return Poll::Ready(Err(RecvError::Cancelled(reason)));
+        }
+        let chan = &*this.receiver.chan;
+        match chan.try_recv() {
+            Ok(value) => return Poll::Ready(Ok(value)),
+            Err(TryRecvError::Disconnected) => return Poll::Ready(Err(RecvError::Disconnected)),
+            Err(TryRecvError::Empty) => {}
+        }
+        // Register, then look again: a commit, the last sender's drop, or
+        // a slot freed after close that came after our first look either
+        // is seen by the second one or finds our waker (see WakerSlot).
+        chan.rx_waker.register(task.waker());
+        match chan.try_recv() {
+            Ok(value) => Poll::Ready(Ok(value)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(Err(RecvError::Disconnected)),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Recv<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recv").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,33 @@
+//! [`RegionError`]: why a region failed, and the [`Failure`] of a child
+//! as the region reports it.
+
+use std::fmt;
+
+use crate::TaskId;
+
+/// Why a region failed: its body's own error, or a child's.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RegionError<E> {
+    /// The region's body returned this error.
+    #[error("region body failed: {0:?}")]
+    Body(E),
+    /// A task in the region failed (the first to, in a fail-fast region).
+    #[error("{0}")]
+    Child(Failure),
+}
+
+/// A child task's error, as its region reports it (the typed error stays
+/// with the task's `JoinHandle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The task that failed.
+    pub task: TaskId,
+    /// Its error, formatted with `Debug`.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "task {} failed: {}", self.task.0, self.message)
+    }
+}

@@ -1,0 +1,63 @@
+//! [`RegionOptions`]: how to open a region (its [`Policy`], budget and
+//! cleanup budget).
+
+#[cfg(doc)]
+use crate::CancelKind;
+use crate::budget::{Budget, CleanupBudget};
+
+/// What a region does when a child fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// The first error or panic (of a child or of the body) cancels every
+    /// other child, reason [`CancelKind::SiblingFailed`].
+    #[default]
+    FailFast,
+    /// Every child runs to its end; the region's outcome is the join.
+    CollectAll,
+}
+
+/// How to open a region: its policy, budget and cleanup budget.
+///
+/// ```
+/// use runtime_core::{Budget, Policy, RegionOptions};
+/// let spec = RegionOptions::collect_all().budget(Budget::UNLIMITED.with_poll_quota(10_000));
+/// assert_eq!(spec.policy(), Policy::CollectAll);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RegionOptions {
+    pub(super) policy: Policy,
+    pub(super) budget: Budget,
+    pub(super) cleanup: Option<CleanupBudget>,
+}
+
+impl RegionOptions {
+    /// A fail-fast region (the default).
+    pub fn fail_fast() -> Self {
+        RegionOptions::default()
+    }
+
+    /// A collect-all region.
+    pub fn collect_all() -> Self {
+        RegionOptions {
+            policy: Policy::CollectAll,
+            ..RegionOptions::default()
+        }
+    }
+
+    /// With this budget (met with the parent's).
+    pub fn budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    /// With this cleanup budget for its tasks (default: the parent's).
+    pub fn cleanup(mut self, cleanup: CleanupBudget) -> Self {
+        self.cleanup = Some(cleanup);
+        self
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+}

@@ -1,0 +1,211 @@
+//! Running a region: its body, then quiescence, then its finalizers under
+//! the cleanup budget, then the join of the outcomes; and what happens when
+//! the region's future is dropped before it closes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use super::{Finalizer, Policy, Region, RegionError};
+use crate::cancel::{CancelKind, CancelReason, Origin};
+use crate::loom::{Ordering, lock};
+use crate::outcome::{Outcome, PanicPayload, Severity};
+use crate::sched::Scheduler;
+use crate::task::Runnable;
+use crate::time::driver::TimerAction;
+
+/// Runs a region: the body, then quiescence, then finalizers, then the
+/// join. Dropping it before it finishes cancels the region and leaves the
+/// close to its last child.
+pub(crate) async fn run_region<F, T, E>(
+    node: Arc<Region>,
+    owner: Arc<dyn Runnable>,
+    body: F,
+) -> Outcome<T, RegionError<E>>
+where
+    F: Future<Output = Result<T, E>> + Send,
+{
+    let guard = AbandonGuard(Some(node.clone()));
+    let body = InScope {
+        node: &node,
+        inner: CatchUnwind { inner: body },
+        registered: None,
+    };
+    let body_out = match body.await {
+        Ok(Ok(v)) => Outcome::Ok(v),
+        Ok(Err(e)) => match owner
+            .header()
+            .observed
+            .load(Ordering::Relaxed)
+            .then(|| node.cancel.get())
+            .flatten()
+        {
+            Some(reason) => Outcome::Cancelled(reason),
+            None => Outcome::Err(RegionError::Body(e)),
+        },
+        Err(p) => Outcome::Panicked(p),
+    };
+    if matches!(body_out.severity(), Severity::Err | Severity::Panicked)
+        && node.policy == Policy::FailFast
+    {
+        node.cancel(&node.sibling_failed());
+    }
+    std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
+    while let Some(f) = node.next_finalizer() {
+        match Cleanup::new(&node, f).await {
+            Cleaned::Done => {}
+            Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
+            Cleaned::Panicked(p) => node.record_panic(p),
+        }
+    }
+    guard.disarm();
+    node.close(body_out)
+}
+
+/// Abandons the region if its future is dropped before it closes.
+struct AbandonGuard(Option<Arc<Region>>);
+
+impl AbandonGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonGuard {
+    fn drop(&mut self) {
+        let Some(node) = &self.0 else { return };
+        node.cancel(
+            &CancelReason::new(CancelKind::ParentCancelled)
+                .with_message("the region's future was dropped before it closed")
+                .with_origin(Origin::Region(node.id)),
+        );
+        node.abandoned.store(true, Ordering::SeqCst);
+        if node.try_close() {
+            node.finish_abandoned();
+        }
+    }
+}
+
+/// Polls a region's body with the region as the current scope (for
+/// [`JoinHandle`](crate::JoinHandle)'s checkpoint), registering the
+/// poller's waker for cancel requests.
+struct InScope<'a, F> {
+    node: &'a Region,
+    inner: F,
+    /// The waker last stored in the node (to store a new one only when the
+    /// poller changes).
+    registered: Option<Waker>,
+}
+
+impl<F: Future> Future for InScope<'_, F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of `inner`; it is never moved.
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            let w = cx.waker().clone();
+            *lock(&this.node.body_waker) = Some(w.clone());
+            this.registered = Some(w);
+        }
+        let _scope = crate::task::PollingGuard::region(this.node);
+        // SAFETY: `inner` is pinned because `self` is.
+        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
+    }
+}
+
+/// Polls a future, turning a panic into `Err(payload)`.
+pub(crate) struct CatchUnwind<F> {
+    pub(crate) inner: F,
+}
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, PanicPayload>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of `inner`; it is never moved.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.inner) };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(p) => Poll::Ready(Err(PanicPayload::from_any(p))),
+        }
+    }
+}
+
+/// A finalizer under the cleanup budget: resolves `true` if it finished,
+/// `false` if it was cut off (poll quota or grace period spent).
+struct Cleanup {
+    fut: Finalizer,
+    polls: u32,
+    max_polls: Option<u32>,
+    deadline: Option<crate::time::Instant>,
+    timer: Option<crate::time::driver::TimerHandle>,
+    sched: Arc<dyn Scheduler>,
+}
+
+impl Cleanup {
+    fn new(node: &Region, fut: Finalizer) -> Self {
+        Cleanup {
+            fut,
+            polls: 0,
+            max_polls: node.cleanup.polls,
+            deadline: node.cleanup.grace.map(|g| node.sched.now() + g),
+            timer: None,
+            sched: node.sched.clone(),
+        }
+    }
+}
+
+/// How a finalizer ended.
+enum Cleaned {
+    Done,
+    CutOff,
+    Panicked(PanicPayload),
+}
+
+impl Future for Cleanup {
+    type Output = Cleaned;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cleaned> {
+        let this = &mut *self;
+        this.polls += 1;
+        if this.max_polls.is_some_and(|m| this.polls > m) {
+            return Poll::Ready(Cleaned::CutOff);
+        }
+        if let Some(d) = this.deadline
+            && this.sched.now() >= d
+        {
+            return Poll::Ready(Cleaned::CutOff);
+        }
+        match crate::outcome::catch(|| this.fut.as_mut().poll(cx)) {
+            Ok(Poll::Ready(())) => Poll::Ready(Cleaned::Done),
+            Err(p) => Poll::Ready(Cleaned::Panicked(p)),
+            Ok(Poll::Pending) => {
+                if let (Some(d), None) = (this.deadline, &this.timer) {
+                    this.timer = Some(
+                        this.sched
+                            .insert_timer(d, TimerAction::Wake(cx.waker().clone())),
+                    );
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(t) = self.timer.take() {
+            self.sched.cancel_timer(t);
+        }
+        // The finalizer is user code: its Drop (after a cut-off, with its
+        // state half-run) may panic.
+        let fut = std::mem::replace(&mut self.fut, Box::pin(async {}));
+        if crate::outcome::drop_caught(fut).is_some() {
+            self.sched.stats().panic_caught();
+        }
+    }
+}
