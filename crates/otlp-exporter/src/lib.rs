@@ -103,19 +103,76 @@
 //!   hash index of at most [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
 //!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
 //!   `twenty_thousand_tracers_each_keep_their_scope`).
+//! * **Spans are owned** (`tests/span_owned.rs`): a [`Tracer`] is
+//!   `Clone + Send + Sync + 'static`; a [`Span`] may end on another thread,
+//!   after its tracer is dropped, or after shutdown (counted as
+//!   `after_shutdown`), and starting or ending one changes no reference
+//!   count shared between threads (see [`Tracer`]'s per-thread handles).
+//!   Dropping every pipeline, tracer and span handle still shuts the
+//!   pipeline down.
+//! * **W3C Trace Context** (`tests/traceparent.rs`, with property tests):
+//!   [`SpanContext::from_traceparent`] accepts what the spec accepts
+//!   (later versions by its forward-compatibility rules) and gives a
+//!   [`TraceparentError`] for everything else, never a panic;
+//!   [`TraceState`] follows the list rules and the 32-member limit.
+//! * **Sampling as the OpenTelemetry spec defines it**
+//!   (`tests/sampling.rs`): [`Sampler`]'s `TraceIdRatioBased` decides as the
+//!   other SDKs do (the trace id's lower 8 bytes), `ParentBased` has the
+//!   spec's default delegates, and an unsampled span stores nothing, reads
+//!   no clock, is neither encoded nor queued, and is counted as
+//!   [`Dropped::not_sampled`].
+//!
+//! # Continuing a trace, and sampling
+//!
+//! ```
+//! use otlp_exporter::{InMemory, Pipeline, Sampler, SpanContext, SpanKind};
+//! use std::time::Duration;
+//!
+//! let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+//! // Keep 10 % of new traces; follow the caller's decision for the rest.
+//! let tracer = pipeline
+//!     .tracer("frontend", "1.0")
+//!     .with_sampler(Sampler::parent_based(Sampler::TraceIdRatioBased(0.1)));
+//!
+//! // An incoming request's headers (a malformed traceparent is an error:
+//! // start a new trace then).
+//! let parent = SpanContext::from_w3c_headers(
+//!     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+//!     Some("vendor=opaque"),
+//! );
+//! let span = match &parent {
+//!     Ok(parent) => tracer.build("GET /cart").kind(SpanKind::Server).parent(parent).start(),
+//!     Err(_) => tracer.build("GET /cart").kind(SpanKind::Server).start(),
+//! };
+//! // The caller sampled the trace, so this span is sampled too.
+//! assert!(span.is_recording());
+//!
+//! // An outgoing request carries the trace on.
+//! let traceparent = span.context().to_traceparent();
+//! let tracestate = span.context().trace_state.clone();
+//! assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+//! assert_eq!(tracestate, "vendor=opaque");
+//!
+//! // A span is owned: it may end on another thread.
+//! std::thread::spawn(move || span.end()).join().unwrap();
+//! pipeline.shutdown(Duration::from_secs(5));
+//! ```
 //!
 //! # Configuration
 //!
 //! Builder settings win over the environment, which wins over the
-//! OpenTelemetry SDK spec's defaults: `OTEL_BSP_MAX_QUEUE_SIZE` (2048, per
-//! recording thread here), `OTEL_BSP_SCHEDULE_DELAY` (5000 ms),
+//! OpenTelemetry SDK spec's defaults: `OTEL_BSP_MAX_QUEUE_SIZE` (2048, the
+//! total across recording threads), `OTEL_BSP_SCHEDULE_DELAY` (5000 ms),
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 //! (512); the resource from `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`; the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
 //! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL` (a
 //! pipeline with no transport set sends to it when an endpoint is set, and
-//! writes `otlp-traces.jsonl` otherwise).
+//! writes `otlp-traces.jsonl` otherwise); each tracer's sampler from
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
+//! a bad value is warned about and ignored, as the spec says;
+//! [`Tracer::with_sampler`] wins over it).
 //!
 //! # Features
 //!

@@ -161,7 +161,9 @@ impl Tracer {
         Self::with_parts(pipeline, scope, Sampler::from_env())
     }
 
-    fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
+    /// A tracer for `scope` of `pipeline` with `sampler` (for a pipeline
+    /// builder that sets the sampler).
+    pub(crate) fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
         let limits = pipeline.limits();
         Tracer {
             inner: Arc::new(TracerInner {
@@ -300,11 +302,14 @@ impl Tracer {
     fn local(&self) -> Arc<Local> {
         let id = self.inner.id;
         let cached = LOCALS.try_with(|cache| {
-            let cache = cache.try_borrow().ok()?;
-            cache
-                .iter()
-                .find(|e| e.tracer == id)
-                .and_then(|e| e.local.upgrade())
+            let mut cache = cache.try_borrow_mut().ok()?;
+            let i = cache.iter().position(|e| e.tracer == id)?;
+            if i > 0 {
+                // Most recently used first: a thread that uses many tracers
+                // finds its busy ones at once.
+                cache.swap(0, i);
+            }
+            cache[0].local.upgrade()
         });
         match cached {
             Ok(Some(local)) => local,
