@@ -116,6 +116,18 @@
 //! pipeline shut down, spans that close are handed to it and counted there
 //! as `after_shutdown` ([`otlp_exporter::Dropped`]); nothing panics.
 //!
+//! # Deep trees
+//!
+//! The layer keeps nothing per nesting level beyond the span itself, and
+//! its callbacks never recurse: 10 000 nested spans are recorded as one
+//! chain (`tests/bad_input.rs`). One pattern is deep on its own: when the
+//! handles of a chain of nested spans are dropped outermost first, every
+//! span stays alive through its child, and closing the innermost closes
+//! the whole chain, each parent from inside its child's close, in
+//! tracing-subscriber's registry (with any layer: a no-op layer overflows a
+//! 2 MiB stack below 2 000 levels in a debug build). Spans closed as
+//! scopes end (innermost first) never do this.
+//!
 //! # Cost
 //!
 //! One registry extension per span holds a pre-sized `SpanData`; static
