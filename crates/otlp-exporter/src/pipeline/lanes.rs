@@ -5,6 +5,8 @@
 //! of records made from inside the pipeline's own transport.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::ptr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -32,7 +34,12 @@ pub(super) const INLINE: usize = 240;
 // common case allocation-free, and the queue slot has to hold it anyway.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum SpanBytes {
-    Inline { len: u8, buf: [u8; INLINE] },
+    /// The first `len` bytes of `buf` are initialized (the rest never is:
+    /// filling 240 bytes per span that nobody reads is a cost).
+    Inline {
+        len: u8,
+        buf: [MaybeUninit<u8>; INLINE],
+    },
     Heap(Box<[u8]>),
 }
 
@@ -41,8 +48,15 @@ impl EncodedSpan {
     pub(super) fn new(scope: ScopeId, bytes: &[u8]) -> Self {
         let bytes = match u8::try_from(bytes.len()) {
             Ok(len) if bytes.len() <= INLINE => {
-                let mut buf = [0; INLINE];
-                buf[..bytes.len()].copy_from_slice(bytes);
+                let mut buf = [MaybeUninit::uninit(); INLINE];
+                // SAFETY: `bytes.len() <= INLINE`; the regions are distinct.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        buf.as_mut_ptr().cast::<u8>(),
+                        bytes.len(),
+                    );
+                }
                 SpanBytes::Inline { len, buf }
             }
             _ => SpanBytes::Heap(bytes.into()),
@@ -54,7 +68,10 @@ impl EncodedSpan {
         SpanRef {
             scope: self.scope,
             bytes: match &self.bytes {
-                SpanBytes::Inline { len, buf } => &buf[..usize::from(*len)],
+                // SAFETY: the first `len` bytes were written in `new`.
+                SpanBytes::Inline { len, buf } => unsafe {
+                    std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), usize::from(*len))
+                },
                 SpanBytes::Heap(b) => b,
             },
         }
@@ -267,9 +284,16 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
 impl Pipeline {
     /// `record`, skipping the limits for spans already built within them
     /// (by [`Span`](crate::Span)).
-    pub(crate) fn record_span(&self, span: SpanData, apply_limits: bool) -> Recorded {
+    pub(crate) fn record_span(&self, mut span: SpanData, apply_limits: bool) -> Recorded {
+        self.record_in_place(&mut span, apply_limits)
+    }
+
+    /// `record_span` on a span the caller keeps (and drops): the span is
+    /// encoded where it lies, never moved (a `SpanData` is a few hundred
+    /// bytes, and every move is a copy on the record path).
+    #[inline]
+    pub(crate) fn record_in_place(&self, span: &mut SpanData, apply_limits: bool) -> Recorded {
         let shared = &self.handle.shared;
-        let mut span = Some(span);
         let fast = LANES.try_with(|lanes| {
             // Re-entry (a record from inside a record) finds the cell
             // borrowed: leave the span for the slow path below.
@@ -284,35 +308,31 @@ impl Pipeline {
                     lanes.len() - 1
                 }
             };
-            Some(record_into(
-                shared,
-                &mut lanes[i],
-                span.take()?,
-                apply_limits,
-            ))
+            Some(record_into(shared, &mut lanes[i], span, apply_limits))
         });
-        match (fast, span) {
-            (Ok(Some(recorded)), _) => recorded,
+        match fast {
+            Ok(Some(recorded)) => recorded,
             // Thread-local storage is being torn down, re-entry, or no lane
             // of its own could be allocated: the shared fallback lane.
-            (_, Some(span)) => {
-                let mut fallback = lock(&shared.fallback);
-                if fallback.is_none() {
-                    // Shared by every thread: never marked re-entrant (a
-                    // record from a pipeline thread that lands here still
-                    // never waits: see `push`).
-                    *fallback = new_lane(shared);
-                    if let Some(lane) = fallback.as_mut() {
-                        lane.reentrant = false;
-                    }
-                }
-                match fallback.as_mut() {
-                    Some(lane) => record_into(shared, lane, span, apply_limits),
-                    None => record_laneless(shared, span),
-                }
-            }
-            (_, None) => unreachable!("the span is taken only when it is recorded"),
+            _ => record_fallback(shared, span, apply_limits),
         }
+    }
+}
+
+#[cold]
+fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool) -> Recorded {
+    let mut fallback = lock(&shared.fallback);
+    if fallback.is_none() {
+        // Shared by every thread: never marked re-entrant (a record from a
+        // pipeline thread that lands here still never waits: see `push`).
+        *fallback = new_lane(shared);
+        if let Some(lane) = fallback.as_mut() {
+            lane.reentrant = false;
+        }
+    }
+    match fallback.as_mut() {
+        Some(lane) => record_into(shared, lane, span, apply_limits),
+        None => record_laneless(shared),
     }
 }
 
@@ -334,7 +354,7 @@ pub(super) fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
 /// Accounts for a record that found no lane at all (memory ran out):
 /// counted as queue-full (or after shutdown). Called under the fallback
 /// lock, which makes it the single writer of `laneless`.
-pub(super) fn record_laneless(shared: &Shared, span: SpanData) -> Recorded {
+pub(super) fn record_laneless(shared: &Shared) -> Recorded {
     let c = &*shared.laneless;
     let n = c.accepted.load(Ordering::Relaxed) + 1;
     // SeqCst: as in `record_into`.
@@ -346,7 +366,6 @@ pub(super) fn record_laneless(shared: &Shared, span: SpanData) -> Recorded {
         bump(&c.queue_full);
         Recorded::Dropped(DropReason::QueueFull)
     };
-    drop(span);
     c.resolved.store(n, Ordering::Release);
     outcome
 }
@@ -354,7 +373,7 @@ pub(super) fn record_laneless(shared: &Shared, span: SpanData) -> Recorded {
 pub(super) fn record_into(
     shared: &Shared,
     lane: &mut LocalLane,
-    mut span: SpanData,
+    span: &mut SpanData,
     apply_limits: bool,
 ) -> Recorded {
     let c = &*lane.counters;
@@ -372,13 +391,11 @@ pub(super) fn record_into(
         Recorded::Dropped(DropReason::LowPriority)
     } else {
         if apply_limits {
-            shared.config.limits.apply(&mut span);
+            shared.config.limits.apply(span);
         }
         lane.scratch.clear();
-        encode_span(&span, shared.config.encoding, &mut lane.scratch);
+        encode_span(span, shared.config.encoding, &mut lane.scratch);
         let encoded = EncodedSpan::new(span.scope, &lane.scratch);
-        // Free the span's allocations here, on the thread that made them.
-        drop(span);
         if lane.reentrant {
             defer(shared, lane, encoded)
         } else {
