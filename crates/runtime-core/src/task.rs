@@ -158,12 +158,16 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 impl Header {
     /// The seed for this task's next child.
     pub(crate) fn child_seed(&self) -> u64 {
+        // Relaxed: only atomicity matters (each child gets its own number);
+        // the counter guards no other data.
         let n = self.children.fetch_add(1, Ordering::Relaxed);
         mix64(self.seed ^ mix64(n.wrapping_add(0x9E37_79B9_7F4A_7C15)))
     }
 
     /// The next number of this task's random sequence (SplitMix64).
     pub(crate) fn next_random(&self) -> u64 {
+        // Relaxed: only the thread polling the task touches `rng`; the
+        // RUNNING hand-off (AcqRel CAS in `run`) orders it across workers.
         let state = self
             .rng
             .load(Ordering::Relaxed)
@@ -180,17 +184,27 @@ impl Header {
 
     /// Whether the task's cancellation is visible at a checkpoint now.
     pub(crate) fn masked(&self) -> bool {
+        // Relaxed: `mask` is written only by the polling thread (`Masked`);
+        // readers on other threads (a region deciding a cut-off) take a stale
+        // value as "still masked" or "no longer", both resolved at the next run.
         self.mask.load(Ordering::Relaxed) > 0
     }
 
     pub(crate) fn add_open_region(&self, r: &Arc<Region>) {
         let mut open = lock(&self.open_regions);
         open.push(Arc::downgrade(r));
+        // SeqCst: the store half of a Dekker pair with `cancel_task_with`
+        // (cancel cell stored, then `open_count` loaded, both SeqCst): a region
+        // added here and then checking the task's cell (`Region::open`), and a
+        // request stored in the cell and then reading this, cannot both miss.
         self.open_count.store(open.len(), Ordering::SeqCst);
     }
 
     /// Whether a region this task has open still has children running.
     pub(crate) fn has_live_regions(&self) -> bool {
+        // Acquire: pairs with the SeqCst stores above; a stale zero only
+        // means a cut-off (shutdown, past the drain) spares no region here,
+        // and the locked list is what decides otherwise.
         if self.open_count.load(Ordering::Acquire) == 0 {
             return false;
         }
@@ -203,6 +217,7 @@ impl Header {
     pub(crate) fn remove_open_region(&self, r: &Region) {
         let mut open = lock(&self.open_regions);
         open.retain(|w| !std::ptr::eq(w.as_ptr(), r));
+        // SeqCst: as in `add_open_region`.
         self.open_count.store(open.len(), Ordering::SeqCst);
     }
 }
@@ -211,6 +226,7 @@ impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Task")
             .field("id", &self.id)
+            // Relaxed: a snapshot for display.
             .field("state", &self.state.load(Ordering::Relaxed))
             .finish()
     }
@@ -283,6 +299,7 @@ where
 /// SCHEDULED; returns true when the caller must enqueue it.
 #[inline]
 fn transition_to_scheduled(h: &Header) -> bool {
+    // Acquire: a first guess; the CAS below is what synchronizes.
     let mut s = h.state.load(Ordering::Acquire);
     loop {
         let next = if s & COMPLETE != 0 || s & SCHEDULED != 0 {
@@ -389,7 +406,9 @@ where
         // also sees the task gone from the counters and its region.
         stats.task_finished(cut_off);
         h.region.child_finished(report);
-        // Release: the joiner (Acquire on COMPLETE) sees the outcome.
+        // AcqRel: Release is what matters: the joiner (Acquire on
+        // COMPLETE) sees the outcome and the reports above. An RMW, not a
+        // store, so a concurrent waker's bits are kept.
         h.state.fetch_or(COMPLETE, Ordering::AcqRel);
         if self.join.wake() {
             stats.panic_caught();
@@ -406,6 +425,8 @@ where
                 // the task inherited from the task's region, whose sweep
                 // has not reached this task yet. That request is the
                 // task's too (the sweep is on its way): read it from there.
+                // Relaxed: see `awaiter_cancelled`: only the polling thread
+                // touches `observed`.
                 match h
                     .observed
                     .load(Ordering::Relaxed)
@@ -441,11 +462,15 @@ where
         if crate::outcome::drop_caught(old).is_some() {
             self.header.sched().stats().panic_caught();
         }
+        // Release: publishes the outcome written above to the joiner's
+        // Acquire load of COMPLETE. A plain store is enough: the task was
+        // never scheduled, so no other thread changes its state.
         self.header.state.store(COMPLETE, Ordering::Release);
     }
 
     fn run(self: Arc<Self>) {
         let h = &self.header;
+        // Acquire: a first guess; the CAS below is what synchronizes.
         let mut s = h.state.load(Ordering::Acquire);
         loop {
             if s & COMPLETE != 0 {
@@ -477,6 +502,11 @@ where
         let _polling = PollingGuard::task(h);
         loop {
             // Budgets, before the poll so the poll can observe them.
+            // Relaxed (load and store): `polls` is written only by the thread
+            // holding RUNNING; the RUNNING hand-off orders it across workers. A
+            // canceller reading it on another thread (`cancel_task_with`) may see
+            // a slightly stale count, which moves the cleanup quota's start by as
+            // much (a bound, not an exact count).
             let polls = h.polls.load(Ordering::Relaxed).saturating_add(1);
             h.polls.store(polls, Ordering::Relaxed);
             if let Some(q) = h.budget.poll_quota
@@ -489,8 +519,15 @@ where
                     &CancelReason::new(CancelKind::PollQuota).with_origin(Origin::Task(h.id)),
                 );
             }
+            // Acquire: pairs with `cut_off_task`'s AcqRel `fetch_or`. Only the
+            // flag is read through it; a flag set just after this load is seen at
+            // the next run, which `cut_off_task`'s wake guarantees.
             let mut cut_off = h.state.load(Ordering::Acquire) & CUT_OFF != 0;
             if !cut_off && h.cancel.is_requested() {
+                // Relaxed: `polls_at_cancel` is one word written once, at the first
+                // request, by the cancelling thread; a stale `u32::MAX` gives 0 polls
+                // since (no cut-off yet): the next run reads it, so the cleanup quota
+                // is at most a poll late.
                 let since = polls.saturating_sub(h.polls_at_cancel.load(Ordering::Relaxed));
                 if let Some(quota) = h.region.cleanup.polls {
                     cut_off = since > quota;
@@ -541,6 +578,7 @@ where
                 in_place += 1;
                 continue;
             }
+            // Acquire: a first guess; the CAS below is what synchronizes.
             let mut s = h.state.load(Ordering::Acquire);
             loop {
                 let next = if s & NOTIFIED != 0 || self_yield {
@@ -644,10 +682,14 @@ where
                 }
             })
         };
+        // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)` (or
+        // `reject`'s Release store): seeing COMPLETE, we see the outcome.
         if self.header.state.load(Ordering::Acquire) & COMPLETE != 0 {
             return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
         }
         self.join.register(cx.waker());
+        // Acquire: as above. The register-then-check order with `finish`'s
+        // set-then-wake is `WakerSlot`'s protocol (`sync.rs`): no lost wake.
         if self.header.state.load(Ordering::Acquire) & COMPLETE != 0 {
             return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
         }
@@ -709,6 +751,8 @@ impl<T, E> JoinHandle<T, E> {
 
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
+        // Acquire: as in `poll_join`, so that `true` means the outcome is
+        // ready for an await that follows.
         self.task.task_header().state.load(Ordering::Acquire) & COMPLETE != 0
     }
 }
@@ -752,6 +796,9 @@ fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
             // A task's own spawns go to its region, beside it, not below
             // it: nothing awaited from a task's own scope is drained by the
             // task's cancellation.
+            // Relaxed: `observed` is written and read only by the thread polling
+            // this task (here, then `outcome_of` after the poll); the RUNNING
+            // hand-off orders it across workers.
             task.observed.store(true, Ordering::Relaxed);
             task.cancel.get()
         }
@@ -764,6 +811,7 @@ fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
             if (header.masked() && !node.is_cut_off()) || node.contains(&awaited.region) {
                 return None;
             }
+            // Relaxed: as above (the owner task is the one being polled here).
             header.observed.store(true, Ordering::Relaxed);
             node.cancel.get()
         }

@@ -50,6 +50,8 @@ pub(crate) fn cancel_task_with(
         return;
     };
     if first {
+        // Relaxed: see `Task::run`: `polls` is the polling thread's, read
+        // here as a bound; `polls_at_cancel` is one word read by the next run.
         h.polls_at_cancel
             .store(h.polls.load(Ordering::Relaxed), Ordering::Relaxed);
         if let (Some(grace), true) = (h.region.cleanup.grace, own_grace) {
@@ -58,7 +60,11 @@ pub(crate) fn cancel_task_with(
                 .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
         }
     }
-    let regions: Vec<_> = if h.open_count.load(Ordering::Acquire) == 0 {
+    // SeqCst: the load half of the Dekker pair with `add_open_region`
+    // (the request's SeqCst store into the cell came first): a region
+    // opened concurrently either is seen here or sees the request itself
+    // (`Region::open` reads the owner's cell after registering).
+    let regions: Vec<_> = if h.open_count.load(Ordering::SeqCst) == 0 {
         Vec::new()
     } else {
         lock(&h.open_regions)
@@ -78,6 +84,8 @@ pub(crate) fn cancel_task_with(
 /// Marks a task to have its future dropped at its next run, and wakes it.
 pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
     let h = task.header();
+    // AcqRel: one cut-off wins (an RMW on the state word the runner CASes);
+    // Release makes the flag visible to the runner's Acquire load.
     if h.state.fetch_or(CUT_OFF, Ordering::AcqRel) & (COMPLETE | CUT_OFF) != 0 {
         return;
     }
@@ -126,10 +134,15 @@ impl Region {
     /// current cancel reason to live ones. Passes never overlap: a request
     /// that arrives during one makes the running sweeper go again.
     pub(crate) fn sweep(&self) {
+        // AcqRel: Release publishes our request (stored in the cell before
+        // this) to the running sweeper, whose `fetch_sub` below reads this
+        // increment (Acquire) and goes round again, loading the new reason.
         if self.sweeps.fetch_add(1, Ordering::AcqRel) != 0 {
             return;
         }
         loop {
+            // Acquire: see the requests counted so far (their reasons are in the
+            // cell before their increments).
             let seen = self.sweeps.load(Ordering::Acquire);
             let reason = self.cancel.get_arc();
             let child_reason = reason.as_ref().map(|r| r.for_child());
@@ -163,6 +176,8 @@ impl Region {
                 }
             }
             drop(swept);
+            // AcqRel: Acquire reads any increment that came in meanwhile (and so
+            // its request); Release hands the finished pass to the next sweeper.
             if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {
                 break;
             }
@@ -178,6 +193,8 @@ impl Region {
         // to drop), loses its masks: wake it to see the cancellation.
         if force
             && self.cancel.is_requested()
+            // AcqRel: one cut-off wakes the body (an RMW); Release publishes the
+            // flag to `is_cut_off`'s Acquire.
             && !self.cut_off.swap(true, Ordering::AcqRel)
             && let Some(w) = self.body_waker()
             && crate::outcome::wake_caught(w)

@@ -131,9 +131,13 @@ pub(crate) enum Child {
 impl Child {
     pub(crate) fn is_alive(&self) -> bool {
         match self {
+            // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)`: a
+            // child seen finished has reported to this region already. A stale
+            // "alive" only keeps the entry until the next sweep.
             Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
             Child::Region(r) => r
                 .upgrade()
+                // Acquire: pairs with `detach`'s AcqRel swap; stale "open" as above.
                 .is_some_and(|r| !r.closed.load(Ordering::Acquire)),
         }
     }
@@ -204,6 +208,7 @@ impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("id", &self.id)
+            // Relaxed: a snapshot for display.
             .field("live", &self.live.load(Ordering::Relaxed))
             .finish()
     }
@@ -285,6 +290,9 @@ impl Region {
         if !parent.adopt(Child::Region(Arc::downgrade(&node))) {
             // The parent has closed (a `Cx` outlived its region): this
             // region is born cancelled and never counted in the parent.
+            // Relaxed: set before the node is handed out; every path from here
+            // to `detach`, its only reader, passes an acquire-release (the live
+            // count's RMWs, the owner task's RUNNING hand-off).
             node.orphan.store(true, Ordering::Relaxed);
             node.cancel(
                 &CancelReason::new(CancelKind::ParentCancelled)
@@ -322,6 +330,8 @@ impl Region {
         // SeqCst: pairs with the CAS that closes the region (a child is
         // either counted before the close or refused after it).
         if self.live.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
+            // SeqCst: undoes the refused increment; SeqCst like every RMW of
+            // `live`, so `try_close`'s CAS sees a single order of them.
             self.live.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
@@ -395,6 +405,12 @@ impl Region {
             }
         }
         // AcqRel: the child's work happens-before the closer's Acquire.
+        // SeqCst: (1) release/acquire: the child's work happens-before the
+        // closer that sees 0; (2) the RMW half of a Dekker pair with
+        // `AbandonGuard::drop` (stores `abandoned`, then CASes `live`), read
+        // back by the SeqCst load of `abandoned` below: either the guard's
+        // close sees no live child, or the last child sees `abandoned` and
+        // completes the close itself.
         if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             if self.abandoned.load(Ordering::SeqCst) {
                 if self.try_close() {
@@ -412,6 +428,9 @@ impl Region {
 
     /// The number of live children.
     pub(crate) fn live(&self) -> usize {
+        // Acquire: the count is a hint for compaction and cut-off decisions;
+        // Acquire pairs with the children's SeqCst decrements so that a child
+        // seen gone has reported.
         self.live.load(Ordering::Acquire) & !CLOSED
     }
 
@@ -490,6 +509,9 @@ impl Region {
 
     /// Whether the cleanup budget of this region's body has run out.
     pub(crate) fn is_cut_off(&self) -> bool {
+        // Acquire: pairs with `cut_off_all`'s AcqRel swap; only the flag is
+        // read, and a late one is seen at the body's next checkpoint (the
+        // cut-off wakes it).
         self.cut_off.load(Ordering::Acquire)
     }
 
@@ -533,6 +555,8 @@ impl Region {
     /// Leaves the parent and the owner task, and lets go of the finished
     /// children (they hold the region; it must not hold them back).
     fn detach(&self) {
+        // AcqRel: one detach wins (an RMW); Release publishes the close to
+        // `Child::is_alive`'s Acquire in the parent's sweeps.
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -545,6 +569,7 @@ impl Region {
             owner.header().remove_open_region(self);
         }
         if let Some(parent) = &self.parent
+            // Relaxed: see the store in `open`.
             && !self.orphan.load(Ordering::Relaxed)
         {
             parent.child_finished(ChildReport::region_done());

@@ -34,6 +34,8 @@ where
     };
     let body_out = match body.await {
         Ok(Ok(v)) => Outcome::Ok(v),
+        // Relaxed: only the thread polling the owner task touches `observed`
+        // (see `awaiter_cancelled` in task.rs).
         Ok(Err(e)) => match owner
             .header()
             .observed
@@ -80,6 +82,8 @@ impl Drop for AbandonGuard {
                 .with_message("the region's future was dropped before it closed")
                 .with_origin(Origin::Region(node.id)),
         );
+        // SeqCst: the store half of the Dekker pair with `child_finished`
+        // (see there): then `try_close` below is the SeqCst CAS on `live`.
         node.abandoned.store(true, Ordering::SeqCst);
         if node.try_close() {
             node.finish_abandoned();

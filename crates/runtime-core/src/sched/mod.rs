@@ -5,6 +5,24 @@
 //! implements it (and, with one core driven by `block_on`, is the
 //! current-thread flavour); a deterministic lab scheduler with virtual
 //! time implements the same trait.
+//!
+//! ## Which paths take a lock, and when
+//!
+//! "Lock-free" below means: atomics and crossbeam's lock-free deques and
+//! injector only. Every lock is a `std` mutex (`loom`'s under loom), held
+//! for a few instructions, never across user code or a poll.
+//!
+//! | path | lock-free part | lock taken, and when |
+//! |---|---|---|
+//! | wake a task (waker, `JoinHandle` completion, channel commit) | the task's state CAS; the push into this worker's LIFO slot or deque, or into the injector from outside the pool | **only when a parked worker must be woken** (a wake from outside the pool, or a worker with more than one task queued): `Idle::pick` reads the sleeper count lock-free (no sleeper: no lock), else takes `Idle::list` (`sched/idle.rs`) to pick one, then `Shared::threads[i]` (`sched/pool.rs`) to unpark its thread |
+//! | spawn | the registry push (`registry.rs`), the live count, the enqueue as above | a sweep's `swept` lock when the registry has grown past its live count (amortised); the timer wheel's lock when the task's budget has a deadline of its own |
+//! | checkpoint, `is_cancel_requested`, `JoinHandle` poll, `WakerSlot` | all of it | none |
+//! | request a cancellation | the flag store | the cell's `kept` lock (`cancel/cell.rs`), the region's `swept` lock for the sweep, the task's `open_regions` lock when it has regions open, the timer lock for the grace timer, `body_waker` |
+//! | a task finishing | the live count, the joiner's `WakerSlot` | the region's `worst` lock only when the task failed |
+//! | open / close a region | the live count CAS | the owner's `open_regions`, `finalizers`, `body_waker` (once per poller change), `swept` at the close |
+//! | timers (`sleep`, `timeout`, budgets' deadlines) | `TimerDriver::due` (one load, on every 32nd checkpoint) | the wheel's one mutex (`time/driver.rs`) to insert, cancel or turn |
+//! | a worker going idle and parking | the sleeper counts (`Idle::sleepers`, `Idle::deep`) | `Idle::list` to register and unregister; `cores[i]` and `threads[i]` when `drive` starts and ends |
+//! | mpsc send / receive | the fast path (`chan.rs`: one CAS to reserve, the queue push, the receiver's `WakerSlot`) | the waiter list, only while senders wait for a slot |
 
 #[cfg(any(test, loom))]
 pub(crate) mod detached;
@@ -73,21 +91,29 @@ pub(crate) struct Stats {
 
 impl Stats {
     pub(crate) fn task_spawned(&self) {
+        // Relaxed: a counter for reports; `snapshot` reads `finished` first
+        // (Acquire) and clamps `spawned` to at least that.
         self.spawned.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn task_finished(&self, cut_off: bool) {
+        // Release: pairs with `snapshot`'s Acquire: a task counted finished
+        // was counted spawned before (same task, earlier), so the snapshot
+        // sees `spawned >= finished` for it.
         self.finished.fetch_add(1, Ordering::Release);
         if cut_off {
+            // Relaxed: an independent counter, read only for reports.
             self.cut_off.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn finalizer_cut_off(&self) {
+        // Relaxed: an independent counter, read only for reports.
         self.finalizers_cut_off.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn finalizers_skipped(&self, n: usize) {
+        // Relaxed: an independent counter, read only for reports.
         self.finalizers_skipped
             .fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -95,10 +121,13 @@ impl Stats {
     /// A panic in user code the runtime called from its bookkeeping (a
     /// `Drop`, a `Debug`, a waker, a finalizer) was caught.
     pub(crate) fn panic_caught(&self) {
+        // Relaxed: an independent counter, read only for reports.
         self.panics_caught.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> RuntimeStats {
+        // Acquire: see `task_finished`; the other counters are Relaxed
+        // reports, each exact once the runtime is quiet.
         let finished = self.finished.load(Ordering::Acquire);
         RuntimeStats {
             tasks_spawned: self.spawned.load(Ordering::Relaxed).max(finished),

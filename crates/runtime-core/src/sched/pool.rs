@@ -9,19 +9,12 @@
 //! has more queued work than it can start right away. Wakes from outside
 //! the pool go through the injector.
 //!
-//! ## In short
-//!
-//! A task woken by a task running on a worker goes to that worker's LIFO
-//! slot and runs next, on the same thread; that is why spawn-then-join and
-//! ping-pong from the root never cross threads. The slot is a one-task
-//! deque that other workers can steal from, and an idle worker parks at
-//! most 10 ms while another is inside a poll, so a task woken behind a poll
-//! that blocks waits at most that long (`STRANDED_BOUND`). Spawns go to the
-//! back of the local deque; a task that yields with nothing else queued
-//! goes to a one-task yield slot. Other workers are woken only when a
-//! worker has more than one task waiting. Parking follows the Dekker
-//! pattern in `sched/idle.rs` (register as sleeper, fence, look again,
-//! park; the waker pushes, fences, reads the sleeper count).
+//! The LIFO slot is a one-task deque that other workers can steal from, and
+//! an idle worker parks at most [`STRANDED_BOUND`] while another is inside
+//! a poll, so a task woken behind a poll that blocks waits at most that
+//! long. A task that yields with nothing else queued goes to a one-task
+//! yield slot. Parking follows the Dekker pattern in `idle.rs`; which of
+//! these paths lock is in the table in `sched/mod.rs`.
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -264,6 +257,10 @@ impl Shared {
         park_cap: Option<std::time::Duration>,
     ) {
         loop {
+            // Acquire: pairs with shutdown's SeqCst store (runtime.rs): a worker
+            // that sees the flag sees what shutdown did before it. A late look
+            // costs one more task; `notify_all` unparks sleepers to look.
+            // Acquire: as at the top of the loop.
             if done() || self.shutdown.load(Ordering::Acquire) {
                 return;
             }
@@ -276,6 +273,7 @@ impl Shared {
                 // a report that tolerates a stale value.
                 self.busy[ctx.index].store(true, Ordering::Relaxed);
                 task.run();
+                // Relaxed: as above.
                 self.busy[ctx.index].store(false, Ordering::Relaxed);
                 continue;
             }
@@ -420,6 +418,7 @@ impl Shared {
 
     /// Whether worker `index` is inside a task's poll now.
     pub(crate) fn is_busy(&self, index: usize) -> bool {
+        // Relaxed: see `run_loop`: a report that tolerates a stale value.
         self.busy[index].load(Ordering::Relaxed)
     }
 
@@ -540,6 +539,7 @@ impl Scheduler for Shared {
     }
 
     fn next_id(&self) -> u64 {
+        // Relaxed: ids need only be unique, which the RMW's atomicity gives.
         self.ids.fetch_add(1, Ordering::Relaxed)
     }
 
