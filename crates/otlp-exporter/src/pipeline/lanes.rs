@@ -386,7 +386,7 @@ pub(super) fn record_into(
     } else if !span.context.trace_flags.is_sampled() {
         bump(&c.not_sampled);
         Recorded::Dropped(DropReason::NotSampled)
-    } else if shared.config.shedding_low_priority(&span, &lane.producer) {
+    } else if shared.config.shedding_low_priority(span, &lane.producer) {
         bump(&c.low_priority);
         Recorded::Dropped(DropReason::LowPriority)
     } else {
