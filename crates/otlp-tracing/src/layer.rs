@@ -7,8 +7,9 @@ use std::marker::PhantomData;
 use std::time::Instant;
 
 use otlp_exporter::{
-    Event, InstrumentationScope, KeyValue, Link, Pipeline, ScopeId, SpanContext, SpanData, SpanId,
-    SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value, now_unix_nanos,
+    Event, InstrumentationScope, KeyValue, Link, Pipeline, Sampler, SamplingDecision, ScopeId,
+    SpanContext, SpanData, SpanId, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
+    now_unix_nanos,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Level, Metadata, Subscriber};
@@ -46,6 +47,7 @@ pub struct OtlpLayer {
     location: bool,
     inactivity: bool,
     error_events_to_status: bool,
+    sampler: Sampler,
     counters: LayerCounters,
 }
 
@@ -53,7 +55,10 @@ impl OtlpLayer {
     /// A layer recording into `pipeline` (a clone of the handle: the layer
     /// keeps the pipeline alive), under the instrumentation scope
     /// `otlp-tracing` (see [`with_scope`](Self::with_scope)), with the
-    /// pipeline's span limits.
+    /// pipeline's span limits and the sampler `OTEL_TRACES_SAMPLER` /
+    /// `OTEL_TRACES_SAMPLER_ARG` name ([`Sampler::from_env`]: by default
+    /// the spec's `ParentBased` with an `AlwaysOn` root), as
+    /// [`Pipeline::tracer`] does.
     ///
     /// ```
     /// use otlp_exporter::{InMemory, Pipeline};
@@ -75,6 +80,7 @@ impl OtlpLayer {
             location: true,
             inactivity: true,
             error_events_to_status: true,
+            sampler: Sampler::from_env(),
             counters: LayerCounters::new(),
         }
     }
@@ -143,6 +149,24 @@ impl OtlpLayer {
         self
     }
 
+    /// Samples spans with `sampler` instead of the one the environment
+    /// names. See [Context propagation and
+    /// sampling](crate#context-propagation-and-sampling).
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::OtlpLayer;
+    /// use otlp_exporter::Sampler;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// // Keep a tenth of new traces; follow the caller's decision otherwise.
+    /// let layer = OtlpLayer::new(&pipeline)
+    ///     .with_sampler(Sampler::parent_based(Sampler::TraceIdRatioBased(0.1)));
+    /// ```
+    pub fn with_sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
     /// A handle on the layer's counts (spans started, recorded, not
     /// sampled, still open; events outside spans), to keep before the
     /// layer moves into the subscriber. See [`LayerStats`](crate::LayerStats).
@@ -159,14 +183,11 @@ impl OtlpLayer {
         self.counters.clone()
     }
 
-    /// The sampling decision for a span: a child follows its parent's
-    /// sampled flag (remote or local), a root is sampled.
-    fn decide(&self, parent: Option<&SpanContext>) -> TraceFlags {
-        match parent {
-            Some(p) if !p.trace_flags.is_sampled() => TraceFlags(p.trace_flags.0 & !0x01),
-            Some(p) => p.trace_flags,
-            None => TraceFlags::SAMPLED,
-        }
+    /// The sampler's decision for a span of `data`'s trace, kind and name
+    /// with this `parent`.
+    fn decide(&self, parent: Option<&SpanContext>, data: &SpanData) -> SamplingDecision {
+        self.sampler
+            .should_sample(parent, data.context.trace_id, &data.name, data.kind)
     }
 
     fn push_attribute(&self, data: &mut SpanData, kv: KeyValue) {
@@ -230,9 +251,12 @@ fn nanos_since(then: Instant, now: Instant) -> u64 {
 /// What the layer keeps for one span, in the registry's extensions.
 pub(crate) struct SpanState {
     pub(crate) data: SpanData,
-    /// Whether fields, events and links are kept: the span is sampled, or
-    /// it is a root whose sampling a remote parent may still decide (see
-    /// `set_parent`).
+    /// The sampler's decision was to record (the sampled flag, in the
+    /// context, says whether it is exported).
+    recording: bool,
+    /// Whether fields, events and links are kept: the span is recording,
+    /// or it is a root whose sampling a remote parent may still decide
+    /// (see `set_parent`).
     keep: bool,
     /// Set once the span's context has been handed out (to a child, a
     /// link, or `span_context`): from then on its ids and sampling decision
@@ -261,9 +285,18 @@ impl SpanState {
     }
 
     /// This span's context, handed out: the span's ids and sampling
-    /// decision are final from now on.
+    /// decision are final from now on (an unrecorded root lets go of what
+    /// it kept in case a remote parent sampled it).
     pub(crate) fn context(&mut self) -> SpanContext {
-        self.frozen = true;
+        if !self.frozen {
+            self.frozen = true;
+            if !self.recording && self.keep {
+                self.keep = false;
+                self.timing = None;
+                let d = &mut self.data;
+                (d.attributes, d.events, d.links) = (Vec::new(), Vec::new(), Vec::new());
+            }
+        }
         self.data.context.clone()
     }
 
@@ -276,9 +309,13 @@ impl SpanState {
         let c = &mut self.data.context;
         c.trace_id = parent.trace_id;
         c.trace_state = parent.trace_state.clone();
-        c.trace_flags = layer.decide(Some(parent));
         self.data.parent_span_id = parent.span_id;
-        self.keep = self.keep || c.trace_flags.is_sampled();
+        let decision = layer.decide(Some(parent), &self.data);
+        self.data.context.trace_flags = flags(decision);
+        self.recording = decision.is_recording();
+        // A span that kept nothing (a child of an unrecorded span) starts
+        // keeping from here.
+        self.keep = self.keep || self.recording;
         true
     }
 
@@ -296,6 +333,14 @@ impl SpanState {
         } else {
             self.data.dropped_links_count = self.data.dropped_links_count.saturating_add(1);
         }
+    }
+}
+
+fn flags(decision: SamplingDecision) -> TraceFlags {
+    if decision.is_sampled() {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::NOT_SAMPLED
     }
 }
 
@@ -374,31 +419,35 @@ where
             None
         };
         let parent = parent_ref.and_then(context_of);
-        let (context, parent_span_id, keep) = match &parent {
+        let mut data = match &parent {
             Some(p) => {
                 let context = SpanContext {
                     trace_id: p.trace_id,
                     span_id: SpanId::random(),
-                    trace_flags: self.decide(Some(p)),
+                    trace_flags: TraceFlags::NOT_SAMPLED,
                     trace_state: p.trace_state.clone(),
                     is_remote: false,
                 };
-                let keep = context.trace_flags.is_sampled();
-                (context, p.span_id, keep)
+                let mut data = SpanData::with_context(meta.name(), context);
+                data.parent_span_id = p.span_id;
+                data
             }
-            None => {
-                let mut context = SpanContext::new(TraceId::random(), SpanId::random());
-                context.trace_flags = self.decide(None);
-                // A root keeps its fields even when not sampled: a remote
-                // parent set next (`set_parent`) may sample it.
-                (context, SpanId::INVALID, true)
-            }
+            None => SpanData::with_context(
+                meta.name(),
+                SpanContext::new(TraceId::random(), SpanId::random()),
+            ),
         };
-        let mut data = SpanData::with_context(meta.name(), context);
-        data.parent_span_id = parent_span_id;
         data.scope = self.scope;
+        // A child is sampled before its fields are read (the sampler sees
+        // its `tracing` name and kind `Internal`), so that a dropped child
+        // reads nothing. A root keeps its fields whatever the sampler says,
+        // because a remote parent set next (`set_parent`) may sample it; it
+        // is sampled after its fields are read (`otel.name`, `otel.kind`).
+        let decision = parent.as_ref().map(|p| self.decide(Some(p), &data));
+        let keep = decision.is_none_or(SamplingDecision::is_recording);
         let mut state = SpanState {
             data,
+            recording: keep,
             keep,
             frozen: false,
             status_explicit: false,
@@ -430,6 +479,9 @@ where
                 });
             }
         }
+        let decision = decision.unwrap_or_else(|| self.decide(None, &state.data));
+        state.data.context.trace_flags = flags(decision);
+        state.recording = decision.is_recording();
         state.data.start_time_unix_nano = now_unix_nanos();
         span.extensions_mut().insert(state);
         self.counters.count(Count::Started);
@@ -582,6 +634,10 @@ where
             return;
         };
         if !state.data.context.trace_flags.is_sampled() {
+            // Handed over for the count only: the pipeline counts it as
+            // `not_sampled` (a counter, no encoding, no queue), as it does
+            // for its own tracer's spans.
+            self.pipeline.record(state.data);
             self.counters.count(Count::NotSampled);
             return;
         }

@@ -99,14 +99,31 @@
 //!
 //! # Context propagation and sampling
 //!
-//! [`OtlpSpanExt::set_parent`] continues a remote trace, and
-//! [`OtlpSpanExt::span_context`] gives the current span's context to send
-//! on. A child follows its parent's sampled flag (local or remote); a
-//! child of an unsampled span keeps no fields, events or links, costs no
-//! timing, and is never handed to the pipeline (counted in
-//! [`LayerStats::not_sampled`] when it closes). A root span keeps its
-//! fields even when unsampled, so that a remote parent set right after it
-//! starts can still decide.
+//! [`OtlpSpanExt::set_parent`] continues a remote trace (a context from
+//! [`SpanContext::from_traceparent`](otlp_exporter::SpanContext::from_traceparent)
+//! or `from_w3c_headers`), and [`OtlpSpanExt::span_context`] gives the
+//! current span's context to send on (`to_traceparent`, and its
+//! `trace_state` as the `tracestate` header).
+//!
+//! Spans are sampled by the layer's [`Sampler`](otlp_exporter::Sampler)
+//! (from `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, default
+//! `ParentBased` with an `AlwaysOn` root; [`OtlpLayer::with_sampler`]), as
+//! the spec says: a child asks it with its parent's context (by default it
+//! follows the parent's sampled flag), and the sampled flag propagates to
+//! children and, through `span_context`, to other services. A child the
+//! sampler drops keeps no fields, events or links, reads no clock for busy
+//! and idle time, and when it closes is handed to the pipeline only to be
+//! counted as `not_sampled` (no encoding, no queue; also
+//! [`LayerStats::not_sampled`]). The sampler sees a child before its fields
+//! are read: its `tracing` name and kind `Internal`.
+//!
+//! A root span (no parent) is sampled after its fields are read (so the
+//! sampler sees `otel.name` and `otel.kind`), and keeps its fields,
+//! events and links even when dropped, until its context is first handed
+//! out (a child starts, a link, `span_context`): until then a remote parent
+//! set with `set_parent` decides anew (with `ParentBased`, a sampled caller
+//! samples it, creation fields included). When its context is handed out
+//! unsampled, it lets go of what it kept.
 //!
 //! # Spans never closed, and shutdown
 //!

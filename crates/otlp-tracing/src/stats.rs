@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 /// [`LayerCounters::snapshot`].
 ///
 /// `started == recorded + not_sampled + open`: every span the layer
-/// tracked is either handed to the pipeline (which then accounts for it in
-/// [`ExportStats`](otlp_exporter::ExportStats): exported, queued, or
-/// dropped under a reason, `after_shutdown` included), closed without being
-/// recorded because it was not sampled, or still open.
+/// tracked is either handed to the pipeline sampled (which then accounts
+/// for it in [`ExportStats`](otlp_exporter::ExportStats): exported,
+/// queued, or dropped under a reason, `after_shutdown` included), handed to
+/// it unsampled (counted there as `not_sampled`), or still open (never
+/// handed over).
 ///
 /// ```
 /// use otlp_exporter::{InMemory, Pipeline};
@@ -44,8 +45,9 @@ pub struct LayerStats {
     pub started: u64,
     /// Sampled spans handed to the pipeline when they closed.
     pub recorded: u64,
-    /// Spans that closed without being recorded because they were not
-    /// sampled.
+    /// Spans that closed unsampled: handed to the pipeline only to be
+    /// counted there as `not_sampled` ([`Dropped`](otlp_exporter::Dropped);
+    /// no encoding, no queue).
     pub not_sampled: u64,
     /// Events emitted outside any span: dropped (a span event needs a
     /// span), counted here.

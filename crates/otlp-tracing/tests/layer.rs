@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
-use otlp_exporter::{SpanContext, SpanId, Str, TraceFlags, TraceId};
+use otlp_exporter::{Sampler, SpanContext, SpanId, Str, TraceFlags, TraceId};
 use otlp_tracing::{OtlpLayer, OtlpSpanExt};
 use tracing::field;
 
@@ -446,6 +446,119 @@ fn an_unsampled_remote_parent_propagates_and_records_nothing() {
     assert_eq!(
         (stats.started, stats.not_sampled, stats.recorded),
         (3, 2, 1)
+    );
+    let pipeline_stats = pipeline.stats();
+    assert_eq!(
+        pipeline_stats.dropped.not_sampled, 2,
+        "counted where the accounting says"
+    );
+    assert_eq!(pipeline_stats.accepted, 3);
+}
+
+#[test]
+fn the_layer_sampler_decides_roots_and_children_follow() {
+    let (pipeline, memory) = pipeline();
+    let layer = OtlpLayer::new(&pipeline).with_sampler(Sampler::AlwaysOff);
+    let counters = layer.counters();
+    let flags = with_layer(layer, || {
+        let root = tracing::info_span!("dropped root", field = "kept until handed out");
+        let _e = root.enter();
+        tracing::info_span!("dropped child").in_scope(|| {
+            tracing::info!("nothing");
+            tracing::Span::current()
+                .span_context()
+                .map(|c| c.trace_flags)
+        })
+    });
+    assert_eq!(flags, Some(TraceFlags::NOT_SAMPLED));
+    assert!(finish(&pipeline, &memory).is_empty());
+    assert_eq!(counters.snapshot().not_sampled, 2);
+    assert_eq!(pipeline.stats().dropped.not_sampled, 2);
+}
+
+#[test]
+fn a_sampled_remote_parent_samples_a_root_the_root_sampler_dropped() {
+    let (pipeline, memory) = pipeline();
+    let remote =
+        SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid traceparent");
+    let sampler = Sampler::parent_based(Sampler::AlwaysOff);
+    with_layer(OtlpLayer::new(&pipeline).with_sampler(sampler), || {
+        let server = tracing::info_span!("server", method = "GET");
+        assert!(server.set_parent(remote.clone()));
+        server.in_scope(|| tracing::info_span!("child").in_scope(|| {}));
+        tracing::info_span!("unrelated root").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(spans.len(), 2, "{:?}", names(&spans));
+    let server = named(&spans, "server");
+    assert_eq!(
+        string(&server.attributes, "method"),
+        Some("GET"),
+        "creation fields kept"
+    );
+    assert_eq!(server.trace_id, remote.trace_id.0.to_vec());
+    assert_eq!(named(&spans, "child").parent_span_id, server.span_id);
+}
+
+#[test]
+fn trace_id_ratio_sampling_agrees_with_the_sampler_for_every_root() {
+    let (pipeline, memory) = pipeline();
+    let sampler = Sampler::TraceIdRatioBased(0.5);
+    let contexts = with_layer(
+        OtlpLayer::new(&pipeline).with_sampler(sampler.clone()),
+        || {
+            (0..400)
+                .map(|_| {
+                    let span = tracing::info_span!("root");
+                    let cx = span.span_context().expect("context");
+                    span.in_scope(|| tracing::info_span!("child").in_scope(|| {}));
+                    cx
+                })
+                .collect::<Vec<_>>()
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    let expected: Vec<&SpanContext> = contexts
+        .iter()
+        .filter(|c| {
+            sampler.should_sample(None, c.trace_id, "root", otlp_exporter::SpanKind::Internal)
+                == otlp_exporter::SamplingDecision::RecordAndSample
+        })
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < contexts.len());
+    for c in &contexts {
+        let sampled = expected.contains(&c);
+        assert_eq!(c.trace_flags.is_sampled(), sampled);
+        let exported = spans.iter().filter(|s| s.trace_id == c.trace_id.0).count();
+        assert_eq!(
+            exported,
+            if sampled { 2 } else { 0 },
+            "root and child together"
+        );
+    }
+}
+
+#[test]
+fn traceparent_round_trips_through_a_span() {
+    let (pipeline, memory) = pipeline();
+    let incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let outgoing = with_layer(OtlpLayer::new(&pipeline), || {
+        let span = tracing::info_span!("hop");
+        span.set_parent(SpanContext::from_traceparent(incoming).expect("valid"));
+        span.in_scope(|| {
+            tracing::Span::current()
+                .span_context()
+                .map(|c| c.to_traceparent())
+        })
+    })
+    .expect("a context");
+    let spans = finish(&pipeline, &memory);
+    let hop = named(&spans, "hop");
+    let span_id: String = hop.span_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        outgoing,
+        format!("00-0af7651916cd43dd8448eb211c80319c-{span_id}-01")
     );
 }
 
