@@ -616,3 +616,36 @@ fn spans_carry_the_layer_scope() {
         ]
     );
 }
+
+#[test]
+fn under_a_per_layer_filter_the_nearest_recorded_ancestor_is_the_parent() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let (pipeline, memory) = pipeline();
+    let remote = SpanContext::new(TraceId([5; 16]), SpanId([6; 8]));
+    let subscriber = tracing_subscriber::registry()
+        .with(OtlpLayer::new(&pipeline).with_filter(LevelFilter::INFO));
+    let context = tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("root");
+        assert!(
+            root.set_parent(remote.clone()),
+            "the extension works through the filter"
+        );
+        root.in_scope(|| {
+            tracing::debug_span!("filtered out").in_scope(|| {
+                tracing::info_span!("leaf").in_scope(|| tracing::Span::current().span_context())
+            })
+        })
+    });
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(names(&spans).len(), 2, "{:?}", names(&spans));
+    let (root, leaf) = (named(&spans, "root"), named(&spans, "leaf"));
+    assert_eq!(leaf.parent_span_id, root.span_id);
+    assert_eq!(root.trace_id, remote.trace_id.0.to_vec());
+    assert_eq!(
+        context.map(|c| c.span_id.0.to_vec()),
+        Some(leaf.span_id.clone())
+    );
+}
