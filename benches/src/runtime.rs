@@ -272,7 +272,7 @@ async fn ours_spawn_join(cx: &Cx, n: u64) -> Duration {
     let t = Instant::now();
     for i in 0..n {
         let v = cx
-            .spawn(move |_| async move { Ok::<_, Infallible>(i) })
+            .try_spawn(move |_| async move { Ok::<_, Infallible>(i) })
             .await
             .unwrap();
         black_box(v);
@@ -286,7 +286,7 @@ async fn ours_spawn_then_join_all(cx: &Cx, n: u64) -> Duration {
     while left > 0 {
         let batch = left.min(SPAWN_BATCH);
         let hs: Vec<_> = (0..batch)
-            .map(|i| cx.spawn(move |_| async move { Ok::<_, Infallible>(i) }))
+            .map(|i| cx.try_spawn(move |_| async move { Ok::<_, Infallible>(i) }))
             .collect();
         for h in hs {
             black_box(h.await.unwrap());
@@ -318,7 +318,7 @@ async fn ours_region_spawn_join(cx: &Cx, n: u64) -> Duration {
     for _ in 0..n {
         let out = cx
             .region(|cx| async move {
-                let v = cx.spawn(|_| async { Ok::<_, Infallible>(1u64) }).await;
+                let v = cx.try_spawn(|_| async { Ok::<_, Infallible>(1u64) }).await;
                 black_box(v.severity());
                 Ok::<_, ()>(())
             })
@@ -337,7 +337,7 @@ async fn ours_cancel_drain(cx: &Cx, k: usize, reps: u64) -> Duration {
             .region(move |cx| async move {
                 let handles: Vec<_> = (0..k)
                     .map(|_| {
-                        cx.spawn(|cx| async move {
+                        cx.try_spawn(|cx| async move {
                             cx.sleep(LONG_SLEEP).await?;
                             Ok::<_, Cancelled>(())
                         })
@@ -404,7 +404,7 @@ async fn ours_ping_pong(cx: &Cx, rounds: u64) -> Duration {
     use runtime_core::channel::mpsc;
     let (tx1, mut rx1) = mpsc::channel::<u64>(1).expect("capacity 1");
     let (tx2, mut rx2) = mpsc::channel::<u64>(1).expect("capacity 1");
-    let echo = cx.spawn(move |cx| async move {
+    let echo = cx.try_spawn(move |cx| async move {
         while let Ok(v) = rx1.recv(&cx).await {
             if tx2.send(&cx, v).await.is_err() {
                 break;

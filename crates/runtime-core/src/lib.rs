@@ -19,8 +19,8 @@
 //! let out = rt.block_on(|cx| async move {
 //!     // A child region: returns only when both tasks are done.
 //!     let sum = cx.region(|cx| async move {
-//!         let a = cx.spawn(|_| async { Ok::<_, ()>(1) });
-//!         let b = cx.spawn(|_| async { Ok::<_, ()>(2) });
+//!         let a = cx.spawn(|_| async { 1 });
+//!         let b = cx.spawn(|_| async { 2 });
 //!         Ok::<_, ()>(a.await.unwrap() + b.await.unwrap())
 //!     }).await;
 //!     // A timeout: the sleeper sees the cancellation at its checkpoint.

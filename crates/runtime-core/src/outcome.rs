@@ -27,7 +27,7 @@ use crate::cancel::CancelReason;
 /// assert_eq!(a.join(b).severity(), Severity::Err);
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome<T, E> {
+pub enum Outcome<T, E = std::convert::Infallible> {
     /// It finished with a value.
     Ok(T),
     /// It finished with an error of its own.

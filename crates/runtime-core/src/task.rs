@@ -719,7 +719,7 @@ where
 /// cancelled region (in a `cx.region` body, a `race`, a `join_all`) is
 /// waited for: the same cancellation drains it, and its own outcome is
 /// what the await returns.
-pub struct JoinHandle<T, E> {
+pub struct JoinHandle<T, E = std::convert::Infallible> {
     task: Arc<dyn JoinTarget<T, E>>,
     _marker: PhantomData<fn() -> (T, E)>,
 }

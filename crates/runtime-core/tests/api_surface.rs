@@ -20,6 +20,8 @@ use std::path::Path;
 const EFFECTS: &[(&str, &str)] = &[
     ("spawn", "HasSpawn"),
     ("spawn_with", "HasSpawn"),
+    ("try_spawn", "HasSpawn"),
+    ("try_spawn_with", "HasSpawn"),
     ("race", "HasSpawn"),
     ("join_all", "HasSpawn"),
     ("now", "HasTime"),

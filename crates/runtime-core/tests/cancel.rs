@@ -44,7 +44,8 @@ fn await_point(cx: Cx, i: usize) -> Body {
             5 => {
                 // Waiting on a child that sleeps: the child is cancelled
                 // too; the parent then sees it at its own checkpoint.
-                let child = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+                let child =
+                    cx.try_spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
                 let _ = child.await;
                 cx.checkpoint()
             }
@@ -74,7 +75,7 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
             for i in 0..1000 {
                 let c = c.clone();
                 let started = started.clone();
-                handles.push(cx.spawn(move |cx| async move {
+                handles.push(cx.try_spawn(move |cx| async move {
                     started.fetch_add(1, Ordering::SeqCst);
                     let r = await_point(cx, i).await;
                     // Cleanup: runs once, after observing the request.
@@ -122,9 +123,9 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
 fn nested_regions_see_parent_cancelled_with_the_cause() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let h = cx.spawn(|cx| async move {
+        let h = cx.try_spawn(|cx| async move {
             let inner = cx.region(|cx| async move {
-                let t = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+                let t = cx.try_spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
                 Ok::<_, ()>(t.await)
             });
             Ok::<_, ()>(inner.await)
@@ -177,7 +178,7 @@ fn cleanup_that_ignores_cancellation_is_cut_off_by_poll_quota() {
         });
         let r = cx
             .region_with(spec, |cx| async move {
-                let stubborn = cx.spawn(|cx| async move {
+                let stubborn = cx.try_spawn(|cx| async move {
                     loop {
                         let _ = cx.yield_now().await; // ignores Cancelled
                     }
@@ -209,7 +210,7 @@ fn cleanup_that_hangs_is_cut_off_by_grace_period() {
         });
         let r = cx
             .region_with(spec, |cx| async move {
-                let hung = cx.spawn(|cx| async move {
+                let hung = cx.try_spawn(|cx| async move {
                     let _ = cx.sleep(Duration::from_secs(3600)).await;
                     // "Cleanup" that never finishes and never checks.
                     std::future::pending::<()>().await;
@@ -241,7 +242,7 @@ fn masked_sections_defer_cancellation() {
             });
             let slept = inner.await.unwrap();
             let after = cx.checkpoint();
-            Ok::<_, ()>((slept, after))
+            (slept, after)
         });
         cx.sleep(Duration::from_millis(5)).await.unwrap();
         h.cancel(CancelReason::user("later"));
@@ -271,14 +272,14 @@ fn mask_nesting_is_bounded() {
 fn budgets_turn_into_cancellation_with_the_matching_reason() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
-        let polls = cx.spawn_with(Budget::UNLIMITED.with_poll_quota(5), |cx| async move {
+        let polls = cx.try_spawn_with(Budget::UNLIMITED.with_poll_quota(5), |cx| async move {
             loop {
                 cx.yield_now().await?;
             }
             #[allow(unreachable_code)]
             Ok::<(), Cancelled>(())
         });
-        let cost = cx.spawn_with(Budget::UNLIMITED.with_cost_quota(100), |cx| async move {
+        let cost = cx.try_spawn_with(Budget::UNLIMITED.with_cost_quota(100), |cx| async move {
             loop {
                 cx.charge(30)?;
                 cx.yield_now().await?;
@@ -286,7 +287,7 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
             #[allow(unreachable_code)]
             Ok::<(), Cancelled>(())
         });
-        let deadline = cx.spawn_with(
+        let deadline = cx.try_spawn_with(
             Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_millis(10)),
             |cx| async move { cx.sleep(Duration::from_secs(3600)).await },
         );
@@ -295,7 +296,8 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
                 RegionOptions::fail_fast()
                     .budget(Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_millis(10))),
                 |cx| async move {
-                    let t = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+                    let t =
+                        cx.try_spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
                     Ok::<_, ()>(t.await)
                 },
             )
@@ -330,7 +332,7 @@ fn children_budgets_are_the_meet() {
             .region_with(
                 RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(50)),
                 |cx| async move {
-                    let h = cx.spawn_with(
+                    let h = cx.try_spawn_with(
                         Budget::UNLIMITED.with_poll_quota(500).with_cost_quota(9),
                         |cx| async move { Ok::<_, ()>(cx.budget()) },
                     );

@@ -22,7 +22,7 @@ fn draws(rt: &Runtime, n: usize, quiet_second: bool) -> Vec<Vec<u64>> {
     rt.block_on(move |cx| async move {
         let hs: Vec<_> = (0..3)
             .map(|i| {
-                cx.spawn(move |cx| async move {
+                cx.try_spawn(move |cx| async move {
                     let mut v = Vec::new();
                     for _ in 0..n {
                         if !(quiet_second && i == 1) {
@@ -81,7 +81,7 @@ fn random_below_stays_in_range() {
 /// A library function handed a narrowed context: its children are no
 /// broader.
 async fn library(cx: &Cx<Compute>) -> u8 {
-    let child = cx.spawn(|cx: Cx<Compute>| async move { Ok::<_, ()>(cx.caps()) });
+    let child = cx.spawn(|cx: Cx<Compute>| async move { cx.caps() });
     let caps = child.await.unwrap();
     assert_eq!(caps, Compute::MASK);
     assert!(!caps.contains(Capability::Net));
@@ -113,8 +113,8 @@ fn the_run_time_mask_backs_the_type_up() {
         assert!(no_spawn.can(Capability::Time));
         // An effect the mask lacks panics inside the task that tried it:
         // its outcome says so, nothing ran, the runtime is fine.
-        let attempt = cx.spawn(move |_cx| async move {
-            no_spawn.spawn(move |_| async move {
+        let attempt = cx.try_spawn(move |_cx| async move {
+            no_spawn.try_spawn(move |_| async move {
                 s.store(true, Ordering::SeqCst);
                 Ok::<_, ()>(())
             });

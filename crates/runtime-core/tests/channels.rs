@@ -45,7 +45,7 @@ fn cancelled_senders_lose_nothing() {
                     let tx = tx.clone();
                     let (ret, att) = (ret.clone(), att.clone());
                     let pauses: Vec<u64> = (0..200).map(|_| rng.next(3)).collect();
-                    cx.spawn(move |cx| async move {
+                    cx.try_spawn(move |cx| async move {
                         for (i, pause) in pauses.into_iter().enumerate() {
                             *att.lock().unwrap() += 1;
                             let v = s * 1_000 + i as u64;
@@ -77,7 +77,7 @@ fn cancelled_senders_lose_nothing() {
                 cx.cancel(CancelReason::user("stop sending"));
                 Ok::<_, ()>(())
             });
-            let receiver = cx.spawn(move |cx| async move {
+            let receiver = cx.try_spawn(move |cx| async move {
                 let mut got = Vec::new();
                 loop {
                     match rx.recv(&cx).await {
@@ -138,7 +138,7 @@ fn a_cancelled_receive_leaves_the_value_queued() {
         let (tx, mut rx) = mpsc::channel::<u8>(4).unwrap();
         let h = cx.spawn(move |cx| async move {
             let first = rx.recv(&cx).await;
-            Ok::<_, ()>((first, rx))
+            (first, rx)
         });
         cx.sleep(Duration::from_millis(5)).await.unwrap();
         h.cancel(CancelReason::user("stop waiting"));
@@ -165,7 +165,7 @@ fn ping_pong_between_tasks() {
         let out = rt.block_on(|cx| async move {
             let (tx1, mut rx1) = mpsc::channel::<u64>(1).unwrap();
             let (tx2, mut rx2) = mpsc::channel::<u64>(1).unwrap();
-            cx.spawn(move |cx| async move {
+            cx.try_spawn(move |cx| async move {
                 while let Ok(v) = rx1.recv(&cx).await {
                     tx2.send(&cx, v + 1).await.map_err(|_| ())?;
                 }
@@ -187,7 +187,7 @@ fn oneshot_delivers_or_reports_closed() {
     let rt = rt();
     let out = rt.block_on(|cx| async move {
         let (tx, mut rx) = oneshot::channel::<&str>();
-        cx.spawn(move |_| async move { tx.send("hello").map_err(|_| ()) });
+        cx.try_spawn(move |_| async move { tx.send("hello").map_err(|_| ()) });
         let got = rx.recv(&cx).await;
         let (tx2, mut rx2) = oneshot::channel::<&str>();
         drop(tx2);

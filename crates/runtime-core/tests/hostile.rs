@@ -97,7 +97,7 @@ fn a_task_cut_off_while_its_future_borrows_its_cx_is_dropped_in_place() {
             .build(ambient_authority())
             .unwrap();
         let out = rt.block_on(|cx| async move {
-            let h = cx.spawn(|cx| async move {
+            let h = cx.try_spawn(|cx| async move {
                 let r = cx.sleep(HOUR).await;
                 // Cleanup longer than the grace: cut off inside a future
                 // that borrows `cx`.
@@ -130,7 +130,6 @@ fn shutdown_cuts_off_a_task_masked_in_a_borrowing_future() {
             let out = rt.block_on(|cx| async move {
                 let h = cx.spawn(|cx| async move {
                     let _ = cx.masked(cx.sleep(HOUR)).await;
-                    Ok::<_, ()>(())
                 });
                 Ok::<_, ()>(h.await)
             });
@@ -162,7 +161,6 @@ fn a_task_cut_off_in_a_masked_reserve_is_dropped_in_place() {
             let h = cx.spawn(move |cx| async move {
                 let _ = cx.sleep(HOUR).await;
                 let _ = cx.masked(tx.reserve(&cx)).await;
-                Ok::<_, ()>(())
             });
             cx.sleep(Duration::from_millis(5)).await.ok();
             h.cancel(CancelReason::user("stop"));
@@ -185,7 +183,6 @@ fn a_child_sleeping_on_its_parents_cx_is_cut_off_safely() {
             let parent = cx.clone();
             let h = cx.spawn(move |_own| async move {
                 let _ = parent.masked(parent.sleep(HOUR)).await;
-                Ok::<_, ()>(())
             });
             cx.sleep(Duration::from_millis(5)).await.ok();
             h.cancel(CancelReason::user("stop"));
@@ -205,7 +202,7 @@ fn an_unawaited_output_whose_drop_panics_does_not_wedge_its_region() {
             let out = rt.block_on(|cx| async move {
                 let inner = cx
                     .region(|cx| async move {
-                        let h = cx.spawn(|_| async { Ok::<_, ()>(PanicOnDrop) });
+                        let h = cx.spawn(|_| async { PanicOnDrop });
                         drop(h);
                         Ok::<_, ()>(7)
                     })
@@ -224,7 +221,7 @@ fn an_error_whose_debug_panics_is_reported_not_fatal() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
-                let h = cx.spawn(|_| async { Err::<(), _>(PanicOnDebug) });
+                let h = cx.try_spawn(|_| async { Err::<(), _>(PanicOnDebug) });
                 let _ = h.await;
                 Ok::<_, ()>(())
             });
@@ -247,7 +244,7 @@ fn a_future_whose_drop_panics_makes_its_task_panicked_and_is_counted() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
-                let h = cx.spawn(|_| ReadyThenPanicOnDrop);
+                let h = cx.try_spawn(|_| ReadyThenPanicOnDrop);
                 Ok::<_, ()>(h.await)
             });
             // The task's future panicked in its Drop, after it finished:
@@ -265,14 +262,13 @@ fn spawn_sleepers(
     n: usize,
     d: Duration,
     woke: &Arc<AtomicUsize>,
-) -> Vec<runtime_core::JoinHandle<(), ()>> {
+) -> Vec<runtime_core::JoinHandle<()>> {
     (0..n)
         .map(|_| {
             let w = woke.clone();
             cx.spawn(move |cx| async move {
                 cx.sleep(d).await.ok();
                 w.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ()>(())
             })
         })
         .collect()
@@ -322,7 +318,7 @@ fn a_panicking_waker_on_a_join_handle_leaves_the_runtime_working() {
             let out = rt.block_on(move |cx| async move {
                 let mut h = cx.spawn(|cx| async move {
                     cx.sleep(Duration::from_millis(5)).await.ok();
-                    Ok::<_, ()>(1)
+                    1
                 });
                 // Polled by hand with a waker that panics when the task
                 // finishes and wakes its joiner.
@@ -403,8 +399,6 @@ fn a_panic_payload_whose_drop_panics_is_contained() {
             let out = rt.block_on(|cx| async move {
                 let h = cx.spawn(|_| async {
                     std::panic::panic_any(PanicOnDrop);
-                    #[allow(unreachable_code)]
-                    Ok::<_, ()>(())
                 });
                 Ok::<_, ()>(matches!(h.await, Outcome::Panicked(_)))
             });
@@ -432,14 +426,12 @@ fn a_drop_that_spawns_into_its_region_is_waited_for() {
                                 drop(self.0.spawn(move |cx| async move {
                                     cx.sleep(Duration::from_millis(5)).await.ok();
                                     flag.store(true, Ordering::SeqCst);
-                                    Ok::<_, ()>(())
                                 }));
                             }
                         }
                         let guard = SpawnOnDrop(cx.clone(), r);
                         let h = cx.spawn(move |_| async move {
                             let _g = guard;
-                            Ok::<_, ()>(())
                         });
                         let _ = h.await;
                         Ok::<_, ()>(())
@@ -489,9 +481,10 @@ fn a_busy_spawned_task_meets_its_budget_deadline() {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
                 let deadline = cx.now() + Duration::from_millis(50);
-                let h = cx.spawn_with(Budget::UNLIMITED.with_deadline(deadline), |cx| async move {
-                    spin_until_cancelled(&cx)
-                });
+                let h = cx
+                    .try_spawn_with(Budget::UNLIMITED.with_deadline(deadline), |cx| async move {
+                        spin_until_cancelled(&cx)
+                    });
                 Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
             });
             assert_eq!(out.ok(), Some(Some(CancelKind::Deadline)), "{name}");
@@ -508,7 +501,7 @@ fn block_on_inside_a_task_panics_with_a_clear_message() {
             let rt = Arc::new(rt);
             let inner = rt.clone();
             let out = rt.block_on(move |cx| async move {
-                let h = cx.spawn(move |_| async move {
+                let h = cx.try_spawn(move |_| async move {
                     let _ = inner.block_on(|_| async { Ok::<_, ()>(()) });
                     Ok::<_, ()>(())
                 });
@@ -562,7 +555,7 @@ fn a_join_in_a_timeout_body_returns_the_awaiters_reason() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
-                let outside = cx.spawn(|cx| async move { cx.sleep(HOUR).await });
+                let outside = cx.try_spawn(|cx| async move { cx.sleep(HOUR).await });
                 let t = cx
                     .timeout(Duration::from_millis(10), move |_| async move {
                         let joined = outside.await;
@@ -583,7 +576,7 @@ fn a_race_loser_awaiting_an_outside_task_is_not_cut_off() {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
                 let outside = Arc::new(std::sync::Mutex::new(Some(
-                    cx.spawn(|cx| async move { cx.sleep(HOUR).await }),
+                    cx.try_spawn(|cx| async move { cx.sleep(HOUR).await }),
                 )));
                 type Racer = Box<
                     dyn FnOnce(
@@ -628,7 +621,7 @@ fn a_child_using_its_parents_cx_for_a_timeout_is_timed_out() {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move {
                 let parent = cx.clone();
-                let h = cx.spawn(move |_own| async move {
+                let h = cx.try_spawn(move |_own| async move {
                     let t = parent
                         .timeout(Duration::from_millis(10), |cx| async move {
                             cx.sleep(HOUR).await
@@ -688,7 +681,6 @@ fn block_a_worker(rt: Runtime) -> (std::thread::JoinHandle<Runtime>, Arc<AtomicB
                 while !r.load(Ordering::SeqCst) {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                Ok::<_, ()>(())
             });
             let _ = h.await;
             Ok::<_, ()>(())
@@ -739,7 +731,6 @@ fn a_task_woken_behind_a_blocking_poll_is_run_by_an_idle_worker() {
             let waiter = cx.spawn(move |cx| async move {
                 let _ = rx.recv(&cx).await;
                 r.store(true, Ordering::SeqCst);
-                Ok::<_, ()>(())
             });
             cx.sleep(Duration::from_millis(5)).await.ok();
             let blocker = cx.spawn(move |_| async move {
@@ -750,7 +741,6 @@ fn a_task_woken_behind_a_blocking_poll_is_run_by_an_idle_worker() {
                 while !ran.load(Ordering::SeqCst) {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                Ok::<_, ()>(())
             });
             let _ = blocker.await;
             let _ = waiter.await;
@@ -775,7 +765,6 @@ fn a_task_woken_behind_a_blocking_poll_after_an_idle_spell_is_run() {
                 let waiter = cx.spawn(move |cx| async move {
                     let _ = rx.recv(&cx).await;
                     r.store(true, Ordering::SeqCst);
-                    Ok::<_, ()>(())
                 });
                 let (go_tx, mut go_rx) = channel::oneshot::channel::<()>();
                 let outside = std::thread::spawn(move || {
@@ -856,7 +845,7 @@ fn a_task_that_observes_an_inherited_cancel_ends_cancelled_not_failed() {
                         .region_with(RegionOptions::collect_all(), |cx| async move {
                             let hs: Vec<_> = (0..50)
                                 .map(|_| {
-                                    cx.spawn(|cx| async move {
+                                    cx.try_spawn(|cx| async move {
                                         match cx
                                             .region(|cx| async move { cx.sleep(HOUR).await })
                                             .await
@@ -917,7 +906,7 @@ fn a_waker_that_outlives_its_runtime_is_harmless() {
                 handle.shutdown(Duration::from_millis(100))
             });
             let _ = rt.block_on(move |cx| async move {
-                let h = cx.spawn(move |_| LeakWaker(s));
+                let h = cx.try_spawn(move |_| LeakWaker(s));
                 Ok::<_, ()>(h.await)
             });
             stopper.join().unwrap();

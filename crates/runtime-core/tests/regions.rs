@@ -45,10 +45,7 @@ fn spawn_and_join() {
         let out = rt.block_on(|cx| async move {
             let mut sum = 0;
             for i in 0..100u64 {
-                sum += cx
-                    .spawn(move |_| async move { Ok::<_, ()>(i) })
-                    .await
-                    .unwrap();
+                sum += cx.spawn(move |_| async move { i }).await.unwrap();
             }
             Ok::<_, ()>(sum)
         });
@@ -67,7 +64,7 @@ fn region_waits_for_unjoined_tasks() {
                 for _ in 0..50 {
                     let d = d.clone();
                     // Handles dropped at once: the region still owns them.
-                    drop(cx.spawn(move |cx| async move {
+                    drop(cx.try_spawn(move |cx| async move {
                         cx.sleep(Duration::from_millis(2)).await.map_err(|_| ())?;
                         d.fetch_add(1, Ordering::SeqCst);
                         Ok::<_, ()>(())
@@ -91,11 +88,11 @@ fn fail_fast_cancels_siblings_and_reports_the_error() {
         let out = rt.block_on(|cx| async move {
             let r = cx
                 .region(|cx| async move {
-                    let sleeper = cx.spawn(|cx| async move {
+                    let sleeper = cx.try_spawn(|cx| async move {
                         cx.sleep(Duration::from_secs(3600)).await?;
                         Ok::<_, runtime_core::Cancelled>(())
                     });
-                    cx.spawn(|_| async { Err::<(), _>("boom") });
+                    cx.try_spawn(|_| async { Err::<(), _>("boom") });
                     let s = sleeper.await;
                     assert_eq!(
                         s.cancel_reason().map(|r| r.kind()),
@@ -119,13 +116,13 @@ fn collect_all_lets_siblings_finish() {
         let out = rt.block_on(|cx| async move {
             let r = cx
                 .region_with(RegionOptions::collect_all(), |cx| async move {
-                    let slow = cx.spawn(|cx| async move {
+                    let slow = cx.try_spawn(|cx| async move {
                         cx.sleep(Duration::from_millis(5))
                             .await
                             .map_err(|_| "cancelled")?;
                         Ok::<_, &str>(1)
                     });
-                    cx.spawn(|_| async { Err::<u32, _>("boom") });
+                    cx.try_spawn(|_| async { Err::<u32, _>("boom") });
                     Ok::<_, ()>(slow.await.ok())
                 })
                 .await;
@@ -151,10 +148,9 @@ fn panicking_task_beside_healthy_ones() {
                             let h = h.clone();
                             cx.spawn(move |_| async move {
                                 h.fetch_add(1, Ordering::SeqCst);
-                                Ok::<_, ()>(())
                             });
                         }
-                        let p = cx.spawn(|_| async {
+                        let p = cx.try_spawn(|_| async {
                             if true {
                                 panic!("task exploded")
                             }
@@ -190,7 +186,7 @@ fn finalizers_run_in_reverse_after_children() {
                     cx.defer(move || l.lock().unwrap().push(format!("fin{i}")));
                 }
                 let l2 = l.clone();
-                cx.spawn(move |cx| async move {
+                cx.try_spawn(move |cx| async move {
                     cx.sleep(Duration::from_millis(3)).await.map_err(|_| ())?;
                     l2.lock().unwrap().push("task".to_string());
                     Ok::<_, ()>(())
@@ -297,7 +293,7 @@ fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
         for n in 250..=260u64 {
             let out = rt.block_on(move |cx| async move {
                 let hs: Vec<_> = (0..n)
-                    .map(|i| cx.spawn(move |_| async move { Ok::<_, ()>(i) }))
+                    .map(|i| cx.spawn(move |_| async move { i }))
                     .collect();
                 while !hs.iter().all(|h| h.is_finished()) {
                     cx.yield_now().await.map_err(|_| ())?;
@@ -316,5 +312,40 @@ fn block_on_returns_after_a_turn_that_spent_the_cooperative_budget() {
             .recv_timeout(std::time::Duration::from_secs(60))
             .expect("block_on hung");
         assert_eq!(got, Some(n * (n - 1) / 2));
+    }
+}
+
+#[test]
+fn an_infallible_task_has_no_error_arm_and_a_fallible_one_still_fails_its_region() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            // `spawn`: any value; the outcome's error type is uninhabited,
+            // so the match needs no `Err` arm.
+            let h = cx.spawn(|_| async { String::from("seven") });
+            let value = match h.await {
+                Outcome::Ok(v) => v,
+                Outcome::Cancelled(_) | Outcome::Panicked(_) => String::new(),
+            };
+            assert_eq!(value, "seven");
+            // `try_spawn`: an `Err` is the task's outcome and its region's
+            // failure (fail-fast: the sibling is cancelled).
+            let region = cx
+                .region(|cx| async move {
+                    let sibling = cx.spawn(|cx| async move {
+                        let _ = cx.sleep(Duration::from_secs(3600)).await;
+                        cx.is_cancel_requested()
+                    });
+                    let failing = cx.try_spawn(|_| async { Err::<u8, _>("boom") });
+                    assert!(matches!(failing.await, Outcome::Err("boom")));
+                    // The sibling saw the cancellation and returned its
+                    // value: it finished, so its outcome is `Ok`.
+                    assert_eq!(sibling.await.ok(), Some(true));
+                    Ok::<_, ()>(())
+                })
+                .await;
+            assert!(matches!(region, Outcome::Err(RegionError::Child(_))));
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
     }
 }

@@ -42,7 +42,7 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
             let mut hs = Vec::new();
             for _ in 0..20 {
                 let c = c.clone();
-                hs.push(cx.spawn(move |cx| async move {
+                hs.push(cx.try_spawn(move |cx| async move {
                     let r = cx.sleep(Duration::from_secs(3600)).await;
                     // Cleanup that takes a little while, then reports.
                     let _ = cx.masked(cx.sleep(Duration::from_millis(5))).await;
@@ -51,7 +51,7 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
                 }));
             }
             // One task that ignores cancellation forever.
-            let stubborn = cx.spawn(|_cx| async move {
+            let stubborn = cx.try_spawn(|_cx| async move {
                 std::future::pending::<()>().await;
                 Ok::<(), runtime_core::Cancelled>(())
             });
@@ -106,7 +106,6 @@ fn a_poll_that_never_returns_is_reported_not_waited_for() {
                 s.store(1, Ordering::SeqCst);
                 // Blocks its worker thread for a long time inside one poll.
                 std::thread::sleep(std::time::Duration::from_secs(3));
-                Ok::<_, ()>(())
             });
             Ok::<_, ()>(())
         });

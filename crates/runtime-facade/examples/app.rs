@@ -30,7 +30,7 @@ fn main() {
         let total = cx
             .region(|cx| async move {
                 let (tx, mut rx) = mpsc::channel::<u64>(4).map_err(|e| e.to_string())?;
-                cx.spawn(move |cx| async move {
+                cx.try_spawn(move |cx| async move {
                     for i in 1..=10 {
                         library::backoff(&cx.narrow::<TimeOnly>(), 0)
                             .await
@@ -51,7 +51,7 @@ fn main() {
 
         // 2. Cancellation with a reason: the worker sees it at its next
         //    checkpoint, cleans up, and ends Cancelled(reason).
-        let worker = cx.spawn(|cx| async move {
+        let worker = cx.try_spawn(|cx| async move {
             let mut ticks = cx.interval(Duration::from_millis(2));
             loop {
                 if let Err(cancelled) = ticks.tick().await {

@@ -42,7 +42,7 @@ pub use otlp_exporter as exporter;
 /// use runtime_facade::runtime::{Runtime, caps::ambient_authority};
 /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
 /// let out = rt.block_on(|cx| async move {
-///     let child = cx.spawn(|_| async { Ok::<_, ()>(2) });
+///     let child = cx.spawn(|_| async { 2 });
 ///     Ok::<_, ()>(child.await.unwrap() * 21)
 /// });
 /// assert_eq!(out.ok(), Some(42));
@@ -65,7 +65,7 @@ pub use runtime_cap as caps;
 /// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
 /// let out = rt.block_on(|cx| async move {
 ///     let (tx, mut rx) = mpsc::channel::<u32>(4).unwrap();
-///     cx.spawn(move |cx| async move {
+///     cx.try_spawn(move |cx| async move {
 ///         let permit = tx.reserve(&cx).await.map_err(|_| ())?; // phase one
 ///         permit.send(7).map_err(|_| ())                        // phase two
 ///     });

@@ -25,7 +25,7 @@ fn run(rt: &Runtime, rounds: u64) -> Option<(u64, Option<u64>, f64)> {
     rt.block_on(move |cx| async move {
         let (tx1, mut rx1) = mpsc::channel::<u64>(1).map_err(|_| ())?;
         let (tx2, mut rx2) = mpsc::channel::<u64>(1).map_err(|_| ())?;
-        cx.spawn(move |cx| async move {
+        cx.try_spawn(move |cx| async move {
             while let Ok(v) = rx1.recv(&cx).await {
                 if tx2.send(&cx, v).await.is_err() {
                     break;

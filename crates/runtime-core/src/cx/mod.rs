@@ -1,5 +1,6 @@
 //! [`Cx`]: the capability context every task receives.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -48,7 +49,7 @@ pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
 /// let out = rt.block_on(|cx| async move {
 ///     let slept = pause(&cx.narrow::<TimeOnly>()).await;
-///     let child = cx.spawn(|_cx| async { Ok::<_, ()>(21) });
+///     let child = cx.spawn(|_cx| async { 21 });
 ///     Ok::<_, ()>((slept, child.await.unwrap() * 2))
 /// });
 /// assert_eq!(out.ok(), Some((true, 42)));
@@ -68,7 +69,7 @@ pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 /// ```compile_fail
 /// use runtime_core::{Cx, caps::TimeOnly};
 /// fn spawn_without(cx: &Cx<TimeOnly>) {
-///     cx.spawn(|_cx| async { Ok::<_, ()>(()) });
+///     cx.spawn(|_cx| async {});
 /// }
 /// ```
 ///
@@ -97,7 +98,7 @@ pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 /// use runtime_core::{Cx, caps::{Compute, NetClient, NetAccess}};
 /// use runtime_core::time::Duration;
 /// fn spawn_with(cx: &Cx<Compute>) {
-///     cx.spawn(|_cx| async { Ok::<_, ()>(()) });
+///     cx.spawn(|_cx| async {});
 /// }
 /// async fn sleep_with(cx: &Cx<Compute>) {
 ///     let _ = cx.sleep(Duration::from_millis(1)).await;
@@ -302,24 +303,130 @@ impl<C: CapSet> Cx<C> {
 
 impl<C: HasSpawn> Cx<C> {
     /// Spawns a task into this context's region; the closure receives the
-    /// child's context, with the same capabilities as this one. The region
-    /// will not close before the task ends; dropping the handle does not
-    /// detach it.
+    /// child's context, with the same capabilities as this one. The body
+    /// returns any value: the task's [`Outcome`] is `Ok(value)`,
+    /// `Cancelled` (it was cut off) or `Panicked`, with no error arm to
+    /// handle. The region will not close before the task ends; dropping
+    /// the handle does not detach it.
+    ///
+    /// A body that returns a value after seeing a cancellation at a
+    /// checkpoint ends `Ok(value)`: it finished, with what it had. A body
+    /// that can fail, or that should end `Cancelled` when asked to stop
+    /// (`cx.checkpoint()?`), goes to [`try_spawn`](Self::try_spawn); so
+    /// does one whose failure its region should see (fail-fast cancels
+    /// the siblings).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let a = cx.spawn(|_| async { 20 });
+    ///     let b = cx.spawn(|_| async { 22 });
+    ///     Ok::<_, ()>(a.await.unwrap() + b.await.unwrap())
+    /// });
+    /// assert_eq!(out.ok(), Some(42));
+    /// ```
     #[track_caller]
-    pub fn spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
+    pub fn spawn<G, F, T>(&self, body: G) -> JoinHandle<T>
     where
         G: FnOnce(Cx<C>) -> F + Send + 'static,
-        F: Future<Output = Result<T, E>> + Send + 'static,
+        F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
-        E: fmt::Debug + Send + 'static,
     {
         self.spawn_with(Budget::UNLIMITED, body)
     }
 
     /// [`spawn`](Self::spawn) with a budget of its own (met with the
     /// region's).
+    ///
+    /// ```
+    /// use runtime_core::{Budget, Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     // Ten polls at most: the task is cancelled (`PollQuota`), sees
+    ///     // it at its checkpoint, and returns what it has.
+    ///     let h = cx.spawn_with(Budget::UNLIMITED.with_poll_quota(10), |cx| async move {
+    ///         let mut turns = 0;
+    ///         while cx.yield_now().await.is_ok() {
+    ///             turns += 1;
+    ///         }
+    ///         turns
+    ///     });
+    ///     Ok::<_, ()>(h.await.unwrap())
+    /// });
+    /// assert!(out.unwrap() < 10);
+    /// ```
     #[track_caller]
-    pub fn spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
+    pub fn spawn_with<G, F, T>(&self, budget: Budget, body: G) -> JoinHandle<T>
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.require(Capability::Spawn);
+        let mask = self.mask;
+        self.core.spawn_with(budget, move |core| {
+            let fut = body(Cx::from_core(core, mask));
+            async move { Ok::<T, Infallible>(fut.await) }
+        })
+    }
+
+    /// Spawns a task whose body can fail: it returns `Result<T, E>`, and
+    /// `Err(e)` makes the task's outcome `Err(e)` and counts as a failure
+    /// in its region (a fail-fast region cancels the siblings; the
+    /// region's outcome reports it as [`RegionError::Child`]). An `Err`
+    /// returned after a checkpoint reported cancellation makes the outcome
+    /// `Cancelled(reason)` instead: the task stopped because it was asked
+    /// to.
+    ///
+    /// Why two methods rather than one over a trait of the body's output:
+    /// a trait implemented for `Result<T, E>` and for every other `T`
+    /// needs specialization, and one implemented only for `Result` makes
+    /// every infallible body write `Ok::<_, ()>(..)`. With two methods the
+    /// body's type alone decides, and inference needs no annotation for
+    /// `spawn`.
+    ///
+    /// ```
+    /// use runtime_core::{Outcome, RegionError, Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let failed = cx.region(|cx| async move {
+    ///         let h = cx.try_spawn(|_| async { Err::<(), _>("disk full") });
+    ///         Ok::<_, ()>(h.await)
+    ///     }).await;
+    ///     Ok::<_, ()>(failed)
+    /// });
+    /// // The region saw the child's failure.
+    /// assert!(matches!(out.ok(), Some(Outcome::Err(RegionError::Child(_)))));
+    /// ```
+    #[track_caller]
+    pub fn try_spawn<G, F, T, E>(&self, body: G) -> JoinHandle<T, E>
+    where
+        G: FnOnce(Cx<C>) -> F + Send + 'static,
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: fmt::Debug + Send + 'static,
+    {
+        self.try_spawn_with(Budget::UNLIMITED, body)
+    }
+
+    /// [`try_spawn`](Self::try_spawn) with a budget of its own (met with
+    /// the region's).
+    ///
+    /// ```
+    /// use runtime_core::{Budget, Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.try_spawn_with(Budget::UNLIMITED.with_cost_quota(10), |cx| async move {
+    ///         cx.charge(4)?;
+    ///         Ok::<_, runtime_core::Cancelled>(4)
+    ///     });
+    ///     Ok::<_, ()>(h.await.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(4)));
+    /// ```
+    #[track_caller]
+    pub fn try_spawn_with<G, F, T, E>(&self, budget: Budget, body: G) -> JoinHandle<T, E>
     where
         G: FnOnce(Cx<C>) -> F + Send + 'static,
         F: Future<Output = Result<T, E>> + Send + 'static,
