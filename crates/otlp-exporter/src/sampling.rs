@@ -231,8 +231,8 @@ impl Sampler {
     /// (case-insensitive); the argument is the ratio, in `[0, 1]`, for the
     /// two ratio samplers (default 1).
     ///
-    /// Bad values are not fatal, as the spec asks: each is reported with a
-    /// `tracing` warning and ignored. An unknown sampler (or one this crate
+    /// Bad values are not fatal, as the spec asks: they are reported with a
+    /// `tracing` warning (once per process) and ignored. An unknown sampler (or one this crate
     /// does not implement: `jaeger_remote`, `parentbased_jaeger_remote`,
     /// `xray`) gives the default sampler; a ratio that is not a number in
     /// `[0, 1]` gives the ratio 1. Use [`Sampler::from_vars`] for an error
@@ -249,7 +249,11 @@ impl Sampler {
         let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
         let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
         let (sampler, problem) = parse_vars(sampler.as_deref(), arg.as_deref());
-        if let Some(problem) = problem {
+        // Warned about once per process: every tracer reads the variables.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if let Some(problem) = problem
+            && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             let fallback = sampler.description();
             let _ = std::panic::catch_unwind(|| {
                 tracing::warn!(%problem, fallback, "otlp-exporter: ignoring a bad sampler setting");

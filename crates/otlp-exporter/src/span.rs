@@ -810,3 +810,69 @@ impl std::fmt::Debug for Span {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::InMemory;
+
+    fn locals(tracer: &Tracer) -> usize {
+        tracer.inner.locals.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_thread_keeps_one_handle_per_tracer_and_takes_it_when_it_exits() {
+        let pipeline = Pipeline::builder()
+            .transport(InMemory::new())
+            .build()
+            .unwrap();
+        let tracer = pipeline.tracer("handles", "1");
+        assert_eq!(locals(&tracer), 0);
+        for _ in 0..3 {
+            tracer.start("here").end();
+        }
+        assert_eq!(locals(&tracer), 1, "one handle for this thread");
+        let held = std::thread::scope(|s| {
+            s.spawn(|| {
+                tracer.start("there").end();
+                assert_eq!(locals(&tracer), 2);
+                // A span that outlives its thread keeps the handle alive,
+                // not the tracer's table.
+                tracer.start("outlives its thread")
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(locals(&tracer), 1, "the exited thread's handle is gone");
+        assert_eq!(held.end(), Recorded::Queued);
+        for _ in 0..20 {
+            let t = tracer.clone();
+            std::thread::spawn(move || t.start("short").end())
+                .join()
+                .unwrap();
+        }
+        assert_eq!(locals(&tracer), 1);
+        // Clones share the handles; another tracer has its own.
+        tracer.clone().start("clone").end();
+        assert_eq!(locals(&tracer), 1);
+        let other = tracer.clone().with_sampler(Sampler::AlwaysOn);
+        other.start("other").end();
+        assert_eq!((locals(&tracer), locals(&other)), (1, 1));
+        let stats = pipeline.shutdown(std::time::Duration::from_secs(5)).stats;
+        assert_eq!(stats.exported, 3 + 1 + 1 + 20 + 1 + 1);
+    }
+
+    #[test]
+    fn the_cache_forgets_tracers_that_are_gone() {
+        let pipeline = Pipeline::builder()
+            .transport(InMemory::new())
+            .build()
+            .unwrap();
+        for i in 0..100 {
+            pipeline.tracer(format!("t{i}"), "1").start("op").end();
+        }
+        let cached = LOCALS.with(|c| c.borrow().len());
+        assert!(cached <= 1, "{cached} entries cached for dropped tracers");
+        pipeline.shutdown(std::time::Duration::from_secs(5));
+    }
+}

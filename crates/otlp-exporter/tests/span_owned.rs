@@ -400,3 +400,22 @@ fn a_builder_is_owned_and_starts_on_another_thread() {
     pipeline.shutdown(WAIT);
     assert_eq!(memory.span_count(), 1);
 }
+
+#[test]
+fn a_span_dropped_while_its_thread_panics_is_recorded() {
+    let (pipeline, memory) = pipeline();
+    let tracer = pipeline.tracer("panics", "1");
+    let span = tracer.start("unwound");
+    let joined = std::thread::spawn(move || {
+        let _span = span;
+        panic!("user code panics with a span open");
+    })
+    .join();
+    assert!(joined.is_err());
+    // The pipeline is unharmed.
+    assert_eq!(tracer.start("after").end(), Recorded::Queued);
+    let report = pipeline.shutdown(WAIT);
+    assert!(report.completed);
+    assert_eq!(report.stats.exported, 2);
+    assert_eq!(memory.span_count(), 2);
+}
