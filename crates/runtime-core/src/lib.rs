@@ -74,6 +74,8 @@ pub mod time;
 pub use blocking::{Blocking, BlockingError};
 pub use budget::{Budget, CleanupBudget, Priority};
 pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
+#[doc(hidden)]
+pub use cx::{BoxedRacer, JoinTuple, boxed_racer};
 pub use cx::{Cx, MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
 /// The capability vocabulary (the `runtime-cap` crate): capability sets,

@@ -22,6 +22,7 @@ const EFFECTS: &[(&str, &str)] = &[
     ("spawn_with", "HasSpawn"),
     ("try_spawn", "HasSpawn"),
     ("try_spawn_with", "HasSpawn"),
+    ("__join_scope", "HasSpawn"),
     ("race", "HasSpawn"),
     ("join_all", "HasSpawn"),
     ("now", "HasTime"),
@@ -65,6 +66,8 @@ const PURE: &[&str] = &[
     "CancelReason::strength",
     "CancelReason::strengthen",
     "Cancelled::reason",
+    // Boxing a racer for `race!` (spawns nothing: `race` does).
+    "boxed_racer",
     "Outcome::severity",
     "Outcome::join",
     "Outcome::is_ok",

@@ -7,16 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use runtime_core::time::Duration;
-use runtime_core::{CancelKind, Outcome, RegionError, RegionOptions, Runtime, Severity};
-
-/// Racers of different closure types, boxed to one type.
-type Racer = Box<
-    dyn FnOnce(
-            runtime_core::Cx,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>>
-        + Send,
->;
+use runtime_core::{
+    CancelKind, Outcome, RegionError, RegionOptions, Runtime, Severity, join, race,
+};
 
 fn runtimes() -> Vec<Runtime> {
     vec![
@@ -208,26 +201,22 @@ fn race_returns_the_winner_after_draining_losers() {
         let drained = Arc::new(AtomicUsize::new(0));
         let d = drained.clone();
         let out = rt.block_on(move |cx| async move {
-            let racers: Vec<Racer> = vec![
-                Box::new({
-                    let d = d.clone();
-                    move |cx| {
-                        Box::pin(async move {
-                            let r = cx.sleep(Duration::from_secs(3600)).await;
-                            assert_eq!(r.unwrap_err().reason().kind(), CancelKind::LostRace);
-                            d.fetch_add(1, Ordering::SeqCst);
-                            Err(())
-                        })
-                    }
-                }),
-                Box::new(|cx| {
-                    Box::pin(async move {
-                        cx.sleep(Duration::from_millis(1)).await.map_err(|_| ())?;
-                        Ok(5)
-                    })
-                }),
-            ];
-            let w = cx.race(racers).await;
+            // Racers of two different closure types: no boxing by hand.
+            let d1 = d.clone();
+            let w = race!(
+                cx,
+                move |cx| async move {
+                    let r = cx.sleep(Duration::from_secs(3600)).await;
+                    assert_eq!(r.unwrap_err().reason().kind(), CancelKind::LostRace);
+                    d1.fetch_add(1, Ordering::SeqCst);
+                    Err(())
+                },
+                |cx| async move {
+                    cx.sleep(Duration::from_millis(1)).await.map_err(|_| ())?;
+                    Ok(5)
+                },
+            )
+            .await;
             // The loser finished its cleanup before race returned.
             assert_eq!(d.load(Ordering::SeqCst), 1);
             Ok::<_, ()>(w)
@@ -348,4 +337,116 @@ fn an_infallible_task_has_no_error_arm_and_a_fallible_one_still_fails_its_region
         });
         assert!(out.is_ok());
     }
+}
+
+#[test]
+fn join_macro_joins_bodies_of_different_types_and_a_panic_cancels_no_sibling() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let (n, text, boom) = join!(
+                cx,
+                |cx| async move {
+                    cx.sleep(Duration::from_millis(2)).await.map_err(|_| ())?;
+                    Ok::<_, ()>(7u32)
+                },
+                |_| async { Ok::<_, &str>(String::from("text")) },
+                |_| async {
+                    if true {
+                        panic!("branch exploded");
+                    }
+                    Ok::<(), ()>(())
+                },
+            )
+            .await;
+            Ok::<_, ()>((n.ok(), text.ok(), boom.severity()))
+        });
+        // Collect-all, as `join_all`: the panic did not cancel the sleeper.
+        assert_eq!(
+            out.ok(),
+            Some((Some(7), Some("text".to_string()), Severity::Panicked))
+        );
+    }
+}
+
+#[test]
+fn a_join_cancelled_mid_way_drains_every_branch_before_it_resolves() {
+    for rt in runtimes() {
+        let drained = Arc::new(AtomicUsize::new(0));
+        let d = drained.clone();
+        let out = rt.block_on(move |cx| async move {
+            let d2 = d.clone();
+            let t = cx
+                .timeout(Duration::from_millis(5), move |cx| async move {
+                    let (a, b) = join!(
+                        cx,
+                        move |cx| async move {
+                            let r = cx.sleep(Duration::from_secs(3600)).await;
+                            d.fetch_add(1, Ordering::SeqCst);
+                            r.map(|()| 1u8)
+                        },
+                        move |cx| async move {
+                            let r = cx.sleep(Duration::from_secs(3600)).await;
+                            d2.fetch_add(1, Ordering::SeqCst);
+                            r.map(|()| "never")
+                        },
+                    )
+                    .await;
+                    Ok::<_, ()>((a, b))
+                })
+                .await;
+            Ok::<_, ()>(t)
+        });
+        let (a, b) = out.unwrap().unwrap();
+        // Both branches saw the timeout (through their region) and ran
+        // their cleanup before the join resolved.
+        assert_eq!(drained.load(Ordering::SeqCst), 2);
+        for reason in [a.cancel_reason(), b.cancel_reason()] {
+            assert_eq!(
+                reason.map(|r| r.root_cause().kind()),
+                Some(CancelKind::Timeout)
+            );
+        }
+    }
+}
+
+#[test]
+fn race_macro_and_vec_race_agree_when_a_loser_panics_while_draining() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let by_macro = race!(cx, |_| async { Ok::<u32, ()>(1) }, |cx| async move {
+                let _ = cx.sleep(Duration::from_secs(3600)).await;
+                if true {
+                    panic!("loser exploded while draining");
+                }
+                Ok(0)
+            },)
+            .await;
+            // The same race through the `Vec` form, boxed by hand.
+            let by_vec = cx.race(vec![quick_racer as Boxed, exploding_racer]).await;
+            Ok::<_, ()>((by_macro.severity(), by_vec.severity()))
+        });
+        assert_eq!(out.ok(), Some((Severity::Panicked, Severity::Panicked)));
+    }
+}
+
+type Boxed = fn(
+    runtime_core::Cx,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>>;
+
+fn quick_racer(
+    _: runtime_core::Cx,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> {
+    Box::pin(async { Ok(1) })
+}
+
+fn exploding_racer(
+    cx: runtime_core::Cx,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> {
+    Box::pin(async move {
+        let _ = cx.sleep(Duration::from_secs(3600)).await;
+        if true {
+            panic!("loser exploded while draining");
+        }
+        Ok(0)
+    })
 }

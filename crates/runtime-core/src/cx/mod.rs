@@ -13,7 +13,11 @@ use runtime_cap::{
 use crate::blocking::Blocking;
 use crate::budget::Budget;
 use crate::cancel::{CancelReason, Cancelled};
+mod join;
 mod untyped;
+
+#[doc(hidden)]
+pub use join::{BoxedRacer, JoinTuple, boxed_racer};
 
 use crate::outcome::Outcome;
 use crate::region::{RegionError, RegionOptions};
@@ -441,7 +445,22 @@ impl<C: HasSpawn> Cx<C> {
 
     /// Runs every racer as a task in a child region; the first to finish
     /// wins, the others are cancelled (`LostRace`) and drained before this
-    /// resolves to the winner's outcome.
+    /// resolves to the winner's outcome (or `Panicked`, if a loser panicked
+    /// while draining). An empty race resolves `Cancelled`. Racers of
+    /// different closure types: [`race!`](crate::race).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority, time::Duration};
+    /// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let racers = [1u64, 50].map(|ms| move |cx: runtime_core::Cx| async move {
+    ///         cx.sleep(Duration::from_millis(ms)).await.map_err(|_| ())?;
+    ///         Ok::<_, ()>(ms)
+    ///     });
+    ///     Ok::<_, ()>(cx.race(racers.into()).await.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(1)));
+    /// ```
     #[track_caller]
     pub fn race<G, F, T, E>(
         &self,
@@ -464,7 +483,22 @@ impl<C: HasSpawn> Cx<C> {
     }
 
     /// Runs every body as a task in a child collect-all region and resolves
-    /// to all their outcomes, in order.
+    /// to all their outcomes, in order, once every one has finished (a
+    /// failing or panicking body does not cancel the others). Bodies of
+    /// different types: [`join!`](crate::join).
+    ///
+    /// ```
+    /// use runtime_core::{Outcome, Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let bodies = (1..=3).map(|i| move |_cx| async move {
+    ///         if i == 2 { Err("two") } else { Ok(i * 10) }
+    ///     });
+    ///     Ok::<_, ()>(cx.join_all(bodies.collect()).await)
+    /// });
+    /// let outcomes = out.unwrap();
+    /// assert!(matches!(outcomes[..], [Outcome::Ok(10), Outcome::Err("two"), Outcome::Ok(30)]));
+    /// ```
     #[track_caller]
     pub fn join_all<G, F, T, E>(
         &self,
@@ -484,6 +518,21 @@ impl<C: HasSpawn> Cx<C> {
                 .map(|g| move |core| g(Cx::from_core(core, mask)))
                 .collect(),
         )
+    }
+
+    /// The scope of [`join!`](crate::join): not for direct use.
+    #[doc(hidden)]
+    #[track_caller]
+    pub fn __join_scope<B, Fut, R>(&self, body: B) -> impl Future<Output = R> + Send + 'static
+    where
+        B: FnOnce(Cx<C>) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.require(Capability::Spawn);
+        let mask = self.mask;
+        self.core
+            .join_scope(move |core| body(Cx::from_core(core, mask)))
     }
 }
 

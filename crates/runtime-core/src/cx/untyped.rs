@@ -433,6 +433,43 @@ impl CxCore {
         }
     }
 
+    /// The scope of a heterogeneous join (`join!`): opens a child
+    /// collect-all region, calls `body` with its context (the body spawns
+    /// the branches into it, then awaits their handles in order), and
+    /// resolves to what the body returned once the region has closed,
+    /// whatever the region's own outcome: the same steps as
+    /// [`join_all`](Self::join_all), with the spawning left to the caller.
+    pub(crate) fn join_scope<B, Fut, R>(&self, body: B) -> impl Future<Output = R> + Send + 'static
+    where
+        B: FnOnce(CxCore) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let node = Region::open(
+            self.region_node(),
+            &self.task,
+            &RegionOptions::collect_all(),
+        );
+        let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
+        let fut = body(cx);
+        let result: Arc<Mutex<Option<R>>> = Arc::new(Mutex::new(None));
+        let slot = result.clone();
+        let region = run_region(node, self.task.clone(), async move {
+            let r = fut.await;
+            *lock(&slot) = Some(r);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        async move {
+            let _ = region.await;
+            // The body only awaits handles of tasks inside the region, which
+            // the region's cancellation drains rather than abandons: it
+            // always finishes before the region closes.
+            lock(&result)
+                .take()
+                .expect("a join body finishes before its region closes")
+        }
+    }
+
     /// Runs every body as a task in a child collect-all region and resolves
     /// to all their outcomes, in order, once all have finished.
     pub(crate) fn join_all<G, F, T, E>(
