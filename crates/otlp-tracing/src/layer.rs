@@ -9,13 +9,13 @@ use std::time::Instant;
 use otlp_exporter::{
     Event, InstrumentationScope, KeyValue, Link, Pipeline, Sampler, SamplingDecision, ScopeId,
     SpanContext, SpanData, SpanId, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
-    now_unix_nanos,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use crate::clock::unix_nanos;
 use crate::stats::{Count, LayerCounters};
 use crate::visit::{EventFields, OtelFields, SpanFields};
 
@@ -314,8 +314,20 @@ impl SpanState {
         self.data.context.trace_flags = flags(decision);
         self.recording = decision.is_recording();
         // A span that kept nothing (a child of an unrecorded span) starts
-        // keeping from here.
-        self.keep = self.keep || self.recording;
+        // keeping from here, and its clock starts now.
+        if !self.keep && self.recording {
+            self.keep = true;
+            let now = Instant::now();
+            self.data.start_time_unix_nano = unix_nanos(now);
+            if layer.inactivity {
+                self.timing = Some(Timing {
+                    last: now,
+                    busy_ns: 0,
+                    idle_ns: 0,
+                    inside: 0,
+                });
+            }
+        }
         true
     }
 
@@ -470,19 +482,21 @@ where
             state.apply_otel(otel);
             let data = &mut state.data;
             self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
-            if self.inactivity {
-                state.timing = Some(Timing {
-                    last: Instant::now(),
-                    busy_ns: 0,
-                    idle_ns: 0,
-                    inside: 0,
-                });
-            }
+        }
+        // A span that keeps nothing reads no clock.
+        let now = keep.then(Instant::now);
+        if let (Some(now), true) = (now, self.inactivity) {
+            state.timing = Some(Timing {
+                last: now,
+                busy_ns: 0,
+                idle_ns: 0,
+                inside: 0,
+            });
         }
         let decision = decision.unwrap_or_else(|| self.decide(None, &state.data));
         state.data.context.trace_flags = flags(decision);
         state.recording = decision.is_recording();
-        state.data.start_time_unix_nano = now_unix_nanos();
+        state.data.start_time_unix_nano = now.map_or(0, unix_nanos);
         span.extensions_mut().insert(state);
         self.counters.count(Count::Started);
     }
@@ -542,7 +556,7 @@ where
             return;
         }
         let meta = event.metadata();
-        let time_unix_nano = now_unix_nanos();
+        let time_unix_nano = unix_nanos(Instant::now());
         // Formatted before the span's lock is taken: user code runs here.
         let mut fields = EventFields {
             message: None,
@@ -641,10 +655,10 @@ where
             self.counters.count(Count::NotSampled);
             return;
         }
+        let now = Instant::now();
         let data = &mut state.data;
-        data.end_time_unix_nano = now_unix_nanos().max(data.start_time_unix_nano);
+        data.end_time_unix_nano = unix_nanos(now).max(data.start_time_unix_nano);
         if let Some(t) = &state.timing {
-            let now = Instant::now();
             let (mut busy, mut idle) = (t.busy_ns, t.idle_ns);
             let since = nanos_since(t.last, now);
             if t.inside > 0 {

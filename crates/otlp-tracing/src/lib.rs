@@ -117,6 +117,10 @@
 //! [`LayerStats::not_sampled`]). The sampler sees a child before its fields
 //! are read: its `tracing` name and kind `Internal`.
 //!
+//! A child the sampler dropped and then given a sampled remote parent with
+//! `set_parent` is recorded from then on (its start time, later fields and
+//! events); the fields given when it was created are gone.
+//!
 //! A root span (no parent) is sampled after its fields are read (so the
 //! sampler sees `otel.name` and `otel.kind`), and keeps its fields,
 //! events and links even when dropped, until its context is first handed
@@ -147,6 +151,13 @@
 //!
 //! # Cost
 //!
+//! A recorded span reads the monotonic clock when it starts, ends, and
+//! each time a first thread enters it or a last thread leaves it; its
+//! Unix timestamps are derived from those reads and a per-thread anchor to
+//! the wall clock renewed every half second (a step of the system clock
+//! shows in the timestamps within that time). A dropped span reads no
+//! clock.
+//!
 //! One registry extension per span holds a pre-sized `SpanData`; static
 //! names and keys are borrowed, not copied. Nothing is shared between
 //! spans: the span's own lock (the registry's extensions) is the only one
@@ -154,6 +165,7 @@
 //! layer's counters are per thread. User formatting code (`Debug`,
 //! `Display`) runs before that lock is taken.
 
+mod clock;
 mod ext;
 mod layer;
 mod stats;

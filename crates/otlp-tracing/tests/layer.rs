@@ -649,3 +649,39 @@ fn under_a_per_layer_filter_the_nearest_recorded_ancestor_is_the_parent() {
         Some(leaf.span_id.clone())
     );
 }
+
+#[test]
+fn a_dropped_child_given_a_sampled_remote_parent_is_recorded_from_then_on() {
+    let (pipeline, memory) = pipeline();
+    let remote =
+        SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .expect("valid traceparent");
+    let before = otlp_exporter::now_unix_nanos();
+    with_layer(
+        OtlpLayer::new(&pipeline).with_sampler(Sampler::parent_based(Sampler::AlwaysOff)),
+        || {
+            tracing::info_span!("dropped root").in_scope(|| {
+                let child =
+                    tracing::info_span!("child", lost = 1_i64, later = tracing::field::Empty);
+                assert!(child.set_parent(remote.clone()));
+                child.record("later", 2_i64);
+                child.in_scope(|| tracing::info!("kept"));
+            });
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(names(&spans), ["child"]);
+    let child = &spans[0];
+    assert!(
+        child.start_time_unix_nano >= before,
+        "its clock started at set_parent"
+    );
+    assert_eq!(
+        int(&child.attributes, "lost"),
+        None,
+        "creation fields of a dropped child are not kept"
+    );
+    assert_eq!(int(&child.attributes, "later"), Some(2));
+    assert_eq!(child.events.len(), 1);
+    assert!(int(&child.attributes, "busy_ns").is_some());
+}
