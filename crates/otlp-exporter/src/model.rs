@@ -77,7 +77,14 @@ macro_rules! hex_fmt {
 hex_fmt!(TraceId);
 hex_fmt!(SpanId);
 
-/// W3C trace flags. Bit 0 is "sampled".
+/// W3C trace flags. Bit 0 is "sampled"; the sampler sets it, and it
+/// travels in `traceparent`.
+///
+/// ```
+/// use otlp_exporter::TraceFlags;
+/// assert!(TraceFlags::SAMPLED.is_sampled());
+/// assert!(!TraceFlags::NOT_SAMPLED.is_sampled());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
 pub struct TraceFlags(pub u8);
 
@@ -93,18 +100,35 @@ impl TraceFlags {
     }
 }
 
-/// What identifies a span across process boundaries.
+/// What identifies a span across process boundaries: W3C Trace Context.
+/// Read one from incoming headers with
+/// [`from_traceparent`](SpanContext::from_traceparent) or
+/// [`from_w3c_headers`](SpanContext::from_w3c_headers); write one with
+/// [`to_traceparent`](SpanContext::to_traceparent) (and `trace_state` as the
+/// `tracestate` header, when not empty).
+///
+/// ```
+/// use otlp_exporter::SpanContext;
+/// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// let cx = SpanContext::from_traceparent(header).unwrap();
+/// assert!(cx.is_remote && cx.is_valid());
+/// assert_eq!(cx.to_traceparent(), header);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SpanContext {
     /// The trace this span belongs to.
     pub trace_id: TraceId,
     /// This span.
     pub span_id: SpanId,
-    /// W3C trace flags.
+    /// W3C trace flags (the sampled bit).
     pub trace_flags: TraceFlags,
-    /// W3C `tracestate`, as its header text (empty if none).
+    /// W3C `tracestate`, as its header text (empty if none). Parse it with
+    /// [`TraceState::parse`](crate::TraceState::parse); set it with
+    /// [`with_trace_state`](SpanContext::with_trace_state), which keeps it
+    /// valid.
     pub trace_state: Str,
-    /// True if this context was received from another process.
+    /// True if this context was received from another process (set by
+    /// [`from_traceparent`](SpanContext::from_traceparent)).
     pub is_remote: bool,
 }
 
