@@ -47,12 +47,42 @@ pub trait OtlpSpanExt {
     /// changing nothing, when it is too late, when `parent` is invalid
     /// (all-zero ids), or when the span is disabled or not recorded by an
     /// [`OtlpLayer`].
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::{OtlpLayer, OtlpSpanExt};
+    /// # use tracing_subscriber::layer::SubscriberExt;
+    /// use otlp_exporter::SpanContext;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// # let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+    /// # tracing::subscriber::with_default(subscriber, || {
+    /// let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// let span = tracing::info_span!("GET /orders", otel.kind = "server");
+    /// if let Ok(parent) = SpanContext::from_traceparent(header) {
+    ///     assert!(span.set_parent(parent));
+    /// }
+    /// # });
+    /// ```
     fn set_parent(&self, parent: SpanContext) -> bool;
 
     /// This span's context (trace id, span id, sampled flag, trace state),
     /// to inject into an outgoing request; `None` when the span is disabled
     /// or not recorded by an [`OtlpLayer`]. Reading it fixes the span's
     /// trace (a later [`set_parent`](Self::set_parent) returns `false`).
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::{OtlpLayer, OtlpSpanExt};
+    /// # use tracing_subscriber::layer::SubscriberExt;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// # let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+    /// # tracing::subscriber::with_default(subscriber, || {
+    /// let _call = tracing::info_span!("call inventory", otel.kind = "client").entered();
+    /// let cx = tracing::Span::current().span_context().expect("recorded by the layer");
+    /// let traceparent = cx.to_traceparent(); // the outgoing request's header
+    /// assert!(traceparent.ends_with("-01")); // sampled
+    /// # });
+    /// ```
     fn span_context(&self) -> Option<SpanContext>;
 
     /// Adds a link from this span to `context` (a span of this trace or of
@@ -60,6 +90,23 @@ pub trait OtlpSpanExt {
     /// when the span is disabled or not recorded by an [`OtlpLayer`]. Past
     /// the pipeline's link limit the link is dropped and counted in the
     /// span's `dropped_links_count`.
+    ///
+    /// ```
+    /// # use otlp_exporter::{InMemory, Pipeline};
+    /// # use otlp_tracing::{OtlpLayer, OtlpSpanExt};
+    /// # use tracing_subscriber::layer::SubscriberExt;
+    /// use otlp_exporter::SpanContext;
+    /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// # let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+    /// # tracing::subscriber::with_default(subscriber, || {
+    /// // The message being processed was produced in another trace.
+    /// let producer = SpanContext::from_traceparent(
+    ///     "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    /// ).unwrap();
+    /// let span = tracing::info_span!("process message", otel.kind = "consumer");
+    /// assert!(span.add_link(producer));
+    /// # });
+    /// ```
     fn add_link(&self, context: SpanContext) -> bool;
 }
 

@@ -58,6 +58,12 @@ impl LayerStats {
     /// Spans started and not closed yet (or never closed: a span whose
     /// last handle is never dropped is never recorded, and stays counted
     /// here after the pipeline shuts down).
+    ///
+    /// ```
+    /// use otlp_tracing::LayerStats;
+    /// let stats = LayerStats { started: 5, recorded: 3, not_sampled: 1, events_outside_spans: 0 };
+    /// assert_eq!(stats.open(), 1);
+    /// ```
     pub fn open(&self) -> u64 {
         self.started
             .saturating_sub(self.recorded)

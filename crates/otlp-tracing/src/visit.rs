@@ -11,8 +11,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use otlp_exporter::{KeyValue, SpanKind, StatusCode, Str, Value};
 use tracing::field::{Field, Visit};
 
-/// The value recorded for a field whose `Debug` (or an error's `Display`)
-/// panicked.
+/// The value recorded for a field (or the name recorded for an event whose
+/// message) whose `Debug` or `Display` implementation panicked: the panic
+/// is caught (the panic hook still reports it) and goes no further.
+///
+/// ```
+/// assert_eq!(otlp_tracing::PANICKED_VALUE, "<formatting panicked>");
+/// ```
 pub const PANICKED_VALUE: &str = "<formatting panicked>";
 
 /// The longest prefix of `s` of at most `limit` bytes that ends at a
