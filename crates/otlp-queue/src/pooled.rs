@@ -258,8 +258,8 @@ impl<T> Pool<T> {
     }
 
     /// Takes a free chunk (one successful compare-and-swap), or `None`;
-    /// with it, whether the pool is now at least half in use.
-    fn pop(&self) -> Option<(&Chunk<T>, bool)> {
+    /// with it, how many chunks are now in use.
+    fn pop(&self) -> Option<(&Chunk<T>, usize)> {
         // Acquire: pairs with the Release compare-and-swap in `push`, so the
         // pusher's reads of the chunk (and its `free_next`) happen before
         // whatever we do with it.
@@ -285,9 +285,9 @@ impl<T> Pool<T> {
             ) {
                 Ok(_) => {
                     // Relaxed: a statistic (and a hint, see
-                    // `Producer::pool_half_used`).
+                    // `Producer::pool_used_at_claim`).
                     let used = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
-                    return Some((chunk, 2 * used >= self.chunks.len()));
+                    return Some((chunk, used));
                 }
                 Err(t) => top = t,
             }
@@ -610,9 +610,9 @@ pub struct Producer<T> {
     /// The position after the current chunk's last slot: room while
     /// `tail < end`.
     end: Cell<u64>,
-    /// Set when this producer claimed a pool chunk that left the pool at
-    /// least half in use; cleared by [`Producer::pool_half_used`].
-    half_used: Cell<bool>,
+    /// The pool's used slots right after this producer's last claim of a
+    /// pool chunk (0: no claim since [`Producer::pool_used_at_claim`]).
+    used_at_claim: Cell<usize>,
 }
 
 // SAFETY: the handle may move to another thread (it is the lane's single
@@ -657,7 +657,7 @@ impl<T> Producer<T> {
             lane,
             inner: inner.clone(),
             chunk: Cell::new(home),
-            half_used: Cell::new(false),
+            used_at_claim: Cell::new(0),
         })
     }
 
@@ -750,10 +750,9 @@ impl<T> Producer<T> {
             &self.lane.home
         } else {
             match self.lane.pool.pop() {
-                Some((c, half)) => {
-                    if half {
-                        self.half_used.set(true);
-                    }
+                Some((c, used)) => {
+                    self.used_at_claim
+                        .set(used.saturating_mul(self.inner.chunk).min(self.inner.total));
                     c
                 }
                 None => return false,
@@ -802,24 +801,28 @@ impl<T> Producer<T> {
         }
     }
 
-    /// True (once) if a push of this producer since the last call claimed
-    /// a chunk from the pool and left the pool at least half in use: a
-    /// cheap hint (one flag of this handle's own, set at most once per
-    /// chunk) for a consumer that naps and should be woken before the
-    /// queue is full rather than when it is.
+    /// If a push of this producer since the last call claimed a chunk from
+    /// the pool: the pool's used slots right after that claim (as
+    /// [`pool_used`](Self::pool_used) counts them). A cheap signal (a field
+    /// of this handle's own, set at most once per chunk) for a consumer
+    /// that sleeps and should be woken when enough has gathered, before
+    /// the queue is full rather than when it is.
     ///
     /// ```
     /// let (tx, _rx) = otlp_queue::pooled::try_with_chunk::<u8>(4, 1).unwrap();
     /// tx.try_push(0).unwrap(); // the home chunk
+    /// assert_eq!(tx.pool_used_at_claim(), None);
     /// tx.try_push(1).unwrap(); // pool chunk 1 of 4
-    /// assert!(!tx.pool_half_used());
-    /// tx.try_push(2).unwrap(); // pool chunk 2 of 4: half in use
-    /// assert!(tx.pool_half_used());
-    /// assert!(!tx.pool_half_used()); // reported once
+    /// tx.try_push(2).unwrap(); // pool chunk 2 of 4
+    /// assert_eq!(tx.pool_used_at_claim(), Some(2));
+    /// assert_eq!(tx.pool_used_at_claim(), None); // reported once
     /// ```
     #[inline]
-    pub fn pool_half_used(&self) -> bool {
-        self.half_used.replace(false)
+    pub fn pool_used_at_claim(&self) -> Option<usize> {
+        match self.used_at_claim.replace(0) {
+            0 => None,
+            used => Some(used),
+        }
     }
 
     /// Slots of the shared pool in chunks that producers hold now (claimed

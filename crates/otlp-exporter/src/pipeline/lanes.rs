@@ -150,14 +150,14 @@ impl<T> Producer<T> {
         }
     }
 
-    /// Whether a push since the last call left the shared pool at least
-    /// half in use (see `pooled::Producer::pool_half_used`); never for the
-    /// per-thread lanes.
+    /// The shared pool's used slots after this lane's last claim of a
+    /// pool chunk, if it claimed one since the last call (see
+    /// `pooled::Producer::pool_used_at_claim`); never for per-thread lanes.
     #[inline(always)]
-    pub(super) fn pool_half_used(&self) -> bool {
+    pub(super) fn pool_used_at_claim(&self) -> Option<usize> {
         match self {
-            Producer::Lanes(_) => false,
-            Producer::Pooled(p) => p.pool_half_used(),
+            Producer::Lanes(_) => None,
+            Producer::Pooled(p) => p.pool_used_at_claim(),
         }
     }
 
@@ -457,10 +457,16 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
     };
     let pushed = |c: &ThreadCounters| {
         bump(&c.pushed);
-        // Half the pool is in use: wake a napping worker now, not when the
-        // queue is full and spans are already being dropped. Checked at
-        // most once per chunk claimed (a flag of this lane's own).
-        if p.pool_half_used() {
+        // A batch's worth has gathered in the shared pool: wake a napping
+        // worker now, not when the queue is full and spans are already
+        // being dropped (the worker then sleeps while there is little to
+        // do, and is woken, as a sleeper, when there is: under CPU
+        // contention a woken sleeper runs sooner than a thread that
+        // polls). Checked at most once per chunk claimed (a field of this
+        // lane's own).
+        if p.pool_used_at_claim()
+            .is_some_and(|used| used >= shared.wake_at)
+        {
             shared.wake_worker();
         }
         Recorded::Queued

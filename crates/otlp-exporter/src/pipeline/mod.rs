@@ -98,6 +98,10 @@ struct Shared {
     /// cores the worker does not wait out a scheduler slice while lanes
     /// overflow.
     worker_napping: AtomicBool,
+    /// The shared pool's fill (in slots) at which a lane that claims a
+    /// chunk wakes a napping worker: a batch's worth, or half the queue if
+    /// that is less.
+    wake_at: usize,
     /// The lane for records that cannot use their thread's own: made from
     /// a thread-local destructor, or re-entrant, or when a thread's lane
     /// could not be allocated. Rare, so a mutex is fine.
@@ -318,6 +322,7 @@ impl Pipeline {
                 setting: "worker",
                 reason: format!("cannot start the exporter's worker thread: {e}"),
             })?;
+        let wake_at = config.max_export_batch_size.min(capacity / 2).max(1);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             state: AtomicU8::new(RUNNING),
@@ -338,6 +343,7 @@ impl Pipeline {
             has_adopted: AtomicBool::new(false),
             capacity,
             worker_napping: AtomicBool::new(false),
+            wake_at,
         });
         lock(&shared.threads).live.push(shared.laneless.clone());
         // The worker holds the shared state too; it cannot fail to receive
@@ -508,7 +514,7 @@ impl Pipeline {
 
 impl Shared {
     /// Wakes the worker if it is napping (off the fast path: only when a
-    /// lane is full, or a chunk claim left the pool half in use).
+    /// lane is full, or a chunk claim left a batch's worth in the pool).
     fn wake_worker(&self) {
         // Relaxed load first, so that a full lane costs one read of a
         // shared line, not a write, while the worker is awake. The swap

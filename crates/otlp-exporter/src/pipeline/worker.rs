@@ -522,30 +522,28 @@ impl Worker {
         }
     }
 
-    /// Waits a little while nothing arrives: spin, then yield, then park
-    /// in steps growing to 1.6 ms (never past the next scheduled export of
-    /// a batch that holds spans; with nothing to export the schedule does
-    /// not matter, so a zero `scheduled_delay` does not make an idle worker
-    /// poll).
+    /// Waits a little while nothing arrives: parks in steps growing from
+    /// 50 us to 1.6 ms (never past the next scheduled export of a batch
+    /// that holds spans; with nothing to export the schedule does not
+    /// matter, so a zero `scheduled_delay` does not make an idle worker
+    /// poll), cut short when a lane's chunk claim leaves a batch's worth in
+    /// the queue (or a lane is full). No spinning or yielding first: on a
+    /// machine whose cores the recording threads keep busy, a worker that
+    /// sleeps and is woken gets a core sooner than one that polls, and a
+    /// small queue overflows in the time a polling worker waits for one.
     pub(super) fn idle_wait(&self, idle: u32) {
-        if idle < 16 {
-            std::hint::spin_loop();
-        } else if idle < 32 {
-            thread::yield_now();
+        let step = Duration::from_micros(50u64 << idle.saturating_sub(1).min(5));
+        let nap = if self.batch.is_empty() {
+            step
         } else {
-            let step = Duration::from_micros(50u64 << (idle - 32).min(5));
-            let nap = if self.batch.is_empty() {
-                step
-            } else {
-                let until_due = self
-                    .shared
-                    .config
-                    .scheduled_delay
-                    .saturating_sub(self.last_export.elapsed());
-                step.min(until_due).max(Duration::from_micros(10))
-            };
-            self.shared.nap(nap);
-        }
+            let until_due = self
+                .shared
+                .config
+                .scheduled_delay
+                .saturating_sub(self.last_export.elapsed());
+            step.min(until_due).max(Duration::from_micros(10))
+        };
+        self.shared.nap(nap);
     }
 
     /// Moves spans from the queue (and from exited threads' hand-overs)
