@@ -199,6 +199,8 @@ impl Ours {
     pub fn run(&self, op: Op, n: u64) -> Duration {
         self.rt
             .block_on(move |cx| async move {
+                // The helpers take a bare `&Cx` (spawn, time, random).
+                let cx = cx.narrow();
                 Ok::<_, Infallible>(match op {
                     Op::SpawnJoin => ours_spawn_join(&cx, n).await,
                     Op::SpawnThenJoinAll => ours_spawn_then_join_all(&cx, n).await,

@@ -77,7 +77,7 @@ fn a_thousand_await_points_all_report_cancelled_with_the_reason() {
                 let started = started.clone();
                 handles.push(cx.try_spawn(move |cx| async move {
                     started.fetch_add(1, Ordering::SeqCst);
-                    let r = await_point(cx, i).await;
+                    let r = await_point(cx.narrow(), i).await;
                     // Cleanup: runs once, after observing the request.
                     c.fetch_add(1, Ordering::SeqCst);
                     r
@@ -264,7 +264,7 @@ fn mask_nesting_is_bounded() {
             }
         })
     }
-    let out = rt.block_on(|cx| async move { Ok::<_, ()>(nest(&cx, 0).await) });
+    let out = rt.block_on(|cx| async move { Ok::<_, ()>(nest(&cx.narrow(), 0).await) });
     assert_eq!(out.ok(), Some(MAX_MASK_DEPTH));
 }
 

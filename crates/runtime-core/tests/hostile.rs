@@ -324,7 +324,7 @@ fn a_panicking_waker_on_a_join_handle_leaves_the_runtime_working() {
                 // finishes and wakes its joiner.
                 assert!(poll_with_panicking_waker(&mut h));
                 // Twenty unrelated sleepers still wake.
-                let sleepers = spawn_sleepers(&cx, 20, Duration::from_millis(20), &w);
+                let sleepers = spawn_sleepers(&cx.narrow(), 20, Duration::from_millis(20), &w);
                 for s in sleepers {
                     let _ = s.await;
                 }
@@ -343,7 +343,7 @@ fn a_panicking_waker_on_a_sleep_does_not_keep_other_timers_from_firing() {
             let woke = Arc::new(AtomicUsize::new(0));
             let w = woke.clone();
             let out = rt.block_on(move |cx| async move {
-                let sleepers = spawn_sleepers(&cx, 20, Duration::from_millis(10), &w);
+                let sleepers = spawn_sleepers(&cx.narrow(), 20, Duration::from_millis(10), &w);
                 {
                     let mut s = Box::pin(cx.sleep(Duration::from_millis(5)));
                     assert!(poll_with_panicking_waker(&mut s));
@@ -429,7 +429,7 @@ fn a_drop_that_spawns_into_its_region_is_waited_for() {
                                 }));
                             }
                         }
-                        let guard = SpawnOnDrop(cx.clone(), r);
+                        let guard = SpawnOnDrop(cx.narrow(), r);
                         let h = cx.spawn(move |_| async move {
                             let _g = guard;
                         });
@@ -465,7 +465,7 @@ fn a_busy_task_that_checkpoints_is_timed_out() {
             let out = rt.block_on(|cx| async move {
                 let t = cx
                     .timeout(Duration::from_millis(50), |cx| async move {
-                        spin_until_cancelled(&cx)
+                        spin_until_cancelled(&cx.narrow())
                     })
                     .await;
                 Ok::<_, ()>(t.cancel_reason().map(|r| r.kind()))
@@ -483,7 +483,7 @@ fn a_busy_spawned_task_meets_its_budget_deadline() {
                 let deadline = cx.now() + Duration::from_millis(50);
                 let h = cx
                     .try_spawn_with(Budget::UNLIMITED.with_deadline(deadline), |cx| async move {
-                        spin_until_cancelled(&cx)
+                        spin_until_cancelled(&cx.narrow())
                     });
                 Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
             });
@@ -580,7 +580,7 @@ fn a_race_loser_awaiting_an_outside_task_is_not_cut_off() {
                 )));
                 type Racer = Box<
                     dyn FnOnce(
-                            runtime_core::Cx,
+                            runtime_core::Cx<runtime_core::caps::All>,
                         )
                             -> Pin<Box<dyn Future<Output = Result<u32, ()>> + Send>>
                         + Send,

@@ -430,17 +430,17 @@ fn race_macro_and_vec_race_agree_when_a_loser_panics_while_draining() {
 }
 
 type Boxed = fn(
-    runtime_core::Cx,
+    runtime_core::Cx<runtime_core::caps::All>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>>;
 
 fn quick_racer(
-    _: runtime_core::Cx,
+    _: runtime_core::Cx<runtime_core::caps::All>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> {
     Box::pin(async { Ok(1) })
 }
 
 fn exploding_racer(
-    cx: runtime_core::Cx,
+    cx: runtime_core::Cx<runtime_core::caps::All>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u32, ()>> + Send>> {
     Box::pin(async move {
         let _ = cx.sleep(Duration::from_secs(3600)).await;

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::marker::PhantomData;
 
 use runtime_cap::{
-    All, CapMask, CapSet, Capability, FsAccess, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn,
-    HasTelemetry, HasTime, MissingCapability, NetAccess, SubsetOf, TelemetryAccess,
+    All, CapMask, CapSet, Capability, Compute, FsAccess, HasBlocking, HasFs, HasNet, HasRandom,
+    HasSpawn, HasTelemetry, HasTime, MissingCapability, NetAccess, SubsetOf, TelemetryAccess,
 };
 
 use crate::blocking::Blocking;
@@ -57,6 +57,41 @@ pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 ///     Ok::<_, ()>((slept, child.await.unwrap() * 2))
 /// });
 /// assert_eq!(out.ok(), Some((true, 42)));
+/// ```
+///
+/// ## A bare `Cx` is `Cx<Compute>`
+///
+/// The default capability set, what a signature that writes just `&Cx`
+/// gets, is [`Compute`](runtime_cap::Compute): spawn, time and randomness,
+/// the effects that stay inside the runtime. Not the network, the file
+/// system or telemetry, which reach outside the process, and not blocking
+/// threads, which take threads from a bounded pool: a function that needs
+/// one of those says so in its signature (`&Cx<NetClient>`, `&Cx<All>`).
+/// So the shortest signature is the one most code needs (a tokio-like
+/// spawn-and-sleep), and never the most powerful. The root context of
+/// `block_on` is `Cx<All>`; hand it to such a function with
+/// `&cx.narrow()` (the target type is inferred):
+///
+/// ```
+/// use runtime_core::{Cx, Runtime, caps::ambient_authority};
+/// use runtime_core::time::Duration;
+///
+/// async fn tick_twice(cx: &Cx) -> u32 {
+///     let a = cx.spawn(|cx| async move { cx.sleep(Duration::from_millis(1)).await.is_ok() });
+///     u32::from(a.await.unwrap()) + 1
+/// }
+///
+/// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move { Ok::<_, ()>(tick_twice(&cx.narrow()).await) });
+/// assert_eq!(out.ok(), Some(2));
+/// ```
+///
+/// A bare `Cx` cannot open the network:
+///
+/// ```compile_fail
+/// fn net(cx: &runtime_core::Cx) -> runtime_core::caps::NetAccess {
+///     cx.net()
+/// }
 /// ```
 ///
 /// Widening does not compile:
@@ -111,7 +146,7 @@ pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 ///     cx.net()
 /// }
 /// ```
-pub struct Cx<C: CapSet = All> {
+pub struct Cx<C: CapSet = Compute> {
     core: CxCore,
     mask: CapMask,
     _caps: PhantomData<fn() -> C>,
@@ -450,10 +485,10 @@ impl<C: HasSpawn> Cx<C> {
     /// different closure types: [`race!`](crate::race).
     ///
     /// ```
-    /// use runtime_core::{Runtime, caps::ambient_authority, time::Duration};
+    /// use runtime_core::{Cx, Runtime, caps::{All, ambient_authority}, time::Duration};
     /// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
     /// let out = rt.block_on(|cx| async move {
-    ///     let racers = [1u64, 50].map(|ms| move |cx: runtime_core::Cx| async move {
+    ///     let racers = [1u64, 50].map(|ms| move |cx: Cx<All>| async move {
     ///         cx.sleep(Duration::from_millis(ms)).await.map_err(|_| ())?;
     ///         Ok::<_, ()>(ms)
     ///     });

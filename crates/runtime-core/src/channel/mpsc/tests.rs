@@ -21,7 +21,7 @@ fn queued_waiters<T>(tx: &Sender<T>) -> usize {
     lock(&tx.chan.waiters).queue.len()
 }
 
-fn cx() -> Cx {
+fn cx() -> Cx<crate::caps::All> {
     Cx::detached_for_tests()
 }
 
