@@ -72,7 +72,7 @@ mod task;
 pub mod time;
 
 pub use blocking::{Blocking, BlockingError};
-pub use budget::{Budget, CleanupBudget, Priority};
+pub use budget::{Budget, CleanupBudget};
 pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
 #[doc(hidden)]
 pub use cx::{BoxedRacer, JoinTuple, boxed_racer};

@@ -49,7 +49,6 @@ const PURE: &[&str] = &[
     "Budget::with_deadline",
     "Budget::with_poll_quota",
     "Budget::with_cost_quota",
-    "Budget::with_priority",
     "Budget::meet",
     "Budget::is_unlimited",
     "CancelKind::rank",

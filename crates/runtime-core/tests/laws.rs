@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use runtime_core::time::Instant;
-use runtime_core::{Budget, CancelKind, CancelReason, Outcome, PanicPayload, Priority, Severity};
+use runtime_core::{Budget, CancelKind, CancelReason, Outcome, PanicPayload, Severity};
 
 const KINDS: [CancelKind; 9] = [
     CancelKind::User,
@@ -41,13 +41,11 @@ fn budget() -> impl Strategy<Value = Budget> {
         proptest::option::of(0u64..1_000),
         proptest::option::of(0u32..1_000),
         proptest::option::of(0u64..1_000),
-        any::<u8>(),
     )
-        .prop_map(|(d, p, c, pr)| Budget {
+        .prop_map(|(d, p, c)| Budget {
             deadline: d.map(Instant::from_nanos),
             poll_quota: p,
             cost_quota: c,
-            priority: Priority(pr),
         })
 }
 
@@ -89,7 +87,6 @@ proptest! {
             if let Some(d) = x.deadline { prop_assert!(m.deadline.unwrap() <= d); }
             if let Some(q) = x.poll_quota { prop_assert!(m.poll_quota.unwrap() <= q); }
             if let Some(q) = x.cost_quota { prop_assert!(m.cost_quota.unwrap() <= q); }
-            prop_assert!(m.priority <= x.priority);
         }
     }
 

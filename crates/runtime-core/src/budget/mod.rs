@@ -2,7 +2,7 @@
 //!
 //! | budget | bounds | run out means | where |
 //! |---|---|---|---|
-//! | [`Budget`] | a task's or region's work: deadline, poll quota, cost quota (and its [`Priority`]) | cancellation (`Deadline`, `PollQuota`, `CostBudget`) | this file |
+//! | [`Budget`] | a task's or region's work: deadline, poll quota, cost quota | cancellation (`Deadline`, `PollQuota`, `CostBudget`) | this file |
 //! | [`CleanupBudget`] | a cancelled task's cleanup, and a closing region's finalizers: polls and a grace period | cut-off: the future is dropped, counted | `cleanup.rs` |
 //! | the coop budget | ready await points per task turn ([`coop::PER_TURN`]) | the await point yields, nothing is cancelled | `coop.rs` |
 
@@ -13,26 +13,16 @@ pub use cleanup::CleanupBudget;
 
 use crate::time::Instant;
 
-/// Scheduling priority: higher is more urgent. Meets take the lower, so a
-/// child never outranks its parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Priority(pub u8);
-
-impl Priority {
-    /// The lowest priority.
-    pub const LOW: Priority = Priority(0);
-    /// The default.
-    pub const NORMAL: Priority = Priority(128);
-    /// The highest priority (the identity of the meet).
-    pub const HIGH: Priority = Priority(255);
-}
-
 /// Limits on a task or region: a deadline, a poll quota (how many times it
-/// may be polled), a cost quota (units it may [`charge`](crate::Cx::charge))
-/// and a priority.
+/// may be polled) and a cost quota (units it may
+/// [`charge`](crate::Cx::charge)).
+///
+/// There is no scheduling priority: the scheduler runs tasks in the order
+/// their wake-ups and spawns put them in (`sched/pool.rs`), and a field
+/// that nothing read would promise what the runtime does not do.
 ///
 /// A child's effective budget is the *meet* of its parent's and its own:
-/// the earliest deadline, the smaller quotas, the lower priority. Running
+/// the earliest deadline, the smaller quotas. Running
 /// out becomes cancellation with the matching [`CancelKind`]
 /// (`Deadline`, `PollQuota`, `CostBudget`).
 ///
@@ -54,17 +44,14 @@ pub struct Budget {
     pub poll_quota: Option<u32>,
     /// Cancel with `CostBudget` when charges exceed this.
     pub cost_quota: Option<u64>,
-    /// Scheduling priority.
-    pub priority: Priority,
 }
 
 impl Budget {
-    /// No limits, highest priority: the identity of [`meet`](Self::meet).
+    /// No limits: the identity of [`meet`](Self::meet).
     pub const UNLIMITED: Budget = Budget {
         deadline: None,
         poll_quota: None,
         cost_quota: None,
-        priority: Priority::HIGH,
     };
 
     /// With this deadline.
@@ -85,13 +72,7 @@ impl Budget {
         self
     }
 
-    /// With this priority.
-    pub fn with_priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// The meet: earliest deadline, smaller quotas, lower priority.
+    /// The meet: earliest deadline, smaller quotas.
     /// Associative, commutative, idempotent, with [`Budget::UNLIMITED`] as
     /// identity (property-tested in `tests/laws.rs`).
     pub fn meet(&self, other: &Budget) -> Budget {
@@ -99,7 +80,6 @@ impl Budget {
             deadline: min_opt(self.deadline, other.deadline),
             poll_quota: min_opt(self.poll_quota, other.poll_quota),
             cost_quota: min_opt(self.cost_quota, other.cost_quota),
-            priority: self.priority.min(other.priority),
         }
     }
 
