@@ -21,8 +21,11 @@ thread_local! {
     static ANCHOR: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// `d` in nanoseconds, saturating (no 128-bit arithmetic on the hot path).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// The Unix time, in nanoseconds, of the monotonic instant `at` (a recent

@@ -245,7 +245,7 @@ struct Timing {
 }
 
 fn nanos_since(then: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(then).as_nanos()).unwrap_or(u64::MAX)
+    crate::clock::nanos(now.saturating_duration_since(then))
 }
 
 /// What the layer keeps for one span, in the registry's extensions.
@@ -381,10 +381,11 @@ where
 /// The hook [`OtlpSpanExt`](crate::OtlpSpanExt) reaches the span's state
 /// through: found with `Dispatch::downcast_ref`, it knows the subscriber's
 /// type.
-pub(crate) struct WithContext(
-    #[allow(clippy::type_complexity)]
-    pub(crate)  fn(&Dispatch, &Id, &mut dyn FnMut(&mut SpanState, &OtlpLayer)),
-);
+pub(crate) struct WithContext(pub(crate) StateFn);
+
+/// Runs a closure on the state of the span `Id` of the subscriber behind
+/// the `Dispatch`.
+type StateFn = fn(&Dispatch, &Id, &mut dyn FnMut(&mut SpanState, &OtlpLayer));
 
 struct ContextFn<S>(PhantomData<fn(S)>);
 
