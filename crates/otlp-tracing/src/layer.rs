@@ -4,6 +4,7 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use otlp_exporter::{
@@ -18,6 +19,8 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use crate::clock::unix_nanos;
 use crate::stats::{Count, LayerCounters};
 use crate::visit::{EventFields, OtelFields, SpanFields};
+
+static NEXT_LAYER: AtomicUsize = AtomicUsize::new(1);
 
 /// A [`tracing_subscriber::Layer`] that records `tracing` spans into a
 /// [`Pipeline`]. See the [crate documentation](crate) for the mapping.
@@ -49,6 +52,9 @@ pub struct OtlpLayer {
     error_events_to_status: bool,
     sampler: Sampler,
     counters: LayerCounters,
+    /// Tells this layer's span states from another `OtlpLayer`'s in the
+    /// same subscriber.
+    id: usize,
 }
 
 impl OtlpLayer {
@@ -81,6 +87,7 @@ impl OtlpLayer {
             inactivity: true,
             error_events_to_status: true,
             sampler: Sampler::from_env(),
+            id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             counters: LayerCounters::new(),
         }
     }
@@ -251,6 +258,8 @@ fn nanos_since(then: Instant, now: Instant) -> u64 {
 /// What the layer keeps for one span, in the registry's extensions.
 pub(crate) struct SpanState {
     pub(crate) data: SpanData,
+    /// The layer that made it (`OtlpLayer::id`).
+    owner: usize,
     /// The sampler's decision was to record (the sampled flag, in the
     /// context, says whether it is exported).
     recording: bool,
@@ -460,6 +469,7 @@ where
         let keep = decision.is_none_or(SamplingDecision::is_recording);
         let mut state = SpanState {
             data,
+            owner: self.id,
             recording: keep,
             keep,
             frozen: false,
@@ -498,15 +508,25 @@ where
         state.data.context.trace_flags = flags(decision);
         state.recording = decision.is_recording();
         state.data.start_time_unix_nano = now.map_or(0, unix_nanos);
-        span.extensions_mut().insert(state);
-        self.counters.count(Count::Started);
+        let mut ext = span.extensions_mut();
+        // Another `OtlpLayer` of this subscriber already records this span:
+        // the first one in the stack records it, the others leave it.
+        if ext.get_mut::<SpanState>().is_none() {
+            ext.insert(state);
+            drop(ext);
+            self.counters.count(Count::Started);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else {
             return;
         };
-        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+        if !span
+            .extensions()
+            .get::<SpanState>()
+            .is_some_and(|s| s.keep && s.owner == self.id)
+        {
             return;
         }
         // Formatted before the span's lock is taken: user code runs here.
@@ -521,7 +541,7 @@ where
         values.record(&mut fields);
         let otel = fields.otel;
         let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>() else {
+        let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) else {
             return;
         };
         state.apply_otel(otel);
@@ -537,13 +557,18 @@ where
         let (Some(span), Some(follows)) = (ctx.span(id), ctx.span(follows)) else {
             return;
         };
-        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+        if !span
+            .extensions()
+            .get::<SpanState>()
+            .is_some_and(|s| s.keep && s.owner == self.id)
+        {
             return;
         }
         let Some(context) = context_of(follows) else {
             return;
         };
-        if let Some(state) = span.extensions_mut().get_mut::<SpanState>() {
+        let mut ext = span.extensions_mut();
+        if let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) {
             state.add_link(self, context);
         }
     }
@@ -553,7 +578,11 @@ where
             self.counters.count(Count::EventOutsideSpan);
             return;
         };
-        if !span.extensions().get::<SpanState>().is_some_and(|s| s.keep) {
+        if !span
+            .extensions()
+            .get::<SpanState>()
+            .is_some_and(|s| s.keep && s.owner == self.id)
+        {
             return;
         }
         let meta = event.metadata();
@@ -586,7 +615,7 @@ where
             None => Str::Borrowed(meta.name()),
         };
         let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>() else {
+        let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) else {
             return;
         };
         if is_error && !state.status_explicit && state.data.status.code == StatusCode::Unset {
@@ -612,7 +641,11 @@ where
             return;
         };
         let mut ext = span.extensions_mut();
-        if let Some(t) = ext.get_mut::<SpanState>().and_then(|s| s.timing.as_mut()) {
+        if let Some(t) = ext
+            .get_mut::<SpanState>()
+            .filter(|s| s.owner == self.id)
+            .and_then(|s| s.timing.as_mut())
+        {
             if t.inside == 0 {
                 let now = Instant::now();
                 t.idle_ns = t.idle_ns.saturating_add(nanos_since(t.last, now));
@@ -630,7 +663,11 @@ where
             return;
         };
         let mut ext = span.extensions_mut();
-        if let Some(t) = ext.get_mut::<SpanState>().and_then(|s| s.timing.as_mut()) {
+        if let Some(t) = ext
+            .get_mut::<SpanState>()
+            .filter(|s| s.owner == self.id)
+            .and_then(|s| s.timing.as_mut())
+        {
             t.inside = t.inside.saturating_sub(1);
             if t.inside == 0 {
                 let now = Instant::now();
@@ -644,7 +681,13 @@ where
         let Some(span) = ctx.span(&id) else {
             return;
         };
-        let state = span.extensions_mut().remove::<SpanState>();
+        let state = {
+            let mut ext = span.extensions_mut();
+            match ext.get_mut::<SpanState>() {
+                Some(s) if s.owner == self.id => ext.remove::<SpanState>(),
+                _ => None,
+            }
+        };
         let Some(mut state) = state else {
             return;
         };

@@ -137,6 +137,13 @@
 //! pipeline shut down, spans that close are handed to it and counted there
 //! as `after_shutdown` ([`otlp_exporter::Dropped`]); nothing panics.
 //!
+//! # One layer per subscriber
+//!
+//! A subscriber with two `OtlpLayer`s (two pipelines, say) records each
+//! span once, through the first layer in the stack (the innermost); the
+//! others leave it. Nothing panics and nothing is recorded twice
+//! (`two_layers_in_one_subscriber_record_each_span_once`).
+//!
 //! # Deep trees
 //!
 //! The layer keeps nothing per nesting level beyond the span itself, and

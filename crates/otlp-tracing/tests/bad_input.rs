@@ -377,3 +377,37 @@ fn a_panicking_debug_value_gives_a_marker_and_the_layer_keeps_working() {
         assert_eq!((stats.started, stats.recorded), (2, 2));
     });
 }
+
+#[test]
+fn two_layers_in_one_subscriber_record_each_span_once() {
+    let (first, first_memory) = pipeline();
+    let (second, second_memory) = pipeline();
+    let (a, b) = (OtlpLayer::new(&first), OtlpLayer::new(&second));
+    let (a_counts, b_counts) = (a.counters(), b.counters());
+    let subscriber = tracing_subscriber::registry().with(a).with(b);
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("once", n = 1_i64, later = tracing::field::Empty);
+        span.record("later", 2_i64);
+        span.in_scope(|| {
+            tracing::info!("one event");
+            tracing::info_span!("child").in_scope(|| {});
+        });
+        assert!(span.span_context().is_some());
+    });
+    let spans = finish(&first, &first_memory);
+    assert!(finish(&second, &second_memory).is_empty());
+    let once = named(&spans, "once");
+    assert_eq!(once.events.len(), 1, "not duplicated");
+    assert_eq!(
+        keys(&once.attributes)
+            .iter()
+            .filter(|k| **k == "later")
+            .count(),
+        1
+    );
+    assert_eq!(named(&spans, "child").parent_span_id, once.span_id);
+    assert_eq!(
+        (a_counts.snapshot().recorded, b_counts.snapshot().started),
+        (2, 0)
+    );
+}
