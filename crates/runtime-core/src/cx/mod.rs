@@ -212,6 +212,17 @@ impl<C: CapSet> Cx<C> {
 
     /// A context with fewer capabilities (`D` a subset of `C`), for handing
     /// to code that should do less. Widening does not compile.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::caps::TimeOnly;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let t = cx.narrow::<TimeOnly>(); // can sleep, cannot spawn
+    ///     Ok::<_, ()>(t.sleep(runtime_core::time::Duration::from_millis(1)).await.is_ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn narrow<D: SubsetOf<C>>(&self) -> Cx<D> {
         Cx::from_core(self.core.clone(), self.mask)
     }
@@ -219,6 +230,17 @@ impl<C: CapSet> Cx<C> {
     /// The same context with `cap` removed at run time (for policies the
     /// type cannot express); effects needing it then panic with
     /// [`MissingCapability`].
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::caps::Capability;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let no_net = cx.restrict(Capability::Net);
+    ///     Ok::<_, ()>((no_net.can(Capability::Net), no_net.can(Capability::Spawn)))
+    /// });
+    /// assert_eq!(out.ok(), Some((false, true)));
+    /// ```
     pub fn restrict(&self, cap: Capability) -> Cx<C> {
         Cx {
             core: self.core.clone(),
@@ -228,21 +250,61 @@ impl<C: CapSet> Cx<C> {
     }
 
     /// The capabilities this context holds, as a run-time mask.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::caps::{CapSet, Compute};
+    /// let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx.narrow::<Compute>().caps()) });
+    /// assert_eq!(out.ok(), Some(Compute::MASK));
+    /// ```
     pub fn caps(&self) -> CapMask {
         self.mask
     }
 
     /// Whether this context holds `cap` (type and run-time mask).
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::caps::{Capability, TimeOnly};
+    /// let out = rt.block_on(|cx| async move {
+    ///     Ok::<_, ()>(cx.narrow::<TimeOnly>().can(Capability::Spawn))
+    /// });
+    /// assert_eq!(out.ok(), Some(false));
+    /// ```
     pub fn can(&self, cap: Capability) -> bool {
         self.mask.contains(cap)
     }
 
     /// The id of the task this context belongs to.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.spawn(|cx| async move { cx.task_id() });
+    ///     let id = h.id();
+    ///     Ok::<_, ()>(h.await.unwrap() == id)
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn task_id(&self) -> TaskId {
         self.core.task_id()
     }
 
     /// The id of the region this context spawns into.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let outer = cx.region_id();
+    ///     let inner = cx.region(|cx| async move { Ok::<_, ()>(cx.region_id()) }).await.unwrap();
+    ///     Ok::<_, ()>(outer != inner)
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn region_id(&self) -> RegionId {
         self.core.region_id()
     }
@@ -251,16 +313,64 @@ impl<C: CapSet> Cx<C> {
     /// (and no masked section is active), every time after that
     /// (level-triggered). A task that returns `Err` after a checkpoint
     /// reported cancellation ends `Cancelled(reason)`.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{CancelKind, CancelReason};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.try_spawn(|cx| async move {
+    ///         loop {
+    ///             cx.checkpoint()?; // returns once cancellation is requested
+    ///             cx.yield_now().await?;
+    ///         }
+    ///         #[allow(unreachable_code)]
+    ///         Ok::<(), runtime_core::Cancelled>(())
+    ///     });
+    ///     h.cancel(CancelReason::user("enough"));
+    ///     Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(CancelKind::User)));
+    /// ```
     pub fn checkpoint(&self) -> Result<(), Cancelled> {
         self.core.checkpoint()
     }
 
     /// Whether cancellation has been requested (masked or not).
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::CancelReason;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let before = cx.is_cancel_requested();
+    ///     let after = cx.region(|cx| async move {
+    ///         cx.cancel(CancelReason::user("stop"));
+    ///         Ok::<_, ()>(cx.is_cancel_requested())
+    ///     }).await;
+    ///     Ok::<_, ()>((before, after.ok()))
+    /// });
+    /// assert_eq!(out.ok(), Some((false, Some(true))));
+    /// ```
     pub fn is_cancel_requested(&self) -> bool {
         self.core.is_cancel_requested()
     }
 
     /// The requested cancellation's reason, if any (masked or not).
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::CancelReason;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let r = cx.region(|cx| async move {
+    ///         cx.cancel(CancelReason::user("stop"));
+    ///         Ok::<_, ()>(cx.cancel_reason().and_then(|r| r.message().map(String::from)))
+    ///     }).await;
+    ///     Ok::<_, ()>(r.ok().flatten())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some("stop".to_string())));
+    /// ```
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.core.cancel_reason()
     }
@@ -268,11 +378,38 @@ impl<C: CapSet> Cx<C> {
     /// Requests cancellation of this context's scope: the region whose body
     /// this is (and everything in it), or, in a task's own scope, the task
     /// (and every region it has open).
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{CancelReason, time::Duration};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let r = cx.region(|cx| async move {
+    ///         let sleeper = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+    ///         cx.cancel(CancelReason::user("shut the region")); // reaches the sleeper
+    ///         Ok::<_, ()>(sleeper.await.unwrap().is_err())
+    ///     }).await;
+    ///     Ok::<_, ()>(r.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(true)));
+    /// ```
     pub fn cancel(&self, reason: CancelReason) {
         self.core.cancel(reason);
     }
 
     /// Yields to the scheduler once; a checkpoint.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     for _ in 0..3 {
+    ///         cx.yield_now().await.map_err(|_| ())?; // let others run
+    ///     }
+    ///     Ok::<_, ()>(())
+    /// });
+    /// assert!(out.is_ok());
+    /// ```
     pub fn yield_now(&self) -> YieldNow<'_> {
         self.core.yield_now()
     }
@@ -280,17 +417,63 @@ impl<C: CapSet> Cx<C> {
     /// Runs `fut` with cancellation deferred (see
     /// [`MAX_MASK_DEPTH`](crate::MAX_MASK_DEPTH)); the cleanup budget and
     /// shutdown's deadline still apply.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::CancelReason;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let r = cx.region(|cx| async move {
+    ///         cx.cancel(CancelReason::user("stop"));
+    ///         // Inside the masked section the checkpoint reports nothing...
+    ///         let inside = cx.masked(async { cx.checkpoint().is_ok() }).await.unwrap();
+    ///         // ...and after it, the request.
+    ///         Ok::<_, ()>((inside, cx.checkpoint().is_err()))
+    ///     }).await;
+    ///     Ok::<_, ()>(r.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some((true, true))));
+    /// ```
     pub fn masked<F: Future>(&self, fut: F) -> Masked<'_, F> {
         self.core.masked(fut)
     }
 
     /// This context's effective budget.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{Budget, RegionOptions};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let opts = RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_cost_quota(5));
+    ///     let b = cx.region_with(opts, |cx| async move { Ok::<_, ()>(cx.budget()) }).await;
+    ///     Ok::<_, ()>(b.unwrap().cost_quota)
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(5)));
+    /// ```
     pub fn budget(&self) -> Budget {
         self.core.budget()
     }
 
     /// Charges `cost` against the task's cost quota; past it the task is
     /// cancelled (`CostBudget`) and this returns `Err`.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{Budget, CancelKind};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.try_spawn_with(Budget::UNLIMITED.with_cost_quota(10), |cx| async move {
+    ///         loop {
+    ///             cx.charge(3)?; // the fourth charge is over the quota
+    ///         }
+    ///         #[allow(unreachable_code)]
+    ///         Ok::<(), runtime_core::Cancelled>(())
+    ///     });
+    ///     Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(CancelKind::CostBudget)));
+    /// ```
     pub fn charge(&self, cost: u64) -> Result<(), Cancelled> {
         self.core.charge(cost)
     }
@@ -298,6 +481,20 @@ impl<C: CapSet> Cx<C> {
     /// Opens a fail-fast child region and runs `body` in it (with this
     /// context's capabilities); resolves when the body and every task in
     /// the region have finished and its finalizers have run.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let sum = cx.region(|cx| async move {
+    ///         let a = cx.spawn(|_| async { 1 });
+    ///         let b = cx.spawn(|_| async { 2 });
+    ///         Ok::<_, ()>(a.await.unwrap() + b.await.unwrap())
+    ///     }).await; // every task in it has finished here
+    ///     Ok::<_, ()>(sum.unwrap())
+    /// });
+    /// assert_eq!(out.ok(), Some(3));
+    /// ```
     pub fn region<G, F, T, E>(
         &self,
         body: G,
@@ -312,6 +509,22 @@ impl<C: CapSet> Cx<C> {
     }
 
     /// [`region`](Self::region) with a policy, budget and cleanup budget.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{Outcome, RegionOptions};
+    /// let out = rt.block_on(|cx| async move {
+    ///     // Collect-all: a failing task does not cancel its sibling.
+    ///     let r = cx.region_with(RegionOptions::collect_all(), |cx| async move {
+    ///         cx.try_spawn(|_| async { Err::<(), _>("one failed") });
+    ///         let other = cx.spawn(|_| async { 2 });
+    ///         Ok::<_, ()>(other.await.unwrap())
+    ///     }).await;
+    ///     Ok::<_, ()>(matches!(r, Outcome::Err(_)))
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn region_with<G, F, T, E>(
         &self,
         spec: RegionOptions,
@@ -330,11 +543,45 @@ impl<C: CapSet> Cx<C> {
 
     /// Registers `f` to run when this context's region closes, in reverse
     /// order of registration.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use std::sync::{Arc, Mutex};
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let l = log.clone();
+    /// rt.block_on(move |cx| async move {
+    ///     cx.region(move |cx| async move {
+    ///         let (a, b) = (l.clone(), l.clone());
+    ///         cx.defer(move || a.lock().unwrap().push("first registered"));
+    ///         cx.defer(move || b.lock().unwrap().push("second registered"));
+    ///         Ok::<_, ()>(())
+    ///     }).await;
+    ///     Ok::<_, ()>(())
+    /// });
+    /// assert_eq!(*log.lock().unwrap(), ["second registered", "first registered"]);
+    /// ```
     pub fn defer(&self, f: impl FnOnce() + Send + 'static) {
         self.core.defer(f);
     }
 
     /// Registers an async finalizer, run under the cleanup budget.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+    /// let done = Arc::new(AtomicBool::new(false));
+    /// let d = done.clone();
+    /// rt.block_on(move |cx| async move {
+    ///     cx.region(move |cx| async move {
+    ///         cx.finalizer(async move { d.store(true, Ordering::SeqCst) });
+    ///         Ok::<_, ()>(())
+    ///     }).await;
+    ///     Ok::<_, ()>(())
+    /// });
+    /// assert!(done.load(Ordering::SeqCst));
+    /// ```
     pub fn finalizer(&self, fut: impl Future<Output = ()> + Send + 'static) {
         self.core.finalizer(fut);
     }
@@ -573,6 +820,18 @@ impl<C: HasSpawn> Cx<C> {
 
 impl<C: HasTime> Cx<C> {
     /// The runtime clock's time.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let t0 = cx.now();
+    ///     cx.sleep(Duration::from_millis(2)).await.map_err(|_| ())?;
+    ///     Ok::<_, ()>(cx.now().saturating_duration_since(t0) >= Duration::from_millis(2))
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     #[track_caller]
     pub fn now(&self) -> Instant {
         self.require(Capability::Time);
@@ -580,6 +839,17 @@ impl<C: HasTime> Cx<C> {
     }
 
     /// Sleeps for `d`; a checkpoint.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     // Err(Cancelled) if the task is cancelled while it sleeps.
+    ///     Ok::<_, ()>(cx.sleep(Duration::from_millis(1)).await.is_ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     #[track_caller]
     pub fn sleep(&self, d: Duration) -> Sleep<'_> {
         self.require(Capability::Time);
@@ -587,6 +857,18 @@ impl<C: HasTime> Cx<C> {
     }
 
     /// Sleeps until `at`; a checkpoint.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let at = cx.now().saturating_add(Duration::from_millis(1));
+    ///     cx.sleep_until(at).await.map_err(|_| ())?;
+    ///     Ok::<_, ()>(cx.now() >= at)
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     #[track_caller]
     pub fn sleep_until(&self, at: Instant) -> Sleep<'_> {
         self.require(Capability::Time);
@@ -594,6 +876,20 @@ impl<C: HasTime> Cx<C> {
     }
 
     /// Ticks every `period`.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let mut every = cx.interval(Duration::from_millis(1));
+    ///     for _ in 0..3 {
+    ///         every.tick().await.map_err(|_| ())?;
+    ///     }
+    ///     Ok::<_, ()>(every.period())
+    /// });
+    /// assert_eq!(out.ok(), Some(Duration::from_millis(1)));
+    /// ```
     #[track_caller]
     pub fn interval(&self, period: Duration) -> Interval {
         self.require(Capability::Time);
@@ -602,6 +898,20 @@ impl<C: HasTime> Cx<C> {
 
     /// Runs `body` in a child region cancelled with reason `Timeout` if it
     /// has not closed after `d`; returns once it has drained.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{CancelKind, time::Duration};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let slow = cx.timeout(Duration::from_millis(5), |cx| async move {
+    ///         cx.sleep(Duration::from_secs(3600)).await?;
+    ///         Ok::<_, runtime_core::Cancelled>(())
+    ///     }).await;
+    ///     Ok::<_, ()>(slow.cancel_reason().map(|r| r.kind()))
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(CancelKind::Timeout)));
+    /// ```
     #[track_caller]
     pub fn timeout<G, F, T, E>(
         &self,
@@ -623,6 +933,16 @@ impl<C: HasTime> Cx<C> {
 
 impl<C: HasBlocking> Cx<C> {
     /// Runs `f` on the blocking pool and resolves with its value.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let sum = cx.spawn_blocking(|| (1..=10u64).sum::<u64>()).await;
+    ///     Ok::<_, ()>(sum.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(55)));
+    /// ```
     #[track_caller]
     pub fn spawn_blocking<R: Send + 'static>(
         &self,
@@ -639,6 +959,13 @@ impl<C: HasRandom> Cx<C> {
     /// task's place in the spawn tree decide it, so the same program with
     /// the same seed draws the same numbers, and tasks do not disturb each
     /// other's sequences.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx.random_u64() != cx.random_u64()) });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     #[track_caller]
     pub fn random_u64(&self) -> u64 {
         self.require(Capability::Random);
@@ -646,6 +973,13 @@ impl<C: HasRandom> Cx<C> {
     }
 
     /// A number in `0..n` (`n > 0`), without modulo bias.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx.random_below(6) + 1) });
+    /// assert!((1..=6).contains(&out.unwrap()));
+    /// ```
     #[track_caller]
     pub fn random_below(&self, n: u64) -> u64 {
         assert!(n > 0, "random_below(0): the range is empty");
@@ -662,6 +996,14 @@ impl<C: HasRandom> Cx<C> {
 impl<C: HasNet> Cx<C> {
     /// Permission to open network connections, for transports that take it
     /// (the exporter's `HttpTransport`).
+    ///
+    /// ```
+    /// use runtime_core::{Cx, caps::{NetAccess, NetClient}};
+    /// // A transport that takes `NetAccess` gets it from a context that may.
+    /// fn connect(cx: &Cx<NetClient>) -> NetAccess {
+    ///     cx.net()
+    /// }
+    /// ```
     #[track_caller]
     pub fn net(&self) -> NetAccess {
         self.require(Capability::Net);
@@ -671,6 +1013,13 @@ impl<C: HasNet> Cx<C> {
 
 impl<C: HasFs> Cx<C> {
     /// Permission to touch the file system.
+    ///
+    /// ```
+    /// use runtime_core::{Cx, caps::{All, FsAccess}};
+    /// fn open_log(cx: &Cx<All>) -> FsAccess {
+    ///     cx.fs()
+    /// }
+    /// ```
     #[track_caller]
     pub fn fs(&self) -> FsAccess {
         self.require(Capability::Fs);
@@ -680,6 +1029,13 @@ impl<C: HasFs> Cx<C> {
 
 impl<C: HasTelemetry> Cx<C> {
     /// Permission to export telemetry.
+    ///
+    /// ```
+    /// use runtime_core::{Cx, caps::{All, TelemetryAccess}};
+    /// fn exporter(cx: &Cx<All>) -> TelemetryAccess {
+    ///     cx.telemetry()
+    /// }
+    /// ```
     #[track_caller]
     pub fn telemetry(&self) -> TelemetryAccess {
         self.require(Capability::Telemetry);
