@@ -411,3 +411,26 @@ fn two_layers_in_one_subscriber_record_each_span_once() {
         (2, 0)
     );
 }
+
+#[test]
+fn a_span_that_follows_from_itself_or_is_entered_twice_on_one_thread() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (pipeline, memory) = pipeline();
+        with_layer(OtlpLayer::new(&pipeline), || {
+            let span = tracing::info_span!("loop");
+            span.follows_from(&span);
+            let outer = span.enter();
+            let inner = span.enter();
+            tracing::info!("twice inside");
+            drop(inner);
+            drop(outer);
+            drop(span);
+        });
+        let spans = finish(&pipeline, &memory);
+        let span = named(&spans, "loop");
+        assert_eq!(span.links.len(), 1);
+        assert_eq!(span.links[0].span_id, span.span_id);
+        assert_eq!(span.events.len(), 1);
+        assert!(int(&span.attributes, "busy_ns").is_some());
+    });
+}
