@@ -53,6 +53,12 @@ pub enum Severity {
 
 impl<T, E> Outcome<T, E> {
     /// Where this outcome sits in the severity order.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(Outcome::<u8, ()>::Err(()).severity(), Severity::Err);
+    /// assert!(Severity::Panicked > Severity::Cancelled);
+    /// ```
     pub fn severity(&self) -> Severity {
         match self {
             Outcome::Ok(_) => Severity::Ok,
@@ -66,6 +72,13 @@ impl<T, E> Outcome<T, E> {
     ///
     /// Associative, and `Ok(())` is its identity on `Outcome<(), E>`
     /// (checked by the property tests in `tests/laws.rs`).
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// let a: Outcome<(), &str> = Outcome::Err("a");
+    /// let b = Outcome::Cancelled(CancelReason::new(CancelKind::Timeout));
+    /// assert!(a.join(b).is_cancelled()); // the worse of the two
+    /// ```
     pub fn join(self, other: Self) -> Self {
         if other.severity() > self.severity() {
             other
@@ -75,16 +88,32 @@ impl<T, E> Outcome<T, E> {
     }
 
     /// `true` for `Ok`.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert!(Outcome::<_, ()>::Ok(1).is_ok());
+    /// ```
     pub fn is_ok(&self) -> bool {
         matches!(self, Outcome::Ok(_))
     }
 
     /// `true` for `Cancelled`.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert!(Outcome::<(), ()>::Cancelled(CancelReason::user("x")).is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Outcome::Cancelled(_))
     }
 
     /// The cancel reason, if it was cancelled.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// let o = Outcome::<(), ()>::Cancelled(CancelReason::new(CancelKind::Shutdown));
+    /// assert_eq!(o.cancel_reason().map(|r| r.kind()), Some(CancelKind::Shutdown));
+    /// ```
     pub fn cancel_reason(&self) -> Option<&CancelReason> {
         match self {
             Outcome::Cancelled(r) => Some(r),
@@ -93,6 +122,12 @@ impl<T, E> Outcome<T, E> {
     }
 
     /// The value, if it finished with one.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(Outcome::<_, ()>::Ok(3).ok(), Some(3));
+    /// assert_eq!(Outcome::<u8, ()>::Err(()).ok(), None);
+    /// ```
     pub fn ok(self) -> Option<T> {
         match self {
             Outcome::Ok(v) => Some(v),
@@ -101,6 +136,11 @@ impl<T, E> Outcome<T, E> {
     }
 
     /// Maps the value, keeping every other case.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(Outcome::<_, ()>::Ok(2).map(|v| v * 10).ok(), Some(20));
+    /// ```
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U, E> {
         match self {
             Outcome::Ok(v) => Outcome::Ok(f(v)),
@@ -111,6 +151,12 @@ impl<T, E> Outcome<T, E> {
     }
 
     /// Maps the error, keeping every other case.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// let o: Outcome<(), String> = Outcome::<(), &str>::Err("io").map_err(String::from);
+    /// assert!(matches!(o, Outcome::Err(e) if e == "io"));
+    /// ```
     pub fn map_err<F>(self, f: impl FnOnce(E) -> F) -> Outcome<T, F> {
         match self {
             Outcome::Ok(v) => Outcome::Ok(v),
@@ -121,6 +167,11 @@ impl<T, E> Outcome<T, E> {
     }
 
     /// The value, or a panic naming the case. For tests and examples.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(Outcome::<_, ()>::Ok("value").unwrap(), "value");
+    /// ```
     #[track_caller]
     pub fn unwrap(self) -> T
     where
@@ -152,6 +203,11 @@ pub struct PanicPayload {
 
 impl PanicPayload {
     /// A payload with this message.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(PanicPayload::new("boom").message(), "boom");
+    /// ```
     pub fn new(message: impl Into<String>) -> Self {
         PanicPayload {
             message: message.into(),
@@ -176,6 +232,11 @@ impl PanicPayload {
     }
 
     /// The panic message.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Outcome, PanicPayload, Severity};
+    /// assert_eq!(PanicPayload::new("boom").message(), "boom");
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -98,6 +98,12 @@ impl Builder {
     }
 
     /// Worker threads (default: one per core).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+    /// assert_eq!(rt.worker_threads(), 2);
+    /// ```
     pub fn worker_threads(mut self, n: usize) -> Self {
         self.workers = n;
         self.current_thread = false;
@@ -106,42 +112,112 @@ impl Builder {
 
     /// The current-thread flavour: no worker threads; `block_on` runs
     /// every task on the calling thread.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// assert_eq!(rt.worker_threads(), 0);
+    /// assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+    /// ```
     pub fn current_thread(mut self) -> Self {
         self.current_thread = true;
         self
     }
 
     /// Names of worker threads (blocking threads get `-blocking` added).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).thread_name("app").build(ambient_authority()).unwrap();
+    /// let name = rt.block_on(|_| async {
+    ///     Ok::<_, ()>(std::thread::current().name().map(String::from))
+    /// });
+    /// assert!(name.unwrap().unwrap().starts_with("app"));
+    /// ```
     pub fn thread_name(mut self, name: impl Into<String>) -> Self {
         self.thread_name = name.into();
         self
     }
 
     /// The most threads the blocking pool may run at once (default 64).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().max_blocking_threads(4).build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx.spawn_blocking(|| 2 + 2).await.ok()) });
+    /// assert_eq!(out.ok(), Some(Some(4)));
+    /// ```
     pub fn max_blocking_threads(mut self, n: usize) -> Self {
         self.max_blocking_threads = n.max(1);
         self
     }
 
     /// How long an idle blocking thread lingers (default 10 s).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .blocking_keep_alive(Duration::from_millis(100))
+    ///     .build(ambient_authority())
+    ///     .unwrap();
+    /// # drop(rt);
+    /// ```
     pub fn blocking_keep_alive(mut self, d: Duration) -> Self {
         self.blocking_keep_alive = d;
         self
     }
 
     /// The deadline used when the runtime is dropped (default 10 s).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::Duration;
+    /// let rt = Runtime::builder()
+    ///     .shutdown_timeout(Duration::from_millis(200)) // what dropping `rt` allows
+    ///     .build(ambient_authority())
+    ///     .unwrap();
+    /// drop(rt);
+    /// ```
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
         self
     }
 
     /// The default cleanup budget of every region.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::{CleanupBudget, time::Duration};
+    /// let rt = Runtime::builder()
+    ///     .cleanup_budget(CleanupBudget { polls: Some(100), grace: Some(Duration::from_millis(50)) })
+    ///     .build(ambient_authority())
+    ///     .unwrap();
+    /// # drop(rt);
+    /// ```
     pub fn cleanup_budget(mut self, cleanup: CleanupBudget) -> Self {
         self.cleanup = cleanup;
         self
     }
 
     /// Reads time from `clock` instead of the system clock.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::{Clock, Instant};
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// // A clock that starts at zero and moves only when told.
+    /// #[derive(Default)]
+    /// struct Manual(AtomicU64);
+    /// impl Clock for Manual {
+    ///     fn now(&self) -> Instant {
+    ///         Instant::from_nanos(self.0.load(Ordering::SeqCst))
+    ///     }
+    /// }
+    /// let rt = Runtime::builder().current_thread().clock(Manual::default()).build(ambient_authority()).unwrap();
+    /// let now = rt.block_on(|cx| async move { Ok::<_, ()>(cx.now()) });
+    /// assert_eq!(now.ok(), Some(Instant::ZERO));
+    /// ```
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -149,6 +225,16 @@ impl Builder {
 
     /// The seed of every task's random sequence (`Cx::random_u64`): the
     /// same seed gives the same numbers. Default: a fixed constant.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let draw = |seed| {
+    ///     let rt = Runtime::builder().current_thread().seed(seed).build(ambient_authority()).unwrap();
+    ///     rt.block_on(|cx| async move { Ok::<_, ()>(cx.random_u64()) }).unwrap()
+    /// };
+    /// assert_eq!(draw(7), draw(7));
+    /// assert_ne!(draw(7), draw(8));
+    /// ```
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
@@ -158,6 +244,15 @@ impl Builder {
     /// (its root context holds every capability), so building one takes the
     /// [`AmbientAuthority`] token: grep for `ambient_authority` to find
     /// every such place.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::BuildError;
+    /// assert!(matches!(
+    ///     Runtime::builder().worker_threads(0).build(ambient_authority()),
+    ///     Err(BuildError::NoWorkers)
+    /// ));
+    /// ```
     pub fn build(self, _ambient: AmbientAuthority) -> Result<Runtime, BuildError> {
         if !self.current_thread && self.workers == 0 {
             return Err(BuildError::NoWorkers);
@@ -257,21 +352,51 @@ impl Wake for ThreadWaker {
 
 impl Runtime {
     /// A builder with the defaults.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// # drop(rt);
+    /// ```
     pub fn builder() -> Builder {
         Builder::new()
     }
 
     /// A multi-threaded runtime with one worker per core.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::new(ambient_authority()).unwrap();
+    /// assert!(rt.worker_threads() >= 1);
+    /// ```
     pub fn new(ambient: AmbientAuthority) -> Result<Runtime, BuildError> {
         Builder::new().build(ambient)
     }
 
     /// Number of worker threads (0 for the current-thread flavour).
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().worker_threads(3).build(ambient_authority()).unwrap();
+    /// assert_eq!(rt.worker_threads(), 3);
+    /// ```
     pub fn worker_threads(&self) -> usize {
         self.threads.len()
     }
 
     /// The runtime's counters.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// rt.block_on(|cx| async move {
+    ///     cx.spawn(|_| async {});
+    ///     Ok::<_, ()>(())
+    /// });
+    /// let stats = rt.stats();
+    /// assert!(stats.tasks_spawned >= 1);
+    /// assert_eq!(stats.tasks_alive(), 0);
+    /// ```
     pub fn stats(&self) -> RuntimeStats {
         self.shared.stats().snapshot()
     }
@@ -366,12 +491,35 @@ impl Runtime {
     /// task drain and every finalizer run within its cleanup budget until
     /// `timeout`, cuts off what is left, stops the workers, and reports.
     /// Never takes (much) longer than `timeout`.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::Duration;
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let report = rt.shutdown(Duration::from_secs(1));
+    /// assert!(report.completed);
+    /// ```
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         self.shutdown_inner(timeout)
     }
 
     /// A handle that can shut the runtime down from another thread (a
     /// signal handler, a supervisor) while `block_on` is running.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::Duration;
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let handle = rt.shutdown_handle();
+    /// let stopper = std::thread::spawn(move || {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    ///     handle.shutdown(Duration::from_secs(1))
+    /// });
+    /// // The body sleeps "forever"; the handle cancels it (reason `Shutdown`).
+    /// let out = rt.block_on(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+    /// assert!(out.is_cancelled());
+    /// assert_eq!(stopper.join().unwrap(), 0); // nothing left alive
+    /// ```
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             shared: self.shared.clone(),
@@ -449,6 +597,14 @@ impl ShutdownHandle {
     /// returns how many tasks are still alive (stuck inside a poll). The
     /// workers keep running: a `block_on` in progress returns, and
     /// dropping the runtime stops them.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// use runtime_core::time::Duration;
+    /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+    /// let handle = rt.shutdown_handle();
+    /// assert_eq!(handle.shutdown(Duration::from_millis(100)), 0);
+    /// ```
     pub fn shutdown(&self, timeout: Duration) -> u64 {
         self.drain(timeout)
     }

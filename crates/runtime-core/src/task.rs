@@ -719,6 +719,16 @@ where
 /// cancelled region (in a `cx.region` body, a `race`, a `join_all`) is
 /// waited for: the same cancellation drains it, and its own outcome is
 /// what the await returns.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.spawn(|_| async { 6 * 7 });
+///     Ok::<_, ()>(h.await.unwrap())
+/// });
+/// assert_eq!(out.ok(), Some(42));
+/// ```
 pub struct JoinHandle<T, E = std::convert::Infallible> {
     task: Arc<dyn JoinTarget<T, E>>,
     _marker: PhantomData<fn() -> (T, E)>,
@@ -739,17 +749,53 @@ impl<T, E> JoinHandle<T, E> {
     }
 
     /// The task's id.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let a = cx.spawn(|_| async {});
+    ///     let b = cx.spawn(|_| async {});
+    ///     Ok::<_, ()>(a.id() != b.id())
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn id(&self) -> TaskId {
         self.task.task_header().id
     }
 
     /// Asks the task to stop, for `reason`. It sees the request at its next
     /// checkpoint and ends `Cancelled(reason)` unless it finishes first.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{CancelKind, CancelReason, time::Duration};
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await.is_err() });
+    ///     h.cancel(CancelReason::user("not needed"));
+    ///     Ok::<_, ()>(h.await.ok()) // it saw the request at its sleep and returned
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(true)));
+    /// ```
     pub fn cancel(&self, reason: CancelReason) {
         cancel_task(&self.task.clone().runnable(), &reason);
     }
 
     /// Whether the task has finished.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let h = cx.spawn(|_| async { 1 });
+    ///     while !h.is_finished() {
+    ///         cx.yield_now().await.map_err(|_| ())?;
+    ///     }
+    ///     Ok::<_, ()>(h.await.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(1)));
+    /// ```
     pub fn is_finished(&self) -> bool {
         // Acquire: as in `poll_join`, so that `true` means the outcome is
         // ready for an await that follows.
