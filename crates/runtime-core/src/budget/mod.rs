@@ -55,18 +55,34 @@ impl Budget {
     };
 
     /// With this deadline.
+    ///
+    /// ```
+    /// use runtime_core::{Budget, time::Instant};
+    /// let b = Budget::UNLIMITED.with_deadline(Instant::from_nanos(1_000));
+    /// assert_eq!(b.deadline, Some(Instant::from_nanos(1_000)));
+    /// ```
     pub fn with_deadline(mut self, deadline: Instant) -> Self {
         self.deadline = Some(deadline);
         self
     }
 
     /// With this poll quota.
+    ///
+    /// ```
+    /// use runtime_core::Budget;
+    /// assert_eq!(Budget::UNLIMITED.with_poll_quota(10).poll_quota, Some(10));
+    /// ```
     pub fn with_poll_quota(mut self, polls: u32) -> Self {
         self.poll_quota = Some(polls);
         self
     }
 
     /// With this cost quota.
+    ///
+    /// ```
+    /// use runtime_core::Budget;
+    /// assert_eq!(Budget::UNLIMITED.with_cost_quota(10).cost_quota, Some(10));
+    /// ```
     pub fn with_cost_quota(mut self, cost: u64) -> Self {
         self.cost_quota = Some(cost);
         self
@@ -75,6 +91,14 @@ impl Budget {
     /// The meet: earliest deadline, smaller quotas.
     /// Associative, commutative, idempotent, with [`Budget::UNLIMITED`] as
     /// identity (property-tested in `tests/laws.rs`).
+    ///
+    /// ```
+    /// use runtime_core::Budget;
+    /// let a = Budget::UNLIMITED.with_poll_quota(10);
+    /// let b = Budget::UNLIMITED.with_poll_quota(3).with_cost_quota(7);
+    /// let m = a.meet(&b);
+    /// assert_eq!((m.poll_quota, m.cost_quota), (Some(3), Some(7)));
+    /// ```
     pub fn meet(&self, other: &Budget) -> Budget {
         Budget {
             deadline: min_opt(self.deadline, other.deadline),
@@ -84,6 +108,12 @@ impl Budget {
     }
 
     /// `true` if it sets no limit at all.
+    ///
+    /// ```
+    /// use runtime_core::Budget;
+    /// assert!(Budget::UNLIMITED.is_unlimited());
+    /// assert!(!Budget::UNLIMITED.with_cost_quota(1).is_unlimited());
+    /// ```
     pub fn is_unlimited(&self) -> bool {
         self.deadline.is_none() && self.poll_quota.is_none() && self.cost_quota.is_none()
     }

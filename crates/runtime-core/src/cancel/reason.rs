@@ -34,6 +34,11 @@ pub enum CancelKind {
 impl CancelKind {
     /// The strength of this kind: a request replaces the current reason
     /// only when it is strictly stronger.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert!(CancelKind::Shutdown.rank() > CancelKind::User.rank());
+    /// ```
     pub const fn rank(self) -> u8 {
         match self {
             CancelKind::User => 1,
@@ -97,6 +102,12 @@ pub struct CancelReason {
 
 impl CancelReason {
     /// A reason of this kind, origin [`Origin::User`], no message.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let r = CancelReason::new(CancelKind::Timeout);
+    /// assert_eq!((r.kind(), r.origin(), r.message()), (CancelKind::Timeout, Origin::User, None));
+    /// ```
     pub fn new(kind: CancelKind) -> Self {
         CancelReason {
             kind,
@@ -107,17 +118,34 @@ impl CancelReason {
     }
 
     /// A user cancellation with a message.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert_eq!(CancelReason::user("stop").message(), Some("stop"));
+    /// ```
     pub fn user(message: impl Into<Cow<'static, str>>) -> Self {
         CancelReason::new(CancelKind::User).with_message(message)
     }
 
     /// The same reason with this message.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let r = CancelReason::new(CancelKind::Shutdown).with_message("SIGTERM");
+    /// assert_eq!(r.to_string(), "shutdown: SIGTERM");
+    /// ```
     pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
         self.message = Some(message.into());
         self
     }
 
     /// The same reason with this origin.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let r = CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime);
+    /// assert_eq!(r.origin(), Origin::Runtime);
+    /// ```
     pub fn with_origin(mut self, origin: Origin) -> Self {
         self.origin = origin;
         self
@@ -125,6 +153,14 @@ impl CancelReason {
 
     /// The reason a descendant of something cancelled for `self` receives:
     /// `ParentCancelled`, with `self` as its cause.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let parent = CancelReason::new(CancelKind::Timeout);
+    /// let child = parent.for_child();
+    /// assert_eq!(child.kind(), CancelKind::ParentCancelled);
+    /// assert_eq!(child.cause().map(|c| c.kind()), Some(CancelKind::Timeout));
+    /// ```
     pub fn for_child(&self) -> CancelReason {
         CancelReason {
             kind: CancelKind::ParentCancelled,
@@ -135,26 +171,53 @@ impl CancelReason {
     }
 
     /// The kind.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert_eq!(CancelReason::user("x").kind(), CancelKind::User);
+    /// ```
     pub fn kind(&self) -> CancelKind {
         self.kind
     }
 
     /// The message, if one was given.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert_eq!(CancelReason::user("x").message(), Some("x"));
+    /// ```
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }
 
     /// Who asked.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert_eq!(CancelReason::user("x").origin(), Origin::User);
+    /// ```
     pub fn origin(&self) -> Origin {
         self.origin
     }
 
     /// For `ParentCancelled`: the reason the parent was cancelled for.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let child = CancelReason::user("x").for_child();
+    /// assert_eq!(child.cause().map(|c| c.kind()), Some(CancelKind::User));
+    /// ```
     pub fn cause(&self) -> Option<&CancelReason> {
         self.cause.as_deref()
     }
 
     /// The reason at the end of the cause chain: what started it all.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let grandchild = CancelReason::new(CancelKind::Deadline).for_child().for_child();
+    /// assert_eq!(grandchild.root_cause().kind(), CancelKind::Deadline);
+    /// ```
     pub fn root_cause(&self) -> &CancelReason {
         let mut r = self;
         while let Some(c) = r.cause.as_deref() {
@@ -165,12 +228,25 @@ impl CancelReason {
 
     /// The strength used by [`strengthen`](Self::strengthen): this kind's
     /// rank, then the root cause's.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// assert!(CancelReason::new(CancelKind::Shutdown).strength() > CancelReason::user("x").strength());
+    /// ```
     pub fn strength(&self) -> (u8, u8) {
         (self.kind.rank(), self.root_cause().kind.rank())
     }
 
     /// Replaces `self` with `other` if `other` is strictly stronger;
     /// returns whether it did.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// let mut r = CancelReason::new(CancelKind::Timeout);
+    /// assert!(!r.strengthen(&CancelReason::user("weaker")));
+    /// assert!(r.strengthen(&CancelReason::new(CancelKind::Shutdown)));
+    /// assert_eq!(r.kind(), CancelKind::Shutdown);
+    /// ```
     pub fn strengthen(&mut self, other: &CancelReason) -> bool {
         if other.strength() > self.strength() {
             *self = other.clone();
@@ -208,6 +284,13 @@ pub struct Cancelled(pub CancelReason);
 
 impl Cancelled {
     /// The reason.
+    ///
+    /// ```
+    /// use runtime_core::{CancelKind, CancelReason, Origin};
+    /// use runtime_core::Cancelled;
+    /// let c = Cancelled(CancelReason::user("x"));
+    /// assert_eq!(c.reason().kind(), CancelKind::User);
+    /// ```
     pub fn reason(&self) -> &CancelReason {
         &self.0
     }

@@ -42,6 +42,18 @@ const TX_GONE: usize = 0b010;
 const RX_GONE: usize = 0b100;
 
 /// Creates a one-value channel.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::oneshot;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = oneshot::channel::<u32>();
+///     cx.spawn(move |_| async move { tx.send(42).ok() });
+///     Ok::<_, ()>(rx.recv(&cx).await.ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some(42)));
+/// ```
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
     let inner = Arc::new(Inner {
         state: AtomicUsize::new(0),
@@ -111,6 +123,13 @@ pub struct Sender<T> {
 impl<T> Sender<T> {
     /// Sends `value`. If the receiver is gone, returns it: `Err(value)`.
     /// Never waits.
+    ///
+    /// ```
+    /// use runtime_core::channel::oneshot;
+    /// let (tx, rx) = oneshot::channel::<u32>();
+    /// drop(rx);
+    /// assert_eq!(tx.send(1), Err(1)); // nobody to receive it: the value comes back
+    /// ```
     pub fn send(mut self, value: T) -> Result<(), T> {
         let Some(inner) = self.inner.take() else {
             return Err(value); // unreachable: `send` consumes the sender
@@ -144,6 +163,14 @@ impl<T> Sender<T> {
     }
 
     /// Whether the receiver has been dropped (a send would fail).
+    ///
+    /// ```
+    /// use runtime_core::channel::oneshot;
+    /// let (tx, rx) = oneshot::channel::<u32>();
+    /// assert!(!tx.is_closed());
+    /// drop(rx);
+    /// assert!(tx.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         match &self.inner {
             // Relaxed: a snapshot; RX_GONE carries no data.
@@ -185,12 +212,33 @@ impl<T> Receiver<T> {
     /// `cx`'s task is asked to cancel (checked at every poll, before looking
     /// for the value). Cancel-safe: a cancelled or dropped `Recv` leaves the
     /// value to a later `recv` or `try_recv`.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::channel::oneshot;
+    /// use runtime_core::channel::oneshot::RecvError;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let (tx, mut rx) = oneshot::channel::<u32>();
+    ///     drop(tx); // dropped without sending
+    ///     Ok::<_, ()>(rx.recv(&cx).await)
+    /// });
+    /// assert_eq!(out.ok(), Some(Err(RecvError::Closed)));
+    /// ```
     pub fn recv<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Recv<'a, T> {
         let cx = cx.core();
         Recv { receiver: self, cx }
     }
 
     /// Takes the value if it has been sent.
+    ///
+    /// ```
+    /// use runtime_core::channel::oneshot::{self, TryRecvError};
+    /// let (tx, mut rx) = oneshot::channel::<u32>();
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.send(3).unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(3));
+    /// ```
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         if self.done {
             return Err(TryRecvError::Closed);

@@ -32,11 +32,21 @@ pub struct RegionOptions {
 
 impl RegionOptions {
     /// A fail-fast region (the default).
+    ///
+    /// ```
+    /// use runtime_core::{Policy, RegionOptions};
+    /// assert_eq!(RegionOptions::fail_fast().policy(), Policy::FailFast);
+    /// ```
     pub fn fail_fast() -> Self {
         RegionOptions::default()
     }
 
     /// A collect-all region.
+    ///
+    /// ```
+    /// use runtime_core::{Policy, RegionOptions};
+    /// assert_eq!(RegionOptions::collect_all().policy(), Policy::CollectAll);
+    /// ```
     pub fn collect_all() -> Self {
         RegionOptions {
             policy: Policy::CollectAll,
@@ -45,18 +55,35 @@ impl RegionOptions {
     }
 
     /// With this budget (met with the parent's).
+    ///
+    /// ```
+    /// use runtime_core::{Budget, RegionOptions};
+    /// let opts = RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(1_000));
+    /// # let _ = opts;
+    /// ```
     pub fn budget(mut self, budget: Budget) -> Self {
         self.budget = budget;
         self
     }
 
     /// With this cleanup budget for its tasks (default: the parent's).
+    ///
+    /// ```
+    /// use runtime_core::{CleanupBudget, RegionOptions};
+    /// let opts = RegionOptions::collect_all().cleanup(CleanupBudget::UNLIMITED);
+    /// # let _ = opts;
+    /// ```
     pub fn cleanup(mut self, cleanup: CleanupBudget) -> Self {
         self.cleanup = Some(cleanup);
         self
     }
 
     /// The policy.
+    ///
+    /// ```
+    /// use runtime_core::{Policy, RegionOptions};
+    /// assert_eq!(RegionOptions::default().policy(), Policy::FailFast);
+    /// ```
     pub fn policy(&self) -> Policy {
         self.policy
     }

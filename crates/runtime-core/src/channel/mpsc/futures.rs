@@ -42,6 +42,19 @@ impl<T> Sender<T> {
     /// Waiting senders are served in order. Cancel-safe: dropping the
     /// future leaves nothing behind (a slot it was being handed goes to the
     /// next waiter).
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::channel::mpsc;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let (tx, mut rx) = mpsc::channel::<u32>(1).unwrap();
+    ///     let permit = tx.reserve(&cx).await.map_err(|_| ())?; // waits for a slot
+    ///     permit.send(5).map_err(|_| ())?;                    // cannot fail for space
+    ///     Ok::<_, ()>(rx.try_recv().ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some(5)));
+    /// ```
     pub fn reserve<'a, C: CapSet>(&'a self, cx: &'a Cx<C>) -> Reserve<'a, T> {
         let cx = cx.core();
         Reserve {
@@ -55,6 +68,15 @@ impl<T> Sender<T> {
     /// [`TrySendError::Full`] when none is (or when other senders are
     /// already waiting for one), and [`TrySendError::Closed`] when the
     /// receiver closed the channel or was dropped. Takes no lock.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::{self, TrySendError};
+    /// let (tx, _rx) = mpsc::channel::<u32>(1).unwrap();
+    /// let permit = tx.try_reserve().unwrap();
+    /// assert!(matches!(tx.try_reserve(), Err(TrySendError::Full(()))));
+    /// drop(permit); // the slot comes back
+    /// assert!(tx.try_reserve().is_ok());
+    /// ```
     pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
         self.chan.try_acquire()?;
         Ok(Permit { sender: self })
@@ -66,6 +88,18 @@ impl<T> Sender<T> {
     ///
     /// Dropping the future before it completes drops `value` with it; to
     /// keep the value in that case, `reserve` first and commit after.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::channel::mpsc;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let (tx, mut rx) = mpsc::channel::<&str>(4).unwrap();
+    ///     tx.send(&cx, "hello").await.map_err(|_| ())?;
+    ///     Ok::<_, ()>(rx.recv(&cx).await.ok())
+    /// });
+    /// assert_eq!(out.ok(), Some(Some("hello")));
+    /// ```
     pub async fn send<C: CapSet>(&self, cx: &Cx<C>, value: T) -> Result<(), SendError<T>> {
         match self.reserve(cx).await {
             Ok(permit) => permit
@@ -77,6 +111,16 @@ impl<T> Sender<T> {
     }
 
     /// Sends `value` if a slot is free now; otherwise hands it back.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::channel::mpsc;
+    /// use runtime_core::channel::mpsc::TrySendError;
+    /// let (tx, _rx) = mpsc::channel::<u32>(1).unwrap();
+    /// assert!(tx.try_send(1).is_ok());
+    /// assert_eq!(tx.try_send(2).unwrap_err().into_inner(), 2); // full: the value comes back
+    /// ```
     pub fn try_send(&self, value: T) -> Result<(), TrySendError<T>> {
         match self.try_reserve() {
             Ok(permit) => permit
@@ -89,12 +133,26 @@ impl<T> Sender<T> {
 
     /// Whether the receiver closed the channel or was dropped: new
     /// reservations fail.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (tx, rx) = mpsc::channel::<u32>(1).unwrap();
+    /// assert!(!tx.is_closed());
+    /// drop(rx);
+    /// assert!(tx.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         // Relaxed: a snapshot; CLOSED carries no data.
         self.chan.sem.load(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// The channel's capacity: the most values in flight and queued at once.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (tx, _rx) = mpsc::channel::<u32>(8).unwrap();
+    /// assert_eq!(tx.capacity(), 8);
+    /// ```
     pub fn capacity(&self) -> usize {
         self.chan.capacity
     }
@@ -102,6 +160,15 @@ impl<T> Sender<T> {
     /// How many committed values were dropped, unreceived, because the
     /// receiver was dropped. (Values that could not be committed were
     /// returned to their senders instead.)
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (tx, rx) = mpsc::channel::<u32>(4).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// tx.try_send(2).unwrap();
+    /// drop(rx); // two committed values never received
+    /// assert_eq!(tx.undelivered(), 2);
+    /// ```
     pub fn undelivered(&self) -> u64 {
         // Relaxed: a statistic. Readers ordered after the receiver's drop
         // (and after the late commits that drained) see the full count.
@@ -224,6 +291,14 @@ impl<T> Permit<'_, T> {
     /// If the receiver is dropped at the same moment, the value is either
     /// returned here or, once committed, counted by
     /// [`Sender::undelivered`]; never silently lost.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (tx, rx) = mpsc::channel::<u32>(1).unwrap();
+    /// let permit = tx.try_reserve().unwrap();
+    /// drop(rx);
+    /// assert_eq!(permit.send(9).unwrap_err().into_inner(), 9); // receiver gone: value back
+    /// ```
     pub fn send(self, value: T) -> Result<(), Closed<T>> {
         // Our slot now belongs to the value (freed by whoever pops it), or
         // is returned below; either way not by `Drop`.
@@ -284,12 +359,40 @@ impl<T> Receiver<T> {
     /// once no value can come, and to [`RecvError::Cancelled`] if `cx`'s
     /// task is asked to cancel (checked at every poll, before taking a
     /// value). Cancel-safe: a dropped or cancelled `Recv` takes nothing.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::channel::mpsc;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let (tx, mut rx) = mpsc::channel::<u32>(2).unwrap();
+    ///     cx.spawn(move |cx| async move {
+    ///         for i in 0..3 {
+    ///             let _ = tx.send(&cx, i).await;
+    ///         }
+    ///     }); // the sender is dropped at the end: recv then reports Closed
+    ///     let mut got = Vec::new();
+    ///     while let Ok(v) = rx.recv(&cx).await {
+    ///         got.push(v);
+    ///     }
+    ///     Ok::<_, ()>(got)
+    /// });
+    /// assert_eq!(out.ok(), Some(vec![0, 1, 2]));
+    /// ```
     pub fn recv<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Recv<'a, T> {
         let cx = cx.core();
         Recv { receiver: self, cx }
     }
 
     /// Takes the next value if there is one now.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::{self, TryRecvError};
+    /// let (tx, mut rx) = mpsc::channel::<u32>(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// ```
     pub fn try_recv(&mut self) -> Result<T, TryRecvError> {
         self.chan.try_recv()
     }
@@ -298,22 +401,52 @@ impl<T> Receiver<T> {
     /// `Closed`, but permits already held may still commit, and queued
     /// values stay receivable. Once they are all received and the permits
     /// are gone, receiving reports `Disconnected`.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::{self, TryRecvError};
+    /// let (tx, mut rx) = mpsc::channel::<u32>(2).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// rx.close(); // no new sends; what is queued can still be received
+    /// assert!(tx.try_send(2).is_err());
+    /// assert_eq!(rx.try_recv(), Ok(1));
+    /// assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+    /// ```
     pub fn close(&mut self) {
         self.chan.close();
     }
 
     /// Whether the channel is closed ([`close`](Self::close) was called).
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (_tx, mut rx) = mpsc::channel::<u32>(1).unwrap();
+    /// rx.close();
+    /// assert!(rx.is_closed());
+    /// ```
     pub fn is_closed(&self) -> bool {
         // Relaxed: a snapshot of our own flag.
         self.chan.sem.load(Ordering::Relaxed) & CLOSED != 0
     }
 
     /// The number of values queued now.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (tx, rx) = mpsc::channel::<u32>(4).unwrap();
+    /// tx.try_send(1).unwrap();
+    /// assert_eq!(rx.len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.chan.queue.len()
     }
 
     /// Whether no value is queued now.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc;
+    /// let (_tx, rx) = mpsc::channel::<u32>(4).unwrap();
+    /// assert!(rx.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
