@@ -299,6 +299,16 @@ impl Builder {
 /// region every task descends from.
 ///
 /// Dropping it shuts it down with the builder's shutdown timeout.
+///
+/// ```
+/// use runtime_core::{Runtime, caps::ambient_authority};
+/// let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.spawn(|_| async { "done" });
+///     Ok::<_, ()>(h.await.unwrap())
+/// });
+/// assert_eq!(out.ok(), Some("done"));
+/// ```
 pub struct Runtime {
     shared: Arc<Shared>,
     root: Arc<Region>,
@@ -320,6 +330,13 @@ impl fmt::Debug for Runtime {
 }
 
 /// What shutting down found.
+///
+/// ```
+/// use runtime_core::{Runtime, caps::ambient_authority, time::Duration};
+/// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+/// let report = rt.shutdown(Duration::from_secs(1));
+/// assert!(report.completed && report.tasks_cut_off == 0 && report.workers_stuck == 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ShutdownReport {
     /// Every task finished (drained or cut off) before the deadline.

@@ -164,6 +164,12 @@ pub struct RuntimeStats {
 
 impl RuntimeStats {
     /// Tasks alive now: spawned and not finished.
+    ///
+    /// ```
+    /// use runtime_core::RuntimeStats;
+    /// let s = RuntimeStats { tasks_spawned: 5, tasks_finished: 3, ..RuntimeStats::default() };
+    /// assert_eq!(s.tasks_alive(), 2);
+    /// ```
     pub fn tasks_alive(&self) -> u64 {
         self.tasks_spawned.saturating_sub(self.tasks_finished)
     }

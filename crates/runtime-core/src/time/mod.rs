@@ -41,26 +41,58 @@ pub struct Instant(u64);
 
 impl Instant {
     /// The clock's epoch.
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// assert_eq!(Instant::ZERO.as_nanos(), 0);
+    /// ```
     pub const ZERO: Instant = Instant(0);
     /// The far future: a deadline that never comes.
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// assert_eq!(Instant::MAX.saturating_add(Duration::from_secs(1)), Instant::MAX);
+    /// ```
     pub const MAX: Instant = Instant(u64::MAX);
 
     /// The instant `nanos` after the epoch.
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// assert_eq!(Instant::from_nanos(5).as_nanos(), 5);
+    /// ```
     pub const fn from_nanos(nanos: u64) -> Self {
         Instant(nanos)
     }
 
     /// Nanoseconds since the epoch.
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// assert_eq!(Instant::from_nanos(5).as_nanos(), 5);
+    /// ```
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
     /// `self + d`, saturating at [`Instant::MAX`].
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// assert_eq!(Instant::ZERO.saturating_add(Duration::from_nanos(3)), Instant::from_nanos(3));
+    /// ```
     pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(duration_nanos(d)))
     }
 
     /// How long after `earlier` this is, or zero if it is not later.
+    ///
+    /// ```
+    /// use runtime_core::time::{Duration, Instant};
+    /// let (a, b) = (Instant::from_nanos(10), Instant::from_nanos(4));
+    /// assert_eq!(a.saturating_duration_since(b), Duration::from_nanos(6));
+    /// assert_eq!(b.saturating_duration_since(a), Duration::ZERO);
+    /// ```
     pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
@@ -108,6 +140,13 @@ pub struct SystemClock {
 
 impl SystemClock {
     /// A clock whose epoch is now.
+    ///
+    /// ```
+    /// use runtime_core::caps::ambient_authority;
+    /// use runtime_core::time::{Clock, Instant, SystemClock};
+    /// let clock = SystemClock::new(ambient_authority());
+    /// assert!(clock.now() >= Instant::ZERO);
+    /// ```
     pub fn new(_ambient: runtime_cap::AmbientAuthority) -> Self {
         SystemClock {
             epoch: std::time::Instant::now(),

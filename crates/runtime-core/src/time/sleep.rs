@@ -29,6 +29,19 @@ impl<'a> Sleep<'a> {
     }
 
     /// When it resolves.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let s = cx.sleep(Duration::from_millis(1));
+    ///     let at = s.deadline();
+    ///     s.await.map_err(|_| ())?;
+    ///     Ok::<_, ()>(cx.now() >= at)
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -105,12 +118,32 @@ impl Interval {
     }
 
     /// The period.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx.interval(Duration::from_millis(3)).period()) });
+    /// assert_eq!(out.ok(), Some(Duration::from_millis(3)));
+    /// ```
     pub fn period(&self) -> Duration {
         self.period
     }
 
     /// Waits for the next tick and returns its scheduled instant; a
     /// checkpoint.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     let mut every = cx.interval(Duration::from_millis(1));
+    ///     every.tick().await.map_err(|_| ())?; // one period from now; a checkpoint
+    ///     Ok::<_, ()>(())
+    /// });
+    /// assert!(out.is_ok());
+    /// ```
     pub fn tick(&mut self) -> Tick<'_> {
         Tick { interval: self }
     }

@@ -37,6 +37,11 @@ pub enum SendError<T> {
 
 impl<T> SendError<T> {
     /// The value that was not sent.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::SendError;
+    /// assert_eq!(SendError::Closed(7).into_inner(), 7);
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             SendError::Closed(value) | SendError::Cancelled(_, value) => value,
@@ -44,6 +49,12 @@ impl<T> SendError<T> {
     }
 
     /// The cancel reason, if it was cancelled.
+    ///
+    /// ```
+    /// use runtime_core::{CancelReason, channel::mpsc::SendError};
+    /// let e = SendError::Cancelled(CancelReason::user("stop"), 7);
+    /// assert_eq!(e.cancel_reason().and_then(|r| r.message()), Some("stop"));
+    /// ```
     pub fn cancel_reason(&self) -> Option<&CancelReason> {
         match self {
             SendError::Closed(_) => None,
@@ -78,6 +89,11 @@ pub enum TrySendError<T> {
 
 impl<T> TrySendError<T> {
     /// The value that was not sent.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::TrySendError;
+    /// assert_eq!(TrySendError::Full(7).into_inner(), 7);
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             TrySendError::Full(value) | TrySendError::Closed(value) => value,
@@ -101,6 +117,11 @@ pub struct Closed<T>(pub T);
 
 impl<T> Closed<T> {
     /// The value that was not sent.
+    ///
+    /// ```
+    /// use runtime_core::channel::mpsc::Closed;
+    /// assert_eq!(Closed(7).into_inner(), 7);
+    /// ```
     pub fn into_inner(self) -> T {
         self.0
     }
