@@ -39,6 +39,17 @@ pub(crate) struct BlockingPool {
 }
 
 /// Why a blocking job gave no value.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::BlockingError;
+/// let out = rt.block_on(|cx| async move {
+///     let r = cx.spawn_blocking(|| -> u8 { panic!("job failed") }).await;
+///     Ok::<_, ()>(matches!(r, Err(BlockingError::Panicked(_))))
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockingError {
     /// The job panicked.
@@ -164,6 +175,17 @@ struct Slot<R> {
 /// A blocking job's result, awaited. Not a checkpoint: a thread running
 /// blocking code cannot be interrupted, so the awaiting task waits for it
 /// (its cleanup budget still bounds how long).
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     // Off the workers: a blocking call that would stall them.
+///     let read = cx.spawn_blocking(|| std::fs::metadata("/").is_ok()).await;
+///     Ok::<_, ()>(read.ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some(true)));
+/// ```
 pub struct Blocking<R> {
     slot: Arc<Slot<R>>,
 }

@@ -90,9 +90,31 @@ pub use sched::RuntimeStats;
 pub use task::JoinHandle;
 
 /// Identifies a task within its runtime.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.spawn(|cx| async move { cx.task_id() });
+///     let id = h.id();
+///     Ok::<_, ()>(h.await.unwrap() == id)
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub u64);
 
 /// Identifies a region within its runtime.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// let out = rt.block_on(|cx| async move {
+///     let parent = cx.region_id();
+///     let child = cx.region(|cx| async move { Ok::<_, ()>(cx.region_id()) }).await;
+///     Ok::<_, ()>(child.ok() != Some(parent))
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RegionId(pub u64);

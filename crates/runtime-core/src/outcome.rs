@@ -39,6 +39,11 @@ pub enum Outcome<T, E = std::convert::Infallible> {
 }
 
 /// The severity order of outcomes: `Ok < Err < Cancelled < Panicked`.
+///
+/// ```
+/// use runtime_core::Severity;
+/// assert!(Severity::Ok < Severity::Err && Severity::Err < Severity::Cancelled);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// Finished with a value.
@@ -196,6 +201,21 @@ impl<T, E> From<Result<T, E>> for Outcome<T, E> {
 }
 
 /// What a caught panic carried: its message, when it was a string.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::Outcome;
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.spawn(|_| async { panic!("exploded") });
+///     Ok::<_, ()>(match h.await {
+///         Outcome::Panicked(p) => p.message().to_string(),
+///         _ => String::new(),
+///     })
+/// });
+/// // The root region is fail-fast: the panicking child makes it `Panicked`.
+/// assert!(out.severity() == runtime_core::Severity::Panicked);
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PanicPayload {
     message: String,

@@ -69,6 +69,12 @@ impl fmt::Debug for Builder {
 }
 
 /// Why a runtime could not be built.
+///
+/// ```
+/// use runtime_core::{BuildError, Runtime, caps::ambient_authority};
+/// let err = Runtime::builder().worker_threads(0).build(ambient_authority()).unwrap_err();
+/// assert!(matches!(err, BuildError::NoWorkers));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -595,6 +601,13 @@ impl Runtime {
 
 /// Shuts a runtime's tasks down from any thread; see
 /// [`Runtime::shutdown_handle`].
+///
+/// ```
+/// use runtime_core::{Runtime, caps::ambient_authority, time::Duration};
+/// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
+/// let handle = rt.shutdown_handle(); // Clone + Send: give it to a signal handler
+/// assert_eq!(handle.shutdown(Duration::from_millis(50)), 0);
+/// ```
 #[derive(Clone)]
 pub struct ShutdownHandle {
     shared: Arc<Shared>,

@@ -6,6 +6,16 @@ use crate::time::Duration;
 /// How much cleanup a cancelled task gets before it is cut off: a number
 /// of polls after the request, and a grace period. Cut-offs are counted in
 /// [`RuntimeStats`](crate::RuntimeStats) and in shutdown reports.
+///
+/// ```
+/// use runtime_core::{CleanupBudget, RegionOptions, time::Duration};
+/// // At most 10 polls and 50 ms of cleanup for the tasks of this region.
+/// let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+///     polls: Some(10),
+///     grace: Some(Duration::from_millis(50)),
+/// });
+/// # let _ = opts;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupBudget {
     /// Polls allowed after cancellation was requested (`None`: no limit).
@@ -16,12 +26,23 @@ pub struct CleanupBudget {
 
 impl CleanupBudget {
     /// The default: 1 000 polls and 5 seconds.
+    ///
+    /// ```
+    /// use runtime_core::{CleanupBudget, time::Duration};
+    /// assert_eq!(CleanupBudget::default(), CleanupBudget::DEFAULT);
+    /// assert_eq!(CleanupBudget::DEFAULT.grace, Some(Duration::from_secs(5)));
+    /// ```
     pub const DEFAULT: CleanupBudget = CleanupBudget {
         polls: Some(1_000),
         grace: Some(Duration::from_secs(5)),
     };
     /// No limit: cleanup may take as long as it takes (shutdown still
     /// cuts it off at its deadline).
+    ///
+    /// ```
+    /// use runtime_core::CleanupBudget;
+    /// assert_eq!(CleanupBudget::UNLIMITED.polls, None);
+    /// ```
     pub const UNLIMITED: CleanupBudget = CleanupBudget {
         polls: None,
         grace: None,

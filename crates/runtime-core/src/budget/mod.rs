@@ -48,6 +48,12 @@ pub struct Budget {
 
 impl Budget {
     /// No limits: the identity of [`meet`](Self::meet).
+    ///
+    /// ```
+    /// use runtime_core::Budget;
+    /// let b = Budget::UNLIMITED.with_poll_quota(5);
+    /// assert_eq!(Budget::UNLIMITED.meet(&b), b);
+    /// ```
     pub const UNLIMITED: Budget = Budget {
         deadline: None,
         poll_quota: None,

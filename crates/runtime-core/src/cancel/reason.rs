@@ -8,6 +8,14 @@ use std::sync::Arc;
 use crate::{RegionId, TaskId};
 
 /// What kind of cancellation this is, from least to most severe.
+///
+/// ```
+/// use runtime_core::{CancelKind, CancelReason};
+/// // A stronger kind replaces a weaker one, never the other way round.
+/// let mut r = CancelReason::new(CancelKind::LostRace);
+/// assert!(r.strengthen(&CancelReason::new(CancelKind::Shutdown)));
+/// assert_eq!(r.kind(), CancelKind::Shutdown);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CancelKind {
@@ -69,6 +77,12 @@ impl CancelKind {
 }
 
 /// Who asked for a cancellation.
+///
+/// ```
+/// use runtime_core::{CancelKind, CancelReason, Origin};
+/// let r = CancelReason::new(CancelKind::Shutdown).with_origin(Origin::Runtime);
+/// assert_eq!(r.origin(), Origin::Runtime);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Origin {
@@ -278,6 +292,20 @@ impl fmt::Display for CancelReason {
 
 /// The error a checkpoint returns once cancellation has been requested:
 /// the reason. Level-triggered: every later checkpoint returns it again.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::{CancelKind, Cancelled, Budget};
+/// let out = rt.block_on(|cx| async move {
+///     let h = cx.try_spawn_with(Budget::UNLIMITED.with_cost_quota(1), |cx| async move {
+///         cx.charge(2)?; // Err(Cancelled(CostBudget))
+///         Ok::<(), Cancelled>(())
+///     });
+///     Ok::<_, ()>(h.await.cancel_reason().map(|r| r.kind()))
+/// });
+/// assert_eq!(out.ok(), Some(Some(CancelKind::CostBudget)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cancelled: {0}")]
 pub struct Cancelled(pub CancelReason);

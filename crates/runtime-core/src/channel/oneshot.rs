@@ -115,6 +115,13 @@ unsafe impl<T: Send> Sync for Inner<T> {}
 
 /// The sending half: [`send`](Self::send) consumes it. Dropping it unused
 /// makes the receiver see `Closed`.
+///
+/// ```
+/// use runtime_core::channel::oneshot;
+/// let (tx, mut rx) = oneshot::channel::<u8>();
+/// tx.send(1).unwrap();
+/// assert_eq!(rx.try_recv(), Ok(1));
+/// ```
 pub struct Sender<T> {
     /// `None` once sent.
     inner: Option<Arc<Inner<T>>>,
@@ -200,6 +207,13 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// The receiving half.
+///
+/// ```
+/// use runtime_core::channel::oneshot::{self, TryRecvError};
+/// let (tx, mut rx) = oneshot::channel::<u8>();
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+/// ```
 pub struct Receiver<T> {
     inner: Arc<Inner<T>>,
     /// The value was received.

@@ -23,6 +23,13 @@ use crate::time::{Duration, Instant, Interval, Sleep};
 use crate::{RegionId, TaskId};
 
 /// How deep masked sections may nest.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::MAX_MASK_DEPTH;
+/// assert_eq!(MAX_MASK_DEPTH, 64);
+/// ```
 pub const MAX_MASK_DEPTH: u32 = 64;
 
 /// The untyped core of a [`Cx`](crate::Cx): the task, and the region
@@ -579,6 +586,16 @@ impl Future for YieldNow<'_> {
 }
 
 /// Nested masked sections went deeper than [`MAX_MASK_DEPTH`].
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::MaskDepthExceeded;
+/// let out = rt.block_on(|cx| async move {
+///     Ok::<_, ()>(cx.masked(async {}).await != Err(MaskDepthExceeded))
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("masked sections nested deeper than {MAX_MASK_DEPTH}")]
 pub struct MaskDepthExceeded;

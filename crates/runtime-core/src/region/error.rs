@@ -6,6 +6,23 @@ use std::fmt;
 use crate::TaskId;
 
 /// Why a region failed: its body's own error, or a child's.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::{Outcome, RegionError};
+/// let out = rt.block_on(|cx| async move {
+///     let r = cx.region(|cx| async move {
+///         cx.try_spawn(|_| async { Err::<(), _>("disk full") });
+///         Ok::<_, &str>(())
+///     }).await;
+///     Ok::<_, ()>(match r {
+///         Outcome::Err(RegionError::Child(f)) => f.message,
+///         _ => String::new(),
+///     })
+/// });
+/// assert_eq!(out.ok().as_deref(), Some("\"disk full\""));
+/// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RegionError<E> {
     /// The region's body returned this error.

@@ -6,6 +6,11 @@ use crate::CancelKind;
 use crate::budget::{Budget, CleanupBudget};
 
 /// What a region does when a child fails.
+///
+/// ```
+/// use runtime_core::{Policy, RegionOptions};
+/// assert_eq!(RegionOptions::collect_all().policy(), Policy::CollectAll);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
     /// The first error or panic (of a child or of the body) cancels every

@@ -141,6 +141,17 @@ impl Stats {
 }
 
 /// A snapshot of the runtime's counters.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// rt.block_on(|cx| async move {
+///     cx.spawn(|_| async {}).await;
+///     Ok::<_, ()>(())
+/// });
+/// let s = rt.stats();
+/// assert_eq!((s.tasks_alive(), s.panics_caught), (0, 0));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RuntimeStats {
     /// Tasks spawned so far.

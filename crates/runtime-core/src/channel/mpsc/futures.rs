@@ -24,6 +24,26 @@ use super::error::*;
 // ---------------------------------------------------------------------------
 
 /// The sending half. Clone it for more producers.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<u32>(8).unwrap();
+///     for i in 0..2 {
+///         let tx = tx.clone(); // one clone per producer
+///         cx.spawn(move |cx| async move { tx.send(&cx, i).await.is_ok() });
+///     }
+///     drop(tx);
+///     let mut sum = 0;
+///     while let Ok(v) = rx.recv(&cx).await {
+///         sum += v;
+///     }
+///     Ok::<_, ()>(sum)
+/// });
+/// assert_eq!(out.ok(), Some(1));
+/// ```
 pub struct Sender<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
@@ -277,6 +297,21 @@ impl<T> fmt::Debug for Reserve<'_, T> {
 
 /// A reserved slot: [`send`](Self::send) commits one value into it.
 /// Dropping it unused returns the slot and wakes one waiting sender.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<String>(1).unwrap();
+///     let permit = tx.reserve(&cx).await.map_err(|_| ())?;
+///     // Build the value only once a slot is certain: a cancelled wait
+///     // above loses nothing, since nothing was made yet.
+///     permit.send(format!("{}-{}", "made", "late")).map_err(|_| ())?;
+///     Ok::<_, ()>(rx.try_recv().ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some("made-late".to_string())));
+/// ```
 #[must_use = "dropping a permit unused just returns its slot"]
 pub struct Permit<'a, T> {
     sender: &'a Sender<T>,
@@ -346,6 +381,13 @@ impl<T> fmt::Debug for Permit<'_, T> {
 
 /// The receiving half. Dropping it drops the queued values, counted in
 /// [`Sender::undelivered`].
+///
+/// ```
+/// use runtime_core::channel::mpsc;
+/// let (tx, mut rx) = mpsc::channel::<&str>(2).unwrap();
+/// tx.try_send("a").unwrap();
+/// assert_eq!(rx.try_recv(), Ok("a"));
+/// ```
 pub struct Receiver<T> {
     pub(super) chan: Arc<Chan<T>>,
 }
