@@ -316,6 +316,28 @@ proptest! {
     }
 
     #[test]
+    fn any_parent_and_ratio_give_a_deterministic_decision(
+        trace in any::<[u8; 16]>(),
+        span in any::<[u8; 8]>(),
+        flags in any::<u8>(),
+        remote in any::<bool>(),
+        ratio in any::<f64>(),
+    ) {
+        let mut p = SpanContext::new(TraceId(trace), SpanId(span));
+        p.trace_flags = TraceFlags(flags);
+        p.is_remote = remote;
+        let s = Sampler::parent_based(Sampler::TraceIdRatioBased(ratio));
+        let d = s.should_sample(Some(&p), TraceId(trace), "x", SpanKind::Internal);
+        prop_assert_eq!(d, s.should_sample(Some(&p), TraceId(trace), "x", SpanKind::Internal));
+        if p.is_valid() {
+            // A valid parent's sampled flag decides (the default delegates).
+            prop_assert_eq!(d.is_sampled(), p.trace_flags.is_sampled());
+        } else {
+            prop_assert_eq!(d, root(&Sampler::TraceIdRatioBased(ratio), TraceId(trace)));
+        }
+    }
+
+    #[test]
     fn environment_parsing_never_panics(name in ".{0,30}", arg in proptest::option::of(".{0,30}")) {
         let _ = Sampler::from_vars(Some(&name), arg.as_deref());
     }
