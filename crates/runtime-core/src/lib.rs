@@ -34,6 +34,23 @@
 //! assert_eq!(out.ok(), Some(3));
 //! ```
 //!
+//! ## Tasks, fallible or not
+//!
+//! [`Cx::spawn`] takes a body returning any value; [`Cx::try_spawn`] one
+//! returning `Result`, whose `Err` is the task's outcome and a failure of
+//! its region. [`join!`] and [`race!`] join or race bodies of different
+//! types, as [`Cx::join_all`] and [`Cx::race`] do for a `Vec` of one type.
+//! A bare `Cx` is `Cx<Compute>` (spawn, time, randomness): see [`Cx`].
+//!
+//! ## Layout
+//!
+//! One module per concept: `cx/` (the context and its untyped core),
+//! `task.rs`, `region/`, `cancel/` (reasons, the cancel cell, the
+//! protocol), `budget/` (the three budgets), `sched/` (the scheduler seam,
+//! the pool, parking; `sched/mod.rs` says which paths take a lock),
+//! `time/`, `channel/`, `blocking.rs`, `outcome.rs`, `runtime.rs`.
+//! `docs/ARCHITECTURE.md` maps each guarantee to its code and its check.
+//!
 //! ## What it promises, and the test that checks each
 //!
 //! | promise | checked by |
@@ -42,6 +59,7 @@
 //! | cancellation reaches every descendant, is observed at checkpoints (level-triggered), reasons only strengthen | `tests/cancel.rs`, `tests/laws.rs` |
 //! | cleanup runs under a cleanup budget and is cut off and counted when it overruns | `tests/cancel.rs` |
 //! | outcomes join by severity; fail-fast and collect-all policies; panics caught per task | `tests/laws.rs`, `tests/regions.rs` |
+//! | `join!`/`race!` and the `Vec` forms drain every branch before they resolve, a panicking loser and a cancellation mid-join included | `tests/regions.rs` |
 //! | budgets meet; exhaustion cancels with the matching reason | `tests/laws.rs`, `tests/cancel.rs` |
 //! | two-phase channels lose nothing on cancellation | `tests/channels.rs`, `tests/loom_channel.rs` |
 //! | shutdown drains, cuts off at its deadline, reports, never hangs | `tests/shutdown.rs` |

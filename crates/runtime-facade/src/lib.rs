@@ -84,6 +84,6 @@ pub mod prelude {
     pub use runtime_core::time::{Duration, Instant};
     pub use runtime_core::{
         Budget, CancelKind, CancelReason, Cancelled, CleanupBudget, Cx, JoinHandle, Outcome,
-        Policy, RegionError, RegionOptions, Runtime,
+        Policy, RegionError, RegionOptions, Runtime, join, race,
     };
 }
