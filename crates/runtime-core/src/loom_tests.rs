@@ -368,7 +368,7 @@ fn registry_two_takers_never_share_a_value() {
     });
 }
 
-/// The bit of the live count that closes a region (as in `region.rs`).
+/// The bit of the live count that closes a region (as in `region/mod.rs`).
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
 /// `Region`'s registry protocol with everything else stripped:

@@ -34,7 +34,7 @@ pub const MAX_MASK_DEPTH: u32 = 64;
 
 /// The untyped core of a [`Cx`](crate::Cx): the task, and the region
 /// scope it acts in. Every effect is implemented here; the public `Cx<C>`
-/// (`context.rs`) decides, by its capability type and mask, which ones a
+/// (`cx/mod.rs`) decides, by its capability type and mask, which ones a
 /// caller may reach.
 #[derive(Clone)]
 pub(crate) struct CxCore {
