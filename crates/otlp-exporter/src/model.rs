@@ -133,6 +133,19 @@ pub struct SpanContext {
 }
 
 impl SpanContext {
+    /// The invalid context: all-zero ids, not sampled, local.
+    ///
+    /// ```
+    /// assert!(!otlp_exporter::SpanContext::INVALID.is_valid());
+    /// ```
+    pub const INVALID: SpanContext = SpanContext {
+        trace_id: TraceId::INVALID,
+        span_id: SpanId::INVALID,
+        trace_flags: TraceFlags::NOT_SAMPLED,
+        trace_state: Str::Borrowed(""),
+        is_remote: false,
+    };
+
     /// A sampled, local context.
     pub fn new(trace_id: TraceId, span_id: SpanId) -> Self {
         SpanContext {
@@ -313,6 +326,10 @@ pub struct SpanData {
     pub context: SpanContext,
     /// The parent span, or [`SpanId::INVALID`] for a root span.
     pub parent_span_id: SpanId,
+    /// Whether the parent span is remote (its context came from another
+    /// process, e.g. a `traceparent` header): OTLP's span flags carry it
+    /// (bits 8 and 9). A span's own context is never remote.
+    pub parent_is_remote: bool,
     /// The operation's name.
     pub name: Str,
     /// The span's role.
@@ -365,6 +382,7 @@ impl SpanData {
         SpanData {
             context,
             parent_span_id: SpanId::INVALID,
+            parent_is_remote: false,
             name: name.into(),
             kind: SpanKind::Internal,
             start_time_unix_nano: 0,

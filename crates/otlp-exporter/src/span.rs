@@ -159,12 +159,6 @@ thread_local! {
 static NEXT_TRACER: AtomicU64 = AtomicU64::new(1);
 
 impl Tracer {
-    /// A tracer for `scope` of `pipeline`, with the sampler the environment
-    /// names (or the default).
-    pub(crate) fn new(pipeline: Pipeline, scope: ScopeId) -> Self {
-        Self::with_parts(pipeline, scope, Sampler::from_env())
-    }
-
     /// A tracer for `scope` of `pipeline` with `sampler` (for a pipeline
     /// builder that sets the sampler).
     pub(crate) fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
@@ -526,8 +520,9 @@ impl SpanBuilder {
             is_remote: false,
         };
         let recording = decision.is_recording();
-        let mut data = SpanData::with_context(self.name, context);
+        let mut data = spare_data(self.name, context);
         data.parent_span_id = parent_span_id;
+        data.parent_is_remote = self.parent.as_ref().is_some_and(|p| p.is_remote);
         data.kind = self.kind;
         data.priority = self.priority;
         data.scope = local.scope;
@@ -588,14 +583,17 @@ impl std::fmt::Debug for SpanBuilder {
 pub struct Span {
     local: Arc<Local>,
     /// `None` only once ended (`end` consumes the span, `Drop` checks).
-    data: Option<SpanData>,
+    /// Boxed, and the box recycled by the thread that ends the span (see
+    /// [`spare_data`]): a span moves as a pointer, and its attributes'
+    /// vector keeps its capacity from one span to the next.
+    data: Option<Box<SpanData>>,
     recording: bool,
 }
 
 impl Span {
     fn data(&mut self) -> Option<&mut SpanData> {
         if self.recording {
-            self.data.as_mut()
+            self.data.as_deref_mut()
         } else {
             None
         }
@@ -611,15 +609,10 @@ impl Span {
     /// # span.end();
     /// ```
     pub fn context(&self) -> &SpanContext {
-        const INVALID: &SpanContext = &SpanContext {
-            trace_id: TraceId::INVALID,
-            span_id: SpanId::INVALID,
-            trace_flags: TraceFlags::NOT_SAMPLED,
-            trace_state: Str::Borrowed(""),
-            is_remote: false,
-        };
         // `data` is `None` only while the span is being dropped.
-        self.data.as_ref().map_or(INVALID, |d| &d.context)
+        self.data
+            .as_ref()
+            .map_or(&SpanContext::INVALID, |d| &d.context)
     }
 
     /// True if the sampler chose to record this span (its attributes,
@@ -648,8 +641,10 @@ impl Span {
     /// # span.end();
     /// ```
     pub fn set_attribute(&mut self, key: impl Into<Str>, value: impl Into<Value>) -> &mut Self {
-        let limits = self.local.limits;
-        let Some(data) = self.data() else {
+        // The fields, not `self.data()`: the limits are borrowed, not
+        // copied, on this hot path.
+        let limits = &self.local.limits;
+        let Some(data) = self.data.as_deref_mut().filter(|_| self.recording) else {
             return self;
         };
         let (key, mut value) = (key.into(), value.into());
@@ -793,9 +788,71 @@ impl Span {
         }
         // Built within the limits by the methods above. An unsampled span
         // carries the sampled flag clear: the pipeline counts it as
-        // `not_sampled` without encoding or queueing it.
-        self.local.pipeline.record_span(data, false)
+        // `not_sampled` without encoding or queueing it. Recorded in place
+        // (the pipeline encodes it where it lies), then recycled.
+        let recorded = self.local.pipeline.record_in_place(&mut data, false);
+        recycle_data(data);
+        recorded
     }
+}
+
+/// How many ended spans' storage a thread keeps for its next spans.
+const SPARE_SPANS: usize = 4;
+/// A recycled span keeps at most this many slots in each of its vectors
+/// (a span with more gives its vectors back to the allocator).
+const SPARE_CAPACITY: usize = 16;
+
+thread_local! {
+    /// Storage of spans this thread ended, for the next spans it starts
+    /// (boxes, so that a span moves as a pointer).
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<SpanData>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A span's storage: a recycled box if this thread has one (its vectors
+/// empty but with their capacity), else a new one.
+#[inline]
+fn spare_data(name: Str, context: SpanContext) -> Box<SpanData> {
+    let spare = SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut data) => {
+            data.name = name;
+            data.context = context;
+            data
+        }
+        None => Box::new(SpanData::with_context(name, context)),
+    }
+}
+
+/// Resets an ended span's storage to a fresh span's state (keeping modest
+/// vector capacity) and keeps it for this thread's next span, if there is
+/// room.
+#[inline]
+fn recycle_data(mut data: Box<SpanData>) {
+    fn keep<T>(mut v: Vec<T>) -> Vec<T> {
+        v.clear();
+        if v.capacity() > SPARE_CAPACITY {
+            v = Vec::new();
+        }
+        v
+    }
+    let attributes = keep(std::mem::take(&mut data.attributes));
+    let events = keep(std::mem::take(&mut data.events));
+    let links = keep(std::mem::take(&mut data.links));
+    *data = SpanData::with_context(Str::Borrowed(""), SpanContext::INVALID);
+    data.attributes = attributes;
+    data.events = events;
+    data.links = links;
+    let _ = SPARE.try_with(move |spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.len() < SPARE_SPANS
+        {
+            spare.push(data);
+        }
+    });
 }
 
 impl Drop for Span {

@@ -436,13 +436,19 @@ fn flush_and_shutdown_from_inside_the_transport_do_not_deadlock() {
     test_watchdog::isolate(WATCHDOG, || {
         let slot: Slot = Arc::default();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (s2, seen2) = (slot.clone(), seen.clone());
+        let third_recorded = Arc::new(AtomicBool::new(false));
+        let (s2, seen2, third) = (slot.clone(), seen.clone(), third_recorded.clone());
         let (t, probe) = scripted(move |n| {
             with_pipeline(&s2, |p| {
                 if n == 1 {
                     let f = p.force_flush(Duration::from_secs(3600));
                     seen2.lock().unwrap().push(("flush", f.completed));
                 } else if n == 2 {
+                    // Not before "3" is recorded: a record after this
+                    // shutdown would be (rightly) refused.
+                    while !third.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
                     let r = p.shutdown(Duration::from_secs(3600));
                     seen2.lock().unwrap().push(("shutdown", r.completed));
                 }
@@ -455,6 +461,7 @@ fn flush_and_shutdown_from_inside_the_transport_do_not_deadlock() {
         assert!(p.force_flush(LONG).completed);
         p.record(SpanData::new("2"));
         p.record(SpanData::new("3"));
+        third_recorded.store(true, Ordering::SeqCst);
         // The second export shuts the pipeline down from inside; the
         // worker finishes it (exports "3") once the export returns.
         let report = p.shutdown(LONG);

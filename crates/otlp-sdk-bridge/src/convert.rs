@@ -60,15 +60,11 @@ use otlp_exporter::{
 /// assert_eq!(ours.attributes[0].value, otlp_exporter::Value::I64(200));
 /// ```
 pub fn to_span_data(span: sdk::SpanData, scope: ScopeId) -> SpanData {
-    let parent_is_remote = span.parent_span_is_remote;
-    let mut context = to_context(&span.span_context);
-    // OTLP's span flags say whether the *parent* is remote (bits 8 and 9);
-    // our model writes them from the span context's `is_remote`. A span
-    // the SDK ends is always local, so the bit carries the parent's.
-    context.is_remote = parent_is_remote;
     SpanData {
-        context,
+        context: to_context(&span.span_context),
         parent_span_id: SpanId(span.parent_span_id.to_bytes()),
+        // OTLP's span flags say whether the *parent* is remote (bits 8, 9).
+        parent_is_remote: span.parent_span_is_remote,
         name: span.name,
         kind: to_kind(&span.span_kind),
         start_time_unix_nano: unix_nanos(span.start_time),

@@ -61,10 +61,11 @@ impl OtlpLayer {
     /// A layer recording into `pipeline` (a clone of the handle: the layer
     /// keeps the pipeline alive), under the instrumentation scope
     /// `otlp-tracing` (see [`with_scope`](Self::with_scope)), with the
-    /// pipeline's span limits and the sampler `OTEL_TRACES_SAMPLER` /
-    /// `OTEL_TRACES_SAMPLER_ARG` name ([`Sampler::from_env`]: by default
-    /// the spec's `ParentBased` with an `AlwaysOn` root), as
-    /// [`Pipeline::tracer`] does.
+    /// pipeline's span limits and the pipeline's sampler
+    /// ([`Pipeline::sampler`]: the one set with
+    /// `PipelineBuilder::sampler`, else the one `OTEL_TRACES_SAMPLER` /
+    /// `OTEL_TRACES_SAMPLER_ARG` name, by default the spec's `ParentBased`
+    /// with an `AlwaysOn` root), as [`Pipeline::tracer`] does.
     ///
     /// ```
     /// use otlp_exporter::{InMemory, Pipeline};
@@ -86,7 +87,7 @@ impl OtlpLayer {
             location: true,
             inactivity: true,
             error_events_to_status: true,
-            sampler: Sampler::from_env(),
+            sampler: pipeline.sampler().clone(),
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             counters: LayerCounters::new(),
         }
@@ -319,6 +320,7 @@ impl SpanState {
         c.trace_id = parent.trace_id;
         c.trace_state = parent.trace_state.clone();
         self.data.parent_span_id = parent.span_id;
+        self.data.parent_is_remote = parent.is_remote;
         let decision = layer.decide(Some(parent), &self.data);
         self.data.context.trace_flags = flags(decision);
         self.recording = decision.is_recording();
@@ -452,6 +454,7 @@ where
                 };
                 let mut data = SpanData::with_context(meta.name(), context);
                 data.parent_span_id = p.span_id;
+                data.parent_is_remote = p.is_remote;
                 data
             }
             None => SpanData::with_context(

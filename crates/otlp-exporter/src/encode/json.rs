@@ -204,7 +204,8 @@ fn span(out: &mut String, s: &SpanData) {
     } else {
         out.push_str("\"\"");
     }
-    let flags = flags(s.context.trace_flags.0, s.context.is_remote);
+    // Whether the *parent* is remote (see the protobuf encoder).
+    let flags = flags(s.context.trace_flags.0, s.parent_is_remote);
     let _ = write!(out, ",\"flags\":{flags},\"name\":");
     string(out, &s.name);
     let _ = write!(

@@ -229,7 +229,9 @@ fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
     }
     put_uint(buf, 14, s.dropped_links_count.into());
     put_status(buf, &s.status);
-    put_fixed32(buf, 16, flags(s.context.trace_flags.0, s.context.is_remote));
+    // The span's flags say whether its *parent* is remote; a link's, whether
+    // the linked context is.
+    put_fixed32(buf, 16, flags(s.context.trace_flags.0, s.parent_is_remote));
 }
 
 /// Appends one span as a framed `ScopeSpans.spans` field (tag 2), ready to

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::config::{ConfigError, env_usize};
 use crate::encode::Encoding;
 use crate::model::{Priority, Resource, SpanData, SpanLimits};
+use crate::sampling::Sampler;
 use crate::transport::{FileTransport, Transport};
 
 use super::*;
@@ -104,6 +105,7 @@ pub struct PipelineBuilder {
     pub(super) drop_timeout: Duration,
     pub(super) max_concurrent_exports: usize,
     pub(super) net: Option<runtime_cap::NetAccess>,
+    pub(super) sampler: Option<Sampler>,
 }
 
 impl Config {
@@ -150,6 +152,30 @@ impl PipelineBuilder {
     /// The resource (default: [`Resource::from_env`]).
     pub fn resource(mut self, resource: Resource) -> Self {
         self.resource = Some(resource);
+        self
+    }
+
+    /// The sampler of every tracer this pipeline makes
+    /// ([`Pipeline::tracer`]; a tracer can still take another with
+    /// [`Tracer::with_sampler`](crate::Tracer::with_sampler)). Default: the
+    /// one `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name
+    /// ([`Sampler::from_env`]), else parent-based always-on.
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, Pipeline, Sampler};
+    /// let pipeline = Pipeline::builder()
+    ///     .transport(InMemory::new())
+    ///     .sampler(Sampler::parent_based(Sampler::TraceIdRatioBased(0.25)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pipeline.tracer("app", "1").sampler(), pipeline.sampler());
+    /// assert_eq!(
+    ///     pipeline.sampler().description(),
+    ///     "ParentBased{root:TraceIdRatioBased{0.25}}"
+    /// );
+    /// ```
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = Some(sampler);
         self
     }
 
@@ -352,6 +378,7 @@ impl PipelineBuilder {
             export_timeout: export_timeout.min(MAX_DURATION),
             shedding,
             limits,
+            sampler: self.sampler.unwrap_or_else(Sampler::from_env),
         };
         Pipeline::start(
             config,
@@ -405,6 +432,9 @@ pub(super) struct Config {
     pub(super) export_timeout: Duration,
     pub(super) shedding: Shedding,
     pub(super) limits: SpanLimits,
+    /// The sampler of this pipeline's tracers (and of layers and bridges
+    /// that ask [`Pipeline::sampler`]).
+    pub(super) sampler: Sampler,
 }
 
 impl Pipeline {
@@ -423,6 +453,7 @@ impl Pipeline {
             drop_timeout: DEFAULT_DROP_TIMEOUT,
             max_concurrent_exports: 1,
             net: None,
+            sampler: None,
         }
     }
 }

@@ -508,7 +508,24 @@ impl Pipeline {
         version: impl Into<crate::Str>,
     ) -> crate::Tracer {
         let scope = self.scope(InstrumentationScope::new(name, version));
-        crate::Tracer::new(self.clone(), scope)
+        let sampler = self.shared().config.sampler.clone();
+        crate::Tracer::with_parts(self.clone(), scope, sampler)
+    }
+
+    /// The sampler this pipeline's tracers use (see
+    /// [`PipelineBuilder::sampler`]).
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, Pipeline, Sampler};
+    /// let pipeline = Pipeline::builder()
+    ///     .transport(InMemory::new())
+    ///     .sampler(Sampler::AlwaysOff)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pipeline.sampler(), &Sampler::AlwaysOff);
+    /// ```
+    pub fn sampler(&self) -> &crate::Sampler {
+        &self.shared().config.sampler
     }
 }
 

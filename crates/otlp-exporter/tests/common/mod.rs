@@ -38,8 +38,11 @@ pub fn kvs(attrs: &[KeyValue]) -> Vec<pc::KeyValue> {
         .collect()
 }
 
-fn flags(c: &SpanContext) -> u32 {
-    u32::from(c.trace_flags.0) | 0x100 | if c.is_remote { 0x200 } else { 0 }
+/// OTLP flags: the W3C trace flags, and bits 8-9 for "remote is known"
+/// and "is remote" (of the span's parent for a span, of the linked context
+/// for a link).
+fn flags(trace_flags: u8, remote: bool) -> u32 {
+    u32::from(trace_flags) | 0x100 | if remote { 0x200 } else { 0 }
 }
 
 pub fn span(s: &SpanData) -> pt::Span {
@@ -53,7 +56,7 @@ pub fn span(s: &SpanData) -> pt::Span {
         } else {
             Vec::new()
         },
-        flags: flags(&s.context),
+        flags: flags(s.context.trace_flags.0, s.parent_is_remote),
         name: s.name.to_string(),
         kind: s.kind as i32,
         start_time_unix_nano: s.start_time_unix_nano,
@@ -80,7 +83,7 @@ pub fn span(s: &SpanData) -> pt::Span {
                 trace_state: l.context.trace_state.to_string(),
                 attributes: kvs(&l.attributes),
                 dropped_attributes_count: l.dropped_attributes_count,
-                flags: flags(&l.context),
+                flags: flags(l.context.trace_flags.0, l.context.is_remote),
             })
             .collect(),
         dropped_links_count: s.dropped_links_count,
@@ -132,7 +135,7 @@ pub fn rich_span(i: u64) -> SpanData {
     s.context.trace_id = TraceId([i as u8 + 1; 16]);
     s.context.span_id = SpanId([i as u8 + 2; 8]);
     s.context.trace_state = "vendor=a,other=b".into();
-    s.context.is_remote = i.is_multiple_of(2);
+    s.parent_is_remote = i.is_multiple_of(2);
     s.parent_span_id = if i.is_multiple_of(3) {
         SpanId::INVALID
     } else {
