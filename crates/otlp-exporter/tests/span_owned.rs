@@ -270,7 +270,40 @@ fn a_remote_parent_continues_its_trace_and_sampled_flag() {
     assert_eq!(spans[0].trace_id, sampled.trace_id.0.to_vec());
     assert_eq!(spans[0].parent_span_id, sampled.span_id.0.to_vec());
     assert_eq!(spans[0].span_id, kept_id.0.to_vec());
-    assert_eq!(spans[0].flags & 0xff, 0x01);
+    // Sampled; the parent's remoteness is known (bit 8) and remote (bit 9).
+    assert_eq!(spans[0].flags, 0x301);
+}
+
+#[test]
+fn otlp_span_flags_say_whether_the_parent_is_remote() {
+    let (pipeline, memory) = pipeline();
+    let tracer = pipeline.tracer("server", "1");
+    let remote =
+        SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+            .unwrap();
+    let server = tracer.start_child("server", &remote);
+    let local_child = tracer.start_child("local child", server.context());
+    let root = tracer.start("root");
+    let (server_id, child_id, root_id) = (
+        server.context().span_id,
+        local_child.context().span_id,
+        root.context().span_id,
+    );
+    local_child.end();
+    server.end();
+    root.end();
+    pipeline.shutdown(WAIT);
+    let spans = common::received(&memory);
+    let flags = |id: otlp_exporter::SpanId| {
+        spans
+            .iter()
+            .find(|s| s.span_id == id.0.to_vec())
+            .map(|s| s.flags)
+            .expect("received")
+    };
+    assert_eq!(flags(server_id), 0x301, "remote parent");
+    assert_eq!(flags(child_id), 0x101, "local parent");
+    assert_eq!(flags(root_id), 0x101, "no parent: not remote");
 }
 
 #[test]
