@@ -5,7 +5,8 @@
 //! | module | crate | what it is |
 //! |---|---|---|
 //! | [`queue`] | `otlp-queue` | lock-free bounded MPSC queue with per-producer lanes |
-//! | [`exporter`] | `otlp-exporter` | batching, load-shedding OTLP span pipeline with exact accounting |
+//! | [`exporter`] | `otlp-exporter` | batching, load-shedding OTLP span pipeline with exact accounting; owned spans, W3C trace context, samplers |
+//! | [`tracing_layer`] | `otlp-tracing` | a `tracing_subscriber::Layer` that records `tracing` spans through the pipeline |
 //! | [`runtime`] | `runtime-core` | structured-concurrency executor: regions, cancellation, budgets, timers, channels, `Cx<Caps>` |
 //! | [`caps`] | `runtime-cap` | capability sets, access tokens, `ambient_authority` |
 //! | [`prelude`] | | what an application imports: `use runtime_facade::prelude::*;` |
@@ -35,6 +36,25 @@ pub use otlp_queue as queue;
 
 /// The span export pipeline (the `otlp-exporter` crate).
 pub use otlp_exporter as exporter;
+
+/// The `tracing` layer (the `otlp-tracing` crate): `tracing` spans through
+/// the pipeline, with W3C context propagation.
+///
+/// ```
+/// use runtime_facade::exporter::{InMemory, Pipeline};
+/// use runtime_facade::tracing_layer::OtlpLayer;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let memory = InMemory::new();
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// let subscriber = tracing_subscriber::registry().with(OtlpLayer::new(&pipeline));
+/// tracing::subscriber::with_default(subscriber, || {
+///     tracing::info_span!("work", items = 3).in_scope(|| tracing::info!("done"));
+/// });
+/// pipeline.shutdown(std::time::Duration::from_secs(5));
+/// assert_eq!(memory.span_count(), 1);
+/// ```
+pub use otlp_tracing as tracing_layer;
 
 /// The structured-concurrency runtime (the `runtime-core` crate).
 ///
