@@ -720,27 +720,45 @@ fn runtime_shutdown_reports_one_stuck_worker_of_three() {
     });
 }
 
+/// A task waiting on a oneshot; the sender, and a flag it sets once it ran.
+fn spawn_waiter(
+    cx: &runtime_core::Cx<runtime_core::caps::All>,
+) -> (
+    channel::oneshot::Sender<()>,
+    Arc<AtomicBool>,
+    runtime_core::JoinHandle<()>,
+) {
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let (tx, mut rx) = channel::oneshot::channel::<()>();
+    let waiter = cx.spawn(move |cx| async move {
+        let _ = rx.recv(&cx).await;
+        r.store(true, Ordering::SeqCst);
+    });
+    (tx, ran, waiter)
+}
+
+/// Wakes the waiter (into this worker's LIFO slot, from a task), then
+/// blocks this worker until the waiter has run elsewhere.
+fn wake_and_block_until_run(tx: channel::oneshot::Sender<()>, ran: &AtomicBool) {
+    tx.send(()).ok();
+    while !ran.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn a_task_woken_behind_a_blocking_poll_is_run_by_an_idle_worker() {
     isolate(WATCHDOG, || {
         let rt = multi(3);
         let out = rt.block_on(|cx| async move {
-            let ran = Arc::new(AtomicBool::new(false));
-            let r = ran.clone();
-            let (tx, mut rx) = channel::oneshot::channel::<()>();
-            let waiter = cx.spawn(move |cx| async move {
-                let _ = rx.recv(&cx).await;
-                r.store(true, Ordering::SeqCst);
-            });
+            let (tx, ran, waiter) = spawn_waiter(&cx);
             cx.sleep(Duration::from_millis(5)).await.ok();
             let blocker = cx.spawn(move |_| async move {
                 // Wakes the waiter into this worker's LIFO slot, then
                 // blocks until the waiter has run elsewhere (the watchdog
                 // bounds it if it never does).
-                tx.send(()).ok();
-                while !ran.load(Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
+                wake_and_block_until_run(tx, &ran);
             });
             let _ = blocker.await;
             let _ = waiter.await;
@@ -759,13 +777,7 @@ fn a_task_woken_behind_a_blocking_poll_after_an_idle_spell_is_run() {
         for workers in [2, 3] {
             let rt = multi(workers);
             let out = rt.block_on(|cx| async move {
-                let ran = Arc::new(AtomicBool::new(false));
-                let r = ran.clone();
-                let (tx, mut rx) = channel::oneshot::channel::<()>();
-                let waiter = cx.spawn(move |cx| async move {
-                    let _ = rx.recv(&cx).await;
-                    r.store(true, Ordering::SeqCst);
-                });
+                let (tx, ran, waiter) = spawn_waiter(&cx);
                 let (go_tx, mut go_rx) = channel::oneshot::channel::<()>();
                 let outside = std::thread::spawn(move || {
                     // Long enough for every worker to park without bound.
@@ -773,10 +785,7 @@ fn a_task_woken_behind_a_blocking_poll_after_an_idle_spell_is_run() {
                     go_tx.send(()).ok();
                 });
                 let _ = go_rx.recv(&cx).await;
-                tx.send(()).ok();
-                while !ran.load(Ordering::SeqCst) {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
+                wake_and_block_until_run(tx, &ran);
                 outside.join().unwrap();
                 let _ = waiter.await;
                 Ok::<_, ()>(())
