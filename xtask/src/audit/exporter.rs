@@ -19,13 +19,15 @@ use super::{Audit, Options, m};
 const RATIO: f64 = 1.5;
 /// The total queues measured, the same for both sides.
 const QUEUES: [usize; 2] = [2048, 65_536];
-/// The total judged. Not 2048 yet: on the shared 2-core VM ours at 2048
-/// in all swings between about 2-4x the SDK's delivered spans/s and
-/// 0.1-0.5x from one run to the next, with per-thread lanes and with the
-/// shared pool alike (the queue fills while the worker, woken only when a
-/// push finds it full, waits for a core; see docs/exporter-performance.md).
-/// That row is shown in every report; the judged total goes back to 2048
-/// when ours delivers steadily there.
+/// The total judged. Not 2048 yet: on the shared 2-core VM, ours at 2048
+/// measured 0.1-4x the SDK's delivered spans/s from run to run while the
+/// worker polled (it waited for a core while the small queue overflowed).
+/// Since the worker sleeps and a lane's chunk claim wakes it once a
+/// batch's worth has gathered, ours at 2048 measures 1.1-2.4x (quick
+/// audit, load 3-6: 1.1x at 1 and 2 threads, 1.5x at 4 and 8): steadier,
+/// but at the threshold, so a judged 2048 would flake. That row is shown
+/// in every report; the judged total goes back to 2048 when ours clears
+/// the threshold there with margin.
 const JUDGED: usize = 65_536;
 
 pub(crate) fn audit(o: &Options) -> Audit {
