@@ -5,7 +5,10 @@
 //! [`record`] (one span recorded on one thread: ours, the SDK, fastrace),
 //! each driving every candidate exactly the same way, and [`runtime`]
 //! (runtime-core's spawn, yield, regions, cancellation and timers against
-//! tokio's multi-threaded runtime, as the tokio anchor measures them).
+//! tokio's multi-threaded runtime, as the tokio anchor measures them), and
+//! [`layer`] (`tracing` spans through otlp-tracing's `OtlpLayer` against
+//! tracing-opentelemetry with the SDK's batch processor, and the registry
+//! alone).
 //!
 //! The method follows the anchor measurements the project compares itself
 //! with: producers push `u64` items as fast as they can, either retrying
@@ -22,6 +25,7 @@
 //! ```
 
 pub mod exporter;
+pub mod layer;
 pub mod queue;
 pub mod record;
 pub mod runtime;

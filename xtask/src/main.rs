@@ -36,7 +36,9 @@ commands:
   sweep   otlp-queue against Mutex<VecDeque> and crossbeam's ArrayQueue
           (1 consumer, N producers, lossless and shedding modes), and
           otlp-exporter against the OpenTelemetry SDK's BatchSpanProcessor
-          (N threads making spans, end to end)
+          (N threads making spans, end to end), and tracing spans through
+          otlp-tracing's layer against tracing-opentelemetry + the SDK's
+          BatchSpanProcessor (same registry, fields and total queue)
             --threads 1,2,4,8   producer counts (default: 1,2,4,8, and 15
                                 where the machine has 16 cores or more)
             --items N           items per producer per run (default 4000000)
@@ -44,18 +46,19 @@ commands:
                                 (default 3)
             --capacity N        total queue capacity (default 4096)
             --spans N           spans per thread per pipeline run (default 400000)
-            --only queue|pipeline   one of the two comparisons
+            --only queue|pipeline|layer   one of the three comparisons
             --quick             --items 1000000 --spans 100000 --reps 1
             --out DIR           where to write sweep.md (default target/sweep)
   audit   contention audits that fail when a hot path regresses:
-          queue-scaling, exporter-throughput, record-latency, lock-free,
+          queue-scaling, exporter-throughput, layer-throughput, record-latency, lock-free,
           accounting, task-wake, memory; writes report.md, report.json, queue-scaling.svg
             --quick             sized for a 2-core CI machine
             --threads 1,2,4,8   thread counts (default as for sweep)
             --only NAME         one audit
             --out DIR           default target/audit
-  test    cargo test --workspace, the end-to-end test against the rotel
-          collector (installed with pip if missing), then the loom models
+  test    cargo test --workspace, the end-to-end tests against the rotel
+          collector (installed with pip if missing; the pipeline's and the
+          tracing layer's), then the loom models
   loom    the loom models only
   asan    the tests of runtime-core, otlp-queue and otlp-exporter (doctests
           included) under AddressSanitizer, with the nightly toolchain,
@@ -146,6 +149,17 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
         "test",
         "-p",
         "otlp-exporter",
+        "--test",
+        "rotel",
+        "--",
+        "--ignored",
+    ]))?;
+    // The same collector fed through the tracing layer (otlp-tracing's own
+    // test: otlp-exporter cannot depend on the crate that depends on it).
+    run(cargo().env("ROTEL_AGENT", &agent).args([
+        "test",
+        "-p",
+        "otlp-tracing",
         "--test",
         "rotel",
         "--",

@@ -1,5 +1,6 @@
-//! `cargo xtask sweep`: otlp-queue and otlp-exporter against their
-//! baselines, same run, same method, and the ratios that matter.
+//! `cargo xtask sweep`: otlp-queue, otlp-exporter and otlp-tracing's
+//! layer against their baselines, same run, same method, and the ratios
+//! that matter.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -46,8 +47,12 @@ impl Options {
                 }
                 "--spans" => o.spans = positive(flag, &value()?)?,
                 "--only" => match value()?.as_str() {
-                    v @ ("queue" | "pipeline") => o.only = Some(v.to_owned()),
-                    v => return Err(format!("--only: `{v}` is not `queue` or `pipeline`")),
+                    v @ ("queue" | "pipeline" | "layer") => o.only = Some(v.to_owned()),
+                    v => {
+                        return Err(format!(
+                            "--only: `{v}` is not `queue`, `pipeline` or `layer`"
+                        ));
+                    }
                 },
                 "--threads" => o.threads = parse_threads(&value()?)?,
                 "--items" => o.items = positive(flag, &value()?)?,
@@ -153,11 +158,15 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         o.threads, o.reps
     );
     let mut md = String::new();
-    if o.only.as_deref() != Some("pipeline") {
+    let only = |section: &str| o.only.as_deref().is_none_or(|only| only == section);
+    if only("queue") {
         queue_section(o, &machine, &mut md);
     }
-    if o.only.as_deref() != Some("queue") {
+    if only("pipeline") {
         pipeline_section(o, &machine, &mut md);
+    }
+    if only("layer") {
+        layer_section(o, &machine, &mut md);
     }
     print!("{md}");
     std::fs::create_dir_all(&o.out).map_err(|e| format!("creating {}: {e}", o.out.display()))?;
@@ -229,6 +238,59 @@ fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
         md,
         "\nEvery span of ours is accounted for: each run asserts that the pipeline's \
          accounting balances (accepted = exported + dropped by reason) before it is counted.\n"
+    );
+}
+
+/// `tracing` spans through the registry with our layer against the
+/// registry with tracing-opentelemetry and the SDK's `BatchSpanProcessor`
+/// (same stack, same fields, same total queue), and the registry alone.
+fn layer_section(o: &Options, machine: &str, md: &mut String) {
+    use benches::layer::{LayerCandidate, compare, run};
+    let _ = writeln!(
+        md,
+        "# tracing + OtlpLayer against tracing + tracing-opentelemetry + BatchSpanProcessor\n"
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {machine}. N threads each make {} `tracing` spans (`info_span!` with two \
+         fields, entered, exited, closed) on `tracing_subscriber::registry()` with one layer: \
+         ours (`OtlpLayer`; the transport only counts) or tracing-opentelemetry's over the \
+         SDK's `BatchSpanProcessor` (the exporter only counts `SpanData`; thread attributes \
+         off, location and busy/idle time on in both). The same total queue on both sides \
+         (ours: `max_queue_size` = `queue`), batch 512, delay 100 ms, `AlwaysOn`. \
+         {} rounds, both layers once per round in turn; medians, ratios are medians of the \
+         per-round ratios. \"registry alone\" is the floor: the same spans with no layer.\n",
+        o.spans, o.reps
+    );
+    let _ = writeln!(
+        md,
+        "| threads | total queue | registry alone offered/s | ours offered/s | ours delivered/s | ours dropped | theirs offered/s | theirs delivered/s | theirs dropped | ours / theirs |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &t in &o.threads {
+        let floor = run(LayerCandidate::Registry, t, o.spans, 2048);
+        for queue in [2048usize, 65_536] {
+            eprintln!("  layers with {t} threads, total queue {queue}");
+            let c = compare(t, o.spans, queue, o.reps);
+            let pct = |r: &PipelineResult| r.dropped() as f64 * 100.0 / r.offered as f64;
+            let _ = writeln!(
+                md,
+                "| {t} | {queue} | {} | {} | {} | {:.1} % | {} | {} | {:.1} % | {:.1}x |",
+                m(floor.offered_per_s),
+                m(c.ours.offered_per_s),
+                m(c.ours.delivered_per_s),
+                pct(&c.ours),
+                m(c.theirs.offered_per_s),
+                m(c.theirs.delivered_per_s),
+                pct(&c.theirs),
+                c.ratio,
+            );
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nEvery span of ours is accounted for: each run asserts that the pipeline's \
+         accounting balances and that it accepted every span the layer made.\n"
     );
 }
 

@@ -10,6 +10,7 @@ pub(crate) mod alloc;
 mod chart;
 mod exporter;
 mod latency;
+mod layer;
 mod lockfree;
 mod memory;
 mod queue;
@@ -81,9 +82,10 @@ pub(crate) fn cores() -> usize {
 }
 
 /// The audits, in the order they run.
-pub(crate) const AUDITS: [&str; 7] = [
+pub(crate) const AUDITS: [&str; 8] = [
     "queue-scaling",
     "exporter-throughput",
+    "layer-throughput",
     "record-latency",
     "lock-free",
     "accounting",
@@ -120,6 +122,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     }
     if run("exporter-throughput") {
         audits.push(exporter::audit(o));
+    }
+    if run("layer-throughput") {
+        audits.push(layer::audit(o));
     }
     if run("record-latency") {
         audits.push(latency::audit(o));
