@@ -7,164 +7,17 @@
 //! `ROTEL_AGENT=/path/to/rotel-agent cargo test -p otlp-exporter --test rotel -- --ignored`.
 #![cfg(feature = "http")]
 
+#[path = "support/rotel.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::Rotel;
 
 use otlp_exporter::{
     Compression, Encoding, HttpTransport, KeyValue, Pipeline, Resource, SpanData, Status, Value,
 };
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running rotel, logging every span it receives; killed on drop.
-struct Rotel {
-    child: Child,
-    log: std::path::PathBuf,
-    http: u16,
-    grpc: u16,
-    /// The logs of earlier runs (before `restart`).
-    earlier: String,
-}
-
-impl Rotel {
-    fn start() -> Rotel {
-        Self::start_on(free_port(), free_port(), 0)
-    }
-
-    /// Stops rotel (SIGTERM, so that it writes out what it logged; SIGKILL
-    /// if it has not exited within 10 s) and keeps its log.
-    fn stop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let end = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() {
-            if Instant::now() >= end {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.earlier.push_str(&self.text());
-        let _ = std::fs::remove_file(&self.log);
-    }
-
-    /// Starts it again on the same ports (after `stop`).
-    fn restart(&mut self) {
-        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut next = Self::start_on(self.http, self.grpc, run);
-        std::mem::swap(&mut next.earlier, &mut self.earlier);
-        // The old (stopped) child and its removed log go with `next`.
-        std::mem::swap(self, &mut next);
-    }
-
-    fn start_on(http: u16, grpc: u16, run: usize) -> Rotel {
-        let agent = std::env::var("ROTEL_AGENT")
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "ROTEL_AGENT is not set: this test needs the rotel collector. \
-                 Run `cargo xtask test` (it installs rotel with pip and sets ROTEL_AGENT), \
-                 or `pip install rotel==0.0.1a15` and point ROTEL_AGENT at its rotel-agent binary."
-                )
-            });
-        let log =
-            std::env::temp_dir().join(format!("rotel-{}-{http}-{run}.log", std::process::id()));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(&agent)
-            .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
-            .args(["--debug-log-verbosity", "detailed"])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start rotel at {agent:?} (ROTEL_AGENT): {e}"));
-        let rotel = Rotel {
-            child,
-            log,
-            http,
-            grpc,
-            earlier: String::new(),
-        };
-        let end = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", http)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "rotel did not open 127.0.0.1:{http} within 20 s; its log:\n{}",
-                rotel.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        rotel
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The span ids in every run's log, once per time logged.
-    fn logged_ids(&self) -> Vec<String> {
-        let text = format!("{}{}", self.earlier, self.text());
-        text.split("Span #")
-            .skip(1)
-            .filter_map(|block| {
-                block.lines().find_map(|l| {
-                    l.trim()
-                        .strip_prefix("ID")
-                        .map(|r| r.trim_start_matches([' ', ':']).trim().to_string())
-                })
-            })
-            .collect()
-    }
-
-    /// The spans in rotel's log: span id -> (name, trace id, attribute lines).
-    fn spans(&self) -> BTreeMap<String, (String, String, Vec<String>)> {
-        let mut out = BTreeMap::new();
-        let text = self.text();
-        for block in text.split("Span #").skip(1) {
-            let field = |name: &str| {
-                block
-                    .lines()
-                    .find_map(|l| {
-                        l.trim()
-                            .strip_prefix(name)
-                            .map(|r| r.trim_start_matches([' ', ':']).trim().to_string())
-                    })
-                    .unwrap_or_default()
-            };
-            let attrs = block
-                .lines()
-                .skip_while(|l| !l.starts_with("Attributes:"))
-                .skip(1)
-                .take_while(|l| l.trim_start().starts_with("->"))
-                .map(|l| l.trim().trim_start_matches("-> ").to_string())
-                .collect();
-            out.insert(field("ID"), (field("Name"), field("Trace ID"), attrs));
-        }
-        out
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
 
 #[test]
 #[ignore = "needs the rotel collector: `cargo xtask test` installs it and runs this test"]

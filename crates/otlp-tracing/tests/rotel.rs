@@ -11,128 +11,17 @@
 //! installs rotel (from PyPI) and runs this test. Run alone with
 //! `ROTEL_AGENT=/path/to/rotel-agent cargo test -p otlp-tracing --test rotel -- --ignored`.
 
+#[path = "../../otlp-exporter/tests/support/rotel.rs"]
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{Logged, Rotel};
 
 use otlp_exporter::{HttpTransport, Pipeline, Resource, Sampler};
 use otlp_tracing::{OtlpLayer, OtlpSpanExt};
 use tracing_subscriber::layer::SubscriberExt;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running rotel, logging every span it receives; killed on drop.
-struct Rotel {
-    child: Child,
-    log: std::path::PathBuf,
-    http: u16,
-}
-
-/// One span as rotel logged it.
-#[derive(Debug)]
-struct Logged {
-    name: String,
-    trace: String,
-    parent: String,
-    attrs: Vec<String>,
-}
-
-impl Rotel {
-    fn start() -> Rotel {
-        let agent = std::env::var("ROTEL_AGENT")
-            .ok()
-            .filter(|a| !a.trim().is_empty())
-            .unwrap_or_else(|| {
-                panic!(
-                    "ROTEL_AGENT is not set: this test needs the rotel collector. \
-                     Run `cargo xtask test` (it installs rotel with pip and sets ROTEL_AGENT), \
-                     or `pip install rotel==0.0.1a15` and point ROTEL_AGENT at its rotel-agent binary."
-                )
-            });
-        let (http, grpc) = (free_port(), free_port());
-        let log =
-            std::env::temp_dir().join(format!("rotel-layer-{}-{http}.log", std::process::id()));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(&agent)
-            .args(["start", "--exporter", "blackhole", "--debug-log", "traces"])
-            .args(["--debug-log-verbosity", "detailed"])
-            .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
-            .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start rotel at {agent:?} (ROTEL_AGENT): {e}"));
-        let rotel = Rotel { child, log, http };
-        let end = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", http)).is_err() {
-            assert!(
-                Instant::now() < end,
-                "rotel did not open 127.0.0.1:{http} within 20 s; its log:\n{}",
-                rotel.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        rotel
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Every span block in rotel's log, in order (a span logged twice
-    /// appears twice).
-    fn logged(&self) -> Vec<(String, Logged)> {
-        let text = self.text();
-        text.split("Span #")
-            .skip(1)
-            .map(|block| {
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| {
-                            l.trim()
-                                .strip_prefix(name)
-                                .filter(|r| r.trim_start().starts_with(':'))
-                                .map(|r| r.trim_start_matches([' ', ':']).trim().to_string())
-                        })
-                        .unwrap_or_default()
-                };
-                let attrs = block
-                    .lines()
-                    .skip_while(|l| !l.starts_with("Attributes:"))
-                    .skip(1)
-                    .take_while(|l| l.trim_start().starts_with("->"))
-                    .map(|l| l.trim().trim_start_matches("-> ").to_string())
-                    .collect();
-                (
-                    field("ID"),
-                    Logged {
-                        name: field("Name"),
-                        trace: field("Trace ID"),
-                        parent: field("Parent ID"),
-                        attrs,
-                    },
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
 
 /// What a thread sent: span id -> (name, trace id, parent span id or "").
 type Sent = Vec<(String, (String, String, String))>;
