@@ -251,6 +251,15 @@ pub fn otel_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     max_queue_size: usize,
 ) -> opentelemetry_sdk::trace::SdkTracerProvider {
+    otel_provider_builder(exporter, max_queue_size).build()
+}
+
+/// The builder of [`otel_provider`], for a comparison that sets more (a
+/// sampler).
+pub fn otel_provider_builder(
+    exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
+    max_queue_size: usize,
+) -> opentelemetry_sdk::trace::TracerProviderBuilder {
     let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
         .with_batch_config(
             opentelemetry_sdk::trace::BatchConfigBuilder::default()
@@ -260,9 +269,7 @@ pub fn otel_provider(
                 .build(),
         )
         .build();
-    opentelemetry_sdk::trace::SdkTracerProvider::builder()
-        .with_span_processor(bsp)
-        .build()
+    opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(bsp)
 }
 
 /// Runs one configuration, with `total_queue` spans of queue in all (ours:

@@ -231,18 +231,8 @@ pub fn sdk_provider(
     exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static,
     max_queue_size: usize,
 ) -> opentelemetry_sdk::trace::SdkTracerProvider {
-    let bsp = opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter)
-        .with_batch_config(
-            opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                .with_max_queue_size(max_queue_size)
-                .with_max_export_batch_size(512.min(max_queue_size))
-                .with_scheduled_delay(Duration::from_millis(100))
-                .build(),
-        )
-        .build();
-    opentelemetry_sdk::trace::SdkTracerProvider::builder()
+    crate::exporter::otel_provider_builder(exporter, max_queue_size)
         .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
-        .with_span_processor(bsp)
         .build()
 }
 
