@@ -157,8 +157,8 @@ impl OtlpLayer {
         self
     }
 
-    /// Samples spans with `sampler` instead of the one the environment
-    /// names. See [Context propagation and
+    /// Samples spans with `sampler` instead of the pipeline's
+    /// ([`Pipeline::sampler`]). See [Context propagation and
     /// sampling](crate#context-propagation-and-sampling).
     ///
     /// ```
