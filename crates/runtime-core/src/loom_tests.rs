@@ -572,3 +572,79 @@ fn region_spawn_racing_two_cancels_gets_the_strongest() {
         }
     });
 }
+
+/// Two requests on one cancel cell from different threads, a weaker and a
+/// stronger (the first takes the lock-free compare-and-swap, the other the
+/// locked path, in either order), and a reader meanwhile: exactly one is
+/// the first, the stronger ends up current, the reader sees nothing or a
+/// whole reason, and dropping the cell gives back every count it took.
+#[test]
+fn cancel_cell_racing_requests_keep_the_strongest() {
+    use crate::cancel::CancelCell;
+    loom::model(|| {
+        let cell = Arc::new(CancelCell::new());
+        let weak = Arc::new(CancelReason::user("stop"));
+        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
+        let (c1, w) = (cell.clone(), weak.clone());
+        let t1 = thread::spawn(move || c1.request(&w));
+        let (c2, s) = (cell.clone(), strong.clone());
+        let t2 = thread::spawn(move || c2.request(&s));
+        let seen = cell.get().map(|r| r.kind());
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert!(matches!(
+            seen,
+            None | Some(CancelKind::User) | Some(CancelKind::Shutdown)
+        ));
+        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
+        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
+        drop(cell);
+        assert_eq!(Arc::strong_count(&weak), 1);
+        assert_eq!(Arc::strong_count(&strong), 1);
+    });
+}
+
+/// A handle dropped on another thread while its task finishes (`JOIN_GONE`
+/// set before or after `finish`'s RMW) loses nothing: both tasks complete
+/// once, and the handle that stayed (polled, so registered) sees the
+/// outcome.
+#[test]
+fn join_handle_drop_racing_finish() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let flag = Arc::new(Mutex::new((false, None)));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let spawn = |flag: &Arc<Mutex<(bool, Option<Waker>)>>| {
+            let (f, p) = (flag.clone(), polls.clone());
+            let h: JoinHandle<u32, ()> = spawn_in(&root, Budget::UNLIMITED, 0, move |_cx| Gate {
+                flag: f,
+                polls: p,
+            });
+            h
+        };
+        let dropped = spawn(&flag);
+        let flag2 = Arc::new(Mutex::new((false, None)));
+        let mut joined = spawn(&flag2);
+        sched.run_all(); // both pending
+        let waker = futures_noop();
+        assert!(
+            Pin::new(&mut joined)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let dropper = thread::spawn(move || drop(dropped));
+        for f in [&flag, &flag2] {
+            if let Some(w) = open(f) {
+                w.wake();
+            }
+        }
+        sched.run_all();
+        dropper.join().unwrap();
+        sched.run_all();
+        assert!(joined.is_finished());
+        assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
+        match Pin::new(&mut joined).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(o) => assert!(o.is_ok()),
+            Poll::Pending => panic!("finished but not ready"),
+        }
+    });
+}

@@ -698,3 +698,11 @@ impl Drop for Runtime {
         }
     }
 }
+
+#[cfg(all(test, not(loom)))]
+impl Runtime {
+    /// How many timers are pending in this runtime's wheel (tests).
+    pub(crate) fn pending_timers(&self) -> usize {
+        self.shared.timers().len()
+    }
+}

@@ -10,6 +10,7 @@
 //! | `NOTIFIED` | woken while running: run again after this poll |
 //! | `COMPLETE` | finished; the outcome is in the cell for the joiner |
 //! | `CUT_OFF` | its cleanup overran: drop the future at the next run |
+//! | `JOIN_GONE` | its `JoinHandle` was dropped before it finished: nobody to wake |
 //!
 //! A wake sets `SCHEDULED` (and enqueues) only from idle, sets `NOTIFIED`
 //! while running, and does nothing otherwise: a task is in at most one run
@@ -92,6 +93,10 @@ pub(crate) const RUNNING: usize = 2;
 pub(crate) const NOTIFIED: usize = 4;
 pub(crate) const COMPLETE: usize = 8;
 pub(crate) const CUT_OFF: usize = 16;
+/// The `JoinHandle` was dropped before the task finished: `finish` has no
+/// joiner to wake (a waker left in the slot by the handle's last poll is
+/// stale) and skips the slot's two read-modify-writes.
+pub(crate) const JOIN_GONE: usize = 32;
 
 /// What the scheduler sees of a task.
 pub(crate) trait Runnable: Send + Sync + 'static {
@@ -126,6 +131,10 @@ pub(crate) struct Header {
     pub(crate) polls_at_cancel: AtomicU32,
     /// Cost charged so far.
     pub(crate) cost: AtomicU64,
+    /// When the grace period of this task's own cancellation ends (a
+    /// request on the task alone, not through its region), or
+    /// `GRACE_UNSET`/`GRACE_ARMED` (`cancel/protocol.rs`).
+    pub(crate) grace_at: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
     pub(crate) mask: AtomicU32,
     /// A checkpoint in this task (any of its scopes) reported a
@@ -282,6 +291,7 @@ where
             polls: AtomicU32::new(0),
             polls_at_cancel: AtomicU32::new(u32::MAX),
             cost: AtomicU64::new(0),
+            grace_at: AtomicU64::new(crate::cancel::GRACE_UNSET),
             mask: AtomicU32::new(0),
             observed: AtomicBool::new(false),
             open_regions: Mutex::new(Vec::new()),
@@ -408,9 +418,11 @@ where
         h.region.child_finished(report);
         // AcqRel: Release is what matters: the joiner (Acquire on
         // COMPLETE) sees the outcome and the reports above. An RMW, not a
-        // store, so a concurrent waker's bits are kept.
-        h.state.fetch_or(COMPLETE, Ordering::AcqRel);
-        if self.join.wake() {
+        // store, so a concurrent waker's bits are kept. Its old value says
+        // whether the handle is gone (a drop that comes after this finds
+        // COMPLETE and sets nothing; a waker it left is woken, harmlessly).
+        let prev = h.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        if prev & JOIN_GONE == 0 && self.join.wake() {
             stats.panic_caught();
         }
     }
@@ -567,7 +579,14 @@ where
                     self.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false);
                     return;
                 }
-                Ok(Poll::Pending) => {}
+                Ok(Poll::Pending) => {
+                    // Still running after a poll that may have seen its
+                    // cancellation: its cleanup now needs the grace timer.
+                    if h.cancel.is_requested() {
+                        let me: Arc<dyn Runnable> = self.clone();
+                        crate::cancel::arm_grace(&me);
+                    }
+                }
             }
             // Looking for other work costs a few dozen instructions; a
             // task woken meanwhile waits at most three more of our polls.
@@ -800,6 +819,22 @@ impl<T, E> JoinHandle<T, E> {
         // Acquire: as in `poll_join`, so that `true` means the outcome is
         // ready for an await that follows.
         self.task.task_header().state.load(Ordering::Acquire) & COMPLETE != 0
+    }
+}
+
+impl<T, E> Drop for JoinHandle<T, E> {
+    fn drop(&mut self) {
+        let state = &self.task.task_header().state;
+        // Acquire (a plain look first): a task seen finished needs nothing
+        // (the common case of a handle that was awaited); one still running
+        // is told that nobody will join it.
+        if state.load(Ordering::Acquire) & COMPLETE == 0 {
+            // Relaxed: only the bit matters to `finish`, which reads it in
+            // its own RMW of the same word (RMWs of one atomic are totally
+            // ordered, so it sees the bit or this comes after it); nothing
+            // else is published through it.
+            state.fetch_or(JOIN_GONE, Ordering::Relaxed);
+        }
     }
 }
 

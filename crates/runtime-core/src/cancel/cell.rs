@@ -7,29 +7,32 @@ use crate::loom::{AtomicPtr, Mutex, Ordering, lock};
 
 /// A cancellation request cell: the strongest reason asked for so far.
 ///
-/// Reading is lock-free (one atomic load, then a clone); only requests take
-/// the lock. Every reason recorded is kept (as an `Arc`, shared with
-/// whoever requested it: a region passes one `Arc` to all its tasks) until
-/// the cell is dropped, so a reader's pointer never dangles; reasons only
-/// strengthen, so there are at most a handful per cell, and the first needs
-/// no allocation here.
+/// Reading is lock-free (one atomic load, then a clone), and so is the
+/// first request (one compare-and-swap from null: the common case, a
+/// region's sweep reaching each of its tasks once); only a later, stronger
+/// request takes the lock. Every reason recorded is kept (as an `Arc`,
+/// shared with whoever requested it: a region passes one `Arc` to all its
+/// tasks) until the cell is dropped, so a reader's pointer never dangles;
+/// reasons only strengthen, so there are at most a handful per cell.
 pub(crate) struct CancelCell {
-    /// The current reason, or null. Points into an `Arc` held by `kept`.
+    /// The current reason, or null. Points into an `Arc` the cell owns:
+    /// `first`'s, or one held by `later`.
     current: AtomicPtr<CancelReason>,
-    kept: Mutex<Kept>,
-}
-
-#[derive(Default)]
-struct Kept {
-    first: Option<Arc<CancelReason>>,
-    later: Vec<Arc<CancelReason>>,
+    /// The first reason recorded (a count of its `Arc` owned by the cell,
+    /// through `Arc::into_raw`), or null. Written once, by the request whose
+    /// compare-and-swap took `current` from null; read only by `drop`.
+    first: AtomicPtr<CancelReason>,
+    /// Stronger reasons recorded after the first (their lock also
+    /// serialises those requests).
+    later: Mutex<Vec<Arc<CancelReason>>>,
 }
 
 impl CancelCell {
     pub(crate) fn new() -> Self {
         CancelCell {
             current: AtomicPtr::new(std::ptr::null_mut()),
-            kept: Mutex::new(Kept::default()),
+            first: AtomicPtr::new(std::ptr::null_mut()),
+            later: Mutex::new(Vec::new()),
         }
     }
 
@@ -37,26 +40,51 @@ impl CancelCell {
     /// Returns `Some(first)` if the reason changed, `first` telling whether
     /// this was the first request.
     pub(crate) fn request(&self, reason: &Arc<CancelReason>) -> Option<bool> {
-        let mut kept = lock(&self.kept);
-        // Writers are serialised by the lock: Relaxed sees the last store.
-        let current = self.current.load(Ordering::Relaxed);
-        // SAFETY: a non-null `current` points into an Arc held by `kept`.
-        let first = match unsafe { current.as_ref() } {
-            None => true,
-            Some(cur) if reason.strength() > cur.strength() => false,
-            Some(_) => return None,
-        };
-        let ptr = Arc::as_ptr(reason).cast_mut();
-        if first {
-            kept.first = Some(reason.clone());
-        } else {
-            kept.later.push(reason.clone());
+        // Relaxed: a first guess; the compare-and-swap below decides.
+        if self.current.load(Ordering::Relaxed).is_null() {
+            let raw = Arc::into_raw(reason.clone()).cast_mut();
+            // SeqCst on success (Release at least): a reader that sees the
+            // pointer sees the reason behind it; SeqCst for the spawn/sweep
+            // handshake in `region/mod.rs` and the Dekker pair with
+            // `Header::open_count` (`cancel/protocol.rs`), as the store of
+            // a later request below. Relaxed on failure: we only go on to
+            // the locked path, whose lock and Acquire load order the rest.
+            match self.current.compare_exchange(
+                std::ptr::null_mut(),
+                raw,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Relaxed: read only by `drop`, which has `&mut self`
+                    // (whatever ended the cell's sharing synchronised it).
+                    self.first.store(raw, Ordering::Relaxed);
+                    return Some(true);
+                }
+                // SAFETY: `raw` came from `Arc::into_raw` just above and
+                // was not published: its count is ours to give back.
+                Err(_) => drop(unsafe { Arc::from_raw(raw) }),
+            }
         }
-        // SeqCst (Release at least): a reader that sees the pointer sees
-        // the reason behind it; SeqCst for the spawn/sweep handshake in
-        // `region.rs`.
-        self.current.store(ptr, Ordering::SeqCst);
-        Some(first)
+        let mut later = lock(&self.later);
+        // Acquire: synchronises with the first request's compare-and-swap
+        // (which may not have held the lock), so the reason behind the
+        // pointer is visible; later writers are serialised by the lock.
+        // Non-null: we get here only once `current` is non-null, and it
+        // never goes back to null.
+        let current = self.current.load(Ordering::Acquire);
+        // SAFETY: a non-null `current` points into an Arc the cell owns
+        // (`first`, or one in `later`) until it is dropped.
+        if let Some(cur) = unsafe { current.as_ref() }
+            && reason.strength() <= cur.strength()
+        {
+            return None;
+        }
+        later.push(reason.clone());
+        // SeqCst (Release at least): as the compare-and-swap above.
+        self.current
+            .store(Arc::as_ptr(reason).cast_mut(), Ordering::SeqCst);
+        Some(false)
     }
 
     /// Whether anything was requested.
@@ -70,7 +98,7 @@ impl CancelCell {
     pub(crate) fn get(&self) -> Option<CancelReason> {
         let p = self.current.load(Ordering::SeqCst);
         // SAFETY: non-null pointers in `current` point into Arcs that
-        // `kept` holds until the cell is dropped; `&self` keeps it alive.
+        // the cell owns (`first`, `later`) until the cell is dropped; `&self` keeps it alive.
         unsafe { p.as_ref() }.cloned()
     }
 
@@ -81,12 +109,24 @@ impl CancelCell {
         if p.is_null() {
             return None;
         }
-        // SAFETY: `p` came from `Arc::as_ptr` of an Arc that `kept` holds
+        // SAFETY: `p` came from `Arc::as_ptr` of an Arc that the cell owns
         // until the cell is dropped (and `&self` keeps the cell alive), so
         // the count is at least one while we add ours.
         unsafe {
             Arc::increment_strong_count(p);
             Some(Arc::from_raw(p))
+        }
+    }
+}
+
+impl Drop for CancelCell {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self`: nothing else can touch the cell now.
+        let first = self.first.load(Ordering::Relaxed);
+        if !first.is_null() {
+            // SAFETY: `first` holds the count that `request` took with
+            // `Arc::into_raw` for the cell; this gives it back, once.
+            drop(unsafe { Arc::from_raw(first) });
         }
     }
 }

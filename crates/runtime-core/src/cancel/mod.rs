@@ -8,21 +8,24 @@
 //!
 //! ## In short
 //!
-//! A request strengthens a `CancelCell` (one atomic flag on the fast path,
-//! a mutex behind it) and sweeps the registry: tasks in the region get the
-//! reason verbatim, child regions get `ParentCancelled` with the reason as
-//! its cause; a task's own cancellation also reaches the regions its body
+//! A request strengthens a `CancelCell` (the first request is one
+//! compare-and-swap; a later, stronger one takes a mutex) and sweeps the
+//! registry: tasks in the region get the reason verbatim, child regions get
+//! `ParentCancelled` with the reason as its cause; a task's own cancellation also reaches the regions its body
 //! has open. Checkpoints (`checkpoint`, `yield_now`, `sleep`, `tick`,
 //! channel waits) read the cell of their scope. A task or body that returns
 //! `Err` after a checkpoint reported cancellation ends `Cancelled(reason)`.
 //! Cleanup is bounded: after the request, a task may be polled
 //! `CleanupBudget::polls` times and live `grace` long (one timer per
-//! cancelled region), then it is cut off (its future dropped, counted).
+//! cancelled region, armed only if something is still running after a poll
+//! that saw the request), then it is cut off (its future dropped, counted).
 
 mod cell;
 mod protocol;
 mod reason;
 
 pub(crate) use cell::CancelCell;
-pub(crate) use protocol::{cancel_task, cancel_task_with, cut_off_task};
+pub(crate) use protocol::{
+    GRACE_ARMED, GRACE_UNSET, arm_grace, cancel_task, cancel_task_with, cut_off_task,
+};
 pub use reason::{CancelKind, CancelReason, Cancelled, Origin};

@@ -10,8 +10,12 @@
 //! * **Drain.** A cancelled task sees the request at its next checkpoint
 //!   (level-triggered) and returns; it gets the cleanup budget of its
 //!   region: a number of polls (counted in `Task::run`) and a grace period
-//!   (a timer armed at the first request, one per region sweep or per task
-//!   cancelled alone).
+//!   from the first request (one per cancelled region, or per task
+//!   cancelled alone). Its timer is armed only when a cancelled task or
+//!   region body is still running after a poll that saw the request
+//!   ([`arm_grace`]): a drain in which every task returns at its next
+//!   checkpoint touches the timer wheel only to drop the tasks' own sleeps.
+//!   A region's close cancels its armed timer.
 //! * **Finalize.** A task that overruns is cut off ([`cut_off_task`]: its
 //!   future is dropped in place at its next run, its outcome is
 //!   `Cancelled`); a region closes once every child has finished, then runs
@@ -26,10 +30,11 @@
 use std::sync::{Arc, Weak};
 
 use super::{CancelKind, CancelReason, Origin};
-use crate::loom::{Ordering, lock};
+use crate::loom::{AtomicU64, Ordering, lock};
 use crate::region::{Child, Region};
 use crate::sched::Schedule;
 use crate::task::{COMPLETE, CUT_OFF, Runnable, wake_task};
+use crate::time::Instant;
 use crate::time::driver::TimerAction;
 
 /// Requests cancellation of a task (strengthening its reason) and wakes it
@@ -46,6 +51,15 @@ pub(crate) fn cancel_task_with(
     own_grace: bool,
 ) {
     let h = task.header();
+    if own_grace
+        && let Some(grace) = h.region.cleanup.grace
+        && !h.cancel.is_requested()
+    {
+        // The grace period runs from the request; its timer is armed only
+        // if the task is still running after a poll that saw it
+        // (`arm_grace`).
+        set_grace_deadline(&h.grace_at, h.sched().now() + grace);
+    }
     let Some(first) = h.cancel.request(reason) else {
         return;
     };
@@ -54,11 +68,6 @@ pub(crate) fn cancel_task_with(
         // here as a bound; `polls_at_cancel` is one word read by the next run.
         h.polls_at_cancel
             .store(h.polls.load(Ordering::Relaxed), Ordering::Relaxed);
-        if let (Some(grace), true) = (h.region.cleanup.grace, own_grace) {
-            let at = h.sched().now() + grace;
-            h.sched()
-                .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
-        }
     }
     // SeqCst: the load half of the Dekker pair with `add_open_region`
     // (the request's SeqCst store into the cell came first): a region
@@ -81,6 +90,62 @@ pub(crate) fn cancel_task_with(
     wake_task(task, Schedule::Cancel);
 }
 
+/// `grace_at` (of a task or a region): no grace period requested yet.
+pub(crate) const GRACE_UNSET: u64 = 0;
+/// `grace_at`: the grace timer has been armed (or needs none any more).
+pub(crate) const GRACE_ARMED: u64 = u64::MAX;
+
+/// Records when a grace period that starts now ends, unless one was
+/// recorded already (the first request's counts). Called before the
+/// request is stored in the cancel cell: whoever sees the request (the
+/// cell's SeqCst store, read with a SeqCst load) sees this too.
+fn set_grace_deadline(grace_at: &AtomicU64, at: Instant) {
+    let at = at.as_nanos().clamp(GRACE_UNSET + 1, GRACE_ARMED - 1);
+    // Release (the failure case: Relaxed): the value is published by the
+    // cell's SeqCst store that follows; Release also orders it for an armer
+    // that reads it directly. A lost race means another first request
+    // recorded its deadline, which is as good (the same request instant,
+    // give or take the race).
+    let _ = grace_at.compare_exchange(GRACE_UNSET, at, Ordering::Release, Ordering::Relaxed);
+}
+
+/// Takes the recorded grace deadline for arming, once: `Some` for the one
+/// caller that wins it.
+fn take_grace_deadline(grace_at: &AtomicU64) -> Option<Instant> {
+    // Acquire: pairs with `set_grace_deadline`'s Release (the caller saw the
+    // request already, which publishes it too); Relaxed would do for the
+    // value, Acquire keeps the reasoning local.
+    let at = grace_at.load(Ordering::Acquire);
+    if at == GRACE_UNSET || at == GRACE_ARMED {
+        return None;
+    }
+    // AcqRel: one armer wins (an RMW); nothing else is published through it.
+    grace_at
+        .compare_exchange(at, GRACE_ARMED, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+        .then_some(Instant::from_nanos(at))
+}
+
+/// Arms the grace timers that a cancelled task still running needs: its
+/// own (cancelled alone, through its handle or a budget) and those of the
+/// cancelled regions above it. Called after a poll of the task returned
+/// `Pending` while its cancellation was requested: a task that finishes at
+/// the first poll after the request (the common case) never costs a timer.
+///
+/// The cut-off happens when it would with a timer armed at the request: a
+/// task can only be cut off at a run, and every cancelled task is woken to
+/// run; until that run ends `Pending`, there is nothing to cut off.
+#[cold]
+#[inline(never)]
+pub(crate) fn arm_grace(task: &Arc<dyn Runnable>) {
+    let h = task.header();
+    if let Some(at) = take_grace_deadline(&h.grace_at) {
+        h.sched()
+            .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
+    }
+    h.region.arm_grace_chain();
+}
+
 /// Marks a task to have its future dropped at its next run, and wakes it.
 pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
     let h = task.header();
@@ -101,16 +166,16 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
 impl Region {
     /// Requests cancellation of this region and everything in it.
     pub(crate) fn cancel(&self, reason: &CancelReason) {
-        let Some(first) = self.cancel.request(&Arc::new(reason.clone())) else {
+        if let Some(grace) = self.cleanup.grace
+            && !self.cancel.is_requested()
+        {
+            // One grace period for every task the request reaches here,
+            // from now; its timer is armed only once something below is
+            // still running after a poll that saw the request (`arm_grace`).
+            set_grace_deadline(&self.grace_at, self.sched.now() + grace);
+        }
+        if self.cancel.request(&Arc::new(reason.clone())).is_none() {
             return;
-        };
-        if first {
-            // One grace timer for every task the request reaches here.
-            if let Some(grace) = self.cleanup.grace {
-                let at = self.sched.now() + grace;
-                self.sched
-                    .insert_timer(at, TimerAction::CutOffRegion(self.this.clone()));
-            }
         }
         self.sweep();
         // Wake whoever polls the body to see the request: the waker its
@@ -130,6 +195,30 @@ impl Region {
         }
     }
 
+    /// Arms the grace timer of this region and of each cancelled region
+    /// above it whose timer is not armed yet (see [`arm_grace`]). Called
+    /// when something below was still running after a poll that saw a
+    /// cancellation: a task of this region, or this region's body.
+    #[cold]
+    pub(crate) fn arm_grace_chain(&self) {
+        let mut r = Some(self);
+        while let Some(node) = r {
+            if node.cancel.is_requested()
+                && let Some(at) = take_grace_deadline(&node.grace_at)
+            {
+                let handle = node
+                    .sched
+                    .insert_timer(at, TimerAction::CutOffRegion(node.this.clone()));
+                // Kept so that the close can cancel it (the timer holds the
+                // node's allocation until it fires). A close that ran
+                // between the take and this store misses it: the timer
+                // then fires on a closed region and does nothing.
+                *lock(&node.grace_timer) = Some(handle);
+            }
+            r = node.parent.as_deref();
+        }
+    }
+
     /// One pass over the registry: drops finished children, and passes the
     /// current cancel reason to live ones. Passes never overlap: a request
     /// that arrives during one makes the running sweeper go again.
@@ -145,14 +234,15 @@ impl Region {
             // cell before their increments).
             let seen = self.sweeps.load(Ordering::Acquire);
             let reason = self.cancel.get_arc();
-            let child_reason = reason.as_ref().map(|r| r.for_child());
+            // Made at the first child region (most sweeps reach only tasks).
+            let child_reason = std::cell::OnceCell::new();
             let apply = |c: &Child| {
                 let Some(reason) = &reason else { return };
                 match c {
                     Child::Task(t) => cancel_task_with(t, reason, false),
                     Child::Region(r) => {
-                        if let (Some(r), Some(cr)) = (r.upgrade(), &child_reason) {
-                            r.cancel(cr);
+                        if let Some(r) = r.upgrade() {
+                            r.cancel(child_reason.get_or_init(|| reason.for_child()));
                         }
                     }
                 }
@@ -168,7 +258,9 @@ impl Region {
             });
             // Those registered since: the same, then keep them here. The
             // take (after this pass loaded the reason) is the sweep's half
-            // of the handshake with `adopt`.
+            // of the handshake with `adopt`. (Room for them first: the
+            // registry's length is an estimate, which is all this needs.)
+            swept.reserve(self.children.len());
             for c in self.children.take() {
                 if c.is_alive() {
                     apply(&c);
@@ -234,5 +326,82 @@ impl Region {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use crate::time::Duration;
+    use crate::{CancelReason, Runtime, caps::ambient_authority};
+
+    fn rt() -> Runtime {
+        Runtime::builder()
+            .worker_threads(1)
+            .build(ambient_authority())
+            .unwrap()
+    }
+
+    /// A cancelled region whose tasks all finish at the first poll after
+    /// the request never arms its grace timer: nothing is left in the
+    /// wheel (each sleep deregistered when its task finished).
+    #[test]
+    fn a_drain_that_finishes_at_once_arms_no_grace_timer() {
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region(|cx| async move {
+                    let hs: Vec<_> = (0..3)
+                        .map(|_| {
+                            cx.spawn(|cx| async move { cx.sleep(Duration::from_secs(3600)).await })
+                        })
+                        .collect();
+                    cx.yield_now().await.map_err(|_| ())?;
+                    cx.cancel(CancelReason::user("stop"));
+                    drop(hs);
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(r.is_ok())
+        });
+        assert_eq!(out.ok(), Some(true));
+        assert_eq!(rt.pending_timers(), 0);
+    }
+
+    /// A task that is still running after the poll that saw the request
+    /// arms the region's grace timer; the region's close cancels it.
+    #[test]
+    fn a_slow_drain_arms_the_grace_timer_and_the_close_cancels_it() {
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region(|cx| async move {
+                    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+                    let _h = cx.spawn(move |cx| async move {
+                        let _ = cx.sleep(Duration::from_secs(3600)).await;
+                        // Cleanup that takes one more turn.
+                        let mut yielded = false;
+                        std::future::poll_fn(|task| {
+                            if yielded {
+                                return std::task::Poll::Ready(());
+                            }
+                            yielded = true;
+                            task.waker().wake_by_ref();
+                            std::task::Poll::Pending
+                        })
+                        .await;
+                        let _ = tx.send(1);
+                    });
+                    cx.yield_now().await.map_err(|_| ())?;
+                    cx.cancel(CancelReason::user("stop"));
+                    Ok::<_, ()>(rx)
+                })
+                .await;
+            Ok::<_, ()>(r.ok().map(|rx| rx.try_recv().ok()))
+        });
+        // The cleanup ran to its end (not cut off), and the armed timer is
+        // gone with the region.
+        assert_eq!(out.ok(), Some(Some(Some(1))));
+        assert_eq!(rt.stats().tasks_cut_off, 0);
+        assert_eq!(rt.pending_timers(), 0);
     }
 }

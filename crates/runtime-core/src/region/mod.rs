@@ -43,15 +43,15 @@ use std::task::{Context, Poll, Waker};
 
 use crate::budget::{Budget, CleanupBudget};
 use crate::cancel::CancelCell;
-use crate::cancel::cancel_task_with;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::loom::{AtomicBool, AtomicUsize, Mutex, Ordering, lock};
+use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_with};
+use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
 use crate::sched::Scheduler;
 use crate::sync::WakerSlot;
 use crate::task::Runnable;
-use crate::time::driver::TimerAction;
+use crate::time::driver::{TimerAction, TimerHandle};
 use crate::{RegionId, TaskId};
 
 /// What a finishing child tells its region.
@@ -161,13 +161,20 @@ pub(crate) struct Region {
     pub(crate) id: RegionId,
     /// This node, weakly (for timers that must not keep it alive).
     pub(crate) this: Weak<Region>,
-    parent: Option<Arc<Region>>,
+    pub(crate) parent: Option<Arc<Region>>,
     /// The task whose body runs this region (woken when it is cancelled).
     owner: Option<Weak<dyn Runnable>>,
     pub(crate) policy: Policy,
     pub(crate) budget: Budget,
     pub(crate) cleanup: CleanupBudget,
     pub(crate) cancel: CancelCell,
+    /// When the cleanup grace period of this region's cancellation ends
+    /// (nanoseconds; `GRACE_UNSET`, or `GRACE_ARMED` once its timer is
+    /// armed): recorded at the first request, armed only when something
+    /// below is still running after a poll that saw it (`cancel/protocol.rs`).
+    pub(crate) grace_at: AtomicU64,
+    /// The armed grace timer, cancelled at the close.
+    pub(crate) grace_timer: Mutex<Option<TimerHandle>>,
     pub(crate) sched: Arc<dyn Scheduler>,
     /// Children alive (tasks and child regions).
     live: AtomicUsize,
@@ -251,6 +258,8 @@ impl Region {
             budget,
             cleanup,
             cancel: CancelCell::new(),
+            grace_at: AtomicU64::new(GRACE_UNSET),
+            grace_timer: Mutex::new(None),
             sched,
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
@@ -561,6 +570,15 @@ impl Region {
             return;
         }
         drop(self.children.take());
+        // The grace timer, if one was armed, has nothing left to cut off;
+        // it would hold this node's allocation until it fired.
+        // Acquire: pairs with the arming CAS (AcqRel); a handle stored after
+        // this look is left to fire on the closed node, which does nothing.
+        if self.grace_at.load(Ordering::Acquire) == GRACE_ARMED
+            && let Some(timer) = lock(&self.grace_timer).take()
+        {
+            self.sched.cancel_timer(timer);
+        }
         let body_waker = lock(&self.body_waker).take();
         drop(body_waker);
         let swept = std::mem::take(&mut *lock(&self.swept));

@@ -118,7 +118,13 @@ impl<F: Future> Future for InScope<'_, F> {
         }
         let _scope = crate::task::PollingGuard::region(this.node);
         // SAFETY: `inner` is pinned because `self` is.
-        unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx)
+        let polled = unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx);
+        if polled.is_pending() && this.node.cancel.is_requested() {
+            // The body is still running after a poll that may have seen
+            // the cancellation: its cleanup now needs the grace timer.
+            this.node.arm_grace_chain();
+        }
+        polled
     }
 }
 

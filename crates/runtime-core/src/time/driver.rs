@@ -190,6 +190,12 @@ impl TimerDriver {
         now_tick(now) >= self.next_due.load(Ordering::Relaxed)
     }
 
+    /// How many timers are pending (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.inner).wheel.len()
+    }
+
     /// Drops every pending timer (shutdown): wakers and task references go.
     pub(crate) fn clear(&self) {
         let old = std::mem::replace(&mut lock(&self.inner).wheel, Wheel::new());
