@@ -43,8 +43,9 @@ pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
     cancel_task_with(task, &Arc::new(reason.clone()), true);
 }
 
-/// [`cancel_task`]; `own_grace` arms the cleanup grace timer for this task
-/// alone (a region cancelling all its tasks arms one for all of them).
+/// [`cancel_task`]; `own_grace` gives this task a cleanup grace period of
+/// its own, from now (a region cancelling all its tasks has one for all of
+/// them); its timer is armed only if needed ([`arm_grace`]).
 pub(crate) fn cancel_task_with(
     task: &Arc<dyn Runnable>,
     reason: &Arc<CancelReason>,
