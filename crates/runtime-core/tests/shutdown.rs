@@ -120,7 +120,13 @@ fn a_poll_that_never_returns_is_reported_not_waited_for() {
         t0.elapsed() < Duration::from_secs(2),
         "waited for the stuck poll"
     );
-    assert_eq!(alive, 1, "the stuck task is reported");
+    // The stuck task is reported. The root task waiting for it is cut off
+    // within the shutdown's last window, which a loaded machine can let
+    // pass first: then it is counted too.
+    assert!(
+        (1..=2).contains(&alive),
+        "the stuck task is reported: {alive} alive"
+    );
     let rt = runner.join().unwrap();
     let report = rt.shutdown(Duration::from_secs(5));
     assert!(report.completed, "the poll returned in the end: {report:?}");
