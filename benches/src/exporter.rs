@@ -299,7 +299,7 @@ pub fn run(
 /// Starts `threads` threads that wait at a barrier, run `body(t)` and
 /// report how long it took; returns the slowest time and when the first
 /// thread started.
-fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
+pub(crate) fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
     let start = Barrier::new(threads + 1);
     thread::scope(|s| {
         let handles: Vec<_> = (0..threads)

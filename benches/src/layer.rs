@@ -25,10 +25,9 @@
 //! assert_eq!((r.offered, r.delivered), (2_000, 2_000));
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use otlp_exporter::{Pipeline, Resource, Sampler};
 use otlp_tracing::{LayerCounters, OtlpLayer};
@@ -253,34 +252,15 @@ pub fn run(
     total_queue: usize,
 ) -> PipelineResult {
     let stack = Stack::new(candidate, threads, total_queue);
-    let start = Barrier::new(threads + 1);
-    let (slowest, t0) = thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (start, dispatch) = (&start, &stack.dispatch);
-                s.spawn(move || {
-                    tracing::dispatcher::with_default(dispatch, || {
-                        start.wait();
-                        let t0 = Instant::now();
-                        for i in 0..per_thread {
-                            span(t, i);
-                        }
-                        (t0, t0.elapsed())
-                    })
-                })
-            })
-            .collect();
-        start.wait();
-        // The run starts when the first thread starts (this one may be
-        // descheduled right after the barrier on a busy machine).
-        let mut first: Option<Instant> = None;
-        let mut slowest = Duration::ZERO;
-        for h in handles {
-            let (t0, took) = h.join().expect("recording thread panicked");
-            first = Some(first.map_or(t0, |f| f.min(t0)));
-            slowest = slowest.max(took);
-        }
-        (slowest, first.unwrap_or_else(Instant::now))
+    let dispatch = &stack.dispatch;
+    // Each thread makes the stack its default (a few nanoseconds, inside
+    // the timed region) and records its spans.
+    let (slowest, t0) = crate::exporter::drive(threads, |t| {
+        tracing::dispatcher::with_default(dispatch, || {
+            for i in 0..per_thread {
+                span(t, i);
+            }
+        });
     });
     let finished = stack.finish();
     let wall = t0.elapsed().as_secs_f64();
