@@ -495,6 +495,38 @@ fn registry_two_adopts_racing_cancel_never_escape() {
     });
 }
 
+/// A task in `region` that yields forever (ends only when cancelled).
+fn spawn_yielding_forever(region: &Arc<Region>) -> JoinHandle<(), Cancelled> {
+    spawn_in(region, Budget::UNLIMITED, 0, |cx| async move {
+        loop {
+            cx.yield_now().await?;
+        }
+    })
+}
+
+/// Runs what is queued (a few turns: enough for a cancelled task to see its
+/// request) and returns the task's outcome; fails if it has not finished.
+fn run_until_cancelled(
+    sched: &Mock,
+    mut h: JoinHandle<(), Cancelled>,
+) -> crate::Outcome<(), Cancelled> {
+    for _ in 0..3 {
+        let next = sched.queue.lock().unwrap().pop_front();
+        if let Some(t) = next {
+            t.run();
+        }
+    }
+    assert!(
+        h.is_finished(),
+        "the task escaped the region's cancellation"
+    );
+    let waker = futures_noop();
+    match Pin::new(&mut h).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(o) => o,
+        Poll::Pending => panic!("finished but not ready"),
+    }
+}
+
 /// The real thing: a task spawned into a region from one thread while
 /// another cancels the region. The task ends `Cancelled` with the reason
 /// (if it escaped, it would keep yielding and not finish in the turns
@@ -504,32 +536,10 @@ fn region_spawn_racing_cancel_is_cancelled() {
     loom::model(|| {
         let (sched, root) = setup();
         let r = root.clone();
-        let spawner = thread::spawn(move || {
-            let h: JoinHandle<(), Cancelled> =
-                spawn_in(&r, Budget::UNLIMITED, 0, |cx| async move {
-                    loop {
-                        cx.yield_now().await?;
-                    }
-                });
-            h
-        });
+        let spawner = thread::spawn(move || spawn_yielding_forever(&r));
         root.cancel(&CancelReason::user("stop"));
-        let mut h = spawner.join().unwrap();
-        for _ in 0..3 {
-            let next = sched.queue.lock().unwrap().pop_front();
-            if let Some(t) = next {
-                t.run();
-            }
-        }
-        assert!(
-            h.is_finished(),
-            "the task escaped the region's cancellation"
-        );
-        let waker = futures_noop();
-        match Pin::new(&mut h).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(o) => assert_eq!(o.cancel_reason().unwrap().message(), Some("stop")),
-            Poll::Pending => panic!("finished but not ready"),
-        }
+        let o = run_until_cancelled(&sched, spawner.join().unwrap());
+        assert_eq!(o.cancel_reason().unwrap().message(), Some("stop"));
     });
 }
 
@@ -542,34 +552,12 @@ fn region_spawn_racing_two_cancels_gets_the_strongest() {
     loom::model(|| {
         let (sched, root) = setup();
         let (r1, r2) = (root.clone(), root.clone());
-        let spawner = thread::spawn(move || {
-            let h: JoinHandle<(), Cancelled> =
-                spawn_in(&r1, Budget::UNLIMITED, 0, |cx| async move {
-                    loop {
-                        cx.yield_now().await?;
-                    }
-                });
-            h
-        });
+        let spawner = thread::spawn(move || spawn_yielding_forever(&r1));
         let weak = thread::spawn(move || r2.cancel(&CancelReason::user("stop")));
         root.cancel(&CancelReason::new(CancelKind::Shutdown));
         weak.join().unwrap();
-        let mut h = spawner.join().unwrap();
-        for _ in 0..3 {
-            let next = sched.queue.lock().unwrap().pop_front();
-            if let Some(t) = next {
-                t.run();
-            }
-        }
-        assert!(
-            h.is_finished(),
-            "the task escaped the region's cancellation"
-        );
-        let waker = futures_noop();
-        match Pin::new(&mut h).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(o) => assert_eq!(o.cancel_reason().unwrap().kind(), CancelKind::Shutdown),
-            Poll::Pending => panic!("finished but not ready"),
-        }
+        let o = run_until_cancelled(&sched, spawner.join().unwrap());
+        assert_eq!(o.cancel_reason().unwrap().kind(), CancelKind::Shutdown);
     });
 }
 
