@@ -819,9 +819,14 @@ impl<T> Producer<T> {
     /// ```
     #[inline]
     pub fn pool_used_at_claim(&self) -> Option<usize> {
-        match self.used_at_claim.replace(0) {
+        // Read first: on the push path nothing is written unless a claim
+        // was made.
+        match self.used_at_claim.get() {
             0 => None,
-            used => Some(used),
+            used => {
+                self.used_at_claim.set(0);
+                Some(used)
+            }
         }
     }
 
