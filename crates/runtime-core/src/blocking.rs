@@ -167,6 +167,19 @@ impl BlockingPool {
     }
 }
 
+/// Runs `f` now, on the calling thread, for a scheduler without a pool
+/// (the lab runtime: a job is one step of the task that asks for it).
+pub(crate) fn run_inline<R: Send + 'static>(f: impl FnOnce() -> R) -> Blocking<R> {
+    let r = catch_unwind(AssertUnwindSafe(f))
+        .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
+    Blocking {
+        slot: Arc::new(Slot {
+            value: Mutex::new(Some(r)),
+            waker: WakerSlot::new(),
+        }),
+    }
+}
+
 struct Slot<R> {
     value: Mutex<Option<Result<R, BlockingError>>>,
     waker: WakerSlot,

@@ -77,6 +77,7 @@ mod budget;
 mod cancel;
 pub mod channel;
 mod cx;
+pub mod lab;
 mod loom;
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -361,6 +361,44 @@ pub struct ShutdownReport {
     pub workers_stuck: usize,
 }
 
+/// The seed of the `n`th root task of a runtime seeded with `seed`.
+pub(crate) fn root_seed(seed: u64, n: u64) -> u64 {
+    crate::task::mix64(seed ^ crate::task::mix64(n))
+}
+
+/// The handle of a `block_on`'s root task (see [`spawn_root`]).
+pub(crate) type RootHandle<T, E> =
+    crate::task::JoinHandle<Outcome<T, RegionError<E>>, std::convert::Infallible>;
+
+/// Spawns the root task of a `block_on` into `root`: it runs `body` as the
+/// body of a fail-fast region, with a context of capabilities `C` (the
+/// real runtime's `All`, the lab's `LabCaps`). Shared by
+/// [`Runtime::block_on`] and the lab runtime.
+pub(crate) fn spawn_root<C, G, F, T, E>(root: &Arc<Region>, seed: u64, body: G) -> RootHandle<T, E>
+where
+    C: runtime_cap::CapSet,
+    G: FnOnce(Cx<C>) -> F + Send + 'static,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: fmt::Debug + Send + 'static,
+{
+    spawn_in(root, Budget::UNLIMITED, seed, move |core: CxCore| async move {
+        Ok::<_, std::convert::Infallible>(Cx::<C>::from_core(core, C::MASK).region(body).await)
+    })
+}
+
+/// The outcome of a root task spawned by [`spawn_root`]: the region's.
+pub(crate) fn root_outcome<T, E>(
+    out: Outcome<Outcome<T, RegionError<E>>, std::convert::Infallible>,
+) -> Outcome<T, RegionError<E>> {
+    match out {
+        Outcome::Ok(region) => region,
+        Outcome::Err(never) => match never {},
+        Outcome::Cancelled(r) => Outcome::Cancelled(r),
+        Outcome::Panicked(p) => Outcome::Panicked(p),
+    }
+}
+
 /// A waker that unparks a thread.
 struct ThreadWaker(Thread);
 
@@ -471,15 +509,7 @@ impl Runtime {
         let n = self
             .block_ons
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let seed = crate::task::mix64(self.builder.seed ^ crate::task::mix64(n));
-        let mut handle = spawn_in(
-            &self.root,
-            Budget::UNLIMITED,
-            seed,
-            move |core: CxCore| async move {
-                Ok::<_, std::convert::Infallible>(Cx::root(core).region(body).await)
-            },
-        );
+        let mut handle = spawn_root(&self.root, root_seed(self.builder.seed, n), body);
         let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
         let mut task_cx = Context::from_waker(&waker);
         let out = loop {
@@ -502,12 +532,7 @@ impl Runtime {
             }
             thread::park();
         };
-        match out {
-            Outcome::Ok(region) => region,
-            Outcome::Err(never) => match never {},
-            Outcome::Cancelled(r) => Outcome::Cancelled(r),
-            Outcome::Panicked(p) => Outcome::Panicked(p),
-        }
+        root_outcome(out)
     }
 
     /// Shuts down: cancels the root region (reason `Shutdown`), lets every

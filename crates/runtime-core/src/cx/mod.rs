@@ -180,11 +180,6 @@ impl Cx<All> {
     pub fn detached_for_tests() -> Cx<All> {
         Cx::from_core(CxCore::detached_for_tests(), All::MASK)
     }
-
-    /// The root context of a `block_on`.
-    pub(crate) fn root(core: CxCore) -> Cx<All> {
-        Cx::from_core(core, All::MASK)
-    }
 }
 
 impl<C: CapSet> Cx<C> {

@@ -542,10 +542,7 @@ impl CxCore {
     ) -> Blocking<R> {
         match self.sched().blocking() {
             Some(pool) => pool.spawn(f),
-            None => {
-                crate::blocking::BlockingPool::new(1, Duration::from_secs(1), "blocking".into())
-                    .spawn(f)
-            }
+            None => crate::blocking::run_inline(f),
         }
     }
 }

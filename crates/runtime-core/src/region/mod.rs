@@ -48,7 +48,7 @@ use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_with};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
-use crate::sched::Scheduler;
+use crate::sched::{Observed, Scheduler};
 use crate::sync::WakerSlot;
 use crate::task::Runnable;
 use crate::time::driver::{TimerAction, TimerHandle};
@@ -249,6 +249,7 @@ impl Region {
         cleanup: CleanupBudget,
         sched: Arc<dyn Scheduler>,
     ) -> Self {
+        sched.observe(Observed::RegionOpened(id));
         Region {
             id,
             this,
@@ -392,6 +393,8 @@ impl Region {
     /// region, whose body then sees the request itself); the child's
     /// outcome is on its handle.
     pub(crate) fn child_finished(&self, report: ChildReport) {
+        self.sched
+            .observe(Observed::ChildFinished(self.id, report.severity));
         let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
         if failed {
             {
@@ -425,6 +428,8 @@ impl Region {
                 if self.try_close() {
                     self.finish_abandoned();
                 }
+            } else if crate::lab::hooks::fault(crate::lab::hooks::LOST_CLOSE_WAKE) {
+                // A planted bug (lab tests only): the close's wake-up lost.
             } else if self.closer.wake() {
                 self.sched.stats().panic_caught();
             }
@@ -471,6 +476,7 @@ impl Region {
     /// (the region closed) never can: it is dropped and counted in
     /// `finalizers_skipped`.
     pub(crate) fn add_finalizer(&self, f: Finalizer) {
+        self.sched.observe(Observed::FinalizerAdded);
         let mut fin = lock(&self.finalizers);
         if !fin.over {
             fin.pending.push(f);
@@ -527,7 +533,11 @@ impl Region {
     /// Closes after the body and every child finished: joins the body's
     /// outcome with the children's, tells the parent.
     fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
-        let worst = lock(&self.worst).take();
+        let mut worst = lock(&self.worst).take();
+        if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
+            // A planted bug (lab tests only): the children's failure lost.
+            worst = None;
+        }
         let children: Outcome<(), RegionError<E>> = match worst {
             None => Outcome::Ok(()),
             Some(Worst::Err(f)) => Outcome::Err(RegionError::Child(f)),
@@ -546,6 +556,8 @@ impl Region {
             }
             b => b,
         };
+        self.sched
+            .observe(Observed::RegionClosed(self.id, out.severity()));
         self.detach();
         out
     }
@@ -569,6 +581,7 @@ impl Region {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.sched.observe(Observed::RegionDetached(self.id));
         drop(self.children.take());
         // The grace timer, if one was armed, has nothing left to cut off;
         // it would hold this node's allocation until it fired.

@@ -55,7 +55,9 @@ where
     }
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
     while let Some(f) = node.next_finalizer() {
-        match Cleanup::new(&node, f).await {
+        let cleaned = Cleanup::new(&node, f).await;
+        node.sched.observe(crate::sched::Observed::FinalizerEnded);
+        match cleaned {
             Cleaned::Done => {}
             Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
             Cleaned::Panicked(p) => node.record_panic(p),

@@ -3,8 +3,10 @@
 //! Tasks talk to their scheduler only through [`Scheduler`]: enqueue,
 //! time, timers, ids, counters. The multi-threaded pool in `pool.rs`
 //! implements it (and, with one core driven by `block_on`, is the
-//! current-thread flavour); a deterministic lab scheduler with virtual
-//! time implements the same trait.
+//! current-thread flavour); the lab runtime (`crate::lab`, `lab/sched.rs`)
+//! implements the same trait on one thread, with virtual time and a seeded
+//! choice of the next task, and watches the runtime through
+//! [`Scheduler::observe`] for its oracles.
 //!
 //! ## Which paths take a lock, and when
 //!
@@ -74,8 +76,28 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     /// Fires the timers that are due, if any (called from a busy task's
     /// checkpoints, so that time keeps moving while it holds its worker).
     fn poll_timers(&self) {}
-    /// The blocking pool, if this scheduler has one.
+    /// The blocking pool, if this scheduler has one (none: blocking jobs
+    /// run inline, as the lab runs them).
     fn blocking(&self) -> Option<&crate::blocking::BlockingPool>;
+    /// Something the lab runtime's oracles watch; the pool ignores it.
+    fn observe(&self, _event: Observed) {}
+}
+
+/// What [`Scheduler::observe`] reports (for the lab's oracles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// A region was made (the root included).
+    RegionOpened(crate::RegionId),
+    /// A region left its parent: closed, or abandoned and drained.
+    RegionDetached(crate::RegionId),
+    /// A child of `region` finished with this severity.
+    ChildFinished(crate::RegionId, crate::Severity),
+    /// A region closed with an outcome of this severity.
+    RegionClosed(crate::RegionId, crate::Severity),
+    /// A finalizer was registered (whether or not it can still run).
+    FinalizerAdded,
+    /// A finalizer ran to its end, panicked or was cut off.
+    FinalizerEnded,
 }
 
 /// Counters, each on its own cache line.

@@ -99,6 +99,7 @@ impl<T> Sender<T> {
     /// ```
     pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
         self.chan.try_acquire()?;
+        crate::lab::hooks::permit_opened();
         Ok(Permit { sender: self })
     }
 
@@ -259,6 +260,7 @@ impl<'a, T> Future for Reserve<'a, T> {
         match outcome {
             Acquire::Acquired => {
                 this.queued = None;
+                crate::lab::hooks::permit_opened();
                 Poll::Ready(Ok(Permit {
                     sender: this.sender,
                 }))
@@ -338,6 +340,7 @@ impl<T> Permit<'_, T> {
         // Our slot now belongs to the value (freed by whoever pops it), or
         // is returned below; either way not by `Drop`.
         let this = ManuallyDrop::new(self);
+        crate::lab::hooks::permit_resolved();
         let chan = &*this.sender.chan;
         // Relaxed: only a shortcut; the read-modify-write below decides.
         if chan.rx_state.load(Ordering::Relaxed) & RX_GONE != 0 {
@@ -365,6 +368,7 @@ impl<T> Permit<'_, T> {
 
 impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
+        crate::lab::hooks::permit_resolved();
         self.sender.chan.release(true);
     }
 }

@@ -1,0 +1,3 @@
+//! The lab runtime (in progress).
+
+pub(crate) mod hooks;
