@@ -13,13 +13,21 @@
 //! cheaper than a record); our pipeline's accounting is checked at the end
 //! of each (it panics if it does not balance) and its drops, if any, are
 //! printed.
+//!
+//! For instruction counts, `LAYER_SPANS=<candidate>:<n>` (candidate
+//! `registry`, `ours`, `minimal` or `theirs`) skips criterion and makes `n`
+//! spans on one thread through `spans_under_callgrind`, a function that is
+//! never inlined: `valgrind --tool=callgrind
+//! --toggle-collect='layer::spans_under_callgrind' target/release/deps/layer-*`
+//! counts what the spans cost on the recording thread (the pipeline's
+//! worker, which encodes nothing of ours, runs outside the toggle).
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::time::Duration;
 
 use benches::layer::{LayerCandidate, Stack, span};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 
 const QUEUE: usize = 65_536;
 
@@ -63,5 +71,43 @@ fn one_span(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` spans on this thread under the current default subscriber; kept out
+/// of line so that callgrind can count it alone (`--toggle-collect`).
+#[inline(never)]
+fn spans_under_callgrind(n: u64) {
+    for i in 0..n {
+        span(0, i);
+    }
+}
+
+/// `LAYER_SPANS=<candidate>:<n>`: `n` spans through one stack, no criterion.
+fn spans_only(spec: &str) {
+    let (name, n) = spec.split_once(':').unwrap_or((spec, "100000"));
+    let candidate = match name {
+        "registry" => LayerCandidate::Registry,
+        "ours" => LayerCandidate::Ours,
+        "minimal" => LayerCandidate::OursMinimal,
+        "theirs" => LayerCandidate::TracingOtel,
+        other => panic!("LAYER_SPANS: unknown candidate {other:?}"),
+    };
+    let n: u64 = n.parse().expect("LAYER_SPANS: <candidate>:<count>");
+    let stack = Stack::new(candidate, 1, QUEUE);
+    tracing::dispatcher::with_default(&stack.dispatch, || {
+        // Warm up (first-use allocations, the thread's lane), then count.
+        spans_under_callgrind(1_000);
+        spans_under_callgrind(n);
+    });
+    let finished = stack.finish();
+    eprintln!("{}: {n} spans, {finished:?}", candidate.name());
+}
+
 criterion_group!(benches, one_span);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("LAYER_SPANS") {
+        spans_only(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
