@@ -1,0 +1,172 @@
+//! The lab's scheduler: a ready set, a virtual clock, the timer driver,
+//! ids from a counter, no blocking pool (jobs run inline), and what the
+//! oracles watch through [`Scheduler::observe`].
+//!
+//! Every method is called on the lab's one thread (the tasks' polls and the
+//! timers it fires); the mutexes are never contended, they only make the
+//! type `Sync` as the seam requires.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::loom::{AtomicU64, Ordering};
+use crate::sched::{Observed, Schedule, Scheduler, Stats};
+use crate::task::Runnable;
+use crate::time::Instant;
+use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
+use crate::{RegionId, Severity};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the oracles need to know, gathered while the program runs.
+#[derive(Default)]
+pub(super) struct Watch {
+    /// Regions made and not yet detached.
+    pub(super) open: BTreeSet<RegionId>,
+    /// The worst failure (`Err` or `Panicked`) each region's children
+    /// reported.
+    pub(super) worst_child: BTreeMap<RegionId, Severity>,
+    /// Regions whose close gave an outcome below their children's worst
+    /// failure: (region, children's worst, outcome).
+    pub(super) lattice: Vec<(RegionId, Severity, Severity)>,
+    pub(super) finalizers_added: u64,
+    pub(super) finalizers_ended: u64,
+}
+
+/// The lab's implementation of the scheduler seam.
+pub(super) struct LabSched {
+    ready: Mutex<Vec<Arc<dyn Runnable>>>,
+    /// Virtual time, in nanoseconds: moved only by the lab's run loop.
+    now: AtomicU64,
+    timers: TimerDriver,
+    stats: Stats,
+    ids: AtomicU64,
+    watch: Mutex<Watch>,
+    /// Planted (test-only): grace-period cut-off timers are never armed.
+    skip_grace_timers: bool,
+}
+
+impl LabSched {
+    pub(super) fn new(skip_grace_timers: bool) -> Self {
+        LabSched {
+            ready: Mutex::new(Vec::new()),
+            now: AtomicU64::new(0),
+            timers: TimerDriver::new(),
+            stats: Stats::default(),
+            ids: AtomicU64::new(1),
+            watch: Mutex::new(Watch::default()),
+            skip_grace_timers,
+        }
+    }
+
+    /// Takes the ready task that `pick` chooses (given how many are ready),
+    /// or `None` when none is.
+    pub(super) fn take_ready(
+        &self,
+        pick: impl FnOnce(&[Arc<dyn Runnable>]) -> usize,
+    ) -> Option<(Arc<dyn Runnable>, usize)> {
+        let mut ready = lock(&self.ready);
+        if ready.is_empty() {
+            return None;
+        }
+        let n = ready.len();
+        let i = pick(&ready);
+        Some((ready.swap_remove(i), n))
+    }
+
+    /// Fires the timers due now; else returns when the next one is due.
+    pub(super) fn fire_timers(&self) -> (bool, Option<Instant>) {
+        self.timers.process(self.now(), &self.stats)
+    }
+
+    /// Moves virtual time forward to `to` (never backwards).
+    pub(super) fn advance(&self, to: Instant) {
+        // Relaxed: one thread reads and writes it.
+        self.now.fetch_max(to.as_nanos(), Ordering::Relaxed);
+    }
+
+    pub(super) fn watch(&self) -> MutexGuard<'_, Watch> {
+        lock(&self.watch)
+    }
+
+    /// Drops everything queued and every pending timer (the end of a run:
+    /// they hold tasks, which hold this scheduler).
+    pub(super) fn clear(&self) {
+        let ready = std::mem::take(&mut *lock(&self.ready));
+        drop(ready);
+        self.timers.clear();
+    }
+}
+
+impl Scheduler for LabSched {
+    fn schedule(&self, task: Arc<dyn Runnable>, _how: Schedule) {
+        lock(&self.ready).push(task);
+    }
+
+    fn now(&self) -> Instant {
+        // Relaxed: see `advance`.
+        Instant::from_nanos(self.now.load(Ordering::Relaxed))
+    }
+
+    fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle {
+        if self.skip_grace_timers
+            && matches!(
+                action,
+                TimerAction::CutOff(_) | TimerAction::CutOffRegion(_)
+            )
+        {
+            // The planted bug: the grace period is never enforced (the
+            // timer fires when it would, and does nothing).
+            let nothing = TimerAction::Wake(std::task::Waker::noop().clone());
+            return self.timers.insert(at, nothing).0;
+        }
+        self.timers.insert(at, action).0
+    }
+
+    fn cancel_timer(&self, handle: TimerHandle) {
+        self.timers.cancel(handle);
+    }
+
+    fn next_id(&self) -> u64 {
+        // Relaxed: one thread.
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn blocking(&self) -> Option<&crate::blocking::BlockingPool> {
+        None
+    }
+
+    fn observe(&self, event: Observed) {
+        let mut w = lock(&self.watch);
+        match event {
+            Observed::RegionOpened(id) => {
+                w.open.insert(id);
+            }
+            Observed::RegionDetached(id) => {
+                w.open.remove(&id);
+                w.worst_child.remove(&id);
+            }
+            Observed::ChildFinished(id, s) => {
+                if matches!(s, Severity::Err | Severity::Panicked) {
+                    let e = w.worst_child.entry(id).or_insert(s);
+                    *e = (*e).max(s);
+                }
+            }
+            Observed::RegionClosed(id, out) => {
+                if let Some(&worst) = w.worst_child.get(&id)
+                    && out < worst
+                {
+                    w.lattice.push((id, worst, out));
+                }
+            }
+            Observed::FinalizerAdded => w.finalizers_added += 1,
+            Observed::FinalizerEnded => w.finalizers_ended += 1,
+        }
+    }
+}
