@@ -152,6 +152,25 @@ const PURE: &[&str] = &[
     "SendError::cancel_reason",
     "TrySendError::into_inner",
     "Closed::into_inner",
+    // The lab runtime: a virtual clock and seeded choices, no ambient
+    // authority (its `Cx<LabCaps>` has no net, fs or telemetry).
+    "LabBuilder::seed",
+    "LabBuilder::strategy",
+    "LabBuilder::max_steps",
+    "LabBuilder::cleanup",
+    "LabBuilder::plant",
+    "LabBuilder::build",
+    "LabBuilder::explore",
+    "LabRuntime::new",
+    "LabRuntime::builder",
+    "LabRuntime::seed",
+    "LabRuntime::block_on",
+    "LabReport::failure",
+    "LabReport::is_clean",
+    "Trace::events",
+    "Trace::tail",
+    "Exploration::assert_clean",
+    "explore",
 ];
 
 struct PubFn {
