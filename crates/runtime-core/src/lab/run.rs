@@ -51,8 +51,15 @@ enum Picker {
         /// The steps at which the task run is demoted, ascending.
         change_points: Vec<u64>,
         demoted: u64,
+        /// The task run last, and how many steps in a row it has run.
+        streak: (TaskId, u32),
     },
 }
+
+/// Under PCT, a task run this many steps in a row while others were ready
+/// is demoted (see the module docs: a spinning task must not starve the
+/// task it waits for).
+const PCT_STREAK: u32 = 32;
 
 impl Picker {
     fn new(strategy: Strategy, seed: u64) -> Self {
@@ -68,6 +75,7 @@ impl Picker {
                     priority: BTreeMap::new(),
                     change_points,
                     demoted: 0,
+                    streak: (TaskId(0), 0),
                 }
             }
         }
@@ -81,6 +89,7 @@ impl Picker {
                 priority,
                 change_points,
                 demoted,
+                streak,
             } => {
                 let mut best = 0;
                 let mut best_p = 0;
@@ -105,6 +114,20 @@ impl Picker {
                     priority.insert(ready[best].header().id, (1 << 32) - *demoted);
                     again = true;
                 }
+                // A task that keeps the thread while others wait (a spin
+                // on a yield) is demoted too, or it would never let them
+                // run.
+                let id = ready[best].header().id;
+                if streak.0 == id {
+                    streak.1 += 1;
+                } else {
+                    *streak = (id, 1);
+                }
+                if streak.1 > PCT_STREAK && ready.len() > 1 {
+                    *demoted += 1;
+                    priority.insert(id, (1 << 32) - *demoted);
+                    again = true;
+                }
                 if again {
                     best = 0;
                     best_p = 0;
@@ -115,6 +138,7 @@ impl Picker {
                             best_p = p;
                         }
                     }
+                    *streak = (ready[best].header().id, 1);
                 }
                 best
             }

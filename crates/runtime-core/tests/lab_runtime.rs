@@ -1,0 +1,529 @@
+//! The lab runtime itself: determinism, virtual time, no wall clock or OS
+//! randomness, exploration and replay, and one deliberately broken program
+//! per oracle that trips it with a message naming it.
+//!
+//! Every run here is bounded by the lab (its step limit, virtual time);
+//! the cases that plant a bug in the runtime run in a child process under
+//! the watchdog, since a planted bug is the runtime being wrong.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use runtime_core::channel::{mpsc, oneshot};
+use runtime_core::lab::{self, LabCaps, LabRuntime, PlantedBug, Strategy, TraceEvent, Violation};
+use runtime_core::time::{Duration, Instant};
+use runtime_core::{Budget, CancelKind, CancelReason, CleanupBudget, Cx, RegionOptions};
+use test_watchdog::isolate;
+
+const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Ten tasks, each yielding a few times and sleeping a random while.
+fn busy(cx: Cx<LabCaps>) -> impl Future<Output = Result<Vec<u64>, ()>> + Send {
+    async move {
+        let hs: Vec<_> = (0..10)
+            .map(|i| {
+                cx.spawn(move |cx| async move {
+                    for _ in 0..3 {
+                        cx.yield_now().await.ok();
+                    }
+                    let ms = cx.random_below(5);
+                    cx.sleep(Duration::from_millis(ms)).await.ok();
+                    i * 100 + ms
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in hs {
+            out.push(h.await.unwrap());
+        }
+        Ok(out)
+    }
+}
+
+#[test]
+fn equal_seeds_give_equal_schedules_and_values() {
+    for seed in 0..20 {
+        let a = LabRuntime::new(seed).block_on(busy);
+        let b = LabRuntime::new(seed).block_on(busy);
+        assert!(a.is_clean(), "{:?}", a.failure());
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.trace, b.trace);
+        assert_eq!(a.elapsed, b.elapsed);
+        assert_eq!(a.outcome.unwrap().ok(), b.outcome.unwrap().ok());
+    }
+}
+
+#[test]
+fn different_seeds_give_different_schedules() {
+    let fingerprints: std::collections::BTreeSet<u64> = (0..50)
+        .map(|seed| LabRuntime::new(seed).block_on(busy).fingerprint)
+        .collect();
+    // Ten tasks, each with several choices: collisions are rare.
+    assert!(fingerprints.len() >= 45, "{} distinct", fingerprints.len());
+}
+
+#[test]
+fn a_thirty_second_timeout_is_exactly_thirty_virtual_seconds() {
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let start = cx.now();
+        let out = cx
+            .timeout(Duration::from_secs(30), |cx| async move {
+                cx.sleep(Duration::from_secs(3600)).await.map_err(|_| ())?;
+                Ok::<_, ()>(())
+            })
+            .await;
+        Ok::<_, ()>((start, out.cancel_reason().map(|r| r.kind()), cx.now()))
+    });
+    let (start, kind, end) = report.outcome.unwrap().ok().unwrap();
+    assert_eq!(start, Instant::ZERO);
+    assert_eq!(kind, Some(CancelKind::Timeout));
+    assert_eq!(end, Instant::ZERO + Duration::from_secs(30));
+    assert_eq!(report.elapsed, Duration::from_secs(30));
+    assert!(report.violations.is_empty());
+}
+
+#[test]
+fn sleep_interval_and_deadlines_run_on_virtual_time() {
+    let report = LabRuntime::new(2).block_on(|cx| async move {
+        // An interval: five ticks of 200 ms.
+        let mut every = cx.interval(Duration::from_millis(200));
+        for _ in 0..5 {
+            every.tick().await.map_err(|_| ())?;
+        }
+        let after_ticks = cx.now();
+        // A budget deadline 2 s from now cancels a task sleeping an hour.
+        let deadline = cx.now() + Duration::from_secs(2);
+        let h = cx.spawn_with(Budget::UNLIMITED.with_deadline(deadline), |cx| async move {
+            cx.sleep(Duration::from_secs(3600)).await
+        });
+        let slept = h.await;
+        Ok::<_, ()>((
+            after_ticks,
+            slept.ok().and_then(|r| r.err()).map(|c| c.reason().kind()),
+            cx.now(),
+        ))
+    });
+    let (ticks, kind, end) = report.outcome.unwrap().ok().unwrap();
+    assert_eq!(ticks, Instant::ZERO + Duration::from_millis(1000));
+    assert_eq!(kind, Some(CancelKind::Deadline));
+    assert_eq!(end, Instant::ZERO + Duration::from_millis(3000));
+    assert_eq!(report.elapsed, Duration::from_millis(3000));
+}
+
+#[test]
+fn a_grace_period_cuts_off_cleanup_at_its_virtual_end() {
+    let grace = CleanupBudget {
+        polls: None,
+        grace: Some(Duration::from_millis(50)),
+    };
+    let report = LabRuntime::builder()
+        .cleanup(grace)
+        .build()
+        .block_on(|cx| async move {
+            let r = cx
+                .region(|cx| async move {
+                    let stubborn = cx.spawn(|cx| async move {
+                        // Ignores cancellation: each sleep masked.
+                        for _ in 0..1000 {
+                            let _ = cx.masked(cx.sleep(Duration::from_millis(1))).await;
+                        }
+                    });
+                    cx.sleep(Duration::from_millis(10)).await.ok();
+                    cx.cancel(CancelReason::user("stop"));
+                    Ok::<_, ()>(stubborn.await.is_cancelled())
+                })
+                .await;
+            Ok::<_, ()>((r.ok(), cx.now()))
+        });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    let (cut, end) = report.outcome.unwrap().ok().unwrap();
+    assert_eq!(cut, Some(true));
+    // Cancelled at 10 ms, cut off when its 50 ms grace ran out.
+    assert_eq!(end, Instant::ZERO + Duration::from_millis(60));
+    assert_eq!(report.stats.tasks_cut_off, 1);
+}
+
+#[test]
+fn randomness_and_blocking_jobs_are_deterministic() {
+    let run = |seed| {
+        LabRuntime::new(seed)
+            .block_on(|cx| async move {
+                let r = cx.random_u64();
+                let child = cx.spawn(|cx| async move { cx.random_u64() }).await.unwrap();
+                let job = cx.spawn_blocking(|| 6 * 7).await.unwrap();
+                Ok::<_, ()>((r, child, job))
+            })
+            .outcome
+            .unwrap()
+            .ok()
+            .unwrap()
+    };
+    assert_eq!(run(5), run(5));
+    assert_ne!(run(5).0, run(6).0);
+    assert_eq!(run(5).2, 42);
+}
+
+/// The check that nothing the lab runs reads the machine's clock or its
+/// randomness: every source file of the crate that may run under the lab
+/// is free of them. The exceptions are the real runtime's own: the
+/// `Runtime` (shutdown deadlines on the wall clock), the pool (parking),
+/// the blocking pool (its threads' keep-alive), and `SystemClock`, which
+/// only the ambient-authority token makes, and which the lab never holds.
+#[test]
+fn nothing_the_lab_runs_reads_the_wall_clock_or_os_randomness() {
+    const REAL_RUNTIME_ONLY: &[&str] = &[
+        "runtime.rs",
+        "sched/pool.rs",
+        "sched/idle.rs",
+        "sched/detached.rs",
+        "blocking.rs",
+        "time/mod.rs",
+        "loom.rs",
+        "loom_tests.rs",
+    ];
+    const FORBIDDEN: &[&str] = &[
+        "Instant::now",
+        "SystemTime",
+        "RandomState",
+        "thread_rng",
+        "getrandom",
+        "elapsed()",
+    ];
+    fn scan(root: &Path, dir: &Path, hits: &mut Vec<String>, files: &mut usize) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                scan(root, &path, hits, files);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if !rel.ends_with(".rs") || REAL_RUNTIME_ONLY.contains(&rel.as_str()) {
+                continue;
+            }
+            *files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                // Unit tests at the bottom of a file do not run in the lab.
+                if line.starts_with("#[cfg(test)]") || line.starts_with("#[cfg(all(test") {
+                    break;
+                }
+                let code = line.split("//").next().unwrap_or("");
+                for f in FORBIDDEN {
+                    if code.contains(f) {
+                        hits.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let (mut hits, mut files) = (Vec::new(), 0);
+    scan(&src, &src, &mut hits, &mut files);
+    assert!(files > 30, "the scan found only {files} files");
+    assert!(
+        hits.is_empty(),
+        "wall clock or OS randomness:\n{}",
+        hits.join("\n")
+    );
+    // And `SystemClock::new` takes the token, which `lab/` never names.
+    let lab = std::fs::read_dir(src.join("lab")).unwrap();
+    for entry in lab {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains("ambient_authority()") && !text.contains("SystemClock::new"));
+    }
+}
+
+// ---- exploration and replay ------------------------------------------------
+
+/// Two tasks read, yield, then write: a lost update under some schedules.
+fn lost_update(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
+    async move {
+        let n = Arc::new(Mutex::new(0));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let n = n.clone();
+                cx.spawn(move |cx| async move {
+                    let seen = *n.lock().unwrap();
+                    cx.yield_now().await.ok();
+                    *n.lock().unwrap() = seen + 1;
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+        let total = *n.lock().unwrap();
+        if total == 2 {
+            Ok(())
+        } else {
+            Err(format!("lost update: total {total}"))
+        }
+    }
+}
+
+#[test]
+fn exploration_stops_at_the_first_failure_and_its_seed_replays_it() {
+    let found = lab::explore(0..1000, lost_update);
+    let f = found.failure.clone().expect("the lost update is found");
+    assert!(f.reason.contains("lost update"), "{}", f.reason);
+    assert_eq!(found.runs, f.runs_before + 1);
+    assert!(f.to_string().contains(&format!("seed {} fails", f.seed)));
+    // Replay: the same trace, fingerprint and failure, every time.
+    for _ in 0..3 {
+        let again = LabRuntime::new(f.seed).block_on(lost_update);
+        assert_eq!(again.trace, f.trace);
+        assert_eq!(again.fingerprint, f.fingerprint);
+        assert_eq!(again.failure().as_deref(), Some(f.reason.as_str()));
+    }
+    // The seeds before it pass.
+    for seed in 0..f.seed {
+        assert!(LabRuntime::new(seed).block_on(lost_update).is_clean());
+    }
+}
+
+#[test]
+fn pct_explores_and_replays_too() {
+    let lab = LabRuntime::builder().strategy(Strategy::Pct {
+        depth: 2,
+        steps: 20,
+    });
+    let found = lab.explore(0..1000, lost_update);
+    let f = found.failure.expect("PCT finds the lost update");
+    let again = lab.clone().seed(f.seed).build().block_on(lost_update);
+    assert_eq!(again.trace, f.trace);
+}
+
+#[test]
+fn an_escaped_panic_fails_the_run() {
+    let found = lab::explore(0..10, |cx| async move {
+        cx.spawn(|_| async { panic!("deliberate") }).await;
+        Ok::<_, ()>(())
+    });
+    let f = found.failure.expect("found");
+    assert_eq!(f.seed, 0);
+    assert!(f.reason.contains("a panic escaped"), "{}", f.reason);
+}
+
+// ---- one broken program per oracle -------------------------------------------
+
+fn first_violation<T, E: std::fmt::Debug>(r: &lab::LabReport<T, E>) -> (Violation, String) {
+    let v = r.violations.first().cloned().expect("a violation");
+    (v.clone(), v.to_string())
+}
+
+#[test]
+fn oracle_live_tasks_and_open_regions() {
+    // A context leaked out of its region (returned as its value) opens a
+    // region after that region closed: an orphan, not waited for. Its
+    // future is polled once (it spawns a task that never finishes) and
+    // forgotten, so the region never closes and the task outlives the root.
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let leaked = cx
+            .region(|cx| async move { Ok::<_, ()>(cx) })
+            .await
+            .unwrap();
+        let orphan = leaked.region(|cx| async move {
+            let _h = cx.spawn(|_| std::future::pending::<()>());
+            std::future::pending::<Result<(), ()>>().await
+        });
+        let mut orphan = Box::pin(orphan);
+        std::future::poll_fn(|t| {
+            let _ = orphan.as_mut().poll(t);
+            Poll::Ready(())
+        })
+        .await;
+        std::mem::forget(orphan);
+        Ok::<_, ()>(())
+    });
+    let msgs: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::TasksAlive { alive: 1 })),
+        "{msgs:?}"
+    );
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::RegionsOpen { regions } if regions.len() == 1)),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("live tasks: 1 task(s) still alive"))
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("open regions: 1 region(s) never closed"))
+    );
+}
+
+#[test]
+fn oracle_unresolved_reservation() {
+    let report = LabRuntime::new(1).block_on(|_cx| async move {
+        let (tx, _rx) = mpsc::channel::<u32>(2).unwrap();
+        std::mem::forget(tx.try_reserve().unwrap()); // a slot taken for ever
+        Ok::<_, ()>(())
+    });
+    let (v, msg) = first_violation(&report);
+    assert_eq!(v, Violation::PermitsUnresolved { permits: 1 });
+    assert!(
+        msg.starts_with("unresolved reservations: 1 two-phase permit"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn oracle_finalizer_never_run() {
+    // A finalizer registered through a context whose region has closed
+    // can never run.
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let leaked = cx
+            .region(|cx| async move { Ok::<_, ()>(cx) })
+            .await
+            .unwrap();
+        leaked.defer(|| ());
+        Ok::<_, ()>(())
+    });
+    let (v, msg) = first_violation(&report);
+    assert_eq!(v, Violation::Finalizers { added: 1, ended: 0 });
+    assert!(msg.contains("1 registered, 0 ran: 1 never ran"), "{msg}");
+}
+
+#[test]
+fn oracle_deadlock() {
+    // Waits for a value its own task holds the sender of.
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let (tx, mut rx) = oneshot::channel::<u32>();
+        let v = rx.recv(&cx).await;
+        drop(tx);
+        Ok::<_, ()>(v.ok())
+    });
+    let (v, msg) = first_violation(&report);
+    assert!(matches!(v, Violation::Deadlock { alive: 1, .. }), "{v:?}");
+    assert!(msg.starts_with("deadlock: 1 task(s) alive"), "{msg}");
+    assert!(report.outcome.is_none());
+}
+
+#[test]
+fn oracle_step_limit() {
+    let report = LabRuntime::builder()
+        .max_steps(500)
+        .build()
+        .block_on(|cx| async move {
+            loop {
+                let _ = cx.yield_now().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(())
+        });
+    let (v, msg) = first_violation(&report);
+    assert_eq!(v, Violation::StepLimit { steps: 500 });
+    assert!(msg.starts_with("step limit"), "{msg}");
+}
+
+/// The cleanup-budget oracle cannot be tripped from safe code (the runtime
+/// cuts a task off when its budget runs out); a planted bug (no cut-off
+/// timer) lets a stubborn task run past its grace period.
+#[test]
+fn oracle_cleanup_budget() {
+    isolate(WATCHDOG, || {
+        let grace = CleanupBudget {
+            polls: None,
+            grace: Some(Duration::from_millis(5)),
+        };
+        let report = LabRuntime::builder()
+            .cleanup(grace)
+            .plant(PlantedBug::SkipGraceTimers)
+            .build()
+            .block_on(|cx| async move {
+                cx.region(|cx| async move {
+                    let _h = cx.spawn(|cx| async move {
+                        for _ in 0..20 {
+                            let _ = cx.masked(cx.sleep(Duration::from_millis(1))).await;
+                        }
+                    });
+                    cx.yield_now().await.ok();
+                    cx.cancel(CancelReason::user("stop"));
+                    Ok::<_, ()>(())
+                })
+                .await;
+                Ok::<_, ()>(())
+            });
+        let (v, msg) = first_violation(&report);
+        assert!(matches!(v, Violation::PolledPastCleanup { .. }), "{v:?}");
+        assert!(msg.starts_with("cleanup budget: task"), "{msg}");
+        assert!(msg.contains("it should have been cut off"), "{msg}");
+    });
+}
+
+/// The lattice oracle cannot be tripped from safe code either (the close
+/// joins outcomes); a planted bug makes a close forget its children's
+/// failures.
+#[test]
+fn oracle_lattice() {
+    isolate(WATCHDOG, || {
+        let report = LabRuntime::builder()
+            .plant(PlantedBug::IgnoreChildFailure)
+            .build()
+            .block_on(|cx| async move {
+                let r = cx
+                    .region_with(RegionOptions::collect_all(), |cx| async move {
+                        let h = cx.try_spawn(|_| async { Err::<(), _>("child failed") });
+                        let _ = h.await;
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(r.is_ok())
+            });
+        let (v, msg) = first_violation(&report);
+        assert!(
+            matches!(
+                v,
+                Violation::Lattice {
+                    children: runtime_core::Severity::Err,
+                    outcome: runtime_core::Severity::Ok,
+                    ..
+                }
+            ),
+            "{v:?}"
+        );
+        assert!(msg.starts_with("outcome lattice: region"), "{msg}");
+    });
+}
+
+#[test]
+fn a_clean_program_trips_no_oracle() {
+    let report = LabRuntime::new(3).block_on(|cx| async move {
+        let (tx, mut rx) = mpsc::channel::<u32>(1).unwrap();
+        cx.defer(|| ());
+        let p = cx.spawn(move |cx| async move {
+            for i in 0..5 {
+                tx.send(&cx, i).await.ok();
+            }
+        });
+        let mut sum = 0;
+        while let Ok(v) = rx.recv(&cx).await {
+            sum += v;
+        }
+        p.await.unwrap();
+        Ok::<_, ()>(sum)
+    });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    assert_eq!(report.outcome.unwrap().ok(), Some(10));
+    assert!(
+        report
+            .trace
+            .events()
+            .iter()
+            .any(|e| matches!(e, TraceEvent::Poll { .. }))
+    );
+}
