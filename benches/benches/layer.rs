@@ -21,6 +21,10 @@
 //! --toggle-collect='layer::spans_under_callgrind' target/release/deps/layer-*`
 //! counts what the spans cost on the recording thread (the pipeline's
 //! worker, which encodes nothing of ours, runs outside the toggle).
+//! `LAYER_COMPARE=<threads>:<spans per thread>:<rounds>` runs
+//! `benches::layer::compare` at a 65 536 total queue (the layer-throughput
+//! audit's judged row) and prints it, so that two builds can be run in
+//! turn without building `xtask` for each.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
@@ -103,7 +107,37 @@ fn spans_only(spec: &str) {
 
 criterion_group!(benches, one_span);
 
+/// `LAYER_COMPARE=<threads>:<spans per thread>:<rounds>`.
+fn compare_only(spec: &str) {
+    let parts: Vec<u64> = spec
+        .split(':')
+        .map(|p| {
+            p.parse()
+                .expect("LAYER_COMPARE: <threads>:<spans>:<rounds>")
+        })
+        .collect();
+    let [threads, spans, rounds] = parts[..] else {
+        panic!("LAYER_COMPARE: <threads>:<spans>:<rounds>");
+    };
+    let c = benches::layer::compare(threads as usize, spans, QUEUE, rounds as usize);
+    println!(
+        "threads {threads}: ours offered {:.0}/s delivered {:.0}/s, theirs offered {:.0}/s \
+         delivered {:.0}/s (dropped {}), ratio {:.2}x (lowest round {:.2}x)",
+        c.ours.offered_per_s,
+        c.ours.delivered_per_s,
+        c.theirs.offered_per_s,
+        c.theirs.delivered_per_s,
+        c.theirs.dropped(),
+        c.ratio,
+        c.min_ratio
+    );
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("LAYER_COMPARE") {
+        compare_only(&spec);
+        return;
+    }
     if let Ok(spec) = std::env::var("LAYER_SPANS") {
         spans_only(&spec);
         return;
