@@ -3,9 +3,9 @@
 //! entries and exits, and recorded into the pipeline when the span closes.
 
 use std::any::TypeId;
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use otlp_exporter::{
     Event, InstrumentationScope, KeyValue, Link, Pipeline, Sampler, SamplingDecision, ScopeId,
@@ -16,7 +16,7 @@ use tracing::{Dispatch, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use crate::clock::unix_nanos;
+use crate::clock::{mono, unix_of};
 use crate::stats::{Count, LayerCounters};
 use crate::visit::{EventFields, OtelFields, SpanFields};
 
@@ -206,6 +206,34 @@ impl OtlpLayer {
         }
     }
 
+    /// The span's location attributes (see `location_attributes`), pushed
+    /// without a closure when all of them fit within the limit.
+    fn push_location(&self, data: &mut SpanData, meta: &'static Metadata<'static>) {
+        let module = meta.module_path();
+        let target = (module != Some(meta.target())).then(|| meta.target());
+        let n = usize::from(meta.file().is_some())
+            + usize::from(meta.line().is_some())
+            + usize::from(module.is_some())
+            + usize::from(target.is_some());
+        if data.attributes.len() + n > self.limits.attribute_count {
+            self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
+            return;
+        }
+        let a = &mut data.attributes;
+        if let Some(file) = meta.file() {
+            a.push(KeyValue::new("code.file.path", file));
+        }
+        if let Some(line) = meta.line() {
+            a.push(KeyValue::new("code.line.number", Value::I64(line.into())));
+        }
+        if let Some(module) = module {
+            a.push(KeyValue::new("code.namespace", module));
+        }
+        if let Some(target) = target {
+            a.push(KeyValue::new("target", target));
+        }
+    }
+
     fn location_attributes(
         &self,
         meta: &'static Metadata<'static>,
@@ -242,18 +270,70 @@ impl std::fmt::Debug for OtlpLayer {
 }
 
 /// Busy and idle time of a span.
+#[derive(Clone, Copy)]
 struct Timing {
     /// When the span was last entered by a first thread, or last left by
-    /// the last thread inside it (or created).
-    last: Instant,
+    /// the last thread inside it (or created): a [`mono`] read.
+    last: u64,
     busy_ns: u64,
     idle_ns: u64,
     /// Threads inside the span now.
     inside: u32,
 }
 
-fn nanos_since(then: Instant, now: Instant) -> u64 {
-    crate::clock::nanos(now.saturating_duration_since(then))
+impl Timing {
+    fn starting_at(now: u64) -> Timing {
+        Timing {
+            last: now,
+            busy_ns: 0,
+            idle_ns: 0,
+            inside: 0,
+        }
+    }
+}
+
+/// The registry extension of a span this layer tracks: its state, boxed,
+/// the box recycled by the thread that closes the span (see [`spare`]), so
+/// that the state is built and recorded where it lies instead of being
+/// moved into and out of the extension.
+pub(crate) struct Slot(Box<SpanState>);
+
+/// How many closed spans' state boxes a thread keeps for its next spans.
+const SPARE_STATES: usize = 8;
+
+thread_local! {
+    /// State boxes of spans this thread closed, blank, for its next spans.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<SpanState>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A blank state box: a recycled one if this thread has one.
+fn spare() -> Box<SpanState> {
+    SPARE
+        .try_with(|spare| spare.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Box::new(SpanState::blank()))
+}
+
+/// Keeps `state`'s box for this thread's next span, once its data has
+/// been taken (the pipeline takes a span by value) and left blank.
+fn recycle(mut state: Box<SpanState>) {
+    let s = &mut *state;
+    s.owner = 0;
+    (s.recording, s.keep, s.frozen, s.status_explicit) = (false, false, false, false);
+    s.timing = None;
+    let _ = SPARE.try_with(move |spare| {
+        if let Ok(mut spare) = spare.try_borrow_mut()
+            && spare.len() < SPARE_STATES
+        {
+            spare.push(state);
+        }
+    });
+}
+
+fn blank_data() -> SpanData {
+    SpanData::with_context(Str::Borrowed(""), SpanContext::INVALID)
 }
 
 /// What the layer keeps for one span, in the registry's extensions.
@@ -278,6 +358,18 @@ pub(crate) struct SpanState {
 }
 
 impl SpanState {
+    fn blank() -> SpanState {
+        SpanState {
+            data: blank_data(),
+            owner: 0,
+            recording: false,
+            keep: false,
+            frozen: false,
+            status_explicit: false,
+            timing: None,
+        }
+    }
+
     fn apply_otel(&mut self, otel: OtelFields) {
         if let Some(name) = otel.name {
             self.data.name = name;
@@ -328,15 +420,10 @@ impl SpanState {
         // keeping from here, and its clock starts now.
         if !self.keep && self.recording {
             self.keep = true;
-            let now = Instant::now();
-            self.data.start_time_unix_nano = unix_nanos(now);
+            let now = mono();
+            self.data.start_time_unix_nano = unix_of(now);
             if layer.inactivity {
-                self.timing = Some(Timing {
-                    last: now,
-                    busy_ns: 0,
-                    idle_ns: 0,
-                    inside: 0,
-                });
+                self.timing = Some(Timing::starting_at(now));
             }
         }
         true
@@ -376,13 +463,13 @@ where
     for ancestor in span.scope() {
         {
             let ext = ancestor.extensions();
-            match ext.get::<SpanState>() {
-                Some(state) if state.frozen => return Some(state.data.context.clone()),
+            match ext.get::<Slot>() {
+                Some(Slot(state)) if state.frozen => return Some(state.data.context.clone()),
                 Some(_) => {}
                 None => continue,
             }
         }
-        if let Some(state) = ancestor.extensions_mut().get_mut::<SpanState>() {
+        if let Some(Slot(state)) = ancestor.extensions_mut().get_mut::<Slot>() {
             return Some(state.context());
         }
     }
@@ -421,7 +508,7 @@ where
         return;
     };
     let mut ext = span.extensions_mut();
-    if let Some(state) = ext.get_mut::<SpanState>() {
+    if let Some(Slot(state)) = ext.get_mut::<Slot>() {
         f(state, layer);
     }
 }
@@ -443,42 +530,34 @@ where
             None
         };
         let parent = parent_ref.and_then(context_of);
-        let mut data = match &parent {
+        // Built where it will stay: a blank box (recycled), filled in place.
+        let mut state = spare();
+        state.owner = self.id;
+        let data = &mut state.data;
+        data.name = Str::Borrowed(meta.name());
+        data.scope = self.scope;
+        match &parent {
             Some(p) => {
-                let context = SpanContext {
-                    trace_id: p.trace_id,
-                    span_id: SpanId::random(),
-                    trace_flags: TraceFlags::NOT_SAMPLED,
-                    trace_state: p.trace_state.clone(),
-                    is_remote: false,
-                };
-                let mut data = SpanData::with_context(meta.name(), context);
+                data.context.trace_id = p.trace_id;
+                data.context.span_id = SpanId::random();
+                data.context.trace_state.clone_from(&p.trace_state);
                 data.parent_span_id = p.span_id;
                 data.parent_is_remote = p.is_remote;
-                data
             }
-            None => SpanData::with_context(
-                meta.name(),
-                SpanContext::new(TraceId::random(), SpanId::random()),
-            ),
-        };
-        data.scope = self.scope;
+            None => {
+                data.context.trace_id = TraceId::random();
+                data.context.span_id = SpanId::random();
+            }
+        }
         // A child is sampled before its fields are read (the sampler sees
         // its `tracing` name and kind `Internal`), so that a dropped child
         // reads nothing. A root keeps its fields whatever the sampler says,
         // because a remote parent set next (`set_parent`) may sample it; it
         // is sampled after its fields are read (`otel.name`, `otel.kind`).
-        let decision = parent.as_ref().map(|p| self.decide(Some(p), &data));
+        let decision = parent.as_ref().map(|p| self.decide(Some(p), &state.data));
         let keep = decision.is_none_or(SamplingDecision::is_recording);
-        let mut state = SpanState {
-            data,
-            owner: self.id,
-            recording: keep,
-            keep,
-            frozen: false,
-            status_explicit: false,
-            timing: None,
-        };
+        state.recording = keep;
+        state.keep = keep;
         if keep {
             let extra = if self.location { 4 } else { 0 } + if self.inactivity { 2 } else { 0 };
             let wanted = (attrs.fields().len() + extra).min(self.limits.attribute_count);
@@ -494,30 +573,30 @@ where
             let (dropped, otel) = (fields.dropped, fields.otel);
             state.data.dropped_attributes_count = dropped;
             state.apply_otel(otel);
-            let data = &mut state.data;
-            self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
-        }
-        // A span that keeps nothing reads no clock.
-        let now = keep.then(Instant::now);
-        if let (Some(now), true) = (now, self.inactivity) {
-            state.timing = Some(Timing {
-                last: now,
-                busy_ns: 0,
-                idle_ns: 0,
-                inside: 0,
-            });
+            if self.location {
+                self.push_location(&mut state.data, meta);
+            }
+            // A span that keeps nothing reads no clock.
+            let now = mono();
+            state.data.start_time_unix_nano = unix_of(now);
+            if self.inactivity {
+                state.timing = Some(Timing::starting_at(now));
+            }
         }
         let decision = decision.unwrap_or_else(|| self.decide(None, &state.data));
         state.data.context.trace_flags = flags(decision);
         state.recording = decision.is_recording();
-        state.data.start_time_unix_nano = now.map_or(0, unix_nanos);
         let mut ext = span.extensions_mut();
         // Another `OtlpLayer` of this subscriber already records this span:
         // the first one in the stack records it, the others leave it.
-        if ext.get_mut::<SpanState>().is_none() {
-            ext.insert(state);
+        if ext.get_mut::<Slot>().is_none() {
+            ext.insert(Slot(state));
             drop(ext);
             self.counters.count(Count::Started);
+        } else {
+            drop(ext);
+            state.data = blank_data();
+            recycle(state);
         }
     }
 
@@ -527,8 +606,8 @@ where
         };
         if !span
             .extensions()
-            .get::<SpanState>()
-            .is_some_and(|s| s.keep && s.owner == self.id)
+            .get::<Slot>()
+            .is_some_and(|Slot(s)| s.keep && s.owner == self.id)
         {
             return;
         }
@@ -544,7 +623,11 @@ where
         values.record(&mut fields);
         let otel = fields.otel;
         let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) else {
+        let Some(state) = ext
+            .get_mut::<Slot>()
+            .map(|Slot(s)| &mut **s)
+            .filter(|s| s.owner == self.id)
+        else {
             return;
         };
         state.apply_otel(otel);
@@ -562,8 +645,8 @@ where
         };
         if !span
             .extensions()
-            .get::<SpanState>()
-            .is_some_and(|s| s.keep && s.owner == self.id)
+            .get::<Slot>()
+            .is_some_and(|Slot(s)| s.keep && s.owner == self.id)
         {
             return;
         }
@@ -571,7 +654,11 @@ where
             return;
         };
         let mut ext = span.extensions_mut();
-        if let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) {
+        if let Some(state) = ext
+            .get_mut::<Slot>()
+            .map(|Slot(s)| &mut **s)
+            .filter(|s| s.owner == self.id)
+        {
             state.add_link(self, context);
         }
     }
@@ -583,13 +670,13 @@ where
         };
         if !span
             .extensions()
-            .get::<SpanState>()
-            .is_some_and(|s| s.keep && s.owner == self.id)
+            .get::<Slot>()
+            .is_some_and(|Slot(s)| s.keep && s.owner == self.id)
         {
             return;
         }
         let meta = event.metadata();
-        let time_unix_nano = unix_nanos(Instant::now());
+        let time_unix_nano = unix_of(mono());
         // Formatted before the span's lock is taken: user code runs here.
         let mut fields = EventFields {
             message: None,
@@ -618,7 +705,11 @@ where
             None => Str::Borrowed(meta.name()),
         };
         let mut ext = span.extensions_mut();
-        let Some(state) = ext.get_mut::<SpanState>().filter(|s| s.owner == self.id) else {
+        let Some(state) = ext
+            .get_mut::<Slot>()
+            .map(|Slot(s)| &mut **s)
+            .filter(|s| s.owner == self.id)
+        else {
             return;
         };
         if is_error && !state.status_explicit && state.data.status.code == StatusCode::Unset {
@@ -645,13 +736,13 @@ where
         };
         let mut ext = span.extensions_mut();
         if let Some(t) = ext
-            .get_mut::<SpanState>()
-            .filter(|s| s.owner == self.id)
-            .and_then(|s| s.timing.as_mut())
+            .get_mut::<Slot>()
+            .filter(|Slot(s)| s.owner == self.id)
+            .and_then(|Slot(s)| s.timing.as_mut())
         {
             if t.inside == 0 {
-                let now = Instant::now();
-                t.idle_ns = t.idle_ns.saturating_add(nanos_since(t.last, now));
+                let now = mono();
+                t.idle_ns = t.idle_ns.saturating_add(now.saturating_sub(t.last));
                 t.last = now;
             }
             t.inside = t.inside.saturating_add(1);
@@ -667,14 +758,14 @@ where
         };
         let mut ext = span.extensions_mut();
         if let Some(t) = ext
-            .get_mut::<SpanState>()
-            .filter(|s| s.owner == self.id)
-            .and_then(|s| s.timing.as_mut())
+            .get_mut::<Slot>()
+            .filter(|Slot(s)| s.owner == self.id)
+            .and_then(|Slot(s)| s.timing.as_mut())
         {
             t.inside = t.inside.saturating_sub(1);
             if t.inside == 0 {
-                let now = Instant::now();
-                t.busy_ns = t.busy_ns.saturating_add(nanos_since(t.last, now));
+                let now = mono();
+                t.busy_ns = t.busy_ns.saturating_add(now.saturating_sub(t.last));
                 t.last = now;
             }
         }
@@ -684,42 +775,48 @@ where
         let Some(span) = ctx.span(&id) else {
             return;
         };
-        let state = {
+        let slot = {
             let mut ext = span.extensions_mut();
-            match ext.get_mut::<SpanState>() {
-                Some(s) if s.owner == self.id => ext.remove::<SpanState>(),
+            match ext.get_mut::<Slot>() {
+                Some(Slot(s)) if s.owner == self.id => ext.remove::<Slot>(),
                 _ => None,
             }
         };
-        let Some(mut state) = state else {
+        let Some(Slot(mut state)) = slot else {
             return;
         };
-        if !state.data.context.trace_flags.is_sampled() {
-            // Handed over for the count only: the pipeline counts it as
-            // `not_sampled` (a counter, no encoding, no queue), as it does
-            // for its own tracer's spans.
-            self.pipeline.record(state.data);
-            self.counters.count(Count::NotSampled);
-            return;
-        }
-        let now = Instant::now();
-        let data = &mut state.data;
-        data.end_time_unix_nano = unix_nanos(now).max(data.start_time_unix_nano);
-        if let Some(t) = &state.timing {
-            let (mut busy, mut idle) = (t.busy_ns, t.idle_ns);
-            let since = nanos_since(t.last, now);
-            if t.inside > 0 {
-                busy = busy.saturating_add(since);
-            } else {
-                idle = idle.saturating_add(since);
+        let sampled = state.data.context.trace_flags.is_sampled();
+        if sampled {
+            let now = mono();
+            let data = &mut state.data;
+            data.end_time_unix_nano = unix_of(now).max(data.start_time_unix_nano);
+            if let Some(t) = state.timing {
+                let (mut busy, mut idle) = (t.busy_ns, t.idle_ns);
+                let since = now.saturating_sub(t.last);
+                if t.inside > 0 {
+                    busy = busy.saturating_add(since);
+                } else {
+                    idle = idle.saturating_add(since);
+                }
+                let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
+                self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
+                self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
             }
-            let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-            self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
-            self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
         }
-        // The pipeline counts what becomes of it (after shutdown included).
-        self.pipeline.record(state.data);
-        self.counters.count(Count::Recorded);
+        // The span's data goes to the pipeline (which takes it by value);
+        // the box stays with this thread for its next span. An unsampled
+        // span is handed over for the count only: the pipeline counts it as
+        // `not_sampled` (a counter, no encoding, no queue), as it does for
+        // its own tracer's spans. The pipeline counts what becomes of a
+        // sampled one (after shutdown included).
+        let data = std::mem::replace(&mut state.data, blank_data());
+        recycle(state);
+        self.pipeline.record(data);
+        self.counters.count(if sampled {
+            Count::Recorded
+        } else {
+            Count::NotSampled
+        });
     }
 
     unsafe fn downcast_raw(&self, id: TypeId) -> Option<*const ()> {
