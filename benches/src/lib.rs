@@ -25,6 +25,7 @@
 //! ```
 
 pub mod exporter;
+pub mod lab;
 pub mod layer;
 pub mod queue;
 pub mod record;

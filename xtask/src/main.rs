@@ -9,11 +9,13 @@
 //! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `asan`  | runtime-core's, otlp-queue's and otlp-exporter's tests under AddressSanitizer (nightly) |
+//! | `lab`   | runtime-core's lab scenarios across many seeds (`--seeds N`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 
 mod asan;
 mod audit;
 mod demo;
+mod lab;
 mod sweep;
 
 /// Counts allocations per thread, for the lock-free audit.
@@ -67,6 +69,12 @@ commands:
                                 succeed (default: fail)
             --leaks             LeakSanitizer too (off by default: the tests
                                 that cut off tasks at shutdown leak today)
+  lab     runtime-core's lab scenarios (regions, cancellation, channels,
+          shutdown, the planted close race) across many seeds, uniform
+          random and PCT, in release; a failing seed prints its schedule
+            --seeds N           seeds per scenario and strategy (default 100000)
+            --only NAME         one scenario (a test-name filter)
+            --debug             a debug build
   deny    cargo deny check licenses bans sources
 ";
 
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
         "test" => run_tests(rest),
         "loom" => run_loom(rest),
         "asan" => asan::Options::parse(rest).and_then(|o| asan::main(&o)),
+        "lab" => lab::Options::parse(rest).and_then(|o| lab::main(&o)),
         "deny" => run_deny(),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");

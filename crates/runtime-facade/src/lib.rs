@@ -72,6 +72,19 @@ pub use runtime_core as runtime;
 /// The capability vocabulary (the `runtime-cap` crate).
 pub use runtime_cap as caps;
 
+/// The lab runtime: the same program on one thread, virtual time, a
+/// seeded scheduler, oracles (`runtime_core::lab`).
+///
+/// ```
+/// use runtime_facade::lab::LabRuntime;
+/// use runtime_facade::runtime::time::Duration;
+/// let report = LabRuntime::new(1).block_on(|cx| async move {
+///     cx.sleep(Duration::from_secs(30)).await.map_err(|_| ())
+/// });
+/// assert_eq!(report.elapsed, Duration::from_secs(30));
+/// ```
+pub use runtime_core::lab;
+
 /// What an application imports to write against the runtime in a few lines.
 ///
 /// ```
