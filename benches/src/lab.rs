@@ -12,8 +12,6 @@
 //! assert_eq!(fp, benches::lab::run_one(7, benches::lab::AWAITS)); // same seed, same schedule
 //! ```
 
-use std::future::Future;
-
 use runtime_core::Cx;
 use runtime_core::lab::{LabCaps, LabRuntime};
 
@@ -23,30 +21,25 @@ pub const TASKS: u64 = 10;
 pub const AWAITS: u64 = 100;
 
 /// The scenario: `TASKS` tasks, `awaits` yields each, all joined.
-pub fn scenario(
-    cx: Cx<LabCaps>,
-    awaits: u64,
-) -> impl Future<Output = Result<u64, ()>> + Send + 'static {
-    async move {
-        let hs: Vec<_> = (0..TASKS)
-            .map(|i| {
-                cx.spawn(move |cx| async move {
-                    for _ in 0..awaits {
-                        cx.yield_now().await.map_err(|_| ())?;
-                    }
-                    Ok::<_, ()>(i)
-                })
+pub async fn scenario(cx: Cx<LabCaps>, awaits: u64) -> Result<u64, ()> {
+    let hs: Vec<_> = (0..TASKS)
+        .map(|i| {
+            cx.spawn(move |cx| async move {
+                for _ in 0..awaits {
+                    cx.yield_now().await.map_err(|_| ())?;
+                }
+                Ok::<_, ()>(i)
             })
-            .collect();
-        let mut sum = 0;
-        for h in hs {
-            match h.await.ok() {
-                Some(Ok(v)) => sum += v,
-                _ => return Err(()),
-            }
+        })
+        .collect();
+    let mut sum = 0;
+    for h in hs {
+        match h.await.ok() {
+            Some(Ok(v)) => sum += v,
+            _ => return Err(()),
         }
-        Ok(sum)
     }
+    Ok(sum)
 }
 
 /// One lab run with `seed`; returns its schedule's fingerprint. Panics if

@@ -61,50 +61,48 @@ fn report(e: &Exploration, n: u64) {
 /// Nested regions with tasks that yield and sleep: a region returns only
 /// when its tasks have finished, and finalizers run after them, in reverse
 /// order of registration.
-fn regions(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let done = Arc::new(AtomicUsize::new(0));
-        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (d, o) = (done.clone(), order.clone());
-        let r = cx
-            .region(move |cx| async move {
-                let (o1, o2) = (o.clone(), o.clone());
-                cx.defer(move || o1.lock().unwrap().push("first registered"));
-                cx.defer(move || o2.lock().unwrap().push("second registered"));
-                for i in 0..3u64 {
-                    let d = d.clone();
-                    cx.spawn(move |cx| async move {
-                        cx.yield_now().await.ok();
-                        cx.sleep(Duration::from_millis(i)).await.ok();
-                        let inner = cx
-                            .region(|cx| async move {
-                                let h = cx.spawn(|cx| async move {
-                                    cx.yield_now().await.ok();
-                                    7
-                                });
-                                Ok::<_, ()>(h.await.unwrap())
-                            })
-                            .await;
-                        assert_eq!(inner.ok(), Some(7));
-                        d.fetch_add(1, Ordering::SeqCst);
-                    });
-                }
-                Ok::<_, ()>(())
-            })
-            .await;
-        if !r.is_ok() {
-            return Err(format!("region failed: {r:?}"));
-        }
-        let n = done.load(Ordering::SeqCst);
-        if n != 3 {
-            return Err(format!("region returned with {n} of 3 tasks done"));
-        }
-        let order = order.lock().unwrap().clone();
-        if order != ["second registered", "first registered"] {
-            return Err(format!("finalizers ran as {order:?}"));
-        }
-        Ok(())
+async fn regions(cx: Cx<LabCaps>) -> Result<(), String> {
+    let done = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (d, o) = (done.clone(), order.clone());
+    let r = cx
+        .region(move |cx| async move {
+            let (o1, o2) = (o.clone(), o.clone());
+            cx.defer(move || o1.lock().unwrap().push("first registered"));
+            cx.defer(move || o2.lock().unwrap().push("second registered"));
+            for i in 0..3u64 {
+                let d = d.clone();
+                cx.spawn(move |cx| async move {
+                    cx.yield_now().await.ok();
+                    cx.sleep(Duration::from_millis(i)).await.ok();
+                    let inner = cx
+                        .region(|cx| async move {
+                            let h = cx.spawn(|cx| async move {
+                                cx.yield_now().await.ok();
+                                7
+                            });
+                            Ok::<_, ()>(h.await.unwrap())
+                        })
+                        .await;
+                    assert_eq!(inner.ok(), Some(7));
+                    d.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            Ok::<_, ()>(())
+        })
+        .await;
+    if !r.is_ok() {
+        return Err(format!("region failed: {r:?}"));
     }
+    let n = done.load(Ordering::SeqCst);
+    if n != 3 {
+        return Err(format!("region returned with {n} of 3 tasks done"));
+    }
+    let order = order.lock().unwrap().clone();
+    if order != ["second registered", "first registered"] {
+        return Err(format!("finalizers ran as {order:?}"));
+    }
+    Ok(())
 }
 
 #[test]
@@ -118,62 +116,60 @@ fn lab_regions_across_seeds() {
 /// sees the request, cleanup in a masked section finishes, the region's
 /// outcome is the cancellation (a child's failure is not invented), and
 /// the request reaches nested regions.
-fn cancellation(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let cleaned = Arc::new(AtomicUsize::new(0));
-        let c = cleaned.clone();
-        let r = cx
-            .region(move |cx| async move {
-                let mut hs = Vec::new();
-                for i in 0..4u64 {
-                    let c = c.clone();
-                    hs.push(cx.spawn(move |cx| async move {
-                        let r = if i % 2 == 0 {
-                            cx.sleep(Duration::from_secs(3600)).await
-                        } else {
-                            loop {
-                                if let Err(e) = cx.yield_now().await {
-                                    break Err(e);
-                                }
+async fn cancellation(cx: Cx<LabCaps>) -> Result<(), String> {
+    let cleaned = Arc::new(AtomicUsize::new(0));
+    let c = cleaned.clone();
+    let r = cx
+        .region(move |cx| async move {
+            let mut hs = Vec::new();
+            for i in 0..4u64 {
+                let c = c.clone();
+                hs.push(cx.spawn(move |cx| async move {
+                    let r = if i % 2 == 0 {
+                        cx.sleep(Duration::from_secs(3600)).await
+                    } else {
+                        loop {
+                            if let Err(e) = cx.yield_now().await {
+                                break Err(e);
                             }
-                        };
-                        // Cleanup: one more await, masked.
-                        let _ = cx.masked(cx.yield_now()).await;
-                        c.fetch_add(1, Ordering::SeqCst);
-                        r.is_err()
-                    }));
-                }
-                let nested = cx.spawn(|cx| async move {
-                    cx.region(|cx| async move {
-                        cx.sleep(Duration::from_secs(3600)).await.map_err(|_| ())?;
-                        Ok::<_, ()>(())
-                    })
-                    .await
-                    .is_cancelled()
-                });
-                let spins = cx.random_below(4);
-                for _ in 0..spins {
-                    cx.yield_now().await.ok();
-                }
-                cx.cancel(CancelReason::user("stop"));
-                let mut all = true;
-                for h in hs {
-                    all &= h.await.unwrap();
-                }
-                all &= nested.await.unwrap();
-                Ok::<_, ()>(all)
-            })
-            .await;
-        // The body returned after every task it awaited saw the request.
-        if !matches!(r, Outcome::Ok(true)) {
-            return Err(format!("the region ended {r:?}"));
-        }
-        let n = cleaned.load(Ordering::SeqCst);
-        if n != 4 {
-            return Err(format!("{n} of 4 tasks finished their cleanup"));
-        }
-        Ok(())
+                        }
+                    };
+                    // Cleanup: one more await, masked.
+                    let _ = cx.masked(cx.yield_now()).await;
+                    c.fetch_add(1, Ordering::SeqCst);
+                    r.is_err()
+                }));
+            }
+            let nested = cx.spawn(|cx| async move {
+                cx.region(|cx| async move {
+                    cx.sleep(Duration::from_secs(3600)).await.map_err(|_| ())?;
+                    Ok::<_, ()>(())
+                })
+                .await
+                .is_cancelled()
+            });
+            let spins = cx.random_below(4);
+            for _ in 0..spins {
+                cx.yield_now().await.ok();
+            }
+            cx.cancel(CancelReason::user("stop"));
+            let mut all = true;
+            for h in hs {
+                all &= h.await.unwrap();
+            }
+            all &= nested.await.unwrap();
+            Ok::<_, ()>(all)
+        })
+        .await;
+    // The body returned after every task it awaited saw the request.
+    if !matches!(r, Outcome::Ok(true)) {
+        return Err(format!("the region ended {r:?}"));
     }
+    let n = cleaned.load(Ordering::SeqCst);
+    if n != 4 {
+        return Err(format!("{n} of 4 tasks finished their cleanup"));
+    }
+    Ok(())
 }
 
 #[test]
@@ -186,77 +182,75 @@ fn lab_cancellation_across_seeds() {
 /// Three producers send through a bounded channel while the consumer is
 /// cancelled part-way by a timeout: every value is received, or still
 /// queued, or returned to its sender; none is lost, none duplicated.
-fn channels(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let (tx, mut rx) = mpsc::channel::<u64>(2).map_err(|e| e.to_string())?;
-        let returned = Arc::new(AtomicUsize::new(0));
-        let mut producers = Vec::new();
-        for p in 0..3u64 {
-            let tx = tx.clone();
-            let returned = returned.clone();
-            producers.push(cx.spawn(move |cx| async move {
-                for i in 0..4 {
-                    if tx.send(&cx, p * 10 + i).await.is_err() {
-                        returned.fetch_add(1, Ordering::SeqCst);
-                    }
-                    if cx.random_below(2) == 0 {
-                        cx.yield_now().await.ok();
-                    }
+async fn channels(cx: Cx<LabCaps>) -> Result<(), String> {
+    let (tx, mut rx) = mpsc::channel::<u64>(2).map_err(|e| e.to_string())?;
+    let returned = Arc::new(AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for p in 0..3u64 {
+        let tx = tx.clone();
+        let returned = returned.clone();
+        producers.push(cx.spawn(move |cx| async move {
+            for i in 0..4 {
+                if tx.send(&cx, p * 10 + i).await.is_err() {
+                    returned.fetch_add(1, Ordering::SeqCst);
                 }
-            }));
-        }
-        // Kept to read the undelivered count if the receiver is dropped.
-        let probe = tx.clone();
-        drop(tx);
-        let limit = Duration::from_millis(cx.random_below(3));
-        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let g = got.clone();
-        let first = cx
-            .timeout(limit, move |cx| async move {
-                // Receive until cancelled (or closed). A body that returns
-                // `Ok` keeps the receiver; cancelled, it is dropped.
-                while let Ok(v) = rx.recv(&cx).await {
-                    g.lock().unwrap().push(v);
-                    cx.sleep(Duration::from_micros(500)).await.ok();
+                if cx.random_below(2) == 0 {
+                    cx.yield_now().await.ok();
                 }
-                Ok::<_, ()>(rx)
-            })
-            .await;
-        let undelivered = match first {
-            Outcome::Ok(mut rx) => {
-                // The receiver survived: drain it until every sender is gone.
-                drop(probe);
-                while let Ok(v) = rx.recv(&cx).await {
-                    got.lock().unwrap().push(v);
-                }
-                0
             }
-            _ => {
-                for h in producers.drain(..) {
-                    h.await.unwrap();
-                }
-                probe.undelivered()
-            }
-        };
-        for h in producers {
-            h.await.unwrap();
-        }
-        let got = got.lock().unwrap().clone();
-        let mut sorted = got.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != got.len() {
-            return Err(format!("a value arrived twice: {got:?}"));
-        }
-        let returned = returned.load(Ordering::SeqCst) as u64;
-        if got.len() as u64 + returned + undelivered != 12 {
-            return Err(format!(
-                "{} received + {returned} returned + {undelivered} undelivered != 12",
-                got.len()
-            ));
-        }
-        Ok(())
+        }));
     }
+    // Kept to read the undelivered count if the receiver is dropped.
+    let probe = tx.clone();
+    drop(tx);
+    let limit = Duration::from_millis(cx.random_below(3));
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let first = cx
+        .timeout(limit, move |cx| async move {
+            // Receive until cancelled (or closed). A body that returns
+            // `Ok` keeps the receiver; cancelled, it is dropped.
+            while let Ok(v) = rx.recv(&cx).await {
+                g.lock().unwrap().push(v);
+                cx.sleep(Duration::from_micros(500)).await.ok();
+            }
+            Ok::<_, ()>(rx)
+        })
+        .await;
+    let undelivered = match first {
+        Outcome::Ok(mut rx) => {
+            // The receiver survived: drain it until every sender is gone.
+            drop(probe);
+            while let Ok(v) = rx.recv(&cx).await {
+                got.lock().unwrap().push(v);
+            }
+            0
+        }
+        _ => {
+            for h in producers.drain(..) {
+                h.await.unwrap();
+            }
+            probe.undelivered()
+        }
+    };
+    for h in producers {
+        h.await.unwrap();
+    }
+    let got = got.lock().unwrap().clone();
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != got.len() {
+        return Err(format!("a value arrived twice: {got:?}"));
+    }
+    let returned = returned.load(Ordering::SeqCst) as u64;
+    if got.len() as u64 + returned + undelivered != 12 {
+        return Err(format!(
+            "{} received + {returned} returned + {undelivered} undelivered != 12",
+            got.len()
+        ));
+    }
+    Ok(())
 }
 
 #[test]
@@ -270,68 +264,64 @@ fn lab_channels_across_seeds() {
 /// shutdown uses): workers mid-request, a worker whose cleanup overruns
 /// its grace period (cut off), finalizers run once each, the drain ends
 /// at the grace period's end in virtual time.
-fn shutdown(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let finalized = Arc::new(AtomicUsize::new(0));
-        let f = finalized.clone();
-        let opts = RegionOptions::collect_all().cleanup(CleanupBudget {
-            polls: Some(100),
-            grace: Some(Duration::from_millis(20)),
-        });
-        let start = cx.now();
-        let r = cx
-            .region_with(opts, move |cx| async move {
-                for w in 0..3u64 {
-                    let f = f.clone();
-                    cx.spawn(move |cx| async move {
-                        let f2 = f.clone();
-                        cx.defer(move || {
-                            f2.fetch_add(1, Ordering::SeqCst);
-                        });
-                        loop {
-                            if cx.sleep(Duration::from_millis(1 + w)).await.is_err() {
-                                break;
-                            }
-                        }
-                        if w == 2 {
-                            // A cleanup that never ends: cut off at 20 ms.
-                            loop {
-                                let _ = cx.masked(cx.sleep(Duration::from_millis(1))).await;
-                            }
-                        }
+async fn shutdown(cx: Cx<LabCaps>) -> Result<(), String> {
+    let finalized = Arc::new(AtomicUsize::new(0));
+    let f = finalized.clone();
+    let opts = RegionOptions::collect_all().cleanup(CleanupBudget {
+        polls: Some(100),
+        grace: Some(Duration::from_millis(20)),
+    });
+    let start = cx.now();
+    let r = cx
+        .region_with(opts, move |cx| async move {
+            for w in 0..3u64 {
+                let f = f.clone();
+                cx.spawn(move |cx| async move {
+                    let f2 = f.clone();
+                    cx.defer(move || {
+                        f2.fetch_add(1, Ordering::SeqCst);
                     });
-                }
-                cx.defer({
-                    let f = f.clone();
-                    move || {
-                        f.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        if cx.sleep(Duration::from_millis(1 + w)).await.is_err() {
+                            break;
+                        }
+                    }
+                    if w == 2 {
+                        // A cleanup that never ends: cut off at 20 ms.
+                        loop {
+                            let _ = cx.masked(cx.sleep(Duration::from_millis(1))).await;
+                        }
                     }
                 });
-                cx.sleep(Duration::from_millis(cx.random_below(5)))
-                    .await
-                    .ok();
-                cx.cancel(
-                    CancelReason::new(CancelKind::Shutdown).with_message("the service stops"),
-                );
-                Ok::<_, ()>(())
-            })
-            .await;
-        // The body itself returned `Ok` after its request.
-        if !r.is_ok() {
-            return Err(format!("the region ended {r:?}"));
-        }
-        // Region finalizers (one: the tasks' `defer` registered on the
-        // region they run in) all ran once.
-        let n = finalized.load(Ordering::SeqCst);
-        if n != 4 {
-            return Err(format!("{n} of 4 finalizers ran"));
-        }
-        let took = cx.now() - start;
-        if took > Duration::from_millis(4 + 20 + 1) {
-            return Err(format!("the drain took {took:?} of virtual time"));
-        }
-        Ok(())
+            }
+            cx.defer({
+                let f = f.clone();
+                move || {
+                    f.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+            cx.sleep(Duration::from_millis(cx.random_below(5)))
+                .await
+                .ok();
+            cx.cancel(CancelReason::new(CancelKind::Shutdown).with_message("the service stops"));
+            Ok::<_, ()>(())
+        })
+        .await;
+    // The body itself returned `Ok` after its request.
+    if !r.is_ok() {
+        return Err(format!("the region ended {r:?}"));
     }
+    // Region finalizers (one: the tasks' `defer` registered on the
+    // region they run in) all ran once.
+    let n = finalized.load(Ordering::SeqCst);
+    if n != 4 {
+        return Err(format!("{n} of 4 finalizers ran"));
+    }
+    let took = cx.now() - start;
+    if took > Duration::from_millis(4 + 20 + 1) {
+        return Err(format!("the drain took {took:?} of virtual time"));
+    }
+    Ok(())
 }
 
 #[test]
@@ -347,25 +337,23 @@ fn lab_shutdown_across_seeds() {
 /// schedule that starves that child for most of the body's turns (rare
 /// under uniform choice; one low priority under PCT). With the planted
 /// lost wake-up in the close, that schedule deadlocks.
-fn close_race(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let r = cx
-            .region(|cx| async move {
-                for _ in 0..2 {
-                    cx.spawn(|cx| async move {
-                        for _ in 0..3 {
-                            cx.yield_now().await.ok();
-                        }
-                    });
-                }
-                for _ in 0..20 {
-                    cx.yield_now().await.ok();
-                }
-                Ok::<_, ()>(())
-            })
-            .await;
-        r.ok().ok_or_else(|| "region failed".to_string())
-    }
+async fn close_race(cx: Cx<LabCaps>) -> Result<(), String> {
+    let r = cx
+        .region(|cx| async move {
+            for _ in 0..2 {
+                cx.spawn(|cx| async move {
+                    for _ in 0..3 {
+                        cx.yield_now().await.ok();
+                    }
+                });
+            }
+            for _ in 0..20 {
+                cx.yield_now().await.ok();
+            }
+            Ok::<_, ()>(())
+        })
+        .await;
+    r.ok().ok_or_else(|| "region failed".to_string())
 }
 
 fn find_planted(strategy: Strategy, seeds: u64) -> (u64, u64) {

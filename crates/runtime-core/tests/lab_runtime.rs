@@ -20,26 +20,24 @@ use test_watchdog::isolate;
 const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Ten tasks, each yielding a few times and sleeping a random while.
-fn busy(cx: Cx<LabCaps>) -> impl Future<Output = Result<Vec<u64>, ()>> + Send {
-    async move {
-        let hs: Vec<_> = (0..10)
-            .map(|i| {
-                cx.spawn(move |cx| async move {
-                    for _ in 0..3 {
-                        cx.yield_now().await.ok();
-                    }
-                    let ms = cx.random_below(5);
-                    cx.sleep(Duration::from_millis(ms)).await.ok();
-                    i * 100 + ms
-                })
+async fn busy(cx: Cx<LabCaps>) -> Result<Vec<u64>, ()> {
+    let hs: Vec<_> = (0..10)
+        .map(|i| {
+            cx.spawn(move |cx| async move {
+                for _ in 0..3 {
+                    cx.yield_now().await.ok();
+                }
+                let ms = cx.random_below(5);
+                cx.sleep(Duration::from_millis(ms)).await.ok();
+                i * 100 + ms
             })
-            .collect();
-        let mut out = Vec::new();
-        for h in hs {
-            out.push(h.await.unwrap());
-        }
-        Ok(out)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in hs {
+        out.push(h.await.unwrap());
     }
+    Ok(out)
 }
 
 #[test]
@@ -242,28 +240,26 @@ fn nothing_the_lab_runs_reads_the_wall_clock_or_os_randomness() {
 // ---- exploration and replay ------------------------------------------------
 
 /// Two tasks read, yield, then write: a lost update under some schedules.
-fn lost_update(cx: Cx<LabCaps>) -> impl Future<Output = Result<(), String>> + Send {
-    async move {
-        let n = Arc::new(Mutex::new(0));
-        let hs: Vec<_> = (0..2)
-            .map(|_| {
-                let n = n.clone();
-                cx.spawn(move |cx| async move {
-                    let seen = *n.lock().unwrap();
-                    cx.yield_now().await.ok();
-                    *n.lock().unwrap() = seen + 1;
-                })
+async fn lost_update(cx: Cx<LabCaps>) -> Result<(), String> {
+    let n = Arc::new(Mutex::new(0));
+    let hs: Vec<_> = (0..2)
+        .map(|_| {
+            let n = n.clone();
+            cx.spawn(move |cx| async move {
+                let seen = *n.lock().unwrap();
+                cx.yield_now().await.ok();
+                *n.lock().unwrap() = seen + 1;
             })
-            .collect();
-        for h in hs {
-            h.await.unwrap();
-        }
-        let total = *n.lock().unwrap();
-        if total == 2 {
-            Ok(())
-        } else {
-            Err(format!("lost update: total {total}"))
-        }
+        })
+        .collect();
+    for h in hs {
+        h.await.unwrap();
+    }
+    let total = *n.lock().unwrap();
+    if total == 2 {
+        Ok(())
+    } else {
+        Err(format!("lost update: total {total}"))
     }
 }
 

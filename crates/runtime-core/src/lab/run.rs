@@ -27,7 +27,7 @@ pub(super) struct Rng(u64);
 
 impl Rng {
     pub(super) fn new(seed: u64) -> Self {
-        Rng(mix64(seed ^ 0x1AB5_EED5_0F_C401))
+        Rng(mix64(seed ^ 0x001A_B5EE_D50F_C401))
     }
 
     pub(super) fn next(&mut self) -> u64 {
