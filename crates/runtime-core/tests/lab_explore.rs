@@ -406,3 +406,76 @@ fn exploration_finds_the_planted_close_race_and_replays_it() {
         );
     });
 }
+
+// ---- hostile cases ------------------------------------------------------------
+
+/// An error whose `Debug` panics.
+struct PanicOnDebug;
+impl std::fmt::Debug for PanicOnDebug {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        panic!("Debug panicked on purpose")
+    }
+}
+
+/// A value whose `Drop` panics.
+struct PanicOnDrop;
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        panic!("Drop panicked on purpose")
+    }
+}
+
+/// Hostile but legitimate code under the lab (as in `tests/hostile.rs`):
+/// a panicking finalizer, an error whose `Debug` panics, a task whose
+/// future panics in its `Drop` while siblings sleep and yield. Each
+/// outcome is what the real runtime gives, and every oracle holds, on
+/// every seed (a panic the runtime catches is not a failure of the run).
+async fn hostile(cx: Cx<LabCaps>) -> Result<(), String> {
+    let fin = cx
+        .region(|cx| async move {
+            cx.defer(|| panic!("finalizer panicked on purpose"));
+            cx.spawn(|cx| async move { cx.yield_now().await.ok() });
+            Ok::<_, ()>(())
+        })
+        .await;
+    if !matches!(fin, Outcome::Panicked(_)) {
+        return Err(format!("panicking finalizer: {:?}", fin.map(|_| ())));
+    }
+    let dbg = cx
+        .region_with(RegionOptions::collect_all(), |cx| async move {
+            let h = cx.try_spawn(|_| async { Err::<(), _>(PanicOnDebug) });
+            let _ = h.await;
+            Ok::<_, ()>(())
+        })
+        .await;
+    match dbg {
+        Outcome::Err(runtime_core::RegionError::Child(f))
+            if f.message.contains("Debug panicked") => {}
+        other => return Err(format!("panicking Debug: {:?}", other.map(|_| ()))),
+    }
+    let dropped = cx
+        .region_with(RegionOptions::collect_all(), |cx| async move {
+            let sleeper = cx.spawn(|cx| async move {
+                cx.sleep(Duration::from_millis(cx.random_below(3)))
+                    .await
+                    .ok();
+                1
+            });
+            let bomb = cx.spawn(|cx| async move {
+                let _bomb = PanicOnDrop;
+                cx.yield_now().await.ok();
+            });
+            let _ = bomb.await;
+            Ok::<_, ()>(sleeper.await.ok())
+        })
+        .await;
+    if !matches!(dropped, Outcome::Panicked(_)) {
+        return Err(format!("panicking Drop: {:?}", dropped.map(|_| ())));
+    }
+    Ok(())
+}
+
+#[test]
+fn lab_hostile_cases_across_seeds() {
+    isolate(WATCHDOG, || explore_both(hostile));
+}

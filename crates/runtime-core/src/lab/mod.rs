@@ -86,6 +86,10 @@
 //!   the same way. We use it because the bugs this runtime guards against
 //!   are of that shape: a wake-up lost when one task runs to its end before
 //!   another parks, a close that races its last child.
+//!   Strict priorities starve: a task that spins (yields in a loop until
+//!   another task acts) would hold the thread for ever, so a task that
+//!   runs 32 steps in a row while others are ready is demoted like at a
+//!   change point.
 //!
 //! ## Virtual time
 //!
@@ -132,6 +136,16 @@
 //!
 //! A panic that escapes the root region, or an `Err` outcome, also makes
 //! [`LabReport::failure`] (and so [`explore`]) report the run as failed.
+//!
+//! From safe code, a leaked task or region shows up as a deadlock (its
+//! parent waits for it for ever) unless it escaped the tree: a `Cx` kept
+//! past its region's close opens an orphan region nobody waits for, which
+//! `tests/lab_runtime.rs` uses to trip the live-task and open-region
+//! oracles; `mem::forget` of a permit trips the reservation oracle; a
+//! finalizer registered on a closed region, the finalizer oracle. The
+//! cleanup-budget and lattice oracles check what the runtime itself
+//! enforces, so no safe program trips them: their tests plant a bug
+//! (`LabBuilder::plant`, hidden, for tests only).
 
 mod explore;
 pub(crate) mod hooks;
