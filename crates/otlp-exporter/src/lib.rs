@@ -179,6 +179,7 @@
 //! * `http` (default): [`HttpTransport`] (ureq, rustls with the *ring*
 //!   provider, flate2). Without it the crate has no network code at all.
 
+pub mod clock;
 mod config;
 mod encode;
 #[cfg(feature = "http")]
@@ -192,6 +193,7 @@ mod span;
 mod stats;
 mod transport;
 
+pub use clock::now_unix_nanos;
 pub use config::ConfigError;
 pub use encode::{Encoded, EncodedRequest, Encoder, Encoding, MAX_REQUEST_BYTES};
 #[cfg(feature = "http")]
@@ -214,7 +216,7 @@ pub use propagation::{TraceState, TraceStateError, TraceparentError};
 /// and [`PipelineBuilder::network`] take one.
 pub use runtime_cap::{AmbientAuthority, NetAccess, ambient_authority};
 pub use sampling::{Sampler, SamplingDecision};
-pub use span::{Span, SpanBuilder, Tracer, now_unix_nanos};
+pub use span::{Span, SpanBuilder, Tracer};
 pub use stats::{Dropped, ExportStats, FlushReport, ShutdownReport};
 pub use transport::{
     AttemptStats, Behavior, ExportResult, FileTransport, InMemory, TraceExporter, Transport,

@@ -40,26 +40,14 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::clock::now_unix_nanos;
 use crate::model::{
     Event, KeyValue, Link, Priority, ScopeId, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
     Status, Str, TraceFlags, TraceId, Value, truncate_value,
 };
 use crate::pipeline::{Pipeline, Recorded};
 use crate::sampling::Sampler;
-
-/// Nanoseconds since the Unix epoch, now.
-///
-/// ```
-/// let t = otlp_exporter::now_unix_nanos();
-/// assert!(t > 1_600_000_000_000_000_000); // after September 2020
-/// ```
-pub fn now_unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
 
 /// Starts spans for one instrumentation scope of one pipeline. Get one
 /// from [`Pipeline::tracer`]; clone it freely (`Clone + Send + Sync +
@@ -244,7 +232,14 @@ impl Tracer {
     /// span.end();
     /// ```
     pub fn start(&self, name: impl Into<Str>) -> Span {
-        self.build(name).start()
+        begin(
+            self.local(),
+            name.into(),
+            SpanKind::Internal,
+            None,
+            None,
+            Priority::Normal,
+        )
     }
 
     /// Starts a child of `parent`: in its trace, and sampled as the sampler
@@ -265,7 +260,15 @@ impl Tracer {
     /// span.end();
     /// ```
     pub fn start_child(&self, name: impl Into<Str>, parent: &SpanContext) -> Span {
-        self.build(name).parent(parent).start()
+        begin(
+            self.local(),
+            name.into(),
+            SpanKind::Internal,
+            // An invalid parent starts a root, as `SpanBuilder::parent` says.
+            Some(parent).filter(|p| p.is_valid()),
+            None,
+            Priority::Normal,
+        )
     }
 
     /// A span with more settings before it starts.
@@ -499,50 +502,72 @@ impl SpanBuilder {
     /// span.end();
     /// ```
     pub fn start(self) -> Span {
-        let local = self.local;
-        let (trace_id, parent_span_id, state) = match &self.parent {
-            Some(p) => (p.trace_id, p.span_id, p.trace_state.clone()),
-            None => (TraceId::random(), SpanId::INVALID, Str::Borrowed("")),
-        };
-        let decision =
-            local
-                .sampler
-                .should_sample(self.parent.as_ref(), trace_id, &self.name, self.kind);
-        let context = SpanContext {
-            trace_id,
-            span_id: SpanId::random(),
-            trace_flags: if decision.is_sampled() {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::NOT_SAMPLED
-            },
-            trace_state: state,
-            is_remote: false,
-        };
-        let recording = decision.is_recording();
-        let mut data = spare_data(self.name, context);
-        data.parent_span_id = parent_span_id;
-        data.parent_is_remote = self.parent.as_ref().is_some_and(|p| p.is_remote);
-        data.kind = self.kind;
-        data.priority = self.priority;
-        data.scope = local.scope;
-        if recording {
-            data.start_time_unix_nano = self.start.unwrap_or_else(now_unix_nanos);
-        }
-        let mut span = Span {
-            local,
-            data: Some(data),
-            recording,
-        };
-        if recording {
+        let mut span = begin(
+            self.local,
+            self.name,
+            self.kind,
+            self.parent.as_ref(),
+            self.start,
+            self.priority,
+        );
+        // (Empty vectors skip their iterators' drop glue: the common case.)
+        if span.recording && !self.attributes.is_empty() {
             for kv in self.attributes {
                 span.set_attribute(kv.key, kv.value);
             }
+        }
+        if span.recording && !self.links.is_empty() {
             for link in self.links {
                 span.add_link(link);
             }
         }
         span
+    }
+}
+
+/// Starts a span: ids, the sampler's decision, the start time. What
+/// [`SpanBuilder::start`] does before its attributes and links, and all
+/// that [`Tracer::start`] and [`Tracer::start_child`] do (without building
+/// a `SpanBuilder` and dropping its empty vectors).
+#[inline]
+fn begin(
+    local: Arc<Local>,
+    name: Str,
+    kind: SpanKind,
+    parent: Option<&SpanContext>,
+    start: Option<u64>,
+    priority: Priority,
+) -> Span {
+    let (trace_id, parent_span_id, state) = match parent {
+        Some(p) => (p.trace_id, p.span_id, p.trace_state.clone()),
+        None => (TraceId::random(), SpanId::INVALID, Str::Borrowed("")),
+    };
+    let decision = local.sampler.should_sample(parent, trace_id, &name, kind);
+    let context = SpanContext {
+        trace_id,
+        span_id: SpanId::random(),
+        trace_flags: if decision.is_sampled() {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::NOT_SAMPLED
+        },
+        trace_state: state,
+        is_remote: false,
+    };
+    let recording = decision.is_recording();
+    let mut data = spare_data(name, context);
+    data.parent_span_id = parent_span_id;
+    data.parent_is_remote = parent.is_some_and(|p| p.is_remote);
+    data.kind = kind;
+    data.priority = priority;
+    data.scope = local.scope;
+    if recording {
+        data.start_time_unix_nano = start.unwrap_or_else(now_unix_nanos);
+    }
+    Span {
+        local,
+        data: Some(data),
+        recording,
     }
 }
 
@@ -829,23 +854,31 @@ fn spare_data(name: Str, context: SpanContext) -> Box<SpanData> {
 
 /// Resets an ended span's storage to a fresh span's state (keeping modest
 /// vector capacity) and keeps it for this thread's next span, if there is
-/// room.
+/// room. Field by field, in place: dropping and rebuilding the whole
+/// `SpanData` ran the drop glue of every field, each a call.
 #[inline]
 fn recycle_data(mut data: Box<SpanData>) {
-    fn keep<T>(mut v: Vec<T>) -> Vec<T> {
-        v.clear();
+    fn keep<T>(v: &mut Vec<T>) {
         if v.capacity() > SPARE_CAPACITY {
-            v = Vec::new();
+            *v = Vec::new();
+        } else if !v.is_empty() {
+            v.clear();
         }
-        v
     }
-    let attributes = keep(std::mem::take(&mut data.attributes));
-    let events = keep(std::mem::take(&mut data.events));
-    let links = keep(std::mem::take(&mut data.links));
-    *data = SpanData::with_context(Str::Borrowed(""), SpanContext::INVALID);
-    data.attributes = attributes;
-    data.events = events;
-    data.links = links;
+    let d = &mut *data;
+    keep(&mut d.attributes);
+    keep(&mut d.events);
+    keep(&mut d.links);
+    d.name = Str::Borrowed("");
+    d.context.trace_state = Str::Borrowed("");
+    d.start_time_unix_nano = 0;
+    d.end_time_unix_nano = 0;
+    d.dropped_attributes_count = 0;
+    d.dropped_events_count = 0;
+    d.dropped_links_count = 0;
+    d.status = Status::default();
+    // The rest (context, parent, kind, priority, scope) is set by every
+    // start (`spare_data`, `SpanBuilder::start`).
     let _ = SPARE.try_with(move |spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
             && spare.len() < SPARE_SPANS

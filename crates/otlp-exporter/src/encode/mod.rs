@@ -11,6 +11,7 @@ pub(crate) mod json;
 pub(crate) mod proto;
 
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Str, Value};
 use proto::Group;
@@ -113,6 +114,27 @@ pub(crate) fn encode_span(span: &SpanData, encoding: Encoding, out: &mut Vec<u8>
         Encoding::Json => json::put_span(out, span),
     }
 }
+
+/// [`encode_span`] as the record path does it: a protobuf span that fits in
+/// `INLINE` bytes is encoded into a fixed buffer first (no capacity checks,
+/// no allocation: see [`proto::put_framed_span_fixed`]), the rest into a
+/// `Vec`. The public [`Encoder::encode`] goes this way too, so every test
+/// that compares its output with `prost`'s checks both encoders.
+fn encode_span_as_recorded(span: &SpanData, encoding: Encoding, out: &mut Vec<u8>) {
+    if encoding == Encoding::Protobuf {
+        let mut buf = [MaybeUninit::uninit(); SMALL_SPAN];
+        if let Some(range) = proto::put_framed_span_fixed(&mut buf, span) {
+            // SAFETY: `put_framed_span_fixed` wrote every byte of `range`.
+            out.extend_from_slice(unsafe { proto::written(&buf, range) });
+            return;
+        }
+    }
+    encode_span(span, encoding, out);
+}
+
+/// The size of the fixed buffer [`encode_span_as_recorded`] tries first:
+/// the record path's inline slot buffer.
+const SMALL_SPAN: usize = crate::pipeline::INLINE;
 
 /// A span already encoded by [`encode_span`].
 #[derive(Clone, Copy)]
@@ -278,7 +300,7 @@ impl Encoder {
         let mut bytes = Vec::new();
         let mut ends = Vec::with_capacity(spans.len());
         for s in spans {
-            encode_span(s, encoding, &mut bytes);
+            encode_span_as_recorded(s, encoding, &mut bytes);
             ends.push(bytes.len());
         }
         let refs: Vec<SpanRef<'_>> = spans

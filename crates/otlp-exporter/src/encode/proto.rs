@@ -9,6 +9,9 @@
 //! needs more than one byte of varint. The output is canonical (minimal
 //! varints, default-valued fields left out), as `prost` writes it.
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
 use crate::model::{
     Event, InstrumentationScope, KeyValue, Link, Resource, SpanData, SpanId, Status, StatusCode,
     Value,
@@ -23,16 +26,131 @@ const FIXED32: u32 = 5;
 const FLAG_HAS_IS_REMOTE: u32 = 0x100;
 const FLAG_IS_REMOTE: u32 = 0x200;
 
+/// A write that found its [`Fixed`] buffer full (a `Vec` never is).
+#[derive(Debug)]
+pub(crate) struct Full;
+
+type Put = Result<(), Full>;
+
+/// Where the encoder writes: a growable `Vec<u8>`, which is never full, or
+/// a [`Fixed`] buffer, which fails a write that would pass its end (the
+/// caller then encodes into a `Vec` instead). One encoder serves both, so
+/// the bytes are the same whichever is used; for `Vec` every `Result` is
+/// `Ok` and the checks compile away.
+pub(crate) trait Sink {
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+    fn put(&mut self, b: u8) -> Put;
+    fn put_slice(&mut self, s: &[u8]) -> Put;
+    /// Overwrites the written byte at `at`.
+    fn set(&mut self, at: usize, b: u8);
+    /// Moves the bytes from `at` on along by `n`, growing by `n` bytes (the
+    /// `n` bytes at `at` are then the caller's to overwrite).
+    fn open_gap(&mut self, at: usize, n: usize) -> Put;
+}
+
+impl Sink for Vec<u8> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    #[inline(always)]
+    fn put(&mut self, b: u8) -> Put {
+        self.push(b);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn put_slice(&mut self, s: &[u8]) -> Put {
+        self.extend_from_slice(s);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn set(&mut self, at: usize, b: u8) {
+        self[at] = b;
+    }
+
+    fn open_gap(&mut self, at: usize, n: usize) -> Put {
+        let end = Vec::len(self);
+        self.resize(end + n, 0);
+        self.copy_within(at..end, at + n);
+        Ok(())
+    }
+}
+
+/// A fixed buffer, written from `len` on; never initialized past what was
+/// written (the record path encodes into a queue slot's inline buffer,
+/// which nobody needs zeroed).
+pub(crate) struct Fixed<'a> {
+    buf: &'a mut [MaybeUninit<u8>],
+    len: usize,
+}
+
+impl Sink for Fixed<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    fn put(&mut self, b: u8) -> Put {
+        let slot = self.buf.get_mut(self.len).ok_or(Full)?;
+        slot.write(b);
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn put_slice(&mut self, s: &[u8]) -> Put {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(Full)?
+            .write_copy_of_slice(s);
+        self.len = end;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn set(&mut self, at: usize, b: u8) {
+        debug_assert!(at < self.len, "only written bytes are overwritten");
+        self.buf[at].write(b);
+    }
+
+    fn open_gap(&mut self, at: usize, n: usize) -> Put {
+        let end = self.len + n;
+        if end > self.buf.len() {
+            return Err(Full);
+        }
+        self.buf.copy_within(at..self.len, at + n);
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// The bytes `range` of `buf`, which the encoder wrote.
+///
+/// # Safety
+///
+/// Every byte of `buf[range]` was written (initialized).
+pub(crate) unsafe fn written(buf: &[MaybeUninit<u8>], range: Range<usize>) -> &[u8] {
+    let part = &buf[range];
+    // SAFETY: the caller says `part` is initialized; `MaybeUninit<u8>` has
+    // the layout of `u8`.
+    unsafe { std::slice::from_raw_parts(part.as_ptr().cast::<u8>(), part.len()) }
+}
+
 fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least 1.
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline(always)]
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+fn put_varint<S: Sink>(buf: &mut S, mut v: u64) -> Put {
     if v < 0x80 {
-        buf.push(v as u8);
-        return;
+        return buf.put(v as u8);
     }
     let mut bytes = [0u8; 10];
     let mut n = 0;
@@ -42,103 +160,107 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
         n += 1;
     }
     bytes[n] = v as u8;
-    buf.extend_from_slice(&bytes[..=n]);
+    buf.put_slice(&bytes[..=n])
 }
 
 #[inline(always)]
-fn put_key(buf: &mut Vec<u8>, field: u32, wire: u32) {
-    put_varint(buf, u64::from((field << 3) | wire));
+fn put_key<S: Sink>(buf: &mut S, field: u32, wire: u32) -> Put {
+    put_varint(buf, u64::from((field << 3) | wire))
 }
 
 /// Writes a length-delimited field whose body `body` writes, filling in the
 /// length afterwards.
 #[inline]
-fn put_message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
-    put_key(buf, field, LEN);
+fn put_message<S: Sink>(buf: &mut S, field: u32, body: impl FnOnce(&mut S) -> Put) -> Put {
+    put_key(buf, field, LEN)?;
     let at = buf.len();
-    buf.push(0);
-    body(buf);
+    buf.put(0)?;
+    body(buf)?;
     let len = buf.len() - at - 1;
     if len < 0x80 {
-        buf[at] = len as u8;
+        buf.set(at, len as u8);
     } else {
         // The length needs `n` bytes: shift the body along to make room.
         let n = varint_len(len as u64);
-        let end = buf.len();
-        buf.resize(end + n - 1, 0);
-        buf.copy_within(at + 1..end, at + n);
+        buf.open_gap(at + 1, n - 1)?;
         let mut v = len as u64;
-        for b in &mut buf[at..at + n] {
-            *b = (v as u8) | 0x80;
+        for i in 0..n {
+            let more = if i + 1 < n { 0x80 } else { 0 };
+            buf.set(at + i, (v as u8 & 0x7f) | more);
             v >>= 7;
         }
-        buf[at + n - 1] &= 0x7f;
     }
+    Ok(())
 }
 
 #[inline]
-fn put_bytes(buf: &mut Vec<u8>, field: u32, b: &[u8]) {
+fn put_bytes<S: Sink>(buf: &mut S, field: u32, b: &[u8]) -> Put {
     if !b.is_empty() {
-        put_key(buf, field, LEN);
-        put_varint(buf, b.len() as u64);
-        buf.extend_from_slice(b);
+        put_key(buf, field, LEN)?;
+        put_varint(buf, b.len() as u64)?;
+        buf.put_slice(b)?;
     }
+    Ok(())
 }
 
 #[inline]
-fn put_uint(buf: &mut Vec<u8>, field: u32, v: u64) {
+fn put_uint<S: Sink>(buf: &mut S, field: u32, v: u64) -> Put {
     if v != 0 {
-        put_key(buf, field, VARINT);
-        put_varint(buf, v);
+        put_key(buf, field, VARINT)?;
+        put_varint(buf, v)?;
     }
+    Ok(())
 }
 
 #[inline]
-fn put_fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
+fn put_fixed64<S: Sink>(buf: &mut S, field: u32, v: u64) -> Put {
     if v != 0 {
-        put_key(buf, field, FIXED64);
-        buf.extend_from_slice(&v.to_le_bytes());
+        put_key(buf, field, FIXED64)?;
+        buf.put_slice(&v.to_le_bytes())?;
     }
+    Ok(())
 }
 
 #[inline]
-fn put_fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
+fn put_fixed32<S: Sink>(buf: &mut S, field: u32, v: u32) -> Put {
     if v != 0 {
-        put_key(buf, field, FIXED32);
-        buf.extend_from_slice(&v.to_le_bytes());
+        put_key(buf, field, FIXED32)?;
+        buf.put_slice(&v.to_le_bytes())?;
     }
+    Ok(())
 }
 
 /// `AnyValue` body (a oneof: the set member is always written). Recurses
 /// once per array level: callers check the depth first (`too_deep`).
-fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
+fn put_any_value<S: Sink>(buf: &mut S, v: &Value) -> Put {
     match v {
         Value::Str(s) => {
-            put_key(buf, 1, LEN);
-            put_varint(buf, s.len() as u64);
-            buf.extend_from_slice(s.as_bytes());
+            put_key(buf, 1, LEN)?;
+            put_varint(buf, s.len() as u64)?;
+            buf.put_slice(s.as_bytes())
         }
         Value::Bool(b) => {
-            put_key(buf, 2, VARINT);
-            buf.push(u8::from(*b));
+            put_key(buf, 2, VARINT)?;
+            buf.put(u8::from(*b))
         }
         Value::I64(i) => {
-            put_key(buf, 3, VARINT);
-            put_varint(buf, *i as u64);
+            put_key(buf, 3, VARINT)?;
+            put_varint(buf, *i as u64)
         }
         Value::F64(f) => {
-            put_key(buf, 4, FIXED64);
-            buf.extend_from_slice(&f.to_bits().to_le_bytes());
+            put_key(buf, 4, FIXED64)?;
+            buf.put_slice(&f.to_bits().to_le_bytes())
         }
         Value::Array(items) => put_message(buf, 5, |buf| {
             for i in items {
-                put_message(buf, 1, |buf| put_any_value(buf, i));
+                put_message(buf, 1, |buf| put_any_value(buf, i))?;
             }
+            Ok(())
         }),
         Value::Bytes(b) => {
-            put_key(buf, 7, LEN);
-            put_varint(buf, b.len() as u64);
-            buf.extend_from_slice(b);
+            put_key(buf, 7, LEN)?;
+            put_varint(buf, b.len() as u64)?;
+            buf.put_slice(b)
         }
     }
 }
@@ -146,8 +268,7 @@ fn put_any_value(buf: &mut Vec<u8>, v: &Value) {
 /// Writes the attributes whose values are not nested too deep (see
 /// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
 /// out, for the owner's `dropped_attributes_count`.
-#[must_use]
-fn put_attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) -> u32 {
+fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Result<u32, Full> {
     let mut left_out = 0u32;
     for kv in attrs {
         if super::too_deep(&kv.value) {
@@ -155,22 +276,22 @@ fn put_attributes(buf: &mut Vec<u8>, field: u32, attrs: &[KeyValue]) -> u32 {
             continue;
         }
         put_message(buf, field, |buf| {
-            put_bytes(buf, 1, kv.key.as_bytes());
-            put_message(buf, 2, |buf| put_any_value(buf, &kv.value));
-        });
+            put_bytes(buf, 1, kv.key.as_bytes())?;
+            put_message(buf, 2, |buf| put_any_value(buf, &kv.value))
+        })?;
     }
-    left_out
+    Ok(left_out)
 }
 
-fn put_event(buf: &mut Vec<u8>, e: &Event) {
-    put_fixed64(buf, 1, e.time_unix_nano);
-    put_bytes(buf, 2, e.name.as_bytes());
-    let left_out = put_attributes(buf, 3, &e.attributes);
+fn put_event<S: Sink>(buf: &mut S, e: &Event) -> Put {
+    put_fixed64(buf, 1, e.time_unix_nano)?;
+    put_bytes(buf, 2, e.name.as_bytes())?;
+    let left_out = put_attributes(buf, 3, &e.attributes)?;
     put_uint(
         buf,
         4,
         e.dropped_attributes_count.saturating_add(left_out).into(),
-    );
+    )
 }
 
 /// OTLP `flags` of a span or link: trace flags plus the is-remote bits.
@@ -178,87 +299,136 @@ pub(crate) fn flags(trace_flags: u8, is_remote: bool) -> u32 {
     u32::from(trace_flags) | FLAG_HAS_IS_REMOTE | if is_remote { FLAG_IS_REMOTE } else { 0 }
 }
 
-fn put_link(buf: &mut Vec<u8>, l: &Link) {
-    put_bytes(buf, 1, &l.context.trace_id.0);
-    put_bytes(buf, 2, &l.context.span_id.0);
-    put_bytes(buf, 3, l.context.trace_state.as_bytes());
-    let left_out = put_attributes(buf, 4, &l.attributes);
+fn put_link<S: Sink>(buf: &mut S, l: &Link) -> Put {
+    put_bytes(buf, 1, &l.context.trace_id.0)?;
+    put_bytes(buf, 2, &l.context.span_id.0)?;
+    put_bytes(buf, 3, l.context.trace_state.as_bytes())?;
+    let left_out = put_attributes(buf, 4, &l.attributes)?;
     put_uint(
         buf,
         5,
         l.dropped_attributes_count.saturating_add(left_out).into(),
-    );
-    put_fixed32(buf, 6, flags(l.context.trace_flags.0, l.context.is_remote));
+    )?;
+    put_fixed32(buf, 6, flags(l.context.trace_flags.0, l.context.is_remote))
 }
 
-fn put_status(buf: &mut Vec<u8>, s: &Status) {
+fn put_status<S: Sink>(buf: &mut S, s: &Status) -> Put {
     // An unset status is the default message: left out, as prost does.
     if s.code != StatusCode::Unset || !s.message.is_empty() {
         put_message(buf, 15, |buf| {
-            put_bytes(buf, 2, s.message.as_bytes());
-            put_uint(buf, 3, s.code as u64);
-        });
+            put_bytes(buf, 2, s.message.as_bytes())?;
+            put_uint(buf, 3, s.code as u64)
+        })?;
     }
+    Ok(())
 }
 
 fn parent_bytes(p: &SpanId) -> &[u8] {
     if p.is_valid() { &p.0 } else { &[] }
 }
 
-fn put_span(buf: &mut Vec<u8>, s: &SpanData) {
-    put_bytes(buf, 1, &s.context.trace_id.0);
-    put_bytes(buf, 2, &s.context.span_id.0);
-    put_bytes(buf, 3, s.context.trace_state.as_bytes());
-    put_bytes(buf, 4, parent_bytes(&s.parent_span_id));
-    put_bytes(buf, 5, s.name.as_bytes());
-    put_uint(buf, 6, s.kind as u64);
-    put_fixed64(buf, 7, s.start_time_unix_nano);
-    put_fixed64(buf, 8, s.end_time_unix_nano);
-    let left_out = put_attributes(buf, 9, &s.attributes);
+fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
+    put_bytes(buf, 1, &s.context.trace_id.0)?;
+    put_bytes(buf, 2, &s.context.span_id.0)?;
+    put_bytes(buf, 3, s.context.trace_state.as_bytes())?;
+    put_bytes(buf, 4, parent_bytes(&s.parent_span_id))?;
+    put_bytes(buf, 5, s.name.as_bytes())?;
+    put_uint(buf, 6, s.kind as u64)?;
+    put_fixed64(buf, 7, s.start_time_unix_nano)?;
+    put_fixed64(buf, 8, s.end_time_unix_nano)?;
+    let left_out = put_attributes(buf, 9, &s.attributes)?;
     put_uint(
         buf,
         10,
         s.dropped_attributes_count.saturating_add(left_out).into(),
-    );
+    )?;
     for e in &s.events {
-        put_message(buf, 11, |buf| put_event(buf, e));
+        put_message(buf, 11, |buf| put_event(buf, e))?;
     }
-    put_uint(buf, 12, s.dropped_events_count.into());
+    put_uint(buf, 12, s.dropped_events_count.into())?;
     for l in &s.links {
-        put_message(buf, 13, |buf| put_link(buf, l));
+        put_message(buf, 13, |buf| put_link(buf, l))?;
     }
-    put_uint(buf, 14, s.dropped_links_count.into());
-    put_status(buf, &s.status);
+    put_uint(buf, 14, s.dropped_links_count.into())?;
+    put_status(buf, &s.status)?;
     // The span's flags say whether its *parent* is remote; a link's, whether
     // the linked context is.
-    put_fixed32(buf, 16, flags(s.context.trace_flags.0, s.parent_is_remote));
+    put_fixed32(buf, 16, flags(s.context.trace_flags.0, s.parent_is_remote))
+}
+
+/// Ignores the `Result` of a write into a `Vec`, which never fails.
+#[inline(always)]
+fn infallible<T>(r: Result<T, Full>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(Full) => unreachable!("a Vec is never full"),
+    }
 }
 
 /// Appends one span as a framed `ScopeSpans.spans` field (tag 2), ready to
 /// be concatenated with others of its scope.
 pub(crate) fn put_framed_span(buf: &mut Vec<u8>, s: &SpanData) {
-    put_message(buf, 2, |buf| put_span(buf, s));
+    infallible(put_message(buf, 2, |buf| put_span(buf, s)));
+}
+
+/// Room [`put_framed_span_fixed`] keeps before the span's body: the field's
+/// tag and up to two bytes of length.
+const FRAME_HEAD: usize = 3;
+
+/// [`put_framed_span`] into a fixed buffer (at most 16 KiB), without
+/// allocating and without the `Vec`'s capacity checks: the range of `buf`
+/// holding the framed span, or `None` if it does not fit (then use
+/// [`put_framed_span`]). The body is written after [`FRAME_HEAD`] bytes
+/// and the frame's head right before it, so the range starts at 1 (a body
+/// under 128 bytes: a one-byte length) or 0.
+#[inline]
+pub(crate) fn put_framed_span_fixed(
+    buf: &mut [MaybeUninit<u8>],
+    s: &SpanData,
+) -> Option<Range<usize>> {
+    if buf.len() > (1 << 14) + FRAME_HEAD {
+        // The head has room for a two-byte length only.
+        return None;
+    }
+    let mut w = Fixed {
+        buf,
+        len: FRAME_HEAD,
+    };
+    put_span(&mut w, s).ok()?;
+    let (buf, end) = (w.buf, w.len);
+    let len = end - FRAME_HEAD;
+    let tag = ((2 << 3) | LEN) as u8;
+    if len < 0x80 {
+        buf[1].write(tag);
+        buf[2].write(len as u8);
+        Some(1..end)
+    } else {
+        buf[0].write(tag);
+        buf[1].write((len as u8) | 0x80);
+        buf[2].write((len >> 7) as u8);
+        Some(0..end)
+    }
 }
 
 /// The `Resource` message body.
 pub(crate) fn resource_message(r: &Resource) -> Vec<u8> {
     let mut buf = Vec::new();
-    let left_out = put_attributes(&mut buf, 1, &r.attributes);
-    put_uint(
+    let left_out = infallible(put_attributes(&mut buf, 1, &r.attributes));
+    infallible(put_uint(
         &mut buf,
         2,
         r.dropped_attributes_count.saturating_add(left_out).into(),
-    );
+    ));
     buf
 }
 
 /// The `InstrumentationScope` message body.
 pub(crate) fn scope_message(s: &InstrumentationScope) -> Vec<u8> {
     let mut buf = Vec::new();
-    put_bytes(&mut buf, 1, s.name.as_bytes());
-    put_bytes(&mut buf, 2, s.version.as_bytes());
-    let left_out = put_attributes(&mut buf, 3, &s.attributes);
-    put_uint(&mut buf, 4, left_out.into());
+    infallible(put_bytes(&mut buf, 1, s.name.as_bytes()));
+    infallible(put_bytes(&mut buf, 2, s.version.as_bytes()));
+    let left_out = infallible(put_attributes(&mut buf, 3, &s.attributes));
+    infallible(put_uint(&mut buf, 4, left_out.into()));
     buf
 }
 
@@ -279,26 +449,26 @@ pub(crate) fn write_request(
     resource_schema: &str,
     groups: &[Group<'_>],
 ) {
-    put_message(buf, 1, |buf| {
-        put_bytes_always(buf, 1, resource);
+    infallible(put_message(buf, 1, |buf| {
+        put_bytes_always(buf, 1, resource)?;
         for g in groups {
             put_message(buf, 2, |buf| {
-                put_bytes_always(buf, 1, g.scope);
+                put_bytes_always(buf, 1, g.scope)?;
                 for s in &g.spans {
                     buf.extend_from_slice(s);
                 }
-                put_bytes(buf, 3, g.schema_url.as_bytes());
-            });
+                put_bytes(buf, 3, g.schema_url.as_bytes())
+            })?;
         }
-        put_bytes(buf, 3, resource_schema.as_bytes());
-    });
+        put_bytes(buf, 3, resource_schema.as_bytes())
+    }));
 }
 
 /// A present (even if empty) sub-message whose body is already encoded.
-fn put_bytes_always(buf: &mut Vec<u8>, field: u32, body: &[u8]) {
-    put_key(buf, field, LEN);
-    put_varint(buf, body.len() as u64);
-    buf.extend_from_slice(body);
+fn put_bytes_always(buf: &mut Vec<u8>, field: u32, body: &[u8]) -> Put {
+    put_key(buf, field, LEN)?;
+    put_varint(buf, body.len() as u64)?;
+    buf.put_slice(body)
 }
 
 #[cfg(test)]
@@ -319,7 +489,7 @@ mod tests {
             (-1i64) as u64,
         ] {
             let mut b = Vec::new();
-            put_varint(&mut b, v);
+            infallible(put_varint(&mut b, v));
             assert_eq!(b.len(), varint_len(v), "{v}");
         }
     }
@@ -328,12 +498,83 @@ mod tests {
     fn long_messages_get_their_length_shifted_in() {
         for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
             let mut buf = vec![0xAA];
-            put_message(&mut buf, 3, |b| b.extend(std::iter::repeat_n(7u8, len)));
+            infallible(put_message(&mut buf, 3, |b| {
+                b.extend(std::iter::repeat_n(7u8, len));
+                Ok(())
+            }));
             let mut want = vec![0xAA];
-            put_key(&mut want, 3, LEN);
-            put_varint(&mut want, len as u64);
+            infallible(put_key(&mut want, 3, LEN));
+            infallible(put_varint(&mut want, len as u64));
             want.extend(std::iter::repeat_n(7u8, len));
             assert_eq!(buf, want, "{len}");
         }
+    }
+
+    /// The fixed-buffer encoder writes exactly what the `Vec` one does
+    /// (which `tests/encode.rs` proves equal to prost's), and refuses
+    /// exactly the spans whose body does not fit after the frame's head.
+    #[test]
+    fn the_fixed_buffer_encoding_is_the_vec_encoding_or_nothing() {
+        use crate::model::{Event, KeyValue, Link, SpanContext, TraceId};
+        let mut spans = Vec::new();
+        for name_len in [
+            0, 1, 60, 100, 110, 120, 126, 127, 128, 150, 190, 200, 220, 230, 260,
+        ] {
+            for attrs in 0..4 {
+                let mut s = SpanData::new("n".repeat(name_len));
+                s.context = SpanContext::new(TraceId([7; 16]), SpanId([9; 8]));
+                s.start_time_unix_nano = 1;
+                s.end_time_unix_nano = 2;
+                for a in 0..attrs {
+                    s.attributes.push(KeyValue::new(format!("k{a}"), a as i64));
+                }
+                spans.push(s);
+            }
+        }
+        let mut rich = SpanData::new("rich");
+        rich.attributes = vec![
+            KeyValue::new("s", "v".repeat(130)),
+            KeyValue::new(
+                "a",
+                vec![Value::I64(1), Value::Array(vec![Value::Bool(true)])],
+            ),
+            KeyValue::new("f", 1.5),
+            KeyValue::new("b", vec![1u8, 2, 3]),
+        ];
+        rich.events.push(Event {
+            name: "e".into(),
+            time_unix_nano: 3,
+            attributes: vec![KeyValue::new("x", 1)],
+            dropped_attributes_count: 0,
+        });
+        rich.links.push(Link {
+            context: SpanContext::new(TraceId([1; 16]), SpanId([2; 8])),
+            attributes: vec![],
+            dropped_attributes_count: 1,
+        });
+        rich.status = Status::error("bad");
+        spans.push(rich);
+        let mut fitted = 0;
+        for (i, s) in spans.iter().enumerate() {
+            let mut want = Vec::new();
+            put_framed_span(&mut want, s);
+            let body = want.len() - if want.len() - 2 < 0x80 { 2 } else { 3 };
+            let mut buf = [MaybeUninit::uninit(); 240];
+            match put_framed_span_fixed(&mut buf, s) {
+                Some(range) => {
+                    // SAFETY: the encoder wrote `range`.
+                    let got = unsafe { written(&buf, range) };
+                    assert_eq!(got, &want[..], "span {i}");
+                    fitted += 1;
+                }
+                None => assert!(body > 240 - FRAME_HEAD, "span {i}: {body} bytes refused"),
+            }
+        }
+        assert!(
+            fitted > spans.len() / 2,
+            "most fit: {fitted} of {}",
+            spans.len()
+        );
+        assert!(fitted < spans.len(), "some do not");
     }
 }

@@ -6,14 +6,14 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::ptr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use otlp_queue::{CapacityError, ClosedError, PushError, PushTimeoutError, pooled};
 
-use crate::encode::{SpanRef, encode_span};
+use crate::encode::proto::{put_framed_span_fixed, written};
+use crate::encode::{Encoding, SpanRef, encode_span};
 use crate::model::{ScopeId, SpanData};
 
 use super::*;
@@ -28,50 +28,71 @@ pub(crate) struct EncodedSpan {
 
 /// Most encoded spans with a handful of attributes fit inline; the slot is
 /// then 256 bytes.
-pub(super) const INLINE: usize = 240;
+pub(crate) const INLINE: usize = 240;
 
 // The size difference is the point: the inline variant is what makes the
 // common case allocation-free, and the queue slot has to hold it anyway.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum SpanBytes {
-    /// The first `len` bytes of `buf` are initialized (the rest never is:
-    /// filling 240 bytes per span that nobody reads is a cost).
+    /// Bytes `start..start + len` of `buf` are initialized (the rest never
+    /// is: filling 240 bytes per span that nobody reads is a cost).
     Inline {
+        start: u8,
         len: u8,
         buf: [MaybeUninit<u8>; INLINE],
     },
     Heap(Box<[u8]>),
 }
 
+const _: () = assert!(
+    std::mem::size_of::<EncodedSpan>() <= 256,
+    "a queue slot stays 256 bytes"
+);
+
 impl EncodedSpan {
-    #[inline(always)]
+    /// `bytes`, copied (inline when they fit).
     pub(super) fn new(scope: ScopeId, bytes: &[u8]) -> Self {
         let bytes = match u8::try_from(bytes.len()) {
             Ok(len) if bytes.len() <= INLINE => {
                 let mut buf = [MaybeUninit::uninit(); INLINE];
-                // SAFETY: `bytes.len() <= INLINE`; the regions are distinct.
-                unsafe {
-                    ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        buf.as_mut_ptr().cast::<u8>(),
-                        bytes.len(),
-                    );
-                }
-                SpanBytes::Inline { len, buf }
+                buf[..bytes.len()].write_copy_of_slice(bytes);
+                SpanBytes::Inline { start: 0, len, buf }
             }
             _ => SpanBytes::Heap(bytes.into()),
         };
         EncodedSpan { scope, bytes }
     }
 
+    /// `span`, encoded: a protobuf span that fits is encoded straight into
+    /// the inline buffer (`encode::proto::put_framed_span_fixed`), anything
+    /// else through `scratch`.
+    #[inline(always)]
+    pub(super) fn encode(span: &SpanData, encoding: Encoding, scratch: &mut Vec<u8>) -> Self {
+        if encoding == Encoding::Protobuf {
+            let mut buf = [MaybeUninit::uninit(); INLINE];
+            if let Some(range) = put_framed_span_fixed(&mut buf, span) {
+                // Both fit in a byte: the range is within `INLINE`.
+                let (start, len) = (range.start as u8, range.len() as u8);
+                return EncodedSpan {
+                    scope: span.scope,
+                    bytes: SpanBytes::Inline { start, len, buf },
+                };
+            }
+        }
+        scratch.clear();
+        encode_span(span, encoding, scratch);
+        EncodedSpan::new(span.scope, scratch)
+    }
+
     pub(super) fn as_ref(&self) -> SpanRef<'_> {
         SpanRef {
             scope: self.scope,
             bytes: match &self.bytes {
-                // SAFETY: the first `len` bytes were written in `new`.
-                SpanBytes::Inline { len, buf } => unsafe {
-                    std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), usize::from(*len))
-                },
+                SpanBytes::Inline { start, len, buf } => {
+                    let start = usize::from(*start);
+                    // SAFETY: `new` and `encode` wrote these bytes.
+                    unsafe { written(buf, start..start + usize::from(*len)) }
+                }
                 SpanBytes::Heap(b) => b,
             },
         }
@@ -393,9 +414,7 @@ pub(super) fn record_into(
         if apply_limits {
             shared.config.limits.apply(span);
         }
-        lane.scratch.clear();
-        encode_span(span, shared.config.encoding, &mut lane.scratch);
-        let encoded = EncodedSpan::new(span.scope, &lane.scratch);
+        let encoded = EncodedSpan::encode(span, shared.config.encoding, &mut lane.scratch);
         if lane.reentrant {
             defer(shared, lane, encoded)
         } else {

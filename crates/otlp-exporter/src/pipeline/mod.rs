@@ -36,6 +36,7 @@ mod worker;
 
 use accounting::*;
 use builder::*;
+pub(crate) use lanes::INLINE;
 use lanes::*;
 use worker::*;
 
