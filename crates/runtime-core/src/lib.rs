@@ -48,7 +48,8 @@
 //! `task.rs`, `region/`, `cancel/` (reasons, the cancel cell, the
 //! protocol), `budget/` (the three budgets), `sched/` (the scheduler seam,
 //! the pool, parking; `sched/mod.rs` says which paths take a lock),
-//! `time/`, `channel/`, `blocking.rs`, `outcome.rs`, `runtime.rs`.
+//! `time/`, `channel/`, `blocking.rs`, `outcome.rs`, `runtime.rs`, `lab/`
+//! (the lab runtime).
 //! `docs/ARCHITECTURE.md` maps each guarantee to its code and its check.
 //!
 //! ## What it promises, and the test that checks each
@@ -68,6 +69,7 @@
 //! | no public function reaches an effect without a capability or the ambient token | `tests/api_surface.rs` |
 //! | narrowed contexts reach children no broader; the run-time mask backs the type; seeded per-task randomness | `tests/caps.rs` |
 //! | hostile but legitimate use: futures dropped in place (cut-offs of futures that borrow their `Cx`), panics in `Drop`, `Debug`, wakers and finalizers caught, counted ([`RuntimeStats::panics_caught`]) and reported, time moving for busy tasks, re-entrant `block_on` refused, an outside `JoinHandle` a checkpoint, stuck workers reported | `tests/hostile.rs` (each case in a child process under a watchdog), `cargo xtask asan` |
+//! | the same program on the [`lab`] runtime (one thread, virtual time, a seeded scheduler): equal seeds give equal schedules, a failing seed replays, oracles hold after every run | `tests/lab_runtime.rs`, `tests/lab_explore.rs` (regions, cancellation, channels, shutdown, hostile cases across 1 000 seeds each), `cargo xtask lab` |
 //!
 //! Measured against tokio in `benches/benches/runtime.rs`; see
 //! `docs/runtime-performance.md`.
