@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::loom::{AtomicU64, Ordering};
 use crate::sched::{Observed, Schedule, Scheduler, Stats};
 use crate::task::Runnable;
 use crate::time::Instant;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 use crate::{RegionId, Severity};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
