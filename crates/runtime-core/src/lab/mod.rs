@@ -113,10 +113,13 @@
 //!   randomness, which the lab virtualises, and no network, file system
 //!   or telemetry: `cx.fs()` does not compile in a lab body.
 //! * `tests/lab_runtime.rs` scans the crate's sources and fails if any
-//!   file other than the real runtime's (`runtime.rs`, the pool, the
-//!   blocking pool, `SystemClock`) reads `std::time::Instant::now`,
-//!   `SystemTime` or a `RandomState`, and checks that elapsed virtual time
-//!   is exact (30 s is 30 s, not "at least").
+//!   file the lab may run reads `Instant::now`, `elapsed()`, `SystemTime`,
+//!   a `RandomState` or an OS random source; the only files allowed to are
+//!   the real runtime's (`runtime.rs`, `sched/pool.rs` and `idle.rs`,
+//!   `blocking.rs`, `time/mod.rs` for `SystemClock`, the loom shims and
+//!   the detached test scheduler). Its tests also check elapsed virtual
+//!   time exactly (30 s is 30 s, not "at least"), never against the wall
+//!   clock.
 //!
 //! ## Oracles
 //!
