@@ -694,32 +694,94 @@ impl<T> Producer<T> {
         }
     }
 
+    /// [`try_push`](Self::try_push) of the value `init` writes into its slot
+    /// itself: a large `T` is built where the consumer will read it, instead
+    /// of on the stack and then copied in (otlp-exporter encodes a span
+    /// straight into its slot this way). `init` runs only when there is
+    /// room; without room the error says why, as `try_push`'s does.
+    ///
+    /// # Safety
+    ///
+    /// `init` must initialize the `T` its pointer points to before it
+    /// returns. (If it panics instead, nothing is published: the slot stays
+    /// free, and its partial value is never read or dropped.)
+    ///
+    /// ```
+    /// use otlp_queue::PushError;
+    /// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u64>(1, 1).unwrap();
+    /// // SAFETY: each closure writes the value.
+    /// unsafe {
+    ///     tx.try_push_in_place(|slot| slot.write(7)).unwrap();
+    ///     tx.try_push_in_place(|slot| slot.write(8)).unwrap();
+    ///     assert_eq!(tx.try_push_in_place(|slot| slot.write(9)), Err(PushError::Full(())));
+    /// }
+    /// let mut out = Vec::new();
+    /// rx.pop_batch(&mut out, 10);
+    /// assert_eq!(out, [7, 8]);
+    /// ```
+    #[inline]
+    pub unsafe fn try_push_in_place(&self, init: impl FnOnce(*mut T)) -> Result<(), PushError<()>> {
+        let tail = self.claim_slot().inspect_err(|e| {
+            if matches!(e, PushError::Full(())) {
+                bump(&self.lane.producer.rejected_full);
+            }
+        })?;
+        // SAFETY: `tail` was just claimed; the caller's `init` initializes.
+        unsafe { self.fill_and_publish(tail, init) };
+        Ok(())
+    }
+
     #[inline(always)]
     fn push_once(&self, value: T) -> Result<(), PushError<T>> {
+        let tail = match self.claim_slot() {
+            Ok(tail) => tail,
+            Err(PushError::Full(())) => return Err(PushError::Full(value)),
+            Err(PushError::Closed(())) => return Err(PushError::Closed(value)),
+        };
+        // SAFETY: `tail` was just claimed; `p` is its slot, ours alone to
+        // write, and the closure initializes it.
+        unsafe { self.fill_and_publish(tail, |p| p.write(value)) };
+        Ok(())
+    }
+
+    /// The position of the slot the next push writes: this lane's `tail`,
+    /// within its current chunk (claiming a chunk when the current one is
+    /// full). Nothing is published until `fill_and_publish`.
+    #[inline(always)]
+    fn claim_slot(&self) -> Result<u64, PushError<()>> {
         // Relaxed: a stale `true` lets this push land just after the
         // consumer went away; the item is then dropped with the lane
         // (`Lane::drop`), as if the consumer's drop had drained it.
         if !self.inner.consumer_alive.load(Ordering::Relaxed) {
-            return Err(PushError::Closed(value));
+            return Err(PushError::Closed(()));
         }
         // Relaxed: only this handle writes `tail`.
         let tail = self.lane.producer.tail.load(Ordering::Relaxed);
         if tail >= self.end.get() && !self.next_chunk(tail) {
-            return Err(PushError::Full(value));
+            return Err(PushError::Full(()));
         }
+        Ok(tail)
+    }
+
+    /// Writes the slot at `tail` with `init` and publishes it.
+    ///
+    /// # Safety
+    ///
+    /// `tail` comes from `claim_slot` on this handle, with no push since;
+    /// `init` initializes the `T` at its pointer.
+    #[inline(always)]
+    unsafe fn fill_and_publish(&self, tail: u64, init: impl FnOnce(*mut T)) {
         // SAFETY: the current chunk is this lane's, its slot for `tail` is
         // not yet published (so the consumer does not read it) and was
         // read out before the chunk came to us (the Acquire of our claim).
         let chunk = unsafe { &*self.chunk.get() };
         let start = self.end.get() - chunk.len();
-        chunk.slots[(tail - start) as usize].with_mut(|p| {
-            // SAFETY: as above; we are the slot's only writer.
-            unsafe { p.write(MaybeUninit::new(value)) }
-        });
+        // We are the slot's only writer (as above); `MaybeUninit<T>` has
+        // the layout of `T`.
+        chunk.slots[(tail - start) as usize].with_mut(|p| init(p.cast::<T>()));
         // Release: publishes the value (and any link made by `next_chunk`)
         // to the consumer's Acquire load of `tail`.
         self.lane.producer.tail.store(tail + 1, Ordering::Release);
-        Ok(())
     }
 
     /// The current chunk is full: starts it over if the consumer has taken

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ptr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -20,29 +21,23 @@ use super::*;
 
 /// A span as it travels through the queue: already encoded (on the thread
 /// that recorded it, so encoding runs in parallel on every recording
-/// thread), inline when small so that recording allocates nothing.
+/// thread), inline when small so that recording allocates nothing. Encoded
+/// in place, in its queue slot (see [`EncodedSpan::encode_into`]).
 pub(crate) struct EncodedSpan {
     pub(super) scope: ScopeId,
-    pub(super) bytes: SpanBytes,
+    /// Without `heap`: bytes `start..start + len` of `buf` are the span
+    /// (initialized; the rest of `buf` never is: filling 232 bytes per span
+    /// that nobody reads is a cost).
+    start: u8,
+    len: u8,
+    /// A span too large for `buf`.
+    heap: Option<Box<[u8]>>,
+    buf: [MaybeUninit<u8>; INLINE],
 }
 
 /// Most encoded spans with a handful of attributes fit inline; the slot is
 /// then 256 bytes.
-pub(crate) const INLINE: usize = 240;
-
-// The size difference is the point: the inline variant is what makes the
-// common case allocation-free, and the queue slot has to hold it anyway.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum SpanBytes {
-    /// Bytes `start..start + len` of `buf` are initialized (the rest never
-    /// is: filling 240 bytes per span that nobody reads is a cost).
-    Inline {
-        start: u8,
-        len: u8,
-        buf: [MaybeUninit<u8>; INLINE],
-    },
-    Heap(Box<[u8]>),
-}
+pub(crate) const INLINE: usize = 232;
 
 const _: () = assert!(
     std::mem::size_of::<EncodedSpan>() <= 256,
@@ -50,51 +45,81 @@ const _: () = assert!(
 );
 
 impl EncodedSpan {
-    /// `bytes`, copied (inline when they fit).
-    pub(super) fn new(scope: ScopeId, bytes: &[u8]) -> Self {
-        let bytes = match u8::try_from(bytes.len()) {
-            Ok(len) if bytes.len() <= INLINE => {
-                let mut buf = [MaybeUninit::uninit(); INLINE];
-                buf[..bytes.len()].write_copy_of_slice(bytes);
-                SpanBytes::Inline { start: 0, len, buf }
-            }
-            _ => SpanBytes::Heap(bytes.into()),
-        };
-        EncodedSpan { scope, bytes }
-    }
-
-    /// `span`, encoded: a protobuf span that fits is encoded straight into
-    /// the inline buffer (`encode::proto::put_framed_span_fixed`), anything
-    /// else through `scratch`.
+    /// `span`, encoded (see [`encode_into`](Self::encode_into)).
     #[inline(always)]
     pub(super) fn encode(span: &SpanData, encoding: Encoding, scratch: &mut Vec<u8>) -> Self {
-        if encoding == Encoding::Protobuf {
-            let mut buf = [MaybeUninit::uninit(); INLINE];
-            if let Some(range) = put_framed_span_fixed(&mut buf, span) {
-                // Both fit in a byte: the range is within `INLINE`.
-                let (start, len) = (range.start as u8, range.len() as u8);
-                return EncodedSpan {
-                    scope: span.scope,
-                    bytes: SpanBytes::Inline { start, len, buf },
-                };
-            }
+        let mut out = MaybeUninit::<EncodedSpan>::uninit();
+        // SAFETY: `out` is valid for writes; `encode_into` initializes it.
+        unsafe {
+            EncodedSpan::encode_into(out.as_mut_ptr(), span, encoding, scratch);
+            out.assume_init()
         }
-        scratch.clear();
-        encode_span(span, encoding, scratch);
-        EncodedSpan::new(span.scope, scratch)
+    }
+
+    /// Encodes `span` into the (uninitialized) `EncodedSpan` at `out`: a
+    /// protobuf span that fits is written straight into `buf`
+    /// (`encode::proto::put_framed_span_fixed`), anything else through
+    /// `scratch`, and copied in, or boxed when too large.
+    ///
+    /// # Safety
+    ///
+    /// `out` is valid for writes and aligned; it is initialized on return
+    /// (on a panic, the fields written so far are plain bytes and a `None`:
+    /// nothing that leaks or needs a drop).
+    #[inline(always)]
+    pub(super) unsafe fn encode_into(
+        out: *mut EncodedSpan,
+        span: &SpanData,
+        encoding: Encoding,
+        scratch: &mut Vec<u8>,
+    ) {
+        // SAFETY: `out` is valid for writes and aligned (the caller's
+        // contract); `buf` is reached through a raw pointer, and it is an
+        // array of `MaybeUninit`, for which any contents are valid, so a
+        // reference to it is sound.
+        let buf = unsafe { &mut *ptr::addr_of_mut!((*out).buf) };
+        let fixed = match encoding {
+            Encoding::Protobuf => put_framed_span_fixed(buf, span),
+            Encoding::Json => None,
+        };
+        let (range, heap) = match fixed {
+            Some(range) => (range, None),
+            None => {
+                scratch.clear();
+                encode_span(span, encoding, scratch);
+                match buf.get_mut(..scratch.len()) {
+                    Some(dst) => {
+                        dst.write_copy_of_slice(scratch);
+                        (0..scratch.len(), None)
+                    }
+                    None => (0..0, Some(Box::from(&scratch[..]))),
+                }
+            }
+        };
+        // Both fit in a byte: the range is within `INLINE`.
+        let (start, len) = (range.start as u8, range.len() as u8);
+        // SAFETY: as above: each field is written through a raw pointer,
+        // once, and then all of them are initialized.
+        unsafe {
+            ptr::addr_of_mut!((*out).scope).write(span.scope);
+            ptr::addr_of_mut!((*out).start).write(start);
+            ptr::addr_of_mut!((*out).len).write(len);
+            ptr::addr_of_mut!((*out).heap).write(heap);
+        }
     }
 
     pub(super) fn as_ref(&self) -> SpanRef<'_> {
+        let bytes = match &self.heap {
+            Some(b) => b,
+            None => {
+                let start = usize::from(self.start);
+                // SAFETY: `encode_into` wrote these bytes.
+                unsafe { written(&self.buf, start..start + usize::from(self.len)) }
+            }
+        };
         SpanRef {
             scope: self.scope,
-            bytes: match &self.bytes {
-                SpanBytes::Inline { start, len, buf } => {
-                    let start = usize::from(*start);
-                    // SAFETY: `new` and `encode` wrote these bytes.
-                    unsafe { written(buf, start..start + usize::from(*len)) }
-                }
-                SpanBytes::Heap(b) => b,
-            },
+            bytes,
         }
     }
 }
@@ -414,11 +439,19 @@ pub(super) fn record_into(
         if apply_limits {
             shared.config.limits.apply(span);
         }
-        let encoded = EncodedSpan::encode(span, shared.config.encoding, &mut lane.scratch);
-        if lane.reentrant {
-            defer(shared, lane, encoded)
+        let in_place = matches!(
+            shared.config.shedding,
+            Shedding::DropNewest | Shedding::Priority { .. }
+        );
+        if in_place && !lane.reentrant {
+            push_in_place(shared, &lane.producer, c, &mut lane.scratch, span)
         } else {
-            push(shared, lane, encoded)
+            let encoded = EncodedSpan::encode(span, shared.config.encoding, &mut lane.scratch);
+            if lane.reentrant {
+                defer(shared, lane, encoded)
+            } else {
+                push(shared, lane, encoded)
+            }
         }
     };
     // Release: whoever sees `resolved` with Acquire sees the counter this
@@ -461,41 +494,89 @@ pub(super) fn defer(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Rec
     Recorded::Queued
 }
 
+/// Drop-newest and priority shedding (the common case): the span is
+/// encoded straight into its queue slot (no 256-byte copies of an
+/// `EncodedSpan` on the way), and not encoded at all when there is no room.
+#[inline(always)]
+fn push_in_place(
+    shared: &Shared,
+    producer: &Producer<EncodedSpan>,
+    counters: &ThreadCounters,
+    scratch: &mut Vec<u8>,
+    span: &SpanData,
+) -> Recorded {
+    let encoding = shared.config.encoding;
+    let result = match producer {
+        // SAFETY: `encode_into` initializes the slot it is given.
+        Producer::Pooled(p) => unsafe {
+            p.try_push_in_place(|slot| EncodedSpan::encode_into(slot, span, encoding, scratch))
+        },
+        Producer::Lanes(p) => unit(p.try_push(EncodedSpan::encode(span, encoding, scratch))),
+    };
+    settle(shared, producer, counters, result)
+}
+
+/// A push's result without the value it hands back.
+fn unit<T>(r: Result<(), PushError<T>>) -> Result<(), PushError<()>> {
+    r.map_err(|e| match e {
+        PushError::Full(_) => PushError::Full(()),
+        PushError::Closed(_) => PushError::Closed(()),
+    })
+}
+
+/// Counts a push's outcome: pushed (and wakes the worker when a batch's
+/// worth has gathered), dropped as queue-full (and wakes it), or after
+/// shutdown.
+#[inline(always)]
+fn settle(
+    shared: &Shared,
+    producer: &Producer<EncodedSpan>,
+    c: &ThreadCounters,
+    result: Result<(), PushError<()>>,
+) -> Recorded {
+    match result {
+        Ok(()) => {
+            bump(&c.pushed);
+            // A batch's worth has gathered in the shared pool: wake a napping
+            // worker now, not when the queue is full and spans are already
+            // being dropped (the worker then sleeps while there is little to
+            // do, and is woken, as a sleeper, when there is: under CPU
+            // contention a woken sleeper runs sooner than a thread that
+            // polls). Checked at most once per chunk claimed (a field of this
+            // lane's own).
+            if producer
+                .pool_used_at_claim()
+                .is_some_and(|used| used >= shared.wake_at)
+            {
+                shared.wake_worker();
+            }
+            Recorded::Queued
+        }
+        Err(PushError::Full(())) => {
+            bump(&c.queue_full);
+            shared.wake_worker();
+            Recorded::Dropped(DropReason::QueueFull)
+        }
+        Err(PushError::Closed(())) => {
+            bump(&c.after_shutdown);
+            Recorded::Dropped(DropReason::Shutdown)
+        }
+    }
+}
+
 #[inline(always)]
 pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Recorded {
     let c = &*lane.counters;
     let p = &lane.producer;
-    let closed = |c: &ThreadCounters| {
-        bump(&c.after_shutdown);
-        Recorded::Dropped(DropReason::Shutdown)
-    };
-    let full = |c: &ThreadCounters| {
-        bump(&c.queue_full);
-        shared.wake_worker();
-        Recorded::Dropped(DropReason::QueueFull)
-    };
-    let pushed = |c: &ThreadCounters| {
-        bump(&c.pushed);
-        // A batch's worth has gathered in the shared pool: wake a napping
-        // worker now, not when the queue is full and spans are already
-        // being dropped (the worker then sleeps while there is little to
-        // do, and is woken, as a sleeper, when there is: under CPU
-        // contention a woken sleeper runs sooner than a thread that
-        // polls). Checked at most once per chunk claimed (a field of this
-        // lane's own).
-        if p.pool_used_at_claim()
-            .is_some_and(|used| used >= shared.wake_at)
-        {
-            shared.wake_worker();
-        }
-        Recorded::Queued
-    };
+    let closed = || settle(shared, p, c, Err(PushError::Closed(())));
+    let full = || settle(shared, p, c, Err(PushError::Full(())));
+    let pushed = || settle(shared, p, c, Ok(()));
     match shared.config.shedding {
-        Shedding::DropNewest => match p.try_push(span) {
-            Ok(()) => pushed(c),
-            Err(PushError::Full(_)) => full(c),
-            Err(PushError::Closed(_)) => closed(c),
-        },
+        // (`push_in_place` is their usual path.) Low-priority spans were
+        // already shed in `record_into`.
+        Shedding::DropNewest | Shedding::Priority { .. } => {
+            settle(shared, p, c, unit(p.try_push(span)))
+        }
         Shedding::DropOldest => match p.force_push(span) {
             Ok(None) => {
                 bump(&c.pushed);
@@ -506,20 +587,20 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
                 bump(&c.evicted);
                 Recorded::QueuedEvicting
             }
-            Err(PushError::Full(_)) => full(c),
-            Err(PushError::Closed(_)) => closed(c),
+            Err(PushError::Full(_)) => full(),
+            Err(PushError::Closed(_)) => closed(),
         },
         Shedding::Block { timeout } => {
             let mut span = match p.try_push(span) {
-                Ok(()) => return pushed(c),
-                Err(PushError::Closed(_)) => return closed(c),
+                Ok(()) => return pushed(),
+                Err(PushError::Closed(_)) => return closed(),
                 Err(PushError::Full(back)) => back,
             };
             if on_pipeline_thread(shared) {
                 // A record from inside the transport: waiting for room
                 // would wait for this very thread (or the worker waiting
                 // for it). Never block here.
-                return full(c);
+                return full();
             }
             // Wait in slices so that a shutdown is noticed.
             let deadline = Instant::now().checked_add(timeout);
@@ -528,28 +609,22 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
                     d.saturating_duration_since(Instant::now())
                 });
                 match p.push_timeout(span, left.min(Duration::from_millis(10))) {
-                    Ok(()) => return pushed(c),
-                    Err(PushTimeoutError::Closed(_)) => return closed(c),
+                    Ok(()) => return pushed(),
+                    Err(PushTimeoutError::Closed(_)) => return closed(),
                     Err(PushTimeoutError::Timeout(back)) => {
                         if shared.state.load(Ordering::SeqCst) != RUNNING {
                             // Interrupted by shutdown: the span was not
                             // dropped for want of room but because the
                             // pipeline is closing.
-                            return closed(c);
+                            return closed();
                         }
                         if left.is_zero() {
-                            return full(c);
+                            return full();
                         }
                         span = back;
                     }
                 }
             }
         }
-        // Low-priority spans were already shed in `record_into`.
-        Shedding::Priority { .. } => match p.try_push(span) {
-            Ok(()) => pushed(c),
-            Err(PushError::Full(_)) => full(c),
-            Err(PushError::Closed(_)) => closed(c),
-        },
     }
 }
