@@ -3,7 +3,7 @@
 //! entries and exits, and recorded into the pipeline when the span closes.
 
 use std::any::TypeId;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -210,7 +210,7 @@ impl OtlpLayer {
     /// without a closure when all of them fit within the limit.
     fn push_location(&self, data: &mut SpanData, meta: &'static Metadata<'static>) {
         let module = meta.module_path();
-        let target = (module != Some(meta.target())).then(|| meta.target());
+        let target = target_differs(meta).then(|| meta.target());
         let n = usize::from(meta.file().is_some())
             + usize::from(meta.line().is_some())
             + usize::from(module.is_some())
@@ -266,6 +266,29 @@ impl std::fmt::Debug for OtlpLayer {
             .field("inactivity", &self.inactivity)
             .field("error_events_to_status", &self.error_events_to_status)
             .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The callsite this thread last made a span of (its metadata's
+    /// address, compared, never dereferenced) and whether its target
+    /// differs from its module path: a loop making the same span skips the
+    /// string comparison.
+    static LAST_CALLSITE: Cell<(usize, bool)> = const { Cell::new((0, false)) };
+}
+
+/// Whether `meta`'s target is not its module path (then the location
+/// attributes include `target`).
+fn target_differs(meta: &'static Metadata<'static>) -> bool {
+    let key = std::ptr::from_ref(meta) as usize;
+    let cached = LAST_CALLSITE.try_with(Cell::get).ok();
+    match cached {
+        Some((k, differs)) if k == key => differs,
+        _ => {
+            let differs = meta.module_path() != Some(meta.target());
+            let _ = LAST_CALLSITE.try_with(|c| c.set((key, differs)));
+            differs
+        }
     }
 }
 
@@ -799,8 +822,16 @@ where
                     idle = idle.saturating_add(since);
                 }
                 let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-                self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
-                self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
+                let (busy, idle) = (
+                    KeyValue::new("busy_ns", as_i64(busy)),
+                    KeyValue::new("idle_ns", as_i64(idle)),
+                );
+                if data.attributes.len() + 2 <= self.limits.attribute_count {
+                    data.attributes.extend([busy, idle]);
+                } else {
+                    self.push_attribute(data, busy);
+                    self.push_attribute(data, idle);
+                }
             }
         }
         // The span's data goes to the pipeline (which takes it by value);
