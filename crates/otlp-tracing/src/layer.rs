@@ -16,9 +16,9 @@ use tracing::{Dispatch, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use crate::clock::{mono, unix_of};
 use crate::stats::{Count, LayerCounters};
 use crate::visit::{EventFields, OtelFields, SpanFields};
+use otlp_exporter::clock::{mono_nanos as mono, unix_nanos_of as unix_of};
 
 static NEXT_LAYER: AtomicUsize = AtomicUsize::new(1);
 

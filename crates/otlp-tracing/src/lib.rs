@@ -159,15 +159,14 @@
 //! # Cost
 //!
 //! A recorded span reads the clock when it starts, ends, and each time a
-//! first thread enters it or a last thread leaves it. Where the kernel
-//! keeps time with the CPU's time-stamp counter (x86_64 with the `tsc`
-//! clocksource: invariant and synchronized across cores), a read is the
-//! counter, scaled by a rate measured once against the monotonic clock
-//! over the process's first 50 ms (until then, and elsewhere, the
-//! monotonic clock itself). Unix timestamps are derived from those reads
-//! and a per-thread anchor to the wall clock renewed every half second (a
-//! step of the system clock shows in the timestamps within that time). A
-//! dropped span reads no clock.
+//! first thread enters it or a last thread leaves it, through the
+//! pipeline's clock ([`otlp_exporter::clock`]): where the kernel keeps
+//! time with the CPU's time-stamp counter, a read is the counter, scaled by
+//! a rate measured once against the monotonic clock; Unix timestamps are
+//! derived from those reads and a per-thread anchor to the wall clock
+//! renewed every half second (a step of the system clock shows in the
+//! timestamps within that time). Busy and idle times are differences of
+//! those reads. A dropped span reads no clock.
 //!
 //! One registry extension per span holds a boxed state with the span's
 //! `SpanData`, built where it lies; the thread that closes the span keeps
@@ -178,7 +177,6 @@
 //! per-thread generator, and the layer's counters are per thread. User
 //! formatting code (`Debug`, `Display`) runs before that lock is taken.
 
-mod clock;
 mod ext;
 mod layer;
 mod stats;
