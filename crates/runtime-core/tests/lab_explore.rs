@@ -35,22 +35,23 @@ where
 {
     let n = seeds();
     let random = LabRuntime::builder().explore(0..n, scenario.clone());
-    report(&random, n);
+    report(&random, n, "uniform");
     let pct = LabRuntime::builder()
         .strategy(Strategy::Pct {
             depth: 3,
             steps: 100,
         })
         .explore(0..n, scenario);
-    report(&pct, n);
+    report(&pct, n, "PCT(3, 100)");
 }
 
-fn report(e: &Exploration, n: u64) {
+fn report(e: &Exploration, n: u64, strategy: &str) {
     e.assert_clean();
     assert_eq!(e.runs, n);
     if std::env::var_os("LAB_VERBOSE").is_some() {
+        let test = std::thread::current().name().unwrap_or("?").to_string();
         eprintln!(
-            "{} seeds, {} distinct schedules",
+            "{test}, {strategy}: {} seeds clean, {} distinct schedules",
             e.runs, e.distinct_schedules
         );
     }
@@ -389,6 +390,7 @@ fn exploration_finds_the_planted_close_race_and_replays_it() {
         report(
             &LabRuntime::builder().explore(0..seeds(), close_race),
             seeds(),
+            "uniform, nothing planted",
         );
         // Measured: uniform random finds it at seed 759, PCT at seed 15;
         // the bounds leave room for changes in the runtime's internals
