@@ -88,6 +88,30 @@ impl Drop for PollingGuard {
     }
 }
 
+/// Whether `w` wakes the task being polled on this thread, from inside
+/// whose poll this is called. Waking it there (its body cancelled its own
+/// region, or itself) is a re-poll request instead,
+/// [`coop::request_repoll`], which `Task::run` reads after the poll and
+/// handles as a yield: no clone of the waker, no `NOTIFIED` compare-and-swap
+/// on the task's state.
+pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
+    let (running, _) = POLLING.with(Cell::get);
+    // A task's waker points at the task, whose address is its header's
+    // (`Task` is `repr(C)`, header first), as `YieldNow` checks too.
+    !running.is_null() && std::ptr::eq(w.data(), running.cast::<()>())
+}
+
+/// [`wake_task`] for a cancellation request: a re-poll request when `task`
+/// is the one being polled on this thread (see [`is_running_task_waker`]).
+pub(crate) fn wake_cancelled_task(task: &Arc<dyn Runnable>) {
+    let (running, _) = POLLING.with(Cell::get);
+    if std::ptr::eq(running, task.header()) {
+        coop::request_repoll();
+        return;
+    }
+    wake_task(task, Schedule::Cancel);
+}
+
 pub(crate) const SCHEDULED: usize = 1;
 pub(crate) const RUNNING: usize = 2;
 pub(crate) const NOTIFIED: usize = 4;
@@ -509,8 +533,18 @@ where
         // in a row: no trip through the queues.
         const IN_PLACE: u32 = 16;
         let mut in_place = 0;
-        // What this thread polls, for a `JoinHandle`'s checkpoint: set once
-        // for every poll of this run, restored however the run ends.
+        // A waker borrowing our reference: made from the Arc's pointer
+        // without touching the count, never dropped (ManuallyDrop), so
+        // the count stays right; clones made by the future count
+        // normally.
+        // SAFETY: the pointer comes from a live Arc (`self`), which
+        // outlives the waker; the ManuallyDrop keeps it from releasing
+        // a count it never took.
+        let waker =
+            std::mem::ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
+        // What this thread polls, for a `JoinHandle`'s checkpoint and for
+        // a wake from inside our own poll: set once for every poll of this
+        // run, restored however the run ends.
         let _polling = PollingGuard::task(h);
         loop {
             // Budgets, before the poll so the poll can observe them.
@@ -555,19 +589,13 @@ where
             }
 
             coop::reset();
-            // A waker borrowing our reference: made from the Arc's pointer
-            // without touching the count, never dropped (ManuallyDrop), so
-            // the count stays right; clones made by the future count
-            // normally.
-            // SAFETY: the pointer comes from a live Arc (`self`), which
-            // outlives the waker; the ManuallyDrop keeps it from releasing
-            // a count it never took.
-            let waker = std::mem::ManuallyDrop::new(Waker::from(unsafe {
-                Arc::from_raw(Arc::as_ptr(&self))
-            }));
             let mut cx = Context::from_waker(&waker);
             coop::take_yield();
+            coop::take_repoll();
             let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
+            // Our own yield, or a wake of ourselves from inside the poll
+            // (a cancellation our body requested): run again.
+            let quiet = coop::take_repoll();
             let self_yield = coop::take_yield();
             match polled {
                 Ok(Poll::Ready(r)) => {
@@ -591,6 +619,11 @@ where
             // Looking for other work costs a few dozen instructions; a
             // task woken meanwhile waits at most three more of our polls.
             let again = in_place < IN_PLACE && (in_place % 4 != 0 || !h.sched().has_other_work());
+            // A re-poll is scheduled as a yield is: at the back of this
+            // worker's queue, waking another worker when more is queued
+            // here (measured: the cancelled tasks queued before it then
+            // drain on two workers, faster than on this one alone).
+            let self_yield = self_yield || quiet;
             if self_yield && again {
                 // Our own yield, and nothing else to run here: again, in
                 // place, with no atomic operation at all.

@@ -17,6 +17,27 @@ thread_local! {
     static YIELDED: Cell<bool> = const { Cell::new(false) };
 }
 
+thread_local! {
+    /// Set when the task being polled woke itself from inside its poll to
+    /// see a cancellation its body requested (`task::is_running_task_waker`):
+    /// `Task::run` reads it right after the poll and re-polls the task as
+    /// it does after a yield.
+    static REPOLL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records that the task being polled must be polled again (it woke
+/// itself to see a cancellation it requested).
+#[inline]
+pub(crate) fn request_repoll() {
+    REPOLL.with(|y| y.set(true));
+}
+
+/// Takes (and clears) the re-poll request of the poll that just ended.
+#[inline]
+pub(crate) fn take_repoll() -> bool {
+    REPOLL.with(|y| y.replace(false))
+}
+
 /// Records that the task being polled asked to run again.
 #[inline]
 pub(crate) fn request_yield() {

@@ -33,7 +33,9 @@ use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
 use crate::region::{Child, Region};
 use crate::sched::Schedule;
-use crate::task::{COMPLETE, CUT_OFF, Runnable, wake_task};
+use crate::task::{
+    COMPLETE, CUT_OFF, Runnable, is_running_task_waker, wake_cancelled_task, wake_task,
+};
 use crate::time::Instant;
 use crate::time::driver::TimerAction;
 
@@ -88,7 +90,7 @@ pub(crate) fn cancel_task_with(
             r.cancel(&child);
         }
     }
-    wake_task(task, Schedule::Cancel);
+    wake_cancelled_task(task);
 }
 
 /// `grace_at` (of a task or a region): no grace period requested yet.
@@ -179,10 +181,28 @@ impl Region {
             return;
         }
         self.sweep();
-        // Wake whoever polls the body to see the request: the waker its
-        // last poll registered (the owner task's, or another task's when a
-        // captured `Cx` opened this region there), else the owner task.
-        match self.body_waker() {
+        self.wake_body();
+    }
+
+    /// Wakes whoever polls the body to see a request: the waker its last
+    /// poll registered (the owner task's, or another task's when a
+    /// captured `Cx` opened this region there), else the owner task. When
+    /// that is the task polling on this thread (the body cancelled its own
+    /// region), a re-poll request (`task::is_running_task_waker`), with no
+    /// clone of the waker.
+    fn wake_body(&self) {
+        let waker = {
+            let slot = lock(&self.body_waker);
+            match &*slot {
+                Some(w) if is_running_task_waker(w) => {
+                    crate::budget::coop::request_repoll();
+                    return;
+                }
+                Some(w) => Some(w.clone()),
+                None => None,
+            }
+        };
+        match waker {
             Some(w) => {
                 if crate::outcome::wake_caught(w) {
                     self.sched.stats().panic_caught();
@@ -190,7 +210,7 @@ impl Region {
             }
             None => {
                 if let Some(owner) = self.owner_task() {
-                    wake_task(&owner, crate::sched::Schedule::Cancel);
+                    wake_cancelled_task(&owner);
                 }
             }
         }

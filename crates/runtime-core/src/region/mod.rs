@@ -184,7 +184,7 @@ pub(crate) struct Region {
     /// again. Set only when the poller changes, so a body's poll pays no
     /// atomic operation for it; cleared at close, so that a `Cx` kept in a
     /// task's output cannot hold the task through it.)
-    body_waker: Mutex<Option<Waker>>,
+    pub(crate) body_waker: Mutex<Option<Waker>>,
     /// Children registered since the last take (`registry.rs`): spawns
     /// push here; sweeps, cut-offs and the close take it whole, under
     /// `swept`'s lock, into `swept`.
