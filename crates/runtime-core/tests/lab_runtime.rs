@@ -161,6 +161,56 @@ fn randomness_and_blocking_jobs_are_deterministic() {
     assert_eq!(run(5), run(5));
     assert_ne!(run(5).0, run(6).0);
     assert_eq!(run(5).2, 42);
+    // A blocking job runs inline, on the lab's own thread: no thread is
+    // started.
+    let here = std::thread::current().id();
+    let report = LabRuntime::new(1).block_on(move |cx| async move {
+        Ok::<_, ()>(cx.spawn_blocking(|| std::thread::current().id()).await.ok())
+    });
+    assert_eq!(report.outcome.unwrap().ok(), Some(Some(here)));
+}
+
+/// Code written against the capabilities it needs runs on the real runtime
+/// and on the lab unchanged, with the same result.
+async fn pipeline<C>(cx: Cx<C>) -> Result<u64, ()>
+where
+    C: runtime_core::caps::HasSpawn + runtime_core::caps::HasTime,
+{
+    let (tx, mut rx) = mpsc::channel::<u64>(2).map_err(|_| ())?;
+    let producer = cx.spawn(move |cx| async move {
+        for i in 1..=10 {
+            cx.sleep(Duration::from_millis(1)).await.ok();
+            tx.send(&cx, i).await.ok();
+        }
+    });
+    let slow = cx
+        .timeout(Duration::from_millis(5), |cx| async move {
+            cx.sleep(Duration::from_secs(60)).await.map_err(|_| ())
+        })
+        .await;
+    let mut sum = 0;
+    while let Ok(v) = rx.recv(&cx).await {
+        sum += v;
+    }
+    producer.await.unwrap();
+    Ok(sum + u64::from(slow.is_cancelled()))
+}
+
+#[test]
+fn the_same_code_runs_on_the_real_runtime_and_on_the_lab() {
+    use runtime_core::{Runtime, caps::ambient_authority};
+    let rt = Runtime::builder()
+        .current_thread()
+        .build(ambient_authority())
+        .unwrap();
+    let real = rt.block_on(pipeline).ok();
+    let lab = LabRuntime::new(4).block_on(pipeline);
+    assert!(lab.is_clean(), "{:?}", lab.failure());
+    assert_eq!(real, Some(56));
+    assert_eq!(lab.outcome.unwrap().ok(), real);
+    // Values 1 and 2 fill the channel at 1 and 2 ms; 3 waits from 3 ms
+    // until the receiver starts at 5 ms (the timeout); then one a ms.
+    assert_eq!(lab.elapsed, Duration::from_millis(12));
 }
 
 /// The check that nothing the lab runs reads the machine's clock or its
