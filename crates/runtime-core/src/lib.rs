@@ -18,10 +18,10 @@
 //! let rt = Runtime::builder().worker_threads(2).build(ambient_authority()).unwrap();
 //! let out = rt.block_on(|cx| async move {
 //!     // A child region: returns only when both tasks are done.
-//!     let sum = cx.region(|cx| async move {
+//!     let sum = cx.scope(|cx| async move {
 //!         let a = cx.spawn(|_| async { 1 });
 //!         let b = cx.spawn(|_| async { 2 });
-//!         Ok::<_, ()>(a.await.unwrap() + b.await.unwrap())
+//!         a.await.unwrap() + b.await.unwrap()
 //!     }).await;
 //!     // A timeout: the sleeper sees the cancellation at its checkpoint.
 //!     let slow = cx.timeout(Duration::from_millis(10), |cx| async move {
@@ -38,9 +38,22 @@
 //!
 //! [`Cx::spawn`] takes a body returning any value; [`Cx::try_spawn`] one
 //! returning `Result`, whose `Err` is the task's outcome and a failure of
-//! its region. [`join!`] and [`race!`] join or race bodies of different
-//! types, as [`Cx::join_all`] and [`Cx::race`] do for a `Vec` of one type.
-//! A bare `Cx` is `Cx<Compute>` (spawn, time, randomness): see [`Cx`].
+//! its region. Child regions come in the same two kinds:
+//! [`Cx::scope`], [`Cx::scope_with`] and [`Cx::scope_timeout`] take a body
+//! returning any value (outcome `Ok(value)`, a child's failure,
+//! `Cancelled` or `Panicked`); [`Cx::region`], [`Cx::region_with`] and
+//! [`Cx::timeout`] take a `Result` body, whose `Err` is
+//! [`RegionError::Body`] (and an `Err` returned after a checkpoint
+//! reported the cancellation is `Cancelled`). The region methods kept
+//! their names and their `Result` bodies rather than being renamed
+//! `try_region`, `try_timeout` for symmetry with `try_spawn`: code across
+//! the workspace (the lab's tests, the facade's example) relies on them.
+//! [`join!`] and [`race!`] join or race bodies of different types, each
+//! returning any value (a `Result` body's `Err` is its `Err` outcome,
+//! decided by the body's type when the macro expands), as
+//! [`Cx::join_all`] and [`Cx::race`] do for a `Vec` of one type (whose
+//! bodies return `Result`). A bare `Cx` is `Cx<Compute>` (spawn, time,
+//! randomness): see [`Cx`].
 //!
 //! ## Layout
 //!
@@ -96,7 +109,7 @@ pub use blocking::{Blocking, BlockingError};
 pub use budget::{Budget, CleanupBudget};
 pub use cancel::{CancelKind, CancelReason, Cancelled, Origin};
 #[doc(hidden)]
-pub use cx::{BoxedRacer, JoinTuple, boxed_racer};
+pub use cx::{__branch, __private, BoxedRacer, JoinTuple, boxed_racer};
 pub use cx::{Cx, MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
 /// The capability vocabulary (the `runtime-cap` crate): capability sets,

@@ -30,6 +30,7 @@ const EFFECTS: &[(&str, &str)] = &[
     ("sleep_until", "HasTime"),
     ("interval", "HasTime"),
     ("timeout", "HasTime"),
+    ("scope_timeout", "HasTime"),
     ("spawn_blocking", "HasBlocking"),
     ("random_u64", "HasRandom"),
     ("random_below", "HasRandom"),
@@ -67,6 +68,10 @@ const PURE: &[&str] = &[
     "Cancelled::reason",
     // Boxing a racer for `race!` (spawns nothing: `race` does).
     "boxed_racer",
+    // `join!`/`race!` branches: typing a closure, and turning its output
+    // into a `Result` (spawn nothing: `try_spawn` and `race` do).
+    "__branch",
+    "into_result",
     "Outcome::severity",
     "Outcome::join",
     "Outcome::is_ok",
@@ -123,6 +128,8 @@ const PURE: &[&str] = &[
     "Cx::charge",
     "Cx::region",
     "Cx::region_with",
+    "Cx::scope",
+    "Cx::scope_with",
     "Cx::defer",
     "Cx::finalizer",
     "Cx::detached_for_tests",

@@ -450,3 +450,55 @@ fn exploding_racer(
         Ok(0)
     })
 }
+
+#[test]
+fn scope_join_and_race_take_bodies_that_return_any_value() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            // A scope whose body returns a plain value.
+            let s = cx
+                .scope(|cx| async move { cx.spawn(|_| async { 20 }).await.unwrap() + 1 })
+                .await;
+            // join!: a value branch beside a `Result` branch, whose `Err`
+            // is still its `Err` outcome.
+            let (v, r) = join!(cx, |_| async { 2u8 }, |_| async { Err::<u8, _>("no") }).await;
+            // race!: racers returning plain values.
+            let w = race!(cx, |_| async { "fast" }, |cx| async move {
+                let _ = cx.sleep(Duration::from_secs(3600)).await;
+                "slow"
+            })
+            .await;
+            Ok::<_, ()>((s.ok(), v.ok(), r.severity(), w.ok()))
+        });
+        assert_eq!(
+            out.ok(),
+            Some((Some(21), Some(2), Severity::Err, Some("fast")))
+        );
+    }
+}
+
+#[test]
+fn a_scope_still_reports_a_failed_child_and_a_timed_out_one_returns_what_it_has() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            // A value body cannot fail, but its children can: fail-fast
+            // cancels the sibling and the scope reports the failure.
+            let failed = cx
+                .scope(|cx| async move {
+                    cx.try_spawn(|_| async { Err::<(), _>("disk full") });
+                    cx.sleep(Duration::from_secs(3600)).await.is_err()
+                })
+                .await;
+            let failed = matches!(failed, Outcome::Err(RegionError::Child(_)));
+            // A body that sees its timeout at a checkpoint and returns a
+            // value ends `Ok(value)`, as a `spawn`ed task does.
+            let counted = cx
+                .scope_timeout(Duration::from_millis(5), |cx| async move {
+                    cx.sleep(Duration::from_secs(3600)).await.is_err()
+                })
+                .await;
+            Ok::<_, ()>((failed, counted.ok()))
+        });
+        assert_eq!(out.ok(), Some((true, Some(true))));
+    }
+}

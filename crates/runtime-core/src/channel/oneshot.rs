@@ -68,6 +68,18 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 /// Why [`Receiver::recv`] returned no value.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::oneshot::{self, RecvError};
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = oneshot::channel::<u8>();
+///     drop(tx);
+///     Ok::<_, ()>(rx.recv(&cx).await)
+/// });
+/// assert_eq!(out.ok(), Some(Err(RecvError::Closed)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
     /// The sender was dropped without sending (or the value was already
@@ -81,6 +93,14 @@ pub enum RecvError {
 }
 
 /// Why [`Receiver::try_recv`] returned no value.
+///
+/// ```
+/// use runtime_core::channel::oneshot::{self, TryRecvError};
+/// let (tx, mut rx) = oneshot::channel::<u8>();
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Closed));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
     /// Not sent yet.
@@ -298,6 +318,19 @@ impl<T> fmt::Debug for Receiver<T> {
 }
 
 /// The future of [`Receiver::recv`].
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::oneshot;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = oneshot::channel::<&str>();
+///     tx.send("hello").unwrap();
+///     let recv: oneshot::Recv<'_, &str> = rx.recv(&cx);
+///     Ok::<_, ()>(recv.await.ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some("hello")));
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Recv<'a, T> {
     receiver: &'a mut Receiver<T>,

@@ -71,9 +71,11 @@ join_tuple!(a: T1, E1; b: T2, E2; c: T3, E3; d: T4, E4; e: T5, E5; f: T6, E6; g:
 /// Runs up to eight bodies of different types as tasks in a child
 /// collect-all region and resolves to a tuple of their outcomes, in order,
 /// once every one has finished: [`Cx::join_all`] for bodies of different
-/// types. Each body is a closure `|cx| async move { .. }` returning
-/// `Result<T, E>` (the `E` of each may differ too); a failing or panicking
-/// body does not cancel the others. Cancelling the caller's scope
+/// types. Each body is a closure `|cx| async move { .. }` returning any
+/// value: a `Result<T, E>` body's `Err` is its `Err` outcome (the `E` of
+/// each may differ), any other value `v` is `Ok(v)` (error type
+/// `Infallible`), as [`Cx::try_spawn`] and [`Cx::spawn`] would make them.
+/// A failing or panicking body does not cancel the others. Cancelling the caller's scope
 /// cancels every branch (`ParentCancelled`) and the join still waits for
 /// all of them to drain.
 ///
@@ -100,14 +102,107 @@ join_tuple!(a: T1, E1; b: T2, E2; c: T3, E3; d: T4, E4; e: T5, E5; f: T6, E6; g:
 macro_rules! join {
     ($cx:expr, $($body:expr),+ $(,)?) => {
         ($cx).__join_scope(move |__join_cx| {
-            let handles = ($(__join_cx.try_spawn($body),)+);
+            let handles = ($($crate::__join_spawn!(__join_cx, $body),)+);
             $crate::JoinTuple::join_in_order(handles)
         })
     };
 }
 
+/// One branch of `join!`: spawned with `try_spawn`, its output turned
+/// into a `Result` by [`__into_body_result!`](crate::__into_body_result).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __join_spawn {
+    ($cx:ident, $body:expr) => {{
+        let __body = $crate::__branch(&$cx, $body);
+        $cx.try_spawn(move |__cx| {
+            let __fut = __body(__cx);
+            async move {
+                let __out = __fut.await;
+                $crate::__into_body_result!(__out)
+            }
+        })
+    }};
+}
+
+/// A branch's output as a `Result`: itself when it is one (its `Err` is
+/// the branch's `Err` outcome), else `Ok(output)` with error type
+/// `Infallible`. Decided at compile time by the output's concrete type
+/// (method resolution tries `Result`'s impl, on the value's own type,
+/// before the fallback on a reference to it), which the macro's expansion
+/// knows and a generic function would not.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __into_body_result {
+    ($out:ident) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{ResultKind as _, ValueKind as _};
+        (&$out).__body_kind().into_result($out)
+    }};
+}
+
+/// Gives a branch closure of `join!`/`race!` its signature (`Cx<C>` in),
+/// so that its body type-checks before the macro wraps it.
+#[doc(hidden)]
+pub fn __branch<C, G, F>(_cx: &Cx<C>, body: G) -> G
+where
+    C: CapSet,
+    G: FnOnce(Cx<C>) -> F + Send + 'static,
+    F: Future + Send + 'static,
+{
+    body
+}
+
+/// The compile-time choice behind [`__into_body_result!`].
+#[doc(hidden)]
+pub mod __private {
+    use std::convert::Infallible;
+
+    /// The branch returned a `Result`.
+    #[derive(Debug, Clone, Copy)]
+    pub struct ResultTag;
+    /// The branch returned any other value.
+    #[derive(Debug, Clone, Copy)]
+    pub struct ValueTag;
+
+    /// Picked for a `Result` (the value's own type).
+    pub trait ResultKind {
+        /// The tag.
+        fn __body_kind(&self) -> ResultTag {
+            ResultTag
+        }
+    }
+    impl<T, E> ResultKind for Result<T, E> {}
+
+    /// Picked otherwise (through a reference: tried after `ResultKind`).
+    pub trait ValueKind {
+        /// The tag.
+        fn __body_kind(&self) -> ValueTag {
+            ValueTag
+        }
+    }
+    impl<T: ?Sized> ValueKind for &T {}
+
+    impl ResultTag {
+        /// The `Result` as it is.
+        pub fn into_result<T, E>(self, r: Result<T, E>) -> Result<T, E> {
+            r
+        }
+    }
+
+    impl ValueTag {
+        /// The value as `Ok`.
+        pub fn into_result<T>(self, v: T) -> Result<T, Infallible> {
+            Ok(v)
+        }
+    }
+}
+
 /// Races bodies of different types (the same output type): [`Cx::race`]
-/// for closures that are not one type. The first to finish wins, the
+/// for closures that are not one type. Racers return any value, all the
+/// same type: `Result<T, E>` (an `Err` is the race's `Err` outcome if that
+/// racer wins) or any other `T` (outcome `Ok(T)`, error type
+/// `Infallible`). The first to finish wins, the
 /// others are cancelled (`LostRace`) and drained before this resolves to
 /// the winner's outcome (or `Panicked`, if a loser panicked while
 /// draining). Each racer is boxed once.
@@ -135,7 +230,16 @@ macro_rules! join {
 macro_rules! race {
     ($cx:expr, $($racer:expr),+ $(,)?) => {
         match &$cx {
-            __race_cx => __race_cx.race(::std::vec![$($crate::boxed_racer(__race_cx, $racer)),+]),
+            __race_cx => __race_cx.race(::std::vec![$({
+                let __racer = $crate::__branch(__race_cx, $racer);
+                $crate::boxed_racer(__race_cx, move |__cx| {
+                    let __fut = __racer(__cx);
+                    async move {
+                        let __out = __fut.await;
+                        $crate::__into_body_result!(__out)
+                    }
+                })
+            }),+]),
         }
     };
 }

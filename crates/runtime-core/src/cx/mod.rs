@@ -17,7 +17,7 @@ mod join;
 mod untyped;
 
 #[doc(hidden)]
-pub use join::{BoxedRacer, JoinTuple, boxed_racer};
+pub use join::{__branch, __private, BoxedRacer, JoinTuple, boxed_racer};
 
 use crate::outcome::Outcome;
 use crate::region::{RegionError, RegionOptions};
@@ -25,6 +25,12 @@ use crate::task::JoinHandle;
 use crate::time::{Duration, Instant, Interval, Sleep};
 use crate::{RegionId, TaskId};
 pub(crate) use untyped::{CxCore, spawn_in};
+
+/// A body that returns any value, as one that returns `Result<T, Infallible>`
+/// (what the region and task machinery runs).
+async fn infallible<F: Future>(f: F) -> Result<F::Output, Infallible> {
+    Ok(f.await)
+}
 pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
 /// The capability context a task receives, and the only way to reach the
@@ -475,7 +481,11 @@ impl<C: CapSet> Cx<C> {
 
     /// Opens a fail-fast child region and runs `body` in it (with this
     /// context's capabilities); resolves when the body and every task in
-    /// the region have finished and its finalizers have run.
+    /// the region have finished and its finalizers have run. The body
+    /// returns `Result<T, E>`: `Err(e)` is the region's
+    /// [`RegionError::Body`], or `Cancelled` when the body returned it
+    /// after a checkpoint reported the region's cancellation. A body that
+    /// returns any value: [`scope`](Self::scope).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -534,6 +544,75 @@ impl<C: CapSet> Cx<C> {
         let mask = self.mask;
         self.core
             .region_with(spec, move |core| body(Cx::from_core(core, mask)))
+    }
+
+    /// Opens a fail-fast child region and runs `body` in it, as
+    /// [`region`](Self::region), for a body that returns any value (the
+    /// way [`spawn`](Self::spawn) takes one): the outcome is `Ok(value)`,
+    /// a child's failure ([`RegionError::Child`]), `Cancelled` or
+    /// `Panicked`, and there is no body error to handle. A body that can
+    /// fail, or that should end `Cancelled` when asked to stop
+    /// (`cx.checkpoint()?`), goes to `region`, which takes `Result<T, E>`
+    /// and maps `Err` to [`RegionError::Body`].
+    ///
+    /// (Why two methods: see [`try_spawn`](Self::try_spawn). `region`
+    /// keeps its name and its `Result` body, as `try_spawn` would be
+    /// called for symmetry, because code across the workspace relies on
+    /// it.)
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// let out = rt.block_on(|cx| async move {
+    ///     let sum = cx.scope(|cx| async move {
+    ///         let a = cx.spawn(|_| async { 1 });
+    ///         let b = cx.spawn(|_| async { 2 });
+    ///         a.await.unwrap() + b.await.unwrap()
+    ///     }).await; // every task in it has finished here
+    ///     Ok::<_, ()>(sum.unwrap())
+    /// });
+    /// assert_eq!(out.ok(), Some(3));
+    /// ```
+    pub fn scope<G, F, T>(
+        &self,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.scope_with(RegionOptions::fail_fast(), body)
+    }
+
+    /// [`scope`](Self::scope) with a policy, budget and cleanup budget.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::{Outcome, RegionError, RegionOptions};
+    /// let out = rt.block_on(|cx| async move {
+    ///     // Collect-all: a failing task does not cancel its sibling, and
+    ///     // the scope reports the failure.
+    ///     let r = cx.scope_with(RegionOptions::collect_all(), |cx| async move {
+    ///         cx.try_spawn(|_| async { Err::<(), _>("one failed") });
+    ///         cx.spawn(|_| async { 2 }).await.unwrap()
+    ///     }).await;
+    ///     Ok::<_, ()>(matches!(r, Outcome::Err(RegionError::Child(_))))
+    /// });
+    /// assert_eq!(out.ok(), Some(true));
+    /// ```
+    pub fn scope_with<G, F, T>(
+        &self,
+        spec: RegionOptions,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.region_with(spec, move |cx| infallible(body(cx)))
     }
 
     /// Registers `f` to run when this context's region closes, in reverse
@@ -892,7 +971,9 @@ impl<C: HasTime> Cx<C> {
     }
 
     /// Runs `body` in a child region cancelled with reason `Timeout` if it
-    /// has not closed after `d`; returns once it has drained.
+    /// has not closed after `d`; returns once it has drained. The body
+    /// returns `Result<T, E>`, as [`region`](Self::region)'s; one that
+    /// returns any value: [`scope_timeout`](Self::scope_timeout).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -923,6 +1004,42 @@ impl<C: HasTime> Cx<C> {
         let mask = self.mask;
         self.core
             .timeout(d, move |core| body(Cx::from_core(core, mask)))
+    }
+
+    /// [`timeout`](Self::timeout) for a body that returns any value (see
+    /// [`scope`](Self::scope)): `Ok(value)` if it finished in time (or
+    /// returned a value after seeing the timeout at a checkpoint),
+    /// `Cancelled(Timeout)` if it was cut off, or a child's failure.
+    ///
+    /// ```
+    /// # use runtime_core::{Runtime, caps::ambient_authority};
+    /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+    /// use runtime_core::time::Duration;
+    /// let out = rt.block_on(|cx| async move {
+    ///     // Counts its turns until the timeout stops it, then returns them.
+    ///     let turns = cx.scope_timeout(Duration::from_millis(5), |cx| async move {
+    ///         let mut n = 0u64;
+    ///         while cx.sleep(Duration::from_micros(100)).await.is_ok() {
+    ///             n += 1;
+    ///         }
+    ///         n
+    ///     }).await;
+    ///     Ok::<_, ()>(turns.ok())
+    /// });
+    /// assert!(out.unwrap().is_some());
+    /// ```
+    #[track_caller]
+    pub fn scope_timeout<G, F, T>(
+        &self,
+        d: Duration,
+        body: G,
+    ) -> impl Future<Output = Outcome<T, RegionError>> + Send + 'static
+    where
+        G: FnOnce(Cx<C>) -> F,
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.timeout(d, move |cx| infallible(body(cx)))
     }
 }
 

@@ -548,6 +548,17 @@ impl CxCore {
 }
 
 /// The future of [`Cx::yield_now`](crate::Cx::yield_now).
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::YieldNow;
+/// let out = rt.block_on(|cx| async move {
+///     let y: YieldNow<'_> = cx.yield_now();
+///     Ok::<_, ()>(y.await.is_ok()) // another task may run meanwhile
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 pub struct YieldNow<'a> {
     cx: &'a CxCore,
     yielded: bool,
@@ -598,6 +609,21 @@ impl Future for YieldNow<'_> {
 pub struct MaskDepthExceeded;
 
 /// The future of [`Cx::masked`](crate::Cx::masked).
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::{CancelReason, Masked};
+/// let out = rt.block_on(|cx| async move {
+///     cx.cancel(CancelReason::user("stop"));
+///     // Inside the masked section the request is deferred ...
+///     let inner: Masked<'_, _> = cx.masked(async { cx.checkpoint().is_ok() });
+///     let ran_unbothered = inner.await.map_err(|_| ())?;
+///     // ... and seen at the first checkpoint after it.
+///     Ok::<_, ()>((ran_unbothered, cx.checkpoint().is_err()))
+/// });
+/// assert_eq!(out.ok(), Some((true, true)));
+/// ```
 pub struct Masked<'a, F> {
     cx: &'a CxCore,
     fut: F,

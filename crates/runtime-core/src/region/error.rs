@@ -5,7 +5,9 @@ use std::fmt;
 
 use crate::TaskId;
 
-/// Why a region failed: its body's own error, or a child's.
+/// Why a region failed: its body's own error, or a child's. `E` is the
+/// body's error type; a body that returns any value
+/// ([`Cx::scope`](crate::Cx::scope)) has none (`Infallible`).
 ///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -24,7 +26,7 @@ use crate::TaskId;
 /// assert_eq!(out.ok().as_deref(), Some("\"disk full\""));
 /// ```
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum RegionError<E> {
+pub enum RegionError<E = std::convert::Infallible> {
     /// The region's body returned this error.
     #[error("region body failed: {0:?}")]
     Body(E),
@@ -35,6 +37,21 @@ pub enum RegionError<E> {
 
 /// A child task's error, as its region reports it (the typed error stays
 /// with the task's `JoinHandle`).
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::{Outcome, RegionError};
+/// let out = rt.block_on(|cx| async move {
+///     let r = cx.region(|cx| async move {
+///         let h = cx.try_spawn(|_| async { Err::<(), _>("disk full") });
+///         Ok::<_, ()>(h.id())
+///     }).await;
+///     Ok::<_, ()>(r)
+/// });
+/// let Some(Outcome::Err(RegionError::Child(failure))) = out.ok() else { panic!() };
+/// assert_eq!(failure.message, "\"disk full\"");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The task that failed.

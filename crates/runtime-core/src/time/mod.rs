@@ -22,7 +22,7 @@ pub(crate) mod driver;
 mod sleep;
 pub(crate) mod wheel;
 
-pub use sleep::{Interval, Sleep};
+pub use sleep::{Interval, Sleep, Tick};
 pub use std::time::Duration;
 
 use std::fmt;
@@ -124,6 +124,20 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
 
 /// Where the runtime reads the time. The runtime uses [`SystemClock`]; a lab
 /// runtime plugs in a virtual clock that only moves when it says so.
+///
+/// ```
+/// use runtime_core::time::{Clock, Instant};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// /// A clock that moves only when told to (as a test's would).
+/// struct Manual(AtomicU64);
+/// impl Clock for Manual {
+///     fn now(&self) -> Instant {
+///         Instant::from_nanos(self.0.load(Ordering::SeqCst))
+///     }
+/// }
+/// let clock = Manual(AtomicU64::new(5));
+/// assert_eq!(clock.now(), Instant::from_nanos(5));
+/// ```
 pub trait Clock: Send + Sync + 'static {
     /// The current time. Never goes backwards.
     fn now(&self) -> Instant;
@@ -133,6 +147,14 @@ pub trait Clock: Send + Sync + 'static {
 /// was made. Reading the machine's clock is an effect, so making one takes
 /// the ambient-authority token (inside the runtime, time comes from
 /// `Cx::now`).
+///
+/// ```
+/// use runtime_core::caps::ambient_authority;
+/// use runtime_core::time::{Clock, SystemClock};
+/// let clock = SystemClock::new(ambient_authority());
+/// let (a, b) = (clock.now(), clock.now());
+/// assert!(b >= a); // monotonic
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     epoch: std::time::Instant,

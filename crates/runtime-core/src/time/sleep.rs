@@ -13,6 +13,19 @@ use crate::cx::CxCore;
 /// Resolves at its deadline with `Ok(())`, or earlier with
 /// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
 /// cancels the timer (O(1)).
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::time::{Duration, Sleep};
+/// let out = rt.block_on(|cx| async move {
+///     let sleep: Sleep<'_> = cx.sleep(Duration::from_millis(1));
+///     let deadline = sleep.deadline();
+///     sleep.await.map_err(|_| ())?;
+///     Ok::<_, ()>(cx.now() >= deadline)
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 pub struct Sleep<'a> {
     cx: &'a CxCore,
     deadline: Instant,
@@ -99,6 +112,19 @@ impl Drop for Sleep<'_> {
 /// Ticks once per period. A tick that is late (the task was busy) fires at
 /// once, and the next one is scheduled a period after it, so ticks never
 /// bunch up.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::time::{Duration, Interval};
+/// let out = rt.block_on(|cx| async move {
+///     let mut every: Interval = cx.interval(Duration::from_millis(1));
+///     let first = every.tick().await.map_err(|_| ())?;
+///     let second = every.tick().await.map_err(|_| ())?;
+///     Ok::<_, ()>(second > first)
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 pub struct Interval {
     cx: CxCore,
     period: Duration,
@@ -150,6 +176,18 @@ impl Interval {
 }
 
 /// The future of [`Interval::tick`].
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::time::{Duration, Tick};
+/// let out = rt.block_on(|cx| async move {
+///     let mut every = cx.interval(Duration::from_millis(1));
+///     let tick: Tick<'_> = every.tick();
+///     Ok::<_, ()>(tick.await.is_ok())
+/// });
+/// assert_eq!(out.ok(), Some(true));
+/// ```
 pub struct Tick<'a> {
     interval: &'a mut Interval,
 }

@@ -30,6 +30,14 @@ pub(super) const RX_GONE: usize = 0b1;
 pub(super) const COMMIT: usize = 0b10;
 
 /// The largest capacity a channel can have.
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, CapacityError, MAX_CAPACITY};
+/// assert!(matches!(
+///     mpsc::channel::<u8>(MAX_CAPACITY + 1),
+///     Err(CapacityError::TooLarge { .. })
+/// ));
+/// ```
 pub const MAX_CAPACITY: usize = usize::MAX >> (SLOT_SHIFT + 1);
 
 pub(super) fn free_slots(sem: usize) -> usize {

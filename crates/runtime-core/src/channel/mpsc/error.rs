@@ -7,6 +7,11 @@ use super::{MAX_CAPACITY, Permit, Receiver, Sender, channel};
 use crate::cancel::CancelReason;
 
 /// The capacity given to [`channel`] is not allowed.
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, CapacityError};
+/// assert_eq!(mpsc::channel::<u8>(0).err(), Some(CapacityError::Zero));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CapacityError {
     /// A channel needs room for at least one value.
@@ -24,6 +29,22 @@ pub enum CapacityError {
 
 /// Why a waiting send or reservation failed. Carries the value that was
 /// not sent (`()` for a reservation), so that nothing is lost.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc::{self, SendError};
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, rx) = mpsc::channel::<String>(1).unwrap();
+///     drop(rx);
+///     // The value comes back with the error: nothing is lost.
+///     Ok::<_, ()>(match tx.send(&cx, "lost?".to_string()).await {
+///         Err(SendError::Closed(v)) => Some(v),
+///         _ => None,
+///     })
+/// });
+/// assert_eq!(out.ok().flatten().as_deref(), Some("lost?"));
+/// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError<T> {
     /// The receiver closed the channel or was dropped.
@@ -77,6 +98,13 @@ impl<T> fmt::Debug for SendError<T> {
 
 /// Why [`Sender::try_reserve`] or [`Sender::try_send`] failed. Carries the
 /// value that was not sent (`()` for a reservation).
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, TrySendError};
+/// let (tx, _rx) = mpsc::channel::<u8>(1).unwrap();
+/// tx.try_send(1).unwrap();
+/// assert!(matches!(tx.try_send(2), Err(TrySendError::Full(2))));
+/// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrySendError<T> {
     /// Every slot is taken (or other senders are already waiting for one).
@@ -111,6 +139,14 @@ impl<T> fmt::Debug for TrySendError<T> {
 }
 
 /// [`Permit::send`] found the receiver dropped; here is the value back.
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, Closed};
+/// let (tx, rx) = mpsc::channel::<u8>(1).unwrap();
+/// let permit = tx.try_reserve().unwrap();
+/// drop(rx);
+/// assert!(matches!(permit.send(9), Err(Closed(9))));
+/// ```
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[error("receiver dropped")]
 pub struct Closed<T>(pub T);
@@ -134,6 +170,18 @@ impl<T> fmt::Debug for Closed<T> {
 }
 
 /// Why [`Receiver::recv`] returned no value.
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc::{self, RecvError};
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
+///     drop(tx);
+///     Ok::<_, ()>(rx.recv(&cx).await)
+/// });
+/// assert_eq!(out.ok(), Some(Err(RecvError::Disconnected)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecvError {
     /// No value will ever come: the queue is empty, and every sender and
@@ -147,6 +195,14 @@ pub enum RecvError {
 }
 
 /// Why [`Receiver::try_recv`] returned no value.
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, TryRecvError};
+/// let (tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+/// drop(tx);
+/// assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TryRecvError {
     /// No value now; one may come later.

@@ -232,6 +232,20 @@ impl<T> fmt::Debug for Sender<T> {
 // ---------------------------------------------------------------------------
 
 /// The future of [`Sender::reserve`].
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<u32>(1).unwrap();
+///     let reserve: mpsc::Reserve<'_, u32> = tx.reserve(&cx);
+///     let permit = reserve.await.map_err(|_| ())?; // a slot is ours
+///     permit.send(5).map_err(|_| ())?; // cannot fail for lack of room
+///     Ok::<_, ()>(rx.try_recv().ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some(5)));
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Reserve<'a, T> {
     sender: &'a Sender<T>,
@@ -521,6 +535,19 @@ impl<T> fmt::Debug for Receiver<T> {
 }
 
 /// The future of [`Receiver::recv`].
+///
+/// ```
+/// # use runtime_core::{Runtime, caps::ambient_authority};
+/// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+/// use runtime_core::channel::mpsc;
+/// let out = rt.block_on(|cx| async move {
+///     let (tx, mut rx) = mpsc::channel::<u32>(4).unwrap();
+///     tx.try_send(1).unwrap();
+///     let recv: mpsc::Recv<'_, u32> = rx.recv(&cx);
+///     Ok::<_, ()>(recv.await.ok())
+/// });
+/// assert_eq!(out.ok(), Some(Some(1)));
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Recv<'a, T> {
     receiver: &'a mut Receiver<T>,
