@@ -3,7 +3,9 @@
 //! attributes and is built and ended as in the `record` criterion bench
 //! (`benches/src/record.rs`). Records `N` spans (the first argument,
 //! default 5 000 000) in each of 5 rounds and prints the best round's
-//! nanoseconds per span. The transport only counts.
+//! nanoseconds per span. The queue holds the second argument's number of
+//! spans (default 65 536; give it `5 * N` for a run that can never drop,
+//! as instruction counts under valgrind need). The transport discards.
 //!
 //! `cargo run --release -p otlp-exporter --example record_loop -- 1000000`
 
@@ -24,10 +26,14 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5_000_000);
+    let queue: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(65_536);
     let pipeline = Pipeline::builder()
         .transport(Discard)
         .resource(Resource::new("bench"))
-        .max_queue_size(65_536)
+        .max_queue_size(queue)
         .scheduled_delay(Duration::from_millis(100))
         .build()
         .expect("valid settings");

@@ -1000,9 +1000,26 @@ impl<T> Consumer<T> {
 
     /// Moves up to `max` items into `out`; returns how many.
     pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        self.pop_each(max, |v| out.push(v))
+    }
+
+    /// Takes up to `max` items, as [`pop_batch`](Self::pop_batch) does,
+    /// handing each to `sink` instead of collecting them (a consumer that
+    /// keeps only part of a large item copies no more than that part).
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::pooled::bounded_total::<u32>(64);
+    /// for i in 0..5 {
+    ///     tx.try_push(i).unwrap();
+    /// }
+    /// let mut sum = 0;
+    /// assert_eq!(rx.pop_each(10, |v| sum += v), 5);
+    /// assert_eq!(sum, 10);
+    /// ```
+    pub fn pop_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
         self.drain_with(max, |lane, max| {
             // SAFETY: we are the consumer.
-            unsafe { lane.pop_with(max, |v| out.push(v)) }
+            unsafe { lane.pop_with(max, &mut sink) }
         })
     }
 

@@ -521,6 +521,23 @@ impl<T> Consumer<T> {
         self.drain_with(max, |lane, max| lane.pop_into(out, max))
     }
 
+    /// Takes up to `max` items, as [`pop_batch`](Self::pop_batch) does,
+    /// handing each to `sink` instead of collecting them (a consumer that
+    /// keeps only part of a large item copies no more than that part).
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::bounded::<u32>(8);
+    /// for i in 0..5 {
+    ///     tx.try_push(i).unwrap();
+    /// }
+    /// let mut sum = 0;
+    /// assert_eq!(rx.pop_each(10, |v| sum += v), 5);
+    /// assert_eq!(sum, 10);
+    /// ```
+    pub fn pop_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        self.drain_with(max, |lane, max| lane.pop_with(max, &mut sink))
+    }
+
     /// Takes one item, or says why there is none.
     ///
     /// ```

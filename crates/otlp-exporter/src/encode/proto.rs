@@ -475,19 +475,48 @@ pub(crate) fn write_request(
     resource_schema: &str,
     groups: &[Group<'_>],
 ) {
-    infallible(put_message(buf, 1, |buf| {
+    // Every part's length is known before it is written (the spans are
+    // encoded already), so each message's length is written up front: no
+    // placeholder, and no shifting of the whole body along when a length
+    // takes more than one byte (a request's always does).
+    let scope_spans_len = |g: &Group<'_>| {
+        field_len(g.scope.len())
+            + g.spans.iter().map(|s| s.len()).sum::<usize>()
+            + opt_field_len(g.schema_url.len())
+    };
+    let resource_spans_len = field_len(resource.len())
+        + groups
+            .iter()
+            .map(|g| field_len(scope_spans_len(g)))
+            .sum::<usize>()
+        + opt_field_len(resource_schema.len());
+    buf.reserve(field_len(resource_spans_len));
+    infallible((|| {
+        put_key(buf, 1, LEN)?;
+        put_varint(buf, resource_spans_len as u64)?;
         put_bytes_always(buf, 1, resource)?;
         for g in groups {
-            put_message(buf, 2, |buf| {
-                put_bytes_always(buf, 1, g.scope)?;
-                for s in &g.spans {
-                    buf.extend_from_slice(s);
-                }
-                put_bytes(buf, 3, g.schema_url.as_bytes())
-            })?;
+            put_key(buf, 2, LEN)?;
+            put_varint(buf, scope_spans_len(g) as u64)?;
+            put_bytes_always(buf, 1, g.scope)?;
+            for s in &g.spans {
+                buf.extend_from_slice(s);
+            }
+            put_bytes(buf, 3, g.schema_url.as_bytes())?;
         }
         put_bytes(buf, 3, resource_schema.as_bytes())
-    }));
+    })());
+}
+
+/// The size of a length-delimited field (a one-byte tag) with a body of
+/// `len` bytes.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// [`field_len`] of a field left out when empty.
+fn opt_field_len(len: usize) -> usize {
+    if len == 0 { 0 } else { field_len(len) }
 }
 
 /// A present (even if empty) sub-message whose body is already encoded.

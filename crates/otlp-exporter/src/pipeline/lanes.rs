@@ -238,10 +238,12 @@ impl<T> Producer<T> {
 }
 
 impl<T> Consumer<T> {
-    pub(super) fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+    /// Takes up to `max` values, oldest first per lane, into `sink`.
+    #[inline]
+    pub(super) fn pop_each(&mut self, max: usize, sink: impl FnMut(T)) -> usize {
         match self {
-            Consumer::Lanes(c) => c.pop_batch(out, max),
-            Consumer::Pooled(c) => c.pop_batch(out, max),
+            Consumer::Lanes(c) => c.pop_each(max, sink),
+            Consumer::Pooled(c) => c.pop_each(max, sink),
         }
     }
 

@@ -145,6 +145,61 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     }
 }
 
+/// The spans the worker has taken for its next request: their encoded
+/// bytes back to back, and where each ends (with its scope). Taking a span
+/// copies its bytes, not its 256-byte queue slot, and frees its box if it
+/// had one.
+pub(super) struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<(ScopeId, usize)>,
+}
+
+/// A batch's byte buffer keeps at most this much capacity between batches
+/// (a batch of very large spans gives the rest back).
+const BATCH_BYTES_KEPT: usize = 1 << 20;
+
+impl Batch {
+    fn with_capacity(spans: usize) -> Self {
+        Batch {
+            bytes: Vec::with_capacity(spans * 128),
+            ends: Vec::with_capacity(spans),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    #[inline]
+    fn push(&mut self, span: EncodedSpan) {
+        let r = span.as_ref();
+        self.bytes.extend_from_slice(r.bytes);
+        self.ends.push((r.scope, self.bytes.len()));
+    }
+
+    fn refs(&self) -> Vec<SpanRef<'_>> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&(scope, end)| {
+                let bytes = &self.bytes[start..end];
+                start = end;
+                SpanRef { scope, bytes }
+            })
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.bytes.shrink_to(BATCH_BYTES_KEPT);
+    }
+}
+
 /// One encoded batch on its way to the transport.
 pub(super) struct Job {
     pub(super) encoded: Encoded,
@@ -334,7 +389,7 @@ pub(super) struct Worker {
     /// With `max_concurrent_exports > 1`: hands encoded batches to that
     /// many export threads. `None`: the worker exports itself.
     pub(super) pool: Option<std::sync::mpsc::SyncSender<Job>>,
-    pub(super) batch: Vec<EncodedSpan>,
+    pub(super) batch: Batch,
     /// Scopes of the pipeline's table already added to the encoder.
     pub(super) scopes_added: usize,
     pub(super) scopes_seen: u64,
@@ -404,8 +459,8 @@ impl Worker {
     ) -> Self {
         let encoding = shared.config.encoding;
         // Grows to the batch size if batches get that large (up to
-        // `MAX_QUEUE_SIZE` slots: not worth reserving up front).
-        let batch = Vec::with_capacity(shared.config.max_export_batch_size.min(1024));
+        // `MAX_QUEUE_SIZE` spans: not worth reserving up front).
+        let batch = Batch::with_capacity(shared.config.max_export_batch_size.min(1024));
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
         let (kept_tx, kept_rx) = std::sync::mpsc::channel::<Kept>();
@@ -553,7 +608,8 @@ impl Worker {
             return 0;
         };
         let room = self.shared.config.max_export_batch_size - self.batch.len();
-        let n = consumer.pop_batch(&mut self.batch, room);
+        let batch = &mut self.batch;
+        let n = consumer.pop_each(room, |span| batch.push(span));
         // Acquire: pairs with the Release store in `hand_over` (the spans
         // themselves are read under the ledger lock).
         let adopted = self.shared.has_adopted.load(Ordering::Acquire);
@@ -565,7 +621,7 @@ impl Worker {
         let mut m = 0;
         if adopted {
             m = (room - n).min(ledger.adopted.len());
-            self.batch.extend(ledger.adopted.drain(..m));
+            ledger.adopted.drain(..m).for_each(|s| self.batch.push(s));
             Ledger::add(&mut ledger.adopted_out, m as u64);
             if ledger.adopted.is_empty() {
                 self.shared.has_adopted.store(false, Ordering::Relaxed);
@@ -582,7 +638,7 @@ impl Worker {
         let mut ledger = lock(&self.shared.ledger);
         let m = room.min(limit).min(ledger.deferred.len());
         if m > 0 {
-            self.batch.extend(ledger.deferred.drain(..m));
+            ledger.deferred.drain(..m).for_each(|s| self.batch.push(s));
             Ledger::add(&mut ledger.in_flight, m as u64);
         }
         m
@@ -706,7 +762,7 @@ impl Worker {
             return;
         }
         self.sync_scopes();
-        let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
+        let refs = self.batch.refs();
         let mut encoded = Encoded::default();
         self.encoder.assemble(&refs, self.encoding, &mut encoded);
         drop(refs);
@@ -908,7 +964,7 @@ impl Worker {
             return;
         }
         self.sync_scopes();
-        let refs: Vec<SpanRef<'_>> = self.batch.iter().map(EncodedSpan::as_ref).collect();
+        let refs = self.batch.refs();
         let mut encoded = Encoded::default();
         self.encoder.assemble(&refs, self.encoding, &mut encoded);
         drop(refs);
