@@ -16,8 +16,12 @@ pub enum TraceEvent {
     Poll {
         /// The task.
         task: TaskId,
+        /// Its region.
+        region: RegionId,
         /// How many tasks were ready to choose from.
         ready: usize,
+        /// Whether its cancellation had been requested.
+        cancelled: bool,
     },
     /// Nothing was ready: virtual time jumped to the next timer.
     Advance {
@@ -36,7 +40,7 @@ pub enum TraceEvent {
 ///     Ok::<_, ()>(())
 /// });
 /// assert!(matches!(report.trace.events()[0], TraceEvent::Poll { .. }));
-/// assert!(report.trace.to_string().starts_with("step 0: poll task"));
+/// assert!(report.trace.to_string().starts_with("step 0: poll task 2 in region 1 (of 1 ready)"));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Trace {
@@ -80,9 +84,18 @@ impl Trace {
 fn write_event(s: &mut String, i: usize, e: &TraceEvent) {
     use std::fmt::Write;
     let _ = match e {
-        TraceEvent::Poll { task, ready } => {
-            writeln!(s, "step {i}: poll task {} (of {ready} ready)", task.0)
-        }
+        TraceEvent::Poll {
+            task,
+            region,
+            ready,
+            cancelled,
+        } => writeln!(
+            s,
+            "step {i}: poll task {} in region {} (of {ready} ready){}",
+            task.0,
+            region.0,
+            if *cancelled { ", cancel requested" } else { "" }
+        ),
         TraceEvent::Advance { to } => writeln!(s, "step {i}: time jumps to {to:?}"),
     };
 }

@@ -194,11 +194,17 @@ where
             steps += 1;
             let h = task.header();
             let id = h.id;
-            trace.push(TraceEvent::Poll { task: id, ready: n });
+            let is_cancelled = h.cancel.is_requested();
+            trace.push(TraceEvent::Poll {
+                task: id,
+                region: h.region.id,
+                ready: n,
+                cancelled: is_cancelled,
+            });
             fingerprint = mix64(fingerprint ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15));
             // Relaxed: one thread.
             let polls_before = h.polls.load(Ordering::Relaxed);
-            let seen = if h.cancel.is_requested() {
+            let seen = if is_cancelled {
                 Some(cancelled.entry(id).or_insert(CancelSeen {
                     polls: polls_before,
                     at: sched.now(),
