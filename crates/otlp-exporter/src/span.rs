@@ -815,7 +815,7 @@ impl Span {
         // carries the sampled flag clear: the pipeline counts it as
         // `not_sampled` without encoding or queueing it. Recorded in place
         // (the pipeline encodes it where it lies), then recycled.
-        let recorded = self.local.pipeline.record_in_place(&mut data, false);
+        let recorded = self.local.pipeline.record_span_in_place(&mut data, false);
         recycle_data(data);
         recorded
     }

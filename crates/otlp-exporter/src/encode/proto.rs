@@ -397,6 +397,44 @@ pub(crate) fn put_framed_span(buf: &mut Vec<u8>, s: &SpanData) {
     infallible(put_message(buf, 2, |buf| put_span(buf, s)));
 }
 
+/// About the size of `s`'s encoded body, from the lengths of its strings
+/// and counts of its parts (no encoding): so that a span that cannot fit a
+/// fixed buffer is not encoded into it first and then again into a `Vec`.
+/// Only the choice of path depends on it (both write the same bytes), so
+/// it may be off either way; it is within a few bytes for typical spans.
+fn estimated_len(s: &SpanData) -> usize {
+    fn value(v: &Value) -> usize {
+        match v {
+            Value::Str(s) => 2 + s.len(),
+            Value::Bytes(b) => 2 + b.len(),
+            Value::Bool(_) => 2,
+            Value::I64(_) => 3,
+            Value::F64(_) => 9,
+            Value::Array(items) => 2 + 3 * items.len(),
+        }
+    }
+    fn attributes(attrs: &[KeyValue]) -> usize {
+        attrs
+            .iter()
+            .map(|kv| 6 + kv.key.len() + value(&kv.value))
+            .sum()
+    }
+    // Ids (18 + 10), times (18), kind (2), flags (5), name's head (2).
+    55 + s.name.len()
+        + s.context.trace_state.len()
+        + if s.parent_span_id.is_valid() { 10 } else { 0 }
+        + attributes(&s.attributes)
+        + s.events
+            .iter()
+            .map(|e| 13 + e.name.len() + attributes(&e.attributes))
+            .sum::<usize>()
+        + s.links
+            .iter()
+            .map(|l| 37 + l.context.trace_state.len() + attributes(&l.attributes))
+            .sum::<usize>()
+        + s.status.message.len()
+}
+
 /// Room [`put_framed_span_fixed`] keeps before the span's body: the field's
 /// tag and up to two bytes of length.
 const FRAME_HEAD: usize = 3;
@@ -414,6 +452,10 @@ pub(crate) fn put_framed_span_fixed(
 ) -> Option<Range<usize>> {
     if buf.len() > (1 << 14) + FRAME_HEAD {
         // The head has room for a two-byte length only.
+        return None;
+    }
+    if estimated_len(s) > buf.len() - FRAME_HEAD {
+        // Surely too large: do not encode it twice.
         return None;
     }
     let mut w = Fixed {
@@ -622,7 +664,10 @@ mod tests {
                     assert_eq!(got, &want[..], "span {i}");
                     fitted += 1;
                 }
-                None => assert!(body > 240 - FRAME_HEAD, "span {i}: {body} bytes refused"),
+                None => assert!(
+                    body > 240 - FRAME_HEAD || estimated_len(s) > 240 - FRAME_HEAD,
+                    "span {i}: {body} bytes refused"
+                ),
             }
         }
         assert!(

@@ -333,14 +333,14 @@ impl Pipeline {
     /// `record`, skipping the limits for spans already built within them
     /// (by [`Span`](crate::Span)).
     pub(crate) fn record_span(&self, mut span: SpanData, apply_limits: bool) -> Recorded {
-        self.record_in_place(&mut span, apply_limits)
+        self.record_span_in_place(&mut span, apply_limits)
     }
 
     /// `record_span` on a span the caller keeps (and drops): the span is
     /// encoded where it lies, never moved (a `SpanData` is a few hundred
     /// bytes, and every move is a copy on the record path).
     #[inline]
-    pub(crate) fn record_in_place(&self, span: &mut SpanData, apply_limits: bool) -> Recorded {
+    pub(crate) fn record_span_in_place(&self, span: &mut SpanData, apply_limits: bool) -> Recorded {
         let shared = &self.handle.shared;
         let fast = LANES.try_with(|lanes| {
             // Re-entry (a record from inside a record) finds the cell

@@ -405,6 +405,33 @@ impl Pipeline {
         self.record_span(span, true)
     }
 
+    /// [`record`](Self::record) of a span the caller keeps: the span limits
+    /// are applied to it in place, and it is encoded where it lies, never
+    /// moved or dropped, so that the caller can clear and reuse its storage
+    /// (a `SpanData` is a few hundred bytes, and its vectors keep their
+    /// capacity). What a bridge that builds spans in a buffer of its own
+    /// (a `tracing` layer, an SDK span processor) wants.
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, KeyValue, Pipeline, Recorded, SpanData};
+    /// use std::time::Duration;
+    ///
+    /// let memory = InMemory::new();
+    /// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+    /// let mut span = SpanData::new("first");
+    /// for i in 0..3 {
+    ///     span.attributes.push(KeyValue::new("i", i));
+    ///     assert_eq!(pipeline.record_in_place(&mut span), Recorded::Queued);
+    ///     span.attributes.clear(); // the same storage, for the next span
+    ///     span.name = "next".into();
+    /// }
+    /// pipeline.shutdown(Duration::from_secs(5));
+    /// assert_eq!(memory.span_count(), 3);
+    /// ```
+    pub fn record_in_place(&self, span: &mut SpanData) -> Recorded {
+        self.record_span_in_place(span, true)
+    }
+
     /// Records every span of a batch (the seed's vocabulary: a batch of
     /// spans handed over in one call). Returns how many were queued.
     pub fn record_batch(&self, batch: impl IntoIterator<Item = SpanData>) -> usize {
