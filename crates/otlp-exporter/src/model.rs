@@ -377,6 +377,46 @@ impl SpanData {
         Self::with_context(name, SpanContext::new(TraceId::random(), SpanId::random()))
     }
 
+    /// Makes this span blank again, as [`with_context`](Self::with_context)
+    /// (an empty name, [`SpanContext::INVALID`]) would, but in place: its
+    /// vectors keep their capacity. For storage reused from one span to
+    /// the next, as after [`Pipeline::record_in_place`](crate::Pipeline::record_in_place).
+    /// Field by field: rebuilding the whole `SpanData` would run the drop
+    /// glue of every field.
+    ///
+    /// ```
+    /// use otlp_exporter::{KeyValue, SpanContext, SpanData};
+    /// let mut span = SpanData::new("work");
+    /// span.attributes.push(KeyValue::new("k", 1));
+    /// span.clear();
+    /// assert_eq!(span, SpanData::with_context("", SpanContext::INVALID));
+    /// assert!(span.attributes.capacity() >= 1);
+    /// ```
+    pub fn clear(&mut self) {
+        self.context = SpanContext::INVALID;
+        self.parent_span_id = SpanId::INVALID;
+        self.parent_is_remote = false;
+        self.name = Str::Borrowed("");
+        self.kind = SpanKind::Internal;
+        self.start_time_unix_nano = 0;
+        self.end_time_unix_nano = 0;
+        if !self.attributes.is_empty() {
+            self.attributes.clear();
+        }
+        self.dropped_attributes_count = 0;
+        if !self.events.is_empty() {
+            self.events.clear();
+        }
+        self.dropped_events_count = 0;
+        if !self.links.is_empty() {
+            self.links.clear();
+        }
+        self.dropped_links_count = 0;
+        self.status = Status::default();
+        self.priority = Priority::Normal;
+        self.scope = ScopeId::DEFAULT;
+    }
+
     /// A root span with the given context and no times set.
     pub fn with_context(name: impl Into<Str>, context: SpanContext) -> Self {
         SpanData {

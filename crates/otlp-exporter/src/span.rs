@@ -852,33 +852,20 @@ fn spare_data(name: Str, context: SpanContext) -> Box<SpanData> {
     }
 }
 
-/// Resets an ended span's storage to a fresh span's state (keeping modest
-/// vector capacity) and keeps it for this thread's next span, if there is
-/// room. Field by field, in place: dropping and rebuilding the whole
-/// `SpanData` ran the drop glue of every field, each a call.
+/// Resets an ended span's storage to a fresh span's state
+/// ([`SpanData::clear`], keeping modest vector capacity) and keeps it for
+/// this thread's next span, if there is room.
 #[inline]
 fn recycle_data(mut data: Box<SpanData>) {
-    fn keep<T>(v: &mut Vec<T>) {
+    fn bound<T>(v: &mut Vec<T>) {
         if v.capacity() > SPARE_CAPACITY {
             *v = Vec::new();
-        } else if !v.is_empty() {
-            v.clear();
         }
     }
-    let d = &mut *data;
-    keep(&mut d.attributes);
-    keep(&mut d.events);
-    keep(&mut d.links);
-    d.name = Str::Borrowed("");
-    d.context.trace_state = Str::Borrowed("");
-    d.start_time_unix_nano = 0;
-    d.end_time_unix_nano = 0;
-    d.dropped_attributes_count = 0;
-    d.dropped_events_count = 0;
-    d.dropped_links_count = 0;
-    d.status = Status::default();
-    // The rest (context, parent, kind, priority, scope) is set by every
-    // start (`spare_data`, `SpanBuilder::start`).
+    bound(&mut data.attributes);
+    bound(&mut data.events);
+    bound(&mut data.links);
+    data.clear();
     let _ = SPARE.try_with(move |spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
             && spare.len() < SPARE_SPANS

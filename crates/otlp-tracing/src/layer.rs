@@ -340,7 +340,7 @@ fn spare() -> Box<SpanState> {
 }
 
 /// Keeps `state`'s box for this thread's next span, once its data has
-/// been taken (the pipeline takes a span by value) and left blank.
+/// been recorded and cleared.
 fn recycle(mut state: Box<SpanState>) {
     let s = &mut *state;
     s.owner = 0;
@@ -834,15 +834,16 @@ where
                 }
             }
         }
-        // The span's data goes to the pipeline (which takes it by value);
-        // the box stays with this thread for its next span. An unsampled
+        // The span's data is recorded where it lies (encoded into the
+        // queue, never moved), then cleared: the box, and its vectors'
+        // capacity, stay with this thread for its next span. An unsampled
         // span is handed over for the count only: the pipeline counts it as
         // `not_sampled` (a counter, no encoding, no queue), as it does for
         // its own tracer's spans. The pipeline counts what becomes of a
         // sampled one (after shutdown included).
-        let data = std::mem::replace(&mut state.data, blank_data());
+        self.pipeline.record_in_place(&mut state.data);
+        state.data.clear();
         recycle(state);
-        self.pipeline.record(data);
         self.counters.count(if sampled {
             Count::Recorded
         } else {
