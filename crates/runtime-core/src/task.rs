@@ -91,9 +91,15 @@ impl Drop for PollingGuard {
 /// Whether `w` wakes the task being polled on this thread, from inside
 /// whose poll this is called. Waking it there (its body cancelled its own
 /// region, or itself) is a re-poll request instead,
-/// [`coop::request_repoll`], which `Task::run` reads after the poll and
-/// handles as a yield: no clone of the waker, no `NOTIFIED` compare-and-swap
-/// on the task's state.
+/// [`coop::request_repoll`], which `Task::run` reads after the poll: no
+/// clone of the waker, no `NOTIFIED` compare-and-swap, and the task goes
+/// to the back of this worker's queue behind the tasks the request queued,
+/// waking no other worker, as they did (`Schedule::Cancel`). A plain wake
+/// re-queued it as a yield, which wakes another worker when more than one
+/// task is queued: a futex wake inside the cancel, and the drain split
+/// over two workers that then contend for the timer wheel, the region's
+/// live count and each other's task lines (measured: the drains of 1 to
+/// 1 000 tasks took 7-22% longer, `docs/runtime-performance.md`).
 pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
     let (running, _) = POLLING.with(Cell::get);
     // A task's waker points at the task, whose address is its header's
@@ -619,10 +625,10 @@ where
             // Looking for other work costs a few dozen instructions; a
             // task woken meanwhile waits at most three more of our polls.
             let again = in_place < IN_PLACE && (in_place % 4 != 0 || !h.sched().has_other_work());
-            // A re-poll is scheduled as a yield is: at the back of this
-            // worker's queue, waking another worker when more is queued
-            // here (measured: the cancelled tasks queued before it then
-            // drain on two workers, faster than on this one alone).
+            // A re-poll runs as a yield does (again in place when nothing
+            // else is queued here, else at the back of the queue), but
+            // wakes no other worker (below).
+            let quiet = quiet && !self_yield;
             let self_yield = self_yield || quiet;
             if self_yield && again {
                 // Our own yield, and nothing else to run here: again, in
@@ -656,7 +662,15 @@ where
                 return;
             }
             if !again || self_yield {
-                h.sched().schedule(self.clone(), Schedule::Yield);
+                // A re-poll our own cancel request asked for (and no other
+                // wake) goes behind the tasks that request queued, without
+                // waking another worker, as they did (`Schedule::Cancel`).
+                let how = if quiet && s & NOTIFIED == 0 {
+                    Schedule::Cancel
+                } else {
+                    Schedule::Yield
+                };
+                h.sched().schedule(self.clone(), how);
                 return;
             }
             in_place += 1;

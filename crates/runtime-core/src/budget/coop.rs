@@ -20,8 +20,8 @@ thread_local! {
 thread_local! {
     /// Set when the task being polled woke itself from inside its poll to
     /// see a cancellation its body requested (`task::is_running_task_waker`):
-    /// `Task::run` reads it right after the poll and re-polls the task as
-    /// it does after a yield.
+    /// `Task::run` reads it right after the poll and runs the task again,
+    /// behind the tasks the request queued (`Schedule::Cancel`).
     static REPOLL: Cell<bool> = const { Cell::new(false) };
 }
 

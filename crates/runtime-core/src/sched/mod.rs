@@ -48,7 +48,9 @@ pub(crate) enum Schedule {
     Queue,
     /// Woken to see a cancellation: back of the local queue, without
     /// waking another worker (a drain is many short polls; spreading them
-    /// over workers costs more in contention than it saves).
+    /// over workers costs more in contention than it saves). Also the
+    /// re-poll of a task whose own poll requested the cancellation
+    /// (`task::is_running_task_waker`), which then runs after the drain.
     Cancel,
     /// It woke itself while running (a yield): back of the local queue.
     Yield,
