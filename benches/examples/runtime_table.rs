@@ -3,13 +3,32 @@
 //!
 //! `cargo run --release -p benches --example runtime_table [workers] [rounds]`
 //! (default: 2 workers, 5 rounds). Rows print as they are measured.
+//!
+//! `... --example runtime_table cancel <tasks> [rounds]` measures only
+//! the cancel-and-drain of `tasks` sleeping tasks (2 workers), in many
+//! short rounds (about 200 tasks each) alternating ours and tokio (the
+//! code in a spawned task), and prints the minimum, lower quartile and
+//! median of the per-group time over the rounds: on a shared machine a
+//! round that a preemption hits is an outlier that a mean (criterion's
+//! estimate) takes in and a median leaves out.
 
 use std::io::Write as _;
 
 use benches::runtime::{Op, Ours, Tokio, table_header, table_row};
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("cancel") {
+        args.next();
+        let k: usize = args
+            .next()
+            .map_or(100, |s| s.parse().expect("tasks: a number"));
+        let rounds: usize = args
+            .next()
+            .map_or(200, |s| s.parse().expect("rounds: a number"));
+        cancel_quantiles(k, rounds);
+        return;
+    }
     let workers = args
         .next()
         .map_or(2, |s| s.parse().expect("workers: a number"));
@@ -25,4 +44,36 @@ fn main() {
         let _ = write!(out, "{}", table_row(&ours, &tokio, op, rounds));
         let _ = out.flush();
     }
+}
+
+/// Per-group cancel-and-drain time of `k` tasks, ours and tokio's, over
+/// `rounds` alternating rounds: minimum, lower quartile, median.
+fn cancel_quantiles(k: usize, rounds: usize) {
+    let ours = Ours::new(2);
+    let tokio = Tokio::new(2);
+    let op = Op::CancelDrain(k);
+    let reps = (200 / k.max(1)).max(1) as u64;
+    let (mut o, mut t) = (Vec::new(), Vec::new());
+    // Warm-up, off the record.
+    ours.run(op, reps);
+    tokio.run_in_task(op, reps);
+    for _ in 0..rounds {
+        o.push(ours.run(op, reps).as_nanos() as f64 / reps as f64);
+        t.push(tokio.run_in_task(op, reps).as_nanos() as f64 / reps as f64);
+    }
+    let q = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[0], v[v.len() / 4], v[v.len() / 2])
+    };
+    let (o, t) = (q(&mut o), q(&mut t));
+    println!(
+        "cancel_drain_{k}: ours min/q1/median {:.0}/{:.0}/{:.0} ns, tokio {:.0}/{:.0}/{:.0} ns, tokio/ours at the median {:.2}",
+        o.0,
+        o.1,
+        o.2,
+        t.0,
+        t.1,
+        t.2,
+        t.2 / o.2
+    );
 }
