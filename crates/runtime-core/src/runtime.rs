@@ -382,9 +382,14 @@ where
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    spawn_in(root, Budget::UNLIMITED, seed, move |core: CxCore| async move {
-        Ok::<_, std::convert::Infallible>(Cx::<C>::from_core(core, C::MASK).region(body).await)
-    })
+    spawn_in(
+        root,
+        Budget::UNLIMITED,
+        seed,
+        move |core: CxCore| async move {
+            Ok::<_, std::convert::Infallible>(Cx::<C>::from_core(core, C::MASK).region(body).await)
+        },
+    )
 }
 
 /// The outcome of a root task spawned by [`spawn_root`]: the region's.
