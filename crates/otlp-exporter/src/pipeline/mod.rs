@@ -310,13 +310,17 @@ impl Pipeline {
             }
         })?;
         let encoder = Encoder::new(resource);
+        // Made here, on the building thread, like everything else the worker
+        // starts with: an allocation that fails aborts, and it should do so
+        // in `build`, not later on the worker thread.
+        let batch = Batch::with_capacity(config.max_export_batch_size.min(1024));
         let scopes = ScopeTable::new(encoder.scope(ScopeId::DEFAULT).clone());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Shared>>(1);
         let worker = thread::Builder::new()
             .name("otlp-exporter".into())
             .spawn(move || {
                 if let Ok(shared) = rx.recv() {
-                    Worker::run_guarded(shared, consumer, encoder);
+                    Worker::run_guarded(shared, consumer, encoder, batch);
                 }
             })
             .map_err(|e| ConfigError::InvalidSetting {

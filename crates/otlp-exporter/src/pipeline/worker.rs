@@ -159,7 +159,10 @@ pub(super) struct Batch {
 const BATCH_BYTES_KEPT: usize = 1 << 20;
 
 impl Batch {
-    fn with_capacity(spans: usize) -> Self {
+    /// Room for `spans` spans (a batch grows to the batch size if batches
+    /// get that large, up to `MAX_QUEUE_SIZE` spans: not worth reserving up
+    /// front).
+    pub(super) fn with_capacity(spans: usize) -> Self {
         Batch {
             bytes: Vec::with_capacity(spans * 128),
             ends: Vec::with_capacity(spans),
@@ -425,10 +428,11 @@ impl Worker {
         shared: Arc<Shared>,
         consumer: Consumer<EncodedSpan>,
         encoder: Encoder,
+        batch: Batch,
     ) {
         PIPELINE_THREAD.with(|id| id.set(shared.id));
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            Worker::new(shared.clone(), consumer, encoder).run();
+            Worker::new(shared.clone(), consumer, encoder, batch).run();
         }));
         if let Err(payload) = outcome {
             let message = panic_message(payload);
@@ -456,11 +460,9 @@ impl Worker {
         shared: Arc<Shared>,
         consumer: Consumer<EncodedSpan>,
         encoder: Encoder,
+        batch: Batch,
     ) -> Self {
         let encoding = shared.config.encoding;
-        // Grows to the batch size if batches get that large (up to
-        // `MAX_QUEUE_SIZE` spans: not worth reserving up front).
-        let batch = Batch::with_capacity(shared.config.max_export_batch_size.min(1024));
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
         let (kept_tx, kept_rx) = std::sync::mpsc::channel::<Kept>();
