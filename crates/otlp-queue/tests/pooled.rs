@@ -274,3 +274,73 @@ fn mark_covers_what_was_queued() {
     assert_eq!(out, [0, 1, 2, 3, 4]);
     assert_eq!(tx.lane_len(), 1);
 }
+
+/// `try_push_in_place` from several producers, with a panicking `init`
+/// among the pushes: what the closures wrote arrives exactly once and in
+/// order per producer, the panics publish nothing (the slot is reused, no
+/// partial value is ever read or dropped), and a full queue never runs
+/// `init`.
+#[test]
+fn in_place_pushes_count_every_item_and_a_panicking_init_publishes_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        const N: usize = 5_000;
+        let ledger = Ledger::new(PRODUCERS * N);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(64, 4).unwrap();
+        let inits = Arc::new(AtomicU64::new(0));
+        let start = Arc::new(Barrier::new(PRODUCERS));
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger, start, inits) =
+                    (tx.clone(), ledger.clone(), start.clone(), inits.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    let mut seq = 0;
+                    while seq < N {
+                        if seq % 97 == 0 {
+                            // A panic before the slot is written.
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                // SAFETY: the closure never returns normally.
+                                unsafe { tx.try_push_in_place(|_| panic!("init fails")) }
+                            }));
+                            assert!(
+                                matches!(r, Err(_) | Ok(Err(PushError::Full(())))),
+                                "a panicking init published: {r:?}"
+                            );
+                        }
+                        let the_id = p * N + seq;
+                        // SAFETY: the closure writes the slot.
+                        let pushed = unsafe {
+                            tx.try_push_in_place(|slot| {
+                                inits.fetch_add(1, Ordering::Relaxed);
+                                slot.write(ledger.item(the_id));
+                            })
+                        };
+                        match pushed {
+                            Ok(()) => seq += 1,
+                            Err(PushError::Full(())) => thread::yield_now(),
+                            Err(PushError::Closed(())) => panic!("closed early"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut delivered = Vec::with_capacity(PRODUCERS * N);
+        let mut out = Vec::new();
+        while delivered.len() < PRODUCERS * N {
+            out.clear();
+            if rx.pop_batch(&mut out, 256) == 0 {
+                thread::yield_now();
+            }
+            delivered.extend(out.drain(..).map(|t| t.id));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(rx.pop_batch(&mut out, 1), 0, "nothing more");
+        // `init` ran once per item delivered: never for a full queue.
+        assert_eq!(inits.load(Ordering::Relaxed), (PRODUCERS * N) as u64);
+        assert_fifo_per_producer(&delivered, PRODUCERS, N);
+        ledger.assert_each_dropped_once(PRODUCERS * N);
+    });
+}
