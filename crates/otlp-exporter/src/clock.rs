@@ -110,13 +110,18 @@ fn rdtsc() -> u64 {
 
 /// Whether the kernel keeps time with the time-stamp counter (then the
 /// counter is invariant and synchronized across cores: the kernel checks
-/// both before it picks it).
+/// both before it picks it). Read once per process: a clock read that
+/// finds the counter not yet started (a refused first pair) must not read
+/// the file again.
 fn tsc_trusted() -> bool {
-    cfg!(target_arch = "x86_64")
-        && std::fs::read_to_string(
-            "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-        )
-        .is_ok_and(|s| s.trim() == "tsc")
+    static TRUSTED: OnceLock<bool> = OnceLock::new();
+    *TRUSTED.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .is_ok_and(|s| s.trim() == "tsc")
+    })
 }
 
 /// A counter read and an `instant_mono_nanos` read taken together: the
