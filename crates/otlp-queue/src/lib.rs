@@ -139,6 +139,7 @@ mod error;
 mod lane;
 mod loom;
 pub mod pooled;
+mod prefetch;
 mod queue;
 
 pub use error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};

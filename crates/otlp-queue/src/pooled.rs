@@ -141,6 +141,7 @@ use crate::loom::{
     self, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering,
     UnsafeCell,
 };
+use crate::prefetch;
 
 /// The most bytes of slots a chunk holds by default (a chunk has at least
 /// one slot whatever the item size).
@@ -613,6 +614,9 @@ pub struct Producer<T> {
     /// The pool's used slots right after this producer's last claim of a
     /// pool chunk (0: no claim since [`Producer::pool_used_at_claim`]).
     used_at_claim: Cell<usize>,
+    /// Whether pushes prefetch the slots they are about to write
+    /// ([`prefetch::supported`], asked once).
+    prefetch: bool,
 }
 
 // SAFETY: the handle may move to another thread (it is the lane's single
@@ -658,6 +662,7 @@ impl<T> Producer<T> {
             inner: inner.clone(),
             chunk: Cell::new(home),
             used_at_claim: Cell::new(0),
+            prefetch: prefetch::supported(),
         })
     }
 
@@ -782,6 +787,14 @@ impl<T> Producer<T> {
         // Release: publishes the value (and any link made by `next_chunk`)
         // to the consumer's Acquire load of `tail`.
         self.lane.producer.tail.store(tail + 1, Ordering::Release);
+        // The slot a push or two from now writes, while this thread does
+        // other work (see `crate::prefetch`). Not across the chunk's end:
+        // the next chunk is not known yet (`next_chunk` prefetches its
+        // first slots).
+        if self.prefetch && tail + prefetch::AHEAD < self.end.get() {
+            chunk.slots[(tail + prefetch::AHEAD - start) as usize]
+                .with_mut(|p| prefetch::for_write(p.cast::<u8>(), core::mem::size_of::<T>()));
+        }
     }
 
     /// The current chunk is full: starts it over if the consumer has taken
@@ -801,6 +814,7 @@ impl<T> Producer<T> {
             // `Lane::pop_with`, which reads it at the chunk's end).
             cur.base.store(tail, Ordering::Relaxed);
             self.end.set(tail + cur.len());
+            self.prefetch_first(cur);
             return true;
         }
         // Acquire: pairs with the consumer's Release store in `give_back`,
@@ -831,7 +845,20 @@ impl<T> Producer<T> {
             .store(ptr::from_ref(new).cast_mut(), Ordering::Relaxed);
         self.chunk.set(new);
         self.end.set(tail + new.len());
+        self.prefetch_first(new);
         true
+    }
+
+    /// Prefetches the slots of a chunk this producer just took that the
+    /// pushes right after the first one write (`fill_and_publish` then
+    /// prefetches [`prefetch::AHEAD`] slots on).
+    #[inline]
+    fn prefetch_first(&self, chunk: &Chunk<T>) {
+        if self.prefetch {
+            for slot in chunk.slots.iter().take(prefetch::AHEAD as usize).skip(1) {
+                slot.with_mut(|p| prefetch::for_write(p.cast::<u8>(), core::mem::size_of::<T>()));
+            }
+        }
     }
 
     /// Pushes `value`, waiting (spin, yield, then short sleeps) while the
