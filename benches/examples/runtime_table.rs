@@ -11,6 +11,12 @@
 //! median of the per-group time over the rounds: on a shared machine a
 //! round that a preemption hits is an outlier that a mean (criterion's
 //! estimate) takes in and a median leaves out.
+//!
+//! `... --example runtime_table cancel-ours <tasks> <groups> [rounds]`
+//! runs only ours: `rounds` (default 1) times `groups` cancel-and-drains
+//! of `tasks` sleeping tasks in one `block_on`, and prints the minimum
+//! and median per group over the rounds; for a profiler (`valgrind
+//! --tool=callgrind`) and to see ours without tokio's threads between.
 
 use std::io::Write as _;
 
@@ -27,6 +33,30 @@ fn main() {
             .next()
             .map_or(200, |s| s.parse().expect("rounds: a number"));
         cancel_quantiles(k, rounds);
+        return;
+    }
+    if args.peek().map(String::as_str) == Some("cancel-ours") {
+        // Only ours, for a profiler (callgrind): `cancel-ours <tasks> <groups>`.
+        args.next();
+        let k: usize = args
+            .next()
+            .map_or(100, |s| s.parse().expect("tasks: a number"));
+        let groups: u64 = args
+            .next()
+            .map_or(1000, |s| s.parse().expect("groups: a number"));
+        let rounds: usize = args
+            .next()
+            .map_or(1, |s| s.parse().expect("rounds: a number"));
+        let ours = Ours::new(2);
+        let mut per: Vec<f64> = (0..rounds)
+            .map(|_| ours.run(Op::CancelDrain(k), groups).as_nanos() as f64 / groups as f64)
+            .collect();
+        per.sort_by(f64::total_cmp);
+        println!(
+            "cancel_drain_{k}: ours min/median {:.0}/{:.0} ns per group, {rounds} rounds of {groups} groups",
+            per[0],
+            per[per.len() / 2]
+        );
         return;
     }
     let workers = args

@@ -76,21 +76,27 @@ pub(crate) fn cancel_task_with(
     // (the request's SeqCst store into the cell came first): a region
     // opened concurrently either is seen here or sees the request itself
     // (`Region::open` reads the owner's cell after registering).
-    let regions: Vec<_> = if h.open_count.load(Ordering::SeqCst) == 0 {
-        Vec::new()
-    } else {
-        lock(&h.open_regions)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect()
-    };
+    if h.open_count.load(Ordering::SeqCst) != 0 {
+        cancel_open_regions(h, reason);
+    }
+    wake_cancelled_task(task);
+}
+
+/// Passes a task's cancellation on to the regions its body has open (out
+/// of line: most cancelled tasks have none).
+#[cold]
+#[inline(never)]
+fn cancel_open_regions(h: &crate::task::Header, reason: &CancelReason) {
+    let regions: Vec<_> = lock(&h.open_regions)
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
     if !regions.is_empty() {
         let child = reason.for_child();
         for r in regions {
             r.cancel(&child);
         }
     }
-    wake_cancelled_task(task);
 }
 
 /// `grace_at` (of a task or a region): no grace period requested yet.
@@ -169,6 +175,12 @@ pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
 impl Region {
     /// Requests cancellation of this region and everything in it.
     pub(crate) fn cancel(&self, reason: &CancelReason) {
+        self.cancel_owned(reason.clone());
+    }
+
+    /// [`cancel`](Self::cancel) with a reason the caller gives up (no
+    /// clone of it).
+    pub(crate) fn cancel_owned(&self, reason: CancelReason) {
         if let Some(grace) = self.cleanup.grace
             && !self.cancel.is_requested()
         {
@@ -177,7 +189,7 @@ impl Region {
             // still running after a poll that saw the request (`arm_grace`).
             set_grace_deadline(&self.grace_at, self.sched.now() + grace);
         }
-        if self.cancel.request(&Arc::new(reason.clone())).is_none() {
+        if self.cancel.request(&Arc::new(reason)).is_none() {
             return;
         }
         self.sweep();
@@ -281,7 +293,14 @@ impl Region {
             // take (after this pass loaded the reason) is the sweep's half
             // of the handshake with `adopt`. (Room for them first: the
             // registry's length is an estimate, which is all this needs.)
-            swept.reserve(self.children.len());
+            let incoming = self.children.len();
+            if swept.capacity() == 0 {
+                if incoming > 0 {
+                    *swept = crate::region::child_buf(incoming);
+                }
+            } else {
+                swept.reserve(incoming);
+            }
             for c in self.children.take() {
                 if c.is_alive() {
                     apply(&c);

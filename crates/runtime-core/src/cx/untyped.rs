@@ -224,7 +224,7 @@ impl CxCore {
     /// task (and every region it has open).
     pub(crate) fn cancel(&self, reason: CancelReason) {
         match &self.scope {
-            Some(r) => r.cancel(&reason),
+            Some(r) => r.cancel_owned(reason),
             None => cancel_task(&self.task, &reason),
         }
     }

@@ -195,6 +195,10 @@ pub(crate) struct Region {
     pub(crate) swept: Mutex<Vec<Child>>,
     pub(crate) sweeps: AtomicUsize,
     worst: Mutex<Option<Worst>>,
+    /// Set once something is stored in `worst` (after the store, under
+    /// its lock), so that the close of a region with no failure (the
+    /// common case) takes no lock to find that out.
+    failed: AtomicBool,
     finalizers: Mutex<Finalizers>,
     /// The cleanup budget ran out while the body was still running (its
     /// grace period, or shutdown's cut-off): masked sections in the body
@@ -210,6 +214,62 @@ pub(crate) struct Region {
 
 /// The bit of `live` that says the region has closed to new children.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+
+#[cfg(not(loom))]
+thread_local! {
+    /// Empty `Vec<Child>` buffers kept per thread for the regions' `swept`
+    /// lists: a cancelled region's first sweep needs one and its close
+    /// frees it, usually on the same worker (a malloc and a free per
+    /// cancelled region, inside the cancel and the close).
+    static CHILD_BUFS: std::cell::RefCell<Vec<Vec<Child>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread, and the largest capacity kept (in children:
+/// 16 bytes each).
+#[cfg(not(loom))]
+const CACHED_BUFS: usize = 4;
+#[cfg(not(loom))]
+const CACHED_BUF_CAP: usize = 4096;
+
+/// An empty buffer with room for at least `n` children: this thread's
+/// cached one when it has one, else a new one.
+pub(crate) fn child_buf(n: usize) -> Vec<Child> {
+    #[cfg(not(loom))]
+    {
+        // `try_with`/`try_borrow_mut`: during the thread's teardown, or
+        // re-entered from a drop, the cache is simply not used.
+        let cached = CHILD_BUFS
+            .try_with(|c| c.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        if let Some(mut v) = cached {
+            v.reserve(n);
+            return v;
+        }
+    }
+    Vec::with_capacity(n)
+}
+
+/// Gives an emptied buffer back to this thread's cache (or frees it).
+pub(crate) fn recycle_child_buf(v: Vec<Child>) {
+    debug_assert!(v.is_empty());
+    #[cfg(not(loom))]
+    {
+        if v.capacity() == 0 || v.capacity() > CACHED_BUF_CAP {
+            return;
+        }
+        let _ = CHILD_BUFS.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut()
+                && c.len() < CACHED_BUFS
+            {
+                c.push(v);
+            }
+        });
+    }
+    #[cfg(loom)]
+    drop(v);
+}
 
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -269,6 +329,7 @@ impl Region {
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
             worst: Mutex::new(None),
+            failed: AtomicBool::new(false),
             finalizers: Mutex::new(Finalizers::default()),
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
@@ -410,6 +471,11 @@ impl Region {
                             report.panic.unwrap_or_else(|| PanicPayload::new("panic")),
                         ),
                     });
+                    // Release: pairs with the Acquire load in `close`
+                    // (which also comes after this child's SeqCst
+                    // `fetch_sub` of `live`, through the closing CAS, so
+                    // Relaxed would do; Release keeps the reasoning local).
+                    self.failed.store(true, Ordering::Release);
                 }
             }
             if self.policy == Policy::FailFast {
@@ -514,6 +580,9 @@ impl Region {
         let mut worst = lock(&self.worst);
         if !matches!(*worst, Some(Worst::Panicked(_))) {
             *worst = Some(Worst::Panicked(payload));
+            // Release: as in `child_finished` (here the closer is this
+            // same task, later in `run_region`).
+            self.failed.store(true, Ordering::Release);
         }
     }
 
@@ -533,7 +602,15 @@ impl Region {
     /// Closes after the body and every child finished: joins the body's
     /// outcome with the children's, tells the parent.
     fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
-        let mut worst = lock(&self.worst).take();
+        // Acquire: pairs with the Release stores after each write of
+        // `worst`: every child has finished (the closing CAS read their
+        // decrements) and the finalizers ran in this task, so a failure
+        // stored is seen here, and without one there is no lock to take.
+        let mut worst = if self.failed.load(Ordering::Acquire) {
+            lock(&self.worst).take()
+        } else {
+            None
+        };
         if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
             // A planted bug (lab tests only): the children's failure lost.
             worst = None;
@@ -594,8 +671,11 @@ impl Region {
         }
         let body_waker = lock(&self.body_waker).take();
         drop(body_waker);
-        let swept = std::mem::take(&mut *lock(&self.swept));
-        drop(swept);
+        let mut swept = std::mem::take(&mut *lock(&self.swept));
+        // The finished children go (their tasks are freed here); the
+        // emptied buffer is kept for this thread's next sweep.
+        swept.clear();
+        recycle_child_buf(swept);
         if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
             owner.header().remove_open_region(self);
         }
