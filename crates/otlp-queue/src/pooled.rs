@@ -383,6 +383,63 @@ impl<T> Lane<T> {
     ///
     /// Only the consumer may call this (or the lane's drop).
     unsafe fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        // SAFETY: the caller is the consumer; each pointer is an item's,
+        // read out (moved) exactly once.
+        unsafe { self.pop_raw(max, |p| sink(p.read())) }
+    }
+
+    /// Takes up to `max` items, oldest first, lending each to `sink` where
+    /// it lies and then dropping it there (also if `sink` panics).
+    ///
+    /// # Safety
+    ///
+    /// Only the consumer may call this.
+    unsafe fn pop_with_mut(&self, max: usize, mut sink: impl FnMut(&mut T)) -> usize {
+        /// Drops the item where it lies, on the way out of `sink` as on
+        /// its unwind.
+        struct DropInPlace<T>(*mut T);
+        impl<T> Drop for DropInPlace<T> {
+            fn drop(&mut self) {
+                // SAFETY: the item is initialized and not read out, and
+                // this is its only drop (see `pop_raw`).
+                unsafe { ptr::drop_in_place(self.0) }
+            }
+        }
+        // SAFETY: the caller is the consumer; each pointer is an item's,
+        // dropped exactly once by the guard, and `sink`'s borrow ends
+        // before it.
+        unsafe {
+            self.pop_raw(max, |p| {
+                let item = DropInPlace(p);
+                sink(&mut *item.0);
+            })
+        }
+    }
+
+    /// Takes up to `max` items, oldest first, handing `take` a pointer to
+    /// each, which `take` must consume (read it out or drop it in place)
+    /// exactly once. If `take` panics, the items before it and the one it
+    /// was given count as taken (`head` moves past them), so that no item
+    /// is consumed twice.
+    ///
+    /// # Safety
+    ///
+    /// Only the consumer may call this (or the lane's drop); `take`
+    /// consumes the item at its pointer (even when it unwinds).
+    unsafe fn pop_raw(&self, max: usize, mut take: impl FnMut(*mut T)) -> usize {
+        /// Publishes the consumer's progress, on return and on unwind.
+        struct Progress<'a> {
+            head: &'a AtomicU64,
+            at: u64,
+        }
+        impl Drop for Progress<'_> {
+            fn drop(&mut self) {
+                // Release: whoever reads `head` with Acquire (a producer's
+                // `next_chunk` and `lane_len`, a flush's `passed`) sees
+                // these items gone.
+                self.head.store(self.at, Ordering::Release);
+            }
+        }
         // Relaxed: only the consumer writes `head`.
         let head = self.head.load(Ordering::Relaxed);
         // Acquire: pairs with the producer's Release store of `tail`: the
@@ -395,6 +452,10 @@ impl<T> Lane<T> {
         // SAFETY: the consumer is the only user of the cursor (caller's
         // contract), and no reference to it outlives this call.
         let cursor = self.cursor.with_mut(|p| unsafe { &mut *p });
+        let mut progress = Progress {
+            head: &self.head,
+            at: head,
+        };
         for pos in head..head + n {
             // SAFETY: the cursor's chunk is live: it is a pool chunk or the
             // home chunk, not yet given back (given back only below).
@@ -420,14 +481,15 @@ impl<T> Lane<T> {
                 cursor.base = pos;
             }
             let slot = &chunk.slots[(pos - cursor.base) as usize];
-            // SAFETY: position `pos` is below the `tail` we loaded with
-            // Acquire, so its slot holds an item; positions are read once
-            // (head moves past it below).
-            sink(slot.with(|p| unsafe { p.read().assume_init() }));
+            // Counted as taken before `take` runs: `take` consumes the
+            // item even if it unwinds.
+            progress.at = pos + 1;
+            // Position `pos` is below the `tail` we loaded with Acquire, so
+            // its slot holds an item; positions are taken once (head moves
+            // past it). `MaybeUninit<T>` has the layout of `T`.
+            slot.with_mut(|p| take(p.cast::<T>()));
         }
-        // Release: whoever reads `head` with Acquire (a producer's
-        // `lane_len`, a flush's `passed`) sees these items gone.
-        self.head.store(head + n, Ordering::Release);
+        drop(progress);
         n as usize
     }
 
@@ -1047,6 +1109,29 @@ impl<T> Consumer<T> {
         self.drain_with(max, |lane, max| {
             // SAFETY: we are the consumer.
             unsafe { lane.pop_with(max, &mut sink) }
+        })
+    }
+
+    /// [`pop_each`](Self::pop_each) without moving the items out: each is
+    /// lent to `sink` where it lies in the queue and then dropped there
+    /// (also if `sink` panics). For a large `T` of which `sink` reads a
+    /// part, this reads only that part of each slot, not all of it (and
+    /// `sink` can still take the whole value with `std::mem::take` or
+    /// `std::mem::replace`). Returns how many were taken.
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::pooled::bounded_total::<String>(8);
+    /// tx.try_push("a".to_owned()).unwrap();
+    /// tx.try_push("bc".to_owned()).unwrap();
+    /// let mut len = 0;
+    /// assert_eq!(rx.pop_each_mut(10, |s| len += s.len()), 2);
+    /// assert_eq!(len, 3);
+    /// assert!(rx.try_pop().is_err());
+    /// ```
+    pub fn pop_each_mut(&mut self, max: usize, mut sink: impl FnMut(&mut T)) -> usize {
+        self.drain_with(max, |lane, max| {
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with_mut(max, &mut sink) }
         })
     }
 

@@ -344,3 +344,65 @@ fn in_place_pushes_count_every_item_and_a_panicking_init_publishes_nothing() {
         ledger.assert_each_dropped_once(PRODUCERS * N);
     });
 }
+
+/// `pop_each_mut` lends items where they lie and drops each there exactly
+/// once, in order per producer, from 8 producers at once; a sink that
+/// panics still has its item dropped, counted as taken, and never lent
+/// again, and the items after it stay queued for the next call.
+#[test]
+fn popping_in_place_drops_every_item_once_even_when_the_sink_panics() {
+    test_watchdog::isolate(WATCHDOG, || {
+        const N: usize = 5_000;
+        let ledger = Ledger::new(PRODUCERS * N);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(64, 4).unwrap();
+        let start = Arc::new(Barrier::new(PRODUCERS));
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger, start) = (tx.clone(), ledger.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    for seq in 0..N {
+                        common::push_retrying(ledger.item(p * N + seq), |v| tx.try_push(v));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut lent = Vec::with_capacity(PRODUCERS * N);
+        let (mut calls, mut panics) = (0u64, 0u64);
+        while lent.len() < PRODUCERS * N {
+            calls += 1;
+            let before = lent.len();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rx.pop_each_mut(256, |t| {
+                    lent.push(t.id);
+                    // Every 7th call panics at its third item.
+                    if calls % 7 == 0 && lent.len() == before + 3 {
+                        panic!("sink fails");
+                    }
+                })
+            }));
+            match r {
+                Ok(n) => {
+                    assert_eq!(n, lent.len() - before, "the count is what was lent");
+                    if n == 0 {
+                        thread::yield_now();
+                    }
+                }
+                Err(_) => {
+                    panics += 1;
+                    assert_eq!(lent.len(), before + 3, "stopped at the panic");
+                    let last = *lent.last().unwrap();
+                    assert_eq!(ledger.drops_of(last), 1, "the panicking item is dropped");
+                }
+            }
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert_eq!(rx.pop_each_mut(1, |_| panic!("nothing more")), 0);
+        assert!(panics > 0, "the sink panicked at least once");
+        assert_fifo_per_producer(&lent, PRODUCERS, N);
+        ledger.assert_each_dropped_once(PRODUCERS * N);
+    });
+}

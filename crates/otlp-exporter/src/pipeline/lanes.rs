@@ -238,12 +238,15 @@ impl<T> Producer<T> {
 }
 
 impl<T> Consumer<T> {
-    /// Takes up to `max` values, oldest first per lane, into `sink`.
+    /// Takes up to `max` values, oldest first per lane, lending each to
+    /// `sink` and then dropping it (the pooled queue lends it where it lies
+    /// and so reads only what `sink` reads of each slot; the lanes move
+    /// each value out first).
     #[inline]
-    pub(super) fn pop_each(&mut self, max: usize, sink: impl FnMut(T)) -> usize {
+    pub(super) fn pop_each_mut(&mut self, max: usize, mut sink: impl FnMut(&mut T)) -> usize {
         match self {
-            Consumer::Lanes(c) => c.pop_each(max, sink),
-            Consumer::Pooled(c) => c.pop_each(max, sink),
+            Consumer::Lanes(c) => c.pop_each(max, |mut v| sink(&mut v)),
+            Consumer::Pooled(c) => c.pop_each_mut(max, sink),
         }
     }
 

@@ -178,7 +178,7 @@ impl Batch {
     }
 
     #[inline]
-    fn push(&mut self, span: EncodedSpan) {
+    fn push(&mut self, span: &EncodedSpan) {
         let r = span.as_ref();
         self.bytes.extend_from_slice(r.bytes);
         self.ends.push((r.scope, self.bytes.len()));
@@ -611,7 +611,7 @@ impl Worker {
         };
         let room = self.shared.config.max_export_batch_size - self.batch.len();
         let batch = &mut self.batch;
-        let n = consumer.pop_each(room, |span| batch.push(span));
+        let n = consumer.pop_each_mut(room, |span| batch.push(span));
         // Acquire: pairs with the Release store in `hand_over` (the spans
         // themselves are read under the ledger lock).
         let adopted = self.shared.has_adopted.load(Ordering::Acquire);
@@ -623,7 +623,7 @@ impl Worker {
         let mut m = 0;
         if adopted {
             m = (room - n).min(ledger.adopted.len());
-            ledger.adopted.drain(..m).for_each(|s| self.batch.push(s));
+            ledger.adopted.drain(..m).for_each(|s| self.batch.push(&s));
             Ledger::add(&mut ledger.adopted_out, m as u64);
             if ledger.adopted.is_empty() {
                 self.shared.has_adopted.store(false, Ordering::Relaxed);
@@ -640,7 +640,7 @@ impl Worker {
         let mut ledger = lock(&self.shared.ledger);
         let m = room.min(limit).min(ledger.deferred.len());
         if m > 0 {
-            ledger.deferred.drain(..m).for_each(|s| self.batch.push(s));
+            ledger.deferred.drain(..m).for_each(|s| self.batch.push(&s));
             Ledger::add(&mut ledger.in_flight, m as u64);
         }
         m
