@@ -673,13 +673,15 @@ impl Span {
             return self;
         };
         let (key, mut value) = (key.into(), value.into());
-        if let Some(limit) = limits.attribute_value_length {
-            truncate_value(&mut value, limit);
+        if let Some(limit) = limits.attribute_value_length
+            && matches!(value, Value::Str(_) | Value::Array(_))
+        {
+            value = truncated(value, limit);
         }
         if let Some(kv) = data.attributes.iter_mut().find(|kv| kv.key == key) {
-            kv.value = value;
+            replace_value(&mut kv.value, value);
         } else if data.attributes.len() < limits.attribute_count {
-            data.attributes.push(KeyValue { key, value });
+            push_attribute(&mut data.attributes, key, value);
         } else {
             data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
         }
@@ -819,6 +821,49 @@ impl Span {
         recycle_data(data);
         recorded
     }
+}
+
+// `set_attribute` takes no reference to its new value on its common path
+// (a new key, a value that is not a string): with one, the compiler keeps
+// the value on the stack, and the push loads it back with wider loads than
+// the stores that wrote it, which the CPU cannot forward (a stall of about
+// ten cycles per attribute, seen with `perf annotate`). Hence these two
+// out of line, taking the value by value.
+
+/// `attributes.push(KeyValue { key, value })`, the value written in the
+/// vector as its variant is (not copied in from the stack).
+#[inline(always)]
+fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
+    attributes.reserve(1);
+    let len = attributes.len();
+    // SAFETY: `reserve` made room for one more; both fields are written
+    // before the length covers them.
+    unsafe {
+        let slot = attributes.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*slot).key).write(key);
+        let at = std::ptr::addr_of_mut!((*slot).value);
+        match value {
+            Value::I64(i) => at.write(Value::I64(i)),
+            Value::Bool(b) => at.write(Value::Bool(b)),
+            Value::F64(f) => at.write(Value::F64(f)),
+            other => at.write(other),
+        }
+        attributes.set_len(len + 1);
+    }
+}
+
+/// `*slot = value`.
+#[cold]
+#[inline(never)]
+fn replace_value(slot: &mut Value, value: Value) {
+    *slot = value;
+}
+
+/// `value` cut to `limit` ([`truncate_value`]).
+#[inline(never)]
+fn truncated(mut value: Value, limit: usize) -> Value {
+    truncate_value(&mut value, limit);
+    value
 }
 
 /// How many ended spans' storage a thread keeps for its next spans.
