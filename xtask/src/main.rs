@@ -218,10 +218,13 @@ fn run_loom(extra: &[String]) -> Result<(), String> {
             .args(extra))
     };
     // The queue's models; the runtime's task state machine, waker slot and
-    // worker parking (unit models inside the crate); its channels.
+    // worker parking (unit models inside the crate); its channels; the
+    // exporter's span count.
     loom(&["-p", "otlp-queue", "--test", "loom"])?;
     loom(&["-p", "runtime-core", "--lib", "--", "loom_tests"])?;
-    loom(&["-p", "runtime-core", "--test", "loom_channel"])
+    loom(&["-p", "runtime-core", "--test", "loom_channel"])?;
+    // The exporter's count of spans per tracer handle (`outstanding.rs`).
+    loom(&["-p", "otlp-exporter", "--lib", "--", "loom_tests"])
 }
 
 fn run_deny() -> Result<(), String> {

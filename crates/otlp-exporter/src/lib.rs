@@ -186,6 +186,7 @@ mod encode;
 mod http;
 mod id;
 mod model;
+mod outstanding;
 mod pipeline;
 mod propagation;
 mod sampling;

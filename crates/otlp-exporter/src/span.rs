@@ -20,24 +20,34 @@
 //!   made the first time that thread starts a span with that tracer (the
 //!   only step that takes a lock and touches the pipeline's shared
 //!   reference count), and aligned to its own cache lines;
-//! * the thread finds its handle through a thread-local cache (a weak
-//!   reference, keyed by the tracer's id), and each span holds a strong
-//!   reference to **its thread's** handle. Starting and ending a span
-//!   therefore changes a reference count that only that thread uses in
-//!   steady state: an uncontended atomic on a cache line the thread
-//!   already owns, never a line shared with other recording threads. A
-//!   span that ends on another thread moves that one line once. (The price
-//!   over a span that borrows its tracer: a weak-to-strong upgrade at the
-//!   start and a decrement at the end; with the sampler's decision, about
-//!   100 instructions of the ~2 800 a sampled span with two attributes
-//!   costs, counted with callgrind.)
+//! * the thread finds its handle through a thread-local cache (keyed by
+//!   the tracer's id), and each span holds **its thread's** handle. It is
+//!   not reference-counted per span: the handle counts its spans itself
+//!   (`outstanding.rs`), with plain loads and stores when a span starts
+//!   and ends on its own thread (the owner is the count's only writer)
+//!   and an atomic add only for a span that ends on another thread. No
+//!   locked instruction per span, then: one was not just its own cost, it
+//!   also waited for the span's stores to the queue slot, whose cache
+//!   lines are in the worker's core (two per span cost about 28 of 167 ns
+//!   in `record_loop` on the 2-core VM).
 //! * the handles keep the pipeline open only while a tracer or a span
-//!   needs them: the tracer owns them (the thread-local cache holds weak
-//!   references), so dropping every tracer, span and pipeline handle still
-//!   shuts the pipeline down, as [`Pipeline`] promises. A thread that exits
-//!   removes its handle from the tracer (its spans still alive keep it).
+//!   needs them. A handle is closed when its tracer is dropped or its
+//!   thread exits (no span can start on it then), and released (its
+//!   pipeline handle dropped) by whoever sees it closed with no span
+//!   outstanding: the tracer's drop, a thread's exit or the last span's
+//!   end. A span's end and a tracer's drop can race; an asymmetric fence
+//!   pair (a compiler fence on the span's side, Linux's `membarrier` on
+//!   the rare tracer side, plain fences where that is missing) makes sure
+//!   one of them sees the other. So dropping every tracer, span and
+//!   pipeline handle still shuts the pipeline down, as [`Pipeline`]
+//!   promises, and a thread that exits removes its handle from the tracer.
+//!   The price is in the rare paths: a system call when a tracer that
+//!   recorded is dropped, an atomic add and a reference count pair for a
+//!   span that ends away from its thread.
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -46,6 +56,7 @@ use crate::model::{
     Event, KeyValue, Link, Priority, ScopeId, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
     Status, Str, TraceFlags, TraceId, Value, truncate_value,
 };
+use crate::outstanding::{Outstanding, asymmetric};
 use crate::pipeline::{Pipeline, Recorded};
 use crate::sampling::Sampler;
 
@@ -102,40 +113,158 @@ struct TracerInner {
 
 /// One recording thread's handle to a tracer's pipeline (see the module
 /// docs). Aligned so that two threads' handles never share a cache line:
-/// each thread's reference count is its own.
+/// each thread's count of its spans is its own.
 #[repr(align(128))]
 struct Local {
-    pipeline: Pipeline,
+    /// The spans holding this handle (a [`Handle`] each).
+    count: Outstanding,
+    /// Dropped when the handle is released ([`release`]), which happens
+    /// once no span holds it and none can start on it any more; read only
+    /// through a [`Handle`], so never after.
+    pipeline: UnsafeCell<ManuallyDrop<Pipeline>>,
     scope: ScopeId,
     limits: SpanLimits,
     sampler: Sampler,
 }
 
+// SAFETY: `pipeline` is the only field not `Sync`; it is read (shared)
+// through handles and dropped once by `release`, which runs only when no
+// handle is left and none can be made (`Outstanding::try_release`).
+unsafe impl Sync for Local {}
+
+/// Drops a released handle's pipeline handle and the reference that its
+/// spans held together (see [`Handle`]). Called once per `Local`, by the
+/// caller that [`Outstanding`] said must release it; the caller holds
+/// another reference, so the memory outlives the call.
+fn release(local: &Local) {
+    /// Gives the spans' reference back even if the pipeline's shutdown (the
+    /// transport) panics.
+    struct Unref<'a>(&'a Local);
+    impl Drop for Unref<'_> {
+        fn drop(&mut self) {
+            // SAFETY: the reference taken for the spans in `new_local`,
+            // given back once (this runs once per `Local`); the caller
+            // holds another.
+            unsafe { Arc::decrement_strong_count(std::ptr::from_ref(self.0)) };
+        }
+    }
+    let _unref = Unref(local);
+    // SAFETY: released: no handle reads `pipeline` any more, and this runs
+    // once.
+    unsafe { ManuallyDrop::drop(&mut *local.pipeline.get()) };
+}
+
+/// A span's (or span builder's) hold on its thread's [`Local`]: counted in
+/// the `Local`'s [`Outstanding`] instead of its reference count (no locked
+/// instruction on the owner thread; see the module docs). The memory is
+/// kept by one reference that all spans of the `Local` share, given back
+/// by [`release`].
+struct Handle(NonNull<Local>);
+
+// SAFETY: a handle only reads the `Local` (which is `Sync`) and ends its
+// count on whichever thread drops it (`Outstanding` tells the paths apart).
+unsafe impl Send for Handle {}
+// SAFETY: `&Handle` only gives `&Local`, which is `Sync`.
+unsafe impl Sync for Handle {}
+
+impl Handle {
+    /// A handle for a span just counted with `Outstanding::begin`.
+    fn new(local: &Arc<Local>) -> Self {
+        Handle(NonNull::from(&**local))
+    }
+
+    fn pipeline(&self) -> &Pipeline {
+        // SAFETY: this handle is counted, so the `Local` is not released
+        // and its pipeline handle not dropped.
+        unsafe { &*self.pipeline.get() }
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = Local;
+
+    fn deref(&self) -> &Local {
+        // SAFETY: counted, so the spans' shared reference is held.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if self.count.on_owner() {
+            // The owner's cache keeps the memory for this call.
+            if self.count.end_on_owner() {
+                release(self);
+            }
+        } else {
+            // Once counted out, the `Local` may be released and freed by
+            // another thread: keep a reference across the call (the
+            // uncommon path: a span that ended away from its thread).
+            // SAFETY: counted until `end_elsewhere`, so alive here.
+            let keep = unsafe {
+                Arc::increment_strong_count(self.0.as_ptr());
+                Arc::from_raw(self.0.as_ptr())
+            };
+            if keep.count.end_elsewhere() {
+                release(&keep);
+            }
+        }
+    }
+}
+
 /// A thread's cached handle for one tracer.
 struct CacheEntry {
     tracer: u64,
-    local: Weak<Local>,
+    local: Arc<Local>,
     /// To remove the handle from its tracer when the thread exits.
     owner: Weak<TracerInner>,
 }
 
 impl Drop for CacheEntry {
     fn drop(&mut self) {
-        // The thread exits (or the entry is pruned): the tracer need not
-        // keep this thread's handle any more. Spans still holding it keep
-        // it alive until they end.
+        // The thread exits (or the entry is pruned, its tracer gone): no
+        // span starts on this handle any more. Spans still holding it keep
+        // it until they end, and the last one releases it.
+        self.local.count.owner_leaves();
         if let Some(owner) = self.owner.upgrade() {
             let removed: Vec<Arc<Local>> = {
                 let mut locals = owner.locals.lock().unwrap_or_else(|p| p.into_inner());
                 let (gone, keep) = std::mem::take(&mut *locals)
                     .into_iter()
-                    .partition(|l| std::ptr::eq(Arc::as_ptr(l), self.local.as_ptr()));
+                    .partition(|l| Arc::ptr_eq(l, &self.local));
                 *locals = keep;
                 gone
             };
-            // Dropped outside the lock: the last handle of a pipeline shuts
-            // it down, which may run user code (the transport).
             drop(removed);
+        }
+        // On the owner thread, which wrote every `live` itself: no heavy
+        // fence needed (other threads' ends fence themselves).
+        self.local.count.mark_closed();
+        if self.local.count.try_release() {
+            // Outside any lock: the last handle of a pipeline shuts it
+            // down, which may run user code (the transport).
+            release(&self.local);
+        }
+    }
+}
+
+impl Drop for TracerInner {
+    fn drop(&mut self) {
+        // The tracer is gone: no span starts on its handles any more.
+        let locals = std::mem::take(self.locals.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if locals.is_empty() {
+            return;
+        }
+        for local in &locals {
+            local.count.mark_closed();
+        }
+        // One fence for all: the owners' span ends have only the light
+        // side.
+        asymmetric::heavy();
+        for local in &locals {
+            if local.count.try_release() {
+                release(local);
+            }
         }
     }
 }
@@ -150,6 +279,8 @@ impl Tracer {
     /// A tracer for `scope` of `pipeline` with `sampler` (for a pipeline
     /// builder that sets the sampler).
     pub(crate) fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
+        // Before any handle exists (see `outstanding::asymmetric`).
+        asymmetric::init();
         let limits = pipeline.limits();
         Tracer {
             inner: Arc::new(TracerInner {
@@ -300,7 +431,7 @@ impl Tracer {
     /// This thread's handle (see the module docs): from the thread-local
     /// cache in steady state.
     #[inline]
-    fn local(&self) -> Arc<Local> {
+    fn local(&self) -> Handle {
         let id = self.inner.id;
         let cached = LOCALS.try_with(|cache| {
             let mut cache = cache.try_borrow_mut().ok()?;
@@ -310,10 +441,14 @@ impl Tracer {
                 // finds its busy ones at once.
                 cache.swap(0, i);
             }
-            cache[0].local.upgrade()
+            // Not closed: the tracer is alive (we hold it) and so is the
+            // cache entry (we are its thread).
+            let local = &cache[0].local;
+            local.count.begin();
+            Some(Handle::new(local))
         });
         match cached {
-            Ok(Some(local)) => local,
+            Ok(Some(handle)) => handle,
             _ => self.new_local(),
         }
     }
@@ -322,17 +457,24 @@ impl Tracer {
     /// (once per thread per tracer). Without thread-local storage (a
     /// thread being torn down) the handle is made for this span alone.
     #[cold]
-    fn new_local(&self) -> Arc<Local> {
+    fn new_local(&self) -> Handle {
         let inner = &self.inner;
         let local = Arc::new(Local {
-            pipeline: inner.pipeline.clone(),
+            count: Outstanding::new(),
+            pipeline: UnsafeCell::new(ManuallyDrop::new(inner.pipeline.clone())),
             scope: inner.scope,
             limits: inner.limits,
             sampler: inner.sampler.clone(),
         });
+        // The reference the spans share, given back by `release`.
+        std::mem::forget(Arc::clone(&local));
+        local.count.begin();
+        let handle = Handle::new(&local);
+        // Uncached (no thread-local storage left), the entry is dropped
+        // below: the handle is then closed, for this span alone.
         let entry = CacheEntry {
             tracer: inner.id,
-            local: Arc::downgrade(&local),
+            local: local.clone(),
             owner: Arc::downgrade(inner),
         };
         let cached = LOCALS.try_with(|cache| {
@@ -358,9 +500,9 @@ impl Tracer {
                 .locals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(local.clone());
+                .push(local);
         }
-        local
+        handle
     }
 }
 
@@ -389,7 +531,7 @@ impl std::fmt::Debug for Tracer {
 /// ```
 #[must_use = "a span builder does nothing until `start`"]
 pub struct SpanBuilder {
-    local: Arc<Local>,
+    local: Handle,
     name: Str,
     kind: SpanKind,
     parent: Option<SpanContext>,
@@ -531,7 +673,7 @@ impl SpanBuilder {
 /// a `SpanBuilder` and dropping its empty vectors).
 #[inline]
 fn begin(
-    local: Arc<Local>,
+    local: Handle,
     name: Str,
     kind: SpanKind,
     parent: Option<&SpanContext>,
@@ -606,7 +748,7 @@ impl std::fmt::Debug for SpanBuilder {
 /// span.end();
 /// ```
 pub struct Span {
-    local: Arc<Local>,
+    local: Handle,
     /// `None` only once ended (`end` consumes the span, `Drop` checks).
     /// Boxed, and the box recycled by the thread that ends the span (see
     /// [`spare_data`]): a span moves as a pointer, and its attributes'
@@ -817,7 +959,7 @@ impl Span {
         // carries the sampled flag clear: the pipeline counts it as
         // `not_sampled` without encoding or queueing it. Recorded in place
         // (the pipeline encodes it where it lies), then recycled.
-        let recorded = self.local.pipeline.record_span_in_place(&mut data, false);
+        let recorded = self.local.pipeline().record_span_in_place(&mut data, false);
         recycle_data(data);
         recorded
     }

@@ -452,3 +452,83 @@ fn a_span_dropped_while_its_thread_panics_is_recorded() {
     assert_eq!(report.stats.exported, 2);
     assert_eq!(memory.span_count(), 2);
 }
+
+/// The release of a thread's tracer handle (`outstanding.rs`) raced, 300
+/// times: spans started on four threads end at once on their own thread
+/// and on a neighbour, while the last tracer and pipeline handle are
+/// dropped on a fifth, sooner or later. Each time every span is exported, and the pipeline
+/// is shut down by the last span's end, not before and not never (a span
+/// that ended unseen by the tracer's drop would keep it open; one released
+/// early would be recorded after shutdown).
+#[test]
+fn the_last_span_to_end_shuts_the_pipeline_down_when_every_handle_is_dropped_meanwhile() {
+    const THREADS: usize = 4;
+    const SPANS: usize = 40;
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        for round in 0..300 {
+            let memory = InMemory::new();
+            let pipeline = Pipeline::builder()
+                .transport(memory.clone())
+                .max_queue_size(THREADS * SPANS * 2)
+                .build()
+                .unwrap();
+            let tracer = pipeline.tracer("race", "1");
+            let started = Arc::new(std::sync::Barrier::new(THREADS + 1));
+            let handed: Arc<std::sync::Mutex<Vec<Vec<Span>>>> = Arc::new(std::sync::Mutex::new(
+                (0..THREADS).map(|_| Vec::new()).collect(),
+            ));
+            let finished = Arc::new(std::sync::Barrier::new(THREADS + 1));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (tracer, started, handed, finished) = (
+                        tracer.clone(),
+                        started.clone(),
+                        handed.clone(),
+                        finished.clone(),
+                    );
+                    std::thread::spawn(move || {
+                        let mut mine: Vec<Span> =
+                            (0..SPANS).map(|_| tracer.start("work")).collect();
+                        // Half for the neighbour to end.
+                        let theirs = mine.split_off(SPANS / 2);
+                        handed.lock().unwrap()[(t + 1) % THREADS] = theirs;
+                        drop(tracer);
+                        started.wait();
+                        for span in mine {
+                            span.end();
+                        }
+                        let given = std::mem::take(&mut handed.lock().unwrap()[t]);
+                        for span in given {
+                            span.end();
+                        }
+                        // Stay alive until checked: the handles are closed
+                        // by the tracer's drop, not by thread exits.
+                        finished.wait();
+                        finished.wait();
+                    })
+                })
+                .collect();
+            started.wait();
+            // From at once to after every span ended, over the rounds: the
+            // release falls to a span's end, or to the tracer's drop.
+            for _ in 0..(round % 30) * 2_000 {
+                std::hint::spin_loop();
+            }
+            drop(tracer);
+            drop(pipeline);
+            finished.wait();
+            // Every span ended, every thread still alive.
+            let shut_down = memory.is_shut_down();
+            finished.wait();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert!(shut_down, "round {round}: the pipeline is shut down");
+            assert_eq!(
+                memory.span_count(),
+                (THREADS * SPANS) as u64,
+                "round {round}: every span exported"
+            );
+        }
+    });
+}
