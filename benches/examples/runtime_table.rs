@@ -15,8 +15,10 @@
 //! `... --example runtime_table cancel-ours <tasks> <groups> [rounds]`
 //! runs only ours: `rounds` (default 1) times `groups` cancel-and-drains
 //! of `tasks` sleeping tasks in one `block_on`, and prints the minimum
-//! and median per group over the rounds; for a profiler (`valgrind
-//! --tool=callgrind`) and to see ours without tokio's threads between.
+//! and median per group over the rounds. Under `valgrind --tool=callgrind
+//! --instr-atstart=no` it counts the instructions of the timed windows
+//! only (the harness brackets them with callgrind's start/stop
+//! instrumentation requests): divide the total by `groups`.
 
 use std::io::Write as _;
 
@@ -36,7 +38,7 @@ fn main() {
         return;
     }
     if args.peek().map(String::as_str) == Some("cancel-ours") {
-        // Only ours, for a profiler (callgrind): `cancel-ours <tasks> <groups>`.
+        // Only ours (for callgrind): `cancel-ours <tasks> <groups> [rounds]`.
         args.next();
         let k: usize = args
             .next()
