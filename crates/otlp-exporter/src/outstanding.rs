@@ -245,11 +245,11 @@ pub(crate) mod asymmetric {
     }
 
     /// The frequent side: a compiler fence where the heavy side can force
-    /// a fence on this thread, else a full fence. (Under loom the protocol
-    /// fences otherwise: see `Outstanding::full_fence`.)
-    #[cfg(not(loom))]
+    /// a fence on this thread, else a full fence. (`Outstanding` under
+    /// loom fences otherwise: see `Outstanding::full_fence`.)
     #[inline]
     pub(crate) fn light() {
+        #[cfg(not(loom))]
         if asymmetric() {
             std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
             return;

@@ -543,3 +543,61 @@ fn spans_recorded_from_thread_local_destructors_are_kept() {
         .count();
     assert_eq!(names, 3);
 }
+
+/// A shutdown racing records on four threads, 100 times: a record either
+/// lands before the worker's last drain (and is exported) or sees the
+/// pipeline closed (and is counted `after_shutdown`); none is pushed after
+/// the last drain and left behind. This is the fence pair between a
+/// record's `accepted` counter and the pipeline's state (`Shared::state`:
+/// a compiler fence on the record's side, `membarrier` on the worker's).
+#[test]
+fn records_racing_a_shutdown_are_exported_or_counted_after_shutdown() {
+    const THREADS: usize = 4;
+    for round in 0..100 {
+        let memory = InMemory::new();
+        let pipeline = builder(&memory).max_queue_size(1 << 16).build().unwrap();
+        let tracer = pipeline.tracer("race", "1");
+        let start = Barrier::new(THREADS + 1);
+        let report = thread::scope(|s| {
+            for _ in 0..THREADS {
+                let (tracer, start) = (&tracer, &start);
+                s.spawn(move || {
+                    start.wait();
+                    // Until the records see the shutdown (bounded, in case
+                    // they never do: the assertions below then fail).
+                    for _ in 0..1_000_000 {
+                        let mut span = tracer.start("work");
+                        span.set_attribute("round", round as i64);
+                        if span.end() == Recorded::Dropped(DropReason::Shutdown) {
+                            break;
+                        }
+                    }
+                });
+            }
+            start.wait();
+            // From at once to a few hundred records in, over the rounds.
+            for _ in 0..(round % 10) * 5_000 {
+                std::hint::spin_loop();
+            }
+            pipeline.shutdown(Duration::from_secs(10))
+        });
+        assert!(report.completed, "round {round}");
+        let stats = pipeline.stats();
+        assert_eq!(
+            stats.queued, 0,
+            "round {round}: nothing left behind: {stats:?}"
+        );
+        assert_eq!(stats.in_flight, 0, "round {round}: {stats:?}");
+        assert!(stats.is_balanced(), "round {round}: {stats:?}");
+        assert_eq!(
+            stats.accepted,
+            stats.exported + stats.dropped.after_shutdown,
+            "round {round}: exported or after shutdown, nothing else: {stats:?}"
+        );
+        assert!(
+            stats.dropped.after_shutdown >= THREADS as u64,
+            "round {round}"
+        );
+        assert_eq!(memory.span_count(), stats.exported, "round {round}");
+    }
+}

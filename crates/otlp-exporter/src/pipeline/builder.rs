@@ -270,6 +270,8 @@ impl PipelineBuilder {
     /// Starts the pipeline: reads the environment for what was not set,
     /// checks the settings, and starts the worker thread.
     pub fn build(self) -> Result<Pipeline, ConfigError> {
+        // Before any record can run (see `Shared::state`).
+        crate::outstanding::asymmetric::init();
         let ms = |var| env_usize(var).map(|v| v.map(|ms| Duration::from_millis(ms as u64)));
         let (max_queue_size, queue_setting) = setting(
             (self.max_queue_size, "max_queue_size"),

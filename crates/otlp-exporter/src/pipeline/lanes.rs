@@ -16,6 +16,7 @@ use otlp_queue::{CapacityError, ClosedError, PushError, PushTimeoutError, pooled
 use crate::encode::proto::{put_framed_span_fixed, written};
 use crate::encode::{Encoding, SpanRef, encode_span};
 use crate::model::{ScopeId, SpanData};
+use crate::outstanding::asymmetric;
 
 use super::*;
 
@@ -428,10 +429,13 @@ pub(super) fn record_into(
     apply_limits: bool,
 ) -> Recorded {
     let c = &*lane.counters;
-    // SeqCst swap, then SeqCst load of `state`: see `Shared::state`.
+    // Store `accepted`, the light fence, then load `state`: see
+    // `Shared::state`. Relaxed: only this thread writes `accepted`, and
+    // the fence pair orders the two.
     let n = c.accepted.load(Ordering::Relaxed) + 1;
-    c.accepted.swap(n, Ordering::SeqCst);
-    let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
+    c.accepted.store(n, Ordering::Relaxed);
+    asymmetric::light();
+    let outcome = if shared.state.load(Ordering::Relaxed) != RUNNING {
         bump(&c.after_shutdown);
         Recorded::Dropped(DropReason::Shutdown)
     } else if !span.context.trace_flags.is_sampled() {

@@ -76,10 +76,14 @@ const CLOSED: u8 = 1;
 
 struct Shared {
     id: u64,
-    /// RUNNING or CLOSED. `record` swaps its `accepted` counter (SeqCst)
-    /// before loading this (SeqCst); shutdown stores CLOSED (SeqCst) before
-    /// loading every `accepted`. So either shutdown sees the record and
-    /// waits for it to resolve, or the record sees CLOSED and does not push.
+    /// RUNNING or CLOSED. `record` stores its `accepted` counter, then
+    /// the light side of an asymmetric fence pair
+    /// (`outstanding::asymmetric`), then loads this; shutdown stores
+    /// CLOSED (SeqCst), and the worker, which sees it, runs the heavy side
+    /// before loading every `accepted` (`Worker::finish`). So either
+    /// shutdown sees the record and waits for it to resolve, or the record
+    /// sees CLOSED and does not push; and a record pays no locked
+    /// instruction for it (a fence per record cost about 5 ns).
     state: AtomicU8,
     config: Config,
     template: Mutex<Producer<EncodedSpan>>,

@@ -1032,6 +1032,10 @@ impl Worker {
 
     /// Shutdown: wait for records in progress, export everything, close.
     pub(super) fn finish(&mut self) {
+        // We saw CLOSED: the heavy side of the fence pair that each record
+        // has the light side of (see `Shared::state`), before any load of
+        // the records' `accepted` counters.
+        crate::outstanding::asymmetric::heavy();
         let deadline = lock(&self.shared.control).shutdown_deadline;
         // Records that began before CLOSED was stored are seen here (see
         // `Shared::state`); wait for them to land, exporting meanwhile.
