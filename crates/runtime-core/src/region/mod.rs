@@ -195,10 +195,6 @@ pub(crate) struct Region {
     pub(crate) swept: Mutex<Vec<Child>>,
     pub(crate) sweeps: AtomicUsize,
     worst: Mutex<Option<Worst>>,
-    /// Set once something is stored in `worst` (after the store, under
-    /// its lock), so that the close of a region with no failure (the
-    /// common case) takes no lock to find that out.
-    failed: AtomicBool,
     finalizers: Mutex<Finalizers>,
     /// The cleanup budget ran out while the body was still running (its
     /// grace period, or shutdown's cut-off): masked sections in the body
@@ -230,7 +226,7 @@ thread_local! {
 #[cfg(not(loom))]
 const CACHED_BUFS: usize = 4;
 #[cfg(not(loom))]
-const CACHED_BUF_CAP: usize = 4096;
+const CACHED_BUF_CAP: usize = 1024;
 
 /// An empty buffer with room for at least `n` children: this thread's
 /// cached one when it has one, else a new one.
@@ -329,7 +325,6 @@ impl Region {
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
             worst: Mutex::new(None),
-            failed: AtomicBool::new(false),
             finalizers: Mutex::new(Finalizers::default()),
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
@@ -471,11 +466,6 @@ impl Region {
                             report.panic.unwrap_or_else(|| PanicPayload::new("panic")),
                         ),
                     });
-                    // Release: pairs with the Acquire load in `close`
-                    // (which also comes after this child's SeqCst
-                    // `fetch_sub` of `live`, through the closing CAS, so
-                    // Relaxed would do; Release keeps the reasoning local).
-                    self.failed.store(true, Ordering::Release);
                 }
             }
             if self.policy == Policy::FailFast {
@@ -580,9 +570,6 @@ impl Region {
         let mut worst = lock(&self.worst);
         if !matches!(*worst, Some(Worst::Panicked(_))) {
             *worst = Some(Worst::Panicked(payload));
-            // Release: as in `child_finished` (here the closer is this
-            // same task, later in `run_region`).
-            self.failed.store(true, Ordering::Release);
         }
     }
 
@@ -602,15 +589,7 @@ impl Region {
     /// Closes after the body and every child finished: joins the body's
     /// outcome with the children's, tells the parent.
     fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
-        // Acquire: pairs with the Release stores after each write of
-        // `worst`: every child has finished (the closing CAS read their
-        // decrements) and the finalizers ran in this task, so a failure
-        // stored is seen here, and without one there is no lock to take.
-        let mut worst = if self.failed.load(Ordering::Acquire) {
-            lock(&self.worst).take()
-        } else {
-            None
-        };
+        let mut worst = lock(&self.worst).take();
         if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
             // A planted bug (lab tests only): the children's failure lost.
             worst = None;
