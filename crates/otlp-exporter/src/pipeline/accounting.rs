@@ -15,7 +15,8 @@ use super::*;
 /// writer (that thread), so increments are plain loads and stores.
 #[derive(Default)]
 pub(super) struct ThreadCounters {
-    /// Calls to record (written with a SeqCst swap: see `Shared::state`).
+    /// Calls to record (a plain store, then the light side of a fence
+    /// pair: see `Shared::state`; `record_laneless` swaps it, under a lock).
     pub(super) accepted: AtomicU64,
     /// Calls to record that have finished; `accepted - resolved` is 0 or 1.
     pub(super) resolved: AtomicU64,
