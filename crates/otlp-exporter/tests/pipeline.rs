@@ -545,9 +545,9 @@ fn spans_recorded_from_thread_local_destructors_are_kept() {
 }
 
 /// A shutdown racing records on four threads, 100 times: a record either
-/// lands before the worker's last drain (and is exported) or sees the
-/// pipeline closed (and is counted `after_shutdown`); none is pushed after
-/// the last drain and left behind. This is the fence pair between a
+/// lands before the worker's last drain (and is exported, or dropped as
+/// queue full) or sees the pipeline closed (and is counted
+/// `after_shutdown`); none is pushed after the last drain and left behind. This is the fence pair between a
 /// record's `accepted` counter and the pipeline's state (`Shared::state`:
 /// a compiler fence on the record's side, `membarrier` on the worker's).
 #[test]
@@ -589,9 +589,11 @@ fn records_racing_a_shutdown_are_exported_or_counted_after_shutdown() {
         );
         assert_eq!(stats.in_flight, 0, "round {round}: {stats:?}");
         assert!(stats.is_balanced(), "round {round}: {stats:?}");
+        // (Queue-full drops too, if a loaded machine kept this thread off
+        // the core while the recording threads filled the queue.)
         assert_eq!(
             stats.accepted,
-            stats.exported + stats.dropped.after_shutdown,
+            stats.exported + stats.dropped.after_shutdown + stats.dropped.queue_full,
             "round {round}: exported or after shutdown, nothing else: {stats:?}"
         );
         assert!(
