@@ -31,9 +31,10 @@
 //!   store-to-load fence, and a fence on every span end is the locked
 //!   instruction we are avoiding. So the fence is **asymmetric**: the
 //!   owner's side is a compiler fence only, and the closer (rare: a tracer
-//!   dropped, a thread exiting) makes every running thread of the process
-//!   execute a full fence, with Linux's `membarrier` system call
-//!   (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`). Where that is not available
+//!   dropped) makes every running thread of the process execute a full
+//!   fence, with Linux's `membarrier` system call
+//!   (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`). (A thread that exits closes its
+//!   own handles: it wrote `live` itself, so it needs no such fence.) Where that is not available
 //!   (another OS, an old kernel, a seccomp filter), both sides use a real
 //!   fence: correct, just slower. (This is the pairing of
 //!   `folly::asymmetricLightBarrier` / `asymmetricHeavyBarrier`, and of
