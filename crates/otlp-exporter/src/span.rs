@@ -279,8 +279,8 @@ impl Tracer {
     /// A tracer for `scope` of `pipeline` with `sampler` (for a pipeline
     /// builder that sets the sampler).
     pub(crate) fn with_parts(pipeline: Pipeline, scope: ScopeId, sampler: Sampler) -> Self {
-        // Before any handle exists (see `outstanding::asymmetric`).
-        asymmetric::init();
+        // `asymmetric::init` ran when `pipeline` was built, before any
+        // handle of this tracer can exist.
         let limits = pipeline.limits();
         Tracer {
             inner: Arc::new(TracerInner {
