@@ -243,14 +243,20 @@ mod properties {
 
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
-            ".{0,12}".prop_map(Value::from),
+            // Long strings and byte runs too: their lengths (and those of
+            // the messages around them) take a second varint byte.
+            prop_oneof![3 => ".{0,12}", 1 => "[a-z]{120,300}"].prop_map(Value::from),
             any::<bool>().prop_map(Value::Bool),
             any::<i64>().prop_map(Value::I64),
             // Non-finite values are JSON strings: tested on their own.
             any::<f64>()
                 .prop_filter("finite", |f| f.is_finite())
                 .prop_map(Value::F64),
-            prop::collection::vec(any::<u8>(), 0..8).prop_map(Value::Bytes),
+            prop_oneof![
+                3 => prop::collection::vec(any::<u8>(), 0..8),
+                1 => prop::collection::vec(any::<u8>(), 120..300),
+            ]
+            .prop_map(Value::Bytes),
         ];
         leaf.prop_recursive(2, 8, 4, |inner| {
             prop::collection::vec(inner, 0..4).prop_map(Value::Array)
@@ -264,13 +270,36 @@ mod properties {
             any::<[u8; 8]>(),
             any::<u64>(),
             any::<u64>(),
-            prop::collection::vec((".{0,8}", value()), 0..6),
+            prop::collection::vec(
+                (prop_oneof![4 => ".{0,8}", 1 => "[a-z]{126,140}"], value()),
+                0..6,
+            ),
             any::<u32>(),
+            (
+                0usize..6,
+                prop::option::of(any::<[u8; 8]>()),
+                prop_oneof![Just(String::new()), "[a-z]{1,8}=[a-z0-9]{1,12}"],
+                prop_oneof![Just(0u64), any::<u64>()],
+            ),
         )
-            .prop_map(|(name, t, sp, start, end, attrs, dropped)| {
+            .prop_map(|(name, t, sp, start, end, attrs, dropped, more)| {
+                let (kind, parent, trace_state, start_or_zero) = more;
                 let mut s = SpanData::new(name);
                 s.context.trace_id = otlp_exporter::TraceId(t);
                 s.context.span_id = otlp_exporter::SpanId(sp);
+                s.context.trace_state = trace_state.into();
+                s.kind = [
+                    otlp_exporter::SpanKind::Unspecified,
+                    otlp_exporter::SpanKind::Internal,
+                    otlp_exporter::SpanKind::Server,
+                    otlp_exporter::SpanKind::Client,
+                    otlp_exporter::SpanKind::Producer,
+                    otlp_exporter::SpanKind::Consumer,
+                ][kind];
+                if let Some(p) = parent {
+                    s.parent_span_id = otlp_exporter::SpanId(p);
+                }
+                let start = if start_or_zero == 0 { 0 } else { start };
                 s.start_time_unix_nano = start;
                 s.end_time_unix_nano = end;
                 s.attributes = attrs

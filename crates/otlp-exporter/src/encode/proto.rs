@@ -47,6 +47,14 @@ pub(crate) trait Sink {
     /// Moves the bytes from `at` on along by `n`, growing by `n` bytes (the
     /// `n` bytes at `at` are then the caller's to overwrite).
     fn open_gap(&mut self, at: usize, n: usize) -> Put;
+    /// Appends `n` bytes that `write` writes through a raw pointer: one
+    /// room check for a run of bytes whose length is known up front.
+    ///
+    /// # Safety
+    ///
+    /// `write` writes exactly `n` bytes from the pointer it is given (which
+    /// is valid for `n` byte writes) and returns the pointer past them.
+    unsafe fn put_exact(&mut self, n: usize, write: impl FnOnce(*mut u8) -> *mut u8) -> Put;
 }
 
 impl Sink for Vec<u8> {
@@ -76,6 +84,22 @@ impl Sink for Vec<u8> {
         let end = Vec::len(self);
         self.resize(end + n, 0);
         self.copy_within(at..end, at + n);
+        Ok(())
+    }
+
+    #[inline(always)]
+    unsafe fn put_exact(&mut self, n: usize, write: impl FnOnce(*mut u8) -> *mut u8) -> Put {
+        self.reserve(n);
+        let len = Vec::len(self);
+        // SAFETY: `reserve` made room for `n` more bytes after `len`; the
+        // caller's `write` writes exactly those, so they are initialized
+        // when the length takes them in.
+        unsafe {
+            let start = self.as_mut_ptr().add(len);
+            let end = write(start);
+            debug_assert_eq!(end.offset_from(start), n as isize);
+            self.set_len(len + n);
+        }
         Ok(())
     }
 }
@@ -125,6 +149,90 @@ impl Sink for Fixed<'_> {
         self.len = end;
         Ok(())
     }
+
+    #[inline(always)]
+    unsafe fn put_exact(&mut self, n: usize, write: impl FnOnce(*mut u8) -> *mut u8) -> Put {
+        let room = self.buf.get_mut(self.len..self.len + n).ok_or(Full)?;
+        // SAFETY: `room` is `n` bytes of `buf`, valid for writes
+        // (`MaybeUninit<u8>` has the layout of `u8`); the caller's `write`
+        // writes exactly those.
+        unsafe {
+            let start = room.as_mut_ptr().cast::<u8>();
+            let end = write(start);
+            debug_assert_eq!(end.offset_from(start), n as isize);
+        }
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Raw writes for [`Sink::put_exact`]: each writes at `p` and returns the
+/// pointer past what it wrote.
+mod raw {
+    /// # Safety
+    ///
+    /// `p` is valid for a one-byte write.
+    #[inline(always)]
+    pub(super) unsafe fn byte(p: *mut u8, b: u8) -> *mut u8 {
+        // SAFETY: the caller's contract.
+        unsafe {
+            p.write(b);
+            p.add(1)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `p` is valid for `super::varint_len(v)` byte writes.
+    #[inline(always)]
+    pub(super) unsafe fn varint(mut p: *mut u8, mut v: u64) -> *mut u8 {
+        // SAFETY: the caller's contract: one byte per 7 bits of `v`.
+        unsafe {
+            while v >= 0x80 {
+                p = byte(p, (v as u8) | 0x80);
+                v >>= 7;
+            }
+            byte(p, v as u8)
+        }
+    }
+
+    /// # Safety
+    ///
+    /// `p` is valid for `s.len()` byte writes and does not overlap `s`.
+    #[inline(always)]
+    pub(super) unsafe fn slice(p: *mut u8, s: &[u8]) -> *mut u8 {
+        let n = s.len();
+        let src = s.as_ptr();
+        // SAFETY: the caller's contract. Short runs (keys, small values)
+        // are moved in at most two overlapping fixed-size moves, as
+        // `copy_small` does: a `memcpy` call costs more than they do.
+        unsafe {
+            match n {
+                0 => {}
+                1..=3 => {
+                    p.write(*src);
+                    p.add(n / 2).write(*src.add(n / 2));
+                    p.add(n - 1).write(*src.add(n - 1));
+                }
+                4..=7 => {
+                    p.cast::<[u8; 4]>()
+                        .write_unaligned(src.cast::<[u8; 4]>().read_unaligned());
+                    p.add(n - 4)
+                        .cast::<[u8; 4]>()
+                        .write_unaligned(src.add(n - 4).cast::<[u8; 4]>().read_unaligned());
+                }
+                8..=16 => {
+                    p.cast::<[u8; 8]>()
+                        .write_unaligned(src.cast::<[u8; 8]>().read_unaligned());
+                    p.add(n - 8)
+                        .cast::<[u8; 8]>()
+                        .write_unaligned(src.add(n - 8).cast::<[u8; 8]>().read_unaligned());
+                }
+                _ => std::ptr::copy_nonoverlapping(src, p, n),
+            }
+            p.add(n)
+        }
+    }
 }
 
 /// Copies `src` into `dst` (of the same length). Keys and short values are
@@ -168,9 +276,15 @@ pub(crate) unsafe fn written(buf: &[MaybeUninit<u8>], range: Range<usize>) -> &[
     unsafe { std::slice::from_raw_parts(part.as_ptr().cast::<u8>(), part.len()) }
 }
 
+#[inline(always)]
 fn varint_len(v: u64) -> usize {
-    // 1 byte per 7 bits, at least 1.
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    // Lengths and tags are nearly always under 128: one byte, and a
+    // predictable branch instead of the bit count below.
+    if v < 0x80 {
+        return 1;
+    }
+    // 1 byte per 7 bits.
+    (64 - v.leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline(always)]
@@ -297,6 +411,9 @@ fn put_any_value<S: Sink>(buf: &mut S, v: &Value) -> Put {
 fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Result<u32, Full> {
     let mut left_out = 0u32;
     for kv in attrs {
+        if put_scalar_attribute(buf, field, kv)? {
+            continue;
+        }
         if super::too_deep(&kv.value) {
             left_out = left_out.saturating_add(1);
             continue;
@@ -307,6 +424,70 @@ fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Resul
         })?;
     }
     Ok(left_out)
+}
+
+/// A `KeyValue` whose value is a scalar (string, bool, integer, float,
+/// bytes: all but arrays), written in one run whose length is worked out
+/// first: the same bytes as the general path (`put_message` twice and
+/// `put_any_value`), with one room check instead of one per byte, and no
+/// length placeholders to fill in or shift. `Ok(false)` for an array (the
+/// general path writes it).
+#[inline]
+fn put_scalar_attribute<S: Sink>(buf: &mut S, field: u32, kv: &KeyValue) -> Result<bool, Full> {
+    // The AnyValue member: its tag, and its body (a varint, 8 bytes, or a
+    // length-prefixed run).
+    enum Body<'a> {
+        Varint(u64),
+        Fixed64([u8; 8]),
+        Bytes(&'a [u8]),
+    }
+    let (tag, body) = match &kv.value {
+        Value::Str(s) => ((1 << 3) | LEN, Body::Bytes(s.as_bytes())),
+        Value::Bool(b) => ((2 << 3) | VARINT, Body::Varint(u64::from(*b))),
+        Value::I64(i) => ((3 << 3) | VARINT, Body::Varint(*i as u64)),
+        Value::F64(f) => ((4 << 3) | FIXED64, Body::Fixed64(f.to_bits().to_le_bytes())),
+        Value::Bytes(b) => ((7 << 3) | LEN, Body::Bytes(b)),
+        Value::Array(_) => return Ok(false),
+    };
+    let key = kv.key.as_bytes();
+    // Every tag here is under 128: one byte.
+    let any_len = 1 + match &body {
+        Body::Varint(v) => varint_len(*v),
+        Body::Fixed64(_) => 8,
+        Body::Bytes(b) => varint_len(b.len() as u64) + b.len(),
+    };
+    let key_len = if key.is_empty() {
+        0
+    } else {
+        1 + varint_len(key.len() as u64) + key.len()
+    };
+    let kv_len = key_len + 1 + varint_len(any_len as u64) + any_len;
+    let head = u64::from((field << 3) | LEN);
+    let n = varint_len(head) + varint_len(kv_len as u64) + kv_len;
+    // SAFETY: the writes below are exactly the `n` bytes counted above.
+    unsafe {
+        buf.put_exact(n, |p| {
+            let mut p = raw::varint(p, head);
+            p = raw::varint(p, kv_len as u64);
+            if !key.is_empty() {
+                p = raw::byte(p, ((1 << 3) | LEN) as u8);
+                p = raw::varint(p, key.len() as u64);
+                p = raw::slice(p, key);
+            }
+            p = raw::byte(p, ((2 << 3) | LEN) as u8);
+            p = raw::varint(p, any_len as u64);
+            p = raw::byte(p, tag as u8);
+            match body {
+                Body::Varint(v) => raw::varint(p, v),
+                Body::Fixed64(bytes) => raw::slice(p, &bytes),
+                Body::Bytes(b) => {
+                    p = raw::varint(p, b.len() as u64);
+                    raw::slice(p, b)
+                }
+            }
+        })?;
+    }
+    Ok(true)
 }
 
 fn put_event<S: Sink>(buf: &mut S, e: &Event) -> Put {
@@ -353,15 +534,74 @@ fn parent_bytes(p: &SpanId) -> &[u8] {
     if p.is_valid() { &p.0 } else { &[] }
 }
 
+/// The span's fields 1 to 8 (ids, trace state, parent, name, kind, times)
+/// in one run whose length is worked out first: the bytes `put_bytes`,
+/// `put_uint` and `put_fixed64` would write one by one (empty and zero
+/// fields left out), with one room check.
+#[inline]
+fn put_span_head<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
+    fn bytes_len(b: &[u8]) -> usize {
+        if b.is_empty() {
+            0
+        } else {
+            1 + varint_len(b.len() as u64) + b.len()
+        }
+    }
+    /// # Safety
+    ///
+    /// `p` is valid for `bytes_len(b)` byte writes.
+    #[inline(always)]
+    unsafe fn bytes_field(p: *mut u8, field: u32, b: &[u8]) -> *mut u8 {
+        if b.is_empty() {
+            return p;
+        }
+        // SAFETY: the caller's contract; the tag of fields 1 to 8 is one
+        // byte.
+        unsafe {
+            let p = raw::byte(p, ((field << 3) | LEN) as u8);
+            let p = raw::varint(p, b.len() as u64);
+            raw::slice(p, b)
+        }
+    }
+    let (trace_id, span_id) = (&s.context.trace_id.0, &s.context.span_id.0);
+    let trace_state = s.context.trace_state.as_bytes();
+    let parent = parent_bytes(&s.parent_span_id);
+    let name = s.name.as_bytes();
+    let kind = s.kind as u64;
+    let (start, end) = (s.start_time_unix_nano, s.end_time_unix_nano);
+    let n = bytes_len(trace_id)
+        + bytes_len(span_id)
+        + bytes_len(trace_state)
+        + bytes_len(parent)
+        + bytes_len(name)
+        + if kind != 0 { 1 + varint_len(kind) } else { 0 }
+        + if start != 0 { 9 } else { 0 }
+        + if end != 0 { 9 } else { 0 };
+    // SAFETY: the writes below are exactly the `n` bytes counted above.
+    unsafe {
+        buf.put_exact(n, |p| {
+            let mut p = bytes_field(p, 1, trace_id);
+            p = bytes_field(p, 2, span_id);
+            p = bytes_field(p, 3, trace_state);
+            p = bytes_field(p, 4, parent);
+            p = bytes_field(p, 5, name);
+            if kind != 0 {
+                p = raw::byte(p, ((6 << 3) | VARINT) as u8);
+                p = raw::varint(p, kind);
+            }
+            for (field, v) in [(7, start), (8, end)] {
+                if v != 0 {
+                    p = raw::byte(p, ((field << 3) | FIXED64) as u8);
+                    p = raw::slice(p, &v.to_le_bytes());
+                }
+            }
+            p
+        })
+    }
+}
+
 fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
-    put_bytes(buf, 1, &s.context.trace_id.0)?;
-    put_bytes(buf, 2, &s.context.span_id.0)?;
-    put_bytes(buf, 3, s.context.trace_state.as_bytes())?;
-    put_bytes(buf, 4, parent_bytes(&s.parent_span_id))?;
-    put_bytes(buf, 5, s.name.as_bytes())?;
-    put_uint(buf, 6, s.kind as u64)?;
-    put_fixed64(buf, 7, s.start_time_unix_nano)?;
-    put_fixed64(buf, 8, s.end_time_unix_nano)?;
+    put_span_head(buf, s)?;
     let left_out = put_attributes(buf, 9, &s.attributes)?;
     put_uint(
         buf,
@@ -439,7 +679,12 @@ fn estimated_len(s: &SpanData) -> usize {
 /// tag and up to two bytes of length.
 const FRAME_HEAD: usize = 3;
 
-/// [`put_framed_span`] into a fixed buffer (at most 16 KiB), without
+/// The largest buffer [`put_framed_span_fixed`] takes: a body of up to
+/// 16 KiB - 1, whose length fits the two bytes (14 bits) the frame's head
+/// keeps.
+pub(crate) const FIXED_MAX: usize = (1 << 14) - 1 + FRAME_HEAD;
+
+/// [`put_framed_span`] into a fixed buffer (at most [`FIXED_MAX`]), without
 /// allocating and without the `Vec`'s capacity checks: the range of `buf`
 /// holding the framed span, or `None` if it does not fit (then use
 /// [`put_framed_span`]). The body is written after [`FRAME_HEAD`] bytes
@@ -450,7 +695,7 @@ pub(crate) fn put_framed_span_fixed(
     buf: &mut [MaybeUninit<u8>],
     s: &SpanData,
 ) -> Option<Range<usize>> {
-    if buf.len() > (1 << 14) + FRAME_HEAD {
+    if buf.len() > FIXED_MAX {
         // The head has room for a two-byte length only.
         return None;
     }
@@ -608,6 +853,39 @@ mod tests {
             want.extend(std::iter::repeat_n(7u8, len));
             assert_eq!(buf, want, "{len}");
         }
+    }
+
+    /// At the largest fixed buffer, a body whose length needs a third byte
+    /// (16 384 bytes and up) is refused, and every shorter one is framed as
+    /// the `Vec` encoder frames it.
+    #[test]
+    fn the_largest_fixed_buffer_frames_bodies_up_to_its_two_length_bytes() {
+        use crate::model::{SpanContext, TraceId};
+        let mut buf = vec![MaybeUninit::uninit(); FIXED_MAX];
+        let (mut fitted, mut refused) = (0, 0);
+        for name_len in 16_300..16_420 {
+            let mut s = SpanData::new("n".repeat(name_len));
+            s.context = SpanContext::new(TraceId([7; 16]), SpanId([9; 8]));
+            let mut want = Vec::new();
+            put_framed_span(&mut want, &s);
+            let body = want.len() - 1 - varint_len((want.len() - 3) as u64).min(3);
+            match put_framed_span_fixed(&mut buf, &s) {
+                Some(range) => {
+                    // SAFETY: the encoder wrote `range`.
+                    let got = unsafe { written(&buf, range) };
+                    assert_eq!(got, &want[..], "name of {name_len} bytes");
+                    fitted += 1;
+                }
+                None => {
+                    assert!(body >= 1 << 14, "{body} bytes refused");
+                    refused += 1;
+                }
+            }
+        }
+        assert!(
+            fitted > 0 && refused > 0,
+            "{fitted} fitted, {refused} refused"
+        );
     }
 
     /// The fixed-buffer encoder writes exactly what the `Vec` one does

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use otlp_queue::{CapacityError, ClosedError, PushError, PushTimeoutError, pooled};
 
-use crate::encode::proto::{put_framed_span_fixed, written};
+use crate::encode::proto::{FIXED_MAX, put_framed_span_fixed, written};
 use crate::encode::{Encoding, SpanRef, encode_span};
 use crate::model::{ScopeId, SpanData};
 use crate::outstanding::asymmetric;
@@ -86,14 +86,13 @@ impl EncodedSpan {
         let (range, heap) = match fixed {
             Some(range) => (range, None),
             None => {
-                scratch.clear();
-                encode_span(span, encoding, scratch);
-                match buf.get_mut(..scratch.len()) {
+                let bytes = encode_large(span, encoding, scratch);
+                match buf.get_mut(..bytes.len()) {
                     Some(dst) => {
-                        dst.write_copy_of_slice(scratch);
-                        (0..scratch.len(), None)
+                        dst.write_copy_of_slice(bytes);
+                        (0..bytes.len(), None)
                     }
-                    None => (0..0, Some(Box::from(&scratch[..]))),
+                    None => (0..0, Some(Box::from(bytes))),
                 }
             }
         };
@@ -123,6 +122,36 @@ impl EncodedSpan {
             bytes,
         }
     }
+}
+
+/// What a lane's scratch buffer holds at least once a span too large for
+/// a slot has been recorded: most such spans (a `tracing` span with its
+/// `code.*` attributes, a span with a few events) fit, and are then encoded
+/// with the fixed-buffer encoder, as small spans are.
+const LARGE_SCRATCH: usize = 1024;
+
+/// `span` encoded into `scratch`, for a span that did not fit a slot: with
+/// the fixed-buffer encoder into `scratch`'s spare capacity (at least
+/// [`LARGE_SCRATCH`] bytes, or what the largest span so far needed), which
+/// skips the `Vec` encoder's capacity check on every byte and its moving of
+/// a message's body when its length needs a second byte; with the `Vec`
+/// encoder (growing `scratch`) when it does not fit there either, or for
+/// JSON. The two write the same bytes (`encode::proto`'s tests).
+#[inline(never)]
+fn encode_large<'s>(span: &SpanData, encoding: Encoding, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+    scratch.clear();
+    if encoding == Encoding::Protobuf {
+        scratch.reserve(LARGE_SCRATCH);
+        let spare = scratch.spare_capacity_mut();
+        let spare_len = spare.len().min(FIXED_MAX);
+        if let Some(range) = put_framed_span_fixed(&mut spare[..spare_len], span) {
+            let spare = scratch.spare_capacity_mut();
+            // SAFETY: `put_framed_span_fixed` wrote every byte of `range`.
+            return unsafe { written(spare, range) };
+        }
+    }
+    encode_span(span, encoding, scratch);
+    scratch
 }
 
 /// The queue the lanes push into: by default the pooled queue, whose
