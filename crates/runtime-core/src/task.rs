@@ -110,12 +110,18 @@ pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
 /// [`wake_task`] for a cancellation request: a re-poll request when `task`
 /// is the one being polled on this thread (see [`is_running_task_waker`]).
 pub(crate) fn wake_cancelled_task(task: &Arc<dyn Runnable>) {
-    let (running, _) = POLLING.with(Cell::get);
-    if std::ptr::eq(running, task.header()) {
+    if is_running_task(task) {
         coop::request_repoll();
         return;
     }
     wake_task(task, Schedule::Cancel);
+}
+
+/// Whether `task` is the one being polled on this thread.
+#[inline]
+pub(crate) fn is_running_task(task: &Arc<dyn Runnable>) -> bool {
+    let (running, _) = POLLING.with(Cell::get);
+    std::ptr::eq(running, task.header())
 }
 
 pub(crate) const SCHEDULED: usize = 1;
@@ -338,7 +344,7 @@ where
 /// The wake transition: marks a running task NOTIFIED, or an idle one
 /// SCHEDULED; returns true when the caller must enqueue it.
 #[inline]
-fn transition_to_scheduled(h: &Header) -> bool {
+pub(crate) fn transition_to_scheduled(h: &Header) -> bool {
     // Acquire: a first guess; the CAS below is what synchronizes.
     let mut s = h.state.load(Ordering::Acquire);
     loop {

@@ -966,3 +966,109 @@ fn shutdown_in_the_middle_of_an_async_finalizer_cuts_it_off() {
         }
     });
 }
+
+/// A cancelled region's sweep queues the tasks it wakes as one job (a
+/// batch, `sched/batch.rs`). Whichever of them runs first blocks its
+/// worker until every other one has finished: they must not be stranded
+/// behind it, so another worker takes the rest of the batch. (A batch
+/// that only the worker running it could reach would hang here, and the
+/// blocked task gives up after 30 s and reports it.)
+#[test]
+fn a_cancel_batch_whose_first_task_blocks_is_finished_by_another_worker() {
+    isolate(WATCHDOG, || {
+        const N: usize = 8;
+        let rt = multi(2);
+        let blocker = Arc::new(AtomicBool::new(false));
+        let others = Arc::new(AtomicUsize::new(0));
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let asleep = Arc::new(AtomicUsize::new(0));
+        let (b, o, g) = (blocker.clone(), others.clone(), gave_up.clone());
+        let out = rt.block_on(move |cx| async move {
+            cx.region(move |cx| async move {
+                let hs: Vec<_> = (0..N)
+                    .map(|_| {
+                        let (b, o, g) = (b.clone(), o.clone(), g.clone());
+                        let asleep = asleep.clone();
+                        cx.spawn(move |cx| async move {
+                            asleep.fetch_add(1, Ordering::SeqCst);
+                            let _ = cx.sleep(HOUR).await;
+                            if b.swap(true, Ordering::SeqCst) {
+                                o.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            // The first to clean up: block this worker
+                            // (a poll that blocks) until the rest are done.
+                            let until =
+                                std::time::Instant::now() + std::time::Duration::from_secs(30);
+                            while o.load(Ordering::SeqCst) < N - 1 {
+                                if std::time::Instant::now() > until {
+                                    g.store(true, Ordering::SeqCst);
+                                    return;
+                                }
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                            }
+                        })
+                    })
+                    .collect();
+                // All of them asleep (idle, so the sweep's batch holds
+                // every one).
+                while asleep.load(Ordering::SeqCst) < N {
+                    cx.yield_now().await.map_err(|_| ())?;
+                }
+                cx.sleep(Duration::from_millis(20)).await.map_err(|_| ())?;
+                cx.cancel(CancelReason::user("stop"));
+                drop(hs);
+                Ok::<_, ()>(())
+            })
+            .await
+            .ok()
+            .ok_or(())
+        });
+        assert!(out.is_ok());
+        assert!(
+            !gave_up.load(Ordering::SeqCst),
+            "the batch's other tasks were stranded"
+        );
+        assert_eq!(others.load(Ordering::SeqCst), N - 1);
+        assert_eq!(rt.stats().tasks_alive(), 0);
+    });
+}
+
+/// Tasks of one cancel batch whose outputs panic when dropped: nobody
+/// holds their handles, so the outputs go when the region's close frees
+/// the tasks. Every task of the batch runs its cleanup and finishes, the
+/// panics are caught and counted, and the region still closes `Ok`.
+#[test]
+fn a_cancel_batch_whose_outputs_panic_on_drop_closes_its_region() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let cleaned = Arc::new(AtomicUsize::new(0));
+            let c = cleaned.clone();
+            let out = rt.block_on(move |cx| async move {
+                let r = cx
+                    .region(move |cx| async move {
+                        let hs: Vec<_> = (0..6)
+                            .map(|i| {
+                                let c = c.clone();
+                                cx.spawn(move |cx| async move {
+                                    let _ = cx.sleep(HOUR).await;
+                                    c.fetch_add(1, Ordering::SeqCst);
+                                    (i % 2 == 1).then(|| PanicOnDrop)
+                                })
+                            })
+                            .collect();
+                        cx.yield_now().await.map_err(|_| ())?;
+                        cx.cancel(CancelReason::user("stop"));
+                        drop(hs);
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(r.is_ok())
+            });
+            assert_eq!(out.ok(), Some(true), "{name}");
+            assert_eq!(cleaned.load(Ordering::SeqCst), 6, "{name}");
+            assert!(rt.stats().panics_caught >= 3, "{name}: {:?}", rt.stats());
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}

@@ -34,7 +34,8 @@ use crate::loom::{AtomicU64, Ordering, lock};
 use crate::region::{Child, Region};
 use crate::sched::Schedule;
 use crate::task::{
-    COMPLETE, CUT_OFF, Runnable, is_running_task_waker, wake_cancelled_task, wake_task,
+    COMPLETE, CUT_OFF, Runnable, is_running_task, is_running_task_waker, wake_cancelled_task,
+    wake_task,
 };
 use crate::time::Instant;
 use crate::time::driver::TimerAction;
@@ -53,6 +54,16 @@ pub(crate) fn cancel_task_with(
     reason: &Arc<CancelReason>,
     own_grace: bool,
 ) {
+    if request_task(task, reason, own_grace) {
+        wake_cancelled_task(task);
+    }
+}
+
+/// The request half of [`cancel_task_with`]: records the reason and passes
+/// it on to the task's open regions. Returns whether the task must be
+/// woken (the reason changed).
+#[inline]
+fn request_task(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>, own_grace: bool) -> bool {
     let h = task.header();
     if own_grace
         && let Some(grace) = h.region.cleanup.grace
@@ -64,7 +75,7 @@ pub(crate) fn cancel_task_with(
         set_grace_deadline(&h.grace_at, h.sched().now() + grace);
     }
     let Some(first) = h.cancel.request(reason) else {
-        return;
+        return false;
     };
     if first {
         // Relaxed: see `Task::run`: `polls` is the polling thread's, read
@@ -79,7 +90,69 @@ pub(crate) fn cancel_task_with(
     if h.open_count.load(Ordering::SeqCst) != 0 {
         cancel_open_regions(h, reason);
     }
-    wake_cancelled_task(task);
+    true
+}
+
+/// The tasks one sweep woke, queued together when it ends
+/// (`Scheduler::schedule_cancelled`: one job for all of them on a worker,
+/// not a push and a pop each). Dropping it queues what it holds, so an
+/// unwind out of the sweep (a panic the catches below it missed) strands
+/// no task marked `SCHEDULED`.
+struct CancelWakes<'a> {
+    sched: &'a dyn crate::sched::Scheduler,
+    first: Option<Arc<dyn Runnable>>,
+    rest: Vec<Arc<dyn Runnable>>,
+}
+
+impl<'a> CancelWakes<'a> {
+    fn new(sched: &'a dyn crate::sched::Scheduler) -> Self {
+        CancelWakes {
+            sched,
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Wakes `task` to see its cancellation: a re-poll request when it is
+    /// the task being polled here (`task::wake_cancelled_task`), else it
+    /// is marked `SCHEDULED` now and queued at [`flush`](Self::flush).
+    fn wake(&mut self, task: &Arc<dyn Runnable>, room: usize) {
+        if is_running_task(task) {
+            crate::budget::coop::request_repoll();
+            return;
+        }
+        if !crate::task::transition_to_scheduled(task.header()) {
+            return;
+        }
+        // One task alone goes as it did (no batch to allocate); from the
+        // second on, all of them go into the batch.
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(task.clone());
+        } else {
+            if self.rest.is_empty() {
+                self.rest.reserve(room.max(2));
+                self.rest.extend(self.first.take());
+            }
+            self.rest.push(task.clone());
+        }
+    }
+
+    /// Queues the tasks woken so far.
+    fn flush(&mut self) {
+        if let Some(t) = self.first.take() {
+            self.sched.schedule(t, Schedule::Cancel);
+        }
+        if !self.rest.is_empty() {
+            self.sched
+                .schedule_cancelled(std::mem::take(&mut self.rest));
+        }
+    }
+}
+
+impl Drop for CancelWakes<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Passes a task's cancellation on to the regions its body has open (out
@@ -269,10 +342,15 @@ impl Region {
             let reason = self.cancel.get_arc();
             // Made at the first child region (most sweeps reach only tasks).
             let child_reason = std::cell::OnceCell::new();
-            let apply = |c: &Child| {
+            let mut wakes = CancelWakes::new(&*self.sched);
+            let mut apply = |c: &Child, room: usize| {
                 let Some(reason) = &reason else { return };
                 match c {
-                    Child::Task(t) => cancel_task_with(t, reason, false),
+                    Child::Task(t) => {
+                        if request_task(t, reason, false) {
+                            wakes.wake(t, room);
+                        }
+                    }
                     Child::Region(r) => {
                         if let Some(r) = r.upgrade() {
                             r.cancel(child_reason.get_or_init(|| reason.for_child()));
@@ -282,10 +360,12 @@ impl Region {
             };
             let mut swept = lock(&self.swept);
             // Those seen before: drop the finished, pass the reason on.
+            let incoming = self.children.len();
+            let room = swept.len() + incoming;
             swept.retain(|c| {
                 let alive = c.is_alive();
                 if alive {
-                    apply(c);
+                    apply(c, room);
                 }
                 alive
             });
@@ -293,7 +373,6 @@ impl Region {
             // take (after this pass loaded the reason) is the sweep's half
             // of the handshake with `adopt`. (Room for them first: the
             // registry's length is an estimate, which is all this needs.)
-            let incoming = self.children.len();
             if swept.capacity() == 0 {
                 if incoming > 0 {
                     *swept = crate::region::child_buf(incoming);
@@ -303,11 +382,12 @@ impl Region {
             }
             for c in self.children.take() {
                 if c.is_alive() {
-                    apply(&c);
+                    apply(&c, room);
                     swept.push(c);
                 }
             }
             drop(swept);
+            wakes.flush();
             // AcqRel: Acquire reads any increment that came in meanwhile (and so
             // its request); Release hands the finished pass to the next sweeper.
             if self.sweeps.fetch_sub(seen, Ordering::AcqRel) == seen {

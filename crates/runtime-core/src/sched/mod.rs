@@ -26,6 +26,7 @@
 //! | a worker going idle and parking | the sleeper counts (`Idle::sleepers`, `Idle::deep`) | `Idle::list` to register and unregister; `cores[i]` and `threads[i]` when `drive` starts and ends |
 //! | mpsc send / receive | the fast path (`chan.rs`: one CAS to reserve, the queue push, the receiver's `WakerSlot`) | the waiter list, only while senders wait for a slot |
 
+pub(crate) mod batch;
 #[cfg(any(test, loom))]
 pub(crate) mod detached;
 pub(crate) mod idle;
@@ -60,6 +61,14 @@ pub(crate) enum Schedule {
 pub(crate) trait Scheduler: Send + Sync + 'static {
     /// Makes `task` (whose state already says SCHEDULED) run soon.
     fn schedule(&self, task: Arc<dyn Runnable>, how: Schedule);
+    /// Makes the tasks a cancellation sweep woke (each one's state already
+    /// says SCHEDULED) run soon, as [`Schedule::Cancel`] does one. The pool
+    /// queues them as one job (`batch.rs`); by default, one by one.
+    fn schedule_cancelled(&self, tasks: Vec<Arc<dyn Runnable>>) {
+        for t in tasks {
+            self.schedule(t, Schedule::Cancel);
+        }
+    }
     /// The time, from the runtime's clock.
     fn now(&self) -> Instant;
     /// Runs `action` when the clock reaches `at`.

@@ -24,6 +24,7 @@ use std::thread::Thread;
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
+use super::batch::Batch;
 use super::idle::Idle;
 use super::{Schedule, Scheduler, Stats};
 use crate::blocking::BlockingPool;
@@ -45,15 +46,33 @@ const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10)
 
 type TaskRef = Arc<dyn Runnable>;
 
+/// What the run queues hold: a task, or a batch of tasks a cancellation
+/// woke (`batch.rs`).
+pub(crate) enum Job {
+    Task(TaskRef),
+    Batch(Arc<Batch>),
+}
+
+impl Job {
+    /// Runs it (a batch: all of its tasks not yet taken), off any worker's
+    /// queues (shutdown's drain).
+    fn run(self) {
+        match self {
+            Job::Task(t) => t.run(),
+            Job::Batch(b) => b.run_all(),
+        }
+    }
+}
+
 /// A worker's own queues.
 pub(crate) struct Core {
-    local: Worker<TaskRef>,
+    local: Worker<Job>,
     /// The LIFO slot: at most one task, woken by the task running here,
     /// to run next. A one-element deque rather than a private field, so
     /// that it can be stolen: a task woken into the slot of a worker whose
     /// current poll blocks must not wait for that poll (idle workers look
     /// at busy workers' slots within [`STRANDED_BOUND`]).
-    lifo: Worker<TaskRef>,
+    lifo: Worker<Job>,
     /// The task that last yielded, when nothing else was queued: it runs
     /// after everything queued here and in the injector, without a trip
     /// through the deque.
@@ -65,10 +84,10 @@ pub(crate) struct Core {
 
 /// The state every worker shares.
 pub(crate) struct Shared {
-    injector: Injector<TaskRef>,
-    stealers: Vec<Stealer<TaskRef>>,
+    injector: Injector<Job>,
+    stealers: Vec<Stealer<Job>>,
     /// Stealers of each core's LIFO slot.
-    lifo_stealers: Vec<Stealer<TaskRef>>,
+    lifo_stealers: Vec<Stealer<Job>>,
     /// Whether each core's driver is inside a task's poll now.
     busy: Vec<CachePadded<AtomicBool>>,
     /// Each core, taken by the thread that drives it.
@@ -115,9 +134,9 @@ impl Drop for SetCurrent {
 
 impl Shared {
     pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
-        let workers: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_fifo()).collect();
+        let workers: Vec<Worker<Job>> = (0..cores).map(|_| Worker::new_fifo()).collect();
         let stealers = workers.iter().map(Worker::stealer).collect();
-        let lifos: Vec<Worker<TaskRef>> = (0..cores).map(|_| Worker::new_lifo()).collect();
+        let lifos: Vec<Worker<Job>> = (0..cores).map(|_| Worker::new_lifo()).collect();
         let lifo_stealers = lifos.iter().map(Worker::stealer).collect();
         let timers = TimerDriver::new();
         Arc::new(Shared {
@@ -272,7 +291,7 @@ impl Shared {
                 // Relaxed: read only by shutdown's count of stuck workers,
                 // a report that tolerates a stale value.
                 self.busy[ctx.index].store(true, Ordering::Relaxed);
-                task.run();
+                self.run_job(ctx, task);
                 // Relaxed: as above.
                 self.busy[ctx.index].store(false, Ordering::Relaxed);
                 continue;
@@ -325,7 +344,7 @@ impl Shared {
 
     /// The next task for this core: LIFO slot (bounded streak), local
     /// deque, injector, then stealing.
-    fn next_task(&self, ctx: &WorkerCtx) -> (Option<TaskRef>, bool) {
+    fn next_task(&self, ctx: &WorkerCtx) -> (Option<Job>, bool) {
         let mut core = ctx.core.borrow_mut();
         core.tick = core.tick.wrapping_add(1);
         let maintenance = core.tick.is_multiple_of(MAINTENANCE);
@@ -349,7 +368,7 @@ impl Shared {
             return (Some(t), maintenance);
         }
         if let Some(t) = core.yielded.take() {
-            return (Some(t), maintenance);
+            return (Some(Job::Task(t)), maintenance);
         }
         // Steal from the others, starting at a pseudo-random one.
         let n = self.stealers.len();
@@ -384,7 +403,23 @@ impl Shared {
         (None, maintenance)
     }
 
-    fn steal_injector(&self, local: &Worker<TaskRef>) -> Option<TaskRef> {
+    /// Runs a job popped from a queue on this worker. A batch with more
+    /// than one task left is queued here again first, so that an idle
+    /// worker can take the rest of it while one of its tasks runs (one of
+    /// them may block its poll).
+    fn run_job(&self, ctx: &WorkerCtx, job: Job) {
+        match job {
+            Job::Task(t) => t.run(),
+            Job::Batch(b) => {
+                if b.several_left() {
+                    ctx.core.borrow_mut().local.push(Job::Batch(b.clone()));
+                }
+                b.run_all();
+            }
+        }
+    }
+
+    fn steal_injector(&self, local: &Worker<Job>) -> Option<Job> {
         loop {
             match self.injector.steal_batch_and_pop(local) {
                 Steal::Success(t) => return Some(t),
@@ -404,7 +439,7 @@ impl Shared {
                 while let Some(t) = core
                     .lifo
                     .pop()
-                    .or_else(|| core.yielded.take())
+                    .or_else(|| core.yielded.take().map(Job::Task))
                     .or_else(|| core.local.pop())
                 {
                     t.run();
@@ -454,7 +489,7 @@ impl Scheduler for Shared {
                     } else {
                         core.lifo.pop()
                     };
-                    core.lifo.push(task);
+                    core.lifo.push(Job::Task(task));
                     match prev {
                         Some(prev) => {
                             core.local.push(prev);
@@ -469,16 +504,16 @@ impl Scheduler for Shared {
                 }
                 Schedule::Cancel => {
                     if let Some(y) = core.yielded.take() {
-                        core.local.push(y);
+                        core.local.push(Job::Task(y));
                     }
-                    core.local.push(task);
+                    core.local.push(Job::Task(task));
                     false
                 }
                 Schedule::Queue | Schedule::Yield => {
                     if let Some(y) = core.yielded.take() {
-                        core.local.push(y);
+                        core.local.push(Job::Task(y));
                     }
-                    core.local.push(task);
+                    core.local.push(Job::Task(task));
                     core.local.len() > 1
                 }
             };
@@ -488,8 +523,29 @@ impl Scheduler for Shared {
             }
             return;
         }
-        self.injector.push(task);
+        self.injector.push(Job::Task(task));
         self.notify_one();
+    }
+
+    fn schedule_cancelled(&self, tasks: Vec<TaskRef>) {
+        let ctx = CURRENT.with(Cell::get);
+        if tasks.len() > 1
+            // SAFETY: as in `schedule`.
+            && let Some(ctx) = unsafe { ctx.as_ref() }
+            && ptr::eq(ctx.shared, self)
+        {
+            // As `Schedule::Cancel` does each task: behind a yielded task,
+            // at the back of this worker's queue, waking no other worker.
+            let mut core = ctx.core.borrow_mut();
+            if let Some(y) = core.yielded.take() {
+                core.local.push(Job::Task(y));
+            }
+            core.local.push(Job::Batch(Batch::new(tasks)));
+            return;
+        }
+        for t in tasks {
+            self.schedule(t, Schedule::Cancel);
+        }
     }
 
     fn has_other_work(&self) -> bool {
