@@ -984,10 +984,21 @@ fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
         let slot = attributes.as_mut_ptr().add(len);
         std::ptr::addr_of_mut!((*slot).key).write(key);
         let at = std::ptr::addr_of_mut!((*slot).value);
+        // Scalars are written as themselves (see above), and `value` is
+        // then forgotten: it owns nothing, and its drop would be a call.
         match value {
-            Value::I64(i) => at.write(Value::I64(i)),
-            Value::Bool(b) => at.write(Value::Bool(b)),
-            Value::F64(f) => at.write(Value::F64(f)),
+            Value::I64(i) => {
+                at.write(Value::I64(i));
+                std::mem::forget(value);
+            }
+            Value::Bool(b) => {
+                at.write(Value::Bool(b));
+                std::mem::forget(value);
+            }
+            Value::F64(f) => {
+                at.write(Value::F64(f));
+                std::mem::forget(value);
+            }
             other => at.write(other),
         }
         attributes.set_len(len + 1);
