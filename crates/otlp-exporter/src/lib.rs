@@ -92,7 +92,7 @@
 //!   (`sizes_out_of_range_are_errors_that_name_the_range`,
 //!   `durations_at_their_maximum_work`, `dropped_counts_near_u32_max_saturate`).
 //! * **Memory is bounded by the queue size, not the thread count**: the
-//!   queue is one pool of `max_queue_size` 256-byte slots plus a 32-slot
+//!   queue is one pool of `max_queue_size` 512-byte slots plus a 16-slot
 //!   chunk (8 KiB) per recording thread; 256 threads recording while the
 //!   export is blocked hold the pool plus about 10 KiB each
 //!   (`memory_is_bounded_by_the_total_not_by_the_thread_count`). A thread

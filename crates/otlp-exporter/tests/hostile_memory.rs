@@ -91,7 +91,7 @@ fn hung_pipeline(memory: &InMemory) -> Pipeline {
 /// only export hangs. Before issue 12 every lane stayed (200 MiB); with
 /// per-thread lanes the spans were handed over and capped. Now the queue is
 /// one pool of `max_queue_size` slots shared by every thread: what the
-/// exited threads queued stays in it (each lane keeps its home chunk, 32
+/// exited threads queued stays in it (each lane keeps its home chunk, 16
 /// slots, until the worker has taken its spans), the rest is counted as
 /// queue-full, and memory stays within the pool plus a chunk per lane.
 #[test]
@@ -130,10 +130,10 @@ fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
         assert_eq!(s.dropped.orphaned, 0, "{s:?}");
         // `queued` and the first span, in flight.
         assert_eq!(s.queued + s.in_flight, queued + 1, "{s:?}");
-        // The pool, plus at most a home chunk (32 spans) per exited lane.
+        // The pool, plus at most a home chunk (16 spans) per exited lane.
         let lanes = 400u64;
         assert!(
-            s.queued <= DEFAULT_MAX_QUEUE_SIZE as u64 + 32 * lanes,
+            s.queued <= DEFAULT_MAX_QUEUE_SIZE as u64 + 16 * lanes,
             "{s:?}"
         );
         // Each exited lane: its home chunk (8 KiB) and a header; plus the
@@ -154,7 +154,7 @@ fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
 
 /// Issue 13: `max_queue_size` is the total across every recording thread.
 /// 256 threads each record 4000 spans while the export blocks, and stay
-/// alive: the pipeline holds at most `max_queue_size` slots of 256 bytes
+/// alive: the pipeline holds at most `max_queue_size` slots of 512 bytes
 /// plus 16 KiB per recording thread (measured: live bytes through the
 /// counting allocator, not resident memory), every span is queued or
 /// counted, and once the transport is released everything queued is
@@ -192,7 +192,7 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
         let s = p.stats();
         measured.wait();
         let queued: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        let slot = 256isize;
+        let slot = 512isize;
         let bound = DEFAULT_MAX_QUEUE_SIZE as isize * slot + THREADS as isize * 16 * 1024;
         eprintln!(
             "{THREADS} threads x {EACH} spans, export blocked: {} KiB held \
@@ -210,7 +210,7 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
         assert_eq!(s.accepted, (THREADS * EACH) as u64 + 1, "{s:?}");
         assert_eq!(s.queued + s.in_flight, queued + 1, "{s:?}");
         assert!(
-            s.queued <= DEFAULT_MAX_QUEUE_SIZE as u64 + 32 * THREADS as u64,
+            s.queued <= DEFAULT_MAX_QUEUE_SIZE as u64 + 16 * THREADS as u64,
             "{s:?}"
         );
         memory.release();
@@ -241,14 +241,14 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
 fn a_lane_that_cannot_be_allocated_is_counted_not_an_abort() {
     test_watchdog::isolate(Duration::from_secs(60), || {
         let memory = InMemory::new();
-        // A thread's lane has a home chunk of 32 slots: 8 KiB.
+        // A thread's lane has a home chunk of 16 slots: 8 KiB.
         let p = Pipeline::builder()
             .transport(memory.clone())
             .resource(Resource::new("memory"))
             .max_queue_size(4096)
             .build()
             .unwrap();
-        FAIL_SIZE.store(32 * 256, Ordering::Relaxed);
+        FAIL_SIZE.store(16 * 512, Ordering::Relaxed);
         let q = p.clone();
         let outcome = thread::spawn(move || q.record(SpanData::new("no room")))
             .join()

@@ -874,7 +874,7 @@ fn spans_of_exited_threads_are_exported() {
 
 /// During an outage (the transport hangs), threads that exit leave their
 /// queued spans in the shared queue: at most `max_queue_size` in the pool
-/// plus a home chunk (32 spans) per lane not yet drained; the rest are
+/// plus a home chunk (16 spans) per lane not yet drained; the rest are
 /// counted as queue-full, and the accounting balances throughout. When the
 /// collector is back, every queued span is exported.
 #[test]
@@ -910,7 +910,7 @@ fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
         let s = p.stats();
         assert!(s.is_balanced(), "{s:?}");
         assert_eq!(s.queued, queued, "{s:?}");
-        assert!(queued <= 256 + 32 * 100, "{s:?}");
+        assert!(queued <= 256 + 16 * 100, "{s:?}");
         assert_eq!(s.in_flight, 1);
         assert_eq!(s.dropped.orphaned, 0, "{s:?}");
         assert_eq!(s.dropped.queue_full, 100 * 256 - queued, "{s:?}");
@@ -924,7 +924,7 @@ fn exited_threads_during_an_outage_keep_a_bounded_backlog() {
         );
         // Each thread's first spans (its home chunk) are all there.
         let names: HashSet<String> = received(&memory).into_iter().map(|s| s.name).collect();
-        assert!((0..100).all(|t| (0..32).all(|i| names.contains(&format!("{t}/{i}")))));
+        assert!((0..100).all(|t| (0..16).all(|i| names.contains(&format!("{t}/{i}")))));
     });
 }
 
@@ -1010,12 +1010,12 @@ fn a_blocked_record_interrupted_by_shutdown_counts_as_shutdown() {
         eventually("the worker is stuck in the transport", || {
             memory.calls() == 1
         });
-        // The queue is full once this thread has filled its home chunk (32
+        // The queue is full once this thread has filled its home chunk (16
         // spans) and the pool (1 slot): the next record blocks.
         let blocked = {
             let p = p.clone();
             thread::spawn(move || {
-                for _ in 0..33 {
+                for _ in 0..17 {
                     assert_eq!(p.record(SpanData::new("fills the queue")), Recorded::Queued);
                 }
                 p.record(SpanData::new("waits"))

@@ -23,9 +23,9 @@ use super::alloc::{live_bytes, track_bytes};
 use super::{Audit, Options};
 
 /// Bytes one queued span takes: the queue's slot (an encoded span inline,
-/// 240 bytes, with its scope and length; see
+/// up to 488 bytes, with its scope and length; see
 /// `PipelineBuilder::max_queue_size`).
-const SLOT_BYTES: u64 = 256;
+const SLOT_BYTES: u64 = 512;
 /// What a recording thread may hold beyond its share of the queue (issue
 /// 13, item 1).
 const PER_THREAD: u64 = 16 * 1024;

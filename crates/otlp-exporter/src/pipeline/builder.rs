@@ -78,7 +78,7 @@ pub enum Shedding {
     },
     /// Drop low-priority spans ([`Priority::Low`]) as soon as the queue
     /// holds `high_water` spans or more (counted across every recording
-    /// thread, at the granularity of the shared pool's chunks of 32 slots,
+    /// thread, at the granularity of the shared pool's chunks of 16 slots,
     /// or the recording thread's own spans if more); drop normal spans only
     /// when it is full.
     Priority {
@@ -188,13 +188,13 @@ impl PipelineBuilder {
 
     /// The queue's size in spans across all recording threads
     /// (`OTEL_BSP_MAX_QUEUE_SIZE`, default 2048), as the OpenTelemetry spec
-    /// defines it. The queue is one pool of this many 256-byte slots (512
-    /// KiB at the default), allocated at build, shared by every thread that
-    /// records; each recording thread also has a chunk of 32 slots of its
+    /// defines it. The queue is one pool of this many 512-byte slots (1
+    /// MiB at the default), allocated at build, shared by every thread that
+    /// records; each recording thread also has a chunk of 16 slots of its
     /// own (8 KiB, plus a lane header of a few hundred bytes), so memory is
-    /// at most `256 x max_queue_size` bytes plus about 8.5 KiB per recording
+    /// at most `512 x max_queue_size` bytes plus about 8.5 KiB per recording
     /// thread, whatever the number of threads, and the queue holds at most
-    /// `max_queue_size + 32 x` (threads with a lane) spans. A thread that
+    /// `max_queue_size + 16 x` (threads with a lane) spans. A thread that
     /// exits leaves its queued spans to the worker; its lane and chunk are
     /// freed once they are taken (`tests/hostile_memory.rs`).
     ///

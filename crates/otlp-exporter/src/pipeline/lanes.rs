@@ -27,22 +27,32 @@ use super::*;
 pub(crate) struct EncodedSpan {
     pub(super) scope: ScopeId,
     /// Without `heap`: bytes `start..start + len` of `buf` are the span
-    /// (initialized; the rest of `buf` never is: filling 232 bytes per span
+    /// (initialized; the rest of `buf` never is: filling 488 bytes per span
     /// that nobody reads is a cost).
-    start: u8,
-    len: u8,
+    start: u16,
+    len: u16,
     /// A span too large for `buf`.
     heap: Option<Box<[u8]>>,
     buf: [MaybeUninit<u8>; INLINE],
 }
 
-/// Most encoded spans with a handful of attributes fit inline; the slot is
-/// then 256 bytes.
-pub(crate) const INLINE: usize = 232;
+/// Encoded spans of up to this many bytes travel inline in their 512-byte
+/// slot; larger ones are boxed (a `malloc` on the recording thread and a
+/// `free` on the worker). 488 bytes holds a span with a dozen short
+/// attributes, or a `tracing` span with its `code.*` attributes and a few
+/// fields (about 250-350 bytes). With 256-byte slots (232 inline, until
+/// 2026-11-30) such spans were all boxed, which cost the recording thread
+/// about 440 instructions and the worker about 200 per span; a small span
+/// costs the same in either slot (the producer writes, and the worker
+/// reads, only the bytes the span has: `record_loop` measured within the
+/// noise, docs/exporter-performance.md). The price is memory: the pool is
+/// `max_queue_size` x 512 bytes (1 MiB at the default 2048); a thread's
+/// own chunk stays 8 KiB (16 slots).
+pub(crate) const INLINE: usize = 488;
 
 const _: () = assert!(
-    std::mem::size_of::<EncodedSpan>() <= 256,
-    "a queue slot stays 256 bytes"
+    std::mem::size_of::<EncodedSpan>() <= 512,
+    "a queue slot stays 512 bytes"
 );
 
 impl EncodedSpan {
@@ -96,8 +106,8 @@ impl EncodedSpan {
                 }
             }
         };
-        // Both fit in a byte: the range is within `INLINE`.
-        let (start, len) = (range.start as u8, range.len() as u8);
+        // Both fit in 16 bits: the range is within `INLINE`.
+        let (start, len) = (range.start as u16, range.len() as u16);
         // SAFETY: as above: each field is written through a raw pointer,
         // once, and then all of them are initialized.
         unsafe {
@@ -533,7 +543,7 @@ pub(super) fn defer(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Rec
 }
 
 /// Drop-newest and priority shedding (the common case): the span is
-/// encoded straight into its queue slot (no 256-byte copies of an
+/// encoded straight into its queue slot (no 512-byte copies of an
 /// `EncodedSpan` on the way), and not encoded at all when there is no room.
 #[inline(always)]
 fn push_in_place(

@@ -147,7 +147,7 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
 
 /// The spans the worker has taken for its next request: their encoded
 /// bytes back to back, and where each ends (with its scope). Taking a span
-/// copies its bytes, not its 256-byte queue slot, and frees its box if it
+/// copies its bytes, not its 512-byte queue slot, and frees its box if it
 /// had one.
 pub(super) struct Batch {
     bytes: Vec<u8>,
