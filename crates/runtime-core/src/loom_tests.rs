@@ -591,6 +591,39 @@ fn cancel_cell_racing_requests_keep_the_strongest() {
     });
 }
 
+/// A borrowed first request (a region's sweep passing the region's reason
+/// to a task, `CancelCell::request_borrowed`) racing an owned, stronger
+/// one (a handle's cancel) and a reader: as above, exactly one is first,
+/// the stronger ends up current, and the cell gives back exactly the
+/// counts it took: none of the borrowed reason's (its owner, here the
+/// test, keeps it alive past the cell), all of the owned one's.
+#[test]
+fn cancel_cell_borrowed_request_racing_an_owned_one() {
+    use crate::cancel::CancelCell;
+    loom::model(|| {
+        let cell = Arc::new(CancelCell::new());
+        let weak = Arc::new(CancelReason::user("stop"));
+        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
+        let (c1, w) = (cell.clone(), weak.clone());
+        // SAFETY: `weak` is held by this closure's caller until after the
+        // cell is dropped below (the stand-in for the region's cell).
+        let t1 = thread::spawn(move || unsafe { c1.request_borrowed(&w) });
+        let (c2, s) = (cell.clone(), strong.clone());
+        let t2 = thread::spawn(move || c2.request(&s));
+        let seen = cell.get().map(|r| r.kind());
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert!(matches!(
+            seen,
+            None | Some(CancelKind::User) | Some(CancelKind::Shutdown)
+        ));
+        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
+        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
+        drop(cell);
+        assert_eq!(Arc::strong_count(&weak), 1);
+        assert_eq!(Arc::strong_count(&strong), 1);
+    });
+}
+
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
 /// set before or after `finish`'s RMW) loses nothing: both tasks complete
 /// once, and the handle that stayed (polled, so registered) sees the

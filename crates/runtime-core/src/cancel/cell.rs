@@ -19,8 +19,10 @@ pub(crate) struct CancelCell {
     /// `first`'s, or one held by `later`.
     current: AtomicPtr<CancelReason>,
     /// The first reason recorded (a count of its `Arc` owned by the cell,
-    /// through `Arc::into_raw`), or null. Written once, by the request whose
-    /// compare-and-swap took `current` from null; read only by `drop`.
+    /// through `Arc::into_raw`), or null: never recorded, or recorded
+    /// without a count ([`request_borrowed`](Self::request_borrowed)).
+    /// Written once, by the request whose compare-and-swap took `current`
+    /// from null; read only by `drop`.
     first: AtomicPtr<CancelReason>,
     /// Stronger reasons recorded after the first (their lock also
     /// serialises those requests).
@@ -85,6 +87,49 @@ impl CancelCell {
         self.current
             .store(Arc::as_ptr(reason).cast_mut(), Ordering::SeqCst);
         Some(false)
+    }
+
+    /// [`request`](Self::request) for a reason that another cell keeps
+    /// alive for at least as long as this one is read: a first request
+    /// records it with no count of its own (one read-modify-write of the
+    /// reason's shared count fewer here, and one fewer when the cell
+    /// drops). A region's sweep passes its own reason to its tasks this
+    /// way: each task holds its region (`Header::region`) until it is
+    /// freed, and the region's cell keeps every reason it recorded.
+    ///
+    /// # Safety
+    ///
+    /// `reason` must be recorded in a [`CancelCell`] that lives at least
+    /// until this cell is dropped, and this cell must not be read while it
+    /// drops (a cell's readers hold whatever holds it).
+    pub(crate) unsafe fn request_borrowed(&self, reason: &Arc<CancelReason>) -> Option<bool> {
+        // Relaxed: a first guess; the compare-and-swap below decides.
+        if self.current.load(Ordering::Relaxed).is_null()
+            // SeqCst on success: as in `request`. Relaxed on failure: as there.
+            && self
+                .current
+                .compare_exchange(
+                    std::ptr::null_mut(),
+                    Arc::as_ptr(reason).cast_mut(),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            // `first` stays null: the cell owns no count of this reason.
+            return Some(true);
+        }
+        self.request(reason)
+    }
+
+    /// Whether `reason` is one this cell recorded (and so keeps alive):
+    /// the check behind `request_borrowed`'s promise (debug assertions).
+    pub(crate) fn records(&self, reason: &Arc<CancelReason>) -> bool {
+        let p = Arc::as_ptr(reason);
+        // SeqCst: as `is_requested`; a debug check.
+        std::ptr::eq(self.current.load(Ordering::SeqCst), p)
+            || std::ptr::eq(self.first.load(Ordering::SeqCst), p)
+            || lock(&self.later).iter().any(|r| Arc::ptr_eq(r, reason))
     }
 
     /// Whether anything was requested.

@@ -26,6 +26,6 @@ mod reason;
 
 pub(crate) use cell::CancelCell;
 pub(crate) use protocol::{
-    GRACE_ARMED, GRACE_UNSET, arm_grace, cancel_task, cancel_task_with, cut_off_task,
+    GRACE_ARMED, GRACE_UNSET, arm_grace, cancel_task, cancel_task_from_region, cut_off_task,
 };
 pub use reason::{CancelKind, CancelReason, Cancelled, Origin};

@@ -54,16 +54,32 @@ pub(crate) fn cancel_task_with(
     reason: &Arc<CancelReason>,
     own_grace: bool,
 ) {
-    if request_task(task, reason, own_grace) {
+    if request_task(task, reason, own_grace, false) {
+        wake_cancelled_task(task);
+    }
+}
+
+/// [`cancel_task_with`] for a reason recorded in the cancel cell of the
+/// task's own region (a sweep of that region, or a spawn into it after its
+/// cancellation): the task's cell records it without a count of its own
+/// (`CancelCell::request_borrowed`).
+pub(crate) fn cancel_task_from_region(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>) {
+    if request_task(task, reason, false, true) {
         wake_cancelled_task(task);
     }
 }
 
 /// The request half of [`cancel_task_with`]: records the reason and passes
 /// it on to the task's open regions. Returns whether the task must be
-/// woken (the reason changed).
+/// woken (the reason changed). `from_region`: `reason` is recorded in the
+/// cancel cell of the task's own region.
 #[inline]
-fn request_task(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>, own_grace: bool) -> bool {
+fn request_task(
+    task: &Arc<dyn Runnable>,
+    reason: &Arc<CancelReason>,
+    own_grace: bool,
+    from_region: bool,
+) -> bool {
     let h = task.header();
     if own_grace
         && let Some(grace) = h.region.cleanup.grace
@@ -74,7 +90,19 @@ fn request_task(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>, own_grace:
         // (`arm_grace`).
         set_grace_deadline(&h.grace_at, h.sched().now() + grace);
     }
-    let Some(first) = h.cancel.request(reason) else {
+    let requested = if from_region {
+        debug_assert!(h.region.cancel.records(reason));
+        // SAFETY: `reason` is recorded in the cell of the task's region
+        // (the caller's promise), which keeps it until the region drops;
+        // the task holds its region (`Header::region`) until the task is
+        // freed, and its cell is read only while the task is alive (the
+        // header's `region` drops before its `cancel`, and the cell's drop
+        // does not read a reason it holds no count of).
+        unsafe { h.cancel.request_borrowed(reason) }
+    } else {
+        h.cancel.request(reason)
+    };
+    let Some(first) = requested else {
         return false;
     };
     if first {
@@ -347,7 +375,9 @@ impl Region {
                 let Some(reason) = &reason else { return };
                 match c {
                     Child::Task(t) => {
-                        if request_task(t, reason, false) {
+                        // The reason is this region's (loaded from its
+                        // cell above), and `t` is this region's task.
+                        if request_task(t, reason, false, true) {
                             wakes.wake(t, room);
                         }
                     }

@@ -44,7 +44,7 @@ use std::task::{Context, Poll, Waker};
 use crate::budget::{Budget, CleanupBudget};
 use crate::cancel::CancelCell;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_with};
+use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_from_region};
 use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
@@ -419,7 +419,9 @@ impl Region {
             return false;
         }
         if let Some(reason) = self.cancel.get_arc() {
-            cancel_task_with(task, &reason, false);
+            // `task` is this region's (spawned into it), and the reason is
+            // from this region's cell.
+            cancel_task_from_region(task, &reason);
         }
         true
     }
