@@ -128,10 +128,8 @@ impl Sink for Fixed<'_> {
 
     #[inline(always)]
     fn put_slice(&mut self, s: &[u8]) -> Put {
-        let end = self.len + s.len();
-        copy_small(self.buf.get_mut(self.len..end).ok_or(Full)?, s);
-        self.len = end;
-        Ok(())
+        // SAFETY: `raw::slice` writes exactly `s.len()` bytes.
+        unsafe { self.put_exact(s.len(), |p| raw::slice(p, s)) }
     }
 
     #[inline(always)]
@@ -203,9 +201,10 @@ mod raw {
     pub(super) unsafe fn slice(p: *mut u8, s: &[u8]) -> *mut u8 {
         let n = s.len();
         let src = s.as_ptr();
-        // SAFETY: the caller's contract. Short runs (keys, small values)
-        // are moved in at most two overlapping fixed-size moves, as
-        // `copy_small` does: a `memcpy` call costs more than they do.
+        // SAFETY: the caller's contract. Keys and short values are a few
+        // bytes: a call to `memcpy` for each (what a copy of a length not
+        // known at compile time becomes) costs more than the copy, so up to
+        // 16 bytes are moved in at most two overlapping fixed-size moves.
         unsafe {
             match n {
                 0 => {}
@@ -231,35 +230,6 @@ mod raw {
                 _ => std::ptr::copy_nonoverlapping(src, p, n),
             }
             p.add(n)
-        }
-    }
-}
-
-/// Copies `src` into `dst` (of the same length). Keys and short values are
-/// a few bytes: a call to `memcpy` for each (what a copy of a length not
-/// known at compile time becomes) cost more than the copy; up to 16 bytes
-/// are moved here in at most two overlapping fixed-size moves instead.
-#[inline(always)]
-fn copy_small(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
-    let n = src.len();
-    debug_assert_eq!(dst.len(), n);
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0].write(src[0]);
-            dst[n / 2].write(src[n / 2]);
-            dst[n - 1].write(src[n - 1]);
-        }
-        4..=7 => {
-            dst[..4].write_copy_of_slice(&src[..4]);
-            dst[n - 4..].write_copy_of_slice(&src[n - 4..]);
-        }
-        8..=16 => {
-            dst[..8].write_copy_of_slice(&src[..8]);
-            dst[n - 8..].write_copy_of_slice(&src[n - 8..]);
-        }
-        _ => {
-            dst.write_copy_of_slice(src);
         }
     }
 }
