@@ -47,6 +47,62 @@ fn recorded_spans_arrive_field_for_field() {
     }
 }
 
+/// Spans of every size the record path treats differently arrive field for
+/// field, in both encodings and whatever the shedding policy's record path
+/// (in place, or encoded then pushed): inline in the 512-byte slot (up to
+/// 488 bytes), encoded in the lane's scratch with the fixed-buffer encoder
+/// and boxed (up to 16 KiB - 1 of body), and past that with the `Vec`
+/// encoder; the sizes step across each boundary, and the lane's scratch
+/// grows and is reused between them.
+#[test]
+fn spans_of_every_size_arrive_field_for_field() {
+    let sizes: Vec<usize> = (0..40)
+        .map(|i| i * 13)
+        .chain([470, 480, 488, 500, 1000, 1024, 1100, 5000])
+        .chain((16_300..16_420).step_by(7))
+        .chain([20_000, 3, 40_000, 400])
+        .collect();
+    let spans: Vec<SpanData> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| {
+            let mut s = rich_span(i as u64);
+            s.events.clear();
+            s.links.clear();
+            s.attributes.truncate(4);
+            s.attributes
+                .push(otlp_exporter::KeyValue::new("pad", "p".repeat(n)));
+            s
+        })
+        .collect();
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        for shedding in [Shedding::DropNewest, Shedding::DropOldest] {
+            let memory = InMemory::new().with_encoding(encoding);
+            let pipeline = builder(&memory)
+                .shedding(shedding)
+                .max_queue_size(4096)
+                .build()
+                .unwrap();
+            for s in &spans {
+                assert_eq!(pipeline.record(s.clone()), Recorded::Queued);
+            }
+            let report = pipeline.shutdown(Duration::from_secs(10));
+            assert!(report.completed, "{encoding:?} {shedding:?}");
+            assert!(report.stats.is_balanced(), "{:?}", report.stats);
+            assert_eq!(report.stats.exported, spans.len() as u64);
+            let got = received(&memory);
+            assert_eq!(got.len(), spans.len(), "{encoding:?} {shedding:?}");
+            for ((want, got), n) in spans.iter().zip(&got).zip(&sizes) {
+                assert_eq!(
+                    *got,
+                    proto_span(want),
+                    "{encoding:?} {shedding:?}: span with {n} bytes of padding"
+                );
+            }
+        }
+    }
+}
+
 /// 8 threads record far more than the queue holds, into a transport that is
 /// slow, failing or hanging, under every shedding policy. Every span must
 /// be accounted for at a quiet snapshot and after shutdown, and what the
