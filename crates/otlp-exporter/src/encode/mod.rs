@@ -361,6 +361,54 @@ impl Encoder {
         }
     }
 
+    /// [`assemble`](Self::assemble) for `spans` protobuf spans of one
+    /// scope whose framed bytes lie back to back in `bytes`, when they fit
+    /// one request together: written as one run (what `assemble` writes
+    /// for them, without its per-span grouping and copying). False, and
+    /// nothing written, for JSON (its spans need separators) or spans that
+    /// need more than one request (then use `assemble`).
+    pub(crate) fn assemble_run(
+        &self,
+        scope: ScopeId,
+        bytes: &[u8],
+        spans: usize,
+        encoding: Encoding,
+        out: &mut Encoded,
+    ) -> bool {
+        if encoding != Encoding::Protobuf || spans == 0 {
+            return false;
+        }
+        let id = self.known(scope);
+        // `assemble`'s own test for one request: every span's size plus one,
+        // and the scope's cost, within the budget.
+        let cost = bytes
+            .len()
+            .saturating_add(spans)
+            .saturating_add(self.scope_cost(id, encoding));
+        if cost > self.request_budget(encoding) {
+            return false;
+        }
+        let entry = self.entry(id);
+        let group = Group {
+            scope: entry.header(encoding),
+            schema_url: &entry.scope.schema_url,
+            spans: vec![bytes],
+        };
+        let mut body = Vec::with_capacity(bytes.len() + 1024);
+        proto::write_request(
+            &mut body,
+            &self.resource_protobuf,
+            &self.resource.schema_url,
+            std::slice::from_ref(&group),
+        );
+        out.requests.push(EncodedRequest {
+            body,
+            encoding,
+            spans,
+        });
+        true
+    }
+
     fn write(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
         // Group by scope, keeping the order of spans within each scope.
         let mut groups: Vec<(ScopeId, Group<'_>)> = Vec::new();
@@ -438,5 +486,76 @@ mod depth_tests {
         }
         assert!(!too_deep(&v));
         assert!(too_deep(&Value::Array(vec![v])));
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use crate::model::{KeyValue, SpanData};
+
+    /// Spans of one scope, framed back to back, as the worker's batch holds
+    /// them.
+    fn batch(n: usize, pad: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            let mut s = SpanData::new(format!("span-{i}"));
+            s.attributes.push(KeyValue::new("pad", "p".repeat(pad)));
+            encode_span_as_recorded(&s, Encoding::Protobuf, &mut bytes);
+            ends.push(bytes.len());
+        }
+        (bytes, ends)
+    }
+
+    fn refs<'a>(bytes: &'a [u8], ends: &[usize], scope: ScopeId) -> Vec<SpanRef<'a>> {
+        let mut start = 0;
+        ends.iter()
+            .map(|&end| {
+                let r = SpanRef {
+                    scope,
+                    bytes: &bytes[start..end],
+                };
+                start = end;
+                r
+            })
+            .collect()
+    }
+
+    /// One scope that fits one request: the run gives `assemble`'s bytes,
+    /// for the default scope and another; over the cap, or in JSON, the run
+    /// declines and writes nothing.
+    #[test]
+    fn a_run_of_one_scope_is_what_assemble_writes_or_nothing() {
+        let mut encoder = Encoder::new(crate::model::Resource::new("run"));
+        let other = encoder.add_scope(crate::model::InstrumentationScope::new("lib", "1"));
+        for scope in [ScopeId::DEFAULT, other] {
+            for (n, pad) in [(1, 0), (7, 10), (512, 100), (40, 3000)] {
+                let (bytes, ends) = batch(n, pad);
+                let mut run = Encoded::default();
+                assert!(encoder.assemble_run(scope, &bytes, n, Encoding::Protobuf, &mut run));
+                let mut each = Encoded::default();
+                encoder.assemble(&refs(&bytes, &ends, scope), Encoding::Protobuf, &mut each);
+                assert_eq!(run.requests.len(), 1);
+                assert_eq!(each.requests.len(), 1);
+                assert_eq!(run.requests[0].body, each.requests[0].body, "{n} spans");
+                assert_eq!(run.requests[0].spans, n);
+                assert_eq!(run.too_large, 0);
+            }
+        }
+        let (bytes, ends) = batch(64, 1000);
+        let small = encoder.clone().with_max_request_bytes(16 * 1024);
+        let mut run = Encoded::default();
+        assert!(!small.assemble_run(ScopeId::DEFAULT, &bytes, 64, Encoding::Protobuf, &mut run));
+        assert!(run.requests.is_empty());
+        let mut each = Encoded::default();
+        small.assemble(
+            &refs(&bytes, &ends, ScopeId::DEFAULT),
+            Encoding::Protobuf,
+            &mut each,
+        );
+        assert!(each.requests.len() > 1, "split by assemble");
+        assert!(!encoder.assemble_run(ScopeId::DEFAULT, &bytes, 64, Encoding::Json, &mut run));
+        assert!(run.requests.is_empty());
     }
 }

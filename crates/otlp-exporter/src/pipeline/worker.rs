@@ -152,6 +152,9 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
 pub(super) struct Batch {
     bytes: Vec<u8>,
     ends: Vec<(ScopeId, usize)>,
+    /// Whether the spans are of more than one scope (else the batch can be
+    /// written as one run: see [`Batch::assemble`]).
+    mixed: bool,
 }
 
 /// A batch's byte buffer keeps at most this much capacity between batches
@@ -166,6 +169,7 @@ impl Batch {
         Batch {
             bytes: Vec::with_capacity(spans * 128),
             ends: Vec::with_capacity(spans),
+            mixed: false,
         }
     }
 
@@ -180,8 +184,26 @@ impl Batch {
     #[inline]
     fn push(&mut self, span: &EncodedSpan) {
         let r = span.as_ref();
+        if let Some(&(first, _)) = self.ends.first() {
+            self.mixed |= first != r.scope;
+        }
         self.bytes.extend_from_slice(r.bytes);
         self.ends.push((r.scope, self.bytes.len()));
+    }
+
+    /// The batch's requests: a batch of one scope that fits one request is
+    /// written as one run of bytes (`Encoder::assemble_run`: no per-span
+    /// work); any other goes span by span (`Encoder::assemble`). Both give
+    /// the same bytes.
+    fn assemble(&self, encoder: &Encoder, encoding: Encoding, out: &mut Encoded) {
+        if let Some(&(scope, _)) = self.ends.first()
+            && !self.mixed
+            && encoder.assemble_run(scope, &self.bytes, self.ends.len(), encoding, out)
+        {
+            return;
+        }
+        let refs = self.refs();
+        encoder.assemble(&refs, encoding, out);
     }
 
     fn refs(&self) -> Vec<SpanRef<'_>> {
@@ -199,6 +221,7 @@ impl Batch {
     fn clear(&mut self) {
         self.bytes.clear();
         self.ends.clear();
+        self.mixed = false;
         self.bytes.shrink_to(BATCH_BYTES_KEPT);
     }
 }
@@ -764,10 +787,9 @@ impl Worker {
             return;
         }
         self.sync_scopes();
-        let refs = self.batch.refs();
         let mut encoded = Encoded::default();
-        self.encoder.assemble(&refs, self.encoding, &mut encoded);
-        drop(refs);
+        self.batch
+            .assemble(&self.encoder, self.encoding, &mut encoded);
         let spans = self.batch.len() as u64;
         self.batch.clear();
         let now = Instant::now();
@@ -966,10 +988,9 @@ impl Worker {
             return;
         }
         self.sync_scopes();
-        let refs = self.batch.refs();
         let mut encoded = Encoded::default();
-        self.encoder.assemble(&refs, self.encoding, &mut encoded);
-        drop(refs);
+        self.batch
+            .assemble(&self.encoder, self.encoding, &mut encoded);
         let taken = self.batch.len() as u64;
         self.batch.clear();
         let too_large = encoded.too_large as u64;
