@@ -29,7 +29,7 @@ use crate::cx::CxCore;
 pub struct Sleep<'a> {
     cx: &'a CxCore,
     deadline: Instant,
-    timer: Option<(TimerHandle, Waker)>,
+    timer: Option<(TimerHandle, WakerId)>,
 }
 
 impl<'a> Sleep<'a> {
@@ -60,11 +60,36 @@ impl<'a> Sleep<'a> {
     }
 }
 
+/// Which waker a pending timer wakes: the identity of the clone its wheel
+/// entry holds (`Waker::will_wake` compares the same two pointers), kept
+/// instead of a second clone (one reference count fewer to take at the
+/// registration and to give back at the removal, a cancelled sleep's).
+///
+/// The entry keeps its waker alive while the timer is pending, so an equal
+/// identity is that waker. Once the entry has fired, the deadline has
+/// passed (a timer fires only when `now` has reached its deadline, and the
+/// clock never goes back), and [`poll_sleep`] returns before it compares;
+/// a wheel cleared at the end of a runtime wakes nobody again anyway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WakerId {
+    data: usize,
+    vtable: usize,
+}
+
+impl WakerId {
+    fn of(w: &Waker) -> Self {
+        WakerId {
+            data: w.data() as usize,
+            vtable: std::ptr::from_ref(w.vtable()) as usize,
+        }
+    }
+}
+
 /// One poll of a sleep: shared by [`Sleep`] and [`Interval`].
 fn poll_sleep(
     cx: &CxCore,
     deadline: Instant,
-    timer: &mut Option<(TimerHandle, Waker)>,
+    timer: &mut Option<(TimerHandle, WakerId)>,
     task: &mut Context<'_>,
 ) -> Poll<Result<(), Cancelled>> {
     if coop::poll_proceed(task).is_pending() {
@@ -79,15 +104,15 @@ fn poll_sleep(
         }
         return Poll::Ready(Ok(()));
     }
+    let id = WakerId::of(task.waker());
     match timer {
-        Some((_, w)) if w.will_wake(task.waker()) => {}
+        Some((_, w)) if *w == id => {}
         _ => {
             if let Some((h, _)) = timer.take() {
                 cx.cancel_timer(h);
             }
-            let w = task.waker().clone();
-            let h = cx.insert_timer(deadline, TimerAction::Wake(w.clone()));
-            *timer = Some((h, w));
+            let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
+            *timer = Some((h, id));
         }
     }
     Poll::Pending
@@ -129,7 +154,7 @@ pub struct Interval {
     cx: CxCore,
     period: Duration,
     next: Instant,
-    timer: Option<(TimerHandle, Waker)>,
+    timer: Option<(TimerHandle, WakerId)>,
 }
 
 impl Interval {
