@@ -47,7 +47,7 @@ use crate::cx::CxCore;
 use crate::loom::{
     AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock,
 };
-use crate::outcome::{Outcome, PanicPayload};
+use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::region::{ChildReport, Region};
 use crate::sched::{Schedule, Scheduler};
 use crate::sync::WakerSlot;
@@ -442,7 +442,12 @@ where
                 }
             }
         };
-        let report = ChildReport::of(&outcome, stats).with_task(h.id);
+        // A failure's report (its error's `Debug`, its panic) is made
+        // before the outcome moves into the stage; most outcomes are not
+        // failures and report only their severity.
+        let severity = outcome.severity();
+        let report = matches!(severity, Severity::Err | Severity::Panicked)
+            .then(|| ChildReport::of(&outcome, stats).with_task(h.id));
         self.stage.with_mut(|stage| {
             // SAFETY: we hold RUNNING; the slot holds `Done(None)`, which
             // has nothing to drop.
@@ -451,7 +456,10 @@ where
         // Counted and reported before COMPLETE: whoever sees the outcome
         // also sees the task gone from the counters and its region.
         stats.task_finished(cut_off);
-        h.region.child_finished(report);
+        match report {
+            Some(report) => h.region.child_finished(report),
+            None => h.region.child_done(severity),
+        }
         // AcqRel: Release is what matters: the joiner (Acquire on
         // COMPLETE) sees the outcome and the reports above. An RMW, not a
         // store, so a concurrent waker's bits are kept. Its old value says

@@ -93,15 +93,6 @@ impl ChildReport {
         self.task = Some(id);
         self
     }
-
-    fn region_done() -> Self {
-        ChildReport {
-            task: None,
-            severity: Severity::Ok,
-            error: None,
-            panic: None,
-        }
-    }
 }
 
 /// The worst child failure so far (the first of its severity).
@@ -450,30 +441,52 @@ impl Region {
     /// because someone asked (its handle's holder, its own budget, or this
     /// region, whose body then sees the request itself); the child's
     /// outcome is on its handle.
+    ///
+    /// A child that did not fail (most do: `Ok`, or `Cancelled`) reports
+    /// through [`child_done`](Self::child_done), with no report to build
+    /// and drop.
     pub(crate) fn child_finished(&self, report: ChildReport) {
+        let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
+        if !failed {
+            self.child_done(report.severity);
+            return;
+        }
         self.sched
             .observe(Observed::ChildFinished(self.id, report.severity));
-        let failed = matches!(report.severity, Severity::Err | Severity::Panicked);
-        if failed {
-            {
-                let mut worst = lock(&self.worst);
-                let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
-                if report.severity > current {
-                    *worst = Some(match report.severity {
-                        Severity::Err => Worst::Err(Failure {
-                            task: report.task.unwrap_or(TaskId(0)),
-                            message: report.error.unwrap_or_default(),
-                        }),
-                        _ => Worst::Panicked(
-                            report.panic.unwrap_or_else(|| PanicPayload::new("panic")),
-                        ),
-                    });
-                }
-            }
-            if self.policy == Policy::FailFast {
-                self.cancel(&self.sibling_failed());
+        {
+            let mut worst = lock(&self.worst);
+            let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
+            if report.severity > current {
+                *worst = Some(match report.severity {
+                    Severity::Err => Worst::Err(Failure {
+                        task: report.task.unwrap_or(TaskId(0)),
+                        message: report.error.unwrap_or_default(),
+                    }),
+                    _ => {
+                        Worst::Panicked(report.panic.unwrap_or_else(|| PanicPayload::new("panic")))
+                    }
+                });
             }
         }
+        if self.policy == Policy::FailFast {
+            self.cancel(&self.sibling_failed());
+        }
+        self.leave();
+    }
+
+    /// A child that did not fail (`Ok` or `Cancelled`: `severity`) has
+    /// finished.
+    pub(crate) fn child_done(&self, severity: Severity) {
+        debug_assert!(matches!(severity, Severity::Ok | Severity::Cancelled));
+        self.sched
+            .observe(Observed::ChildFinished(self.id, severity));
+        self.leave();
+    }
+
+    /// A finished child leaves the live count; the last one wakes the
+    /// close (or completes an abandoned region's).
+    #[inline]
+    fn leave(&self) {
         // AcqRel: the child's work happens-before the closer's Acquire.
         // SeqCst: (1) release/acquire: the child's work happens-before the
         // closer that sees 0; (2) the RMW half of a Dekker pair with
@@ -664,7 +677,7 @@ impl Region {
             // Relaxed: see the store in `open`.
             && !self.orphan.load(Ordering::Relaxed)
         {
-            parent.child_finished(ChildReport::region_done());
+            parent.child_done(Severity::Ok);
         }
     }
 
