@@ -1072,3 +1072,73 @@ fn a_cancel_batch_whose_outputs_panic_on_drop_closes_its_region() {
         }
     });
 }
+
+/// A region cancelled while its tasks are finishing on their own: some
+/// have finished, some are being polled on the other worker, some sleep
+/// (these the sweep queues as one batch). Each task ends once, `Ok` or
+/// `Cancelled`, its cleanup runs once, and nothing is left alive, round
+/// after round.
+#[test]
+fn a_cancel_racing_its_tasks_own_completion_ends_each_task_once() {
+    isolate(WATCHDOG, || {
+        const TASKS: usize = 40;
+        for (name, rt) in flavours() {
+            let ended = Arc::new(AtomicUsize::new(0));
+            let e = ended.clone();
+            let out = rt.block_on(move |cx| async move {
+                let mut rounds = Vec::new();
+                for round in 0..20u64 {
+                    let e = e.clone();
+                    let r = cx
+                        .region(move |cx| async move {
+                            let hs: Vec<_> = (0..TASKS as u64)
+                                .map(|i| {
+                                    let e = e.clone();
+                                    cx.spawn(move |cx| async move {
+                                        // Some finish at once, some after a
+                                        // few turns, some sleep.
+                                        let turns = (i * 7 + round) % 5;
+                                        for _ in 0..turns {
+                                            if cx.yield_now().await.is_err() {
+                                                break;
+                                            }
+                                        }
+                                        if i % 3 == 0 {
+                                            let _ = cx.sleep(Duration::from_micros(200 * i)).await;
+                                        }
+                                        e.fetch_add(1, Ordering::SeqCst);
+                                    })
+                                })
+                                .collect();
+                            for _ in 0..(round % 4) {
+                                cx.yield_now().await.map_err(|_| ())?;
+                            }
+                            cx.cancel(CancelReason::user("stop"));
+                            Ok::<_, ()>(hs)
+                        })
+                        .await;
+                    let Outcome::Ok(hs) = r else {
+                        return Ok::<_, ()>(None);
+                    };
+                    let mut ends = (0, 0);
+                    for h in hs {
+                        match h.await {
+                            Outcome::Ok(()) => ends.0 += 1,
+                            Outcome::Cancelled(_) => ends.1 += 1,
+                            _ => {}
+                        }
+                    }
+                    rounds.push(ends);
+                }
+                Ok(Some(rounds))
+            });
+            let rounds = out.ok().flatten().unwrap_or_default();
+            assert_eq!(rounds.len(), 20, "{name}");
+            for (ok, cancelled) in &rounds {
+                assert_eq!(ok + cancelled, TASKS, "{name}: {rounds:?}");
+            }
+            assert_eq!(ended.load(Ordering::SeqCst), 20 * TASKS, "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
