@@ -371,6 +371,53 @@ impl ScopeId {
     pub const DEFAULT: ScopeId = ScopeId(0);
 }
 
+/// `attributes.push(KeyValue { key, value })`, with both fields written in
+/// place in the vector, the value as its variant is.
+///
+/// The same result as `attributes.push(KeyValue::new(key, value))`, for
+/// hot paths: a `KeyValue` built whole is assembled on the stack with
+/// narrow stores and then copied into the vector with wide loads, which an
+/// x86-64 CPU cannot forward from those stores (a stall of about ten
+/// cycles per attribute, seen with `perf annotate` on the span and the
+/// tracing layer's record paths, which use this).
+///
+/// ```
+/// use otlp_exporter::{KeyValue, Str, Value, push_attribute};
+/// let mut attributes = Vec::new();
+/// push_attribute(&mut attributes, Str::Borrowed("http.response.status_code"), Value::I64(200));
+/// assert_eq!(attributes, [KeyValue::new("http.response.status_code", 200)]);
+/// ```
+#[inline(always)]
+pub fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
+    attributes.reserve(1);
+    let len = attributes.len();
+    // SAFETY: `reserve` made room for one more; both fields are written
+    // before the length covers them.
+    unsafe {
+        let slot = attributes.as_mut_ptr().add(len);
+        std::ptr::addr_of_mut!((*slot).key).write(key);
+        let at = std::ptr::addr_of_mut!((*slot).value);
+        // A scalar is written as itself, and `value` then forgotten: it
+        // owns nothing, and its drop would be a call.
+        match value {
+            Value::I64(i) => {
+                at.write(Value::I64(i));
+                std::mem::forget(value);
+            }
+            Value::Bool(b) => {
+                at.write(Value::Bool(b));
+                std::mem::forget(value);
+            }
+            Value::F64(f) => {
+                at.write(Value::F64(f));
+                std::mem::forget(value);
+            }
+            other => at.write(other),
+        }
+        attributes.set_len(len + 1);
+    }
+}
+
 /// Empties `attributes`, keeping its capacity: when none of them owns
 /// memory (a borrowed key, and a number, a bool or a borrowed string: what
 /// a span's attributes nearly always are), by setting the length, which

@@ -823,7 +823,7 @@ impl Span {
         if let Some(kv) = data.attributes.iter_mut().find(|kv| kv.key == key) {
             replace_value(&mut kv.value, value);
         } else if data.attributes.len() < limits.attribute_count {
-            push_attribute(&mut data.attributes, key, value);
+            crate::model::push_attribute(&mut data.attributes, key, value);
         } else {
             data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
         }
@@ -969,41 +969,9 @@ impl Span {
 // (a new key, a value that is not a string): with one, the compiler keeps
 // the value on the stack, and the push loads it back with wider loads than
 // the stores that wrote it, which the CPU cannot forward (a stall of about
-// ten cycles per attribute, seen with `perf annotate`). Hence these two
-// out of line, taking the value by value.
-
-/// `attributes.push(KeyValue { key, value })`, the value written in the
-/// vector as its variant is (not copied in from the stack).
-#[inline(always)]
-fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
-    attributes.reserve(1);
-    let len = attributes.len();
-    // SAFETY: `reserve` made room for one more; both fields are written
-    // before the length covers them.
-    unsafe {
-        let slot = attributes.as_mut_ptr().add(len);
-        std::ptr::addr_of_mut!((*slot).key).write(key);
-        let at = std::ptr::addr_of_mut!((*slot).value);
-        // Scalars are written as themselves (see above), and `value` is
-        // then forgotten: it owns nothing, and its drop would be a call.
-        match value {
-            Value::I64(i) => {
-                at.write(Value::I64(i));
-                std::mem::forget(value);
-            }
-            Value::Bool(b) => {
-                at.write(Value::Bool(b));
-                std::mem::forget(value);
-            }
-            Value::F64(f) => {
-                at.write(Value::F64(f));
-                std::mem::forget(value);
-            }
-            other => at.write(other),
-        }
-        attributes.set_len(len + 1);
-    }
-}
+// ten cycles per attribute, seen with `perf annotate`). Hence the push
+// writes in place (`model::push_attribute`), and the replacement and the
+// truncation below are out of line; all take the value by value.
 
 /// `*slot = value`.
 #[cold]

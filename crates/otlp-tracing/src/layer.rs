@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use otlp_exporter::{
     Event, InstrumentationScope, KeyValue, Link, Pipeline, Sampler, SamplingDecision, ScopeId,
     SpanContext, SpanData, SpanId, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
+    push_attribute,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Dispatch, Level, Metadata, Subscriber};
@@ -221,16 +222,32 @@ impl OtlpLayer {
         }
         let a = &mut data.attributes;
         if let Some(file) = meta.file() {
-            a.push(KeyValue::new("code.file.path", file));
+            push_attribute(
+                a,
+                Str::Borrowed("code.file.path"),
+                Value::Str(Str::Borrowed(file)),
+            );
         }
         if let Some(line) = meta.line() {
-            a.push(KeyValue::new("code.line.number", Value::I64(line.into())));
+            push_attribute(
+                a,
+                Str::Borrowed("code.line.number"),
+                Value::I64(line.into()),
+            );
         }
         if let Some(module) = module {
-            a.push(KeyValue::new("code.namespace", module));
+            push_attribute(
+                a,
+                Str::Borrowed("code.namespace"),
+                Value::Str(Str::Borrowed(module)),
+            );
         }
         if let Some(target) = target {
-            a.push(KeyValue::new("target", target));
+            push_attribute(
+                a,
+                Str::Borrowed("target"),
+                Value::Str(Str::Borrowed(target)),
+            );
         }
     }
 
@@ -822,15 +839,12 @@ where
                     idle = idle.saturating_add(since);
                 }
                 let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-                let (busy, idle) = (
-                    KeyValue::new("busy_ns", as_i64(busy)),
-                    KeyValue::new("idle_ns", as_i64(idle)),
-                );
                 if data.attributes.len() + 2 <= self.limits.attribute_count {
-                    data.attributes.extend([busy, idle]);
+                    push_attribute(&mut data.attributes, Str::Borrowed("busy_ns"), as_i64(busy));
+                    push_attribute(&mut data.attributes, Str::Borrowed("idle_ns"), as_i64(idle));
                 } else {
-                    self.push_attribute(data, busy);
-                    self.push_attribute(data, idle);
+                    self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
+                    self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
                 }
             }
         }

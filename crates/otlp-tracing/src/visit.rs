@@ -8,7 +8,7 @@
 use std::fmt::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use otlp_exporter::{KeyValue, SpanKind, StatusCode, Str, Value};
+use otlp_exporter::{KeyValue, SpanKind, StatusCode, Str, Value, push_attribute};
 use tracing::field::{Field, Visit};
 
 /// The value recorded for a field (or the name recorded for an event whose
@@ -179,10 +179,11 @@ pub(crate) struct SpanFields<'a> {
 impl SpanFields<'_> {
     fn push(&mut self, field: &Field, value: impl FnOnce(Option<usize>) -> Value) {
         if self.attributes.len() < self.max {
-            self.attributes.push(KeyValue {
-                key: Str::Borrowed(field.name()),
-                value: value(self.limit),
-            });
+            push_attribute(
+                self.attributes,
+                Str::Borrowed(field.name()),
+                value(self.limit),
+            );
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
@@ -258,10 +259,7 @@ pub(crate) struct EventFields {
 impl EventFields {
     fn push(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
         if self.attributes.len() < self.max {
-            self.attributes.push(KeyValue {
-                key: Str::Borrowed(key),
-                value: value(self.limit),
-            });
+            push_attribute(&mut self.attributes, Str::Borrowed(key), value(self.limit));
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
@@ -270,7 +268,7 @@ impl EventFields {
     /// Adds an attribute the layer itself sets (level, location).
     pub(crate) fn record_static(&mut self, key: Str, value: Value) {
         if self.attributes.len() < self.max {
-            self.attributes.push(KeyValue { key, value });
+            push_attribute(&mut self.attributes, key, value);
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
