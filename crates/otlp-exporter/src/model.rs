@@ -397,8 +397,8 @@ pub fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
         let slot = attributes.as_mut_ptr().add(len);
         std::ptr::addr_of_mut!((*slot).key).write(key);
         let at = std::ptr::addr_of_mut!((*slot).value);
-        // A scalar is written as itself, and `value` then forgotten: it
-        // owns nothing, and its drop would be a call.
+        // A scalar (or a borrowed string) is written as itself, and `value`
+        // then forgotten: it owns nothing, and its drop would be a call.
         match value {
             Value::I64(i) => {
                 at.write(Value::I64(i));
@@ -410,6 +410,11 @@ pub fn push_attribute(attributes: &mut Vec<KeyValue>, key: Str, value: Value) {
             }
             Value::F64(f) => {
                 at.write(Value::F64(f));
+                std::mem::forget(value);
+            }
+            // A borrowed string too: moved whole, it went through the stack.
+            Value::Str(Cow::Borrowed(s)) => {
+                at.write(Value::Str(Cow::Borrowed(s)));
                 std::mem::forget(value);
             }
             other => at.write(other),
