@@ -280,14 +280,19 @@ mod properties {
                 prop::option::of(any::<[u8; 8]>()),
                 prop_oneof![Just(String::new()), "[a-z]{1,8}=[a-z0-9]{1,12}"],
                 prop_oneof![Just(0u64), any::<u64>()],
+                prop_oneof![Just(0u32), any::<u32>()],
+                prop_oneof![Just(0u32), any::<u32>()],
             ),
         )
             .prop_map(|(name, t, sp, start, end, attrs, dropped, more)| {
-                let (kind, parent, trace_state, start_or_zero) = more;
+                let (kind, parent, trace_state, start_or_zero, dropped_events, dropped_links) =
+                    more;
                 let mut s = SpanData::new(name);
                 s.context.trace_id = otlp_exporter::TraceId(t);
                 s.context.span_id = otlp_exporter::SpanId(sp);
                 s.context.trace_state = trace_state.into();
+                s.dropped_events_count = dropped_events;
+                s.dropped_links_count = dropped_links;
                 s.kind = [
                     otlp_exporter::SpanKind::Unspecified,
                     otlp_exporter::SpanKind::Internal,
