@@ -28,8 +28,8 @@ pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the embedded default transport writes when no transport is set.
 pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
 /// The largest `max_queue_size` (and `OTEL_BSP_MAX_QUEUE_SIZE`): 1 Mi spans
-/// in all, a pool of 256 MiB (with [`Shedding::DropOldest`], per recording
-/// thread). Larger values are refused with [`ConfigError::InvalidSetting`]
+/// in all, a pool of 512 MiB (512-byte slots; with
+/// [`Shedding::DropOldest`], per recording thread). Larger values are refused with [`ConfigError::InvalidSetting`]
 /// (they could only end in an allocation failure).
 pub const MAX_QUEUE_SIZE: usize = 1 << 20;
 /// The most export threads [`PipelineBuilder::max_concurrent_exports`] may
@@ -199,7 +199,8 @@ impl PipelineBuilder {
     /// freed once they are taken (`tests/hostile_memory.rs`).
     ///
     /// With [`Shedding::DropOldest`] the size is per recording thread
-    /// instead (a ring of this many slots each; see [`HANDED_OVER_LANES`]
+    /// instead (a ring of this many 512-byte slots each: 1 MiB a thread at
+    /// the default, allocated when the thread first records; see [`HANDED_OVER_LANES`]
     /// and [`Dropped::orphaned`](crate::Dropped::orphaned) for exited threads).
     ///
     /// Allowed: `1..=`[`MAX_QUEUE_SIZE`]; anything else makes
