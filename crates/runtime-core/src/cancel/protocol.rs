@@ -6,7 +6,10 @@
 //!   reaches a checkpoint. [`Region::cancel`] records it in the region's
 //!   cell and sweeps the region's children, passing the reason to each
 //!   task (as is) and each child region (as `ParentCancelled`), then wakes
-//!   whoever polls the region's body.
+//!   whoever polls the region's body. The tasks one sweep wakes are queued
+//!   together (`Scheduler::schedule_cancelled`: one job for all of them on
+//!   a worker, `sched/batch.rs`), and each task's cell records the region's
+//!   reason without a count of its own (`CancelCell::request_borrowed`).
 //! * **Drain.** A cancelled task sees the request at its next checkpoint
 //!   (level-triggered) and returns; it gets the cleanup budget of its
 //!   region: a number of polls (counted in `Task::run`) and a grace period

@@ -7,7 +7,10 @@
 //! thread: no cross-thread hand-off, no syscall. Spawns and yields go to
 //! the back of the local deque. Other workers are woken only when a worker
 //! has more queued work than it can start right away. Wakes from outside
-//! the pool go through the injector.
+//! the pool go through the injector. The tasks one cancellation sweep woke
+//! go to the back of the local deque as one job, a [`Batch`] (`batch.rs`),
+//! waking no other worker; the worker that starts a batch queues a second
+//! reference to it, so that an idle worker can take the rest of it.
 //!
 //! The LIFO slot is a one-task deque that other workers can steal from, and
 //! an idle worker parks at most [`STRANDED_BOUND`] while another is inside
