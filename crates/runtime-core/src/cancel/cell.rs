@@ -147,6 +147,26 @@ impl CancelCell {
         unsafe { p.as_ref() }.cloned()
     }
 
+    /// The current reason, borrowed from the cell for as long as `&self`
+    /// is: an `Arc` that takes no count (and gives none back). A sweep
+    /// reads its region's reason this way.
+    #[inline]
+    pub(crate) fn get_borrowed(&self) -> Option<BorrowedReason<'_>> {
+        let p = self.current.load(Ordering::SeqCst);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` came from `Arc::as_ptr` of an Arc that the cell owns
+        // until the cell is dropped; the result borrows `self`, so the cell
+        // (and that Arc) outlives it, and its `ManuallyDrop` never gives
+        // back the count it did not take. A clone through it takes a count
+        // of its own.
+        Some(BorrowedReason(
+            std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p) }),
+            std::marker::PhantomData,
+        ))
+    }
+
     /// The current reason as a shared `Arc` (no copy of the reason).
     #[inline]
     pub(crate) fn get_arc(&self) -> Option<Arc<CancelReason>> {
@@ -161,6 +181,19 @@ impl CancelCell {
             Arc::increment_strong_count(p);
             Some(Arc::from_raw(p))
         }
+    }
+}
+
+/// A reason borrowed from a [`CancelCell`] ([`CancelCell::get_borrowed`]).
+pub(crate) struct BorrowedReason<'a>(
+    std::mem::ManuallyDrop<Arc<CancelReason>>,
+    std::marker::PhantomData<&'a CancelCell>,
+);
+
+impl std::ops::Deref for BorrowedReason<'_> {
+    type Target = Arc<CancelReason>;
+    fn deref(&self) -> &Arc<CancelReason> {
+        &self.0
     }
 }
 

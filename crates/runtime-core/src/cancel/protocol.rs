@@ -132,7 +132,10 @@ fn request_task(
 struct CancelWakes<'a> {
     sched: &'a dyn crate::sched::Scheduler,
     first: Option<Arc<dyn Runnable>>,
-    rest: Vec<Arc<dyn Runnable>>,
+    /// Never holds a buffer when the struct drops: `flush` (which `drop`
+    /// calls first) hands any buffer on, leaving an empty vector, so there
+    /// is nothing for a drop of its own to do.
+    rest: std::mem::ManuallyDrop<Vec<Arc<dyn Runnable>>>,
 }
 
 impl<'a> CancelWakes<'a> {
@@ -140,7 +143,7 @@ impl<'a> CancelWakes<'a> {
         CancelWakes {
             sched,
             first: None,
-            rest: Vec::new(),
+            rest: std::mem::ManuallyDrop::new(Vec::new()),
         }
     }
 
@@ -173,9 +176,9 @@ impl<'a> CancelWakes<'a> {
         if let Some(t) = self.first.take() {
             self.sched.schedule(t, Schedule::Cancel);
         }
-        if !self.rest.is_empty() {
+        if self.rest.capacity() != 0 {
             self.sched
-                .schedule_cancelled(std::mem::take(&mut self.rest));
+                .schedule_cancelled(std::mem::take(&mut *self.rest));
         }
     }
 }
@@ -370,7 +373,9 @@ impl Region {
             // Acquire: see the requests counted so far (their reasons are in the
             // cell before their increments).
             let seen = self.sweeps.load(Ordering::Acquire);
-            let reason = self.cancel.get_arc();
+            // Borrowed from this region's cell (no count taken): the cell
+            // keeps it while `self` lives.
+            let reason = self.cancel.get_borrowed();
             // Made at the first child region (most sweeps reach only tasks).
             let child_reason = std::cell::OnceCell::new();
             let mut wakes = CancelWakes::new(&*self.sched);
@@ -408,7 +413,12 @@ impl Region {
             // registry's length is an estimate, which is all this needs.)
             if swept.capacity() == 0 {
                 if incoming > 0 {
-                    *swept = crate::region::child_buf(incoming);
+                    // The replaced vector has no buffer (capacity 0) and
+                    // no element: nothing to drop.
+                    std::mem::forget(std::mem::replace(
+                        &mut *swept,
+                        crate::region::child_buf(incoming),
+                    ));
                 }
             } else {
                 swept.reserve(incoming);
