@@ -142,6 +142,10 @@ impl Scheduler for LabSched {
         None
     }
 
+    fn observes(&self) -> bool {
+        true
+    }
+
     fn observe(&self, event: Observed) {
         let mut w = lock(&self.watch);
         match event {

@@ -167,6 +167,8 @@ pub(crate) struct Region {
     /// The armed grace timer, cancelled at the close.
     pub(crate) grace_timer: Mutex<Option<TimerHandle>>,
     pub(crate) sched: Arc<dyn Scheduler>,
+    /// `sched.observes()`, asked once (`Region::observe`).
+    observed: bool,
     /// Children alive (tasks and child regions).
     live: AtomicUsize,
     closer: WakerSlot,
@@ -297,6 +299,7 @@ impl Region {
         sched: Arc<dyn Scheduler>,
     ) -> Self {
         sched.observe(Observed::RegionOpened(id));
+        let observed = sched.observes();
         Region {
             id,
             this,
@@ -309,6 +312,7 @@ impl Region {
             grace_at: AtomicU64::new(GRACE_UNSET),
             grace_timer: Mutex::new(None),
             sched,
+            observed,
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
             body_waker: Mutex::new(None),
@@ -451,8 +455,7 @@ impl Region {
             self.child_done(report.severity);
             return;
         }
-        self.sched
-            .observe(Observed::ChildFinished(self.id, report.severity));
+        self.observe(Observed::ChildFinished(self.id, report.severity));
         {
             let mut worst = lock(&self.worst);
             let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
@@ -478,8 +481,7 @@ impl Region {
     /// finished.
     pub(crate) fn child_done(&self, severity: Severity) {
         debug_assert!(matches!(severity, Severity::Ok | Severity::Cancelled));
-        self.sched
-            .observe(Observed::ChildFinished(self.id, severity));
+        self.observe(Observed::ChildFinished(self.id, severity));
         self.leave();
     }
 
@@ -504,6 +506,14 @@ impl Region {
             } else if self.closer.wake() {
                 self.sched.stats().panic_caught();
             }
+        }
+    }
+
+    /// Tells the scheduler `event`, if it watches (the lab's oracles).
+    #[inline]
+    pub(crate) fn observe(&self, event: Observed) {
+        if self.observed {
+            self.sched.observe(event);
         }
     }
 
@@ -547,7 +557,7 @@ impl Region {
     /// (the region closed) never can: it is dropped and counted in
     /// `finalizers_skipped`.
     pub(crate) fn add_finalizer(&self, f: Finalizer) {
-        self.sched.observe(Observed::FinalizerAdded);
+        self.observe(Observed::FinalizerAdded);
         let mut fin = lock(&self.finalizers);
         if !fin.over {
             fin.pending.push(f);
@@ -627,8 +637,7 @@ impl Region {
             }
             b => b,
         };
-        self.sched
-            .observe(Observed::RegionClosed(self.id, out.severity()));
+        self.observe(Observed::RegionClosed(self.id, out.severity()));
         self.detach();
         out
     }
@@ -652,7 +661,7 @@ impl Region {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.sched.observe(Observed::RegionDetached(self.id));
+        self.observe(Observed::RegionDetached(self.id));
         drop(self.children.take());
         // The grace timer, if one was armed, has nothing left to cut off;
         // it would hold this node's allocation until it fired.

@@ -56,7 +56,7 @@ where
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
     while let Some(f) = node.next_finalizer() {
         let cleaned = Cleanup::new(&node, f).await;
-        node.sched.observe(crate::sched::Observed::FinalizerEnded);
+        node.observe(crate::sched::Observed::FinalizerEnded);
         match cleaned {
             Cleaned::Done => {}
             Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),

@@ -92,6 +92,12 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn blocking(&self) -> Option<&crate::blocking::BlockingPool>;
     /// Something the lab runtime's oracles watch; the pool ignores it.
     fn observe(&self, _event: Observed) {}
+    /// Whether [`observe`](Self::observe) does anything: a region asks
+    /// once, when it is made, and skips the call (a virtual call per
+    /// finished child, close and detach) for a scheduler that ignores it.
+    fn observes(&self) -> bool {
+        false
+    }
 }
 
 /// What [`Scheduler::observe`] reports (for the lab's oracles).
