@@ -624,6 +624,30 @@ fn cancel_cell_borrowed_request_racing_an_owned_one() {
     });
 }
 
+/// An owned first request (a region's own cancel handing its reason's
+/// count to the cell, `CancelCell::request_owned`) racing a borrowed-count
+/// one: one is first, the stronger ends up current, and the cell gives
+/// back every count it holds (the owned reason's, handed over, too).
+#[test]
+fn cancel_cell_owned_request_racing_another() {
+    use crate::cancel::CancelCell;
+    loom::model(|| {
+        let cell = Arc::new(CancelCell::new());
+        let weak = Arc::new(CancelReason::user("stop"));
+        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
+        let (c1, w) = (cell.clone(), weak.clone());
+        let t1 = thread::spawn(move || c1.request_owned(w));
+        let (c2, s) = (cell.clone(), strong.clone());
+        let t2 = thread::spawn(move || c2.request(&s));
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
+        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
+        drop(cell);
+        assert_eq!(Arc::strong_count(&weak), 1);
+        assert_eq!(Arc::strong_count(&strong), 1);
+    });
+}
+
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
 /// set before or after `finish`'s RMW) loses nothing: both tasks complete
 /// once, and the handle that stayed (polled, so registered) sees the

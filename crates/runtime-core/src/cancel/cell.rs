@@ -89,6 +89,36 @@ impl CancelCell {
         Some(false)
     }
 
+    /// [`request`](Self::request) with a reason the caller gives up: a
+    /// first request keeps the caller's count (no count taken and the
+    /// caller's given back).
+    pub(crate) fn request_owned(&self, reason: Arc<CancelReason>) -> Option<bool> {
+        // Relaxed: a first guess; the compare-and-swap below decides.
+        if self.current.load(Ordering::Relaxed).is_null() {
+            let raw = Arc::into_raw(reason).cast_mut();
+            // SeqCst on success, Relaxed on failure: as in `request`.
+            match self.current.compare_exchange(
+                std::ptr::null_mut(),
+                raw,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // Relaxed: as in `request`.
+                    self.first.store(raw, Ordering::Relaxed);
+                    return Some(true);
+                }
+                Err(_) => {
+                    // SAFETY: `raw` came from `Arc::into_raw` just above and
+                    // was not published: its count is ours again.
+                    let reason = unsafe { Arc::from_raw(raw) };
+                    return self.request(&reason);
+                }
+            }
+        }
+        self.request(&reason)
+    }
+
     /// [`request`](Self::request) for a reason that another cell keeps
     /// alive for at least as long as this one is read: a first request
     /// records it with no count of its own (one read-modify-write of the
