@@ -1184,11 +1184,20 @@ fn odd_export_results_are_counted_within_the_request() {
                 message: "fine".into(),
             },
         });
-        let p = base(t).max_export_batch_size(10).build().unwrap();
+        // Batches go out only when full (or at shutdown), never on the
+        // schedule: 9 requests of 10, whatever the machine's speed (with
+        // the 10 ms schedule, a slow run, under AddressSanitizer on a
+        // loaded machine, sent a partial batch and shifted the script).
+        let p = base(t)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_secs(3600))
+            .build()
+            .unwrap();
         for i in 0..90 {
             p.record(SpanData::new(format!("{i}")));
         }
         let s = shut_down_balanced(&p);
+        assert_eq!(s.export_calls, 9, "{s:?}");
         assert_eq!(
             (s.exported, s.dropped.rejected, s.dropped.export_failed),
             (30, 30, 30),
