@@ -648,6 +648,34 @@ fn cancel_cell_owned_request_racing_another() {
     });
 }
 
+/// Two stronger requests racing after a first one: both take the locked
+/// path, whose list the first of them to need it makes (the two race to
+/// install it: one box wins, the other is freed). The strongest ends up
+/// current and dropping the cell gives back every count it took.
+#[test]
+fn cancel_cell_later_requests_racing_make_one_list() {
+    use crate::cancel::CancelCell;
+    loom::model(|| {
+        let cell = Arc::new(CancelCell::new());
+        let user = Arc::new(CancelReason::user("stop"));
+        let timeout = Arc::new(CancelReason::new(CancelKind::Timeout));
+        let shutdown = Arc::new(CancelReason::new(CancelKind::Shutdown));
+        assert_eq!(cell.request(&user), Some(true));
+        let (c1, t) = (cell.clone(), timeout.clone());
+        let t1 = thread::spawn(move || c1.request(&t));
+        let (c2, s) = (cell.clone(), shutdown.clone());
+        let t2 = thread::spawn(move || c2.request(&s));
+        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+        assert_eq!(r2, Some(false));
+        assert!(matches!(r1, None | Some(false)));
+        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
+        drop(cell);
+        assert_eq!(Arc::strong_count(&user), 1);
+        assert_eq!(Arc::strong_count(&timeout), 1);
+        assert_eq!(Arc::strong_count(&shutdown), 1);
+    });
+}
+
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
 /// set before or after `finish`'s RMW) loses nothing: both tasks complete
 /// once, and the handle that stayed (polled, so registered) sees the

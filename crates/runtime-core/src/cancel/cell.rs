@@ -24,9 +24,12 @@ pub(crate) struct CancelCell {
     /// Written once, by the request whose compare-and-swap took `current`
     /// from null; read only by `drop`.
     first: AtomicPtr<CancelReason>,
-    /// Stronger reasons recorded after the first (their lock also
-    /// serialises those requests).
-    later: Mutex<Vec<Arc<CancelReason>>>,
+    /// Stronger reasons recorded after the first, behind a lock that also
+    /// serialises those requests; made by the first request that needs it
+    /// (most cells never do, and a null pointer costs a cell's drop one
+    /// load where an empty locked vector cost its drop glue), null until
+    /// then, freed with the cell.
+    later: AtomicPtr<Mutex<Vec<Arc<CancelReason>>>>,
 }
 
 impl CancelCell {
@@ -34,7 +37,7 @@ impl CancelCell {
         CancelCell {
             current: AtomicPtr::new(std::ptr::null_mut()),
             first: AtomicPtr::new(std::ptr::null_mut()),
-            later: Mutex::new(Vec::new()),
+            later: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -68,7 +71,7 @@ impl CancelCell {
                 Err(_) => drop(unsafe { Arc::from_raw(raw) }),
             }
         }
-        let mut later = lock(&self.later);
+        let mut later = lock(self.later());
         // Acquire: synchronises with the first request's compare-and-swap
         // (which may not have held the lock), so the reason behind the
         // pointer is visible; later writers are serialised by the lock.
@@ -159,7 +162,46 @@ impl CancelCell {
         // SeqCst: as `is_requested`; a debug check.
         std::ptr::eq(self.current.load(Ordering::SeqCst), p)
             || std::ptr::eq(self.first.load(Ordering::SeqCst), p)
-            || lock(&self.later).iter().any(|r| Arc::ptr_eq(r, reason))
+            || {
+                // Acquire: as in `later`.
+                let later = self.later.load(Ordering::Acquire);
+                // SAFETY: a non-null `later` is a box the cell owns until
+                // it is dropped (`later`).
+                unsafe { later.as_ref() }
+                    .is_some_and(|m| lock(m).iter().any(|r| Arc::ptr_eq(r, reason)))
+            }
+    }
+
+    /// The lock and list of later reasons, made on first use.
+    fn later(&self) -> &Mutex<Vec<Arc<CancelReason>>> {
+        // Acquire: pairs with the installing compare-and-swap's Release
+        // below: the mutex's initialisation is visible before its use.
+        let p = self.later.load(Ordering::Acquire);
+        // SAFETY: a non-null `later` came from `Box::into_raw` below and is
+        // freed only by `drop` (`&mut self`); `&self` keeps it alive.
+        if let Some(m) = unsafe { p.as_ref() } {
+            return m;
+        }
+        let fresh = Box::into_raw(Box::new(Mutex::new(Vec::new())));
+        // AcqRel on success (Release: publishes the initialised mutex to
+        // the Acquire loads above); Acquire on failure: see the winner's.
+        match self.later.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: installed: the cell owns it until `drop`, as above.
+            Ok(_) => unsafe { &*fresh },
+            Err(winner) => {
+                // SAFETY: `fresh` lost the race and was never published:
+                // ours to free. `winner` is the installed box, as above.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    &*winner
+                }
+            }
+        }
     }
 
     /// Whether anything was requested.
@@ -235,6 +277,13 @@ impl Drop for CancelCell {
             // SAFETY: `first` holds the count that `request` took with
             // `Arc::into_raw` for the cell; this gives it back, once.
             drop(unsafe { Arc::from_raw(first) });
+        }
+        // Relaxed: as above.
+        let later = self.later.load(Ordering::Relaxed);
+        if !later.is_null() {
+            // SAFETY: `later` came from `Box::into_raw` in `later()` and
+            // was installed once; this frees it, once.
+            drop(unsafe { Box::from_raw(later) });
         }
     }
 }
