@@ -676,6 +676,24 @@ fn cancel_cell_later_requests_racing_make_one_list() {
     });
 }
 
+/// Two threads making a `LazyMutex` at once (a task's list of open
+/// regions): one box wins, the other is freed, and both pushes land in the
+/// one list.
+#[test]
+fn lazy_mutex_made_by_two_threads_at_once_is_one() {
+    use crate::sync::LazyMutex;
+    loom::model(|| {
+        let m: Arc<LazyMutex<Vec<u32>>> = Arc::new(LazyMutex::new());
+        let m1 = m.clone();
+        let t = thread::spawn(move || crate::loom::lock(m1.get()).push(1));
+        crate::loom::lock(m.get()).push(2);
+        t.join().unwrap();
+        let mut v = crate::loom::lock(m.get_if_made().expect("made")).clone();
+        v.sort_unstable();
+        assert_eq!(v, [1, 2]);
+    });
+}
+
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
 /// set before or after `finish`'s RMW) loses nothing: both tasks complete
 /// once, and the handle that stayed (polled, so registered) sees the

@@ -159,3 +159,70 @@ impl std::fmt::Debug for WakerSlot {
         f.debug_struct("WakerSlot").finish_non_exhaustive()
     }
 }
+
+/// A mutex made by its first user, a null pointer until then: for locked
+/// state that most owners never touch (a task's list of open regions),
+/// where an empty `Mutex<Vec<_>>` would cost every owner's drop its drop
+/// glue and 32 bytes. Freed with its owner.
+pub(crate) struct LazyMutex<T: Default> {
+    ptr: crate::loom::AtomicPtr<crate::loom::Mutex<T>>,
+}
+
+impl<T: Default> LazyMutex<T> {
+    pub(crate) fn new() -> Self {
+        LazyMutex {
+            ptr: crate::loom::AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The mutex, if anyone has made it.
+    #[inline]
+    pub(crate) fn get_if_made(&self) -> Option<&crate::loom::Mutex<T>> {
+        // Acquire: pairs with the installing compare-and-swap's Release in
+        // `get`: the mutex's initialisation is visible before its use.
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from `Box::into_raw` in `get` and
+        // is freed only by `drop` (`&mut self`); `&self` keeps it alive.
+        unsafe { p.as_ref() }
+    }
+
+    /// The mutex, made now if nobody has yet.
+    pub(crate) fn get(&self) -> &crate::loom::Mutex<T> {
+        if let Some(m) = self.get_if_made() {
+            return m;
+        }
+        let fresh = Box::into_raw(Box::new(crate::loom::Mutex::new(T::default())));
+        // AcqRel on success (Release: publishes the initialised mutex to
+        // `get_if_made`'s Acquire); Acquire on failure: see the winner's.
+        match self.ptr.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: installed: owned until `drop`, as in `get_if_made`.
+            Ok(_) => unsafe { &*fresh },
+            Err(winner) => {
+                // SAFETY: `fresh` lost the race and was never published:
+                // ours to free. `winner` is the installed box, as above.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    &*winner
+                }
+            }
+        }
+    }
+}
+
+impl<T: Default> Drop for LazyMutex<T> {
+    #[inline]
+    fn drop(&mut self) {
+        // Relaxed: `&mut self`: nothing else can touch it now.
+        let p = self.ptr.load(Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` in `get` and was
+            // installed once; this frees it, once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}

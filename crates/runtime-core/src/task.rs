@@ -44,13 +44,11 @@ use crate::cancel::CancelCell;
 use crate::cancel::cancel_task;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::cx::CxCore;
-use crate::loom::{
-    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock,
-};
+use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, UnsafeCell, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::region::{ChildReport, Region};
 use crate::sched::{Schedule, Scheduler};
-use crate::sync::WakerSlot;
+use crate::sync::{LazyMutex, WakerSlot};
 
 thread_local! {
     /// What this thread is polling right now: the task, and the innermost
@@ -178,7 +176,7 @@ pub(crate) struct Header {
     pub(crate) observed: AtomicBool,
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
-    pub(crate) open_regions: Mutex<Vec<Weak<Region>>>,
+    pub(crate) open_regions: LazyMutex<Vec<Weak<Region>>>,
     /// `open_regions.len()`, readable without the lock. A region is added
     /// (count raised, Release) before it checks the task's cancel cell, and
     /// a cancel request is stored before this is read (Acquire): one of the
@@ -236,7 +234,7 @@ impl Header {
     }
 
     pub(crate) fn add_open_region(&self, r: &Arc<Region>) {
-        let mut open = lock(&self.open_regions);
+        let mut open = lock(self.open_regions.get());
         open.push(Arc::downgrade(r));
         // SeqCst: the store half of a Dekker pair with `cancel_task_with`
         // (cancel cell stored, then `open_count` loaded, both SeqCst): a region
@@ -253,14 +251,23 @@ impl Header {
         if self.open_count.load(Ordering::Acquire) == 0 {
             return false;
         }
-        lock(&self.open_regions)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .any(|r| r.live() > 0)
+        // Made by the `add_open_region` whose count was seen (its store
+        // came after the list was made).
+        self.open_regions.get_if_made().is_some_and(|m| {
+            lock(m)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .any(|r| r.live() > 0)
+        })
     }
 
     pub(crate) fn remove_open_region(&self, r: &Region) {
-        let mut open = lock(&self.open_regions);
+        // Made by the `add_open_region` of `r`, on this task's thread or
+        // before the region was handed to the thread closing it.
+        let Some(m) = self.open_regions.get_if_made() else {
+            return;
+        };
+        let mut open = lock(m);
         open.retain(|w| !std::ptr::eq(w.as_ptr(), r));
         // SeqCst: as in `add_open_region`.
         self.open_count.store(open.len(), Ordering::SeqCst);
@@ -330,7 +337,7 @@ where
             grace_at: AtomicU64::new(crate::cancel::GRACE_UNSET),
             mask: AtomicU32::new(0),
             observed: AtomicBool::new(false),
-            open_regions: Mutex::new(Vec::new()),
+            open_regions: LazyMutex::new(),
             open_count: AtomicUsize::new(0),
             seed,
             rng: AtomicU64::new(seed),

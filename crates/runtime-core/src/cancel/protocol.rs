@@ -194,10 +194,11 @@ impl Drop for CancelWakes<'_> {
 #[cold]
 #[inline(never)]
 fn cancel_open_regions(h: &crate::task::Header, reason: &CancelReason) {
-    let regions: Vec<_> = lock(&h.open_regions)
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
+    // Made before the count the caller saw was stored (`add_open_region`).
+    let Some(open) = h.open_regions.get_if_made() else {
+        return;
+    };
+    let regions: Vec<_> = lock(open).iter().filter_map(Weak::upgrade).collect();
     if !regions.is_empty() {
         let child = reason.for_child();
         for r in regions {
