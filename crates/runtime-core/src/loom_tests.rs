@@ -694,6 +694,41 @@ fn lazy_mutex_made_by_two_threads_at_once_is_one() {
     });
 }
 
+/// A child that fails on one thread while its region's owner task (and so
+/// the region's close) may run on the other: the close sees the failure,
+/// which the child recorded into the region's lazily made `worst` list
+/// before it left the live count that the close waits on.
+#[test]
+fn a_failure_on_another_thread_reaches_the_close() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let mut owner = spawn_in(&root, Budget::UNLIMITED, 0, |cx| async move {
+            let out = cx
+                .region_with(crate::RegionOptions::collect_all(), |cx| async move {
+                    let _failing =
+                        cx.spawn_with(Budget::UNLIMITED, |_| async { Err::<(), u32>(7) });
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(matches!(
+                out,
+                crate::Outcome::Err(crate::region::RegionError::Child(_))
+            ))
+        });
+        let other = sched.clone();
+        let t = thread::spawn(move || other.run_all());
+        sched.run_all();
+        t.join().unwrap();
+        sched.run_all();
+        let waker = futures_noop();
+        match Pin::new(&mut owner).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(crate::Outcome::Ok(saw_failure)) => assert!(saw_failure),
+            Poll::Ready(_) => panic!("the owner task failed"),
+            Poll::Pending => panic!("the owner task did not finish"),
+        }
+    });
+}
+
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
 /// set before or after `finish`'s RMW) loses nothing: both tasks complete
 /// once, and the handle that stayed (polled, so registered) sees the

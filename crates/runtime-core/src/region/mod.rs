@@ -49,7 +49,7 @@ use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
 use crate::sched::{Observed, Scheduler};
-use crate::sync::WakerSlot;
+use crate::sync::{LazyMutex, WakerSlot};
 use crate::task::Runnable;
 use crate::time::driver::{TimerAction, TimerHandle};
 use crate::{RegionId, TaskId};
@@ -187,7 +187,13 @@ pub(crate) struct Region {
     /// a time), cut-offs and the close touch, so its lock is uncontended.
     pub(crate) swept: Mutex<Vec<Child>>,
     pub(crate) sweeps: AtomicUsize,
-    worst: Mutex<Option<Worst>>,
+    /// Made by the first failure (most regions have none: their close
+    /// then takes no lock for it). A failing child makes and fills it
+    /// before it leaves the live count; the close runs after the live
+    /// count's last decrement (read by the closing compare-and-swap), so
+    /// it sees every failure recorded, and the region's own code (a
+    /// finalizer's panic) records before the close on the same task.
+    worst: LazyMutex<Option<Worst>>,
     finalizers: Mutex<Finalizers>,
     /// The cleanup budget ran out while the body was still running (its
     /// grace period, or shutdown's cut-off): masked sections in the body
@@ -319,7 +325,7 @@ impl Region {
             children: Registry::new(),
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
-            worst: Mutex::new(None),
+            worst: LazyMutex::new(),
             finalizers: Mutex::new(Finalizers::default()),
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
@@ -457,7 +463,7 @@ impl Region {
         }
         self.observe(Observed::ChildFinished(self.id, report.severity));
         {
-            let mut worst = lock(&self.worst);
+            let mut worst = lock(self.worst.get());
             let current = worst.as_ref().map_or(Severity::Ok, Worst::severity);
             if report.severity > current {
                 *worst = Some(match report.severity {
@@ -592,7 +598,7 @@ impl Region {
     /// ends `Panicked` unless something worse is already recorded.
     fn record_panic(&self, payload: PanicPayload) {
         self.sched.stats().panic_caught();
-        let mut worst = lock(&self.worst);
+        let mut worst = lock(self.worst.get());
         if !matches!(*worst, Some(Worst::Panicked(_))) {
             *worst = Some(Worst::Panicked(payload));
         }
@@ -614,7 +620,7 @@ impl Region {
     /// Closes after the body and every child finished: joins the body's
     /// outcome with the children's, tells the parent.
     fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
-        let mut worst = lock(&self.worst).take();
+        let mut worst = self.worst.get_if_made().and_then(|m| lock(m).take());
         if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
             // A planted bug (lab tests only): the children's failure lost.
             worst = None;
