@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use super::CancelReason;
-use crate::loom::{AtomicPtr, Mutex, Ordering, lock};
+use crate::loom::{AtomicPtr, Ordering, lock};
+use crate::sync::LazyMutex;
 
 /// A cancellation request cell: the strongest reason asked for so far.
 ///
@@ -29,7 +30,7 @@ pub(crate) struct CancelCell {
     /// (most cells never do, and a null pointer costs a cell's drop one
     /// load where an empty locked vector cost its drop glue), null until
     /// then, freed with the cell.
-    later: AtomicPtr<Mutex<Vec<Arc<CancelReason>>>>,
+    later: LazyMutex<Vec<Arc<CancelReason>>>,
 }
 
 impl CancelCell {
@@ -37,7 +38,7 @@ impl CancelCell {
         CancelCell {
             current: AtomicPtr::new(std::ptr::null_mut()),
             first: AtomicPtr::new(std::ptr::null_mut()),
-            later: AtomicPtr::new(std::ptr::null_mut()),
+            later: LazyMutex::new(),
         }
     }
 
@@ -71,7 +72,7 @@ impl CancelCell {
                 Err(_) => drop(unsafe { Arc::from_raw(raw) }),
             }
         }
-        let mut later = lock(self.later());
+        let mut later = lock(self.later.get());
         // Acquire: synchronises with the first request's compare-and-swap
         // (which may not have held the lock), so the reason behind the
         // pointer is visible; later writers are serialised by the lock.
@@ -162,46 +163,10 @@ impl CancelCell {
         // SeqCst: as `is_requested`; a debug check.
         std::ptr::eq(self.current.load(Ordering::SeqCst), p)
             || std::ptr::eq(self.first.load(Ordering::SeqCst), p)
-            || {
-                // Acquire: as in `later`.
-                let later = self.later.load(Ordering::Acquire);
-                // SAFETY: a non-null `later` is a box the cell owns until
-                // it is dropped (`later`).
-                unsafe { later.as_ref() }
-                    .is_some_and(|m| lock(m).iter().any(|r| Arc::ptr_eq(r, reason)))
-            }
-    }
-
-    /// The lock and list of later reasons, made on first use.
-    fn later(&self) -> &Mutex<Vec<Arc<CancelReason>>> {
-        // Acquire: pairs with the installing compare-and-swap's Release
-        // below: the mutex's initialisation is visible before its use.
-        let p = self.later.load(Ordering::Acquire);
-        // SAFETY: a non-null `later` came from `Box::into_raw` below and is
-        // freed only by `drop` (`&mut self`); `&self` keeps it alive.
-        if let Some(m) = unsafe { p.as_ref() } {
-            return m;
-        }
-        let fresh = Box::into_raw(Box::new(Mutex::new(Vec::new())));
-        // AcqRel on success (Release: publishes the initialised mutex to
-        // the Acquire loads above); Acquire on failure: see the winner's.
-        match self.later.compare_exchange(
-            std::ptr::null_mut(),
-            fresh,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            // SAFETY: installed: the cell owns it until `drop`, as above.
-            Ok(_) => unsafe { &*fresh },
-            Err(winner) => {
-                // SAFETY: `fresh` lost the race and was never published:
-                // ours to free. `winner` is the installed box, as above.
-                unsafe {
-                    drop(Box::from_raw(fresh));
-                    &*winner
-                }
-            }
-        }
+            || self
+                .later
+                .get_if_made()
+                .is_some_and(|m| lock(m).iter().any(|r| Arc::ptr_eq(r, reason)))
     }
 
     /// Whether anything was requested.
@@ -278,12 +243,6 @@ impl Drop for CancelCell {
             // `Arc::into_raw` for the cell; this gives it back, once.
             drop(unsafe { Arc::from_raw(first) });
         }
-        // Relaxed: as above.
-        let later = self.later.load(Ordering::Relaxed);
-        if !later.is_null() {
-            // SAFETY: `later` came from `Box::into_raw` in `later()` and
-            // was installed once; this frees it, once.
-            drop(unsafe { Box::from_raw(later) });
-        }
+        // `later` frees its list (if made) as a field.
     }
 }
