@@ -46,38 +46,68 @@ impl CancelCell {
     /// Returns `Some(first)` if the reason changed, `first` telling whether
     /// this was the first request.
     pub(crate) fn request(&self, reason: &Arc<CancelReason>) -> Option<bool> {
-        // Relaxed: a first guess; the compare-and-swap below decides.
-        if self.current.load(Ordering::Relaxed).is_null() {
-            let raw = Arc::into_raw(reason.clone()).cast_mut();
-            // SeqCst on success (Release at least): a reader that sees the
-            // pointer sees the reason behind it; SeqCst for the spawn/sweep
-            // handshake in `region/mod.rs` and the Dekker pair with
-            // `Header::open_count` (`cancel/protocol.rs`), as the store of
-            // a later request below. Relaxed on failure: we only go on to
-            // the locked path, whose lock and Acquire load order the rest.
-            match self.current.compare_exchange(
-                std::ptr::null_mut(),
-                raw,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // Relaxed: read only by `drop`, which has `&mut self`
-                    // (whatever ended the cell's sharing synchronised it).
-                    self.first.store(raw, Ordering::Relaxed);
-                    return Some(true);
-                }
-                // SAFETY: `raw` came from `Arc::into_raw` just above and
-                // was not published: its count is ours to give back.
-                Err(_) => drop(unsafe { Arc::from_raw(raw) }),
-            }
+        // Relaxed: a first guess; the compare-and-swap decides.
+        if self.current.load(Ordering::Relaxed).is_null()
+            && self.record_first(reason.clone()).is_ok()
+        {
+            return Some(true);
         }
+        self.request_later(reason)
+    }
+
+    /// [`request`](Self::request) with a reason the caller gives up: a
+    /// first request keeps the caller's count (no count taken and the
+    /// caller's given back).
+    pub(crate) fn request_owned(&self, reason: Arc<CancelReason>) -> Option<bool> {
+        // Relaxed: a first guess; the compare-and-swap decides.
+        if self.current.load(Ordering::Relaxed).is_null() {
+            return match self.record_first(reason) {
+                Ok(()) => Some(true),
+                Err(reason) => self.request_later(&reason),
+            };
+        }
+        self.request_later(&reason)
+    }
+
+    /// Records `reason` as the first (its count kept in `first`) if nothing
+    /// was recorded yet; else hands it back.
+    fn record_first(&self, reason: Arc<CancelReason>) -> Result<(), Arc<CancelReason>> {
+        let raw = Arc::into_raw(reason).cast_mut();
+        // SeqCst on success (Release at least): a reader that sees the
+        // pointer sees the reason behind it; SeqCst for the spawn/sweep
+        // handshake in `region/mod.rs` and the Dekker pair with
+        // `Header::open_count` (`cancel/protocol.rs`), as the store of a
+        // later request (`request_later`). Relaxed on failure: the caller
+        // only goes on to the locked path, whose lock and Acquire load
+        // order the rest.
+        match self.current.compare_exchange(
+            std::ptr::null_mut(),
+            raw,
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                // Relaxed: read only by `drop`, which has `&mut self`
+                // (whatever ended the cell's sharing synchronised it).
+                self.first.store(raw, Ordering::Relaxed);
+                Ok(())
+            }
+            // SAFETY: `raw` came from `Arc::into_raw` just above and was
+            // not published: its count is the caller's again.
+            Err(_) => Err(unsafe { Arc::from_raw(raw) }),
+        }
+    }
+
+    /// A request once a reason is recorded: under the lock, kept if it is
+    /// stronger than the current one.
+    fn request_later(&self, reason: &Arc<CancelReason>) -> Option<bool> {
         let mut later = lock(self.later.get());
         // Acquire: synchronises with the first request's compare-and-swap
         // (which may not have held the lock), so the reason behind the
         // pointer is visible; later writers are serialised by the lock.
-        // Non-null: we get here only once `current` is non-null, and it
-        // never goes back to null.
+        // Non-null: we get here only once `current` is non-null (the
+        // first guess, or the compare-and-swap, saw it so), and it never
+        // goes back to null.
         let current = self.current.load(Ordering::Acquire);
         // SAFETY: a non-null `current` points into an Arc the cell owns
         // (`first`, or one in `later`) until it is dropped.
@@ -87,40 +117,11 @@ impl CancelCell {
             return None;
         }
         later.push(reason.clone());
-        // SeqCst (Release at least): as the compare-and-swap above.
+        // SeqCst (Release at least): as the compare-and-swap in
+        // `record_first`.
         self.current
             .store(Arc::as_ptr(reason).cast_mut(), Ordering::SeqCst);
         Some(false)
-    }
-
-    /// [`request`](Self::request) with a reason the caller gives up: a
-    /// first request keeps the caller's count (no count taken and the
-    /// caller's given back).
-    pub(crate) fn request_owned(&self, reason: Arc<CancelReason>) -> Option<bool> {
-        // Relaxed: a first guess; the compare-and-swap below decides.
-        if self.current.load(Ordering::Relaxed).is_null() {
-            let raw = Arc::into_raw(reason).cast_mut();
-            // SeqCst on success, Relaxed on failure: as in `request`.
-            match self.current.compare_exchange(
-                std::ptr::null_mut(),
-                raw,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    // Relaxed: as in `request`.
-                    self.first.store(raw, Ordering::Relaxed);
-                    return Some(true);
-                }
-                Err(_) => {
-                    // SAFETY: `raw` came from `Arc::into_raw` just above and
-                    // was not published: its count is ours again.
-                    let reason = unsafe { Arc::from_raw(raw) };
-                    return self.request(&reason);
-                }
-            }
-        }
-        self.request(&reason)
     }
 
     /// [`request`](Self::request) for a reason that another cell keeps
