@@ -1,5 +1,5 @@
-//! `cargo xtask asan`: the tests of runtime-core, otlp-queue and
-//! otlp-exporter under AddressSanitizer.
+//! `cargo xtask asan`: the tests of runtime-core, otlp-queue,
+//! otlp-exporter and otlp-tracing under AddressSanitizer.
 //!
 //! - **Toolchain.** `-Zsanitizer=address` needs a nightly compiler; the
 //!   workspace pins a stable one (rust-toolchain.toml), so this runs
@@ -42,7 +42,12 @@ use crate::{run, workspace_root};
 
 /// The crates whose tests run under the sanitizer: the ones with `unsafe`
 /// code and their own concurrency.
-const PACKAGES: [&str; 3] = ["runtime-core", "otlp-queue", "otlp-exporter"];
+const PACKAGES: [&str; 4] = [
+    "runtime-core",
+    "otlp-queue",
+    "otlp-exporter",
+    "otlp-tracing",
+];
 
 /// What `cargo xtask asan` was asked for.
 #[derive(Debug, Default)]

@@ -203,8 +203,8 @@ pub use http::{
     MAX_RETRY_AFTER, RetryPolicy,
 };
 pub use model::{
-    Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SpanContext,
-    SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
+    Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SharedAttributes,
+    SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
     push_attribute,
 };
 pub use pipeline::{

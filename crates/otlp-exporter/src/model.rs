@@ -358,6 +358,156 @@ pub struct SpanData {
     /// [`Encoder::add_scope`](crate::Encoder::add_scope) and
     /// [`Pipeline::tracer`](crate::Pipeline::tracer)).
     pub scope: ScopeId,
+    /// Attributes this span shares with others, encoded once (see
+    /// [`SharedAttributes`]): exported after [`attributes`](Self::attributes),
+    /// and counted with them against the [`SpanLimits`].
+    pub shared_attributes: Option<&'static SharedAttributes>,
+}
+
+/// Attributes that many spans carry unchanged (a `tracing` callsite's
+/// `code.*` location, a component's fixed labels), encoded once: a span
+/// that refers to them through [`SpanData::shared_attributes`] has their
+/// protobuf bytes copied into its own encoding, instead of each attribute
+/// being encoded again for every span.
+///
+/// They are the span's attributes in every other respect: exported after
+/// the span's own [`attributes`](SpanData::attributes) (in both
+/// encodings), and counted with them against the [`SpanLimits`]. A span
+/// whose own and shared attributes together are over the count limit, or
+/// whose shared strings are over the value length limit, has the shared
+/// ones copied into its own list when it is recorded and cut there like
+/// any other (a slower path, which the limits' defaults never take).
+///
+/// A span holds them by a `&'static` reference, so that recording a span
+/// touches no shared reference count; make them once per set (per
+/// callsite, per component) and leak them, as [`leak`](Self::leak) does.
+///
+/// ```
+/// use otlp_exporter::{Encoder, Encoding, KeyValue, Resource, SharedAttributes, SpanData};
+///
+/// let location: &'static SharedAttributes = SharedAttributes::leak(vec![
+///     KeyValue::new("code.file.path", "src/main.rs"),
+///     KeyValue::new("code.line.number", 42),
+/// ]);
+/// let mut span = SpanData::new("work");
+/// span.attributes.push(KeyValue::new("user.id", 7));
+/// span.shared_attributes = Some(location);
+/// assert_eq!(span.attributes_len(), 3);
+///
+/// // Exported as if the span held all three itself.
+/// let mut inline = span.clone();
+/// inline.shared_attributes = None;
+/// inline.attributes.extend_from_slice(location.attributes());
+/// let encoder = Encoder::new(Resource::new("app"));
+/// for encoding in [Encoding::Protobuf, Encoding::Json] {
+///     assert_eq!(
+///         encoder.encode(&[span.clone()], encoding).requests[0].body,
+///         encoder.encode(&[inline.clone()], encoding).requests[0].body,
+///     );
+/// }
+/// ```
+pub struct SharedAttributes {
+    attributes: Vec<KeyValue>,
+    /// The attributes as `Span.attributes` fields (field 9), those nested
+    /// too deep left out.
+    proto: Box<[u8]>,
+    /// How many were left out of `proto` (nested too deep).
+    left_out: u32,
+    /// The length of the longest string among the values (arrays'
+    /// elements included): what the value length limit is checked against.
+    longest: usize,
+}
+
+impl SharedAttributes {
+    /// Encodes `attributes` once.
+    pub fn new(attributes: Vec<KeyValue>) -> Self {
+        let (proto, left_out) = crate::encode::shared_attributes(&attributes);
+        let longest = attributes
+            .iter()
+            .map(|kv| longest_string(&kv.value))
+            .max()
+            .unwrap_or(0);
+        SharedAttributes {
+            attributes,
+            proto: proto.into_boxed_slice(),
+            left_out,
+            longest,
+        }
+    }
+
+    /// [`new`](Self::new), leaked: for a set made once and kept for the
+    /// rest of the program (its memory is never given back).
+    pub fn leak(attributes: Vec<KeyValue>) -> &'static Self {
+        Box::leak(Box::new(Self::new(attributes)))
+    }
+
+    /// The attributes, as given.
+    pub fn attributes(&self) -> &[KeyValue] {
+        &self.attributes
+    }
+
+    /// How many attributes there are.
+    pub fn len(&self) -> usize {
+        self.attributes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty()
+    }
+
+    /// Their protobuf encoding (`Span.attributes` fields), and how many of
+    /// them it leaves out (values nested too deep).
+    pub(crate) fn proto(&self) -> (&[u8], u32) {
+        (&self.proto, self.left_out)
+    }
+
+    /// Whether every string among them is within `limits`' value length
+    /// (the count is the span's to check): a set that is not is copied
+    /// into the span's own attributes when it is recorded, and cut there.
+    ///
+    /// ```
+    /// use otlp_exporter::{KeyValue, SharedAttributes, SpanLimits};
+    /// let set = SharedAttributes::new(vec![KeyValue::new("code.file.path", "src/main.rs")]);
+    /// assert!(set.within_value_length(&SpanLimits::default()));
+    /// let short = SpanLimits { attribute_value_length: Some(4), ..SpanLimits::default() };
+    /// assert!(!set.within_value_length(&short));
+    /// ```
+    pub fn within_value_length(&self, limits: &SpanLimits) -> bool {
+        limits
+            .attribute_value_length
+            .is_none_or(|limit| self.longest <= limit)
+    }
+}
+
+impl std::fmt::Debug for SharedAttributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SharedAttributes")
+            .field(&self.attributes)
+            .finish()
+    }
+}
+
+/// Two sets are equal when their attributes are (the encoding follows).
+impl PartialEq for SharedAttributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.attributes == other.attributes
+    }
+}
+
+/// The length of the longest string in `v` (itself, or an array's
+/// elements at any depth); 0 if there is none.
+fn longest_string(v: &Value) -> usize {
+    let mut longest = 0;
+    let mut pending = vec![v];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::Str(s) => longest = longest.max(s.len()),
+            Value::Array(items) => pending.extend(items.iter()),
+            _ => {}
+        }
+    }
+    longest
 }
 
 /// Names an [`InstrumentationScope`] in a pipeline's (or an encoder's)
@@ -489,6 +639,30 @@ impl SpanData {
         self.status = Status::default();
         self.priority = Priority::Normal;
         self.scope = ScopeId::DEFAULT;
+        self.shared_attributes = None;
+    }
+
+    /// How many attributes the span has: its own and its
+    /// [shared](Self::shared_attributes) ones (what the limits count).
+    ///
+    /// ```
+    /// use otlp_exporter::{KeyValue, SpanData};
+    /// let mut span = SpanData::new("work");
+    /// span.attributes.push(KeyValue::new("k", 1));
+    /// assert_eq!(span.attributes_len(), 1);
+    /// ```
+    #[inline]
+    pub fn attributes_len(&self) -> usize {
+        self.attributes.len() + self.shared_attributes.map_or(0, SharedAttributes::len)
+    }
+
+    /// Copies the shared attributes, if any, into the span's own list (after
+    /// its own), so that the limits can cut them like the others.
+    #[cold]
+    fn unshare_attributes(&mut self) {
+        if let Some(shared) = self.shared_attributes.take() {
+            self.attributes.extend(shared.attributes.iter().cloned());
+        }
     }
 
     /// A root span with the given context and no times set.
@@ -510,6 +684,7 @@ impl SpanData {
             status: Status::default(),
             priority: Priority::Normal,
             scope: ScopeId::DEFAULT,
+            shared_attributes: None,
         }
     }
 }
@@ -727,6 +902,21 @@ impl SpanLimits {
     /// saturate at `u32::MAX` (a span that arrives already near the top
     /// keeps `u32::MAX`; nothing wraps or panics).
     pub fn apply(&self, span: &mut SpanData) {
+        // Most spans: nothing to cut or truncate (no value length limit,
+        // counts within), known from the counts alone.
+        if self.attribute_value_length.is_none()
+            && span.attributes_len() <= self.attribute_count
+            && span.events.is_empty()
+            && span.links.is_empty()
+        {
+            return;
+        }
+        if let Some(shared) = span.shared_attributes
+            && (span.attributes.len() + shared.len() > self.attribute_count
+                || !shared.within_value_length(self))
+        {
+            span.unshare_attributes();
+        }
         span.dropped_attributes_count = span
             .dropped_attributes_count
             .saturating_add(self.cut_attributes(&mut span.attributes, self.attribute_count));

@@ -282,11 +282,20 @@ mod properties {
                 prop_oneof![Just(0u64), any::<u64>()],
                 prop_oneof![Just(0u32), any::<u32>()],
                 prop_oneof![Just(0u32), any::<u32>()],
+                // How many of the attributes (from the end) are shared.
+                prop_oneof![2 => Just(0usize), 1 => 1usize..6],
             ),
         )
             .prop_map(|(name, t, sp, start, end, attrs, dropped, more)| {
-                let (kind, parent, trace_state, start_or_zero, dropped_events, dropped_links) =
-                    more;
+                let (
+                    kind,
+                    parent,
+                    trace_state,
+                    start_or_zero,
+                    dropped_events,
+                    dropped_links,
+                    shared,
+                ) = more;
                 let mut s = SpanData::new(name);
                 s.context.trace_id = otlp_exporter::TraceId(t);
                 s.context.span_id = otlp_exporter::SpanId(sp);
@@ -311,6 +320,13 @@ mod properties {
                     .into_iter()
                     .map(|(k, v)| KeyValue::new(k, v))
                     .collect();
+                if shared > 0 {
+                    // Encoded once, copied into the span's encoding: the
+                    // same bytes as if the span held them itself.
+                    let own = s.attributes.len().saturating_sub(shared);
+                    let tail = s.attributes.split_off(own);
+                    s.shared_attributes = Some(otlp_exporter::SharedAttributes::leak(tail));
+                }
                 s.dropped_attributes_count = dropped;
                 s
             })

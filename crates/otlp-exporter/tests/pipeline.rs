@@ -47,6 +47,90 @@ fn recorded_spans_arrive_field_for_field() {
     }
 }
 
+/// A span's shared attributes arrive after its own, in both encodings and
+/// through both record calls, and count with them against the limits: past
+/// the count the last ones are dropped and counted, past the value length
+/// their strings are cut, like the span's own.
+#[test]
+fn shared_attributes_arrive_after_the_spans_own_and_obey_the_limits() {
+    use otlp_exporter::{KeyValue, SharedAttributes, SpanLimits};
+    let location = SharedAttributes::leak(vec![
+        KeyValue::new("code.file.path", "src/server/handler.rs"),
+        KeyValue::new("code.line.number", 42),
+    ]);
+    let make = || {
+        let mut s = SpanData::new("handle");
+        s.attributes.push(KeyValue::new("user.id", 7));
+        s.attributes.push(KeyValue::new("route", "/api/items"));
+        s.shared_attributes = Some(location);
+        s
+    };
+    let cases = [
+        // (limits, the attributes that arrive, dropped)
+        (
+            SpanLimits::default(),
+            vec![
+                KeyValue::new("user.id", 7),
+                KeyValue::new("route", "/api/items"),
+                KeyValue::new("code.file.path", "src/server/handler.rs"),
+                KeyValue::new("code.line.number", 42),
+            ],
+            0,
+        ),
+        (
+            SpanLimits {
+                attribute_count: 3,
+                ..SpanLimits::default()
+            },
+            vec![
+                KeyValue::new("user.id", 7),
+                KeyValue::new("route", "/api/items"),
+                KeyValue::new("code.file.path", "src/server/handler.rs"),
+            ],
+            1,
+        ),
+        (
+            SpanLimits {
+                attribute_value_length: Some(6),
+                ..SpanLimits::default()
+            },
+            vec![
+                KeyValue::new("user.id", 7),
+                KeyValue::new("route", "/api/i"),
+                KeyValue::new("code.file.path", "src/se"),
+                KeyValue::new("code.line.number", 42),
+            ],
+            0,
+        ),
+    ];
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        for (limits, want, dropped) in &cases {
+            let memory = InMemory::new().with_encoding(encoding);
+            let pipeline = builder(&memory).limits(*limits).build().unwrap();
+            assert_eq!(pipeline.record(make()), Recorded::Queued);
+            let mut kept = make();
+            assert_eq!(pipeline.record_in_place(&mut kept), Recorded::Queued);
+            assert!(pipeline.shutdown(Duration::from_secs(10)).completed);
+            let got = received(&memory);
+            assert_eq!(got.len(), 2);
+            for span in &got {
+                let mut expected = make();
+                expected.shared_attributes = None;
+                expected.attributes = want.clone();
+                let want_span = proto_span(&expected);
+                assert_eq!(
+                    span.attributes, want_span.attributes,
+                    "{encoding:?} {limits:?}"
+                );
+                assert_eq!(
+                    span.dropped_attributes_count, *dropped,
+                    "{encoding:?} {limits:?}"
+                );
+            }
+        }
+    }
+}
+
 /// Spans of every size the record path treats differently arrive field for
 /// field, in both encodings and whatever the shedding policy's record path
 /// (in place, or encoded then pushed): inline in the 512-byte slot (up to

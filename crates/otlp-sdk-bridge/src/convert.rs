@@ -78,6 +78,7 @@ pub fn to_span_data(span: sdk::SpanData, scope: ScopeId) -> SpanData {
         status: to_status(span.status),
         priority: Priority::Normal,
         scope,
+        shared_attributes: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! entries and exits, and recorded into the pipeline when the span closes.
 
 use std::any::TypeId;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -200,54 +200,24 @@ impl OtlpLayer {
     }
 
     fn push_attribute(&self, data: &mut SpanData, kv: KeyValue) {
-        if data.attributes.len() < self.limits.attribute_count {
+        if data.attributes_len() < self.limits.attribute_count {
             data.attributes.push(kv);
         } else {
             data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
         }
     }
 
-    /// The span's location attributes (see `location_attributes`), pushed
-    /// without a closure when all of them fit within the limit.
+    /// The span's location attributes: its callsite's set, encoded once
+    /// (see [`location`](crate::location)), when the span has room for it
+    /// within the limits; else pushed one by one, as far as they fit.
     fn push_location(&self, data: &mut SpanData, meta: &'static Metadata<'static>) {
-        let module = meta.module_path();
-        let target = target_differs(meta).then(|| meta.target());
-        let n = usize::from(meta.file().is_some())
-            + usize::from(meta.line().is_some())
-            + usize::from(module.is_some())
-            + usize::from(target.is_some());
-        if data.attributes.len() + n > self.limits.attribute_count {
+        if let Some(set) = crate::location::shared(meta)
+            && data.attributes.len() + set.len() <= self.limits.attribute_count
+            && set.within_value_length(&self.limits)
+        {
+            data.shared_attributes = Some(set);
+        } else {
             self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
-            return;
-        }
-        let a = &mut data.attributes;
-        if let Some(file) = meta.file() {
-            push_attribute(
-                a,
-                Str::Borrowed("code.file.path"),
-                Value::Str(Str::Borrowed(file)),
-            );
-        }
-        if let Some(line) = meta.line() {
-            push_attribute(
-                a,
-                Str::Borrowed("code.line.number"),
-                Value::I64(line.into()),
-            );
-        }
-        if let Some(module) = module {
-            push_attribute(
-                a,
-                Str::Borrowed("code.namespace"),
-                Value::Str(Str::Borrowed(module)),
-            );
-        }
-        if let Some(target) = target {
-            push_attribute(
-                a,
-                Str::Borrowed("target"),
-                Value::Str(Str::Borrowed(target)),
-            );
         }
     }
 
@@ -256,20 +226,8 @@ impl OtlpLayer {
         meta: &'static Metadata<'static>,
         push: &mut dyn FnMut(KeyValue),
     ) {
-        if !self.location {
-            return;
-        }
-        if let Some(file) = meta.file() {
-            push(KeyValue::new("code.file.path", file));
-        }
-        if let Some(line) = meta.line() {
-            push(KeyValue::new("code.line.number", Value::I64(line.into())));
-        }
-        if let Some(module) = meta.module_path() {
-            push(KeyValue::new("code.namespace", module));
-        }
-        if meta.module_path() != Some(meta.target()) {
-            push(KeyValue::new("target", meta.target()));
+        if self.location {
+            crate::location::attributes_of(meta, push);
         }
     }
 }
@@ -283,29 +241,6 @@ impl std::fmt::Debug for OtlpLayer {
             .field("inactivity", &self.inactivity)
             .field("error_events_to_status", &self.error_events_to_status)
             .finish_non_exhaustive()
-    }
-}
-
-thread_local! {
-    /// The callsite this thread last made a span of (its metadata's
-    /// address, compared, never dereferenced) and whether its target
-    /// differs from its module path: a loop making the same span skips the
-    /// string comparison.
-    static LAST_CALLSITE: Cell<(usize, bool)> = const { Cell::new((0, false)) };
-}
-
-/// Whether `meta`'s target is not its module path (then the location
-/// attributes include `target`).
-fn target_differs(meta: &'static Metadata<'static>) -> bool {
-    let key = std::ptr::from_ref(meta) as usize;
-    let cached = LAST_CALLSITE.try_with(Cell::get).ok();
-    match cached {
-        Some((k, differs)) if k == key => differs,
-        _ => {
-            let differs = meta.module_path() != Some(meta.target());
-            let _ = LAST_CALLSITE.try_with(|c| c.set((key, differs)));
-            differs
-        }
     }
 }
 
@@ -839,7 +774,7 @@ where
                     idle = idle.saturating_add(since);
                 }
                 let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-                if data.attributes.len() + 2 <= self.limits.attribute_count {
+                if data.attributes_len() + 2 <= self.limits.attribute_count {
                     push_attribute(&mut data.attributes, Str::Borrowed("busy_ns"), as_i64(busy));
                     push_attribute(&mut data.attributes, Str::Borrowed("idle_ns"), as_i64(idle));
                 } else {

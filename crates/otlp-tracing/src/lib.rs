@@ -179,6 +179,7 @@
 
 mod ext;
 mod layer;
+mod location;
 mod stats;
 mod visit;
 

@@ -7,7 +7,7 @@
 //! into the layer's totals when the thread exits, so the table holds one
 //! entry per live thread, not per thread ever seen.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -155,6 +155,16 @@ fn lock(m: &Mutex<Table>) -> MutexGuard<'_, Table> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Adds one to a counter of this thread's. Only this thread writes it: a
+/// load and a store, no read-modify-write.
+#[inline]
+fn bump(c: &AtomicU64) {
+    c.store(
+        c.load(Ordering::Relaxed).saturating_add(1),
+        Ordering::Relaxed,
+    );
+}
+
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 /// This thread's counters, one entry per layer it has counted for.
@@ -164,6 +174,10 @@ struct Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
+        // The entries' counters are about to go: forget the one `LAST`
+        // points to (a later count on this thread finds `LOCAL` gone and
+        // counts in the shared totals).
+        let _ = LAST.try_with(|last| last.set((0, std::ptr::null())));
         for (_, shared, counters) in self.entries.drain(..) {
             if let Some(shared) = shared.upgrade() {
                 let mut table = lock(&shared.table);
@@ -177,6 +191,15 @@ impl Drop for Local {
 
 thread_local! {
     static LOCAL: RefCell<Local> = const { RefCell::new(Local { entries: Vec::new() }) };
+
+    /// The layer this thread counted for last (its id; ids start at 1) and
+    /// its counters in `LOCAL`: a count for the same layer skips the
+    /// `RefCell` and the search. The pointer is valid while `LOCAL` holds
+    /// that entry: entries leave `LOCAL` only in `count`'s search path,
+    /// which then sets `LAST` again, and in `Local`'s drop, which clears it
+    /// first.
+    static LAST: Cell<(usize, *const ThreadCounters)> =
+        const { Cell::new((0, std::ptr::null())) };
 }
 
 impl LayerCounters {
@@ -192,16 +215,27 @@ impl LayerCounters {
     /// Counts one of `what` on this thread's counters (a thread-local
     /// lookup and a store; the first count on a thread registers it).
     pub(crate) fn count(&self, what: Count) {
+        let id = self.inner.id;
+        if let Ok((last, counters)) = LAST.try_with(Cell::get)
+            && last == id
+        {
+            // SAFETY: `LAST` names an entry `LOCAL` still holds (see
+            // `LAST`), whose `Arc` keeps the counters alive; only shared
+            // references to them are ever made.
+            bump(what.of(unsafe { &*counters }));
+            return;
+        }
         let counted = LOCAL.try_with(|local| {
             let Ok(mut local) = local.try_borrow_mut() else {
                 return false;
             };
-            let id = self.inner.id;
             let counters = match local.entries.iter().position(|e| e.0 == id) {
                 Some(i) => &local.entries[i].2,
                 None => {
                     // Forget layers that are gone (a thread that outlives
-                    // many layers keeps only the live ones).
+                    // many layers keeps only the live ones); `LAST` may
+                    // name one of them until it is set below.
+                    let _ = LAST.try_with(|last| last.set((0, std::ptr::null())));
                     local.entries.retain(|e| e.1.strong_count() > 0);
                     let counters = Arc::new(ThreadCounters::default());
                     lock(&self.inner.table).live.push(counters.clone());
@@ -215,13 +249,8 @@ impl LayerCounters {
                     }
                 }
             };
-            let c = what.of(counters);
-            // Only this thread writes these counters: a load and a store,
-            // no read-modify-write.
-            c.store(
-                c.load(Ordering::Relaxed).saturating_add(1),
-                Ordering::Relaxed,
-            );
+            let _ = LAST.try_with(|last| last.set((id, Arc::as_ptr(counters))));
+            bump(what.of(counters));
             true
         });
         if counted != Ok(true) {
@@ -257,5 +286,44 @@ impl std::fmt::Debug for LayerCounters {
         f.debug_tuple("LayerCounters")
             .field(&self.snapshot())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts for layers that alternate, go away and come anew on one
+    /// thread, and on a thread that exits, each land on their own layer's
+    /// counters (the one-entry cache never counts for the wrong layer, nor
+    /// through counters that are gone: `cargo xtask asan` runs this too).
+    #[test]
+    fn counts_land_on_their_own_layer_however_layers_alternate() {
+        let (a, b) = (LayerCounters::new(), LayerCounters::new());
+        for _ in 0..3 {
+            a.count(Count::Started);
+            b.count(Count::Started);
+            b.count(Count::Recorded);
+        }
+        let gone = LayerCounters::new();
+        gone.count(Count::Started);
+        drop(gone);
+        // A new layer's first count forgets the gone one's entry.
+        let c = LayerCounters::new();
+        c.count(Count::NotSampled);
+        a.count(Count::EventOutsideSpan);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                a.count(Count::Started);
+                c.count(Count::Started);
+                c.count(Count::Started);
+            });
+        });
+        let started = |l: &LayerCounters| l.snapshot().started;
+        assert_eq!((started(&a), started(&b), started(&c)), (4, 3, 2));
+        assert_eq!(b.snapshot().recorded, 3);
+        assert_eq!(c.snapshot().not_sampled, 1);
+        assert_eq!(a.snapshot().events_outside_spans, 1);
+        assert_eq!(a.snapshot().recorded + c.snapshot().recorded, 0);
     }
 }

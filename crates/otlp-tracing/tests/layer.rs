@@ -685,3 +685,72 @@ fn a_dropped_child_given_a_sampled_remote_parent_is_recorded_from_then_on() {
     assert_eq!(child.events.len(), 1);
     assert!(int(&child.attributes, "busy_ns").is_some());
 }
+
+/// A span's location attributes are its callsite's set, encoded once, when
+/// they fit its limits (exported after its own attributes); when they do
+/// not, they are pushed one by one as before, as far as the count limit
+/// goes, and cut to the value length: the same attributes either way.
+#[test]
+fn location_attributes_fit_the_limits_however_they_are_carried() {
+    use otlp_exporter::SpanLimits;
+    let run = |limits: SpanLimits| {
+        let (pipeline, memory) = pipeline_with(limits);
+        with_layer(OtlpLayer::new(&pipeline), || {
+            // Two spans of one callsite: the second finds the set cached.
+            for _ in 0..2 {
+                tracing::info_span!(target: "elsewhere", "located", field = 1_i64).in_scope(|| {});
+            }
+        });
+        let spans = finish(&pipeline, &memory);
+        assert_eq!(spans.len(), 2);
+        assert_eq!(keys(&spans[0].attributes), keys(&spans[1].attributes));
+        spans[0].clone()
+    };
+    let location = [
+        "code.file.path",
+        "code.line.number",
+        "code.namespace",
+        "target",
+    ];
+
+    // Room for all: the shared set, after the span's own.
+    let span = run(SpanLimits::default());
+    let mut want = vec!["field", "busy_ns", "idle_ns"];
+    want.extend(location);
+    assert_eq!(keys(&span.attributes), want);
+    assert_eq!(span.dropped_attributes_count, 0);
+    assert!(
+        string(&span.attributes, "code.file.path").is_some_and(|f| f.ends_with("tests/layer.rs"))
+    );
+    assert_eq!(string(&span.attributes, "target"), Some("elsewhere"));
+
+    // No room for the set: one by one, as far as the count goes.
+    let span = run(SpanLimits {
+        attribute_count: 3,
+        ..SpanLimits::default()
+    });
+    assert_eq!(
+        keys(&span.attributes),
+        ["field", "code.file.path", "code.line.number"]
+    );
+    assert_eq!(
+        span.dropped_attributes_count,
+        2 + 2,
+        "namespace, target, busy, idle"
+    );
+
+    // Strings over the value length: one by one, cut.
+    let span = run(SpanLimits {
+        attribute_value_length: Some(5),
+        ..SpanLimits::default()
+    });
+    let mut want = vec!["field"];
+    want.extend(location);
+    want.extend(["busy_ns", "idle_ns"]);
+    assert_eq!(keys(&span.attributes), want);
+    assert_eq!(
+        string(&span.attributes, "code.file.path").map(str::len),
+        Some(5)
+    );
+    assert_eq!(string(&span.attributes, "target"), Some("elsew"));
+}

@@ -131,9 +131,16 @@ fn any_value(out: &mut String, v: &Value) {
 /// out, for the owner's `droppedAttributesCount`.
 #[must_use]
 fn attributes(out: &mut String, attrs: &[KeyValue]) -> u32 {
+    attributes_of_two(out, attrs, &[])
+}
+
+/// [`attributes`] of `first` followed by `then`, in one list (a span's own
+/// and its shared attributes).
+#[must_use]
+fn attributes_of_two(out: &mut String, first: &[KeyValue], then: &[KeyValue]) -> u32 {
     out.push('[');
     let mut left_out = 0u32;
-    for kv in attrs {
+    for kv in first.iter().chain(then) {
         if super::too_deep(&kv.value) {
             left_out = left_out.saturating_add(1);
             continue;
@@ -213,7 +220,8 @@ fn span(out: &mut String, s: &SpanData) {
         ",\"kind\":{},\"startTimeUnixNano\":\"{}\",\"endTimeUnixNano\":\"{}\",\"attributes\":",
         s.kind as i32, s.start_time_unix_nano, s.end_time_unix_nano
     );
-    let left_out = attributes(out, &s.attributes);
+    let shared = s.shared_attributes.map_or(&[][..], |a| a.attributes());
+    let left_out = attributes_of_two(out, &s.attributes, shared);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{},\"events\":",

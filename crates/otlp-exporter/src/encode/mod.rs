@@ -106,6 +106,15 @@ pub struct Encoded {
     pub too_large: usize,
 }
 
+/// [`SharedAttributes`](crate::SharedAttributes)' encoding: `attributes`
+/// as `Span.attributes` fields, and how many were left out (nested too
+/// deep).
+pub(crate) fn shared_attributes(attributes: &[crate::KeyValue]) -> (Vec<u8>, u32) {
+    let mut out = Vec::new();
+    let left_out = proto::span_attributes(&mut out, attributes);
+    (out, left_out)
+}
+
 /// Appends one span's bytes in `encoding`: a framed protobuf `Span` field,
 /// or a JSON object.
 pub(crate) fn encode_span(span: &SpanData, encoding: Encoding, out: &mut Vec<u8>) {

@@ -572,7 +572,13 @@ fn put_span_head<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
 
 fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
     put_span_head(buf, s)?;
-    let left_out = put_attributes(buf, 9, &s.attributes)?;
+    let mut left_out = put_attributes(buf, 9, &s.attributes)?;
+    if let Some(shared) = s.shared_attributes {
+        // Encoded once, as the same fields: copied.
+        let (bytes, shared_left_out) = shared.proto();
+        buf.put_slice(bytes)?;
+        left_out = left_out.saturating_add(shared_left_out);
+    }
     if s.events.is_empty()
         && s.links.is_empty()
         && s.status.code == StatusCode::Unset
@@ -648,6 +654,13 @@ fn infallible<T>(r: Result<T, Full>) -> T {
     }
 }
 
+/// Appends `attrs` as `Span.attributes` fields (for
+/// [`SharedAttributes`](crate::SharedAttributes)); returns how many were
+/// left out (nested too deep).
+pub(crate) fn span_attributes(buf: &mut Vec<u8>, attrs: &[KeyValue]) -> u32 {
+    infallible(put_attributes(buf, 9, attrs))
+}
+
 /// Appends one span as a framed `ScopeSpans.spans` field (tag 2), ready to
 /// be concatenated with others of its scope.
 pub(crate) fn put_framed_span(buf: &mut Vec<u8>, s: &SpanData) {
@@ -681,6 +694,7 @@ fn estimated_len(s: &SpanData) -> usize {
         + s.context.trace_state.len()
         + if s.parent_span_id.is_valid() { 10 } else { 0 }
         + attributes(&s.attributes)
+        + s.shared_attributes.map_or(0, |a| a.proto().0.len())
         + s.events
             .iter()
             .map(|e| 13 + e.name.len() + attributes(&e.attributes))

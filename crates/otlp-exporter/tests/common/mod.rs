@@ -61,7 +61,12 @@ pub fn span(s: &SpanData) -> pt::Span {
         kind: s.kind as i32,
         start_time_unix_nano: s.start_time_unix_nano,
         end_time_unix_nano: s.end_time_unix_nano,
-        attributes: kvs(&s.attributes),
+        // A span's own attributes, then its shared ones.
+        attributes: kvs(&[
+            &s.attributes[..],
+            s.shared_attributes.map_or(&[][..], |a| a.attributes()),
+        ]
+        .concat()),
         dropped_attributes_count: s.dropped_attributes_count,
         events: s
             .events
