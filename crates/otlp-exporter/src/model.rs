@@ -657,11 +657,21 @@ impl SpanData {
     }
 
     /// Copies the shared attributes, if any, into the span's own list (after
-    /// its own), so that the limits can cut them like the others.
+    /// its own), so that the limits can cut them like the others. One
+    /// nested too deep to be exported is counted as dropped instead (the
+    /// encoders would leave it out and count it): what is copied is at most
+    /// [`MAX_VALUE_DEPTH`](crate::encode::MAX_VALUE_DEPTH) deep, so the
+    /// copy's recursion stays small whatever the set holds.
     #[cold]
     fn unshare_attributes(&mut self) {
         if let Some(shared) = self.shared_attributes.take() {
-            self.attributes.extend(shared.attributes.iter().cloned());
+            for kv in &shared.attributes {
+                if crate::encode::too_deep(&kv.value) {
+                    self.dropped_attributes_count = self.dropped_attributes_count.saturating_add(1);
+                } else {
+                    self.attributes.push(kv.clone());
+                }
+            }
         }
     }
 
