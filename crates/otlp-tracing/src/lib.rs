@@ -90,6 +90,10 @@
 //!   as `code.namespace` (its replacement, `code.function.name`, needs a
 //!   function's name, which `tracing` does not give); `target` when it is
 //!   not the module path. [`OtlpLayer::with_location`] turns them off.
+//!   A callsite's set is made and encoded once
+//!   ([`SharedAttributes`](otlp_exporter::SharedAttributes), kept for the
+//!   rest of the program: one per callsite that made a span) and copied
+//!   into each of its spans' encoding, after the span's own attributes.
 //! * **Busy and idle time**: `busy_ns` and `idle_ns` attributes, as
 //!   tracing-opentelemetry names them ([`OtlpLayer::with_tracked_inactivity`]).
 //! * **Limits**: the pipeline's span limits apply while the span is
