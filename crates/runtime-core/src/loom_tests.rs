@@ -774,3 +774,36 @@ fn join_handle_drop_racing_finish() {
         }
     });
 }
+
+/// A region's close racing its last child's finish on another thread: the
+/// closer's looks at the live count (a load before each compare-and-swap,
+/// `Region::try_close_if_quiet`) around its registration never miss the
+/// child's decrement and its wake together, so the owner task finishes
+/// and the region closes once.
+#[test]
+fn region_close_racing_last_child_is_not_lost() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let mut owner = spawn_in(&root, Budget::UNLIMITED, 0, |cx| async move {
+            let out = cx
+                .region_with(crate::RegionOptions::collect_all(), |cx| async move {
+                    let _child = cx.spawn_with(Budget::UNLIMITED, |_| async { Ok::<u32, ()>(1) });
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(out.is_ok())
+        });
+        let other = sched.clone();
+        let t = thread::spawn(move || other.run_all());
+        sched.run_all();
+        t.join().unwrap();
+        sched.run_all();
+        let waker = futures_noop();
+        match Pin::new(&mut owner).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(crate::Outcome::Ok(closed_ok)) => assert!(closed_ok),
+            Poll::Ready(_) => panic!("the owner task failed"),
+            Poll::Pending => panic!("the close's wake was lost"),
+        }
+        assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
+    });
+}

@@ -249,6 +249,21 @@ impl<T> Registry<T> {
         }
     }
 
+    /// [`take`](Self::take), skipped (`None`) when a load finds nothing
+    /// pushed. Not the handshake of the module doc (a load of an empty
+    /// head does not synchronize with a push that comes after it): only
+    /// for a caller to whom every push that can come has happened-before
+    /// (a closed region's detach: nothing can be pushed any more).
+    pub(crate) fn take_if_any(&self) -> Option<Taken<T>> {
+        // Acquire: a non-null head is then taken by the swap anyway (which
+        // synchronizes with the pushes); a null one, for this caller, means
+        // every push was taken already.
+        if self.head.load(Ordering::Acquire).is_null() {
+            return None;
+        }
+        Some(self.take())
+    }
+
     /// About how many values were pushed and not yet taken.
     pub(crate) fn len(&self) -> usize {
         // Relaxed: an estimate for heuristics, never for correctness.
@@ -264,6 +279,12 @@ impl<T> Default for Registry<T> {
 
 impl<T> Drop for Registry<T> {
     fn drop(&mut self) {
+        // Relaxed: `&mut self`: nothing else can touch the registry now.
+        // Most are empty when they drop (a region's close took them):
+        // no swap then.
+        if self.head.load(Ordering::Relaxed).is_null() {
+            return;
+        }
         drop(self.take());
     }
 }

@@ -105,6 +105,12 @@ pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
     !running.is_null() && std::ptr::eq(w.data(), running.cast::<()>())
 }
 
+/// The header of the task being polled on this thread, or null.
+#[inline]
+pub(crate) fn running_task() -> *const Header {
+    POLLING.with(Cell::get).0
+}
+
 /// [`wake_task`] for a cancellation request: a re-poll request when `task`
 /// is the one being polled on this thread (see [`is_running_task_waker`]).
 pub(crate) fn wake_cancelled_task(task: &Arc<dyn Runnable>) {

@@ -1142,3 +1142,62 @@ fn a_cancel_racing_its_tasks_own_completion_ends_each_task_once() {
         }
     });
 }
+
+/// A waker that wakes the one it wraps (what a combinator hands the
+/// futures it polls).
+struct Wrapping(Waker);
+
+impl Wake for Wrapping {
+    fn wake(self: Arc<Self>) {
+        self.0.wake_by_ref();
+    }
+}
+
+/// A region body asleep is woken by a cancel request made by one of its
+/// tasks (on another worker, where there is one), whoever polls the body: its owner task with
+/// its own waker (the region stores no waker then, and the request wakes
+/// the owner task), or the owner through a combinator's waker (stored and
+/// woken), and the poller changing from one to the other and back between
+/// polls. Each body sees the request at its sleep and its region closes. (A lost wake hangs, and the watchdog reports it.)
+#[test]
+fn a_region_body_is_woken_by_a_request_from_another_worker_whoever_polls_it() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let mut seen = Vec::new();
+                // 0: the owner's own waker; 1: a wrapping waker; 2: the
+                // wrapping waker for the first poll, then the owner's.
+                for how in 0..3u32 {
+                    let region = cx.region(|cx| async move {
+                        let rcx = cx.clone();
+                        let _canceller = cx.spawn(move |cx| async move {
+                            // Let the body reach its sleep first.
+                            for _ in 0..3 {
+                                let _ = cx.yield_now().await;
+                            }
+                            rcx.cancel(CancelReason::user("from a task"));
+                        });
+                        Ok::<_, ()>(cx.sleep(HOUR).await.is_err())
+                    });
+                    let mut region = std::pin::pin!(region);
+                    let mut polls = 0u32;
+                    let out = std::future::poll_fn(|task| {
+                        polls += 1;
+                        let wrap = how == 1 || (how == 2 && polls == 1);
+                        if wrap {
+                            let w = Waker::from(Arc::new(Wrapping(task.waker().clone())));
+                            region.as_mut().poll(&mut Context::from_waker(&w))
+                        } else {
+                            region.as_mut().poll(task)
+                        }
+                    })
+                    .await;
+                    seen.push(out.ok());
+                }
+                Ok::<_, ()>(seen)
+            });
+            assert_eq!(out.ok(), Some(vec![Some(true); 3]), "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}

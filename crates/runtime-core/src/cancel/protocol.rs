@@ -34,7 +34,7 @@ use std::sync::{Arc, Weak};
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
-use crate::region::{Child, Region};
+use crate::region::{BodyPoller, Child, Region};
 use crate::sched::Schedule;
 use crate::task::{
     COMPLETE, CUT_OFF, Runnable, is_running_task, is_running_task_waker, wake_cancelled_task,
@@ -305,21 +305,30 @@ impl Region {
     }
 
     /// Wakes whoever polls the body to see a request: the waker its last
-    /// poll registered (the owner task's, or another task's when a
-    /// captured `Cx` opened this region there), else the owner task. When
-    /// that is the task polling on this thread (the body cancelled its own
+    /// poll registered (a combinator's, or another task's when a captured
+    /// `Cx` opened this region there), else the owner task (which polls
+    /// the body with its own waker, stored as no waker at all). When that
+    /// is the task polling on this thread (the body cancelled its own
     /// region), a re-poll request (`task::is_running_task_waker`), with no
-    /// clone of the waker.
-    fn wake_body(&self) {
+    /// clone of the waker and no upgrade of the owner's weak reference.
+    pub(crate) fn wake_body(&self) {
+        self.wake_body_if(true);
+    }
+
+    /// [`wake_body`](Self::wake_body); `unpolled`: also when the body has
+    /// not been polled yet (then the owner task is woken).
+    fn wake_body_if(&self, unpolled: bool) {
         let waker = {
             let slot = lock(&self.body_waker);
             match &*slot {
-                Some(w) if is_running_task_waker(w) => {
+                BodyPoller::Waker(w) if is_running_task_waker(w) => {
                     crate::budget::coop::request_repoll();
                     return;
                 }
-                Some(w) => Some(w.clone()),
-                None => None,
+                BodyPoller::Waker(w) => Some(w.clone()),
+                BodyPoller::Owner => None,
+                BodyPoller::NotYet if unpolled => None,
+                BodyPoller::NotYet => return,
             }
         };
         match waker {
@@ -329,7 +338,9 @@ impl Region {
                 }
             }
             None => {
-                if let Some(owner) = self.owner_task() {
+                if self.owner_is_running() {
+                    crate::budget::coop::request_repoll();
+                } else if let Some(owner) = self.owner_task() {
                     wake_cancelled_task(&owner);
                 }
             }
@@ -452,10 +463,10 @@ impl Region {
             // AcqRel: one cut-off wakes the body (an RMW); Release publishes the
             // flag to `is_cut_off`'s Acquire.
             && !self.cut_off.swap(true, Ordering::AcqRel)
-            && let Some(w) = self.body_waker()
-            && crate::outcome::wake_caught(w)
         {
-            self.sched.stats().panic_caught();
+            // A body not polled yet is not woken (it sees the cut-off at
+            // its first poll).
+            self.wake_body_if(false);
         }
         let seen: Vec<Child> = {
             let mut swept = lock(&self.swept);

@@ -172,12 +172,15 @@ pub(crate) struct Region {
     /// Children alive (tasks and child regions).
     live: AtomicUsize,
     closer: WakerSlot,
-    /// The waker of the body's last poll (woken by a cancel request).
+    /// Who polled the body last (woken by a cancel request): its owner
+    /// task with the task's own waker (the common case, which stores no
+    /// waker: a request then wakes the owner task, `wake_body`), or
+    /// another waker, stored.
     /// (Kept, not taken, by a wake: a later, stronger request wakes it
     /// again. Set only when the poller changes, so a body's poll pays no
     /// atomic operation for it; cleared at close, so that a `Cx` kept in a
     /// task's output cannot hold the task through it.)
-    pub(crate) body_waker: Mutex<Option<Waker>>,
+    pub(crate) body_waker: Mutex<BodyPoller>,
     /// Children registered since the last take (`registry.rs`): spawns
     /// push here; sweeps, cut-offs and the close take it whole, under
     /// `swept`'s lock, into `swept`.
@@ -205,6 +208,16 @@ pub(crate) struct Region {
     closed: AtomicBool,
     /// Opened in a parent that had closed: not counted there.
     orphan: AtomicBool,
+}
+
+/// Who polled a region's body last (`Region::body_waker`).
+pub(crate) enum BodyPoller {
+    /// Not polled yet (or closed).
+    NotYet,
+    /// Its owner task, with the task's own waker: no waker stored.
+    Owner,
+    /// Another waker (a combinator's, or another task's).
+    Waker(Waker),
 }
 
 /// The bit of `live` that says the region has closed to new children.
@@ -321,7 +334,7 @@ impl Region {
             observed,
             live: AtomicUsize::new(0),
             closer: WakerSlot::new(),
-            body_waker: Mutex::new(None),
+            body_waker: Mutex::new(BodyPoller::NotYet),
             children: Registry::new(),
             swept: Mutex::new(Vec::new()),
             sweeps: AtomicUsize::new(0),
@@ -543,14 +556,33 @@ impl Region {
             .is_ok()
     }
 
+    /// [`try_close`](Self::try_close) after a load that finds no child
+    /// alive: a region with children still running (a drain's first two
+    /// looks) pays no failing compare-and-swap. For the closer's looks
+    /// only (`poll_quiescent`): the load is enough there because the
+    /// closer's `WakerSlot::register` comes between them, and a last
+    /// child whose wake the registration missed (its `take` came first in
+    /// the slot's order) synchronized with the registration, so the look
+    /// after it sees that child's decrement (loom:
+    /// `region_close_racing_last_child_is_not_lost`). The Dekker pair with
+    /// `AbandonGuard` keeps the compare-and-swap, whose read cannot be
+    /// stale.
+    fn try_close_if_quiet(&self) -> bool {
+        // SeqCst: as the compare-and-swap's read (`adopt`); a value above
+        // zero read here is the count at some point after every decrement
+        // that happened-before this look (coherence), so a stale read
+        // only sends the closer to register and look again.
+        self.live.load(Ordering::SeqCst) == 0 && self.try_close()
+    }
+
     /// Ready when every child has finished; the region is then closed to
     /// new children.
     pub(crate) fn poll_quiescent(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.try_close() {
+        if self.try_close_if_quiet() {
             return Poll::Ready(());
         }
         self.closer.register(cx.waker());
-        if self.try_close() {
+        if self.try_close_if_quiet() {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -604,9 +636,17 @@ impl Region {
         }
     }
 
-    /// The waker of the body's last poll, if any.
-    pub(crate) fn body_waker(&self) -> Option<Waker> {
-        lock(&self.body_waker).clone()
+    /// Whether the task polling on this thread is this region's owner
+    /// (compared by address: the node's weak reference keeps the owner's
+    /// allocation, so no other task can have its address meanwhile).
+    #[inline]
+    pub(crate) fn owner_is_running(&self) -> bool {
+        let running = crate::task::running_task();
+        !running.is_null()
+            && self
+                .owner
+                .as_ref()
+                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), running))
     }
 
     /// Whether the cleanup budget of this region's body has run out.
@@ -618,8 +658,14 @@ impl Region {
     }
 
     /// Closes after the body and every child finished: joins the body's
-    /// outcome with the children's, tells the parent.
-    fn close<T, E>(&self, body: Outcome<T, RegionError<E>>) -> Outcome<T, RegionError<E>> {
+    /// outcome with the children's, tells the parent. `owner` is the task
+    /// whose body ran the region (`run_region` holds it: no upgrade of the
+    /// node's weak reference to it).
+    fn close<T, E>(
+        &self,
+        body: Outcome<T, RegionError<E>>,
+        owner: &Arc<dyn Runnable>,
+    ) -> Outcome<T, RegionError<E>> {
         let mut worst = self.worst.get_if_made().and_then(|m| lock(m).take());
         if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
             // A planted bug (lab tests only): the children's failure lost.
@@ -644,7 +690,7 @@ impl Region {
             b => b,
         };
         self.observe(Observed::RegionClosed(self.id, out.severity()));
-        self.detach();
+        self.detach(Some(owner));
         out
     }
 
@@ -661,14 +707,25 @@ impl Region {
 
     /// Leaves the parent and the owner task, and lets go of the finished
     /// children (they hold the region; it must not hold them back).
-    fn detach(&self) {
+    /// `owner`: the owner task, when the caller holds it (the close);
+    /// `None` (an abandoned region's last child) upgrades the node's weak
+    /// reference to it.
+    fn detach(&self, owner: Option<&Arc<dyn Runnable>>) {
         // AcqRel: one detach wins (an RMW); Release publishes the close to
         // `Child::is_alive`'s Acquire in the parent's sweeps.
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         self.observe(Observed::RegionDetached(self.id));
-        drop(self.children.take());
+        // Closed (the live count's CLOSED bit, set by the compare-and-swap
+        // that read the last child's decrement): no push can come any
+        // more, and each one that came happens-before that decrement (a
+        // task's push before it was scheduled, a child region's in its
+        // owner task before its close), so an empty registry reads empty
+        // here, and the take's swap is skipped.
+        if let Some(left) = self.children.take_if_any() {
+            drop(left);
+        }
         // The grace timer, if one was armed, has nothing left to cut off;
         // it would hold this node's allocation until it fired.
         // Acquire: pairs with the arming CAS (AcqRel); a handle stored after
@@ -678,15 +735,27 @@ impl Region {
         {
             self.sched.cancel_timer(timer);
         }
-        let body_waker = lock(&self.body_waker).take();
+        let body_waker = std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet);
         drop(body_waker);
         let mut swept = std::mem::take(&mut *lock(&self.swept));
         // The finished children go (their tasks are freed here); the
         // emptied buffer is kept for this thread's next sweep.
         swept.clear();
         recycle_child_buf(swept);
-        if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
-            owner.header().remove_open_region(self);
+        match owner {
+            Some(owner) => {
+                debug_assert!(
+                    self.owner
+                        .as_ref()
+                        .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(owner)))
+                );
+                owner.header().remove_open_region(self);
+            }
+            None => {
+                if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
+                    owner.header().remove_open_region(self);
+                }
+            }
         }
         if let Some(parent) = &self.parent
             // Relaxed: see the store in `open`.
@@ -707,6 +776,6 @@ impl Region {
                 self.sched.stats().panic_caught();
             }
         }
-        self.detach();
+        self.detach(None);
     }
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use super::{Finalizer, Policy, Region, RegionError};
+use super::{BodyPoller, Finalizer, Policy, Region, RegionError};
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::loom::{Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
@@ -26,11 +26,11 @@ pub(crate) async fn run_region<F, T, E>(
 where
     F: Future<Output = Result<T, E>> + Send,
 {
-    let guard = AbandonGuard(Some(node.clone()));
+    let guard = AbandonGuard(Some(&node));
     let body = InScope {
         node: &node,
         inner: CatchUnwind { inner: body },
-        registered: None,
+        registered: Registered::Nothing,
     };
     let body_out = match body.await {
         Ok(Ok(v)) => Outcome::Ok(v),
@@ -64,21 +64,22 @@ where
         }
     }
     guard.disarm();
-    node.close(body_out)
+    node.close(body_out, &owner)
 }
 
-/// Abandons the region if its future is dropped before it closes.
-struct AbandonGuard(Option<Arc<Region>>);
+/// Abandons the region if its future is dropped before it closes. Borrows
+/// the node from the region's future (no count of its own).
+struct AbandonGuard<'a>(Option<&'a Region>);
 
-impl AbandonGuard {
+impl AbandonGuard<'_> {
     fn disarm(mut self) {
         self.0 = None;
     }
 }
 
-impl Drop for AbandonGuard {
+impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
-        let Some(node) = &self.0 else { return };
+        let Some(node) = self.0 else { return };
         node.cancel(
             &CancelReason::new(CancelKind::ParentCancelled)
                 .with_message("the region's future was dropped before it closed")
@@ -99,9 +100,41 @@ impl Drop for AbandonGuard {
 struct InScope<'a, F> {
     node: &'a Region,
     inner: F,
-    /// The waker last stored in the node (to store a new one only when the
-    /// poller changes).
-    registered: Option<Waker>,
+    /// What the node was last told about the poller (to tell it again only
+    /// when the poller changes).
+    registered: Registered,
+}
+
+/// Who polls a region's body, as last stored in its node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Registered {
+    /// Nothing stored yet.
+    Nothing,
+    /// The owner task, with its own waker: the node holds no waker (a
+    /// cancel request wakes the owner task, `Region::wake_body`), so the
+    /// common case takes no waker count and gives none back at the close.
+    Owner,
+    /// Another waker (a combinator's, or another task's): the node holds a
+    /// clone of it, whose count keeps this identity from being reused
+    /// while it is stored.
+    Other(WakerId),
+}
+
+/// A waker's identity (its data and vtable pointers, what
+/// `Waker::will_wake` compares), kept without a count.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WakerId {
+    data: usize,
+    vtable: usize,
+}
+
+impl WakerId {
+    fn of(w: &Waker) -> Self {
+        WakerId {
+            data: w.data() as usize,
+            vtable: std::ptr::from_ref(w.vtable()) as usize,
+        }
+    }
 }
 
 impl<F: Future> Future for InScope<'_, F> {
@@ -109,14 +142,25 @@ impl<F: Future> Future for InScope<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         // SAFETY: structural pinning of `inner`; it is never moved.
         let this = unsafe { self.get_unchecked_mut() };
-        if !this
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
+        // The owner task polling the body with its own waker (the common
+        // case: `cx.region(..).await` in the task) is recorded as such,
+        // with no waker stored. The owner's allocation is pinned by the
+        // node's weak reference to it, so its address names it alone.
+        let now = if this.node.owner_is_running() && crate::task::is_running_task_waker(cx.waker())
         {
-            let w = cx.waker().clone();
-            *lock(&this.node.body_waker) = Some(w.clone());
-            this.registered = Some(w);
+            Registered::Owner
+        } else {
+            Registered::Other(WakerId::of(cx.waker()))
+        };
+        if this.registered != now {
+            let stored = match now {
+                Registered::Other(_) => BodyPoller::Waker(cx.waker().clone()),
+                _ => BodyPoller::Owner,
+            };
+            let old = std::mem::replace(&mut *lock(&this.node.body_waker), stored);
+            // A waker's drop is user code: outside the lock.
+            drop(old);
+            this.registered = now;
         }
         let _scope = crate::task::PollingGuard::region(this.node);
         // SAFETY: `inner` is pinned because `self` is.
