@@ -807,3 +807,28 @@ fn region_close_racing_last_child_is_not_lost() {
         assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
     });
 }
+
+/// A finalizer registered from another thread while the region closes its
+/// registration (`Region::next_finalizer`, lock-free when none was
+/// registered): it is either handed to the close to run or refused and
+/// counted as skipped, never both and never neither.
+#[test]
+fn finalizer_registered_racing_the_close_runs_or_is_counted() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let r = root.clone();
+        let t = thread::spawn(move || r.add_finalizer(Box::pin(async {})));
+        let mut ran = 0;
+        while let Some(f) = root.next_finalizer() {
+            drop(f);
+            ran += 1;
+        }
+        t.join().unwrap();
+        let skipped = sched.stats.snapshot().finalizers_skipped;
+        assert_eq!(ran + skipped, 1);
+        // Registration stays closed.
+        root.add_finalizer(Box::pin(async {}));
+        assert_eq!(sched.stats.snapshot().finalizers_skipped, skipped + 1);
+        assert!(root.next_finalizer().is_none());
+    });
+}

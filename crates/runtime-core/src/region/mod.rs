@@ -45,7 +45,7 @@ use crate::budget::{Budget, CleanupBudget};
 use crate::cancel::CancelCell;
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_from_region};
-use crate::loom::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
 use crate::sched::{Observed, Scheduler};
@@ -198,6 +198,10 @@ pub(crate) struct Region {
     /// finalizer's panic) records before the close on the same task.
     worst: LazyMutex<Option<Worst>>,
     finalizers: Mutex<Finalizers>,
+    /// FIN_NONE until the first finalizer is registered (FIN_SOME), or
+    /// FIN_OVER when the close found none: lets a region without
+    /// finalizers close their registration without taking the lock.
+    fin_state: AtomicU32,
     /// The cleanup budget ran out while the body was still running (its
     /// grace period, or shutdown's cut-off): masked sections in the body
     /// no longer defer the cancellation.
@@ -219,6 +223,14 @@ pub(crate) enum BodyPoller {
     /// Another waker (a combinator's, or another task's).
     Waker(Waker),
 }
+
+/// `Region::fin_state`: no finalizer registered yet, registration open.
+const FIN_NONE: u32 = 0;
+/// `Region::fin_state`: a finalizer was registered (the locked list says
+/// the rest).
+const FIN_SOME: u32 = 1;
+/// `Region::fin_state`: registration closed with none registered.
+const FIN_OVER: u32 = 2;
 
 /// The bit of `live` that says the region has closed to new children.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -340,6 +352,7 @@ impl Region {
             sweeps: AtomicUsize::new(0),
             worst: LazyMutex::new(),
             finalizers: Mutex::new(Finalizers::default()),
+            fin_state: AtomicU32::new(FIN_NONE),
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -597,7 +610,24 @@ impl Region {
     pub(crate) fn add_finalizer(&self, f: Finalizer) {
         self.observe(Observed::FinalizerAdded);
         let mut fin = lock(&self.finalizers);
-        if !fin.over {
+        // The first registration moves `fin_state` from FIN_NONE to
+        // FIN_SOME, under the lock (registrations stay serialised); one
+        // that finds FIN_OVER comes after a close that took the lock-free
+        // path of `next_finalizer` and is refused, as after `over`.
+        // AcqRel: an RMW, so exactly one of it and `next_finalizer`'s
+        // compare-and-swap from FIN_NONE wins; the lock orders the rest
+        // (the push, read by `next_finalizer` under the lock).
+        let open = !fin.over
+            && match self.fin_state.compare_exchange(
+                FIN_NONE,
+                FIN_SOME,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => true,
+                Err(state) => state == FIN_SOME,
+            };
+        if open {
             fin.pending.push(f);
             return;
         }
@@ -610,7 +640,19 @@ impl Region {
 
     /// The next finalizer to run (the last registered), or `None`, which
     /// closes registration.
-    fn next_finalizer(&self) -> Option<Finalizer> {
+    pub(crate) fn next_finalizer(&self) -> Option<Finalizer> {
+        // None ever registered (most regions): registration closes with
+        // one compare-and-swap, no lock. AcqRel: see `add_finalizer`; a
+        // registration that won instead (FIN_SOME) is found under the lock.
+        // Acquire on the load: a first guess, the CAS decides.
+        if self.fin_state.load(Ordering::Acquire) == FIN_NONE
+            && self
+                .fin_state
+                .compare_exchange(FIN_NONE, FIN_OVER, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            return None;
+        }
         let mut fin = lock(&self.finalizers);
         let next = fin.pending.pop();
         if next.is_none() {
