@@ -154,51 +154,58 @@ fn values_nested_past_the_limit_are_left_out_and_counted() {
     assert_eq!(span.links[0].dropped_attributes_count, u32::MAX);
 }
 
+/// Runs `f` on a thread with a 256 KiB stack, in a child process under a
+/// watchdog: the encoders must use a fixed, small stack whatever a value
+/// holds.
+fn on_a_small_stack(f: impl FnOnce() + Send + 'static) {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("no stack overflow");
+    });
+}
+
 /// Shared attributes (encoded once, see `SharedAttributes`) nested past the
 /// limit are left out and counted as the span's own are, in both
 /// encodings; a million levels are measured and encoded in a small stack.
 #[test]
 fn shared_attributes_nested_too_deep_are_left_out_and_counted() {
-    test_watchdog::isolate(Duration::from_secs(120), || {
-        std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(|| {
-                let encoder = Encoder::new(Resource::new("shared-deep"));
-                for depth in [MAX_DEPTH + 1, 1_000_000] {
-                    let shared = otlp_exporter::SharedAttributes::leak(vec![
-                        KeyValue::new("shared.deep", nested(depth)),
-                        KeyValue::new("shared.plain", "kept"),
-                    ]);
-                    let mut s = SpanData::new("shared");
-                    s.attributes = vec![KeyValue::new("own", 1)];
-                    s.dropped_attributes_count = 2;
-                    s.shared_attributes = Some(shared);
-                    let got = decode_both(&encoder, std::slice::from_ref(&s));
-                    let span = &got.resource_spans[0].scope_spans[0].spans[0];
-                    let keys: Vec<&str> = span.attributes.iter().map(|kv| &*kv.key).collect();
-                    assert_eq!(keys, ["own", "shared.plain"], "depth {depth}");
-                    assert_eq!(span.dropped_attributes_count, 3, "depth {depth}");
-                    // Past a limit the set is copied into the span's own
-                    // list: the deep one is counted, not copied.
-                    let limits = otlp_exporter::SpanLimits {
-                        attribute_value_length: Some(3),
-                        ..Default::default()
-                    };
-                    limits.apply(&mut s);
-                    assert!(s.shared_attributes.is_none());
-                    assert_eq!(
-                        s.attributes,
-                        [
-                            KeyValue::new("own", 1),
-                            KeyValue::new("shared.plain", "kep")
-                        ]
-                    );
-                    assert_eq!(s.dropped_attributes_count, 3, "depth {depth}");
-                }
-            })
-            .expect("spawn")
-            .join()
-            .expect("no stack overflow");
+    on_a_small_stack(|| {
+        let encoder = Encoder::new(Resource::new("shared-deep"));
+        for depth in [MAX_DEPTH + 1, 1_000_000] {
+            let shared = otlp_exporter::SharedAttributes::leak(vec![
+                KeyValue::new("shared.deep", nested(depth)),
+                KeyValue::new("shared.plain", "kept"),
+            ]);
+            let mut s = SpanData::new("shared");
+            s.attributes = vec![KeyValue::new("own", 1)];
+            s.dropped_attributes_count = 2;
+            s.shared_attributes = Some(shared);
+            let got = decode_both(&encoder, std::slice::from_ref(&s));
+            let span = &got.resource_spans[0].scope_spans[0].spans[0];
+            let keys: Vec<&str> = span.attributes.iter().map(|kv| &*kv.key).collect();
+            assert_eq!(keys, ["own", "shared.plain"], "depth {depth}");
+            assert_eq!(span.dropped_attributes_count, 3, "depth {depth}");
+            // Past a limit the set is copied into the span's own
+            // list: the deep one is counted, not copied.
+            let limits = otlp_exporter::SpanLimits {
+                attribute_value_length: Some(3),
+                ..Default::default()
+            };
+            limits.apply(&mut s);
+            assert!(s.shared_attributes.is_none());
+            assert_eq!(
+                s.attributes,
+                [
+                    KeyValue::new("own", 1),
+                    KeyValue::new("shared.plain", "kep")
+                ]
+            );
+            assert_eq!(s.dropped_attributes_count, 3, "depth {depth}");
+        }
     });
 }
 
@@ -206,24 +213,17 @@ fn shared_attributes_nested_too_deep_are_left_out_and_counted() {
 /// use a fixed, small stack whatever the value holds.
 #[test]
 fn a_value_nested_a_million_deep_is_encoded_in_a_small_stack() {
-    test_watchdog::isolate(Duration::from_secs(120), || {
-        std::thread::Builder::new()
-            .stack_size(256 * 1024)
-            .spawn(|| {
-                let encoder = Encoder::new(Resource::new("million"));
-                let s = span_with(1_000_000);
-                let got = decode_both(&encoder, std::slice::from_ref(&s));
-                let span = &got.resource_spans[0].scope_spans[0].spans[0];
-                assert_eq!(span.attributes.len(), 1);
-                assert_eq!(span.attributes[0].key, "plain");
-                assert_eq!(span.dropped_attributes_count, 3);
-                assert_eq!(span.events[0].dropped_attributes_count, 1);
-                assert_eq!(span.events[0].attributes[0].key, "plain");
-                dismantle_span(s);
-            })
-            .unwrap()
-            .join()
-            .expect("no overflow");
+    on_a_small_stack(|| {
+        let encoder = Encoder::new(Resource::new("million"));
+        let s = span_with(1_000_000);
+        let got = decode_both(&encoder, std::slice::from_ref(&s));
+        let span = &got.resource_spans[0].scope_spans[0].spans[0];
+        assert_eq!(span.attributes.len(), 1);
+        assert_eq!(span.attributes[0].key, "plain");
+        assert_eq!(span.dropped_attributes_count, 3);
+        assert_eq!(span.events[0].dropped_attributes_count, 1);
+        assert_eq!(span.events[0].attributes[0].key, "plain");
+        dismantle_span(s);
     });
 }
 
