@@ -10,7 +10,9 @@
 //! callsite and thread. The process's map makes each set once and keeps it
 //! for the rest of the program (callsites are `static`, so there are as
 //! many sets as callsites that made a span); the threads' maps keep the lock
-//! off every later span. No shared memory is written per span.
+//! off every later span. No shared memory is written per span. A thread
+//! holds at most about 10 KiB for this, however many callsites it uses:
+//! its map is emptied past [`SEEN_MAX`] callsites.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,6 +54,12 @@ pub(crate) fn shared(meta: &'static Metadata<'static>) -> Option<&'static Shared
     let set = SEEN
         .try_with(|seen| {
             let mut seen = seen.try_borrow_mut().ok()?;
+            if seen.len() >= SEEN_MAX && !seen.contains_key(&key) {
+                // A thread that has made spans of very many callsites
+                // starts its map again: its memory stays bounded, and the
+                // next misses find their sets in the process's map.
+                *seen = HashMap::default();
+            }
             Some(*seen.entry(key).or_insert_with(|| made_once(key, meta)))
         })
         .ok()
@@ -60,8 +68,12 @@ pub(crate) fn shared(meta: &'static Metadata<'static>) -> Option<&'static Shared
     Some(set)
 }
 
-/// Entries in a thread's direct-mapped cache.
+/// Entries in a thread's direct-mapped cache (1 KiB).
 const RECENT_SLOTS: usize = 64;
+
+/// Callsites a thread's map holds at most (about 9 KiB): past them it is
+/// emptied and refilled.
+const SEEN_MAX: usize = 256;
 
 thread_local! {
     /// The sets this thread used last, by callsite address (compared, never
@@ -160,6 +172,28 @@ mod tests {
                 "target"
             ]
         );
+    }
+
+    /// Past [`SEEN_MAX`] callsites, a miss empties the thread's map and
+    /// still finds its callsite's own set.
+    #[test]
+    fn a_threads_map_stays_bounded_past_its_limit() {
+        let meta = {
+            let _g = tracing::subscriber::set_default(tracing_subscriber::registry());
+            tracing::info_span!("bounded").metadata().expect("metadata")
+        };
+        let want = made_once(std::ptr::from_ref(meta) as usize, meta);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            // Fill the map with other (never dereferenced) keys.
+            for k in 0..SEEN_MAX {
+                seen.insert(usize::MAX - 8 * k, want);
+            }
+        });
+        // A miss past the limit empties the map and finds its own set.
+        RECENT.with(|r| r[slot_of(std::ptr::from_ref(meta) as usize)].set((0, None)));
+        assert!(std::ptr::eq(shared(meta).unwrap(), want));
+        assert_eq!(SEEN.with(|seen| seen.borrow().len()), 1);
     }
 
     #[test]
