@@ -139,13 +139,31 @@ pub(crate) const CUT_OFF: usize = 16;
 pub(crate) const JOIN_GONE: usize = 32;
 
 /// What the scheduler sees of a task.
-pub(crate) trait Runnable: Send + Sync + 'static {
-    /// The type-independent part.
-    fn header(&self) -> &Header;
+///
+/// # Safety
+///
+/// An implementor is `repr(C)` with its [`Header`] as its first field, so
+/// that the data pointer of a `dyn Runnable` points at the header
+/// ([`header`](<dyn Runnable>::header) reads it there, with no virtual
+/// call). [`Task`] is the only implementor.
+pub(crate) unsafe trait Runnable: Send + Sync + 'static {
     /// Polls it once (the caller popped it from a run queue).
     fn run(self: Arc<Self>);
     /// Completes a task that was never scheduled (its region had closed).
     fn reject(&self, reason: CancelReason);
+}
+
+impl dyn Runnable {
+    /// The type-independent part, read at the start of the task (no
+    /// virtual call: the scheduler, the sweep and the region's look at a
+    /// child each read it per task).
+    #[inline(always)]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: every implementor is `repr(C)` with its header first
+        // (the trait's safety contract), so the data pointer of `self`
+        // points at a `Header` that lives as long as `self`.
+        unsafe { &*std::ptr::from_ref(self).cast::<Header>() }
+    }
 }
 
 /// Completes a never-scheduled task with `Cancelled`: its region closed
@@ -510,17 +528,14 @@ where
     }
 }
 
-impl<G, F, T, E> Runnable for Task<G, F, T, E>
+// SAFETY: `Task` is `repr(C)` with `header` its first field.
+unsafe impl<G, F, T, E> Runnable for Task<G, F, T, E>
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    fn header(&self) -> &Header {
-        &self.header
-    }
-
     fn reject(&self, reason: CancelReason) {
         let old = self.stage.with_mut(|stage| {
             // SAFETY: the task was never scheduled: nobody else has it.
@@ -750,13 +765,28 @@ where
 }
 
 /// The joiner's view of a task.
-trait JoinTarget<T, E>: Send + Sync {
+///
+/// # Safety
+///
+/// As [`Runnable`]'s: `repr(C)` with the [`Header`] first ([`Task`] is the
+/// only implementor), for [`task_header`](<dyn JoinTarget<T, E>>::task_header).
+unsafe trait JoinTarget<T, E>: Send + Sync {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>>;
     fn runnable(self: Arc<Self>) -> Arc<dyn Runnable>;
-    fn task_header(&self) -> &Header;
 }
 
-impl<G, F, T, E> JoinTarget<T, E> for Task<G, F, T, E>
+impl<T, E> dyn JoinTarget<T, E> {
+    /// The task's header, with no virtual call (a handle's drop reads it).
+    #[inline(always)]
+    fn task_header(&self) -> &Header {
+        // SAFETY: the trait's safety contract: the data pointer points at
+        // the implementor's first field, its header.
+        unsafe { &*std::ptr::from_ref(self).cast::<Header>() }
+    }
+}
+
+// SAFETY: `Task` is `repr(C)` with `header` its first field.
+unsafe impl<G, F, T, E> JoinTarget<T, E> for Task<G, F, T, E>
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
@@ -791,10 +821,6 @@ where
 
     fn runnable(self: Arc<Self>) -> Arc<dyn Runnable> {
         self
-    }
-
-    fn task_header(&self) -> &Header {
-        &self.header
     }
 }
 

@@ -150,6 +150,8 @@ impl<'a> CancelWakes<'a> {
     /// Wakes `task` to see its cancellation: a re-poll request when it is
     /// the task being polled here (`task::wake_cancelled_task`), else it
     /// is marked `SCHEDULED` now and queued at [`flush`](Self::flush).
+    /// Inlined into the sweep's loop (once per task).
+    #[inline]
     fn wake(&mut self, task: &Arc<dyn Runnable>, room: usize) {
         if is_running_task(task) {
             crate::budget::coop::request_repoll();
