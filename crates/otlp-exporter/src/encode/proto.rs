@@ -381,7 +381,7 @@ fn put_any_value<S: Sink>(buf: &mut S, v: &Value) -> Put {
 fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Result<u32, Full> {
     let mut left_out = 0u32;
     for kv in attrs {
-        if put_scalar_attribute(buf, field, kv)? {
+        if put_small_attribute(buf, field, kv)? || put_scalar_attribute(buf, field, kv)? {
             continue;
         }
         if super::too_deep(&kv.value) {
@@ -394,6 +394,56 @@ fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Resul
         })?;
     }
     Ok(left_out)
+}
+
+/// The largest key-and-string length [`put_small_attribute`] takes: with
+/// it, every length in the run fits one varint byte.
+const SMALL_ATTRIBUTE: usize = 100;
+
+/// What most attributes are, written with the fewest decisions: a
+/// non-empty key and an integer, a bool or a string, together under
+/// [`SMALL_ATTRIBUTE`] bytes, so that every length in the run is one byte
+/// (the field's tag too: `field` is under 16). The same bytes as
+/// [`put_scalar_attribute`]; `Ok(false)` for anything else (it writes
+/// those).
+#[inline(always)]
+fn put_small_attribute<S: Sink>(buf: &mut S, field: u32, kv: &KeyValue) -> Result<bool, Full> {
+    let key = kv.key.as_bytes();
+    let k = key.len();
+    // The value: its `AnyValue` tag and either a varint or a short string.
+    let (tag, v, text): (u8, u64, &[u8]) = match &kv.value {
+        Value::I64(i) => (((3 << 3) | VARINT) as u8, *i as u64, &[]),
+        Value::Bool(b) => (((2 << 3) | VARINT) as u8, u64::from(*b), &[]),
+        Value::Str(s) => (((1 << 3) | LEN) as u8, s.len() as u64, s.as_bytes()),
+        _ => return Ok(false),
+    };
+    if k == 0 || k + text.len() >= SMALL_ATTRIBUTE || field >= 16 {
+        return Ok(false);
+    }
+    // A string's varint is its length (under 100: one byte).
+    let any_len = 1 + varint_len(v) + text.len();
+    // Key (tag, length, bytes), value (tag, length, `AnyValue`): at most
+    // 2 + 99 + 2 + 11, under 128.
+    let kv_len = 2 + k + 2 + any_len;
+    let n = 2 + kv_len;
+    // SAFETY: the writes below are exactly the `n` bytes counted above:
+    // four one-byte heads, the key, three one-byte heads, the varint
+    // (`varint_len(v)` bytes) and the string.
+    unsafe {
+        buf.put_exact(n, |p| {
+            let mut p = raw::byte(p, ((field << 3) | LEN) as u8);
+            p = raw::byte(p, kv_len as u8);
+            p = raw::byte(p, ((1 << 3) | LEN) as u8);
+            p = raw::byte(p, k as u8);
+            p = raw::slice(p, key);
+            p = raw::byte(p, ((2 << 3) | LEN) as u8);
+            p = raw::byte(p, any_len as u8);
+            p = raw::byte(p, tag);
+            p = raw::varint(p, v);
+            raw::slice(p, text)
+        })?;
+    }
+    Ok(true)
 }
 
 /// A `KeyValue` whose value is a scalar (string, bool, integer, float,
