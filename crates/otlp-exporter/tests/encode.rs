@@ -35,6 +35,49 @@ fn protobuf_is_byte_identical_to_prost() {
     assert_eq!(*body, want.encode_to_vec(), "not the canonical encoding");
 }
 
+/// Attributes on both sides of every bound the encoder writes differently
+/// (a one-byte length for the key and value together, a key under 128
+/// bytes, the widest integers), each in a span of its own and all in one:
+/// byte-identical to prost.
+#[test]
+fn attributes_across_the_encoders_size_bounds_are_byte_identical_to_prost() {
+    let encoder = Encoder::new(resource());
+    let mut spans = Vec::new();
+    let mut all = SpanData::new("all");
+    for key_len in [1, 2, 50, 97, 98, 99, 100, 101, 126, 127, 128, 129] {
+        let key = "k".repeat(key_len);
+        let mut values: Vec<Value> = [i64::MIN, -1, 0, 1, 127, 128, i64::MAX]
+            .into_iter()
+            .map(Value::I64)
+            .chain([Value::Bool(true), Value::Bool(false)])
+            .collect();
+        for text_len in 0..=110usize.saturating_sub(key_len).max(3) {
+            if key_len + text_len + 3 >= 97 || text_len < 3 {
+                values.push(Value::from("v".repeat(text_len)));
+            }
+        }
+        for value in values {
+            let kv = KeyValue::new(key.clone(), value);
+            let mut one = SpanData::new("one");
+            one.attributes.push(kv.clone());
+            spans.push(one);
+            all.attributes.push(kv);
+        }
+    }
+    spans.push(all);
+    for chunk in spans.chunks(64) {
+        let out = encoder.encode(chunk, Encoding::Protobuf);
+        assert_eq!(out.too_large, 0);
+        let want = expected(
+            encoder.resource(),
+            &[(encoder.scope(Default::default()), chunk.iter().collect())],
+        );
+        let body: Vec<u8> = out.requests.iter().flat_map(|r| r.body.clone()).collect();
+        assert_eq!(out.requests.len(), 1);
+        assert_eq!(body, want.encode_to_vec());
+    }
+}
+
 #[test]
 fn json_decodes_to_the_same_message() {
     let encoder = Encoder::new(resource());
