@@ -236,14 +236,115 @@ impl std::ops::Deref for BorrowedReason<'_> {
 }
 
 impl Drop for CancelCell {
+    /// Inlined: most cells (a task's, reached by its region's sweep) own
+    /// no reason, and their drop is one load.
+    #[inline]
     fn drop(&mut self) {
         // Relaxed: `&mut self`: nothing else can touch the cell now.
         let first = self.first.load(Ordering::Relaxed);
         if !first.is_null() {
             // SAFETY: `first` holds the count that `request` took with
             // `Arc::into_raw` for the cell; this gives it back, once.
-            drop(unsafe { Arc::from_raw(first) });
+            recycle_reason(unsafe { Arc::from_raw(first) });
         }
         // `later` frees its list (if made) as a field.
+    }
+}
+
+/// Reason allocations kept per thread (a few: a region's request makes
+/// one, its cell gives it back when the region drops, usually on the same
+/// worker).
+#[cfg(not(loom))]
+const CACHED_REASONS: usize = 4;
+
+#[cfg(not(loom))]
+thread_local! {
+    /// Unique `Arc`s of reasons whose cells dropped, holding a placeholder
+    /// (no message, no cause: nothing of the old reason is kept).
+    static REASONS: std::cell::RefCell<Vec<Arc<CancelReason>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `Arc::new(reason)`, in an allocation that a dropped cell gave back on
+/// this thread when there is one (a region's request: a `malloc` and a
+/// `free` fewer per cancelled region).
+pub(crate) fn new_reason(reason: CancelReason) -> Arc<CancelReason> {
+    #[cfg(not(loom))]
+    {
+        // `try_with`/`try_borrow_mut`: during the thread's teardown, or
+        // re-entered, the cache is simply not used.
+        let cached = REASONS
+            .try_with(|c| c.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten();
+        if let Some(mut a) = cached
+            && let Some(slot) = Arc::get_mut(&mut a)
+        {
+            // The placeholder has nothing to drop.
+            *slot = reason;
+            return a;
+        }
+    }
+    Arc::new(reason)
+}
+
+/// Gives a reason's `Arc` back: kept for [`new_reason`] when it is the
+/// last reference (its reason replaced by a placeholder, so that nothing
+/// it held, a message or a cause, outlives it), else dropped.
+#[inline(never)]
+fn recycle_reason(a: Arc<CancelReason>) {
+    #[cfg(not(loom))]
+    let mut a = a;
+    #[cfg(not(loom))]
+    if let Some(slot) = Arc::get_mut(&mut a) {
+        let old = std::mem::replace(slot, CancelReason::new(super::CancelKind::User));
+        // Kept while the cache has room; else (or during the thread's
+        // teardown, when the closure never runs) `a` drops with the
+        // closure, freed.
+        let _ = REASONS.try_with(move |c| {
+            if let Ok(mut c) = c.try_borrow_mut()
+                && c.len() < CACHED_REASONS
+            {
+                c.push(a);
+            }
+        });
+        // A reason holds no user code: its message and cause drop here,
+        // outside the cache's borrow.
+        drop(old);
+        return;
+    }
+    drop(a);
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::cancel::CancelKind;
+
+    /// A cell's own reason, when the cell held its last reference, is kept
+    /// for the next request on this thread, holding nothing of the old
+    /// reason; one still shared elsewhere is left to its other holders,
+    /// intact.
+    #[test]
+    fn a_dropped_cells_reason_is_reused_only_when_unique_and_keeps_nothing() {
+        // Unique: given back, then handed out again with the new reason.
+        let cell = CancelCell::new();
+        let first = new_reason(CancelReason::user(String::from("first")));
+        let at = Arc::as_ptr(&first);
+        assert_eq!(cell.request_owned(first), Some(true));
+        drop(cell);
+        let next = new_reason(CancelReason::new(CancelKind::Timeout));
+        assert!(std::ptr::eq(Arc::as_ptr(&next), at));
+        assert_eq!((next.kind(), next.message()), (CancelKind::Timeout, None));
+
+        // Shared: the other holder keeps it as it was; nothing is reused.
+        let cell = CancelCell::new();
+        let shared = new_reason(CancelReason::user("shared"));
+        let kept = shared.clone();
+        assert_eq!(cell.request_owned(shared), Some(true));
+        drop(cell);
+        assert_eq!(kept.message(), Some("shared"));
+        let other = new_reason(CancelReason::user("other"));
+        assert!(!std::ptr::eq(Arc::as_ptr(&other), Arc::as_ptr(&kept)));
     }
 }

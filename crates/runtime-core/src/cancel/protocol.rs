@@ -299,7 +299,11 @@ impl Region {
             // still running after a poll that saw the request (`arm_grace`).
             set_grace_deadline(&self.grace_at, self.sched.now() + grace);
         }
-        if self.cancel.request_owned(Arc::new(reason)).is_none() {
+        if self
+            .cancel
+            .request_owned(super::cell::new_reason(reason))
+            .is_none()
+        {
             return;
         }
         self.sweep();
