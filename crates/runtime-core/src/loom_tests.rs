@@ -715,18 +715,33 @@ fn a_failure_on_another_thread_reaches_the_close() {
                 crate::Outcome::Err(crate::region::RegionError::Child(_))
             ))
         });
-        let other = sched.clone();
-        let t = thread::spawn(move || other.run_all());
-        sched.run_all();
-        t.join().unwrap();
-        sched.run_all();
-        let waker = futures_noop();
-        match Pin::new(&mut owner).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(crate::Outcome::Ok(saw_failure)) => assert!(saw_failure),
-            Poll::Ready(_) => panic!("the owner task failed"),
-            Poll::Pending => panic!("the owner task did not finish"),
-        }
+        assert!(run_on_two_threads_to_ok(
+            &sched,
+            &mut owner,
+            "the owner task did not finish"
+        ));
     });
+}
+
+/// Runs `sched` on this thread and another until both find nothing to do,
+/// then once more here, and returns `owner`'s `Ok` value: panics with
+/// `pending` if it has not finished, or if it failed.
+fn run_on_two_threads_to_ok(
+    sched: &Arc<Mock>,
+    owner: &mut JoinHandle<bool, ()>,
+    pending: &str,
+) -> bool {
+    let other = sched.clone();
+    let t = thread::spawn(move || other.run_all());
+    sched.run_all();
+    t.join().unwrap();
+    sched.run_all();
+    let waker = futures_noop();
+    match Pin::new(owner).poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(crate::Outcome::Ok(v)) => v,
+        Poll::Ready(_) => panic!("the owner task failed"),
+        Poll::Pending => panic!("{pending}"),
+    }
 }
 
 /// A handle dropped on another thread while its task finishes (`JOIN_GONE`
@@ -793,17 +808,11 @@ fn region_close_racing_last_child_is_not_lost() {
                 .await;
             Ok::<_, ()>(out.is_ok())
         });
-        let other = sched.clone();
-        let t = thread::spawn(move || other.run_all());
-        sched.run_all();
-        t.join().unwrap();
-        sched.run_all();
-        let waker = futures_noop();
-        match Pin::new(&mut owner).poll(&mut Context::from_waker(&waker)) {
-            Poll::Ready(crate::Outcome::Ok(closed_ok)) => assert!(closed_ok),
-            Poll::Ready(_) => panic!("the owner task failed"),
-            Poll::Pending => panic!("the close's wake was lost"),
-        }
+        assert!(run_on_two_threads_to_ok(
+            &sched,
+            &mut owner,
+            "the close's wake was lost"
+        ));
         assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
     });
 }

@@ -4,6 +4,27 @@ use std::task::Waker;
 
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 
+/// A waker's identity: its data and vtable pointers, what
+/// `Waker::will_wake` compares, kept without a reference count. Equal
+/// identities are the same waker only while something keeps that waker
+/// alive (a clone stored elsewhere: a timer's wheel entry, a region's
+/// node); each user says what does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WakerId {
+    data: usize,
+    vtable: usize,
+}
+
+impl WakerId {
+    /// `w`'s identity.
+    pub(crate) fn of(w: &Waker) -> Self {
+        WakerId {
+            data: w.data() as usize,
+            vtable: std::ptr::from_ref(w.vtable()) as usize,
+        }
+    }
+}
+
 /// A slot holding one waker, registered by one task and woken by any
 /// number of threads, without a lock (the `AtomicWaker` of the futures
 /// ecosystem, written for this crate's loom shim). Used by join handles,

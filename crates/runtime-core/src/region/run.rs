@@ -5,13 +5,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use super::{BodyPoller, Finalizer, Policy, Region, RegionError};
 use crate::cancel::{CancelKind, CancelReason, Origin};
 use crate::loom::{Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::sched::Scheduler;
+use crate::sync::WakerId;
 use crate::task::Runnable;
 use crate::time::driver::TimerAction;
 
@@ -118,23 +119,6 @@ enum Registered {
     /// clone of it, whose count keeps this identity from being reused
     /// while it is stored.
     Other(WakerId),
-}
-
-/// A waker's identity (its data and vtable pointers, what
-/// `Waker::will_wake` compares), kept without a count.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct WakerId {
-    data: usize,
-    vtable: usize,
-}
-
-impl WakerId {
-    fn of(w: &Waker) -> Self {
-        WakerId {
-            data: w.data() as usize,
-            vtable: std::ptr::from_ref(w.vtable()) as usize,
-        }
-    }
 }
 
 impl<F: Future> Future for InScope<'_, F> {

@@ -2,13 +2,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
 use crate::budget::coop;
 use crate::cancel::Cancelled;
 use crate::cx::CxCore;
+use crate::sync::WakerId;
 
 /// Resolves at its deadline with `Ok(())`, or earlier with
 /// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
@@ -29,6 +30,15 @@ use crate::cx::CxCore;
 pub struct Sleep<'a> {
     cx: &'a CxCore,
     deadline: Instant,
+    /// The pending timer and which waker it wakes: the identity of the
+    /// clone its wheel entry holds, kept instead of a second clone (one
+    /// reference count fewer to take at the registration and to give back
+    /// at the removal, a cancelled sleep's). The entry keeps its waker
+    /// alive while the timer is pending, so an equal identity is that
+    /// waker. Once the entry has fired, the deadline has passed (a timer
+    /// fires only when `now` has reached its deadline, and the clock never
+    /// goes back), and [`poll_sleep`] returns before it compares; a wheel
+    /// cleared at the end of a runtime wakes nobody again anyway.
     timer: Option<(TimerHandle, WakerId)>,
 }
 
@@ -57,31 +67,6 @@ impl<'a> Sleep<'a> {
     /// ```
     pub fn deadline(&self) -> Instant {
         self.deadline
-    }
-}
-
-/// Which waker a pending timer wakes: the identity of the clone its wheel
-/// entry holds (`Waker::will_wake` compares the same two pointers), kept
-/// instead of a second clone (one reference count fewer to take at the
-/// registration and to give back at the removal, a cancelled sleep's).
-///
-/// The entry keeps its waker alive while the timer is pending, so an equal
-/// identity is that waker. Once the entry has fired, the deadline has
-/// passed (a timer fires only when `now` has reached its deadline, and the
-/// clock never goes back), and [`poll_sleep`] returns before it compares;
-/// a wheel cleared at the end of a runtime wakes nobody again anyway.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct WakerId {
-    data: usize,
-    vtable: usize,
-}
-
-impl WakerId {
-    fn of(w: &Waker) -> Self {
-        WakerId {
-            data: w.data() as usize,
-            vtable: std::ptr::from_ref(w.vtable()) as usize,
-        }
     }
 }
 
