@@ -4,6 +4,41 @@ use std::task::Waker;
 
 use crate::loom::{AtomicUsize, Ordering, UnsafeCell};
 
+/// Takes a value from a per-thread cache (a `thread_local!` vector behind
+/// a `RefCell`): `None` when it is empty, and during the thread's
+/// teardown or from inside another use of it (re-entered from a drop),
+/// when the cache is simply not used.
+#[cfg(not(loom))]
+pub(crate) fn cache_take<T: 'static>(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+) -> Option<T> {
+    cache
+        .try_with(|c| c.try_borrow_mut().ok()?.pop())
+        .ok()
+        .flatten()
+}
+
+/// Keeps `v` in a per-thread cache while it holds fewer than `max`; else
+/// (or during the thread's teardown, or re-entered) `v` is dropped here,
+/// outside the cache's borrow.
+#[cfg(not(loom))]
+pub(crate) fn cache_keep<T: 'static>(
+    cache: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>,
+    v: T,
+    max: usize,
+) {
+    let mut v = Some(v);
+    let _ = cache.try_with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut()
+            && c.len() < max
+            && let Some(v) = v.take()
+        {
+            c.push(v);
+        }
+    });
+    drop(v);
+}
+
 /// A waker's identity: its data and vtable pointers, what
 /// `Waker::will_wake` compares, kept without a reference count. Equal
 /// identities are the same waker only while something keeps that waker

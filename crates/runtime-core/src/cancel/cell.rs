@@ -271,13 +271,7 @@ thread_local! {
 pub(crate) fn new_reason(reason: CancelReason) -> Arc<CancelReason> {
     #[cfg(not(loom))]
     {
-        // `try_with`/`try_borrow_mut`: during the thread's teardown, or
-        // re-entered, the cache is simply not used.
-        let cached = REASONS
-            .try_with(|c| c.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        if let Some(mut a) = cached
+        if let Some(mut a) = crate::sync::cache_take(&REASONS)
             && let Some(slot) = Arc::get_mut(&mut a)
         {
             // The placeholder has nothing to drop.
@@ -298,16 +292,8 @@ fn recycle_reason(a: Arc<CancelReason>) {
     #[cfg(not(loom))]
     if let Some(slot) = Arc::get_mut(&mut a) {
         let old = std::mem::replace(slot, CancelReason::new(super::CancelKind::User));
-        // Kept while the cache has room; else (or during the thread's
-        // teardown, when the closure never runs) `a` drops with the
-        // closure, freed.
-        let _ = REASONS.try_with(move |c| {
-            if let Ok(mut c) = c.try_borrow_mut()
-                && c.len() < CACHED_REASONS
-            {
-                c.push(a);
-            }
-        });
+        // Kept while the cache has room; else freed.
+        crate::sync::cache_keep(&REASONS, a, CACHED_REASONS);
         // A reason holds no user code: its message and cause drop here,
         // outside the cache's borrow.
         drop(old);

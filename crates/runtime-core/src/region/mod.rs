@@ -257,13 +257,7 @@ const CACHED_BUF_CAP: usize = 1024;
 pub(crate) fn child_buf(n: usize) -> Vec<Child> {
     #[cfg(not(loom))]
     {
-        // `try_with`/`try_borrow_mut`: during the thread's teardown, or
-        // re-entered from a drop, the cache is simply not used.
-        let cached = CHILD_BUFS
-            .try_with(|c| c.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten();
-        if let Some(mut v) = cached {
+        if let Some(mut v) = crate::sync::cache_take(&CHILD_BUFS) {
             v.reserve(n);
             return v;
         }
@@ -279,13 +273,7 @@ pub(crate) fn recycle_child_buf(v: Vec<Child>) {
         if v.capacity() == 0 || v.capacity() > CACHED_BUF_CAP {
             return;
         }
-        let _ = CHILD_BUFS.try_with(|c| {
-            if let Ok(mut c) = c.try_borrow_mut()
-                && c.len() < CACHED_BUFS
-            {
-                c.push(v);
-            }
-        });
+        crate::sync::cache_keep(&CHILD_BUFS, v, CACHED_BUFS);
     }
     #[cfg(loom)]
     drop(v);
