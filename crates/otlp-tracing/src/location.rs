@@ -106,7 +106,9 @@ fn made_once(key: usize, meta: &'static Metadata<'static>) -> &'static SharedAtt
 /// a `Metadata`, mixed.
 #[inline]
 fn slot_of(key: usize) -> usize {
-    ((key >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 58) % RECENT_SLOTS
+    // In 64 bits whatever the pointer width: the top six bits of the
+    // product pick one of the 64 slots.
+    (((key as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % RECENT_SLOTS
 }
 
 /// Hashes a callsite address (a `usize`, unique per callsite) by mixing
