@@ -204,8 +204,8 @@ pub use http::{
 };
 pub use model::{
     Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SharedAttributes,
-    SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags, TraceId, Value,
-    push_attribute,
+    SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags,
+    TraceId, Value, push_attribute,
 };
 pub use pipeline::{
     DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,
