@@ -568,27 +568,38 @@ fn region_spawn_racing_two_cancels_gets_the_strongest() {
 /// whole reason, and dropping the cell gives back every count it took.
 #[test]
 fn cancel_cell_racing_requests_keep_the_strongest() {
-    use crate::cancel::CancelCell;
-    loom::model(|| {
-        let cell = Arc::new(CancelCell::new());
-        let weak = Arc::new(CancelReason::user("stop"));
-        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
-        let (c1, w) = (cell.clone(), weak.clone());
-        let t1 = thread::spawn(move || c1.request(&w));
-        let (c2, s) = (cell.clone(), strong.clone());
-        let t2 = thread::spawn(move || c2.request(&s));
+    loom::model(|| weak_and_strong_requests_race(true, |c, w| c.request(&w)));
+}
+
+/// A weak (`User`) request that `first` makes on one thread racing a
+/// strong (`Shutdown`) `request` on another, with a reader on this thread
+/// when `read`: exactly one is first, the strong one ends up current, and
+/// dropping the cell gives back every count it took (the test keeps both
+/// reasons alive past the cell).
+fn weak_and_strong_requests_race(
+    read: bool,
+    first: impl FnOnce(&crate::cancel::CancelCell, Arc<CancelReason>) -> Option<bool> + Send + 'static,
+) {
+    let cell = Arc::new(crate::cancel::CancelCell::new());
+    let weak = Arc::new(CancelReason::user("stop"));
+    let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
+    let (c1, w) = (cell.clone(), weak.clone());
+    let t1 = thread::spawn(move || first(&c1, w));
+    let (c2, s) = (cell.clone(), strong.clone());
+    let t2 = thread::spawn(move || c2.request(&s));
+    if read {
         let seen = cell.get().map(|r| r.kind());
-        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
         assert!(matches!(
             seen,
             None | Some(CancelKind::User) | Some(CancelKind::Shutdown)
         ));
-        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
-        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
-        drop(cell);
-        assert_eq!(Arc::strong_count(&weak), 1);
-        assert_eq!(Arc::strong_count(&strong), 1);
-    });
+    }
+    let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
+    assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
+    assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
+    drop(cell);
+    assert_eq!(Arc::strong_count(&weak), 1);
+    assert_eq!(Arc::strong_count(&strong), 1);
 }
 
 /// A borrowed first request (a region's sweep passing the region's reason
@@ -599,28 +610,12 @@ fn cancel_cell_racing_requests_keep_the_strongest() {
 /// test, keeps it alive past the cell), all of the owned one's.
 #[test]
 fn cancel_cell_borrowed_request_racing_an_owned_one() {
-    use crate::cancel::CancelCell;
     loom::model(|| {
-        let cell = Arc::new(CancelCell::new());
-        let weak = Arc::new(CancelReason::user("stop"));
-        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
-        let (c1, w) = (cell.clone(), weak.clone());
-        // SAFETY: `weak` is held by this closure's caller until after the
-        // cell is dropped below (the stand-in for the region's cell).
-        let t1 = thread::spawn(move || unsafe { c1.request_borrowed(&w) });
-        let (c2, s) = (cell.clone(), strong.clone());
-        let t2 = thread::spawn(move || c2.request(&s));
-        let seen = cell.get().map(|r| r.kind());
-        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
-        assert!(matches!(
-            seen,
-            None | Some(CancelKind::User) | Some(CancelKind::Shutdown)
-        ));
-        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
-        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
-        drop(cell);
-        assert_eq!(Arc::strong_count(&weak), 1);
-        assert_eq!(Arc::strong_count(&strong), 1);
+        weak_and_strong_requests_race(true, |c, w| {
+            // SAFETY: the helper holds the reason until after the cell is
+            // dropped (the stand-in for the region's cell).
+            unsafe { c.request_borrowed(&w) }
+        })
     });
 }
 
@@ -630,22 +625,7 @@ fn cancel_cell_borrowed_request_racing_an_owned_one() {
 /// back every count it holds (the owned reason's, handed over, too).
 #[test]
 fn cancel_cell_owned_request_racing_another() {
-    use crate::cancel::CancelCell;
-    loom::model(|| {
-        let cell = Arc::new(CancelCell::new());
-        let weak = Arc::new(CancelReason::user("stop"));
-        let strong = Arc::new(CancelReason::new(CancelKind::Shutdown));
-        let (c1, w) = (cell.clone(), weak.clone());
-        let t1 = thread::spawn(move || c1.request_owned(w));
-        let (c2, s) = (cell.clone(), strong.clone());
-        let t2 = thread::spawn(move || c2.request(&s));
-        let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
-        assert_eq!([r1, r2].iter().filter(|r| **r == Some(true)).count(), 1);
-        assert_eq!(cell.get().map(|r| r.kind()), Some(CancelKind::Shutdown));
-        drop(cell);
-        assert_eq!(Arc::strong_count(&weak), 1);
-        assert_eq!(Arc::strong_count(&strong), 1);
-    });
+    loom::model(|| weak_and_strong_requests_race(false, |c, w| c.request_owned(w)));
 }
 
 /// Two stronger requests racing after a first one: both take the locked
