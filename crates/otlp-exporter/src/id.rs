@@ -33,12 +33,18 @@ fn next_u64() -> u64 {
 /// A random `u64` from this thread's generator.
 pub(crate) fn random_u64() -> u64 {
     STATE.with(|s| {
-        let mut z = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let z = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
         s.set(z);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        mix(z)
     })
+}
+
+/// SplitMix64's output function.
+#[inline(always)]
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 pub(crate) fn random_trace_id() -> TraceId {
@@ -53,11 +59,77 @@ pub(crate) fn random_trace_id() -> TraceId {
     }
 }
 
+/// A new root's ids, a trace id and a span id, never zero, drawn with one
+/// visit to the thread's generator (the record path's common case).
+#[inline]
+pub(crate) fn random_root_ids() -> (TraceId, SpanId) {
+    STATE.with(|s| {
+        let mut state = s.get();
+        let mut draw = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            mix(state)
+        };
+        let (mut a, mut b) = (draw(), draw());
+        while a | b == 0 {
+            (a, b) = (draw(), draw());
+        }
+        let mut c = draw();
+        while c == 0 {
+            c = draw();
+        }
+        s.set(state);
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&a.to_be_bytes());
+        id[8..].copy_from_slice(&b.to_be_bytes());
+        (TraceId(id), SpanId(c.to_be_bytes()))
+    })
+}
+
 pub(crate) fn random_span_id() -> SpanId {
     loop {
         let a = next_u64();
         if a != 0 {
             return SpanId(a.to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_ids_are_the_next_three_draws_of_the_generator() {
+        STATE.with(|s| s.set(0x1234_5678));
+        let (trace, span) = random_root_ids();
+        STATE.with(|s| s.set(0x1234_5678));
+        let (a, b, c) = (random_u64(), random_u64(), random_u64());
+        assert_eq!(trace.0[..8], a.to_be_bytes());
+        assert_eq!(trace.0[8..], b.to_be_bytes());
+        assert_eq!(span.0, c.to_be_bytes());
+        // And the generator moved on past all three.
+        let (next_trace, _) = random_root_ids();
+        assert_eq!(next_trace.0[..8], random_u64_after(c_state(0x1234_5678, 3)));
+    }
+
+    /// The state after `n` draws from `state`.
+    fn c_state(state: u64, n: u64) -> u64 {
+        state.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// The big-endian bytes of the draw that follows `state`.
+    fn random_u64_after(state: u64) -> [u8; 8] {
+        mix(state.wrapping_add(0x9E37_79B9_7F4A_7C15)).to_be_bytes()
+    }
+
+    #[test]
+    fn root_ids_are_never_zero_and_differ() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let (trace, span) = random_root_ids();
+            assert_ne!(trace.0, [0; 16]);
+            assert_ne!(span.0, [0; 8]);
+            assert!(seen.insert(span.0), "a span id repeated");
         }
     }
 }

@@ -642,6 +642,30 @@ impl SpanData {
         self.shared_attributes = None;
     }
 
+    /// [`clear`](Self::clear) for storage about to be reused by the record
+    /// path's `begin` (span.rs), which sets the name, the context, the
+    /// parent, the kind, the priority, the scope and the start time
+    /// itself: only what it does not set is reset here (the old name and
+    /// context are dropped when `begin` overwrites them).
+    #[inline]
+    pub(crate) fn reset_for_reuse(&mut self) {
+        self.end_time_unix_nano = 0;
+        if !self.attributes.is_empty() {
+            clear_attributes(&mut self.attributes);
+        }
+        self.dropped_attributes_count = 0;
+        if !self.events.is_empty() {
+            self.events.clear();
+        }
+        self.dropped_events_count = 0;
+        if !self.links.is_empty() {
+            self.links.clear();
+        }
+        self.dropped_links_count = 0;
+        self.status = Status::default();
+        self.shared_attributes = None;
+    }
+
     /// How many attributes the span has: its own and its
     /// [shared](Self::shared_attributes) ones (what the limits count).
     ///

@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::clock::now_unix_nanos;
 use crate::model::{
     Event, KeyValue, Link, Priority, ScopeId, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
-    Status, Str, TraceFlags, TraceId, Value, truncate_value,
+    Status, Str, TraceFlags, Value, truncate_value,
 };
 use crate::outstanding::{Outstanding, asymmetric};
 use crate::pipeline::{Pipeline, Recorded};
@@ -680,14 +680,23 @@ fn begin(
     start: Option<u64>,
     priority: Priority,
 ) -> Span {
-    let (trace_id, parent_span_id, state) = match parent {
-        Some(p) => (p.trace_id, p.span_id, p.trace_state.clone()),
-        None => (TraceId::random(), SpanId::INVALID, Str::Borrowed("")),
+    // A root draws both its ids at once (one visit to the generator).
+    let (trace_id, span_id, parent_span_id, state) = match parent {
+        Some(p) => (
+            p.trace_id,
+            SpanId::random(),
+            p.span_id,
+            p.trace_state.clone(),
+        ),
+        None => {
+            let (trace_id, span_id) = crate::id::random_root_ids();
+            (trace_id, span_id, SpanId::INVALID, Str::Borrowed(""))
+        }
     };
     let decision = local.sampler.should_sample(parent, trace_id, &name, kind);
     let context = SpanContext {
         trace_id,
-        span_id: SpanId::random(),
+        span_id,
         trace_flags: if decision.is_sampled() {
             TraceFlags::SAMPLED
         } else {
@@ -703,9 +712,13 @@ fn begin(
     data.kind = kind;
     data.priority = priority;
     data.scope = local.scope;
-    if recording {
-        data.start_time_unix_nano = start.unwrap_or_else(now_unix_nanos);
-    }
+    // Set whether recording or not: recycled storage keeps the last span's
+    // start (`SpanData::reset_for_reuse`).
+    data.start_time_unix_nano = if recording {
+        start.unwrap_or_else(now_unix_nanos)
+    } else {
+        0
+    };
     Span {
         local,
         data: Some(data),
@@ -1031,7 +1044,7 @@ fn recycle_data(mut data: Box<SpanData>) {
     bound(&mut data.attributes);
     bound(&mut data.events);
     bound(&mut data.links);
-    data.clear();
+    data.reset_for_reuse();
     let _ = SPARE.try_with(move |spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
             && spare.len() < SPARE_SPANS

@@ -743,3 +743,88 @@ fn records_racing_a_shutdown_are_exported_or_counted_after_shutdown() {
         assert_eq!(memory.span_count(), stats.exported, "round {round}");
     }
 }
+
+#[test]
+fn a_span_carries_nothing_from_the_span_whose_storage_it_reuses() {
+    use otlp_exporter::{KeyValue, SpanKind, Status};
+    let memory = InMemory::new();
+    let pipeline = builder(&memory).build().unwrap();
+    let tracer = pipeline.tracer("reuse", "1");
+    let remote = otlp_exporter::SpanContext::from_traceparent(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    // Everything a span can hold, set on the first span; several rounds
+    // so that every recycled box of this thread has held such a span.
+    for round in 0..6 {
+        let mut full = tracer
+            .build(format!("full {round}"))
+            .kind(SpanKind::Server)
+            .parent(&remote)
+            .priority(Priority::Low)
+            .attribute(String::from("owned key"), String::from("owned value"))
+            .link(remote.clone(), vec![KeyValue::new("l", 1)])
+            .start();
+        full.add_event("event", vec![KeyValue::new("e", true)])
+            .set_status(Status::error("failed"))
+            .update_name(String::from("renamed"));
+        full.end();
+        let plain = tracer.start("plain");
+        let plain_ctx = plain.context().clone();
+        assert!(!plain_ctx.is_remote);
+        assert_eq!(plain_ctx.trace_state.as_ref(), "");
+        plain.end();
+    }
+    // A span not sampled, then a sampled one: the sampled one has its own
+    // start time.
+    tracer
+        .clone()
+        .with_sampler(otlp_exporter::Sampler::AlwaysOff)
+        .start("unsampled")
+        .end();
+    tracer.start("after unsampled").end();
+    pipeline.shutdown(Duration::from_secs(5));
+    let spans: Vec<_> = memory
+        .requests()
+        .iter()
+        .flat_map(|r| {
+            let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+                prost::Message::decode(&r.body[..]).unwrap();
+            req.resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(spans.len(), 13);
+    let full: Vec<_> = spans.iter().filter(|s| s.name == "renamed").collect();
+    assert_eq!(full.len(), 6);
+    assert!(full.iter().all(|s| s.attributes.len() == 1
+        && s.events.len() == 1
+        && s.links.len() == 1
+        && s.status.as_ref().is_some_and(|st| st.code == 2)
+        && s.kind == 2
+        && s.parent_span_id == remote.span_id.0));
+    for plain in spans
+        .iter()
+        .filter(|s| s.name == "plain" || s.name == "after unsampled")
+    {
+        assert!(plain.attributes.is_empty(), "{plain:?}");
+        assert!(plain.events.is_empty(), "{plain:?}");
+        assert!(plain.links.is_empty(), "{plain:?}");
+        assert_eq!(plain.dropped_attributes_count, 0);
+        assert!(
+            plain
+                .status
+                .as_ref()
+                .is_none_or(|st| st.code == 0 && st.message.is_empty())
+        );
+        assert_eq!(plain.kind, 1, "internal");
+        assert!(plain.parent_span_id.is_empty());
+        assert_ne!(plain.trace_id, remote.trace_id.0);
+        assert!(plain.trace_state.is_empty());
+        assert!(plain.start_time_unix_nano > 0);
+        assert!(plain.end_time_unix_nano >= plain.start_time_unix_nano);
+    }
+}
