@@ -623,23 +623,9 @@ impl SpanData {
         self.name = Str::Borrowed("");
         self.kind = SpanKind::Internal;
         self.start_time_unix_nano = 0;
-        self.end_time_unix_nano = 0;
-        if !self.attributes.is_empty() {
-            clear_attributes(&mut self.attributes);
-        }
-        self.dropped_attributes_count = 0;
-        if !self.events.is_empty() {
-            self.events.clear();
-        }
-        self.dropped_events_count = 0;
-        if !self.links.is_empty() {
-            self.links.clear();
-        }
-        self.dropped_links_count = 0;
-        self.status = Status::default();
         self.priority = Priority::Normal;
         self.scope = ScopeId::DEFAULT;
-        self.shared_attributes = None;
+        self.reset_for_reuse();
     }
 
     /// [`clear`](Self::clear) for storage about to be reused by the record
