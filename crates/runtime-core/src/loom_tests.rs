@@ -797,6 +797,38 @@ fn region_close_racing_last_child_is_not_lost() {
     });
 }
 
+/// A region whose body cancels it (the owner task's re-poll requested in
+/// that poll) and returns while its child still runs: the close's first
+/// look registers no waker (`Region::poll_quiescent`: the re-poll is the
+/// wake), the re-poll looks again and registers, and the child finishing
+/// on another thread at any point of that is never missed: the owner
+/// finishes and the region closes once. (Fails, "the close's wake was
+/// lost", when the look skips its registration without a re-poll
+/// requested, or whenever its region is cancelled: cases that
+/// `region_close_racing_last_child_is_not_lost`, with no cancel, passes.)
+#[test]
+fn region_close_after_its_bodys_own_cancel_is_not_lost() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let mut owner = spawn_in(&root, Budget::UNLIMITED, 0, |cx| async move {
+            let out = cx
+                .region_with(crate::RegionOptions::collect_all(), |cx| async move {
+                    let _child = cx.spawn_with(Budget::UNLIMITED, |_| async { Ok::<u32, ()>(1) });
+                    cx.cancel(CancelReason::user("the body cancels its own region"));
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(out.is_ok())
+        });
+        assert!(run_on_two_threads_to_ok(
+            &sched,
+            &mut owner,
+            "the close's wake was lost"
+        ));
+        assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
+    });
+}
+
 /// A finalizer registered from another thread while the region closes its
 /// registration (`Region::next_finalizer`, lock-free when none was
 /// registered): it is either handed to the close to run or refused and

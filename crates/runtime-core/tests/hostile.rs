@@ -1153,6 +1153,84 @@ impl Wake for Wrapping {
     }
 }
 
+/// Wakes a combinator's inner future: records that it fired, then wakes
+/// the task.
+struct Fired(Arc<AtomicBool>, Waker);
+
+impl Wake for Fired {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+        self.1.wake_by_ref();
+    }
+}
+
+/// A region polled by a combinator that polls it only when the waker it
+/// gave it fired, in a task poll that has already requested the task's
+/// re-poll (another region of the task, polled with the task's own waker,
+/// cancelled itself in that poll): the closing region must still register
+/// the combinator's waker, since the task's re-poll does not reach it
+/// (`Region::poll_quiescent` skips the registration only for the task's
+/// own waker). Its child finishes later, the waker fires, the region
+/// closes. (With the skip for any waker, the region is never polled again:
+/// the sleep below reports it.)
+#[test]
+fn a_region_closing_inside_a_combinator_that_polls_on_its_own_wake_is_not_lost() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let inner = cx.region(|cx| async move {
+                    let _child = cx.spawn(|cx| async move {
+                        let _ = cx.sleep(Duration::from_millis(20)).await;
+                    });
+                    Ok::<_, ()>(())
+                });
+                let own = cx.region(|cx| async move {
+                    cx.cancel(CancelReason::user("asks for the owner's re-poll"));
+                    Ok::<_, ()>(())
+                });
+                let give_up = cx.sleep(Duration::from_secs(5));
+                let (mut inner, mut own, mut give_up) = (
+                    std::pin::pin!(inner),
+                    std::pin::pin!(own),
+                    std::pin::pin!(give_up),
+                );
+                let fired = Arc::new(AtomicBool::new(true));
+                let (mut own_done, mut inner_out) = (false, None);
+                let closed = std::future::poll_fn(|task| {
+                    // First the region that asks for the re-poll, with the
+                    // task's own waker; then, in the same task poll, the
+                    // other, through the combinator's waker.
+                    if !own_done {
+                        own_done = own.as_mut().poll(task).is_ready();
+                    }
+                    if inner_out.is_none() && fired.swap(false, Ordering::SeqCst) {
+                        let w = Waker::from(Arc::new(Fired(fired.clone(), task.waker().clone())));
+                        if let Poll::Ready(o) = inner.as_mut().poll(&mut Context::from_waker(&w)) {
+                            inner_out = Some(o.is_ok());
+                        }
+                    }
+                    if own_done && let Some(ok) = inner_out {
+                        return Poll::Ready(Some(ok));
+                    }
+                    // The lost wake shows as this sleep's end.
+                    match give_up.as_mut().poll(task) {
+                        Poll::Ready(_) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                Ok::<_, ()>(closed)
+            });
+            assert_eq!(
+                out.ok(),
+                Some(Some(true)),
+                "{name}: the region's close was never polled again"
+            );
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
 /// A region body asleep is woken by a cancel request made by one of its
 /// tasks (on another worker, where there is one), whoever polls the body: its owner task with
 /// its own waker (the region stores no waker then, and the request wakes

@@ -31,6 +31,7 @@ impl Drop for Token {
 }
 
 const DEPTH: u32 = 9;
+const HOUR: Duration = Duration::from_secs(3600);
 const LEAVES: usize = 195; // per region at the bottom: 2^9 * 195 ~ 100k
 
 /// A binary tree of regions; every region registers a finalizer; bottom
@@ -158,4 +159,131 @@ fn hundred_thousand_tasks_cancelled_mid_way_drain_completely() {
     assert!(out.ok().unwrap().is_ok());
     check(&rt, &c);
     let _ = CancelKind::User;
+}
+
+/// A waker that wakes another: a combinator's waker around the task's.
+struct Wrapping(std::task::Waker);
+impl std::task::Wake for Wrapping {
+    fn wake(self: Arc<Self>) {
+        self.0.wake_by_ref();
+    }
+}
+
+/// 20 000 regions, from two owner tasks at once, each of whose bodies
+/// spawns 0 to 4 children (asleep for an hour, finishing at once, or
+/// yielding a few times), then cancels its own region and returns, the
+/// region polled by its owner's own waker (the close then registers
+/// nothing while the owner's re-poll is pending, `Region::poll_quiescent`)
+/// or, every third region, through a combinator's waker: every region
+/// closes `Ok`, every child's future is dropped once and its outcome
+/// counted (`Ok` or `Cancelled`, nothing else), nothing stays alive.
+#[test]
+fn twenty_thousand_self_cancelled_regions_drain_and_count_every_child() {
+    const REGIONS: usize = 10_000; // per owner task
+    for rt in [
+        Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap(),
+        Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap(),
+    ] {
+        let c = Arc::new(Counters::default());
+        let outcomes = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]); // ok, cancelled
+        let (c2, o2) = (c.clone(), outcomes.clone());
+        let closed = rt.block_on(move |cx| async move {
+            let owners: Vec<_> = (0..2)
+                .map(|owner| {
+                    let (c, o) = (c2.clone(), o2.clone());
+                    cx.spawn(move |cx| async move {
+                        let mut closed_ok = 0usize;
+                        for i in 0..REGIONS {
+                            let (c, o) = (c.clone(), o.clone());
+                            let region = cx.region(move |cx| async move {
+                                let handles: Vec<_> = (0..(i + owner) % 5)
+                                    .map(|j| {
+                                        let token = Token(c.clone());
+                                        c.spawned.fetch_add(1, Ordering::Relaxed);
+                                        cx.try_spawn(move |cx| async move {
+                                            let _token = token;
+                                            match j % 3 {
+                                                0 => cx.sleep(HOUR).await.map_err(|_| ()),
+                                                1 => Ok(()),
+                                                _ => {
+                                                    for _ in 0..3 {
+                                                        cx.yield_now().await.map_err(|_| ())?;
+                                                    }
+                                                    Ok(())
+                                                }
+                                            }
+                                        })
+                                    })
+                                    .collect();
+                                if i % 2 == 0 {
+                                    cx.yield_now().await.map_err(|_| ())?;
+                                }
+                                cx.cancel(CancelReason::user("the body is done"));
+                                // Their outcomes, counted after the close
+                                // (the handles leave the body).
+                                Ok::<_, ()>((handles, o))
+                            });
+                            let out = if i % 3 == 0 {
+                                let mut region = std::pin::pin!(region);
+                                std::future::poll_fn(|task| {
+                                    let w = std::task::Waker::from(Arc::new(Wrapping(
+                                        task.waker().clone(),
+                                    )));
+                                    region
+                                        .as_mut()
+                                        .poll(&mut std::task::Context::from_waker(&w))
+                                })
+                                .await
+                            } else {
+                                region.await
+                            };
+                            let Outcome::Ok((handles, o)) = out else {
+                                continue;
+                            };
+                            closed_ok += 1;
+                            for h in handles {
+                                assert!(h.is_finished(), "a child outlived its region");
+                                match h.await {
+                                    Outcome::Ok(()) => o[0].fetch_add(1, Ordering::Relaxed),
+                                    Outcome::Cancelled(_) => o[1].fetch_add(1, Ordering::Relaxed),
+                                    other => panic!("a child ended {other:?}"),
+                                };
+                            }
+                        }
+                        closed_ok
+                    })
+                })
+                .collect();
+            let mut closed = 0;
+            for h in owners {
+                closed += h.await.ok().expect("the owner task finished");
+            }
+            Ok::<_, ()>(closed)
+        });
+        assert_eq!(closed.ok(), Some(2 * REGIONS), "every region closed Ok");
+        let spawned = c.spawned.load(Ordering::Relaxed);
+        assert_eq!(
+            spawned,
+            2 * REGIONS * 2,
+            "0+1+2+3+4 children per five regions"
+        );
+        assert_eq!(
+            c.dropped.load(Ordering::Relaxed),
+            spawned,
+            "every future dropped once"
+        );
+        let (ok, cancelled) = (
+            outcomes[0].load(Ordering::Relaxed),
+            outcomes[1].load(Ordering::Relaxed),
+        );
+        assert_eq!(ok + cancelled, spawned, "every outcome counted");
+        let stats = rt.stats();
+        assert_eq!(stats.tasks_alive(), 0, "{stats:?}");
+    }
 }

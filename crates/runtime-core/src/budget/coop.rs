@@ -32,6 +32,14 @@ pub(crate) fn request_repoll() {
     REPOLL.with(|y| y.set(true));
 }
 
+/// Whether the task being polled has already asked to be polled again in
+/// this poll (read, not cleared): `Task::run` will poll it again after
+/// this poll, as a wake of its own waker would have it.
+#[inline]
+pub(crate) fn repoll_requested() -> bool {
+    REPOLL.with(Cell::get)
+}
+
 /// Takes (and clears) the re-poll request of the poll that just ended.
 #[inline]
 pub(crate) fn take_repoll() -> bool {

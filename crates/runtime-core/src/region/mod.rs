@@ -582,6 +582,21 @@ impl Region {
         if self.try_close_if_quiet() {
             return Poll::Ready(());
         }
+        // The task polling this is already to be polled again after this
+        // poll (its body cancelled this region, or another of its own, and
+        // `Task::run` reads the re-poll request right after the poll), and
+        // the waker is that task's own: the re-poll is the wake a
+        // registration would bring, so register nothing now; the next poll
+        // looks again and registers then if children are still running.
+        // No waker count taken here, none given back by the last child's
+        // wake. (Only with the task's own waker: a combinator that polls
+        // this with a waker of its own re-polls it only when that waker
+        // fires, so it gets the registration. Hostile test:
+        // `a_region_closing_inside_a_combinator_that_polls_on_its_own_wake_is_not_lost`.)
+        if crate::budget::coop::repoll_requested() && crate::task::is_running_task_waker(cx.waker())
+        {
+            return Poll::Pending;
+        }
         self.closer.register(cx.waker());
         if self.try_close_if_quiet() {
             Poll::Ready(())
@@ -690,11 +705,13 @@ impl Region {
     /// Closes after the body and every child finished: joins the body's
     /// outcome with the children's, tells the parent. `owner` is the task
     /// whose body ran the region (`run_region` holds it: no upgrade of the
-    /// node's weak reference to it).
+    /// node's weak reference to it). `waker_stored`: the body's last poll
+    /// stored a waker in `body_waker` (`BodyPoller::Waker`).
     fn close<T, E>(
         &self,
         body: Outcome<T, RegionError<E>>,
         owner: &Arc<dyn Runnable>,
+        waker_stored: bool,
     ) -> Outcome<T, RegionError<E>> {
         let mut worst = self.worst.get_if_made().and_then(|m| lock(m).take());
         if crate::lab::hooks::fault(crate::lab::hooks::IGNORE_CHILD_FAILURE) {
@@ -720,7 +737,7 @@ impl Region {
             b => b,
         };
         self.observe(Observed::RegionClosed(self.id, out.severity()));
-        self.detach(Some(owner));
+        self.detach(Some(owner), waker_stored);
         out
     }
 
@@ -739,13 +756,21 @@ impl Region {
     /// children (they hold the region; it must not hold them back).
     /// `owner`: the owner task, when the caller holds it (the close);
     /// `None` (an abandoned region's last child) upgrades the node's weak
-    /// reference to it.
-    fn detach(&self, owner: Option<&Arc<dyn Runnable>>) {
-        // AcqRel: one detach wins (an RMW); Release publishes the close to
-        // `Child::is_alive`'s Acquire in the parent's sweeps.
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
+    /// reference to it. `waker_stored`: `body_waker` may hold a waker
+    /// (false only from the close, whose body's polls, all done, stored
+    /// none: the slot then holds nothing to let go of).
+    fn detach(&self, owner: Option<&Arc<dyn Runnable>>, waker_stored: bool) {
+        // One caller only: `close` and `finish_abandoned` each come after
+        // the compare-and-swap that set the live count's CLOSED bit, which
+        // succeeds once per region (`try_close`), so a store does (no
+        // swap). Release publishes the close to `Child::is_alive`'s
+        // Acquire in the parent's sweeps. (Relaxed for the check: the
+        // CLOSED compare-and-swap already ordered any earlier detach.)
+        debug_assert!(
+            !self.closed.load(Ordering::Relaxed),
+            "a region detached twice"
+        );
+        self.closed.store(true, Ordering::Release);
         self.observe(Observed::RegionDetached(self.id));
         // Closed (the live count's CLOSED bit, set by the compare-and-swap
         // that read the last child's decrement): no push can come any
@@ -765,8 +790,15 @@ impl Region {
         {
             self.sched.cancel_timer(timer);
         }
-        let body_waker = std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet);
-        drop(body_waker);
+        // A stored waker goes (so that a `Cx` kept in a task's output
+        // cannot hold the body's poller through it). `Owner` or `NotYet`
+        // hold nothing: left as they are, without the lock and unlock (a
+        // request after the close then wakes the owner task, or requests
+        // its re-poll, as before the close: a spurious wake at most).
+        if waker_stored {
+            let body_waker = std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet);
+            drop(body_waker);
+        }
         let mut swept = std::mem::take(&mut *lock(&self.swept));
         // The finished children go (their tasks are freed here); the
         // emptied buffer is kept for this thread's next sweep.
@@ -806,6 +838,6 @@ impl Region {
                 self.sched.stats().panic_caught();
             }
         }
-        self.detach(None);
+        self.detach(None, true);
     }
 }

@@ -33,7 +33,10 @@ where
         inner: CatchUnwind { inner: body },
         registered: Registered::Nothing,
     };
-    let body_out = match body.await {
+    // Dropped as it returns, as the body's future must be (it may hold
+    // what its children wait for).
+    let (body_out, waker_stored) = body.await;
+    let body_out = match body_out {
         Ok(Ok(v)) => Outcome::Ok(v),
         // Relaxed: only the thread polling the owner task touches `observed`
         // (see `awaiter_cancelled` in task.rs).
@@ -65,7 +68,7 @@ where
         }
     }
     guard.disarm();
-    node.close(body_out, &owner)
+    node.close(body_out, &owner, waker_stored)
 }
 
 /// Abandons the region if its future is dropped before it closes. Borrows
@@ -97,7 +100,10 @@ impl Drop for AbandonGuard<'_> {
 
 /// Polls a region's body with the region as the current scope (for
 /// [`JoinHandle`](crate::JoinHandle)'s checkpoint), registering the
-/// poller's waker for cancel requests.
+/// poller's waker for cancel requests. Its output is the body's, and
+/// whether the node holds a waker of the body's poller
+/// (`BodyPoller::Waker`): only these polls store one, so what the last of
+/// them stored is what the node holds for the close.
 struct InScope<'a, F> {
     node: &'a Region,
     inner: F,
@@ -122,8 +128,8 @@ enum Registered {
 }
 
 impl<F: Future> Future for InScope<'_, F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    type Output = (F::Output, bool);
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: structural pinning of `inner`; it is never moved.
         let this = unsafe { self.get_unchecked_mut() };
         // The owner task polling the body with its own waker (the common
@@ -154,7 +160,7 @@ impl<F: Future> Future for InScope<'_, F> {
             // the cancellation: its cleanup now needs the grace timer.
             this.node.arm_grace_chain();
         }
-        polled
+        polled.map(|out| (out, matches!(this.registered, Registered::Other(_))))
     }
 }
 
