@@ -53,15 +53,30 @@ use crate::sync::{LazyMutex, WakerSlot};
 thread_local! {
     /// What this thread is polling right now: the task, and the innermost
     /// region body within it (null: the task's own scope). Read by a
-    /// [`JoinHandle`] to act as a checkpoint of whoever awaits it. Internal:
-    /// it gives user code no way to reach the runtime.
-    static POLLING: Cell<(*const Header, *const Region)> =
+    /// [`JoinHandle`] to act as a checkpoint of whoever awaits it; the
+    /// region's pointer is tagged when the region's owner task polls that
+    /// body with the task's own waker (`InScope` stored
+    /// `BodyPoller::Owner` for this poll), read by a cancel request from
+    /// inside it ([`polling_own_body`]). Internal: it gives user code no
+    /// way to reach the runtime.
+    static POLLING: Cell<Polling> =
         const { Cell::new((std::ptr::null(), std::ptr::null())) };
 }
 
+/// The task being polled, and the innermost region body being polled
+/// within it, its pointer tagged with [`BY_OWNER`] when its owner polls it
+/// with its own waker (a `Region` is at least 8-byte aligned: the low bit
+/// of its address is free).
+type Polling = (*const Header, *const Region);
+
+/// The tag of `POLLING`'s region pointer: its owner polls the body with
+/// its own waker.
+const BY_OWNER: usize = 1;
+const _: () = assert!(std::mem::align_of::<Region>() > BY_OWNER);
+
 /// Sets [`POLLING`] for the duration of one poll, restoring the previous
 /// value however the poll ends.
-pub(crate) struct PollingGuard((*const Header, *const Region));
+pub(crate) struct PollingGuard(Polling);
 
 impl PollingGuard {
     /// The task `h` is being polled, in its own scope.
@@ -70,14 +85,27 @@ impl PollingGuard {
     }
 
     /// A body of region `node` is being polled (by whichever task is
-    /// polling now).
-    pub(crate) fn region(node: &Region) -> Self {
+    /// polling now); `by_owner`: by the region's owner task, with the
+    /// task's own waker.
+    pub(crate) fn region(node: &Region, by_owner: bool) -> Self {
         PollingGuard(POLLING.with(|p| {
             let prev = p.get();
+            let node = std::ptr::from_ref(node).map_addr(|a| a | usize::from(by_owner));
             p.set((prev.0, node));
             prev
         }))
     }
+}
+
+/// Whether the body of `node` is being polled on this thread, by the
+/// region's owner task with the task's own waker: then what the node's
+/// `body_waker` holds is `BodyPoller::Owner`, stored by this very poll,
+/// and waking the body is a re-poll request of the running task, which a
+/// request made from inside the body can make without the slot's lock.
+#[inline]
+pub(crate) fn polling_own_body(node: &Region) -> bool {
+    let (_, scope) = POLLING.with(Cell::get);
+    scope.addr() == std::ptr::from_ref(node).addr() | BY_OWNER
 }
 
 impl Drop for PollingGuard {
@@ -973,6 +1001,7 @@ impl<T, E> Future for JoinHandle<T, E> {
 #[cold]
 fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
     let (task, scope) = POLLING.with(Cell::get);
+    let scope = scope.map_addr(|a| a & !BY_OWNER);
     // SAFETY: POLLING points at the header of the task being polled on
     // this thread (kept alive by `Task::run`'s `Arc`) and at a region node
     // whose body is being polled (kept alive by that body's future), for

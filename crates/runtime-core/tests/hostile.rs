@@ -1231,6 +1231,80 @@ fn a_region_closing_inside_a_combinator_that_polls_on_its_own_wake_is_not_lost()
     });
 }
 
+/// Pending at its first poll with no wake arranged: it relies on the wake
+/// that the cancel request made just before it promises the body.
+struct PendingOnce(bool);
+
+impl Future for PendingOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// A region body that cancels its own region and then waits is woken by
+/// that request, whoever polls it: its owner task with its own waker (the
+/// request, made from inside the body, asks for the owner's re-poll
+/// without the body slot's lock, `task::polling_own_body`), or a
+/// combinator that polls the region only when its own waker fires (the
+/// request wakes that waker; a re-poll of the owner task would not reach
+/// the body). The body then sees the cancellation at its checkpoint.
+#[test]
+fn a_region_body_that_cancels_its_own_region_is_woken_whoever_polls_it() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let mut seen = Vec::new();
+                for through_combinator in [false, true] {
+                    let region = cx.region(|cx| async move {
+                        cx.cancel(CancelReason::user("the body is done"));
+                        PendingOnce(false).await;
+                        Ok::<_, ()>(cx.checkpoint().is_err())
+                    });
+                    let give_up = cx.sleep(Duration::from_secs(2));
+                    let (mut region, mut give_up) =
+                        (std::pin::pin!(region), std::pin::pin!(give_up));
+                    let fired = Arc::new(AtomicBool::new(true));
+                    let out = std::future::poll_fn(|task| {
+                        // The lost wake shows as this sleep's end (looked
+                        // at first: its own wake re-polls the task).
+                        if give_up.as_mut().poll(task).is_ready() {
+                            return Poll::Ready(None);
+                        }
+                        if !through_combinator {
+                            if let Poll::Ready(o) = region.as_mut().poll(task) {
+                                return Poll::Ready(Some(o.ok()));
+                            }
+                        } else if fired.swap(false, Ordering::SeqCst) {
+                            let w =
+                                Waker::from(Arc::new(Fired(fired.clone(), task.waker().clone())));
+                            if let Poll::Ready(o) =
+                                region.as_mut().poll(&mut Context::from_waker(&w))
+                            {
+                                return Poll::Ready(Some(o.ok()));
+                            }
+                        }
+                        Poll::Pending
+                    })
+                    .await;
+                    seen.push(out);
+                }
+                Ok::<_, ()>(seen)
+            });
+            assert_eq!(
+                out.ok(),
+                Some(vec![Some(Some(true)); 2]),
+                "{name}: a body woken by its own request"
+            );
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
+
 /// A region body asleep is woken by a cancel request made by one of its
 /// tasks (on another worker, where there is one), whoever polls the body: its owner task with
 /// its own waker (the region stores no waker then, and the request wakes

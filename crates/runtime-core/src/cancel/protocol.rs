@@ -324,6 +324,14 @@ impl Region {
     /// [`wake_body`](Self::wake_body); `unpolled`: also when the body has
     /// not been polled yet (then the owner task is woken).
     fn wake_body_if(&self, unpolled: bool) {
+        // A request from inside the body, which its owner task polls with
+        // its own waker (the common case of a body that cancels its own
+        // region): the slot holds `Owner`, stored by this very poll, and
+        // the wake is the re-poll request below, made without the lock.
+        if crate::task::polling_own_body(self) {
+            crate::budget::coop::request_repoll();
+            return;
+        }
         let waker = {
             let slot = lock(&self.body_waker);
             match &*slot {

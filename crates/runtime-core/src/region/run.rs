@@ -152,7 +152,7 @@ impl<F: Future> Future for InScope<'_, F> {
             drop(old);
             this.registered = now;
         }
-        let _scope = crate::task::PollingGuard::region(this.node);
+        let _scope = crate::task::PollingGuard::region(this.node, now == Registered::Owner);
         // SAFETY: `inner` is pinned because `self` is.
         let polled = unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx);
         if polled.is_pending() && this.node.cancel.is_requested() {
