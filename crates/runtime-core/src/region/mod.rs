@@ -22,7 +22,8 @@
 //! close touch, and drops finished entries; tasks are held strongly, so a
 //! task nobody references is still owned and reachable), and closes with a
 //! CAS of the live count from 0 to CLOSED, after which nothing can be
-//! spawned into it. `run_region` is the life of a region: body, quiescence,
+//! spawned into it. The count's WAITER bit says the closer registered a
+//! waker: the last child looks at the closer's slot only then. `run_region` is the life of a region: body, quiescence,
 //! finalizers in reverse under the cleanup budget, outcome. Dropping it
 //! early abandons the region: it is cancelled and the last child to finish
 //! completes the close.
@@ -234,6 +235,13 @@ const FIN_OVER: u32 = 2;
 
 /// The bit of `live` that says the region has closed to new children.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+/// The bit of `live` that says the closer has registered a waker in
+/// `closer` (set by its read-modify-write after the registration, never
+/// cleared before the close): the last child's decrement reads it and
+/// looks at the slot only then. A closer that has not registered (its
+/// first look, or a look whose re-poll is already requested) looks again
+/// by itself.
+const WAITER: usize = 1 << (usize::BITS - 2);
 
 #[cfg(not(loom))]
 thread_local! {
@@ -516,13 +524,23 @@ impl Region {
         // back by the SeqCst load of `abandoned` below: either the guard's
         // close sees no live child, or the last child sees `abandoned` and
         // completes the close itself.
-        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // (3) the RMW half of the pair with `poll_quiescent`'s `fetch_or`
+        // of WAITER (after its registration): the later of the two in the
+        // count's modification order sees the other (this one sees WAITER
+        // and, through the release sequence, the registered waker; that one
+        // sees the count at zero and closes).
+        let old = self.live.fetch_sub(1, Ordering::SeqCst);
+        if old & !WAITER == 1 {
             if self.abandoned.load(Ordering::SeqCst) {
                 if self.try_close() {
                     self.finish_abandoned();
                 }
             } else if crate::lab::hooks::fault(crate::lab::hooks::LOST_CLOSE_WAKE) {
                 // A planted bug (lab tests only): the close's wake-up lost.
+            } else if old & WAITER == 0 {
+                // No waker registered: the slot's `take` (two
+                // read-modify-writes) is skipped; the closer looks again
+                // by itself before it registers.
             } else if self.closer.wake() {
                 self.sched.stats().panic_caught();
             }
@@ -546,15 +564,25 @@ impl Region {
         // Acquire: the count is a hint for compaction and cut-off decisions;
         // Acquire pairs with the children's SeqCst decrements so that a child
         // seen gone has reported.
-        self.live.load(Ordering::Acquire) & !CLOSED
+        self.live.load(Ordering::Acquire) & !(CLOSED | WAITER)
     }
 
     /// Closes the region to new children if none is alive.
     fn try_close(&self) -> bool {
-        // SeqCst: see `adopt`.
-        self.live
-            .compare_exchange(0, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+        // SeqCst: see `adopt`. From no child, with or without WAITER (a
+        // second try when the first finds only WAITER: it is never
+        // cleared, so a third could only find a child or the close).
+        let mut expect = 0;
+        loop {
+            match self
+                .live
+                .compare_exchange(expect, CLOSED, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(WAITER) if expect == 0 => expect = WAITER,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// [`try_close`](Self::try_close) after a load that finds no child
@@ -573,7 +601,7 @@ impl Region {
         // zero read here is the count at some point after every decrement
         // that happened-before this look (coherence), so a stale read
         // only sends the closer to register and look again.
-        self.live.load(Ordering::SeqCst) == 0 && self.try_close()
+        self.live.load(Ordering::SeqCst) & !WAITER == 0 && self.try_close()
     }
 
     /// Ready when every child has finished; the region is then closed to
@@ -598,7 +626,11 @@ impl Region {
             return Poll::Pending;
         }
         self.closer.register(cx.waker());
-        if self.try_close_if_quiet() {
+        // SeqCst: tells the last child that a waker is registered (the
+        // RMW pair with `leave`'s decrement: see there), and reads the
+        // count: zero means the last child's decrement came first and may
+        // have skipped the slot: close now.
+        if self.live.fetch_or(WAITER, Ordering::SeqCst) & !WAITER == 0 && self.try_close() {
             Poll::Ready(())
         } else {
             Poll::Pending
