@@ -531,19 +531,28 @@ impl Region {
         // sees the count at zero and closes).
         let old = self.live.fetch_sub(1, Ordering::SeqCst);
         if old & !WAITER == 1 {
-            if self.abandoned.load(Ordering::SeqCst) {
-                if self.try_close() {
-                    self.finish_abandoned();
-                }
-            } else if crate::lab::hooks::fault(crate::lab::hooks::LOST_CLOSE_WAKE) {
-                // A planted bug (lab tests only): the close's wake-up lost.
-            } else if old & WAITER == 0 {
-                // No waker registered: the slot's `take` (two
-                // read-modify-writes) is skipped; the closer looks again
-                // by itself before it registers.
-            } else if self.closer.wake() {
-                self.sched.stats().panic_caught();
+            self.last_left(old);
+        }
+    }
+
+    /// The last live child has left (`old`: the count before its
+    /// decrement): completes an abandoned region's close, or wakes the
+    /// closer if it registered a waker. Out of line: once per region, not
+    /// once per child.
+    #[inline(never)]
+    fn last_left(&self, old: usize) {
+        if self.abandoned.load(Ordering::SeqCst) {
+            if self.try_close() {
+                self.finish_abandoned();
             }
+        } else if crate::lab::hooks::fault(crate::lab::hooks::LOST_CLOSE_WAKE) {
+            // A planted bug (lab tests only): the close's wake-up lost.
+        } else if old & WAITER == 0 {
+            // No waker registered: the slot's `take` (two
+            // read-modify-writes) is skipped; the closer looks again by
+            // itself before it registers.
+        } else if self.closer.wake() {
+            self.sched.stats().panic_caught();
         }
     }
 
