@@ -79,6 +79,20 @@ fn tree(
     Box::pin(fut)
 }
 
+/// A two-worker runtime and a current-thread one: each test runs on both.
+fn both_runtimes() -> [Runtime; 2] {
+    [
+        Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap(),
+        Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap(),
+    ]
+}
+
 fn check(rt: &Runtime, c: &Counters) {
     let spawned = c.spawned.load(Ordering::Relaxed);
     assert!(spawned >= 99_000, "spawned {spawned}");
@@ -106,16 +120,7 @@ fn check(rt: &Runtime, c: &Counters) {
 
 #[test]
 fn hundred_thousand_tasks_close_to_nothing() {
-    for rt in [
-        Runtime::builder()
-            .worker_threads(2)
-            .build(ambient_authority())
-            .unwrap(),
-        Runtime::builder()
-            .current_thread()
-            .build(ambient_authority())
-            .unwrap(),
-    ] {
+    for rt in both_runtimes() {
         let c = Arc::new(Counters::default());
         let c2 = c.clone();
         let out =
@@ -180,16 +185,7 @@ impl std::task::Wake for Wrapping {
 #[test]
 fn twenty_thousand_self_cancelled_regions_drain_and_count_every_child() {
     const REGIONS: usize = 10_000; // per owner task
-    for rt in [
-        Runtime::builder()
-            .worker_threads(2)
-            .build(ambient_authority())
-            .unwrap(),
-        Runtime::builder()
-            .current_thread()
-            .build(ambient_authority())
-            .unwrap(),
-    ] {
+    for rt in both_runtimes() {
         let c = Arc::new(Counters::default());
         let outcomes = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]); // ok, cancelled
         let (c2, o2) = (c.clone(), outcomes.clone());
