@@ -65,10 +65,18 @@
 //! # Length
 //!
 //! [`len`](Registry::len) is an approximate count, for the region's
-//! compaction heuristic only. It is raised before a push's claim and
-//! lowered after a take by the number of slots taken, so it never drops
-//! below the number of values the takes have seen (no wrap-around), and it
-//! can exceed the true length only transiently, by the pushes in flight.
+//! compaction heuristic only: the pushes counted (raised before a push's
+//! claim) less the values taken (raised after a take by the number of
+//! slots taken), floored at zero. Two counters, not one: a take by a
+//! caller that holds the region's `swept` lock ([`take_locked`]) raises
+//! its counter with a load and a store instead of a read-modify-write
+//! (the takers that hold the lock are serialized by it), which a push's
+//! increment, racing with it, would otherwise be lost to. It can exceed
+//! the true length by the pushes in flight, and, after a region's close,
+//! by what a lock-free take racing a locked one counted (see
+//! [`take_locked`]).
+//!
+//! [`take_locked`]: Registry::take_locked
 
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -89,8 +97,10 @@ pub(crate) struct Registry<T> {
     /// The newest chunk, tagged with its claimed-slot count, or null.
     /// Chunks reachable from here are owned by the registry.
     head: AtomicPtr<Chunk<T>>,
-    /// Values pushed and not yet taken (approximate; see the module doc).
-    len: AtomicUsize,
+    /// Values pushed (counted before the claim; see the module doc).
+    pushed: AtomicUsize,
+    /// Values taken (counted after the take; see the module doc).
+    taken: AtomicUsize,
     /// The registry owns `T`s (for drop check and auto traits).
     _owns: PhantomData<Box<Chunk<T>>>,
 }
@@ -131,7 +141,8 @@ impl<T> Registry<T> {
     pub(crate) fn new() -> Self {
         Registry {
             head: AtomicPtr::new(ptr::null_mut()),
-            len: AtomicUsize::new(0),
+            pushed: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             _owns: PhantomData,
         }
     }
@@ -144,7 +155,7 @@ impl<T> Registry<T> {
         // synchronizes with this push's claim before it lowers the count,
         // always finds this increment before its decrement in the count's
         // modification order: the count never wraps below zero.
-        self.len.fetch_add(1, Ordering::Relaxed);
+        self.pushed.fetch_add(1, Ordering::Relaxed);
         // A new chunk made by an earlier turn of the loop whose CAS failed.
         let mut spare: *mut Chunk<T> = ptr::null_mut();
         // Relaxed: a pusher dereferences a chunk only through the value
@@ -219,6 +230,40 @@ impl<T> Registry<T> {
     /// comes after it. Iterating may wait (spin) for a push that claimed a
     /// slot to finish writing it.
     pub(crate) fn take(&self) -> Taken<T> {
+        let (taken, count) = self.take_uncounted();
+        if count > 0 {
+            // Relaxed: an estimate; each slot counted here was counted in
+            // by its pusher before the claim our swap synchronized with.
+            self.taken.fetch_add(count, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// [`take`](Self::take) for a caller that holds the region's `swept`
+    /// lock (a sweep, a cut-off): the taken count is raised with a load
+    /// and a store, not a read-modify-write (a locked instruction fewer
+    /// per sweep), since the other takers that hold the lock cannot run
+    /// meanwhile. The takers that do not hold it (a closed region's
+    /// detach, a drop with `&mut`) come after the region's close, when no
+    /// push can come any more: a count lost to such a race only leaves
+    /// [`len`](Self::len) too high for a region that takes no child any
+    /// more (read then only as a capacity hint by a late sweep). The
+    /// handshake of the module doc is the swap's, unchanged.
+    pub(crate) fn take_locked(&self) -> Taken<T> {
+        let (taken, count) = self.take_uncounted();
+        if count > 0 {
+            // Relaxed: an estimate, as in `take`; the lock orders this
+            // against the previous locked taker's store.
+            let before = self.taken.load(Ordering::Relaxed);
+            self.taken.store(before + count, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// The swap and the walk of [`take`](Self::take), and how many slots
+    /// it took (not counted yet).
+    #[inline]
+    fn take_uncounted(&self) -> (Taken<T>, usize) {
         // AcqRel. Acquire: synchronizes with every push whose claim we
         // read (each is in the release sequence we read from), so the
         // chunks they made (their `next` and slots) are visible. Release:
@@ -237,16 +282,14 @@ impl<T> Registry<T> {
             cur = next;
             count += n;
         }
-        if count > 0 {
-            // Relaxed: an estimate; each slot counted here was counted in
-            // by its pusher before the claim our swap synchronized with.
-            self.len.fetch_sub(count, Ordering::Relaxed);
-        }
-        Taken {
-            chunk: first,
-            index: 0,
-            _owns: PhantomData,
-        }
+        (
+            Taken {
+                chunk: first,
+                index: 0,
+                _owns: PhantomData,
+            },
+            count,
+        )
     }
 
     /// [`take`](Self::take), skipped (`None`) when a load finds nothing
@@ -266,8 +309,11 @@ impl<T> Registry<T> {
 
     /// About how many values were pushed and not yet taken.
     pub(crate) fn len(&self) -> usize {
-        // Relaxed: an estimate for heuristics, never for correctness.
-        self.len.load(Ordering::Relaxed)
+        // Relaxed: an estimate for heuristics, never for correctness (a
+        // stale `pushed` read with a fresher `taken` is floored at zero).
+        self.pushed
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.taken.load(Ordering::Relaxed))
     }
 }
 
@@ -544,6 +590,21 @@ mod tests {
     /// taken exactly once, and each pusher's values come out in its order.
     #[test]
     fn concurrent_pushes_and_takes_lose_and_duplicate_nothing() {
+        pushes_racing_one_taker(Registry::take);
+    }
+
+    /// The same with `take_locked` (one taker, as under the region's lock):
+    /// its load-and-store of the taken count loses no push's count (the
+    /// length ends at zero: one counter for both, updated so, would not).
+    #[test]
+    fn concurrent_pushes_and_locked_takes_keep_the_length() {
+        pushes_racing_one_taker(Registry::take_locked);
+    }
+
+    /// A value: the pusher, and its sequence number.
+    type Pushed = (usize, usize);
+
+    fn pushes_racing_one_taker(take: fn(&Registry<Pushed>) -> Taken<Pushed>) {
         const THREADS: usize = 4;
         const PER: usize = 20_000;
         let r = Arc::new(Registry::new());
@@ -569,12 +630,12 @@ mod tests {
             }
         };
         while done.load(std::sync::atomic::Ordering::Acquire) < THREADS {
-            check(r.take());
+            check(take(&r));
         }
         for p in pushers {
             p.join().unwrap();
         }
-        check(r.take());
+        check(take(&r));
         assert_eq!(seen.len(), THREADS * PER);
         assert_eq!(r.len(), 0);
     }

@@ -272,7 +272,7 @@ pub(crate) fn new_reason(reason: CancelReason) -> Arc<CancelReason> {
     #[cfg(not(loom))]
     {
         if let Some(mut a) = crate::sync::cache_take(&REASONS)
-            && let Some(slot) = Arc::get_mut(&mut a)
+            && let Some(slot) = unique_mut(&mut a)
         {
             // The placeholder has nothing to drop.
             *slot = reason;
@@ -280,6 +280,38 @@ pub(crate) fn new_reason(reason: CancelReason) -> Arc<CancelReason> {
         }
     }
     Arc::new(reason)
+}
+
+/// `Arc::get_mut` for a reason's `Arc`, without its compare-and-swap on
+/// the weak count (a locked read-modify-write; two per cancelled region:
+/// the reuse in [`new_reason`] and the return in [`recycle_reason`]).
+/// `get_mut` locks the weak count so that no `Weak` can be upgraded
+/// between its two looks; this crate never makes a `Weak<CancelReason>`
+/// (no `Arc::downgrade` of a reason anywhere, and no `Arc` of a reason is
+/// ever handed out of the crate: its API lends `&CancelReason` or clones
+/// the value), so the strong count alone says whether the caller's `Arc`
+/// is the only reference, and no other can appear: a new one is made only
+/// from an existing one.
+#[cfg(not(loom))]
+#[inline]
+fn unique_mut(a: &mut Arc<CancelReason>) -> Option<&mut CancelReason> {
+    if Arc::strong_count(a) != 1 {
+        return None;
+    }
+    // Acquire (a fence after the count's load, which `strong_count` makes
+    // Relaxed): pairs with the Release decrement of every other reference
+    // dropped before (their drops' release sequence ends at the count of
+    // one read here), so whatever they did with the reason happens-before
+    // the caller's write, as `get_mut`'s Acquire load does.
+    std::sync::atomic::fence(Ordering::Acquire);
+    debug_assert_eq!(Arc::weak_count(a), 0, "a Weak<CancelReason> was made");
+    // SAFETY: `a` is the only reference to the allocation (the strong count
+    // is one, no `Weak` exists, see above, and none can be made from
+    // elsewhere), and everything other references did happened-before this
+    // (the fence); `&mut a` keeps it so for the borrow's life. `Arc::as_ptr`
+    // derives the pointer from the allocation's raw pointer, as std's
+    // `get_mut` does, so writing through it is allowed.
+    Some(unsafe { &mut *Arc::as_ptr(a).cast_mut() })
 }
 
 /// Gives a reason's `Arc` back: kept for [`new_reason`] when it is the
@@ -290,7 +322,7 @@ fn recycle_reason(a: Arc<CancelReason>) {
     #[cfg(not(loom))]
     let mut a = a;
     #[cfg(not(loom))]
-    if let Some(slot) = Arc::get_mut(&mut a) {
+    if let Some(slot) = unique_mut(&mut a) {
         let old = std::mem::replace(slot, CancelReason::new(super::CancelKind::User));
         // Kept while the cache has room; else freed.
         crate::sync::cache_keep(&REASONS, a, CACHED_REASONS);

@@ -449,7 +449,9 @@ impl Region {
             } else {
                 swept.reserve(incoming);
             }
-            for c in self.children.take() {
+            // Under `swept`'s lock: `take_locked` (no read-modify-write
+            // for the taken count).
+            for c in self.children.take_locked() {
                 if c.is_alive() {
                     apply(&c, room);
                     swept.push(c);
@@ -488,7 +490,7 @@ impl Region {
             // first: every take of the registry moves what it took into
             // `swept` under this lock, so a sweep running after this never
             // misses a child that the cut-off took.
-            swept.extend(self.children.take().filter(Child::is_alive));
+            swept.extend(self.children.take_locked().filter(Child::is_alive));
             swept
                 .iter()
                 .map(|c| match c {
