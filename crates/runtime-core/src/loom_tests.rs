@@ -795,28 +795,32 @@ fn region_close_racing_last_child_is_not_lost() {
 
 /// A region with one child that finishes on another thread while the
 /// owner closes the region (after the body cancelled it, if
-/// `cancel_in_body`): the owner finishes with the region `Ok` and nothing
-/// stays alive.
+/// `cancel_in_body`): the owner finishes with the region `Ok`, the child's
+/// handle is finished as soon as the close returns (`Task::finish` reports
+/// to the region after COMPLETE; reported first, the close could return
+/// between the two: this fails then), and nothing stays alive.
 fn close_racing_last_child(cancel_in_body: bool) {
     loom::model(move || {
         let (sched, root) = setup();
         let mut owner = spawn_in(&root, Budget::UNLIMITED, 0, move |cx| async move {
             let out = cx
                 .region_with(crate::RegionOptions::collect_all(), move |cx| async move {
-                    let _child = cx.spawn_with(Budget::UNLIMITED, |_| async { Ok::<u32, ()>(1) });
+                    let child = cx.spawn_with(Budget::UNLIMITED, |_| async { Ok::<u32, ()>(1) });
                     if cancel_in_body {
                         cx.cancel(CancelReason::user("the body cancels its own region"));
                     }
-                    Ok::<_, ()>(())
+                    Ok::<_, ()>(child)
                 })
                 .await;
-            Ok::<_, ()>(out.is_ok())
+            let crate::Outcome::Ok(child) = out else {
+                panic!("the region did not close Ok");
+            };
+            Ok::<_, ()>(child.is_finished())
         });
-        assert!(run_on_two_threads_to_ok(
-            &sched,
-            &mut owner,
-            "the close's wake was lost"
-        ));
+        assert!(
+            run_on_two_threads_to_ok(&sched, &mut owner, "the close's wake was lost"),
+            "a child's handle was not finished when its region closed"
+        );
         assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
     });
 }

@@ -522,21 +522,29 @@ where
             // has nothing to drop.
             unsafe { std::ptr::write(stage, Stage::Done(Some(outcome))) }
         });
-        // Counted and reported before COMPLETE: whoever sees the outcome
-        // also sees the task gone from the counters and its region.
+        // Counted before COMPLETE: whoever sees the outcome also sees the
+        // task gone from the counters.
         stats.task_finished(cut_off);
-        match report {
-            Some(report) => h.region.child_finished(report),
-            None => h.region.child_done(severity),
-        }
         // AcqRel: Release is what matters: the joiner (Acquire on
-        // COMPLETE) sees the outcome and the reports above. An RMW, not a
+        // COMPLETE) sees the outcome and the count above. An RMW, not a
         // store, so a concurrent waker's bits are kept. Its old value says
         // whether the handle is gone (a drop that comes after this finds
         // COMPLETE and sets nothing; a waker it left is woken, harmlessly).
         let prev = h.state.fetch_or(COMPLETE, Ordering::AcqRel);
         if prev & JOIN_GONE == 0 && self.join.wake() {
             stats.panic_caught();
+        }
+        // Reported to the region last, after COMPLETE: the region's close
+        // reads this report's decrement of its live count (AcqRel there),
+        // so a region that has closed has every child's handle finished
+        // (`JoinHandle::is_finished`), its outcome ready. This is the
+        // task's last touch of its region. (Stress test:
+        // `twenty_thousand_self_cancelled_regions_drain_and_count_every_child`,
+        // whose check of every handle right after the close failed under
+        // AddressSanitizer when the report came first.)
+        match report {
+            Some(report) => h.region.child_finished(report),
+            None => h.region.child_done(severity),
         }
     }
 

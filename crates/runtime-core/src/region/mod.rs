@@ -124,7 +124,9 @@ impl Child {
     pub(crate) fn is_alive(&self) -> bool {
         match self {
             // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)`: a
-            // child seen finished has reported to this region already. A stale
+            // child seen finished needs no request (its report to this
+            // region, which comes right after COMPLETE, may still be on its
+            // way: the live count waits for it, not this list). A stale
             // "alive" only keeps the entry until the next sweep.
             Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
             Child::Region(r) => r
