@@ -100,26 +100,21 @@ mod tests {
 
     #[test]
     fn root_ids_are_the_next_three_draws_of_the_generator() {
-        STATE.with(|s| s.set(0x1234_5678));
+        const SEED: u64 = 0x1234_5678;
+        STATE.with(|s| s.set(SEED));
         let (trace, span) = random_root_ids();
-        STATE.with(|s| s.set(0x1234_5678));
+        // The generator moved on past exactly three draws.
+        let after_root = STATE.with(Cell::get);
+        assert_eq!(
+            after_root,
+            SEED.wrapping_add(3u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        );
+        STATE.with(|s| s.set(SEED));
         let (a, b, c) = (random_u64(), random_u64(), random_u64());
         assert_eq!(trace.0[..8], a.to_be_bytes());
         assert_eq!(trace.0[8..], b.to_be_bytes());
         assert_eq!(span.0, c.to_be_bytes());
-        // And the generator moved on past all three.
-        let (next_trace, _) = random_root_ids();
-        assert_eq!(next_trace.0[..8], random_u64_after(c_state(0x1234_5678, 3)));
-    }
-
-    /// The state after `n` draws from `state`.
-    fn c_state(state: u64, n: u64) -> u64 {
-        state.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-    }
-
-    /// The big-endian bytes of the draw that follows `state`.
-    fn random_u64_after(state: u64) -> [u8; 8] {
-        mix(state.wrapping_add(0x9E37_79B9_7F4A_7C15)).to_be_bytes()
+        assert_eq!(STATE.with(Cell::get), after_root);
     }
 
     #[test]
