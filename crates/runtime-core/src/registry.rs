@@ -152,9 +152,9 @@ impl<T> Registry<T> {
     /// one push in [`SLOTS`].
     pub(crate) fn push(&self, value: T) {
         // Relaxed: counted before the claim, so that a take, which
-        // synchronizes with this push's claim before it lowers the count,
-        // always finds this increment before its decrement in the count's
-        // modification order: the count never wraps below zero.
+        // synchronizes with this push's claim before it counts the slot as
+        // taken, finds it counted in `pushed` first (`len` floors a stale
+        // difference at zero anyway).
         self.pushed.fetch_add(1, Ordering::Relaxed);
         // A new chunk made by an earlier turn of the loop whose CAS failed.
         let mut spare: *mut Chunk<T> = ptr::null_mut();

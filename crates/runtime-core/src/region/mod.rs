@@ -23,10 +23,11 @@
 //! task nobody references is still owned and reachable), and closes with a
 //! CAS of the live count from 0 to CLOSED, after which nothing can be
 //! spawned into it. The count's WAITER bit says the closer registered a
-//! waker: the last child looks at the closer's slot only then. `run_region` is the life of a region: body, quiescence,
-//! finalizers in reverse under the cleanup budget, outcome. Dropping it
-//! early abandons the region: it is cancelled and the last child to finish
-//! completes the close.
+//! waker: the last child looks at the closer's slot only then.
+//! `run_region` is the life of a region: body, quiescence, finalizers in
+//! reverse under the cleanup budget, outcome. Dropping it early abandons
+//! the region: it is cancelled and the last child to finish completes the
+//! close.
 
 mod error;
 mod options;
