@@ -55,6 +55,20 @@ pub(crate) trait Sink {
     /// `write` writes exactly `n` bytes from the pointer it is given (which
     /// is valid for `n` byte writes) and returns the pointer past them.
     unsafe fn put_exact(&mut self, n: usize, write: impl FnOnce(*mut u8) -> *mut u8) -> Put;
+
+    /// Room for `n` more bytes: a pointer valid for `n` byte writes, where
+    /// the next [`commit`](Self::commit) of `n` takes them in. What
+    /// [`put_exact`](Self::put_exact) does, in two halves, for a writer that
+    /// is better inlined without a closure.
+    fn room(&mut self, n: usize) -> Result<*mut u8, Full>;
+
+    /// Takes in the `n` bytes written at the last [`room`](Self::room).
+    ///
+    /// # Safety
+    ///
+    /// `room(n)` was the last call on this sink, and all `n` bytes at its
+    /// pointer were written since.
+    unsafe fn commit(&mut self, n: usize);
 }
 
 impl Sink for Vec<u8> {
@@ -101,6 +115,19 @@ impl Sink for Vec<u8> {
             self.set_len(len + n);
         }
         Ok(())
+    }
+
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> Result<*mut u8, Full> {
+        self.reserve(n);
+        // SAFETY: `reserve` made room for `n` bytes after the length.
+        Ok(unsafe { self.as_mut_ptr().add(Vec::len(self)) })
+    }
+
+    #[inline(always)]
+    unsafe fn commit(&mut self, n: usize) {
+        // SAFETY: the caller wrote the `n` bytes `room` reserved.
+        unsafe { self.set_len(Vec::len(self) + n) };
     }
 }
 
@@ -161,6 +188,18 @@ impl Sink for Fixed<'_> {
         }
         self.len += n;
         Ok(())
+    }
+
+    #[inline(always)]
+    fn room(&mut self, n: usize) -> Result<*mut u8, Full> {
+        let room = self.buf.get_mut(self.len..self.len + n).ok_or(Full)?;
+        Ok(room.as_mut_ptr().cast::<u8>())
+    }
+
+    #[inline(always)]
+    unsafe fn commit(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.buf.len());
+        self.len += n;
     }
 }
 
@@ -379,21 +418,46 @@ fn put_any_value<S: Sink>(buf: &mut S, v: &Value) -> Put {
 /// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
 /// out, for the owner's `dropped_attributes_count`.
 fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Result<u32, Full> {
+    put_attributes_inline(buf, field, attrs)
+}
+
+/// [`put_attributes`], for a span's own attributes on the record path:
+/// inlined into the span's encoding, so that the writer's length and
+/// buffer stay in registers across the attributes (and no call is made
+/// for a span's usual few small ones); anything but a small attribute is
+/// written out of line ([`put_other_attribute`]).
+#[inline(always)]
+fn put_attributes_inline<S: Sink>(
+    buf: &mut S,
+    field: u32,
+    attrs: &[KeyValue],
+) -> Result<u32, Full> {
     let mut left_out = 0u32;
     for kv in attrs {
-        if put_small_attribute(buf, field, kv)? || put_scalar_attribute(buf, field, kv)? {
-            continue;
-        }
-        if super::too_deep(&kv.value) {
+        if !put_small_attribute(buf, field, kv)? && !put_other_attribute(buf, field, kv)? {
             left_out = left_out.saturating_add(1);
-            continue;
         }
-        put_message(buf, field, |buf| {
-            put_bytes(buf, 1, kv.key.as_bytes())?;
-            put_message(buf, 2, |buf| put_any_value(buf, &kv.value))
-        })?;
     }
     Ok(left_out)
+}
+
+/// An attribute that [`put_small_attribute`] does not take: a scalar in
+/// one run ([`put_scalar_attribute`]), else an array through the general
+/// path. `Ok(false)` if it was left out (nested too deep, see
+/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)).
+#[inline(never)]
+fn put_other_attribute<S: Sink>(buf: &mut S, field: u32, kv: &KeyValue) -> Result<bool, Full> {
+    if put_scalar_attribute(buf, field, kv)? {
+        return Ok(true);
+    }
+    if super::too_deep(&kv.value) {
+        return Ok(false);
+    }
+    put_message(buf, field, |buf| {
+        put_bytes(buf, 1, kv.key.as_bytes())?;
+        put_message(buf, 2, |buf| put_any_value(buf, &kv.value))
+    })?;
+    Ok(true)
 }
 
 /// The largest key-and-string length [`put_small_attribute`] takes: with
@@ -426,22 +490,26 @@ fn put_small_attribute<S: Sink>(buf: &mut S, field: u32, kv: &KeyValue) -> Resul
     // 2 + 99 + 2 + 11, under 128.
     let kv_len = 2 + k + 2 + any_len;
     let n = 2 + kv_len;
-    // SAFETY: the writes below are exactly the `n` bytes counted above:
-    // four one-byte heads, the key, three one-byte heads, the varint
-    // (`varint_len(v)` bytes) and the string.
+    // No closure (`put_exact`): inlined into a span's encoding, a closure
+    // was left out of line, a call per attribute.
+    let start = buf.room(n)?;
+    // SAFETY: the writes below are exactly the `n` bytes counted above
+    // (four one-byte heads, the key, three one-byte heads, the varint of
+    // `varint_len(v)` bytes and the string), all at `start`, which `room`
+    // made valid for `n` byte writes; `commit` takes them in.
     unsafe {
-        buf.put_exact(n, |p| {
-            let mut p = raw::byte(p, ((field << 3) | LEN) as u8);
-            p = raw::byte(p, kv_len as u8);
-            p = raw::byte(p, ((1 << 3) | LEN) as u8);
-            p = raw::byte(p, k as u8);
-            p = raw::slice(p, key);
-            p = raw::byte(p, ((2 << 3) | LEN) as u8);
-            p = raw::byte(p, any_len as u8);
-            p = raw::byte(p, tag);
-            p = raw::varint(p, v);
-            raw::slice(p, text)
-        })?;
+        let mut p = raw::byte(start, ((field << 3) | LEN) as u8);
+        p = raw::byte(p, kv_len as u8);
+        p = raw::byte(p, ((1 << 3) | LEN) as u8);
+        p = raw::byte(p, k as u8);
+        p = raw::slice(p, key);
+        p = raw::byte(p, ((2 << 3) | LEN) as u8);
+        p = raw::byte(p, any_len as u8);
+        p = raw::byte(p, tag);
+        p = raw::varint(p, v);
+        let end = raw::slice(p, text);
+        debug_assert_eq!(end.offset_from(start), n as isize);
+        buf.commit(n);
     }
     Ok(true)
 }
@@ -622,7 +690,7 @@ fn put_span_head<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
 
 fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
     put_span_head(buf, s)?;
-    let mut left_out = put_attributes(buf, 9, &s.attributes)?;
+    let mut left_out = put_attributes_inline(buf, 9, &s.attributes)?;
     if let Some(shared) = s.shared_attributes {
         // Encoded once, as the same fields: copied.
         let (bytes, shared_left_out) = shared.proto();
