@@ -657,6 +657,9 @@ fn put_span_head<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
     let name = s.name.as_bytes();
     let kind = s.kind as u64;
     let (start, end) = (s.start_time_unix_nano, s.end_time_unix_nano);
+    if trace_state.is_empty() && (1..0x80).contains(&name.len()) && start != 0 && end != 0 {
+        return put_usual_span_head(buf, s, name);
+    }
     let n = bytes_len(trace_id)
         + bytes_len(span_id)
         + bytes_len(trace_state)
@@ -686,6 +689,57 @@ fn put_span_head<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
             p
         })
     }
+}
+
+/// [`put_span_head`] for the usual span (`name`: its name, of 1 to 127
+/// bytes; no trace state; both times set), with fewer decisions: every
+/// field but the parent and the kind is there, and every length and tag
+/// is one byte. The same bytes (test
+/// `the_usual_heads_and_tails_are_the_field_by_field_bytes`).
+#[inline(always)]
+fn put_usual_span_head<S: Sink>(buf: &mut S, s: &SpanData, name: &[u8]) -> Put {
+    debug_assert!(s.context.trace_state.is_empty() && (1..0x80).contains(&name.len()));
+    let parent = s.parent_span_id.is_valid();
+    // 0 to 5: a one-byte varint.
+    let kind = s.kind as u8;
+    let n = (2 + 16)
+        + (2 + 8)
+        + if parent { 2 + 8 } else { 0 }
+        + (2 + name.len())
+        + if kind != 0 { 2 } else { 0 }
+        + (1 + 8)
+        + (1 + 8);
+    let at = buf.room(n)?;
+    // SAFETY: the writes below are exactly the `n` bytes counted above, at
+    // `at`, which `room` made valid for `n` byte writes; `commit` takes
+    // them in.
+    unsafe {
+        let mut p = raw::byte(at, ((1 << 3) | LEN) as u8);
+        p = raw::byte(p, 16);
+        p = raw::slice(p, &s.context.trace_id.0);
+        p = raw::byte(p, ((2 << 3) | LEN) as u8);
+        p = raw::byte(p, 8);
+        p = raw::slice(p, &s.context.span_id.0);
+        if parent {
+            p = raw::byte(p, ((4 << 3) | LEN) as u8);
+            p = raw::byte(p, 8);
+            p = raw::slice(p, &s.parent_span_id.0);
+        }
+        p = raw::byte(p, ((5 << 3) | LEN) as u8);
+        p = raw::byte(p, name.len() as u8);
+        p = raw::slice(p, name);
+        if kind != 0 {
+            p = raw::byte(p, ((6 << 3) | VARINT) as u8);
+            p = raw::byte(p, kind);
+        }
+        p = raw::byte(p, ((7 << 3) | FIXED64) as u8);
+        p = raw::slice(p, &s.start_time_unix_nano.to_le_bytes());
+        p = raw::byte(p, ((8 << 3) | FIXED64) as u8);
+        let end = raw::slice(p, &s.end_time_unix_nano.to_le_bytes());
+        debug_assert_eq!(end.offset_from(at), n as isize);
+        buf.commit(n);
+    }
+    Ok(())
 }
 
 fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
@@ -729,18 +783,30 @@ fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
 /// path writes for such a span.
 #[inline]
 fn put_plain_span_tail<S: Sink>(buf: &mut S, s: &SpanData, left_out: u32) -> Put {
-    let counts = [
-        (
-            10,
-            u64::from(s.dropped_attributes_count.saturating_add(left_out)),
-        ),
-        (12, u64::from(s.dropped_events_count)),
-        (14, u64::from(s.dropped_links_count)),
-    ];
+    let dropped_attributes = s.dropped_attributes_count.saturating_add(left_out);
     // The span's flags say whether its *parent* is remote. Never zero (the
     // has-is-remote bit is always set), so always written.
     let flags = flags(s.context.trace_flags.0, s.parent_is_remote);
     let flags_tag = u64::from((16 << 3) | FIXED32);
+    if dropped_attributes == 0 && s.dropped_events_count == 0 && s.dropped_links_count == 0 {
+        // Nothing dropped (the usual span): the flags alone, their tag in
+        // two bytes.
+        const FLAGS_TAG: [u8; 2] = [(((16 << 3) | FIXED32) as u8) | 0x80, 1];
+        let at = buf.room(6)?;
+        // SAFETY: six bytes at `at`, which `room` made valid for six byte
+        // writes; `commit` takes them in.
+        unsafe {
+            let p = raw::slice(at, &FLAGS_TAG);
+            raw::slice(p, &flags.to_le_bytes());
+            buf.commit(6);
+        }
+        return Ok(());
+    }
+    let counts = [
+        (10, u64::from(dropped_attributes)),
+        (12, u64::from(s.dropped_events_count)),
+        (14, u64::from(s.dropped_links_count)),
+    ];
     let n = counts
         .iter()
         .map(|&(_, v)| if v != 0 { 1 + varint_len(v) } else { 0 })
@@ -986,6 +1052,91 @@ mod tests {
             infallible(put_varint(&mut b, v));
             assert_eq!(b.len(), varint_len(v), "{v}");
         }
+    }
+
+    /// The head's and the plain tail's fast paths (the usual span) write
+    /// what the fields written one by one do, for spans on either side of
+    /// every condition of those paths (trace state, name length, times,
+    /// parent, kind, dropped counts), into a `Vec` and a fixed buffer.
+    #[test]
+    fn the_usual_heads_and_tails_are_the_field_by_field_bytes() {
+        use crate::model::{SpanContext, SpanKind, TraceFlags, TraceId};
+        let kinds = [
+            SpanKind::Unspecified,
+            SpanKind::Internal,
+            SpanKind::Server,
+            SpanKind::Client,
+            SpanKind::Producer,
+            SpanKind::Consumer,
+        ];
+        let mut usual = 0;
+        for trace_state in ["", "k=v"] {
+            for name_len in [0, 1, 2, 126, 127, 128, 300] {
+                for (start, end) in [(0, 0), (5, 0), (0, 7), (5, 7), (u64::MAX, 1 << 60)] {
+                    for parent in [SpanId::INVALID, SpanId([3; 8])] {
+                        for (k, &kind) in kinds.iter().enumerate() {
+                            let mut s = SpanData::new("n".repeat(name_len));
+                            s.context = SpanContext::new(TraceId([7; 16]), SpanId([9; 8]));
+                            s.context.trace_state = trace_state.to_owned().into();
+                            if k % 2 == 0 {
+                                s.context.trace_flags = TraceFlags::NOT_SAMPLED;
+                            }
+                            s.parent_span_id = parent;
+                            s.parent_is_remote = k % 3 == 0;
+                            s.kind = kind;
+                            s.start_time_unix_nano = start;
+                            s.end_time_unix_nano = end;
+                            let drops = [(0, 0, 0, 0), (1, 0, 0, 0), (0, 2, 0, 0)];
+                            let (a, e, l, left_out) = drops[k % 3];
+                            let (a, e, l) = if k == 5 { (200, 3, 1 << 20) } else { (a, e, l) };
+                            s.dropped_attributes_count = a;
+                            s.dropped_events_count = e;
+                            s.dropped_links_count = l;
+                            let left_out = if k == 4 { 1 } else { left_out };
+
+                            let mut want = Vec::new();
+                            infallible(put_bytes(&mut want, 1, &s.context.trace_id.0));
+                            infallible(put_bytes(&mut want, 2, &s.context.span_id.0));
+                            infallible(put_bytes(&mut want, 3, s.context.trace_state.as_bytes()));
+                            infallible(put_bytes(&mut want, 4, parent_bytes(&s.parent_span_id)));
+                            infallible(put_bytes(&mut want, 5, s.name.as_bytes()));
+                            infallible(put_uint(&mut want, 6, s.kind as u64));
+                            infallible(put_fixed64(&mut want, 7, start));
+                            infallible(put_fixed64(&mut want, 8, end));
+                            infallible(put_uint(&mut want, 10, (a + left_out).into()));
+                            infallible(put_uint(&mut want, 12, e.into()));
+                            infallible(put_uint(&mut want, 14, l.into()));
+                            let f = flags(s.context.trace_flags.0, s.parent_is_remote);
+                            infallible(put_fixed32(&mut want, 16, f));
+
+                            let mut got = Vec::new();
+                            infallible(put_span_head(&mut got, &s));
+                            infallible(put_plain_span_tail(&mut got, &s, left_out));
+                            assert_eq!(got, want, "{s:?}, {left_out} left out");
+
+                            let mut buf = [MaybeUninit::uninit(); 512];
+                            let mut w = Fixed {
+                                buf: &mut buf,
+                                len: 0,
+                            };
+                            put_span_head(&mut w, &s).unwrap();
+                            put_plain_span_tail(&mut w, &s, left_out).unwrap();
+                            let len = w.len;
+                            // SAFETY: the encoder wrote the first `len` bytes.
+                            assert_eq!(unsafe { written(&buf, 0..len) }, &want[..]);
+                            if trace_state.is_empty()
+                                && (1..128).contains(&name_len)
+                                && start != 0
+                                && end != 0
+                            {
+                                usual += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(usual > 0, "no span took the fast paths");
     }
 
     #[test]
