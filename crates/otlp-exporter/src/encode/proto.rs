@@ -292,8 +292,12 @@ fn varint_len(v: u64) -> usize {
     if v < 0x80 {
         return 1;
     }
-    // 1 byte per 7 bits.
-    (64 - v.leading_zeros() as usize).div_ceil(7)
+    // 1 byte per 7 bits: `bits.div_ceil(7)`, which is `(bits * 9 + 64) /
+    // 64` for every `bits` from 1 to 64 (a multiply and a shift instead of
+    // a division by 7's multiply, shifts and correction; test
+    // `varint_lengths_are_a_byte_per_seven_bits`).
+    let bits = 64 - v.leading_zeros() as usize;
+    (bits * 9 + 64) / 64
 }
 
 #[inline(always)]
@@ -1137,6 +1141,21 @@ mod tests {
             }
         }
         assert!(usual > 0, "no span took the fast paths");
+    }
+
+    #[test]
+    fn varint_lengths_are_a_byte_per_seven_bits() {
+        for bits in 0..=64u32 {
+            // The smallest and the largest value of `bits` bits.
+            let (low, high) = match bits {
+                0 => (0, 0),
+                64 => (1 << 63, u64::MAX),
+                b => (1 << (b - 1), (1 << b) - 1),
+            };
+            let want = (bits as usize).div_ceil(7).max(1);
+            assert_eq!(varint_len(low), want, "{low}");
+            assert_eq!(varint_len(high), want, "{high}");
+        }
     }
 
     #[test]
