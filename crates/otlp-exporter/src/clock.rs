@@ -72,12 +72,23 @@ fn instant_mono_nanos() -> u64 {
     nanos(Instant::now().saturating_duration_since(origin))
 }
 
-/// The time-stamp counter's scale, once calibrated: `mono = BASE_MONO +
-/// (tsc - BASE_TSC) * RATE / 2^32`. `RATE` is written last (Release) and
-/// read first (Acquire); 0 means not calibrated (yet, or never).
-static RATE: AtomicU64 = AtomicU64::new(0);
-static BASE_TSC: AtomicU64 = AtomicU64::new(0);
-static BASE_MONO: AtomicU64 = AtomicU64::new(0);
+/// The time-stamp counter's scale, once calibrated: `mono = base_mono +
+/// (tsc - base_tsc) * rate / 2^32`. `rate` is written last (Release) and
+/// read first (Acquire); 0 means not calibrated (yet, or never). One
+/// static, so that a clock read finds all three through one address (a
+/// binary that links this crate reaches each static through an address
+/// it loads first).
+struct Scale {
+    rate: AtomicU64,
+    base_tsc: AtomicU64,
+    base_mono: AtomicU64,
+}
+
+static SCALE: Scale = Scale {
+    rate: AtomicU64::new(0),
+    base_tsc: AtomicU64::new(0),
+    base_mono: AtomicU64::new(0),
+};
 
 /// Whether the counter may be used, and the calibration's progress.
 const TSC_UNKNOWN: u8 = 0;
@@ -159,11 +170,12 @@ const MAX_PAIR_WIDTH: u64 = 50_000;
 /// ```
 #[inline]
 pub fn mono_nanos() -> u64 {
-    let rate = RATE.load(Ordering::Acquire);
+    let rate = SCALE.rate.load(Ordering::Acquire);
     if rate != 0 {
-        let ticks = rdtsc().saturating_sub(BASE_TSC.load(Ordering::Relaxed));
+        let ticks = rdtsc().saturating_sub(SCALE.base_tsc.load(Ordering::Relaxed));
         let scaled = (u128::from(ticks) * u128::from(rate)) >> 32;
-        return BASE_MONO
+        return SCALE
+            .base_mono
             .load(Ordering::Relaxed)
             .saturating_add(u64::try_from(scaled).unwrap_or(u64::MAX));
     }
@@ -225,9 +237,9 @@ fn mono_slow() -> u64 {
                 };
                 match rate_of(mono.saturating_sub(start_mono), tsc.wrapping_sub(start_tsc)) {
                     Some(rate) => {
-                        BASE_TSC.store(tsc, Ordering::Relaxed);
-                        BASE_MONO.store(mono, Ordering::Relaxed);
-                        RATE.store(rate, Ordering::Release);
+                        SCALE.base_tsc.store(tsc, Ordering::Relaxed);
+                        SCALE.base_mono.store(mono, Ordering::Relaxed);
+                        SCALE.rate.store(rate, Ordering::Release);
                         TSC.store(TSC_READY, Ordering::Release);
                     }
                     // A counter that did not advance sensibly: not used.
@@ -357,7 +369,7 @@ mod tests {
         );
         if tsc_trusted() {
             assert_eq!(TSC.load(Ordering::Acquire), TSC_READY);
-            assert_ne!(RATE.load(Ordering::Acquire), 0);
+            assert_ne!(SCALE.rate.load(Ordering::Acquire), 0);
         }
     }
 
