@@ -735,4 +735,10 @@ impl Runtime {
     pub(crate) fn pending_timers(&self) -> usize {
         self.shared.timers().len()
     }
+
+    /// Counts the pending timers from anywhere, a task included (tests).
+    pub(crate) fn pending_timers_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.timers().len()
+    }
 }

@@ -93,7 +93,9 @@ fn both_runtimes() -> [Runtime; 2] {
     ]
 }
 
-fn check(rt: &Runtime, c: &Counters) {
+/// `tasks`: the tasks beyond the leaves and the subtrees' own (the
+/// `block_on`'s root included).
+fn check(rt: &Runtime, c: &Counters, tasks: u64) {
     let spawned = c.spawned.load(Ordering::Relaxed);
     assert!(spawned >= 99_000, "spawned {spawned}");
     assert_eq!(
@@ -115,6 +117,15 @@ fn check(rt: &Runtime, c: &Counters) {
     );
     let stats = rt.stats();
     assert_eq!(stats.tasks_alive(), 0, "{stats:?}");
+    // Every task counted once as spawned and once as finished, whichever
+    // worker's shard counted it: the leaves, a task for each region below
+    // the top one, and `tasks`.
+    assert_eq!(
+        stats.tasks_spawned,
+        (spawned + regions - 1) as u64 + tasks,
+        "{stats:?}"
+    );
+    assert_eq!(stats.tasks_finished, stats.tasks_spawned, "{stats:?}");
     assert_eq!(stats.tasks_cut_off, 0);
 }
 
@@ -128,7 +139,7 @@ fn hundred_thousand_tasks_close_to_nothing() {
                 move |cx| async move { Ok::<_, ()>(tree(cx.narrow(), DEPTH, c2, false).await) },
             );
         assert!(out.ok().unwrap().is_ok());
-        check(&rt, &c);
+        check(&rt, &c, 1);
     }
 }
 
@@ -162,7 +173,8 @@ fn hundred_thousand_tasks_cancelled_mid_way_drain_completely() {
     // The body returned Ok before observing; sleepers reported Cancelled,
     // which does not fail the region.
     assert!(out.ok().unwrap().is_ok());
-    check(&rt, &c);
+    // The root and the task the tree runs in.
+    check(&rt, &c, 2);
     let _ = CancelKind::User;
 }
 

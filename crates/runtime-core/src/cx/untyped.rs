@@ -313,8 +313,10 @@ impl CxCore {
         self.sched().insert_timer(at, action)
     }
 
-    pub(crate) fn cancel_timer(&self, h: crate::time::driver::TimerHandle) {
-        self.sched().cancel_timer(h);
+    /// Cancels a sleep's timer (a [`TimerAction::Wake`]); see
+    /// `Scheduler::cancel_wake_timer`: it may still fire, spuriously.
+    pub(crate) fn cancel_wake_timer(&self, h: crate::time::driver::TimerHandle) {
+        self.sched().cancel_wake_timer(h);
     }
 
     // ---- tasks and regions ------------------------------------------------------

@@ -22,7 +22,7 @@
 //! | request a cancellation | the first request on a cell (one compare-and-swap, `cancel/cell.rs`); the wake of each task (its state CAS; a sweep queues the tasks it woke as one job, `batch.rs`, one deque push for all of them) | the cell's `later` lock only for a second, stronger request; the region's `swept` lock for the sweep; the task's `open_regions` lock when it has regions open; `body_waker`, except for a request made from inside a body its owner task is polling (`task.rs`: `polling_own_body`); the timer lock for a grace timer, only when a cancelled task or body is still running after a poll that saw the request (`cancel/protocol.rs`: `arm_grace`), and once more at the close to cancel it |
 //! | a task finishing | the live count, the joiner's `WakerSlot` | the region's `worst` lock only when the task failed |
 //! | open / close a region | the live count CAS (the closer loads the count first while children live); closing the registration of finalizers when none was registered (`fin_state`, one CAS) | the owner's `open_regions`; `finalizers` only when one was registered; `body_waker` once per poller change (none stored when the owner task polls the body with its own waker) and at the close only when a poll stored a waker; `swept` at the close |
-//! | timers (`sleep`, `timeout`, budgets' deadlines) | `TimerDriver::due` (one load, on every 32nd checkpoint) | the wheel's one mutex (`time/driver.rs`) to insert, cancel or turn |
+//! | timers (`sleep`, `timeout`, budgets' deadlines) | `TimerDriver::due` (one load, on every 32nd checkpoint); a sleep dropped while a cancellation sweep's batch runs is only noted (`pool.rs`: `DeferredCancels`) | the wheel's one mutex (`time/driver.rs`) to insert, cancel or turn; the sleeps a batch dropped are cancelled together under one lock at its end (or 64 at a time) |
 //! | a worker going idle and parking | the sleeper counts (`Idle::sleepers`, `Idle::deep`) | `Idle::list` to register and unregister; `cores[i]` and `threads[i]` when `drive` starts and ends |
 //! | mpsc send / receive | the fast path (`chan.rs`: one CAS to reserve, the queue push, the receiver's `WakerSlot`) | the waiter list, only while senders wait for a slot |
 
@@ -75,6 +75,16 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle;
     /// Cancels a timer (no-op if it already fired).
     fn cancel_timer(&self, handle: TimerHandle);
+    /// Cancels a timer whose action is a [`TimerAction::Wake`] (a sleep's):
+    /// like [`cancel_timer`](Self::cancel_timer), except that the pool may
+    /// defer it to the end of the job running on this worker (one lock for
+    /// all the sleeps a job dropped), so the timer may still fire in
+    /// between: a spurious wake, which a future tolerates. Never use it for
+    /// a timer whose firing does more than wake (a deadline's cancellation,
+    /// a cut-off).
+    fn cancel_wake_timer(&self, handle: TimerHandle) {
+        self.cancel_timer(handle);
+    }
     /// A fresh id for a task or region.
     fn next_id(&self) -> u64;
     /// Runtime-wide counters.
@@ -118,28 +128,85 @@ pub(crate) enum Observed {
 }
 
 /// Counters, each on its own cache line.
+///
+/// The two that move with every task, spawned and finished, are also kept
+/// per worker of the pool ([`with_workers`](Self::with_workers)): a task
+/// spawned or finished on a worker counts in that worker's shard, which
+/// only the thread driving the worker writes, with a load and a store
+/// instead of a read-modify-write of a line every worker shares (one
+/// locked operation fewer per spawn and per finish). Elsewhere (a
+/// `block_on` caller, shutdown's drain, the lab) the shared counters
+/// count. A snapshot sums them.
 #[derive(Default)]
 pub(crate) struct Stats {
     spawned: CachePadded<AtomicU64>,
     finished: CachePadded<AtomicU64>,
+    shards: Box<[CachePadded<Shard>]>,
     cut_off: AtomicU64,
     finalizers_cut_off: AtomicU64,
     finalizers_skipped: AtomicU64,
     panics_caught: AtomicU64,
 }
 
+/// One worker's counts ([`Stats`]): written only by the thread driving the
+/// worker, read by anyone.
+#[derive(Default)]
+struct Shard {
+    spawned: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// Adds one to a counter only the calling thread writes: a load and a
+/// store (the other threads only read it), `order` the store's.
+#[inline]
+fn bump(counter: &AtomicU64, order: Ordering) {
+    // Relaxed: this thread wrote the last value (or the one it took the
+    // worker over from, before a lock both took).
+    let v = counter.load(Ordering::Relaxed);
+    counter.store(v + 1, order);
+}
+
 impl Stats {
+    /// Counters with a shard for each of `workers` workers.
+    pub(crate) fn with_workers(workers: usize) -> Self {
+        Stats {
+            shards: (0..workers).map(|_| CachePadded::default()).collect(),
+            ..Stats::default()
+        }
+    }
+
+    /// The shard of the worker the calling thread drives, if it drives
+    /// one of the pool these counters belong to.
+    #[inline]
+    fn my_shard(&self) -> Option<&Shard> {
+        if self.shards.is_empty() {
+            return None;
+        }
+        pool::worker_index(self).and_then(|i| self.shards.get(i).map(|s| &**s))
+    }
+
     pub(crate) fn task_spawned(&self) {
         // Relaxed: a counter for reports; `snapshot` reads `finished` first
         // (Acquire) and clamps `spawned` to at least that.
-        self.spawned.fetch_add(1, Ordering::Relaxed);
+        match self.my_shard() {
+            Some(shard) => bump(&shard.spawned, Ordering::Relaxed),
+            None => {
+                self.spawned.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn task_finished(&self, cut_off: bool) {
         // Release: pairs with `snapshot`'s Acquire: a task counted finished
         // was counted spawned before (same task, earlier), so the snapshot
-        // sees `spawned >= finished` for it.
-        self.finished.fetch_add(1, Ordering::Release);
+        // sees `spawned >= finished` for it; and with whoever sees the
+        // task's outcome (its `COMPLETE`, AcqRel, comes after this).
+        match self.my_shard() {
+            Some(shard) => bump(&shard.finished, Ordering::Release),
+            None => {
+                self.finished.fetch_add(1, Ordering::Release);
+            }
+        }
         if cut_off {
             // Relaxed: an independent counter, read only for reports.
             self.cut_off.fetch_add(1, Ordering::Relaxed);
@@ -167,9 +234,20 @@ impl Stats {
     pub(crate) fn snapshot(&self) -> RuntimeStats {
         // Acquire: see `task_finished`; the other counters are Relaxed
         // reports, each exact once the runtime is quiet.
-        let finished = self.finished.load(Ordering::Acquire);
+        let finished = self.finished.load(Ordering::Acquire)
+            + self
+                .shards
+                .iter()
+                .map(|s| s.finished.load(Ordering::Acquire))
+                .sum::<u64>();
+        let spawned = self.spawned.load(Ordering::Relaxed)
+            + self
+                .shards
+                .iter()
+                .map(|s| s.spawned.load(Ordering::Relaxed))
+                .sum::<u64>();
         RuntimeStats {
-            tasks_spawned: self.spawned.load(Ordering::Relaxed).max(finished),
+            tasks_spawned: spawned.max(finished),
             tasks_finished: finished,
             tasks_cut_off: self.cut_off.load(Ordering::Relaxed),
             finalizers_cut_off: self.finalizers_cut_off.load(Ordering::Relaxed),

@@ -46,6 +46,9 @@ const MAINTENANCE: u32 = 61;
 /// before it looks again (at that worker's LIFO slot, and at the timers):
 /// the bound on how long a task can be stranded behind a poll that blocks.
 const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
+/// A worker cancels its sleeps' timers at the end of the job that dropped
+/// them, or once this many are waiting ([`DeferredCancels`]).
+const DEFERRED_CANCELS: usize = 64;
 
 type TaskRef = Arc<dyn Runnable>;
 
@@ -111,6 +114,27 @@ struct WorkerCtx {
     shared: *const Shared,
     index: usize,
     core: RefCell<Core>,
+    /// Whether the job running here is a [`Batch`]: only then are sleeps'
+    /// cancels deferred ([`DeferredCancels`]).
+    in_batch: Cell<bool>,
+    deferred: RefCell<DeferredCancels>,
+}
+
+/// The sleeps' timers the tasks of a [`Batch`] (a cancellation sweep's)
+/// dropped while it ran on this worker (`Scheduler::cancel_wake_timer`),
+/// cancelled together under one lock of the wheel at the end of the job
+/// (or when [`DEFERRED_CANCELS`] wait): a cancelled region's drain drops
+/// one sleep per task, and a lock and unlock each were two of the drain's
+/// locked read-modify-writes per task. Only wake timers are deferred: one
+/// that fires in between wakes its task spuriously (a finished task
+/// ignores it). The entries, and the wakers in them, live at most until
+/// the batch's end. A job that is one task cancels at once, as before (a
+/// deferral would only add work to its one lock).
+#[derive(Default)]
+struct DeferredCancels {
+    handles: Vec<TimerHandle>,
+    /// A buffer for the cancelled timers' wakers, dropped outside the lock.
+    wakers: Vec<std::task::Waker>,
 }
 
 thread_local! {
@@ -127,6 +151,17 @@ impl SetCurrent {
     fn to(ctx: *const WorkerCtx) -> Self {
         SetCurrent(CURRENT.with(|c| c.replace(ctx)))
     }
+}
+
+/// The index of the worker the calling thread drives, if it drives one of
+/// the pool whose counters `stats` are (`Stats`'s per-worker shards).
+#[inline]
+pub(crate) fn worker_index(stats: &Stats) -> Option<usize> {
+    let ctx = CURRENT.with(Cell::get);
+    // SAFETY: as in `schedule`; `shared` outlives the drive that set it.
+    let ctx = unsafe { ctx.as_ref() }?;
+    // SAFETY: as above: the pool is alive while one of its cores is driven.
+    ptr::eq(unsafe { &(*ctx.shared).stats }, stats).then_some(ctx.index)
 }
 
 impl Drop for SetCurrent {
@@ -168,7 +203,7 @@ impl Shared {
             idle: Idle::new(cores),
             clock,
             timers,
-            stats: Stats::default(),
+            stats: Stats::with_workers(cores),
             ids: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
             blocking,
@@ -230,6 +265,8 @@ impl Shared {
             shared: Arc::as_ptr(self),
             index,
             core: RefCell::new(core),
+            in_batch: Cell::new(false),
+            deferred: RefCell::new(DeferredCancels::default()),
         };
         // Restores the thread-local and hands the core back however
         // `run_loop` ends, unwinding included (a panic that escaped user
@@ -242,6 +279,8 @@ impl Shared {
         }
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
+                // No timer a job here cancelled stays in the wheel.
+                self.shared.cancel_deferred(self.ctx);
                 *lock(&self.shared.threads[self.index]) = None;
                 let core = self.ctx.core.replace(Core {
                     local: Worker::new_fifo(),
@@ -297,6 +336,9 @@ impl Shared {
                 self.run_job(ctx, task);
                 // Relaxed: as above.
                 self.busy[ctx.index].store(false, Ordering::Relaxed);
+                if !ctx.deferred.borrow().handles.is_empty() {
+                    self.cancel_deferred(ctx);
+                }
                 continue;
             }
             // Out of work: register as a sleeper first (so a timer
@@ -417,8 +459,28 @@ impl Shared {
                 if b.several_left() {
                     ctx.core.borrow_mut().local.push(Job::Batch(b.clone()));
                 }
+                ctx.in_batch.set(true);
                 b.run_all();
+                ctx.in_batch.set(false);
             }
+        }
+    }
+
+    /// Cancels the timers this worker's job deferred
+    /// ([`DeferredCancels`]), under one lock of the wheel. The buffers are
+    /// taken out of the context first: dropping a waker may drop a task,
+    /// and a future dropped with it may defer another sleep's cancel
+    /// (kept for the next call).
+    fn cancel_deferred(&self, ctx: &WorkerCtx) {
+        let mut d = std::mem::take(&mut *ctx.deferred.borrow_mut());
+        if !d.handles.is_empty() {
+            self.timers
+                .cancel_wakes(&mut d.handles, &mut d.wakers, &self.stats);
+        }
+        let mut slot = ctx.deferred.borrow_mut();
+        if slot.handles.is_empty() {
+            // Nothing deferred meanwhile: the buffers go back for reuse.
+            *slot = d;
         }
     }
 
@@ -595,6 +657,24 @@ impl Scheduler for Shared {
 
     fn cancel_timer(&self, handle: TimerHandle) {
         self.timers.cancel(handle);
+    }
+
+    fn cancel_wake_timer(&self, handle: TimerHandle) {
+        let ctx = CURRENT.with(Cell::get);
+        // SAFETY: as in `schedule`.
+        match unsafe { ctx.as_ref() } {
+            Some(ctx) if ctx.in_batch.get() && ptr::eq(ctx.shared, self) => {
+                let full = {
+                    let mut d = ctx.deferred.borrow_mut();
+                    d.handles.push(handle);
+                    d.handles.len() >= DEFERRED_CANCELS
+                };
+                if full {
+                    self.cancel_deferred(ctx);
+                }
+            }
+            _ => self.timers.cancel(handle),
+        }
     }
 
     fn next_id(&self) -> u64 {

@@ -126,6 +126,52 @@ impl TimerDriver {
         drop(action);
     }
 
+    /// Cancels every wake timer in `handles` under one lock (a worker's
+    /// deferred sleep cancellations, `sched/pool.rs`), leaving `handles`
+    /// empty. The wakers (user code when a sleep was polled by hand) are
+    /// dropped outside the lock, a panicking `Drop` counted and the others
+    /// still dropped; `wakers` is a buffer for them, left empty.
+    pub(crate) fn cancel_wakes(
+        &self,
+        handles: &mut Vec<TimerHandle>,
+        wakers: &mut Vec<Waker>,
+        stats: &Stats,
+    ) {
+        // Only sleeps defer their cancel, so every live entry is a wake;
+        // anything else (never expected) is dropped with the wakers.
+        let mut others = Vec::new();
+        {
+            let mut inner = lock(&self.inner);
+            for h in handles.drain(..) {
+                match inner.wheel.cancel(h.0) {
+                    Some(TimerAction::Wake(w)) => wakers.push(w),
+                    Some(other) => others.push(other),
+                    None => {}
+                }
+            }
+        }
+        debug_assert!(
+            others.is_empty(),
+            "a deferred cancel of a timer that is not a wake"
+        );
+        // One catch for them all, entered again after a panic: the waker
+        // that panicked was moved out first, so the rest are each still
+        // dropped once.
+        while !wakers.is_empty() || !others.is_empty() {
+            let all = crate::outcome::catch(|| {
+                while let Some(w) = wakers.pop() {
+                    drop(w);
+                }
+                while let Some(a) = others.pop() {
+                    drop(a);
+                }
+            });
+            if all.is_err() {
+                stats.panic_caught();
+            }
+        }
+    }
+
     /// Fires every timer due at `now`; returns whether any fired and when
     /// the next one is due.
     pub(crate) fn process(&self, now: Instant, stats: &Stats) -> (bool, Option<Instant>) {

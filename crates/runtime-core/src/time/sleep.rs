@@ -13,7 +13,9 @@ use crate::sync::WakerId;
 
 /// Resolves at its deadline with `Ok(())`, or earlier with
 /// `Err(Cancelled)` if the task is cancelled meanwhile. Dropping it
-/// cancels the timer (O(1)).
+/// cancels the timer (O(1); on a worker, at the end of the task's run,
+/// with every other sleep the run dropped, under one lock of the timer
+/// wheel).
 ///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -85,7 +87,7 @@ fn poll_sleep(
     }
     if cx.now() >= deadline {
         if let Some((h, _)) = timer.take() {
-            cx.cancel_timer(h);
+            cx.cancel_wake_timer(h);
         }
         return Poll::Ready(Ok(()));
     }
@@ -94,7 +96,7 @@ fn poll_sleep(
         Some((_, w)) if *w == id => {}
         _ => {
             if let Some((h, _)) = timer.take() {
-                cx.cancel_timer(h);
+                cx.cancel_wake_timer(h);
             }
             let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
             *timer = Some((h, id));
@@ -114,7 +116,7 @@ impl Future for Sleep<'_> {
 impl Drop for Sleep<'_> {
     fn drop(&mut self) {
         if let Some((h, _)) = self.timer.take() {
-            self.cx.cancel_timer(h);
+            self.cx.cancel_wake_timer(h);
         }
     }
 }
@@ -224,7 +226,129 @@ impl Future for Tick<'_> {
 impl Drop for Interval {
     fn drop(&mut self) {
         if let Some((h, _)) = self.timer.take() {
-            self.cx.cancel_timer(h);
+            self.cx.cancel_wake_timer(h);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::task::{Wake, Waker};
+
+    use super::*;
+    use crate::caps::ambient_authority;
+    use crate::{CancelReason, Runtime};
+
+    fn rt() -> Runtime {
+        Runtime::builder()
+            .worker_threads(1)
+            .build(ambient_authority())
+            .unwrap()
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_cancelled_regions_drain_cancels_its_sleeps_in_batches_and_all_by_its_end() {
+        let rt = rt();
+        let pending = Arc::new(rt.pending_timers_probe());
+        // What each task saw in the wheel once its sleep was dropped.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        let out = rt.block_on(|cx| async move {
+            cx.region(move |cx| async move {
+                for _ in 0..100 {
+                    let (pending, seen) = (pending.clone(), seen2.clone());
+                    cx.spawn(move |cx| async move {
+                        let r = cx.sleep(HOUR).await;
+                        seen.lock().unwrap().push(pending());
+                        r
+                    });
+                }
+                cx.yield_now().await.map_err(|_| ())?;
+                cx.cancel(CancelReason::user("stop"));
+                Ok::<_, ()>(())
+            })
+            .await;
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 100);
+        // The sweep's batch ran them: the first saw all 100 timers still
+        // there (its own cancel deferred), the last saw the 36 left after
+        // the one batch of 64 cancelled while the drain went on...
+        assert_eq!(seen.iter().max(), Some(&100), "{seen:?}");
+        assert_eq!(seen.iter().min(), Some(&36), "{seen:?}");
+        // ... and none is left once the batch ended.
+        assert_eq!(rt.pending_timers(), 0);
+    }
+
+    #[test]
+    fn a_task_that_is_its_own_job_cancels_its_sleep_at_once() {
+        let rt = rt();
+        let pending = rt.pending_timers_probe();
+        let out = rt.block_on(|cx| async move {
+            let h = cx.spawn(move |cx| async move {
+                let mut s = cx.sleep(HOUR);
+                std::future::poll_fn(|task| {
+                    assert!(Pin::new(&mut s).poll(task).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+                let before = pending();
+                drop(s);
+                Ok::<_, ()>((before, pending()))
+            });
+            Ok::<_, ()>(h.await)
+        });
+        assert_eq!(out.ok().and_then(|o| o.ok()), Some(Ok((1, 0))));
+    }
+
+    /// A waker whose drop panics, counting its wakes.
+    struct PanicOnDrop(Arc<AtomicUsize>);
+
+    impl Wake for PanicOnDrop {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("a waker whose drop panics");
+        }
+    }
+
+    #[test]
+    fn a_deferred_cancel_whose_waker_panics_in_drop_is_counted_and_cancels_the_rest() {
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            cx.region(move |cx| async move {
+                for i in 0..3 {
+                    cx.spawn(move |cx| async move {
+                        let mut by_hand = cx.sleep(HOUR);
+                        if i == 1 {
+                            // Polled by hand with a waker whose drop panics;
+                            // the wheel then holds its only reference, let
+                            // go of at the end of the sweep's batch.
+                            let waker = Waker::from(Arc::new(PanicOnDrop(Arc::default())));
+                            let _ = Pin::new(&mut by_hand).poll(&mut Context::from_waker(&waker));
+                        }
+                        cx.sleep(HOUR).await
+                    });
+                }
+                cx.yield_now().await.map_err(|_| ())?;
+                cx.cancel(CancelReason::user("stop"));
+                Ok::<_, ()>(())
+            })
+            .await;
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+        assert_eq!(rt.pending_timers(), 0);
+        assert_eq!(rt.stats().panics_caught, 1);
     }
 }
