@@ -758,7 +758,19 @@ where
                 } else {
                     Schedule::Yield
                 };
-                h.sched().schedule(self.clone(), how);
+                // Our reference goes into the queue (no count taken here
+                // and given back at the end of this run: two locked
+                // read-modify-writes fewer per requeue), so the scheduler
+                // is reached through a pointer taken first.
+                let sched: *const dyn Scheduler = Arc::as_ptr(h.sched());
+                // SAFETY: whoever calls `run` keeps the scheduler alive for
+                // the call (a worker drives it through the pool's `Arc`,
+                // shutdown's drain and the lab's and the models' loops run
+                // tasks through a scheduler they hold), so it outlives
+                // this call even when another worker runs the task to its
+                // end and frees it, and the region whose `Arc` `h.sched()`
+                // borrowed, as soon as it is queued.
+                unsafe { (*sched).schedule(self, how) };
                 return;
             }
             in_place += 1;
