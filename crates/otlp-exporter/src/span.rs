@@ -136,6 +136,8 @@ unsafe impl Sync for Local {}
 /// spans held together (see [`Handle`]). Called once per `Local`, by the
 /// caller that [`Outstanding`] said must release it; the caller holds
 /// another reference, so the memory outlives the call.
+#[cold]
+#[inline(never)]
 fn release(local: &Local) {
     /// Gives the spans' reference back even if the pipeline's shutdown (the
     /// transport) panics.
@@ -190,6 +192,9 @@ impl std::ops::Deref for Handle {
 }
 
 impl Drop for Handle {
+    /// In line where a span ends (`Span::finish`): the owner's path is a
+    /// few plain loads and stores; the rest is out of line.
+    #[inline]
     fn drop(&mut self) {
         if self.count.on_owner() {
             // The owner's cache keeps the memory for this call.
@@ -197,18 +202,25 @@ impl Drop for Handle {
                 release(self);
             }
         } else {
-            // Once counted out, the `Local` may be released and freed by
-            // another thread: keep a reference across the call (the
-            // uncommon path: a span that ended away from its thread).
-            // SAFETY: counted until `end_elsewhere`, so alive here.
-            let keep = unsafe {
-                Arc::increment_strong_count(self.0.as_ptr());
-                Arc::from_raw(self.0.as_ptr())
-            };
-            if keep.count.end_elsewhere() {
-                release(&keep);
-            }
+            end_elsewhere(self.0);
         }
+    }
+}
+
+/// A handle's drop away from its owner's path (the uncommon path: a span
+/// that ended away from its thread, or after its thread's cache went).
+#[cold]
+#[inline(never)]
+fn end_elsewhere(local: NonNull<Local>) {
+    // Once counted out, the `Local` may be released and freed by another
+    // thread: keep a reference across the call.
+    // SAFETY: counted until `end_elsewhere`, so alive here.
+    let keep = unsafe {
+        Arc::increment_strong_count(local.as_ptr());
+        Arc::from_raw(local.as_ptr())
+    };
+    if keep.count.end_elsewhere() {
+        release(&keep);
     }
 }
 
@@ -720,7 +732,7 @@ fn begin(
         0
     };
     Span {
-        local,
+        local: ManuallyDrop::new(local),
         data: Some(data),
         recording,
     }
@@ -761,7 +773,10 @@ impl std::fmt::Debug for SpanBuilder {
 /// span.end();
 /// ```
 pub struct Span {
-    local: Handle,
+    /// Given back by [`finish`](Span::finish), which every span runs once
+    /// (`end` or the drop): there, in line, rather than by a call to the
+    /// handle's drop after it.
+    local: ManuallyDrop<Handle>,
     /// `None` only once ended (`end` consumes the span, `Drop` checks).
     /// Boxed, and the box recycled by the thread that ends the span (see
     /// [`spare_data`]): a span moves as a pointer, and its attributes'
@@ -959,10 +974,22 @@ impl Span {
     }
 
     fn finish(&mut self, at: Option<u64>) -> Recorded {
+        /// Gives the span's handle back when `finish` returns, or unwinds.
+        struct GiveBack<'a>(&'a mut ManuallyDrop<Handle>);
+        impl Drop for GiveBack<'_> {
+            #[inline]
+            fn drop(&mut self) {
+                // SAFETY: `finish` runs once per span (`data` is taken
+                // first), and the handle is not used after it.
+                unsafe { ManuallyDrop::drop(self.0) }
+            }
+        }
         let Some(mut data) = self.data.take() else {
-            // Unreachable: `end` consumes the span and `Drop` checks.
+            // Unreachable: `end` consumes the span and `Drop` checks (and
+            // the handle was given back by the call that took `data`).
             return Recorded::Dropped(crate::DropReason::Shutdown);
         };
+        let local = GiveBack(&mut self.local);
         if self.recording {
             data.end_time_unix_nano = at
                 .unwrap_or_else(now_unix_nanos)
@@ -972,7 +999,7 @@ impl Span {
         // carries the sampled flag clear: the pipeline counts it as
         // `not_sampled` without encoding or queueing it. Recorded in place
         // (the pipeline encodes it where it lies), then recycled.
-        let recorded = self.local.pipeline().record_span_in_place(&mut data, false);
+        let recorded = local.0.pipeline().record_span_in_place(&mut data, false);
         recycle_data(data);
         recorded
     }
