@@ -736,6 +736,14 @@ impl Runtime {
         self.shared.timers().len()
     }
 
+    /// A runtime with one worker thread (tests).
+    pub(crate) fn one_worker_for_tests() -> Runtime {
+        Runtime::builder()
+            .worker_threads(1)
+            .build(crate::caps::ambient_authority())
+            .unwrap()
+    }
+
     /// Counts the pending timers from anywhere, a task included (tests).
     pub(crate) fn pending_timers_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
         let shared = self.shared.clone();

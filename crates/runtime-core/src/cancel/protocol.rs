@@ -523,13 +523,10 @@ impl Region {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use crate::time::Duration;
-    use crate::{CancelReason, Runtime, caps::ambient_authority};
+    use crate::{CancelReason, Runtime};
 
     fn rt() -> Runtime {
-        Runtime::builder()
-            .worker_threads(1)
-            .build(ambient_authority())
-            .unwrap()
+        Runtime::one_worker_for_tests()
     }
 
     /// A cancelled region whose tasks all finish at the first poll after

@@ -238,34 +238,26 @@ mod tests {
     use std::task::{Wake, Waker};
 
     use super::*;
-    use crate::caps::ambient_authority;
-    use crate::{CancelReason, Runtime};
-
-    fn rt() -> Runtime {
-        Runtime::builder()
-            .worker_threads(1)
-            .build(ambient_authority())
-            .unwrap()
-    }
+    use crate::{CancelReason, Cx, Runtime};
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    #[test]
-    fn a_cancelled_regions_drain_cancels_its_sleeps_in_batches_and_all_by_its_end() {
-        let rt = rt();
-        let pending = Arc::new(rt.pending_timers_probe());
-        // What each task saw in the wheel once its sleep was dropped.
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let seen2 = seen.clone();
-        let out = rt.block_on(|cx| async move {
+    type Body = Pin<Box<dyn Future<Output = Result<(), Cancelled>> + Send>>;
+
+    /// A region on `rt` spawns `n` tasks (`task(i, cx)`), lets them reach
+    /// their awaits and cancels itself: its sweep wakes them as one batch.
+    /// Returns once the region closed.
+    fn drain_batch(
+        rt: &Runtime,
+        n: usize,
+        task: impl Fn(usize, Cx) -> Body + Send + Sync + 'static,
+    ) {
+        let task = Arc::new(task);
+        let out = rt.block_on(move |cx| async move {
             cx.region(move |cx| async move {
-                for _ in 0..100 {
-                    let (pending, seen) = (pending.clone(), seen2.clone());
-                    cx.spawn(move |cx| async move {
-                        let r = cx.sleep(HOUR).await;
-                        seen.lock().unwrap().push(pending());
-                        r
-                    });
+                for i in 0..n {
+                    let task = task.clone();
+                    cx.spawn(move |cx| task(i, cx.narrow()));
                 }
                 cx.yield_now().await.map_err(|_| ())?;
                 cx.cancel(CancelReason::user("stop"));
@@ -275,6 +267,23 @@ mod tests {
             Ok::<_, ()>(())
         });
         assert!(out.is_ok());
+    }
+
+    #[test]
+    fn a_cancelled_regions_drain_cancels_its_sleeps_in_batches_and_all_by_its_end() {
+        let rt = Runtime::one_worker_for_tests();
+        let pending = Arc::new(rt.pending_timers_probe());
+        // What each task saw in the wheel once its sleep was dropped.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        drain_batch(&rt, 100, move |_, cx| {
+            let (pending, seen) = (pending.clone(), seen2.clone());
+            Box::pin(async move {
+                let r = cx.sleep(HOUR).await;
+                seen.lock().unwrap().push(pending());
+                r
+            })
+        });
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 100);
         // The sweep's batch ran them: the first saw all 100 timers still
@@ -288,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_task_that_is_its_own_job_cancels_its_sleep_at_once() {
-        let rt = rt();
+        let rt = Runtime::one_worker_for_tests();
         let pending = rt.pending_timers_probe();
         let out = rt.block_on(|cx| async move {
             let h = cx.spawn(move |cx| async move {
@@ -324,30 +333,20 @@ mod tests {
 
     #[test]
     fn a_deferred_cancel_whose_waker_panics_in_drop_is_counted_and_cancels_the_rest() {
-        let rt = rt();
-        let out = rt.block_on(|cx| async move {
-            cx.region(move |cx| async move {
-                for i in 0..3 {
-                    cx.spawn(move |cx| async move {
-                        let mut by_hand = cx.sleep(HOUR);
-                        if i == 1 {
-                            // Polled by hand with a waker whose drop panics;
-                            // the wheel then holds its only reference, let
-                            // go of at the end of the sweep's batch.
-                            let waker = Waker::from(Arc::new(PanicOnDrop(Arc::default())));
-                            let _ = Pin::new(&mut by_hand).poll(&mut Context::from_waker(&waker));
-                        }
-                        cx.sleep(HOUR).await
-                    });
+        let rt = Runtime::one_worker_for_tests();
+        drain_batch(&rt, 3, |i, cx| {
+            Box::pin(async move {
+                let mut by_hand = cx.sleep(HOUR);
+                if i == 1 {
+                    // Polled by hand with a waker whose drop panics; the
+                    // wheel then holds its only reference, let go of at
+                    // the end of the sweep's batch.
+                    let waker = Waker::from(Arc::new(PanicOnDrop(Arc::default())));
+                    let _ = Pin::new(&mut by_hand).poll(&mut Context::from_waker(&waker));
                 }
-                cx.yield_now().await.map_err(|_| ())?;
-                cx.cancel(CancelReason::user("stop"));
-                Ok::<_, ()>(())
+                cx.sleep(HOUR).await
             })
-            .await;
-            Ok::<_, ()>(())
         });
-        assert!(out.is_ok());
         assert_eq!(rt.pending_timers(), 0);
         assert_eq!(rt.stats().panics_caught, 1);
     }
