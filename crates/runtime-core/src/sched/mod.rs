@@ -76,12 +76,12 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     /// Cancels a timer (no-op if it already fired).
     fn cancel_timer(&self, handle: TimerHandle);
     /// Cancels a timer whose action is a [`TimerAction::Wake`] (a sleep's):
-    /// like [`cancel_timer`](Self::cancel_timer), except that the pool may
-    /// defer it to the end of the job running on this worker (one lock for
-    /// all the sleeps a job dropped), so the timer may still fire in
-    /// between: a spurious wake, which a future tolerates. Never use it for
-    /// a timer whose firing does more than wake (a deadline's cancellation,
-    /// a cut-off).
+    /// like [`cancel_timer`](Self::cancel_timer), except that the pool
+    /// defers it while a cancellation sweep's batch runs on this worker, to
+    /// the batch's end (one lock for all the sleeps the batch's tasks
+    /// dropped), so the timer may still fire in between: a spurious wake,
+    /// which a future tolerates. Never use it for a timer whose firing does
+    /// more than wake (a deadline's cancellation, a cut-off).
     fn cancel_wake_timer(&self, handle: TimerHandle) {
         self.cancel_timer(handle);
     }

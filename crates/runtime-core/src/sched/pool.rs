@@ -46,8 +46,8 @@ const MAINTENANCE: u32 = 61;
 /// before it looks again (at that worker's LIFO slot, and at the timers):
 /// the bound on how long a task can be stranded behind a poll that blocks.
 const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10);
-/// A worker cancels its sleeps' timers at the end of the job that dropped
-/// them, or once this many are waiting ([`DeferredCancels`]).
+/// A worker running a cancellation batch cancels its tasks' sleeps' timers
+/// at the batch's end, or once this many are waiting ([`DeferredCancels`]).
 const DEFERRED_CANCELS: usize = 64;
 
 type TaskRef = Arc<dyn Runnable>;
