@@ -11,18 +11,8 @@ use runtime_core::{
     CancelKind, Outcome, RegionError, RegionOptions, Runtime, Severity, join, race,
 };
 
-fn runtimes() -> Vec<Runtime> {
-    vec![
-        Runtime::builder()
-            .worker_threads(2)
-            .build(ambient_authority())
-            .unwrap(),
-        Runtime::builder()
-            .current_thread()
-            .build(ambient_authority())
-            .unwrap(),
-    ]
-}
+mod common;
+use common::both_runtimes as runtimes;
 
 #[test]
 fn block_on_returns_the_body_value() {

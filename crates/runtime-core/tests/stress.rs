@@ -79,19 +79,9 @@ fn tree(
     Box::pin(fut)
 }
 
-/// A two-worker runtime and a current-thread one: each test runs on both.
-fn both_runtimes() -> [Runtime; 2] {
-    [
-        Runtime::builder()
-            .worker_threads(2)
-            .build(ambient_authority())
-            .unwrap(),
-        Runtime::builder()
-            .current_thread()
-            .build(ambient_authority())
-            .unwrap(),
-    ]
-}
+// Each test runs on a two-worker runtime and a current-thread one.
+mod common;
+use common::both_runtimes;
 
 /// `tasks`: the tasks beyond the leaves and the subtrees' own (the
 /// `block_on`'s root included).

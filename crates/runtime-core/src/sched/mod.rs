@@ -234,18 +234,11 @@ impl Stats {
     pub(crate) fn snapshot(&self) -> RuntimeStats {
         // Acquire: see `task_finished`; the other counters are Relaxed
         // reports, each exact once the runtime is quiet.
-        let finished = self.finished.load(Ordering::Acquire)
-            + self
-                .shards
-                .iter()
-                .map(|s| s.finished.load(Ordering::Acquire))
-                .sum::<u64>();
-        let spawned = self.spawned.load(Ordering::Relaxed)
-            + self
-                .shards
-                .iter()
-                .map(|s| s.spawned.load(Ordering::Relaxed))
-                .sum::<u64>();
+        let total = |shared: &AtomicU64, of: fn(&Shard) -> &AtomicU64, order| {
+            shared.load(order) + self.shards.iter().map(|s| of(s).load(order)).sum::<u64>()
+        };
+        let finished = total(&self.finished, |s| &s.finished, Ordering::Acquire);
+        let spawned = total(&self.spawned, |s| &s.spawned, Ordering::Relaxed);
         RuntimeStats {
             tasks_spawned: spawned.max(finished),
             tasks_finished: finished,

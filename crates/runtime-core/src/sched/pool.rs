@@ -336,9 +336,6 @@ impl Shared {
                 self.run_job(ctx, task);
                 // Relaxed: as above.
                 self.busy[ctx.index].store(false, Ordering::Relaxed);
-                if !ctx.deferred.borrow().handles.is_empty() {
-                    self.cancel_deferred(ctx);
-                }
                 continue;
             }
             // Out of work: register as a sleeper first (so a timer
@@ -462,6 +459,9 @@ impl Shared {
                 ctx.in_batch.set(true);
                 b.run_all();
                 ctx.in_batch.set(false);
+                // Only a batch defers (`cancel_wake_timer`): its sleeps
+                // leave the wheel here, under one lock.
+                self.cancel_deferred(ctx);
             }
         }
     }
@@ -472,11 +472,12 @@ impl Shared {
     /// and a future dropped with it may defer another sleep's cancel
     /// (kept for the next call).
     fn cancel_deferred(&self, ctx: &WorkerCtx) {
-        let mut d = std::mem::take(&mut *ctx.deferred.borrow_mut());
-        if !d.handles.is_empty() {
-            self.timers
-                .cancel_wakes(&mut d.handles, &mut d.wakers, &self.stats);
+        if ctx.deferred.borrow().handles.is_empty() {
+            return;
         }
+        let mut d = std::mem::take(&mut *ctx.deferred.borrow_mut());
+        self.timers
+            .cancel_wakes(&mut d.handles, &mut d.wakers, &self.stats);
         let mut slot = ctx.deferred.borrow_mut();
         if slot.handles.is_empty() {
             // Nothing deferred meanwhile: the buffers go back for reuse.
