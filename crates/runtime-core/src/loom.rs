@@ -7,9 +7,9 @@
 //! [loom]: https://docs.rs/loom
 
 //!
-//! `Arc` is always `std`'s: tasks are `Arc<dyn Runnable>` and become
-//! `Waker`s through `std::task::Wake`, which loom's `Arc` cannot do. The
-//! state machines those `Arc`s carry are what the models check.
+//! `Arc` is always `std`'s. A task's counts are loom atomics like the rest
+//! of its state (`task/raw.rs` keeps the strong count in the state word),
+//! so the models check the count traffic too.
 
 #[cfg(loom)]
 pub(crate) use loom::{

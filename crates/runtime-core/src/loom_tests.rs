@@ -23,13 +23,13 @@ use crate::registry::Registry;
 use crate::sched::idle::Idle;
 use crate::sched::{Schedule, Scheduler, Stats};
 use crate::sync::WakerSlot;
-use crate::task::{JoinHandle, Runnable};
+use crate::task::{JoinHandle, TaskRef};
 use crate::time::Instant;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 
 /// A scheduler that only queues: the model's main thread runs the queue.
 struct Mock {
-    queue: Mutex<VecDeque<Arc<dyn Runnable>>>,
+    queue: Mutex<VecDeque<TaskRef>>,
     timers: TimerDriver,
     stats: Stats,
     ids: AtomicUsize,
@@ -58,11 +58,11 @@ impl Mock {
 }
 
 impl Scheduler for Mock {
-    fn schedule(&self, task: Arc<dyn Runnable>, _how: Schedule) {
+    fn schedule(&self, task: TaskRef, _how: Schedule) {
         let mut q = self.queue.lock().unwrap();
         // A task is never in the queue twice.
         assert!(
-            !q.iter().any(|t| Arc::ptr_eq(t, &task)),
+            !q.iter().any(|t| TaskRef::ptr_eq(t, &task)),
             "task enqueued twice"
         );
         q.push_back(task);
@@ -862,4 +862,92 @@ fn finalizer_registered_racing_the_close_runs_or_is_counted() {
         assert_eq!(sched.stats.snapshot().finalizers_skipped, skipped + 1);
         assert!(root.next_finalizer().is_none());
     });
+}
+
+/// Counts its drops.
+struct DropCount(Arc<AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Pending forever; at its first poll it hands a clone of its waker out
+/// (and keeps none), so only the hand-out holds the task through a waker.
+struct HandOut {
+    slot: Arc<Mutex<Option<Waker>>>,
+    handed: bool,
+    _guard: DropCount,
+}
+
+impl Future for HandOut {
+    type Output = Result<(), ()>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.handed {
+            self.handed = true;
+            *self.slot.lock().unwrap() = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// A task's strong count lives in its state word (`task/raw.rs`): the
+/// handle lets go on one thread (`JOIN_GONE` and its count in one
+/// subtraction), the handed-out waker on another (woken first, when
+/// `wake`: the queue's count taken in the wake's compare-and-swap), while
+/// the model's thread upgrades a weak reference and lets it go; then the
+/// queue runs the task once more, whose run gives the queue's count back
+/// in the compare-and-swap that leaves it idle. In every order the cell's
+/// contents are dropped exactly once, after the last strong reference
+/// (the future's drop counted once, the region's count back), and the
+/// weak reference upgrades no more.
+fn task_counts_let_go_once(wake: bool) {
+    loom::model(move || {
+        let (sched, root) = setup();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let slot = Arc::new(Mutex::new(None::<Waker>));
+        let (d, s) = (drops.clone(), slot.clone());
+        let (task, handle) = crate::task::new_task::<_, _, (), ()>(
+            crate::TaskId(1),
+            root.clone(),
+            Budget::UNLIMITED,
+            0,
+            move |_cx| HandOut {
+                slot: s,
+                handed: false,
+                _guard: DropCount(d),
+            },
+        );
+        let weak = task.downgrade();
+        sched.schedule(task, Schedule::Queue);
+        sched.run_all(); // the first poll hands the waker out; idle
+        let waker = slot.lock().unwrap().take().expect("handed out");
+        let a = thread::spawn(move || drop(handle));
+        let b = thread::spawn(move || {
+            if wake {
+                waker.wake();
+            } else {
+                drop(waker);
+            }
+        });
+        drop(weak.upgrade());
+        a.join().unwrap();
+        b.join().unwrap();
+        sched.run_all();
+        assert_eq!(drops.load(Ordering::Relaxed), 1, "contents dropped once");
+        assert!(weak.upgrade().is_none());
+        assert_eq!(Arc::strong_count(&root), 1, "the header's region let go");
+        drop(weak);
+    });
+}
+
+#[test]
+fn task_counts_let_go_once_with_a_wake() {
+    task_counts_let_go_once(true);
+}
+
+#[test]
+fn task_counts_let_go_once_without_a_wake() {
+    task_counts_let_go_once(false);
 }

@@ -37,7 +37,7 @@ use crate::loom::{AtomicU64, Ordering, lock};
 use crate::region::{BodyPoller, Child, Region};
 use crate::sched::Schedule;
 use crate::task::{
-    COMPLETE, CUT_OFF, Runnable, is_running_task, is_running_task_waker, wake_cancelled_task,
+    COMPLETE, CUT_OFF, TaskRef, is_running_task, is_running_task_waker, wake_cancelled_task,
     wake_task,
 };
 use crate::time::Instant;
@@ -45,18 +45,14 @@ use crate::time::driver::TimerAction;
 
 /// Requests cancellation of a task (strengthening its reason) and wakes it
 /// so it reaches a checkpoint.
-pub(crate) fn cancel_task(task: &Arc<dyn Runnable>, reason: &CancelReason) {
+pub(crate) fn cancel_task(task: &TaskRef, reason: &CancelReason) {
     cancel_task_with(task, &Arc::new(reason.clone()), true);
 }
 
 /// [`cancel_task`]; `own_grace` gives this task a cleanup grace period of
 /// its own, from now (a region cancelling all its tasks has one for all of
 /// them); its timer is armed only if needed ([`arm_grace`]).
-pub(crate) fn cancel_task_with(
-    task: &Arc<dyn Runnable>,
-    reason: &Arc<CancelReason>,
-    own_grace: bool,
-) {
+pub(crate) fn cancel_task_with(task: &TaskRef, reason: &Arc<CancelReason>, own_grace: bool) {
     if request_task(task, reason, own_grace, false) {
         wake_cancelled_task(task);
     }
@@ -66,7 +62,7 @@ pub(crate) fn cancel_task_with(
 /// task's own region (a sweep of that region, or a spawn into it after its
 /// cancellation): the task's cell records it without a count of its own
 /// (`CancelCell::request_borrowed`).
-pub(crate) fn cancel_task_from_region(task: &Arc<dyn Runnable>, reason: &Arc<CancelReason>) {
+pub(crate) fn cancel_task_from_region(task: &TaskRef, reason: &Arc<CancelReason>) {
     if request_task(task, reason, false, true) {
         wake_cancelled_task(task);
     }
@@ -78,7 +74,7 @@ pub(crate) fn cancel_task_from_region(task: &Arc<dyn Runnable>, reason: &Arc<Can
 /// cancel cell of the task's own region.
 #[inline]
 fn request_task(
-    task: &Arc<dyn Runnable>,
+    task: &TaskRef,
     reason: &Arc<CancelReason>,
     own_grace: bool,
     from_region: bool,
@@ -131,11 +127,11 @@ fn request_task(
 /// no task marked `SCHEDULED`.
 struct CancelWakes<'a> {
     sched: &'a dyn crate::sched::Scheduler,
-    first: Option<Arc<dyn Runnable>>,
+    first: Option<TaskRef>,
     /// Never holds a buffer when the struct drops: `flush` (which `drop`
     /// calls first) hands any buffer on, leaving an empty vector, so there
     /// is nothing for a drop of its own to do.
-    rest: std::mem::ManuallyDrop<Vec<Arc<dyn Runnable>>>,
+    rest: std::mem::ManuallyDrop<Vec<TaskRef>>,
 }
 
 impl<'a> CancelWakes<'a> {
@@ -152,24 +148,25 @@ impl<'a> CancelWakes<'a> {
     /// is marked `SCHEDULED` now and queued at [`flush`](Self::flush).
     /// Inlined into the sweep's loop (once per task).
     #[inline]
-    fn wake(&mut self, task: &Arc<dyn Runnable>, room: usize) {
+    fn wake(&mut self, task: &TaskRef, room: usize) {
         if is_running_task(task) {
             crate::budget::coop::request_repoll();
             return;
         }
-        if !crate::task::transition_to_scheduled(task.header()) {
+        // The queue's reference is taken in the wake's compare-and-swap.
+        let Some(queued) = crate::task::schedule_ref(task.header()) else {
             return;
-        }
+        };
         // One task alone goes as it did (no batch to allocate); from the
         // second on, all of them go into the batch.
         if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(task.clone());
+            self.first = Some(queued);
         } else {
             if self.rest.is_empty() {
                 self.rest.reserve(room.max(2));
                 self.rest.extend(self.first.take());
             }
-            self.rest.push(task.clone());
+            self.rest.push(queued);
         }
     }
 
@@ -256,17 +253,17 @@ fn take_grace_deadline(grace_at: &AtomicU64) -> Option<Instant> {
 /// run; until that run ends `Pending`, there is nothing to cut off.
 #[cold]
 #[inline(never)]
-pub(crate) fn arm_grace(task: &Arc<dyn Runnable>) {
+pub(crate) fn arm_grace(task: &TaskRef) {
     let h = task.header();
     if let Some(at) = take_grace_deadline(&h.grace_at) {
         h.sched()
-            .insert_timer(at, TimerAction::CutOff(Arc::downgrade(task)));
+            .insert_timer(at, TimerAction::CutOff(task.downgrade()));
     }
     h.region.arm_grace_chain();
 }
 
 /// Marks a task to have its future dropped at its next run, and wakes it.
-pub(crate) fn cut_off_task(task: Arc<dyn Runnable>) {
+pub(crate) fn cut_off_task(task: TaskRef) {
     let h = task.header();
     // AcqRel: one cut-off wins (an RMW on the state word the runner CASes);
     // Release makes the flag visible to the runner's Acquire load.

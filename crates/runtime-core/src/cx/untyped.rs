@@ -17,7 +17,7 @@ use crate::loom::{Mutex, Ordering, lock};
 use crate::outcome::Outcome;
 use crate::region::{Region, RegionError, RegionOptions, run_region};
 use crate::sched::{Schedule, Scheduler};
-use crate::task::{Header, JoinHandle, Runnable, new_task};
+use crate::task::{Header, JoinHandle, TaskRef, new_task};
 use crate::time::driver::TimerAction;
 use crate::time::{Duration, Instant, Interval, Sleep};
 use crate::{RegionId, TaskId};
@@ -38,7 +38,7 @@ pub const MAX_MASK_DEPTH: u32 = 64;
 /// caller may reach.
 #[derive(Clone)]
 pub(crate) struct CxCore {
-    pub(crate) task: Arc<dyn Runnable>,
+    pub(crate) task: TaskRef,
     /// `task.header()`, resolved once (no virtual call per checkpoint).
     header: std::ptr::NonNull<Header>,
     /// The region whose body this is, when the context belongs to a region
@@ -47,7 +47,7 @@ pub(crate) struct CxCore {
 }
 
 // SAFETY: the only non-Send/Sync field is `header`, a pointer into the task
-// that `task` (an `Arc<dyn Runnable>`, Send + Sync) owns; `Header` is Sync.
+// that `task` (an `TaskRef`, Send + Sync) owns; `Header` is Sync.
 unsafe impl Send for CxCore {}
 // SAFETY: as above.
 unsafe impl Sync for CxCore {}
@@ -77,14 +77,9 @@ where
     let sched = region.sched.clone();
     let id = TaskId(sched.next_id());
     let effective = region.budget.meet(&budget);
-    let task = new_task(id, region.clone(), effective, seed, body);
-    let handle = JoinHandle::new(task.clone());
-    let task: Arc<dyn Runnable> = task;
     // Born SCHEDULED: a cancellation applied during adoption must not
     // enqueue it a second time.
-    task.header()
-        .state
-        .store(crate::task::SCHEDULED, Ordering::Relaxed);
+    let (task, handle) = new_task(id, region.clone(), effective, seed, body);
     if !region.adopt_task(&task) {
         crate::task::reject(&task);
         return handle;
@@ -94,21 +89,18 @@ where
         && region.budget.deadline != Some(deadline)
     {
         let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
-        sched.insert_timer(
-            deadline,
-            TimerAction::CancelTask(Arc::downgrade(&task), reason),
-        );
+        sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
     }
     sched.schedule(task, Schedule::Queue);
     handle
 }
 
 impl CxCore {
-    pub(crate) fn for_task(task: Arc<dyn Runnable>) -> CxCore {
+    pub(crate) fn for_task(task: TaskRef) -> CxCore {
         CxCore::with_scope(task, None)
     }
 
-    fn with_scope(task: Arc<dyn Runnable>, scope: Option<Arc<Region>>) -> CxCore {
+    fn with_scope(task: TaskRef, scope: Option<Arc<Region>>) -> CxCore {
         let header = std::ptr::NonNull::from(task.header());
         CxCore {
             task,
@@ -125,7 +117,7 @@ impl CxCore {
     pub(crate) fn detached_for_tests() -> CxCore {
         let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
         let root = Region::root(sched, crate::budget::CleanupBudget::UNLIMITED);
-        let task: Arc<dyn Runnable> =
+        let (task, _handle) =
             new_task(TaskId(0), root, Budget::UNLIMITED, 0, |_cx: CxCore| async {
                 Ok::<(), ()>(())
             });

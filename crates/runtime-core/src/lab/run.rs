@@ -18,7 +18,7 @@ use crate::loom::Ordering;
 use crate::region::Region;
 use crate::runtime::{root_outcome, root_seed, spawn_root};
 use crate::sched::Scheduler;
-use crate::task::{Runnable, mix64};
+use crate::task::{TaskRef, mix64};
 use crate::time::Instant;
 
 /// The lab's own generator (SplitMix64), seeded from the lab's seed: the
@@ -81,7 +81,7 @@ impl Picker {
         }
     }
 
-    fn pick(&mut self, step: u64, ready: &[Arc<dyn Runnable>]) -> usize {
+    fn pick(&mut self, step: u64, ready: &[TaskRef]) -> usize {
         match self {
             Picker::Random(rng) => rng.below(ready.len() as u64) as usize,
             Picker::Pct {
@@ -281,7 +281,7 @@ where
 /// end (rounded up to the timer wheel's tick, as the cut-off timer is).
 fn check_cleanup(
     sched: &LabSched,
-    task: &Arc<dyn Runnable>,
+    task: &TaskRef,
     (p0, t0): (u32, Instant),
     cut_before: u64,
     violations: &mut Vec<Violation>,

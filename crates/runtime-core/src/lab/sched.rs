@@ -7,10 +7,10 @@
 //! type `Sync` as the seam requires.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::sched::{Observed, Schedule, Scheduler, Stats};
-use crate::task::Runnable;
+use crate::task::TaskRef;
 use crate::time::Instant;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 use crate::{RegionId, Severity};
@@ -37,7 +37,7 @@ pub(super) struct Watch {
 
 /// The lab's implementation of the scheduler seam.
 pub(super) struct LabSched {
-    ready: Mutex<Vec<Arc<dyn Runnable>>>,
+    ready: Mutex<Vec<TaskRef>>,
     /// Virtual time, in nanoseconds: moved only by the lab's run loop.
     now: AtomicU64,
     timers: TimerDriver,
@@ -65,8 +65,8 @@ impl LabSched {
     /// or `None` when none is.
     pub(super) fn take_ready(
         &self,
-        pick: impl FnOnce(&[Arc<dyn Runnable>]) -> usize,
-    ) -> Option<(Arc<dyn Runnable>, usize)> {
+        pick: impl FnOnce(&[TaskRef]) -> usize,
+    ) -> Option<(TaskRef, usize)> {
         let mut ready = lock(&self.ready);
         if ready.is_empty() {
             return None;
@@ -101,7 +101,7 @@ impl LabSched {
 }
 
 impl Scheduler for LabSched {
-    fn schedule(&self, task: Arc<dyn Runnable>, _how: Schedule) {
+    fn schedule(&self, task: TaskRef, _how: Schedule) {
         lock(&self.ready).push(task);
     }
 

@@ -52,7 +52,7 @@ use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
 use crate::sched::{Observed, Scheduler};
 use crate::sync::{LazyMutex, WakerSlot};
-use crate::task::Runnable;
+use crate::task::{TaskRef, WeakTask};
 use crate::time::driver::{TimerAction, TimerHandle};
 use crate::{RegionId, TaskId};
 
@@ -117,7 +117,7 @@ impl Worst {
 /// dropped, waiting on something that never comes) is still reachable for
 /// cancellation and cut-off, never silently freed.
 pub(crate) enum Child {
-    Task(Arc<dyn Runnable>),
+    Task(TaskRef),
     Region(Weak<Region>),
 }
 
@@ -158,7 +158,7 @@ pub(crate) struct Region {
     pub(crate) this: Weak<Region>,
     pub(crate) parent: Option<Arc<Region>>,
     /// The task whose body runs this region (woken when it is cancelled).
-    owner: Option<Weak<dyn Runnable>>,
+    owner: Option<WeakTask>,
     pub(crate) policy: Policy,
     pub(crate) budget: Budget,
     pub(crate) cleanup: CleanupBudget,
@@ -322,7 +322,7 @@ impl Region {
         this: Weak<Region>,
         id: RegionId,
         parent: Option<Arc<Region>>,
-        owner: Option<Weak<dyn Runnable>>,
+        owner: Option<WeakTask>,
         policy: Policy,
         budget: Budget,
         cleanup: CleanupBudget,
@@ -360,18 +360,14 @@ impl Region {
     }
 
     /// Opens a child region of `parent`, whose body runs in `owner`.
-    pub(crate) fn open(
-        parent: &Arc<Region>,
-        owner: &Arc<dyn Runnable>,
-        spec: &RegionOptions,
-    ) -> Arc<Region> {
+    pub(crate) fn open(parent: &Arc<Region>, owner: &TaskRef, spec: &RegionOptions) -> Arc<Region> {
         let sched = parent.sched.clone();
         let node = Arc::new_cyclic(|this| {
             Region::new(
                 this.clone(),
                 RegionId(sched.next_id()),
                 Some(parent.clone()),
-                Some(Arc::downgrade(owner)),
+                Some(owner.downgrade()),
                 spec.policy,
                 parent.budget.meet(&spec.budget),
                 spec.cleanup.unwrap_or(parent.cleanup),
@@ -440,7 +436,7 @@ impl Region {
 
     /// Registers a spawned task and applies a pending cancellation to it.
     /// Returns false (and adopts nothing) if the region is already closed.
-    pub(crate) fn adopt_task(&self, task: &Arc<dyn Runnable>) -> bool {
+    pub(crate) fn adopt_task(&self, task: &TaskRef) -> bool {
         if !self.adopt(Child::Task(task.clone())) {
             return false;
         }
@@ -453,8 +449,8 @@ impl Region {
     }
 
     /// The task whose body runs this region, if it is still alive.
-    pub(crate) fn owner_task(&self) -> Option<Arc<dyn Runnable>> {
-        self.owner.as_ref().and_then(Weak::upgrade)
+    pub(crate) fn owner_task(&self) -> Option<TaskRef> {
+        self.owner.as_ref().and_then(WeakTask::upgrade)
     }
 
     /// Whether `region` is this region or lies below it.
@@ -754,7 +750,7 @@ impl Region {
     fn close<T, E>(
         &self,
         body: Outcome<T, RegionError<E>>,
-        owner: &Arc<dyn Runnable>,
+        owner: &TaskRef,
         waker_stored: bool,
     ) -> Outcome<T, RegionError<E>> {
         let mut worst = self.worst.get_if_made().and_then(|m| lock(m).take());
@@ -803,7 +799,7 @@ impl Region {
     /// reference to it. `waker_stored`: `body_waker` may hold a waker
     /// (false only from the close, whose body's polls, all done, stored
     /// none: the slot then holds nothing to let go of).
-    fn detach(&self, owner: Option<&Arc<dyn Runnable>>, waker_stored: bool) {
+    fn detach(&self, owner: Option<&TaskRef>, waker_stored: bool) {
         // One caller only: `close` and `finish_abandoned` each come after
         // the compare-and-swap that set the live count's CLOSED bit, which
         // succeeds once per region (`try_close`), so a store does (no
@@ -853,12 +849,12 @@ impl Region {
                 debug_assert!(
                     self.owner
                         .as_ref()
-                        .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), Arc::as_ptr(owner)))
+                        .is_some_and(|w| std::ptr::eq(w.as_ptr(), owner.as_ptr()))
                 );
                 owner.header().remove_open_region(self);
             }
             None => {
-                if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
+                if let Some(owner) = self.owner.as_ref().and_then(WeakTask::upgrade) {
                     owner.header().remove_open_region(self);
                 }
             }

@@ -13,7 +13,7 @@ use crate::loom::{Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::sched::Scheduler;
 use crate::sync::WakerId;
-use crate::task::Runnable;
+use crate::task::TaskRef;
 use crate::time::driver::TimerAction;
 
 /// Runs a region: the body, then quiescence, then finalizers, then the
@@ -21,7 +21,7 @@ use crate::time::driver::TimerAction;
 /// close to its last child.
 pub(crate) async fn run_region<F, T, E>(
     node: Arc<Region>,
-    owner: Arc<dyn Runnable>,
+    owner: TaskRef,
     body: F,
 ) -> Outcome<T, RegionError<E>>
 where

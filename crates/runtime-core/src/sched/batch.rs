@@ -17,13 +17,13 @@
 use std::sync::Arc;
 
 use crate::loom::{AtomicUsize, Ordering};
-use crate::task::Runnable;
+use crate::task::TaskRef;
 
 /// Tasks already marked `SCHEDULED`, to be run once each.
 pub(crate) struct Batch {
     /// The tasks; slot `i` is moved out (read, never written) by whoever
     /// takes index `i`, and `drop` drops the slots never taken.
-    tasks: Vec<Arc<dyn Runnable>>,
+    tasks: Vec<TaskRef>,
     /// The next index to hand out (may run past the end).
     next: AtomicUsize,
 }
@@ -38,7 +38,7 @@ unsafe impl Sync for Batch {}
 
 impl Batch {
     /// A batch of `tasks` (each one's state says `SCHEDULED` already).
-    pub(crate) fn new(tasks: Vec<Arc<dyn Runnable>>) -> Arc<Batch> {
+    pub(crate) fn new(tasks: Vec<TaskRef>) -> Arc<Batch> {
         Arc::new(Batch {
             tasks,
             next: AtomicUsize::new(0),
@@ -54,7 +54,7 @@ impl Batch {
     }
 
     /// The next task not yet handed out to any holder of the batch.
-    pub(crate) fn take(&self) -> Option<Arc<dyn Runnable>> {
+    pub(crate) fn take(&self) -> Option<TaskRef> {
         // Relaxed: only the RMW's atomicity matters (each index goes to one
         // caller); the slots' contents were published to every holder by
         // the queue that handed it the batch (crossbeam's deque and

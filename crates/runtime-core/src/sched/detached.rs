@@ -1,10 +1,8 @@
 //! A scheduler that runs nothing, behind `Cx::detached_for_tests`.
 
-use std::sync::Arc;
-
 use super::{Schedule, Scheduler, Stats};
 use crate::blocking::BlockingPool;
-use crate::task::Runnable;
+use crate::task::TaskRef;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 use crate::time::{Clock, Instant, SystemClock};
 
@@ -25,7 +23,7 @@ impl Detached {
 }
 
 impl Scheduler for Detached {
-    fn schedule(&self, _task: Arc<dyn Runnable>, _how: Schedule) {
+    fn schedule(&self, _task: TaskRef, _how: Schedule) {
         panic!("a detached test Cx has no runtime to run tasks on");
     }
     fn now(&self) -> Instant {

@@ -32,10 +32,8 @@ pub(crate) mod detached;
 pub(crate) mod idle;
 pub(crate) mod pool;
 
-use std::sync::Arc;
-
 use crate::loom::{AtomicU64, Ordering};
-use crate::task::Runnable;
+use crate::task::TaskRef;
 use crate::time::Instant;
 use crate::time::driver::{TimerAction, TimerHandle};
 use crossbeam_utils::CachePadded;
@@ -60,11 +58,11 @@ pub(crate) enum Schedule {
 /// What tasks need from whatever schedules them.
 pub(crate) trait Scheduler: Send + Sync + 'static {
     /// Makes `task` (whose state already says SCHEDULED) run soon.
-    fn schedule(&self, task: Arc<dyn Runnable>, how: Schedule);
+    fn schedule(&self, task: TaskRef, how: Schedule);
     /// Makes the tasks a cancellation sweep woke (each one's state already
     /// says SCHEDULED) run soon, as [`Schedule::Cancel`] does one. The pool
     /// queues them as one job (`batch.rs`); by default, one by one.
-    fn schedule_cancelled(&self, tasks: Vec<Arc<dyn Runnable>>) {
+    fn schedule_cancelled(&self, tasks: Vec<TaskRef>) {
         for t in tasks {
             self.schedule(t, Schedule::Cancel);
         }

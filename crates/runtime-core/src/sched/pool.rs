@@ -32,7 +32,7 @@ use super::idle::Idle;
 use super::{Schedule, Scheduler, Stats};
 use crate::blocking::BlockingPool;
 use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
-use crate::task::Runnable;
+use crate::task::TaskRef;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
 use crate::time::{Clock, Instant};
 
@@ -49,8 +49,6 @@ const STRANDED_BOUND: std::time::Duration = std::time::Duration::from_millis(10)
 /// A worker running a cancellation batch cancels its tasks' sleeps' timers
 /// at the batch's end, or once this many are waiting ([`DeferredCancels`]).
 const DEFERRED_CANCELS: usize = 64;
-
-type TaskRef = Arc<dyn Runnable>;
 
 /// What the run queues hold: a task, or a batch of tasks a cancellation
 /// woke (`batch.rs`).

@@ -14,7 +14,7 @@ use crate::cancel::{cancel_task, cut_off_task};
 use crate::loom::{AtomicU64, Mutex, Ordering, lock};
 use crate::region::Region;
 use crate::sched::Stats;
-use crate::task::Runnable;
+use crate::task::WeakTask;
 
 const TICK_NANOS: u64 = 1_000_000;
 
@@ -25,9 +25,9 @@ pub(crate) enum TimerAction {
     /// Cancels a region (its budget's deadline).
     CancelRegion(Weak<Region>, CancelReason),
     /// Cancels a task (its budget's deadline).
-    CancelTask(Weak<dyn Runnable>, CancelReason),
+    CancelTask(WeakTask, CancelReason),
     /// Cuts a task off (its cleanup grace period ran out).
-    CutOff(Weak<dyn Runnable>),
+    CutOff(WeakTask),
     /// Cuts off every task still running in a cancelled region (their
     /// shared grace period ran out).
     CutOffRegion(Weak<Region>),

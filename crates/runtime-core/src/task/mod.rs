@@ -20,13 +20,16 @@
 //!
 //! ## In short
 //!
-//! One `Arc` per task: a header (state bits, region, cancel cell, budget,
-//! poll and cost counters, mask depth, the regions its body has open) and
-//! the stage (`Init(closure)` → `Running(future)` → `Done(outcome)`). A
-//! wake sets `SCHEDULED` only from idle (and enqueues), sets `NOTIFIED`
-//! while running, and does nothing otherwise: a task is in at most one
-//! queue, so `run` owns the future. The waker handed to the future borrows
-//! the task's reference (no count traffic per poll).
+//! One heap cell per task, reached through [`TaskRef`] (`raw.rs`): a
+//! header (state bits with the strong count above them, the weak count,
+//! the type's vtable, region, cancel cell, budget, poll and cost counters,
+//! mask depth, the regions its body has open) and the stage
+//! (`Init(closure)` → `Running(future)` → `Done(outcome)`). A wake sets
+//! `SCHEDULED` only from idle (and enqueues, taking the queue's count in
+//! the same compare-and-swap), sets `NOTIFIED` while running, and does
+//! nothing otherwise: a task is in at most one queue, so `run` owns the
+//! future. The waker handed to the future borrows the task's reference (no
+//! count traffic per poll).
 
 use std::cell::Cell;
 use std::fmt;
@@ -34,8 +37,9 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::ptr::NonNull;
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use crate::TaskId;
 use crate::budget::Budget;
@@ -49,6 +53,10 @@ use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::region::{ChildReport, Region};
 use crate::sched::{Schedule, Scheduler};
 use crate::sync::{LazyMutex, WakerSlot};
+
+mod raw;
+pub(crate) use raw::{REF_ONE, TaskRef, WeakTask, schedule_ref};
+use raw::{Vtable, refs};
 
 thread_local! {
     /// What this thread is polling right now: the task, and the innermost
@@ -141,7 +149,7 @@ pub(crate) fn running_task() -> *const Header {
 
 /// [`wake_task`] for a cancellation request: a re-poll request when `task`
 /// is the one being polled on this thread (see [`is_running_task_waker`]).
-pub(crate) fn wake_cancelled_task(task: &Arc<dyn Runnable>) {
+pub(crate) fn wake_cancelled_task(task: &TaskRef) {
     if is_running_task(task) {
         coop::request_repoll();
         return;
@@ -151,7 +159,7 @@ pub(crate) fn wake_cancelled_task(task: &Arc<dyn Runnable>) {
 
 /// Whether `task` is the one being polled on this thread.
 #[inline]
-pub(crate) fn is_running_task(task: &Arc<dyn Runnable>) -> bool {
+pub(crate) fn is_running_task(task: &TaskRef) -> bool {
     let (running, _) = POLLING.with(Cell::get);
     std::ptr::eq(running, task.header())
 }
@@ -166,37 +174,9 @@ pub(crate) const CUT_OFF: usize = 16;
 /// stale) and skips the slot's two read-modify-writes.
 pub(crate) const JOIN_GONE: usize = 32;
 
-/// What the scheduler sees of a task.
-///
-/// # Safety
-///
-/// An implementor is `repr(C)` with its [`Header`] as its first field, so
-/// that the data pointer of a `dyn Runnable` points at the header
-/// ([`header`](<dyn Runnable>::header) reads it there, with no virtual
-/// call). [`Task`] is the only implementor.
-pub(crate) unsafe trait Runnable: Send + Sync + 'static {
-    /// Polls it once (the caller popped it from a run queue).
-    fn run(self: Arc<Self>);
-    /// Completes a task that was never scheduled (its region had closed).
-    fn reject(&self, reason: CancelReason);
-}
-
-impl dyn Runnable {
-    /// The type-independent part, read at the start of the task (no
-    /// virtual call: the scheduler, the sweep and the region's look at a
-    /// child each read it per task).
-    #[inline(always)]
-    pub(crate) fn header(&self) -> &Header {
-        // SAFETY: every implementor is `repr(C)` with its header first
-        // (the trait's safety contract), so the data pointer of `self`
-        // points at a `Header` that lives as long as `self`.
-        unsafe { &*std::ptr::from_ref(self).cast::<Header>() }
-    }
-}
-
 /// Completes a never-scheduled task with `Cancelled`: its region closed
 /// before it could be adopted.
-pub(crate) fn reject(task: &Arc<dyn Runnable>) {
+pub(crate) fn reject(task: &TaskRef) {
     task.reject(
         CancelReason::new(CancelKind::ParentCancelled)
             .with_message("spawned into a region that had already closed")
@@ -205,8 +185,18 @@ pub(crate) fn reject(task: &Arc<dyn Runnable>) {
 }
 
 /// The type-independent part of a task.
+///
+/// `repr(C)`, its counts and vtable first: they have no drop glue, and a
+/// [`WeakTask`] reads them after the task's contents are dropped (see
+/// `raw.rs`).
+#[repr(C)]
 pub(crate) struct Header {
+    /// The flag bits below `REF_ONE`, the strong count above (`raw.rs`).
     pub(crate) state: AtomicUsize,
+    /// Weak references, plus one for all the strong ones together.
+    weak: AtomicUsize,
+    /// What the task's type does.
+    vtable: &'static Vtable,
     pub(crate) id: TaskId,
     pub(crate) region: Arc<Region>,
     pub(crate) cancel: CancelCell,
@@ -372,23 +362,29 @@ unsafe impl<G: Send, F: Send, T: Send, E: Send> Send for Task<G, F, T, E> {}
 // SAFETY: as above: all shared access goes through atomics.
 unsafe impl<G: Send, F: Send, T: Send, E: Send> Sync for Task<G, F, T, E> {}
 
-/// A task's body: a closure handed its `Cx`, returning the future.
+/// Makes a task out of its body (a closure handed its `Cx`, returning the
+/// future), and its handle. The task is born `SCHEDULED` (a cancellation
+/// applied while its region adopts it must not enqueue it a second time:
+/// the spawn enqueues it), with two strong counts: the returned
+/// reference's and the handle's.
 pub(crate) fn new_task<G, F, T, E>(
     id: TaskId,
     region: Arc<Region>,
     budget: Budget,
     seed: u64,
     body: G,
-) -> Arc<Task<G, F, T, E>>
+) -> (TaskRef, JoinHandle<T, E>)
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    Arc::new(Task {
+    let cell = Box::new(Task {
         header: Header {
-            state: AtomicUsize::new(0),
+            state: AtomicUsize::new(SCHEDULED + 2 * REF_ONE),
+            weak: AtomicUsize::new(1),
+            vtable: &Task::<G, F, T, E>::VTABLE,
             id,
             region,
             cancel: CancelCell::new(),
@@ -405,46 +401,32 @@ where
             rng: AtomicU64::new(seed),
             children: AtomicU64::new(0),
         },
-        stage: UnsafeCell::new(Stage::Init(body)),
+        stage: UnsafeCell::new(Stage::<G, F, T, E>::Init(body)),
         join: WakerSlot::new(),
-    })
-}
-
-/// The wake transition: marks a running task NOTIFIED, or an idle one
-/// SCHEDULED; returns true when the caller must enqueue it.
-#[inline]
-pub(crate) fn transition_to_scheduled(h: &Header) -> bool {
-    // Acquire: a first guess; the CAS below is what synchronizes.
-    let mut s = h.state.load(Ordering::Acquire);
-    loop {
-        let next = if s & COMPLETE != 0 || s & SCHEDULED != 0 {
-            return false;
-        } else if s & RUNNING != 0 {
-            if s & NOTIFIED != 0 {
-                return false;
-            }
-            s | NOTIFIED
-        } else {
-            s | SCHEDULED
-        };
-        // AcqRel: the enqueue below must happen after we own SCHEDULED,
-        // and a runner clearing RUNNING must see our NOTIFIED.
-        match h
-            .state
-            .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => return s & RUNNING == 0,
-            Err(actual) => s = actual,
-        }
+    });
+    // `Task` is `repr(C)` with its header first: a pointer to the cell is
+    // a pointer to its header.
+    let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+    // SAFETY: the cell was made with two strong counts, one for each.
+    unsafe {
+        (
+            TaskRef::from_raw(ptr),
+            JoinHandle {
+                task: std::mem::ManuallyDrop::new(TaskRef::from_raw(ptr)),
+                poll: Task::<G, F, T, E>::poll_join_raw,
+                _marker: PhantomData,
+            },
+        )
     }
 }
 
 /// Makes an idle task runnable (or marks a running one to run again).
-pub(crate) fn wake_task(task: &Arc<dyn Runnable>, how: Schedule) {
-    if transition_to_scheduled(task.header()) {
+pub(crate) fn wake_task(task: &TaskRef, how: Schedule) {
+    // The queue's reference is taken in the wake's compare-and-swap.
+    if let Some(queued) = schedule_ref(task.header()) {
         // Borrowing the scheduler through `task` (which we still hold)
         // spares a clone of its shared reference count.
-        task.header().sched().schedule(task.clone(), how);
+        task.header().sched().schedule(queued, how);
     }
 }
 
@@ -456,21 +438,21 @@ where
     E: fmt::Debug + Send + 'static,
 {
     /// Polls the stage, turning `Init` into `Running` first.
-    fn poll_stage(self: &Arc<Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
+    fn poll_stage(&self, me: &TaskRef, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
         self.stage.with_mut(|stage| {
             // SAFETY: we hold RUNNING: nobody else touches the stage, and
-            // the Arc keeps it in place, so pinning the future is sound.
+            // the cell stays in place while `me` counts, so pinning the
+            // future is sound.
             let stage = unsafe { &mut *stage };
             if let Stage::Init(_) = stage {
                 let Stage::Init(body) = std::mem::replace(stage, Stage::Done(None)) else {
                     unreachable!()
                 };
-                let task: Arc<dyn Runnable> = self.clone();
-                *stage = Stage::Running(body(CxCore::for_task(task)));
+                *stage = Stage::Running(body(CxCore::for_task(me.clone())));
             }
             match stage {
-                // SAFETY: the future lives inside the Arc and is dropped in
-                // place, never moved.
+                // SAFETY: the future lives inside the task's cell and is
+                // dropped in place, never moved.
                 Stage::Running(f) => unsafe { Pin::new_unchecked(f) }.poll(cx),
                 _ => unreachable!("a task is polled only while running"),
             }
@@ -480,7 +462,7 @@ where
     /// Drops the future where it was pinned (catching a panicking `Drop`,
     /// which makes the outcome `Panicked`), then stores the outcome,
     /// reports to the region and wakes the joiner.
-    fn finish(self: &Arc<Self>, outcome: Outcome<T, E>, cut_off: bool) {
+    fn finish(&self, outcome: Outcome<T, E>, cut_off: bool) {
         let h = &self.header;
         let stats = h.sched().stats();
         let dropped = self.stage.with_mut(|stage| {
@@ -574,14 +556,58 @@ where
     }
 }
 
-// SAFETY: `Task` is `repr(C)` with `header` its first field.
-unsafe impl<G, F, T, E> Runnable for Task<G, F, T, E>
+impl<G, F, T, E> Task<G, F, T, E>
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
+    /// This type's [`Vtable`] (one static per task type).
+    const VTABLE: Vtable = Vtable {
+        run: Self::run,
+        reject: Self::reject_raw,
+        drop_task: Self::drop_raw,
+        dealloc: Self::dealloc_raw,
+    };
+
+    /// The cell of the task at `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is the header of a `Task<G, F, T, E>` (its vtable is this
+    /// type's), alive for `'a`.
+    #[inline(always)]
+    unsafe fn cell<'a>(ptr: NonNull<Header>) -> &'a Self {
+        // SAFETY: the caller's promise; `repr(C)` puts the header at the
+        // cell's address.
+        unsafe { ptr.cast::<Self>().as_ref() }
+    }
+
+    /// `Vtable::reject`.
+    unsafe fn reject_raw(ptr: NonNull<Header>, reason: CancelReason) {
+        // SAFETY: as in `run_raw`; the caller holds a count.
+        unsafe { Self::cell(ptr) }.reject(reason);
+    }
+
+    /// `Vtable::drop_task`.
+    unsafe fn drop_raw(ptr: NonNull<Header>) {
+        // SAFETY: the last strong count is gone (the caller's promise):
+        // nothing else reads the contents; the memory stays until
+        // `dealloc_raw`.
+        unsafe { std::ptr::drop_in_place(ptr.cast::<Self>().as_ptr()) };
+    }
+
+    /// `Vtable::dealloc`.
+    unsafe fn dealloc_raw(ptr: NonNull<Header>) {
+        // SAFETY: the cell came from `Box::new` in `new_task` (the global
+        // allocator, this type's layout), and its contents were dropped by
+        // `drop_raw`: only the memory is left to free.
+        unsafe {
+            std::alloc::dealloc(ptr.cast::<u8>().as_ptr(), std::alloc::Layout::new::<Self>());
+        }
+    }
+
     fn reject(&self, reason: CancelReason) {
         let old = self.stage.with_mut(|stage| {
             // SAFETY: the task was never scheduled: nobody else has it.
@@ -593,13 +619,28 @@ where
             self.header.sched().stats().panic_caught();
         }
         // Release: publishes the outcome written above to the joiner's
-        // Acquire load of COMPLETE. A plain store is enough: the task was
-        // never scheduled, so no other thread changes its state.
-        self.header.state.store(COMPLETE, Ordering::Release);
+        // Acquire load of COMPLETE. An RMW (the strong count shares the
+        // word); `SCHEDULED`, from its birth, stays: `COMPLETE` is what
+        // everyone reads first.
+        self.header.state.fetch_or(COMPLETE, Ordering::Release);
     }
 
-    fn run(self: Arc<Self>) {
-        let h = &self.header;
+    /// Polls the task (`me`: the queue's reference, given up by the end).
+    ///
+    /// An associated function, not a method: the cell may be freed before
+    /// this returns (another worker runs a requeued task to its end; the
+    /// last count goes with `me`), which a `&self` argument (valid for the
+    /// whole call) must not see. `this` is a local borrow, unused after
+    /// `me` is given up.
+    ///
+    /// # Safety
+    ///
+    /// `me` is a task of this type (its vtable is this type's).
+    unsafe fn run(me: TaskRef) {
+        // SAFETY: the caller's promise; `me`'s count keeps the cell alive
+        // until it is given up, after which `this` is not used.
+        let this: &Self = unsafe { Self::cell(NonNull::from(me.header())) };
+        let h = &this.header;
         // Acquire: a first guess; the CAS below is what synchronizes.
         let mut s = h.state.load(Ordering::Acquire);
         loop {
@@ -627,15 +668,9 @@ where
         // in a row: no trip through the queues.
         const IN_PLACE: u32 = 16;
         let mut in_place = 0;
-        // A waker borrowing our reference: made from the Arc's pointer
-        // without touching the count, never dropped (ManuallyDrop), so
-        // the count stays right; clones made by the future count
-        // normally.
-        // SAFETY: the pointer comes from a live Arc (`self`), which
-        // outlives the waker; the ManuallyDrop keeps it from releasing
-        // a count it never took.
-        let waker =
-            std::mem::ManuallyDrop::new(Waker::from(unsafe { Arc::from_raw(Arc::as_ptr(&self)) }));
+        // A waker borrowing our reference (no count traffic per poll);
+        // clones made by the future count normally.
+        let waker = me.borrowed_waker();
         // What this thread polls, for a `JoinHandle`'s checkpoint and for
         // a wake from inside our own poll: set once for every poll of this
         // run, restored however the run ends.
@@ -653,7 +688,6 @@ where
                 && polls > q
                 && !h.cancel.is_requested()
             {
-                let me: Arc<dyn Runnable> = self.clone();
                 cancel_task(
                     &me,
                     &CancelReason::new(CancelKind::PollQuota).with_origin(Origin::Task(h.id)),
@@ -678,7 +712,7 @@ where
                     .cancel
                     .get()
                     .unwrap_or_else(|| CancelReason::new(CancelKind::Shutdown));
-                self.finish(Outcome::Cancelled(reason), true);
+                this.finish(Outcome::Cancelled(reason), true);
                 return;
             }
 
@@ -686,26 +720,25 @@ where
             let mut cx = Context::from_waker(&waker);
             coop::take_yield();
             coop::take_repoll();
-            let polled = catch_unwind(AssertUnwindSafe(|| self.poll_stage(&mut cx)));
+            let polled = catch_unwind(AssertUnwindSafe(|| this.poll_stage(&me, &mut cx)));
             // Our own yield, or a wake of ourselves from inside the poll
             // (a cancellation our body requested): run again.
             let quiet = coop::take_repoll();
             let self_yield = coop::take_yield();
             match polled {
                 Ok(Poll::Ready(r)) => {
-                    let outcome = self.outcome_of(r);
-                    self.finish(outcome, false);
+                    let outcome = this.outcome_of(r);
+                    this.finish(outcome, false);
                     return;
                 }
                 Err(payload) => {
-                    self.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false);
+                    this.finish(Outcome::Panicked(PanicPayload::from_any(payload)), false);
                     return;
                 }
                 Ok(Poll::Pending) => {
                     // Still running after a poll that may have seen its
                     // cancellation: its cleanup now needs the grace timer.
                     if h.cancel.is_requested() {
-                        let me: Arc<dyn Runnable> = self.clone();
                         crate::cancel::arm_grace(&me);
                     }
                 }
@@ -734,10 +767,15 @@ where
                         (s & !(RUNNING | NOTIFIED)) | SCHEDULED
                     }
                 } else {
-                    s & !RUNNING
+                    // Idle: the queue's reference (ours) goes back in the
+                    // same compare-and-swap (no strong count of its own
+                    // while idle: a waker, the handle or the region holds
+                    // the task, or nobody does any more).
+                    (s & !RUNNING) - REF_ONE
                 };
-                // AcqRel: our stage writes go out with the state (Release);
-                // a waker's NOTIFIED comes in (Acquire).
+                // AcqRel: our stage writes go out with the state (Release,
+                // also as a strong count's decrement); a waker's NOTIFIED
+                // comes in (Acquire).
                 match h
                     .state
                     .compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire)
@@ -747,6 +785,14 @@ where
                 }
             }
             if s & NOTIFIED == 0 && !self_yield {
+                // Our count went with RUNNING; none of the task is touched
+                // from here on.
+                let ptr = me.into_raw();
+                if refs(s) == 1 {
+                    // SAFETY: the compare-and-swap took the last strong
+                    // count (Release, with AcqRel).
+                    unsafe { raw::drop_last(ptr) };
+                }
                 return;
             }
             if !again || self_yield {
@@ -770,7 +816,7 @@ where
                 // this call even when another worker runs the task to its
                 // end and frees it, and the region whose `Arc` `h.sched()`
                 // borrowed, as soon as it is queued.
-                unsafe { (*sched).schedule(self, how) };
+                unsafe { (*sched).schedule(me, how) };
                 return;
             }
             in_place += 1;
@@ -803,54 +849,26 @@ impl<G, F, T, E> Drop for Task<G, F, T, E> {
     }
 }
 
-impl<G, F, T, E> Wake for Task<G, F, T, E>
+impl<G, F, T, E> Task<G, F, T, E>
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+    /// [`JoinHandle::poll`]'s look at the task, through the handle's
+    /// function pointer (the handle knows `T` and `E`, not the task's
+    /// type).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is the header of a `Task<G, F, T, E>` that the caller's
+    /// handle keeps alive.
+    unsafe fn poll_join_raw(ptr: NonNull<Header>, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
+        // SAFETY: the caller's promise.
+        unsafe { Self::cell(ptr) }.poll_join(cx)
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Only clone when the wake actually enqueues.
-        if transition_to_scheduled(&self.header) {
-            self.header.sched().schedule(self.clone(), Schedule::Wake);
-        }
-    }
-}
-
-/// The joiner's view of a task.
-///
-/// # Safety
-///
-/// As [`Runnable`]'s: `repr(C)` with the [`Header`] first ([`Task`] is the
-/// only implementor), for [`task_header`](<dyn JoinTarget<T, E>>::task_header).
-unsafe trait JoinTarget<T, E>: Send + Sync {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>>;
-    fn runnable(self: Arc<Self>) -> Arc<dyn Runnable>;
-}
-
-impl<T, E> dyn JoinTarget<T, E> {
-    /// The task's header, with no virtual call (a handle's drop reads it).
-    #[inline(always)]
-    fn task_header(&self) -> &Header {
-        // SAFETY: the trait's safety contract: the data pointer points at
-        // the implementor's first field, its header.
-        unsafe { &*std::ptr::from_ref(self).cast::<Header>() }
-    }
-}
-
-// SAFETY: `Task` is `repr(C)` with `header` its first field.
-unsafe impl<G, F, T, E> JoinTarget<T, E> for Task<G, F, T, E>
-where
-    G: FnOnce(CxCore) -> F + Send + 'static,
-    F: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: fmt::Debug + Send + 'static,
-{
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
         let take = || {
             self.stage.with_mut(|stage| {
@@ -864,7 +882,7 @@ where
             })
         };
         // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)` (or
-        // `reject`'s Release store): seeing COMPLETE, we see the outcome.
+        // `reject`'s Release one): seeing COMPLETE, we see the outcome.
         if self.header.state.load(Ordering::Acquire) & COMPLETE != 0 {
             return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
         }
@@ -876,11 +894,10 @@ where
         }
         Poll::Pending
     }
-
-    fn runnable(self: Arc<Self>) -> Arc<dyn Runnable> {
-        self
-    }
 }
+
+/// A task type's `poll_join`, as a [`JoinHandle`] holds it.
+type PollJoin<T, E> = unsafe fn(NonNull<Header>, &mut Context<'_>) -> Poll<Outcome<T, E>>;
 
 /// Awaits a spawned task's [`Outcome`], and can ask it to stop.
 ///
@@ -907,24 +924,15 @@ where
 /// assert_eq!(out.ok(), Some(42));
 /// ```
 pub struct JoinHandle<T, E = std::convert::Infallible> {
-    task: Arc<dyn JoinTarget<T, E>>,
+    /// The handle's strong count of the task (given back with `JOIN_GONE`
+    /// in one subtraction when it drops early: `TaskRef::release_join`).
+    task: std::mem::ManuallyDrop<TaskRef>,
+    /// The task type's `poll_join` (the handle knows only `T` and `E`).
+    poll: PollJoin<T, E>,
     _marker: PhantomData<fn() -> (T, E)>,
 }
 
 impl<T, E> JoinHandle<T, E> {
-    pub(crate) fn new<G, F>(task: Arc<Task<G, F, T, E>>) -> Self
-    where
-        G: FnOnce(CxCore) -> F + Send + 'static,
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
-        E: fmt::Debug + Send + 'static,
-    {
-        JoinHandle {
-            task,
-            _marker: PhantomData,
-        }
-    }
-
     /// The task's id.
     ///
     /// ```
@@ -938,7 +946,7 @@ impl<T, E> JoinHandle<T, E> {
     /// assert_eq!(out.ok(), Some(true));
     /// ```
     pub fn id(&self) -> TaskId {
-        self.task.task_header().id
+        self.task.header().id
     }
 
     /// Asks the task to stop, for `reason`. It sees the request at its next
@@ -956,7 +964,7 @@ impl<T, E> JoinHandle<T, E> {
     /// assert_eq!(out.ok(), Some(Some(true)));
     /// ```
     pub fn cancel(&self, reason: CancelReason) {
-        cancel_task(&self.task.clone().runnable(), &reason);
+        cancel_task(&self.task, &reason);
     }
 
     /// Whether the task has finished.
@@ -976,23 +984,23 @@ impl<T, E> JoinHandle<T, E> {
     pub fn is_finished(&self) -> bool {
         // Acquire: as in `poll_join`, so that `true` means the outcome is
         // ready for an await that follows.
-        self.task.task_header().state.load(Ordering::Acquire) & COMPLETE != 0
+        self.task.header().state.load(Ordering::Acquire) & COMPLETE != 0
     }
 }
 
 impl<T, E> Drop for JoinHandle<T, E> {
     fn drop(&mut self) {
-        let state = &self.task.task_header().state;
-        // Acquire (a plain look first): a task seen finished needs nothing
-        // (the common case of a handle that was awaited); one still running
-        // is told that nobody will join it.
-        if state.load(Ordering::Acquire) & COMPLETE == 0 {
-            // Relaxed: only the bit matters to `finish`, which reads it in
-            // its own RMW of the same word (RMWs of one atomic are totally
-            // ordered, so it sees the bit or this comes after it); nothing
-            // else is published through it.
-            state.fetch_or(JOIN_GONE, Ordering::Relaxed);
-        }
+        // Acquire (a plain look first): a task seen finished needs only its
+        // count back (the common case of a handle that was awaited); one
+        // still running is also told that nobody will join it, in the same
+        // subtraction (`release_join`). Only the bit matters to `finish`,
+        // which reads it in its own RMW of the same word (RMWs of one
+        // atomic are totally ordered, so it sees the bit or this comes
+        // after it); the subtraction's Release is the count's.
+        let complete = self.task.header().state.load(Ordering::Acquire) & COMPLETE != 0;
+        // SAFETY: `drop` runs once; the field is not used after this.
+        let task = unsafe { std::mem::ManuallyDrop::take(&mut self.task) };
+        task.release_join(complete);
     }
 }
 
@@ -1002,9 +1010,11 @@ impl<T, E> Future for JoinHandle<T, E> {
         if coop::poll_proceed(cx).is_pending() {
             return Poll::Pending;
         }
-        match self.task.poll_join(cx) {
+        // SAFETY: `poll` is the task type's (set with the handle), and the
+        // handle's count keeps the task alive.
+        match unsafe { (self.poll)(NonNull::from(self.task.header()), cx) } {
             Poll::Ready(o) => Poll::Ready(o),
-            Poll::Pending => match awaiter_cancelled(self.task.task_header()) {
+            Poll::Pending => match awaiter_cancelled(self.task.header()) {
                 Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
                 None => Poll::Pending,
             },
