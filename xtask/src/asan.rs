@@ -14,6 +14,9 @@
 //!   the accesses made by our crates, their dependencies and the generic std
 //!   code compiled into them (`Vec`, `Arc`, ...), and every allocation and
 //!   free, but not the accesses inside std's own compiled code.
+//! - **No task-cell cache.** `--cfg runtime_core_asan`: runtime-core frees
+//!   every task cell to the allocator (not to its per-thread cache of
+//!   cells, `task/cache.rs`), where ASan poisons it.
 //! - **Target directory.** `target/asan`, so that the instrumented build
 //!   never invalidates the normal one in `target/`.
 //! - **ASan options.** `detect_leaks=0` unless `--leaks`: LeakSanitizer
@@ -96,7 +99,10 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         }
     };
     let flags = |var: &str| {
-        let mut f = "-Zsanitizer=address".to_string();
+        // `runtime_core_asan`: runtime-core frees every task cell to the
+        // allocator instead of its per-thread cache (`task/cache.rs`), so
+        // that a use after free is seen as one.
+        let mut f = "-Zsanitizer=address --cfg runtime_core_asan".to_string();
         if let Ok(more) = std::env::var(var)
             && !more.trim().is_empty()
         {

@@ -54,6 +54,7 @@ use crate::region::{ChildReport, Region};
 use crate::sched::{Schedule, Scheduler};
 use crate::sync::{LazyMutex, WakerSlot};
 
+mod cache;
 mod raw;
 pub(crate) use raw::{REF_ONE, TaskRef, WeakTask, schedule_ref};
 use raw::{Vtable, refs};
@@ -380,7 +381,7 @@ where
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    let cell = Box::new(Task {
+    let cell = Task {
         header: Header {
             state: AtomicUsize::new(SCHEDULED + 2 * REF_ONE),
             weak: AtomicUsize::new(1),
@@ -403,10 +404,13 @@ where
         },
         stage: UnsafeCell::new(Stage::<G, F, T, E>::Init(body)),
         join: WakerSlot::new(),
-    });
+    };
+    let at = cache::alloc(std::alloc::Layout::new::<Task<G, F, T, E>>()).cast::<Task<G, F, T, E>>();
+    // SAFETY: fresh memory of the cell's layout, ours alone.
+    unsafe { at.as_ptr().write(cell) };
     // `Task` is `repr(C)` with its header first: a pointer to the cell is
     // a pointer to its header.
-    let ptr = NonNull::from(Box::leak(cell)).cast::<Header>();
+    let ptr = at.cast::<Header>();
     // SAFETY: the cell was made with two strong counts, one for each.
     unsafe {
         (
@@ -600,12 +604,10 @@ where
 
     /// `Vtable::dealloc`.
     unsafe fn dealloc_raw(ptr: NonNull<Header>) {
-        // SAFETY: the cell came from `Box::new` in `new_task` (the global
-        // allocator, this type's layout), and its contents were dropped by
-        // `drop_raw`: only the memory is left to free.
-        unsafe {
-            std::alloc::dealloc(ptr.cast::<u8>().as_ptr(), std::alloc::Layout::new::<Self>());
-        }
+        // SAFETY: the cell came from `cache::alloc` in `new_task` with this
+        // type's layout, and its contents were dropped by `drop_raw`: only
+        // the memory is left to free, and nobody uses it any more.
+        unsafe { cache::dealloc(ptr.cast::<u8>(), std::alloc::Layout::new::<Self>()) };
     }
 
     fn reject(&self, reason: CancelReason) {
