@@ -908,7 +908,7 @@ fn task_counts_let_go_once(wake: bool) {
         let drops = Arc::new(AtomicUsize::new(0));
         let slot = Arc::new(Mutex::new(None::<Waker>));
         let (d, s) = (drops.clone(), slot.clone());
-        let (task, handle) = crate::task::new_task::<_, _, (), ()>(
+        let (task, registered, handle) = crate::task::new_task::<_, _, (), ()>(
             crate::TaskId(1),
             root.clone(),
             Budget::UNLIMITED,
@@ -920,6 +920,7 @@ fn task_counts_let_go_once(wake: bool) {
             },
         );
         let weak = task.downgrade();
+        drop(registered); // no region adopts it here
         sched.schedule(task, Schedule::Queue);
         sched.run_all(); // the first poll hands the waker out; idle
         let waker = slot.lock().unwrap().take().expect("handed out");

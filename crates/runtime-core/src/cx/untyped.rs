@@ -79,8 +79,8 @@ where
     let effective = region.budget.meet(&budget);
     // Born SCHEDULED: a cancellation applied during adoption must not
     // enqueue it a second time.
-    let (task, handle) = new_task(id, region.clone(), effective, seed, body);
-    if !region.adopt_task(&task) {
+    let (task, registered, handle) = new_task(id, region.clone(), effective, seed, body);
+    if !region.adopt_task(&task, registered) {
         crate::task::reject(&task);
         return handle;
     }
@@ -117,7 +117,7 @@ impl CxCore {
     pub(crate) fn detached_for_tests() -> CxCore {
         let sched: Arc<dyn Scheduler> = Arc::new(crate::sched::detached::Detached::new());
         let root = Region::root(sched, crate::budget::CleanupBudget::UNLIMITED);
-        let (task, _handle) =
+        let (task, _registered, _handle) =
             new_task(TaskId(0), root, Budget::UNLIMITED, 0, |_cx: CxCore| async {
                 Ok::<(), ()>(())
             });

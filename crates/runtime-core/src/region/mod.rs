@@ -434,10 +434,12 @@ impl Region {
         true
     }
 
-    /// Registers a spawned task and applies a pending cancellation to it.
-    /// Returns false (and adopts nothing) if the region is already closed.
-    pub(crate) fn adopt_task(&self, task: &TaskRef) -> bool {
-        if !self.adopt(Child::Task(task.clone())) {
+    /// Registers a spawned task (`registered`: the registry's reference
+    /// to `task`) and applies a pending cancellation to it. Returns false
+    /// (and adopts nothing) if the region is already closed.
+    pub(crate) fn adopt_task(&self, task: &TaskRef, registered: TaskRef) -> bool {
+        debug_assert!(std::ptr::eq(task.as_ptr(), registered.as_ptr()));
+        if !self.adopt(Child::Task(registered)) {
             return false;
         }
         if let Some(reason) = self.cancel.get_arc() {

@@ -366,15 +366,16 @@ unsafe impl<G: Send, F: Send, T: Send, E: Send> Sync for Task<G, F, T, E> {}
 /// Makes a task out of its body (a closure handed its `Cx`, returning the
 /// future), and its handle. The task is born `SCHEDULED` (a cancellation
 /// applied while its region adopts it must not enqueue it a second time:
-/// the spawn enqueues it), with two strong counts: the returned
-/// reference's and the handle's.
+/// the spawn enqueues it), with three strong counts, one for each of what
+/// a spawn hands out: the run queue's reference, the region registry's and
+/// the handle's (no count taken for each afterwards).
 pub(crate) fn new_task<G, F, T, E>(
     id: TaskId,
     region: Arc<Region>,
     budget: Budget,
     seed: u64,
     body: G,
-) -> (TaskRef, JoinHandle<T, E>)
+) -> (TaskRef, TaskRef, JoinHandle<T, E>)
 where
     G: FnOnce(CxCore) -> F + Send + 'static,
     F: Future<Output = Result<T, E>> + Send + 'static,
@@ -383,7 +384,7 @@ where
 {
     let cell = Task {
         header: Header {
-            state: AtomicUsize::new(SCHEDULED + 2 * REF_ONE),
+            state: AtomicUsize::new(SCHEDULED + 3 * REF_ONE),
             weak: AtomicUsize::new(1),
             vtable: &Task::<G, F, T, E>::VTABLE,
             id,
@@ -411,9 +412,10 @@ where
     // `Task` is `repr(C)` with its header first: a pointer to the cell is
     // a pointer to its header.
     let ptr = at.cast::<Header>();
-    // SAFETY: the cell was made with two strong counts, one for each.
+    // SAFETY: the cell was made with three strong counts, one for each.
     unsafe {
         (
+            TaskRef::from_raw(ptr),
             TaskRef::from_raw(ptr),
             JoinHandle {
                 task: std::mem::ManuallyDrop::new(TaskRef::from_raw(ptr)),
