@@ -3,71 +3,17 @@
 //! and exit while the collector is down must not keep their lanes (issue
 //! 12's case: 400 exited threads held 819 200 spans and 201 MiB).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use otlp_exporter::{
     Behavior, DEFAULT_MAX_QUEUE_SIZE, DropReason, InMemory, Pipeline, Recorded, Resource, SpanData,
 };
+use test_watchdog::alloc::Counting;
 
-/// Bytes currently allocated through the global allocator.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-/// Allocations larger than this fail (return null), as they would on a
-/// machine out of memory. `usize::MAX`: none fail.
-static FAIL_ABOVE: AtomicUsize = AtomicUsize::new(usize::MAX);
-
-/// Allocations of exactly this many bytes fail (0: none).
-static FAIL_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > FAIL_ABOVE.load(Ordering::Relaxed)
-            || layout.size() == FAIL_SIZE.load(Ordering::Relaxed)
-        {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
-
+/// Counts the live bytes; allocations of one size can be made to fail.
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: Counting = Counting::new();
 
 const MIB: isize = 1 << 20;
 
@@ -99,7 +45,7 @@ fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
     test_watchdog::isolate(Duration::from_secs(120), || {
         let memory = InMemory::new().with_behavior(Behavior::Hang);
         let p = hung_pipeline(&memory);
-        let base = LIVE.load(Ordering::Relaxed);
+        let base = ALLOC.live();
         let mut peak = 0;
         let mut queued = 0u64;
         for wave in 0..50 {
@@ -122,9 +68,9 @@ fn exited_threads_during_an_outage_do_not_keep_their_lanes() {
             for h in handles {
                 queued += h.join().unwrap();
             }
-            peak = peak.max(LIVE.load(Ordering::Relaxed) - base);
+            peak = peak.max(ALLOC.live() - base);
         }
-        let grown = LIVE.load(Ordering::Relaxed) - base;
+        let grown = ALLOC.live() - base;
         let s = p.stats();
         assert!(s.is_balanced(), "{s:?}");
         assert_eq!(s.dropped.orphaned, 0, "{s:?}");
@@ -165,7 +111,7 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
         const THREADS: usize = 256;
         const EACH: usize = 4000;
         let memory = InMemory::new().with_behavior(Behavior::Hang);
-        let base = LIVE.load(Ordering::Relaxed);
+        let base = ALLOC.live();
         let p = hung_pipeline(&memory);
         let recorded = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
         let measured = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
@@ -188,7 +134,7 @@ fn memory_is_bounded_by_the_total_not_by_the_thread_count() {
             })
             .collect();
         recorded.wait();
-        let held = LIVE.load(Ordering::Relaxed) - base;
+        let held = ALLOC.live() - base;
         let s = p.stats();
         measured.wait();
         let queued: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
@@ -248,12 +194,12 @@ fn a_lane_that_cannot_be_allocated_is_counted_not_an_abort() {
             .max_queue_size(4096)
             .build()
             .unwrap();
-        FAIL_SIZE.store(16 * 512, Ordering::Relaxed);
+        ALLOC.fail_size(16 * 512);
         let q = p.clone();
         let outcome = thread::spawn(move || q.record(SpanData::new("no room")))
             .join()
             .unwrap();
-        FAIL_SIZE.store(0, Ordering::Relaxed);
+        ALLOC.fail_size(0);
         assert_eq!(outcome, Recorded::Dropped(DropReason::QueueFull));
         let q = p.clone();
         let outcome = thread::spawn(move || q.record(SpanData::new("room")))
@@ -313,9 +259,9 @@ fn recycled_spans_free_their_owned_attributes() {
             assert!(p.force_flush(Duration::from_secs(30)).completed);
         };
         round(5_000);
-        let base = LIVE.load(Ordering::Relaxed);
+        let base = ALLOC.live();
         round(20_000);
-        let grown = LIVE.load(Ordering::Relaxed) - base;
+        let grown = ALLOC.live() - base;
         assert!(
             grown < MIB / 4,
             "{} KiB more after 20 000 spans",

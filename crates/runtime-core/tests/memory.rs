@@ -3,57 +3,13 @@
 //! refers to it, and the per-thread cache of freed cells (`task/cache.rs`)
 //! stays within its bound and goes back when its thread exits.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
 use runtime_core::caps::ambient_authority;
 use runtime_core::time::Duration;
 use runtime_core::{CancelReason, Cancelled, Runtime};
-
-/// Bytes currently allocated through the global allocator.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract, passed on.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
+use test_watchdog::alloc::Counting;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: Counting = Counting::new();
 
 const KIB: isize = 1 << 10;
 
@@ -99,7 +55,7 @@ fn task_cells_are_freed_and_each_threads_cache_is_bounded_and_given_back() {
     })
     .join()
     .unwrap();
-    let base = LIVE.load(Ordering::Relaxed);
+    let base = ALLOC.live();
 
     // A current-thread runtime on a thread of its own: 20 rounds of 1 000
     // tasks (about 20 MiB of buffers and cells in all).
@@ -112,7 +68,7 @@ fn task_cells_are_freed_and_each_threads_cache_is_bounded_and_given_back() {
         drop(rt);
         // The runtime is gone; what this thread still holds is its cache
         // of freed cells (at most 256 KiB) and its thread-local state.
-        LIVE.load(Ordering::Relaxed)
+        ALLOC.live()
     })
     .join()
     .unwrap();
@@ -121,7 +77,7 @@ fn task_cells_are_freed_and_each_threads_cache_is_bounded_and_given_back() {
         held <= 256 * KIB + 64 * KIB,
         "{held} bytes held by a thread after its runtime dropped: more than its cache's bound"
     );
-    let after_exit = LIVE.load(Ordering::Relaxed) - base;
+    let after_exit = ALLOC.live() - base;
     assert!(
         after_exit <= 16 * KIB,
         "{after_exit} bytes left after the thread exited: its cells were not given back"
@@ -136,7 +92,7 @@ fn task_cells_are_freed_and_each_threads_cache_is_bounded_and_given_back() {
     spawn_and_drain(&rt, 1000, 20);
     drop(rt);
     // The workers have exited (the runtime's drop joins them).
-    let left = LIVE.load(Ordering::Relaxed) - base;
+    let left = ALLOC.live() - base;
     assert!(
         left <= 64 * KIB,
         "{left} bytes left after a two-worker runtime dropped"

@@ -24,7 +24,12 @@
 //! the parent checks that the child ran exactly one test and it passed (a
 //! filter that matched nothing fails, rather than passing vacuously).
 //!
+//! [`alloc::Counting`] is a counting global allocator for the tests of
+//! memory (live bytes; allocations of one size made to fail).
+//!
 //! This crate is for tests only (a dev-dependency); it is not published.
+
+pub mod alloc;
 
 use std::io::Read;
 use std::process::{Command, Stdio};

@@ -560,15 +560,7 @@ where
             }
         }
     }
-}
 
-impl<G, F, T, E> Task<G, F, T, E>
-where
-    G: FnOnce(CxCore) -> F + Send + 'static,
-    F: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: fmt::Debug + Send + 'static,
-{
     /// This type's [`Vtable`] (one static per task type).
     const VTABLE: Vtable = Vtable {
         run: Self::run,
@@ -826,40 +818,6 @@ where
             in_place += 1;
         }
     }
-}
-
-impl<G, F, T, E> Drop for Task<G, F, T, E> {
-    fn drop(&mut self) {
-        // The last reference is going (a joiner that never took the
-        // outcome, a region letting go of a finished child, a cut-off at
-        // shutdown). What is left in the stage is the user's (an output, an
-        // error, an unpolled body): its `Drop` may panic, wherever this
-        // runs (inside a region's close, a worker's queue drain), so drop
-        // it in place under a catch, and count a panic.
-        let panicked = self.stage.with_mut(|stage| {
-            // SAFETY: `&mut self`: nobody else can reach the stage. After
-            // `drop_in_place` (even one that unwound) nothing in the slot
-            // is live; the write leaves a value with nothing to drop for the
-            // field's own drop glue.
-            unsafe {
-                let r = crate::outcome::catch(|| std::ptr::drop_in_place(stage));
-                std::ptr::write(stage, Stage::Done(None));
-                r.is_err()
-            }
-        });
-        if panicked {
-            self.header.sched().stats().panic_caught();
-        }
-    }
-}
-
-impl<G, F, T, E> Task<G, F, T, E>
-where
-    G: FnOnce(CxCore) -> F + Send + 'static,
-    F: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: fmt::Debug + Send + 'static,
-{
     /// [`JoinHandle::poll`]'s look at the task, through the handle's
     /// function pointer (the handle knows `T` and `E`, not the task's
     /// type).
@@ -897,6 +855,31 @@ where
             return Poll::Ready(take().expect("JoinHandle polled after it returned the outcome"));
         }
         Poll::Pending
+    }
+}
+
+impl<G, F, T, E> Drop for Task<G, F, T, E> {
+    fn drop(&mut self) {
+        // The last reference is going (a joiner that never took the
+        // outcome, a region letting go of a finished child, a cut-off at
+        // shutdown). What is left in the stage is the user's (an output, an
+        // error, an unpolled body): its `Drop` may panic, wherever this
+        // runs (inside a region's close, a worker's queue drain), so drop
+        // it in place under a catch, and count a panic.
+        let panicked = self.stage.with_mut(|stage| {
+            // SAFETY: `&mut self`: nobody else can reach the stage. After
+            // `drop_in_place` (even one that unwound) nothing in the slot
+            // is live; the write leaves a value with nothing to drop for the
+            // field's own drop glue.
+            unsafe {
+                let r = crate::outcome::catch(|| std::ptr::drop_in_place(stage));
+                std::ptr::write(stage, Stage::Done(None));
+                r.is_err()
+            }
+        });
+        if panicked {
+            self.header.sched().stats().panic_caught();
+        }
     }
 }
 
