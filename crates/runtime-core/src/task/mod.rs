@@ -767,6 +767,7 @@ where
                     // same compare-and-swap (no strong count of its own
                     // while idle: a waker, the handle or the region holds
                     // the task, or nobody does any more).
+                    debug_assert!(refs(s) >= 1, "a running task without its run's count");
                     (s & !RUNNING) - REF_ONE
                 };
                 // AcqRel: our stage writes go out with the state (Release,
@@ -818,6 +819,7 @@ where
             in_place += 1;
         }
     }
+
     /// [`JoinHandle::poll`]'s look at the task, through the handle's
     /// function pointer (the handle knows `T` and `E`, not the task's
     /// type).
