@@ -38,19 +38,12 @@ pub const MAX_MASK_DEPTH: u32 = 64;
 /// caller may reach.
 #[derive(Clone)]
 pub(crate) struct CxCore {
+    /// The task (its header is read without a virtual call).
     pub(crate) task: TaskRef,
-    /// `task.header()`, resolved once (no virtual call per checkpoint).
-    header: std::ptr::NonNull<Header>,
     /// The region whose body this is, when the context belongs to a region
     /// body rather than to the task's own scope.
     scope: Option<Arc<Region>>,
 }
-
-// SAFETY: the only non-Send/Sync field is `header`, a pointer into the task
-// that `task` (an `TaskRef`, Send + Sync) owns; `Header` is Sync.
-unsafe impl Send for CxCore {}
-// SAFETY: as above.
-unsafe impl Sync for CxCore {}
 
 impl fmt::Debug for CxCore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -101,12 +94,7 @@ impl CxCore {
     }
 
     fn with_scope(task: TaskRef, scope: Option<Arc<Region>>) -> CxCore {
-        let header = std::ptr::NonNull::from(task.header());
-        CxCore {
-            task,
-            header,
-            scope,
-        }
+        CxCore { task, scope }
     }
 
     /// A context with no runtime behind it, never cancelled, for unit
@@ -126,9 +114,7 @@ impl CxCore {
 
     #[inline]
     pub(crate) fn header(&self) -> &Header {
-        // SAFETY: `header` points into the task that `self.task` keeps
-        // alive for as long as this `Cx` exists.
-        unsafe { self.header.as_ref() }
+        self.task.header()
     }
 
     /// The region this context spawns into.
@@ -578,7 +564,7 @@ impl Future for YieldNow<'_> {
         // wakers of its own): wake that one.
         // (`Task` is `repr(C)` with the header first: the task's address
         // is its header's.)
-        if std::ptr::eq(cx.waker().data(), self.cx.header.as_ptr().cast::<()>()) {
+        if std::ptr::eq(cx.waker().data(), self.cx.task.as_ptr().cast::<()>()) {
             coop::request_yield();
         } else {
             cx.waker().wake_by_ref();
