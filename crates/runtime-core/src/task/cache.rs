@@ -149,29 +149,25 @@ mod imp {
                 return false;
             }
             let c = &mut *c;
-            let class = match c
+            // This layout's class, else one that holds nothing, which
+            // this layout takes over (keeping its buffer).
+            let Some(i) = c
                 .classes
                 .iter()
                 .position(|k| k.as_ref().is_some_and(|k| k.layout == layout))
-            {
-                Some(i) => i,
-                // A class that holds nothing is taken over by this layout.
-                None => match c
-                    .classes
-                    .iter()
-                    .position(|k| k.as_ref().is_none_or(|k| k.free.is_empty()))
-                {
-                    Some(i) => {
-                        let free = c.classes[i].take().map(|k| k.free).unwrap_or_default();
-                        c.classes[i] = Some(Class { layout, free });
-                        i
-                    }
-                    None => return false,
-                },
-            };
-            let Some(class) = c.classes[class].as_mut() else {
+                .or_else(|| {
+                    c.classes
+                        .iter()
+                        .position(|k| k.as_ref().is_none_or(|k| k.free.is_empty()))
+                })
+            else {
                 return false;
             };
+            let class = c.classes[i].get_or_insert_with(|| Class {
+                layout,
+                free: Vec::new(),
+            });
+            class.layout = layout;
             // A failed reservation (out of memory) keeps nothing.
             if class.free.try_reserve(1).is_err() {
                 return false;

@@ -428,12 +428,7 @@ where
 
 /// Makes an idle task runnable (or marks a running one to run again).
 pub(crate) fn wake_task(task: &TaskRef, how: Schedule) {
-    // The queue's reference is taken in the wake's compare-and-swap.
-    if let Some(queued) = schedule_ref(task.header()) {
-        // Borrowing the scheduler through `task` (which we still hold)
-        // spares a clone of its shared reference count.
-        task.header().sched().schedule(queued, how);
-    }
+    raw::wake_header(task.header(), how);
 }
 
 impl<G, F, T, E> Task<G, F, T, E>

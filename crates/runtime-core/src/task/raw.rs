@@ -376,27 +376,33 @@ unsafe fn waker_clone(data: *const ()) -> RawWaker {
     RawWaker::new(data, &WAKER_VTABLE)
 }
 
+/// Makes the task runnable (or marks a running one to run again): the
+/// queue's count taken in the wake's compare-and-swap, the scheduler
+/// borrowed through the caller's reference to the task.
+#[inline]
+pub(crate) fn wake_header(h: &Header, how: Schedule) {
+    if let Some(queued) = schedule_ref(h) {
+        h.sched().schedule(queued, how);
+    }
+}
+
 unsafe fn waker_wake(data: *const ()) {
-    // SAFETY: an owned waker's count, given up at the end of this call.
-    let task = unsafe { TaskRef::from_raw(NonNull::new_unchecked(data.cast_mut().cast())) };
     // The queue takes a count of its own, and ours is dropped after the
     // scheduler returns: handing ours over would leave the scheduler
     // reachable only through the task while `schedule` still runs, and a
     // worker may run the task to its end (freeing its region, and with it
     // perhaps the scheduler's last reference) before `schedule` returns.
-    let header = task.header();
-    if let Some(queued) = schedule_ref(header) {
-        header.sched().schedule(queued, Schedule::Wake);
+    // SAFETY: an owned waker's count keeps the task alive for the wake,
+    // and is given up after it.
+    unsafe {
+        waker_wake_by_ref(data);
+        waker_drop(data);
     }
-    drop(task);
 }
 
 unsafe fn waker_wake_by_ref(data: *const ()) {
     // SAFETY: `data` is a live task's header.
-    let header = unsafe { &*data.cast::<Header>() };
-    if let Some(task) = schedule_ref(header) {
-        header.sched().schedule(task, Schedule::Wake);
-    }
+    wake_header(unsafe { &*data.cast::<Header>() }, Schedule::Wake);
 }
 
 unsafe fn waker_drop(data: *const ()) {
