@@ -13,7 +13,7 @@
 //! estimate) takes in and a median leaves out.
 //!
 //! `... --example runtime_table cancel-ours <tasks> <groups> [rounds]`
-//! runs only ours: `rounds` (default 1) times `groups` cancel-and-drains
+//! (or `cancel-tokio`, the same for tokio's side) runs only ours: `rounds` (default 1) times `groups` cancel-and-drains
 //! of `tasks` sleeping tasks in one `block_on`, and prints the minimum
 //! and median per group over the rounds. Under `valgrind --tool=callgrind
 //! --instr-atstart=no` it counts the instructions of the timed windows
@@ -37,8 +37,9 @@ fn main() {
         cancel_quantiles(k, rounds);
         return;
     }
-    if args.peek().map(String::as_str) == Some("cancel-ours") {
-        // Only ours (for callgrind): `cancel-ours <tasks> <groups> [rounds]`.
+    if let Some(side @ ("cancel-ours" | "cancel-tokio")) = args.peek().map(String::as_str) {
+        // One side only (for callgrind): `cancel-ours <tasks> <groups> [rounds]`.
+        let tokio_side = side == "cancel-tokio";
         args.next();
         let k: usize = args
             .next()
@@ -49,13 +50,20 @@ fn main() {
         let rounds: usize = args
             .next()
             .map_or(1, |s| s.parse().expect("rounds: a number"));
-        let ours = Ours::new(2);
+        let run: Box<dyn Fn() -> std::time::Duration> = if tokio_side {
+            let tokio = Tokio::new(2);
+            Box::new(move || tokio.run_in_task(Op::CancelDrain(k), groups))
+        } else {
+            let ours = Ours::new(2);
+            Box::new(move || ours.run(Op::CancelDrain(k), groups))
+        };
         let mut per: Vec<f64> = (0..rounds)
-            .map(|_| ours.run(Op::CancelDrain(k), groups).as_nanos() as f64 / groups as f64)
+            .map(|_| run().as_nanos() as f64 / groups as f64)
             .collect();
         per.sort_by(f64::total_cmp);
+        let who = if tokio_side { "tokio" } else { "ours" };
         println!(
-            "cancel_drain_{k}: ours min/median {:.0}/{:.0} ns per group, {rounds} rounds of {groups} groups",
+            "cancel_drain_{k}: {who} min/median {:.0}/{:.0} ns per group, {rounds} rounds of {groups} groups",
             per[0],
             per[per.len() / 2]
         );

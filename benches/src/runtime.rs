@@ -537,7 +537,9 @@ async fn tokio_cancel_drain(k: usize, reps: u64) -> Duration {
         }
         tokio::task::yield_now().await; // let them reach their await point
         let t = Instant::now();
+        callgrind_instrument(true);
         set.shutdown().await; // abort all, then wait until every task is gone
+        callgrind_instrument(false);
         total += t.elapsed();
     }
     total

@@ -16,7 +16,7 @@
 //!
 //! | path | lock-free part | lock taken, and when |
 //! |---|---|---|
-//! | wake a task (waker, `JoinHandle` completion, channel commit) | the task's state CAS; the push into this worker's LIFO slot or deque, or into the injector from outside the pool | **only when a parked worker must be woken** (a wake from outside the pool, or a worker with more than one task queued): `Idle::pick` reads the sleeper count lock-free (no sleeper: no lock), else takes `Idle::list` (`sched/idle.rs`) to pick one, then `Shared::threads[i]` (`sched/pool.rs`) to unpark its thread |
+//! | wake a task (waker, `JoinHandle` completion, channel commit) | the task's state CAS; the push into this worker's LIFO slot or deque, or into the injector from outside the pool | **only when a parked worker must be woken** (a wake from outside the pool, or a spawn or a displaced LIFO task that leaves more than one task queued; never a yield or a cancellation's wake): `Idle::pick` reads the sleeper count lock-free (no sleeper: no lock), else takes `Idle::list` (`sched/idle.rs`) to pick one, then `Shared::threads[i]` (`sched/pool.rs`) to unpark its thread |
 //! | spawn | the registry push (`registry.rs`), the live count, the enqueue as above | a sweep's `swept` lock when the registry has grown past its live count (amortised); the timer wheel's lock when the task's budget has a deadline of its own |
 //! | checkpoint, `is_cancel_requested`, `JoinHandle` poll, `WakerSlot` | all of it | none |
 //! | request a cancellation | the first request on a cell (one compare-and-swap, `cancel/cell.rs`); the wake of each task (its state CAS; a sweep queues the tasks it woke as one job, `batch.rs`, one deque push for all of them) | the cell's `later` lock only for a second, stronger request; the region's `swept` lock for the sweep; the task's `open_regions` lock when it has regions open; `body_waker`, except for a request made from inside a body its owner task is polling (`task.rs`: `polling_own_body`); the timer lock for a grace timer, only when a cancelled task or body is still running after a poll that saw the request (`cancel/protocol.rs`: `arm_grace`), and once more at the close to cancel it |
@@ -51,7 +51,8 @@ pub(crate) enum Schedule {
     /// re-poll of a task whose own poll requested the cancellation
     /// (`task::is_running_task_waker`), which then runs after the drain.
     Cancel,
-    /// It woke itself while running (a yield): back of the local queue.
+    /// It woke itself while running (a yield): back of the local queue,
+    /// without waking another worker (a yield adds no work).
     Yield,
 }
 
@@ -144,6 +145,7 @@ pub(crate) struct Stats {
     finalizers_cut_off: AtomicU64,
     finalizers_skipped: AtomicU64,
     panics_caught: AtomicU64,
+    workers_woken: AtomicU64,
 }
 
 /// One worker's counts ([`Stats`]): written only by the thread driving the
@@ -229,6 +231,13 @@ impl Stats {
         self.panics_caught.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A parked worker was unparked to take work (`pool.rs`: `notify_one`).
+    pub(crate) fn worker_woken(&self) {
+        // Relaxed: an independent counter, read only for reports (and the
+        // unpark that follows is a syscall: no count of it is hot).
+        self.workers_woken.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> RuntimeStats {
         // Acquire: see `task_finished`; the other counters are Relaxed
         // reports, each exact once the runtime is quiet.
@@ -244,6 +253,7 @@ impl Stats {
             finalizers_cut_off: self.finalizers_cut_off.load(Ordering::Relaxed),
             finalizers_skipped: self.finalizers_skipped.load(Ordering::Relaxed),
             panics_caught: self.panics_caught.load(Ordering::Relaxed),
+            workers_woken: self.workers_woken.load(Ordering::Relaxed),
         }
     }
 }
@@ -279,6 +289,15 @@ pub struct RuntimeStats {
     /// one is to blame (the task or region ends `Panicked`); none takes a
     /// worker down.
     pub panics_caught: u64,
+    /// Times a parked worker was woken to take work: for a wake or spawn
+    /// from outside the pool, or when a worker has more queued than it can
+    /// start right away (a spawn, or a wake that displaced its LIFO slot,
+    /// leaving more than one task queued). A yield wakes no one (it adds
+    /// no work), nor does a cancellation's wake (a drain is many short
+    /// polls, cheaper on one worker). Workers also wake by themselves, to
+    /// turn the timers and to look for stranded tasks; those are not
+    /// counted.
+    pub workers_woken: u64,
 }
 
 impl RuntimeStats {

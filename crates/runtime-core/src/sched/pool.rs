@@ -6,7 +6,9 @@
 //! worker goes to that worker's LIFO slot and runs next, on the same
 //! thread: no cross-thread hand-off, no syscall. Spawns and yields go to
 //! the back of the local deque. Other workers are woken only when a worker
-//! has more queued work than it can start right away. Wakes from outside
+//! has more queued work than it can start right away, and never by a
+//! yield (it adds no work; a worker woken by it would take the yielder or
+//! what it just spawned to another core). Wakes from outside
 //! the pool go through the injector. The tasks one cancellation sweep woke
 //! go to the back of the local deque as one job, a [`Batch`] (`batch.rs`),
 //! waking no other worker; the worker that starts a batch queues a second
@@ -217,6 +219,7 @@ impl Shared {
     /// Wakes one sleeping worker, if any.
     fn notify_one(&self) {
         if let Some(i) = self.idle.pick() {
+            self.stats.worker_woken();
             self.unpark(i);
         }
     }
@@ -566,14 +569,23 @@ impl Scheduler for Shared {
                     core.yielded = Some(task);
                     false
                 }
-                Schedule::Cancel => {
+                // Neither wakes another worker. A cancellation's wake: see
+                // `Schedule::Cancel`. A yield adds no work: the task was
+                // running here, and what was queued behind it woke a worker
+                // (or not) when it was queued. Waking one here would hand
+                // it the yielder or what the yielder just spawned, moving
+                // that work (and the lines it touches) to another core for
+                // a hand-off this worker makes in one poll (tokio's yield
+                // does not wake a worker either: its deferred wakes run
+                // while no core is held).
+                Schedule::Cancel | Schedule::Yield => {
                     if let Some(y) = core.yielded.take() {
                         core.local.push(Job::Task(y));
                     }
                     core.local.push(Job::Task(task));
                     false
                 }
-                Schedule::Queue | Schedule::Yield => {
+                Schedule::Queue => {
                     if let Some(y) = core.yielded.take() {
                         core.local.push(Job::Task(y));
                     }
