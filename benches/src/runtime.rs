@@ -15,7 +15,7 @@
 //! | `PingPong` | a round trip over two capacity-1 `runtime_core::channel::mpsc` channels to an echo task | the same over two `tokio::sync::mpsc::channel(1)` |
 //! | `Region` | `cx.region(\|_\| async { Ok(()) }).await`: open an empty child region, run its body, close it | no regions in tokio; the nearest scope that waits for its work: an empty `JoinSet` made, `join_next` awaited (it finds nothing), dropped |
 //! | `RegionSpawnJoin` | a child region whose body spawns one no-op task and awaits it | a `JoinSet`, one no-op task spawned into it and joined, the set dropped |
-//! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields once, then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained) | `k` sleeping tasks in a `JoinSet`, one `yield_now`, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) |
+//! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields once, then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained, the region closed and its node freed) | `k` sleeping tasks in a `JoinSet`, one `yield_now`, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) and the set's drop |
 //! | `TimerInsertCancel` | `cx.sleep(60 s)` made, polled once with the task's own context (it registers with the timer driver), dropped (it deregisters) | `tokio::time::sleep(60 s)` made, polled once (registers), dropped |
 //! | `TimerCreateDrop` | `cx.sleep(60 + i % 100 s)` made and dropped without a poll (the anchor's "create / drop" row, both halves timed together): up to [`TIMER_BATCH`] into a `Vec`, then the `Vec` dropped | `tokio::time::sleep(..)` the same way |
 //!
@@ -539,6 +539,10 @@ async fn tokio_cancel_drain(k: usize, reps: u64) -> Duration {
         let t = Instant::now();
         callgrind_instrument(true);
         set.shutdown().await; // abort all, then wait until every task is gone
+        // The set goes too, inside the window, as our region's node does
+        // (the region's await returns only after it is freed): both sides
+        // make their scope before the window and end it inside.
+        drop(set);
         callgrind_instrument(false);
         total += t.elapsed();
     }

@@ -21,6 +21,10 @@ pub struct CleanupBudget {
     /// Polls allowed after cancellation was requested (`None`: no limit).
     pub polls: Option<u32>,
     /// Time allowed after cancellation was requested (`None`: no limit).
+    /// Counted from the clock's coarse reading rounded up
+    /// ([`Clock::now_ceil`](crate::time::Clock::now_ceil)), so the cut-off
+    /// comes no earlier than this after the request, and at most about a
+    /// kernel tick (4 ms at 250 Hz) later, plus the timer's own lateness.
     pub grace: Option<Duration>,
 }
 

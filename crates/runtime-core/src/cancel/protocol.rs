@@ -84,10 +84,10 @@ fn request_task(
         && let Some(grace) = h.region.cleanup.grace
         && !h.cancel.is_requested()
     {
-        // The grace period runs from the request; its timer is armed only
-        // if the task is still running after a poll that saw it
-        // (`arm_grace`).
-        set_grace_deadline(&h.grace_at, h.sched().now() + grace);
+        // The grace period runs from the request (read as in
+        // `Region::cancel_owned`); its timer is armed only if the task is
+        // still running after a poll that saw it (`arm_grace`).
+        set_grace_deadline(&h.grace_at, h.sched().now_ceil() + grace);
     }
     let requested = if from_region {
         debug_assert!(h.region.cancel.records(reason));
@@ -294,7 +294,11 @@ impl Region {
             // One grace period for every task the request reaches here,
             // from now; its timer is armed only once something below is
             // still running after a poll that saw the request (`arm_grace`).
-            set_grace_deadline(&self.grace_at, self.sched.now() + grace);
+            // Now from the coarse clock, rounded up (`Clock::now_ceil`):
+            // not earlier than the request, at most about a kernel tick
+            // later, without the serialising counter read of `now` (about
+            // 35 ns of a one-task cancel-and-drain on the 2-core machine).
+            set_grace_deadline(&self.grace_at, self.sched.now_ceil() + grace);
         }
         if self
             .cancel

@@ -67,7 +67,9 @@ where
     T: Send + 'static,
     E: fmt::Debug + Send + 'static,
 {
-    let sched = region.sched.clone();
+    // Borrowed (the caller's `region` outlives this call): no count taken
+    // and given back per spawn.
+    let sched = &*region.sched;
     let id = TaskId(sched.next_id());
     let effective = region.budget.meet(&budget);
     // Born SCHEDULED: a cancellation applied during adoption must not

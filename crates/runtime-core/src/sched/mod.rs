@@ -70,6 +70,12 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     }
     /// The time, from the runtime's clock.
     fn now(&self) -> Instant;
+    /// The time rounded up to the clock's coarse tick
+    /// ([`Clock::now_ceil`](crate::time::Clock::now_ceil)): for deadlines
+    /// that may run a little late but not early (grace periods).
+    fn now_ceil(&self) -> Instant {
+        self.now()
+    }
     /// Runs `action` when the clock reaches `at`.
     fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle;
     /// Cancels a timer (no-op if it already fired).

@@ -643,6 +643,10 @@ impl Scheduler for Shared {
         self.clock.now()
     }
 
+    fn now_ceil(&self) -> Instant {
+        self.clock.now_ceil()
+    }
+
     fn poll_timers(&self) {
         let now = self.clock.now();
         if !self.timers.due(now) {

@@ -17,6 +17,11 @@
 //! (`TimerDriver::next_due`, one atomic) has passed, fires what is due, its
 //! wake-ups going through the injector to an idle worker. So a task that
 //! spins but checkpoints is still timed out, on any flavour.
+//!
+//! Deadlines that may run a little late but not early (a cancellation's
+//! grace period) are read from [`Clock::now_ceil`]: on Linux the kernel's
+//! coarse clock rounded up by its tick, without the serialising counter
+//! read of `now` (9 ns against 45 ns on the 2-core machine).
 
 pub(crate) mod driver;
 mod sleep;
@@ -141,6 +146,29 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
 pub trait Clock: Send + Sync + 'static {
     /// The current time. Never goes backwards.
     fn now(&self) -> Instant;
+
+    /// The current time rounded up to the clock's coarse tick: not earlier
+    /// than [`now`](Self::now) read at the same moment, and at most about
+    /// a tick later, where reading it is cheaper than `now`. The runtime
+    /// reads it for deadlines that may run a little late but not early: a
+    /// cancellation's grace period starts at the request, and ends at
+    /// `now_ceil() + grace`. By default, `now()` (exact, as a virtual
+    /// clock's is); [`SystemClock`] reads the kernel's coarse clock on
+    /// Linux.
+    ///
+    /// ```
+    /// use runtime_core::caps::ambient_authority;
+    /// use runtime_core::time::{Clock, Duration, SystemClock};
+    /// let clock = SystemClock::new(ambient_authority());
+    /// let (before, ceil) = (clock.now(), clock.now_ceil());
+    /// // Not earlier (unless the kernel's tick ran late), at most about a
+    /// // tick (a few milliseconds) later.
+    /// assert!(ceil + Duration::from_millis(100) >= before);
+    /// assert!(ceil <= clock.now() + Duration::from_millis(100));
+    /// ```
+    fn now_ceil(&self) -> Instant {
+        self.now()
+    }
 }
 
 /// The monotonic wall clock: `std::time::Instant` relative to when the clock
@@ -158,6 +186,64 @@ pub trait Clock: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     epoch: std::time::Instant,
+    /// For [`Clock::now_ceil`] on Linux.
+    #[cfg(target_os = "linux")]
+    coarse: CoarseEpoch,
+}
+
+/// What [`SystemClock::now_ceil`](Clock::now_ceil) needs on Linux:
+/// `CLOCK_MONOTONIC` at the clock's making, in nanoseconds, read just
+/// before `SystemClock::epoch` (`std`'s `Instant` reads the same clock
+/// there, so a time measured from this one is not earlier than the same
+/// time measured from `epoch`), and the coarse clock's tick.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Clone, Copy)]
+struct CoarseEpoch {
+    mono_at_epoch: u64,
+    /// `clock_getres(CLOCK_MONOTONIC_COARSE)`; 0 when there is none (then
+    /// `now_ceil` reads `now`).
+    tick: u64,
+}
+
+#[cfg(target_os = "linux")]
+fn timespec_nanos(ts: &libc::timespec) -> u64 {
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Reads clock `clk` in nanoseconds (Linux's vDSO answers the monotonic
+/// clocks without a system call); `None` if the kernel refuses it.
+#[cfg(target_os = "linux")]
+fn read_clock(clk: libc::clockid_t) -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec` for the call's duration.
+    (unsafe { libc::clock_gettime(clk, &mut ts) } == 0).then(|| timespec_nanos(&ts))
+}
+
+#[cfg(target_os = "linux")]
+impl CoarseEpoch {
+    fn new() -> Self {
+        let mut res = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as in `read_clock`.
+        let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } == 0;
+        match read_clock(libc::CLOCK_MONOTONIC) {
+            Some(mono_at_epoch) if ok => CoarseEpoch {
+                mono_at_epoch,
+                tick: timespec_nanos(&res),
+            },
+            _ => CoarseEpoch {
+                mono_at_epoch: 0,
+                tick: 0,
+            },
+        }
+    }
 }
 
 impl SystemClock {
@@ -170,8 +256,13 @@ impl SystemClock {
     /// assert!(clock.now() >= Instant::ZERO);
     /// ```
     pub fn new(_ambient: runtime_cap::AmbientAuthority) -> Self {
+        // The coarse epoch first: it reads no later than `epoch`.
+        #[cfg(target_os = "linux")]
+        let coarse = CoarseEpoch::new();
         SystemClock {
             epoch: std::time::Instant::now(),
+            #[cfg(target_os = "linux")]
+            coarse,
         }
     }
 }
@@ -179,5 +270,61 @@ impl SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant(duration_nanos(self.epoch.elapsed()))
+    }
+
+    /// On Linux, `CLOCK_MONOTONIC_COARSE` (the monotonic clock at the
+    /// kernel's last tick, read from the vDSO without the serialising
+    /// counter read that `now` makes: about 9 ns against 45 ns on the
+    /// 2-core machine) plus one tick (`clock_getres`, 4 ms there). Not
+    /// earlier than `now` unless the kernel's tick itself ran late (a
+    /// starved virtual CPU), and then by that delay. Elsewhere, `now`.
+    fn now_ceil(&self) -> Instant {
+        #[cfg(target_os = "linux")]
+        if self.coarse.tick != 0
+            && let Some(t) = read_clock(libc::CLOCK_MONOTONIC_COARSE)
+        {
+            return Instant(
+                t.saturating_sub(self.coarse.mono_at_epoch)
+                    .saturating_add(self.coarse.tick),
+            );
+        }
+        self.now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ceiling is never far below `now` (only a late kernel tick puts
+    /// it below at all) and at most about a tick above it; it never goes
+    /// backwards. The bounds are loose (100 ms) so that a preempted test
+    /// thread cannot fail them, and tight enough to catch a wrong epoch.
+    #[test]
+    fn now_ceil_stays_within_a_tick_of_now_and_is_monotonic() {
+        let clock = SystemClock::new(runtime_cap::ambient_authority());
+        let slack = Duration::from_millis(100);
+        let mut last = Instant::ZERO;
+        for _ in 0..10_000 {
+            let before = clock.now();
+            let ceil = clock.now_ceil();
+            let after = clock.now();
+            assert!(ceil + slack >= before, "{ceil:?} far below {before:?}");
+            assert!(ceil <= after + slack, "{ceil:?} far above {after:?}");
+            assert!(ceil >= last, "went backwards: {last:?} then {ceil:?}");
+            last = ceil;
+        }
+    }
+
+    /// A clock that does not override it (a virtual one) gives `now`.
+    #[test]
+    fn now_ceil_defaults_to_now() {
+        struct Fixed;
+        impl Clock for Fixed {
+            fn now(&self) -> Instant {
+                Instant::from_nanos(42)
+            }
+        }
+        assert_eq!(Fixed.now_ceil(), Instant::from_nanos(42));
     }
 }
