@@ -12,23 +12,22 @@ use runtime_core::Runtime;
 use runtime_core::caps::ambient_authority;
 use runtime_core::time::Duration;
 
-/// A two-worker runtime, shared so that its body can read its counters.
-fn two_workers() -> Arc<Runtime> {
-    Arc::new(
+/// A two-worker runtime, and a reader of its `workers_woken` that a task
+/// can call (it holds the runtime shared).
+fn two_workers() -> (Arc<Runtime>, impl Fn() -> u64 + Send + Sync + 'static) {
+    let rt = Arc::new(
         Runtime::builder()
             .worker_threads(2)
             .build(ambient_authority())
             .unwrap(),
-    )
+    );
+    let shared = rt.clone();
+    (rt, move || shared.stats().workers_woken)
 }
 
 #[test]
 fn a_yield_wakes_no_parked_worker() {
-    let rt = two_workers();
-    let woken = {
-        let rt = rt.clone();
-        move || rt.stats().workers_woken
-    };
+    let (rt, woken) = two_workers();
     let out = rt.block_on(|cx| async move {
         // Long enough for the other worker to park.
         cx.sleep(Duration::from_millis(2)).await.ok();
@@ -56,11 +55,7 @@ fn spawning_more_than_a_worker_can_start_wakes_a_parked_one() {
     // than one task queued wake the parked worker. The other worker may be
     // between two parks at the moment of a spawn (it then finds the work
     // itself, uncounted), so the test tries a few times.
-    let rt = two_workers();
-    let woken = {
-        let rt = rt.clone();
-        move || rt.stats().workers_woken
-    };
+    let (rt, woken) = two_workers();
     let out = rt.block_on(|cx| async move {
         for _ in 0..50 {
             // Long enough for the other worker to park.
