@@ -1,7 +1,8 @@
 //! Memory of tasks, measured with a counting global allocator (live bytes,
 //! not time): every task cell is freed once its task is done and nothing
-//! refers to it, and the per-thread cache of freed cells (`task/cache.rs`)
-//! stays within its bound and goes back when its thread exits.
+//! refers to it (its `Cx`s' counts included, however they are dropped),
+//! and the per-thread cache of freed cells (`task/cache.rs`) stays within
+//! its bound and goes back when its thread exits.
 
 use runtime_core::caps::ambient_authority;
 use runtime_core::time::Duration;
@@ -23,8 +24,15 @@ fn spawn_and_drain(rt: &Runtime, tasks: usize, rounds: usize) {
                 for _ in 0..tasks {
                     let buf = vec![1u8; 1024];
                     drop(cx.spawn(move |cx| async move {
+                        // Each of a task's `Cx`s holds a count of it: one
+                        // dropped in a poll that then ends pending, one
+                        // held across the await and dropped by the
+                        // cancelled future's end, with the task's own.
+                        drop(cx.clone());
+                        let keep = cx.clone();
                         let r = cx.sleep(Duration::from_secs(3600)).await;
                         std::hint::black_box(&buf);
+                        drop(keep);
                         r
                     }));
                 }
