@@ -13,9 +13,10 @@
 //! estimate) takes in and a median leaves out.
 //!
 //! `... --example runtime_table cancel-ours <tasks> <groups> [rounds]`
-//! (or `cancel-tokio`, the same for tokio's side) runs only ours: `rounds` (default 1) times `groups` cancel-and-drains
-//! of `tasks` sleeping tasks in one `block_on`, and prints the minimum
-//! and median per group over the rounds. Under `valgrind --tool=callgrind
+//! runs only ours (`cancel-tokio`: only tokio's, its code in a spawned
+//! task): `rounds` (default 1) times `groups` cancel-and-drains of
+//! `tasks` sleeping tasks in one `block_on`, and prints the minimum and
+//! median per group over the rounds. Under `valgrind --tool=callgrind
 //! --instr-atstart=no` it counts the instructions of the timed windows
 //! only (the harness brackets them with callgrind's start/stop
 //! instrumentation requests): divide the total by `groups`.
@@ -38,7 +39,7 @@ fn main() {
         return;
     }
     if let Some(side @ ("cancel-ours" | "cancel-tokio")) = args.peek().map(String::as_str) {
-        // One side only (for callgrind): `cancel-ours <tasks> <groups> [rounds]`.
+        // One side only (for callgrind): `cancel-ours|cancel-tokio <tasks> <groups> [rounds]`.
         let tokio_side = side == "cancel-tokio";
         args.next();
         let k: usize = args
