@@ -237,7 +237,8 @@ impl Stats {
         self.panics_caught.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A parked worker was unparked to take work (`pool.rs`: `notify_one`).
+    /// A parked worker was unparked by another thread (`pool.rs`:
+    /// `notify_one`).
     pub(crate) fn worker_woken(&self) {
         // Relaxed: an independent counter, read only for reports (and the
         // unpark that follows is a syscall: no count of it is hot).
@@ -295,14 +296,15 @@ pub struct RuntimeStats {
     /// one is to blame (the task or region ends `Panicked`); none takes a
     /// worker down.
     pub panics_caught: u64,
-    /// Times a parked worker was woken to take work: for a wake or spawn
-    /// from outside the pool, or when a worker has more queued than it can
-    /// start right away (a spawn, or a wake that displaced its LIFO slot,
-    /// leaving more than one task queued). A yield wakes no one (it adds
-    /// no work), nor does a cancellation's wake (a drain is many short
-    /// polls, cheaper on one worker). Workers also wake by themselves, to
-    /// turn the timers and to look for stranded tasks; those are not
-    /// counted.
+    /// Times a parked worker was woken by another thread: for a wake, a
+    /// spawn or an earlier timer from outside the pool; when a worker has
+    /// more queued than it can start right away (a spawn, or a wake that
+    /// displaced its LIFO slot, leaving more than one task queued); or to
+    /// keep one worker watching for stranded tasks when all the others
+    /// sleep. A yield wakes no one (it adds no work), nor does a
+    /// cancellation's wake (a drain is many short polls, cheaper on one
+    /// worker). A worker whose park times out (to turn the timers, or to
+    /// look for stranded tasks) is not counted.
     pub workers_woken: u64,
 }
 
