@@ -186,9 +186,10 @@ pub trait Clock: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy)]
 pub struct SystemClock {
     epoch: std::time::Instant,
-    /// For [`Clock::now_ceil`] on Linux.
+    /// For [`Clock::now_ceil`] on Linux (`None` when the kernel has no
+    /// coarse clock: `now_ceil` then reads `now`).
     #[cfg(target_os = "linux")]
-    coarse: CoarseEpoch,
+    coarse: Option<CoarseEpoch>,
 }
 
 /// What [`SystemClock::now_ceil`](Clock::now_ceil) needs on Linux:
@@ -200,49 +201,37 @@ pub struct SystemClock {
 #[derive(Debug, Clone, Copy)]
 struct CoarseEpoch {
     mono_at_epoch: u64,
-    /// `clock_getres(CLOCK_MONOTONIC_COARSE)`; 0 when there is none (then
-    /// `now_ceil` reads `now`).
+    /// `clock_getres(CLOCK_MONOTONIC_COARSE)`.
     tick: u64,
 }
 
+/// Calls `clock_gettime` or `clock_getres` on clock `clk`, in
+/// nanoseconds (Linux's vDSO answers the monotonic clocks without a
+/// system call); `None` if the kernel refuses it.
 #[cfg(target_os = "linux")]
-fn timespec_nanos(ts: &libc::timespec) -> u64 {
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-/// Reads clock `clk` in nanoseconds (Linux's vDSO answers the monotonic
-/// clocks without a system call); `None` if the kernel refuses it.
-#[cfg(target_os = "linux")]
-fn read_clock(clk: libc::clockid_t) -> Option<u64> {
+fn read_clock(
+    f: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+    clk: libc::clockid_t,
+) -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid, writable `timespec` for the call's duration.
-    (unsafe { libc::clock_gettime(clk, &mut ts) } == 0).then(|| timespec_nanos(&ts))
+    (unsafe { f(clk, &mut ts) } == 0).then(|| {
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64)
+    })
 }
 
 #[cfg(target_os = "linux")]
 impl CoarseEpoch {
-    fn new() -> Self {
-        let mut res = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: as in `read_clock`.
-        let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } == 0;
-        match read_clock(libc::CLOCK_MONOTONIC) {
-            Some(mono_at_epoch) if ok => CoarseEpoch {
-                mono_at_epoch,
-                tick: timespec_nanos(&res),
-            },
-            _ => CoarseEpoch {
-                mono_at_epoch: 0,
-                tick: 0,
-            },
-        }
+    fn new() -> Option<Self> {
+        Some(CoarseEpoch {
+            tick: read_clock(libc::clock_getres, libc::CLOCK_MONOTONIC_COARSE)?,
+            mono_at_epoch: read_clock(libc::clock_gettime, libc::CLOCK_MONOTONIC)?,
+        })
     }
 }
 
@@ -280,13 +269,10 @@ impl Clock for SystemClock {
     /// starved virtual CPU), and then by that delay. Elsewhere, `now`.
     fn now_ceil(&self) -> Instant {
         #[cfg(target_os = "linux")]
-        if self.coarse.tick != 0
-            && let Some(t) = read_clock(libc::CLOCK_MONOTONIC_COARSE)
+        if let Some(c) = self.coarse
+            && let Some(t) = read_clock(libc::clock_gettime, libc::CLOCK_MONOTONIC_COARSE)
         {
-            return Instant(
-                t.saturating_sub(self.coarse.mono_at_epoch)
-                    .saturating_add(self.coarse.tick),
-            );
+            return Instant(t.saturating_sub(c.mono_at_epoch).saturating_add(c.tick));
         }
         self.now()
     }
