@@ -44,6 +44,21 @@ impl<T> UnsafeCell<T> {
     }
 }
 
+/// Marks one side of a Dekker pair made of `SeqCst` accesses (a `SeqCst`
+/// store, or read-modify-write, of one atomic, then a `SeqCst` load of
+/// another, against the same in the other order on another thread): the
+/// memory model's single order of `SeqCst` operations guarantees that the
+/// two loads do not both miss the other side's store. loom does not model
+/// that order for accesses (it treats `SeqCst` accesses as acquire-release)
+/// but does for fences, so under `cfg(loom)` this is a `SeqCst` fence,
+/// placed between the two accesses, which gives the model the same
+/// guarantee; otherwise nothing (the accesses give it).
+#[inline(always)]
+pub(crate) fn dekker() {
+    #[cfg(loom)]
+    fence(Ordering::SeqCst);
+}
+
 /// One step of a busy wait: a CPU spin hint, or a yield to loom's scheduler.
 #[inline(always)]
 pub(crate) fn spin_hint() {

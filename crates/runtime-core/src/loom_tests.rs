@@ -952,3 +952,122 @@ fn task_counts_let_go_once_with_a_wake() {
 fn task_counts_let_go_once_without_a_wake() {
     task_counts_let_go_once(false);
 }
+
+/// A task in `root` that never runs here (its body is never polled), to
+/// own regions; `adopted`: registered in `root`, as a spawn is.
+fn owner_task(root: &Arc<Region>, adopted: bool) -> TaskRef {
+    let (task, registered, handle) = crate::task::new_task::<_, _, (), ()>(
+        crate::TaskId(1),
+        root.clone(),
+        Budget::UNLIMITED,
+        0,
+        |_cx| async { Ok(()) },
+    );
+    drop(handle);
+    if adopted {
+        assert!(root.adopt_task(&task, registered));
+    } else {
+        drop(registered);
+    }
+    task
+}
+
+/// A region opened by its parent's body (the parent's owner task: the
+/// child is not registered in the parent, `Region::open`) on one thread
+/// while another cancels the parent: the parent's request reaches it
+/// through the owner's list of open regions, or the open reads the
+/// request in the parent's cell (the Dekker pair of `add_open_region`'s
+/// count and `Region::cancel_nested`'s load). Either way it is cancelled.
+#[test]
+fn region_opened_in_a_body_racing_the_parents_cancel_is_cancelled() {
+    loom::model(|| {
+        let (_sched, root) = setup();
+        let owner = owner_task(&root, false);
+        let parent = Region::open(&root, &owner, &crate::RegionOptions::collect_all());
+        let (p, o) = (parent.clone(), owner.clone());
+        let opener =
+            thread::spawn(move || Region::open(&p, &o, &crate::RegionOptions::collect_all()));
+        parent.cancel(&CancelReason::user("stop"));
+        let child = opener.join().unwrap();
+        assert!(
+            child.cancel.is_requested(),
+            "a region opened in the body escaped its parent's cancellation"
+        );
+    });
+}
+
+/// A region opened by a task of the parent (not registered in the parent
+/// either) while another thread cancels the parent: the parent's sweep
+/// reaches the task, whose request passes to the regions it has open, or
+/// the open reads the request itself.
+#[test]
+fn region_opened_by_a_task_racing_its_parents_cancel_is_cancelled() {
+    loom::model(|| {
+        let (_sched, root) = setup();
+        let task = owner_task(&root, true);
+        let (r, t) = (root.clone(), task.clone());
+        let opener =
+            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        root.cancel(&CancelReason::user("stop"));
+        let child = opener.join().unwrap();
+        assert!(
+            child.cancel.is_requested(),
+            "a region opened by a task escaped its parent's cancellation"
+        );
+    });
+}
+
+/// A task of the region finishes on one thread while another opens a
+/// region through the task's context (which outlived it), and a third
+/// sweeps the region (letting finished tasks go) and then cancels it.
+/// Whichever comes first, the finish or the open, the task stays
+/// registered while the region is open through it (`is_alive`: the open's
+/// read-modify-write of the state word orders its count before COMPLETE,
+/// or sees COMPLETE and registers the task again), or the open reads the
+/// request: the region is cancelled.
+#[test]
+fn region_opened_through_a_finishing_tasks_context_is_cancelled() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let task = owner_task(&root, true);
+        sched.schedule(task.clone(), Schedule::Queue);
+        let s = sched.clone();
+        let finisher = thread::spawn(move || s.run_all());
+        let (r, t) = (root.clone(), task.clone());
+        let opener =
+            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        root.sweep();
+        root.cancel(&CancelReason::user("stop"));
+        finisher.join().unwrap();
+        let child = opener.join().unwrap();
+        assert!(
+            child.cancel.is_requested(),
+            "a region opened through a finished task's context escaped"
+        );
+    });
+}
+
+/// A region opened through the context of a task that finished and was
+/// let go by the parent's registry (a sweep), racing the parent's
+/// cancellation: the open registers the task again before it reads the
+/// parent's cell (the registry's handshake with the sweep), so the region
+/// is cancelled either way.
+#[test]
+fn region_opened_through_a_finished_tasks_context_racing_a_cancel_is_cancelled() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let task = owner_task(&root, true);
+        sched.schedule(task.clone(), Schedule::Queue);
+        sched.run_all();
+        root.sweep();
+        let (r, t) = (root.clone(), task.clone());
+        let opener =
+            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        root.cancel(&CancelReason::user("stop"));
+        let child = opener.join().unwrap();
+        assert!(
+            child.cancel.is_requested(),
+            "a region opened through a finished task's context escaped"
+        );
+    });
+}

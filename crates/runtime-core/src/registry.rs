@@ -3,10 +3,12 @@
 //!
 //! # What it is for
 //!
-//! Spawning pushes the new child here; a sweep (cancellation, compaction),
+//! Spawning pushes the new task here (child regions are not registered:
+//! each is reached through the task that opened it, `Region::open`); a
+//! sweep (cancellation, compaction),
 //! a cut-off and the close take everything pushed so far and move it into
 //! the region's own (locked, sweeper-owned) vector. Region cancellation
-//! depends on one property of it (see `Region::adopt` and the loom
+//! depends on one property of it (see `Region::adopt_task` and the loom
 //! models in `loom_tests.rs`):
 //!
 //! > A child pushed by an adopter that then reads the region's cancel cell,

@@ -1353,3 +1353,182 @@ fn a_region_body_is_woken_by_a_request_from_another_worker_whoever_polls_it() {
         }
     });
 }
+
+/// The root cause's message of a cancelled outcome.
+fn cancelled_by<T, E>(o: &Outcome<T, E>) -> Option<&str> {
+    o.cancel_reason().and_then(|r| r.root_cause().message())
+}
+
+/// A region's body opens a region whose body opens another, which waits
+/// forever; a task of the outer region cancels it. The request reaches
+/// the regions nested in the body (they are not in the outer region's
+/// registry: reached through their owner task, the body's), so the
+/// innermost wait ends cancelled and everything closes. Were the nested
+/// regions missed, the wait would last an hour (the watchdog's failure).
+#[test]
+fn a_cancel_reaches_the_regions_nested_in_a_body() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let outer = cx
+                    .region(|cx| async move {
+                        let canceller = cx.clone();
+                        let (tx, mut rx) = channel::oneshot::channel::<()>();
+                        let _h = cx.spawn(move |cx| async move {
+                            // Once the innermost body is waiting.
+                            let _ = rx.recv(&cx).await;
+                            canceller.cancel(CancelReason::user("stop"));
+                        });
+                        let mid = cx
+                            .region(move |cx| async move {
+                                let inner = cx
+                                    .region(move |cx| async move {
+                                        tx.send(()).ok();
+                                        cx.sleep(HOUR).await
+                                    })
+                                    .await;
+                                Ok::<_, ()>(inner)
+                            })
+                            .await;
+                        Ok::<_, ()>(mid)
+                    })
+                    .await;
+                Ok::<_, ()>(outer)
+            });
+            let inner = out.ok().and_then(|o| o.ok()).and_then(|m| m.ok());
+            let inner = inner.unwrap_or_else(|| panic!("{name}: the outer regions close Ok"));
+            assert_eq!(cancelled_by(&inner), Some("stop"), "{name}: {inner:?}");
+        }
+    });
+}
+
+/// Shutdown cuts off a masked task two regions deep in `block_on`'s body
+/// (regions reached through the body's task, not registered in their
+/// parents): the cut-off walks down to it, and nothing stays alive.
+#[test]
+fn shutdown_cuts_off_a_masked_task_in_regions_nested_in_a_body() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let handle = rt.shutdown_handle();
+            let stopper = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                handle.shutdown(Duration::from_millis(200))
+            });
+            let _ = rt.block_on(|cx| async move {
+                let r = cx
+                    .region(|cx| async move {
+                        let r = cx
+                            .region(|cx| async move {
+                                let h = cx.spawn(|cx| async move {
+                                    let _ = cx.masked(cx.sleep(HOUR)).await;
+                                });
+                                Ok::<_, ()>(h.await)
+                            })
+                            .await;
+                        Ok::<_, ()>(r.is_ok())
+                    })
+                    .await;
+                Ok::<_, ()>(r.is_ok())
+            });
+            assert_eq!(stopper.join().unwrap(), 0, "{name}: nothing left alive");
+            assert!(rt.stats().tasks_cut_off >= 1, "{name}");
+        }
+    });
+}
+
+/// A region opened through a `Cx` that left its region's tasks (moved
+/// into a task of another region) is registered in its parent, and the
+/// parent's cancellation reaches it there.
+#[test]
+fn a_region_opened_through_a_cx_moved_elsewhere_is_cancelled_with_its_parent() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let elsewhere = cx.clone();
+                let r = cx
+                    .region(move |pcx| async move {
+                        let p = pcx.clone();
+                        let (tx, mut rx) = channel::oneshot::channel::<()>();
+                        // A task of `block_on`'s region, not of this one.
+                        let h = elsewhere.spawn(move |_| async move {
+                            p.region(move |icx| async move {
+                                tx.send(()).ok();
+                                icx.sleep(HOUR).await
+                            })
+                            .await
+                        });
+                        // Once the region opened elsewhere waits.
+                        let _ = rx.recv(&pcx).await;
+                        pcx.cancel(CancelReason::user("stop"));
+                        Ok::<_, ()>(h.await)
+                    })
+                    .await;
+                Ok::<_, ()>(r)
+            });
+            let task = out.ok().and_then(|r| r.ok());
+            let task = task.unwrap_or_else(|| panic!("{name}: the regions close Ok"));
+            // The task saw the request at its sleep (a checkpoint of its
+            // own): it ends cancelled, with the reason.
+            assert_eq!(cancelled_by(&task), Some("stop"), "{name}: {task:?}");
+        }
+    });
+}
+
+/// A task's `Cx` outlives the task (returned as its output), and is used
+/// from another task to open a region in the task's region, after enough
+/// other tasks finished there for a sweep to have let the finished task
+/// go. The region's cancellation still reaches the region opened through
+/// that context (the finished task is registered again while a region is
+/// open through it), so the wait inside ends cancelled and the region
+/// closes. (Missed, it would wait an hour: the watchdog's failure; the
+/// region has no grace period, after which a cut-off would end it too.)
+#[test]
+fn a_region_opened_through_the_cx_of_a_finished_task_is_cancelled_with_its_parent() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            for compact in [false, true] {
+                let out = rt.block_on(move |cx| async move {
+                    // No grace period: a missed region is not cut off
+                    // after one either (which would end the wait too).
+                    let unbounded = RegionOptions::collect_all().cleanup(CleanupBudget::UNLIMITED);
+                    let r = cx
+                        .region_with(unbounded, move |pcx| async move {
+                            let task_cx = pcx.spawn(|tcx| async move { tcx }).await;
+                            let task_cx = task_cx.ok().expect("the task finishes");
+                            if compact {
+                                // Enough finished tasks for the region's
+                                // registry to drop the finished ones.
+                                for _ in 0..100 {
+                                    let _ = pcx.spawn(|_| async {}).await;
+                                }
+                            }
+                            let (tx, mut rx) = channel::oneshot::channel::<()>();
+                            let h = pcx.spawn(move |_| async move {
+                                task_cx
+                                    .region(move |icx| async move {
+                                        tx.send(()).ok();
+                                        icx.sleep(HOUR).await
+                                    })
+                                    .await
+                            });
+                            let _ = rx.recv(&pcx).await;
+                            pcx.cancel(CancelReason::user("stop"));
+                            Ok::<_, ()>(h.await)
+                        })
+                        .await;
+                    Ok::<_, ()>(r)
+                });
+                let task = out.ok().and_then(|r| r.ok());
+                let task =
+                    task.unwrap_or_else(|| panic!("{name}, {compact}: the regions close Ok"));
+                // The region inside ended cancelled with the reason, and
+                // the task returned that outcome (it was not cut off).
+                let inner = match &task {
+                    Outcome::Ok(inner) => cancelled_by(inner),
+                    _ => None,
+                };
+                assert_eq!(inner, Some("stop"), "{name}, {compact}: {task:?}");
+            }
+        }
+    });
+}

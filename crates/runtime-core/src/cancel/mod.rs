@@ -10,9 +10,11 @@
 //!
 //! A request strengthens a `CancelCell` (the first request is one
 //! compare-and-swap; a later, stronger one takes a mutex) and sweeps the
-//! registry: tasks in the region get the reason verbatim, child regions get
-//! `ParentCancelled` with the reason as its cause; a task's own cancellation also reaches the regions its body
-//! has open. Checkpoints (`checkpoint`, `yield_now`, `sleep`, `tick`,
+//! registry of the region's tasks, which get the reason verbatim; the
+//! regions below get `ParentCancelled` with the reason as its cause,
+//! through the task that opened each: a task's cancellation reaches the
+//! regions its body has open, and a region's reaches those its own body
+//! opened in it. Checkpoints (`checkpoint`, `yield_now`, `sleep`, `tick`,
 //! channel waits) read the cell of their scope. A task or body that returns
 //! `Err` after a checkpoint reported cancellation ends `Cancelled(reason)`.
 //! Cleanup is bounded: after the request, a task may be polled

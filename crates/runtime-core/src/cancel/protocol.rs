@@ -4,9 +4,13 @@
 //!   [`CancelCell`](super::CancelCell) (reasons only strengthen), passes it
 //!   on to the regions the task has open, and wakes the task so that it
 //!   reaches a checkpoint. [`Region::cancel`] records it in the region's
-//!   cell and sweeps the region's children, passing the reason to each
-//!   task (as is) and each child region (as `ParentCancelled`), then wakes
-//!   whoever polls the region's body. The tasks one sweep wakes are queued
+//!   cell and sweeps the region's registry, passing the reason to each
+//!   task (as is), passes it to the regions its body opened in it (as
+//!   `ParentCancelled`: `cancel_nested`), then wakes whoever polls the
+//!   region's body. A child region is never in its parent's registry: it
+//!   is reached through the task that opened it, a task of the parent
+//!   (whose request passes on to the regions it has open) or the parent's
+//!   owner (`cancel_nested`). The tasks one sweep wakes are queued
 //!   together (`Scheduler::schedule_cancelled`: one job for all of them on
 //!   a worker, `sched/batch.rs`), and each task's cell records the region's
 //!   reason without a count of its own (`CancelCell::request_borrowed`).
@@ -26,15 +30,21 @@
 //!
 //! A spawn racing a request is never missed: the spawn registers the child
 //! and then reads the region's cell, the request stores into the cell and
-//! then sweeps the registry; `Region::adopt` and `registry.rs` say why one
+//! then sweeps the registry; `Region::adopt_task` and `registry.rs` say why one
 //! of the two always sees the other (loom: `registry_adopt_racing_cancel_*` and
-//! `region_spawn_racing_*` in `loom_tests.rs`).
+//! `region_spawn_racing_*` in `loom_tests.rs`). A region opened racing a
+//! request on its parent is never missed either: the open adds it to its
+//! owner task's list of open regions (a SeqCst count) and then reads the
+//! parent's cell; the request stores into the cell (SeqCst) and then reads
+//! that count, of the task it sweeps or of the parent's owner (loom:
+//! `region_opened_in_a_body_racing_the_parents_cancel_is_cancelled`,
+//! `region_opened_by_a_task_racing_its_parents_cancel_is_cancelled`).
 
 use std::sync::{Arc, Weak};
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
-use crate::region::{BodyPoller, Child, Region};
+use crate::region::{BodyPoller, Region, is_alive};
 use crate::sched::Schedule;
 use crate::task::{
     COMPLETE, CUT_OFF, TaskRef, is_running_task, is_running_task_waker, wake_cancelled_task,
@@ -114,6 +124,7 @@ fn request_task(
     // (the request's SeqCst store into the cell came first): a region
     // opened concurrently either is seen here or sees the request itself
     // (`Region::open` reads the owner's cell after registering).
+    crate::loom::dekker();
     if h.open_count.load(Ordering::SeqCst) != 0 {
         cancel_open_regions(h, reason);
     }
@@ -308,7 +319,26 @@ impl Region {
             return;
         }
         self.sweep();
+        self.cancel_nested();
         self.wake_body();
+    }
+
+    /// Passes this region's cancellation to the regions its body opened
+    /// in it (its owner task's, not in the registry: `Region::open`). The
+    /// request is in the cell before `nested` is read (`nested_regions`):
+    /// a region opened meanwhile is either found here or reads the
+    /// request itself.
+    fn cancel_nested(&self) {
+        let nested = self.nested_regions();
+        if nested.is_empty() {
+            return;
+        }
+        if let Some(reason) = self.cancel.get() {
+            let child = reason.for_child();
+            for r in nested {
+                r.cancel(&child);
+            }
+        }
     }
 
     /// Wakes whoever polls the body to see a request: the waker its last
@@ -403,24 +433,17 @@ impl Region {
             // Borrowed from this region's cell (no count taken): the cell
             // keeps it while `self` lives.
             let reason = self.cancel.get_borrowed();
-            // Made at the first child region (most sweeps reach only tasks).
-            let child_reason = std::cell::OnceCell::new();
             let mut wakes = CancelWakes::new(&*self.sched);
-            let mut apply = |c: &Child, room: usize| {
+            // The tasks only: the regions below are reached through the
+            // tasks that opened them (`request_task` passes the request
+            // on to a task's open regions) and through this region's
+            // owner (`cancel_nested`).
+            let mut apply = |t: &TaskRef, room: usize| {
                 let Some(reason) = &reason else { return };
-                match c {
-                    Child::Task(t) => {
-                        // The reason is this region's (loaded from its
-                        // cell above), and `t` is this region's task.
-                        if request_task(t, reason, false, true) {
-                            wakes.wake(t, room);
-                        }
-                    }
-                    Child::Region(r) => {
-                        if let Some(r) = r.upgrade() {
-                            r.cancel(child_reason.get_or_init(|| reason.for_child()));
-                        }
-                    }
+                // The reason is this region's (loaded from its cell above),
+                // and `t` is this region's task.
+                if request_task(t, reason, false, true) {
+                    wakes.wake(t, room);
                 }
             };
             let mut swept = lock(&self.swept);
@@ -428,7 +451,7 @@ impl Region {
             let incoming = self.children.len();
             let room = swept.len() + incoming;
             swept.retain(|c| {
-                let alive = c.is_alive();
+                let alive = is_alive(c);
                 if alive {
                     apply(c, room);
                 }
@@ -436,7 +459,7 @@ impl Region {
             });
             // Those registered since: the same, then keep them here. The
             // take (after this pass loaded the reason) is the sweep's half
-            // of the handshake with `adopt`. (Room for them first: the
+            // of the handshake with `adopt_task`. (Room for them first: the
             // registry's length is an estimate, which is all this needs.)
             if swept.capacity() == 0 {
                 if incoming > 0 {
@@ -453,7 +476,7 @@ impl Region {
             // Under `swept`'s lock: `take_locked` (no read-modify-write
             // for the taken count).
             for c in self.children.take_locked() {
-                if c.is_alive() {
+                if is_alive(&c) {
                     apply(&c, room);
                     swept.push(c);
                 }
@@ -485,38 +508,28 @@ impl Region {
             // its first poll).
             self.wake_body_if(false);
         }
-        let seen: Vec<Child> = {
+        let seen: Vec<TaskRef> = {
             let mut swept = lock(&self.swept);
             // Those registered since the last sweep join the swept ones
             // first: every take of the registry moves what it took into
             // `swept` under this lock, so a sweep running after this never
-            // misses a child that the cut-off took.
-            swept.extend(self.children.take_locked().filter(Child::is_alive));
-            swept
-                .iter()
-                .map(|c| match c {
-                    Child::Task(t) => Child::Task(t.clone()),
-                    Child::Region(r) => Child::Region(r.clone()),
-                })
-                .collect()
+            // misses a task that the cut-off took.
+            swept.extend(self.children.take_locked().filter(is_alive));
+            swept.clone()
         };
-        for c in &seen {
-            self.cut_off_child(c, force);
+        for t in seen {
+            // The regions the task opened here first (not registered here:
+            // reached through the task, as a request is).
+            for r in t.header().open_regions_in(self) {
+                r.cut_off_all(force);
+            }
+            if force || !t.header().has_live_regions() {
+                cut_off_task(t);
+            }
         }
-    }
-
-    pub(crate) fn cut_off_child(&self, c: &Child, force: bool) {
-        match c {
-            Child::Task(t) => {
-                if force || !t.header().has_live_regions() {
-                    cut_off_task(t.clone());
-                }
-            }
-            Child::Region(r) => {
-                if let Some(r) = r.upgrade() {
-                    r.cut_off_all(force);
-                }
-            }
+        // And those the body opened here (through the owner task).
+        for r in self.nested_regions() {
+            r.cut_off_all(force);
         }
     }
 }
@@ -596,6 +609,55 @@ mod tests {
         // Only `t` itself (and `token`) hold the value after each close.
         assert_eq!(out.ok(), Some(vec![(true, 2); 3]));
         assert_eq!(std::sync::Arc::strong_count(&token), 1);
+    }
+
+    /// A region opened by a task of its parent, or by its parent's body,
+    /// is counted in the parent but not registered there (it is reached
+    /// through its owner task): region after region, the parent's
+    /// registry stays empty, and a closed region's node is freed at its
+    /// close (no weak reference left to hold it until a later sweep).
+    #[test]
+    fn a_region_reached_through_its_owner_task_is_not_registered_in_its_parent() {
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let parent = cx.core().region_node().clone();
+            let mut nodes = Vec::new();
+            for _ in 0..100 {
+                // Opened by the parent's body (its owner task), and one
+                // level further down by that region's body.
+                let node = cx
+                    .region(|cx| async move {
+                        let inner = cx.core().region_node().clone();
+                        let deeper = cx.region(|_| async move { Ok::<_, ()>(()) }).await;
+                        Ok::<_, ()>((std::sync::Arc::downgrade(&inner), deeper.is_ok()))
+                    })
+                    .await;
+                let (node, deeper_ok) = node.ok().expect("the region closes Ok");
+                assert!(deeper_ok);
+                nodes.push(node);
+            }
+            let after_regions = parent.children.len();
+            // And by a task of the parent (the task itself is registered).
+            let task_region = cx
+                .spawn(|cx| async move {
+                    let r = cx
+                        .region(|cx| async move {
+                            Ok::<_, ()>(std::sync::Arc::downgrade(cx.core().region_node()))
+                        })
+                        .await;
+                    r.ok().expect("the region closes Ok")
+                })
+                .await
+                .ok()
+                .expect("the task finishes Ok");
+            nodes.push(task_region);
+            Ok::<_, ()>(([after_regions, parent.children.len()], nodes))
+        });
+        let (registered, nodes) = out.ok().expect("block_on body returns Ok");
+        assert_eq!(registered, [0, 1], "no region was registered in its parent");
+        for n in nodes {
+            assert_eq!(n.weak_count(), 0, "a closed region's node is freed");
+        }
     }
 
     /// A task that is still running after the poll that saw the request

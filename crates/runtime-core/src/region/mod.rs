@@ -1,11 +1,13 @@
 //! Regions: scopes that own tasks and close only when every task and child
 //! region in them has finished.
 //!
-//! A region node keeps a registry of its children (a lock-free push-only
+//! A region node keeps a registry of its tasks (a lock-free push-only
 //! [`Registry`] that spawns push to, and a vector that sweeps move them
-//! into, compacted as children finish) so that a cancellation request
-//! reaches every one of them, a live count that the closing region waits
-//! on, the join of its children's outcomes, and its finalizers.
+//! into, compacted as tasks finish) so that a cancellation request
+//! reaches every one of them, a live count (tasks and child regions) that
+//! the closing region waits on, the join of its children's outcomes, and
+//! its finalizers. A child region is counted, not registered: it is
+//! reached through the task that opened it (below).
 //!
 //! * `mod.rs`: the node ([`Region`]), its children and their reports.
 //! * `options.rs`: [`RegionOptions`] and [`Policy`], how to open one.
@@ -16,18 +18,31 @@
 //!
 //! ## Life of a region
 //!
-//! A region counts its live children, holds them in a registry (spawns push
-//! to a lock-free push-only `Registry` (`registry.rs`, loom-modelled); a
-//! sweep moves what it has seen into a vector only sweeps, cut-offs and the
-//! close touch, and drops finished entries; tasks are held strongly, so a
-//! task nobody references is still owned and reachable), and closes with a
-//! CAS of the live count from 0 to CLOSED, after which nothing can be
-//! spawned into it. The count's WAITER bit says the closer registered a
-//! waker: the last child looks at the closer's slot only then.
-//! `run_region` is the life of a region: body, quiescence, finalizers in
-//! reverse under the cleanup budget, outcome. Dropping it early abandons
-//! the region: it is cancelled and the last child to finish completes the
-//! close.
+//! A region counts its live children, holds its tasks in a registry
+//! (spawns push to a lock-free push-only `Registry` (`registry.rs`,
+//! loom-modelled); a sweep moves what it has seen into a vector only
+//! sweeps, cut-offs and the close touch, and drops finished entries; tasks
+//! are held strongly, so a task nobody references is still owned and
+//! reachable), and closes with a CAS of the live count from 0 to CLOSED,
+//! after which nothing can be spawned into it. The count's WAITER bit says
+//! the closer registered a waker: the last child looks at the closer's
+//! slot only then. `run_region` is the life of a region: body, quiescence,
+//! finalizers in reverse under the cleanup budget, outcome. Dropping it
+//! early abandons the region: it is cancelled and the last child to finish
+//! completes the close.
+//!
+//! A region is opened through a context, by the context's task: a task of
+//! the parent (spawned into it) or the parent's owner (the task its body
+//! runs in). Every task keeps a list of the regions it has open
+//! (`Header::open_regions`), so the child is reached through that task: a
+//! task's cancellation and cut-off pass to its open regions, and a
+//! region's pass to the regions its owner opened in it. The parent only
+//! counts the child, and the child's node is freed when its last strong
+//! reference goes (a registry entry would hold its memory until the
+//! parent's next sweep). A context can outlive its task (kept in the
+//! task's output, moved elsewhere): a finished task stays in the registry
+//! while a region is open through its context (`is_alive`), and one the
+//! registry already let go is registered again by such an open.
 
 mod error;
 mod options;
@@ -112,30 +127,27 @@ impl Worst {
     }
 }
 
-/// A registry entry. The region owns its tasks: it holds them strongly
-/// until they complete, so a task nobody else references (its handle
-/// dropped, waiting on something that never comes) is still reachable for
-/// cancellation and cut-off, never silently freed.
-pub(crate) enum Child {
-    Task(TaskRef),
-    Region(Weak<Region>),
-}
-
-impl Child {
-    pub(crate) fn is_alive(&self) -> bool {
-        match self {
-            // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)`: a
-            // child seen finished needs no request (its report to this
-            // region, which comes right after COMPLETE, may still be on its
-            // way: the live count waits for it, not this list). A stale
-            // "alive" only keeps the entry until the next sweep.
-            Child::Task(t) => t.header().state.load(Ordering::Acquire) & crate::task::COMPLETE == 0,
-            Child::Region(r) => r
-                .upgrade()
-                // Acquire: pairs with `detach`'s AcqRel swap; stale "open" as above.
-                .is_some_and(|r| !r.closed.load(Ordering::Acquire)),
-        }
-    }
+/// Whether a registered task still needs its entry: it is running, or it
+/// finished with regions still open through its context (a `Cx` that
+/// outlived its task: child regions are not registered, each is reached
+/// through the task that opened it, `Region::open`). The registry holds
+/// the region's tasks strongly until then, so a task nobody else
+/// references (its handle dropped, waiting on something that never comes)
+/// is still reachable for cancellation and cut-off, never silently freed.
+pub(crate) fn is_alive(t: &TaskRef) -> bool {
+    // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)`: a child
+    // seen finished needs no request (its report to this region, which
+    // comes right after COMPLETE, may still be on its way: the live count
+    // waits for it, not this list). A stale "alive" only keeps the entry
+    // until the next sweep.
+    let h = t.header();
+    h.state.load(Ordering::Acquire) & crate::task::COMPLETE == 0
+        // Acquire: pairs with the counts' stores. A region opened before
+        // the task finished was counted before COMPLETE (on the task, or,
+        // through a context elsewhere, ordered by `open`'s read-modify-write
+        // of the state word), so the Acquire above makes it seen; one opened
+        // after registers the task again (`open`).
+        || h.open_count.load(Ordering::Acquire) != 0
 }
 
 /// A finalizer: runs when the region closes, in reverse order of
@@ -173,8 +185,16 @@ pub(crate) struct Region {
     pub(crate) sched: Arc<dyn Scheduler>,
     /// `sched.observes()`, asked once (`Region::observe`).
     observed: bool,
-    /// Children alive (tasks and child regions).
+    /// Children alive (tasks and child regions: only the tasks are in the
+    /// registry).
     live: AtomicUsize,
+    /// Child regions alive that this region's owner opened (its body's
+    /// nested regions, reached through the owner's list of open regions):
+    /// a request looks at that list only when there is one.
+    nested: AtomicUsize,
+    /// This region is one of its parent's `nested` (its owner is the
+    /// parent's owner), counted there from its open to its close.
+    in_parents_body: bool,
     closer: WakerSlot,
     /// Who polled the body last (woken by a cancel request): its owner
     /// task with the task's own waker (the common case, which stores no
@@ -188,11 +208,11 @@ pub(crate) struct Region {
     /// Children registered since the last take (`registry.rs`): spawns
     /// push here; sweeps, cut-offs and the close take it whole, under
     /// `swept`'s lock, into `swept`.
-    pub(crate) children: Registry<Child>,
+    pub(crate) children: Registry<TaskRef>,
     /// Children a sweep has already seen: moved out of the registry (which
     /// stays short, for spawns) into this vector, which only sweeps (one at
     /// a time), cut-offs and the close touch, so its lock is uncontended.
-    pub(crate) swept: Mutex<Vec<Child>>,
+    pub(crate) swept: Mutex<Vec<TaskRef>>,
     pub(crate) sweeps: AtomicUsize,
     /// Made by the first failure (most regions have none: their close
     /// then takes no lock for it). A failing child makes and fills it
@@ -213,7 +233,6 @@ pub(crate) struct Region {
     /// Set when the region's future was dropped before it closed: the last
     /// child to finish completes the close.
     abandoned: AtomicBool,
-    closed: AtomicBool,
     /// Opened in a parent that had closed: not counted there.
     orphan: AtomicBool,
 }
@@ -248,16 +267,16 @@ const WAITER: usize = 1 << (usize::BITS - 2);
 
 #[cfg(not(loom))]
 thread_local! {
-    /// Empty `Vec<Child>` buffers kept per thread for the regions' `swept`
+    /// Empty `Vec<TaskRef>` buffers kept per thread for the regions' `swept`
     /// lists: a cancelled region's first sweep needs one and its close
     /// frees it, usually on the same worker (a malloc and a free per
     /// cancelled region, inside the cancel and the close).
-    static CHILD_BUFS: std::cell::RefCell<Vec<Vec<Child>>> =
+    static CHILD_BUFS: std::cell::RefCell<Vec<Vec<TaskRef>>> =
         const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Buffers kept per thread, and the largest capacity kept (in children:
-/// 16 bytes each).
+/// 8 bytes each).
 #[cfg(not(loom))]
 const CACHED_BUFS: usize = 4;
 #[cfg(not(loom))]
@@ -265,7 +284,7 @@ const CACHED_BUF_CAP: usize = 1024;
 
 /// An empty buffer with room for at least `n` children: this thread's
 /// cached one when it has one, else a new one.
-pub(crate) fn child_buf(n: usize) -> Vec<Child> {
+pub(crate) fn child_buf(n: usize) -> Vec<TaskRef> {
     #[cfg(not(loom))]
     {
         if let Some(mut v) = crate::sync::cache_take(&CHILD_BUFS) {
@@ -277,7 +296,7 @@ pub(crate) fn child_buf(n: usize) -> Vec<Child> {
 }
 
 /// Gives an emptied buffer back to this thread's cache (or frees it).
-pub(crate) fn recycle_child_buf(v: Vec<Child>) {
+pub(crate) fn recycle_child_buf(v: Vec<TaskRef>) {
     debug_assert!(v.is_empty());
     #[cfg(not(loom))]
     {
@@ -309,6 +328,7 @@ impl Region {
                 RegionId(sched.next_id()),
                 None,
                 None,
+                false,
                 Policy::CollectAll,
                 Budget::UNLIMITED,
                 cleanup,
@@ -323,6 +343,7 @@ impl Region {
         id: RegionId,
         parent: Option<Arc<Region>>,
         owner: Option<WeakTask>,
+        in_parents_body: bool,
         policy: Policy,
         budget: Budget,
         cleanup: CleanupBudget,
@@ -344,6 +365,8 @@ impl Region {
             sched,
             observed,
             live: AtomicUsize::new(0),
+            nested: AtomicUsize::new(0),
+            in_parents_body,
             closer: WakerSlot::new(),
             body_waker: Mutex::new(BodyPoller::NotYet),
             children: Registry::new(),
@@ -354,20 +377,25 @@ impl Region {
             fin_state: AtomicU32::new(FIN_NONE),
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
             orphan: AtomicBool::new(false),
         }
     }
 
     /// Opens a child region of `parent`, whose body runs in `owner`.
+    ///
+    /// `owner` is a task of `parent` or its owner (a context's task, below
+    /// the context's region: see the module doc), so the region is reached
+    /// through `owner` and only counted in `parent`.
     pub(crate) fn open(parent: &Arc<Region>, owner: &TaskRef, spec: &RegionOptions) -> Arc<Region> {
         let sched = parent.sched.clone();
+        let in_parents_body = parent.owner_is(owner.as_ptr());
         let node = Arc::new_cyclic(|this| {
             Region::new(
                 this.clone(),
                 RegionId(sched.next_id()),
                 Some(parent.clone()),
                 Some(owner.downgrade()),
+                in_parents_body,
                 spec.policy,
                 parent.budget.meet(&spec.budget),
                 spec.cleanup.unwrap_or(parent.cleanup),
@@ -375,7 +403,50 @@ impl Region {
             )
         });
         owner.header().add_open_region(&node);
-        if !parent.adopt(Child::Region(Arc::downgrade(&node))) {
+        // Counted live in the parent, not registered there: the region is
+        // reached through `owner`. A context's region is either its task's
+        // own (the task is a child of `parent`, registered there, and a
+        // task's cancellation and cut-off pass to the regions it has open)
+        // or one whose body the task runs (`owner` is `parent`'s owner, and
+        // the parent's cancellation and cut-off pass to the regions its
+        // owner opened in it: `cancel/protocol.rs`). So no registry entry,
+        // and no weak reference holding the node's memory until a later
+        // sweep of the parent drops it.
+        debug_assert!(
+            in_parents_body
+                || std::ptr::eq(Arc::as_ptr(&owner.header().region), Arc::as_ptr(parent)),
+            "a region opened by a task that is neither a child nor the owner of its parent"
+        );
+        // A task of the parent that opens through its context from another
+        // task (the context moved there) may have finished, and been let go
+        // by the parent's registry: registered again, so that the parent's
+        // cancellation and cut-off reach the region through it
+        // (`is_alive` keeps it while the region is open). AcqRel, a
+        // read-modify-write of the state word: if it comes before the
+        // task's COMPLETE there, the count stored above happens before that
+        // COMPLETE, which a sweep reads before the count (`is_alive`); if
+        // after, it reads COMPLETE. (The task polled on this thread cannot
+        // finish meanwhile: no check. Always checked under loom, whose
+        // threads share one thread-local.)
+        let reregister = !in_parents_body
+            && (cfg!(loom) || !std::ptr::eq(crate::task::running_task(), owner.header()))
+            && owner.header().state.fetch_or(0, Ordering::AcqRel) & crate::task::COMPLETE != 0;
+        let adopted = parent.count_child();
+        if adopted && reregister {
+            // Pushed before the parent's cell is read below: the
+            // registry's handshake with a sweep (`adopt_task`).
+            parent.children.push(owner.clone());
+        }
+        if adopted && in_parents_body {
+            // SeqCst: the RMW half of the Dekker pair with `cancel_nested`
+            // (a request's SeqCst store into the parent's cell, then a
+            // SeqCst load of this count): this open, which added the node
+            // to the owner's list above and reads the parent's cell below,
+            // is either counted there or reads the request itself.
+            parent.nested.fetch_add(1, Ordering::SeqCst);
+            crate::loom::dekker();
+        }
+        if !adopted {
             // The parent has closed (a `Cx` outlived its region): this
             // region is born cancelled and never counted in the parent.
             // Relaxed: set before the node is handed out; every path from here
@@ -405,16 +476,10 @@ impl Region {
         node
     }
 
-    /// Registers a new child: counted live, reachable by cancellation.
-    ///
-    /// The registration (the registry's push, an acquire-release CAS on
-    /// its head) and the check of this region's cancel flag afterwards (in
-    /// the caller) pair with `cancel`'s flag store and the sweep's take of
-    /// the registry (an acquire-release swap of the same head, under
-    /// `swept`'s lock, as every take is): either the sweep finds the child
-    /// or the caller sees the flag (`registry.rs` explains why; loom checks
-    /// it in `loom_tests.rs`).
-    pub(crate) fn adopt(&self, child: Child) -> bool {
+    /// Counts a new child (a task, registered next: `adopt_task`; or a
+    /// region) live. False, and nothing counted, if the region has closed.
+    #[inline]
+    pub(crate) fn count_child(&self) -> bool {
         // SeqCst: pairs with the CAS that closes the region (a child is
         // either counted before the close or refused after it).
         if self.live.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
@@ -423,24 +488,42 @@ impl Region {
             self.live.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
-        self.children.push(child);
-        // Amortised compaction: finished children are dropped from the
-        // registry once they outnumber the live ones (the registry's
+        true
+    }
+
+    /// Whether the task at `task` is this region's owner (its body runs
+    /// there).
+    #[inline]
+    pub(crate) fn owner_is<T: ?Sized>(&self, task: *const T) -> bool {
+        self.owner
+            .as_ref()
+            .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), task))
+    }
+
+    /// Registers a spawned task (`registered`: the registry's reference
+    /// to `task`): counted live, reachable by cancellation; and applies a
+    /// pending cancellation to it. Returns false (and adopts nothing) if
+    /// the region is already closed.
+    ///
+    /// The registration (the registry's push, an acquire-release CAS on
+    /// its head) and the check of this region's cancel flag afterwards
+    /// pair with `cancel`'s flag store and the sweep's take of the
+    /// registry (an acquire-release swap of the same head, under `swept`'s
+    /// lock, as every take is): either the sweep finds the task or the
+    /// check sees the flag (`registry.rs` explains why; loom checks it in
+    /// `loom_tests.rs`).
+    pub(crate) fn adopt_task(&self, task: &TaskRef, registered: TaskRef) -> bool {
+        debug_assert!(std::ptr::eq(task.as_ptr(), registered.as_ptr()));
+        if !self.count_child() {
+            return false;
+        }
+        self.children.push(registered);
+        // Amortised compaction: finished tasks are dropped from the
+        // registry once they outnumber the live children (the registry's
         // length is an estimate, which is all this needs).
         let len = self.children.len();
         if len > 64 && len > self.live() {
             self.sweep();
-        }
-        true
-    }
-
-    /// Registers a spawned task (`registered`: the registry's reference
-    /// to `task`) and applies a pending cancellation to it. Returns false
-    /// (and adopts nothing) if the region is already closed.
-    pub(crate) fn adopt_task(&self, task: &TaskRef, registered: TaskRef) -> bool {
-        debug_assert!(std::ptr::eq(task.as_ptr(), registered.as_ptr()));
-        if !self.adopt(Child::Task(registered)) {
-            return false;
         }
         if let Some(reason) = self.cancel.get_arc() {
             // `task` is this region's (spawned into it), and the reason is
@@ -453,6 +536,22 @@ impl Region {
     /// The task whose body runs this region, if it is still alive.
     pub(crate) fn owner_task(&self) -> Option<TaskRef> {
         self.owner.as_ref().and_then(WeakTask::upgrade)
+    }
+
+    /// The regions open in this one that its owner opened (its body's
+    /// nested regions), found in the owner's list of open regions when
+    /// `nested` counts any. A caller that stored a cancel request in this
+    /// region's cell first finds every one opened before the count's
+    /// load, and each one opened after reads the request (`open`).
+    pub(crate) fn nested_regions(&self) -> Vec<Arc<Region>> {
+        // SeqCst: the load half of the Dekker pair with `open`'s increment
+        // (after the caller's SeqCst store into the cell).
+        crate::loom::dekker();
+        if self.nested.load(Ordering::SeqCst) == 0 {
+            return Vec::new();
+        }
+        self.owner_task()
+            .map_or_else(Vec::new, |t| t.header().open_regions_in(self))
     }
 
     /// Whether `region` is this region or lies below it.
@@ -579,7 +678,7 @@ impl Region {
 
     /// Closes the region to new children if none is alive.
     fn try_close(&self) -> bool {
-        // SeqCst: see `adopt`. From no child, with or without WAITER (a
+        // SeqCst: see `count_child`. From no child, with or without WAITER (a
         // second try when the first finds only WAITER: it is never
         // cleared, so a third could only find a child or the close).
         let mut expect = 0;
@@ -607,7 +706,7 @@ impl Region {
     /// `AbandonGuard` keeps the compare-and-swap, whose read cannot be
     /// stale.
     fn try_close_if_quiet(&self) -> bool {
-        // SeqCst: as the compare-and-swap's read (`adopt`); a value above
+        // SeqCst: as the compare-and-swap's read (`count_child`); a value above
         // zero read here is the count at some point after every decrement
         // that happened-before this look (coherence), so a stale read
         // only sends the closer to register and look again.
@@ -729,11 +828,7 @@ impl Region {
     #[inline]
     pub(crate) fn owner_is_running(&self) -> bool {
         let running = crate::task::running_task();
-        !running.is_null()
-            && self
-                .owner
-                .as_ref()
-                .is_some_and(|w| std::ptr::addr_eq(w.as_ptr(), running))
+        !running.is_null() && self.owner_is(running)
     }
 
     /// Whether the cleanup budget of this region's body has run out.
@@ -804,21 +899,17 @@ impl Region {
     fn detach(&self, owner: Option<&TaskRef>, waker_stored: bool) {
         // One caller only: `close` and `finish_abandoned` each come after
         // the compare-and-swap that set the live count's CLOSED bit, which
-        // succeeds once per region (`try_close`), so a store does (no
-        // swap). Release publishes the close to `Child::is_alive`'s
-        // Acquire in the parent's sweeps. (Relaxed for the check: the
-        // CLOSED compare-and-swap already ordered any earlier detach.)
+        // succeeds once per region (`try_close`). (Relaxed for the check:
+        // that compare-and-swap came before, on this thread.)
         debug_assert!(
-            !self.closed.load(Ordering::Relaxed),
-            "a region detached twice"
+            self.live.load(Ordering::Relaxed) & CLOSED != 0,
+            "a region detached before its close"
         );
-        self.closed.store(true, Ordering::Release);
         self.observe(Observed::RegionDetached(self.id));
         // Closed (the live count's CLOSED bit, set by the compare-and-swap
         // that read the last child's decrement): no push can come any
         // more, and each one that came happens-before that decrement (a
-        // task's push before it was scheduled, a child region's in its
-        // owner task before its close), so an empty registry reads empty
+        // task's push before it was scheduled), so an empty registry reads empty
         // here, and the take's swap is skipped.
         if let Some(left) = self.children.take_if_any() {
             drop(left);
@@ -865,6 +956,12 @@ impl Region {
             // Relaxed: see the store in `open`.
             && !self.orphan.load(Ordering::Relaxed)
         {
+            if self.in_parents_body {
+                // Release: a request that still reads the count before this
+                // only looks at the owner's list, where this node is no
+                // longer (removed above).
+                parent.nested.fetch_sub(1, Ordering::Release);
+            }
             parent.child_done(Severity::Ok);
         }
     }

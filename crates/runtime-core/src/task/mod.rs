@@ -284,6 +284,7 @@ impl Header {
         // added here and then checking the task's cell (`Region::open`), and a
         // request stored in the cell and then reading this, cannot both miss.
         self.open_count.store(open.len(), Ordering::SeqCst);
+        crate::loom::dekker();
     }
 
     /// Whether a region this task has open still has children running.
@@ -301,6 +302,37 @@ impl Header {
                 .iter()
                 .filter_map(Weak::upgrade)
                 .any(|r| r.live() > 0)
+        })
+    }
+
+    /// This task's open regions whose parent is `parent`: the regions its
+    /// body opened directly in `parent`, which `parent`'s registry does not
+    /// hold (`Region::open`: reached through this task instead).
+    pub(crate) fn open_regions_in(&self, parent: &Region) -> Vec<Arc<Region>> {
+        // SeqCst: the load half of the Dekker pair with `add_open_region`'s
+        // store, for a caller that stored a cancel request first (SeqCst, in
+        // `parent`'s cell): a region opened concurrently in `parent` is
+        // either counted here or reads the request itself (`Region::open`
+        // reads the parent's cell after its add).
+        // `parent` itself is in the list of its owner task (from its open to
+        // its close): only a count above that says a child may be there.
+        // (Every count stored while `parent` and a child of it are both
+        // open counts both: each store is the list's length under its
+        // lock.)
+        let own = usize::from(parent.owner_is(self));
+        if self.open_count.load(Ordering::SeqCst) <= own {
+            return Vec::new();
+        }
+        self.open_regions.get_if_made().map_or_else(Vec::new, |m| {
+            lock(m)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|r| {
+                    r.parent
+                        .as_ref()
+                        .is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), parent))
+                })
+                .collect()
         })
     }
 
