@@ -1532,3 +1532,39 @@ fn a_region_opened_through_the_cx_of_a_finished_task_is_cancelled_with_its_paren
         }
     });
 }
+
+/// A region's future dropped before its first poll (a `select!` that
+/// never polled that branch, a future built and thrown away), and a
+/// region whose body closure panics before returning its future: the
+/// region is abandoned as one dropped mid-way is (cancelled, closed by its
+/// last child, here at once), so its parent still closes and nothing
+/// stays alive; the panic is the task's outcome.
+#[test]
+fn a_region_dropped_unpolled_or_whose_body_closure_panics_lets_its_parent_close() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let r = cx
+                    .region(|cx| async move {
+                        let unpolled = cx.region(|_| async { Ok::<_, ()>(()) });
+                        drop(unpolled);
+                        let h = cx.spawn(|cx| async move {
+                            drop(cx.region(|_| -> std::future::Ready<Result<(), ()>> {
+                                panic!("the body closure panics")
+                            }));
+                        });
+                        Ok::<_, ()>(h.await)
+                    })
+                    .await;
+                Ok::<_, ()>(r)
+            });
+            // The region closed (the task's panic is its outcome too, as
+            // a child's failure), and so did `block_on`'s.
+            let r = out
+                .ok()
+                .unwrap_or_else(|| panic!("{name}: block_on's body returns"));
+            assert!(matches!(r, Outcome::Panicked(_)), "{name}: {r:?}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}

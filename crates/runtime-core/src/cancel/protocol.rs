@@ -40,7 +40,7 @@
 //! `region_opened_in_a_body_racing_the_parents_cancel_is_cancelled`,
 //! `region_opened_by_a_task_racing_its_parents_cancel_is_cancelled`).
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
@@ -208,7 +208,10 @@ fn cancel_open_regions(h: &crate::task::Header, reason: &CancelReason) {
     let Some(open) = h.open_regions.get_if_made() else {
         return;
     };
-    let regions: Vec<_> = lock(open).iter().filter_map(Weak::upgrade).collect();
+    let regions: Vec<_> = lock(open)
+        .iter()
+        .map(crate::task::OpenRegion::upgrade)
+        .collect();
     if !regions.is_empty() {
         let child = reason.for_child();
         for r in regions {
@@ -405,7 +408,7 @@ impl Region {
             {
                 let handle = node
                     .sched
-                    .insert_timer(at, TimerAction::CutOffRegion(node.this.clone()));
+                    .insert_timer(at, TimerAction::CutOffRegion(node.weak_self()));
                 // Kept so that the close can cancel it (the timer holds the
                 // node's allocation until it fires). A close that ran
                 // between the take and this store misses it: the timer

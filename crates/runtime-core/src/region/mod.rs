@@ -29,7 +29,9 @@
 //! slot only then. `run_region` is the life of a region: body, quiescence,
 //! finalizers in reverse under the cleanup budget, outcome. Dropping it
 //! early abandons the region: it is cancelled and the last child to finish
-//! completes the close.
+//! completes the close. So does dropping it before its first poll, or a
+//! panic between the open and that future (a body closure's): the node
+//! is held by an `Opened` guard from the open to the close.
 //!
 //! A region is opened through a context, by the context's task: a task of
 //! the parent (spawned into it) or the parent's owner (the task its body
@@ -50,7 +52,7 @@ mod run;
 
 pub use error::{Failure, RegionError};
 pub use options::{Policy, RegionOptions};
-pub(crate) use run::run_region;
+pub(crate) use run::{Opened, run_region};
 
 use std::fmt;
 use std::future::Future;
@@ -166,8 +168,6 @@ struct Finalizers {
 /// The shared state of one region.
 pub(crate) struct Region {
     pub(crate) id: RegionId,
-    /// This node, weakly (for timers that must not keep it alive).
-    pub(crate) this: Weak<Region>,
     pub(crate) parent: Option<Arc<Region>>,
     /// The task whose body runs this region (woken when it is cancelled).
     owner: Option<WeakTask>,
@@ -322,24 +322,23 @@ impl fmt::Debug for Region {
 impl Region {
     /// The root region of a runtime.
     pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<Region> {
-        Arc::new_cyclic(|this| {
-            Region::new(
-                this.clone(),
-                RegionId(sched.next_id()),
-                None,
-                None,
-                false,
-                Policy::CollectAll,
-                Budget::UNLIMITED,
-                cleanup,
-                sched,
-            )
-        })
+        Arc::new(Region::new(
+            RegionId(sched.next_id()),
+            None,
+            None,
+            false,
+            Policy::CollectAll,
+            Budget::UNLIMITED,
+            cleanup,
+            sched,
+        ))
     }
 
+    /// The node's state. Only `root` and `open` call this, each putting
+    /// it in an `Arc` at once: every region lives in one (`weak_self`
+    /// relies on it).
     #[allow(clippy::too_many_arguments)]
     fn new(
-        this: Weak<Region>,
         id: RegionId,
         parent: Option<Arc<Region>>,
         owner: Option<WeakTask>,
@@ -353,7 +352,6 @@ impl Region {
         let observed = sched.observes();
         Region {
             id,
-            this,
             parent,
             owner,
             policy,
@@ -381,27 +379,26 @@ impl Region {
         }
     }
 
-    /// Opens a child region of `parent`, whose body runs in `owner`.
+    /// Opens a child region of `parent`, whose body runs in `owner`; the
+    /// region is abandoned if what is returned is dropped before
+    /// `run_region` closes it (`Opened`).
     ///
     /// `owner` is a task of `parent` or its owner (a context's task, below
     /// the context's region: see the module doc), so the region is reached
     /// through `owner` and only counted in `parent`.
-    pub(crate) fn open(parent: &Arc<Region>, owner: &TaskRef, spec: &RegionOptions) -> Arc<Region> {
+    pub(crate) fn open(parent: &Arc<Region>, owner: &TaskRef, spec: &RegionOptions) -> Opened {
         let sched = parent.sched.clone();
         let in_parents_body = parent.owner_is(owner.as_ptr());
-        let node = Arc::new_cyclic(|this| {
-            Region::new(
-                this.clone(),
-                RegionId(sched.next_id()),
-                Some(parent.clone()),
-                Some(owner.downgrade()),
-                in_parents_body,
-                spec.policy,
-                parent.budget.meet(&spec.budget),
-                spec.cleanup.unwrap_or(parent.cleanup),
-                sched,
-            )
-        });
+        let node = Arc::new(Region::new(
+            RegionId(sched.next_id()),
+            Some(parent.clone()),
+            Some(owner.downgrade()),
+            in_parents_body,
+            spec.policy,
+            parent.budget.meet(&spec.budget),
+            spec.cleanup.unwrap_or(parent.cleanup),
+            sched,
+        ));
         owner.header().add_open_region(&node);
         // Counted live in the parent, not registered there: the region is
         // reached through `owner`. A context's region is either its task's
@@ -473,7 +470,7 @@ impl Region {
                 TimerAction::CancelRegion(Arc::downgrade(&node), reason),
             );
         }
-        node
+        Opened::new(node)
     }
 
     /// Counts a new child (a task, registered next: `adopt_task`; or a
@@ -531,6 +528,19 @@ impl Region {
             cancel_task_from_region(task, &reason);
         }
         true
+    }
+
+    /// A weak reference to this node (for a timer that must not keep it
+    /// alive), without one kept in the node: every region lives in an
+    /// `Arc` (`new`).
+    pub(crate) fn weak_self(&self) -> Weak<Region> {
+        // SAFETY: `self` is the contents of an `Arc<Region>` (`new`: only
+        // `root` and `open` make a region, each into an `Arc` at once), so
+        // its address is what `Arc::into_raw` gave for that allocation; the
+        // borrow keeps a strong count alive for this call, and the
+        // `ManuallyDrop` gives none back.
+        let node = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(std::ptr::from_ref(self)) });
+        Arc::downgrade(&node)
     }
 
     /// The task whose body runs this region, if it is still alive.
@@ -620,7 +630,7 @@ impl Region {
         // AcqRel: the child's work happens-before the closer's Acquire.
         // SeqCst: (1) release/acquire: the child's work happens-before the
         // closer that sees 0; (2) the RMW half of a Dekker pair with
-        // `AbandonGuard::drop` (stores `abandoned`, then CASes `live`), read
+        // `Opened::drop` (stores `abandoned`, then CASes `live`), read
         // back by the SeqCst load of `abandoned` below: either the guard's
         // close sees no live child, or the last child sees `abandoned` and
         // completes the close itself.
@@ -703,7 +713,7 @@ impl Region {
     /// the slot's order) synchronized with the registration, so the look
     /// after it sees that child's decrement (loom:
     /// `region_close_racing_last_child_is_not_lost`). The Dekker pair with
-    /// `AbandonGuard` keeps the compare-and-swap, whose read cannot be
+    /// `Opened` keeps the compare-and-swap, whose read cannot be
     /// stale.
     fn try_close_if_quiet(&self) -> bool {
         // SeqCst: as the compare-and-swap's read (`count_child`); a value above

@@ -16,20 +16,66 @@ use crate::sync::WakerId;
 use crate::task::TaskRef;
 use crate::time::driver::TimerAction;
 
+/// A region just opened (`Region::open`), not closed yet: dropped before
+/// [`run_region`] closes it (its future dropped, polled or not; or the
+/// code between the open and that future unwinding, a body closure's
+/// panic), it abandons the region: cancelled, and closed by its last
+/// child, at once if it has none. So its parent is never left counting a
+/// child that no one will close.
+pub(crate) struct Opened(Option<Arc<Region>>);
+
+impl Opened {
+    pub(crate) fn new(node: Arc<Region>) -> Opened {
+        Opened(Some(node))
+    }
+
+    /// The node, for the close: the guard lets it go.
+    fn disarm(mut self) -> Arc<Region> {
+        self.0.take().expect("disarmed once")
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Arc<Region>;
+    fn deref(&self) -> &Arc<Region> {
+        self.0.as_ref().expect("not disarmed")
+    }
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        let Some(node) = self.0.take() else { return };
+        node.cancel(
+            &CancelReason::new(CancelKind::ParentCancelled)
+                .with_message("the region's future was dropped before it closed")
+                .with_origin(Origin::Region(node.id)),
+        );
+        // SeqCst: the store half of the Dekker pair with `child_finished`
+        // (see there): then `try_close` below is the SeqCst CAS on `live`.
+        node.abandoned.store(true, Ordering::SeqCst);
+        if node.try_close() {
+            node.finish_abandoned();
+        }
+    }
+}
+
 /// Runs a region: the body, then quiescence, then finalizers, then the
-/// join. Dropping it before it finishes cancels the region and leaves the
-/// close to its last child.
+/// join. Dropping it before it finishes (or before its first poll) cancels
+/// the region and leaves the close to its last child (`Opened`).
 pub(crate) async fn run_region<F, T, E>(
-    node: Arc<Region>,
+    opened: Opened,
     owner: TaskRef,
     body: F,
 ) -> Outcome<T, RegionError<E>>
 where
     F: Future<Output = Result<T, E>> + Send,
 {
-    let guard = AbandonGuard(Some(&node));
+    // Declared first, so dropped last if the future is dropped mid-way:
+    // after the body's future (which may hold what its children wait for).
+    let guard = opened;
+    let node: &Region = &guard;
     let body = InScope {
-        node: &node,
+        node,
         inner: CatchUnwind { inner: body },
         registered: Registered::Nothing,
     };
@@ -59,7 +105,7 @@ where
     }
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
     while let Some(f) = node.next_finalizer() {
-        let cleaned = Cleanup::new(&node, f).await;
+        let cleaned = Cleanup::new(node, f).await;
         node.observe(crate::sched::Observed::FinalizerEnded);
         match cleaned {
             Cleaned::Done => {}
@@ -67,35 +113,8 @@ where
             Cleaned::Panicked(p) => node.record_panic(p),
         }
     }
-    guard.disarm();
+    let node = guard.disarm();
     node.close(body_out, &owner, waker_stored)
-}
-
-/// Abandons the region if its future is dropped before it closes. Borrows
-/// the node from the region's future (no count of its own).
-struct AbandonGuard<'a>(Option<&'a Region>);
-
-impl AbandonGuard<'_> {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbandonGuard<'_> {
-    fn drop(&mut self) {
-        let Some(node) = self.0 else { return };
-        node.cancel(
-            &CancelReason::new(CancelKind::ParentCancelled)
-                .with_message("the region's future was dropped before it closed")
-                .with_origin(Origin::Region(node.id)),
-        );
-        // SeqCst: the store half of the Dekker pair with `child_finished`
-        // (see there): then `try_close` below is the SeqCst CAS on `live`.
-        node.abandoned.store(true, Ordering::SeqCst);
-        if node.try_close() {
-            node.finish_abandoned();
-        }
-    }
 }
 
 /// Polls a region's body with the region as the current scope (for

@@ -38,7 +38,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use crate::TaskId;
@@ -219,7 +219,7 @@ pub(crate) struct Header {
     pub(crate) observed: AtomicBool,
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
-    pub(crate) open_regions: LazyMutex<Vec<Weak<Region>>>,
+    pub(crate) open_regions: LazyMutex<Vec<OpenRegion>>,
     /// `open_regions.len()`, readable without the lock. A region is added
     /// (count raised, Release) before it checks the task's cancel cell, and
     /// a cancel request is stored before this is read (Acquire): one of the
@@ -232,6 +232,44 @@ pub(crate) struct Header {
     rng: AtomicU64,
     /// Children spawned so far (numbers their seeds).
     children: AtomicU64,
+}
+
+/// An entry of a task's list of open regions (`Header::open_regions`): the
+/// node's address, with no count of its own (a weak reference would cost
+/// a read-modify-write at each open and each close).
+///
+/// Valid while it is in the list: a region is added by its open, with a
+/// strong reference in hand, and removed by its `detach`, which runs while
+/// the node is strongly held (by the close's `run_region`, or by the
+/// finishing child or guard that completes an abandoned close); the node
+/// can lose its last strong reference only after that. A node whose
+/// detach never runs is never freed either (its future leaked, holding
+/// it). So, under the list's lock, an entry reaches a live node.
+pub(crate) struct OpenRegion(*const Region);
+
+// SAFETY: the pointer is read only under the list's lock, where it reaches
+// a live `Region` (which is `Send + Sync`): see above.
+unsafe impl Send for OpenRegion {}
+
+impl OpenRegion {
+    /// The node. Only under the list's lock (see the type's doc).
+    fn get(&self) -> &Region {
+        // SAFETY: in the list, so the node is alive (the type's doc); the
+        // borrow ends before the lock is released (it borrows `self`,
+        // which borrows the list's guard).
+        unsafe { &*self.0 }
+    }
+
+    /// A strong reference to the node. Only under the list's lock.
+    pub(crate) fn upgrade(&self) -> Arc<Region> {
+        // SAFETY: the pointer came from `Arc::as_ptr` of a node that is
+        // alive (the type's doc), so one more strong count may be taken and
+        // handed to the `Arc` made from it.
+        unsafe {
+            Arc::increment_strong_count(self.0);
+            Arc::from_raw(self.0)
+        }
+    }
 }
 
 /// SplitMix64's finaliser: a well-mixed 64-bit value from any input.
@@ -278,7 +316,7 @@ impl Header {
 
     pub(crate) fn add_open_region(&self, r: &Arc<Region>) {
         let mut open = lock(self.open_regions.get());
-        open.push(Arc::downgrade(r));
+        open.push(OpenRegion(Arc::as_ptr(r)));
         // SeqCst: the store half of a Dekker pair with `cancel_task_with`
         // (cancel cell stored, then `open_count` loaded, both SeqCst): a region
         // added here and then checking the task's cell (`Region::open`), and a
@@ -297,12 +335,9 @@ impl Header {
         }
         // Made by the `add_open_region` whose count was seen (its store
         // came after the list was made).
-        self.open_regions.get_if_made().is_some_and(|m| {
-            lock(m)
-                .iter()
-                .filter_map(Weak::upgrade)
-                .any(|r| r.live() > 0)
-        })
+        self.open_regions
+            .get_if_made()
+            .is_some_and(|m| lock(m).iter().any(|r| r.get().live() > 0))
     }
 
     /// This task's open regions whose parent is `parent`: the regions its
@@ -326,12 +361,13 @@ impl Header {
         self.open_regions.get_if_made().map_or_else(Vec::new, |m| {
             lock(m)
                 .iter()
-                .filter_map(Weak::upgrade)
                 .filter(|r| {
-                    r.parent
+                    r.get()
+                        .parent
                         .as_ref()
                         .is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), parent))
                 })
+                .map(OpenRegion::upgrade)
                 .collect()
         })
     }
@@ -343,7 +379,7 @@ impl Header {
             return;
         };
         let mut open = lock(m);
-        open.retain(|w| !std::ptr::eq(w.as_ptr(), r));
+        open.retain(|o| !std::ptr::eq(o.0, r));
         // Release, not SeqCst (an `xchg` fewer on x86 per region close):
         // the Dekker pair is `add_open_region`'s SeqCst store against a
         // request's SeqCst store into the cell, each followed by a SeqCst
