@@ -477,7 +477,9 @@ impl Region {
                 swept.reserve(incoming);
             }
             // Under `swept`'s lock: `take_locked` (no read-modify-write
-            // for the taken count).
+            // for the taken count). Relaxed: published by the take's swap
+            // (`Region::swept_used`).
+            self.swept_used.store(true, Ordering::Relaxed);
             for c in self.children.take_locked() {
                 if is_alive(&c) {
                     apply(&c, room);
@@ -517,6 +519,8 @@ impl Region {
             // first: every take of the registry moves what it took into
             // `swept` under this lock, so a sweep running after this never
             // misses a task that the cut-off took.
+            // Relaxed: as in `sweep`.
+            self.swept_used.store(true, Ordering::Relaxed);
             swept.extend(self.children.take_locked().filter(is_alive));
             swept.clone()
         };

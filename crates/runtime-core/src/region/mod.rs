@@ -213,6 +213,15 @@ pub(crate) struct Region {
     /// stays short, for spawns) into this vector, which only sweeps (one at
     /// a time), cut-offs and the close touch, so its lock is uncontended.
     pub(crate) swept: Mutex<Vec<TaskRef>>,
+    /// Set by the first sweep or cut-off that takes the registry (under
+    /// `swept`'s lock, before the take), as it may move tasks into
+    /// `swept`: a close that reads it unset has nothing there to let go
+    /// and skips the lock (most regions are never swept). The close reads
+    /// it after its load of the registry's head, which reads the take's
+    /// swap, or a later value, whenever that take moved anything (a
+    /// release sequence through the pushes' compare-and-swaps): then it
+    /// reads it set.
+    pub(crate) swept_used: AtomicBool,
     pub(crate) sweeps: AtomicUsize,
     /// Made by the first failure (most regions have none: their close
     /// then takes no lock for it). A failing child makes and fills it
@@ -369,6 +378,7 @@ impl Region {
             body_waker: Mutex::new(BodyPoller::NotYet),
             children: Registry::new(),
             swept: Mutex::new(Vec::new()),
+            swept_used: AtomicBool::new(false),
             sweeps: AtomicUsize::new(0),
             worst: LazyMutex::new(),
             finalizers: Mutex::new(Finalizers::default()),
@@ -942,11 +952,16 @@ impl Region {
             let body_waker = std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet);
             drop(body_waker);
         }
-        let mut swept = std::mem::take(&mut *lock(&self.swept));
-        // The finished children go (their tasks are freed here); the
-        // emptied buffer is kept for this thread's next sweep.
-        swept.clear();
-        recycle_child_buf(swept);
+        // Relaxed: ordered by the registry's head (`swept_used`). A sweep
+        // that comes after this (a late request on the closed region)
+        // finds the registry empty and moves nothing.
+        if self.swept_used.load(Ordering::Relaxed) {
+            let mut swept = std::mem::take(&mut *lock(&self.swept));
+            // The finished children go (their tasks are freed here); the
+            // emptied buffer is kept for this thread's next sweep.
+            swept.clear();
+            recycle_child_buf(swept);
+        }
         match owner {
             Some(owner) => {
                 debug_assert!(
