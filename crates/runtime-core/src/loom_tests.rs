@@ -972,6 +972,24 @@ fn owner_task(root: &Arc<Region>, adopted: bool) -> TaskRef {
     task
 }
 
+/// Opens a region of `parent`, owned by `owner`, on another thread.
+fn open_elsewhere(
+    parent: &Arc<Region>,
+    owner: &TaskRef,
+) -> thread::JoinHandle<crate::region::Opened> {
+    let (p, o) = (parent.clone(), owner.clone());
+    thread::spawn(move || Region::open(&p, &o, &crate::RegionOptions::collect_all()))
+}
+
+/// Fails unless the region `opener` opened was cancelled.
+fn assert_reached(opener: thread::JoinHandle<crate::region::Opened>, how: &str) {
+    let child = opener.join().unwrap();
+    assert!(
+        child.cancel.is_requested(),
+        "a region opened {how} escaped its parent's cancellation"
+    );
+}
+
 /// A region opened by its parent's body (the parent's owner task: the
 /// child is not registered in the parent, `Region::open`) on one thread
 /// while another cancels the parent: the parent's request reaches it
@@ -984,15 +1002,9 @@ fn region_opened_in_a_body_racing_the_parents_cancel_is_cancelled() {
         let (_sched, root) = setup();
         let owner = owner_task(&root, false);
         let parent = Region::open(&root, &owner, &crate::RegionOptions::collect_all());
-        let (p, o) = (parent.clone(), owner.clone());
-        let opener =
-            thread::spawn(move || Region::open(&p, &o, &crate::RegionOptions::collect_all()));
+        let opener = open_elsewhere(&parent, &owner);
         parent.cancel(&CancelReason::user("stop"));
-        let child = opener.join().unwrap();
-        assert!(
-            child.cancel.is_requested(),
-            "a region opened in the body escaped its parent's cancellation"
-        );
+        assert_reached(opener, "in the body");
     });
 }
 
@@ -1005,15 +1017,9 @@ fn region_opened_by_a_task_racing_its_parents_cancel_is_cancelled() {
     loom::model(|| {
         let (_sched, root) = setup();
         let task = owner_task(&root, true);
-        let (r, t) = (root.clone(), task.clone());
-        let opener =
-            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        let opener = open_elsewhere(&root, &task);
         root.cancel(&CancelReason::user("stop"));
-        let child = opener.join().unwrap();
-        assert!(
-            child.cancel.is_requested(),
-            "a region opened by a task escaped its parent's cancellation"
-        );
+        assert_reached(opener, "by a task");
     });
 }
 
@@ -1033,17 +1039,11 @@ fn region_opened_through_a_finishing_tasks_context_is_cancelled() {
         sched.schedule(task.clone(), Schedule::Queue);
         let s = sched.clone();
         let finisher = thread::spawn(move || s.run_all());
-        let (r, t) = (root.clone(), task.clone());
-        let opener =
-            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        let opener = open_elsewhere(&root, &task);
         root.sweep();
         root.cancel(&CancelReason::user("stop"));
         finisher.join().unwrap();
-        let child = opener.join().unwrap();
-        assert!(
-            child.cancel.is_requested(),
-            "a region opened through a finished task's context escaped"
-        );
+        assert_reached(opener, "through a finishing task's context");
     });
 }
 
@@ -1060,14 +1060,8 @@ fn region_opened_through_a_finished_tasks_context_racing_a_cancel_is_cancelled()
         sched.schedule(task.clone(), Schedule::Queue);
         sched.run_all();
         root.sweep();
-        let (r, t) = (root.clone(), task.clone());
-        let opener =
-            thread::spawn(move || Region::open(&r, &t, &crate::RegionOptions::collect_all()));
+        let opener = open_elsewhere(&root, &task);
         root.cancel(&CancelReason::user("stop"));
-        let child = opener.join().unwrap();
-        assert!(
-            child.cancel.is_requested(),
-            "a region opened through a finished task's context escaped"
-        );
+        assert_reached(opener, "through a finished task's context");
     });
 }

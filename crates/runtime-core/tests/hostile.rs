@@ -48,6 +48,16 @@ fn flavours() -> Vec<(&'static str, Runtime)> {
     ]
 }
 
+/// Shuts `rt` down from another thread 30 ms from now, with 200 ms to
+/// drain; the thread returns how many tasks were left alive.
+fn shut_down_soon(rt: &Runtime) -> std::thread::JoinHandle<u64> {
+    let handle = rt.shutdown_handle();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        handle.shutdown(Duration::from_millis(200))
+    })
+}
+
 fn short_grace() -> CleanupBudget {
     CleanupBudget {
         polls: None,
@@ -122,11 +132,7 @@ fn a_task_cut_off_while_its_future_borrows_its_cx_is_dropped_in_place() {
 fn shutdown_cuts_off_a_task_masked_in_a_borrowing_future() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
-            let handle = rt.shutdown_handle();
-            let stopper = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(30));
-                handle.shutdown(Duration::from_millis(200))
-            });
+            let stopper = shut_down_soon(&rt);
             let out = rt.block_on(|cx| async move {
                 let h = cx.spawn(|cx| async move {
                     let _ = cx.masked(cx.sleep(HOUR)).await;
@@ -937,11 +943,7 @@ fn a_waker_that_outlives_its_runtime_is_harmless() {
 fn shutdown_in_the_middle_of_an_async_finalizer_cuts_it_off() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
-            let handle = rt.shutdown_handle();
-            let stopper = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(30));
-                handle.shutdown(Duration::from_millis(200))
-            });
+            let stopper = shut_down_soon(&rt);
             let out = rt.block_on(|cx| async move {
                 let inner = cx.clone();
                 cx.region(move |cx| async move {
@@ -1409,11 +1411,7 @@ fn a_cancel_reaches_the_regions_nested_in_a_body() {
 fn shutdown_cuts_off_a_masked_task_in_regions_nested_in_a_body() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
-            let handle = rt.shutdown_handle();
-            let stopper = std::thread::spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(30));
-                handle.shutdown(Duration::from_millis(200))
-            });
+            let stopper = shut_down_soon(&rt);
             let _ = rt.block_on(|cx| async move {
                 let r = cx
                     .region(|cx| async move {
@@ -1436,9 +1434,38 @@ fn shutdown_cuts_off_a_masked_task_in_regions_nested_in_a_body() {
     });
 }
 
-/// A region opened through a `Cx` that left its region's tasks (moved
-/// into a task of another region) is registered in its parent, and the
-/// parent's cancellation reaches it there.
+/// A context of the tests' runtimes (built with ambient authority).
+type AllCx = runtime_core::Cx<runtime_core::caps::All>;
+
+/// What a region whose body waits an hour ends with.
+type Waited = Outcome<(), runtime_core::RegionError<runtime_core::Cancelled>>;
+
+/// Spawns, through `spawner`, a task that opens a region through
+/// `through` whose body tells the returned receiver it started, then
+/// waits an hour (until cancelled); the task returns the region's outcome.
+fn spawn_waiting_region(
+    spawner: &AllCx,
+    through: AllCx,
+) -> (
+    runtime_core::JoinHandle<Waited>,
+    channel::oneshot::Receiver<()>,
+) {
+    let (tx, rx) = channel::oneshot::channel::<()>();
+    let h = spawner.spawn(move |_| async move {
+        through
+            .region(move |icx| async move {
+                tx.send(()).ok();
+                icx.sleep(HOUR).await
+            })
+            .await
+    });
+    (h, rx)
+}
+
+/// A region opened through a `Cx` moved into a task of another region
+/// (its body polled there; its owner, the context's task, is the parent's
+/// owner): the parent's cancellation reaches it through that owner and
+/// wakes the task polling its body.
 #[test]
 fn a_region_opened_through_a_cx_moved_elsewhere_is_cancelled_with_its_parent() {
     isolate(WATCHDOG, || {
@@ -1447,16 +1474,8 @@ fn a_region_opened_through_a_cx_moved_elsewhere_is_cancelled_with_its_parent() {
                 let elsewhere = cx.clone();
                 let r = cx
                     .region(move |pcx| async move {
-                        let p = pcx.clone();
-                        let (tx, mut rx) = channel::oneshot::channel::<()>();
                         // A task of `block_on`'s region, not of this one.
-                        let h = elsewhere.spawn(move |_| async move {
-                            p.region(move |icx| async move {
-                                tx.send(()).ok();
-                                icx.sleep(HOUR).await
-                            })
-                            .await
-                        });
+                        let (h, mut rx) = spawn_waiting_region(&elsewhere, pcx.clone());
                         // Once the region opened elsewhere waits.
                         let _ = rx.recv(&pcx).await;
                         pcx.cancel(CancelReason::user("stop"));
@@ -1502,15 +1521,7 @@ fn a_region_opened_through_the_cx_of_a_finished_task_is_cancelled_with_its_paren
                                     let _ = pcx.spawn(|_| async {}).await;
                                 }
                             }
-                            let (tx, mut rx) = channel::oneshot::channel::<()>();
-                            let h = pcx.spawn(move |_| async move {
-                                task_cx
-                                    .region(move |icx| async move {
-                                        tx.send(()).ok();
-                                        icx.sleep(HOUR).await
-                                    })
-                                    .await
-                            });
+                            let (h, mut rx) = spawn_waiting_region(&pcx, task_cx);
                             let _ = rx.recv(&pcx).await;
                             pcx.cancel(CancelReason::user("stop"));
                             Ok::<_, ()>(h.await)
