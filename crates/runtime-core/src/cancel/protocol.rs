@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
-use crate::region::{BodyPoller, Region, is_alive};
+use crate::region::{BodyPoller, Region, is_alive, is_kept_already};
 use crate::sched::Schedule;
 use crate::task::{
     COMPLETE, CUT_OFF, TaskRef, is_running_task, is_running_task_waker, wake_cancelled_task,
@@ -481,7 +481,7 @@ impl Region {
             // (`Region::swept_used`).
             self.swept_used.store(true, Ordering::Relaxed);
             for c in self.children.take_locked() {
-                if is_alive(&c) {
+                if is_alive(&c) && !is_kept_already(&swept, &c) {
                     apply(&c, room);
                     swept.push(c);
                 }
@@ -521,7 +521,11 @@ impl Region {
             // misses a task that the cut-off took.
             // Relaxed: as in `sweep`.
             self.swept_used.store(true, Ordering::Relaxed);
-            swept.extend(self.children.take_locked().filter(is_alive));
+            for t in self.children.take_locked() {
+                if is_alive(&t) && !is_kept_already(&swept, &t) {
+                    swept.push(t);
+                }
+            }
             swept.clone()
         };
         for t in seen {
@@ -665,6 +669,34 @@ mod tests {
         for n in nodes {
             assert_eq!(n.weak_count(), 0, "a closed region's node is freed");
         }
+    }
+
+    /// A context kept after its task finished opens region after region
+    /// in the task's region: each open registers the finished task again
+    /// (so the region's cancellation reaches what is open through it), and
+    /// the registry's compaction keeps one entry of it, so a thousand
+    /// opens leave the registry and the swept list small.
+    #[test]
+    fn regions_opened_through_a_finished_tasks_cx_keep_the_registry_small() {
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region(|pcx| async move {
+                    let parent = pcx.core().region_node().clone();
+                    let task_cx = pcx.spawn(|tcx| async move { tcx }).await;
+                    let task_cx = task_cx.ok().expect("the task finishes");
+                    for _ in 0..1000 {
+                        let r = task_cx.region(|_| async { Ok::<_, ()>(()) }).await;
+                        assert!(r.is_ok());
+                    }
+                    let held = parent.children.len() + crate::loom::lock(&parent.swept).len();
+                    Ok::<_, ()>(held)
+                })
+                .await;
+            Ok::<_, ()>(r.ok())
+        });
+        let held = out.ok().flatten().expect("the regions close Ok");
+        assert!(held <= 70, "{held} registry entries after 1 000 opens");
     }
 
     /// A task that is still running after the poll that saw the request

@@ -152,6 +152,19 @@ pub(crate) fn is_alive(t: &TaskRef) -> bool {
         || h.open_count.load(Ordering::Acquire) != 0
 }
 
+/// Whether `t`, about to be kept in a region's swept list, is a finished
+/// task that `swept` already holds: a finished task is registered again
+/// at each region opened through its context (`Region::open`), and a
+/// sweep keeps one entry of it. (Only finished tasks are looked for: a
+/// running task is registered once, and finished ones kept are few.)
+pub(crate) fn is_kept_already(swept: &[TaskRef], t: &TaskRef) -> bool {
+    // The list first (no atomic access for the usual task, found nowhere).
+    // Relaxed: `is_alive` read the state just before (Acquire); a stale
+    // "not finished" only keeps a duplicate until the next sweep.
+    swept.iter().any(|s| std::ptr::eq(s.as_ptr(), t.as_ptr()))
+        && t.header().state.load(Ordering::Relaxed) & crate::task::COMPLETE != 0
+}
+
 /// A finalizer: runs when the region closes, in reverse order of
 /// registration, under the region's cleanup budget.
 pub(crate) type Finalizer = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -442,7 +455,7 @@ impl Region {
         if adopted && reregister {
             // Pushed before the parent's cell is read below: the
             // registry's handshake with a sweep (`adopt_task`).
-            parent.children.push(owner.clone());
+            parent.register(owner.clone());
         }
         if adopted && in_parents_body {
             // SeqCst: the RMW half of the Dekker pair with `cancel_nested`
@@ -481,6 +494,19 @@ impl Region {
             );
         }
         Opened::new(node)
+    }
+
+    /// Pushes `task` into the registry, compacting it (amortised: finished
+    /// tasks are dropped once they outnumber the live children; the
+    /// registry's length is an estimate, which is all this needs). So a
+    /// finished task registered again at each region opened through its
+    /// context (`open`) does not grow the registry without bound either.
+    fn register(&self, task: TaskRef) {
+        self.children.push(task);
+        let len = self.children.len();
+        if len > 64 && len > self.live() {
+            self.sweep();
+        }
     }
 
     /// Counts a new child (a task, registered next: `adopt_task`; or a
@@ -524,14 +550,7 @@ impl Region {
         if !self.count_child() {
             return false;
         }
-        self.children.push(registered);
-        // Amortised compaction: finished tasks are dropped from the
-        // registry once they outnumber the live children (the registry's
-        // length is an estimate, which is all this needs).
-        let len = self.children.len();
-        if len > 64 && len > self.live() {
-            self.sweep();
-        }
+        self.register(registered);
         if let Some(reason) = self.cancel.get_arc() {
             // `task` is this region's (spawned into it), and the reason is
             // from this region's cell.
