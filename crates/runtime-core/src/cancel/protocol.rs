@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
-use crate::region::{BodyPoller, Region, is_alive, is_kept_already};
+use crate::region::{BodyPoller, Region, is_alive, keeps};
 use crate::sched::Schedule;
 use crate::task::{
     COMPLETE, CUT_OFF, TaskRef, is_running_task, is_running_task_waker, wake_cancelled_task,
@@ -481,7 +481,7 @@ impl Region {
             // (`Region::swept_used`).
             self.swept_used.store(true, Ordering::Relaxed);
             for c in self.children.take_locked() {
-                if is_alive(&c) && !is_kept_already(&swept, &c) {
+                if keeps(&swept, &c) {
                     apply(&c, room);
                     swept.push(c);
                 }
@@ -522,7 +522,7 @@ impl Region {
             // Relaxed: as in `sweep`.
             self.swept_used.store(true, Ordering::Relaxed);
             for t in self.children.take_locked() {
-                if is_alive(&t) && !is_kept_already(&swept, &t) {
+                if keeps(&swept, &t) {
                     swept.push(t);
                 }
             }

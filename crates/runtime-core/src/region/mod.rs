@@ -152,12 +152,19 @@ pub(crate) fn is_alive(t: &TaskRef) -> bool {
         || h.open_count.load(Ordering::Acquire) != 0
 }
 
-/// Whether `t`, about to be kept in a region's swept list, is a finished
-/// task that `swept` already holds: a finished task is registered again
-/// at each region opened through its context (`Region::open`), and a
-/// sweep keeps one entry of it. (Only finished tasks are looked for: a
-/// running task is registered once, and finished ones kept are few.)
-pub(crate) fn is_kept_already(swept: &[TaskRef], t: &TaskRef) -> bool {
+/// Whether a sweep or cut-off keeps `t`, taken from the registry, in the
+/// swept list: it still needs its entry (`is_alive`), and is not a
+/// finished task the list already holds (a finished task is registered
+/// again at each region opened through its context, `Region::open`; one
+/// entry is kept).
+pub(crate) fn keeps(swept: &[TaskRef], t: &TaskRef) -> bool {
+    is_alive(t) && !is_kept_already(swept, t)
+}
+
+/// Whether `t` is a finished task that `swept` already holds. (Only
+/// finished tasks are looked for: a running task is registered once, and
+/// finished ones kept are few.)
+fn is_kept_already(swept: &[TaskRef], t: &TaskRef) -> bool {
     // The list first (no atomic access for the usual task, found nowhere).
     // Relaxed: `is_alive` read the state just before (Acquire); a stale
     // "not finished" only keeps a duplicate until the next sweep.

@@ -344,18 +344,11 @@ impl Header {
     /// body opened directly in `parent`, which `parent`'s registry does not
     /// hold (`Region::open`: reached through this task instead).
     pub(crate) fn open_regions_in(&self, parent: &Region) -> Vec<Arc<Region>> {
-        // SeqCst: the load half of the Dekker pair with `add_open_region`'s
-        // store, for a caller that stored a cancel request first (SeqCst, in
-        // `parent`'s cell): a region opened concurrently in `parent` is
-        // either counted here or reads the request itself (`Region::open`
-        // reads the parent's cell after its add).
-        // `parent` itself is in the list of its owner task (from its open to
-        // its close): only a count above that says a child may be there.
-        // (Every count stored while `parent` and a child of it are both
-        // open counts both: each store is the list's length under its
-        // lock.)
-        let own = usize::from(parent.owner_is(self));
-        if self.open_count.load(Ordering::SeqCst) <= own {
+        // Acquire: pairs with the counts' stores; a stale zero only skips
+        // regions opened meanwhile, which read the caller's request
+        // themselves (the callers' Dekker pairs: `Region::nested_regions`,
+        // and a cut-off's walk, which a request came before).
+        if self.open_count.load(Ordering::Acquire) == 0 {
             return Vec::new();
         }
         self.open_regions.get_if_made().map_or_else(Vec::new, |m| {
