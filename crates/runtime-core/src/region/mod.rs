@@ -137,19 +137,28 @@ impl Worst {
 /// references (its handle dropped, waiting on something that never comes)
 /// is still reachable for cancellation and cut-off, never silently freed.
 pub(crate) fn is_alive(t: &TaskRef) -> bool {
+    alive_and_finished(t).0
+}
+
+/// [`is_alive`], and whether the task finished, from one load of its
+/// state.
+#[inline]
+fn alive_and_finished(t: &TaskRef) -> (bool, bool) {
     // Acquire: pairs with `finish`'s AcqRel `fetch_or(COMPLETE)`: a child
     // seen finished needs no request (its report to this region, which
     // comes right after COMPLETE, may still be on its way: the live count
     // waits for it, not this list). A stale "alive" only keeps the entry
     // until the next sweep.
     let h = t.header();
-    h.state.load(Ordering::Acquire) & crate::task::COMPLETE == 0
-        // Acquire: pairs with the counts' stores. A region opened before
-        // the task finished was counted before COMPLETE (on the task, or,
-        // through a context elsewhere, ordered by `open`'s read-modify-write
-        // of the state word), so the Acquire above makes it seen; one opened
-        // after registers the task again (`open`).
-        || h.open_count.load(Ordering::Acquire) != 0
+    if h.state.load(Ordering::Acquire) & crate::task::COMPLETE == 0 {
+        return (true, false);
+    }
+    // Acquire: pairs with the counts' stores. A region opened before the
+    // task finished was counted before COMPLETE (on the task, or, through
+    // a context elsewhere, ordered by `open`'s read-modify-write of the
+    // state word), so the Acquire above makes it seen; one opened after
+    // registers the task again (`open`).
+    (h.open_count.load(Ordering::Acquire) != 0, true)
 }
 
 /// Whether a sweep or cut-off keeps `t`, taken from the registry, in the
@@ -157,19 +166,18 @@ pub(crate) fn is_alive(t: &TaskRef) -> bool {
 /// finished task the list already holds (a finished task is registered
 /// again at each region opened through its context, `Region::open`; one
 /// entry is kept).
+///
+/// Only a finished task is looked for in the list: a running task is
+/// registered once, and finished ones kept are few. (The state first: a
+/// look through the list for every task taken would make a sweep of `n`
+/// new tasks cost `n * n / 2` comparisons.) A stale "not finished" only
+/// keeps a duplicate until the next sweep.
 pub(crate) fn keeps(swept: &[TaskRef], t: &TaskRef) -> bool {
-    is_alive(t) && !is_kept_already(swept, t)
-}
-
-/// Whether `t` is a finished task that `swept` already holds. (Only
-/// finished tasks are looked for: a running task is registered once, and
-/// finished ones kept are few.)
-fn is_kept_already(swept: &[TaskRef], t: &TaskRef) -> bool {
-    // The list first (no atomic access for the usual task, found nowhere).
-    // Relaxed: `is_alive` read the state just before (Acquire); a stale
-    // "not finished" only keeps a duplicate until the next sweep.
-    swept.iter().any(|s| std::ptr::eq(s.as_ptr(), t.as_ptr()))
-        && t.header().state.load(Ordering::Relaxed) & crate::task::COMPLETE != 0
+    match alive_and_finished(t) {
+        (false, _) => false,
+        (true, false) => true,
+        (true, true) => !swept.iter().any(|s| std::ptr::eq(s.as_ptr(), t.as_ptr())),
+    }
 }
 
 /// A finalizer: runs when the region closes, in reverse order of
