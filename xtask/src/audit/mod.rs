@@ -7,6 +7,7 @@
 
 mod accounting;
 pub(crate) mod alloc;
+mod cancel;
 mod chart;
 mod exporter;
 mod latency;
@@ -82,7 +83,7 @@ pub(crate) fn cores() -> usize {
 }
 
 /// The audits, in the order they run.
-pub(crate) const AUDITS: [&str; 8] = [
+pub(crate) const AUDITS: [&str; 9] = [
     "queue-scaling",
     "exporter-throughput",
     "layer-throughput",
@@ -91,6 +92,7 @@ pub(crate) const AUDITS: [&str; 8] = [
     "accounting",
     "task-wake",
     "memory",
+    "cancel-drain",
 ];
 
 /// What one audit found.
@@ -140,6 +142,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     }
     if run("memory") {
         audits.push(memory::audit(o));
+    }
+    if run("cancel-drain") {
+        audits.push(cancel::audit(o));
     }
 
     let mut md = String::new();
