@@ -671,6 +671,65 @@ mod tests {
         }
     }
 
+    /// A task with many regions open at once closes them in any order:
+    /// each close finds its entry in the task's list by the index the
+    /// region keeps (`Region::open_at`), and the entry moved into the gap
+    /// learns its new index. After every close the list holds exactly the
+    /// regions still open, each at the index it records.
+    #[test]
+    fn regions_open_at_once_close_in_any_order_and_keep_their_index() {
+        use std::sync::atomic::Ordering as O;
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let owner = cx.core().header();
+            let lock = crate::loom::lock;
+            let check = |open_ids: &mut Vec<crate::RegionId>| {
+                let list = lock(owner.open_regions.get());
+                let mut listed: Vec<_> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        assert_eq!(r.get().open_at.load(O::Relaxed), i, "index kept");
+                        r.get().id
+                    })
+                    .collect();
+                listed.sort();
+                open_ids.sort();
+                assert_eq!(&listed, open_ids, "the list holds the open regions");
+            };
+            // Opened at once (a region opens when `region` is called), each
+            // body reporting its id; closed first-opened first, then
+            // last-opened first, then from the middle out.
+            // (The list may hold regions of the harness already: the body
+            // runs in one.)
+            let before = lock(owner.open_regions.get()).len();
+            for order in 0..3 {
+                let mut futs: Vec<_> = (0..64)
+                    .map(|_| Some(cx.region(|cx| async move { Ok::<_, ()>(cx.region_id()) })))
+                    .collect();
+                let mut open: Vec<_> = {
+                    let list = lock(owner.open_regions.get());
+                    list.iter().map(|r| r.get().id).collect()
+                };
+                assert_eq!(open.len(), before + 64);
+                let picks: Vec<usize> = match order {
+                    0 => (0..64).collect(),
+                    1 => (0..64).rev().collect(),
+                    _ => (0..32).flat_map(|i| [31 - i, 32 + i]).collect(),
+                };
+                for i in picks {
+                    let id = futs[i].take().expect("awaited once").await;
+                    let id = id.ok().expect("the region closes Ok");
+                    open.retain(|&o| o != id);
+                    check(&mut open);
+                }
+                assert_eq!(open.len(), before);
+            }
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+    }
+
     /// A context kept after its task finished opens region after region
     /// in the task's region: each open registers the finished task again
     /// (so the region's cancellation reaches what is open through it), and

@@ -253,7 +253,7 @@ unsafe impl Send for OpenRegion {}
 
 impl OpenRegion {
     /// The node. Only under the list's lock (see the type's doc).
-    fn get(&self) -> &Region {
+    pub(crate) fn get(&self) -> &Region {
         // SAFETY: in the list, so the node is alive (the type's doc); the
         // borrow ends before the lock is released (it borrows `self`,
         // which borrows the list's guard).
@@ -316,6 +316,9 @@ impl Header {
 
     pub(crate) fn add_open_region(&self, r: &Arc<Region>) {
         let mut open = lock(self.open_regions.get());
+        // Relaxed: under the list's lock (see `Region::open_at`).
+        r.open_at
+            .store(open.len(), std::sync::atomic::Ordering::Relaxed);
         open.push(OpenRegion(Arc::as_ptr(r)));
         // SeqCst: the store half of a Dekker pair with `cancel_task_with`
         // (cancel cell stored, then `open_count` loaded, both SeqCst): a region
@@ -372,7 +375,23 @@ impl Header {
             return;
         };
         let mut open = lock(m);
-        open.retain(|o| !std::ptr::eq(o.0, r));
+        // Relaxed, here and below: under the list's lock (`open_at`).
+        let at = r.open_at.load(std::sync::atomic::Ordering::Relaxed);
+        if open.get(at).is_some_and(|o| std::ptr::eq(o.0, r)) {
+            // The order of the list means nothing: the last entry moves
+            // into the gap, and its region learns its new index.
+            open.swap_remove(at);
+            if let Some(moved) = open.get(at) {
+                moved
+                    .get()
+                    .open_at
+                    .store(at, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else {
+            // Not listed where it says (never expected): by search.
+            debug_assert!(false, "a region not at its open_at in its owner's list");
+            open.retain(|o| !std::ptr::eq(o.0, r));
+        }
         // Release, not SeqCst (an `xchg` fewer on x86 per region close):
         // the Dekker pair is `add_open_region`'s SeqCst store against a
         // request's SeqCst store into the cell, each followed by a SeqCst
