@@ -57,7 +57,8 @@ impl<T> Chan<T> {
             undelivered: AtomicU64::new(0),
             waiters: Mutex::new(Waiters {
                 queue: VecDeque::new(),
-                handed: Vec::new(),
+                waiting: 0,
+                handed: VecDeque::new(),
                 next_id: 0,
             }),
         }
@@ -118,18 +119,67 @@ impl<T> Queue<T> {
 /// A sender queued for a slot.
 pub(super) struct Waiter {
     pub(super) id: u64,
-    pub(super) waker: Waker,
+    /// `None` once withdrawn (`cancel_queued`): left in place, skipped by
+    /// the hand-off, so that a withdrawal from anywhere in a long queue
+    /// costs a binary search, not a shift of the entries after it.
+    pub(super) waker: Option<Waker>,
 }
 
 /// The senders waiting for a slot (the slow path).
+///
+/// Both lists are kept in id order (ids are given out in increasing
+/// order; waiters join at the back and are served from the front), so a
+/// sender finds its entry by binary search: many senders waiting on one
+/// full channel, withdrawn in any order (each cancelled, or timed out),
+/// cost `log n` each rather than a scan of the queue.
 pub(super) struct Waiters {
-    /// In arrival order.
+    /// In arrival order, withdrawn entries included (see [`Waiter`]).
     pub(super) queue: VecDeque<Waiter>,
+    /// The entries of `queue` not withdrawn.
+    pub(super) waiting: usize,
     /// Ids of waiters that were removed from `queue` and handed a slot, which
     /// their `Reserve` now owns (it picks it up when polled, or returns it
-    /// when dropped).
-    pub(super) handed: Vec<u64>,
+    /// when dropped). In id order: handed out from the front of `queue`.
+    pub(super) handed: VecDeque<u64>,
     pub(super) next_id: u64,
+}
+
+impl Waiters {
+    /// The index in `queue` of the live waiter `id`, if queued.
+    fn find(&self, id: u64) -> Option<usize> {
+        self.queue
+            .binary_search_by_key(&id, |w| w.id)
+            .ok()
+            .filter(|&at| self.queue[at].waker.is_some())
+    }
+
+    /// Takes `id` out of `handed`; whether it was there.
+    fn take_handed(&mut self, id: u64) -> bool {
+        match self.handed.binary_search(&id) {
+            Ok(at) => {
+                self.handed.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Drops withdrawn entries at either end of the queue; those in the
+    /// middle wait until they reach one, or until they outnumber the live
+    /// ones (then all go at once: amortised constant time per withdrawal,
+    /// and the queue never holds more than about twice its live waiters,
+    /// even behind a first waiter that never leaves).
+    fn trim(&mut self) {
+        while self.queue.front().is_some_and(|w| w.waker.is_none()) {
+            self.queue.pop_front();
+        }
+        while self.queue.back().is_some_and(|w| w.waker.is_none()) {
+            self.queue.pop_back();
+        }
+        if self.queue.len() > 2 * self.waiting + 16 {
+            self.queue.retain(|w| w.waker.is_some());
+        }
+    }
 }
 
 pub(super) struct Chan<T> {
@@ -233,16 +283,16 @@ impl<T> Chan<T> {
         waiters.next_id += 1;
         waiters.queue.push_back(Waiter {
             id,
-            waker: waker.clone(),
+            waker: Some(waker.clone()),
         });
+        waiters.waiting += 1;
         Acquire::Queued(id)
     }
 
     /// Polls a queued reservation: did it get a slot?
     pub(super) fn poll_queued(&self, id: u64, waker: &Waker) -> Acquire {
         let mut waiters = lock(&self.waiters);
-        if let Some(at) = waiters.handed.iter().position(|&h| h == id) {
-            waiters.handed.swap_remove(at);
+        if waiters.take_handed(id) {
             drop(waiters);
             // Relaxed: CLOSED needs no data with it.
             if self.sem.load(Ordering::Relaxed) & CLOSED != 0 {
@@ -253,9 +303,11 @@ impl<T> Chan<T> {
             }
             return Acquire::Acquired;
         }
-        if let Some(waiter) = waiters.queue.iter_mut().find(|w| w.id == id) {
-            if !waiter.waker.will_wake(waker) {
-                waiter.waker.clone_from(waker);
+        if let Some(at) = waiters.find(id) {
+            if let Some(w) = &mut waiters.queue[at].waker
+                && !w.will_wake(waker)
+            {
+                w.clone_from(waker);
             }
             return Acquire::Queued(id);
         }
@@ -266,18 +318,24 @@ impl<T> Chan<T> {
     /// Withdraws a queued reservation; returns a slot it was handed.
     pub(super) fn cancel_queued(&self, id: u64) {
         let mut waiters = lock(&self.waiters);
-        if let Some(at) = waiters.handed.iter().position(|&h| h == id) {
-            waiters.handed.swap_remove(at);
+        if waiters.take_handed(id) {
             drop(waiters);
             // Goes on to the next waiter, if any.
             self.release(true);
-        } else if let Some(at) = waiters.queue.iter().position(|w| w.id == id) {
-            waiters.queue.remove(at);
-            if waiters.queue.is_empty() {
+        } else if let Some(at) = waiters.find(id) {
+            // Withdrawn in place (its waker dropped outside the lock).
+            let waker = waiters.queue[at].waker.take();
+            waiters.waiting -= 1;
+            waiters.trim();
+            let none_left = waiters.waiting == 0;
+            if none_left {
+                waiters.queue.clear();
                 // Relaxed: WAITERS is only read as a hint to take the lock,
                 // and it changes only under the lock we hold.
                 self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
             }
+            drop(waiters);
+            drop(waker);
         }
     }
 
@@ -302,6 +360,8 @@ impl<T> Chan<T> {
         loop {
             let waker = {
                 let mut waiters = lock(&self.waiters);
+                // The queue's front is a live waiter (`trim` after every
+                // withdrawal and every hand-off), or the queue is empty.
                 let Some(waiter) = waiters.queue.pop_front() else {
                     // Someone else served or withdrew them. Relaxed: as in
                     // `cancel_queued`.
@@ -312,14 +372,19 @@ impl<T> Chan<T> {
                     waiters.queue.push_front(waiter);
                     return;
                 }
-                waiters.handed.push(waiter.id);
-                if waiters.queue.is_empty() {
+                debug_assert!(waiter.waker.is_some(), "a withdrawn waiter at the front");
+                waiters.handed.push_back(waiter.id);
+                waiters.waiting -= 1;
+                waiters.trim();
+                if waiters.waiting == 0 {
                     self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
                 }
                 waiter.waker
             };
             // A sender's waker (user code, if polled by hand): caught.
-            crate::outcome::wake_caught(waker);
+            if let Some(waker) = waker {
+                crate::outcome::wake_caught(waker);
+            }
             // Relaxed: if no slot is free now, a later release reads
             // WAITERS (if still set) in its own `fetch_add` and hands that
             // slot over itself; so stopping here loses nothing.
@@ -360,12 +425,13 @@ impl<T> Chan<T> {
             // means no sender queues after it.
             self.sem.fetch_or(CLOSED, Ordering::Relaxed);
             self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
+            waiters.waiting = 0;
             std::mem::take(&mut waiters.queue)
         };
-        for waiter in queued {
-            // Wakers are user code: one that panics must not keep the
-            // rest from being woken.
-            crate::outcome::wake_caught(waiter.waker);
+        // Wakers are user code: one that panics must not keep the rest
+        // from being woken.
+        for waker in queued.into_iter().filter_map(|w| w.waker) {
+            crate::outcome::wake_caught(waker);
         }
     }
 

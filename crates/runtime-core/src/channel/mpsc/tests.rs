@@ -18,7 +18,7 @@ fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
 }
 
 fn queued_waiters<T>(tx: &Sender<T>) -> usize {
-    lock(&tx.chan.waiters).queue.len()
+    lock(&tx.chan.waiters).waiting
 }
 
 fn cx() -> Cx<crate::caps::All> {
@@ -131,6 +131,63 @@ fn received_value_wakes_a_waiting_sender() {
     assert_eq!(rx.try_recv(), Ok(1));
     sender.join().unwrap();
     assert_eq!(rx.try_recv(), Ok(2));
+}
+
+/// Many senders wait on a full channel and most withdraw, in an order
+/// that is neither first nor last in (from the middle out, then every
+/// other one): each withdrawal finds its entry by binary search and leaves
+/// it in place, and the queue stays within about twice the live waiters
+/// even behind a first waiter that never leaves. The ones left are served
+/// in arrival order, one slot each.
+#[test]
+fn senders_withdrawn_from_the_middle_of_a_long_queue_leave_the_rest_in_order() {
+    let cx = cx();
+    let (tx, mut rx) = channel::<usize>(1).unwrap();
+    tx.try_send(usize::MAX).unwrap();
+    let n = 1_000;
+    let mut waiting: Vec<Option<_>> = (0..n)
+        .map(|i| {
+            let mut f = Box::pin(tx.send(&cx, i));
+            assert!(poll_once(&mut f).is_pending());
+            Some(f)
+        })
+        .collect();
+    assert_eq!(queued_waiters(&tx), n);
+    // From the middle out, all but the first 100 and the last 100.
+    let mut gone = Vec::new();
+    for d in 0..(n / 2 - 100) {
+        gone.push(n / 2 - 1 - d);
+        gone.push(n / 2 + d);
+    }
+    // Then every other one of those left, but the very first.
+    gone.extend((1..100).step_by(2).chain((n - 100..n).step_by(2)));
+    for (k, &i) in gone.iter().enumerate() {
+        drop(waiting[i].take());
+        let w = lock(&tx.chan.waiters);
+        assert_eq!(w.waiting, n - k - 1);
+        assert!(
+            w.queue.len() <= 2 * w.waiting + 16,
+            "{} entries for {} waiters",
+            w.queue.len(),
+            w.waiting
+        );
+    }
+    let left: Vec<usize> = (0..n).filter(|&i| waiting[i].is_some()).collect();
+    assert_eq!(left.len(), 100);
+    // Each received value frees one slot for the oldest sender left.
+    let mut got = Vec::new();
+    assert_eq!(rx.try_recv(), Ok(usize::MAX));
+    for &i in &left {
+        let f = waiting[i].as_mut().expect("still waiting");
+        assert!(
+            matches!(poll_once(f), Poll::Ready(Ok(()))),
+            "sender {i} served"
+        );
+        waiting[i] = None;
+        got.push(rx.try_recv().expect("its value"));
+    }
+    assert_eq!(got, left, "served in arrival order");
+    assert_eq!(queued_waiters(&tx), 0);
 }
 
 #[test]
