@@ -46,6 +46,8 @@
 //!   span that ends away from its thread.
 
 use std::cell::{RefCell, UnsafeCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -281,8 +283,97 @@ impl Drop for TracerInner {
     }
 }
 
+/// A thread's handles, one per tracer it started spans with.
+///
+/// A thread may use many tracers (one per request, say, on a runtime's
+/// worker): a handle is found in constant time whatever their number, the
+/// last one used first, and the entries of tracers that are gone are
+/// dropped in bulk once they could make up half the cache (amortised
+/// constant time per new handle, and at most about twice the live
+/// tracers' entries held).
+struct Cache {
+    entries: Vec<CacheEntry>,
+    /// The index of each tracer's entry in `entries`, for a thread with
+    /// more than [`Cache::SCAN`] of them.
+    at: HashMap<u64, usize, BuildHasherDefault<IdHash>>,
+    /// The entry used last.
+    last: usize,
+    /// When to look for entries of tracers that are gone next.
+    prune_at: usize,
+}
+
+impl Cache {
+    /// Up to this many entries, a scan finds a handle as fast as the map.
+    const SCAN: usize = 8;
+
+    const fn new() -> Self {
+        Cache {
+            entries: Vec::new(),
+            at: HashMap::with_hasher(BuildHasherDefault::new()),
+            last: 0,
+            prune_at: 2 * Self::SCAN,
+        }
+    }
+
+    /// The index of tracer `id`'s entry, if cached.
+    #[inline]
+    fn find(&mut self, id: u64) -> Option<usize> {
+        if self.entries.get(self.last).is_some_and(|e| e.tracer == id) {
+            return Some(self.last);
+        }
+        let i = if self.entries.len() <= Self::SCAN {
+            self.entries.iter().position(|e| e.tracer == id)?
+        } else {
+            *self.at.get(&id)?
+        };
+        self.last = i;
+        Some(i)
+    }
+
+    /// Adds `entry`; returns the entries of tracers that are gone, taken
+    /// out now and then (to be dropped outside the cache's borrow: their
+    /// drop may take a tracer's lock, never the cache).
+    fn push(&mut self, entry: CacheEntry) -> Vec<CacheEntry> {
+        let mut gone = Vec::new();
+        if self.entries.len() >= self.prune_at {
+            let (keep, old): (Vec<_>, Vec<_>) = std::mem::take(&mut self.entries)
+                .into_iter()
+                .partition(|e| e.owner.strong_count() > 0);
+            self.entries = keep;
+            gone = old;
+            self.prune_at = (2 * self.entries.len()).max(2 * Self::SCAN);
+            self.at.clear();
+            self.at
+                .extend(self.entries.iter().enumerate().map(|(i, e)| (e.tracer, i)));
+        }
+        self.last = self.entries.len();
+        self.at.insert(entry.tracer, self.last);
+        self.entries.push(entry);
+        gone
+    }
+}
+
+/// Tracer ids are a counter: a multiply spreads them over the map's
+/// buckets (no need for SipHash's resistance to chosen keys).
+#[derive(Default)]
+struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 thread_local! {
-    static LOCALS: RefCell<Vec<CacheEntry>> = const { RefCell::new(Vec::new()) };
+    static LOCALS: RefCell<Cache> = const { RefCell::new(Cache::new()) };
 }
 
 static NEXT_TRACER: AtomicU64 = AtomicU64::new(1);
@@ -447,15 +538,10 @@ impl Tracer {
         let id = self.inner.id;
         let cached = LOCALS.try_with(|cache| {
             let mut cache = cache.try_borrow_mut().ok()?;
-            let i = cache.iter().position(|e| e.tracer == id)?;
-            if i > 0 {
-                // Most recently used first: a thread that uses many tracers
-                // finds its busy ones at once.
-                cache.swap(0, i);
-            }
+            let i = cache.find(id)?;
             // Not closed: the tracer is alive (we hold it) and so is the
             // cache entry (we are its thread).
-            let local = &cache[0].local;
+            let local = &cache.entries[i].local;
             local.count.begin();
             Some(Handle::new(local))
         });
@@ -493,16 +579,10 @@ impl Tracer {
             let Ok(mut cache) = cache.try_borrow_mut() else {
                 return false;
             };
-            // Forget handles whose tracer is gone (the entries' drop runs
-            // outside the borrow: it may take a tracer's lock, never ours).
-            let gone: Vec<CacheEntry> = {
-                let (keep, gone) = std::mem::take(&mut *cache)
-                    .into_iter()
-                    .partition(|e| e.tracer != inner.id && e.owner.strong_count() > 0);
-                *cache = keep;
-                gone
-            };
-            cache.push(entry);
+            // Not cached (`local` looked first), so one entry per tracer.
+            // Handles whose tracer is gone are forgotten now and then (the
+            // entries' drop runs outside the borrow).
+            let gone = cache.push(entry);
             drop(cache);
             drop(gone);
             true
@@ -1183,6 +1263,48 @@ mod tests {
         assert_eq!(stats.exported, 3 + 1 + 1 + 20 + 1 + 1);
     }
 
+    /// A thread using many tracers at once (one per request, say) finds
+    /// each one's handle (one handle per tracer, made once), and the
+    /// cache of a thread whose tracers come and go holds at most about
+    /// twice the live ones.
+    #[test]
+    fn a_thread_with_many_tracers_finds_each_handle_and_forgets_the_gone() {
+        let pipeline = Pipeline::builder()
+            .transport(InMemory::new())
+            .build()
+            .unwrap();
+        let tracers: Vec<Tracer> = (0..100)
+            .map(|i| pipeline.tracer(format!("t{i}"), "1"))
+            .collect();
+        for _ in 0..3 {
+            for t in &tracers {
+                t.start("op").end();
+            }
+        }
+        for t in &tracers {
+            assert_eq!(locals(t), 1, "one handle per tracer on this thread");
+        }
+        let cached = LOCALS.with(|c| c.borrow().entries.len());
+        assert!(cached >= 100);
+        // Ten stay; a thousand more come and go, used in turn.
+        let keep: Vec<Tracer> = tracers.into_iter().take(10).collect();
+        for i in 0..1000 {
+            pipeline.tracer(format!("u{i}"), "1").start("op").end();
+            keep[i % 10].start("op").end();
+        }
+        for t in &keep {
+            assert_eq!(locals(t), 1);
+        }
+        let cached = LOCALS.with(|c| c.borrow().entries.len());
+        assert!(
+            cached <= 2 * (keep.len() + 1) + 2 * Cache::SCAN,
+            "{cached} entries for {} live tracers",
+            keep.len()
+        );
+        drop(keep);
+        pipeline.shutdown(std::time::Duration::from_secs(5));
+    }
+
     #[test]
     fn the_cache_forgets_tracers_that_are_gone() {
         let pipeline = Pipeline::builder()
@@ -1192,8 +1314,11 @@ mod tests {
         for i in 0..100 {
             pipeline.tracer(format!("t{i}"), "1").start("op").end();
         }
-        let cached = LOCALS.with(|c| c.borrow().len());
-        assert!(cached <= 1, "{cached} entries cached for dropped tracers");
+        let cached = LOCALS.with(|c| c.borrow().entries.len());
+        assert!(
+            cached <= 2 * Cache::SCAN,
+            "{cached} entries cached for dropped tracers"
+        );
         pipeline.shutdown(std::time::Duration::from_secs(5));
     }
 }
