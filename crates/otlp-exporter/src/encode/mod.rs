@@ -336,8 +336,8 @@ impl Encoder {
     pub(crate) fn assemble(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
         let budget = self.request_budget(encoding);
         let mut chunk: Vec<SpanRef<'_>> = Vec::new();
-        // The scopes in `chunk` (few: linear search, the last one first).
-        let mut chunk_scopes: Vec<ScopeId> = Vec::new();
+        // The scopes in `chunk`.
+        let mut chunk_scopes = Scopes::default();
         let mut chunk_bytes = 0;
         for s in spans {
             let id = self.known(s.scope);
@@ -348,7 +348,7 @@ impl Encoder {
                 out.too_large += 1;
                 continue;
             }
-            let new_scope = chunk_scopes.last() != Some(&id) && !chunk_scopes.contains(&id);
+            let new_scope = chunk_scopes.find(id).is_none();
             let cost = size + if new_scope { scope_cost } else { 0 };
             if chunk_bytes + cost > budget {
                 self.write(&chunk, encoding, out);
@@ -420,25 +420,23 @@ impl Encoder {
 
     fn write(&self, spans: &[SpanRef<'_>], encoding: Encoding, out: &mut Encoded) {
         // Group by scope, keeping the order of spans within each scope.
-        let mut groups: Vec<(ScopeId, Group<'_>)> = Vec::new();
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        let mut scopes = Scopes::default();
         for s in spans {
             let id = self.known(s.scope);
-            match groups.iter_mut().rev().find(|(g, _)| *g == id) {
-                Some((_, g)) => g.spans.push(s.bytes),
+            match scopes.find(id) {
+                Some(i) => groups[i].spans.push(s.bytes),
                 None => {
+                    scopes.push(id);
                     let entry = self.entry(id);
-                    groups.push((
-                        id,
-                        Group {
-                            scope: entry.header(encoding),
-                            schema_url: &entry.scope.schema_url,
-                            spans: vec![s.bytes],
-                        },
-                    ));
+                    groups.push(Group {
+                        scope: entry.header(encoding),
+                        schema_url: &entry.scope.schema_url,
+                        spans: vec![s.bytes],
+                    });
                 }
             }
         }
-        let groups: Vec<Group<'_>> = groups.into_iter().map(|(_, g)| g).collect();
         let total: usize = spans.iter().map(|s| s.bytes.len() + 1).sum();
         let mut body = Vec::with_capacity(total + 1024);
         match encoding {
@@ -460,6 +458,52 @@ impl Encoder {
             encoding,
             spans: spans.len(),
         });
+    }
+}
+
+/// The scopes of a chunk or request, in the order they came, each found
+/// by its index: by a scan while they are few (the usual batch has one or
+/// two), through a map once there are many (a batch of spans from many
+/// tracers), so that grouping `n` spans costs `n` lookups in constant
+/// time, not a scan of every scope so far per span.
+#[derive(Default)]
+struct Scopes {
+    ids: Vec<ScopeId>,
+    /// `ids`' indices, built once there are more than [`Scopes::SCAN`].
+    at: HashMap<ScopeId, usize>,
+}
+
+impl Scopes {
+    const SCAN: usize = 8;
+
+    /// The index of `id`, if pushed.
+    fn find(&self, id: ScopeId) -> Option<usize> {
+        let n = self.ids.len();
+        if n > 0 && self.ids[n - 1] == id {
+            return Some(n - 1);
+        }
+        if n <= Self::SCAN {
+            self.ids.iter().position(|&s| s == id)
+        } else {
+            self.at.get(&id).copied()
+        }
+    }
+
+    fn push(&mut self, id: ScopeId) {
+        self.ids.push(id);
+        if self.ids.len() > Self::SCAN {
+            if self.at.is_empty() {
+                self.at
+                    .extend(self.ids.iter().enumerate().map(|(i, &s)| (s, i)));
+            } else {
+                self.at.insert(id, self.ids.len() - 1);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.at.clear();
     }
 }
 
@@ -529,6 +573,47 @@ mod run_tests {
                 r
             })
             .collect()
+    }
+
+    /// Spans of many scopes, interleaved (each scope comes back after
+    /// others, past the scan's few): one request with one `ScopeSpans` per
+    /// scope, in the order the scopes first came, each holding its own
+    /// spans in their order.
+    #[test]
+    fn interleaved_scopes_are_grouped_in_order() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let mut encoder = Encoder::new(crate::model::Resource::new("scopes"));
+        let ids: Vec<ScopeId> = (0..30)
+            .map(|i| {
+                encoder.add_scope(crate::model::InstrumentationScope::new(
+                    format!("s{i}"),
+                    "1",
+                ))
+            })
+            .collect();
+        let spans: Vec<SpanData> = (0..300)
+            .map(|i| {
+                let mut s = SpanData::new(format!("{}", i));
+                // Scope of span i: i * 7 mod 30, so each scope recurs every
+                // 30 spans, after all the others.
+                s.scope = ids[(i * 7) % 30];
+                s
+            })
+            .collect();
+        let out = encoder.encode(&spans, Encoding::Protobuf);
+        assert_eq!(out.requests.len(), 1);
+        let req = ExportTraceServiceRequest::decode(&out.requests[0].body[..]).unwrap();
+        let scope_spans = &req.resource_spans[0].scope_spans;
+        assert_eq!(scope_spans.len(), 30);
+        for (k, ss) in scope_spans.iter().enumerate() {
+            // The k-th scope to come is span k's: (k * 7) mod 30.
+            let scope = (k * 7) % 30;
+            assert_eq!(ss.scope.as_ref().unwrap().name, format!("s{scope}"));
+            let names: Vec<usize> = ss.spans.iter().map(|s| s.name.parse().unwrap()).collect();
+            let expected: Vec<usize> = (0..300).filter(|i| (i * 7) % 30 == scope).collect();
+            assert_eq!(names, expected, "scope s{scope}");
+        }
     }
 
     /// One scope that fits one request: the run gives `assemble`'s bytes,
