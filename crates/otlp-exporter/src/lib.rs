@@ -92,23 +92,24 @@
 //!   (`sizes_out_of_range_are_errors_that_name_the_range`,
 //!   `durations_at_their_maximum_work`, `dropped_counts_near_u32_max_saturate`).
 //! * **Memory is bounded by the queue size plus a chunk per recording
-//!   thread**: the
-//!   queue is one pool of `max_queue_size` 512-byte slots plus a 16-slot
-//!   chunk (8 KiB) per recording thread; 256 threads recording while the
-//!   export is blocked hold the pool plus about 10 KiB each
-//!   (`memory_is_bounded_by_the_total_not_by_the_thread_count`). A thread
-//!   that exits leaves its spans to the worker and its lane is freed once
-//!   they are taken. So while the worker takes nothing (an export that
-//!   hangs, or failed batches held for retry), every thread that records
-//!   and exits meanwhile holds its lane's chunk, spans included, until the
-//!   worker takes again: about 5.5 KiB per such thread (measured with one
-//!   span each, thread-per-request), bounded by the outage's length times
-//!   the rate threads come and go, not by `max_queue_size`
+//!   thread**: the queue is one pool of `max_queue_size` 512-byte slots
+//!   plus a 16-slot chunk (8 KiB) per recording thread; 256 threads
+//!   recording while the export is blocked hold the pool plus about 10
+//!   KiB each (`memory_is_bounded_by_the_total_not_by_the_thread_count`).
+//!   A thread that exits leaves its spans to the worker and its lane is
+//!   freed once they are taken. So while the worker takes nothing (an
+//!   export that hangs, or failed batches held for retry), every thread
+//!   that records and exits meanwhile holds its lane's chunk, spans
+//!   included, until the worker takes again: about 5.5 KiB per such
+//!   thread (measured with one span each, thread-per-request), bounded by
+//!   the outage's length times the rate threads come and go, not by
+//!   `max_queue_size`
 //!   (`exited_threads_during_an_outage_do_not_keep_their_lanes` bounds it
-//!   at 16 KiB a lane). With [`Shedding::DropOldest`], whose lanes are per
-//!   thread, an exiting thread hands its spans over and at most
+//!   at 16 KiB a lane). With [`Shedding::DropOldest`], whose lanes are
+//!   per thread, an exiting thread hands its spans over and at most
 //!   [`HANDED_OVER_LANES`] lanes' worth are kept, the rest
-//!   [`Dropped::orphaned`]. The scope table is a hash index of at most [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
+//!   [`Dropped::orphaned`]. The scope table is a hash index of at most
+//!   [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
 //!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
 //!   `twenty_thousand_tracers_each_keep_their_scope`).
 //! * **Spans are owned** (`tests/span_owned.rs`): a [`Tracer`] is
