@@ -53,7 +53,7 @@ commands:
             --out DIR           where to write sweep.md (default target/sweep)
   audit   contention audits that fail when a hot path regresses:
           queue-scaling, exporter-throughput, layer-throughput, record-latency, lock-free,
-          accounting, task-wake, memory, cancel-drain; writes report.md, report.json,
+          accounting, task-wake, memory, cancel-drain, scaling; writes report.md, report.json,
           queue-scaling.svg
             --quick             sized for a 2-core CI machine
             --threads 1,2,4,8   thread counts (default as for sweep)

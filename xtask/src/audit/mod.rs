@@ -15,6 +15,7 @@ mod layer;
 mod lockfree;
 mod memory;
 mod queue;
+mod scaling;
 mod wake;
 
 use std::fmt::Write as _;
@@ -83,7 +84,7 @@ pub(crate) fn cores() -> usize {
 }
 
 /// The audits, in the order they run.
-pub(crate) const AUDITS: [&str; 9] = [
+pub(crate) const AUDITS: [&str; 10] = [
     "queue-scaling",
     "exporter-throughput",
     "layer-throughput",
@@ -93,6 +94,7 @@ pub(crate) const AUDITS: [&str; 9] = [
     "task-wake",
     "memory",
     "cancel-drain",
+    "scaling",
 ];
 
 /// What one audit found.
@@ -145,6 +147,9 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     }
     if run("cancel-drain") {
         audits.push(cancel::audit(o));
+    }
+    if run("scaling") {
+        audits.push(scaling::audit(o));
     }
 
     let mut md = String::new();

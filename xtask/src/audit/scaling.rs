@@ -1,0 +1,214 @@
+//! Audit 10: no operation's cost grows with a count the user controls.
+//! Each case times `n` operations at n = 1 000 and at n = 16 000, and
+//! compares the cost per operation: one that stays flat is constant time;
+//! one whose cost per operation is a scan of the others grows about 16x.
+//! Each case was such a scan until the commit named (found by a review on
+//! 2026-12-01; before and after figures in `docs/audits.md`):
+//!
+//! - `regions-held`: one task opens `n` regions at once and closes them in
+//!   the order opened (725e4de: a close searched the task's list of open
+//!   regions);
+//! - `senders-withdrawn`: `n` senders wait on a full channel and are
+//!   cancelled newest first (d53dffb: a withdrawal searched the queue);
+//! - `tracers`: one thread starts spans with `n` live tracers in turn
+//!   (578f268: the thread's handle cache was a list searched per span);
+//! - `scopes`: one request of `n` spans, each of its own scope (a628f68:
+//!   grouping searched every scope so far per span).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use otlp_exporter::{
+    EncodedRequest, Encoder, Encoding, ExportResult, InstrumentationScope, Pipeline, Resource,
+    SpanData, Transport,
+};
+use runtime_core::caps::ambient_authority;
+use runtime_core::channel::mpsc;
+use runtime_core::{CancelReason, Runtime};
+use serde_json::json;
+
+use super::{Audit, Options};
+
+const SMALL: usize = 1_000;
+const LARGE: usize = 16_000;
+/// The cost per operation at [`LARGE`] over that at [`SMALL`], at most
+/// (a scan of the others measured 6.6-14x before the fixes; 0.8-1.6x
+/// after).
+const MAX_GROWTH: f64 = 3.0;
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .worker_threads(2)
+        .thread_name("audit-scaling")
+        .build(ambient_authority())
+        .expect("runtime")
+}
+
+/// `n` regions opened at once through one `Cx`, awaited in the order
+/// opened.
+fn regions_held(n: usize) -> Duration {
+    let rt = runtime();
+    let out = rt.block_on(move |cx| async move {
+        let t0 = Instant::now();
+        let regions: Vec<_> = (0..n)
+            .map(|_| cx.region(|_| async { Ok::<_, ()>(()) }))
+            .collect();
+        for r in regions {
+            r.await.ok().ok_or(())?;
+        }
+        Ok::<_, ()>(t0.elapsed())
+    });
+    out.ok().expect("every region closes Ok")
+}
+
+/// `n` tasks each waiting to reserve a slot of a full channel, cancelled
+/// newest first, timed until all have ended.
+fn senders_withdrawn(n: usize) -> Duration {
+    let rt = runtime();
+    let out = rt.block_on(move |cx| async move {
+        let (tx, rx) = mpsc::channel::<u8>(1).map_err(|_| ())?;
+        tx.try_send(0).map_err(|_| ())?;
+        // Each task counts itself just before its reservation's first poll,
+        // in the same poll of the task.
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let (tx, started) = (tx.clone(), started.clone());
+            handles.push(cx.spawn(move |cx| async move {
+                started.fetch_add(1, Ordering::Release);
+                let _ = tx.reserve(&cx).await;
+            }));
+        }
+        // Every task polled (or a second passed), then a little more for
+        // the last polls to finish queueing.
+        let by = Instant::now() + Duration::from_secs(1);
+        while started.load(Ordering::Acquire) < n && Instant::now() < by {
+            let _ = cx.sleep(Duration::from_millis(2)).await;
+        }
+        let _ = cx.sleep(Duration::from_millis(10)).await;
+        let t0 = Instant::now();
+        for h in handles.iter().rev() {
+            h.cancel(CancelReason::user("audit: withdraw"));
+        }
+        for h in handles {
+            let _ = h.await;
+        }
+        let elapsed = t0.elapsed();
+        drop(rx);
+        Ok::<_, ()>(elapsed)
+    });
+    out.ok().expect("the body returns")
+}
+
+struct Discard;
+
+impl Transport for Discard {
+    fn export(&self, _request: &EncodedRequest, _deadline: Instant) -> ExportResult {
+        ExportResult::Success
+    }
+}
+
+/// Spans started on one thread with `n` live tracers in turn (four
+/// rounds, after a first span on each).
+fn tracers(n: usize) -> Duration {
+    let p = Pipeline::builder()
+        .transport(Discard)
+        .resource(Resource::new("audit"))
+        .max_queue_size(65_536)
+        .build()
+        .expect("valid settings");
+    let tracers: Vec<_> = (0..n).map(|_| p.tracer("audit", "1")).collect();
+    let t0 = Instant::now();
+    for _ in 0..4 {
+        for t in &tracers {
+            t.start("op").end();
+        }
+    }
+    let elapsed = t0.elapsed() / 4;
+    drop(tracers);
+    p.shutdown(Duration::from_secs(10));
+    elapsed
+}
+
+/// One request of `n` spans, each of its own scope.
+fn scopes(n: usize) -> Duration {
+    let mut encoder = Encoder::new(Resource::new("audit"));
+    let spans: Vec<SpanData> = (0..n)
+        .map(|i| {
+            let scope = encoder.add_scope(InstrumentationScope::new(format!("s{i}"), "1"));
+            let mut s = SpanData::new("op");
+            s.scope = scope;
+            s
+        })
+        .collect();
+    let t0 = Instant::now();
+    let out = encoder.encode(&spans, Encoding::Protobuf);
+    let elapsed = t0.elapsed();
+    assert_eq!(
+        out.requests.iter().map(|r| r.spans).sum::<usize>(),
+        n,
+        "every span encoded"
+    );
+    elapsed
+}
+
+/// The best of three runs' nanoseconds per operation.
+fn per_op(case: fn(usize) -> Duration, n: usize) -> f64 {
+    (0..3)
+        .map(|_| case(n).as_nanos() as f64 / n as f64)
+        .fold(f64::INFINITY, f64::min)
+}
+
+pub(crate) fn audit(_o: &Options) -> Audit {
+    eprintln!("  scaling: four cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, fn(usize) -> Duration); 4] = [
+        ("regions-held", regions_held),
+        ("senders-withdrawn", senders_withdrawn),
+        ("tracers", tracers),
+        ("scopes", scopes),
+    ];
+    let rows: Vec<(&str, f64, f64)> = cases
+        .iter()
+        .map(|&(name, case)| (name, per_op(case, SMALL), per_op(case, LARGE)))
+        .collect();
+    let worst = rows
+        .iter()
+        .map(|&(name, small, large)| (name, large / small))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("cases");
+    let passed = worst.1 <= MAX_GROWTH;
+    let mut d = String::new();
+    let _ = writeln!(
+        d,
+        "Cost per operation at n = {SMALL} and n = {LARGE} (best of 3 runs each); a scan of the \
+         other n per operation shows as growth near 16x.\n"
+    );
+    let _ = writeln!(d, "| case | n = {SMALL} | n = {LARGE} | growth |");
+    let _ = writeln!(d, "|---|---:|---:|---:|");
+    for &(name, small, large) in &rows {
+        let _ = writeln!(
+            d,
+            "| {name} | {small:.0} ns | {large:.0} ns | {:.2}x |",
+            large / small
+        );
+    }
+    Audit {
+        name: "scaling",
+        passed,
+        verdict: format!(
+            "cost per operation grows {:.2}x from n = {SMALL} to {LARGE} at most ({}; needs <= {MAX_GROWTH}x)",
+            worst.1, worst.0
+        ),
+        details: d,
+        json: json!({
+            "small": SMALL,
+            "large": LARGE,
+            "max_growth": MAX_GROWTH,
+            "rows": rows.iter().map(|&(name, small, large)| json!({
+                "case": name, "small_ns": small, "large_ns": large, "growth": large / small,
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
