@@ -154,8 +154,11 @@ fn scopes(n: usize) -> Duration {
     elapsed
 }
 
+/// A case: times `n` operations.
+type Case = fn(usize) -> Duration;
+
 /// The best of three runs' nanoseconds per operation.
-fn per_op(case: fn(usize) -> Duration, n: usize) -> f64 {
+fn per_op(case: Case, n: usize) -> f64 {
     (0..3)
         .map(|_| case(n).as_nanos() as f64 / n as f64)
         .fold(f64::INFINITY, f64::min)
@@ -163,7 +166,7 @@ fn per_op(case: fn(usize) -> Duration, n: usize) -> f64 {
 
 pub(crate) fn audit(_o: &Options) -> Audit {
     eprintln!("  scaling: four cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, fn(usize) -> Duration); 4] = [
+    let cases: [(&str, Case); 4] = [
         ("regions-held", regions_held),
         ("senders-withdrawn", senders_withdrawn),
         ("tracers", tracers),
