@@ -8,6 +8,10 @@
 //! - `regions-held`: one task opens `n` regions at once and closes them in
 //!   the order opened (725e4de: a close searched the task's list of open
 //!   regions);
+//! - `finished-context-opens`: `4 n` regions opened one after another
+//!   through a finished task's context beside `n` sleeping tasks (this
+//!   session's `Keeper`: a sweep looked for each of the finished task's
+//!   many registry entries in its list);
 //! - `senders-withdrawn`: `n` senders wait on a full channel and are
 //!   cancelled newest first (d53dffb: a withdrawal searched the queue);
 //! - `tracers`: one thread starts spans with `n` live tracers in turn
@@ -59,6 +63,39 @@ fn regions_held(n: usize) -> Duration {
             r.await.ok().ok_or(())?;
         }
         Ok::<_, ()>(t0.elapsed())
+    });
+    out.ok().expect("every region closes Ok")
+}
+
+/// `4 n` regions opened one after another through the context of a task
+/// that finished, beside `n` sleeping tasks (each open registers the
+/// finished task again, so the region's registry is swept every so often
+/// while `n` tasks are in it); timed over the opens.
+fn finished_context_opens(n: usize) -> Duration {
+    let rt = runtime();
+    let out = rt.block_on(move |cx| async move {
+        let r = cx
+            .region(move |pcx| async move {
+                for _ in 0..n {
+                    pcx.spawn(|cx| async move {
+                        let _ = cx.sleep(Duration::from_secs(3600)).await;
+                    });
+                }
+                let task_cx = pcx.spawn(|tcx| async move { tcx }).await.ok().ok_or(())?;
+                let t0 = Instant::now();
+                for _ in 0..4 * n {
+                    task_cx
+                        .region(|_| async { Ok::<_, ()>(()) })
+                        .await
+                        .ok()
+                        .ok_or(())?;
+                }
+                let elapsed = t0.elapsed() / 4;
+                pcx.cancel(CancelReason::user("audit: done"));
+                Ok::<_, ()>(elapsed)
+            })
+            .await;
+        r.ok().ok_or(())
     });
     out.ok().expect("every region closes Ok")
 }
@@ -165,9 +202,10 @@ fn per_op(case: Case, n: usize) -> f64 {
 }
 
 pub(crate) fn audit(_o: &Options) -> Audit {
-    eprintln!("  scaling: four cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, Case); 4] = [
+    eprintln!("  scaling: five cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, Case); 5] = [
         ("regions-held", regions_held),
+        ("finished-context-opens", finished_context_opens),
         ("senders-withdrawn", senders_withdrawn),
         ("tracers", tracers),
         ("scopes", scopes),

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use super::{CancelKind, CancelReason, Origin};
 use crate::loom::{AtomicU64, Ordering, lock};
-use crate::region::{BodyPoller, Region, is_alive, keeps};
+use crate::region::{BodyPoller, Keeper, Region, is_alive};
 use crate::sched::Schedule;
 use crate::task::{
     COMPLETE, CUT_OFF, TaskRef, is_running_task, is_running_task_waker, wake_cancelled_task,
@@ -480,8 +480,9 @@ impl Region {
             // for the taken count). Relaxed: published by the take's swap
             // (`Region::swept_used`).
             self.swept_used.store(true, Ordering::Relaxed);
+            let mut keeper = Keeper::default();
             for c in self.children.take_locked() {
-                if keeps(&swept, &c) {
+                if keeper.keeps(&swept, &c) {
                     apply(&c, room);
                     swept.push(c);
                 }
@@ -521,8 +522,9 @@ impl Region {
             // misses a task that the cut-off took.
             // Relaxed: as in `sweep`.
             self.swept_used.store(true, Ordering::Relaxed);
+            let mut keeper = Keeper::default();
             for t in self.children.take_locked() {
-                if keeps(&swept, &t) {
+                if keeper.keeps(&swept, &t) {
                     swept.push(t);
                 }
             }

@@ -161,22 +161,42 @@ fn alive_and_finished(t: &TaskRef) -> (bool, bool) {
     (h.open_count.load(Ordering::Acquire) != 0, true)
 }
 
-/// Whether a sweep or cut-off keeps `t`, taken from the registry, in the
-/// swept list: it still needs its entry (`is_alive`), and is not a
-/// finished task the list already holds (a finished task is registered
-/// again at each region opened through its context, `Region::open`; one
-/// entry is kept).
+/// Decides which tasks taken from the registry a sweep or cut-off keeps
+/// in the swept list: those that still need their entry (`is_alive`),
+/// once each. A finished task is registered again at each region opened
+/// through its context (`Region::open`), so the registry may hold it many
+/// times; one entry is kept.
 ///
-/// Only a finished task is looked for in the list: a running task is
-/// registered once, and finished ones kept are few. (The state first: a
-/// look through the list for every task taken would make a sweep of `n`
-/// new tasks cost `n * n / 2` comparisons.) A stale "not finished" only
-/// keeps a duplicate until the next sweep.
-pub(crate) fn keeps(swept: &[TaskRef], t: &TaskRef) -> bool {
-    match alive_and_finished(t) {
-        (false, _) => false,
-        (true, false) => true,
-        (true, true) => !swept.iter().any(|s| std::ptr::eq(s.as_ptr(), t.as_ptr())),
+/// Running tasks (registered once) are kept without a look at the list.
+/// For a finished one, the first asks for a set of the list's tasks, kept
+/// up to date for the rest of this pass: a look through the list for each
+/// would make a pass over `n` new tasks `n * n / 2` comparisons (for every
+/// task: 4b241c5; for a finished task's many entries: this set). A stale
+/// "not finished" only keeps a duplicate until the next sweep.
+#[derive(Default)]
+pub(crate) struct Keeper {
+    /// The tasks in the swept list (their headers' addresses), made at the
+    /// first finished task of the pass.
+    listed: Option<std::collections::HashSet<usize>>,
+}
+
+impl Keeper {
+    /// Whether to keep `t`; if so, the caller pushes it onto `swept`.
+    pub(crate) fn keeps(&mut self, swept: &[TaskRef], t: &TaskRef) -> bool {
+        let addr = |t: &TaskRef| t.as_ptr() as usize;
+        match alive_and_finished(t) {
+            (false, _) => false,
+            (true, false) => {
+                if let Some(listed) = &mut self.listed {
+                    listed.insert(addr(t));
+                }
+                true
+            }
+            (true, true) => self
+                .listed
+                .get_or_insert_with(|| swept.iter().map(addr).collect())
+                .insert(addr(t)),
+        }
     }
 }
 
