@@ -9,9 +9,9 @@
 //!   the order opened (725e4de: a close searched the task's list of open
 //!   regions);
 //! - `finished-context-opens`: `4 n` regions opened one after another
-//!   through a finished task's context beside `n` sleeping tasks (this
-//!   session's `Keeper`: a sweep looked for each of the finished task's
-//!   many registry entries in its list);
+//!   through a finished task's context beside `n` sleeping tasks (42f2f1c:
+//!   a sweep looked for each of the finished task's many registry entries
+//!   in its list);
 //! - `senders-withdrawn`: `n` senders wait on a full channel and are
 //!   cancelled newest first (d53dffb: a withdrawal searched the queue);
 //! - `tracers`: one thread starts spans with `n` live tracers in turn
