@@ -5,6 +5,8 @@
 //! Each case was such a scan until the commit named (found by a review on
 //! 2026-12-01; before and after figures in `docs/audits.md`):
 //!
+//! - `cancel-sweep`: a region of `n` sleeping tasks cancelled, timed until
+//!   it closes (4b241c5: the sweep looked for each new task in its list);
 //! - `regions-held`: one task opens `n` regions at once and closes them in
 //!   the order opened (725e4de: a close searched the task's list of open
 //!   regions);
@@ -65,6 +67,34 @@ fn regions_held(n: usize) -> Duration {
         Ok::<_, ()>(t0.elapsed())
     });
     out.ok().expect("every region closes Ok")
+}
+
+/// A region of `n` tasks sleeping an hour, cancelled: timed from the
+/// request until the region closes (every task drained).
+fn cancel_sweep(n: usize) -> Duration {
+    let rt = runtime();
+    let out = rt.block_on(move |cx| async move {
+        // The body returns when it asked: the region (its cancelled tasks
+        // do not make it fail) closes with that instant once drained.
+        let t0 = cx
+            .region(move |rcx| async move {
+                for _ in 0..n {
+                    rcx.spawn(|cx| async move {
+                        let _ = cx.sleep(Duration::from_secs(3600)).await;
+                    });
+                }
+                // Every task polled once (asleep): a yield per 64 tasks.
+                for _ in 0..n / 64 + 1 {
+                    let _ = rcx.yield_now().await;
+                }
+                let t0 = Instant::now();
+                rcx.cancel(CancelReason::user("audit: cancel"));
+                Ok::<_, ()>(t0)
+            })
+            .await;
+        Ok::<_, ()>(t0.ok().map(|t| t.elapsed()))
+    });
+    out.ok().flatten().expect("the region closes Ok")
 }
 
 /// `4 n` regions opened one after another through the context of a task
@@ -202,8 +232,9 @@ fn per_op(case: Case, n: usize) -> f64 {
 }
 
 pub(crate) fn audit(_o: &Options) -> Audit {
-    eprintln!("  scaling: five cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, Case); 5] = [
+    eprintln!("  scaling: six cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, Case); 6] = [
+        ("cancel-sweep", cancel_sweep),
         ("regions-held", regions_held),
         ("finished-context-opens", finished_context_opens),
         ("senders-withdrawn", senders_withdrawn),
