@@ -47,7 +47,7 @@
 
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -295,7 +295,9 @@ struct Cache {
     entries: Vec<CacheEntry>,
     /// The index of each tracer's entry in `entries`, for a thread with
     /// more than [`Cache::SCAN`] of them.
-    at: HashMap<u64, usize, BuildHasherDefault<IdHash>>,
+    /// (SipHash with fixed keys: a constant initializer, and tracer ids
+    /// are ours, not input a caller chooses.)
+    at: HashMap<u64, usize, BuildHasherDefault<DefaultHasher>>,
     /// The entry used last.
     last: usize,
     /// When to look for entries of tracers that are gone next.
@@ -350,25 +352,6 @@ impl Cache {
         self.at.insert(entry.tracer, self.last);
         self.entries.push(entry);
         gone
-    }
-}
-
-/// Tracer ids are a counter: a multiply spreads them over the map's
-/// buckets (no need for SipHash's resistance to chosen keys).
-#[derive(Default)]
-struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 

@@ -32,7 +32,7 @@ use otlp_exporter::{
 };
 use runtime_core::caps::ambient_authority;
 use runtime_core::channel::mpsc;
-use runtime_core::{CancelReason, Runtime};
+use runtime_core::{CancelReason, Cx, Runtime};
 use serde_json::json;
 
 use super::{Audit, Options};
@@ -69,6 +69,15 @@ fn regions_held(n: usize) -> Duration {
     out.ok().expect("every region closes Ok")
 }
 
+/// Spawns `n` tasks that sleep an hour.
+fn spawn_sleepers(cx: &Cx, n: usize) {
+    for _ in 0..n {
+        cx.spawn(|cx| async move {
+            let _ = cx.sleep(Duration::from_secs(3600)).await;
+        });
+    }
+}
+
 /// A region of `n` tasks sleeping an hour, cancelled: timed from the
 /// request until the region closes (every task drained).
 fn cancel_sweep(n: usize) -> Duration {
@@ -78,11 +87,7 @@ fn cancel_sweep(n: usize) -> Duration {
         // do not make it fail) closes with that instant once drained.
         let t0 = cx
             .region(move |rcx| async move {
-                for _ in 0..n {
-                    rcx.spawn(|cx| async move {
-                        let _ = cx.sleep(Duration::from_secs(3600)).await;
-                    });
-                }
+                spawn_sleepers(&rcx.narrow(), n);
                 // Every task polled once (asleep): a yield per 64 tasks.
                 for _ in 0..n / 64 + 1 {
                     let _ = rcx.yield_now().await;
@@ -106,11 +111,7 @@ fn finished_context_opens(n: usize) -> Duration {
     let out = rt.block_on(move |cx| async move {
         let r = cx
             .region(move |pcx| async move {
-                for _ in 0..n {
-                    pcx.spawn(|cx| async move {
-                        let _ = cx.sleep(Duration::from_secs(3600)).await;
-                    });
-                }
+                spawn_sleepers(&pcx.narrow(), n);
                 let task_cx = pcx.spawn(|tcx| async move { tcx }).await.ok().ok_or(())?;
                 let t0 = Instant::now();
                 for _ in 0..4 * n {
