@@ -97,13 +97,18 @@
 //!   recording while the export is blocked hold the pool plus about 10
 //!   KiB each (`memory_is_bounded_by_the_total_not_by_the_thread_count`).
 //!   A thread that exits leaves its spans to the worker and its lane is
-//!   freed once they are taken. So while the worker takes nothing (an
-//!   export that hangs, or failed batches held for retry), every thread
-//!   that records and exits meanwhile holds its lane's chunk, spans
-//!   included, until the worker takes again: about 5.5 KiB per such
-//!   thread (measured with one span each, thread-per-request), bounded by
-//!   the outage's length times the rate threads come and go, not by
-//!   `max_queue_size`
+//!   freed once they are taken. While failed batches are held for a retry
+//!   (a collector that is down), the worker takes nothing new, but it
+//!   moves what exited threads left into its adopted spans and frees
+//!   their lanes
+//!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`;
+//!   at most [`HANDED_OVER_LANES`] times `max_queue_size` spans are
+//!   adopted, the oldest beyond counted as [`Dropped::orphaned`]). While
+//!   an export hangs (the worker waits for it, or for a free export
+//!   thread), each thread that records and exits meanwhile keeps its
+//!   lane's chunk, spans included, until the export returns: about 5.5
+//!   KiB per such thread (thread-per-request, one span each), bounded by
+//!   the export timeout times the rate threads come and go
 //!   (`exited_threads_during_an_outage_do_not_keep_their_lanes` bounds it
 //!   at 16 KiB a lane). With [`Shedding::DropOldest`], whose lanes are
 //!   per thread, an exiting thread hands its spans over and at most

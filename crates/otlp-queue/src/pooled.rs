@@ -78,7 +78,10 @@
 //!   lane one chunk of `chunk` slots and a header of a few cache lines.
 //!   While the consumer takes nothing (a stalled consumer), producers that
 //!   come and go each leave a lane behind: memory then grows by a chunk
-//!   and a header per such producer until the consumer resumes. The default chunk is the largest that fits in
+//!   and a header per such producer until the consumer resumes, or until
+//!   it calls [`Consumer::pop_exited_each`], which takes only from the
+//!   lanes of producers that are gone and frees them. The default chunk
+//!   is the largest that fits in
 //!   [`CHUNK_BYTES`] (8 KiB), at most [`MAX_CHUNK`] slots: a 256-byte item
 //!   gets 32-slot chunks, so a producer costs about 8.5 KiB beyond the pool.
 //!
@@ -1132,6 +1135,38 @@ impl<T> Consumer<T> {
         self.drain_with(max, |lane, max| {
             // SAFETY: we are the consumer.
             unsafe { lane.pop_with_mut(max, &mut sink) }
+        })
+    }
+
+    /// [`pop_each`](Self::pop_each), from the lanes of producers that are
+    /// gone only, whose lanes are then retired (their chunks back to the
+    /// pool, their memory freed). For a consumer that holds back from
+    /// taking what live producers queue (an exporter keeping its queue
+    /// for a collector that is down) while producers come and go: each
+    /// that leaves would otherwise keep its lane, and a chunk of memory
+    /// with it, until the consumer next takes. Returns how many were taken.
+    ///
+    /// ```
+    /// let (tx, mut rx) = otlp_queue::pooled::bounded_total::<u32>(64);
+    /// let gone = tx.try_clone().unwrap();
+    /// tx.try_push(1).unwrap();
+    /// gone.try_push(2).unwrap();
+    /// drop(gone);
+    /// let mut taken = Vec::new();
+    /// assert_eq!(rx.pop_exited_each(10, |v| taken.push(v)), 1);
+    /// assert_eq!(taken, [2]);
+    /// assert_eq!(rx.lane_count(), 1, "the gone producer's lane is retired");
+    /// assert_eq!(rx.try_pop(), Ok(1));
+    /// ```
+    pub fn pop_exited_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        self.drain_with(max, |lane, max| {
+            // Acquire: as in `is_finished`: the producer's last `tail` is
+            // seen by the pop.
+            if !lane.producer_gone.load(Ordering::Acquire) {
+                return 0;
+            }
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with(max, &mut sink) }
         })
     }
 

@@ -431,6 +431,41 @@ fn pooled_producer_drop_races_pops() {
     });
 }
 
+/// A producer goes away after two pushes (across its home chunk and a
+/// pool chunk) while the consumer takes only from lanes whose producer is
+/// gone (`pop_exited_each`), as an exporter does during an outage, and a
+/// live producer's item waits: the gone producer's items come out once,
+/// in order, its lane is retired and its chunk back in the pool; the live
+/// one's item is never taken by it.
+#[test]
+fn pooled_pop_exited_races_a_producer_leaving() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
+        let gone = tx.try_clone().unwrap();
+        tx.try_push(100).unwrap();
+        let p = thread::spawn(move || {
+            for v in [1, 2] {
+                pooled_push_lossless(&gone, v);
+            }
+            drop(gone);
+        });
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if rx.pop_exited_each(usize::MAX, |v| got.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        p.join().unwrap();
+        assert_eq!(got, [1, 2], "the gone producer's items, once, in order");
+        // The lane is retired at the look that finds it drained.
+        assert_eq!(rx.pop_exited_each(usize::MAX, |v| got.push(v)), 0);
+        assert_eq!(rx.lane_count(), 1, "only the live producer's lane is left");
+        assert_eq!(rx.chunks_in_use(), 0, "the gone lane's pool chunk returned");
+        assert_eq!(rx.try_pop(), Ok(100));
+        drop(tx);
+    });
+}
+
 /// The consumer goes away while a producer pushes across chunks: every
 /// item is dropped exactly once (popped, dropped by the consumer's drop,
 /// handed back as `Closed`, or dropped with the lane).

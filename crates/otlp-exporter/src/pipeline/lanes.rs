@@ -290,6 +290,17 @@ impl<T> Consumer<T> {
         }
     }
 
+    /// Takes what threads that exited left in their lanes, and frees the
+    /// lanes (`pooled::Consumer::pop_exited_each`). Per-thread lanes need
+    /// none of this: an exiting thread hands its spans over itself
+    /// (`hand_over`).
+    pub(super) fn pop_exited_each(&mut self, max: usize, sink: impl FnMut(T)) -> usize {
+        match self {
+            Consumer::Lanes(_) => 0,
+            Consumer::Pooled(c) => c.pop_exited_each(max, sink),
+        }
+    }
+
     pub(super) fn mark(&mut self) -> Mark<T> {
         match self {
             Consumer::Lanes(c) => Mark::Lanes(c.mark()),

@@ -570,7 +570,9 @@ impl Worker {
             }
             self.collect_kept();
             if !self.kept.is_empty() {
-                // A collector outage: the spans wait in the lanes.
+                // A collector outage: the spans wait in the lanes (but not
+                // in the lanes of threads that exited: see `adopt_exited`).
+                self.adopt_exited();
                 self.tend_kept();
                 idle = 0;
                 continue;
@@ -654,6 +656,44 @@ impl Worker {
         }
         Ledger::add(&mut ledger.in_flight, (n + m) as u64);
         n + m
+    }
+
+    /// While the worker takes nothing from the queue (batches kept for a
+    /// collector that is down), moves what threads that exited left in
+    /// their lanes into the adopted spans, as those threads' hand-overs
+    /// do, so that each lane's chunk and header are freed now rather than
+    /// when the collector is back: with a thread per request, those add up
+    /// to a few KiB per thread for as long as the outage lasts. At most
+    /// `HANDED_OVER_LANES x max_queue_size` are kept adopted; the oldest
+    /// beyond are dropped as `orphaned`, counted.
+    pub(super) fn adopt_exited(&mut self) {
+        let Some(consumer) = self.consumer.as_mut() else {
+            return;
+        };
+        let mut ledger = lock(&self.shared.ledger);
+        if ledger.closed || ledger.abandoned {
+            return;
+        }
+        let ledger = &mut *ledger;
+        let n = consumer.pop_exited_each(usize::MAX, |span| ledger.adopted.push_back(span));
+        if n == 0 {
+            return;
+        }
+        // Popped from the lanes into `adopted`: still queued (`queued`
+        // counts `adopted`), and a flush waits for them (`adopted_in`).
+        Ledger::add(&mut ledger.popped, n as u64);
+        Ledger::add(&mut ledger.adopted_in, n as u64);
+        let over = ledger
+            .adopted
+            .len()
+            .saturating_sub(self.shared.capacity.saturating_mul(HANDED_OVER_LANES));
+        if over > 0 {
+            ledger.adopted.drain(..over);
+            Ledger::add(&mut ledger.orphaned, over as u64);
+            Ledger::add(&mut ledger.adopted_out, over as u64);
+        }
+        // Release: as in `hand_over` (the worker's own `take` reads it).
+        self.shared.has_adopted.store(true, Ordering::Release);
     }
 
     /// Moves up to `limit` deferred spans (recorded from inside the
