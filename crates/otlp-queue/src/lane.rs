@@ -558,7 +558,10 @@ impl<T> Drop for Lane<T> {
 /// consumer).
 fn wait_for_consumer(spins: &mut u32) -> bool {
     const PATIENCE: u32 = if cfg!(loom) { u32::MAX } else { 200_000 };
-    if *spins >= PATIENCE {
+    // `==`: `PATIENCE` is `u32::MAX` under loom, where `>=` is `==`
+    // (clippy's `absurd_extreme_comparisons` under `--cfg loom`); the
+    // count stops at it.
+    if *spins == PATIENCE {
         return false;
     }
     if *spins < 6 {
