@@ -1259,9 +1259,16 @@ mod tests {
         let tracers: Vec<Tracer> = (0..100)
             .map(|i| pipeline.tracer(format!("t{i}"), "1"))
             .collect();
+        // Each span gets its own tracer's handle (its scope says so).
+        let start = |t: &Tracer| {
+            let span = t.start("op");
+            let scope = span.data.as_ref().map(|d| d.span.scope);
+            assert_eq!(scope, Some(t.scope()), "the span's handle is its tracer's");
+            span.end();
+        };
         for _ in 0..3 {
             for t in &tracers {
-                t.start("op").end();
+                start(t);
             }
         }
         for t in &tracers {
@@ -1272,8 +1279,8 @@ mod tests {
         // Ten stay; a thousand more come and go, used in turn.
         let keep: Vec<Tracer> = tracers.into_iter().take(10).collect();
         for i in 0..1000 {
-            pipeline.tracer(format!("u{i}"), "1").start("op").end();
-            keep[i % 10].start("op").end();
+            start(&pipeline.tracer(format!("u{i}"), "1"));
+            start(&keep[i % 10]);
         }
         for t in &keep {
             assert_eq!(locals(t), 1);
