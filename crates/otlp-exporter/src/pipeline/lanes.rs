@@ -370,6 +370,15 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
         return;
     }
     Ledger::add(&mut ledger.taken_back, n as u64);
+    adopted(shared, ledger, n);
+}
+
+/// Accounts for `n` spans just pushed onto `ledger.adopted` (by a thread's
+/// hand-over, or by the worker from exited threads' lanes): a flush waits
+/// for them (`adopted_in`), at most `HANDED_OVER_LANES x max_queue_size`
+/// stay (the oldest beyond are counted as orphaned), and the worker is
+/// told there are some.
+pub(super) fn adopted(shared: &Shared, ledger: &mut Ledger, n: usize) {
     Ledger::add(&mut ledger.adopted_in, n as u64);
     let over = ledger
         .adopted
@@ -380,6 +389,7 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
         Ledger::add(&mut ledger.orphaned, over as u64);
         Ledger::add(&mut ledger.adopted_out, over as u64);
     }
+    // Release: pairs with the Acquire load in the worker's `take`.
     shared.has_adopted.store(true, Ordering::Release);
 }
 

@@ -680,20 +680,9 @@ impl Worker {
             return;
         }
         // Popped from the lanes into `adopted`: still queued (`queued`
-        // counts `adopted`), and a flush waits for them (`adopted_in`).
+        // counts `adopted`).
         Ledger::add(&mut ledger.popped, n as u64);
-        Ledger::add(&mut ledger.adopted_in, n as u64);
-        let over = ledger
-            .adopted
-            .len()
-            .saturating_sub(self.shared.capacity.saturating_mul(HANDED_OVER_LANES));
-        if over > 0 {
-            ledger.adopted.drain(..over);
-            Ledger::add(&mut ledger.orphaned, over as u64);
-            Ledger::add(&mut ledger.adopted_out, over as u64);
-        }
-        // Release: as in `hand_over` (the worker's own `take` reads it).
-        self.shared.has_adopted.store(true, Ordering::Release);
+        adopted(&self.shared, ledger, n);
     }
 
     /// Moves up to `limit` deferred spans (recorded from inside the
