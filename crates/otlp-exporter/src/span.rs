@@ -861,6 +861,82 @@ struct Storage {
     /// recent stores, which the CPU cannot forward (a stall, seen with
     /// `perf annotate`).
     plain: bool,
+    /// Past [`INDEXED_FROM`] attributes, `set_attribute` finds a key
+    /// through this index rather than a scan: with a raised attribute
+    /// limit, a span given thousands of attributes would otherwise cost
+    /// time quadratic in their number. `None` for the usual span.
+    index: Option<Box<KeyIndex>>,
+}
+
+/// From this many attributes on, a span's keys are found through a
+/// [`KeyIndex`]. Below it a scan is cheaper than hashing the key (the
+/// default limit is 128, and most spans carry a handful).
+const INDEXED_FROM: usize = 16;
+
+/// The positions of a span's attributes by the hash of their key, for
+/// `set_attribute`'s lookup once a span has many. Attributes of a live span
+/// are only ever appended (`set_attribute`), so the index catches up with
+/// the ones added since its last use, and never has to forget one.
+struct KeyIndex {
+    /// Seeded per index: keys may come from outside (a request's headers),
+    /// and a fixed hash would let a caller choose colliding ones.
+    hasher: std::hash::RandomState,
+    /// A key's hash to the position of the first attribute with that hash.
+    /// A second key with the same hash (a 64-bit collision) is not entered:
+    /// a lookup that lands on another key scans, so it is still found.
+    first: HashMap<u64, u32, BuildHasherDefault<PassThrough>>,
+    /// `attributes[..covered]` are in `first`.
+    covered: usize,
+}
+
+impl KeyIndex {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            hasher: std::hash::RandomState::new(),
+            first: HashMap::default(),
+            covered: 0,
+        })
+    }
+
+    /// The position of `key` in `attributes`, which are the ones this index
+    /// was used with plus any appended since.
+    fn find(&mut self, attributes: &[KeyValue], key: &str) -> Option<usize> {
+        use std::hash::BuildHasher;
+        for (at, kv) in attributes.iter().enumerate().skip(self.covered) {
+            let at = u32::try_from(at).unwrap_or(u32::MAX);
+            self.first
+                .entry(self.hasher.hash_one(&*kv.key))
+                .or_insert(at);
+        }
+        self.covered = attributes.len();
+        let at = *self.first.get(&self.hasher.hash_one(key))? as usize;
+        if attributes.get(at).is_some_and(|kv| kv.key == key) {
+            Some(at)
+        } else {
+            // Another key with the same hash, or none: the scan decides.
+            attributes.iter().position(|kv| kv.key == key)
+        }
+    }
+}
+
+/// A hasher for keys that are already hashes (`KeyIndex::first`).
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Span {
@@ -927,10 +1003,18 @@ impl Span {
         {
             value = truncated(value, limit);
         }
-        if let Some(kv) = data.attributes.iter_mut().find(|kv| kv.key == key) {
+        let existing = if data.attributes.len() < INDEXED_FROM {
+            data.attributes.iter().position(|kv| kv.key == key)
+        } else {
+            storage
+                .index
+                .get_or_insert_with(KeyIndex::new)
+                .find(&data.attributes, &key)
+        };
+        if let Some(at) = existing {
             // The key kept is the one already there (and counted).
             storage.plain &= crate::model::value_owns_nothing(&value);
-            replace_value(&mut kv.value, value);
+            replace_value(&mut data.attributes[at].value, value);
         } else if data.attributes.len() < limits.attribute_count {
             storage.plain &= crate::model::owns_nothing(&key, &value);
             crate::model::push_attribute(&mut data.attributes, key, value);
@@ -1143,6 +1227,7 @@ fn spare_storage(name: Str, context: SpanContext) -> Box<Storage> {
         None => Box::new(Storage {
             span: SpanData::with_context(name, context),
             plain: true,
+            index: None,
         }),
     }
 }
@@ -1169,6 +1254,10 @@ unsafe fn recycle_storage(mut storage: Box<Storage>) {
     // SAFETY: the caller's promise.
     unsafe { data.reset_for_reuse_known(storage.plain) };
     storage.plain = true;
+    if storage.index.is_some() {
+        // Its positions are of this span's attributes, now gone.
+        storage.index = None;
+    }
     let _ = SPARE.try_with(move |spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
             && spare.len() < SPARE_SPANS
@@ -1199,6 +1288,28 @@ impl std::fmt::Debug for Span {
 mod tests {
     use super::*;
     use crate::InMemory;
+
+    #[test]
+    fn a_key_index_finds_keys_whose_hashes_collide() {
+        use std::hash::BuildHasher;
+        let attributes: Vec<KeyValue> =
+            (0..40).map(|i| KeyValue::new(format!("k{i}"), i)).collect();
+        let mut index = KeyIndex::new();
+        assert_eq!(index.find(&attributes[..20], "k3"), Some(3));
+        assert_eq!(index.find(&attributes[..20], "k30"), None);
+        // The rest, appended since, are caught up with at the next use.
+        assert_eq!(index.find(&attributes, "k30"), Some(30));
+        // A collision: "k7"'s hash made to lead to "k9". A key whose hash
+        // leads to another key is found by the scan.
+        let h7 = index.hasher.hash_one("k7");
+        index.first.insert(h7, 9);
+        assert_eq!(index.find(&attributes, "k7"), Some(7));
+        assert_eq!(index.find(&attributes, "k9"), Some(9));
+        // And a key that is not there, whose hash leads somewhere, is not.
+        let missing = index.hasher.hash_one("absent");
+        index.first.insert(missing, 1);
+        assert_eq!(index.find(&attributes, "absent"), None);
+    }
 
     fn locals(tracer: &Tracer) -> usize {
         tracer.inner.locals.lock().unwrap().len()

@@ -199,3 +199,60 @@ fn the_span_builder_applies_the_limits_as_it_goes() {
         (1, 1)
     );
 }
+
+#[test]
+fn many_attributes_under_a_raised_limit_keep_one_value_per_key() {
+    // Past the first few attributes, keys are found through an index
+    // rather than a scan; every key, however many there are, is still
+    // replaced rather than repeated, and the limit still counts.
+    let memory = InMemory::new();
+    let limits = SpanLimits {
+        attribute_count: 3_000,
+        ..SpanLimits::default()
+    };
+    let p = pipeline(&memory, limits);
+    let tracer = p.tracer("many", "1");
+    let mut span = tracer.start("many attributes");
+    // Owned and borrowed keys, set in one order and replaced in another.
+    for i in 0..3_500_i64 {
+        span.set_attribute(format!("k{i}"), i);
+    }
+    span.set_attribute("static", "first");
+    for i in (0..3_500_i64).rev() {
+        span.set_attribute(format!("k{i}"), -i);
+    }
+    span.set_attribute("static", "second");
+    span.end();
+    // The next span on this thread reuses the storage: nothing of the
+    // first span's keys is found there.
+    let mut next = tracer.start("next");
+    for i in 0..40_i64 {
+        next.set_attribute(format!("k{}", i % 20), i);
+    }
+    next.end();
+    p.shutdown(Duration::from_secs(5));
+    let got = received(&memory);
+    let first = &got[0];
+    assert_eq!(first.attributes.len(), 3_000);
+    // Each set of a key past the limit is a drop (500 and "static", twice);
+    // replacing a kept key is not.
+    assert_eq!(first.dropped_attributes_count, 1_002);
+    for (i, kv) in first.attributes.iter().enumerate() {
+        assert_eq!(kv.key, format!("k{i}"));
+        assert_eq!(
+            kv.value.as_ref().unwrap().value,
+            Some(PV::IntValue(-(i as i64))),
+            "{}",
+            kv.key
+        );
+    }
+    let next = &got[1];
+    let keys: Vec<_> = next.attributes.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, (0..20).map(|i| format!("k{i}")).collect::<Vec<_>>());
+    for (i, kv) in next.attributes.iter().enumerate() {
+        assert_eq!(
+            kv.value.as_ref().unwrap().value,
+            Some(PV::IntValue(i as i64 + 20))
+        );
+    }
+}

@@ -19,7 +19,10 @@
 //! - `tracers`: one thread starts spans with `n` live tracers in turn
 //!   (578f268: the thread's handle cache was a list searched per span);
 //! - `scopes`: one request of `n` spans, each of its own scope (a628f68:
-//!   grouping searched every scope so far per span).
+//!   grouping searched every scope so far per span);
+//! - `attributes`: one span given `n` attributes, then each set again,
+//!   under an attribute limit raised to `n` (session 13: each set searched
+//!   the span's attributes for its key).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use otlp_exporter::{
     EncodedRequest, Encoder, Encoding, ExportResult, InstrumentationScope, Pipeline, Resource,
-    SpanData, Transport,
+    SpanData, SpanLimits, Transport,
 };
 use runtime_core::caps::ambient_authority;
 use runtime_core::channel::mpsc;
@@ -222,6 +225,35 @@ fn scopes(n: usize) -> Duration {
     elapsed
 }
 
+/// One span given `n` attributes of distinct keys, then each set again
+/// (a replacement), under an attribute limit of `n`; timed over the `2 n`
+/// sets, per set pair.
+fn attributes(n: usize) -> Duration {
+    let p = Pipeline::builder()
+        .transport(Discard)
+        .resource(Resource::new("audit"))
+        .limits(SpanLimits {
+            attribute_count: n,
+            ..SpanLimits::default()
+        })
+        .build()
+        .expect("valid settings");
+    let keys: Vec<String> = (0..n).map(|i| format!("key.{i}")).collect();
+    let tracer = p.tracer("audit", "1");
+    let mut span = tracer.start("op");
+    let t0 = Instant::now();
+    for round in 0..2_i64 {
+        for k in &keys {
+            span.set_attribute(k.clone(), round);
+        }
+    }
+    let elapsed = t0.elapsed();
+    span.end();
+    drop(tracer);
+    p.shutdown(Duration::from_secs(10));
+    elapsed
+}
+
 /// A case: times `n` operations.
 type Case = fn(usize) -> Duration;
 
@@ -233,14 +265,15 @@ fn per_op(case: Case, n: usize) -> f64 {
 }
 
 pub(crate) fn audit(_o: &Options) -> Audit {
-    eprintln!("  scaling: six cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, Case); 6] = [
+    eprintln!("  scaling: seven cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, Case); 7] = [
         ("cancel-sweep", cancel_sweep),
         ("regions-held", regions_held),
         ("finished-context-opens", finished_context_opens),
         ("senders-withdrawn", senders_withdrawn),
         ("tracers", tracers),
         ("scopes", scopes),
+        ("attributes", attributes),
     ];
     let rows: Vec<(&str, f64, f64)> = cases
         .iter()
