@@ -22,7 +22,10 @@
 //!   grouping searched every scope so far per span);
 //! - `attributes`: one span given `n` attributes, then each set again,
 //!   under an attribute limit raised to `n` (session 13: each set searched
-//!   the span's attributes for its key).
+//!   the span's attributes for its key);
+//! - `lab-pct`: a lab run under PCT in which `n` tasks are ready at once,
+//!   each yielding twice (session 13: each step scanned every ready task
+//!   for the highest priority).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use otlp_exporter::{
 };
 use runtime_core::caps::ambient_authority;
 use runtime_core::channel::mpsc;
+use runtime_core::lab::{LabRuntime, Strategy};
 use runtime_core::{CancelReason, Cx, Runtime};
 use serde_json::json;
 
@@ -254,6 +258,32 @@ fn attributes(n: usize) -> Duration {
     elapsed
 }
 
+/// A lab run under PCT: `n` tasks spawned at once, each yielding twice,
+/// so `n` are ready at each step; timed over the run, per task.
+fn lab_pct(n: usize) -> Duration {
+    let lab = LabRuntime::builder()
+        .seed(3)
+        .strategy(Strategy::Pct {
+            depth: 3,
+            steps: 3 * n as u64,
+        })
+        .max_steps(10 * n as u64 + 100)
+        .build();
+    let t0 = Instant::now();
+    let report = lab.block_on(move |cx| async move {
+        for _ in 0..n {
+            cx.spawn(|cx| async move {
+                let _ = cx.yield_now().await;
+                let _ = cx.yield_now().await;
+            });
+        }
+        Ok::<_, ()>(())
+    });
+    let elapsed = t0.elapsed();
+    assert!(report.is_clean(), "{:?}", report.failure());
+    elapsed
+}
+
 /// A case: times `n` operations.
 type Case = fn(usize) -> Duration;
 
@@ -265,8 +295,8 @@ fn per_op(case: Case, n: usize) -> f64 {
 }
 
 pub(crate) fn audit(_o: &Options) -> Audit {
-    eprintln!("  scaling: seven cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, Case); 7] = [
+    eprintln!("  scaling: eight cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, Case); 8] = [
         ("cancel-sweep", cancel_sweep),
         ("regions-held", regions_held),
         ("finished-context-opens", finished_context_opens),
@@ -274,6 +304,7 @@ pub(crate) fn audit(_o: &Options) -> Audit {
         ("tracers", tracers),
         ("scopes", scopes),
         ("attributes", attributes),
+        ("lab-pct", lab_pct),
     ];
     let rows: Vec<(&str, f64, f64)> = cases
         .iter()

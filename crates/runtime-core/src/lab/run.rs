@@ -2,7 +2,7 @@
 //! finishes (jumping virtual time when nothing is ready), check the
 //! oracles, tear down.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -44,16 +44,42 @@ impl Rng {
 /// How the next task is chosen.
 enum Picker {
     Random(Rng),
-    Pct {
-        rng: Rng,
-        /// Each task's priority, given when first seen (higher runs first).
-        priority: BTreeMap<TaskId, u64>,
-        /// The steps at which the task run is demoted, ascending.
-        change_points: Vec<u64>,
-        demoted: u64,
-        /// The task run last, and how many steps in a row it has run.
-        streak: (TaskId, u32),
-    },
+    Pct(Pct),
+}
+
+/// Probabilistic concurrency testing's state: the ready task of highest
+/// priority runs. The ready list is kept arranged as a binary max-heap by
+/// priority, so a step costs O(log n) for n ready tasks rather than a scan
+/// of all of them (a lab run with thousands of ready tasks was quadratic).
+/// The choices are the scan's: the highest priority wins (priorities are
+/// distinct), and a task's first priority is drawn when a pick first sees
+/// it, in the order tasks became ready (tests: `pct_heap_picks_as_a_scan_would`).
+struct Pct {
+    rng: Rng,
+    /// Each task's priority, given when first seen (higher runs first).
+    priority: HashMap<TaskId, u64>,
+    /// The steps at which the task run is demoted, ascending.
+    change_points: VecDeque<u64>,
+    demoted: u64,
+    /// The task run last, and how many steps in a row it has run.
+    streak: (TaskId, u32),
+    /// `ready[..heap]` is a max-heap by priority, as the last pick left
+    /// it; the tasks after it became ready since.
+    heap: usize,
+    /// The last pick took the top with a `swap_remove(0)`: the last heap
+    /// entry now sits at the top, to be sifted down.
+    took_top: bool,
+}
+
+/// What the pickers need of a ready entry (a task; an id in the tests).
+trait ReadyTask {
+    fn task_id(&self) -> TaskId;
+}
+
+impl ReadyTask for TaskRef {
+    fn task_id(&self) -> TaskId {
+        self.header().id
+    }
 }
 
 /// Under PCT, a task run this many steps in a row while others were ready
@@ -70,78 +96,133 @@ impl Picker {
                 let mut change_points: Vec<u64> =
                     (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
                 change_points.sort_unstable();
-                Picker::Pct {
+                Picker::Pct(Pct {
                     rng,
-                    priority: BTreeMap::new(),
-                    change_points,
+                    priority: HashMap::new(),
+                    change_points: change_points.into(),
                     demoted: 0,
                     streak: (TaskId(0), 0),
-                }
+                    heap: 0,
+                    took_top: false,
+                })
             }
         }
     }
 
-    fn pick(&mut self, step: u64, ready: &[TaskRef]) -> usize {
+    /// The index in `ready` (not empty) of the task to run at `step`,
+    /// which the caller then takes with a `swap_remove`. The PCT picker
+    /// may rearrange `ready` (between picks it is only appended to).
+    fn pick<R: ReadyTask>(&mut self, step: u64, ready: &mut [R]) -> usize {
         match self {
             Picker::Random(rng) => rng.below(ready.len() as u64) as usize,
-            Picker::Pct {
-                rng,
-                priority,
-                change_points,
-                demoted,
-                streak,
-            } => {
-                let mut best = 0;
-                let mut best_p = 0;
-                for (i, t) in ready.iter().enumerate() {
-                    // Initial priorities sit above every demoted one
-                    // (demotions count up from 1, far below 2^32).
-                    let p = *priority
-                        .entry(t.header().id)
-                        .or_insert_with(|| rng.next() | (1 << 32));
-                    if i == 0 || p > best_p {
-                        best = i;
-                        best_p = p;
-                    }
-                }
-                // A change point: the chosen task drops below all others
-                // (each later demotion below the earlier ones), and the
-                // new highest is run instead.
-                let mut again = false;
-                while change_points.first().is_some_and(|&c| c <= step) {
-                    change_points.remove(0);
-                    *demoted += 1;
-                    priority.insert(ready[best].header().id, (1 << 32) - *demoted);
-                    again = true;
-                }
-                // A task that keeps the thread while others wait (a spin
-                // on a yield) is demoted too, or it would never let them
-                // run.
-                let id = ready[best].header().id;
-                if streak.0 == id {
-                    streak.1 += 1;
-                } else {
-                    *streak = (id, 1);
-                }
-                if streak.1 > PCT_STREAK && ready.len() > 1 {
-                    *demoted += 1;
-                    priority.insert(id, (1 << 32) - *demoted);
-                    again = true;
-                }
-                if again {
-                    best = 0;
-                    best_p = 0;
-                    for (i, t) in ready.iter().enumerate() {
-                        let p = priority[&t.header().id];
-                        if i == 0 || p > best_p {
-                            best = i;
-                            best_p = p;
-                        }
-                    }
-                    *streak = (ready[best].header().id, 1);
-                }
-                best
+            Picker::Pct(pct) => pct.pick(step, ready),
+        }
+    }
+}
+
+impl Pct {
+    fn pick<R: ReadyTask>(&mut self, step: u64, ready: &mut [R]) -> usize {
+        self.restore_heap(ready);
+        // A change point: the chosen task drops below all others (each
+        // later demotion below the earlier ones), and the new highest is
+        // run instead.
+        let best = ready[0].task_id();
+        let mut again = false;
+        while self.change_points.front().is_some_and(|&c| c <= step) {
+            self.change_points.pop_front();
+            self.demote(best);
+            again = true;
+        }
+        // A task that keeps the thread while others wait (a spin on a
+        // yield) is demoted too, or it would never let them run.
+        if self.streak.0 == best {
+            self.streak.1 += 1;
+        } else {
+            self.streak = (best, 1);
+        }
+        if self.streak.1 > PCT_STREAK && ready.len() > 1 {
+            self.demote(best);
+            again = true;
+        }
+        if again {
+            self.sift_down(ready, 0);
+            self.streak = (ready[0].task_id(), 1);
+        }
+        self.took_top = true;
+        0
+    }
+
+    /// Brings `ready` back to a heap: the entry the last pick's
+    /// `swap_remove(0)` moved to the top sifted down, then the tasks that
+    /// became ready since given a priority (if new) and sifted up, in the
+    /// order they came.
+    fn restore_heap<R: ReadyTask>(&mut self, ready: &mut [R]) {
+        if std::mem::take(&mut self.took_top) {
+            self.heap -= 1;
+        }
+        if self.heap > ready.len() {
+            // Taken from by someone else (not in a run): start over.
+            self.heap = 0;
+        }
+        if self.heap > 0 {
+            self.sift_down_within(ready, 0, self.heap);
+        }
+        for i in self.heap..ready.len() {
+            let rng = &mut self.rng;
+            // Initial priorities sit above every demoted one (demotions
+            // count down from 2^32).
+            self.priority
+                .entry(ready[i].task_id())
+                .or_insert_with(|| rng.next() | (1 << 32));
+            self.sift_up(ready, i);
+        }
+        self.heap = ready.len();
+    }
+
+    fn demote(&mut self, id: TaskId) {
+        self.demoted += 1;
+        self.priority.insert(id, (1 << 32) - self.demoted);
+    }
+
+    fn key<R: ReadyTask>(&self, r: &R) -> u64 {
+        self.priority[&r.task_id()]
+    }
+
+    fn sift_up<R: ReadyTask>(&self, ready: &mut [R], mut i: usize) {
+        let p = self.key(&ready[i]);
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            if self.key(&ready[parent]) >= p {
+                break;
             }
+            ready.swap(i, parent);
+            i = parent;
+        }
+    }
+
+    fn sift_down<R: ReadyTask>(&self, ready: &mut [R], i: usize) {
+        self.sift_down_within(ready, i, ready.len());
+    }
+
+    /// Sifts `ready[i]` down within the heap `ready[..len]`.
+    fn sift_down_within<R: ReadyTask>(&self, ready: &mut [R], mut i: usize, len: usize) {
+        let p = self.key(&ready[i]);
+        loop {
+            let (l, r) = (2 * i + 1, 2 * i + 2);
+            let mut top = i;
+            let mut top_p = p;
+            if l < len && self.key(&ready[l]) > top_p {
+                top = l;
+                top_p = self.key(&ready[l]);
+            }
+            if r < len && self.key(&ready[r]) > top_p {
+                top = r;
+            }
+            if top == i {
+                return;
+            }
+            ready.swap(i, top);
+            i = top;
         }
     }
 }
@@ -371,4 +452,162 @@ fn tear_down<T, E>(
         }
     }
     let _ = handle.is_finished();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl ReadyTask for TaskId {
+        fn task_id(&self) -> TaskId {
+            *self
+        }
+    }
+
+    /// The PCT picker as it was before the heap: a scan of every ready
+    /// task per step. The reference the heap must agree with.
+    struct ScanPct {
+        rng: Rng,
+        priority: BTreeMap<TaskId, u64>,
+        change_points: Vec<u64>,
+        demoted: u64,
+        streak: (TaskId, u32),
+    }
+
+    impl ScanPct {
+        fn new(depth: u32, steps: u64, seed: u64) -> Self {
+            let mut rng = Rng::new(seed);
+            let mut change_points: Vec<u64> =
+                (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
+            change_points.sort_unstable();
+            ScanPct {
+                rng,
+                priority: BTreeMap::new(),
+                change_points,
+                demoted: 0,
+                streak: (TaskId(0), 0),
+            }
+        }
+
+        fn best(&mut self, ready: &[TaskId]) -> usize {
+            let mut best = 0;
+            let mut best_p = 0;
+            for (i, t) in ready.iter().enumerate() {
+                let rng = &mut self.rng;
+                let p = *self
+                    .priority
+                    .entry(*t)
+                    .or_insert_with(|| rng.next() | (1 << 32));
+                if i == 0 || p > best_p {
+                    best = i;
+                    best_p = p;
+                }
+            }
+            best
+        }
+
+        fn pick(&mut self, step: u64, ready: &[TaskId]) -> usize {
+            let mut best = self.best(ready);
+            let mut again = false;
+            while self.change_points.first().is_some_and(|&c| c <= step) {
+                self.change_points.remove(0);
+                self.demoted += 1;
+                self.priority.insert(ready[best], (1 << 32) - self.demoted);
+                again = true;
+            }
+            let id = ready[best];
+            if self.streak.0 == id {
+                self.streak.1 += 1;
+            } else {
+                self.streak = (id, 1);
+            }
+            if self.streak.1 > PCT_STREAK && ready.len() > 1 {
+                self.demoted += 1;
+                self.priority.insert(id, (1 << 32) - self.demoted);
+                again = true;
+            }
+            if again {
+                best = self.best(ready);
+                self.streak = (ready[best], 1);
+            }
+            best
+        }
+    }
+
+    #[test]
+    fn pct_heap_picks_as_a_scan_would() {
+        // Random histories of tasks becoming ready (new ones, and ones run
+        // before, woken again) and picks, with change points and streaks:
+        // the heap chooses the same task as the scan at every step.
+        let mut streak_demotions = 0;
+        for seed in 0..80_u64 {
+            let mut script = Rng::new(seed ^ 0xABCD);
+            let depth = 1 + (seed % 6) as u32;
+            let steps = 50 + seed * 4;
+            let Picker::Pct(mut heap) = Picker::new(Strategy::Pct { depth, steps }, seed) else {
+                unreachable!()
+            };
+            let mut scan = ScanPct::new(depth, steps, seed);
+            let (mut a, mut b): (Vec<TaskId>, Vec<TaskId>) = (Vec::new(), Vec::new());
+            let mut taken: Vec<TaskId> = Vec::new();
+            let mut next_id = 1;
+            for step in 0..steps + 100 {
+                // Some steps make tasks ready: new ones, or ones run before.
+                for _ in 0..script.below(3) {
+                    let id = if !taken.is_empty() && script.below(3) > 0 {
+                        taken.swap_remove(script.below(taken.len() as u64) as usize)
+                    } else {
+                        next_id += 1;
+                        TaskId(next_id)
+                    };
+                    a.push(id);
+                    b.push(id);
+                }
+                if a.is_empty() {
+                    continue;
+                }
+                let i = heap.pick(step, &mut a);
+                let j = scan.pick(step, &b);
+                assert_eq!(a[i], b[j], "seed {seed}, step {step}");
+                let id = a.swap_remove(i);
+                b.swap_remove(j);
+                // Mostly a spinner: ready again at once (a yield), which
+                // the streak rule demotes after a while.
+                if script.below(4) > 0 {
+                    a.push(id);
+                    b.push(id);
+                } else {
+                    taken.push(id);
+                }
+            }
+            streak_demotions += heap.demoted - u64::from(depth - 1);
+        }
+        assert!(
+            streak_demotions >= 10,
+            "streaks covered: {streak_demotions}"
+        );
+    }
+
+    #[test]
+    fn pct_with_many_ready_tasks_keeps_the_highest_first() {
+        // Thousands ready at once (the case the heap is for): each pick is
+        // the highest priority of those left, and every task is picked once.
+        let Picker::Pct(mut pct) = Picker::new(Strategy::Pct { depth: 1, steps: 1 }, 9) else {
+            unreachable!()
+        };
+        let mut ready: Vec<TaskId> = (1..=5_000).map(TaskId).collect();
+        let mut last = u64::MAX;
+        let mut seen = std::collections::HashSet::new();
+        let mut step = 0;
+        while !ready.is_empty() {
+            let i = pct.pick(step, &mut ready);
+            let id = ready.swap_remove(i);
+            let p = pct.priority[&id];
+            assert!(p < last, "priorities descend");
+            last = p;
+            assert!(seen.insert(id));
+            step += 1;
+        }
+        assert_eq!(seen.len(), 5_000);
+    }
 }

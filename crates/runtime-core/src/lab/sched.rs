@@ -62,17 +62,19 @@ impl LabSched {
     }
 
     /// Takes the ready task that `pick` chooses (given how many are ready),
-    /// or `None` when none is.
+    /// or `None` when none is. `pick` may rearrange the list (the PCT
+    /// picker keeps it as a heap); the task chosen is taken with a
+    /// `swap_remove`, and new ones are appended.
     pub(super) fn take_ready(
         &self,
-        pick: impl FnOnce(&[TaskRef]) -> usize,
+        pick: impl FnOnce(&mut [TaskRef]) -> usize,
     ) -> Option<(TaskRef, usize)> {
         let mut ready = lock(&self.ready);
         if ready.is_empty() {
             return None;
         }
         let n = ready.len();
-        let i = pick(&ready);
+        let i = pick(&mut ready);
         Some((ready.swap_remove(i), n))
     }
 
