@@ -97,20 +97,19 @@
 //!   recording while the export is blocked hold the pool plus about 10
 //!   KiB each (`memory_is_bounded_by_the_total_not_by_the_thread_count`).
 //!   A thread that exits leaves its spans to the worker and its lane is
-//!   freed once they are taken. While failed batches are held for a retry
-//!   (a collector that is down), the worker takes nothing new, but it
-//!   moves what exited threads left into its adopted spans and frees
-//!   their lanes
-//!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`;
-//!   at most [`HANDED_OVER_LANES`] times `max_queue_size` spans are
-//!   adopted, the oldest beyond counted as [`Dropped::orphaned`]). While
-//!   an export hangs (the worker waits for it, or for a free export
-//!   thread), each thread that records and exits meanwhile keeps its
-//!   lane's chunk, spans included, until the export returns: about 5.5
-//!   KiB per such thread (thread-per-request, one span each), bounded by
-//!   the export timeout times the rate threads come and go
-//!   (`exited_threads_during_an_outage_do_not_keep_their_lanes` bounds it
-//!   at 16 KiB a lane). With [`Shedding::DropOldest`], whose lanes are
+//!   freed once they are taken. While the worker takes nothing from the
+//!   queue for a while (failed batches held for a retry, a collector that
+//!   is down; or an export that hangs, the worker inside the transport or
+//!   waiting for a free export thread), what exited threads left is moved
+//!   into the pipeline's adopted spans and their lanes are freed: by the
+//!   worker during an outage, by each exiting thread itself while the
+//!   worker is inside an export
+//!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`,
+//!   `threads_that_come_and_go_during_a_hung_export_do_not_keep_their_lanes`:
+//!   2 000 threads of one span each hold under 2 MiB, 17 MiB before). At
+//!   most [`HANDED_OVER_LANES`] times `max_queue_size` spans are adopted,
+//!   the oldest beyond counted as [`Dropped::orphaned`]; adopted spans
+//!   count toward the priority policy's high-water mark. With [`Shedding::DropOldest`], whose lanes are
 //!   per thread, an exiting thread hands its spans over and at most
 //!   [`HANDED_OVER_LANES`] lanes' worth are kept, the rest
 //!   [`Dropped::orphaned`]. The scope table is a hash index of at most

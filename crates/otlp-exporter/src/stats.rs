@@ -38,13 +38,12 @@ pub struct Dropped {
     /// [`Shedding::Block`](crate::Shedding::Block) record that was still
     /// waiting for room when shutdown began).
     pub after_shutdown: u64,
-    /// With [`Shedding::DropOldest`](crate::Shedding::DropOldest) only (the
-    /// other policies share one pool, where an exited thread's spans stay):
-    /// left in the queue lane of a thread that exited, beyond what the
+    /// Left in the queue lane of a thread that exited, beyond what the
     /// pipeline keeps for exited threads
     /// ([`HANDED_OVER_LANES`](crate::HANDED_OVER_LANES)` x max_queue_size`
     /// spans, across all of them): the oldest go first. Only happens while
-    /// the worker cannot keep up (a collector outage).
+    /// the worker cannot take from the queue (a collector outage, or an
+    /// export that hangs) and threads that recorded keep exiting.
     pub orphaned: u64,
 }
 

@@ -40,15 +40,17 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 256;
 /// durations) is saturated to this: a wait of a year is, for a process,
 /// "forever", and every deadline then fits in an [`Instant`].
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-/// With [`Shedding::DropOldest`] (per-thread lanes): how many lanes' worth
-/// of spans (`HANDED_OVER_LANES x max_queue_size`) the pipeline keeps,
-/// across all of them, for threads that exited with spans still queued
-/// (their lanes are freed at exit and the spans handed to the worker). With
-/// the other policies the queue is one shared pool: an exited thread's
-/// spans stay in it, within `max_queue_size`, and nothing is orphaned. Beyond that, while the worker cannot keep up (a
-/// collector outage), the oldest handed-over spans are dropped and counted
-/// as [`Dropped::orphaned`](crate::Dropped::orphaned): threads that come and go cannot grow memory
-/// without bound.
+/// How many queues' worth of spans (`HANDED_OVER_LANES x max_queue_size`)
+/// the pipeline keeps, across all of them, for threads that exited with
+/// spans still queued while the worker could not take them: with
+/// [`Shedding::DropOldest`] (per-thread lanes) every exiting thread hands
+/// its spans over; with the other policies (one shared pool) an exited
+/// thread's spans stay in the pool for the worker, unless the worker is
+/// away from the queue (a collector outage, or an export that hangs), in
+/// which case they are moved out and the thread's lane freed. Beyond that
+/// many, the oldest handed-over spans are dropped and counted as
+/// [`Dropped::orphaned`](crate::Dropped::orphaned): threads that come and
+/// go cannot grow memory without bound.
 pub const HANDED_OVER_LANES: usize = 8;
 /// The most distinct instrumentation scopes a pipeline keeps. Past it, a
 /// new scope's spans are exported under the pipeline's default scope (the
@@ -109,15 +111,18 @@ pub struct PipelineBuilder {
 }
 
 impl Config {
-    /// True if `span` is to be shed for its low priority.
+    /// True if `span` is to be shed for its low priority: the queue's fill
+    /// (`lane.fill()`) and the spans `held` outside it (adopted from exited
+    /// threads' lanes) reach the high-water mark.
     pub(super) fn shedding_low_priority(
         &self,
         span: &SpanData,
         lane: &Producer<EncodedSpan>,
+        held: impl FnOnce() -> usize,
     ) -> bool {
         match self.shedding {
             Shedding::Priority { high_water } => {
-                span.priority == Priority::Low && lane.fill() >= high_water
+                span.priority == Priority::Low && lane.fill() + held() >= high_water
             }
             _ => false,
         }

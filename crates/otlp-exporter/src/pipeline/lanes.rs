@@ -5,7 +5,7 @@
 //! of records made from inside the pipeline's own transport.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -325,7 +325,9 @@ thread_local! {
 /// This thread's lane into one pipeline.
 pub(super) struct LocalLane {
     pub(super) pipeline: u64,
-    pub(super) producer: Producer<EncodedSpan>,
+    /// Dropped in `drop`, before the lane is offered to the worker's
+    /// consumer (a lane is freed only once its producer is gone).
+    pub(super) producer: ManuallyDrop<Producer<EncodedSpan>>,
     pub(super) counters: Arc<ThreadCounters>,
     /// Reused buffer for encoding a span.
     pub(super) scratch: Vec<u8>,
@@ -342,15 +344,66 @@ impl Drop for LocalLane {
     /// than when the worker gets to it (during a collector outage, that
     /// could be never).
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.upgrade() {
-            hand_over(&shared, &self.producer);
+        let shared = self.shared.upgrade();
+        if let Some(shared) = &shared {
+            hand_over(shared, &self.producer);
             // This thread records no more into this lane (it is this
             // thread's own, or the pipeline is gone): its counts are final.
             // Folded in under the same lock `record_totals` reads them with,
             // so no snapshot counts them twice or not at all.
             lock(&shared.threads).retire(&self.counters);
         }
+        // SAFETY: dropped once, here, and not used after.
+        unsafe { ManuallyDrop::drop(&mut self.producer) };
+        // With the pooled queue the spans stay in the lane, for the worker
+        // to take, and the lane (a chunk of the pool, 8 KiB) is freed once
+        // it has. If the worker is away from the queue (inside an export
+        // that may hang, or holding batches for a collector that is down),
+        // this thread frees its lane itself, and any other exited thread's:
+        // threads that come and go meanwhile do not pile up lanes.
+        if let Some(shared) = &shared
+            // Relaxed: a hint (see `Shared::worker_away`).
+            && shared.worker_away.load(Ordering::Relaxed)
+        {
+            adopt_exited(shared, false);
+        }
     }
+}
+
+/// Moves what threads that exited left in their lanes into the adopted
+/// spans, as those threads' hand-overs do, and frees the lanes (chunk and
+/// header) now rather than when the worker next takes from the queue.
+/// Called by the worker while it holds failed batches for a retry (it
+/// then takes nothing new), and by exiting threads while the worker is
+/// away (`wait` false: skipped if the worker, or another thread, has the
+/// consumer). At most `HANDED_OVER_LANES x max_queue_size` are kept
+/// adopted; the oldest beyond are dropped as `orphaned`, counted.
+pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
+    let mut consumer = if wait {
+        lock(&shared.consumer)
+    } else {
+        match shared.consumer.try_lock() {
+            Ok(c) => c,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        }
+    };
+    let Some(consumer) = consumer.as_mut() else {
+        return;
+    };
+    let mut ledger = lock(&shared.ledger);
+    if ledger.closed || ledger.abandoned {
+        return;
+    }
+    let ledger = &mut *ledger;
+    let n = consumer.pop_exited_each(usize::MAX, |span| push_adopted(shared, ledger, span));
+    if n == 0 {
+        return;
+    }
+    // Popped from the lanes into `adopted`: still queued (`queued` counts
+    // `adopted`).
+    Ledger::add(&mut ledger.popped, n as u64);
+    adopted(shared, ledger, n);
 }
 
 /// Takes every span out of `producer`'s lane into the pipeline's adopted
@@ -365,7 +418,7 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
         return;
     }
     let ledger = &mut *ledger;
-    let n = producer.take_back(|span| ledger.adopted.push_back(span));
+    let n = producer.take_back(|span| push_adopted(shared, ledger, span));
     if n == 0 {
         return;
     }
@@ -373,22 +426,29 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
     adopted(shared, ledger, n);
 }
 
-/// Accounts for `n` spans just pushed onto `ledger.adopted` (by a thread's
-/// hand-over, or by the worker from exited threads' lanes): a flush waits
-/// for them (`adopted_in`), at most `HANDED_OVER_LANES x max_queue_size`
-/// stay (the oldest beyond are counted as orphaned), and the worker is
-/// told there are some.
+/// Pushes a span onto `ledger.adopted` (by a thread's hand-over, or from
+/// exited threads' lanes), keeping at most `HANDED_OVER_LANES x
+/// max_queue_size` there: past that the oldest is dropped, counted as
+/// orphaned. Trimmed as it goes, so the list never grows past the cap
+/// (a trim after a whole hand-over let it double once, 8 MiB more at the
+/// default size).
+pub(super) fn push_adopted(shared: &Shared, ledger: &mut Ledger, span: EncodedSpan) {
+    if ledger.adopted.len() >= shared.capacity.saturating_mul(HANDED_OVER_LANES) {
+        ledger.adopted.pop_front();
+        Ledger::add(&mut ledger.orphaned, 1);
+        Ledger::add(&mut ledger.adopted_out, 1);
+    }
+    ledger.adopted.push_back(span);
+    // Relaxed: under the ledger lock; a count for a threshold.
+    shared
+        .adopted_len
+        .store(ledger.adopted.len(), Ordering::Relaxed);
+}
+
+/// Accounts for `n` spans just pushed with [`push_adopted`]: a flush waits
+/// for them (`adopted_in`), and the worker is told there are some.
 pub(super) fn adopted(shared: &Shared, ledger: &mut Ledger, n: usize) {
     Ledger::add(&mut ledger.adopted_in, n as u64);
-    let over = ledger
-        .adopted
-        .len()
-        .saturating_sub(shared.capacity.saturating_mul(HANDED_OVER_LANES));
-    if over > 0 {
-        ledger.adopted.drain(..over);
-        Ledger::add(&mut ledger.orphaned, over as u64);
-        Ledger::add(&mut ledger.adopted_out, over as u64);
-    }
     // Release: pairs with the Acquire load in the worker's `take`.
     shared.has_adopted.store(true, Ordering::Release);
 }
@@ -455,7 +515,7 @@ pub(super) fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
     lock(&shared.threads).live.push(counters.clone());
     Some(LocalLane {
         pipeline: shared.id,
-        producer,
+        producer: ManuallyDrop::new(producer),
         counters,
         scratch: Vec::with_capacity(INLINE),
         shared: Arc::downgrade(shared),
@@ -501,7 +561,13 @@ pub(super) fn record_into(
     } else if !span.context.trace_flags.is_sampled() {
         bump(&c.not_sampled);
         Recorded::Dropped(DropReason::NotSampled)
-    } else if shared.config.shedding_low_priority(span, &lane.producer) {
+    } else if shared
+        .config
+        .shedding_low_priority(span, &lane.producer, || {
+            // Relaxed: a count for a threshold (see `Shared::adopted_len`).
+            shared.adopted_len.load(Ordering::Relaxed)
+        })
+    {
         bump(&c.low_priority);
         Recorded::Dropped(DropReason::LowPriority)
     } else {

@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -118,8 +118,25 @@ struct Shared {
     /// True while `Ledger::adopted` may hold spans (a hint the worker reads
     /// without taking the ledger lock).
     has_adopted: AtomicBool,
+    /// `Ledger::adopted`'s length, mirrored (written under the ledger
+    /// lock) for the priority policy's high-water mark: spans moved there
+    /// out of the queue (exited threads' lanes, while the worker is away)
+    /// are still held for export, and count toward it.
+    adopted_len: AtomicUsize,
     /// The queue's lane capacity (`max_queue_size`).
     capacity: usize,
+    /// The queue's consuming end: the worker's, taken under this lock for
+    /// each look at the queue, and `None` once the worker closed the
+    /// queue. A thread that exits while the worker is away
+    /// (`worker_away`) takes it too, if free, to free the lanes of exited
+    /// threads (`lanes::adopt_exited`). Lock order: this, then `ledger`.
+    consumer: Mutex<Option<Consumer<EncodedSpan>>>,
+    /// True while the worker takes nothing from the queue for a while: it
+    /// is inside an export or waiting for a free export thread (either
+    /// lasts as long as the transport makes it), or holding failed batches
+    /// for a retry. Exiting threads then free their own lanes (see
+    /// `consumer`).
+    worker_away: AtomicBool,
 }
 
 /// Emits a log record through `tracing`, catching a panic of the
@@ -324,7 +341,7 @@ impl Pipeline {
             .name("otlp-exporter".into())
             .spawn(move || {
                 if let Ok(shared) = rx.recv() {
-                    Worker::run_guarded(shared, consumer, encoder, batch);
+                    Worker::run_guarded(shared, encoder, batch);
                 }
             })
             .map_err(|e| ConfigError::InvalidSetting {
@@ -350,9 +367,12 @@ impl Pipeline {
             fallback: Mutex::new(None),
             laneless: Arc::new(ThreadCounters::default()),
             has_adopted: AtomicBool::new(false),
+            adopted_len: AtomicUsize::new(0),
             capacity,
             worker_napping: AtomicBool::new(false),
             wake_at,
+            consumer: Mutex::new(Some(consumer)),
+            worker_away: AtomicBool::new(false),
         });
         lock(&shared.threads).live.push(shared.laneless.clone());
         // The worker holds the shared state too; it cannot fail to receive

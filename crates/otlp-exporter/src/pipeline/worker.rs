@@ -408,7 +408,6 @@ pub(super) const GATHER: Duration = Duration::from_micros(100);
 /// exports them, and carries out flush and shutdown requests.
 pub(super) struct Worker {
     pub(super) shared: Arc<Shared>,
-    pub(super) consumer: Option<Consumer<EncodedSpan>>,
     pub(super) encoder: Encoder,
     pub(super) encoding: Encoding,
     pub(super) transport: Arc<UserTransport>,
@@ -447,15 +446,10 @@ impl Worker {
     /// caught where it is called), the pipeline is closed and marked
     /// finished and abandoned, so that nobody waits for it and the
     /// accounting still balances (what was pending counts as timed out).
-    pub(super) fn run_guarded(
-        shared: Arc<Shared>,
-        consumer: Consumer<EncodedSpan>,
-        encoder: Encoder,
-        batch: Batch,
-    ) {
+    pub(super) fn run_guarded(shared: Arc<Shared>, encoder: Encoder, batch: Batch) {
         PIPELINE_THREAD.with(|id| id.set(shared.id));
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            Worker::new(shared.clone(), consumer, encoder, batch).run();
+            Worker::new(shared.clone(), encoder, batch).run();
         }));
         if let Err(payload) = outcome {
             let message = panic_message(payload);
@@ -479,12 +473,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn new(
-        shared: Arc<Shared>,
-        consumer: Consumer<EncodedSpan>,
-        encoder: Encoder,
-        batch: Batch,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared>, encoder: Encoder, batch: Batch) -> Self {
         let encoding = shared.config.encoding;
         let transport = shared.transport.clone();
         let n = shared.config.max_concurrent_exports;
@@ -527,7 +516,6 @@ impl Worker {
             .flatten();
         Worker {
             shared,
-            consumer: Some(consumer),
             encoder,
             encoding,
             transport,
@@ -572,11 +560,13 @@ impl Worker {
             if !self.kept.is_empty() {
                 // A collector outage: the spans wait in the lanes (but not
                 // in the lanes of threads that exited: see `adopt_exited`).
-                self.adopt_exited();
+                self.set_away(true);
+                adopt_exited(&self.shared, true);
                 self.tend_kept();
                 idle = 0;
                 continue;
             }
+            self.set_away(false);
             let took = self.take();
             let max = self.shared.config.max_export_batch_size;
             let due = self.last_export.elapsed() >= self.shared.config.scheduled_delay;
@@ -631,12 +621,15 @@ impl Worker {
     /// Moves spans from the queue (and from exited threads' hand-overs)
     /// into the batch, up to the batch size.
     pub(super) fn take(&mut self) -> usize {
-        let Some(consumer) = self.consumer.as_mut() else {
-            return 0;
-        };
         let room = self.shared.config.max_export_batch_size - self.batch.len();
         let batch = &mut self.batch;
-        let n = consumer.pop_each_mut(room, |span| batch.push(span));
+        let n = {
+            let mut consumer = lock(&self.shared.consumer);
+            let Some(consumer) = consumer.as_mut() else {
+                return 0;
+            };
+            consumer.pop_each_mut(room, |span| batch.push(span))
+        };
         // Acquire: pairs with the Release store in `hand_over` (the spans
         // themselves are read under the ledger lock).
         let adopted = self.shared.has_adopted.load(Ordering::Acquire);
@@ -649,6 +642,10 @@ impl Worker {
         if adopted {
             m = (room - n).min(ledger.adopted.len());
             ledger.adopted.drain(..m).for_each(|s| self.batch.push(&s));
+            // Relaxed: under the ledger lock (see `Shared::adopted_len`).
+            self.shared
+                .adopted_len
+                .store(ledger.adopted.len(), Ordering::Relaxed);
             Ledger::add(&mut ledger.adopted_out, m as u64);
             if ledger.adopted.is_empty() {
                 self.shared.has_adopted.store(false, Ordering::Relaxed);
@@ -658,31 +655,14 @@ impl Worker {
         n + m
     }
 
-    /// While the worker takes nothing from the queue (batches kept for a
-    /// collector that is down), moves what threads that exited left in
-    /// their lanes into the adopted spans, as those threads' hand-overs
-    /// do, so that each lane's chunk and header are freed now rather than
-    /// when the collector is back: with a thread per request, those add up
-    /// to a few KiB per thread for as long as the outage lasts. At most
-    /// `HANDED_OVER_LANES x max_queue_size` are kept adopted; the oldest
-    /// beyond are dropped as `orphaned`, counted.
-    pub(super) fn adopt_exited(&mut self) {
-        let Some(consumer) = self.consumer.as_mut() else {
-            return;
-        };
-        let mut ledger = lock(&self.shared.ledger);
-        if ledger.closed || ledger.abandoned {
-            return;
+    /// Tells exiting threads whether the worker is away from the queue
+    /// (`Shared::worker_away`).
+    pub(super) fn set_away(&self, away: bool) {
+        // Relaxed: a hint; the lanes themselves are handed over under the
+        // consumer's lock.
+        if self.shared.worker_away.load(Ordering::Relaxed) != away {
+            self.shared.worker_away.store(away, Ordering::Relaxed);
         }
-        let ledger = &mut *ledger;
-        let n = consumer.pop_exited_each(usize::MAX, |span| ledger.adopted.push_back(span));
-        if n == 0 {
-            return;
-        }
-        // Popped from the lanes into `adopted`: still queued (`queued`
-        // counts `adopted`).
-        Ledger::add(&mut ledger.popped, n as u64);
-        adopted(&self.shared, ledger, n);
     }
 
     /// Moves up to `limit` deferred spans (recorded from inside the
@@ -716,7 +696,8 @@ impl Worker {
                 return false;
             }
         }
-        let mark: Option<Mark<EncodedSpan>> = self.consumer.as_mut().map(Consumer::mark);
+        let mark: Option<Mark<EncodedSpan>> =
+            lock(&self.shared.consumer).as_mut().map(Consumer::mark);
         let mut adopted_target = None;
         // Deferred spans recorded before the flush; those the flush's own
         // exports record wait for a later batch.
@@ -742,7 +723,7 @@ impl Worker {
             if !self.batch.is_empty() {
                 self.export(None);
             }
-            let passed = match (&mark, &self.consumer) {
+            let passed = match (&mark, &*lock(&self.shared.consumer)) {
                 (Some(mark), Some(consumer)) => consumer.passed(mark),
                 _ => true,
             };
@@ -834,6 +815,10 @@ impl Worker {
             // Shutting down: a retryable failure is final.
             keep: self.shared.state.load(Ordering::Relaxed) == RUNNING,
         };
+        // Away from the queue for as long as the transport takes (or every
+        // export thread is busy): threads that exit meanwhile free their
+        // own lanes.
+        self.set_away(true);
         let kept = match &self.pool {
             // Blocks while every export thread is busy: back pressure, and
             // the spans stay counted as in flight meanwhile.
@@ -843,6 +828,7 @@ impl Worker {
             },
             None => send(&self.shared, self.transport.get(), job),
         };
+        self.set_away(false);
         if let Some(kept) = kept {
             self.keep(kept);
         }
@@ -968,6 +954,8 @@ impl Worker {
             return false;
         }
         self.retry_after_until = None;
+        // Inside the transport from here: see `export`.
+        self.set_away(true);
         while let Some(kept) = self.kept.pop_front() {
             let now = Instant::now();
             let deadline = now
@@ -990,6 +978,7 @@ impl Worker {
                 }
             }
         }
+        self.set_away(false);
         true
     }
 
@@ -1104,7 +1093,7 @@ impl Worker {
             drop_kept(&self.shared, kept, false);
         }
         // Closing the queue: later pushes fail and count as after shutdown.
-        self.consumer = None;
+        *lock(&self.shared.consumer) = None;
         lock(&self.shared.ledger).closed = true;
         // The export threads finish what they hold and exit.
         self.pool = None;
