@@ -356,8 +356,8 @@ impl Drop for LocalLane {
         // SAFETY: dropped once, here, and not used after.
         unsafe { ManuallyDrop::drop(&mut self.producer) };
         // With the pooled queue the spans stay in the lane, for the worker
-        // to take, and the lane (a chunk of the pool, 8 KiB) is freed once
-        // it has. If the worker is away from the queue (inside an export
+        // to take, and the lane (its header and its own 16-slot chunk, 8
+        // KiB) is freed once it has. If the worker is away from the queue (inside an export
         // that may hang, or holding batches for a collector that is down),
         // this thread frees its lane itself, and any other exited thread's:
         // threads that come and go meanwhile do not pile up lanes.
