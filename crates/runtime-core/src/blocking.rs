@@ -30,6 +30,8 @@ struct PoolInner {
     max_threads: usize,
     keep_alive: Duration,
     name: String,
+    /// `Builder::thread_stack_size`, if set.
+    stack_size: Option<usize>,
 }
 
 /// The pool (cheap to clone: a handle).
@@ -61,7 +63,12 @@ pub enum BlockingError {
 }
 
 impl BlockingPool {
-    pub(crate) fn new(max_threads: usize, keep_alive: Duration, name: String) -> Self {
+    pub(crate) fn new(
+        max_threads: usize,
+        keep_alive: Duration,
+        name: String,
+        stack_size: Option<usize>,
+    ) -> Self {
         BlockingPool {
             inner: Arc::new(PoolInner {
                 state: std::sync::Mutex::new(State {
@@ -75,6 +82,7 @@ impl BlockingPool {
                 max_threads: max_threads.max(1),
                 keep_alive,
                 name,
+                stack_size,
             }),
         }
     }
@@ -112,9 +120,11 @@ impl BlockingPool {
             st.threads += 1;
             drop(st);
             let pool = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name(self.inner.name.clone())
-                .spawn(move || pool.worker());
+            let mut builder = std::thread::Builder::new().name(self.inner.name.clone());
+            if let Some(bytes) = self.inner.stack_size {
+                builder = builder.stack_size(bytes);
+            }
+            let spawned = builder.spawn(move || pool.worker());
             if spawned.is_err() {
                 // No thread: the job waits for an existing one (if any).
                 self.state().threads -= 1;

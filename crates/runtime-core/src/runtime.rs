@@ -56,6 +56,7 @@ pub struct Builder {
     cleanup: CleanupBudget,
     clock: Option<Arc<dyn Clock>>,
     seed: u64,
+    stack_size: Option<usize>,
 }
 
 impl fmt::Debug for Builder {
@@ -64,6 +65,7 @@ impl fmt::Debug for Builder {
             .field("workers", &self.workers)
             .field("current_thread", &self.current_thread)
             .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
             .finish_non_exhaustive()
     }
 }
@@ -100,7 +102,31 @@ impl Builder {
             cleanup: CleanupBudget::DEFAULT,
             clock: None,
             seed: 0x5EED_0FC0_DE00_0001,
+            stack_size: None,
         }
+    }
+
+    /// The stack size of the threads the runtime starts, workers and
+    /// blocking threads, in bytes (default: the standard library's, 2 MiB
+    /// unless `RUST_MIN_STACK` says otherwise). Every poll of a task runs
+    /// on a worker's stack, and a region's body is polled inside the poll
+    /// of the task that opened it: code that nests regions (or futures)
+    /// a thousand deep needs more than the default. With
+    /// [`current_thread`](Self::current_thread), tasks run on the thread
+    /// that calls `block_on`, whose stack this does not change.
+    ///
+    /// ```
+    /// use runtime_core::{Runtime, caps::ambient_authority};
+    /// let rt = Runtime::builder()
+    ///     .worker_threads(1)
+    ///     .thread_stack_size(8 << 20)
+    ///     .build(ambient_authority())
+    ///     .unwrap();
+    /// assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+    /// ```
+    pub fn thread_stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
     }
 
     /// Worker threads (default: one per core).
@@ -272,6 +298,7 @@ impl Builder {
             self.max_blocking_threads,
             self.blocking_keep_alive,
             format!("{}-blocking", self.thread_name),
+            self.stack_size,
         );
         let shared = Shared::new(cores, clock, blocking.clone());
         let sched: Arc<dyn Scheduler> = shared.clone();
@@ -288,8 +315,11 @@ impl Builder {
         if !rt.builder.current_thread {
             for i in 0..cores {
                 let shared = rt.shared.clone();
-                let t = thread::Builder::new()
-                    .name(format!("{}-{i}", rt.builder.thread_name))
+                let mut t = thread::Builder::new().name(format!("{}-{i}", rt.builder.thread_name));
+                if let Some(bytes) = rt.builder.stack_size {
+                    t = t.stack_size(bytes);
+                }
+                let t = t
                     .spawn(move || {
                         shared.drive(i, &|| false, None);
                     })

@@ -1579,3 +1579,66 @@ fn a_region_dropped_unpolled_or_whose_body_closure_panics_lets_its_parent_close(
         }
     });
 }
+
+/// Opens regions nested `depth` deep, each in the body of the one above;
+/// the innermost cancels the outermost (`top`) and returns how deep it got.
+fn nest(
+    cx: runtime_core::Cx,
+    top: runtime_core::Cx,
+    depth: usize,
+) -> Pin<Box<dyn Future<Output = Result<usize, ()>> + Send>> {
+    Box::pin(async move {
+        if depth == 0 {
+            top.cancel(CancelReason::user("cancel the whole nest"));
+            // The request reaches this body too: it still returns.
+            return Ok(0);
+        }
+        let inner = cx
+            .region(move |inner| async move { nest(inner, top, depth - 1).await })
+            .await;
+        Ok(inner.ok().ok_or(())? + 1)
+    })
+}
+
+/// Regions nested 2 000 deep in one task (each level's body polled inside
+/// the poll of the level above, so the worker's stack holds every level):
+/// with `thread_stack_size` raised, they open, the outermost is cancelled
+/// from the innermost, and every level closes and returns.
+#[test]
+fn regions_nested_thousands_deep_run_on_a_raised_stack_and_cancel_from_the_inside() {
+    isolate(WATCHDOG, || {
+        const DEPTH: usize = 2_000;
+        let rt = Runtime::builder()
+            .worker_threads(2)
+            .thread_stack_size(512 << 20)
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .region(|top| async move { nest(top.narrow(), top.narrow(), DEPTH).await })
+                .await;
+            Ok::<_, ()>(r.ok())
+        });
+        assert_eq!(out.ok(), Some(Some(DEPTH)));
+        // Blocking threads get the stack size too.
+        let deep = rt.block_on(|cx| async move {
+            let r = cx
+                .spawn_blocking(|| {
+                    fn down(n: u64) -> u64 {
+                        let pad = std::hint::black_box([n; 512]);
+                        if n == 0 {
+                            0
+                        } else {
+                            pad[7] + down(n - 1) - n + 1
+                        }
+                    }
+                    // About 4 KiB a level, 40 MiB in all: past a default
+                    // stack.
+                    down(10_000)
+                })
+                .await;
+            Ok::<_, ()>(r.ok())
+        });
+        assert_eq!(deep.ok(), Some(Some(10_000)));
+    });
+}
