@@ -97,6 +97,7 @@ const PURE: &[&str] = &[
     "Builder::worker_threads",
     "Builder::current_thread",
     "Builder::thread_name",
+    "Builder::thread_stack_size",
     "Builder::max_blocking_threads",
     "Builder::blocking_keep_alive",
     "Builder::shutdown_timeout",

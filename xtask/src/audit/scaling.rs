@@ -25,7 +25,10 @@
 //!   the span's attributes for its key);
 //! - `lab-pct`: a lab run under PCT in which `n` tasks are ready at once,
 //!   each yielding twice (session 13: each step scanned every ready task
-//!   for the highest priority).
+//!   for the highest priority);
+//! - `nested-cancel`: `n` regions nested in one body, cancelled from the
+//!   innermost (session 13: each level scanned the owner's whole list of
+//!   open regions for its children).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -284,6 +287,45 @@ fn lab_pct(n: usize) -> Duration {
     elapsed
 }
 
+/// Opens regions nested `depth` deep, each in the body of the one above;
+/// the innermost cancels the outermost (`top`) and returns the instant.
+fn nest(
+    cx: Cx,
+    top: Cx,
+    depth: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Instant, ()>> + Send>> {
+    Box::pin(async move {
+        if depth == 0 {
+            let t0 = Instant::now();
+            top.cancel(CancelReason::user("audit: cancel the nest"));
+            return Ok(t0);
+        }
+        let r = cx
+            .region(move |inner| async move { nest(inner, top, depth - 1).await })
+            .await;
+        r.ok().ok_or(())
+    })
+}
+
+/// `n` regions nested in one task's body (on a 256 MiB worker stack), the
+/// outermost cancelled from the innermost; timed from the request until
+/// the outermost closes.
+fn nested_cancel(n: usize) -> Duration {
+    let rt = Runtime::builder()
+        .worker_threads(2)
+        .thread_stack_size(256 << 20)
+        .build(ambient_authority())
+        .expect("runtime");
+    let out = rt.block_on(move |cx| async move {
+        let r = cx
+            .region(move |top| async move { nest(top.narrow(), top.narrow(), n).await })
+            .await;
+        let t0 = r.ok().ok_or(())?;
+        Ok::<_, ()>(t0.elapsed())
+    });
+    out.ok().expect("every region closes Ok")
+}
+
 /// A case: times `n` operations.
 type Case = fn(usize) -> Duration;
 
@@ -295,8 +337,8 @@ fn per_op(case: Case, n: usize) -> f64 {
 }
 
 pub(crate) fn audit(_o: &Options) -> Audit {
-    eprintln!("  scaling: eight cases at n = {SMALL} and {LARGE}");
-    let cases: [(&str, Case); 8] = [
+    eprintln!("  scaling: nine cases at n = {SMALL} and {LARGE}");
+    let cases: [(&str, Case); 9] = [
         ("cancel-sweep", cancel_sweep),
         ("regions-held", regions_held),
         ("finished-context-opens", finished_context_opens),
@@ -305,6 +347,7 @@ pub(crate) fn audit(_o: &Options) -> Audit {
         ("scopes", scopes),
         ("attributes", attributes),
         ("lab-pct", lab_pct),
+        ("nested-cancel", nested_cancel),
     ];
     let rows: Vec<(&str, f64, f64)> = cases
         .iter()

@@ -242,7 +242,7 @@ pub(crate) struct Region {
     nested: AtomicUsize,
     /// This region is one of its parent's `nested` (its owner is the
     /// parent's owner), counted there from its open to its close.
-    in_parents_body: bool,
+    pub(crate) in_parents_body: bool,
     closer: WakerSlot,
     /// Who polled the body last (woken by a cancel request): its owner
     /// task with the task's own waker (the common case, which stores no
@@ -298,6 +298,13 @@ pub(crate) struct Region {
     /// has many regions open at once closes each in constant time.
     /// (`std`'s atomic even under loom: the list's lock orders it.)
     pub(crate) open_at: std::sync::atomic::AtomicUsize,
+    /// How many of this region's children are in its owner's list of open
+    /// regions (those opened in its body: `in_parents_body`), read and
+    /// written only under that list's lock, so exact there: a scan of the
+    /// list for them (`Header::open_regions_in`) stops once it has them
+    /// all. Regions nested `k` deep in one body are then cancelled in
+    /// O(k), not O(k²). (`std`'s atomic, as `open_at`.)
+    pub(crate) listed: std::sync::atomic::AtomicUsize,
 }
 
 /// Who polled a region's body last (`Region::body_waker`).
@@ -441,6 +448,7 @@ impl Region {
             abandoned: AtomicBool::new(false),
             orphan: AtomicBool::new(false),
             open_at: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            listed: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -320,6 +320,13 @@ impl Header {
         r.open_at
             .store(open.len(), std::sync::atomic::Ordering::Relaxed);
         open.push(OpenRegion(Arc::as_ptr(r)));
+        // Relaxed: under the list's lock (see `Region::listed`).
+        if r.in_parents_body
+            && let Some(p) = &r.parent
+        {
+            let n = p.listed.load(std::sync::atomic::Ordering::Relaxed);
+            p.listed.store(n + 1, std::sync::atomic::Ordering::Relaxed);
+        }
         // SeqCst: the store half of a Dekker pair with `cancel_task_with`
         // (cancel cell stored, then `open_count` loaded, both SeqCst): a region
         // added here and then checking the task's cell (`Region::open`), and a
@@ -355,16 +362,48 @@ impl Header {
             return Vec::new();
         }
         self.open_regions.get_if_made().map_or_else(Vec::new, |m| {
-            lock(m)
-                .iter()
-                .filter(|r| {
-                    r.get()
-                        .parent
-                        .as_ref()
-                        .is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), parent))
-                })
-                .map(OpenRegion::upgrade)
-                .collect()
+            let open = lock(m);
+            let is_child = |o: &OpenRegion| {
+                o.get()
+                    .parent
+                    .as_ref()
+                    .is_some_and(|p| std::ptr::eq(Arc::as_ptr(p), parent))
+            };
+            if !parent.owner_is(std::ptr::from_ref(self)) {
+                // A child task's list: its regions opened in `parent` (the
+                // task's own region), a few at most.
+                return open
+                    .iter()
+                    .filter(|o| is_child(o))
+                    .map(OpenRegion::upgrade)
+                    .collect();
+            }
+            // `parent`'s owner's list: its children here are the regions its
+            // body opened, `listed` of them (exact under this lock). Each was
+            // pushed after `parent` (opened inside its body), so the scan
+            // starts just past `parent`'s own entry, wraps around (a close
+            // moves the last entry into its gap), and stops at the count.
+            // Relaxed: under the list's lock (`Region::listed`, `open_at`).
+            let want = parent.listed.load(std::sync::atomic::Ordering::Relaxed);
+            let mut found = Vec::with_capacity(want);
+            if want == 0 {
+                return found;
+            }
+            let n = open.len();
+            let from = parent
+                .open_at
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1);
+            let from = if from < n { from } else { 0 };
+            for o in open[from..].iter().chain(&open[..from]) {
+                if is_child(o) {
+                    found.push(o.upgrade());
+                    if found.len() == want {
+                        break;
+                    }
+                }
+            }
+            found
         })
     }
 
@@ -377,6 +416,7 @@ impl Header {
         let mut open = lock(m);
         // Relaxed, here and below: under the list's lock (`open_at`).
         let at = r.open_at.load(std::sync::atomic::Ordering::Relaxed);
+        let before = open.len();
         if open.get(at).is_some_and(|o| std::ptr::eq(o.0, r)) {
             // The order of the list means nothing: the last entry moves
             // into the gap, and its region learns its new index.
@@ -391,6 +431,14 @@ impl Header {
             // Not listed where it says (never expected): by search.
             debug_assert!(false, "a region not at its open_at in its owner's list");
             open.retain(|o| !std::ptr::eq(o.0, r));
+        }
+        if open.len() < before
+            && r.in_parents_body
+            && let Some(p) = &r.parent
+        {
+            let n = p.listed.load(std::sync::atomic::Ordering::Relaxed);
+            p.listed
+                .store(n.saturating_sub(1), std::sync::atomic::Ordering::Relaxed);
         }
         // Release, not SeqCst (an `xchg` fewer on x86 per region close):
         // the Dekker pair is `add_open_region`'s SeqCst store against a
