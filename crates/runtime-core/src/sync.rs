@@ -77,6 +77,19 @@ pub(crate) struct WakerSlot {
     waker: UnsafeCell<Option<Waker>>,
 }
 
+/// Leaves REGISTERING if a `register` unwinds (a waker whose `clone`
+/// panics), waking the waker a `take` left to it meanwhile (its panic
+/// caught: this runs during an unwind).
+struct LeaveOnUnwind<'a>(&'a WakerSlot);
+
+impl Drop for LeaveOnUnwind<'_> {
+    fn drop(&mut self) {
+        if let Some(waker) = self.0.leave_registering() {
+            let _ = crate::outcome::wake_caught(waker);
+        }
+    }
+}
+
 /// Nobody is using the waker cell.
 const WAITING: usize = 0;
 /// `register` owns the waker cell.
@@ -115,6 +128,11 @@ impl WakerSlot {
             .unwrap_or_else(|actual| actual)
         {
             WAITING => {
+                // The clone is user code: if it panics, the guard still
+                // leaves REGISTERING (else every later `take` would leave
+                // the wake to a registrant that is gone, and every later
+                // `register` would see a concurrent one: wake-ups lost).
+                let guard = LeaveOnUnwind(self);
                 let old = self.waker.with_mut(|cell| {
                     // SAFETY: we moved `state` from WAITING to REGISTERING,
                     // which gives this thread exclusive use of the cell
@@ -125,33 +143,12 @@ impl WakerSlot {
                         _ => cell.replace(waker.clone()),
                     }
                 });
-                // AcqRel on success: release publishes the stored waker to
-                // the next `take`. On failure (Acquire) a `take` set WAKING
-                // while we held the cell; it left the waker to us.
-                match self.state.compare_exchange(
-                    REGISTERING,
-                    WAITING,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => drop(old),
-                    Err(actual) => {
-                        debug_assert_eq!(actual, REGISTERING | WAKING);
-                        let waker = self.waker.with_mut(|cell| {
-                            // SAFETY: still ours: only we leave REGISTERING,
-                            // and the `take` that set WAKING saw REGISTERING
-                            // and so did not touch the cell.
-                            unsafe { (*cell).take() }
-                        });
-                        // AcqRel: release hands the (now empty) cell back;
-                        // acquire synchronizes with the `take` that set
-                        // WAKING, so its change is visible to our caller.
-                        self.state.swap(WAITING, Ordering::AcqRel);
-                        drop(old);
-                        if let Some(waker) = waker {
-                            waker.wake();
-                        }
-                    }
+                std::mem::forget(guard);
+                if let Some(waker) = self.leave_registering() {
+                    drop(old);
+                    waker.wake();
+                } else {
+                    drop(old);
                 }
             }
             WAKING => {
@@ -167,6 +164,35 @@ impl WakerSlot {
                 // Another `register` at the same time: a misuse (there is
                 // one registrant), which we survive by not touching the cell.
                 debug_assert!(false, "concurrent WakerSlot::register");
+            }
+        }
+    }
+
+    /// Ends a `register`'s hold on the cell: back to WAITING, or, if a
+    /// `take` set WAKING meanwhile (and so left the waker to us), the
+    /// stored waker taken out, for the caller to wake.
+    fn leave_registering(&self) -> Option<Waker> {
+        // AcqRel on success: release publishes the stored waker to the next
+        // `take`. On failure (Acquire) a `take` set WAKING while we held
+        // the cell; it left the waker to us.
+        match self
+            .state
+            .compare_exchange(REGISTERING, WAITING, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => None,
+            Err(actual) => {
+                debug_assert_eq!(actual, REGISTERING | WAKING);
+                let waker = self.waker.with_mut(|cell| {
+                    // SAFETY: still ours: only we leave REGISTERING, and the
+                    // `take` that set WAKING saw REGISTERING and so did not
+                    // touch the cell.
+                    unsafe { (*cell).take() }
+                });
+                // AcqRel: release hands the (now empty) cell back; acquire
+                // synchronizes with the `take` that set WAKING, so its
+                // change is visible to our caller.
+                self.state.swap(WAITING, Ordering::AcqRel);
+                waker
             }
         }
     }

@@ -1642,3 +1642,57 @@ fn regions_nested_thousands_deep_run_on_a_raised_stack_and_cancel_from_the_insid
         assert_eq!(deep.ok(), Some(Some(10_000)));
     });
 }
+
+/// A waker whose `clone` panics, on `vtable`'s behalf.
+static CLONE_PANICS: std::task::RawWakerVTable = std::task::RawWakerVTable::new(
+    |_| panic!("this waker's clone panics"),
+    |_| {},
+    |_| {},
+    |_| {},
+);
+
+/// Polls `fut` once with a waker whose `clone` panics, and checks that the
+/// panic came out of the poll.
+fn poll_with_a_clone_that_panics<F: Future>(fut: Pin<&mut F>) {
+    // SAFETY: the vtable's functions ignore the data pointer.
+    let w = unsafe { Waker::from_raw(std::task::RawWaker::new(std::ptr::null(), &CLONE_PANICS)) };
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = fut.poll(&mut Context::from_waker(&w));
+    }));
+    assert!(caught.is_err(), "the clone was called, and panicked");
+}
+
+/// A receiver polled once with a waker whose `clone` panics (the panic
+/// caught by the caller) still works afterwards: the next await with a good
+/// waker is woken by the send (before, the slot stayed claimed by the
+/// failed registration: a debug assertion in debug builds, a wake-up lost
+/// for ever in release builds). Oneshot, mpsc and a join handle.
+#[test]
+fn a_wait_polled_with_a_waker_whose_clone_panics_still_works_after() {
+    isolate(WATCHDOG, || {
+        for rt in [current(), multi(2)] {
+            let out = rt.block_on(|cx| async move {
+                let (tx, mut rx) = channel::oneshot::channel::<u32>();
+                poll_with_a_clone_that_panics(std::pin::pin!(rx.recv(&cx)));
+                let (mtx, mut mrx) = channel::mpsc::channel::<u32>(4).map_err(|_| ())?;
+                poll_with_a_clone_that_panics(std::pin::pin!(mrx.recv(&cx)));
+                let mut later = cx.spawn(|cx| async move {
+                    let _ = cx.sleep(Duration::from_millis(5)).await;
+                    7_u32
+                });
+                poll_with_a_clone_that_panics(Pin::new(&mut later));
+                cx.spawn(move |cx| async move {
+                    let _ = cx.sleep(Duration::from_millis(10)).await;
+                    tx.send(5).map_err(|_| ())?;
+                    mtx.try_send(6).map_err(|_| ())?;
+                    Ok::<_, ()>(())
+                });
+                let a = rx.recv(&cx).await.ok();
+                let b = mrx.recv(&cx).await.ok();
+                let c = later.await.ok();
+                Ok::<_, ()>((a, b, c))
+            });
+            assert_eq!(out.ok(), Some((Some(5), Some(6), Some(7))));
+        }
+    });
+}
