@@ -613,7 +613,7 @@ impl Runtime {
 
     fn shutdown_inner(&mut self, timeout: Duration) -> ShutdownReport {
         self.shut = true;
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = deadline_after(std::time::Instant::now(), timeout);
         let alive = self.shutdown_handle().drain(timeout);
 
         // Stop the workers.
@@ -701,7 +701,7 @@ impl ShutdownHandle {
 
     fn drain(&self, timeout: Duration) -> u64 {
         let start = std::time::Instant::now();
-        let deadline = start + timeout;
+        let deadline = deadline_after(start, timeout);
         // The last fifth (at most 100 ms) is for cutting off: first the
         // tasks not waiting on regions of their own, then, halfway, all.
         let window = (timeout / 5).min(Duration::from_millis(100));
@@ -779,4 +779,15 @@ impl Runtime {
         let shared = self.shared.clone();
         move || shared.timers().len()
     }
+}
+
+/// `start + timeout`, or, for a timeout too long to add (`Duration::MAX`:
+/// "as long as it takes"), a deadline a century away: a shutdown given
+/// such a timeout waits for its tasks, and never panics on the sum.
+fn deadline_after(start: std::time::Instant, timeout: Duration) -> std::time::Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    start
+        .checked_add(timeout.min(CENTURY))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
 }
