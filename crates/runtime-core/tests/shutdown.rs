@@ -182,27 +182,30 @@ fn blocking_pool_runs_jobs_and_reports_panics() {
 /// the clock).
 #[test]
 fn the_longest_shutdown_timeout_drains_and_returns() {
-    let t0 = StdInstant::now();
-    let rt = Runtime::builder()
-        .worker_threads(2)
-        .build(ambient_authority())
-        .unwrap();
-    let handle = rt.shutdown_handle();
-    let stopper = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        handle.shutdown(Duration::MAX)
+    // In a child process: a shutdown that panics leaves the body asleep.
+    test_watchdog::isolate(std::time::Duration::from_secs(60), || {
+        let t0 = StdInstant::now();
+        let rt = Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap();
+        let handle = rt.shutdown_handle();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            handle.shutdown(Duration::MAX)
+        });
+        let out = rt.block_on(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
+        assert!(out.is_cancelled());
+        assert_eq!(stopper.join().unwrap(), 0, "nothing left alive");
+        let report = rt.shutdown(Duration::MAX);
+        assert!(report.completed, "{report:?}");
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .shutdown_timeout(Duration::MAX)
+            .build(ambient_authority())
+            .unwrap();
+        assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+        drop(rt);
+        assert!(t0.elapsed() < HANG, "returned once drained");
     });
-    let out = rt.block_on(|cx| async move { cx.sleep(Duration::from_secs(3600)).await });
-    assert!(out.is_cancelled());
-    assert_eq!(stopper.join().unwrap(), 0, "nothing left alive");
-    let report = rt.shutdown(Duration::MAX);
-    assert!(report.completed, "{report:?}");
-    let rt = Runtime::builder()
-        .worker_threads(1)
-        .shutdown_timeout(Duration::MAX)
-        .build(ambient_authority())
-        .unwrap();
-    assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
-    drop(rt);
-    assert!(t0.elapsed() < HANG, "returned once drained");
 }
