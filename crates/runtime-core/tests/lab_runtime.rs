@@ -573,3 +573,30 @@ fn a_clean_program_trips_no_oracle() {
             .any(|e| matches!(e, TraceEvent::Poll { .. }))
     );
 }
+
+/// A sleep whose deadline no clock reading reaches (`Duration::MAX`, or a
+/// deadline in the last millisecond before `Instant::MAX`) is "for ever":
+/// cancelled, the run ends clean; waited on alone, the lab reports the
+/// deadlock at once (before, virtual time jumped to the timer's tick, found
+/// it not due, and jumped again until the step limit).
+#[test]
+fn a_sleep_for_ever_is_cancelled_or_reported_as_a_deadlock() {
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let forever = cx.spawn(|cx| async move { cx.sleep(Duration::MAX).await.is_ok() });
+        cx.yield_now().await.ok();
+        forever.cancel(CancelReason::user("done waiting"));
+        // The sleep ends with the cancellation (an error), not a wake.
+        Ok::<_, ()>(forever.await.ok())
+    });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    assert_eq!(report.outcome.unwrap().ok(), Some(Some(false)));
+    assert!(report.steps < 100, "{} steps", report.steps);
+
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let _ = cx.sleep_until(Instant::from_nanos(u64::MAX - 1)).await;
+        Ok::<_, ()>(())
+    });
+    let (v, _) = first_violation(&report);
+    assert!(matches!(v, Violation::Deadlock { alive: 1, .. }), "{v:?}");
+    assert!(report.steps < 100, "{} steps", report.steps);
+}

@@ -87,6 +87,9 @@ pub(crate) struct TimerDriver {
     next_due: AtomicU64,
 }
 
+/// The last tick a clock reading reaches (`now_tick(Instant::MAX)`).
+const LAST_TICK: u64 = u64::MAX / TICK_NANOS;
+
 fn deadline_tick(at: Instant) -> u64 {
     at.as_nanos().div_ceil(TICK_NANOS)
 }
@@ -195,7 +198,12 @@ impl TimerDriver {
             let mut inner = lock(&self.inner);
             let mut fired = std::mem::take(&mut inner.fired);
             inner.wheel.advance(now_tick(now), &mut fired);
-            let next = inner.wheel.next_expiry();
+            // A timer whose tick no clock reading reaches (a deadline in the
+            // last millisecond before `Instant::MAX`, such as that of
+            // `sleep(Duration::MAX)`: 584 years on) is never due, and is not
+            // reported as the next one: the lab would jump virtual time to
+            // it, find it still not due, and jump again for ever.
+            let next = inner.wheel.next_expiry().filter(|&t| t <= LAST_TICK);
             // Relaxed: see `insert`; written under the lock, so it cannot
             // overwrite a lower value an insert stored after this advance.
             self.next_due
