@@ -614,7 +614,11 @@ impl Transport for HttpTransport {
                 Attempt::Retry(after, why) => {
                     last = why;
                     last_after = after.map(|a| a.min(MAX_RETRY_AFTER));
-                    let wait = after.map_or_else(|| jitter(backoff), |a| a.min(MAX_RETRY_AFTER));
+                    // A `Retry-After` of 0, or a date already past (a
+                    // collector whose clock is behind), is not a licence
+                    // to retry at once: never sooner than the backoff.
+                    let wait = jitter(backoff)
+                        .max(after.map_or(Duration::ZERO, |a| a.min(MAX_RETRY_AFTER)));
                     backoff = scale(backoff, self.retry.multiplier).min(self.retry.max_backoff);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if wait >= left {
@@ -625,10 +629,16 @@ impl Transport for HttpTransport {
             }
         }
         if last.is_empty() {
-            return ExportResult::Failed(format!(
-                "the export's deadline passed before a request to {} could be made",
-                self.url
-            ));
+            // Nothing was tried: the deadline had passed (an export that
+            // waited its turn too long). Not the collector's answer, so
+            // not final: the pipeline may try it again.
+            return ExportResult::Retryable {
+                reason: format!(
+                    "the export's deadline passed before a request to {} could be made",
+                    self.url
+                ),
+                retry_after: None,
+            };
         }
         // Every way to get here is a retryable failure (no answer, or 429,
         // 502, 503, 504): the pipeline keeps the request and tries again

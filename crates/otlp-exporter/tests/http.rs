@@ -821,7 +821,12 @@ fn an_export_whose_deadline_has_passed_sends_nothing_and_says_so() {
         &one_request(2, Encoding::Protobuf),
         Instant::now() - Duration::from_millis(1),
     );
-    let otlp_exporter::ExportResult::Failed(message) = result else {
+    // Not the collector's answer: retryable, so the pipeline may try again.
+    let otlp_exporter::ExportResult::Retryable {
+        reason: message,
+        retry_after: None,
+    } = result
+    else {
         panic!("{result:?}");
     };
     assert!(message.contains("deadline"), "{message}");
@@ -880,5 +885,81 @@ fn a_collector_that_never_reads_the_request_is_timed_out() {
         assert!(r.stats.is_balanced());
         let a = r.stats.attempts.unwrap();
         assert!(a.connection_failed >= 1 && a.succeeded == 0, "{a:?}");
+    });
+}
+
+/// A collector answering 503 with `Retry-After: 0`, or with a date already
+/// past (its clock behind): the exporter waits its backoff between tries
+/// all the same (before: thousands of requests a second for as long as it
+/// lasted).
+#[test]
+fn a_retry_after_of_zero_or_in_the_past_is_no_retry_storm() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for after in ["0", "Thu, 01 Jan 2015 00:00:00 GMT"] {
+            let refusal = Fault::Answer(503, vec![("retry-after", after.to_owned())], vec![]);
+            let server = Server::start(vec![refusal; 100_000]);
+            let t = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+                otlp_exporter::ambient_authority(),
+            ))
+            .endpoint(server.endpoint())
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+            let p = Pipeline::builder()
+                .transport(t)
+                .resource(Resource::new("http-test"))
+                .scheduled_delay(Duration::from_millis(10))
+                .build()
+                .unwrap();
+            for i in 0..10 {
+                p.record(SpanData::new(format!("s{i}")));
+            }
+            thread::sleep(Duration::from_secs(1));
+            let requests = server.received().len();
+            let r = p.shutdown(Duration::from_secs(5));
+            // The default policy's backoff (100 ms, doubling, both inside an
+            // export and between the pipeline's tries): a handful in a
+            // second, not thousands.
+            assert!(requests <= 30, "{after}: {requests} requests in 1 s");
+            assert!(requests >= 2, "{after}: retried at all ({requests})");
+            assert!(r.stats.is_balanced(), "{:?}", r.stats);
+        }
+    });
+}
+
+/// Two export threads and a collector slower than half the export timeout:
+/// a batch that waits for a free export thread gets its whole timeout once
+/// it starts (before: its deadline was set when the batch was made, and
+/// the wait used it up, so batches were given up before they were sent),
+/// and every span is delivered.
+#[test]
+fn a_batch_that_waits_for_an_export_thread_still_gets_its_whole_timeout() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::Slow(Duration::from_millis(700)); 12]);
+        let t = transport(&server)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let p = Pipeline::builder()
+            .transport(t)
+            .resource(Resource::new("http-test"))
+            .max_concurrent_exports(2)
+            .max_export_batch_size(10)
+            .export_timeout(Duration::from_millis(1_000))
+            .scheduled_delay(Duration::from_millis(5))
+            .build()
+            .unwrap();
+        for i in 0..120 {
+            p.record(SpanData::new(format!("s{i}")));
+        }
+        let r = p.shutdown(Duration::from_secs(30));
+        assert!(r.completed);
+        assert_eq!(r.stats.dropped.total(), 0, "{:?}", r.stats);
+        assert_eq!(r.stats.exported, 120, "{:?}", r.stats);
+        let mut got = server.span_names();
+        got.sort();
+        let mut want = names("s", 120);
+        want.sort();
+        assert_eq!(got, want);
     });
 }

@@ -232,10 +232,34 @@ pub(super) struct Job {
     /// Spans taken from the queue for it (in flight until this job is
     /// accounted for), including any the encoder found too large.
     pub(super) spans: u64,
-    pub(super) deadline: Instant,
+    /// When each request's export must end, counted from when it starts
+    /// (a job may wait for a free export thread first).
+    pub(super) deadline: Deadline,
     /// Keep the requests that fail retryably (the pipeline is running);
     /// otherwise (shutdown) such a failure is final.
     pub(super) keep: bool,
+}
+
+/// An export's deadline: `export_timeout` from the moment the transport is
+/// called (not from when the batch was made: a batch that waited for a
+/// free export thread would otherwise start with its time spent, and a
+/// slow but healthy collector would see exports given up before they are
+/// sent), and never past `cap` (shutdown's deadline).
+#[derive(Clone, Copy)]
+pub(super) struct Deadline {
+    pub(super) timeout: Duration,
+    pub(super) cap: Option<Instant>,
+}
+
+impl Deadline {
+    /// The deadline of an export that starts now.
+    fn starting_now(self) -> Instant {
+        let now = Instant::now();
+        // `export_timeout` is at most `MAX_DURATION`, so this fits; the
+        // fallback is only a belt.
+        let d = now.checked_add(self.timeout).unwrap_or(now + MAX_DURATION);
+        self.cap.map_or(d, |cap| cap.min(d))
+    }
 }
 
 /// Requests whose export failed retryably (collector down, 429, 502, 503,
@@ -283,7 +307,7 @@ pub(super) fn export_requests(
     transport: &dyn Transport,
     requests: Vec<EncodedRequest>,
     (spans, was_kept, too_large): (u64, u64, u64),
-    deadline: Instant,
+    deadline: Deadline,
     keep: bool,
 ) -> Option<Kept> {
     let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) =
@@ -298,7 +322,9 @@ pub(super) fn export_requests(
     for request in requests {
         calls += 1;
         let n = request.spans as u64;
-        let outcome = catch_unwind(AssertUnwindSafe(|| transport.export(&request, deadline)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            transport.export(&request, deadline.starting_now())
+        }));
         match outcome {
             Ok(ExportResult::Success) => exported += n,
             Ok(ExportResult::PartialSuccess {
@@ -655,6 +681,15 @@ impl Worker {
         n + m
     }
 
+    /// The deadline of an export: `export_timeout` from its start, and not
+    /// past `cap` (shutdown's).
+    fn deadline(&self, cap: Option<Instant>) -> Deadline {
+        Deadline {
+            timeout: self.shared.config.export_timeout,
+            cap,
+        }
+    }
+
     /// Tells exiting threads whether the worker is away from the queue
     /// (`Shared::worker_away`).
     pub(super) fn set_away(&self, away: bool) {
@@ -802,16 +837,10 @@ impl Worker {
             .assemble(&self.encoder, self.encoding, &mut encoded);
         let spans = self.batch.len() as u64;
         self.batch.clear();
-        let now = Instant::now();
-        // `export_timeout` is at most `MAX_DURATION`, so this fits; the
-        // fallback is only a belt.
-        let export_deadline = now
-            .checked_add(self.shared.config.export_timeout)
-            .unwrap_or(now + MAX_DURATION);
         let job = Job {
             encoded,
             spans,
-            deadline: deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+            deadline: self.deadline(deadline),
             // Shutting down: a retryable failure is final.
             keep: self.shared.state.load(Ordering::Relaxed) == RUNNING,
         };
@@ -904,15 +933,16 @@ impl Worker {
         }
     }
 
-    /// Sets the next try after a retryable failure: after `Retry-After` if
-    /// the receiver sent one (capped), else after the backoff with jitter;
-    /// the backoff doubles, up to its cap.
+    /// Sets the next try after a retryable failure: after the backoff with
+    /// jitter, or after `Retry-After` (capped) if the receiver sent a
+    /// longer one; the backoff doubles, up to its cap.
     pub(super) fn schedule_retry(&mut self, retry_after: Option<Duration>) {
         let now = Instant::now();
-        let wait = match retry_after {
-            Some(after) => after.min(RETRY_MAX_AFTER),
-            None => jitter(self.backoff),
-        };
+        // Never sooner than the backoff: a `Retry-After` of 0, or a date
+        // already past (a collector whose clock is behind), would otherwise
+        // have the batch tried again at once, for as long as it lasts.
+        let wait = jitter(self.backoff)
+            .max(retry_after.map_or(Duration::ZERO, |after| after.min(RETRY_MAX_AFTER)));
         self.backoff = (self.backoff * 2).min(RETRY_MAX_BACKOFF);
         self.next_retry = now + wait;
         self.retry_after_until = retry_after.map(|_| self.next_retry);
@@ -957,17 +987,13 @@ impl Worker {
         // Inside the transport from here: see `export`.
         self.set_away(true);
         while let Some(kept) = self.kept.pop_front() {
-            let now = Instant::now();
-            let deadline = now
-                .checked_add(self.shared.config.export_timeout)
-                .unwrap_or(now + MAX_DURATION);
             let spans = kept.spans;
             match export_requests(
                 &self.shared,
                 self.transport.get(),
                 kept.requests,
                 (spans, spans, 0),
-                deadline,
+                self.deadline(None),
                 true,
             ) {
                 None => self.backoff = RETRY_INITIAL_BACKOFF,
@@ -1053,17 +1079,13 @@ impl Worker {
                 self.kept.push_front(kept);
                 return;
             }
-            let now = Instant::now();
-            let export_deadline = now
-                .checked_add(self.shared.config.export_timeout)
-                .unwrap_or(now + MAX_DURATION);
             let spans = kept.spans;
             export_requests(
                 &self.shared,
                 self.transport.get(),
                 kept.requests,
                 (spans, spans, 0),
-                deadline.map_or(export_deadline, |d| d.min(export_deadline)),
+                self.deadline(deadline),
                 false,
             );
         }
