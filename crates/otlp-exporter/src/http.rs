@@ -629,16 +629,14 @@ impl Transport for HttpTransport {
             }
         }
         if last.is_empty() {
-            // Nothing was tried: the deadline had passed (an export that
-            // waited its turn too long). Not the collector's answer, so
-            // not final: the pipeline may try it again.
-            return ExportResult::Retryable {
-                reason: format!(
-                    "the export's deadline passed before a request to {} could be made",
-                    self.url
-                ),
-                retry_after: None,
-            };
+            // Nothing was tried: the deadline had passed when the export
+            // was called. The pipeline gives each export its whole
+            // `export_timeout` from that moment, so this is a timeout of
+            // zero (documented to fail at once) or shutdown's deadline.
+            return ExportResult::Failed(format!(
+                "the export's deadline passed before a request to {} could be made",
+                self.url
+            ));
         }
         // Every way to get here is a retryable failure (no answer, or 429,
         // 502, 503, 504): the pipeline keeps the request and tries again

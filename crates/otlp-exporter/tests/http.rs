@@ -821,12 +821,7 @@ fn an_export_whose_deadline_has_passed_sends_nothing_and_says_so() {
         &one_request(2, Encoding::Protobuf),
         Instant::now() - Duration::from_millis(1),
     );
-    // Not the collector's answer: retryable, so the pipeline may try again.
-    let otlp_exporter::ExportResult::Retryable {
-        reason: message,
-        retry_after: None,
-    } = result
-    else {
+    let otlp_exporter::ExportResult::Failed(message) = result else {
         panic!("{result:?}");
     };
     assert!(message.contains("deadline"), "{message}");
