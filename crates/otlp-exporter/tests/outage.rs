@@ -516,3 +516,45 @@ fn an_unavailable_transport_that_comes_back_gets_every_span_once() {
         assert_eq!(memory.span_count(), 200, "no span delivered twice");
     });
 }
+
+/// A batch that keeps failing retryably (a collector down for good, or a
+/// proxy that resets every request over a size) is tried for
+/// `retry_max_elapsed`, then counted as failed, and the pipeline moves on:
+/// spans recorded after it are delivered once the collector answers
+/// (before: kept and retried for ever, the queue behind it never taken).
+#[test]
+fn a_batch_that_never_gets_through_is_given_up_after_the_retry_limit() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Unavailable);
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(Resource::new("outage"))
+            .scheduled_delay(Duration::from_millis(5))
+            .retry_max_elapsed(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("lost-{i}")));
+        }
+        eventually("the batch is given up", || {
+            p.stats().dropped.export_failed == 10
+        });
+        let s = p.stats();
+        assert_eq!(s.retrying, 0, "{s:?}");
+        assert!(s.is_balanced(), "{s:?}");
+        assert!(memory.calls() >= 2, "tried again before giving up");
+        assert!(
+            p.last_error().is_some_and(|e| e.contains("gave up")),
+            "{:?}",
+            p.last_error()
+        );
+        memory.set_behavior(Behavior::Accept);
+        for i in 0..5 {
+            p.record(SpanData::new(format!("later-{i}")));
+        }
+        let r = p.shutdown(Duration::from_secs(10));
+        assert!(r.stats.is_balanced(), "{:?}", r.stats);
+        assert_eq!(r.stats.exported, 5, "{:?}", r.stats);
+        assert_eq!(r.stats.dropped.export_failed, 10, "{:?}", r.stats);
+    });
+}

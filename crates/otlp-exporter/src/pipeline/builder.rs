@@ -23,6 +23,11 @@ pub const DEFAULT_SCHEDULED_DELAY: Duration = Duration::from_millis(5000);
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_millis(30_000);
 /// OTel SDK spec default: `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
 pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// How long a batch whose export failed retryably is kept and tried again
+/// before it counts as failed (`export_failed`): 300 s, the OpenTelemetry
+/// Collector's `retry_on_failure.max_elapsed_time`. See
+/// [`PipelineBuilder::retry_max_elapsed`].
+pub const DEFAULT_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
 /// How long dropping the last [`Pipeline`] handle waits for shutdown.
 pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where the embedded default transport writes when no transport is set.
@@ -102,6 +107,7 @@ pub struct PipelineBuilder {
     pub(super) max_queue_size: Option<usize>,
     pub(super) scheduled_delay: Option<Duration>,
     pub(super) export_timeout: Option<Duration>,
+    pub(super) retry_max_elapsed: Duration,
     pub(super) max_export_batch_size: Option<usize>,
     pub(super) shedding: Shedding,
     pub(super) drop_timeout: Duration,
@@ -241,6 +247,32 @@ impl PipelineBuilder {
     /// else is a [`ConfigError::InvalidSetting`].
     pub fn max_export_batch_size(mut self, n: usize) -> Self {
         self.max_export_batch_size = Some(n);
+        self
+    }
+
+    /// How long a batch whose export failed retryably (a collector that
+    /// is down, 429, 502, 503, 504) is kept and tried again, from its
+    /// first failure, before it counts as failed for good
+    /// (`export_failed`); default [`DEFAULT_RETRY_MAX_ELAPSED`], 300 s, as
+    /// the OpenTelemetry Collector's exporters. While a batch is kept the
+    /// worker takes nothing new from the queue (see [A collector
+    /// outage](Pipeline#a-collector-outage)), so a batch that can never be
+    /// delivered (a proxy that resets every request above a size, say)
+    /// would otherwise hold the pipeline for ever. Saturated to
+    /// [`MAX_DURATION`]; zero means a failed batch is not tried again.
+    ///
+    /// ```
+    /// # use otlp_exporter::{Pipeline, InMemory};
+    /// # use std::time::Duration;
+    /// let p = Pipeline::builder()
+    ///     .transport(InMemory::new())
+    ///     .retry_max_elapsed(Duration::from_secs(60))
+    ///     .build()
+    ///     .unwrap();
+    /// # p.shutdown(Duration::from_secs(1));
+    /// ```
+    pub fn retry_max_elapsed(mut self, d: Duration) -> Self {
+        self.retry_max_elapsed = d;
         self
     }
 
@@ -384,6 +416,7 @@ impl PipelineBuilder {
             max_export_batch_size,
             scheduled_delay: scheduled_delay.min(MAX_DURATION),
             export_timeout: export_timeout.min(MAX_DURATION),
+            retry_max_elapsed: self.retry_max_elapsed.min(MAX_DURATION),
             shedding,
             limits,
             sampler: self.sampler.unwrap_or_else(Sampler::from_env),
@@ -438,6 +471,8 @@ pub(super) struct Config {
     pub(super) max_export_batch_size: usize,
     pub(super) scheduled_delay: Duration,
     pub(super) export_timeout: Duration,
+    /// `PipelineBuilder::retry_max_elapsed`.
+    pub(super) retry_max_elapsed: Duration,
     pub(super) shedding: Shedding,
     pub(super) limits: SpanLimits,
     /// The sampler of this pipeline's tracers (and of layers and bridges
@@ -456,6 +491,7 @@ impl Pipeline {
             max_queue_size: None,
             scheduled_delay: None,
             export_timeout: None,
+            retry_max_elapsed: DEFAULT_RETRY_MAX_ELAPSED,
             max_export_batch_size: None,
             shedding: Shedding::default(),
             drop_timeout: DEFAULT_DROP_TIMEOUT,

@@ -42,8 +42,8 @@ use worker::*;
 
 pub use builder::{
     DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,
-    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_SCHEDULED_DELAY, HANDED_OVER_LANES, MAX_CONCURRENT_EXPORTS,
-    MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, PipelineBuilder, Shedding,
+    DEFAULT_MAX_QUEUE_SIZE, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SCHEDULED_DELAY, HANDED_OVER_LANES,
+    MAX_CONCURRENT_EXPORTS, MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, PipelineBuilder, Shedding,
 };
 
 /// What became of one `record` call.
@@ -262,7 +262,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// specification lists them) loses nothing: the worker keeps the batch and
 /// tries it again, oldest first, after an exponential backoff (100 ms
 /// doubling to 5 s, +-50 % jitter) or after the collector's `Retry-After`
-/// (up to 30 s). While a batch is kept the worker takes nothing more from
+/// (up to 30 s; never sooner than the backoff), for at most
+/// [`retry_max_elapsed`](PipelineBuilder::retry_max_elapsed) from its first
+/// failure (300 s by default, as the OpenTelemetry Collector), after which
+/// it counts as `export_failed` and the worker moves on. While a batch is
+/// kept the worker takes nothing more from
 /// the queue: new spans wait in the lanes, inside the `max_queue_size`
 /// bound, so the kept batches are never more than the batches that were in
 /// flight when the outage began. When the collector answers again, the kept

@@ -271,6 +271,9 @@ pub(super) struct Kept {
     pub(super) spans: u64,
     /// The receiver's `Retry-After`, if it sent one.
     pub(super) retry_after: Option<Duration>,
+    /// When the batch first failed: past `retry_max_elapsed` it is not
+    /// tried again but counted as failed.
+    pub(super) first_failed: Instant,
 }
 
 /// Exports a job's requests and accounts for its spans (unless shutdown has
@@ -318,6 +321,7 @@ pub(super) fn export_requests(
         requests: Vec::new(),
         spans: 0,
         retry_after: None,
+        first_failed: Instant::now(),
     };
     for request in requests {
         calls += 1;
@@ -987,6 +991,20 @@ impl Worker {
         // Inside the transport from here: see `export`.
         self.set_away(true);
         while let Some(kept) = self.kept.pop_front() {
+            let first_failed = kept.first_failed;
+            if first_failed.elapsed() >= self.shared.config.retry_max_elapsed {
+                // Tried for as long as allowed: failed for good, and the
+                // pipeline moves on (it takes nothing new while a batch is
+                // kept).
+                let why = format!(
+                    "gave up on a batch of {} spans after retrying for {:?}",
+                    kept.spans, self.shared.config.retry_max_elapsed
+                );
+                log_quietly(|| tracing::warn!(%why, "otlp-exporter: retries exhausted"));
+                lock(&self.shared.ledger).last_error = Some(why);
+                drop_kept(&self.shared, kept, false);
+                continue;
+            }
             let spans = kept.spans;
             match export_requests(
                 &self.shared,
@@ -997,7 +1015,8 @@ impl Worker {
                 true,
             ) {
                 None => self.backoff = RETRY_INITIAL_BACKOFF,
-                Some(again) => {
+                Some(mut again) => {
+                    again.first_failed = first_failed;
                     self.schedule_retry(again.retry_after);
                     self.kept.push_front(again);
                     return false;
@@ -1053,6 +1072,7 @@ impl Worker {
                 requests: encoded.requests,
                 spans,
                 retry_after: None,
+                first_failed: Instant::now(),
             });
         }
     }
