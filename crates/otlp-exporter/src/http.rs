@@ -25,13 +25,14 @@
 //!   wherever the answer points, or turn the POST into a body-less GET
 //!   that "succeeds". A `3xx` is a failed export whose message names the
 //!   status and the `Location`; configure the final URL instead.
-//! * The answer's body is read up to 64 KiB (a partial
-//!   success is a few dozen); a longer body does not change the outcome.
+//! * The answer's body is read up to 64 KiB (a partial success is a few
+//!   dozen bytes); of a longer body the start is read, so a partial
+//!   success with a long error message still counts its rejected spans.
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 
 use std::fmt;
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,7 +47,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The most bytes of a collector's answer that are read (enough for any
-/// `partial_success`; the rest is not read).
+/// `partial_success` but one with a very long message, of which the start
+/// is read; the rest is not read).
 pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 
 /// Request body compression.
@@ -530,17 +532,22 @@ impl HttpTransport {
                     .get("location")
                     .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                 // A body cut short or longer than the cap is read as far as
-                // it goes: the status alone says whether the request arrived.
-                let bytes = resp
+                // it goes (up to the cap: `read_to_end` keeps what it read
+                // before an error): the status alone says whether the
+                // request arrived, and a partial success at the start of a
+                // longer answer is still read (`cut`).
+                let mut bytes = Vec::new();
+                let _ = resp
                     .body_mut()
-                    .with_config()
-                    .limit(MAX_RESPONSE_BODY)
-                    .read_to_vec()
-                    .unwrap_or_default();
+                    .as_reader()
+                    .take(MAX_RESPONSE_BODY + 1)
+                    .read_to_end(&mut bytes);
+                let cut = bytes.len() as u64 > MAX_RESPONSE_BODY;
+                bytes.truncate(MAX_RESPONSE_BODY as usize);
                 match status {
                     200..=299 => {
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
-                        match partial_success(&bytes, self.encoding) {
+                        match partial_success(&bytes, self.encoding, cut) {
                             Some((rejected, message)) if rejected > 0 => {
                                 Attempt::Done(ExportResult::PartialSuccess { rejected, message })
                             }
@@ -748,32 +755,43 @@ fn parse_http_date(v: &str) -> Option<u64> {
 /// a negative value (a receiver's bug) reads as 0, as does a JSON value
 /// that is not an integer (`null`, `1.5`, `"x"`); nothing in the message
 /// is ever read as a count.
-fn partial_success(body: &[u8], encoding: Encoding) -> Option<(u64, String)> {
+/// `cut`: the answer was longer than [`MAX_RESPONSE_BODY`] and `body` is its
+/// start. Then what the start holds is read (the rejected count comes first
+/// in either encoding, as encoders write fields in order; the message is
+/// cut), rather than nothing: ignored, a long `error_message` made rejected
+/// spans count as exported.
+fn partial_success(body: &[u8], encoding: Encoding, cut: bool) -> Option<(u64, String)> {
     match encoding {
         Encoding::Protobuf => {
-            let ps = proto_field(body, 1)?;
-            let rejected = proto_varint_field(ps, 1).map_or(0, |v| (v as i64).max(0) as u64);
-            let message = proto_field(ps, 2)
+            let ps = proto_field(body, 1, cut)?;
+            let rejected = proto_varint_field(ps, 1, cut).map_or(0, |v| (v as i64).max(0) as u64);
+            let message = proto_field(ps, 2, cut)
                 .map(|m| String::from_utf8_lossy(m).into_owned())
                 .unwrap_or_default();
             Some((rejected, message))
         }
-        Encoding::Json => json_partial_success(body),
+        Encoding::Json => json_partial_success(body, cut),
     }
 }
 
 /// `{"partialSuccess":{"rejectedSpans":"3","errorMessage":"..."}}`, read by
 /// a small JSON scanner: keys are matched only at their own level, other
 /// values are skipped without recursion.
-fn json_partial_success(body: &[u8]) -> Option<(u64, String)> {
+fn json_partial_success(body: &[u8], cut: bool) -> Option<(u64, String)> {
     let mut j = Json { b: body, at: 0 };
     let mut found = None;
-    j.object(|j, key| {
+    // The rejected count as soon as it is read: a cut answer ends inside
+    // the object (in a long message), and what came before still counts.
+    let mut seen = None;
+    let whole = j.object(|j, key| {
         if key == "partialSuccess" && j.peek() == Some(b'{') {
             let (mut rejected, mut message) = (0, String::new());
             j.object(|j, key| {
                 match key.as_str() {
-                    "rejectedSpans" => rejected = j.int64().map_or(0, |v| v.max(0) as u64),
+                    "rejectedSpans" => {
+                        rejected = j.int64().map_or(0, |v| v.max(0) as u64);
+                        seen = Some(rejected);
+                    }
                     "errorMessage" => message = j.string().unwrap_or_default(),
                     _ => j.skip()?,
                 }
@@ -784,8 +802,12 @@ fn json_partial_success(body: &[u8]) -> Option<(u64, String)> {
         } else {
             j.skip()
         }
-    })?;
-    found
+    });
+    match whole {
+        Some(()) => found,
+        None if cut => seen.map(|rejected| (rejected, String::new())),
+        None => None,
+    }
 }
 
 /// Just enough JSON to read a partial success.
@@ -936,21 +958,42 @@ fn read_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
 }
 
 /// Walks a protobuf message, calling `f(field, wire, value-or-bytes)`.
-fn proto_walk<'a>(buf: &'a [u8], mut f: impl FnMut(u64, u64, u64, &'a [u8])) -> Option<()> {
+/// `cut`: `buf` is the start of a longer message; the walk ends where it
+/// does, a length-delimited field running past the end given as far as it
+/// goes.
+fn proto_walk<'a>(
+    buf: &'a [u8],
+    cut: bool,
+    mut f: impl FnMut(u64, u64, u64, &'a [u8]),
+) -> Option<()> {
     let mut at = 0;
     while at < buf.len() {
-        let key = read_varint(buf, &mut at)?;
+        let Some(key) = read_varint(buf, &mut at) else {
+            return cut.then_some(());
+        };
         let (field, wire) = (key >> 3, key & 7);
         match wire {
             0 => {
-                let v = read_varint(buf, &mut at)?;
+                let Some(v) = read_varint(buf, &mut at) else {
+                    return cut.then_some(());
+                };
                 f(field, wire, v, &[]);
             }
             1 => at += 8,
             2 => {
-                let len = usize::try_from(read_varint(buf, &mut at)?).ok()?;
-                let bytes = buf.get(at..at.checked_add(len)?)?;
-                at += len;
+                let Some(len) = read_varint(buf, &mut at) else {
+                    return cut.then_some(());
+                };
+                let len = usize::try_from(len).ok()?;
+                let end = at.checked_add(len)?;
+                let Some(bytes) = buf.get(at..end) else {
+                    if cut {
+                        f(field, wire, 0, &buf[at.min(buf.len())..]);
+                        return Some(());
+                    }
+                    return None;
+                };
+                at = end;
                 f(field, wire, 0, bytes);
             }
             5 => at += 4,
@@ -960,9 +1003,9 @@ fn proto_walk<'a>(buf: &'a [u8], mut f: impl FnMut(u64, u64, u64, &'a [u8])) -> 
     Some(())
 }
 
-fn proto_field(buf: &[u8], field: u64) -> Option<&[u8]> {
+fn proto_field(buf: &[u8], field: u64, cut: bool) -> Option<&[u8]> {
     let mut found = None;
-    proto_walk(buf, |f, w, _, b| {
+    proto_walk(buf, cut, |f, w, _, b| {
         if f == field && w == 2 {
             found = Some(b);
         }
@@ -970,9 +1013,9 @@ fn proto_field(buf: &[u8], field: u64) -> Option<&[u8]> {
     found
 }
 
-fn proto_varint_field(buf: &[u8], field: u64) -> Option<u64> {
+fn proto_varint_field(buf: &[u8], field: u64, cut: bool) -> Option<u64> {
     let mut found = None;
-    proto_walk(buf, |f, w, v, _| {
+    proto_walk(buf, cut, |f, w, v, _| {
         if f == field && w == 0 {
             found = Some(v);
         }
@@ -1002,25 +1045,52 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_answer_gives_what_its_start_holds_and_only_then() {
+        // partial_success { rejected_spans: 3, error_message: "bad..." },
+        // cut inside the message.
+        let body = [0x0a, 0x20, 0x08, 0x03, 0x12, 0x1c, b'b', b'a', b'd'];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, true),
+            Some((3, "bad".into()))
+        );
+        assert_eq!(partial_success(&body, Encoding::Protobuf, false), None);
+        // Cut inside the count's varint: nothing is known.
+        let early = [0x0a, 0x20, 0x08, 0x83];
+        assert_eq!(
+            partial_success(&early, Encoding::Protobuf, true),
+            Some((0, String::new()))
+        );
+        let json = br#"{"partialSuccess":{"rejectedSpans":"12","errorMessage":"xxx"#;
+        assert_eq!(
+            partial_success(json, Encoding::Json, true),
+            Some((12, String::new()))
+        );
+        assert_eq!(partial_success(json, Encoding::Json, false), None);
+        // Cut before the count: no count.
+        let json = br#"{"partialSuccess":{"errorMessage":"xxx"#;
+        assert_eq!(partial_success(json, Encoding::Json, true), None);
+    }
+
+    #[test]
     fn partial_success_is_read_from_protobuf_and_json() {
         // partial_success { rejected_spans: 3, error_message: "bad" }
         let body = [0x0a, 0x07, 0x08, 0x03, 0x12, 0x03, b'b', b'a', b'd'];
         assert_eq!(
-            partial_success(&body, Encoding::Protobuf),
+            partial_success(&body, Encoding::Protobuf, false),
             Some((3, "bad".into()))
         );
-        assert_eq!(partial_success(&[], Encoding::Protobuf), None);
+        assert_eq!(partial_success(&[], Encoding::Protobuf, false), None);
         let json = br#"{"partialSuccess":{"rejectedSpans":"12","errorMessage":"x"}}"#;
         assert_eq!(
-            partial_success(json, Encoding::Json),
+            partial_success(json, Encoding::Json, false),
             Some((12, "x".into()))
         );
-        assert_eq!(partial_success(b"{}", Encoding::Json), None);
+        assert_eq!(partial_success(b"{}", Encoding::Json, false), None);
     }
 
     #[test]
     fn json_partial_success_is_parsed_not_searched() {
-        let ps = |body: &str| partial_success(body.as_bytes(), Encoding::Json);
+        let ps = |body: &str| partial_success(body.as_bytes(), Encoding::Json, false);
         // The issue's case: a null count and a number in the message.
         assert_eq!(
             ps(r#"{"partialSuccess":{"rejectedSpans":null,"errorMessage":"3 spans too old"}}"#),
@@ -1081,7 +1151,7 @@ mod tests {
         body.extend_from_slice(&[0xff; 9]);
         body.push(0x01);
         assert_eq!(
-            partial_success(&body, Encoding::Protobuf),
+            partial_success(&body, Encoding::Protobuf, false),
             Some((0, String::new()))
         );
     }

@@ -958,3 +958,46 @@ fn a_batch_that_waits_for_an_export_thread_still_gets_its_whole_timeout() {
         assert_eq!(got, want);
     });
 }
+
+/// A partial success whose error message makes the answer longer than the
+/// 64 KiB read of it: the rejected count at its start still counts (before:
+/// the whole answer was refused as too long, and the rejected spans were
+/// counted as exported). Protobuf and JSON.
+#[test]
+fn a_partial_success_with_a_long_message_still_counts_its_rejected_spans() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let long = "x".repeat(70_000);
+        // partial_success { rejected_spans: 2, error_message: long }
+        let varint = |mut v: usize, out: &mut Vec<u8>| {
+            while v >= 0x80 {
+                out.push(v as u8 | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        };
+        let mut ps = vec![0x08, 2, 0x12];
+        varint(long.len(), &mut ps);
+        ps.extend_from_slice(long.as_bytes());
+        let mut proto = vec![0x0a];
+        varint(ps.len(), &mut proto);
+        proto.extend(ps);
+        let json =
+            format!(r#"{{"partialSuccess":{{"rejectedSpans":"2","errorMessage":"{long}"}}}}"#);
+        for (encoding, body) in [
+            (Encoding::Protobuf, proto),
+            (Encoding::Json, json.into_bytes()),
+        ] {
+            let server = Server::start(vec![Fault::Answer(200, vec![], body)]);
+            let t = transport(&server).encoding(encoding).build().unwrap();
+            let (r, _) = send(t, "long-", 10, Duration::from_secs(5));
+            assert_eq!(
+                (r.stats.exported, r.stats.dropped.rejected),
+                (8, 2),
+                "{encoding:?}: {:?}",
+                r.stats
+            );
+            assert!(r.stats.is_balanced());
+            assert_eq!(server.received().len(), 1, "not retried");
+        }
+    });
+}
