@@ -142,9 +142,12 @@ impl HttpTransportBuilder {
     }
 
     /// A header sent with every request (`OTEL_EXPORTER_OTLP_HEADERS`).
-    /// [`build`](Self::build) refuses a name that is not an HTTP token and a
-    /// value holding a control character other than tab (a CR or LF would
-    /// otherwise split the request).
+    /// [`build`](Self::build) refuses a name that is not an HTTP token, one
+    /// the transport writes itself (`Content-Length`, `Transfer-Encoding`,
+    /// `Content-Type`, `Content-Encoding`, the connection headers: a second
+    /// one would break or misname the request), and a value holding a
+    /// control character other than tab (a CR or LF would otherwise split
+    /// the request).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -321,9 +324,29 @@ fn header_names(headers: &[(String, String)]) -> Vec<&str> {
     headers.iter().map(|(k, _)| k.as_str()).collect()
 }
 
-/// A header the transport can send: the name an HTTP token, the value free
-/// of control characters other than tab (RFC 9110 field-value). The reason
-/// never quotes the value.
+/// Headers the transport writes itself, which a user's would contradict:
+/// a second `Content-Length` or a `Transfer-Encoding` breaks the request's
+/// framing (the collector reads a cut or overlong body), a second
+/// `Content-Type` or `Content-Encoding` misnames it, and the connection
+/// headers are the client's to manage.
+const OWN_HEADERS: [&str; 11] = [
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "content-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// A header the transport can send: the name an HTTP token and not one the
+/// transport writes itself ([`OWN_HEADERS`]), the value free of control
+/// characters other than tab (RFC 9110 field-value). The reason never
+/// quotes the value.
 fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     if name.is_empty()
         || !name
@@ -331,6 +354,11 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.!#$%&'*+^`|~".contains(&b))
     {
         return Err("the header name is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)");
+    }
+    if OWN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return Err(
+            "the transport sets this header itself: it frames the request or names its body (Content-Length, Transfer-Encoding, Content-Type, Content-Encoding, Connection and the like)",
+        );
     }
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(

@@ -771,6 +771,47 @@ fn a_header_value_with_a_newline_is_refused_when_built() {
     assert!(!text.contains("SECRET"), "{text}");
 }
 
+/// A header that would contradict one the transport writes (the body's
+/// length or framing, its type or encoding, the connection's handling) is
+/// refused when the transport is built, in any case: sent, a second
+/// `Content-Length` made the collector read a cut body, and a second
+/// `Content-Type` misnamed it.
+#[test]
+fn a_header_the_transport_writes_itself_is_refused_when_built() {
+    for name in [
+        "Content-Length",
+        "transfer-encoding",
+        "CONTENT-TYPE",
+        "Content-Encoding",
+        "Connection",
+        "Expect",
+    ] {
+        let err = HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+            otlp_exporter::ambient_authority(),
+        ))
+        .endpoint("http://127.0.0.1:1")
+        .header(name, "5")
+        .build()
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(name) && text.contains("sets this header itself"),
+            "{text}"
+        );
+    }
+    // Others (a proxy's `Host`, an API key) are still sent.
+    assert!(
+        HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+            otlp_exporter::ambient_authority(),
+        ))
+        .endpoint("http://127.0.0.1:1")
+        .header("Host", "collector.internal")
+        .header("api-key", "k")
+        .build()
+        .is_ok()
+    );
+}
+
 #[test]
 fn a_compressed_answer_that_expands_without_bound_is_read_only_so_far() {
     test_watchdog::isolate(WATCHDOG, || {
