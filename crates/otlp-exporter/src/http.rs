@@ -734,10 +734,30 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` into seconds since the Unix epoch.
 fn parse_http_date(v: &str) -> Option<u64> {
-    let mut parts = v.split_whitespace();
-    let _weekday = parts.next()?;
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
+    // RFC 9110 5.6.7: recipients accept the IMF-fixdate
+    // (`Sun, 06 Nov 1994 08:49:37 GMT`) and the two obsolete forms, RFC 850
+    // (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime
+    // (`Sun Nov  6 08:49:37 1994`).
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        [_, d, mo, y, t, "GMT"] => (*d, *mo, y.parse::<i64>().ok()?, *t),
+        [_, dmy, t, "GMT"] => {
+            let mut dmy = dmy.split('-');
+            let (d, mo, yy) = (dmy.next()?, dmy.next()?, dmy.next()?);
+            if dmy.next().is_some() || yy.len() != 2 {
+                return None;
+            }
+            // Two-digit years: 70-99 are 19xx, the rest 20xx (RFC 9110 asks
+            // for the most recent year with those digits not more than 50
+            // years ahead; within this century the two agree).
+            let yy: i64 = yy.parse().ok()?;
+            (d, mo, if yy >= 70 { 1900 + yy } else { 2000 + yy }, *t)
+        }
+        [_, mo, d, t, y] => (*d, *mo, y.parse::<i64>().ok()?, *t),
+        _ => return None,
+    };
+    let day: u64 = day.parse().ok()?;
+    let month = match month {
         "Jan" => 1,
         "Feb" => 2,
         "Mar" => 3,
@@ -752,14 +772,13 @@ fn parse_http_date(v: &str) -> Option<u64> {
         "Dec" => 12,
         _ => return None,
     };
-    let year: i64 = parts.next()?.parse().ok()?;
     // Four-digit years only: no arithmetic below can overflow.
     if !(1970..=9999).contains(&year) {
         return None;
     }
-    let mut hms = parts.next()?.split(':').map(|x| x.parse::<u64>().ok());
+    let mut hms = time.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if parts.next()? != "GMT" || day == 0 || day > 31 || h > 23 || m > 59 || s > 60 {
+    if hms.next().is_some() || day == 0 || day > 31 || h > 23 || m > 59 || s > 60 {
         return None;
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -1063,6 +1082,18 @@ mod tests {
             Some(784_111_777)
         );
         assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        // The obsolete forms RFC 9110 asks recipients to accept too.
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sun Nov  6 08:49:37 1994"),
+            Some(784_111_777)
+        );
+        assert_eq!(parse_http_date("Sunday, 06-Nov-1994 08:49:37 GMT"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37:01 GMT"), None);
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
             Some(Duration::ZERO),
