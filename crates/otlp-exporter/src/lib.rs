@@ -60,9 +60,15 @@
 //!   encoding of the `opentelemetry-proto` message, JSON that decodes to the
 //!   same message (`tests/encode.rs`).
 //! * **OTLP/HTTP as collectors expect it**: retries only on 429, 502, 503,
-//!   504 and connection failures, with backoff, jitter and `Retry-After`,
-//!   never past the export's deadline; partial success counted; header
-//!   values never logged (`tests/http.rs`, against a fault-injecting server;
+//!   504 and connection failures, with backoff, jitter and `Retry-After`
+//!   (never sooner than the backoff, so a `Retry-After: 0` is no retry
+//!   storm), never past the export's deadline (counted from when the
+//!   export starts, not from when its batch was made), a failing batch
+//!   given up after [`PipelineBuilder::retry_max_elapsed`]; partial
+//!   success counted, even at the start of an answer too long to read
+//!   whole; headers the transport writes itself refused; header values
+//!   never logged (`tests/http.rs`, `tests/outage.rs`, against
+//!   fault-injecting servers;
 //!   `tests/rotel.rs`, against the rotel collector, run by `cargo xtask
 //!   test`).
 //! * **Bad input has a defined outcome** (`tests/bad_input.rs`): empty
