@@ -34,6 +34,22 @@ fn hung_pipeline(memory: &InMemory) -> Pipeline {
     p
 }
 
+/// `n` threads, one after another, each records one span (queued) and
+/// exits: a thread per request.
+fn threads_of_one_span(p: &Pipeline, n: u64) {
+    for i in 0..n {
+        let p = p.clone();
+        thread::spawn(move || {
+            assert_eq!(
+                p.record(SpanData::new(format!("req-{i}"))),
+                Recorded::Queued
+            );
+        })
+        .join()
+        .unwrap();
+    }
+}
+
 /// 400 threads each record a lane's worth (2048 spans) and exit while the
 /// only export hangs. Before issue 12 every lane stayed (200 MiB); with
 /// per-thread lanes the spans were handed over and capped. Now the queue is
@@ -118,19 +134,9 @@ fn threads_that_come_and_go_during_a_hung_export_do_not_keep_their_lanes() {
         let p = hung_pipeline(&memory);
         let base = ALLOC.live();
         let threads = 2_000;
-        for i in 0..threads {
-            let p = p.clone();
-            thread::spawn(move || {
-                assert_eq!(
-                    p.record(SpanData::new(format!("req-{i}"))),
-                    Recorded::Queued
-                );
-            })
-            .join()
-            .unwrap();
-        }
+        threads_of_one_span(&p, threads);
         let grown = ALLOC.live() - base;
-        // 2 000 spans of 256 bytes adopted (0.5 MiB) and the adopted
+        // 2 000 spans of 512 bytes adopted (1 MiB) and the adopted
         // list's growth; not 2 000 lanes (11 MiB). Nothing waited for the
         // worker: it is still inside the first export.
         assert!(grown < 2 * MIB, "{} KiB held", grown >> 10);
@@ -351,17 +357,7 @@ fn threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes() {
         }
         let base = ALLOC.live();
         let threads = 2_000;
-        for i in 0..threads {
-            let p = p.clone();
-            thread::spawn(move || {
-                assert_eq!(
-                    p.record(SpanData::new(format!("req-{i}"))),
-                    Recorded::Queued
-                );
-            })
-            .join()
-            .unwrap();
-        }
+        threads_of_one_span(&p, threads);
         // The worker adopts the exited lanes at its next look (it naps
         // between retries): give it a few.
         let mut grown = ALLOC.live() - base;
@@ -372,7 +368,7 @@ fn threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes() {
             thread::sleep(Duration::from_millis(10));
             grown = ALLOC.live() - base;
         }
-        // 2 000 spans of 256 bytes adopted (0.5 MiB) and the adopted
+        // 2 000 spans of 512 bytes adopted (1 MiB) and the adopted
         // list's growth; not 2 000 lanes (11 MiB).
         assert!(grown < 2 * MIB, "{} KiB held", grown >> 10);
         let s = p.stats();
