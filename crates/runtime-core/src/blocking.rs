@@ -32,6 +32,8 @@ struct PoolInner {
     name: String,
     /// `Builder::thread_stack_size`, if set.
     stack_size: Option<usize>,
+    /// Panics caught around jobs (`worker`), for `RuntimeStats`.
+    panics: std::sync::atomic::AtomicU64,
 }
 
 /// The pool (cheap to clone: a handle).
@@ -83,6 +85,7 @@ impl BlockingPool {
                 keep_alive,
                 name,
                 stack_size,
+                panics: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -139,7 +142,18 @@ impl BlockingPool {
             if let Some(job) = st.queue.pop_front() {
                 st.running += 1;
                 drop(st);
-                job();
+                // The job catches the closure's panic itself, but not what
+                // runs after it: the awaiting task's waker, and the drop of
+                // the result when nobody awaits it any more (user code). A
+                // panic there must not end this thread (the pool would count
+                // it running for ever, and the next job wait for a thread
+                // that is gone).
+                if crate::outcome::catch(job).is_err() {
+                    // Relaxed: a counter, read for reports.
+                    self.inner
+                        .panics
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 st = self.state();
                 st.running -= 1;
                 continue;
@@ -160,6 +174,13 @@ impl BlockingPool {
             }
         }
         st.threads -= 1;
+    }
+
+    /// Panics caught around jobs, after the job's own closure (see
+    /// `worker`).
+    pub(crate) fn panics(&self) -> u64 {
+        // Relaxed: a counter, read for reports.
+        self.inner.panics.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops taking jobs; queued ones resolve to `Shutdown`. Returns how

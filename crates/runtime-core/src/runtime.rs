@@ -494,7 +494,9 @@ impl Runtime {
     /// assert_eq!(stats.tasks_alive(), 0);
     /// ```
     pub fn stats(&self) -> RuntimeStats {
-        self.shared.stats().snapshot()
+        let mut stats = self.shared.stats().snapshot();
+        stats.panics_caught = stats.panics_caught.saturating_add(self.blocking.panics());
+        stats
     }
 
     /// Runs `body` as the body of a fail-fast region under the runtime's

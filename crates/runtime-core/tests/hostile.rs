@@ -1696,3 +1696,36 @@ fn a_wait_polled_with_a_waker_whose_clone_panics_still_works_after() {
         }
     });
 }
+
+/// A blocking job's result whose `Drop` panics, dropped by the pool thread
+/// because nobody awaits it any more: the panic is caught and counted, and
+/// the pool keeps its thread (before: the thread died, the pool counted it
+/// running for ever, and with one thread allowed every later job hung).
+#[test]
+fn a_blocking_result_whose_drop_panics_does_not_cost_the_pool_a_thread() {
+    isolate(WATCHDOG, || {
+        struct Bomb;
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                panic!("the result's drop panics");
+            }
+        }
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            for _ in 0..3 {
+                let b = cx.spawn_blocking(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    Bomb
+                });
+                drop(b); // the result is never collected
+            }
+            Ok::<_, ()>(cx.spawn_blocking(|| 42).await.ok())
+        });
+        assert_eq!(out.ok(), Some(Some(42)));
+        assert_eq!(rt.stats().panics_caught, 3);
+    });
+}
