@@ -1729,3 +1729,36 @@ fn a_blocking_result_whose_drop_panics_does_not_cost_the_pool_a_thread() {
         assert_eq!(rt.stats().panics_caught, 3);
     });
 }
+
+/// A task whose output holds its own `Cx` (which holds the task), with a
+/// handle dropped unawaited, before the task finishes or after: the output
+/// is dropped, so the task is freed (before: a reference cycle kept every
+/// such task, its region and its captures for ever).
+#[test]
+fn an_output_that_holds_its_own_context_does_not_keep_its_task() {
+    isolate(WATCHDOG, || {
+        let token = Arc::new(());
+        {
+            let rt = multi(2);
+            let t = token.clone();
+            let out = rt.block_on(move |cx| async move {
+                for i in 0..200 {
+                    let t = t.clone();
+                    let h = cx.spawn(move |cx| async move { (cx, t) });
+                    if i % 2 == 0 {
+                        drop(h); // before it finishes (most likely)
+                    } else {
+                        while !h.is_finished() {
+                            cx.yield_now().await.map_err(|_| ())?;
+                        }
+                        drop(h); // after, the outcome not taken
+                    }
+                }
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok());
+            rt.shutdown(Duration::from_secs(5));
+        }
+        assert_eq!(Arc::strong_count(&token), 1, "every task's captures freed");
+    });
+}

@@ -642,8 +642,16 @@ where
         // whether the handle is gone (a drop that comes after this finds
         // COMPLETE and sets nothing; a waker it left is woken, harmlessly).
         let prev = h.state.fetch_or(COMPLETE, Ordering::AcqRel);
-        if prev & JOIN_GONE == 0 && self.join.wake() {
-            stats.panic_caught();
+        if prev & JOIN_GONE == 0 {
+            if self.join.wake() {
+                stats.panic_caught();
+            }
+        } else {
+            // Nobody will take the output: dropped now, not with the task,
+            // since it may hold the task (its own `Cx`): a cycle. Before
+            // the region hears of the finish, so that the region closes
+            // after the output's `Drop` (user code) has run.
+            self.discard_output();
         }
         // Reported to the region last, after COMPLETE: the region's close
         // reads this report's decrement of its live count (AcqRel there),
@@ -690,6 +698,7 @@ where
         reject: Self::reject_raw,
         drop_task: Self::drop_raw,
         dealloc: Self::dealloc_raw,
+        discard_output: Self::discard_output_raw,
     };
 
     /// The cell of the task at `ptr`.
@@ -709,6 +718,36 @@ where
     unsafe fn reject_raw(ptr: NonNull<Header>, reason: CancelReason) {
         // SAFETY: as in `run_raw`; the caller holds a count.
         unsafe { Self::cell(ptr) }.reject(reason);
+    }
+
+    /// `Vtable::discard_output`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is this type's task, COMPLETE (seen with Acquire), and no
+    /// `JoinHandle` of it will read the stage (the caller is the last one,
+    /// dropping, or the handle is gone).
+    unsafe fn discard_output_raw(ptr: NonNull<Header>) {
+        // SAFETY: the caller's promise.
+        unsafe { Self::cell(ptr) }.discard_output();
+    }
+
+    /// Drops the output left in the stage, if any (user data: a panic of
+    /// its `Drop` is caught and counted). The runner is done with the
+    /// stage and no handle will read it (see `discard_output_raw`).
+    fn discard_output(&self) {
+        let out = self.stage.with_mut(|stage| {
+            // SAFETY: the callers' promise: nobody else touches the stage.
+            match unsafe { &mut *stage } {
+                Stage::Done(out) => out.take(),
+                _ => None,
+            }
+        });
+        if let Some(out) = out
+            && crate::outcome::drop_caught(out).is_some()
+        {
+            self.header.sched().stats().panic_caught();
+        }
     }
 
     /// `Vtable::drop_task`.
@@ -1110,6 +1149,15 @@ impl<T, E> Drop for JoinHandle<T, E> {
         // atomic are totally ordered, so it sees the bit or this comes
         // after it); the subtraction's Release is the count's.
         let complete = self.task.header().state.load(Ordering::Acquire) & COMPLETE != 0;
+        if complete {
+            // An outcome never taken (the handle dropped unawaited after
+            // the finish) may hold the task itself: dropped here, not with
+            // the task (nothing, for a handle that was awaited).
+            let h = self.task.header();
+            // SAFETY: COMPLETE seen with Acquire, and this handle, the only
+            // one, is going.
+            unsafe { (h.vtable.discard_output)(NonNull::from(h)) };
+        }
         // SAFETY: `drop` runs once; the field is not used after this.
         let task = unsafe { std::mem::ManuallyDrop::take(&mut self.task) };
         task.release_join(complete);

@@ -64,6 +64,10 @@ pub(crate) struct Vtable {
     pub(crate) drop_task: unsafe fn(NonNull<Header>),
     /// Frees the cell's memory (the weak count reached zero too).
     pub(crate) dealloc: unsafe fn(NonNull<Header>),
+    /// Drops a finished task's output that nobody will take (its
+    /// `JoinHandle` is gone): an output can hold the task itself (its own
+    /// `Cx`, an `Interval`), a cycle that would keep the task for ever.
+    pub(crate) discard_output: unsafe fn(NonNull<Header>),
 }
 
 /// A counted reference to a task (a strong one, as `Arc`'s): keeps
