@@ -556,6 +556,34 @@ mod tests {
         Runtime::one_worker_for_tests()
     }
 
+    /// A task or region with a budget deadline an hour away that finishes
+    /// now leaves no timer behind: pending, the timer held the task's
+    /// allocation (its future and captures) or the region's node until the
+    /// deadline (found by review: 430 MiB for 100 000 finished tasks).
+    #[test]
+    fn a_finished_task_or_region_cancels_its_deadline_timer() {
+        use crate::{Budget, RegionOptions};
+        let rt = rt();
+        let out = rt.block_on(move |cx| async move {
+            let hour = Budget::UNLIMITED.with_deadline(cx.now() + Duration::from_secs(3600));
+            for _ in 0..10 {
+                let h = cx.spawn_with(hour, move |cx| async move {
+                    cx.yield_now().await.ok();
+                });
+                h.await.ok().ok_or(())?;
+                cx.region_with(RegionOptions::fail_fast().budget(hour), |_| async {
+                    Ok::<_, ()>(())
+                })
+                .await
+                .ok()
+                .ok_or(())?;
+            }
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+        assert_eq!(rt.pending_timers(), 0, "no deadline timer left");
+    }
+
     /// A cancelled region whose tasks all finish at the first poll after
     /// the request never arms its grace timer: nothing is left in the
     /// wheel (each sleep deregistered when its task finished).

@@ -84,7 +84,12 @@ where
         && region.budget.deadline != Some(deadline)
     {
         let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
-        sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
+        let timer = sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
+        // Relaxed: before the task's first schedule (born SCHEDULED, it
+        // cannot run before the call below), which publishes it.
+        task.header()
+            .deadline_timer
+            .store(timer.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
     sched.schedule(task, Schedule::Queue);
     handle

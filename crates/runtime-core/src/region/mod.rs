@@ -230,6 +230,9 @@ pub(crate) struct Region {
     pub(crate) grace_at: AtomicU64,
     /// The armed grace timer, cancelled at the close.
     pub(crate) grace_timer: Mutex<Option<TimerHandle>>,
+    /// The timer of this region's budget deadline, cancelled at the close
+    /// (pending, it would hold the node's allocation until the deadline).
+    deadline_timer: Mutex<Option<TimerHandle>>,
     pub(crate) sched: Arc<dyn Scheduler>,
     /// `sched.observes()`, asked once (`Region::observe`).
     observed: bool,
@@ -430,6 +433,7 @@ impl Region {
             cancel: CancelCell::new(),
             grace_at: AtomicU64::new(GRACE_UNSET),
             grace_timer: Mutex::new(None),
+            deadline_timer: Mutex::new(None),
             sched,
             observed,
             live: AtomicUsize::new(0),
@@ -538,10 +542,11 @@ impl Region {
         {
             let reason =
                 CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
-            node.sched.insert_timer(
+            let timer = node.sched.insert_timer(
                 deadline,
                 TimerAction::CancelRegion(Arc::downgrade(&node), reason),
             );
+            *lock(&node.deadline_timer) = Some(timer);
         }
         Opened::new(node)
     }
@@ -1009,6 +1014,12 @@ impl Region {
         // this look is left to fire on the closed node, which does nothing.
         if self.grace_at.load(Ordering::Acquire) == GRACE_ARMED
             && let Some(timer) = lock(&self.grace_timer).take()
+        {
+            self.sched.cancel_timer(timer);
+        }
+        // The deadline's too (stored at the open, before the body ran).
+        if self.budget.deadline.is_some()
+            && let Some(timer) = lock(&self.deadline_timer).take()
         {
             self.sched.cancel_timer(timer);
         }

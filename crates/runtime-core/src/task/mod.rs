@@ -212,6 +212,12 @@ pub(crate) struct Header {
     /// request on the task alone, not through its region), or
     /// `GRACE_UNSET`/`GRACE_ARMED` (`cancel/protocol.rs`).
     pub(crate) grace_at: AtomicU64,
+    /// The timer of this task's budget deadline (`TimerHandle::to_bits`,
+    /// or `NONE_BITS`), cancelled when the task finishes: pending, it
+    /// would hold the task's allocation (future and all) until the
+    /// deadline, so a server giving each request a deadline of an hour
+    /// would keep an hour of finished requests.
+    pub(crate) deadline_timer: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
     pub(crate) mask: AtomicU32,
     /// A checkpoint in this task (any of its scopes) reported a
@@ -523,6 +529,7 @@ where
             polls_at_cancel: AtomicU32::new(u32::MAX),
             cost: AtomicU64::new(0),
             grace_at: AtomicU64::new(crate::cancel::GRACE_UNSET),
+            deadline_timer: AtomicU64::new(crate::time::driver::TimerHandle::NONE_BITS),
             mask: AtomicU32::new(0),
             observed: AtomicBool::new(false),
             open_regions: LazyMutex::new(),
@@ -642,6 +649,13 @@ where
         // whether the handle is gone (a drop that comes after this finds
         // COMPLETE and sets nothing; a waker it left is woken, harmlessly).
         let prev = h.state.fetch_or(COMPLETE, Ordering::AcqRel);
+        // Relaxed: stored before the task was first scheduled (the queue's
+        // hand-off orders it before every run).
+        if let Some(timer) =
+            crate::time::driver::TimerHandle::from_bits(h.deadline_timer.load(Ordering::Relaxed))
+        {
+            h.sched().cancel_timer(timer);
+        }
         if prev & JOIN_GONE == 0 {
             if self.join.wake() {
                 stats.panic_caught();

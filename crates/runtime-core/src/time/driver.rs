@@ -70,6 +70,22 @@ impl TimerAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerHandle(TimerKey);
 
+impl TimerHandle {
+    /// `bits` for no timer (no slab entry has index `u32::MAX`).
+    pub(crate) const NONE_BITS: u64 = u64::MAX;
+
+    /// The handle as one word, for an atomic slot.
+    pub(crate) fn to_bits(self) -> u64 {
+        self.0.to_bits()
+    }
+
+    /// The handle [`to_bits`](Self::to_bits) gave, or `None` for
+    /// [`NONE_BITS`](Self::NONE_BITS).
+    pub(crate) fn from_bits(bits: u64) -> Option<TimerHandle> {
+        (bits != Self::NONE_BITS).then(|| TimerHandle(TimerKey::from_bits(bits)))
+    }
+}
+
 struct Inner {
     wheel: Wheel<TimerAction>,
     /// The tick a parked worker will wake at; an insert earlier than this

@@ -58,6 +58,21 @@ pub(crate) struct TimerKey {
     generation: u32,
 }
 
+impl TimerKey {
+    /// The key as one word (index high, generation low).
+    pub(crate) fn to_bits(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    /// The key [`to_bits`](Self::to_bits) gave.
+    pub(crate) fn from_bits(bits: u64) -> TimerKey {
+        TimerKey {
+            index: (bits >> 32) as u32,
+            generation: bits as u32,
+        }
+    }
+}
+
 /// One slab entry: a pending timer, or a free cell on the free list.
 struct Entry<T> {
     /// The tick at which the timer fires.
