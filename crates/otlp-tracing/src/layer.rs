@@ -352,12 +352,26 @@ impl SpanState {
         if let Some(kind) = otel.kind {
             self.data.kind = kind;
         }
-        if let Some(code) = otel.status_code {
-            self.data.status.code = code;
-            self.status_explicit = true;
-        }
-        if let Some(message) = otel.status_message {
-            self.data.status.message = message;
+        // As tracing-opentelemetry: a description alone is an error with
+        // that description; a code sets the code, and an `ok` or `unset`
+        // one carries no description (the OpenTelemetry status has one
+        // only for errors). An `error` code without a description keeps the
+        // one the span has, if any.
+        match (otel.status_code, otel.status_message) {
+            (Some(code), message) => {
+                self.data.status.code = code;
+                if code != StatusCode::Error {
+                    self.data.status.message = Str::Borrowed("");
+                } else if let Some(message) = message {
+                    self.data.status.message = message;
+                }
+                self.status_explicit = true;
+            }
+            (None, Some(message)) => {
+                self.data.status = Status::error(message);
+                self.status_explicit = true;
+            }
+            (None, None) => {}
         }
     }
 

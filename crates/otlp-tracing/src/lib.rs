@@ -63,7 +63,10 @@
 //!   attributes): `otel.name` renames the span; `otel.kind` (`server`,
 //!   `client`, `producer`, `consumer`, `internal`, any case) sets its
 //!   kind (default `internal`); `otel.status_code` (`ok`, `error`,
-//!   `unset`, any case) and `otel.status_message` set its status.
+//!   `unset`, any case) sets its status code, and
+//!   `otel.status_description` (tracing-opentelemetry 0.34's name; its
+//!   older `otel.status_message` too) makes it an error with that
+//!   description; an `ok` or `unset` code carries no description.
 //! * **Events** inside a span become span events, timestamped when
 //!   emitted: the name is the `message` (the macro's format string, e.g.
 //!   `info!("cart priced")`), or the event's `tracing` name

@@ -159,7 +159,12 @@ impl OtelFields {
                     self.status_code = Some(code);
                 }
             }
-            "otel.status_message" => self.status_message = Some(Str::Owned(text())),
+            // tracing-opentelemetry 0.34's name, and the one before it
+            // (0.33 and earlier): either alone makes the status an error
+            // with this description.
+            "otel.status_description" | "otel.status_message" => {
+                self.status_message = Some(Str::Owned(text()));
+            }
             _ => return false,
         }
         true

@@ -122,6 +122,44 @@ fn fields_become_typed_attributes_and_later_records_add_or_replace() {
     );
 }
 
+/// The status fields as tracing-opentelemetry 0.34 reads them:
+/// `otel.status_description` alone is an error with that description (and
+/// no attribute), as is its older name `otel.status_message`; a code of
+/// `ok` set later clears a description an error event left.
+#[test]
+fn otel_status_fields_read_as_tracing_opentelemetry_reads_them() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!(
+            "a",
+            otel.status_code = "error",
+            otel.status_description = "boom"
+        )
+        .in_scope(|| {});
+        let b = tracing::info_span!("b", otel.status_code = field::Empty);
+        b.in_scope(|| tracing::error!("failed once"));
+        b.record("otel.status_code", "ok");
+        drop(b);
+        tracing::info_span!("c", otel.status_message = "why").in_scope(|| {});
+        tracing::info_span!("d", otel.status_description = "alone").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    let status = |name: &str| {
+        let s = named(&spans, name);
+        assert!(
+            !keys(&s.attributes).iter().any(|k| k.starts_with("otel.")),
+            "{name}: {:?}",
+            keys(&s.attributes)
+        );
+        let st = s.status.clone().expect("status");
+        (st.code, st.message)
+    };
+    assert_eq!(status("a"), (StatusCode::Error as i32, "boom".to_owned()));
+    assert_eq!(status("b"), (StatusCode::Ok as i32, String::new()));
+    assert_eq!(status("c"), (StatusCode::Error as i32, "why".to_owned()));
+    assert_eq!(status("d"), (StatusCode::Error as i32, "alone".to_owned()));
+}
+
 #[test]
 fn otel_fields_set_name_kind_and_status_and_are_not_attributes() {
     let (pipeline, memory) = pipeline();
