@@ -512,7 +512,12 @@ where
         };
         let meta = attrs.metadata();
         let parent_ref = if let Some(parent) = attrs.parent() {
-            ctx.span(parent)
+            // An explicit parent this layer does not see (a per-layer
+            // filter left it out): its nearest ancestor that the layer
+            // sees, up the registry's parent links from the new span (whose
+            // parent link is the explicit parent), rather than no parent
+            // at all (a new trace).
+            ctx.span(parent).or_else(|| span.parent())
         } else if attrs.is_contextual() {
             ctx.lookup_current()
         } else {

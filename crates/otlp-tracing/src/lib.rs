@@ -48,8 +48,12 @@
 //! * **Span**: name is the `tracing` span's name (`#[instrument]`: the
 //!   function's), or the `otel.name` field. Its parent is the span's
 //!   explicit parent or the current span (the nearest ancestor this layer
-//!   records, under per-layer filters); a span without one is a new trace
-//!   (random ids from a per-thread generator). It is recorded into the
+//!   records, under per-layer filters, for an explicit parent too); a span
+//!   without one is a new trace (random ids from a per-thread generator).
+//!   (A span that no layer enables does not exist: `parent: &it` makes an
+//!   explicit root, in `tracing` itself. An *event* whose explicit parent
+//!   this layer's filter leaves out is counted as outside any span: the
+//!   layer cannot see that parent's ancestors from an event.) It is recorded into the
 //!   pipeline when it closes (its last handle is dropped), with start and
 //!   end times in nanoseconds since the Unix epoch.
 //! * **Fields** become attributes, typed where OTLP has the type: `i64`,

@@ -655,6 +655,40 @@ fn spans_carry_the_layer_scope() {
     );
 }
 
+/// An explicit parent (`parent: &span`) that this layer's per-layer filter
+/// leaves out, but another layer records (so the span exists): the span's
+/// parent is that parent's nearest ancestor this layer records, in its
+/// trace (before: no parent, a new trace). (A span no layer enables does
+/// not exist at all: `parent: &it` is then an explicit root, as in
+/// `tracing` itself.)
+#[test]
+fn under_a_per_layer_filter_an_explicit_parent_left_out_gives_its_nearest_recorded_ancestor() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    /// A layer that wants every span (as a `fmt` layer at DEBUG would).
+    struct Everything;
+    impl<S: tracing::Subscriber> Layer<S> for Everything {}
+
+    let (pipeline, memory) = pipeline();
+    let subscriber = tracing_subscriber::registry()
+        .with(Everything)
+        .with(OtlpLayer::new(&pipeline).with_filter(LevelFilter::INFO));
+    tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("root");
+        let middle = root.in_scope(|| tracing::debug_span!("middle"));
+        // Not entered anywhere: only the explicit parent links it.
+        tracing::info_span!(parent: &middle, "explicit leaf").in_scope(|| {});
+        tracing::info_span!(parent: None, "explicit root").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    let (root, leaf) = (named(&spans, "root"), named(&spans, "explicit leaf"));
+    assert_eq!(leaf.parent_span_id, root.span_id);
+    assert_eq!(leaf.trace_id, root.trace_id);
+    assert!(named(&spans, "explicit root").parent_span_id.is_empty());
+}
+
 #[test]
 fn under_a_per_layer_filter_the_nearest_recorded_ancestor_is_the_parent() {
     use tracing_subscriber::Layer;
