@@ -148,12 +148,23 @@
 //! pipeline shut down, spans that close are handed to it and counted there
 //! as `after_shutdown` ([`otlp_exporter::Dropped`]); nothing panics.
 //!
+//! A layer replaced through a `tracing_subscriber::reload` handle lets go
+//! of the spans it had open: the new layer is another layer (its own
+//! states), so those spans are not recorded when they close, and the old
+//! layer's [`LayerStats::open`] keeps counting them; their children, made
+//! by the new layer, name them as parent. Swap the layer only when no span
+//! is open, or keep one layer and change its filter instead.
+//!
 //! # One layer per subscriber
 //!
 //! A subscriber with two `OtlpLayer`s (two pipelines, say) records each
 //! span once, through the first layer in the stack (the innermost); the
 //! others leave it. Nothing panics and nothing is recorded twice
 //! (`two_layers_in_one_subscriber_record_each_span_once`).
+//! [`OtlpSpanExt`]'s `set_parent` and `add_link` reach a span through the
+//! outermost `OtlpLayer` of the subscriber, whose sampler and link limit
+//! they then apply, whichever layer records the span: give layers that
+//! share a subscriber the same sampler and limits.
 //!
 //! # Deep trees
 //!
