@@ -324,6 +324,40 @@ fn budgets_turn_into_cancellation_with_the_matching_reason() {
     );
 }
 
+/// A task's budget reaches the regions it opens and the tasks spawned in
+/// them (before: such a region took its parent region's budget alone, so a
+/// task's quotas did not bind the tasks it spawned through a region).
+#[test]
+fn a_tasks_budget_reaches_the_tasks_spawned_in_a_region_it_opens() {
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let h = cx.spawn_with(
+            Budget::UNLIMITED.with_cost_quota(10).with_poll_quota(5),
+            |cx| async move {
+                cx.region(|cx| async move {
+                    let body = cx.budget();
+                    let child = cx
+                        .spawn(|cx| async move {
+                            let over = cx.charge(1_000).is_err();
+                            (cx.budget(), over)
+                        })
+                        .await
+                        .ok()
+                        .ok_or(())?;
+                    Ok::<_, ()>((body, child))
+                })
+                .await
+                .ok()
+            },
+        );
+        Ok::<_, ()>(h.await.ok().flatten())
+    });
+    let (body, (child, over)) = out.ok().flatten().expect("the task ran");
+    assert_eq!((body.cost_quota, body.poll_quota), (Some(10), Some(5)));
+    assert_eq!((child.cost_quota, child.poll_quota), (Some(10), Some(5)));
+    assert!(over, "charging past the quota is refused");
+}
+
 #[test]
 fn children_budgets_are_the_meet() {
     let rt = rt();

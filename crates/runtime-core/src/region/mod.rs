@@ -472,7 +472,14 @@ impl Region {
             Some(owner.downgrade()),
             in_parents_body,
             spec.policy,
-            parent.budget.meet(&spec.budget),
+            // The opening task's budget too: a task's limits reach the
+            // regions it opens and the tasks spawned in them (the task's
+            // own budget met its region's when it was spawned, but a
+            // region opened in a body is a child of the body's region).
+            parent
+                .budget
+                .meet(&owner.header().budget)
+                .meet(&spec.budget),
             spec.cleanup.unwrap_or(parent.cleanup),
             sched,
         ));
@@ -537,8 +544,11 @@ impl Region {
         } else if let Some(reason) = owner.header().cancel.get() {
             node.cancel(&reason.for_child());
         }
+        // A deadline that is the parent's or the owner task's needs no timer
+        // of its own: their cancellations reach this region when it comes.
         if let Some(deadline) = node.budget.deadline
             && parent.budget.deadline != Some(deadline)
+            && owner.header().budget.deadline != Some(deadline)
         {
             let reason =
                 CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
