@@ -13,6 +13,7 @@ use crate::cancel::CancelReason;
 /// assert_eq!(mpsc::channel::<u8>(0).err(), Some(CapacityError::Zero));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CapacityError {
     /// A channel needs room for at least one value.
     #[error("channel capacity must be at least 1")]
@@ -24,6 +25,15 @@ pub enum CapacityError {
         requested: usize,
         /// [`MAX_CAPACITY`].
         max: usize,
+    },
+    /// The queue, allocated up front, would not fit in memory (the
+    /// capacity times the size of a slot is more than can be allocated).
+    #[error("channel capacity {requested} needs {bytes} bytes up front, which cannot be allocated")]
+    CannotAllocate {
+        /// The capacity asked for.
+        requested: usize,
+        /// The bytes its queue needs (saturated at `usize::MAX`).
+        bytes: usize,
     },
 }
 

@@ -61,7 +61,17 @@ pub use futures::{Permit, Receiver, Recv, Reserve, Sender};
 /// (reserved by a [`Permit`]) or queued.
 ///
 /// The queue is allocated up front. Fails if `capacity` is 0 or above
-/// [`MAX_CAPACITY`].
+/// [`MAX_CAPACITY`], or if that queue cannot be allocated
+/// ([`CapacityError::CannotAllocate`]: a refusal, not an abort of the
+/// process).
+///
+/// ```
+/// use runtime_core::channel::mpsc::{self, CapacityError, MAX_CAPACITY};
+/// assert!(matches!(
+///     mpsc::channel::<u64>(MAX_CAPACITY),
+///     Err(CapacityError::CannotAllocate { .. })
+/// ));
+/// ```
 ///
 /// ```
 /// use runtime_core::channel::mpsc::{self, CapacityError};
@@ -78,6 +88,21 @@ pub fn channel<T>(capacity: usize) -> Result<(Sender<T>, Receiver<T>), CapacityE
             requested: capacity,
             max: MAX_CAPACITY,
         });
+    }
+    // A slot holds a value and a stamp (crossbeam's `ArrayQueue`).
+    let slot = std::mem::size_of::<(usize, T)>().max(1);
+    let cannot = |bytes| CapacityError::CannotAllocate {
+        requested: capacity,
+        bytes,
+    };
+    let bytes = capacity.checked_mul(slot).ok_or(cannot(usize::MAX))?;
+    if bytes > isize::MAX as usize {
+        return Err(cannot(bytes));
+    }
+    // A large queue is tried first, so that memory that is not there is a
+    // refusal here rather than an abort in the allocation below.
+    if bytes > 1 << 20 && Vec::<u8>::new().try_reserve_exact(bytes).is_err() {
+        return Err(cannot(bytes));
     }
     let chan = Arc::new(Chan::new(capacity));
     Ok((Sender::new(Arc::clone(&chan)), Receiver::new(chan)))

@@ -46,6 +46,16 @@ fn capacity_errors() {
         channel::<u8>(MAX_CAPACITY + 1),
         Err(CapacityError::TooLarge { .. })
     ));
+    // Countable but not allocatable: refused, not a panic or an abort
+    // (neither case allocates anything to find out).
+    assert!(matches!(
+        channel::<u64>(MAX_CAPACITY),
+        Err(CapacityError::CannotAllocate { .. })
+    ));
+    assert!(matches!(
+        channel::<[u8; 64]>(isize::MAX as usize / 64),
+        Err(CapacityError::CannotAllocate { .. })
+    ));
     assert_eq!(
         CapacityError::Zero.to_string(),
         "channel capacity must be at least 1"
