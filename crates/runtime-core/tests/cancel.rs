@@ -358,6 +358,35 @@ fn a_tasks_budget_reaches_the_tasks_spawned_in_a_region_it_opens() {
     assert!(over, "charging past the quota is refused");
 }
 
+/// A region's poll quota holds on its body, as a task's on the task: the
+/// body is cancelled with `PollQuota` before its poll past the quota
+/// (before: it ran on, its `cx.budget()` saying the quota it ignored).
+#[test]
+fn a_regions_poll_quota_cancels_its_body() {
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let o = cx
+            .region_with(
+                RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_poll_quota(3)),
+                |cx| async move {
+                    let mut n = 0u64;
+                    while n < 100_000 {
+                        if let Err(c) = cx.yield_now().await {
+                            return Ok::<_, ()>((n, Some(c.reason().kind())));
+                        }
+                        n += 1;
+                    }
+                    Ok((n, None))
+                },
+            )
+            .await;
+        Ok::<_, ()>(o.ok())
+    });
+    let (polled, kind) = out.ok().flatten().expect("the body returned");
+    assert_eq!(kind, Some(CancelKind::PollQuota));
+    assert!(polled < 3, "{polled} yields");
+}
+
 #[test]
 fn children_budgets_are_the_meet() {
     let rt = rt();

@@ -78,6 +78,7 @@ where
         node,
         inner: CatchUnwind { inner: body },
         registered: Registered::Nothing,
+        polls: 0,
     };
     // Dropped as it returns, as the body's future must be (it may hold
     // what its children wait for).
@@ -129,6 +130,8 @@ struct InScope<'a, F> {
     /// What the node was last told about the poller (to tell it again only
     /// when the poller changes).
     registered: Registered,
+    /// Polls of the body so far, against the region's poll quota.
+    polls: u32,
 }
 
 /// Who polls a region's body, as last stored in its node.
@@ -170,6 +173,17 @@ impl<F: Future> Future for InScope<'_, F> {
             // A waker's drop is user code: outside the lock.
             drop(old);
             this.registered = now;
+        }
+        // The region's poll quota, on its body: as a task's, cancellation
+        // before the poll past the quota, so the poll can observe it.
+        if let Some(quota) = this.node.budget.poll_quota {
+            this.polls = this.polls.saturating_add(1);
+            if this.polls > quota && !this.node.cancel.is_requested() {
+                this.node.cancel(
+                    &CancelReason::new(CancelKind::PollQuota)
+                        .with_origin(Origin::Region(this.node.id)),
+                );
+            }
         }
         let _scope = crate::task::PollingGuard::region(this.node, now == Registered::Owner);
         // SAFETY: `inner` is pinned because `self` is.
