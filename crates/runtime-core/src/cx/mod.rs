@@ -975,6 +975,15 @@ impl<C: HasTime> Cx<C> {
     /// returns `Result<T, E>`, as [`region`](Self::region)'s; one that
     /// returns any value: [`scope_timeout`](Self::scope_timeout).
     ///
+    /// The timeout reaches what runs in the body's region: work started
+    /// there (through the body's context), and `JoinHandle`s awaited there
+    /// (a cancellation checkpoint of the awaiter). A region future made
+    /// *outside* (`cx.scope(..)`, `race!`, `join_all`, another `timeout`)
+    /// and awaited in the body is not: it is a region of the outer scope,
+    /// which the timeout does not cancel, and the body waits for it to
+    /// close. Make such work inside the body, with its context, as tokio's
+    /// `timeout(d, future)` would have it made before the call.
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
