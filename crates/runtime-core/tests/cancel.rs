@@ -438,3 +438,41 @@ fn finalizer_that_overruns_is_cut_off_and_counted() {
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     assert_eq!(rt.stats().finalizers_cut_off, 1);
 }
+
+/// A `defer` runs at its region's close whatever the cleanup budget, a zero
+/// one included (before: a zero grace period or poll count cut it off
+/// before its first poll, although nothing was cancelled).
+#[test]
+fn a_deferred_finalizer_runs_under_a_zero_cleanup_budget() {
+    let rt = rt();
+    for budget in [
+        CleanupBudget {
+            polls: Some(0),
+            grace: None,
+        },
+        CleanupBudget {
+            polls: None,
+            grace: Some(Duration::ZERO),
+        },
+    ] {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let out = rt.block_on(move |cx| async move {
+            cx.region_with(
+                RegionOptions::fail_fast().cleanup(budget),
+                move |cx| async move {
+                    cx.defer(move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    });
+                    Ok::<_, ()>(())
+                },
+            )
+            .await
+            .ok()
+            .ok_or(())
+        });
+        assert!(out.is_ok());
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "{budget:?}");
+    }
+    assert_eq!(rt.stats().finalizers_cut_off, 0);
+}

@@ -616,7 +616,10 @@ impl<C: CapSet> Cx<C> {
     }
 
     /// Registers `f` to run when this context's region closes, in reverse
-    /// order of registration.
+    /// order of registration. It always runs (a finalizer's first poll is
+    /// never cut off, whatever the region's [`CleanupBudget`](crate::CleanupBudget); the budget
+    /// bounds an async finalizer's later polls and time, each finalizer's
+    /// from its own start).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};

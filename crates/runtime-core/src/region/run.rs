@@ -251,13 +251,19 @@ impl Future for Cleanup {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cleaned> {
         let this = &mut *self;
         this.polls += 1;
-        if this.max_polls.is_some_and(|m| this.polls > m) {
-            return Poll::Ready(Cleaned::CutOff);
-        }
-        if let Some(d) = this.deadline
-            && this.sched.now() >= d
-        {
-            return Poll::Ready(Cleaned::CutOff);
+        // The first poll is always made: a finalizer that finishes in one
+        // (every `defer`) runs whatever the budget, a zero one included;
+        // the budget bounds what comes after (each finalizer's own polls
+        // and grace period, from its first poll).
+        if this.polls > 1 {
+            if this.max_polls.is_some_and(|m| this.polls > m) {
+                return Poll::Ready(Cleaned::CutOff);
+            }
+            if let Some(d) = this.deadline
+                && this.sched.now() >= d
+            {
+                return Poll::Ready(Cleaned::CutOff);
+            }
         }
         match crate::outcome::catch(|| this.fut.as_mut().poll(cx)) {
             Ok(Poll::Ready(())) => Poll::Ready(Cleaned::Done),
