@@ -333,7 +333,14 @@ impl<T> Lane<T> {
     }
 
     /// Moves the claimed run `start..start + n` out, in order, through
-    /// `take(slot) -> ()`.
+    /// `take(slot) -> ()`, which moves the slot's item out before anything
+    /// of it can panic (a sink, a `Drop`).
+    ///
+    /// If `take` panics, the items of the run after the one it was given
+    /// are dropped (each once, a panic of their `Drop` caught) and the run
+    /// is released all the same: else they would be neither delivered nor
+    /// dropped, and the lane, never released, would look full for ever (a
+    /// `force_push` would wait on it without end).
     #[inline(always)]
     fn copy_out(&self, start: u64, n: usize, mut take: impl FnMut(&UnsafeCell<MaybeUninit<T>>)) {
         let first = self.slot_of(start);
@@ -345,7 +352,19 @@ impl<T> Lane<T> {
         } else {
             (&slots[first..], &slots[..end - slots.len()])
         };
-        a.iter().chain(b).for_each(&mut take);
+        let mut rest = Unwinding {
+            lane: self,
+            pieces: (a, b),
+            next: 0,
+            end: start + n as u64,
+        };
+        for slot in a.iter().chain(b) {
+            // Counted before the call: the slot it is given is taken even
+            // if the call panics.
+            rest.next += 1;
+            take(slot);
+        }
+        core::mem::forget(rest);
         self.release(start + n as u64);
     }
 
@@ -588,4 +607,38 @@ pub(crate) fn bump_by(counter: &AtomicU64, n: u64) {
         counter.load(Ordering::Relaxed).saturating_add(n),
         Ordering::Relaxed,
     );
+}
+
+/// A slot of a lane's ring.
+type Slot<T> = UnsafeCell<MaybeUninit<T>>;
+
+/// The rest of a claimed run when `Lane::copy_out`'s `take` unwinds: its
+/// items not yet taken are dropped (each under a catch: this runs during an
+/// unwind, where a second panic would abort), and the run is released.
+struct Unwinding<'a, T> {
+    lane: &'a Lane<T>,
+    /// The run's two contiguous pieces of the ring.
+    pieces: (&'a [Slot<T>], &'a [Slot<T>]),
+    /// Slots of the run already handed to `take`.
+    next: usize,
+    end: u64,
+}
+
+impl<T> Drop for Unwinding<'_, T> {
+    fn drop(&mut self) {
+        let (a, b) = self.pieces;
+        for slot in a.iter().chain(b).skip(self.next) {
+            // SAFETY: the slot holds a claimed item (written before the
+            // `tail` the claim loaded with Acquire) that `take` never got:
+            // read, and dropped, exactly once.
+            let item = slot.with(|p| unsafe { p.read().assume_init() });
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
+            {
+                // Its own drop could panic too: leaked instead.
+                core::mem::forget(payload);
+            }
+        }
+        self.lane.release(self.end);
+    }
 }

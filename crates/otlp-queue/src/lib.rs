@@ -57,7 +57,10 @@
 //! # Capacity
 //!
 //! `bounded(capacity)` gives every producer handle a lane of `capacity`
-//! slots, so the queue holds at most `capacity × live producers` items.
+//! slots, so the queue holds at most `capacity × live producers` items,
+//! plus what producers dropped with items inside left in their lanes
+//! (kept, ring and all, until the consumer has taken them; a producer that
+//! must not leave any calls `take_back` first).
 //! Clone the producer once per thread (cloning allocates a lane and takes a
 //! short lock); pushes never allocate. A capacity of 0 is refused
 //! ([`CapacityError::Zero`]); a capacity of 1 works (each push must wait for

@@ -22,7 +22,9 @@ pub const MAX_CAPACITY: usize = (usize::MAX >> 2) + 1;
 ///
 /// Returns the first [`Producer`] and the only [`Consumer`]. Clone the
 /// producer for every other thread that pushes: each clone owns a lane of its
-/// own, so the queue holds at most `capacity` items per live producer.
+/// own, so the queue holds at most `capacity` items per live producer (and
+/// what dropped producers left, until the consumer takes it: see the crate
+/// docs' *Capacity*).
 ///
 /// # Panics
 ///
@@ -342,6 +344,9 @@ impl<T> Producer<T> {
     /// reading it, this waits (spinning, then yielding) for the slot it is
     /// about to free: that wait is bounded by the consumer's progress through
     /// one batch, and is the only place a producer ever waits for the consumer.
+    /// So it must not be called from inside that batch (from the sink of a
+    /// `pop_each` on the same lane, a thread that is both): it would wait
+    /// for itself.
     ///
     /// ```
     /// let (tx, mut rx) = otlp_queue::bounded(2);
@@ -524,6 +529,10 @@ impl<T> Consumer<T> {
     /// Takes up to `max` items, as [`pop_batch`](Self::pop_batch) does,
     /// handing each to `sink` instead of collecting them (a consumer that
     /// keeps only part of a large item copies no more than that part).
+    ///
+    /// If `sink` panics, the items of the batch after the one it was given
+    /// are dropped (each once) and the queue stays usable: nothing is left
+    /// neither delivered nor dropped.
     ///
     /// ```
     /// let (tx, mut rx) = otlp_queue::bounded::<u32>(8);

@@ -286,3 +286,67 @@ fn a_mark_is_passed_under_sustained_pushes() {
         }
     });
 }
+
+/// Counts the drops of its values; `Bomb(n, n)` panics in its `Drop`.
+struct Bomb(u32, u32);
+
+static BOMB_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        BOMB_DROPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.0 == self.1 {
+            panic!("the drop of {} panics", self.0);
+        }
+    }
+}
+
+/// A sink that panics in the middle of a batch, and a `Drop` that panics
+/// while the consumer drops what is left: every item is dropped exactly
+/// once, the lane is released (it does not look full for ever, and a
+/// `force_push` on it returns), and the queue keeps working (before: the
+/// rest of the batch was neither delivered nor dropped, and the lane never
+/// had room again).
+#[test]
+fn a_panic_in_the_middle_of_a_batch_loses_no_drop_and_no_room() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::atomic::Ordering;
+    test_watchdog::isolate(std::time::Duration::from_secs(60), || {
+        let before = BOMB_DROPS.load(Ordering::SeqCst);
+        let (tx, mut rx) = otlp_queue::bounded::<Bomb>(4);
+        for i in 0..4 {
+            assert!(tx.try_push(Bomb(i, u32::MAX)).is_ok());
+        }
+        let sunk = catch_unwind(AssertUnwindSafe(|| {
+            rx.pop_each(4, |v| {
+                if v.0 == 1 {
+                    panic!("the sink panics at 1");
+                }
+            })
+        }));
+        assert!(sunk.is_err());
+        // 0 and 1 went to the sink; 2 and 3 were dropped by the queue.
+        assert_eq!(BOMB_DROPS.load(Ordering::SeqCst) - before, 4);
+        // The lane has room again, for try_push and force_push alike.
+        for i in 10..14 {
+            assert!(tx.try_push(Bomb(i, u32::MAX)).is_ok(), "room for {i}");
+        }
+        assert!(matches!(tx.force_push(Bomb(14, u32::MAX)), Ok(Some(_))));
+        let got: Vec<u32> = std::iter::from_fn(|| rx.pop().map(|c| c.0)).collect();
+        assert_eq!(got, [11, 12, 13, 14]);
+
+        // A drop that panics while the consumer drops what is left.
+        let before = BOMB_DROPS.load(Ordering::SeqCst);
+        let (tx, rx) = otlp_queue::bounded::<Bomb>(8);
+        for i in 0..6 {
+            assert!(tx.try_push(Bomb(i, 1)).is_ok());
+        }
+        assert!(catch_unwind(AssertUnwindSafe(move || drop(rx))).is_err());
+        drop(tx);
+        assert_eq!(
+            BOMB_DROPS.load(Ordering::SeqCst) - before,
+            6,
+            "each dropped once"
+        );
+    });
+}
