@@ -774,7 +774,10 @@ impl<T> Producer<T> {
     ///
     /// `init` must initialize the `T` its pointer points to before it
     /// returns. (If it panics instead, nothing is published: the slot stays
-    /// free, and its partial value is never read or dropped.)
+    /// free, and its partial value is never read or dropped. One cost
+    /// remains: if that slot was the first of a chunk newly taken from the
+    /// pool and this producer is then dropped before it pushes again, that
+    /// chunk is not given back to the pool until the queue is dropped.)
     ///
     /// ```
     /// use otlp_queue::PushError;
