@@ -63,12 +63,11 @@ struct Pct {
     demoted: u64,
     /// The task run last, and how many steps in a row it has run.
     streak: (TaskId, u32),
-    /// `ready[..heap]` is a max-heap by priority, as the last pick left
-    /// it; the tasks after it became ready since.
+    /// `ready[..heap]` was a max-heap by priority when the last pick
+    /// returned its top; the caller then took it with a `swap_remove(0)`
+    /// (so the last heap entry sits at the top, to be sifted down), and the
+    /// tasks after it became ready since. Zero before the first pick.
     heap: usize,
-    /// The last pick took the top with a `swap_remove(0)`: the last heap
-    /// entry now sits at the top, to be sifted down.
-    took_top: bool,
 }
 
 /// What the pickers need of a ready entry (a task; an id in the tests).
@@ -87,15 +86,20 @@ impl ReadyTask for TaskRef {
 /// task it waits for).
 const PCT_STREAK: u32 = 32;
 
+/// PCT's `depth - 1` change points, drawn in `0..steps`, ascending.
+fn change_points(rng: &mut Rng, depth: u32, steps: u64) -> Vec<u64> {
+    let mut points: Vec<u64> = (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
+    points.sort_unstable();
+    points
+}
+
 impl Picker {
     fn new(strategy: Strategy, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         match strategy {
             Strategy::Random => Picker::Random(rng),
             Strategy::Pct { depth, steps } => {
-                let mut change_points: Vec<u64> =
-                    (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
-                change_points.sort_unstable();
+                let change_points = change_points(&mut rng, depth, steps);
                 Picker::Pct(Pct {
                     rng,
                     priority: HashMap::new(),
@@ -103,7 +107,6 @@ impl Picker {
                     demoted: 0,
                     streak: (TaskId(0), 0),
                     heap: 0,
-                    took_top: false,
                 })
             }
         }
@@ -148,7 +151,6 @@ impl Pct {
             self.sift_down(ready, 0);
             self.streak = (ready[0].task_id(), 1);
         }
-        self.took_top = true;
         0
     }
 
@@ -157,9 +159,8 @@ impl Pct {
     /// became ready since given a priority (if new) and sifted up, in the
     /// order they came.
     fn restore_heap<R: ReadyTask>(&mut self, ready: &mut [R]) {
-        if std::mem::take(&mut self.took_top) {
-            self.heap -= 1;
-        }
+        // Every pick's top was taken (see `heap`).
+        self.heap = self.heap.saturating_sub(1);
         if self.heap > ready.len() {
             // Taken from by someone else (not in a run): start over.
             self.heap = 0;
@@ -477,9 +478,7 @@ mod tests {
     impl ScanPct {
         fn new(depth: u32, steps: u64, seed: u64) -> Self {
             let mut rng = Rng::new(seed);
-            let mut change_points: Vec<u64> =
-                (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
-            change_points.sort_unstable();
+            let change_points = change_points(&mut rng, depth, steps);
             ScanPct {
                 rng,
                 priority: BTreeMap::new(),
