@@ -142,6 +142,10 @@ impl HttpTransportBuilder {
     }
 
     /// A header sent with every request (`OTEL_EXPORTER_OTLP_HEADERS`).
+    /// A name set here replaces that header from the environment
+    /// (`OTEL_EXPORTER_OTLP_TRACES_HEADERS` in turn replaces
+    /// `OTEL_EXPORTER_OTLP_HEADERS`'s, name by name); calling this twice
+    /// with one name sends both.
     /// [`build`](Self::build) refuses a name that is not an HTTP token, one
     /// the transport writes itself (`Content-Length`, `Transfer-Encoding`,
     /// `Content-Type`, `Content-Encoding`, the connection headers: a second
@@ -226,7 +230,7 @@ impl HttpTransportBuilder {
                         });
                     }
                 }
-                headers.extend(parsed);
+                override_headers(&mut headers, parsed);
             }
         }
         for (k, v) in &self.headers {
@@ -237,7 +241,7 @@ impl HttpTransportBuilder {
                 });
             }
         }
-        headers.extend(self.headers);
+        override_headers(&mut headers, self.headers);
         let timeout = match self.timeout {
             Some(t) => t,
             None => match env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
@@ -320,6 +324,16 @@ impl HttpTransportBuilder {
 }
 
 /// Header names only: values carry API keys and are never shown.
+/// Adds one source's headers to those of the sources below it: a name
+/// set here replaces every header of that name (compared without case)
+/// from below, as the OTLP exporter configuration orders them
+/// (`OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS`,
+/// then the builder). Repeats within one source are all sent.
+fn override_headers(below: &mut Vec<(String, String)>, source: Vec<(String, String)>) {
+    below.retain(|(k, _)| !source.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)));
+    below.extend(source);
+}
+
 fn header_names(headers: &[(String, String)]) -> Vec<&str> {
     headers.iter().map(|(k, _)| k.as_str()).collect()
 }
@@ -1380,6 +1394,37 @@ mod tests {
         let long = "x".repeat(10_000);
         assert!(redirect_refused(301, "u", Some(&long)).len() < 600);
         assert!(redirect_refused(307, "u", None).contains("no Location"));
+    }
+
+    #[test]
+    fn a_header_set_later_replaces_the_same_name_from_below() {
+        // Found by review: the three sources were concatenated, so the
+        // collector got both `x-api-key`s and both `authorization`s.
+        let vars = |var: &str| match var {
+            "OTEL_EXPORTER_OTLP_HEADERS" => {
+                Some("x-api-key=from-env,authorization=Bearer%20generic,x-keep=1".to_string())
+            }
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS" => Some("Authorization=Bearer%20traces".into()),
+            _ => None,
+        };
+        let t = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .header("X-Api-Key", "from-builder")
+        .header("x-two", "a")
+        .header("x-two", "b")
+        .build_with(vars)
+        .unwrap();
+        assert_eq!(
+            t.headers,
+            [
+                ("x-keep".to_string(), "1".to_string()),
+                ("Authorization".into(), "Bearer traces".into()),
+                ("X-Api-Key".into(), "from-builder".into()),
+                ("x-two".into(), "a".into()),
+                ("x-two".into(), "b".into()),
+            ]
+        );
     }
 
     #[test]

@@ -838,9 +838,13 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly (`from_str_radix` alone would take a
+            // sign: `%+A`).
+            let &[hi, lo] = bytes.get(i + 1..i + 3)? else {
+                return None;
+            };
+            let digit = |b: u8| (b as char).to_digit(16);
+            out.push((digit(hi)? * 16 + digit(lo)?) as u8);
             i += 3;
         } else {
             out.push(bytes[i]);

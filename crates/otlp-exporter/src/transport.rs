@@ -309,13 +309,17 @@ impl InMemory {
 ///    never reach the file later;
 /// 3. with [`sync_every_request`](Self::sync_every_request), calls
 ///    `fsync` (`File::sync_data`);
-/// 4. on any failure (disk full, file-size limit, I/O error) truncates the
-///    file back to the length of step 1 (`File::set_len`), so no part of the
-///    failed request stays behind, and the export fails: its spans are
-///    counted `export_failed`. A later export can succeed once there is
-///    room again, and its line starts where the last whole line ended.
-///    If even the truncation fails, the transport writes nothing more until
-///    a later export manages it: a torn line is never followed by another.
+/// 4. on any failure (disk full, I/O error) truncates the file back to the
+///    length of step 1 (`File::set_len`), so no part of the failed request
+///    stays behind, and the export fails: its spans are counted
+///    `export_failed`. A later export can succeed once there is room again,
+///    and its line starts where the last whole line ended. If even the
+///    truncation fails, the transport writes nothing more until a later
+///    export manages it: a torn line is never followed by another.
+///
+/// A request that would take the file past the process's file-size limit
+/// (`RLIMIT_FSIZE`, `ulimit -f`) fails before anything is written: writing
+/// past it raises `SIGXFSZ`, whose default action kills the process.
 ///
 /// Durability: without `sync_every_request` the data is in the operating
 /// system's cache when the export succeeds (it survives a crash of this
@@ -330,11 +334,29 @@ impl InMemory {
 /// rotation), the next export opens (creates) the file at the path again
 /// and writes there (on Unix, where the file's identity can be compared);
 /// if it cannot (its directory is gone), the export fails rather than
-/// write into a file no one can find.
-/// A path that is not a regular file (`/dev/stdout`, a pipe) gets each
-/// request as one `write` of the whole line; nothing can be taken back
-/// there. One writer per file: two transports (or processes) appending to the same
-/// file may interleave and truncate each other's lines.
+/// write into a file no one can find. A relative path is taken from the
+/// working directory at [`open`](Self::open), once: a later change of
+/// directory does not move the file.
+///
+/// # Pipes and devices
+///
+/// A path that is not a regular file (a FIFO, `/dev/stdout`, a character
+/// device) is opened for writing only, without blocking (on Unix), and
+/// gets each request as one line; nothing can be taken back there:
+///
+/// - a FIFO must have its reader when the transport opens it: with none,
+///   [`open`](Self::open) fails at once (rather than wait, or count spans
+///   as exported into a pipe that nobody reads);
+/// - a reader that does not keep up makes an export wait for room until
+///   its deadline; one that cannot start the line by then is retried
+///   ([`ExportResult::Retryable`]), one cut short at the deadline fails,
+///   and the next line starts with a newline, so that the cut line stands
+///   alone (a reader of lines finds it malformed, never merged into the
+///   next);
+/// - a reader that has gone fails the export (`EPIPE`).
+///
+/// One writer per file: two transports (or processes) appending to the
+/// same file may interleave and truncate each other's lines.
 pub struct FileTransport {
     path: PathBuf,
     sync_every_request: bool,
@@ -346,20 +368,32 @@ struct FileState {
     /// The truncation after a failed write failed: the file may end in a
     /// torn request. Nothing is written until a truncation succeeds.
     torn_at: Option<u64>,
+    /// A line written to a pipe or device was cut short: the next line
+    /// starts with a newline, to end it.
+    cut_line: bool,
+}
+
+impl FileState {
+    fn new(file: File) -> Self {
+        FileState {
+            file,
+            torn_at: None,
+            cut_line: false,
+        }
+    }
 }
 
 impl FileTransport {
-    /// Opens (creating if needed) `path` for appending.
+    /// Opens (creating if needed) `path` for appending. A relative path is
+    /// resolved against the working directory now. A FIFO with no reader
+    /// is an error (see [Pipes and devices](Self#pipes-and-devices)).
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        let path = std::path::absolute(path.as_ref())?;
         let file = open_append(&path)?;
         Ok(FileTransport {
             path,
             sync_every_request: false,
-            out: Mutex::new(FileState {
-                file,
-                torn_at: None,
-            }),
+            out: Mutex::new(FileState::new(file)),
         })
     }
 
@@ -371,7 +405,7 @@ impl FileTransport {
         self
     }
 
-    /// The file written to.
+    /// The file written to (absolute: see [`open`](Self::open)).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -391,10 +425,7 @@ impl FileTransport {
             (_, Err(_)) => true,
         };
         if !same {
-            *state = FileState {
-                file: open_append(&self.path)?,
-                torn_at: None,
-            };
+            *state = FileState::new(open_append(&self.path)?);
         }
         Ok(())
     }
@@ -406,6 +437,12 @@ impl FileTransport {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        return open_stream(path);
+    }
     let mut options = OpenOptions::new();
     options.create(true).append(true);
     let Ok(mut file) = options.clone().read(true).open(path) else {
@@ -428,6 +465,105 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// Opens a pipe or device for writing only (never for reading: a FIFO
+/// this process also read would always have a reader, itself, so lines
+/// would count as exported into a pipe no one reads, and a reader's exit
+/// would never show), without blocking: a FIFO with no reader fails at
+/// once (`ENXIO`) rather than wait for one.
+#[cfg(unix)]
+fn open_stream(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    OpenOptions::new()
+        .append(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "{} is a FIFO with no reader (start its reader first): {e}",
+                        path.display()
+                    ),
+                )
+            } else {
+                e
+            }
+        })
+}
+
+#[cfg(not(unix))]
+fn open_stream(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().append(true).open(path)
+}
+
+/// Writes `bytes` to a pipe or device opened by [`open_stream`], waiting
+/// for room until `deadline`. On failure, how much was written with it.
+fn write_stream(
+    file: &mut File,
+    bytes: &[u8],
+    deadline: Instant,
+) -> Result<(), (usize, std::io::Error)> {
+    use std::io::ErrorKind;
+    let mut done = 0;
+    while done < bytes.len() {
+        match file.write(&bytes[done..]) {
+            Ok(0) => return Err((done, ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if let Err(e) = wait_writable(file, deadline) {
+                    return Err((done, e));
+                }
+            }
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `file` takes more bytes, or fails with `TimedOut` at
+/// `deadline`.
+#[cfg(unix)]
+fn wait_writable(file: &File, deadline: Instant) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "its reader took no more bytes before the export's deadline",
+            ));
+        }
+        let mut fd = libc::pollfd {
+            fd: file.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // Rounded up: a wait of less than a millisecond is not a busy loop.
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid `pollfd`, for the length of the call.
+        let ready = unsafe { libc::poll(&mut fd, 1, ms) };
+        if ready > 0 {
+            // Writable, or an error the next write reports (POLLERR,
+            // POLLHUP: `EPIPE`).
+            return Ok(());
+        }
+        if ready < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn wait_writable(_file: &File, _deadline: Instant) -> std::io::Result<()> {
+    // Opened blocking: a write does not report `WouldBlock`.
+    Ok(())
+}
+
 /// What [`append_whole`] needs from a file: the seam where tests put a
 /// disk that fills up.
 pub(crate) trait AppendTarget {
@@ -439,6 +575,10 @@ pub(crate) trait AppendTarget {
     fn cut(&mut self, len: u64) -> std::io::Result<()>;
     /// Waits until what was appended is on disk.
     fn sync(&mut self) -> std::io::Result<()>;
+    /// The longest the process may make it (`RLIMIT_FSIZE`), if limited.
+    fn max_len(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 impl AppendTarget for File {
@@ -453,6 +593,19 @@ impl AppendTarget for File {
     }
     fn sync(&mut self) -> std::io::Result<()> {
         self.sync_data()
+    }
+    #[cfg(unix)]
+    fn max_len(&mut self) -> Option<u64> {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes one `rlimit`, ours.
+        let read = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) };
+        // `rlim_t` is `u64` on Linux, not on every Unix.
+        #[allow(clippy::unnecessary_cast)]
+        let cur = limit.rlim_cur as u64;
+        (read == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(cur)
     }
 }
 
@@ -470,6 +623,21 @@ pub(crate) fn append_whole(
         *torn_at = None;
     }
     let start = target.end()?;
+    if let Some(max) = target.max_len() {
+        let end = start.saturating_add(body.len() as u64 + 1);
+        if end > max {
+            // Refused before a byte is written: past the limit, `write`
+            // raises SIGXFSZ, which kills the process unless ignored.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "the request ({} bytes) would take the file to {end} bytes, past the process's \
+                     file-size limit (RLIMIT_FSIZE) of {max}",
+                    body.len() + 1
+                ),
+            ));
+        }
+    }
     let written = target
         .append(body)
         .and_then(|()| target.append(b"\n"))
@@ -488,7 +656,7 @@ impl Transport for FileTransport {
         Encoding::Json
     }
 
-    fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
+    fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
         let mut state = lock(&self.out);
         if let Err(e) = self.follow_path(&mut state) {
             return ExportResult::Failed(format!(
@@ -496,16 +664,50 @@ impl Transport for FileTransport {
                 self.path.display()
             ));
         }
-        let FileState { file, torn_at } = &mut *state;
+        let FileState {
+            file,
+            torn_at,
+            cut_line,
+        } = &mut *state;
         let result = if file.metadata().is_ok_and(|m| m.is_file()) {
             append_whole(file, torn_at, &request.body, self.sync_every_request)
         } else {
-            // A pipe or device (`/dev/stdout`): nothing to truncate; write
-            // the line in one call and report what happened.
-            let mut line = Vec::with_capacity(request.body.len() + 1);
+            // A pipe or device (`/dev/stdout`): nothing to truncate; the
+            // line as one write where the reader has room, and a line cut
+            // short before ended first.
+            let mut line = Vec::with_capacity(request.body.len() + 2);
+            if *cut_line {
+                line.push(b'\n');
+            }
             line.extend_from_slice(&request.body);
             line.push(b'\n');
-            file.write_all(&line)
+            match write_stream(file, &line, deadline) {
+                Ok(()) => {
+                    *cut_line = false;
+                    Ok(())
+                }
+                Err((0, e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return ExportResult::retryable(format!(
+                        "writing {}: {e} (nothing of this request was written)",
+                        self.path.display()
+                    ));
+                }
+                Err((0, e)) => Err(e),
+                Err((written, e)) => {
+                    // Past the newline that ended an earlier cut line, a
+                    // part of this one is out: it is cut now.
+                    *cut_line = written > usize::from(*cut_line);
+                    if *cut_line {
+                        return ExportResult::Failed(format!(
+                            "writing {}: {e} (the line was cut short after {written} of its {} \
+                             bytes; the next starts with a newline)",
+                            self.path.display(),
+                            line.len()
+                        ));
+                    }
+                    Err(e)
+                }
+            }
         };
         match result {
             Ok(()) => ExportResult::Success,

@@ -158,6 +158,13 @@ fn environment_and_builder() {
         "percent-decoded"
     );
     assert_eq!(r.attributes.len(), 2, "malformed entries skipped: {r:?}");
+    // A percent sign needs two hex digits: not a sign and one digit (found
+    // by review: `%+A` decoded to a newline), nor one digit at the end.
+    let r = Resource::from_vars(Some("a=%+A,b=%-1,c=%4,d=%4a%4A,e=%zz"), None);
+    assert_eq!(r.get("d"), Some(&Value::from("JJ")), "{r:?}");
+    for k in ["a", "b", "c", "e"] {
+        assert_eq!(r.get(k), None, "{k}: {r:?}");
+    }
     set("OTEL_SERVICE_NAME", None);
     set("OTEL_RESOURCE_ATTRIBUTES", None);
     assert_eq!(

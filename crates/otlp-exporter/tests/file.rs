@@ -149,9 +149,12 @@ fn fsize_limit() -> Option<u64> {
 }
 
 /// The case, for real: the process may not grow a file past a few
-/// dozen KiB (`RLIMIT_FSIZE`, set by `ulimit -f` in a shell that also
-/// ignores SIGXFSZ, both inherited by this test re-run under them), so a
-/// large request fails half-written with `EFBIG`, as on a full disk.
+/// dozen KiB (`RLIMIT_FSIZE`, set by `ulimit -f` in a shell, inherited by
+/// this test re-run under it), so a request that would pass the limit
+/// fails, counted, and leaves nothing. SIGXFSZ keeps its default action,
+/// which kills the process: the transport refuses such a request before it
+/// writes a byte (found by review: it wrote, and the signal killed the
+/// process with a torn line in the file).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_file() {
@@ -162,7 +165,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
             let name = std::thread::current().name().unwrap().to_owned();
             let out = std::process::Command::new("/bin/sh")
                 .arg("-c")
-                .arg("trap '' XFSZ && ulimit -f 128 && exec \"$0\" \"$@\"")
+                .arg("ulimit -f 128 && exec \"$0\" \"$@\"")
                 .arg(std::env::current_exe().unwrap())
                 .args(["--exact", &name, "--nocapture", "--test-threads=1"])
                 .env(LIMITED, "1")
@@ -397,4 +400,119 @@ fn a_file_truncated_under_the_transport_gets_whole_lines_from_the_start() {
     assert_eq!(export(&t, &b), ExportResult::Success);
     assert_eq!(lines_of(&path), [names(&b)]);
     std::fs::remove_file(&path).unwrap();
+}
+
+/// Found by review: a FIFO was opened for reading and writing, so the
+/// transport was its own reader: lines were counted as exported into a
+/// pipe no one read, a full pipe blocked an export past its deadline for
+/// ever, and a reader's exit never showed.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_go() {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    test_watchdog::isolate(WATCHDOG, || {
+        let path = temp_path("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        // No reader: an error at once, at open and at build.
+        let err = FileTransport::open(&path).err().expect("no reader");
+        assert!(err.to_string().contains("no reader"), "{err}");
+        let err = Pipeline::builder()
+            .file(&path)
+            .build()
+            .err()
+            .expect("no reader");
+        assert!(err.to_string().contains("no reader"), "{err}");
+
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let mut drain = |into: &mut Vec<u8>| {
+            let mut buf = [0u8; 65_536];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => into.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
+        let t = FileTransport::open(&path).unwrap();
+        let small = request("small", 2, 0);
+        assert_eq!(export(&t, &small), ExportResult::Success);
+        // Larger than the pipe (64 KiB) with no one reading: cut short at
+        // the deadline, and said so.
+        let big = request("big", 300, 1000);
+        assert!(big.body.len() > 256 * 1024);
+        let start = Instant::now();
+        let r = t.export(&big, start + Duration::from_millis(200));
+        let took = start.elapsed();
+        assert!(
+            (Duration::from_millis(190)..Duration::from_secs(10)).contains(&took),
+            "{took:?}"
+        );
+        assert!(
+            matches!(&r, ExportResult::Failed(why) if why.contains("cut short")),
+            "{r:?}"
+        );
+        // Still full: the next one cannot start by its deadline, and is
+        // worth retrying (nothing of it was written).
+        let r = t.export(&small, Instant::now() + Duration::from_millis(50));
+        assert!(matches!(r, ExportResult::Retryable { .. }), "{r:?}");
+        // Drained, the next line ends the cut one first.
+        let mut got = Vec::new();
+        drain(&mut got);
+        let after = request("after", 2, 0);
+        assert_eq!(export(&t, &after), ExportResult::Success);
+        drain(&mut got);
+        let text = String::from_utf8(got).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "the small line, the cut one, the next");
+        let parse = |l: &str| serde_json::from_str::<ExportTraceServiceRequest>(l).is_ok();
+        assert!(parse(lines[0]) && !parse(lines[1]) && parse(lines[2]));
+        assert!(lines[2].contains("after0") && text.ends_with('\n'));
+        // The reader goes: the export fails (EPIPE), never a success.
+        drop(reader);
+        let r = export(&t, &small);
+        assert!(matches!(r, ExportResult::Failed(_)), "{r:?}");
+        std::fs::remove_file(&path).unwrap();
+    });
+}
+
+/// Found by review: a relative path (the default `otlp-traces.jsonl`) was
+/// looked up again in the working directory of every export, so a change of
+/// directory split the output over two files.
+#[test]
+fn a_relative_path_stays_where_it_was_opened() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let a = temp_path("cwd-a");
+        let b = temp_path("cwd-b");
+        for d in [&a, &b] {
+            let _ = std::fs::remove_dir_all(d);
+            std::fs::create_dir(d).unwrap();
+        }
+        std::env::set_current_dir(&a).unwrap();
+        let t = FileTransport::open("traces.jsonl").unwrap();
+        assert_eq!(t.path(), a.join("traces.jsonl"));
+        let (one, two) = (request("one", 1, 0), request("two", 1, 0));
+        assert_eq!(export(&t, &one), ExportResult::Success);
+        std::env::set_current_dir(&b).unwrap();
+        assert_eq!(export(&t, &two), ExportResult::Success);
+        assert_eq!(
+            lines_of(&a.join("traces.jsonl")),
+            [names(&one), names(&two)]
+        );
+        assert!(!b.join("traces.jsonl").exists());
+        std::env::set_current_dir(std::env::temp_dir()).unwrap();
+        for d in [&a, &b] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    });
 }
