@@ -293,3 +293,13 @@ pub(crate) fn drop_caught<V>(value: V) -> Option<PanicPayload> {
 pub(crate) fn wake_caught(waker: std::task::Waker) -> bool {
     catch(move || waker.wake()).is_err()
 }
+
+/// [`wake_caught`] for code with no scheduler at hand (a channel, whose
+/// ends belong to no runtime): a panic is counted in the runtime of the
+/// task being polled on this thread (`RuntimeStats::panics_caught`); on a
+/// thread polling no task, caught and not counted.
+pub(crate) fn wake_caught_here(waker: std::task::Waker) {
+    if wake_caught(waker) {
+        crate::task::count_panic_here();
+    }
+}

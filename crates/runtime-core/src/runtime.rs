@@ -647,7 +647,7 @@ impl Runtime {
         // leaked.
         self.shared.drain_queues();
         self.shared.drain_lifo_slots();
-        self.shared.timers().clear();
+        self.shared.timers().clear(self.shared.stats());
         let blocking = self.blocking.shutdown();
         let stats = self.stats();
         ShutdownReport {

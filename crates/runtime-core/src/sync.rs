@@ -85,7 +85,7 @@ struct LeaveOnUnwind<'a>(&'a WakerSlot);
 impl Drop for LeaveOnUnwind<'_> {
     fn drop(&mut self) {
         if let Some(waker) = self.0.leave_registering() {
-            let _ = crate::outcome::wake_caught(waker);
+            crate::outcome::wake_caught_here(waker);
         }
     }
 }
@@ -232,6 +232,15 @@ impl WakerSlot {
         match self.take() {
             Some(waker) => crate::outcome::wake_caught(waker),
             None => false,
+        }
+    }
+
+    /// [`wake`](Self::wake), for a caller with no scheduler at hand (a
+    /// channel): a panic is counted where
+    /// [`wake_caught_here`](crate::outcome::wake_caught_here) counts it.
+    pub(crate) fn wake_here(&self) {
+        if self.wake() {
+            crate::task::count_panic_here();
         }
     }
 }

@@ -33,7 +33,7 @@ fn await_point(cx: Cx, i: usize) -> Body {
             2 => {
                 let mut iv = cx.interval(Duration::from_millis(50 + i as u64));
                 loop {
-                    iv.tick().await?;
+                    iv.tick(&cx).await?;
                 }
             }
             3 => cx.sleep_until(Instant::MAX).await,

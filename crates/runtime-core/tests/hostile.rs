@@ -1762,3 +1762,94 @@ fn an_output_that_holds_its_own_context_does_not_keep_its_task() {
         assert_eq!(Arc::strong_count(&token), 1, "every task's captures freed");
     });
 }
+
+// ---- found by review (session 14) ---------------------------------------------
+
+/// A waker whose `Drop` panics.
+struct PanicOnDropWaker;
+
+impl Wake for PanicOnDropWaker {
+    fn wake(self: Arc<Self>) {}
+}
+
+impl Drop for PanicOnDropWaker {
+    fn drop(&mut self) {
+        panic!("a waker whose drop panics");
+    }
+}
+
+/// Leaves a pending timer whose only waker panics when dropped: the wheel
+/// holds the last clone (the sleep is forgotten, so it never cancels it).
+fn leave_timer_with_panicking_waker(cx: &runtime_core::Cx<runtime_core::caps::TimeOnly>) {
+    let mut sleep = Box::pin(cx.sleep(HOUR));
+    let w = Waker::from(Arc::new(PanicOnDropWaker));
+    assert!(
+        sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&w))
+            .is_pending()
+    );
+    drop(w);
+    std::mem::forget(sleep);
+}
+
+/// Found by review: the timers left at shutdown were dropped with the
+/// wheel, outside any catch, so a waker whose drop panics unwound out of
+/// `Runtime::shutdown` (and the lab's `block_on`).
+#[test]
+fn a_pending_timers_waker_that_panics_in_drop_at_shutdown_is_counted() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            rt.block_on(|cx| async move {
+                leave_timer_with_panicking_waker(&cx.narrow());
+                leave_timer_with_panicking_waker(&cx.narrow());
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+            // Returns (it unwound out of here), having dropped both.
+            let report = rt.shutdown(std::time::Duration::from_secs(5));
+            assert!(report.completed, "{name}: {report:?}");
+        }
+        // The lab's report counts them (its stats are read after the
+        // timers are cleared).
+        let report = runtime_core::lab::LabRuntime::new(1).block_on(|cx| async move {
+            leave_timer_with_panicking_waker(&cx.narrow());
+            leave_timer_with_panicking_waker(&cx.narrow());
+            Ok::<_, ()>(())
+        });
+        assert_eq!(report.stats.panics_caught, 2);
+        // And an exploration names no false failure for them.
+        let found = runtime_core::lab::explore(0..3, |cx| async move {
+            leave_timer_with_panicking_waker(&cx.narrow());
+            Ok::<_, ()>(())
+        });
+        assert!(found.failure.is_none(), "{:?}", found.failure);
+    });
+}
+
+/// Found by review: a channel's wake caught a waker's panic but did not
+/// count it (a timer's wake did).
+#[test]
+fn a_channel_wake_that_panics_is_counted() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let sent = rt
+                .block_on(|cx| async move {
+                    let (tx, mut rx) = channel::mpsc::channel::<u32>(1).unwrap();
+                    let (otx, mut orx) = channel::oneshot::channel::<u32>();
+                    {
+                        let mut recv = std::pin::pin!(rx.recv(&cx));
+                        assert!(poll_with_panicking_waker(&mut recv));
+                        let mut orecv = std::pin::pin!(orx.recv(&cx));
+                        assert!(poll_with_panicking_waker(&mut orecv));
+                    }
+                    tx.try_send(1).map_err(|_| ())?;
+                    otx.send(2).map_err(|_| ())?;
+                    Ok::<_, ()>((rx.try_recv().ok(), orx.try_recv().ok()))
+                })
+                .ok();
+            assert_eq!(sent, Some((Some(1), Some(2))), "{name}");
+            assert_eq!(rt.stats().panics_caught, 2, "{name}");
+        }
+    });
+}

@@ -88,7 +88,7 @@ fn sleep_interval_and_deadlines_run_on_virtual_time() {
         // An interval: five ticks of 200 ms.
         let mut every = cx.interval(Duration::from_millis(200));
         for _ in 0..5 {
-            every.tick().await.map_err(|_| ())?;
+            every.tick(&cx).await.map_err(|_| ())?;
         }
         let after_ticks = cx.now();
         // A budget deadline 2 s from now cancels a task sleeping an hour.
@@ -599,4 +599,158 @@ fn a_sleep_for_ever_is_cancelled_or_reported_as_a_deadlock() {
     let (v, _) = first_violation(&report);
     assert!(matches!(v, Violation::Deadlock { alive: 1, .. }), "{v:?}");
     assert!(report.steps < 100, "{} steps", report.steps);
+}
+
+// ---- found by review (session 14) ---------------------------------------------
+
+/// Found by review: an interval checked the cancellation of the task that
+/// made it, so moved into a child it never reported the child's
+/// cancellation (it ticked on until the grace period cut the child off).
+#[test]
+fn an_interval_moved_into_a_task_is_a_checkpoint_of_that_task() {
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let mut iv = cx.interval(Duration::from_millis(1));
+        let out = cx
+            .region(move |rcx| async move {
+                let child = rcx.spawn(move |cx| async move {
+                    let mut ticks = 0u32;
+                    loop {
+                        match iv.tick(&cx).await {
+                            Ok(_) => ticks += 1,
+                            Err(_) => return ticks,
+                        }
+                    }
+                });
+                rcx.sleep(Duration::from_millis(5)).await.map_err(|_| ())?;
+                rcx.cancel(CancelReason::user("stop the child"));
+                Ok::<_, ()>(child.await.ok())
+            })
+            .await;
+        // The interval made here goes on ticking for this task.
+        let mut mine = cx.interval(Duration::from_millis(1));
+        let still = mine.tick(&cx).await.is_ok();
+        Ok::<_, ()>((out.ok().flatten(), still))
+    });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    assert_eq!(report.stats.tasks_cut_off, 0, "it saw the request itself");
+    let (ticks, still) = report.outcome.unwrap().ok().unwrap();
+    assert!(
+        matches!(ticks, Some(t) if (3..=5).contains(&t)),
+        "{ticks:?}"
+    );
+    assert!(still);
+    assert!(
+        report.elapsed < Duration::from_millis(50),
+        "{:?}",
+        report.elapsed
+    );
+}
+
+/// Found by review: `explore` unwound with no seed named when the run's
+/// output or error panicked in `Drop`, or the error in `Debug`.
+#[test]
+fn explore_reports_a_panicking_drop_or_debug_of_the_outcome_with_its_seed() {
+    struct BadDrop;
+    impl Drop for BadDrop {
+        fn drop(&mut self) {
+            panic!("drop of the output panics");
+        }
+    }
+    struct BadDebug;
+    impl std::fmt::Debug for BadDebug {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            panic!("Debug of the error panics");
+        }
+    }
+    isolate(WATCHDOG, || {
+        let found = lab::explore(5..8, |_| async { Ok::<_, ()>(BadDrop) });
+        let f = found.failure.expect("a failure");
+        assert_eq!(f.seed, 5);
+        assert!(
+            f.reason.contains("drop of the output panics"),
+            "{}",
+            f.reason
+        );
+        let found = lab::explore(0..3, |_| async { Err::<(), _>(BadDebug) });
+        let f = found.failure.expect("a failure");
+        assert!(f.reason.contains("Debug panicked"), "{}", f.reason);
+    });
+}
+
+/// Found by review: the reservation oracle counted permits resolved in a
+/// run, not permits taken in it: one taken before the run and sent inside
+/// it failed a clean run, and one taken in the run and sent on another
+/// thread did too.
+#[test]
+fn the_reservation_oracle_counts_the_permits_taken_in_the_run() {
+    // Taken before the run, sent inside it: clean.
+    let (tx, mut rx) = mpsc::channel::<u32>(4).unwrap();
+    let tx: &'static mpsc::Sender<u32> = Box::leak(Box::new(tx));
+    let permit = tx.try_reserve().unwrap();
+    let report = LabRuntime::new(1).block_on(move |_| async move {
+        permit.send(1).map_err(|_| ())?;
+        Ok::<_, ()>(())
+    });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    assert_eq!(rx.try_recv().ok(), Some(1));
+    // Taken in the run, sent on another thread before the run ends: clean.
+    let report = LabRuntime::new(1).block_on(move |_| async move {
+        let permit = tx.try_reserve().map_err(|_| ())?;
+        std::thread::scope(|s| {
+            s.spawn(move || permit.send(2).unwrap());
+        });
+        Ok::<_, ()>(())
+    });
+    assert!(report.is_clean(), "{:?}", report.failure());
+    assert_eq!(rx.try_recv().ok(), Some(2));
+    // Taken before, leaked inside: still clean for this run (not its own);
+    // one taken in the run and leaked is found, not hidden by the other.
+    let before = tx.try_reserve().unwrap();
+    let report = LabRuntime::new(1).block_on(move |_| async move {
+        std::mem::forget(before);
+        std::mem::forget(tx.try_reserve().map_err(|_| ())?);
+        Ok::<_, ()>(())
+    });
+    assert!(
+        report
+            .violations
+            .contains(&Violation::PermitsUnresolved { permits: 1 }),
+        "{:?}",
+        report.violations
+    );
+}
+
+/// Found by review: a budget's deadline set a timer for a context without
+/// the time capability (a `Cx<Nothing>` could sleep until any instant).
+#[test]
+fn a_deadline_budget_needs_the_time_capability() {
+    use runtime_core::caps::{Capability, Nothing};
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let at = Instant::ZERO + Duration::from_secs(30);
+        let budget = Budget::UNLIMITED.with_deadline(at);
+        let weak: Cx<Nothing> = cx.narrow();
+        let region = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(
+                weak.region_with(RegionOptions::fail_fast().budget(budget), |_| async {
+                    Ok::<_, ()>(())
+                }),
+            )
+        }));
+        let masked = cx.restrict(Capability::Time);
+        let spawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(masked.spawn_with(budget, |_| async {}))
+        }));
+        // With the capability, the same budget is fine.
+        let fine = cx
+            .region_with(RegionOptions::fail_fast().budget(budget), |_| async {
+                Ok::<_, ()>(())
+            })
+            .await
+            .is_ok();
+        Ok::<_, ()>((region.is_err(), spawn.is_err(), fine, cx.now()))
+    });
+    assert_eq!(
+        report.outcome.unwrap().ok(),
+        Some((true, true, true, Instant::ZERO))
+    );
 }

@@ -54,7 +54,7 @@ fn main() {
         let worker = cx.try_spawn(|cx| async move {
             let mut ticks = cx.interval(Duration::from_millis(2));
             loop {
-                if let Err(cancelled) = ticks.tick().await {
+                if let Err(cancelled) = ticks.tick(&cx).await {
                     println!("2. worker: cleaning up after \"{}\"", cancelled.reason());
                     return Err::<(), _>(cancelled);
                 }

@@ -1,7 +1,12 @@
 //! A channel for exactly one value, lock-free.
 //!
 //! The [`Sender`] is consumed by [`Sender::send`]; if the receiver is gone,
-//! the value comes back. The [`Receiver`] waits for the value with
+//! the value comes back. Once `send` returns `Ok`, the value belongs to
+//! the receiver: a receiver dropped unread drops it, as dropping a
+//! received value would, and nothing counts it (no sender is left to
+//! tell). Where every message must end delivered, returned or counted,
+//! use [`mpsc`](super::mpsc), whose senders count what a dropped receiver
+//! left unread ([`undelivered`](super::mpsc::Sender::undelivered)). The [`Receiver`] waits for the value with
 //! [`Receiver::recv`] (cancel-safe: a cancelled or dropped wait leaves the
 //! value for a later one) or looks for it with [`Receiver::try_recv`].
 //!
@@ -185,7 +190,7 @@ impl<T> Sender<T> {
                 None => unreachable!("oneshot value vanished"),
             };
         }
-        inner.rx_waker.wake();
+        inner.rx_waker.wake_here();
         Ok(())
     }
 
@@ -213,7 +218,7 @@ impl<T> Drop for Sender<T> {
             // Release is not needed for data (none is sent); the waker's own
             // read-modify-writes order this before the receiver's re-check.
             inner.state.fetch_or(TX_GONE, Ordering::Relaxed);
-            inner.rx_waker.wake();
+            inner.rx_waker.wake_here();
         }
     }
 }

@@ -211,6 +211,15 @@ impl<C: CapSet> Cx<C> {
         }
     }
 
+    /// A budget with a deadline sets a timer at that instant (a sleep by
+    /// another name): it takes [`Capability::Time`].
+    #[track_caller]
+    fn require_time_for(&self, budget: &Budget) {
+        if budget.deadline.is_some() {
+            self.require(Capability::Time);
+        }
+    }
+
     /// A context with fewer capabilities (`D` a subset of `C`), for handing
     /// to code that should do less. Widening does not compile.
     ///
@@ -515,6 +524,11 @@ impl<C: CapSet> Cx<C> {
 
     /// [`region`](Self::region) with a policy, budget and cleanup budget.
     ///
+    /// # Panics
+    ///
+    /// When the budget has a deadline and this context lacks
+    /// [`Capability::Time`] (the deadline's timer would be a sleep).
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
@@ -530,6 +544,7 @@ impl<C: CapSet> Cx<C> {
     /// });
     /// assert_eq!(out.ok(), Some(true));
     /// ```
+    #[track_caller]
     pub fn region_with<G, F, T, E>(
         &self,
         spec: RegionOptions,
@@ -541,6 +556,7 @@ impl<C: CapSet> Cx<C> {
         T: Send + 'static,
         E: Send + 'static,
     {
+        self.require_time_for(&spec.budget);
         let mask = self.mask;
         self.core
             .region_with(spec, move |core| body(Cx::from_core(core, mask)))
@@ -702,6 +718,11 @@ impl<C: HasSpawn> Cx<C> {
     /// [`spawn`](Self::spawn) with a budget of its own (met with the
     /// region's).
     ///
+    /// # Panics
+    ///
+    /// When the budget has a deadline and this context lacks
+    /// [`Capability::Time`] (the deadline's timer would be a sleep).
+    ///
     /// ```
     /// use runtime_core::{Budget, Runtime, caps::ambient_authority};
     /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
@@ -727,6 +748,7 @@ impl<C: HasSpawn> Cx<C> {
         T: Send + 'static,
     {
         self.require(Capability::Spawn);
+        self.require_time_for(&budget);
         let mask = self.mask;
         self.core.spawn_with(budget, move |core| {
             let fut = body(Cx::from_core(core, mask));
@@ -776,6 +798,11 @@ impl<C: HasSpawn> Cx<C> {
     /// [`try_spawn`](Self::try_spawn) with a budget of its own (met with
     /// the region's).
     ///
+    /// # Panics
+    ///
+    /// When the budget has a deadline and this context lacks
+    /// [`Capability::Time`] (the deadline's timer would be a sleep).
+    ///
     /// ```
     /// use runtime_core::{Budget, Runtime, caps::ambient_authority};
     /// let rt = Runtime::builder().worker_threads(1).build(ambient_authority()).unwrap();
@@ -797,6 +824,7 @@ impl<C: HasSpawn> Cx<C> {
         E: fmt::Debug + Send + 'static,
     {
         self.require(Capability::Spawn);
+        self.require_time_for(&budget);
         let mask = self.mask;
         self.core
             .spawn_with(budget, move |core| body(Cx::from_core(core, mask)))
@@ -961,7 +989,7 @@ impl<C: HasTime> Cx<C> {
     /// let out = rt.block_on(|cx| async move {
     ///     let mut every = cx.interval(Duration::from_millis(1));
     ///     for _ in 0..3 {
-    ///         every.tick().await.map_err(|_| ())?;
+    ///         every.tick(&cx).await.map_err(|_| ())?;
     ///     }
     ///     Ok::<_, ()>(every.period())
     /// });

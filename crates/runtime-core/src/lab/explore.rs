@@ -6,7 +6,7 @@ use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::report::Trace;
+use super::report::{LabReport, Trace};
 use super::{LabBuilder, LabCaps};
 use crate::cx::Cx;
 use crate::time::Duration;
@@ -131,7 +131,22 @@ where
             .block_on(move |cx| s(cx));
         runs += 1;
         fingerprints.insert(report.fingerprint);
-        if let Some(reason) = report.failure() {
+        let failure = report.failure();
+        // The output and the error are the scenario's values: one whose
+        // `Drop` panics fails this seed, rather than unwind out of the
+        // exploration with no seed named.
+        let LabReport {
+            outcome,
+            trace,
+            fingerprint,
+            elapsed,
+            ..
+        } = report;
+        let dropped = crate::outcome::drop_caught(outcome);
+        let failure = failure.or_else(|| {
+            dropped.map(|p| format!("dropping the run's output or error panicked: {p}"))
+        });
+        if let Some(reason) = failure {
             return Exploration {
                 runs,
                 distinct_schedules: fingerprints.len() as u64,
@@ -139,9 +154,9 @@ where
                     seed,
                     runs_before: runs - 1,
                     reason,
-                    trace: report.trace,
-                    fingerprint: report.fingerprint,
-                    elapsed: report.elapsed,
+                    trace,
+                    fingerprint,
+                    elapsed,
                 }),
             };
         }

@@ -4,10 +4,19 @@
 //!
 //! [`LabRuntime::block_on`] runs a body exactly as
 //! [`Runtime::block_on`](crate::Runtime::block_on) does (the same `Cx` API,
-//! regions, cancellation, budgets, timers, channels, finalizers; blocking
-//! jobs run inline, as one step of the task that awaits them) and returns
-//! a [`LabReport`]: the outcome, the virtual time elapsed, a fingerprint
-//! of the schedule, its [`Trace`], and the oracles' verdicts.
+//! regions, cancellation, budgets, timers, channels, finalizers) and
+//! returns a [`LabReport`]: the outcome, the virtual time elapsed, a
+//! fingerprint of the schedule, its [`Trace`], and the oracles' verdicts.
+//!
+//! One difference: a blocking job (`spawn_blocking`) runs inline, on the
+//! lab's one thread, as part of the step of the task that spawns it, and
+//! has finished when `spawn_blocking` returns. A job that waits for
+//! something only another task of the program can do (a value on a
+//! channel, a lock a task holds) therefore waits for ever, since no task
+//! runs while it does; the lab cannot run such a program, and does not
+//! detect it (the run does not return: run it under a watchdog). A job
+//! that computes, or waits on the world outside the program, runs as on
+//! the real runtime.
 //!
 //! ```
 //! use runtime_core::{CancelKind, lab::LabRuntime, time::Duration};

@@ -265,7 +265,8 @@ pub struct LabReport<T, E> {
 
 impl<T, E: fmt::Debug> LabReport<T, E> {
     /// Why this run counts as failed, if it does: the first violation, or
-    /// a panic that escaped the root region, or the root region's error.
+    /// a panic that escaped the root region, or the root region's error
+    /// (formatted with its `Debug`; one that panics is caught and said so).
     /// (A cancelled root is not a failure.)
     ///
     /// ```
@@ -279,7 +280,12 @@ impl<T, E: fmt::Debug> LabReport<T, E> {
         }
         match &self.outcome {
             Some(Outcome::Panicked(p)) => Some(format!("a panic escaped: {p}")),
-            Some(Outcome::Err(e)) => Some(format!("the program failed: {e:?}")),
+            // The error's `Debug` is user code: a panic in it is caught.
+            Some(Outcome::Err(e)) => Some(
+                crate::outcome::catch(|| format!("the program failed: {e:?}")).unwrap_or_else(
+                    |p| format!("the program failed, and its error's Debug panicked: {p}"),
+                ),
+            ),
             _ => None,
         }
     }

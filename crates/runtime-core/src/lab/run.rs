@@ -249,7 +249,7 @@ where
 {
     let cfg = &lab.config;
     let _faults = hooks::plant(cfg.faults);
-    let permits_before = hooks::permits();
+    let ledger = hooks::open_ledger();
     let sched = Arc::new(LabSched::new(cfg.skip_grace_timers));
     let dyn_sched: Arc<dyn Scheduler> = sched.clone();
     let root = Region::root(dyn_sched, cfg.cleanup);
@@ -339,12 +339,14 @@ where
         None
     };
     if finished {
-        check_end(&sched, &root, permits_before, &mut violations);
+        check_end(&sched, &root, &ledger, &mut violations);
     } else {
         tear_down(&sched, &root, &mut handle);
     }
-    let stats = sched.stats().snapshot();
+    // Cleared first: a waker dropped with a pending timer may panic, which
+    // the report counts.
     sched.clear();
+    let stats = sched.stats().snapshot();
     LabReport {
         seed: cfg.seed,
         outcome,
@@ -400,7 +402,7 @@ const TICK: u64 = 1_000_000;
 fn check_end(
     sched: &LabSched,
     root: &Arc<Region>,
-    permits_before: i64,
+    ledger: &hooks::LedgerGuard,
     violations: &mut Vec<Violation>,
 ) {
     let stats = sched.stats().snapshot();
@@ -414,7 +416,7 @@ fn check_end(
     if !open.is_empty() {
         violations.push(Violation::RegionsOpen { regions: open });
     }
-    let permits = hooks::permits() - permits_before;
+    let permits = ledger.unresolved();
     if permits != 0 {
         violations.push(Violation::PermitsUnresolved { permits });
     }

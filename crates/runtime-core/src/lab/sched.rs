@@ -98,7 +98,7 @@ impl LabSched {
     pub(super) fn clear(&self) {
         let ready = std::mem::take(&mut *lock(&self.ready));
         drop(ready);
-        self.timers.clear();
+        self.timers.clear(&self.stats);
     }
 }
 

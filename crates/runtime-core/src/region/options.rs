@@ -31,7 +31,7 @@ pub enum Policy {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RegionOptions {
     pub(super) policy: Policy,
-    pub(super) budget: Budget,
+    pub(crate) budget: Budget,
     pub(super) cleanup: Option<CleanupBudget>,
 }
 

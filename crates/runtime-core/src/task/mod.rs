@@ -142,6 +142,18 @@ pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
     !running.is_null() && std::ptr::eq(w.data(), running.cast::<()>())
 }
 
+/// Counts a panic caught in user code on behalf of code with no scheduler
+/// at hand (a channel's wake): in the runtime of the task being polled on
+/// this thread, if there is one.
+pub(crate) fn count_panic_here() {
+    let running = running_task();
+    if !running.is_null() {
+        // SAFETY: the task being polled on this thread is alive for the
+        // poll, which is still on the stack below this call.
+        unsafe { &*running }.region.sched.stats().panic_caught();
+    }
+}
+
 /// The header of the task being polled on this thread, or null.
 #[inline]
 pub(crate) fn running_task() -> *const Header {

@@ -266,9 +266,20 @@ impl TimerDriver {
         lock(&self.inner).wheel.len()
     }
 
-    /// Drops every pending timer (shutdown): wakers and task references go.
-    pub(crate) fn clear(&self) {
-        let old = std::mem::replace(&mut lock(&self.inner).wheel, Wheel::new());
-        drop(old);
+    /// Drops every pending timer (shutdown): wakers and task references go,
+    /// outside the lock, each under a catch: a waker whose drop panics is
+    /// counted and the rest still dropped.
+    pub(crate) fn clear(&self, stats: &Stats) {
+        let mut old = lock(&self.inner).wheel.take_all();
+        while !old.is_empty() {
+            let all = crate::outcome::catch(|| {
+                while let Some(action) = old.pop() {
+                    drop(action);
+                }
+            });
+            if all.is_err() {
+                stats.panic_caught();
+            }
+        }
     }
 }

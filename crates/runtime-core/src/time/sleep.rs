@@ -8,7 +8,8 @@ use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
 use crate::budget::coop;
 use crate::cancel::Cancelled;
-use crate::cx::CxCore;
+use crate::caps::CapSet;
+use crate::cx::{Cx, CxCore};
 use crate::sync::WakerId;
 
 /// Resolves at its deadline with `Ok(())`, or earlier with
@@ -79,10 +80,22 @@ fn poll_sleep(
     timer: &mut Option<(TimerHandle, WakerId)>,
     task: &mut Context<'_>,
 ) -> Poll<Result<(), Cancelled>> {
+    poll_sleep_in(cx, cx, deadline, timer, task)
+}
+
+/// [`poll_sleep`] as a checkpoint of `checkpoint` (the polling task's
+/// context), its timer on `cx`'s runtime.
+fn poll_sleep_in(
+    checkpoint: &CxCore,
+    cx: &CxCore,
+    deadline: Instant,
+    timer: &mut Option<(TimerHandle, WakerId)>,
+    task: &mut Context<'_>,
+) -> Poll<Result<(), Cancelled>> {
     if coop::poll_proceed(task).is_pending() {
         return Poll::Pending;
     }
-    if let Some(reason) = cx.cancel_requested() {
+    if let Some(reason) = checkpoint.cancel_requested() {
         return Poll::Ready(Err(Cancelled(reason)));
     }
     if cx.now() >= deadline {
@@ -131,12 +144,16 @@ impl Drop for Sleep<'_> {
 /// use runtime_core::time::{Duration, Interval};
 /// let out = rt.block_on(|cx| async move {
 ///     let mut every: Interval = cx.interval(Duration::from_millis(1));
-///     let first = every.tick().await.map_err(|_| ())?;
-///     let second = every.tick().await.map_err(|_| ())?;
+///     let first = every.tick(&cx).await.map_err(|_| ())?;
+///     let second = every.tick(&cx).await.map_err(|_| ())?;
 ///     Ok::<_, ()>(second > first)
 /// });
 /// assert_eq!(out.ok(), Some(true));
 /// ```
+///
+/// An interval may move to another task (it is `Send` and `'static`): each
+/// tick is a checkpoint of the context passed to [`tick`](Self::tick), the
+/// polling task's, not of the task that made the interval.
 pub struct Interval {
     cx: CxCore,
     period: Duration,
@@ -169,7 +186,8 @@ impl Interval {
     }
 
     /// Waits for the next tick and returns its scheduled instant; a
-    /// checkpoint.
+    /// checkpoint of `cx`, the context of the task that awaits the tick
+    /// (`Err` once its scope is cancelled), as a channel's `recv` is.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -177,13 +195,16 @@ impl Interval {
     /// use runtime_core::time::Duration;
     /// let out = rt.block_on(|cx| async move {
     ///     let mut every = cx.interval(Duration::from_millis(1));
-    ///     every.tick().await.map_err(|_| ())?; // one period from now; a checkpoint
+    ///     every.tick(&cx).await.map_err(|_| ())?; // one period from now; a checkpoint
     ///     Ok::<_, ()>(())
     /// });
     /// assert!(out.is_ok());
     /// ```
-    pub fn tick(&mut self) -> Tick<'_> {
-        Tick { interval: self }
+    pub fn tick<'a, C: CapSet>(&'a mut self, cx: &'a Cx<C>) -> Tick<'a> {
+        Tick {
+            interval: self,
+            checkpoint: cx.core(),
+        }
     }
 }
 
@@ -195,20 +216,22 @@ impl Interval {
 /// use runtime_core::time::{Duration, Tick};
 /// let out = rt.block_on(|cx| async move {
 ///     let mut every = cx.interval(Duration::from_millis(1));
-///     let tick: Tick<'_> = every.tick();
+///     let tick: Tick<'_> = every.tick(&cx);
 ///     Ok::<_, ()>(tick.await.is_ok())
 /// });
 /// assert_eq!(out.ok(), Some(true));
 /// ```
 pub struct Tick<'a> {
     interval: &'a mut Interval,
+    checkpoint: &'a CxCore,
 }
 
 impl Future for Tick<'_> {
     type Output = Result<Instant, Cancelled>;
     fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
+        let checkpoint = self.checkpoint;
         let i = &mut *self.interval;
-        match poll_sleep(&i.cx, i.next, &mut i.timer, task) {
+        match poll_sleep_in(checkpoint, &i.cx, i.next, &mut i.timer, task) {
             Poll::Ready(Ok(())) => {
                 let at = i.next;
                 let now = i.cx.now();

@@ -189,6 +189,18 @@ impl<T> Wheel<T> {
         self.len() == 0
     }
 
+    /// Takes every pending timer's value out, leaving the wheel empty (its
+    /// slab's storage kept). The caller drops them one at a time: a value
+    /// whose drop panics leaves the rest to drop.
+    pub(crate) fn take_all(&mut self) -> Vec<T> {
+        let taken: Vec<T> = self.entries.drain(..).filter_map(|e| e.value).collect();
+        self.len = 0;
+        self.free_head = NIL;
+        self.slots.fill(Slot::EMPTY);
+        self.occupied = [0; LEVELS];
+        taken
+    }
+
     /// Insert a timer firing at `deadline` (a tick). O(1). A deadline <=
     /// now() fires on the next `advance`.
     ///

@@ -351,7 +351,7 @@ impl<T> Chan<T> {
             self.hand_off();
         }
         if wake_rx && prev & CLOSED != 0 {
-            self.rx_waker.wake();
+            self.rx_waker.wake_here();
         }
     }
 
@@ -383,7 +383,7 @@ impl<T> Chan<T> {
             };
             // A sender's waker (user code, if polled by hand): caught.
             if let Some(waker) = waker {
-                crate::outcome::wake_caught(waker);
+                crate::outcome::wake_caught_here(waker);
             }
             // Relaxed: if no slot is free now, a later release reads
             // WAITERS (if still set) in its own `fetch_add` and hands that
@@ -431,7 +431,7 @@ impl<T> Chan<T> {
         // Wakers are user code: one that panics must not keep the rest
         // from being woken.
         for waker in queued.into_iter().filter_map(|w| w.waker) {
-            crate::outcome::wake_caught(waker);
+            crate::outcome::wake_caught_here(waker);
         }
     }
 

@@ -99,8 +99,10 @@ impl<T> Sender<T> {
     /// ```
     pub fn try_reserve(&self) -> Result<Permit<'_, T>, TrySendError<()>> {
         self.chan.try_acquire()?;
-        crate::lab::hooks::permit_opened();
-        Ok(Permit { sender: self })
+        Ok(Permit {
+            sender: self,
+            token: crate::lab::hooks::permit_opened(),
+        })
     }
 
     /// Reserves a slot ([`reserve`](Self::reserve)) and commits `value`
@@ -213,7 +215,7 @@ impl<T> Drop for Sender<T> {
         // Release: orders this sender's pushes before the receiver's
         // acquire-load that sees zero (see `Chan::try_recv`).
         if self.chan.senders.fetch_sub(1, Ordering::Release) == 1 {
-            self.chan.rx_waker.wake();
+            self.chan.rx_waker.wake_here();
         }
     }
 }
@@ -274,9 +276,9 @@ impl<'a, T> Future for Reserve<'a, T> {
         match outcome {
             Acquire::Acquired => {
                 this.queued = None;
-                crate::lab::hooks::permit_opened();
                 Poll::Ready(Ok(Permit {
                     sender: this.sender,
+                    token: crate::lab::hooks::permit_opened(),
                 }))
             }
             Acquire::Closed => {
@@ -331,6 +333,8 @@ impl<T> fmt::Debug for Reserve<'_, T> {
 #[must_use = "dropping a permit unused just returns its slot"]
 pub struct Permit<'a, T> {
     sender: &'a Sender<T>,
+    /// Its entry in a lab run's reservation oracle.
+    token: crate::lab::hooks::PermitToken,
 }
 
 impl<T> Permit<'_, T> {
@@ -353,8 +357,8 @@ impl<T> Permit<'_, T> {
     pub fn send(self, value: T) -> Result<(), Closed<T>> {
         // Our slot now belongs to the value (freed by whoever pops it), or
         // is returned below; either way not by `Drop`.
-        let this = ManuallyDrop::new(self);
-        crate::lab::hooks::permit_resolved();
+        let mut this = ManuallyDrop::new(self);
+        std::mem::take(&mut this.token).resolve();
         let chan = &*this.sender.chan;
         // Relaxed: only a shortcut; the read-modify-write below decides.
         if chan.rx_state.load(Ordering::Relaxed) & RX_GONE != 0 {
@@ -374,7 +378,7 @@ impl<T> Permit<'_, T> {
         if prev & RX_GONE != 0 {
             chan.drain_undelivered();
         } else {
-            chan.rx_waker.wake();
+            chan.rx_waker.wake_here();
         }
         Ok(())
     }
@@ -382,7 +386,7 @@ impl<T> Permit<'_, T> {
 
 impl<T> Drop for Permit<'_, T> {
     fn drop(&mut self) {
-        crate::lab::hooks::permit_resolved();
+        std::mem::take(&mut self.token).resolve();
         self.sender.chan.release(true);
     }
 }
