@@ -224,7 +224,7 @@ pub use http::{
 pub use model::{
     Event, InstrumentationScope, KeyValue, Link, Priority, Resource, ScopeId, SharedAttributes,
     SpanContext, SpanData, SpanId, SpanKind, SpanLimits, Status, StatusCode, Str, TraceFlags,
-    TraceId, Value, push_attribute,
+    TraceId, Value, push_attribute, truncate_chars,
 };
 pub use pipeline::{
     DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,

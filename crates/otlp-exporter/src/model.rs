@@ -413,8 +413,9 @@ pub struct SharedAttributes {
     proto: Box<[u8]>,
     /// How many were left out of `proto` (nested too deep).
     left_out: u32,
-    /// The length of the longest string among the values (arrays'
-    /// elements included): what the value length limit is checked against.
+    /// The length in characters of the longest string among the values
+    /// (arrays' elements included): what the value length limit is checked
+    /// against.
     longest: usize,
 }
 
@@ -495,14 +496,14 @@ impl PartialEq for SharedAttributes {
     }
 }
 
-/// The length of the longest string in `v` (itself, or an array's
-/// elements at any depth); 0 if there is none.
+/// The length in characters of the longest string in `v` (itself, or an
+/// array's elements at any depth); 0 if there is none.
 fn longest_string(v: &Value) -> usize {
     let mut longest = 0;
     let mut pending = vec![v];
     while let Some(v) = pending.pop() {
         match v {
-            Value::Str(s) => longest = longest.max(s.len()),
+            Value::Str(s) => longest = longest.max(s.chars().count()),
             Value::Array(items) => pending.extend(items.iter()),
             _ => {}
         }
@@ -881,12 +882,14 @@ impl InstrumentationScope {
 /// Limits on what one span may carry (OpenTelemetry SDK spec defaults:
 /// 128 of each, no value-length limit). What is cut is counted in the
 /// span's `dropped_*_count` fields; over-long string values are truncated
-/// (at a character boundary).
+/// to the limit's number of characters ([`truncate_chars`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanLimits {
     /// Most attributes per span.
     pub attribute_count: usize,
-    /// Longest string attribute value, in bytes (`None`: unlimited).
+    /// Longest string attribute value, in characters (Unicode scalar
+    /// values, each counted as 1, as the specification counts them; `None`:
+    /// unlimited).
     pub attribute_value_length: Option<usize>,
     /// Most events per span.
     pub event_count: usize,
@@ -1020,8 +1023,32 @@ fn count32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Truncates string values (and strings inside arrays) to `limit` bytes, at
-/// a character boundary. Other types are left alone, as the spec says.
+/// The longest prefix of `s` of at most `limit` characters (Unicode scalar
+/// values): how the attribute value length limit
+/// ([`SpanLimits::attribute_value_length`]) cuts a string, counting each
+/// character as 1, as the OpenTelemetry specification says.
+///
+/// ```
+/// use otlp_exporter::truncate_chars;
+/// assert_eq!(truncate_chars("ééééééé", 5), "ééééé");
+/// assert_eq!(truncate_chars("short", 10), "short");
+/// ```
+#[inline]
+pub fn truncate_chars(s: &str, limit: usize) -> &str {
+    // No more characters than bytes: a string within the limit in bytes
+    // is within it in characters, with no count.
+    if s.len() <= limit {
+        return s;
+    }
+    match s.char_indices().nth(limit) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// Truncates string values (and strings inside arrays) to `limit`
+/// characters ([`truncate_chars`]). Other types are left alone, as the spec
+/// says.
 ///
 /// Iterative: a value nested arbitrarily deep does not grow the stack (the
 /// array elements still to visit are kept in a vector, allocated only for
@@ -1032,10 +1059,7 @@ pub(crate) fn truncate_value(v: &mut Value, limit: usize) {
     while let Some(v) = next.take().or_else(|| pending.pop()) {
         match v {
             Value::Str(s) if s.len() > limit => {
-                let mut end = limit;
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
+                let end = truncate_chars(s, limit).len();
                 match s {
                     Str::Borrowed(b) => *s = Str::Borrowed(&b[..end]),
                     Str::Owned(o) => o.truncate(end),

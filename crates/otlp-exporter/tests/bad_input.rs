@@ -64,8 +64,9 @@ fn long_values_are_truncated_and_extra_attributes_counted() {
         .as_ref()
         .and_then(|v| v.value.as_ref())
     {
-        // 8 bytes is 4 two-byte characters: cut at a character boundary.
-        Some(PV::StringValue(v)) => assert_eq!(v, "éééé"),
+        // The limit counts characters, as the specification says (it
+        // counted bytes: "éééé", found by review): eight of the nine kept.
+        Some(PV::StringValue(v)) => assert_eq!(v, "éééééééé"),
         other => panic!("{other:?}"),
     }
     match got.attributes[1]

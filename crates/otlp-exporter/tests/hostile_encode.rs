@@ -419,12 +419,16 @@ fn the_value_length_limit_handles_a_value_nested_a_million_deep() {
                 let mut s = span_with(1_000_000);
                 s.attributes.push(KeyValue::new(
                     "shallow",
-                    vec![Value::from("abcdef"), Value::from(vec![Value::from("éé")])],
+                    vec![Value::from("abcdef"), Value::from(vec![Value::from("ééé")])],
                 ));
                 limits.apply(&mut s);
                 assert_eq!(
                     s.attributes[2].value,
-                    Value::from(vec![Value::from("ab"), Value::from(vec![Value::from("é")])])
+                    // Two characters: "éé" is within the limit.
+                    Value::from(vec![
+                        Value::from("ab"),
+                        Value::from(vec![Value::from("éé")])
+                    ])
                 );
                 // The leaf a million levels down was cut too.
                 let mut v = &s.attributes[1].value;

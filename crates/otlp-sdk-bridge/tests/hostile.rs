@@ -196,7 +196,7 @@ fn huge_attributes_are_cut_and_counted() {
         Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v)) => v,
         other => panic!("not a string: {other:?}"),
     };
-    assert_eq!(big, &"é".repeat(8), "cut at 16 bytes, on a char boundary");
+    assert_eq!(big, &"é".repeat(16), "cut at 16 characters");
     assert_eq!(s.events.len(), 2);
     assert_eq!(s.dropped_events_count, 3);
     assert!(

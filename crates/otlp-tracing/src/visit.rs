@@ -20,45 +20,44 @@ use tracing::field::{Field, Visit};
 /// ```
 pub const PANICKED_VALUE: &str = "<formatting panicked>";
 
-/// The longest prefix of `s` of at most `limit` bytes that ends at a
-/// character boundary.
+/// The longest prefix of `s` of at most `limit` characters (the value
+/// length limit counts characters).
 pub(crate) fn prefix(s: &str, limit: usize) -> &str {
-    if s.len() <= limit {
-        return s;
-    }
-    let mut end = limit;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    otlp_exporter::truncate_chars(s, limit)
 }
 
-/// A string writer that keeps at most `limit` bytes and then refuses more
-/// (so that formatting stops early).
+/// A string writer that keeps at most `limit` characters and then refuses
+/// more (so that formatting stops early).
 struct Bounded {
     s: String,
-    limit: usize,
+    /// Characters it still takes (`None`: no limit, nothing counted).
+    room: Option<usize>,
 }
 
 impl Write for Bounded {
     fn write_str(&mut self, part: &str) -> fmt::Result {
-        let room = self.limit - self.s.len();
-        if part.len() <= room {
+        let Some(room) = self.room else {
             self.s.push_str(part);
-            Ok(())
-        } else {
-            self.s.push_str(prefix(part, room));
-            Err(fmt::Error)
+            return Ok(());
+        };
+        let taken = prefix(part, room);
+        self.s.push_str(taken);
+        if taken.len() < part.len() {
+            self.room = Some(0);
+            return Err(fmt::Error);
         }
+        // Not cut: the whole part, at most `room` characters.
+        self.room = Some(room - part.chars().count());
+        Ok(())
     }
 }
 
-/// Formats with `write`, keeping at most `limit` bytes; a panic in the
-/// user's formatting code gives [`PANICKED_VALUE`].
+/// Formats with `write`, keeping at most `limit` characters; a panic in
+/// the user's formatting code gives [`PANICKED_VALUE`].
 fn format_bounded(limit: Option<usize>, write: impl FnOnce(&mut Bounded) -> fmt::Result) -> String {
     let mut out = Bounded {
         s: String::new(),
-        limit: limit.unwrap_or(usize::MAX),
+        room: limit,
     };
     match catch_unwind(AssertUnwindSafe(|| {
         // An error only means the limit was reached (or the value's own
@@ -335,5 +334,31 @@ impl Visit for EventFields {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let text = debug_string(value, self.limit);
         self.text(field, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value length limit counts characters (it counted bytes, found by
+    /// review), in values formatted piece by piece too.
+    #[test]
+    fn formatted_values_are_cut_to_the_limit_in_characters() {
+        struct Pieces;
+        impl fmt::Debug for Pieces {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                for _ in 0..100 {
+                    f.write_str("éa")?;
+                }
+                Ok(())
+            }
+        }
+        assert_eq!(debug_string(&Pieces, Some(5)), "éaéaé");
+        assert_eq!(debug_string(&Pieces, Some(4)), "éaéa");
+        assert_eq!(debug_string(&Pieces, None).chars().count(), 200);
+        assert_eq!(display_string(&"日本語テキスト", Some(3)), "日本語");
+        assert_eq!(prefix("ééé", 2), "éé");
+        assert_eq!(prefix("ééé", 3), "ééé");
     }
 }
