@@ -1853,3 +1853,191 @@ fn a_channel_wake_that_panics_is_counted() {
         }
     });
 }
+
+/// Found by review: a region's future dropped in its finalizers (after its
+/// close to children) was never finished: its parent waited for ever, and
+/// its owner's list of open regions kept a pointer to the freed node, which
+/// the owner's next cancellation followed (a use after free).
+#[test]
+fn a_region_future_dropped_in_its_finalizers_finishes_the_region() {
+    isolate(WATCHDOG, || {
+        let rt = multi(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let out = rt.block_on(move |cx| async move {
+            let h = cx.spawn(move |cx| async move {
+                let mut inner = Box::pin(cx.scope(move |cx| async move {
+                    let c = cx.clone();
+                    cx.defer(move || {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    });
+                    cx.finalizer(async move {
+                        let _ = c.sleep(Duration::from_millis(50)).await;
+                    });
+                }));
+                // One poll: the body is done, the region closed to
+                // children, its (last registered) async finalizer pending.
+                std::future::poll_fn(|c| {
+                    let _ = inner.as_mut().poll(c);
+                    Poll::Ready(())
+                })
+                .await;
+                drop(inner);
+                let _ = cx.sleep(HOUR).await;
+            });
+            let _ = cx.sleep(Duration::from_millis(20)).await;
+            // Walks the task's open regions: the dropped one is gone.
+            h.cancel(CancelReason::user("stop"));
+            let _ = h.await;
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok(), "{out:?}");
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the pending defer ran");
+        let s = rt.stats();
+        assert_eq!(s.finalizers_cut_off, 1, "the dropped finalizer: {s:?}");
+        let report = rt.shutdown(std::time::Duration::from_secs(5));
+        assert!(report.completed, "{report:?}");
+    });
+}
+
+/// The same, reached through a cleanup budget alone: the task that runs a
+/// region's finalizer is cut off at its parent's grace period.
+#[test]
+fn a_task_cut_off_in_its_regions_finalizer_lets_the_parent_close() {
+    isolate(WATCHDOG, || {
+        let rt = multi(1);
+        let out = rt.block_on(|cx| async move {
+            let r = cx
+                .scope_with(
+                    RegionOptions::fail_fast().cleanup(short_grace()),
+                    |cx| async move {
+                        cx.spawn(|cx| async move {
+                            cx.scope_with(
+                                RegionOptions::fail_fast().cleanup(CleanupBudget::DEFAULT),
+                                |cx| async move {
+                                    let c = cx.clone();
+                                    cx.finalizer(async move {
+                                        let _ = c.masked(c.sleep(HOUR)).await;
+                                    });
+                                },
+                            )
+                            .await
+                        });
+                        let _ = cx.sleep(Duration::from_millis(10)).await;
+                        cx.cancel(CancelReason::user("stop"));
+                    },
+                )
+                .await;
+            Ok::<_, ()>(r.is_ok())
+        });
+        assert_eq!(out.ok(), Some(true));
+        assert_eq!(rt.stats().tasks_cut_off, 1);
+        assert_eq!(rt.stats().finalizers_cut_off, 1);
+    });
+}
+
+/// Found by review: a region whose future is dropped while a task in it
+/// runs skipped its `defer`s (counted, but never run), and a shutdown that
+/// cut a task off in a finalizer counted neither that finalizer nor the
+/// `defer` after it.
+#[test]
+fn defers_of_an_abandoned_region_still_run() {
+    isolate(WATCHDOG, || {
+        let rt = multi(1);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        rt.block_on(move |cx| async move {
+            let mut scope = Box::pin(cx.scope(move |cx| async move {
+                cx.defer(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                });
+                cx.spawn(|cx| async move {
+                    let _ = cx.sleep(Duration::from_millis(20)).await;
+                });
+            }));
+            std::future::poll_fn(|c| {
+                let _ = scope.as_mut().poll(c);
+                Poll::Ready(())
+            })
+            .await;
+            drop(scope);
+            let _ = cx.sleep(Duration::from_millis(100)).await;
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "run by the last task");
+
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .cleanup_budget(CleanupBudget::UNLIMITED)
+            .build(ambient_authority())
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let h = rt.shutdown_handle();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            h.shutdown(std::time::Duration::from_millis(100))
+        });
+        let _ = rt.block_on(move |cx| async move {
+            cx.region(move |cx| async move {
+                cx.defer(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                });
+                let c = cx.clone();
+                cx.finalizer(async move {
+                    loop {
+                        let _ = c.sleep(Duration::from_millis(5)).await;
+                    }
+                });
+                Ok::<_, ()>(())
+            })
+            .await;
+            Ok::<_, ()>(())
+        });
+        let _ = stopper.join();
+        let s = rt.stats();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the defer after it ran");
+        assert_eq!(s.finalizers_cut_off, 1, "{s:?}");
+    });
+}
+
+/// Found by review: overrunning a region's cost quota cancelled the whole
+/// task that opened it (its other regions, and the outer body), and
+/// counted what the task was charged before the region opened.
+#[test]
+fn a_regions_cost_quota_cancels_only_that_region_and_counts_from_its_open() {
+    isolate(WATCHDOG, || {
+        let rt = multi(1);
+        let out = rt.block_on(|cx| async move {
+            let sibling = cx.spawn(|cx| async move { cx.sleep(Duration::from_millis(20)).await });
+            let small = RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_cost_quota(5));
+            let inner = cx
+                .region_with(small, |cx| async move {
+                    cx.charge(6)?;
+                    Ok::<_, runtime_core::Cancelled>(())
+                })
+                .await;
+            let inner = inner.cancel_reason().map(|r| r.kind());
+            let sibling = sibling.await.ok().map(|r| r.is_ok());
+            let outer = cx.checkpoint().is_ok();
+            // Charged before the region opened: not the region's.
+            let h = cx.try_spawn(move |cx| async move {
+                cx.charge(8)?;
+                let r = cx
+                    .region_with(small, |cx| async move {
+                        cx.charge(5)?;
+                        Ok::<_, runtime_core::Cancelled>(())
+                    })
+                    .await;
+                Ok::<_, runtime_core::Cancelled>(r.is_ok())
+            });
+            let pre = h.await.ok();
+            Ok::<_, ()>((inner, sibling, outer, pre))
+        });
+        assert_eq!(
+            out.ok(),
+            Some((Some(CancelKind::CostBudget), Some(true), true, Some(true)))
+        );
+    });
+}

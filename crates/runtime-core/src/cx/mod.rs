@@ -465,8 +465,11 @@ impl<C: CapSet> Cx<C> {
         self.core.budget()
     }
 
-    /// Charges `cost` against the task's cost quota; past it the task is
-    /// cancelled (`CostBudget`) and this returns `Err`.
+    /// Charges `cost` against the task's cost quota (all it was charged),
+    /// and against the cost quota of each region whose body this context
+    /// runs in (what was charged in that body since the region opened).
+    /// Past a quota, what it belongs to is cancelled (`CostBudget`): the
+    /// task, or only that region; this then returns `Err`.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -635,7 +638,11 @@ impl<C: CapSet> Cx<C> {
     /// order of registration. It always runs (a finalizer's first poll is
     /// never cut off, whatever the region's [`CleanupBudget`](crate::CleanupBudget); the budget
     /// bounds an async finalizer's later polls and time, each finalizer's
-    /// from its own start).
+    /// from its own start). If the region's future is dropped before its
+    /// close, the finalizers still pending get that first poll where the
+    /// region ends: at the drop, or when its last task finishes (an async
+    /// finalizer not done after it is cut off, counted in
+    /// `RuntimeStats::finalizers_cut_off`).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};

@@ -242,28 +242,46 @@ impl CxCore {
         }
     }
 
-    /// Charges `cost` units against the task's cost quota; when the total
-    /// exceeds it, the task is cancelled (`CostBudget`) and this returns
-    /// `Err`.
+    /// Charges `cost` units: against the task's cost quota (all it was
+    /// charged), and against the quota of each region whose body this
+    /// context runs in (what was charged in that body since the region
+    /// opened, nested bodies of the same task included). Whatever runs over
+    /// is cancelled (`CostBudget`): the task, or only the region (found by
+    /// review: a region's overrun cancelled the whole task, and counted
+    /// what the task was charged before the region opened); then this
+    /// returns `Err`.
     pub(crate) fn charge(&self, cost: u64) -> Result<(), Cancelled> {
         let h = self.header();
+        // Relaxed: counters, each read by the read-modify-write that adds to
+        // it; the cancellation they lead to carries its own ordering.
         let total = h
             .cost
             .fetch_add(cost, Ordering::Relaxed)
             .saturating_add(cost);
-        if let Some(quota) = self.budget().cost_quota
-            && total > quota
-        {
+        if h.budget.cost_quota.is_some_and(|quota| total > quota) {
             cancel_task(
                 &self.task,
                 &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
             );
-            if self.scope.is_some() {
-                // The region body shares the task's budget.
-                self.region_node().cancel(
-                    &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Task(h.id)),
+        }
+        let mut scope = self.scope.as_ref();
+        while let Some(r) = scope {
+            // Relaxed: as above.
+            let spent = r
+                .body_cost
+                .fetch_add(cost, Ordering::Relaxed)
+                .saturating_add(cost);
+            if r.budget.cost_quota.is_some_and(|quota| spent > quota) {
+                r.cancel(
+                    &CancelReason::new(CancelKind::CostBudget).with_origin(Origin::Region(r.id)),
                 );
             }
+            // The parent's body is this task's too only when the region
+            // was opened in it.
+            if !r.in_parents_body {
+                break;
+            }
+            scope = r.parent.as_ref();
         }
         self.checkpoint()
     }

@@ -228,6 +228,10 @@ pub(crate) struct Region {
     /// armed): recorded at the first request, armed only when something
     /// below is still running after a poll that saw it (`cancel/protocol.rs`).
     pub(crate) grace_at: AtomicU64,
+    /// Cost units charged in this region's body (and the bodies nested in
+    /// it by the same task) since it opened, against its budget's cost
+    /// quota (`CxCore::charge`).
+    pub(crate) body_cost: AtomicU64,
     /// The armed grace timer, cancelled at the close.
     pub(crate) grace_timer: Mutex<Option<TimerHandle>>,
     /// The timer of this region's budget deadline, cancelled at the close
@@ -432,6 +436,7 @@ impl Region {
             cleanup,
             cancel: CancelCell::new(),
             grace_at: AtomicU64::new(GRACE_UNSET),
+            body_cost: AtomicU64::new(0),
             grace_timer: Mutex::new(None),
             deadline_timer: Mutex::new(None),
             sched,
@@ -762,6 +767,11 @@ impl Region {
 
     /// Tells the scheduler `event`, if it watches (the lab's oracles).
     #[inline]
+    /// Whether the scheduler observes this region's events (`observe`).
+    pub(crate) fn observed(&self) -> bool {
+        self.observed
+    }
+
     pub(crate) fn observe(&self, event: Observed) {
         if self.observed {
             self.sched.observe(event);
@@ -1084,10 +1094,20 @@ impl Region {
     /// The region's future was dropped with children still running; the
     /// last one to finish lands here. Async finalizers cannot run without
     /// a task any more: they are dropped and counted.
-    fn finish_abandoned(&self) {
-        let skipped = self.take_finalizers();
-        self.sched.stats().finalizers_skipped(skipped.len());
-        for f in skipped {
+    pub(crate) fn finish_abandoned(&self) {
+        // Each finalizer still pending gets its first poll here, as at a
+        // close (a first poll is never cut off: every `defer` runs); one
+        // that is not done after it is dropped and counted cut off.
+        let mut pending = self.take_finalizers();
+        while let Some(mut f) = pending.pop() {
+            let polled =
+                crate::outcome::catch(|| f.as_mut().poll(&mut Context::from_waker(Waker::noop())));
+            self.observe(Observed::FinalizerEnded);
+            match polled {
+                Ok(Poll::Ready(())) => {}
+                Ok(Poll::Pending) => self.sched.stats().finalizer_cut_off(),
+                Err(_) => self.sched.stats().panic_caught(),
+            }
             if crate::outcome::drop_caught(f).is_some() {
                 self.sched.stats().panic_caught();
             }

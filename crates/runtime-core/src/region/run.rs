@@ -22,11 +22,16 @@ use crate::time::driver::TimerAction;
 /// panic), it abandons the region: cancelled, and closed by its last
 /// child, at once if it has none. So its parent is never left counting a
 /// child that no one will close.
-pub(crate) struct Opened(Option<Arc<Region>>);
+///
+/// Dropped after [`run_region`] reached quiescence (in the finalizers),
+/// the region is already closed to children, so no child will close it:
+/// the drop finishes it itself (the pending finalizers' first polls, the
+/// detach from its parent and owner).
+pub(crate) struct Opened(Option<Arc<Region>>, std::cell::Cell<bool>);
 
 impl Opened {
     pub(crate) fn new(node: Arc<Region>) -> Opened {
-        Opened(Some(node))
+        Opened(Some(node), std::cell::Cell::new(false))
     }
 
     /// The node, for the close: the guard lets it go.
@@ -45,6 +50,15 @@ impl std::ops::Deref for Opened {
 impl Drop for Opened {
     fn drop(&mut self) {
         let Some(node) = self.0.take() else { return };
+        if self.1.get() {
+            // Closed at quiescence by `run_region` (its compare-and-swap
+            // succeeded): ours to finish. (Found by review: the close was
+            // left to a last child that could never come, so the parent
+            // waited for ever, and the owner's list kept a pointer to the
+            // node past its free.)
+            node.finish_abandoned();
+            return;
+        }
         node.cancel(
             &CancelReason::new(CancelKind::ParentCancelled)
                 .with_message("the region's future was dropped before it closed")
@@ -105,6 +119,8 @@ where
         node.cancel(&node.sibling_failed());
     }
     std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
+    // Closed to children: from here a drop finishes the region itself.
+    guard.1.set(true);
     while let Some(f) = node.next_finalizer() {
         let cleaned = Cleanup::new(node, f).await;
         node.observe(crate::sched::Observed::FinalizerEnded);
@@ -219,6 +235,11 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// `false` if it was cut off (poll quota or grace period spent).
 struct Cleanup {
     fut: Finalizer,
+    /// It returned (done, cut off or panicked); dropped before, it is cut
+    /// off by the drop of the region's future, and counted so.
+    ended: bool,
+    /// The region's `observed` (the lab's finalizer oracle).
+    observed: bool,
     polls: u32,
     max_polls: Option<u32>,
     deadline: Option<crate::time::Instant>,
@@ -230,6 +251,8 @@ impl Cleanup {
     fn new(node: &Region, fut: Finalizer) -> Self {
         Cleanup {
             fut,
+            ended: false,
+            observed: node.observed(),
             polls: 0,
             max_polls: node.cleanup.polls,
             deadline: node.cleanup.grace.map(|g| node.sched.now() + g),
@@ -250,6 +273,15 @@ impl Future for Cleanup {
     type Output = Cleaned;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Cleaned> {
         let this = &mut *self;
+        let polled = this.poll_once(cx);
+        this.ended = polled.is_ready();
+        polled
+    }
+}
+
+impl Cleanup {
+    fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<Cleaned> {
+        let this = self;
         this.polls += 1;
         // The first poll is always made: a finalizer that finishes in one
         // (every `defer`) runs whatever the budget, a zero one included;
@@ -285,6 +317,14 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(t) = self.timer.take() {
             self.sched.cancel_timer(t);
+        }
+        if !self.ended {
+            // The region's future was dropped in this finalizer (found by
+            // review: it went uncounted).
+            self.sched.stats().finalizer_cut_off();
+            if self.observed {
+                self.sched.observe(crate::sched::Observed::FinalizerEnded);
+            }
         }
         // The finalizer is user code: its Drop (after a cut-off, with its
         // state half-run) may panic.
