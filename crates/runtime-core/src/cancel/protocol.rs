@@ -502,6 +502,13 @@ impl Region {
     /// of its own to drain is spared: cutting off below it lets it finish
     /// normally.
     pub(crate) fn cut_off_all(&self, force: bool) {
+        // The regions the body opened here first (through the owner task):
+        // flagged before this region's body loses its masks below, a
+        // finalizer of theirs that ends because this body's masks went
+        // finds its own region cut off (and is counted cut off).
+        for r in self.nested_regions() {
+            r.cut_off_all(force);
+        }
         // The body, if still running (in its owner task, which is not ours
         // to drop), loses its masks: wake it to see the cancellation.
         if force
@@ -539,10 +546,6 @@ impl Region {
             if force || !t.header().has_live_regions() {
                 cut_off_task(t);
             }
-        }
-        // And those the body opened here (through the owner task).
-        for r in self.nested_regions() {
-            r.cut_off_all(force);
         }
     }
 }

@@ -125,6 +125,11 @@ where
         let cleaned = Cleanup::new(node, f).await;
         node.observe(crate::sched::Observed::FinalizerEnded);
         match cleaned {
+            // Ended after shutdown's deadline released the region's masks
+            // (`cut_off_all`): its cleanup was cut short there, and counts
+            // so (it ended on its own, or was dropped with its task,
+            // whichever came first: both are a cut-off).
+            Cleaned::Done if node.is_cut_off() => node.sched.stats().finalizer_cut_off(),
             Cleaned::Done => {}
             Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
             Cleaned::Panicked(p) => node.record_panic(p),
