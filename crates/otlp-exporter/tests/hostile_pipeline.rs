@@ -1344,3 +1344,126 @@ fn records_from_thread_local_destructors_are_exported() {
         assert_eq!(memory.span_count(), 100);
     });
 }
+
+// ---------------------------------------------------------------------------
+// Found by review (session 14).
+// ---------------------------------------------------------------------------
+
+/// A shutdown whose deadline passes with spans still queued counts them as
+/// timed out and is not `completed`, whoever's deadline it was (found by
+/// review: a shutdown(0) from inside the transport left them `queued` for
+/// good, and the caller outside was told the drain completed).
+#[test]
+fn a_shutdown_deadline_that_passes_counts_what_is_left_and_is_not_completed() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // The worker may export everything before it looks at the passed
+        // deadline, or stop with spans left: either way nothing stays
+        // queued, and `completed` says whether any timed out.
+        for _ in 0..5 {
+            let slot: Slot = Arc::default();
+            let inner = slot.clone();
+            let (t, probe) = scripted(move |n| {
+                if n == 1 {
+                    // Deadline now: the worker stops when it sees it.
+                    if let Some(p) = inner.lock().unwrap().take() {
+                        p.shutdown(Duration::ZERO);
+                    }
+                }
+                thread::sleep(Duration::from_millis(2));
+                ExportResult::Success
+            });
+            let p = base(t)
+                .max_export_batch_size(16)
+                .scheduled_delay(Duration::from_millis(1))
+                .build()
+                .unwrap();
+            *slot.lock().unwrap() = Some(p.clone());
+            for i in 0..1000 {
+                p.record(SpanData::new(format!("s{i}")));
+            }
+            let report = p.shutdown(LONG);
+            let s = report.stats;
+            assert_eq!((s.queued, s.in_flight, s.retrying), (0, 0, 0), "{s:?}");
+            assert!(s.is_balanced(), "{s:?}");
+            assert_eq!(
+                report.completed,
+                s.dropped.timed_out_at_shutdown == 0,
+                "{report:?}"
+            );
+            assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
+            // Asked again: the same answer.
+            assert_eq!(p.shutdown(LONG).completed, report.completed);
+        }
+    });
+}
+
+/// Two shutdowns at once: the first deadline is the shutdown's; the
+/// caller with the longer one is not told that the drain completed when
+/// it timed out.
+#[test]
+fn concurrent_shutdowns_agree_on_whether_the_drain_completed() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_latency(Duration::from_millis(2));
+        let p = base(memory).max_export_batch_size(16).build().unwrap();
+        for i in 0..1000 {
+            p.record(SpanData::new(format!("s{i}")));
+        }
+        let short = {
+            let p = p.clone();
+            thread::spawn(move || p.shutdown(Duration::from_millis(20)))
+        };
+        thread::sleep(Duration::from_millis(5));
+        let long = p.shutdown(LONG);
+        let short = short.join().unwrap();
+        assert!(!short.completed && !long.completed, "{short:?} {long:?}");
+        assert!(long.stats.dropped.timed_out_at_shutdown > 0);
+        assert!(long.stats.is_balanced());
+    });
+}
+
+/// A batch sent as two requests (past the request size cap) whose first
+/// request fails retryably: the second waits for it (found by review: it
+/// was sent at once, delivering one thread's spans out of order).
+#[test]
+fn a_split_batch_whose_first_request_fails_retryably_keeps_its_order() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let d = delivered.clone();
+        let calls = AtomicU64::new(0);
+        struct Blip<F>(F);
+        impl<F: Fn(&EncodedRequest) -> ExportResult + Send + Sync + 'static> Transport for Blip<F> {
+            fn export(&self, request: &EncodedRequest, _deadline: Instant) -> ExportResult {
+                (self.0)(request)
+            }
+        }
+        let t = Blip(move |r: &EncodedRequest| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return ExportResult::retryable("503");
+            }
+            use prost::Message as _;
+            let req = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(&r.body[..]).unwrap();
+            for rs in req.resource_spans {
+                for ss in rs.scope_spans {
+                    d.lock()
+                        .unwrap()
+                        .extend(ss.spans.into_iter().map(|s| s.name));
+                }
+            }
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_export_batch_size(3)
+            .scheduled_delay(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        for i in 0..3 {
+            let mut s = SpanData::new(format!("s{i}"));
+            s.attributes
+                .push(KeyValue::new("blob", "x".repeat(30 << 20)));
+            p.record(s);
+        }
+        p.force_flush(LONG);
+        shut_down_balanced(&p);
+        assert_eq!(*delivered.lock().unwrap(), ["s0", "s1", "s2"]);
+    });
+}

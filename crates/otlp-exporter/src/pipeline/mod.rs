@@ -542,7 +542,9 @@ impl Pipeline {
     /// results are then ignored, and the thread exits.
     ///
     /// Safe to call more than once, and from several threads at once: each
-    /// call waits for the same shutdown. Called from inside the pipeline's
+    /// call waits for the same shutdown, whose deadline is the first call's
+    /// (a later call with a longer timeout does not extend it), and each
+    /// says `completed` only if nothing timed out. Called from inside the pipeline's
     /// own transport (or when the last handle is dropped there), it starts
     /// the shutdown and returns at once with `completed: false`; the worker
     /// finishes it when the transport returns.

@@ -88,11 +88,12 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     {
         let mut control = lock(&shared.control);
         let finished = control.finished;
-        if control.shutdown_deadline.is_some() && (finished || lock(&shared.ledger).abandoned) {
+        let abandoned = lock(&shared.ledger).abandoned;
+        if control.shutdown_deadline.is_some() && (finished || abandoned) {
             // Already shut down: the final accounting, at once.
             drop(control);
             return ShutdownReport {
-                completed: finished,
+                completed: finished && !abandoned,
                 exported: 0,
                 dropped: Dropped::default(),
                 stats: before,
@@ -124,8 +125,11 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
             stats: after,
         };
     }
-    let completed = wait_control(shared, deadline, |c| c.finished);
-    if !completed {
+    let finished = wait_control(shared, deadline, |c| c.finished);
+    // Finished with spans left at the deadline (an earlier caller's, or the
+    // worker's own look at it) is not a completed drain.
+    let completed = finished && !lock(&shared.ledger).abandoned;
+    if !finished {
         // Not under the lock: a subscriber may call back into the pipeline.
         let first = !std::mem::replace(&mut lock(&shared.ledger).abandoned, true);
         if first {
@@ -324,8 +328,16 @@ pub(super) fn export_requests(
         first_failed: Instant::now(),
     };
     for request in requests {
-        calls += 1;
         let n = request.spans as u64;
+        if !kept.requests.is_empty() {
+            // An earlier request of this batch is kept for a retry: the
+            // rest wait with it, unsent, so that they are delivered after
+            // it (found by review: they were sent at once, out of order).
+            kept.spans += n;
+            kept.requests.push(request);
+            continue;
+        }
+        calls += 1;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             transport.export(&request, deadline.starting_now())
         }));
@@ -1134,11 +1146,31 @@ impl Worker {
         for kept in std::mem::take(&mut self.kept) {
             drop_kept(&self.shared, kept, false);
         }
+        // The export threads finish what they hold and exit; what they
+        // kept for a retry after the collection above fails for good too.
+        self.pool = None;
+        self.collect_kept();
+        for kept in std::mem::take(&mut self.kept) {
+            drop_kept(&self.shared, kept, false);
+        }
+        // The deadline passed with spans still queued or in flight: they
+        // time out here (found by review: they stayed `queued` for good,
+        // neither exported nor counted, and shutdown said `completed`
+        // whenever no caller's own wait had timed out first).
+        let s = stats(&self.shared);
+        if s.queued + s.in_flight + s.retrying > 0 {
+            let first = !std::mem::replace(&mut lock(&self.shared.ledger).abandoned, true);
+            if first {
+                log_quietly(|| {
+                    tracing::warn!(
+                        "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
+                    )
+                });
+            }
+        }
         // Closing the queue: later pushes fail and count as after shutdown.
         *lock(&self.shared.consumer) = None;
         lock(&self.shared.ledger).closed = true;
-        // The export threads finish what they hold and exit.
-        self.pool = None;
         // User code: a panic in the transport's shutdown is counted and
         // reported, and the shutdown still completes (everything was
         // exported or counted above).
