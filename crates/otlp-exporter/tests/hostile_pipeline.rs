@@ -1467,3 +1467,61 @@ fn a_split_batch_whose_first_request_fails_retryably_keeps_its_order() {
         assert_eq!(*delivered.lock().unwrap(), ["s0", "s1", "s2"]);
     });
 }
+
+/// Under `Shedding::Block`, records made while threads exit (after their
+/// thread-local lane is gone) share one fallback lane: each waits no longer
+/// than its timeout in all (found by review: they queued behind each
+/// other's waits for its lock, one `end` took 2.3 s with a 100 ms timeout).
+#[test]
+fn block_records_from_exiting_threads_wait_at_most_about_their_timeout() {
+    use std::cell::RefCell;
+    struct EndOnExit(Option<otlp_exporter::Span>, Arc<Mutex<Vec<Duration>>>);
+    impl Drop for EndOnExit {
+        fn drop(&mut self) {
+            let t = Instant::now();
+            if let Some(span) = self.0.take() {
+                span.end();
+            }
+            self.1.lock().unwrap().push(t.elapsed());
+        }
+    }
+    thread_local! {
+        static CURRENT: RefCell<Option<EndOnExit>> = const { RefCell::new(None) };
+    }
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(otlp_exporter::Behavior::Hang);
+        let timeout = Duration::from_millis(100);
+        let p = base(memory.clone())
+            .max_queue_size(1)
+            .max_export_batch_size(1)
+            .scheduled_delay(Duration::ZERO)
+            .shedding(Shedding::Block { timeout })
+            .build()
+            .unwrap();
+        let tracer = p.tracer("exit", "1");
+        tracer.start("first").end();
+        // The worker is now hung in its export: the queue stays full.
+        thread::sleep(Duration::from_millis(50));
+        let waits: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let threads: Vec<_> = (0..40)
+            .map(|i| {
+                let (tr, w) = (tracer.clone(), waits.clone());
+                thread::spawn(move || {
+                    // Made before the thread's lane: dropped after it.
+                    CURRENT.with(|c| {
+                        *c.borrow_mut() = Some(EndOnExit(Some(tr.start(format!("exit{i}"))), w));
+                    });
+                    tr.start("step").end();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let longest = waits.lock().unwrap().iter().copied().max().unwrap();
+        assert!(longest < 8 * timeout, "{longest:?}");
+        memory.release();
+        let s = p.shutdown(LONG).stats;
+        assert!(s.is_balanced(), "{s:?}");
+    });
+}

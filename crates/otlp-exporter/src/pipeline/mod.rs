@@ -115,6 +115,11 @@ struct Shared {
     /// the fallback could be allocated): counted as queue-full. Written
     /// only under the `fallback` lock.
     laneless: Arc<ThreadCounters>,
+    /// Counters of `Block` records that waited out their timeout for the
+    /// `fallback` lock (counted as queue-full). Written only under
+    /// `waited_out_lock`, which is never held longer than the count.
+    waited_out: Arc<ThreadCounters>,
+    waited_out_lock: Mutex<()>,
     /// True while `Ledger::adopted` may hold spans (a hint the worker reads
     /// without taking the ledger lock).
     has_adopted: AtomicBool,
@@ -370,6 +375,8 @@ impl Pipeline {
             transport: transport.clone(),
             fallback: Mutex::new(None),
             laneless: Arc::new(ThreadCounters::default()),
+            waited_out: Arc::new(ThreadCounters::default()),
+            waited_out_lock: Mutex::new(()),
             has_adopted: AtomicBool::new(false),
             adopted_len: AtomicUsize::new(0),
             capacity,
@@ -379,6 +386,7 @@ impl Pipeline {
             worker_away: AtomicBool::new(false),
         });
         lock(&shared.threads).live.push(shared.laneless.clone());
+        lock(&shared.threads).live.push(shared.waited_out.clone());
         // The worker holds the shared state too; it cannot fail to receive
         // it (it is waiting for exactly this message).
         let _ = tx.send(shared.clone());
