@@ -88,7 +88,21 @@ pub enum BuildError {
     /// The operating system refused to start a worker thread.
     #[error("could not start worker thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// `thread_stack_size` below [`MIN_THREAD_STACK`].
+    #[error(
+        "thread_stack_size({0}) is below the least a worker needs ({min} bytes: a task's poll, \
+         a panic's unwinding and its backtrace run on it)",
+        min = MIN_THREAD_STACK
+    )]
+    StackTooSmall(usize),
 }
+
+/// The smallest [`Builder::thread_stack_size`] a runtime accepts: 64 KiB.
+/// Below it (the standard library rounds a smaller request up to the
+/// platform's minimum, 16 KiB on Linux), a task that panics while
+/// `RUST_BACKTRACE` is set overflows the stack of the worker that catches
+/// it, and a few nested regions do even without: the process aborts.
+pub const MIN_THREAD_STACK: usize = 64 << 10;
 
 impl Builder {
     fn new() -> Self {
@@ -124,6 +138,9 @@ impl Builder {
     ///     .unwrap();
     /// assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
     /// ```
+    ///
+    /// [`build`](Self::build) refuses a size below [`MIN_THREAD_STACK`]
+    /// ([`BuildError::StackTooSmall`]).
     pub fn thread_stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -288,6 +305,11 @@ impl Builder {
     pub fn build(self, _ambient: AmbientAuthority) -> Result<Runtime, BuildError> {
         if !self.current_thread && self.workers == 0 {
             return Err(BuildError::NoWorkers);
+        }
+        if let Some(bytes) = self.stack_size.filter(|&b| b < MIN_THREAD_STACK) {
+            // Found by review: 0 or 1 was accepted, and the first panic
+            // under RUST_BACKTRACE=1 aborted the process.
+            return Err(BuildError::StackTooSmall(bytes));
         }
         let cores = if self.current_thread { 1 } else { self.workers };
         let clock = self

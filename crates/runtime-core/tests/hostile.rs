@@ -2041,3 +2041,96 @@ fn a_regions_cost_quota_cancels_only_that_region_and_counts_from_its_open() {
         );
     });
 }
+
+/// Found by review: each region nested in a body doubled (a scope:
+/// quadrupled) the size of the future around it (an `async fn` kept its
+/// argument twice), so scopes nested five deep overflowed a 2 MiB stack in
+/// a debug build; and `thread_stack_size(1)` was accepted, then aborted at
+/// the first panic under `RUST_BACKTRACE=1`.
+#[test]
+fn nested_regions_grow_their_future_by_a_constant_and_small_stacks_are_refused() {
+    isolate(WATCHDOG, || {
+        let rt = multi(1);
+        let sizes = rt
+            .block_on(|cx| async move {
+                let f1 = cx.scope(|_| async { 5 });
+                let f2 = cx.scope(|cx| async move { cx.scope(|_| async { 5 }).await });
+                let f3 = cx.scope(|cx| async move {
+                    cx.scope(|cx| async move { cx.scope(|_| async { 5 }).await })
+                        .await
+                });
+                let r1 = cx.region(|_| async { Ok::<_, ()>(5) });
+                let r2 = cx.region(|cx| async move {
+                    cx.region(|_| async { Ok::<_, ()>(5) }).await.ok();
+                    Ok::<_, ()>(1)
+                });
+                let sizes = [
+                    std::mem::size_of_val(&f1),
+                    std::mem::size_of_val(&f2),
+                    std::mem::size_of_val(&f3),
+                    std::mem::size_of_val(&r1),
+                    std::mem::size_of_val(&r2),
+                ];
+                drop((f1, f2, f3, r1, r2));
+                Ok::<_, ()>(sizes)
+            })
+            .unwrap();
+        let [s1, s2, s3, r1, r2] = sizes;
+        // About a constant per level (alignment aside): it was a factor.
+        assert!(s3 - s2 <= s2 - s1 + 64, "{sizes:?}");
+        assert!(r2 < 2 * r1 + 128, "{sizes:?}");
+
+        let small = Runtime::builder()
+            .worker_threads(1)
+            .thread_stack_size(1)
+            .build(ambient_authority());
+        assert!(
+            matches!(small, Err(runtime_core::BuildError::StackTooSmall(1))),
+            "{small:?}"
+        );
+        // The least accepted is enough for a panic's backtrace and nested
+        // scopes.
+        // SAFETY: this child process runs this test alone, before any
+        // thread of its own reads the environment.
+        unsafe { std::env::set_var("RUST_BACKTRACE", "full") };
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .thread_stack_size(runtime_core::MIN_THREAD_STACK)
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            // In a scope of its own: the panic fails that scope only.
+            let panicked = cx
+                .scope(|cx| async move {
+                    cx.spawn(|_| async {
+                        if true {
+                            panic!("a panic on the smallest stack")
+                        }
+                    })
+                    .await
+                })
+                .await;
+            let panicked = matches!(panicked, Outcome::Panicked(_));
+            let nested = cx
+                .scope(|cx| async move {
+                    cx.scope(|cx| async move {
+                        cx.scope(|cx| async move {
+                            cx.scope(|cx| async move { cx.scope(|_| async { 5 }).await.ok() })
+                                .await
+                                .ok()
+                        })
+                        .await
+                        .ok()
+                    })
+                    .await
+                    .ok()
+                })
+                .await;
+            Ok::<_, ()>((
+                panicked,
+                nested.ok().flatten().flatten().flatten().flatten(),
+            ))
+        });
+        assert_eq!(out.ok(), Some((true, Some(5))));
+    });
+}

@@ -28,8 +28,26 @@ pub(crate) use untyped::{CxCore, spawn_in};
 
 /// A body that returns any value, as one that returns `Result<T, Infallible>`
 /// (what the region and task machinery runs).
-async fn infallible<F: Future>(f: F) -> Result<F::Output, Infallible> {
-    Ok(f.await)
+fn infallible<F: Future>(f: F) -> Infallible_<F> {
+    Infallible_(f)
+}
+
+/// The future of [`infallible`]: `F` held once, polled in place. (An
+/// `async fn` kept its argument and its awaited copy both: a scope nested
+/// in a scope doubled in size at each level, on top of the region's own.)
+struct Infallible_<F>(F);
+
+impl<F: Future> Future for Infallible_<F> {
+    type Output = Result<F::Output, Infallible>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        // SAFETY: structural pinning of the only field, never moved out.
+        unsafe { self.map_unchecked_mut(|s| &mut s.0) }
+            .poll(cx)
+            .map(Ok)
+    }
 }
 pub use untyped::{MAX_MASK_DEPTH, MaskDepthExceeded, Masked, YieldNow};
 
