@@ -220,6 +220,16 @@ struct Slot<R> {
 /// blocking code cannot be interrupted, so the awaiting task waits for it
 /// (its cleanup budget still bounds how long).
 ///
+/// **Not a child of the region.** A job cannot be cancelled or cut off (a
+/// thread cannot be), so a region that waited for its jobs could be held
+/// open for ever, against the cleanup budget's promise; instead a job
+/// belongs to the runtime's blocking pool. Awaited, it ends before the
+/// awaiting code goes on. Dropped unawaited (or cut off with its task),
+/// it runs to its end on the pool, detached from the region that started
+/// it, and [`Runtime::shutdown`](crate::Runtime::shutdown) reports it in
+/// `blocking_jobs_running` while it runs. Await every job whose effects
+/// must be over when the region closes.
+///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
 /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();

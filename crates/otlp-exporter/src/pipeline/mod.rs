@@ -302,6 +302,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// [`ExportStats::retrying`](crate::ExportStats::retrying) shows the spans
 /// kept; they are part of `in_flight`, so the accounting balances exactly
 /// throughout.
+///
+/// # Order, and two limits
+///
+/// Spans recorded on one thread are delivered in the order they were
+/// recorded, with one export thread (`max_concurrent_exports(1)`, the
+/// default), including across an outage. Two exceptions:
+///
+/// * A span ended while its thread exits, after the thread's lane is gone
+///   (by a `thread_local!` destructor that runs after the pipeline's), goes
+///   through a lane shared by all such records and may be delivered before
+///   that thread's earlier spans.
+/// * With more than one export thread, batches are sent side by side and
+///   may arrive in any order.
+///
+/// Each thread that recorded into a pipeline keeps its lane (for a
+/// pooled queue a reference to the pool; under `DropOldest`, the thread's
+/// ring) until it records into a pipeline it has no lane for or exits:
+/// a pipeline shut down and dropped while long-lived idle threads hold
+/// lanes keeps that memory until then.
 #[derive(Clone)]
 pub struct Pipeline {
     handle: Arc<Handle>,

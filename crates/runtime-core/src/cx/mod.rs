@@ -685,6 +685,12 @@ impl<C: CapSet> Cx<C> {
 
     /// Registers an async finalizer, run under the cleanup budget.
     ///
+    /// Finalizers run after the region has closed to new tasks: a task
+    /// spawned from one (with the region's context) is never started, and
+    /// its handle ends at once `Cancelled` ("spawned into a region that
+    /// had already closed"). Work a finalizer needs runs in the finalizer
+    /// itself, or in a region it opens.
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
@@ -1109,7 +1115,9 @@ impl<C: HasTime> Cx<C> {
 }
 
 impl<C: HasBlocking> Cx<C> {
-    /// Runs `f` on the blocking pool and resolves with its value.
+    /// Runs `f` on the blocking pool and resolves with its value. The job
+    /// is not a child of this context's region: see [`Blocking`] for
+    /// what happens to one whose future is dropped unawaited.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};

@@ -31,7 +31,16 @@
 //! early abandons the region: it is cancelled and the last child to finish
 //! completes the close. So does dropping it before its first poll, or a
 //! panic between the open and that future (a body closure's): the node
-//! is held by an `Opened` guard from the open to the close.
+//! is held by an `Opened` guard from the open to the close. Dropped after
+//! the close to children (in the finalizers), the guard finishes the
+//! region itself: the finalizers left get their first poll, and the node
+//! leaves its parent and owner.
+//!
+//! A child region's outcome goes to the body that awaited it, as a
+//! function's result does, not into its parent's join: the parent's
+//! policy sees a failed child region only if that body returns the failure
+//! (`?` on it, or an `Err` made from it). A child task's outcome, which
+//! has no caller to go to, joins into its region's.
 //!
 //! A region is opened through a context, by the context's task: a task of
 //! the parent (spawned into it) or the parent's owner (the task its body
