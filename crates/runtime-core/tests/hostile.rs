@@ -2134,3 +2134,70 @@ fn nested_regions_grow_their_future_by_a_constant_and_small_stacks_are_refused()
         assert_eq!(out.ok(), Some((true, Some(5))));
     });
 }
+
+/// Found by review of this session's fixes: a permit taken from a
+/// thread-local destructor (a logger that flushes at exit) after the lab's
+/// permit ledger was torn down panicked inside a destructor: an abort.
+#[test]
+fn a_send_from_a_thread_local_destructor_works() {
+    use std::cell::RefCell;
+    struct FlushOnExit(channel::mpsc::Sender<&'static str>);
+    impl Drop for FlushOnExit {
+        fn drop(&mut self) {
+            self.0.try_send("bye").expect("room for it");
+        }
+    }
+    thread_local! {
+        static LOG: RefCell<Option<FlushOnExit>> = const { RefCell::new(None) };
+    }
+    isolate(WATCHDOG, || {
+        let (tx, mut rx) = channel::mpsc::channel::<&'static str>(4).unwrap();
+        std::thread::spawn(move || {
+            LOG.with(|l| *l.borrow_mut() = Some(FlushOnExit(tx.clone())));
+            // The first permit of this thread: the ledger's thread-local is
+            // made now, after LOG, so it is torn down before LOG.
+            tx.try_send("hello").unwrap();
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rx.try_recv().ok(), Some("hello"));
+        assert_eq!(rx.try_recv().ok(), Some("bye"));
+    });
+}
+
+/// Found by review of this session's fixes: a `defer` that starts after its
+/// region was cut off and runs to its end was counted as cut off.
+#[test]
+fn defers_that_run_after_a_cut_off_are_not_counted_cut_off() {
+    isolate(WATCHDOG, || {
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .cleanup_budget(CleanupBudget {
+                polls: None,
+                grace: Some(Duration::from_millis(20)),
+            })
+            .build(ambient_authority())
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let _ = rt.block_on(move |cx| async move {
+            let _ = cx
+                .timeout(Duration::from_millis(10), move |cx| async move {
+                    let (a, b) = (r.clone(), r.clone());
+                    cx.defer(move || {
+                        a.fetch_add(1, Ordering::SeqCst);
+                    });
+                    cx.defer(move || {
+                        b.fetch_add(1, Ordering::SeqCst);
+                    });
+                    // Overruns the grace: the region is cut off.
+                    let _ = cx.masked(cx.sleep(HOUR)).await;
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(())
+        });
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+        assert_eq!(rt.stats().finalizers_cut_off, 0, "{:?}", rt.stats());
+    });
+}

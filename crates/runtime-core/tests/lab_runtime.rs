@@ -740,6 +740,15 @@ fn a_deadline_budget_needs_the_time_capability() {
         let spawn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             drop(masked.spawn_with(budget, |_| async {}))
         }));
+        // A grace period of its own is a timer too.
+        let grace = RegionOptions::fail_fast().cleanup(CleanupBudget {
+            polls: None,
+            grace: Some(Duration::from_millis(300)),
+        });
+        let graced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(weak.region_with(grace, |_| async { Ok::<_, ()>(()) }))
+        }));
+        assert!(graced.is_err(), "a grace period needs the time capability");
         // With the capability, the same budget is fine.
         let fine = cx
             .region_with(RegionOptions::fail_fast().budget(budget), |_| async {

@@ -547,8 +547,9 @@ impl<C: CapSet> Cx<C> {
     ///
     /// # Panics
     ///
-    /// When the budget has a deadline and this context lacks
-    /// [`Capability::Time`] (the deadline's timer would be a sleep).
+    /// When the budget has a deadline, or the options a cleanup budget with
+    /// a grace period, and this context lacks [`Capability::Time`] (their
+    /// timers would be sleeps).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -578,6 +579,11 @@ impl<C: CapSet> Cx<C> {
         E: Send + 'static,
     {
         self.require_time_for(&spec.budget);
+        if spec.cleanup.is_some_and(|c| c.grace.is_some()) {
+            // A grace period of its own choosing sets a timer too (found by
+            // review: a finalizer that never ends slept for it).
+            self.require(Capability::Time);
+        }
         let mask = self.mask;
         self.core
             .region_with(spec, move |core| body(Cx::from_core(core, mask)))

@@ -51,12 +51,20 @@ impl PermitToken {
 /// this thread's run, if one is open.
 #[inline]
 pub(crate) fn permit_opened() -> PermitToken {
-    PermitToken(LEDGER.with(|l| {
-        let ledger = l.borrow().clone()?;
-        // Relaxed: as in `resolve`.
-        ledger.fetch_add(1, Ordering::Relaxed);
-        Some(ledger)
-    }))
+    // `try_with`: a permit may be taken from another thread-local's
+    // destructor after this one's has run (found by review: `with` panicked
+    // there, in a destructor, which aborts); no run is open then.
+    PermitToken(
+        LEDGER
+            .try_with(|l| {
+                let ledger = l.borrow().clone()?;
+                // Relaxed: as in `resolve`.
+                ledger.fetch_add(1, Ordering::Relaxed);
+                Some(ledger)
+            })
+            .ok()
+            .flatten(),
+    )
 }
 
 /// Opens a ledger for the lab run on this thread until the guard drops
@@ -84,7 +92,7 @@ impl LedgerGuard {
 impl Drop for LedgerGuard {
     fn drop(&mut self) {
         let outer = self.outer.take();
-        LEDGER.with(|l| *l.borrow_mut() = outer);
+        let _ = LEDGER.try_with(|l| *l.borrow_mut() = outer);
     }
 }
 

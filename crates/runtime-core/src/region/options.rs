@@ -32,7 +32,7 @@ pub enum Policy {
 pub struct RegionOptions {
     pub(super) policy: Policy,
     pub(crate) budget: Budget,
-    pub(super) cleanup: Option<CleanupBudget>,
+    pub(crate) cleanup: Option<CleanupBudget>,
 }
 
 impl RegionOptions {

@@ -154,14 +154,19 @@ where
         // Closed to children: from here a drop finishes the region itself.
         guard.1.set(true);
         while let Some(f) = node.next_finalizer() {
+            let cut_before = node.is_cut_off();
             let cleaned = Cleanup::new(node, f).await;
             node.observe(crate::sched::Observed::FinalizerEnded);
             match cleaned {
-                // Ended after shutdown's deadline released the region's masks
-                // (`cut_off_all`): its cleanup was cut short there, and counts
-                // so (it ended on its own, or was dropped with its task,
-                // whichever came first: both are a cut-off).
-                Cleaned::Done if node.is_cut_off() => node.sched.stats().finalizer_cut_off(),
+                // Running when shutdown's deadline released the region's
+                // masks (`cut_off_all`), and ended after: its cleanup was
+                // cut short there, and counts so (it ended on its own, or
+                // was dropped with its task, whichever came first: both are
+                // a cut-off). One that starts after the cut-off and runs to
+                // its end (a `defer`) is not cut off.
+                Cleaned::Done if !cut_before && node.is_cut_off() => {
+                    node.sched.stats().finalizer_cut_off();
+                }
                 Cleaned::Done => {}
                 Cleaned::CutOff => node.sched.stats().finalizer_cut_off(),
                 Cleaned::Panicked(p) => node.record_panic(p),
