@@ -189,11 +189,16 @@ impl<T> Wheel<T> {
         self.len() == 0
     }
 
-    /// Takes every pending timer's value out, leaving the wheel empty (its
-    /// slab's storage kept). The caller drops them one at a time: a value
-    /// whose drop panics leaves the rest to drop.
+    /// Takes every pending timer's value out, leaving the wheel empty and
+    /// its slab's storage freed (a runtime's clear at shutdown; its driver
+    /// may outlive it, held by a stray handle, and must not hold the slab).
+    /// The caller drops them one at a time: a value whose drop panics
+    /// leaves the rest to drop.
     pub(crate) fn take_all(&mut self) -> Vec<T> {
-        let taken: Vec<T> = self.entries.drain(..).filter_map(|e| e.value).collect();
+        let taken: Vec<T> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .filter_map(|e| e.value)
+            .collect();
         self.len = 0;
         self.free_head = NIL;
         self.slots.fill(Slot::EMPTY);
