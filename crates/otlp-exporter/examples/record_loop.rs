@@ -4,8 +4,9 @@
 //! (`benches/src/record.rs`). Records `N` spans (the first argument,
 //! default 5 000 000) in each of 5 rounds and prints the best round's
 //! nanoseconds per span. The queue holds the second argument's number of
-//! spans (default 65 536; give it `5 * N` for a run that can never drop,
-//! as instruction counts under valgrind need). The transport discards.
+//! spans (default 65 536; at most `MAX_QUEUE_SIZE`, 1 048 576: give it
+//! `5 * N` with `N` up to 200 000 for a run that can never drop, as
+//! instruction counts under valgrind need). The transport discards.
 //!
 //! `cargo run --release -p otlp-exporter --example record_loop -- 1000000`
 
