@@ -353,7 +353,11 @@ impl InMemory {
 ///   and the next line starts with a newline, so that the cut line stands
 ///   alone (a reader of lines finds it malformed, never merged into the
 ///   next);
-/// - a reader that has gone fails the export (`EPIPE`).
+/// - a reader that has gone fails the export (`EPIPE`, with SIGPIPE
+///   ignored, as a Rust program has it; a host that restores SIGPIPE's
+///   default action is killed by it, as any writer to a pipe is);
+/// - a pipe removed from the path fails the exports until one is there
+///   again (never a regular file made in its place).
 ///
 /// One writer per file: two transports (or processes) appending to the
 /// same file may interleave and truncate each other's lines.
@@ -419,6 +423,16 @@ impl FileTransport {
         use std::os::unix::fs::MetadataExt as _;
         let same = match (std::fs::metadata(&self.path), state.file.metadata()) {
             (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
+            // A pipe or device gone from the path is not made again as a
+            // regular file (found by review: a consumer that removed its
+            // FIFO to make a new one found a file there, and the spans
+            // went into it): the export fails until one is back.
+            (Err(e), Ok(f)) if !f.is_file() => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("the pipe or device is gone from the path: {e}"),
+                ));
+            }
             // Gone from the path: open a new one below. Our own handle
             // unreadable: keep it, the write will report the error.
             (Err(_), _) => false,
@@ -441,7 +455,7 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         && !meta.is_file()
         && !meta.is_dir()
     {
-        return open_stream(path);
+        return open_stream(path, &meta);
     }
     let mut options = OpenOptions::new();
     options.create(true).append(true);
@@ -459,6 +473,18 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         file.seek(SeekFrom::Start(len - 1))?;
         file.read_exact(&mut last)?;
         if last[0] != b'\n' {
+            // Within the file-size limit only (found by review: a file left
+            // torn at the limit raised SIGXFSZ here, at open, again).
+            if file.max_len().is_some_and(|max| len >= max) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!(
+                        "{} ends in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
+                         {len} bytes): no room for the newline that would end it",
+                        path.display()
+                    ),
+                ));
+            }
             file.write_all(b"\n")?;
         }
     }
@@ -471,29 +497,29 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 /// would never show), without blocking: a FIFO with no reader fails at
 /// once (`ENXIO`) rather than wait for one.
 #[cfg(unix)]
-fn open_stream(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+fn open_stream(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
     OpenOptions::new()
         .append(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{} is a FIFO with no reader (start its reader first): {e}",
-                        path.display()
-                    ),
-                )
+            let kind = meta.file_type();
+            let why = if e.raw_os_error() != Some(libc::ENXIO) {
+                return e;
+            } else if kind.is_fifo() {
+                "is a FIFO with no reader (start its reader first)"
+            } else if kind.is_socket() {
+                "is a socket, which cannot be opened as a file"
             } else {
-                e
-            }
+                "names no device that can be opened"
+            };
+            std::io::Error::new(e.kind(), format!("{} {why}: {e}", path.display()))
         })
 }
 
 #[cfg(not(unix))]
-fn open_stream(path: &Path) -> std::io::Result<File> {
+fn open_stream(path: &Path, _meta: &std::fs::Metadata) -> std::io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
@@ -676,6 +702,7 @@ impl Transport for FileTransport {
             // line as one write where the reader has room, and a line cut
             // short before ended first.
             let mut line = Vec::with_capacity(request.body.len() + 2);
+            let ending = usize::from(*cut_line);
             if *cut_line {
                 line.push(b'\n');
             }
@@ -686,23 +713,28 @@ impl Transport for FileTransport {
                     *cut_line = false;
                     Ok(())
                 }
-                Err((0, e)) if e.kind() == std::io::ErrorKind::TimedOut => {
-                    return ExportResult::retryable(format!(
-                        "writing {}: {e} (nothing of this request was written)",
-                        self.path.display()
-                    ));
-                }
-                Err((0, e)) => Err(e),
-                Err((written, e)) => {
+                Err((written, e)) if written > ending => {
                     // Past the newline that ended an earlier cut line, a
                     // part of this one is out: it is cut now.
-                    *cut_line = written > usize::from(*cut_line);
-                    if *cut_line {
-                        return ExportResult::Failed(format!(
-                            "writing {}: {e} (the line was cut short after {written} of its {} \
-                             bytes; the next starts with a newline)",
-                            self.path.display(),
-                            line.len()
+                    *cut_line = true;
+                    return ExportResult::Failed(format!(
+                        "writing {}: {e} (the line was cut short after {written} of its {} \
+                         bytes; the next starts with a newline)",
+                        self.path.display(),
+                        line.len()
+                    ));
+                }
+                Err((written, e)) => {
+                    // Nothing of this request is out (at most the newline
+                    // that ends the cut line before it, which then needs no
+                    // other).
+                    if written == ending {
+                        *cut_line = false;
+                    }
+                    if e.kind() == std::io::ErrorKind::TimedOut {
+                        return ExportResult::retryable(format!(
+                            "writing {}: {e} (nothing of this request was written)",
+                            self.path.display()
                         ));
                     }
                     Err(e)

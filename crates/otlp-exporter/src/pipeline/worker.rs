@@ -1153,10 +1153,14 @@ impl Worker {
         for kept in std::mem::take(&mut self.kept) {
             drop_kept(&self.shared, kept, false);
         }
-        // The deadline passed with spans still queued or in flight: they
-        // time out here (found by review: they stayed `queued` for good,
-        // neither exported nor counted, and shutdown said `completed`
-        // whenever no caller's own wait had timed out first).
+        // Closing the queue: later pushes fail and count as after shutdown.
+        *lock(&self.shared.consumer) = None;
+        lock(&self.shared.ledger).closed = true;
+        // The deadline passed with spans still queued or in flight (a push
+        // that landed before the close above included): they time out here
+        // (found by review: they stayed `queued` for good, neither exported
+        // nor counted, and shutdown said `completed` whenever no caller's
+        // own wait had timed out first).
         let s = stats(&self.shared);
         if s.queued + s.in_flight + s.retrying > 0 {
             let first = !std::mem::replace(&mut lock(&self.shared.ledger).abandoned, true);
@@ -1168,9 +1172,6 @@ impl Worker {
                 });
             }
         }
-        // Closing the queue: later pushes fail and count as after shutdown.
-        *lock(&self.shared.consumer) = None;
-        lock(&self.shared.ledger).closed = true;
         // User code: a panic in the transport's shutdown is counted and
         // reported, and the shutdown still completes (everything was
         // exported or counted above).
