@@ -353,9 +353,10 @@ impl InMemory {
 ///   and the next line starts with a newline, so that the cut line stands
 ///   alone (a reader of lines finds it malformed, never merged into the
 ///   next);
-/// - a reader that has gone fails the export (`EPIPE`, with SIGPIPE
-///   ignored, as a Rust program has it; a host that restores SIGPIPE's
-///   default action is killed by it, as any writer to a pipe is);
+/// - a reader that has gone fails the export (`EPIPE`: the pipeline's
+///   threads block SIGPIPE, so even a host that restored its default
+///   action is not killed; a transport called from a thread of your own
+///   follows that thread's signal mask);
 /// - a pipe removed from the path fails the exports until one is there
 ///   again (never a regular file made in its place).
 ///

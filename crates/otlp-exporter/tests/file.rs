@@ -613,3 +613,39 @@ fn a_relative_path_stays_where_it_was_opened() {
         }
     });
 }
+
+/// Found by review: with SIGPIPE's default action restored (a C or Python
+/// host does), a reader's exit killed the process at the next export. The
+/// pipeline's threads block it: the export fails, counted.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reader_gone_under_sigpipes_default_action_fails_the_export_not_the_process() {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    test_watchdog::isolate(WATCHDOG, || {
+        // SAFETY: restores the default action, as a host process may have.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        let path = temp_path("fifo-sigpipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo runs");
+        assert!(made.success());
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let p = Pipeline::builder()
+            .transport(FileTransport::open(&path).unwrap())
+            .build()
+            .unwrap();
+        p.record(SpanData::new("read"));
+        assert!(p.force_flush(Duration::from_secs(10)).completed);
+        drop(reader);
+        p.record(SpanData::new("nobody reads"));
+        p.force_flush(Duration::from_secs(10));
+        let s = p.shutdown(Duration::from_secs(10)).stats;
+        assert_eq!((s.exported, s.dropped.export_failed), (1, 1), "{s:?}");
+        std::fs::remove_file(&path).unwrap();
+    });
+}

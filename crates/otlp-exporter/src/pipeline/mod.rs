@@ -238,6 +238,25 @@ impl ScopeTable {
     }
 }
 
+/// Blocks SIGPIPE on the calling thread (the worker and the export
+/// threads, which call the transport): a write to a pipe or socket whose
+/// reader is gone then fails with `EPIPE`, counted as a failed export,
+/// even in a host that restored SIGPIPE's default action (which kills the
+/// process; Rust programs ignore it from the start). Found by review. The
+/// signal a blocked thread would have had stays pending on that thread,
+/// never delivered.
+pub(super) fn block_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: a signal set built by `sigemptyset`/`sigaddset`, passed to
+    // `pthread_sigmask` for the calling thread only.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -368,6 +387,7 @@ impl Pipeline {
         let worker = thread::Builder::new()
             .name("otlp-exporter".into())
             .spawn(move || {
+                block_sigpipe();
                 if let Ok(shared) = rx.recv() {
                     Worker::run_guarded(shared, encoder, batch);
                 }

@@ -531,6 +531,7 @@ impl Worker {
                     let spawned = thread::Builder::new()
                         .name(format!("otlp-export-{i}"))
                         .spawn(move || {
+                            block_sigpipe();
                             PIPELINE_THREAD.with(|id| id.set(shared.id));
                             loop {
                                 // One thread waits on the channel at a time.
