@@ -1520,8 +1520,48 @@ fn block_records_from_exiting_threads_wait_at_most_about_their_timeout() {
         }
         let longest = waits.lock().unwrap().iter().copied().max().unwrap();
         assert!(longest < 8 * timeout, "{longest:?}");
+        // Unsampled spans ended at threads' exits while the lane is busy:
+        // they never wait for it, and count as not sampled (found by
+        // review: they waited, and one that waited out its timeout
+        // counted as queue-full).
+        struct RecordOnExit(Pipeline, Arc<Mutex<Vec<Duration>>>);
+        impl Drop for RecordOnExit {
+            fn drop(&mut self) {
+                let mut span = SpanData::new("unsampled");
+                span.context.trace_flags = otlp_exporter::TraceFlags::default();
+                let t = Instant::now();
+                self.0.record(span);
+                self.1.lock().unwrap().push(t.elapsed());
+            }
+        }
+        thread_local! {
+            static UNSAMPLED: RefCell<Option<RecordOnExit>> = const { RefCell::new(None) };
+        }
+        let quick: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let threads: Vec<_> = (0..40)
+            .map(|i| {
+                let (tr, p, w, q) = (tracer.clone(), p.clone(), waits.clone(), quick.clone());
+                thread::spawn(move || {
+                    if i % 2 == 0 {
+                        CURRENT.with(|c| {
+                            *c.borrow_mut() =
+                                Some(EndOnExit(Some(tr.start(format!("busy{i}"))), w));
+                        });
+                    } else {
+                        UNSAMPLED.with(|c| *c.borrow_mut() = Some(RecordOnExit(p, q)));
+                    }
+                    tr.start("step").end();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let slowest = quick.lock().unwrap().iter().copied().max().unwrap();
+        assert!(slowest < timeout / 2, "{slowest:?}");
         memory.release();
         let s = p.shutdown(LONG).stats;
         assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.dropped.not_sampled, 20, "{s:?}");
     });
 }

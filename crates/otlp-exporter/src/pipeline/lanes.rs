@@ -506,14 +506,18 @@ fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool
         Shedding::Block { timeout } => Instant::now().checked_add(timeout),
         _ => None,
     };
+    let sampled = span.context.trace_flags.is_sampled();
     let mut fallback = match wait_until {
+        // An unsampled span is never pushed: it does not wait for the
+        // lane, and counts as not sampled.
+        Some(_) if !sampled => return record_waited_out(shared, sampled),
         Some(until) => loop {
             match shared.fallback.try_lock() {
                 Ok(guard) => break guard,
                 Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {
                     if Instant::now() >= until {
-                        return record_waited_out(shared);
+                        return record_waited_out(shared, sampled);
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -536,18 +540,19 @@ fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool
             lane.wait_until = None;
             recorded
         }
-        None => record_laneless(shared),
+        None => record_laneless(shared, sampled),
     }
 }
 
 /// A record that waited out its `Block` timeout for the fallback lane's
-/// lock: counted as queue-full (or after shutdown), as one that waited it
-/// out for room is, in counters of their own (one writer at a time: under
-/// a lock held only for the count).
+/// lock (or, unsampled, did not wait for it): counted as queue-full (or
+/// not sampled, or after shutdown), as one that waited it out for room
+/// is, in counters of their own (one writer at a time: under a lock held
+/// only for the count).
 #[cold]
-fn record_waited_out(shared: &Shared) -> Recorded {
+fn record_waited_out(shared: &Shared, sampled: bool) -> Recorded {
     let _guard = lock(&shared.waited_out_lock);
-    count_unpushed(shared, &shared.waited_out)
+    count_unpushed(shared, &shared.waited_out, sampled)
 }
 
 /// A lane for the calling thread, or `None` if it cannot be allocated.
@@ -567,21 +572,24 @@ pub(super) fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
 }
 
 /// Accounts for a record that found no lane at all (memory ran out):
-/// counted as queue-full (or after shutdown). Called under the fallback
-/// lock, which makes it the single writer of `laneless`.
-pub(super) fn record_laneless(shared: &Shared) -> Recorded {
-    count_unpushed(shared, &shared.laneless)
+/// counted as queue-full (or not sampled, or after shutdown). Called under
+/// the fallback lock, which makes it the single writer of `laneless`.
+pub(super) fn record_laneless(shared: &Shared, sampled: bool) -> Recorded {
+    count_unpushed(shared, &shared.laneless, sampled)
 }
 
 /// Counts a record accepted and dropped without a push into `c`, whose
-/// caller is its only writer.
-fn count_unpushed(shared: &Shared, c: &ThreadCounters) -> Recorded {
+/// caller is its only writer: after shutdown, not sampled, or queue-full.
+fn count_unpushed(shared: &Shared, c: &ThreadCounters, sampled: bool) -> Recorded {
     let n = c.accepted.load(Ordering::Relaxed) + 1;
     // SeqCst: as in `record_into`.
     c.accepted.swap(n, Ordering::SeqCst);
     let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
         bump(&c.after_shutdown);
         Recorded::Dropped(DropReason::Shutdown)
+    } else if !sampled {
+        bump(&c.not_sampled);
+        Recorded::Dropped(DropReason::NotSampled)
     } else {
         bump(&c.queue_full);
         Recorded::Dropped(DropReason::QueueFull)
