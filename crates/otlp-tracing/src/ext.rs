@@ -132,7 +132,8 @@ fn with_state<R>(
 
 impl OtlpSpanExt for tracing::Span {
     fn set_parent(&self, parent: SpanContext) -> bool {
-        with_state(self, |state, layer| state.set_parent(layer, &parent)).unwrap_or(false)
+        let meta = self.metadata();
+        with_state(self, |state, layer| state.set_parent(layer, &parent, meta)).unwrap_or(false)
     }
 
     fn span_context(&self) -> Option<SpanContext> {

@@ -393,7 +393,14 @@ impl SpanState {
 
     /// Makes `parent` (usually remote) this span's parent, if the span's
     /// context has not been handed out yet.
-    pub(crate) fn set_parent(&mut self, layer: &OtlpLayer, parent: &SpanContext) -> bool {
+    /// `meta`: the span's callsite, for the location attributes of a span
+    /// that starts keeping here.
+    pub(crate) fn set_parent(
+        &mut self,
+        layer: &OtlpLayer,
+        parent: &SpanContext,
+        meta: Option<&'static Metadata<'static>>,
+    ) -> bool {
         if self.frozen || !parent.is_valid() {
             return false;
         }
@@ -409,6 +416,13 @@ impl SpanState {
         // keeping from here, and its clock starts now.
         if !self.keep && self.recording {
             self.keep = true;
+            // Its location, as a span kept from its creation has (found
+            // by review: it was exported without `code.*`).
+            if layer.location
+                && let Some(meta) = meta
+            {
+                layer.push_location(&mut self.data, meta);
+            }
             let now = mono();
             self.data.start_time_unix_nano = unix_of(now);
             if layer.inactivity {

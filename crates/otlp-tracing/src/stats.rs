@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 /// tracked is either handed to the pipeline sampled (which then accounts
 /// for it in [`ExportStats`](otlp_exporter::ExportStats): exported,
 /// queued, or dropped under a reason, `after_shutdown` included), handed to
-/// it unsampled (counted there as `not_sampled`), or still open (never
-/// handed over).
+/// it unsampled (counted there as `not_sampled`, or as `after_shutdown`
+/// once the pipeline has shut down: its `not_sampled` can be lower than
+/// this one's), or still open (never handed over).
 ///
 /// ```
 /// use otlp_exporter::{InMemory, Pipeline};
@@ -47,7 +48,8 @@ pub struct LayerStats {
     pub recorded: u64,
     /// Spans that closed unsampled: handed to the pipeline only to be
     /// counted there as `not_sampled` ([`Dropped`](otlp_exporter::Dropped);
-    /// no encoding, no queue).
+    /// no encoding, no queue), or as `after_shutdown` when they closed
+    /// after it shut down.
     pub not_sampled: u64,
     /// Events emitted outside any span: dropped (a span event needs a
     /// span), counted here.

@@ -756,6 +756,13 @@ fn a_dropped_child_given_a_sampled_remote_parent_is_recorded_from_then_on() {
     assert_eq!(int(&child.attributes, "later"), Some(2));
     assert_eq!(child.events.len(), 1);
     assert!(int(&child.attributes, "busy_ns").is_some());
+    // Its location too, as a span kept from its creation has (found by
+    // review: it was exported without `code.*`).
+    assert!(
+        int(&child.attributes, "code.line.number").is_some(),
+        "{:?}",
+        child.attributes.iter().map(|a| &a.key).collect::<Vec<_>>()
+    );
 }
 
 /// A span's location attributes are its callsite's set, encoded once, when
