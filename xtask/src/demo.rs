@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 
 use otlp_exporter::{KeyValue, Pipeline, Resource, SpanKind, Status, Tracer};
 
+/// The most recording threads `--threads` takes.
+const MAX_THREADS: usize = 4096;
+/// The longest run `--seconds` takes (a day).
+const MAX_SECONDS: f64 = 86_400.0;
+
 pub(crate) struct Options {
     threads: usize,
     seconds: f64,
@@ -35,15 +40,19 @@ impl Options {
                     o.threads = value()?
                         .parse()
                         .ok()
-                        .filter(|&n: &usize| n >= 1)
-                        .ok_or("--threads: expected a whole number >= 1")?;
+                        .filter(|&n: &usize| (1..=MAX_THREADS).contains(&n))
+                        .ok_or(format!(
+                            "--threads: expected a whole number from 1 to {MAX_THREADS}"
+                        ))?;
                 }
                 "--seconds" => {
                     o.seconds = value()?
                         .parse()
                         .ok()
-                        .filter(|s: &f64| *s > 0.0 && s.is_finite())
-                        .ok_or("--seconds: expected a positive number")?;
+                        .filter(|s: &f64| *s > 0.0 && *s <= MAX_SECONDS)
+                        .ok_or(format!(
+                            "--seconds: expected a positive number of seconds, at most {MAX_SECONDS}"
+                        ))?;
                 }
                 "--rate" => {
                     o.rate = value()?.parse().map_err(
@@ -104,10 +113,22 @@ fn request(tracer: &Tracer, worker: usize, n: u64) {
 }
 
 pub(crate) fn main(o: &Options) -> Result<(), String> {
-    let collector = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        .ok()
-        .filter(|v| !v.trim().is_empty());
+    let var = |name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v: &String| !v.trim().is_empty())
+    };
+    // As the pipeline reads them: the traces endpoint, as given, before
+    // the general one (to which it appends /v1/traces).
+    let collector =
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    // A sampler setting the pipeline would only warn about (through
+    // `tracing`, which the demo does not print) stops the demo instead.
+    otlp_exporter::Sampler::from_vars(
+        var("OTEL_TRACES_SAMPLER").as_deref(),
+        var("OTEL_TRACES_SAMPLER_ARG").as_deref(),
+    )
+    .map_err(|e| format!("OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG: {e}"))?;
     // The demo is a `main`: network access comes from ambient authority.
     let mut builder = Pipeline::builder()
         .resource(Resource::from_vars(None, Some("checkout-demo")))
@@ -143,24 +164,46 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     let stop = AtomicBool::new(false);
     let tty = std::io::stderr().is_terminal();
     let t0 = Instant::now();
-    std::thread::scope(|s| {
+    let end = t0 + Duration::from_secs_f64(o.seconds);
+    let spawned = std::thread::scope(|s| {
+        let mut spawned = 0;
         for w in 0..o.threads {
+            if Instant::now() >= end {
+                break;
+            }
             let (tracer, stop, rate) = (&tracer, &stop, o.rate);
-            s.spawn(move || {
+            let started = std::thread::Builder::new().spawn_scoped(s, move || {
                 let mut n = 0u64;
                 let started = Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     request(tracer, w, n);
                     n += 1;
-                    if rate > 0 && n.is_multiple_of(64) {
-                        // Pace to `rate` requests per second.
+                    if rate > 0 {
+                        // Pace to `rate` requests per second, looking at
+                        // the stop flag at least every 50 ms.
                         let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
-                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                        while !stop.load(Ordering::Relaxed) {
+                            let left = due.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            std::thread::sleep(left.min(Duration::from_millis(50)));
+                        }
                     }
                 }
             });
+            match started {
+                Ok(_) => spawned += 1,
+                Err(e) => {
+                    // Out of threads: run with those started, and say so.
+                    eprintln!(
+                        "demo: could start only {spawned} of {} threads ({e}); running with those",
+                        o.threads
+                    );
+                    break;
+                }
+            }
         }
-        let end = t0 + Duration::from_secs_f64(o.seconds);
         while Instant::now() < end {
             std::thread::sleep(
                 Duration::from_millis(200).min(end.saturating_duration_since(Instant::now())),
@@ -178,10 +221,22 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
             }
         }
         stop.store(true, Ordering::Relaxed);
+        spawned
     });
+    if spawned == 0 {
+        return Err("demo: no recording thread could be started".into());
+    }
     let recording = t0.elapsed().as_secs_f64();
     if tty {
         eprintln!();
+    }
+    let pending = pipeline.stats();
+    if pending.retrying > 0 {
+        // A collector that does not answer: say why the wait.
+        eprintln!(
+            "demo: the collector is not answering ({}); retrying what is queued for up to 30 s",
+            pipeline.last_error().unwrap_or_else(|| "no answer".into())
+        );
     }
     let report = pipeline.shutdown(Duration::from_secs(30));
     let s = report.stats;
@@ -194,7 +249,8 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     println!("spans delivered  {:>12}  to {destination}", s.exported);
     println!(
         "spans dropped    {:>12}  queue full {}, evicted {}, not sampled {}, low priority {}, too large {}, \
-         rejected {}, export failed {}, timed out at shutdown {}, after shutdown {}",
+         rejected {}, export failed {}, retry shed {}, timed out at shutdown {}, after shutdown {}, \
+         orphaned {}",
         d.total(),
         d.queue_full,
         d.evicted,
@@ -203,9 +259,15 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         d.too_large,
         d.rejected,
         d.export_failed,
+        d.retry_shed,
         d.timed_out_at_shutdown,
-        d.after_shutdown
+        d.after_shutdown,
+        d.orphaned
     );
+    if let Some(why) = pipeline.last_error() {
+        // Why exports failed (a collector down, refused, rejecting).
+        println!("last export error  {why}");
+    }
     println!(
         "accounted for    {:>12}  (offered = delivered + dropped: {})",
         s.exported + d.total(),

@@ -61,11 +61,13 @@ commands:
             --out DIR           default target/audit
   test    cargo test --workspace, the end-to-end tests against the rotel
           collector (installed with pip if missing; the pipeline's and the
-          tracing layer's), then the loom models
-  loom    the loom models only
-  asan    the tests of runtime-core, otlp-queue and otlp-exporter (doctests
-          included) under AddressSanitizer, with the nightly toolchain,
-          built in target/asan; other arguments go to cargo test
+          tracing layer's), then the loom models; other arguments go to
+          cargo test
+  loom    the loom models only; other arguments go to cargo test
+  asan    the tests of runtime-core, otlp-queue, otlp-exporter and
+          otlp-tracing (doctests included) under AddressSanitizer, with the
+          nightly toolchain, built in target/asan; other arguments go to
+          cargo test
             --if-available      without a nightly toolchain, say so and
                                 succeed (default: fail)
             --leaks             LeakSanitizer too (off by default: the tests
@@ -93,7 +95,11 @@ fn main() -> ExitCode {
         "loom" => run_loom(rest),
         "asan" => asan::Options::parse(rest).and_then(|o| asan::main(&o)),
         "lab" => lab::Options::parse(rest).and_then(|o| lab::main(&o)),
-        "deny" => run_deny(),
+        "deny" if rest.is_empty() => run_deny(),
+        "deny" => Err(format!(
+            "deny: takes no arguments (got `{}`; see `cargo xtask help`)",
+            rest.join(" ")
+        )),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -38,11 +38,14 @@ pub use otlp_queue as queue;
 pub use otlp_exporter as exporter;
 
 /// The `tracing` layer (the `otlp-tracing` crate): `tracing` spans through
-/// the pipeline, with W3C context propagation.
+/// the pipeline, with W3C context propagation. [`tracing`] and
+/// [`tracing_subscriber`], which it plugs into, are re-exported beside it,
+/// so that this crate is the one dependency.
 ///
 /// ```
 /// use runtime_facade::exporter::{InMemory, Pipeline};
 /// use runtime_facade::tracing_layer::OtlpLayer;
+/// use runtime_facade::{tracing, tracing_subscriber};
 /// use tracing_subscriber::layer::SubscriberExt;
 ///
 /// let memory = InMemory::new();
@@ -55,6 +58,12 @@ pub use otlp_exporter as exporter;
 /// assert_eq!(memory.span_count(), 1);
 /// ```
 pub use otlp_tracing as tracing_layer;
+
+/// `tracing`, the instrumentation the layer records (re-exported).
+pub use tracing;
+
+/// `tracing-subscriber`, whose registry the layer sits on (re-exported).
+pub use tracing_subscriber;
 
 /// The structured-concurrency runtime (the `runtime-core` crate).
 ///
