@@ -142,8 +142,14 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
-            // A fresh file each run (the file transport appends).
-            let _ = std::fs::remove_file(&o.file);
+            // A fresh file each run (the file transport appends): only a
+            // regular file is removed (found by review: run as root with
+            // `--file /dev/full`, the demo removed the device node and made a
+            // regular file in its place).
+            if std::fs::symlink_metadata(&o.file).is_ok_and(|m| m.is_file()) {
+                std::fs::remove_file(&o.file)
+                    .map_err(|e| format!("removing the last run's {}: {e}", o.file.display()))?;
+            }
             builder = builder.file(&o.file);
             format!("{} (OTLP JSON, one request per line)", o.file.display())
         }
