@@ -774,13 +774,13 @@ impl Region {
         }
     }
 
-    /// Tells the scheduler `event`, if it watches (the lab's oracles).
-    #[inline]
     /// Whether the scheduler observes this region's events (`observe`).
     pub(crate) fn observed(&self) -> bool {
         self.observed
     }
 
+    /// Tells the scheduler `event`, if it watches (the lab's oracles).
+    #[inline]
     pub(crate) fn observe(&self, event: Observed) {
         if self.observed {
             self.sched.observe(event);
@@ -1100,9 +1100,11 @@ impl Region {
         }
     }
 
-    /// The region's future was dropped with children still running; the
-    /// last one to finish lands here. Async finalizers cannot run without
-    /// a task any more: they are dropped and counted.
+    /// The region's future was dropped: with children still running (the
+    /// last one to finish lands here), or in its finalizers (the future's
+    /// drop lands here, `Opened`). No task runs its finalizers any more:
+    /// each gets one poll here, on this thread, with a waker that does
+    /// nothing, and one not done after it is dropped, counted cut off.
     pub(crate) fn finish_abandoned(&self) {
         // Each finalizer still pending gets its first poll here, as at a
         // close (a first poll is never cut off: every `defer` runs); one
