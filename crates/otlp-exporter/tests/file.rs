@@ -412,6 +412,28 @@ fn a_file_truncated_under_the_transport_gets_whole_lines_from_the_start() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// Makes a FIFO at `path` (`mkfifo`).
+#[cfg(target_os = "linux")]
+fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
+/// Opens the FIFO at `path` for reading, without blocking (so that it
+/// needs no writer first, and reads of an empty pipe return at once).
+#[cfg(target_os = "linux")]
+fn fifo_reader(path: &Path) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .unwrap()
+}
+
 /// Found by review: a FIFO was opened for reading and writing, so the
 /// transport was its own reader: lines were counted as exported into a
 /// pipe no one read, a full pipe blocked an export past its deadline for
@@ -420,14 +442,9 @@ fn a_file_truncated_under_the_transport_gets_whole_lines_from_the_start() {
 #[test]
 fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_go() {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     test_watchdog::isolate(WATCHDOG, || {
         let path = temp_path("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
+        mkfifo(&path);
         // No reader: an error at once, at open and at build.
         let err = FileTransport::open(&path).err().expect("no reader");
         assert!(err.to_string().contains("no reader"), "{err}");
@@ -438,11 +455,7 @@ fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_g
             .expect("no reader");
         assert!(err.to_string().contains("no reader"), "{err}");
 
-        let mut reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .unwrap();
+        let mut reader = fifo_reader(&path);
         let mut drain = |into: &mut Vec<u8>| {
             let mut buf = [0u8; 65_536];
             loop {
@@ -498,16 +511,8 @@ fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_g
         let r = export(&t, &small);
         assert!(matches!(r, ExportResult::Failed(_)), "{r:?}");
         assert!(!path.exists(), "a regular file was made at the FIFO's path");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success(), "the consumer's new FIFO");
-        let mut reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .unwrap();
+        mkfifo(&path);
+        let mut reader = fifo_reader(&path);
         assert_eq!(export(&t, &after), ExportResult::Success, "the new FIFO");
         let mut got = String::new();
         let _ = reader.read_to_string(&mut got);
@@ -526,19 +531,10 @@ fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_g
 fn a_line_of_which_only_the_cut_lines_newline_went_out_is_retried() {
     use std::io::{Read as _, Write as _};
     use std::os::fd::AsRawFd as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     test_watchdog::isolate(WATCHDOG, || {
         let path = temp_path("fifo-newline");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
-        let mut reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .unwrap();
+        mkfifo(&path);
+        let mut reader = fifo_reader(&path);
         // SAFETY: a valid descriptor; F_SETPIPE_SZ takes an int.
         let size = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         assert_eq!(size, 4096);
@@ -620,21 +616,12 @@ fn a_relative_path_stays_where_it_was_opened() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_reader_gone_under_sigpipes_default_action_fails_the_export_not_the_process() {
-    use std::os::unix::fs::OpenOptionsExt as _;
     test_watchdog::isolate(WATCHDOG, || {
         // SAFETY: restores the default action, as a host process may have.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
         let path = temp_path("fifo-sigpipe");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&path)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
-        let reader = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(&path)
-            .unwrap();
+        mkfifo(&path);
+        let reader = fifo_reader(&path);
         let p = Pipeline::builder()
             .transport(FileTransport::open(&path).unwrap())
             .build()

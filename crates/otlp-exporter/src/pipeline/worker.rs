@@ -1142,13 +1142,9 @@ impl Worker {
             thread::yield_now();
         }
         self.drain(deadline);
-        // Kept batches shutdown had no time to try: failed for good.
-        self.collect_kept();
-        for kept in std::mem::take(&mut self.kept) {
-            drop_kept(&self.shared, kept, false);
-        }
-        // The export threads finish what they hold and exit; what they
-        // kept for a retry after the collection above fails for good too.
+        // The export threads finish what they hold and exit. Kept batches
+        // shutdown had no time to try (the worker's, and those the export
+        // threads handed back by now): failed for good.
         self.pool = None;
         self.collect_kept();
         for kept in std::mem::take(&mut self.kept) {

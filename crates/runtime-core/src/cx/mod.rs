@@ -28,16 +28,16 @@ pub(crate) use untyped::{CxCore, spawn_in};
 
 /// A body that returns any value, as one that returns `Result<T, Infallible>`
 /// (what the region and task machinery runs).
-fn infallible<F: Future>(f: F) -> Infallible_<F> {
-    Infallible_(f)
+fn infallible<F: Future>(f: F) -> InfallibleBody<F> {
+    InfallibleBody(f)
 }
 
 /// The future of [`infallible`]: `F` held once, polled in place. (An
 /// `async fn` kept its argument and its awaited copy both: a scope nested
 /// in a scope doubled in size at each level, on top of the region's own.)
-struct Infallible_<F>(F);
+struct InfallibleBody<F>(F);
 
-impl<F: Future> Future for Infallible_<F> {
+impl<F: Future> Future for InfallibleBody<F> {
     type Output = Result<F::Output, Infallible>;
     fn poll(
         self: std::pin::Pin<&mut Self>,

@@ -173,22 +173,8 @@ impl TimerDriver {
             others.is_empty(),
             "a deferred cancel of a timer that is not a wake"
         );
-        // One catch for them all, entered again after a panic: the waker
-        // that panicked was moved out first, so the rest are each still
-        // dropped once.
-        while !wakers.is_empty() || !others.is_empty() {
-            let all = crate::outcome::catch(|| {
-                while let Some(w) = wakers.pop() {
-                    drop(w);
-                }
-                while let Some(a) = others.pop() {
-                    drop(a);
-                }
-            });
-            if all.is_err() {
-                stats.panic_caught();
-            }
-        }
+        drop_each_caught(wakers, stats);
+        drop_each_caught(&mut others, stats);
     }
 
     /// Fires every timer due at `now`; returns whether any fired and when
@@ -271,15 +257,23 @@ impl TimerDriver {
     /// counted and the rest still dropped.
     pub(crate) fn clear(&self, stats: &Stats) {
         let mut old = lock(&self.inner).wheel.take_all();
-        while !old.is_empty() {
-            let all = crate::outcome::catch(|| {
-                while let Some(action) = old.pop() {
-                    drop(action);
-                }
-            });
-            if all.is_err() {
-                stats.panic_caught();
+        drop_each_caught(&mut old, stats);
+    }
+}
+
+/// Drops every item of `items` (wakers, timer actions: user code in their
+/// `Drop`), emptying it but keeping its capacity: one catch for them all,
+/// entered again after a panic (the item that panicked was moved out
+/// first, so the rest are each still dropped once), each panic counted.
+fn drop_each_caught<T>(items: &mut Vec<T>, stats: &Stats) {
+    while !items.is_empty() {
+        let all = crate::outcome::catch(|| {
+            while let Some(item) = items.pop() {
+                drop(item);
             }
+        });
+        if all.is_err() {
+            stats.panic_caught();
         }
     }
 }
