@@ -337,8 +337,9 @@ pub(super) struct LocalLane {
     /// its records come from inside the transport (see `defer`).
     pub(super) reentrant: bool,
     /// Under `Shedding::Block`, when the record now being pushed stops
-    /// waiting for room, if earlier than its own timeout from the push:
-    /// the shared fallback lane's records count their wait for its lock.
+    /// waiting for room, set on the shared fallback lane from the record's
+    /// start (its wait for the lane's lock counts); `None`: the timeout
+    /// from the push.
     pub(super) wait_until: Option<Instant>,
 }
 
@@ -794,11 +795,11 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
                 return full();
             }
             // Wait in slices so that a shutdown is noticed.
-            let own = Instant::now().checked_add(timeout);
-            let deadline = match (lane.wait_until, own) {
-                (Some(until), Some(own)) => Some(until.min(own)),
-                (until, own) => until.or(own),
-            };
+            // The fallback lane's `wait_until` was set, from the same
+            // timeout, before this push began: never later than our own.
+            let deadline = lane
+                .wait_until
+                .or_else(|| Instant::now().checked_add(timeout));
             loop {
                 let left = deadline.map_or(Duration::from_millis(10), |d| {
                     d.saturating_duration_since(Instant::now())
