@@ -387,10 +387,19 @@ impl<T> Lane<T> {
     /// how many. Consumer only (see [`Lane::claim`]).
     #[inline]
     pub(crate) fn pop_into(&self, out: &mut Vec<T>, max: usize) -> usize {
-        let Some((start, n)) = self.claim(max) else {
+        // Room first, for what is ready now: `reserve` can panic (capacity
+        // overflow, say), and a run claimed before it would stay claimed
+        // and unreleased, the lane full for ever. The claim then takes at
+        // most that many. Relaxed head / Acquire tail: see `claim`.
+        let head = self.consumer.head.load(Ordering::Relaxed);
+        let ready = (self.producer.tail.load(Ordering::Acquire) - head) as usize;
+        if ready.min(max) == 0 {
+            return 0;
+        }
+        out.reserve(ready.min(max));
+        let Some((start, n)) = self.claim(ready.min(max)) else {
             return 0;
         };
-        out.reserve(n);
         let mut dst = out.spare_capacity_mut()[..n].iter_mut();
         self.copy_out(start, n, |slot| {
             if let Some(dst) = dst.next() {
@@ -500,63 +509,116 @@ impl<T> Lane<T> {
     /// Producer only: takes every item still in the lane back out, oldest
     /// first, handing each to `sink`; returns how many.
     ///
-    /// Claims the whole run `head..tail` with the same CAS on `head` that
-    /// the consumer's claim and an eviction use, so each position is still
-    /// taken exactly once. It first waits (spinning, then yielding) until
-    /// no consumer run is being copied out (`released == head`): after its
-    /// CAS wins, no other claim can follow (only this producer writes
-    /// `tail`, and it is here), so the release below cannot be overtaken by
-    /// a consumer's release of an earlier run.
+    /// Claims runs of at most [`TAKE_BACK_CHUNK`] positions at `head` with
+    /// the same CAS on `head` that the consumer's claim and an eviction
+    /// use, so each position is still taken exactly once. Before each
+    /// claim it waits (spinning, then yielding) until no consumer run is
+    /// being copied out (`released == head`), so its release cannot be
+    /// overtaken by a consumer's release of an earlier run; a run the
+    /// consumer claims after it starts above it and releases further on.
+    ///
+    /// Each run is moved out of the ring into a buffer on the stack and
+    /// released *before* `sink` sees any of it. `sink` is user code: it may
+    /// push to this very lane (which may then hand the consumer a run and
+    /// let it store a `released` past a position not yet read, so no
+    /// position may be left unread while `sink` runs), and it may panic (a
+    /// run left claimed and never released would leave the lane full for
+    /// ever). If `sink` panics, the rest of the buffered run is dropped
+    /// (each item once) and the positions not yet claimed stay in the lane
+    /// for the consumer. Items pushed after the call began (by `sink`, say)
+    /// are not taken back: the end is the `tail` at the start.
     ///
     /// # Safety
     ///
     /// Only the lane's single producer may call this.
     pub(crate) unsafe fn take_back(&self, mut sink: impl FnMut(T)) -> usize {
+        // Relaxed: only the producer writes `tail`.
+        let end = self.own_tail();
+        let mut taken = 0;
         let mut spins = 0u32;
         loop {
-            // Relaxed: only the producer writes `tail`.
-            let tail = self.own_tail();
             // Relaxed: a guess that the CAS below checks.
             let head = self.consumer.head.load(Ordering::Relaxed);
             // Acquire: pairs with the consumer's Release store, so its reads
             // of the slots below `released` happen before anything here.
             let released = self.consumer.released.load(Ordering::Acquire);
-            if head == tail {
-                return 0;
+            if head >= end {
+                break;
             }
             if released != head {
                 // The consumer is copying out `released..head`: it finishes
                 // without waiting for anyone (unless it is stuck: then take
-                // nothing back, and the items stay for the consumer).
+                // no more back, and the items stay for the consumer).
                 if !wait_for_consumer(&mut spins) {
-                    return 0;
+                    break;
                 }
                 continue;
             }
+            let stop = end.min(head + TAKE_BACK_CHUNK as u64);
             // Relaxed: as in `evict_oldest`, the CAS only decides who owns
-            // `head..tail`; the values were written by this thread.
+            // `head..stop`; the values were written by this thread.
             if self
                 .consumer
                 .head
-                .compare_exchange(head, tail, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(head, stop, Ordering::Relaxed, Ordering::Relaxed)
                 .is_err()
             {
                 continue;
             }
-            let n = (tail - head) as usize;
-            let mut pos = head;
-            while pos < tail {
-                // SAFETY: winning the CAS made `head..tail` ours; each
+            let n = (stop - head) as usize;
+            let mut run = Buffered {
+                items: [const { MaybeUninit::uninit() }; TAKE_BACK_CHUNK],
+                next: 0,
+                len: 0,
+            };
+            for pos in head..stop {
+                // SAFETY: winning the CAS made `head..stop` ours; each
                 // position holds an item this thread wrote, read once here.
-                sink(self.slot(pos).with(|p| unsafe { p.read().assume_init() }));
-                pos += 1;
+                // No user code runs between the CAS and the release below.
+                run.items[run.len] = self.slot(pos).with(|p| unsafe { p.read() });
+                run.len += 1;
             }
             // Relaxed: only this producer reads `released` to decide where
             // it may write, and it is this thread; `fetch_max` because the
-            // value must never go backwards.
-            self.consumer.released.fetch_max(tail, Ordering::Relaxed);
+            // value must never go backwards (a consumer's run claimed after
+            // the CAS may already have been released past `stop`).
+            self.consumer.released.fetch_max(stop, Ordering::Relaxed);
             bump_by(&self.producer.taken_back, n as u64);
-            return n;
+            taken += n;
+            while run.next < run.len {
+                // SAFETY: `next < len`: an item moved in above, taken once.
+                let item = unsafe { run.items[run.next].assume_init_read() };
+                run.next += 1;
+                sink(item);
+            }
+        }
+        taken
+    }
+}
+
+/// How many positions [`Lane::take_back`] claims at a time: its buffer on
+/// the stack holds this many items.
+const TAKE_BACK_CHUNK: usize = 16;
+
+/// A run [`Lane::take_back`] moved out of the ring: `items[next..len]` are
+/// not yet handed to the sink; dropped (each once) if the sink unwinds.
+struct Buffered<T> {
+    items: [MaybeUninit<T>; TAKE_BACK_CHUNK],
+    next: usize,
+    len: usize,
+}
+
+impl<T> Drop for Buffered<T> {
+    fn drop(&mut self) {
+        for item in &mut self.items[self.next..self.len] {
+            // SAFETY: `next..len` hold items moved in and not yet taken.
+            let item = unsafe { item.assume_init_read() };
+            if let Err(payload) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
+            {
+                // Its own drop could panic too (during an unwind): leaked.
+                core::mem::forget(payload);
+            }
         }
     }
 }

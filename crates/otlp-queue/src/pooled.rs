@@ -773,7 +773,9 @@ impl<T> Producer<T> {
     /// # Safety
     ///
     /// `init` must initialize the `T` its pointer points to before it
-    /// returns. (If it panics instead, nothing is published: the slot stays
+    /// returns, and must not push through this producer (a push from
+    /// inside `init` would be given the same slot: the two writes would
+    /// overwrite each other and publish a position twice). (If it panics instead, nothing is published: the slot stays
     /// free, and its partial value is never read or dropped. One cost
     /// remains: if that slot was the first of a chunk newly taken from the
     /// pool and this producer is then dropped before it pushes again, that

@@ -222,7 +222,14 @@ impl<T> Producer<T> {
     /// (spinning, then yielding) until it is done, as
     /// [`force_push`](Self::force_push) does; if the consumer never finishes
     /// (it panicked in the middle of a batch), this gives up after a while
-    /// and takes nothing back. Counted in [`QueueCounters::taken_back`].
+    /// and takes no more back. Counted in [`QueueCounters::taken_back`].
+    ///
+    /// The items there when the call starts are the ones taken back (they
+    /// are moved out in runs of up to 16 before `sink` sees them): `sink`
+    /// may push to this lane again, and what it pushes stays for the
+    /// consumer. If `sink` panics, the rest of the run it was handed is
+    /// dropped (each item once), the items not yet moved out stay in the
+    /// lane, and the panic goes on to the caller.
     ///
     /// ```
     /// let (tx, mut rx) = otlp_queue::bounded(4);

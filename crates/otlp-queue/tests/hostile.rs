@@ -350,3 +350,102 @@ fn a_panic_in_the_middle_of_a_batch_loses_no_drop_and_no_room() {
         );
     });
 }
+
+/// A `take_back` whose sink pushes to the same lane while the consumer
+/// pops (a reviewer's case): the consumer's release used to jump past
+/// positions `take_back` had claimed but not yet read, the next pushes
+/// overwrote them, and one item came out twice (a double free of a `Box`)
+/// while another was lost (the process aborted).
+#[test]
+fn take_back_with_a_sink_that_pushes_and_pops_keeps_exactly_once() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, mut rx) = otlp_queue::bounded::<Box<u64>>(4);
+        tx.try_push(Box::new(0)).unwrap();
+        tx.try_push(Box::new(1)).unwrap();
+        let mut first = true;
+        let mut back = Vec::new();
+        let n = tx.take_back(|v| {
+            back.push(*v);
+            if first {
+                first = false;
+                tx.try_push(Box::new(10)).unwrap();
+                assert_eq!(rx.pop().map(|b| *b), Some(10));
+                for v in 11..14 {
+                    tx.try_push(Box::new(v)).unwrap();
+                }
+            }
+        });
+        assert_eq!(n, 2);
+        assert_eq!(back, [0, 1], "taken back: the two items there at the call");
+        let mut rest = Vec::new();
+        while let Some(v) = rx.pop() {
+            rest.push(*v);
+        }
+        assert_eq!(rest, [11, 12, 13], "the consumer: the sink's later pushes");
+    });
+}
+
+/// A sink that panics: the items of the run not yet handed over are
+/// dropped once each, the ones not yet claimed stay for the consumer, and
+/// the lane is usable again (it used to stay full for ever, and a
+/// `force_push` spun on it without end).
+#[test]
+fn take_back_with_a_panicking_sink_drops_once_and_frees_the_lane() {
+    test_watchdog::isolate(WATCHDOG, || {
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct Item(#[allow(dead_code)] u32);
+        impl Drop for Item {
+            fn drop(&mut self) {
+                DROPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, mut rx) = otlp_queue::bounded::<Item>(4);
+        for i in 0..4 {
+            assert!(tx.try_push(Item(i)).is_ok());
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tx.take_back(|_| panic!("the sink fails"));
+        }));
+        assert!(r.is_err());
+        assert_eq!(DROPS.load(Ordering::SeqCst), 4, "each item dropped once");
+        assert!(rx.pop().is_none());
+        assert_eq!(tx.lane_len(), 0, "the lane is free again");
+        for i in 0..4 {
+            assert!(tx.try_push(Item(10 + i)).is_ok());
+        }
+        assert!(tx.force_push(Item(20)).is_ok_and(|old| old.is_some()));
+        assert_eq!(DROPS.load(Ordering::SeqCst), 5, "the evicted one");
+        let mut seen = 0;
+        while rx.pop().is_some() {
+            seen += 1;
+        }
+        assert_eq!(seen, 4);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 9);
+    });
+}
+
+/// `pop_batch` into a vector that cannot grow (`reserve` panics with a
+/// capacity overflow): the panic comes before anything is claimed, so the
+/// items stay in the lane and it does not look full for ever.
+#[test]
+fn pop_batch_whose_reserve_panics_claims_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        #[derive(Clone, Debug, PartialEq)]
+        struct Z;
+        let (tx, mut rx) = otlp_queue::bounded::<Z>(2);
+        assert!(tx.try_push(Z).is_ok());
+        assert!(tx.try_push(Z).is_ok());
+        let mut full: Vec<Z> = Vec::new();
+        // SAFETY: a vector of a zero-sized type has room for `usize::MAX`
+        // of them, and `Z` (a unit struct) is valid whatever its bytes.
+        unsafe { full.set_len(usize::MAX) };
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.pop_batch(&mut full, 8)));
+        assert!(r.is_err(), "capacity overflow");
+        std::mem::forget(full);
+        let mut out = Vec::new();
+        assert_eq!(rx.pop_batch(&mut out, 8), 2, "both still there");
+        assert_eq!(tx.lane_len(), 0);
+        assert!(tx.force_push(Z).is_ok());
+    });
+}
