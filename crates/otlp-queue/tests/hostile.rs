@@ -436,9 +436,13 @@ fn pop_batch_whose_reserve_panics_claims_nothing() {
         assert!(tx.try_push(Z).is_ok());
         assert!(tx.try_push(Z).is_ok());
         let mut full: Vec<Z> = Vec::new();
+        // A zero-sized type has no bytes to leave uninitialised.
+        #[allow(clippy::uninit_vec)]
         // SAFETY: a vector of a zero-sized type has room for `usize::MAX`
         // of them, and `Z` (a unit struct) is valid whatever its bytes.
-        unsafe { full.set_len(usize::MAX) };
+        unsafe {
+            full.set_len(usize::MAX)
+        };
         let r =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rx.pop_batch(&mut full, 8)));
         assert!(r.is_err(), "capacity overflow");

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::loom::{Mutex, lock};
-use crate::outcome::PanicPayload;
+use crate::outcome::{PanicPayload, drop_each_caught};
 use crate::sync::WakerSlot;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -188,12 +188,19 @@ impl BlockingPool {
     pub(crate) fn shutdown(&self) -> usize {
         let mut st = self.state();
         st.shutdown = true;
-        let queued: Vec<Job> = st.queue.drain(..).collect();
+        let mut queued: Vec<Job> = st.queue.drain(..).collect();
         let running = st.running;
         drop(st);
         self.inner.cond.notify_all();
-        // Dropping a queued job drops its slot's writer: resolve them.
-        drop(queued);
+        // Dropping a queued job drops its slot's writer: resolve them. The
+        // closures are the user's (their captures' `Drop` may panic): each
+        // dropped under a catch, a panic counted, the rest still dropped.
+        drop_each_caught(&mut queued, || {
+            // Relaxed: a counter, read for reports.
+            self.inner
+                .panics
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
         running
     }
 }

@@ -783,6 +783,36 @@ fn join_handle_drop_racing_finish() {
     });
 }
 
+/// A handle dropped on another thread while its task finishes, the output
+/// holding the task's own context (a cycle through the task): whichever
+/// comes second drops the output, so the task is freed. (The handle's
+/// drop used to look at COMPLETE and then subtract: a finish between the
+/// two kept the output for a handle that never took it.)
+#[test]
+fn join_handle_drop_racing_finish_drops_a_self_holding_output() {
+    loom::model(|| {
+        let (sched, root) = setup();
+        let flag = Arc::new(Mutex::new((false, None)));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let token = Arc::new(());
+        let (f, p, t) = (flag.clone(), polls.clone(), token.clone());
+        let h = spawn_in(&root, Budget::UNLIMITED, 0, move |cx| {
+            let gate = Gate { flag: f, polls: p };
+            async move { gate.await.map(|_| (cx, t)) }
+        });
+        sched.run_all(); // pending at the gate
+        let dropper = thread::spawn(move || drop(h));
+        if let Some(w) = open(&flag) {
+            w.wake();
+        }
+        sched.run_all();
+        dropper.join().unwrap();
+        sched.run_all();
+        assert_eq!(sched.stats.snapshot().tasks_alive(), 0);
+        assert_eq!(Arc::strong_count(&token), 1, "the output was dropped");
+    });
+}
+
 /// A region's close racing its last child's finish on another thread: the
 /// closer's looks at the live count (a load before each compare-and-swap,
 /// `Region::try_close_if_quiet`) around its registration never miss the

@@ -288,6 +288,24 @@ pub(crate) fn drop_caught<V>(value: V) -> Option<PanicPayload> {
     catch(move || drop(value)).err()
 }
 
+/// Drops every item of `items` (wakers, timer actions, queued jobs: user
+/// code in their `Drop`), emptying it but keeping its capacity: one catch
+/// for them all, entered again after a panic (the item that panicked was
+/// moved out first, so the rest are each still dropped once), each panic
+/// reported to `on_panic`.
+pub(crate) fn drop_each_caught<T>(items: &mut Vec<T>, mut on_panic: impl FnMut()) {
+    while !items.is_empty() {
+        let all = catch(|| {
+            while let Some(item) = items.pop() {
+                drop(item);
+            }
+        });
+        if all.is_err() {
+            on_panic();
+        }
+    }
+}
+
 /// Wakes `waker` (possibly the user's) under [`catch`]; `true` if it
 /// panicked.
 pub(crate) fn wake_caught(waker: std::task::Waker) -> bool {

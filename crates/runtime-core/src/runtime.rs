@@ -332,6 +332,7 @@ impl Builder {
             blocking,
             builder: self,
             shut: false,
+            shut_elsewhere_tried: false,
             block_ons: std::sync::atomic::AtomicU64::new(0),
         };
         if !rt.builder.current_thread {
@@ -374,6 +375,10 @@ pub struct Runtime {
     blocking: BlockingPool,
     builder: Builder,
     shut: bool,
+    /// Set on the runtime that a drop from inside it hands to a thread of
+    /// its own: if that thread cannot be started, it shuts down where it
+    /// is (see `Drop`).
+    shut_elsewhere_tried: bool,
     /// `block_on` calls so far (each root task's seed is numbered by it).
     block_ons: std::sync::atomic::AtomicU64,
 }
@@ -559,7 +564,10 @@ impl Runtime {
         E: fmt::Debug + Send + 'static,
     {
         assert!(
-            !Shared::on_any_worker(),
+            // A worker's thread, or one inside a task's poll (a worker
+            // firing timers from a task's checkpoint marks itself off the
+            // pool for the wakes; the lab polls tasks on its caller's).
+            !Shared::on_any_worker() && crate::task::running_task().is_null(),
             "Runtime::block_on called from a thread that is running runtime tasks \
              (inside a task, or a waker or Drop that one runs): it would wait for work \
              this thread may be needed for, a deadlock. Await the future instead, or \
@@ -606,7 +614,15 @@ impl Runtime {
     /// let report = rt.shutdown(Duration::from_secs(1));
     /// assert!(report.completed);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called from inside this runtime (one of its tasks, or a waker or
+    /// `Drop` that one of its workers runs): it would wait for the very
+    /// task that calls it. Call it from another thread; or drop the
+    /// runtime there, which shuts it down on a thread of its own.
     pub fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_handle().refuse_inside("Runtime::shutdown");
         self.shutdown_inner(timeout)
     }
 
@@ -648,7 +664,14 @@ impl Runtime {
         // inside a poll at the deadline is stuck (a poll that blocks).
         let grace = deadline.max(std::time::Instant::now()) + Duration::from_millis(100);
         let mut stuck = 0;
+        // A drop from inside that could not start a thread of its own
+        // (see `Drop`) runs here, on one of the workers: that one stops
+        // when this returns to its loop; it is not waited for.
+        let own = crate::sched::pool::worker_index(self.shared.stats());
         for (i, t) in self.threads.drain(..).enumerate() {
+            if own == Some(i) {
+                continue;
+            }
             loop {
                 let now = std::time::Instant::now();
                 if t.is_finished() || now >= grace || (now >= deadline && self.shared.is_busy(i)) {
@@ -719,8 +742,44 @@ impl ShutdownHandle {
     /// let handle = rt.shutdown_handle();
     /// assert_eq!(handle.shutdown(Duration::from_millis(100)), 0);
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called from inside this runtime (one of its tasks, or a waker or
+    /// `Drop` that one of its workers runs): it would wait for the very
+    /// task that calls it (which is cancelled too), and on the
+    /// current-thread flavour nothing else could drive the others. Call it
+    /// from another thread (`std::thread::spawn(move || handle.shutdown(t))`).
     pub fn shutdown(&self, timeout: Duration) -> u64 {
+        self.refuse_inside("ShutdownHandle::shutdown");
         self.drain(timeout)
+    }
+
+    /// True if the calling thread is one of this runtime's workers (the
+    /// current-thread flavour: the thread driving it), or is inside the
+    /// poll of one of its tasks (a worker firing timers from a task's
+    /// checkpoint marks itself off the pool for the wakes it causes).
+    fn called_from_inside(&self) -> bool {
+        if crate::sched::pool::worker_index(self.shared.stats()).is_some() {
+            return true;
+        }
+        let running = crate::task::running_task();
+        // SAFETY: the task being polled on this thread is alive for the
+        // poll, which is on the stack below this call.
+        !running.is_null()
+            && std::ptr::addr_eq(
+                Arc::as_ptr(&unsafe { &*running }.region.sched),
+                Arc::as_ptr(&self.shared),
+            )
+    }
+
+    fn refuse_inside(&self, what: &str) {
+        assert!(
+            !self.called_from_inside(),
+            "{what} called from inside the runtime it shuts down (one of its tasks, or a \
+             waker or Drop that one of its workers runs): it would wait for the task that \
+             calls it. Call it from another thread."
+        );
     }
 
     fn drain(&self, timeout: Duration) -> u64 {
@@ -776,10 +835,35 @@ impl ShutdownHandle {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.shut {
-            let timeout = self.builder.shutdown_timeout;
-            self.shutdown_inner(timeout);
+        if self.shut {
+            return;
         }
+        if !self.shut_elsewhere_tried && self.shutdown_handle().called_from_inside() {
+            // Dropped from inside (by one of its own tasks, or a waker or
+            // `Drop` that a worker runs): shutting down here would wait
+            // for the task that is dropping it, and hold up this worker
+            // for the whole timeout. The shutdown goes on on a thread of
+            // its own; this task is cancelled with the rest.
+            let rest = Runtime {
+                shared: self.shared.clone(),
+                root: self.root.clone(),
+                threads: std::mem::take(&mut self.threads),
+                blocking: self.blocking.clone(),
+                builder: self.builder.clone(),
+                shut: false,
+                shut_elsewhere_tried: true,
+                block_ons: std::sync::atomic::AtomicU64::new(0),
+            };
+            self.shut = true;
+            // If no thread can be started, `rest` is dropped with the
+            // closure, here: it shuts down in place.
+            let _ = thread::Builder::new()
+                .name("runtime-shutdown".into())
+                .spawn(move || drop(rest));
+            return;
+        }
+        let timeout = self.builder.shutdown_timeout;
+        self.shutdown_inner(timeout);
     }
 }
 

@@ -2201,3 +2201,234 @@ fn defers_that_run_after_a_cut_off_are_not_counted_cut_off() {
         assert_eq!(rt.stats().finalizers_cut_off, 0, "{:?}", rt.stats());
     });
 }
+
+/// A reviewer's case: a busy task's checkpoint fires a due timer whose
+/// waker (the user's) calls `block_on`. The worker marks itself off the
+/// pool while it fires timers, and `block_on` looked only at that mark:
+/// the call went through and waited for a root task that nothing could
+/// run (a hang on one worker). It is refused, as from inside any task.
+#[test]
+fn block_on_from_a_waker_fired_by_a_checkpoint_is_refused() {
+    isolate(WATCHDOG, || {
+        use std::sync::OnceLock;
+        static RT: OnceLock<Arc<Runtime>> = OnceLock::new();
+        static REFUSED: AtomicUsize = AtomicUsize::new(0);
+        struct BlockOnWaker;
+        impl Wake for BlockOnWaker {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let r = std::panic::catch_unwind(|| {
+                    RT.get().unwrap().block_on(|_cx| async { Ok::<_, ()>(1) })
+                });
+                if r.is_err() {
+                    REFUSED.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let rt = Arc::new(multi(1));
+        RT.set(rt.clone()).ok().unwrap();
+        let out = rt.block_on(|cx| async move {
+            let mut sleep = Box::pin(cx.sleep(Duration::from_millis(2)));
+            let w = Waker::from(Arc::new(BlockOnWaker));
+            assert!(
+                sleep
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&w))
+                    .is_pending()
+            );
+            // Busy, with checkpoints, until the timer has fired.
+            while REFUSED.load(Ordering::SeqCst) == 0 {
+                cx.checkpoint().map_err(|_| ())?;
+            }
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+        assert_eq!(REFUSED.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A blocking job still queued at shutdown whose closure's `Drop` panics:
+/// the panic unwound out of `Runtime::shutdown` (and would abort the
+/// process from a `Drop` during an unwind). It is caught and counted, and
+/// the other queued jobs are still dropped.
+#[test]
+fn a_queued_blocking_job_whose_drop_panics_does_not_escape_shutdown() {
+    isolate(WATCHDOG, || {
+        static DROPPED: AtomicUsize = AtomicUsize::new(0);
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("a capture's drop panics");
+            }
+        }
+        struct Counted;
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                DROPPED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            // Holds the only blocking thread, so the next two stay queued.
+            let busy =
+                cx.spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(300)));
+            let (p, c) = (PanicOnDrop, Counted);
+            let a = cx.spawn_blocking(move || drop(p));
+            let b = cx.spawn_blocking(move || drop(c));
+            drop((busy, a, b));
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_ok());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.shutdown(Duration::from_millis(50))
+        }));
+        assert!(r.is_ok(), "the panic stays inside shutdown");
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            1,
+            "the other queued job dropped"
+        );
+    });
+}
+
+/// `ShutdownHandle::shutdown` and `Runtime::shutdown` called from inside
+/// the runtime they shut down wait for the task that calls them (on the
+/// current-thread flavour, nothing else could drive the others: every
+/// task was cut off at the deadline, no cleanup). Refused, on every
+/// flavour, with a message that says why.
+#[test]
+fn shutting_down_from_inside_is_refused() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let h = rt.shutdown_handle();
+            let out = rt.block_on(move |_cx| async move {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.shutdown(HOUR)));
+                let msg = match r {
+                    Ok(_) => String::new(),
+                    Err(p) => p.downcast_ref::<String>().cloned().unwrap_or_default(),
+                };
+                Ok::<_, ()>(msg)
+            });
+            let msg = out.ok().unwrap();
+            assert!(msg.contains("from inside the runtime"), "{name}: {msg:?}");
+            // Still usable after the refusal, and shut down normally.
+            assert!(
+                rt.block_on(|_cx| async { Ok::<_, ()>(()) }).is_ok(),
+                "{name}"
+            );
+            assert!(rt.shutdown(Duration::from_secs(5)).completed, "{name}");
+        }
+    });
+}
+
+/// A runtime dropped on one of its own workers (by a waker that its timer
+/// turn fires): the shutdown went on in place, waiting for its own thread
+/// until the deadline and reporting it stuck. It now goes on on a thread
+/// of its own, and finishes: its timers are cleared (the hour-long
+/// sleep's waker dropped). An explicit `Runtime::shutdown` there is
+/// refused, and the runtime, dropped by the unwind, goes the same way.
+#[test]
+fn a_runtime_dropped_on_its_own_worker_shuts_down_elsewhere() {
+    isolate(WATCHDOG, || {
+        for explicit in [false, true] {
+            struct Holder(std::sync::Mutex<Option<Runtime>>, bool, Arc<AtomicUsize>);
+            impl Wake for Holder {
+                fn wake(self: Arc<Self>) {
+                    let rt = self.0.lock().unwrap().take().unwrap();
+                    if self.1 {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            rt.shutdown(Duration::from_secs(5))
+                        }));
+                        if r.is_err() {
+                            self.2.fetch_add(1, Ordering::SeqCst);
+                        }
+                    } else {
+                        drop(rt);
+                    }
+                }
+            }
+            /// Dropped when the runtime's timers are cleared at shutdown.
+            struct Cleared(Arc<AtomicBool>);
+            impl Wake for Cleared {
+                fn wake(self: Arc<Self>) {}
+            }
+            impl Drop for Cleared {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+            let rt = multi(2);
+            let refused = Arc::new(AtomicUsize::new(0));
+            let holder = Arc::new(Holder(
+                std::sync::Mutex::new(None),
+                explicit,
+                refused.clone(),
+            ));
+            let cleared = Arc::new(AtomicBool::new(false));
+            let (h2, c2) = (holder.clone(), cleared.clone());
+            let out = rt.block_on(move |cx| async move {
+                let mut soon = Box::pin(cx.sleep(Duration::from_millis(20)));
+                let w = Waker::from(h2);
+                assert!(
+                    soon.as_mut()
+                        .poll(&mut Context::from_waker(&w))
+                        .is_pending()
+                );
+                let mut late = Box::pin(cx.sleep(HOUR));
+                let w = Waker::from(Arc::new(Cleared(c2)));
+                assert!(
+                    late.as_mut()
+                        .poll(&mut Context::from_waker(&w))
+                        .is_pending()
+                );
+                // The wheel keeps both wakers.
+                std::mem::forget((soon, late));
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok());
+            *holder.0.lock().unwrap() = Some(rt);
+            drop(holder);
+            while !cleared.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(refused.load(Ordering::SeqCst), usize::from(explicit));
+        }
+    });
+}
+
+/// `yield_now` polled with its own task's waker but outside that task's
+/// run (here on another thread, inside the task's poll): it used to take
+/// the waker's address for "my task is polling me" and only ask the
+/// thread's run for a re-poll, which went nowhere: the task slept for
+/// ever. It wakes the waker.
+#[test]
+fn yield_now_polled_with_its_own_waker_elsewhere_is_woken() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let mut y = Box::pin(cx.yield_now());
+                std::future::poll_fn(|tcx: &mut Context<'_>| {
+                    let w = tcx.waker().clone();
+                    let polled = std::thread::scope(|s| {
+                        s.spawn(|| y.as_mut().poll(&mut Context::from_waker(&w)))
+                            .join()
+                            .unwrap()
+                    });
+                    match polled {
+                        Poll::Ready(r) => Poll::Ready(r),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await
+                .map_err(|_| ())
+            });
+            assert!(out.is_ok(), "{name}");
+        }
+    });
+}

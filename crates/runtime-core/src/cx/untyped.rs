@@ -584,12 +584,17 @@ impl Future for YieldNow<'_> {
             return Poll::Ready(Ok(()));
         }
         self.yielded = true;
-        // Polled by our own task (the usual case): tell `Task::run`
-        // directly. Polled through some other waker (a combinator with
-        // wakers of its own): wake that one.
+        // Polled by our own task, in its run on this thread (the usual
+        // case): tell `Task::run` directly. Polled through some other
+        // waker (a combinator with wakers of its own), or with our task's
+        // waker but outside its run (on another thread, or inside another
+        // task's poll, whose `Task::run` would take the request as its
+        // own): wake that waker.
         // (`Task` is `repr(C)` with the header first: the task's address
         // is its header's.)
-        if std::ptr::eq(cx.waker().data(), self.cx.task.as_ptr().cast::<()>()) {
+        if crate::task::is_running_task_waker(cx.waker())
+            && std::ptr::eq(cx.waker().data(), self.cx.task.as_ptr().cast::<()>())
+        {
             coop::request_yield();
         } else {
             cx.waker().wake_by_ref();

@@ -56,7 +56,7 @@ use crate::sync::{LazyMutex, WakerSlot};
 
 mod cache;
 mod raw;
-pub(crate) use raw::{REF_ONE, TaskRef, WeakTask, schedule_ref};
+pub(crate) use raw::{REF_ONE, TaskRef, WeakTask, is_task_waker, schedule_ref};
 use raw::{Vtable, refs};
 
 thread_local! {
@@ -139,7 +139,7 @@ pub(crate) fn is_running_task_waker(w: &Waker) -> bool {
     let (running, _) = POLLING.with(Cell::get);
     // A task's waker points at the task, whose address is its header's
     // (`Task` is `repr(C)`, header first), as `YieldNow` checks too.
-    !running.is_null() && std::ptr::eq(w.data(), running.cast::<()>())
+    !running.is_null() && std::ptr::eq(w.data(), running.cast::<()>()) && is_task_waker(w)
 }
 
 /// Counts a panic caught in user code on behalf of code with no scheduler
@@ -1102,7 +1102,8 @@ type PollJoin<T, E> = unsafe fn(NonNull<Header>, &mut Context<'_>) -> Poll<Outco
 /// ```
 pub struct JoinHandle<T, E = std::convert::Infallible> {
     /// The handle's strong count of the task (given back with `JOIN_GONE`
-    /// in one subtraction when it drops early: `TaskRef::release_join`).
+    /// in one compare-and-swap when it drops early:
+    /// `TaskRef::release_join_unless_complete`).
     task: std::mem::ManuallyDrop<TaskRef>,
     /// The task type's `poll_join` (the handle knows only `T` and `E`).
     poll: PollJoin<T, E>,
@@ -1167,26 +1168,23 @@ impl<T, E> JoinHandle<T, E> {
 
 impl<T, E> Drop for JoinHandle<T, E> {
     fn drop(&mut self) {
-        // Acquire (a plain look first): a task seen finished needs only its
-        // count back (the common case of a handle that was awaited); one
-        // still running is also told that nobody will join it, in the same
-        // subtraction (`release_join`). Only the bit matters to `finish`,
-        // which reads it in its own RMW of the same word (RMWs of one
-        // atomic are totally ordered, so it sees the bit or this comes
-        // after it); the subtraction's Release is the count's.
-        let complete = self.task.header().state.load(Ordering::Acquire) & COMPLETE != 0;
-        if complete {
+        // SAFETY: `drop` runs once; the field is not used after this.
+        let task = unsafe { std::mem::ManuallyDrop::take(&mut self.task) };
+        // A task still running is told, in the same compare-and-swap that
+        // gives the count back, that nobody will join it (`finish` then
+        // drops the output). A task seen finished (the common case of a
+        // handle that was awaited) needs only its count back, after an
+        // outcome never taken is dropped.
+        if let Err(task) = task.release_join_unless_complete() {
             // An outcome never taken (the handle dropped unawaited after
             // the finish) may hold the task itself: dropped here, not with
             // the task (nothing, for a handle that was awaited).
-            let h = self.task.header();
+            let h = task.header();
             // SAFETY: COMPLETE seen with Acquire, and this handle, the only
             // one, is going.
             unsafe { (h.vtable.discard_output)(NonNull::from(h)) };
+            drop(task);
         }
-        // SAFETY: `drop` runs once; the field is not used after this.
-        let task = unsafe { std::mem::ManuallyDrop::take(&mut self.task) };
-        task.release_join(complete);
     }
 }
 

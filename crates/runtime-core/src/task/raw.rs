@@ -159,18 +159,45 @@ impl TaskRef {
         })
     }
 
-    /// Drops a [`JoinHandle`](super::JoinHandle)'s reference: when the task
-    /// has not finished (`complete_seen` false), also sets `JOIN_GONE` in
-    /// the same subtraction (the handle is the only one that sets it, once:
-    /// the bit is clear, so subtracting `REF_ONE - JOIN_GONE` sets it and
-    /// takes one count). One set after the task finished is read by nobody.
-    pub(crate) fn release_join(self, complete_seen: bool) {
-        let by = if complete_seen {
-            REF_ONE
-        } else {
-            REF_ONE - JOIN_GONE
-        };
-        release(self.into_raw(), by);
+    /// The join handle's drop while the task may still be running: in one
+    /// compare-and-swap, gives up the handle's count and sets `JOIN_GONE`
+    /// (so that `finish`, whose RMW of the same word comes after, drops
+    /// the output itself). Hands the reference back, count kept, if the
+    /// task is COMPLETE (seen with Acquire): its `finish` came first and
+    /// kept the output for the handle, so the caller drops the output and
+    /// then drops the reference. (A plain look followed by a subtraction
+    /// left a gap: a finish between the two kept the output, and the
+    /// handle never dropped it; an output that holds the task's own `Cx`
+    /// then kept the task alive for ever. Loom:
+    /// `join_handle_drop_racing_finish_drops_a_self_holding_output`.)
+    pub(crate) fn release_join_unless_complete(self) -> Result<(), TaskRef> {
+        let state = &self.header().state;
+        // Acquire: if COMPLETE, the outcome written before it is seen.
+        let mut s = state.load(Ordering::Acquire);
+        loop {
+            if s & super::COMPLETE != 0 {
+                return Err(self);
+            }
+            debug_assert!(s & super::JOIN_GONE == 0, "one join handle per task");
+            // Release on success: the count's, as in `release`; Acquire on
+            // failure: a COMPLETE read there is handled as above.
+            match state.compare_exchange_weak(
+                s,
+                s - REF_ONE + super::JOIN_GONE,
+                Ordering::Release,
+                Ordering::Acquire,
+            ) {
+                Ok(prev) => {
+                    let ptr = self.into_raw();
+                    if prev & REF_MASK == REF_ONE {
+                        // SAFETY: ours was the last strong count.
+                        unsafe { drop_last(ptr) };
+                    }
+                    return Ok(());
+                }
+                Err(now) => s = now,
+            }
+        }
     }
 }
 
@@ -188,7 +215,7 @@ impl Clone for TaskRef {
 impl Drop for TaskRef {
     #[inline]
     fn drop(&mut self) {
-        release(self.ptr, REF_ONE);
+        release(self.ptr);
     }
 }
 
@@ -198,17 +225,16 @@ impl std::fmt::Debug for TaskRef {
     }
 }
 
-/// Takes one strong count off the task at `ptr` by subtracting `by` from
-/// its state word (`REF_ONE`, or `REF_ONE - JOIN_GONE`), dropping the
-/// task's contents when it was the last.
+/// Takes one strong count off the task at `ptr`, dropping the task's
+/// contents when it was the last.
 #[inline]
-fn release(ptr: NonNull<Header>, by: usize) {
+fn release(ptr: NonNull<Header>) {
     // SAFETY: the caller owned a count, so the header is alive until the
     // subtraction gives it up.
     let state = unsafe { &ptr.as_ref().state };
     // Release: every use of the task through this reference happens
     // before the drop of whoever reaches zero (its Acquire fence).
-    let prev = state.fetch_sub(by, Ordering::Release);
+    let prev = state.fetch_sub(REF_ONE, Ordering::Release);
     debug_assert!(refs(prev) > 0, "a task's strong count went below zero");
     if prev & REF_MASK == REF_ONE {
         // SAFETY: ours was the last strong count.
@@ -364,6 +390,13 @@ pub(crate) fn transition_to_scheduled(h: &Header, add: usize) -> bool {
             Err(actual) => s = actual,
         }
     }
+}
+
+/// True if `w` is one of our task wakers (the runtime's vtable), not a
+/// user's waker that happens to carry a task's address as its data.
+#[inline]
+pub(crate) fn is_task_waker(w: &Waker) -> bool {
+    std::ptr::eq(w.vtable(), &WAKER_VTABLE)
 }
 
 /// The waker of every task: its data pointer is the task's header, and it

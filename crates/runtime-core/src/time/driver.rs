@@ -12,6 +12,7 @@ use super::wheel::{TimerKey, Wheel};
 use crate::cancel::CancelReason;
 use crate::cancel::{cancel_task, cut_off_task};
 use crate::loom::{AtomicU64, Mutex, Ordering, lock};
+use crate::outcome::drop_each_caught;
 use crate::region::Region;
 use crate::sched::Stats;
 use crate::task::WeakTask;
@@ -173,8 +174,8 @@ impl TimerDriver {
             others.is_empty(),
             "a deferred cancel of a timer that is not a wake"
         );
-        drop_each_caught(wakers, stats);
-        drop_each_caught(&mut others, stats);
+        drop_each_caught(wakers, || stats.panic_caught());
+        drop_each_caught(&mut others, || stats.panic_caught());
     }
 
     /// Fires every timer due at `now`; returns whether any fired and when
@@ -257,23 +258,6 @@ impl TimerDriver {
     /// counted and the rest still dropped.
     pub(crate) fn clear(&self, stats: &Stats) {
         let mut old = lock(&self.inner).wheel.take_all();
-        drop_each_caught(&mut old, stats);
-    }
-}
-
-/// Drops every item of `items` (wakers, timer actions: user code in their
-/// `Drop`), emptying it but keeping its capacity: one catch for them all,
-/// entered again after a panic (the item that panicked was moved out
-/// first, so the rest are each still dropped once), each panic counted.
-fn drop_each_caught<T>(items: &mut Vec<T>, stats: &Stats) {
-    while !items.is_empty() {
-        let all = crate::outcome::catch(|| {
-            while let Some(item) = items.pop() {
-                drop(item);
-            }
-        });
-        if all.is_err() {
-            stats.panic_caught();
-        }
+        drop_each_caught(&mut old, || stats.panic_caught());
     }
 }
