@@ -20,6 +20,10 @@
 //!   header name that is not an HTTP token, or a value holding a control
 //!   character (CR, LF, NUL, ...), is refused when the transport is built,
 //!   never sent.
+//! * Nor does the password of an endpoint with user information
+//!   (`http://user:password@host:4318`, sent as `Authorization: Basic`):
+//!   wherever the URL is shown ([`HttpTransport::url`], `Debug`, export
+//!   and configuration errors) it reads `http://user:***@host:4318`.
 //! * Redirects are never followed: a collector URL is a trust boundary, and
 //!   a `3xx` would otherwise re-send the request (and its API keys) to
 //!   wherever the answer points, or turn the POST into a body-less GET
@@ -31,6 +35,7 @@
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -112,8 +117,11 @@ pub struct HttpTransportBuilder {
 impl fmt::Debug for HttpTransportBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransportBuilder")
-            .field("endpoint", &self.endpoint)
-            .field("traces_endpoint", &self.traces_endpoint)
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field(
+                "traces_endpoint",
+                &self.traces_endpoint.as_deref().map(redact_url),
+            )
             .field("headers", &header_names(&self.headers))
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
@@ -128,7 +136,9 @@ impl HttpTransportBuilder {
     /// A query string stays at the end: `http://h:4318/otlp?tenant=a`
     /// sends to `http://h:4318/otlp/v1/traces?tenant=a`. The scheme
     /// (`http`, `https`) is case-insensitive; a fragment (`#...`), which is
-    /// never sent, is refused.
+    /// never sent, is refused. User information
+    /// (`http://user:password@host`) is sent as `Authorization: Basic`, and
+    /// the password is shown as `***` wherever the URL is shown.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
@@ -185,7 +195,8 @@ impl HttpTransportBuilder {
 
     /// Reads the environment for what was not set and checks everything.
     /// A malformed value is an error naming the variable (and, except for
-    /// headers, whose values are secret, the value).
+    /// headers, whose values are secret, the value; a URL's password is
+    /// shown as `***`).
     pub fn build(self) -> Result<HttpTransport, ConfigError> {
         self.build_with(|var| std::env::var(var).ok())
     }
@@ -312,7 +323,8 @@ impl HttpTransportBuilder {
             .into();
         Ok(HttpTransport {
             agent,
-            url,
+            url: redact_url(&url).into_owned(),
+            wire_url: url,
             headers,
             timeout,
             compression,
@@ -382,19 +394,23 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks a collector URL and returns it with its scheme in lower case.
+/// Checks a collector URL and returns it as it is sent: its scheme in
+/// lower case. User information (`user:password@`) is
+/// kept (it is sent as `Authorization: Basic`); errors show the URL with
+/// the password hidden ([`redact_url`]).
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
     let bad = |reason: &'static str| {
+        let shown = redact_url(url).into_owned();
         if from_env {
             ConfigError::InvalidEnv {
                 var: what,
-                value: url.to_owned(),
+                value: shown,
                 reason,
             }
         } else {
             ConfigError::InvalidSetting {
                 setting: what,
-                reason: format!("{url:?}: {reason}"),
+                reason: format!("{shown:?}: {reason}"),
             }
         }
     };
@@ -407,7 +423,12 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
             "a URL fragment (#...) is never sent to the server; remove it",
         ));
     }
-    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let (authority, _) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // The host and port follow the user information, if any: the last `@`
+    // of the authority ends it (a password may hold a `:`).
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if host.is_empty() || host.starts_with(':') {
         return Err(bad("the URL has no host"));
     }
@@ -419,6 +440,25 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
     ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
     Ok(url)
+}
+
+/// A URL as it may be shown (in `Debug`, errors, logs): the password of
+/// its user information replaced by `***` (`http://alice:***@host/`), and
+/// a user name given without a password, which is often a token, replaced
+/// as a whole (`http://***@host/`). Anything else is shown as it is.
+fn redact_url(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| start + at);
+    let Some(at) = url[start..end].rfind('@').map(|at| start + at) else {
+        return Cow::Borrowed(url);
+    };
+    let shown = match url[start..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    Cow::Owned(format!("{}{shown}{}", &url[..start], &url[at..]))
 }
 
 /// The traces URL under a base URL: `/v1/traces` appended to the path,
@@ -470,6 +510,9 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// ```
 pub struct HttpTransport {
     agent: ureq::Agent,
+    /// The URL requests go to, user information included.
+    wire_url: String,
+    /// `wire_url` as it is shown: its password hidden ([`redact_url`]).
     url: String,
     headers: Vec<(String, String)>,
     timeout: Duration,
@@ -522,7 +565,11 @@ impl HttpTransport {
         HttpTransportBuilder::default()
     }
 
-    /// The URL requests go to.
+    /// The URL requests go to, as it is shown in `Debug` and in errors:
+    /// a password in it (`http://user:password@host`, sent as
+    /// `Authorization: Basic`) is replaced by `***`
+    /// (`http://user:***@host:4318/v1/traces`), and a user name without a
+    /// password (often a token) is replaced as a whole (`http://***@host`).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -550,7 +597,7 @@ impl HttpTransport {
             .min(deadline.saturating_duration_since(Instant::now()));
         let mut req = self
             .agent
-            .post(&self.url)
+            .post(&self.wire_url)
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
             .build()
@@ -619,7 +666,10 @@ impl HttpTransport {
             }
             Err(e) => {
                 c.connection_failed.fetch_add(1, Ordering::Relaxed);
-                Attempt::Retry(None, format!("no answer from {}: {e}", self.url))
+                // ureq's errors do not quote the URL today; should one
+                // ever, its password is hidden all the same.
+                let why = e.to_string().replace(&self.wire_url, &self.url);
+                Attempt::Retry(None, format!("no answer from {}: {why}", self.url))
             }
         }
     }
@@ -1382,6 +1432,24 @@ mod tests {
             .build_with(|_| None)
             .unwrap();
         assert_eq!(t.url(), "http://h/t?k=v");
+    }
+
+    #[test]
+    fn only_the_user_information_of_a_url_is_hidden() {
+        for (url, shown) in [
+            ("http://a:b@h:1/p", "http://a:***@h:1/p"),
+            ("http://a:b:c@d@h/p", "http://a:***@h/p"),
+            ("http://token@h", "http://***@h"),
+            ("http://:pw@h", "http://:***@h"),
+            ("a:b@h:1", "a:***@h:1"),
+            // An `@` after the authority is no user information.
+            ("http://h:1/p@x?mail=a@b", "http://h:1/p@x?mail=a@b"),
+            ("http://h?mail=a:b@c", "http://h?mail=a:b@c"),
+            ("http://h#a:b@c", "http://h#a:b@c"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@
 //!   given up after [`PipelineBuilder::retry_max_elapsed`]; partial
 //!   success counted, even at the start of an answer too long to read
 //!   whole; headers the transport writes itself refused; header values
-//!   never logged (`tests/http.rs`, `tests/outage.rs`, against
+//!   and an endpoint's password never logged (`tests/http.rs`, `tests/outage.rs`, against
 //!   fault-injecting servers;
 //!   `tests/rotel.rs`, against the rotel collector, run by `cargo xtask
 //!   test`).

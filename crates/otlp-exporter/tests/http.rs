@@ -1042,3 +1042,127 @@ fn a_partial_success_with_a_long_message_still_counts_its_rejected_spans() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------
+// Endpoint URLs.
+
+/// User information in the endpoint (`http://alice:s3cret@host`) is sent as
+/// `Authorization: Basic`, and the password is never shown: not in
+/// `url()`, `Debug`, an export error (`Pipeline::last_error`) or a
+/// configuration error. Before, all of these printed it; and a URL without
+/// a port was refused, its `user:password` read as `host:port`. Found by a
+/// reviewer.
+#[test]
+fn an_endpoint_password_is_sent_as_basic_auth_and_never_shown() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let net = || otlp_exporter::NetAccess::from_ambient(otlp_exporter::ambient_authority());
+        let server = Server::start(vec![Fault::Answer(401, vec![], vec![])]);
+        let builder = transport(&server).endpoint(format!("http://alice:s3cret@{}", server.addr));
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("alice:***@"),
+            "{shown}"
+        );
+        let t = builder.build().unwrap();
+        assert_eq!(
+            t.url(),
+            format!("http://alice:***@{}/v1/traces", server.addr)
+        );
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("alice:***@"),
+            "{shown}"
+        );
+        let p = Pipeline::builder().transport(t).build().unwrap();
+        p.record(SpanData::new("s"));
+        assert!(p.force_flush(Duration::from_secs(5)).completed);
+        let error = p.last_error().unwrap();
+        assert!(
+            error.contains("401") && error.contains("alice:***@") && !error.contains("s3cret"),
+            "{error}"
+        );
+        p.shutdown(Duration::from_secs(5));
+        assert_eq!(
+            server.received()[0].header("authorization"),
+            Some("Basic YWxpY2U6czNjcmV0"),
+            "alice:s3cret"
+        );
+
+        // No answer at all.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("http://alice:s3cret@127.0.0.1:{port}"))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build_with(|_| None)
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &one_request(1, Encoding::Protobuf),
+            Instant::now() + Duration::from_secs(5),
+        );
+        let otlp_exporter::ExportResult::Retryable { reason, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert!(
+            reason.contains("no answer from http://alice:***@") && !reason.contains("s3cret"),
+            "{reason}"
+        );
+
+        // Configuration errors, from the environment and the builder.
+        let env = |url: &'static str| {
+            move |var: &'static str| (var == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| url.to_owned())
+        };
+        let error = HttpTransport::builder(net())
+            .build_with(env("http://alice:s3cret@collector:99999"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"http://alice:***@collector:99999\"")
+                && error.contains("port")
+                && !error.contains("s3cret"),
+            "{error}"
+        );
+        for bad in [
+            "alice:s3cret@collector",
+            "http://alice:s3cret@collector/p#f",
+        ] {
+            let error = HttpTransport::builder(net())
+                .endpoint(bad)
+                .build_with(|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !error.contains("s3cret") && error.contains("alice:***@"),
+                "{error}"
+            );
+        }
+
+        // Without a port, and with a user name alone (often a token).
+        let url = |env_value: &'static str| {
+            HttpTransport::builder(net())
+                .build_with(env(env_value))
+                .map(|t| t.url().to_owned())
+        };
+        assert_eq!(
+            url("http://alice:s3cret@collector").unwrap(),
+            "http://alice:***@collector/v1/traces"
+        );
+        assert_eq!(
+            url("https://alice:pa:ss@w0rd@collector:4318/otlp").unwrap(),
+            "https://alice:***@collector:4318/otlp/v1/traces"
+        );
+        assert_eq!(
+            url("http://t0ken@collector:4318").unwrap(),
+            "http://***@collector:4318/v1/traces"
+        );
+        assert!(url("http://alice:s3cret@").is_err());
+        assert!(url("http://alice:s3cret@:4318").is_err());
+    });
+}
