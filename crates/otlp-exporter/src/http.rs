@@ -136,7 +136,10 @@ impl HttpTransportBuilder {
     /// A query string stays at the end: `http://h:4318/otlp?tenant=a`
     /// sends to `http://h:4318/otlp/v1/traces?tenant=a`. The scheme
     /// (`http`, `https`) is case-insensitive; a fragment (`#...`), which is
-    /// never sent, is refused. User information
+    /// never sent, is refused, as is a control character anywhere.
+    /// Bytes of the path and query that are not ASCII, and spaces, are
+    /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
+    /// is refused (write it in its `xn--` form). User information
     /// (`http://user:password@host`) is sent as `Authorization: Basic`, and
     /// the password is shown as `***` wherever the URL is shown.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
@@ -145,7 +148,8 @@ impl HttpTransportBuilder {
     }
 
     /// The full URL for traces, used as it is
-    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), checked and encoded as
+    /// [`endpoint`](Self::endpoint)'s is.
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces_endpoint = Some(url.into());
         self
@@ -395,7 +399,9 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
 }
 
 /// Checks a collector URL and returns it as it is sent: its scheme in
-/// lower case. User information (`user:password@`) is
+/// lower case, and in its path and query every byte that is not ASCII and
+/// every space percent-encoded (`/é` is sent as `/%C3%A9`: an HTTP request
+/// line is ASCII, RFC 9112 3.2). User information (`user:password@`) is
 /// kept (it is sent as `Authorization: Basic`); errors show the URL with
 /// the password hidden ([`redact_url`]).
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
@@ -423,7 +429,12 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
             "a URL fragment (#...) is never sent to the server; remove it",
         ));
     }
-    let (authority, _) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    if rest.chars().any(char::is_control) {
+        return Err(bad(
+            "the URL holds a control character (a tab, a line break, ...)",
+        ));
+    }
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     // The host and port follow the user information, if any: the last `@`
     // of the authority ends it (a password may hold a `:`).
     let host = authority
@@ -432,14 +443,42 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     if host.is_empty() || host.starts_with(':') {
         return Err(bad("the URL has no host"));
     }
+    if !authority.is_ascii() {
+        return Err(bad(
+            "the host, or the user name or password before it, is not ASCII: write an \
+             international host name in its ASCII (punycode, xn--...) form",
+        ));
+    }
     if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
         && port.parse::<u16>().is_err()
     {
         return Err(bad("the port is not a number from 0 to 65535"));
     }
-    let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    let url = format!(
+        "{}://{authority}{}",
+        scheme.to_ascii_lowercase(),
+        percent_encode_path(path_and_query)
+    );
     ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
     Ok(url)
+}
+
+/// A path and query with every byte that is not ASCII, and every space,
+/// percent-encoded; the rest (a `%XX` already there included) as it is.
+fn percent_encode_path(path: &str) -> Cow<'_, str> {
+    use std::fmt::Write as _;
+    if path.bytes().all(|b| b.is_ascii() && b != b' ') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() * 3);
+    for b in path.bytes() {
+        if b.is_ascii() && b != b' ' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A URL as it may be shown (in `Debug`, errors, logs): the password of
@@ -570,6 +609,8 @@ impl HttpTransport {
     /// `Authorization: Basic`) is replaced by `***`
     /// (`http://user:***@host:4318/v1/traces`), and a user name without a
     /// password (often a token) is replaced as a whole (`http://***@host`).
+    /// Bytes of the configured path or query that are not ASCII, and
+    /// spaces, are shown percent-encoded, as they are sent.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -1450,6 +1491,10 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
+        assert_eq!(
+            percent_encode_path("/a%20b/\u{e9} ?q"),
+            "/a%20b/%C3%A9%20?q"
+        );
     }
 
     #[test]

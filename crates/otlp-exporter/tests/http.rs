@@ -1166,3 +1166,67 @@ fn an_endpoint_password_is_sent_as_basic_auth_and_never_shown() {
         assert!(url("http://alice:s3cret@:4318").is_err());
     });
 }
+
+/// An endpoint path or query that is not ASCII, or holds spaces, is sent
+/// percent-encoded: an HTTP request line is ASCII (RFC 9112). Before,
+/// `/é` went out as raw UTF-8 on the request line (and a space was refused
+/// as "not a valid URL"). Found by a reviewer.
+#[test]
+fn an_endpoint_path_that_is_not_ascii_is_sent_percent_encoded() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        for (endpoint, line) in [
+            ("/\u{e9}", "POST /%C3%A9/v1/traces HTTP/1.1"),
+            (
+                "/caf\u{e9} bar?team=z\u{fc}rich&x=a b",
+                "POST /caf%C3%A9%20bar/v1/traces?team=z%C3%BCrich&x=a%20b HTTP/1.1",
+            ),
+            (
+                "/already%20encoded",
+                "POST /already%20encoded/v1/traces HTTP/1.1",
+            ),
+        ] {
+            let t = transport(&server)
+                .endpoint(format!("http://{}{endpoint}", server.addr))
+                .build()
+                .unwrap();
+            let path = line
+                .strip_prefix("POST ")
+                .and_then(|l| l.strip_suffix(" HTTP/1.1"))
+                .unwrap();
+            assert_eq!(t.url(), format!("http://{}{path}", server.addr));
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &one_request(1, Encoding::Protobuf),
+                Instant::now() + Duration::from_secs(5),
+            );
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Success),
+                "{result:?}"
+            );
+            assert_eq!(server.received().last().unwrap().line, line);
+        }
+        // The traces endpoint is encoded too.
+        let t = transport(&server)
+            .traces_endpoint(format!("http://{}/t\u{e9}", server.addr))
+            .build()
+            .unwrap();
+        assert_eq!(t.url(), format!("http://{}/t%C3%A9", server.addr));
+        // A control character or a host that is not ASCII is refused, saying why.
+        let error = transport(&server)
+            .endpoint("http://collector/a\tb")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("control character"), "{error}");
+        let error = transport(&server)
+            .endpoint("http://b\u{fc}cher.example:4318")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("not ASCII") && error.contains("xn--"),
+            "{error}"
+        );
+    });
+}
