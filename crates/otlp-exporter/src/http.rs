@@ -29,6 +29,17 @@
 //!   wherever the answer points, or turn the POST into a body-less GET
 //!   that "succeeds". A `3xx` is a failed export whose message names the
 //!   status and the `Location`; configure the final URL instead.
+//! * A request body over 1 MiB (after compression) is sent with
+//!   `Expect: 100-continue`, so that a collector that refuses it from its
+//!   headers (a `413` over its size limit, as nginx, Envoy and Go servers
+//!   answer before reading the body, then close) is heard: the export
+//!   fails at once, as that status says, instead of the upload being cut
+//!   by the closed connection, read as a connection failure, and the whole
+//!   body sent again and again. A collector that answers `100 Continue`
+//!   gets the body at once; one that ignores the expectation gets it after
+//!   1 s; one that answers `417` gets the request again at once without
+//!   it (and no more expectations). Smaller requests, the usual ones, are
+//!   sent as they are.
 //! * The answer's body is read up to 64 KiB (a partial success is a few
 //!   dozen bytes); of a longer body the start is read, so a partial
 //!   success with a long error message still counts its rejected spans.
@@ -38,7 +49,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{Read as _, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::ConfigError;
@@ -55,6 +66,17 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// `partial_success` but one with a very long message, of which the start
 /// is read; the rest is not read).
 pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
+/// Request bodies larger than this (after compression) are sent with
+/// `Expect: 100-continue`: a collector that refuses the request from its
+/// headers (`413` over its size limit, `401`) answers before the body is
+/// sent, instead of resetting the connection half-way through the upload,
+/// which would read as a connection failure and be retried. The size curl
+/// uses; smaller requests, the usual ones, go out at once.
+pub(crate) const EXPECT_CONTINUE_ABOVE: usize = 1024 * 1024;
+/// How long a request sent with `Expect: 100-continue` waits for the
+/// collector's `100 Continue` (or final answer) before it sends the body
+/// anyway, for a collector that ignores the expectation.
+pub(crate) const AWAIT_CONTINUE: Duration = Duration::from_secs(1);
 
 /// Request body compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -335,6 +357,7 @@ impl HttpTransportBuilder {
             encoding,
             retry: self.retry,
             counters: Counters::default(),
+            expect_continue: AtomicBool::new(true),
         })
     }
 }
@@ -559,6 +582,9 @@ pub struct HttpTransport {
     encoding: Encoding,
     retry: RetryPolicy,
     counters: Counters,
+    /// Whether large bodies are sent with `Expect: 100-continue`: until
+    /// the collector answers one with `417 Expectation Failed`.
+    expect_continue: AtomicBool,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -630,9 +656,14 @@ impl HttpTransport {
         }
     }
 
-    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
-        let c = &self.counters;
-        c.attempts.fetch_add(1, Ordering::Relaxed);
+    /// One POST of `body`, with `Expect: 100-continue` if `expect`.
+    fn send(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        deadline: Instant,
+        expect: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let timeout = self
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));
@@ -641,15 +672,38 @@ impl HttpTransport {
             .post(&self.wire_url)
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
+            .timeout_await_100(Some(AWAIT_CONTINUE))
             .build()
             .header("Content-Type", content_type);
         if self.compression == Compression::Gzip {
             req = req.header("Content-Encoding", "gzip");
         }
+        if expect {
+            req = req.header("Expect", "100-continue");
+        }
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        match req.send(body) {
+        req.send(body)
+    }
+
+    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
+        let c = &self.counters;
+        c.attempts.fetch_add(1, Ordering::Relaxed);
+        let expect =
+            body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
+        let mut sent = self.send(body, content_type, deadline, expect);
+        if expect && matches!(&sent, Ok(resp) if resp.status() == 417) {
+            // A server (or proxy) that does not do `Expect: 100-continue`
+            // says so with a 417: the request is repeated at once without
+            // it (RFC 9110 10.1.1), as are this transport's later ones.
+            self.expect_continue.store(false, Ordering::Relaxed);
+            c.retryable_status.fetch_add(1, Ordering::Relaxed);
+            c.attempts.fetch_add(1, Ordering::Relaxed);
+            c.retries.fetch_add(1, Ordering::Relaxed);
+            sent = self.send(body, content_type, deadline, false);
+        }
+        match sent {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
