@@ -9,7 +9,9 @@ pub enum ConfigError {
     InvalidEnv {
         /// The variable.
         var: &'static str,
-        /// Its value.
+        /// Its value, as it may be shown: a header list's values are
+        /// hidden (only the position of the bad entry is given), and a
+        /// URL's password is replaced by `***`.
         value: String,
         /// What was expected.
         reason: &'static str,

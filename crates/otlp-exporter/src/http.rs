@@ -20,20 +20,36 @@
 //!   header name that is not an HTTP token, or a value holding a control
 //!   character (CR, LF, NUL, ...), is refused when the transport is built,
 //!   never sent.
+//! * Nor does the password of an endpoint with user information
+//!   (`http://user:password@host:4318`, sent as `Authorization: Basic`):
+//!   wherever the URL is shown ([`HttpTransport::url`], `Debug`, export
+//!   and configuration errors) it reads `http://user:***@host:4318`.
 //! * Redirects are never followed: a collector URL is a trust boundary, and
 //!   a `3xx` would otherwise re-send the request (and its API keys) to
 //!   wherever the answer points, or turn the POST into a body-less GET
 //!   that "succeeds". A `3xx` is a failed export whose message names the
 //!   status and the `Location`; configure the final URL instead.
+//! * A request body over 1 MiB (after compression) is sent with
+//!   `Expect: 100-continue`, so that a collector that refuses it from its
+//!   headers (a `413` over its size limit, as nginx, Envoy and Go servers
+//!   answer before reading the body, then close) is heard: the export
+//!   fails at once, as that status says, instead of the upload being cut
+//!   by the closed connection, read as a connection failure, and the whole
+//!   body sent again and again. A collector that answers `100 Continue`
+//!   gets the body at once; one that ignores the expectation gets it after
+//!   1 s; one that answers `417` gets the request again at once without
+//!   it (and no more expectations). Smaller requests, the usual ones, are
+//!   sent as they are.
 //! * The answer's body is read up to 64 KiB (a partial success is a few
 //!   dozen bytes); of a longer body the start is read, so a partial
 //!   success with a long error message still counts its rejected spans.
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{Read as _, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::ConfigError;
@@ -50,6 +66,17 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// `partial_success` but one with a very long message, of which the start
 /// is read; the rest is not read).
 pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
+/// Request bodies larger than this (after compression) are sent with
+/// `Expect: 100-continue`: a collector that refuses the request from its
+/// headers (`413` over its size limit, `401`) answers before the body is
+/// sent, instead of resetting the connection half-way through the upload,
+/// which would read as a connection failure and be retried. The size curl
+/// uses; smaller requests, the usual ones, go out at once.
+pub(crate) const EXPECT_CONTINUE_ABOVE: usize = 1024 * 1024;
+/// How long a request sent with `Expect: 100-continue` waits for the
+/// collector's `100 Continue` (or final answer) before it sends the body
+/// anyway, for a collector that ignores the expectation.
+pub(crate) const AWAIT_CONTINUE: Duration = Duration::from_secs(1);
 
 /// Request body compression.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -112,8 +139,11 @@ pub struct HttpTransportBuilder {
 impl fmt::Debug for HttpTransportBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransportBuilder")
-            .field("endpoint", &self.endpoint)
-            .field("traces_endpoint", &self.traces_endpoint)
+            .field("endpoint", &self.endpoint.as_deref().map(redact_url))
+            .field(
+                "traces_endpoint",
+                &self.traces_endpoint.as_deref().map(redact_url),
+            )
             .field("headers", &header_names(&self.headers))
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
@@ -128,14 +158,20 @@ impl HttpTransportBuilder {
     /// A query string stays at the end: `http://h:4318/otlp?tenant=a`
     /// sends to `http://h:4318/otlp/v1/traces?tenant=a`. The scheme
     /// (`http`, `https`) is case-insensitive; a fragment (`#...`), which is
-    /// never sent, is refused.
+    /// never sent, is refused, as is a control character anywhere.
+    /// Bytes of the path and query that are not ASCII, and spaces, are
+    /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
+    /// is refused (write it in its `xn--` form). User information
+    /// (`http://user:password@host`) is sent as `Authorization: Basic`, and
+    /// the password is shown as `***` wherever the URL is shown.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
     }
 
     /// The full URL for traces, used as it is
-    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    /// (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), checked and encoded as
+    /// [`endpoint`](Self::endpoint)'s is.
     pub fn traces_endpoint(mut self, url: impl Into<String>) -> Self {
         self.traces_endpoint = Some(url.into());
         self
@@ -185,7 +221,8 @@ impl HttpTransportBuilder {
 
     /// Reads the environment for what was not set and checks everything.
     /// A malformed value is an error naming the variable (and, except for
-    /// headers, whose values are secret, the value).
+    /// headers, whose values are secret, the value; a URL's password is
+    /// shown as `***`).
     pub fn build(self) -> Result<HttpTransport, ConfigError> {
         self.build_with(|var| std::env::var(var).ok())
     }
@@ -312,13 +349,15 @@ impl HttpTransportBuilder {
             .into();
         Ok(HttpTransport {
             agent,
-            url,
+            url: redact_url(&url).into_owned(),
+            wire_url: url,
             headers,
             timeout,
             compression,
             encoding,
             retry: self.retry,
             counters: Counters::default(),
+            expect_continue: AtomicBool::new(true),
         })
     }
 }
@@ -382,19 +421,25 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Checks a collector URL and returns it with its scheme in lower case.
+/// Checks a collector URL and returns it as it is sent: its scheme in
+/// lower case, and in its path and query every byte that is not ASCII and
+/// every space percent-encoded (`/é` is sent as `/%C3%A9`: an HTTP request
+/// line is ASCII, RFC 9112 3.2). User information (`user:password@`) is
+/// kept (it is sent as `Authorization: Basic`); errors show the URL with
+/// the password hidden ([`redact_url`]).
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
     let bad = |reason: &'static str| {
+        let shown = redact_url(url).into_owned();
         if from_env {
             ConfigError::InvalidEnv {
                 var: what,
-                value: url.to_owned(),
+                value: shown,
                 reason,
             }
         } else {
             ConfigError::InvalidSetting {
                 setting: what,
-                reason: format!("{url:?}: {reason}"),
+                reason: format!("{shown:?}: {reason}"),
             }
         }
     };
@@ -407,18 +452,75 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
             "a URL fragment (#...) is never sent to the server; remove it",
         ));
     }
-    let host = rest.split(['/', '?']).next().unwrap_or("");
+    if rest.chars().any(char::is_control) {
+        return Err(bad(
+            "the URL holds a control character (a tab, a line break, ...)",
+        ));
+    }
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // The host and port follow the user information, if any: the last `@`
+    // of the authority ends it (a password may hold a `:`).
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     if host.is_empty() || host.starts_with(':') {
         return Err(bad("the URL has no host"));
+    }
+    if !authority.is_ascii() {
+        return Err(bad(
+            "the host, or the user name or password before it, is not ASCII: write an \
+             international host name in its ASCII (punycode, xn--...) form",
+        ));
     }
     if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
         && port.parse::<u16>().is_err()
     {
         return Err(bad("the port is not a number from 0 to 65535"));
     }
-    let url = format!("{}://{rest}", scheme.to_ascii_lowercase());
+    let url = format!(
+        "{}://{authority}{}",
+        scheme.to_ascii_lowercase(),
+        percent_encode_path(path_and_query)
+    );
     ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
     Ok(url)
+}
+
+/// A path and query with every byte that is not ASCII, and every space,
+/// percent-encoded; the rest (a `%XX` already there included) as it is.
+fn percent_encode_path(path: &str) -> Cow<'_, str> {
+    use std::fmt::Write as _;
+    if path.bytes().all(|b| b.is_ascii() && b != b' ') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() * 3);
+    for b in path.bytes() {
+        if b.is_ascii() && b != b' ' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A URL as it may be shown (in `Debug`, errors, logs): the password of
+/// its user information replaced by `***` (`http://alice:***@host/`), and
+/// a user name given without a password, which is often a token, replaced
+/// as a whole (`http://***@host/`). Anything else is shown as it is.
+fn redact_url(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| start + at);
+    let Some(at) = url[start..end].rfind('@').map(|at| start + at) else {
+        return Cow::Borrowed(url);
+    };
+    let shown = match url[start..at].split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
+    };
+    Cow::Owned(format!("{}{shown}{}", &url[..start], &url[at..]))
 }
 
 /// The traces URL under a base URL: `/v1/traces` appended to the path,
@@ -470,6 +572,9 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// ```
 pub struct HttpTransport {
     agent: ureq::Agent,
+    /// The URL requests go to, user information included.
+    wire_url: String,
+    /// `wire_url` as it is shown: its password hidden ([`redact_url`]).
     url: String,
     headers: Vec<(String, String)>,
     timeout: Duration,
@@ -477,6 +582,9 @@ pub struct HttpTransport {
     encoding: Encoding,
     retry: RetryPolicy,
     counters: Counters,
+    /// Whether large bodies are sent with `Expect: 100-continue`: until
+    /// the collector answers one with `417 Expectation Failed`.
+    expect_continue: AtomicBool,
 }
 
 impl fmt::Debug for HttpTransport {
@@ -522,7 +630,13 @@ impl HttpTransport {
         HttpTransportBuilder::default()
     }
 
-    /// The URL requests go to.
+    /// The URL requests go to, as it is shown in `Debug` and in errors:
+    /// a password in it (`http://user:password@host`, sent as
+    /// `Authorization: Basic`) is replaced by `***`
+    /// (`http://user:***@host:4318/v1/traces`), and a user name without a
+    /// password (often a token) is replaced as a whole (`http://***@host`).
+    /// Bytes of the configured path or query that are not ASCII, and
+    /// spaces, are shown percent-encoded, as they are sent.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -542,26 +656,54 @@ impl HttpTransport {
         }
     }
 
-    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
-        let c = &self.counters;
-        c.attempts.fetch_add(1, Ordering::Relaxed);
+    /// One POST of `body`, with `Expect: 100-continue` if `expect`.
+    fn send(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        deadline: Instant,
+        expect: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let timeout = self
             .timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         let mut req = self
             .agent
-            .post(&self.url)
+            .post(&self.wire_url)
             .config()
             .timeout_global(Some(timeout.max(Duration::from_millis(1))))
+            .timeout_await_100(Some(AWAIT_CONTINUE))
             .build()
             .header("Content-Type", content_type);
         if self.compression == Compression::Gzip {
             req = req.header("Content-Encoding", "gzip");
         }
+        if expect {
+            req = req.header("Expect", "100-continue");
+        }
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        match req.send(body) {
+        req.send(body)
+    }
+
+    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
+        let c = &self.counters;
+        c.attempts.fetch_add(1, Ordering::Relaxed);
+        let expect =
+            body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
+        let mut sent = self.send(body, content_type, deadline, expect);
+        if expect && matches!(&sent, Ok(resp) if resp.status() == 417) {
+            // A server (or proxy) that does not do `Expect: 100-continue`
+            // says so with a 417: the request is repeated at once without
+            // it (RFC 9110 10.1.1), as are this transport's later ones.
+            self.expect_continue.store(false, Ordering::Relaxed);
+            c.retryable_status.fetch_add(1, Ordering::Relaxed);
+            c.attempts.fetch_add(1, Ordering::Relaxed);
+            c.retries.fetch_add(1, Ordering::Relaxed);
+            sent = self.send(body, content_type, deadline, false);
+        }
+        match sent {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
                 let retry_after = resp
@@ -619,7 +761,10 @@ impl HttpTransport {
             }
             Err(e) => {
                 c.connection_failed.fetch_add(1, Ordering::Relaxed);
-                Attempt::Retry(None, format!("no answer from {}: {e}", self.url))
+                // ureq's errors do not quote the URL today; should one
+                // ever, its password is hidden all the same.
+                let why = e.to_string().replace(&self.wire_url, &self.url);
+                Attempt::Retry(None, format!("no answer from {}: {why}", self.url))
             }
         }
     }
@@ -1382,6 +1527,28 @@ mod tests {
             .build_with(|_| None)
             .unwrap();
         assert_eq!(t.url(), "http://h/t?k=v");
+    }
+
+    #[test]
+    fn only_the_user_information_of_a_url_is_hidden() {
+        for (url, shown) in [
+            ("http://a:b@h:1/p", "http://a:***@h:1/p"),
+            ("http://a:b:c@d@h/p", "http://a:***@h/p"),
+            ("http://token@h", "http://***@h"),
+            ("http://:pw@h", "http://:***@h"),
+            ("a:b@h:1", "a:***@h:1"),
+            // An `@` after the authority is no user information.
+            ("http://h:1/p@x?mail=a@b", "http://h:1/p@x?mail=a@b"),
+            ("http://h?mail=a:b@c", "http://h?mail=a:b@c"),
+            ("http://h#a:b@c", "http://h#a:b@c"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        assert_eq!(
+            percent_encode_path("/a%20b/\u{e9} ?q"),
+            "/a%20b/%C3%A9%20?q"
+        );
     }
 
     #[test]

@@ -66,8 +66,10 @@
 //!   export starts, not from when its batch was made), a failing batch
 //!   given up after [`PipelineBuilder::retry_max_elapsed`]; partial
 //!   success counted, even at the start of an answer too long to read
-//!   whole; headers the transport writes itself refused; header values
-//!   never logged (`tests/http.rs`, `tests/outage.rs`, against
+//!   whole; a large request refused from its headers (a `413` answered
+//!   before the body is read) failed at once, not re-sent; headers the
+//!   transport writes itself refused; header values and an endpoint's
+//!   password never logged (`tests/http.rs`, `tests/outage.rs`, against
 //!   fault-injecting servers;
 //!   `tests/rotel.rs`, against the rotel collector, run by `cargo xtask
 //!   test`).

@@ -64,7 +64,9 @@ pub struct AttemptStats {
     pub attempts: u64,
     /// Attempts answered 2xx.
     pub succeeded: u64,
-    /// Attempts answered with a status that is retried (429, 502, 503, 504).
+    /// Attempts answered with a status that is retried (429, 502, 503, 504;
+    /// and a 417 to `Expect: 100-continue`, which the HTTP transport
+    /// repeats at once without it).
     pub retryable_status: u64,
     /// Attempts answered with a status that is final (400, 500, ...).
     pub final_status: u64,

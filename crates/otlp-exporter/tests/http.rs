@@ -31,6 +31,14 @@ enum Fault {
     Slow(Duration),
     /// Write these bytes as the whole answer, then close the connection.
     Raw(Vec<u8>),
+    /// Answer this status from the headers alone, never reading the body,
+    /// and close the connection (as nginx, Envoy and Go servers refuse a
+    /// body over their size limit; a body that was sent makes the close a
+    /// reset). Honours `Expect: 100-continue` by answering in its place.
+    Early(u16),
+    /// To `Expect: 100-continue` answer `100 Continue`, then read the body
+    /// and answer 200 (without the expectation, just 200).
+    Continue,
 }
 
 fn ok() -> Fault {
@@ -165,6 +173,30 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
             let _ = reader.read_exact(&mut part);
             return; // drop the connection half-way
         }
+        if let Fault::Early(status) = fault {
+            received.lock().unwrap().push(Received {
+                line: line.trim_end().to_owned(),
+                headers,
+                body: Vec::new(),
+            });
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            // Let the answer leave before the close (which resets the
+            // connection if a body is arriving).
+            thread::sleep(Duration::from_millis(20));
+            return;
+        }
+        let expects = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+        });
+        if let Fault::Continue = fault
+            && expects
+            && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            return;
+        }
         let mut body = vec![0; len];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -184,7 +216,8 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
                 thread::sleep(d);
                 (200, vec![], vec![])
             }
-            Fault::ResetMidRequest => unreachable!(),
+            Fault::ResetMidRequest | Fault::Early(_) => unreachable!(),
+            Fault::Continue => (200, vec![], vec![]),
             Fault::Raw(bytes) => {
                 let _ = conn.write_all(&bytes);
                 return;
@@ -268,6 +301,11 @@ fn delivers_protobuf_with_the_right_headers() {
             .starts_with("otlp-exporter/")
     );
     assert_eq!(req.header("x-api-key"), Some("secret"));
+    assert_eq!(
+        req.header("expect"),
+        None,
+        "a small request goes out at once"
+    );
     assert_eq!(server.span_names(), names("ok-", 5));
 }
 
@@ -1040,5 +1078,336 @@ fn a_partial_success_with_a_long_message_still_counts_its_rejected_spans() {
             assert!(r.stats.is_balanced());
             assert_eq!(server.received().len(), 1, "not retried");
         }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Large requests and collectors that refuse them from their headers.
+
+/// `n` spans of about 100 KB each (their names), named `{prefix}{i}-xxx...`.
+fn big_spans(prefix: &str, n: usize) -> Vec<SpanData> {
+    let pad = "x".repeat(100_000);
+    (0..n)
+        .map(|i| SpanData::new(format!("{prefix}{i}-{pad}")))
+        .collect()
+}
+
+fn big_request(prefix: &str, n: usize) -> otlp_exporter::EncodedRequest {
+    otlp_exporter::Encoder::new(Resource::new("http-test"))
+        .encode(&big_spans(prefix, n), Encoding::Protobuf)
+        .requests
+        .remove(0)
+}
+
+/// A collector that refuses a request over its size limit from the
+/// headers (a 413, then close, the body unread, as nginx, Envoy and Go
+/// servers do): the export fails at once on that final status, in one
+/// attempt, nothing sent again. Before, the upload was cut by the closed
+/// connection, read as a connection failure and retried, the same 16 MB
+/// sent again and again until the export timeout, and the pipeline then
+/// kept the batch and tried again for `retry_max_elapsed`. Found by a
+/// reviewer.
+#[test]
+fn a_large_request_refused_from_its_headers_fails_at_once_and_is_not_sent_again() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::Early(413); 1000]);
+        let p = Pipeline::builder()
+            .transport(transport(&server).build().unwrap())
+            .resource(Resource::new("http-test"))
+            .max_export_batch_size(160)
+            .export_timeout(Duration::from_secs(3))
+            .retry_max_elapsed(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        for span in big_spans("big-", 160) {
+            p.record(span); // one request of about 16 MB
+        }
+        let t0 = Instant::now();
+        let r = p.shutdown(Duration::from_secs(20));
+        let took = t0.elapsed();
+        assert!(r.completed, "{r:?}");
+        assert_eq!(
+            (r.stats.exported, r.stats.dropped.export_failed),
+            (0, 160),
+            "{:?}",
+            r.stats
+        );
+        assert!(r.stats.is_balanced());
+        let a = r.stats.attempts.unwrap();
+        assert_eq!(
+            (a.attempts, a.retries, a.final_status, a.connection_failed),
+            (1, 0, 1, 0),
+            "a 413 is a final status, not a connection failure: {a:?}"
+        );
+        let got = server.received();
+        assert_eq!(got.len(), 1, "a 413 is never sent again");
+        assert_eq!(got[0].header("expect"), Some("100-continue"));
+        let error = p.last_error().unwrap();
+        assert!(error.contains("HTTP 413"), "{error}");
+        assert!(took < Duration::from_secs(3), "took {took:?}");
+    });
+}
+
+/// A large request to a collector that answers `100 Continue` is sent at
+/// once (no wait for the expectation's timeout); to one that ignores the
+/// expectation and just waits for the body, after that timeout: delivered
+/// whole either way.
+#[test]
+fn a_large_request_reaches_collectors_that_answer_100_continue_or_ignore_it() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for (fault, answers_continue) in [(Fault::Continue, true), (ok(), false)] {
+            let server = Server::start(vec![fault]);
+            let t = transport(&server)
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            let t0 = Instant::now();
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &big_request("big-", 20),
+                Instant::now() + Duration::from_secs(10),
+            );
+            let took = t0.elapsed();
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Success),
+                "{answers_continue}: {result:?}"
+            );
+            let got = server.received();
+            assert_eq!(got.len(), 1, "{answers_continue}");
+            assert_eq!(got[0].header("expect"), Some("100-continue"));
+            let want: Vec<String> = big_spans("big-", 20)
+                .into_iter()
+                .map(|s| s.name.to_string())
+                .collect();
+            assert_eq!(got[0].spans(), want, "{answers_continue}");
+            let a = t.attempts();
+            assert_eq!((a.attempts, a.succeeded), (1, 1), "{a:?}");
+            if answers_continue {
+                // Waiting out the expectation would take a second.
+                assert!(took < Duration::from_secs(1), "took {took:?}");
+            }
+        }
+    });
+}
+
+/// A collector (or a proxy before it) that answers the expectation with
+/// `417 Expectation Failed` gets the request again at once without it, and
+/// no expectation after that.
+#[test]
+fn a_417_to_the_expectation_sends_the_request_again_without_it() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::Early(417)]);
+        let t = transport(&server).build().unwrap();
+        for round in 0..2 {
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &big_request("big-", 20),
+                Instant::now() + Duration::from_secs(10),
+            );
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Success),
+                "{round}: {result:?}"
+            );
+        }
+        let got = server.received();
+        let expects: Vec<Option<&str>> = got.iter().map(|r| r.header("expect")).collect();
+        assert_eq!(expects, [Some("100-continue"), None, None]);
+        assert!(got[0].body.is_empty());
+        assert_eq!(got[1].spans().len(), 20);
+        assert_eq!(got[2].spans().len(), 20);
+        let a = t.attempts();
+        assert_eq!(
+            (a.attempts, a.retries, a.retryable_status, a.succeeded),
+            (3, 1, 1, 2),
+            "{a:?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Endpoint URLs.
+
+/// User information in the endpoint (`http://alice:s3cret@host`) is sent as
+/// `Authorization: Basic`, and the password is never shown: not in
+/// `url()`, `Debug`, an export error (`Pipeline::last_error`) or a
+/// configuration error. Before, all of these printed it; and a URL without
+/// a port was refused, its `user:password` read as `host:port`. Found by a
+/// reviewer.
+#[test]
+fn an_endpoint_password_is_sent_as_basic_auth_and_never_shown() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let net = || otlp_exporter::NetAccess::from_ambient(otlp_exporter::ambient_authority());
+        let server = Server::start(vec![Fault::Answer(401, vec![], vec![])]);
+        let builder = transport(&server).endpoint(format!("http://alice:s3cret@{}", server.addr));
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("alice:***@"),
+            "{shown}"
+        );
+        let t = builder.build().unwrap();
+        assert_eq!(
+            t.url(),
+            format!("http://alice:***@{}/v1/traces", server.addr)
+        );
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("alice:***@"),
+            "{shown}"
+        );
+        let p = Pipeline::builder().transport(t).build().unwrap();
+        p.record(SpanData::new("s"));
+        assert!(p.force_flush(Duration::from_secs(5)).completed);
+        let error = p.last_error().unwrap();
+        assert!(
+            error.contains("401") && error.contains("alice:***@") && !error.contains("s3cret"),
+            "{error}"
+        );
+        p.shutdown(Duration::from_secs(5));
+        assert_eq!(
+            server.received()[0].header("authorization"),
+            Some("Basic YWxpY2U6czNjcmV0"),
+            "alice:s3cret"
+        );
+
+        // No answer at all.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("http://alice:s3cret@127.0.0.1:{port}"))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build_with(|_| None)
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &one_request(1, Encoding::Protobuf),
+            Instant::now() + Duration::from_secs(5),
+        );
+        let otlp_exporter::ExportResult::Retryable { reason, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert!(
+            reason.contains("no answer from http://alice:***@") && !reason.contains("s3cret"),
+            "{reason}"
+        );
+
+        // Configuration errors, from the environment and the builder.
+        let env = |url: &'static str| {
+            move |var: &'static str| (var == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| url.to_owned())
+        };
+        let error = HttpTransport::builder(net())
+            .build_with(env("http://alice:s3cret@collector:99999"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("OTEL_EXPORTER_OTLP_ENDPOINT=\"http://alice:***@collector:99999\"")
+                && error.contains("port")
+                && !error.contains("s3cret"),
+            "{error}"
+        );
+        for bad in [
+            "alice:s3cret@collector",
+            "http://alice:s3cret@collector/p#f",
+        ] {
+            let error = HttpTransport::builder(net())
+                .endpoint(bad)
+                .build_with(|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !error.contains("s3cret") && error.contains("alice:***@"),
+                "{error}"
+            );
+        }
+
+        // Without a port, and with a user name alone (often a token).
+        let url = |env_value: &'static str| {
+            HttpTransport::builder(net())
+                .build_with(env(env_value))
+                .map(|t| t.url().to_owned())
+        };
+        assert_eq!(
+            url("http://alice:s3cret@collector").unwrap(),
+            "http://alice:***@collector/v1/traces"
+        );
+        assert_eq!(
+            url("https://alice:pa:ss@w0rd@collector:4318/otlp").unwrap(),
+            "https://alice:***@collector:4318/otlp/v1/traces"
+        );
+        assert_eq!(
+            url("http://t0ken@collector:4318").unwrap(),
+            "http://***@collector:4318/v1/traces"
+        );
+        assert!(url("http://alice:s3cret@").is_err());
+        assert!(url("http://alice:s3cret@:4318").is_err());
+    });
+}
+
+/// An endpoint path or query that is not ASCII, or holds spaces, is sent
+/// percent-encoded: an HTTP request line is ASCII (RFC 9112). Before,
+/// `/é` went out as raw UTF-8 on the request line (and a space was refused
+/// as "not a valid URL"). Found by a reviewer.
+#[test]
+fn an_endpoint_path_that_is_not_ascii_is_sent_percent_encoded() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        for (endpoint, line) in [
+            ("/\u{e9}", "POST /%C3%A9/v1/traces HTTP/1.1"),
+            (
+                "/caf\u{e9} bar?team=z\u{fc}rich&x=a b",
+                "POST /caf%C3%A9%20bar/v1/traces?team=z%C3%BCrich&x=a%20b HTTP/1.1",
+            ),
+            (
+                "/already%20encoded",
+                "POST /already%20encoded/v1/traces HTTP/1.1",
+            ),
+        ] {
+            let t = transport(&server)
+                .endpoint(format!("http://{}{endpoint}", server.addr))
+                .build()
+                .unwrap();
+            let path = line
+                .strip_prefix("POST ")
+                .and_then(|l| l.strip_suffix(" HTTP/1.1"))
+                .unwrap();
+            assert_eq!(t.url(), format!("http://{}{path}", server.addr));
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &one_request(1, Encoding::Protobuf),
+                Instant::now() + Duration::from_secs(5),
+            );
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Success),
+                "{result:?}"
+            );
+            assert_eq!(server.received().last().unwrap().line, line);
+        }
+        // The traces endpoint is encoded too.
+        let t = transport(&server)
+            .traces_endpoint(format!("http://{}/t\u{e9}", server.addr))
+            .build()
+            .unwrap();
+        assert_eq!(t.url(), format!("http://{}/t%C3%A9", server.addr));
+        // A control character or a host that is not ASCII is refused, saying why.
+        let error = transport(&server)
+            .endpoint("http://collector/a\tb")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("control character"), "{error}");
+        let error = transport(&server)
+            .endpoint("http://b\u{fc}cher.example:4318")
+            .build()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("not ASCII") && error.contains("xn--"),
+            "{error}"
+        );
     });
 }
