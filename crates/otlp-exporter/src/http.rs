@@ -473,7 +473,7 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
         ));
     }
     if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
-        && port.parse::<u16>().is_err()
+        && (port.parse::<u16>().is_err() || !port.bytes().all(|b| b.is_ascii_digit()))
     {
         return Err(bad("the port is not a number from 0 to 65535"));
     }
@@ -1645,6 +1645,15 @@ mod tests {
             runtime_cap::ambient_authority(),
         ))
         .endpoint("http://host:99999")
+        .build_with(env(&[]))
+        .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+        // A sign is not part of a port (`u16`'s parser takes a `+`; the
+        // `Host` header then carried it).
+        let err = HttpTransport::builder(runtime_cap::NetAccess::from_ambient(
+            runtime_cap::ambient_authority(),
+        ))
+        .endpoint("http://host:+4318")
         .build_with(env(&[]))
         .unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
