@@ -36,6 +36,12 @@ pub enum Candidate {
     /// This workspace's queue, one lane per producer; each lane gets
     /// `capacity / producers` slots so the total matches the others.
     OtlpQueue,
+    /// This workspace's pooled queue (`otlp_queue::pooled`, the exporter's
+    /// queue under every shedding policy but drop-oldest): producers fill
+    /// chunks they claim from one shared pool. It holds at most the pool
+    /// plus a chunk per producer, so the pool gets `capacity` less the
+    /// producers' chunks: the same total as the others.
+    OtlpPooled,
     /// crossbeam-queue's `ArrayQueue`: the best-known bounded lock-free queue.
     ArrayQueue,
     /// `std::sync::Mutex<VecDeque<u64>>` with a length check: the naive choice.
@@ -44,8 +50,9 @@ pub enum Candidate {
 
 impl Candidate {
     /// Every candidate, ours first.
-    pub const ALL: [Candidate; 3] = [
+    pub const ALL: [Candidate; 4] = [
         Candidate::OtlpQueue,
+        Candidate::OtlpPooled,
         Candidate::ArrayQueue,
         Candidate::MutexVecDeque,
     ];
@@ -54,15 +61,22 @@ impl Candidate {
     pub fn name(self) -> &'static str {
         match self {
             Candidate::OtlpQueue => "otlp-queue",
+            Candidate::OtlpPooled => "otlp-queue pooled",
             Candidate::ArrayQueue => "crossbeam ArrayQueue",
             Candidate::MutexVecDeque => "std Mutex<VecDeque>",
         }
+    }
+
+    /// Its place in [`Candidate::ALL`] (results are kept in that order).
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// Stable identifier for machine-readable output.
     pub fn id(self) -> &'static str {
         match self {
             Candidate::OtlpQueue => "otlp_queue",
+            Candidate::OtlpPooled => "otlp_queue_pooled",
             Candidate::ArrayQueue => "array_queue",
             Candidate::MutexVecDeque => "mutex_vecdeque",
         }
@@ -128,6 +142,26 @@ impl Receiver for OtlpRx {
     fn drain(&mut self) -> u64 {
         self.1.clear();
         self.0.pop_batch(&mut self.1, DRAIN_MAX) as u64
+    }
+}
+
+impl Sender for otlp_queue::pooled::Producer<u64> {
+    #[inline]
+    fn push(&self, v: u64) -> bool {
+        match self.try_push(v) {
+            Ok(()) => true,
+            Err(PushError::Full(_)) => false,
+            Err(PushError::Closed(_)) => panic!("consumer gone during a run"),
+        }
+    }
+}
+
+struct PooledRx(otlp_queue::pooled::Consumer<u64>);
+
+impl Receiver for PooledRx {
+    #[inline]
+    fn drain(&mut self) -> u64 {
+        self.0.pop_each(DRAIN_MAX, drop) as u64
     }
 }
 
@@ -201,6 +235,16 @@ pub fn run(
                 per_producer,
                 mode,
             )
+        }
+        Candidate::OtlpPooled => {
+            let chunk = otlp_queue::pooled::chunk_len::<u64>();
+            let pool = capacity.saturating_sub(chunk * producers).max(chunk);
+            let (tx, rx) = otlp_queue::pooled::bounded_total::<u64>(pool);
+            let mut txs: Vec<_> = (1..producers)
+                .map(|_| tx.try_clone().expect("a lane"))
+                .collect();
+            txs.push(tx);
+            drive(txs, PooledRx(rx), per_producer, mode)
         }
         Candidate::ArrayQueue => {
             let q = Arc::new(ArrayQueue::new(capacity));

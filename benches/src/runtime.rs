@@ -15,7 +15,7 @@
 //! | `PingPong` | a round trip over two capacity-1 `runtime_core::channel::mpsc` channels to an echo task | the same over two `tokio::sync::mpsc::channel(1)` |
 //! | `Region` | `cx.region(\|_\| async { Ok(()) }).await`: open an empty child region, run its body, close it | no regions in tokio; the nearest scope that waits for its work: an empty `JoinSet` made, `join_next` awaited (it finds nothing), dropped |
 //! | `RegionSpawnJoin` | a child region whose body spawns one no-op task and awaits it | a `JoinSet`, one no-op task spawned into it and joined, the set dropped |
-//! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields once, then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained, the region closed and its node freed) | `k` sleeping tasks in a `JoinSet`, one `yield_now`, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) and the set's drop |
+//! | `CancelDrain(k)` | a region whose body spawns `k` tasks sleeping 3600 s, yields until every one has started (each counts itself, then sleeps), then cancels the region (`CancelReason::user`); timed from the cancel until the region's await returns (every task drained, the region closed and its node freed) | `k` sleeping tasks in a `JoinSet`, `yield_now` until every one has started, timed across `JoinSet::shutdown()` (abort all, wait until all are gone) and the set's drop |
 //! | `TimerInsertCancel` | `cx.sleep(60 s)` made, polled once with the task's own context (it registers with the timer driver), dropped (it deregisters) | `tokio::time::sleep(60 s)` made, polled once (registers), dropped |
 //! | `TimerCreateDrop` | `cx.sleep(60 + i % 100 s)` made and dropped without a poll (the anchor's "create / drop" row, both halves timed together): up to [`TIMER_BATCH`] into a `Vec`, then the `Vec` dropped | `tokio::time::sleep(..)` the same way |
 //!
@@ -365,16 +365,23 @@ async fn ours_cancel_drain(cx: &Cx, k: usize, reps: u64) -> Duration {
     for _ in 0..reps {
         let out = cx
             .region(move |cx| async move {
+                let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let handles: Vec<_> = (0..k)
                     .map(|_| {
+                        let started = started.clone();
                         cx.try_spawn(|cx| async move {
+                            started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             cx.sleep(LONG_SLEEP).await?;
                             Ok::<_, Cancelled>(())
                         })
                     })
                     .collect();
-                // Let them reach their await point.
-                cx.yield_now().await?;
+                // Let every one reach its await point (a task cancelled
+                // before its first poll is cheaper to drain).
+                while started.load(std::sync::atomic::Ordering::Relaxed) < k {
+                    cx.yield_now().await?;
+                }
+                drop(started);
                 let t = Instant::now();
                 callgrind_instrument(true);
                 cx.cancel(CancelReason::user("benchmark: cancel the group"));
@@ -532,10 +539,19 @@ async fn tokio_cancel_drain(k: usize, reps: u64) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..reps {
         let mut set = JoinSet::new();
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for _ in 0..k {
-            set.spawn(async { tokio::time::sleep(LONG_SLEEP).await });
+            let started = started.clone();
+            set.spawn(async move {
+                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(LONG_SLEEP).await
+            });
         }
-        tokio::task::yield_now().await; // let them reach their await point
+        // Let every one reach its await point, as ours does.
+        while started.load(std::sync::atomic::Ordering::Relaxed) < k {
+            tokio::task::yield_now().await;
+        }
+        drop(started);
         let t = Instant::now();
         callgrind_instrument(true);
         set.shutdown().await; // abort all, then wait until every task is gone

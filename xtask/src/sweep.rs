@@ -71,13 +71,20 @@ impl Options {
 }
 
 /// `1,2,4,8` into producer counts, each at least 1.
+/// Thread counts from `--threads 1,2,4`: sorted and without repeats, so
+/// that a verdict "at the top thread count" judges the largest one, and a
+/// "1-producer" base is the smallest.
 pub(crate) fn parse_threads(v: &str) -> Result<Vec<usize>, String> {
-    v.split(',')
+    let mut threads = v
+        .split(',')
         .map(|t| match t.trim().parse::<usize>() {
             Ok(n) if n >= 1 => Ok(n),
             _ => Err(format!("--threads: `{t}` is not a thread count >= 1")),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    threads.sort_unstable();
+    threads.dedup();
+    Ok(threads)
 }
 
 fn positive(flag: &str, v: &str) -> Result<u64, String> {
@@ -124,6 +131,8 @@ struct Cell {
     /// Median over rounds of otlp-queue's key figure divided by
     /// ArrayQueue's in the same round.
     ratio_to_array_queue: f64,
+    /// The same for otlp-queue's pooled queue.
+    pooled_ratio_to_array_queue: f64,
 }
 
 fn measure(threads: usize, mode: Mode, o: &Options) -> Cell {
@@ -133,11 +142,20 @@ fn measure(threads: usize, mode: Mode, o: &Options) -> Cell {
             runs[i].push(run(c, threads, o.items, mode, o.capacity));
         }
     }
-    let ratios = runs[0]
-        .iter()
-        .zip(&runs[1])
-        .map(|(ours, aq)| key(mode, ours) / key(mode, aq))
-        .collect();
+    let aq = &runs[Candidate::ArrayQueue.index()];
+    let ratio_of = |c: Candidate| {
+        median(
+            runs[c.index()]
+                .iter()
+                .zip(aq)
+                .map(|(ours, aq)| key(mode, ours) / key(mode, aq))
+                .collect(),
+        )
+    };
+    let (ratio, pooled_ratio) = (
+        ratio_of(Candidate::OtlpQueue),
+        ratio_of(Candidate::OtlpPooled),
+    );
     let medians = runs
         .into_iter()
         .map(|mut rs| {
@@ -147,7 +165,8 @@ fn measure(threads: usize, mode: Mode, o: &Options) -> Cell {
         .collect();
     Cell {
         median: medians,
-        ratio_to_array_queue: median(ratios),
+        ratio_to_array_queue: ratio,
+        pooled_ratio_to_array_queue: pooled_ratio,
     }
 }
 
@@ -299,8 +318,16 @@ fn queue_section(o: &Options, machine: &str, md: &mut String) {
     let _ = writeln!(
         md,
         "Machine: {machine}. One consumer, N producers, `u64` items, total capacity {} \
-         (otlp-queue: {} / N per lane), {} items per producer, {} rounds, each running every queue once in turn; figures are medians over rounds, ratios are medians of the ratios within a round.\n",
-        o.capacity, o.capacity, o.items, o.reps
+         (otlp-queue: {} / N per lane; otlp-queue pooled, the exporter's queue: a pool of {} less \
+         a {}-item chunk per producer, which each producer also holds), {} items per producer, {} \
+         rounds, each running every queue once in turn; figures are medians over rounds, ratios \
+         are medians of the ratios within a round.\n",
+        o.capacity,
+        o.capacity,
+        o.capacity,
+        otlp_queue::pooled::chunk_len::<u64>(),
+        o.items,
+        o.reps
     );
     let mut results = Vec::new();
     for mode in [Mode::Lossless, Mode::Shedding] {
@@ -323,24 +350,27 @@ fn queue_section(o: &Options, machine: &str, md: &mut String) {
     );
     let _ = writeln!(
         md,
-        "| producers | otlp-queue | crossbeam ArrayQueue | std Mutex<VecDeque> | otlp-queue / ArrayQueue (median of per-round ratios) | otlp-queue per producer (items pushed and delivered/s) | vs its 1-producer rate |"
+        "| producers | otlp-queue | otlp-queue pooled | crossbeam ArrayQueue | std Mutex<VecDeque> | otlp-queue / ArrayQueue (median of per-round ratios) | pooled / ArrayQueue | otlp-queue per producer (items pushed and delivered/s) | vs its 1-producer rate |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let [ours, pooled, aq, mx] = Candidate::ALL.map(Candidate::index);
     let lossless_base = o
         .threads
         .first()
-        .map(|&t| cell(Mode::Lossless, t).median[0].per_producer_per_s);
+        .map(|&t| cell(Mode::Lossless, t).median[ours].per_producer_per_s);
     for &t in &o.threads {
         let c = cell(Mode::Lossless, t);
-        let scale = lossless_base.map_or(f64::NAN, |b| c.median[0].per_producer_per_s / b);
+        let scale = lossless_base.map_or(f64::NAN, |b| c.median[ours].per_producer_per_s / b);
         let _ = writeln!(
             md,
-            "| {t} | {} | {} | {} | {:.1}x | {} | {:.0} % |",
-            m(c.median[0].delivered_per_s),
-            m(c.median[1].delivered_per_s),
-            m(c.median[2].delivered_per_s),
+            "| {t} | {} | {} | {} | {} | {:.1}x | {:.1}x | {} | {:.0} % |",
+            m(c.median[ours].delivered_per_s),
+            m(c.median[pooled].delivered_per_s),
+            m(c.median[aq].delivered_per_s),
+            m(c.median[mx].delivered_per_s),
             c.ratio_to_array_queue,
-            m(c.median[0].per_producer_per_s),
+            c.pooled_ratio_to_array_queue,
+            m(c.median[ours].per_producer_per_s),
             scale * 100.0,
         );
     }
@@ -362,16 +392,19 @@ fn queue_section(o: &Options, machine: &str, md: &mut String) {
     );
     let _ = writeln!(
         md,
-        "| producers | otlp-queue attempts/s per producer | dropped | ArrayQueue attempts/s per producer | dropped | Mutex<VecDeque> attempts/s per producer | dropped |"
+        "| producers | otlp-queue attempts/s per producer | dropped | otlp-queue pooled attempts/s per producer | dropped | ArrayQueue attempts/s per producer | dropped | Mutex<VecDeque> attempts/s per producer | dropped |"
     );
-    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &t in &o.threads {
-        let [ours, aq, mx] = [0, 1, 2].map(|i| cell(Mode::Shedding, t).median[i]);
+        let [ours, pooled, aq, mx] =
+            Candidate::ALL.map(|c| cell(Mode::Shedding, t).median[c.index()]);
         let _ = writeln!(
             md,
-            "| {t} | {} | {:.1} % | {} | {:.1} % | {} | {:.1} % |",
+            "| {t} | {} | {:.1} % | {} | {:.1} % | {} | {:.1} % | {} | {:.1} % |",
             m(ours.per_producer_per_s),
             ours.drop_fraction() * 100.0,
+            m(pooled.per_producer_per_s),
+            pooled.drop_fraction() * 100.0,
             m(aq.per_producer_per_s),
             aq.drop_fraction() * 100.0,
             m(mx.per_producer_per_s),
@@ -387,5 +420,15 @@ fn queue_section(o: &Options, machine: &str, md: &mut String) {
             cores(),
             cores().saturating_sub(1)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thread_counts_are_sorted_without_repeats_and_checked() {
+        assert_eq!(super::parse_threads("8, 1,4,1"), Ok(vec![1, 4, 8]));
+        assert!(super::parse_threads("2,0").is_err());
+        assert!(super::parse_threads("two").is_err());
     }
 }

@@ -232,7 +232,7 @@ pub use pipeline::{
     DEFAULT_DROP_TIMEOUT, DEFAULT_EXPORT_TIMEOUT, DEFAULT_FILE, DEFAULT_MAX_EXPORT_BATCH_SIZE,
     DEFAULT_MAX_QUEUE_SIZE, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SCHEDULED_DELAY, DropReason,
     HANDED_OVER_LANES, MAX_CONCURRENT_EXPORTS, MAX_DURATION, MAX_QUEUE_SIZE, MAX_SCOPES, Pipeline,
-    PipelineBuilder, Recorded, Shedding,
+    PipelineBuilder, Recorded, Shedding, THREAD_CHUNK_SLOTS,
 };
 pub use propagation::{TraceState, TraceStateError, TraceparentError};
 /// The network capability (from `runtime-cap`): [`HttpTransport::builder`]

@@ -25,8 +25,10 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let mut details = String::new();
     let _ = writeln!(
         details,
-        "{threads} threads x {per} spans into a 64-span lane per thread; transport slow (1 ms per \
-         export) or hanging (shutdown deadline 200 ms).\n"
+        "{threads} threads x {per} spans into a queue of `max_queue_size` 64 (drop oldest: a \
+         64-span ring per thread; the other policies: a 64-span pool in all, plus each thread's \
+         {}-span chunk); transport slow (1 ms per export) or hanging (shutdown deadline 200 ms).\n",
+        otlp_exporter::THREAD_CHUNK_SLOTS
     );
     let _ = writeln!(
         details,

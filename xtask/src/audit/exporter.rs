@@ -2,7 +2,8 @@
 //! export into a counting transport) against the OpenTelemetry SDK's
 //! `BatchSpanProcessor` with a counting exporter, same run, with the same
 //! total queue on both sides (`benches::exporter::ours_queue_setting`:
-//! our `max_queue_size` is the total across recording threads), at two totals: 65 536
+//! our `max_queue_size` is the total across recording threads, less each
+//! thread's own chunk), at two totals: 65 536
 //! (judged) and the spec's default 2048 (shown; see `JUDGED`). The full
 //! audit adds the SDK encoding OTLP protobuf with prost (the same work as
 //! ours), not judged.
@@ -19,15 +20,15 @@ use super::{Audit, Options, m};
 const RATIO: f64 = 1.5;
 /// The total queues measured, the same for both sides.
 const QUEUES: [usize; 2] = [2048, 65_536];
-/// The total judged. Not 2048 yet: on the shared 2-core VM, ours at 2048
-/// measured 0.1-4x the SDK's delivered spans/s from run to run while the
-/// worker polled (it waited for a core while the small queue overflowed).
-/// Since the worker sleeps and a lane's chunk claim wakes it once a
-/// batch's worth has gathered, ours at 2048 measures 1.1-2.4x (quick
-/// audit, load 3-6: 1.1x at 1 and 2 threads, 1.5x at 4 and 8): steadier,
-/// but at the threshold, so a judged 2048 would flake. That row is shown
-/// in every report; the judged total goes back to 2048 when ours clears
-/// the threshold there with margin.
+/// The total judged. Not 2048 yet: on the shared 2-core VMs, ours at
+/// 2048 swings from run to run with the scheduling of the worker (it
+/// shares the cores with the recording threads while the small queue
+/// overflows): 0.1-4x the SDK's delivered spans/s on the Intel VM
+/// (docs/audits.md section 2), and 0.5-0.7x at 2 threads against 3.4-9.1x
+/// at 4 and 8 on the AMD VM (docs/exporter-performance.md, session 14),
+/// so a judged 2048 would flake. That row is shown in every report; the
+/// judged total goes back to 2048 when ours clears the threshold there
+/// with margin at every thread count.
 const JUDGED: usize = 65_536;
 
 pub(crate) fn audit(o: &Options) -> Audit {

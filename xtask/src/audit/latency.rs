@@ -34,38 +34,50 @@ fn judged(threads: usize) -> (f64, &'static str, f64) {
     }
 }
 
-/// The queue both pipelines hold in all (the SDK's default).
-const TOTAL_QUEUE: usize = 2048;
+/// Rounds of each side, alternating (their histograms merged).
+const ROUNDS: usize = 3;
+
+/// The total queue both pipelines hold for `threads` threads of `iters`
+/// spans each: all of them, with room for each thread's partly filled
+/// chunk (ours takes its queue in chunks of
+/// [`otlp_exporter::THREAD_CHUNK_SLOTS`]).
+fn total_queue(threads: usize, iters: u64) -> usize {
+    threads * (iters as usize + 2 * otlp_exporter::THREAD_CHUNK_SLOTS)
+}
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
 /// Runs `threads` threads that each time `iters` calls of `call(t, i)`,
-/// after `setup(t)`; returns the merged histogram of nanoseconds per call.
+/// after `setup(t)`; returns the merged histogram of nanoseconds per call,
+/// and how many calls said they succeeded (`call`'s `bool`).
 fn measure<S>(
     threads: usize,
     iters: u64,
     setup: impl Fn(usize) -> S + Sync,
-    call: impl Fn(&mut S, u64) -> Option<Duration> + Sync,
-) -> Histogram<u64> {
+    call: impl Fn(&mut S, u64) -> (Option<Duration>, bool) + Sync,
+) -> (Histogram<u64>, u64) {
     let start = Barrier::new(threads);
-    let hists: Vec<Histogram<u64>> = thread::scope(|s| {
+    let hists: Vec<(Histogram<u64>, u64)> = thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
                 let (start, setup, call) = (&start, &setup, &call);
                 s.spawn(move || {
                     let mut state = setup(t);
                     let mut h = histogram();
+                    let mut ok = 0;
                     start.wait();
                     for i in 0..iters {
                         let t0 = Instant::now();
                         // `Some`: the call timed its own part; `None`: time it all.
-                        let took = call(&mut state, i).unwrap_or_else(|| t0.elapsed());
+                        let (took, succeeded) = call(&mut state, i);
+                        let took = took.unwrap_or_else(|| t0.elapsed());
                         let ns = took.as_nanos().clamp(1, 60_000_000_000) as u64;
                         let _ = h.record(ns);
+                        ok += u64::from(succeeded);
                     }
-                    h
+                    (h, ok)
                 })
             })
             .collect();
@@ -74,10 +86,12 @@ fn measure<S>(
             .collect()
     });
     let mut all = histogram();
-    for h in &hists {
+    let mut ok = 0;
+    for (h, n) in &hists {
         let _ = all.add(h);
+        ok += n;
     }
-    all
+    (all, ok)
 }
 
 fn figures(h: &Histogram<u64>) -> Value {
@@ -102,25 +116,42 @@ fn row(name: &str, h: &Histogram<u64>) -> String {
 
 pub(crate) fn audit(o: &Options) -> Audit {
     let threads = o.top();
-    let iters: u64 = if o.quick { 50_000 } else { 200_000 };
-    eprintln!("  record-latency: {threads} threads, {iters} calls each");
+    // Per thread, bounded so that the whole run fits our largest queue.
+    let iters: u64 = (if o.quick { 20_000 } else { 100_000 }).min(
+        (otlp_exporter::MAX_QUEUE_SIZE / threads - 2 * otlp_exporter::THREAD_CHUNK_SLOTS) as u64,
+    );
+    let total = total_queue(threads, iters);
+    eprintln!("  record-latency: {threads} threads, {iters} calls each, {ROUNDS} rounds a side");
 
     // Spans with two attributes: built and ended (what a thread pays per
     // span), and ended only (ours records, encoding included; the SDK's
     // `on_end` hands `SpanData` on and encodes nothing on this thread).
-    let ours = ours_span(threads, iters, false);
-    let sdk = sdk_span(threads, iters, false);
+    // Each run returns its histogram and how many spans got through.
+    let (mut ours, mut sdk, mut ours_end, mut sdk_end) =
+        (histogram(), histogram(), histogram(), histogram());
+    let mut through = [0u64; 4];
+    let add = |into: &mut Histogram<u64>, count: &mut u64, (h, n): (Histogram<u64>, u64)| {
+        let _ = into.add(&h);
+        *count += n;
+    };
+    for _ in 0..ROUNDS {
+        let [a, b, c, d] = &mut through;
+        add(&mut ours, a, ours_span(threads, iters, false, total));
+        add(&mut sdk, b, sdk_span(threads, iters, false, total));
+        add(&mut ours_end, c, ours_span(threads, iters, true, total));
+        add(&mut sdk_end, d, sdk_span(threads, iters, true, total));
+    }
     let fastrace = fastrace_spans(threads, iters);
-    let ours_end = ours_span(threads, iters, true);
-    let sdk_end = sdk_span(threads, iters, true);
+    let spans = ROUNDS as u64 * threads as u64 * iters;
 
-    // Queue push, with a consumer draining: ours against ArrayQueue.
+    // Queue push, with a consumer draining: ours against ArrayQueue, each
+    // holding every push (counted: a refused push is a shorter path).
     let ours_push = {
-        let (tx, mut rx) = otlp_queue::bounded::<u64>((4096 / threads).max(1));
+        let (tx, mut rx) = otlp_queue::bounded::<u64>(iters as usize);
         let template = Mutex::new(tx);
+        let mut out = Vec::with_capacity(4096);
         with_consumer(
             move || {
-                let mut out = Vec::with_capacity(4096);
                 out.clear();
                 rx.pop_batch(&mut out, 4096)
             },
@@ -129,31 +160,22 @@ pub(crate) fn audit(o: &Options) -> Audit {
                     threads,
                     iters,
                     |_| template.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-                    |tx, i| {
-                        let _ = tx.try_push(i);
-                        None
-                    },
+                    |tx, i| (None, tx.try_push(i).is_ok()),
                 )
             },
         )
     };
     let aq_push = {
-        let q = ArrayQueue::<u64>::new(4096);
+        let q = ArrayQueue::<u64>::new(threads * iters as usize);
         with_consumer(
             || usize::from(q.pop().is_some()),
-            || {
-                measure(
-                    threads,
-                    iters,
-                    |_| (),
-                    |(), i| {
-                        let _ = q.push(i);
-                        None
-                    },
-                )
-            },
+            || measure(threads, iters, |_| (), |(), i| (None, q.push(i).is_ok())),
         )
     };
+    let pushes = threads as u64 * iters;
+    let (ours_push, ours_pushed) = ours_push;
+    let (aq_push, aq_pushed) = aq_push;
+    let complete = through == [spans; 4] && ours_pushed == pushes && aq_pushed == pushes;
 
     let mut details = String::new();
     let _ = writeln!(
@@ -162,8 +184,10 @@ pub(crate) fn audit(o: &Options) -> Audit {
          the same for both sides). Judged: building and ending a span (what a recording thread pays \
          per span) and the queue push; `end` alone, and fastrace (a local span with two \
          properties, no encoding: the floor), are shown for reference. Both pipelines hold \
-         {TOTAL_QUEUE} spans of queue in all (ours: `max_queue_size` {}, a total across threads).\n",
-        ours_queue_setting(TOTAL_QUEUE, threads)
+         {total} spans of queue in all, room for every span of a run (ours: `max_queue_size` {}, \
+         a total across threads, plus each thread's chunk), so that every timed call is one that \
+         succeeds; {ROUNDS} rounds of each, alternating, histograms merged.\n",
+        ours_queue_setting(total, threads)
     );
     let _ = writeln!(details, "| call | p50 | p99 | p99.9 | max |");
     let _ = writeln!(details, "|---|---:|---:|---:|---:|");
@@ -203,22 +227,37 @@ pub(crate) fn audit(o: &Options) -> Audit {
     );
     let _ = writeln!(details, "{}", row("otlp-queue: try_push", &ours_push));
     let _ = writeln!(details, "{}", row("crossbeam ArrayQueue: push", &aq_push));
+    let _ = writeln!(
+        details,
+        "\nCalls that got through (must be all): ours build + end {} of {spans}, `end` alone {} of \
+         {spans}; the SDK's build + end {} of {spans}, `end` alone {} of {spans} (spans its exporter \
+         received); otlp-queue pushes {ours_pushed} of {pushes}, ArrayQueue {aq_pushed} of {pushes}.",
+        through[0], through[2], through[1], through[3]
+    );
     let (q, qname, limit) = judged(threads);
     let span_ratio = ours.value_at_quantile(q) as f64 / sdk.value_at_quantile(q).max(1) as f64;
     let push_ratio =
         ours_push.value_at_quantile(q) as f64 / aq_push.value_at_quantile(q).max(1) as f64;
     Audit {
         name: "record-latency",
-        passed: span_ratio <= limit && push_ratio <= limit,
+        passed: complete && span_ratio <= limit && push_ratio <= limit,
         verdict: format!(
-            "{qname} span build+end {:.2}x the SDK's, {qname} push {:.2}x ArrayQueue's (each needs <= {limit:.2}x)",
-            span_ratio, push_ratio
+            "{qname} span build+end {:.2}x the SDK's, {qname} push {:.2}x ArrayQueue's (each needs <= {limit:.2}x){}",
+            span_ratio,
+            push_ratio,
+            if complete {
+                ""
+            } else {
+                "; NOT every call got through (a dropped span or refused push is a shorter path: not like for like)"
+            }
         ),
         details,
         json: json!({
             "threads": threads,
             "span_build_and_end": {"otlp_exporter": figures(&ours), "otel_sdk": figures(&sdk), "fastrace": figures(&fastrace)},
-            "total_queue": TOTAL_QUEUE,
+            "total_queue": total,
+            "rounds": ROUNDS,
+            "calls_through": {"ours_build_end": through[0], "sdk_build_end": through[1], "ours_end": through[2], "sdk_end": through[3], "of": spans, "ours_push": ours_pushed, "array_queue_push": aq_pushed, "of_pushes": pushes},
             "span_end_only": {"otlp_exporter": figures(&ours_end), "otel_sdk": figures(&sdk_end)},
             "queue_push": {"otlp_queue": figures(&ours_push), "array_queue": figures(&aq_push)},
             "judged_quantile": qname,
@@ -236,25 +275,26 @@ fn time_span<S>(end_only: bool, build: impl FnOnce() -> S, end: impl FnOnce(S)) 
     if end_only { t1.elapsed() } else { t0.elapsed() }
 }
 
-/// Our pipeline: per-call latency of making a span (or, `end_only`, of
-/// ending one built just before).
-fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
-    let lane = ours_queue_setting(TOTAL_QUEUE, threads);
+/// Our pipeline, holding `total` spans: per-call latency of making a span
+/// (or, `end_only`, of ending one built just before), and how many spans
+/// it exported (dropped ones are not).
+fn ours_span(threads: usize, iters: u64, end_only: bool, total: usize) -> (Histogram<u64>, u64) {
+    let setting = ours_queue_setting(total, threads);
     let pipeline = Pipeline::builder()
         .transport(Counting::default())
         .resource(Resource::new("audit"))
-        .max_queue_size(lane)
-        .max_export_batch_size(512.min(lane))
+        .max_queue_size(setting)
+        .max_export_batch_size(512.min(setting))
         .scheduled_delay(Duration::from_millis(100))
         .build()
         .expect("valid settings");
     let tracer = pipeline.tracer("audit", "0");
-    let h = measure(
+    let (h, _) = measure(
         threads,
         iters,
         |_| (),
         |(), i| {
-            Some(time_span(
+            let took = time_span(
                 end_only,
                 || {
                     let mut span = tracer.start("op");
@@ -265,25 +305,29 @@ fn ours_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
                 |span| {
                     span.end();
                 },
-            ))
+            );
+            (Some(took), true)
         },
     );
     drop(tracer);
-    pipeline.shutdown(Duration::from_secs(30));
-    h
+    let stats = pipeline.shutdown(Duration::from_secs(30)).stats;
+    (h, stats.exported)
 }
 
-/// The SDK with its batch processor: the same spans.
-fn sdk_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
+/// The SDK with its batch processor, holding `total` spans: the same
+/// spans; how many its exporter received.
+fn sdk_span(threads: usize, iters: u64, end_only: bool, total: usize) -> (Histogram<u64>, u64) {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
-    let provider = benches::exporter::otel_provider(CountingExporter::default(), TOTAL_QUEUE);
+    let got = CountingExporter::default();
+    let received = got.0.clone();
+    let provider = benches::exporter::otel_provider(got, total);
     let tracer = provider.tracer("audit");
-    let h = measure(
+    let (h, _) = measure(
         threads,
         iters,
         |_| (),
         |(), i| {
-            Some(time_span(
+            let took = time_span(
                 end_only,
                 || {
                     let mut span = tracer.start("op");
@@ -292,11 +336,13 @@ fn sdk_span(threads: usize, iters: u64, end_only: bool) -> Histogram<u64> {
                     span
                 },
                 |mut span| span.end(),
-            ))
+            );
+            (Some(took), true)
         },
     );
+    // A shutdown that gives up shows as spans not received, below.
     let _ = provider.shutdown();
-    h
+    (h, received.load(Ordering::Relaxed))
 }
 
 /// fastrace: a local span with two properties built and ended, per call,
@@ -310,9 +356,10 @@ fn fastrace_spans(threads: usize, iters: u64) -> Histogram<u64> {
             root.renew_if_due(i);
             let t0 = Instant::now();
             fastrace_span(i);
-            Some(t0.elapsed())
+            (Some(t0.elapsed()), true)
         },
     )
+    .0
 }
 
 /// Runs `work` while another thread keeps calling `drain` (which returns

@@ -25,11 +25,12 @@ use super::{Audit, Options, m};
 /// Ours must deliver at least this many times tracing-opentelemetry's
 /// spans/s at every judged thread count (median of the per-round ratios),
 /// with the [`JUDGED`] total queue on both sides: never below the
-/// baseline users run today. The goal is 5x; on the shared 2-core
-/// VM the medians measure 1.4-1.5x at 1 thread and 1.4-1.8x at 4 threads
-/// (`--quick`, 2026-11-29, docs/audits.md), and short runs went down to
-/// 1.1x: this bar keeps about 30 % of margin under the steady figures.
-/// Raise it as the layer's cost comes down.
+/// baseline users run today. The goal is 5x. On the shared 2-core
+/// Intel VM the medians measured 1.19-1.52x at 1 thread and 1.19-1.79x at
+/// 4 threads, with single rounds as low as 0.66x (docs/audits.md section
+/// 8); on the 2-core AMD VM, 2.7-3.6x (session 14's CI runs,
+/// docs/exporter-performance.md). The bar sits under the Intel VM's
+/// worst medians; raise it as the layer's cost comes down.
 const RATIO: f64 = 1.0;
 /// The total queues measured, the same for both sides.
 const QUEUES: [usize; 2] = [2048, 65_536];

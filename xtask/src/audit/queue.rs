@@ -1,4 +1,6 @@
-//! Audit 1: queue scaling. otlp-queue against `Mutex<VecDeque>` and
+//! Audit 1: queue scaling. otlp-queue (its per-producer rings, and its
+//! pooled queue, the one the exporter's pipeline uses under every
+//! shedding policy but drop-oldest) against `Mutex<VecDeque>` and
 //! crossbeam's `ArrayQueue` over the thread sweep, lossless (producers
 //! retry when full, so every figure counts items pushed once and
 //! delivered; a push that fails fast on a full queue is never counted as
@@ -54,9 +56,9 @@ fn judge(threads: &[usize], ratios: &[f64]) -> (f64, f64, String) {
 
 /// The share of the 1-producer push rate (lossless: items pushed and
 /// delivered per second of the producer's time) each producer must keep
-/// at `t` producers: 70 %, scaled down by the share of a core each thread
-/// can get. Judged only where the producers and the consumer have a core
-/// each (`None` elsewhere): where they outnumber the cores, a lossless
+/// at `t` producers: 70 %. Judged only where the producers and the
+/// consumer have a core each (`None` elsewhere; there each thread has a
+/// whole core, so no share of a core scales the floor down): where they outnumber the cores, a lossless
 /// producer that finds the queue full yields its slice until the
 /// consumer, which then shares the cores with every producer, has made
 /// room, so the rate per producer is set by the scheduler and by how fast
@@ -66,11 +68,7 @@ fn judge(threads: &[usize], ratios: &[f64]) -> (f64, f64, String) {
 /// while otlp-queue delivered 7.3x ArrayQueue's items there. The ratio to
 /// ArrayQueue is the regression guard there.
 pub(crate) fn scaling_floor(t: usize) -> Option<f64> {
-    if t + 1 > cores() {
-        return None;
-    }
-    let usable = (cores().saturating_sub(1)).max(1) as f64;
-    Some(0.7 * (usable / t as f64).min(1.0))
+    (t < cores()).then_some(0.7)
 }
 
 pub(crate) fn audit(o: &Options) -> (Audit, Vec<Series>) {
@@ -85,13 +83,13 @@ pub(crate) fn audit(o: &Options) -> (Audit, Vec<Series>) {
     };
     let capacity = 4096;
     // results[thread index][candidate] = runs
-    let mut lossless: Vec<[Vec<RunResult>; 3]> = Vec::new();
+    let mut lossless: Vec<[Vec<RunResult>; 4]> = Vec::new();
     for &t in &o.threads {
         eprintln!("  queue-scaling: {t} producers");
-        let mut l: [Vec<RunResult>; 3] = Default::default();
+        let mut l: [Vec<RunResult>; 4] = Default::default();
         for _ in 0..rounds {
-            for (i, c) in Candidate::ALL.into_iter().enumerate() {
-                l[i].push(run(c, t, items, Mode::Lossless, capacity));
+            for c in Candidate::ALL {
+                l[c.index()].push(run(c, t, items, Mode::Lossless, capacity));
             }
         }
         lossless.push(l);
@@ -105,60 +103,76 @@ pub(crate) fn audit(o: &Options) -> (Audit, Vec<Series>) {
     let mut details = String::new();
     let _ = writeln!(
         details,
-        "One consumer, N producers, `u64` items, total capacity {capacity}, {items} items per producer, \
-         lossless (producers retry when full), {rounds} round(s), medians. Per producer: items \
-         pushed and delivered per second of that producer's time (a push that finds the queue \
-         full is retried, not counted).\n"
+        "One consumer, N producers, `u64` items, total capacity {capacity} (otlp-queue: {capacity} / N \
+         per lane; pooled: a pool of {capacity} less a {}-item chunk per producer, which each \
+         producer also holds), {items} items per producer, lossless (producers retry when full), \
+         {rounds} round(s), medians. Per producer: items pushed and delivered per second of that \
+         producer's time (a push that finds the queue full is retried, not counted). Both of \
+         otlp-queue's queues are judged against ArrayQueue.\n",
+        otlp_queue::pooled::chunk_len::<u64>()
     );
     let _ = writeln!(
         details,
-        "| producers | otlp-queue delivered/s | ArrayQueue | Mutex<VecDeque> | ratio to ArrayQueue | otlp-queue per producer | of 1-producer rate | floor |"
+        "| producers | otlp-queue delivered/s | pooled | ArrayQueue | Mutex<VecDeque> | otlp-queue / ArrayQueue | pooled / ArrayQueue | otlp-queue per producer | of 1-producer rate | floor |"
     );
-    let _ = writeln!(details, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        details,
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let [ours, pooled, aq, mx] = Candidate::ALL.map(Candidate::index);
     let base = lossless
         .first()
-        .map(|l| per_producer(&l[0]))
+        .map(|l| per_producer(&l[ours]))
         .unwrap_or(f64::NAN);
+    let ratio_of = |l: &[Vec<RunResult>; 4], c: usize| {
+        median(
+            l[c].iter()
+                .zip(&l[aq])
+                .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
+                .collect(),
+        )
+    };
     let mut rows = Vec::new();
     for (k, &t) in o.threads.iter().enumerate() {
         let l = &lossless[k];
-        let ratio = median(
-            l[0].iter()
-                .zip(&l[1])
-                .map(|(a, b)| a.delivered_per_s / b.delivered_per_s)
-                .collect(),
-        );
-        let share = per_producer(&l[0]) / base;
+        let (ratio, pooled_ratio) = (ratio_of(l, ours), ratio_of(l, pooled));
+        let share = per_producer(&l[ours]) / base;
         let _ = writeln!(
             details,
-            "| {t} | {} | {} | {} | {ratio:.1}x | {} | {:.0} % | {} |",
-            m(delivered(&l[0])),
-            m(delivered(&l[1])),
-            m(delivered(&l[2])),
-            m(per_producer(&l[0])),
+            "| {t} | {} | {} | {} | {} | {ratio:.1}x | {pooled_ratio:.1}x | {} | {:.0} % | {} |",
+            m(delivered(&l[ours])),
+            m(delivered(&l[pooled])),
+            m(delivered(&l[aq])),
+            m(delivered(&l[mx])),
+            m(per_producer(&l[ours])),
             share * 100.0,
             scaling_floor(t).map_or("not judged".into(), |f| format!("{:.0} %", f * 100.0)),
         );
         rows.push(json!({
             "producers": t,
-            "delivered_per_s": {"otlp_queue": delivered(&l[0]), "array_queue": delivered(&l[1]), "mutex_vecdeque": delivered(&l[2])},
+            "delivered_per_s": {"otlp_queue": delivered(&l[ours]), "otlp_queue_pooled": delivered(&l[pooled]), "array_queue": delivered(&l[aq]), "mutex_vecdeque": delivered(&l[mx])},
             "ratio_to_array_queue": ratio,
-            "lossless_per_producer_per_s": {"otlp_queue": per_producer(&l[0]), "array_queue": per_producer(&l[1]), "mutex_vecdeque": per_producer(&l[2])},
+            "pooled_ratio_to_array_queue": pooled_ratio,
+            "lossless_per_producer_per_s": {"otlp_queue": per_producer(&l[ours]), "otlp_queue_pooled": per_producer(&l[pooled]), "array_queue": per_producer(&l[aq]), "mutex_vecdeque": per_producer(&l[mx])},
             "share_of_one_producer_rate": share,
         }));
     }
     let top = o.threads.len() - 1;
     let t = o.threads[top];
-    let ratios: Vec<f64> = rows
-        .iter()
-        .map(|r| r["ratio_to_array_queue"].as_f64().unwrap_or(0.0))
-        .collect();
-    let (got, rt, ratio_verdict) = judge(&o.threads, &ratios);
+    let ratios_of = |key: &str| -> Vec<f64> {
+        rows.iter()
+            .map(|r| r[key].as_f64().unwrap_or(0.0))
+            .collect()
+    };
+    let (got, rt, ratio_verdict) = judge(&o.threads, &ratios_of("ratio_to_array_queue"));
+    let (pooled_got, _, pooled_verdict) =
+        judge(&o.threads, &ratios_of("pooled_ratio_to_array_queue"));
+    let ratio_verdict = format!("rings: {ratio_verdict}; pooled: {pooled_verdict}");
     let share = rows[top]["share_of_one_producer_rate"]
         .as_f64()
         .unwrap_or(0.0);
     let floor = scaling_floor(t);
-    let passed = got >= rt && floor.is_none_or(|f| share >= f);
+    let passed = got >= rt && pooled_got >= rt && floor.is_none_or(|f| share >= f);
     let verdict = match floor {
         Some(f) => format!(
             "{ratio_verdict}; lossless push rate per producer at {t}: {:.0} % of 1-producer (needs >= {:.0} %)",
@@ -177,7 +191,7 @@ pub(crate) fn audit(o: &Options) -> (Audit, Vec<Series>) {
         .enumerate()
         .map(|(i, c)| Series {
             name: c.name().to_string(),
-            color: ["#d62728", "#1f77b4", "#7f7f7f"][i],
+            color: ["#d62728", "#ff7f0e", "#1f77b4", "#7f7f7f"][i],
             points: o
                 .threads
                 .iter()

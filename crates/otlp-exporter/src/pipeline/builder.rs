@@ -15,6 +15,12 @@ use crate::transport::{FileTransport, Transport};
 
 use super::*;
 
+/// The spans each recording thread holds in a chunk of its own, on top of
+/// `max_queue_size` (except with [`Shedding::DropOldest`], whose size is
+/// per thread): the queue holds at most `max_queue_size +
+/// THREAD_CHUNK_SLOTS x` (recording threads) spans.
+pub const THREAD_CHUNK_SLOTS: usize = 16;
+
 /// OTel SDK spec default: `OTEL_BSP_MAX_QUEUE_SIZE`.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
 /// OTel SDK spec default: `OTEL_BSP_SCHEDULE_DELAY` (ms).

@@ -824,3 +824,15 @@ pub(super) fn push(shared: &Shared, lane: &LocalLane, span: EncodedSpan) -> Reco
         }
     }
 }
+
+#[cfg(test)]
+mod chunk_tests {
+    /// The documented per-thread chunk is the pool's chunk for a span slot.
+    #[test]
+    fn thread_chunk_slots_is_the_pools_chunk_of_span_slots() {
+        assert_eq!(
+            otlp_queue::pooled::chunk_len::<super::EncodedSpan>(),
+            super::super::THREAD_CHUNK_SLOTS
+        );
+    }
+}
