@@ -264,7 +264,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A span export pipeline. Cheap to clone; every clone is the same
 /// pipeline. Dropping the last clone shuts it down (waiting at most the
-/// builder's `drop_timeout`).
+/// builder's `drop_timeout`). Tracers and their live spans count as
+/// clones: the pipeline shuts itself down when the last of all of them
+/// goes, so a span leaked with `std::mem::forget` (never ended, never
+/// dropped) keeps it running. Call [`shutdown`](Self::shutdown) to end
+/// it whatever is still alive; a span ended after that is counted
+/// `after_shutdown`.
 ///
 /// ```
 /// use otlp_exporter::{InMemory, Pipeline, SpanData};
