@@ -2432,3 +2432,89 @@ fn yield_now_polled_with_its_own_waker_elsewhere_is_woken() {
         }
     });
 }
+
+/// A reviewer's case: a `Cx` returned out of its region opens a region
+/// after that region closed (an orphan, born cancelled), which spawns a
+/// task whose work is masked; the orphan's future is then dropped. The
+/// task used to escape the tree: nothing counted the orphan, and
+/// `block_on` returned while the task still ran. The orphan is now
+/// counted in the nearest ancestor still open (here the body's), so
+/// `block_on` returns after the task.
+#[test]
+fn a_region_opened_through_a_context_that_outlived_its_region_stays_in_the_tree() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let done = Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            let out = rt.block_on(move |cx| async move {
+                let leaked = cx
+                    .region(|cx| async move { Ok::<_, ()>(cx) })
+                    .await
+                    .unwrap();
+                let orphan = leaked.scope(move |cx| async move {
+                    let _h = cx.spawn(move |cx| async move {
+                        let _ = cx.masked(cx.sleep(Duration::from_millis(30))).await;
+                        d.store(true, Ordering::SeqCst);
+                    });
+                    std::future::pending::<()>().await
+                });
+                let mut orphan = Box::pin(orphan);
+                std::future::poll_fn(|t| {
+                    let _ = orphan.as_mut().poll(t);
+                    Poll::Ready(())
+                })
+                .await;
+                drop(orphan);
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok(), "{name}");
+            assert!(
+                done.load(Ordering::SeqCst),
+                "{name}: block_on returned before the task"
+            );
+        }
+    });
+}
+
+/// Polls `f` on this thread until it is ready, parking between wakes (an
+/// executor that polls again only when woken).
+fn park_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// A reviewer's case: a `Cx` kept after its runtime was dropped. A sleep
+/// through it set a timer no worker would turn, and a task spawned in a
+/// scope was queued where no worker would run it: both waited for ever.
+/// Each now fails at once, with the reason `Shutdown`.
+#[test]
+fn a_context_kept_past_its_runtime_fails_fast() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx) });
+            let cx = out.ok().expect("the body returns its context");
+            drop(rt);
+            let slept = park_on(cx.sleep(Duration::from_millis(10)));
+            let reason = slept.expect_err(name).0;
+            assert_eq!(reason.kind(), CancelKind::Shutdown, "{name}: {reason:?}");
+            let scoped = park_on(cx.scope(|cx| async move { cx.spawn(|_| async { 2 }).await }));
+            // The scope ends; the task it spawned, never run, is cancelled.
+            assert!(
+                matches!(&scoped, Outcome::Ok(Outcome::Cancelled(r)) if r.kind() == CancelKind::Shutdown),
+                "{name}: {scoped:?}"
+            );
+        }
+    });
+}

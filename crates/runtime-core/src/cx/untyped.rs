@@ -75,6 +75,16 @@ where
     // Born SCHEDULED: a cancellation applied during adoption must not
     // enqueue it a second time.
     let (task, registered, handle) = new_task(id, region.clone(), effective, seed, body);
+    if sched.is_shut_down() {
+        // Through a `Cx` kept past the runtime's shutdown: no worker would
+        // ever run it (its handle would wait for ever).
+        task.reject(
+            CancelReason::new(CancelKind::Shutdown)
+                .with_message("spawned after the runtime had shut down")
+                .with_origin(Origin::Runtime),
+        );
+        return handle;
+    }
     if !region.adopt_task(&task, registered) {
         crate::task::reject(&task);
         return handle;

@@ -30,6 +30,9 @@ thread_local! {
 pub(crate) const LOST_CLOSE_WAKE: u32 = 1;
 /// Planted bug: a region's close forgets its children's failures.
 pub(crate) const IGNORE_CHILD_FAILURE: u32 = 2;
+/// Planted bug: a region opened in a parent that had closed is counted
+/// nowhere (its tasks can outlive every region above it).
+pub(crate) const ORPHANS_NOT_ADOPTED: u32 = 4;
 
 /// A two-phase permit's entry in the ledger of the lab run it was taken
 /// in (none outside a run).

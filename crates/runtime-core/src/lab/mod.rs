@@ -150,14 +150,14 @@
 //! [`LabReport::failure`] (and so [`explore`]) report the run as failed.
 //!
 //! From safe code, a leaked task or region shows up as a deadlock (its
-//! parent waits for it for ever) unless it escaped the tree: a `Cx` kept
-//! past its region's close opens an orphan region nobody waits for, which
-//! `tests/lab_runtime.rs` uses to trip the live-task and open-region
-//! oracles; `mem::forget` of a permit trips the reservation oracle; a
-//! finalizer registered on a closed region, the finalizer oracle. The
-//! cleanup-budget and lattice oracles check what the runtime itself
-//! enforces, so no safe program trips them: their tests plant a bug
-//! (`LabBuilder::plant`, hidden, for tests only).
+//! parent waits for it for ever): even a region opened through a `Cx`
+//! kept past its region's close is counted in the nearest ancestor still
+//! open, which waits for it. `mem::forget` of a permit trips the
+//! reservation oracle; a finalizer registered on a closed region, the
+//! finalizer oracle. The live-task, open-region, cleanup-budget and
+//! lattice oracles check what the runtime itself enforces, so no safe
+//! program trips them: their tests plant a bug (`LabBuilder::plant`,
+//! hidden, for tests only).
 
 mod explore;
 pub(crate) mod hooks;
@@ -226,6 +226,10 @@ pub enum PlantedBug {
     IgnoreChildFailure,
     /// Cleanup grace periods are never enforced (no cut-off timer).
     SkipGraceTimers,
+    /// A region opened through a context that outlived its region is
+    /// counted nowhere (as before 2026-12-01): its tasks can outlive the
+    /// root.
+    OrphansNotAdopted,
 }
 
 /// Configures a [`LabRuntime`].
@@ -325,6 +329,7 @@ impl LabBuilder {
             PlantedBug::LostCloseWake => self.faults |= hooks::LOST_CLOSE_WAKE,
             PlantedBug::IgnoreChildFailure => self.faults |= hooks::IGNORE_CHILD_FAILURE,
             PlantedBug::SkipGraceTimers => self.skip_grace_timers = true,
+            PlantedBug::OrphansNotAdopted => self.faults |= hooks::ORPHANS_NOT_ADOPTED,
         }
         self
     }

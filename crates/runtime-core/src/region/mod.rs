@@ -308,6 +308,11 @@ pub(crate) struct Region {
     abandoned: AtomicBool,
     /// Opened in a parent that had closed: not counted there.
     orphan: AtomicBool,
+    /// An orphan's adoptive parent: the nearest ancestor of its closed
+    /// parent still open when it was opened, which counts it live (so it
+    /// cannot close before the orphan does) and hears of its close. Set
+    /// once, in `open`, before the node is handed out; read in `detach`.
+    adopted_by: std::sync::OnceLock<Arc<Region>>,
     /// This region's index in its owner task's list of open regions
     /// (`Header::open_regions`), read and written only under that list's
     /// lock: the close removes the entry without a search, so a task that
@@ -465,6 +470,7 @@ impl Region {
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             orphan: AtomicBool::new(false),
+            adopted_by: std::sync::OnceLock::new(),
             open_at: std::sync::atomic::AtomicUsize::new(usize::MAX),
             listed: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -548,6 +554,22 @@ impl Region {
             // to `detach`, its only reader, passes an acquire-release (the live
             // count's RMWs, the owner task's RUNNING hand-off).
             node.orphan.store(true, Ordering::Relaxed);
+            // Counted instead in the nearest ancestor still open, which
+            // then waits for it: the tasks it runs stay inside the tree
+            // (a region whose future is dropped with tasks running used to
+            // let them outlive every region above, `block_on` included).
+            let mut up = parent.parent.clone();
+            if crate::lab::hooks::fault(crate::lab::hooks::ORPHANS_NOT_ADOPTED) {
+                // A planted bug (lab tests only): the orphan counted nowhere.
+                up = None;
+            }
+            while let Some(ancestor) = up {
+                if ancestor.count_child() {
+                    let _ = node.adopted_by.set(ancestor);
+                    break;
+                }
+                up = ancestor.parent.clone();
+            }
             node.cancel(
                 &CancelReason::new(CancelKind::ParentCancelled)
                     .with_message("the parent region had already closed")
@@ -1086,10 +1108,12 @@ impl Region {
                 }
             }
         }
-        if let Some(parent) = &self.parent
-            // Relaxed: see the store in `open`.
-            && !self.orphan.load(Ordering::Relaxed)
-        {
+        // Relaxed: see the store in `open`.
+        if self.orphan.load(Ordering::Relaxed) {
+            if let Some(ancestor) = self.adopted_by.get() {
+                ancestor.child_done(Severity::Ok);
+            }
+        } else if let Some(parent) = &self.parent {
             if self.in_parents_body {
                 // Release: a request that still reads the count before this
                 // only looks at the owner's list, where this node is no

@@ -102,6 +102,12 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     /// Fires the timers that are due, if any (called from a busy task's
     /// checkpoints, so that time keeps moving while it holds its worker).
     fn poll_timers(&self) {}
+    /// Whether the runtime has shut down (its workers stopped): a task
+    /// spawned, or a timer set, through a `Cx` kept past that would never
+    /// run or fire, so they fail at once instead (`spawn_in`, sleeps).
+    fn is_shut_down(&self) -> bool {
+        false
+    }
     /// The blocking pool, if this scheduler has one (none: blocking jobs
     /// run inline, as the lab runs them).
     fn blocking(&self) -> Option<&crate::blocking::BlockingPool>;

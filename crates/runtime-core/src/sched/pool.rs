@@ -647,6 +647,11 @@ impl Scheduler for Shared {
         self.clock.now_ceil()
     }
 
+    fn is_shut_down(&self) -> bool {
+        // Acquire: pairs with shutdown's SeqCst store (as the workers' look).
+        self.shutdown.load(Ordering::Acquire)
+    }
+
     fn poll_timers(&self) {
         let now = self.clock.now();
         if !self.timers.due(now) {

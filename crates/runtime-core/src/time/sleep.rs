@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use super::driver::{TimerAction, TimerHandle};
 use super::{Duration, Instant};
 use crate::budget::coop;
-use crate::cancel::Cancelled;
+use crate::cancel::{CancelKind, CancelReason, Cancelled, Origin};
 use crate::caps::CapSet;
 use crate::cx::{Cx, CxCore};
 use crate::sync::WakerId;
@@ -111,6 +111,16 @@ fn poll_sleep_in(
             if let Some((h, _)) = timer.take() {
                 cx.cancel_wake_timer(h);
             }
+            if cx.sched().is_shut_down() {
+                // Through a `Cx` kept past the runtime's shutdown: no
+                // worker turns the wheel any more, the timer would never
+                // fire.
+                return Poll::Ready(Err(Cancelled(
+                    CancelReason::new(CancelKind::Shutdown)
+                        .with_message("the runtime has shut down: its timers no longer fire")
+                        .with_origin(Origin::Runtime),
+                )));
+            }
             let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
             *timer = Some((h, id));
         }
@@ -153,7 +163,11 @@ impl Drop for Sleep<'_> {
 ///
 /// An interval may move to another task (it is `Send` and `'static`): each
 /// tick is a checkpoint of the context passed to [`tick`](Self::tick), the
-/// polling task's, not of the task that made the interval.
+/// polling task's, not of the task that made the interval. It is a time
+/// capability handed on by value: made through a context with `Time`, it
+/// ticks for whoever holds it, whatever that one's own context allows (as
+/// a `Cx` passed on does). It keeps the task that made it alive (its
+/// context) until it is dropped.
 pub struct Interval {
     cx: CxCore,
     period: Duration,
