@@ -805,3 +805,96 @@ fn a_deadline_budget_needs_the_time_capability() {
         Some((true, true, true, Instant::ZERO))
     );
 }
+
+// ---- found by review (2026-12-01) ------------------------------------------
+
+/// A task that spins in one poll, checkpointing but never awaiting, under
+/// a timeout: virtual time stands still while it runs, so the timeout
+/// could never fire and the run never ended (the step limit was checked
+/// only between polls). Its clock looks now count against the run's steps:
+/// at the limit it is cancelled at a checkpoint, and the run reports the
+/// step limit.
+#[test]
+fn a_task_spinning_in_one_poll_ends_the_run_at_the_step_limit() {
+    isolate(WATCHDOG, || {
+        let report = LabRuntime::builder()
+            .max_steps(1_000)
+            .build()
+            .block_on(|cx| async move {
+                let r = cx
+                    .timeout(Duration::from_millis(50), |cx| async move {
+                        loop {
+                            if cx.checkpoint().is_err() {
+                                return Err::<(), ()>(());
+                            }
+                        }
+                    })
+                    .await;
+                Ok::<_, ()>(r.is_ok())
+            });
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::StepLimit { steps: 1_000 })),
+            "{:?}",
+            report.violations
+        );
+    });
+}
+
+/// A PCT depth far past any use (`u32::MAX`) asked for that many change
+/// points (32 GiB: the process aborted). It is capped.
+#[test]
+fn a_huge_pct_depth_is_capped() {
+    isolate(WATCHDOG, || {
+        let report = LabRuntime::builder()
+            .strategy(lab::Strategy::Pct {
+                depth: u32::MAX,
+                steps: u64::MAX,
+            })
+            .build()
+            .block_on(|cx| async move {
+                cx.spawn(|_| async {}).await;
+                Ok::<_, ()>(())
+            });
+        assert!(report.is_clean(), "{:?}", report.violations);
+    });
+}
+
+/// A run that cannot finish with more than 100 000 tasks alive: the
+/// teardown ran at most 100 000 of them and let go of the rest, whose
+/// futures (and all they held) were never dropped.
+#[test]
+fn a_run_torn_down_drops_every_task() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DROPS: AtomicU64 = AtomicU64::new(0);
+    struct CountDrop;
+    impl Drop for CountDrop {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let n = 120_000u64;
+    let report = LabRuntime::builder()
+        .max_steps(50)
+        .build()
+        .block_on(move |cx| async move {
+            for _ in 0..n {
+                let g = CountDrop;
+                cx.spawn(move |cx| async move {
+                    let _g = g;
+                    loop {
+                        cx.yield_now().await.ok();
+                    }
+                });
+            }
+            loop {
+                cx.yield_now().await.ok();
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(())
+        });
+    drop(report);
+    assert_eq!(DROPS.load(Ordering::SeqCst), n);
+}

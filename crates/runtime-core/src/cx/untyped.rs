@@ -195,8 +195,16 @@ impl CxCore {
     /// A task that returns `Err` after its checkpoint reported cancellation
     /// ends `Cancelled(reason)`, whatever its error says.
     pub(crate) fn checkpoint(&self) -> Result<(), Cancelled> {
-        if coop::clock_look_due() {
-            self.sched().poll_timers();
+        if coop::clock_look_due() && self.sched().poll_timers() {
+            // The lab: this task has spun in one poll past the run's step
+            // limit (virtual time stands still while it runs, so no timer
+            // would ever end it); the run ends, and so does the spin.
+            cancel_task(
+                &self.task,
+                &CancelReason::new(CancelKind::Shutdown)
+                    .with_message("the lab's step limit: a task spun in one poll")
+                    .with_origin(Origin::Runtime),
+            );
         }
         match self.cancel_requested() {
             Some(r) => Err(Cancelled(r)),

@@ -12,8 +12,9 @@ use crate::cx::Cx;
 use crate::time::Duration;
 
 /// A failing run found by [`explore`]: its seed, why it failed, and its
-/// schedule. `LabRuntime::builder().seed(seed)` (with the same strategy)
-/// replays it, trace for trace.
+/// schedule. `LabRuntime::builder().seed(seed)`, with every other setting
+/// of the builder that explored (strategy, `max_steps`, cleanup budget),
+/// replays it, trace for trace; a different setting is a different run.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct FoundFailure {
@@ -40,7 +41,7 @@ impl fmt::Display for FoundFailure {
         )?;
         writeln!(
             f,
-            "replay: LabRuntime::builder().seed({}) (same strategy); fingerprint {:#018x}, {} steps, {:?} virtual",
+            "replay: LabRuntime::builder().seed({}) (with the exploring builder's other settings: strategy, max_steps, cleanup); fingerprint {:#018x}, {} steps, {:?} virtual",
             self.seed,
             self.fingerprint,
             self.trace.events().len(),

@@ -110,7 +110,13 @@
 //! with the wheel's 1 ms tick (a deadline fires at its tick, rounded up).
 //! A task that spins without ever awaiting something that is not ready
 //! keeps time still: the lab ends such a run at its step limit
-//! ([`LabBuilder::max_steps`]) and reports it.
+//! ([`LabBuilder::max_steps`]) and reports it. So does one that spins
+//! inside a single poll, checkpointing but never awaiting: its
+//! checkpoints' looks at the clock count against the steps left, and at
+//! the limit it is cancelled at a checkpoint. (A timer cannot end either
+//! kind in the lab, where time stands still while they run: on the real
+//! runtime a timeout or cleanup grace period would. Their cleanup budget's
+//! polls still apply.)
 //!
 //! ## No wall clock, no OS randomness: how to check it
 //!
@@ -206,12 +212,19 @@ pub enum Strategy {
     /// Probabilistic concurrency testing: random priorities, `depth - 1`
     /// change points among the first `steps` steps.
     Pct {
-        /// The bug depth aimed at (orderings that must line up).
+        /// The bug depth aimed at (orderings that must line up). At most
+        /// [`MAX_PCT_DEPTH`](crate::lab::MAX_PCT_DEPTH), and at most one
+        /// more than `steps` (one change point per step); larger values
+        /// are taken as that.
         depth: u32,
         /// About how many steps a run takes (where change points fall).
         steps: u64,
     },
 }
+
+/// The deepest [`Strategy::Pct`] a run uses (PCT's bugs of interest have
+/// a depth of a few; each level costs a change point).
+pub const MAX_PCT_DEPTH: u32 = 4096;
 
 /// A planted bug, for showing that exploration and the oracles catch what
 /// they should (tests only).

@@ -88,7 +88,10 @@ const PCT_STREAK: u32 = 32;
 
 /// PCT's `depth - 1` change points, drawn in `0..steps`, ascending.
 fn change_points(rng: &mut Rng, depth: u32, steps: u64) -> Vec<u64> {
-    let mut points: Vec<u64> = (1..depth.max(1)).map(|_| rng.below(steps.max(1))).collect();
+    // At most one change point per step: a deeper setting changes nothing
+    // more (and `depth: u32::MAX` asked for 32 GiB of them, an abort).
+    let depth = u64::from(depth.clamp(1, super::MAX_PCT_DEPTH)).min(steps.max(1).saturating_add(1));
+    let mut points: Vec<u64> = (1..depth).map(|_| rng.below(steps.max(1))).collect();
     points.sort_unstable();
     points
 }
@@ -297,9 +300,18 @@ where
             };
             // A cancelled task is kept to look at after its run.
             let watched = seen.map(|c| (c, task.clone(), sched.stats().snapshot().tasks_cut_off));
+            // A poll that spins (checkpoints, never awaits) may make as
+            // many clock looks as the run has steps left.
+            sched.allow_looks(cfg.max_steps - steps);
             task.run();
             if let Some((seen, task, cut_before)) = watched {
                 check_cleanup(&sched, &task, seen, cut_before, &mut violations);
+            }
+            if sched.take_spun() {
+                violations.push(Violation::StepLimit {
+                    steps: cfg.max_steps,
+                });
+                break;
             }
             continue;
         }
@@ -435,8 +447,11 @@ fn check_end(
     }
 }
 
-/// Ends a run that could not finish: cancels and cuts off everything, runs
-/// what that wakes (a bounded number of steps), and lets go of the rest.
+/// Ends a run that could not finish: cancels and cuts off everything, and
+/// runs what that wakes: each task, cut off, drops its future when run.
+/// Bounded (a `Drop` that spawns again and again), but by twice the tasks
+/// alive at least, so that every one is dropped (a fixed 100 000 used to
+/// leave the rest of a larger run, and all they held, for ever).
 fn tear_down<T, E>(
     sched: &LabSched,
     root: &Arc<Region>,
@@ -448,7 +463,8 @@ fn tear_down<T, E>(
             .with_origin(Origin::Runtime),
     );
     root.cut_off_all(true);
-    for _ in 0..100_000 {
+    let alive = sched.stats().snapshot().tasks_alive();
+    for _ in 0..alive.saturating_mul(2).max(100_000) {
         match sched.take_ready(|_| 0) {
             Some((t, _)) => t.run(),
             None => break,

@@ -46,6 +46,11 @@ pub(super) struct LabSched {
     watch: Mutex<Watch>,
     /// Planted (test-only): grace-period cut-off timers are never armed.
     skip_grace_timers: bool,
+    /// Clock looks (one per 32 checkpoints) the task being polled may
+    /// still make: the run's steps left, set before each poll.
+    looks_left: AtomicU64,
+    /// The task being polled ran out of `looks_left`: it spun.
+    spun: std::sync::atomic::AtomicBool,
 }
 
 impl LabSched {
@@ -58,7 +63,22 @@ impl LabSched {
             ids: AtomicU64::new(1),
             watch: Mutex::new(Watch::default()),
             skip_grace_timers,
+            looks_left: AtomicU64::new(u64::MAX),
+            spun: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Before a poll: the clock looks its checkpoints may make.
+    pub(super) fn allow_looks(&self, n: u64) {
+        // Relaxed: one thread.
+        self.looks_left.store(n, Ordering::Relaxed);
+    }
+
+    /// After a poll: whether the task spun past its looks (and was
+    /// cancelled at its next checkpoint).
+    pub(super) fn take_spun(&self) -> bool {
+        // Relaxed: one thread.
+        self.spun.swap(false, Ordering::Relaxed)
     }
 
     /// Takes the ready task that `pick` chooses (given how many are ready),
@@ -103,6 +123,21 @@ impl LabSched {
 }
 
 impl Scheduler for LabSched {
+    fn poll_timers(&self) -> bool {
+        // Virtual time does not move during a poll: nothing to fire. A look
+        // is counted against the run's steps left instead, so a task that
+        // spins in one poll (checkpointing, never awaiting) is stopped at
+        // the step limit, as one that spins across polls is.
+        // Relaxed: one thread.
+        let left = self.looks_left.load(Ordering::Relaxed);
+        if left == 0 {
+            self.spun.store(true, Ordering::Relaxed);
+            return true;
+        }
+        self.looks_left.store(left - 1, Ordering::Relaxed);
+        false
+    }
+
     fn schedule(&self, task: TaskRef, _how: Schedule) {
         lock(&self.ready).push(task);
     }

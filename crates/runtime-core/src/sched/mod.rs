@@ -101,7 +101,12 @@ pub(crate) trait Scheduler: Send + Sync + 'static {
     }
     /// Fires the timers that are due, if any (called from a busy task's
     /// checkpoints, so that time keeps moving while it holds its worker).
-    fn poll_timers(&self) {}
+    /// `true`: the task checkpointing must stop (the lab: it has spun in
+    /// one poll past the run's step limit, where virtual time stands
+    /// still and no timer could ever end it); it is then cancelled.
+    fn poll_timers(&self) -> bool {
+        false
+    }
     /// Whether the runtime has shut down (its workers stopped): a task
     /// spawned, or a timer set, through a `Cx` kept past that would never
     /// run or fire, so they fail at once instead (`spawn_in`, sleeps).

@@ -652,16 +652,17 @@ impl Scheduler for Shared {
         self.shutdown.load(Ordering::Acquire)
     }
 
-    fn poll_timers(&self) {
+    fn poll_timers(&self) -> bool {
         let now = self.clock.now();
         if !self.timers.due(now) {
-            return;
+            return false;
         }
         // Fired from inside a task's poll: the wake-ups they cause go
         // through the injector (waking an idle worker), not into this busy
         // worker's LIFO slot behind the poll that is running.
         let _detached = SetCurrent::to(ptr::null());
         self.timers.process(now, &self.stats);
+        false
     }
 
     fn insert_timer(&self, at: Instant, action: TimerAction) -> TimerHandle {
