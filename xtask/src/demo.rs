@@ -150,7 +150,12 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
                 std::fs::remove_file(&o.file)
                     .map_err(|e| format!("removing the last run's {}: {e}", o.file.display()))?;
             }
-            builder = builder.file(&o.file);
+            // A `main` too: file-system access from ambient authority.
+            builder = builder
+                .filesystem(otlp_exporter::FsAccess::from_ambient(
+                    otlp_exporter::ambient_authority(),
+                ))
+                .file(&o.file);
             format!("{} (OTLP JSON, one request per line)", o.file.display())
         }
     };

@@ -24,6 +24,15 @@ pub enum ConfigError {
          NetAccess::from_ambient(ambient_authority()) outside it)"
     )]
     NoNetworkAccess,
+    /// The pipeline would write a file (one set with
+    /// `PipelineBuilder::file`, or the default file when no transport and
+    /// no collector are configured) but was given no file-system access.
+    #[error(
+        "the pipeline would write a file but has no file-system access: pass one with \
+         PipelineBuilder::filesystem (cx.fs() inside the runtime, \
+         FsAccess::from_ambient(ambient_authority()) outside it), or choose a transport"
+    )]
+    NoFileAccess,
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

@@ -235,9 +235,11 @@ pub use pipeline::{
     PipelineBuilder, Recorded, Shedding, THREAD_CHUNK_SLOTS,
 };
 pub use propagation::{TraceState, TraceStateError, TraceparentError};
-/// The network capability (from `runtime-cap`): [`HttpTransport::builder`]
-/// and [`PipelineBuilder::network`] take one.
-pub use runtime_cap::{AmbientAuthority, NetAccess, ambient_authority};
+/// The capabilities (from `runtime-cap`): [`HttpTransport::builder`] and
+/// [`PipelineBuilder::network`] take network access,
+/// [`FileTransport::open`] and [`PipelineBuilder::filesystem`] file-system
+/// access; both are made from [`ambient_authority`] outside the runtime.
+pub use runtime_cap::{AmbientAuthority, FsAccess, NetAccess, ambient_authority};
 pub use sampling::{Sampler, SamplingDecision};
 pub use span::{Span, SpanBuilder, Tracer};
 pub use stats::{Dropped, ExportStats, FlushReport, ShutdownReport};

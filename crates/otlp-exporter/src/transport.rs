@@ -391,10 +391,14 @@ impl FileState {
 }
 
 impl FileTransport {
-    /// Opens (creating if needed) `path` for appending. A relative path is
-    /// resolved against the working directory now. A FIFO with no reader
-    /// is an error (see [Pipes and devices](Self#pipes-and-devices)).
-    pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
+    /// Opens (creating if needed) `path` for appending, with the
+    /// file-system access `fs` (`cx.fs()` inside the runtime,
+    /// `FsAccess::from_ambient(ambient_authority())` outside it). A
+    /// relative path is resolved against the working directory now. A FIFO
+    /// with no reader is an error (see [Pipes and
+    /// devices](Self#pipes-and-devices)).
+    pub fn open(fs: runtime_cap::FsAccess, path: impl AsRef<Path>) -> std::io::Result<Self> {
+        let _ = fs;
         let path = std::path::absolute(path.as_ref())?;
         let file = open_append(&path)?;
         Ok(FileTransport {

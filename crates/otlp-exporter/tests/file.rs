@@ -13,7 +13,7 @@ fn writes_one_request_per_line_and_appends() {
     ));
     let _ = std::fs::remove_file(&path);
     for round in 0..2 {
-        let transport = FileTransport::open(&path).expect("opens");
+        let transport = FileTransport::open(fs(), &path).expect("opens");
         assert_eq!(transport.path(), path.as_path());
         let p = Pipeline::builder()
             .transport(transport)
@@ -54,6 +54,7 @@ fn writes_one_request_per_line_and_appends() {
 #[test]
 fn the_default_transport_is_a_file_and_a_bad_path_is_a_clear_error() {
     let err = Pipeline::builder()
+        .filesystem(fs())
         .file("/nonexistent-dir/for/sure/traces.jsonl")
         .build()
         .err()
@@ -190,7 +191,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
         // does not fit is counted failed and leaves nothing.
         let path = temp_path("fsize");
         let p = Pipeline::builder()
-            .transport(FileTransport::open(&path).unwrap())
+            .transport(FileTransport::open(fs(), &path).unwrap())
             .max_export_batch_size(2048)
             .build()
             .unwrap();
@@ -225,7 +226,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
         // fails near the limit is never written later, not even into the
         // file that replaces a rotated one.
         let path = temp_path("fsize-small");
-        let t = FileTransport::open(&path).unwrap();
+        let t = FileTransport::open(fs(), &path).unwrap();
         let mut n = 0;
         let mut kept = Vec::new();
         let failed = loop {
@@ -266,7 +267,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
         // review: that one byte raised SIGXFSZ at open); a clear error.
         let path = temp_path("fsize-torn");
         std::fs::write(&path, vec![b'x'; limit as usize]).unwrap();
-        let err = FileTransport::open(&path).err().expect("no room");
+        let err = FileTransport::open(fs(), &path).err().expect("no room");
         assert_eq!(err.kind(), std::io::ErrorKind::FileTooLarge, "{err}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), limit);
         std::fs::remove_file(&path).unwrap();
@@ -277,7 +278,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
 fn a_deleted_file_is_created_again_and_a_rotated_one_is_followed() {
     test_watchdog::isolate(WATCHDOG, || {
         let path = temp_path("rotate");
-        let t = FileTransport::open(&path).unwrap();
+        let t = FileTransport::open(fs(), &path).unwrap();
         let (a, b, c) = (request("a", 2, 0), request("b", 2, 0), request("c", 2, 0));
         assert_eq!(export(&t, &a), ExportResult::Success);
         std::fs::remove_file(&path).unwrap();
@@ -297,7 +298,7 @@ fn a_deleted_file_is_created_again_and_a_rotated_one_is_followed() {
 fn a_torn_last_line_from_an_earlier_process_stays_alone() {
     let path = temp_path("torn");
     std::fs::write(&path, b"{\"resourceSpans\":[{\"reso").unwrap();
-    let t = FileTransport::open(&path).unwrap();
+    let t = FileTransport::open(fs(), &path).unwrap();
     let r = request("after-torn-", 3, 0);
     assert_eq!(export(&t, &r), ExportResult::Success);
     let text = std::fs::read_to_string(&path).unwrap();
@@ -312,7 +313,7 @@ fn a_torn_last_line_from_an_earlier_process_stays_alone() {
 #[test]
 fn a_directory_is_a_clear_error_at_build() {
     let dir = std::env::temp_dir();
-    let err = FileTransport::open(&dir)
+    let err = FileTransport::open(fs(), &dir)
         .err()
         .expect("a directory is no file");
     assert!(
@@ -320,6 +321,7 @@ fn a_directory_is_a_clear_error_at_build() {
         "{err}"
     );
     let err = Pipeline::builder()
+        .filesystem(fs())
         .file(&dir)
         .build()
         .err()
@@ -337,7 +339,7 @@ fn a_directory_is_a_clear_error_at_build() {
 fn a_device_that_is_always_full_fails_every_export_counted() {
     test_watchdog::isolate(WATCHDOG, || {
         let p = Pipeline::builder()
-            .transport(FileTransport::open("/dev/full").unwrap())
+            .transport(FileTransport::open(fs(), "/dev/full").unwrap())
             .max_export_batch_size(5)
             .build()
             .unwrap();
@@ -353,7 +355,9 @@ fn a_device_that_is_always_full_fails_every_export_counted() {
 #[test]
 fn sync_every_request_writes_the_same_lines() {
     let path = temp_path("sync");
-    let t = FileTransport::open(&path).unwrap().sync_every_request(true);
+    let t = FileTransport::open(fs(), &path)
+        .unwrap()
+        .sync_every_request(true);
     let (a, b) = (request("a", 2, 0), request("b", 1, 0));
     assert_eq!(export(&t, &a), ExportResult::Success);
     assert_eq!(export(&t, &b), ExportResult::Success);
@@ -369,7 +373,7 @@ fn a_file_whose_directory_is_removed_fails_until_it_is_back() {
         std::fs::create_dir(&dir).unwrap();
         let path = dir.join("traces.jsonl");
         let p = Pipeline::builder()
-            .transport(FileTransport::open(&path).unwrap())
+            .transport(FileTransport::open(fs(), &path).unwrap())
             .max_export_batch_size(3)
             .build()
             .unwrap();
@@ -398,7 +402,7 @@ fn a_file_whose_directory_is_removed_fails_until_it_is_back() {
 #[test]
 fn a_file_truncated_under_the_transport_gets_whole_lines_from_the_start() {
     let path = temp_path("copytruncate");
-    let t = FileTransport::open(&path).unwrap();
+    let t = FileTransport::open(fs(), &path).unwrap();
     let (a, b) = (request("a", 3, 200), request("b", 2, 0));
     assert_eq!(export(&t, &a), ExportResult::Success);
     std::fs::OpenOptions::new()
@@ -446,9 +450,10 @@ fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_g
         let path = temp_path("fifo");
         mkfifo(&path);
         // No reader: an error at once, at open and at build.
-        let err = FileTransport::open(&path).err().expect("no reader");
+        let err = FileTransport::open(fs(), &path).err().expect("no reader");
         assert!(err.to_string().contains("no reader"), "{err}");
         let err = Pipeline::builder()
+            .filesystem(fs())
             .file(&path)
             .build()
             .err()
@@ -467,7 +472,7 @@ fn a_fifo_needs_a_reader_waits_for_room_until_the_deadline_and_sees_its_reader_g
                 }
             }
         };
-        let t = FileTransport::open(&path).unwrap();
+        let t = FileTransport::open(fs(), &path).unwrap();
         let small = request("small", 2, 0);
         assert_eq!(export(&t, &small), ExportResult::Success);
         // Larger than the pipe (64 KiB) with no one reading: cut short at
@@ -538,7 +543,7 @@ fn a_line_of_which_only_the_cut_lines_newline_went_out_is_retried() {
         // SAFETY: a valid descriptor; F_SETPIPE_SZ takes an int.
         let size = unsafe { libc::fcntl(reader.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
         assert_eq!(size, 4096);
-        let t = FileTransport::open(&path).unwrap();
+        let t = FileTransport::open(fs(), &path).unwrap();
         let soon = || Instant::now() + Duration::from_millis(100);
         // Cut after the pipe's 4 096 bytes.
         let big = request("big", 8, 1000);
@@ -592,7 +597,7 @@ fn a_relative_path_stays_where_it_was_opened() {
             std::fs::create_dir(d).unwrap();
         }
         std::env::set_current_dir(&a).unwrap();
-        let t = FileTransport::open("traces.jsonl").unwrap();
+        let t = FileTransport::open(fs(), "traces.jsonl").unwrap();
         assert_eq!(t.path(), a.join("traces.jsonl"));
         let (one, two) = (request("one", 1, 0), request("two", 1, 0));
         assert_eq!(export(&t, &one), ExportResult::Success);
@@ -623,7 +628,7 @@ fn a_reader_gone_under_sigpipes_default_action_fails_the_export_not_the_process(
         mkfifo(&path);
         let reader = fifo_reader(&path);
         let p = Pipeline::builder()
-            .transport(FileTransport::open(&path).unwrap())
+            .transport(FileTransport::open(fs(), &path).unwrap())
             .build()
             .unwrap();
         p.record(SpanData::new("read"));
@@ -635,4 +640,43 @@ fn a_reader_gone_under_sigpipes_default_action_fails_the_export_not_the_process(
         assert_eq!((s.exported, s.dropped.export_failed), (1, 1), "{s:?}");
         std::fs::remove_file(&path).unwrap();
     });
+}
+
+/// File-system access for the tests (outside any runtime).
+fn fs() -> otlp_exporter::FsAccess {
+    otlp_exporter::FsAccess::from_ambient(otlp_exporter::ambient_authority())
+}
+
+/// Writing a file is an effect like opening a connection: a pipeline that
+/// would open one (a file set, or the default file) without file-system
+/// access is refused at build, with an error that says how to grant it
+/// (a review found the file transport needed no capability at all).
+#[test]
+fn a_file_needs_file_system_access() {
+    let path =
+        std::env::temp_dir().join(format!("otlp-exporter-no-fs-{}.jsonl", std::process::id()));
+    let err = Pipeline::builder()
+        .file(&path)
+        .build()
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(err, otlp_exporter::ConfigError::NoFileAccess),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("PipelineBuilder::filesystem"),
+        "{err}"
+    );
+    assert!(!path.exists(), "nothing was created");
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        // The default: no transport, no collector, the default file.
+        let err = Pipeline::builder().build().err().expect("refused");
+        assert!(
+            matches!(err, otlp_exporter::ConfigError::NoFileAccess),
+            "{err}"
+        );
+    }
 }

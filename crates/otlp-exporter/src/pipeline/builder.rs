@@ -119,6 +119,7 @@ pub struct PipelineBuilder {
     pub(super) drop_timeout: Duration,
     pub(super) max_concurrent_exports: usize,
     pub(super) net: Option<runtime_cap::NetAccess>,
+    pub(super) fs: Option<runtime_cap::FsAccess>,
     pub(super) sampler: Option<Sampler>,
 }
 
@@ -152,8 +153,29 @@ impl PipelineBuilder {
     /// the pipeline sends OTLP/HTTP to the collector named by
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) if one is
     /// set, and otherwise writes [`DEFAULT_FILE`] in the working directory.
+    /// Either file needs file-system access ([`filesystem`](Self::filesystem)).
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
+        self
+    }
+
+    /// File-system access, needed when the pipeline opens a file itself
+    /// (a [`file`](Self::file) set, or the default [`DEFAULT_FILE`] when
+    /// no transport and no collector are configured). Without it such a
+    /// build fails with [`ConfigError::NoFileAccess`].
+    ///
+    /// ```
+    /// use otlp_exporter::{FsAccess, Pipeline, ambient_authority};
+    /// let path = std::env::temp_dir().join("otlp-filesystem-doc.jsonl");
+    /// let pipeline = Pipeline::builder()
+    ///     .filesystem(FsAccess::from_ambient(ambient_authority()))
+    ///     .file(&path)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(pipeline); let _ = std::fs::remove_file(&path);
+    /// ```
+    pub fn filesystem(mut self, fs: runtime_cap::FsAccess) -> Self {
+        self.fs = Some(fs);
         self
     }
 
@@ -394,13 +416,16 @@ impl PipelineBuilder {
                 None => return Err(ConfigError::NoNetworkAccess),
             },
             (None, file) => {
+                let Some(fs) = self.fs else {
+                    return Err(ConfigError::NoFileAccess);
+                };
                 let path = file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-                UserTransport(Some(Box::new(FileTransport::open(&path).map_err(|e| {
-                    ConfigError::InvalidSetting {
+                UserTransport(Some(Box::new(FileTransport::open(fs, &path).map_err(
+                    |e| ConfigError::InvalidSetting {
                         setting: "file",
                         reason: format!("cannot open {}: {e}", path.display()),
-                    }
-                })?)))
+                    },
+                )?)))
             }
         };
         let limits = match self.limits {
@@ -503,6 +528,7 @@ impl Pipeline {
             drop_timeout: DEFAULT_DROP_TIMEOUT,
             max_concurrent_exports: 1,
             net: None,
+            fs: None,
             sampler: None,
         }
     }
