@@ -508,12 +508,16 @@ fn percent_encode_path(path: &str) -> Cow<'_, str> {
 /// its user information replaced by `***` (`http://alice:***@host/`), and
 /// a user name given without a password, which is often a token, replaced
 /// as a whole (`http://***@host/`). Anything else is shown as it is.
+///
+/// The user information is taken to end at the last `@` of the whole URL,
+/// not at the first `/`, `?` or `#` as a URL parser would end the
+/// authority: a password holding one of those unencoded (a malformed URL,
+/// which is refused, and then shown in the error) is hidden all the same.
+/// A URL with an `@` in its path or query is shown with what comes before
+/// that `@` hidden: too much hidden, never a secret shown.
 fn redact_url(url: &str) -> Cow<'_, str> {
     let start = url.find("://").map_or(0, |at| at + 3);
-    let end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |at| start + at);
-    let Some(at) = url[start..end].rfind('@').map(|at| start + at) else {
+    let Some(at) = url[start..].rfind('@').map(|at| start + at) else {
         return Cow::Borrowed(url);
     };
     let shown = match url[start..at].split_once(':') {
@@ -1537,10 +1541,18 @@ mod tests {
             ("http://token@h", "http://***@h"),
             ("http://:pw@h", "http://:***@h"),
             ("a:b@h:1", "a:***@h:1"),
-            // An `@` after the authority is no user information.
-            ("http://h:1/p@x?mail=a@b", "http://h:1/p@x?mail=a@b"),
-            ("http://h?mail=a:b@c", "http://h?mail=a:b@c"),
-            ("http://h#a:b@c", "http://h#a:b@c"),
+            // A password holding an unencoded `/`, `?` or `#` (malformed)
+            // is hidden too: the user information ends at the last `@`.
+            ("http://a:b/c@h:1/p", "http://a:***@h:1/p"),
+            ("http://a:b?c@h:1", "http://a:***@h:1"),
+            ("http://a:b#c@h", "http://a:***@h"),
+            ("http://tok/en@h", "http://***@h"),
+            // So an `@` in a path or query hides what comes before it (too
+            // much hidden, never a secret shown); the host stays readable
+            // where a `:` follows it.
+            ("http://h:1/p@x?mail=a@b", "http://h:***@b"),
+            ("http://h?mail=a:b@c", "http://h?mail=a:***@c"),
+            ("http://h/p", "http://h/p"),
             ("", ""),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

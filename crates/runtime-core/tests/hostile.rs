@@ -2505,7 +2505,16 @@ fn a_context_kept_past_its_runtime_fails_fast() {
         for (name, rt) in flavours() {
             let out = rt.block_on(|cx| async move { Ok::<_, ()>(cx) });
             let cx = out.ok().expect("the body returns its context");
+            // A sleep begun before the drop, polled from outside: its waker
+            // was dropped unwoken at shutdown (a reviewer of the first fix).
+            let early = cx.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(park_on(early.sleep(HOUR)).map_err(|c| c.0.kind()));
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
             drop(rt);
+            assert_eq!(rx.recv().unwrap(), Err(CancelKind::Shutdown), "{name}");
             let slept = park_on(cx.sleep(Duration::from_millis(10)));
             let reason = slept.expect_err(name).0;
             assert_eq!(reason.kind(), CancelKind::Shutdown, "{name}: {reason:?}");

@@ -898,3 +898,70 @@ fn a_run_torn_down_drops_every_task() {
     drop(report);
     assert_eq!(DROPS.load(Ordering::SeqCst), n);
 }
+
+/// The same inside a masked section (a spin-wait on a flag that another
+/// task sets, legitimate on the real runtime): the mask deferred the
+/// cancellation, so the run still never ended. The checkpoint that finds
+/// the step limit passed returns `Err` whatever the mask.
+#[test]
+fn a_masked_spin_in_one_poll_ends_the_run_at_the_step_limit() {
+    isolate(WATCHDOG, || {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let report =
+            LabRuntime::builder()
+                .max_steps(1_000)
+                .build()
+                .block_on(move |cx| async move {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    let f2 = flag.clone();
+                    let _h = cx.spawn(move |_| async move { f2.store(true, Ordering::SeqCst) });
+                    let wait = async {
+                        while !flag.load(Ordering::SeqCst) {
+                            if cx.checkpoint().is_err() {
+                                return false;
+                            }
+                        }
+                        true
+                    };
+                    Ok::<_, ()>(cx.masked(wait).await.ok())
+                });
+        assert!(
+            report
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::StepLimit { steps: 1_000 })),
+            "{:?}",
+            report.violations
+        );
+    });
+}
+
+/// A context kept past its lab run: a sleep or a spawn through it waited
+/// for ever (nothing runs the run's tasks or fires its timers any more).
+/// Both fail at once, as on the real runtime.
+#[test]
+fn a_context_kept_past_its_lab_run_fails_fast() {
+    isolate(WATCHDOG, || {
+        let cx = LabRuntime::new(1)
+            .block_on(|cx| async move { Ok::<_, ()>(cx) })
+            .outcome
+            .expect("finished")
+            .ok()
+            .expect("the body returns its context");
+        let waker = std::task::Waker::noop();
+        let mut sleep = std::pin::pin!(cx.sleep(Duration::from_millis(10)));
+        match sleep
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+        {
+            Poll::Ready(Err(c)) => assert_eq!(c.0.kind(), CancelKind::Shutdown),
+            other => panic!("{other:?}"),
+        }
+        let h = cx.spawn(|_| async { 2 });
+        let mut h = std::pin::pin!(h);
+        match h.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+            Poll::Ready(o) => assert!(o.is_cancelled(), "{o:?}"),
+            Poll::Pending => panic!("a spawn after the run waits for ever"),
+        }
+    });
+}

@@ -118,7 +118,9 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let threads = o.top();
     // Per thread, bounded so that the whole run fits our largest queue.
     let iters: u64 = (if o.quick { 20_000 } else { 100_000 }).min(
-        (otlp_exporter::MAX_QUEUE_SIZE / threads - 2 * otlp_exporter::THREAD_CHUNK_SLOTS) as u64,
+        (otlp_exporter::MAX_QUEUE_SIZE / threads)
+            .saturating_sub(2 * otlp_exporter::THREAD_CHUNK_SLOTS)
+            .max(1) as u64,
     );
     let total = total_queue(threads, iters);
     eprintln!("  record-latency: {threads} threads, {iters} calls each, {ROUNDS} rounds a side");

@@ -105,7 +105,11 @@ pub(crate) fn audit(o: &Options) -> Audit {
     // pipeline's queue holds every span of the run (up to its largest
     // setting, which bounds the spans recorded per thread), and each
     // queue's lanes hold every push.
-    let per_record = n.min(MAX_QUEUE_SIZE / threads - THREAD_CHUNK_SLOTS - 1);
+    let per_record = n.min(
+        (MAX_QUEUE_SIZE / threads)
+            .saturating_sub(THREAD_CHUNK_SLOTS + 1)
+            .max(1),
+    );
     eprintln!("  lock-free: {threads} threads, {per_record} records and {n} pushes each");
     let pipeline = Pipeline::builder()
         .transport(Counting::default())

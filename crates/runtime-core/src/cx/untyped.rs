@@ -198,13 +198,14 @@ impl CxCore {
         if coop::clock_look_due() && self.sched().poll_timers() {
             // The lab: this task has spun in one poll past the run's step
             // limit (virtual time stands still while it runs, so no timer
-            // would ever end it); the run ends, and so does the spin.
-            cancel_task(
-                &self.task,
-                &CancelReason::new(CancelKind::Shutdown)
-                    .with_message("the lab's step limit: a task spun in one poll")
-                    .with_origin(Origin::Runtime),
-            );
+            // would ever end it); the run ends, and so does the spin. `Err`
+            // even in a masked section (a masked spin-wait would otherwise
+            // never end: the run is over, not just this task's work).
+            let reason = CancelReason::new(CancelKind::Shutdown)
+                .with_message("the lab's step limit: a task spun in one poll")
+                .with_origin(Origin::Runtime);
+            cancel_task(&self.task, &reason);
+            return Err(Cancelled(reason));
         }
         match self.cancel_requested() {
             Some(r) => Err(Cancelled(r)),

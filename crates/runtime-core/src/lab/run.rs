@@ -301,8 +301,9 @@ where
             // A cancelled task is kept to look at after its run.
             let watched = seen.map(|c| (c, task.clone(), sched.stats().snapshot().tasks_cut_off));
             // A poll that spins (checkpoints, never awaits) may make as
-            // many clock looks as the run has steps left.
-            sched.allow_looks(cfg.max_steps - steps);
+            // many clock looks as the run has steps left, this one included
+            // (a poll that looks a few times in the last step is no spin).
+            sched.allow_looks(cfg.max_steps - steps + 1);
             task.run();
             if let Some((seen, task, cut_before)) = watched {
                 check_cleanup(&sched, &task, seen, cut_before, &mut violations);

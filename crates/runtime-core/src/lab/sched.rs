@@ -51,6 +51,8 @@ pub(super) struct LabSched {
     looks_left: AtomicU64,
     /// The task being polled ran out of `looks_left`: it spun.
     spun: std::sync::atomic::AtomicBool,
+    /// The run is over: a `Cx` kept past it fails fast (`is_shut_down`).
+    over: std::sync::atomic::AtomicBool,
 }
 
 impl LabSched {
@@ -65,6 +67,7 @@ impl LabSched {
             skip_grace_timers,
             looks_left: AtomicU64::new(u64::MAX),
             spun: std::sync::atomic::AtomicBool::new(false),
+            over: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -114,15 +117,26 @@ impl LabSched {
     }
 
     /// Drops everything queued and every pending timer (the end of a run:
-    /// they hold tasks, which hold this scheduler).
+    /// they hold tasks, which hold this scheduler), and marks the run over:
+    /// no task will be run, no timer fired, any more.
     pub(super) fn clear(&self) {
+        // Relaxed: one thread; a `Cx` sent elsewhere went through a
+        // synchronising hand-off after this.
+        self.over.store(true, Ordering::Relaxed);
+        // Timers first: clearing wakes their wakers, and a task woken now
+        // is not queued (`schedule`, once the run is over).
+        self.timers.clear(&self.stats);
         let ready = std::mem::take(&mut *lock(&self.ready));
         drop(ready);
-        self.timers.clear(&self.stats);
     }
 }
 
 impl Scheduler for LabSched {
+    fn is_shut_down(&self) -> bool {
+        // Relaxed: see `clear`.
+        self.over.load(Ordering::Relaxed)
+    }
+
     fn poll_timers(&self) -> bool {
         // Virtual time does not move during a poll: nothing to fire. A look
         // is counted against the run's steps left instead, so a task that
@@ -139,6 +153,13 @@ impl Scheduler for LabSched {
     }
 
     fn schedule(&self, task: TaskRef, _how: Schedule) {
+        // Relaxed: see `clear`. Once the run is over nothing runs a task
+        // queued here; the reference is let go (a queue that kept it would
+        // keep the task, and the task this scheduler, for ever).
+        if self.over.load(Ordering::Relaxed) {
+            drop(task);
+            return;
+        }
         lock(&self.ready).push(task);
     }
 

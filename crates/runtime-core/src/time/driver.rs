@@ -255,9 +255,23 @@ impl TimerDriver {
 
     /// Drops every pending timer (shutdown): wakers and task references go,
     /// outside the lock, each under a catch: a waker whose drop panics is
-    /// counted and the rest still dropped.
+    /// counted and the rest still dropped. A sleep's waker that is not one
+    /// of the runtime's tasks is woken first (caught, counted): a sleep
+    /// polled from outside the runtime (through a `Cx` kept past it) then
+    /// polls again, finds the runtime shut down and ends, where a waker
+    /// dropped unwoken left it waiting for ever. (A task's waker is only
+    /// dropped: every task has finished or been cut off by now, and a
+    /// wake would queue it where nothing runs it.)
     pub(crate) fn clear(&self, stats: &Stats) {
         let mut old = lock(&self.inner).wheel.take_all();
+        for action in &old {
+            if let TimerAction::Wake(w) = action
+                && !crate::task::is_task_waker(w)
+                && crate::outcome::catch(|| w.wake_by_ref()).is_err()
+            {
+                stats.panic_caught();
+            }
+        }
         drop_each_caught(&mut old, || stats.panic_caught());
     }
 }

@@ -98,6 +98,20 @@ fn poll_sleep_in(
     if let Some(reason) = checkpoint.cancel_requested() {
         return Poll::Ready(Err(Cancelled(reason)));
     }
+    if cx.sched().is_shut_down() {
+        // Through a `Cx` kept past the runtime's shutdown (a sleep begun
+        // before it is woken by the shutdown's clearing of the wheel, and
+        // lands here): no worker turns the wheel any more, the timer would
+        // never fire.
+        if let Some((h, _)) = timer.take() {
+            cx.cancel_wake_timer(h);
+        }
+        return Poll::Ready(Err(Cancelled(
+            CancelReason::new(CancelKind::Shutdown)
+                .with_message("the runtime has shut down: its timers no longer fire")
+                .with_origin(Origin::Runtime),
+        )));
+    }
     if cx.now() >= deadline {
         if let Some((h, _)) = timer.take() {
             cx.cancel_wake_timer(h);
@@ -110,16 +124,6 @@ fn poll_sleep_in(
         _ => {
             if let Some((h, _)) = timer.take() {
                 cx.cancel_wake_timer(h);
-            }
-            if cx.sched().is_shut_down() {
-                // Through a `Cx` kept past the runtime's shutdown: no
-                // worker turns the wheel any more, the timer would never
-                // fire.
-                return Poll::Ready(Err(Cancelled(
-                    CancelReason::new(CancelKind::Shutdown)
-                        .with_message("the runtime has shut down: its timers no longer fire")
-                        .with_origin(Origin::Runtime),
-                )));
             }
             let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
             *timer = Some((h, id));
