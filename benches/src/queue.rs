@@ -124,14 +124,21 @@ trait Receiver: Send + 'static {
 /// Most items one drain takes, for every candidate.
 const DRAIN_MAX: usize = 4096;
 
+/// An otlp-queue push's result as the harness counts it: a full queue is
+/// a refused push; a closed one is a broken run.
+#[inline]
+fn pushed(r: Result<(), PushError<u64>>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(PushError::Full(_)) => false,
+        Err(PushError::Closed(_)) => panic!("consumer gone during a run"),
+    }
+}
+
 impl Sender for otlp_queue::Producer<u64> {
     #[inline]
     fn push(&self, v: u64) -> bool {
-        match self.try_push(v) {
-            Ok(()) => true,
-            Err(PushError::Full(_)) => false,
-            Err(PushError::Closed(_)) => panic!("consumer gone during a run"),
-        }
+        pushed(self.try_push(v))
     }
 }
 
@@ -148,11 +155,7 @@ impl Receiver for OtlpRx {
 impl Sender for otlp_queue::pooled::Producer<u64> {
     #[inline]
     fn push(&self, v: u64) -> bool {
-        match self.try_push(v) {
-            Ok(()) => true,
-            Err(PushError::Full(_)) => false,
-            Err(PushError::Closed(_)) => panic!("consumer gone during a run"),
-        }
+        pushed(self.try_push(v))
     }
 }
 

@@ -363,37 +363,39 @@ fn first_violation<T, E: std::fmt::Debug>(r: &lab::LabReport<T, E>) -> (Violatio
     (v.clone(), v.to_string())
 }
 
+/// A context leaked out of its region (returned as its value) opens a
+/// region after that region closed (an orphan), polled once (it spawns a
+/// task that never finishes) and forgotten: the region never closes.
+async fn forgotten_orphan(cx: Cx<LabCaps>) -> Result<(), ()> {
+    let leaked = cx
+        .region(|cx| async move { Ok::<_, ()>(cx) })
+        .await
+        .unwrap();
+    let orphan = leaked.region(|cx| async move {
+        let _h = cx.spawn(|_| std::future::pending::<()>());
+        std::future::pending::<Result<(), ()>>().await
+    });
+    let mut orphan = Box::pin(orphan);
+    std::future::poll_fn(|t| {
+        let _ = orphan.as_mut().poll(t);
+        Poll::Ready(())
+    })
+    .await;
+    std::mem::forget(orphan);
+    Ok(())
+}
+
 #[test]
 fn oracle_live_tasks_and_open_regions() {
-    // A context leaked out of its region (returned as its value) opens a
-    // region after that region closed: an orphan. Its future is polled
-    // once (it spawns a task that never finishes) and forgotten, so the
-    // region never closes. The runtime counts the orphan in the nearest
-    // ancestor still open, which then never closes (a deadlock, below);
-    // with that planted away, the orphan is waited for by nobody and the
-    // task outlives the root, which these two oracles catch.
+    // The runtime counts the orphan in the nearest ancestor still open,
+    // which then never closes (a deadlock: the next test); with that
+    // planted away, the orphan is waited for by nobody and the task
+    // outlives the root, which these two oracles catch.
     let report = LabRuntime::builder()
         .seed(1)
         .plant(lab::PlantedBug::OrphansNotAdopted)
         .build()
-        .block_on(|cx| async move {
-            let leaked = cx
-                .region(|cx| async move { Ok::<_, ()>(cx) })
-                .await
-                .unwrap();
-            let orphan = leaked.region(|cx| async move {
-                let _h = cx.spawn(|_| std::future::pending::<()>());
-                std::future::pending::<Result<(), ()>>().await
-            });
-            let mut orphan = Box::pin(orphan);
-            std::future::poll_fn(|t| {
-                let _ = orphan.as_mut().poll(t);
-                Poll::Ready(())
-            })
-            .await;
-            std::mem::forget(orphan);
-            Ok::<_, ()>(())
-        });
+        .block_on(forgotten_orphan);
     let msgs: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
     assert!(
         report
@@ -425,24 +427,7 @@ fn oracle_live_tasks_and_open_regions() {
 /// task outlives the root.
 #[test]
 fn a_forgotten_orphan_region_holds_its_adoptive_ancestor_open() {
-    let report = LabRuntime::new(1).block_on(|cx| async move {
-        let leaked = cx
-            .region(|cx| async move { Ok::<_, ()>(cx) })
-            .await
-            .unwrap();
-        let orphan = leaked.region(|cx| async move {
-            let _h = cx.spawn(|_| std::future::pending::<()>());
-            std::future::pending::<Result<(), ()>>().await
-        });
-        let mut orphan = Box::pin(orphan);
-        std::future::poll_fn(|t| {
-            let _ = orphan.as_mut().poll(t);
-            Poll::Ready(())
-        })
-        .await;
-        std::mem::forget(orphan);
-        Ok::<_, ()>(())
-    });
+    let report = LabRuntime::new(1).block_on(forgotten_orphan);
     let msgs: Vec<String> = report.violations.iter().map(|v| v.to_string()).collect();
     assert!(msgs.iter().any(|m| m.starts_with("deadlock:")), "{msgs:?}");
     assert!(
