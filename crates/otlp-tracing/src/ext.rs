@@ -11,7 +11,12 @@ use crate::layer::{SpanState, WithContext};
 /// crate's [`OtlpLayer`] records.
 ///
 /// Both need the span to be enabled and the current subscriber to contain
-/// an [`OtlpLayer`]; otherwise they do nothing (`false`, `None`).
+/// an [`OtlpLayer`] that it can find by downcasting (as
+/// tracing-opentelemetry's extension does); otherwise they do nothing
+/// (`false`, `None`). A layer wrapped in `tracing_subscriber::reload::Layer`
+/// cannot be found that way (`reload` passes no downcast on): reload the
+/// filter in front of it instead, or wrap the layer in an `Option`, which
+/// passes it on.
 ///
 /// ```
 /// use otlp_exporter::{InMemory, Pipeline, SpanContext, SpanId, TraceId};
@@ -133,7 +138,13 @@ fn with_state<R>(
 impl OtlpSpanExt for tracing::Span {
     fn set_parent(&self, parent: SpanContext) -> bool {
         let meta = self.metadata();
-        with_state(self, |state, layer| state.set_parent(layer, &parent, meta)).unwrap_or(false)
+        // Entered on this thread now: a span that starts keeping here (and
+        // timing) is busy from now, not idle (found by review).
+        let entered = self.id().is_some() && tracing::Span::current().id() == self.id();
+        with_state(self, |state, layer| {
+            state.set_parent(layer, &parent, meta, entered)
+        })
+        .unwrap_or(false)
     }
 
     fn span_context(&self) -> Option<SpanContext> {

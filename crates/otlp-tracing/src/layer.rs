@@ -210,14 +210,24 @@ impl OtlpLayer {
     /// The span's location attributes: its callsite's set, encoded once
     /// (see [`location`](crate::location)), when the span has room for it
     /// within the limits; else pushed one by one, as far as they fit.
+    ///
+    /// A span whose own fields already hold a `code.*` key keeps its value:
+    /// the location's attributes are then pushed one by one, each only if
+    /// its key is not there (an OTLP span's keys are unique).
     fn push_location(&self, data: &mut SpanData, meta: &'static Metadata<'static>) {
-        if let Some(set) = crate::location::shared(meta)
+        let own_code = data.attributes.iter().any(|kv| kv.key.starts_with("code."));
+        if !own_code
+            && let Some(set) = crate::location::shared(meta)
             && data.attributes.len() + set.len() <= self.limits.attribute_count
             && set.within_value_length(&self.limits)
         {
             data.shared_attributes = Some(set);
         } else {
-            self.location_attributes(meta, &mut |kv| self.push_attribute(data, kv));
+            self.location_attributes(meta, &mut |kv| {
+                if !data.attributes.iter().any(|a| a.key == kv.key) {
+                    self.push_attribute(data, kv);
+                }
+            });
         }
     }
 
@@ -394,12 +404,15 @@ impl SpanState {
     /// Makes `parent` (usually remote) this span's parent, if the span's
     /// context has not been handed out yet.
     /// `meta`: the span's callsite, for the location attributes of a span
-    /// that starts keeping here.
+    /// that starts keeping here; `entered`: the span is entered on the
+    /// calling thread (its busy time then starts now; an enter on another
+    /// thread at this moment counts from its next enter).
     pub(crate) fn set_parent(
         &mut self,
         layer: &OtlpLayer,
         parent: &SpanContext,
         meta: Option<&'static Metadata<'static>>,
+        entered: bool,
     ) -> bool {
         if self.frozen || !parent.is_valid() {
             return false;
@@ -426,7 +439,9 @@ impl SpanState {
             let now = mono();
             self.data.start_time_unix_nano = unix_of(now);
             if layer.inactivity {
-                self.timing = Some(Timing::starting_at(now));
+                let mut timing = Timing::starting_at(now);
+                timing.inside = u32::from(entered);
+                self.timing = Some(timing);
             }
         }
         true
@@ -696,6 +711,10 @@ where
             dropped: 0,
             limit: self.limits.attribute_value_length,
         };
+        // `level` first (kept first under the attribute limit); an event
+        // field of that name replaces it, and the location's `code.*` are
+        // added only where the event has no field of that name (an OTLP
+        // event's keys are unique).
         fields.record_static(
             Str::Borrowed("level"),
             Value::Str(Str::Borrowed(meta.level().as_str())),
@@ -807,12 +826,23 @@ where
                     idle = idle.saturating_add(since);
                 }
                 let as_i64 = |n: u64| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
-                if data.attributes_len() + 2 <= self.limits.attribute_count {
+                // A field of the span's own with either name keeps its
+                // value (an OTLP span's keys are unique).
+                let own = |key: &str| data.attributes.iter().any(|kv| kv.key == key);
+                let (busy_own, idle_own) = (own("busy_ns"), own("idle_ns"));
+                if !busy_own
+                    && !idle_own
+                    && data.attributes_len() + 2 <= self.limits.attribute_count
+                {
                     push_attribute(&mut data.attributes, Str::Borrowed("busy_ns"), as_i64(busy));
                     push_attribute(&mut data.attributes, Str::Borrowed("idle_ns"), as_i64(idle));
                 } else {
-                    self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
-                    self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
+                    if !busy_own {
+                        self.push_attribute(data, KeyValue::new("busy_ns", as_i64(busy)));
+                    }
+                    if !idle_own {
+                        self.push_attribute(data, KeyValue::new("idle_ns", as_i64(idle)));
+                    }
                 }
             }
         }

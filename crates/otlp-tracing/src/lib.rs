@@ -153,7 +153,9 @@
 //! states), so those spans are not recorded when they close, and the old
 //! layer's [`LayerStats::open`] keeps counting them; their children, made
 //! by the new layer, name them as parent. Swap the layer only when no span
-//! is open, or keep one layer and change its filter instead.
+//! is open, or keep one layer and change its filter instead. (And a layer
+//! inside a `reload::Layer` is hidden from [`OtlpSpanExt`]: `set_parent`
+//! and `span_context` do nothing there.)
 //!
 //! # One layer per subscriber
 //!

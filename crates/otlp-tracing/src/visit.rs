@@ -262,6 +262,14 @@ pub(crate) struct EventFields {
 
 impl EventFields {
     fn push(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
+        // The layer's `level`, pushed first, gives way to a field of that
+        // name (one value per key).
+        if key == "level"
+            && let Some(kv) = self.attributes.iter_mut().find(|kv| kv.key == "level")
+        {
+            kv.value = value(self.limit);
+            return;
+        }
         if self.attributes.len() < self.max {
             push_attribute(&mut self.attributes, Str::Borrowed(key), value(self.limit));
         } else {
@@ -269,8 +277,12 @@ impl EventFields {
         }
     }
 
-    /// Adds an attribute the layer itself sets (level, location).
+    /// Adds an attribute the layer itself sets (level, location), unless
+    /// the event has a field of that name (which keeps its value).
     pub(crate) fn record_static(&mut self, key: Str, value: Value) {
+        if self.attributes.iter().any(|kv| kv.key == key) {
+            return;
+        }
         if self.attributes.len() < self.max {
             push_attribute(&mut self.attributes, key, value);
         } else {

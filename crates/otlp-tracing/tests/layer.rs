@@ -833,3 +833,80 @@ fn location_attributes_fit_the_limits_however_they_are_carried() {
     );
     assert_eq!(string(&span.attributes, "target"), Some("elsew"));
 }
+
+/// A span's or an event's own field with the name of an attribute the
+/// layer adds (`busy_ns`, `idle_ns`, `code.*`; `level` on events) was
+/// exported twice under one key (an OTLP span's keys are unique), each
+/// copy taking a slot of the attribute limit. The field keeps its value;
+/// the layer's is not added. (Found by review.)
+#[test]
+fn fields_named_as_the_layers_own_attributes_are_not_duplicated() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let _s = tracing::info_span!(
+            "dups",
+            code.file.path = "mine",
+            busy_ns = 5_i64,
+            code.namespace = "ns"
+        )
+        .entered();
+        tracing::info!(level = "custom", code.line.number = 1_i64, "ev");
+    });
+    let spans = finish(&pipeline, &memory);
+    let span = named(&spans, "dups");
+    let unique = |k: &[&str]| {
+        let mut sorted = k.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] != w[1])
+    };
+    let span_keys = keys(&span.attributes);
+    assert!(unique(&span_keys), "{span_keys:?}");
+    assert_eq!(string(&span.attributes, "code.file.path"), Some("mine"));
+    assert_eq!(int(&span.attributes, "busy_ns"), Some(5));
+    assert!(
+        int(&span.attributes, "idle_ns").is_some(),
+        "the other one added"
+    );
+    assert!(span_keys.contains(&"code.line.number"), "{span_keys:?}");
+    let event_keys = keys(&span.events[0].attributes);
+    assert!(unique(&event_keys), "{event_keys:?}");
+    assert_eq!(string(&span.events[0].attributes, "level"), Some("custom"));
+    assert_eq!(int(&span.events[0].attributes, "code.line.number"), Some(1));
+}
+
+/// A child dropped with its unsampled parent, given a sampled remote
+/// parent while it is entered: it starts keeping (and timing) there, and
+/// the time it stays entered is busy, not idle. (Its clock started with
+/// no thread counted inside it: the re-enter that followed counted the
+/// whole wait as idle. Found by review.)
+#[test]
+fn a_span_that_starts_keeping_while_entered_is_busy_from_then_on() {
+    let (pipeline, memory) = pipeline();
+    let unsampled =
+        SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+            .expect("valid traceparent");
+    let sampled =
+        SpanContext::from_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("valid traceparent");
+    with_layer(
+        OtlpLayer::new(&pipeline).with_sampler(Sampler::parent_based(Sampler::AlwaysOn)),
+        || {
+            let parent = tracing::info_span!("parent");
+            assert!(parent.set_parent(unsampled));
+            let _p = parent.enter();
+            let child = tracing::info_span!("child");
+            let _a = child.enter();
+            assert!(child.set_parent(sampled));
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let _b = child.enter();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    let child = named(&spans, "child");
+    let busy = int(&child.attributes, "busy_ns").expect("busy_ns");
+    let idle = int(&child.attributes, "idle_ns").expect("idle_ns");
+    // Entered all the time since set_parent: idle is next to nothing (it
+    // was about half: the wait before the re-enter counted idle).
+    assert!(idle * 4 < busy, "busy {busy} ns, idle {idle} ns");
+}

@@ -198,3 +198,92 @@ fn oneshot_delivers_or_reports_closed() {
     assert_eq!(got, Ok("hello"));
     assert_eq!(closed, Err(oneshot::RecvError::Closed));
 }
+
+// ---- found by review (2026-12-01) ------------------------------------------
+
+/// A message whose `Drop` panics, left in the channel when the receiver
+/// goes: the drain stopped at the panic (which unwound out of the
+/// receiver's drop, or out of a late send) and the rest went uncounted.
+/// Each drop is caught and counted, and every message is counted
+/// undelivered.
+#[test]
+fn undelivered_messages_whose_drop_panics_are_all_counted() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct PanicDrop(bool);
+    impl Drop for PanicDrop {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+            if self.0 {
+                panic!("a message's drop panics");
+            }
+        }
+    }
+    let (tx, rx) = mpsc::channel::<PanicDrop>(4).unwrap();
+    let (p1, p2, p3) = (
+        tx.try_reserve().unwrap(),
+        tx.try_reserve().unwrap(),
+        tx.try_reserve().unwrap(),
+    );
+    assert!(p1.send(PanicDrop(true)).is_ok());
+    assert!(p2.send(PanicDrop(false)).is_ok());
+    drop(rx); // does not unwind
+    assert!(p3.send(PanicDrop(false)).is_err(), "the receiver is gone");
+    assert_eq!(tx.undelivered(), 2, "both committed messages counted");
+    assert_eq!(DROPS.load(Ordering::SeqCst), 3, "each dropped once");
+}
+
+/// A queued reservation polled again with another waker, the old one
+/// owning the channel's last permit: the old waker was dropped while the
+/// waiters' lock was held, the permit's return took the lock again, and
+/// the thread (and then every user of the channel) deadlocked. The old
+/// waker is now dropped after the lock is let go.
+#[test]
+fn a_queued_reservation_whose_old_waker_holds_a_permit_does_not_deadlock() {
+    test_watchdog::isolate(std::time::Duration::from_secs(60), || {
+        use std::future::Future;
+        use std::task::{Context, Wake, Waker};
+        // Holds the permit only to drop it with the waker.
+        struct HoldPermit(#[allow(dead_code)] Mutex<Option<mpsc::Permit<'static, u8>>>);
+        impl Wake for HoldPermit {
+            fn wake(self: Arc<Self>) {}
+        }
+        let rt = Runtime::builder()
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap();
+        let out = rt.block_on(|cx| async move {
+            let (tx, rx) = mpsc::channel::<u8>(1).unwrap();
+            let tx: &'static mpsc::Sender<u8> = Box::leak(Box::new(tx));
+            let p = tx.try_reserve().unwrap(); // the channel is full
+            let w1 = Waker::from(Arc::new(HoldPermit(Mutex::new(Some(p)))));
+            let mut fut = Box::pin(tx.reserve(&cx));
+            assert!(
+                fut.as_mut()
+                    .poll(&mut Context::from_waker(&w1))
+                    .is_pending()
+            );
+            drop(w1); // the queue's clone is the permit's last owner
+            // Polled with another waker: the old one goes, and its permit
+            // with it, which hands the slot to this very reservation.
+            let polled = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            let got = match polled {
+                std::task::Poll::Ready(Ok(permit)) => {
+                    drop(permit);
+                    true
+                }
+                _ => {
+                    // Not yet handed: the next poll finds it.
+                    matches!(
+                        fut.as_mut().poll(&mut Context::from_waker(Waker::noop())),
+                        std::task::Poll::Ready(Ok(_))
+                    )
+                }
+            };
+            drop(fut);
+            drop(rx);
+            Ok::<_, ()>(got)
+        });
+        assert_eq!(out.ok(), Some(true));
+    });
+}

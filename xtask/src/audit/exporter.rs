@@ -39,8 +39,9 @@ pub(crate) fn audit(o: &Options) -> Audit {
     let _ = writeln!(
         details,
         "N threads each make {spans} spans with two attributes; the same total queue for both \
-         (ours: `max_queue_size` = the total, which bounds all recording threads together; the \
-         SDK: one queue of the total; batch 512 for both), delay 100 ms; {rounds} round(s) \
+         (ours: `max_queue_size` = the total less a 16-span chunk per recording thread, which \
+         each thread also holds: all threads together hold at most the total; the SDK: one \
+         queue of the total; batch 512 for both), delay 100 ms; {rounds} round(s) \
          interleaved, medians. Our drops are by reason (the SDK's are silent). Judged: the \
          {JUDGED} total, against the SDK whose exporter only counts `SpanData`{}.\n",
         if with_prost {

@@ -75,7 +75,8 @@ pub(crate) fn audit(o: &Options) -> Audit {
          (`OtlpLayer`, its pipeline's transport counting) or tracing-opentelemetry's over the \
          SDK's `BatchSpanProcessor` (its exporter counting `SpanData`; its thread attributes \
          off, location and busy/idle time on in both). The same total queue for both (ours: \
-         `max_queue_size` = the total; the SDK: one queue of the total), batch 512, delay \
+         `max_queue_size` = the total less a 16-span chunk per recording thread; the SDK: one \
+         queue of the total), batch 512, delay \
          100 ms, `AlwaysOn` sampling; {rounds} rounds interleaved, medians; the ratio is the \
          median of the per-round ratios (lowest in brackets). Delivered/s counts until the \
          pipeline is drained. Every run of ours checks that its accounting balances and that \

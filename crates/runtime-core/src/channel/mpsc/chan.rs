@@ -249,6 +249,9 @@ impl<T> Chan<T> {
             Err(TrySendError::Closed(())) => return Acquire::Closed,
             Err(TrySendError::Full(())) => {}
         }
+        // Cloned before the lock: a waker's clone (and its drop, below, if
+        // it is not queued) is user code, which may use this very channel.
+        let mine = waker.clone();
         let mut waiters = lock(&self.waiters);
         // Relaxed: a first guess; the flags we act on are stable while we
         // hold the lock (they change only under it, and the lock orders
@@ -256,6 +259,8 @@ impl<T> Chan<T> {
         let mut cur = self.sem.load(Ordering::Relaxed);
         loop {
             if cur & CLOSED != 0 {
+                drop(waiters);
+                drop(mine);
                 return Acquire::Closed;
             }
             if cur & WAITERS != 0 {
@@ -274,7 +279,11 @@ impl<T> Chan<T> {
                 .sem
                 .compare_exchange_weak(cur, next, Ordering::Acquire, Ordering::Relaxed)
             {
-                Ok(_) if take => return Acquire::Acquired,
+                Ok(_) if take => {
+                    drop(waiters);
+                    drop(mine);
+                    return Acquire::Acquired;
+                }
                 Ok(_) => break,
                 Err(actual) => cur = actual,
             }
@@ -283,7 +292,7 @@ impl<T> Chan<T> {
         waiters.next_id += 1;
         waiters.queue.push_back(Waiter {
             id,
-            waker: Some(waker.clone()),
+            waker: Some(mine),
         });
         waiters.waiting += 1;
         Acquire::Queued(id)
@@ -294,25 +303,59 @@ impl<T> Chan<T> {
         let mut waiters = lock(&self.waiters);
         if waiters.take_handed(id) {
             drop(waiters);
-            // Relaxed: CLOSED needs no data with it.
-            if self.sem.load(Ordering::Relaxed) & CLOSED != 0 {
-                // Closed while the slot was on its way: a waiting
-                // reservation fails on close. Return the slot.
-                self.release(true);
-                return Acquire::Closed;
-            }
-            return Acquire::Acquired;
+            return self.handed();
         }
-        if let Some(at) = waiters.find(id) {
-            if let Some(w) = &mut waiters.queue[at].waker
-                && !w.will_wake(waker)
-            {
-                w.clone_from(waker);
+        match waiters.find(id) {
+            // Neither handed a slot nor queued: `close` dequeued it.
+            None => return Acquire::Closed,
+            Some(at) => {
+                if waiters.queue[at]
+                    .waker
+                    .as_ref()
+                    .is_none_or(|w| w.will_wake(waker))
+                {
+                    return Acquire::Queued(id);
+                }
             }
-            return Acquire::Queued(id);
         }
-        // Neither handed a slot nor queued: `close` dequeued it.
-        Acquire::Closed
+        // A new waker: cloned, and the old one dropped, outside the lock
+        // (user code, which may use this very channel: a waker that owned
+        // the last permit of it deadlocked here, the lock held for ever).
+        drop(waiters);
+        let new = waker.clone();
+        let mut waiters = lock(&self.waiters);
+        if waiters.take_handed(id) {
+            drop(waiters);
+            drop(new);
+            return self.handed();
+        }
+        match waiters.find(id) {
+            Some(at) => {
+                let old = waiters.queue[at].waker.replace(new);
+                drop(waiters);
+                drop(old);
+                Acquire::Queued(id)
+            }
+            None => {
+                drop(waiters);
+                drop(new);
+                Acquire::Closed
+            }
+        }
+    }
+
+    /// A queued reservation that was handed a slot (taken out of `handed`,
+    /// the lock let go): it is the reservation's, unless the channel
+    /// closed while the slot was on its way.
+    fn handed(&self) -> Acquire {
+        // Relaxed: CLOSED needs no data with it.
+        if self.sem.load(Ordering::Relaxed) & CLOSED != 0 {
+            // Closed while the slot was on its way: a waiting
+            // reservation fails on close. Return the slot.
+            self.release(true);
+            return Acquire::Closed;
+        }
+        Acquire::Acquired
     }
 
     /// Withdraws a queued reservation; returns a slot it was handed.
@@ -471,7 +514,12 @@ impl<T> Chan<T> {
             // ended the receiver is ordered by that.
             self.undelivered.fetch_add(1, Ordering::Relaxed);
             self.release(false);
-            drop(value);
+            // The user's `Drop`: a panic is caught and counted, and the
+            // drain goes on (it used to unwind out of the receiver's drop,
+            // or a late send, and leave the rest uncounted).
+            if crate::outcome::drop_caught(value).is_some() {
+                crate::task::count_panic_here();
+            }
         }
     }
 }
