@@ -793,6 +793,16 @@ fn a_deadline_budget_needs_the_time_capability() {
 
 // ---- found by review (2026-12-01) ------------------------------------------
 
+/// The run ended at its step limit of `steps`.
+fn assert_step_limit(violations: &[Violation], steps: u64) {
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, Violation::StepLimit { steps: s } if *s == steps)),
+        "{violations:?}"
+    );
+}
+
 /// A task that spins in one poll, checkpointing but never awaiting, under
 /// a timeout: virtual time stands still while it runs, so the timeout
 /// could never fire and the run never ended (the step limit was checked
@@ -817,14 +827,7 @@ fn a_task_spinning_in_one_poll_ends_the_run_at_the_step_limit() {
                     .await;
                 Ok::<_, ()>(r.is_ok())
             });
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::StepLimit { steps: 1_000 })),
-            "{:?}",
-            report.violations
-        );
+        assert_step_limit(&report.violations, 1_000);
     });
 }
 
@@ -910,14 +913,7 @@ fn a_masked_spin_in_one_poll_ends_the_run_at_the_step_limit() {
                     };
                     Ok::<_, ()>(cx.masked(wait).await.ok())
                 });
-        assert!(
-            report
-                .violations
-                .iter()
-                .any(|v| matches!(v, Violation::StepLimit { steps: 1_000 })),
-            "{:?}",
-            report.violations
-        );
+        assert_step_limit(&report.violations, 1_000);
     });
 }
 

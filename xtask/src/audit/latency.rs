@@ -290,6 +290,15 @@ fn time_span<S>(end_only: bool, build: impl FnOnce() -> S, end: impl FnOnce(S)) 
     if end_only { t1.elapsed() } else { t0.elapsed() }
 }
 
+/// `run` once untimed, `flush`, then `run` again, timed: the steady state
+/// of a pipeline that has run a while (its queue's memory touched and
+/// empty; see the module docs).
+fn warm_then_timed(run: impl Fn() -> Histogram<u64>, flush: impl FnOnce()) -> Histogram<u64> {
+    let _ = run();
+    flush();
+    run()
+}
+
 /// Our pipeline, holding `total` spans: per-call latency of making a span
 /// (or, `end_only`, of ending one built just before), and how many spans
 /// it exported (dropped ones are not).
@@ -327,11 +336,9 @@ fn ours_span(threads: usize, iters: u64, end_only: bool, total: usize) -> (Histo
         )
         .0
     };
-    // Untimed first (see the module docs), then flushed: the timed run
-    // finds the queue's memory touched and empty.
-    let _ = run();
-    pipeline.force_flush(Duration::from_secs(30));
-    let h = run();
+    let h = warm_then_timed(run, || {
+        pipeline.force_flush(Duration::from_secs(30));
+    });
     drop(tracer);
     let stats = pipeline.shutdown(Duration::from_secs(30)).stats;
     (h, stats.exported.saturating_sub(threads as u64 * iters))
@@ -366,10 +373,9 @@ fn sdk_span(threads: usize, iters: u64, end_only: bool, total: usize) -> (Histog
         )
         .0
     };
-    // Untimed first, then flushed, as ours (see the module docs).
-    let _ = run();
-    let _ = provider.force_flush();
-    let h = run();
+    let h = warm_then_timed(run, || {
+        let _ = provider.force_flush();
+    });
     // A shutdown that gives up shows as spans not received, below.
     let _ = provider.shutdown();
     (
