@@ -8,7 +8,7 @@
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
 //! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
-//! | `asan`  | runtime-core's, otlp-queue's and otlp-exporter's tests under AddressSanitizer (nightly) |
+//! | `asan`  | runtime-core's, otlp-queue's, otlp-exporter's and otlp-tracing's tests under AddressSanitizer (nightly) |
 //! | `lab`   | runtime-core's lab scenarios across many seeds (`--seeds N`) |
 //! | `deny`  | `cargo deny check licenses bans sources` (installs cargo-deny if missing) |
 

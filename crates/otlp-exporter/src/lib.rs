@@ -114,14 +114,14 @@
 //!   worker is inside an export
 //!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`,
 //!   `threads_that_come_and_go_during_a_hung_export_do_not_keep_their_lanes`:
-//!   2 000 threads of one span each hold under 2 MiB, 17 MiB before). At
+//!   2 000 threads of one span each hold under 2 MiB, 11 MiB before). At
 //!   most [`HANDED_OVER_LANES`] times `max_queue_size` spans are adopted,
 //!   the oldest beyond counted as [`Dropped::orphaned`]; adopted spans
 //!   count toward the priority policy's high-water mark. With [`Shedding::DropOldest`], whose lanes are
 //!   per thread, an exiting thread hands its spans over and at most
 //!   [`HANDED_OVER_LANES`] lanes' worth are kept, the rest
 //!   [`Dropped::orphaned`]. The scope table is a hash index of at most
-//!   [`MAX_SCOPES`] entries (`tests/hostile_memory.rs`,
+//!   [`MAX_SCOPES`] entries (`tests/hostile_pipeline.rs`,
 //!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
 //!   `twenty_thousand_tracers_each_keep_their_scope`).
 //! * **Spans are owned** (`tests/span_owned.rs`): a [`Tracer`] is
@@ -189,8 +189,12 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`; the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
 //! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL` (a
-//! pipeline with no transport set sends to it when an endpoint is set, and
-//! writes `otlp-traces.jsonl` otherwise); each tracer's sampler from
+//! pipeline with no transport set sends to it when an endpoint is set,
+//! given network access with [`PipelineBuilder::network`], and writes
+//! `otlp-traces.jsonl` otherwise, given file-system access with
+//! [`PipelineBuilder::filesystem`]; without the access it needs, `build`
+//! fails with [`ConfigError::NoNetworkAccess`] or
+//! [`ConfigError::NoFileAccess`]); each tracer's sampler from
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
 //! a bad value is warned about and ignored, as the spec says;
 //! [`Tracer::with_sampler`] wins over it).

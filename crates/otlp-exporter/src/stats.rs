@@ -153,7 +153,11 @@ pub struct FlushReport {
     /// dropped before the deadline. False during a collector outage: the
     /// flush tried the kept batches once, found the collector still down,
     /// and left them kept (not dropped; see
-    /// [`Pipeline`](crate::Pipeline#a-collector-outage)).
+    /// [`Pipeline`](crate::Pipeline#a-collector-outage)). A flush that a
+    /// shutdown overtakes ends with it, true: what the shutdown could not
+    /// export is in [`dropped`](Self::dropped)
+    /// (`timed_out_at_shutdown`), so look there, not only here, to know
+    /// whether the spans were delivered.
     pub completed: bool,
     /// Spans exported while the flush ran.
     pub exported: u64,

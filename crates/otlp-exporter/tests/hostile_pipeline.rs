@@ -1565,3 +1565,62 @@ fn block_records_from_exiting_threads_wait_at_most_about_their_timeout() {
         assert_eq!(s.dropped.not_sampled, 20, "{s:?}");
     });
 }
+
+/// A transport that records a span of its own in every export (an
+/// instrumented HTTP client), under sustained load: a flush took the
+/// queue's spans first, every batch came out full, and the spans the
+/// transport had recorded (deferred: the transport runs on the worker)
+/// never found room. The flush never completed while producers kept
+/// recording. (Found by review.)
+#[test]
+fn a_flush_completes_under_load_when_the_transport_records_spans() {
+    test_watchdog::isolate(WATCHDOG, || {
+        struct Recording {
+            inner: InMemory,
+            pipeline: Mutex<Option<Pipeline>>,
+        }
+        struct Shared(Arc<Recording>);
+        impl Transport for Shared {
+            fn export(&self, r: &EncodedRequest, d: Instant) -> ExportResult {
+                if let Some(p) = self.0.pipeline.lock().unwrap().as_ref() {
+                    p.record(SpanData::new("from the transport"));
+                }
+                self.0.inner.export(r, d)
+            }
+        }
+        let t = Arc::new(Recording {
+            inner: InMemory::new().with_latency(Duration::from_millis(1)),
+            pipeline: Mutex::new(None),
+        });
+        let pipeline = Pipeline::builder()
+            .transport(Shared(t.clone()))
+            .max_queue_size(64)
+            .max_export_batch_size(8)
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        *t.pipeline.lock().unwrap() = Some(pipeline.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, stop) = (pipeline.clone(), stop.clone());
+                thread::spawn(move || {
+                    let mut s = SpanData::new("load");
+                    while !stop.load(Ordering::Relaxed) {
+                        p.record_in_place(&mut s);
+                    }
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(200));
+        let flushed = pipeline.force_flush(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        for p in producers {
+            p.join().unwrap();
+        }
+        *t.pipeline.lock().unwrap() = None; // the cycle through the transport
+        let report = pipeline.shutdown(Duration::from_secs(10));
+        assert!(flushed.completed, "{flushed:?}");
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}

@@ -558,3 +558,42 @@ fn a_batch_that_never_gets_through_is_given_up_after_the_retry_limit() {
         assert_eq!(r.stats.dropped.export_failed, 10, "{:?}", r.stats);
     });
 }
+
+/// `retry_max_elapsed` zero means "a failed batch is not tried again": a
+/// batch that failed retryably with a long `Retry-After` used to be kept
+/// through it all the same (and through the backoff without one), the
+/// pipeline taking nothing new meanwhile. It fails at once now; and a
+/// `Retry-After` longer than the retry budget ends at the budget. (Found
+/// by review.)
+#[test]
+fn a_retry_after_longer_than_the_retry_budget_does_not_hold_the_batch() {
+    struct Busy;
+    impl Transport for Busy {
+        fn export(&self, _: &otlp_exporter::EncodedRequest, _: Instant) -> ExportResult {
+            ExportResult::Retryable {
+                reason: "429".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            }
+        }
+    }
+    for budget in [Duration::ZERO, Duration::from_millis(100)] {
+        let pipeline = Pipeline::builder()
+            .transport(Busy)
+            .max_queue_size(16)
+            .max_export_batch_size(4)
+            .scheduled_delay(Duration::ZERO)
+            .retry_max_elapsed(budget)
+            .build()
+            .unwrap();
+        for _ in 0..4 {
+            pipeline.record(SpanData::new("x"));
+        }
+        // Given up within seconds (not after the 30 s `Retry-After`).
+        eventually("the batch given up", || {
+            let s = pipeline.stats();
+            s.retrying == 0 && s.dropped.export_failed == 4
+        });
+        let report = pipeline.shutdown(Duration::from_secs(1));
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    }
+}

@@ -3,9 +3,12 @@
 //!
 //! Every other bounded MPSC queue a user would pick (a `Mutex<VecDeque>`,
 //! crossbeam's `ArrayQueue`, a bounded channel) has one shared index that
-//! every push writes: one contended cache line per item. That caps the whole
-//! queue near 40-50 M items/s on any core count, and in practice such queues
-//! fall from ~30 M items/s with one producer to ~2.5 M with fifteen.
+//! every push writes: one contended cache line per item, so such a queue
+//! slows down as producers are added. (On the 2-core AMD EPYC VM of
+//! 2026-12-01, `ArrayQueue` delivered 137 M items/s with one producer and
+//! 22.5 M with eight; docs/ARCHITECTURE.md has the run. On the 16-core
+//! machine of the anchors they fell from ~30 M items/s with one producer
+//! to ~2.5 M with fifteen.)
 //!
 //! This queue gives **each producer handle its own lane**: a ring with a
 //! single writer. A push touches only its own lane's slot and counters, with

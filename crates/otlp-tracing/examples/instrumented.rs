@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use otlp_exporter::{Pipeline, SpanContext};
+use otlp_exporter::{FsAccess, NetAccess, Pipeline, SpanContext, ambient_authority};
 use otlp_tracing::{OtlpLayer, OtlpSpanExt};
 use tracing::{Span, field, instrument};
 use tracing_subscriber::EnvFilter;
@@ -146,8 +146,14 @@ pub(crate) const REQUEST_TRACEPARENTS: [&str; 2] = [
 
 fn main() {
     // The pipeline: OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT when set,
-    // OTLP JSON lines in otlp-traces.jsonl otherwise.
-    let pipeline = match Pipeline::builder().build() {
+    // OTLP JSON lines in otlp-traces.jsonl otherwise. This is a `main`: its
+    // network and file-system access come from ambient authority (the
+    // pipeline uses the one it needs).
+    let pipeline = match Pipeline::builder()
+        .network(NetAccess::from_ambient(ambient_authority()))
+        .filesystem(FsAccess::from_ambient(ambient_authority()))
+        .build()
+    {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bad pipeline settings: {e}");

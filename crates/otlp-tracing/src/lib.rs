@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use tracing_subscriber::layer::SubscriberExt;
 //!
-//! let memory = InMemory::new(); // a test double; `Pipeline::builder().build()` sends to OTEL_EXPORTER_OTLP_ENDPOINT
+//! let memory = InMemory::new(); // a test double; `Pipeline::builder().network(net).build()` sends to OTEL_EXPORTER_OTLP_ENDPOINT
 //! let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
 //! let subscriber = tracing_subscriber::registry()
 //!     // .with(tracing_subscriber::EnvFilter::from_default_env())
@@ -36,7 +36,7 @@
 //! ```text
 //! - let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).build();
 //! - let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("app"));
-//! + let pipeline = otlp_exporter::Pipeline::builder().build()?;
+//! + let pipeline = otlp_exporter::Pipeline::builder().network(net).build()?; // net: a NetAccess
 //! + let layer = otlp_tracing::OtlpLayer::new(&pipeline).with_scope("app", "");
 //!   tracing_subscriber::registry().with(EnvFilter::from_default_env()).with(layer).init();
 //! - use tracing_opentelemetry::OpenTelemetrySpanExt; span.set_parent(cx); span.context()

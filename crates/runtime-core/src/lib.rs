@@ -58,7 +58,7 @@
 //! ## Layout
 //!
 //! One module per concept: `cx/` (the context and its untyped core),
-//! `task.rs`, `region/`, `cancel/` (reasons, the cancel cell, the
+//! `task/`, `region/`, `cancel/` (reasons, the cancel cell, the
 //! protocol), `budget/` (the three budgets), `sched/` (the scheduler seam,
 //! the pool, parking; `sched/mod.rs` says which paths take a lock),
 //! `time/`, `channel/`, `blocking.rs`, `outcome.rs`, `runtime.rs`, `lab/`

@@ -766,12 +766,17 @@ impl Worker {
                 self.collect_kept();
                 return false;
             }
-            let mut took = self.take();
+            // The deferred spans first: under sustained load `take` fills
+            // every batch, and deferred spans taken after it found no room
+            // (found by review: with a transport that records, a flush
+            // never completed while producers kept recording).
+            let mut took = 0;
             if deferred > 0 {
                 let m = self.take_deferred(deferred);
                 deferred -= m;
                 took += m;
             }
+            took += self.take();
             if !self.batch.is_empty() {
                 self.export(None);
             }
@@ -859,7 +864,12 @@ impl Worker {
             spans,
             deadline: self.deadline(deadline),
             // Shutting down: a retryable failure is final.
-            keep: self.shared.state.load(Ordering::Relaxed) == RUNNING,
+            // Kept for a retry only while running, and only if a retry is
+            // allowed at all (`retry_max_elapsed` zero: "a failed batch is
+            // not tried again"; a kept batch used to wait out its backoff
+            // or `Retry-After` first, the pipeline taking nothing new).
+            keep: self.shared.state.load(Ordering::Relaxed) == RUNNING
+                && !self.shared.config.retry_max_elapsed.is_zero(),
         };
         // Away from the queue for as long as the transport takes (or every
         // export thread is busy): threads that exit meanwhile free their
@@ -933,14 +943,18 @@ impl Worker {
     /// Keeps a batch that failed retryably; the first one kept starts the
     /// backoff (and the eviction watch, under drop-oldest).
     pub(super) fn keep(&mut self, kept: Kept) {
-        if self.kept.is_empty() {
+        let first = self.kept.is_empty();
+        let after = kept.retry_after;
+        // In line first, then scheduled (the schedule looks at the first
+        // batch's retry budget).
+        self.kept.push_back(kept);
+        if first {
             self.backoff = RETRY_INITIAL_BACKOFF;
             self.evicted_seen = record_totals(&self.shared).0.evicted;
-            self.schedule_retry(kept.retry_after);
-        } else if let Some(after) = kept.retry_after {
+            self.schedule_retry(after);
+        } else if let Some(after) = after {
             self.schedule_retry(Some(after));
         }
-        self.kept.push_back(kept);
     }
 
     /// Takes in the batches the export threads kept.
@@ -963,6 +977,17 @@ impl Worker {
         self.backoff = (self.backoff * 2).min(RETRY_MAX_BACKOFF);
         self.next_retry = now + wait;
         self.retry_after_until = retry_after.map(|_| self.next_retry);
+        // Never later than the oldest kept batch's retry budget ends: then
+        // it is given up (`retry_kept`), not held through a `Retry-After`
+        // that outlasts the budget (found by review: a 30 s `Retry-After`
+        // held a batch, and the queue, 30 s past a budget of 0.1 s).
+        if let Some(give_up) = self.kept.front().and_then(|k| {
+            k.first_failed
+                .checked_add(self.shared.config.retry_max_elapsed)
+        }) && give_up < self.next_retry
+        {
+            self.next_retry = give_up.max(now);
+        }
     }
 
     /// While batches are kept: tries them again when due (and no export
@@ -994,9 +1019,16 @@ impl Worker {
     /// and the next try is scheduled) or all are resolved (true). A
     /// `Retry-After` that still runs is waited out, not tried through.
     pub(super) fn retry_kept(&mut self) -> bool {
-        if self
-            .retry_after_until
-            .is_some_and(|until| Instant::now() < until)
+        // The oldest kept batch is past its retry budget: given up below,
+        // whatever `Retry-After` still runs.
+        let budget_spent = self
+            .kept
+            .front()
+            .is_some_and(|k| k.first_failed.elapsed() >= self.shared.config.retry_max_elapsed);
+        if !budget_spent
+            && self
+                .retry_after_until
+                .is_some_and(|until| Instant::now() < until)
         {
             return false;
         }
@@ -1030,8 +1062,11 @@ impl Worker {
                 None => self.backoff = RETRY_INITIAL_BACKOFF,
                 Some(mut again) => {
                     again.first_failed = first_failed;
-                    self.schedule_retry(again.retry_after);
+                    let after = again.retry_after;
+                    // First in line again, then scheduled (the schedule
+                    // looks at the first batch's retry budget).
                     self.kept.push_front(again);
+                    self.schedule_retry(after);
                     return false;
                 }
             }
