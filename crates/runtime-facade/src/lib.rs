@@ -118,9 +118,9 @@ pub use runtime_core::lab;
 /// ```
 pub mod prelude {
     pub use runtime_core::caps::{
-        All, CapSet, Capability, Caps, Compute, HasBlocking, HasFs, HasNet, HasRandom, HasSpawn,
-        HasTelemetry, HasTime, NetAccess, NetClient, No, Nothing, SubsetOf, TimeOnly, Yes,
-        ambient_authority,
+        All, CapSet, Capability, Caps, Compute, FsAccess, HasBlocking, HasFs, HasNet, HasRandom,
+        HasSpawn, HasTelemetry, HasTime, NetAccess, NetClient, No, Nothing, SubsetOf, TimeOnly,
+        Yes, ambient_authority,
     };
     pub use runtime_core::channel::{mpsc, oneshot};
     pub use runtime_core::time::{Duration, Instant};
