@@ -70,8 +70,7 @@ impl Options {
     }
 }
 
-/// `1,2,4,8` into producer counts, each at least 1.
-/// Thread counts from `--threads 1,2,4`: sorted and without repeats, so
+/// Thread counts from `--threads 1,2,4` (each at least 1): sorted and without repeats, so
 /// that a verdict "at the top thread count" judges the largest one, and a
 /// "1-producer" base is the smallest.
 pub(crate) fn parse_threads(v: &str) -> Result<Vec<usize>, String> {
