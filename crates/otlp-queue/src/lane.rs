@@ -612,14 +612,18 @@ impl<T> Drop for Buffered<T> {
     fn drop(&mut self) {
         for item in &mut self.items[self.next..self.len] {
             // SAFETY: `next..len` hold items moved in and not yet taken.
-            let item = unsafe { item.assume_init_read() };
-            if let Err(payload) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
-            {
-                // Its own drop could panic too (during an unwind): leaked.
-                core::mem::forget(payload);
-            }
+            drop_during_unwind(unsafe { item.assume_init_read() });
         }
+    }
+}
+
+/// Drops `item` while an unwind may be running (a second panic there
+/// would abort): a panic of its `Drop` is caught, and its payload (whose
+/// own drop could panic too) leaked.
+fn drop_during_unwind<T>(item: T) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
+    {
+        core::mem::forget(payload);
     }
 }
 
@@ -693,13 +697,7 @@ impl<T> Drop for Unwinding<'_, T> {
             // SAFETY: the slot holds a claimed item (written before the
             // `tail` the claim loaded with Acquire) that `take` never got:
             // read, and dropped, exactly once.
-            let item = slot.with(|p| unsafe { p.read().assume_init() });
-            if let Err(payload) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
-            {
-                // Its own drop could panic too: leaked instead.
-                core::mem::forget(payload);
-            }
+            drop_during_unwind(slot.with(|p| unsafe { p.read().assume_init() }));
         }
         self.lane.release(self.end);
     }

@@ -83,6 +83,13 @@ fn poll_sleep(
     poll_sleep_in(cx, cx, deadline, timer, task)
 }
 
+/// Takes a sleep's timer out of the wheel, if it has one.
+fn let_go(cx: &CxCore, timer: &mut Option<(TimerHandle, WakerId)>) {
+    if let Some((h, _)) = timer.take() {
+        cx.cancel_wake_timer(h);
+    }
+}
+
 /// [`poll_sleep`] as a checkpoint of `checkpoint` (the polling task's
 /// context), its timer on `cx`'s runtime.
 fn poll_sleep_in(
@@ -103,9 +110,7 @@ fn poll_sleep_in(
         // before it is woken by the shutdown's clearing of the wheel, and
         // lands here): no worker turns the wheel any more, the timer would
         // never fire.
-        if let Some((h, _)) = timer.take() {
-            cx.cancel_wake_timer(h);
-        }
+        let_go(cx, timer);
         return Poll::Ready(Err(Cancelled(
             CancelReason::new(CancelKind::Shutdown)
                 .with_message("the runtime has shut down: its timers no longer fire")
@@ -113,18 +118,14 @@ fn poll_sleep_in(
         )));
     }
     if cx.now() >= deadline {
-        if let Some((h, _)) = timer.take() {
-            cx.cancel_wake_timer(h);
-        }
+        let_go(cx, timer);
         return Poll::Ready(Ok(()));
     }
     let id = WakerId::of(task.waker());
     match timer {
         Some((_, w)) if *w == id => {}
         _ => {
-            if let Some((h, _)) = timer.take() {
-                cx.cancel_wake_timer(h);
-            }
+            let_go(cx, timer);
             let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
             *timer = Some((h, id));
         }
@@ -142,9 +143,7 @@ impl Future for Sleep<'_> {
 
 impl Drop for Sleep<'_> {
     fn drop(&mut self) {
-        if let Some((h, _)) = self.timer.take() {
-            self.cx.cancel_wake_timer(h);
-        }
+        let_go(self.cx, &mut self.timer);
     }
 }
 
@@ -266,9 +265,7 @@ impl Future for Tick<'_> {
 
 impl Drop for Interval {
     fn drop(&mut self) {
-        if let Some((h, _)) = self.timer.take() {
-            self.cx.cancel_wake_timer(h);
-        }
+        let_go(&self.cx, &mut self.timer);
     }
 }
 
