@@ -96,6 +96,31 @@ pub(crate) fn unconstrained() {
     BUDGET.with(|b| b.set(u32::MAX));
 }
 
+/// Polls an await point under the turn's budget: yields at once (wakes
+/// the task, `Pending`) when the budget is spent; otherwise runs `poll`,
+/// which spends one unit only when it is ready. A `Pending` poll spends
+/// nothing: one poll of a combinator that looks at many await points not
+/// ready (a race over hundreds of join handles) must not spend the turn's
+/// budget on them and yield before it reaches the one that is ready,
+/// turn after turn (found by review: a race of 129 tasks never
+/// finished, its worker spinning).
+#[inline]
+pub(crate) fn budgeted<T>(
+    cx: &mut Context<'_>,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    if poll_proceed(cx).is_pending() {
+        return Poll::Pending;
+    }
+    let polled = poll(cx);
+    if polled.is_pending() {
+        // The unit back (saturating: a poll outside a task turn holds
+        // `u32::MAX`).
+        BUDGET.with(|b| b.set(b.get().saturating_add(1)));
+    }
+    polled
+}
+
 /// Spends one unit of the turn's budget, or yields when it is spent.
 #[inline]
 pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {

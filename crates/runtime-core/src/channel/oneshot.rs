@@ -30,7 +30,7 @@ use std::pin::Pin;
 // `Arc` is always `std`'s, by the crate's rule (see `crate::loom`): loom
 // checks the state machine inside it.
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use crate::cancel::CancelReason;
 use crate::cx::Cx;
@@ -347,7 +347,14 @@ impl<T> Future for Recv<'_, T> {
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        ready!(crate::budget::coop::poll_proceed(task));
+        // Spends a unit of the turn's budget only when ready.
+        crate::budget::coop::budgeted(task, |task| this.poll_recv(task))
+    }
+}
+
+impl<T> Recv<'_, T> {
+    fn poll_recv(&mut self, task: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
+        let this = self;
         if let Some(reason) = this.cx.cancel_requested() {
             return Poll::Ready(Err(RecvError::Cancelled(reason)));
         }

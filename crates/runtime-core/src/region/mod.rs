@@ -370,6 +370,68 @@ thread_local! {
 /// 8 bytes each).
 #[cfg(not(loom))]
 const CACHED_BUFS: usize = 4;
+
+#[cfg(not(loom))]
+thread_local! {
+    /// The allocations of closed region nodes, kept per thread with their
+    /// contents dropped (`release_node`) for the next open on this thread
+    /// (`new_node`): a region that opens and closes on one worker (the
+    /// common case) pays neither a malloc nor a free.
+    static NODE_SHELLS: std::cell::RefCell<Vec<Arc<std::mem::MaybeUninit<Region>>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Node allocations kept per thread (a few hundred bytes each).
+#[cfg(not(loom))]
+const CACHED_NODES: usize = 4;
+
+/// Puts `region` in an `Arc`: this thread's cached allocation when it has
+/// one (`release_node`), else a new one.
+fn new_node(region: Region) -> Arc<Region> {
+    #[cfg(not(loom))]
+    if let Some(mut shell) = crate::sync::cache_take(&NODE_SHELLS) {
+        // Unique: cached only when no other count, strong or weak, was
+        // left (`release_node`), and nothing made one since (the cache
+        // hands it to one caller, who made no reference to it).
+        if let Some(slot) = Arc::get_mut(&mut shell) {
+            slot.write(region);
+            // SAFETY: the contents were written just above.
+            return unsafe { shell.assume_init() };
+        }
+    }
+    Arc::new(region)
+}
+
+/// Lets go of a closed region's node: when this is its last reference
+/// (strong or weak), its contents are dropped here and its allocation is
+/// kept for this thread's next open (`new_node`); otherwise the reference
+/// is dropped as usual.
+pub(crate) fn release_node(node: Arc<Region>) {
+    #[cfg(not(loom))]
+    {
+        let mut node = node;
+        if Arc::get_mut(&mut node).is_none() {
+            return;
+        }
+        // SAFETY: `MaybeUninit<Region>` has the size and alignment of
+        // `Region`, which is what `Arc::from_raw` asks of a pointer that
+        // `Arc::<Region>::into_raw` gave; the count moves over unchanged.
+        let mut shell: Arc<std::mem::MaybeUninit<Region>> =
+            unsafe { Arc::from_raw(Arc::into_raw(node).cast()) };
+        // Unique: `get_mut` above saw no other count, and the one held
+        // moved into `shell`.
+        let slot = Arc::get_mut(&mut shell).expect("a unique node");
+        // SAFETY: the contents are initialised (a live `Region`) and are
+        // dropped once: `shell` never drops them (`MaybeUninit`), and
+        // `new_node` writes new ones before handing the allocation out.
+        // Should a drop of theirs unwind, `shell` frees the allocation on
+        // the way out.
+        unsafe { slot.assume_init_drop() };
+        crate::sync::cache_keep(&NODE_SHELLS, shell, CACHED_NODES);
+    }
+    #[cfg(loom)]
+    drop(node);
+}
 #[cfg(not(loom))]
 const CACHED_BUF_CAP: usize = 1024;
 
@@ -413,7 +475,7 @@ impl fmt::Debug for Region {
 impl Region {
     /// The root region of a runtime.
     pub(crate) fn root(sched: Arc<dyn Scheduler>, cleanup: CleanupBudget) -> Arc<Region> {
-        Arc::new(Region::new(
+        new_node(Region::new(
             RegionId(sched.next_id()),
             None,
             None,
@@ -486,7 +548,7 @@ impl Region {
     pub(crate) fn open(parent: &Arc<Region>, owner: &TaskRef, spec: &RegionOptions) -> Opened {
         let sched = parent.sched.clone();
         let in_parents_body = parent.owner_is(owner.as_ptr());
-        let node = Arc::new(Region::new(
+        let node = new_node(Region::new(
             RegionId(sched.next_id()),
             Some(parent.clone()),
             Some(owner.downgrade()),

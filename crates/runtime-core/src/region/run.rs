@@ -173,7 +173,9 @@ where
             }
         }
         let node = guard.disarm();
-        node.close(body_out, &owner, waker_stored)
+        let out = node.close(body_out, &owner, waker_stored);
+        super::release_node(node);
+        out
     }
 }
 

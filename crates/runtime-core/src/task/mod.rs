@@ -1191,18 +1191,18 @@ impl<T, E> Drop for JoinHandle<T, E> {
 impl<T, E> Future for JoinHandle<T, E> {
     type Output = Outcome<T, E>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
-        if coop::poll_proceed(cx).is_pending() {
-            return Poll::Pending;
-        }
-        // SAFETY: `poll` is the task type's (set with the handle), and the
-        // handle's count keeps the task alive.
-        match unsafe { (self.poll)(NonNull::from(self.task.header()), cx) } {
-            Poll::Ready(o) => Poll::Ready(o),
-            Poll::Pending => match awaiter_cancelled(self.task.header()) {
-                Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
-                None => Poll::Pending,
-            },
-        }
+        // A handle not ready spends none of the turn's budget (`budgeted`).
+        coop::budgeted(cx, |cx| {
+            // SAFETY: `poll` is the task type's (set with the handle), and
+            // the handle's count keeps the task alive.
+            match unsafe { (self.poll)(NonNull::from(self.task.header()), cx) } {
+                Poll::Ready(o) => Poll::Ready(o),
+                Poll::Pending => match awaiter_cancelled(self.task.header()) {
+                    Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
+                    None => Poll::Pending,
+                },
+            }
+        })
     }
 }
 

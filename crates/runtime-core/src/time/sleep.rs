@@ -91,7 +91,8 @@ fn let_go(cx: &CxCore, timer: &mut Option<(TimerHandle, WakerId)>) {
 }
 
 /// [`poll_sleep`] as a checkpoint of `checkpoint` (the polling task's
-/// context), its timer on `cx`'s runtime.
+/// context), its timer on `cx`'s runtime. A sleep still pending spends
+/// none of the turn's budget (`coop::budgeted`).
 fn poll_sleep_in(
     checkpoint: &CxCore,
     cx: &CxCore,
@@ -99,9 +100,19 @@ fn poll_sleep_in(
     timer: &mut Option<(TimerHandle, WakerId)>,
     task: &mut Context<'_>,
 ) -> Poll<Result<(), Cancelled>> {
-    if coop::poll_proceed(task).is_pending() {
-        return Poll::Pending;
-    }
+    coop::budgeted(task, |task| {
+        poll_sleep_unbudgeted(checkpoint, cx, deadline, timer, task)
+    })
+}
+
+/// [`poll_sleep_in`] without the budget.
+fn poll_sleep_unbudgeted(
+    checkpoint: &CxCore,
+    cx: &CxCore,
+    deadline: Instant,
+    timer: &mut Option<(TimerHandle, WakerId)>,
+    task: &mut Context<'_>,
+) -> Poll<Result<(), Cancelled>> {
     if let Some(reason) = checkpoint.cancel_requested() {
         return Poll::Ready(Err(Cancelled(reason)));
     }

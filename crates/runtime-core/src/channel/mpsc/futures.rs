@@ -9,7 +9,7 @@ use std::pin::Pin;
 // `Arc` is always `std`'s, by the crate's rule (see `crate::loom`): loom
 // checks the state machine inside it.
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use crate::cx::Cx;
 use crate::cx::CxCore;
@@ -261,7 +261,17 @@ impl<'a, T> Future for Reserve<'a, T> {
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        ready!(crate::budget::coop::poll_proceed(task));
+        // Spends a unit of the turn's budget only when ready.
+        crate::budget::coop::budgeted(task, |task| this.poll_reserve(task))
+    }
+}
+
+impl<'a, T> Reserve<'a, T> {
+    fn poll_reserve(
+        &mut self,
+        task: &mut Context<'_>,
+    ) -> Poll<Result<Permit<'a, T>, SendError<()>>> {
+        let this = self;
         let chan = &*this.sender.chan;
         if let Some(reason) = this.cx.cancel_requested() {
             if let Some(id) = this.queued.take() {
@@ -563,7 +573,14 @@ impl<T> Future for Recv<'_, T> {
 
     fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        ready!(crate::budget::coop::poll_proceed(task));
+        // Spends a unit of the turn's budget only when ready.
+        crate::budget::coop::budgeted(task, |task| this.poll_recv(task))
+    }
+}
+
+impl<T> Recv<'_, T> {
+    fn poll_recv(&mut self, task: &mut Context<'_>) -> Poll<Result<T, RecvError>> {
+        let this = self;
         if let Some(reason) = this.cx.cancel_requested() {
             return Poll::Ready(Err(RecvError::Cancelled(reason)));
         }
