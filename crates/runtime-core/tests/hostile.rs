@@ -2527,3 +2527,32 @@ fn a_context_kept_past_its_runtime_fails_fast() {
         }
     });
 }
+
+/// A reviewer's case: a race of more than 128 tasks whose winner is
+/// polled past the 128th handle. Every handle not ready spent a unit of
+/// the turn's cooperative budget, so the race yielded before it reached
+/// the winner, turn after turn: it never finished, its worker spinning.
+/// A poll that is not ready now spends none.
+#[test]
+fn a_race_of_hundreds_of_tasks_sees_a_winner_past_the_turns_budget() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let n = 300_u64;
+            let out = rt.block_on(move |cx| async move {
+                let racers: Vec<_> = (0..n)
+                    .map(|i| {
+                        move |cx: runtime_core::Cx<runtime_core::caps::All>| async move {
+                            let d = if i == n - 1 { Duration::from_millis(1) } else { HOUR };
+                            cx.sleep(d).await?;
+                            Ok::<_, runtime_core::Cancelled>(i)
+                        }
+                    })
+                    .collect();
+                Ok::<_, ()>(cx.race(racers).await)
+            });
+            let won = out.ok().expect("the body returns Ok");
+            assert_eq!(won.ok(), Some(n - 1), "{name}");
+            assert_eq!(rt.stats().tasks_alive(), 0, "{name}");
+        }
+    });
+}
