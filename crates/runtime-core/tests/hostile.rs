@@ -2556,3 +2556,55 @@ fn a_race_of_hundreds_of_tasks_sees_a_winner_past_the_turns_budget() {
         }
     });
 }
+
+/// One level of [`a_region_tree_thousands_deep_is_cancelled_on_a_bounded_stack`]:
+/// a task that opens a region and spawns the next level into it (no
+/// future nested in another: each poll's stack is shallow).
+fn level(
+    cx: runtime_core::Cx<runtime_core::caps::All>,
+    left: usize,
+    started: Arc<AtomicUsize>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        started.fetch_add(1, Ordering::SeqCst);
+        if left == 0 {
+            let _ = cx.sleep(HOUR).await;
+            return;
+        }
+        let s = started.clone();
+        let _ = cx
+            .scope(move |cx| async move {
+                let _ = cx.spawn(move |cx| level(cx, left - 1, s)).await;
+            })
+            .await;
+    })
+}
+
+/// A reviewer's case: a chain of 20 000 tasks, each in a region opened by
+/// the one above, cancelled from the top. The request passed down by
+/// recursion, a few frames a level, and overflowed the worker's stack at
+/// about 3 000 levels (the process aborted). The cause chain of the
+/// reason at the bottom was as deep (its drop and `Display` recursed).
+#[test]
+fn a_region_tree_thousands_deep_is_cancelled_on_a_bounded_stack() {
+    isolate(WATCHDOG, || {
+        let depth = 20_000;
+        let rt = multi(1);
+        let out = rt.block_on(move |cx| async move {
+            let started = Arc::new(AtomicUsize::new(0));
+            let s = started.clone();
+            let r = cx
+                .scope(move |cx| async move {
+                    let _h = cx.spawn(move |cx| level(cx, depth, s.clone()));
+                    while started.load(Ordering::SeqCst) < depth + 1 {
+                        let _ = cx.sleep(Duration::from_millis(1)).await;
+                    }
+                    cx.cancel(CancelReason::user("stop the tree"));
+                })
+                .await;
+            Ok::<_, ()>(r.is_ok())
+        });
+        assert_eq!(out.ok(), Some(true));
+        assert_eq!(rt.stats().tasks_alive(), 0);
+    });
+}

@@ -39,6 +39,14 @@
 //! that count, of the task it sweeps or of the parent's owner (loom:
 //! `region_opened_in_a_body_racing_the_parents_cancel_is_cancelled`,
 //! `region_opened_by_a_task_racing_its_parents_cancel_is_cancelled`).
+//!
+//! A request or a cut-off passes down a region tree one level per call
+//! (region, its tasks, the regions they opened, ...). Past
+//! [`MAX_DEPTH`] levels on one thread, a level is queued instead of
+//! called (`pass_down`), and the outermost level runs the queue before it
+//! returns: a tree thousands of regions deep is cancelled on a bounded
+//! stack (each level recursing overflowed a worker's stack at about 3 000
+//! levels, aborting the process: found by review).
 
 use std::sync::Arc;
 
@@ -52,6 +60,89 @@ use crate::task::{
 };
 use crate::time::Instant;
 use crate::time::driver::TimerAction;
+
+/// How many levels of a region tree one thread passes a request or a
+/// cut-off down by recursion before it queues the rest (`pass_down`).
+const MAX_DEPTH: u32 = 16;
+
+/// One level of passing a request or a cut-off down (`pass_down`).
+enum Step {
+    /// `Region::cancel` of the region, for the reason.
+    Cancel(Arc<Region>, CancelReason),
+    /// `Region::cut_off_all` of the region (`force`).
+    CutOff(Arc<Region>, bool),
+}
+
+impl Step {
+    fn run(self) {
+        match self {
+            Step::Cancel(r, reason) => r.cancel_owned(reason),
+            Step::CutOff(r, force) => r.cut_off_all(force),
+        }
+    }
+}
+
+#[cfg(not(loom))]
+thread_local! {
+    /// Levels of `pass_down` this thread is inside.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Steps queued past `MAX_DEPTH`, run by the outermost `pass_down`.
+    static QUEUED: std::cell::RefCell<Vec<Step>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `step` (a request or a cut-off passed one level down the tree),
+/// or queues it when this thread is already `MAX_DEPTH` levels deep; the
+/// outermost call runs what was queued before it returns, so the whole
+/// tree below is reached when the first caller's request returns, as with
+/// plain recursion. (Under loom, whose threads share one thread-local, a
+/// plain call: its models are a few levels deep.)
+fn pass_down(step: Step) {
+    #[cfg(not(loom))]
+    {
+        /// Puts the depth back, on unwind too.
+        struct Restore(u32);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let _ = DEPTH.try_with(|d| d.set(self.0));
+            }
+        }
+        let Ok(depth) = DEPTH.try_with(std::cell::Cell::get) else {
+            // This thread's teardown: no queue; a plain call.
+            step.run();
+            return;
+        };
+        if depth >= MAX_DEPTH {
+            let mut step = Some(step);
+            let _ = QUEUED.try_with(|q| {
+                if let Ok(mut q) = q.try_borrow_mut()
+                    && let Some(s) = step.take()
+                {
+                    q.push(s);
+                }
+            });
+            if let Some(s) = step {
+                s.run();
+            }
+            return;
+        }
+        let _restore = Restore(depth);
+        DEPTH.with(|d| d.set(depth + 1));
+        step.run();
+        if depth == 0 {
+            // Each queued level runs one level down from here, and may
+            // queue more: run until none is left.
+            while let Some(s) = QUEUED
+                .try_with(|q| q.try_borrow_mut().ok().and_then(|mut q| q.pop()))
+                .ok()
+                .flatten()
+            {
+                s.run();
+            }
+        }
+    }
+    #[cfg(loom)]
+    step.run();
+}
 
 /// Requests cancellation of a task (strengthening its reason) and wakes it
 /// so it reaches a checkpoint.
@@ -215,7 +306,7 @@ fn cancel_open_regions(h: &crate::task::Header, reason: &CancelReason) {
     if !regions.is_empty() {
         let child = reason.for_child();
         for r in regions {
-            r.cancel(&child);
+            pass_down(Step::Cancel(r, child.clone()));
         }
     }
 }
@@ -339,7 +430,7 @@ impl Region {
         if let Some(reason) = self.cancel.get() {
             let child = reason.for_child();
             for r in nested {
-                r.cancel(&child);
+                pass_down(Step::Cancel(r, child.clone()));
             }
         }
     }
@@ -399,23 +490,86 @@ impl Region {
     /// above it whose timer is not armed yet (see [`arm_grace`]). Called
     /// when something below was still running after a poll that saw a
     /// cancellation: a task of this region, or this region's body.
+    ///
+    /// A region whose timer is armed, or that has no grace period, never
+    /// needs arming again (both for good): the walk passes a run of them
+    /// through their `grace_skip` pointers, and points the run at the
+    /// first region above it that may still need arming (path
+    /// compression). Each walk passed every region up to the root, so a
+    /// tree `d` deep with a task still running at every level cost `d`
+    /// squared (20 000 levels: minutes of one worker, found by review).
     #[cold]
     pub(crate) fn arm_grace_chain(&self) {
-        let mut r = Some(self);
-        while let Some(node) = r {
-            if node.cancel.is_requested()
-                && let Some(at) = take_grace_deadline(&node.grace_at)
+        let mut r: &Region = self;
+        // The first region of the run of passable regions being walked.
+        let mut run: Option<&Region> = None;
+        loop {
+            if r.cancel.is_requested()
+                && let Some(at) = take_grace_deadline(&r.grace_at)
             {
-                let handle = node
+                let handle = r
                     .sched
-                    .insert_timer(at, TimerAction::CutOffRegion(node.weak_self()));
+                    .insert_timer(at, TimerAction::CutOffRegion(r.weak_self()));
                 // Kept so that the close can cancel it (the timer holds the
                 // node's allocation until it fires). A close that ran
                 // between the take and this store misses it: the timer
                 // then fires on a closed region and does nothing.
-                *lock(&node.grace_timer) = Some(handle);
+                *lock(&r.grace_timer) = Some(handle);
             }
-            r = node.parent.as_deref();
+            // Acquire: as in `take_grace_deadline` (a hint here: a region
+            // read not armed is only visited, never skipped).
+            let passable =
+                r.cleanup.grace.is_none() || r.grace_at.load(Ordering::Acquire) == GRACE_ARMED;
+            if passable {
+                run.get_or_insert(r);
+                match r.grace_skip_or_parent() {
+                    Some(up) => r = up,
+                    None => return,
+                }
+            } else {
+                if let Some(first) = run.take() {
+                    first.point_run_at(r);
+                }
+                match r.parent.as_deref() {
+                    Some(up) => r = up,
+                    None => return,
+                }
+            }
+        }
+    }
+
+    /// Where a walk goes up from this region once it is passable (armed,
+    /// or without a grace period): the region its run of passable
+    /// regions was last seen to lead to, else its parent.
+    fn grace_skip_or_parent(&self) -> Option<&Region> {
+        // Relaxed: the pointer is all that is read; any value stored is an
+        // ancestor with only passable regions in between, for good.
+        let skip = self.grace_skip.load(std::sync::atomic::Ordering::Relaxed);
+        if skip.is_null() {
+            self.parent.as_deref()
+        } else {
+            // SAFETY: `skip` was stored by `point_run_at` and is an
+            // ancestor of this region, which holds its parent (and so
+            // every ancestor) alive while it lives; `self` is borrowed.
+            Some(unsafe { &*skip })
+        }
+    }
+
+    /// Points every region of a run of passable regions, from this one up
+    /// to `above` (excluded, the first region above the run that may need
+    /// arming), at `above`.
+    fn point_run_at(&self, above: &Region) {
+        let target = std::ptr::from_ref(above).cast_mut();
+        let mut n: &Region = self;
+        while !std::ptr::eq(n, above) {
+            let next = n.grace_skip_or_parent();
+            // Relaxed: see `grace_skip_or_parent`.
+            n.grace_skip
+                .store(target, std::sync::atomic::Ordering::Relaxed);
+            match next {
+                Some(up) => n = up,
+                None => return,
+            }
         }
     }
 
@@ -507,7 +661,7 @@ impl Region {
         // finalizer of theirs that ends because this body's masks went
         // finds its own region cut off (and is counted cut off).
         for r in self.nested_regions() {
-            r.cut_off_all(force);
+            pass_down(Step::CutOff(r, force));
         }
         // The body, if still running (in its owner task, which is not ours
         // to drop), loses its masks: wake it to see the cancellation.
@@ -541,7 +695,7 @@ impl Region {
             // The regions the task opened here first (not registered here:
             // reached through the task, as a request is).
             for r in t.header().open_regions_in(self) {
-                r.cut_off_all(force);
+                pass_down(Step::CutOff(r, force));
             }
             if force || !t.header().has_live_regions() {
                 cut_off_task(t);

@@ -166,7 +166,13 @@ impl CancelReason {
     }
 
     /// The reason a descendant of something cancelled for `self` receives:
-    /// `ParentCancelled`, with `self` as its cause.
+    /// `ParentCancelled`, with `self` as its cause. A `ParentCancelled`
+    /// reason passes on as it is (a grandchild's cause is its parent's
+    /// cause, not its parent's reason): the chain stays two long however
+    /// deep the tree, so a reason that reached the bottom of a region tree
+    /// thousands deep is not a chain that deep (its drop, `Display` and
+    /// `Debug` recursed once a level, and overflowed the stack: found by
+    /// review).
     ///
     /// ```
     /// use runtime_core::{CancelKind, CancelReason, Origin};
@@ -174,8 +180,15 @@ impl CancelReason {
     /// let child = parent.for_child();
     /// assert_eq!(child.kind(), CancelKind::ParentCancelled);
     /// assert_eq!(child.cause().map(|c| c.kind()), Some(CancelKind::Timeout));
+    /// assert_eq!(child.for_child(), child);
     /// ```
     pub fn for_child(&self) -> CancelReason {
+        if self.kind == CancelKind::ParentCancelled
+            && self.message.is_none()
+            && self.cause.is_some()
+        {
+            return self.clone();
+        }
         CancelReason {
             kind: CancelKind::ParentCancelled,
             message: None,

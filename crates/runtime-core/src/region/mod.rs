@@ -243,6 +243,12 @@ pub(crate) struct Region {
     pub(crate) body_cost: AtomicU64,
     /// The armed grace timer, cancelled at the close.
     pub(crate) grace_timer: Mutex<Option<TimerHandle>>,
+    /// An ancestor that a walk arming grace timers goes to straight from
+    /// here once this region is armed or has no grace period: every
+    /// region between is so too (`Region::arm_grace_chain`); null: the
+    /// parent. (`std`'s atomic even under loom: only a hint of a walk
+    /// that is correct with any value stored.)
+    pub(crate) grace_skip: std::sync::atomic::AtomicPtr<Region>,
     /// The timer of this region's budget deadline, cancelled at the close
     /// (pending, it would hold the node's allocation until the deadline).
     deadline_timer: Mutex<Option<TimerHandle>>,
@@ -514,6 +520,7 @@ impl Region {
             grace_at: AtomicU64::new(GRACE_UNSET),
             body_cost: AtomicU64::new(0),
             grace_timer: Mutex::new(None),
+            grace_skip: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             deadline_timer: Mutex::new(None),
             sched,
             observed,
