@@ -918,8 +918,10 @@ impl SpanLimits {
     /// The defaults, overridden by `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`
     /// (or `OTEL_ATTRIBUTE_COUNT_LIMIT`), `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`
     /// (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`), `OTEL_SPAN_EVENT_COUNT_LIMIT`,
-    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and
-    /// `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`.
+    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` (or
+    /// `OTEL_ATTRIBUTE_COUNT_LIMIT`) and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`
+    /// (or `OTEL_ATTRIBUTE_COUNT_LIMIT`): the general attribute limits
+    /// apply wherever a model-specific one is not set.
     pub fn from_env() -> Result<Self, crate::ConfigError> {
         let mut l = SpanLimits::default();
         let var = |names: &[&'static str]| -> Result<Option<usize>, crate::ConfigError> {
@@ -948,10 +950,19 @@ impl SpanLimits {
         if let Some(v) = var(&["OTEL_SPAN_LINK_COUNT_LIMIT"])? {
             l.link_count = v;
         }
-        if let Some(v) = var(&["OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"])? {
+        // The general attribute count limit is the default of each
+        // model-specific one (the spec's `AttributeLimits`), events' and
+        // links' included, as the OpenTelemetry SDKs read it.
+        if let Some(v) = var(&[
+            "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        ])? {
             l.attributes_per_event = v;
         }
-        if let Some(v) = var(&["OTEL_LINK_ATTRIBUTE_COUNT_LIMIT"])? {
+        if let Some(v) = var(&[
+            "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        ])? {
             l.attributes_per_link = v;
         }
         Ok(l)

@@ -368,6 +368,13 @@ impl Tracer {
         // `asymmetric::init` ran when `pipeline` was built, before any
         // handle of this tracer can exist.
         let limits = pipeline.limits();
+        // A disabled pipeline's tracers record nothing, whatever sampler
+        // they are given (see `PipelineBuilder::build`).
+        let sampler = if pipeline.is_disabled() {
+            Sampler::AlwaysOff
+        } else {
+            sampler
+        };
         Tracer {
             inner: Arc::new(TracerInner {
                 id: NEXT_TRACER.fetch_add(1, Ordering::Relaxed),
