@@ -61,3 +61,56 @@ pub(crate) fn parse_usize(
         }),
     }
 }
+
+/// `OTEL_SDK_DISABLED` (the OpenTelemetry SDK environment spec): true for
+/// `true` in any case; false when unset, empty or `false`. Any other value
+/// is taken as false, with a warning (once per process), as the spec says
+/// of a boolean variable's invalid value.
+pub(crate) fn sdk_disabled() -> bool {
+    let value = std::env::var("OTEL_SDK_DISABLED").ok();
+    let (disabled, valid) = parse_bool(value.as_deref());
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !valid && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let _ = std::panic::catch_unwind(|| {
+            tracing::warn!(
+                value = value.as_deref().unwrap_or_default(),
+                "otlp-exporter: OTEL_SDK_DISABLED is neither true nor false; taken as false"
+            );
+        });
+    }
+    disabled
+}
+
+/// A boolean environment variable's value, and whether it was valid: `true`
+/// (any case, surrounding spaces ignored) is true; unset, empty and `false`
+/// are false; anything else is false and invalid.
+pub(crate) fn parse_bool(value: Option<&str>) -> (bool, bool) {
+    match value.map(str::trim) {
+        None | Some("") => (false, true),
+        Some(v) if v.eq_ignore_ascii_case("true") => (true, true),
+        Some(v) if v.eq_ignore_ascii_case("false") => (false, true),
+        Some(_) => (false, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn booleans_are_read_as_the_spec_says() {
+        for (value, expected) in [
+            (None, (false, true)),
+            (Some(""), (false, true)),
+            (Some("true"), (true, true)),
+            (Some(" TRUE "), (true, true)),
+            (Some("True"), (true, true)),
+            (Some("false"), (false, true)),
+            (Some("FALSE"), (false, true)),
+            (Some("1"), (false, false)),
+            (Some("yes"), (false, false)),
+        ] {
+            assert_eq!(parse_bool(value), expected, "{value:?}");
+        }
+    }
+}

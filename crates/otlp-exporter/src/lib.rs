@@ -186,7 +186,10 @@
 //! total across recording threads), `OTEL_BSP_SCHEDULE_DELAY` (5000 ms),
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 //! (512); the resource from `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`; the
+//! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`,
+//! `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`,
+//! each falling back to the general `OTEL_ATTRIBUTE_*_LIMIT`
+//! ([`SpanLimits::from_env`]); the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
 //! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL` (a
 //! pipeline with no transport set sends to it when an endpoint is set,
@@ -197,7 +200,11 @@
 //! [`ConfigError::NoFileAccess`]); each tracer's sampler from
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
 //! a bad value is warned about and ignored, as the spec says;
-//! [`Tracer::with_sampler`] wins over it).
+//! [`Tracer::with_sampler`] wins over it). `OTEL_SDK_DISABLED=true` (any
+//! case) makes the pipeline a no-op whatever else is set: no span is
+//! recording and nothing is exported (see [`PipelineBuilder::build`]; a
+//! value other than `true` or `false` is warned about and taken as
+//! `false`).
 //!
 //! # Features
 //!

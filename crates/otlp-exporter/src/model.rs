@@ -261,8 +261,11 @@ pub enum StatusCode {
 pub struct Status {
     /// The code.
     pub code: StatusCode,
-    /// Developer-facing message (OTLP keeps it for `Error` only by
-    /// convention; it is carried as given).
+    /// Developer-facing description, for `Error` only: the OpenTelemetry
+    /// API ignores it for `Ok` and `Unset` ([`Span::set_status`](crate::Span::set_status)
+    /// drops it), and the encoders leave it out for them whatever a
+    /// [`SpanData`] recorded directly carries (an `Unset` status is not
+    /// exported at all).
     pub message: Str,
 }
 
@@ -372,7 +375,11 @@ pub struct SpanData {
 ///
 /// They are the span's attributes in every other respect: exported after
 /// the span's own [`attributes`](SpanData::attributes) (in both
-/// encodings), and counted with them against the [`SpanLimits`]. A span
+/// encodings), and counted with them against the [`SpanLimits`]. Keys are
+/// unique in the export: a shared attribute whose key the span's own
+/// attributes also have is left out (the span's own value wins; it is a
+/// replacement, not counted as dropped), and one with an empty key is left
+/// out and counted in the span's dropped attributes. A span
 /// whose own and shared attributes together are over the count limit, or
 /// whose shared strings are over the value length limit, has the shared
 /// ones copied into its own list when it is recorded and cut there like
@@ -417,6 +424,10 @@ pub struct SharedAttributes {
     /// (arrays' elements included): what the value length limit is checked
     /// against.
     longest: usize,
+    /// Bit `len % 64` set for each key's length: a quick test of whether a
+    /// span's own attribute may share a key with the set (see
+    /// [`overlaps`](Self::overlaps)).
+    key_lengths: u64,
 }
 
 impl SharedAttributes {
@@ -428,11 +439,15 @@ impl SharedAttributes {
             .map(|kv| longest_string(&kv.value))
             .max()
             .unwrap_or(0);
+        let key_lengths = attributes
+            .iter()
+            .fold(0u64, |bits, kv| bits | 1 << (kv.key.len() % 64));
         SharedAttributes {
             attributes,
             proto: proto.into_boxed_slice(),
             left_out,
             longest,
+            key_lengths,
         }
     }
 
@@ -455,6 +470,23 @@ impl SharedAttributes {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.attributes.is_empty()
+    }
+
+    /// Whether one of `own` (a span's own attributes) has the key of one of
+    /// these: that one is then left out of the span's export (the span's
+    /// own value wins). A test of each own key's length against the set's
+    /// first (no string is compared unless a length matches), so that the
+    /// usual span, whose keys are not the set's, pays a few instructions.
+    #[inline]
+    pub(crate) fn overlaps(&self, own: &[KeyValue]) -> bool {
+        own.iter()
+            .any(|kv| self.key_lengths >> (kv.key.len() % 64) & 1 != 0 && self.has_key(&kv.key))
+    }
+
+    /// Whether one of these has `key`.
+    #[cold]
+    pub(crate) fn has_key(&self, key: &str) -> bool {
+        self.attributes.iter().any(|kv| kv.key == key)
     }
 
     /// Their protobuf encoding (`Span.attributes` fields), and how many of
@@ -710,7 +742,13 @@ impl SpanData {
     #[cold]
     fn unshare_attributes(&mut self) {
         if let Some(shared) = self.shared_attributes.take() {
+            let own = self.attributes.len();
             for kv in &shared.attributes {
+                // The span's own attribute wins over a shared one with its
+                // key (left out, as the encoders leave it out).
+                if self.attributes[..own].iter().any(|o| o.key == kv.key) {
+                    continue;
+                }
                 if crate::encode::too_deep(&kv.value) {
                     self.dropped_attributes_count = self.dropped_attributes_count.saturating_add(1);
                 } else {
@@ -918,8 +956,10 @@ impl SpanLimits {
     /// The defaults, overridden by `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`
     /// (or `OTEL_ATTRIBUTE_COUNT_LIMIT`), `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`
     /// (or `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`), `OTEL_SPAN_EVENT_COUNT_LIMIT`,
-    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and
-    /// `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`.
+    /// `OTEL_SPAN_LINK_COUNT_LIMIT`, `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` (or
+    /// `OTEL_ATTRIBUTE_COUNT_LIMIT`) and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`
+    /// (or `OTEL_ATTRIBUTE_COUNT_LIMIT`): the general attribute limits
+    /// apply wherever a model-specific one is not set.
     pub fn from_env() -> Result<Self, crate::ConfigError> {
         let mut l = SpanLimits::default();
         let var = |names: &[&'static str]| -> Result<Option<usize>, crate::ConfigError> {
@@ -948,10 +988,19 @@ impl SpanLimits {
         if let Some(v) = var(&["OTEL_SPAN_LINK_COUNT_LIMIT"])? {
             l.link_count = v;
         }
-        if let Some(v) = var(&["OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"])? {
+        // The general attribute count limit is the default of each
+        // model-specific one (the spec's `AttributeLimits`), events' and
+        // links' included, as the OpenTelemetry SDKs read it.
+        if let Some(v) = var(&[
+            "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        ])? {
             l.attributes_per_event = v;
         }
-        if let Some(v) = var(&["OTEL_LINK_ATTRIBUTE_COUNT_LIMIT"])? {
+        if let Some(v) = var(&[
+            "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT",
+        ])? {
             l.attributes_per_link = v;
         }
         Ok(l)
@@ -1005,9 +1054,14 @@ impl SpanLimits {
         }
     }
 
-    /// Keeps at most `max` attributes, truncates long values; returns how
-    /// many attributes were dropped.
+    /// Makes the keys unique and non-empty ([`unique_keys`]), then keeps at
+    /// most `max` attributes and truncates long values; returns how many
+    /// attributes were dropped (those with an empty key and those over
+    /// `max`; a duplicate key's earlier value, replaced, is not counted).
+    /// Duplicates are removed first, so that they never push distinct keys
+    /// out.
     pub(crate) fn cut_attributes(&self, attrs: &mut Vec<KeyValue>, max: usize) -> u32 {
+        let empty = unique_keys(attrs);
         let dropped = attrs.len().saturating_sub(max);
         attrs.truncate(max);
         if let Some(limit) = self.attribute_value_length {
@@ -1015,9 +1069,81 @@ impl SpanLimits {
                 truncate_value(&mut kv.value, limit);
             }
         }
-        count32(dropped)
+        count32(dropped).saturating_add(count32(empty))
     }
 }
+
+/// Makes the keys of `attrs` unique and non-empty, as the OpenTelemetry
+/// spec says every attribute collection's keys are: an attribute with an
+/// empty key is removed; of several with the same key, one is kept, at the
+/// place of the first, with the value of the last (what
+/// [`Span::set_attribute`](crate::Span::set_attribute) does when a key is
+/// set again). The others keep their order. Returns how many attributes had
+/// an empty key (dropped, for the owner's dropped count; the replaced
+/// duplicates are not counted).
+///
+/// No allocation and quadratic comparisons for a few attributes (the usual
+/// event or link); sorted indices past [`UNIQUE_BY_SCAN`].
+pub(crate) fn unique_keys(attrs: &mut Vec<KeyValue>) -> usize {
+    let n = attrs.len();
+    let mut empty = 0;
+    if n <= UNIQUE_BY_SCAN {
+        let mut kept = 0;
+        for r in 0..n {
+            if attrs[r].key.is_empty() {
+                empty += 1;
+                continue;
+            }
+            let (before, rest) = attrs.split_at_mut(r);
+            match before[..kept].iter().position(|kv| kv.key == rest[0].key) {
+                Some(at) => {
+                    before[at].value = std::mem::replace(&mut rest[0].value, Value::Bool(false));
+                }
+                None => {
+                    attrs.swap(kept, r);
+                    kept += 1;
+                }
+            }
+        }
+        attrs.truncate(kept);
+        return empty;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    // By key, and by place among equal keys (a stable sort keeps it).
+    order.sort_by(|&a, &b| attrs[a].key.cmp(&attrs[b].key));
+    let mut keep = vec![true; n];
+    let mut i = 0;
+    while i < n {
+        let first = order[i];
+        let mut j = i + 1;
+        while j < n && attrs[order[j]].key == attrs[first].key {
+            j += 1;
+        }
+        if attrs[first].key.is_empty() {
+            empty += j - i;
+            for &k in &order[i..j] {
+                keep[k] = false;
+            }
+        } else if j - i > 1 {
+            let last = order[j - 1];
+            attrs[first].value = std::mem::replace(&mut attrs[last].value, Value::Bool(false));
+            for &k in &order[i + 1..j] {
+                keep[k] = false;
+            }
+        }
+        i = j;
+    }
+    let mut at = 0;
+    attrs.retain(|_| {
+        at += 1;
+        keep[at - 1]
+    });
+    empty
+}
+
+/// Up to this many attributes, [`unique_keys`] compares each with those
+/// kept before it.
+const UNIQUE_BY_SCAN: usize = 32;
 
 fn count32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)

@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, Weak};
 use crate::clock::now_unix_nanos;
 use crate::model::{
     Event, KeyValue, Link, Priority, ScopeId, SpanContext, SpanData, SpanId, SpanKind, SpanLimits,
-    Status, Str, TraceFlags, Value, truncate_value,
+    Status, StatusCode, Str, TraceFlags, Value, truncate_value,
 };
 use crate::outstanding::{Outstanding, asymmetric};
 use crate::pipeline::{Pipeline, Recorded};
@@ -368,6 +368,13 @@ impl Tracer {
         // `asymmetric::init` ran when `pipeline` was built, before any
         // handle of this tracer can exist.
         let limits = pipeline.limits();
+        // A disabled pipeline's tracers record nothing, whatever sampler
+        // they are given (see `PipelineBuilder::build`).
+        let sampler = if pipeline.is_disabled() {
+            Sampler::AlwaysOff
+        } else {
+            sampler
+        };
         Tracer {
             inner: Arc::new(TracerInner {
                 id: NEXT_TRACER.fetch_add(1, Ordering::Relaxed),
@@ -980,7 +987,9 @@ impl Span {
 
     /// Sets an attribute, replacing one with the same key. Past the
     /// attribute limit, new keys are dropped and counted; long string values
-    /// are truncated to the value-length limit.
+    /// are truncated to the value-length limit. An empty key is no
+    /// attribute (the OpenTelemetry spec: keys MUST be non-empty): it is
+    /// dropped and counted in the span's dropped attributes.
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory};
@@ -998,6 +1007,9 @@ impl Span {
         };
         let data = &mut storage.span;
         let (key, mut value) = (key.into(), value.into());
+        if key.is_empty() {
+            return self.drop_empty_key();
+        }
         if let Some(limit) = limits.attribute_value_length
             && matches!(value, Value::Str(_) | Value::Array(_))
         {
@@ -1024,8 +1036,22 @@ impl Span {
         self
     }
 
+    /// An attribute with an empty key, dropped: counted.
+    #[cold]
+    #[inline(never)]
+    fn drop_empty_key(&mut self) -> &mut Self {
+        if let Some(data) = self.data() {
+            data.dropped_attributes_count = data.dropped_attributes_count.saturating_add(1);
+        }
+        self
+    }
+
     /// Adds an event, timestamped now. Past the event limit it is dropped
-    /// and counted; its attributes are cut to their own limits.
+    /// and counted. Its attributes are made unique as
+    /// [`set_attribute`](Self::set_attribute) would (a key given twice is
+    /// kept once, at its first place, with its last value; an empty key is
+    /// dropped and counted in the event's dropped attributes), then cut to
+    /// their own limits, so that duplicates never push distinct keys out.
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory, KeyValue};
@@ -1055,7 +1081,10 @@ impl Span {
         self
     }
 
-    /// Adds a link. Past the link limit it is dropped and counted.
+    /// Adds a link. Past the link limit it is dropped and counted. Its
+    /// attributes are made unique and cut as
+    /// [`add_event`](Self::add_event)'s are (into the link's dropped
+    /// attributes, added to the count it carries).
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory, Link};
@@ -1082,18 +1111,31 @@ impl Span {
         self
     }
 
-    /// Sets the status.
+    /// Sets the status, as the OpenTelemetry trace API says: setting
+    /// [`Unset`](StatusCode::Unset) is ignored; once the status is
+    /// [`Ok`](StatusCode::Ok) it is final (later calls are ignored); the
+    /// description is kept for [`Error`](StatusCode::Error) only (an `Ok`
+    /// status is set without it). An `Error` may be replaced by another
+    /// `Error` or by `Ok`.
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory, Status};
     /// # let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
     /// let mut span = pipeline.tracer("app", "1").start("work");
     /// span.set_status(Status::error("timed out"));
+    /// span.set_status(Status::default()); // ignored: still the error
+    /// span.set_status(Status::ok());
+    /// span.set_status(Status::error("too late")); // ignored: Ok is final
     /// # span.end();
     /// ```
     pub fn set_status(&mut self, status: Status) -> &mut Self {
         if let Some(data) = self.data() {
-            data.status = status;
+            match status.code {
+                StatusCode::Unset => {}
+                _ if data.status.code == StatusCode::Ok => {}
+                StatusCode::Ok => data.status = Status::ok(),
+                StatusCode::Error => data.status = status,
+            }
         }
         self
     }

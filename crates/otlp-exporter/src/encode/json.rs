@@ -127,21 +127,27 @@ fn any_value(out: &mut String, v: &Value) {
 }
 
 /// Writes the attributes whose values are not nested too deep (see
-/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
-/// out, for the owner's `droppedAttributesCount`.
+/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)) and whose keys are not
+/// empty; returns how many were left out, for the owner's
+/// `droppedAttributesCount`.
 #[must_use]
 fn attributes(out: &mut String, attrs: &[KeyValue]) -> u32 {
-    attributes_of_two(out, attrs, &[])
+    attributes_of_two(out, attrs, &[], false)
 }
 
 /// [`attributes`] of `first` followed by `then`, in one list (a span's own
-/// and its shared attributes).
+/// and its shared attributes). With `unique`, one of `then` whose key is
+/// among `first`'s is left out (and not counted: the span's own value
+/// replaces it).
 #[must_use]
-fn attributes_of_two(out: &mut String, first: &[KeyValue], then: &[KeyValue]) -> u32 {
+fn attributes_of_two(out: &mut String, first: &[KeyValue], then: &[KeyValue], unique: bool) -> u32 {
     out.push('[');
     let mut left_out = 0u32;
+    let then = then
+        .iter()
+        .filter(|kv| !unique || !first.iter().any(|f| f.key == kv.key));
     for kv in first.iter().chain(then) {
-        if super::too_deep(&kv.value) {
+        if kv.key.is_empty() || super::too_deep(&kv.value) {
             left_out = left_out.saturating_add(1);
             continue;
         }
@@ -221,7 +227,10 @@ fn span(out: &mut String, s: &SpanData) {
         s.kind as i32, s.start_time_unix_nano, s.end_time_unix_nano
     );
     let shared = s.shared_attributes.map_or(&[][..], |a| a.attributes());
-    let left_out = attributes_of_two(out, &s.attributes, shared);
+    let overlap = s
+        .shared_attributes
+        .is_some_and(|a| a.overlaps(&s.attributes));
+    let left_out = attributes_of_two(out, &s.attributes, shared, overlap);
     let _ = write!(
         out,
         ",\"droppedAttributesCount\":{},\"events\":",
@@ -235,10 +244,12 @@ fn span(out: &mut String, s: &SpanData) {
     );
     list(out, &s.links, link);
     let _ = write!(out, ",\"droppedLinksCount\":{}", s.dropped_links_count);
-    // An unset status is left out, as in protobuf (the message is optional).
-    if s.status.code != StatusCode::Unset || !s.status.message.is_empty() {
+    // An unset status is left out, as in protobuf (the message is
+    // optional), and the message is an error's only (see the protobuf
+    // encoder's `put_status`).
+    if s.status.code != StatusCode::Unset {
         out.push_str(",\"status\":{\"message\":");
-        string(out, &s.status.message);
+        string(out, super::proto::status_message(&s.status));
         let _ = write!(out, ",\"code\":{}}}", s.status.code as i32);
     }
     out.push('}');

@@ -419,8 +419,9 @@ fn put_any_value<S: Sink>(buf: &mut S, v: &Value) -> Put {
 }
 
 /// Writes the attributes whose values are not nested too deep (see
-/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)); returns how many were left
-/// out, for the owner's `dropped_attributes_count`.
+/// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)) and whose keys are not
+/// empty; returns how many were left out, for the owner's
+/// `dropped_attributes_count`.
 fn put_attributes<S: Sink>(buf: &mut S, field: u32, attrs: &[KeyValue]) -> Result<u32, Full> {
     put_attributes_inline(buf, field, attrs)
 }
@@ -445,12 +446,38 @@ fn put_attributes_inline<S: Sink>(
     Ok(left_out)
 }
 
+/// The shared attributes whose keys are not among the span's `own` (a
+/// span's own attribute wins over a shared one with its key), one by one;
+/// returns how many were left out as [`put_attributes`] does (the
+/// duplicates are not counted: they are replaced, not lost).
+#[cold]
+#[inline(never)]
+fn put_shared_not_own<S: Sink>(
+    buf: &mut S,
+    shared: &crate::SharedAttributes,
+    own: &[KeyValue],
+) -> Result<u32, Full> {
+    let mut left_out = 0u32;
+    for kv in shared.attributes() {
+        if !own.iter().any(|o| o.key == kv.key) {
+            left_out = left_out.saturating_add(put_attributes(buf, 9, std::slice::from_ref(kv))?);
+        }
+    }
+    Ok(left_out)
+}
+
 /// An attribute that [`put_small_attribute`] does not take: a scalar in
 /// one run ([`put_scalar_attribute`]), else an array through the general
 /// path. `Ok(false)` if it was left out (nested too deep, see
 /// [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH)).
 #[inline(never)]
 fn put_other_attribute<S: Sink>(buf: &mut S, field: u32, kv: &KeyValue) -> Result<bool, Full> {
+    // An empty key is no attribute (the OpenTelemetry spec: a key MUST be
+    // non-empty): left out and counted. `put_small_attribute` never takes
+    // one, so the check costs the usual attribute nothing.
+    if kv.key.is_empty() {
+        return Ok(false);
+    }
     if put_scalar_attribute(buf, field, kv)? {
         return Ok(true);
     }
@@ -612,14 +639,26 @@ fn put_link<S: Sink>(buf: &mut S, l: &Link) -> Put {
 }
 
 fn put_status<S: Sink>(buf: &mut S, s: &Status) -> Put {
-    // An unset status is the default message: left out, as prost does.
-    if s.code != StatusCode::Unset || !s.message.is_empty() {
+    // An unset status is the default message: left out, as prost does (its
+    // message too: the OpenTelemetry API ignores a description for `Ok`
+    // and `Unset`, and so does the export, see `Status::message`).
+    if s.code != StatusCode::Unset {
         put_message(buf, 15, |buf| {
-            put_bytes(buf, 2, s.message.as_bytes())?;
+            put_bytes(buf, 2, status_message(s).as_bytes())?;
             put_uint(buf, 3, s.code as u64)
         })?;
     }
     Ok(())
+}
+
+/// The description exported with `s`: its message for an `Error`, none
+/// for `Ok` and `Unset` (the OpenTelemetry API ignores it for them).
+pub(super) fn status_message(s: &Status) -> &str {
+    if s.code == StatusCode::Error {
+        &s.message
+    } else {
+        ""
+    }
 }
 
 fn parent_bytes(p: &SpanId) -> &[u8] {
@@ -750,16 +789,17 @@ fn put_span<S: Sink>(buf: &mut S, s: &SpanData) -> Put {
     put_span_head(buf, s)?;
     let mut left_out = put_attributes_inline(buf, 9, &s.attributes)?;
     if let Some(shared) = s.shared_attributes {
-        // Encoded once, as the same fields: copied.
-        let (bytes, shared_left_out) = shared.proto();
-        buf.put_slice(bytes)?;
+        let shared_left_out = if shared.overlaps(&s.attributes) {
+            put_shared_not_own(buf, shared, &s.attributes)?
+        } else {
+            // Encoded once, as the same fields: copied.
+            let (bytes, shared_left_out) = shared.proto();
+            buf.put_slice(bytes)?;
+            shared_left_out
+        };
         left_out = left_out.saturating_add(shared_left_out);
     }
-    if s.events.is_empty()
-        && s.links.is_empty()
-        && s.status.code == StatusCode::Unset
-        && s.status.message.is_empty()
-    {
+    if s.events.is_empty() && s.links.is_empty() && s.status.code == StatusCode::Unset {
         return put_plain_span_tail(buf, s, left_out);
     }
     put_uint(

@@ -335,6 +335,28 @@ impl PipelineBuilder {
 
     /// Starts the pipeline: reads the environment for what was not set,
     /// checks the settings, and starts the worker thread.
+    ///
+    /// With `OTEL_SDK_DISABLED=true` (any case; the OpenTelemetry SDK
+    /// environment spec) the pipeline is a no-op, whatever was set here:
+    /// its tracers' sampler is [`Sampler::AlwaysOff`] (also for a tracer
+    /// given another with [`Tracer::with_sampler`](crate::Tracer::with_sampler)),
+    /// so no span is recording ([`Span::is_recording`](crate::Span::is_recording)
+    /// is false), and a span recorded directly ([`Pipeline::record`],
+    /// [`Pipeline::record_in_place`]) is counted as not sampled and
+    /// dropped: nothing is exported. With no transport set it opens no
+    /// file and connects to no collector (it needs neither access). Other
+    /// settings are still checked. `false`, unset or empty is the usual
+    /// pipeline; any other value is taken as `false`, with a warning.
+    ///
+    /// ```
+    /// use otlp_exporter::{InMemory, Pipeline};
+    /// // OTEL_SDK_DISABLED=true in the environment:
+    /// # if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+    /// let pipeline = Pipeline::builder().transport(InMemory::new()).build().unwrap();
+    /// assert!(pipeline.is_disabled());
+    /// assert!(!pipeline.tracer("app", "1").start("work").is_recording());
+    /// # }
+    /// ```
     pub fn build(self) -> Result<Pipeline, ConfigError> {
         // Before any record can run (see `Shared::state`).
         crate::outstanding::asymmetric::init();
@@ -406,8 +428,12 @@ impl PipelineBuilder {
                 ),
             });
         }
+        // OTEL_SDK_DISABLED=true: a no-op pipeline (see `build`'s docs).
+        let disabled = crate::config::sdk_disabled();
         let transport = match (self.transport, self.file) {
             (Some(t), _) => t,
+            // Nothing is exported: no collector, no file to open.
+            (None, _) if disabled => UserTransport(Some(Box::new(crate::InMemory::new()))),
             #[cfg(feature = "http")]
             (None, None) if collector_configured() => match self.net {
                 Some(net) => {
@@ -450,7 +476,12 @@ impl PipelineBuilder {
             retry_max_elapsed: self.retry_max_elapsed.min(MAX_DURATION),
             shedding,
             limits,
-            sampler: self.sampler.unwrap_or_else(Sampler::from_env),
+            sampler: if disabled {
+                Sampler::AlwaysOff
+            } else {
+                self.sampler.unwrap_or_else(Sampler::from_env)
+            },
+            disabled,
         };
         Pipeline::start(
             config,
@@ -509,6 +540,8 @@ pub(super) struct Config {
     /// The sampler of this pipeline's tracers (and of layers and bridges
     /// that ask [`Pipeline::sampler`]).
     pub(super) sampler: Sampler,
+    /// `OTEL_SDK_DISABLED=true`: nothing is recorded.
+    pub(super) disabled: bool,
 }
 
 impl Pipeline {

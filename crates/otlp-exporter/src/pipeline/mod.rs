@@ -487,7 +487,26 @@ impl Pipeline {
     /// its lane full may wake a napping worker, one wake per nap); never
     /// blocks unless the policy is [`Shedding::Block`].
     pub fn record(&self, span: SpanData) -> Recorded {
+        if self.shared().config.disabled {
+            return self.record_disabled();
+        }
         self.record_span(span, true)
+    }
+
+    /// Whether the pipeline is a no-op, `OTEL_SDK_DISABLED=true` (see
+    /// [`PipelineBuilder::build`]): its spans are never recording, and
+    /// spans recorded directly are dropped as not sampled.
+    pub fn is_disabled(&self) -> bool {
+        self.shared().config.disabled
+    }
+
+    /// A record in a disabled pipeline: counted as not sampled (the
+    /// accounting still balances), with nothing encoded.
+    #[cold]
+    #[inline(never)]
+    fn record_disabled(&self) -> Recorded {
+        let mut nothing = SpanData::with_context("", crate::SpanContext::INVALID);
+        self.record_span_in_place(&mut nothing, false)
     }
 
     /// [`record`](Self::record) of a span the caller keeps: the span limits
@@ -514,6 +533,9 @@ impl Pipeline {
     /// assert_eq!(memory.span_count(), 3);
     /// ```
     pub fn record_in_place(&self, span: &mut SpanData) -> Recorded {
+        if self.shared().config.disabled {
+            return self.record_disabled();
+        }
         self.record_span_in_place(span, true)
     }
 

@@ -38,6 +38,18 @@ pub fn kvs(attrs: &[KeyValue]) -> Vec<pc::KeyValue> {
         .collect()
 }
 
+/// The attributes as exported (those with an empty key left out), and how
+/// many were left out (added to the owner's dropped count).
+pub fn kvs_counted(attrs: &[KeyValue]) -> (Vec<pc::KeyValue>, u32) {
+    let kept: Vec<KeyValue> = attrs
+        .iter()
+        .filter(|kv| !kv.key.is_empty())
+        .cloned()
+        .collect();
+    let left_out = (attrs.len() - kept.len()) as u32;
+    (kvs(&kept), left_out)
+}
+
 /// OTLP flags: the W3C trace flags, and bits 8-9 for "remote is known"
 /// and "is remote" (of the span's parent for a span, of the linked context
 /// for a link).
@@ -46,7 +58,20 @@ fn flags(trace_flags: u8, remote: bool) -> u32 {
 }
 
 pub fn span(s: &SpanData) -> pt::Span {
-    let status_set = s.status.code != StatusCode::Unset || !s.status.message.is_empty();
+    // A status is exported when set; its description for an error only.
+    let status_set = s.status.code != StatusCode::Unset;
+    let shared = s.shared_attributes.map_or(&[][..], |a| a.attributes());
+    let attributes = kvs_counted(
+        &s.attributes
+            .iter()
+            .chain(
+                shared
+                    .iter()
+                    .filter(|kv| !s.attributes.iter().any(|o| o.key == kv.key)),
+            )
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
     pt::Span {
         trace_id: s.context.trace_id.0.to_vec(),
         span_id: s.context.span_id.0.to_vec(),
@@ -61,21 +86,18 @@ pub fn span(s: &SpanData) -> pt::Span {
         kind: s.kind as i32,
         start_time_unix_nano: s.start_time_unix_nano,
         end_time_unix_nano: s.end_time_unix_nano,
-        // A span's own attributes, then its shared ones.
-        attributes: kvs(&[
-            &s.attributes[..],
-            s.shared_attributes.map_or(&[][..], |a| a.attributes()),
-        ]
-        .concat()),
-        dropped_attributes_count: s.dropped_attributes_count,
+        // A span's own attributes, then its shared ones but those whose
+        // key the span's own have.
+        attributes: attributes.0,
+        dropped_attributes_count: s.dropped_attributes_count + attributes.1,
         events: s
             .events
             .iter()
             .map(|e| pt::span::Event {
                 time_unix_nano: e.time_unix_nano,
                 name: e.name.to_string(),
-                attributes: kvs(&e.attributes),
-                dropped_attributes_count: e.dropped_attributes_count,
+                attributes: kvs_counted(&e.attributes).0,
+                dropped_attributes_count: e.dropped_attributes_count + kvs_counted(&e.attributes).1,
             })
             .collect(),
         dropped_events_count: s.dropped_events_count,
@@ -86,14 +108,18 @@ pub fn span(s: &SpanData) -> pt::Span {
                 trace_id: l.context.trace_id.0.to_vec(),
                 span_id: l.context.span_id.0.to_vec(),
                 trace_state: l.context.trace_state.to_string(),
-                attributes: kvs(&l.attributes),
-                dropped_attributes_count: l.dropped_attributes_count,
+                attributes: kvs_counted(&l.attributes).0,
+                dropped_attributes_count: l.dropped_attributes_count + kvs_counted(&l.attributes).1,
                 flags: flags(l.context.trace_flags.0, l.context.is_remote),
             })
             .collect(),
         dropped_links_count: s.dropped_links_count,
         status: status_set.then(|| pt::Status {
-            message: s.status.message.to_string(),
+            message: if s.status.code == StatusCode::Error {
+                s.status.message.to_string()
+            } else {
+                String::new()
+            },
             code: s.status.code as i32,
         }),
     }
@@ -103,8 +129,8 @@ fn scope(s: &InstrumentationScope) -> pc::InstrumentationScope {
     pc::InstrumentationScope {
         name: s.name.to_string(),
         version: s.version.to_string(),
-        attributes: kvs(&s.attributes),
-        dropped_attributes_count: 0,
+        attributes: kvs_counted(&s.attributes).0,
+        dropped_attributes_count: kvs_counted(&s.attributes).1,
     }
 }
 
@@ -117,8 +143,9 @@ pub fn expected(
     ExportTraceServiceRequest {
         resource_spans: vec![pt::ResourceSpans {
             resource: Some(pr::Resource {
-                attributes: kvs(&resource.attributes),
-                dropped_attributes_count: resource.dropped_attributes_count,
+                attributes: kvs_counted(&resource.attributes).0,
+                dropped_attributes_count: resource.dropped_attributes_count
+                    + kvs_counted(&resource.attributes).1,
                 ..Default::default()
             }),
             scope_spans: groups

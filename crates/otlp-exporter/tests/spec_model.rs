@@ -1,0 +1,331 @@
+//! The OpenTelemetry spec's rules for a span's data, as the exported spans
+//! show them: the status rules of `Span::set_status` (Trace API, Set
+//! Status), unique and non-empty attribute keys in every attribute
+//! collection (common spec, Attribute and Attribute Collections), and the
+//! limits' rules for events' and links' attributes.
+
+mod common;
+
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::trace::v1 as pt;
+use otlp_exporter::{
+    Encoding, InMemory, KeyValue, Link, Pipeline, SharedAttributes, SpanData, SpanLimits, Status,
+    StatusCode,
+};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn pipeline() -> (Pipeline, InMemory) {
+    pipeline_with(SpanLimits::default(), Encoding::Protobuf)
+}
+
+fn pipeline_with(limits: SpanLimits, encoding: Encoding) -> (Pipeline, InMemory) {
+    let memory = InMemory::new().with_encoding(encoding);
+    let pipeline = Pipeline::builder()
+        .transport(memory.clone())
+        .limits(limits)
+        .build()
+        .expect("valid settings");
+    (pipeline, memory)
+}
+
+/// The one span named `name` that `memory` received.
+fn exported(memory: &InMemory, name: &str) -> pt::Span {
+    let mut spans: Vec<_> = common::received(memory)
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect();
+    assert_eq!(spans.len(), 1, "spans named {name}");
+    spans.remove(0)
+}
+
+fn keys(attributes: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<&str> {
+    attributes.iter().map(|kv| kv.key.as_str()).collect()
+}
+
+fn int(kv: &opentelemetry_proto::tonic::common::v1::KeyValue) -> i64 {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::IntValue(i)) => *i,
+        other => panic!("{}: not an int: {other:?}", kv.key),
+    }
+}
+
+/// The status each sequence of `set_status` calls leaves, exported.
+fn status_after(calls: &[Status]) -> Option<pt::Status> {
+    let (pipeline, memory) = pipeline();
+    let mut span = pipeline.tracer("status", "1").start("s");
+    for status in calls {
+        span.set_status(status.clone());
+    }
+    span.end();
+    pipeline.shutdown(WAIT);
+    exported(&memory, "s").status
+}
+
+fn code(status: &Option<pt::Status>) -> i32 {
+    status.as_ref().map_or(0, |s| s.code)
+}
+
+#[test]
+fn an_ok_status_loses_its_description() {
+    let status = status_after(&[Status {
+        code: StatusCode::Ok,
+        message: "not kept".into(),
+    }])
+    .expect("a status");
+    assert_eq!((status.code, status.message.as_str()), (1, ""));
+}
+
+#[test]
+fn an_ok_status_is_final() {
+    let status = status_after(&[Status::ok(), Status::error("later")]);
+    assert_eq!(code(&status), 1, "{status:?}");
+    assert_eq!(status.unwrap().message, "");
+}
+
+#[test]
+fn setting_unset_is_ignored() {
+    let status = status_after(&[Status::error("boom"), Status::default()]);
+    assert_eq!(code(&status), 2, "{status:?}");
+    assert_eq!(status.unwrap().message, "boom");
+    // Nor does an unset status with a description make one.
+    let status = status_after(&[Status {
+        code: StatusCode::Unset,
+        message: "nothing".into(),
+    }]);
+    assert_eq!(status, None);
+}
+
+#[test]
+fn an_error_can_be_replaced_by_another_error_or_ok() {
+    let status = status_after(&[Status::error("first"), Status::error("second")]).unwrap();
+    assert_eq!((status.code, status.message.as_str()), (2, "second"));
+    let status = status_after(&[Status::error("first"), Status::ok()]).unwrap();
+    assert_eq!((status.code, status.message.as_str()), (1, ""));
+}
+
+/// A `SpanData` recorded directly (or encoded) is exported with no
+/// description on an `Ok` or `Unset` status, in both encodings.
+#[test]
+fn a_recorded_span_exports_no_description_for_ok_or_unset() {
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let (pipeline, memory) = pipeline_with(SpanLimits::default(), encoding);
+        for (name, code) in [("ok", StatusCode::Ok), ("unset", StatusCode::Unset)] {
+            let mut span = SpanData::new(name);
+            span.status = Status {
+                code,
+                message: "dropped".into(),
+            };
+            pipeline.record(span);
+        }
+        pipeline.shutdown(WAIT);
+        let ok = exported(&memory, "ok").status.expect("a status");
+        assert_eq!((ok.code, ok.message.as_str()), (1, ""), "{encoding:?}");
+        assert_eq!(exported(&memory, "unset").status, None, "{encoding:?}");
+    }
+}
+
+fn link_to(span: &otlp_exporter::Span, attributes: Vec<KeyValue>) -> Link {
+    Link {
+        context: span.context().clone(),
+        attributes,
+        dropped_attributes_count: 0,
+    }
+}
+
+/// An event's and a link's attributes have unique keys: a key given twice
+/// is kept once, at its first place, with its last value (as
+/// `set_attribute` does for the span's own).
+#[test]
+fn event_and_link_attribute_keys_are_unique() {
+    let (pipeline, memory) = pipeline();
+    let tracer = pipeline.tracer("dup", "1");
+    let other = tracer.start("other");
+    let given = || {
+        vec![
+            KeyValue::new("a", 1),
+            KeyValue::new("b", 2),
+            KeyValue::new("a", 3),
+            KeyValue::new("c", 4),
+            KeyValue::new("b", 5),
+        ]
+    };
+    let mut span = tracer
+        .build("x")
+        .link(other.context().clone(), given())
+        .start();
+    span.add_event("e", given());
+    span.add_link(link_to(&other, given()));
+    span.end();
+    other.end();
+    pipeline.shutdown(WAIT);
+    let x = exported(&memory, "x");
+    let event = &x.events[0];
+    for attributes in [
+        &event.attributes,
+        &x.links[0].attributes,
+        &x.links[1].attributes,
+    ] {
+        assert_eq!(keys(attributes), ["a", "b", "c"]);
+        assert_eq!(attributes.iter().map(int).collect::<Vec<_>>(), [3, 5, 4]);
+    }
+    assert_eq!(event.dropped_attributes_count, 0);
+    assert_eq!(x.links[0].dropped_attributes_count, 0);
+}
+
+/// Duplicates are removed before the count limit: they do not push
+/// distinct keys out (nor are they counted as dropped).
+#[test]
+fn duplicate_keys_do_not_push_distinct_keys_out() {
+    let limits = SpanLimits {
+        attributes_per_event: 2,
+        attributes_per_link: 2,
+        ..SpanLimits::default()
+    };
+    let (pipeline, memory) = pipeline_with(limits, Encoding::Protobuf);
+    let tracer = pipeline.tracer("dup", "1");
+    let other = tracer.start("other");
+    let given = || {
+        vec![
+            KeyValue::new("a", 1),
+            KeyValue::new("a", 2),
+            KeyValue::new("a", 3),
+            KeyValue::new("b", 4),
+            KeyValue::new("c", 5),
+        ]
+    };
+    let mut span = tracer.start("x");
+    span.add_event("e", given());
+    span.add_link(link_to(&other, given()));
+    span.end();
+    // A span recorded directly: the limits cut its events and links too.
+    let mut direct = SpanData::new("direct");
+    direct.events.push(otlp_exporter::Event {
+        name: "e".into(),
+        time_unix_nano: 1,
+        attributes: given(),
+        dropped_attributes_count: 0,
+    });
+    direct.links.push(Link {
+        context: other.context().clone(),
+        attributes: given(),
+        dropped_attributes_count: 1,
+    });
+    pipeline.record(direct);
+    other.end();
+    pipeline.shutdown(WAIT);
+    for (name, link_dropped) in [("x", 1), ("direct", 2)] {
+        let s = exported(&memory, name);
+        let (event, link) = (&s.events[0], &s.links[0]);
+        assert_eq!(keys(&event.attributes), ["a", "b"], "{name}");
+        assert_eq!(int(&event.attributes[0]), 3, "{name}");
+        assert_eq!(event.dropped_attributes_count, 1, "{name}: c only");
+        assert_eq!(keys(&link.attributes), ["a", "b"], "{name}");
+        assert_eq!(link.dropped_attributes_count, link_dropped, "{name}");
+    }
+}
+
+/// Many attributes (past the quadratic scan): the same rule.
+#[test]
+fn many_duplicate_event_attributes_are_made_unique() {
+    let (pipeline, memory) = pipeline();
+    let mut span = pipeline.tracer("dup", "1").start("x");
+    let mut given = Vec::new();
+    for round in 0..3 {
+        for k in (0..50).rev() {
+            given.push(KeyValue::new(format!("k{k}"), round * 100 + k));
+        }
+        given.push(KeyValue::new("", round));
+    }
+    span.add_event("e", given);
+    span.end();
+    pipeline.shutdown(WAIT);
+    let event = &exported(&memory, "x").events[0];
+    let expected_keys: Vec<String> = (0..50).rev().map(|k| format!("k{k}")).collect();
+    assert_eq!(keys(&event.attributes), expected_keys);
+    let values: Vec<i64> = event.attributes.iter().map(int).collect();
+    assert_eq!(values, (0..50).rev().map(|k| 200 + k).collect::<Vec<_>>());
+    assert_eq!(event.dropped_attributes_count, 3, "the empty keys");
+}
+
+/// An attribute key must not be empty: one is dropped, and counted in its
+/// collection's dropped attributes (the span's, an event's, a link's),
+/// whether set through `Span` or carried by a `SpanData` recorded directly,
+/// in both encodings.
+#[test]
+fn empty_attribute_keys_are_dropped_and_counted() {
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let (pipeline, memory) = pipeline_with(SpanLimits::default(), encoding);
+        let tracer = pipeline.tracer("empty", "1");
+        let other = tracer.start("other");
+        let mut span = tracer.build("x").attribute("", "from the builder").start();
+        span.set_attribute("", 1).set_attribute("kept", 2);
+        let given = || vec![KeyValue::new("", 1), KeyValue::new("kept", 2)];
+        span.add_event("e", given());
+        span.add_link(link_to(&other, given()));
+        span.end();
+        let mut direct = SpanData::new("direct");
+        direct.attributes = given();
+        direct.attributes.push(KeyValue::new(
+            "",
+            otlp_exporter::Value::Array(vec![otlp_exporter::Value::I64(1)]),
+        ));
+        pipeline.record(direct);
+        other.end();
+        pipeline.shutdown(WAIT);
+        let x = exported(&memory, "x");
+        assert_eq!(keys(&x.attributes), ["kept"], "{encoding:?}");
+        assert_eq!(x.dropped_attributes_count, 2, "{encoding:?}");
+        assert_eq!(keys(&x.events[0].attributes), ["kept"], "{encoding:?}");
+        assert_eq!(x.events[0].dropped_attributes_count, 1, "{encoding:?}");
+        assert_eq!(keys(&x.links[0].attributes), ["kept"], "{encoding:?}");
+        assert_eq!(x.links[0].dropped_attributes_count, 1, "{encoding:?}");
+        let direct = exported(&memory, "direct");
+        assert_eq!(keys(&direct.attributes), ["kept"], "{encoding:?}");
+        assert_eq!(direct.dropped_attributes_count, 2, "{encoding:?}");
+    }
+}
+
+/// A shared attribute whose key the span's own attributes have is left out
+/// of the export (the span's own value wins, nothing is counted as
+/// dropped), in both encodings, and when the limits copy the shared ones
+/// into the span's own list.
+#[test]
+fn a_spans_own_attribute_wins_over_a_shared_one_with_its_key() {
+    let shared: &'static SharedAttributes = SharedAttributes::leak(vec![
+        KeyValue::new("code.file.path", "src/main.rs"),
+        KeyValue::new("code.line.number", 42),
+        KeyValue::new("", "empty"),
+    ]);
+    let own = || {
+        vec![
+            KeyValue::new("code.line.number", 7),
+            KeyValue::new("user.id", 1),
+        ]
+    };
+    let tight = SpanLimits {
+        attribute_count: 4,
+        ..SpanLimits::default()
+    };
+    for limits in [SpanLimits::default(), tight] {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let (pipeline, memory) = pipeline_with(limits, encoding);
+            let mut span = SpanData::new("x");
+            span.attributes = own();
+            span.shared_attributes = Some(shared);
+            pipeline.record(span);
+            pipeline.shutdown(WAIT);
+            let x = exported(&memory, "x");
+            let what = format!("{encoding:?}, {limits:?}");
+            assert_eq!(
+                keys(&x.attributes),
+                ["code.line.number", "user.id", "code.file.path"],
+                "{what}"
+            );
+            assert_eq!(int(&x.attributes[0]), 7, "{what}");
+            assert_eq!(x.dropped_attributes_count, 1, "{what}: the empty key");
+        }
+    }
+}
