@@ -97,13 +97,22 @@ impl EncodedSpan {
             Some(range) => (range, None),
             None => {
                 let bytes = encode_large(span, encoding, scratch);
-                match buf.get_mut(..bytes.len()) {
+                let out = match buf.get_mut(..bytes.len()) {
                     Some(dst) => {
                         dst.write_copy_of_slice(bytes);
                         (0..bytes.len(), None)
                     }
                     None => (0..0, Some(Box::from(bytes))),
+                };
+                // A span far larger than most grew the thread's scratch to
+                // its size: shrink it back, so that an idle thread holds at
+                // most its 16 KiB (found by review: a thread that once
+                // recorded a 100 KB attribute kept 206 KiB for good).
+                if scratch.capacity() > MAX_SCRATCH {
+                    scratch.clear();
+                    scratch.shrink_to(LARGE_SCRATCH);
                 }
+                out
             }
         };
         // Both fit in 16 bits: the range is within `INLINE`.
@@ -139,6 +148,11 @@ impl EncodedSpan {
 /// `code.*` attributes, a span with a few events) fit, and are then encoded
 /// with the fixed-buffer encoder, as small spans are.
 const LARGE_SCRATCH: usize = 1024;
+
+/// The most a lane's scratch buffer keeps between records: after a larger
+/// span it is shrunk back to [`LARGE_SCRATCH`] (a span that large is
+/// boxed anyway, so its next encode's growth is no new cost).
+const MAX_SCRATCH: usize = 4096;
 
 /// `span` encoded into `scratch`, for a span that did not fit a slot: with
 /// the fixed-buffer encoder into `scratch`'s spare capacity (at least
