@@ -110,14 +110,23 @@
 //!   is down; or an export that hangs, the worker inside the transport or
 //!   waiting for a free export thread), what exited threads left is moved
 //!   into the pipeline's adopted spans and their lanes are freed: by the
-//!   worker during an outage, by each exiting thread itself while the
-//!   worker is inside an export
+//!   worker during an outage, by each exiting thread itself once the
+//!   worker has been inside an export for 100 ms (not during a healthy
+//!   export: those lanes wait for the worker, and every span is delivered,
+//!   `threads_that_exit_during_a_healthy_export_lose_no_span`)
 //!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`,
 //!   `threads_that_come_and_go_during_a_hung_export_do_not_keep_their_lanes`:
-//!   2 000 threads of one span each hold under 2 MiB, 11 MiB before). At
-//!   most [`HANDED_OVER_LANES`] times `max_queue_size` spans are adopted,
-//!   the oldest beyond counted as [`Dropped::orphaned`]; adopted spans
-//!   count toward the priority policy's high-water mark. With [`Shedding::DropOldest`], whose lanes are
+//!   2 000 threads of one span each hold under 2 MiB, 11 MiB before).
+//!   Adopted spans keep holding their slots of the pool until the worker
+//!   takes them (`otlp_queue::pooled::Consumer::adopt_exited_each`), so
+//!   the queue stays full for new records, which are refused at record
+//!   time (`queue_full`; `Block` waits), not admitted past
+//!   `max_queue_size` (`block_with_threads_that_come_and_go_orphans_nothing`).
+//!   Only spans exited threads held in their own chunks while the pool
+//!   was all taken go beyond it: at most [`HANDED_OVER_LANES`] times
+//!   `max_queue_size` of those, the oldest beyond counted as
+//!   [`Dropped::orphaned`]; adopted spans count toward the priority
+//!   policy's high-water mark. With [`Shedding::DropOldest`], whose lanes are
 //!   per thread, an exiting thread hands its spans over and at most
 //!   [`HANDED_OVER_LANES`] lanes' worth are kept, the rest
 //!   [`Dropped::orphaned`]. The scope table is a hash index of at most

@@ -39,11 +39,19 @@ pub struct Dropped {
     /// waiting for room when shutdown began).
     pub after_shutdown: u64,
     /// Left in the queue lane of a thread that exited, beyond what the
-    /// pipeline keeps for exited threads
-    /// ([`HANDED_OVER_LANES`](crate::HANDED_OVER_LANES)` x max_queue_size`
-    /// spans, across all of them): the oldest go first. Only happens while
-    /// the worker cannot take from the queue (a collector outage, or an
-    /// export that hangs) and threads that recorded keep exiting.
+    /// pipeline keeps for exited threads: the oldest go first. Only
+    /// happens while the worker cannot take from the queue (a collector
+    /// outage, or an export that hangs for longer than a healthy one:
+    /// 100 ms) and threads that recorded keep exiting. With the shared
+    /// pool (every policy but drop-oldest) the spans adopted from exited
+    /// lanes keep holding their slots of the pool, so new records are
+    /// refused (`queue_full`, or `Block` waits) rather than these dropped;
+    /// only the spans exited threads held in their own chunks (16 each)
+    /// while every slot of the pool was taken, beyond
+    /// [`HANDED_OVER_LANES`](crate::HANDED_OVER_LANES)` x max_queue_size`
+    /// of them, are orphaned. With drop-oldest (per-thread lanes), beyond
+    /// `HANDED_OVER_LANES x max_queue_size` handed-over spans in all.
+    /// Never with a healthy collector.
     pub orphaned: u64,
 }
 

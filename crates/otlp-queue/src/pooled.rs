@@ -85,6 +85,26 @@
 //!   [`CHUNK_BYTES`] (8 KiB), at most [`MAX_CHUNK`] slots: a 256-byte item
 //!   gets 32-slot chunks, so a producer costs about 8.5 KiB beyond the pool.
 //!
+//! # Adopted items
+//!
+//! [`Consumer::adopt_exited_each`] takes what gone producers left, as
+//! [`Consumer::pop_exited_each`] does, for a consumer that keeps those
+//! items elsewhere for a while (otlp-exporter's worker, while it is inside
+//! a long export or a collector is down) but wants the gone lanes freed
+//! now. The items still count against `total` until the consumer calls
+//! [`Consumer::release`]: the pool chunks they were in are held off the
+//! free stack rather than freed, and, for items that were in the lanes'
+//! home chunks, as many free chunks are taken off the stack and held. So
+//! producers find the queue full where they would have found it full had
+//! the items stayed in their lanes (back-pressure at the push, not a
+//! second queue beside the first), and items held = the lanes' + the
+//! adopted still stay within the bound above. Only when the pool has no
+//! free chunk left to hold are adopted items *uncovered*
+//! ([`Consumer::uncovered`]: at most the home chunks' worth of the lanes
+//! adopted meanwhile); every chunk given back then is held first. All of
+//! it runs on the consumer's side, under a lock the push path never
+//! takes: a push pays nothing for it.
+//!
 //! # Why chunks, and the alternatives considered
 //!
 //! * *One shared counter of free slots* (claim a slot per push with a
@@ -223,6 +243,27 @@ struct Pool<T> {
     top: CachePadded<AtomicU64>,
     /// Chunks not on the free stack (statistic and test aid).
     in_use: AtomicUsize,
+    /// Chunks held back from the free stack for items the consumer took
+    /// out of gone producers' lanes with [`Consumer::adopt_exited_each`]
+    /// and still holds elsewhere (see *Adopted items* in the module docs).
+    /// Touched by the consumer only (and a lane's drop), never on the push
+    /// path.
+    held: Mutex<Held>,
+    /// True while `held` owes more slots than it holds: a chunk the
+    /// consumer gives back is then held instead of freed. Written under
+    /// `held`'s lock.
+    short: AtomicBool,
+}
+
+/// Adopted items, and the pool chunks held back for them.
+#[derive(Default)]
+struct Held {
+    /// Items adopted and not yet released ([`Consumer::release`]).
+    owed: usize,
+    /// Slots of the chunks in `chunks`.
+    slots: usize,
+    /// Pool chunks (indices) off the free stack, empty, held for `owed`.
+    chunks: Vec<u32>,
 }
 
 // SAFETY: the pool hands chunks out (and takes them back) through its free
@@ -258,6 +299,8 @@ impl<T> Pool<T> {
             chunks: chunks.into_boxed_slice(),
             top: CachePadded::new(AtomicU64::new(pack(0, if n > 0 { 0 } else { NIL }))),
             in_use: AtomicUsize::new(0),
+            held: Mutex::new(Held::default()),
+            short: AtomicBool::new(false),
         })
     }
 
@@ -323,6 +366,42 @@ impl<T> Pool<T> {
             }
         }
     }
+
+    /// Gives back a pool chunk the consumer has read out: held (off the
+    /// free stack, still counted in use) while adopted items are owed more
+    /// slots than are held, else pushed on the free stack.
+    fn put(&self, chunk: &Chunk<T>) {
+        // Relaxed: written (under `held`'s lock) by the consumer, the
+        // thread that gives chunks back; a stale `false` on another thread
+        // (a lane dropped after the consumer) only frees a chunk that the
+        // gone consumer no longer needed held.
+        if self.short.load(Ordering::Relaxed) {
+            let mut held = loom::lock(&self.held);
+            if held.slots < held.owed {
+                held.chunks.push(chunk.index);
+                held.slots += chunk.slots.len();
+                self.short.store(held.slots < held.owed, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.push(chunk);
+    }
+
+    /// While adopted items are owed more slots than are held: takes free
+    /// chunks off the stack (as a producer's claim does) and holds them.
+    fn cover(&self, held: &mut Held) {
+        while held.slots < held.owed {
+            match self.pop() {
+                Some((chunk, _)) => {
+                    held.chunks.push(chunk.index);
+                    held.slots += chunk.slots.len();
+                }
+                None => break,
+            }
+        }
+        // Relaxed: see `put`.
+        self.short.store(held.slots < held.owed, Ordering::Relaxed);
+    }
 }
 
 /// The consumer's place in a lane's chunk list.
@@ -376,7 +455,7 @@ impl<T> Lane<T> {
             // the producer's Acquire load lets it write there again.
             self.home_free.store(true, Ordering::Release);
         } else {
-            self.pool.push(chunk);
+            self.pool.put(chunk);
         }
     }
 
@@ -525,7 +604,7 @@ impl<T> Lane<T> {
         cursor.chunk = ptr::null();
         if chunk.index != NIL {
             // The producer is gone: nobody writes this chunk again.
-            self.pool.push(chunk);
+            self.pool.put(chunk);
         }
     }
 
@@ -1173,6 +1252,94 @@ impl<T> Consumer<T> {
             // SAFETY: we are the consumer.
             unsafe { lane.pop_with(max, &mut sink) }
         })
+    }
+
+    /// [`pop_exited_each`](Self::pop_exited_each), with the items taken
+    /// still counted against the pool's `total` until the caller says
+    /// they are gone ([`release`](Self::release)): for a consumer that
+    /// keeps them elsewhere for a while (an exporter's adopted spans,
+    /// while its worker is away). The pool chunks they were in, and free
+    /// chunks for the items that were in the lanes' home chunks, are held
+    /// off the free stack meanwhile, so producers meet a full queue where
+    /// they would have met one had the items stayed in their lanes (see
+    /// *Adopted items* in the module docs). Returns how many were taken.
+    ///
+    /// ```
+    /// use otlp_queue::PushError;
+    /// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
+    /// let gone = tx.try_clone().unwrap();
+    /// for v in 0..3 {
+    ///     gone.try_push(v).unwrap(); // the home chunk, then both pool chunks
+    /// }
+    /// drop(gone);
+    /// assert_eq!(rx.adopt_exited_each(10, drop), 3);
+    /// tx.try_push(7).unwrap(); // the live producer's home chunk
+    /// assert_eq!(tx.try_push(8), Err(PushError::Full(8)), "the pool is held");
+    /// assert_eq!(rx.uncovered(), 1, "three adopted, two slots held");
+    /// rx.release(3);
+    /// tx.try_push(8).unwrap();
+    /// ```
+    pub fn adopt_exited_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        let pool = self.inner.pool.clone();
+        let n = self.drain_with(max, |lane, max| {
+            // Acquire: as in `pop_exited_each`.
+            if !lane.producer_gone.load(Ordering::Acquire) {
+                return 0;
+            }
+            // Owed before they are taken, so that the chunks the pop gives
+            // back are held. The producer is gone: its `tail` (Acquire, as
+            // in `pop_raw`) is final, and the pop takes exactly this many.
+            let head = lane.head.load(Ordering::Relaxed);
+            let tail = lane.producer.tail.load(Ordering::Acquire);
+            let n = usize::try_from(tail - head).unwrap_or(usize::MAX).min(max);
+            if n == 0 {
+                return 0;
+            }
+            {
+                let mut held = loom::lock(&pool.held);
+                held.owed = held.owed.saturating_add(n);
+                // Relaxed: see `Pool::put`.
+                pool.short.store(held.slots < held.owed, Ordering::Relaxed);
+            }
+            // SAFETY: we are the consumer.
+            unsafe { lane.pop_with(max, &mut sink) }
+        });
+        pool.cover(&mut loom::lock(&pool.held));
+        n
+    }
+
+    /// `n` items taken with [`adopt_exited_each`](Self::adopt_exited_each)
+    /// are gone (delivered, or dropped): the chunks held for them go back
+    /// to the free stack, as far as the items still owed allow.
+    pub fn release(&mut self, n: usize) {
+        let pool = &self.inner.pool;
+        let mut held = loom::lock(&pool.held);
+        held.owed = held.owed.saturating_sub(n);
+        while let Some(&index) = held.chunks.last() {
+            let chunk = &pool.chunks[index as usize];
+            let len = chunk.slots.len();
+            if held.slots - len < held.owed {
+                break;
+            }
+            held.chunks.pop();
+            held.slots -= len;
+            pool.push(chunk);
+        }
+        pool.cover(&mut held);
+    }
+
+    /// Adopted items ([`adopt_exited_each`](Self::adopt_exited_each)) not
+    /// yet released.
+    pub fn adopted(&self) -> usize {
+        loom::lock(&self.inner.pool.held).owed
+    }
+
+    /// Adopted items not yet released beyond the slots held for them: the
+    /// items that were in gone lanes' home chunks while the pool had no
+    /// free chunk to hold in their place.
+    pub fn uncovered(&self) -> usize {
+        let held = loom::lock(&self.inner.pool.held);
+        held.owed.saturating_sub(held.slots)
     }
 
     /// Takes one item, or says why there is none.

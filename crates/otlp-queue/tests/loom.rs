@@ -517,3 +517,59 @@ fn pooled_mark_is_passed_once_marked_items_are_taken() {
         p.join().unwrap();
     });
 }
+
+/// Items adopted from a gone producer's lane keep their slots: the pool
+/// chunks they were in are held (not freed) until the consumer releases
+/// them, while a live producer pushes; then every item comes out once, in
+/// order, and every chunk goes back.
+#[test]
+fn pooled_adopted_items_hold_their_slots_until_released() {
+    model(|| {
+        // Two pool chunks of one slot; each lane has a home chunk of one.
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
+        let gone = tx.try_clone().unwrap();
+        for v in [1, 2, 3] {
+            gone.try_push(v).unwrap(); // home, then both pool chunks
+        }
+        let p = thread::spawn(move || drop(gone));
+        let live = thread::spawn(move || {
+            // The live producer's home chunk, then it waits for the pool.
+            tx.try_push(100).unwrap();
+            pooled_push_lossless(&tx, 101);
+            drop(tx);
+        });
+        let mut adopted = Vec::new();
+        while adopted.len() < 3 {
+            if rx.adopt_exited_each(usize::MAX, |v| adopted.push(v)) == 0 {
+                thread::yield_now();
+            }
+        }
+        assert_eq!(
+            adopted,
+            [1, 2, 3],
+            "the gone producer's items, once, in order"
+        );
+        // Three adopted: the two pool chunks are held (the live producer
+        // cannot have one), and one item (from the home chunk) is uncovered.
+        assert_eq!(rx.adopted(), 3);
+        p.join().unwrap();
+        rx.adopt_exited_each(usize::MAX, drop); // retires the gone lane
+        assert_eq!(rx.chunks_in_use(), 2, "both pool chunks held");
+        let mut got = Vec::new();
+        let mut released = false;
+        while got.len() < 2 {
+            if rx.pop_each(usize::MAX, |v| got.push(v)) == 0 {
+                if !released {
+                    rx.release(3);
+                    released = true;
+                }
+                thread::yield_now();
+            }
+        }
+        live.join().unwrap();
+        assert_eq!(got, [100, 101]);
+        assert_eq!(rx.adopted(), 0);
+        assert_eq!(rx.try_pop(), Err(TryPopError::Closed));
+        assert_eq!(rx.chunks_in_use(), 0, "every chunk back");
+    });
+}

@@ -97,13 +97,22 @@ impl EncodedSpan {
             Some(range) => (range, None),
             None => {
                 let bytes = encode_large(span, encoding, scratch);
-                match buf.get_mut(..bytes.len()) {
+                let out = match buf.get_mut(..bytes.len()) {
                     Some(dst) => {
                         dst.write_copy_of_slice(bytes);
                         (0..bytes.len(), None)
                     }
                     None => (0..0, Some(Box::from(bytes))),
+                };
+                // A span far larger than most grew the thread's scratch to
+                // its size: shrink it back, so that an idle thread holds at
+                // most its 16 KiB (found by review: a thread that once
+                // recorded a 100 KB attribute kept 206 KiB for good).
+                if scratch.capacity() > MAX_SCRATCH {
+                    scratch.clear();
+                    scratch.shrink_to(LARGE_SCRATCH);
                 }
+                out
             }
         };
         // Both fit in 16 bits: the range is within `INLINE`.
@@ -139,6 +148,11 @@ impl EncodedSpan {
 /// `code.*` attributes, a span with a few events) fit, and are then encoded
 /// with the fixed-buffer encoder, as small spans are.
 const LARGE_SCRATCH: usize = 1024;
+
+/// The most a lane's scratch buffer keeps between records: after a larger
+/// span it is shrunk back to [`LARGE_SCRATCH`] (a span that large is
+/// boxed anyway, so its next encode's growth is no new cost).
+const MAX_SCRATCH: usize = 4096;
 
 /// `span` encoded into `scratch`, for a span that did not fit a slot: with
 /// the fixed-buffer encoder into `scratch`'s spare capacity (at least
@@ -294,10 +308,32 @@ impl<T> Consumer<T> {
     /// lanes (`pooled::Consumer::pop_exited_each`). Per-thread lanes need
     /// none of this: an exiting thread hands its spans over itself
     /// (`hand_over`).
-    pub(super) fn pop_exited_each(&mut self, max: usize, sink: impl FnMut(T)) -> usize {
+    /// `pooled::Consumer::adopt_exited_each`: takes what threads that
+    /// exited left in their lanes and frees the lanes, the spans taken
+    /// still counting against the pool until [`release`](Self::release)d.
+    /// Per-thread lanes need none of this: an exiting thread hands its
+    /// spans over itself (`hand_over`).
+    pub(super) fn adopt_exited_each(&mut self, max: usize, sink: impl FnMut(T)) -> usize {
         match self {
             Consumer::Lanes(_) => 0,
-            Consumer::Pooled(c) => c.pop_exited_each(max, sink),
+            Consumer::Pooled(c) => c.adopt_exited_each(max, sink),
+        }
+    }
+
+    /// `n` spans taken with [`adopt_exited_each`](Self::adopt_exited_each)
+    /// have left the adopted spans (`pooled::Consumer::release`).
+    pub(super) fn release(&mut self, n: usize) {
+        if let Consumer::Pooled(c) = self {
+            c.release(n);
+        }
+    }
+
+    /// Adopted spans beyond the pool slots held for them
+    /// (`pooled::Consumer::uncovered`); none with per-thread lanes.
+    pub(super) fn uncovered(&self) -> usize {
+        match self {
+            Consumer::Lanes(_) => 0,
+            Consumer::Pooled(c) => c.uncovered(),
         }
     }
 
@@ -362,27 +398,64 @@ impl Drop for LocalLane {
         unsafe { ManuallyDrop::drop(&mut self.producer) };
         // With the pooled queue the spans stay in the lane, for the worker
         // to take, and the lane (its header and its own 16-slot chunk, 8
-        // KiB) is freed once it has. If the worker is away from the queue (inside an export
-        // that may hang, or holding batches for a collector that is down),
-        // this thread frees its lane itself, and any other exited thread's:
-        // threads that come and go meanwhile do not pile up lanes.
+        // KiB) is freed once it has. If the worker has been away from the
+        // queue for `ADOPT_AFTER` (inside an export that hangs, or holding
+        // batches for a collector that is down), this thread frees its
+        // lane itself, and any other exited thread's: threads that come
+        // and go meanwhile do not pile up lanes. Not during a shorter
+        // absence (a healthy export): found by review, adopting then
+        // orphaned spans a healthy collector would have taken.
         if let Some(shared) = &shared
-            // Relaxed: a hint (see `Shared::worker_away`).
-            && shared.worker_away.load(Ordering::Relaxed)
+            && shared
+                .worker_away_for()
+                .is_some_and(|away| away >= ADOPT_AFTER)
         {
             adopt_exited(shared, false);
         }
     }
 }
 
+/// Adopted spans a pooled queue may hold beyond the pool slots held for
+/// them (`pooled::Consumer::uncovered`: spans that were in exited lanes'
+/// own chunks, the 16 spans a thread may always queue, while the pool had
+/// no free chunk to hold in their place): `HANDED_OVER_LANES x
+/// max_queue_size`, and at least `HANDED_OVER_LANES` threads' own chunks
+/// (128 spans). Beyond it the oldest adopted spans are dropped as
+/// `orphaned`.
+pub(super) fn uncovered_adopted(shared: &Shared) -> usize {
+    shared
+        .capacity
+        .max(THREAD_CHUNK_SLOTS)
+        .saturating_mul(HANDED_OVER_LANES)
+}
+
+/// The spans of `adopted` (`len` of them) that the queue's fill does not
+/// already count (see `Shared::adopted_len`).
+pub(super) fn adopted_unheld(consumer: &Consumer<EncodedSpan>, len: usize) -> usize {
+    match consumer {
+        Consumer::Lanes(_) => len,
+        Consumer::Pooled(c) => c.uncovered(),
+    }
+}
+
 /// Moves what threads that exited left in their lanes into the adopted
-/// spans, as those threads' hand-overs do, and frees the lanes (chunk and
-/// header) now rather than when the worker next takes from the queue.
-/// Called by the worker while it holds failed batches for a retry (it
-/// then takes nothing new), and by exiting threads while the worker is
-/// away (`wait` false: skipped if the worker, or another thread, has the
-/// consumer). At most `HANDED_OVER_LANES x max_queue_size` are kept
-/// adopted; the oldest beyond are dropped as `orphaned`, counted.
+/// spans and frees the lanes (chunk and header) now rather than when the
+/// worker next takes from the queue. Called by the worker while it holds
+/// failed batches for a retry (it then takes nothing new), and by exiting
+/// threads once the worker has been away for `ADOPT_AFTER` (`wait` false:
+/// skipped if the worker, or another thread, has the consumer).
+///
+/// The adopted spans still count against the pool
+/// (`pooled::Consumer::adopt_exited_each`: the chunks they were in, and
+/// free chunks for those that were in the lanes' own chunks, are held
+/// until the worker takes the spans), so records meet a full queue
+/// (`queue_full`, or `Block` waits) where they would have had the spans
+/// stayed in their lanes, and the spans held stay within the pool. Only
+/// spans the pool had no chunk to hold for (those exited threads had in
+/// their own chunks while every pool slot was taken), beyond
+/// [`uncovered_adopted`], are dropped, the oldest first, as `orphaned`:
+/// that takes an outage or a hung export, a full pool, and threads coming
+/// and going meanwhile.
 pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
     let mut consumer = if wait {
         lock(&shared.consumer)
@@ -401,14 +474,44 @@ pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
         return;
     }
     let ledger = &mut *ledger;
-    let n = consumer.pop_exited_each(usize::MAX, |span| push_adopted(shared, ledger, span));
-    if n == 0 {
+    // In steps, trimming after each: the list never holds more than a
+    // step beyond what is kept.
+    const STEP: usize = 256;
+    let mut total = 0;
+    loop {
+        let n = consumer.adopt_exited_each(STEP, |span| {
+            // Kept within the pool and `uncovered_adopted` below, not by
+            // `push_adopted`'s cap (every span it dropped would have to be
+            // released too).
+            push_adopted(ledger, span, usize::MAX)
+        });
+        if n == 0 {
+            break;
+        }
+        total += n;
+        // Popped from the lanes into `adopted`: still queued (`queued`
+        // counts `adopted`).
+        Ledger::add(&mut ledger.popped, n as u64);
+        let over = consumer
+            .uncovered()
+            .saturating_sub(uncovered_adopted(shared));
+        if over > 0 {
+            let over = over.min(ledger.adopted.len());
+            ledger.adopted.drain(..over);
+            Ledger::add(&mut ledger.orphaned, over as u64);
+            Ledger::add(&mut ledger.adopted_out, over as u64);
+            consumer.release(over);
+        }
+    }
+    if total == 0 {
         return;
     }
-    // Popped from the lanes into `adopted`: still queued (`queued` counts
-    // `adopted`).
-    Ledger::add(&mut ledger.popped, n as u64);
-    adopted(shared, ledger, n);
+    // Relaxed: under the ledger lock (see `Shared::adopted_len`).
+    shared.adopted_len.store(
+        adopted_unheld(consumer, ledger.adopted.len()),
+        Ordering::Relaxed,
+    );
+    adopted(shared, ledger, total);
 }
 
 /// Takes every span out of `producer`'s lane into the pipeline's adopted
@@ -423,31 +526,32 @@ pub(super) fn hand_over(shared: &Shared, producer: &Producer<EncodedSpan>) {
         return;
     }
     let ledger = &mut *ledger;
-    let n = producer.take_back(|span| push_adopted(shared, ledger, span));
+    let cap = shared.capacity.saturating_mul(HANDED_OVER_LANES);
+    let n = producer.take_back(|span| push_adopted(ledger, span, cap));
     if n == 0 {
         return;
     }
+    // Relaxed: under the ledger lock; a count for a threshold.
+    shared
+        .adopted_len
+        .store(ledger.adopted.len(), Ordering::Relaxed);
     Ledger::add(&mut ledger.taken_back, n as u64);
     adopted(shared, ledger, n);
 }
 
 /// Pushes a span onto `ledger.adopted` (by a thread's hand-over, or from
-/// exited threads' lanes), keeping at most `HANDED_OVER_LANES x
-/// max_queue_size` there: past that the oldest is dropped, counted as
-/// orphaned. Trimmed as it goes, so the list never grows past the cap
-/// (a trim after a whole hand-over let it double once, 8 MiB more at the
-/// default size).
-pub(super) fn push_adopted(shared: &Shared, ledger: &mut Ledger, span: EncodedSpan) {
-    if ledger.adopted.len() >= shared.capacity.saturating_mul(HANDED_OVER_LANES) {
+/// exited threads' lanes), keeping at most `cap` there: past that the
+/// oldest is dropped, counted as orphaned. A hand-over (per-thread lanes,
+/// drop-oldest) keeps `HANDED_OVER_LANES x max_queue_size`, trimmed as it
+/// goes, so the list never grows past the cap (a trim after a whole
+/// hand-over let it double once, 8 MiB more at the default size).
+pub(super) fn push_adopted(ledger: &mut Ledger, span: EncodedSpan, cap: usize) {
+    if ledger.adopted.len() >= cap {
         ledger.adopted.pop_front();
         Ledger::add(&mut ledger.orphaned, 1);
         Ledger::add(&mut ledger.adopted_out, 1);
     }
     ledger.adopted.push_back(span);
-    // Relaxed: under the ledger lock; a count for a threshold.
-    shared
-        .adopted_len
-        .store(ledger.adopted.len(), Ordering::Relaxed);
 }
 
 /// Accounts for `n` spans just pushed with [`push_adopted`]: a flush waits

@@ -124,10 +124,13 @@ struct Shared {
     /// True while `Ledger::adopted` may hold spans (a hint the worker reads
     /// without taking the ledger lock).
     has_adopted: AtomicBool,
-    /// `Ledger::adopted`'s length, mirrored (written under the ledger
-    /// lock) for the priority policy's high-water mark: spans moved there
-    /// out of the queue (exited threads' lanes, while the worker is away)
-    /// are still held for export, and count toward it.
+    /// The spans of `Ledger::adopted` the queue's fill does not count,
+    /// mirrored (written under the ledger lock) for the priority policy's
+    /// high-water mark: spans moved there out of the queue are still held
+    /// for export, and count toward it. With the pooled queue the pool
+    /// chunks held for adopted spans already count in its fill
+    /// (`pooled::Consumer::adopt_exited_each`): only the uncovered ones
+    /// are added; with per-thread lanes (drop-oldest), all of them.
     adopted_len: AtomicUsize,
     /// The queue's lane capacity (`max_queue_size`).
     capacity: usize,
@@ -137,12 +140,42 @@ struct Shared {
     /// (`worker_away`) takes it too, if free, to free the lanes of exited
     /// threads (`lanes::adopt_exited`). Lock order: this, then `ledger`.
     consumer: Mutex<Option<Consumer<EncodedSpan>>>,
-    /// True while the worker takes nothing from the queue for a while: it
-    /// is inside an export or waiting for a free export thread (either
-    /// lasts as long as the transport makes it), or holding failed batches
-    /// for a retry. Exiting threads then free their own lanes (see
-    /// `consumer`).
-    worker_away: AtomicBool,
+    /// Since when the worker takes nothing from the queue (nanoseconds
+    /// since `epoch`, plus one; 0: it is not away): it is inside an export
+    /// or waiting for a free export thread (either lasts as long as the
+    /// transport makes it), or holding failed batches for a retry. A
+    /// thread that exits once the worker has been away for
+    /// [`ADOPT_AFTER`] frees its own lane and every other exited one (see
+    /// `consumer`); during a shorter absence (a healthy export) the lanes
+    /// wait for the worker, which takes their spans as it takes any.
+    worker_away_since: AtomicU64,
+    /// The origin of `worker_away_since`.
+    epoch: Instant,
+}
+
+/// How long the worker must have been away from the queue (see
+/// `Shared::worker_away_since`) before exiting threads free exited lanes
+/// themselves: longer than a healthy export, so that exited threads'
+/// spans are simply taken by the worker, as every span is, and the
+/// adopted spans (and their cap) come into play only in a hung export or
+/// an outage. Lanes of threads that exit meanwhile wait for at most this
+/// long (8 KiB and a header each).
+pub(super) const ADOPT_AFTER: Duration = Duration::from_millis(100);
+
+impl Shared {
+    /// How long the worker has been away from the queue (see
+    /// `worker_away_since`), or `None` if it is not away.
+    fn worker_away_for(&self) -> Option<Duration> {
+        // Relaxed: a hint; the lanes are adopted under the consumer's lock.
+        match self.worker_away_since.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(
+                self.epoch
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(since - 1)),
+            ),
+        }
+    }
 }
 
 /// Emits a log record through `tracing`, catching a panic of the
@@ -428,7 +461,8 @@ impl Pipeline {
             worker_napping: AtomicBool::new(false),
             wake_at,
             consumer: Mutex::new(Some(consumer)),
-            worker_away: AtomicBool::new(false),
+            worker_away_since: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         lock(&shared.threads).live.push(shared.laneless.clone());
         lock(&shared.threads).live.push(shared.waited_out.clone());

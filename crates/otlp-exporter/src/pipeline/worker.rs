@@ -666,29 +666,32 @@ impl Worker {
     pub(super) fn take(&mut self) -> usize {
         let room = self.shared.config.max_export_batch_size - self.batch.len();
         let batch = &mut self.batch;
-        let n = {
-            let mut consumer = lock(&self.shared.consumer);
-            let Some(consumer) = consumer.as_mut() else {
-                return 0;
-            };
-            consumer.pop_each_mut(room, |span| batch.push(span))
+        let mut consumer = lock(&self.shared.consumer);
+        let Some(consumer) = consumer.as_mut() else {
+            return 0;
         };
+        let n = consumer.pop_each_mut(room, |span| batch.push(span));
         // Acquire: pairs with the Release store in `hand_over` (the spans
         // themselves are read under the ledger lock).
         let adopted = self.shared.has_adopted.load(Ordering::Acquire);
         if n == 0 && !adopted {
             return 0;
         }
+        // Still under the consumer's lock (lock order: consumer, ledger):
+        // the adopted spans taken here are released to the queue with it.
         let mut ledger = lock(&self.shared.ledger);
         Ledger::add(&mut ledger.popped, n as u64);
         let mut m = 0;
         if adopted {
             m = (room - n).min(ledger.adopted.len());
             ledger.adopted.drain(..m).for_each(|s| self.batch.push(&s));
+            // Out of the adopted spans: their slots go back to the pool.
+            consumer.release(m);
             // Relaxed: under the ledger lock (see `Shared::adopted_len`).
-            self.shared
-                .adopted_len
-                .store(ledger.adopted.len(), Ordering::Relaxed);
+            self.shared.adopted_len.store(
+                adopted_unheld(consumer, ledger.adopted.len()),
+                Ordering::Relaxed,
+            );
             Ledger::add(&mut ledger.adopted_out, m as u64);
             if ledger.adopted.is_empty() {
                 self.shared.has_adopted.store(false, Ordering::Relaxed);
@@ -712,8 +715,16 @@ impl Worker {
     pub(super) fn set_away(&self, away: bool) {
         // Relaxed: a hint; the lanes themselves are handed over under the
         // consumer's lock.
-        if self.shared.worker_away.load(Ordering::Relaxed) != away {
-            self.shared.worker_away.store(away, Ordering::Relaxed);
+        let since = &self.shared.worker_away_since;
+        let was = since.load(Ordering::Relaxed) != 0;
+        if was != away {
+            let now = if away {
+                let nanos = self.shared.epoch.elapsed().as_nanos();
+                u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+            } else {
+                0
+            };
+            since.store(now, Ordering::Relaxed);
         }
     }
 
