@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar};
 use std::task::{Context, Poll};
@@ -14,12 +14,82 @@ use crate::loom::{Mutex, lock};
 use crate::outcome::{PanicPayload, drop_each_caught};
 use crate::sync::WakerSlot;
 
-type Job = Box<dyn FnOnce() + Send>;
+/// A queued job: the user's closure and the slot it resolves.
+type Job = Box<dyn Run>;
+
+/// What the pool does with a queued job.
+trait Run: Send {
+    /// Runs the job and resolves its slot with the value (or the
+    /// closure's panic); `true` if the awaiting waker panicked (caught).
+    fn run(self: Box<Self>) -> bool;
+}
+
+/// A job and the slot it resolves. Dropped unrun (the queue dropped at
+/// shutdown, or a spawn refused after it), it resolves the slot to
+/// `Err(Shutdown)` and wakes the waiter: a `Blocking` awaited from outside
+/// the runtime (a plain thread, another runtime's task) would otherwise
+/// wait for ever, since nothing else tells it the job is gone.
+struct JobCell<F, R> {
+    /// `None` once run.
+    f: Option<F>,
+    slot: Arc<Slot<R>>,
+}
+
+impl<F, R> Run for JobCell<F, R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    fn run(mut self: Box<Self>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let r = catch_unwind(AssertUnwindSafe(f))
+            .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
+        self.slot.resolve(r)
+    }
+}
+
+impl<F, R> Drop for JobCell<F, R> {
+    fn drop(&mut self) {
+        let Some(f) = self.f.take() else {
+            return;
+        };
+        // Never run. The closure's captures are the user's (their `Drop`
+        // may panic): dropped under a catch first, so that the waiter is
+        // resolved and woken whatever they do, and it finds them gone.
+        let dropped = catch_unwind(AssertUnwindSafe(move || drop(f)));
+        let wake_panicked = self.slot.resolve(Err(BlockingError::Shutdown));
+        // A panic is passed on for the caller to count (`shutdown` drops
+        // each job under a catch), unless this drop is itself part of an
+        // unwind (a second panic would abort).
+        if std::thread::panicking() {
+            return;
+        }
+        match dropped {
+            Err(p) => resume_unwind(p),
+            Ok(()) if wake_panicked => resume_unwind(Box::new("a blocking job's waker panicked")),
+            Ok(()) => {}
+        }
+    }
+}
 
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
+    /// Threads waiting for a job (in `worker`'s wait), counting those
+    /// already woken for one that have not yet taken the lock back.
     idle: usize,
+    /// Wake-ups handed to idle threads (`spawn`) and not yet taken up: a
+    /// job may claim an idle thread only while `idle > woken`; otherwise
+    /// it starts a thread of its own. (Counting `idle` alone, two spawns
+    /// in a row with one idle thread both woke that one thread and
+    /// started none: two jobs that wait for each other hung.) A thread
+    /// that leaves the wait, for whatever reason (a wake-up, its
+    /// keep-alive timing out, a spurious wake), takes one up if any is
+    /// left: the counts are of threads, not of which one was meant, and
+    /// any thread back from the wait looks at the queue.
+    woken: usize,
     running: usize,
     shutdown: bool,
 }
@@ -77,6 +147,7 @@ impl BlockingPool {
                     queue: VecDeque::new(),
                     threads: 0,
                     idle: 0,
+                    woken: 0,
                     running: 0,
                     shutdown: false,
                 }),
@@ -94,7 +165,9 @@ impl BlockingPool {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `f`; resolves with its value.
+    /// Queues `f`; resolves with its value. The job gets a thread of its
+    /// own while the pool has fewer than `max_threads`: an idle one not
+    /// yet claimed by an earlier job, or a new one.
     pub(crate) fn spawn<R: Send + 'static>(
         &self,
         f: impl FnOnce() -> R + Send + 'static,
@@ -103,20 +176,20 @@ impl BlockingPool {
             value: Mutex::new(None),
             waker: WakerSlot::new(),
         });
-        let out = slot.clone();
-        let job: Job = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(f))
-                .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
-            *lock(&out.value) = Some(r);
-            out.waker.wake();
+        let job: Job = Box::new(JobCell {
+            f: Some(f),
+            slot: slot.clone(),
         });
         let mut st = self.state();
         if st.shutdown {
-            *lock(&slot.value) = Some(Err(BlockingError::Shutdown));
+            drop(st);
+            // Its drop resolves the slot to `Err(Shutdown)`.
+            drop(job);
             return Blocking { slot };
         }
         st.queue.push_back(job);
-        if st.idle > 0 {
+        if st.idle > st.woken {
+            st.woken += 1;
             drop(st);
             self.inner.cond.notify_one();
         } else if st.threads < self.inner.max_threads {
@@ -142,13 +215,13 @@ impl BlockingPool {
             if let Some(job) = st.queue.pop_front() {
                 st.running += 1;
                 drop(st);
-                // The job catches the closure's panic itself, but not what
-                // runs after it: the awaiting task's waker, and the drop of
-                // the result when nobody awaits it any more (user code). A
-                // panic there must not end this thread (the pool would count
-                // it running for ever, and the next job wait for a thread
-                // that is gone).
-                if crate::outcome::catch(job).is_err() {
+                // The job catches the closure's panic itself, and its slot
+                // the awaiting waker's (reported as `true`), but not the
+                // drop of the result when nobody awaits it any more (user
+                // code). A panic there must not end this thread (the pool
+                // would count it running for ever, and the next job wait
+                // for a thread that is gone). Each is counted.
+                if !matches!(crate::outcome::catch(|| job.run()), Ok(false)) {
                     // Relaxed: a counter, read for reports.
                     self.inner
                         .panics
@@ -169,6 +242,7 @@ impl BlockingPool {
                 .unwrap_or_else(|p| p.into_inner());
             st = guard;
             st.idle -= 1;
+            st.woken = st.woken.saturating_sub(1);
             if timeout.timed_out() && st.queue.is_empty() {
                 break;
             }
@@ -192,9 +266,11 @@ impl BlockingPool {
         let running = st.running;
         drop(st);
         self.inner.cond.notify_all();
-        // Dropping a queued job drops its slot's writer: resolve them. The
-        // closures are the user's (their captures' `Drop` may panic): each
-        // dropped under a catch, a panic counted, the rest still dropped.
+        // Dropping a queued job resolves its slot to `Err(Shutdown)` and
+        // wakes its waiter (`JobCell`'s drop). The closures are the user's
+        // (their captures' `Drop` may panic), and so are the wakers: each
+        // job dropped under a catch, a panic counted, the rest still
+        // dropped.
         drop_each_caught(&mut queued, || {
             // Relaxed: a counter, read for reports.
             self.inner
@@ -221,6 +297,15 @@ pub(crate) fn run_inline<R: Send + 'static>(f: impl FnOnce() -> R) -> Blocking<R
 struct Slot<R> {
     value: Mutex<Option<Result<R, BlockingError>>>,
     waker: WakerSlot,
+}
+
+impl<R> Slot<R> {
+    /// Stores the job's result and wakes the waiter; `true` if its waker
+    /// panicked (caught).
+    fn resolve(&self, r: Result<R, BlockingError>) -> bool {
+        *lock(&self.value) = Some(r);
+        self.waker.wake()
+    }
 }
 
 /// A blocking job's result, awaited. Not a checkpoint: a thread running
@@ -261,10 +346,12 @@ impl<R> Future for Blocking<R> {
         if let Some(v) = lock(&self.slot.value).take() {
             return Poll::Ready(v);
         }
-        // The job was dropped unrun (shutdown) if only we hold the slot.
-        if Arc::strong_count(&self.slot) == 1 {
-            return Poll::Ready(Err(BlockingError::Shutdown));
-        }
+        // Nothing inferred from who else holds the slot: the job resolves
+        // it whether it runs or is dropped unrun (`JobCell`), and wakes the
+        // waker registered above. (Reading `Arc::strong_count` here as
+        // "dropped unrun" raced a job that stored its value and let its
+        // `Arc` go between the look above and the count: a finished job
+        // reported `Err(Shutdown)` on a live runtime.)
         Poll::Pending
     }
 }

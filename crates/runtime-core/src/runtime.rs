@@ -692,7 +692,9 @@ impl Runtime {
         // leaked.
         self.shared.drain_queues();
         self.shared.drain_lifo_slots();
-        self.shared.timers().clear(self.shared.stats());
+        self.shared
+            .timers()
+            .clear(Arc::as_ptr(&self.shared).cast(), self.shared.stats());
         let blocking = self.blocking.shutdown();
         let stats = self.stats();
         ShutdownReport {

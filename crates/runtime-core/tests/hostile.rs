@@ -2542,7 +2542,11 @@ fn a_race_of_hundreds_of_tasks_sees_a_winner_past_the_turns_budget() {
                 let racers: Vec<_> = (0..n)
                     .map(|i| {
                         move |cx: runtime_core::Cx<runtime_core::caps::All>| async move {
-                            let d = if i == n - 1 { Duration::from_millis(1) } else { HOUR };
+                            let d = if i == n - 1 {
+                                Duration::from_millis(1)
+                            } else {
+                                HOUR
+                            };
                             cx.sleep(d).await?;
                             Ok::<_, runtime_core::Cancelled>(i)
                         }

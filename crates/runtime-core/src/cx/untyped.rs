@@ -54,6 +54,21 @@ impl fmt::Debug for CxCore {
     }
 }
 
+/// Cancels a timer when dropped (a `timeout`'s deadline: see
+/// [`CxCore::timeout`]).
+struct CancelTimerOnDrop {
+    sched: Arc<dyn Scheduler>,
+    timer: crate::time::driver::TimerHandle,
+}
+
+impl Drop for CancelTimerOnDrop {
+    fn drop(&mut self) {
+        // A no-op if it already fired; its action (a `Weak` and a reason)
+        // holds no user code, so the drop cannot panic.
+        self.sched.cancel_timer(self.timer);
+    }
+}
+
 /// Spawns a task into `region`.
 pub(crate) fn spawn_in<G, F, T, E>(
     region: &Arc<Region>,
@@ -375,7 +390,8 @@ impl CxCore {
     /// Runs `body` in a child region cancelled with reason `Timeout` if it
     /// has not closed after `d`. The body sees the cancellation at its
     /// checkpoints and cleans up under the cleanup budget; `timeout`
-    /// returns once it has.
+    /// returns once it has. The deadline's timer goes when the region
+    /// closes or the returned future is dropped, whichever comes first.
     pub(crate) fn timeout<G, F, T, E>(
         &self,
         d: Duration,
@@ -396,11 +412,18 @@ impl CxCore {
             self.now() + d,
             TimerAction::CancelRegion(Arc::downgrade(&node), reason),
         );
+        // Cancels the deadline timer when the region closes, and when the
+        // future is dropped before that (never polled, or cut off
+        // mid-way): a timer left in the wheel until its deadline held the
+        // region node's memory (its `Weak`) and the formatted reason, so
+        // that many `timeout(1 h, ..)` futures dropped early grew the
+        // wheel, and the memory, for an hour.
+        let guard = CancelTimerOnDrop { sched, timer };
         let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
         let fut = run_region(node, self.task.clone(), body(cx));
         async move {
             let out = fut.await;
-            sched.cancel_timer(timer);
+            drop(guard);
             out
         }
     }

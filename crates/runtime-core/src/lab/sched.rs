@@ -125,7 +125,8 @@ impl LabSched {
         self.over.store(true, Ordering::Relaxed);
         // Timers first: clearing wakes their wakers, and a task woken now
         // is not queued (`schedule`, once the run is over).
-        self.timers.clear(&self.stats);
+        self.timers
+            .clear(std::ptr::from_ref(self).cast(), &self.stats);
         let ready = std::mem::take(&mut *lock(&self.ready));
         drop(ready);
     }

@@ -256,17 +256,21 @@ impl TimerDriver {
     /// Drops every pending timer (shutdown): wakers and task references go,
     /// outside the lock, each under a catch: a waker whose drop panics is
     /// counted and the rest still dropped. A sleep's waker that is not one
-    /// of the runtime's tasks is woken first (caught, counted): a sleep
-    /// polled from outside the runtime (through a `Cx` kept past it) then
-    /// polls again, finds the runtime shut down and ends, where a waker
-    /// dropped unwoken left it waiting for ever. (A task's waker is only
-    /// dropped: every task has finished or been cut off by now, and a
-    /// wake would queue it where nothing runs it.)
-    pub(crate) fn clear(&self, stats: &Stats) {
+    /// of this runtime's tasks (`sched`: the address of the scheduler that
+    /// owns this wheel) is woken first (caught, counted): a sleep or
+    /// interval polled from outside the runtime (by hand through a `Cx`
+    /// kept past it, or by a task of another runtime) then polls again,
+    /// finds the runtime shut down and ends, where a waker dropped unwoken
+    /// left it waiting for ever. (A task of this runtime is only dropped:
+    /// every one has finished or been cut off by now, and a wake would
+    /// queue it where nothing runs it. A task of another runtime is
+    /// another's to run: telling them apart by the waker's vtable alone,
+    /// as this did, left such a task hanging.)
+    pub(crate) fn clear(&self, sched: *const (), stats: &Stats) {
         let mut old = lock(&self.inner).wheel.take_all();
         for action in &old {
             if let TimerAction::Wake(w) = action
-                && !crate::task::is_task_waker(w)
+                && !is_task_of(w, sched)
                 && crate::outcome::catch(|| w.wake_by_ref()).is_err()
             {
                 stats.panic_caught();
@@ -274,4 +278,15 @@ impl TimerDriver {
         }
         drop_each_caught(&mut old, || stats.panic_caught());
     }
+}
+
+/// Whether `w` wakes a task whose scheduler is at `sched`.
+fn is_task_of(w: &Waker, sched: *const ()) -> bool {
+    if !crate::task::is_task_waker(w) {
+        return false;
+    }
+    // SAFETY: a task's waker points at the task's header, and this one
+    // (held in the wheel) owns a count that keeps the task alive.
+    let header = unsafe { &*w.data().cast::<crate::task::Header>() };
+    std::ptr::eq(std::sync::Arc::as_ptr(header.sched()).cast::<()>(), sched)
 }

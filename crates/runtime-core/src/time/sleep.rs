@@ -160,7 +160,10 @@ impl Drop for Sleep<'_> {
 
 /// Ticks once per period. A tick that is late (the task was busy) fires at
 /// once, and the next one is scheduled a period after it, so ticks never
-/// bunch up.
+/// bunch up. (Late means by more than the timers' own jitter: 5 ms, or
+/// half the period if that is less. A tick later than its instant by no
+/// more than that keeps the schedule, the next one a period after the
+/// instant it was due, so that ticks do not drift.)
 ///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -254,6 +257,10 @@ pub struct Tick<'a> {
     checkpoint: &'a CxCore,
 }
 
+/// How late a tick may fire and still count as on time ([`Interval`]):
+/// the timer wheel's millisecond and a worker's wake-up, with room.
+const LATE_AFTER: Duration = Duration::from_millis(5);
+
 impl Future for Tick<'_> {
     type Output = Result<Instant, Cancelled>;
     fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
@@ -263,8 +270,17 @@ impl Future for Tick<'_> {
             Poll::Ready(Ok(())) => {
                 let at = i.next;
                 let now = i.cx.now();
-                i.next = (at + i.period).max(now);
-                if i.next == now {
+                // Late: the next tick a period after this one fires, not
+                // on the old schedule (which put it less than a period
+                // away: `(at + period).max(now)` fired a tick 70 ms late
+                // of a 100 ms period, then the next 30 ms after it). A
+                // tick only as late as the timer's and the scheduler's
+                // own jitter (`LATE_AFTER`, at most half a period) keeps
+                // the schedule, so that ticks do not drift.
+                let late = now - at > LATE_AFTER.min(i.period / 2);
+                i.next = if late { now + i.period } else { at + i.period };
+                if i.next <= now {
+                    // Saturated at `Instant::MAX`.
                     i.next = now + i.period;
                 }
                 Poll::Ready(Ok(at))
