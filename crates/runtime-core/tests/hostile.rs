@@ -2612,3 +2612,104 @@ fn a_region_tree_thousands_deep_is_cancelled_on_a_bounded_stack() {
         assert_eq!(rt.stats().tasks_alive(), 0);
     });
 }
+
+/// A reviewer's case: a cancellation seen at a checkpoint is the seeing
+/// scope's. One flag for the whole task made an earlier region's, seen
+/// and done with, turn a later region's own error into `Cancelled` (its
+/// body never reached a checkpoint), and a task's own error too: an
+/// error that a fail-fast region should have seen went missing.
+#[test]
+fn a_cancellation_seen_in_one_scope_does_not_recast_another_scopes_error() {
+    use runtime_core::{Cancelled, RegionError};
+    isolate(WATCHDOG, || {
+        // Region B: its body never checks; a task inside cancels B, the body
+        // returns its own error. `prime`: region A saw its own cancellation
+        // first.
+        let region = |prime: bool| {
+            let rt = multi(1);
+            let out = rt.block_on(move |cx| async move {
+                if prime {
+                    let a = cx
+                        .region(|cx| async move {
+                            cx.cancel(CancelReason::user("A only"));
+                            cx.checkpoint()?;
+                            Ok::<_, Cancelled>(())
+                        })
+                        .await;
+                    assert!(a.is_cancelled());
+                }
+                let b = cx
+                    .region(|cx| async move {
+                        let inner = cx.clone();
+                        let h = cx.spawn(move |_| async move {
+                            inner.cancel(CancelReason::user("stop B"));
+                        });
+                        let _ = h.await;
+                        Err::<(), &str>("B's own error")
+                    })
+                    .await;
+                Ok::<_, ()>(matches!(
+                    b,
+                    Outcome::Err(RegionError::Body("B's own error"))
+                ))
+            });
+            out.ok().expect("the body returns Ok")
+        };
+        assert!(region(false));
+        assert!(
+            region(true),
+            "region A's cancellation recast region B's error"
+        );
+        // A task that saw a timeout of its own region, then is cancelled
+        // and returns an error without a checkpoint: its error stands.
+        // (The task's error fails the fail-fast root region too: the
+        // handle's outcome comes out through `seen`.)
+        let task = |prime: bool| {
+            let rt = multi(1);
+            let seen = Arc::new(AtomicBool::new(false));
+            let saw = seen.clone();
+            let out = rt.block_on(move |cx| async move {
+                let go = Arc::new(AtomicBool::new(false));
+                let primed = Arc::new(AtomicBool::new(false));
+                let (g, p) = (go.clone(), primed.clone());
+                let h = cx.try_spawn(move |cx| async move {
+                    if prime {
+                        let t = cx
+                            .timeout(Duration::from_millis(1), |cx| async move {
+                                cx.sleep(HOUR).await?;
+                                Ok::<_, Cancelled>(())
+                            })
+                            .await;
+                        assert!(t.is_cancelled());
+                    }
+                    p.store(true, Ordering::SeqCst);
+                    std::future::poll_fn(|w| {
+                        if g.load(Ordering::SeqCst) {
+                            Poll::Ready(())
+                        } else {
+                            w.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                    .await;
+                    Err::<(), &str>("disk full")
+                });
+                while !primed.load(Ordering::SeqCst) {
+                    let _ = cx.sleep(Duration::from_millis(1)).await;
+                }
+                h.cancel(CancelReason::user("please stop"));
+                go.store(true, Ordering::SeqCst);
+                saw.store(
+                    matches!(h.await, Outcome::Err("disk full")),
+                    Ordering::SeqCst,
+                );
+                Ok::<_, ()>(())
+            });
+            // The error reached the root region (fail-fast) too.
+            assert!(matches!(out, Outcome::Err(_)), "{out:?}");
+            seen.load(Ordering::SeqCst)
+        };
+        assert!(task(false));
+        assert!(task(true), "a timeout seen earlier recast the task's error");
+    });
+}

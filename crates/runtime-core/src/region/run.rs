@@ -107,20 +107,21 @@ where
             inner: CatchUnwind { inner: body },
             registered: Registered::Nothing,
             polls: 0,
+            observed: false,
         }),
         guard: opened,
     };
     async move {
         let Running { body, guard } = &mut running;
         let node: &Region = guard;
-        let (body_out, waker_stored) = std::future::poll_fn(|cx| {
+        let (body_out, waker_stored, observed) = std::future::poll_fn(|cx| {
             let Some(b) = body.as_mut() else {
                 unreachable!("the body is not polled after it returned")
             };
             // SAFETY: `body` lies in this future's captured state, which is
             // pinned, and is never moved: it is dropped in place (below, or
             // with the state).
-            let polled = unsafe { Pin::new_unchecked(b) }.poll_in(node, cx);
+            let polled = unsafe { Pin::new_unchecked(b) }.poll_in(node, &owner, cx);
             if polled.is_ready() {
                 // Dropped as it returns, as the body's future must be (it
                 // may hold what its children wait for).
@@ -129,17 +130,22 @@ where
             polled
         })
         .await;
+        // A checkpoint of the body saw a cancellation that the scope around
+        // the region has too (passed down from there): it counts there as
+        // well, for the outcome of the task or the region around.
+        if observed
+            && (owner.header().cancel.is_requested()
+                || node
+                    .parent
+                    .as_ref()
+                    .is_some_and(|p| p.cancel.is_requested()))
+        {
+            // Relaxed: see `InScope::poll_in`.
+            owner.header().observed.store(true, Ordering::Relaxed);
+        }
         let body_out = match body_out {
             Ok(Ok(v)) => Outcome::Ok(v),
-            // Relaxed: only the thread polling the owner task touches `observed`
-            // (see `awaiter_cancelled` in task.rs).
-            Ok(Err(e)) => match owner
-                .header()
-                .observed
-                .load(Ordering::Relaxed)
-                .then(|| node.cancel.get())
-                .flatten()
-            {
+            Ok(Err(e)) => match observed.then(|| node.cancel.get()).flatten() {
                 Some(reason) => Outcome::Cancelled(reason),
                 None => Outcome::Err(RegionError::Body(e)),
             },
@@ -192,6 +198,10 @@ struct InScope<F> {
     registered: Registered,
     /// Polls of the body so far, against the region's poll quota.
     polls: u32,
+    /// A checkpoint in one of the body's polls reported a cancellation
+    /// (the owner's `observed`, as it stood after those polls: see
+    /// `poll_in`).
+    observed: bool,
 }
 
 /// Who polls a region's body, as last stored in its node.
@@ -214,8 +224,9 @@ impl<F: Future> InScope<F> {
     fn poll_in(
         self: Pin<&mut Self>,
         node: &Region,
+        owner: &TaskRef,
         cx: &mut Context<'_>,
-    ) -> Poll<(F::Output, bool)> {
+    ) -> Poll<(F::Output, bool, bool)> {
         // SAFETY: structural pinning of `inner`; it is never moved.
         let this = unsafe { self.get_unchecked_mut() };
         // The owner task polling the body with its own waker (the common
@@ -248,14 +259,38 @@ impl<F: Future> InScope<F> {
             }
         }
         let _scope = crate::task::PollingGuard::region(node, now == Registered::Owner);
+        // What a checkpoint observes in this poll is the body's, not the
+        // scope's around: the owner's flag (which checkpoints set) starts
+        // the poll clear and is put back after it, and the body keeps what
+        // it saw. (One flag for the whole task made any earlier region's
+        // cancellation, seen and done with, turn a later region's or the
+        // task's own error into `Cancelled`: found by review.) Relaxed:
+        // only the thread polling the owner task touches the flag (see
+        // `awaiter_cancelled` in task.rs).
+        let flag = &owner.header().observed;
+        let outer = flag.load(Ordering::Relaxed);
+        if outer {
+            flag.store(false, Ordering::Relaxed);
+        }
         // SAFETY: `inner` is pinned because `self` is.
         let polled = unsafe { Pin::new_unchecked(&mut this.inner) }.poll(cx);
+        let seen = flag.load(Ordering::Relaxed);
+        if seen != outer {
+            flag.store(outer, Ordering::Relaxed);
+        }
+        this.observed |= seen;
         if polled.is_pending() && node.cancel.is_requested() {
             // The body is still running after a poll that may have seen
             // the cancellation: its cleanup now needs the grace timer.
             node.arm_grace_chain();
         }
-        polled.map(|out| (out, matches!(this.registered, Registered::Other(_))))
+        polled.map(|out| {
+            (
+                out,
+                matches!(this.registered, Registered::Other(_)),
+                this.observed,
+            )
+        })
     }
 }
 

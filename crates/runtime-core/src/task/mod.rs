@@ -232,8 +232,12 @@ pub(crate) struct Header {
     pub(crate) deadline_timer: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
     pub(crate) mask: AtomicU32,
-    /// A checkpoint in this task (any of its scopes) reported a
-    /// cancellation: an `Err` it then returns is read as `Cancelled`.
+    /// A checkpoint in the scope being polled reported a cancellation:
+    /// an `Err` that scope then returns is read as `Cancelled`. The task's
+    /// own scope, outside its regions: a region's body polls start with
+    /// it clear and put it back after (`region/run.rs`, `InScope`), and
+    /// what the body saw counts here only if it was a request the task's
+    /// scope has too.
     pub(crate) observed: AtomicBool,
     /// Regions whose bodies run inside this task, so that cancelling the
     /// task reaches them.
