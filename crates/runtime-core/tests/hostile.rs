@@ -2713,3 +2713,57 @@ fn a_cancellation_seen_in_one_scope_does_not_recast_another_scopes_error() {
         assert!(task(true), "a timeout seen earlier recast the task's error");
     });
 }
+
+/// A reviewer's case: the docs say work a finalizer needs runs in the
+/// finalizer or in a region it opens; a region it opened through its
+/// region's context was born cancelled ("the parent region had already
+/// closed"), every await in it failing at once. It now runs (counted in
+/// the nearest open ancestor, which waits for it), in a region that was
+/// cancelled too; a region opened through that context after the close
+/// is still born cancelled.
+#[test]
+fn a_region_opened_by_a_finalizer_does_its_work() {
+    isolate(WATCHDOG, || {
+        for cancelled in [false, true] {
+            let rt = multi(1);
+            let done = Arc::new(AtomicUsize::new(0));
+            let d = done.clone();
+            let out = rt.block_on(move |cx| async move {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let r = cx
+                    .region(move |cx| async move {
+                        let fcx = cx.clone();
+                        cx.finalizer(async move {
+                            let inner = fcx
+                                .scope(|cx| async move {
+                                    let slept = cx.sleep(Duration::from_millis(1)).await.is_ok();
+                                    let child = cx.spawn(|cx| async move {
+                                        cx.sleep(Duration::from_millis(1)).await.is_ok()
+                                    });
+                                    slept && child.await.ok() == Some(true)
+                                })
+                                .await;
+                            if inner.ok() == Some(true) {
+                                d.fetch_add(1, Ordering::SeqCst);
+                            }
+                            let _ = tx.send(fcx);
+                        });
+                        if cancelled {
+                            cx.cancel(CancelReason::user("the body gave up"));
+                        }
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                // After the close: born cancelled.
+                let late = rx.recv().expect("the finalizer ran");
+                let after = late
+                    .scope(|cx| async move { cx.checkpoint().is_err() })
+                    .await;
+                Ok::<_, ()>((r.is_ok(), after.ok()))
+            });
+            assert_eq!(out.ok(), Some((true, Some(true))), "cancelled: {cancelled}");
+            assert_eq!(done.load(Ordering::SeqCst), 1, "cancelled: {cancelled}");
+            assert_eq!(rt.stats().tasks_alive(), 0);
+        }
+    });
+}

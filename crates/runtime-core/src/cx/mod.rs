@@ -695,7 +695,12 @@ impl<C: CapSet> Cx<C> {
     /// spawned from one (with the region's context) is never started, and
     /// its handle ends at once `Cancelled` ("spawned into a region that
     /// had already closed"). Work a finalizer needs runs in the finalizer
-    /// itself, or in a region it opens.
+    /// itself, or in a region it opens through this context: such a
+    /// region runs (counted in the nearest region above still open, which
+    /// waits for it), is not cancelled for this region's sake (cleanup
+    /// runs whether or not the region was cancelled), and lives within
+    /// the finalizer's cleanup budget. A region opened through this
+    /// context after the finalizers have run is born cancelled.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};

@@ -314,6 +314,10 @@ pub(crate) struct Region {
     abandoned: AtomicBool,
     /// Opened in a parent that had closed: not counted there.
     orphan: AtomicBool,
+    /// Closed to children and running its finalizers (`run_region`): a
+    /// region a finalizer opens through this region's context is not
+    /// born cancelled, as one opened after the close is (`open`).
+    pub(crate) finalizing: AtomicBool,
     /// An orphan's adoptive parent: the nearest ancestor of its closed
     /// parent still open when it was opened, which counts it live (so it
     /// cannot close before the orphan does) and hears of its close. Set
@@ -539,6 +543,7 @@ impl Region {
             cut_off: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             orphan: AtomicBool::new(false),
+            finalizing: AtomicBool::new(false),
             adopted_by: std::sync::OnceLock::new(),
             open_at: std::sync::atomic::AtomicUsize::new(usize::MAX),
             listed: std::sync::atomic::AtomicUsize::new(0),
@@ -639,11 +644,28 @@ impl Region {
                 }
                 up = ancestor.parent.clone();
             }
-            node.cancel(
-                &CancelReason::new(CancelKind::ParentCancelled)
-                    .with_message("the parent region had already closed")
-                    .with_origin(Origin::Region(parent.id)),
-            );
+            // Relaxed: set and read by the task running the parent's
+            // finalizers (a `Cx` moved elsewhere reads either value, and
+            // either outcome is a region that closes).
+            if parent.finalizing.load(Ordering::Relaxed) {
+                // Opened by a finalizer (the docs: work a finalizer needs
+                // runs in the finalizer or in a region it opens): cleanup,
+                // which runs whether or not the parent was cancelled, so
+                // not cancelled for the parent's sake; its owner's
+                // cancellation still reaches it, and the finalizer's
+                // cleanup budget bounds it (a finalizer cut off drops it).
+                // (Found by review: it was born cancelled, every await in
+                // it failing at once.)
+                if let Some(reason) = owner.header().cancel.get() {
+                    node.cancel(&reason.for_child());
+                }
+            } else {
+                node.cancel(
+                    &CancelReason::new(CancelKind::ParentCancelled)
+                        .with_message("the parent region had already closed")
+                        .with_origin(Origin::Region(parent.id)),
+                );
+            }
         } else if let Some(reason) = parent.cancel.get() {
             node.cancel(&reason.for_child());
         } else if let Some(reason) = owner.header().cancel.get() {

@@ -160,6 +160,8 @@ where
         // Closed to children: from here a drop finishes the region itself.
         guard.1.set(true);
         while let Some(f) = node.next_finalizer() {
+            // Relaxed: read by this task's own opens (`Region::open`).
+            node.finalizing.store(true, Ordering::Relaxed);
             let cut_before = node.is_cut_off();
             let cleaned = Cleanup::new(node, f).await;
             node.observe(crate::sched::Observed::FinalizerEnded);
@@ -178,6 +180,9 @@ where
                 Cleaned::Panicked(p) => node.record_panic(p),
             }
         }
+        // Relaxed: as above; a region opened through this context from here
+        // on is born cancelled (the region has ended).
+        node.finalizing.store(false, Ordering::Relaxed);
         let node = guard.disarm();
         let out = node.close(body_out, &owner, waker_stored);
         super::release_node(node);
