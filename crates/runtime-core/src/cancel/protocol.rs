@@ -555,18 +555,41 @@ impl Region {
         }
     }
 
-    /// Points every region of a run of passable regions, from this one up
-    /// to `above` (excluded, the first region above the run that may need
-    /// arming), at `above`.
+    /// Points the regions of a run of passable regions, from this one up
+    /// to `above` (excluded: the first region above the run that may need
+    /// arming), at `above`. The walk follows parent links (which never
+    /// change) down to `above`'s depth, and a pointer only ever moves up:
+    /// a walker that found `above` before another pointed the same run
+    /// higher must not pull it back, nor store `above` above itself
+    /// (following the other walker's pointers past `above`, a walk stored
+    /// a region's child in it: two regions pointing at each other, and a
+    /// later walk looped for ever; found by review).
     fn point_run_at(&self, above: &Region) {
         let target = std::ptr::from_ref(above).cast_mut();
         let mut n: &Region = self;
-        while !std::ptr::eq(n, above) {
-            let next = n.grace_skip_or_parent();
+        while n.depth > above.depth {
             // Relaxed: see `grace_skip_or_parent`.
-            n.grace_skip
-                .store(target, std::sync::atomic::Ordering::Relaxed);
-            match next {
+            let mut cur = n.grace_skip.load(std::sync::atomic::Ordering::Relaxed);
+            loop {
+                // SAFETY: a stored pointer is an ancestor of `n`, alive
+                // while `n` is (see `grace_skip_or_parent`).
+                if !cur.is_null() && unsafe { (*cur).depth } <= above.depth {
+                    // Already as high or higher: so is the rest of the run
+                    // (pointed there by the walk that did this), or it
+                    // will be.
+                    return;
+                }
+                match n.grace_skip.compare_exchange_weak(
+                    cur,
+                    target,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
+            }
+            match n.parent.as_deref() {
                 Some(up) => n = up,
                 None => return,
             }
@@ -711,6 +734,60 @@ mod tests {
 
     fn rt() -> Runtime {
         Runtime::one_worker_for_tests()
+    }
+
+    /// A reviewer's interleaving of two walks arming grace timers, played
+    /// in order on one thread. Regions root <- a <- b <- p, `p` without a
+    /// grace period. Walk 1 (from `p`, `b` not cancelled yet) found `b` the
+    /// first region that may need arming and is about to point `p` at it;
+    /// meanwhile walk 2 (after `b` was cancelled and armed) pointed `p`
+    /// and `b` at `a`. Walk 1's pointing then followed `p`'s new pointer
+    /// past `b` and stored `b` in `a` (a region pointing at its own
+    /// child: `a` and `b` at each other, and a later walk looped for
+    /// ever). Pointers now only move up, below the target's depth.
+    #[test]
+    fn a_late_walk_never_points_a_region_at_its_child() {
+        use crate::budget::CleanupBudget;
+        use crate::region::RegionOptions;
+        use std::sync::atomic::Ordering::Relaxed;
+        let rt = rt();
+        let out = rt.block_on(|cx| async move {
+            let grace = RegionOptions::fail_fast().cleanup(CleanupBudget::default());
+            let none = RegionOptions::fail_fast().cleanup(CleanupBudget::UNLIMITED);
+            let r = cx
+                .region_with(grace, move |cx| async move {
+                    cx.region_with(grace, move |cx| async move {
+                        cx.region_with(none, move |cx| async move {
+                            let p = cx.core().region_node().clone();
+                            let b = p.parent.clone().expect("b");
+                            let a = b.parent.clone().expect("a");
+                            assert!(p.cleanup.grace.is_none() && b.cleanup.grace.is_some());
+                            let ptr = |r: &super::Region| std::ptr::from_ref(r).cast_mut();
+                            // Walk 2's pointing.
+                            p.grace_skip.store(ptr(&a), Relaxed);
+                            b.grace_skip.store(ptr(&a), Relaxed);
+                            // Walk 1's, late.
+                            p.point_run_at(&b);
+                            let a_skip = a.grace_skip.load(Relaxed);
+                            let p_skip = p.grace_skip.load(Relaxed);
+                            Ok::<_, ()>(
+                                a_skip != ptr(&b)
+                                    && (a_skip.is_null() || a_skip != ptr(&p))
+                                    && p_skip == ptr(&a),
+                            )
+                        })
+                        .await
+                        .ok()
+                        .ok_or(())
+                    })
+                    .await
+                    .ok()
+                    .ok_or(())
+                })
+                .await;
+            Ok::<_, ()>(r.ok())
+        });
+        assert_eq!(out.ok(), Some(Some(true)));
     }
 
     /// A task or region with a budget deadline an hour away that finishes

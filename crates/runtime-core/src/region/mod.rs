@@ -249,6 +249,9 @@ pub(crate) struct Region {
     /// parent. (`std`'s atomic even under loom: only a hint of a walk
     /// that is correct with any value stored.)
     pub(crate) grace_skip: std::sync::atomic::AtomicPtr<Region>,
+    /// How many regions are above this one (the root: 0), for
+    /// `grace_skip`'s walks.
+    pub(crate) depth: u32,
     /// The timer of this region's budget deadline, cancelled at the close
     /// (pending, it would hold the node's allocation until the deadline).
     deadline_timer: Mutex<Option<TimerHandle>>,
@@ -513,6 +516,7 @@ impl Region {
     ) -> Self {
         sched.observe(Observed::RegionOpened(id));
         let observed = sched.observes();
+        let depth = parent.as_ref().map_or(0, |p| p.depth.saturating_add(1));
         Region {
             id,
             parent,
@@ -525,6 +529,7 @@ impl Region {
             body_cost: AtomicU64::new(0),
             grace_timer: Mutex::new(None),
             grace_skip: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            depth,
             deadline_timer: Mutex::new(None),
             sched,
             observed,
