@@ -433,6 +433,8 @@ pub struct SharedAttributes {
 impl SharedAttributes {
     /// Encodes `attributes` once.
     pub fn new(attributes: Vec<KeyValue>) -> Self {
+        // Each key once (the spec's unique keys; found by review).
+        let attributes = last_value_wins(attributes);
         let (proto, left_out) = crate::encode::shared_attributes(&attributes);
         let longest = attributes
             .iter()
@@ -1013,11 +1015,14 @@ impl SpanLimits {
     /// keeps `u32::MAX`; nothing wraps or panics).
     pub fn apply(&self, span: &mut SpanData) {
         // Most spans: nothing to cut or truncate (no value length limit,
-        // counts within), known from the counts alone.
+        // counts within), known from the counts alone, and no key twice
+        // (the spec's unique keys: a span whose keys may repeat takes the
+        // whole pass, which makes them unique; found by review).
         if self.attribute_value_length.is_none()
             && span.attributes_len() <= self.attribute_count
             && span.events.is_empty()
             && span.links.is_empty()
+            && !repeats_a_key(&span.attributes)
         {
             return;
         }
@@ -1071,6 +1076,52 @@ impl SpanLimits {
         }
         count32(dropped).saturating_add(count32(empty))
     }
+}
+
+/// Whether some key appears twice in `attrs`: one bit test per attribute
+/// (keys of lengths not seen before cannot repeat); the keys are compared
+/// only when two have lengths alike modulo 64.
+fn repeats_a_key(attrs: &[KeyValue]) -> bool {
+    let mut lengths = 0u64;
+    let mut alike = false;
+    for kv in attrs {
+        let bit = 1u64 << (kv.key.len() % 64);
+        alike |= lengths & bit != 0;
+        lengths |= bit;
+    }
+    alike && repeats_a_key_slow(attrs)
+}
+
+#[cold]
+fn repeats_a_key_slow(attrs: &[KeyValue]) -> bool {
+    let mut keys: Vec<&str> = attrs.iter().map(|kv| kv.key.as_ref()).collect();
+    keys.sort_unstable();
+    keys.windows(2).any(|w| w[0] == w[1])
+}
+
+/// `attrs` with each key once, at its first place, holding its last
+/// value; empty keys are kept (the encoders leave them out and count
+/// them). For attribute sets made once ([`SharedAttributes::new`]).
+fn last_value_wins(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+    if !repeats_a_key(&attrs) {
+        return attrs;
+    }
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<KeyValue> = Vec::with_capacity(attrs.len());
+    for kv in attrs {
+        if kv.key.is_empty() {
+            out.push(kv);
+            continue;
+        }
+        match at.get(kv.key.as_ref() as &str) {
+            Some(&i) => out[i].value = kv.value,
+            None => {
+                at.insert(kv.key.to_string(), out.len());
+                out.push(kv);
+            }
+        }
+    }
+    out
 }
 
 /// Makes the keys of `attrs` unique and non-empty, as the OpenTelemetry

@@ -329,3 +329,33 @@ fn a_spans_own_attribute_wins_over_a_shared_one_with_its_key() {
         }
     }
 }
+
+/// A reviewer's case: a `SpanData` recorded directly with a key twice and
+/// nothing else over a limit took the limits' fast path and was exported
+/// with both; a shared set with a key twice was exported with both too.
+/// Each key now comes out once, at its first place, with its last value.
+#[test]
+fn a_span_recorded_directly_and_a_shared_set_export_each_key_once() {
+    let (pipeline, memory) = pipeline();
+    let mut own = SpanData::new("own");
+    own.attributes.push(KeyValue::new("k", 1));
+    own.attributes.push(KeyValue::new("other", 5));
+    own.attributes.push(KeyValue::new("k", 2));
+    pipeline.record(own);
+    let shared: &'static SharedAttributes = SharedAttributes::leak(vec![
+        KeyValue::new("s", 1),
+        KeyValue::new("t", 7),
+        KeyValue::new("s", 2),
+    ]);
+    assert_eq!(shared.len(), 2);
+    let mut with_shared = SpanData::new("shared");
+    with_shared.shared_attributes = Some(shared);
+    pipeline.record(with_shared);
+    assert!(pipeline.shutdown(WAIT).completed);
+    let own = exported(&memory, "own");
+    assert_eq!(keys(&own.attributes), ["k", "other"]);
+    assert_eq!(int(&own.attributes[0]), 2);
+    let shared = exported(&memory, "shared");
+    assert_eq!(keys(&shared.attributes), ["s", "t"]);
+    assert_eq!(int(&shared.attributes[0]), 2);
+}
