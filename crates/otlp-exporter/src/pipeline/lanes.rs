@@ -405,10 +405,13 @@ impl Drop for LocalLane {
         // and go meanwhile do not pile up lanes. Not during a shorter
         // absence (a healthy export): found by review, adopting then
         // orphaned spans a healthy collector would have taken.
+        // Nor while few threads have exited during this absence: past
+        // `ADOPT_EXITS` of them the lanes are freed at once.
         if let Some(shared) = &shared
-            && shared
-                .worker_away_for()
-                .is_some_and(|away| away >= ADOPT_AFTER)
+            && let Some(away) = shared.worker_away_for()
+            // Relaxed: a count for a threshold (one per thread exit).
+            && (away >= ADOPT_AFTER
+                || shared.exits_while_away.fetch_add(1, Ordering::Relaxed) + 1 >= ADOPT_EXITS)
         {
             adopt_exited(shared, false);
         }

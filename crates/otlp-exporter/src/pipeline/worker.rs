@@ -725,6 +725,10 @@ impl Worker {
                 0
             };
             since.store(now, Ordering::Relaxed);
+            if away {
+                // Relaxed: a count for a threshold.
+                self.shared.exits_while_away.store(0, Ordering::Relaxed);
+            }
         }
     }
 
