@@ -30,9 +30,10 @@
 //! its own row in the table, showing what that placement costs.
 //!
 //! Timer loops poll at most [`TIMER_CHUNK`] sleeps per task turn and yield
-//! between chunks outside the clock: both runtimes' sleeps spend one unit of
-//! a 128-per-turn cooperative budget on each poll, and a sleep polled with
-//! the budget spent returns `Pending` without registering.
+//! between chunks outside the clock: both runtimes' sleeps look at a
+//! 128-per-turn cooperative budget on each poll (one that stays pending
+//! gives its unit back), and a sleep polled with the budget spent returns
+//! `Pending` without registering.
 //!
 //! ```
 //! use benches::runtime::{Op, Ours, Tokio};
