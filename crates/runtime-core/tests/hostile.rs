@@ -2767,3 +2767,56 @@ fn a_region_opened_by_a_finalizer_does_its_work() {
         }
     });
 }
+
+/// A reviewer's case: a task that yields in a loop sits, between its
+/// polls, in its worker's private slot for the task that last yielded.
+/// A wake from outside the pool (through the injector) ran on that worker
+/// ahead of it and blocked until it had run: no other worker could take
+/// it from that slot, so the blocking poll waited for ever while the other
+/// worker sat idle (and a task left there at shutdown was never dropped).
+/// It now goes to the stealable deque whenever something else runs first.
+#[test]
+fn a_yielding_task_behind_a_blocking_poll_is_run_by_an_idle_worker() {
+    isolate(WATCHDOG, || {
+        for _ in 0..3 {
+            let rt = multi(2);
+            let out = rt.block_on(move |cx| async move {
+                let go = Arc::new(AtomicBool::new(false));
+                let x_ran = Arc::new(AtomicBool::new(false));
+                let (g, xr) = (go.clone(), x_ran.clone());
+                let x = cx.spawn(move |cx| async move {
+                    // Blocks the other worker for a while, so that the wake
+                    // from outside is taken by the yielder's.
+                    let w = cx.spawn(|_| async {
+                        std::thread::sleep(std::time::Duration::from_millis(300));
+                    });
+                    while !g.load(Ordering::SeqCst) {
+                        let _ = cx.yield_now().await;
+                    }
+                    xr.store(true, Ordering::SeqCst);
+                    let _ = w.await;
+                });
+                let (tx, mut rx) = channel::oneshot::channel::<()>();
+                let (g, xr) = (go.clone(), x_ran.clone());
+                let z = cx.spawn(move |cx| async move {
+                    let _ = rx.recv(&cx).await;
+                    g.store(true, Ordering::SeqCst);
+                    // Blocks its worker until the yielder has run elsewhere
+                    // (the watchdog bounds it if it never does).
+                    while !xr.load(Ordering::SeqCst) {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                });
+                let outside = std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    tx.send(()).ok();
+                });
+                let _ = z.await;
+                let _ = x.await;
+                outside.join().unwrap();
+                Ok::<_, ()>(())
+            });
+            assert!(out.is_ok());
+        }
+    });
+}

@@ -396,19 +396,19 @@ impl Shared {
         {
             if core.streak < LIFO_STREAK {
                 core.streak += 1;
-                return (Some(t), maintenance);
+                return (Some(unyield(&mut core, t)), maintenance);
             }
             core.local.push(t);
         }
         core.streak = 0;
         if maintenance && let Some(t) = self.steal_injector(&core.local) {
-            return (Some(t), true);
+            return (Some(unyield(&mut core, t)), true);
         }
         if let Some(t) = core.local.pop() {
-            return (Some(t), maintenance);
+            return (Some(unyield(&mut core, t)), maintenance);
         }
         if let Some(t) = self.steal_injector(&core.local) {
-            return (Some(t), maintenance);
+            return (Some(unyield(&mut core, t)), maintenance);
         }
         if let Some(t) = core.yielded.take() {
             return (Some(Job::Task(t)), maintenance);
@@ -445,7 +445,23 @@ impl Shared {
         }
         (None, maintenance)
     }
+}
 
+/// `job`, about to run on this worker ahead of the task that last yielded
+/// here, if any: that task goes to the back of the local deque first,
+/// where other workers can steal it. Kept in the private `yielded` slot
+/// while something else ran, it was stranded when that poll blocked (the
+/// other worker idle for as long, and a task left in the slot at shutdown
+/// was never dropped: found by review).
+#[inline]
+fn unyield(core: &mut Core, job: Job) -> Job {
+    if let Some(y) = core.yielded.take() {
+        core.local.push(Job::Task(y));
+    }
+    job
+}
+
+impl Shared {
     /// Runs a job popped from a queue on this worker. A batch with more
     /// than one task left is queued here again first, so that an idle
     /// worker can take the rest of it while one of its tasks runs (one of
