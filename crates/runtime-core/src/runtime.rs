@@ -733,7 +733,10 @@ impl fmt::Debug for ShutdownHandle {
 impl ShutdownHandle {
     /// Cancels every task (reason `Shutdown`), waits until they have
     /// drained or `timeout` has nearly passed, cuts off what is left, and
-    /// returns how many tasks are still alive (stuck inside a poll). The
+    /// returns how many tasks are still alive then: those stuck inside a
+    /// poll, and, with a timeout too short for the cut-off tasks to run
+    /// once more (zero), those just cut off, which finish at their next
+    /// run (a later [`Runtime::shutdown`] reports them finished). The
     /// workers keep running: a `block_on` in progress returns, and
     /// dropping the runtime stops them.
     ///
