@@ -95,7 +95,12 @@ pub trait Transport: Send + Sync + 'static {
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult;
 
     /// Called once when the pipeline shuts down, after the last export.
-    fn shutdown(&self) {}
+    /// An error (a final `fsync` that failed: what was exported may not
+    /// be on disk) makes the shutdown report not completed and is kept as
+    /// [`Pipeline::last_error`](crate::Pipeline::last_error).
+    fn shutdown(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Counters of every attempt and its outcome, for transports that make
     /// attempts (network ones); shown in
@@ -248,8 +253,9 @@ impl Transport for InMemory {
         result
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Result<(), String> {
         lock(&self.inner.state).shut_down = true;
+        Ok(())
     }
 }
 
@@ -326,11 +332,23 @@ impl InMemory {
 /// Durability: without `sync_every_request` the data is in the operating
 /// system's cache when the export succeeds (it survives a crash of this
 /// process, not of the machine), and [`Transport::shutdown`] syncs it to
-/// disk. With it, every export waits for the disk.
+/// disk (a file rotated away is synced when the transport leaves it). A
+/// sync that fails there (a disk or quota that fills at write-back) is
+/// reported: the pipeline's shutdown report says not completed, and
+/// [`Pipeline::last_error`](crate::Pipeline::last_error) says why. With
+/// `sync_every_request`, every export waits for the disk.
 ///
 /// A file that already ends in a torn line (a previous process died while
 /// writing) gets a newline first, so that the torn line stays alone and
-/// every request written here stays readable.
+/// every request written here stays readable. A file this process may
+/// write but not read (mode `0200`) gets that newline whenever it is not
+/// empty: its last byte cannot be looked at, and an empty line is better
+/// than a request glued to a torn one.
+///
+/// Requests must be OTLP JSON (this transport's [`encoding`](
+/// Transport::encoding)): a protobuf request (a wrapping transport that
+/// kept the default encoding) fails, its spans counted `export_failed`,
+/// rather than write binary into a file of lines.
 ///
 /// If the path is deleted or renamed while the transport is open (log
 /// rotation), the next export opens (creates) the file at the path again
@@ -378,6 +396,9 @@ struct FileState {
     /// A line written to a pipe or device was cut short: the next line
     /// starts with a newline, to end it.
     cut_line: bool,
+    /// Why a file rotated away could not be synced when it was left
+    /// (`follow_path`): reported by `shutdown`.
+    unsynced: Option<String>,
 }
 
 impl FileState {
@@ -386,6 +407,7 @@ impl FileState {
             file,
             torn_at: None,
             cut_line: false,
+            unsynced: None,
         }
     }
 }
@@ -446,7 +468,21 @@ impl FileTransport {
             (_, Err(_)) => true,
         };
         if !same {
-            *state = FileState::new(open_append(&self.path)?);
+            let new = FileState::new(open_append(&self.path)?);
+            let old = std::mem::replace(state, new);
+            // What went into the file rotated away is synced as it is left
+            // (the docs' promise; found by review: only the last file was).
+            // A failure is kept for `shutdown` to report: those exports
+            // were counted, and may not be on disk.
+            state.unsynced = old.unsynced;
+            if let Err(e) = sync_regular(&old.file) {
+                state.unsynced.get_or_insert_with(|| {
+                    format!(
+                        "syncing the file rotated away from {}: {e}",
+                        self.path.display()
+                    )
+                });
+            }
         }
         Ok(())
     }
@@ -467,8 +503,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.create(true).append(true);
     let Ok(mut file) = options.clone().read(true).open(path) else {
-        // Not readable (a write-only file, a FIFO): append without looking.
-        return options.open(path);
+        // Not readable (a write-only file): append without looking.
+        return open_write_only(path);
     };
     // A torn last line (a process died mid-write) gets its newline, so the
     // first request written here starts a line of its own.
@@ -496,6 +532,41 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         }
     }
     Ok(file)
+}
+
+/// Opens a regular file this process may write but not read, for
+/// appending: its last byte cannot be looked at, so a file that is not
+/// empty gets a newline first (an empty line at worst; found by review: a
+/// request was glued to a torn last line, and its spans counted exported
+/// could not be read).
+fn open_write_only(path: &Path) -> std::io::Result<File> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let meta = file.metadata()?;
+    let len = meta.len();
+    if meta.is_file() && len > 0 {
+        if file.max_len().is_some_and(|max| len >= max) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "{} is at the process's file-size limit (RLIMIT_FSIZE, {len} bytes): no room \
+                     for the newline that ends a line it may have left torn",
+                    path.display()
+                ),
+            ));
+        }
+        file.write_all(b"\n")?;
+    }
+    Ok(file)
+}
+
+/// Syncs `file` to disk if it is a regular file (a pipe or a device has
+/// nothing to sync, and says so with an error).
+fn sync_regular(file: &File) -> std::io::Result<()> {
+    if file.metadata().is_ok_and(|m| m.is_file()) {
+        file.sync_data()
+    } else {
+        Ok(())
+    }
 }
 
 /// Opens a pipe or device for writing only (never for reading: a FIFO
@@ -676,7 +747,15 @@ pub(crate) fn append_whole(
         .and_then(|()| target.append(b"\n"))
         .and_then(|()| if sync { target.sync() } else { Ok(()) });
     if let Err(e) = written {
-        if target.cut(start).is_err() {
+        // Cut back only what is past `start`: a file cut shorter meanwhile
+        // (a `copytruncate` rotation) must not grow back, `start` bytes of
+        // zeros in front of the next line (found by review).
+        let cut = match target.end() {
+            Ok(len) if len > start => target.cut(start),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if cut.is_err() {
             *torn_at = Some(start);
         }
         return Err(e);
@@ -690,6 +769,16 @@ impl Transport for FileTransport {
     }
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
+        if request.encoding != Encoding::Json {
+            // Binary in a file of lines would be read as garbage, its first
+            // byte (0x0a) a newline (found by review).
+            return ExportResult::Failed(format!(
+                "{}: FileTransport writes OTLP JSON lines, and this request is {:?} (a \
+                 transport that wraps FileTransport must say Encoding::Json in its encoding())",
+                self.path.display(),
+                request.encoding
+            ));
+        }
         let mut state = lock(&self.out);
         if let Err(e) = self.follow_path(&mut state) {
             return ExportResult::Failed(format!(
@@ -701,6 +790,7 @@ impl Transport for FileTransport {
             file,
             torn_at,
             cut_line,
+            ..
         } = &mut *state;
         let result = if file.metadata().is_ok_and(|m| m.is_file()) {
             append_whole(file, torn_at, &request.body, self.sync_every_request)
@@ -757,8 +847,14 @@ impl Transport for FileTransport {
         }
     }
 
-    fn shutdown(&self) {
-        let _ = lock(&self.out).file.sync_data();
+    fn shutdown(&self) -> Result<(), String> {
+        let state = lock(&self.out);
+        sync_regular(&state.file)
+            .map_err(|e| format!("syncing {} to disk: {e}", self.path.display()))?;
+        match &state.unsynced {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -774,6 +870,9 @@ mod tests {
         room: usize,
         fail_set_len: bool,
         fail_sync: bool,
+        /// Someone else cuts the file to this length as a write fails
+        /// (a `copytruncate` rotation racing a full disk).
+        cut_by_others_on_failure: Option<usize>,
     }
 
     impl Disk {
@@ -783,6 +882,7 @@ mod tests {
                 room,
                 fail_set_len: false,
                 fail_sync: false,
+                cut_by_others_on_failure: None,
             }
         }
 
@@ -807,6 +907,9 @@ mod tests {
             let fits = self.room.saturating_sub(self.data.len()).min(bytes.len());
             self.data.extend_from_slice(&bytes[..fits]);
             if fits < bytes.len() {
+                if let Some(len) = self.cut_by_others_on_failure.take() {
+                    self.data.truncate(len);
+                }
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
                     "no space left on device",
@@ -818,7 +921,9 @@ mod tests {
             if self.fail_set_len {
                 return Err(std::io::Error::other("truncate failed"));
             }
-            self.data.truncate(len as usize);
+            // As `set_len`: a cut to a greater length grows the file with
+            // zeros.
+            self.data.resize(len as usize, 0);
             Ok(())
         }
         fn sync(&mut self) -> std::io::Result<()> {
@@ -862,6 +967,72 @@ mod tests {
         append_whole(&mut disk, &mut torn, b"next", false).unwrap();
         assert_eq!(disk.lines(), [&b"ok"[..], b"next"]);
         assert_eq!(torn, None);
+    }
+
+    /// A reviewer's case: the file was cut short by someone else (a
+    /// `copytruncate` rotation) while a write failed; cutting it back to
+    /// where the failed request started grew it again, with zeros, in front
+    /// of the next request (counted exported, unreadable).
+    #[test]
+    fn a_failure_never_grows_a_file_someone_else_cut_short() {
+        let mut disk = Disk::new(30);
+        let mut torn = None;
+        append_whole(&mut disk, &mut torn, b"first-request", false).unwrap();
+        disk.cut_by_others_on_failure = Some(0);
+        assert!(append_whole(&mut disk, &mut torn, b"second-request-too-big", false).is_err());
+        append_whole(&mut disk, &mut torn, b"third", false).unwrap();
+        assert_eq!(disk.lines(), [&b"third"[..]]);
+    }
+
+    /// A reviewer's case: a file this process may write but not read
+    /// (mode `0200`) that ends in a torn line got the next request glued
+    /// onto it. Opened write-only (as for such a file), a file that is not
+    /// empty gets a newline first.
+    #[test]
+    fn a_file_opened_without_reading_gets_a_newline_before_the_first_request() {
+        let dir = std::env::temp_dir().join(format!("otlp-wo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("torn.jsonl");
+        std::fs::write(&path, b"{\"resourceSpans\":[{\"reso").unwrap();
+        let mut file = open_write_only(&path).unwrap();
+        file.write_all(b"{}\n").unwrap();
+        drop(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"resourceSpans\":[{\"reso\n{}\n");
+        // An empty file gets nothing.
+        std::fs::write(&path, b"").unwrap();
+        drop(open_write_only(&path).unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A reviewer's case: a protobuf request (a wrapping transport that
+    /// kept the default encoding) was written into the file of JSON lines
+    /// as binary, and counted exported. It now fails.
+    #[test]
+    fn a_protobuf_request_is_refused_not_written() {
+        use crate::{Encoder, Resource, SpanData};
+        let dir = std::env::temp_dir().join(format!("otlp-pb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("spans.jsonl");
+        let fs = runtime_cap::FsAccess::from_ambient(runtime_cap::ambient_authority());
+        let file = FileTransport::open(fs, &path).unwrap();
+        let encoded =
+            Encoder::new(Resource::new("t")).encode(&[SpanData::new("s")], Encoding::Protobuf);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let result = file.export(&encoded.requests[0], deadline);
+        assert!(
+            matches!(&result, ExportResult::Failed(why) if why.contains("JSON")),
+            "{result:?}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        let json = Encoder::new(Resource::new("t")).encode(&[SpanData::new("s")], Encoding::Json);
+        assert!(matches!(
+            file.export(&json.requests[0], deadline),
+            ExportResult::Success
+        ));
+        assert_eq!(file.shutdown(), Ok(()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

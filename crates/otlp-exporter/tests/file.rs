@@ -247,7 +247,7 @@ fn a_file_size_limit_leaves_only_whole_requests_and_counts_by_what_is_in_the_fil
         std::fs::rename(&path, &rotated).unwrap();
         let after = request("after-", 2, pad);
         assert_eq!(export(&t, &after), ExportResult::Success);
-        t.shutdown();
+        t.shutdown().unwrap();
         assert_eq!(lines_of(&rotated), kept, "nothing added to the old file");
         assert_eq!(
             lines_of(&path),

@@ -73,9 +73,10 @@ where
         result
     }
 
-    fn shutdown(&self) {
+    fn shutdown(&self) -> Result<(), String> {
         self.probe.shut_down.store(true, Ordering::SeqCst);
         (self.on_shutdown)();
+        Ok(())
     }
 }
 
@@ -1737,4 +1738,32 @@ fn block_with_threads_that_come_and_go_orphans_nothing() {
         assert_eq!(queued + s.dropped.queue_full, 20 * 32 * 20, "{s:?}");
         assert_eq!(probe.delivered.load(Ordering::SeqCst), queued);
     });
+}
+
+/// A transport whose final sync fails (a disk or a quota that fills at
+/// write-back; found by review: `FileTransport` dropped the error, and the
+/// shutdown said completed): the report says not completed and
+/// `last_error` says why; the spans stay counted as exported (they were
+/// written; whether they reached the disk is what the error says).
+#[test]
+fn a_transport_whose_shutdown_fails_makes_the_shutdown_not_completed() {
+    struct SyncFails;
+    impl Transport for SyncFails {
+        fn export(&self, _: &EncodedRequest, _: Instant) -> ExportResult {
+            ExportResult::Success
+        }
+        fn shutdown(&self) -> Result<(), String> {
+            Err("fdatasync: EIO".into())
+        }
+    }
+    let p = Pipeline::builder().transport(SyncFails).build().unwrap();
+    p.record(SpanData::new("s"));
+    let report = p.shutdown(LONG);
+    assert!(!report.completed, "{report:?}");
+    assert_eq!(report.stats.exported, 1);
+    assert!(report.stats.is_balanced());
+    let why = p.last_error().expect("the error is kept");
+    assert!(why.contains("EIO"), "{why}");
+    // Asked again: the same answer.
+    assert!(!p.shutdown(LONG).completed);
 }

@@ -58,6 +58,9 @@ pub(super) struct Ledger {
     /// The last export failure or transport panic, for
     /// [`Pipeline::last_error`].
     pub(super) last_error: Option<String>,
+    /// The transport's `shutdown` returned an error (a final sync that
+    /// failed): the shutdown is not reported completed.
+    pub(super) transport_shutdown_failed: bool,
     /// Set when shutdown's deadline passed before the worker finished:
     /// from then on the worker's results no longer count, and everything
     /// not yet resolved is "timed out at shutdown".

@@ -88,7 +88,10 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     {
         let mut control = lock(&shared.control);
         let finished = control.finished;
-        let abandoned = lock(&shared.ledger).abandoned;
+        let abandoned = {
+            let ledger = lock(&shared.ledger);
+            ledger.abandoned || ledger.transport_shutdown_failed
+        };
         if control.shutdown_deadline.is_some() && (finished || abandoned) {
             // Already shut down: the final accounting, at once.
             drop(control);
@@ -128,7 +131,10 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     let finished = wait_control(shared, deadline, |c| c.finished);
     // Finished with spans left at the deadline (an earlier caller's, or the
     // worker's own look at it) is not a completed drain.
-    let completed = finished && !lock(&shared.ledger).abandoned;
+    let completed = finished && {
+        let ledger = lock(&shared.ledger);
+        !ledger.abandoned && !ledger.transport_shutdown_failed
+    };
     if !finished {
         // Not under the lock: a subscriber may call back into the pipeline.
         let first = !std::mem::replace(&mut lock(&shared.ledger).abandoned, true);
@@ -1222,12 +1228,27 @@ impl Worker {
         // User code: a panic in the transport's shutdown is counted and
         // reported, and the shutdown still completes (everything was
         // exported or counted above).
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.transport.get().shutdown())) {
-            let message = panic_message(payload);
-            log_quietly(|| tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked"));
-            let mut ledger = lock(&self.shared.ledger);
-            Ledger::add(&mut ledger.transport_panics, 1);
-            ledger.last_error = Some(format!("transport panicked in shutdown: {message}"));
+        match catch_unwind(AssertUnwindSafe(|| self.transport.get().shutdown())) {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                // What was exported may not be durable (a final sync that
+                // failed): not a completed shutdown.
+                log_quietly(
+                    || tracing::warn!(%message, "otlp-exporter: Transport::shutdown failed"),
+                );
+                let mut ledger = lock(&self.shared.ledger);
+                ledger.transport_shutdown_failed = true;
+                ledger.last_error = Some(format!("transport shutdown failed: {message}"));
+            }
+            Err(payload) => {
+                let message = panic_message(payload);
+                log_quietly(
+                    || tracing::warn!(%message, "otlp-exporter: Transport::shutdown panicked"),
+                );
+                let mut ledger = lock(&self.shared.ledger);
+                Ledger::add(&mut ledger.transport_panics, 1);
+                ledger.last_error = Some(format!("transport panicked in shutdown: {message}"));
+            }
         }
         lock(&self.shared.control).finished = true;
         self.shared.control_cv.notify_all();
