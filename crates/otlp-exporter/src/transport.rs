@@ -381,7 +381,9 @@ impl InMemory {
 ///   again (never a regular file made in its place).
 ///
 /// One writer per file: two transports (or processes) appending to the
-/// same file may interleave and truncate each other's lines.
+/// same file each write a line in one `writev` (a local file system
+/// keeps it whole), but a failed write's truncation may cut the other's
+/// lines.
 pub struct FileTransport {
     path: PathBuf,
     sync_every_request: bool,
@@ -675,6 +677,11 @@ pub(crate) trait AppendTarget {
     fn end(&mut self) -> std::io::Result<u64>;
     /// Appends all of `bytes` (or fails, having appended some).
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Appends `body` and a newline (or fails, having appended some).
+    fn append_line(&mut self, body: &[u8]) -> std::io::Result<()> {
+        self.append(body)?;
+        self.append(b"\n")
+    }
     /// Cuts it back to `len` bytes.
     fn cut(&mut self, len: u64) -> std::io::Result<()>;
     /// Waits until what was appended is on disk.
@@ -691,6 +698,27 @@ impl AppendTarget for File {
     }
     fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.write_all(bytes)
+    }
+    /// The line and its newline in one `writev` where it takes them all
+    /// (the usual case): an append that another writer of the same file
+    /// cannot split (two processes on the default file), with no copy of
+    /// the body.
+    fn append_line(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let parts = [std::io::IoSlice::new(body), std::io::IoSlice::new(b"\n")];
+        let n = loop {
+            match self.write_vectored(&parts) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n < body.len() {
+            self.write_all(&body[n..])?;
+            self.write_all(b"\n")
+        } else if n == body.len() {
+            self.write_all(b"\n")
+        } else {
+            Ok(())
+        }
     }
     fn cut(&mut self, len: u64) -> std::io::Result<()> {
         self.set_len(len)
@@ -743,8 +771,7 @@ pub(crate) fn append_whole(
         }
     }
     let written = target
-        .append(body)
-        .and_then(|()| target.append(b"\n"))
+        .append_line(body)
         .and_then(|()| if sync { target.sync() } else { Ok(()) });
     if let Err(e) = written {
         // Cut back only what is past `start`: a file cut shorter meanwhile
