@@ -374,7 +374,7 @@ fn fallible_in_place_pushes_publish_nothing_on_refusal_and_return_the_chunk() {
                         // (having scribbled over it).
                         let pushed = unsafe {
                             tx.try_push_in_place_or(|slot| {
-                                if attempt % 3 == 0 {
+                                if attempt.is_multiple_of(3) {
                                     slot.cast::<u8>().write_bytes(0xA5, 8);
                                     return Err(the_id);
                                 }
