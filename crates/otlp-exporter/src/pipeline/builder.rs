@@ -85,6 +85,10 @@ pub enum Shedding {
     DropOldest,
     /// Wait for room, up to `timeout`, then drop the new span. Blocks the
     /// recording thread: use it where losing spans is worse than waiting.
+    /// A span too large for a queue slot waits, within the same timeout,
+    /// for the byte budget of such spans too (see
+    /// [`PipelineBuilder::max_queue_size`]); one larger than the whole
+    /// budget is dropped at once.
     Block {
         /// The longest a `record` call waits.
         timeout: Duration,
