@@ -104,6 +104,15 @@
 //!   plus a 16-slot chunk (8 KiB) per recording thread; 256 threads
 //!   recording while the export is blocked hold the pool plus about 10
 //!   KiB each (`memory_is_bounded_by_the_total_not_by_the_thread_count`).
+//!   Spans whose encoding is larger than a slot (488 bytes) travel boxed,
+//!   and the boxes share a byte budget of the pool's size (`max_queue_size
+//!   x 512` bytes, 1 MiB at the default): a span that would overspend it
+//!   is counted as `queue_full` (under `Block`, after waiting for it), so
+//!   the queue holds at most twice the pool plus 16 KiB per recording
+//!   thread whatever the spans' sizes, and a span larger than the whole
+//!   budget is never queued (raise `max_queue_size`, or set
+//!   [`SpanLimits::attribute_value_length`], for spans that large)
+//!   (`spans_larger_than_a_slot_are_bounded_in_bytes_not_only_in_number`).
 //!   A thread that exits leaves its spans to the worker and its lane is
 //!   freed once they are taken. While the worker takes nothing from the
 //!   queue for a while (failed batches held for a retry, a collector that

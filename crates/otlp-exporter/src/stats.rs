@@ -7,7 +7,10 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Dropped {
     /// The recording thread's queue lane was full (drop-newest, block after
-    /// its timeout, priority shedding of normal spans).
+    /// its timeout, priority shedding of normal spans), or the span, too
+    /// large for a queue slot, would have overspent the byte budget of
+    /// such spans (`512 x max_queue_size` bytes, under every policy; see
+    /// [`PipelineBuilder::max_queue_size`](crate::PipelineBuilder::max_queue_size)).
     pub queue_full: u64,
     /// Taken out of a full lane to make room for a newer span (drop-oldest).
     pub evicted: u64,

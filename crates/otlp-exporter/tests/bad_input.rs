@@ -86,20 +86,42 @@ fn long_values_are_truncated_and_extra_attributes_counted() {
     }
 }
 
+/// A span larger than the largest request is queued only if the byte
+/// budget of spans too large for a slot (`max_queue_size x 512` bytes) has
+/// room for it (a queue of 2^18 spans: 128 MiB), and the encoder then
+/// leaves it out as `too_large`; with the default queue (a 1 MiB budget)
+/// it is refused at record, as queue-full.
 #[test]
 fn a_span_larger_than_any_request_is_counted_too_large() {
+    let huge = || {
+        let mut s = SpanData::new("huge");
+        s.attributes.push(KeyValue::new(
+            "blob",
+            Value::Bytes(vec![7; otlp_exporter::MAX_REQUEST_BYTES]),
+        ));
+        s
+    };
     let memory = InMemory::new();
-    let p = pipeline(&memory, SpanLimits::default());
-    let mut s = SpanData::new("huge");
-    s.attributes.push(KeyValue::new(
-        "blob",
-        Value::Bytes(vec![7; otlp_exporter::MAX_REQUEST_BYTES]),
-    ));
-    assert_eq!(p.record(s), Recorded::Queued);
+    let p = Pipeline::builder()
+        .transport(memory.clone())
+        .resource(Resource::new("bad-input"))
+        .max_queue_size(1 << 18)
+        .build()
+        .unwrap();
+    assert_eq!(p.record(huge()), Recorded::Queued);
     p.record(SpanData::new("small"));
     let st = p.shutdown(Duration::from_secs(30)).stats;
     assert_eq!(st.dropped.too_large, 1);
     assert_eq!(st.exported, 1);
+    assert!(st.is_balanced());
+
+    let p = pipeline(&memory, SpanLimits::default());
+    assert_eq!(
+        p.record(huge()),
+        Recorded::Dropped(otlp_exporter::DropReason::QueueFull)
+    );
+    let st = p.shutdown(Duration::from_secs(30)).stats;
+    assert_eq!((st.dropped.queue_full, st.dropped.too_large), (1, 0));
     assert!(st.is_balanced());
 }
 

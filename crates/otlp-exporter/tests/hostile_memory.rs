@@ -437,3 +437,168 @@ fn an_idle_thread_does_not_keep_the_scratch_of_its_largest_span() {
         p.shutdown(Duration::from_secs(10));
     });
 }
+
+/// A span of about 100 KB, recorded on a thread that reuses its storage.
+fn big_span(name: String, blob: &str) -> SpanData {
+    let mut span = SpanData::new(name);
+    span.attributes
+        .push(otlp_exporter::KeyValue::new("blob", blob.to_owned()));
+    span
+}
+
+/// Spans larger than a queue slot (boxed) while the export hangs: 4
+/// threads record 600 spans of 100 KB each. `max_queue_size` counts spans,
+/// and 2 048 boxes of 100 KB are 200 MiB; the boxed spans have a byte
+/// budget of their own, the pool's slot memory (`max_queue_size x 512`
+/// bytes), so the pipeline holds at most twice the pool plus 16 KiB per
+/// recording thread. Found by review: 2 063 such spans queued, 197 MiB
+/// live. Every span is queued or counted as queue-full, and once the
+/// transport is released every queued one is delivered and the budget is
+/// whole again.
+#[test]
+fn spans_larger_than_a_slot_are_bounded_in_bytes_not_only_in_number() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        const THREADS: usize = 4;
+        const EACH: usize = 600;
+        const SIZE: usize = 100_000;
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = hung_pipeline(&memory);
+        let base = ALLOC.live();
+        let recorded = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let measured = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (p, recorded, measured) = (p.clone(), recorded.clone(), measured.clone());
+                thread::spawn(move || {
+                    let blob = "x".repeat(SIZE);
+                    let (mut queued, mut full) = (0u64, 0u64);
+                    for i in 0..EACH {
+                        match p.record(big_span(format!("{t}/{i}"), &blob)) {
+                            Recorded::Queued => queued += 1,
+                            Recorded::Dropped(DropReason::QueueFull) => full += 1,
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    drop(blob);
+                    recorded.wait();
+                    measured.wait();
+                    (queued, full)
+                })
+            })
+            .collect();
+        recorded.wait();
+        let held = ALLOC.live() - base;
+        let s = p.stats();
+        measured.wait();
+        let (queued, full) = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |(q, f), (a, b)| (q + a, f + b));
+        let pool = DEFAULT_MAX_QUEUE_SIZE as isize * 512;
+        // The pool is allocated before `base`: what is held beyond it is
+        // at most the budget (one pool's worth) and the threads' 16 KiB.
+        let bound = pool + THREADS as isize * 16 * 1024;
+        eprintln!(
+            "{THREADS} threads x {EACH} spans of {SIZE} bytes, export hung: {} KiB held \
+             beyond the pool (bound {} KiB); {queued} queued, {full} queue-full",
+            held >> 10,
+            bound >> 10,
+        );
+        // `fixed`: as in `memory_is_bounded_by_the_total_not_by_the_thread_count`.
+        assert!(held <= bound + MIB, "{} KiB held", held >> 10);
+        assert!(queued > 0, "some large spans fit the budget");
+        assert_eq!(queued + full, (THREADS * EACH) as u64);
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.accepted, (THREADS * EACH) as u64 + 1, "{s:?}");
+        assert_eq!(s.queued + s.in_flight, queued + 1, "{s:?}");
+        assert_eq!(s.dropped.queue_full, full, "{s:?}");
+        memory.set_behavior(Behavior::Accept);
+        memory.release();
+        assert!(p.force_flush(Duration::from_secs(60)).completed);
+        // The budget is whole again: a large span is queued.
+        let blob = "x".repeat(SIZE);
+        assert_eq!(p.record(big_span("after".into(), &blob)), Recorded::Queued);
+        let report = p.shutdown(Duration::from_secs(60));
+        let s = report.stats;
+        assert!(report.completed, "{s:?}");
+        assert!(s.is_balanced(), "{s:?}");
+        // Delivered and counted drops are everything recorded: the hung
+        // export was released as failed (the first span), the rest went
+        // through.
+        assert_eq!(s.exported, queued + 1, "{s:?}");
+        assert_eq!(s.dropped.export_failed, 1, "{s:?}");
+        assert_eq!(s.dropped.queue_full, full, "{s:?}");
+        assert_eq!(s.exported + s.dropped.total(), s.accepted, "{s:?}");
+        assert_eq!(memory.span_count(), s.exported);
+    });
+}
+
+/// Under `Block`, a span larger than a slot that finds the byte budget
+/// spent waits for it (within the policy's timeout) and is then counted
+/// as queue-full; a span larger than the whole budget is refused at once;
+/// the memory stays within the budget.
+#[test]
+fn blocking_records_of_large_spans_wait_for_the_budget_then_count_as_full() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        const SIZE: usize = 100_000;
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(Resource::new("memory"))
+            .scheduled_delay(Duration::from_millis(10))
+            .shedding(otlp_exporter::Shedding::Block {
+                timeout: Duration::from_millis(100),
+            })
+            .build()
+            .unwrap();
+        p.record(SpanData::new("first"));
+        while memory.calls() < 1 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let base = ALLOC.live();
+        let blob = "x".repeat(SIZE);
+        let mut outcomes = Vec::new();
+        let started = std::time::Instant::now();
+        for i in 0..30 {
+            outcomes.push(p.record(big_span(format!("b{i}"), &blob)));
+        }
+        let waited = started.elapsed();
+        // Larger than the whole budget (1 MiB at the default size): refused
+        // without waiting.
+        let huge = "x".repeat(2 << 20);
+        let t = std::time::Instant::now();
+        assert_eq!(
+            p.record(big_span("huge".into(), &huge)),
+            Recorded::Dropped(DropReason::QueueFull)
+        );
+        assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+        drop(huge);
+        let held = ALLOC.live() - base - blob.capacity() as isize;
+        let queued = outcomes.iter().filter(|r| **r == Recorded::Queued).count();
+        let full = outcomes
+            .iter()
+            .filter(|r| **r == Recorded::Dropped(DropReason::QueueFull))
+            .count();
+        assert_eq!(queued + full, 30, "{outcomes:?}");
+        assert!(queued >= 5 && full >= 10, "{outcomes:?}");
+        // Each refused record waited out its timeout for the budget.
+        assert!(
+            waited >= Duration::from_millis(100) * full as u32,
+            "{waited:?}"
+        );
+        assert!(
+            held <= DEFAULT_MAX_QUEUE_SIZE as isize * 512 + MIB,
+            "{} KiB",
+            held >> 10
+        );
+        let s = p.stats();
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(s.dropped.queue_full, full as u64 + 1, "{s:?}");
+        memory.set_behavior(Behavior::Accept);
+        memory.release();
+        let report = p.shutdown(Duration::from_secs(60));
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        assert_eq!(report.stats.exported, queued as u64, "{:?}", report.stats);
+        assert_eq!(report.stats.dropped.export_failed, 1, "{:?}", report.stats);
+    });
+}

@@ -1468,6 +1468,9 @@ fn a_split_batch_whose_first_request_fails_retryably_keeps_its_order() {
         let p = base(t)
             .max_export_batch_size(3)
             .scheduled_delay(Duration::from_secs(60))
+            // A byte budget for spans larger than a slot (`x 512`: 128
+            // MiB) that holds the three.
+            .max_queue_size(1 << 18)
             .build()
             .unwrap();
         for i in 0..3 {

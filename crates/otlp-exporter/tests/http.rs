@@ -942,6 +942,9 @@ fn a_collector_that_never_reads_the_request_is_timed_out() {
             .transport(t)
             .max_export_batch_size(64)
             .export_timeout(Duration::from_secs(3))
+            // A byte budget for spans larger than a slot (`x 512`: 32 MiB)
+            // that holds the 64.
+            .max_queue_size(1 << 16)
             .build()
             .unwrap();
         for i in 0..64 {
@@ -1117,6 +1120,9 @@ fn a_large_request_refused_from_its_headers_fails_at_once_and_is_not_sent_again(
             .max_export_batch_size(160)
             .export_timeout(Duration::from_secs(3))
             .retry_max_elapsed(Duration::from_secs(3))
+            // A byte budget for spans larger than a slot (`x 512`: 32 MiB)
+            // that holds the 160.
+            .max_queue_size(1 << 16)
             .build()
             .unwrap();
         for span in big_spans("big-", 160) {

@@ -885,6 +885,98 @@ impl<T> Producer<T> {
         Ok(())
     }
 
+    /// [`try_push_in_place`](Self::try_push_in_place) with an `init` that
+    /// may refuse: `Ok(Ok(()))` when `init` returned `Ok` (the item is
+    /// pushed), `Ok(Err(e))` when it returned `Err(e)` (nothing is pushed:
+    /// the slot stays free for the next push, and whatever `init` wrote
+    /// there is never read or dropped), `Err` when there was no room (or
+    /// the consumer is gone: `init` did not run). A refusal is not counted
+    /// as a full queue (`rejected_full`): it is the caller's.
+    ///
+    /// Unlike a panic of `init` (see `try_push_in_place`), a refusal costs
+    /// nothing: if the slot was the first of a chunk this push had just
+    /// taken (from the pool, or the lane's home chunk), the chunk is
+    /// unlinked and given back at once, as if it had not been taken.
+    /// otlp-exporter refuses, this way, a span larger than a slot when its
+    /// budget for such spans is spent.
+    ///
+    /// # Safety
+    ///
+    /// `init` must initialize the `T` its pointer points to before it
+    /// returns `Ok` (on `Err` it may leave it in any state: it is treated
+    /// as uninitialized memory), and must not push through this producer
+    /// (see `try_push_in_place`).
+    ///
+    /// ```
+    /// use otlp_queue::PushError;
+    /// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u64>(1, 1).unwrap();
+    /// // SAFETY: each closure writes the value, or refuses.
+    /// unsafe {
+    ///     assert_eq!(tx.try_push_in_place_or(|slot| { slot.write(7); Ok::<_, ()>(()) }), Ok(Ok(())));
+    ///     assert_eq!(tx.try_push_in_place_or(|_| Err("no")), Ok(Err("no")));
+    ///     assert_eq!(tx.try_push_in_place_or(|slot| { slot.write(8); Ok::<_, ()>(()) }), Ok(Ok(())));
+    ///     assert_eq!(tx.try_push_in_place_or(|_| Ok::<_, ()>(())), Err(PushError::Full(())));
+    /// }
+    /// let mut out = Vec::new();
+    /// rx.pop_batch(&mut out, 10);
+    /// assert_eq!(out, [7, 8]);
+    /// ```
+    #[inline]
+    pub unsafe fn try_push_in_place_or<E>(
+        &self,
+        init: impl FnOnce(*mut T) -> Result<(), E>,
+    ) -> Result<Result<(), E>, PushError<()>> {
+        let (chunk, end) = (self.chunk.get(), self.end.get());
+        let tail = self.claim_slot().inspect_err(|e| {
+            if matches!(e, PushError::Full(())) {
+                bump(&self.lane.producer.rejected_full);
+            }
+        })?;
+        // SAFETY: `tail` was just claimed; the caller's `init` initializes
+        // the slot when it returns `Ok`.
+        let filled = unsafe { self.fill_and_publish_if(tail, init) };
+        if filled.is_err() && self.chunk.get() != chunk {
+            // SAFETY: the chunk was taken by this claim, and nothing in it
+            // is published; `chunk` and `end` are the lane's state before.
+            unsafe { self.unclaim(chunk, end) };
+        }
+        Ok(filled)
+    }
+
+    /// Undoes a claim of a new chunk whose first slot was not filled:
+    /// unlinks it from `prev` (current again, up to `end`) and gives it back
+    /// (to the pool, or the home chunk to the lane).
+    ///
+    /// # Safety
+    ///
+    /// The current chunk was linked after `prev` by `next_chunk` in the
+    /// last `claim_slot`, and `tail` was not published since.
+    #[cold]
+    unsafe fn unclaim(&self, prev: *const Chunk<T>, end: u64) {
+        // SAFETY: both chunks are live: `new` is ours (taken, never
+        // published), `prev` is still the consumer's to give back, which
+        // it does only past its end, a position not yet published.
+        let (new, prev) = unsafe { (&*self.chunk.get(), &*prev) };
+        // Relaxed: the consumer follows `prev.next` only for a position at
+        // or past `end`, below a `tail` it loaded with Acquire; the next
+        // such `tail` is published (Release) after this store, or after a
+        // new link made by a later claim.
+        prev.next.store(ptr::null_mut(), Ordering::Relaxed);
+        self.chunk.set(prev);
+        self.end.set(end);
+        if new.index == NIL {
+            // Relaxed: only this producer takes the home chunk (with an
+            // Acquire load of this flag, which orders nothing it needs
+            // now: the consumer gave it back before we took it), and the
+            // consumer sets it only for a chunk it read through.
+            self.lane.home_free.store(true, Ordering::Relaxed);
+        } else {
+            // Straight onto the free stack (Release: whatever `init` wrote
+            // in it happens before the next claimer's writes).
+            self.lane.pool.push(new);
+        }
+    }
+
     #[inline(always)]
     fn push_once(&self, value: T) -> Result<(), PushError<T>> {
         let tail = match self.claim_slot() {
@@ -925,6 +1017,32 @@ impl<T> Producer<T> {
     /// `init` initializes the `T` at its pointer.
     #[inline(always)]
     unsafe fn fill_and_publish(&self, tail: u64, init: impl FnOnce(*mut T)) {
+        // SAFETY: the caller's contract; `init` always initializes.
+        let filled = unsafe {
+            self.fill_and_publish_if(tail, |p| {
+                init(p);
+                Ok::<(), core::convert::Infallible>(())
+            })
+        };
+        match filled {
+            Ok(()) => {}
+            Err(never) => match never {},
+        }
+    }
+
+    /// Writes the slot at `tail` with `init` and, if it returns `Ok`,
+    /// publishes it (on `Err` nothing is published: the slot stays free).
+    ///
+    /// # Safety
+    ///
+    /// `tail` comes from `claim_slot` on this handle, with no push since;
+    /// `init` initializes the `T` at its pointer when it returns `Ok`.
+    #[inline(always)]
+    unsafe fn fill_and_publish_if<E>(
+        &self,
+        tail: u64,
+        init: impl FnOnce(*mut T) -> Result<(), E>,
+    ) -> Result<(), E> {
         // SAFETY: the current chunk is this lane's, its slot for `tail` is
         // not yet published (so the consumer does not read it) and was
         // read out before the chunk came to us (the Acquire of our claim).
@@ -932,7 +1050,7 @@ impl<T> Producer<T> {
         let start = self.end.get() - chunk.len();
         // We are the slot's only writer (as above); `MaybeUninit<T>` has
         // the layout of `T`.
-        chunk.slots[(tail - start) as usize].with_mut(|p| init(p.cast::<T>()));
+        chunk.slots[(tail - start) as usize].with_mut(|p| init(p.cast::<T>()))?;
         // Release: publishes the value (and any link made by `next_chunk`)
         // to the consumer's Acquire load of `tail`.
         self.lane.producer.tail.store(tail + 1, Ordering::Release);
@@ -944,6 +1062,7 @@ impl<T> Producer<T> {
             chunk.slots[(tail + prefetch::AHEAD - start) as usize]
                 .with_mut(|p| prefetch::for_write(p.cast::<u8>(), core::mem::size_of::<T>()));
         }
+        Ok(())
     }
 
     /// The current chunk is full: starts it over if the consumer has taken

@@ -393,6 +393,33 @@ fn pooled_two_producers_share_the_pool() {
     });
 }
 
+/// A producer's fallible in-place push refuses at the first slot of a pool
+/// chunk it had to take (the chunk is unlinked and pushed back onto the
+/// free stack) while the consumer pops and gives chunks back: the items
+/// arrive once, in order, and every chunk is back in the pool.
+#[test]
+fn pooled_refused_push_gives_back_its_chunk_against_pops() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        let a = thread::spawn(move || {
+            pooled_push_lossless(&tx, 1);
+            // The home chunk is full unless the consumer took item 1 (then
+            // it is started over): either way, refused, and nothing shows.
+            // SAFETY: the closure refuses.
+            match unsafe { tx.try_push_in_place_or(|_| Err(())) } {
+                Ok(Err(())) | Err(PushError::Full(())) => {}
+                other => panic!("{other:?}"),
+            }
+            pooled_push_lossless(&tx, 2);
+        });
+        let got = pooled_drain_until_closed(&mut rx);
+        a.join().unwrap();
+        assert_eq!(got, [1, 2]);
+        assert_eq!(rx.chunks_in_use(), 0, "every pool chunk returned");
+        assert_eq!(rx.lane_count(), 0, "finished lanes retired");
+    });
+}
+
 /// One producer pushes across its home chunk, a pool chunk and a start
 /// over, against the consumer: in order, nothing lost, the pool refilled.
 #[test]

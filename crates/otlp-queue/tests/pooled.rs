@@ -345,6 +345,135 @@ fn in_place_pushes_count_every_item_and_a_panicking_init_publishes_nothing() {
     });
 }
 
+/// `try_push_in_place_or` from several producers, with an `init` that
+/// writes part of the slot and then refuses every few pushes (at every
+/// position of a chunk, its first slots included): the refusals publish
+/// nothing, the accepted items arrive exactly once and in order per
+/// producer, and every chunk a refused push had just taken goes back (the
+/// pool is whole once the lanes retire).
+#[test]
+fn fallible_in_place_pushes_publish_nothing_on_refusal_and_return_the_chunk() {
+    test_watchdog::isolate(WATCHDOG, || {
+        const N: usize = 5_000;
+        let ledger = Ledger::new(PRODUCERS * N);
+        let (tx, mut rx) = try_with_chunk::<Tracked>(64, 4).unwrap();
+        let refused = Arc::new(AtomicU64::new(0));
+        let start = Arc::new(Barrier::new(PRODUCERS));
+        let workers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (tx, ledger, start, refused) =
+                    (tx.clone(), ledger.clone(), start.clone(), refused.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    let mut seq = 0;
+                    let mut attempt = 0usize;
+                    while seq < N {
+                        attempt += 1;
+                        let the_id = p * N + seq;
+                        // SAFETY: the closure writes the slot, or refuses
+                        // (having scribbled over it).
+                        let pushed = unsafe {
+                            tx.try_push_in_place_or(|slot| {
+                                if attempt.is_multiple_of(3) {
+                                    slot.cast::<u8>().write_bytes(0xA5, 8);
+                                    return Err(the_id);
+                                }
+                                slot.write(ledger.item(the_id));
+                                Ok(())
+                            })
+                        };
+                        match pushed {
+                            Ok(Ok(())) => seq += 1,
+                            Ok(Err(id)) => {
+                                assert_eq!(id, the_id);
+                                refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(PushError::Full(())) => thread::yield_now(),
+                            Err(PushError::Closed(())) => panic!("closed early"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        let mut delivered = Vec::with_capacity(PRODUCERS * N);
+        let mut out = Vec::new();
+        while delivered.len() < PRODUCERS * N {
+            out.clear();
+            if rx.pop_batch(&mut out, 256) == 0 {
+                thread::yield_now();
+            }
+            delivered.extend(out.drain(..).map(|t| t.id));
+        }
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(rx.is_closed());
+        assert_eq!(rx.pop_batch(&mut out, 1), 0, "nothing more");
+        assert!(refused.load(Ordering::Relaxed) > 0);
+        assert_fifo_per_producer(&delivered, PRODUCERS, N);
+        ledger.assert_each_dropped_once(PRODUCERS * N);
+        assert_eq!(rx.chunks_in_use(), 0, "every chunk back in the pool");
+        assert_eq!(rx.lane_count(), 0, "every lane retired");
+    });
+}
+
+/// A refused push at the first slot of a chunk it had to take (a pool
+/// chunk, or the lane's home chunk) gives that chunk straight back: the
+/// producer takes it again on its next push, and the pool is not short of
+/// it even if the producer goes away without another push. (Pool of two
+/// one-slot chunks, home chunk of one slot: every push past the first is
+/// at a chunk boundary.)
+#[test]
+fn a_refused_push_at_a_chunk_boundary_gives_the_chunk_back() {
+    let (tx, mut rx) = try_with_chunk::<u64>(2, 1).unwrap();
+    let push = |v: u64| {
+        // SAFETY: the closure writes the slot.
+        unsafe {
+            tx.try_push_in_place_or(|slot| {
+                slot.write(v);
+                Ok::<_, ()>(())
+            })
+        }
+    };
+    // SAFETY: the closure refuses.
+    let refuse = || unsafe { tx.try_push_in_place_or(|_| Err(())) };
+    let mut out = Vec::new();
+    assert_eq!(push(0), Ok(Ok(()))); // the home chunk
+    // Home full: a pool chunk is taken, refused, given back.
+    assert_eq!(refuse(), Ok(Err(())));
+    assert_eq!(rx.chunks_in_use(), 0, "the pool chunk went back");
+    assert_eq!(push(1), Ok(Ok(()))); // pool chunk A after all
+    assert_eq!(rx.chunks_in_use(), 1);
+    rx.pop_batch(&mut out, 10); // 0, 1: the home chunk back to the lane
+    assert_eq!(push(2), Ok(Ok(()))); // A, started over
+    // A full, the home chunk free: taken, refused, given back.
+    assert_eq!(refuse(), Ok(Err(())));
+    assert_eq!(push(3), Ok(Ok(()))); // the home chunk after all
+    assert_eq!(push(4), Ok(Ok(()))); // pool chunk B
+    assert_eq!(rx.chunks_in_use(), 2);
+    // No room: `init` does not run.
+    // SAFETY: never called.
+    let full = unsafe { tx.try_push_in_place_or(|_| -> Result<(), ()> { unreachable!() }) };
+    assert_eq!(full, Err(PushError::Full(())));
+    rx.pop_batch(&mut out, 10); // 2, 3, 4: A back to the pool, home to the lane
+    assert_eq!(rx.chunks_in_use(), 1);
+    assert_eq!(push(5), Ok(Ok(()))); // B, started over
+    assert_eq!(push(6), Ok(Ok(()))); // the home chunk
+    // Home full, B not read: pool chunk A is taken, refused, given back;
+    // then the producer goes away.
+    assert_eq!(refuse(), Ok(Err(())));
+    assert_eq!(rx.chunks_in_use(), 1);
+    drop(tx);
+    rx.pop_batch(&mut out, 10);
+    assert_eq!(out, [0, 1, 2, 3, 4, 5, 6]);
+    // The next look retires the drained lane.
+    assert_eq!(rx.pop_batch(&mut out, 10), 0);
+    assert!(rx.is_closed());
+    assert_eq!(rx.lane_count(), 0);
+    assert_eq!(rx.chunks_in_use(), 0, "nothing kept for the refusal");
+}
+
 /// `pop_each_mut` lends items where they lie and drops each there exactly
 /// once, in order per producer, from 8 producers at once; a sink that
 /// panics still has its item dropped, counted as taken, and never lent

@@ -85,6 +85,10 @@ pub enum Shedding {
     DropOldest,
     /// Wait for room, up to `timeout`, then drop the new span. Blocks the
     /// recording thread: use it where losing spans is worse than waiting.
+    /// A span too large for a queue slot waits, within the same timeout,
+    /// for the byte budget of such spans too (see
+    /// [`PipelineBuilder::max_queue_size`]); one larger than the whole
+    /// budget is dropped at once.
     Block {
         /// The longest a `record` call waits.
         timeout: Duration,
@@ -236,6 +240,16 @@ impl PipelineBuilder {
     /// `max_queue_size + 16 x` (threads with a lane) spans. A thread that
     /// exits leaves its queued spans to the worker; its lane and chunk are
     /// freed once they are taken (`tests/hostile_memory.rs`).
+    ///
+    /// A span whose encoding does not fit its slot (more than 488 bytes) is
+    /// boxed, and the boxed spans of all threads share a byte budget as
+    /// large as the pool, `512 x max_queue_size` bytes: a span that would
+    /// overspend it is dropped as `queue_full` (under [`Shedding::Block`],
+    /// after waiting for budget within its timeout), so queued spans hold
+    /// at most twice the pool whatever their size. So a single span larger
+    /// than that budget (1 MiB at the default) is never queued: raise this
+    /// size, or limit attribute values
+    /// ([`SpanLimits::attribute_value_length`]), if spans that large matter.
     ///
     /// With [`Shedding::DropOldest`] the size is per recording thread
     /// instead (a ring of this many 512-byte slots each: 1 MiB a thread at

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::ptr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -31,14 +31,123 @@ pub(crate) struct EncodedSpan {
     /// that nobody reads is a cost).
     start: u16,
     len: u16,
-    /// A span too large for `buf`.
-    heap: Option<Box<[u8]>>,
+    /// A span too large for `buf`, charged to the pipeline's
+    /// [`LargeBudget`] until it is dropped.
+    heap: Option<Box<Large>>,
+    /// Never written: keeps the slot at 512 bytes (the box above is a
+    /// thin pointer, 8 bytes less than the `Box<[u8]>` it replaced), so
+    /// that the slots, and what a push writes and prefetches of them,
+    /// lie as they did.
+    _pad: [MaybeUninit<u8>; 8],
     buf: [MaybeUninit<u8>; INLINE],
 }
 
+/// The budget, in bytes, of the spans too large for a queue slot (boxed,
+/// [`Large`]): one per pipeline, shared by every recording thread. Without
+/// it `max_queue_size` bounded the number of queued spans but not their
+/// bytes: 2 063 spans of 100 KB queued behind a hung export held 197 MiB
+/// (found by review). Its size is the pool's own slot memory
+/// (`max_queue_size x 512` bytes: 1 MiB at the default), so that the
+/// queued spans hold at most twice the pool, whatever their size. A box
+/// is charged (one compare-and-swap) when a span is recorded and refunded
+/// (one atomic add) when the box is dropped, wherever that happens: taken
+/// into a batch, adopted or deferred and then exported or dropped, left in
+/// the queue at shutdown. A span that would overspend it is not queued
+/// (`queue_full`); small spans, which travel inline, never touch it.
+pub(super) struct LargeBudget {
+    /// Bytes not charged.
+    left: AtomicUsize,
+    total: usize,
+}
+
+impl LargeBudget {
+    pub(super) fn new(total: usize) -> Arc<Self> {
+        Arc::new(LargeBudget {
+            left: AtomicUsize::new(total),
+            total,
+        })
+    }
+
+    /// Charges `n` bytes, or nothing (false) if fewer are left.
+    fn take(&self, n: usize) -> bool {
+        // Relaxed: a count of bytes; it orders nothing else.
+        let mut left = self.left.load(Ordering::Relaxed);
+        loop {
+            if left < n {
+                return false;
+            }
+            match self.left.compare_exchange_weak(
+                left,
+                left - n,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => left = now,
+            }
+        }
+    }
+
+    /// The bytes not charged now.
+    pub(super) fn left(&self) -> usize {
+        // Relaxed: as in `take`.
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// The whole budget: a span whose charge is larger is never queued.
+    pub(super) fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// The bytes of a span too large for its slot, charged to `budget` (their
+/// length and this header) until dropped.
+pub(super) struct Large {
+    bytes: Box<[u8]>,
+    budget: Arc<LargeBudget>,
+}
+
+impl Large {
+    /// What boxing `len` bytes is charged.
+    fn charge(len: usize) -> usize {
+        len.saturating_add(std::mem::size_of::<Large>())
+    }
+
+    /// `bytes`, boxed and charged, if `budget` has room for them.
+    fn try_new(bytes: &[u8], budget: &Arc<LargeBudget>) -> Result<Box<Large>, OverBudget> {
+        let need = Large::charge(bytes.len());
+        if !budget.take(need) {
+            return Err(OverBudget { need });
+        }
+        Ok(Box::new(Large {
+            bytes: Box::from(bytes),
+            budget: budget.clone(),
+        }))
+    }
+}
+
+impl Drop for Large {
+    fn drop(&mut self) {
+        let n = Large::charge(self.bytes.len());
+        // Freed before it is refunded: a record that the refund lets in
+        // does not hold its bytes alongside these.
+        drop(std::mem::take(&mut self.bytes));
+        // Relaxed: as in `LargeBudget::take`.
+        self.budget.left.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// A span too large for its slot found the [`LargeBudget`] spent: it
+/// needed `need` bytes of it.
+#[derive(Debug)]
+pub(super) struct OverBudget {
+    pub(super) need: usize,
+}
+
 /// Encoded spans of up to this many bytes travel inline in their 512-byte
-/// slot; larger ones are boxed (a `malloc` on the recording thread and a
-/// `free` on the worker). 488 bytes holds a span with a dozen short
+/// slot; larger ones are boxed (two `malloc`s on the recording thread, the
+/// bytes and a header with the [`LargeBudget`] they are charged to, and
+/// the `free`s on the worker). 488 bytes holds a span with a dozen short
 /// attributes, or a `tracing` span with its `code.*` attributes and a few
 /// fields (about 250-350 bytes). With 256-byte slots (232 inline, until
 /// 2026-11-30) such spans were all boxed, which cost the recording thread
@@ -51,39 +160,47 @@ pub(crate) struct EncodedSpan {
 pub(crate) const INLINE: usize = 488;
 
 const _: () = assert!(
-    std::mem::size_of::<EncodedSpan>() <= 512,
+    std::mem::size_of::<EncodedSpan>() == 512,
     "a queue slot stays 512 bytes"
 );
 
 impl EncodedSpan {
     /// `span`, encoded (see [`encode_into`](Self::encode_into)).
     #[inline(always)]
-    pub(super) fn encode(span: &SpanData, encoding: Encoding, scratch: &mut Vec<u8>) -> Self {
+    pub(super) fn encode(
+        span: &SpanData,
+        encoding: Encoding,
+        scratch: &mut Vec<u8>,
+        budget: &Arc<LargeBudget>,
+    ) -> Result<Self, OverBudget> {
         let mut out = MaybeUninit::<EncodedSpan>::uninit();
-        // SAFETY: `out` is valid for writes; `encode_into` initializes it.
+        // SAFETY: `out` is valid for writes; `encode_into` initializes it
+        // when it returns `Ok`.
         unsafe {
-            EncodedSpan::encode_into(out.as_mut_ptr(), span, encoding, scratch);
-            out.assume_init()
+            EncodedSpan::encode_into(out.as_mut_ptr(), span, encoding, scratch, budget)?;
+            Ok(out.assume_init())
         }
     }
 
     /// Encodes `span` into the (uninitialized) `EncodedSpan` at `out`: a
     /// protobuf span that fits is written straight into `buf`
     /// (`encode::proto::put_framed_span_fixed`), anything else through
-    /// `scratch`, and copied in, or boxed when too large.
+    /// `scratch`, and copied in, or boxed when too large, if `budget` has
+    /// room for it (else `OverBudget`).
     ///
     /// # Safety
     ///
-    /// `out` is valid for writes and aligned; it is initialized on return
-    /// (on a panic, the fields written so far are plain bytes and a `None`:
-    /// nothing that leaks or needs a drop).
+    /// `out` is valid for writes and aligned; it is initialized when this
+    /// returns `Ok` (on `Err` or a panic, what was written so far is plain
+    /// bytes: nothing that leaks or needs a drop, nor is ever read).
     #[inline(always)]
     pub(super) unsafe fn encode_into(
         out: *mut EncodedSpan,
         span: &SpanData,
         encoding: Encoding,
         scratch: &mut Vec<u8>,
-    ) {
+        budget: &Arc<LargeBudget>,
+    ) -> Result<(), OverBudget> {
         // SAFETY: `out` is valid for writes and aligned (the caller's
         // contract); `buf` is reached through a raw pointer, and it is an
         // array of `MaybeUninit`, for which any contents are valid, so a
@@ -100,9 +217,9 @@ impl EncodedSpan {
                 let out = match buf.get_mut(..bytes.len()) {
                     Some(dst) => {
                         dst.write_copy_of_slice(bytes);
-                        (0..bytes.len(), None)
+                        Ok((0..bytes.len(), None))
                     }
-                    None => (0..0, Some(Box::from(bytes))),
+                    None => Large::try_new(bytes, budget).map(|large| (0..0, Some(large))),
                 };
                 // A span far larger than most grew the thread's scratch to
                 // its size: shrink it back, so that an idle thread holds at
@@ -112,7 +229,7 @@ impl EncodedSpan {
                     scratch.clear();
                     scratch.shrink_to(LARGE_SCRATCH);
                 }
-                out
+                out?
             }
         };
         // Both fit in 16 bits: the range is within `INLINE`.
@@ -125,11 +242,12 @@ impl EncodedSpan {
             ptr::addr_of_mut!((*out).len).write(len);
             ptr::addr_of_mut!((*out).heap).write(heap);
         }
+        Ok(())
     }
 
     pub(super) fn as_ref(&self) -> SpanRef<'_> {
         let bytes = match &self.heap {
-            Some(b) => b,
+            Some(large) => &large.bytes,
             None => {
                 let start = usize::from(self.start);
                 // SAFETY: `encode_into` wrote these bytes.
@@ -745,17 +863,18 @@ pub(super) fn record_into(
         if in_place && !lane.reentrant {
             push_in_place(shared, &lane.producer, c, &mut lane.scratch, span)
         } else {
-            let encoded = EncodedSpan::encode(span, shared.config.encoding, &mut lane.scratch);
-            if lane.reentrant {
-                defer(shared, lane, encoded)
-            } else {
-                push(shared, lane, encoded)
+            let encoding = shared.config.encoding;
+            match EncodedSpan::encode(span, encoding, &mut lane.scratch, &shared.large) {
+                Ok(encoded) if lane.reentrant => defer(shared, lane, encoded),
+                Ok(encoded) => push(shared, lane, encoded),
+                Err(over) => over_budget(shared, lane, span, over),
             }
         }
     };
     // Release: whoever sees `resolved` with Acquire sees the counter this
-    // call bumped and the span it pushed.
-    c.resolved.store(n, Ordering::Release);
+    // call bumped and the span it pushed. (Through `lane`, not `c`: the
+    // over-budget path borrows the lane mutably.)
+    lane.counters.resolved.store(n, Ordering::Release);
     outcome
 }
 
@@ -805,14 +924,91 @@ fn push_in_place(
     span: &SpanData,
 ) -> Recorded {
     let encoding = shared.config.encoding;
+    let budget = &shared.large;
     let result = match producer {
-        // SAFETY: `encode_into` initializes the slot it is given.
+        // SAFETY: `encode_into` initializes the slot it is given when it
+        // returns `Ok`; on `Err` (a span too large for the slot, and the
+        // budget for such spans spent) nothing is published, and the slot
+        // (with the chunk, if the push had just taken one) stays free.
         Producer::Pooled(p) => unsafe {
-            p.try_push_in_place(|slot| EncodedSpan::encode_into(slot, span, encoding, scratch))
+            match p.try_push_in_place_or(|slot| {
+                EncodedSpan::encode_into(slot, span, encoding, scratch, budget)
+            }) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(OverBudget { .. })) => Err(PushError::Full(())),
+                Err(e) => Err(e),
+            }
         },
-        Producer::Lanes(p) => unit(p.try_push(EncodedSpan::encode(span, encoding, scratch))),
+        Producer::Lanes(p) => match EncodedSpan::encode(span, encoding, scratch, budget) {
+            Ok(encoded) => unit(p.try_push(encoded)),
+            Err(OverBudget { .. }) => Err(PushError::Full(())),
+        },
     };
     settle(shared, producer, counters, result)
+}
+
+/// A span too large for a slot found the [`LargeBudget`] spent (`over`):
+/// counted as queue-full, as a span that finds no slot is; it is the same
+/// bound, in bytes. Under [`Shedding::Block`] the record first waits for
+/// the budget (spans exported, or dropped, give theirs back), within the
+/// same timeout as for a slot, and then for a slot with what is left of
+/// it; a span larger than the whole budget, or a record from inside the
+/// pipeline's transport, does not wait.
+#[cold]
+#[inline(never)]
+fn over_budget(
+    shared: &Shared,
+    lane: &mut LocalLane,
+    span: &SpanData,
+    over: OverBudget,
+) -> Recorded {
+    let full = |lane: &LocalLane| {
+        bump(&lane.counters.queue_full);
+        shared.wake_worker();
+        Recorded::Dropped(DropReason::QueueFull)
+    };
+    let timeout = match shared.config.shedding {
+        Shedding::Block { timeout } => timeout,
+        _ => return full(lane),
+    };
+    let budget = &shared.large;
+    if over.need > budget.total() || lane.reentrant || on_pipeline_thread(shared) {
+        return full(lane);
+    }
+    let mut need = over.need;
+    let deadline = lane
+        .wait_until
+        .or_else(|| Instant::now().checked_add(timeout));
+    loop {
+        shared.wake_worker();
+        while budget.left() < need {
+            if shared.state.load(Ordering::SeqCst) != RUNNING {
+                // As a wait for a slot that shutdown interrupts.
+                bump(&lane.counters.after_shutdown);
+                return Recorded::Dropped(DropReason::Shutdown);
+            }
+            let left = deadline.map_or(Duration::from_millis(10), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                return full(lane);
+            }
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+        }
+        let encoding = shared.config.encoding;
+        match EncodedSpan::encode(span, encoding, &mut lane.scratch, budget) {
+            Ok(encoded) => {
+                // The wait for a slot ends at the same deadline.
+                let wait_until = lane.wait_until;
+                lane.wait_until = deadline;
+                let recorded = push(shared, lane, encoded);
+                lane.wait_until = wait_until;
+                return recorded;
+            }
+            // Another record took the budget first.
+            Err(again) => need = again.need,
+        }
+    }
 }
 
 /// A push's result without the value it hands back.

@@ -10,7 +10,17 @@
 //!   the shedding policies, the public limits and defaults;
 //! * `lanes`: the record path (thread-local lanes, encoding, shedding at
 //!   push, hand-over of exited threads' spans, deferral of re-entrant
-//!   records);
+//!   records, the byte budget of spans too large for a slot);
+//!
+//! Memory: the queue is a pool of `max_queue_size` 512-byte slots plus a
+//! 16-slot chunk per recording thread; a span too large for its slot is
+//! boxed, and the boxes are charged to one byte budget per pipeline
+//! (`lanes::LargeBudget`) as large as the pool, refunded when each box is
+//! dropped, wherever that is. A span that would overspend it is counted as
+//! queue-full (`Block` first waits for it, within its timeout), so what the
+//! pipeline holds queued is at most twice the pool plus 16 KiB per
+//! recording thread. Batches taken for export are copies, not counted
+//! there: at most `max_export_batch_size` spans per export thread.
 //! * `accounting`: per-thread counters, the worker's ledger, the stats;
 //! * `worker`: the worker thread, exports, flush and shutdown.
 
@@ -134,6 +144,9 @@ struct Shared {
     adopted_len: AtomicUsize,
     /// The queue's lane capacity (`max_queue_size`).
     capacity: usize,
+    /// The byte budget of the spans too large for a slot
+    /// (`max_queue_size x 512` bytes; see [`LargeBudget`]).
+    large: Arc<LargeBudget>,
     /// The queue's consuming end: the worker's, taken under this lock for
     /// each look at the queue, and `None` once the worker closed the
     /// queue. A thread that exits while the worker is away
@@ -470,6 +483,7 @@ impl Pipeline {
             has_adopted: AtomicBool::new(false),
             adopted_len: AtomicUsize::new(0),
             capacity,
+            large: LargeBudget::new(capacity.saturating_mul(std::mem::size_of::<EncodedSpan>())),
             worker_napping: AtomicBool::new(false),
             wake_at,
             consumer: Mutex::new(Some(consumer)),
