@@ -9,7 +9,12 @@
 //!   no response), with exponential backoff and jitter, bounded by the
 //!   export's deadline; `Retry-After` honoured in seconds and HTTP-date
 //!   form, capped. Everything else, 400 included, is final
-//!   ([`ExportResult::Failed`]). When the attempts run out on a retryable
+//!   ([`ExportResult::Failed`]), and so is a TLS failure (a collector
+//!   certificate that is not trusted, expired or for another host; a
+//!   client certificate the collector refuses; a collector that does not
+//!   speak TLS) and a request the client cannot make: the same request
+//!   would fail the same way again, so it is not kept and retried while
+//!   new spans are shed. When the attempts run out on a retryable
 //!   failure the export returns [`ExportResult::Retryable`] (with the last
 //!   `Retry-After`), and a pipeline keeps the batch and retries it later
 //!   (see [`Pipeline`](crate::Pipeline#a-collector-outage)); the
@@ -17,13 +22,29 @@
 //!   body reports `partial_success.rejected_spans` is not retried: the
 //!   rejected spans are counted.
 //! * Header values carry API keys: they never appear in logs or errors. A
-//!   header name that is not an HTTP token, or a value holding a control
-//!   character (CR, LF, NUL, ...), is refused when the transport is built,
-//!   never sent.
+//!   header name that is not an HTTP token (or is 64 KiB long or more), or
+//!   a value holding a control character (CR, LF, NUL, ...), is refused
+//!   when the transport is built, never sent.
 //! * Nor does the password of an endpoint with user information
-//!   (`http://user:password@host:4318`, sent as `Authorization: Basic`):
-//!   wherever the URL is shown ([`HttpTransport::url`], `Debug`, export
-//!   and configuration errors) it reads `http://user:***@host:4318`.
+//!   (`http://user:password@host:4318`): wherever the URL is shown
+//!   ([`HttpTransport::url`], `Debug`, export and configuration errors) it
+//!   reads `http://user:***@host:4318`. The user information is taken off
+//!   the URL and sent as `Authorization: Basic`, percent-decoded as RFC
+//!   3986 and RFC 7617 say (`http://us%40er:p%2Fss@host` sends the user
+//!   `us@er` and the password `p/ss`, as curl and Go do); a user name
+//!   without a password is sent with an empty one. An `Authorization`
+//!   header of your own (builder or `OTEL_EXPORTER_OTLP_*HEADERS`) wins
+//!   over it.
+//! * TLS: an `https` collector's certificate is checked against Mozilla's
+//!   roots (built in), or against the certificates of the PEM file
+//!   `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+//!   `OTEL_EXPORTER_OTLP_CERTIFICATE` names
+//!   ([`HttpTransportBuilder::certificate`]), which then replace them. A
+//!   client certificate for mutual TLS comes from
+//!   `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE` and its key from
+//!   `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` (both or neither). A file
+//!   that cannot be read, holds no certificate or key, or a key that is
+//!   not the certificate's, is an error when the transport is built.
 //! * Redirects are never followed: a collector URL is a trust boundary, and
 //!   a `3xx` would otherwise re-send the request (and its API keys) to
 //!   wherever the answer points, or turn the POST into a body-less GET
@@ -45,10 +66,15 @@
 //!   success with a long error message still counts its rejected spans.
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
+//! * Proxies: chosen by the endpoint's scheme, never for a loopback
+//!   collector, `NO_PROXY` honoured; see
+//!   [`HttpTransport`](HttpTransport#proxies).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::{Read as _, Write as _};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -134,6 +160,9 @@ pub struct HttpTransportBuilder {
     compression: Option<Compression>,
     encoding: Option<Encoding>,
     retry: RetryPolicy,
+    certificate: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 impl fmt::Debug for HttpTransportBuilder {
@@ -148,6 +177,9 @@ impl fmt::Debug for HttpTransportBuilder {
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
             .field("encoding", &self.encoding)
+            .field("certificate", &self.certificate)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
             .finish_non_exhaustive()
     }
 }
@@ -161,9 +193,13 @@ impl HttpTransportBuilder {
     /// never sent, is refused, as is a control character anywhere.
     /// Bytes of the path and query that are not ASCII, and spaces, are
     /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
-    /// is refused (write it in its `xn--` form). User information
-    /// (`http://user:password@host`) is sent as `Authorization: Basic`, and
-    /// the password is shown as `***` wherever the URL is shown.
+    /// is refused (write it in its `xn--` form), as is anything but a
+    /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`). User
+    /// information (`http://user:password@host`) is taken off the URL and
+    /// sent as `Authorization: Basic`, percent-decoded (`us%40er` is the
+    /// user `us@er`; a bad `%` escape is refused), unless an
+    /// `Authorization` header is set; the password is shown as `***`
+    /// wherever the URL is shown.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
@@ -219,6 +255,39 @@ impl HttpTransportBuilder {
         self
     }
 
+    /// A PEM file of the certificates (certificate authorities) that an
+    /// `https` collector's certificate must be signed by
+    /// (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, else
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`). They replace the built-in roots
+    /// (Mozilla's, from `webpki-roots`). [`build`](Self::build) reads the
+    /// file and refuses one that cannot be read or holds no usable
+    /// certificate.
+    pub fn certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.certificate = Some(pem_file.into());
+        self
+    }
+
+    /// A PEM file of the client certificate (its chain, leaf first) to
+    /// present to an `https` collector that asks for one (mutual TLS;
+    /// `OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE`, else
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`). It needs its private key,
+    /// [`client_key`](Self::client_key): one without the other is refused
+    /// by [`build`](Self::build), as is a key that does not match the
+    /// certificate.
+    pub fn client_certificate(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.client_certificate = Some(pem_file.into());
+        self
+    }
+
+    /// A PEM file of the private key (PKCS#8, PKCS#1 or SEC1) of the
+    /// [`client_certificate`](Self::client_certificate)
+    /// (`OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY`, else
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`).
+    pub fn client_key(mut self, pem_file: impl Into<PathBuf>) -> Self {
+        self.client_key = Some(pem_file.into());
+        self
+    }
+
     /// Reads the environment for what was not set and checks everything.
     /// A malformed value is an error naming the variable (and, except for
     /// headers, whose values are secret, the value; a URL's password is
@@ -227,7 +296,10 @@ impl HttpTransportBuilder {
         self.build_with(|var| std::env::var(var).ok())
     }
 
-    /// [`build`](Self::build) with the environment given as a function.
+    /// [`build`](Self::build) with the environment given as a function,
+    /// which every variable is read through: the `OTEL_EXPORTER_OTLP_*`
+    /// settings and the proxy's (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`,
+    /// `NO_PROXY`, see [`HttpTransport`](HttpTransport#proxies)).
     pub fn build_with(
         self,
         env: impl Fn(&'static str) -> Option<String>,
@@ -335,7 +407,62 @@ impl HttpTransportBuilder {
                 }
             },
         };
+        // User information is sent as `Authorization: Basic`, decoded
+        // (`us%40er` is the user `us@er`), never left in the URL for the
+        // client to encode as it is typed. A user's own `Authorization`
+        // header wins.
+        let (wire_url, userinfo) = split_userinfo(&url);
+        let basic_auth = userinfo.and_then(basic_credentials).filter(|_| {
+            !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        });
+        let target = ureq::http::Uri::try_from(wire_url.as_str()).map_err(|_| {
+            ConfigError::InvalidSetting {
+                setting: "endpoint",
+                reason: format!("{:?}: not a valid URL", redact_url(&url)),
+            }
+        })?;
+        let https = target.scheme_str() == Some("https");
+        let host = target.host().unwrap_or_default();
+        let port = target.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let proxy = match choose_proxy(https, host, port, &env) {
+            None => None,
+            Some((var, p)) => Some(check_proxy(var, &p)?),
+        };
+        let tls = tls_config(
+            pem_setting(
+                self.certificate,
+                "certificate",
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                &env,
+            ),
+            pem_setting(
+                self.client_certificate,
+                "client_certificate",
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                &env,
+            ),
+            pem_setting(
+                self.client_key,
+                "client_key",
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                &env,
+            ),
+        )?;
+        let proxy_shown = proxy.as_ref().map(|p| {
+            let uri = p.uri().to_string();
+            redact_url(&uri).into_owned()
+        });
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            // Decided here, once, for the one URL this transport sends to
+            // (see "Proxies" in the docs): never ureq's own reading of the
+            // environment, which takes `HTTPS_PROXY` for `http` too.
+            .proxy(proxy)
+            .tls_config(tls)
             .http_status_as_error(false)
             // Never follow a redirect: a 3xx comes back as an answer and
             // fails the export (see the module docs).
@@ -350,7 +477,9 @@ impl HttpTransportBuilder {
         Ok(HttpTransport {
             agent,
             url: redact_url(&url).into_owned(),
-            wire_url: url,
+            wire_url,
+            basic_auth,
+            proxy: proxy_shown,
             headers,
             timeout,
             compression,
@@ -408,6 +537,11 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     {
         return Err("the header name is not an HTTP token (letters, digits, -_.!#$%&'*+^`|~)");
     }
+    // The client's own check, which also bounds the length: a name it
+    // refuses would otherwise fail every export.
+    if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err("the header name is too long for HTTP (64 KiB or more)");
+    }
     if OWN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
         return Err(
             "the transport sets this header itself: it frames the request or names its body (Content-Length, Transfer-Encoding, Content-Type, Content-Encoding, Connection and the like)",
@@ -418,6 +552,9 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
             "the header value holds a control character (CR, LF, NUL, ...), which HTTP does not allow",
         );
     }
+    if ureq::http::HeaderValue::from_bytes(value.as_bytes()).is_err() {
+        return Err("the header value is not one HTTP can carry");
+    }
     Ok(())
 }
 
@@ -425,8 +562,9 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
 /// lower case, and in its path and query every byte that is not ASCII and
 /// every space percent-encoded (`/é` is sent as `/%C3%A9`: an HTTP request
 /// line is ASCII, RFC 9112 3.2). User information (`user:password@`) is
-/// kept (it is sent as `Authorization: Basic`); errors show the URL with
-/// the password hidden ([`redact_url`]).
+/// kept (the transport takes it off and sends it as `Authorization: Basic`,
+/// [`split_userinfo`]), its percent-encoding checked; errors show the URL
+/// with the password hidden ([`redact_url`]).
 fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, ConfigError> {
     let bad = |reason: &'static str| {
         let shown = redact_url(url).into_owned();
@@ -472,7 +610,27 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
              international host name in its ASCII (punycode, xn--...) form",
         ));
     }
-    if let Some((_, port)) = host.rsplit_once(':').filter(|_| !host.ends_with(']'))
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && basic_credentials(userinfo).is_none()
+    {
+        return Err(bad(
+            "the user name or password has a bad percent-encoding (a `%` not followed by two \
+             hex digits, or bytes that are not UTF-8)",
+        ));
+    }
+    // An IPv6 host is bracketed; after the `]` comes nothing or `:port`
+    // (`http://[::1]x:4318` would otherwise send to `[::1]:4318`).
+    let port = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            None => return Err(bad("the IPv6 host opened with `[` has no closing `]`")),
+            Some((_, "")) => None,
+            Some((_, after)) => Some(after.strip_prefix(':').ok_or_else(|| {
+                bad("only `:port` may follow a bracketed IPv6 host (http://[::1]:4318)")
+            })?),
+        },
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    if let Some(port) = port
         && (port.parse::<u16>().is_err() || !port.bytes().all(|b| b.is_ascii_digit()))
     {
         return Err(bad("the port is not a number from 0 to 65535"));
@@ -484,6 +642,352 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     );
     ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
     Ok(url)
+}
+
+/// A checked URL without its user information, and that user information
+/// (`user:password`, as typed), if any. It ends at the last `@` of the
+/// authority, as [`check_url`] reads it.
+fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    let end = url[start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |e| start + e);
+    match url[start..end].rfind('@') {
+        Some(at) => (
+            format!("{}{}", &url[..start], &url[start + at + 1..]),
+            Some(&url[start..start + at]),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+/// The `Authorization` value for a URL's user information: `Basic` and
+/// the base64 of `user:password` percent-decoded (RFC 3986 3.2.1, RFC
+/// 7617, in UTF-8), as curl, Go and Python's requests send it; a user
+/// without a password is `user:`. `None` for a bad percent-encoding.
+fn basic_credentials(userinfo: &str) -> Option<String> {
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let user = crate::model::percent_decode(user)?;
+    let password = crate::model::percent_decode(password)?;
+    Some(format!(
+        "Basic {}",
+        base64(format!("{user}:{password}").as_bytes())
+    ))
+}
+
+/// Standard base64 with padding (RFC 4648 4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The proxy for requests to `host:port` (`https` or `http`), from the
+/// environment, as curl and Go's `ProxyFromEnvironment` choose it: by the
+/// URL's scheme (`HTTPS_PROXY`/`https_proxy` for `https`,
+/// `HTTP_PROXY`/`http_proxy` for `http`), else `ALL_PROXY`/`all_proxy`;
+/// none for a loopback host, nor for one `NO_PROXY`/`no_proxy` names.
+/// The variable it came from and its value.
+fn choose_proxy(
+    https: bool,
+    host: &str,
+    port: u16,
+    env: &impl Fn(&'static str) -> Option<String>,
+) -> Option<(&'static str, String)> {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if is_loopback(&host) {
+        return None;
+    }
+    let vars = if https {
+        ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    };
+    let chosen = vars
+        .into_iter()
+        .find_map(|var| env(var).map(|p| (var, p)))?;
+    match env("NO_PROXY").or_else(|| env("no_proxy")) {
+        Some(list) if no_proxy_matches(&list, &host, port) => None,
+        _ => Some(chosen),
+    }
+}
+
+/// `localhost`, a name under it (RFC 6761), 127.0.0.0/8, `::1` (and
+/// `::ffff:127.x.y.z`): never sent through a proxy, which could not reach
+/// this machine's loopback anyway.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// Whether a `NO_PROXY` list names `host` (lower case, without brackets
+/// or a trailing dot). Entries are separated by commas (spaces around them
+/// ignored), in any case: `*` (every host); a domain (`example.com` or
+/// `.example.com` or `*.example.com`: that name and every name under it);
+/// an IP address (`10.1.2.3`, `::1`, `[::1]`); an IP network
+/// (`10.0.0.0/8`, `fd00::/8`). An entry may end in `:port`, and then names
+/// the host on that port only.
+fn no_proxy_matches(list: &str, host: &str, port: u16) -> bool {
+    let ip = host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
+    list.split(',').any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        if entry == "*" {
+            return true;
+        }
+        // `[v6]:port`, `[v6]`, `name:port`, `v4:port`; a bare IPv6 address
+        // (two colons or more) has no port.
+        let (name, entry_port) = if let Some(v6) = entry.strip_prefix('[') {
+            match v6.split_once(']') {
+                Some((addr, "")) => (addr, None),
+                Some((addr, p)) => match p.strip_prefix(':').map(str::parse::<u16>) {
+                    Some(Ok(p)) => (addr, Some(p)),
+                    _ => return false,
+                },
+                None => return false,
+            }
+        } else {
+            match entry.split_once(':') {
+                Some((name, p)) if !p.contains(':') => match p.parse::<u16>() {
+                    Ok(p) => (name, Some(p)),
+                    Err(_) => return false,
+                },
+                _ => (entry.as_str(), None),
+            }
+        };
+        if entry_port.is_some_and(|p| p != port) || name.is_empty() {
+            return false;
+        }
+        if let Some((net, bits)) = name.split_once('/') {
+            let (Ok(net), Ok(bits), Some(ip)) = (net.parse::<IpAddr>(), bits.parse::<u32>(), ip)
+            else {
+                return false;
+            };
+            return in_network(ip, net.to_canonical(), bits);
+        }
+        if let Ok(entry_ip) = name.parse::<IpAddr>() {
+            return ip == Some(entry_ip.to_canonical());
+        }
+        if ip.is_some() {
+            return false;
+        }
+        let domain = name
+            .trim_start_matches('*')
+            .trim_start_matches('.')
+            .trim_end_matches('.');
+        !domain.is_empty()
+            && (host == domain
+                || host
+                    .strip_suffix(domain)
+                    .is_some_and(|sub| sub.ends_with('.')))
+    })
+}
+
+/// Whether `ip` is in the network `net/bits`.
+fn in_network(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The proxy a variable names, checked: an `http://` or `https://` proxy
+/// URL (`host:port` alone is `http://host:port`). Errors name the
+/// variable and show the value with its password hidden.
+fn check_proxy(var: &'static str, value: &str) -> Result<ureq::Proxy, ConfigError> {
+    let bad = |reason| ConfigError::InvalidEnv {
+        var,
+        value: redact_url(value).into_owned(),
+        reason,
+    };
+    let proxy = ureq::Proxy::new(value)
+        .map_err(|_| bad("not a proxy URL (http://host:port or https://host:port)"))?;
+    if !matches!(
+        proxy.protocol(),
+        ureq::ProxyProtocol::Http | ureq::ProxyProtocol::Https
+    ) {
+        return Err(bad(
+            "only http:// and https:// proxies are supported (SOCKS is not); set NO_PROXY to \
+             send to the collector directly",
+        ));
+    }
+    Ok(proxy)
+}
+
+/// The most bytes read from a certificate or key file: far more than any
+/// real chain, so that a wrong path (a device, a huge file) fails at once.
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// Where a certificate or key file is configured: a builder setting, or
+/// a variable; and its path.
+struct PemSource {
+    from: Result<&'static str, &'static str>,
+    path: PathBuf,
+}
+
+impl PemSource {
+    fn error(&self, reason: &'static str) -> ConfigError {
+        match self.from {
+            Ok(setting) => ConfigError::InvalidSetting {
+                setting,
+                reason: format!("{:?}: {reason}", self.path),
+            },
+            Err(var) => ConfigError::InvalidEnv {
+                var,
+                value: self.path.display().to_string(),
+                reason,
+            },
+        }
+    }
+
+    /// The file's bytes (up to [`MAX_PEM_FILE`]).
+    fn read(&self) -> Result<Vec<u8>, ConfigError> {
+        read_capped(&self.path).map_err(|why| self.error(why))
+    }
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, &'static str> {
+    let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file",
+        std::io::ErrorKind::PermissionDenied => "the file may not be read (permission denied)",
+        _ => "the file cannot be opened",
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| "the file cannot be read")?;
+    if bytes.len() as u64 > MAX_PEM_FILE {
+        return Err("the file is over 1 MiB: not a PEM certificate or key file");
+    }
+    Ok(bytes)
+}
+
+/// The builder's path for a setting, else the signal's variable, else the
+/// general one.
+fn pem_setting(
+    set: Option<PathBuf>,
+    setting: &'static str,
+    traces_var: &'static str,
+    var: &'static str,
+    env: &impl Fn(&'static str) -> Option<String>,
+) -> Option<PemSource> {
+    match set {
+        Some(path) => Some(PemSource {
+            from: Ok(setting),
+            path,
+        }),
+        None => [traces_var, var].into_iter().find_map(|v| {
+            env(v).map(|p| PemSource {
+                from: Err(v),
+                path: PathBuf::from(p),
+            })
+        }),
+    }
+}
+
+/// The certificates of a PEM file, in order; an error for malformed PEM
+/// or none at all.
+fn pem_certificates(
+    src: &PemSource,
+    bytes: &[u8],
+) -> Result<Vec<ureq::tls::Certificate<'static>>, ConfigError> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(bytes) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(_) => return Err(src.error("the file holds malformed PEM")),
+        }
+    }
+    if certs.is_empty() {
+        return Err(src.error("the file holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings: the trusted roots and the client certificate, read
+/// from their files and checked now, so that a bad file is an error when
+/// the transport is built rather than a failure of every export.
+fn tls_config(
+    roots: Option<PemSource>,
+    client_cert: Option<PemSource>,
+    client_key: Option<PemSource>,
+) -> Result<ureq::tls::TlsConfig, ConfigError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(src) = &roots {
+        let certs = pem_certificates(src, &src.read()?)?;
+        let mut store = rustls::RootCertStore::empty();
+        for c in &certs {
+            store
+                .add(CertificateDer::from(c.der()))
+                .map_err(|_| src.error("a certificate in the file cannot be a trust anchor (it does not parse as X.509)"))?;
+        }
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    match (client_cert, client_key) {
+        (None, None) => {}
+        (Some(src), None) => {
+            return Err(src.error(
+                "a client certificate needs its private key (client_key, \
+                 OTEL_EXPORTER_OTLP_CLIENT_KEY)",
+            ));
+        }
+        (None, Some(src)) => {
+            return Err(src.error(
+                "a client key needs its certificate (client_certificate, \
+                 OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE)",
+            ));
+        }
+        (Some(cert_src), Some(key_src)) => {
+            let chain = pem_certificates(&cert_src, &cert_src.read()?)?;
+            let key = ureq::tls::PrivateKey::from_pem(&key_src.read()?).map_err(|_| {
+                key_src.error("the file holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")
+            })?;
+            // The pair as rustls will use it: a key it cannot load, or one
+            // that is not the certificate's, is refused now.
+            let provider = rustls::crypto::ring::default_provider();
+            let key_der = PrivateKeyDer::try_from(key.der().to_vec())
+                .map_err(|_| key_src.error("the private key is malformed"))?;
+            rustls::sign::CertifiedKey::from_der(
+                chain
+                    .iter()
+                    .map(|c| CertificateDer::from(c.der().to_vec()))
+                    .collect(),
+                key_der,
+                &provider,
+            )
+            .map_err(|_| {
+                key_src.error("the private key cannot be used, or is not the client certificate's")
+            })?;
+            tls = tls.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
+        }
+    }
+    Ok(tls.build())
 }
 
 /// A path and query with every byte that is not ASCII, and every space,
@@ -574,12 +1078,53 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// let pipeline = Pipeline::builder().transport(transport).build()?;
 /// # Ok::<(), otlp_exporter::ConfigError>(())
 /// ```
+///
+/// # TLS
+///
+/// An `https` collector's certificate is checked against Mozilla's
+/// roots (built in), or against the certificates of the PEM file
+/// `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` names
+/// ([`HttpTransportBuilder::certificate`]), which then replace them. A
+/// client certificate for mutual TLS comes from
+/// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE` and its key from
+/// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` (both or neither). A file
+/// that cannot be read, holds no certificate or key, or a key that is
+/// not the certificate's, is an error when the transport is built. A
+/// failed handshake (a certificate not trusted, expired or for another
+/// host; ours refused) fails the export at once, not retried.
+///
+/// # Proxies
+///
+/// The proxy is chosen from the environment when the transport is built,
+/// once (its one URL never changes), as curl and Go's
+/// `ProxyFromEnvironment` choose it: for an `https` endpoint
+/// `HTTPS_PROXY` (or `https_proxy`), for an `http` endpoint `HTTP_PROXY`
+/// (or `http_proxy`), and for either, when that is unset, `ALL_PROXY` (or
+/// `all_proxy`). A proxy meant for one scheme never captures the other. No
+/// proxy is used for a loopback collector (`localhost` and names under it,
+/// `127.0.0.0/8`, `::1`), nor for a host that `NO_PROXY` (or `no_proxy`)
+/// names: a comma-separated list of `*` (every host), domains
+/// (`example.com`, `.example.com` and `*.example.com` each match
+/// `example.com` and every name under it), IP addresses and networks
+/// (`10.1.2.3`, `10.0.0.0/8`, `::1`, `fd00::/8`), each optionally with a
+/// `:port`. The proxy is an `http://` or `https://` URL (`host:port`
+/// alone is `http://`); the request goes through it in a `CONNECT`
+/// tunnel. A proxy URL that does not parse, or a SOCKS proxy, is an
+/// error when the transport is built, naming the variable. `Debug` shows
+/// the proxy chosen (its password hidden).
 pub struct HttpTransport {
     agent: ureq::Agent,
-    /// The URL requests go to, user information included.
+    /// The URL requests go to, without its user information.
     wire_url: String,
-    /// `wire_url` as it is shown: its password hidden ([`redact_url`]).
+    /// The configured URL as it is shown: its password hidden
+    /// ([`redact_url`]).
     url: String,
+    /// `Basic ...` from the URL's user information, percent-decoded; `None`
+    /// without one, or when a header sets `Authorization`.
+    basic_auth: Option<String>,
+    /// The proxy requests go through, as it is shown (password hidden).
+    proxy: Option<String>,
     headers: Vec<(String, String)>,
     timeout: Duration,
     compression: Compression,
@@ -595,6 +1140,7 @@ impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransport")
             .field("url", &self.url)
+            .field("proxy", &self.proxy)
             .field("headers", &header_names(&self.headers))
             .field("timeout", &self.timeout)
             .field("compression", &self.compression)
@@ -685,6 +1231,9 @@ impl HttpTransport {
         if expect {
             req = req.header("Expect", "100-continue");
         }
+        if let Some(auth) = &self.basic_auth {
+            req = req.header("Authorization", auth.as_str());
+        }
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
@@ -768,7 +1317,22 @@ impl HttpTransport {
                 // ureq's errors do not quote the URL today; should one
                 // ever, its password is hidden all the same.
                 let why = e.to_string().replace(&self.wire_url, &self.url);
-                Attempt::Retry(None, format!("no answer from {}: {why}", self.url))
+                match classify(&e) {
+                    Failure::Transient => {
+                        Attempt::Retry(None, format!("no answer from {}: {why}", self.url))
+                    }
+                    Failure::Tls => Attempt::Done(ExportResult::Failed(format!(
+                        "TLS with {} failed, not retried (it would fail again): {why}; a \
+                         collector whose certificate is signed by a private authority needs \
+                         that authority's certificate (OTEL_EXPORTER_OTLP_CERTIFICATE)",
+                        self.url
+                    ))),
+                    Failure::Local => Attempt::Done(ExportResult::Failed(format!(
+                        "the request to {} could not be made, not retried (it would fail \
+                         again): {why}",
+                        self.url
+                    ))),
+                }
             }
         }
     }
@@ -844,6 +1408,45 @@ impl Transport for HttpTransport {
             retry_after: last_after,
         }
     }
+}
+
+/// What an error from the client says about trying again.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// No answer (refused, reset, timed out, name not found, a broken
+    /// answer): it may work later.
+    Transient,
+    /// TLS failed: the collector's certificate is not trusted (or not for
+    /// this host, or expired), it refused ours, or it does not speak TLS.
+    /// Configuration, on one side or the other: the same again next time.
+    Tls,
+    /// The request could not be made at all (a header or URL the client
+    /// refuses, a bad proxy setting): the same again next time.
+    Local,
+}
+
+fn classify(e: &ureq::Error) -> Failure {
+    use ureq::Error as E;
+    match e {
+        E::Tls(_) | E::Pem(_) | E::Rustls(_) => Failure::Tls,
+        // rustls reports a failed handshake (a certificate not trusted,
+        // an alert from the server) through the socket's `io::Error`.
+        E::Io(io) if io.get_ref().is_some_and(|inner| caused_by_rustls(inner)) => Failure::Tls,
+        E::Http(_) | E::BadUri(_) | E::InvalidProxyUrl | E::BodyExceedsLimit(_) => Failure::Local,
+        _ => Failure::Transient,
+    }
+}
+
+/// Whether `e`, or an error it wraps, is a `rustls::Error`.
+fn caused_by_rustls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        at = e.source();
+    }
+    false
 }
 
 /// `d` scaled by a random factor in [0.5, 1.5).
@@ -1450,6 +2053,382 @@ mod tests {
                 "{name:?}"
             );
         }
+    }
+
+    fn net() -> runtime_cap::NetAccess {
+        runtime_cap::NetAccess::from_ambient(runtime_cap::ambient_authority())
+    }
+
+    #[test]
+    fn user_information_is_percent_decoded_into_basic_auth_and_taken_off_the_url() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"us@er:p/ss"), "dXNAZXI6cC9zcw==");
+        // Found by review: `us%40er:p%2Fss` was sent as typed.
+        let t = HttpTransport::builder(net())
+            .endpoint("http://us%40er:p%2Fss@h:4318/p")
+            .build_with(|_| None)
+            .unwrap();
+        assert_eq!(t.basic_auth.as_deref(), Some("Basic dXNAZXI6cC9zcw=="));
+        assert_eq!(t.wire_url, "http://h:4318/p/v1/traces");
+        assert_eq!(t.url(), "http://us%40er:***@h:4318/p/v1/traces");
+        assert!(!format!("{t:?}").contains("p%2Fss"), "{t:?}");
+        // A token alone is `token:`; UTF-8 is decoded; a `:` in the password.
+        assert_eq!(basic_credentials("tok").as_deref(), Some("Basic dG9rOg=="));
+        assert_eq!(
+            basic_credentials("%C3%A9:a:b").as_deref(),
+            Some(format!("Basic {}", base64("é:a:b".as_bytes())).as_str())
+        );
+        // A user's Authorization header wins.
+        let t = HttpTransport::builder(net())
+            .traces_endpoint("http://u:p@h/t")
+            .header("AUTHORIZATION", "Bearer x")
+            .build_with(|_| None)
+            .unwrap();
+        assert_eq!(t.basic_auth, None);
+        assert_eq!(t.wire_url, "http://h/t");
+        // A bad escape is refused, its password hidden.
+        for bad in ["http://u:p%zz@h", "http://u%4@h", "http://u:%FF@h"] {
+            let err = HttpTransport::builder(net())
+                .endpoint(bad)
+                .build_with(|_| None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("percent-encoding"), "{bad}: {err}");
+            assert!(!err.contains("%zz") && !err.contains("%FF"), "{err}");
+        }
+        assert_eq!(
+            split_userinfo("http://a:b@c@h:1/x@y?q=@"),
+            ("http://h:1/x@y?q=@".to_owned(), Some("a:b@c"))
+        );
+        assert_eq!(
+            split_userinfo("http://h/x@y"),
+            ("http://h/x@y".into(), None)
+        );
+    }
+
+    #[test]
+    fn only_a_port_may_follow_a_bracketed_ipv6_host() {
+        let url = |e: &str| {
+            HttpTransport::builder(net())
+                .endpoint(e)
+                .build_with(|_| None)
+                .map(|t| t.url().to_owned())
+        };
+        assert_eq!(
+            url("http://[::1]:4318").unwrap(),
+            "http://[::1]:4318/v1/traces"
+        );
+        assert_eq!(url("http://[::1]").unwrap(), "http://[::1]/v1/traces");
+        assert_eq!(
+            url("http://u:p@[::1]:1/x").unwrap(),
+            "http://u:***@[::1]:1/x/v1/traces"
+        );
+        // Found by review: `[::1]x:PORT` was sent to `[::1]:PORT`.
+        for bad in [
+            "http://[::1]x:4318",
+            "http://[::1]x",
+            "http://[::1]:",
+            "http://[::1]:x",
+            "http://[::1",
+        ] {
+            let err = url(bad).unwrap_err().to_string();
+            assert!(err.contains("IPv6") || err.contains("port"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_header_name_http_cannot_carry_is_refused_at_build() {
+        // Found by review: a name of 64 KiB or more passed build, then
+        // failed every export as a retryable "connection failure".
+        let long = "a".repeat(70_000);
+        let err = HttpTransport::builder(net())
+            .header(long.as_str(), "v")
+            .build_with(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too long"), "{}", &err[err.len() - 200..]);
+        let err = HttpTransport::builder(net())
+            .build_with(|k| (k == "OTEL_EXPORTER_OTLP_HEADERS").then(|| format!("{long}=v")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_HEADERS") && err.contains("too long"),
+            "{err}"
+        );
+        // A long value is fine.
+        assert!(
+            HttpTransport::builder(net())
+                .header("x-long", long.as_str())
+                .build_with(|_| None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn client_errors_that_would_recur_are_final_and_tls_ones_too() {
+        let io = |kind, inner: Option<rustls::Error>| {
+            ureq::Error::Io(match inner {
+                Some(e) => std::io::Error::new(kind, e),
+                None => std::io::Error::from(kind),
+            })
+        };
+        use std::io::ErrorKind as K;
+        let unknown_issuer =
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert_eq!(
+            classify(&io(K::InvalidData, Some(unknown_issuer))),
+            Failure::Tls
+        );
+        assert_eq!(
+            classify(&io(
+                K::InvalidData,
+                Some(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::BadCertificate
+                ))
+            )),
+            Failure::Tls
+        );
+        assert_eq!(classify(&ureq::Error::Tls("x")), Failure::Tls);
+        assert_eq!(
+            classify(&io(K::ConnectionRefused, None)),
+            Failure::Transient
+        );
+        assert_eq!(classify(&io(K::ConnectionReset, None)), Failure::Transient);
+        assert_eq!(classify(&ureq::Error::HostNotFound), Failure::Transient);
+        assert_eq!(classify(&ureq::Error::ConnectionFailed), Failure::Transient);
+        let bad_name = ureq::http::HeaderName::from_bytes(b"a b").unwrap_err();
+        assert_eq!(
+            classify(&ureq::Error::Http(ureq::http::Error::from(bad_name))),
+            Failure::Local
+        );
+        assert_eq!(classify(&ureq::Error::BadUri("x".into())), Failure::Local);
+    }
+
+    #[test]
+    fn the_proxy_is_chosen_by_scheme_never_for_loopback_and_no_proxy_is_honoured() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &'static str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let all = env(&[
+            ("HTTP_PROXY", "http://p-http:1"),
+            ("HTTPS_PROXY", "http://p-https:2"),
+            ("ALL_PROXY", "http://p-all:3"),
+        ]);
+        let chosen = |https, host: &str, e: &dyn Fn(&'static str) -> Option<String>| {
+            choose_proxy(https, host, 4318, &e).map(|(var, _)| var)
+        };
+        assert_eq!(chosen(false, "collector", &all), Some("HTTP_PROXY"));
+        assert_eq!(chosen(true, "collector", &all), Some("HTTPS_PROXY"));
+        // Found by review: HTTPS_PROXY captured plain http.
+        let https_only = env(&[("HTTPS_PROXY", "http://p:2"), ("https_proxy", "http://p:2")]);
+        assert_eq!(chosen(false, "collector", &https_only), None);
+        assert_eq!(chosen(true, "collector", &https_only), Some("HTTPS_PROXY"));
+        let lower = env(&[("http_proxy", "http://p:1")]);
+        assert_eq!(chosen(false, "collector", &lower), Some("http_proxy"));
+        let all_only = env(&[("all_proxy", "http://p:3")]);
+        assert_eq!(chosen(false, "c", &all_only), Some("all_proxy"));
+        assert_eq!(chosen(true, "c", &all_only), Some("all_proxy"));
+        // Loopback: never.
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "a.localhost",
+            "127.0.0.1",
+            "127.9.8.7",
+            "[::1]",
+            "::1",
+            "[::ffff:127.0.0.1]",
+            "localhost.",
+        ] {
+            assert_eq!(chosen(false, host, &all), None, "{host}");
+            assert_eq!(chosen(true, host, &all), None, "{host}");
+        }
+        assert_eq!(chosen(false, "128.0.0.1", &all), Some("HTTP_PROXY"));
+        assert_eq!(chosen(false, "localhostx", &all), Some("HTTP_PROXY"));
+        // NO_PROXY.
+        let no = |list: &str, host: &str, port: u16| no_proxy_matches(list, host, port);
+        assert!(no("*", "anything", 1));
+        assert!(no("a.com, example.com", "example.com", 1));
+        assert!(no("example.com", "sub.example.com", 1));
+        assert!(no(".example.com", "example.com", 1));
+        assert!(no("*.example.com", "x.y.example.com", 1));
+        assert!(no("EXAMPLE.com", "example.com", 1));
+        assert!(!no("example.com", "badexample.com", 1));
+        assert!(!no("ample.com", "example.com", 1));
+        assert!(no("example.com:4318", "example.com", 4318));
+        assert!(!no("example.com:4318", "example.com", 4317));
+        assert!(no("10.1.2.3", "10.1.2.3", 1));
+        assert!(!no("10.1.2.3", "10.1.2.4", 1));
+        assert!(no("10.0.0.0/8", "10.200.0.1", 1));
+        assert!(!no("10.0.0.0/8", "11.0.0.1", 1));
+        assert!(no("0.0.0.0/0", "1.2.3.4", 1));
+        assert!(no("fd00::/8", "fd12::1", 1));
+        assert!(no("::2", "::2", 1));
+        assert!(no("[::2]:80", "::2", 80));
+        assert!(!no("[::2]:80", "::2", 81));
+        assert!(
+            !no("0.1", "10.0.0.1", 1),
+            "a domain entry never matches an IP"
+        );
+        assert!(!no("", "h", 1));
+        assert!(!no(" , ,", "h", 1));
+        assert!(!no("10.0.0.0/99", "10.0.0.1", 1));
+        let with_no = env(&[
+            ("HTTP_PROXY", "http://p:1"),
+            ("no_proxy", "corp.example,10.0.0.0/8"),
+        ]);
+        assert_eq!(chosen(false, "otel.corp.example", &with_no), None);
+        assert_eq!(chosen(false, "10.3.3.3", &with_no), None);
+        assert_eq!(chosen(false, "elsewhere", &with_no), Some("HTTP_PROXY"));
+        // A bad or SOCKS proxy is an error naming the variable, the
+        // password hidden; only when it would be used.
+        let socks = env(&[("ALL_PROXY", "socks5://u:secret@p:1080")]);
+        let err = HttpTransport::builder(net())
+            .endpoint("http://collector:4318")
+            .build_with(socks)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ALL_PROXY") && err.contains("SOCKS") && !err.contains("secret"),
+            "{err}"
+        );
+        let t = HttpTransport::builder(net())
+            .endpoint("http://127.0.0.1:4318")
+            .build_with(socks)
+            .unwrap();
+        assert!(format!("{t:?}").contains("proxy: None"), "{t:?}");
+        let t = HttpTransport::builder(net())
+            .endpoint("http://collector:4318")
+            .build_with(env(&[("HTTP_PROXY", "http://u:secret@proxy:3128")]))
+            .unwrap();
+        let shown = format!("{t:?}");
+        assert!(
+            shown.contains("proxy:3128") && !shown.contains("secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn certificate_files_are_read_and_checked_at_build() {
+        let dir = std::env::temp_dir().join(format!("otlp-http-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let support = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls/");
+        let file = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let not_pem = file("not.pem", "hello");
+        let bad_pem = file(
+            "bad.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        );
+        let not_x509 = file(
+            "notx509.pem",
+            "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
+        );
+        let missing = dir.join("missing.pem").display().to_string();
+        let ca = format!("{support}ca.pem");
+        let cert = format!("{support}client.pem");
+        let key = format!("{support}client.key");
+        let other_key = format!("{support}server.key");
+        let build = |vars: Vec<(&'static str, String)>| {
+            HttpTransport::builder(net())
+                .endpoint("https://127.0.0.1:4318")
+                .build_with(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+        };
+        for (var, path, why) in [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing, "no such file"),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                &not_pem,
+                "no PEM certificate",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                &bad_pem,
+                "malformed",
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &not_x509, "X.509"),
+        ] {
+            let err = build(vec![(var, path.clone())]).unwrap_err().to_string();
+            assert!(
+                err.contains(var) && err.contains(why),
+                "{var}={path}: {err}"
+            );
+        }
+        assert!(build(vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.clone())]).is_ok());
+        // The traces variable wins over the general one.
+        assert!(
+            build(vec![
+                ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", ca.clone()),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing.clone()),
+            ])
+            .is_ok()
+        );
+        // Client certificate and key: both or neither, and a pair.
+        assert!(
+            build(vec![
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.clone()),
+                ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", key.clone()),
+            ])
+            .is_ok()
+        );
+        let err = build(vec![(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            cert.clone(),
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("needs its private key"), "{err}");
+        let err = build(vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", key.clone())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs its certificate"), "{err}");
+        let err = build(vec![
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.clone()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", other_key),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY")
+                && err.contains("not the client certificate's"),
+            "{err}"
+        );
+        let err = build(vec![
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", cert.clone()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", ca.clone()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no PEM private key"), "{err}");
+        // The builder wins over the environment, and names its setting.
+        let err = HttpTransport::builder(net())
+            .certificate(&missing)
+            .build_with(|k| (k == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`certificate`") && err.contains("no such file"),
+            "{err}"
+        );
+        assert!(
+            HttpTransport::builder(net())
+                .certificate(&ca)
+                .client_certificate(&cert)
+                .client_key(&key)
+                .build_with(|_| None)
+                .is_ok()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
