@@ -1323,8 +1323,10 @@ impl HttpTransport {
                     }
                     Failure::Tls => Attempt::Done(ExportResult::Failed(format!(
                         "TLS with {} failed, not retried (it would fail again): {why}; a \
-                         collector whose certificate is signed by a private authority needs \
-                         that authority's certificate (OTEL_EXPORTER_OTLP_CERTIFICATE)",
+                         collector certificate signed by a private authority needs that \
+                         authority's certificate (OTEL_EXPORTER_OTLP_CERTIFICATE), and a \
+                         collector that asks for a client certificate needs one \
+                         (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY)",
                         self.url
                     ))),
                     Failure::Local => Attempt::Done(ExportResult::Failed(format!(
