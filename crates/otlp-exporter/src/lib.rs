@@ -209,7 +209,13 @@
 //! each falling back to the general `OTEL_ATTRIBUTE_*_LIMIT`
 //! ([`SpanLimits::from_env`]); the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
-//! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL` (a
+//! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL`, and
+//! for `https` `..._CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
+//! `..._CLIENT_KEY` (PEM files, each also in its `..._TRACES_...` form;
+//! see [`HttpTransport`](HttpTransport#tls)), through the proxy that
+//! `HTTP_PROXY` (for an `http` endpoint), `HTTPS_PROXY` (for `https`) or
+//! `ALL_PROXY` names, never for a loopback collector nor one `NO_PROXY`
+//! names (see [`HttpTransport`](HttpTransport#proxies)) (a
 //! pipeline with no transport set sends to it when an endpoint is set,
 //! given network access with [`PipelineBuilder::network`], and writes
 //! `otlp-traces.jsonl` otherwise, given file-system access with
