@@ -148,7 +148,9 @@ impl OtlpSpanExt for tracing::Span {
     }
 
     fn span_context(&self) -> Option<SpanContext> {
-        with_state(self, |state, _| state.context())
+        // A root of a disabled pipeline has no context (invalid, as the
+        // API without an SDK gives): nothing to send on.
+        with_state(self, |state, _| state.context()).filter(SpanContext::is_valid)
     }
 
     fn add_link(&self, context: SpanContext) -> bool {
