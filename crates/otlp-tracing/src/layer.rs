@@ -71,7 +71,7 @@ impl OtlpLayer {
     /// `OTEL_TRACES_SAMPLER_ARG` name, by default the spec's `ParentBased`
     /// with an `AlwaysOn` root), as [`Pipeline::tracer`] does. On a
     /// disabled pipeline ([`Pipeline::is_disabled`]) the layer records
-    /// nothing: see [the crate documentation](crate#otel_sdk_disabled).
+    /// nothing: see [A disabled pipeline](crate#a-disabled-pipeline).
     ///
     /// ```
     /// use otlp_exporter::{InMemory, Pipeline};
@@ -152,10 +152,11 @@ impl OtlpLayer {
         self
     }
 
-    /// Whether an `ERROR`-level event inside a span sets the span's status
-    /// to `Error` (default on, as tracing-opentelemetry's
-    /// `with_error_events_to_status`). See the [crate documentation](crate)
-    /// for the message it carries.
+    /// Whether an `ERROR`-level event inside a span, or an exception event
+    /// (an `error` field and no message, as `#[instrument(err)]` emits, at
+    /// any level), sets the span's status to `Error` (default on, as
+    /// tracing-opentelemetry's `with_error_events_to_status`). See the
+    /// [crate documentation](crate) for the message it carries.
     ///
     /// ```
     /// # use otlp_exporter::{InMemory, Pipeline};
