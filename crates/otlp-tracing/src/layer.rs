@@ -253,6 +253,7 @@ impl OtlpLayer {
     /// Puts a new span's state into its extensions, unless another
     /// `OtlpLayer` of this subscriber already records the span (the first
     /// one in the stack records it, the others leave it).
+    #[inline(always)]
     fn insert<S>(&self, span: &SpanRef<'_, S>, mut state: Box<SpanState>)
     where
         S: for<'a> LookupSpan<'a>,

@@ -187,14 +187,28 @@ pub(crate) struct SpanFields<'a> {
 }
 
 impl SpanFields<'_> {
+    #[inline(always)]
     fn push(&mut self, field: &Field, value: impl FnOnce(Option<usize>) -> Value) {
         let key = field.name();
+        if self.attributes.len() < self.max
+            && !key.is_empty()
+            && !self.attributes.iter().any(|kv| kv.key == key)
+        {
+            push_attribute(self.attributes, Str::Borrowed(key), value(self.limit));
+        } else {
+            self.push_rare(key, value);
+        }
+    }
+
+    /// A field without a name (dropped), named as one already collected
+    /// (its value replaced), or past `max` (dropped): out of the hot path.
+    #[cold]
+    #[inline(never)]
+    fn push_rare(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
         if key.is_empty() {
             self.dropped = self.dropped.saturating_add(1);
         } else if let Some(kv) = self.attributes.iter_mut().find(|kv| kv.key == key) {
             kv.value = value(self.limit);
-        } else if self.attributes.len() < self.max {
-            push_attribute(self.attributes, Str::Borrowed(key), value(self.limit));
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
