@@ -72,8 +72,11 @@ pub trait OtlpSpanExt {
 
     /// This span's context (trace id, span id, sampled flag, trace state),
     /// to inject into an outgoing request; `None` when the span is disabled
-    /// or not recorded by an [`OtlpLayer`]. Reading it fixes the span's
-    /// trace (a later [`set_parent`](Self::set_parent) returns `false`).
+    /// or not recorded by an [`OtlpLayer`], or has no context (a span
+    /// without a parent on a disabled pipeline: see [A disabled
+    /// pipeline](crate#a-disabled-pipeline), where a span's context is its
+    /// parent's). Reading it fixes the span's trace (a later
+    /// [`set_parent`](Self::set_parent) returns `false`).
     ///
     /// ```
     /// # use otlp_exporter::{InMemory, Pipeline};
@@ -148,7 +151,9 @@ impl OtlpSpanExt for tracing::Span {
     }
 
     fn span_context(&self) -> Option<SpanContext> {
-        with_state(self, |state, _| state.context())
+        // A root of a disabled pipeline has no context (invalid, as the
+        // API without an SDK gives): nothing to send on.
+        with_state(self, |state, _| state.context()).filter(SpanContext::is_valid)
     }
 
     fn add_link(&self, context: SpanContext) -> bool {

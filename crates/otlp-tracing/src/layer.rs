@@ -52,6 +52,9 @@ pub struct OtlpLayer {
     inactivity: bool,
     error_events_to_status: bool,
     sampler: Sampler,
+    /// The pipeline is disabled (`OTEL_SDK_DISABLED=true`): spans record
+    /// nothing and carry their parent's context (see `on_new_span`).
+    disabled: bool,
     counters: LayerCounters,
     /// Tells this layer's span states from another `OtlpLayer`'s in the
     /// same subscriber.
@@ -66,7 +69,9 @@ impl OtlpLayer {
     /// ([`Pipeline::sampler`]: the one set with
     /// `PipelineBuilder::sampler`, else the one `OTEL_TRACES_SAMPLER` /
     /// `OTEL_TRACES_SAMPLER_ARG` name, by default the spec's `ParentBased`
-    /// with an `AlwaysOn` root), as [`Pipeline::tracer`] does.
+    /// with an `AlwaysOn` root), as [`Pipeline::tracer`] does. On a
+    /// disabled pipeline ([`Pipeline::is_disabled`]) the layer records
+    /// nothing: see [A disabled pipeline](crate#a-disabled-pipeline).
     ///
     /// ```
     /// use otlp_exporter::{InMemory, Pipeline};
@@ -88,7 +93,12 @@ impl OtlpLayer {
             location: true,
             inactivity: true,
             error_events_to_status: true,
-            sampler: pipeline.sampler().clone(),
+            sampler: if pipeline.is_disabled() {
+                Sampler::AlwaysOff
+            } else {
+                pipeline.sampler().clone()
+            },
+            disabled: pipeline.is_disabled(),
             id: NEXT_LAYER.fetch_add(1, Ordering::Relaxed),
             counters: LayerCounters::new(),
         }
@@ -142,10 +152,11 @@ impl OtlpLayer {
         self
     }
 
-    /// Whether an `ERROR`-level event inside a span sets the span's status
-    /// to `Error` (default on, as tracing-opentelemetry's
-    /// `with_error_events_to_status`). See the [crate documentation](crate)
-    /// for the message it carries.
+    /// Whether an `ERROR`-level event inside a span, or an exception event
+    /// (an `error` field and no message, as `#[instrument(err)]` emits, at
+    /// any level), sets the span's status to `Error` (default on, as
+    /// tracing-opentelemetry's `with_error_events_to_status`). See the
+    /// [crate documentation](crate) for the message it carries.
     ///
     /// ```
     /// # use otlp_exporter::{InMemory, Pipeline};
@@ -160,7 +171,10 @@ impl OtlpLayer {
 
     /// Samples spans with `sampler` instead of the pipeline's
     /// ([`Pipeline::sampler`]). See [Context propagation and
-    /// sampling](crate#context-propagation-and-sampling).
+    /// sampling](crate#context-propagation-and-sampling). On a disabled
+    /// pipeline ([`Pipeline::is_disabled`]) it changes nothing: nothing is
+    /// recorded, whatever the sampler (as the pipeline's own
+    /// `Tracer::with_sampler`).
     ///
     /// ```
     /// # use otlp_exporter::{InMemory, Pipeline};
@@ -172,7 +186,12 @@ impl OtlpLayer {
     ///     .with_sampler(Sampler::parent_based(Sampler::TraceIdRatioBased(0.1)));
     /// ```
     pub fn with_sampler(mut self, sampler: Sampler) -> Self {
-        self.sampler = sampler;
+        // Found by review: it brought recording back on a disabled
+        // pipeline (sampled contexts handed out, fields read, spans the
+        // pipeline then counted as not sampled).
+        if !self.disabled {
+            self.sampler = sampler;
+        }
         self
     }
 
@@ -231,6 +250,26 @@ impl OtlpLayer {
         }
     }
 
+    /// Puts a new span's state into its extensions, unless another
+    /// `OtlpLayer` of this subscriber already records the span (the first
+    /// one in the stack records it, the others leave it).
+    #[inline(always)]
+    fn insert<S>(&self, span: &SpanRef<'_, S>, mut state: Box<SpanState>)
+    where
+        S: for<'a> LookupSpan<'a>,
+    {
+        let mut ext = span.extensions_mut();
+        if ext.get_mut::<Slot>().is_none() {
+            ext.insert(Slot(state));
+            drop(ext);
+            self.counters.count(Count::Started);
+        } else {
+            drop(ext);
+            state.data = blank_data();
+            recycle(state);
+        }
+    }
+
     fn location_attributes(
         &self,
         meta: &'static Metadata<'static>,
@@ -250,6 +289,7 @@ impl std::fmt::Debug for OtlpLayer {
             .field("location", &self.location)
             .field("inactivity", &self.inactivity)
             .field("error_events_to_status", &self.error_events_to_status)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -306,7 +346,7 @@ fn spare() -> Box<SpanState> {
 fn recycle(mut state: Box<SpanState>) {
     let s = &mut *state;
     s.owner = 0;
-    (s.recording, s.keep, s.frozen, s.status_explicit) = (false, false, false, false);
+    (s.recording, s.keep, s.frozen) = (false, false, false);
     s.timing = None;
     let _ = SPARE.try_with(move |spare| {
         if let Ok(mut spare) = spare.try_borrow_mut()
@@ -337,8 +377,6 @@ pub(crate) struct SpanState {
     /// link, or `span_context`): from then on its ids and sampling decision
     /// stay as they are.
     frozen: bool,
-    /// The status was set by `otel.status_code`: error events leave it.
-    status_explicit: bool,
     timing: Option<Timing>,
 }
 
@@ -350,7 +388,6 @@ impl SpanState {
             recording: false,
             keep: false,
             frozen: false,
-            status_explicit: false,
             timing: None,
         }
     }
@@ -362,26 +399,24 @@ impl SpanState {
         if let Some(kind) = otel.kind {
             self.data.kind = kind;
         }
-        // As tracing-opentelemetry: a description alone is an error with
-        // that description; a code sets the code, and an `ok` or `unset`
-        // one carries no description (the OpenTelemetry status has one
-        // only for errors). An `error` code without a description keeps the
-        // one the span has, if any.
+        // As the trace API's `Span::set_status` (found by review: an `ok`
+        // span became an error, and `unset` erased an error): once `Ok`,
+        // the status is final; `unset` changes nothing; `ok` carries no
+        // description. As tracing-opentelemetry reads the fields, a
+        // description (with an `error` code, or alone) makes the status an
+        // error with it; an `error` code without one keeps the description
+        // the span has, if any.
+        let status = &mut self.data.status;
+        if status.code == StatusCode::Ok {
+            return;
+        }
         match (otel.status_code, otel.status_message) {
-            (Some(code), message) => {
-                self.data.status.code = code;
-                if code != StatusCode::Error {
-                    self.data.status.message = Str::Borrowed("");
-                } else if let Some(message) = message {
-                    self.data.status.message = message;
-                }
-                self.status_explicit = true;
+            (Some(StatusCode::Ok), _) => *status = Status::ok(),
+            (Some(StatusCode::Error) | Some(StatusCode::Unset) | None, Some(message)) => {
+                *status = Status::error(message);
             }
-            (None, Some(message)) => {
-                self.data.status = Status::error(message);
-                self.status_explicit = true;
-            }
-            (None, None) => {}
+            (Some(StatusCode::Error), None) => status.code = StatusCode::Error,
+            (Some(StatusCode::Unset) | None, None) => {}
         }
     }
 
@@ -416,6 +451,11 @@ impl SpanState {
     ) -> bool {
         if self.frozen || !parent.is_valid() {
             return false;
+        }
+        if layer.disabled {
+            // As the API without an SDK: the parent's context, unchanged.
+            self.data.context.clone_from(parent);
+            return true;
         }
         let c = &mut self.data.context;
         c.trace_id = parent.trace_id;
@@ -556,6 +596,19 @@ where
         // Built where it will stay: a blank box (recycled), filled in place.
         let mut state = spare();
         state.owner = self.id;
+        if self.disabled {
+            // A disabled pipeline is the trace API without an SDK: the span
+            // records nothing and carries its parent's context unchanged
+            // (found by review: a new span id with the sampled flag cleared
+            // went on to the next service, whose `ParentBased` sampler then
+            // dropped the trace); a root has none (invalid: nothing to send
+            // on). The box is blank: its context is invalid.
+            if let Some(p) = parent.filter(SpanContext::is_valid) {
+                state.data.context = p;
+            }
+            self.insert(&span, state);
+            return;
+        }
         let data = &mut state.data;
         data.name = Str::Borrowed(meta.name());
         data.scope = self.scope;
@@ -609,18 +662,7 @@ where
         let decision = decision.unwrap_or_else(|| self.decide(None, &state.data));
         state.data.context.trace_flags = flags(decision);
         state.recording = decision.is_recording();
-        let mut ext = span.extensions_mut();
-        // Another `OtlpLayer` of this subscriber already records this span:
-        // the first one in the stack records it, the others leave it.
-        if ext.get_mut::<Slot>().is_none() {
-            ext.insert(Slot(state));
-            drop(ext);
-            self.counters.count(Count::Started);
-        } else {
-            drop(ext);
-            state.data = blank_data();
-            recycle(state);
-        }
+        self.insert(&span, state);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -644,7 +686,7 @@ where
             otel: OtelFields::default(),
         };
         values.record(&mut fields);
-        let otel = fields.otel;
+        let (otel, dropped) = (fields.otel, fields.dropped);
         let mut ext = span.extensions_mut();
         let Some(state) = ext
             .get_mut::<Slot>()
@@ -654,6 +696,10 @@ where
             return;
         };
         state.apply_otel(otel);
+        // Fields without a name (dropped, counted).
+        let d = &mut state.data.dropped_attributes_count;
+        *d = d.saturating_add(dropped);
+        // The span's keys are unique (`SpanFields`): the one of that name.
         for kv in attributes {
             match state.data.attributes.iter_mut().find(|a| a.key == kv.key) {
                 Some(existing) => existing.value = kv.value,
@@ -704,6 +750,7 @@ where
         let mut fields = EventFields {
             message: None,
             error: None,
+            exception: false,
             attributes: Vec::with_capacity(
                 (meta.fields().len() + 5).min(self.limits.attributes_per_event),
             ),
@@ -721,14 +768,29 @@ where
         );
         event.record(&mut fields);
         self.location_attributes(meta, &mut |kv| fields.record_static(kv.key, kv.value));
-        let is_error = *meta.level() == Level::ERROR && self.error_events_to_status;
-        let status_message = if is_error {
-            fields.message.clone().or_else(|| fields.error.clone())
+        // The status an event sets, if the span's is unset: as
+        // tracing-opentelemetry 0.34, an `error` field before any message
+        // (an exception event, at any level) gives an error with its text,
+        // and an `ERROR` event an error, described by its message or else
+        // its error's text.
+        let status_message = if !self.error_events_to_status {
+            None
+        } else if fields.exception {
+            fields.error.clone()
+        } else if *meta.level() == Level::ERROR {
+            Some(
+                fields
+                    .message
+                    .clone()
+                    .or_else(|| fields.error.clone())
+                    .unwrap_or_default(),
+            )
         } else {
             None
         };
         let name = match fields.message {
             Some(message) => Str::Owned(message),
+            None if fields.exception => Str::Borrowed("exception"),
             None => Str::Borrowed(meta.name()),
         };
         let mut ext = span.extensions_mut();
@@ -739,8 +801,12 @@ where
         else {
             return;
         };
-        if is_error && !state.status_explicit && state.data.status.code == StatusCode::Unset {
-            state.data.status = Status::error(status_message.unwrap_or_default());
+        // The first error wins; one set with `otel.status_code` (or `Ok`)
+        // stays.
+        if let Some(message) = status_message
+            && state.data.status.code == StatusCode::Unset
+        {
+            state.data.status = Status::error(message);
         }
         if state.data.events.len() < self.limits.event_count {
             state.data.events.push(Event {
@@ -812,7 +878,9 @@ where
         let Some(Slot(mut state)) = slot else {
             return;
         };
-        let sampled = state.data.context.trace_flags.is_sampled();
+        // Recording, not only the flag: a span of a disabled pipeline
+        // carries its parent's flag and records nothing.
+        let sampled = state.recording && state.data.context.trace_flags.is_sampled();
         if sampled {
             let now = mono();
             let data = &mut state.data;

@@ -61,6 +61,12 @@
 //!   fit and as their decimal string otherwise; `Debug` (`?x`) and
 //!   `Display` (`%x`) values and errors as strings. Fields recorded later
 //!   with `Span::record` are added, or replace the value of the same key.
+//!   Keys are unique, as OTLP wants them: a field named twice in one
+//!   callsite (`info_span!("x", a = 1, a = 2)`) is one attribute with the
+//!   last value, in the place of the first, and `Span::record("a", ..)`
+//!   replaces that value; a field with an empty name is dropped and counted
+//!   in `dropped_attributes_count`. Neither takes a place under the
+//!   attribute count limit. The same holds for events' fields.
 //!   A `Debug`/`Display` implementation that panics gives the value
 //!   [`PANICKED_VALUE`]; the panic does not leave the layer.
 //! * **`otel.*` fields**, as tracing-opentelemetry reads them (not kept as
@@ -70,13 +76,32 @@
 //!   `unset`, any case) sets its status code, and
 //!   `otel.status_description` (tracing-opentelemetry 0.34's name; its
 //!   older `otel.status_message` too) makes it an error with that
-//!   description; an `ok` or `unset` code carries no description.
+//!   description. The status follows the trace API's `Span::set_status`
+//!   (as tracing-opentelemetry's, once its span is built): once `ok`, it is
+//!   final (a later code, description or error event changes nothing, and
+//!   `ok` carries no description); `unset` changes nothing (an error stays
+//!   an error, and a later error event still sets the status); an `error`
+//!   replaces an earlier error (an `error` code without a description
+//!   keeps the one the span has). These fields are names, not attributes:
+//!   the value-length limit does not cut them.
 //! * **Events** inside a span become span events, timestamped when
 //!   emitted: the name is the `message` (the macro's format string, e.g.
 //!   `info!("cart priced")`), or the event's `tracing` name
 //!   (`event file.rs:42`) when it has none; the attributes are `level`
 //!   (`"INFO"`), the fields (as above), and the location (below). An
 //!   `error` field given as a `&dyn Error` adds `exception.message`.
+//! * **`error` fields**, as tracing-opentelemetry 0.34 maps them: an event
+//!   with an `error` field and no message before it (`#[instrument(err)]`'s
+//!   event at any `err(level = ..)`, `warn!(error = %e)`, `error = ?e`) is
+//!   an *exception*: it is named `exception`, the error's text is its
+//!   `exception.message` attribute (instead of `error`; a `&dyn Error`
+//!   value keeps both), and it sets the span's status to `Error` with that
+//!   text, at any level. With a message (`warn!(error = %e, "retrying")`)
+//!   the `error` field is an ordinary attribute and only an `ERROR` event
+//!   sets the status. (tracing-opentelemetry renames only `Debug`,
+//!   `Display` and string values, and quotes a string's text in the
+//!   status; here a `&dyn Error` in an `error` field is an exception too,
+//!   and no text is quoted.)
 //!   **Events outside any span are dropped** (a span event needs a span;
 //!   tracing-opentelemetry drops them too) and counted in
 //!   [`LayerStats::events_outside_spans`]: send them to logs with another
@@ -85,10 +110,14 @@
 //!   span's status to `Error` (as tracing-opentelemetry's default
 //!   `error_events_to_status`), with the event's message, or its `error`
 //!   field when it has no message, as the status message
-//!   (tracing-opentelemetry leaves it empty). The first such event wins;
-//!   a status set with `otel.status_code` is never overridden.
-//!   `#[instrument(err)]` therefore marks the span as failed with the
-//!   error. [`OtlpLayer::with_error_events_to_status`] turns this off.
+//!   (tracing-opentelemetry leaves it empty); an exception event (above),
+//!   at any level, sets it with the error's text. An event sets the status
+//!   only while it is unset: the first such event wins, and a status set
+//!   with `otel.status_code`/`otel.status_description` stays.
+//!   `#[instrument(err)]` (at any level) therefore marks the span as failed
+//!   with the error. [`OtlpLayer::with_error_events_to_status`] turns this
+//!   off (events are still named `exception`). The message and the error's
+//!   text are kept whole (the value-length limit cuts attributes only).
 //! * **`follows_from`** becomes a link to the other span's context;
 //!   [`OtlpSpanExt::add_link`] adds one to any context.
 //! * **Location**: the semantic conventions' `code.file.path` and
@@ -105,8 +134,10 @@
 //!   tracing-opentelemetry names them ([`OtlpLayer::with_tracked_inactivity`]).
 //! * **Limits**: the pipeline's span limits apply while the span is
 //!   built: attributes, events and links past their counts are dropped and
-//!   counted in the span's `dropped_*_count`; string values are cut to the
-//!   value-length limit as they are formatted.
+//!   counted in the span's `dropped_*_count`; string values of attributes
+//!   are cut to the value-length limit as they are formatted. What becomes
+//!   a name, a kind or a status (`otel.*` fields, an event's message, an
+//!   error's text in a status) is not an attribute and is kept whole.
 //!
 //! # Context propagation and sampling
 //!
@@ -139,6 +170,23 @@
 //! set with `set_parent` decides anew (with `ParentBased`, a sampled caller
 //! samples it, creation fields included). When its context is handed out
 //! unsampled, it lets go of what it kept.
+//!
+//! # A disabled pipeline
+//!
+//! On a pipeline built with `OTEL_SDK_DISABLED=true`
+//! ([`Pipeline::is_disabled`](otlp_exporter::Pipeline::is_disabled)) the
+//! layer records nothing, whatever sampler it is given
+//! ([`OtlpLayer::with_sampler`] changes nothing there), and behaves as the
+//! OpenTelemetry trace API without an SDK: a span reads no field and no
+//! clock, and carries its parent's context unchanged: the current span's,
+//! or a remote one given with [`OtlpSpanExt::set_parent`]. So
+//! [`OtlpSpanExt::span_context`] hands the incoming `traceparent` on as it
+//! came (the caller's trace id, span id and sampled flag, and its trace
+//! state), and the next service samples as if this one were not there. A
+//! span without a parent has no context (the API's invalid one):
+//! `span_context` is `None`, and nothing is to be sent on. Spans are
+//! counted as `not_sampled` by the layer ([`LayerStats::not_sampled`]) and
+//! the pipeline.
 //!
 //! # Spans never closed, and shutdown
 //!

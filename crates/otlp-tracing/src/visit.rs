@@ -1,9 +1,11 @@
 //! From `tracing` field values to OTLP attributes: typed where OTLP has
 //! the type, strings otherwise; the `otel.*` fields; event messages and
-//! errors. Values are cut to the pipeline's value-length limit while they
-//! are written (a huge `Debug` output is never held whole), and a `Debug`
-//! or `Display` implementation that panics yields a marker value instead
-//! of a panic.
+//! errors. Values that become attributes are cut to the pipeline's
+//! value-length limit while they are written (a huge `Debug` output is
+//! never held whole); the `otel.*` fields, an event's `message` and its
+//! `error` text, which become a name, a kind or a status, are not. A
+//! `Debug` or `Display` implementation that panics yields a marker value
+//! instead of a panic.
 
 use std::fmt::{self, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -171,7 +173,11 @@ impl OtelFields {
 }
 
 /// Collects a span's fields: attributes up to `max` (the rest counted in
-/// `dropped`), and the `otel.*` fields.
+/// `dropped`), and the `otel.*` fields. Keys are unique: a field named
+/// twice in a callsite (or a record) keeps its last value, in the place of
+/// the first, and counts once toward `max`; a field with an empty name is
+/// dropped and counted (as the exporter would, but before it could take a
+/// place under `max`).
 pub(crate) struct SpanFields<'a> {
     pub(crate) attributes: &'a mut Vec<KeyValue>,
     pub(crate) max: usize,
@@ -181,13 +187,28 @@ pub(crate) struct SpanFields<'a> {
 }
 
 impl SpanFields<'_> {
+    #[inline(always)]
     fn push(&mut self, field: &Field, value: impl FnOnce(Option<usize>) -> Value) {
-        if self.attributes.len() < self.max {
-            push_attribute(
-                self.attributes,
-                Str::Borrowed(field.name()),
-                value(self.limit),
-            );
+        let key = field.name();
+        if self.attributes.len() < self.max
+            && !key.is_empty()
+            && !self.attributes.iter().any(|kv| kv.key == key)
+        {
+            push_attribute(self.attributes, Str::Borrowed(key), value(self.limit));
+        } else {
+            self.push_rare(key, value);
+        }
+    }
+
+    /// A field without a name (dropped), named as one already collected
+    /// (its value replaced), or past `max` (dropped): out of the hot path.
+    #[cold]
+    #[inline(never)]
+    fn push_rare(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
+        if key.is_empty() {
+            self.dropped = self.dropped.saturating_add(1);
+        } else if let Some(kv) = self.attributes.iter_mut().find(|kv| kv.key == key) {
+            kv.value = value(self.limit);
         } else {
             self.dropped = self.dropped.saturating_add(1);
         }
@@ -224,10 +245,10 @@ impl Visit for SpanFields<'_> {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        let limit = self.limit;
-        if !self.special(field, || {
-            prefix(value, limit.unwrap_or(usize::MAX)).to_owned()
-        }) {
+        // An `otel.*` field is a name, a kind or a status, not an
+        // attribute: whole (found by review: `otel.name` was cut to the
+        // value-length limit, and `otel.kind` then unreadable).
+        if !self.special(field, || value.to_owned()) {
             self.push(field, |limit| str_value(value, limit));
         }
     }
@@ -239,8 +260,7 @@ impl Visit for SpanFields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let limit = self.limit;
-        if !self.special(field, || debug_string(value, limit)) {
+        if !self.special(field, || debug_string(value, None)) {
             self.push(field, |limit| {
                 Value::Str(Str::Owned(debug_string(value, limit)))
             });
@@ -249,11 +269,23 @@ impl Visit for SpanFields<'_> {
 }
 
 /// Collects an event's fields: `message` becomes the event's name, the
-/// rest attributes (up to `max`); an `error` value also gives
-/// `exception.message`.
+/// rest attributes (up to `max`, keys unique as for spans, empty ones
+/// dropped and counted); an error value also gives `exception.message`.
+///
+/// As tracing-opentelemetry 0.34: an `error` field met before any
+/// `message` (`#[instrument(err)]`'s event, `warn!(error = %e)`) makes the
+/// event an exception: named `exception`, the error's text as
+/// `exception.message` (instead of an `error` attribute, unless the value
+/// is a `&dyn Error`, which keeps both), and the span's status an error
+/// with that text (see `OtlpLayer::on_event`).
 pub(crate) struct EventFields {
+    /// The `message`, whole: the event's name.
     pub(crate) message: Option<String>,
+    /// The text of the `error` field (or, without one, of the first
+    /// `&dyn Error` value), whole: a status description.
     pub(crate) error: Option<String>,
+    /// An `error` field came before any `message`.
+    pub(crate) exception: bool,
     pub(crate) attributes: Vec<KeyValue>,
     pub(crate) max: usize,
     pub(crate) dropped: u32,
@@ -262,11 +294,13 @@ pub(crate) struct EventFields {
 
 impl EventFields {
     fn push(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
-        // The layer's `level`, pushed first, gives way to a field of that
-        // name (one value per key).
-        if key == "level"
-            && let Some(kv) = self.attributes.iter_mut().find(|kv| kv.key == "level")
-        {
+        if key.is_empty() {
+            self.dropped = self.dropped.saturating_add(1);
+            return;
+        }
+        // One value per key, the last, where the first was: the layer's
+        // `level`, pushed first, gives way to a field of that name.
+        if let Some(kv) = self.attributes.iter_mut().find(|kv| kv.key == key) {
             kv.value = value(self.limit);
             return;
         }
@@ -290,15 +324,17 @@ impl EventFields {
         }
     }
 
-    fn text(&mut self, field: &Field, text: String) {
-        match field.name() {
-            "message" => self.message = Some(text),
-            "error" => {
-                self.error = Some(text.clone());
-                self.push("error", |_| Value::Str(Str::Owned(text)));
-            }
-            key => self.push(key, |_| Value::Str(Str::Owned(text))),
-        }
+    /// The `error` field's text (whole): an exception's message when no
+    /// `message` came before it, else an `error` attribute.
+    fn error_field(&mut self, text: String) {
+        let key = if self.message.is_none() {
+            self.exception = true;
+            "exception.message"
+        } else {
+            "error"
+        };
+        self.push(key, |limit| str_value(&text, limit));
+        self.error = Some(text);
     }
 }
 
@@ -328,24 +364,36 @@ impl Visit for EventFields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        let text = prefix(value, self.limit.unwrap_or(usize::MAX)).to_owned();
-        self.text(field, text);
+        // The message and the error's text are a name and a status
+        // description, not attributes: whole (found by review: they were
+        // cut to the value-length limit).
+        match field.name() {
+            "message" => self.message = Some(value.to_owned()),
+            "error" => self.error_field(value.to_owned()),
+            key => self.push(key, |limit| str_value(value, limit)),
+        }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let text = display_string(value, self.limit);
-        self.push("exception.message", |_| {
-            Value::Str(Str::Owned(text.clone()))
-        });
-        if self.error.is_none() {
-            self.error = Some(text.clone());
+        let text = display_string(value, None);
+        self.push("exception.message", |limit| str_value(&text, limit));
+        self.push(field.name(), |limit| str_value(&text, limit));
+        if field.name() == "error" {
+            self.exception |= self.message.is_none();
+            self.error = Some(text);
+        } else if self.error.is_none() {
+            self.error = Some(text);
         }
-        self.push(field.name(), |_| Value::Str(Str::Owned(text)));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = debug_string(value, self.limit);
-        self.text(field, text);
+        match field.name() {
+            "message" => self.message = Some(debug_string(value, None)),
+            "error" => self.error_field(debug_string(value, None)),
+            key => self.push(key, |limit| {
+                Value::Str(Str::Owned(debug_string(value, limit)))
+            }),
+        }
     }
 }
 

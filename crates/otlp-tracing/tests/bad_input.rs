@@ -434,3 +434,71 @@ fn a_span_that_follows_from_itself_or_is_entered_twice_on_one_thread() {
         assert!(int(&span.attributes, "busy_ns").is_some());
     });
 }
+
+/// `OTEL_SDK_DISABLED=true`: the layer records nothing, whatever sampler it
+/// is given (found by review: `with_sampler` brought recording back, and
+/// handed out sampled contexts the pipeline then counted as not sampled).
+#[test]
+fn a_disabled_pipeline_records_nothing_whatever_the_layer_sampler() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // SAFETY: a child process running this one test on one thread.
+        unsafe { std::env::set_var("OTEL_SDK_DISABLED", "true") };
+        let (pipeline, memory) = pipeline();
+        assert!(pipeline.is_disabled());
+        let layer = OtlpLayer::new(&pipeline).with_sampler(otlp_exporter::Sampler::AlwaysOn);
+        let counters = layer.counters();
+        let (root, child) = with_layer(layer, || {
+            let root = tracing::info_span!("root", a = 1_i64);
+            let _entered = root.enter();
+            let child =
+                tracing::info_span!("child").in_scope(|| tracing::Span::current().span_context());
+            (root.span_context(), child)
+        });
+        // A root has no context to send on (as the API without an SDK).
+        assert_eq!(root, None);
+        assert_eq!(child, None);
+        let stats = pipeline.shutdown(Duration::from_secs(10)).stats;
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.dropped.not_sampled, 2);
+        let layer_stats = counters.snapshot();
+        assert_eq!(layer_stats.recorded, 0, "{layer_stats:?}");
+        assert_eq!(layer_stats.not_sampled, 2, "{layer_stats:?}");
+        assert_eq!(memory.span_count(), 0);
+    });
+}
+
+/// `OTEL_SDK_DISABLED=true` behaves as the trace API without an SDK: a
+/// span carries its parent's context unchanged, so that the incoming
+/// `traceparent` goes on as it came (found by review: a new span id with
+/// the sampled flag cleared made the next service's `ParentBased` sampler
+/// drop the trace).
+#[test]
+fn a_disabled_pipeline_propagates_the_incoming_context_unchanged() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // SAFETY: a child process running this one test on one thread.
+        unsafe { std::env::set_var("OTEL_SDK_DISABLED", "true") };
+        let (pipeline, memory) = pipeline();
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let remote = otlp_exporter::SpanContext::from_traceparent(header)
+            .expect("valid")
+            .with_trace_state(otlp_exporter::TraceState::parse("k=v").expect("valid"));
+        let (server, client, linked) = with_layer(OtlpLayer::new(&pipeline), || {
+            let server = tracing::info_span!("server", otel.kind = "server");
+            assert!(server.set_parent(remote.clone()));
+            let _entered = server.enter();
+            let client = tracing::info_span!("client", otel.kind = "client")
+                .in_scope(|| tracing::Span::current().span_context());
+            let explicit = tracing::info_span!(parent: &server, "explicit");
+            (server.span_context(), client, explicit.span_context())
+        });
+        for cx in [&server, &client, &linked] {
+            let cx = cx.as_ref().expect("the incoming context");
+            assert_eq!(cx.to_traceparent(), header);
+            assert!(cx.trace_state == "k=v", "{:?}", cx.trace_state);
+        }
+        let stats = pipeline.shutdown(Duration::from_secs(10)).stats;
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.dropped.not_sampled, 3);
+        assert_eq!(memory.span_count(), 0);
+    });
+}

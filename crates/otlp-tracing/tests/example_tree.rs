@@ -121,9 +121,11 @@ fn the_example_exports_the_tree_it_instruments() {
             assert_eq!(status.message, format!("payment of {total} declined"));
             let names: Vec<&str> = charge.events.iter().map(|e| e.name.as_str()).collect();
             assert_eq!(names[0], "over the card limit");
+            // As tracing-opentelemetry names it: an exception event.
+            assert_eq!(names[1], "exception");
             assert_eq!(string(&charge.events[1].attributes, "level"), Some("ERROR"));
             assert_eq!(
-                string(&charge.events[1].attributes, "error"),
+                string(&charge.events[1].attributes, "exception.message"),
                 Some(format!("payment of {total} declined").as_str())
             );
             // `otel.status_code` recorded by checkout itself.

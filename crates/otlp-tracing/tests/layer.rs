@@ -910,3 +910,295 @@ fn a_span_that_starts_keeping_while_entered_is_busy_from_then_on() {
     // was about half: the wait before the re-enter counted idle).
     assert!(idle * 4 < busy, "busy {busy} ns, idle {idle} ns");
 }
+
+/// `otel.status_code` and `otel.status_description` follow the trace API's
+/// `Span::set_status` (found by review): `Ok` is final, `unset` changes
+/// nothing (it neither clears an error nor keeps a later error event out),
+/// and a description alone never turns an `Ok` span into an error.
+#[test]
+fn otel_status_fields_follow_the_set_status_rules() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let s = tracing::info_span!("ok then error", otel.status_code = "ok");
+        s.record("otel.status_code", "error");
+        drop(s);
+        let s = tracing::info_span!("error event then unset", otel.status_code = field::Empty);
+        s.in_scope(|| tracing::error!("boom"));
+        s.record("otel.status_code", "unset");
+        drop(s);
+        let s = tracing::info_span!(
+            "error then unset",
+            otel.status_code = "error",
+            otel.status_description = "bad"
+        );
+        s.record("otel.status_code", "unset");
+        drop(s);
+        let s = tracing::info_span!(
+            "ok then description",
+            otel.status_code = "ok",
+            otel.status_description = field::Empty
+        );
+        s.record("otel.status_description", "late");
+        drop(s);
+        tracing::info_span!("unset then error event", otel.status_code = "unset")
+            .in_scope(|| tracing::error!("boom2"));
+        tracing::info_span!(
+            "ok with description",
+            otel.status_code = "ok",
+            otel.status_description = "ignored"
+        )
+        .in_scope(|| {});
+        let s = tracing::info_span!(
+            "error then error",
+            otel.status_code = "error",
+            otel.status_description = field::Empty
+        );
+        s.record("otel.status_description", "second");
+        drop(s);
+    });
+    let spans = finish(&pipeline, &memory);
+    let status = |name: &str| {
+        let st = named(&spans, name).status.clone().unwrap_or_default();
+        (st.code, st.message)
+    };
+    let ok = (StatusCode::Ok as i32, String::new());
+    let error = |m: &str| (StatusCode::Error as i32, m.to_owned());
+    assert_eq!(status("ok then error"), ok);
+    assert_eq!(status("error event then unset"), error("boom"));
+    assert_eq!(status("error then unset"), error("bad"));
+    assert_eq!(status("ok then description"), ok);
+    assert_eq!(status("unset then error event"), error("boom2"));
+    assert_eq!(status("ok with description"), ok);
+    assert_eq!(status("error then error"), error("second"));
+}
+
+/// The value-length limit applies to attributes only (found by review: it
+/// cut `otel.name`, `otel.kind`, the status description and the event
+/// message used as event name and status description).
+#[test]
+fn the_value_length_limit_cuts_attributes_only() {
+    let limits = otlp_exporter::SpanLimits {
+        attribute_value_length: Some(4),
+        ..otlp_exporter::SpanLimits::default()
+    };
+    let (pipeline, memory) = pipeline_with(limits);
+    with_layer(OtlpLayer::new(&pipeline).with_location(false), || {
+        tracing::info_span!(
+            "tracing name",
+            otel.name = "GET /users/{id}/orders",
+            otel.kind = "server",
+            otel.status_code = "error",
+            otel.status_description = "upstream refused",
+            route = "/users/{id}/orders"
+        )
+        .in_scope(|| {});
+        let later = tracing::info_span!(
+            "later",
+            otel.name = field::Empty,
+            otel.kind = %"client",
+            otel.status_description = field::Empty,
+        );
+        later.record("otel.name", "POST /orders");
+        later.record("otel.status_description", field::debug("timed out"));
+        drop(later);
+        tracing::info_span!("events").in_scope(|| {
+            tracing::error!(detail = "abcdefgh", "a long error message");
+            tracing::warn!(error = %"connection reset");
+        });
+    });
+    let spans = finish(&pipeline, &memory);
+    let server = named(&spans, "GET /users/{id}/orders");
+    assert_eq!(server.kind, SpanKind::Server as i32);
+    let st = server.status.clone().expect("status");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (StatusCode::Error as i32, "upstream refused")
+    );
+    assert_eq!(string(&server.attributes, "route"), Some("/use"));
+    let later = named(&spans, "POST /orders");
+    assert_eq!(later.kind, SpanKind::Client as i32);
+    assert_eq!(
+        later.status.as_ref().map(|s| s.message.as_str()),
+        Some("\"timed out\"")
+    );
+    let events = named(&spans, "events");
+    assert_eq!(events.events[0].name, "a long error message");
+    assert_eq!(string(&events.events[0].attributes, "detail"), Some("abcd"));
+    let st = events.status.clone().expect("status");
+    assert_eq!(st.message, "a long error message");
+    assert_eq!(
+        string(&events.events[1].attributes, "exception.message"),
+        Some("conn"),
+        "an attribute: cut"
+    );
+}
+
+/// A callsite naming a field twice gives one attribute, the last value in
+/// the first place, which `Span::record` then updates (found by review: it
+/// updated the first, which the exporter's deduplication then dropped);
+/// empty keys are dropped and counted. Neither uses up the attribute count
+/// limit (it left out a field that fits).
+#[test]
+fn repeated_and_empty_field_names_give_unique_keys_within_the_limit() {
+    let limits = otlp_exporter::SpanLimits {
+        attribute_count: 2,
+        ..otlp_exporter::SpanLimits::default()
+    };
+    let (pipeline, memory) = pipeline_with(limits);
+    let layer = OtlpLayer::new(&pipeline)
+        .with_location(false)
+        .with_tracked_inactivity(false);
+    with_layer(layer, || {
+        tracing::info_span!("empty key", "" = 1_i64, a = 2_i64, b = 3_i64).in_scope(|| {});
+        tracing::info_span!("repeated", a = 1_i64, a = 2_i64, b = 3_i64).in_scope(|| {});
+        let s = tracing::info_span!("recorded", a = 1_i64, a = 2_i64, "" = field::Empty);
+        s.record("a", 3_i64);
+        s.record("", 4_i64);
+        drop(s);
+        tracing::info_span!("event").in_scope(|| {
+            tracing::info!("" = 5_i64, x = 1_i64, x = 2_i64, "message");
+        });
+    });
+    let spans = finish(&pipeline, &memory);
+    let pairs = |s: &Span| {
+        s.attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), int(std::slice::from_ref(kv), &kv.key)))
+            .collect::<Vec<_>>()
+    };
+    let empty = named(&spans, "empty key");
+    assert_eq!(
+        pairs(empty),
+        [("a".to_owned(), Some(2)), ("b".to_owned(), Some(3))]
+    );
+    assert_eq!(empty.dropped_attributes_count, 1);
+    let repeated = named(&spans, "repeated");
+    assert_eq!(
+        pairs(repeated),
+        [("a".to_owned(), Some(2)), ("b".to_owned(), Some(3))]
+    );
+    assert_eq!(repeated.dropped_attributes_count, 0);
+    let recorded = named(&spans, "recorded");
+    assert_eq!(pairs(recorded), [("a".to_owned(), Some(3))]);
+    assert_eq!(recorded.dropped_attributes_count, 1);
+    let event = &named(&spans, "event").events[0];
+    assert_eq!(keys(&event.attributes), ["level", "x"]);
+    assert_eq!(int(&event.attributes, "x"), Some(2));
+    assert_eq!(event.dropped_attributes_count, 1);
+}
+
+#[derive(Debug)]
+struct DiskFull;
+
+impl std::fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("disk full")
+    }
+}
+
+impl std::error::Error for DiskFull {}
+
+#[tracing::instrument(err(level = "warn"))]
+fn fails_with_a_warning() -> Result<(), DiskFull> {
+    Err(DiskFull)
+}
+
+#[tracing::instrument(err)]
+fn fails_with_an_error() -> Result<(), DiskFull> {
+    Err(DiskFull)
+}
+
+#[tracing::instrument(err(Debug, level = "info"))]
+fn fails_with_debug() -> Result<(), DiskFull> {
+    Err(DiskFull)
+}
+
+/// As tracing-opentelemetry 0.34 (found by review: a migration lost the
+/// status): an event without a message and with an `error` field, at any
+/// level, sets the span's status to `Error` with the error's text and is
+/// named `exception`, the text as `exception.message`; with a message, the
+/// `error` field is an attribute, and only an `ERROR` event sets the status.
+#[test]
+fn an_event_with_an_error_field_sets_the_status_as_tracing_opentelemetry() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let _ = fails_with_a_warning();
+        let _ = fails_with_an_error();
+        let _ = fails_with_debug();
+        tracing::info_span!("warn error field").in_scope(|| tracing::warn!(error = %DiskFull));
+        tracing::info_span!("error value").in_scope(|| {
+            tracing::info!(error = &DiskFull as &(dyn std::error::Error + 'static));
+        });
+        tracing::info_span!("with a message")
+            .in_scope(|| tracing::warn!(error = %DiskFull, "retrying"));
+        tracing::info_span!("first wins").in_scope(|| {
+            tracing::warn!(error = "first");
+            tracing::error!(error = "second");
+        });
+        tracing::info_span!("explicit ok", otel.status_code = "ok")
+            .in_scope(|| tracing::warn!(error = %DiskFull));
+    });
+    let spans = finish(&pipeline, &memory);
+    let status = |name: &str| {
+        let st = named(&spans, name).status.clone().unwrap_or_default();
+        (st.code, st.message)
+    };
+    let disk_full = (StatusCode::Error as i32, "disk full".to_owned());
+    for name in [
+        "fails_with_a_warning",
+        "fails_with_an_error",
+        "warn error field",
+        "error value",
+    ] {
+        assert_eq!(status(name), disk_full, "{name}");
+        let event = &named(&spans, name).events[0];
+        assert_eq!(event.name, "exception", "{name}");
+        assert_eq!(
+            string(&event.attributes, "exception.message"),
+            Some("disk full"),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        status("fails_with_debug"),
+        (StatusCode::Error as i32, "DiskFull".to_owned())
+    );
+    let warned = &named(&spans, "warn error field").events[0];
+    assert_eq!(string(&warned.attributes, "level"), Some("WARN"));
+    assert!(!keys(&warned.attributes).contains(&"error"), "renamed");
+    let value = &named(&spans, "error value").events[0];
+    assert_eq!(string(&value.attributes, "error"), Some("disk full"));
+    assert_eq!(
+        status("with a message"),
+        (StatusCode::Unset as i32, String::new())
+    );
+    let retry = &named(&spans, "with a message").events[0];
+    assert_eq!(retry.name, "retrying");
+    assert_eq!(string(&retry.attributes, "error"), Some("disk full"));
+    assert_eq!(
+        status("first wins"),
+        (StatusCode::Error as i32, "first".to_owned())
+    );
+    assert_eq!(
+        status("explicit ok"),
+        (StatusCode::Ok as i32, String::new())
+    );
+}
+
+#[test]
+fn error_fields_set_no_status_when_error_events_to_status_is_off() {
+    let (pipeline, memory) = pipeline();
+    with_layer(
+        OtlpLayer::new(&pipeline).with_error_events_to_status(false),
+        || {
+            tracing::info_span!("quiet").in_scope(|| tracing::warn!(error = %DiskFull));
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    let quiet = named(&spans, "quiet");
+    assert_eq!(
+        quiet.status.as_ref().map_or(0, |s| s.code),
+        StatusCode::Unset as i32
+    );
+    assert_eq!(quiet.events[0].name, "exception");
+}
