@@ -56,6 +56,10 @@ impl Drop for Opened {
             // left to a last child that could never come, so the parent
             // waited for ever, and the owner's list kept a pointer to the
             // node past its free.)
+            // Dropped in a finalizer: no finalizer runs any more (a region
+            // opened through a context kept past here is born cancelled).
+            // Relaxed: see `run_region`.
+            node.finalizing.store(false, Ordering::Relaxed);
             node.finish_abandoned();
             return;
         }
