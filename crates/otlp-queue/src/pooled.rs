@@ -94,16 +94,29 @@
 //! now. The items still count against `total` until the consumer calls
 //! [`Consumer::release`]: the pool chunks they were in are held off the
 //! free stack rather than freed, and, for items that were in the lanes'
-//! home chunks, as many free chunks are taken off the stack and held. So
-//! producers find the queue full where they would have found it full had
-//! the items stayed in their lanes (back-pressure at the push, not a
-//! second queue beside the first), and items held = the lanes' + the
+//! home chunks, as many free chunks are taken off the stack and held.
+//! Items whose chunk is still their lane's current one (an adoption that
+//! stopped at its `max` inside a chunk, or a lane not yet retired) are
+//! covered by that chunk itself until the lane gives it back (then it is
+//! held for them, or for a home chunk a free one), so no slot is counted
+//! twice. So producers find the queue full where they would have found it
+//! full had the items stayed in their lanes (back-pressure at the push,
+//! not a second queue beside the first), and items held = the lanes' + the
 //! adopted still stay within the bound above. Only when the pool has no
 //! free chunk left to hold are adopted items *uncovered*
 //! ([`Consumer::uncovered`]: at most the home chunks' worth of the lanes
-//! adopted meanwhile); every chunk given back then is held first. All of
-//! it runs on the consumer's side, under a lock the push path never
-//! takes: a push pays nothing for it.
+//! adopted meanwhile); every chunk given back then is held first, by the
+//! consumer and by a refused in-place push alike
+//! ([`Producer::try_push_in_place_or`]). All of it runs on the consumer's
+//! side, under a lock the push path does not take: a push pays nothing for
+//! it (the one exception: a push refused at a chunk boundary while adopted
+//! items are uncovered takes the lock to hold the chunk it gives back).
+//!
+//! If the sink of [`Consumer::adopt_exited_each`] panics (or an item's
+//! `Drop` inside it), the items it was handed, the one it panicked on
+//! included, are adopted and must be released; the rest stay in their
+//! lane for a later call. The caller counts them in the sink (before
+//! anything that may panic), since the call returns no count then.
 //!
 //! # Why chunks, and the alternatives considered
 //!
@@ -1007,7 +1020,10 @@ impl<T> Producer<T> {
     /// Unlike a panic of `init` (see `try_push_in_place`), a refusal costs
     /// nothing: if the slot was the first of a chunk this push had just
     /// taken (from the pool, or the lane's home chunk), the chunk is
-    /// unlinked and given back at once, as if it had not been taken.
+    /// unlinked and given back at once, as if it had not been taken (a
+    /// pool chunk is given back as the consumer gives chunks back: held
+    /// instead of freed while adopted items are uncovered, see *Adopted
+    /// items* in the module docs; only then does this take a lock).
     /// otlp-exporter refuses, this way, a span larger than a slot when its
     /// budget for such spans is spent.
     ///
@@ -1497,6 +1513,13 @@ impl<T> Consumer<T> {
     /// they would have met one had the items stayed in their lanes (see
     /// *Adopted items* in the module docs). Returns how many were taken.
     ///
+    /// If `sink` panics (or the drop of an item inside it does), every item
+    /// handed to it, the one it panicked on included, is adopted: it left
+    /// the lane and counts as [`adopted`](Self::adopted) until released.
+    /// The items after it stay in their lane for a later call. The panic
+    /// propagates, so the caller learns how many it was handed only by
+    /// counting in `sink`, before anything there that may panic.
+    ///
     /// ```
     /// use otlp_queue::PushError;
     /// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
@@ -1508,6 +1531,8 @@ impl<T> Consumer<T> {
     /// assert_eq!(rx.adopt_exited_each(10, drop), 3);
     /// tx.try_push(7).unwrap(); // the live producer's home chunk
     /// assert_eq!(tx.try_push(8), Err(PushError::Full(8)), "the pool is held");
+    /// // One of the pool chunks was held when the pop moved past it, the
+    /// // other (the lane's last) when the lane was retired.
     /// assert_eq!(rx.uncovered(), 1, "three adopted, two slots held");
     /// rx.release(3);
     /// tx.try_push(8).unwrap();
