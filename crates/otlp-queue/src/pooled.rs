@@ -259,8 +259,9 @@ struct Pool<T> {
     /// Chunks held back from the free stack for items the consumer took
     /// out of gone producers' lanes with [`Consumer::adopt_exited_each`]
     /// and still holds elsewhere (see *Adopted items* in the module docs).
-    /// Touched by the consumer only (and a lane's drop), never on the push
-    /// path.
+    /// Touched by the consumer (and a lane's drop); on the push side only
+    /// by a push refused at a chunk boundary while `short` is set
+    /// (`Pool::put_racing`), never by a push that succeeds.
     held: Mutex<Held>,
     /// True while adopted items are owed more slots than cover them
     /// ([`Held::short`]): a chunk given back is then held instead of
