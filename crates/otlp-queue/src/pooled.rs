@@ -94,16 +94,29 @@
 //! now. The items still count against `total` until the consumer calls
 //! [`Consumer::release`]: the pool chunks they were in are held off the
 //! free stack rather than freed, and, for items that were in the lanes'
-//! home chunks, as many free chunks are taken off the stack and held. So
-//! producers find the queue full where they would have found it full had
-//! the items stayed in their lanes (back-pressure at the push, not a
-//! second queue beside the first), and items held = the lanes' + the
+//! home chunks, as many free chunks are taken off the stack and held.
+//! Items whose chunk is still their lane's current one (an adoption that
+//! stopped at its `max` inside a chunk, or a lane not yet retired) are
+//! covered by that chunk itself until the lane gives it back (then it is
+//! held for them, or for a home chunk a free one), so no slot is counted
+//! twice. So producers find the queue full where they would have found it
+//! full had the items stayed in their lanes (back-pressure at the push,
+//! not a second queue beside the first), and items held = the lanes' + the
 //! adopted still stay within the bound above. Only when the pool has no
 //! free chunk left to hold are adopted items *uncovered*
 //! ([`Consumer::uncovered`]: at most the home chunks' worth of the lanes
-//! adopted meanwhile); every chunk given back then is held first. All of
-//! it runs on the consumer's side, under a lock the push path never
-//! takes: a push pays nothing for it.
+//! adopted meanwhile); every chunk given back then is held first, by the
+//! consumer and by a refused in-place push alike
+//! ([`Producer::try_push_in_place_or`]). All of it runs on the consumer's
+//! side, under a lock the push path does not take: a push pays nothing for
+//! it (the one exception: a push refused at a chunk boundary while adopted
+//! items are uncovered takes the lock to hold the chunk it gives back).
+//!
+//! If the sink of [`Consumer::adopt_exited_each`] panics (or an item's
+//! `Drop` inside it), the items it was handed, the one it panicked on
+//! included, are adopted and must be released; the rest stay in their
+//! lane for a later call. The caller counts them in the sink (before
+//! anything that may panic), since the call returns no count then.
 //!
 //! # Why chunks, and the alternatives considered
 //!
@@ -162,7 +175,7 @@ use crate::error::{CapacityError, PushError, PushTimeoutError, TryPopError};
 use crate::lane::{bump, max_capacity_for};
 use crate::loom::{
     self, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering,
-    UnsafeCell,
+    UnsafeCell, fence,
 };
 use crate::prefetch;
 
@@ -246,24 +259,53 @@ struct Pool<T> {
     /// Chunks held back from the free stack for items the consumer took
     /// out of gone producers' lanes with [`Consumer::adopt_exited_each`]
     /// and still holds elsewhere (see *Adopted items* in the module docs).
-    /// Touched by the consumer only (and a lane's drop), never on the push
-    /// path.
+    /// Touched by the consumer (and a lane's drop); on the push side only
+    /// by a push refused at a chunk boundary while `short` is set
+    /// (`Pool::put_racing`), never by a push that succeeds.
     held: Mutex<Held>,
-    /// True while `held` owes more slots than it holds: a chunk the
-    /// consumer gives back is then held instead of freed. Written under
-    /// `held`'s lock.
+    /// True while adopted items are owed more slots than cover them
+    /// ([`Held::short`]): a chunk given back is then held instead of
+    /// freed. Written under `held`'s lock (a hint read without it; see
+    /// `put` and `put_racing`).
     short: AtomicBool,
 }
 
-/// Adopted items, and the pool chunks held back for them.
+/// Adopted items, and the slots that cover them.
+///
+/// An adopted item is covered by a slot that no producer can use while it
+/// is owed: either a slot of a held chunk (`slots`), or its own slot while
+/// the chunk it was in is still the current chunk of its (gone) lane
+/// (`in_lanes`): that chunk is off the free stack anyway, and is given
+/// back only when the consumer moves past it or retires the lane, at which
+/// point its adopted items leave `in_lanes` (and the chunk is held for
+/// them if need be, see `Pool::unpark`). Counting such an item against a
+/// free chunk as well would hold its slot twice.
 #[derive(Default)]
 struct Held {
     /// Items adopted and not yet released ([`Consumer::release`]).
     owed: usize,
     /// Slots of the chunks in `chunks`.
     slots: usize,
+    /// Adopted items still in their lane's current chunk: the sum of
+    /// every lane's `Cursor::adopted`.
+    in_lanes: usize,
     /// Pool chunks (indices) off the free stack, empty, held for `owed`.
     chunks: Vec<u32>,
+}
+
+impl Held {
+    /// True while the slots that cover adopted items are fewer than the
+    /// items owed.
+    fn short(&self) -> bool {
+        self.slots.saturating_add(self.in_lanes) < self.owed
+    }
+
+    /// Holds `chunk` (off the free stack) for adopted items.
+    fn hold<T>(&mut self, chunk: &Chunk<T>) {
+        debug_assert_ne!(chunk.index, NIL);
+        self.chunks.push(chunk.index);
+        self.slots += chunk.slots.len();
+    }
 }
 
 // SAFETY: the pool hands chunks out (and takes them back) through its free
@@ -368,39 +410,112 @@ impl<T> Pool<T> {
     }
 
     /// Gives back a pool chunk the consumer has read out: held (off the
-    /// free stack, still counted in use) while adopted items are owed more
-    /// slots than are held, else pushed on the free stack.
+    /// free stack, still counted in use) while adopted items are short of
+    /// cover ([`Held::short`]), else pushed on the free stack.
+    ///
+    /// For the consumer's thread (and a lane's drop): another thread that
+    /// gives a chunk back while the consumer runs uses `put_racing`.
     fn put(&self, chunk: &Chunk<T>) {
         // Relaxed: written (under `held`'s lock) by the consumer, the
-        // thread that gives chunks back; a stale `false` on another thread
-        // (a lane dropped after the consumer) only frees a chunk that the
-        // gone consumer no longer needed held.
+        // thread that gives chunks back here, so it reads its own last
+        // store; `true` is checked again under the lock, which orders the
+        // rest. A stale `false` on another thread (a lane dropped after
+        // the consumer) only frees a chunk that the gone consumer no
+        // longer needed held.
         if self.short.load(Ordering::Relaxed) {
             let mut held = loom::lock(&self.held);
-            if held.slots < held.owed {
-                held.chunks.push(chunk.index);
-                held.slots += chunk.slots.len();
-                self.short.store(held.slots < held.owed, Ordering::Relaxed);
+            if held.short() {
+                held.hold(chunk);
+                self.short.store(held.short(), Ordering::Relaxed);
                 return;
             }
         }
         self.push(chunk);
     }
 
-    /// While adopted items are owed more slots than are held: takes free
-    /// chunks off the stack (as a producer's claim does) and holds them.
-    fn cover(&self, held: &mut Held) {
-        while held.slots < held.owed {
-            match self.pop() {
-                Some((chunk, _)) => {
-                    held.chunks.push(chunk.index);
-                    held.slots += chunk.slots.len();
-                }
-                None => break,
+    /// `put` from a thread other than the consumer's, concurrently with
+    /// it: a producer giving back the chunk a refused push had just taken
+    /// (`Producer::unclaim`).
+    ///
+    /// `put` alone would race with `cover`: the consumer may find the free
+    /// stack empty (this chunk was out) and set `short` just after our
+    /// load of `short` saw `false`, and we would then free the chunk while
+    /// adopted items are short of cover. So, after pushing it, we look at
+    /// `short` again behind a SeqCst fence, which pairs with the SeqCst
+    /// fence `cover` puts between its store of `short = true` and one
+    /// more pop (store-buffering: of the two fenced loads at least one
+    /// sees the other side's write). Either `cover`'s last pop finds the
+    /// chunk and holds it, or we see `short` and cover under the lock
+    /// ourselves. (The lock is taken only while `short`: the push path
+    /// takes it only for a refusal at a chunk boundary while adopted items
+    /// are short of cover.)
+    #[cold]
+    fn put_racing(&self, chunk: &Chunk<T>) {
+        // Relaxed: a hint; `true` is checked again under the lock, and a
+        // stale `false` is caught by the fenced load below.
+        if self.short.load(Ordering::Relaxed) {
+            let mut held = loom::lock(&self.held);
+            if held.short() {
+                held.hold(chunk);
+                self.short.store(held.short(), Ordering::Relaxed);
+                return;
             }
         }
-        // Relaxed: see `put`.
-        self.short.store(held.slots < held.owed, Ordering::Relaxed);
+        self.push(chunk);
+        // SeqCst: see above; pairs with the fence in `cover`.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fences (see above).
+        if self.short.load(Ordering::Relaxed) {
+            self.cover(&mut loom::lock(&self.held));
+        }
+    }
+
+    /// Adopted items that were covered by their own slots (`in_lanes`, in
+    /// a lane's current chunk) leave that chunk: `chunk`, a pool chunk now
+    /// given back, is held for them if they are still short of cover, and
+    /// free chunks are held for the rest (the home chunk, `None`, is not
+    /// the pool's to hold).
+    #[cold]
+    fn unpark(&self, chunk: Option<&Chunk<T>>, adopted: usize) {
+        let mut held = loom::lock(&self.held);
+        held.in_lanes -= adopted;
+        if let Some(chunk) = chunk {
+            if held.short() {
+                held.hold(chunk);
+            } else {
+                self.push(chunk);
+            }
+        }
+        self.cover(&mut held);
+    }
+
+    /// While adopted items are short of cover: takes free chunks off the
+    /// stack (as a producer's claim does) and holds them. Every call that
+    /// leaves `short` set ends with a fenced last look at the stack (see
+    /// `put_racing`).
+    fn cover(&self, held: &mut Held) {
+        loop {
+            while held.short() {
+                match self.pop() {
+                    Some((chunk, _)) => held.hold(chunk),
+                    None => break,
+                }
+            }
+            let short = held.short();
+            // Relaxed: read by the consumer itself (program order), or by
+            // `put_racing` behind the fence below.
+            self.short.store(short, Ordering::Relaxed);
+            if !short {
+                return;
+            }
+            // SeqCst: pairs with the fence in `put_racing`: a chunk pushed
+            // by a producer that did not see `short` is found by this pop.
+            fence(Ordering::SeqCst);
+            match self.pop() {
+                Some((chunk, _)) => held.hold(chunk),
+                None => return,
+            }
+        }
     }
 }
 
@@ -411,6 +526,10 @@ struct Cursor<T> {
     chunk: *const Chunk<T>,
     /// The position of the chunk's first slot.
     base: u64,
+    /// Items of this chunk taken by [`Consumer::adopt_exited_each`]:
+    /// their own slots cover them (`Held::in_lanes`) until the chunk is
+    /// given back.
+    adopted: usize,
 }
 
 /// What the producer writes: `tail` and its counter, on its own line.
@@ -448,12 +567,18 @@ unsafe impl<T: Send> Sync for Lane<T> {}
 
 impl<T> Lane<T> {
     /// Gives a chunk the consumer has read to the end back: to the pool,
-    /// or (the home chunk) to the lane's producer.
-    fn give_back(&self, chunk: &Chunk<T>) {
+    /// or (the home chunk) to the lane's producer. `adopted` (the cursor's
+    /// count for it) adopted items were covered by its slots until now.
+    fn give_back(&self, chunk: &Chunk<T>, adopted: usize) {
         if chunk.index == NIL {
             // Release: the consumer's reads of the home chunk happen before
             // the producer's Acquire load lets it write there again.
             self.home_free.store(true, Ordering::Release);
+            if adopted != 0 {
+                self.pool.unpark(None, adopted);
+            }
+        } else if adopted != 0 {
+            self.pool.unpark(Some(chunk), adopted);
         } else {
             self.pool.put(chunk);
         }
@@ -556,7 +681,7 @@ impl<T> Lane<T> {
                     cursor.chunk = next;
                     // Read to the end, and the producer has moved on:
                     // back it goes.
-                    self.give_back(chunk);
+                    self.give_back(chunk, core::mem::take(&mut cursor.adopted));
                     // SAFETY: as above: the link points at a live chunk.
                     chunk = unsafe { &*next };
                 }
@@ -602,10 +727,9 @@ impl<T> Lane<T> {
         // SAFETY: live until given back, which is now.
         let chunk = unsafe { &*cursor.chunk };
         cursor.chunk = ptr::null();
-        if chunk.index != NIL {
-            // The producer is gone: nobody writes this chunk again.
-            self.pool.put(chunk);
-        }
+        // The producer is gone: nobody writes this chunk again (for the
+        // home chunk, setting `home_free` is then harmless).
+        self.give_back(chunk, core::mem::take(&mut cursor.adopted));
     }
 
     fn totals(&self) -> (u64, u64, u64) {
@@ -777,6 +901,7 @@ impl<T> Producer<T> {
             cursor: UnsafeCell::new(Cursor {
                 chunk: ptr::null(),
                 base: 0,
+                adopted: 0,
             }),
             home_free: AtomicBool::new(false),
             producer_gone: AtomicBool::new(false),
@@ -896,7 +1021,10 @@ impl<T> Producer<T> {
     /// Unlike a panic of `init` (see `try_push_in_place`), a refusal costs
     /// nothing: if the slot was the first of a chunk this push had just
     /// taken (from the pool, or the lane's home chunk), the chunk is
-    /// unlinked and given back at once, as if it had not been taken.
+    /// unlinked and given back at once, as if it had not been taken (a
+    /// pool chunk is given back as the consumer gives chunks back: held
+    /// instead of freed while adopted items are uncovered, see *Adopted
+    /// items* in the module docs; only then does this take a lock).
     /// otlp-exporter refuses, this way, a span larger than a slot when its
     /// budget for such spans is spent.
     ///
@@ -971,9 +1099,12 @@ impl<T> Producer<T> {
             // consumer sets it only for a chunk it read through.
             self.lane.home_free.store(true, Ordering::Relaxed);
         } else {
-            // Straight onto the free stack (Release: whatever `init` wrote
-            // in it happens before the next claimer's writes).
-            self.lane.pool.push(new);
+            // Back as the consumer gives chunks back: held, not freed, while
+            // adopted items are short of cover (see *Adopted items*), and
+            // racing the consumer's `cover` safely (see `put_racing`). The
+            // free stack's Release compare-and-swap makes whatever `init`
+            // wrote in it happen before the next claimer's writes.
+            self.lane.pool.put_racing(new);
         }
     }
 
@@ -1383,6 +1514,13 @@ impl<T> Consumer<T> {
     /// they would have met one had the items stayed in their lanes (see
     /// *Adopted items* in the module docs). Returns how many were taken.
     ///
+    /// If `sink` panics (or the drop of an item inside it does), every item
+    /// handed to it, the one it panicked on included, is adopted: it left
+    /// the lane and counts as [`adopted`](Self::adopted) until released.
+    /// The items after it stay in their lane for a later call. The panic
+    /// propagates, so the caller learns how many it was handed only by
+    /// counting in `sink`, before anything there that may panic.
+    ///
     /// ```
     /// use otlp_queue::PushError;
     /// let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(2, 1).unwrap();
@@ -1394,11 +1532,47 @@ impl<T> Consumer<T> {
     /// assert_eq!(rx.adopt_exited_each(10, drop), 3);
     /// tx.try_push(7).unwrap(); // the live producer's home chunk
     /// assert_eq!(tx.try_push(8), Err(PushError::Full(8)), "the pool is held");
+    /// // One of the pool chunks was held when the pop moved past it, the
+    /// // other (the lane's last) when the lane was retired.
     /// assert_eq!(rx.uncovered(), 1, "three adopted, two slots held");
     /// rx.release(3);
     /// tx.try_push(8).unwrap();
     /// ```
     pub fn adopt_exited_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
+        /// Settles one lane's adoption, on return and on unwind (a
+        /// panicking `sink`, or a `T::drop` inside it): only the items the
+        /// pop actually took stay owed, the ones still in the lane's
+        /// current chunk are covered by their own slots, and free chunks
+        /// are held for the rest.
+        struct Adopting<'a, T> {
+            pool: &'a Pool<T>,
+            lane: &'a Lane<T>,
+            /// The lane's `head` before the pop.
+            head: u64,
+            /// Items owed in advance (what the pop was to take).
+            planned: usize,
+        }
+        impl<T> Drop for Adopting<'_, T> {
+            fn drop(&mut self) {
+                // Relaxed: only the consumer (we) writes `head`; the pop's
+                // `Progress` guard has stored it, also on unwind, past
+                // every item handed to `sink` (the one it panicked on too).
+                let now = self.lane.head.load(Ordering::Relaxed);
+                let taken = usize::try_from(now - self.head).unwrap_or(usize::MAX);
+                // SAFETY: we are the consumer, the cursor's only user, and
+                // no other reference to it is live (the pop has ended).
+                let cursor = self.lane.cursor.with_mut(|p| unsafe { &mut *p });
+                // Items of this adoption in the cursor's chunk (it cannot
+                // be retired meanwhile: the lane was not empty).
+                let here = usize::try_from(now.saturating_sub(cursor.base.max(self.head)))
+                    .unwrap_or(usize::MAX);
+                cursor.adopted += here;
+                let mut held = loom::lock(&self.pool.held);
+                held.owed = held.owed.saturating_sub(self.planned.saturating_sub(taken));
+                held.in_lanes += here;
+                self.pool.cover(&mut held);
+            }
+        }
         let pool = self.inner.pool.clone();
         let n = self.drain_with(max, |lane, max| {
             // Acquire: as in `pop_exited_each`.
@@ -1407,7 +1581,9 @@ impl<T> Consumer<T> {
             }
             // Owed before they are taken, so that the chunks the pop gives
             // back are held. The producer is gone: its `tail` (Acquire, as
-            // in `pop_raw`) is final, and the pop takes exactly this many.
+            // in `pop_raw`) is final, and the pop takes exactly this many
+            // (fewer only if `sink` panics: `Adopting` then owes what it
+            // took).
             let head = lane.head.load(Ordering::Relaxed);
             let tail = lane.producer.tail.load(Ordering::Acquire);
             let n = usize::try_from(tail - head).unwrap_or(usize::MAX).min(max);
@@ -1417,9 +1593,16 @@ impl<T> Consumer<T> {
             {
                 let mut held = loom::lock(&pool.held);
                 held.owed = held.owed.saturating_add(n);
-                // Relaxed: see `Pool::put`.
-                pool.short.store(held.slots < held.owed, Ordering::Relaxed);
+                // Relaxed: see `Pool::put`; `Adopting` ends with `cover`,
+                // which makes the flag right for `Pool::put_racing`.
+                pool.short.store(held.short(), Ordering::Relaxed);
             }
+            let _settle = Adopting {
+                pool: &pool,
+                lane,
+                head,
+                planned: n,
+            };
             // SAFETY: we are the consumer.
             unsafe { lane.pop_with(max, &mut sink) }
         });
@@ -1430,14 +1613,22 @@ impl<T> Consumer<T> {
     /// `n` items taken with [`adopt_exited_each`](Self::adopt_exited_each)
     /// are gone (delivered, or dropped): the chunks held for them go back
     /// to the free stack, as far as the items still owed allow.
+    ///
+    /// `n` must not be more than [`adopted`](Self::adopted) (a debug build
+    /// panics; a release build releases what is owed).
     pub fn release(&mut self, n: usize) {
         let pool = &self.inner.pool;
         let mut held = loom::lock(&pool.held);
+        debug_assert!(
+            n <= held.owed,
+            "otlp_queue::pooled::Consumer::release({n}): only {} adopted items are not yet released",
+            held.owed
+        );
         held.owed = held.owed.saturating_sub(n);
         while let Some(&index) = held.chunks.last() {
             let chunk = &pool.chunks[index as usize];
             let len = chunk.slots.len();
-            if held.slots - len < held.owed {
+            if (held.slots - len).saturating_add(held.in_lanes) < held.owed {
                 break;
             }
             held.chunks.pop();
@@ -1453,12 +1644,15 @@ impl<T> Consumer<T> {
         loom::lock(&self.inner.pool.held).owed
     }
 
-    /// Adopted items not yet released beyond the slots held for them: the
-    /// items that were in gone lanes' home chunks while the pool had no
-    /// free chunk to hold in their place.
+    /// Adopted items not yet released beyond the slots that cover them
+    /// (held chunks, and their own slots while the chunk they were in is
+    /// still the current chunk of their lane): the items that were in gone
+    /// lanes' home chunks while the pool had no free chunk to hold in
+    /// their place.
     pub fn uncovered(&self) -> usize {
         let held = loom::lock(&self.inner.pool.held);
-        held.owed.saturating_sub(held.slots)
+        held.owed
+            .saturating_sub(held.slots.saturating_add(held.in_lanes))
     }
 
     /// Takes one item, or says why there is none.

@@ -600,3 +600,70 @@ fn pooled_adopted_items_hold_their_slots_until_released() {
         assert_eq!(rx.chunks_in_use(), 0, "every chunk back");
     });
 }
+
+fn pooled_refuse<T>(tx: &otlp_queue::pooled::Producer<T>) {
+    // SAFETY: the closure refuses.
+    match unsafe { tx.try_push_in_place_or(|_| Err(())) } {
+        Ok(Err(())) | Err(PushError::Full(())) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A push refused at the first slot of the pool chunk it had just taken
+/// gives the chunk back while the consumer retires an adopted lane (its
+/// home chunk goes, so the adopted item needs a pool chunk, and the
+/// consumer may find the pool empty because the refused push has it): the
+/// chunk ends up held for the adopted item, never free, whichever way the
+/// refusal's give-back and the consumer's cover interleave.
+#[test]
+fn pooled_refused_push_against_adopt_holds_the_chunk() {
+    model(|| {
+        // One pool chunk of one slot; home chunks of one slot.
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        let gone = tx.try_clone().unwrap();
+        gone.try_push(100).unwrap(); // its home chunk
+        drop(gone);
+        tx.try_push(1).unwrap(); // tx's home chunk: full
+        let a = thread::spawn(move || {
+            pooled_refuse(&tx); // takes the pool's chunk (unless held), gives it back
+            tx
+        });
+        // The first call adopts the item (covered by the gone lane's home
+        // chunk); the second retires the lane, and holds a pool chunk.
+        let mut adopted = Vec::new();
+        rx.adopt_exited_each(10, |v| adopted.push(v));
+        rx.adopt_exited_each(10, |v| adopted.push(v));
+        assert_eq!(adopted, [100]);
+        assert_eq!(rx.lane_count(), 1, "the gone lane retired");
+        let tx = a.join().unwrap();
+        assert_eq!(rx.uncovered(), 0, "the pool's chunk is held, not free");
+        assert_eq!(rx.chunks_in_use(), 1);
+        assert_eq!(tx.try_push(2), Err(PushError::Full(2)));
+        rx.release(1);
+        assert_eq!(rx.chunks_in_use(), 0);
+        tx.try_push(2).unwrap();
+        drop(tx);
+        assert_eq!(pooled_drain_until_closed(&mut rx), [1, 2]);
+        assert_eq!(rx.chunks_in_use(), 0, "every chunk back");
+    });
+}
+
+/// Refusals at chunk boundaries where the chunk taken may be the home
+/// chunk (given back by the consumer at the same time), racing pops.
+#[test]
+fn pooled_refusals_taking_the_home_chunk_against_pops() {
+    model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u32>(1, 1).unwrap();
+        let a = thread::spawn(move || {
+            pooled_push_lossless(&tx, 1); // home
+            pooled_push_lossless(&tx, 2); // pool chunk (or home started over)
+            pooled_refuse(&tx); // may take the home chunk back, refused
+            pooled_push_lossless(&tx, 3);
+        });
+        let got = pooled_drain_until_closed(&mut rx);
+        a.join().unwrap();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(rx.chunks_in_use(), 0, "every pool chunk returned");
+        assert_eq!(rx.lane_count(), 0);
+    });
+}

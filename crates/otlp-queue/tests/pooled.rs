@@ -535,3 +535,217 @@ fn popping_in_place_drops_every_item_once_even_when_the_sink_panics() {
         ledger.assert_each_dropped_once(PRODUCERS * N);
     });
 }
+
+/// Pushes `tx` until the queue is full for it (at most `max`); how many
+/// went in.
+fn fill(tx: &otlp_queue::pooled::Producer<u32>, max: u32) -> u32 {
+    let mut n = 0;
+    while n < max {
+        match tx.try_push(n) {
+            Ok(()) => n += 1,
+            Err(PushError::Full(_)) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    n
+}
+
+/// A sink that panics in the middle of an adoption: only the items handed
+/// to it (the one it panicked on included) are owed, the rest stay in the
+/// lane and are owed once, when adopted later; releasing everything
+/// handed to the sinks gives the whole pool back.
+#[test]
+fn adopt_owes_only_what_the_sink_was_handed_when_it_panics() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    // Pool of 4 one-slot chunks; every lane has a one-slot home chunk.
+    let (tx, mut rx) = try_with_chunk::<u32>(4, 1).unwrap();
+    let gone = tx.try_clone().unwrap();
+    for v in 0..5 {
+        gone.try_push(v).unwrap(); // the home chunk, then the 4 pool chunks
+    }
+    drop(gone);
+    let mut handed = 0;
+    let mut got = Vec::new();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        rx.adopt_exited_each(10, |v| {
+            handed += 1; // counted before anything that may panic
+            assert_ne!(v, 1, "the sink fails on item 1");
+            got.push(v);
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(handed, 2);
+    assert_eq!(rx.adopted(), 2, "items 0 and 1 were taken, no more");
+    // Item 0 was in the home chunk (given back: no pool chunk was free to
+    // hold for it), item 1 is covered by its own chunk, still the lane's.
+    assert_eq!(rx.uncovered(), 1);
+    assert_eq!(
+        rx.adopt_exited_each(10, |v| {
+            handed += 1;
+            got.push(v);
+        }),
+        3
+    );
+    assert_eq!(got, [0, 2, 3, 4], "each once, in order");
+    assert_eq!(rx.adopted(), 5);
+    rx.release(handed);
+    assert_eq!(rx.adopted(), 0);
+    rx.adopt_exited_each(10, drop); // retires the drained lane
+    assert_eq!(rx.lane_count(), 1);
+    assert_eq!(rx.chunks_in_use(), 0, "every chunk back");
+    assert_eq!(fill(&tx, 10), 5, "the home chunk and the whole pool");
+}
+
+/// As above, with the panic in an item's `Drop` inside the sink.
+#[test]
+fn adopt_owes_only_what_the_sink_was_handed_when_a_drop_panics() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    struct Bomb(u32);
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if self.0 == 1 && !thread::panicking() {
+                panic!("the drop of item 1 panics");
+            }
+        }
+    }
+    let (tx, mut rx) = try_with_chunk::<Bomb>(4, 1).unwrap();
+    let gone = tx.try_clone().unwrap();
+    for v in 0..5 {
+        assert!(gone.try_push(Bomb(v)).is_ok());
+    }
+    drop(gone);
+    let mut handed = 0;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        rx.adopt_exited_each(10, |b| {
+            handed += 1;
+            drop(b)
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!((handed, rx.adopted()), (2, 2));
+    let n = rx.adopt_exited_each(10, |b| {
+        handed += 1;
+        drop(b)
+    });
+    assert_eq!((n, handed, rx.adopted()), (3, 5, 5));
+    rx.release(handed);
+    rx.adopt_exited_each(10, drop);
+    assert_eq!(rx.adopted(), 0);
+    assert_eq!(rx.uncovered(), 0);
+    assert_eq!(rx.chunks_in_use(), 0);
+    drop(tx);
+}
+
+/// A push refused at the first slot of a pool chunk it had just taken
+/// gives the chunk back the way the consumer does: held, not freed, while
+/// adopted items are short of cover.
+#[test]
+fn a_refused_push_holds_its_chunk_while_adopted_items_are_uncovered() {
+    // Pool of 2 one-slot chunks; home chunks of one slot.
+    let (a, mut rx) = try_with_chunk::<u32>(2, 1).unwrap();
+    let gone = a.try_clone().unwrap();
+    gone.try_push(900).unwrap(); // gone's home chunk
+    drop(gone);
+    a.try_push(0).unwrap(); // a's home chunk
+    a.try_push(1).unwrap(); // pool chunk P0
+    let mut adopted = Vec::new();
+    // SAFETY: the closure refuses, and pushes through no producer.
+    let r = unsafe {
+        a.try_push_in_place_or(|_slot| {
+            // `a` holds P1 now (taken for this push): the pool is empty
+            // when the gone lane is adopted and then retired (its home
+            // chunk freed), so the adopted item is short of cover.
+            rx.adopt_exited_each(10, |v| adopted.push(v));
+            rx.adopt_exited_each(10, |v| adopted.push(v));
+            assert_eq!(rx.lane_count(), 1, "the gone lane retired");
+            assert_eq!(rx.uncovered(), 1);
+            Err(())
+        })
+    };
+    assert_eq!(r, Ok(Err(())));
+    assert_eq!(adopted, [900]);
+    assert_eq!(rx.uncovered(), 0, "P1 is held for it");
+    assert_eq!(rx.chunks_in_use(), 2);
+    let b = a.try_clone().unwrap();
+    assert_eq!(fill(&b, 10), 1, "b's home chunk only: P1 is held");
+    rx.release(1);
+    assert_eq!(fill(&b, 10), 1, "P1, free again");
+}
+
+/// An adoption that stops inside a gone lane's chunk (`max` reached) does
+/// not hold a free chunk for the items taken from it: their own chunk,
+/// still the lane's, covers them until it is given back (then it is held
+/// for them). Had they stayed in the lane, a live producer could fill its
+/// home chunk and the free pool chunk: so it can after the adoption.
+#[test]
+fn an_adoption_stopping_inside_a_chunk_holds_no_free_chunk_for_it() {
+    for max in [1, 3, 4] {
+        // Pool: 2 chunks of 4 (P, Q). Home chunks of 4.
+        let (a, mut rx) = try_with_chunk::<u32>(8, 4).unwrap();
+        let g = a.try_clone().unwrap();
+        assert_eq!(fill(&g, 8), 8); // g's home chunk, then P
+        let mut out = Vec::new();
+        assert_eq!(rx.pop_batch(&mut out, 4), 4); // g's home chunk
+        drop(g);
+        let mut adopted = Vec::new();
+        assert_eq!(rx.adopt_exited_each(max, |v| adopted.push(v)), max);
+        assert_eq!(rx.adopted(), max);
+        assert_eq!(rx.uncovered(), 0);
+        assert_eq!(rx.chunks_in_use(), 1, "max {max}: P only, Q free");
+        assert_eq!(fill(&a, 100), 8, "max {max}: a's home chunk and Q");
+        // The rest, then the look that retires the lane: P is held.
+        rx.adopt_exited_each(10, |v| adopted.push(v));
+        rx.adopt_exited_each(10, |v| adopted.push(v));
+        assert_eq!(adopted, (4..8).collect::<Vec<_>>());
+        assert_eq!(rx.lane_count(), 1, "the gone lane retired");
+        assert_eq!(rx.adopted(), 4);
+        assert_eq!(rx.uncovered(), 0);
+        assert_eq!(rx.chunks_in_use(), 2, "max {max}: P held, Q a's");
+        rx.release(4);
+        assert_eq!(rx.chunks_in_use(), 1, "P free again");
+        rx.pop_batch(&mut out, 100);
+        assert_eq!(rx.chunks_in_use(), 1, "Q, a's current chunk");
+        assert_eq!(fill(&a, 100), 12, "Q started over, a's home chunk and P");
+    }
+}
+
+/// The same with the adoption stopping inside the lane's home chunk: its
+/// own slots cover the items until the lane is retired; then a free chunk
+/// is held for them.
+#[test]
+fn an_adoption_stopping_inside_the_home_chunk_holds_no_free_chunk_for_it() {
+    let (a, mut rx) = try_with_chunk::<u32>(8, 4).unwrap();
+    let g = a.try_clone().unwrap();
+    assert_eq!(fill(&g, 4), 4); // g's home chunk
+    drop(g);
+    assert_eq!(rx.adopt_exited_each(2, drop), 2);
+    assert_eq!(
+        (rx.adopted(), rx.uncovered(), rx.chunks_in_use()),
+        (2, 0, 0)
+    );
+    // The rest; the sweep goes on to the live lane (empty), so the drained
+    // lane is retired in this call: its home chunk goes.
+    assert_eq!(rx.adopt_exited_each(10, drop), 2);
+    assert_eq!(rx.lane_count(), 1);
+    assert_eq!(
+        (rx.adopted(), rx.uncovered(), rx.chunks_in_use()),
+        (4, 0, 1)
+    );
+    assert_eq!(fill(&a, 100), 8, "a's home chunk and one pool chunk");
+    rx.release(4);
+    assert_eq!(rx.chunks_in_use(), 1, "a's");
+}
+
+/// Releasing more than was adopted is the caller's error: a debug build
+/// says so.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "adopted items are not yet released")]
+fn releasing_more_than_was_adopted_is_caught_in_debug_builds() {
+    let (tx, mut rx) = try_with_chunk::<u32>(4, 1).unwrap();
+    let gone = tx.try_clone().unwrap();
+    gone.try_push(1).unwrap();
+    drop(gone);
+    assert_eq!(rx.adopt_exited_each(10, drop), 1);
+    rx.release(2);
+}

@@ -606,13 +606,14 @@ pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
             // released too).
             push_adopted(ledger, span, usize::MAX)
         });
-        if n == 0 {
-            break;
-        }
         total += n;
         // Popped from the lanes into `adopted`: still queued (`queued`
         // counts `adopted`).
         Ledger::add(&mut ledger.popped, n as u64);
+        // Also after the last call, which takes nothing: it may retire
+        // lanes the calls before drained, and spans adopted from their own
+        // chunks are uncovered only then (until then those chunks hold
+        // them).
         let over = consumer
             .uncovered()
             .saturating_sub(uncovered_adopted(shared));
@@ -622,6 +623,9 @@ pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
             Ledger::add(&mut ledger.orphaned, over as u64);
             Ledger::add(&mut ledger.adopted_out, over as u64);
             consumer.release(over);
+        }
+        if n == 0 {
+            break;
         }
     }
     if total == 0 {
