@@ -690,9 +690,10 @@ impl Worker {
         let mut m = 0;
         if adopted {
             m = (room - n).min(ledger.adopted.len());
-            ledger.adopted.drain(..m).for_each(|s| self.batch.push(&s));
-            // Out of the adopted spans: their slots go back to the pool.
+            // Out of the adopted spans: their slots go back to the pool
+            // (first: a panic while they move could not leave them held).
             consumer.release(m);
+            ledger.adopted.drain(..m).for_each(|s| self.batch.push(&s));
             // Relaxed: under the ledger lock (see `Shared::adopted_len`).
             self.shared.adopted_len.store(
                 adopted_unheld(consumer, ledger.adopted.len()),
