@@ -416,21 +416,30 @@ impl<T> Pool<T> {
     /// For the consumer's thread (and a lane's drop): another thread that
     /// gives a chunk back while the consumer runs uses `put_racing`.
     fn put(&self, chunk: &Chunk<T>) {
-        // Relaxed: written (under `held`'s lock) by the consumer, the
-        // thread that gives chunks back here, so it reads its own last
-        // store; `true` is checked again under the lock, which orders the
-        // rest. A stale `false` on another thread (a lane dropped after
-        // the consumer) only frees a chunk that the gone consumer no
-        // longer needed held.
+        // A stale `false` on another thread (a lane dropped after the
+        // consumer) only frees a chunk that the gone consumer no longer
+        // needed held.
+        if !self.hold_if_short(chunk) {
+            self.push(chunk);
+        }
+    }
+
+    /// Holds `chunk` (off the free stack) if adopted items are short of
+    /// cover; true if it did.
+    fn hold_if_short(&self, chunk: &Chunk<T>) -> bool {
+        // Relaxed: written (under `held`'s lock) by the consumer, so the
+        // consumer reads its own last store; `true` is checked again under
+        // the lock, which orders the rest. What a stale `false` costs is
+        // the callers' to say.
         if self.short.load(Ordering::Relaxed) {
             let mut held = loom::lock(&self.held);
             if held.short() {
                 held.hold(chunk);
                 self.short.store(held.short(), Ordering::Relaxed);
-                return;
+                return true;
             }
         }
-        self.push(chunk);
+        false
     }
 
     /// `put` from a thread other than the consumer's, concurrently with
@@ -451,15 +460,9 @@ impl<T> Pool<T> {
     /// are short of cover.)
     #[cold]
     fn put_racing(&self, chunk: &Chunk<T>) {
-        // Relaxed: a hint; `true` is checked again under the lock, and a
-        // stale `false` is caught by the fenced load below.
-        if self.short.load(Ordering::Relaxed) {
-            let mut held = loom::lock(&self.held);
-            if held.short() {
-                held.hold(chunk);
-                self.short.store(held.short(), Ordering::Relaxed);
-                return;
-            }
+        // A stale `false` here is caught by the fenced load below.
+        if self.hold_if_short(chunk) {
+            return;
         }
         self.push(chunk);
         // SeqCst: see above; pairs with the fence in `cover`.
