@@ -63,6 +63,7 @@ use crate::time::driver::TimerAction;
 
 /// How many levels of a region tree one thread passes a request or a
 /// cut-off down by recursion before it queues the rest (`pass_down`).
+#[cfg(not(loom))]
 const MAX_DEPTH: u32 = 16;
 
 /// One level of passing a request or a cut-off down (`pass_down`).
