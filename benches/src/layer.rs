@@ -15,7 +15,7 @@
 //! turned off so that both export the same attributes. Both sample every
 //! span (`AlwaysOn`, whatever `OTEL_TRACES_SAMPLER` says). Both get the
 //! same **total** queue: ours `max_queue_size` =
-//! [`ours_queue_setting`](crate::exporter::ours_queue_setting) of it, the
+//! [`ours_queue_setting`] of it, the
 //! SDK one queue of it; batch 512 (or the queue if smaller), delay 100 ms,
 //! as in [`exporter`](crate::exporter).
 //!

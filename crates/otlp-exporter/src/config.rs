@@ -33,6 +33,19 @@ pub enum ConfigError {
          FsAccess::from_ambient(ambient_authority()) outside it), or choose a transport"
     )]
     NoFileAccess,
+    /// The collector's TLS settings name PEM files
+    /// (`HttpTransportBuilder::certificate`, `client_certificate`,
+    /// `client_key`, or `OTEL_EXPORTER_OTLP_*CERTIFICATE` /
+    /// `*CLIENT_KEY`) but the transport was given no file-system access
+    /// to read them.
+    #[error(
+        "the collector's TLS settings name PEM files (OTEL_EXPORTER_OTLP_*CERTIFICATE, \
+         *CLIENT_KEY, or the builder's certificate settings) but there is no file-system \
+         access to read them: pass one with HttpTransportBuilder::filesystem or \
+         PipelineBuilder::filesystem (cx.fs() inside the runtime, \
+         FsAccess::from_ambient(ambient_authority()) outside it)"
+    )]
+    NoCertificateFileAccess,
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

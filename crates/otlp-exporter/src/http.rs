@@ -163,6 +163,8 @@ pub struct HttpTransportBuilder {
     certificate: Option<PathBuf>,
     client_certificate: Option<PathBuf>,
     client_key: Option<PathBuf>,
+    /// File-system access, for the PEM files of the TLS settings.
+    fs: Option<runtime_cap::FsAccess>,
 }
 
 impl fmt::Debug for HttpTransportBuilder {
@@ -285,6 +287,21 @@ impl HttpTransportBuilder {
     /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`).
     pub fn client_key(mut self, pem_file: impl Into<PathBuf>) -> Self {
         self.client_key = Some(pem_file.into());
+        self
+    }
+
+    /// File-system access (`cx.fs()` inside the runtime,
+    /// `FsAccess::from_ambient(ambient_authority())` outside it), needed
+    /// only to read the PEM files of the TLS settings
+    /// ([`certificate`](Self::certificate),
+    /// [`client_certificate`](Self::client_certificate),
+    /// [`client_key`](Self::client_key), or their environment variables):
+    /// without it, [`build`](Self::build) refuses a configuration that
+    /// names one ([`ConfigError::NoCertificateFileAccess`]). A pipeline
+    /// passes on the access it was given
+    /// ([`PipelineBuilder::filesystem`](crate::PipelineBuilder::filesystem)).
+    pub fn filesystem(mut self, fs: runtime_cap::FsAccess) -> Self {
+        self.fs = Some(fs);
         self
     }
 
@@ -430,7 +447,7 @@ impl HttpTransportBuilder {
             None => None,
             Some((var, p)) => Some(check_proxy(var, &p)?),
         };
-        let tls = tls_config(
+        let pems = [
             pem_setting(
                 self.certificate,
                 "certificate",
@@ -452,7 +469,15 @@ impl HttpTransportBuilder {
                 "OTEL_EXPORTER_OTLP_CLIENT_KEY",
                 &env,
             ),
-        )?;
+        ];
+        // Reading a file is a file-system effect: only with the access for
+        // it (found by review: the files were read with network access
+        // alone).
+        if self.fs.is_none() && pems.iter().any(Option::is_some) {
+            return Err(ConfigError::NoCertificateFileAccess);
+        }
+        let [certificate, client_certificate, client_key] = pems;
+        let tls = tls_config(certificate, client_certificate, client_key)?;
         let proxy_shown = proxy.as_ref().map(|p| {
             let uri = p.uri().to_string();
             redact_url(&uri).into_owned()
@@ -1090,7 +1115,10 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE` and its key from
 /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` (both or neither). A file
 /// that cannot be read, holds no certificate or key, or a key that is
-/// not the certificate's, is an error when the transport is built. A
+/// not the certificate's, is an error when the transport is built. The
+/// files are read with the file-system access given to the builder
+/// ([`HttpTransportBuilder::filesystem`], or the pipeline's): without it
+/// a configuration that names one is refused. A
 /// failed handshake (a certificate not trusted, expired or for another
 /// host; ours refused) fails the export at once, not retried.
 ///
@@ -2341,11 +2369,19 @@ mod tests {
         let cert = format!("{support}client.pem");
         let key = format!("{support}client.key");
         let other_key = format!("{support}server.key");
+        let fs = runtime_cap::FsAccess::from_ambient(runtime_cap::ambient_authority());
         let build = |vars: Vec<(&'static str, String)>| {
             HttpTransport::builder(net())
                 .endpoint("https://127.0.0.1:4318")
+                .filesystem(fs)
                 .build_with(move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
         };
+        // Without file-system access, a configuration that names a PEM
+        // file is refused before any file is read.
+        let no_fs = HttpTransport::builder(net())
+            .endpoint("https://127.0.0.1:4318")
+            .build_with(|k| (k == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca.clone()));
+        assert_eq!(no_fs.unwrap_err(), ConfigError::NoCertificateFileAccess);
         for (var, path, why) in [
             ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing, "no such file"),
             (
@@ -2415,6 +2451,7 @@ mod tests {
         // The builder wins over the environment, and names its setting.
         let err = HttpTransport::builder(net())
             .certificate(&missing)
+            .filesystem(fs)
             .build_with(|k| (k == "OTEL_EXPORTER_OTLP_CERTIFICATE").then(|| ca.clone()))
             .unwrap_err()
             .to_string();
@@ -2427,6 +2464,7 @@ mod tests {
                 .certificate(&ca)
                 .client_certificate(&cert)
                 .client_key(&key)
+                .filesystem(fs)
                 .build_with(|_| None)
                 .is_ok()
         );

@@ -120,8 +120,10 @@
 //!   waiting for a free export thread), what exited threads left is moved
 //!   into the pipeline's adopted spans and their lanes are freed: by the
 //!   worker during an outage, by each exiting thread itself once the
-//!   worker has been inside an export for 100 ms (not during a healthy
-//!   export: those lanes wait for the worker, and every span is delivered,
+//!   worker has been inside an export for 100 ms, or at once past 64 thread
+//!   exits during one export (during a healthy export with fewer exits
+//!   those lanes wait for the worker; either way adopted spans keep their
+//!   pool slots and are delivered,
 //!   `threads_that_exit_during_a_healthy_export_lose_no_span`)
 //!   (`threads_that_come_and_go_during_an_outage_do_not_keep_their_lanes`,
 //!   `threads_that_come_and_go_during_a_hung_export_do_not_keep_their_lanes`:
@@ -206,13 +208,16 @@
 //! (512); the resource from `OTEL_SERVICE_NAME` and
 //! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`,
 //! `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`,
-//! each falling back to the general `OTEL_ATTRIBUTE_*_LIMIT`
+//! the attribute limits falling back to the general
+//! `OTEL_ATTRIBUTE_COUNT_LIMIT` / `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`
 //! ([`SpanLimits::from_env`]); the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
 //! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL`, and
 //! for `https` `..._CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
-//! `..._CLIENT_KEY` (PEM files, each also in its `..._TRACES_...` form;
-//! see [`HttpTransport`](HttpTransport#tls)), through the proxy that
+//! `..._CLIENT_KEY` (PEM files, each also in its `..._TRACES_...` form,
+//! read with the file-system access given to the pipeline, and checked
+//! when the transport is built whatever the scheme; see
+//! [`HttpTransport`](HttpTransport#tls)), through the proxy that
 //! `HTTP_PROXY` (for an `http` endpoint), `HTTPS_PROXY` (for `https`) or
 //! `ALL_PROXY` names, never for a loopback collector nor one `NO_PROXY`
 //! names (see [`HttpTransport`](HttpTransport#proxies)) (a

@@ -44,8 +44,9 @@ pub struct Dropped {
     /// Left in the queue lane of a thread that exited, beyond what the
     /// pipeline keeps for exited threads: the oldest go first. Only
     /// happens while the worker cannot take from the queue (a collector
-    /// outage, or an export that hangs for longer than a healthy one:
-    /// 100 ms) and threads that recorded keep exiting. With the shared
+    /// outage, an export that hangs for longer than a healthy one (100
+    /// ms), or one export during which more than 64 threads exit) and
+    /// threads that recorded keep exiting. With the shared
     /// pool (every policy but drop-oldest) the spans adopted from exited
     /// lanes keep holding their slots of the pool, so new records are
     /// refused (`queue_full`, or `Block` waits) rather than these dropped;
@@ -54,7 +55,7 @@ pub struct Dropped {
     /// [`HANDED_OVER_LANES`](crate::HANDED_OVER_LANES)` x max_queue_size`
     /// of them, are orphaned. With drop-oldest (per-thread lanes), beyond
     /// `HANDED_OVER_LANES x max_queue_size` handed-over spans in all.
-    /// Never with a healthy collector.
+    /// Never with a healthy collector and a pool that is not full.
     pub orphaned: u64,
 }
 
@@ -182,7 +183,10 @@ pub struct FlushReport {
 /// What [`Pipeline::shutdown`](crate::Pipeline::shutdown) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// True if the pipeline drained and stopped before the deadline.
+    /// True if the pipeline drained and stopped before the deadline and
+    /// the transport's `shutdown` returned `Ok` (a
+    /// [`FileTransport`](crate::FileTransport) whose final sync failed
+    /// makes it false: see [`Pipeline::last_error`](crate::Pipeline::last_error)).
     pub completed: bool,
     /// Spans exported during shutdown.
     pub exported: u64,

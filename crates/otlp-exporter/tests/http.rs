@@ -1727,6 +1727,11 @@ fn tls_server(mutual: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, log)
 }
 
+/// File-system access, for the TLS settings' PEM files.
+fn fs() -> runtime_cap::FsAccess {
+    runtime_cap::FsAccess::from_ambient(runtime_cap::ambient_authority())
+}
+
 fn tls_file(name: &str) -> String {
     format!("{}/tests/support/tls/{name}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -1742,6 +1747,7 @@ fn a_collector_certificate_signed_by_the_configured_authority_is_trusted() {
         let t = HttpTransport::builder(net())
             .endpoint(format!("https://{host}:{port}"))
             .timeout(Duration::from_secs(5))
+            .filesystem(fs())
             .build_with(vars(vec![(var, tls_file("ca.pem"))]))
             .unwrap();
         assert_eq!(
@@ -1802,6 +1808,7 @@ fn a_client_certificate_is_presented_to_a_collector_that_asks_for_one() {
     with_cert.push(("OTEL_EXPORTER_OTLP_CLIENT_KEY", tls_file("client.key")));
     let t = HttpTransport::builder(net())
         .timeout(Duration::from_secs(5))
+        .filesystem(fs())
         .build_with(vars(with_cert))
         .unwrap();
     assert_eq!(export_once(&t), otlp_exporter::ExportResult::Success);
@@ -1809,6 +1816,7 @@ fn a_client_certificate_is_presented_to_a_collector_that_asks_for_one() {
     // Without it the collector refuses the handshake: final.
     let t = HttpTransport::builder(net())
         .timeout(Duration::from_secs(5))
+        .filesystem(fs())
         .build_with(vars(base))
         .unwrap();
     let result = export_once(&t);

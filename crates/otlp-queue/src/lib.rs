@@ -126,7 +126,8 @@
 //! * `pop` and `pop_batch` are wait-free against plain pushes and lock-free
 //!   against evictions (the claim CAS fails only if an eviction made
 //!   progress). They take a lock only when a producer was added or retired
-//!   since the last call.
+//!   since the last call (the pooled consumer also takes the pool's lock
+//!   to hold chunks while adopted items are short of cover).
 //! * A consumer preempted in the middle of a batch leaves the slots it has
 //!   claimed but not yet read occupied: producers of that lane see `Full` for
 //!   those slots until it resumes, and `force_push` on that lane waits for it.

@@ -87,7 +87,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///   shutdown is not an error); [`OTelSdkError::Timeout`] when the deadline
 ///   passed (what was pending is counted as `timed_out_at_shutdown`);
 ///   [`OTelSdkError::InternalFailure`] when it could not wait (called from
-///   inside the pipeline's transport); a second call is
+///   inside the pipeline's transport) or the transport's own shutdown
+///   failed (a final sync of a file; the message carries
+///   `Pipeline::last_error`); a second call is
 ///   [`OTelSdkError::AlreadyShutdown`], never a panic.
 ///
 /// # Spans ended after shutdown
@@ -385,8 +387,8 @@ impl SpanProcessor for OtlpSpanProcessor {
             Err(OTelSdkError::Timeout(timeout))
         } else {
             Err(OTelSdkError::InternalFailure(format!(
-                "otlp-exporter: shutdown began but could not wait for it to finish \
-                 (called from inside the pipeline's transport?){}",
+                "otlp-exporter: shutdown did not complete (called from inside the \
+                 pipeline's transport, or the transport's own shutdown failed){}",
                 last_error(&self.pipeline),
             )))
         }

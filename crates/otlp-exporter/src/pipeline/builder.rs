@@ -451,7 +451,12 @@ impl PipelineBuilder {
             #[cfg(feature = "http")]
             (None, None) if collector_configured() => match self.net {
                 Some(net) => {
-                    UserTransport(Some(Box::new(crate::HttpTransport::builder(net).build()?)))
+                    let mut http = crate::HttpTransport::builder(net);
+                    if let Some(fs) = self.fs {
+                        // For the TLS settings' PEM files, if any.
+                        http = http.filesystem(fs);
+                    }
+                    UserTransport(Some(Box::new(http.build()?)))
                 }
                 None => return Err(ConfigError::NoNetworkAccess),
             },

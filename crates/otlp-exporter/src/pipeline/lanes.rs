@@ -422,10 +422,6 @@ impl<T> Consumer<T> {
         }
     }
 
-    /// Takes what threads that exited left in their lanes, and frees the
-    /// lanes (`pooled::Consumer::pop_exited_each`). Per-thread lanes need
-    /// none of this: an exiting thread hands its spans over itself
-    /// (`hand_over`).
     /// `pooled::Consumer::adopt_exited_each`: takes what threads that
     /// exited left in their lanes and frees the lanes, the spans taken
     /// still counting against the pool until [`release`](Self::release)d.

@@ -150,7 +150,7 @@ struct Shared {
     /// The queue's consuming end: the worker's, taken under this lock for
     /// each look at the queue, and `None` once the worker closed the
     /// queue. A thread that exits while the worker is away
-    /// (`worker_away`) takes it too, if free, to free the lanes of exited
+    /// (`worker_away_since`) takes it too, if free, to free the lanes of exited
     /// threads (`lanes::adopt_exited`). Lock order: this, then `ledger`.
     consumer: Mutex<Option<Consumer<EncodedSpan>>>,
     /// Since when the worker takes nothing from the queue (nanoseconds
@@ -680,7 +680,8 @@ impl Pipeline {
     /// Safe to call more than once, and from several threads at once: each
     /// call waits for the same shutdown, whose deadline is the first call's
     /// (a later call with a longer timeout does not extend it), and each
-    /// says `completed` only if nothing timed out. Called from inside the pipeline's
+    /// says `completed` only if nothing timed out and the transport's own
+    /// [`shutdown`](crate::Transport::shutdown) succeeded. Called from inside the pipeline's
     /// own transport (or when the last handle is dropped there), it starts
     /// the shutdown and returns at once with `completed: false`; the worker
     /// finishes it when the transport returns.
@@ -688,8 +689,10 @@ impl Pipeline {
         shutdown(self.shared(), timeout)
     }
 
-    /// The last export failure (a transport's `Failed` reason) or transport
-    /// panic ("transport panicked: ..."), if any.
+    /// The last export failure (a transport's `Failed` reason), transport
+    /// panic ("transport panicked: ..."), or failed
+    /// [`Transport::shutdown`](crate::Transport::shutdown) ("transport
+    /// shutdown failed: ..."), if any.
     pub fn last_error(&self) -> Option<String> {
         lock(&self.shared().ledger).last_error.clone()
     }

@@ -213,7 +213,7 @@ pub enum Strategy {
     /// change points among the first `steps` steps.
     Pct {
         /// The bug depth aimed at (orderings that must line up). At most
-        /// [`MAX_PCT_DEPTH`](crate::lab::MAX_PCT_DEPTH), and at most one
+        /// [`MAX_PCT_DEPTH`], and at most one
         /// more than `steps` (one change point per step); larger values
         /// are taken as that.
         depth: u32,
