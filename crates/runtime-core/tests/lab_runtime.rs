@@ -628,6 +628,86 @@ fn a_sleep_for_ever_is_cancelled_or_reported_as_a_deadlock() {
     assert!(report.steps < 100, "{} steps", report.steps);
 }
 
+// ---- found by review (session 16) ---------------------------------------------
+
+/// Found by review: virtual time stopped at the timer wheel's level
+/// boundaries, where nothing fires (a sleep of 30 s + 7 ms made three
+/// jumps and a step each; an hour's four more), and a run waiting on a
+/// sleep for ever was reported deadlocked 584 years on. Time now jumps
+/// once, to the timer that fires; a deadlock is reported when everything
+/// stopped.
+#[test]
+fn virtual_time_jumps_once_to_the_timer_that_fires() {
+    for secs in [30_u64, 3600, 86_400 * 365] {
+        let d = Duration::from_secs(secs) + Duration::from_millis(7);
+        let report =
+            LabRuntime::new(1).block_on(move |cx| async move { cx.sleep(d).await.map_err(|_| ()) });
+        assert!(report.is_clean(), "{:?}", report.failure());
+        let advances: Vec<_> = report
+            .trace
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                TraceEvent::Advance { to } => Some(*to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(advances, [Instant::ZERO + d], "{secs} s");
+        assert_eq!(report.elapsed, d);
+    }
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let _ = cx.sleep(Duration::MAX).await;
+        Ok::<_, ()>(())
+    });
+    let (v, _) = first_violation(&report);
+    assert!(
+        matches!(v, Violation::Deadlock { at, .. } if at == Instant::ZERO),
+        "{v:?}"
+    );
+    assert_eq!(report.elapsed, Duration::ZERO);
+}
+
+/// Found by review: the count of checkpoints to the next clock look was
+/// the thread's, left by whatever ran there before, so the same seed could
+/// let a poll that checkpoints near the step limit pass in one run and
+/// stop it in the next. The count starts afresh at every poll.
+#[test]
+fn the_same_seed_judges_a_busy_poll_the_same_whatever_ran_before() {
+    fn report(n: u32) -> String {
+        let r = LabRuntime::builder().seed(1).max_steps(3).build().block_on(
+            move |cx: Cx<LabCaps>| async move {
+                for _ in 0..n {
+                    if cx.checkpoint().is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok::<_, ()>(true)
+            },
+        );
+        format!("{:?} {:?}", r.violations, r.outcome.map(|o| o.ok()))
+    }
+    for n in [104, 124] {
+        let fresh = std::thread::spawn(move || report(n)).join().unwrap();
+        let after = std::thread::spawn(move || {
+            let r = LabRuntime::new(5).block_on(|cx| async move {
+                for _ in 0..27 {
+                    let _ = cx.checkpoint();
+                }
+                Ok::<_, ()>(())
+            });
+            assert!(r.is_clean());
+            report(n)
+        })
+        .join()
+        .unwrap();
+        let (twice_a, twice_b) = std::thread::spawn(move || (report(n), report(n)))
+            .join()
+            .unwrap();
+        assert_eq!(fresh, after, "{n} checkpoints");
+        assert_eq!(twice_a, twice_b, "{n} checkpoints");
+    }
+}
+
 // ---- found by review (session 14) ---------------------------------------------
 
 /// Found by review: an interval checked the cancellation of the task that

@@ -697,7 +697,9 @@ impl<C: CapSet> Cx<C> {
     /// had already closed"). Work a finalizer needs runs in the finalizer
     /// itself, or in a region it opens through this context: such a
     /// region runs (counted in the nearest region above still open, which
-    /// waits for it), is not cancelled for this region's sake (cleanup
+    /// waits for it, unless that is the runtime's root, which waits for
+    /// nothing: await the region in the finalizer), is not cancelled for
+    /// this region's sake (cleanup
     /// runs whether or not the region was cancelled), and lives within
     /// the finalizer's cleanup budget. A region opened through this
     /// context after the finalizers have run is born cancelled.

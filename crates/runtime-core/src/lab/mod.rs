@@ -162,8 +162,12 @@
 //! reservation oracle; a finalizer registered on a closed region, the
 //! finalizer oracle. The live-task, open-region, cleanup-budget and
 //! lattice oracles check what the runtime itself enforces, so no safe
-//! program trips them: their tests plant a bug (`LabBuilder::plant`,
-//! hidden, for tests only).
+//! program trips them (their tests plant a bug: `LabBuilder::plant`,
+//! hidden, for tests only), with one exception: a region's future leaked
+//! (`mem::forget`) where the nearest region still open is the run's root,
+//! which waits for nothing (a region a finalizer of the root's child opens
+//! through that child's context, then forgets): the live-task and
+//! open-region oracles report what it left (found by review).
 
 mod explore;
 pub(crate) mod hooks;

@@ -326,8 +326,33 @@ where
         }
         match next {
             Some(at) => {
-                steps += 1;
+                // The wheel names the start of its next occupied slot at
+                // any level, where a timer may only move down a level: go
+                // on until one fires (one step, one `Advance`), or none is
+                // left (a deadlock, at the time everything stopped). Each
+                // boundary was a step and an `Advance` of its own, a sleep
+                // of an hour four more (found by review).
+                let stopped = sched.now();
                 sched.advance(at);
+                let fires = loop {
+                    let (fired, next) = sched.fire_timers();
+                    if fired {
+                        break true;
+                    }
+                    match next {
+                        Some(at) => sched.advance(at),
+                        None => break false,
+                    }
+                };
+                if !fires {
+                    sched.rewind(stopped);
+                    violations.push(Violation::Deadlock {
+                        alive: sched.stats().snapshot().tasks_alive(),
+                        at: stopped,
+                    });
+                    break;
+                }
+                steps += 1;
                 trace.push(TraceEvent::Advance { to: sched.now() });
                 fingerprint = mix64(fingerprint ^ sched.now().as_nanos().rotate_left(17));
             }

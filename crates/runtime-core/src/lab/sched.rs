@@ -75,6 +75,7 @@ impl LabSched {
     pub(super) fn allow_looks(&self, n: u64) {
         // Relaxed: one thread.
         self.looks_left.store(n, Ordering::Relaxed);
+        crate::budget::coop::reset_clock_look();
     }
 
     /// After a poll: whether the task spun past its looks (and was
@@ -110,6 +111,15 @@ impl LabSched {
     pub(super) fn advance(&self, to: Instant) {
         // Relaxed: one thread reads and writes it.
         self.now.fetch_max(to.as_nanos(), Ordering::Relaxed);
+    }
+
+    /// Puts virtual time back to `to`: only for a run that ends in a
+    /// deadlock, whose clock went through the wheel's boundaries looking
+    /// for a timer that would fire and found none (no task saw those
+    /// times).
+    pub(super) fn rewind(&self, to: Instant) {
+        // Relaxed: one thread reads and writes it.
+        self.now.store(to.as_nanos(), Ordering::Relaxed);
     }
 
     pub(super) fn watch(&self) -> MutexGuard<'_, Watch> {
