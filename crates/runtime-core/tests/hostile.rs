@@ -2820,3 +2820,67 @@ fn a_yielding_task_behind_a_blocking_poll_is_run_by_an_idle_worker() {
         }
     });
 }
+
+/// A reviewer's case: a reserving sender's waker whose `clone` frees the
+/// channel's slot (it drops a permit) and whose `Drop` panics. The reserve
+/// took the slot (at once, or handed to it in the queue), then its waker
+/// clone's drop panicked out of the poll before a permit existed: the
+/// slot was lost for good (the channel full for ever, never
+/// disconnected). The drop is now caught and counted.
+#[test]
+fn a_waker_whose_drop_panics_loses_no_channel_slot() {
+    use std::sync::Mutex;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::{RawWaker, RawWakerVTable};
+    static CLONE_FREES: AtomicBool = AtomicBool::new(false);
+    static DROP_PANICS: AtomicBool = AtomicBool::new(false);
+    static HELD: Mutex<Option<channel::mpsc::Permit<'static, u8>>> = Mutex::new(None);
+    unsafe fn clone(p: *const ()) -> RawWaker {
+        if CLONE_FREES.swap(false, SeqCst) {
+            drop(HELD.lock().unwrap().take());
+        }
+        RawWaker::new(p, &VT)
+    }
+    unsafe fn noop(_: *const ()) {}
+    unsafe fn drop_w(_: *const ()) {
+        if DROP_PANICS.swap(false, SeqCst) {
+            panic!("waker drop panics");
+        }
+    }
+    static VT: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, drop_w);
+    isolate(WATCHDOG, || {
+        for queued_first in [false, true] {
+            let rt = current();
+            let out = rt.block_on(move |cx| async move {
+                let (tx, mut rx) = channel::mpsc::channel::<u8>(1).unwrap();
+                let tx: &'static channel::mpsc::Sender<u8> = Box::leak(Box::new(tx));
+                // The channel full: its one slot held here.
+                *HELD.lock().unwrap() = Some(tx.try_reserve().unwrap());
+                let mut fut = Box::pin(tx.reserve(&cx));
+                if queued_first {
+                    let w0 = Waker::noop().clone();
+                    assert!(
+                        fut.as_mut()
+                            .poll(&mut Context::from_waker(&w0))
+                            .is_pending()
+                    );
+                }
+                // SAFETY: the vtable's functions keep the waker contract (no
+                // data behind the pointer).
+                let w = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VT)) };
+                CLONE_FREES.store(true, SeqCst);
+                DROP_PANICS.store(true, SeqCst);
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let _ = fut.as_mut().poll(&mut Context::from_waker(&w));
+                }));
+                DROP_PANICS.store(false, SeqCst);
+                drop(fut);
+                // No permit exists: the slot is free again.
+                let free = tx.try_reserve().is_ok();
+                rx.close();
+                Ok::<_, ()>(free)
+            });
+            assert_eq!(out.ok(), Some(true), "queued first: {queued_first}");
+        }
+    });
+}

@@ -65,6 +65,16 @@ impl<T> Chan<T> {
     }
 }
 
+/// Drops a waker (user code) under a catch, counting a panic of its
+/// `Drop` (`task::count_panic_here`): one escaping here left a slot taken
+/// with no permit made for it, or a handed slot with no one to return it
+/// (found by review: the channel lost that slot for good).
+fn let_waker_go<W>(waker: W) {
+    if crate::outcome::drop_caught(waker).is_some() {
+        crate::task::count_panic_here();
+    }
+}
+
 /// The value queue: crossbeam's lock-free `ArrayQueue`, or under loom (which
 /// does not model crossbeam) a mutex around a `VecDeque`.
 #[cfg(not(loom))]
@@ -260,7 +270,7 @@ impl<T> Chan<T> {
         loop {
             if cur & CLOSED != 0 {
                 drop(waiters);
-                drop(mine);
+                let_waker_go(mine);
                 return Acquire::Closed;
             }
             if cur & WAITERS != 0 {
@@ -281,7 +291,7 @@ impl<T> Chan<T> {
             {
                 Ok(_) if take => {
                     drop(waiters);
-                    drop(mine);
+                    let_waker_go(mine);
                     return Acquire::Acquired;
                 }
                 Ok(_) => break,
@@ -326,19 +336,19 @@ impl<T> Chan<T> {
         let mut waiters = lock(&self.waiters);
         if waiters.take_handed(id) {
             drop(waiters);
-            drop(new);
+            let_waker_go(new);
             return self.handed();
         }
         match waiters.find(id) {
             Some(at) => {
                 let old = waiters.queue[at].waker.replace(new);
                 drop(waiters);
-                drop(old);
+                let_waker_go(old);
                 Acquire::Queued(id)
             }
             None => {
                 drop(waiters);
-                drop(new);
+                let_waker_go(new);
                 Acquire::Closed
             }
         }
@@ -378,7 +388,7 @@ impl<T> Chan<T> {
                 self.sem.fetch_and(!WAITERS, Ordering::Relaxed);
             }
             drop(waiters);
-            drop(waker);
+            let_waker_go(waker);
         }
     }
 

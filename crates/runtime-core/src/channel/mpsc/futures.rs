@@ -325,6 +325,11 @@ impl<T> fmt::Debug for Reserve<'_, T> {
 
 /// A reserved slot: [`send`](Self::send) commits one value into it.
 /// Dropping it unused returns the slot and wakes one waiting sender.
+/// Forgetting it (`mem::forget`, or a leaked [`Reserve`] that was handed a
+/// slot) keeps the slot for good: the channel is one slot smaller from
+/// then on, and a receiver whose senders live on sees `Empty`, never
+/// `Disconnected`, after [`Receiver::close`] (the lab reports a forgotten
+/// permit: its reservation oracle).
 ///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -534,8 +539,13 @@ impl<T> Drop for Receiver<T> {
         // came before this one, so the drain below sees their values;
         // later commits read RX_GONE and drain their own.
         chan.rx_state.fetch_or(RX_GONE, Ordering::Acquire);
-        drop(chan.rx_waker.take());
+        // The values first, then the waker (user code, whose `Drop` may
+        // panic: caught and counted; found by review: a panic there
+        // skipped the drain, and the queued values went uncounted).
         chan.drain_undelivered();
+        if crate::outcome::drop_caught(chan.rx_waker.take()).is_some() {
+            crate::task::count_panic_here();
+        }
     }
 }
 
