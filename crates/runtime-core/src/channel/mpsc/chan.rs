@@ -69,7 +69,7 @@ impl<T> Chan<T> {
 /// `Drop` (`task::count_panic_here`): one escaping here left a slot taken
 /// with no permit made for it, or a handed slot with no one to return it
 /// (found by review: the channel lost that slot for good).
-fn let_waker_go<W>(waker: W) {
+pub(super) fn let_waker_go<W>(waker: W) {
     if crate::outcome::drop_caught(waker).is_some() {
         crate::task::count_panic_here();
     }
