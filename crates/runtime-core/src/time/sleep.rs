@@ -101,47 +101,36 @@ fn poll_sleep_in(
     task: &mut Context<'_>,
 ) -> Poll<Result<(), Cancelled>> {
     coop::budgeted(task, |task| {
-        poll_sleep_unbudgeted(checkpoint, cx, deadline, timer, task)
-    })
-}
-
-/// [`poll_sleep_in`] without the budget.
-fn poll_sleep_unbudgeted(
-    checkpoint: &CxCore,
-    cx: &CxCore,
-    deadline: Instant,
-    timer: &mut Option<(TimerHandle, WakerId)>,
-    task: &mut Context<'_>,
-) -> Poll<Result<(), Cancelled>> {
-    if let Some(reason) = checkpoint.cancel_requested() {
-        return Poll::Ready(Err(Cancelled(reason)));
-    }
-    if cx.sched().is_shut_down() {
-        // Through a `Cx` kept past the runtime's shutdown (a sleep begun
-        // before it is woken by the shutdown's clearing of the wheel, and
-        // lands here): no worker turns the wheel any more, the timer would
-        // never fire.
-        let_go(cx, timer);
-        return Poll::Ready(Err(Cancelled(
-            CancelReason::new(CancelKind::Shutdown)
-                .with_message("the runtime has shut down: its timers no longer fire")
-                .with_origin(Origin::Runtime),
-        )));
-    }
-    if cx.now() >= deadline {
-        let_go(cx, timer);
-        return Poll::Ready(Ok(()));
-    }
-    let id = WakerId::of(task.waker());
-    match timer {
-        Some((_, w)) if *w == id => {}
-        _ => {
-            let_go(cx, timer);
-            let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
-            *timer = Some((h, id));
+        if let Some(reason) = checkpoint.cancel_requested() {
+            return Poll::Ready(Err(Cancelled(reason)));
         }
-    }
-    Poll::Pending
+        if cx.sched().is_shut_down() {
+            // Through a `Cx` kept past the runtime's shutdown (a sleep begun
+            // before it is woken by the shutdown's clearing of the wheel, and
+            // lands here): no worker turns the wheel any more, the timer would
+            // never fire.
+            let_go(cx, timer);
+            return Poll::Ready(Err(Cancelled(
+                CancelReason::new(CancelKind::Shutdown)
+                    .with_message("the runtime has shut down: its timers no longer fire")
+                    .with_origin(Origin::Runtime),
+            )));
+        }
+        if cx.now() >= deadline {
+            let_go(cx, timer);
+            return Poll::Ready(Ok(()));
+        }
+        let id = WakerId::of(task.waker());
+        match timer {
+            Some((_, w)) if *w == id => {}
+            _ => {
+                let_go(cx, timer);
+                let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
+                *timer = Some((h, id));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 impl Future for Sleep<'_> {
