@@ -62,12 +62,15 @@ run() { # name, limit in seconds, command...
 }
 cd "$here"
 run sweep-pipeline 150 ./xtask sweep --only pipeline --threads 1,2,4,8,15 --reps 3 --out "$res/sweep-pipeline"
+# The same with a sustained load (every thread makes spans for 250 ms on
+# both sides): the delivered rate where a small queue overflows.
+run sweep-pipeline-sustained 60 ./xtask sweep --only pipeline --threads 1,2,4,8,15 --for 250 --reps 2 --out "$res/sweep-pipeline-sustained"
 run sweep-layer 100 ./xtask sweep --only layer --threads 1,2,4,8,15 --reps 1 --out "$res/sweep-layer"
 if [ -x ./anchor-bench ]; then
     run anchor 120 ./anchor-bench 1,2,4,8,15 500000
     ONLY_TRACING=1 run anchor-tracing 60 ./anchor-bench 1,2,4,8,15 400000
 fi
-run audit 120 ./xtask audit --quick
+run audit 100 ./xtask audit --quick
 uptime >>"$res/machine.txt"
 EOF
 chmod +x "$out/run.sh"

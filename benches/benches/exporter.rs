@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use benches::exporter::{PipelineCandidate, run};
+use benches::exporter::{PipelineCandidate, Workload, run};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Spans per thread in one criterion iteration.
@@ -33,7 +33,7 @@ fn delivered(c: &mut Criterion) {
             group.bench_with_input(id, &threads, |b, &t| {
                 b.iter_custom(|iters| {
                     let per = iters * SPANS;
-                    let r = run(candidate, t, per, 65_536);
+                    let r = run(candidate, t, Workload::Spans(per), 65_536);
                     // Time per delivered-span-equivalent; drops make a
                     // pipeline look slower, as they should.
                     Duration::from_secs_f64((per * t as u64) as f64 / r.delivered_per_s.max(1.0))

@@ -10,6 +10,15 @@
 //!
 //! Both sides get the same **total** queue: every entry point here takes
 //! the total and gives ours [`ours_queue_setting`] of it.
+//!
+//! And the same work: a [`Workload`], either a number of spans per thread
+//! (the anchor bench's method) or a time that every thread spends making
+//! spans. The second is what a delivered-spans/s figure needs when a side
+//! overflows its queue: dropping a span costs ours about 30 ns, so 60 000
+//! spans per thread at 2048 spans of queue are over in 2 ms, shorter than
+//! one scheduler slice, and what the exporter delivered in that time says
+//! when the kernel first gave its thread a core (0.3 to 6 M spans/s from
+//! one run to the next on the 2-core VM), not how fast it drains.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -42,6 +51,69 @@ pub fn ours_queue_setting(total: usize, threads: usize) -> usize {
     total
         .saturating_sub(chunks)
         .max(otlp_exporter::THREAD_CHUNK_SLOTS)
+}
+
+/// What each recording thread does, the same for every side compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// Makes this many spans (the anchor bench's method).
+    Spans(u64),
+    /// Makes spans for this long (the clock is read every
+    /// [`Workload::CLOCK_EVERY`] spans, the same loop on both sides): a
+    /// sustained load, whose delivered rate does not hang on one scheduler
+    /// slice.
+    For(Duration),
+}
+
+impl Workload {
+    /// Spans made between two clock reads in [`Workload::For`].
+    pub const CLOCK_EVERY: u64 = 64;
+
+    /// Runs `span(i)` for `i` = 0, 1, ... as the workload says; returns
+    /// how many spans it made.
+    ///
+    /// ```
+    /// use benches::exporter::Workload;
+    /// use std::time::Duration;
+    /// let mut n = 0;
+    /// assert_eq!(Workload::Spans(10).each(|_| n += 1), 10);
+    /// assert_eq!(n, 10);
+    /// let made = Workload::For(Duration::from_millis(1)).each(|_| {});
+    /// assert_eq!(made % Workload::CLOCK_EVERY, 0);
+    /// ```
+    #[inline]
+    pub fn each(self, mut span: impl FnMut(u64)) -> u64 {
+        match self {
+            Workload::Spans(n) => {
+                for i in 0..n {
+                    span(i);
+                }
+                n
+            }
+            Workload::For(d) => {
+                let t0 = Instant::now();
+                let mut i = 0;
+                loop {
+                    for _ in 0..Self::CLOCK_EVERY {
+                        span(i);
+                        i += 1;
+                    }
+                    if t0.elapsed() >= d {
+                        return i;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Workload::Spans(n) => write!(f, "{n} spans per thread"),
+            Workload::For(d) => write!(f, "spans for {} ms per thread", d.as_millis()),
+        }
+    }
 }
 
 /// The pipelines compared.
@@ -203,7 +275,7 @@ pub struct Comparison {
 /// prost-encoding SDK runs too.
 pub fn compare(
     threads: usize,
-    per_thread: u64,
+    work: Workload,
     total_queue: usize,
     rounds: usize,
     with_prost: bool,
@@ -212,23 +284,13 @@ pub fn compare(
     let mut sdk = Vec::new();
     let mut prost = Vec::new();
     for _ in 0..rounds.max(1) {
-        ours.push(run(
-            PipelineCandidate::Ours,
-            threads,
-            per_thread,
-            total_queue,
-        ));
-        sdk.push(run(
-            PipelineCandidate::OtelBsp,
-            threads,
-            per_thread,
-            total_queue,
-        ));
+        ours.push(run(PipelineCandidate::Ours, threads, work, total_queue));
+        sdk.push(run(PipelineCandidate::OtelBsp, threads, work, total_queue));
         if with_prost {
             prost.push(run(
                 PipelineCandidate::OtelBspProst,
                 threads,
-                per_thread,
+                work,
                 total_queue,
             ));
         }
@@ -294,24 +356,31 @@ pub fn otel_provider_builder(
 pub fn run(
     candidate: PipelineCandidate,
     threads: usize,
-    per_thread: u64,
+    work: Workload,
     total_queue: usize,
 ) -> PipelineResult {
     match candidate {
-        PipelineCandidate::Ours => run_ours(
-            threads,
-            per_thread,
-            ours_queue_setting(total_queue, threads),
-        ),
-        PipelineCandidate::OtelBsp => run_otel(threads, per_thread, total_queue, false),
-        PipelineCandidate::OtelBspProst => run_otel(threads, per_thread, total_queue, true),
+        PipelineCandidate::Ours => {
+            run_ours(threads, work, ours_queue_setting(total_queue, threads))
+        }
+        PipelineCandidate::OtelBsp => run_otel(threads, work, total_queue, false),
+        PipelineCandidate::OtelBspProst => run_otel(threads, work, total_queue, true),
     }
 }
 
-/// Starts `threads` threads that wait at a barrier, run `body(t)` and
-/// report how long it took; returns the slowest time and when the first
-/// thread started.
-pub(crate) fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, Instant) {
+/// What [`drive`] measured.
+pub(crate) struct Driven {
+    /// The slowest thread's time.
+    pub(crate) slowest: Duration,
+    /// When the first thread started.
+    pub(crate) t0: Instant,
+    /// Spans made by all threads together.
+    pub(crate) made: u64,
+}
+
+/// Starts `threads` threads that wait at a barrier, run `body(t)` (which
+/// returns how many spans it made) and report how long it took.
+pub(crate) fn drive(threads: usize, body: impl Fn(usize) -> u64 + Sync) -> Driven {
     let start = Barrier::new(threads + 1);
     thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -320,8 +389,8 @@ pub(crate) fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, I
                 s.spawn(move || {
                     start.wait();
                     let t0 = Instant::now();
-                    body(t);
-                    (t0, t0.elapsed())
+                    let made = body(t);
+                    (t0, t0.elapsed(), made)
                 })
             })
             .collect();
@@ -329,18 +398,19 @@ pub(crate) fn drive(threads: usize, body: impl Fn(usize) + Sync) -> (Duration, I
         // The run starts when the first thread starts (this one may be
         // descheduled right after the barrier on a busy machine).
         let mut first: Option<Instant> = None;
-        let mut slowest = Duration::ZERO;
+        let (mut slowest, mut made) = (Duration::ZERO, 0);
         for h in handles {
-            let (t0, took) = h.join().expect("producer panicked");
+            let (t0, took, n) = h.join().expect("producer panicked");
             first = Some(first.map_or(t0, |f| f.min(t0)));
             slowest = slowest.max(took);
+            made += n;
         }
         let t0 = first.unwrap_or_else(Instant::now);
-        (slowest, t0)
+        Driven { slowest, t0, made }
     })
 }
 
-fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
+fn run_ours(threads: usize, work: Workload, max_queue_size: usize) -> PipelineResult {
     let sink = Counting::default();
     let pipeline = Pipeline::builder()
         .transport(sink.clone())
@@ -351,13 +421,17 @@ fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
         .build()
         .expect("valid settings");
     let tracer = pipeline.tracer("bench", "0");
-    let (slowest, t0) = drive(threads, |t| {
-        for i in 0..per {
+    let Driven {
+        slowest,
+        t0,
+        made: offered,
+    } = drive(threads, |t| {
+        work.each(|i| {
             let mut s = tracer.start("high_frequency_operation");
             s.set_attribute("thread_id", t as i64);
             s.set_attribute("i", i as i64);
             s.end();
-        }
+        })
     });
     let report = pipeline.shutdown(Duration::from_secs(120));
     let wall = t0.elapsed().as_secs_f64();
@@ -367,7 +441,6 @@ fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
         stats.is_balanced(),
         "accounting does not balance: {stats:?}"
     );
-    let offered = per * threads as u64;
     assert_eq!(stats.accepted, offered);
     let delivered = sink.spans.load(Ordering::Relaxed);
     assert_eq!(delivered, stats.exported);
@@ -381,7 +454,7 @@ fn run_ours(threads: usize, per: u64, max_queue_size: usize) -> PipelineResult {
     }
 }
 
-fn run_otel(threads: usize, per: u64, max_queue_size: usize, encode: bool) -> PipelineResult {
+fn run_otel(threads: usize, work: Workload, max_queue_size: usize, encode: bool) -> PipelineResult {
     use opentelemetry::trace::{Span, Tracer, TracerProvider};
     let got = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -394,19 +467,22 @@ fn run_otel(threads: usize, per: u64, max_queue_size: usize, encode: bool) -> Pi
         otel_provider(CountingExporter(got.clone()), max_queue_size)
     };
     let tracer = provider.tracer("bench");
-    let (slowest, t0) = drive(threads, |t| {
-        for i in 0..per {
+    let Driven {
+        slowest,
+        t0,
+        made: offered,
+    } = drive(threads, |t| {
+        work.each(|i| {
             let mut s = tracer.start("high_frequency_operation");
             s.set_attribute(opentelemetry::KeyValue::new("thread_id", t as i64));
             s.set_attribute(opentelemetry::KeyValue::new("i", i as i64));
             s.end();
-        }
+        })
     });
     // A shutdown that gives up leaves spans undelivered: counted as such
     // (the baseline's own behaviour), not an error of the measurement.
     let _ = provider.shutdown();
     let wall = t0.elapsed().as_secs_f64();
-    let offered = per * threads as u64;
     let delivered = got.load(Ordering::Relaxed);
     // A baseline that delivered nothing is broken, not slow: a ratio
     // against it would be infinite, and pass any threshold.

@@ -264,12 +264,13 @@ pub fn run(
     let dispatch = &stack.dispatch;
     // Each thread makes the stack its default (a few nanoseconds, inside
     // the timed region) and records its spans.
-    let (slowest, t0) = crate::exporter::drive(threads, |t| {
+    let crate::exporter::Driven { slowest, t0, .. } = crate::exporter::drive(threads, |t| {
         tracing::dispatcher::with_default(dispatch, || {
             for i in 0..per_thread {
                 span(t, i);
             }
         });
+        per_thread
     });
     let finished = stack.finish();
     let wall = t0.elapsed().as_secs_f64();

@@ -47,7 +47,12 @@ commands:
             --reps N            rounds (each runs every queue once); medians shown
                                 (default 3)
             --capacity N        total queue capacity (default 4096)
-            --spans N           spans per thread per pipeline run (default 400000)
+            --spans N           spans per thread per pipeline run (default 400000;
+                                the anchor bench's method)
+            --for MS            instead: every thread makes spans for MS ms per
+                                pipeline run (a sustained load: the delivered rate
+                                of a queue that overflows in less than a scheduler
+                                slice is noise)
             --only queue|pipeline|layer   one of the three comparisons
             --quick             --items 1000000 --spans 100000 --reps 1
             --out DIR           where to write sweep.md (default target/sweep)

@@ -16,11 +16,21 @@ pub(crate) struct Options {
     reps: usize,
     capacity: usize,
     spans: u64,
+    /// `--for MS`: a time per thread instead of `spans`.
+    for_ms: Option<u64>,
     only: Option<String>,
     out: PathBuf,
 }
 
 impl Options {
+    /// What each recording thread does in a pipeline run.
+    fn workload(&self) -> benches::exporter::Workload {
+        use benches::exporter::Workload;
+        self.for_ms.map_or(Workload::Spans(self.spans), |ms| {
+            Workload::For(std::time::Duration::from_millis(ms))
+        })
+    }
+
     pub(crate) fn parse(args: &[String]) -> Result<Self, String> {
         let cores = cores();
         let mut threads = vec![1, 2, 4, 8];
@@ -33,6 +43,7 @@ impl Options {
             reps: 3,
             capacity: 4096,
             spans: 400_000,
+            for_ms: None,
             only: None,
             out: PathBuf::from("target/sweep"),
         };
@@ -46,6 +57,7 @@ impl Options {
                     o.reps = 1;
                 }
                 "--spans" => o.spans = positive(flag, &value()?)?,
+                "--for" => o.for_ms = Some(positive(flag, &value()?)?),
                 "--only" => match value()?.as_str() {
                     v @ ("queue" | "pipeline" | "layer") => o.only = Some(v.to_owned()),
                     v => {
@@ -205,15 +217,17 @@ fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
     );
     let _ = writeln!(
         md,
-        "Machine: {machine}. N threads each make {} spans (two attributes) as fast as they can; \
+        "Machine: {machine}. N threads each make {} (two attributes each) as fast as they can; \
          the exporter only counts. Ours encodes OTLP protobuf on the recording threads; the SDK's \
          exporter gets `SpanData` and either only counts it (\"SDK\") or encodes each batch to an \
          OTLP protobuf request with opentelemetry-proto and prost (\"SDK+prost\": the same work as \
          ours). The same total queue on both sides: the SDK's one queue holds `queue` spans; ours \
-         gets `max_queue_size` = `queue`, which bounds the spans held across all its recording \
-         threads (`ours_queue_setting`). Batch 512, delay 100 ms. {} rounds, every pipeline once per round in turn; medians over rounds, ratios \
+         gets `max_queue_size` = `queue` less a 16-span chunk per recording thread, which each \
+         thread also holds, so that all its threads together hold at most `queue` \
+         (`ours_queue_setting`). Batch 512, delay 100 ms. {} rounds, every pipeline once per round in turn; medians over rounds, ratios \
          are medians of the ratios within a round.\n",
-        o.spans, o.reps
+        o.workload(),
+        o.reps
     );
     let _ = writeln!(
         md,
@@ -232,7 +246,7 @@ fn pipeline_section(o: &Options, machine: &str, md: &mut String) {
                 ratio,
                 sdk_prost,
                 ratio_prost,
-            } = benches::exporter::compare(t, o.spans, queue, o.reps, true);
+            } = benches::exporter::compare(t, o.workload(), queue, o.reps, true);
             let pct = |r: &PipelineResult| r.dropped() as f64 * 100.0 / r.offered as f64;
             let (p, rp) = (
                 sdk_prost.expect("asked for"),

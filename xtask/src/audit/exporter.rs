@@ -3,47 +3,58 @@
 //! `BatchSpanProcessor` with a counting exporter, same run, with the same
 //! total queue on both sides (`benches::exporter::ours_queue_setting`:
 //! our `max_queue_size` is the total across recording threads, less each
-//! thread's own chunk), at two totals: 65 536
-//! (judged) and the spec's default 2048 (shown; see `JUDGED`). The full
+//! thread's own chunk), at two totals, the spec's default 2048 and
+//! 65 536, both judged. Every recording thread makes spans for the same
+//! time on both sides (`benches::exporter::Workload::For`). The full
 //! audit adds the SDK encoding OTLP protobuf with prost (the same work as
 //! ours), not judged.
 
 use std::fmt::Write as _;
 
-use benches::exporter::compare;
+use std::time::Duration;
+
+use benches::exporter::{Workload, compare};
 use serde_json::json;
 
 use super::{Audit, Options, m};
 
-/// Ours must deliver at least this many times the SDK's spans/s at the
-/// highest thread count, with the same total queue ([`JUDGED`]) for both.
+/// Ours must deliver at least this many times the SDK's spans/s in every
+/// row (each thread count, each total queue, the same total for both).
 const RATIO: f64 = 1.5;
-/// The total queues measured, the same for both sides.
+/// And at least this many times at [`GOAL_THREADS`] threads, both totals:
+/// issue 13's goal on the 2-core machine.
+const GOAL: f64 = 3.0;
+/// The thread count of [`GOAL`] (judged when it is among the counts run).
+const GOAL_THREADS: usize = 4;
+/// The total queues measured, the same for both sides, both judged.
+/// (Until 2026-12-01 only 65 536 was: with a fixed number of spans per
+/// thread, ours at 2048 swung between 0.3x and 9x from run to run, its
+/// run over in 2 ms; a sustained load of the same time on both sides
+/// measures the drain, not the first scheduler slice: see
+/// `benches::exporter::Workload`.)
 const QUEUES: [usize; 2] = [2048, 65_536];
-/// The total judged. Not 2048 yet: on the shared 2-core VMs, ours at
-/// 2048 swings from run to run with the scheduling of the worker (it
-/// shares the cores with the recording threads while the small queue
-/// overflows): 0.1-4x the SDK's delivered spans/s on the Intel VM
-/// (docs/audits.md section 2), and 0.5-0.7x at 2 threads against 3.4-9.1x
-/// at 4 and 8 on the AMD VM (docs/exporter-performance.md, session 14),
-/// so a judged 2048 would flake. That row is shown in every report; the
-/// judged total goes back to 2048 when ours clears the threshold there
-/// with margin at every thread count.
-const JUDGED: usize = 65_536;
 
 pub(crate) fn audit(o: &Options) -> Audit {
-    // Quick: three short rounds (see queue.rs).
-    let (spans, rounds) = if o.quick { (60_000, 3) } else { (400_000, 3) };
+    // Every thread makes spans for the same time on both sides (a
+    // sustained load: see `benches::exporter::Workload`). Quick: three
+    // short rounds (see queue.rs).
+    let (work, rounds) = if o.quick {
+        (Workload::For(Duration::from_millis(250)), 3)
+    } else {
+        (Workload::For(Duration::from_secs(1)), 3)
+    };
     let with_prost = !o.quick;
     let mut details = String::new();
     let _ = writeln!(
         details,
-        "N threads each make {spans} spans with two attributes; the same total queue for both \
+        "N threads each make {work} (the same time for both), each span with two attributes; \
+         the same total queue for both \
          (ours: `max_queue_size` = the total less a 16-span chunk per recording thread, which \
          each thread also holds: all threads together hold at most the total; the SDK: one \
          queue of the total; batch 512 for both), delay 100 ms; {rounds} round(s) \
-         interleaved, medians. Our drops are by reason (the SDK's are silent). Judged: the \
-         {JUDGED} total, against the SDK whose exporter only counts `SpanData`{}.\n",
+         interleaved, medians. Our drops are by reason (the SDK's are silent). Judged: both \
+         totals, against the SDK whose exporter only counts `SpanData`: every row >= \
+         {RATIO:.1}x, and >= {GOAL:.1}x at {GOAL_THREADS} threads{}.\n",
         if with_prost {
             "; the last columns are the SDK whose exporter encodes OTLP protobuf with prost, \
              the same work as ours"
@@ -60,8 +71,15 @@ pub(crate) fn audit(o: &Options) -> Audit {
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut rows = Vec::new();
-    let mut last_ratio = 0.0;
-    let mut default_ratio = f64::NAN;
+    // The lowest ratio of every row, and of the goal's rows: (ratio,
+    // threads, total).
+    let mut lowest: Option<(f64, usize, usize)> = None;
+    let mut at_goal: Option<(f64, usize, usize)> = None;
+    let lower = |cur: &mut Option<(f64, usize, usize)>, row: (f64, usize, usize)| {
+        if cur.is_none_or(|c| row.0 < c.0) {
+            *cur = Some(row);
+        }
+    };
     for (&t, queue) in o
         .threads
         .iter()
@@ -74,7 +92,7 @@ pub(crate) fn audit(o: &Options) -> Audit {
             ratio,
             sdk_prost,
             ratio_prost,
-        } = compare(t, spans, queue, rounds, with_prost);
+        } = compare(t, work, queue, rounds, with_prost);
         let stats = a.stats.unwrap_or_default();
         let other = stats.dropped.total() - stats.dropped.queue_full;
         let _ = writeln!(
@@ -102,21 +120,31 @@ pub(crate) fn audit(o: &Options) -> Audit {
             "delivered_ratio_to_sdk_prost": ratio_prost,
             "ours_max_queue_size": benches::exporter::ours_queue_setting(queue, t),
         }));
-        if queue == JUDGED {
-            last_ratio = ratio;
-        } else {
-            default_ratio = ratio;
+        lower(&mut lowest, (ratio, t, queue));
+        if t == GOAL_THREADS {
+            lower(&mut at_goal, (ratio, t, queue));
         }
     }
-    let t = o.top();
+    let (low, low_t, low_q) = lowest.expect("at least one thread count");
+    let mut passed = low >= RATIO;
+    let mut verdict = format!(
+        "lowest: {low:.1}x the SDK's delivered spans/s (at {low_t} thread{}, total queue \
+         {low_q}; every row needs >= {RATIO:.1}x)",
+        if low_t == 1 { "" } else { "s" }
+    );
+    if let Some((r, t, q)) = at_goal {
+        passed &= r >= GOAL;
+        let _ = write!(
+            verdict,
+            "; at {t} threads {r:.1}x at its lowest (total {q}; needs >= {GOAL:.1}x)"
+        );
+    }
     Audit {
         name: "exporter-throughput",
-        passed: last_ratio >= RATIO,
-        verdict: format!(
-            "at {t} threads, total queue {JUDGED}: {last_ratio:.1}x the SDK's delivered spans/s \
-             (needs >= {RATIO:.1}x); total 2048 (not judged yet): {default_ratio:.1}x"
-        ),
+        passed,
+        verdict,
         details,
-        json: json!({"rows": rows, "ratio_threshold": RATIO, "judged_total_queue": JUDGED}),
+        json: json!({"rows": rows, "ratio_threshold": RATIO, "goal": GOAL,
+                     "goal_threads": GOAL_THREADS, "judged_total_queues": QUEUES}),
     }
 }
