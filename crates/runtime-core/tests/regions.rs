@@ -216,6 +216,66 @@ fn race_returns_the_winner_after_draining_losers() {
     }
 }
 
+/// The racer that finished first wins, even when the caller awaits the
+/// race late and a racer earlier in the list has finished since: the
+/// winner is who finished first, not the first handle found ready.
+#[test]
+fn race_winner_is_the_first_to_finish_not_the_first_in_the_list() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (la, lb) = (log.clone(), log.clone());
+            let race = race!(
+                cx,
+                move |cx| async move {
+                    // A needs a few more turns than B.
+                    for _ in 0..3 {
+                        cx.yield_now().await.map_err(|_| "cancelled")?;
+                    }
+                    la.lock().unwrap().push("A");
+                    Ok::<_, &str>("A")
+                },
+                move |_| async move {
+                    lb.lock().unwrap().push("B");
+                    Ok::<_, &str>("B")
+                },
+            );
+            // Both finish before the race is first polled.
+            cx.sleep(Duration::from_millis(20)).await.ok();
+            let order = log.lock().unwrap().clone();
+            Ok::<_, ()>((race.await.ok(), order))
+        });
+        let (winner, order) = out.ok().unwrap();
+        assert_eq!(order, ["B", "A"], "both racers finished, B first");
+        assert_eq!(winner, Some("B"));
+    }
+}
+
+/// A racer that fails late does not beat one that succeeded at once.
+#[test]
+fn race_late_failure_does_not_beat_an_early_success() {
+    for rt in runtimes() {
+        let out = rt.block_on(|cx| async move {
+            let race = race!(
+                cx,
+                |cx| async move {
+                    cx.sleep(Duration::from_millis(10))
+                        .await
+                        .map_err(|_| "cancelled")?;
+                    Err::<&str, &str>("A failed, late")
+                },
+                |_| async { Ok::<&str, &str>("B, at once") },
+            );
+            cx.sleep(Duration::from_millis(50)).await.ok();
+            Ok::<_, ()>(race.await)
+        });
+        match out.ok().unwrap() {
+            Outcome::Ok(w) => assert_eq!(w, "B, at once"),
+            other => panic!("the early success should win: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn timeout_cancels_with_timeout_reason() {
     for rt in runtimes() {

@@ -13,7 +13,7 @@ use crate::budget::coop;
 use crate::cancel::CancelCell;
 use crate::cancel::cancel_task;
 use crate::cancel::{CancelKind, CancelReason, Cancelled, Origin};
-use crate::loom::{Mutex, Ordering, lock};
+use crate::loom::{AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::Outcome;
 use crate::region::{Region, RegionError, RegionOptions, run_region};
 use crate::sched::{Schedule, Scheduler};
@@ -450,16 +450,60 @@ impl CxCore {
         let winner: Arc<Mutex<Option<Outcome<T, E>>>> = Arc::new(Mutex::new(None));
         let slot = winner.clone();
         let inner = node.clone();
+        // The index of the racer that finished first (`usize::MAX`: none
+        // yet). Each racer claims it as it finishes, however it finishes
+        // (its value, a panic, or dropped cancelled): a guard that the
+        // racer's future owns claims when dropped, which is before the
+        // task publishes its outcome. Which handle the body happens to
+        // poll first says nothing about who finished first (a racer that
+        // finished later but sits earlier in the list would win).
+        let first = Arc::new(AtomicUsize::new(usize::MAX));
         let mut handles: Vec<JoinHandle<T, E>> = racers
             .into_iter()
-            .map(|g| spawn_in(&node, Budget::UNLIMITED, self.header().child_seed(), g))
+            .enumerate()
+            .map(|(i, g)| {
+                let claim = ClaimFirst {
+                    first: first.clone(),
+                    index: i,
+                };
+                spawn_in(
+                    &node,
+                    Budget::UNLIMITED,
+                    self.header().child_seed(),
+                    move |cx| {
+                        let fut = g(cx);
+                        async move {
+                            let _claim = claim;
+                            fut.await
+                        }
+                    },
+                )
+            })
             .collect();
         let body = async move {
             if !handles.is_empty() {
                 let first = std::future::poll_fn(|cx| {
-                    for h in handles.iter_mut() {
-                        if let Poll::Ready(o) = Pin::new(h).poll(cx) {
-                            return Poll::Ready(o);
+                    // Acquire: pairs with the claim's AcqRel exchange (a
+                    // claimed index is the racer that finished first).
+                    let f = first.load(Ordering::Acquire);
+                    if f != usize::MAX {
+                        return Pin::new(&mut handles[f]).poll(cx);
+                    }
+                    for k in 0..handles.len() {
+                        if let Poll::Ready(o) = Pin::new(&mut handles[k]).poll(cx) {
+                            // Racer `k` has finished, so some racer has
+                            // claimed (its claim came before its outcome,
+                            // which this poll acquired): `k` itself, or
+                            // one that finished before it, whose outcome
+                            // is the race's. A later finisher's outcome
+                            // goes as a loser's does.
+                            let f = first.load(Ordering::Acquire);
+                            if f == k {
+                                return Poll::Ready(o);
+                            }
+                            debug_assert!(f != usize::MAX, "a finished racer claims first");
+                            drop(o);
+                            return Pin::new(&mut handles[f]).poll(cx);
                         }
                     }
                     Poll::Pending
@@ -702,5 +746,28 @@ impl<F: Future> Future for Masked<'_, F> {
         unsafe { Pin::new_unchecked(&mut this.fut) }
             .poll(cx)
             .map(Ok)
+    }
+}
+
+/// Claims a race's "first finished" index for its racer when dropped
+/// (the racer's future owns it: dropped as the racer finishes, unwinds,
+/// or is dropped cancelled). The first claim stands.
+struct ClaimFirst {
+    first: Arc<AtomicUsize>,
+    index: usize,
+}
+
+impl Drop for ClaimFirst {
+    fn drop(&mut self) {
+        // AcqRel: the winner's claim is ordered before its outcome is
+        // published (the task stores the outcome after the future, and
+        // this guard in it, is gone), so a poll that acquired a finished
+        // handle sees a claim.
+        let _ = self.first.compare_exchange(
+            usize::MAX,
+            self.index,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 }
