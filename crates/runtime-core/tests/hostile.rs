@@ -2884,3 +2884,175 @@ fn a_waker_whose_drop_panics_loses_no_channel_slot() {
         }
     });
 }
+
+/// An error value whose `Debug` counts its calls (and, with `big`, writes
+/// a megabyte).
+#[derive(Clone)]
+struct Loud {
+    calls: Arc<AtomicUsize>,
+    big: bool,
+}
+
+impl std::fmt::Debug for Loud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.big {
+            for _ in 0..(1 << 14) {
+                f.write_str(&"x".repeat(64))?;
+            }
+            Ok(())
+        } else {
+            f.write_str("Loud")
+        }
+    }
+}
+
+/// The runtime formats a failing task's error only for a region that
+/// keeps it: `join_all`, `race` and `join!` hand every outcome back
+/// through the handles and never format one (200 failing bodies each
+/// cost a formatted value before, seconds for big ones), and a region
+/// formats its first failure, not every one after it.
+#[test]
+fn a_failing_task_s_error_is_formatted_only_for_a_region_that_keeps_it() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let loud = Loud {
+                calls: calls.clone(),
+                big: true,
+            };
+            let out = rt.block_on(move |cx| async move {
+                let bodies: Vec<_> = (0..200)
+                    .map(|_| {
+                        let e = loud.clone();
+                        move |_cx| async move { Err::<(), _>(e) }
+                    })
+                    .collect();
+                let outs = cx.join_all(bodies).await;
+                let (e1, e2, e3) = (loud.clone(), loud.clone(), loud.clone());
+                let raced = runtime_core::race!(
+                    cx,
+                    move |_| async move { Err::<(), _>(e1) },
+                    move |_| async move { Err::<(), _>(e2) }
+                )
+                .await;
+                let joined =
+                    runtime_core::join!(cx, move |_| async move { Err::<(), _>(e3) }).await;
+                Ok::<_, ()>((
+                    outs.iter().filter(|o| !o.is_ok()).count(),
+                    raced.is_ok(),
+                    joined.0.is_ok(),
+                ))
+            });
+            assert_eq!(out.ok(), Some((200, false, false)), "{name}");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                0,
+                "{name}: nobody reads these messages"
+            );
+        }
+        // A region keeps its first failure's message; on one thread the
+        // second child fails after the first was recorded, so exactly one
+        // is formatted.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let loud = Loud {
+            calls: calls.clone(),
+            big: false,
+        };
+        let out = current().block_on(move |cx| async move {
+            let r = cx
+                .region_with(RegionOptions::collect_all(), |cx| async move {
+                    for _ in 0..3 {
+                        let e = loud.clone();
+                        let h = cx.try_spawn(move |_| async move { Err::<(), _>(e) });
+                        let _ = h.await;
+                    }
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(match r {
+                Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
+                other => format!("unexpected: {other:?}"),
+            })
+        });
+        assert_eq!(out.ok().as_deref(), Some("Loud"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the first failure only");
+    });
+}
+
+/// A linked list as deep as a legitimate error might be, with a `Drop`
+/// that does not recurse.
+#[derive(Debug)]
+struct Deep {
+    next: Option<Box<Deep>>,
+}
+
+impl Drop for Deep {
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(mut n) = next {
+            next = n.next.take();
+        }
+    }
+}
+
+fn deep(levels: u32) -> Deep {
+    let mut head = Deep { next: None };
+    for _ in 1..levels {
+        head = Deep {
+            next: Some(Box::new(head)),
+        };
+    }
+    head
+}
+
+/// A failing task's error whose derived `Debug` recurses 200 000 deep:
+/// the region's message is cut at 4 096 bytes, and so is the formatting,
+/// instead of the worker's stack overflowing (the process aborted). A
+/// huge flat error is cut the same way, at once.
+#[test]
+fn a_deep_or_huge_error_is_cut_not_formatted_whole() {
+    isolate(WATCHDOG, || {
+        for (name, rt) in flavours() {
+            let out = rt.block_on(|cx| async move {
+                let r = cx
+                    .region(|cx| async move {
+                        cx.try_spawn(|_| async { Err::<(), _>(deep(200_000)) });
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(match r {
+                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
+                    other => format!("unexpected: {other:?}"),
+                })
+            });
+            let message = out.ok().unwrap();
+            assert!(
+                message.starts_with("Deep { next: Some(Deep { next: Some("),
+                "{name}: {message:.80}"
+            );
+            assert!(message.ends_with("… (cut at 4096 bytes)"), "{name}");
+            assert!(message.len() <= 4096 + 32, "{name}: {}", message.len());
+            let calls = Arc::new(AtomicUsize::new(0));
+            let loud = Loud {
+                calls: calls.clone(),
+                big: true,
+            };
+            let out = rt.block_on(move |cx| async move {
+                let r = cx
+                    .region(move |cx| async move {
+                        cx.try_spawn(move |_| async move { Err::<(), _>(loud) });
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(match r {
+                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message.len(),
+                    _ => 0,
+                })
+            });
+            let len = out.ok().unwrap();
+            assert!((4096..=4096 + 32).contains(&len), "{name}: {len}");
+            assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}");
+        }
+    });
+}

@@ -445,7 +445,7 @@ impl CxCore {
         let node = Region::open(
             self.region_node(),
             &self.task,
-            &RegionOptions::collect_all(),
+            &RegionOptions::quiet_collect_all(),
         );
         let winner: Arc<Mutex<Option<Outcome<T, E>>>> = Arc::new(Mutex::new(None));
         let slot = winner.clone();
@@ -546,7 +546,7 @@ impl CxCore {
         let node = Region::open(
             self.region_node(),
             &self.task,
-            &RegionOptions::collect_all(),
+            &RegionOptions::quiet_collect_all(),
         );
         let cx = CxCore::with_scope(self.task.clone(), Some(node.clone()));
         let fut = body(cx);
@@ -583,7 +583,7 @@ impl CxCore {
         let node = Region::open(
             self.region_node(),
             &self.task,
-            &RegionOptions::collect_all(),
+            &RegionOptions::quiet_collect_all(),
         );
         let handles: Vec<JoinHandle<T, E>> = bodies
             .into_iter()

@@ -56,7 +56,12 @@ pub enum RegionError<E = std::convert::Infallible> {
 pub struct Failure {
     /// The task that failed.
     pub task: TaskId,
-    /// Its error, formatted with `Debug`.
+    /// Its error, formatted with `Debug`, cut at 4 096 bytes (then ending
+    /// in `… (cut at 4096 bytes)`; the formatting stops there too). Only
+    /// the failure a region keeps is formatted: a later failure of a
+    /// region that already has one, and the failures inside `join_all`,
+    /// `race` and `join!` (whose callers get every outcome from the
+    /// handles), are not.
     pub message: String,
 }
 

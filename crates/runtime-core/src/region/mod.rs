@@ -91,10 +91,18 @@ pub(crate) struct ChildReport {
 }
 
 impl ChildReport {
-    /// What `o` tells the region. An error's `Debug` is user code: a
-    /// panic in it is caught and counted in `stats`, and the message says
-    /// so.
-    pub(crate) fn of<T, E: fmt::Debug>(o: &Outcome<T, E>, stats: &crate::sched::Stats) -> Self {
+    /// What `o` tells the region; `explain`: an error's message is made
+    /// (the region may keep it: see [`Region::keeps_message`]), else only
+    /// its severity is reported. An error's `Debug` is user code: a panic
+    /// in it is caught and counted in `stats`, and the message says so;
+    /// the message is cut at [`MESSAGE_MAX`] bytes, and so is the
+    /// formatting (a `Debug` that writes a huge or deeply nested value
+    /// stops there, rather than taking seconds or the worker's stack).
+    pub(crate) fn of<T, E: fmt::Debug>(
+        o: &Outcome<T, E>,
+        explain: bool,
+        stats: &crate::sched::Stats,
+    ) -> Self {
         let mut r = ChildReport {
             task: None,
             severity: o.severity(),
@@ -103,13 +111,12 @@ impl ChildReport {
         };
         match o {
             Outcome::Ok(_) => {}
+            Outcome::Err(_) if !explain => {}
             Outcome::Err(e) => {
-                r.error = Some(
-                    crate::outcome::catch(|| format!("{e:?}")).unwrap_or_else(|p| {
-                        stats.panic_caught();
-                        format!("<the error's Debug panicked: {p}>")
-                    }),
-                );
+                r.error = Some(crate::outcome::catch(|| debug_cut(e)).unwrap_or_else(|p| {
+                    stats.panic_caught();
+                    format!("<the error's Debug panicked: {p}>")
+                }));
             }
             Outcome::Cancelled(_) => {}
             Outcome::Panicked(p) => r.panic = Some(p.clone()),
@@ -121,6 +128,46 @@ impl ChildReport {
         self.task = Some(id);
         self
     }
+}
+
+/// The longest message a failing child's error makes for its region
+/// ([`Failure::message`]), in bytes, before `…` and a note.
+pub(crate) const MESSAGE_MAX: usize = 4096;
+
+/// `{e:?}`, cut at [`MESSAGE_MAX`] bytes: the writer refuses what comes
+/// after, which stops the formatting there (a derived `Debug` returns at
+/// the first refused write, however deep it is).
+fn debug_cut(e: &dyn fmt::Debug) -> String {
+    struct Cut {
+        buf: String,
+        cut: bool,
+    }
+    impl fmt::Write for Cut {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let room = MESSAGE_MAX - self.buf.len();
+            if s.len() <= room {
+                self.buf.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.buf.push_str(&s[..end]);
+            self.cut = true;
+            Err(fmt::Error)
+        }
+    }
+    let mut w = Cut {
+        buf: String::new(),
+        cut: false,
+    };
+    // An `Err` of the `Debug`'s own (not the cut) keeps what it wrote.
+    let _ = fmt::write(&mut w, format_args!("{e:?}"));
+    if w.cut {
+        let _ = fmt::Write::write_fmt(&mut w.buf, format_args!("… (cut at {MESSAGE_MAX} bytes)"));
+    }
+    w.buf
 }
 
 /// The worst child failure so far (the first of its severity).
@@ -229,6 +276,8 @@ pub(crate) struct Region {
     /// The task whose body runs this region (woken when it is cancelled).
     owner: Option<WeakTask>,
     pub(crate) policy: Policy,
+    /// Nobody reads this region's outcome (`RegionOptions::quiet`).
+    quiet: bool,
     pub(crate) budget: Budget,
     pub(crate) cleanup: CleanupBudget,
     pub(crate) cancel: CancelCell,
@@ -494,6 +543,7 @@ impl Region {
             None,
             false,
             Policy::CollectAll,
+            false,
             Budget::UNLIMITED,
             cleanup,
             sched,
@@ -510,6 +560,7 @@ impl Region {
         owner: Option<WeakTask>,
         in_parents_body: bool,
         policy: Policy,
+        quiet: bool,
         budget: Budget,
         cleanup: CleanupBudget,
         sched: Arc<dyn Scheduler>,
@@ -522,6 +573,7 @@ impl Region {
             parent,
             owner,
             policy,
+            quiet,
             budget,
             cleanup,
             cancel: CancelCell::new(),
@@ -571,6 +623,7 @@ impl Region {
             Some(owner.downgrade()),
             in_parents_body,
             spec.policy,
+            spec.quiet,
             // The opening task's budget too: a task's limits reach the
             // regions it opens and the tasks spawned in them (the task's
             // own budget met its region's when it was spawned, but a
@@ -839,6 +892,15 @@ impl Region {
             self.cancel(&self.sibling_failed());
         }
         self.leave();
+    }
+
+    /// Whether a child's error that fails now could be the one this
+    /// region keeps (and so is worth formatting): not when nobody reads
+    /// the outcome (`quiet`), nor once a failure is recorded (the first of
+    /// a severity is kept; a racing second one may be formatted in vain).
+    #[inline]
+    pub(crate) fn keeps_message(&self) -> bool {
+        !self.quiet && self.worst.get_if_made().is_none()
     }
 
     /// A child that did not fail (`Ok` or `Cancelled`: `severity`) has

@@ -33,6 +33,10 @@ pub struct RegionOptions {
     pub(super) policy: Policy,
     pub(crate) budget: Budget,
     pub(crate) cleanup: Option<CleanupBudget>,
+    /// The region's outcome is thrown away (the regions that `join_all`,
+    /// `race` and `join!` open: their callers get the tasks' outcomes from
+    /// the handles): a failing child's error is not formatted for it.
+    pub(crate) quiet: bool,
 }
 
 impl RegionOptions {
@@ -56,6 +60,14 @@ impl RegionOptions {
         RegionOptions {
             policy: Policy::CollectAll,
             ..RegionOptions::default()
+        }
+    }
+
+    /// A collect-all region whose outcome nobody reads ([`quiet`](Self::quiet)).
+    pub(crate) fn quiet_collect_all() -> Self {
+        RegionOptions {
+            quiet: true,
+            ..RegionOptions::collect_all()
         }
     }
 

@@ -650,7 +650,7 @@ where
         // failures and report only their severity.
         let severity = outcome.severity();
         let report = matches!(severity, Severity::Err | Severity::Panicked)
-            .then(|| ChildReport::of(&outcome, stats).with_task(h.id));
+            .then(|| ChildReport::of(&outcome, h.region.keeps_message(), stats).with_task(h.id));
         self.stage.with_mut(|stage| {
             // SAFETY: we hold RUNNING; the slot holds `Done(None)`, which
             // has nothing to drop.
