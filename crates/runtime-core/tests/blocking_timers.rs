@@ -354,6 +354,38 @@ fn a_dropped_timeout_leaves_no_deadline_timer() {
 
 // ---- an interval's late tick ---------------------------------------------------
 
+/// An interval whose period is under 2 ms (less than twice the wheel's
+/// millisecond rounding) keeps its rate: every tick fires up to 1 ms after
+/// its instant, which used to count as late (more than half the period)
+/// and restart the schedule from each tick, about half the ticks.
+#[test]
+fn a_short_period_interval_keeps_its_rate_despite_the_wheel_s_rounding() {
+    for (us, expected) in [
+        (1001u64, 999u64),
+        (1200, 833),
+        (1400, 714),
+        (1900, 526),
+        (2500, 400),
+    ] {
+        let report = LabRuntime::new(1).block_on(move |cx| async move {
+            let mut every = cx.interval(Duration::from_micros(us));
+            let end = cx.now() + Duration::from_secs(1);
+            let mut n = 0u64;
+            while cx.now() < end {
+                every.tick(&cx).await.map_err(|_| ())?;
+                n += 1;
+            }
+            Ok::<_, ()>(n)
+        });
+        assert_eq!(report.failure(), None);
+        let n = report.outcome.unwrap().ok().unwrap();
+        assert!(
+            n.abs_diff(expected) <= 2,
+            "period {us} us: {n} ticks in a second of virtual time, not about {expected}"
+        );
+    }
+}
+
 /// A tick that is late fires at once, and the next one a period after it
 /// (it fired 30 ms after the late one, on the old schedule: 70 ms late
 /// of a 100 ms period); a tick late by no more than the timers' jitter

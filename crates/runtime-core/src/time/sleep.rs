@@ -250,6 +250,14 @@ pub struct Tick<'a> {
 /// the timer wheel's millisecond and a worker's wake-up, with room.
 const LATE_AFTER: Duration = Duration::from_millis(5);
 
+/// The least lateness that counts as late, whatever the period: the
+/// wheel fires a timer at the first millisecond tick at or after its
+/// deadline (up to 1 ms after it), plus a wake-up's jitter. Below it, a
+/// period under 2 ms saw every tick as late (half its period is less than
+/// the wheel's rounding) and restarted its schedule from each, ticking
+/// about half as often as it should (1.2 ms: 500 ticks a second, not 833).
+const LATE_AT_LEAST: Duration = Duration::from_millis(2);
+
 impl Future for Tick<'_> {
     type Output = Result<Instant, Cancelled>;
     fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
@@ -264,9 +272,11 @@ impl Future for Tick<'_> {
                 // away: `(at + period).max(now)` fired a tick 70 ms late
                 // of a 100 ms period, then the next 30 ms after it). A
                 // tick only as late as the timer's and the scheduler's
-                // own jitter (`LATE_AFTER`, at most half a period) keeps
-                // the schedule, so that ticks do not drift.
-                let late = now - at > LATE_AFTER.min(i.period / 2);
+                // own jitter (`LATE_AFTER`, at most half a period, but at
+                // least the wheel's rounding: `LATE_AT_LEAST`) keeps the
+                // schedule, so that ticks do not drift. (A tick on time
+                // whose next is already due: from now, below.)
+                let late = now - at > LATE_AFTER.min((i.period / 2).max(LATE_AT_LEAST));
                 i.next = if late { now + i.period } else { at + i.period };
                 if i.next <= now {
                     // Saturated at `Instant::MAX`.
