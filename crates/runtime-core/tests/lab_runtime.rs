@@ -235,6 +235,10 @@ fn nothing_the_lab_runs_reads_the_wall_clock_or_os_randomness() {
         "Instant::now",
         "SystemTime",
         "RandomState",
+        // Their default hasher is `RandomState`, whatever the line says
+        // (`HashMap::new()`, `collect()`, `Default::default()`).
+        "HashMap",
+        "HashSet",
         "thread_rng",
         "getrandom",
         "elapsed()",
@@ -909,6 +913,68 @@ fn a_task_spinning_in_one_poll_ends_the_run_at_the_step_limit() {
             });
         assert_step_limit(&report.violations, 1_000);
     });
+}
+
+/// A task that busy-waits on the lab's clock (`while cx.now() < until`),
+/// which stands still while it runs: no checkpoint, no await, so the run
+/// never ended. Its looks at the clock count against the steps left, as a
+/// checkpoint's do, and past them the task is stopped by a panic; the run
+/// reports the step limit.
+#[test]
+fn a_task_spinning_on_the_clock_ends_the_run_at_the_step_limit() {
+    isolate(WATCHDOG, || {
+        let report = LabRuntime::builder()
+            .max_steps(1_000)
+            .build()
+            .block_on(|cx| async move {
+                let until = cx.now() + Duration::from_millis(1);
+                while cx.now() < until {
+                    std::hint::spin_loop();
+                }
+                Ok::<_, ()>(())
+            });
+        assert_step_limit(&report.violations, 1_000);
+    });
+}
+
+/// A run that takes exactly `max_steps` steps is clean, with its
+/// outcome: the limit was checked before looking whether anything was
+/// left to do, and tripped (the outcome lost) with nothing left.
+#[test]
+fn a_run_of_exactly_max_steps_steps_is_clean() {
+    let prog = |cx: Cx<LabCaps>| async move {
+        let a = cx.spawn(|cx| async move { cx.sleep(Duration::from_millis(3)).await.is_ok() });
+        let b = cx.spawn(|cx| async move { cx.yield_now().await.is_ok() });
+        Ok::<_, ()>((a.await.ok(), b.await.ok()))
+    };
+    let free = LabRuntime::new(9).block_on(prog);
+    assert!(free.is_clean(), "{:?}", free.violations);
+    let n = free.steps;
+    for limit in [n, n + 1] {
+        let r = LabRuntime::builder()
+            .seed(9)
+            .max_steps(limit)
+            .build()
+            .block_on(prog);
+        assert!(
+            r.is_clean(),
+            "max_steps({limit}) of a {n}-step run: {:?}",
+            r.violations
+        );
+        assert_eq!(r.outcome.unwrap().ok(), Some((Some(true), Some(true))));
+    }
+    let short = LabRuntime::builder()
+        .seed(9)
+        .max_steps(n - 1)
+        .build()
+        .block_on(prog);
+    assert_step_limit(&short.violations, n - 1);
+    let one = LabRuntime::builder()
+        .max_steps(1)
+        .build()
+        .block_on(|_| async { Ok::<_, ()>(()) });
+    assert!(one.is_clean(), "{:?}", one.violations);
+    assert_eq!(one.outcome.unwrap().ok(), Some(()));
 }
 
 /// A PCT depth far past any use (`u32::MAX`) asked for that many change

@@ -323,8 +323,27 @@ impl CxCore {
     // ---- time ---------------------------------------------------------------
 
     /// The runtime clock's time.
+    ///
+    /// A look at the clock, as a checkpoint's is: on the real runtime due
+    /// timers fire (a task that busy-waits on the clock on a
+    /// current-thread runtime lets them); in the lab, where the clock
+    /// stands still while a task runs, the looks count against the run's
+    /// steps left, and a task that spins on the clock past them is stopped
+    /// by a panic (its outcome `Panicked`; the run reports the step
+    /// limit): nothing else gets a loop that never yields out of it.
     pub(crate) fn now(&self) -> Instant {
-        self.sched().now()
+        let sched = self.sched();
+        if coop::clock_look_due() && sched.poll_timers() && !std::thread::panicking() {
+            let reason = CancelReason::new(CancelKind::Shutdown)
+                .with_message("the lab's step limit: a task spun in one poll")
+                .with_origin(Origin::Runtime);
+            cancel_task(&self.task, &reason);
+            panic!(
+                "the lab's step limit: a task spun in one poll looking at the clock, which \
+                 stands still while a task runs"
+            );
+        }
+        sched.now()
     }
 
     /// Sleeps for `d`; a checkpoint (returns `Err` if cancelled meanwhile).

@@ -113,7 +113,10 @@
 //! ([`LabBuilder::max_steps`]) and reports it. So does one that spins
 //! inside a single poll, checkpointing but never awaiting: its
 //! checkpoints' looks at the clock count against the steps left, and at
-//! the limit it is cancelled at a checkpoint. (A timer cannot end either
+//! the limit it is cancelled at a checkpoint; one that busy-waits on
+//! [`Cx::now`](crate::Cx::now) alone (no checkpoint to return `Err` at) is
+//! stopped by a panic there (its outcome `Panicked`). A run that has
+//! nothing left to do when it reaches the limit is clean. (A timer cannot end either
 //! kind in the lab, where time stands still while they run: on the real
 //! runtime a timeout or cleanup grace period would. Their cleanup budget's
 //! polls still apply.)

@@ -2,7 +2,7 @@
 //! finishes (jumping virtual time when nothing is ready), check the
 //! oracles, tear down.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -57,7 +57,8 @@ enum Picker {
 struct Pct {
     rng: Rng,
     /// Each task's priority, given when first seen (higher runs first).
-    priority: HashMap<TaskId, u64>,
+    /// (A `BTreeMap`: a `HashMap`'s default hasher reads OS randomness.)
+    priority: BTreeMap<TaskId, u64>,
     /// The steps at which the task run is demoted, ascending.
     change_points: VecDeque<u64>,
     demoted: u64,
@@ -105,7 +106,7 @@ impl Picker {
                 let change_points = change_points(&mut rng, depth, steps);
                 Picker::Pct(Pct {
                     rng,
-                    priority: HashMap::new(),
+                    priority: BTreeMap::new(),
                     change_points: change_points.into(),
                     demoted: 0,
                     streak: (TaskId(0), 0),
@@ -270,6 +271,15 @@ where
 
     loop {
         if steps >= cfg.max_steps {
+            // The limit is on steps taken: a run with nothing left to do
+            // when it is reached (the main task finished, no task ready,
+            // as at the end below) took no step too many. (A run of
+            // exactly `max_steps` steps was reported over the limit, its
+            // outcome lost.)
+            if handle.is_finished() && !sched.has_ready() {
+                finished = true;
+                break;
+            }
             violations.push(Violation::StepLimit {
                 steps: cfg.max_steps,
             });

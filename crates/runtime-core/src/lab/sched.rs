@@ -102,6 +102,11 @@ impl LabSched {
         Some((ready.swap_remove(i), n))
     }
 
+    /// Whether a task is ready to run.
+    pub(super) fn has_ready(&self) -> bool {
+        !lock(&self.ready).is_empty()
+    }
+
     /// Fires the timers due now; else returns when the next one is due.
     pub(super) fn fire_timers(&self) -> (bool, Option<Instant>) {
         self.timers.process(self.now(), &self.stats)

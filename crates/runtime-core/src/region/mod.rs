@@ -232,8 +232,9 @@ fn alive_and_finished(t: &TaskRef) -> (bool, bool) {
 #[derive(Default)]
 pub(crate) struct Keeper {
     /// The tasks in the swept list (their headers' addresses), made at the
-    /// first finished task of the pass.
-    listed: Option<std::collections::HashSet<usize>>,
+    /// first finished task of the pass. (A `BTreeSet`: a `HashSet`'s
+    /// default hasher reads OS randomness, which the lab must not.)
+    listed: Option<std::collections::BTreeSet<usize>>,
 }
 
 impl Keeper {
