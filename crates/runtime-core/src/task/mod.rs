@@ -571,6 +571,7 @@ where
             JoinHandle {
                 task: std::mem::ManuallyDrop::new(TaskRef::from_raw(ptr)),
                 poll: Task::<G, F, T, E>::poll_join_raw,
+                waiting: false,
                 _marker: PhantomData,
             },
         )
@@ -729,6 +730,7 @@ where
         drop_task: Self::drop_raw,
         dealloc: Self::dealloc_raw,
         discard_output: Self::discard_output_raw,
+        forget_joiner: Self::forget_joiner_raw,
     };
 
     /// The cell of the task at `ptr`.
@@ -760,6 +762,23 @@ where
     unsafe fn discard_output_raw(ptr: NonNull<Header>) {
         // SAFETY: the caller's promise.
         unsafe { Self::cell(ptr) }.discard_output();
+    }
+
+    /// `Vtable::forget_joiner`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` is this type's task, alive (the caller holds a count), and the
+    /// caller is its `JoinHandle`, dropping (nothing registers in the join
+    /// slot meanwhile).
+    unsafe fn forget_joiner_raw(ptr: NonNull<Header>) {
+        // SAFETY: the caller's promise. A `finish` racing this takes from
+        // the slot too: the slot's protocol gives the waker to one of them.
+        let waker = unsafe { Self::cell(ptr) }.join.take();
+        // A waker's `Drop` is user code.
+        if waker.is_some_and(|w| crate::outcome::drop_caught(w).is_some()) {
+            count_panic_here();
+        }
     }
 
     /// Drops the output left in the stage, if any (user data: a panic of
@@ -1111,6 +1130,9 @@ pub struct JoinHandle<T, E = std::convert::Infallible> {
     task: std::mem::ManuallyDrop<TaskRef>,
     /// The task type's `poll_join` (the handle knows only `T` and `E`).
     poll: PollJoin<T, E>,
+    /// A poll of this handle left a waker in the task's join slot (it was
+    /// not ready): dropped with the handle if the task has not finished.
+    waiting: bool,
     _marker: PhantomData<fn() -> (T, E)>,
 }
 
@@ -1174,6 +1196,18 @@ impl<T, E> Drop for JoinHandle<T, E> {
     fn drop(&mut self) {
         // SAFETY: `drop` runs once; the field is not used after this.
         let task = unsafe { std::mem::ManuallyDrop::take(&mut self.task) };
+        if self.waiting {
+            // The waker a poll left in the join slot holds the awaiting
+            // task; `finish` would drop it only when the task finishes,
+            // and a task that waits on its awaiter (two that awaited each
+            // other's handle, then gave up) never does. Taken now, while
+            // the count is still held. (A finish in between wakes an empty
+            // slot: nobody needs the wake of a handle that is going.)
+            let h = task.header();
+            // SAFETY: this task's vtable, alive (the handle's count), and
+            // this handle, the only one, is dropping.
+            unsafe { (h.vtable.forget_joiner)(NonNull::from(h)) };
+        }
         // A task still running is told, in the same compare-and-swap that
         // gives the count back, that nobody will join it (`finish` then
         // drops the output). A task seen finished (the common case of a
@@ -1194,17 +1228,21 @@ impl<T, E> Drop for JoinHandle<T, E> {
 
 impl<T, E> Future for JoinHandle<T, E> {
     type Output = Outcome<T, E>;
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome<T, E>> {
         // A handle not ready spends none of the turn's budget (`budgeted`).
         coop::budgeted(cx, |cx| {
             // SAFETY: `poll` is the task type's (set with the handle), and
             // the handle's count keeps the task alive.
             match unsafe { (self.poll)(NonNull::from(self.task.header()), cx) } {
                 Poll::Ready(o) => Poll::Ready(o),
-                Poll::Pending => match awaiter_cancelled(self.task.header()) {
-                    Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
-                    None => Poll::Pending,
-                },
+                Poll::Pending => {
+                    // Not ready: a waker is in the join slot.
+                    self.waiting = true;
+                    match awaiter_cancelled(self.task.header()) {
+                        Some(reason) => Poll::Ready(Outcome::Cancelled(reason)),
+                        None => Poll::Pending,
+                    }
+                }
             }
         })
     }

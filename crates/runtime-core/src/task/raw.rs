@@ -68,6 +68,11 @@ pub(crate) struct Vtable {
     /// `JoinHandle` is gone): an output can hold the task itself (its own
     /// `Cx`, an `Interval`), a cycle that would keep the task for ever.
     pub(crate) discard_output: unsafe fn(NonNull<Header>),
+    /// Drops the waker a `JoinHandle` left in the task's join slot (the
+    /// handle is going before the task finished): a waker holds its task,
+    /// and two tasks that each awaited the other's handle, then dropped
+    /// it, held each other for ever.
+    pub(crate) forget_joiner: unsafe fn(NonNull<Header>),
 }
 
 /// A counted reference to a task (a strong one, as `Arc`'s): keeps
