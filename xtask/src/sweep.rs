@@ -287,9 +287,10 @@ fn layer_section(o: &Options, machine: &str, md: &mut String) {
         "Machine: {machine}. N threads each make {} `tracing` spans (`info_span!` with two \
          fields, entered, exited, closed) on `tracing_subscriber::registry()` with one layer: \
          ours (`OtlpLayer`; the transport only counts) or tracing-opentelemetry's over the \
-         SDK's `BatchSpanProcessor` (the exporter only counts `SpanData`; thread attributes \
-         off, location and busy/idle time on in both). The same total queue on both sides \
-         (ours: `max_queue_size` = `queue`), batch 512, delay 100 ms, `AlwaysOn`. \
+         SDK's `BatchSpanProcessor` (the exporter only counts `SpanData`; its thread and \
+         target attributes and its context activation off, location and busy/idle time on \
+         in both). The same total queue on both sides (ours: `max_queue_size` = `queue` less \
+         a 16-span chunk per recording thread, `ours_queue_setting`), batch 512, delay 100 ms, `AlwaysOn`. \
          {} rounds, both layers once per round in turn; medians, ratios are medians of the \
          per-round ratios. \"registry alone\" is the floor: the same spans with no layer.\n",
         o.spans, o.reps

@@ -1,7 +1,7 @@
 //! Audit 9: cancel and drain of sleeping tasks, against tokio in the same
 //! run (issue 15, item 2). `benches::runtime`'s `CancelDrain(k)`: a
-//! region whose body spawns `k` tasks sleeping an hour, yields once, and
-//! cancels the region, timed until every task is drained and the region
+//! region whose body spawns `k` tasks sleeping an hour, yields until every
+//! one has started, and cancels the region, timed until every task is drained and the region
 //! closed; tokio's side is the same `k` tasks in a `JoinSet`, timed
 //! across `JoinSet::shutdown`, its code in a spawned task as ours is (the
 //! like-for-like placement). Two workers on each side, rounds alternating

@@ -73,8 +73,9 @@ pub(crate) fn audit(o: &Options) -> Audit {
         "N threads each make {spans} `tracing` spans (`info_span!` with two fields, entered, \
          exited, closed) on `tracing_subscriber::registry()` with one layer: ours \
          (`OtlpLayer`, its pipeline's transport counting) or tracing-opentelemetry's over the \
-         SDK's `BatchSpanProcessor` (its exporter counting `SpanData`; its thread attributes \
-         off, location and busy/idle time on in both). The same total queue for both (ours: \
+         SDK's `BatchSpanProcessor` (its exporter counting `SpanData`; its thread and target \
+         attributes and its context activation off: the same attributes and work as ours; \
+         location and busy/idle time on in both). The same total queue for both (ours: \
          `max_queue_size` = the total less a 16-span chunk per recording thread; the SDK: one \
          queue of the total), batch 512, delay \
          100 ms, `AlwaysOn` sampling; {rounds} rounds interleaved, medians; the ratio is the \
