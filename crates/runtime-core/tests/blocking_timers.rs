@@ -384,6 +384,29 @@ fn a_short_period_interval_keeps_its_rate_despite_the_wheel_s_rounding() {
             "period {us} us: {n} ticks in a second of virtual time, not about {expected}"
         );
     }
+    // And a tick late by more than half of a short period is late: at
+    // 3 ms, the tick due at 6 ms fires at 8 ms (the task was busy), and
+    // the next a period after it, at 11 ms, not 1 ms later on the old
+    // schedule (as a 2 ms floor on lateness had it).
+    let report = LabRuntime::new(1).block_on(|cx| async move {
+        let t0 = cx.now();
+        let mut every = cx.interval(Duration::from_millis(3));
+        let mut log = Vec::new();
+        for busy in [0u64, 5, 0, 0] {
+            cx.sleep(Duration::from_millis(busy))
+                .await
+                .map_err(|_| ())?;
+            let due = every.tick(&cx).await.map_err(|_| ())?;
+            log.push(((due - t0).as_millis(), (cx.now() - t0).as_millis()));
+        }
+        Ok::<_, ()>(log)
+    });
+    assert_eq!(report.failure(), None);
+    assert_eq!(
+        report.outcome.unwrap().ok().unwrap(),
+        [(3, 3), (6, 8), (11, 11), (14, 14)],
+        "(due, fired) in ms"
+    );
 }
 
 /// A tick that is late fires at once, and the next one a period after it

@@ -3053,6 +3053,39 @@ fn a_deep_or_huge_error_is_cut_not_formatted_whole() {
             let len = out.ok().unwrap();
             assert!((4096..=4096 + 32).contains(&len), "{name}: {len}");
             assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}");
+            // A `Debug` that unwraps its writes (harmless into a `String`)
+            // panics at the cut: the text up to the cut stands, and the
+            // panic, the cut's doing, is not counted as the user's.
+            let before = rt.stats().panics_caught;
+            let out = rt.block_on(|cx| async move {
+                let r = cx
+                    .region(|cx| async move {
+                        cx.try_spawn(|_| async { Err::<(), _>(Unwraps) });
+                        Ok::<_, ()>(())
+                    })
+                    .await;
+                Ok::<_, ()>(match r {
+                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
+                    other => format!("unexpected: {other:?}"),
+                })
+            });
+            let message = out.ok().unwrap();
+            assert!(message.starts_with("0123456789"), "{name}: {message:.80}");
+            assert!(message.ends_with("… (cut at 4096 bytes)"), "{name}");
+            assert_eq!(rt.stats().panics_caught, before, "{name}");
         }
     });
+}
+
+/// Writes 10 000 bytes, unwrapping each write.
+struct Unwraps;
+
+impl std::fmt::Debug for Unwraps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        for _ in 0..1000 {
+            write!(f, "0123456789").unwrap();
+        }
+        Ok(())
+    }
 }

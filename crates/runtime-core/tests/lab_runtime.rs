@@ -963,6 +963,22 @@ fn a_run_of_exactly_max_steps_steps_is_clean() {
         );
         assert_eq!(r.outcome.unwrap().ok(), Some((Some(true), Some(true))));
     }
+    // A last poll that reads the clock many times (a finite loop, no spin)
+    // at the limit is clean too.
+    let stamps = |cx: Cx<LabCaps>| async move {
+        let h = cx.spawn(|cx| async move { cx.yield_now().await.is_ok() });
+        let _ = h.await;
+        let stamped: Vec<_> = (0..5_000).map(|_| cx.now()).collect();
+        Ok::<_, ()>(stamped.len())
+    };
+    let m = LabRuntime::new(9).block_on(stamps).steps;
+    let r = LabRuntime::builder()
+        .seed(9)
+        .max_steps(m)
+        .build()
+        .block_on(stamps);
+    assert!(r.is_clean(), "{:?}", r.violations);
+    assert_eq!(r.outcome.unwrap().ok(), Some(5_000));
     let short = LabRuntime::builder()
         .seed(9)
         .max_steps(n - 1)

@@ -87,6 +87,12 @@ impl ReadyTask for TaskRef {
 /// task it waits for).
 const PCT_STREAK: u32 = 32;
 
+/// The fewest clock looks a poll is allowed before it counts as a spin,
+/// however few steps are left (a look comes every 32 checkpoints or clock
+/// reads: `coop`). Reading the clock a few million times in one poll is
+/// a spin; a few thousand is not.
+const LOOKS_AT_LEAST: u64 = 100_000;
+
 /// PCT's `depth - 1` change points, drawn in `0..steps`, ascending.
 fn change_points(rng: &mut Rng, depth: u32, steps: u64) -> Vec<u64> {
     // At most one change point per step: a deeper setting changes nothing
@@ -310,10 +316,13 @@ where
             };
             // A cancelled task is kept to look at after its run.
             let watched = seen.map(|c| (c, task.clone(), sched.stats().snapshot().tasks_cut_off));
-            // A poll that spins (checkpoints, never awaits) may make as
-            // many clock looks as the run has steps left, this one included
-            // (a poll that looks a few times in the last step is no spin).
-            sched.allow_looks(cfg.max_steps - steps + 1);
+            // A poll that spins (checkpoints or reads the clock, never
+            // awaits) may make as many clock looks as the run has steps
+            // left, this one included, and at least `LOOKS_AT_LEAST`: a
+            // finite poll that looks many times near the end of the steps
+            // (stamping items with `cx.now()`, making timeouts in a loop)
+            // is no spin.
+            sched.allow_looks((cfg.max_steps - steps + 1).max(LOOKS_AT_LEAST));
             task.run();
             if let Some((seen, task, cut_before)) = watched {
                 check_cleanup(&sched, &task, seen, cut_before, &mut violations);

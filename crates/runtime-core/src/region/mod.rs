@@ -113,7 +113,7 @@ impl ChildReport {
             Outcome::Ok(_) => {}
             Outcome::Err(_) if !explain => {}
             Outcome::Err(e) => {
-                r.error = Some(crate::outcome::catch(|| debug_cut(e)).unwrap_or_else(|p| {
+                r.error = Some(debug_cut(e).unwrap_or_else(|p| {
                     stats.panic_caught();
                     format!("<the error's Debug panicked: {p}>")
                 }));
@@ -136,8 +136,12 @@ pub(crate) const MESSAGE_MAX: usize = 4096;
 
 /// `{e:?}`, cut at [`MESSAGE_MAX`] bytes: the writer refuses what comes
 /// after, which stops the formatting there (a derived `Debug` returns at
-/// the first refused write, however deep it is).
-fn debug_cut(e: &dyn fmt::Debug) -> String {
+/// the first refused write, however deep it is). `Err`: the `Debug`
+/// panicked before the cut. One that panics at the refused write (a
+/// `write!(f, ..).unwrap()`, harmless into a `String`) keeps the text up
+/// to the cut: that panic is the cut's doing, not counted. (The panic
+/// hook still reports it, once, for the failure a region keeps.)
+fn debug_cut(e: &dyn fmt::Debug) -> Result<String, PanicPayload> {
     struct Cut {
         buf: String,
         cut: bool,
@@ -163,11 +167,17 @@ fn debug_cut(e: &dyn fmt::Debug) -> String {
         cut: false,
     };
     // An `Err` of the `Debug`'s own (not the cut) keeps what it wrote.
-    let _ = fmt::write(&mut w, format_args!("{e:?}"));
+    match crate::outcome::catch(|| {
+        let _ = fmt::write(&mut w, format_args!("{e:?}"));
+    }) {
+        Ok(()) => {}
+        Err(_) if w.cut => {}
+        Err(p) => return Err(p),
+    }
     if w.cut {
         let _ = fmt::Write::write_fmt(&mut w.buf, format_args!("… (cut at {MESSAGE_MAX} bytes)"));
     }
-    w.buf
+    Ok(w.buf)
 }
 
 /// The worst child failure so far (the first of its severity).

@@ -111,6 +111,12 @@ fn deadline_tick(at: Instant) -> u64 {
     at.as_nanos().div_ceil(TICK_NANOS)
 }
 
+/// When the wheel fires a timer due at `at`: the start of its deadline
+/// tick (the first millisecond tick at or after `at`; saturating).
+pub(crate) fn fires_at(at: Instant) -> Instant {
+    Instant::from_nanos(deadline_tick(at).saturating_mul(TICK_NANOS))
+}
+
 fn now_tick(now: Instant) -> u64 {
     now.as_nanos() / TICK_NANOS
 }

@@ -150,9 +150,10 @@ impl Drop for Sleep<'_> {
 /// Ticks once per period. A tick that is late (the task was busy) fires at
 /// once, and the next one is scheduled a period after it, so ticks never
 /// bunch up. (Late means by more than the timers' own jitter: 5 ms, or
-/// half the period if that is less. A tick later than its instant by no
-/// more than that keeps the schedule, the next one a period after the
-/// instant it was due, so that ticks do not drift.)
+/// half the period if that is less, counted from the millisecond tick at
+/// which the timer wheel fires a timer due at the tick's instant. A tick
+/// later than that by no more keeps the schedule, the next one a period
+/// after the instant it was due, so that ticks do not drift.)
 ///
 /// ```
 /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -250,14 +251,6 @@ pub struct Tick<'a> {
 /// the timer wheel's millisecond and a worker's wake-up, with room.
 const LATE_AFTER: Duration = Duration::from_millis(5);
 
-/// The least lateness that counts as late, whatever the period: the
-/// wheel fires a timer at the first millisecond tick at or after its
-/// deadline (up to 1 ms after it), plus a wake-up's jitter. Below it, a
-/// period under 2 ms saw every tick as late (half its period is less than
-/// the wheel's rounding) and restarted its schedule from each, ticking
-/// about half as often as it should (1.2 ms: 500 ticks a second, not 833).
-const LATE_AT_LEAST: Duration = Duration::from_millis(2);
-
 impl Future for Tick<'_> {
     type Output = Result<Instant, Cancelled>;
     fn poll(mut self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<Self::Output> {
@@ -272,11 +265,14 @@ impl Future for Tick<'_> {
                 // away: `(at + period).max(now)` fired a tick 70 ms late
                 // of a 100 ms period, then the next 30 ms after it). A
                 // tick only as late as the timer's and the scheduler's
-                // own jitter (`LATE_AFTER`, at most half a period, but at
-                // least the wheel's rounding: `LATE_AT_LEAST`) keeps the
-                // schedule, so that ticks do not drift. (A tick on time
-                // whose next is already due: from now, below.)
-                let late = now - at > LATE_AFTER.min((i.period / 2).max(LATE_AT_LEAST));
+                // own jitter (`LATE_AFTER`, at most half a period) keeps
+                // the schedule, so that ticks do not drift. Counted from
+                // when the wheel fires a timer due at `at` (its first
+                // millisecond tick at or after `at`), not from `at`: the
+                // wheel's rounding, up to 1 ms, is more than half a period
+                // under 2 ms, and every such tick counted as late (1.2 ms:
+                // 500 ticks a second, not 833).
+                let late = now - crate::time::driver::fires_at(at) > LATE_AFTER.min(i.period / 2);
                 i.next = if late { now + i.period } else { at + i.period };
                 if i.next <= now {
                     // Saturated at `Instant::MAX`.
