@@ -24,9 +24,10 @@ pub struct Dropped {
     /// (`partial_success.rejected_spans`).
     pub rejected: u64,
     /// Its export failed for good: a final answer (HTTP 400, 401, 403,
-    /// 404, 413, a redirect), a transport that panicked, or a retryable
+    /// 404, 413, a redirect), a transport that panicked, a retryable
     /// failure (collector down, 429, 502, 503, 504) whose last try, at
-    /// shutdown, failed again.
+    /// shutdown, failed again, or a batch that kept failing retryably for
+    /// [`retry_max_elapsed`](crate::PipelineBuilder::retry_max_elapsed).
     pub export_failed: u64,
     /// Kept for a retry after a retryable export failure (a collector
     /// outage), then shed by the shedding policy to make room for newer
@@ -35,7 +36,10 @@ pub struct Dropped {
     /// go first. The other policies never shed kept batches (new spans
     /// are the ones dropped, as `queue_full` or `low_priority`).
     pub retry_shed: u64,
-    /// Still queued or in flight when shutdown's deadline passed.
+    /// Still queued or in flight when shutdown's deadline passed. This
+    /// includes a batch kept for a retry (a collector outage) that
+    /// shutdown had no time to try: the deadline passed first, or the
+    /// collector's `Retry-After` ends after it.
     pub timed_out_at_shutdown: u64,
     /// Recorded after shutdown began (including a
     /// [`Shedding::Block`](crate::Shedding::Block) record that was still
@@ -165,11 +169,12 @@ pub struct FlushReport {
     /// dropped before the deadline. False during a collector outage: the
     /// flush tried the kept batches once, found the collector still down,
     /// and left them kept (not dropped; see
-    /// [`Pipeline`](crate::Pipeline#a-collector-outage)). A flush that a
-    /// shutdown overtakes ends with it, true: what the shutdown could not
-    /// export is in [`dropped`](Self::dropped)
-    /// (`timed_out_at_shutdown`), so look there, not only here, to know
-    /// whether the spans were delivered.
+    /// [`Pipeline`](crate::Pipeline#a-collector-outage)). A flush during a
+    /// shutdown (begun before it, or overtaking it) ends with it: true once
+    /// the shutdown finished or gave up at its deadline, false if the
+    /// flush's own timeout passed first. What the shutdown could not export
+    /// is in [`dropped`](Self::dropped) (`timed_out_at_shutdown`), so look
+    /// there, not only here, to know whether the spans were delivered.
     pub completed: bool,
     /// Spans exported while the flush ran.
     pub exported: u64,

@@ -87,8 +87,9 @@ pub trait Transport: Send + Sync + 'static {
     }
 
     /// Delivers one request. Should return by `deadline`; the pipeline's
-    /// flush and shutdown never wait past their own deadlines even if it
-    /// does not. Return [`ExportResult::Retryable`] for a failure that may
+    /// flush and shutdown never wait past their deadlines (a flush's own
+    /// timeout; the shutdown's, which is its first call's) even if it does
+    /// not. Return [`ExportResult::Retryable`] for a failure that may
     /// pass later (the receiver is down or overloaded): the pipeline keeps
     /// the request and calls `export` with it again later; return
     /// [`ExportResult::Failed`] for one that will not.

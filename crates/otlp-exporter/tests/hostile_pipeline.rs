@@ -1770,3 +1770,392 @@ fn a_transport_whose_shutdown_fails_makes_the_shutdown_not_completed() {
     // Asked again: the same answer.
     assert!(!p.shutdown(LONG).completed);
 }
+
+// ---------------------------------------------------------------------------
+// Found by review: flush, shutdown and retries, with and without export
+// threads.
+// ---------------------------------------------------------------------------
+
+/// A gate a scripted export waits at until the test opens it.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl Gate {
+    fn open(&self) {
+        *self.0.0.lock().unwrap() = true;
+        self.0.1.notify_all();
+    }
+
+    /// Waits until the gate is open, or `bound` passed (a bound for a
+    /// hang, not a timing).
+    fn wait(&self, bound: Duration) {
+        let open = self.0.0.lock().unwrap();
+        drop(
+            self.0
+                .1
+                .wait_timeout_while(open, bound, |open| !*open)
+                .unwrap(),
+        );
+    }
+}
+
+fn retryable(after: Option<Duration>) -> ExportResult {
+    ExportResult::Retryable {
+        reason: "503".into(),
+        retry_after: after,
+    }
+}
+
+/// With export threads, a flush that finds a batch kept for a retry while
+/// the worker holds a part-filled batch (spans taken, not yet due) tries
+/// the kept batch and goes on (found by review: it waited for the held
+/// spans as if an export were running, for ever; nothing was exported
+/// again until shutdown timed out).
+#[test]
+fn a_flush_with_export_threads_and_a_held_batch_tries_the_kept_batch() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let gate = Gate::default();
+        let back = Arc::new(AtomicBool::new(false));
+        let (g, b) = (gate.clone(), back.clone());
+        let (t, probe) = scripted(move |n| {
+            if n == 1 {
+                g.wait(LONG);
+            }
+            // Down until the test says it is back (just before its flush).
+            if b.load(Ordering::SeqCst) {
+                ExportResult::Success
+            } else {
+                retryable(None)
+            }
+        });
+        let p = base(t)
+            .max_concurrent_exports(2)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("a{i}")));
+        }
+        eventually("the first batch in the transport", || {
+            probe.calls.load(Ordering::SeqCst) == 1
+        });
+        for i in 0..3 {
+            p.record(SpanData::new(format!("b{i}")));
+        }
+        // The worker holds the three in its batch (not due for 60 s).
+        eventually("the three taken", || {
+            let s = p.stats();
+            s.queued == 0 && s.in_flight == 13
+        });
+        gate.open();
+        eventually("the first batch kept", || p.stats().retrying == 10);
+        back.store(true, Ordering::SeqCst);
+        let flush = p.force_flush(Duration::from_secs(5));
+        assert!(flush.completed, "{flush:?}");
+        assert_eq!(flush.pending, 0, "{flush:?}");
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 13);
+        let s = shut_down_balanced(&p);
+        assert_eq!(s.exported, 13, "{s:?}");
+        assert_eq!(s.dropped.total(), 0, "{s:?}");
+    });
+}
+
+/// A `Retry-After: 0` asks for no wait: a flush right after such a failure
+/// tries the kept batch (found by review: the `Retry-After` was taken to
+/// end when the backoff did, and the flush refused to try before it).
+#[test]
+fn a_flush_after_a_retry_after_of_zero_tries_the_kept_batch() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let back = Arc::new(AtomicBool::new(false));
+        let b = back.clone();
+        let (t, probe) = scripted(move |_| {
+            if b.load(Ordering::SeqCst) {
+                ExportResult::Success
+            } else {
+                retryable(Some(Duration::ZERO))
+            }
+        });
+        let p = base(t)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        eventually("the batch kept", || {
+            probe.calls.load(Ordering::SeqCst) >= 1 && p.stats().retrying == 10
+        });
+        back.store(true, Ordering::SeqCst);
+        let flush = p.force_flush(LONG);
+        assert!(flush.completed, "{flush:?}");
+        assert_eq!(flush.exported, 10, "{flush:?}");
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 10);
+        let s = shut_down_balanced(&p);
+        assert_eq!((s.exported, s.dropped.total()), (10, 0), "{s:?}");
+    });
+}
+
+/// A shutdown whose deadline comes before the next backoff ends still
+/// tries a batch kept after a `Retry-After: 0` (found by review: the
+/// `Retry-After` was taken to end when the backoff did, after the
+/// deadline, and the batch was counted failed without a try).
+#[test]
+fn shutdown_tries_a_batch_kept_after_a_retry_after_of_zero() {
+    test_watchdog::isolate(WATCHDOG, || {
+        // After the fourth failure the backoff is 800 ms +-50 %: at least
+        // 400 ms, longer than the shutdown's 250 ms.
+        let (t, probe) = scripted(|n| {
+            if n <= 4 {
+                retryable(Some(Duration::ZERO))
+            } else {
+                ExportResult::Success
+            }
+        });
+        let p = base(t)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        eventually("four failures", || {
+            probe.calls.load(Ordering::SeqCst) >= 4 && p.stats().retrying == 10
+        });
+        let r = p.shutdown(Duration::from_millis(250));
+        let s = r.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 5, "tried once more");
+        assert_eq!(s.exported, 10, "{r:?}");
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 10);
+        assert!(r.completed, "{r:?}");
+    });
+}
+
+/// A kept batch that shutdown has no time to try (the collector's
+/// `Retry-After` ends after the deadline) is still in flight when the
+/// deadline passes: counted as `timed_out_at_shutdown`, as `Dropped`
+/// documents, not as a failed export, and the shutdown is not completed
+/// (it was counted `export_failed`, and the shutdown said completed).
+#[test]
+fn a_kept_batch_shutdown_has_no_time_to_try_times_out() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (t, probe) = scripted(|_| retryable(Some(Duration::from_secs(30))));
+        let p = base(t)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        eventually("the batch kept", || p.stats().retrying == 10);
+        let r = p.shutdown(Duration::from_millis(100));
+        let s = r.stats;
+        assert!(s.is_balanced(), "{s:?}");
+        assert!(!r.completed, "{r:?}");
+        assert_eq!(probe.calls.load(Ordering::SeqCst), 1, "not tried again");
+        assert_eq!(s.dropped.timed_out_at_shutdown, 10, "{s:?}");
+        assert_eq!(s.dropped.export_failed, 0, "{s:?}");
+        assert_eq!((s.queued, s.in_flight, s.retrying), (0, 0, 0), "{s:?}");
+    });
+}
+
+/// When the oldest kept batch is given up at its retry budget, the next
+/// kept batch still waits out the collector's `Retry-After`, and is given
+/// up in turn at its own budget (found by review: the `Retry-After` was
+/// dropped with the first batch and the next one sent at once).
+#[test]
+fn a_batch_given_up_at_its_budget_does_not_let_the_next_through_a_retry_after() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (first, second) = (Gate::default(), Gate::default());
+        let (g1, g2) = (first.clone(), second.clone());
+        let (t, probe) = scripted(move |n| {
+            match n {
+                1 => g1.wait(LONG),
+                2 => g2.wait(LONG),
+                _ => {}
+            }
+            retryable(Some(Duration::from_secs(30)))
+        });
+        let p = base(t)
+            .max_concurrent_exports(2)
+            .max_export_batch_size(5)
+            .scheduled_delay(Duration::from_secs(60))
+            .retry_max_elapsed(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        for i in 0..5 {
+            p.record(SpanData::new(format!("a{i}")));
+        }
+        eventually("the first batch in the transport", || {
+            probe.calls.load(Ordering::SeqCst) == 1
+        });
+        // The second batch's retry budget ends this much after the first's.
+        thread::sleep(Duration::from_millis(50));
+        for i in 0..5 {
+            p.record(SpanData::new(format!("b{i}")));
+        }
+        eventually("the second batch in the transport", || {
+            probe.calls.load(Ordering::SeqCst) == 2
+        });
+        // The first batch kept first (oldest in line), then the second.
+        first.open();
+        eventually("the first batch kept", || p.stats().retrying == 5);
+        second.open();
+        eventually("both given up", || p.stats().dropped.export_failed == 10);
+        let s = p.stats();
+        assert!(s.is_balanced(), "{s:?}");
+        assert_eq!(
+            probe.calls.load(Ordering::SeqCst),
+            2,
+            "no batch sent through the Retry-After"
+        );
+        let r = p.shutdown(LONG);
+        assert!(r.completed && r.stats.is_balanced(), "{r:?}");
+    });
+}
+
+/// A second shutdown call with a shorter timeout waits for the same
+/// shutdown, whose deadline is the first call's (found by review: it
+/// waited for its own, and, timing out, marked the shutdown abandoned for
+/// every caller: the first call's healthy drain was reported not
+/// completed, its spans timed out, while the collector received them).
+#[test]
+fn a_later_shutdown_with_a_shorter_timeout_keeps_the_first_calls_deadline() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Mutex::new(rx);
+        let (t, probe) = scripted(move |n| {
+            if n == 1 {
+                // Until the second call returns (at once, before the fix),
+                // or a while (it waits for the drain, after it).
+                let _ = rx.lock().unwrap().recv_timeout(Duration::from_millis(300));
+            }
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_export_batch_size(100)
+            .scheduled_delay(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        for i in 0..50 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let first = {
+            let p = p.clone();
+            thread::spawn(move || p.shutdown(LONG))
+        };
+        // Nothing is due before the shutdown: its drain is in the transport.
+        eventually("the drain in the transport", || {
+            probe.calls.load(Ordering::SeqCst) == 1
+        });
+        let second = p.shutdown(Duration::ZERO);
+        let _ = tx.send(());
+        let first = first.join().unwrap();
+        for r in [&first, &second] {
+            assert!(r.completed, "{r:?}");
+            assert_eq!(r.stats.exported, 50, "{r:?}");
+            assert_eq!(r.stats.dropped.timed_out_at_shutdown, 0, "{r:?}");
+            assert!(r.stats.is_balanced(), "{r:?}");
+        }
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 50);
+    });
+}
+
+/// A second shutdown call with a longer timeout ends at the first call's
+/// deadline, not its own (found by review: it waited its own 3 s for a hung
+/// transport).
+#[test]
+fn a_later_shutdown_with_a_longer_timeout_ends_at_the_first_calls_deadline() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let gate = Gate::default();
+        let g = gate.clone();
+        let (t, probe) = scripted(move |_| {
+            g.wait(LONG);
+            ExportResult::Success
+        });
+        let p = base(t)
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        p.record(SpanData::new("hung"));
+        eventually("the export hung", || {
+            probe.calls.load(Ordering::SeqCst) == 1
+        });
+        let first = {
+            let p = p.clone();
+            thread::spawn(move || p.shutdown(Duration::from_millis(200)))
+        };
+        // The first call's deadline is set once its shutdown began.
+        eventually("the first shutdown began", || {
+            p.record(SpanData::new("late")) == Recorded::Dropped(DropReason::Shutdown)
+        });
+        let own = Duration::from_secs(3);
+        let started = Instant::now();
+        let second = p.shutdown(own);
+        let waited = started.elapsed();
+        gate.open();
+        let first = first.join().unwrap();
+        assert!(waited < own, "waited its own timeout: {waited:?}");
+        assert!(
+            !first.completed && !second.completed,
+            "{first:?} {second:?}"
+        );
+        // "hung", and any "late" recorded before the shutdown began.
+        assert!(
+            second.stats.dropped.timed_out_at_shutdown >= 1,
+            "{second:?}"
+        );
+        assert!(second.stats.is_balanced(), "{second:?}");
+    });
+}
+
+/// A flush during another thread's shutdown ends with the shutdown
+/// (found by review: it returned `completed` at once, spans still
+/// pending): within its own timeout, not completed while spans are
+/// pending; once the shutdown finished, completed with nothing pending.
+#[test]
+fn a_flush_during_a_shutdown_ends_with_the_shutdown() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let gate = Gate::default();
+        let g = gate.clone();
+        let (t, probe) = scripted(move |_| {
+            g.wait(LONG);
+            ExportResult::Success
+        });
+        let p = base(t)
+            .max_export_batch_size(10)
+            .scheduled_delay(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        for i in 0..50 {
+            p.record(SpanData::new(format!("{i}")));
+        }
+        let shutdown = {
+            let p = p.clone();
+            thread::spawn(move || p.shutdown(LONG))
+        };
+        // Nothing is due before the shutdown: its drain is in the transport.
+        eventually("the drain in the transport", || {
+            probe.calls.load(Ordering::SeqCst) == 1
+        });
+        let quick = p.force_flush(Duration::ZERO);
+        assert!(!quick.completed, "{quick:?}");
+        assert_eq!(quick.pending, 50, "{quick:?}");
+        let flush = {
+            let p = p.clone();
+            thread::spawn(move || p.force_flush(LONG))
+        };
+        gate.open();
+        let flush = flush.join().unwrap();
+        let shutdown = shutdown.join().unwrap();
+        assert!(shutdown.completed, "{shutdown:?}");
+        assert!(flush.completed, "{flush:?}");
+        assert_eq!(flush.pending, 0, "{flush:?}");
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), 50);
+        assert_eq!(shutdown.stats.exported, 50);
+    });
+}

@@ -320,6 +320,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A flush's report of what changed since `before` (`completed: false`).
+fn flush_report(shared: &Shared, before: &ExportStats) -> FlushReport {
+    let after = stats(shared);
+    FlushReport {
+        completed: false,
+        exported: after.exported.saturating_sub(before.exported),
+        dropped: after.dropped.minus(&before.dropped),
+        pending: after.queued + after.in_flight,
+    }
+}
+
+/// True if a shutdown has ended: the worker finished, or the shutdown gave
+/// up at its deadline (what was pending is then counted as timed out).
+/// Called with the control lock held (`c`); takes the ledger's after it,
+/// the lock order.
+fn shutdown_ended(shared: &Shared, c: &Control) -> bool {
+    c.finished || lock(&shared.ledger).abandoned
+}
+
+/// Waits, until `deadline`, for a shutdown that has begun to end (see
+/// [`shutdown_ended`]); true if it ended.
+fn wait_for_shutdown(shared: &Shared, deadline: Option<Instant>) -> bool {
+    wait_control(shared, deadline, |c| shutdown_ended(shared, c))
+}
+
 /// A span export pipeline. Cheap to clone; every clone is the same
 /// pipeline. Dropping the last clone shuts it down (waiting at most the
 /// builder's `drop_timeout`). Tracers and their live spans count as
@@ -380,8 +405,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// still down it returns `completed: false` and drops nothing. At
 /// [`shutdown`](Self::shutdown) each kept batch is tried once more within
 /// the deadline (after a `Retry-After` only if it ends before it), and a
-/// retryable failure is then final: what is left counts as
-/// `export_failed` (or `timed_out_at_shutdown` past the deadline).
+/// retryable failure is then final: a batch whose last try fails counts as
+/// `export_failed`, one the deadline leaves no time to try (or whose
+/// `Retry-After` ends after the deadline) as `timed_out_at_shutdown`.
+/// While a batch is kept, no kept batch is sent before the collector's
+/// `Retry-After` ends, not even when an older one is given up at its
+/// retry budget.
 /// [`ExportStats::retrying`](crate::ExportStats::retrying) shows the spans
 /// kept; they are part of `in_flight`, so the accounting balances exactly
 /// throughout.
@@ -632,13 +661,30 @@ impl Pipeline {
     /// once (see [A collector outage](Self#a-collector-outage)); if the
     /// collector is still down it returns `completed: false` without
     /// waiting for the timeout, and drops nothing.
+    ///
+    /// During a [`shutdown`](Self::shutdown) (one that began before the
+    /// flush, or overtakes it), the flush ends with the shutdown: it waits,
+    /// within its own timeout, for the shutdown to finish or give up at its
+    /// deadline, and is then `completed` (everything is exported or
+    /// counted; see [`FlushReport::completed`]); if its timeout passes
+    /// first, it is not. After a shutdown it returns at once.
     pub fn force_flush(&self, timeout: Duration) -> FlushReport {
         let shared = self.shared();
         let before = stats(shared);
         let deadline = Instant::now().checked_add(timeout);
-        let completed = if shared.state.load(Ordering::SeqCst) != RUNNING {
-            true
-        } else if on_pipeline_thread(shared) {
+        let running = shared.state.load(Ordering::SeqCst) == RUNNING;
+        let completed = if on_pipeline_thread(shared) {
+            if !running {
+                // A shutdown is under way, which this thread cannot wait
+                // for: complete if nothing is pending any more (from the
+                // transport's own `shutdown`, say), not otherwise (from an
+                // export the shutdown's drain made).
+                let report = flush_report(shared, &before);
+                return FlushReport {
+                    completed: report.pending == 0,
+                    ..report
+                };
+            }
             log_quietly(|| {
                 tracing::warn!(
                     "otlp-exporter: force_flush called from inside the pipeline's transport; \
@@ -646,20 +692,33 @@ impl Pipeline {
                 )
             });
             false
+        } else if !running {
+            // A shutdown overtook the flush: it ends with the shutdown,
+            // within its own timeout (found by review: it returned
+            // `completed` at once, with the spans still pending). Once the
+            // shutdown is over, or has given up at its deadline, every span
+            // queued when the flush began is exported or dropped.
+            wait_for_shutdown(shared, deadline)
         } else {
             let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
             shared.worker.unpark();
             // A flush that ended with batches kept for a retry (the
             // collector is down) did not complete; nothing was dropped.
-            wait_control(shared, deadline, |c| c.flushed >= generation || c.finished)
-                && lock(&shared.control).flush_incomplete < generation
+            let ended = wait_control(shared, deadline, |c| {
+                c.flushed >= generation || shutdown_ended(shared, c)
+            });
+            let control = lock(&shared.control);
+            if control.flushed >= generation {
+                control.flush_incomplete < generation
+            } else {
+                // A shutdown overtook the flush and ended (see above), or
+                // the deadline passed first.
+                ended
+            }
         };
-        let after = stats(shared);
         FlushReport {
             completed,
-            exported: after.exported.saturating_sub(before.exported),
-            dropped: after.dropped.minus(&before.dropped),
-            pending: after.queued + after.in_flight,
+            ..flush_report(shared, &before)
         }
     }
 
@@ -671,7 +730,10 @@ impl Pipeline {
     /// Batches kept for a retry after a collector outage are tried once
     /// more within the deadline (see
     /// [A collector outage](Self#a-collector-outage)); during shutdown a
-    /// retryable failure is final, counted as `export_failed`.
+    /// retryable failure is final, counted as `export_failed`. A kept
+    /// batch the deadline leaves no time to try (it passes first, or the
+    /// collector's `Retry-After` ends after it) is counted as
+    /// `timed_out_at_shutdown`, and the shutdown is not `completed`.
     ///
     /// A transport call that hangs past the deadline keeps the pipeline's
     /// worker thread until it returns (threads cannot be cancelled); its

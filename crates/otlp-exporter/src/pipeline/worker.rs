@@ -85,7 +85,7 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
     let before = stats(shared);
     let timeout = timeout.min(MAX_DURATION);
     let deadline = Instant::now().checked_add(timeout);
-    {
+    let deadline = {
         let mut control = lock(&shared.control);
         let finished = control.finished;
         let abandoned = {
@@ -106,7 +106,14 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
             control.shutdown_deadline =
                 Some(deadline.unwrap_or_else(|| Instant::now() + MAX_DURATION));
         }
-    }
+        // Every caller waits for the first call's deadline, its own timeout
+        // notwithstanding (found by review: each waited for its own, and
+        // one that gave up marked the shutdown abandoned for all, so a
+        // `shutdown(0)` made a concurrent `shutdown(10 s)` count a healthy
+        // drain as timed out, and a later, longer call waited past the
+        // first deadline).
+        control.shutdown_deadline
+    };
     // SeqCst: see `Shared::state`.
     shared.state.store(CLOSED, Ordering::SeqCst);
     shared.worker.unpark();
@@ -136,8 +143,15 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
         !ledger.abandoned && !ledger.transport_shutdown_failed
     };
     if !finished {
+        // The shutdown's deadline passed. Marked under the control lock
+        // (lock order: control, then ledger) and announced, so that a flush
+        // waiting for this shutdown (`Pipeline::force_flush`) sees it.
+        let first = {
+            let _control = lock(&shared.control);
+            !std::mem::replace(&mut lock(&shared.ledger).abandoned, true)
+        };
+        shared.control_cv.notify_all();
         // Not under the lock: a subscriber may call back into the pipeline.
-        let first = !std::mem::replace(&mut lock(&shared.ledger).abandoned, true);
         if first {
             log_quietly(|| {
                 tracing::warn!(
@@ -478,12 +492,21 @@ pub(super) struct Worker {
     pub(super) kept: VecDeque<Kept>,
     /// Kept batches coming back from the export threads.
     pub(super) kept_rx: std::sync::mpsc::Receiver<Kept>,
-    /// When the first kept batch is tried again.
+    /// When the first kept batch is tried again: `retry_due`, or sooner if
+    /// the oldest kept batch's retry budget ends first (it is then given
+    /// up).
     pub(super) next_retry: Instant,
+    /// When the kept batches are due for their next try: the backoff after
+    /// the last retryable failure, or the end of the receiver's
+    /// `Retry-After` if later.
+    pub(super) retry_due: Instant,
     /// The wait after the next retryable failure (before jitter).
     pub(super) backoff: Duration,
-    /// Set while the receiver's `Retry-After` runs: flush does not try
-    /// before it, and shutdown tries only if it ends before its deadline.
+    /// When the receiver's `Retry-After` ends (the failure's time plus the
+    /// wait it asked for, capped at [`RETRY_MAX_AFTER`]; `None` for no
+    /// `Retry-After`, or one of 0): no kept batch is tried before it, a
+    /// flush's try included, and shutdown tries them only if it ends
+    /// before its deadline.
     pub(super) retry_after_until: Option<Instant>,
     /// The lanes' eviction count when last looked at (drop-oldest).
     pub(super) evicted_seen: u64,
@@ -579,6 +602,7 @@ impl Worker {
             kept: VecDeque::new(),
             kept_rx,
             next_retry: Instant::now(),
+            retry_due: Instant::now(),
             backoff: RETRY_INITIAL_BACKOFF,
             retry_after_until: None,
             evicted_seen: 0,
@@ -766,7 +790,7 @@ impl Worker {
         if !self.kept.is_empty() {
             self.wait_idle(None);
             self.collect_kept();
-            if !self.retry_kept() {
+            if !self.retry_kept(true) {
                 return false;
             }
         }
@@ -920,13 +944,14 @@ impl Worker {
             return;
         }
         loop {
-            let ledger = lock(&self.shared.ledger);
-            // Kept spans count as in flight too, but no export is running
-            // for them.
-            if ledger.in_flight <= ledger.retrying || ledger.abandoned {
+            // `exports_idle` counts the spans this worker holds in its
+            // batch (in flight, but not being exported): a flush that found
+            // a batch kept while the batch held spans waited for them for
+            // ever (found by review: nothing was exported until shutdown
+            // timed out).
+            if self.exports_idle() || self.abandoned() {
                 return;
             }
-            drop(ledger);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return;
             }
@@ -972,6 +997,9 @@ impl Worker {
         self.kept.push_back(kept);
         if first {
             self.backoff = RETRY_INITIAL_BACKOFF;
+            // A `Retry-After` of an earlier outage whose batches are all
+            // resolved no longer holds: this failure's answer decides.
+            self.retry_after_until = None;
             self.evicted_seen = record_totals(&self.shared).0.evicted;
             self.schedule_retry(after);
         } else if let Some(after) = after {
@@ -991,24 +1019,39 @@ impl Worker {
     /// longer one; the backoff doubles, up to its cap.
     pub(super) fn schedule_retry(&mut self, retry_after: Option<Duration>) {
         let now = Instant::now();
+        let after = retry_after.map_or(Duration::ZERO, |after| after.min(RETRY_MAX_AFTER));
         // Never sooner than the backoff: a `Retry-After` of 0, or a date
         // already past (a collector whose clock is behind), would otherwise
         // have the batch tried again at once, for as long as it lasts.
-        let wait = jitter(self.backoff)
-            .max(retry_after.map_or(Duration::ZERO, |after| after.min(RETRY_MAX_AFTER)));
+        let wait = jitter(self.backoff).max(after);
         self.backoff = (self.backoff * 2).min(RETRY_MAX_BACKOFF);
-        self.next_retry = now + wait;
-        self.retry_after_until = retry_after.map(|_| self.next_retry);
-        // Never later than the oldest kept batch's retry budget ends: then
-        // it is given up (`retry_kept`), not held through a `Retry-After`
-        // that outlasts the budget (found by review: a 30 s `Retry-After`
-        // held a batch, and the queue, 30 s past a budget of 0.1 s).
+        // The collector's own wait ends `after` from now (not when the
+        // backoff ends: found by review, a `Retry-After: 0` then held a
+        // flush's try back for the whole backoff, and made shutdown fail the
+        // kept batches untried when the backoff outlasted its deadline). A
+        // zero one asks for no wait at all. One that still runs from an
+        // earlier answer and ends later stands.
+        if !after.is_zero() {
+            let until = now + after;
+            self.retry_after_until = Some(self.retry_after_until.map_or(until, |u| u.max(until)));
+        }
+        self.retry_due = (now + wait).max(self.retry_after_until.unwrap_or(now));
+        self.set_next_retry();
+    }
+
+    /// `next_retry`: when the kept batches are due (`retry_due`), or when
+    /// the oldest kept batch's retry budget ends, if sooner: then it is
+    /// given up (`retry_kept`), not held through a `Retry-After` that
+    /// outlasts the budget (found by review: a 30 s `Retry-After` held a
+    /// batch, and the queue, 30 s past a budget of 0.1 s).
+    fn set_next_retry(&mut self) {
+        self.next_retry = self.retry_due;
         if let Some(give_up) = self.kept.front().and_then(|k| {
             k.first_failed
                 .checked_add(self.shared.config.retry_max_elapsed)
         }) && give_up < self.next_retry
         {
-            self.next_retry = give_up.max(now);
+            self.next_retry = give_up.max(Instant::now());
         }
     }
 
@@ -1019,7 +1062,7 @@ impl Worker {
         self.shed_for_newer_spans();
         let now = Instant::now();
         if now >= self.next_retry && self.exports_idle() {
-            self.retry_kept();
+            self.retry_kept(false);
             return;
         }
         // Not `Shared::nap`: a full lane's wake-up is pointless now (the
@@ -1030,7 +1073,9 @@ impl Worker {
         thread::park_timeout(nap.clamp(Duration::from_micros(100), RETRY_TICK));
     }
 
-    /// True if no export is running or waiting for an export thread.
+    /// True if no export is running or waiting for an export thread: every
+    /// span in flight is either kept for a retry (`retrying`, on its way
+    /// back from an export thread included) or in this worker's batch.
     pub(super) fn exports_idle(&self) -> bool {
         let ledger = lock(&self.shared.ledger);
         ledger.in_flight <= ledger.retrying.saturating_add(self.batch.len() as u64)
@@ -1038,25 +1083,16 @@ impl Worker {
 
     /// Tries the kept batches again, oldest first, on this thread (one
     /// export at a time), until one fails retryably again (it stays first
-    /// and the next try is scheduled) or all are resolved (true). A
-    /// `Retry-After` that still runs is waited out, not tried through.
-    pub(super) fn retry_kept(&mut self) -> bool {
-        // The oldest kept batch is past its retry budget: given up below,
-        // whatever `Retry-After` still runs.
-        let budget_spent = self
-            .kept
-            .front()
-            .is_some_and(|k| k.first_failed.elapsed() >= self.shared.config.retry_max_elapsed);
-        if !budget_spent
-            && self
-                .retry_after_until
-                .is_some_and(|until| Instant::now() < until)
-        {
-            return false;
-        }
-        self.retry_after_until = None;
-        // Inside the transport from here: see `export`.
-        self.set_away(true);
+    /// and the next try is scheduled) or all are resolved (true). A batch
+    /// past its retry budget is given up (`export_failed`) without a try.
+    /// A `Retry-After` that still runs is waited out, not tried through;
+    /// so is the backoff, unless `at_once` (a flush's try). Each kept batch
+    /// is judged on its own: one that is given up does not let the next be
+    /// sent through the collector's `Retry-After` (found by review: when
+    /// the oldest batch's budget ran out, the `Retry-After` was dropped and
+    /// the next batch sent at once); that one waits for the `Retry-After`,
+    /// or is given up in turn when its own budget ends.
+    pub(super) fn retry_kept(&mut self, at_once: bool) -> bool {
         while let Some(kept) = self.kept.pop_front() {
             let first_failed = kept.first_failed;
             if first_failed.elapsed() >= self.shared.config.retry_max_elapsed {
@@ -1072,6 +1108,22 @@ impl Worker {
                 drop_kept(&self.shared, kept, false);
                 continue;
             }
+            let not_before = if at_once {
+                self.retry_after_until
+            } else {
+                Some(self.retry_due)
+            };
+            if not_before.is_some_and(|t| Instant::now() < t) {
+                // Not yet: first in line again, and the next try (or the
+                // giving up of this batch, if its budget ends first)
+                // scheduled for it.
+                self.kept.push_front(kept);
+                self.set_next_retry();
+                return false;
+            }
+            self.retry_after_until = None;
+            // Inside the transport from here: see `export`.
+            self.set_away(true);
             let spans = kept.spans;
             match export_requests(
                 &self.shared,
@@ -1150,19 +1202,19 @@ impl Worker {
     /// Shutdown's last try of the kept batches, within its deadline: each
     /// is tried once more and whatever fails is final (`export_failed`). A
     /// `Retry-After` that ends before the deadline is waited out; one that
-    /// ends later fails them without a try.
+    /// ends later leaves them untried, still kept: `finish` counts them as
+    /// timed out at shutdown (`Dropped::timed_out_at_shutdown`), as it does
+    /// the kept batches the deadline leaves no time for.
     pub(super) fn try_kept_finally(&mut self, deadline: Option<Instant>) {
         if self.kept.is_empty() {
             return;
         }
-        if let Some(until) = self.retry_after_until.take() {
+        if let Some(until) = self.retry_after_until {
             if deadline.is_some_and(|d| until >= d) {
-                for kept in std::mem::take(&mut self.kept) {
-                    drop_kept(&self.shared, kept, false);
-                }
                 return;
             }
             thread::sleep(until.saturating_duration_since(Instant::now()));
+            self.retry_after_until = None;
         }
         while let Some(kept) = self.kept.pop_front() {
             if deadline.is_some_and(|d| Instant::now() >= d) || self.abandoned() {
@@ -1201,17 +1253,20 @@ impl Worker {
         self.drain(deadline);
         // The export threads finish what they hold and exit. Kept batches
         // shutdown had no time to try (the worker's, and those the export
-        // threads handed back by now): failed for good.
+        // threads handed back by now; the deadline passed, or a
+        // `Retry-After` ends after it) stay in flight: they are counted as
+        // timed out at shutdown below, as `Dropped::timed_out_at_shutdown`
+        // says (they were counted `export_failed`, which is for a batch
+        // whose last try failed).
         self.pool = None;
         self.collect_kept();
-        for kept in std::mem::take(&mut self.kept) {
-            drop_kept(&self.shared, kept, false);
-        }
+        self.kept.clear();
         // Closing the queue: later pushes fail and count as after shutdown.
         *lock(&self.shared.consumer) = None;
         lock(&self.shared.ledger).closed = true;
         // The deadline passed with spans still queued or in flight (a push
-        // that landed before the close above included): they time out here
+        // that landed before the close above included, and kept batches
+        // shutdown had no time to try): they time out here
         // (found by review: they stayed `queued` for good, neither exported
         // nor counted, and shutdown said `completed` whenever no caller's
         // own wait had timed out first).
