@@ -3082,7 +3082,6 @@ struct Unwraps;
 
 impl std::fmt::Debug for Unwraps {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write as _;
         for _ in 0..1000 {
             write!(f, "0123456789").unwrap();
         }
