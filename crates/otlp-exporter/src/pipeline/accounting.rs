@@ -63,8 +63,12 @@ pub(super) struct Ledger {
     pub(super) transport_shutdown_failed: bool,
     /// Set when shutdown's deadline passed before the worker finished:
     /// from then on the worker's results no longer count, and everything
-    /// not yet resolved is "timed out at shutdown".
+    /// not yet resolved is "timed out at shutdown" ([`abandon`]).
     pub(super) abandoned: bool,
+    /// The spans queued or in flight when the shutdown was abandoned,
+    /// counted from the queue and the exports then ([`abandon`]): what
+    /// timed out at shutdown.
+    pub(super) timed_out: u64,
     /// Set when the worker has closed the queue (end of shutdown).
     pub(super) closed: bool,
     /// Spans handed over by threads that exited (taken back out of their
@@ -178,20 +182,57 @@ pub(super) fn record_totals(shared: &Shared) -> (RecordTotals, bool) {
     (t, quiet)
 }
 
+/// Marks the shutdown abandoned (the worker's results no longer count)
+/// and counts what was then still queued or in flight as timed out.
+/// `false` if it was already. `ledger` is `shared`'s, locked by the
+/// caller (lock order: ledger, then the threads' list).
+///
+/// Counted, not inferred: the timed-out spans used to be "accepted less
+/// everything resolved", which balances by construction, so a span lost
+/// unaccounted (accepted, never pushed nor dropped) hid among them
+/// whenever a shutdown gave up (found by review: the accounting audit's
+/// hung-transport rows could not fail).
+pub(super) fn abandon(shared: &Shared, ledger: &mut Ledger) -> bool {
+    if ledger.abandoned {
+        return false;
+    }
+    let (totals, _) = record_totals(shared);
+    let (queued, in_flight, _) = pending(&totals, ledger);
+    ledger.timed_out = queued.saturating_add(in_flight);
+    ledger.abandoned = true;
+    true
+}
+
+/// Spans in the lanes (pushed and not yet evicted, popped or taken back;
+/// plus what exited threads handed over and what waits for a later
+/// batch), in flight, and of those kept for a retry.
+fn pending(t: &RecordTotals, ledger: &Ledger) -> (u64, u64, u64) {
+    let out = t
+        .evicted
+        .saturating_add(ledger.popped)
+        .saturating_add(ledger.taken_back);
+    (
+        t.pushed
+            .saturating_sub(out)
+            .saturating_add(ledger.adopted.len() as u64)
+            .saturating_add(ledger.deferred.len() as u64),
+        ledger.in_flight,
+        ledger.retrying,
+    )
+}
+
 pub(super) fn stats(shared: &Shared) -> ExportStats {
     let ledger = lock(&shared.ledger);
-    let (
-        RecordTotals {
-            accepted,
-            pushed,
-            evicted,
-            queue_full,
-            not_sampled,
-            low_priority,
-            after_shutdown,
-        },
-        _,
-    ) = record_totals(shared);
+    let (totals, _) = record_totals(shared);
+    let RecordTotals {
+        accepted,
+        evicted,
+        queue_full,
+        not_sampled,
+        low_priority,
+        after_shutdown,
+        ..
+    } = totals;
     let mut dropped = Dropped {
         queue_full,
         evicted,
@@ -206,24 +247,11 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
         orphaned: ledger.orphaned,
     };
     let (queued, in_flight, retrying) = if ledger.abandoned {
-        // Everything not resolved by the deadline timed out.
-        dropped.timed_out_at_shutdown =
-            accepted.saturating_sub(ledger.exported.saturating_add(dropped.total()));
+        // What was pending when the deadline passed timed out (`abandon`).
+        dropped.timed_out_at_shutdown = ledger.timed_out;
         (0, 0, 0)
     } else {
-        // In the lanes: pushed and not yet evicted, popped or taken back;
-        // plus what exited threads handed over.
-        let out = evicted
-            .saturating_add(ledger.popped)
-            .saturating_add(ledger.taken_back);
-        (
-            pushed
-                .saturating_sub(out)
-                .saturating_add(ledger.adopted.len() as u64)
-                .saturating_add(ledger.deferred.len() as u64),
-            ledger.in_flight,
-            ledger.retrying,
-        )
+        pending(&totals, &ledger)
     };
     ExportStats {
         accepted,

@@ -148,7 +148,7 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
         // waiting for this shutdown (`Pipeline::force_flush`) sees it.
         let first = {
             let _control = lock(&shared.control);
-            !std::mem::replace(&mut lock(&shared.ledger).abandoned, true)
+            abandon(shared, &mut lock(&shared.ledger))
         };
         shared.control_cv.notify_all();
         // Not under the lock: a subscriber may call back into the pipeline.
@@ -530,7 +530,7 @@ impl Worker {
             shared.state.store(CLOSED, Ordering::SeqCst);
             {
                 let mut ledger = lock(&shared.ledger);
-                ledger.abandoned = true;
+                abandon(&shared, &mut ledger);
                 ledger.closed = true;
                 ledger.last_error = Some(format!("worker panicked: {message}"));
             }
@@ -1272,7 +1272,7 @@ impl Worker {
         // own wait had timed out first).
         let s = stats(&self.shared);
         if s.queued + s.in_flight + s.retrying > 0 {
-            let first = !std::mem::replace(&mut lock(&self.shared.ledger).abandoned, true);
+            let first = abandon(&self.shared, &mut lock(&self.shared.ledger));
             if first {
                 log_quietly(|| {
                     tracing::warn!(
