@@ -774,10 +774,12 @@ where
     unsafe fn forget_joiner_raw(ptr: NonNull<Header>) {
         // SAFETY: the caller's promise. A `finish` racing this takes from
         // the slot too: the slot's protocol gives the waker to one of them.
-        let waker = unsafe { Self::cell(ptr) }.join.take();
-        // A waker's `Drop` is user code.
+        let cell = unsafe { Self::cell(ptr) };
+        let waker = cell.join.take();
+        // A waker's `Drop` is user code: a panic is counted in the awaited
+        // task's runtime (the handle may be dropped on any thread).
         if waker.is_some_and(|w| crate::outcome::drop_caught(w).is_some()) {
-            count_panic_here();
+            cell.header.region.sched.stats().panic_caught();
         }
     }
 
