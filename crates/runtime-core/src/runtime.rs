@@ -7,8 +7,14 @@
 //! waiting on regions of their own, then everything, stop the workers,
 //! report (`ShutdownReport`). Never waits past its deadline; a poll that
 //! never returns is reported, not waited for (`workers_stuck` counts the
-//! workers inside a poll at the deadline, and what sits in their LIFO slots
-//! is dropped, not leaked). A region body whose grace runs out is not ours
+//! workers inside a poll at the deadline, and what sits in their queues is
+//! dropped, not leaked: stolen from their deques and LIFO slots at the
+//! deadline, and what they still hold when the poll returns dropped by the
+//! worker itself). Whatever shutdown finds queued once the workers have
+//! stopped is cut off and dropped, never polled again: a task spawned
+//! after the last cut-off (by the `Drop` of one cut off) is cut off as it
+//! is spawned, and one spawned once the workers are told to stop is
+//! refused. A region body whose grace runs out is not ours
 //! to drop (it runs inside its owner task): its masks stop deferring the
 //! cancellation instead.
 
@@ -661,8 +667,14 @@ impl Runtime {
         self.shared.notify_all();
         // A worker that is not inside a poll stops within microseconds of
         // the flag: wait for it (a little past the deadline if need be). One
-        // inside a poll at the deadline is stuck (a poll that blocks).
-        let grace = deadline.max(std::time::Instant::now()) + Duration::from_millis(100);
+        // still inside a poll a little after the deadline and the flag is
+        // stuck (a poll that blocks). Not at once: a worker busy with
+        // short polls (the drops of tasks cut off one after another) is
+        // inside one most of the time, and was reported stuck though it
+        // stopped a few microseconds later (found by review).
+        let flagged = deadline.max(std::time::Instant::now());
+        let grace = flagged + Duration::from_millis(100);
+        let busy_stuck = flagged + Duration::from_millis(10);
         let mut stuck = 0;
         // A drop from inside that could not start a thread of its own
         // (see `Drop`) runs here, on one of the workers: that one stops
@@ -674,7 +686,8 @@ impl Runtime {
             }
             loop {
                 let now = std::time::Instant::now();
-                if t.is_finished() || now >= grace || (now >= deadline && self.shared.is_busy(i)) {
+                if t.is_finished() || now >= grace || (now >= busy_stuck && self.shared.is_busy(i))
+                {
                     break;
                 }
                 thread::sleep(Duration::from_micros(200));
@@ -685,13 +698,15 @@ impl Runtime {
                 stuck += 1;
             }
         }
-        // Whatever is still queued is finished or cut off: running it drops
-        // it (and drops futures that hold the runtime). A stuck worker's
-        // core cannot be reached (its thread holds it), but its LIFO slot
-        // and the injector can: a task stranded there is dropped, not
-        // leaked.
+        // Whatever is still queued is cut off and run, which drops it (and
+        // drops futures that hold the runtime); nothing is polled again,
+        // so this ends (a live task polled here woke itself back into the
+        // injector for ever: found by review). A stuck worker's core
+        // cannot be taken (its thread holds it), but its deque and LIFO
+        // slot can be stolen from, and the injector drained: a task
+        // stranded there is dropped, not leaked; what the stuck worker
+        // still holds when its poll returns, it drops itself.
         self.shared.drain_queues();
-        self.shared.drain_lifo_slots();
         self.shared
             .timers()
             .clear(Arc::as_ptr(&self.shared).cast(), self.shared.stats());
