@@ -255,7 +255,12 @@ impl Builder {
         self
     }
 
-    /// Reads time from `clock` instead of the system clock.
+    /// Reads time from `clock` instead of the system clock. A panic in the
+    /// clock (user code) is caught wherever the runtime reads it (its
+    /// workers, its timers, `Cx::now`), counted in
+    /// [`RuntimeStats::panics_caught`], and read as the time the timers
+    /// last turned to (at most a millisecond behind the last good
+    /// reading): no worker is lost to it.
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};

@@ -3253,3 +3253,53 @@ fn tasks_queued_behind_a_stuck_poll_are_dropped_at_shutdown() {
         );
     });
 }
+
+/// Found by review: a user clock that panics killed the worker that read
+/// it, silently (nothing counted; with one worker, the next `block_on`
+/// hung), and a task that read it through `Cx::now` panicked. The
+/// runtime catches it wherever it reads the clock, counts it, and reads
+/// it as no time passed: every round finishes.
+#[test]
+fn a_clock_that_panics_is_caught_and_counted() {
+    use runtime_core::time::{Clock, Instant, SystemClock};
+    /// Panics at every fifth reading.
+    struct Flaky(SystemClock, std::sync::atomic::AtomicU64);
+    impl Clock for Flaky {
+        fn now(&self) -> Instant {
+            if self.1.fetch_add(1, Ordering::SeqCst) % 5 == 4 {
+                panic!("a clock that fails now and then");
+            }
+            self.0.now()
+        }
+    }
+    isolate(HANG, || {
+        for flavour in ["current-thread", "1 worker", "2 workers"] {
+            let b = Runtime::builder().clock(Flaky(
+                SystemClock::new(ambient_authority()),
+                std::sync::atomic::AtomicU64::new(0),
+            ));
+            let b = match flavour {
+                "current-thread" => b.current_thread(),
+                "1 worker" => b.worker_threads(1),
+                _ => b.worker_threads(2),
+            };
+            let rt = b.build(ambient_authority()).unwrap();
+            for round in 0..5 {
+                let out = rt.block_on(|cx| async move {
+                    for _ in 0..10 {
+                        cx.sleep(Duration::from_millis(1)).await?;
+                        let _ = cx.now();
+                    }
+                    Ok::<_, runtime_core::Cancelled>(())
+                });
+                assert!(out.is_ok(), "{flavour}, round {round}: {out:?}");
+            }
+            assert!(rt.stats().panics_caught > 0, "{flavour}: {:?}", rt.stats());
+            let report = rt.shutdown(Duration::from_secs(5));
+            assert!(
+                report.completed && report.workers_stuck == 0,
+                "{flavour}: {report:?}"
+            );
+        }
+    });
+}

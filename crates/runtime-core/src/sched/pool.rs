@@ -374,7 +374,7 @@ impl Shared {
             }
             let (task, maintenance) = self.next_task(ctx);
             if maintenance {
-                self.timers.process(self.clock.now(), &self.stats);
+                self.timers.process(self.read_clock(false), &self.stats);
             }
             if let Some(task) = task {
                 // Relaxed: read only by shutdown's count of stuck workers,
@@ -389,7 +389,7 @@ impl Shared {
             // inserted from now on wakes us), fire due timers, look once
             // more, then park until the next timer.
             self.idle.register(ctx.index);
-            let now = self.clock.now();
+            let now = self.read_clock(false);
             let (fired, next) = self.timers.process_for_park(now, &self.stats);
             if fired
                 || self.has_work(&ctx.core.borrow())
@@ -646,6 +646,34 @@ impl Shared {
         self.busy[index].load(Ordering::Relaxed)
     }
 
+    /// The user's clock, read under a catch: a `Clock` that panics (user
+    /// code) is counted in `panics_caught` and read as "no time passed
+    /// since the wheel last turned" (the wheel's time, at most a tick, 1
+    /// ms, behind the last reading), instead of unwinding through the
+    /// worker, which killed it silently with its core (found by review:
+    /// with one worker, the next `block_on` hung). Every read of the clock
+    /// by the runtime (the workers' loop, the timers' checks, a region's
+    /// grace period, `Cx::now`) goes through here.
+    fn read_clock(&self, ceil: bool) -> Instant {
+        let read = crate::outcome::catch(|| {
+            if ceil {
+                self.clock.now_ceil()
+            } else {
+                self.clock.now()
+            }
+        });
+        match read {
+            Ok(now) => now,
+            Err(payload) => {
+                self.stats.panic_caught();
+                // The payload is made of the message only (no user
+                // `Drop` left in it).
+                drop(payload);
+                self.timers.last_turn()
+            }
+        }
+    }
+
     pub(crate) fn timers(&self) -> &TimerDriver {
         &self.timers
     }
@@ -751,11 +779,11 @@ impl Scheduler for Shared {
     }
 
     fn now(&self) -> Instant {
-        self.clock.now()
+        self.read_clock(false)
     }
 
     fn now_ceil(&self) -> Instant {
-        self.clock.now_ceil()
+        self.read_clock(true)
     }
 
     fn is_shut_down(&self) -> bool {
@@ -764,7 +792,7 @@ impl Scheduler for Shared {
     }
 
     fn poll_timers(&self) -> bool {
-        let now = self.clock.now();
+        let now = self.read_clock(false);
         if !self.timers.due(now) {
             return false;
         }
