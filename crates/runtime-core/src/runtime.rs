@@ -101,7 +101,27 @@ pub enum BuildError {
         min = MIN_THREAD_STACK
     )]
     StackTooSmall(usize),
+    /// `thread_name` with an interior NUL byte, which no operating-system
+    /// thread name can hold (the standard library panics on it when the
+    /// thread starts).
+    #[error("thread_name({0:?}) contains a NUL byte, which a thread name cannot hold")]
+    ThreadName(String),
+    /// `worker_threads` above [`MAX_WORKER_THREADS`].
+    #[error(
+        "worker_threads({0}) is more than the most a runtime starts ({max})",
+        max = MAX_WORKER_THREADS
+    )]
+    TooManyWorkers(usize),
 }
+
+/// The most worker threads a multi-threaded runtime starts: 65 536.
+/// [`Builder::build`] refuses more ([`BuildError::TooManyWorkers`]): the
+/// per-worker queues and counters are allocated before any thread starts,
+/// and for a count such as `1 << 40` that allocation failed, which aborts
+/// the process instead of returning an error. (A count below the limit
+/// that the operating system cannot start threads for is
+/// [`BuildError::Spawn`].)
+pub const MAX_WORKER_THREADS: usize = 1 << 16;
 
 /// The smallest [`Builder::thread_stack_size`] a runtime accepts: 64 KiB.
 /// Below it (the standard library rounds a smaller request up to the
@@ -152,7 +172,9 @@ impl Builder {
         self
     }
 
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core). [`build`](Self::build)
+    /// refuses 0 ([`BuildError::NoWorkers`]) and more than
+    /// [`MAX_WORKER_THREADS`] ([`BuildError::TooManyWorkers`]).
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -180,6 +202,8 @@ impl Builder {
     }
 
     /// Names of worker threads (blocking threads get `-blocking` added).
+    /// [`build`](Self::build) refuses a name with a NUL byte in it
+    /// ([`BuildError::ThreadName`]).
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -321,6 +345,17 @@ impl Builder {
             // Found by review: 0 or 1 was accepted, and the first panic
             // under RUST_BACKTRACE=1 aborted the process.
             return Err(BuildError::StackTooSmall(bytes));
+        }
+        if self.thread_name.contains('\0') {
+            // Found by review: the standard library panics on starting a
+            // thread so named: `build` panicked, and on the current-thread
+            // flavour each blocking job's start did, later.
+            return Err(BuildError::ThreadName(self.thread_name));
+        }
+        if !self.current_thread && self.workers > MAX_WORKER_THREADS {
+            // Found by review: `1 << 40` aborted on allocation in
+            // `Shared::new`, before any error could be returned.
+            return Err(BuildError::TooManyWorkers(self.workers));
         }
         let cores = if self.current_thread { 1 } else { self.workers };
         let clock = self

@@ -3303,3 +3303,58 @@ fn a_clock_that_panics_is_caught_and_counted() {
         }
     });
 }
+
+/// Found by review: a thread name with a NUL byte in it (which no thread
+/// can be given) panicked `build` (the standard library panics on
+/// starting such a thread); on the current-thread flavour it built, every
+/// blocking job's start panicked, and the pool's thread count leaked
+/// until jobs waited for ever. `build` refuses the name.
+#[test]
+fn a_thread_name_with_a_nul_byte_is_a_build_error() {
+    isolate(HANG, || {
+        for current in [false, true] {
+            let b = Runtime::builder()
+                .thread_name("a\0b")
+                .max_blocking_threads(2);
+            let b = if current {
+                b.current_thread()
+            } else {
+                b.worker_threads(1)
+            };
+            let built = b.build(ambient_authority());
+            assert!(
+                matches!(built, Err(runtime_core::BuildError::ThreadName(ref n)) if n == "a\0b"),
+                "current-thread: {current}: {built:?}"
+            );
+        }
+    });
+}
+
+/// Found by review: a worker count such as `1 << 40` aborted the process
+/// (its per-worker queues failed to allocate) before `build` could return
+/// an error. Above `MAX_WORKER_THREADS`, `build` refuses it.
+#[test]
+fn a_huge_worker_count_is_a_build_error() {
+    isolate(HANG, || {
+        for n in [
+            1usize << 40,
+            runtime_core::MAX_WORKER_THREADS + 1,
+            usize::MAX,
+        ] {
+            let built = Runtime::builder()
+                .worker_threads(n)
+                .build(ambient_authority());
+            assert!(
+                matches!(built, Err(runtime_core::BuildError::TooManyWorkers(m)) if m == n),
+                "{n}: {built:?}"
+            );
+        }
+        // The current-thread flavour starts no worker: the count is moot.
+        let rt = Runtime::builder()
+            .worker_threads(1 << 40)
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap();
+        assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+    });
+}
