@@ -22,6 +22,10 @@ trait Run: Send {
     /// Runs the job and resolves its slot with the value (or the
     /// closure's panic); `true` if the awaiting waker panicked (caught).
     fn run(self: Box<Self>) -> bool;
+
+    /// Drops the job unrun and resolves its slot with `why`; `true` if
+    /// the closure's `Drop` or the awaiting waker panicked (caught).
+    fn refuse(self: Box<Self>, why: BlockingError) -> bool;
 }
 
 /// A job and the slot it resolves. Dropped unrun (the queue dropped at
@@ -47,6 +51,14 @@ where
         let r = catch_unwind(AssertUnwindSafe(f))
             .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
         self.slot.resolve(r)
+    }
+
+    fn refuse(mut self: Box<Self>, why: BlockingError) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let dropped = crate::outcome::drop_caught(f);
+        self.slot.resolve(Err(why)) | dropped.is_some()
     }
 }
 
@@ -132,6 +144,12 @@ pub enum BlockingError {
     /// The runtime shut down before the job could start.
     #[error("the runtime shut down before the blocking job started")]
     Shutdown,
+    /// The pool had no thread for the job and could not start one (the
+    /// operating system refused, with the reason given): the job was
+    /// dropped unrun rather than left queued for a thread that might never
+    /// come.
+    #[error("no thread could be started for the blocking job: {0}")]
+    NoThread(String),
 }
 
 impl BlockingPool {
@@ -195,18 +213,54 @@ impl BlockingPool {
         } else if st.threads < self.inner.max_threads {
             st.threads += 1;
             drop(st);
-            let pool = self.clone();
-            let mut builder = std::thread::Builder::new().name(self.inner.name.clone());
-            if let Some(bytes) = self.inner.stack_size {
-                builder = builder.stack_size(bytes);
-            }
-            let spawned = builder.spawn(move || pool.worker());
-            if spawned.is_err() {
-                // No thread: the job waits for an existing one (if any).
-                self.state().threads -= 1;
+            if let Err(why) = self.start_thread() {
+                self.thread_refused(&why);
             }
         }
         Blocking { slot }
+    }
+
+    /// Starts a pool thread. A refusal by the operating system is an
+    /// `Err`, and so is a panic of the standard library's spawn (a name
+    /// it cannot take; `Builder::build` refuses those, but the count must
+    /// not depend on it): either way no thread runs `worker`.
+    fn start_thread(&self) -> Result<(), String> {
+        let pool = self.clone();
+        let mut builder = std::thread::Builder::new().name(self.inner.name.clone());
+        if let Some(bytes) = self.inner.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        match crate::outcome::catch(move || builder.spawn(move || pool.worker())) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(panic) => Err(panic.message().to_owned()),
+        }
+    }
+
+    /// A thread counted by `spawn` could not be started: the count is
+    /// given back, and if no thread is left to take the queue, what it
+    /// holds is refused (`BlockingError::NoThread`) rather than stranded
+    /// (found by review: the count leaked, and once it reached the
+    /// maximum every job waited for ever for a thread that never came).
+    /// With a thread left, the jobs wait for it, as before.
+    fn thread_refused(&self, why: &str) {
+        let mut st = self.state();
+        st.threads -= 1;
+        if st.threads > 0 {
+            return;
+        }
+        let stranded: Vec<Job> = st.queue.drain(..).collect();
+        drop(st);
+        for job in stranded {
+            // The closures and wakers are the user's: caught and counted.
+            let refused = crate::outcome::catch(|| job.refuse(BlockingError::NoThread(why.into())));
+            if !matches!(refused, Ok(false)) {
+                // Relaxed: a counter, read for reports.
+                self.inner
+                    .panics
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     fn worker(&self) {
@@ -353,5 +407,49 @@ impl<R> Future for Blocking<R> {
         // `Arc` go between the look above and the count: a finished job
         // reported `Err(Shutdown)` on a live runtime.)
         Poll::Pending
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Polls a job's result once with a waker that does nothing.
+    fn poll_now<R>(b: &mut Blocking<R>) -> Poll<Result<R, BlockingError>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        Pin::new(b).poll(&mut cx)
+    }
+
+    /// Found by review: a thread the pool could not start (here: a name
+    /// the standard library panics on; `Builder::build` refuses such a
+    /// name now, but the pool must not depend on it) panicked `spawn`
+    /// after the thread count was taken, so the count leaked and, once it
+    /// reached the maximum, every job waited for a thread that never came.
+    /// Each refusal gives the count back, and a job no thread is left to
+    /// run is refused (`NoThread`) rather than stranded.
+    #[test]
+    fn a_thread_that_cannot_start_strands_no_job() {
+        let pool = BlockingPool::new(2, Duration::from_secs(10), "a\0b".into(), None);
+        for _ in 0..3 {
+            let mut job = pool.spawn(|| 1);
+            match poll_now(&mut job) {
+                Poll::Ready(Err(BlockingError::NoThread(why))) => {
+                    assert!(why.contains("null"), "{why}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pool.state().threads, 0, "every count given back");
+        // A pool that can start threads runs its jobs as before.
+        let pool = BlockingPool::new(2, Duration::from_secs(10), "ok".into(), None);
+        let mut job = pool.spawn(|| 2);
+        let out = loop {
+            if let Poll::Ready(r) = poll_now(&mut job) {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(out, Ok(2));
+        assert_eq!(pool.shutdown(), 0);
     }
 }

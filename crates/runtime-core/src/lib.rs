@@ -119,7 +119,10 @@ pub mod caps {
 }
 pub use outcome::{Outcome, PanicPayload, Severity};
 pub use region::{Failure, Policy, RegionError, RegionOptions};
-pub use runtime::{BuildError, Builder, MIN_THREAD_STACK, Runtime, ShutdownHandle, ShutdownReport};
+pub use runtime::{
+    BuildError, Builder, MAX_WORKER_THREADS, MIN_THREAD_STACK, Runtime, ShutdownHandle,
+    ShutdownReport,
+};
 pub use sched::RuntimeStats;
 pub use task::JoinHandle;
 

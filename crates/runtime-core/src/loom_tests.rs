@@ -508,6 +508,36 @@ fn registry_two_adopts_racing_cancel_never_escape() {
     });
 }
 
+/// Adopt versus cut-off (`Region::adopt_task`'s cut-off of a task adopted
+/// into a region already cut off): the cut-off swaps its flag (AcqRel, as
+/// `cut_off_all` does) and then takes the registry under the lock; the
+/// adopter pushes and then loads the flag (Acquire, as `is_cut_off`
+/// does). The child is cut off by one path or both, never neither (found
+/// by review: a task spawned after shutdown's last cut-off ran on).
+#[test]
+fn registry_adopt_racing_cut_off_never_escapes() {
+    loom::model(|| {
+        let p = Proto::new();
+        let cut = Arc::new(AtomicBool::new(false));
+        let (p2, cut2) = (p.clone(), cut.clone());
+        let adopter = thread::spawn(move || {
+            p2.children.push(1);
+            if cut2.load(Ordering::Acquire) {
+                p2.by_adopter.lock().unwrap().push(1);
+            }
+        });
+        // The cut-off.
+        cut.swap(true, Ordering::AcqRel);
+        {
+            let mut swept = p.swept.lock().unwrap();
+            swept.extend(p.children.take());
+            p.by_sweep.lock().unwrap().extend(swept.iter().copied());
+        }
+        adopter.join().unwrap();
+        p.assert_none_escaped(&[1]);
+    });
+}
+
 /// A task in `region` that yields forever (ends only when cancelled).
 fn spawn_yielding_forever(region: &Arc<Region>) -> JoinHandle<(), Cancelled> {
     spawn_in(region, Budget::UNLIMITED, 0, |cx| async move {

@@ -7,8 +7,14 @@
 //! waiting on regions of their own, then everything, stop the workers,
 //! report (`ShutdownReport`). Never waits past its deadline; a poll that
 //! never returns is reported, not waited for (`workers_stuck` counts the
-//! workers inside a poll at the deadline, and what sits in their LIFO slots
-//! is dropped, not leaked). A region body whose grace runs out is not ours
+//! workers inside a poll at the deadline, and what sits in their queues is
+//! dropped, not leaked: stolen from their deques and LIFO slots at the
+//! deadline, and what they still hold when the poll returns dropped by the
+//! worker itself). Whatever shutdown finds queued once the workers have
+//! stopped is cut off and dropped, never polled again: a task spawned
+//! after the last cut-off (by the `Drop` of one cut off) is cut off as it
+//! is spawned, and one spawned once the workers are told to stop is
+//! refused. A region body whose grace runs out is not ours
 //! to drop (it runs inside its owner task): its masks stop deferring the
 //! cancellation instead.
 
@@ -95,7 +101,27 @@ pub enum BuildError {
         min = MIN_THREAD_STACK
     )]
     StackTooSmall(usize),
+    /// `thread_name` with an interior NUL byte, which no operating-system
+    /// thread name can hold (the standard library panics on it when the
+    /// thread starts).
+    #[error("thread_name({0:?}) contains a NUL byte, which a thread name cannot hold")]
+    ThreadName(String),
+    /// `worker_threads` above [`MAX_WORKER_THREADS`].
+    #[error(
+        "worker_threads({0}) is more than the most a runtime starts ({max})",
+        max = MAX_WORKER_THREADS
+    )]
+    TooManyWorkers(usize),
 }
+
+/// The most worker threads a multi-threaded runtime starts: 65 536.
+/// [`Builder::build`] refuses more ([`BuildError::TooManyWorkers`]): the
+/// per-worker queues and counters are allocated before any thread starts,
+/// and for a count such as `1 << 40` that allocation failed, which aborts
+/// the process instead of returning an error. (A count below the limit
+/// that the operating system cannot start threads for is
+/// [`BuildError::Spawn`].)
+pub const MAX_WORKER_THREADS: usize = 1 << 16;
 
 /// The smallest [`Builder::thread_stack_size`] a runtime accepts: 64 KiB.
 /// Below it (the standard library rounds a smaller request up to the
@@ -146,7 +172,9 @@ impl Builder {
         self
     }
 
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per core). [`build`](Self::build)
+    /// refuses 0 ([`BuildError::NoWorkers`]) and more than
+    /// [`MAX_WORKER_THREADS`] ([`BuildError::TooManyWorkers`]).
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -174,6 +202,8 @@ impl Builder {
     }
 
     /// Names of worker threads (blocking threads get `-blocking` added).
+    /// [`build`](Self::build) refuses a name with a NUL byte in it
+    /// ([`BuildError::ThreadName`]).
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -249,7 +279,12 @@ impl Builder {
         self
     }
 
-    /// Reads time from `clock` instead of the system clock.
+    /// Reads time from `clock` instead of the system clock. A panic in the
+    /// clock (user code) is caught wherever the runtime reads it (its
+    /// workers, its timers, `Cx::now`), counted in
+    /// [`RuntimeStats::panics_caught`], and read as the time the timers
+    /// last turned to (at most a millisecond behind the last good
+    /// reading): no worker is lost to it.
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -310,6 +345,17 @@ impl Builder {
             // Found by review: 0 or 1 was accepted, and the first panic
             // under RUST_BACKTRACE=1 aborted the process.
             return Err(BuildError::StackTooSmall(bytes));
+        }
+        if self.thread_name.contains('\0') {
+            // Found by review: the standard library panics on starting a
+            // thread so named: `build` panicked, and on the current-thread
+            // flavour each blocking job's start did, later.
+            return Err(BuildError::ThreadName(self.thread_name));
+        }
+        if !self.current_thread && self.workers > MAX_WORKER_THREADS {
+            // Found by review: `1 << 40` aborted on allocation in
+            // `Shared::new`, before any error could be returned.
+            return Err(BuildError::TooManyWorkers(self.workers));
         }
         let cores = if self.current_thread { 1 } else { self.workers };
         let clock = self
@@ -661,8 +707,14 @@ impl Runtime {
         self.shared.notify_all();
         // A worker that is not inside a poll stops within microseconds of
         // the flag: wait for it (a little past the deadline if need be). One
-        // inside a poll at the deadline is stuck (a poll that blocks).
-        let grace = deadline.max(std::time::Instant::now()) + Duration::from_millis(100);
+        // still inside a poll a little after the deadline and the flag is
+        // stuck (a poll that blocks). Not at once: a worker busy with
+        // short polls (the drops of tasks cut off one after another) is
+        // inside one most of the time, and was reported stuck though it
+        // stopped a few microseconds later (found by review).
+        let flagged = deadline.max(std::time::Instant::now());
+        let grace = flagged + Duration::from_millis(100);
+        let busy_stuck = flagged + Duration::from_millis(10);
         let mut stuck = 0;
         // A drop from inside that could not start a thread of its own
         // (see `Drop`) runs here, on one of the workers: that one stops
@@ -674,7 +726,8 @@ impl Runtime {
             }
             loop {
                 let now = std::time::Instant::now();
-                if t.is_finished() || now >= grace || (now >= deadline && self.shared.is_busy(i)) {
+                if t.is_finished() || now >= grace || (now >= busy_stuck && self.shared.is_busy(i))
+                {
                     break;
                 }
                 thread::sleep(Duration::from_micros(200));
@@ -685,13 +738,15 @@ impl Runtime {
                 stuck += 1;
             }
         }
-        // Whatever is still queued is finished or cut off: running it drops
-        // it (and drops futures that hold the runtime). A stuck worker's
-        // core cannot be reached (its thread holds it), but its LIFO slot
-        // and the injector can: a task stranded there is dropped, not
-        // leaked.
+        // Whatever is still queued is cut off and run, which drops it (and
+        // drops futures that hold the runtime); nothing is polled again,
+        // so this ends (a live task polled here woke itself back into the
+        // injector for ever: found by review). A stuck worker's core
+        // cannot be taken (its thread holds it), but its deque and LIFO
+        // slot can be stolen from, and the injector drained: a task
+        // stranded there is dropped, not leaked; what the stuck worker
+        // still holds when its poll returns, it drops itself.
         self.shared.drain_queues();
-        self.shared.drain_lifo_slots();
         self.shared
             .timers()
             .clear(Arc::as_ptr(&self.shared).cast(), self.shared.stats());

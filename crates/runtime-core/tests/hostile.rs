@@ -3088,3 +3088,305 @@ impl std::fmt::Debug for Unwraps {
         Ok(())
     }
 }
+
+/// A bound on a case that hung before its fix: the watchdog's, shorter.
+const HANG: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A hand-written future that wakes itself at every poll and never
+/// reaches a checkpoint (a loop over a lock-free queue, say).
+struct Spin;
+
+impl Future for Spin {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Pending for ever, never waking.
+struct Never;
+
+impl Future for Never {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+/// Found by review: a task whose `Drop` (run when shutdown cuts it off)
+/// spawns the next one. The one spawned after shutdown's last cut-off was
+/// cancelled but never cut off, and its body (a future that wakes itself
+/// and never checkpoints) ran on past every deadline: `Runtime::shutdown`
+/// then polled it on its own thread for ever (current-thread: every
+/// time; two workers: often, else a worker reported stuck though no poll
+/// blocks). A task spawned into a region already cut off is cut off as it
+/// is spawned, and shutdown's drain drops what it finds instead of
+/// polling it: shutdown returns, and every task's state is dropped.
+#[test]
+fn a_task_a_drop_spawns_after_the_last_cut_off_does_not_hang_shutdown() {
+    struct Respawn {
+        cx: runtime_core::Cx<runtime_core::caps::All>,
+        counts: Arc<(AtomicUsize, AtomicUsize)>,
+    }
+    impl Drop for Respawn {
+        fn drop(&mut self) {
+            self.counts.1.fetch_add(1, Ordering::SeqCst);
+            spawn_link(&self.cx, &self.counts);
+        }
+    }
+    fn spawn_link(
+        cx: &runtime_core::Cx<runtime_core::caps::All>,
+        counts: &Arc<(AtomicUsize, AtomicUsize)>,
+    ) {
+        let counts = counts.clone();
+        drop(cx.spawn(move |cx| async move {
+            counts.0.fetch_add(1, Ordering::SeqCst);
+            let _guard = Respawn { cx, counts };
+            Spin.await;
+        }));
+    }
+    isolate(HANG, || {
+        let budgets = [
+            ("unlimited", CleanupBudget::UNLIMITED),
+            ("grace", short_grace()),
+        ];
+        for (budget_name, budget) in budgets {
+            for flavour in ["current-thread", "2 workers"] {
+                let name = format!("{flavour}, {budget_name}");
+                let b = Runtime::builder().cleanup_budget(budget);
+                let b = if flavour == "current-thread" {
+                    b.current_thread()
+                } else {
+                    b.worker_threads(2)
+                };
+                let rt = Arc::new(b.build(ambient_authority()).unwrap());
+                let handle = rt.shutdown_handle();
+                // Guards made, guards dropped.
+                let counts = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
+                let (rt2, counts2) = (rt.clone(), counts.clone());
+                let runner = std::thread::spawn(move || {
+                    rt2.block_on(move |cx| async move {
+                        spawn_link(&cx, &counts2);
+                        Never.await;
+                        Ok::<_, ()>(())
+                    })
+                });
+                while counts.0.load(Ordering::SeqCst) == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                handle.shutdown(Duration::from_millis(100));
+                assert!(runner.join().unwrap().is_cancelled(), "{name}");
+                let rt = Arc::into_inner(rt).unwrap();
+                // Returns (the watchdog bounds it). No poll blocks; whether
+                // a worker is reported stuck is timing (one busy with the
+                // chain's drops stops microseconds after the flag).
+                let _report = rt.shutdown(Duration::from_millis(100));
+                let (made, dropped) = (
+                    counts.0.load(Ordering::SeqCst),
+                    counts.1.load(Ordering::SeqCst),
+                );
+                assert_eq!(made, dropped, "{name}: every task's state dropped");
+            }
+        }
+    });
+}
+
+/// Found by review: tasks queued in the local deque of a worker whose poll
+/// was stuck past shutdown's deadline were never dropped (shutdown's drain
+/// skipped a core its driver held, and the worker, when its poll
+/// returned, handed the core back with the tasks still in it). Here both
+/// workers are stuck when the runtime shuts down: one in a task's poll
+/// that spawns tasks into its own deque (nobody can steal them), the
+/// other in a task that blocks until released (in its poll, or in its
+/// closure's `Drop` if it is cut off before its first). Every task
+/// spawned is dropped: those queued, stolen at the deadline.
+#[test]
+fn tasks_queued_behind_a_stuck_poll_are_dropped_at_shutdown() {
+    static BLOCK_ON_DONE: AtomicBool = AtomicBool::new(false);
+    static OTHER_STUCK: AtomicBool = AtomicBool::new(false);
+    static QUEUED: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            DROPPED.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    /// Blocks the thread that drops it (or calls `hold`) until released.
+    struct Blocker;
+    impl Blocker {
+        fn hold(&self) {
+            OTHER_STUCK.store(true, Ordering::SeqCst);
+            wait_for(&RELEASE);
+        }
+    }
+    impl Drop for Blocker {
+        fn drop(&mut self) {
+            self.hold();
+        }
+    }
+    fn wait_for(flag: &AtomicBool) {
+        while !flag.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    isolate(HANG, || {
+        let rt = multi(2);
+        let handle = rt.shutdown_handle();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            handle.shutdown(Duration::from_millis(50))
+        });
+        let out = rt.block_on(|cx| async move {
+            let _stuck = cx.spawn(|cx| async move {
+                // One poll that blocks until released.
+                wait_for(&BLOCK_ON_DONE);
+                // The other worker, free so far (it ran the root task to
+                // its end), takes this one and blocks in it.
+                let blocker = Blocker;
+                drop(cx.spawn(move |_| async move { blocker.hold() }));
+                wait_for(&OTHER_STUCK);
+                // Queued here, where nobody can take them but shutdown.
+                for _ in 0..20 {
+                    let guard = Counted;
+                    MADE.fetch_add(1, Ordering::SeqCst);
+                    drop(cx.spawn(move |_| async move {
+                        let _guard = guard;
+                        Never.await
+                    }));
+                }
+                QUEUED.store(true, Ordering::SeqCst);
+                wait_for(&RELEASE);
+            });
+            Never.await;
+            Ok::<_, ()>(())
+        });
+        assert!(out.is_cancelled());
+        stopper.join().unwrap();
+        BLOCK_ON_DONE.store(true, Ordering::SeqCst);
+        wait_for(&QUEUED);
+        let report = rt.shutdown(Duration::from_millis(50));
+        assert_eq!(report.workers_stuck, 2, "{report:?}");
+        RELEASE.store(true, Ordering::SeqCst);
+        // Bounds a leak (the count never reaching `MADE`), not a speed.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while DROPPED.load(Ordering::SeqCst) < MADE.load(Ordering::SeqCst)
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(
+            DROPPED.load(Ordering::SeqCst),
+            MADE.load(Ordering::SeqCst),
+            "every task queued behind the stuck poll dropped"
+        );
+    });
+}
+
+/// Found by review: a user clock that panics killed the worker that read
+/// it, silently (nothing counted; with one worker, the next `block_on`
+/// hung), and a task that read it through `Cx::now` panicked. The
+/// runtime catches it wherever it reads the clock, counts it, and reads
+/// it as no time passed: every round finishes.
+#[test]
+fn a_clock_that_panics_is_caught_and_counted() {
+    use runtime_core::time::{Clock, Instant, SystemClock};
+    /// Panics at every fifth reading.
+    struct Flaky(SystemClock, std::sync::atomic::AtomicU64);
+    impl Clock for Flaky {
+        fn now(&self) -> Instant {
+            if self.1.fetch_add(1, Ordering::SeqCst) % 5 == 4 {
+                panic!("a clock that fails now and then");
+            }
+            self.0.now()
+        }
+    }
+    isolate(HANG, || {
+        for flavour in ["current-thread", "1 worker", "2 workers"] {
+            let b = Runtime::builder().clock(Flaky(
+                SystemClock::new(ambient_authority()),
+                std::sync::atomic::AtomicU64::new(0),
+            ));
+            let b = match flavour {
+                "current-thread" => b.current_thread(),
+                "1 worker" => b.worker_threads(1),
+                _ => b.worker_threads(2),
+            };
+            let rt = b.build(ambient_authority()).unwrap();
+            for round in 0..5 {
+                let out = rt.block_on(|cx| async move {
+                    for _ in 0..10 {
+                        cx.sleep(Duration::from_millis(1)).await?;
+                        let _ = cx.now();
+                    }
+                    Ok::<_, runtime_core::Cancelled>(())
+                });
+                assert!(out.is_ok(), "{flavour}, round {round}: {out:?}");
+            }
+            assert!(rt.stats().panics_caught > 0, "{flavour}: {:?}", rt.stats());
+            let report = rt.shutdown(Duration::from_secs(5));
+            assert!(
+                report.completed && report.workers_stuck == 0,
+                "{flavour}: {report:?}"
+            );
+        }
+    });
+}
+
+/// Found by review: a thread name with a NUL byte in it (which no thread
+/// can be given) panicked `build` (the standard library panics on
+/// starting such a thread); on the current-thread flavour it built, every
+/// blocking job's start panicked, and the pool's thread count leaked
+/// until jobs waited for ever. `build` refuses the name.
+#[test]
+fn a_thread_name_with_a_nul_byte_is_a_build_error() {
+    isolate(HANG, || {
+        for current in [false, true] {
+            let b = Runtime::builder()
+                .thread_name("a\0b")
+                .max_blocking_threads(2);
+            let b = if current {
+                b.current_thread()
+            } else {
+                b.worker_threads(1)
+            };
+            let built = b.build(ambient_authority());
+            assert!(
+                matches!(built, Err(runtime_core::BuildError::ThreadName(ref n)) if n == "a\0b"),
+                "current-thread: {current}: {built:?}"
+            );
+        }
+    });
+}
+
+/// Found by review: a worker count such as `1 << 40` aborted the process
+/// (its per-worker queues failed to allocate) before `build` could return
+/// an error. Above `MAX_WORKER_THREADS`, `build` refuses it.
+#[test]
+fn a_huge_worker_count_is_a_build_error() {
+    isolate(HANG, || {
+        for n in [
+            1usize << 40,
+            runtime_core::MAX_WORKER_THREADS + 1,
+            usize::MAX,
+        ] {
+            let built = Runtime::builder()
+                .worker_threads(n)
+                .build(ambient_authority());
+            assert!(
+                matches!(built, Err(runtime_core::BuildError::TooManyWorkers(m)) if m == n),
+                "{n}: {built:?}"
+            );
+        }
+        // The current-thread flavour starts no worker: the count is moot.
+        let rt = Runtime::builder()
+            .worker_threads(1 << 40)
+            .current_thread()
+            .build(ambient_authority())
+            .unwrap();
+        assert_eq!(rt.block_on(|_| async { Ok::<_, ()>(1) }).ok(), Some(1));
+    });
+}

@@ -72,7 +72,7 @@ use std::task::{Context, Poll, Waker};
 use crate::budget::{Budget, CleanupBudget};
 use crate::cancel::CancelCell;
 use crate::cancel::{CancelKind, CancelReason, Origin};
-use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_from_region};
+use crate::cancel::{GRACE_ARMED, GRACE_UNSET, cancel_task_from_region, cut_off_task};
 use crate::loom::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::outcome::{Outcome, PanicPayload, Severity};
 use crate::registry::Registry;
@@ -816,6 +816,23 @@ impl Region {
             // `task` is this region's (spawned into it), and the reason is
             // from this region's cell.
             cancel_task_from_region(task, &reason);
+            // Spawned into a region already cut off (shutdown's last
+            // cut-off, or a grace period run out; the flag is set only on
+            // a cancelled region): cut off too, as the cut-off would have
+            // done had it found the task. Only cancelled, such a task ran
+            // on past every deadline (found by review: a task whose `Drop`
+            // spawned the next one left a live task behind shutdown's last
+            // cut-off, which `CleanupBudget::UNLIMITED` promises there is
+            // none of). The same handshake as the cancel flag's: the
+            // cut-off stores the flag (an AcqRel swap) before it takes
+            // the registry (an AcqRel swap of the head), and the push
+            // above (an AcqRel CAS of the head) comes before this load;
+            // the head's read-modify-writes are in one order, so either
+            // the take finds the task or this load, acquiring through the
+            // push that read the take's swap, sees the flag.
+            if self.is_cut_off() {
+                cut_off_task(task.clone());
+            }
         }
         true
     }

@@ -33,6 +33,7 @@ use super::batch::Batch;
 use super::idle::Idle;
 use super::{Schedule, Scheduler, Stats};
 use crate::blocking::BlockingPool;
+use crate::cancel::cut_off_task;
 use crate::loom::{AtomicBool, AtomicU64, Mutex, Ordering, lock};
 use crate::task::TaskRef;
 use crate::time::driver::{TimerAction, TimerDriver, TimerHandle};
@@ -60,12 +61,28 @@ pub(crate) enum Job {
 }
 
 impl Job {
-    /// Runs it (a batch: all of its tasks not yet taken), off any worker's
-    /// queues (shutdown's drain).
-    fn run(self) {
+    /// Cuts it off (a batch: each of its tasks not yet taken) and runs it,
+    /// which drops its future: shutdown's drains, once the workers have
+    /// stopped. Nothing found there is polled again: a task still live
+    /// (spawned after the last cut-off, or never reached by it) that was
+    /// polled here woke itself back into the queue being drained, and the
+    /// drain never ended (found by review: a task whose `Drop` spawned the
+    /// next one hung `Runtime::shutdown` for ever). Bounded: spawns are
+    /// refused once the shutdown flag is set, so each task found is
+    /// dropped once and nothing new comes in but wakes of tasks already
+    /// counted.
+    fn cut_off_and_run(self) {
         match self {
-            Job::Task(t) => t.run(),
-            Job::Batch(b) => b.run_all(),
+            Job::Task(t) => {
+                cut_off_task(t.clone());
+                t.run();
+            }
+            Job::Batch(b) => {
+                while let Some(t) = b.take() {
+                    cut_off_task(t.clone());
+                    t.run();
+                }
+            }
         }
     }
 }
@@ -106,6 +123,11 @@ pub(crate) struct Shared {
     stats: Stats,
     ids: AtomicU64,
     pub(crate) shutdown: AtomicBool,
+    /// Set by shutdown's final drain (`drain_queues`) before it looks at
+    /// the cores: a worker that hands its core back after this (one whose
+    /// poll was stuck past the deadline) drops what is still queued there
+    /// itself (`drive`'s `Restore`), since nothing will drain it later.
+    final_drain: AtomicBool,
     blocking: BlockingPool,
 }
 
@@ -206,6 +228,7 @@ impl Shared {
             stats: Stats::with_workers(cores),
             ids: AtomicU64::new(1),
             shutdown: AtomicBool::new(false),
+            final_drain: AtomicBool::new(false),
             blocking,
         })
     }
@@ -283,15 +306,38 @@ impl Shared {
                 // No timer a job here cancelled stays in the wheel.
                 self.shared.cancel_deferred(self.ctx);
                 *lock(&self.shared.threads[self.index]) = None;
-                let core = self.ctx.core.replace(Core {
-                    local: Worker::new_fifo(),
-                    lifo: Worker::new_lifo(),
-                    yielded: None,
-                    tick: 0,
-                    streak: 0,
-                    seed: 0,
-                });
-                *lock(&self.shared.cores[self.index]) = Some(core);
+                loop {
+                    let mut slot = lock(&self.shared.cores[self.index]);
+                    // Relaxed: read under the core's lock, which the final
+                    // drain takes after its store, before it looks at this
+                    // core: either this sees the store (and the drain,
+                    // finding no core, left the queues to us), or the
+                    // drain finds the core handed back below and drains
+                    // it. (Found by review: a worker stuck in a poll past
+                    // the deadline handed back a core with tasks still
+                    // queued, and nothing ever dropped them.) Not while
+                    // unwinding: running tasks here could panic again.
+                    if self.shared.final_drain.load(Ordering::Relaxed)
+                        && !std::thread::panicking()
+                        && core_has_jobs(&self.ctx.core.borrow())
+                    {
+                        drop(slot);
+                        // `CURRENT` no longer points at this core (reset
+                        // before this drop): wakes from these drops go to
+                        // the injector, which `drain_core` empties too.
+                        self.shared.drain_core(self.ctx);
+                        continue;
+                    }
+                    *slot = Some(self.ctx.core.replace(Core {
+                        local: Worker::new_fifo(),
+                        lifo: Worker::new_lifo(),
+                        yielded: None,
+                        tick: 0,
+                        streak: 0,
+                        seed: 0,
+                    }));
+                    break;
+                }
             }
         }
         let _restore = Restore {
@@ -328,7 +374,7 @@ impl Shared {
             }
             let (task, maintenance) = self.next_task(ctx);
             if maintenance {
-                self.timers.process(self.clock.now(), &self.stats);
+                self.timers.process(self.read_clock(false), &self.stats);
             }
             if let Some(task) = task {
                 // Relaxed: read only by shutdown's count of stuck workers,
@@ -343,7 +389,7 @@ impl Shared {
             // inserted from now on wakes us), fire due timers, look once
             // more, then park until the next timer.
             self.idle.register(ctx.index);
-            let now = self.clock.now();
+            let now = self.read_clock(false);
             let (fired, next) = self.timers.process_for_park(now, &self.stats);
             if fired
                 || self.has_work(&ctx.core.borrow())
@@ -447,6 +493,31 @@ impl Shared {
     }
 }
 
+/// The next job a core holds (LIFO slot, yield slot, local deque), for the
+/// shutdown drains.
+fn pop_core(core: &mut Core) -> Option<Job> {
+    core.lifo
+        .pop()
+        .or_else(|| core.yielded.take().map(Job::Task))
+        .or_else(|| core.local.pop())
+}
+
+/// Whether a core holds any job.
+fn core_has_jobs(core: &Core) -> bool {
+    !core.lifo.is_empty() || core.yielded.is_some() || !core.local.is_empty()
+}
+
+/// One job stolen from `s`, retrying a lost race.
+fn steal_one(s: &Stealer<Job>) -> Option<Job> {
+    loop {
+        match s.steal() {
+            Steal::Success(job) => return Some(job),
+            Steal::Retry => continue,
+            Steal::Empty => return None,
+        }
+    }
+}
+
 /// `job`, about to run on this worker ahead of the task that last yielded
 /// here, if any: that task goes to the back of the local deque first,
 /// where other workers can steal it. Kept in the private `yielded` slot
@@ -512,26 +583,61 @@ impl Shared {
         }
     }
 
-    /// Runs every task still queued anywhere reachable from this thread
-    /// (the injector and parked cores), for shutdown: cut-off tasks drop
-    /// their futures when run.
+    /// Drops every task still queued anywhere reachable from this thread,
+    /// for shutdown once the workers have stopped: the injector, the
+    /// parked cores, and, through the stealers, the local deques and LIFO
+    /// slots of cores whose driver is still stuck inside a poll. Each task
+    /// found is cut off first and then run, which drops its future
+    /// ([`Job::cut_off_and_run`]: nothing is polled here, so the drain
+    /// ends). A stuck worker that returns later drops what it still holds
+    /// (its yield slot, what it queued since) itself (`drive`).
     pub(crate) fn drain_queues(&self) {
-        for core in &self.cores {
-            let mut guard = lock(core);
-            if let Some(core) = guard.as_mut() {
-                while let Some(t) = core
-                    .lifo
-                    .pop()
-                    .or_else(|| core.yielded.take().map(Job::Task))
-                    .or_else(|| core.local.pop())
-                {
-                    t.run();
+        // Relaxed: see `drive`'s `Restore`: the core locks below order it.
+        self.final_drain.store(true, Ordering::Relaxed);
+        for (i, core) in self.cores.iter().enumerate() {
+            loop {
+                // Taken under the lock, run outside it.
+                let job = lock(core).as_mut().and_then(pop_core);
+                match job {
+                    Some(job) => job.cut_off_and_run(),
+                    None => break,
+                }
+            }
+            // A core driven by a thread stuck in a poll: its deque and
+            // LIFO slot can be stolen from.
+            for s in [&self.stealers[i], &self.lifo_stealers[i]] {
+                while let Some(job) = steal_one(s) {
+                    job.cut_off_and_run();
                 }
             }
         }
-        while let Some(t) = self.steal_injector(&Worker::new_fifo()) {
-            t.run();
+        self.drain_injector();
+    }
+
+    /// Cuts off and runs (drops) what the injector holds, until it is
+    /// empty (the drops may wake more tasks into it).
+    fn drain_injector(&self) {
+        loop {
+            match self.injector.steal() {
+                Steal::Success(job) => job.cut_off_and_run(),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
         }
+    }
+
+    /// Drops what the core of this worker still holds, and the
+    /// injector's jobs, after the final drain began (see `Restore`).
+    fn drain_core(&self, ctx: &WorkerCtx) {
+        loop {
+            // The borrow ends before the job runs.
+            let job = pop_core(&mut ctx.core.borrow_mut());
+            match job {
+                Some(job) => job.cut_off_and_run(),
+                None => break,
+            }
+        }
+        self.drain_injector();
     }
 
     /// Whether worker `index` is inside a task's poll now.
@@ -540,13 +646,30 @@ impl Shared {
         self.busy[index].load(Ordering::Relaxed)
     }
 
-    /// Runs whatever is left in the LIFO slots of every core, including
-    /// cores whose driver is stuck in a poll (the slots can be stolen), for
-    /// shutdown.
-    pub(crate) fn drain_lifo_slots(&self) {
-        for s in &self.lifo_stealers {
-            while let Steal::Success(t) = s.steal() {
-                t.run();
+    /// The user's clock, read under a catch: a `Clock` that panics (user
+    /// code) is counted in `panics_caught` and read as "no time passed
+    /// since the wheel last turned" (the wheel's time, at most a tick, 1
+    /// ms, behind the last reading), instead of unwinding through the
+    /// worker, which killed it silently with its core (found by review:
+    /// with one worker, the next `block_on` hung). Every read of the clock
+    /// by the runtime (the workers' loop, the timers' checks, a region's
+    /// grace period, `Cx::now`) goes through here.
+    fn read_clock(&self, ceil: bool) -> Instant {
+        let read = crate::outcome::catch(|| {
+            if ceil {
+                self.clock.now_ceil()
+            } else {
+                self.clock.now()
+            }
+        });
+        match read {
+            Ok(now) => now,
+            Err(payload) => {
+                self.stats.panic_caught();
+                // The payload is made of the message only (no user
+                // `Drop` left in it).
+                drop(payload);
+                self.timers.last_turn()
             }
         }
     }
@@ -656,11 +779,11 @@ impl Scheduler for Shared {
     }
 
     fn now(&self) -> Instant {
-        self.clock.now()
+        self.read_clock(false)
     }
 
     fn now_ceil(&self) -> Instant {
-        self.clock.now_ceil()
+        self.read_clock(true)
     }
 
     fn is_shut_down(&self) -> bool {
@@ -669,7 +792,7 @@ impl Scheduler for Shared {
     }
 
     fn poll_timers(&self) -> bool {
-        let now = self.clock.now();
+        let now = self.read_clock(false);
         if !self.timers.due(now) {
             return false;
         }

@@ -247,6 +247,15 @@ impl TimerDriver {
         (true, None)
     }
 
+    /// The time the wheel was last turned to (a tick, 1 ms, at most
+    /// behind the clock reading it was turned with): what the runtime
+    /// reads as the time when the user's clock panics
+    /// (`Shared::read_clock`).
+    pub(crate) fn last_turn(&self) -> Instant {
+        let tick = lock(&self.inner).wheel.now();
+        Instant::from_nanos(tick.saturating_mul(TICK_NANOS))
+    }
+
     /// Whether a timer may be due at `now` (cheap: one load).
     #[inline]
     pub(crate) fn due(&self, now: Instant) -> bool {
