@@ -747,6 +747,11 @@ impl Runtime {
         // stranded there is dropped, not leaked; what the stuck worker
         // still holds when its poll returns, it drops itself.
         self.shared.drain_queues();
+        // The root never closes, so it lets go of its tasks here (a task a
+        // shutdown handle's sweep moved to its list held the root, the
+        // scheduler and the wheel through its region: 16 KiB a runtime,
+        // never freed; found by review).
+        self.root.let_go_of_tasks();
         self.shared
             .timers()
             .clear(Arc::as_ptr(&self.shared).cast(), self.shared.stats());

@@ -922,6 +922,19 @@ impl Region {
         self.leave();
     }
 
+    /// The root's end, at the runtime's shutdown (its workers stopped and
+    /// its queues drained): lets go of the tasks it still refers to, in
+    /// its registry and in the list its sweeps moved them to. A closing
+    /// region does this in its close; the root never closes, and a task
+    /// referred to from there holds the root through its region (a cycle,
+    /// the runtime's scheduler and timer wheel in it). A task still inside
+    /// a stuck worker's poll keeps its own count.
+    pub(crate) fn let_go_of_tasks(&self) {
+        let swept = std::mem::take(&mut *lock(&self.swept));
+        drop(swept);
+        self.children.take().for_each(drop);
+    }
+
     /// Whether a child's error that fails now could be the one this
     /// region keeps (and so is worth formatting): not when nobody reads
     /// the outcome (`quiet`), nor once a failure is recorded (the first of
