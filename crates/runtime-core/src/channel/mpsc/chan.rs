@@ -9,6 +9,7 @@ use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 
+use crate::lab::hooks::PermitToken;
 use crate::loom::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::sync::WakerSlot;
 
@@ -149,8 +150,11 @@ pub(super) struct Waiters {
     pub(super) waiting: usize,
     /// Ids of waiters that were removed from `queue` and handed a slot, which
     /// their `Reserve` now owns (it picks it up when polled, or returns it
-    /// when dropped). In id order: handed out from the front of `queue`.
-    pub(super) handed: VecDeque<u64>,
+    /// when dropped), each with the lab's token of that slot (opened at the
+    /// hand-off: a `Reserve` leaked after it is a forgotten permit, which
+    /// the lab's reservation oracle reports). In id order: handed out from
+    /// the front of `queue`.
+    pub(super) handed: VecDeque<(u64, PermitToken)>,
     pub(super) next_id: u64,
 }
 
@@ -163,15 +167,10 @@ impl Waiters {
             .filter(|&at| self.queue[at].waker.is_some())
     }
 
-    /// Takes `id` out of `handed`; whether it was there.
-    fn take_handed(&mut self, id: u64) -> bool {
-        match self.handed.binary_search(&id) {
-            Ok(at) => {
-                self.handed.remove(at);
-                true
-            }
-            Err(_) => false,
-        }
+    /// Takes `id` out of `handed`: its slot's token, if it was there.
+    fn take_handed(&mut self, id: u64) -> Option<PermitToken> {
+        let at = self.handed.binary_search_by_key(&id, |h| h.0).ok()?;
+        self.handed.remove(at).map(|h| h.1)
     }
 
     /// Drops withdrawn entries at either end of the queue; those in the
@@ -215,8 +214,9 @@ pub(super) struct Chan<T> {
 
 /// How a reservation attempt went.
 pub(super) enum Acquire {
-    /// The caller now owns a slot.
-    Acquired,
+    /// The caller now owns a slot; with the lab's token of it if it was
+    /// handed one (else the caller opens one).
+    Acquired(Option<PermitToken>),
     /// The caller is queued under this id.
     Queued(u64),
     /// The channel is closed.
@@ -255,7 +255,7 @@ impl<T> Chan<T> {
     /// The slow path: takes a slot, or queues `waker` for one.
     pub(super) fn acquire_or_queue(&self, waker: &Waker) -> Acquire {
         match self.try_acquire() {
-            Ok(()) => return Acquire::Acquired,
+            Ok(()) => return Acquire::Acquired(None),
             Err(TrySendError::Closed(())) => return Acquire::Closed,
             Err(TrySendError::Full(())) => {}
         }
@@ -292,7 +292,7 @@ impl<T> Chan<T> {
                 Ok(_) if take => {
                     drop(waiters);
                     let_waker_go(mine);
-                    return Acquire::Acquired;
+                    return Acquire::Acquired(None);
                 }
                 Ok(_) => break,
                 Err(actual) => cur = actual,
@@ -311,9 +311,9 @@ impl<T> Chan<T> {
     /// Polls a queued reservation: did it get a slot?
     pub(super) fn poll_queued(&self, id: u64, waker: &Waker) -> Acquire {
         let mut waiters = lock(&self.waiters);
-        if waiters.take_handed(id) {
+        if let Some(token) = waiters.take_handed(id) {
             drop(waiters);
-            return self.handed();
+            return self.handed(token);
         }
         match waiters.find(id) {
             // Neither handed a slot nor queued: `close` dequeued it.
@@ -334,10 +334,10 @@ impl<T> Chan<T> {
         drop(waiters);
         let new = waker.clone();
         let mut waiters = lock(&self.waiters);
-        if waiters.take_handed(id) {
+        if let Some(token) = waiters.take_handed(id) {
             drop(waiters);
             let_waker_go(new);
-            return self.handed();
+            return self.handed(token);
         }
         match waiters.find(id) {
             Some(at) => {
@@ -357,23 +357,25 @@ impl<T> Chan<T> {
     /// A queued reservation that was handed a slot (taken out of `handed`,
     /// the lock let go): it is the reservation's, unless the channel
     /// closed while the slot was on its way.
-    fn handed(&self) -> Acquire {
+    fn handed(&self, token: PermitToken) -> Acquire {
         // Relaxed: CLOSED needs no data with it.
         if self.sem.load(Ordering::Relaxed) & CLOSED != 0 {
             // Closed while the slot was on its way: a waiting
             // reservation fails on close. Return the slot.
+            token.resolve();
             self.release(true);
             return Acquire::Closed;
         }
-        Acquire::Acquired
+        Acquire::Acquired(Some(token))
     }
 
     /// Withdraws a queued reservation; returns a slot it was handed.
     pub(super) fn cancel_queued(&self, id: u64) {
         let mut waiters = lock(&self.waiters);
-        if waiters.take_handed(id) {
+        if let Some(token) = waiters.take_handed(id) {
             drop(waiters);
             // Goes on to the next waiter, if any.
+            token.resolve();
             self.release(true);
         } else if let Some(at) = waiters.find(id) {
             // Withdrawn in place (its waker dropped outside the lock).
@@ -426,7 +428,9 @@ impl<T> Chan<T> {
                     return;
                 }
                 debug_assert!(waiter.waker.is_some(), "a withdrawn waiter at the front");
-                waiters.handed.push_back(waiter.id);
+                waiters
+                    .handed
+                    .push_back((waiter.id, crate::lab::hooks::permit_opened()));
                 waiters.waiting -= 1;
                 waiters.trim();
                 if waiters.waiting == 0 {

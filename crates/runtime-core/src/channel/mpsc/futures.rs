@@ -284,11 +284,12 @@ impl<'a, T> Reserve<'a, T> {
             Some(id) => chan.poll_queued(id, task.waker()),
         };
         match outcome {
-            Acquire::Acquired => {
+            Acquire::Acquired(token) => {
                 this.queued = None;
                 Poll::Ready(Ok(Permit {
                     sender: this.sender,
-                    token: crate::lab::hooks::permit_opened(),
+                    // A handed slot's token was opened at the hand-off.
+                    token: token.unwrap_or_else(crate::lab::hooks::permit_opened),
                 }))
             }
             Acquire::Closed => {
