@@ -1274,9 +1274,11 @@ impl Worker {
         if s.queued + s.in_flight + s.retrying > 0 {
             let first = abandon(&self.shared, &mut lock(&self.shared.ledger));
             if first {
+                // The deadline passed, or a kept batch's `Retry-After`
+                // ends after it (nothing more to try before it).
                 log_quietly(|| {
                     tracing::warn!(
-                        "otlp-exporter: shutdown deadline passed; spans still pending are counted as timed out"
+                        "otlp-exporter: shutdown ended with spans still pending (its deadline passed, or a collector's Retry-After ends after it); they are counted as timed out"
                     )
                 });
             }
