@@ -24,7 +24,11 @@
 //! * Header values carry API keys: they never appear in logs or errors. A
 //!   header name that is not an HTTP token (or is 64 KiB long or more), or
 //!   a value holding a control character (CR, LF, NUL, ...), is refused
-//!   when the transport is built, never sent.
+//!   when the transport is built, never sent. A name given twice in one
+//!   of `OTEL_EXPORTER_OTLP_HEADERS` or `..._TRACES_HEADERS` is sent once,
+//!   with its last value (`authorization=a,authorization=b` sends `b`), as
+//!   the official SDKs read these lists; the traces variable replaces the
+//!   general one name by name, and [`HttpTransportBuilder::header`] both.
 //! * Nor does the password of an endpoint with user information
 //!   (`http://user:password@host:4318`): wherever the URL is shown
 //!   ([`HttpTransport::url`], `Debug`, export and configuration errors) it
@@ -219,7 +223,9 @@ impl HttpTransportBuilder {
     /// A name set here replaces that header from the environment
     /// (`OTEL_EXPORTER_OTLP_TRACES_HEADERS` in turn replaces
     /// `OTEL_EXPORTER_OTLP_HEADERS`'s, name by name); calling this twice
-    /// with one name sends both.
+    /// with one name sends both (unlike a name repeated within one of
+    /// those variables, which is sent once, with its last value, as the
+    /// official SDKs read them).
     /// [`build`](Self::build) refuses a name that is not an HTTP token, one
     /// the transport writes itself (`Content-Length`, `Transfer-Encoding`,
     /// `Content-Type`, `Content-Encoding`, the connection headers: a second
@@ -356,7 +362,9 @@ impl HttpTransportBuilder {
                         });
                     }
                 }
-                override_headers(&mut headers, parsed);
+                // Checked above with every entry's place in the list;
+                // now the last value of each name stands for it.
+                override_headers(&mut headers, last_of_each_name(parsed));
             }
         }
         for (k, v) in &self.headers {
@@ -521,10 +529,27 @@ impl HttpTransportBuilder {
 /// set here replaces every header of that name (compared without case)
 /// from below, as the OTLP exporter configuration orders them
 /// (`OTEL_EXPORTER_OTLP_HEADERS`, then `OTEL_EXPORTER_OTLP_TRACES_HEADERS`,
-/// then the builder). Repeats within one source are all sent.
+/// then the builder). Within one environment variable a name given
+/// twice is sent once, with its last value ([`last_of_each_name`]);
+/// repeats of [`HttpTransportBuilder::header`] are all sent.
 fn override_headers(below: &mut Vec<(String, String)>, source: Vec<(String, String)>) {
     below.retain(|(k, _)| !source.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)));
     below.extend(source);
+}
+
+/// One header per name (compared without case), the last value given for
+/// it, in the place of that last one: the official SDKs (Go, Java, Python,
+/// JS, Rust) read `OTEL_EXPORTER_OTLP_HEADERS` into a map, so that
+/// `authorization=old,authorization=new` sends `new` alone (found by
+/// review: both were sent, and a collector's bearer auth read the first,
+/// stale one).
+fn last_of_each_name(list: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
+    for (k, v) in list {
+        out.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
+        out.push((k, v));
+    }
+    out
 }
 
 fn header_names(headers: &[(String, String)]) -> Vec<&str> {

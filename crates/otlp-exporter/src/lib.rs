@@ -212,7 +212,8 @@
 //! `OTEL_ATTRIBUTE_COUNT_LIMIT` / `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`
 //! ([`SpanLimits::from_env`]); the
 //! collector from `OTEL_EXPORTER_OTLP_ENDPOINT`, `..._TRACES_ENDPOINT`,
-//! `..._HEADERS`, `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL`, and
+//! `..._HEADERS` (a name repeated within one variable is sent once, with
+//! its last value, as the official SDKs read it), `..._TIMEOUT`, `..._COMPRESSION`, `..._PROTOCOL`, and
 //! for `https` `..._CERTIFICATE`, `..._CLIENT_CERTIFICATE` and
 //! `..._CLIENT_KEY` (PEM files, each also in its `..._TRACES_...` form,
 //! read with the file-system access given to the pipeline, and checked

@@ -322,9 +322,24 @@ impl InMemory {
 ///    length of step 1 (`File::set_len`), so no part of the failed request
 ///    stays behind, and the export fails: its spans are counted
 ///    `export_failed`. A later export can succeed once there is room again,
-///    and its line starts where the last whole line ended. If even the
-///    truncation fails, the transport writes nothing more until a later
-///    export manages it: a torn line is never followed by another.
+///    and its line starts where the last whole line ended.
+/// 5. if the file refuses the truncation (an append-only file, `chattr
+///    +a`; a sandbox that denies it), the part written stays as a *torn
+///    line*: it is ended with a newline at once, or, with no room even
+///    for that, before the next line is written (until then nothing is
+///    written after it), and the export's error says a part of the request
+///    stayed. A torn line never parses as JSON (it is a request cut short;
+///    one cut just before its newline gets a `!` after it), so a reader
+///    tells it by that and counts no span from it. A request whose line
+///    is whole in the file although the export failed on the way (its
+///    newline written after the failure; with `sync_every_request`, a
+///    sync that failed) cannot be taken back either: it counts as
+///    exported, since a reader finds it, and a failed sync is reported by
+///    [`Transport::shutdown`].
+///
+/// So every line in the file is a whole request, whose spans are counted
+/// exported, or a torn line, which does not parse and whose spans are
+/// counted `export_failed`.
 ///
 /// A request that would take the file past the process's file-size limit
 /// (`RLIMIT_FSIZE`, `ulimit -f`) fails before anything is written: writing
@@ -355,7 +370,9 @@ impl InMemory {
 /// rotation), the next export opens (creates) the file at the path again
 /// and writes there (on Unix, where the file's identity can be compared);
 /// if it cannot (its directory is gone), the export fails rather than
-/// write into a file no one can find. A relative path is taken from the
+/// write into a file no one can find. A path that cannot be looked up
+/// but is not shown gone (its directory lost search permission: an error
+/// other than `ENOENT` or `ENOTDIR`) keeps the file open for writing. A relative path is taken from the
 /// working directory at [`open`](Self::open), once: a later change of
 /// directory does not move the file.
 ///
@@ -363,7 +380,10 @@ impl InMemory {
 ///
 /// A path that is not a regular file (a FIFO, `/dev/stdout`, a character
 /// device) is opened for writing only, without blocking (on Unix), and
-/// gets each request as one line; nothing can be taken back there:
+/// gets each request as one line; nothing can be taken back there. What
+/// the path names is decided by the descriptor opened (`fstat`), not by a
+/// look at the path before, so a FIFO made there at the same moment is
+/// still one:
 ///
 /// - a FIFO must have its reader when the transport opens it: with none,
 ///   [`open`](Self::open) fails at once (rather than wait, or count spans
@@ -393,9 +413,9 @@ pub struct FileTransport {
 
 struct FileState {
     file: File,
-    /// The truncation after a failed write failed: the file may end in a
-    /// torn request. Nothing is written until a truncation succeeds.
-    torn_at: Option<u64>,
+    /// A torn line that could not be cut back nor ended yet: it is ended
+    /// (or cut) before the next line is written.
+    torn: Option<Torn>,
     /// A line written to a pipe or device was cut short: the next line
     /// starts with a newline, to end it.
     cut_line: bool,
@@ -408,7 +428,7 @@ impl FileState {
     fn new(file: File) -> Self {
         FileState {
             file,
-            torn_at: None,
+            torn: None,
             cut_line: false,
             unsynced: None,
         }
@@ -425,7 +445,7 @@ impl FileTransport {
     pub fn open(fs: runtime_cap::FsAccess, path: impl AsRef<Path>) -> std::io::Result<Self> {
         let _ = fs;
         let path = std::path::absolute(path.as_ref())?;
-        let file = open_append(&path)?;
+        let file = open_append(&path, true)?;
         Ok(FileTransport {
             path,
             sync_every_request: false,
@@ -453,13 +473,20 @@ impl FileTransport {
     #[cfg(unix)]
     fn follow_path(&self, state: &mut FileState) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt as _;
-        let same = match (std::fs::metadata(&self.path), state.file.metadata()) {
+        let ours = state.file.metadata();
+        let stream = ours.as_ref().is_ok_and(|f| !f.is_file());
+        let same = match (std::fs::metadata(&self.path), ours) {
             (Ok(p), Ok(f)) => p.dev() == f.dev() && p.ino() == f.ino(),
+            // The path cannot be looked up, but is not shown gone (its
+            // directory lost search permission, say): the open file is
+            // still there to write to (found by review: any error was
+            // taken for a removal, and the exports failed).
+            (Err(e), _) if !is_gone(&e) => true,
             // A pipe or device gone from the path is not made again as a
             // regular file (found by review: a consumer that removed its
             // FIFO to make a new one found a file there, and the spans
             // went into it): the export fails until one is back.
-            (Err(e), Ok(f)) if !f.is_file() => {
+            (Err(e), _) if stream => {
                 return Err(std::io::Error::new(
                     e.kind(),
                     format!("the pipe or device is gone from the path: {e}"),
@@ -471,7 +498,10 @@ impl FileTransport {
             (_, Err(_)) => true,
         };
         if !same {
-            let new = FileState::new(open_append(&self.path)?);
+            // In place of a pipe or device, only what is there (never a
+            // regular file made by this transport, even if the path was
+            // emptied again since it was looked at).
+            let new = FileState::new(open_append(&self.path, !stream)?);
             let old = std::mem::replace(state, new);
             // What went into the file rotated away is synced as it is left
             // (the docs' promise; found by review: only the last file was).
@@ -496,70 +526,186 @@ impl FileTransport {
     }
 }
 
-fn open_append(path: &Path) -> std::io::Result<File> {
+/// Whether a failed look-up of a path shows it gone (`ENOENT`, or
+/// `ENOTDIR`: a directory on the way replaced by a file), as opposed to
+/// one that could not be made (`EACCES` and the like).
+#[cfg(unix)]
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// Opens `path` for appending: a regular file (created if `create`) gets
+/// a newline first if it ends in a torn line; anything else (a FIFO, a
+/// device) is a stream, write-only and non-blocking (see [Pipes and
+/// devices](FileTransport#pipes-and-devices)).
+///
+/// What the path names is decided by `fstat` of the descriptor opened,
+/// never by a look at the path before (found by review: a FIFO made
+/// between the look and the open was opened as a regular file, for
+/// reading and writing and blocking, so the transport was its own reader:
+/// lines counted as exported into a pipe no one read, and a full pipe
+/// blocked an export past its deadline for ever). The first open is
+/// write-only and non-blocking whatever is there, so a FIFO with no
+/// reader is refused at once (`ENXIO`), and a FIFO is never opened for
+/// reading (which would make a writer's reader see end-of-file when it
+/// is closed again). Symbolic links are followed, as before.
+#[cfg(unix)]
+fn open_append(path: &Path, create: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(create)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| explain_open_error(path, e))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        // A pipe or a device, kept write-only and non-blocking.
+        return Ok(file);
+    }
+    // A regular file: blocking, as a file of lines is written (a disk
+    // never answers `EAGAIN`, but a file system with leases could).
+    set_nonblocking(&file, false)?;
+    let last = last_byte_of(path, &meta);
+    end_torn_line(path, &mut file, meta.len(), last)?;
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn open_append(path: &Path, create: bool) -> std::io::Result<File> {
     if let Ok(meta) = std::fs::metadata(path)
         && !meta.is_file()
         && !meta.is_dir()
     {
         return open_stream(path, &meta);
     }
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    let Ok(mut file) = options.clone().read(true).open(path) else {
-        // Not readable (a write-only file): append without looking.
-        return open_write_only(path);
-    };
-    // A torn last line (a process died mid-write) gets its newline, so the
-    // first request written here starts a line of its own.
+    let mut file = OpenOptions::new().create(create).append(true).open(path)?;
     let meta = file.metadata()?;
-    let len = meta.len();
-    if meta.is_file() && len > 0 {
-        use std::io::{Read as _, Seek as _, SeekFrom};
-        let mut last = [0u8];
-        file.seek(SeekFrom::Start(len - 1))?;
-        file.read_exact(&mut last)?;
-        if last[0] != b'\n' {
-            // Within the file-size limit only (found by review: a file left
-            // torn at the limit raised SIGXFSZ here, at open, again).
-            if file.max_len().is_some_and(|max| len >= max) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::FileTooLarge,
-                    format!(
-                        "{} ends in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
-                         {len} bytes): no room for the newline that would end it",
-                        path.display()
-                    ),
-                ));
-            }
-            file.write_all(b"\n")?;
-        }
-    }
+    let last = last_byte_of(path, &meta);
+    end_torn_line(path, &mut file, meta.len(), last)?;
     Ok(file)
 }
 
-/// Opens a regular file this process may write but not read, for
-/// appending: its last byte cannot be looked at, so a file that is not
-/// empty gets a newline first (an empty line at worst; found by review: a
-/// request was glued to a torn last line, and its spans counted exported
-/// could not be read).
+/// The last byte of the regular file `meta` describes (opened at `path`),
+/// read through a second, read-only descriptor: `Err(())` if it cannot be
+/// read (a file this process may write but not read, mode `0200`), or if
+/// the path names another file by now (on Unix, compared by device and
+/// inode); `Ok(None)` for an empty file.
+fn last_byte_of(path: &Path, meta: &std::fs::Metadata) -> Result<Option<u8>, ()> {
+    if meta.len() == 0 {
+        return Ok(None);
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        // Never waits, whatever took the path's place meanwhile.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut reader = options.open(path).map_err(drop)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let now = reader.metadata().map_err(drop)?;
+        if (now.dev(), now.ino()) != (meta.dev(), meta.ino()) {
+            return Err(());
+        }
+    }
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut last = [0u8];
+    reader.seek(SeekFrom::Start(meta.len() - 1)).map_err(drop)?;
+    reader.read_exact(&mut last).map_err(drop)?;
+    Ok(Some(last[0]))
+}
+
+/// Ends a torn last line (a process died mid-write) with a newline, so
+/// that the first request written here starts a line of its own. `last`
+/// is the file's last byte, `Err(())` if it could not be read: a file
+/// that is not empty then gets the newline whatever it ends in (an empty
+/// line at worst; found by review: a request was glued to a torn last
+/// line, and its spans counted exported could not be read).
+fn end_torn_line(
+    path: &Path,
+    file: &mut File,
+    len: u64,
+    last: Result<Option<u8>, ()>,
+) -> std::io::Result<()> {
+    let torn = match last {
+        Ok(last) => last.is_some_and(|b| b != b'\n'),
+        Err(()) => len > 0,
+    };
+    if !torn {
+        return Ok(());
+    }
+    // Within the file-size limit only (found by review: a file left torn
+    // at the limit raised SIGXFSZ here, at open, again).
+    if file.max_len().is_some_and(|max| len >= max) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "{} may end in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
+                 {len} bytes): no room for the newline that would end it",
+                path.display()
+            ),
+        ));
+    }
+    file.write_all(b"\n")
+}
+
+/// Opens a regular file for appending without reading it (as for a file
+/// this process may write but not read): a file that is not empty gets a
+/// newline first.
+#[cfg(test)]
 fn open_write_only(path: &Path) -> std::io::Result<File> {
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    let meta = file.metadata()?;
-    let len = meta.len();
-    if meta.is_file() && len > 0 {
-        if file.max_len().is_some_and(|max| len >= max) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::FileTooLarge,
-                format!(
-                    "{} is at the process's file-size limit (RLIMIT_FSIZE, {len} bytes): no room \
-                     for the newline that ends a line it may have left torn",
-                    path.display()
-                ),
-            ));
-        }
-        file.write_all(b"\n")?;
-    }
+    let len = file.metadata()?.len();
+    end_torn_line(path, &mut file, len, Err(()))?;
     Ok(file)
+}
+
+/// Says what a path that cannot be opened for writing is, where the
+/// operating system's error does not: `ENXIO` is a FIFO with no reader,
+/// a socket, or a device that is not there.
+#[cfg(unix)]
+fn explain_open_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    use std::os::unix::fs::FileTypeExt as _;
+    if e.raw_os_error() != Some(libc::ENXIO) {
+        return e;
+    }
+    // A look at the path for the message only: what it names may change
+    // meanwhile, the error stays `ENXIO`.
+    let kind = std::fs::metadata(path).map(|m| m.file_type());
+    let why = match kind {
+        Ok(k) if k.is_fifo() => "is a FIFO with no reader (start its reader first)",
+        Ok(k) if k.is_socket() => "is a socket, which cannot be opened as a file",
+        Ok(k) if k.is_char_device() || k.is_block_device() => "names no device that can be opened",
+        // Changed since the open.
+        _ => "is a FIFO with no reader (start its reader first), or a device that is not there",
+    };
+    std::io::Error::new(e.kind(), format!("{} {why}: {e}", path.display()))
+}
+
+/// Sets or clears `O_NONBLOCK` on `file`.
+#[cfg(unix)]
+fn set_nonblocking(file: &File, on: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fcntl` on a descriptor we own, with int arguments.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let want = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if want != flags && unsafe { libc::fcntl(fd, libc::F_SETFL, want) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Syncs `file` to disk if it is a regular file (a pipe or a device has
@@ -572,39 +718,14 @@ fn sync_regular(file: &File) -> std::io::Result<()> {
     }
 }
 
-/// Opens a pipe or device for writing only (never for reading: a FIFO
-/// this process also read would always have a reader, itself, so lines
-/// would count as exported into a pipe no one reads, and a reader's exit
-/// would never show), without blocking: a FIFO with no reader fails at
-/// once (`ENXIO`) rather than wait for one.
-#[cfg(unix)]
-fn open_stream(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<File> {
-    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
-    OpenOptions::new()
-        .append(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            let kind = meta.file_type();
-            let why = if e.raw_os_error() != Some(libc::ENXIO) {
-                return e;
-            } else if kind.is_fifo() {
-                "is a FIFO with no reader (start its reader first)"
-            } else if kind.is_socket() {
-                "is a socket, which cannot be opened as a file"
-            } else {
-                "names no device that can be opened"
-            };
-            std::io::Error::new(e.kind(), format!("{} {why}: {e}", path.display()))
-        })
-}
-
+/// Opens a pipe or device for writing only (where it is known before the
+/// open: no `fstat` of an unopened path on this platform).
 #[cfg(not(unix))]
 fn open_stream(path: &Path, _meta: &std::fs::Metadata) -> std::io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
-/// Writes `bytes` to a pipe or device opened by [`open_stream`], waiting
+/// Writes `bytes` to a pipe or device opened by [`open_append`], waiting
 /// for room until `deadline`. On failure, how much was written with it.
 fn write_stream(
     file: &mut File,
@@ -742,18 +863,60 @@ impl AppendTarget for File {
     }
 }
 
-/// Appends `body` and a newline to `target`, whole or not at all (see
-/// [`FileTransport`]). `torn_at` carries a failed truncation from one call
-/// to the next.
+/// A line [`append_whole`] left torn and could not cut back: where it
+/// starts, and the length of the request body it is a part of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Torn {
+    at: u64,
+    body: u64,
+}
+
+/// Why [`append_whole`] failed, and what of the request stayed in the
+/// file.
+#[derive(Debug)]
+pub(crate) struct AppendError {
+    pub(crate) error: std::io::Error,
+    pub(crate) kept: Kept,
+}
+
+/// What of a failed request stayed in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kept {
+    /// Nothing: not written, or cut back.
+    Nothing,
+    /// A part, as a torn line that could not be cut back (ended by a
+    /// newline now, or before the next line).
+    Torn,
+    /// Perhaps a part: the file's length could not be looked at after the
+    /// failure (it is looked at again, and any torn line ended, before the
+    /// next line).
+    Unknown,
+}
+
+impl From<std::io::Error> for AppendError {
+    fn from(error: std::io::Error) -> Self {
+        AppendError {
+            error,
+            kept: Kept::Nothing,
+        }
+    }
+}
+
+/// Appends `body` and a newline to `target`, whole or as a torn line no
+/// reader takes for a request (see [`FileTransport`]). `torn` carries a
+/// torn line that could not be ended from one call to the next. On
+/// success, `Some` error when the line is whole in the file but its sync
+/// failed and it could not be taken back: it counts as written (a reader
+/// finds it), and the sync failure is reported at shutdown.
 pub(crate) fn append_whole(
     target: &mut impl AppendTarget,
-    torn_at: &mut Option<u64>,
+    torn: &mut Option<Torn>,
     body: &[u8],
     sync: bool,
-) -> std::io::Result<()> {
-    if let Some(len) = *torn_at {
-        target.cut(len)?;
-        *torn_at = None;
+) -> Result<Option<std::io::Error>, AppendError> {
+    if let Some(t) = *torn {
+        end_torn(target, t)?;
+        *torn = None;
     }
     let start = target.end()?;
     if let Some(max) = target.max_len() {
@@ -768,27 +931,85 @@ pub(crate) fn append_whole(
                      file-size limit (RLIMIT_FSIZE) of {max}",
                     body.len() + 1
                 ),
-            ));
+            )
+            .into());
         }
     }
-    let written = target
-        .append_line(body)
-        .and_then(|()| if sync { target.sync() } else { Ok(()) });
-    if let Err(e) = written {
-        // Cut back only what is past `start`: a file cut shorter meanwhile
-        // (a `copytruncate` rotation) must not grow back, `start` bytes of
-        // zeros in front of the next line (found by review).
-        let cut = match target.end() {
-            Ok(len) if len > start => target.cut(start),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if cut.is_err() {
-            *torn_at = Some(start);
+    let error = match target.append_line(body) {
+        Ok(()) if !sync => return Ok(None),
+        Ok(()) => match target.sync() {
+            Ok(()) => return Ok(None),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    let this = Torn {
+        at: start,
+        body: body.len() as u64,
+    };
+    // Cut back only what is past `start`: a file cut shorter meanwhile
+    // (a `copytruncate` rotation) must not grow back, `start` bytes of
+    // zeros in front of the next line (found by review).
+    let len = match target.end() {
+        Ok(len) if len <= start => return Err(error.into()),
+        Ok(_) if target.cut(start).is_ok() => return Err(error.into()),
+        Ok(len) => len,
+        Err(_) => {
+            // How much is there is not known: looked at again before the
+            // next line.
+            *torn = Some(this);
+            return Err(AppendError {
+                error,
+                kept: Kept::Unknown,
+            });
         }
-        return Err(e);
+    };
+    // The cut is refused (an append-only file, `chattr +a`; a sandbox
+    // that denies truncation): what was written stays. Found by review:
+    // the transport then wrote nothing more for the life of the process.
+    let kept = len - start;
+    if kept == this.body + 1 {
+        // The whole line is there, newline and all: only its sync failed.
+        // A reader counts it, so it counts as exported.
+        return Ok(Some(error));
     }
-    Ok(())
+    if kept == this.body {
+        // The whole request but its newline: ending it makes it whole.
+        if target.append(b"\n").is_ok() {
+            let synced = if sync { target.sync().err() } else { None };
+            return Ok(synced);
+        }
+        *torn = Some(this);
+        return Err(AppendError {
+            error,
+            kept: Kept::Torn,
+        });
+    }
+    // A part: a torn line, ended with a newline (now, or before the next
+    // line) so that every later line stands whole on its own.
+    if target.append(b"\n").is_err() {
+        *torn = Some(this);
+    }
+    Err(AppendError {
+        error,
+        kept: Kept::Torn,
+    })
+}
+
+/// Ends the torn line `t` left by a failed [`append_whole`] before the
+/// next one is written: cut back if the file allows it now, else ended
+/// with a newline (after a `!` where the line holds the whole request
+/// but its newline, which would otherwise read as a request whose spans
+/// were counted failed). An error if neither can be done: nothing is
+/// written after a torn line that is not ended.
+fn end_torn(target: &mut impl AppendTarget, t: Torn) -> std::io::Result<()> {
+    let len = target.end()?;
+    if len <= t.at || target.cut(t.at).is_ok() {
+        // Cut back (by us, or by someone else meanwhile).
+        return Ok(());
+    }
+    let ending: &[u8] = if len - t.at == t.body { b"!\n" } else { b"\n" };
+    target.append(ending)
 }
 
 impl Transport for FileTransport {
@@ -816,12 +1037,40 @@ impl Transport for FileTransport {
         }
         let FileState {
             file,
-            torn_at,
+            torn,
             cut_line,
-            ..
+            unsynced,
         } = &mut *state;
         let result = if file.metadata().is_ok_and(|m| m.is_file()) {
-            append_whole(file, torn_at, &request.body, self.sync_every_request)
+            match append_whole(file, torn, &request.body, self.sync_every_request) {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) => {
+                    // Whole in the file, and kept there: exported, but maybe
+                    // not on disk, which the shutdown reports.
+                    unsynced.get_or_insert_with(|| {
+                        format!(
+                            "syncing {} to disk: {e} (a request already in the file could not be \
+                             taken back)",
+                            self.path.display()
+                        )
+                    });
+                    Ok(())
+                }
+                Err(AppendError { error, kept }) if kept != Kept::Nothing => {
+                    let part = if kept == Kept::Torn {
+                        "a part of this request stayed"
+                    } else {
+                        "a part of this request may have stayed"
+                    };
+                    return ExportResult::Failed(format!(
+                        "writing {}: {error} ({part} in the file as a torn line, which could not \
+                         be cut back; it is ended by a newline, now or before the next line, and \
+                         does not parse as a request)",
+                        self.path.display()
+                    ));
+                }
+                Err(AppendError { error, .. }) => Err(error),
+            }
         } else {
             // A pipe or device (`/dev/stdout`): nothing to truncate; the
             // line as one write where the reader has room, and a line cut
@@ -901,6 +1150,8 @@ mod tests {
         /// Someone else cuts the file to this length as a write fails
         /// (a `copytruncate` rotation racing a full disk).
         cut_by_others_on_failure: Option<usize>,
+        /// Room made as a write fails (space freed by someone else).
+        room_after_failure: Option<usize>,
     }
 
     impl Disk {
@@ -911,6 +1162,7 @@ mod tests {
                 fail_set_len: false,
                 fail_sync: false,
                 cut_by_others_on_failure: None,
+                room_after_failure: None,
             }
         }
 
@@ -937,6 +1189,9 @@ mod tests {
             if fits < bytes.len() {
                 if let Some(len) = self.cut_by_others_on_failure.take() {
                     self.data.truncate(len);
+                }
+                if let Some(room) = self.room_after_failure.take() {
+                    self.room = room;
                 }
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
@@ -977,24 +1232,81 @@ mod tests {
         assert!(disk.data.is_empty());
     }
 
+    /// Found by review: after one full-disk failure, a file that cannot
+    /// be truncated (`chattr +a`, a sandbox that denies it) made every
+    /// later export fail for the life of the process, and the error said
+    /// nothing of the request was kept though a part of it was. The torn
+    /// line is ended with a newline (at once, or before the next line once
+    /// there is room), and writing goes on.
     #[test]
-    fn a_failed_truncation_blocks_writes_until_one_succeeds() {
+    fn a_torn_line_that_cannot_be_cut_is_ended_and_writing_goes_on() {
         let mut disk = Disk::new(10);
         let mut torn = None;
         append_whole(&mut disk, &mut torn, b"ok", false).unwrap();
         disk.fail_set_len = true;
-        assert!(append_whole(&mut disk, &mut torn, b"much-too-long", false).is_err());
-        assert_eq!(torn, Some(3));
+        // No room even for the newline: ended before the next line.
+        let e = append_whole(&mut disk, &mut torn, b"much-too-long", false).unwrap_err();
+        assert_eq!(e.kept, Kept::Torn, "a part of the request stayed");
+        assert_eq!(torn, Some(Torn { at: 3, body: 13 }));
+        assert_eq!(disk.data, b"ok\nmuch-to");
+        // Still full: nothing is written after the torn line, and this
+        // request left nothing.
+        let e = append_whole(&mut disk, &mut torn, b"next", false).unwrap_err();
+        assert_eq!(e.kept, Kept::Nothing);
+        assert_eq!(disk.data, b"ok\nmuch-to");
         disk.room = 1000;
-        assert!(
-            append_whole(&mut disk, &mut torn, b"next", false).is_err(),
-            "not glued onto the torn request"
-        );
-        assert_eq!(disk.data, b"ok\nmuch-to", "nothing written after the tear");
-        disk.fail_set_len = false;
         append_whole(&mut disk, &mut torn, b"next", false).unwrap();
-        assert_eq!(disk.lines(), [&b"ok"[..], b"next"]);
         assert_eq!(torn, None);
+        assert_eq!(disk.lines(), [&b"ok"[..], b"much-to", b"next"]);
+        // Room for the newline as the write fails (space freed meanwhile):
+        // ended at once.
+        disk.room = disk.data.len() + 4;
+        disk.room_after_failure = Some(disk.data.len() + 5);
+        let e = append_whole(&mut disk, &mut torn, b"0123456789", false).unwrap_err();
+        assert_eq!(e.kept, Kept::Torn);
+        assert_eq!(torn, None);
+        disk.room = 1000;
+        append_whole(&mut disk, &mut torn, b"last", false).unwrap();
+        assert_eq!(
+            disk.lines(),
+            [&b"ok"[..], b"much-to", b"next", b"0123", b"last"]
+        );
+    }
+
+    /// The same with the whole request written but its newline: ending
+    /// it at once makes it whole (exported); ended later, after the
+    /// export failed, it gets a `!` first, so that it does not read as a
+    /// request whose spans were counted failed. A whole line whose sync
+    /// failed stays, counted exported, the sync failure reported.
+    #[test]
+    fn a_whole_request_that_cannot_be_cut_counts_as_what_a_reader_finds() {
+        let mut disk = Disk::new(7);
+        let mut torn = None;
+        disk.fail_set_len = true;
+        append_whole(&mut disk, &mut torn, b"ok", false).unwrap();
+        let e = append_whole(&mut disk, &mut torn, b"full", false).unwrap_err();
+        assert_eq!(e.kept, Kept::Torn);
+        assert_eq!(torn, Some(Torn { at: 3, body: 4 }));
+        disk.room = 1000;
+        append_whole(&mut disk, &mut torn, b"next", false).unwrap();
+        assert_eq!(disk.lines(), [&b"ok"[..], b"full!", b"next"]);
+        // Room for the body, not its newline, then for the newline alone.
+        let mut disk = Disk::new(7);
+        disk.fail_set_len = true;
+        append_whole(&mut disk, &mut torn, b"ok", false).unwrap();
+        disk.room_after_failure = Some(1000);
+        assert!(matches!(
+            append_whole(&mut disk, &mut torn, b"full", false),
+            Ok(None)
+        ));
+        assert_eq!(disk.lines(), [&b"ok"[..], b"full"]);
+        // Written whole, the sync failed, the cut refused.
+        disk.fail_sync = true;
+        assert!(matches!(
+            append_whole(&mut disk, &mut torn, b"synced?", true),
+            Ok(Some(_))
+        ));
+        assert_eq!(disk.lines(), [&b"ok"[..], b"full", b"synced?"]);
     }
 
     /// A reviewer's case: the file was cut short by someone else (a

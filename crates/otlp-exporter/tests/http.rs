@@ -891,6 +891,45 @@ fn every_header_value_accepted_at_build_is_sent() {
     });
 }
 
+/// Found by review: a name repeated in `OTEL_EXPORTER_OTLP_HEADERS`
+/// (`authorization=Bearer old,authorization=Bearer new`) was sent twice,
+/// and a collector's bearer auth read the first, stale value; the official
+/// SDKs read the list into a map and send the last value alone. Builder
+/// repeats are still all sent, as documented.
+#[test]
+fn a_header_repeated_in_one_variable_is_sent_once_with_its_last_value() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let env = vars(vec![
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20old,x-a=1,Authorization=Bearer%20new,x-b=2,X-A=3".into(),
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-t=1,x-t=2".into()),
+        ]);
+        let t = transport(&server)
+            .header("x-builder", "one")
+            .header("x-builder", "two")
+            .build_with(env)
+            .unwrap();
+        let (r, _) = send(t, "dup-", 1, Duration::from_secs(5));
+        assert_eq!(r.stats.exported, 1, "{:?}", r.stats);
+        let got = &server.received()[0];
+        let all = |name: &str| -> Vec<&str> {
+            got.headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(all("authorization"), ["Bearer new"]);
+        assert_eq!(all("x-a"), ["3"]);
+        assert_eq!(all("x-b"), ["2"]);
+        assert_eq!(all("x-t"), ["2"]);
+        assert_eq!(all("x-builder"), ["one", "two"]);
+    });
+}
+
 #[test]
 fn an_export_whose_deadline_has_passed_sends_nothing_and_says_so() {
     let server = Server::start(vec![]);
