@@ -1799,6 +1799,33 @@ impl Gate {
     }
 }
 
+/// A pipeline of `batch`-span batches with no export due (a 60 s delay),
+/// 50 spans recorded, and a shutdown (`LONG`) started on another thread,
+/// once its drain is in the transport's first call.
+fn draining(
+    t: impl Transport,
+    probe: &Probe,
+    batch: usize,
+) -> (Pipeline, thread::JoinHandle<otlp_exporter::ShutdownReport>) {
+    let p = base(t)
+        .max_export_batch_size(batch)
+        .scheduled_delay(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    for i in 0..50 {
+        p.record(SpanData::new(format!("{i}")));
+    }
+    let shutdown = {
+        let p = p.clone();
+        thread::spawn(move || p.shutdown(LONG))
+    };
+    // Nothing is due before the shutdown: its drain is in the transport.
+    eventually("the drain in the transport", || {
+        probe.calls.load(Ordering::SeqCst) == 1
+    });
+    (p, shutdown)
+}
+
 fn retryable(after: Option<Duration>) -> ExportResult {
     ExportResult::Retryable {
         reason: "503".into(),
@@ -2036,22 +2063,7 @@ fn a_later_shutdown_with_a_shorter_timeout_keeps_the_first_calls_deadline() {
             }
             ExportResult::Success
         });
-        let p = base(t)
-            .max_export_batch_size(100)
-            .scheduled_delay(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        for i in 0..50 {
-            p.record(SpanData::new(format!("{i}")));
-        }
-        let first = {
-            let p = p.clone();
-            thread::spawn(move || p.shutdown(LONG))
-        };
-        // Nothing is due before the shutdown: its drain is in the transport.
-        eventually("the drain in the transport", || {
-            probe.calls.load(Ordering::SeqCst) == 1
-        });
+        let (p, first) = draining(t, &probe, 100);
         let second = p.shutdown(Duration::ZERO);
         let _ = tx.send(());
         let first = first.join().unwrap();
@@ -2126,22 +2138,7 @@ fn a_flush_during_a_shutdown_ends_with_the_shutdown() {
             g.wait(LONG);
             ExportResult::Success
         });
-        let p = base(t)
-            .max_export_batch_size(10)
-            .scheduled_delay(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        for i in 0..50 {
-            p.record(SpanData::new(format!("{i}")));
-        }
-        let shutdown = {
-            let p = p.clone();
-            thread::spawn(move || p.shutdown(LONG))
-        };
-        // Nothing is due before the shutdown: its drain is in the transport.
-        eventually("the drain in the transport", || {
-            probe.calls.load(Ordering::SeqCst) == 1
-        });
+        let (p, shutdown) = draining(t, &probe, 10);
         let quick = p.force_flush(Duration::ZERO);
         assert!(!quick.completed, "{quick:?}");
         assert_eq!(quick.pending, 50, "{quick:?}");
