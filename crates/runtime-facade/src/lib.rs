@@ -9,6 +9,8 @@
 //! | [`tracing_layer`] | `otlp-tracing` | a `tracing_subscriber::Layer` that records `tracing` spans through the pipeline |
 //! | [`runtime`] | `runtime-core` | structured-concurrency executor: regions, cancellation, budgets, timers, channels, `Cx<Caps>` |
 //! | [`caps`] | `runtime-cap` | capability sets, access tokens, `ambient_authority` |
+//! | [`lab`] | `runtime-core` | the deterministic lab runtime: virtual time, seeded schedules, oracles |
+//! | [`tracing`], [`tracing_subscriber`] | | the crates the layer plugs into, at the versions it uses |
 //! | [`prelude`] | | what an application imports: `use runtime_facade::prelude::*;` |
 //!
 //! A whole application: `examples/app.rs` (`cargo run -p runtime-facade
@@ -119,8 +121,8 @@ pub use runtime_core::lab;
 pub mod prelude {
     pub use runtime_core::caps::{
         All, CapSet, Capability, Caps, Compute, FsAccess, HasBlocking, HasFs, HasNet, HasRandom,
-        HasSpawn, HasTelemetry, HasTime, NetAccess, NetClient, No, Nothing, SubsetOf, TimeOnly,
-        Yes, ambient_authority,
+        HasSpawn, HasTelemetry, HasTime, NetAccess, NetClient, No, Nothing, SubsetOf,
+        TelemetryAccess, TimeOnly, Yes, ambient_authority,
     };
     pub use runtime_core::channel::{mpsc, oneshot};
     pub use runtime_core::time::{Duration, Instant};
