@@ -1236,7 +1236,12 @@ impl<T, E> Future for JoinHandle<T, E> {
             // SAFETY: `poll` is the task type's (set with the handle), and
             // the handle's count keeps the task alive.
             match unsafe { (self.poll)(NonNull::from(self.task.header()), cx) } {
-                Poll::Ready(o) => Poll::Ready(o),
+                Poll::Ready(o) => {
+                    // Finished: `finish` took the waker from the slot (to
+                    // wake it), so the drop has nothing to take back.
+                    self.waiting = false;
+                    Poll::Ready(o)
+                }
                 Poll::Pending => {
                     // Not ready: a waker is in the join slot.
                     self.waiting = true;
