@@ -355,8 +355,11 @@ impl InMemory {
 /// `sync_every_request`, every export waits for the disk.
 ///
 /// A file that already ends in a torn line (a previous process died while
-/// writing) gets a newline first, so that the torn line stays alone and
-/// every request written here stays readable. A file this process may
+/// writing, or a failed export's torn line was never ended) gets `!` and a
+/// newline first, so that the torn line stays alone, never parses (it may
+/// hold a whole request but its newline, counted failed), and every
+/// request written here stays readable. A transport's `shutdown` ends a
+/// torn line it still has pending the same way, when the file lets it. A file this process may
 /// write but not read (mode `0200`) gets that newline whenever it is not
 /// empty: its last byte cannot be looked at, and an empty line is better
 /// than a request glued to a torn one.
@@ -535,7 +538,7 @@ fn is_gone(e: &std::io::Error) -> bool {
 }
 
 /// Opens `path` for appending: a regular file (created if `create`) gets
-/// a newline first if it ends in a torn line; anything else (a FIFO, a
+/// `!` and a newline first if it ends in a torn line; anything else (a FIFO, a
 /// device) is a stream, write-only and non-blocking (see [Pipes and
 /// devices](FileTransport#pipes-and-devices)).
 ///
@@ -619,38 +622,44 @@ fn last_byte_of(path: &Path, meta: &std::fs::Metadata) -> Result<Option<u8>, ()>
     Ok(Some(last[0]))
 }
 
-/// Ends a torn last line (a process died mid-write) with a newline, so
-/// that the first request written here starts a line of its own. `last`
-/// is the file's last byte, `Err(())` if it could not be read: a file
-/// that is not empty then gets the newline whatever it ends in (an empty
-/// line at worst; found by review: a request was glued to a torn last
-/// line, and its spans counted exported could not be read).
+/// Ends a torn last line (a process died mid-write, or an export failed
+/// and its torn line was never ended) with `!` and a newline, so that the
+/// first request written here starts a line of its own and the torn one
+/// does not parse: it may hold a whole request but its newline, whose
+/// spans were counted failed (found by review: a plain newline made such
+/// a line a readable request once the file was opened again). `last` is
+/// the file's last byte, `Err(())` if it could not be read: a file that
+/// is not empty then gets a newline whatever it ends in (an empty line at
+/// worst; found by review: a request was glued to a torn last line, and
+/// its spans counted exported could not be read).
 fn end_torn_line(
     path: &Path,
     file: &mut File,
     len: u64,
     last: Result<Option<u8>, ()>,
 ) -> std::io::Result<()> {
-    let torn = match last {
-        Ok(last) => last.is_some_and(|b| b != b'\n'),
-        Err(()) => len > 0,
+    let ending: &[u8] = match last {
+        Ok(Some(b)) if b != b'\n' => b"!\n",
+        Ok(_) => return Ok(()),
+        Err(()) if len > 0 => b"\n",
+        Err(()) => return Ok(()),
     };
-    if !torn {
-        return Ok(());
-    }
     // Within the file-size limit only (found by review: a file left torn
     // at the limit raised SIGXFSZ here, at open, again).
-    if file.max_len().is_some_and(|max| len >= max) {
+    if file
+        .max_len()
+        .is_some_and(|max| len.saturating_add(ending.len() as u64) > max)
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!(
                 "{} may end in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
-                 {len} bytes): no room for the newline that would end it",
+                 {len} bytes): no room for the `!` and newline that would end it",
                 path.display()
             ),
         ));
     }
-    file.write_all(b"\n")
+    file.write_all(ending)
 }
 
 /// Opens a regular file for appending without reading it (as for a file
@@ -1125,7 +1134,15 @@ impl Transport for FileTransport {
     }
 
     fn shutdown(&self) -> Result<(), String> {
-        let state = lock(&self.out);
+        let mut state = lock(&self.out);
+        // A torn line still pending is ended now (best effort; if it cannot
+        // be, the next open ends it): a reader that takes an unended last
+        // line as a line would read a request counted failed.
+        if let Some(t) = state.torn
+            && end_torn(&mut state.file, t).is_ok()
+        {
+            state.torn = None;
+        }
         sync_regular(&state.file)
             .map_err(|e| format!("syncing {} to disk: {e}", self.path.display()))?;
         match &state.unsynced {
