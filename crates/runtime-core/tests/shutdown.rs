@@ -209,3 +209,62 @@ fn the_longest_shutdown_timeout_drains_and_returns() {
         assert!(t0.elapsed() < HANG, "returned once drained");
     });
 }
+
+/// A shutdown with a zero timeout cuts off busy tasks that ignore their
+/// cancellation, and its final drain drops them: it reports them finished,
+/// the shutdown completed (found by review: counted at the deadline, they
+/// were reported unfinished, as if stuck in a poll, though none was).
+#[test]
+fn a_zero_timeout_shutdown_reports_the_tasks_its_drain_dropped_as_finished() {
+    for _ in 0..20 {
+        let made = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct Guard(Arc<AtomicUsize>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let rt = Arc::new(
+            Runtime::builder()
+                .worker_threads(3)
+                .build(ambient_authority())
+                .unwrap(),
+        );
+        let handle = rt.shutdown_handle();
+        let (rt2, m, d) = (rt.clone(), made.clone(), dropped.clone());
+        let runner = std::thread::spawn(move || {
+            rt2.block_on(move |cx| async move {
+                for _ in 0..30 {
+                    m.fetch_add(1, Ordering::SeqCst);
+                    let guard = Guard(d.clone());
+                    // Busy, short polls, deaf to cancellation.
+                    drop(cx.spawn(move |_| async move {
+                        let _guard = guard;
+                        std::future::poll_fn(|c| {
+                            c.waker().wake_by_ref();
+                            std::task::Poll::<()>::Pending
+                        })
+                        .await
+                    }));
+                }
+                std::future::pending::<()>().await;
+                Ok::<_, ()>(())
+            })
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        handle.shutdown(Duration::ZERO);
+        let _ = runner.join();
+        let rt = Arc::into_inner(rt).expect("the runner's clone is gone");
+        let report = rt.shutdown(Duration::ZERO);
+        assert_eq!(made.load(Ordering::SeqCst), dropped.load(Ordering::SeqCst));
+        // A worker descheduled inside a poll past the grace (a loaded
+        // machine) is reported stuck, with its task: that is another case.
+        if report.workers_stuck == 0 {
+            assert!(
+                report.completed && report.tasks_unfinished == 0,
+                "{report:?}"
+            );
+        }
+    }
+}
