@@ -1826,6 +1826,20 @@ fn draining(
     (p, shutdown)
 }
 
+/// A pipeline of 10-span batches exported every millisecond, with 10
+/// spans recorded.
+fn ten_recorded(t: impl Transport) -> Pipeline {
+    let p = base(t)
+        .max_export_batch_size(10)
+        .scheduled_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        p.record(SpanData::new(format!("{i}")));
+    }
+    p
+}
+
 fn retryable(after: Option<Duration>) -> ExportResult {
     ExportResult::Retryable {
         reason: "503".into(),
@@ -1903,14 +1917,7 @@ fn a_flush_after_a_retry_after_of_zero_tries_the_kept_batch() {
                 retryable(Some(Duration::ZERO))
             }
         });
-        let p = base(t)
-            .max_export_batch_size(10)
-            .scheduled_delay(Duration::from_millis(1))
-            .build()
-            .unwrap();
-        for i in 0..10 {
-            p.record(SpanData::new(format!("{i}")));
-        }
+        let p = ten_recorded(t);
         eventually("the batch kept", || {
             probe.calls.load(Ordering::SeqCst) >= 1 && p.stats().retrying == 10
         });
@@ -1940,14 +1947,7 @@ fn shutdown_tries_a_batch_kept_after_a_retry_after_of_zero() {
                 ExportResult::Success
             }
         });
-        let p = base(t)
-            .max_export_batch_size(10)
-            .scheduled_delay(Duration::from_millis(1))
-            .build()
-            .unwrap();
-        for i in 0..10 {
-            p.record(SpanData::new(format!("{i}")));
-        }
+        let p = ten_recorded(t);
         eventually("four failures", || {
             probe.calls.load(Ordering::SeqCst) >= 4 && p.stats().retrying == 10
         });
@@ -1970,14 +1970,7 @@ fn shutdown_tries_a_batch_kept_after_a_retry_after_of_zero() {
 fn a_kept_batch_shutdown_has_no_time_to_try_times_out() {
     test_watchdog::isolate(WATCHDOG, || {
         let (t, probe) = scripted(|_| retryable(Some(Duration::from_secs(30))));
-        let p = base(t)
-            .max_export_batch_size(10)
-            .scheduled_delay(Duration::from_millis(1))
-            .build()
-            .unwrap();
-        for i in 0..10 {
-            p.record(SpanData::new(format!("{i}")));
-        }
+        let p = ten_recorded(t);
         eventually("the batch kept", || p.stats().retrying == 10);
         let r = p.shutdown(Duration::from_millis(100));
         let s = r.stats;

@@ -3014,19 +3014,7 @@ fn deep(levels: u32) -> Deep {
 fn a_deep_or_huge_error_is_cut_not_formatted_whole() {
     isolate(WATCHDOG, || {
         for (name, rt) in flavours() {
-            let out = rt.block_on(|cx| async move {
-                let r = cx
-                    .region(|cx| async move {
-                        cx.try_spawn(|_| async { Err::<(), _>(deep(200_000)) });
-                        Ok::<_, ()>(())
-                    })
-                    .await;
-                Ok::<_, ()>(match r {
-                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
-                    other => format!("unexpected: {other:?}"),
-                })
-            });
-            let message = out.ok().unwrap();
+            let message = child_error_message(&rt, deep(200_000));
             assert!(
                 message.starts_with("Deep { next: Some(Deep { next: Some("),
                 "{name}: {message:.80}"
@@ -3038,43 +3026,37 @@ fn a_deep_or_huge_error_is_cut_not_formatted_whole() {
                 calls: calls.clone(),
                 big: true,
             };
-            let out = rt.block_on(move |cx| async move {
-                let r = cx
-                    .region(move |cx| async move {
-                        cx.try_spawn(move |_| async move { Err::<(), _>(loud) });
-                        Ok::<_, ()>(())
-                    })
-                    .await;
-                Ok::<_, ()>(match r {
-                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message.len(),
-                    _ => 0,
-                })
-            });
-            let len = out.ok().unwrap();
+            let len = child_error_message(&rt, loud).len();
             assert!((4096..=4096 + 32).contains(&len), "{name}: {len}");
             assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}");
             // A `Debug` that unwraps its writes (harmless into a `String`)
             // panics at the cut: the text up to the cut stands, and the
             // panic, the cut's doing, is not counted as the user's.
             let before = rt.stats().panics_caught;
-            let out = rt.block_on(|cx| async move {
-                let r = cx
-                    .region(|cx| async move {
-                        cx.try_spawn(|_| async { Err::<(), _>(Unwraps) });
-                        Ok::<_, ()>(())
-                    })
-                    .await;
-                Ok::<_, ()>(match r {
-                    Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
-                    other => format!("unexpected: {other:?}"),
-                })
-            });
-            let message = out.ok().unwrap();
+            let message = child_error_message(&rt, Unwraps);
             assert!(message.starts_with("0123456789"), "{name}: {message:.80}");
             assert!(message.ends_with("… (cut at 4096 bytes)"), "{name}");
             assert_eq!(rt.stats().panics_caught, before, "{name}");
         }
     });
+}
+
+/// The message of the failure a fail-fast region keeps when its one child
+/// fails with `err`.
+fn child_error_message<E: std::fmt::Debug + Send + 'static>(rt: &Runtime, err: E) -> String {
+    let out = rt.block_on(move |cx| async move {
+        let r = cx
+            .region(move |cx| async move {
+                cx.try_spawn(move |_| async move { Err::<(), _>(err) });
+                Ok::<_, ()>(())
+            })
+            .await;
+        Ok::<_, ()>(match r {
+            Outcome::Err(runtime_core::RegionError::Child(f)) => f.message,
+            other => format!("unexpected: {other:?}"),
+        })
+    });
+    out.ok().unwrap()
 }
 
 /// Writes 10 000 bytes, unwrapping each write.
