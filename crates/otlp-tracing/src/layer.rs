@@ -230,11 +230,16 @@ impl OtlpLayer {
     /// (see [`location`](crate::location)), when the span has room for it
     /// within the limits; else pushed one by one, as far as they fit.
     ///
-    /// A span whose own fields already hold a `code.*` key keeps its value:
-    /// the location's attributes are then pushed one by one, each only if
-    /// its key is not there (an OTLP span's keys are unique).
+    /// A span whose own fields already hold a `code.*` or `target` key
+    /// keeps its value: the location's attributes are then pushed one by
+    /// one, each only if its key is not there (an OTLP span's keys are
+    /// unique; with the set shared, a key in both would be counted twice
+    /// under the limit, found by review).
     fn push_location(&self, data: &mut SpanData, meta: &'static Metadata<'static>) {
-        let own_code = data.attributes.iter().any(|kv| kv.key.starts_with("code."));
+        let own_code = data
+            .attributes
+            .iter()
+            .any(|kv| kv.key.starts_with("code.") || kv.key == "target");
         if !own_code
             && let Some(set) = crate::location::shared(meta)
             && data.attributes.len() + set.len() <= self.limits.attribute_count
@@ -359,6 +364,23 @@ fn recycle(mut state: Box<SpanState>) {
 
 fn blank_data() -> SpanData {
     SpanData::with_context(Str::Borrowed(""), SpanContext::INVALID)
+}
+
+/// Copies the span's shared location set into its own attributes (after
+/// them, where the encoders put it), those of a key the span already has
+/// left out (the span's own value wins, as when the set is encoded): the
+/// span's keys, and its count, stay as they would be exported. For a
+/// `Span::record` of one of the set's keys, which then replaces that value.
+#[cold]
+fn unshare(data: &mut SpanData) {
+    if let Some(set) = data.shared_attributes.take() {
+        let own = data.attributes.len();
+        for kv in set.attributes() {
+            if !data.attributes[..own].iter().any(|a| a.key == kv.key) {
+                data.attributes.push(kv.clone());
+            }
+        }
+    }
 }
 
 /// What the layer keeps for one span, in the registry's extensions.
@@ -700,7 +722,19 @@ where
         let d = &mut state.data.dropped_attributes_count;
         *d = d.saturating_add(dropped);
         // The span's keys are unique (`SpanFields`): the one of that name.
+        // A key of the callsite's shared location set (`code.*`, `target`)
+        // is the span's too: the set is copied into the span's own
+        // attributes first, and the value replaced there, taking no new
+        // place (found by review: at the attribute limit the value was
+        // dropped, the callsite's kept).
         for kv in attributes {
+            if state
+                .data
+                .shared_attributes
+                .is_some_and(|set| set.attributes().iter().any(|a| a.key == kv.key))
+            {
+                unshare(&mut state.data);
+            }
             match state.data.attributes.iter_mut().find(|a| a.key == kv.key) {
                 Some(existing) => existing.value = kv.value,
                 None => self.push_attribute(&mut state.data, kv),

@@ -60,7 +60,10 @@
 //!   `f64`, `bool`, `&str`; `u64`, `i128` and `u128` as `i64` when they
 //!   fit and as their decimal string otherwise; `Debug` (`?x`) and
 //!   `Display` (`%x`) values and errors as strings. Fields recorded later
-//!   with `Span::record` are added, or replace the value of the same key.
+//!   with `Span::record` are added, or replace the value of the same key
+//!   (a location key, below, too: `code.namespace = Empty` then recorded
+//!   replaces the callsite's value, and takes no new place under the
+//!   attribute count limit).
 //!   Keys are unique, as OTLP wants them: a field named twice in one
 //!   callsite (`info_span!("x", a = 1, a = 2)`) is one attribute with the
 //!   last value, in the place of the first, and `Span::record("a", ..)`

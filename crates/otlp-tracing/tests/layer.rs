@@ -1202,3 +1202,67 @@ fn error_fields_set_no_status_when_error_events_to_status_is_off() {
     );
     assert_eq!(quiet.events[0].name, "exception");
 }
+
+/// `Span::record` of a key of the callsite's shared location set replaces
+/// the location's value and takes no new place, at the attribute limit too
+/// (found by review: the span held the callsite's set, counted under the
+/// limit, so the recorded value was dropped and counted, the callsite's
+/// kept).
+#[test]
+fn recording_a_location_key_at_the_attribute_limit_replaces_its_value() {
+    let (pipeline, memory) = pipeline_with(otlp_exporter::SpanLimits {
+        attribute_count: 4,
+        ..otlp_exporter::SpanLimits::default()
+    });
+    with_layer(
+        OtlpLayer::new(&pipeline).with_tracked_inactivity(false),
+        || {
+            let s = tracing::info_span!(
+                "s",
+                a = 1_i64,
+                code.namespace = field::Empty,
+                code.line.number = field::Empty
+            );
+            s.record("code.namespace", "mine");
+            s.record("code.line.number", 7_i64);
+        },
+    );
+    let spans = finish(&pipeline, &memory);
+    let s = named(&spans, "s");
+    assert_eq!(string(&s.attributes, "code.namespace"), Some("mine"));
+    assert_eq!(int(&s.attributes, "code.line.number"), Some(7));
+    assert_eq!(int(&s.attributes, "a"), Some(1));
+    assert!(string(&s.attributes, "code.file.path").is_some());
+    assert_eq!(s.dropped_attributes_count, 0);
+    let mut k = keys(&s.attributes);
+    assert_eq!(k.len(), 4, "{k:?}");
+    k.sort_unstable();
+    k.dedup();
+    assert_eq!(k.len(), 4, "unique keys");
+}
+
+/// A span field named `target`, of a callsite whose location set has a
+/// `target` too, counts once under the attribute limit (found by review:
+/// the set was shared and both counted, so `idle_ns` was dropped while
+/// there was room for it).
+#[test]
+fn a_span_field_named_target_counts_once_under_the_limit() {
+    let (pipeline, memory) = pipeline_with(otlp_exporter::SpanLimits {
+        attribute_count: 6,
+        ..otlp_exporter::SpanLimits::default()
+    });
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!(target: "elsewhere", "t", target = "own").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    let t = named(&spans, "t");
+    assert_eq!(string(&t.attributes, "target"), Some("own"));
+    assert!(int(&t.attributes, "busy_ns").is_some());
+    assert!(
+        int(&t.attributes, "idle_ns").is_some(),
+        "{:?}",
+        keys(&t.attributes)
+    );
+    assert_eq!(t.dropped_attributes_count, 0);
+    assert_eq!(t.attributes.len(), 6, "{:?}", keys(&t.attributes));
+}
