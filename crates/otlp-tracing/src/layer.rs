@@ -17,6 +17,7 @@ use tracing::{Dispatch, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
+use crate::location::LogLocation;
 use crate::stats::{Count, LayerCounters};
 use crate::visit::{EventFields, OtelFields, SpanFields};
 use otlp_exporter::clock::{mono_nanos as mono, unix_nanos_of as unix_of};
@@ -791,6 +792,10 @@ where
             max: self.limits.attributes_per_event,
             dropped: 0,
             limit: self.limits.attribute_value_length,
+            // A `log` record's event (tracing-log): its location is in its
+            // `log.*` fields, not in its metadata (found by review: such
+            // events had the target `log` and no `code.*`).
+            log: LogLocation::is_log_event(meta).then(LogLocation::default),
         };
         // `level` first (kept first under the attribute limit); an event
         // field of that name replaces it, and the location's `code.*` are
@@ -801,7 +806,16 @@ where
             Value::Str(Str::Borrowed(meta.level().as_str())),
         );
         event.record(&mut fields);
-        self.location_attributes(meta, &mut |kv| fields.record_static(kv.key, kv.value));
+        match fields.log.take() {
+            Some(log) if self.location => {
+                let limit = fields.limit;
+                log.attributes(limit, &mut |kv| fields.record_static(kv.key, kv.value));
+            }
+            Some(_) => {}
+            None => {
+                self.location_attributes(meta, &mut |kv| fields.record_static(kv.key, kv.value));
+            }
+        }
         // The status an event sets, if the span's is unset: as
         // tracing-opentelemetry 0.34, an `error` field before any message
         // (an exception event, at any level) gives an error with its text,

@@ -89,7 +89,9 @@
 //!   the value-length limit does not cut them.
 //! * **Events** inside a span become span events, timestamped when
 //!   emitted: the name is the `message` (the macro's format string, e.g.
-//!   `info!("cart priced")`), or the event's `tracing` name
+//!   `info!("cart priced")`; a `message` field of any type, `info!(message
+//!   = 42)` is named `42`, as tracing-opentelemetry names it), or the
+//!   event's `tracing` name
 //!   (`event file.rs:42`) when it has none; the attributes are `level`
 //!   (`"INFO"`), the fields (as above), and the location (below). An
 //!   `error` field given as a `&dyn Error` adds `exception.message`.
@@ -129,6 +131,14 @@
 //!   as `code.namespace` (its replacement, `code.function.name`, needs a
 //!   function's name, which `tracing` does not give); `target` when it is
 //!   not the module path. [`OtlpLayer::with_location`] turns them off.
+//!   An event of a `log` record bridged by tracing-log (`LogTracer`,
+//!   `format_trace`) has the record's location, as tracing-opentelemetry
+//!   gives it: tracing-log's metadata says only `log`, and the record's
+//!   target, module, file and line come in its `log.target`,
+//!   `log.module_path`, `log.file` and `log.line` fields, which become the
+//!   `target` and `code.*` attributes instead of attributes of their own
+//!   (an event whose metadata's target is `log` and which has a
+//!   `log.target` field is taken for one).
 //!   A callsite's set is made and encoded once
 //!   ([`SharedAttributes`](otlp_exporter::SharedAttributes), kept for the
 //!   rest of the program: one per callsite that made a span) and copied

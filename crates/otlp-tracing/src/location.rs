@@ -39,6 +39,57 @@ pub(crate) fn attributes_of(meta: &'static Metadata<'static>, push: &mut dyn FnM
     }
 }
 
+/// The location of a `log` record bridged into `tracing` by tracing-log
+/// (`LogTracer`, `format_trace`): tracing-log emits it through a callsite
+/// of its own, whose metadata has the target `log` and no file, line or
+/// module, and passes the record's in the fields `log.target`,
+/// `log.module_path`, `log.file` and `log.line`. The layer uses these
+/// instead, as tracing-opentelemetry does with its `tracing-log` feature
+/// (the crate is not a dependency: such an event is known by its metadata's
+/// target and its `log.target` field).
+#[derive(Default)]
+pub(crate) struct LogLocation {
+    pub(crate) target: Option<String>,
+    pub(crate) module_path: Option<String>,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u64>,
+}
+
+impl LogLocation {
+    /// Whether `meta` is that of an event tracing-log made from a `log`
+    /// record.
+    pub(crate) fn is_log_event(meta: &Metadata<'_>) -> bool {
+        meta.target() == "log" && meta.fields().field("log.target").is_some()
+    }
+
+    /// The record's location attributes, as [`attributes_of`] gives a
+    /// callsite's (same keys, same order; the target `log` without a
+    /// `log.target`), strings cut to `limit` characters.
+    pub(crate) fn attributes(self, limit: Option<usize>, push: &mut dyn FnMut(KeyValue)) {
+        let cut = |s: String| match limit {
+            Some(limit) if s.chars().count() > limit => crate::visit::prefix(&s, limit).to_owned(),
+            _ => s,
+        };
+        if let Some(file) = self.file {
+            push(KeyValue::new("code.file.path", cut(file)));
+        }
+        if let Some(line) = self.line {
+            push(KeyValue::new(
+                "code.line.number",
+                crate::visit::u64_value(line),
+            ));
+        }
+        let target = self.target.unwrap_or_else(|| "log".to_owned());
+        let own_target = self.module_path.as_deref() != Some(target.as_str());
+        if let Some(module) = self.module_path {
+            push(KeyValue::new("code.namespace", cut(module)));
+        }
+        if own_target {
+            push(KeyValue::new("target", cut(target)));
+        }
+    }
+}
+
 /// `meta`'s location attributes, encoded once. `None` only while this
 /// thread is being torn down (its caches are gone): the caller then pushes
 /// the attributes one by one.

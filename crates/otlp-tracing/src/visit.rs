@@ -13,6 +13,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use otlp_exporter::{KeyValue, SpanKind, StatusCode, Str, Value, push_attribute};
 use tracing::field::{Field, Visit};
 
+use crate::location::LogLocation;
+
 /// The value recorded for a field (or the name recorded for an event whose
 /// message) whose `Debug` or `Display` implementation panicked: the panic
 /// is caught (the panic hook still reports it) and goes no further.
@@ -95,7 +97,7 @@ fn str_value(s: &str, limit: Option<usize>) -> Value {
 
 /// u64 above `i64::MAX` (OTLP has no unsigned integers) as its decimal
 /// string, as tracing-opentelemetry does.
-fn u64_value(v: u64) -> Value {
+pub(crate) fn u64_value(v: u64) -> Value {
     i64::try_from(v).map_or_else(|_| Value::Str(Str::Owned(v.to_string())), Value::I64)
 }
 
@@ -268,6 +270,14 @@ impl Visit for SpanFields<'_> {
     }
 }
 
+/// The value of a `log.*` field, as [`EventFields::log_field`] reads it.
+enum LogValue<'a> {
+    Str(&'a str),
+    U64(u64),
+    /// Of a type the location does not use.
+    Other,
+}
+
 /// Collects an event's fields: `message` becomes the event's name, the
 /// rest attributes (up to `max`, keys unique as for spans, empty ones
 /// dropped and counted); an error value also gives `exception.message`.
@@ -290,9 +300,39 @@ pub(crate) struct EventFields {
     pub(crate) max: usize,
     pub(crate) dropped: u32,
     pub(crate) limit: Option<usize>,
+    /// For an event of a `log` record (bridged by tracing-log, see
+    /// [`LogLocation`]): the record's location, read from its `log.*`
+    /// fields, which are then not attributes. `None` for other events.
+    pub(crate) log: Option<LogLocation>,
 }
 
 impl EventFields {
+    /// Takes a `log.*` field of a `log` record's event (its location, not
+    /// an attribute): `true` if `key` is one, whatever its value's type
+    /// (one of a type the location does not use is dropped).
+    fn log_field(&mut self, key: &str, value: LogValue<'_>) -> bool {
+        let Some(log) = &mut self.log else {
+            return false;
+        };
+        let text = |v: LogValue<'_>| match v {
+            LogValue::Str(s) => Some(s.to_owned()),
+            LogValue::U64(_) | LogValue::Other => None,
+        };
+        match key {
+            "log.target" => log.target = text(value),
+            "log.module_path" => log.module_path = text(value),
+            "log.file" => log.file = text(value),
+            "log.line" => {
+                log.line = match value {
+                    LogValue::U64(n) => Some(n),
+                    LogValue::Str(_) | LogValue::Other => None,
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
     fn push(&mut self, key: &'static str, value: impl FnOnce(Option<usize>) -> Value) {
         if key.is_empty() {
             self.dropped = self.dropped.saturating_add(1);
@@ -339,28 +379,55 @@ impl EventFields {
 }
 
 impl Visit for EventFields {
+    // A `message` of any type is the event's name, as tracing-opentelemetry
+    // names it (found by review: a number or a bool became an attribute).
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field.name(), |_| Value::F64(value));
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, LogValue::Other) => {}
+            key => self.push(key, |_| Value::F64(value)),
+        }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field.name(), |_| Value::I64(value));
+        let line = u64::try_from(value).map_or(LogValue::Other, LogValue::U64);
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, line) => {}
+            key => self.push(key, |_| Value::I64(value)),
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field.name(), |_| u64_value(value));
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, LogValue::U64(value)) => {}
+            key => self.push(key, |_| u64_value(value)),
+        }
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.push(field.name(), |_| i128_value(value));
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, LogValue::Other) => {}
+            key => self.push(key, |_| i128_value(value)),
+        }
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.push(field.name(), |_| u128_value(value));
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, LogValue::Other) => {}
+            key => self.push(key, |_| u128_value(value)),
+        }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field.name(), |_| Value::Bool(value));
+        match field.name() {
+            "message" => self.message = Some(value.to_string()),
+            key if self.log_field(key, LogValue::Other) => {}
+            key => self.push(key, |_| Value::Bool(value)),
+        }
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -370,11 +437,15 @@ impl Visit for EventFields {
         match field.name() {
             "message" => self.message = Some(value.to_owned()),
             "error" => self.error_field(value.to_owned()),
+            key if self.log_field(key, LogValue::Str(value)) => {}
             key => self.push(key, |limit| str_value(value, limit)),
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        if self.log_field(field.name(), LogValue::Other) {
+            return;
+        }
         let text = display_string(value, None);
         self.push("exception.message", |limit| str_value(&text, limit));
         self.push(field.name(), |limit| str_value(&text, limit));
@@ -390,6 +461,7 @@ impl Visit for EventFields {
         match field.name() {
             "message" => self.message = Some(debug_string(value, None)),
             "error" => self.error_field(debug_string(value, None)),
+            key if self.log_field(key, LogValue::Other) => {}
             key => self.push(key, |limit| {
                 Value::Str(Str::Owned(debug_string(value, limit)))
             }),

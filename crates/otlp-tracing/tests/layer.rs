@@ -1266,3 +1266,76 @@ fn a_span_field_named_target_counts_once_under_the_limit() {
     assert_eq!(t.dropped_attributes_count, 0);
     assert_eq!(t.attributes.len(), 6, "{:?}", keys(&t.attributes));
 }
+
+/// An event of a `log` record bridged by tracing-log carries the record's
+/// target and location, as tracing-opentelemetry gives them, not
+/// tracing-log's placeholder callsite (target `log`, no `code.*`), and its
+/// `log.*` fields are not attributes (found by review).
+#[test]
+fn log_records_bridged_by_tracing_log_carry_their_own_location() {
+    use tracing_log::log;
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline), || {
+        tracing::info_span!("span").in_scope(|| {
+            let record = |target: &'static str| {
+                tracing_log::format_trace(
+                    &log::Record::builder()
+                        .args(format_args!("from the log crate"))
+                        .level(log::Level::Warn)
+                        .target(target)
+                        .module_path_static(Some("my_lib::db"))
+                        .file_static(Some("src/db.rs"))
+                        .line(Some(42))
+                        .build(),
+                )
+                .expect("dispatched");
+            };
+            record("my_lib::sql");
+            record("my_lib::db");
+        });
+    });
+    let spans = finish(&pipeline, &memory);
+    let events = &named(&spans, "span").events;
+    assert_eq!(events.len(), 2);
+    for (event, target) in events.iter().zip([Some("my_lib::sql"), None]) {
+        let a = &event.attributes;
+        assert_eq!(event.name, "from the log crate");
+        assert_eq!(string(a, "level"), Some("WARN"));
+        assert_eq!(string(a, "code.file.path"), Some("src/db.rs"));
+        assert_eq!(int(a, "code.line.number"), Some(42));
+        assert_eq!(string(a, "code.namespace"), Some("my_lib::db"));
+        // The module path is the target: no `target` attribute.
+        assert_eq!(string(a, "target"), target, "{:?}", keys(a));
+        assert!(
+            !keys(a).iter().any(|k| k.starts_with("log.")),
+            "{:?}",
+            keys(a)
+        );
+    }
+}
+
+/// A `message` field of any type names the event, as tracing-opentelemetry
+/// names it (found by review: a number or a bool was an attribute named
+/// `message`, and the event was named after its callsite).
+#[test]
+fn a_message_of_any_type_names_the_event() {
+    let (pipeline, memory) = pipeline();
+    with_layer(OtlpLayer::new(&pipeline).with_location(false), || {
+        tracing::info_span!("span").in_scope(|| {
+            tracing::info!(message = 42_i64);
+            tracing::info!(message = 7_u64);
+            tracing::info!(message = 1.5_f64);
+            tracing::info!(message = true);
+            tracing::info!(message = -3_i128);
+            tracing::info!(message = u128::MAX);
+        });
+    });
+    let spans = finish(&pipeline, &memory);
+    let events = &named(&spans, "span").events;
+    let u128_max = u128::MAX.to_string();
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["42", "7", "1.5", "true", "-3", u128_max.as_str()]);
+    for e in events {
+        assert_eq!(keys(&e.attributes), ["level"], "{}", e.name);
+    }
+}
