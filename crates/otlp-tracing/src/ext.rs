@@ -94,10 +94,13 @@ pub trait OtlpSpanExt {
     fn span_context(&self) -> Option<SpanContext>;
 
     /// Adds a link from this span to `context` (a span of this trace or of
-    /// another), as tracing-opentelemetry's `add_link`. Returns `false`
-    /// when the span is disabled or not recorded by an [`OtlpLayer`]. Past
-    /// the pipeline's link limit the link is dropped and counted in the
-    /// span's `dropped_links_count`.
+    /// another), as tracing-opentelemetry's `add_link`. Returns whether the
+    /// span took the link: `false`, changing nothing, when `context` is
+    /// invalid (all-zero ids), when the span is disabled or not recorded by
+    /// an [`OtlpLayer`], or when the span keeps nothing (one the sampler
+    /// dropped: a child of an unsampled span, say). Past the pipeline's
+    /// link limit the link is dropped and counted in the span's
+    /// `dropped_links_count` (`true`: the span has it, as a count).
     ///
     /// ```
     /// # use otlp_exporter::{InMemory, Pipeline};
@@ -160,6 +163,8 @@ impl OtlpSpanExt for tracing::Span {
         if !context.is_valid() {
             return false;
         }
-        with_state(self, |state, layer| state.add_link(layer, context)).is_some()
+        // Whether the span took it (found by review: `true` was returned
+        // for a span that keeps nothing, the link dropped).
+        with_state(self, |state, layer| state.add_link(layer, context)).unwrap_or(false)
     }
 }

@@ -510,10 +510,12 @@ impl SpanState {
         true
     }
 
-    /// Adds a link to `context` (kept within the link limit).
-    pub(crate) fn add_link(&mut self, layer: &OtlpLayer, context: SpanContext) {
+    /// Adds a link to `context` (kept within the link limit, counted as
+    /// dropped past it). `false` when the span keeps nothing (not sampled):
+    /// the link is gone.
+    pub(crate) fn add_link(&mut self, layer: &OtlpLayer, context: SpanContext) -> bool {
         if !self.keep {
-            return;
+            return false;
         }
         if self.data.links.len() < layer.limits.link_count {
             self.data.links.push(Link {
@@ -524,6 +526,7 @@ impl SpanState {
         } else {
             self.data.dropped_links_count = self.data.dropped_links_count.saturating_add(1);
         }
+        true
     }
 }
 
@@ -763,7 +766,8 @@ where
             .map(|Slot(s)| &mut **s)
             .filter(|s| s.owner == self.id)
         {
-            state.add_link(self, context);
+            // Dropped when the span keeps nothing (nothing to tell).
+            let _ = state.add_link(self, context);
         }
     }
 

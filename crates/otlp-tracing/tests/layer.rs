@@ -1339,3 +1339,35 @@ fn a_message_of_any_type_names_the_event() {
         assert_eq!(keys(&e.attributes), ["level"], "{}", e.name);
     }
 }
+
+/// `add_link` says whether the span took the link: `false` on a span that
+/// keeps nothing (not sampled), where the link is gone (found by review:
+/// it returned `true`).
+#[test]
+fn add_link_on_a_span_that_keeps_nothing_returns_false() {
+    let (pipeline, memory) = pipeline();
+    let unsampled =
+        SpanContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+            .expect("valid traceparent");
+    let other =
+        SpanContext::from_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            .expect("valid traceparent");
+    with_layer(OtlpLayer::new(&pipeline), || {
+        let kept = tracing::info_span!("kept");
+        assert!(kept.add_link(other.clone()));
+        let parent = tracing::info_span!("parent");
+        assert!(parent.set_parent(unsampled));
+        let child = tracing::info_span!(parent: &parent, "child");
+        assert!(
+            !child.add_link(other.clone()),
+            "a child of an unsampled span"
+        );
+        assert!(
+            !parent.add_link(other.clone()),
+            "an unsampled root, handed out"
+        );
+    });
+    let spans = finish(&pipeline, &memory);
+    assert_eq!(names(&spans), ["kept"]);
+    assert_eq!(named(&spans, "kept").links.len(), 1);
+}
