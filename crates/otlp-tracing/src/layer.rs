@@ -539,25 +539,36 @@ fn flags(decision: SamplingDecision) -> TraceFlags {
 }
 
 /// The context of `span`, or of its nearest ancestor this layer tracks
-/// (one filtered out of this layer has no state), marking it handed out.
+/// (one without a state: made before this layer was reloaded in, say),
+/// marking it handed out. For a parent.
 fn context_of<S>(span: SpanRef<'_, S>) -> Option<SpanContext>
 where
     S: for<'a> LookupSpan<'a>,
 {
-    for ancestor in span.scope() {
-        {
-            let ext = ancestor.extensions();
-            match ext.get::<Slot>() {
-                Some(Slot(state)) if state.frozen => return Some(state.data.context.clone()),
-                Some(_) => {}
-                None => continue,
-            }
-        }
-        if let Some(Slot(state)) = ancestor.extensions_mut().get_mut::<Slot>() {
-            return Some(state.context());
+    span.scope().find_map(|ancestor| own_context(&ancestor))
+}
+
+/// The context of `span` itself, marking it handed out; `None` when it has
+/// no state: one this layer does not track, or one closing on another
+/// thread (its state already taken to be recorded). For a link, which must
+/// name that span or nothing (found by review: a `follows_from` racing the
+/// close of the span it names linked to that span's parent).
+fn own_context<S>(span: &SpanRef<'_, S>) -> Option<SpanContext>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    {
+        let ext = span.extensions();
+        match ext.get::<Slot>() {
+            Some(Slot(state)) if state.frozen => return Some(state.data.context.clone()),
+            Some(_) => {}
+            None => return None,
         }
     }
-    None
+    // Gone in between if the span closed meanwhile.
+    span.extensions_mut()
+        .get_mut::<Slot>()
+        .map(|Slot(state)| state.context())
 }
 
 /// The hook [`OtlpSpanExt`](crate::OtlpSpanExt) reaches the span's state
@@ -757,7 +768,9 @@ where
         {
             return;
         }
-        let Some(context) = context_of(follows) else {
+        // That span's own context, not an ancestor's (as
+        // tracing-opentelemetry: a span closed meanwhile gives no link).
+        let Some(context) = own_context(&follows) else {
             return;
         };
         let mut ext = span.extensions_mut();

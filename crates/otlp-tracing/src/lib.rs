@@ -123,8 +123,11 @@
 //!   with the error. [`OtlpLayer::with_error_events_to_status`] turns this
 //!   off (events are still named `exception`). The message and the error's
 //!   text are kept whole (the value-length limit cuts attributes only).
-//! * **`follows_from`** becomes a link to the other span's context;
-//!   [`OtlpSpanExt::add_link`] adds one to any context.
+//! * **`follows_from`** becomes a link to the other span's context (none
+//!   when this layer does not record that span, or it closed meanwhile on
+//!   another thread: a link names that span or nothing, as in
+//!   tracing-opentelemetry); [`OtlpSpanExt::add_link`] adds one to any
+//!   context.
 //! * **Location**: the semantic conventions' `code.file.path` and
 //!   `code.line.number` (current since semconv 1.30; the older
 //!   `code.filepath` and `code.lineno` are deprecated) and the module path

@@ -1371,3 +1371,48 @@ fn add_link_on_a_span_that_keeps_nothing_returns_false() {
     assert_eq!(names(&spans), ["kept"]);
     assert_eq!(named(&spans, "kept").links.len(), 1);
 }
+
+/// A `follows_from` that names a span while it closes (on another thread,
+/// between the layer taking its state and the registry letting it go;
+/// here from a later layer's `on_close`, which runs in that window) makes
+/// no link, not one to that span's parent (found by review).
+#[test]
+fn follows_from_a_span_closing_links_to_nothing_else() {
+    use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Makes its span follow the span named `closing` as that one closes.
+    struct FollowsOnClose(Arc<Mutex<Option<tracing::Span>>>);
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for FollowsOnClose {
+        fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+            if ctx.span(&id).is_some_and(|s| s.name() == "closing") {
+                let linker = self.0.lock().unwrap().take();
+                if let Some(linker) = linker {
+                    linker.follows_from(id);
+                }
+            }
+        }
+    }
+
+    let (pipeline, memory) = pipeline();
+    let hook = Arc::new(Mutex::new(None));
+    let subscriber = tracing_subscriber::registry()
+        .with(OtlpLayer::new(&pipeline))
+        .with(FollowsOnClose(hook.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        let linker = tracing::info_span!("linker");
+        let parent = tracing::info_span!("parent");
+        let closing = tracing::info_span!(parent: &parent, "closing");
+        *hook.lock().unwrap() = Some(linker.clone());
+        drop(closing);
+        assert!(hook.lock().unwrap().is_none(), "the hook ran");
+    });
+    let spans = finish(&pipeline, &memory);
+    let (linker, parent) = (named(&spans, "linker"), named(&spans, "parent"));
+    assert!(
+        !linker.links.iter().any(|l| l.span_id == parent.span_id),
+        "linked to the closing span's parent"
+    );
+    assert!(linker.links.is_empty());
+}
