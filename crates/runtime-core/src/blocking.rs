@@ -390,6 +390,19 @@ pub struct Blocking<R> {
     slot: Arc<Slot<R>>,
 }
 
+impl<R> Drop for Blocking<R> {
+    fn drop(&mut self) {
+        // The waker of the last poll goes now, not when the job ends: a
+        // detached job that runs long must not keep the awaiting task's
+        // allocation alive through it (found by review). A `resolve`
+        // racing this takes it or finds it gone, either is fine. The waker
+        // is user code: its `Drop` is caught, and a panic counted.
+        if crate::outcome::drop_caught(self.slot.waker.take()).is_some() {
+            crate::task::count_panic_here();
+        }
+    }
+}
+
 impl<R> Future for Blocking<R> {
     type Output = Result<R, BlockingError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

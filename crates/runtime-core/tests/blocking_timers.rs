@@ -446,3 +446,40 @@ fn an_intervals_late_tick_puts_the_next_a_period_after_it() {
         "when each tick came"
     );
 }
+
+/// Found by review: a `Blocking` dropped while its job still ran left the
+/// waker of its last poll in the job's slot until the job ended, keeping
+/// the awaiting task's allocation alive as long as a detached job ran.
+/// The drop now lets the waker go at once.
+#[test]
+fn a_dropped_blocking_lets_its_waker_go_while_the_job_runs() {
+    isolate(WATCHDOG, || {
+        struct Flag;
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {}
+        }
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .build(ambient_authority())
+            .unwrap();
+        let (go, gate) = mpsc::channel::<()>();
+        let out = rt.block_on(move |cx| async move {
+            let flag = Arc::new(Flag);
+            let waker = Waker::from(flag.clone());
+            let mut job = Box::pin(cx.spawn_blocking(move || gate.recv().is_ok()));
+            assert!(
+                job.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+            drop(waker);
+            let registered = Arc::strong_count(&flag);
+            drop(job); // the job still runs, detached
+            let after_drop = Arc::strong_count(&flag);
+            Ok::<_, ()>((registered, after_drop))
+        });
+        assert_eq!(out.ok(), Some((2, 1)));
+        go.send(()).unwrap();
+        rt.shutdown(Duration::from_secs(10));
+    });
+}
