@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::cancel::CancelReason;
 use crate::loom::{Mutex, lock};
 use crate::outcome::{PanicPayload, drop_each_caught};
 use crate::sync::WakerSlot;
@@ -150,6 +151,15 @@ pub enum BlockingError {
     /// come.
     #[error("no thread could be started for the blocking job: {0}")]
     NoThread(String),
+    /// The region body awaiting the job was cut off (its region's cleanup
+    /// budget ran out after a cancellation, a timeout's included) while
+    /// the job still ran: the wait ends with the region's reason, and the
+    /// job runs on to its end, detached, as a job dropped unawaited does
+    /// (see [`Blocking`]). Only a region body's wait ends so (the body of
+    /// [`Cx::region`](crate::Cx::region), `timeout`, `scope`...): a task
+    /// cut off while it waits is dropped, its wait with it.
+    #[error("the wait for a blocking job was cut off: {0}")]
+    CutOff(CancelReason),
 }
 
 impl BlockingPool {
@@ -363,8 +373,13 @@ impl<R> Slot<R> {
 }
 
 /// A blocking job's result, awaited. Not a checkpoint: a thread running
-/// blocking code cannot be interrupted, so the awaiting task waits for it
-/// (its cleanup budget still bounds how long).
+/// blocking code cannot be interrupted, so the awaiting code waits for it
+/// through a cancellation, until its cleanup budget runs out: a task is
+/// then cut off (dropped, and the job detached), and a region body (which
+/// runs inside its owner task, and is not dropped) gets
+/// [`BlockingError::CutOff`] from this wait, the job detached the same
+/// way. (Before, a region body waited on past its cut-off: a job that
+/// never ended held the region open for ever; found by review.)
 ///
 /// **Not a child of the region.** A job cannot be cancelled or cut off (a
 /// thread cannot be), so a region that waited for its jobs could be held
@@ -390,11 +405,29 @@ pub struct Blocking<R> {
     slot: Arc<Slot<R>>,
 }
 
+impl<R> Drop for Blocking<R> {
+    fn drop(&mut self) {
+        // The waker of the last poll goes now, not when the job ends: a
+        // detached job that runs long must not keep the awaiting task's
+        // allocation alive through it (found by review). A `resolve`
+        // racing this takes it or finds it gone, either is fine. The waker
+        // is user code: its `Drop` is caught, and a panic counted.
+        if crate::outcome::drop_caught(self.slot.waker.take()).is_some() {
+            crate::task::count_panic_here();
+        }
+    }
+}
+
 impl<R> Future for Blocking<R> {
     type Output = Result<R, BlockingError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         if let Some(v) = lock(&self.slot.value).take() {
             return Poll::Ready(v);
+        }
+        // Not done: a region body whose cleanup budget ran out waits no
+        // longer (its cut-off wakes it to look). The job runs on, detached.
+        if let Some(reason) = crate::task::polled_body_cut_off() {
+            return Poll::Ready(Err(BlockingError::CutOff(reason)));
         }
         self.slot.waker.register(cx.waker());
         if let Some(v) = lock(&self.slot.value).take() {

@@ -33,6 +33,13 @@ pub enum Outcome<T, E = std::convert::Infallible> {
     /// It finished with an error of its own.
     Err(E),
     /// It was cancelled, and says why.
+    ///
+    /// A body (of a task or a region) that returns `Err(e)` after one of
+    /// its checkpoints saw the cancellation ends here, whatever `e` says:
+    /// `e` is dropped, with anything it carries (the value of a cancelled
+    /// channel send's [`SendError`](crate::channel::mpsc::SendError), say:
+    /// take such a value out inside the body; see
+    /// [the channel docs](crate::channel#accounting)).
     Cancelled(CancelReason),
     /// It panicked; the panic was caught.
     Panicked(PanicPayload),

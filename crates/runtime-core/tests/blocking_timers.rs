@@ -446,3 +446,110 @@ fn an_intervals_late_tick_puts_the_next_a_period_after_it() {
         "when each tick came"
     );
 }
+
+/// Found by review: a `Blocking` dropped while its job still ran left the
+/// waker of its last poll in the job's slot until the job ended, keeping
+/// the awaiting task's allocation alive as long as a detached job ran.
+/// The drop now lets the waker go at once.
+#[test]
+fn a_dropped_blocking_lets_its_waker_go_while_the_job_runs() {
+    isolate(WATCHDOG, || {
+        struct Flag;
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {}
+        }
+        let rt = Runtime::builder()
+            .worker_threads(1)
+            .build(ambient_authority())
+            .unwrap();
+        let (go, gate) = mpsc::channel::<()>();
+        let out = rt.block_on(move |cx| async move {
+            let flag = Arc::new(Flag);
+            let waker = Waker::from(flag.clone());
+            let mut job = Box::pin(cx.spawn_blocking(move || gate.recv().is_ok()));
+            assert!(
+                job.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+            drop(waker);
+            let registered = Arc::strong_count(&flag);
+            drop(job); // the job still runs, detached
+            let after_drop = Arc::strong_count(&flag);
+            Ok::<_, ()>((registered, after_drop))
+        });
+        assert_eq!(out.ok(), Some((2, 1)));
+        go.send(()).unwrap();
+        rt.shutdown(Duration::from_secs(10));
+    });
+}
+
+/// Found by review: a region body (here a timeout's) awaiting a blocking
+/// job waited for it past its cleanup budget: a region body runs inside
+/// its owner task, its cut-off only lifts its masks and wakes it, and the
+/// job's `Blocking` is not a checkpoint, so a job that never ended held
+/// the region open for ever. Now the wait ends at the cut-off with
+/// `BlockingError::CutOff` (the region's reason), the job detached; and
+/// a body that propagates it with `?` ends `Cancelled`, as at any
+/// checkpoint. (The job here ends after 10 s at most, well within the
+/// watchdog, so that the old behaviour fails the assertions instead of
+/// hanging.)
+#[test]
+fn a_region_body_awaiting_a_job_is_cut_off_at_its_cleanup_budget() {
+    use runtime_core::{CleanupBudget, Outcome, RegionOptions};
+    isolate(WATCHDOG, || {
+        let rt = Runtime::builder()
+            .worker_threads(2)
+            .build(ambient_authority())
+            .unwrap();
+        let (go, gate) = mpsc::channel::<()>();
+        let (go2, gate2) = mpsc::channel::<()>();
+        let long = std::time::Duration::from_secs(10);
+        let out = rt.block_on(move |cx| async move {
+            let cleanup = CleanupBudget {
+                polls: None,
+                grace: Some(Duration::from_millis(50)),
+            };
+            let opts = RegionOptions::collect_all().cleanup(cleanup);
+            let kept = cx
+                .region_with(opts, move |cx| async move {
+                    // The job's result, as the body sees it.
+                    let seen = cx
+                        .timeout(Duration::from_millis(20), move |cx| async move {
+                            let r = cx.spawn_blocking(move || gate.recv_timeout(long)).await;
+                            Ok::<_, ()>(r.map(|r| r.is_ok()))
+                        })
+                        .await;
+                    // The same, the error propagated with `?`.
+                    let propagated = cx
+                        .timeout(Duration::from_millis(20), move |cx| async move {
+                            cx.spawn_blocking(move || gate2.recv_timeout(long))
+                                .await
+                                .map_err(|_| ())?
+                                .map_err(|_| ())
+                        })
+                        .await;
+                    Ok::<_, ()>((seen, propagated))
+                })
+                .await;
+            Ok::<_, ()>(kept)
+        });
+        // The jobs end now, whatever the runtime did with their waiters.
+        let _ = go.send(());
+        let _ = go2.send(());
+        let Some(Outcome::Ok((seen, propagated))) = out.ok() else {
+            panic!("the region around the timeouts failed");
+        };
+        match seen {
+            Outcome::Ok(Err(BlockingError::CutOff(reason))) => {
+                assert_eq!(reason.kind(), CancelKind::Timeout);
+            }
+            other => panic!("the wait was not cut off: {other:?}"),
+        }
+        match propagated {
+            Outcome::Cancelled(reason) => assert_eq!(reason.kind(), CancelKind::Timeout),
+            other => panic!("the wait was not cut off: {other:?}"),
+        }
+        rt.shutdown(Duration::from_secs(10));
+    });
+}

@@ -287,3 +287,43 @@ fn a_queued_reservation_whose_old_waker_holds_a_permit_does_not_deadlock() {
         assert_eq!(out.ok(), Some(true));
     });
 }
+
+/// Found by review: a dropped oneshot `Receiver` left the waker its last
+/// `recv` registered in the channel, and a `Sender` kept alive elsewhere
+/// kept it, and with it the whole allocation of the task that waited (a
+/// thousand such tasks, each with 16 KiB, stayed live until their
+/// senders went). The receiver's drop now lets its waker go, as mpsc's
+/// does.
+#[test]
+fn a_dropped_oneshot_receiver_lets_its_waker_go() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+    struct Flag;
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {}
+    }
+    let rt = rt();
+    let out = rt.block_on(|cx| async move {
+        let flag = Arc::new(Flag);
+        let waker = Waker::from(flag.clone());
+        let (tx, mut rx) = oneshot::channel::<u8>();
+        {
+            let mut recv = Box::pin(rx.recv(&cx));
+            assert!(
+                recv.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        }
+        drop(waker);
+        let registered = Arc::strong_count(&flag);
+        drop(rx);
+        let after_drop = Arc::strong_count(&flag);
+        // The sender is still alive, and must not hold the waker.
+        let closed = tx.is_closed();
+        drop(tx);
+        Ok::<_, ()>((registered, after_drop, closed))
+    });
+    // The channel held one clone while the receiver lived; none after.
+    assert_eq!(out.ok(), Some((2, 1, true)));
+}

@@ -44,6 +44,43 @@
 //! with the receiver and counted in [`mpsc::Sender::undelivered`]; a value
 //! that could not be committed is returned to its sender. Never neither.
 //!
+//! **Returned means returned to the sending code, which must take it.** A
+//! cancelled [`mpsc::Sender::send`] hands the value back inside
+//! [`mpsc::SendError::Cancelled`]. If the body of a task or region (a
+//! [`timeout`](crate::Cx::timeout)'s, a [`scope`](crate::Cx::scope)'s...)
+//! passes that error on with `?`, it ends
+//! [`Outcome::Cancelled`](crate::Outcome::Cancelled), which carries only the
+//! reason: the runtime drops the body's `Err`, and the value in it, and
+//! nothing counts it (found by review; the error's shape, a plain enum
+//! that callers match and move out of, leaves the channel no way to see
+//! it dropped). Where the value matters, take it out of the error inside
+//! the body:
+//!
+//! ```
+//! # use runtime_core::{Runtime, caps::ambient_authority};
+//! # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
+//! use runtime_core::channel::mpsc::{self, SendError};
+//! use runtime_core::time::Duration;
+//! let out = rt.block_on(|cx| async move {
+//!     let (tx, mut rx) = mpsc::channel::<String>(1).unwrap();
+//!     tx.try_send("first".to_string()).unwrap(); // full: the next send waits
+//!     let unsent = cx
+//!         .timeout(Duration::from_millis(5), move |cx| async move {
+//!             match tx.send(&cx, "second".to_string()).await {
+//!                 Ok(()) => Ok(None),
+//!                 // Not `?`: the timeout would drop the value with the error.
+//!                 Err(SendError::Cancelled(_, v)) => Ok(Some(v)),
+//!                 Err(SendError::Closed(v)) => Err(v),
+//!             }
+//!         })
+//!         .await;
+//!     Ok::<_, ()>((rx.try_recv().ok(), unsent.ok().flatten()))
+//! });
+//! let (received, unsent) = out.ok().unwrap();
+//! assert_eq!(received.as_deref(), Some("first"));
+//! assert_eq!(unsent.as_deref(), Some("second")); // back in the caller's hands
+//! ```
+//!
 //! # Example
 //!
 //! ```

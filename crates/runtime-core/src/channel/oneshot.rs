@@ -311,6 +311,14 @@ impl<T> Drop for Receiver<T> {
         // data passes. A value already sent stays in the cell and is
         // dropped with the last `Arc`.
         self.inner.state.fetch_or(RX_GONE, Ordering::Relaxed);
+        // The waker a `recv` left registered goes with us: a sender that
+        // outlives us must not keep it (it may hold the whole awaiting
+        // task's allocation; found by review). A sender's `wake` racing
+        // this takes it or finds it gone, either is fine. The waker is
+        // user code: its `Drop` is caught, and a panic counted.
+        if crate::outcome::drop_caught(self.inner.rx_waker.take()).is_some() {
+            crate::task::count_panic_here();
+        }
     }
 }
 

@@ -1301,6 +1301,38 @@ fn awaiter_cancelled(awaited: &Header) -> Option<CancelReason> {
     }
 }
 
+/// The reason of the region body being polled on this thread, if that
+/// region has been cut off (its cleanup budget ran out while the body
+/// still ran), marking it observed; `None` otherwise, and outside any
+/// region body. For a wait that no checkpoint can end and nothing else
+/// interrupts (a blocking job's [`Blocking`](crate::Blocking)): a task's
+/// own scope needs no such look, since a task cut off is dropped, but a
+/// region body runs inside its owner task, and its cut-off only lifts its
+/// masks and wakes it, which such a wait ignored (found by review: a
+/// timeout's body awaiting a job that never ended held its region open
+/// for ever). A cut-off reaches the regions nested in the body too
+/// (`cut_off_all`), so the innermost body being polled is the one to
+/// look at.
+#[cold]
+pub(crate) fn polled_body_cut_off() -> Option<CancelReason> {
+    let (task, scope) = POLLING.with(Cell::get);
+    let scope = scope.map_addr(|a| a & !BY_OWNER);
+    // SAFETY: as in `awaiter_cancelled`: the pointers are those of the
+    // task and the region body being polled on this thread, alive for the
+    // poll, which is on the stack below this call.
+    let (task, node) = unsafe { (task.as_ref(), scope.as_ref()) };
+    let node = node?;
+    if !node.is_cut_off() {
+        return None;
+    }
+    let owner = node.owner_task();
+    if let Some(header) = owner.as_ref().map(|o| o.header()).or(task) {
+        // Relaxed: as in `awaiter_cancelled`.
+        header.observed.store(true, Ordering::Relaxed);
+    }
+    node.cancel.get()
+}
+
 impl<T, E> fmt::Debug for JoinHandle<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")

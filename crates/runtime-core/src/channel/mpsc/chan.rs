@@ -60,6 +60,7 @@ impl<T> Chan<T> {
                 queue: VecDeque::new(),
                 waiting: 0,
                 handed: VecDeque::new(),
+                handed_live: 0,
                 next_id: 0,
             }),
         }
@@ -153,8 +154,16 @@ pub(super) struct Waiters {
     /// when dropped), each with the lab's token of that slot (opened at the
     /// hand-off: a `Reserve` leaked after it is a forgotten permit, which
     /// the lab's reservation oracle reports). In id order: handed out from
-    /// the front of `queue`.
-    pub(super) handed: VecDeque<(u64, PermitToken)>,
+    /// the front of `queue`. An entry picked up or returned is left in
+    /// place with its token taken (`None`) and trimmed as `queue`'s
+    /// withdrawn entries are (see [`trim_handed`](Self::trim_handed)): a
+    /// `remove` from the middle shifted the entries after it, so that
+    /// many reservations handed slots and then dropped out of order cost
+    /// time quadratic in their number, under this lock (found by review:
+    /// 160 000 took a second).
+    pub(super) handed: VecDeque<(u64, Option<PermitToken>)>,
+    /// The entries of `handed` whose token is still there.
+    pub(super) handed_live: usize,
     pub(super) next_id: u64,
 }
 
@@ -167,10 +176,37 @@ impl Waiters {
             .filter(|&at| self.queue[at].waker.is_some())
     }
 
-    /// Takes `id` out of `handed`: its slot's token, if it was there.
+    /// Takes `id`'s token out of `handed`, if it was handed a slot: found
+    /// by binary search, taken in place (see [`handed`](Self::handed)).
     fn take_handed(&mut self, id: u64) -> Option<PermitToken> {
         let at = self.handed.binary_search_by_key(&id, |h| h.0).ok()?;
-        self.handed.remove(at).map(|h| h.1)
+        let token = self.handed[at].1.take()?;
+        self.handed_live -= 1;
+        self.trim_handed();
+        Some(token)
+    }
+
+    /// Adds `id`, just handed a slot, at the back of `handed` (ids are
+    /// handed out in increasing order).
+    fn push_handed(&mut self, id: u64, token: PermitToken) {
+        debug_assert!(self.handed.back().is_none_or(|h| h.0 < id));
+        self.handed.push_back((id, Some(token)));
+        self.handed_live += 1;
+    }
+
+    /// [`trim`](Self::trim) for `handed`: taken entries at either end go
+    /// at once, those in the middle when they outnumber the live ones
+    /// (amortised constant time per pick-up or return).
+    fn trim_handed(&mut self) {
+        while self.handed.front().is_some_and(|h| h.1.is_none()) {
+            self.handed.pop_front();
+        }
+        while self.handed.back().is_some_and(|h| h.1.is_none()) {
+            self.handed.pop_back();
+        }
+        if self.handed.len() > 2 * self.handed_live + 16 {
+            self.handed.retain(|h| h.1.is_some());
+        }
     }
 
     /// Drops withdrawn entries at either end of the queue; those in the
@@ -428,9 +464,7 @@ impl<T> Chan<T> {
                     return;
                 }
                 debug_assert!(waiter.waker.is_some(), "a withdrawn waiter at the front");
-                waiters
-                    .handed
-                    .push_back((waiter.id, crate::lab::hooks::permit_opened()));
+                waiters.push_handed(waiter.id, crate::lab::hooks::permit_opened());
                 waiters.waiting -= 1;
                 waiters.trim();
                 if waiters.waiting == 0 {

@@ -112,6 +112,12 @@ impl<T> Sender<T> {
     /// Dropping the future before it completes drops `value` with it; to
     /// keep the value in that case, `reserve` first and commit after.
     ///
+    /// The value in a [`SendError::Cancelled`] is the caller's to take: a
+    /// task or region body that passes the error on with `?` ends
+    /// `Cancelled(reason)`, and the runtime drops the error, the value
+    /// with it, uncounted (see [the channel docs](crate::channel#accounting),
+    /// with an example that keeps it).
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
