@@ -156,6 +156,13 @@
 //!   (later versions by its forward-compatibility rules) and gives a
 //!   [`TraceparentError`] for everything else, never a panic;
 //!   [`TraceState`] follows the list rules and the 32-member limit.
+//! * **Ids unique, not secret** (`tests/spec_model.rs`,
+//!   `forked_children_and_their_parent_draw_different_ids`): trace and
+//!   span ids come from a per-thread SplitMix64 generator, never all zero;
+//!   threads and processes draw different sequences (a child made by
+//!   `fork` reseeds on Unix). One id seen (an outgoing `traceparent`)
+//!   tells the ids its thread draws next: do not rely on them being
+//!   unguessable.
 //! * **Sampling as the OpenTelemetry spec defines it**
 //!   (`tests/sampling.rs`): [`Sampler`]'s `TraceIdRatioBased` decides as the
 //!   other SDKs do (the trace id's lower 8 bytes), `ParentBased` has the

@@ -28,7 +28,10 @@ impl TraceId {
         *self != Self::INVALID
     }
 
-    /// A random, valid id from this thread's generator (no shared lock).
+    /// A random, valid id from this thread's generator (no shared lock):
+    /// unique with high probability (threads, and a forked child and its
+    /// parent, draw different sequences), but predictable from ids already
+    /// seen; not for security use.
     pub fn random() -> Self {
         crate::id::random_trace_id()
     }
@@ -43,7 +46,9 @@ impl SpanId {
         *self != Self::INVALID
     }
 
-    /// A random, valid id from this thread's generator (no shared lock).
+    /// A random, valid id from this thread's generator (no shared lock):
+    /// unique with high probability, but predictable from ids already seen
+    /// (see [`TraceId::random`]); not for security use.
     pub fn random() -> Self {
         crate::id::random_span_id()
     }

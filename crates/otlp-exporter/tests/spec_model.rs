@@ -359,3 +359,94 @@ fn a_span_recorded_directly_and_a_shared_set_export_each_key_once() {
     assert_eq!(keys(&shared.attributes), ["s", "t"]);
     assert_eq!(int(&shared.attributes[0]), 2);
 }
+
+/// The ids a process draws: a trace and span id from `TraceId::random` /
+/// `SpanId::random`, and a new root span's two ids.
+#[cfg(unix)]
+fn draw_ids(tracer: &otlp_exporter::Tracer) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out[..16].copy_from_slice(&otlp_exporter::TraceId::random().0);
+    out[16..24].copy_from_slice(&otlp_exporter::SpanId::random().0);
+    let span = tracer.start("request");
+    out[24..40].copy_from_slice(&span.context().trace_id.0);
+    out[40..].copy_from_slice(&span.context().span_id.0);
+    // Not ended: in a forked child the pipeline's worker thread is gone.
+    std::mem::forget(span);
+    out
+}
+
+/// A reviewer's case (a pre-fork server): the generator's per-thread state
+/// was copied by `fork`, so every forked worker drew its parent's next ids
+/// (the same trace and span ids in every worker). A forked child now
+/// reseeds: two children and their parent draw different ids. Runs in its
+/// own process (the watchdog's child, one test thread) so that `fork` copies
+/// no other test's threads.
+#[cfg(unix)]
+#[test]
+fn forked_children_and_their_parent_draw_different_ids() {
+    test_watchdog::isolate(Duration::from_secs(60), || {
+        let (pipeline, _memory) = pipeline();
+        let tracer = pipeline
+            .tracer("app", "1")
+            .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+        // The parent has drawn ids before it forks: its generator is seeded.
+        tracer.start("startup").end();
+        let _ = otlp_exporter::TraceId::random();
+        let mut drawn = Vec::new();
+        for _ in 0..2 {
+            let mut fds = [0i32; 2];
+            // SAFETY: a valid two-element array for the pipe's ends.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: the child only draws ids (no lock another thread could
+            // hold), writes them to the pipe and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ids = draw_ids(&tracer);
+                // SAFETY: writes 48 bytes from a live buffer, then exits
+                // without running the test harness's exit path.
+                unsafe {
+                    let n = libc::write(fds[1], ids.as_ptr().cast(), ids.len());
+                    libc::_exit(if n == 48 { 0 } else { 1 });
+                }
+            }
+            // SAFETY: closes this process's copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut ids = [0u8; 48];
+            let mut got = 0;
+            while got < ids.len() {
+                // SAFETY: reads into the unfilled rest of a live buffer.
+                let n =
+                    unsafe { libc::read(fds[0], ids[got..].as_mut_ptr().cast(), ids.len() - got) };
+                assert!(n > 0, "the child wrote {got} of 48 bytes");
+                got += n as usize;
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child this process forked.
+            unsafe {
+                libc::waitpid(pid, &mut status, 0);
+                libc::close(fds[0]);
+            }
+            assert_eq!(status, 0, "the child's wait status");
+            drawn.push(ids);
+        }
+        drawn.push(draw_ids(&tracer));
+        pipeline.shutdown(WAIT);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut ids = std::collections::HashSet::new();
+        for (who, d) in ["child 0", "child 1", "parent"].iter().zip(&drawn) {
+            for (what, range) in [
+                ("random trace id", 0..16),
+                ("random span id", 16..24),
+                ("root's trace id", 24..40),
+                ("root's span id", 40..48),
+            ] {
+                let id = hex(&d[range]);
+                assert!(
+                    ids.insert(id.clone()),
+                    "{who}'s {what} {id} was drawn twice"
+                );
+            }
+        }
+    });
+}
