@@ -1011,7 +1011,7 @@ impl Span {
             return self.drop_empty_key();
         }
         if let Some(limit) = limits.attribute_value_length
-            && matches!(value, Value::Str(_) | Value::Array(_))
+            && matches!(value, Value::Str(_) | Value::Bytes(_) | Value::Array(_))
         {
             value = truncated(value, limit);
         }

@@ -450,3 +450,73 @@ fn forked_children_and_their_parent_draw_different_ids() {
         }
     });
 }
+
+/// The exported byte array of `kv` (its value must be one).
+fn bytes(kv: &opentelemetry_proto::tonic::common::v1::KeyValue) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(V::BytesValue(b)) => b.clone(),
+        other => panic!("not a byte array: {other:?}"),
+    }
+}
+
+/// A reviewer's case: the value length limit cut strings and arrays of
+/// strings but not byte arrays, so a byte array as large as a request made
+/// its span too large to send, and the span was lost. Byte arrays are now
+/// cut to the limit in bytes (the spec's attribute limits), on the span's
+/// own attributes (`set_attribute` and a `SpanData` recorded directly), in
+/// arrays, and on events; a string is cut to the limit in characters.
+#[test]
+fn the_value_length_limit_cuts_byte_arrays_in_bytes() {
+    let limits = SpanLimits {
+        attribute_value_length: Some(4),
+        ..SpanLimits::default()
+    };
+    let (pipeline, memory) = pipeline_with(limits, Encoding::Protobuf);
+    let tracer = pipeline
+        .tracer("t", "1")
+        .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+    let mut span = tracer.start("owned");
+    span.set_attribute("b", vec![7u8; 100]);
+    span.set_attribute("s", "ééééééé");
+    span.set_attribute(
+        "a",
+        otlp_exporter::Value::Array(vec![otlp_exporter::Value::Bytes(vec![1; 9])]),
+    );
+    span.add_event("e", vec![KeyValue::new("eb", vec![2u8; 9])]);
+    span.end();
+    let mut direct = SpanData::new("direct");
+    direct.attributes.push(KeyValue::new("b", vec![3u8; 9]));
+    direct.shared_attributes = Some(SharedAttributes::leak(vec![KeyValue::new(
+        "sb",
+        vec![5u8; 9],
+    )]));
+    pipeline.record(direct);
+    // As large as a request: lost as too large before.
+    let mut huge = SpanData::new("huge");
+    huge.attributes.push(KeyValue::new(
+        "b",
+        vec![0u8; otlp_exporter::MAX_REQUEST_BYTES + 1],
+    ));
+    pipeline.record(huge);
+    assert!(pipeline.shutdown(WAIT).completed);
+    let owned = exported(&memory, "owned");
+    assert_eq!(keys(&owned.attributes), ["b", "s", "a"]);
+    assert_eq!(bytes(&owned.attributes[0]), [7; 4]);
+    {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let s = owned.attributes[1].value.as_ref().unwrap().value.as_ref();
+        assert_eq!(s, Some(&V::StringValue("éééé".into())));
+        let Some(V::ArrayValue(a)) = owned.attributes[2].value.as_ref().unwrap().value.as_ref()
+        else {
+            panic!("not an array")
+        };
+        assert_eq!(a.values[0].value, Some(V::BytesValue(vec![1; 4])));
+    }
+    assert_eq!(bytes(&owned.events[0].attributes[0]), [2; 4]);
+    let direct = exported(&memory, "direct");
+    assert_eq!(keys(&direct.attributes), ["b", "sb"]);
+    assert_eq!(bytes(&direct.attributes[0]), [3; 4]);
+    assert_eq!(bytes(&direct.attributes[1]), [5; 4]);
+    assert_eq!(bytes(&exported(&memory, "huge").attributes[0]), [0; 4]);
+}
