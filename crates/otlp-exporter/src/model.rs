@@ -796,7 +796,10 @@ impl SpanData {
 /// The entity that produced the spans: a service, a process, a host.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Resource {
-    /// Attributes, `service.name` among them.
+    /// Attributes, `service.name` among them. A key given twice is exported
+    /// once, at its first place, with its last value; one that is empty is
+    /// left out and counted in the dropped attributes (the spec's unique,
+    /// non-empty keys).
     pub attributes: Vec<KeyValue>,
     /// Attributes discarded.
     pub dropped_attributes_count: u32,
@@ -911,7 +914,9 @@ pub struct InstrumentationScope {
     pub name: Str,
     /// Its version (empty if none).
     pub version: Str,
-    /// Attributes.
+    /// Attributes. A key given twice is exported once, at its first place,
+    /// with its last value; one that is empty is left out and counted in
+    /// the dropped attributes (the spec's unique, non-empty keys).
     pub attributes: Vec<KeyValue>,
     /// Schema URL (empty if none).
     pub schema_url: Str,
@@ -1112,8 +1117,9 @@ fn repeats_a_key_slow(attrs: &[KeyValue]) -> bool {
 
 /// `attrs` with each key once, at its first place, holding its last
 /// value; empty keys are kept (the encoders leave them out and count
-/// them). For attribute sets made once ([`SharedAttributes::new`]).
-fn last_value_wins(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+/// them). For attribute sets made once ([`SharedAttributes::new`], a
+/// resource and a scope when an encoder takes them).
+pub(crate) fn last_value_wins(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
     if !repeats_a_key(&attrs) {
         return attrs;
     }

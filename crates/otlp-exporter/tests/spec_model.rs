@@ -520,3 +520,99 @@ fn the_value_length_limit_cuts_byte_arrays_in_bytes() {
     assert_eq!(bytes(&direct.attributes[1]), [5; 4]);
     assert_eq!(bytes(&exported(&memory, "huge").attributes[0]), [0; 4]);
 }
+
+/// The requests `memory` received, decoded.
+fn requests(
+    memory: &InMemory,
+) -> Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest> {
+    memory
+        .requests()
+        .iter()
+        .map(|r| match r.encoding {
+            Encoding::Protobuf => prost::Message::decode(&r.body[..]).expect("protobuf"),
+            Encoding::Json => serde_json::from_slice(&r.body).expect("OTLP JSON"),
+        })
+        .collect()
+}
+
+/// A reviewer's case: a resource's and a scope's attribute keys were
+/// exported as given, a key twice included (through `Encoder::new`,
+/// `Encoder::add_scope` and `Pipeline::scope`). Each key now comes out
+/// once, at its first place, with its last value; an empty key is left out
+/// and counted; and two scopes that differ only in a repeated key's earlier
+/// value are one scope.
+#[test]
+fn resource_and_scope_attribute_keys_are_unique() {
+    use otlp_exporter::{Encoder, InstrumentationScope, Resource};
+    let mut resource = Resource::new("svc");
+    resource.attributes.push(KeyValue::new("host", "a"));
+    resource
+        .attributes
+        .push(KeyValue::new("service.name", "other"));
+    let mut scope = InstrumentationScope::new("lib", "1");
+    scope.attributes = vec![
+        KeyValue::new("a", 1),
+        KeyValue::new("b", 5),
+        KeyValue::new("a", 2),
+        KeyValue::new("", 3),
+    ];
+    let check =
+        |req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+         what: &str| {
+            let rs = &req.resource_spans[0];
+            let r = rs.resource.as_ref().expect("a resource");
+            assert_eq!(keys(&r.attributes), ["service.name", "host"], "{what}");
+            assert_eq!(
+                r.attributes[0].value.as_ref().unwrap().value,
+                Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "other".into()
+                    )
+                ),
+                "{what}"
+            );
+            let lib: Vec<_> = rs
+                .scope_spans
+                .iter()
+                .filter_map(|ss| ss.scope.as_ref())
+                .filter(|s| s.name == "lib")
+                .collect();
+            assert_eq!(lib.len(), 1, "{what}: one scope named lib");
+            assert_eq!(keys(&lib[0].attributes), ["a", "b"], "{what}");
+            assert_eq!(int(&lib[0].attributes[0]), 2, "{what}");
+            assert_eq!(lib[0].dropped_attributes_count, 1, "{what}");
+        };
+    // The encoder on its own.
+    let mut encoder = Encoder::new(resource.clone());
+    let id = encoder.add_scope(scope.clone());
+    let mut span = SpanData::new("s");
+    span.scope = id;
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(std::slice::from_ref(&span), encoding);
+        let req = match encoding {
+            Encoding::Protobuf => prost::Message::decode(&out.requests[0].body[..]).unwrap(),
+            Encoding::Json => serde_json::from_slice(&out.requests[0].body).unwrap(),
+        };
+        check(&req, &format!("Encoder, {encoding:?}"));
+    }
+    // A pipeline: its resource and `Pipeline::scope`.
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let memory = InMemory::new().with_encoding(encoding);
+        let pipeline = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(resource.clone())
+            .build()
+            .expect("valid settings");
+        let id = pipeline.scope(scope.clone());
+        let mut same = scope.clone();
+        same.attributes[0] = KeyValue::new("a", 7); // only the replaced value differs
+        assert_eq!(pipeline.scope(same), id);
+        let mut a = SpanData::new("a");
+        a.scope = id;
+        pipeline.record(a);
+        assert!(pipeline.shutdown(WAIT).completed);
+        let reqs = requests(&memory);
+        assert_eq!(reqs.len(), 1);
+        check(&reqs[0], &format!("Pipeline, {encoding:?}"));
+    }
+}
