@@ -77,7 +77,9 @@
 //!   names are exported as they are; attribute counts and value lengths are
 //!   cut to the limits and counted; non-finite floats are encoded as OTLP
 //!   says; an empty batch sends nothing; a span recorded after shutdown is
-//!   counted as `after_shutdown`. None of them panics.
+//!   counted as `after_shutdown`; a span whose trace or span id is all
+//!   zeroes (invalid in OTLP) is refused and counted as
+//!   [`Dropped::invalid_ids`]. None of them panics.
 //! * **User code cannot take the pipeline down** (`tests/hostile_pipeline.rs`,
 //!   each case in its own process under a watchdog): every call into the
 //!   transport (`export`, `shutdown`, `encoding`, `attempts`, its `Drop`)

@@ -80,6 +80,9 @@ pub enum DropReason {
     LowPriority,
     /// The pipeline is shut down (or shutting down).
     Shutdown,
+    /// The span's trace id or span id is all zeroes (invalid in OTLP):
+    /// counted as [`Dropped::invalid_ids`](crate::Dropped::invalid_ids).
+    InvalidIds,
 }
 
 const RUNNING: u8 = 0;
