@@ -616,3 +616,46 @@ fn resource_and_scope_attribute_keys_are_unique() {
         check(&reqs[0], &format!("Pipeline, {encoding:?}"));
     }
 }
+
+/// A reviewer's case: a link to an invalid context with no attributes and
+/// no trace state was recorded and exported. The trace API records such a
+/// link only if it carries attributes or a trace state: an empty one is now
+/// ignored (by `Span::add_link` and `SpanBuilder::link`), and the others
+/// are kept.
+#[test]
+fn an_empty_link_to_an_invalid_context_is_not_recorded() {
+    use otlp_exporter::SpanContext;
+    let (pipeline, memory) = pipeline();
+    let tracer = pipeline
+        .tracer("t", "1")
+        .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+    let empty = || Link {
+        context: SpanContext::INVALID,
+        attributes: vec![],
+        dropped_attributes_count: 0,
+    };
+    let with_attribute = Link {
+        attributes: vec![KeyValue::new("why", 1)],
+        ..empty()
+    };
+    let mut with_state = empty();
+    with_state.context.trace_state = "vendor=x".into();
+    let mut span = tracer
+        .build("built")
+        .link(SpanContext::INVALID, vec![])
+        .link(SpanContext::INVALID, vec![KeyValue::new("why", 2)])
+        .start();
+    span.add_link(empty());
+    span.add_link(with_attribute);
+    span.add_link(with_state);
+    span.end();
+    assert!(pipeline.shutdown(WAIT).completed);
+    let built = exported(&memory, "built");
+    let kept: Vec<(i64, &str)> = built
+        .links
+        .iter()
+        .map(|l| (l.attributes.first().map_or(0, int), l.trace_state.as_str()))
+        .collect();
+    assert_eq!(kept, [(2, ""), (1, ""), (0, "vendor=x")]);
+    assert_eq!(built.dropped_links_count, 0);
+}
