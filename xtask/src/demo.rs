@@ -261,7 +261,7 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
     println!(
         "spans dropped    {:>12}  queue full {}, evicted {}, not sampled {}, low priority {}, too large {}, \
          rejected {}, export failed {}, retry shed {}, timed out at shutdown {}, after shutdown {}, \
-         orphaned {}",
+         orphaned {}, invalid ids {}",
         d.total(),
         d.queue_full,
         d.evicted,
@@ -273,7 +273,8 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         d.retry_shed,
         d.timed_out_at_shutdown,
         d.after_shutdown,
-        d.orphaned
+        d.orphaned,
+        d.invalid_ids
     );
     if let Some(why) = pipeline.last_error() {
         // Why exports failed (a collector down, refused, rejecting).

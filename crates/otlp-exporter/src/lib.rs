@@ -77,7 +77,9 @@
 //!   names are exported as they are; attribute counts and value lengths are
 //!   cut to the limits and counted; non-finite floats are encoded as OTLP
 //!   says; an empty batch sends nothing; a span recorded after shutdown is
-//!   counted as `after_shutdown`. None of them panics.
+//!   counted as `after_shutdown`; a span whose trace or span id is all
+//!   zeroes (invalid in OTLP) is refused and counted as
+//!   [`Dropped::invalid_ids`]. None of them panics.
 //! * **User code cannot take the pipeline down** (`tests/hostile_pipeline.rs`,
 //!   each case in its own process under a watchdog): every call into the
 //!   transport (`export`, `shutdown`, `encoding`, `attempts`, its `Drop`)
@@ -156,6 +158,13 @@
 //!   (later versions by its forward-compatibility rules) and gives a
 //!   [`TraceparentError`] for everything else, never a panic;
 //!   [`TraceState`] follows the list rules and the 32-member limit.
+//! * **Ids unique, not secret** (`tests/spec_model.rs`,
+//!   `forked_children_and_their_parent_draw_different_ids`): trace and
+//!   span ids come from a per-thread SplitMix64 generator, never all zero;
+//!   threads and processes draw different sequences (a child made by
+//!   `fork` reseeds on Unix). One id seen (an outgoing `traceparent`)
+//!   tells the ids its thread draws next: do not rely on them being
+//!   unguessable.
 //! * **Sampling as the OpenTelemetry spec defines it**
 //!   (`tests/sampling.rs`): [`Sampler`]'s `TraceIdRatioBased` decides as the
 //!   other SDKs do (the trace id's lower 8 bytes), `ParentBased` has the

@@ -28,7 +28,10 @@ impl TraceId {
         *self != Self::INVALID
     }
 
-    /// A random, valid id from this thread's generator (no shared lock).
+    /// A random, valid id from this thread's generator (no shared lock):
+    /// unique with high probability (threads, and a forked child and its
+    /// parent, draw different sequences), but predictable from ids already
+    /// seen; not for security use.
     pub fn random() -> Self {
         crate::id::random_trace_id()
     }
@@ -43,7 +46,9 @@ impl SpanId {
         *self != Self::INVALID
     }
 
-    /// A random, valid id from this thread's generator (no shared lock).
+    /// A random, valid id from this thread's generator (no shared lock):
+    /// unique with high probability, but predictable from ids already seen
+    /// (see [`TraceId::random`]); not for security use.
     pub fn random() -> Self {
         crate::id::random_span_id()
     }
@@ -381,7 +386,8 @@ pub struct SpanData {
 /// replacement, not counted as dropped), and one with an empty key is left
 /// out and counted in the span's dropped attributes. A span
 /// whose own and shared attributes together are over the count limit, or
-/// whose shared strings are over the value length limit, has the shared
+/// whose shared strings or byte arrays are over the value length limit,
+/// has the shared
 /// ones copied into its own list when it is recorded and cut there like
 /// any other (a slower path, which the limits' defaults never take).
 ///
@@ -420,9 +426,9 @@ pub struct SharedAttributes {
     proto: Box<[u8]>,
     /// How many were left out of `proto` (nested too deep).
     left_out: u32,
-    /// The length in characters of the longest string among the values
-    /// (arrays' elements included): what the value length limit is checked
-    /// against.
+    /// The length of the longest string (in characters) or byte array (in
+    /// bytes) among the values (arrays' elements included): what the value
+    /// length limit is checked against.
     longest: usize,
     /// Bit `len % 64` set for each key's length: a quick test of whether a
     /// span's own attribute may share a key with the set (see
@@ -438,7 +444,7 @@ impl SharedAttributes {
         let (proto, left_out) = crate::encode::shared_attributes(&attributes);
         let longest = attributes
             .iter()
-            .map(|kv| longest_string(&kv.value))
+            .map(|kv| longest_value(&kv.value))
             .max()
             .unwrap_or(0);
         let key_lengths = attributes
@@ -497,7 +503,8 @@ impl SharedAttributes {
         (&self.proto, self.left_out)
     }
 
-    /// Whether every string among them is within `limits`' value length
+    /// Whether every string and byte array among them is within `limits`'
+    /// value length
     /// (the count is the span's to check): a set that is not is copied
     /// into the span's own attributes when it is recorded, and cut there.
     ///
@@ -530,14 +537,16 @@ impl PartialEq for SharedAttributes {
     }
 }
 
-/// The length in characters of the longest string in `v` (itself, or an
-/// array's elements at any depth); 0 if there is none.
-fn longest_string(v: &Value) -> usize {
+/// The length of the longest string (in characters) or byte array (in
+/// bytes) in `v` (itself, or an array's elements at any depth), as the
+/// value length limit counts them; 0 if there is none.
+fn longest_value(v: &Value) -> usize {
     let mut longest = 0;
     let mut pending = vec![v];
     while let Some(v) = pending.pop() {
         match v {
             Value::Str(s) => longest = longest.max(s.chars().count()),
+            Value::Bytes(b) => longest = longest.max(b.len()),
             Value::Array(items) => pending.extend(items.iter()),
             _ => {}
         }
@@ -787,7 +796,10 @@ impl SpanData {
 /// The entity that produced the spans: a service, a process, a host.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Resource {
-    /// Attributes, `service.name` among them.
+    /// Attributes, `service.name` among them. A key given twice is exported
+    /// once, at its first place, with its last value; one that is empty is
+    /// left out and counted in the dropped attributes (the spec's unique,
+    /// non-empty keys).
     pub attributes: Vec<KeyValue>,
     /// Attributes discarded.
     pub dropped_attributes_count: u32,
@@ -902,7 +914,9 @@ pub struct InstrumentationScope {
     pub name: Str,
     /// Its version (empty if none).
     pub version: Str,
-    /// Attributes.
+    /// Attributes. A key given twice is exported once, at its first place,
+    /// with its last value; one that is empty is left out and counted in
+    /// the dropped attributes (the spec's unique, non-empty keys).
     pub attributes: Vec<KeyValue>,
     /// Schema URL (empty if none).
     pub schema_url: Str,
@@ -922,14 +936,16 @@ impl InstrumentationScope {
 /// Limits on what one span may carry (OpenTelemetry SDK spec defaults:
 /// 128 of each, no value-length limit). What is cut is counted in the
 /// span's `dropped_*_count` fields; over-long string values are truncated
-/// to the limit's number of characters ([`truncate_chars`]).
+/// to the limit's number of characters ([`truncate_chars`]), byte arrays to
+/// its number of bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpanLimits {
     /// Most attributes per span.
     pub attribute_count: usize,
     /// Longest string attribute value, in characters (Unicode scalar
-    /// values, each counted as 1, as the specification counts them; `None`:
-    /// unlimited).
+    /// values, each counted as 1, as the specification counts them), and
+    /// longest byte array value, in bytes; arrays are cut element by element
+    /// (`None`: unlimited). Other values are never cut.
     pub attribute_value_length: Option<usize>,
     /// Most events per span.
     pub event_count: usize,
@@ -1010,7 +1026,7 @@ impl SpanLimits {
 
     /// Applies the limits to a whole span (for spans built without
     /// [`Span`](crate::Span)): cuts what is over, counts it, truncates long
-    /// strings. Cheap when nothing is over. The `dropped_*_count` fields
+    /// strings and byte arrays. Cheap when nothing is over. The `dropped_*_count` fields
     /// saturate at `u32::MAX` (a span that arrives already near the top
     /// keeps `u32::MAX`; nothing wraps or panics).
     pub fn apply(&self, span: &mut SpanData) {
@@ -1101,8 +1117,9 @@ fn repeats_a_key_slow(attrs: &[KeyValue]) -> bool {
 
 /// `attrs` with each key once, at its first place, holding its last
 /// value; empty keys are kept (the encoders leave them out and count
-/// them). For attribute sets made once ([`SharedAttributes::new`]).
-fn last_value_wins(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
+/// them). For attribute sets made once ([`SharedAttributes::new`], a
+/// resource and a scope when an encoder takes them).
+pub(crate) fn last_value_wins(attrs: Vec<KeyValue>) -> Vec<KeyValue> {
     if !repeats_a_key(&attrs) {
         return attrs;
     }
@@ -1223,9 +1240,9 @@ pub fn truncate_chars(s: &str, limit: usize) -> &str {
     }
 }
 
-/// Truncates string values (and strings inside arrays) to `limit`
-/// characters ([`truncate_chars`]). Other types are left alone, as the spec
-/// says.
+/// Truncates string values to `limit` characters ([`truncate_chars`]) and
+/// byte arrays to `limit` bytes, arrays' elements too, as the spec's
+/// attribute limits say. Other types are left alone.
 ///
 /// Iterative: a value nested arbitrarily deep does not grow the stack (the
 /// array elements still to visit are kept in a vector, allocated only for
@@ -1242,6 +1259,7 @@ pub(crate) fn truncate_value(v: &mut Value, limit: usize) {
                     Str::Owned(o) => o.truncate(end),
                 }
             }
+            Value::Bytes(b) if b.len() > limit => b.truncate(limit),
             Value::Array(items) => pending.extend(items.iter_mut()),
             _ => {}
         }

@@ -682,7 +682,9 @@ impl SpanBuilder {
         self
     }
 
-    /// A link to another span.
+    /// A link to another span. A link to an invalid context (an all-zero
+    /// trace or span id) is kept only if it carries attributes or a trace
+    /// state (see [`Span::add_link`]).
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory};
@@ -693,6 +695,9 @@ impl SpanBuilder {
     /// # consumer.end(); producer.end();
     /// ```
     pub fn link(mut self, context: SpanContext, attributes: Vec<KeyValue>) -> Self {
+        if !worth_recording(&context, &attributes) {
+            return self;
+        }
         self.links.push(Link {
             context,
             attributes,
@@ -1011,7 +1016,7 @@ impl Span {
             return self.drop_empty_key();
         }
         if let Some(limit) = limits.attribute_value_length
-            && matches!(value, Value::Str(_) | Value::Array(_))
+            && matches!(value, Value::Str(_) | Value::Bytes(_) | Value::Array(_))
         {
             value = truncated(value, limit);
         }
@@ -1084,7 +1089,10 @@ impl Span {
     /// Adds a link. Past the link limit it is dropped and counted. Its
     /// attributes are made unique and cut as
     /// [`add_event`](Self::add_event)'s are (into the link's dropped
-    /// attributes, added to the count it carries).
+    /// attributes, added to the count it carries). A link to an invalid
+    /// context (an all-zero trace or span id) is recorded only if it
+    /// carries attributes or a trace state, as the trace API says; one
+    /// with neither is ignored (not counted as dropped).
     ///
     /// ```
     /// # use otlp_exporter::{Pipeline, InMemory, Link};
@@ -1096,6 +1104,9 @@ impl Span {
     /// # span.end(); other.end();
     /// ```
     pub fn add_link(&mut self, mut link: Link) -> &mut Self {
+        if !worth_recording(&link.context, &link.attributes) {
+            return self;
+        }
         let limits = self.local.limits;
         let Some(data) = self.data() else {
             return self;
@@ -1223,6 +1234,13 @@ impl Span {
 // ten cycles per attribute, seen with `perf annotate`). Hence the push
 // writes in place (`model::push_attribute`), and the replacement and the
 // truncation below are out of line; all take the value by value.
+
+/// Whether a link is recorded: the trace API records a link to an invalid
+/// context (an all-zero id) only if it carries attributes or a trace
+/// state.
+fn worth_recording(context: &SpanContext, attributes: &[KeyValue]) -> bool {
+    context.is_valid() || !attributes.is_empty() || !context.trace_state.is_empty()
+}
 
 /// `*slot = value`.
 #[cold]

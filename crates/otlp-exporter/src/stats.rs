@@ -61,6 +61,14 @@ pub struct Dropped {
     /// `HANDED_OVER_LANES x max_queue_size` handed-over spans in all.
     /// Never with a healthy collector and a pool that is not full.
     pub orphaned: u64,
+    /// Refused at record time: the span's trace id or span id is all
+    /// zeroes, which OTLP (`trace.proto`) and W3C Trace Context call
+    /// invalid (a collector may reject the whole request for it). Spans
+    /// from a [`Tracer`](crate::Tracer) never have such ids; a
+    /// [`SpanData`](crate::SpanData) built by hand, or converted from
+    /// another SDK, may. An unsampled span is counted as `not_sampled`
+    /// whatever its ids.
+    pub invalid_ids: u64,
 }
 
 impl Dropped {
@@ -71,7 +79,7 @@ impl Dropped {
             .fold(0u64, |sum, n| sum.saturating_add(n))
     }
 
-    fn fields(&self) -> [u64; 11] {
+    fn fields(&self) -> [u64; 12] {
         [
             self.queue_full,
             self.evicted,
@@ -84,6 +92,7 @@ impl Dropped {
             self.timed_out_at_shutdown,
             self.after_shutdown,
             self.orphaned,
+            self.invalid_ids,
         ]
     }
 
@@ -106,6 +115,7 @@ impl Dropped {
             timed_out_at_shutdown: d(self.timed_out_at_shutdown, before.timed_out_at_shutdown),
             after_shutdown: d(self.after_shutdown, before.after_shutdown),
             orphaned: d(self.orphaned, before.orphaned),
+            invalid_ids: d(self.invalid_ids, before.invalid_ids),
         }
     }
 }

@@ -279,3 +279,57 @@ fn many_attributes_under_a_raised_limit_keep_one_value_per_key() {
         );
     }
 }
+
+/// A reviewer's case: a span with an all-zero trace or span id (invalid in
+/// OTLP's `trace.proto`; a collector may refuse the whole request) was
+/// queued and exported. It is now refused at record time and counted as
+/// `invalid_ids`, and the accounting balances; an unsampled one stays
+/// `not_sampled`.
+#[test]
+fn a_span_with_an_all_zero_id_is_refused_and_counted() {
+    use otlp_exporter::{Shedding, SpanContext, SpanId, TraceFlags, TraceId};
+    for shedding in [Shedding::DropNewest, Shedding::DropOldest] {
+        let memory = InMemory::new();
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .shedding(shedding)
+            .build()
+            .unwrap();
+        let (t, s) = (TraceId([1; 16]), SpanId([2; 8]));
+        for (name, cx) in [
+            ("zero trace id", SpanContext::new(TraceId::INVALID, s)),
+            ("zero span id", SpanContext::new(t, SpanId::INVALID)),
+            ("both zero", SpanContext::INVALID),
+        ] {
+            let mut cx = cx;
+            cx.trace_flags = TraceFlags::SAMPLED;
+            let span = SpanData::with_context(name, cx);
+            assert_eq!(
+                p.record(span),
+                Recorded::Dropped(DropReason::InvalidIds),
+                "{name}, {shedding:?}"
+            );
+        }
+        let mut unsampled = SpanContext::INVALID;
+        unsampled.trace_flags = TraceFlags::NOT_SAMPLED;
+        assert_eq!(
+            p.record(SpanData::with_context("unsampled", unsampled)),
+            Recorded::Dropped(DropReason::NotSampled)
+        );
+        let mut valid = SpanData::with_context("valid", SpanContext::new(t, s));
+        assert!(matches!(
+            p.record_in_place(&mut valid),
+            Recorded::Queued | Recorded::QueuedEvicting
+        ));
+        let report = p.shutdown(Duration::from_secs(5));
+        assert!(report.completed);
+        let stats = report.stats;
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.accepted, 5, "{stats:?}");
+        assert_eq!(stats.dropped.invalid_ids, 3, "{stats:?}");
+        assert_eq!(stats.dropped.not_sampled, 1, "{stats:?}");
+        assert_eq!(stats.exported, 1, "{stats:?}");
+        let names: Vec<String> = received(&memory).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["valid"], "{shedding:?}");
+    }
+}

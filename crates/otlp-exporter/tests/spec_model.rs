@@ -359,3 +359,303 @@ fn a_span_recorded_directly_and_a_shared_set_export_each_key_once() {
     assert_eq!(keys(&shared.attributes), ["s", "t"]);
     assert_eq!(int(&shared.attributes[0]), 2);
 }
+
+/// The ids a process draws: a trace and span id from `TraceId::random` /
+/// `SpanId::random`, and a new root span's two ids.
+#[cfg(unix)]
+fn draw_ids(tracer: &otlp_exporter::Tracer) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out[..16].copy_from_slice(&otlp_exporter::TraceId::random().0);
+    out[16..24].copy_from_slice(&otlp_exporter::SpanId::random().0);
+    let span = tracer.start("request");
+    out[24..40].copy_from_slice(&span.context().trace_id.0);
+    out[40..].copy_from_slice(&span.context().span_id.0);
+    // Not ended: in a forked child the pipeline's worker thread is gone.
+    std::mem::forget(span);
+    out
+}
+
+/// A reviewer's case (a pre-fork server): the generator's per-thread state
+/// was copied by `fork`, so every forked worker drew its parent's next ids
+/// (the same trace and span ids in every worker). A forked child now
+/// reseeds: two children and their parent draw different ids. Runs in its
+/// own process (the watchdog's child, one test thread) so that `fork` copies
+/// no other test's threads.
+#[cfg(unix)]
+#[test]
+fn forked_children_and_their_parent_draw_different_ids() {
+    test_watchdog::isolate(Duration::from_secs(60), || {
+        let (pipeline, _memory) = pipeline();
+        let tracer = pipeline
+            .tracer("app", "1")
+            .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+        // The parent has drawn ids before it forks: its generator is seeded.
+        tracer.start("startup").end();
+        let _ = otlp_exporter::TraceId::random();
+        let mut drawn = Vec::new();
+        for _ in 0..2 {
+            let mut fds = [0i32; 2];
+            // SAFETY: a valid two-element array for the pipe's ends.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: the child only draws ids (no lock another thread could
+            // hold), writes them to the pipe and `_exit`s.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork failed");
+            if pid == 0 {
+                let ids = draw_ids(&tracer);
+                // SAFETY: writes 48 bytes from a live buffer, then exits
+                // without running the test harness's exit path.
+                unsafe {
+                    let n = libc::write(fds[1], ids.as_ptr().cast(), ids.len());
+                    libc::_exit(if n == 48 { 0 } else { 1 });
+                }
+            }
+            // SAFETY: closes this process's copy of the write end.
+            unsafe { libc::close(fds[1]) };
+            let mut ids = [0u8; 48];
+            let mut got = 0;
+            while got < ids.len() {
+                // SAFETY: reads into the unfilled rest of a live buffer.
+                let n =
+                    unsafe { libc::read(fds[0], ids[got..].as_mut_ptr().cast(), ids.len() - got) };
+                assert!(n > 0, "the child wrote {got} of 48 bytes");
+                got += n as usize;
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child this process forked.
+            unsafe {
+                libc::waitpid(pid, &mut status, 0);
+                libc::close(fds[0]);
+            }
+            assert_eq!(status, 0, "the child's wait status");
+            drawn.push(ids);
+        }
+        drawn.push(draw_ids(&tracer));
+        pipeline.shutdown(WAIT);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut ids = std::collections::HashSet::new();
+        for (who, d) in ["child 0", "child 1", "parent"].iter().zip(&drawn) {
+            for (what, range) in [
+                ("random trace id", 0..16),
+                ("random span id", 16..24),
+                ("root's trace id", 24..40),
+                ("root's span id", 40..48),
+            ] {
+                let id = hex(&d[range]);
+                assert!(
+                    ids.insert(id.clone()),
+                    "{who}'s {what} {id} was drawn twice"
+                );
+            }
+        }
+    });
+}
+
+/// The exported byte array of `kv` (its value must be one).
+fn bytes(kv: &opentelemetry_proto::tonic::common::v1::KeyValue) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(V::BytesValue(b)) => b.clone(),
+        other => panic!("not a byte array: {other:?}"),
+    }
+}
+
+/// A reviewer's case: the value length limit cut strings and arrays of
+/// strings but not byte arrays, so a byte array as large as a request made
+/// its span too large to send, and the span was lost. Byte arrays are now
+/// cut to the limit in bytes (the spec's attribute limits), on the span's
+/// own attributes (`set_attribute` and a `SpanData` recorded directly), in
+/// arrays, and on events; a string is cut to the limit in characters.
+#[test]
+fn the_value_length_limit_cuts_byte_arrays_in_bytes() {
+    let limits = SpanLimits {
+        attribute_value_length: Some(4),
+        ..SpanLimits::default()
+    };
+    let (pipeline, memory) = pipeline_with(limits, Encoding::Protobuf);
+    let tracer = pipeline
+        .tracer("t", "1")
+        .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+    let mut span = tracer.start("owned");
+    span.set_attribute("b", vec![7u8; 100]);
+    span.set_attribute("s", "ééééééé");
+    span.set_attribute(
+        "a",
+        otlp_exporter::Value::Array(vec![otlp_exporter::Value::Bytes(vec![1; 9])]),
+    );
+    span.add_event("e", vec![KeyValue::new("eb", vec![2u8; 9])]);
+    span.end();
+    let mut direct = SpanData::new("direct");
+    direct.attributes.push(KeyValue::new("b", vec![3u8; 9]));
+    direct.shared_attributes = Some(SharedAttributes::leak(vec![KeyValue::new(
+        "sb",
+        vec![5u8; 9],
+    )]));
+    pipeline.record(direct);
+    // As large as a request: lost as too large before.
+    let mut huge = SpanData::new("huge");
+    huge.attributes.push(KeyValue::new(
+        "b",
+        vec![0u8; otlp_exporter::MAX_REQUEST_BYTES + 1],
+    ));
+    pipeline.record(huge);
+    assert!(pipeline.shutdown(WAIT).completed);
+    let owned = exported(&memory, "owned");
+    assert_eq!(keys(&owned.attributes), ["b", "s", "a"]);
+    assert_eq!(bytes(&owned.attributes[0]), [7; 4]);
+    {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+        let s = owned.attributes[1].value.as_ref().unwrap().value.as_ref();
+        assert_eq!(s, Some(&V::StringValue("éééé".into())));
+        let Some(V::ArrayValue(a)) = owned.attributes[2].value.as_ref().unwrap().value.as_ref()
+        else {
+            panic!("not an array")
+        };
+        assert_eq!(a.values[0].value, Some(V::BytesValue(vec![1; 4])));
+    }
+    assert_eq!(bytes(&owned.events[0].attributes[0]), [2; 4]);
+    let direct = exported(&memory, "direct");
+    assert_eq!(keys(&direct.attributes), ["b", "sb"]);
+    assert_eq!(bytes(&direct.attributes[0]), [3; 4]);
+    assert_eq!(bytes(&direct.attributes[1]), [5; 4]);
+    assert_eq!(bytes(&exported(&memory, "huge").attributes[0]), [0; 4]);
+}
+
+/// The requests `memory` received, decoded.
+fn requests(
+    memory: &InMemory,
+) -> Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest> {
+    memory
+        .requests()
+        .iter()
+        .map(|r| match r.encoding {
+            Encoding::Protobuf => prost::Message::decode(&r.body[..]).expect("protobuf"),
+            Encoding::Json => serde_json::from_slice(&r.body).expect("OTLP JSON"),
+        })
+        .collect()
+}
+
+/// A reviewer's case: a resource's and a scope's attribute keys were
+/// exported as given, a key twice included (through `Encoder::new`,
+/// `Encoder::add_scope` and `Pipeline::scope`). Each key now comes out
+/// once, at its first place, with its last value; an empty key is left out
+/// and counted; and two scopes that differ only in a repeated key's earlier
+/// value are one scope.
+#[test]
+fn resource_and_scope_attribute_keys_are_unique() {
+    use otlp_exporter::{Encoder, InstrumentationScope, Resource};
+    let mut resource = Resource::new("svc");
+    resource.attributes.push(KeyValue::new("host", "a"));
+    resource
+        .attributes
+        .push(KeyValue::new("service.name", "other"));
+    let mut scope = InstrumentationScope::new("lib", "1");
+    scope.attributes = vec![
+        KeyValue::new("a", 1),
+        KeyValue::new("b", 5),
+        KeyValue::new("a", 2),
+        KeyValue::new("", 3),
+    ];
+    let check =
+        |req: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+         what: &str| {
+            let rs = &req.resource_spans[0];
+            let r = rs.resource.as_ref().expect("a resource");
+            assert_eq!(keys(&r.attributes), ["service.name", "host"], "{what}");
+            assert_eq!(
+                r.attributes[0].value.as_ref().unwrap().value,
+                Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "other".into()
+                    )
+                ),
+                "{what}"
+            );
+            let lib: Vec<_> = rs
+                .scope_spans
+                .iter()
+                .filter_map(|ss| ss.scope.as_ref())
+                .filter(|s| s.name == "lib")
+                .collect();
+            assert_eq!(lib.len(), 1, "{what}: one scope named lib");
+            assert_eq!(keys(&lib[0].attributes), ["a", "b"], "{what}");
+            assert_eq!(int(&lib[0].attributes[0]), 2, "{what}");
+            assert_eq!(lib[0].dropped_attributes_count, 1, "{what}");
+        };
+    // The encoder on its own.
+    let mut encoder = Encoder::new(resource.clone());
+    let id = encoder.add_scope(scope.clone());
+    let mut span = SpanData::new("s");
+    span.scope = id;
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let out = encoder.encode(std::slice::from_ref(&span), encoding);
+        let req = match encoding {
+            Encoding::Protobuf => prost::Message::decode(&out.requests[0].body[..]).unwrap(),
+            Encoding::Json => serde_json::from_slice(&out.requests[0].body).unwrap(),
+        };
+        check(&req, &format!("Encoder, {encoding:?}"));
+    }
+    // A pipeline: its resource and `Pipeline::scope`.
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let memory = InMemory::new().with_encoding(encoding);
+        let pipeline = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(resource.clone())
+            .build()
+            .expect("valid settings");
+        let id = pipeline.scope(scope.clone());
+        let mut same = scope.clone();
+        same.attributes[0] = KeyValue::new("a", 7); // only the replaced value differs
+        assert_eq!(pipeline.scope(same), id);
+        let mut a = SpanData::new("a");
+        a.scope = id;
+        pipeline.record(a);
+        assert!(pipeline.shutdown(WAIT).completed);
+        let reqs = requests(&memory);
+        assert_eq!(reqs.len(), 1);
+        check(&reqs[0], &format!("Pipeline, {encoding:?}"));
+    }
+}
+
+/// A reviewer's case: a link to an invalid context with no attributes and
+/// no trace state was recorded and exported. The trace API records such a
+/// link only if it carries attributes or a trace state: an empty one is now
+/// ignored (by `Span::add_link` and `SpanBuilder::link`), and the others
+/// are kept.
+#[test]
+fn an_empty_link_to_an_invalid_context_is_not_recorded() {
+    use otlp_exporter::SpanContext;
+    let (pipeline, memory) = pipeline();
+    let tracer = pipeline
+        .tracer("t", "1")
+        .with_sampler(otlp_exporter::Sampler::AlwaysOn);
+    let empty = || Link {
+        context: SpanContext::INVALID,
+        attributes: vec![],
+        dropped_attributes_count: 0,
+    };
+    let with_attribute = Link {
+        attributes: vec![KeyValue::new("why", 1)],
+        ..empty()
+    };
+    let mut with_state = empty();
+    with_state.context.trace_state = "vendor=x".into();
+    let mut span = tracer
+        .build("built")
+        .link(SpanContext::INVALID, vec![])
+        .link(SpanContext::INVALID, vec![KeyValue::new("why", 2)])
+        .start();
+    span.add_link(empty());
+    span.add_link(with_attribute);
+    span.add_link(with_state);
+    span.end();
+    assert!(pipeline.shutdown(WAIT).completed);
+    let built = exported(&memory, "built");
+    let kept: Vec<(i64, &str)> = built
+        .links
+        .iter()
+        .map(|l| (l.attributes.first().map_or(0, int), l.trace_state.as_str()))
+        .collect();
+    assert_eq!(kept, [(2, ""), (1, ""), (0, "vendor=x")]);
+    assert_eq!(built.dropped_links_count, 0);
+}

@@ -338,14 +338,25 @@ fn bad_input_has_a_defined_outcome() {
     let memory = InMemory::new();
     let pipeline = pipeline(&memory);
     let processor = OtlpSpanProcessor::new(&pipeline);
-    // Invalid (all-zero) ids, an empty name and key, times before the
+    // Invalid (all-zero) ids: refused when recorded (invalid in OTLP) and
+    // counted as `invalid_ids`.
+    let mut zero = sdk_span("zero ids", 3);
+    zero.span_context = SpanContext::new(
+        TraceId::INVALID,
+        SpanId::INVALID,
+        TraceFlags::new(0xff),
+        true,
+        TraceState::default(),
+    );
+    processor.on_end(zero);
+    // All trace flags set, an empty name and key, times before the
     // epoch and an end before the start, a NaN, an empty scope name: a
     // hand-built span the SDK itself would never make. Nothing panics and
     // the span is accounted for.
     let mut span = sdk_span("", 1);
     span.span_context = SpanContext::new(
-        TraceId::INVALID,
-        SpanId::INVALID,
+        TraceId::from_bytes([1; 16]),
+        SpanId::from_bytes([1; 8]),
         TraceFlags::new(0xff),
         true,
         TraceState::default(),
@@ -366,10 +377,11 @@ fn bad_input_has_a_defined_outcome() {
 
     let stats = pipeline.stats();
     assert!(stats.is_balanced(), "{stats:?}");
-    assert_eq!(stats.accepted, 2);
+    assert_eq!(stats.accepted, 3);
     // The pipeline exports what it is given, as it is (its bad-input
-    // rule: no span is refused for its content), but for an empty
-    // attribute key, which the spec forbids.
+    // rule), but for an empty attribute key, which the spec forbids, and
+    // a span with an all-zero id, which OTLP calls invalid.
+    assert_eq!(stats.dropped.invalid_ids, 1, "{stats:?}");
     assert_eq!(stats.exported, 2, "{stats:?}");
     let got = exported(&memory);
     assert_eq!(got.len(), 2);

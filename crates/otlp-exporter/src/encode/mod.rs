@@ -13,7 +13,9 @@ pub(crate) mod proto;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
-use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Str, Value};
+use crate::model::{
+    InstrumentationScope, Resource, ScopeId, SpanData, Str, Value, last_value_wins,
+};
 use proto::Group;
 
 /// The largest request the exporter ever builds: OTLP receivers commonly
@@ -207,8 +209,10 @@ fn scope_key(s: &InstrumentationScope) -> (Str, Str, Str) {
 
 impl Encoder {
     /// An encoder for `resource`, with the default scope (named after this
-    /// crate) as [`ScopeId::DEFAULT`].
-    pub fn new(resource: Resource) -> Self {
+    /// crate) as [`ScopeId::DEFAULT`]. The resource's keys are made unique
+    /// (each once, at its first place, with its last value).
+    pub fn new(mut resource: Resource) -> Self {
+        resource.attributes = last_value_wins(std::mem::take(&mut resource.attributes));
         let default = InstrumentationScope::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
         Encoder {
             resource_protobuf: proto::resource_message(&resource),
@@ -220,12 +224,15 @@ impl Encoder {
         }
     }
 
-    /// Adds a scope (or finds an equal one) and returns its id.
+    /// Adds a scope (or finds an equal one) and returns its id. The
+    /// scope's keys are made unique first (each once, at its first place,
+    /// with its last value).
     ///
     /// Constant time on average, however many scopes there are: an index
     /// by name, version and schema URL narrows the search to scopes that
     /// differ at most in their attributes.
-    pub fn add_scope(&mut self, scope: InstrumentationScope) -> ScopeId {
+    pub fn add_scope(&mut self, mut scope: InstrumentationScope) -> ScopeId {
+        scope.attributes = last_value_wins(std::mem::take(&mut scope.attributes));
         let key = scope_key(&scope);
         let candidates = self.scope_index.entry(key).or_default();
         if let Some(&i) = candidates

@@ -26,6 +26,8 @@ pub(super) struct ThreadCounters {
     pub(super) not_sampled: AtomicU64,
     pub(super) low_priority: AtomicU64,
     pub(super) after_shutdown: AtomicU64,
+    /// Spans refused for an all-zero trace or span id.
+    pub(super) invalid_ids: AtomicU64,
 }
 
 pub(super) fn bump(c: &AtomicU64) {
@@ -131,6 +133,7 @@ pub(super) struct RecordTotals {
     pub(super) not_sampled: u64,
     pub(super) low_priority: u64,
     pub(super) after_shutdown: u64,
+    pub(super) invalid_ids: u64,
 }
 
 impl RecordTotals {
@@ -144,6 +147,7 @@ impl RecordTotals {
         add(&mut self.not_sampled, other.not_sampled);
         add(&mut self.low_priority, other.low_priority);
         add(&mut self.after_shutdown, other.after_shutdown);
+        add(&mut self.invalid_ids, other.invalid_ids);
     }
 }
 
@@ -161,6 +165,7 @@ impl ThreadCounters {
             not_sampled: v(&self.not_sampled),
             low_priority: v(&self.low_priority),
             after_shutdown: v(&self.after_shutdown),
+            invalid_ids: v(&self.invalid_ids),
         }
     }
 }
@@ -231,6 +236,7 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
         not_sampled,
         low_priority,
         after_shutdown,
+        invalid_ids,
         ..
     } = totals;
     let mut dropped = Dropped {
@@ -245,6 +251,7 @@ pub(super) fn stats(shared: &Shared) -> ExportStats {
         timed_out_at_shutdown: 0,
         after_shutdown,
         orphaned: ledger.orphaned,
+        invalid_ids,
     };
     let (queued, in_flight, retrying) = if ledger.abandoned {
         // What was pending when the deadline passed timed out (`abandon`).

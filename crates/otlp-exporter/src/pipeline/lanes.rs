@@ -733,17 +733,19 @@ fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool
         _ => None,
     };
     let sampled = span.context.trace_flags.is_sampled();
+    let valid = has_valid_ids(span);
     let mut fallback = match wait_until {
-        // An unsampled span is never pushed: it does not wait for the
-        // lane, and counts as not sampled.
-        Some(_) if !sampled => return record_waited_out(shared, sampled),
+        // An unsampled span, or one with invalid ids, is never pushed: it
+        // does not wait for the lane, and counts as not sampled (or
+        // invalid).
+        Some(_) if !sampled || !valid => return record_waited_out(shared, sampled, valid),
         Some(until) => loop {
             match shared.fallback.try_lock() {
                 Ok(guard) => break guard,
                 Err(std::sync::TryLockError::Poisoned(p)) => break p.into_inner(),
                 Err(std::sync::TryLockError::WouldBlock) => {
                     if Instant::now() >= until {
-                        return record_waited_out(shared, sampled);
+                        return record_waited_out(shared, sampled, valid);
                     }
                     std::thread::sleep(Duration::from_micros(200));
                 }
@@ -766,8 +768,16 @@ fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool
             lane.wait_until = None;
             recorded
         }
-        None => record_laneless(shared, sampled),
+        None => record_laneless(shared, sampled, valid),
     }
+}
+
+/// Whether the span's trace and span ids are both valid (not all zero):
+/// OTLP's `trace.proto` calls an all-zero id invalid, and a span with one
+/// is refused at record time ([`DropReason::InvalidIds`]).
+#[inline(always)]
+fn has_valid_ids(span: &SpanData) -> bool {
+    span.context.trace_id.is_valid() && span.context.span_id.is_valid()
 }
 
 /// A record that waited out its `Block` timeout for the fallback lane's
@@ -776,9 +786,9 @@ fn record_fallback(shared: &Arc<Shared>, span: &mut SpanData, apply_limits: bool
 /// is, in counters of their own (one writer at a time: under a lock held
 /// only for the count).
 #[cold]
-fn record_waited_out(shared: &Shared, sampled: bool) -> Recorded {
+fn record_waited_out(shared: &Shared, sampled: bool, valid: bool) -> Recorded {
     let _guard = lock(&shared.waited_out_lock);
-    count_unpushed(shared, &shared.waited_out, sampled)
+    count_unpushed(shared, &shared.waited_out, sampled, valid)
 }
 
 /// A lane for the calling thread, or `None` if it cannot be allocated.
@@ -798,15 +808,17 @@ pub(super) fn new_lane(shared: &Arc<Shared>) -> Option<LocalLane> {
 }
 
 /// Accounts for a record that found no lane at all (memory ran out):
-/// counted as queue-full (or not sampled, or after shutdown). Called under
-/// the fallback lock, which makes it the single writer of `laneless`.
-pub(super) fn record_laneless(shared: &Shared, sampled: bool) -> Recorded {
-    count_unpushed(shared, &shared.laneless, sampled)
+/// counted as queue-full (or not sampled, or after shutdown, or invalid
+/// ids). Called under the fallback lock, which makes it the single writer
+/// of `laneless`.
+pub(super) fn record_laneless(shared: &Shared, sampled: bool, valid: bool) -> Recorded {
+    count_unpushed(shared, &shared.laneless, sampled, valid)
 }
 
 /// Counts a record accepted and dropped without a push into `c`, whose
-/// caller is its only writer: after shutdown, not sampled, or queue-full.
-fn count_unpushed(shared: &Shared, c: &ThreadCounters, sampled: bool) -> Recorded {
+/// caller is its only writer: after shutdown, not sampled, invalid ids, or
+/// queue-full (the order of [`record_into`]).
+fn count_unpushed(shared: &Shared, c: &ThreadCounters, sampled: bool, valid: bool) -> Recorded {
     let n = c.accepted.load(Ordering::Relaxed) + 1;
     // SeqCst: as in `record_into`.
     c.accepted.swap(n, Ordering::SeqCst);
@@ -816,6 +828,9 @@ fn count_unpushed(shared: &Shared, c: &ThreadCounters, sampled: bool) -> Recorde
     } else if !sampled {
         bump(&c.not_sampled);
         Recorded::Dropped(DropReason::NotSampled)
+    } else if !valid {
+        bump(&c.invalid_ids);
+        Recorded::Dropped(DropReason::InvalidIds)
     } else {
         bump(&c.queue_full);
         Recorded::Dropped(DropReason::QueueFull)
@@ -843,6 +858,10 @@ pub(super) fn record_into(
     } else if !span.context.trace_flags.is_sampled() {
         bump(&c.not_sampled);
         Recorded::Dropped(DropReason::NotSampled)
+    } else if !has_valid_ids(span) {
+        // Invalid in OTLP (a collector may refuse the whole request).
+        bump(&c.invalid_ids);
+        Recorded::Dropped(DropReason::InvalidIds)
     } else if shared
         .config
         .shedding_low_priority(span, &lane.producer, || {

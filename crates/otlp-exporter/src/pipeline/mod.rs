@@ -80,6 +80,9 @@ pub enum DropReason {
     LowPriority,
     /// The pipeline is shut down (or shutting down).
     Shutdown,
+    /// The span's trace id or span id is all zeroes (invalid in OTLP):
+    /// counted as [`Dropped::invalid_ids`](crate::Dropped::invalid_ids).
+    InvalidIds,
 }
 
 const RUNNING: u8 = 0;
@@ -540,8 +543,13 @@ impl Pipeline {
     /// Finding or adding a scope costs O(1) (a hash index). A pipeline keeps
     /// at most [`MAX_SCOPES`] scopes; past that, a new scope gets
     /// [`ScopeId::DEFAULT`] (its spans are exported under the pipeline's
-    /// default scope).
-    pub fn scope(&self, scope: InstrumentationScope) -> ScopeId {
+    /// default scope). The scope's attribute keys are made unique first
+    /// (each once, at its first place, with its last value), so scopes that
+    /// differ only in a repeated key's earlier values are one scope.
+    pub fn scope(&self, mut scope: InstrumentationScope) -> ScopeId {
+        // Before the look-up: the worker's encoder, which makes keys unique
+        // too, must get the same list of distinct scopes (ids correspond).
+        scope.attributes = crate::model::last_value_wins(std::mem::take(&mut scope.attributes));
         let mut scopes = lock(&self.shared().scopes);
         if let Some(id) = scopes.find(&scope) {
             return id;
