@@ -2,8 +2,11 @@
 //! with retries as the OTLP specification says.
 //!
 //! * `application/x-protobuf` (default) or `application/json`; a
-//!   `User-Agent` naming this crate; user headers; optional gzip; a timeout
-//!   per attempt; connections kept alive and reused; `https` through rustls
+//!   `User-Agent` naming this crate; user headers; optional gzip (a body
+//!   gzip does not shrink, such as random or already compressed bytes, is
+//!   sent as it is, without `Content-Encoding`, so that no request goes
+//!   out larger than [`MAX_REQUEST_BYTES`](crate::MAX_REQUEST_BYTES)); a
+//!   timeout per attempt; connections kept alive and reused; `https` through rustls
 //!   with the *ring* crypto provider (it builds with a C compiler alone).
 //! * Retried: 429, 502, 503, 504 and connection failures (refused, reset,
 //!   no response), with exponential backoff and jitter, bounded by the
@@ -20,7 +23,9 @@
 //!   (see [`Pipeline`](crate::Pipeline#a-collector-outage)); the
 //!   transport's own attempts ([`RetryPolicy`]) only cover short blips. A 200 whose
 //!   body reports `partial_success.rejected_spans` is not retried: the
-//!   rejected spans are counted.
+//!   rejected spans are counted. The answer is read in the request's
+//!   encoding (OTLP answers in the request's `Content-Type`), whatever
+//!   the transport's own.
 //! * Header values carry API keys: they never appear in logs or errors. A
 //!   header name that is not an HTTP token (or is 64 KiB long or more), or
 //!   a value holding a control character (CR, LF, NUL, ...), is refused
@@ -62,9 +67,20 @@
 //!   by the closed connection, read as a connection failure, and the whole
 //!   body sent again and again. A collector that answers `100 Continue`
 //!   gets the body at once; one that ignores the expectation gets it after
-//!   1 s; one that answers `417` gets the request again at once without
-//!   it (and no more expectations). Smaller requests, the usual ones, are
-//!   sent as they are.
+//!   1 s, or a quarter of the timeout when that is shorter (the body has
+//!   the rest of the attempt's time); one that answers `417` gets the
+//!   request again at once without it (and no more expectations). Smaller
+//!   requests, the usual ones, are sent as they are.
+//! * A collector that refuses a body part-way through the upload (reads
+//!   up to its limit, answers `413` and closes with the rest unread, as
+//!   Go's `http.MaxBytesReader` does for the OpenTelemetry Collector's
+//!   `max_request_body_size`; the unread rest makes the close a reset) is
+//!   heard too, with or without the expectation: when a write of the body
+//!   fails on a reset or closed connection, the rest of the body is
+//!   dropped and the answer the collector already sent is read, as curl
+//!   and Go's client read it. That answer is the attempt's outcome (a
+//!   `413` fails the export at once, not retried). Only a collector that
+//!   closes without answering reads as a connection failure, retried.
 //! * The answer's body is read up to 64 KiB (a partial success is a few
 //!   dozen bytes); of a longer body the start is read, so a partial
 //!   success with a long error message still counts its rejected spans.
@@ -105,7 +121,8 @@ pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 pub(crate) const EXPECT_CONTINUE_ABOVE: usize = 1024 * 1024;
 /// How long a request sent with `Expect: 100-continue` waits for the
 /// collector's `100 Continue` (or final answer) before it sends the body
-/// anyway, for a collector that ignores the expectation.
+/// anyway, for a collector that ignores the expectation; never more than
+/// a quarter of the attempt's timeout ([`await_continue`]).
 pub(crate) const AWAIT_CONTINUE: Duration = Duration::from_secs(1);
 
 /// Request body compression.
@@ -490,7 +507,7 @@ impl HttpTransportBuilder {
             let uri = p.uri().to_string();
             redact_url(&uri).into_owned()
         });
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // Decided here, once, for the one URL this transport sends to
             // (see "Proxies" in the docs): never ureq's own reading of the
             // environment, which takes `HTTPS_PROXY` for `http` too.
@@ -505,8 +522,12 @@ impl HttpTransportBuilder {
                 "/",
                 env!("CARGO_PKG_VERSION")
             ))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            connector(),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         Ok(HttpTransport {
             agent,
             url: redact_url(&url).into_owned(),
@@ -1202,6 +1223,23 @@ impl fmt::Debug for HttpTransport {
     }
 }
 
+/// A request as it goes out: its body (compressed or not), the encoding
+/// of its spans, and whether the body is gzip.
+struct Outgoing<'a> {
+    body: &'a [u8],
+    encoding: Encoding,
+    gzip: bool,
+}
+
+/// How long a request sent with `Expect: 100-continue` waits for the
+/// collector's `100 Continue` before sending the body anyway: at most
+/// [`AWAIT_CONTINUE`], and never more than a quarter of the attempt's
+/// `timeout`, so that the body still has the rest of it to go out (a
+/// fixed second inside a timeout of a second or less left nothing).
+fn await_continue(timeout: Duration) -> Duration {
+    AWAIT_CONTINUE.min(timeout / 4)
+}
+
 /// How one attempt ended.
 enum Attempt {
     Done(ExportResult),
@@ -1262,23 +1300,23 @@ impl HttpTransport {
     /// One POST of `body`, with `Expect: 100-continue` if `expect`.
     fn send(
         &self,
-        body: &[u8],
-        content_type: &str,
+        out: &Outgoing<'_>,
         deadline: Instant,
         expect: bool,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let timeout = self
             .timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
         let mut req = self
             .agent
             .post(&self.wire_url)
             .config()
-            .timeout_global(Some(timeout.max(Duration::from_millis(1))))
-            .timeout_await_100(Some(AWAIT_CONTINUE))
+            .timeout_global(Some(timeout))
+            .timeout_await_100(Some(await_continue(timeout)))
             .build()
-            .header("Content-Type", content_type);
-        if self.compression == Compression::Gzip {
+            .header("Content-Type", out.encoding.content_type());
+        if out.gzip {
             req = req.header("Content-Encoding", "gzip");
         }
         if expect {
@@ -1290,15 +1328,15 @@ impl HttpTransport {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        req.send(body)
+        req.send(out.body)
     }
 
-    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
+    fn attempt(&self, out: &Outgoing<'_>, deadline: Instant) -> Attempt {
         let c = &self.counters;
         c.attempts.fetch_add(1, Ordering::Relaxed);
         let expect =
-            body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
-        let mut sent = self.send(body, content_type, deadline, expect);
+            out.body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
+        let mut sent = self.send(out, deadline, expect);
         if expect && matches!(&sent, Ok(resp) if resp.status() == 417) {
             // A server (or proxy) that does not do `Expect: 100-continue`
             // says so with a 417: the request is repeated at once without
@@ -1307,7 +1345,7 @@ impl HttpTransport {
             c.retryable_status.fetch_add(1, Ordering::Relaxed);
             c.attempts.fetch_add(1, Ordering::Relaxed);
             c.retries.fetch_add(1, Ordering::Relaxed);
-            sent = self.send(body, content_type, deadline, false);
+            sent = self.send(out, deadline, false);
         }
         match sent {
             Ok(mut resp) => {
@@ -1337,7 +1375,11 @@ impl HttpTransport {
                 match status {
                     200..=299 => {
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
-                        match partial_success(&bytes, self.encoding, cut) {
+                        // The answer is in the request's encoding (the OTLP
+                        // specification: the same Content-Type), which is
+                        // not always the transport's own (a request encoded
+                        // for another sink, handed on).
+                        match partial_success(&bytes, out.encoding, cut) {
                             Some((rejected, message)) if rejected > 0 => {
                                 Attempt::Done(ExportResult::PartialSuccess { rejected, message })
                             }
@@ -1404,18 +1446,27 @@ impl Transport for HttpTransport {
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
         let compressed;
-        let body: &[u8] = match self.compression {
-            Compression::None => &request.body,
-            Compression::Gzip => {
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                compressed = gz.write_all(&request.body).and_then(|()| gz.finish());
-                match &compressed {
-                    Ok(b) => b,
-                    Err(e) => return ExportResult::Failed(format!("gzip: {e}")),
-                }
-            }
+        let mut out = Outgoing {
+            body: &request.body,
+            encoding: request.encoding,
+            gzip: false,
         };
-        let content_type = request.encoding.content_type();
+        if self.compression == Compression::Gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            compressed = gz.write_all(&request.body).and_then(|()| gz.finish());
+            match &compressed {
+                // A body that does not shrink (random bytes, already
+                // compressed data) is sent as it is: gzip's framing would
+                // make it larger, and a request the encoder kept under
+                // `MAX_REQUEST_BYTES` would go out over it.
+                Ok(b) if b.len() < request.body.len() => {
+                    out.body = b;
+                    out.gzip = true;
+                }
+                Ok(_) => {}
+                Err(e) => return ExportResult::Failed(format!("gzip: {e}")),
+            }
+        }
         let mut backoff = self.retry.initial_backoff;
         let mut last = String::new();
         let mut last_after = None;
@@ -1426,7 +1477,7 @@ impl Transport for HttpTransport {
             if attempt > 0 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
-            match self.attempt(body, content_type, deadline) {
+            match self.attempt(&out, deadline) {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(after, why) => {
                     last = why;
@@ -1462,6 +1513,115 @@ impl Transport for HttpTransport {
             reason: format!("gave up after retries: {last}"),
             retry_after: last_after,
         }
+    }
+}
+
+/// ureq's connectors as its default chain has them (a `CONNECT` proxy,
+/// TCP, rustls; the SOCKS and TLS-provider checks of that chain are not
+/// needed: a SOCKS proxy is refused when the transport is built, and the
+/// provider is rustls), with [`HearRefusal`] between TCP and TLS.
+fn connector() -> impl ureq::unversioned::transport::Connector {
+    use ureq::unversioned::transport::{
+        ConnectProxyConnector, Connector as _, RustlsConnector, TcpConnector,
+    };
+    ().chain(ConnectProxyConnector::default())
+        .chain(TcpConnector::default())
+        .chain(HearRefusal)
+        .chain(RustlsConnector::default())
+}
+
+/// Wraps each connection in [`HeardTransport`].
+#[derive(Debug)]
+struct HearRefusal;
+
+impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
+    for HearRefusal
+{
+    type Out = HeardTransport<In>;
+
+    fn connect(
+        &self,
+        _: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| HeardTransport { inner, cut: None }))
+    }
+}
+
+/// A connection on which a collector's answer to an upload it cut short is
+/// still read, as curl and Go's client read it.
+///
+/// A collector that stops reading a body over its limit part-way (Go's
+/// `http.MaxBytesReader`, as the OpenTelemetry Collector's
+/// `max_request_body_size` uses it) answers `413`, closes, and the unread
+/// body makes the close a reset: the client's next write fails with a
+/// reset or broken pipe, and ureq returns that error, the `413` already
+/// waiting unread in the socket. Here a write that fails so is taken as
+/// sent (the rest of the request is dropped, never sent), and the
+/// connection is read: the collector's answer, if it sent one, is the
+/// attempt's outcome (a `413` fails the export at once, not retried). If
+/// there is no answer to read, the write's own error is returned, a
+/// connection failure as before. A connection whose write failed is
+/// never reused.
+#[derive(Debug)]
+struct HeardTransport<T> {
+    inner: T,
+    /// The error of the write that failed, once one has.
+    cut: Option<std::io::Error>,
+}
+
+impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Transport
+    for HeardTransport<T>
+{
+    fn buffers(&mut self) -> &mut dyn ureq::unversioned::transport::Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        if self.cut.is_some() {
+            return Ok(()); // the collector stopped reading: dropped
+        }
+        match self.inner.transmit_output(amount, timeout) {
+            Err(ureq::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                self.cut = Some(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn await_input(
+        &mut self,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<bool, ureq::Error> {
+        let got = self.inner.await_input(timeout);
+        if self.cut.is_some() && !matches!(got, Ok(true)) {
+            // Nothing (more) to read after a cut upload: the write's error
+            // says what happened better than the read's.
+            if let Some(e) = self.cut.take() {
+                return Err(ureq::Error::Io(e));
+            }
+        }
+        got
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.cut.is_none() && self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
     }
 }
 
