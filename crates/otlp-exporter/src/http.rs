@@ -217,7 +217,9 @@ impl HttpTransportBuilder {
     /// Bytes of the path and query that are not ASCII, and spaces, are
     /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
     /// is refused (write it in its `xn--` form), as is anything but a
-    /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`). User
+    /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`), and an
+    /// IPv6 zone ID that is not the interface's number
+    /// (`http://[fe80::1%252]:4318` is sent to, `%25eth0` refused). User
     /// information (`http://user:password@host`) is taken off the URL and
     /// sent as `Authorization: Basic`, percent-decoded (`us%40er` is the
     /// user `us@er`; a bad `%` escape is refused), unless an
@@ -694,6 +696,21 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     let port = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             None => return Err(bad("the IPv6 host opened with `[` has no closing `]`")),
+            // A zone ID (RFC 6874: `%25` and the zone) is sent to as the
+            // system resolves it, which takes an interface's number
+            // (`[fe80::1%252]`) but not its name (`%25eth0`): that would
+            // build and then fail every export, as a retryable failure.
+            Some((address, _))
+                if address.split_once('%').is_some_and(|(_, zone)| {
+                    zone.strip_prefix("25")
+                        .is_none_or(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()))
+                }) =>
+            {
+                return Err(bad(
+                    "an IPv6 zone ID must be the interface's number (`[fe80::1%252]`, `%25` \
+                     then digits): an interface name (`%25eth0`) cannot be connected to",
+                ));
+            }
             Some((_, "")) => None,
             Some((_, after)) => Some(after.strip_prefix(':').ok_or_else(|| {
                 bad("only `:port` may follow a bracketed IPv6 host (http://[::1]:4318)")

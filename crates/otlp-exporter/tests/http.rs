@@ -2115,3 +2115,46 @@ fn gzip_never_makes_a_request_larger() {
         assert_eq!(got[1].spans().len(), 50);
     });
 }
+
+/// An IPv6 zone ID by interface name (`http://[fe80::1%25eth0]:4318`) is
+/// refused when the transport is built, saying what to write instead; by
+/// number it is sent to. Before, a name built and then failed every
+/// export (the resolver cannot look it up), each failure retryable.
+#[test]
+fn an_ipv6_zone_id_by_interface_name_is_refused_when_built() {
+    for bad in [
+        "http://[fe80::1%25eth0]:4318",
+        "http://[::1%25lo]:4318",
+        "http://[::1%25]:4318",
+        "http://[::1%lo]:4318",
+    ] {
+        let err = HttpTransport::builder(net())
+            .endpoint(bad)
+            .build_with(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("zone ID") && err.contains("interface's number"),
+            "{bad}: {err}"
+        );
+    }
+    test_watchdog::isolate(WATCHDOG, || {
+        // `::1` by the loopback interface's number (1 on Linux; the zone
+        // is ignored for an address that is not link-local).
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = Server::start_on(listener, vec![]);
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("http://[::1%251]:{port}"))
+            .build_with(|_| None)
+            .unwrap();
+        let result = export_once(&t);
+        assert!(
+            matches!(result, otlp_exporter::ExportResult::Success),
+            "{result:?}"
+        );
+        assert_eq!(server.received().len(), 1);
+    });
+}
