@@ -1798,8 +1798,10 @@ fn parse_http_date(v: &str) -> Option<u64> {
 /// `ExportTraceServiceResponse.partial_success`: (rejected_spans,
 /// error_message), if the body carries it. `rejected_spans` is an `int64`:
 /// a negative value (a receiver's bug) reads as 0, as does a JSON value
-/// that is not an integer (`null`, `1.5`, `"x"`); nothing in the message
-/// is ever read as a count.
+/// that is not a whole number (`null`, `1.5`, `"x"`; `3e0` and `3.0` are
+/// 3, as the protobuf JSON mapping reads them); nothing in the message
+/// is ever read as a count. A protobuf `partial_success` given more than
+/// once is merged, as protobuf merges it.
 /// `cut`: the answer was longer than [`MAX_RESPONSE_BODY`] and `body` is its
 /// start. Then what the start holds is read (the rejected count comes first
 /// in either encoding, as encoders write fields in order; the message is
@@ -1808,11 +1810,22 @@ fn parse_http_date(v: &str) -> Option<u64> {
 fn partial_success(body: &[u8], encoding: Encoding, cut: bool) -> Option<(u64, String)> {
     match encoding {
         Encoding::Protobuf => {
-            let ps = proto_field(body, 1, cut)?;
-            let rejected = proto_varint_field(ps, 1, cut).map_or(0, |v| (v as i64).max(0) as u64);
-            let message = proto_field(ps, 2, cut)
-                .map(|m| String::from_utf8_lossy(m).into_owned())
-                .unwrap_or_default();
+            // An embedded message given more than once is merged, as
+            // protobuf parses it: each field's last value on the wire
+            // wins (the count from a later `partial_success` that has one,
+            // else from an earlier). Only the last can be cut short.
+            let all = proto_fields(body, 1, cut)?;
+            let last = all.len().checked_sub(1)?;
+            let (mut rejected, mut message) = (0, String::new());
+            for (i, ps) in all.into_iter().enumerate() {
+                let cut = cut && i == last;
+                if let Some(v) = proto_varint_field(ps, 1, cut) {
+                    rejected = (v as i64).max(0) as u64;
+                }
+                if let Some(m) = proto_field(ps, 2, cut) {
+                    message = String::from_utf8_lossy(m).into_owned();
+                }
+            }
             Some((rejected, message))
         }
         Encoding::Json => json_partial_success(body, cut),
@@ -1932,19 +1945,17 @@ impl Json<'_> {
         }
     }
 
-    /// An `int64` as the protobuf JSON mapping writes it: a number or a
-    /// decimal string. `None` (after skipping the value) for anything else.
+    /// An `int64` as the protobuf JSON mapping reads it: a number or a
+    /// string holding one, whole but in any JSON number form (`3`, `"3"`,
+    /// `3e0`, `3.0`, `0.3e1`; [`json_integer`]). `None` (after skipping
+    /// the value) for anything else.
     fn int64(&mut self) -> Option<i64> {
         if self.peek()? == b'"' {
-            return self.string()?.parse().ok();
+            return json_integer(&self.string()?);
         }
         let start = self.at;
         self.skip()?;
-        std::str::from_utf8(&self.b[start..self.at])
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        json_integer(std::str::from_utf8(&self.b[start..self.at]).ok()?.trim())
     }
 
     /// Skips one value of any depth, iteratively.
@@ -1987,6 +1998,74 @@ impl Json<'_> {
             }
         }
     }
+}
+
+/// A JSON number (RFC 8259: `-`, digits, `.digits`, `e` or `E`, a sign,
+/// digits) that is a whole number fitting an `i64`, as the protobuf JSON
+/// mapping accepts an integer field (`3e0`, `3.0`, `300e-2` are 3);
+/// `None` for a fraction (`1.5`), one out of range, or not a number.
+fn json_integer(s: &str) -> Option<i64> {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        None => (rest, 0i64),
+        Some((m, e)) => {
+            let (sign, e) = match e.as_bytes().first() {
+                Some(b'-') => (-1, &e[1..]),
+                Some(b'+') => (1, &e[1..]),
+                _ => (1, e),
+            };
+            if !digits(e) {
+                return None;
+            }
+            // A longer exponent is out of range whatever the digits.
+            (m, sign * e.parse::<i64>().ok().filter(|e| *e < 1000)?)
+        }
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) if digits(frac) => (int, frac),
+        Some(_) => return None,
+        None => (mantissa, ""),
+    };
+    if !digits(int) {
+        return None;
+    }
+    let all = format!("{int}{frac}");
+    let significant = all.trim_start_matches('0');
+    // The value is `significant` times ten to `shift`.
+    let shift = exponent - frac.len() as i64;
+    let whole = if shift < 0 {
+        let cut = usize::try_from(-shift).ok()?;
+        let keep = significant.len().checked_sub(cut);
+        match keep {
+            // Every digit cut must be zero.
+            Some(keep) if significant[keep..].bytes().all(|b| b == b'0') => &significant[..keep],
+            _ if significant.is_empty() => "",
+            _ => return None,
+        }
+        .to_owned()
+    } else {
+        let zeros = usize::try_from(shift).ok()?;
+        if significant.len() + zeros > 20 {
+            return None;
+        }
+        format!(
+            "{significant}{}",
+            "0".repeat(if significant.is_empty() { 0 } else { zeros })
+        )
+    };
+    if whole.len() > 20 {
+        return None;
+    }
+    let magnitude: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 fn read_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
@@ -2056,6 +2135,17 @@ fn proto_field(buf: &[u8], field: u64, cut: bool) -> Option<&[u8]> {
         }
     })?;
     found
+}
+
+/// Every occurrence of a length-delimited `field`, in order.
+fn proto_fields(buf: &[u8], field: u64, cut: bool) -> Option<Vec<&[u8]>> {
+    let mut found = Vec::new();
+    proto_walk(buf, cut, |f, w, _, b| {
+        if f == field && w == 2 {
+            found.push(b);
+        }
+    })?;
+    Some(found)
 }
 
 fn proto_varint_field(buf: &[u8], field: u64, cut: bool) -> Option<u64> {
@@ -2930,5 +3020,73 @@ mod tests {
         .build_with(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url")]))
         .unwrap();
         assert_eq!(t.url(), "http://127.0.0.1:1234/custom");
+    }
+
+    /// Found by review: a count in exponent form (`3e0`, which the
+    /// protobuf JSON mapping accepts for an integer) read as 0.
+    #[test]
+    fn a_json_count_in_any_whole_number_form_is_read() {
+        let ps = |v: &str| {
+            let body = format!(r#"{{"partialSuccess":{{"rejectedSpans":{v}}}}}"#);
+            partial_success(body.as_bytes(), Encoding::Json, false)
+        };
+        for (v, want) in [
+            ("3e0", 3),
+            ("3E0", 3),
+            ("3e+0", 3),
+            ("\"3e0\"", 3),
+            ("3.0", 3),
+            ("0.3e1", 3),
+            ("300e-2", 3),
+            ("30E-1", 3),
+            ("1e3", 1000),
+            ("0e5", 0),
+            ("0.0", 0),
+            ("9223372036854775807", i64::MAX as u64),
+            ("9.223372036854775807e18", i64::MAX as u64),
+        ] {
+            assert_eq!(ps(v), Some((want, String::new())), "{v}");
+        }
+        for v in [
+            "1.5", "15e-1", "1e-1", "3e", "3.", ".3", "3e1000", "1e19", "e3", "3e0.5", "--3",
+            "\" 3\"", "-3e0",
+        ] {
+            assert_eq!(ps(v), Some((0, String::new())), "{v}");
+        }
+        assert_eq!(json_integer("-3e0"), Some(-3));
+        assert_eq!(json_integer("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(json_integer("9223372036854775808"), None);
+        assert_eq!(json_integer("1e99999999999999999999"), None);
+        assert_eq!(json_integer("0e99999999999999999999"), None);
+        assert_eq!(json_integer("0.000e-5"), Some(0));
+    }
+
+    /// Found by review: `partial_success` given twice (protobuf merges an
+    /// embedded message given twice, each field's last value winning) read
+    /// only the last occurrence, and one without a count read as none.
+    #[test]
+    fn a_partial_success_given_twice_is_merged_as_protobuf_merges_it() {
+        // { rejected_spans: 3 } then { error_message: "bad" }.
+        let body = [
+            0x0a, 0x02, 0x08, 0x03, 0x0a, 0x05, 0x12, 0x03, b'b', b'a', b'd',
+        ];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, false),
+            Some((3, "bad".into()))
+        );
+        // { rejected_spans: 3, error_message: "a" } then { rejected_spans: 5 }.
+        let body = [
+            0x0a, 0x05, 0x08, 0x03, 0x12, 0x01, b'a', 0x0a, 0x02, 0x08, 0x05,
+        ];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, false),
+            Some((5, "a".into()))
+        );
+        // The later one cut inside its count: the earlier count stands.
+        let body = [0x0a, 0x02, 0x08, 0x03, 0x0a, 0x20, 0x08, 0x83];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, true),
+            Some((3, String::new()))
+        );
     }
 }
