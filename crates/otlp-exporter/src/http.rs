@@ -84,6 +84,13 @@
 //! * The answer's body is read up to 64 KiB (a partial success is a few
 //!   dozen bytes); of a longer body the start is read, so a partial
 //!   success with a long error message still counts its rejected spans.
+//! * An answer whose head the client cannot parse (a header over 64 KiB, a
+//!   header name that is not a token, a folded line, two
+//!   `Content-Length`s) counts by the status its first line gave, as any
+//!   answer does: a 2xx is delivered, not sent again (a partial success
+//!   in its body is not read), a 429 or 5xx above retried, any other
+//!   final, its message saying the headers could not be read. Only a
+//!   connection that gave no status line is "no answer".
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 //! * Proxies: chosen by the endpoint's scheme, never for a loopback
@@ -1240,6 +1247,36 @@ impl fmt::Debug for HttpTransport {
     }
 }
 
+/// An answer's status, `Retry-After`, `Location`, and its body's start
+/// (up to [`MAX_RESPONSE_BODY`]) and whether there was more.
+fn read_answer(
+    mut resp: ureq::http::Response<ureq::Body>,
+) -> (u16, Option<Duration>, Option<String>, Vec<u8>, bool) {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // A body cut short or longer than the cap is read as far as it goes
+    // (up to the cap: `read_to_end` keeps what it read before an error):
+    // the status alone says whether the request arrived, and a partial
+    // success at the start of a longer answer is still read (`cut`).
+    let mut bytes = Vec::new();
+    let _ = resp
+        .body_mut()
+        .as_reader()
+        .take(MAX_RESPONSE_BODY + 1)
+        .read_to_end(&mut bytes);
+    let cut = bytes.len() as u64 > MAX_RESPONSE_BODY;
+    bytes.truncate(MAX_RESPONSE_BODY as usize);
+    (status, retry_after, location, bytes, cut)
+}
+
 /// A request as it goes out: its body (compressed or not), the encoding
 /// of its spans, and whether the body is gzip.
 struct Outgoing<'a> {
@@ -1345,6 +1382,7 @@ impl HttpTransport {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
+        STATUS_SEEN.set(None);
         req.send(out.body)
     }
 
@@ -1364,31 +1402,34 @@ impl HttpTransport {
             c.retries.fetch_add(1, Ordering::Relaxed);
             sent = self.send(out, deadline, false);
         }
+        // A final answer whose head the client refused (a header over its
+        // 64 KiB, a name that is not a token, a folded line, two
+        // `Content-Length`s) still has the status its first line gave
+        // ([`StatusSeen`]): the collector answered, and that status says
+        // what became of the request (a 2xx is delivered, not re-sent).
+        let sent = sent.map(Ok).or_else(|e| match STATUS_SEEN.take() {
+            Some(status) => Ok(Err((status, e))),
+            None => Err(e),
+        });
         match sent {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                let location = resp
-                    .headers()
-                    .get("location")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                // A body cut short or longer than the cap is read as far as
-                // it goes (up to the cap: `read_to_end` keeps what it read
-                // before an error): the status alone says whether the
-                // request arrived, and a partial success at the start of a
-                // longer answer is still read (`cut`).
-                let mut bytes = Vec::new();
-                let _ = resp
-                    .body_mut()
-                    .as_reader()
-                    .take(MAX_RESPONSE_BODY + 1)
-                    .read_to_end(&mut bytes);
-                let cut = bytes.len() as u64 > MAX_RESPONSE_BODY;
-                bytes.truncate(MAX_RESPONSE_BODY as usize);
+            Ok(answered) => {
+                let (status, retry_after, location, bytes, cut, unreadable) = match answered {
+                    Ok(resp) => {
+                        let (status, retry_after, location, bytes, cut) = read_answer(resp);
+                        (status, retry_after, location, bytes, cut, String::new())
+                    }
+                    Err((status, e)) => (
+                        status,
+                        None,
+                        None,
+                        Vec::new(),
+                        false,
+                        format!(
+                            " (its headers could not be read: {})",
+                            e.to_string().replace(&self.wire_url, &self.url)
+                        ),
+                    ),
+                };
                 match status {
                     200..=299 => {
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -1405,7 +1446,7 @@ impl HttpTransport {
                     }
                     429 | 502 | 503 | 504 => {
                         c.retryable_status.fetch_add(1, Ordering::Relaxed);
-                        Attempt::Retry(retry_after, format!("HTTP {status}"))
+                        Attempt::Retry(retry_after, format!("HTTP {status}{unreadable}"))
                     }
                     300..=399 => {
                         c.final_status.fetch_add(1, Ordering::Relaxed);
@@ -1418,7 +1459,7 @@ impl HttpTransport {
                     _ => {
                         c.final_status.fetch_add(1, Ordering::Relaxed);
                         Attempt::Done(ExportResult::Failed(format!(
-                            "HTTP {status} from {}",
+                            "HTTP {status} from {}{unreadable}",
                             self.url
                         )))
                     }
@@ -1536,7 +1577,8 @@ impl Transport for HttpTransport {
 /// ureq's connectors as its default chain has them (a `CONNECT` proxy,
 /// TCP, rustls; the SOCKS and TLS-provider checks of that chain are not
 /// needed: a SOCKS proxy is refused when the transport is built, and the
-/// provider is rustls), with [`HearRefusal`] between TCP and TLS.
+/// provider is rustls), with [`HearRefusal`] between TCP and TLS and
+/// [`SeeStatus`] last.
 fn connector() -> impl ureq::unversioned::transport::Connector {
     use ureq::unversioned::transport::{
         ConnectProxyConnector, Connector as _, RustlsConnector, TcpConnector,
@@ -1545,6 +1587,127 @@ fn connector() -> impl ureq::unversioned::transport::Connector {
         .chain(TcpConnector::default())
         .chain(HearRefusal)
         .chain(RustlsConnector::default())
+        .chain(SeeStatus)
+}
+
+thread_local! {
+    /// The status of the final answer whose status line the request
+    /// being sent on this thread has read ([`StatusSeen`]; ureq runs a
+    /// request on the thread that sends it), `None` until one is.
+    static STATUS_SEEN: std::cell::Cell<Option<u16>> = const { std::cell::Cell::new(None) };
+}
+
+/// Wraps each connection in [`StatusSeen`].
+#[derive(Debug)]
+struct SeeStatus;
+
+impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
+    for SeeStatus
+{
+    type Out = StatusSeen<In>;
+
+    fn connect(
+        &self,
+        _: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| StatusSeen {
+            inner,
+            posted: false,
+        }))
+    }
+}
+
+/// A connection (above TLS: it sees the answer as sent) that notes in
+/// [`STATUS_SEEN`] the status of a final answer as soon as its status
+/// line has arrived, before ureq parses the head: a head it then refuses
+/// (a header over 64 KiB, a bad header name, a folded line, two
+/// `Content-Length`s) still tells whether the collector took the request.
+///
+/// Only once a `POST` has gone out on it: a `CONNECT` proxy's connection
+/// (made through the same chain) first carries the proxy's own answer to
+/// `CONNECT`, which is not the collector's (and, for an `https`
+/// collector, nothing but TLS records after it).
+#[derive(Debug)]
+struct StatusSeen<T> {
+    inner: T,
+    /// Whether a request of ours (a `POST`) has been written on it.
+    posted: bool,
+}
+
+impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Transport
+    for StatusSeen<T>
+{
+    fn buffers(&mut self) -> &mut dyn ureq::unversioned::transport::Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        if !self.posted {
+            let output = self.inner.buffers().output();
+            self.posted = output
+                .get(..amount)
+                .is_some_and(|o| o.starts_with(b"POST "));
+        }
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(
+        &mut self,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<bool, ureq::Error> {
+        let got = self.inner.await_input(timeout);
+        if self.posted
+            && STATUS_SEEN.get().is_none()
+            && let Some(status) = final_status(self.inner.buffers().input())
+        {
+            STATUS_SEEN.set(Some(status));
+        }
+        got
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+/// The status of the final answer at the start of `input` (the bytes of
+/// the answer not yet taken), past any whole `1xx` answers before it:
+/// `HTTP/1.x NNN` then a space or the line's end. `None` while its status
+/// line has not (wholly) arrived.
+fn final_status(input: &[u8]) -> Option<u16> {
+    let mut at = input;
+    loop {
+        let rest = at.strip_prefix(b"HTTP/1.")?;
+        let (code, after) = rest.get(2..5).zip(rest.get(5))?;
+        if !rest[0].is_ascii_digit()
+            || rest[1] != b' '
+            || !code.iter().all(u8::is_ascii_digit)
+            || !matches!(after, b' ' | b'\r' | b'\n')
+        {
+            return None;
+        }
+        let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if status >= 200 {
+            return Some(status);
+        }
+        // A `100 Continue` (or other 1xx) answer: the final one follows its
+        // empty line.
+        let end = at
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|e| e + 4)
+            .or_else(|| at.windows(2).position(|w| w == b"\n\n").map(|e| e + 2))?;
+        at = &at[end..];
+    }
 }
 
 /// Wraps each connection in [`HeardTransport`].
@@ -3087,6 +3250,27 @@ mod tests {
         assert_eq!(
             partial_success(&body, Encoding::Protobuf, true),
             Some((3, String::new()))
+        );
+    }
+
+    #[test]
+    fn the_final_status_is_read_from_its_line_past_1xx_answers() {
+        assert_eq!(final_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(final_status(b"HTTP/1.0 503\r\n"), Some(503));
+        assert_eq!(final_status(b"HTTP/1.1 200"), None, "not wholly arrived");
+        assert_eq!(final_status(b"HTTP/1.1 20"), None);
+        assert_eq!(final_status(b"HTTP/2 200 OK\r\n"), None);
+        assert_eq!(final_status(b"HTTP/1.1 2000 OK\r\n"), None);
+        assert_eq!(final_status(b"xHTTP/1.1 200 OK\r\n"), None);
+        assert_eq!(
+            final_status(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 X\r\n"),
+            Some(413)
+        );
+        assert_eq!(final_status(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        assert_eq!(final_status(b"HTTP/1.1 100 Continue\r\n"), None);
+        assert_eq!(
+            final_status(b"HTTP/1.1 103 Early\nLink: x\n\nHTTP/1.1 204 \n"),
+            Some(204)
         );
     }
 }

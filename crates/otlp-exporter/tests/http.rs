@@ -2158,3 +2158,100 @@ fn an_ipv6_zone_id_by_interface_name_is_refused_when_built() {
         assert_eq!(server.received().len(), 1);
     });
 }
+
+/// An answer whose head the client cannot parse (a header over its 64 KiB,
+/// a header name that is not a token, a folded line, two
+/// `Content-Length`s) counts by the status its first line gave: a 2xx is
+/// delivered, not sent again; a 400 fails, naming why. Before, any such
+/// answer was "no answer" and retried, re-sending data the collector had
+/// accepted.
+#[test]
+fn an_answer_whose_headers_cannot_be_read_counts_by_its_status_line() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        for (answer, delivered) in [
+            (big.as_str(), true),
+            (
+                "HTTP/1.1 200 OK\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 202 OK\r\nx-a: x\r\n  folded\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-length: 5\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 400 Bad\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+        ] {
+            let shown = &answer[..answer.len().min(40)];
+            let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+            let t = transport(&server).build().unwrap();
+            let result = export_once(&t);
+            let a = t.attempts();
+            assert_eq!(server.received().len(), 1, "{shown:?}: not sent again");
+            assert_eq!(
+                (a.attempts, a.connection_failed),
+                (1, 0),
+                "{shown:?}: {a:?}"
+            );
+            if delivered {
+                assert!(
+                    matches!(result, otlp_exporter::ExportResult::Success),
+                    "{shown:?}: {result:?}"
+                );
+                assert_eq!(a.succeeded, 1, "{shown:?}");
+            } else {
+                assert!(
+                    matches!(&result, otlp_exporter::ExportResult::Failed(why)
+                        if why.contains("HTTP 400") && why.contains("headers could not be read")),
+                    "{shown:?}: {result:?}"
+                );
+                assert_eq!(a.final_status, 1, "{shown:?}");
+            }
+        }
+    });
+}
+
+/// Through a `CONNECT` proxy, the proxy's `200 Connection established` is
+/// not the collector's answer: a collector that then closes without
+/// answering is a connection failure, retried, not a delivery.
+#[test]
+fn a_proxys_answer_to_connect_is_not_the_collectors() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let proxy = Proxy::start();
+        for fault in [Fault::ResetMidRequest, Fault::Hang(Duration::ZERO)] {
+            proxy.collector.script.lock().unwrap().push_back(fault);
+        }
+        let t = HttpTransport::builder(net())
+            .endpoint("http://collector.invalid:4318")
+            .timeout(Duration::from_secs(5))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build_with(vars(vec![("HTTP_PROXY", proxy.url())]))
+            .unwrap();
+        for round in 0..2 {
+            let result = export_once(&t);
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Retryable { .. }),
+                "{round}: {result:?}"
+            );
+        }
+        let a = t.attempts();
+        assert_eq!((a.succeeded, a.connection_failed), (0, 2), "{a:?}");
+        assert_eq!(proxy.connects().len(), 2);
+    });
+}
