@@ -2255,3 +2255,98 @@ fn a_proxys_answer_to_connect_is_not_the_collectors() {
         assert_eq!(proxy.connects().len(), 2);
     });
 }
+
+/// An `https` collector that refuses a large body part-way (answers `100
+/// Continue`, reads `limit` bytes of the body, answers `413`, closes with
+/// the rest unread) is heard too: the failed write is below TLS, and the
+/// answer's TLS records are read after it.
+#[test]
+fn a_large_request_refused_part_way_over_tls_fails_at_once_on_the_answer() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    test_watchdog::isolate(WATCHDOG, || {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(tls_file("server.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = requests.clone();
+        thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(sock) = sock else { return };
+                let (config, seen) = (config.clone(), seen.clone());
+                thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 16384];
+                    let head_end = loop {
+                        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+                    if head.contains("expect: 100-continue") {
+                        let _ = tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        let _ = tls.flush();
+                    }
+                    while data.len() < head_end + 256 * 1024 {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    let _ = tls.flush();
+                    // The unread rest of the body makes the close a reset.
+                });
+            }
+        });
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("https://127.0.0.1:{port}"))
+            .timeout(Duration::from_secs(10))
+            .filesystem(fs())
+            .build_with(vars(vec![(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                tls_file("ca.pem"),
+            )]))
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &big_request("big-", 160),
+            Instant::now() + Duration::from_secs(20),
+        );
+        assert!(
+            matches!(&result, otlp_exporter::ExportResult::Failed(why) if why.contains("HTTP 413")),
+            "{result:?}"
+        );
+        let a = t.attempts();
+        assert_eq!(
+            (a.attempts, a.final_status, a.connection_failed),
+            (1, 1, 0),
+            "{a:?}"
+        );
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
+}
