@@ -88,7 +88,7 @@
 //!   header name that is not a token, a folded line, two
 //!   `Content-Length`s) counts by the status its first line gave, as any
 //!   answer does: a 2xx is delivered, not sent again (a partial success
-//!   in its body is not read), a 429 or 5xx above retried, any other
+//!   in its body is not read), a 429, 502, 503 or 504 retried, any other
 //!   final, its message saying the headers could not be read. Only a
 //!   connection that gave no status line is "no answer".
 //! * Settings are read as the specification says: enum values (`gzip`,
