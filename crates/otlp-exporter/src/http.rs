@@ -2,8 +2,11 @@
 //! with retries as the OTLP specification says.
 //!
 //! * `application/x-protobuf` (default) or `application/json`; a
-//!   `User-Agent` naming this crate; user headers; optional gzip; a timeout
-//!   per attempt; connections kept alive and reused; `https` through rustls
+//!   `User-Agent` naming this crate; user headers; optional gzip (a body
+//!   gzip does not shrink, such as random or already compressed bytes, is
+//!   sent as it is, without `Content-Encoding`, so that no request goes
+//!   out larger than [`MAX_REQUEST_BYTES`](crate::MAX_REQUEST_BYTES)); a
+//!   timeout per attempt; connections kept alive and reused; `https` through rustls
 //!   with the *ring* crypto provider (it builds with a C compiler alone).
 //! * Retried: 429, 502, 503, 504 and connection failures (refused, reset,
 //!   no response), with exponential backoff and jitter, bounded by the
@@ -20,7 +23,9 @@
 //!   (see [`Pipeline`](crate::Pipeline#a-collector-outage)); the
 //!   transport's own attempts ([`RetryPolicy`]) only cover short blips. A 200 whose
 //!   body reports `partial_success.rejected_spans` is not retried: the
-//!   rejected spans are counted.
+//!   rejected spans are counted. The answer is read in the request's
+//!   encoding (OTLP answers in the request's `Content-Type`), whatever
+//!   the transport's own.
 //! * Header values carry API keys: they never appear in logs or errors. A
 //!   header name that is not an HTTP token (or is 64 KiB long or more), or
 //!   a value holding a control character (CR, LF, NUL, ...), is refused
@@ -62,12 +67,30 @@
 //!   by the closed connection, read as a connection failure, and the whole
 //!   body sent again and again. A collector that answers `100 Continue`
 //!   gets the body at once; one that ignores the expectation gets it after
-//!   1 s; one that answers `417` gets the request again at once without
-//!   it (and no more expectations). Smaller requests, the usual ones, are
-//!   sent as they are.
+//!   1 s, or a quarter of the timeout when that is shorter (the body has
+//!   the rest of the attempt's time); one that answers `417` gets the
+//!   request again at once without it (and no more expectations). Smaller
+//!   requests, the usual ones, are sent as they are.
+//! * A collector that refuses a body part-way through the upload (reads
+//!   up to its limit, answers `413` and closes with the rest unread, as
+//!   Go's `http.MaxBytesReader` does for the OpenTelemetry Collector's
+//!   `max_request_body_size`; the unread rest makes the close a reset) is
+//!   heard too, with or without the expectation: when a write of the body
+//!   fails on a reset or closed connection, the rest of the body is
+//!   dropped and the answer the collector already sent is read, as curl
+//!   and Go's client read it. That answer is the attempt's outcome (a
+//!   `413` fails the export at once, not retried). Only a collector that
+//!   closes without answering reads as a connection failure, retried.
 //! * The answer's body is read up to 64 KiB (a partial success is a few
 //!   dozen bytes); of a longer body the start is read, so a partial
 //!   success with a long error message still counts its rejected spans.
+//! * An answer whose head the client cannot parse (a header over 64 KiB, a
+//!   header name that is not a token, a folded line, two
+//!   `Content-Length`s) counts by the status its first line gave, as any
+//!   answer does: a 2xx is delivered, not sent again (a partial success
+//!   in its body is not read), a 429, 502, 503 or 504 retried, any other
+//!   final, its message saying the headers could not be read. Only a
+//!   connection that gave no status line is "no answer".
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 //! * Proxies: chosen by the endpoint's scheme, never for a loopback
@@ -105,7 +128,8 @@ pub(crate) const MAX_RESPONSE_BODY: u64 = 64 * 1024;
 pub(crate) const EXPECT_CONTINUE_ABOVE: usize = 1024 * 1024;
 /// How long a request sent with `Expect: 100-continue` waits for the
 /// collector's `100 Continue` (or final answer) before it sends the body
-/// anyway, for a collector that ignores the expectation.
+/// anyway, for a collector that ignores the expectation; never more than
+/// a quarter of the attempt's timeout ([`await_continue`]).
 pub(crate) const AWAIT_CONTINUE: Duration = Duration::from_secs(1);
 
 /// Request body compression.
@@ -200,7 +224,9 @@ impl HttpTransportBuilder {
     /// Bytes of the path and query that are not ASCII, and spaces, are
     /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
     /// is refused (write it in its `xn--` form), as is anything but a
-    /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`). User
+    /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`), and an
+    /// IPv6 zone ID that is not the interface's number
+    /// (`http://[fe80::1%252]:4318` is sent to, `%25eth0` refused). User
     /// information (`http://user:password@host`) is taken off the URL and
     /// sent as `Authorization: Basic`, percent-decoded (`us%40er` is the
     /// user `us@er`; a bad `%` escape is refused), unless an
@@ -490,7 +516,7 @@ impl HttpTransportBuilder {
             let uri = p.uri().to_string();
             redact_url(&uri).into_owned()
         });
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // Decided here, once, for the one URL this transport sends to
             // (see "Proxies" in the docs): never ureq's own reading of the
             // environment, which takes `HTTPS_PROXY` for `http` too.
@@ -505,8 +531,12 @@ impl HttpTransportBuilder {
                 "/",
                 env!("CARGO_PKG_VERSION")
             ))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            connector(),
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         Ok(HttpTransport {
             agent,
             url: redact_url(&url).into_owned(),
@@ -673,6 +703,21 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     let port = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             None => return Err(bad("the IPv6 host opened with `[` has no closing `]`")),
+            // A zone ID (RFC 6874: `%25` and the zone) is sent to as the
+            // system resolves it, which takes an interface's number
+            // (`[fe80::1%252]`) but not its name (`%25eth0`): that would
+            // build and then fail every export, as a retryable failure.
+            Some((address, _))
+                if address.split_once('%').is_some_and(|(_, zone)| {
+                    zone.strip_prefix("25")
+                        .is_none_or(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()))
+                }) =>
+            {
+                return Err(bad(
+                    "an IPv6 zone ID must be the interface's number (`[fe80::1%252]`, `%25` \
+                     then digits): an interface name (`%25eth0`) cannot be connected to",
+                ));
+            }
             Some((_, "")) => None,
             Some((_, after)) => Some(after.strip_prefix(':').ok_or_else(|| {
                 bad("only `:port` may follow a bracketed IPv6 host (http://[::1]:4318)")
@@ -1202,6 +1247,53 @@ impl fmt::Debug for HttpTransport {
     }
 }
 
+/// An answer's status, `Retry-After`, `Location`, and its body's start
+/// (up to [`MAX_RESPONSE_BODY`]) and whether there was more.
+fn read_answer(
+    mut resp: ureq::http::Response<ureq::Body>,
+) -> (u16, Option<Duration>, Option<String>, Vec<u8>, bool) {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    // A body cut short or longer than the cap is read as far as it goes
+    // (up to the cap: `read_to_end` keeps what it read before an error):
+    // the status alone says whether the request arrived, and a partial
+    // success at the start of a longer answer is still read (`cut`).
+    let mut bytes = Vec::new();
+    let _ = resp
+        .body_mut()
+        .as_reader()
+        .take(MAX_RESPONSE_BODY + 1)
+        .read_to_end(&mut bytes);
+    let cut = bytes.len() as u64 > MAX_RESPONSE_BODY;
+    bytes.truncate(MAX_RESPONSE_BODY as usize);
+    (status, retry_after, location, bytes, cut)
+}
+
+/// A request as it goes out: its body (compressed or not), the encoding
+/// of its spans, and whether the body is gzip.
+struct Outgoing<'a> {
+    body: &'a [u8],
+    encoding: Encoding,
+    gzip: bool,
+}
+
+/// How long a request sent with `Expect: 100-continue` waits for the
+/// collector's `100 Continue` before sending the body anyway: at most
+/// [`AWAIT_CONTINUE`], and never more than a quarter of the attempt's
+/// `timeout`, so that the body still has the rest of it to go out (a
+/// fixed second inside a timeout of a second or less left nothing).
+fn await_continue(timeout: Duration) -> Duration {
+    AWAIT_CONTINUE.min(timeout / 4)
+}
+
 /// How one attempt ended.
 enum Attempt {
     Done(ExportResult),
@@ -1262,23 +1354,23 @@ impl HttpTransport {
     /// One POST of `body`, with `Expect: 100-continue` if `expect`.
     fn send(
         &self,
-        body: &[u8],
-        content_type: &str,
+        out: &Outgoing<'_>,
         deadline: Instant,
         expect: bool,
     ) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let timeout = self
             .timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
+            .min(deadline.saturating_duration_since(Instant::now()))
+            .max(Duration::from_millis(1));
         let mut req = self
             .agent
             .post(&self.wire_url)
             .config()
-            .timeout_global(Some(timeout.max(Duration::from_millis(1))))
-            .timeout_await_100(Some(AWAIT_CONTINUE))
+            .timeout_global(Some(timeout))
+            .timeout_await_100(Some(await_continue(timeout)))
             .build()
-            .header("Content-Type", content_type);
-        if self.compression == Compression::Gzip {
+            .header("Content-Type", out.encoding.content_type());
+        if out.gzip {
             req = req.header("Content-Encoding", "gzip");
         }
         if expect {
@@ -1290,15 +1382,16 @@ impl HttpTransport {
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        req.send(body)
+        STATUS_SEEN.set(None);
+        req.send(out.body)
     }
 
-    fn attempt(&self, body: &[u8], content_type: &str, deadline: Instant) -> Attempt {
+    fn attempt(&self, out: &Outgoing<'_>, deadline: Instant) -> Attempt {
         let c = &self.counters;
         c.attempts.fetch_add(1, Ordering::Relaxed);
         let expect =
-            body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
-        let mut sent = self.send(body, content_type, deadline, expect);
+            out.body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
+        let mut sent = self.send(out, deadline, expect);
         if expect && matches!(&sent, Ok(resp) if resp.status() == 417) {
             // A server (or proxy) that does not do `Expect: 100-continue`
             // says so with a 417: the request is repeated at once without
@@ -1307,37 +1400,44 @@ impl HttpTransport {
             c.retryable_status.fetch_add(1, Ordering::Relaxed);
             c.attempts.fetch_add(1, Ordering::Relaxed);
             c.retries.fetch_add(1, Ordering::Relaxed);
-            sent = self.send(body, content_type, deadline, false);
+            sent = self.send(out, deadline, false);
         }
+        // A final answer whose head the client refused (a header over its
+        // 64 KiB, a name that is not a token, a folded line, two
+        // `Content-Length`s) still has the status its first line gave
+        // ([`StatusSeen`]): the collector answered, and that status says
+        // what became of the request (a 2xx is delivered, not re-sent).
+        let sent = sent.map(Ok).or_else(|e| match STATUS_SEEN.take() {
+            Some(status) => Ok(Err((status, e))),
+            None => Err(e),
+        });
         match sent {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
-                let location = resp
-                    .headers()
-                    .get("location")
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                // A body cut short or longer than the cap is read as far as
-                // it goes (up to the cap: `read_to_end` keeps what it read
-                // before an error): the status alone says whether the
-                // request arrived, and a partial success at the start of a
-                // longer answer is still read (`cut`).
-                let mut bytes = Vec::new();
-                let _ = resp
-                    .body_mut()
-                    .as_reader()
-                    .take(MAX_RESPONSE_BODY + 1)
-                    .read_to_end(&mut bytes);
-                let cut = bytes.len() as u64 > MAX_RESPONSE_BODY;
-                bytes.truncate(MAX_RESPONSE_BODY as usize);
+            Ok(answered) => {
+                let (status, retry_after, location, bytes, cut, unreadable) = match answered {
+                    Ok(resp) => {
+                        let (status, retry_after, location, bytes, cut) = read_answer(resp);
+                        (status, retry_after, location, bytes, cut, String::new())
+                    }
+                    Err((status, e)) => (
+                        status,
+                        None,
+                        None,
+                        Vec::new(),
+                        false,
+                        format!(
+                            " (its headers could not be read: {})",
+                            e.to_string().replace(&self.wire_url, &self.url)
+                        ),
+                    ),
+                };
                 match status {
                     200..=299 => {
                         c.succeeded.fetch_add(1, Ordering::Relaxed);
-                        match partial_success(&bytes, self.encoding, cut) {
+                        // The answer is in the request's encoding (the OTLP
+                        // specification: the same Content-Type), which is
+                        // not always the transport's own (a request encoded
+                        // for another sink, handed on).
+                        match partial_success(&bytes, out.encoding, cut) {
                             Some((rejected, message)) if rejected > 0 => {
                                 Attempt::Done(ExportResult::PartialSuccess { rejected, message })
                             }
@@ -1346,7 +1446,7 @@ impl HttpTransport {
                     }
                     429 | 502 | 503 | 504 => {
                         c.retryable_status.fetch_add(1, Ordering::Relaxed);
-                        Attempt::Retry(retry_after, format!("HTTP {status}"))
+                        Attempt::Retry(retry_after, format!("HTTP {status}{unreadable}"))
                     }
                     300..=399 => {
                         c.final_status.fetch_add(1, Ordering::Relaxed);
@@ -1359,7 +1459,7 @@ impl HttpTransport {
                     _ => {
                         c.final_status.fetch_add(1, Ordering::Relaxed);
                         Attempt::Done(ExportResult::Failed(format!(
-                            "HTTP {status} from {}",
+                            "HTTP {status} from {}{unreadable}",
                             self.url
                         )))
                     }
@@ -1404,18 +1504,27 @@ impl Transport for HttpTransport {
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
         let compressed;
-        let body: &[u8] = match self.compression {
-            Compression::None => &request.body,
-            Compression::Gzip => {
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                compressed = gz.write_all(&request.body).and_then(|()| gz.finish());
-                match &compressed {
-                    Ok(b) => b,
-                    Err(e) => return ExportResult::Failed(format!("gzip: {e}")),
-                }
-            }
+        let mut out = Outgoing {
+            body: &request.body,
+            encoding: request.encoding,
+            gzip: false,
         };
-        let content_type = request.encoding.content_type();
+        if self.compression == Compression::Gzip {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            compressed = gz.write_all(&request.body).and_then(|()| gz.finish());
+            match &compressed {
+                // A body that does not shrink (random bytes, already
+                // compressed data) is sent as it is: gzip's framing would
+                // make it larger, and a request the encoder kept under
+                // `MAX_REQUEST_BYTES` would go out over it.
+                Ok(b) if b.len() < request.body.len() => {
+                    out.body = b;
+                    out.gzip = true;
+                }
+                Ok(_) => {}
+                Err(e) => return ExportResult::Failed(format!("gzip: {e}")),
+            }
+        }
         let mut backoff = self.retry.initial_backoff;
         let mut last = String::new();
         let mut last_after = None;
@@ -1426,7 +1535,7 @@ impl Transport for HttpTransport {
             if attempt > 0 {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
-            match self.attempt(body, content_type, deadline) {
+            match self.attempt(&out, deadline) {
                 Attempt::Done(result) => return result,
                 Attempt::Retry(after, why) => {
                     last = why;
@@ -1462,6 +1571,237 @@ impl Transport for HttpTransport {
             reason: format!("gave up after retries: {last}"),
             retry_after: last_after,
         }
+    }
+}
+
+/// ureq's connectors as its default chain has them (a `CONNECT` proxy,
+/// TCP, rustls; the SOCKS and TLS-provider checks of that chain are not
+/// needed: a SOCKS proxy is refused when the transport is built, and the
+/// provider is rustls), with [`HearRefusal`] between TCP and TLS and
+/// [`SeeStatus`] last.
+fn connector() -> impl ureq::unversioned::transport::Connector {
+    use ureq::unversioned::transport::{
+        ConnectProxyConnector, Connector as _, RustlsConnector, TcpConnector,
+    };
+    ().chain(ConnectProxyConnector::default())
+        .chain(TcpConnector::default())
+        .chain(HearRefusal)
+        .chain(RustlsConnector::default())
+        .chain(SeeStatus)
+}
+
+thread_local! {
+    /// The status of the final answer whose status line the request
+    /// being sent on this thread has read ([`StatusSeen`]; ureq runs a
+    /// request on the thread that sends it), `None` until one is.
+    static STATUS_SEEN: std::cell::Cell<Option<u16>> = const { std::cell::Cell::new(None) };
+}
+
+/// Wraps each connection in [`StatusSeen`].
+#[derive(Debug)]
+struct SeeStatus;
+
+impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
+    for SeeStatus
+{
+    type Out = StatusSeen<In>;
+
+    fn connect(
+        &self,
+        _: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| StatusSeen {
+            inner,
+            posted: false,
+        }))
+    }
+}
+
+/// A connection (above TLS: it sees the answer as sent) that notes in
+/// [`STATUS_SEEN`] the status of a final answer as soon as its status
+/// line has arrived, before ureq parses the head: a head it then refuses
+/// (a header over 64 KiB, a bad header name, a folded line, two
+/// `Content-Length`s) still tells whether the collector took the request.
+///
+/// Only once a `POST` has gone out on it: a `CONNECT` proxy's connection
+/// (made through the same chain) first carries the proxy's own answer to
+/// `CONNECT`, which is not the collector's (and, for an `https`
+/// collector, nothing but TLS records after it).
+#[derive(Debug)]
+struct StatusSeen<T> {
+    inner: T,
+    /// Whether a request of ours (a `POST`) has been written on it.
+    posted: bool,
+}
+
+impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Transport
+    for StatusSeen<T>
+{
+    fn buffers(&mut self) -> &mut dyn ureq::unversioned::transport::Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        if !self.posted {
+            let output = self.inner.buffers().output();
+            self.posted = output
+                .get(..amount)
+                .is_some_and(|o| o.starts_with(b"POST "));
+        }
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(
+        &mut self,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<bool, ureq::Error> {
+        let got = self.inner.await_input(timeout);
+        if self.posted
+            && STATUS_SEEN.get().is_none()
+            && let Some(status) = final_status(self.inner.buffers().input())
+        {
+            STATUS_SEEN.set(Some(status));
+        }
+        got
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
+    }
+}
+
+/// The status of the final answer at the start of `input` (the bytes of
+/// the answer not yet taken), past any whole `1xx` answers before it:
+/// `HTTP/1.x NNN` then a space or the line's end. `None` while its status
+/// line has not (wholly) arrived.
+fn final_status(input: &[u8]) -> Option<u16> {
+    let mut at = input;
+    loop {
+        let rest = at.strip_prefix(b"HTTP/1.")?;
+        let (code, after) = rest.get(2..5).zip(rest.get(5))?;
+        if !rest[0].is_ascii_digit()
+            || rest[1] != b' '
+            || !code.iter().all(u8::is_ascii_digit)
+            || !matches!(after, b' ' | b'\r' | b'\n')
+        {
+            return None;
+        }
+        let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if status >= 200 {
+            return Some(status);
+        }
+        // A `100 Continue` (or other 1xx) answer: the final one follows its
+        // empty line.
+        let end = at
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|e| e + 4)
+            .or_else(|| at.windows(2).position(|w| w == b"\n\n").map(|e| e + 2))?;
+        at = &at[end..];
+    }
+}
+
+/// Wraps each connection in [`HeardTransport`].
+#[derive(Debug)]
+struct HearRefusal;
+
+impl<In: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Connector<In>
+    for HearRefusal
+{
+    type Out = HeardTransport<In>;
+
+    fn connect(
+        &self,
+        _: &ureq::unversioned::transport::ConnectionDetails<'_>,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| HeardTransport { inner, cut: None }))
+    }
+}
+
+/// A connection on which a collector's answer to an upload it cut short is
+/// still read, as curl and Go's client read it.
+///
+/// A collector that stops reading a body over its limit part-way (Go's
+/// `http.MaxBytesReader`, as the OpenTelemetry Collector's
+/// `max_request_body_size` uses it) answers `413`, closes, and the unread
+/// body makes the close a reset: the client's next write fails with a
+/// reset or broken pipe, and ureq returns that error, the `413` already
+/// waiting unread in the socket. Here a write that fails so is taken as
+/// sent (the rest of the request is dropped, never sent), and the
+/// connection is read: the collector's answer, if it sent one, is the
+/// attempt's outcome (a `413` fails the export at once, not retried). If
+/// there is no answer to read, the write's own error is returned, a
+/// connection failure as before. A connection whose write failed is
+/// never reused.
+#[derive(Debug)]
+struct HeardTransport<T> {
+    inner: T,
+    /// The error of the write that failed, once one has.
+    cut: Option<std::io::Error>,
+}
+
+impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::Transport
+    for HeardTransport<T>
+{
+    fn buffers(&mut self) -> &mut dyn ureq::unversioned::transport::Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(
+        &mut self,
+        amount: usize,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<(), ureq::Error> {
+        if self.cut.is_some() {
+            return Ok(()); // the collector stopped reading: dropped
+        }
+        match self.inner.transmit_output(amount, timeout) {
+            Err(ureq::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                self.cut = Some(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn await_input(
+        &mut self,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<bool, ureq::Error> {
+        let got = self.inner.await_input(timeout);
+        if self.cut.is_some() && !matches!(got, Ok(true)) {
+            // Nothing (more) to read after a cut upload: the write's error
+            // says what happened better than the read's.
+            if let Some(e) = self.cut.take() {
+                return Err(ureq::Error::Io(e));
+            }
+        }
+        got
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.cut.is_none() && self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
     }
 }
 
@@ -1621,8 +1961,10 @@ fn parse_http_date(v: &str) -> Option<u64> {
 /// `ExportTraceServiceResponse.partial_success`: (rejected_spans,
 /// error_message), if the body carries it. `rejected_spans` is an `int64`:
 /// a negative value (a receiver's bug) reads as 0, as does a JSON value
-/// that is not an integer (`null`, `1.5`, `"x"`); nothing in the message
-/// is ever read as a count.
+/// that is not a whole number (`null`, `1.5`, `"x"`; `3e0` and `3.0` are
+/// 3, as the protobuf JSON mapping reads them); nothing in the message
+/// is ever read as a count. A protobuf `partial_success` given more than
+/// once is merged, as protobuf merges it.
 /// `cut`: the answer was longer than [`MAX_RESPONSE_BODY`] and `body` is its
 /// start. Then what the start holds is read (the rejected count comes first
 /// in either encoding, as encoders write fields in order; the message is
@@ -1631,11 +1973,22 @@ fn parse_http_date(v: &str) -> Option<u64> {
 fn partial_success(body: &[u8], encoding: Encoding, cut: bool) -> Option<(u64, String)> {
     match encoding {
         Encoding::Protobuf => {
-            let ps = proto_field(body, 1, cut)?;
-            let rejected = proto_varint_field(ps, 1, cut).map_or(0, |v| (v as i64).max(0) as u64);
-            let message = proto_field(ps, 2, cut)
-                .map(|m| String::from_utf8_lossy(m).into_owned())
-                .unwrap_or_default();
+            // An embedded message given more than once is merged, as
+            // protobuf parses it: each field's last value on the wire
+            // wins (the count from a later `partial_success` that has one,
+            // else from an earlier). Only the last can be cut short.
+            let all = proto_fields(body, 1, cut)?;
+            let last = all.len().checked_sub(1)?;
+            let (mut rejected, mut message) = (0, String::new());
+            for (i, ps) in all.into_iter().enumerate() {
+                let cut = cut && i == last;
+                if let Some(v) = proto_varint_field(ps, 1, cut) {
+                    rejected = (v as i64).max(0) as u64;
+                }
+                if let Some(m) = proto_field(ps, 2, cut) {
+                    message = String::from_utf8_lossy(m).into_owned();
+                }
+            }
             Some((rejected, message))
         }
         Encoding::Json => json_partial_success(body, cut),
@@ -1755,19 +2108,17 @@ impl Json<'_> {
         }
     }
 
-    /// An `int64` as the protobuf JSON mapping writes it: a number or a
-    /// decimal string. `None` (after skipping the value) for anything else.
+    /// An `int64` as the protobuf JSON mapping reads it: a number or a
+    /// string holding one, whole but in any JSON number form (`3`, `"3"`,
+    /// `3e0`, `3.0`, `0.3e1`; [`json_integer`]). `None` (after skipping
+    /// the value) for anything else.
     fn int64(&mut self) -> Option<i64> {
         if self.peek()? == b'"' {
-            return self.string()?.parse().ok();
+            return json_integer(&self.string()?);
         }
         let start = self.at;
         self.skip()?;
-        std::str::from_utf8(&self.b[start..self.at])
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        json_integer(std::str::from_utf8(&self.b[start..self.at]).ok()?.trim())
     }
 
     /// Skips one value of any depth, iteratively.
@@ -1810,6 +2161,74 @@ impl Json<'_> {
             }
         }
     }
+}
+
+/// A JSON number (RFC 8259: `-`, digits, `.digits`, `e` or `E`, a sign,
+/// digits) that is a whole number fitting an `i64`, as the protobuf JSON
+/// mapping accepts an integer field (`3e0`, `3.0`, `300e-2` are 3);
+/// `None` for a fraction (`1.5`), one out of range, or not a number.
+fn json_integer(s: &str) -> Option<i64> {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (mantissa, exponent) = match rest.split_once(['e', 'E']) {
+        None => (rest, 0i64),
+        Some((m, e)) => {
+            let (sign, e) = match e.as_bytes().first() {
+                Some(b'-') => (-1, &e[1..]),
+                Some(b'+') => (1, &e[1..]),
+                _ => (1, e),
+            };
+            if !digits(e) {
+                return None;
+            }
+            // A longer exponent is out of range whatever the digits.
+            (m, sign * e.parse::<i64>().ok().filter(|e| *e < 1000)?)
+        }
+    };
+    let (int, frac) = match mantissa.split_once('.') {
+        Some((int, frac)) if digits(frac) => (int, frac),
+        Some(_) => return None,
+        None => (mantissa, ""),
+    };
+    if !digits(int) {
+        return None;
+    }
+    let all = format!("{int}{frac}");
+    let significant = all.trim_start_matches('0');
+    // The value is `significant` times ten to `shift`.
+    let shift = exponent - frac.len() as i64;
+    let whole = if shift < 0 {
+        let cut = usize::try_from(-shift).ok()?;
+        let keep = significant.len().checked_sub(cut);
+        match keep {
+            // Every digit cut must be zero.
+            Some(keep) if significant[keep..].bytes().all(|b| b == b'0') => &significant[..keep],
+            _ if significant.is_empty() => "",
+            _ => return None,
+        }
+        .to_owned()
+    } else {
+        let zeros = usize::try_from(shift).ok()?;
+        if significant.len() + zeros > 20 {
+            return None;
+        }
+        format!(
+            "{significant}{}",
+            "0".repeat(if significant.is_empty() { 0 } else { zeros })
+        )
+    };
+    if whole.len() > 20 {
+        return None;
+    }
+    let magnitude: i128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 fn read_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
@@ -1879,6 +2298,17 @@ fn proto_field(buf: &[u8], field: u64, cut: bool) -> Option<&[u8]> {
         }
     })?;
     found
+}
+
+/// Every occurrence of a length-delimited `field`, in order.
+fn proto_fields(buf: &[u8], field: u64, cut: bool) -> Option<Vec<&[u8]>> {
+    let mut found = Vec::new();
+    proto_walk(buf, cut, |f, w, _, b| {
+        if f == field && w == 2 {
+            found.push(b);
+        }
+    })?;
+    Some(found)
 }
 
 fn proto_varint_field(buf: &[u8], field: u64, cut: bool) -> Option<u64> {
@@ -2753,5 +3183,94 @@ mod tests {
         .build_with(env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "not a url")]))
         .unwrap();
         assert_eq!(t.url(), "http://127.0.0.1:1234/custom");
+    }
+
+    /// Found by review: a count in exponent form (`3e0`, which the
+    /// protobuf JSON mapping accepts for an integer) read as 0.
+    #[test]
+    fn a_json_count_in_any_whole_number_form_is_read() {
+        let ps = |v: &str| {
+            let body = format!(r#"{{"partialSuccess":{{"rejectedSpans":{v}}}}}"#);
+            partial_success(body.as_bytes(), Encoding::Json, false)
+        };
+        for (v, want) in [
+            ("3e0", 3),
+            ("3E0", 3),
+            ("3e+0", 3),
+            ("\"3e0\"", 3),
+            ("3.0", 3),
+            ("0.3e1", 3),
+            ("300e-2", 3),
+            ("30E-1", 3),
+            ("1e3", 1000),
+            ("0e5", 0),
+            ("0.0", 0),
+            ("9223372036854775807", i64::MAX as u64),
+            ("9.223372036854775807e18", i64::MAX as u64),
+        ] {
+            assert_eq!(ps(v), Some((want, String::new())), "{v}");
+        }
+        for v in [
+            "1.5", "15e-1", "1e-1", "3e", "3.", ".3", "3e1000", "1e19", "e3", "3e0.5", "--3",
+            "\" 3\"", "-3e0",
+        ] {
+            assert_eq!(ps(v), Some((0, String::new())), "{v}");
+        }
+        assert_eq!(json_integer("-3e0"), Some(-3));
+        assert_eq!(json_integer("-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(json_integer("9223372036854775808"), None);
+        assert_eq!(json_integer("1e99999999999999999999"), None);
+        assert_eq!(json_integer("0e99999999999999999999"), None);
+        assert_eq!(json_integer("0.000e-5"), Some(0));
+    }
+
+    /// Found by review: `partial_success` given twice (protobuf merges an
+    /// embedded message given twice, each field's last value winning) read
+    /// only the last occurrence, and one without a count read as none.
+    #[test]
+    fn a_partial_success_given_twice_is_merged_as_protobuf_merges_it() {
+        // { rejected_spans: 3 } then { error_message: "bad" }.
+        let body = [
+            0x0a, 0x02, 0x08, 0x03, 0x0a, 0x05, 0x12, 0x03, b'b', b'a', b'd',
+        ];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, false),
+            Some((3, "bad".into()))
+        );
+        // { rejected_spans: 3, error_message: "a" } then { rejected_spans: 5 }.
+        let body = [
+            0x0a, 0x05, 0x08, 0x03, 0x12, 0x01, b'a', 0x0a, 0x02, 0x08, 0x05,
+        ];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, false),
+            Some((5, "a".into()))
+        );
+        // The later one cut inside its count: the earlier count stands.
+        let body = [0x0a, 0x02, 0x08, 0x03, 0x0a, 0x20, 0x08, 0x83];
+        assert_eq!(
+            partial_success(&body, Encoding::Protobuf, true),
+            Some((3, String::new()))
+        );
+    }
+
+    #[test]
+    fn the_final_status_is_read_from_its_line_past_1xx_answers() {
+        assert_eq!(final_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(final_status(b"HTTP/1.0 503\r\n"), Some(503));
+        assert_eq!(final_status(b"HTTP/1.1 200"), None, "not wholly arrived");
+        assert_eq!(final_status(b"HTTP/1.1 20"), None);
+        assert_eq!(final_status(b"HTTP/2 200 OK\r\n"), None);
+        assert_eq!(final_status(b"HTTP/1.1 2000 OK\r\n"), None);
+        assert_eq!(final_status(b"xHTTP/1.1 200 OK\r\n"), None);
+        assert_eq!(
+            final_status(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 X\r\n"),
+            Some(413)
+        );
+        assert_eq!(final_status(b"HTTP/1.1 100 Continue\r\n\r\n"), None);
+        assert_eq!(final_status(b"HTTP/1.1 100 Continue\r\n"), None);
+        assert_eq!(
+            final_status(b"HTTP/1.1 103 Early\nLink: x\n\nHTTP/1.1 204 \n"),
+            Some(204)
+        );
     }
 }

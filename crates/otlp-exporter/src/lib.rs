@@ -67,7 +67,8 @@
 //!   given up after [`PipelineBuilder::retry_max_elapsed`]; partial
 //!   success counted, even at the start of an answer too long to read
 //!   whole; a large request refused from its headers (a `413` answered
-//!   before the body is read) failed at once, not re-sent; headers the
+//!   before the body is read) or part-way through its body (a `413`, then
+//!   a reset) failed at once, not re-sent; headers the
 //!   transport writes itself refused; header values and an endpoint's
 //!   password never logged (`tests/http.rs`, `tests/outage.rs`, against
 //!   fault-injecting servers;

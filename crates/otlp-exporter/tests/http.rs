@@ -39,6 +39,11 @@ enum Fault {
     /// To `Expect: 100-continue` answer `100 Continue`, then read the body
     /// and answer 200 (without the expectation, just 200).
     Continue,
+    /// Answer `100 Continue` to the expectation, read this many bytes of
+    /// the body, then answer this status and close, the rest unread (Go's
+    /// `http.MaxBytesReader`, as the OpenTelemetry Collector's
+    /// `max_request_body_size` uses it: the close is a reset).
+    RefuseMidBody(u16, usize),
 }
 
 fn ok() -> Fault {
@@ -191,6 +196,25 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
         let expects = headers.iter().any(|(k, v)| {
             k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
         });
+        if let Fault::RefuseMidBody(status, limit) = fault {
+            if expects && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                return;
+            }
+            let mut part = vec![0; limit.min(len)];
+            if reader.read_exact(&mut part).is_err() {
+                return;
+            }
+            received.lock().unwrap().push(Received {
+                line: line.trim_end().to_owned(),
+                headers,
+                body: part,
+            });
+            let _ = conn.write_all(
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .as_bytes(),
+            );
+            return; // the unread body makes the close a reset
+        }
         if let Fault::Continue = fault
             && expects
             && conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
@@ -216,7 +240,7 @@ fn serve(conn: TcpStream, script: &Mutex<VecDeque<Fault>>, received: &Mutex<Vec<
                 thread::sleep(d);
                 (200, vec![], vec![])
             }
-            Fault::ResetMidRequest | Fault::Early(_) => unreachable!(),
+            Fault::ResetMidRequest | Fault::Early(_) | Fault::RefuseMidBody(..) => unreachable!(),
             Fault::Continue => (200, vec![], vec![]),
             Fault::Raw(bytes) => {
                 let _ = conn.write_all(&bytes);
@@ -1901,4 +1925,428 @@ fn only_a_port_may_follow_a_bracketed_ipv6_host() {
         .build_with(|_| None)
         .unwrap();
     assert_eq!(t.url(), "http://[::1]:4318/v1/traces");
+}
+
+// Found by review: large requests cut short, short timeouts, requests
+// encoded for another sink, gzip that does not shrink.
+
+/// A collector that takes part of a large body and then refuses it (reads
+/// up to its limit, answers `413`, closes with the rest unread, which makes
+/// the close a reset: Go's `http.MaxBytesReader`, as the OpenTelemetry
+/// Collector's `max_request_body_size` uses it) is heard: the export fails
+/// at once on the 413, one attempt, not sent again. Before, the reset
+/// failed the body's write, the 413 waiting in the socket was never read,
+/// and the attempt counted as a connection failure and was retried until
+/// the export's deadline (and the pipeline kept the batch and retried it
+/// for `retry_max_elapsed`, shedding new spans meanwhile).
+#[test]
+fn a_large_request_refused_part_way_through_its_body_fails_at_once_on_the_answer() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::RefuseMidBody(413, 256 * 1024)]);
+        let t = transport(&server)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        // About 16 MB: more than the socket buffers hold, so the upload is
+        // still going when the collector closes.
+        let request = big_request("big-", 160);
+        assert!(request.body.len() > 15 << 20);
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &request,
+            Instant::now() + Duration::from_secs(20),
+        );
+        assert!(
+            matches!(&result, otlp_exporter::ExportResult::Failed(why) if why.contains("HTTP 413")),
+            "{result:?}"
+        );
+        let a = t.attempts();
+        assert_eq!(
+            (a.attempts, a.retries, a.final_status, a.connection_failed),
+            (1, 0, 1, 0),
+            "a 413 is a final status, not a connection failure: {a:?}"
+        );
+        let got = server.received();
+        assert_eq!(got.len(), 1, "a 413 is never sent again");
+        assert_eq!(got[0].header("expect"), Some("100-continue"));
+        // The connection was closed: the next request gets a new one and
+        // is delivered.
+        let result = export_once(&t);
+        assert!(
+            matches!(result, otlp_exporter::ExportResult::Success),
+            "{result:?}"
+        );
+    });
+}
+
+/// A collector that closes part-way through the body without answering
+/// is still a connection failure, retried.
+#[test]
+fn a_large_request_cut_without_an_answer_is_still_retried() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![Fault::ResetMidRequest]);
+        let t = transport(&server)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &big_request("big-", 160),
+            Instant::now() + Duration::from_secs(20),
+        );
+        assert!(
+            matches!(result, otlp_exporter::ExportResult::Success),
+            "{result:?}"
+        );
+        let a = t.attempts();
+        assert_eq!(
+            (a.attempts, a.retries, a.connection_failed, a.succeeded),
+            (2, 1, 1, 1),
+            "{a:?}"
+        );
+        assert_eq!(server.received().len(), 1, "the second attempt arrived");
+    });
+}
+
+/// With an OTLP timeout of a second or less, a large request still
+/// reaches a collector that ignores `Expect: 100-continue` (reads the body
+/// when it comes): the wait for `100 Continue` is a quarter of the
+/// timeout at most. Before, it was a fixed second, longer than the whole
+/// attempt: every attempt timed out before the body was sent.
+#[test]
+fn a_large_request_reaches_a_collector_that_ignores_the_expectation_within_a_short_timeout() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let t = transport(&server)
+            .timeout(Duration::from_millis(900))
+            .build()
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &big_request("big-", 20),
+            Instant::now() + Duration::from_secs(10),
+        );
+        assert!(
+            matches!(result, otlp_exporter::ExportResult::Success),
+            "{result:?} {:?}",
+            t.attempts()
+        );
+        let got = server.received();
+        assert_eq!(got.last().unwrap().header("expect"), Some("100-continue"));
+        assert_eq!(got.last().unwrap().spans().len(), 20);
+    });
+}
+
+/// A partial success is read in the encoding of the request it answers
+/// (OTLP: the answer has the request's Content-Type), not the transport's:
+/// a JSON request handed to a transport built for protobuf (encoded for
+/// another sink) counts the rejected spans of its JSON answer. Before,
+/// the JSON was read as protobuf, found empty, and the rejected spans
+/// counted as delivered.
+#[test]
+fn a_partial_success_is_read_in_the_encoding_of_the_request() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let json = br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"too old"}}"#;
+        let proto = vec![0x0a, 0x07, 0x08, 0x02, 0x12, 0x03, b'o', b'l', b'd'];
+        for (built, sent, answer, rejected) in [
+            (Encoding::Protobuf, Encoding::Json, json.to_vec(), 3),
+            (Encoding::Json, Encoding::Protobuf, proto, 2),
+        ] {
+            let server = Server::start(vec![Fault::Answer(200, vec![], answer)]);
+            let t = transport(&server).encoding(built).build().unwrap();
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &one_request(5, sent),
+                Instant::now() + Duration::from_secs(10),
+            );
+            assert!(
+                matches!(
+                    &result,
+                    otlp_exporter::ExportResult::PartialSuccess { rejected: r, .. } if *r == rejected
+                ),
+                "{sent:?}: {result:?}"
+            );
+        }
+    });
+}
+
+/// A body that gzip does not shrink (random bytes, already compressed
+/// data) is sent as it is, without `Content-Encoding`: gzip's framing
+/// would make it larger, and a request the encoder kept under 64 MiB would
+/// go out over it. A body that shrinks is still sent compressed.
+#[test]
+fn gzip_never_makes_a_request_larger() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let server = Server::start(vec![]);
+        let t = transport(&server)
+            .compression(Compression::Gzip)
+            .build()
+            .unwrap();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let random: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let incompressible = otlp_exporter::EncodedRequest {
+            body: random.clone(),
+            encoding: Encoding::Protobuf,
+            spans: 1,
+        };
+        for request in [incompressible, one_request(50, Encoding::Protobuf)] {
+            let result = otlp_exporter::Transport::export(
+                &t,
+                &request,
+                Instant::now() + Duration::from_secs(10),
+            );
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Success),
+                "{result:?}"
+            );
+        }
+        let got = server.received();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].header("content-encoding"), None);
+        assert_eq!(got[0].body, random, "sent as it is");
+        assert_eq!(got[1].header("content-encoding"), Some("gzip"));
+        assert_eq!(got[1].spans().len(), 50);
+    });
+}
+
+/// An IPv6 zone ID by interface name (`http://[fe80::1%25eth0]:4318`) is
+/// refused when the transport is built, saying what to write instead; by
+/// number it is sent to. Before, a name built and then failed every
+/// export (the resolver cannot look it up), each failure retryable.
+#[test]
+fn an_ipv6_zone_id_by_interface_name_is_refused_when_built() {
+    for bad in [
+        "http://[fe80::1%25eth0]:4318",
+        "http://[::1%25lo]:4318",
+        "http://[::1%25]:4318",
+        "http://[::1%lo]:4318",
+    ] {
+        let err = HttpTransport::builder(net())
+            .endpoint(bad)
+            .build_with(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("zone ID") && err.contains("interface's number"),
+            "{bad}: {err}"
+        );
+    }
+    test_watchdog::isolate(WATCHDOG, || {
+        // `::1` by the loopback interface's number (1 on Linux; the zone
+        // is ignored for an address that is not link-local).
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 here
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = Server::start_on(listener, vec![]);
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("http://[::1%251]:{port}"))
+            .build_with(|_| None)
+            .unwrap();
+        let result = export_once(&t);
+        assert!(
+            matches!(result, otlp_exporter::ExportResult::Success),
+            "{result:?}"
+        );
+        assert_eq!(server.received().len(), 1);
+    });
+}
+
+/// An answer whose head the client cannot parse (a header over its 64 KiB,
+/// a header name that is not a token, a folded line, two
+/// `Content-Length`s) counts by the status its first line gave: a 2xx is
+/// delivered, not sent again; a 400 fails, naming why. Before, any such
+/// answer was "no answer" and retried, re-sending data the collector had
+/// accepted.
+#[test]
+fn an_answer_whose_headers_cannot_be_read_counts_by_its_status_line() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let big = format!(
+            "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+            "a".repeat(70_000)
+        );
+        for (answer, delivered) in [
+            (big.as_str(), true),
+            (
+                "HTTP/1.1 200 OK\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 202 OK\r\nx-a: x\r\n  folded\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 0\r\ncontent-length: 5\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 400 Bad\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+        ] {
+            let shown = &answer[..answer.len().min(40)];
+            let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+            let t = transport(&server).build().unwrap();
+            let result = export_once(&t);
+            let a = t.attempts();
+            assert_eq!(server.received().len(), 1, "{shown:?}: not sent again");
+            assert_eq!(
+                (a.attempts, a.connection_failed),
+                (1, 0),
+                "{shown:?}: {a:?}"
+            );
+            if delivered {
+                assert!(
+                    matches!(result, otlp_exporter::ExportResult::Success),
+                    "{shown:?}: {result:?}"
+                );
+                assert_eq!(a.succeeded, 1, "{shown:?}");
+            } else {
+                assert!(
+                    matches!(&result, otlp_exporter::ExportResult::Failed(why)
+                        if why.contains("HTTP 400") && why.contains("headers could not be read")),
+                    "{shown:?}: {result:?}"
+                );
+                assert_eq!(a.final_status, 1, "{shown:?}");
+            }
+        }
+    });
+}
+
+/// Through a `CONNECT` proxy, the proxy's `200 Connection established` is
+/// not the collector's answer: a collector that then closes without
+/// answering is a connection failure, retried, not a delivery.
+#[test]
+fn a_proxys_answer_to_connect_is_not_the_collectors() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let proxy = Proxy::start();
+        for fault in [Fault::ResetMidRequest, Fault::Hang(Duration::ZERO)] {
+            proxy.collector.script.lock().unwrap().push_back(fault);
+        }
+        let t = HttpTransport::builder(net())
+            .endpoint("http://collector.invalid:4318")
+            .timeout(Duration::from_secs(5))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build_with(vars(vec![("HTTP_PROXY", proxy.url())]))
+            .unwrap();
+        for round in 0..2 {
+            let result = export_once(&t);
+            assert!(
+                matches!(result, otlp_exporter::ExportResult::Retryable { .. }),
+                "{round}: {result:?}"
+            );
+        }
+        let a = t.attempts();
+        assert_eq!((a.succeeded, a.connection_failed), (0, 2), "{a:?}");
+        assert_eq!(proxy.connects().len(), 2);
+    });
+}
+
+/// An `https` collector that refuses a large body part-way (answers `100
+/// Continue`, reads `limit` bytes of the body, answers `413`, closes with
+/// the rest unread) is heard too: the failed write is below TLS, and the
+/// answer's TLS records are read after it.
+#[test]
+fn a_large_request_refused_part_way_over_tls_fails_at_once_on_the_answer() {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    test_watchdog::isolate(WATCHDOG, || {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(tls_file("server.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = requests.clone();
+        thread::spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(sock) = sock else { return };
+                let (config, seen) = (config.clone(), seen.clone());
+                thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(config).unwrap();
+                    let mut tls = rustls::StreamOwned::new(conn, sock);
+                    let mut data = Vec::new();
+                    let mut buf = [0u8; 16384];
+                    let head_end = loop {
+                        if let Some(at) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
+                    if head.contains("expect: 100-continue") {
+                        let _ = tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+                        let _ = tls.flush();
+                    }
+                    while data.len() < head_end + 256 * 1024 {
+                        match tls.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => data.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(
+                        b"HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    let _ = tls.flush();
+                    // The unread rest of the body makes the close a reset.
+                });
+            }
+        });
+        let t = HttpTransport::builder(net())
+            .endpoint(format!("https://127.0.0.1:{port}"))
+            .timeout(Duration::from_secs(10))
+            .filesystem(fs())
+            .build_with(vars(vec![(
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                tls_file("ca.pem"),
+            )]))
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &big_request("big-", 160),
+            Instant::now() + Duration::from_secs(20),
+        );
+        assert!(
+            matches!(&result, otlp_exporter::ExportResult::Failed(why) if why.contains("HTTP 413")),
+            "{result:?}"
+        );
+        let a = t.attempts();
+        assert_eq!(
+            (a.attempts, a.final_status, a.connection_failed),
+            (1, 1, 0),
+            "{a:?}"
+        );
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    });
 }
