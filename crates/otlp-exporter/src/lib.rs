@@ -222,12 +222,13 @@
 //! `HTTP_PROXY` (for an `http` endpoint), `HTTPS_PROXY` (for `https`) or
 //! `ALL_PROXY` names, never for a loopback collector nor one `NO_PROXY`
 //! names (see [`HttpTransport`](HttpTransport#proxies)) (a
-//! pipeline with no transport set sends to it when an endpoint is set,
-//! given network access with [`PipelineBuilder::network`], and writes
-//! `otlp-traces.jsonl` otherwise, given file-system access with
-//! [`PipelineBuilder::filesystem`]; without the access it needs, `build`
-//! fails with [`ConfigError::NoNetworkAccess`] or
-//! [`ConfigError::NoFileAccess`]); each tracer's sampler from
+//! pipeline with no transport and no file set that is given network
+//! access with [`PipelineBuilder::network`] sends to it, or to the spec's
+//! default `http://localhost:4318` when no endpoint is set; given only
+//! file-system access with [`PipelineBuilder::filesystem`] it writes
+//! `otlp-traces.jsonl`; without the access it needs, `build` fails with
+//! [`ConfigError::NoNetworkAccess`] or [`ConfigError::NoFileAccess`]);
+//! each tracer's sampler from
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
 //! a bad value is warned about and ignored, as the spec says;
 //! [`Tracer::with_sampler`] wins over it). `OTEL_SDK_DISABLED=true` (any
