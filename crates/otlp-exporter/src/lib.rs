@@ -3,8 +3,19 @@
 //! Spans are recorded from any number of threads into per-thread lanes of a
 //! lock-free queue whose slots come from one shared pool of
 //! `max_queue_size` ([`otlp_queue::pooled`]: the setting is the total, as
-//! the OpenTelemetry spec says): `record` takes no lock, makes no system
-//! call and never blocks under the default policy. One worker thread
+//! the OpenTelemetry spec says): `record` takes no lock and never blocks
+//! under the default policy, and a span that fits its 512-byte slot costs
+//! no system call and no locked (atomic read-modify-write) instruction
+//! (on Linux, where `membarrier` lets the handshake with shutdown be a
+//! compiler fence; elsewhere it is one fence per record).
+//! The exceptions come once per many spans: a thread's first record sets
+//! up its lane (allocations, a short lock); claiming a chunk of 16 slots
+//! from the shared pool is one compare-and-swap; and the record that
+//! claims a chunk leaving a batch's worth of spans in the pool, or finds
+//! the queue full, while the worker naps, wakes it: one swap and one futex
+//! wake (`Thread::unpark`), at most one per nap, none while the worker is
+//! awake (a plain load then). A span larger than a slot is boxed and
+//! charged to a byte budget (an allocation and a compare-and-swap). One worker thread
 //! batches them, and hands OTLP requests (protobuf or JSON, encoded on the
 //! recording threads) to a [`Transport`]: [`HttpTransport`] for any
 //! OpenTelemetry collector (OTLP/HTTP, with the spec's retries), a
