@@ -42,7 +42,10 @@ pub use otlp_exporter as exporter;
 /// The `tracing` layer (the `otlp-tracing` crate): `tracing` spans through
 /// the pipeline, with W3C context propagation. [`tracing`] and
 /// [`tracing_subscriber`], which it plugs into, are re-exported beside it,
-/// so that this crate is the one dependency.
+/// so that this crate is the one dependency: they are built with
+/// `#[instrument]` (tracing's `attributes` feature), `EnvFilter`
+/// (tracing-subscriber's `env-filter`) and the console layer
+/// `tracing_subscriber::fmt` (`fmt`, `ansi`) turned on.
 ///
 /// ```
 /// use runtime_facade::exporter::{InMemory, Pipeline};
@@ -58,6 +61,37 @@ pub use otlp_exporter as exporter;
 /// });
 /// pipeline.shutdown(std::time::Duration::from_secs(5));
 /// assert_eq!(memory.span_count(), 1);
+/// ```
+///
+/// `#[instrument]` and an `EnvFilter` through the facade alone (the
+/// attribute's expansion names `tracing`, so bring the re-export into
+/// scope with `use runtime_facade::tracing;`):
+///
+/// ```
+/// use runtime_facade::exporter::{InMemory, Pipeline};
+/// use runtime_facade::tracing_layer::OtlpLayer;
+/// use runtime_facade::{tracing, tracing_subscriber};
+/// use tracing::instrument;
+/// use tracing_subscriber::EnvFilter;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// #[instrument(fields(items = items.len()))]
+/// fn total(items: &[u64]) -> u64 {
+///     // Below the filter's level: never reaches the pipeline.
+///     tracing::debug_span!("sum").in_scope(|| items.iter().sum())
+/// }
+///
+/// let memory = InMemory::new();
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// let subscriber = tracing_subscriber::registry()
+///     // `EnvFilter::from_default_env()` reads RUST_LOG; a fixed one here.
+///     .with(EnvFilter::new("info"))
+///     .with(OtlpLayer::new(&pipeline))
+///     // The console layer too (here writing nowhere).
+///     .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+/// tracing::subscriber::with_default(subscriber, || assert_eq!(total(&[1, 2, 3]), 6));
+/// pipeline.shutdown(std::time::Duration::from_secs(5));
+/// assert_eq!(memory.span_count(), 1); // `total`, not `sum`
 /// ```
 pub use otlp_tracing as tracing_layer;
 
