@@ -43,9 +43,15 @@ pub use otlp_exporter as exporter;
 /// the pipeline, with W3C context propagation. [`tracing`] and
 /// [`tracing_subscriber`], which it plugs into, are re-exported beside it,
 /// so that this crate is the one dependency: they are built with
-/// `#[instrument]` (tracing's `attributes` feature), `EnvFilter`
-/// (tracing-subscriber's `env-filter`) and the console layer
-/// `tracing_subscriber::fmt` (`fmt`, `ansi`) turned on.
+/// `EnvFilter` (tracing-subscriber's `env-filter`), the console layer
+/// `tracing_subscriber::fmt` (`fmt`, `ansi`) and `#[instrument]`
+/// (tracing's `attributes`) turned on. One exception: the code that
+/// `#[instrument]` expands to names the crate `::tracing`, which a
+/// re-export cannot provide, so a crate that uses the attribute also lists
+/// `tracing = "0.1"` in its own `Cargo.toml` (Cargo builds one `tracing`
+/// for both; without it: "could not find `tracing` in the list of imported
+/// crates"). Spans made with `tracing::info_span!` and the like need
+/// nothing more than the facade.
 ///
 /// ```
 /// use runtime_facade::exporter::{InMemory, Pipeline};
@@ -63,9 +69,8 @@ pub use otlp_exporter as exporter;
 /// assert_eq!(memory.span_count(), 1);
 /// ```
 ///
-/// `#[instrument]` and an `EnvFilter` through the facade alone (the
-/// attribute's expansion names `tracing`, so bring the re-export into
-/// scope with `use runtime_facade::tracing;`):
+/// `#[instrument]` (with `tracing` in the crate's `Cargo.toml`, as above),
+/// an `EnvFilter` and the console layer:
 ///
 /// ```
 /// use runtime_facade::exporter::{InMemory, Pipeline};
