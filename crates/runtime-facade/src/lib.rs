@@ -16,6 +16,16 @@
 //! A whole application: `examples/app.rs` (`cargo run -p runtime-facade
 //! --example app`).
 //!
+//! The runtime's effects are reached through capabilities ([`caps`],
+//! `Cx<Caps>`), but **telemetry export and the exporter's clock are
+//! outside that system**: recording a span takes no token, and
+//! [`exporter::now_unix_nanos`] and [`exporter::clock`] read the clock
+//! ambiently (the exporter stands alone and records from any thread,
+//! `tracing` callbacks included, in tens of nanoseconds). Only what leaves
+//! the process is gated, when the pipeline is built: a collector needs a
+//! `NetAccess`, a file an `FsAccess`. `TelemetryAccess` gates no API here
+//! (see [`caps`], *What the capabilities do not cover*).
+//!
 //! ```
 //! use runtime_facade::queue;
 //!
