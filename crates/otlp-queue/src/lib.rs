@@ -114,7 +114,11 @@
 //!   reachable from `try_push`, `force_push` or `push_timeout`'s fast path
 //!   (see *Progress*); `tests/no_alloc.rs` counts allocations with a
 //!   counting global allocator and asserts none in steady state, for pushes
-//!   and for `pop_batch` into a vector with room.
+//!   and for `pop_batch` into a vector with room, in both queues (the
+//!   pooled one: `pooled_push_and_pop_allocate_nothing_in_steady_state`).
+//!   The pooled queue's one lock on a push path: a
+//!   [`pooled::Producer::try_push_in_place_or`] refused at a chunk
+//!   boundary while adopted items are short of cover (see [`pooled`]).
 //!
 //! # Progress
 //!
