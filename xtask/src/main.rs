@@ -6,7 +6,8 @@
 //! | `demo`  | the main job: a realistic workload through the pipeline, and where every span went |
 //! | `sweep` | the queue and the span pipeline against their baselines over a thread sweep |
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
-//! | `test`  | every test: the workspace's tests and doctests, the rotel end-to-end test, the loom models |
+//! | `test`  | every test: the workspace's tests and doctests, the long ones the normal suite ignores (the full-size outage scenario, the rotel end-to-end tests), the loom models |
+//! | `rotel-agent` | the path of the rotel collector's binary, installed as `test` does if missing |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `asan`  | runtime-core's, otlp-queue's, otlp-exporter's and otlp-tracing's tests under AddressSanitizer (nightly) |
 //! | `lab`   | runtime-core's lab scenarios across many seeds (`--seeds N`) |
@@ -64,10 +65,15 @@ commands:
             --threads 1,2,4,8   thread counts (default as for sweep)
             --only NAME         one audit
             --out DIR           default target/audit
-  test    cargo test --workspace, the end-to-end tests against the rotel
-          collector (installed with pip if missing; the pipeline's and the
-          tracing layer's), then the loom models; other arguments go to
-          cargo test
+  test    cargo test --workspace, the full-size outage scenario (ignored
+          there for its length), the end-to-end tests against the rotel
+          collector (the pipeline's and the tracing layer's; ROTEL_AGENT
+          names a rotel-agent binary, else python3's rotel package is used,
+          else rotel is installed with pip into target/rotel-venv), then
+          the loom models; other arguments go to the first cargo test
+  rotel-agent
+          prints the path of the rotel collector's rotel-agent binary,
+          installing rotel as `test` does if it is missing
   loom    the loom models only; other arguments go to cargo test
   asan    the tests of runtime-core, otlp-queue, otlp-exporter and
           otlp-tracing (doctests included) under AddressSanitizer, with the
@@ -97,6 +103,11 @@ fn main() -> ExitCode {
         "sweep" => sweep::Options::parse(rest).and_then(|o| sweep::main(&o)),
         "audit" => audit::Options::parse(rest).and_then(|o| audit::main(&o)),
         "test" => run_tests(rest),
+        "rotel-agent" if rest.is_empty() => rotel_agent().map(|agent| println!("{agent}")),
+        "rotel-agent" => Err(format!(
+            "rotel-agent: takes no arguments (got `{}`)",
+            rest.join(" ")
+        )),
         "loom" => run_loom(rest),
         "asan" => asan::Options::parse(rest).and_then(|o| asan::main(&o)),
         "lab" => lab::Options::parse(rest).and_then(|o| lab::main(&o)),
@@ -163,6 +174,18 @@ fn workspace_root() -> std::path::PathBuf {
 
 fn run_tests(extra: &[String]) -> Result<(), String> {
     run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // The tests ignored in the normal suite for their length: the issue's
+    // outage scenario at full size (a 10 s outage at 20 k spans/s, about
+    // 15 s and a 128 MiB queue).
+    run(cargo().args([
+        "test",
+        "-p",
+        "otlp-exporter",
+        "--test",
+        "outage",
+        "--",
+        "--ignored",
+    ]))?;
     // The end-to-end test against a real collector, rotel (installed from
     // PyPI if it is not there yet).
     let agent = rotel_agent()?;
@@ -189,16 +212,24 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
     run_loom(&[])
 }
 
-/// The rotel collector's `rotel-agent` binary: `ROTEL_AGENT` if set, else
-/// the one in the `rotel` Python package, installed with pip if missing.
+/// The rotel release the end-to-end tests run against.
+const ROTEL: &str = "rotel==0.0.1a15";
+
+/// The rotel collector's `rotel-agent` binary: `ROTEL_AGENT` if set; else
+/// the one in the `rotel` Python package of `python3`, if installed; else
+/// the one in a virtual environment of its own, `target/rotel-venv`,
+/// installed there with pip if missing (a system Python such as Debian
+/// 12's refuses `pip install` outside a venv: "externally managed"). Where
+/// no venv can be made (no `venv` module), `python3 -m pip install` as
+/// before.
 fn rotel_agent() -> Result<String, String> {
     if let Ok(agent) = std::env::var("ROTEL_AGENT")
         && !agent.trim().is_empty()
     {
         return Ok(agent);
     }
-    let find = || {
-        Command::new("python3")
+    let find = |python: &std::path::Path| {
+        Command::new(python)
             .args([
                 "-c",
                 "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
@@ -208,12 +239,52 @@ fn rotel_agent() -> Result<String, String> {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
-    if let Some(agent) = find() {
+    let python3 = std::path::Path::new("python3");
+    if let Some(agent) = find(python3) {
         return Ok(agent);
     }
-    eprintln!("xtask: installing the rotel collector from PyPI (rotel==0.0.1a15)");
-    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "rotel==0.0.1a15"]))?;
-    find().ok_or_else(|| "rotel was installed but its rotel-agent binary was not found".to_string())
+    let venv = workspace_root().join("target/rotel-venv");
+    let venv_python = venv.join("bin/python");
+    if let Some(agent) = find(&venv_python) {
+        return Ok(agent);
+    }
+    eprintln!(
+        "xtask: installing the rotel collector from PyPI ({ROTEL}) into {}",
+        venv.display()
+    );
+    let quietly = |cmd: &mut Command| {
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // A venv with pip; else one without (no `ensurepip`), filled by the
+    // system's pip through `--python` (pip 22.3 and later).
+    let in_venv = (quietly(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+        && run(Command::new(&venv_python).args(["-m", "pip", "install", "--quiet", ROTEL]))
+            .is_ok())
+        || (quietly(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear", "--without-pip"])
+                .arg(&venv),
+        ) && run(Command::new("python3")
+            .args(["-m", "pip", "--python"])
+            .arg(&venv_python)
+            .args(["install", "--quiet", ROTEL]))
+        .is_ok());
+    if in_venv && let Some(agent) = find(&venv_python) {
+        return Ok(agent);
+    }
+    eprintln!("xtask: no virtual environment for rotel; trying `python3 -m pip install {ROTEL}`");
+    run(Command::new("python3").args(["-m", "pip", "install", "--quiet", ROTEL])).map_err(|e| {
+        format!(
+            "{e}\nxtask: could not install rotel: install Python's venv module \
+             (Debian: apt install python3-venv) or rotel itself ({ROTEL}), \
+             or set ROTEL_AGENT to a rotel-agent binary"
+        )
+    })?;
+    find(python3)
+        .ok_or_else(|| "rotel was installed but its rotel-agent binary was not found".to_string())
 }
 
 fn run_loom(extra: &[String]) -> Result<(), String> {

@@ -26,11 +26,13 @@ pub enum ConfigError {
     NoNetworkAccess,
     /// The pipeline would write a file (one set with
     /// `PipelineBuilder::file`, or the default file when no transport and
-    /// no collector are configured) but was given no file-system access.
+    /// no file are set and it has no network access) but was given no
+    /// file-system access.
     #[error(
         "the pipeline would write a file but has no file-system access: pass one with \
          PipelineBuilder::filesystem (cx.fs() inside the runtime, \
-         FsAccess::from_ambient(ambient_authority()) outside it), or choose a transport"
+         FsAccess::from_ambient(ambient_authority()) outside it), or choose a transport \
+         (with no file set, PipelineBuilder::network exports to a collector over OTLP/HTTP)"
     )]
     NoFileAccess,
     /// The collector's TLS settings name PEM files

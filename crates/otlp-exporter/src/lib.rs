@@ -3,8 +3,19 @@
 //! Spans are recorded from any number of threads into per-thread lanes of a
 //! lock-free queue whose slots come from one shared pool of
 //! `max_queue_size` ([`otlp_queue::pooled`]: the setting is the total, as
-//! the OpenTelemetry spec says): `record` takes no lock, makes no system
-//! call and never blocks under the default policy. One worker thread
+//! the OpenTelemetry spec says): `record` takes no lock and never blocks
+//! under the default policy, and a span that fits its 512-byte slot costs
+//! no system call and no locked (atomic read-modify-write) instruction
+//! (on Linux, where `membarrier` lets the handshake with shutdown be a
+//! compiler fence; elsewhere it is one fence per record).
+//! The exceptions come once per many spans: a thread's first record sets
+//! up its lane (allocations, a short lock); claiming a chunk of 16 slots
+//! from the shared pool is one compare-and-swap; and the record that
+//! claims a chunk leaving a batch's worth of spans in the pool, or finds
+//! the queue full, while the worker naps, wakes it: one swap and one futex
+//! wake (`Thread::unpark`), at most one per nap, none while the worker is
+//! awake (a plain load then). A span larger than a slot is boxed and
+//! charged to a byte budget (an allocation and a compare-and-swap). One worker thread
 //! batches them, and hands OTLP requests (protobuf or JSON, encoded on the
 //! recording threads) to a [`Transport`]: [`HttpTransport`] for any
 //! OpenTelemetry collector (OTLP/HTTP, with the spec's retries), a
@@ -232,12 +243,13 @@
 //! `HTTP_PROXY` (for an `http` endpoint), `HTTPS_PROXY` (for `https`) or
 //! `ALL_PROXY` names, never for a loopback collector nor one `NO_PROXY`
 //! names (see [`HttpTransport`](HttpTransport#proxies)) (a
-//! pipeline with no transport set sends to it when an endpoint is set,
-//! given network access with [`PipelineBuilder::network`], and writes
-//! `otlp-traces.jsonl` otherwise, given file-system access with
-//! [`PipelineBuilder::filesystem`]; without the access it needs, `build`
-//! fails with [`ConfigError::NoNetworkAccess`] or
-//! [`ConfigError::NoFileAccess`]); each tracer's sampler from
+//! pipeline with no transport and no file set that is given network
+//! access with [`PipelineBuilder::network`] sends to it, or to the spec's
+//! default `http://localhost:4318` when no endpoint is set; given only
+//! file-system access with [`PipelineBuilder::filesystem`] it writes
+//! `otlp-traces.jsonl`; without the access it needs, `build` fails with
+//! [`ConfigError::NoNetworkAccess`] or [`ConfigError::NoFileAccess`]);
+//! each tracer's sampler from
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
 //! a bad value is warned about and ignored, as the spec says;
 //! [`Tracer::with_sampler`] wins over it). `OTEL_SDK_DISABLED=true` (any

@@ -80,3 +80,75 @@ fn a_fragment_in_the_endpoint_is_refused_with_a_reason() {
         assert!(err.to_string().contains("fragment"), "{err}");
     });
 }
+
+/// The endpoint variables, removed in the child so that the default is
+/// what is tested.
+fn unset_endpoints() {
+    for var in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+    ] {
+        // SAFETY: as in `set`: a child process running this one test.
+        unsafe { std::env::remove_var(var) }
+    }
+}
+
+/// Network access and no transport or file: OTLP/HTTP to the spec's
+/// default endpoint (`http://localhost:4318`) even without
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`, as the README and every OpenTelemetry
+/// SDK promise (found by review: network access alone failed with
+/// `NoFileAccess`, and network with file-system access silently wrote
+/// `./otlp-traces.jsonl`). File-system access alone still writes the
+/// default file.
+#[test]
+fn network_access_without_an_endpoint_exports_over_http_to_the_spec_default() {
+    test_watchdog::isolate(WATCHDOG, || {
+        unset_endpoints();
+        let dir =
+            std::env::temp_dir().join(format!("otlp-default-endpoint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::env::set_current_dir(&dir).unwrap();
+        let fs = || otlp_exporter::FsAccess::from_ambient(ambient_authority());
+
+        // Network access alone is enough to build.
+        let p = Pipeline::builder()
+            .network(net())
+            .drop_timeout(Duration::from_millis(100))
+            .build()
+            .expect("network access alone builds (to http://localhost:4318)");
+        drop(p);
+
+        // It is the HTTP transport that is built: it reads the collector's
+        // variables, so a protocol it cannot speak is refused by name.
+        set("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+        for with_fs in [false, true] {
+            let mut b = Pipeline::builder().network(net());
+            if with_fs {
+                b = b.filesystem(fs());
+            }
+            match b.build() {
+                Err(ConfigError::InvalidEnv { var, .. }) => {
+                    assert_eq!(var, "OTEL_EXPORTER_OTLP_PROTOCOL")
+                }
+                Err(e) => panic!("with_fs={with_fs}: wrong error: {e}"),
+                Ok(_) => panic!("with_fs={with_fs}: no HTTP transport was built"),
+            }
+        }
+        assert!(
+            !dir.join(otlp_exporter::DEFAULT_FILE).exists(),
+            "no file was written in the working directory"
+        );
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var("OTEL_EXPORTER_OTLP_PROTOCOL") };
+
+        // File-system access alone: the default file.
+        let p = Pipeline::builder()
+            .filesystem(fs())
+            .build()
+            .expect("file-system access alone builds");
+        drop(p);
+        assert!(dir.join(otlp_exporter::DEFAULT_FILE).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

@@ -4,11 +4,14 @@
 //! Every other bounded MPSC queue a user would pick (a `Mutex<VecDeque>`,
 //! crossbeam's `ArrayQueue`, a bounded channel) has one shared index that
 //! every push writes: one contended cache line per item, so such a queue
-//! slows down as producers are added. (On the 2-core AMD EPYC VM of
-//! 2026-12-01, `ArrayQueue` delivered 137 M items/s with one producer and
-//! 22.5 M with eight; docs/ARCHITECTURE.md has the run. On the 16-core
-//! machine of the anchors they fell from ~30 M items/s with one producer
-//! to ~2.5 M with fifteen.)
+//! slows down as producers are added. (On the 16-core Xeon of the
+//! anchors, `ArrayQueue` fell from 30.6 M items/s with one producer to
+//! 2.5 M with fifteen:
+//! `../shared/anchors/anchor-bench/results/2026-11-27-h100-16core-xeon.txt`.
+//! On a 2-core VM, where the producers time-slice, it barely falls: 79 M
+//! and 72 M with eight, against 345 M and 178 M for this crate's rings and
+//! 294 M and 244 M for its pooled queue; `docs/queue-performance.md` has
+//! the run, 2026-12-01, with its machine.)
 //!
 //! This queue gives **each producer handle its own lane**: a ring with a
 //! single writer. A push touches only its own lane's slot and counters, with
@@ -114,7 +117,11 @@
 //!   reachable from `try_push`, `force_push` or `push_timeout`'s fast path
 //!   (see *Progress*); `tests/no_alloc.rs` counts allocations with a
 //!   counting global allocator and asserts none in steady state, for pushes
-//!   and for `pop_batch` into a vector with room.
+//!   and for `pop_batch` into a vector with room, in both queues (the
+//!   pooled one: `pooled_push_and_pop_allocate_nothing_in_steady_state`).
+//!   The pooled queue's one lock on a push path: a
+//!   [`pooled::Producer::try_push_in_place_or`] refused at a chunk
+//!   boundary while adopted items are short of cover (see [`pooled`]).
 //!
 //! # Progress
 //!

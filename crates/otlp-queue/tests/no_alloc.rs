@@ -1,6 +1,7 @@
 //! The push path allocates nothing in steady state, and neither does
-//! `pop_batch` into a vector with room: checked with a counting global
-//! allocator. (Each test binary has its own allocator, so this file holds
+//! `pop_batch` into a vector with room, for both queues (`bounded` and
+//! the pooled queue, `pooled::try_with_chunk`): checked with a counting
+//! global allocator. (Each test binary has its own allocator, so this file holds
 //! only tests that need it.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -65,4 +66,72 @@ fn push_and_pop_batch_allocate_nothing_in_steady_state() {
         assert_eq!(n, 66);
     }
     assert_eq!(allocations() - before, 0, "push/pop allocated");
+}
+
+/// The pooled queue, the one otlp-exporter's pipeline records into: a
+/// push that claims a chunk from the shared pool (one compare-and-swap),
+/// a push refused because the pool is empty, the in-place pushes the
+/// exporter uses (accepted, refused by `init`, refused for room), and the
+/// consumer's `pop_batch` and `pop_each_mut` allocate nothing in steady
+/// state (the lanes and their home chunks are allocated by `try_clone`).
+#[test]
+fn pooled_push_and_pop_allocate_nothing_in_steady_state() {
+    let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<u64>(64, 16).unwrap();
+    let tx2 = tx.try_clone().unwrap(); // lanes are allocated here, not by pushes
+    let mut out = Vec::with_capacity(256);
+    let mut round = |r: u64| {
+        // The other lane fills its home chunk and takes one from the pool.
+        for i in 0..32 {
+            tx2.try_push(i).unwrap();
+        }
+        // This lane: its chunk, then chunks from the pool until none is left.
+        let mut pushed = 0;
+        while tx.try_push(r).is_ok() {
+            pushed += 1;
+        }
+        assert!(pushed >= 48, "round {r}: only {pushed} pushed");
+        assert!(tx2.try_push(0).unwrap_err().is_full());
+        // SAFETY: each `init` writes its value or refuses.
+        unsafe {
+            assert!(
+                tx.try_push_in_place_or(|slot| {
+                    slot.write(1);
+                    Ok::<(), ()>(())
+                })
+                .is_err(),
+                "no room"
+            );
+        }
+        out.clear();
+        assert_eq!(rx.pop_batch(&mut out, 256), pushed + 32);
+        // SAFETY: as above.
+        unsafe {
+            tx.try_push_in_place_or(|slot| {
+                slot.write(7);
+                Ok::<(), ()>(())
+            })
+            .unwrap()
+            .unwrap();
+            assert_eq!(tx.try_push_in_place_or(|_| Err::<(), _>(9)), Ok(Err(9)));
+        }
+        let mut taken = Vec::with_capacity(0); // stays empty: no allocation
+        let mut n = 0;
+        rx.pop_each_mut(16, |v| {
+            n += 1;
+            if *v != 7 {
+                taken.push(*v);
+            }
+        });
+        assert_eq!((n, taken.len()), (1, 0), "the in-place push, once");
+    };
+    // Warm up: the consumer's first calls copy the lane list, and every
+    // chunk has been through the pool once.
+    for r in 0..4 {
+        round(r);
+    }
+    let before = allocations();
+    for r in 0..1_000 {
+        round(r);
+    }
+    assert_eq!(allocations() - before, 0, "pooled push/pop allocated");
 }

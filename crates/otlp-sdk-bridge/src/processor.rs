@@ -60,9 +60,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// # What each call does
 ///
 /// * `on_start`: nothing (no per-span cost when a span starts).
-/// * `on_end`: converts the span and [`Pipeline::record`]s it: no lock and
-///   no system call in steady state, never blocks unless the pipeline's
-///   shedding is `Block`. The span's instrumentation scope (tracer name,
+/// * `on_end`: converts the span and [`Pipeline::record`]s it: no lock,
+///   and no system call in steady state but the worker's wake-up (at most
+///   one futex wake per nap of the worker, see [`Pipeline::record`]);
+///   never blocks unless the pipeline's shedding is `Block`. The span's instrumentation scope (tracer name,
 ///   version, schema URL, attributes) becomes a pipeline scope
 ///   ([`Pipeline::scope`]), so spans are exported grouped under their
 ///   tracer's scope, as the SDK's exporters do; each thread remembers the

@@ -146,14 +146,24 @@ pub(crate) const REQUEST_TRACEPARENTS: [&str; 2] = [
 
 fn main() {
     // The pipeline: OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT when set,
-    // OTLP JSON lines in otlp-traces.jsonl otherwise. This is a `main`: its
-    // network and file-system access come from ambient authority (the
-    // pipeline uses the one it needs).
-    let pipeline = match Pipeline::builder()
-        .network(NetAccess::from_ambient(ambient_authority()))
-        .filesystem(FsAccess::from_ambient(ambient_authority()))
-        .build()
-    {
+    // OTLP JSON lines in otlp-traces.jsonl otherwise (given network access
+    // and no file, the pipeline would send to http://localhost:4318, the
+    // spec's default). This is a `main`: its network and file-system
+    // access (the latter also for an `https` collector's PEM files) come
+    // from ambient authority.
+    let endpoint_set = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+    let builder = Pipeline::builder().filesystem(FsAccess::from_ambient(ambient_authority()));
+    let builder = if endpoint_set {
+        builder.network(NetAccess::from_ambient(ambient_authority()))
+    } else {
+        builder.file("otlp-traces.jsonl")
+    };
+    let pipeline = match builder.build() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("bad pipeline settings: {e}");

@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use tracing_subscriber::layer::SubscriberExt;
 //!
-//! let memory = InMemory::new(); // a test double; `Pipeline::builder().network(net).build()` sends to OTEL_EXPORTER_OTLP_ENDPOINT
+//! let memory = InMemory::new(); // a test double; `Pipeline::builder().network(net).build()` sends to OTEL_EXPORTER_OTLP_ENDPOINT (else localhost:4318)
 //! let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
 //! let subscriber = tracing_subscriber::registry()
 //!     // .with(tracing_subscriber::EnvFilter::from_default_env())

@@ -2,9 +2,10 @@
 //!
 //! The capability vocabulary of the runtime, independent of any scheduler.
 //!
-//! An effect (spawning, reading time, blocking a thread, drawing random
-//! numbers, opening a connection, touching files, exporting telemetry) is
-//! reached only through something a task was handed. What it was handed is
+//! Inside the runtime, an effect of a task (spawning, sleeping on or
+//! reading the runtime's clock, blocking a thread, drawing random numbers,
+//! opening a connection, touching files) is reached only through something
+//! the task was handed. What it was handed is
 //! written in its type: a capability set [`Caps`] with one flag ([`Yes`] or
 //! [`No`]) per capability. Sets are zero-sized and sealed (nothing outside
 //! this crate implements [`CapSet`] or [`Flag`]), so nobody can forge one;
@@ -36,6 +37,30 @@
 //! runtime) gets authority from one place only, [`ambient_authority`],
 //! which is easy to grep for. Access tokens such as [`NetAccess`] are made
 //! from it, or handed out by a context that holds the capability.
+//!
+//! # What the capabilities do not cover
+//!
+//! * **Telemetry export and the span clock are outside this system.**
+//!   Recording a span (`otlp_exporter::Pipeline::record`, a tracer's
+//!   spans, the `tracing` layer) takes no token, and its timestamps come
+//!   from the exporter's own clock (`otlp_exporter::clock`,
+//!   `otlp_exporter::now_unix_nanos`), read ambiently. That is by design:
+//!   the exporter stands alone (usable from any runtime, tokio too, and
+//!   from `tracing` callbacks on any thread, where no context is at hand),
+//!   and recording costs tens of nanoseconds, too little to pay for a
+//!   check. What reaches outside the process is gated where the pipeline
+//!   is built: a collector needs a [`NetAccess`] and a file an
+//!   [`FsAccess`]; a transport the user passes reaches only what it holds.
+//!   Reading the wall clock is not something a capability can take away
+//!   in Rust (`std::time` is open to all); the [`HasTime`] capability
+//!   gates the runtime's time (`Cx::now`, sleeps, timeouts), which the lab
+//!   runtime makes virtual: span timestamps stay wall-clock time there.
+//! * **[`TelemetryAccess`] gates no API of this workspace.** It is the
+//!   token a context with [`HasTelemetry`] hands out (`Cx::telemetry`),
+//!   for a library that wants its own telemetry (an exporter of its own, a
+//!   metrics sink) to be something a task must be granted; the
+//!   capability's flag also shows in a task's type and [`CapMask`] (the
+//!   lab runtime's tasks lack it).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -347,7 +372,10 @@ access!(
 access!(
     /// Permission to export telemetry. Made from [`AmbientAuthority`], or
     /// handed out by a runtime context that holds [`HasTelemetry`]
-    /// (`Cx::telemetry`).
+    /// (`Cx::telemetry`). No API of this workspace takes it (the exporter
+    /// records without a token; see the crate docs, *What the capabilities
+    /// do not cover*): it is for libraries that want to gate telemetry of
+    /// their own.
     TelemetryAccess
 );
 

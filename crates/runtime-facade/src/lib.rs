@@ -16,6 +16,16 @@
 //! A whole application: `examples/app.rs` (`cargo run -p runtime-facade
 //! --example app`).
 //!
+//! The runtime's effects are reached through capabilities ([`caps`],
+//! `Cx<Caps>`), but **telemetry export and the exporter's clock are
+//! outside that system**: recording a span takes no token, and
+//! [`exporter::now_unix_nanos`] and [`exporter::clock`] read the clock
+//! ambiently (the exporter stands alone and records from any thread,
+//! `tracing` callbacks included, in tens of nanoseconds). Only what leaves
+//! the process is gated, when the pipeline is built: a collector needs a
+//! `NetAccess`, a file an `FsAccess`. `TelemetryAccess` gates no API here
+//! (see [`caps`], *What the capabilities do not cover*).
+//!
 //! ```
 //! use runtime_facade::queue;
 //!
@@ -42,7 +52,16 @@ pub use otlp_exporter as exporter;
 /// The `tracing` layer (the `otlp-tracing` crate): `tracing` spans through
 /// the pipeline, with W3C context propagation. [`tracing`] and
 /// [`tracing_subscriber`], which it plugs into, are re-exported beside it,
-/// so that this crate is the one dependency.
+/// so that this crate is the one dependency: they are built with
+/// `EnvFilter` (tracing-subscriber's `env-filter`), the console layer
+/// `tracing_subscriber::fmt` (`fmt`, `ansi`) and `#[instrument]`
+/// (tracing's `attributes`) turned on. One exception: the code that
+/// `#[instrument]` expands to names the crate `::tracing`, which a
+/// re-export cannot provide, so a crate that uses the attribute also lists
+/// `tracing = "0.1"` in its own `Cargo.toml` (Cargo builds one `tracing`
+/// for both; without it: "could not find `tracing` in the list of imported
+/// crates"). Spans made with `tracing::info_span!` and the like need
+/// nothing more than the facade.
 ///
 /// ```
 /// use runtime_facade::exporter::{InMemory, Pipeline};
@@ -58,6 +77,36 @@ pub use otlp_exporter as exporter;
 /// });
 /// pipeline.shutdown(std::time::Duration::from_secs(5));
 /// assert_eq!(memory.span_count(), 1);
+/// ```
+///
+/// `#[instrument]` (with `tracing` in the crate's `Cargo.toml`, as above),
+/// an `EnvFilter` and the console layer:
+///
+/// ```
+/// use runtime_facade::exporter::{InMemory, Pipeline};
+/// use runtime_facade::tracing_layer::OtlpLayer;
+/// use runtime_facade::{tracing, tracing_subscriber};
+/// use tracing::instrument;
+/// use tracing_subscriber::EnvFilter;
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// #[instrument(fields(items = items.len()))]
+/// fn total(items: &[u64]) -> u64 {
+///     // Below the filter's level: never reaches the pipeline.
+///     tracing::debug_span!("sum").in_scope(|| items.iter().sum())
+/// }
+///
+/// let memory = InMemory::new();
+/// let pipeline = Pipeline::builder().transport(memory.clone()).build().unwrap();
+/// let subscriber = tracing_subscriber::registry()
+///     // `EnvFilter::from_default_env()` reads RUST_LOG; a fixed one here.
+///     .with(EnvFilter::new("info"))
+///     .with(OtlpLayer::new(&pipeline))
+///     // The console layer too (here writing nowhere).
+///     .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink));
+/// tracing::subscriber::with_default(subscriber, || assert_eq!(total(&[1, 2, 3]), 6));
+/// pipeline.shutdown(std::time::Duration::from_secs(5));
+/// assert_eq!(memory.span_count(), 1); // `total`, not `sum`
 /// ```
 pub use otlp_tracing as tracing_layer;
 

@@ -36,7 +36,9 @@ pub const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
 pub const DEFAULT_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
 /// How long dropping the last [`Pipeline`] handle waits for shutdown.
 pub const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where the embedded default transport writes when no transport is set.
+/// Where the pipeline writes when no transport and no file are set and it
+/// has file-system access but no network access (see
+/// [`PipelineBuilder::file`]).
 pub const DEFAULT_FILE: &str = "otlp-traces.jsonl";
 /// The largest `max_queue_size` (and `OTEL_BSP_MAX_QUEUE_SIZE`): 1 Mi spans
 /// in all, a pool of 512 MiB (512-byte slots; with
@@ -153,11 +155,26 @@ impl PipelineBuilder {
         self
     }
 
-    /// Exports OTLP JSON lines to `path`. With no transport and no file set,
-    /// the pipeline sends OTLP/HTTP to the collector named by
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) if one is
-    /// set, and otherwise writes [`DEFAULT_FILE`] in the working directory.
-    /// Either file needs file-system access ([`filesystem`](Self::filesystem)).
+    /// Exports OTLP JSON lines to `path` (which needs file-system access,
+    /// [`filesystem`](Self::filesystem)).
+    ///
+    /// With no transport and no file set, the pipeline chooses by the
+    /// access it was given:
+    ///
+    /// * with network access ([`network`](Self::network)), it sends
+    ///   OTLP/HTTP to the collector named by `OTEL_EXPORTER_OTLP_ENDPOINT`
+    ///   (or `..._TRACES_ENDPOINT`), and when neither is set to the
+    ///   OpenTelemetry spec's default, `http://localhost:4318/v1/traces`
+    ///   ([`HttpTransport`](crate::HttpTransport)), whether or not it also
+    ///   has file-system access;
+    /// * with file-system access only, it writes [`DEFAULT_FILE`] in the
+    ///   working directory (but an endpoint set in the environment without
+    ///   network access fails with [`ConfigError::NoNetworkAccess`]);
+    /// * with neither, `build` fails with [`ConfigError::NoFileAccess`].
+    ///
+    /// Without the `http` feature there is no HTTP transport: network access
+    /// is not used and the default file is written as with file-system
+    /// access only.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
         self
@@ -165,8 +182,10 @@ impl PipelineBuilder {
 
     /// File-system access, needed when the pipeline opens a file itself
     /// (a [`file`](Self::file) set, or the default [`DEFAULT_FILE`] when
-    /// no transport and no collector are configured). Without it such a
-    /// build fails with [`ConfigError::NoFileAccess`].
+    /// no transport and no file are set and the pipeline has no network
+    /// access; see [`file`](Self::file)), and for the collector's TLS PEM
+    /// files if its settings name any. Without it such a build fails with
+    /// [`ConfigError::NoFileAccess`].
     ///
     /// ```
     /// use otlp_exporter::{FsAccess, Pipeline, ambient_authority};
@@ -183,10 +202,24 @@ impl PipelineBuilder {
         self
     }
 
-    /// Network access, needed when no transport is chosen and a collector
-    /// is configured in the environment (the pipeline then opens an
-    /// [`HttpTransport`](crate::HttpTransport)). Without it such a build
-    /// fails with [`ConfigError::NoNetworkAccess`].
+    /// Network access. With no transport and no [`file`](Self::file) set,
+    /// it makes the pipeline export over OTLP/HTTP (an
+    /// [`HttpTransport`](crate::HttpTransport)) to the collector that
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) names, or,
+    /// when neither is set, to the OpenTelemetry spec's default
+    /// `http://localhost:4318/v1/traces`. With an endpoint set in the
+    /// environment and no transport chosen, a build without it fails with
+    /// [`ConfigError::NoNetworkAccess`].
+    ///
+    /// ```
+    /// use otlp_exporter::{NetAccess, Pipeline, ambient_authority};
+    /// // To OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 if unset.
+    /// let pipeline = Pipeline::builder()
+    ///     .network(NetAccess::from_ambient(ambient_authority()))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(pipeline);
+    /// ```
     pub fn network(mut self, net: runtime_cap::NetAccess) -> Self {
         self.net = Some(net);
         self
@@ -448,8 +481,13 @@ impl PipelineBuilder {
             (Some(t), _) => t,
             // Nothing is exported: no collector, no file to open.
             (None, _) if disabled => UserTransport(Some(Box::new(crate::InMemory::new()))),
+            // No transport and no file: OTLP/HTTP whenever the pipeline may
+            // use the network, to the collector the environment names or
+            // else to the spec's default (`http://localhost:4318`, as every
+            // OpenTelemetry SDK does); a collector named in the environment
+            // without network access is an error, not a silent file.
             #[cfg(feature = "http")]
-            (None, None) if collector_configured() => match self.net {
+            (None, None) if self.net.is_some() || collector_configured() => match self.net {
                 Some(net) => {
                     let mut http = crate::HttpTransport::builder(net);
                     if let Some(fs) = self.fs {

@@ -820,7 +820,11 @@ pub(super) fn record_laneless(shared: &Shared, sampled: bool, valid: bool) -> Re
 /// queue-full (the order of [`record_into`]).
 fn count_unpushed(shared: &Shared, c: &ThreadCounters, sampled: bool, valid: bool) -> Recorded {
     let n = c.accepted.load(Ordering::Relaxed) + 1;
-    // SeqCst: as in `record_into`.
+    // SeqCst swap, then a SeqCst load of `state`: the same store-then-load
+    // handshake with shutdown as `record_into`'s (see `Shared::state`), by
+    // a locked instruction instead of the light fence: this path is rare
+    // (a record with no lane, or one counted under `waited_out_lock`),
+    // so a full barrier there costs nothing measurable.
     c.accepted.swap(n, Ordering::SeqCst);
     let outcome = if shared.state.load(Ordering::SeqCst) != RUNNING {
         bump(&c.after_shutdown);

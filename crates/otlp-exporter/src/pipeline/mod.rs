@@ -580,10 +580,16 @@ impl Pipeline {
     /// `max_queue_size` such spans; beyond, `QueueFull`) and never waits,
     /// whatever the shedding policy.
     ///
-    /// Takes no lock and makes no system call in steady state (the first
-    /// call on each thread sets up that thread's lane; a call that finds
-    /// its lane full may wake a napping worker, one wake per nap); never
-    /// blocks unless the policy is [`Shedding::Block`].
+    /// Takes no lock, and in steady state a span that fits its slot costs
+    /// no system call and no locked instruction; never blocks unless the
+    /// policy is [`Shedding::Block`]. The exceptions: the first call on
+    /// each thread sets up that thread's lane; a chunk of 16 slots claimed
+    /// from the shared pool costs one compare-and-swap; a call that claims
+    /// a chunk leaving a batch's worth in the pool, or finds the queue
+    /// full, while the worker naps wakes it (one swap and one futex wake,
+    /// at most one per nap, none while the worker is awake); a span larger
+    /// than a slot is boxed and charged to a byte budget (see the crate
+    /// docs).
     pub fn record(&self, span: SpanData) -> Recorded {
         if self.shared().config.disabled {
             return self.record_disabled();
