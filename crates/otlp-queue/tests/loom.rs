@@ -667,3 +667,37 @@ fn pooled_refusals_taking_the_home_chunk_against_pops() {
         assert_eq!(rx.lane_count(), 0);
     });
 }
+
+/// The consumer's drop races a producer's drop and a clone: whichever
+/// comes first, no lane is left behind (the consumer's drop frees the lanes
+/// of producers already gone, a producer dropped after it frees its own,
+/// and a clone made after it gets none), and every item is dropped once.
+#[test]
+fn pooled_producer_drop_races_consumer_drop() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        struct D(usize, Arc<[AtomicUsize; 2]>);
+        impl Drop for D {
+            fn drop(&mut self) {
+                self.1[self.0].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, rx) = otlp_queue::pooled::try_with_chunk::<D>(1, 1).unwrap();
+        let p = tx.clone();
+        let d = drops.clone();
+        let t = thread::spawn(move || {
+            // Pushed, or handed back as closed and dropped here.
+            let _ = p.try_push(D(0, d.clone()));
+            let late = p.clone();
+            drop(p);
+            let _ = late.try_push(D(1, d));
+        });
+        drop(rx);
+        t.join().unwrap();
+        assert_eq!(tx.lane_count(), 1, "only the last handle's lane is left");
+        drop(tx);
+        for i in 0..2 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
+    });
+}
