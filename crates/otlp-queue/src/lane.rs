@@ -371,10 +371,25 @@ impl<T> Lane<T> {
     /// Takes up to `max` items, oldest first, handing each to `sink`.
     /// Returns how many were taken. Consumer only (see [`Lane::claim`]).
     #[inline]
-    pub(crate) fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+    pub(crate) fn pop_with(&self, max: usize, sink: impl FnMut(T)) -> usize {
+        self.pop_counted(max, &core::cell::Cell::new(0), sink)
+    }
+
+    /// [`pop_with`](Self::pop_with), adding the items it claims to `taken`
+    /// as soon as they are claimed, before `sink` sees any: if `sink`
+    /// panics, the run still left the lane (handed over or dropped), and
+    /// the caller's count says so.
+    #[inline]
+    pub(crate) fn pop_counted(
+        &self,
+        max: usize,
+        taken: &core::cell::Cell<usize>,
+        mut sink: impl FnMut(T),
+    ) -> usize {
         let Some((start, n)) = self.claim(max) else {
             return 0;
         };
+        taken.set(taken.get() + n);
         self.copy_out(start, n, |slot| {
             // SAFETY: the slot holds a claimed item, written before the
             // `tail` we loaded with Acquire, and read exactly once.

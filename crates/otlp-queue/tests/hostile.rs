@@ -453,3 +453,45 @@ fn pop_batch_whose_reserve_panics_claims_nothing() {
         assert!(tx.force_push(Z).is_ok());
     });
 }
+
+/// A sink that panics in the middle of a batch: the batch (two lanes, the
+/// second one's run cut short by the panic) left the queue, handed over or
+/// dropped, and the consumer's count says so (`counters().popped`, `len`,
+/// `is_empty`). Before, the whole call's items were counted only if every
+/// lane's take returned, so `len()` reported items that were not there,
+/// for good.
+#[test]
+fn a_panicking_sink_leaves_the_counts_right() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, mut rx) = otlp_queue::bounded::<u32>(4);
+        let tx2 = tx.clone();
+        for i in 0..4 {
+            tx.try_push(i).unwrap();
+            tx2.try_push(10 + i).unwrap();
+        }
+        let mut seen = Vec::new();
+        let sunk = catch_unwind(AssertUnwindSafe(|| {
+            rx.pop_each(8, |v| {
+                seen.push(v);
+                if seen.len() == 6 {
+                    panic!("the sink panics in the second lane");
+                }
+            })
+        }));
+        assert!(sunk.is_err());
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        assert_eq!(rx.pop(), None, "both runs left the queue");
+        let c = rx.counters();
+        assert_eq!((c.pushed, c.popped), (8, 8), "{c:?}");
+        assert_eq!(rx.len(), 0);
+        assert!(rx.is_empty());
+        // Later traffic is counted as before.
+        for i in 0..100 {
+            tx.try_push(i).unwrap();
+            assert_eq!(rx.pop(), Some(i));
+        }
+        assert_eq!(rx.len(), 0);
+        assert_eq!(rx.counters().popped, 108);
+    });
+}
