@@ -632,13 +632,28 @@ impl<T> Lane<T> {
     /// Only the consumer may call this.
     unsafe fn pop_with_mut(&self, max: usize, mut sink: impl FnMut(&mut T)) -> usize {
         /// Drops the item where it lies, on the way out of `sink` as on
-        /// its unwind.
+        /// its unwind (where a panic of the item's `Drop` is caught: a
+        /// second panic during an unwind would abort the process).
         struct DropInPlace<T>(*mut T);
         impl<T> Drop for DropInPlace<T> {
             fn drop(&mut self) {
+                let item = self.0;
                 // SAFETY: the item is initialized and not read out, and
-                // this is its only drop (see `pop_raw`).
-                unsafe { ptr::drop_in_place(self.0) }
+                // this is its only drop (see `pop_raw`); a drop that
+                // panics has still dropped it (its fields are dropped
+                // during its unwind), so it is not dropped again.
+                let drop_it = move || unsafe { ptr::drop_in_place(item) };
+                if std::thread::panicking() {
+                    if let Err(payload) =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop_it))
+                    {
+                        // Its own drop could panic too: leaked, as in
+                        // `crate::lane`'s `drop_during_unwind`.
+                        core::mem::forget(payload);
+                    }
+                } else {
+                    drop_it();
+                }
             }
         }
         // SAFETY: the caller is the consumer; each pointer is an item's,
@@ -1563,7 +1578,9 @@ impl<T> Consumer<T> {
 
     /// [`pop_each`](Self::pop_each) without moving the items out: each is
     /// lent to `sink` where it lies in the queue and then dropped there
-    /// (also if `sink` panics). For a large `T` of which `sink` reads a
+    /// (also if `sink` panics: the item is then dropped during the unwind,
+    /// and a panic of its `Drop` there is caught, so `sink`'s panic is the
+    /// one that propagates). For a large `T` of which `sink` reads a
     /// part, this reads only that part of each slot, not all of it (and
     /// `sink` can still take the whole value with `std::mem::take` or
     /// `std::mem::replace`). Returns how many were taken.

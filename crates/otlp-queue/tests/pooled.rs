@@ -825,3 +825,39 @@ fn lanes_are_freed_by_their_producers_once_the_consumer_is_gone() {
         }
     });
 }
+
+/// `pop_each_mut` whose sink panics on an item whose `Drop` panics too:
+/// the item is dropped during the unwind with its panic caught, so the
+/// sink's panic reaches the caller (the process aborted: a panic while
+/// panicking), the item counts as taken and the next stays queued.
+#[test]
+fn popping_in_place_survives_a_drop_that_panics_during_the_sinks_panic() {
+    use std::sync::atomic::AtomicUsize;
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    struct Bad(u32);
+    impl Drop for Bad {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+            if self.0 == 1 {
+                panic!("the drop of item 1 panics");
+            }
+        }
+    }
+    test_watchdog::isolate(WATCHDOG, || {
+        let (tx, mut rx) = try_with_chunk::<Bad>(8, 4).unwrap();
+        for i in 1..=2 {
+            assert!(tx.try_push(Bad(i)).is_ok());
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rx.pop_each_mut(10, |_| panic!("the sink panics"))
+        }));
+        let payload = r.expect_err("the sink's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"the sink panics"));
+        assert_eq!(DROPS.load(Ordering::SeqCst), 1, "item 1 dropped once");
+        assert_eq!(rx.counters().popped, 1);
+        let mut next = Vec::new();
+        assert_eq!(rx.pop_each_mut(10, |v| next.push(v.0)), 1);
+        assert_eq!(next, [2]);
+        assert_eq!(DROPS.load(Ordering::SeqCst), 2);
+    });
+}
