@@ -5,9 +5,10 @@
 //! [`bounded_total`]`(total)` holds at most about `total` items whatever
 //! the number of producers (see *Bounds* for the exact figure), where
 //! [`crate::bounded`]`(capacity)` gives every producer a lane of its own
-//! `capacity` slots. The memory is the pool (`total` slots) plus one chunk
-//! and a lane header per live producer, so a thousand producers cost a
-//! thousand small chunks, not a thousand rings.
+//! `capacity` slots. The memory is the pool (`total` slots, and a small
+//! header per chunk of them: see *Bounds*) plus one chunk and a lane header
+//! per live producer, so a thousand producers cost a thousand small
+//! chunks, not a thousand rings.
 //!
 //! ```
 //! use std::thread;
@@ -82,8 +83,15 @@
 //! * Items held: at most `total + chunk × lanes` (the pool, plus each
 //!   lane's home chunk), where the lanes are those of live producers and of
 //!   gone producers whose items the consumer has not all taken yet.
-//! * Memory: the pool (`total` slots of `size_of::<T>()` bytes), plus per
-//!   lane one chunk of `chunk` slots and a header of a few cache lines.
+//! * Memory: the pool, plus per lane one chunk of `chunk` slots and a
+//!   header of a few cache lines. The pool is `total` slots of
+//!   `size_of::<T>()` bytes, in `total / chunk` (rounded up) allocations of
+//!   one chunk each (each with the allocator's own overhead), plus one
+//!   array of their headers, 40 bytes a chunk on a 64-bit target. For
+//!   small items the headers count: one-byte items in chunks of 64 cost
+//!   about 1.6 bytes each. A zero-sized `T` allocates no slots, but still
+//!   one header per 64 items (640 MiB at [`MAX_TOTAL`]): size `total` for
+//!   the items the queue is to hold, not as a mere "no limit".
 //!   While the consumer takes nothing (a stalled consumer), producers that
 //!   come and go each leave a lane behind: memory then grows by a chunk
 //!   and a header per such producer until the consumer resumes, or until
