@@ -350,7 +350,10 @@ impl<T> Producer<T> {
     /// If the consumer has claimed the oldest item but not yet finished
     /// reading it, this waits (spinning, then yielding) for the slot it is
     /// about to free: that wait is bounded by the consumer's progress through
-    /// one batch, and is the only place a producer ever waits for the consumer.
+    /// one batch. This and [`take_back`](Self::take_back) are the only places
+    /// a producer ever waits for the consumer (dropping a producer never
+    /// does: a lane whose last run the consumer is copying out is left to
+    /// the consumer, which frees it at its next call).
     /// So it must not be called from inside that batch (from the sink of a
     /// `pop_each` on the same lane, a thread that is both): it would wait
     /// for itself.

@@ -279,8 +279,8 @@ fn take_back_races_pop_batch() {
 
 /// A producer that goes away with its lane drained frees the lane's ring
 /// while the consumer may still be copying the last run out of it: the
-/// free must wait for that copy (loom checks the ring accesses), and the
-/// items are each delivered once.
+/// free must not race that copy (it leaves the ring to the consumer then;
+/// loom checks the ring accesses), and the items are each delivered once.
 #[test]
 fn producer_drop_frees_the_ring_after_the_last_copy() {
     model(|| {
@@ -295,7 +295,7 @@ fn producer_drop_frees_the_ring_after_the_last_copy() {
             (rx, got.len())
         });
         // Take back what the consumer has not claimed, then go away: the
-        // drop frees the ring once the consumer's copy is done.
+        // drop frees the ring unless the consumer's copy is under way.
         let mut back = Vec::new();
         tx2.take_back(|v| back.push(v));
         let taken_back = back.len();
