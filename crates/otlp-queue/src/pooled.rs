@@ -652,12 +652,13 @@ impl<T> Lane<T> {
                 // during its unwind), so it is not dropped again.
                 let drop_it = move || unsafe { ptr::drop_in_place(item) };
                 if std::thread::panicking() {
-                    if let Err(payload) =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(drop_it))
-                    {
-                        // Its own drop could panic too: leaked, as in
-                        // `crate::lane`'s `drop_during_unwind`.
-                        core::mem::forget(payload);
+                    use std::panic::{AssertUnwindSafe, catch_unwind};
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(drop_it)) {
+                        // The payload's own drop could panic too: caught,
+                        // and that one's payload leaked.
+                        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                            core::mem::forget(again);
+                        }
                     }
                 } else {
                     drop_it();
