@@ -602,3 +602,74 @@ fn blocking_records_of_large_spans_wait_for_the_budget_then_count_as_full() {
         assert_eq!(report.stats.dropped.export_failed, 1, "{:?}", report.stats);
     });
 }
+
+/// After shutdown the pipeline is still referenced (a global tracer) and
+/// threads keep coming, each recording a span: a thread gets no lane for
+/// that (a lane and its chunk were made for every such thread, ~8.5 KiB
+/// while it lived), and once it exits nothing of it is left (the pooled
+/// queue's lanes were then never freed: nothing retires them once the
+/// worker's consumer is gone, +8.4 MB per 1000 threads). With either
+/// queue, and every such record counted as after shutdown.
+#[test]
+fn threads_recording_after_shutdown_keep_no_lane() {
+    test_watchdog::isolate(Duration::from_secs(120), || {
+        for drop_oldest in [false, true] {
+            let memory = InMemory::new();
+            let b = Pipeline::builder();
+            let b = if drop_oldest {
+                b.shedding(otlp_exporter::Shedding::DropOldest)
+            } else {
+                b
+            };
+            let p = b
+                .transport(memory.clone())
+                .resource(Resource::new("after-shutdown"))
+                .build()
+                .unwrap();
+            p.record(SpanData::new("before"));
+            assert!(p.shutdown(Duration::from_secs(30)).completed);
+            // Warm up: the fallback lane, the counters' lists.
+            let p2 = p.clone();
+            thread::spawn(move || p2.record(SpanData::new("warm-up")))
+                .join()
+                .unwrap();
+            const THREADS: usize = 200;
+            let base = ALLOC.live();
+            let recorded = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+            let exit = std::sync::Arc::new(std::sync::Barrier::new(THREADS + 1));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|i| {
+                    let (p, recorded, exit) = (p.clone(), recorded.clone(), exit.clone());
+                    thread::spawn(move || {
+                        let r = p.record(SpanData::new(format!("req-{i}")));
+                        assert_eq!(r, Recorded::Dropped(DropReason::Shutdown));
+                        recorded.wait();
+                        exit.wait();
+                    })
+                })
+                .collect();
+            recorded.wait();
+            let live = ALLOC.live() - base;
+            // Threads' own bookkeeping is a few hundred bytes each; a lane
+            // was 8.5 KiB (pooled) or a ring of its own (drop-oldest).
+            assert!(
+                live < (THREADS * 2048) as isize,
+                "drop_oldest={drop_oldest}: {} KiB while {THREADS} threads live",
+                live >> 10
+            );
+            exit.wait();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let left = ALLOC.live() - base;
+            assert!(
+                left < 64 << 10,
+                "drop_oldest={drop_oldest}: {} KiB left after {THREADS} threads exited",
+                left >> 10
+            );
+            let s = p.stats();
+            assert!(s.is_balanced(), "{s:?}");
+            assert_eq!(s.dropped.after_shutdown, THREADS as u64 + 1, "{s:?}");
+        }
+    });
+}

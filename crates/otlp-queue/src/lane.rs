@@ -371,10 +371,25 @@ impl<T> Lane<T> {
     /// Takes up to `max` items, oldest first, handing each to `sink`.
     /// Returns how many were taken. Consumer only (see [`Lane::claim`]).
     #[inline]
-    pub(crate) fn pop_with(&self, max: usize, mut sink: impl FnMut(T)) -> usize {
+    pub(crate) fn pop_with(&self, max: usize, sink: impl FnMut(T)) -> usize {
+        self.pop_counted(max, &core::cell::Cell::new(0), sink)
+    }
+
+    /// [`pop_with`](Self::pop_with), adding the items it claims to `taken`
+    /// as soon as they are claimed, before `sink` sees any: if `sink`
+    /// panics, the run still left the lane (handed over or dropped), and
+    /// the caller's count says so.
+    #[inline]
+    pub(crate) fn pop_counted(
+        &self,
+        max: usize,
+        taken: &core::cell::Cell<usize>,
+        mut sink: impl FnMut(T),
+    ) -> usize {
         let Some((start, n)) = self.claim(max) else {
             return 0;
         };
+        taken.set(taken.get() + n);
         self.copy_out(start, n, |slot| {
             // SAFETY: the slot holds a claimed item, written before the
             // `tail` we loaded with Acquire, and read exactly once.
@@ -464,35 +479,34 @@ impl<T> Lane<T> {
     }
 
     /// Called by the producer as it goes away (after `close_producer`): if
-    /// the lane is drained, waits until the consumer has finished copying
-    /// its last run out, frees the ring and returns true. Returns false,
-    /// freeing nothing, if items are left (the consumer will take them).
+    /// the lane is drained and the consumer is not copying its last run
+    /// out right now, frees the ring and returns true. Returns false,
+    /// freeing nothing, if items are left or the copy is under way: the
+    /// consumer then takes them, or finishes, and retires the lane (ring
+    /// and all) at its next call. Never waits.
     ///
     /// # Safety
     ///
     /// Only the lane's single producer may call this, as it is dropped
     /// (it never pushes again).
     pub(crate) unsafe fn free_ring(&self) -> bool {
-        let mut spins = 0u32;
-        loop {
-            // Relaxed: only this thread writes `tail`.
-            let tail = self.own_tail();
-            // Relaxed: only compared; if it is `tail`, no later claim can
-            // move it (claims need `head < tail`, and `tail` is final).
-            let head = self.consumer.head.load(Ordering::Relaxed);
-            if head != tail {
-                return false;
-            }
-            // Acquire: pairs with the consumer's Release store after its
-            // copy: its reads of the ring (and of the box) happen before
-            // the free below.
-            if self.consumer.released.load(Ordering::Acquire) == tail {
-                break;
-            }
-            if !wait_for_consumer(&mut spins) {
-                // The consumer is stuck mid-copy: leave the ring to it.
-                return false;
-            }
+        // Relaxed: only this thread writes `tail`.
+        let tail = self.own_tail();
+        // Relaxed: only compared; if it is `tail`, no later claim can move
+        // it (claims need `head < tail`, and `tail` is final).
+        let head = self.consumer.head.load(Ordering::Relaxed);
+        if head != tail {
+            return false;
+        }
+        // Acquire: pairs with the consumer's Release store after its copy:
+        // its reads of the ring (and of the box) happen before the free
+        // below.
+        if self.consumer.released.load(Ordering::Acquire) != tail {
+            // The consumer is copying the last run out (inside a batch,
+            // whose sink may take any time): leave the ring to it, as when
+            // items are left. No producer's drop waits for the consumer
+            // (it used to spin and yield here, up to 200 000 times).
+            return false;
         }
         // SAFETY: `head == tail == released` and `tail` is final: no run is
         // being copied and none can be claimed again (a claim of `n = 0`

@@ -137,7 +137,10 @@
 //!   to hold chunks while adopted items are short of cover).
 //! * A consumer preempted in the middle of a batch leaves the slots it has
 //!   claimed but not yet read occupied: producers of that lane see `Full` for
-//!   those slots until it resumes, and `force_push` on that lane waits for it.
+//!   those slots until it resumes, and `force_push` (and `take_back`) on
+//!   that lane waits for it. Dropping a producer never waits: a drained
+//!   lane whose last run the consumer is still copying out is freed by the
+//!   consumer's next call instead of at once.
 //! * Cloning a producer, and the consumer noticing a new or finished lane,
 //!   take a short lock on the lane registry. Neither is on the push path.
 //!

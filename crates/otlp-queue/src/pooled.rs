@@ -5,9 +5,10 @@
 //! [`bounded_total`]`(total)` holds at most about `total` items whatever
 //! the number of producers (see *Bounds* for the exact figure), where
 //! [`crate::bounded`]`(capacity)` gives every producer a lane of its own
-//! `capacity` slots. The memory is the pool (`total` slots) plus one chunk
-//! and a lane header per live producer, so a thousand producers cost a
-//! thousand small chunks, not a thousand rings.
+//! `capacity` slots. The memory is the pool (`total` slots, and a small
+//! header per chunk of them: see *Bounds*) plus one chunk and a lane header
+//! per live producer, so a thousand producers cost a thousand small
+//! chunks, not a thousand rings.
 //!
 //! ```
 //! use std::thread;
@@ -68,14 +69,29 @@
 //!   consumer; once the lane is drained the consumer returns its last chunk
 //!   and drops the lane (with its home chunk). Nothing is lost, and an
 //!   exited thread's memory comes back at the consumer's next call.
+//! * Once the consumer is gone nobody retires lanes, so a producer
+//!   dropped after it takes its own lane out (under the registry lock)
+//!   and frees it, items and all; the consumer's drop frees the lanes of
+//!   producers already gone. A producer made after that
+//!   ([`Producer::clone`], [`Producer::try_clone`]) gets no lane: it
+//!   allocates nothing and every push finds the queue closed. So threads
+//!   that come and go after the consumer (an exporter shut down but still
+//!   referenced) leave nothing behind.
 //!
 //! # Bounds
 //!
 //! * Items held: at most `total + chunk × lanes` (the pool, plus each
 //!   lane's home chunk), where the lanes are those of live producers and of
 //!   gone producers whose items the consumer has not all taken yet.
-//! * Memory: the pool (`total` slots of `size_of::<T>()` bytes), plus per
-//!   lane one chunk of `chunk` slots and a header of a few cache lines.
+//! * Memory: the pool, plus per lane one chunk of `chunk` slots and a
+//!   header of a few cache lines. The pool is `total` slots of
+//!   `size_of::<T>()` bytes, in `total / chunk` (rounded up) allocations of
+//!   one chunk each (each with the allocator's own overhead), plus one
+//!   array of their headers, 40 bytes a chunk on a 64-bit target. For
+//!   small items the headers count: one-byte items in chunks of 64 cost
+//!   about 1.6 bytes each. A zero-sized `T` allocates no slots, but still
+//!   one header per 64 items (640 MiB at [`MAX_TOTAL`]): size `total` for
+//!   the items the queue is to hold, not as a mere "no limit".
 //!   While the consumer takes nothing (a stalled consumer), producers that
 //!   come and go each leave a lane behind: memory then grows by a chunk
 //!   and a header per such producer until the consumer resumes, or until
@@ -148,8 +164,8 @@
 //! chunk claim retries its compare-and-swap only when another producer
 //! claimed a chunk (or the consumer returned one) at the same moment. The
 //! consumer never waits for a producer. Cloning a producer (a lane and its
-//! home chunk are allocated) and the consumer noticing new or finished
-//! lanes take the registry lock; neither is on the push path.
+//! home chunk are allocated), dropping one, and the consumer noticing new
+//! or finished lanes take the registry lock; none is on the push path.
 //!
 //! # Memory orderings
 //!
@@ -569,6 +585,24 @@ unsafe impl<T: Send> Send for Lane<T> {}
 unsafe impl<T: Send> Sync for Lane<T> {}
 
 impl<T> Lane<T> {
+    /// A lane with `home` as its home chunk, the consumer's cursor not yet
+    /// set (null: nothing to give back).
+    fn new(home: Chunk<T>, pool: Arc<Pool<T>>) -> Self {
+        Lane {
+            producer: CachePadded::new(ProducerSide::default()),
+            head: CachePadded::new(AtomicU64::new(0)),
+            cursor: UnsafeCell::new(Cursor {
+                chunk: ptr::null(),
+                base: 0,
+                adopted: 0,
+            }),
+            home_free: AtomicBool::new(false),
+            producer_gone: AtomicBool::new(false),
+            home,
+            pool,
+        }
+    }
+
     /// Gives a chunk the consumer has read to the end back: to the pool,
     /// or (the home chunk) to the lane's producer. `adopted` (the cursor's
     /// count for it) adopted items were covered by its slots until now.
@@ -606,13 +640,29 @@ impl<T> Lane<T> {
     /// Only the consumer may call this.
     unsafe fn pop_with_mut(&self, max: usize, mut sink: impl FnMut(&mut T)) -> usize {
         /// Drops the item where it lies, on the way out of `sink` as on
-        /// its unwind.
+        /// its unwind (where a panic of the item's `Drop` is caught: a
+        /// second panic during an unwind would abort the process).
         struct DropInPlace<T>(*mut T);
         impl<T> Drop for DropInPlace<T> {
             fn drop(&mut self) {
+                let item = self.0;
                 // SAFETY: the item is initialized and not read out, and
-                // this is its only drop (see `pop_raw`).
-                unsafe { ptr::drop_in_place(self.0) }
+                // this is its only drop (see `pop_raw`); a drop that
+                // panics has still dropped it (its fields are dropped
+                // during its unwind), so it is not dropped again.
+                let drop_it = move || unsafe { ptr::drop_in_place(item) };
+                if std::thread::panicking() {
+                    use std::panic::{AssertUnwindSafe, catch_unwind};
+                    if let Err(payload) = catch_unwind(AssertUnwindSafe(drop_it)) {
+                        // The payload's own drop could panic too: caught,
+                        // and that one's payload leaked.
+                        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                            core::mem::forget(again);
+                        }
+                    }
+                } else {
+                    drop_it();
+                }
             }
         }
         // SAFETY: the caller is the consumer; each pointer is an item's,
@@ -766,6 +816,11 @@ struct Inner<T> {
     version: AtomicUsize,
     registry: Mutex<Registry<T>>,
     pool: Arc<Pool<T>>,
+    /// The lane every producer made after the consumer's drop shares: it
+    /// has no slots (a home chunk of length 0, which allocates nothing)
+    /// and is never in the registry; its producers' pushes all find the
+    /// queue closed.
+    dead: Arc<Lane<T>>,
     total: usize,
     chunk: usize,
 }
@@ -774,6 +829,30 @@ struct Registry<T> {
     lanes: Vec<Arc<Lane<T>>>,
     /// (pushed, popped, rejected_full) of retired lanes.
     retired: (u64, u64, u64),
+    /// Set (once) by the consumer's drop. From then on nobody retires
+    /// lanes: a producer's drop takes its own lane out of the list (so it
+    /// is freed with the handle), and a new producer gets no lane of its
+    /// own (`Inner::dead`).
+    consumer_gone: bool,
+}
+
+impl<T> Registry<T> {
+    /// Takes `lane` out of the list (if there), counting its totals as
+    /// retired; returns it, to be dropped after the lock is released (its
+    /// drop may drop items).
+    fn remove(&mut self, lane: &Arc<Lane<T>>) -> Option<Arc<Lane<T>>> {
+        let i = self.lanes.iter().position(|l| Arc::ptr_eq(l, lane))?;
+        let lane = self.lanes.swap_remove(i);
+        self.count_retired(&lane);
+        Some(lane)
+    }
+
+    fn count_retired(&mut self, lane: &Lane<T>) {
+        let (p, h, f) = lane.totals();
+        self.retired.0 = self.retired.0.saturating_add(p);
+        self.retired.1 = self.retired.1.saturating_add(h);
+        self.retired.2 = self.retired.2.saturating_add(f);
+    }
 }
 
 impl<T> Inner<T> {
@@ -847,6 +926,7 @@ pub fn try_with_chunk<T>(
         });
     }
     let chunk = chunk.clamp(1, MAX_CHUNK);
+    let pool = Arc::new(Pool::try_new(total, chunk)?);
     let inner = Arc::new(Inner {
         consumer_alive: CachePadded::new(AtomicBool::new(true)),
         producers: AtomicUsize::new(0),
@@ -854,8 +934,10 @@ pub fn try_with_chunk<T>(
         registry: Mutex::new(Registry {
             lanes: Vec::new(),
             retired: (0, 0, 0),
+            consumer_gone: false,
         }),
-        pool: Arc::new(Pool::try_new(total, chunk)?),
+        dead: Arc::new(Lane::new(Chunk::try_new(0, NIL)?, pool.clone())),
+        pool,
         total,
         chunk,
     });
@@ -896,29 +978,38 @@ pub struct Producer<T> {
 unsafe impl<T: Send> Send for Producer<T> {}
 
 impl<T> Producer<T> {
+    /// A new producer: with a lane and home chunk of its own while the
+    /// consumer is alive, else one that allocates nothing and shares the
+    /// queue's dead lane (every push finds the queue closed).
     fn register(inner: &Arc<Inner<T>>) -> Result<Self, CapacityError> {
-        let home = Chunk::try_new(inner.chunk, NIL)?;
-        let lane = Arc::new(Lane {
-            producer: CachePadded::new(ProducerSide::default()),
-            head: CachePadded::new(AtomicU64::new(0)),
-            cursor: UnsafeCell::new(Cursor {
-                chunk: ptr::null(),
-                base: 0,
-                adopted: 0,
-            }),
-            home_free: AtomicBool::new(false),
-            producer_gone: AtomicBool::new(false),
-            home,
-            pool: inner.pool.clone(),
-        });
-        let home: *const Chunk<T> = &lane.home;
-        // Nobody else has the lane yet: both sides start at the home chunk.
-        lane.cursor.with_mut(|p| {
-            // SAFETY: exclusive access (the lane is not shared yet).
-            unsafe { (*p).chunk = home }
-        });
-        {
+        // Relaxed: a hint that spares the allocation once the consumer is
+        // gone; the lock below decides.
+        let lane = if inner.consumer_alive.load(Ordering::Relaxed) {
+            let home = Chunk::try_new(inner.chunk, NIL)?;
+            let lane = Arc::new(Lane::new(home, inner.pool.clone()));
+            let home: *const Chunk<T> = &lane.home;
+            // Nobody else has the lane yet: both sides start at the home
+            // chunk.
+            lane.cursor.with_mut(|p| {
+                // SAFETY: exclusive access (the lane is not shared yet).
+                unsafe { (*p).chunk = home }
+            });
+            Some(lane)
+        } else {
+            None
+        };
+        let lane = {
             let mut registry = loom::lock(&inner.registry);
+            let lane = match lane {
+                Some(lane) if !registry.consumer_gone => lane,
+                // The consumer is gone (the lane we made, if any, is
+                // dropped unused: nothing else has it).
+                _ => {
+                    inner.producers.fetch_add(1, Ordering::Relaxed);
+                    drop(registry);
+                    return Ok(Producer::with_lane(inner, inner.dead.clone()));
+                }
+            };
             registry.lanes.push(lane.clone());
             // Relaxed: ordered by the registry lock for readers of the list;
             // the consumer's closed check pairs Acquire with the Release
@@ -927,15 +1018,21 @@ impl<T> Producer<T> {
             // Release: a consumer that sees the new version with Acquire
             // then takes the lock and finds the lane.
             inner.version.fetch_add(1, Ordering::Release);
-        }
-        Ok(Producer {
+            lane
+        };
+        Ok(Producer::with_lane(inner, lane))
+    }
+
+    /// The handle of a new `lane`, writing its home chunk first.
+    fn with_lane(inner: &Arc<Inner<T>>, lane: Arc<Lane<T>>) -> Self {
+        Producer {
             end: Cell::new(lane.home.len()),
+            chunk: Cell::new(&lane.home),
             lane,
             inner: inner.clone(),
-            chunk: Cell::new(home),
             used_at_claim: Cell::new(0),
             prefetch: prefetch::supported(),
-        })
+        }
     }
 
     /// A new producer with a lane (and home chunk) of its own, or an error
@@ -1370,6 +1467,25 @@ impl<T> Producer<T> {
     pub fn counters(&self) -> QueueCounters {
         self.inner.counters()
     }
+
+    /// Lanes the queue holds now (takes the registry lock): those of live
+    /// producers, and of gone producers whose lanes the consumer has not
+    /// retired yet. Once the consumer is gone a producer's lane goes with
+    /// it, and producers made after that have none.
+    ///
+    /// ```
+    /// let (tx, rx) = otlp_queue::pooled::bounded_total::<u32>(64);
+    /// let other = tx.clone();
+    /// assert_eq!(tx.lane_count(), 2);
+    /// drop(rx);
+    /// drop(other); // its lane is freed with it
+    /// let late = tx.clone(); // gets no lane: the queue is closed
+    /// assert!(late.try_push(1).is_err());
+    /// assert_eq!(tx.lane_count(), 1);
+    /// ```
+    pub fn lane_count(&self) -> usize {
+        loom::lock(&self.inner.registry).lanes.len()
+    }
 }
 
 impl<T> Clone for Producer<T> {
@@ -1395,6 +1511,23 @@ impl<T> Drop for Producer<T> {
         // Release: as in `crate::Producer`'s drop: a consumer whose Acquire
         // load sees 0 sees every push of every producer.
         self.inner.producers.fetch_sub(1, Ordering::Release);
+        // Once the consumer is gone nobody retires lanes: ours leaves the
+        // registry now and is freed with this handle (its `Arc` is then
+        // the last but a `Mark`'s). Decided under the lock, against the
+        // consumer's drop (see there). Not on the push path: a producer is
+        // dropped once, and `register` takes the same lock.
+        let mut registry = loom::lock(&self.inner.registry);
+        if registry.consumer_gone {
+            let removed = registry.remove(&self.lane);
+            if removed.is_some() {
+                // Release: as in `register` (for a `counters` reader the
+                // lock orders it anyway).
+                self.inner.version.fetch_add(1, Ordering::Release);
+            }
+            drop(registry);
+            // Dropped after the lock: the lane's drop may drop items.
+            drop(removed);
+        }
     }
 }
 
@@ -1454,7 +1587,9 @@ impl<T> Consumer<T> {
 
     /// [`pop_each`](Self::pop_each) without moving the items out: each is
     /// lent to `sink` where it lies in the queue and then dropped there
-    /// (also if `sink` panics). For a large `T` of which `sink` reads a
+    /// (also if `sink` panics: the item is then dropped during the unwind,
+    /// and a panic of its `Drop` there is caught, so `sink`'s panic is the
+    /// one that propagates). For a large `T` of which `sink` reads a
     /// part, this reads only that part of each slot, not all of it (and
     /// `sink` can still take the whole value with `std::mem::take` or
     /// `std::mem::replace`). Returns how many were taken.
@@ -1766,23 +1901,22 @@ impl<T> Consumer<T> {
             return;
         }
         let mut registry = loom::lock(&self.inner.registry);
-        let Registry { lanes, retired } = &mut *registry;
+        let registry = &mut *registry;
+        let mut lanes = core::mem::take(&mut registry.lanes);
         lanes.retain(|lane| {
             let finished = lane.is_finished();
             if finished {
                 // SAFETY: we are the consumer, the lane is finished, and it
                 // leaves the registry now (retired once).
                 unsafe { lane.retire() };
-                let (p, h, f) = lane.totals();
-                retired.0 = retired.0.saturating_add(p);
-                retired.1 = retired.1.saturating_add(h);
-                retired.2 = retired.2.saturating_add(f);
+                registry.count_retired(lane);
             }
             !finished
         });
+        registry.lanes = lanes;
         // Release: as in `Producer::register`.
         self.inner.version.fetch_add(1, Ordering::Release);
-        self.lanes.clone_from(lanes);
+        self.lanes.clone_from(&registry.lanes);
         // Relaxed: under the lock.
         self.seen_version = self.inner.version.load(Ordering::Relaxed);
     }
@@ -1797,6 +1931,28 @@ impl<T> Drop for Consumer<T> {
             // SAFETY: we are the consumer.
             unsafe { lane.pop_with(usize::MAX, drop) };
         }
+        // Nobody retires lanes from now on: the lanes of producers already
+        // gone leave the registry now (freed when `self.lanes` drops, just
+        // after), and every other producer's drop takes its own lane out
+        // (see `Producer::drop`). Decided under the lock: a producer that
+        // set `producer_gone` before we take it is seen here; one that
+        // takes it after us sees `consumer_gone`.
+        let mut registry = loom::lock(&self.inner.registry);
+        let registry = &mut *registry;
+        registry.consumer_gone = true;
+        let mut lanes = core::mem::take(&mut registry.lanes);
+        lanes.retain(|lane| {
+            // Acquire: pairs with the Release store in `Producer::drop` (a
+            // lane freed now holds nothing its producer pushed unseen).
+            let gone = lane.producer_gone.load(Ordering::Acquire);
+            if gone {
+                registry.count_retired(lane);
+            }
+            !gone
+        });
+        registry.lanes = lanes;
+        // Release: as in `Producer::register`.
+        self.inner.version.fetch_add(1, Ordering::Release);
     }
 }
 

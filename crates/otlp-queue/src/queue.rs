@@ -350,7 +350,10 @@ impl<T> Producer<T> {
     /// If the consumer has claimed the oldest item but not yet finished
     /// reading it, this waits (spinning, then yielding) for the slot it is
     /// about to free: that wait is bounded by the consumer's progress through
-    /// one batch, and is the only place a producer ever waits for the consumer.
+    /// one batch. This and [`take_back`](Self::take_back) are the only places
+    /// a producer ever waits for the consumer (dropping a producer never
+    /// does: a lane whose last run the consumer is copying out is left to
+    /// the consumer, which frees it at its next call).
     /// So it must not be called from inside that batch (from the sink of a
     /// `pop_each` on the same lane, a thread that is both): it would wait
     /// for itself.
@@ -513,7 +516,9 @@ impl<T> Consumer<T> {
     /// ```
     pub fn pop(&mut self) -> Option<T> {
         let mut out = None;
-        self.drain_with(1, |lane, max| lane.pop_with(max, |v| out = Some(v)));
+        self.drain_with(1, |lane, max, taken| {
+            lane.pop_counted(max, taken, |v| out = Some(v))
+        });
         out
     }
 
@@ -530,7 +535,12 @@ impl<T> Consumer<T> {
     /// assert_eq!(out, [0, 1, 2, 3, 4]);
     /// ```
     pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        self.drain_with(max, |lane, max| lane.pop_into(out, max))
+        self.drain_with(max, |lane, max, taken| {
+            // No user code runs after the claim: counted on return.
+            let n = lane.pop_into(out, max);
+            taken.set(taken.get() + n);
+            n
+        })
     }
 
     /// Takes up to `max` items, as [`pop_batch`](Self::pop_batch) does,
@@ -539,7 +549,9 @@ impl<T> Consumer<T> {
     ///
     /// If `sink` panics, the items of the batch after the one it was given
     /// are dropped (each once) and the queue stays usable: nothing is left
-    /// neither delivered nor dropped.
+    /// neither delivered nor dropped. Every item the call took out of a lane
+    /// (handed to `sink` or dropped) counts as popped
+    /// ([`counters`](Self::counters), [`len`](Self::len)).
     ///
     /// ```
     /// let (tx, mut rx) = otlp_queue::bounded::<u32>(8);
@@ -551,7 +563,9 @@ impl<T> Consumer<T> {
     /// assert_eq!(sum, 10);
     /// ```
     pub fn pop_each(&mut self, max: usize, mut sink: impl FnMut(T)) -> usize {
-        self.drain_with(max, |lane, max| lane.pop_with(max, &mut sink))
+        self.drain_with(max, |lane, max, taken| {
+            lane.pop_counted(max, taken, &mut sink)
+        })
     }
 
     /// Takes one item, or says why there is none.
@@ -669,10 +683,38 @@ impl<T> Consumer<T> {
         }
     }
 
-    /// Takes up to `max` items from the lanes in turn; `take(lane, n)` takes
-    /// up to `n` items from one lane and says how many it took.
+    /// Takes up to `max` items from the lanes in turn; `take(lane, n,
+    /// taken)` takes up to `n` items from one lane, adds them to `taken`
+    /// as soon as they leave the lane (before any user code sees them),
+    /// and says how many it took.
+    ///
+    /// `popped` is counted from `taken`, also when `take` unwinds (a
+    /// panicking sink): the run it had claimed left the lane all the same
+    /// (handed to the sink, or dropped), and `len`, `is_empty` and
+    /// `counters` must not count it as still queued.
     #[inline]
-    fn drain_with(&mut self, max: usize, mut take: impl FnMut(&Lane<T>, usize) -> usize) -> usize {
+    fn drain_with(
+        &mut self,
+        max: usize,
+        mut take: impl FnMut(&Lane<T>, usize, &Cell<usize>) -> usize,
+    ) -> usize {
+        /// Publishes the items taken, on return and on unwind.
+        struct Count<'a> {
+            popped: &'a mut u64,
+            shared: &'a AtomicU64,
+            taken: &'a Cell<usize>,
+        }
+        impl Drop for Count<'_> {
+            fn drop(&mut self) {
+                let n = self.taken.get();
+                if n > 0 {
+                    *self.popped += n as u64;
+                    // Relaxed: a statistic; single writer (see
+                    // `Inner::popped`).
+                    self.shared.store(*self.popped, Ordering::Relaxed);
+                }
+            }
+        }
         self.refresh();
         let n_lanes = self.lanes.len();
         if n_lanes == 0 || max == 0 {
@@ -684,22 +726,24 @@ impl<T> Consumer<T> {
             0
         };
         self.cursor = start + 1;
+        let counted = Cell::new(0);
+        let count = Count {
+            popped: &mut self.popped,
+            shared: &self.inner.popped,
+            taken: &counted,
+        };
         let mut taken = 0;
         let mut saw_empty = false;
         let (after, before) = self.lanes.split_at(start);
         for lane in before.iter().chain(after) {
-            let got = take(lane, max - taken);
+            let got = take(lane, max - taken, &counted);
             saw_empty |= got == 0;
             taken += got;
             if taken == max {
                 break;
             }
         }
-        if taken > 0 {
-            self.popped += taken as u64;
-            // Relaxed: a statistic; single writer (see `Inner::popped`).
-            self.inner.popped.store(self.popped, Ordering::Relaxed);
-        }
+        drop(count);
         if saw_empty {
             self.retire_finished();
         }

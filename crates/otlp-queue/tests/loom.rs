@@ -279,8 +279,8 @@ fn take_back_races_pop_batch() {
 
 /// A producer that goes away with its lane drained frees the lane's ring
 /// while the consumer may still be copying the last run out of it: the
-/// free must wait for that copy (loom checks the ring accesses), and the
-/// items are each delivered once.
+/// free must not race that copy (it leaves the ring to the consumer then;
+/// loom checks the ring accesses), and the items are each delivered once.
 #[test]
 fn producer_drop_frees_the_ring_after_the_last_copy() {
     model(|| {
@@ -295,7 +295,7 @@ fn producer_drop_frees_the_ring_after_the_last_copy() {
             (rx, got.len())
         });
         // Take back what the consumer has not claimed, then go away: the
-        // drop frees the ring once the consumer's copy is done.
+        // drop frees the ring unless the consumer's copy is under way.
         let mut back = Vec::new();
         tx2.take_back(|v| back.push(v));
         let taken_back = back.len();
@@ -665,5 +665,39 @@ fn pooled_refusals_taking_the_home_chunk_against_pops() {
         assert_eq!(got, [1, 2, 3]);
         assert_eq!(rx.chunks_in_use(), 0, "every pool chunk returned");
         assert_eq!(rx.lane_count(), 0);
+    });
+}
+
+/// The consumer's drop races a producer's drop and a clone: whichever
+/// comes first, no lane is left behind (the consumer's drop frees the lanes
+/// of producers already gone, a producer dropped after it frees its own,
+/// and a clone made after it gets none), and every item is dropped once.
+#[test]
+fn pooled_producer_drop_races_consumer_drop() {
+    model(|| {
+        let drops: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        struct D(usize, Arc<[AtomicUsize; 2]>);
+        impl Drop for D {
+            fn drop(&mut self) {
+                self.1[self.0].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (tx, rx) = otlp_queue::pooled::try_with_chunk::<D>(1, 1).unwrap();
+        let p = tx.clone();
+        let d = drops.clone();
+        let t = thread::spawn(move || {
+            // Pushed, or handed back as closed and dropped here.
+            let _ = p.try_push(D(0, d.clone()));
+            let late = p.clone();
+            drop(p);
+            let _ = late.try_push(D(1, d));
+        });
+        drop(rx);
+        t.join().unwrap();
+        assert_eq!(tx.lane_count(), 1, "only the last handle's lane is left");
+        drop(tx);
+        for i in 0..2 {
+            assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
+        }
     });
 }

@@ -135,3 +135,26 @@ fn pooled_push_and_pop_allocate_nothing_in_steady_state() {
     }
     assert_eq!(allocations() - before, 0, "pooled push/pop allocated");
 }
+
+/// Once the pooled queue's consumer is gone (an exporter shut down), a
+/// producer made for a new thread gets no lane of its own: no home chunk,
+/// no lane header (each was ~8.5 KiB for a 256-byte item, kept for good).
+#[test]
+fn a_pooled_producer_made_after_the_consumer_is_gone_allocates_nothing() {
+    let (tx, rx) = otlp_queue::pooled::bounded_total::<[u8; 256]>(1024);
+    drop(tx.clone()); // warm up (the registry's list has room)
+    drop(rx);
+    let before = allocations();
+    for _ in 0..1_000 {
+        let p = tx.try_clone().unwrap();
+        assert!(p.try_push([0; 256]).unwrap_err().is_closed());
+        let q = p.clone();
+        drop(p);
+        drop(q);
+    }
+    assert_eq!(
+        allocations() - before,
+        0,
+        "a producer after the consumer allocated"
+    );
+}

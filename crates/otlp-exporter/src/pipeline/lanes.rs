@@ -705,6 +705,14 @@ impl Pipeline {
                 None => {
                     // Forget lanes of pipelines that are gone.
                     lanes.retain(|l| !l.producer.is_closed());
+                    // After shutdown a thread gets no lane of its own (a
+                    // lane and its chunk, ~8.5 KiB, for a record that is
+                    // dropped anyway): the shared fallback lane counts it.
+                    // SeqCst: as in `count_unpushed` (a lane made just
+                    // after a close is still freed with its thread).
+                    if shared.state.load(Ordering::SeqCst) != RUNNING {
+                        return None;
+                    }
                     // No lane (memory ran out): the slow path below.
                     lanes.push(new_lane(shared)?);
                     lanes.len() - 1
