@@ -979,6 +979,9 @@ impl Worker {
                     rejected = s.dropped.rejected,
                     too_large = s.dropped.too_large,
                     orphaned = s.dropped.orphaned,
+                    invalid_ids = s.dropped.invalid_ids,
+                    timed_out_at_shutdown = s.dropped.timed_out_at_shutdown,
+                    after_shutdown = s.dropped.after_shutdown,
                     "otlp-exporter: spans dropped (see Pipeline::stats)"
                 )
             });
