@@ -158,6 +158,16 @@ pub enum BlockingError {
     /// (see [`Blocking`]). Only a region body's wait ends so (the body of
     /// [`Cx::region`](crate::Cx::region), `timeout`, `scope`...): a task
     /// cut off while it waits is dropped, its wait with it.
+    ///
+    /// The wait sees the cut-off when it is polled: the cut-off wakes the
+    /// body, and a body that awaits the job directly polls it again (the
+    /// branches of this crate's `join!`, `join_all` and `race` are tasks,
+    /// which a cut-off drops). A combinator inside the body that re-polls
+    /// only the branches whose own waker fired (`futures`'
+    /// `FuturesUnordered`, `buffer_unordered`) does not: a job awaited
+    /// inside one ends the wait only when the job ends (found by review;
+    /// a [`JoinHandle`](crate::JoinHandle) awaited there waits the same
+    /// way for its task). Await such a job directly, or in a spawned task.
     #[error("the wait for a blocking job was cut off: {0}")]
     CutOff(CancelReason),
 }
