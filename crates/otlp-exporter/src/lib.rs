@@ -154,7 +154,8 @@
 //!   policy's high-water mark. With [`Shedding::DropOldest`], whose lanes are
 //!   per thread, an exiting thread hands its spans over and at most
 //!   [`HANDED_OVER_LANES`] lanes' worth are kept, the rest
-//!   [`Dropped::orphaned`]. The scope table is a hash index of at most
+//!   [`Dropped::orphaned`]. The scope table is a hash index (of the whole
+//!   scope, attributes included, floats by their bits) of at most
 //!   [`MAX_SCOPES`] entries (`tests/hostile_pipeline.rs`,
 //!   `exited_threads_during_an_outage_keep_a_bounded_backlog`,
 //!   `twenty_thousand_tracers_each_keep_their_scope`).

@@ -933,6 +933,80 @@ impl InstrumentationScope {
     }
 }
 
+impl InstrumentationScope {
+    /// Equal as a pipeline's (and an encoder's) scope table sees it: name,
+    /// version, schema URL and attributes (in order) equal, with floats
+    /// compared by their bits ([`Value::same`]), so that a scope with a NaN
+    /// attribute equals itself (the derived `==` says it does not, which
+    /// registered such a scope again for every span: found by review).
+    pub(crate) fn same(&self, other: &InstrumentationScope) -> bool {
+        self.name == other.name
+            && self.version == other.version
+            && self.schema_url == other.schema_url
+            && self.attributes.len() == other.attributes.len()
+            && self
+                .attributes
+                .iter()
+                .zip(&other.attributes)
+                .all(|(a, b)| a.key == b.key && a.value.same(&b.value))
+    }
+
+    /// A hash agreeing with [`same`](Self::same), of every part (the
+    /// attributes too: scopes that differ only in them, such as one tracer
+    /// per tenant, would otherwise share one hash and be searched one by
+    /// one under the table's lock; found by review).
+    pub(crate) fn table_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.name.hash(&mut h);
+        self.version.hash(&mut h);
+        self.schema_url.hash(&mut h);
+        self.attributes.len().hash(&mut h);
+        for kv in &self.attributes {
+            kv.key.hash(&mut h);
+            kv.value.hash_bits(&mut h);
+        }
+        h.finish()
+    }
+}
+
+impl Value {
+    /// Equal, with floats compared by their bits: a total equality (NaN
+    /// equals the same NaN; `0.0` and `-0.0` differ, as they are exported
+    /// differently).
+    pub(crate) fn same(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Str(a), Value::Str(b)) => a == b,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::I64(a), Value::I64(b)) => a == b,
+            (Value::F64(a), Value::F64(b)) => a.to_bits() == b.to_bits(),
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+            }
+            _ => false,
+        }
+    }
+
+    /// Hashes the value consistently with [`same`](Self::same).
+    fn hash_bits(&self, h: &mut impl std::hash::Hasher) {
+        use std::hash::Hash;
+        match self {
+            Value::Str(v) => (0u8, v).hash(h),
+            Value::Bool(v) => (1u8, v).hash(h),
+            Value::I64(v) => (2u8, v).hash(h),
+            Value::F64(v) => (3u8, v.to_bits()).hash(h),
+            Value::Bytes(v) => (4u8, v).hash(h),
+            Value::Array(v) => {
+                (5u8, v.len()).hash(h);
+                for x in v {
+                    x.hash_bits(h);
+                }
+            }
+        }
+    }
+}
+
 /// Limits on what one span may carry (OpenTelemetry SDK spec defaults:
 /// 128 of each, no value-length limit). What is cut is counted in the
 /// span's `dropped_*_count` fields; over-long string values are truncated

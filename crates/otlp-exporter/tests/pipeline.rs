@@ -828,3 +828,84 @@ fn a_span_carries_nothing_from_the_span_whose_storage_it_reuses() {
         assert!(plain.end_time_unix_nano >= plain.start_time_unix_nano);
     }
 }
+
+/// A scope with a NaN attribute (or a `-0.0` one) is one scope: registered
+/// again it gets the same id (floats compared by their bits; the derived
+/// `==`, NaN != NaN, registered it anew for every call, one `ScopeSpans`
+/// per span, until the table filled and later scopes lost theirs). `0.0`
+/// and `-0.0` are two scopes, in the pipeline's table and in its worker's
+/// encoder alike (their ids must correspond): each span is exported under
+/// its own scope.
+#[test]
+fn a_scope_with_a_nan_attribute_is_registered_once() {
+    use otlp_exporter::{InstrumentationScope, KeyValue};
+    let memory = InMemory::new();
+    let pipeline = builder(&memory).build().unwrap();
+    let scope = |name: &'static str, v: f64| {
+        let mut s = InstrumentationScope::new(name, "1");
+        s.attributes = vec![
+            KeyValue::new("ratio", v),
+            KeyValue::new("list", vec![otlp_exporter::Value::F64(v)]),
+        ];
+        s
+    };
+    let nan = pipeline.scope(scope("ratio-lib", f64::NAN));
+    for _ in 0..100 {
+        assert_eq!(pipeline.scope(scope("ratio-lib", f64::NAN)), nan);
+    }
+    let zero = pipeline.scope(scope("signed", 0.0));
+    let negative_zero = pipeline.scope(scope("signed", -0.0));
+    assert_ne!(zero, negative_zero);
+    assert_eq!(pipeline.scope(scope("signed", -0.0)), negative_zero);
+    let later = pipeline.scope(InstrumentationScope::new("payments", "2.0"));
+    for (name, id) in [
+        ("nan", nan),
+        ("nan", nan),
+        ("zero", zero),
+        ("negative zero", negative_zero),
+        ("charge", later),
+    ] {
+        let mut span = SpanData::new(name);
+        span.scope = id;
+        pipeline.record(span);
+    }
+    pipeline.shutdown(Duration::from_secs(5));
+    let mut by_scope: Vec<(String, Vec<String>)> = Vec::new();
+    let mut zero_bits = Vec::new();
+    for r in memory.requests() {
+        let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+            prost::Message::decode(&r.body[..]).unwrap();
+        for ss in req.resource_spans.into_iter().flat_map(|rs| rs.scope_spans) {
+            let scope = ss.scope.unwrap();
+            if scope.name == "signed" {
+                let v = scope.attributes[0].value.as_ref().unwrap().value.as_ref();
+                let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::DoubleValue(d)) =
+                    v
+                else {
+                    panic!("{v:?}")
+                };
+                zero_bits.push((ss.spans[0].name.clone(), d.to_bits()));
+            }
+            by_scope.push((scope.name, ss.spans.into_iter().map(|s| s.name).collect()));
+        }
+    }
+    by_scope.sort();
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        by_scope,
+        [
+            ("payments".to_string(), names(&["charge"])),
+            ("ratio-lib".to_string(), names(&["nan", "nan"])),
+            ("signed".to_string(), names(&["negative zero"])),
+            ("signed".to_string(), names(&["zero"])),
+        ],
+    );
+    zero_bits.sort();
+    assert_eq!(
+        zero_bits,
+        [
+            ("negative zero".to_string(), (-0.0f64).to_bits()),
+            ("zero".to_string(), 0.0f64.to_bits())
+        ]
+    );
+}

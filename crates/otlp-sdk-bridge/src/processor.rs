@@ -326,15 +326,37 @@ thread_local! {
 /// Equal name, version, schema URL and attributes (in order: a tracer's
 /// scope is cloned into each of its spans as it is, so order-sensitive
 /// equality finds it, without the sorting and allocating of the SDK's
-/// order-free `==`).
+/// order-free `==`). Floats are compared by their bits ([`same_value`]), so
+/// a scope with a NaN attribute equals itself and its cache entry is hit
+/// (found by review).
 fn same_scope(
     a: &opentelemetry::InstrumentationScope,
     b: &opentelemetry::InstrumentationScope,
 ) -> bool {
-    a.name() == b.name()
-        && a.version() == b.version()
-        && a.schema_url() == b.schema_url()
-        && a.attributes().eq(b.attributes())
+    a.name() == b.name() && a.version() == b.version() && a.schema_url() == b.schema_url() && {
+        let (mut x, mut y) = (a.attributes(), b.attributes());
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => break true,
+                (Some(x), Some(y)) if x.key == y.key && same_value(&x.value, &y.value) => {}
+                _ => break false,
+            }
+        }
+    }
+}
+
+/// `==`, but with floats compared by their bits (a total equality: NaN
+/// equals the same NaN), as the pipeline's scope table compares them.
+fn same_value(a: &opentelemetry::Value, b: &opentelemetry::Value) -> bool {
+    use opentelemetry::{Array, Value};
+    let bits = |x: &[f64], y: &[f64]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits())
+    };
+    match (a, b) {
+        (Value::F64(x), Value::F64(y)) => x.to_bits() == y.to_bits(),
+        (Value::Array(Array::F64(x)), Value::Array(Array::F64(y))) => bits(x, y),
+        _ => a == b,
+    }
 }
 
 impl fmt::Debug for OtlpSpanProcessor {
@@ -405,4 +427,39 @@ fn last_error(pipeline: &Pipeline) -> String {
         .last_error()
         .map(|e| format!("; last export error: {e}"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::{InstrumentationScope, KeyValue, Value};
+
+    /// A scope with a NaN attribute (alone or in an array) is the same
+    /// scope as its clone, so the per-thread cache finds it (with `==` it
+    /// never did: the pipeline's table was asked for every span; found by
+    /// review). `0.0` and `-0.0` differ, as in the pipeline's table.
+    #[test]
+    fn same_scope_compares_floats_by_bits() {
+        let scope = |v: f64| {
+            InstrumentationScope::builder("lib")
+                .with_version("1")
+                .with_attributes([
+                    KeyValue::new("ratio", v),
+                    KeyValue::new("ratios", Value::Array(vec![v, 1.5].into())),
+                    KeyValue::new("name", "x"),
+                ])
+                .build()
+        };
+        let nan = scope(f64::NAN);
+        assert!(same_scope(&nan, &nan.clone()));
+        assert!(same_scope(&scope(0.5), &scope(0.5)));
+        assert!(!same_scope(&scope(0.0), &scope(-0.0)));
+        assert!(!same_scope(&scope(0.5), &scope(f64::NAN)));
+        let fewer = InstrumentationScope::builder("lib")
+            .with_version("1")
+            .with_attributes([KeyValue::new("ratio", f64::NAN)])
+            .build();
+        assert!(!same_scope(&nan, &fewer));
+        assert!(!same_scope(&fewer, &nan));
+    }
 }

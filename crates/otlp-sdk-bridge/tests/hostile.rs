@@ -399,3 +399,64 @@ fn bad_input_has_a_defined_outcome() {
         }
     }
 }
+
+/// A tracer whose scope has a NaN attribute: its spans are one scope, one
+/// `ScopeSpans` (the scope table compared with `==`, NaN != NaN, so every
+/// span registered the scope again, 200 spans gave 200 `ScopeSpans`, and
+/// once the table was full later tracers lost their scope; found by
+/// review). A tracer made after it keeps its own scope.
+#[test]
+fn a_nan_scope_attribute_is_one_scope() {
+    let memory = InMemory::new();
+    let pipeline = pipeline(&memory);
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(OtlpSpanProcessor::new(&pipeline))
+        .build();
+    let tracer = provider.tracer_with_scope(
+        opentelemetry::InstrumentationScope::builder("ratio-lib")
+            .with_attributes([
+                KeyValue::new("sample.ratio", f64::NAN),
+                KeyValue::new(
+                    "ratios",
+                    opentelemetry::Value::Array(vec![f64::NAN, -0.0].into()),
+                ),
+            ])
+            .build(),
+    );
+    for _ in 0..200 {
+        tracer.start("op").end();
+    }
+    let other = provider.tracer_with_scope(
+        opentelemetry::InstrumentationScope::builder("payments")
+            .with_version("2.0")
+            .build(),
+    );
+    other.start("charge").end();
+    assert_matches!(provider.shutdown(), Ok(()));
+    assert_eq!(pipeline.stats().exported, 201);
+    let mut scope_spans = 0;
+    for r in memory.requests() {
+        use prost::Message;
+        let req =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &r.body[..],
+            )
+            .unwrap();
+        for ss in req.resource_spans.iter().flat_map(|rs| &rs.scope_spans) {
+            scope_spans += 1;
+            let name = &ss.scope.as_ref().unwrap().name;
+            assert!(
+                ss.spans
+                    .iter()
+                    .all(|s| (s.name == "op") == (name == "ratio-lib")),
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(scope_spans, 2, "one ScopeSpans per tracer");
+    let charge = exported(&memory)
+        .into_iter()
+        .find(|e| e.span.name == "charge")
+        .unwrap();
+    assert_eq!(charge.scope.name, "payments");
+}

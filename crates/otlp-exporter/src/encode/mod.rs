@@ -13,9 +13,7 @@ pub(crate) mod proto;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 
-use crate::model::{
-    InstrumentationScope, Resource, ScopeId, SpanData, Str, Value, last_value_wins,
-};
+use crate::model::{InstrumentationScope, Resource, ScopeId, SpanData, Value, last_value_wins};
 use proto::Group;
 
 /// The largest request the exporter ever builds: OTLP receivers commonly
@@ -196,15 +194,12 @@ pub struct Encoder {
     resource_protobuf: Vec<u8>,
     resource_json: Vec<u8>,
     scopes: Vec<ScopeEntry>,
-    /// Ids of `scopes` by [`scope_key`].
-    scope_index: HashMap<(Str, Str, Str), Vec<u32>>,
+    /// Ids of `scopes` by [`InstrumentationScope::table_hash`] (the
+    /// pipeline's scope table's hash and equality too: a pipeline's worker
+    /// adds the pipeline's scopes here in order, and the ids of both tables
+    /// must correspond).
+    scope_index: HashMap<u64, Vec<u32>>,
     max_request_bytes: usize,
-}
-
-/// What [`Encoder::add_scope`] looks scopes up by (attributes are compared
-/// only among scopes equal in these).
-fn scope_key(s: &InstrumentationScope) -> (Str, Str, Str) {
-    (s.name.clone(), s.version.clone(), s.schema_url.clone())
 }
 
 impl Encoder {
@@ -218,7 +213,7 @@ impl Encoder {
             resource_protobuf: proto::resource_message(&resource),
             resource_json: json::resource_object(&resource).into_bytes(),
             resource,
-            scope_index: HashMap::from([(scope_key(&default), vec![0])]),
+            scope_index: HashMap::from([(default.table_hash(), vec![0])]),
             scopes: vec![ScopeEntry::new(default)],
             max_request_bytes: MAX_REQUEST_BYTES,
         }
@@ -229,15 +224,16 @@ impl Encoder {
     /// with its last value).
     ///
     /// Constant time on average, however many scopes there are: an index
-    /// by name, version and schema URL narrows the search to scopes that
-    /// differ at most in their attributes.
+    /// by a hash of the whole scope (attributes included). Attribute values
+    /// are compared with floats by their bits, so a scope with a NaN
+    /// attribute is found again (one scope, not one per call).
     pub fn add_scope(&mut self, mut scope: InstrumentationScope) -> ScopeId {
         scope.attributes = last_value_wins(std::mem::take(&mut scope.attributes));
-        let key = scope_key(&scope);
+        let key = scope.table_hash();
         let candidates = self.scope_index.entry(key).or_default();
         if let Some(&i) = candidates
             .iter()
-            .find(|&&i| self.scopes[i as usize].scope == scope)
+            .find(|&&i| self.scopes[i as usize].scope.same(&scope))
         {
             return ScopeId(i);
         }
@@ -658,5 +654,28 @@ mod run_tests {
         assert!(each.requests.len() > 1, "split by assemble");
         assert!(!encoder.assemble_run(ScopeId::DEFAULT, &bytes, 64, Encoding::Json, &mut run));
         assert!(run.requests.is_empty());
+    }
+
+    /// Scopes that differ only in an attribute hash apart in the encoder's
+    /// index too (one bucket of 2000 before; found by review), and a scope
+    /// with a NaN attribute is found again: the same equality as the
+    /// pipeline's table, whose scopes a worker adds here (ids correspond).
+    #[test]
+    fn scopes_differing_only_in_attributes_hash_apart() {
+        let mut encoder = Encoder::new(crate::model::Resource::new("tenants"));
+        let tenant = |i: i64| {
+            let mut s = crate::model::InstrumentationScope::new("db", "1");
+            s.attributes = vec![KeyValue::new("tenant", i), KeyValue::new("r", f64::NAN)];
+            s
+        };
+        for i in 0..2000 {
+            assert_eq!(encoder.add_scope(tenant(i)), ScopeId(i as u32 + 1));
+        }
+        let largest = encoder.scope_index.values().map(Vec::len).max().unwrap();
+        assert!(largest <= 2, "a bucket of {largest} ids");
+        for i in 0..2000 {
+            assert_eq!(encoder.add_scope(tenant(i)), ScopeId(i as u32 + 1));
+        }
+        assert_eq!(encoder.scopes.len(), 2001);
     }
 }

@@ -27,7 +27,7 @@
 use std::any::Any;
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -258,7 +258,8 @@ fn on_pipeline_thread(shared: &Shared) -> bool {
 /// O(1).
 struct ScopeTable {
     list: Vec<InstrumentationScope>,
-    /// Hash of (name, version, schema URL) to the ids with that hash.
+    /// Hash of the whole scope ([`InstrumentationScope::table_hash`]:
+    /// name, version, schema URL and attributes) to the ids with that hash.
     index: HashMap<u64, Vec<u32>>,
     /// Set when a scope was first refused for want of room (logged once).
     full: bool,
@@ -276,19 +277,17 @@ impl ScopeTable {
     }
 
     fn key(scope: &InstrumentationScope) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        scope.name.hash(&mut h);
-        scope.version.hash(&mut h);
-        scope.schema_url.hash(&mut h);
-        h.finish()
+        scope.table_hash()
     }
 
-    /// The id of an equal scope, if registered.
+    /// The id of an equal scope, if registered (equal as
+    /// [`InstrumentationScope::same`] says, the encoder's equality too, so
+    /// that the ids of both tables correspond).
     fn find(&self, scope: &InstrumentationScope) -> Option<ScopeId> {
         let ids = self.index.get(&Self::key(scope))?;
         ids.iter()
             .copied()
-            .find(|&i| self.list[i as usize] == *scope)
+            .find(|&i| self.list[i as usize].same(scope))
             .map(ScopeId)
     }
 
@@ -540,7 +539,10 @@ impl Pipeline {
     /// Registers an instrumentation scope (or finds an equal one) and
     /// returns its id, for [`SpanData::scope`].
     ///
-    /// Finding or adding a scope costs O(1) (a hash index). A pipeline keeps
+    /// Finding or adding a scope costs O(1) (a hash index of the whole
+    /// scope, attributes included). Attribute values are compared with
+    /// floats by their bits: a scope with a NaN attribute is found again,
+    /// and `0.0` and `-0.0` make two scopes. A pipeline keeps
     /// at most [`MAX_SCOPES`] scopes; past that, a new scope gets
     /// [`ScopeId::DEFAULT`] (its spans are exported under the pipeline's
     /// default scope). The scope's attribute keys are made unique first
@@ -825,5 +827,35 @@ impl Shared {
         self.worker_napping.store(true, Ordering::Release);
         thread::park_timeout(d);
         self.worker_napping.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyValue;
+
+    /// Scopes that differ only in an attribute (one tracer per tenant) hash
+    /// apart: each bucket of the index holds one id, so finding one is not
+    /// a walk through all of them under the scopes lock (the hash was of
+    /// name, version and schema URL only: one bucket of 2000; found by
+    /// review). A NaN attribute's scope is found again.
+    #[test]
+    fn scopes_differing_only_in_attributes_hash_apart() {
+        let mut table = ScopeTable::new(InstrumentationScope::new("default", "1"));
+        let tenant = |i: i64| {
+            let mut s = InstrumentationScope::new("db", "1");
+            s.attributes = vec![KeyValue::new("tenant", i), KeyValue::new("r", f64::NAN)];
+            s
+        };
+        for i in 0..2000 {
+            assert!(table.find(&tenant(i)).is_none());
+            table.insert(tenant(i));
+        }
+        let largest = table.index.values().map(Vec::len).max().unwrap();
+        assert!(largest <= 2, "a bucket of {largest} ids");
+        for i in 0..2000 {
+            assert_eq!(table.find(&tenant(i)), Some(ScopeId(i as u32 + 1)));
+        }
     }
 }
