@@ -228,7 +228,10 @@
 //! total across recording threads), `OTEL_BSP_SCHEDULE_DELAY` (5000 ms),
 //! `OTEL_BSP_EXPORT_TIMEOUT` (30000 ms), `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
 //! (512); the resource from `OTEL_SERVICE_NAME` and
-//! `OTEL_RESOURCE_ATTRIBUTES`; span limits from `OTEL_SPAN_*_LIMIT`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, merged over the SDK's own attributes
+//! (`telemetry.sdk.*`, and `service.name` `unknown_service:` plus the
+//! executable's file name when none is set: [`Resource::with_sdk_defaults`],
+//! also applied to a resource given to the builder); span limits from `OTEL_SPAN_*_LIMIT`,
 //! `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`,
 //! the attribute limits falling back to the general
 //! `OTEL_ATTRIBUTE_COUNT_LIMIT` / `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`

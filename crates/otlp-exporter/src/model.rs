@@ -822,8 +822,10 @@ impl Resource {
     /// The resource described by the environment, as the OpenTelemetry SDK
     /// spec says: `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`, values
     /// percent-decoded), then `OTEL_SERVICE_NAME`, which wins for
-    /// `service.name`; if neither names a service, `service.name` is
-    /// `unknown_service`.
+    /// `service.name`; then the SDK's own attributes where not set
+    /// ([`with_sdk_defaults`](Self::with_sdk_defaults): `telemetry.sdk.*`,
+    /// and `service.name` `unknown_service:` and the executable's file
+    /// name if neither variable names a service).
     ///
     /// Malformed entries of `OTEL_RESOURCE_ATTRIBUTES` are skipped (the spec
     /// says to discard the whole variable on error; we keep the good entries
@@ -862,10 +864,51 @@ impl Resource {
         if let Some(name) = service_name.map(str::trim).filter(|n| !n.is_empty()) {
             r.set(KeyValue::new("service.name", name.to_owned()));
         }
-        if !r.attributes.iter().any(|kv| kv.key == "service.name") {
-            r.set(KeyValue::new("service.name", "unknown_service"));
+        r.with_sdk_defaults()
+    }
+
+    /// This resource merged over the one the SDK provides, as the
+    /// OpenTelemetry resource SDK spec says (this resource's values win):
+    /// `telemetry.sdk.name` `"otlp-exporter"`, `telemetry.sdk.language`
+    /// `"rust"` and `telemetry.sdk.version` (this crate's version) are
+    /// added where not set, after this resource's attributes; and if no
+    /// `service.name` is set, it is `unknown_service:` followed by the file
+    /// name of the current executable (`process.executable.name`), or
+    /// plain `unknown_service` if that is not known.
+    ///
+    /// A pipeline exports its resource (the builder's, or
+    /// [`from_env`](Self::from_env)'s) merged so; an [`Encoder`](crate::Encoder)
+    /// exports its resource as given.
+    ///
+    /// ```
+    /// use otlp_exporter::{Resource, Value};
+    /// let r = Resource::new("checkout").with_sdk_defaults();
+    /// assert_eq!(r.get("service.name"), Some(&Value::from("checkout")));
+    /// assert_eq!(r.get("telemetry.sdk.language"), Some(&Value::from("rust")));
+    /// assert_eq!(r.get("telemetry.sdk.name"), Some(&Value::from("otlp-exporter")));
+    /// ```
+    pub fn with_sdk_defaults(mut self) -> Self {
+        if !self.attributes.iter().any(|kv| kv.key == "service.name") {
+            let exe = std::env::current_exe()
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .filter(|n| !n.is_empty());
+            let name = match exe {
+                Some(exe) => Str::Owned(format!("unknown_service:{exe}")),
+                None => Str::Borrowed("unknown_service"),
+            };
+            self.attributes.push(KeyValue::new("service.name", name));
         }
-        r
+        for (key, value) in [
+            ("telemetry.sdk.language", "rust"),
+            ("telemetry.sdk.name", env!("CARGO_PKG_NAME")),
+            ("telemetry.sdk.version", env!("CARGO_PKG_VERSION")),
+        ] {
+            if !self.attributes.iter().any(|kv| kv.key == key) {
+                self.attributes.push(KeyValue::new(key, value));
+            }
+        }
+        self
     }
 
     /// Sets an attribute, replacing one with the same key.

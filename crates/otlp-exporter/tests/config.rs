@@ -157,7 +157,8 @@ fn environment_and_builder() {
         Some(&Value::from("pay ments")),
         "percent-decoded"
     );
-    assert_eq!(r.attributes.len(), 2, "malformed entries skipped: {r:?}");
+    // service.name, team and the three telemetry.sdk.* attributes.
+    assert_eq!(r.attributes.len(), 5, "malformed entries skipped: {r:?}");
     // A percent sign needs two hex digits: not a sign and one digit (found
     // by review: `%+A` decoded to a newline), nor one digit at the end.
     let r = Resource::from_vars(Some("a=%+A,b=%-1,c=%4,d=%4a%4A,e=%zz"), None);
@@ -169,7 +170,7 @@ fn environment_and_builder() {
     set("OTEL_RESOURCE_ATTRIBUTES", None);
     assert_eq!(
         Resource::from_env().get("service.name"),
-        Some(&Value::from("unknown_service"))
+        Some(&Value::from(format!("unknown_service:{}", exe_name())))
     );
 
     // Span limits from the environment.
@@ -192,4 +193,81 @@ fn environment_and_builder() {
     ] {
         set(v, None);
     }
+
+    // The resource SDK spec (found by review: `service.name` was plain
+    // `unknown_service` and there were no `telemetry.sdk.*` attributes):
+    // with nothing set, `service.name` is `unknown_service:` and the
+    // executable's file name, and the SDK's attributes are there.
+    let r = Resource::from_vars(None, None);
+    let s = |v: &str| Some(Value::from(v.to_owned()));
+    let get = |r: &Resource, k: &str| r.get(k).cloned();
+    assert_eq!(
+        get(&r, "service.name"),
+        s(&format!("unknown_service:{}", exe_name())),
+        "{r:?}"
+    );
+    assert!(exe_name().starts_with("config"), "{}", exe_name());
+    assert_eq!(get(&r, "telemetry.sdk.language"), s("rust"));
+    assert_eq!(get(&r, "telemetry.sdk.name"), s("otlp-exporter"));
+    assert_eq!(
+        get(&r, "telemetry.sdk.version"),
+        s(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(r.attributes.len(), 4, "{r:?}");
+    // The user's attributes win over the SDK's (the spec's merge).
+    let r = Resource::from_vars(Some("telemetry.sdk.name=custom,k=v"), Some("svc"));
+    assert_eq!(get(&r, "telemetry.sdk.name"), s("custom"));
+    assert_eq!(get(&r, "service.name"), s("svc"));
+    assert_eq!(get(&r, "telemetry.sdk.language"), s("rust"));
+    assert_eq!(r.attributes.len(), 5, "{r:?}");
+    // A pipeline exports the builder's resource merged over the SDK's,
+    // the builder's values winning.
+    let memory = InMemory::new();
+    let mut given = Resource::new("given");
+    given.set(otlp_exporter::KeyValue::new("telemetry.sdk.version", "9"));
+    let p = Pipeline::builder()
+        .transport(memory.clone())
+        .resource(given)
+        .build()
+        .unwrap();
+    p.record(otlp_exporter::SpanData::new("s"));
+    assert!(p.shutdown(Duration::from_secs(10)).completed);
+    let requests = memory.requests();
+    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        prost::Message::decode(&requests[0].body[..]).unwrap();
+    let attrs: Vec<(String, String)> = req.resource_spans[0]
+        .resource
+        .as_ref()
+        .unwrap()
+        .attributes
+        .iter()
+        .map(|kv| {
+            let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v)) =
+                kv.value.as_ref().and_then(|v| v.value.clone())
+            else {
+                panic!("{kv:?}")
+            };
+            (kv.key.clone(), v)
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("service.name", "given"),
+        ("telemetry.sdk.version", "9"),
+        ("telemetry.sdk.language", "rust"),
+        ("telemetry.sdk.name", "otlp-exporter"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(attrs, want);
+}
+
+/// The file name of this test binary (`process.executable.name`).
+fn exe_name() -> String {
+    std::env::current_exe()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }

@@ -225,7 +225,10 @@ impl PipelineBuilder {
         self
     }
 
-    /// The resource (default: [`Resource::from_env`]).
+    /// The resource (default: [`Resource::from_env`]), exported merged
+    /// over the SDK's own attributes ([`Resource::with_sdk_defaults`]:
+    /// `telemetry.sdk.*`, and `service.name` if it has none; its own values
+    /// win).
     pub fn resource(mut self, resource: Resource) -> Self {
         self.resource = Some(resource);
         self
@@ -515,7 +518,10 @@ impl PipelineBuilder {
             Some(l) => l,
             None => SpanLimits::from_env()?,
         };
-        let resource = self.resource.unwrap_or_else(Resource::from_env);
+        let resource = self
+            .resource
+            .unwrap_or_else(Resource::from_env)
+            .with_sdk_defaults();
         // User code: a panic here is a configuration error, not a crash.
         let encoding =
             catch_unwind(AssertUnwindSafe(|| transport.get().encoding())).map_err(|p| {
