@@ -68,12 +68,18 @@
 //!   on top of the SDK's, what they cut added to the dropped counts.
 //! * **Bad input has a defined outcome** (`tests/hostile.rs`,
 //!   `bad_input_has_a_defined_outcome`, `ten_thousand_nested_spans`):
-//!   invalid ids, empty names, NaN, times before the epoch (0) or past
-//!   what `u64` nanoseconds hold (saturated) are exported as given; none
-//!   panics.
+//!   a span whose trace or span id is all zeroes (invalid in OTLP) is not
+//!   exported: it is dropped and counted as `Dropped::invalid_ids`; an
+//!   attribute with an empty key (the spec forbids it) is left out and
+//!   counted in the span's dropped attributes (saturating); times before
+//!   the epoch become 0 and times past what `u64` nanoseconds hold
+//!   saturate; empty names and non-finite float values (NaN, infinities)
+//!   are exported as given. None panics.
 //! * **Scopes stay apart** (`tests/bridge.rs`,
 //!   `tracers_keep_their_scopes_past_the_thread_cache`,
-//!   `two_pipelines_on_one_thread_keep_their_scope_ids_apart`).
+//!   `two_pipelines_on_one_thread_keep_their_scope_ids_apart`), and a
+//!   scope is one scope whatever its attributes (a NaN one included:
+//!   `tests/hostile.rs`, `a_nan_scope_attribute_is_one_scope`).
 //!
 //! See [`OtlpSpanProcessor`] for what each `SpanProcessor` call maps to,
 //! and for the resource (the pipeline's is used).
