@@ -68,8 +68,9 @@
 //!   body sent again and again. A collector that answers `100 Continue`
 //!   gets the body at once; one that ignores the expectation gets it after
 //!   1 s, or a quarter of the timeout when that is shorter (the body has
-//!   the rest of the attempt's time); one that answers `417` gets the
-//!   request again at once without it (and no more expectations). Smaller
+//!   the rest of the attempt's time); one that answers `417` (even with
+//!   a head the client cannot parse) gets the request again at once
+//!   without it (and no more expectations). Smaller
 //!   requests, the usual ones, are sent as they are.
 //! * A collector that refuses a body part-way through the upload (reads
 //!   up to its limit, answers `413` and closes with the rest unread, as
@@ -90,7 +91,11 @@
 //!   answer does: a 2xx is delivered, not sent again (a partial success
 //!   in its body is not read), a 429, 502, 503 or 504 retried, any other
 //!   final, its message saying the headers could not be read. Only a
-//!   connection that gave no status line is "no answer".
+//!   connection that gave no status line is "no answer". The status line
+//!   is found as the client's parser finds it: past empty lines before it
+//!   and past whole `1xx` answers, each ending at its first empty line
+//!   (`\r\n` or bare `\n` line ends); never in a body. A status under
+//!   100 is no HTTP status: "no answer" too.
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 //! * Proxies: chosen by the endpoint's scheme, never for a loopback
@@ -225,8 +230,10 @@ impl HttpTransportBuilder {
     /// percent-encoded (`/é` is sent as `/%C3%A9`); a host that is not ASCII
     /// is refused (write it in its `xn--` form), as is anything but a
     /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`), and an
-    /// IPv6 zone ID that is not the interface's number
-    /// (`http://[fe80::1%252]:4318` is sent to, `%25eth0` refused). User
+    /// IPv6 zone ID that is not the interface's number after `%25` (RFC
+    /// 6874's encoded `%`: `http://[fe80::1%252]:4318` is sent to fe80::1
+    /// on interface 2; `%25eth0` is refused, as is such a zone in a
+    /// proxy's URL). User
     /// information (`http://user:password@host`) is taken off the URL and
     /// sent as `Authorization: Basic`, percent-decoded (`us%40er` is the
     /// user `us@er`; a bad `%` escape is refused), unless an
@@ -532,11 +539,7 @@ impl HttpTransportBuilder {
                 env!("CARGO_PKG_VERSION")
             ))
             .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            connector(),
-            ureq::unversioned::resolver::DefaultResolver::default(),
-        );
+        let agent = ureq::Agent::with_parts(config, connector(), ZoneResolver::default());
         Ok(HttpTransport {
             agent,
             url: redact_url(&url).into_owned(),
@@ -703,20 +706,12 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     let port = match host.strip_prefix('[') {
         Some(v6) => match v6.split_once(']') {
             None => return Err(bad("the IPv6 host opened with `[` has no closing `]`")),
-            // A zone ID (RFC 6874: `%25` and the zone) is sent to as the
-            // system resolves it, which takes an interface's number
-            // (`[fe80::1%252]`) but not its name (`%25eth0`): that would
+            // A zone ID (RFC 6874: `%25`, the encoded `%`, and the zone)
+            // is sent to by the interface's number ([`zone_id`],
+            // [`ZoneResolver`]), never its name (`%25eth0`): that would
             // build and then fail every export, as a retryable failure.
-            Some((address, _))
-                if address.split_once('%').is_some_and(|(_, zone)| {
-                    zone.strip_prefix("25")
-                        .is_none_or(|id| id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()))
-                }) =>
-            {
-                return Err(bad(
-                    "an IPv6 zone ID must be the interface's number (`[fe80::1%252]`, `%25` \
-                     then digits): an interface name (`%25eth0`) cannot be connected to",
-                ));
+            Some((address, _)) if zone_id(address).is_err() => {
+                return Err(bad(BAD_ZONE));
             }
             Some((_, "")) => None,
             Some((_, after)) => Some(after.strip_prefix(':').ok_or_else(|| {
@@ -737,6 +732,70 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
     );
     ureq::http::Uri::try_from(url.as_str()).map_err(|_| bad("not a valid URL"))?;
     Ok(url)
+}
+
+/// Why a bracketed IPv6 host's zone ID is refused ([`zone_id`]).
+const BAD_ZONE: &str = "an IPv6 zone ID must be the interface's number, after `%25` (the encoded \
+                        `%`, RFC 6874): `[fe80::1%252]` is fe80::1 on interface 2; an interface \
+                        name (`%25eth0`) cannot be connected to";
+
+/// The zone ID of a bracketed IPv6 host (`address` is what is between the
+/// brackets): RFC 6874's `%25` (an encoded `%`) then the interface's
+/// number, as it is connected to (`fe80::1%252` is interface 2). `Ok(None)`
+/// for a host without one; an error for any other spelling (an interface
+/// name, a bare `%`, no number, a number over `u32`).
+fn zone_id(address: &str) -> Result<Option<u32>, ()> {
+    let Some((_, zone)) = address.split_once('%') else {
+        return Ok(None);
+    };
+    match zone.strip_prefix("25") {
+        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
+            id.parse().map(Some).map_err(|_| ())
+        }
+        _ => Err(()),
+    }
+}
+
+/// The socket address of a URL whose host is a bracketed IPv6 address
+/// with a zone ID ([`zone_id`]): the address, the URL's port (or its
+/// scheme's), and the zone's number as its scope ID. `None` for any other
+/// host.
+fn zoned_address(uri: &ureq::http::Uri) -> Option<std::net::SocketAddrV6> {
+    let address = uri.host()?.strip_prefix('[')?.strip_suffix(']')?;
+    let zone = zone_id(address).ok()??;
+    let ip = address.split_once('%')?.0.parse().ok()?;
+    let port = uri.port_u16().or(match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    })?;
+    Some(std::net::SocketAddrV6::new(ip, port, 0, zone))
+}
+
+/// ureq's resolver, except for a bracketed IPv6 host with a zone ID (the
+/// collector's or the proxy's): that is connected to as
+/// [`zoned_address`] reads it. ureq hands the system's resolver the host
+/// as the URL writes it, `%25` and all, which reads `fe80::1%252` as
+/// interface 252: no spelling of a zone reached the interface meant.
+#[derive(Debug, Default)]
+struct ZoneResolver(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for ZoneResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        match zoned_address(uri) {
+            Some(address) => {
+                let mut addrs = self.empty();
+                addrs.push(std::net::SocketAddr::V6(address));
+                Ok(addrs)
+            }
+            None => self.0.resolve(uri, config, timeout),
+        }
+    }
 }
 
 /// A checked URL without its user information, and that user information
@@ -929,6 +988,17 @@ fn check_proxy(var: &'static str, value: &str) -> Result<ureq::Proxy, ConfigErro
             "only http:// and https:// proxies are supported (SOCKS is not); set NO_PROXY to \
              send to the collector directly",
         ));
+    }
+    // A zone ID is checked as the collector's is (`check_url`): one the
+    // transport cannot connect to would build and then fail every export.
+    if let Some(address) = proxy
+        .uri()
+        .host()
+        .and_then(|h| h.strip_prefix('['))
+        .and_then(|h| h.strip_suffix(']'))
+        && zone_id(address).is_err()
+    {
+        return Err(bad(BAD_ZONE));
     }
     Ok(proxy)
 }
@@ -1208,8 +1278,10 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// (`10.1.2.3`, `10.0.0.0/8`, `::1`, `fd00::/8`), each optionally with a
 /// `:port`. The proxy is an `http://` or `https://` URL (`host:port`
 /// alone is `http://`); the request goes through it in a `CONNECT`
-/// tunnel. A proxy URL that does not parse, or a SOCKS proxy, is an
-/// error when the transport is built, naming the variable. `Debug` shows
+/// tunnel. A proxy URL that does not parse, a SOCKS proxy, or an IPv6
+/// zone ID that is not the interface's number after `%25` (as for the
+/// [endpoint](HttpTransportBuilder::endpoint)) is an error when the
+/// transport is built, naming the variable. `Debug` shows
 /// the proxy chosen (its password hidden).
 pub struct HttpTransport {
     agent: ureq::Agent,
@@ -1391,26 +1463,34 @@ impl HttpTransport {
         c.attempts.fetch_add(1, Ordering::Relaxed);
         let expect =
             out.body.len() > EXPECT_CONTINUE_ABOVE && self.expect_continue.load(Ordering::Relaxed);
-        let mut sent = self.send(out, deadline, expect);
-        if expect && matches!(&sent, Ok(resp) if resp.status() == 417) {
-            // A server (or proxy) that does not do `Expect: 100-continue`
-            // says so with a 417: the request is repeated at once without
-            // it (RFC 9110 10.1.1), as are this transport's later ones.
-            self.expect_continue.store(false, Ordering::Relaxed);
-            c.retryable_status.fetch_add(1, Ordering::Relaxed);
-            c.attempts.fetch_add(1, Ordering::Relaxed);
-            c.retries.fetch_add(1, Ordering::Relaxed);
-            sent = self.send(out, deadline, false);
-        }
         // A final answer whose head the client refused (a header over its
         // 64 KiB, a name that is not a token, a folded line, two
         // `Content-Length`s) still has the status its first line gave
         // ([`StatusSeen`]): the collector answered, and that status says
         // what became of the request (a 2xx is delivered, not re-sent).
-        let sent = sent.map(Ok).or_else(|e| match STATUS_SEEN.take() {
-            Some(status) => Ok(Err((status, e))),
-            None => Err(e),
-        });
+        let heard = |sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>| {
+            sent.map(Ok).or_else(|e| match STATUS_SEEN.take() {
+                Some(status) => Ok(Err((status, e))),
+                None => Err(e),
+            })
+        };
+        let mut sent = heard(self.send(out, deadline, expect));
+        let status = match &sent {
+            Ok(Ok(resp)) => Some(resp.status().as_u16()),
+            Ok(Err((status, _))) => Some(*status),
+            Err(_) => None,
+        };
+        if expect && status == Some(417) {
+            // A server (or proxy) that does not do `Expect: 100-continue`
+            // says so with a 417 (one whose head could not be read too):
+            // the request is repeated at once without it (RFC 9110
+            // 10.1.1), as are this transport's later ones.
+            self.expect_continue.store(false, Ordering::Relaxed);
+            c.retryable_status.fetch_add(1, Ordering::Relaxed);
+            c.attempts.fetch_add(1, Ordering::Relaxed);
+            c.retries.fetch_add(1, Ordering::Relaxed);
+            sent = heard(self.send(out, deadline, false));
+        }
         match sent {
             Ok(answered) => {
                 let (status, retry_after, location, bytes, cut, unreadable) = match answered {
@@ -1680,12 +1760,21 @@ impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::T
 }
 
 /// The status of the final answer at the start of `input` (the bytes of
-/// the answer not yet taken), past any whole `1xx` answers before it:
-/// `HTTP/1.x NNN` then a space or the line's end. `None` while its status
-/// line has not (wholly) arrived.
+/// the answer not yet taken), past any whole `1xx` answers before it, as
+/// the client's parser (httparse) reads them: empty lines (`\r\n` or
+/// `\n`) before a status line are skipped (RFC 9112 2.2), then
+/// `HTTP/1.x NNN` and a space or the line's end. A `1xx` answer's head
+/// ends at its first empty line, however its lines end (`\r\n` or a bare
+/// `\n`); nothing past the final answer's status line is looked at (its
+/// body could hold anything). `None` while the final status line has not
+/// (wholly) arrived, and for anything the parser would refuse before it:
+/// a status under 100 (not an HTTP status), a bare CR in a `1xx` head.
 fn final_status(input: &[u8]) -> Option<u16> {
     let mut at = input;
     loop {
+        while let Some(rest) = at.strip_prefix(b"\r\n").or_else(|| at.strip_prefix(b"\n")) {
+            at = rest;
+        }
         let rest = at.strip_prefix(b"HTTP/1.")?;
         let (code, after) = rest.get(2..5).zip(rest.get(5))?;
         if !rest[0].is_ascii_digit()
@@ -1696,18 +1785,34 @@ fn final_status(input: &[u8]) -> Option<u16> {
             return None;
         }
         let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-        if status >= 200 {
-            return Some(status);
+        match status {
+            200.. => return Some(status),
+            100..=199 => at = &at[head_end(at)?..],
+            _ => return None,
         }
-        // A `100 Continue` (or other 1xx) answer: the final one follows its
-        // empty line.
-        let end = at
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|e| e + 4)
-            .or_else(|| at.windows(2).position(|w| w == b"\n\n").map(|e| e + 2))?;
-        at = &at[end..];
     }
+}
+
+/// Where the head at the start of `input` ends: just past its first
+/// empty line (a line end, `\r\n` or `\n`, straight after another: the
+/// earliest of `\r\n\r\n`, `\n\n`, `\r\n\n`, `\n\r\n`). `None` while it
+/// has not arrived, or where a CR is not followed by LF (which the parser
+/// refuses).
+fn head_end(input: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' if input.get(i + 1) != Some(&b'\n') => return None,
+            b'\n' => match &input[i + 1..] {
+                [b'\n', ..] => return Some(i + 2),
+                [b'\r', b'\n', ..] => return Some(i + 3),
+                _ => {}
+            },
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// Wraps each connection in [`HeardTransport`].
@@ -3272,5 +3377,84 @@ mod tests {
             final_status(b"HTTP/1.1 103 Early\nLink: x\n\nHTTP/1.1 204 \n"),
             Some(204)
         );
+    }
+
+    /// Found by review: a `1xx` head ended at the first `\r\n\r\n` anywhere
+    /// (before looking for `\n\n`), so a bare-LF `100` then a final head
+    /// the client refused had its body read as the status; an empty line
+    /// before a status line (which the client's parser skips) or a status
+    /// under 100 was misread too.
+    #[test]
+    fn the_final_status_is_read_as_the_parser_reads_the_answer() {
+        let body_200 = b"HTTP/1.1 400 Bad\r\nBad Header: x\r\ncontent-length: 19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        for (head_100, ends) in [
+            (&b"HTTP/1.1 100 Continue\n\n"[..], "\\n\\n"),
+            (b"HTTP/1.1 100 Continue\r\n\n", "\\r\\n\\n"),
+            (b"HTTP/1.1 100 Continue\n\r\n", "\\n\\r\\n"),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", "\\r\\n\\r\\n"),
+            (b"HTTP/1.1 103 Early\nLink: x\r\n\n", "mixed"),
+        ] {
+            let answer = [head_100, &body_200[..]].concat();
+            assert_eq!(final_status(&answer), Some(400), "{ends}");
+        }
+        assert_eq!(final_status(b"\r\nHTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(final_status(b"\n\r\n\nHTTP/1.1 204 \n"), Some(204));
+        assert_eq!(
+            final_status(b"HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            Some(200)
+        );
+        assert_eq!(final_status(b"\r\n"), None, "not arrived");
+        assert_eq!(final_status(b"\rHTTP/1.1 200 OK\r\n"), None, "bare CR");
+        assert_eq!(
+            final_status(b"HTTP/1.1 100 C\r\nx: \ry\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            None,
+            "a bare CR in a 1xx head"
+        );
+        assert_eq!(
+            final_status(b"HTTP/1.1 000 Bad\r\ncontent-length: 19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            final_status(b"HTTP/1.1 099 X\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            None
+        );
+        // A flood of bare-LF 1xx answers is read in one pass.
+        let mut flood = b"HTTP/1.1 100 C\n\n".repeat(1 << 16);
+        flood.extend_from_slice(b"HTTP/1.1 201 OK\r\n");
+        let start = std::time::Instant::now();
+        assert_eq!(final_status(&flood), Some(201));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// Found by review: `[fe80::1%252]` went to the resolver as written,
+    /// which read its zone as interface 252 (RFC 6874's `%25` is an
+    /// encoded `%`): the zone is the interface's number after `%25`.
+    #[test]
+    fn an_ipv6_zone_id_is_the_interface_number_after_the_encoded_percent() {
+        let addr = |url: &str| zoned_address(&ureq::http::Uri::try_from(url).unwrap());
+        let a = addr("http://[fe80::1%252]:4318/v1/traces").unwrap();
+        assert_eq!(
+            (a.ip().to_string(), a.port(), a.scope_id()),
+            ("fe80::1".to_owned(), 4318, 2)
+        );
+        assert_eq!(addr("https://[fe80::1%2517]/x").unwrap().port(), 443);
+        assert_eq!(addr("http://[fe80::1%2517]/x").unwrap().scope_id(), 17);
+        assert_eq!(addr("http://[fe80::1]:4318"), None);
+        assert_eq!(addr("http://h:4318"), None);
+        assert_eq!(zone_id("fe80::1"), Ok(None));
+        assert_eq!(zone_id("fe80::1%254294967295"), Ok(Some(u32::MAX)));
+        for bad in [
+            "fe80::1%2",
+            "fe80::1%25",
+            "fe80::1%25eth0",
+            "::1%lo",
+            "::1%254294967296",
+        ] {
+            assert_eq!(zone_id(bad), Err(()), "{bad}");
+        }
     }
 }

@@ -2350,3 +2350,196 @@ fn a_large_request_refused_part_way_over_tls_fails_at_once_on_the_answer() {
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
     });
 }
+
+// ---------------------------------------------------------------------------
+// Found by review of the status-line and zone-ID checks.
+
+/// The status an answer's head was refused with is read as the client's
+/// parser reads the answer: a `1xx` ends at its first empty line however
+/// its lines end (a bare `\n` too), and empty lines before a status line
+/// are skipped (RFC 9112 2.2). Before, a bare-LF `100` was ended at the
+/// first `\r\n\r\n` anywhere, past the final head: a 400 whose body held
+/// `HTTP/1.1 200 OK` counted as delivered, and a 200 was sent twice; an
+/// empty line before the status line sent it twice too.
+#[test]
+fn a_refused_head_after_a_1xx_or_an_empty_line_counts_by_its_own_status() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for (answer, delivered) in [
+            (
+                "HTTP/1.1 100 Continue\n\nHTTP/1.1 200 OK\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\n\nHTTP/1.1 400 Bad\r\nBad Header: x\r\ncontent-length: 19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+                false,
+            ),
+            (
+                "\r\nHTTP/1.1 200 OK\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\n\r\nHTTP/1.1 200 OK\r\nBad Header: x\r\ncontent-length: 0\r\n\r\n",
+                true,
+            ),
+        ] {
+            let shown = answer.escape_debug().to_string();
+            let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+            let t = transport(&server).build().unwrap();
+            let result = export_once(&t);
+            let a = t.attempts();
+            assert_eq!(server.received().len(), 1, "{shown}: not sent again");
+            assert_eq!((a.attempts, a.connection_failed), (1, 0), "{shown}: {a:?}");
+            if delivered {
+                assert_eq!(result, otlp_exporter::ExportResult::Success, "{shown}");
+            } else {
+                assert!(
+                    matches!(&result, otlp_exporter::ExportResult::Failed(why)
+                        if why.contains("HTTP 400") && why.contains("headers could not be read")),
+                    "{shown}: {result:?}"
+                );
+            }
+        }
+    });
+}
+
+/// A status under 100 is no HTTP status: the answer is no answer (retried),
+/// and a status line in its body is never taken for the collector's.
+/// Before, it was skipped as a `1xx` and the `200` in its body counted as
+/// delivered.
+#[test]
+fn a_status_under_100_is_no_answer_whatever_its_body_holds() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let answer = "HTTP/1.1 000 Bad\r\ncontent-length: 19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n";
+        let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+        let t = transport(&server)
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build()
+            .unwrap();
+        let result = export_once(&t);
+        assert!(
+            matches!(&result, otlp_exporter::ExportResult::Retryable { reason, .. }
+                if reason.contains("no answer")),
+            "{result:?}"
+        );
+        let a = t.attempts();
+        assert_eq!((a.succeeded, a.connection_failed), (0, 1), "{a:?}");
+    });
+}
+
+/// A `417` to `Expect: 100-continue` whose head cannot be parsed is a 417
+/// all the same: the request is sent again at once without the
+/// expectation. Before, it failed the export for good.
+#[test]
+fn a_417_whose_headers_cannot_be_read_still_gets_the_request_without_the_expectation() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let answer =
+            "HTTP/1.1 417 X\r\nBad Header: x\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+        let t = transport(&server)
+            .timeout(Duration::from_secs(4))
+            .build()
+            .unwrap();
+        let result = otlp_exporter::Transport::export(
+            &t,
+            &big_request("big-", 20),
+            Instant::now() + Duration::from_secs(10),
+        );
+        assert_eq!(
+            result,
+            otlp_exporter::ExportResult::Success,
+            "{:?}",
+            t.attempts()
+        );
+        let got = server.received();
+        let expects: Vec<Option<&str>> = got.iter().map(|r| r.header("expect")).collect();
+        assert_eq!(expects.last(), Some(&None), "{expects:?}");
+        assert_eq!(expects.first(), Some(&Some("100-continue")), "{expects:?}");
+        assert_eq!(got.last().unwrap().spans().len(), 20);
+        let a = t.attempts();
+        assert_eq!(
+            (a.retryable_status, a.succeeded, a.final_status),
+            (1, 1, 0),
+            "{a:?}"
+        );
+    });
+}
+
+/// This machine's first link-local IPv6 address and its interface's
+/// number (Linux's /proc/net/if_inet6), if it has one.
+fn link_local_address() -> Option<(std::net::Ipv6Addr, u32)> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let hex = fields.next()?;
+        let index = u32::from_str_radix(fields.next()?, 16).ok()?;
+        let ip = std::net::Ipv6Addr::from(u128::from_str_radix(hex, 16).ok()?);
+        ip.is_unicast_link_local().then_some((ip, index))
+    })
+}
+
+/// A link-local collector is reached by its zone ID, the interface's
+/// number after `%25` (RFC 6874's encoded `%`): `[fe80::1%252]` is fe80::1
+/// on interface 2. Before, the host went to the system's resolver as
+/// written, which read the zone as interface 252: no spelling reached the
+/// collector. (Skipped where the machine has no link-local address; the
+/// parsing is unit-tested in src/http.rs too.)
+#[test]
+fn a_link_local_collector_is_reached_by_its_zone_id() {
+    use std::net::{SocketAddr, SocketAddrV6};
+    let Some((ip, index)) = link_local_address() else {
+        eprintln!("no link-local IPv6 address here: skipped");
+        return;
+    };
+    let Ok(listener) = TcpListener::bind(SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, index))) else {
+        eprintln!("cannot listen on [{ip}%{index}]: skipped");
+        return;
+    };
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = listener.local_addr().unwrap().port();
+        let server = Server::start_on(listener, vec![]);
+        let url = format!("http://[{ip}%25{index}]:{port}");
+        let t = HttpTransport::builder(net())
+            .endpoint(url.clone())
+            .timeout(Duration::from_secs(5))
+            .retry(RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            })
+            .build_with(|_| None)
+            .unwrap();
+        let result = export_once(&t);
+        assert_eq!(result, otlp_exporter::ExportResult::Success, "{url}");
+        assert_eq!(server.received().len(), 1);
+    });
+}
+
+/// A proxy URL's IPv6 zone ID is checked as the endpoint's is: by name it
+/// is refused when the transport is built (it could never be connected
+/// to); by number it builds. Before, `HTTP_PROXY=http://[::1%25lo]:3128`
+/// built and then failed every export, naming the collector.
+#[test]
+fn an_ipv6_zone_id_by_interface_name_in_a_proxy_url_is_refused_when_built() {
+    let build = |proxy: &str| {
+        HttpTransport::builder(net())
+            .endpoint("http://collector.invalid:4318")
+            .build_with(vars(vec![("HTTP_PROXY", proxy.to_owned())]))
+    };
+    for bad in [
+        "http://[::1%25lo]:3128",
+        "http://[fe80::1%25eth0]:3128",
+        "http://[::1%lo]:3128",
+        "[fe80::1%25]:3128",
+    ] {
+        let err = build(bad).unwrap_err().to_string();
+        assert!(
+            err.contains("HTTP_PROXY")
+                && err.contains("zone ID")
+                && err.contains("interface's number"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(build("http://[fe80::1%252]:3128").is_ok());
+}
