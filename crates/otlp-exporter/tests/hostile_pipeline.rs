@@ -1404,7 +1404,19 @@ fn a_shutdown_deadline_that_passes_counts_what_is_left_and_is_not_completed() {
                 s.dropped.timed_out_at_shutdown == 0,
                 "{report:?}"
             );
-            assert_eq!(s.exported, probe.delivered.load(Ordering::SeqCst));
+            // A shutdown abandoned while an export was under way counts
+            // its spans as timed out; the transport may still deliver them
+            // after (the caller gave up waiting, not the export).
+            let delivered = probe.delivered.load(Ordering::SeqCst);
+            if report.completed {
+                assert_eq!(s.exported, delivered, "{s:?}");
+            } else {
+                assert!(
+                    s.exported <= delivered
+                        && delivered <= s.exported + s.dropped.timed_out_at_shutdown,
+                    "delivered {delivered}: {s:?}"
+                );
+            }
             // Asked again: the same answer.
             assert_eq!(p.shutdown(LONG).completed, report.completed);
         }
