@@ -232,8 +232,13 @@ impl HttpTransportBuilder {
     /// `:port` after a bracketed IPv6 host (`http://[::1]:4318`), and an
     /// IPv6 zone ID that is not the interface's number after `%25` (RFC
     /// 6874's encoded `%`: `http://[fe80::1%252]:4318` is sent to fe80::1
-    /// on interface 2; `%25eth0` is refused, as is such a zone in a
-    /// proxy's URL). User
+    /// on interface 2; `%25eth0` and zone 0 are refused, as is such a zone
+    /// in a proxy's URL). A zone is for this machine only: the `Host`
+    /// header is sent without it (`Host: [fe80::1]:4318`), and `NO_PROXY`
+    /// and the loopback rule read the address without it. An `https` URL
+    /// with a zone, the collector's or a proxy's, is refused (TLS would
+    /// take the zoned host as the server's name, which is never valid).
+    /// User
     /// information (`http://user:password@host`) is taken off the URL and
     /// sent as `Authorization: Basic`, percent-decoded (`us%40er` is the
     /// user `us@er`; a bad `%` escape is refused), unless an
@@ -481,6 +486,19 @@ impl HttpTransportBuilder {
                 reason: format!("{:?}: not a valid URL", redact_url(&url)),
             }
         })?;
+        // RFC 6874 (4): a zone ID is for this machine only and is taken off
+        // the URI that is sent (RFC 9110's `Host` has no syntax for it);
+        // the address and zone still choose where to connect
+        // ([`ZoneResolver`]). A user's own `Host` header wins.
+        let host_header = target
+            .host()
+            .filter(|h| h.starts_with('['))
+            .and_then(|h| h.split_once('%'))
+            .map(|(address, _)| match target.port_u16() {
+                Some(port) => format!("{address}]:{port}"),
+                None => format!("{address}]"),
+            })
+            .filter(|_| !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")));
         let https = target.scheme_str() == Some("https");
         let host = target.host().unwrap_or_default();
         let port = target.port_u16().unwrap_or(if https { 443 } else { 80 });
@@ -544,6 +562,7 @@ impl HttpTransportBuilder {
             agent,
             url: redact_url(&url).into_owned(),
             wire_url,
+            host_header,
             basic_auth,
             proxy: proxy_shown,
             headers,
@@ -713,6 +732,9 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
             Some((address, _)) if zone_id(address).is_err() => {
                 return Err(bad(BAD_ZONE));
             }
+            Some((address, _)) if scheme.eq_ignore_ascii_case("https") && address.contains('%') => {
+                return Err(bad(HTTPS_ZONE));
+            }
             Some((_, "")) => None,
             Some((_, after)) => Some(after.strip_prefix(':').ok_or_else(|| {
                 bad("only `:port` may follow a bracketed IPv6 host (http://[::1]:4318)")
@@ -737,21 +759,30 @@ fn check_url(what: &'static str, url: &str, from_env: bool) -> Result<String, Co
 /// Why a bracketed IPv6 host's zone ID is refused ([`zone_id`]).
 const BAD_ZONE: &str = "an IPv6 zone ID must be the interface's number, after `%25` (the encoded \
                         `%`, RFC 6874): `[fe80::1%252]` is fe80::1 on interface 2; an interface \
-                        name (`%25eth0`) cannot be connected to";
+                        name (`%25eth0`) or zone 0 cannot be connected to";
+
+/// Why `https` to a bracketed IPv6 host with a zone ID is refused.
+const HTTPS_ZONE: &str = "an `https` URL cannot have an IPv6 zone ID (`%25...`): the TLS client \
+                          takes the host, zone and all, as the server's name, which is never \
+                          valid; use `http`, or an address or name without a zone";
 
 /// The zone ID of a bracketed IPv6 host (`address` is what is between the
 /// brackets): RFC 6874's `%25` (an encoded `%`) then the interface's
 /// number, as it is connected to (`fe80::1%252` is interface 2). `Ok(None)`
 /// for a host without one; an error for any other spelling (an interface
-/// name, a bare `%`, no number, a number over `u32`).
+/// name, a bare `%`, no number, a number over `u32`, zone 0, which is no
+/// interface).
 fn zone_id(address: &str) -> Result<Option<u32>, ()> {
     let Some((_, zone)) = address.split_once('%') else {
         return Ok(None);
     };
     match zone.strip_prefix("25") {
-        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
-            id.parse().map(Some).map_err(|_| ())
-        }
+        // Zone 0 is no interface: connecting to a link-local address with
+        // it fails (EINVAL) on every export.
+        Some(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => match id.parse() {
+            Ok(0) | Err(_) => Err(()),
+            Ok(n) => Ok(Some(n)),
+        },
         _ => Err(()),
     }
 }
@@ -859,11 +890,16 @@ fn choose_proxy(
     port: u16,
     env: &impl Fn(&'static str) -> Option<String>,
 ) -> Option<(&'static str, String)> {
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    // A bracketed IPv6 host's zone ID (`%25...`, [`zone_id`]) is no part
+    // of its address: `[fe80::1%252]` is checked as `fe80::1`.
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6
+            .trim_end_matches(']')
+            .split_once('%')
+            .map_or(v6.trim_end_matches(']'), |(address, _)| address),
+        None => host.trim_end_matches('.'),
+    }
+    .to_ascii_lowercase();
     if is_loopback(&host) {
         return None;
     }
@@ -996,9 +1032,15 @@ fn check_proxy(var: &'static str, value: &str) -> Result<ureq::Proxy, ConfigErro
         .host()
         .and_then(|h| h.strip_prefix('['))
         .and_then(|h| h.strip_suffix(']'))
-        && zone_id(address).is_err()
     {
-        return Err(bad(BAD_ZONE));
+        if zone_id(address).is_err() {
+            return Err(bad(BAD_ZONE));
+        }
+        // A TLS proxy is named by its host as the collector is
+        // (`check_url`): a zone makes that name invalid.
+        if matches!(proxy.protocol(), ureq::ProxyProtocol::Https) && address.contains('%') {
+            return Err(bad(HTTPS_ZONE));
+        }
     }
     Ok(proxy)
 }
@@ -1278,15 +1320,21 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// (`10.1.2.3`, `10.0.0.0/8`, `::1`, `fd00::/8`), each optionally with a
 /// `:port`. The proxy is an `http://` or `https://` URL (`host:port`
 /// alone is `http://`); the request goes through it in a `CONNECT`
-/// tunnel. A proxy URL that does not parse, a SOCKS proxy, or an IPv6
+/// tunnel. A proxy URL that does not parse, a SOCKS proxy, an IPv6
 /// zone ID that is not the interface's number after `%25` (as for the
-/// [endpoint](HttpTransportBuilder::endpoint)) is an error when the
-/// transport is built, naming the variable. `Debug` shows
+/// [endpoint](HttpTransportBuilder::endpoint)), or an `https://` proxy
+/// with a zone ID is an error when the transport is built, naming the
+/// variable. A zoned collector (`[fe80::1%252]`) is matched against
+/// `NO_PROXY` and the loopback rule by its address without the zone. `Debug` shows
 /// the proxy chosen (its password hidden).
 pub struct HttpTransport {
     agent: ureq::Agent,
     /// The URL requests go to, without its user information.
     wire_url: String,
+    /// The `Host` header for a collector whose URL has an IPv6 zone ID:
+    /// its host and port without the zone (RFC 6874 4). `None` otherwise
+    /// (the client writes `Host` from the URL), or when a header sets it.
+    host_header: Option<String>,
     /// The configured URL as it is shown: its password hidden
     /// ([`redact_url`]).
     url: String,
@@ -1450,6 +1498,9 @@ impl HttpTransport {
         }
         if let Some(auth) = &self.basic_auth {
             req = req.header("Authorization", auth.as_str());
+        }
+        if let Some(host) = &self.host_header {
+            req = req.header("Host", host.as_str());
         }
         for (k, v) in &self.headers {
             req = req.header(k.as_str(), v.as_str());
@@ -1763,7 +1814,9 @@ impl<T: ureq::unversioned::transport::Transport> ureq::unversioned::transport::T
 /// the answer not yet taken), past any whole `1xx` answers before it, as
 /// the client's parser (httparse) reads them: empty lines (`\r\n` or
 /// `\n`) before a status line are skipped (RFC 9112 2.2), then
-/// `HTTP/1.x NNN` and a space or the line's end. A `1xx` answer's head
+/// `HTTP/1.0` or `HTTP/1.1` (the only versions the parser takes), `NNN`
+/// and a space or the line's end. `101` is final, as the client takes it
+/// (not a 2xx: the export fails). A `1xx` answer's head
 /// ends at its first empty line, however its lines end (`\r\n` or a bare
 /// `\n`); nothing past the final answer's status line is looked at (its
 /// body could hold anything). `None` while the final status line has not
@@ -1777,7 +1830,7 @@ fn final_status(input: &[u8]) -> Option<u16> {
         }
         let rest = at.strip_prefix(b"HTTP/1.")?;
         let (code, after) = rest.get(2..5).zip(rest.get(5))?;
-        if !rest[0].is_ascii_digit()
+        if !matches!(rest[0], b'0' | b'1')
             || rest[1] != b' '
             || !code.iter().all(u8::is_ascii_digit)
             || !matches!(after, b' ' | b'\r' | b'\n')
@@ -1786,7 +1839,7 @@ fn final_status(input: &[u8]) -> Option<u16> {
         }
         let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
         match status {
-            200.. => return Some(status),
+            101 | 200.. => return Some(status),
             100..=199 => at = &at[head_end(at)?..],
             _ => return None,
         }
@@ -3456,5 +3509,42 @@ mod tests {
         ] {
             assert_eq!(zone_id(bad), Err(()), "{bad}");
         }
+    }
+
+    /// Found by review: `final_status` took any `HTTP/1.<digit>` (the
+    /// parser takes 1.0 and 1.1 only) and skipped a `101` as interim (the
+    /// client takes it as the final answer); zone 0 built; a zoned host
+    /// escaped `NO_PROXY` and the loopback rule.
+    #[test]
+    fn status_versions_101_zone_zero_and_zoned_proxy_choice() {
+        assert_eq!(final_status(b"HTTP/1.9 200 OK\r\n"), None);
+        assert_eq!(
+            final_status(b"HTTP/1.7 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            None
+        );
+        assert_eq!(
+            final_status(b"HTTP/1.1 101 Switching\r\nBad Header: x\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            Some(101)
+        );
+        assert_eq!(
+            final_status(b"HTTP/1.0 100 Continue\r\n\r\nHTTP/1.1 204 OK\r\n"),
+            Some(204)
+        );
+        for zero in ["fe80::1%250", "fe80::1%25000"] {
+            assert_eq!(zone_id(zero), Err(()), "{zero}");
+        }
+        let env = |list: &'static str| {
+            move |var: &'static str| match var {
+                "HTTP_PROXY" => Some("http://proxy:3128".to_owned()),
+                "NO_PROXY" => Some(list.to_owned()).filter(|l| !l.is_empty()),
+                _ => None,
+            }
+        };
+        let chosen = |host: &str, list: &'static str| choose_proxy(false, host, 4318, &env(list));
+        assert!(chosen("[fe80::1%252]", "").is_some());
+        for list in ["fe80::1", "fe80::/10", "[fe80::1]:4318"] {
+            assert_eq!(chosen("[fe80::1%252]", list), None, "{list}");
+        }
+        assert_eq!(chosen("[::1%251]", ""), None, "loopback");
     }
 }

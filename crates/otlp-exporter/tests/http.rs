@@ -2543,3 +2543,177 @@ fn an_ipv6_zone_id_by_interface_name_in_a_proxy_url_is_refused_when_built() {
     }
     assert!(build("http://[fe80::1%252]:3128").is_ok());
 }
+
+/// An `https` URL with an IPv6 zone ID, the collector's or an `HTTPS`
+/// proxy's, is refused when built: the TLS client takes the host, zone and
+/// all, as the server's name, which is never valid. Before, it built and
+/// then failed every export. An `http` proxy with a zone still builds.
+#[test]
+fn an_https_url_with_an_ipv6_zone_id_is_refused_when_built() {
+    let err = HttpTransport::builder(net())
+        .endpoint("https://[fe80::1%252]:4318")
+        .build_with(|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("https") && err.contains("zone ID"), "{err}");
+    let build = |proxy: &str| {
+        HttpTransport::builder(net())
+            .endpoint("https://collector.invalid:4318")
+            .build_with(vars(vec![("HTTPS_PROXY", proxy.to_owned())]))
+    };
+    let err = build("https://[fe80::1%252]:3128").unwrap_err().to_string();
+    assert!(
+        err.contains("HTTPS_PROXY") && err.contains("https") && err.contains("zone ID"),
+        "{err}"
+    );
+    assert!(build("http://[fe80::1%252]:3128").is_ok());
+    assert!(build("https://[fe80::1]:3128").is_ok());
+    assert!(
+        HttpTransport::builder(net())
+            .endpoint("https://[fe80::1]:4318")
+            .build_with(|_| None)
+            .is_ok()
+    );
+}
+
+/// Zone 0 is no interface (connecting to a link-local address with it
+/// fails every time): refused when built, in the endpoint and in a proxy
+/// URL. Before, it built and every export failed.
+#[test]
+fn ipv6_zone_zero_is_refused_when_built() {
+    for zone in ["0", "000"] {
+        let err = HttpTransport::builder(net())
+            .endpoint(format!("http://[fe80::1%25{zone}]:4318"))
+            .build_with(|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zone ID"), "{zone}: {err}");
+        let err = HttpTransport::builder(net())
+            .endpoint("http://collector.invalid:4318")
+            .build_with(vars(vec![(
+                "HTTP_PROXY",
+                format!("http://[fe80::1%25{zone}]:3128"),
+            )]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("HTTP_PROXY") && err.contains("zone ID"),
+            "{zone}: {err}"
+        );
+    }
+}
+
+/// `NO_PROXY` and the loopback rule read a zoned host without its zone:
+/// `[fe80::1%252]` is `fe80::1` for `NO_PROXY=fe80::1` (or `fe80::/10`,
+/// or `[fe80::1]:4318`), and `[::1%251]` is loopback. Before, the zone
+/// made the host no address, and the request went through the proxy.
+#[test]
+fn no_proxy_and_loopback_read_a_zoned_host_without_its_zone() {
+    let proxy_of = |url: &str, no_proxy: Option<&str>| {
+        let mut list = vec![("HTTP_PROXY", "http://proxy.invalid:3128".to_owned())];
+        if let Some(n) = no_proxy {
+            list.push(("NO_PROXY", n.to_owned()));
+        }
+        let t = HttpTransport::builder(net())
+            .endpoint(url)
+            .build_with(vars(list))
+            .unwrap();
+        format!("{t:?}")
+    };
+    let zoned = "http://[fe80::1%252]:4318";
+    assert!(
+        proxy_of(zoned, None).contains("proxy.invalid"),
+        "{}",
+        proxy_of(zoned, None)
+    );
+    for no_proxy in ["fe80::1", "fe80::/10", "[fe80::1]:4318"] {
+        let shown = proxy_of(zoned, Some(no_proxy));
+        assert!(
+            shown.contains("proxy: None"),
+            "NO_PROXY={no_proxy}: {shown}"
+        );
+    }
+    let shown = proxy_of("http://[::1%251]:4318", None);
+    assert!(shown.contains("proxy: None"), "loopback: {shown}");
+}
+
+/// A zoned collector gets a `Host` header without the zone (RFC 6874 4:
+/// the zone is taken off the URI sent; RFC 9110's `Host` has no syntax for
+/// it); a user's own `Host` header is sent instead. Before, `Host` was
+/// `[fe80::...%25N]:port`. (Skipped where the machine has no link-local
+/// address.)
+#[test]
+fn a_zoned_collector_gets_a_host_header_without_the_zone() {
+    use std::net::{SocketAddr, SocketAddrV6};
+    let Some((ip, index)) = link_local_address() else {
+        eprintln!("no link-local IPv6 address here: skipped");
+        return;
+    };
+    let Ok(listener) = TcpListener::bind(SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, index))) else {
+        eprintln!("cannot listen on [{ip}%{index}]: skipped");
+        return;
+    };
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = listener.local_addr().unwrap().port();
+        let server = Server::start_on(listener, vec![]);
+        let url = format!("http://[{ip}%25{index}]:{port}");
+        let build = |host: Option<&str>| {
+            let mut b = HttpTransport::builder(net())
+                .endpoint(url.clone())
+                .timeout(Duration::from_secs(5))
+                .retry(RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                });
+            if let Some(h) = host {
+                b = b.header("Host", h);
+            }
+            b.build_with(|_| None).unwrap()
+        };
+        assert_eq!(
+            export_once(&build(None)),
+            otlp_exporter::ExportResult::Success
+        );
+        assert_eq!(
+            export_once(&build(Some("collector.example"))),
+            otlp_exporter::ExportResult::Success
+        );
+        let got = server.received();
+        let hosts: Vec<Option<&str>> = got.iter().map(|r| r.header("host")).collect();
+        let bare = format!("[{ip}]:{port}");
+        assert_eq!(
+            hosts,
+            vec![Some(bare.as_str()), Some("collector.example")],
+            "{url}"
+        );
+    });
+}
+
+/// The final status is read only from a line the client's parser takes:
+/// `HTTP/1.0` or `HTTP/1.1`; and a `101` is the final answer (the client
+/// takes it so), which is not a 2xx: not delivered. Before, each of these
+/// was counted delivered from a `200` the client never read.
+#[test]
+fn a_status_line_the_parser_refuses_or_a_101_is_not_delivered() {
+    test_watchdog::isolate(WATCHDOG, || {
+        for answer in [
+            "HTTP/1.9 200 OK\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nBad Header: x\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.7 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let shown = answer.escape_debug().to_string();
+            let server = Server::start(vec![Fault::Raw(answer.as_bytes().to_vec())]);
+            let t = transport(&server)
+                .retry(RetryPolicy {
+                    max_attempts: 1,
+                    ..RetryPolicy::default()
+                })
+                .build()
+                .unwrap();
+            let result = export_once(&t);
+            assert_ne!(result, otlp_exporter::ExportResult::Success, "{shown}");
+            assert_eq!(t.attempts().succeeded, 0, "{shown}: {:?}", t.attempts());
+            assert_eq!(server.received().len(), 1, "{shown}");
+        }
+    });
+}
