@@ -893,7 +893,9 @@ impl Resource {
     ///
     /// A pipeline exports its resource (the builder's, or
     /// [`from_env`](Self::from_env)'s) merged so; an [`Encoder`](crate::Encoder)
-    /// exports its resource as given.
+    /// exports its resource as given. A resource given to the builder
+    /// without `service.name` first takes the environment's, if it names
+    /// one ([`PipelineBuilder::resource`](crate::PipelineBuilder::resource)).
     ///
     /// ```
     /// use otlp_exporter::{Resource, Value};
