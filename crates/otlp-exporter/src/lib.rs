@@ -231,7 +231,10 @@
 //! `OTEL_RESOURCE_ATTRIBUTES`, merged over the SDK's own attributes
 //! (`telemetry.sdk.*`, and `service.name` `unknown_service:` plus the
 //! executable's file name when none is set: [`Resource::with_sdk_defaults`],
-//! also applied to a resource given to the builder); span limits from `OTEL_SPAN_*_LIMIT`,
+//! also applied to a resource given to the builder, which, if it has no
+//! `service.name`, takes the environment's from `OTEL_SERVICE_NAME` or
+//! `OTEL_RESOURCE_ATTRIBUTES` first, and only that attribute:
+//! [`PipelineBuilder::resource`]); span limits from `OTEL_SPAN_*_LIMIT`,
 //! `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT` and `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT`,
 //! the attribute limits falling back to the general
 //! `OTEL_ATTRIBUTE_COUNT_LIMIT` / `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`

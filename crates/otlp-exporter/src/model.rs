@@ -831,7 +831,13 @@ impl Resource {
     /// says to discard the whole variable on error; we keep the good entries
     /// and report the rest through `tracing`).
     pub fn from_env() -> Self {
-        Self::from_vars(
+        Self::env_only().with_sdk_defaults()
+    }
+
+    /// The environment's resource without the SDK's defaults: what
+    /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` say, nothing more.
+    pub(crate) fn env_only() -> Self {
+        Self::vars_only(
             std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok().as_deref(),
             std::env::var("OTEL_SERVICE_NAME").ok().as_deref(),
         )
@@ -839,6 +845,11 @@ impl Resource {
 
     /// [`Resource::from_env`] with the two variables given.
     pub fn from_vars(resource_attributes: Option<&str>, service_name: Option<&str>) -> Self {
+        Self::vars_only(resource_attributes, service_name).with_sdk_defaults()
+    }
+
+    /// [`from_vars`](Self::from_vars) without the SDK's defaults.
+    fn vars_only(resource_attributes: Option<&str>, service_name: Option<&str>) -> Self {
         let mut r = Resource::default();
         for entry in resource_attributes.unwrap_or("").split(',') {
             let entry = entry.trim();
@@ -864,7 +875,7 @@ impl Resource {
         if let Some(name) = service_name.map(str::trim).filter(|n| !n.is_empty()) {
             r.set(KeyValue::new("service.name", name.to_owned()));
         }
-        r.with_sdk_defaults()
+        r
     }
 
     /// This resource merged over the one the SDK provides, as the
@@ -874,11 +885,17 @@ impl Resource {
     /// added where not set, after this resource's attributes; and if no
     /// `service.name` is set, it is `unknown_service:` followed by the file
     /// name of the current executable (`process.executable.name`), or
-    /// plain `unknown_service` if that is not known.
+    /// plain `unknown_service` if that is not known. On Linux the
+    /// executable's path reads `<path> (deleted)` once its file was
+    /// replaced or deleted while the process runs (a deploy); that suffix
+    /// is not part of the name and is left out (found by review: the name
+    /// was `unknown_service:app (deleted)`).
     ///
     /// A pipeline exports its resource (the builder's, or
     /// [`from_env`](Self::from_env)'s) merged so; an [`Encoder`](crate::Encoder)
-    /// exports its resource as given.
+    /// exports its resource as given. A resource given to the builder
+    /// without `service.name` first takes the environment's, if it names
+    /// one ([`PipelineBuilder::resource`](crate::PipelineBuilder::resource)).
     ///
     /// ```
     /// use otlp_exporter::{Resource, Value};
@@ -892,6 +909,10 @@ impl Resource {
             let exe = std::env::current_exe()
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .map(|n| match n.strip_suffix(" (deleted)") {
+                    Some(name) => name.to_owned(),
+                    None => n,
+                })
                 .filter(|n| !n.is_empty());
             let name = match exe {
                 Some(exe) => Str::Owned(format!("unknown_service:{exe}")),

@@ -18,6 +18,10 @@ fn set(var: &str, value: Option<&str>) {
 
 #[test]
 fn environment_and_builder() {
+    // The child of `replaced_executable_service_name` (see there).
+    if let Ok(path) = std::env::var("CONFIG_TEST_DELETE_SELF") {
+        return replaced_executable_child(&path);
+    }
     // A malformed variable is an error that names it and its value.
     set("OTEL_BSP_MAX_QUEUE_SIZE", Some("lots"));
     let err = Pipeline::builder()
@@ -260,6 +264,10 @@ fn environment_and_builder() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     assert_eq!(attrs, want);
+
+    builder_resource_service_name_from_environment();
+    #[cfg(target_os = "linux")]
+    replaced_executable_service_name();
 }
 
 /// The file name of this test binary (`process.executable.name`).
@@ -270,4 +278,136 @@ fn exe_name() -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
+}
+
+/// The `service.name` a pipeline exports with `resource` given to the
+/// builder (or none).
+fn exported_service_name(resource: Option<Resource>) -> Option<Value> {
+    let memory = InMemory::new();
+    let mut b = Pipeline::builder().transport(memory.clone());
+    if let Some(r) = resource {
+        b = b.resource(r);
+    }
+    let p = b.build().unwrap();
+    p.record(otlp_exporter::SpanData::new("s"));
+    assert!(p.shutdown(Duration::from_secs(10)).completed);
+    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        prost::Message::decode(&memory.requests()[0].body[..]).unwrap();
+    let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+    let kv = attrs.iter().find(|kv| kv.key == "service.name")?;
+    match kv.value.as_ref().and_then(|v| v.value.clone()) {
+        Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(v)) => {
+            Some(Value::from(v))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A builder resource without `service.name` takes the environment's
+/// (found by review: `OTEL_SERVICE_NAME` was ignored and the name was
+/// `unknown_service:<exe>`); one it sets, even empty, is kept.
+fn builder_resource_service_name_from_environment() {
+    let s = |v: &str| Some(Value::from(v.to_owned()));
+    let unnamed = || {
+        let mut r = Resource::default();
+        r.set(otlp_exporter::KeyValue::new(
+            "deployment.environment.name",
+            "prod",
+        ));
+        r
+    };
+    set("OTEL_SERVICE_NAME", Some("checkout"));
+    set(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        Some("service.name=attrs,team=pay"),
+    );
+    assert_eq!(exported_service_name(Some(unnamed())), s("checkout"));
+    assert_eq!(exported_service_name(None), s("checkout"));
+    assert_eq!(exported_service_name(Some(Resource::new(""))), s(""));
+    assert_eq!(
+        exported_service_name(Some(Resource::new("mine"))),
+        s("mine")
+    );
+    // Only service.name comes from the environment.
+    let memory = InMemory::new();
+    let p = Pipeline::builder()
+        .transport(memory.clone())
+        .resource(unnamed())
+        .build()
+        .unwrap();
+    p.record(otlp_exporter::SpanData::new("s"));
+    assert!(p.shutdown(Duration::from_secs(10)).completed);
+    let req: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest =
+        prost::Message::decode(&memory.requests()[0].body[..]).unwrap();
+    let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
+    assert!(!attrs.iter().any(|kv| kv.key == "team"), "{attrs:?}");
+    // An empty OTEL_SERVICE_NAME is unset: OTEL_RESOURCE_ATTRIBUTES' name.
+    set("OTEL_SERVICE_NAME", Some(""));
+    assert_eq!(exported_service_name(Some(unnamed())), s("attrs"));
+    set("OTEL_SERVICE_NAME", None);
+    assert_eq!(exported_service_name(Some(unnamed())), s("attrs"));
+    // Neither: the executable's.
+    set("OTEL_RESOURCE_ATTRIBUTES", Some("team=pay"));
+    assert_eq!(
+        exported_service_name(Some(unnamed())),
+        s(&format!("unknown_service:{}", exe_name()))
+    );
+    set("OTEL_RESOURCE_ATTRIBUTES", None);
+}
+
+/// `service.name`'s fallback when the executable file was replaced or
+/// deleted while the process runs (a deploy): Linux reads its path as
+/// `<path> (deleted)`, and the name was `unknown_service:<exe> (deleted)`
+/// (found by review). A copy of this binary deletes itself and checks.
+#[cfg(target_os = "linux")]
+fn replaced_executable_service_name() {
+    let me = std::env::current_exe().unwrap();
+    let copy = std::env::temp_dir().join(format!("config-app-{}", std::process::id()));
+    std::fs::copy(&me, &copy).unwrap();
+    let mut child = std::process::Command::new(&copy)
+        .env("CONFIG_TEST_DELETE_SELF", &copy)
+        .args(["--exact", "environment_and_builder", "--nocapture"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A watchdog: the child's output is a few lines, so the pipes cannot
+    // fill while it runs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = std::fs::remove_file(&copy);
+            panic!("the child that deletes its executable hung");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&copy);
+    assert!(
+        out.status.success(),
+        "child: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("deleted-self checked"),
+        "the child did not run the check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// In the copy: delete this executable, then check the fallback name.
+fn replaced_executable_child(path: &str) {
+    std::fs::remove_file(path).unwrap();
+    let name = std::path::Path::new(path)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert_eq!(
+        Resource::from_vars(None, None).get("service.name"),
+        Some(&Value::from(format!("unknown_service:{name}")))
+    );
+    println!("deleted-self checked");
 }

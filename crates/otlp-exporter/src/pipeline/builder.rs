@@ -227,8 +227,16 @@ impl PipelineBuilder {
 
     /// The resource (default: [`Resource::from_env`]), exported merged
     /// over the SDK's own attributes ([`Resource::with_sdk_defaults`]:
-    /// `telemetry.sdk.*`, and `service.name` if it has none; its own values
-    /// win).
+    /// `telemetry.sdk.*`; its own values win).
+    ///
+    /// If it has no `service.name`, the environment's is taken, as the
+    /// OpenTelemetry SDKs merge the environment's resource under the
+    /// user's: `OTEL_SERVICE_NAME` (empty counts as unset), else
+    /// `service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else
+    /// `unknown_service:` and the executable's file name. Only
+    /// `service.name` comes from the environment; its other attributes are
+    /// not added to a resource given here. A `service.name` the resource
+    /// sets, even empty, is exported as given.
     pub fn resource(mut self, resource: Resource) -> Self {
         self.resource = Some(resource);
         self
@@ -518,10 +526,20 @@ impl PipelineBuilder {
             Some(l) => l,
             None => SpanLimits::from_env()?,
         };
-        let resource = self
-            .resource
-            .unwrap_or_else(Resource::from_env)
-            .with_sdk_defaults();
+        // The environment's resource goes under the user's for
+        // `service.name` only (see `resource`'s docs; found by review:
+        // `OTEL_SERVICE_NAME` was ignored for a builder resource without one).
+        let resource = match self.resource {
+            Some(mut r) => {
+                if r.get("service.name").is_none()
+                    && let Some(name) = Resource::env_only().get("service.name")
+                {
+                    r.set(crate::model::KeyValue::new("service.name", name.clone()));
+                }
+                r.with_sdk_defaults()
+            }
+            None => Resource::from_env(),
+        };
         // User code: a panic here is a configuration error, not a crash.
         let encoding =
             catch_unwind(AssertUnwindSafe(|| transport.get().encoding())).map_err(|p| {
