@@ -26,7 +26,15 @@ use crate::model::{SpanId, TraceId};
 
 /// The process's fork epoch: bumped in a forked child (by the
 /// `pthread_atfork` child handler), never otherwise.
-static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+///
+/// On a cache line of its own: every id draw reads it, and a static next
+/// to it that another thread writes (the worker's) would make each read a
+/// miss.
+static FORK_EPOCH: CacheLine = CacheLine(AtomicU64::new(0));
+
+/// An atomic alone on its (pair of) cache line(s).
+#[repr(align(128))]
+struct CacheLine(AtomicU64);
 
 /// A generator's `epoch` before its first seed (the fork epoch would need
 /// 2^64 - 1 forks to reach it).
@@ -57,7 +65,7 @@ fn register_fork_handler() -> bool {
         /// Runs in the child, right after `fork`: one atomic add, which is
         /// async-signal-safe.
         extern "C" fn forked() {
-            FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+            FORK_EPOCH.0.fetch_add(1, Ordering::Relaxed);
         }
         match REGISTRATION.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
@@ -82,7 +90,7 @@ fn register_fork_handler() -> bool {
 #[inline(always)]
 fn with_generator<R>(f: impl FnOnce(&Cell<u64>) -> R) -> R {
     STATE.with(|g| {
-        if g.epoch.get() != FORK_EPOCH.load(Ordering::Relaxed) {
+        if g.epoch.get() != FORK_EPOCH.0.load(Ordering::Relaxed) {
             reseed(g);
         }
         f(&g.state)
@@ -97,7 +105,7 @@ fn reseed(g: &Generator) {
     // load bumps it, and this generator reseeds in the child. While another
     // thread is still registering it, the generator stays marked unseeded
     // and reseeds on its next draw too.
-    let epoch = FORK_EPOCH.load(Ordering::Relaxed);
+    let epoch = FORK_EPOCH.0.load(Ordering::Relaxed);
     g.state.set(seed());
     g.epoch.set(if registered { epoch } else { UNSEEDED });
 }
