@@ -1690,11 +1690,10 @@ fn the_proxy_is_chosen_by_the_endpoints_scheme_and_no_proxy_is_honoured() {
     assert_eq!(proxy.connects().len(), 2);
 }
 
-/// A TLS collector double with the test-only certificates of
-/// tests/support/tls (a server certificate for 127.0.0.1 and localhost),
-/// asking for a client certificate signed by the test CA if `mutual`.
-/// Logs each connection: `ok <request line>` or `error <why>`.
-fn tls_server(mutual: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
+/// The test collector's TLS settings: its certificate from
+/// `tests/support/tls/`, and with `mutual` a client certificate signed by
+/// the test authority required.
+fn tls_server_config(mutual: bool) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let tls = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/tls/");
@@ -1721,7 +1720,15 @@ fn tls_server(mutual: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
     } else {
         builder.with_no_client_auth()
     };
-    let config = Arc::new(builder.with_single_cert(certs, key).unwrap());
+    Arc::new(builder.with_single_cert(certs, key).unwrap())
+}
+
+/// A TLS collector double with the test-only certificates of
+/// tests/support/tls (a server certificate for 127.0.0.1 and localhost),
+/// asking for a client certificate signed by the test CA if `mutual`.
+/// Logs each connection: `ok <request line>` or `error <why>`.
+fn tls_server(mutual: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let config = tls_server_config(mutual);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -2262,25 +2269,8 @@ fn a_proxys_answer_to_connect_is_not_the_collectors() {
 /// answer's TLS records are read after it.
 #[test]
 fn a_large_request_refused_part_way_over_tls_fails_at_once_on_the_answer() {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     test_watchdog::isolate(WATCHDOG, || {
-        let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(tls_file("server.pem"))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-        let key = PrivateKeyDer::from_pem_file(tls_file("server.key")).unwrap();
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap(),
-        );
+        let config = tls_server_config(false);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
