@@ -95,11 +95,16 @@ pub(super) fn shutdown(shared: &Shared, timeout: Duration) -> ShutdownReport {
         if control.shutdown_deadline.is_some() && (finished || abandoned) {
             // Already shut down: the final accounting, at once.
             drop(control);
+            // Looked at now, not `before`: the worker (or another caller)
+            // may have abandoned the shutdown since, counting what was
+            // pending as timed out (found by a flaky test: a report of
+            // spans still `queued`, read just before the worker's abandon,
+            // from a shutdown that was over).
             return ShutdownReport {
                 completed: finished && !abandoned,
                 exported: 0,
                 dropped: Dropped::default(),
-                stats: before,
+                stats: stats(shared),
             };
         }
         if control.shutdown_deadline.is_none() {
@@ -184,6 +189,13 @@ pub(super) struct Batch {
 /// A batch's byte buffer keeps at most this much capacity between batches
 /// (a batch of very large spans gives the rest back).
 const BATCH_BYTES_KEPT: usize = 1 << 20;
+
+/// How long the shutdown's close waits for records that were under way
+/// when the queue closed (`Worker::finish`): a record resolves in
+/// microseconds once the queue is closed (a `Block` record within one of
+/// its 10 ms waiting slices), so only a thread descheduled mid-record
+/// takes longer.
+const SETTLE: Duration = Duration::from_millis(500);
 
 impl Batch {
     /// Room for `spans` spans (a batch grows to the batch size if batches
@@ -1267,6 +1279,23 @@ impl Worker {
         // Closing the queue: later pushes fail and count as after shutdown.
         *lock(&self.shared.consumer) = None;
         lock(&self.shared.ledger).closed = true;
+        // A deadline that passed ended the wait above without the records
+        // still under way (past their look at `state` before CLOSED): they
+        // resolve now, their pushes failing as after shutdown or landing on
+        // a stale look at the consumer (counted as queued, taken by no one).
+        // Wait for them, so that the look below sees a landed one; one that
+        // takes longer than `SETTLE` (its thread descheduled mid-record)
+        // finds the shutdown abandoned, and `Ledger::timed_out_now` counts
+        // its push as timed out (found by a flaky test: one such push left
+        // a span `queued` for good after a shutdown(0) from the transport).
+        let settle_by = Instant::now() + SETTLE;
+        let quiet = loop {
+            let (_, quiet) = record_totals(&self.shared);
+            if quiet || Instant::now() >= settle_by {
+                break quiet;
+            }
+            thread::yield_now();
+        };
         // The deadline passed with spans still queued or in flight (a push
         // that landed before the close above included, and kept batches
         // shutdown had no time to try): they time out here
@@ -1274,7 +1303,7 @@ impl Worker {
         // nor counted, and shutdown said `completed` whenever no caller's
         // own wait had timed out first).
         let s = stats(&self.shared);
-        if s.queued + s.in_flight + s.retrying > 0 {
+        if !quiet || s.queued + s.in_flight + s.retrying > 0 {
             let first = abandon(&self.shared, &mut lock(&self.shared.ledger));
             if first {
                 // The deadline passed, or a kept batch's `Retry-After`
