@@ -3,6 +3,7 @@
 
 /// A configuration value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// An environment variable holds a value that does not parse.
     #[error("environment variable {var}={value:?} is invalid: {reason}")]

@@ -5,6 +5,7 @@
 /// pipeline ends up exported, still queued or in flight, or in exactly one
 /// of these.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Dropped {
     /// The recording thread's queue lane was full (drop-newest, block after
     /// its timeout, priority shedding of normal spans), or the span, too
@@ -129,6 +130,7 @@ impl Dropped {
 /// [`is_balanced`](Self::is_balanced)); after shutdown, `queued` and
 /// `in_flight` are 0. While threads record, each figure is a recent value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExportStats {
     /// Spans handed to `record` (and `record_batch`), whatever became of them.
     pub accepted: u64,
@@ -174,6 +176,7 @@ impl ExportStats {
 
 /// What [`Pipeline::force_flush`](crate::Pipeline::force_flush) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FlushReport {
     /// True if everything queued when the flush began was exported or
     /// dropped before the deadline. False during a collector outage: the
@@ -197,6 +200,7 @@ pub struct FlushReport {
 
 /// What [`Pipeline::shutdown`](crate::Pipeline::shutdown) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ShutdownReport {
     /// True if the pipeline drained and stopped before the deadline and
     /// the transport's `shutdown` returned `Ok` (a

@@ -138,6 +138,7 @@ pub(crate) struct BlockingPool {
 /// assert_eq!(out.ok(), Some(true));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BlockingError {
     /// The job panicked.
     #[error("blocking job panicked: {0}")]

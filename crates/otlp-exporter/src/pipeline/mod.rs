@@ -59,6 +59,7 @@ pub use builder::{
 
 /// What became of one `record` call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Recorded {
     /// Queued for export.
     Queued,
@@ -71,6 +72,7 @@ pub enum Recorded {
 
 /// Why `record` did not queue a span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DropReason {
     /// The lane was full.
     QueueFull,
