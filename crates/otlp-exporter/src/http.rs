@@ -99,7 +99,7 @@
 //! * Settings are read as the specification says: enum values (`gzip`,
 //!   `http/protobuf`) and URL schemes case-insensitively.
 //! * Proxies: chosen by the endpoint's scheme, never for a loopback
-//!   collector, `NO_PROXY` honoured; see
+//!   collector nor a zoned IPv6 one, `NO_PROXY` honoured; see
 //!   [`HttpTransport`](HttpTransport#proxies).
 
 use std::borrow::Cow;
@@ -882,7 +882,8 @@ fn base64(bytes: &[u8]) -> String {
 /// environment, as curl and Go's `ProxyFromEnvironment` choose it: by the
 /// URL's scheme (`HTTPS_PROXY`/`https_proxy` for `https`,
 /// `HTTP_PROXY`/`http_proxy` for `http`), else `ALL_PROXY`/`all_proxy`;
-/// none for a loopback host, nor for one `NO_PROXY`/`no_proxy` names.
+/// none for a loopback host, a zoned IPv6 host, nor for one
+/// `NO_PROXY`/`no_proxy` names.
 /// The variable it came from and its value.
 fn choose_proxy(
     https: bool,
@@ -890,8 +891,13 @@ fn choose_proxy(
     port: u16,
     env: &impl Fn(&'static str) -> Option<String>,
 ) -> Option<(&'static str, String)> {
-    // A bracketed IPv6 host's zone ID (`%25...`, [`zone_id`]) is no part
-    // of its address: `[fe80::1%252]` is checked as `fe80::1`.
+    // A bracketed IPv6 host with a zone ID (`%25...`, [`zone_id`]) is
+    // never proxied: the zone names an interface of this machine, which a
+    // proxy cannot reach it by (it would be sent `CONNECT [fe80::1%2]`, or
+    // with the zone taken off, some neighbour of its own).
+    if host.starts_with('[') && host.contains('%') {
+        return None;
+    }
     let host = match host.strip_prefix('[') {
         Some(v6) => v6
             .trim_end_matches(']')
@@ -1324,8 +1330,8 @@ fn parse_headers(var: &'static str, text: &str) -> Result<Vec<(String, String)>,
 /// zone ID that is not the interface's number after `%25` (as for the
 /// [endpoint](HttpTransportBuilder::endpoint)), or an `https://` proxy
 /// with a zone ID is an error when the transport is built, naming the
-/// variable. A zoned collector (`[fe80::1%252]`) is matched against
-/// `NO_PROXY` and the loopback rule by its address without the zone. `Debug` shows
+/// variable. A zoned collector (`[fe80::1%252]`) is never sent through a
+/// proxy: its zone names an interface of this machine. `Debug` shows
 /// the proxy chosen (its password hidden).
 pub struct HttpTransport {
     agent: ureq::Agent,
@@ -3541,7 +3547,8 @@ mod tests {
             }
         };
         let chosen = |host: &str, list: &'static str| choose_proxy(false, host, 4318, &env(list));
-        assert!(chosen("[fe80::1%252]", "").is_some());
+        assert_eq!(chosen("[fe80::1%252]", ""), None, "zoned: never proxied");
+        assert!(chosen("[fe80::1]", "").is_some());
         for list in ["fe80::1", "fe80::/10", "[fe80::1]:4318"] {
             assert_eq!(chosen("[fe80::1%252]", list), None, "{list}");
         }
