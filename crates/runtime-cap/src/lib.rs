@@ -61,6 +61,15 @@
 //!   metrics sink) to be something a task must be granted; the
 //!   capability's flag also shows in a task's type and [`CapMask`] (the
 //!   lab runtime's tasks lack it).
+//! * **The standard library and [`ambient_authority`] are open to any
+//!   code.** A type cannot stop a function from calling `std::net`,
+//!   `std::fs` or `std::thread` directly, nor from calling
+//!   [`ambient_authority`] itself and building a runtime, a `NetAccess` or
+//!   an `FsAccess` of its own: a narrowed `Cx` only means that the effects
+//!   are not reached *through it* (and through nothing the caller handed
+//!   over). The audit is a search of the code for `ambient_authority` and
+//!   those modules, which the one visible entry point of authority makes
+//!   short.
 
 use std::fmt;
 use std::marker::PhantomData;

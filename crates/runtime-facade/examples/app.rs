@@ -5,7 +5,9 @@
 use runtime_facade::prelude::*;
 
 /// A "library" that may only read time and sleep: its signature says so,
-/// and it could not spawn or open a connection if it tried.
+/// and the `Cx` it is handed could not spawn or open a connection if it
+/// tried (code can still reach `std` or `ambient_authority` directly: see
+/// runtime-cap's *What the capabilities do not cover*).
 mod library {
     use runtime_facade::prelude::*;
 

@@ -180,3 +180,10 @@ pub mod prelude {
         Policy, RegionError, RegionOptions, Runtime, join, race,
     };
 }
+
+/// The README's examples, compiled and run as this crate's doctests, so
+/// that they cannot drift from the code (the fragments that need a
+/// collector or values of the caller's are marked `ignore` there).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

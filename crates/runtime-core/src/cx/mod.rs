@@ -342,6 +342,12 @@ impl<C: CapSet> Cx<C> {
     /// (level-triggered). A task that returns `Err` after a checkpoint
     /// reported cancellation ends `Cancelled(reason)`.
     ///
+    /// A checkpoint of this `Cx`'s scope, whichever task awaits it: use
+    /// the context the task (or region body) was handed. A child that
+    /// sleeps on a clone of its parent's `Cx` is not woken by its own
+    /// cancellation: it sleeps on until the sleep ends or its cleanup
+    /// grace runs out.
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
@@ -426,6 +432,12 @@ impl<C: CapSet> Cx<C> {
     }
 
     /// Yields to the scheduler once; a checkpoint.
+    ///
+    /// A checkpoint of this `Cx`'s scope, whichever task awaits it: use
+    /// the context the task (or region body) was handed. A child that
+    /// sleeps on a clone of its parent's `Cx` is not woken by its own
+    /// cancellation: it sleeps on until the sleep ends or its cleanup
+    /// grace runs out.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
@@ -989,6 +1001,12 @@ impl<C: HasTime> Cx<C> {
 
     /// Sleeps for `d`; a checkpoint.
     ///
+    /// A checkpoint of this `Cx`'s scope, whichever task awaits it: use
+    /// the context the task (or region body) was handed. A child that
+    /// sleeps on a clone of its parent's `Cx` is not woken by its own
+    /// cancellation: it sleeps on until the sleep ends or its cleanup
+    /// grace runs out.
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();
@@ -1006,6 +1024,12 @@ impl<C: HasTime> Cx<C> {
     }
 
     /// Sleeps until `at`; a checkpoint.
+    ///
+    /// A checkpoint of this `Cx`'s scope, whichever task awaits it: use
+    /// the context the task (or region body) was handed. A child that
+    /// sleeps on a clone of its parent's `Cx` is not woken by its own
+    /// cancellation: it sleeps on until the sleep ends or its cleanup
+    /// grace runs out.
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
