@@ -16,6 +16,12 @@
 //! A whole application: `examples/app.rs` (`cargo run -p runtime-facade
 //! --example app`).
 //!
+//! Features: `http` (default) is the exporter's OTLP/HTTP transport
+//! ([`exporter::HttpTransport`], and a pipeline built with network access
+//! sending to a collector). With `default-features = false` nothing of
+//! ureq, rustls or *ring* is built (no C compiler needed); spans then go
+//! to a file or to a transport of the application's own.
+//!
 //! The runtime's effects are reached through capabilities ([`caps`],
 //! `Cx<Caps>`), but **telemetry export and the exporter's clock are
 //! outside that system**: recording a span takes no token, and
