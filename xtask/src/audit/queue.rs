@@ -23,8 +23,11 @@ use super::{Audit, Options, cores, m, median};
 /// * where they do not (a 2-core CI machine), which threads run at a given
 ///   moment is the scheduler's choice and the ratio at any one count swings
 ///   from run to run (1.1x to 3.5x at 8 producers on 2 cores): the
-///   geometric mean of the ratios at 2 producers and up must reach 1.2x. A
-///   queue that takes a lock per push scores about 0.2x there.
+///   geometric mean of the ratios at 2 producers and up must reach 1.2x.
+///   This is a throughput guard, not a lock check: a `Mutex<VecDeque>`
+///   scored 0.28x-1.31x against ArrayQueue there, and a lock planted in
+///   our push failed 10 runs of 11 (review, 2026-12-02); the lock-free
+///   audit is the one that finds locks.
 fn judge(threads: &[usize], ratios: &[f64]) -> (f64, f64, String) {
     let top = threads.iter().copied().max().unwrap_or(1);
     if top < cores() {

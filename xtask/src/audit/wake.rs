@@ -1,120 +1,194 @@
 //! Audit 6: the runtime's task wake path stays lock-free (guarantee 8).
-//! Two tasks ping-pong over two capacity-1 `runtime_core` channels: every
-//! round is two wake-ups through the channels' wakers and the scheduler.
-//! Counted around the steady-state rounds, on the worker thread that runs
-//! them: allocations (counting global allocator) and voluntary context
-//! switches (a thread that went to sleep: a contended lock, a blocking
-//! syscall).
+//! Pairs of tasks ping-pong over two capacity-1 `runtime_core` channels:
+//! every round is two wake-ups through the channels' wakers and the
+//! scheduler. One pair per worker, all at once, on a runtime with more
+//! workers than cores, so that the OS preempts workers mid-wake: a lock
+//! on the wake path is then sometimes held by a preempted worker, and the
+//! workers that wake meanwhile go to sleep on it (voluntary context
+//! switches). Counted around each pair's steady-state rounds, on the
+//! worker that ran them: allocations (counting global allocator),
+//! voluntary switches and preemptions.
+//!
+//! One pair on a 2-worker runtime (until 2026-12-02) could not fail: both
+//! tasks ran on one worker (the woken task goes to the waking worker's
+//! LIFO slot), so a lock there was never contended and never slept; a
+//! planted global lock on every wake passed (found by review).
 
 use std::fmt::Write as _;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use runtime_core::Runtime;
-use runtime_core::caps::ambient_authority;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use runtime_core::caps::{All, ambient_authority};
 use runtime_core::channel::mpsc;
+use runtime_core::{Cx, Runtime};
 use serde_json::json;
 
 use super::alloc::allocations;
-use super::lockfree::{switch_slack, voluntary_switches};
+use super::lockfree::{involuntary_switches, preempted_slack, voluntary_switches};
 use super::{Audit, Options};
 
-/// One measured run: (allocations, voluntary switches, rounds/s), or None
-/// if the measuring task moved between threads mid-run (the thread-local
-/// counters would not compare).
-fn run(rt: &Runtime, rounds: u64) -> Option<(u64, Option<u64>, f64)> {
-    rt.block_on(move |cx| async move {
-        let (tx1, mut rx1) = mpsc::channel::<u64>(1).map_err(|_| ())?;
-        let (tx2, mut rx2) = mpsc::channel::<u64>(1).map_err(|_| ())?;
-        cx.try_spawn(move |cx| async move {
-            while let Ok(v) = rx1.recv(&cx).await {
-                if tx2.send(&cx, v).await.is_err() {
-                    break;
-                }
+/// One pair's measured rounds: (allocations, voluntary switches,
+/// preemptions, rounds), summed over the chunks of rounds that ran on one
+/// worker from start to end (a chunk whose task moved between threads
+/// does not count: the thread-local counters would not compare).
+type Pair = (u64, Option<u64>, Option<u64>, u64);
+
+/// Pairs warmed up and measuring: every pair waits for all before its
+/// first measured chunk (a pair still starting allocates on the worker
+/// another pair measures on).
+static READY: AtomicUsize = AtomicUsize::new(0);
+
+/// Pairs done measuring: every pair goes on, unmeasured, until all are (a
+/// pair that ends frees its tasks, and the body that waits for it runs,
+/// on a worker another pair may still measure on).
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// One ping-pong pair, measured for `run` after a warm-up, in chunks of
+/// 1 000 rounds.
+async fn pair(cx: Cx<All>, run: Duration, pairs: usize) -> Result<Pair, ()> {
+    let (tx1, mut rx1) = mpsc::channel::<u64>(1).map_err(|_| ())?;
+    let (tx2, mut rx2) = mpsc::channel::<u64>(1).map_err(|_| ())?;
+    cx.try_spawn(move |cx| async move {
+        while let Ok(v) = rx1.recv(&cx).await {
+            if tx2.send(&cx, v).await.is_err() {
+                break;
             }
-            Ok::<_, ()>(())
-        });
-        // Warm up: first polls register wakers, queues reach their size.
+        }
+        Ok::<_, ()>(())
+    });
+    // Warm up: first polls register wakers, queues reach their size.
+    for i in 0..1_000 {
+        tx1.send(&cx, i).await.map_err(|_| ())?;
+        rx2.recv(&cx).await.map_err(|_| ())?;
+    }
+    READY.fetch_add(1, Ordering::SeqCst);
+    while READY.load(Ordering::SeqCst) < pairs {
+        tx1.send(&cx, 0).await.map_err(|_| ())?;
+        rx2.recv(&cx).await.map_err(|_| ())?;
+    }
+    let d = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b - a);
+    let add = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| a + b);
+    let mut total: Pair = (0, Some(0), Some(0), 0);
+    let t0 = Instant::now();
+    while t0.elapsed() < run {
+        let thread = std::thread::current().id();
+        // (Reading /proc allocates nothing: another pair on this worker
+        // may be counting its allocations.)
+        let (v0, i0) = (voluntary_switches(), involuntary_switches());
+        let a0 = allocations();
         for i in 0..1_000 {
             tx1.send(&cx, i).await.map_err(|_| ())?;
             rx2.recv(&cx).await.map_err(|_| ())?;
         }
-        let thread = std::thread::current().id();
-        // Switches first, allocations last: reading /proc allocates.
-        let v0 = voluntary_switches();
-        let a0 = allocations();
-        let t0 = Instant::now();
-        for i in 0..rounds {
-            tx1.send(&cx, i).await.map_err(|_| ())?;
-            rx2.recv(&cx).await.map_err(|_| ())?;
-        }
-        let elapsed = t0.elapsed();
         let a1 = allocations();
-        let v1 = voluntary_switches();
-        drop(tx1);
-        if std::thread::current().id() != thread {
-            return Ok(None);
+        let (v1, i1) = (voluntary_switches(), involuntary_switches());
+        if std::thread::current().id() == thread {
+            total.0 += a1 - a0;
+            total.1 = add(total.1, d(v0, v1));
+            total.2 = add(total.2, d(i0, i1));
+            total.3 += 1_000;
         }
-        Ok::<_, ()>(Some((
-            a1 - a0,
-            v0.zip(v1).map(|(a, b)| b - a),
-            rounds as f64 / elapsed.as_secs_f64(),
-        )))
-    })
-    .ok()
-    .flatten()
+    }
+    DONE.fetch_add(1, Ordering::SeqCst);
+    while DONE.load(Ordering::SeqCst) < pairs {
+        tx1.send(&cx, 0).await.map_err(|_| ())?;
+        rx2.recv(&cx).await.map_err(|_| ())?;
+    }
+    drop(tx1);
+    Ok(total)
 }
 
 pub(crate) fn audit(o: &Options) -> Audit {
-    let rounds: u64 = if o.quick { 20_000 } else { 200_000 };
-    eprintln!("  task-wake: ping-pong, {rounds} rounds");
+    let run = if o.quick {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    // More workers than cores (the OS preempts them), one pair each.
+    let workers = 4 * super::cores();
+    eprintln!("  task-wake: {workers} ping-pong pairs on {workers} workers, {run:?} each");
     let rt = Runtime::builder()
-        .worker_threads(2)
+        .worker_threads(workers)
         .thread_name("audit-runtime")
         .build(ambient_authority())
         .expect("runtime");
-    let measured = (0..5).find_map(|_| run(&rt, rounds));
-    let slack = switch_slack(rounds as usize * 2);
-    let (passed, verdict, details, value) = match measured {
-        Some((allocs, switches, rate)) => {
-            let passed = allocs == 0 && switches.is_none_or(|s| s <= slack);
-            let show = switches.map_or("not measured (no /proc)".to_string(), |s| s.to_string());
-            let mut d = String::new();
-            let _ = writeln!(
-                d,
-                "{rounds} ping-pong rounds between two tasks over two capacity-1 channels ({} wake-ups), \
-                 2 workers, steady state, on the worker that ran them.\n",
-                rounds * 2
-            );
-            let _ = writeln!(
-                d,
-                "| allocations | voluntary context switches | rounds/s (this machine) |"
-            );
-            let _ = writeln!(d, "|---:|---:|---:|");
-            let _ = writeln!(d, "| {allocs} | {show} | {rate:.0} |");
-            (
-                passed,
-                format!(
-                    "{allocs} allocations, {show} voluntary switches over {} wake-ups (needs 0, <= {slack})",
-                    rounds * 2
-                ),
-                d,
-                json!({"rounds": rounds, "allocations": allocs, "voluntary_switches": switches, "switch_slack": slack, "rounds_per_s": rate}),
-            )
-        }
-        None => (
-            false,
-            "the measuring task changed threads in 5 runs out of 5: no comparable count"
-                .to_string(),
-            String::new(),
-            json!({"rounds": rounds, "measured": false}),
-        ),
+    READY.store(0, Ordering::SeqCst);
+    DONE.store(0, Ordering::SeqCst);
+    let measured: Vec<Pair> = rt
+        .block_on(move |cx| async move {
+            let hs: Vec<_> = (0..workers)
+                .map(|_| cx.try_spawn(move |cx| pair(cx, run, workers)))
+                .collect();
+            let mut out = Vec::with_capacity(hs.len());
+            for h in hs {
+                out.extend(h.await.ok());
+            }
+            Ok::<_, ()>(out)
+        })
+        .ok()
+        .unwrap_or_default();
+    let allocs: u64 = measured.iter().map(|m| m.0).sum();
+    let sum = |f: fn(&Pair) -> Option<u64>| {
+        measured
+            .iter()
+            .map(f)
+            .try_fold(0u64, |a, b| b.map(|b| a + b))
     };
-    let _ = rt.shutdown(std::time::Duration::from_secs(5));
+    let (voluntary, preemptions) = (sum(|m| m.1), sum(|m| m.2));
+    let rounds: u64 = measured.iter().map(|m| m.3).sum();
+    // Every pair ran, and most of the rounds stayed on one worker per
+    // chunk (a chunk that moved is not counted).
+    let enough = measured.len() == workers && rounds > 0;
+    let slack = preemptions.map(preempted_slack);
+    let passed = enough
+        && allocs == 0
+        && match (voluntary, slack) {
+            (Some(v), Some(s)) => v <= s,
+            _ => true,
+        };
+    let show = |v: Option<u64>| v.map_or("not measured (no /proc)".to_string(), |v| v.to_string());
+    let mut d = String::new();
+    let _ = writeln!(
+        d,
+        "{workers} ping-pong pairs over two capacity-1 channels each, one per worker, all at once on {workers} workers ({} cores: the OS preempts workers mid-wake), {run:?} of steady-state rounds each, counted on the worker that ran them. {} of {workers} pairs ran; counted in chunks of 1 000 rounds that stayed on one worker ({rounds} rounds, {} wake-ups).\n",
+        super::cores(),
+        measured.len(),
+        rounds * 2
+    );
+    let _ = writeln!(
+        d,
+        "| allocations | preemptions | voluntary context switches | allowed |"
+    );
+    let _ = writeln!(d, "|---:|---:|---:|---:|");
+    let _ = writeln!(
+        d,
+        "| {allocs} | {} | {} | {} |",
+        show(preemptions),
+        show(voluntary),
+        show(slack)
+    );
+    let verdict = if enough {
+        format!(
+            "{allocs} allocations, {} voluntary switches over {} preemptions, {} wake-ups in {} pairs (needs 0, <= {})",
+            show(voluntary),
+            show(preemptions),
+            rounds * 2,
+            measured.len(),
+            show(slack)
+        )
+    } else {
+        format!(
+            "only {} of {workers} pairs ran, {rounds} rounds counted: no comparable count",
+            measured.len()
+        )
+    };
+    let _ = rt.shutdown(Duration::from_secs(5));
     Audit {
         name: "task-wake",
         passed,
         verdict,
-        details,
-        json: value,
+        details: d,
+        json: json!({"workers": workers, "pairs_measured": measured.len(), "rounds": rounds, "allocations": allocs, "voluntary_switches": voluntary, "preemptions": preemptions, "switch_slack": slack}),
     }
 }
