@@ -130,6 +130,10 @@ fn a_finished_job_is_never_reported_as_shutdown() {
                         if let Poll::Ready(r) = Pin::new(&mut job).poll(&mut task) {
                             break r;
                         }
+                        // Let the blocking threads run: four threads
+                        // spinning here starved them on two cores (10 s
+                        // alone, up to 78 s under load).
+                        std::thread::yield_now();
                     };
                     match r {
                         Ok(v) => assert_eq!(v, i),
