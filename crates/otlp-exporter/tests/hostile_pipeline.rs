@@ -1715,47 +1715,79 @@ fn threads_that_exit_during_a_healthy_export_lose_no_span() {
 #[test]
 fn block_with_threads_that_come_and_go_orphans_nothing() {
     test_watchdog::isolate(WATCHDOG, || {
-        let (transport, probe) = scripted(|_| {
-            thread::sleep(Duration::from_millis(1));
-            ExportResult::Success
-        });
-        let p = Pipeline::builder()
-            .transport(transport)
-            .resource(Resource::new("block"))
-            .max_queue_size(15)
-            .max_export_batch_size(15)
-            .shedding(Shedding::Block {
-                timeout: Duration::from_millis(5),
-            })
-            .scheduled_delay(Duration::from_millis(1))
-            .build()
-            .unwrap();
-        let mut queued = 0u64;
-        for wave in 0..20 {
-            let threads: Vec<_> = (0..32)
-                .map(|t| {
-                    let p = p.clone();
-                    thread::spawn(move || {
-                        (0..20)
-                            .filter(|i| {
-                                p.record(SpanData::new(format!("{wave}/{t}/{i}")))
-                                    == Recorded::Queued
-                            })
-                            .count() as u64
-                    })
-                })
-                .collect();
-            queued += threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>();
-        }
-        let report = p.shutdown(LONG);
-        let s = report.stats;
-        assert!(report.completed, "{s:?}");
+        let run = block_waves(Duration::from_millis(1), 15, 20);
+        let s = run.stats;
+        assert!(run.completed, "{s:?}");
         assert!(s.is_balanced(), "{s:?}");
         assert_eq!(s.dropped.orphaned, 0, "{s:?}");
         assert_eq!(s.dropped.total(), s.dropped.queue_full, "{s:?}");
-        assert_eq!(queued + s.dropped.queue_full, 20 * 32 * 20, "{s:?}");
-        assert_eq!(probe.delivered.load(Ordering::SeqCst), queued);
+        assert_eq!(run.queued + s.dropped.queue_full, 20 * 32 * 20, "{s:?}");
+        assert_eq!(run.delivered, run.queued);
     });
+}
+
+/// What [`block_waves`] saw.
+struct Waves {
+    stats: ExportStats,
+    completed: bool,
+    /// Records that returned `Queued`.
+    queued: u64,
+    /// Spans the transport was given.
+    delivered: u64,
+    /// The longest export.
+    slowest: Duration,
+}
+
+/// Under `Block` (5 ms), `waves` waves of 32 threads that each record 20
+/// spans and exit, into a queue of `queue` (one batch) whose every export
+/// takes `export` and succeeds; then shut down.
+fn block_waves(export: Duration, queue: usize, waves: usize) -> Waves {
+    let slowest = Arc::new(Mutex::new(Duration::ZERO));
+    let s2 = slowest.clone();
+    let (transport, probe) = scripted(move |_| {
+        let t = Instant::now();
+        thread::sleep(export);
+        let took = t.elapsed();
+        let mut slowest = s2.lock().unwrap();
+        *slowest = (*slowest).max(took);
+        ExportResult::Success
+    });
+    let p = Pipeline::builder()
+        .transport(transport)
+        .resource(Resource::new("block"))
+        .max_queue_size(queue)
+        .max_export_batch_size(queue)
+        .shedding(Shedding::Block {
+            timeout: Duration::from_millis(5),
+        })
+        .scheduled_delay(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let mut queued = 0u64;
+    for wave in 0..waves {
+        let threads: Vec<_> = (0..32)
+            .map(|t| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    (0..20)
+                        .filter(|i| {
+                            p.record(SpanData::new(format!("{wave}/{t}/{i}"))) == Recorded::Queued
+                        })
+                        .count() as u64
+                })
+            })
+            .collect();
+        queued += threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>();
+    }
+    let report = p.shutdown(LONG);
+    let slowest = *slowest.lock().unwrap();
+    Waves {
+        stats: report.stats,
+        completed: report.completed,
+        queued,
+        delivered: probe.delivered.load(Ordering::SeqCst),
+        slowest,
+    }
 }
 
 /// A transport whose final sync fails (a disk or a quota that fills at
@@ -2277,59 +2309,21 @@ fn a_shutdown_that_finds_it_abandoned_reports_the_figures_after_the_abandon() {
 fn a_slow_healthy_collector_with_threads_coming_and_going_orphans_nothing() {
     test_watchdog::isolate(WATCHDOG, || {
         for attempt in 1..=3 {
-            let slowest = Arc::new(Mutex::new(Duration::ZERO));
-            let s2 = slowest.clone();
-            let (transport, probe) = scripted(move |_| {
-                let t = Instant::now();
-                thread::sleep(Duration::from_millis(40));
-                let took = t.elapsed();
-                let mut slowest = s2.lock().unwrap();
-                *slowest = (*slowest).max(took);
-                ExportResult::Success
-            });
-            let p = Pipeline::builder()
-                .transport(transport)
-                .resource(Resource::new("block"))
-                .max_queue_size(64)
-                .max_export_batch_size(64)
-                .shedding(Shedding::Block {
-                    timeout: Duration::from_millis(5),
-                })
-                .scheduled_delay(Duration::from_millis(1))
-                .build()
-                .unwrap();
-            let mut queued = 0u64;
-            for wave in 0..10 {
-                let threads: Vec<_> = (0..32)
-                    .map(|t| {
-                        let p = p.clone();
-                        thread::spawn(move || {
-                            (0..20)
-                                .filter(|i| {
-                                    p.record(SpanData::new(format!("{wave}/{t}/{i}")))
-                                        == Recorded::Queued
-                                })
-                                .count() as u64
-                        })
-                    })
-                    .collect();
-                queued += threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>();
-            }
-            let report = p.shutdown(LONG);
-            let s = report.stats;
-            assert!(report.completed, "{s:?}");
+            let run = block_waves(Duration::from_millis(40), 64, 10);
+            let s = run.stats;
+            assert!(run.completed, "{s:?}");
             assert!(s.is_balanced(), "{s:?}");
-            if *slowest.lock().unwrap() >= Duration::from_millis(90) && attempt < 3 {
+            if run.slowest >= Duration::from_millis(90) && attempt < 3 {
                 continue;
             }
             assert!(
-                *slowest.lock().unwrap() < Duration::from_millis(90),
+                run.slowest < Duration::from_millis(90),
                 "three runs too loaded to tell"
             );
             assert_eq!(s.dropped.orphaned, 0, "{s:?}");
             assert_eq!(s.dropped.total(), s.dropped.queue_full, "{s:?}");
-            assert_eq!(queued + s.dropped.queue_full, 10 * 32 * 20, "{s:?}");
-            assert_eq!(probe.delivered.load(Ordering::SeqCst), queued);
+            assert_eq!(run.queued + s.dropped.queue_full, 10 * 32 * 20, "{s:?}");
+            assert_eq!(run.delivered, run.queued);
             return;
         }
     });

@@ -277,64 +277,36 @@ pub(crate) fn audit(o: &Options) -> Audit {
     // The per-producer ring (`bounded`, the pipeline's queue under
     // drop-oldest), each lane holding a round's `n`.
     let (tx, rx) = otlp_queue::bounded::<u64>(n);
-    let producers: Vec<_> = (0..threads)
-        .map(|_| std::sync::Mutex::new(tx.clone()))
-        .collect();
+    let producers = (0..threads).map(|_| tx.clone()).collect();
     drop(tx);
-    let push = with_drain(
+    let rounds = Rounds {
+        threads,
+        preemptions,
+        cap,
+        n,
+    };
+    let push = rounds.pushes(
+        producers,
         rx,
-        |rx, out: &mut Vec<u64>| {
+        |rx, out| {
             out.clear();
             rx.pop_batch(out, 4096) as u64
         },
-        |popped| {
-            preempted_rounds(
-                threads,
-                preemptions,
-                cap,
-                |t| producers[t].lock().unwrap_or_else(|p| p.into_inner()),
-                |_, tx| {
-                    let mut ok = 0;
-                    for i in 0..n as u64 {
-                        between_pushes();
-                        ok += u64::from(tx.try_push(i).is_ok());
-                    }
-                    (n as u64, ok)
-                },
-                popped,
-            )
-        },
+        |tx, i| tx.try_push(i).is_ok(),
     );
-    drop(producers);
     // The pooled queue (the pipeline's under every other policy), whose
     // producers claim chunks of a shared pool: holding a round's pushes.
     let (tx, rx) = otlp_queue::pooled::bounded_total::<u64>(threads * n);
-    let producers: Vec<_> = (0..threads)
-        .map(|_| std::sync::Mutex::new(tx.try_clone().expect("a lane")))
+    let producers = (0..threads)
+        .map(|_| tx.try_clone().expect("a lane"))
         .collect();
     drop(tx);
-    let pooled = with_drain(
+    let pooled = rounds.pushes(
+        producers,
         rx,
-        |rx, _: &mut Vec<u64>| rx.pop_each(4096, drop) as u64,
-        |popped| {
-            preempted_rounds(
-                threads,
-                preemptions,
-                cap,
-                |t| producers[t].lock().unwrap_or_else(|p| p.into_inner()),
-                |_, tx| {
-                    let mut ok = 0;
-                    for i in 0..n as u64 {
-                        between_pushes();
-                        ok += u64::from(tx.try_push(i).is_ok());
-                    }
-                    (n as u64, ok)
-                },
-                popped,
-            )
-        },
+        |rx, _| rx.pop_each(4096, drop) as u64,
+        |tx, i| tx.try_push(i).is_ok(),
     );
-    drop(producers);
 
     let recorded_all = stats.is_balanced()
         && stats.dropped.total() == 0
@@ -407,6 +379,48 @@ pub(crate) fn audit(o: &Options) -> Audit {
             "exported": stats.exported,
             "dropped": stats.dropped.total(),
         }),
+    }
+}
+
+/// The sizes of the push audits' rounds (see [`preempted_rounds`]).
+struct Rounds {
+    threads: usize,
+    preemptions: u64,
+    cap: Duration,
+    /// Pushes per thread and round.
+    n: usize,
+}
+
+impl Rounds {
+    /// Each thread pushes `n` a round through its own of `producers`
+    /// (`push`), each push after [`between_pushes`], while another thread
+    /// pops from `rx` (`pop`); between rounds everything is popped.
+    fn pushes<P: Send, C: Send>(
+        &self,
+        producers: Vec<P>,
+        rx: C,
+        pop: impl Fn(&mut C, &mut Vec<u64>) -> u64 + Send,
+        push: impl Fn(&P, u64) -> bool + Sync,
+    ) -> Window {
+        let producers: Vec<_> = producers.into_iter().map(std::sync::Mutex::new).collect();
+        let n = self.n as u64;
+        with_drain(rx, pop, |popped| {
+            preempted_rounds(
+                self.threads,
+                self.preemptions,
+                self.cap,
+                |t| producers[t].lock().unwrap_or_else(|p| p.into_inner()),
+                |_, tx| {
+                    let mut ok = 0;
+                    for i in 0..n {
+                        between_pushes();
+                        ok += u64::from(push(&tx, i));
+                    }
+                    (n, ok)
+                },
+                popped,
+            )
+        })
     }
 }
 
