@@ -49,8 +49,9 @@ pub struct Dropped {
     /// Left in the queue lane of a thread that exited, beyond what the
     /// pipeline keeps for exited threads: the oldest go first. Only
     /// happens while the worker cannot take from the queue (a collector
-    /// outage, or an export that hangs for longer than a healthy one, 100
-    /// ms) and threads that recorded keep exiting. With the shared
+    /// outage, an export that hangs for longer than a healthy one (100
+    /// ms), or one export during which more than 64 threads exit) and
+    /// threads that recorded keep exiting. With the shared
     /// pool (every policy but drop-oldest) the spans adopted from exited
     /// lanes keep holding their slots of the pool, so new records are
     /// refused (`queue_full`, or `Block` waits) rather than these dropped;

@@ -521,21 +521,13 @@ impl Drop for LocalLane {
         // orphaned spans a healthy collector would have taken.
         // Nor while few threads have exited during this absence: past
         // `ADOPT_EXITS` of them the lanes are freed at once.
-        // Spans are orphaned (past the cap, `adopt_exited`) only once the
-        // worker has been away for `ADOPT_AFTER`: during a shorter absence
-        // (a healthy export, however many threads exit in it) the adopted
-        // spans wait for the worker, which exports them (found by a flaky
-        // test: a collector answering in 40 ms, and 32 threads at a time
-        // coming and going, had 6 000 of 12 800 spans orphaned).
         if let Some(shared) = &shared
             && let Some(away) = shared.worker_away_for()
+            // Relaxed: a count for a threshold (one per thread exit).
+            && (away >= ADOPT_AFTER
+                || shared.exits_while_away.fetch_add(1, Ordering::Relaxed) + 1 >= ADOPT_EXITS)
         {
-            if away >= ADOPT_AFTER {
-                adopt_exited(shared, false, true);
-            } else if shared.exits_while_away.fetch_add(1, Ordering::Relaxed) + 1 >= ADOPT_EXITS {
-                // Relaxed: a count for a threshold (one per thread exit).
-                adopt_exited(shared, false, false);
-            }
+            adopt_exited(shared, false);
         }
     }
 }
@@ -580,12 +572,8 @@ pub(super) fn adopted_unheld(consumer: &Consumer<EncodedSpan>, len: usize) -> us
 /// their own chunks while every pool slot was taken), beyond
 /// [`uncovered_adopted`], are dropped, the oldest first, as `orphaned`:
 /// that takes an outage or a hung export, a full pool, and threads coming
-/// and going meanwhile. Only if `may_orphan`: the worker has been away
-/// for [`ADOPT_AFTER`], or holds failed batches; an exiting thread that
-/// frees the lanes sooner (past [`ADOPT_EXITS`] exits in a healthy
-/// export) keeps every span for the worker, the spans beyond the cap
-/// included (at most the exits of one `ADOPT_AFTER` times 16 spans).
-pub(super) fn adopt_exited(shared: &Shared, wait: bool, may_orphan: bool) {
+/// and going meanwhile.
+pub(super) fn adopt_exited(shared: &Shared, wait: bool) {
     let mut consumer = if wait {
         lock(&shared.consumer)
     } else {
@@ -625,7 +613,7 @@ pub(super) fn adopt_exited(shared: &Shared, wait: bool, may_orphan: bool) {
         let over = consumer
             .uncovered()
             .saturating_sub(uncovered_adopted(shared));
-        if over > 0 && may_orphan {
+        if over > 0 {
             let over = over.min(ledger.adopted.len());
             ledger.adopted.drain(..over);
             Ledger::add(&mut ledger.orphaned, over as u64);

@@ -190,8 +190,6 @@ pub(super) const ADOPT_AFTER: Duration = Duration::from_millis(100);
 /// the lanes waiting for the worker hold at most this many chunks and
 /// headers (about 550 KiB) however fast threads come and go (2 000
 /// threads exiting in the first 100 ms of a hung export kept 17 MiB).
-/// Their spans are kept for the worker, none orphaned, until it has been
-/// away for [`ADOPT_AFTER`].
 pub(super) const ADOPT_EXITS: usize = 64;
 
 impl Shared {

@@ -646,7 +646,7 @@ impl Worker {
                 // A collector outage: the spans wait in the lanes (but not
                 // in the lanes of threads that exited: see `adopt_exited`).
                 self.set_away(true);
-                adopt_exited(&self.shared, true, true);
+                adopt_exited(&self.shared, true);
                 self.tend_kept();
                 idle = 0;
                 continue;
