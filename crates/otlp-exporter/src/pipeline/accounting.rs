@@ -106,6 +106,29 @@ impl Ledger {
     /// pushed since, less what was evicted since (each counted `evicted`).
     /// Found by a flaky test: a record racing the abandon pushed one span
     /// after the count, and it was counted nowhere.
+    /// Marks the shutdown abandoned, given the record side's totals now:
+    /// what is queued or in flight times out.
+    ///
+    /// A record bumps its `pushed` count after the span is in the queue,
+    /// where the worker may already have taken it (counted `popped`, in
+    /// flight): then `pushed` is behind what left the queue, the queued
+    /// count reads 0 for it, and the span times out as in flight. Its
+    /// `pushed` bump, when it comes, is no late push: `pushed_at_abandon`
+    /// starts from what left the queue if that is more (found by review: 2
+    /// shutdowns in 300 counted such a span twice, and the figures never
+    /// balanced again).
+    pub(super) fn mark_abandoned(&mut self, t: &RecordTotals) {
+        let (queued, in_flight, _) = pending(t, self);
+        self.timed_out = queued.saturating_add(in_flight);
+        let left = t
+            .evicted
+            .saturating_add(self.popped)
+            .saturating_add(self.taken_back);
+        self.pushed_at_abandon = t.pushed.max(left);
+        self.evicted_at_abandon = t.evicted;
+        self.abandoned = true;
+    }
+
     pub(super) fn timed_out_now(&self, t: &RecordTotals) -> u64 {
         let late_pushes = t.pushed.saturating_sub(self.pushed_at_abandon);
         let late_evictions = t.evicted.saturating_sub(self.evicted_at_abandon);
@@ -224,11 +247,7 @@ pub(super) fn abandon(shared: &Shared, ledger: &mut Ledger) -> bool {
         return false;
     }
     let (totals, _) = record_totals(shared);
-    let (queued, in_flight, _) = pending(&totals, ledger);
-    ledger.timed_out = queued.saturating_add(in_flight);
-    ledger.pushed_at_abandon = totals.pushed;
-    ledger.evicted_at_abandon = totals.evicted;
-    ledger.abandoned = true;
+    ledger.mark_abandoned(&totals);
     true
 }
 
@@ -339,5 +358,37 @@ mod tests {
             ..late_push
         };
         assert_eq!(ledger.timed_out_now(&late_push_evicting), 40);
+    }
+
+    /// A span the worker took before its record counted the push: at the
+    /// abandon it is in flight (and not queued); the push's late count
+    /// does not time it out a second time (found by review).
+    #[test]
+    fn a_push_counted_after_its_span_was_taken_times_out_once() {
+        let mut ledger = Ledger {
+            popped: 11,
+            in_flight: 11,
+            ..Ledger::default()
+        };
+        // Ten pushes counted, eleven spans taken.
+        let at_abandon = RecordTotals {
+            accepted: 11,
+            pushed: 10,
+            ..RecordTotals::default()
+        };
+        ledger.mark_abandoned(&at_abandon);
+        assert_eq!(ledger.timed_out_now(&at_abandon), 11);
+        let caught_up = RecordTotals {
+            pushed: 11,
+            ..at_abandon
+        };
+        assert_eq!(ledger.timed_out_now(&caught_up), 11);
+        // A real late push still counts.
+        let late = RecordTotals {
+            accepted: 12,
+            pushed: 12,
+            ..at_abandon
+        };
+        assert_eq!(ledger.timed_out_now(&late), 12);
     }
 }
