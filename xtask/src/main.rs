@@ -174,6 +174,16 @@ fn workspace_root() -> std::path::PathBuf {
 
 fn run_tests(extra: &[String]) -> Result<(), String> {
     run(cargo().args(["test", "--workspace"]).args(extra))?;
+    // The exporter without its `http` feature (what runtime-facade's users
+    // get with `default-features = false`): its unit tests, the builder's
+    // refusal of a collector it cannot reach among them.
+    run(cargo().args([
+        "test",
+        "-p",
+        "otlp-exporter",
+        "--no-default-features",
+        "--lib",
+    ]))?;
     // The tests ignored in the normal suite for their length: the issue's
     // outage scenario at full size (a 10 s outage at 20 k spans/s, about
     // 15 s and a 128 MiB queue).

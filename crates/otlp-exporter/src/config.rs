@@ -49,6 +49,17 @@ pub enum ConfigError {
          FsAccess::from_ambient(ambient_authority()) outside it)"
     )]
     NoCertificateFileAccess,
+    /// The pipeline would export to a collector over OTLP/HTTP (it was
+    /// given network access, or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
+    /// no transport or file) but the crate was built without its `http`
+    /// feature.
+    #[error(
+        "the pipeline would export to a collector over OTLP/HTTP (network access given, or \
+         OTEL_EXPORTER_OTLP_ENDPOINT set, and no transport or file chosen) but otlp-exporter \
+         was built without its `http` feature: enable it (runtime-facade's `http`), or choose \
+         a file or a transport"
+    )]
+    NoHttpFeature,
     /// A builder setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

@@ -4,6 +4,7 @@
 //! when the pipeline is built, not at every export. Each test runs in its
 //! own child process (test-watchdog), so changing the environment there
 //! races with nothing.
+#![cfg(feature = "http")]
 
 use std::time::Duration;
 

@@ -509,6 +509,12 @@ impl PipelineBuilder {
                 }
                 None => return Err(ConfigError::NoNetworkAccess),
             },
+            // Without the HTTP transport, not a silent file instead (found
+            // by review: `.network(net)` then wrote ./otlp-traces.jsonl).
+            #[cfg(not(feature = "http"))]
+            (None, None) if self.net.is_some() || collector_configured() => {
+                return Err(ConfigError::NoHttpFeature);
+            }
             (None, file) => {
                 let Some(fs) = self.fs else {
                     return Err(ConfigError::NoFileAccess);
@@ -576,7 +582,6 @@ impl PipelineBuilder {
 
 /// True if the environment names a collector (`OTEL_EXPORTER_OTLP_ENDPOINT`
 /// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
-#[cfg(feature = "http")]
 pub(super) fn collector_configured() -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -645,5 +650,23 @@ impl Pipeline {
             fs: None,
             sampler: None,
         }
+    }
+}
+
+#[cfg(all(test, not(feature = "http")))]
+mod no_http_tests {
+    use crate::{ConfigError, FsAccess, NetAccess, Pipeline, ambient_authority};
+
+    /// Without the `http` feature, a pipeline given network access and no
+    /// transport or file is refused, not sent to a file instead (found by
+    /// review: it wrote ./otlp-traces.jsonl and reported every span
+    /// exported). Run by `cargo xtask test` (`--no-default-features`).
+    #[test]
+    fn network_access_without_the_http_feature_is_refused_not_a_file() {
+        let built = Pipeline::builder()
+            .network(NetAccess::from_ambient(ambient_authority()))
+            .filesystem(FsAccess::from_ambient(ambient_authority()))
+            .build();
+        assert!(matches!(built, Err(ConfigError::NoHttpFeature)));
     }
 }
