@@ -115,7 +115,8 @@ impl Window {
 /// Why rounds until preempted: a lock-free path lets every other thread
 /// go on while one is preempted mid-call; a lock does not, and the
 /// threads that reach it while its holder is off the core go to sleep
-/// (voluntary switches). A lock is therefore seen only if holders get
+/// (voluntary switches). (A spin lock that yields instead of sleeping is
+/// not seen: its yields count as preemptions.) A lock is therefore seen only if holders get
 /// preempted: a fixed count of calls that fits in a few scheduler slices
 /// (20 000 pushes a thread, about 5 ms) saw a planted global lock in 1
 /// run of 5 (found by review, 2026-12-02).
