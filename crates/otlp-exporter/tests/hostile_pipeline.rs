@@ -1872,8 +1872,8 @@ fn draining(
     (p, shutdown)
 }
 
-/// A pipeline of 10-span batches exported every millisecond, with 10
-/// spans recorded.
+/// A pipeline of 10-span batches with 10 spans recorded: one full batch,
+/// exported at once.
 fn ten_recorded(t: impl Transport) -> Pipeline {
     // The tenth span fills the batch, which goes out at once: never a part
     // of it (found by a flaky test: with a 1 ms delay, a test thread held

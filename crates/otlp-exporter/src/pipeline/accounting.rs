@@ -101,11 +101,6 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
-    /// The spans timed out at an abandoned shutdown, given the record
-    /// side's totals now: those pending at the abandon, plus what was
-    /// pushed since, less what was evicted since (each counted `evicted`).
-    /// Found by a flaky test: a record racing the abandon pushed one span
-    /// after the count, and it was counted nowhere.
     /// Marks the shutdown abandoned, given the record side's totals now:
     /// what is queued or in flight times out.
     ///
@@ -129,6 +124,11 @@ impl Ledger {
         self.abandoned = true;
     }
 
+    /// The spans timed out at an abandoned shutdown, given the record
+    /// side's totals now: those pending at the abandon, plus what was
+    /// pushed since, less what was evicted since (each counted `evicted`).
+    /// Found by a flaky test: a record racing the abandon pushed one span
+    /// after the count, and it was counted nowhere.
     pub(super) fn timed_out_now(&self, t: &RecordTotals) -> u64 {
         let late_pushes = t.pushed.saturating_sub(self.pushed_at_abandon);
         let late_evictions = t.evicted.saturating_sub(self.evicted_at_abandon);
