@@ -130,14 +130,19 @@ pub(crate) fn preempted_rounds<R>(
 ) -> Window {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
     let barrier = Barrier::new(threads + 1);
+    // Set by this thread only, between rounds (the others read it after the
+    // round's start): every thread then leaves at the same barrier.
     let stop = AtomicBool::new(false);
+    // A measured call panicked: the rounds end after this one.
+    let failed = AtomicBool::new(false);
     let seen = AtomicU64::new(0);
     let succeeded = AtomicU64::new(0);
     let started = std::time::Instant::now();
     thread::scope(|s| {
         let hs: Vec<_> = (0..threads)
             .map(|t| {
-                let (barrier, stop, seen, succeeded) = (&barrier, &stop, &seen, &succeeded);
+                let (barrier, stop, failed) = (&barrier, &stop, &failed);
+                let (seen, succeeded) = (&seen, &succeeded);
                 let (prepare, window) = (&prepare, &window);
                 s.spawn(move || {
                     let mut w = Window {
@@ -150,10 +155,33 @@ pub(crate) fn preempted_rounds<R>(
                         if stop.load(SeqCst) {
                             return w;
                         }
-                        let it = prepare(t);
+                        // A panic (preparing or in a call) fails the
+                        // audit and ends the rounds; it must not leave the
+                        // others at the barrier (a hang).
+                        let caught = |f: &mut dyn FnMut() -> (u64, u64)| {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                                .unwrap_or_else(|_| {
+                                    failed.store(true, SeqCst);
+                                    (1, 0)
+                                })
+                        };
+                        let mut it = None;
+                        caught(&mut || {
+                            it = Some(prepare(t));
+                            (0, 0)
+                        });
                         let (v0, i0) = (voluntary_switches(), involuntary_switches());
                         let a0 = allocations();
-                        let (calls, ok) = window(t, it);
+                        let (calls, ok) = match it {
+                            Some(it) => {
+                                let mut it = Some(it);
+                                caught(&mut || match it.take() {
+                                    Some(it) => window(t, it),
+                                    None => (0, 0),
+                                })
+                            }
+                            None => (1, 0),
+                        };
                         let a1 = allocations();
                         let (v1, i1) = (voluntary_switches(), involuntary_switches());
                         w.allocations += a1 - a0;
@@ -175,7 +203,7 @@ pub(crate) fn preempted_rounds<R>(
             barrier.wait(); // and ends
             rounds += 1;
             between(succeeded.load(SeqCst));
-            if seen.load(SeqCst) >= preemptions || started.elapsed() >= cap {
+            if failed.load(SeqCst) || seen.load(SeqCst) >= preemptions || started.elapsed() >= cap {
                 stop.store(true, SeqCst);
                 barrier.wait();
                 break;

@@ -63,7 +63,13 @@ async fn pair(cx: Cx<All>, run: Duration, pairs: usize) -> Result<Pair, ()> {
         rx2.recv(&cx).await.map_err(|_| ())?;
     }
     READY.fetch_add(1, Ordering::SeqCst);
+    // (A pair that failed to start never counts: the others give up after
+    // 30 s rather than wait for it for ever.)
+    let gate = Instant::now();
     while READY.load(Ordering::SeqCst) < pairs {
+        if gate.elapsed() > Duration::from_secs(30) {
+            return Err(());
+        }
         tx1.send(&cx, 0).await.map_err(|_| ())?;
         rx2.recv(&cx).await.map_err(|_| ())?;
     }
@@ -91,7 +97,8 @@ async fn pair(cx: Cx<All>, run: Duration, pairs: usize) -> Result<Pair, ()> {
         }
     }
     DONE.fetch_add(1, Ordering::SeqCst);
-    while DONE.load(Ordering::SeqCst) < pairs {
+    let gate = Instant::now();
+    while DONE.load(Ordering::SeqCst) < pairs && gate.elapsed() < Duration::from_secs(30) {
         tx1.send(&cx, 0).await.map_err(|_| ())?;
         rx2.recv(&cx).await.map_err(|_| ())?;
     }
