@@ -50,14 +50,14 @@ pub enum ConfigError {
     )]
     NoCertificateFileAccess,
     /// The pipeline would export to a collector over OTLP/HTTP (it was
-    /// given network access, or `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and
-    /// no transport or file) but the crate was built without its `http`
-    /// feature.
+    /// given network access, or `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, and no transport or
+    /// file) but the crate was built without its `http` feature.
     #[error(
         "the pipeline would export to a collector over OTLP/HTTP (network access given, or \
-         OTEL_EXPORTER_OTLP_ENDPOINT set, and no transport or file chosen) but otlp-exporter \
-         was built without its `http` feature: enable it (runtime-facade's `http`), or choose \
-         a file or a transport"
+         OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, and no \
+         transport or file chosen) but otlp-exporter was built without its `http` feature: \
+         enable it (runtime-facade's `http`), or choose a file or a transport"
     )]
     NoHttpFeature,
     /// A builder setting is out of range.

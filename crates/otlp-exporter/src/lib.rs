@@ -255,7 +255,9 @@
 //! default `http://localhost:4318` when no endpoint is set; given only
 //! file-system access with [`PipelineBuilder::filesystem`] it writes
 //! `otlp-traces.jsonl`; without the access it needs, `build` fails with
-//! [`ConfigError::NoNetworkAccess`] or [`ConfigError::NoFileAccess`]);
+//! [`ConfigError::NoNetworkAccess`] or [`ConfigError::NoFileAccess`], and
+//! without the `http` feature a pipeline that would send to a collector
+//! fails with [`ConfigError::NoHttpFeature`]);
 //! each tracer's sampler from
 //! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` ([`Sampler::from_env`]:
 //! a bad value is warned about and ignored, as the spec says;

@@ -59,8 +59,9 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// [`Shedding::DropOldest`] (per-thread lanes) every exiting thread hands
 /// its spans over; with the other policies (one shared pool) an exited
 /// thread's spans stay in the pool for the worker, unless the worker is
-/// away from the queue (a collector outage, or an export that hangs), in
-/// which case they are moved out and the thread's lane freed. Beyond that
+/// away from the queue (a collector outage, or an export that hangs), or
+/// more than 64 threads exit during one export, in which case they are
+/// moved out and the thread's lane freed. Beyond that
 /// many, the oldest handed-over spans are dropped and counted as
 /// [`Dropped::orphaned`](crate::Dropped::orphaned): threads that come and
 /// go cannot grow memory without bound.
@@ -87,6 +88,12 @@ pub enum Shedding {
     DropOldest,
     /// Wait for room, up to `timeout`, then drop the new span. Blocks the
     /// recording thread: use it where losing spans is worse than waiting.
+    /// A thread's own 16-slot chunk takes its first spans without waiting,
+    /// so short-lived threads that record 16 spans or fewer and exit never
+    /// wait: while the pool is full, what they leave beyond
+    /// [`HANDED_OVER_LANES`] queues' worth is
+    /// [`orphaned`](crate::Dropped::orphaned), not waited for (a thread
+    /// per request under a collector slower than the requests).
     /// A span too large for a queue slot waits, within the same timeout,
     /// for the byte budget of such spans too (see
     /// [`PipelineBuilder::max_queue_size`]); one larger than the whole
@@ -172,9 +179,10 @@ impl PipelineBuilder {
     ///   network access fails with [`ConfigError::NoNetworkAccess`]);
     /// * with neither, `build` fails with [`ConfigError::NoFileAccess`].
     ///
-    /// Without the `http` feature there is no HTTP transport: network access
-    /// is not used and the default file is written as with file-system
-    /// access only.
+    /// Without the `http` feature there is no HTTP transport: with no
+    /// transport and no file set, network access or an endpoint in the
+    /// environment makes `build` fail with [`ConfigError::NoHttpFeature`]
+    /// (rather than write a file the user did not ask for).
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
         self
@@ -209,7 +217,8 @@ impl PipelineBuilder {
     /// when neither is set, to the OpenTelemetry spec's default
     /// `http://localhost:4318/v1/traces`. With an endpoint set in the
     /// environment and no transport chosen, a build without it fails with
-    /// [`ConfigError::NoNetworkAccess`].
+    /// [`ConfigError::NoNetworkAccess`]. (Without the `http` feature, both
+    /// cases fail with [`ConfigError::NoHttpFeature`].)
     ///
     /// ```
     /// use otlp_exporter::{NetAccess, Pipeline, ambient_authority};
