@@ -51,8 +51,12 @@ const SMALL: usize = 1_000;
 const LARGE: usize = 16_000;
 /// The cost per operation at [`LARGE`] over that at [`SMALL`], at most
 /// (a scan of the others measured 6.6-52.7x before the fixes, and
-/// 0.83-1.83x after: docs/audits.md section 10).
-const MAX_GROWTH: f64 = 3.0;
+/// 0.83-1.83x after: docs/audits.md section 10). 5x, not 3x: constant-time
+/// cases whose 16 000 objects fall out of the cache grow too, and on the
+/// shared 2-core VM the `tracers` case read 1.8x-3.8x in runs of the same
+/// code (its cost at 1 000 is bimodal, 83 or 135 ns a span), failing CI at
+/// 3.83x (2026-12-02).
+const MAX_GROWTH: f64 = 5.0;
 
 fn runtime() -> Runtime {
     Runtime::builder()
