@@ -696,23 +696,8 @@ fn threads_recording_after_shutdown_keep_no_lane() {
 #[test]
 fn churn_with_a_slow_healthy_collector_keeps_memory_bounded() {
     test_watchdog::isolate(Duration::from_secs(120), || {
-        let (slow, _probe) = {
-            let memory = InMemory::new();
-            struct Slow(InMemory);
-            impl otlp_exporter::Transport for Slow {
-                fn export(
-                    &self,
-                    request: &otlp_exporter::EncodedRequest,
-                    deadline: std::time::Instant,
-                ) -> otlp_exporter::ExportResult {
-                    thread::sleep(Duration::from_millis(50));
-                    self.0.export(request, deadline)
-                }
-            }
-            (Slow(memory.clone()), memory)
-        };
         let p = Pipeline::builder()
-            .transport(slow)
+            .transport(InMemory::new().with_latency(Duration::from_millis(50)))
             .resource(Resource::new("memory"))
             .scheduled_delay(Duration::from_millis(10))
             .build()

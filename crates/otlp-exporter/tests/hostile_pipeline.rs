@@ -1715,78 +1715,55 @@ fn threads_that_exit_during_a_healthy_export_lose_no_span() {
 #[test]
 fn block_with_threads_that_come_and_go_orphans_nothing() {
     test_watchdog::isolate(WATCHDOG, || {
-        let run = block_waves(Duration::from_millis(1), 15, 20);
-        let s = run.stats;
-        assert!(run.completed, "{s:?}");
+        let (transport, probe) = scripted(|_| {
+            thread::sleep(Duration::from_millis(1));
+            ExportResult::Success
+        });
+        let p = Pipeline::builder()
+            .transport(transport)
+            .resource(Resource::new("block"))
+            .max_queue_size(15)
+            .max_export_batch_size(15)
+            .shedding(Shedding::Block {
+                timeout: Duration::from_millis(5),
+            })
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let mut queued = 0u64;
+        for wave in 0..20 {
+            let threads: Vec<_> = (0..32)
+                .map(|t| {
+                    let p = p.clone();
+                    thread::spawn(move || {
+                        (0..20)
+                            .filter(|i| {
+                                p.record(SpanData::new(format!("{wave}/{t}/{i}")))
+                                    == Recorded::Queued
+                            })
+                            .count() as u64
+                    })
+                })
+                .collect();
+            queued += threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>();
+            // A wave's 32 exits stay under the 64 during one export past
+            // which exiting threads adopt the exited lanes and orphan what
+            // the full pool has no room for (by design: the cost of churn
+            // while the pool is full). Without the flush, an export slowed
+            // under load to tens of milliseconds saw two waves exit and
+            // orphaned 905-3 036 spans (found by a flaky-test hunt; keeping
+            // those spans instead grew the heap without bound).
+            assert!(p.force_flush(LONG).completed);
+        }
+        let report = p.shutdown(LONG);
+        let s = report.stats;
+        assert!(report.completed, "{s:?}");
         assert!(s.is_balanced(), "{s:?}");
         assert_eq!(s.dropped.orphaned, 0, "{s:?}");
         assert_eq!(s.dropped.total(), s.dropped.queue_full, "{s:?}");
-        assert_eq!(run.queued + s.dropped.queue_full, 20 * 32 * 20, "{s:?}");
-        assert_eq!(run.delivered, run.queued);
+        assert_eq!(queued + s.dropped.queue_full, 20 * 32 * 20, "{s:?}");
+        assert_eq!(probe.delivered.load(Ordering::SeqCst), queued);
     });
-}
-
-/// What [`block_waves`] saw.
-struct Waves {
-    stats: ExportStats,
-    completed: bool,
-    /// Records that returned `Queued`.
-    queued: u64,
-    /// Spans the transport was given.
-    delivered: u64,
-}
-
-/// Under `Block` (5 ms), `waves` waves of 32 threads that each record 20
-/// spans and exit, into a queue of `queue` (one batch) whose every export
-/// takes `export` and succeeds, flushed after each wave; then shut down.
-///
-/// The flush keeps a wave's exits within one export's absence below
-/// `ADOPT_EXITS` (64), past which exiting threads adopt the exited lanes
-/// and orphan what the pool has no room for (by design: the cost of
-/// thread churn while the pool is full). Without it, an export slowed
-/// under load to tens of milliseconds (the 1 ms sleep) saw two waves exit
-/// and orphaned 905-3 036 spans (found by a flaky-test hunt; keeping those
-/// spans instead grew the heap without bound under sustained churn).
-fn block_waves(export: Duration, queue: usize, waves: usize) -> Waves {
-    let (transport, probe) = scripted(move |_| {
-        thread::sleep(export);
-        ExportResult::Success
-    });
-    let p = Pipeline::builder()
-        .transport(transport)
-        .resource(Resource::new("block"))
-        .max_queue_size(queue)
-        .max_export_batch_size(queue)
-        .shedding(Shedding::Block {
-            timeout: Duration::from_millis(5),
-        })
-        .scheduled_delay(Duration::from_millis(1))
-        .build()
-        .unwrap();
-    let mut queued = 0u64;
-    for wave in 0..waves {
-        let threads: Vec<_> = (0..32)
-            .map(|t| {
-                let p = p.clone();
-                thread::spawn(move || {
-                    (0..20)
-                        .filter(|i| {
-                            p.record(SpanData::new(format!("{wave}/{t}/{i}"))) == Recorded::Queued
-                        })
-                        .count() as u64
-                })
-            })
-            .collect();
-        queued += threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>();
-        assert!(p.force_flush(LONG).completed);
-    }
-    let report = p.shutdown(LONG);
-    Waves {
-        stats: report.stats,
-        completed: report.completed,
-        queued,
-        delivered: probe.delivered.load(Ordering::SeqCst),
-    }
 }
 
 /// A transport whose final sync fails (a disk or a quota that fills at

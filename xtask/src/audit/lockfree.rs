@@ -161,39 +161,27 @@ pub(crate) fn preempted_rounds<R>(
                         // A panic (preparing or in a call) fails the
                         // audit and ends the rounds; it must not leave the
                         // others at the barrier (a hang).
-                        let caught = |f: &mut dyn FnMut() -> (u64, u64)| {
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                                .unwrap_or_else(|_| {
-                                    failed.store(true, SeqCst);
-                                    (1, 0)
-                                })
-                        };
-                        let mut it = None;
-                        caught(&mut || {
-                            it = Some(prepare(t));
-                            (0, 0)
-                        });
-                        let (v0, i0) = (voluntary_switches(), involuntary_switches());
-                        let a0 = allocations();
-                        let (calls, ok) = match it {
-                            Some(it) => {
-                                let mut it = Some(it);
-                                caught(&mut || match it.take() {
-                                    Some(it) => window(t, it),
-                                    None => (0, 0),
-                                })
-                            }
-                            None => (1, 0),
-                        };
-                        let a1 = allocations();
-                        let (v1, i1) = (voluntary_switches(), involuntary_switches());
-                        w.allocations += a1 - a0;
+                        let d = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b - a);
+                        let round = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let it = prepare(t);
+                            let (v0, i0) = (voluntary_switches(), involuntary_switches());
+                            let a0 = allocations();
+                            let (calls, ok) = window(t, it);
+                            let a1 = allocations();
+                            let (v1, i1) = (voluntary_switches(), involuntary_switches());
+                            (a1 - a0, calls, ok, d(v0, v1), d(i0, i1))
+                        }));
+                        let (allocs, calls, ok, voluntary, preempted) =
+                            round.unwrap_or_else(|_| {
+                                failed.store(true, SeqCst);
+                                (0, 1, 0, Some(0), Some(0))
+                            });
+                        w.allocations += allocs;
                         w.calls += calls;
                         w.succeeded += ok;
-                        let d = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b - a);
-                        w.voluntary = w.voluntary.zip(d(v0, v1)).map(|(a, b)| a + b);
-                        w.preemptions = w.preemptions.zip(d(i0, i1)).map(|(a, b)| a + b);
-                        seen.fetch_add(d(i0, i1).unwrap_or(u64::MAX / 2), SeqCst);
+                        w.voluntary = w.voluntary.zip(voluntary).map(|(a, b)| a + b);
+                        w.preemptions = w.preemptions.zip(preempted).map(|(a, b)| a + b);
+                        seen.fetch_add(preempted.unwrap_or(u64::MAX / 2), SeqCst);
                         succeeded.fetch_add(ok, SeqCst);
                         barrier.wait();
                     }
