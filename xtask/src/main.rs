@@ -6,7 +6,7 @@
 //! | `demo`  | the main job: a realistic workload through the pipeline, and where every span went |
 //! | `sweep` | the queue and the span pipeline against their baselines over a thread sweep |
 //! | `audit` | contention audits with verdicts, thresholds and reports (see docs/audits.md) |
-//! | `test`  | every test: the workspace's tests and doctests, the long ones the normal suite ignores (the full-size outage scenario, the rotel end-to-end tests), the loom models |
+//! | `test`  | every test: the workspace's tests and doctests, the exporter's without its `http` feature, the API docs with warnings as errors, the long ones the normal suite ignores (the full-size outage scenario, the rotel end-to-end tests), the loom models |
 //! | `rotel-agent` | the path of the rotel collector's binary, installed as `test` does if missing |
 //! | `loom`  | only the loom models (`--cfg loom`, `LOOM_MAX_PREEMPTIONS=2`) |
 //! | `asan`  | runtime-core's, otlp-queue's, otlp-exporter's and otlp-tracing's tests under AddressSanitizer (nightly) |
@@ -183,6 +183,27 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
         "otlp-exporter",
         "--no-default-features",
         "--lib",
+    ]))?;
+    // Its examples too: the docs of items that reach for HTTP say what a
+    // build without it does.
+    run(cargo().args([
+        "test",
+        "-p",
+        "otlp-exporter",
+        "--no-default-features",
+        "--doc",
+    ]))?;
+    // The API docs, with and without `http`: a broken intra-doc link is a
+    // dead link a user clicks.
+    run(cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]))?;
+    run(cargo().env("RUSTDOCFLAGS", "-D warnings").args([
+        "doc",
+        "-p",
+        "otlp-exporter",
+        "--no-default-features",
+        "--no-deps",
     ]))?;
     // The tests ignored in the normal suite for their length: the issue's
     // outage scenario at full size (a 10 s outage at 20 k spans/s, about

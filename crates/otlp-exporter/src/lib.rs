@@ -246,10 +246,10 @@
 //! `..._CLIENT_KEY` (PEM files, each also in its `..._TRACES_...` form,
 //! read with the file-system access given to the pipeline, and checked
 //! when the transport is built whatever the scheme; see
-//! [`HttpTransport`](HttpTransport#tls)), through the proxy that
+//! [`HttpTransport`][http-tls]), through the proxy that
 //! `HTTP_PROXY` (for an `http` endpoint), `HTTPS_PROXY` (for `https`) or
 //! `ALL_PROXY` names, never for a loopback collector nor one `NO_PROXY`
-//! names (see [`HttpTransport`](HttpTransport#proxies)) (a
+//! names (see [`HttpTransport`][http-proxies]) (a
 //! pipeline with no transport and no file set that is given network
 //! access with [`PipelineBuilder::network`] sends to it, or to the spec's
 //! default `http://localhost:4318` when no endpoint is set; given only
@@ -271,6 +271,13 @@
 //!
 //! * `http` (default): [`HttpTransport`] (ureq, rustls with the *ring*
 //!   provider, flate2). Without it the crate has no network code at all.
+#![doc = ""]
+#![cfg_attr(feature = "http", doc = "[`HttpTransport`]: HttpTransport")]
+#![cfg_attr(feature = "http", doc = "[http-tls]: HttpTransport#tls")]
+#![cfg_attr(feature = "http", doc = "[http-proxies]: HttpTransport#proxies")]
+#![cfg_attr(not(feature = "http"), doc = "[`HttpTransport`]: #features")]
+#![cfg_attr(not(feature = "http"), doc = "[http-tls]: #features")]
+#![cfg_attr(not(feature = "http"), doc = "[http-proxies]: #features")]
 
 pub mod clock;
 mod config;
@@ -311,6 +318,9 @@ pub use propagation::{TraceState, TraceStateError, TraceparentError};
 /// [`PipelineBuilder::network`] take network access,
 /// [`FileTransport::open`] and [`PipelineBuilder::filesystem`] file-system
 /// access; both are made from [`ambient_authority`] outside the runtime.
+#[doc = ""]
+#[cfg_attr(feature = "http", doc = "[`HttpTransport::builder`]: HttpTransport::builder")]
+#[cfg_attr(not(feature = "http"), doc = "[`HttpTransport::builder`]: crate#features")]
 pub use runtime_cap::{AmbientAuthority, FsAccess, NetAccess, ambient_authority};
 pub use sampling::{Sampler, SamplingDecision};
 pub use span::{Span, SpanBuilder, Tracer};

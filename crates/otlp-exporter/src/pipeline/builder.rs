@@ -172,7 +172,7 @@ impl PipelineBuilder {
     ///   OTLP/HTTP to the collector named by `OTEL_EXPORTER_OTLP_ENDPOINT`
     ///   (or `..._TRACES_ENDPOINT`), and when neither is set to the
     ///   OpenTelemetry spec's default, `http://localhost:4318/v1/traces`
-    ///   ([`HttpTransport`](crate::HttpTransport)), whether or not it also
+    ///   ([`HttpTransport`]), whether or not it also
     ///   has file-system access;
     /// * with file-system access only, it writes [`DEFAULT_FILE`] in the
     ///   working directory (but an endpoint set in the environment without
@@ -183,6 +183,9 @@ impl PipelineBuilder {
     /// transport and no file set, network access or an endpoint in the
     /// environment makes `build` fail with [`ConfigError::NoHttpFeature`]
     /// (rather than write a file the user did not ask for).
+    #[doc = ""]
+    #[cfg_attr(feature = "http", doc = "[`HttpTransport`]: crate::HttpTransport")]
+    #[cfg_attr(not(feature = "http"), doc = "[`HttpTransport`]: crate#features")]
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
         self.file = Some(path.into());
         self
@@ -212,7 +215,7 @@ impl PipelineBuilder {
 
     /// Network access. With no transport and no [`file`](Self::file) set,
     /// it makes the pipeline export over OTLP/HTTP (an
-    /// [`HttpTransport`](crate::HttpTransport)) to the collector that
+    /// [`HttpTransport`]) to the collector that
     /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) names, or,
     /// when neither is set, to the OpenTelemetry spec's default
     /// `http://localhost:4318/v1/traces`. With an endpoint set in the
@@ -223,12 +226,19 @@ impl PipelineBuilder {
     /// ```
     /// use otlp_exporter::{NetAccess, Pipeline, ambient_authority};
     /// // To OTEL_EXPORTER_OTLP_ENDPOINT, or http://localhost:4318 if unset.
-    /// let pipeline = Pipeline::builder()
+    /// let built = Pipeline::builder()
     ///     .network(NetAccess::from_ambient(ambient_authority()))
-    ///     .build()
-    ///     .unwrap();
+    ///     .build();
+    /// # #[cfg(feature = "http")]
+    /// let pipeline = built.unwrap();
+    /// # #[cfg(feature = "http")]
     /// # drop(pipeline);
+    /// # #[cfg(not(feature = "http"))]
+    /// # assert!(matches!(built, Err(otlp_exporter::ConfigError::NoHttpFeature)));
     /// ```
+    #[doc = ""]
+    #[cfg_attr(feature = "http", doc = "[`HttpTransport`]: crate::HttpTransport")]
+    #[cfg_attr(not(feature = "http"), doc = "[`HttpTransport`]: crate#features")]
     pub fn network(mut self, net: runtime_cap::NetAccess) -> Self {
         self.net = Some(net);
         self
