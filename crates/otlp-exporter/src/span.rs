@@ -108,6 +108,9 @@ struct TracerInner {
     scope: ScopeId,
     limits: SpanLimits,
     sampler: Sampler,
+    /// The pipeline is disabled (`OTEL_SDK_DISABLED=true`): spans carry
+    /// their parent's context unchanged (see [`begin`]).
+    disabled: bool,
     /// The per-thread handles this tracer made (strong references: they
     /// live as long as the tracer, or a span of theirs).
     locals: Mutex<Vec<Arc<Local>>>,
@@ -127,6 +130,8 @@ struct Local {
     scope: ScopeId,
     limits: SpanLimits,
     sampler: Sampler,
+    /// [`TracerInner::disabled`].
+    disabled: bool,
 }
 
 // SAFETY: `pipeline` is the only field not `Sync`; it is read (shared)
@@ -370,7 +375,8 @@ impl Tracer {
         let limits = pipeline.limits();
         // A disabled pipeline's tracers record nothing, whatever sampler
         // they are given (see `PipelineBuilder::build`).
-        let sampler = if pipeline.is_disabled() {
+        let disabled = pipeline.is_disabled();
+        let sampler = if disabled {
             Sampler::AlwaysOff
         } else {
             sampler
@@ -382,6 +388,7 @@ impl Tracer {
                 scope,
                 limits,
                 sampler,
+                disabled,
                 locals: Mutex::new(Vec::new()),
             }),
         }
@@ -553,6 +560,7 @@ impl Tracer {
             scope: inner.scope,
             limits: inner.limits,
             sampler: inner.sampler.clone(),
+            disabled: inner.disabled,
         });
         // The reference the spans share, given back by `release`.
         std::mem::forget(Arc::clone(&local));
@@ -767,6 +775,9 @@ fn begin(
     start: Option<u64>,
     priority: Priority,
 ) -> Span {
+    if local.disabled {
+        return begin_disabled(local, name, kind, parent, priority);
+    }
     // A root draws both its ids at once (one visit to the generator).
     let (trace_id, span_id, parent_span_id, state) = match parent {
         Some(p) => (
@@ -811,6 +822,40 @@ fn begin(
         local: ManuallyDrop::new(local),
         data: Some(storage),
         recording,
+    }
+}
+
+/// [`begin`] on a disabled pipeline (`OTEL_SDK_DISABLED=true`), which is
+/// the trace API without an SDK: the span records nothing and carries its
+/// parent's context unchanged, so the next service continues the caller's
+/// trace with the caller's sampling decision (a new span id with the
+/// sampled flag cleared would make its `ParentBased` sampler drop the
+/// trace); a root has none (invalid: nothing to send on). As the `tracing`
+/// layer does on a disabled pipeline.
+#[cold]
+fn begin_disabled(
+    local: Handle,
+    name: Str,
+    kind: SpanKind,
+    parent: Option<&SpanContext>,
+    priority: Priority,
+) -> Span {
+    let context = parent
+        .filter(|p| p.is_valid())
+        .cloned()
+        .unwrap_or(SpanContext::INVALID);
+    let mut storage = spare_storage(name, context);
+    let data = &mut storage.span;
+    data.parent_span_id = SpanId::INVALID;
+    data.parent_is_remote = false;
+    data.kind = kind;
+    data.priority = priority;
+    data.scope = local.scope;
+    data.start_time_unix_nano = 0;
+    Span {
+        local: ManuallyDrop::new(local),
+        data: Some(storage),
+        recording: false,
     }
 }
 
@@ -1219,6 +1264,12 @@ impl Span {
         // carries the sampled flag clear: the pipeline counts it as
         // `not_sampled` without encoding or queueing it. Recorded in place
         // (the pipeline encodes it where it lies), then recycled.
+        if local.0.disabled {
+            // The parent's context it carried (maybe sampled) is not this
+            // span's to export: counted as not sampled, as every span of a
+            // disabled pipeline.
+            data.context.trace_flags = TraceFlags::NOT_SAMPLED;
+        }
         let recorded = local.0.pipeline().record_span_in_place(data, false);
         // SAFETY: `plain` holds for every attribute the span set (see
         // `set_attribute`), and recording with no limits applied adds none.

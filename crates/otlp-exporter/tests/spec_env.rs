@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use otlp_exporter::{DropReason, InMemory, Pipeline, Recorded, Sampler, SpanData, SpanLimits};
+use otlp_exporter::{
+    DropReason, InMemory, Pipeline, Recorded, Sampler, SpanContext, SpanData, SpanLimits,
+};
 
 const WATCHDOG: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(10);
@@ -53,6 +55,52 @@ fn sdk_disabled_makes_a_no_op_pipeline() {
             assert!(report.stats.is_balanced(), "{:?}", report.stats);
             assert_eq!(report.stats.dropped.not_sampled, 4);
         }
+    });
+}
+
+/// A disabled pipeline is the trace API without an SDK: a child carries
+/// its parent's context on unchanged (the caller's trace, with the
+/// caller's sampling decision), a root has an invalid context (nothing to
+/// send on), and nothing is exported (found by review: children got a new
+/// span id with the sampled flag cleared, and roots a new unsampled trace,
+/// so the next service's `ParentBased` sampler dropped the caller's trace).
+#[test]
+fn sdk_disabled_passes_the_incoming_context_on_unchanged() {
+    test_watchdog::isolate(WATCHDOG, || {
+        set("OTEL_SDK_DISABLED", "true");
+        let memory = InMemory::new();
+        let pipeline = Pipeline::builder()
+            .transport(memory.clone())
+            .build()
+            .expect("builds");
+        let tracer = pipeline.tracer("t", "1");
+        for incoming in [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        ] {
+            let remote = SpanContext::from_traceparent(incoming).unwrap();
+            let built = tracer.build("handle").parent(&remote).start();
+            let child = tracer.start_child("call", &remote);
+            let grandchild = tracer.start_child("deeper", child.context());
+            for span in [&built, &child, &grandchild] {
+                assert!(!span.is_recording());
+                assert_eq!(span.context().to_traceparent(), incoming);
+                assert_eq!(span.context(), &remote);
+            }
+            grandchild.end();
+            child.end();
+            built.end();
+        }
+        let root = tracer.start("root");
+        assert!(!root.context().is_valid(), "{:?}", root.context());
+        let child_of_root = tracer.start_child("under root", root.context());
+        assert!(!child_of_root.context().is_valid());
+        child_of_root.end();
+        root.end();
+        let report = pipeline.shutdown(WAIT);
+        assert_eq!(memory.span_count(), 0);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+        assert_eq!(report.stats.dropped.not_sampled, 8);
     });
 }
 

@@ -86,7 +86,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 ///   batch processor shuts its exporter down. `Ok` when it drained in time
 ///   (spans it had to drop are in the stats, not in the result: a finished
 ///   shutdown is not an error); [`OTelSdkError::Timeout`] when the deadline
-///   passed (what was pending is counted as `timed_out_at_shutdown`);
+///   passed, this call's or that of another holder's shutdown that ended
+///   the pipeline's first (what was pending is counted as
+///   `timed_out_at_shutdown`);
 ///   [`OTelSdkError::InternalFailure`] when it could not wait (called from
 ///   inside the pipeline's transport) or the transport's own shutdown
 ///   failed (a final sync of a file; the message carries
@@ -406,7 +408,12 @@ impl SpanProcessor for OtlpSpanProcessor {
         let report = self.pipeline.shutdown(timeout);
         if report.completed {
             Ok(())
-        } else if began.elapsed() >= timeout {
+        } else if began.elapsed() >= timeout || report.stats.dropped.timed_out_at_shutdown > 0 {
+            // This call's deadline, or another holder's shutdown (ended
+            // before this call, or alongside it with a shorter deadline)
+            // that ran out of time: spans were left (found by review: that
+            // case was reported as an internal failure with a cause that
+            // had not happened).
             Err(OTelSdkError::Timeout(timeout))
         } else {
             Err(OTelSdkError::InternalFailure(format!(

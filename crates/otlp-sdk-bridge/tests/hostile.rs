@@ -234,6 +234,29 @@ fn a_hung_transport_makes_flush_and_shutdown_time_out() {
     });
 }
 
+/// The pipeline's shutdown ran out of time in another holder's hands
+/// (here, before this processor's call): the processor's shutdown is a
+/// timeout too, not an internal failure naming causes that did not happen
+/// (found by review).
+#[test]
+fn a_shutdown_after_another_holders_timed_out_one_is_a_timeout() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new().with_behavior(Behavior::Hang);
+        let pipeline = pipeline(&memory);
+        let processor = OtlpSpanProcessor::new(&pipeline);
+        processor.on_end(sdk_span("stuck", 1));
+        // Another holder of the pipeline.
+        let report = pipeline.shutdown(Duration::from_millis(100));
+        assert!(!report.completed);
+        let timeout = Duration::from_secs(5);
+        assert_matches!(processor.shutdown_with_timeout(timeout), Err(OTelSdkError::Timeout(d)) if d == timeout);
+        memory.release();
+        let stats = pipeline.stats();
+        assert!(stats.is_balanced(), "{stats:?}");
+        assert_eq!(stats.dropped.timed_out_at_shutdown, 1, "{stats:?}");
+    });
+}
+
 #[test]
 fn a_collector_outage_is_an_internal_failure_for_flush() {
     test_watchdog::isolate(WATCHDOG, || {

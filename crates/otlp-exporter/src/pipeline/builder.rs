@@ -418,7 +418,10 @@ impl PipelineBuilder {
     /// its tracers' sampler is [`Sampler::AlwaysOff`] (also for a tracer
     /// given another with [`Tracer::with_sampler`](crate::Tracer::with_sampler)),
     /// so no span is recording ([`Span::is_recording`](crate::Span::is_recording)
-    /// is false), and a span recorded directly ([`Pipeline::record`],
+    /// is false). As the trace API without an SDK, a span carries its
+    /// parent's context unchanged (so the next service continues the
+    /// caller's trace with the caller's sampling decision) and a root span
+    /// an invalid one (nothing to propagate). A span recorded directly ([`Pipeline::record`],
     /// [`Pipeline::record_in_place`]) is counted as not sampled and
     /// dropped: nothing is exported. With no transport set it opens no
     /// file and connects to no collector (it needs neither access). Other
