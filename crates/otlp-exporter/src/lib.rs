@@ -319,8 +319,14 @@ pub use propagation::{TraceState, TraceStateError, TraceparentError};
 /// [`FileTransport::open`] and [`PipelineBuilder::filesystem`] file-system
 /// access; both are made from [`ambient_authority`] outside the runtime.
 #[doc = ""]
-#[cfg_attr(feature = "http", doc = "[`HttpTransport::builder`]: HttpTransport::builder")]
-#[cfg_attr(not(feature = "http"), doc = "[`HttpTransport::builder`]: crate#features")]
+#[cfg_attr(
+    feature = "http",
+    doc = "[`HttpTransport::builder`]: HttpTransport::builder"
+)]
+#[cfg_attr(
+    not(feature = "http"),
+    doc = "[`HttpTransport::builder`]: crate#features"
+)]
 pub use runtime_cap::{AmbientAuthority, FsAccess, NetAccess, ambient_authority};
 pub use sampling::{Sampler, SamplingDecision};
 pub use span::{Span, SpanBuilder, Tracer};
