@@ -357,9 +357,11 @@ impl BlockingPool {
 }
 
 /// Runs `f` now, on the calling thread, for a scheduler without a pool
-/// (the lab runtime: a job is one step of the task that asks for it).
+/// (the lab runtime: a job is one step of the task that asks for it), as
+/// on a thread that polls no task (found by review: a job that ran a
+/// runtime of its own was refused as a `block_on` from inside a task).
 pub(crate) fn run_inline<R: Send + 'static>(f: impl FnOnce() -> R) -> Blocking<R> {
-    let r = catch_unwind(AssertUnwindSafe(f))
+    let r = catch_unwind(AssertUnwindSafe(|| crate::task::outside_tasks(f)))
         .map_err(|p| BlockingError::Panicked(PanicPayload::from_any(p)));
     Blocking {
         slot: Arc::new(Slot {
@@ -432,6 +434,16 @@ impl<R> Drop for Blocking<R> {
 impl<R> Future for Blocking<R> {
     type Output = Result<R, BlockingError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Under the turn's cooperative budget, as every await point that
+        // can be ready at once (found by review: in the lab, where a job
+        // runs in line and is ready at its first poll, a loop of jobs
+        // never yielded, and the run never reached its step limit).
+        crate::budget::coop::budgeted(cx, |cx| self.poll_job(cx))
+    }
+}
+
+impl<R> Blocking<R> {
+    fn poll_job(&self, cx: &mut Context<'_>) -> Poll<Result<R, BlockingError>> {
         if let Some(v) = lock(&self.slot.value).take() {
             return Poll::Ready(v);
         }

@@ -1,7 +1,10 @@
 //! Cooperative scheduling: each task turn (one poll) may pass a bounded
 //! number of runtime await points that are ready; past that, the await
 //! point yields (wakes its task and returns `Pending`), so a task that
-//! always finds its channel ready still lets the others run.
+//! always finds its channel ready still lets the others run. The await
+//! points under it: join handles, sleeps, channels (mpsc, oneshot),
+//! blocking jobs, and regions (one unit before the body's first poll:
+//! `scope`, `region`, `timeout`, `race`, `join_all`).
 
 use std::cell::Cell;
 use std::task::{Context, Poll};
@@ -68,12 +71,63 @@ thread_local! {
 /// at the cost of one clock read per this many checkpoints.
 const CHECKPOINTS_PER_CLOCK_LOOK: u32 = 32;
 
+thread_local! {
+    /// A checkpoint of the task being polled was told it spun past the
+    /// lab's step limit (`CxCore::checkpoint`): a task that ignores that
+    /// `Err` and spins on is stopped by a panic at its next look.
+    static SPIN_STOPPED: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Starts the count of checkpoints to the next clock look afresh (the
 /// lab, before each poll: where the looks fall must not depend on what
 /// ran on this thread before, or the same seed could judge the same poll
-/// differently; found by review).
+/// differently; found by review), with no spin reported yet.
 pub(crate) fn reset_clock_look() {
     CLOCK_LOOK.with(|c| c.set(CHECKPOINTS_PER_CLOCK_LOOK));
+    SPIN_STOPPED.with(|s| s.set(false));
+}
+
+/// Marks that this poll's task was told it spun; `true` if it had been
+/// told so already in this poll (it went on spinning).
+pub(crate) fn spin_stopped_again() -> bool {
+    SPIN_STOPPED.with(|s| s.replace(true))
+}
+
+/// This thread's cooperative state (the turn's budget, the yield and
+/// re-poll requests, the count to the next clock look), put back as it
+/// was when dropped: around code that polls tasks of another run on this
+/// thread, inside a task's poll (a lab run, a blocking job the lab runs
+/// in line), which would otherwise leave the outer task with their state
+/// (found by review: a lab run inside a task lifted that task's budget
+/// for the rest of its poll, so a spin on ready channels never yielded).
+pub(crate) struct Saved {
+    budget: u32,
+    yielded: bool,
+    repoll: bool,
+    clock_look: u32,
+    spin_stopped: bool,
+}
+
+impl Saved {
+    pub(crate) fn now() -> Saved {
+        Saved {
+            budget: BUDGET.with(Cell::get),
+            yielded: YIELDED.with(Cell::get),
+            repoll: REPOLL.with(Cell::get),
+            clock_look: CLOCK_LOOK.with(Cell::get),
+            spin_stopped: SPIN_STOPPED.with(Cell::get),
+        }
+    }
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        BUDGET.with(|b| b.set(self.budget));
+        YIELDED.with(|y| y.set(self.yielded));
+        REPOLL.with(|r| r.set(self.repoll));
+        CLOCK_LOOK.with(|c| c.set(self.clock_look));
+        SPIN_STOPPED.with(|s| s.set(self.spin_stopped));
+    }
 }
 
 /// Counts a checkpoint; `true` when it is time to look at the clock.

@@ -220,6 +220,16 @@ impl CxCore {
                 .with_message("the lab's step limit: a task spun in one poll")
                 .with_origin(Origin::Runtime);
             cancel_task(&self.task, &reason);
+            // Told so before in this poll, and still spinning (it ignores
+            // the `Err`: `let _ = cx.checkpoint()` in a loop): stopped as a
+            // spin on the clock is, by a panic (found by review: the run
+            // never returned).
+            if coop::spin_stopped_again() && !std::thread::panicking() {
+                panic!(
+                    "the lab's step limit: a task spun in one poll, checkpointing on after its \
+                     checkpoint reported the limit"
+                );
+            }
             return Err(Cancelled(reason));
         }
         match self.cancel_requested() {

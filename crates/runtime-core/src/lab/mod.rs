@@ -98,7 +98,7 @@
 //!   Strict priorities starve: a task that spins (yields in a loop until
 //!   another task acts) would hold the thread for ever, so a task that
 //!   runs 32 steps in a row while others are ready is demoted like at a
-//!   change point.
+//!   change point (steps it ran alone do not count).
 //!
 //! ## Virtual time
 //!
@@ -113,9 +113,15 @@
 //! ([`LabBuilder::max_steps`]) and reports it. So does one that spins
 //! inside a single poll, checkpointing but never awaiting: its
 //! checkpoints' looks at the clock count against the steps left, and at
-//! the limit it is cancelled at a checkpoint; one that busy-waits on
-//! [`Cx::now`](crate::Cx::now) alone (no checkpoint to return `Err` at) is
-//! stopped by a panic there (its outcome `Panicked`). A run that has
+//! the limit it is cancelled at a checkpoint (`Err`); one that ignores
+//! that `Err` and spins on, or busy-waits on [`Cx::now`](crate::Cx::now)
+//! alone (no checkpoint to return `Err` at), is stopped by a panic there
+//! (its outcome `Panicked`). (Every runtime await point that can be ready
+//! at once, blocking jobs and regions included, spends the turn's
+//! cooperative budget, so a loop of them yields and counts its steps.) A
+//! timer that fires and wakes no task (a grace period of a task that
+//! finished its cleanup in time) is no progress: a run that deadlocks is
+//! reported at the time everything stopped. A run that has
 //! nothing left to do when it reaches the limit is clean. (A timer cannot end either
 //! kind in the lab, where time stands still while they run: on the real
 //! runtime a timeout or cleanup grace period would. Their cleanup budget's

@@ -147,13 +147,18 @@ impl Pct {
             again = true;
         }
         // A task that keeps the thread while others wait (a spin on a
-        // yield) is demoted too, or it would never let them run.
-        if self.streak.0 == best {
+        // yield) is demoted too, or it would never let them run. Only the
+        // steps it ran while others were ready count: a task demoted for
+        // steps it ran alone would never run before the next task to come,
+        // whatever the seed (found by review).
+        if ready.len() == 1 {
+            self.streak = (best, 0);
+        } else if self.streak.0 == best {
             self.streak.1 += 1;
         } else {
             self.streak = (best, 1);
         }
-        if self.streak.1 > PCT_STREAK && ready.len() > 1 {
+        if self.streak.1 > PCT_STREAK {
             self.demote(best);
             again = true;
         }
@@ -258,6 +263,9 @@ where
     E: fmt::Debug + Send + 'static,
 {
     let cfg = &lab.config;
+    // A run inside a task's poll (or another run's task) leaves that
+    // task's cooperative budget as it found it.
+    let _coop = crate::budget::coop::Saved::now();
     let _faults = hooks::plant(cfg.faults);
     let ledger = hooks::open_ledger();
     let sched = Arc::new(LabSched::new(cfg.skip_grace_timers));
@@ -347,15 +355,20 @@ where
             Some(at) => {
                 // The wheel names the start of its next occupied slot at
                 // any level, where a timer may only move down a level: go
-                // on until one fires (one step, one `Advance`), or none is
-                // left (a deadlock, at the time everything stopped). Each
-                // boundary was a step and an `Advance` of its own, a sleep
-                // of an hour four more (found by review).
+                // on until one fires and wakes a task (one step, one
+                // `Advance`), or none is left (a deadlock, at the time
+                // everything stopped). Each boundary was a step and an
+                // `Advance` of its own, a sleep of an hour four more (found
+                // by review). A timer that fires and wakes nothing (the
+                // grace timer of a task that finished its cleanup in time)
+                // is no progress: time jumped to it moved a deadlock's
+                // report from when everything stopped to when the timer
+                // fell (found by review).
                 let stopped = sched.now();
                 sched.advance(at);
                 let fires = loop {
                     let (fired, next) = sched.fire_timers();
-                    if fired {
+                    if fired && sched.has_ready() {
                         break true;
                     }
                     match next {
@@ -578,12 +591,14 @@ mod tests {
                 again = true;
             }
             let id = ready[best];
-            if self.streak.0 == id {
+            if ready.len() == 1 {
+                self.streak = (id, 0);
+            } else if self.streak.0 == id {
                 self.streak.1 += 1;
             } else {
                 self.streak = (id, 1);
             }
-            if self.streak.1 > PCT_STREAK && ready.len() > 1 {
+            if self.streak.1 > PCT_STREAK {
                 self.demoted += 1;
                 self.priority.insert(id, (1 << 32) - self.demoted);
                 again = true;

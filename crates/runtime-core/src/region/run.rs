@@ -116,6 +116,14 @@ where
         guard: opened,
     };
     async move {
+        // An await point that can be ready at once (a body that returns at
+        // its first poll): under the turn's cooperative budget, so that a
+        // loop of such regions yields now and then (found by review: in
+        // the lab it never reached its step limit; on a current-thread
+        // runtime it starved every other task). Spent before the body's
+        // first poll, with the region open: a yield here is a yield before
+        // the body starts.
+        std::future::poll_fn(crate::budget::coop::poll_proceed).await;
         let Running { body, guard } = &mut running;
         let node: &Region = guard;
         let (body_out, waker_stored, observed) = std::future::poll_fn(|cx| {

@@ -154,6 +154,16 @@ pub(crate) fn count_panic_here() {
     }
 }
 
+/// Runs `f` as on a thread that polls no task, whatever this thread is
+/// polling now (a blocking job the lab runs in line: as on the real
+/// runtime's pool, it may run a runtime of its own), with this thread's
+/// cooperative state put back afterwards.
+pub(crate) fn outside_tasks<R>(f: impl FnOnce() -> R) -> R {
+    let _coop = crate::budget::coop::Saved::now();
+    let _polling = PollingGuard(POLLING.with(|p| p.replace((std::ptr::null(), std::ptr::null()))));
+    f()
+}
+
 /// The header of the task being polled on this thread, or null.
 #[inline]
 pub(crate) fn running_task() -> *const Header {
