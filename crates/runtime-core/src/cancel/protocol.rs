@@ -362,8 +362,15 @@ fn take_grace_deadline(grace_at: &AtomicU64) -> Option<Instant> {
 pub(crate) fn arm_grace(task: &TaskRef) {
     let h = task.header();
     if let Some(at) = take_grace_deadline(&h.grace_at) {
-        h.sched()
+        let timer = h
+            .sched()
             .insert_timer(at, TimerAction::CutOff(task.downgrade()));
+        // Kept, so that the task's finish cancels it (found by review: its
+        // weak reference held a finished task's whole cell until the grace
+        // period ended). Relaxed: written here and read by `finish`, both
+        // by the task's runner (holding RUNNING; its runs are ordered by
+        // the state word).
+        h.grace_timer.store(timer.to_bits(), Ordering::Relaxed);
     }
     h.region.arm_grace_chain();
 }
@@ -465,7 +472,15 @@ impl Region {
                     crate::budget::coop::request_repoll();
                     return;
                 }
-                BodyPoller::Waker(w) => Some(w.clone()),
+                // The clone is user code: a panic must not unwind out of
+                // a cancel or a cut-off half done.
+                BodyPoller::Waker(w) => match crate::outcome::catch(|| w.clone()) {
+                    Ok(w) => Some(w),
+                    Err(_) => {
+                        self.sched.stats().panic_caught();
+                        return;
+                    }
+                },
                 BodyPoller::Owner => None,
                 BodyPoller::NotYet if unpolled => None,
                 BodyPoller::NotYet => return,

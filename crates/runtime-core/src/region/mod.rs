@@ -1278,10 +1278,12 @@ impl Region {
         // hold nothing: left as they are, without the lock and unlock (a
         // request after the close then wakes the owner task, or requests
         // its re-poll, as before the close: a spurious wake at most).
-        if waker_stored {
-            let body_waker = std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet);
-            drop(body_waker);
-        }
+        // Dropped last, below: a waker's `Drop` is user code, which must
+        // neither unwind out of the detach half done (found by review: the
+        // owner's list kept a pointer to the freed node, and the parent
+        // waited for ever) nor run while the detach's bookkeeping is.
+        let body_waker = waker_stored
+            .then(|| std::mem::replace(&mut *lock(&self.body_waker), BodyPoller::NotYet));
         // Relaxed: ordered by the registry's head (`swept_used`). A sweep
         // that comes after this (a late request on the closed region)
         // finds the registry empty and moves nothing.
@@ -1320,6 +1322,11 @@ impl Region {
                 parent.nested.fetch_sub(1, Ordering::Release);
             }
             parent.child_done(Severity::Ok);
+        }
+        if let Some(body_waker) = body_waker
+            && crate::outcome::drop_caught(body_waker).is_some()
+        {
+            self.sched.stats().panic_caught();
         }
     }
 

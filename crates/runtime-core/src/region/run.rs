@@ -231,8 +231,9 @@ enum Registered {
     /// common case takes no waker count and gives none back at the close.
     Owner,
     /// Another waker (a combinator's, or another task's): the node holds a
-    /// clone of it, whose count keeps this identity from being reused
-    /// while it is stored.
+    /// clone of it, whose count keeps this identity (the clone's own,
+    /// which may differ from the polling waker's, as in `Sleep`) from
+    /// being reused while it is stored.
     Other(WakerId),
 }
 
@@ -256,9 +257,13 @@ impl<F: Future> InScope<F> {
             Registered::Other(WakerId::of(cx.waker()))
         };
         if this.registered != now {
-            let stored = match now {
-                Registered::Other(_) => BodyPoller::Waker(cx.waker().clone()),
-                _ => BodyPoller::Owner,
+            let (stored, now) = match now {
+                Registered::Other(_) => {
+                    let w = cx.waker().clone();
+                    let id = WakerId::of(&w);
+                    (BodyPoller::Waker(w), Registered::Other(id))
+                }
+                _ => (BodyPoller::Owner, now),
             };
             let old = std::mem::replace(&mut *lock(&node.body_waker), stored);
             // A waker's drop is user code: outside the lock.

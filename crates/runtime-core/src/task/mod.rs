@@ -240,6 +240,9 @@ pub(crate) struct Header {
     /// deadline, so a server giving each request a deadline of an hour
     /// would keep an hour of finished requests.
     pub(crate) deadline_timer: AtomicU64,
+    /// The timer of this task's own grace period (`arm_grace`), cancelled
+    /// when the task finishes, as `deadline_timer` is.
+    pub(crate) grace_timer: AtomicU64,
     /// Masked-section nesting depth (touched only by the polling thread).
     pub(crate) mask: AtomicU32,
     /// A checkpoint in the scope being polled reported a cancellation:
@@ -556,6 +559,7 @@ where
             cost: AtomicU64::new(0),
             grace_at: AtomicU64::new(crate::cancel::GRACE_UNSET),
             deadline_timer: AtomicU64::new(crate::time::driver::TimerHandle::NONE_BITS),
+            grace_timer: AtomicU64::new(crate::time::driver::TimerHandle::NONE_BITS),
             mask: AtomicU32::new(0),
             observed: AtomicBool::new(false),
             open_regions: LazyMutex::new(),
@@ -680,6 +684,13 @@ where
         // hand-off orders it before every run).
         if let Some(timer) =
             crate::time::driver::TimerHandle::from_bits(h.deadline_timer.load(Ordering::Relaxed))
+        {
+            h.sched().cancel_timer(timer);
+        }
+        // The grace timer too, if a poll after a cancellation armed one.
+        // Relaxed: stored by this task's runner (`arm_grace`).
+        if let Some(timer) =
+            crate::time::driver::TimerHandle::from_bits(h.grace_timer.load(Ordering::Relaxed))
         {
             h.sched().cancel_timer(timer);
         }

@@ -34,7 +34,11 @@ pub struct Sleep<'a> {
     cx: &'a CxCore,
     deadline: Instant,
     /// The pending timer and which waker it wakes: the identity of the
-    /// clone its wheel entry holds, kept instead of a second clone (one
+    /// clone its wheel entry holds (taken from that clone, not from the
+    /// waker it was cloned from: a waker whose clone is a new allocation
+    /// has another identity, and the poll's own waker, once dropped, may
+    /// leave its address to the next poll's; found by review: the sleep
+    /// then woke a dropped waker's clone), kept instead of a second clone (one
     /// reference count fewer to take at the registration and to give back
     /// at the removal, a cancelled sleep's). The entry keeps its waker
     /// alive while the timer is pending, so an equal identity is that
@@ -125,8 +129,10 @@ fn poll_sleep_in(
             Some((_, w)) if *w == id => {}
             _ => {
                 let_go(cx, timer);
-                let h = cx.insert_timer(deadline, TimerAction::Wake(task.waker().clone()));
-                *timer = Some((h, id));
+                let w = task.waker().clone();
+                let stored = WakerId::of(&w);
+                let h = cx.insert_timer(deadline, TimerAction::Wake(w));
+                *timer = Some((h, stored));
             }
         }
         Poll::Pending
