@@ -1048,7 +1048,9 @@ impl<C: HasTime> Cx<C> {
         self.core.sleep_until(at)
     }
 
-    /// Ticks every `period`.
+    /// Ticks every `period`, the first tick one period from now. A zero
+    /// period is taken as 1 ns (what [`Interval::period`](crate::time::Interval::period)
+    /// then returns).
     ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
