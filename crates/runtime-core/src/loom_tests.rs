@@ -74,7 +74,7 @@ impl Scheduler for Mock {
         self.timers.insert(at, action).0
     }
     fn cancel_timer(&self, handle: TimerHandle) {
-        self.timers.cancel(handle);
+        self.timers.cancel(handle, &self.stats);
     }
     fn next_id(&self) -> u64 {
         self.ids.fetch_add(1, Ordering::Relaxed) as u64

@@ -348,3 +348,83 @@ fn a_region_body_is_woken_through_the_waker_of_its_last_poll() {
         );
     });
 }
+
+/// A finalizer's grace timer wakes the waker of the region's last poll:
+/// a region polled once by another waker (a combinator's, since gone),
+/// then awaited by its task, is woken at the end of the grace period and
+/// cuts its stuck finalizer off (the timer woke the first poll's waker
+/// only, and the task slept for ever).
+#[test]
+fn a_finalizers_grace_period_wakes_the_waker_of_the_last_poll() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+                polls: None,
+                grace: Some(Duration::from_millis(20)),
+            });
+            let mut region = Box::pin(cx.region_with(opts, |cx| async move {
+                cx.finalizer(std::future::pending::<()>());
+                Ok::<_, ()>(7)
+            }));
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+            Ok::<_, ()>(region.await.ok())
+        });
+        assert_eq!(out.ok(), Some(Some(7)));
+        assert_eq!(rt.stats().finalizers_cut_off, 1, "{:?}", rt.stats());
+    });
+}
+
+/// The waker held by a finalizer's grace timer, whose `Drop` panics when
+/// the close cancels that timer: the panic is caught and counted, and
+/// the region's value comes out of its poll (the panic escaped the
+/// region's poll, and the value was lost).
+#[test]
+fn a_finalizer_timers_waker_whose_drop_panics_is_caught() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let mut region = Box::pin(cx.region(|cx| async move {
+                let mut first = true;
+                // Two polls: the first arms the grace timer with the
+                // polling waker.
+                cx.finalizer(std::future::poll_fn(move |t| {
+                    if std::mem::take(&mut first) {
+                        t.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                }));
+                Ok::<_, ()>(3)
+            }));
+            let w = fragile_waker();
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&w))
+                    .is_pending()
+            );
+            PANIC_ON_DROP.store(true, Ordering::SeqCst);
+            let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                region.as_mut().poll(&mut Context::from_waker(&w))
+            }));
+            PANIC_ON_DROP.store(false, Ordering::SeqCst);
+            let value = match closed {
+                Ok(std::task::Poll::Ready(o)) => Ok(o.ok()),
+                Ok(std::task::Poll::Pending) => Err("still pending"),
+                Err(_) => Err("the waker's panic escaped the region's poll"),
+            };
+            drop(region);
+            drop(w);
+            Ok::<_, ()>(value)
+        });
+        assert_eq!(out.ok(), Some(Ok(Some(3))));
+        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
+    });
+}

@@ -322,3 +322,51 @@ fn a_lab_run_inside_a_task_leaves_its_coop_budget_alone() {
         );
     });
 }
+
+/// Polls `fut` by hand, at most `tries` times (a job's own small
+/// executor).
+fn poll_by_hand<F: std::future::Future>(fut: F, tries: usize) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    (0..tries).find_map(|_| match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    })
+}
+
+/// Blocking jobs that each poll, by hand, a channel whose value is
+/// already there; how many never got it.
+async fn jobs_polling_ready_values<C: HasBlocking>(cx: Cx<C>) -> Result<u32, ()> {
+    let mut starved = 0;
+    for i in 0..300u32 {
+        let (tx, mut rx) = oneshot::channel::<u32>();
+        tx.send(i).unwrap();
+        let job_cx = cx.clone();
+        let got = cx
+            .spawn_blocking(move || poll_by_hand(rx.recv(&job_cx), 100_000).map(|r| r.ok()))
+            .await
+            .map_err(|_| ())?;
+        if got != Some(Some(i)) {
+            starved += 1;
+        }
+    }
+    Ok(starved)
+}
+
+/// A blocking job the lab runs in line runs under no turn's budget, as on
+/// the real runtime's pool (it ran under its task's, and one started at
+/// the end of the turn found every ready value pending for ever).
+#[test]
+fn a_blocking_job_the_lab_runs_in_line_has_no_turn_budget() {
+    let rt = Runtime::builder()
+        .current_thread()
+        .build(ambient_authority())
+        .unwrap();
+    assert_eq!(rt.block_on(jobs_polling_ready_values).ok(), Some(0));
+    let report = LabRuntime::builder()
+        .max_steps(100_000)
+        .build()
+        .block_on(jobs_polling_ready_values);
+    assert!(report.is_clean(), "{:?}", report.violations);
+    assert_eq!(report.outcome.and_then(|o| o.ok()), Some(0));
+}

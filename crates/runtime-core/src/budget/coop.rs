@@ -151,6 +151,23 @@ pub(crate) fn reset() {
     BUDGET.with(|b| b.set(PER_TURN));
 }
 
+/// Runs `f` (a finalizer's first poll) with a turn's budget of its own,
+/// the caller's put back after: a first poll is never cut off, so what it
+/// awaits that is ready at once must not yield because the turn it runs
+/// in (the body's, or a finishing child's) has spent its budget (found by
+/// review: a finalizer that opened a region was cut off). Only the budget:
+/// a yield it asks for is the task's and stays asked.
+pub(crate) fn with_fresh_budget<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(self.0));
+        }
+    }
+    let _restore = Restore(BUDGET.with(|b| b.replace(PER_TURN)));
+    f()
+}
+
 /// Lifts the budget for code polled outside any task turn (`block_on`
 /// polling its root handle on a thread that also runs tasks).
 #[inline]

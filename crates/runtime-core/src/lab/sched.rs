@@ -200,7 +200,7 @@ impl Scheduler for LabSched {
     }
 
     fn cancel_timer(&self, handle: TimerHandle) {
-        self.timers.cancel(handle);
+        self.timers.cancel(handle, &self.stats);
     }
 
     fn next_id(&self) -> u64 {

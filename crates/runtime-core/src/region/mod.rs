@@ -1341,8 +1341,11 @@ impl Region {
         // that is not done after it is dropped and counted cut off.
         let mut pending = self.take_finalizers();
         while let Some(mut f) = pending.pop() {
-            let polled =
-                crate::outcome::catch(|| f.as_mut().poll(&mut Context::from_waker(Waker::noop())));
+            let polled = crate::outcome::catch(|| {
+                crate::budget::coop::with_fresh_budget(|| {
+                    f.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+                })
+            });
             self.observe(Observed::FinalizerEnded);
             match polled {
                 Ok(Poll::Ready(())) => {}

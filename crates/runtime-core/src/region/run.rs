@@ -346,7 +346,11 @@ struct Cleanup {
     polls: u32,
     max_polls: Option<u32>,
     deadline: Option<crate::time::Instant>,
-    timer: Option<crate::time::driver::TimerHandle>,
+    /// The grace timer and the identity of the waker clone it holds (as
+    /// `Sleep`'s): a poll by another waker moves it (found by review: it
+    /// woke the waker of the first poll only, and a region awaited after
+    /// one poll by a combinator's waker was never woken to cut off).
+    timer: Option<(crate::time::driver::TimerHandle, WakerId)>,
     sched: Arc<dyn Scheduler>,
 }
 
@@ -400,15 +404,31 @@ impl Cleanup {
                 return Poll::Ready(Cleaned::CutOff);
             }
         }
-        match crate::outcome::catch(|| this.fut.as_mut().poll(cx)) {
+        let first = this.polls == 1;
+        let polled = crate::outcome::catch(|| {
+            if first {
+                // Never cut off, so not made to yield by the turn's spent
+                // budget either (`coop::with_fresh_budget`).
+                crate::budget::coop::with_fresh_budget(|| this.fut.as_mut().poll(cx))
+            } else {
+                this.fut.as_mut().poll(cx)
+            }
+        });
+        match polled {
             Ok(Poll::Ready(())) => Poll::Ready(Cleaned::Done),
             Err(p) => Poll::Ready(Cleaned::Panicked(p)),
             Ok(Poll::Pending) => {
-                if let (Some(d), None) = (this.deadline, &this.timer) {
-                    this.timer = Some(
-                        this.sched
-                            .insert_timer(d, TimerAction::Wake(cx.waker().clone())),
-                    );
+                if let Some(d) = this.deadline {
+                    let id = WakerId::of(cx.waker());
+                    if this.timer.is_none_or(|(_, stored)| stored != id) {
+                        if let Some((t, _)) = this.timer.take() {
+                            this.sched.cancel_timer(t);
+                        }
+                        let w = cx.waker().clone();
+                        let stored = WakerId::of(&w);
+                        this.timer =
+                            Some((this.sched.insert_timer(d, TimerAction::Wake(w)), stored));
+                    }
                 }
                 Poll::Pending
             }
@@ -418,7 +438,7 @@ impl Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(t) = self.timer.take() {
+        if let Some((t, _)) = self.timer.take() {
             self.sched.cancel_timer(t);
         }
         if !self.ended {

@@ -33,7 +33,7 @@ impl Scheduler for Detached {
         self.timers.insert(at, action).0
     }
     fn cancel_timer(&self, handle: TimerHandle) {
-        self.timers.cancel(handle);
+        self.timers.cancel(handle, &self.stats);
     }
     fn next_id(&self) -> u64 {
         0

@@ -816,7 +816,7 @@ impl Scheduler for Shared {
     }
 
     fn cancel_timer(&self, handle: TimerHandle) {
-        self.timers.cancel(handle);
+        self.timers.cancel(handle, &self.stats);
     }
 
     fn cancel_wake_timer(&self, handle: TimerHandle) {
@@ -833,7 +833,7 @@ impl Scheduler for Shared {
                     self.cancel_deferred(ctx);
                 }
             }
-            _ => self.timers.cancel(handle),
+            _ => self.timers.cancel(handle, &self.stats),
         }
     }
 

@@ -156,10 +156,15 @@ pub(crate) fn count_panic_here() {
 
 /// Runs `f` as on a thread that polls no task, whatever this thread is
 /// polling now (a blocking job the lab runs in line: as on the real
-/// runtime's pool, it may run a runtime of its own), with this thread's
-/// cooperative state put back afterwards.
+/// runtime's pool, it may run a runtime of its own, and it runs under no
+/// turn's cooperative budget), with this thread's cooperative state put
+/// back afterwards.
 pub(crate) fn outside_tasks<R>(f: impl FnOnce() -> R) -> R {
     let _coop = crate::budget::coop::Saved::now();
+    // As on a pool thread, which runs no task turn (found by review: a
+    // job that polled a ready channel by hand, started at the end of its
+    // task's turn, found it pending for ever).
+    crate::budget::coop::unconstrained();
     let _polling = PollingGuard(POLLING.with(|p| p.replace((std::ptr::null(), std::ptr::null()))));
     f()
 }

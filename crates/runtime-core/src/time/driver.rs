@@ -146,10 +146,17 @@ impl TimerDriver {
         (TimerHandle(key), earlier)
     }
 
-    /// Cancels a timer; its action is dropped outside the lock.
-    pub(crate) fn cancel(&self, handle: TimerHandle) {
+    /// Cancels a timer; its action is dropped outside the lock, a panic of
+    /// its `Drop` (a waker's: user code) caught and counted in `stats`
+    /// (found by review: a finalizer's grace timer, cancelled at the
+    /// close, let its waker's panic out of the region's poll).
+    pub(crate) fn cancel(&self, handle: TimerHandle, stats: &Stats) {
         let action = lock(&self.inner).wheel.cancel(handle.0);
-        drop(action);
+        if let Some(action) = action
+            && crate::outcome::drop_caught(action).is_some()
+        {
+            stats.panic_caught();
+        }
     }
 
     /// Cancels every wake timer in `handles` under one lock (a worker's
