@@ -143,3 +143,49 @@ fn a_finalizer_that_yields_in_its_first_poll_is_polled_again() {
         assert_eq!(out.ok(), Some(true), "{:?}", rt.stats());
     });
 }
+
+/// A finalizer that, until told to stop, passes two await points ready at
+/// once and registers its successor (a "try again" cleanup).
+fn retrying_finalizer(
+    cx: Cx<runtime_core::caps::All>,
+    stop: Arc<AtomicBool>,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        for _ in 0..2 {
+            let (tx, mut rx) = oneshot::channel::<u8>();
+            tx.send(1).unwrap();
+            let _ = rx.recv(&cx).await;
+        }
+        let next = retrying_finalizer(cx.clone(), stop);
+        cx.finalizer(next);
+    })
+}
+
+/// Each finalizer spends a unit of the turn's budget before its first
+/// poll (as a region before its body's): a chain of finalizers, each
+/// registering the next, yields now and then, and the task that tells it
+/// to stop runs (with a fresh budget for each first poll and none spent
+/// around it, the chain never yielded: the worker spun for ever).
+#[test]
+fn a_chain_of_finalizers_on_ready_await_points_yields() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(move |cx| async move {
+            let stop = Arc::new(AtomicBool::new(false));
+            let told = stop.clone();
+            let _stopper = cx.spawn(move |_| async move { told.store(true, Ordering::SeqCst) });
+            cx.region(move |cx| async move {
+                cx.finalizer(retrying_finalizer(cx.clone(), stop));
+                Ok::<_, ()>(())
+            })
+            .await
+            .ok()
+            .ok_or(())
+        });
+        assert!(out.is_ok(), "{out:?}");
+        assert_eq!(rt.stats().finalizers_cut_off, 0, "{:?}", rt.stats());
+    });
+}

@@ -427,3 +427,108 @@ fn a_finalizer_timers_waker_whose_drop_panics_is_caught() {
         assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
+
+/// A finalizer's grace timer moving to a new polling waker whose `clone`
+/// panics: the panic is caught and counted, the old timer stays, and the
+/// region goes on to its value (the panic unwound out of the region's
+/// poll, which poisoned its future: "`async fn` resumed after
+/// panicking").
+#[test]
+fn a_finalizer_timers_new_waker_whose_clone_panics_is_caught() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+                polls: None,
+                grace: Some(Duration::from_secs(3600)),
+            });
+            let mut region = Box::pin(cx.region_with(opts, |cx| async move {
+                let mut polls = 0;
+                cx.finalizer(std::future::poll_fn(move |_| {
+                    polls += 1;
+                    if polls < 3 {
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                }));
+                Ok::<_, ()>(3)
+            }));
+            let (a, b) = (fragile_waker(), fragile_waker());
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&a))
+                    .is_pending()
+            );
+            PANIC_ON_CLONE.store(true, Ordering::SeqCst);
+            let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                region.as_mut().poll(&mut Context::from_waker(&b))
+            }));
+            PANIC_ON_CLONE.store(false, Ordering::SeqCst);
+            let second = match second {
+                Ok(std::task::Poll::Pending) => "pending",
+                Ok(std::task::Poll::Ready(_)) => "ready",
+                Err(_) => "the waker's panic escaped the region's poll",
+            };
+            Ok::<_, ()>((second, region.await.ok()))
+        });
+        assert_eq!(out.ok(), Some(("pending", Some(3))));
+        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
+    });
+}
+
+/// A region's body polled by one waker, then by another while the first
+/// one's `Drop` panics: the region lets the first one's clone go, catches
+/// and counts the panic, and comes to its value (the panic poisoned the
+/// region's future).
+#[test]
+fn a_region_body_waker_let_go_at_a_waker_change_whose_drop_panics_is_caught() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let mut region = Box::pin(cx.region(|_| async move {
+                let mut polls = 0;
+                std::future::poll_fn(move |_| {
+                    polls += 1;
+                    if polls < 3 {
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                })
+                .await;
+                Ok::<_, ()>(4)
+            }));
+            let (a, b) = (fragile_waker(), fragile_waker());
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&a))
+                    .is_pending()
+            );
+            PANIC_ON_DROP.store(true, Ordering::SeqCst);
+            let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                region.as_mut().poll(&mut Context::from_waker(&b))
+            }));
+            PANIC_ON_DROP.store(false, Ordering::SeqCst);
+            let second = match second {
+                Ok(std::task::Poll::Pending) => "pending",
+                Ok(std::task::Poll::Ready(_)) => "ready",
+                Err(_) => "the waker's panic escaped the region's poll",
+            };
+            let third = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .map(|o| o.ok())
+            }));
+            Ok::<_, ()>((second, third.ok()))
+        });
+        assert_eq!(
+            out.ok(),
+            Some(("pending", Some(std::task::Poll::Ready(Some(4)))))
+        );
+        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
+    });
+}

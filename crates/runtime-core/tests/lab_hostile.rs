@@ -370,3 +370,26 @@ fn a_blocking_job_the_lab_runs_in_line_has_no_turn_budget() {
     assert!(report.is_clean(), "{:?}", report.violations);
     assert_eq!(report.outcome.and_then(|o| o.ok()), Some(0));
 }
+
+/// The same job in a lab run made inside a task of a real runtime: it
+/// runs as on a thread off every pool's workers too (it was refused as a
+/// `block_on` from a worker thread).
+#[test]
+fn a_blocking_job_with_a_runtime_of_its_own_runs_in_a_lab_run_inside_a_task() {
+    let rt = Runtime::builder()
+        .current_thread()
+        .build(ambient_authority())
+        .unwrap();
+    let in_lab = rt
+        .block_on(|_| async move {
+            let report = LabRuntime::new(1).block_on(|cx| async move {
+                Ok::<_, ()>(format!(
+                    "{:?}",
+                    cx.spawn_blocking(job_with_a_runtime_of_its_own).await
+                ))
+            });
+            Ok::<_, ()>(report.outcome.unwrap().ok().unwrap())
+        })
+        .unwrap();
+    assert_eq!(in_lab, "Ok(Some(42))");
+}

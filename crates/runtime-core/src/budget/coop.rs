@@ -3,8 +3,10 @@
 //! point yields (wakes its task and returns `Pending`), so a task that
 //! always finds its channel ready still lets the others run. The await
 //! points under it: join handles, sleeps, channels (mpsc, oneshot),
-//! blocking jobs, and regions (one unit before the body's first poll:
-//! `scope`, `region`, `timeout`, `race`, `join_all`).
+//! blocking jobs, regions (one unit before the body's first poll:
+//! `scope`, `region`, `timeout`, `race`, `join_all`) and finalizers (one
+//! unit before the first poll, which then has a turn's budget of its own:
+//! `with_fresh_budget`).
 
 use std::cell::Cell;
 use std::task::{Context, Poll};

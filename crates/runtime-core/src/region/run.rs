@@ -257,18 +257,27 @@ impl<F: Future> InScope<F> {
             Registered::Other(WakerId::of(cx.waker()))
         };
         if this.registered != now {
-            let (stored, now) = match now {
-                Registered::Other(_) => {
-                    let w = cx.waker().clone();
-                    let id = WakerId::of(&w);
-                    (BodyPoller::Waker(w), Registered::Other(id))
-                }
-                _ => (BodyPoller::Owner, now),
+            let stored = match now {
+                Registered::Other(_) => match crate::outcome::catch(|| cx.waker().clone()) {
+                    Ok(w) => {
+                        let id = WakerId::of(&w);
+                        Some((BodyPoller::Waker(w), Registered::Other(id)))
+                    }
+                    Err(_) => {
+                        node.sched.stats().panic_caught();
+                        None
+                    }
+                },
+                _ => Some((BodyPoller::Owner, now)),
             };
-            let old = std::mem::replace(&mut *lock(&node.body_waker), stored);
-            // A waker's drop is user code: outside the lock.
-            drop(old);
-            this.registered = now;
+            if let Some((stored, now)) = stored {
+                let old = std::mem::replace(&mut *lock(&node.body_waker), stored);
+                // A waker's drop is user code: outside the lock, caught.
+                if crate::outcome::drop_caught(old).is_some() {
+                    node.sched.stats().panic_caught();
+                }
+                this.registered = now;
+            }
         }
         // The region's poll quota, on its body: as a task's, cancellation
         // before the poll past the quota, so the poll can observe it.
@@ -389,6 +398,12 @@ impl Future for Cleanup {
 impl Cleanup {
     fn poll_once(&mut self, cx: &mut Context<'_>) -> Poll<Cleaned> {
         let this = self;
+        // One unit of the turn's budget before the first poll (as before a
+        // region's body): a chain of finalizers, each registering the
+        // next, yields now and then. Not a poll of the finalizer.
+        if this.polls == 0 && crate::budget::coop::poll_proceed(cx).is_pending() {
+            return Poll::Pending;
+        }
         this.polls += 1;
         // The first poll is always made: a finalizer that finishes in one
         // (every `defer`) runs whatever the budget, a zero one included;
@@ -421,13 +436,21 @@ impl Cleanup {
                 if let Some(d) = this.deadline {
                     let id = WakerId::of(cx.waker());
                     if this.timer.is_none_or(|(_, stored)| stored != id) {
-                        if let Some((t, _)) = this.timer.take() {
-                            this.sched.cancel_timer(t);
+                        // The clone is user code: first, and caught (on a
+                        // panic the old timer stays).
+                        match crate::outcome::catch(|| cx.waker().clone()) {
+                            Ok(w) => {
+                                if let Some((t, _)) = this.timer.take() {
+                                    this.sched.cancel_timer(t);
+                                }
+                                let stored = WakerId::of(&w);
+                                this.timer = Some((
+                                    this.sched.insert_timer(d, TimerAction::Wake(w)),
+                                    stored,
+                                ));
+                            }
+                            Err(_) => this.sched.stats().panic_caught(),
                         }
-                        let w = cx.waker().clone();
-                        let stored = WakerId::of(&w);
-                        this.timer =
-                            Some((this.sched.insert_timer(d, TimerAction::Wake(w)), stored));
                     }
                 }
                 Poll::Pending
@@ -440,6 +463,25 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some((t, _)) = self.timer.take() {
             self.sched.cancel_timer(t);
+        }
+        if !self.ended && self.polls == 0 {
+            // Dropped before its first poll (the region's future dropped
+            // while it yielded for the turn's budget): the first poll is
+            // never cut off, so it gets it here, as at an abandoned close.
+            let polled = crate::outcome::catch(|| {
+                crate::budget::coop::with_fresh_budget(|| {
+                    self.fut
+                        .as_mut()
+                        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+                })
+            });
+            self.ended = !matches!(polled, Ok(Poll::Pending));
+            if polled.is_err() {
+                self.sched.stats().panic_caught();
+            }
+            if self.ended && self.observed {
+                self.sched.observe(crate::sched::Observed::FinalizerEnded);
+            }
         }
         if !self.ended {
             // The region's future was dropped in this finalizer (found by

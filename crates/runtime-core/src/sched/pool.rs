@@ -186,6 +186,12 @@ pub(crate) fn worker_index(stats: &Stats) -> Option<usize> {
     ptr::eq(unsafe { &(*ctx.shared).stats }, stats).then_some(ctx.index)
 }
 
+/// Marks this thread off every pool's workers until the guard drops (a
+/// blocking job the lab runs in line: as on a pool thread).
+pub(crate) fn off_workers() -> impl Drop {
+    SetCurrent::to(ptr::null())
+}
+
 impl Drop for SetCurrent {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.0));

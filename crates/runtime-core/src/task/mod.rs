@@ -166,6 +166,7 @@ pub(crate) fn outside_tasks<R>(f: impl FnOnce() -> R) -> R {
     // task's turn, found it pending for ever).
     crate::budget::coop::unconstrained();
     let _polling = PollingGuard(POLLING.with(|p| p.replace((std::ptr::null(), std::ptr::null()))));
+    let _worker = crate::sched::pool::off_workers();
     f()
 }
 
