@@ -532,3 +532,148 @@ fn a_region_body_waker_let_go_at_a_waker_change_whose_drop_panics_is_caught() {
         assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
+
+/// While set, the next clone of a [`clone_fails_once`] waker panics (and
+/// clears it).
+static CLONE_FAILS_ONCE: AtomicBool = AtomicBool::new(false);
+
+/// A waker forwarding to `inner`, whose next clone panics while
+/// [`CLONE_FAILS_ONCE`] is set: a transient failure.
+fn clone_fails_once(inner: Waker) -> Waker {
+    unsafe fn clone(p: *const ()) -> RawWaker {
+        if CLONE_FAILS_ONCE.swap(false, Ordering::SeqCst) {
+            panic!("this clone fails once");
+        }
+        // SAFETY: `p` is a live `Box<Waker>`.
+        let inner = unsafe { &*p.cast::<Waker>() }.clone();
+        RawWaker::new(Box::into_raw(Box::new(inner)).cast(), &VTABLE)
+    }
+    unsafe fn wake(p: *const ()) {
+        // SAFETY: each waker owns its box.
+        unsafe { Box::from_raw(p.cast_mut().cast::<Waker>()) }.wake();
+    }
+    unsafe fn wake_by_ref(p: *const ()) {
+        // SAFETY: as in `clone`.
+        unsafe { &*p.cast::<Waker>() }.wake_by_ref();
+    }
+    unsafe fn drop_waker(p: *const ()) {
+        // SAFETY: as in `wake`.
+        drop(unsafe { Box::from_raw(p.cast_mut().cast::<Waker>()) });
+    }
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+    // SAFETY: the vtable owns the box.
+    unsafe {
+        Waker::from_raw(RawWaker::new(
+            Box::into_raw(Box::new(inner)).cast(),
+            &VTABLE,
+        ))
+    }
+}
+
+/// Polls `region` with `b` until it is ready, or until a 3 s sleep of the
+/// task is over: which came first.
+async fn ready_or_backstop<F: Future + Unpin>(
+    cx: &runtime_core::Cx,
+    region: &mut F,
+    b: &Waker,
+    ready: &'static str,
+) -> &'static str {
+    let mut backstop = Box::pin(cx.sleep(Duration::from_secs(3)));
+    std::future::poll_fn(|task| {
+        if backstop.as_mut().poll(task).is_ready() {
+            return std::task::Poll::Ready("only the 3 s backstop woke the task");
+        }
+        Pin::new(&mut *region)
+            .poll(&mut Context::from_waker(b))
+            .map(|_| ready)
+    })
+    .await
+}
+
+/// A region's body polled by one waker, then for good by the task's own
+/// waker wrapped in one whose first clone panics: the panic is caught,
+/// the new poller is asked to poll again (and the clone retried), so the
+/// region's cancellation reaches it (the node kept the old poller's
+/// waker, and only a later, unrelated wake-up of the task ended it).
+#[test]
+fn a_region_whose_new_pollers_clone_panicked_once_is_woken_for_its_cancellation() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let mut region = Box::pin(cx.region(|rcx| async move {
+                let stopper = rcx.clone();
+                let _h = rcx.spawn(move |ccx| async move {
+                    let _ = ccx.sleep(Duration::from_millis(50)).await;
+                    stopper.cancel(CancelReason::user("stop"));
+                });
+                std::future::poll_fn(|_| {
+                    if rcx.is_cancel_requested() {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                Ok::<_, ()>(())
+            }));
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+            let task = std::future::poll_fn(|t| std::task::Poll::Ready(t.waker().clone())).await;
+            let b = clone_fails_once(task);
+            CLONE_FAILS_ONCE.store(true, Ordering::SeqCst);
+            let narrow = cx.narrow();
+            Ok::<_, ()>(
+                ready_or_backstop(&narrow, &mut region, &b, "the region saw its cancellation")
+                    .await,
+            )
+        });
+        assert_eq!(out.ok(), Some("the region saw its cancellation"));
+        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
+    });
+}
+
+/// The same for a finalizer's grace timer: polled once by one waker,
+/// then for good by the task's, whose first clone panics: the finalizer
+/// is cut off at the end of its grace (the timer woke the old waker
+/// only).
+#[test]
+fn a_finalizer_whose_new_pollers_clone_panicked_once_is_cut_off_at_its_grace() {
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+                polls: None,
+                grace: Some(Duration::from_millis(100)),
+            });
+            let mut region = Box::pin(cx.region_with(opts, |rcx| async move {
+                rcx.finalizer(std::future::pending::<()>());
+                Ok::<_, ()>(())
+            }));
+            assert!(
+                region
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending()
+            );
+            let task = std::future::poll_fn(|t| std::task::Poll::Ready(t.waker().clone())).await;
+            let b = clone_fails_once(task);
+            CLONE_FAILS_ONCE.store(true, Ordering::SeqCst);
+            let narrow = cx.narrow();
+            Ok::<_, ()>(
+                ready_or_backstop(
+                    &narrow,
+                    &mut region,
+                    &b,
+                    "the finalizer was cut off at its grace",
+                )
+                .await,
+            )
+        });
+        assert_eq!(out.ok(), Some("the finalizer was cut off at its grace"));
+        assert_eq!(rt.stats().finalizers_cut_off, 1, "{:?}", rt.stats());
+    });
+}

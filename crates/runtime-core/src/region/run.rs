@@ -265,6 +265,11 @@ impl<F: Future> InScope<F> {
                     }
                     Err(_) => {
                         node.sched.stats().panic_caught();
+                        // Nothing stored for this poller: have it poll
+                        // again, to retry (else a cancel wakes a stale one).
+                        if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                            node.sched.stats().panic_caught();
+                        }
                         None
                     }
                 },
@@ -449,7 +454,12 @@ impl Cleanup {
                                     stored,
                                 ));
                             }
-                            Err(_) => this.sched.stats().panic_caught(),
+                            Err(_) => {
+                                this.sched.stats().panic_caught();
+                                if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                                    this.sched.stats().panic_caught();
+                                }
+                            }
                         }
                     }
                 }
