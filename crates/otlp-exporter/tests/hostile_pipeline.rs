@@ -1441,7 +1441,16 @@ fn concurrent_shutdowns_agree_on_whether_the_drain_completed() {
             let p = p.clone();
             thread::spawn(move || p.shutdown(Duration::from_millis(20)))
         };
-        thread::sleep(Duration::from_millis(5));
+        // The long call once the short one has begun (its deadline is the
+        // shutdown's): records are refused from then on. (A 5 ms sleep let
+        // the long call go first on a loaded machine, 1 run in 135, and
+        // the drain then completed for both.)
+        while !matches!(
+            p.record(SpanData::new("probe")),
+            Recorded::Dropped(DropReason::Shutdown)
+        ) {
+            thread::sleep(Duration::from_millis(1));
+        }
         let long = p.shutdown(LONG);
         let short = short.join().unwrap();
         assert!(!short.completed && !long.completed, "{short:?} {long:?}");

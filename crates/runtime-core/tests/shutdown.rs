@@ -27,13 +27,22 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
         let handle = rt.shutdown_handle();
         let cleaned = Arc::new(AtomicUsize::new(0));
         let finalized = Arc::new(AtomicUsize::new(0));
+        let reasons = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stubborn_dropped = Arc::new(AtomicUsize::new(0));
         let (c, f) = (cleaned.clone(), finalized.clone());
+        let (r, d) = (reasons.clone(), stubborn_dropped.clone());
         let stopper = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             let t0 = StdInstant::now();
             let alive = handle.shutdown(Duration::from_millis(300));
             (alive, t0.elapsed())
         });
+        struct Dropped(Arc<AtomicUsize>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
         let out = rt.block_on(move |cx| async move {
             let f2 = f.clone();
             cx.defer(move || {
@@ -51,43 +60,61 @@ fn shutdown_drains_cancels_with_reason_and_cuts_off_the_stubborn() {
                 }));
             }
             // One task that ignores cancellation forever.
-            let stubborn = cx.try_spawn(|_cx| async move {
+            let stubborn = cx.try_spawn(move |_cx| async move {
+                let _guard = Dropped(d);
                 std::future::pending::<()>().await;
                 Ok::<(), runtime_core::Cancelled>(())
             });
-            let mut reasons = Vec::new();
             for h in hs {
-                reasons.push(h.await.cancel_reason().map(|r| r.root_cause().kind()));
+                let reason = h.await.cancel_reason().map(|r| r.root_cause().kind());
+                r.lock().unwrap().push(reason);
             }
-            let s = stubborn.await;
-            Ok::<_, ()>((reasons, s.is_cancelled()))
+            Ok::<_, ()>(stubborn.await.is_cancelled())
         });
         let (alive, took) = stopper.join().unwrap();
-        assert_eq!(
-            alive,
-            0,
-            "everything finished or was cut off (current_thread={current_thread}) {:?}",
-            rt.stats()
-        );
         assert!(took < HANG, "shutdown took {took:?}");
-        // The body never observed the request, so it returned Ok.
-        let (reasons, stubborn_cancelled) = match out {
-            Outcome::Ok(v) => v,
+        // The stubborn task is cut off where the drain ends (60 ms before
+        // the deadline); the body, woken by its end, must finish within
+        // the next 30 ms, or it is cut off too; and what was cut off must
+        // run once more before the deadline, or the handle counts it
+        // alive. A loaded machine can let either window pass: then only
+        // cut-off tasks are counted, and they end at their next run.
+        let stats = rt.stats();
+        match out {
+            // The body never observed the request, so it returned Ok.
+            Outcome::Ok(stubborn_cancelled) => {
+                assert!(stubborn_cancelled);
+                assert_eq!(stats.tasks_cut_off, 1, "{stats:?}");
+            }
+            Outcome::Cancelled(r) if r.kind() == CancelKind::Shutdown => {
+                assert_eq!(
+                    stats.tasks_cut_off, 2,
+                    "the body and the stubborn: {stats:?}"
+                );
+            }
             other => panic!("block_on ended {:?}", other.map(|_| ())),
-        };
+        }
+        assert!(
+            alive <= stats.tasks_cut_off,
+            "only cut-off tasks may be left (current_thread={current_thread}): {alive} alive, {stats:?}"
+        );
+        let reasons = reasons.lock().unwrap().clone();
         assert_eq!(reasons.len(), 20);
         assert!(
             reasons.iter().all(|r| *r == Some(CancelKind::Shutdown)),
             "{reasons:?}"
         );
-        assert!(stubborn_cancelled);
         assert_eq!(cleaned.load(Ordering::SeqCst), 20, "every cleanup ran once");
         assert_eq!(finalized.load(Ordering::SeqCst), 1);
-        let stats = rt.stats();
-        assert_eq!(stats.tasks_cut_off, 1, "{stats:?}");
         let report = rt.shutdown(Duration::from_secs(1));
         assert!(report.completed, "{report:?}");
+        assert_eq!(report.tasks_unfinished, 0, "{report:?}");
         assert_eq!(report.workers_stuck, 0);
+        assert_eq!(
+            stubborn_dropped.load(Ordering::SeqCst),
+            1,
+            "the stubborn task was dropped"
+        );
     }
 }
 
