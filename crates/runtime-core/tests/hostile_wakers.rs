@@ -89,6 +89,49 @@ fn current_thread() -> Runtime {
         .unwrap()
 }
 
+/// Region options with no poll limit on cleanup and `grace` of it.
+fn with_grace(grace: Duration) -> RegionOptions {
+    RegionOptions::fail_fast().cleanup(CleanupBudget {
+        polls: None,
+        grace: Some(grace),
+    })
+}
+
+/// Polls `fut` once with `w`; it must stay pending.
+fn poll_pending<F: Future + Unpin>(fut: &mut F, w: &Waker) {
+    assert!(Pin::new(fut).poll(&mut Context::from_waker(w)).is_pending());
+}
+
+/// Polls `fut` once with `w` while `flag` is set (a waker's `clone` or
+/// `Drop` then panics): what came of the poll, or that the panic escaped
+/// it.
+fn poll_armed<F: Future + Unpin>(
+    fut: &mut F,
+    w: &Waker,
+    flag: &AtomicBool,
+) -> Result<std::task::Poll<F::Output>, &'static str> {
+    flag.store(true, Ordering::SeqCst);
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Pin::new(fut).poll(&mut Context::from_waker(w))
+    }));
+    flag.store(false, Ordering::SeqCst);
+    polled.map_err(|_| "the waker's panic escaped the poll")
+}
+
+/// A future pending (waking nobody) at its first `n - 1` polls, ready at
+/// the `n`th.
+fn ready_at_poll(n: u32) -> impl Future<Output = ()> + Send {
+    let mut polls = 0;
+    std::future::poll_fn(move |_| {
+        polls += 1;
+        if polls < n {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+}
+
 /// A region whose body was last polled by a waker that panics when
 /// dropped, and which closes at that poll: the close drops the stored
 /// waker. Its panic is caught and counted; the close is whole, so the
@@ -106,16 +149,9 @@ fn a_region_closed_under_a_waker_whose_drop_panics_closes_whole() {
                     Ok::<_, ()>(5)
                 }));
                 let w = fragile_waker();
-                assert!(
-                    region
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&w))
-                        .is_pending()
-                );
-                PANIC_ON_DROP.store(true, Ordering::SeqCst);
-                let closed = region.as_mut().poll(&mut Context::from_waker(&w));
-                PANIC_ON_DROP.store(false, Ordering::SeqCst);
-                assert!(matches!(closed, std::task::Poll::Ready(ref o) if o.is_ok()));
+                poll_pending(&mut region, &w);
+                let closed = poll_armed(&mut region, &w, &PANIC_ON_DROP);
+                assert!(matches!(closed, Ok(std::task::Poll::Ready(ref o)) if o.is_ok()));
                 drop(region);
                 drop(w);
                 // Cancelled here: the request walks the task's open regions.
@@ -143,10 +179,7 @@ fn a_cut_off_reaches_the_tasks_whatever_the_body_waker_does() {
         let out = rt.block_on(|cx| async move {
             let dropped = Arc::new(AtomicBool::new(false));
             let set = dropped.clone();
-            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
-                polls: None,
-                grace: Some(Duration::from_millis(30)),
-            });
+            let opts = with_grace(Duration::from_millis(30));
             let mut region = Box::pin(cx.region_with(opts, move |cx| async move {
                 // Ignores its cancellation: only a cut-off ends it.
                 cx.spawn(move |cx| async move {
@@ -162,12 +195,7 @@ fn a_cut_off_reaches_the_tasks_whatever_the_body_waker_does() {
             }));
             let w = fragile_waker();
             for _ in 0..3 {
-                assert!(
-                    region
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&w))
-                        .is_pending()
-                );
+                poll_pending(&mut region, &w);
                 cx.yield_now().await.map_err(|_| ())?;
             }
             PANIC_ON_CLONE.store(true, Ordering::SeqCst);
@@ -220,12 +248,7 @@ fn shutdown_survives_a_body_waker_whose_clone_panics() {
                 }));
                 let w = fragile_waker();
                 for _ in 0..3 {
-                    assert!(
-                        region
-                            .as_mut()
-                            .poll(&mut Context::from_waker(&w))
-                            .is_pending()
-                    );
+                    poll_pending(&mut region, &w);
                     cx.yield_now().await.map_err(|_| ())?;
                 }
                 PANIC_ON_CLONE.store(true, Ordering::SeqCst);
@@ -358,20 +381,12 @@ fn a_finalizers_grace_period_wakes_the_waker_of_the_last_poll() {
     isolate(WATCHDOG, || {
         let rt = current_thread();
         let out = rt.block_on(|cx| async move {
-            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
-                polls: None,
-                grace: Some(Duration::from_millis(20)),
-            });
+            let opts = with_grace(Duration::from_millis(20));
             let mut region = Box::pin(cx.region_with(opts, |cx| async move {
                 cx.finalizer(std::future::pending::<()>());
                 Ok::<_, ()>(7)
             }));
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
-            );
+            poll_pending(&mut region, Waker::noop());
             Ok::<_, ()>(region.await.ok())
         });
         assert_eq!(out.ok(), Some(Some(7)));
@@ -403,27 +418,13 @@ fn a_finalizer_timers_waker_whose_drop_panics_is_caught() {
                 Ok::<_, ()>(3)
             }));
             let w = fragile_waker();
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&w))
-                    .is_pending()
-            );
-            PANIC_ON_DROP.store(true, Ordering::SeqCst);
-            let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                region.as_mut().poll(&mut Context::from_waker(&w))
-            }));
-            PANIC_ON_DROP.store(false, Ordering::SeqCst);
-            let value = match closed {
-                Ok(std::task::Poll::Ready(o)) => Ok(o.ok()),
-                Ok(std::task::Poll::Pending) => Err("still pending"),
-                Err(_) => Err("the waker's panic escaped the region's poll"),
-            };
+            poll_pending(&mut region, &w);
+            let value = poll_armed(&mut region, &w, &PANIC_ON_DROP).map(|p| p.map(|o| o.ok()));
             drop(region);
             drop(w);
             Ok::<_, ()>(value)
         });
-        assert_eq!(out.ok(), Some(Ok(Some(3))));
+        assert_eq!(out.ok(), Some(Ok(std::task::Poll::Ready(Some(3)))));
         assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
@@ -438,42 +439,17 @@ fn a_finalizer_timers_new_waker_whose_clone_panics_is_caught() {
     isolate(WATCHDOG, || {
         let rt = current_thread();
         let out = rt.block_on(|cx| async move {
-            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
-                polls: None,
-                grace: Some(Duration::from_secs(3600)),
-            });
+            let opts = with_grace(Duration::from_secs(3600));
             let mut region = Box::pin(cx.region_with(opts, |cx| async move {
-                let mut polls = 0;
-                cx.finalizer(std::future::poll_fn(move |_| {
-                    polls += 1;
-                    if polls < 3 {
-                        std::task::Poll::Pending
-                    } else {
-                        std::task::Poll::Ready(())
-                    }
-                }));
+                cx.finalizer(ready_at_poll(3));
                 Ok::<_, ()>(3)
             }));
             let (a, b) = (fragile_waker(), fragile_waker());
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&a))
-                    .is_pending()
-            );
-            PANIC_ON_CLONE.store(true, Ordering::SeqCst);
-            let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                region.as_mut().poll(&mut Context::from_waker(&b))
-            }));
-            PANIC_ON_CLONE.store(false, Ordering::SeqCst);
-            let second = match second {
-                Ok(std::task::Poll::Pending) => "pending",
-                Ok(std::task::Poll::Ready(_)) => "ready",
-                Err(_) => "the waker's panic escaped the region's poll",
-            };
+            poll_pending(&mut region, &a);
+            let second = poll_armed(&mut region, &b, &PANIC_ON_CLONE).map(|p| p.is_pending());
             Ok::<_, ()>((second, region.await.ok()))
         });
-        assert_eq!(out.ok(), Some(("pending", Some(3))));
+        assert_eq!(out.ok(), Some((Ok(true), Some(3))));
         assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
@@ -488,47 +464,19 @@ fn a_region_body_waker_let_go_at_a_waker_change_whose_drop_panics_is_caught() {
         let rt = current_thread();
         let out = rt.block_on(|cx| async move {
             let mut region = Box::pin(cx.region(|_| async move {
-                let mut polls = 0;
-                std::future::poll_fn(move |_| {
-                    polls += 1;
-                    if polls < 3 {
-                        std::task::Poll::Pending
-                    } else {
-                        std::task::Poll::Ready(())
-                    }
-                })
-                .await;
+                ready_at_poll(3).await;
                 Ok::<_, ()>(4)
             }));
             let (a, b) = (fragile_waker(), fragile_waker());
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(&a))
-                    .is_pending()
-            );
-            PANIC_ON_DROP.store(true, Ordering::SeqCst);
-            let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                region.as_mut().poll(&mut Context::from_waker(&b))
-            }));
-            PANIC_ON_DROP.store(false, Ordering::SeqCst);
-            let second = match second {
-                Ok(std::task::Poll::Pending) => "pending",
-                Ok(std::task::Poll::Ready(_)) => "ready",
-                Err(_) => "the waker's panic escaped the region's poll",
-            };
-            let third = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .map(|o| o.ok())
-            }));
-            Ok::<_, ()>((second, third.ok()))
+            poll_pending(&mut region, &a);
+            let second = poll_armed(&mut region, &b, &PANIC_ON_DROP).map(|p| p.is_pending());
+            // Not poisoned: the next poll comes to the value.
+            let third = Pin::new(&mut region)
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .map(|o| o.ok());
+            Ok::<_, ()>((second, third))
         });
-        assert_eq!(
-            out.ok(),
-            Some(("pending", Some(std::task::Poll::Ready(Some(4)))))
-        );
+        assert_eq!(out.ok(), Some((Ok(true), std::task::Poll::Ready(Some(4)))));
         assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
@@ -616,12 +564,7 @@ fn a_region_whose_new_pollers_clone_panicked_once_is_woken_for_its_cancellation(
                 .await;
                 Ok::<_, ()>(())
             }));
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
-            );
+            poll_pending(&mut region, Waker::noop());
             let task = std::future::poll_fn(|t| std::task::Poll::Ready(t.waker().clone())).await;
             let b = clone_fails_once(task);
             CLONE_FAILS_ONCE.store(true, Ordering::SeqCst);
@@ -645,20 +588,12 @@ fn a_finalizer_whose_new_pollers_clone_panicked_once_is_cut_off_at_its_grace() {
     isolate(WATCHDOG, || {
         let rt = current_thread();
         let out = rt.block_on(|cx| async move {
-            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
-                polls: None,
-                grace: Some(Duration::from_millis(100)),
-            });
+            let opts = with_grace(Duration::from_millis(100));
             let mut region = Box::pin(cx.region_with(opts, |rcx| async move {
                 rcx.finalizer(std::future::pending::<()>());
                 Ok::<_, ()>(())
             }));
-            assert!(
-                region
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-                    .is_pending()
-            );
+            poll_pending(&mut region, Waker::noop());
             let task = std::future::poll_fn(|t| std::task::Poll::Ready(t.waker().clone())).await;
             let b = clone_fails_once(task);
             CLONE_FAILS_ONCE.store(true, Ordering::SeqCst);
