@@ -305,6 +305,16 @@ fn poll_by_two_wakers_at_one_address<F: Future + Unpin>(fut: &mut F) -> (Arc<Ato
     (last, same_address)
 }
 
+/// The second waker of [`poll_by_two_wakers_at_one_address`] took the
+/// first one's address (not checked under AddressSanitizer, whose
+/// allocator keeps freed blocks in quarantine).
+fn assert_took_the_address(same_address: bool) {
+    assert!(
+        same_address || cfg!(runtime_core_asan),
+        "the second waker did not take the first one's address"
+    );
+}
+
 /// A sleep polled by a waker, then (that waker dropped) by another whose
 /// allocation took the first one's address: it wakes the waker of its
 /// last poll. (It kept the first poll's identity but stored a clone with
@@ -322,12 +332,7 @@ fn a_sleep_wakes_the_waker_of_its_last_poll() {
         });
         let (same_address, woken) = out.ok().unwrap();
         assert!(woken, "the waker of the last poll was never woken");
-        // (Not under AddressSanitizer, whose allocator keeps freed
-        // blocks in quarantine.)
-        assert!(
-            same_address || cfg!(runtime_core_asan),
-            "the second waker did not take the first one's address"
-        );
+        assert_took_the_address(same_address);
     });
 }
 
@@ -362,12 +367,7 @@ fn a_region_body_is_woken_through_the_waker_of_its_last_poll() {
         let (same_address, woken, closed) = out.ok().unwrap();
         assert!(closed, "the timed-out region never closed");
         assert!(woken, "the timeout never woke the waker of the last poll");
-        // (Not under AddressSanitizer, whose allocator keeps freed
-        // blocks in quarantine.)
-        assert!(
-            same_address || cfg!(runtime_core_asan),
-            "the second waker did not take the first one's address"
-        );
+        assert_took_the_address(same_address);
     });
 }
 

@@ -18,6 +18,11 @@ use test_watchdog::isolate;
 
 const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A lab runtime whose runs end at 1 000 steps.
+fn lab_of_1000_steps() -> LabRuntime {
+    LabRuntime::builder().max_steps(1_000).build()
+}
+
 /// Runs blocking jobs, each ready at once in the lab, until a task it
 /// spawned says stop.
 async fn blocking_jobs_until_told<C: HasSpawn + HasBlocking>(cx: Cx<C>) -> Result<bool, ()> {
@@ -45,10 +50,7 @@ fn a_loop_of_blocking_jobs_yields_in_the_lab_as_on_the_real_runtime() {
             .build(ambient_authority())
             .unwrap();
         assert_eq!(rt.block_on(blocking_jobs_until_told).ok(), Some(true));
-        let report = LabRuntime::builder()
-            .max_steps(1_000)
-            .build()
-            .block_on(blocking_jobs_until_told);
+        let report = lab_of_1000_steps().block_on(blocking_jobs_until_told);
         assert!(report.is_clean(), "{:?}", report.violations);
         assert_eq!(report.outcome.unwrap().ok(), Some(true));
     });
@@ -61,16 +63,13 @@ fn a_loop_of_blocking_jobs_yields_in_the_lab_as_on_the_real_runtime() {
 #[test]
 fn a_loop_of_regions_ready_at_once_yields() {
     isolate(WATCHDOG, || {
-        let report = LabRuntime::builder()
-            .max_steps(1_000)
-            .build()
-            .block_on(|cx| async move {
-                loop {
-                    let _ = cx.region(|_| async { Ok::<_, ()>(()) }).await;
-                }
-                #[allow(unreachable_code)]
-                Ok::<_, ()>(())
-            });
+        let report = lab_of_1000_steps().block_on(|cx| async move {
+            loop {
+                let _ = cx.region(|_| async { Ok::<_, ()>(()) }).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(())
+        });
         assert_eq!(
             report.violations.first(),
             Some(&Violation::StepLimit { steps: 1_000 }),
@@ -109,18 +108,15 @@ fn a_loop_of_regions_ready_at_once_yields() {
 fn a_spin_that_ignores_its_checkpoints_err_ends_at_the_step_limit() {
     isolate(WATCHDOG, || {
         let panics = count_panics();
-        let report = LabRuntime::builder()
-            .max_steps(1_000)
-            .build()
-            .block_on(|cx| async move {
-                let flag = Arc::new(AtomicBool::new(false));
-                let set = flag.clone();
-                let _setter = cx.spawn(move |_| async move { set.store(true, Ordering::SeqCst) });
-                while !flag.load(Ordering::SeqCst) {
-                    let _ = cx.checkpoint();
-                }
-                Ok::<_, ()>(())
-            });
+        let report = lab_of_1000_steps().block_on(|cx| async move {
+            let flag = Arc::new(AtomicBool::new(false));
+            let set = flag.clone();
+            let _setter = cx.spawn(move |_| async move { set.store(true, Ordering::SeqCst) });
+            while !flag.load(Ordering::SeqCst) {
+                let _ = cx.checkpoint();
+            }
+            Ok::<_, ()>(())
+        });
         assert!(
             report
                 .violations
@@ -139,16 +135,13 @@ fn a_spin_that_ignores_its_checkpoints_err_ends_at_the_step_limit() {
 fn a_spin_that_returns_at_its_checkpoints_err_is_cancelled_not_panicked() {
     isolate(WATCHDOG, || {
         let panics = count_panics();
-        let report = LabRuntime::builder()
-            .max_steps(1_000)
-            .build()
-            .block_on(|cx| async move {
-                loop {
-                    cx.checkpoint().map_err(|_| ())?;
-                }
-                #[allow(unreachable_code)]
-                Ok::<_, ()>(())
-            });
+        let report = lab_of_1000_steps().block_on(|cx| async move {
+            loop {
+                cx.checkpoint().map_err(|_| ())?;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, ()>(())
+        });
         assert_eq!(
             report.violations.first(),
             Some(&Violation::StepLimit { steps: 1_000 })
