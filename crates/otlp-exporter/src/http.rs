@@ -21,7 +21,9 @@
 //!   failure the export returns [`ExportResult::Retryable`] (with the last
 //!   `Retry-After`), and a pipeline keeps the batch and retries it later
 //!   (see [`Pipeline`](crate::Pipeline#a-collector-outage)); the
-//!   transport's own attempts ([`RetryPolicy`]) only cover short blips. A 200 whose
+//!   transport's own attempts ([`RetryPolicy`]) only cover short blips:
+//!   the pipeline's retries of a kept batch make one attempt each
+//!   ([`Transport::export_once`]), paced by its own backoff. A 200 whose
 //!   body reports `partial_success.rejected_spans` is not retried: the
 //!   rejected spans are counted. The answer is read in the request's
 //!   encoding (OTLP answers in the request's `Content-Type`), whatever
@@ -150,9 +152,14 @@ pub enum Compression {
 /// How failed attempts are retried.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryPolicy {
-    /// Wait before the first retry.
+    /// Wait before the first retry, before jitter (each wait is drawn
+    /// between half and one and a half times the current backoff).
     pub initial_backoff: Duration,
-    /// Longest wait between two attempts.
+    /// Longest wait between two attempts, jitter included (the first wait
+    /// too). A collector's `Retry-After` longer than this is still waited,
+    /// up to [`MAX_RETRY_AFTER`]. No wait follows the last attempt: its
+    /// `Retry-After` goes to the caller
+    /// ([`ExportResult::Retryable`]'s `retry_after`).
     pub max_backoff: Duration,
     /// Growth of the wait after each attempt.
     pub multiplier: f64,
@@ -1640,6 +1647,25 @@ impl Transport for HttpTransport {
     }
 
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
+        self.export_attempts(request, deadline, self.retry.max_attempts)
+    }
+
+    /// One attempt: the pipeline's retry of a kept batch, which its own
+    /// backoff paces.
+    fn export_once(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
+        self.export_attempts(request, deadline, 1)
+    }
+}
+
+impl HttpTransport {
+    /// [`Transport::export`] with at most `attempts` attempts (at least
+    /// one), waiting the [`RetryPolicy`]'s backoff between them.
+    fn export_attempts(
+        &self,
+        request: &EncodedRequest,
+        deadline: Instant,
+        attempts: u32,
+    ) -> ExportResult {
         let compressed;
         let mut out = Outgoing {
             body: &request.body,
@@ -1662,10 +1688,11 @@ impl Transport for HttpTransport {
                 Err(e) => return ExportResult::Failed(format!("gzip: {e}")),
             }
         }
+        let attempts = attempts.max(1);
         let mut backoff = self.retry.initial_backoff;
         let mut last = String::new();
         let mut last_after = None;
-        for attempt in 0..self.retry.max_attempts.max(1) {
+        for attempt in 0..attempts {
             if Instant::now() >= deadline {
                 break;
             }
@@ -1677,11 +1704,20 @@ impl Transport for HttpTransport {
                 Attempt::Retry(after, why) => {
                     last = why;
                     last_after = after.map(|a| a.min(MAX_RETRY_AFTER));
-                    // A `Retry-After` of 0, or a date already past (a
-                    // collector whose clock is behind), is not a licence
-                    // to retry at once: never sooner than the backoff.
+                    if attempt + 1 == attempts {
+                        // No attempt follows: no wait. The `Retry-After`
+                        // goes to the caller (a pipeline waits it before
+                        // its next try), so it is waited once, not twice.
+                        break;
+                    }
+                    // Every wait (the first too, and after the jitter) is
+                    // at most `max_backoff`. A `Retry-After` of 0, or a
+                    // date already past (a collector whose clock is
+                    // behind), is not a licence to retry at once: never
+                    // sooner than the backoff.
                     let wait = jitter(backoff)
-                        .max(after.map_or(Duration::ZERO, |a| a.min(MAX_RETRY_AFTER)));
+                        .min(self.retry.max_backoff)
+                        .max(last_after.unwrap_or(Duration::ZERO));
                     backoff = scale(backoff, self.retry.multiplier).min(self.retry.max_backoff);
                     let left = deadline.saturating_duration_since(Instant::now());
                     if wait >= left {

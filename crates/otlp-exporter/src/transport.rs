@@ -95,6 +95,18 @@ pub trait Transport: Send + Sync + 'static {
     /// [`ExportResult::Failed`] for one that will not.
     fn export(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult;
 
+    /// Delivers one request in a single attempt: the pipeline's retry of a
+    /// request kept after a retryable failure, which the pipeline paces
+    /// with its own backoff (see
+    /// [A collector outage](crate::Pipeline#a-collector-outage)), so that
+    /// a transport's own retries would only stack their waits on top of
+    /// it, and keep a flush waiting. The default calls
+    /// [`export`](Self::export); a transport that retries inside `export`
+    /// overrides it (as [`HttpTransport`](crate::HttpTransport) does).
+    fn export_once(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
+        self.export(request, deadline)
+    }
+
     /// Called once when the pipeline shuts down, after the last export.
     /// An error (a final `fsync` that failed: what was exported may not
     /// be on disk) makes the shutdown report not completed and is kept as

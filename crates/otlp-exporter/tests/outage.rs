@@ -597,3 +597,193 @@ fn a_retry_after_longer_than_the_retry_budget_does_not_hold_the_batch() {
         assert!(report.stats.is_balanced(), "{:?}", report.stats);
     }
 }
+
+/// An OTLP/HTTP transport to 127.0.0.1:`port` with `retry` as its policy.
+fn transport_with(port: u16, retry: RetryPolicy) -> HttpTransport {
+    HttpTransport::builder(otlp_exporter::NetAccess::from_ambient(
+        otlp_exporter::ambient_authority(),
+    ))
+    .endpoint(format!("http://127.0.0.1:{port}"))
+    .timeout(Duration::from_secs(2))
+    .retry(retry)
+    .build()
+    .unwrap()
+}
+
+/// One encoded request of one span.
+fn one_request() -> otlp_exporter::EncodedRequest {
+    otlp_exporter::Encoder::new(Resource::new("outage-test"))
+        .encode(&[SpanData::new("one")], Encoding::Protobuf)
+        .requests
+        .remove(0)
+}
+
+/// No wait follows the transport's last attempt: its `Retry-After` goes to
+/// the caller, which waits it (found by review: the transport slept it
+/// first, so a pipeline waited it twice, and an export against a refused
+/// port slept one more backoff after its tenth attempt).
+#[test]
+fn the_last_attempt_is_not_followed_by_a_wait() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let collector = Collector::start(port, vec![(503, Some("3"))]);
+        let t = transport_with(
+            port,
+            RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+        );
+        let start = Instant::now();
+        let result = t.export(&one_request(), Instant::now() + Duration::from_secs(20));
+        let took = start.elapsed();
+        match result {
+            ExportResult::Retryable { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(3)));
+            }
+            other => panic!("a 503 is retryable: {other:?}"),
+        }
+        assert_eq!(collector.got().len(), 1);
+        // Answered at once; the 3 s are the caller's to wait.
+        assert!(took < Duration::from_secs(2), "one attempt took {took:?}");
+    });
+}
+
+/// Seen from the pipeline: a `Retry-After: 3` is waited once (about 3 s
+/// between the 503 and the retry), not twice (6 s before the fix).
+#[test]
+fn a_retry_after_is_waited_once_by_the_pipeline() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let collector = Collector::start(port, vec![(503, Some("3"))]);
+        let p = pipeline(port, 64, 8, Shedding::DropNewest);
+        p.record(SpanData::new("one"));
+        let end = Instant::now() + Duration::from_secs(30);
+        while collector.got().len() < 2 {
+            assert!(Instant::now() < end, "no retry: {:?}", collector.got());
+            thread::sleep(Duration::from_millis(5));
+        }
+        let got = collector.got();
+        let gap = got[1].at - got[0].at;
+        assert!(
+            gap >= Duration::from_secs(3),
+            "sent through the Retry-After: {gap:?}"
+        );
+        assert!(
+            gap < Duration::from_millis(5_500),
+            "Retry-After: 3 waited {gap:?}"
+        );
+        let report = p.shutdown(Duration::from_secs(5));
+        assert_eq!(report.stats.exported, 1);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+/// `retry_max_elapsed` counts from the batch's first failure, as
+/// documented, not from the start of the export that failed: an export
+/// that takes longer than the budget to fail is still retried within the
+/// budget after it (found by review: it was given up untried).
+#[test]
+fn the_retry_budget_counts_from_the_first_failure() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let memory = InMemory::new()
+            .with_latency(Duration::from_millis(1_500))
+            .with_behavior(Behavior::Unavailable);
+        let p = Pipeline::builder()
+            .transport(memory.clone())
+            .scheduled_delay(Duration::from_millis(1))
+            .retry_max_elapsed(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        p.record(SpanData::new("one"));
+        // Failed at about 1.5 s, retried from about 1.6 s (each try takes
+        // 1.5 s), given up once the budget has passed since the failure.
+        let end = Instant::now() + Duration::from_secs(30);
+        while p.stats().dropped.export_failed == 0 {
+            assert!(Instant::now() < end, "never given up: {:?}", p.stats());
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            memory.calls() >= 2,
+            "never retried: {} call(s)",
+            memory.calls()
+        );
+        let report = p.shutdown(Duration::from_secs(5));
+        assert_eq!(report.stats.dropped.export_failed, 1);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+/// A flush during an outage, with the HTTP transport's own retries on
+/// (ten attempts): the pipeline's retries of the kept batch are one
+/// attempt each, so the flush learns that the collector is still down
+/// from one refused connection and returns `completed: false` long before
+/// its timeout (found by review: each try of the kept batch ran the
+/// transport's ten attempts, about 6 s here, and the flush waited its
+/// whole timeout). Then the collector comes back and gets the span once.
+#[test]
+fn a_flush_during_an_outage_does_not_wait_for_its_timeout() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let retry = RetryPolicy {
+            max_backoff: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        let p = Pipeline::builder()
+            .transport(transport_with(port, retry))
+            .scheduled_delay(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        p.record(SpanData::new("one"));
+        // The first export makes its ten attempts (about 6.5 s), then the
+        // batch is kept.
+        let end = Instant::now() + Duration::from_secs(40);
+        while p.stats().retrying == 0 {
+            assert!(Instant::now() < end, "never kept: {:?}", p.stats());
+            thread::sleep(Duration::from_millis(10));
+        }
+        let start = Instant::now();
+        let flush = p.force_flush(Duration::from_secs(10));
+        let took = start.elapsed();
+        assert!(!flush.completed, "the collector is down");
+        assert!(took < Duration::from_secs(4), "waited {took:?} of its 10 s");
+        assert_eq!(p.stats().retrying, 1, "nothing dropped");
+        let collector = Collector::start(port, vec![]);
+        let flush = p.force_flush(Duration::from_secs(20));
+        assert!(flush.completed, "{flush:?}");
+        assert_eq!(collector.delivered().get("one"), Some(&1));
+        let report = p.shutdown(Duration::from_secs(5));
+        assert!(report.completed && report.stats.is_balanced(), "{report:?}");
+    });
+}
+
+/// `RetryPolicy::max_backoff` caps every wait, the first too, jitter
+/// included (found by review: the first wait was `initial_backoff`
+/// uncapped, here 1.5-4.5 s).
+#[test]
+fn max_backoff_caps_the_first_wait_too() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let collector = Collector::start(port, vec![(503, None), (503, None), (503, None)]);
+        let t = transport_with(
+            port,
+            RetryPolicy {
+                initial_backoff: Duration::from_secs(3),
+                max_backoff: Duration::from_millis(100),
+                multiplier: 2.0,
+                max_attempts: 3,
+            },
+        );
+        let result = t.export(&one_request(), Instant::now() + Duration::from_secs(20));
+        assert!(
+            matches!(result, ExportResult::Retryable { .. }),
+            "{result:?}"
+        );
+        let got = collector.got();
+        assert_eq!(got.len(), 3);
+        for pair in got.windows(2) {
+            let gap = pair[1].at - pair[0].at;
+            assert!(gap < Duration::from_millis(1_500), "waited {gap:?}");
+        }
+    });
+}

@@ -617,18 +617,15 @@ where
             return;
         };
         let meta = attrs.metadata();
-        let parent_ref = if let Some(parent) = attrs.parent() {
-            // An explicit parent this layer does not see (a per-layer
-            // filter left it out): its nearest ancestor that the layer
-            // sees, up the registry's parent links from the new span (whose
-            // parent link is the explicit parent), rather than no parent
-            // at all (a new trace).
-            ctx.span(parent).or_else(|| span.parent())
-        } else if attrs.is_contextual() {
-            ctx.lookup_current()
-        } else {
-            None
-        };
+        // The registry has linked the new span to its parent (the explicit
+        // one, or the current span); up those links, `parent` gives the
+        // nearest ancestor this layer sees, under a per-layer filter too.
+        // Not `Context::lookup_current`, which gives the nearest span on
+        // this thread's stack that the filter lets through: under a span
+        // the filter leaves out, one that is not an ancestor, or none
+        // (found by review: a `debug_span!` task run on another thread
+        // made its `info_span!` children new traces).
+        let parent_ref = if attrs.is_root() { None } else { span.parent() };
         let parent = parent_ref.and_then(context_of);
         // Built where it will stay: a blank box (recycled), filled in place.
         let mut state = spare();

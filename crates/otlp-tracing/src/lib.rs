@@ -47,13 +47,21 @@
 //!
 //! * **Span**: name is the `tracing` span's name (`#[instrument]`: the
 //!   function's), or the `otel.name` field. Its parent is the span's
-//!   explicit parent or the current span (the nearest ancestor this layer
-//!   records, under per-layer filters, for an explicit parent too); a span
-//!   without one is a new trace (random ids from a per-thread generator).
-//!   (A span that no layer enables does not exist: `parent: &it` makes an
-//!   explicit root, in `tracing` itself. An *event* whose explicit parent
-//!   this layer's filter leaves out is counted as outside any span: the
-//!   layer cannot see that parent's ancestors from an event.) It is recorded into the
+//!   explicit parent or the current span; under a per-layer filter that
+//!   leaves that parent out, its nearest ancestor that this layer records
+//!   (on any thread: a `debug_span!` task span, left out, run on a worker
+//!   thread, keeps its `info_span!` children in the caller's trace); a
+//!   span without one is a new trace (random ids from a per-thread
+//!   generator). (A span that no layer enables does not exist: `parent:
+//!   &it` makes an explicit root, in `tracing` itself.) An *event* is
+//!   placed as `tracing-subscriber` places it for a filtered layer
+//!   (`Context::event_span`), as tracing-opentelemetry's are: under its
+//!   explicit parent, or the nearest span on this thread's stack that the
+//!   filter lets through; an event whose explicit parent the filter leaves
+//!   out, or whose thread's stack holds no span the filter lets through
+//!   (inside the left-out task span above), is counted as outside any
+//!   span ([`LayerStats::events_outside_spans`]): the layer cannot see a
+//!   left-out span's ancestors from an event. It is recorded into the
 //!   pipeline when it closes (its last handle is dropped), with start and
 //!   end times in nanoseconds since the Unix epoch.
 //! * **Fields** become attributes, typed where OTLP has the type: `i64`,
@@ -72,8 +80,10 @@
 //!   attribute count limit. The same holds for events' fields.
 //!   A `Debug`/`Display` implementation that panics gives the value
 //!   [`PANICKED_VALUE`]; the panic does not leave the layer.
-//! * **`otel.*` fields**, as tracing-opentelemetry reads them (not kept as
-//!   attributes): `otel.name` renames the span; `otel.kind` (`server`,
+//! * **`otel.*` fields** with a string value (`&str`, `%x`, `?x`), as
+//!   tracing-opentelemetry reads them (not kept as attributes; one with a
+//!   number or a bool value is an attribute like any other field, as
+//!   there): `otel.name` renames the span; `otel.kind` (`server`,
 //!   `client`, `producer`, `consumer`, `internal`, any case) sets its
 //!   kind (default `internal`); `otel.status_code` (`ok`, `error`,
 //!   `unset`, any case) sets its status code, and
@@ -254,7 +264,10 @@
 //! derived from those reads and a per-thread anchor to the wall clock
 //! renewed every half second (a step of the system clock shows in the
 //! timestamps within that time). Busy and idle times are differences of
-//! those reads. A dropped span reads no clock.
+//! those reads. A dropped child reads no clock; a dropped root does (its
+//! start, enters and exits) until its context is handed out (to a child,
+//! or through [`OtlpSpanExt::span_context`]), since a remote parent set meanwhile
+//! ([`OtlpSpanExt::set_parent`]) may make it sampled, with its times.
 //!
 //! One registry extension per span holds a boxed state with the span's
 //! `SpanData`, built where it lies; the thread that closes the span keeps

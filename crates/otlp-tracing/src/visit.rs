@@ -447,6 +447,13 @@ impl Visit for EventFields {
             return;
         }
         let text = display_string(value, None);
+        if field.name() == "message" {
+            // A `message` of any type names the event, an error's too
+            // (found by review: it became the attributes `message` and
+            // `exception.message`, the event unnamed).
+            self.message = Some(text);
+            return;
+        }
         self.push("exception.message", |limit| str_value(&text, limit));
         self.push(field.name(), |limit| str_value(&text, limit));
         if field.name() == "error" {

@@ -722,6 +722,90 @@ fn under_a_per_layer_filter_the_nearest_recorded_ancestor_is_the_parent() {
     );
 }
 
+/// The usual set-up: logs at DEBUG, OTLP at INFO, and a `debug_span!`
+/// task made under a request span and run on another thread (an
+/// executor's worker). The task's `info_span!` child belongs under the
+/// request, its nearest recorded ancestor, in the request's trace (found
+/// by review: it was a new trace, its parent taken from the worker
+/// thread's stack, which holds only the left-out task span). An event in
+/// the task, placed from that stack as `tracing-subscriber` places it
+/// (documented), is outside any span.
+#[test]
+fn under_a_per_layer_filter_a_span_left_out_on_another_thread_keeps_the_trace() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Everything;
+    impl<S: tracing::Subscriber> Layer<S> for Everything {}
+
+    let (pipeline, memory) = pipeline();
+    let layer = OtlpLayer::new(&pipeline);
+    let counters = layer.counters();
+    let dispatch = tracing::Dispatch::new(
+        tracing_subscriber::registry()
+            .with(Everything)
+            .with(layer.with_filter(LevelFilter::INFO)),
+    );
+    tracing::dispatcher::with_default(&dispatch, || {
+        let request = tracing::info_span!("request");
+        let task = request.in_scope(|| tracing::debug_span!("task"));
+        let dispatch = dispatch.clone();
+        std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                task.in_scope(|| {
+                    tracing::info_span!("work").in_scope(|| tracing::info!("in work"));
+                    tracing::info!("in the task");
+                });
+                // Under the dispatcher: the registry closes a parent whose
+                // last child closes through the thread's default one.
+                drop(task);
+            });
+        })
+        .join()
+        .unwrap();
+    });
+    let spans = finish(&pipeline, &memory);
+    let (request, work) = (named(&spans, "request"), named(&spans, "work"));
+    assert_eq!(work.parent_span_id, request.span_id);
+    assert_eq!(work.trace_id, request.trace_id);
+    assert_eq!(work.events.len(), 1, "the event in work is work's");
+    assert_eq!(counters.snapshot().events_outside_spans, 1);
+}
+
+/// On one thread: a span left out by the filter, with an explicit parent,
+/// entered inside another recorded span. A child of the left-out span
+/// goes under its explicit parent's side of the tree, not under the span
+/// that happens to be on the stack (found by review: it went under that
+/// span, which is not its ancestor, in that span's trace).
+#[test]
+fn under_a_per_layer_filter_a_child_never_goes_under_a_span_that_is_not_its_ancestor() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Everything;
+    impl<S: tracing::Subscriber> Layer<S> for Everything {}
+
+    let (pipeline, memory) = pipeline();
+    let subscriber = tracing_subscriber::registry()
+        .with(Everything)
+        .with(OtlpLayer::new(&pipeline).with_filter(LevelFilter::INFO));
+    tracing::subscriber::with_default(subscriber, || {
+        let z = tracing::info_span!("z");
+        let x = tracing::info_span!("x");
+        let _x = x.enter();
+        let y = tracing::debug_span!(parent: &z, "y");
+        let _y = y.enter();
+        // tracing's tree: c -> y -> z; x is not an ancestor of c.
+        tracing::info_span!("c").in_scope(|| {});
+    });
+    let spans = finish(&pipeline, &memory);
+    let (z, c) = (named(&spans, "z"), named(&spans, "c"));
+    assert_eq!(c.parent_span_id, z.span_id);
+    assert_eq!(c.trace_id, z.trace_id);
+}
+
 #[test]
 fn a_dropped_child_given_a_sampled_remote_parent_is_recorded_from_then_on() {
     let (pipeline, memory) = pipeline();
@@ -1328,13 +1412,27 @@ fn a_message_of_any_type_names_the_event() {
             tracing::info!(message = true);
             tracing::info!(message = -3_i128);
             tracing::info!(message = u128::MAX);
+            // An error too (found by review: it was the attributes
+            // `message` and `exception.message`, the event unnamed).
+            tracing::info!(message = &DiskFull as &(dyn std::error::Error + 'static));
         });
     });
     let spans = finish(&pipeline, &memory);
     let events = &named(&spans, "span").events;
     let u128_max = u128::MAX.to_string();
     let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["42", "7", "1.5", "true", "-3", u128_max.as_str()]);
+    assert_eq!(
+        names,
+        [
+            "42",
+            "7",
+            "1.5",
+            "true",
+            "-3",
+            u128_max.as_str(),
+            "disk full"
+        ]
+    );
     for e in events {
         assert_eq!(keys(&e.attributes), ["level"], "{}", e.name);
     }

@@ -379,7 +379,10 @@ fn wait_for_shutdown(shared: &Shared, deadline: Option<Instant>) -> bool {
 /// specification lists them) loses nothing: the worker keeps the batch and
 /// tries it again, oldest first, after an exponential backoff (100 ms
 /// doubling to 5 s, +-50 % jitter) or after the collector's `Retry-After`
-/// (up to 30 s; never sooner than the backoff), for at most
+/// (up to 30 s; never sooner than the backoff), one attempt per try
+/// ([`Transport::export_once`](crate::Transport::export_once): the HTTP
+/// transport's own retries, made within a first export for short blips,
+/// are not stacked on this backoff), for at most
 /// [`retry_max_elapsed`](PipelineBuilder::retry_max_elapsed) from its first
 /// failure (300 s by default, as the OpenTelemetry Collector), after which
 /// it counts as `export_failed` and the worker moves on. While a batch is
@@ -676,9 +679,12 @@ impl Pipeline {
     /// itself): it returns at once with `completed: false`.
     ///
     /// During a collector outage it tries the batches kept for a retry
-    /// once (see [A collector outage](Self#a-collector-outage)); if the
-    /// collector is still down it returns `completed: false` without
-    /// waiting for the timeout, and drops nothing.
+    /// once (see [A collector outage](Self#a-collector-outage)): one
+    /// attempt each, ending by the flush's deadline, after a retry of the
+    /// worker's own that is under way (one attempt, within the export
+    /// timeout) has ended. If the collector is still down it returns
+    /// `completed: false` as soon as that attempt fails, without waiting
+    /// for the rest of the timeout, and drops nothing.
     ///
     /// During a [`shutdown`](Self::shutdown) (one that began before the
     /// flush, or overtakes it), the flush ends with the shutdown: it waits,
@@ -718,6 +724,15 @@ impl Pipeline {
             // queued when the flush began is exported or dropped.
             wait_for_shutdown(shared, deadline)
         } else {
+            {
+                // The worker's try of the kept batches ends by the latest
+                // deadline of the flushes waiting for it.
+                let mut control = lock(&shared.control);
+                match deadline {
+                    Some(d) => control.flush_cap = Some(control.flush_cap.map_or(d, |c| c.max(d))),
+                    None => control.flush_uncapped = true,
+                }
+            }
             let generation = shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
             shared.worker.unpark();
             // A flush that ended with batches kept for a retry (the

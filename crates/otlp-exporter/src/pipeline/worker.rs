@@ -24,6 +24,13 @@ pub(super) struct Control {
     /// The last flush generation that ended with spans still kept for a
     /// retry (the collector was down): that flush did not complete.
     pub(super) flush_incomplete: u64,
+    /// The latest deadline of the flushes requested since the worker last
+    /// began one (`None`: none, or `flush_uncapped`): the cap of the
+    /// flush's try of the kept batches.
+    pub(super) flush_cap: Option<Instant>,
+    /// A flush with no deadline (a timeout too long for `Instant`) was
+    /// requested since the worker last began one.
+    pub(super) flush_uncapped: bool,
     pub(super) shutdown_deadline: Option<Instant>,
     pub(super) finished: bool,
 }
@@ -330,6 +337,7 @@ pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) -> Opti
         (spans, 0, too_large),
         deadline,
         keep,
+        false,
     )
 }
 
@@ -337,6 +345,8 @@ pub(super) fn send(shared: &Shared, transport: &dyn Transport, job: Job) -> Opti
 /// which `was_kept` were counted as retrying (a kept batch tried again) and
 /// `too_large` were left out by the encoder. Requests that fail retryably
 /// come back as a [`Kept`] if `keep`; otherwise they count as failed.
+/// `once`: a retry of a kept batch, one attempt each
+/// ([`Transport::export_once`]: the worker's backoff paces the retries).
 ///
 /// Every call into the transport runs under `catch_unwind`: a panic counts
 /// as a failed export of that request's spans (with its message as the
@@ -348,6 +358,7 @@ pub(super) fn export_requests(
     (spans, was_kept, too_large): (u64, u64, u64),
     deadline: Deadline,
     keep: bool,
+    once: bool,
 ) -> Option<Kept> {
     let (mut exported, mut rejected, mut failed, mut calls, mut failed_calls) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
@@ -371,7 +382,11 @@ pub(super) fn export_requests(
         }
         calls += 1;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            transport.export(&request, deadline.starting_now())
+            if once {
+                transport.export_once(&request, deadline.starting_now())
+            } else {
+                transport.export(&request, deadline.starting_now())
+            }
         }));
         match outcome {
             Ok(ExportResult::Success) => exported += n,
@@ -396,6 +411,12 @@ pub(super) fn export_requests(
                 log_quietly(
                     || tracing::debug!(%reason, spans = n, "otlp-exporter: export failed; kept for a retry"),
                 );
+                // The budget (`retry_max_elapsed`) counts from the
+                // failure, not from the start of the export that failed,
+                // which may have taken up to its timeout (found by
+                // review: an export slower than the budget was never
+                // retried).
+                kept.first_failed = Instant::now();
                 kept.spans += n;
                 kept.retry_after = retry_after.max(kept.retry_after);
                 kept.requests.push(request);
@@ -798,11 +819,19 @@ impl Worker {
         // first (once, at once, unless a `Retry-After` runs). If the
         // collector is still down the flush ends here, incomplete, and
         // nothing is dropped.
+        let cap = {
+            let mut control = lock(&self.shared.control);
+            let cap = control.flush_cap.take();
+            (!std::mem::take(&mut control.flush_uncapped))
+                .then_some(cap)
+                .flatten()
+        };
         self.collect_kept();
         if !self.kept.is_empty() {
             self.wait_idle(None);
             self.collect_kept();
-            if !self.retry_kept(true) {
+            // One attempt per request, within the flush's deadline.
+            if !self.retry_kept(true, cap) {
                 return false;
             }
         }
@@ -1077,7 +1106,7 @@ impl Worker {
         self.shed_for_newer_spans();
         let now = Instant::now();
         if now >= self.next_retry && self.exports_idle() {
-            self.retry_kept(false);
+            self.retry_kept(false, None);
             return;
         }
         // Not `Shared::nap`: a full lane's wake-up is pointless now (the
@@ -1101,13 +1130,15 @@ impl Worker {
     /// and the next try is scheduled) or all are resolved (true). A batch
     /// past its retry budget is given up (`export_failed`) without a try.
     /// A `Retry-After` that still runs is waited out, not tried through;
-    /// so is the backoff, unless `at_once` (a flush's try). Each kept batch
+    /// so is the backoff, unless `at_once` (a flush's try). Each request
+    /// gets one attempt ([`Transport::export_once`]), ending by `cap` (a
+    /// flush's deadline) if that comes before the export timeout. Each kept batch
     /// is judged on its own: one that is given up does not let the next be
     /// sent through the collector's `Retry-After` (found by review: when
     /// the oldest batch's budget ran out, the `Retry-After` was dropped and
     /// the next batch sent at once); that one waits for the `Retry-After`,
     /// or is given up in turn when its own budget ends.
-    pub(super) fn retry_kept(&mut self, at_once: bool) -> bool {
+    pub(super) fn retry_kept(&mut self, at_once: bool, cap: Option<Instant>) -> bool {
         while let Some(kept) = self.kept.pop_front() {
             let first_failed = kept.first_failed;
             if first_failed.elapsed() >= self.shared.config.retry_max_elapsed {
@@ -1145,7 +1176,8 @@ impl Worker {
                 self.transport.get(),
                 kept.requests,
                 (spans, spans, 0),
-                self.deadline(None),
+                self.deadline(cap),
+                true,
                 true,
             ) {
                 None => self.backoff = RETRY_INITIAL_BACKOFF,
@@ -1243,6 +1275,7 @@ impl Worker {
                 kept.requests,
                 (spans, spans, 0),
                 self.deadline(deadline),
+                false,
                 false,
             );
         }
