@@ -144,11 +144,15 @@ impl WakerSlot {
                     }
                 });
                 std::mem::forget(guard);
+                // User code, each caught and counted (found by review: a
+                // panicking `Drop` of the old waker escaped the poll, and
+                // skipped the wake below, a wake-up lost). The waker a
+                // `take` left to us is woken first, then the old one goes.
                 if let Some(waker) = self.leave_registering() {
-                    drop(old);
-                    waker.wake();
-                } else {
-                    drop(old);
+                    crate::outcome::wake_caught_here(waker);
+                }
+                if crate::outcome::drop_caught(old).is_some() {
+                    crate::task::count_panic_here();
                 }
             }
             WAKING => {

@@ -612,3 +612,89 @@ fn a_finalizer_whose_new_pollers_clone_panicked_once_is_cut_off_at_its_grace() {
         assert_eq!(rt.stats().finalizers_cut_off, 1, "{:?}", rt.stats());
     });
 }
+
+/// A channel's receive (mpsc and oneshot, through the waker slot that
+/// join handles and region closers share) polled with one waker, then
+/// with another while the first one's `Drop` panics: the panic is caught
+/// and counted, and the receive stays pending (found by review: it
+/// escaped the poll).
+#[test]
+fn a_receivers_old_waker_whose_drop_panics_is_caught() {
+    use runtime_core::channel::{mpsc, oneshot};
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let (_tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
+            let mut recv = Box::pin(rx.recv(&cx));
+            let old = fragile_waker();
+            poll_pending(&mut recv, &old);
+            drop(old); // the slot's clone is the last one
+            let mpsc = poll_armed(&mut recv, Waker::noop(), &PANIC_ON_DROP).map(|p| p.is_pending());
+            let (_tx, mut rx) = oneshot::channel::<u8>();
+            let mut recv = Box::pin(rx.recv(&cx));
+            let old = fragile_waker();
+            poll_pending(&mut recv, &old);
+            drop(old);
+            let oneshot =
+                poll_armed(&mut recv, Waker::noop(), &PANIC_ON_DROP).map(|p| p.is_pending());
+            Ok::<_, ()>((mpsc, oneshot))
+        });
+        assert_eq!(out.ok(), Some((Ok(true), Ok(true))));
+        assert!(rt.stats().panics_caught >= 2, "{:?}", rt.stats());
+    });
+}
+
+/// The same, with a send that meets the new registration (made from the
+/// new waker's `clone`, as another thread's send would land): the waker
+/// the send left to the registering receive is woken, although the old
+/// waker's `Drop` panics right after (found by review: the panic skipped
+/// that wake, and the value waited with nobody to be told).
+#[test]
+fn a_receivers_new_waker_is_woken_although_the_old_ones_drop_panics() {
+    use runtime_core::channel::mpsc;
+    use std::sync::Mutex;
+    static TX: Mutex<Option<mpsc::Sender<u8>>> = Mutex::new(None);
+    static SEND_ON_CLONE: AtomicBool = AtomicBool::new(false);
+    static WOKEN: AtomicBool = AtomicBool::new(false);
+    unsafe fn clone(p: *const ()) -> RawWaker {
+        if SEND_ON_CLONE.swap(false, Ordering::SeqCst) {
+            let tx = TX.lock().unwrap();
+            tx.as_ref().unwrap().try_send(7).unwrap();
+        }
+        RawWaker::new(p, &VTABLE)
+    }
+    unsafe fn wake(_: *const ()) {
+        WOKEN.store(true, Ordering::SeqCst);
+    }
+    unsafe fn noop(_: *const ()) {}
+    static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, noop);
+    isolate(WATCHDOG, || {
+        let rt = current_thread();
+        let out = rt.block_on(|cx| async move {
+            let (tx, mut rx) = mpsc::channel::<u8>(1).unwrap();
+            *TX.lock().unwrap() = Some(tx);
+            let mut recv = Box::pin(rx.recv(&cx));
+            let old = fragile_waker();
+            poll_pending(&mut recv, &old);
+            drop(old);
+            // SAFETY: the vtable's functions hold nothing.
+            let new = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+            SEND_ON_CLONE.store(true, Ordering::SeqCst);
+            let polled = poll_armed(&mut recv, &new, &PANIC_ON_DROP).map(|p| p.is_pending());
+            drop(recv);
+            let queued = rx.len();
+            drop(TX.lock().unwrap().take());
+            Ok::<_, ()>((polled, queued, WOKEN.load(Ordering::SeqCst)))
+        });
+        // The poll came back: with the value (its look after registering
+        // found it), or pending with the value queued and the poll's
+        // waker told.
+        let (polled, queued, woken) = out.ok().expect("the root's body returned");
+        match polled {
+            Ok(false) => assert_eq!(queued, 0, "the poll took the value"),
+            Ok(true) => assert!(queued == 1 && woken, "queued {queued}, woken {woken}"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
+    });
+}

@@ -122,8 +122,10 @@ pub enum TryRecvError {
 /// Ownership of the value cell: the sender writes it before setting `SENT`
 /// and touches it again only if its setting of `SENT` found `RX_GONE`
 /// (the receiver is then gone and never read it). The receiver reads it
-/// only after seeing `SENT`, and only if alive. Whatever is left in it is
-/// dropped with the last `Arc`.
+/// only after seeing `SENT`: to take the value, or, when it is dropped
+/// with the value unread (its `RX_GONE` found `SENT`), to drop the value
+/// there, its `Drop` caught. So the last `Arc` finds the cell empty (its
+/// drop of the cell is a belt).
 struct Inner<T> {
     state: AtomicUsize,
     value: UnsafeCell<Option<T>>,
@@ -306,11 +308,27 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        // Relaxed: only the order of this and the sender's `fetch_or` in
-        // `state` matters (it decides who owns an unreceived value); no
-        // data passes. A value already sent stays in the cell and is
-        // dropped with the last `Arc`.
-        self.inner.state.fetch_or(RX_GONE, Ordering::Relaxed);
+        // The order of this and the sender's `fetch_or` in `state` decides
+        // who owns an unreceived value. Acquire: a value sent before (SENT
+        // seen) is ours, its write visible (the sender's Release), and
+        // dropped here, on the receiver's side, its `Drop` (user code)
+        // caught and counted. Not left to the last `Arc` (found by review:
+        // a panicking `Drop` then aborted the process when the receiving
+        // task was unwinding, and when the receiver went during a `send`
+        // that then returned `Ok`, the value was dropped inside that
+        // `send`, on the sender's thread, its panic escaping there).
+        let prev = self.inner.state.fetch_or(RX_GONE, Ordering::Acquire);
+        if prev & SENT != 0 && !self.done {
+            let value = self.inner.value.with_mut(|cell| {
+                // SAFETY: SENT came before our RX_GONE, so the sender found
+                // no RX_GONE, is done with the cell and never touches it
+                // again; its write happened before (Acquire above).
+                unsafe { (*cell).take() }
+            });
+            if crate::outcome::drop_caught(value).is_some() {
+                crate::task::count_panic_here();
+            }
+        }
         // The waker a `recv` left registered goes with us: a sender that
         // outlives us must not keep it (it may hold the whole awaiting
         // task's allocation; found by review). A sender's `wake` racing
