@@ -247,23 +247,42 @@ fn close_wakes_waiting_reserver() {
 }
 
 /// (d) oneshot: a send races the receiver's drop: the value comes back to
-/// the sender or is dropped with the channel, exactly once.
+/// the sender, or, delivered, is dropped by the receiver: exactly once,
+/// and never by a send that returned `Ok` (its `Drop` is the receiver's
+/// to run, and to catch).
 #[test]
 fn oneshot_send_races_receiver_drop() {
+    /// Records the thread that drops it.
+    struct Value(Arc<std::sync::Mutex<Vec<thread::ThreadId>>>);
+    impl Drop for Value {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push(thread::current().id());
+        }
+    }
     loom::model(|| {
-        let token = Arc::new(());
-        let (tx, rx) = oneshot::channel::<Arc<()>>();
-        let value = token.clone();
-        let sender = thread::spawn(move || match tx.send(value) {
-            Ok(()) => true,
-            Err(back) => {
-                drop(back);
-                false
-            }
+        let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = oneshot::channel::<Value>();
+        let value = Value(dropped.clone());
+        let sender = thread::spawn(move || {
+            let sent = match tx.send(value) {
+                Ok(()) => true,
+                Err(back) => {
+                    drop(back);
+                    false
+                }
+            };
+            (sent, thread::current().id())
         });
         drop(rx);
-        sender.join().unwrap();
-        assert_eq!(Arc::strong_count(&token), 1, "value leaked");
+        let (sent, sender_id) = sender.join().unwrap();
+        let dropped = dropped.lock().unwrap();
+        assert_eq!(dropped.len(), 1, "dropped exactly once");
+        if sent {
+            assert_ne!(
+                dropped[0], sender_id,
+                "a send that delivered dropped the value"
+            );
+        }
     });
 }
 
