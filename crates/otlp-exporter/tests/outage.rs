@@ -787,3 +787,75 @@ fn max_backoff_caps_the_first_wait_too() {
         }
     });
 }
+
+/// A flush whose deadline has passed by the time the worker would try the
+/// kept batch (here a zero timeout) leaves the batch kept, untried:
+/// nothing dropped, and the batch is delivered when the collector is back
+/// (found by review of the flush's deadline cap: the transport, given a
+/// deadline already past, failed the batch for good, `export_failed`).
+#[test]
+fn a_flush_past_its_deadline_drops_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let port = Collector::reserve_port();
+        let p = pipeline(port, 64, 8, Shedding::DropNewest);
+        p.record(SpanData::new("one"));
+        wait_for_outage(&p, 1);
+        let flush = p.force_flush(Duration::ZERO);
+        assert!(!flush.completed);
+        // A later flush's round (this one's, if the worker has not begun
+        // it yet) finds its deadline passed too.
+        let flush = p.force_flush(Duration::from_millis(1));
+        assert!(!flush.completed);
+        // One with time to try: the worker has carried out the two above
+        // by the time it returns (one flush round at a time), and its own
+        // attempt is refused (retryable: kept).
+        let flush = p.force_flush(Duration::from_secs(10));
+        assert!(!flush.completed);
+        let s = p.stats();
+        assert_eq!(s.dropped.export_failed, 0, "{s:?} {:?}", p.last_error());
+        assert_eq!(s.retrying, 1, "{s:?}");
+        let collector = Collector::start(port, vec![]);
+        eventually("the span delivered", || {
+            collector.delivered().get("one") == Some(&1)
+        });
+        let report = p.shutdown(Duration::from_secs(5));
+        assert_eq!(report.stats.exported, 1);
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}
+
+/// The same behind a slow retry: a collector that takes connections and
+/// never answers (each attempt runs to its 2 s timeout); a 500 ms flush
+/// arrives during the worker's own retry and ends before it: the batch
+/// stays kept, nothing dropped.
+#[test]
+fn a_flush_behind_a_slow_retry_drops_nothing() {
+    test_watchdog::isolate(WATCHDOG, || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || {
+            // Held open, never answered.
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let p = Pipeline::builder()
+            .transport(transport(port))
+            .scheduled_delay(Duration::from_millis(5))
+            .export_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        p.record(SpanData::new("one"));
+        eventually("a batch kept", || p.stats().retrying > 0);
+        thread::sleep(Duration::from_millis(300));
+        let flush = p.force_flush(Duration::from_millis(500));
+        assert!(!flush.completed);
+        // The worker's retry under way ends (2 s), then the flush's round
+        // finds its deadline passed.
+        thread::sleep(Duration::from_secs(3));
+        let s = p.stats();
+        assert_eq!(s.dropped.export_failed, 0, "{s:?} {:?}", p.last_error());
+        assert_eq!(s.retrying, 1, "{s:?}");
+        let report = p.shutdown(Duration::from_millis(100));
+        assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    });
+}

@@ -380,6 +380,16 @@ pub(super) fn export_requests(
             kept.requests.push(request);
             continue;
         }
+        if keep && deadline.cap.is_some_and(|cap| Instant::now() >= cap) {
+            // A flush's try whose deadline has passed (an earlier request
+            // used it up): this one is kept untried, not handed to the
+            // transport with a deadline already past, which would fail it
+            // for good (found by review: a flush behind a slow retry made
+            // a kept batch `export_failed`).
+            kept.spans += n;
+            kept.requests.push(request);
+            continue;
+        }
         calls += 1;
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             if once {
@@ -1163,6 +1173,16 @@ impl Worker {
                 // Not yet: first in line again, and the next try (or the
                 // giving up of this batch, if its budget ends first)
                 // scheduled for it.
+                self.kept.push_front(kept);
+                self.set_next_retry();
+                return false;
+            }
+            if cap.is_some_and(|cap| Instant::now() >= cap) {
+                // A flush's try, its deadline passed (behind a retry of
+                // the worker's own, say): untried, still kept, and the
+                // flush incomplete; nothing dropped (found by review: the
+                // transport, given a deadline already past, failed the
+                // batch for good).
                 self.kept.push_front(kept);
                 self.set_next_retry();
                 return false;
