@@ -14,9 +14,11 @@
 //! stopped is cut off and dropped, never polled again: a task spawned
 //! after the last cut-off (by the `Drop` of one cut off) is cut off as it
 //! is spawned, and one spawned once the workers are told to stop is
-//! refused. A region body whose grace runs out is not ours
-//! to drop (it runs inside its owner task): its masks stop deferring the
-//! cancellation instead.
+//! refused. A region body whose grace runs out (it runs inside its owner
+//! task) first gets the poll its cut-off wakes it for, its masks lifted,
+//! to see the cancellation and return; still running after it, it is
+//! dropped where it lies, in its owner's poll, as a task is
+//! (`RuntimeStats::region_bodies_cut_off`).
 
 use std::fmt;
 use std::future::Future;

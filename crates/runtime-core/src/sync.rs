@@ -128,11 +128,13 @@ impl WakerSlot {
             .unwrap_or_else(|actual| actual)
         {
             WAITING => {
-                // The clone is user code: if it panics, the guard still
-                // leaves REGISTERING (else every later `take` would leave
-                // the wake to a registrant that is gone, and every later
-                // `register` would see a concurrent one: wake-ups lost).
+                // Belt: nothing below unwinds (the clone is caught), but
+                // should anything, the guard still leaves REGISTERING
+                // (else every later `take` would leave the wake to a
+                // registrant that is gone, and every later `register`
+                // would see a concurrent one: wake-ups lost).
                 let guard = LeaveOnUnwind(self);
+                let mut clone_failed = false;
                 let old = self.waker.with_mut(|cell| {
                     // SAFETY: we moved `state` from WAITING to REGISTERING,
                     // which gives this thread exclusive use of the cell
@@ -140,7 +142,19 @@ impl WakerSlot {
                     let cell = unsafe { &mut *cell };
                     match cell {
                         Some(current) if current.will_wake(waker) => None,
-                        _ => cell.replace(waker.clone()),
+                        // The clone is user code: a panic is caught and
+                        // counted, the stale waker goes (a wake would
+                        // reach the wrong poller), and the poller is asked
+                        // to poll again, to retry (found by review: the
+                        // panic escaped a join handle's poll, ending a
+                        // race's body before it cancelled its losers).
+                        _ => match crate::outcome::catch(|| waker.clone()) {
+                            Ok(clone) => cell.replace(clone),
+                            Err(_) => {
+                                clone_failed = true;
+                                cell.take()
+                            }
+                        },
                     }
                 });
                 std::mem::forget(guard);
@@ -154,14 +168,23 @@ impl WakerSlot {
                 if crate::outcome::drop_caught(old).is_some() {
                     crate::task::count_panic_here();
                 }
+                // Out of the cell's hold: the retry's wake may re-enter.
+                if clone_failed {
+                    crate::task::count_panic_here();
+                    if crate::outcome::catch(|| waker.wake_by_ref()).is_err() {
+                        crate::task::count_panic_here();
+                    }
+                }
             }
             WAKING => {
                 // A `take` is in progress and may miss this waker: have the
                 // caller polled again, as if it had been woken. The spin hint
                 // lets that `take` finish first (under loom it is a yield,
                 // without which this poll-again loop would never let the
-                // waking thread run).
-                waker.wake_by_ref();
+                // waking thread run). The wake is user code: caught.
+                if crate::outcome::catch(|| waker.wake_by_ref()).is_err() {
+                    crate::task::count_panic_here();
+                }
                 crate::loom::spin_hint();
             }
             _ => {

@@ -490,7 +490,8 @@ fn a_dropped_blocking_lets_its_waker_go_while_the_job_runs() {
 
 /// Found by review: a region body (here a timeout's) awaiting a blocking
 /// job waited for it past its cleanup budget: a region body runs inside
-/// its owner task, its cut-off only lifts its masks and wakes it, and the
+/// its owner task, its cut-off lifts its masks and wakes it (for one last
+/// poll, after which a body still running is dropped), and the
 /// job's `Blocking` is not a checkpoint, so a job that never ended held
 /// the region open for ever. Now the wait ends at the cut-off with
 /// `BlockingError::CutOff` (the region's reason), the job detached; and

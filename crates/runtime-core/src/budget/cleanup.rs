@@ -7,6 +7,14 @@ use crate::time::Duration;
 /// of polls after the request, and a grace period. Cut-offs are counted in
 /// [`RuntimeStats`](crate::RuntimeStats) and in shutdown reports.
 ///
+/// A cut-off task's future is dropped. A region's body (which runs in its
+/// owner's poll: [`Cx::region`](crate::Cx::region),
+/// [`Cx::timeout`](crate::Cx::timeout), the combinators) still running
+/// at its region's cut-off gets one more poll, its masks lifted and its
+/// waits on blocking jobs ended, to see the cancellation and return; still
+/// running after that poll, it is dropped where it lies and the region's
+/// outcome is `Cancelled` (`RuntimeStats::region_bodies_cut_off`).
+///
 /// ```
 /// use runtime_core::{CleanupBudget, RegionOptions, time::Duration};
 /// // At most 10 polls and 50 ms of cleanup for the tasks of this region.

@@ -702,8 +702,9 @@ impl Region {
         for r in self.nested_regions() {
             pass_down(Step::CutOff(r, force));
         }
-        // The body, if still running (in its owner task, which is not ours
-        // to drop), loses its masks: wake it to see the cancellation.
+        // The body, if still running (in its owner task), loses its masks:
+        // wake it to see the cancellation. That poll is its last: still
+        // running after it, it is dropped at the next (`run_region`).
         if force
             && self.cancel.is_requested()
             // AcqRel: one cut-off wakes the body (an RMW); Release publishes the

@@ -1085,6 +1085,12 @@ impl<C: HasTime> Cx<C> {
     /// close. Make such work inside the body, with its context, as tokio's
     /// `timeout(d, future)` would have it made before the call.
     ///
+    /// A body that ignores its cancellation (that never awaits a
+    /// checkpoint, or goes on past its `Err`) is bounded by the region's
+    /// [`CleanupBudget`](crate::CleanupBudget): at the cut-off it gets one
+    /// more poll to see the cancellation, and is then dropped where it
+    /// lies (with whatever it was awaiting), the timeout `Cancelled`.
+    ///
     /// ```
     /// # use runtime_core::{Runtime, caps::ambient_authority};
     /// # let rt = Runtime::builder().current_thread().build(ambient_authority()).unwrap();

@@ -14,7 +14,7 @@ use crate::cancel::CancelCell;
 use crate::cancel::cancel_task;
 use crate::cancel::{CancelKind, CancelReason, Cancelled, Origin};
 use crate::loom::{AtomicUsize, Mutex, Ordering, lock};
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, PanicPayload};
 use crate::region::{Region, RegionError, RegionOptions, run_region};
 use crate::sched::{Schedule, Scheduler};
 use crate::task::{Header, JoinHandle, TaskRef, new_task};
@@ -511,6 +511,12 @@ impl CxCore {
             .collect();
         let body = async move {
             if !handles.is_empty() {
+                // The losers are cancelled when the body ends, however it
+                // ends: a guard, so that an unwind out of the body (user
+                // code below: a waker, a loser's value's `Drop`) still
+                // cancels them (found by review: the race then waited for
+                // every loser to end on its own).
+                let _losers = LoseOnDrop(inner);
                 let first = std::future::poll_fn(|cx| {
                     // Acquire: pairs with the claim's AcqRel exchange (a
                     // claimed index is the racer that finished first).
@@ -531,7 +537,12 @@ impl CxCore {
                                 return Poll::Ready(o);
                             }
                             debug_assert!(f != usize::MAX, "a finished racer claims first");
-                            drop(o);
+                            // A loser's value: user code in its `Drop`,
+                            // caught and counted (found by review: its
+                            // panic became the race's outcome).
+                            if crate::outcome::drop_caught(o).is_some() {
+                                crate::task::count_panic_here();
+                            }
                             return Pin::new(&mut handles[f]).poll(cx);
                         }
                     }
@@ -539,9 +550,6 @@ impl CxCore {
                 })
                 .await;
                 *lock(&slot) = Some(first);
-                inner.cancel(
-                    &CancelReason::new(CancelKind::LostRace).with_origin(Origin::Region(inner.id)),
-                );
             }
             Ok::<(), std::convert::Infallible>(())
         };
@@ -587,13 +595,20 @@ impl CxCore {
             Ok::<(), std::convert::Infallible>(())
         });
         async move {
-            let _ = region.await;
+            let region = region.await;
             // The body only awaits handles of tasks inside the region, which
             // the region's cancellation drains rather than abandons: it
-            // always finishes before the region closes.
-            lock(&result)
-                .take()
-                .expect("a join body finishes before its region closes")
+            // finishes before the region closes, unless it panicked (the
+            // runtime's own code, a waker's: not expected), whose panic
+            // then goes on, here (found by review: a misleading message
+            // of ours replaced it).
+            match (lock(&result).take(), region) {
+                (Some(r), _) => r,
+                (None, Outcome::Panicked(p)) => {
+                    std::panic::resume_unwind(Box::new(p.message().to_owned()))
+                }
+                (None, _) => unreachable!("a join body finishes before its region closes"),
+            }
         }
     }
 
@@ -620,6 +635,7 @@ impl CxCore {
             .collect();
         let results: Arc<Mutex<Vec<Outcome<T, E>>>> = Arc::new(Mutex::new(Vec::new()));
         let slot = results.clone();
+        let n = handles.len();
         let body = async move {
             let mut out = Vec::with_capacity(handles.len());
             for h in handles {
@@ -630,8 +646,23 @@ impl CxCore {
         };
         let fut = run_region(node, self.task.clone(), body);
         async move {
-            let _ = fut.await;
-            std::mem::take(&mut *lock(&results))
+            let region = fut.await;
+            let out = std::mem::take(&mut *lock(&results));
+            match region {
+                // The body panicked (not expected: it only awaits the
+                // handles) before it stored the outcomes, which went with
+                // it: each is reported as that panic, never a short vector
+                // (found by review: an empty one came back).
+                Outcome::Panicked(p) if out.len() < n => (0..n)
+                    .map(|_| {
+                        Outcome::Panicked(PanicPayload::new(format!(
+                            "the join's own body panicked, and this outcome was lost: {}",
+                            p.message()
+                        )))
+                    })
+                    .collect(),
+                _ => out,
+            }
         }
     }
 
@@ -775,6 +806,18 @@ impl<F: Future> Future for Masked<'_, F> {
         unsafe { Pin::new_unchecked(&mut this.fut) }
             .poll(cx)
             .map(Ok)
+    }
+}
+
+/// A race's losers, cancelled (`LostRace`) when the race's body ends,
+/// however it ends: returning with the winner, or unwinding.
+struct LoseOnDrop(Arc<Region>);
+
+impl Drop for LoseOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel(
+            &CancelReason::new(CancelKind::LostRace).with_origin(Origin::Region(self.0.id)),
+        );
     }
 }
 

@@ -112,6 +112,7 @@ where
             registered: Registered::Nothing,
             polls: 0,
             observed: false,
+            polled_cut_off: false,
         }),
         guard: opened,
     };
@@ -130,16 +131,50 @@ where
             let Some(b) = body.as_mut() else {
                 unreachable!("the body is not polled after it returned")
             };
+            if b.polled_cut_off {
+                // Still running after a poll made with its region cut off
+                // (its masks lifted, its waits on jobs ended: the poll in
+                // which to see the cancellation and return): dropped here,
+                // in place, as a cut-off task's future is (found by
+                // review: a timeout whose body ignored its cancellation
+                // never returned, its cleanup budget notwithstanding). Its
+                // `Drop` is user code: a panic is the region's outcome.
+                let stored = matches!(b.registered, Registered::Other(_));
+                let observed = b.observed;
+                node.sched.stats().body_cut_off();
+                let end = match crate::outcome::drop_caught(body.take()) {
+                    None => BodyEnd::CutOff,
+                    Some(p) => {
+                        node.sched.stats().panic_caught();
+                        BodyEnd::Returned(Err(p))
+                    }
+                };
+                return Poll::Ready((end, stored, observed));
+            }
+            let cut_before = node.is_cut_off();
             // SAFETY: `body` lies in this future's captured state, which is
             // pinned, and is never moved: it is dropped in place (below, or
             // with the state).
-            let polled = unsafe { Pin::new_unchecked(b) }.poll_in(node, &owner, cx);
-            if polled.is_ready() {
-                // Dropped as it returns, as the body's future must be (it
-                // may hold what its children wait for).
-                *body = None;
+            let polled = unsafe { Pin::new_unchecked(&mut *b) }.poll_in(node, &owner, cx);
+            match polled {
+                Poll::Ready((out, stored, observed)) => {
+                    // Dropped as it returns, as the body's future must be
+                    // (it may hold what its children wait for).
+                    *body = None;
+                    Poll::Ready((BodyEnd::Returned(out), stored, observed))
+                }
+                Poll::Pending => {
+                    if cut_before {
+                        // The poll the cut-off gave it is spent: the next
+                        // drops it, and comes at once.
+                        b.polled_cut_off = true;
+                        if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                            node.sched.stats().panic_caught();
+                        }
+                    }
+                    Poll::Pending
+                }
             }
-            polled
         })
         .await;
         // A checkpoint of the body saw a cancellation that the scope around
@@ -156,12 +191,17 @@ where
             owner.header().observed.store(true, Ordering::Relaxed);
         }
         let body_out = match body_out {
-            Ok(Ok(v)) => Outcome::Ok(v),
-            Ok(Err(e)) => match observed.then(|| node.cancel.get()).flatten() {
+            BodyEnd::Returned(Ok(Ok(v))) => Outcome::Ok(v),
+            BodyEnd::Returned(Ok(Err(e))) => match observed.then(|| node.cancel.get()).flatten() {
                 Some(reason) => Outcome::Cancelled(reason),
                 None => Outcome::Err(RegionError::Body(e)),
             },
-            Err(p) => Outcome::Panicked(p),
+            BodyEnd::Returned(Err(p)) => Outcome::Panicked(p),
+            BodyEnd::CutOff => Outcome::Cancelled(
+                node.cancel
+                    .get()
+                    .unwrap_or_else(|| CancelReason::new(CancelKind::Shutdown)),
+            ),
         };
         if matches!(body_out.severity(), Severity::Err | Severity::Panicked)
             && node.policy == Policy::FailFast
@@ -202,6 +242,13 @@ where
     }
 }
 
+/// How a region's body ended: it returned (or panicked), or it was
+/// dropped at its cut-off.
+enum BodyEnd<R> {
+    Returned(Result<R, PanicPayload>),
+    CutOff,
+}
+
 /// Polls a region's body with the region as the current scope (for
 /// [`JoinHandle`](crate::JoinHandle)'s checkpoint), registering the
 /// poller's waker for cancel requests. Its output is the body's, and
@@ -219,6 +266,9 @@ struct InScope<F> {
     /// (the owner's `observed`, as it stood after those polls: see
     /// `poll_in`).
     observed: bool,
+    /// Polled with its region cut off, and still running: dropped at the
+    /// next poll.
+    polled_cut_off: bool,
 }
 
 /// Who polls a region's body, as last stored in its node.

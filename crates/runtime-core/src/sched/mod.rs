@@ -160,6 +160,7 @@ pub(crate) struct Stats {
     shards: Box<[CachePadded<Shard>]>,
     cut_off: AtomicU64,
     finalizers_cut_off: AtomicU64,
+    bodies_cut_off: AtomicU64,
     finalizers_skipped: AtomicU64,
     panics_caught: AtomicU64,
     workers_woken: AtomicU64,
@@ -235,6 +236,11 @@ impl Stats {
         self.finalizers_cut_off.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn body_cut_off(&self) {
+        // Relaxed: an independent counter, read only for reports.
+        self.bodies_cut_off.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn finalizers_skipped(&self, n: usize) {
         // Relaxed: an independent counter, read only for reports.
         self.finalizers_skipped
@@ -269,6 +275,7 @@ impl Stats {
             tasks_finished: finished,
             tasks_cut_off: self.cut_off.load(Ordering::Relaxed),
             finalizers_cut_off: self.finalizers_cut_off.load(Ordering::Relaxed),
+            region_bodies_cut_off: self.bodies_cut_off.load(Ordering::Relaxed),
             finalizers_skipped: self.finalizers_skipped.load(Ordering::Relaxed),
             panics_caught: self.panics_caught.load(Ordering::Relaxed),
             workers_woken: self.workers_woken.load(Ordering::Relaxed),
@@ -298,6 +305,10 @@ pub struct RuntimeStats {
     pub tasks_cut_off: u64,
     /// Finalizers that overran the cleanup budget and were dropped.
     pub finalizers_cut_off: u64,
+    /// Region bodies (`Cx::region`, `Cx::timeout`, ...) still running when
+    /// their region was cut off, past the poll that the cut-off gave them
+    /// to see it: dropped where they lay, in their owner's poll.
+    pub region_bodies_cut_off: u64,
     /// Finalizers never run because their region's future was dropped
     /// before it closed.
     pub finalizers_skipped: u64,
