@@ -70,9 +70,23 @@ pub enum ConfigError {
     },
 }
 
+/// An environment variable's value, `None` when unset. A value that is
+/// not UTF-8 comes back lossily (each bad sequence a U+FFFD), so that it
+/// fails its variable's parse with its text shown, as any malformed value
+/// does, instead of being taken as unset (found by review:
+/// `std::env::var(..).ok()` made a non-UTF-8 span limit the default,
+/// silently).
+pub(crate) fn env_var(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => Some(v.to_string_lossy().into_owned()),
+    }
+}
+
 /// A non-negative integer from the environment; unset or empty is `None`.
 pub(crate) fn env_usize(var: &'static str) -> Result<Option<usize>, ConfigError> {
-    parse_usize(var, std::env::var(var).ok().as_deref())
+    parse_usize(var, env_var(var).as_deref())
 }
 
 pub(crate) fn parse_usize(
@@ -94,7 +108,7 @@ pub(crate) fn parse_usize(
 /// is taken as false, with a warning (once per process), as the spec says
 /// of a boolean variable's invalid value.
 pub(crate) fn sdk_disabled() -> bool {
-    let value = std::env::var("OTEL_SDK_DISABLED").ok();
+    let value = env_var("OTEL_SDK_DISABLED");
     let (disabled, valid) = parse_bool(value.as_deref());
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !valid && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -361,7 +361,7 @@ impl HttpTransportBuilder {
     /// headers, whose values are secret, the value; a URL's password is
     /// shown as `***`).
     pub fn build(self) -> Result<HttpTransport, ConfigError> {
-        self.build_with(|var| std::env::var(var).ok())
+        self.build_with(crate::config::env_var)
     }
 
     /// [`build`](Self::build) with the environment given as a function,

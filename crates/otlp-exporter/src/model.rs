@@ -756,8 +756,10 @@ impl SpanData {
             let own = self.attributes.len();
             for kv in &shared.attributes {
                 // The span's own attribute wins over a shared one with its
-                // key (left out, as the encoders leave it out).
-                if self.attributes[..own].iter().any(|o| o.key == kv.key) {
+                // key (left out, as the encoders leave it out); an empty
+                // key, dropped and counted whoever holds it, replaces
+                // nothing.
+                if !kv.key.is_empty() && self.attributes[..own].iter().any(|o| o.key == kv.key) {
                     continue;
                 }
                 if crate::encode::too_deep(&kv.value) {
@@ -807,6 +809,31 @@ pub struct Resource {
     pub schema_url: Str,
 }
 
+/// A resource variable's comma-separated entries that are UTF-8 (`None`
+/// when unset): an entry that is not is left out with a warning, as a
+/// malformed entry is, and the others kept (found by review: a variable
+/// with any byte that is not UTF-8 was dropped whole, silently).
+fn utf8_entries(var: &str) -> Option<String> {
+    let raw = std::env::var_os(var)?;
+    if let Some(s) = raw.to_str() {
+        return Some(s.to_owned());
+    }
+    let bytes = raw.as_encoded_bytes();
+    let mut kept = Vec::new();
+    for entry in bytes.split(|&b| b == b',') {
+        match std::str::from_utf8(entry) {
+            Ok(e) => kept.push(e),
+            Err(_) => {
+                let entry = String::from_utf8_lossy(entry);
+                let _ = std::panic::catch_unwind(|| {
+                    tracing::warn!(var, %entry, "entry is not UTF-8, ignored");
+                });
+            }
+        }
+    }
+    Some(kept.join(","))
+}
+
 impl Resource {
     /// A resource with `service.name` set.
     pub fn new(service_name: impl Into<Str>) -> Self {
@@ -838,12 +865,19 @@ impl Resource {
     /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` say, nothing more.
     pub(crate) fn env_only() -> Self {
         Self::vars_only(
-            std::env::var("OTEL_RESOURCE_ATTRIBUTES").ok().as_deref(),
-            std::env::var("OTEL_SERVICE_NAME").ok().as_deref(),
+            utf8_entries("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+            utf8_entries("OTEL_SERVICE_NAME").as_deref(),
         )
     }
 
     /// [`Resource::from_env`] with the two variables given.
+    ///
+    /// ```
+    /// use otlp_exporter::{Resource, Value};
+    /// let r = Resource::from_vars(Some("deployment.environment=prod"), Some("checkout"));
+    /// assert_eq!(r.get("service.name"), Some(&Value::from("checkout")));
+    /// assert_eq!(r.get("deployment.environment"), Some(&Value::from("prod")));
+    /// ```
     pub fn from_vars(resource_attributes: Option<&str>, service_name: Option<&str>) -> Self {
         Self::vars_only(resource_attributes, service_name).with_sdk_defaults()
     }

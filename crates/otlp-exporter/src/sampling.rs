@@ -246,8 +246,8 @@ impl Sampler {
     /// # }
     /// ```
     pub fn from_env() -> Sampler {
-        let sampler = std::env::var("OTEL_TRACES_SAMPLER").ok();
-        let arg = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok();
+        let sampler = crate::config::env_var("OTEL_TRACES_SAMPLER");
+        let arg = crate::config::env_var("OTEL_TRACES_SAMPLER_ARG");
         let (sampler, problem) = parse_vars(sampler.as_deref(), arg.as_deref());
         // Warned about once per process: every tracer reads the variables.
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

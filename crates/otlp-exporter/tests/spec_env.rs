@@ -163,3 +163,38 @@ fn the_general_attribute_count_limit_applies_to_events_and_links() {
         );
     });
 }
+
+/// A value that is not UTF-8 is a malformed value, never taken as unset
+/// (found by review: `std::env::var(..).ok()` read it as unset, so a span
+/// limit silently became the default, and the resource variables were
+/// dropped whole without the warning their docs promise). A span limit is
+/// then an error that shows it; the resource keeps its entries that are
+/// UTF-8 and leaves out the one that is not.
+#[cfg(unix)]
+#[test]
+fn a_value_that_is_not_utf8_is_malformed_not_unset() {
+    use std::os::unix::ffi::OsStrExt;
+    fn set_bytes(var: &str, value: &[u8]) {
+        // SAFETY: as `set`.
+        unsafe { std::env::set_var(var, std::ffi::OsStr::from_bytes(value)) }
+    }
+    test_watchdog::isolate(WATCHDOG, || {
+        set_bytes("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", b"1\xff");
+        match SpanLimits::from_env() {
+            Err(otlp_exporter::ConfigError::InvalidEnv { var, value, .. }) => {
+                assert_eq!(var, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT");
+                assert_eq!(value, "1\u{fffd}");
+            }
+            other => panic!("taken as {other:?}"),
+        }
+        set_bytes(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            b"deployment.environment=prod,bad=\xff,team=core",
+        );
+        let r = otlp_exporter::Resource::from_env();
+        let v = |k| r.get(k).cloned();
+        assert_eq!(v("deployment.environment"), Some("prod".into()));
+        assert_eq!(v("team"), Some("core".into()));
+        assert_eq!(v("bad"), None, "the entry that is not UTF-8 is left out");
+    });
+}

@@ -330,6 +330,34 @@ fn a_spans_own_attribute_wins_over_a_shared_one_with_its_key() {
     }
 }
 
+/// An empty key is dropped and counted whoever holds it: a shared one is
+/// not taken for one the span's own empty key replaces (found by review:
+/// with an own empty key too, the shared one went uncounted). Both
+/// encoders, and through the limits (which copy the shared set).
+#[test]
+fn a_shared_empty_key_is_counted_beside_an_own_one() {
+    let shared: &'static SharedAttributes =
+        SharedAttributes::leak(vec![KeyValue::new("", 1), KeyValue::new("s", 2)]);
+    let tight = SpanLimits {
+        attribute_count: 1,
+        ..SpanLimits::default()
+    };
+    for limits in [SpanLimits::default(), tight] {
+        for encoding in [Encoding::Protobuf, Encoding::Json] {
+            let (pipeline, memory) = pipeline_with(limits, encoding);
+            let mut span = SpanData::new("x");
+            span.attributes = vec![KeyValue::new("", 0)];
+            span.shared_attributes = Some(shared);
+            pipeline.record(span);
+            pipeline.shutdown(WAIT);
+            let x = exported(&memory, "x");
+            let what = format!("{encoding:?}, {limits:?}");
+            assert_eq!(keys(&x.attributes), ["s"], "{what}");
+            assert_eq!(x.dropped_attributes_count, 2, "{what}: both empty keys");
+        }
+    }
+}
+
 /// A reviewer's case: a `SpanData` recorded directly with a key twice and
 /// nothing else over a limit took the limits' fast path and was exported
 /// with both; a shared set with a key twice was exported with both too.

@@ -145,7 +145,7 @@ fn attributes_of_two(out: &mut String, first: &[KeyValue], then: &[KeyValue], un
     let mut left_out = 0u32;
     let then = then
         .iter()
-        .filter(|kv| !unique || !first.iter().any(|f| f.key == kv.key));
+        .filter(|kv| !unique || kv.key.is_empty() || !first.iter().any(|f| f.key == kv.key));
     for kv in first.iter().chain(then) {
         if kv.key.is_empty() || super::too_deep(&kv.value) {
             left_out = left_out.saturating_add(1);

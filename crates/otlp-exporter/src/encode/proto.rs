@@ -459,7 +459,10 @@ fn put_shared_not_own<S: Sink>(
 ) -> Result<u32, Full> {
     let mut left_out = 0u32;
     for kv in shared.attributes() {
-        if !own.iter().any(|o| o.key == kv.key) {
+        // An own attribute with an empty key is dropped, so it replaces
+        // nothing: a shared one with an empty key is left out and counted
+        // (found by review: it went uncounted).
+        if kv.key.is_empty() || !own.iter().any(|o| o.key == kv.key) {
             left_out = left_out.saturating_add(put_attributes(buf, 9, std::slice::from_ref(kv))?);
         }
     }

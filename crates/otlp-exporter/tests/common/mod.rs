@@ -67,7 +67,12 @@ pub fn span(s: &SpanData) -> pt::Span {
             .chain(
                 shared
                     .iter()
-                    .filter(|kv| !s.attributes.iter().any(|o| o.key == kv.key)),
+                    // An own attribute wins over a shared one with its
+                    // key; an empty key, dropped and counted whoever
+                    // holds it, replaces nothing.
+                    .filter(|kv| {
+                        kv.key.is_empty() || !s.attributes.iter().any(|o| o.key == kv.key)
+                    }),
             )
             .cloned()
             .collect::<Vec<_>>(),
