@@ -655,6 +655,21 @@ fn spans_carry_the_layer_scope() {
     );
 }
 
+/// A layer that wants every span (as a `fmt` layer at DEBUG would).
+struct Everything;
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Everything {}
+
+/// The registry with [`Everything`] beside `layer` under a per-layer
+/// INFO filter: the usual logs-at-DEBUG, OTLP-at-INFO set-up.
+fn beside_everything_at_info(layer: OtlpLayer) -> impl tracing::Subscriber + Send + Sync {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    tracing_subscriber::registry()
+        .with(Everything)
+        .with(layer.with_filter(LevelFilter::INFO))
+}
+
 /// An explicit parent (`parent: &span`) that this layer's per-layer filter
 /// leaves out, but another layer records (so the span exists): the span's
 /// parent is that parent's nearest ancestor this layer records, in its
@@ -663,18 +678,8 @@ fn spans_carry_the_layer_scope() {
 /// `tracing` itself.)
 #[test]
 fn under_a_per_layer_filter_an_explicit_parent_left_out_gives_its_nearest_recorded_ancestor() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    /// A layer that wants every span (as a `fmt` layer at DEBUG would).
-    struct Everything;
-    impl<S: tracing::Subscriber> Layer<S> for Everything {}
-
     let (pipeline, memory) = pipeline();
-    let subscriber = tracing_subscriber::registry()
-        .with(Everything)
-        .with(OtlpLayer::new(&pipeline).with_filter(LevelFilter::INFO));
+    let subscriber = beside_everything_at_info(OtlpLayer::new(&pipeline));
     tracing::subscriber::with_default(subscriber, || {
         let root = tracing::info_span!("root");
         let middle = root.in_scope(|| tracing::debug_span!("middle"));
@@ -732,21 +737,10 @@ fn under_a_per_layer_filter_the_nearest_recorded_ancestor_is_the_parent() {
 /// (documented), is outside any span.
 #[test]
 fn under_a_per_layer_filter_a_span_left_out_on_another_thread_keeps_the_trace() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    struct Everything;
-    impl<S: tracing::Subscriber> Layer<S> for Everything {}
-
     let (pipeline, memory) = pipeline();
     let layer = OtlpLayer::new(&pipeline);
     let counters = layer.counters();
-    let dispatch = tracing::Dispatch::new(
-        tracing_subscriber::registry()
-            .with(Everything)
-            .with(layer.with_filter(LevelFilter::INFO)),
-    );
+    let dispatch = tracing::Dispatch::new(beside_everything_at_info(layer));
     tracing::dispatcher::with_default(&dispatch, || {
         let request = tracing::info_span!("request");
         let task = request.in_scope(|| tracing::debug_span!("task"));
@@ -780,17 +774,8 @@ fn under_a_per_layer_filter_a_span_left_out_on_another_thread_keeps_the_trace() 
 /// span, which is not its ancestor, in that span's trace).
 #[test]
 fn under_a_per_layer_filter_a_child_never_goes_under_a_span_that_is_not_its_ancestor() {
-    use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::LevelFilter;
-    use tracing_subscriber::layer::SubscriberExt;
-
-    struct Everything;
-    impl<S: tracing::Subscriber> Layer<S> for Everything {}
-
     let (pipeline, memory) = pipeline();
-    let subscriber = tracing_subscriber::registry()
-        .with(Everything)
-        .with(OtlpLayer::new(&pipeline).with_filter(LevelFilter::INFO));
+    let subscriber = beside_everything_at_info(OtlpLayer::new(&pipeline));
     tracing::subscriber::with_default(subscriber, || {
         let z = tracing::info_span!("z");
         let x = tracing::info_span!("x");
