@@ -142,14 +142,14 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
-            // A fresh file each run (the file transport appends): only a
-            // regular file is removed (found by review: run as root with
-            // `--file /dev/full`, the demo removed the device node and made a
-            // regular file in its place).
-            if std::fs::symlink_metadata(&o.file).is_ok_and(|m| m.is_file()) {
-                std::fs::remove_file(&o.file)
-                    .map_err(|e| format!("removing the last run's {}: {e}", o.file.display()))?;
-            }
+            // A fresh file each run (the file transport appends): a
+            // regular file, or the regular file a symbolic link names, is
+            // emptied (found by review: a link was left alone, and each
+            // run appended to its target), and nothing else is touched
+            // (found by review: run as root with `--file /dev/full`, the
+            // demo removed the device node and made a regular file in its
+            // place).
+            empty_last_run(&o.file)?;
             // A `main` too: file-system access from ambient authority.
             builder = builder
                 .filesystem(otlp_exporter::FsAccess::from_ambient(
@@ -289,4 +289,59 @@ pub(crate) fn main(o: &Options) -> Result<(), String> {
         return Err("the pipeline did not account for every span".into());
     }
     Ok(())
+}
+
+/// Empties the last run's file at `path` if it is a regular file, or a
+/// symbolic link to one; leaves anything else (a device, a FIFO) alone.
+fn empty_last_run(path: &std::path::Path) -> Result<(), String> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| format!("emptying the last run's {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::empty_last_run;
+
+    /// A regular file is emptied, through a symbolic link too (found by
+    /// review: a link was left alone, and each run appended to its
+    /// target); a directory (like a device or a FIFO, not a regular file)
+    /// is left alone.
+    #[test]
+    fn the_last_runs_file_is_emptied_through_a_link_and_nothing_else_is_touched() {
+        let dir = std::env::temp_dir().join(format!("xtask-demo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let real = dir.join("real.jsonl");
+        std::fs::write(&real, "{\"old\":1}\n").unwrap();
+        empty_last_run(&real).unwrap();
+        assert_eq!(std::fs::read(&real).unwrap(), b"");
+        std::fs::write(&real, "{\"old\":1}\n").unwrap();
+        #[cfg(unix)]
+        {
+            let link = dir.join("link.jsonl");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            empty_last_run(&link).unwrap();
+            assert_eq!(
+                std::fs::read(&real).unwrap(),
+                b"",
+                "the link's target emptied"
+            );
+            assert!(
+                std::fs::symlink_metadata(&link).unwrap().is_symlink(),
+                "the link kept"
+            );
+        }
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        empty_last_run(&sub).unwrap();
+        assert!(sub.is_dir());
+        empty_last_run(&dir.join("missing")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -70,12 +70,14 @@ pub enum ConfigError {
     },
 }
 
-/// An environment variable's value, `None` when unset. A value that is
-/// not UTF-8 comes back lossily (each bad sequence a U+FFFD), so that it
-/// fails its variable's parse with its text shown, as any malformed value
-/// does, instead of being taken as unset (found by review:
+/// An environment variable's value, `None` when unset, for variables whose
+/// value is parsed (numbers, the sampler, booleans). A value that is not
+/// UTF-8 comes back lossily (each bad sequence a U+FFFD), so that it fails
+/// its variable's parse with its text shown, as any malformed value does,
+/// instead of being taken as unset (found by review:
 /// `std::env::var(..).ok()` made a non-UTF-8 span limit the default,
-/// silently).
+/// silently). The HTTP transport's variables, which are sent on, refuse
+/// such a value outright (`HttpTransportBuilder::build`).
 pub(crate) fn env_var(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) => Some(v),

@@ -361,7 +361,27 @@ impl HttpTransportBuilder {
     /// headers, whose values are secret, the value; a URL's password is
     /// shown as `***`).
     pub fn build(self) -> Result<HttpTransport, ConfigError> {
-        self.build_with(crate::config::env_var)
+        // A value that is not UTF-8 is refused, naming its variable (not
+        // shown: it may be a header's secret), rather than read as unset
+        // or sent altered (found by review: a lossy reading sent an
+        // endpoint's path and a header's value with U+FFFD in them).
+        let not_utf8 = std::cell::Cell::new(None);
+        let built = self.build_with(|var| match std::env::var(var) {
+            Ok(v) => Some(v),
+            Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                not_utf8.set(not_utf8.get().or(Some(var)));
+                None
+            }
+        });
+        match not_utf8.get() {
+            Some(var) => Err(ConfigError::InvalidEnv {
+                var,
+                value: "(not shown)".to_owned(),
+                reason: "the value is not UTF-8",
+            }),
+            None => built,
+        }
     }
 
     /// [`build`](Self::build) with the environment given as a function,
@@ -663,6 +683,18 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     }
     if ureq::http::HeaderValue::from_bytes(value.as_bytes()).is_err() {
         return Err("the header value is not one HTTP can carry");
+    }
+    // The client sends these only as visible ASCII, and fails the request
+    // otherwise (found by review: a non-ASCII `authorization` built, then
+    // failed every export as a connection failure, retried for ever).
+    if ["authorization", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        && !value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return Err("an authorization header's value must be ASCII (encode it: Base64, say)");
     }
     Ok(())
 }

@@ -809,6 +809,23 @@ pub struct Resource {
     pub schema_url: Str,
 }
 
+/// A single-value variable (`OTEL_SERVICE_NAME`): `None` when unset, and
+/// when not UTF-8, with a warning (found by review: read as a list of
+/// entries, a name with a comma was cut to its first part).
+fn utf8_value(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            let value = v.to_string_lossy().into_owned();
+            let _ = std::panic::catch_unwind(|| {
+                tracing::warn!(var, %value, "the value is not UTF-8, ignored");
+            });
+            None
+        }
+    }
+}
+
 /// A resource variable's comma-separated entries that are UTF-8 (`None`
 /// when unset): an entry that is not is left out with a warning, as a
 /// malformed entry is, and the others kept (found by review: a variable
@@ -866,7 +883,7 @@ impl Resource {
     pub(crate) fn env_only() -> Self {
         Self::vars_only(
             utf8_entries("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
-            utf8_entries("OTEL_SERVICE_NAME").as_deref(),
+            utf8_value("OTEL_SERVICE_NAME").as_deref(),
         )
     }
 

@@ -414,12 +414,24 @@ impl InMemory {
 ///   action is not killed; a transport called from a thread of your own
 ///   follows that thread's signal mask);
 /// - a pipe removed from the path fails the exports until one is there
-///   again (never a regular file made in its place).
+///   again (never a regular file made in its place);
+/// - a [`Pipeline::shutdown`](crate::Pipeline::shutdown) whose deadline
+///   passes while an export waits for room counts that export's spans as
+///   timed out (the pipeline does not wait past its deadline), but the
+///   export goes on until its own deadline (`export_timeout`): lines it
+///   finishes meanwhile still reach the reader, spans counted dropped
+///   that arrive anyway (found by review). Give the shutdown a deadline
+///   past the export timeout where the count must match what the reader
+///   gets.
 ///
 /// One writer per file: two transports (or processes) appending to the
 /// same file each write a line in one `writev` (a local file system
 /// keeps it whole), but a failed write's truncation may cut the other's
-/// lines.
+/// lines, and a transport opened while the other writes a long line may
+/// take that line, caught half written, for a torn one, and end it with
+/// `!` and a newline, which then land after it as a line of their own
+/// (found by review: a line that is no request, though no write failed;
+/// the requests stay whole).
 pub struct FileTransport {
     path: PathBuf,
     sync_every_request: bool,
@@ -1030,6 +1042,22 @@ fn end_torn(target: &mut impl AppendTarget, t: Torn) -> std::io::Result<()> {
         return Ok(());
     }
     let ending: &[u8] = if len - t.at == t.body { b"!\n" } else { b"\n" };
+    // Within the file-size limit only, as at open (`end_torn_line`; found
+    // by review: a torn line that ended one byte short of the limit took
+    // the `!` to it, and its newline raised SIGXFSZ). Nothing is written
+    // then, and the line stays pending: no line goes after it.
+    if target
+        .max_len()
+        .is_some_and(|max| len.saturating_add(ending.len() as u64) > max)
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "the file ends in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
+                 {len} bytes): no room for the ending that would close it"
+            ),
+        ));
+    }
     target.append(ending)
 }
 
@@ -1181,6 +1209,9 @@ mod tests {
         cut_by_others_on_failure: Option<usize>,
         /// Room made as a write fails (space freed by someone else).
         room_after_failure: Option<usize>,
+        /// The process's file-size limit: a write past it would raise
+        /// SIGXFSZ, which kills the process (here: panics).
+        limit: Option<u64>,
     }
 
     impl Disk {
@@ -1192,6 +1223,7 @@ mod tests {
                 fail_sync: false,
                 cut_by_others_on_failure: None,
                 room_after_failure: None,
+                limit: None,
             }
         }
 
@@ -1213,6 +1245,14 @@ mod tests {
             Ok(self.data.len() as u64)
         }
         fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            // `write_all` would reach the limit with bytes left, and the
+            // write there raises the signal.
+            if let Some(limit) = self.limit {
+                assert!(
+                    (self.data.len() + bytes.len()) as u64 <= limit,
+                    "a write past the file-size limit: SIGXFSZ"
+                );
+            }
             let fits = self.room.saturating_sub(self.data.len()).min(bytes.len());
             self.data.extend_from_slice(&bytes[..fits]);
             if fits < bytes.len() {
@@ -1244,6 +1284,38 @@ mod tests {
             }
             Ok(())
         }
+        fn max_len(&mut self) -> Option<u64> {
+            self.limit
+        }
+    }
+
+    /// Found by review: a torn line holding the whole request but its
+    /// newline, left by a full append-only disk one byte short of the
+    /// process's file-size limit (the check before the write passed: the
+    /// line and its newline fitted). Ending it later (before the next line,
+    /// or at shutdown) wrote `!` and a newline, one byte past the limit:
+    /// SIGXFSZ killed the process. Now nothing is written, the line stays
+    /// pending, and the export fails with `FileTooLarge`.
+    #[test]
+    fn a_torn_line_at_the_file_size_limit_is_never_ended_past_it() {
+        let mut disk = Disk::new(7);
+        disk.fail_set_len = true;
+        disk.limit = Some(8);
+        let mut torn = None;
+        // The request fits, its newline does not (the disk is full).
+        let e = append_whole(&mut disk, &mut torn, b"request", false).unwrap_err();
+        assert_eq!(e.kept, Kept::Torn);
+        assert_eq!(torn, Some(Torn { at: 0, body: 7 }));
+        disk.room = 100; // room again, but not under the limit
+        let e = append_whole(&mut disk, &mut torn, b"next", false).unwrap_err();
+        assert_eq!(
+            e.error.kind(),
+            std::io::ErrorKind::FileTooLarge,
+            "{}",
+            e.error
+        );
+        assert_eq!(disk.data, b"request", "nothing written past it");
+        assert!(torn.is_some(), "still pending: no line goes after it");
     }
 
     #[test]

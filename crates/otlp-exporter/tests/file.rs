@@ -981,3 +981,63 @@ fn an_append_only_file_on_a_full_disk_recovers_once_there_is_room() {
         let _ = std::fs::remove_dir(&dir);
     });
 }
+
+// ---- found by review (2026-12-02) ------------------------------------------
+
+/// A build that fails (here a malformed span limit in the environment)
+/// fails before the file is opened: it creates no file (found by review:
+/// the file was created, and a FIFO's reader saw its writer come and go).
+/// In a child process: it sets the environment.
+#[test]
+fn a_build_that_fails_opens_no_file() {
+    test_watchdog::isolate(Duration::from_secs(30), || {
+        let path = std::env::temp_dir().join(format!(
+            "otlp-exporter-failed-build-{}.jsonl",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: the child process runs this one test on one thread.
+        unsafe { std::env::set_var("OTEL_SPAN_EVENT_COUNT_LIMIT", "lots") };
+        let err = Pipeline::builder()
+            .filesystem(fs())
+            .file(&path)
+            .build()
+            .err()
+            .expect("the malformed limit fails the build");
+        assert!(
+            err.to_string().contains("OTEL_SPAN_EVENT_COUNT_LIMIT"),
+            "{err}"
+        );
+        assert!(
+            !path.exists(),
+            "a build that failed created {}",
+            path.display()
+        );
+    });
+}
+
+/// A file set beside a transport is a configuration error, not a file
+/// silently never written (found by review).
+#[test]
+fn a_file_beside_a_transport_is_refused() {
+    let path =
+        std::env::temp_dir().join(format!("otlp-exporter-both-{}.jsonl", std::process::id()));
+    let err = Pipeline::builder()
+        .transport(otlp_exporter::InMemory::new())
+        .filesystem(fs())
+        .file(&path)
+        .build()
+        .err()
+        .expect("one destination or the other");
+    assert!(
+        matches!(
+            err,
+            otlp_exporter::ConfigError::InvalidSetting {
+                setting: "file",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!path.exists());
+}

@@ -153,3 +153,61 @@ fn network_access_without_an_endpoint_exports_over_http_to_the_spec_default() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// A transport variable whose value is not UTF-8 is refused at build,
+/// naming the variable (the value not shown: it may be a header's secret),
+/// rather than sent altered (found by review: an endpoint's path and a
+/// header's value went out with U+FFFD in them).
+#[cfg(unix)]
+#[test]
+fn a_transport_variable_that_is_not_utf8_is_refused_at_build() {
+    use std::os::unix::ffi::OsStrExt;
+    test_watchdog::isolate(WATCHDOG, || {
+        for (var, value) in [
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                &b"http://127.0.0.1:4318/v1/tr\xffaces"[..],
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", &b"x-tenant=acme\xff"[..]),
+        ] {
+            // SAFETY: as `set`.
+            unsafe { std::env::set_var(var, std::ffi::OsStr::from_bytes(value)) };
+            match HttpTransport::builder(net()).build() {
+                Err(ConfigError::InvalidEnv { var: v, value, .. }) => {
+                    assert_eq!(v, var);
+                    assert!(!value.contains("acme"), "the value is not shown: {value}");
+                }
+                other => panic!("{var}: {other:?}"),
+            }
+            // SAFETY: as `set`.
+            unsafe { std::env::remove_var(var) };
+        }
+    });
+}
+
+/// An `authorization` header the HTTP client would refuse at every export
+/// (a value that is not visible ASCII) is refused at build instead (found
+/// by review: it built, then every export failed as a connection failure
+/// and was retried).
+#[test]
+fn a_non_ascii_authorization_header_is_refused_at_build() {
+    let built = HttpTransport::builder(net())
+        .endpoint("http://127.0.0.1:4318")
+        .build_with(|v| {
+            (v == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "authorization=Bearer caf%C3%A9".to_owned())
+        });
+    match built {
+        Err(e) => assert!(e.to_string().contains("ASCII"), "{e}"),
+        Ok(t) => panic!("built: {t:?}"),
+    }
+    let built = HttpTransport::builder(net())
+        .endpoint("http://127.0.0.1:4318")
+        .header("Authorization", "Bearer café")
+        .build_with(|_| None);
+    assert!(built.is_err(), "set in the builder too");
+    let ascii = HttpTransport::builder(net())
+        .endpoint("http://127.0.0.1:4318")
+        .header("authorization", "Bearer abc")
+        .build_with(|_| None);
+    assert!(ascii.is_ok(), "{:?}", ascii.err());
+}

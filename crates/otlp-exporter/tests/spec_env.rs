@@ -196,5 +196,10 @@ fn a_value_that_is_not_utf8_is_malformed_not_unset() {
         assert_eq!(v("deployment.environment"), Some("prod".into()));
         assert_eq!(v("team"), Some("core".into()));
         assert_eq!(v("bad"), None, "the entry that is not UTF-8 is left out");
+        // One value, not a list: not cut at a comma (found by review: a
+        // name read as entries became its first part's).
+        set_bytes("OTEL_SERVICE_NAME", b"checkout,eu-w\xe9st");
+        let r = otlp_exporter::Resource::from_env();
+        assert_ne!(r.get("service.name").cloned(), Some("checkout".into()));
     });
 }

@@ -169,6 +169,9 @@ impl WakerSlot {
                     crate::task::count_panic_here();
                 }
                 // Out of the cell's hold: the retry's wake may re-enter.
+                // (A clone that always fails so makes its poller spin,
+                // each failure counted, until what it waits for is ready:
+                // a documented limit, as for a region body's waker.)
                 if clone_failed {
                     crate::task::count_panic_here();
                     if crate::outcome::catch(|| waker.wake_by_ref()).is_err() {

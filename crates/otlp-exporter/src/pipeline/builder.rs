@@ -156,14 +156,17 @@ impl Config {
 }
 
 impl PipelineBuilder {
-    /// Exports through `transport`.
+    /// Exports through `transport` (not beside a [`file`](Self::file): one
+    /// destination or the other).
     pub fn transport(mut self, transport: impl Transport) -> Self {
         self.transport = Some(UserTransport(Some(Box::new(transport))));
         self
     }
 
     /// Exports OTLP JSON lines to `path` (which needs file-system access,
-    /// [`filesystem`](Self::filesystem)).
+    /// [`filesystem`](Self::filesystem)). Set beside a
+    /// [`transport`](Self::transport), it makes `build` fail
+    /// ([`ConfigError::InvalidSetting`]): one destination or the other.
     ///
     /// With no transport and no file set, the pipeline chooses by the
     /// access it was given:
@@ -508,10 +511,29 @@ impl PipelineBuilder {
                 ),
             });
         }
+        // Read before the transport is made: a malformed limit fails the
+        // build before a file is opened (found by review: the file was
+        // created, a torn line ended, and a FIFO's reader saw end-of-file,
+        // by a build that then failed).
+        let limits = match self.limits {
+            Some(l) => l,
+            None => SpanLimits::from_env()?,
+        };
         // OTEL_SDK_DISABLED=true: a no-op pipeline (see `build`'s docs).
         let disabled = crate::config::sdk_disabled();
         let transport = match (self.transport, self.file) {
-            (Some(t), _) => t,
+            // Two destinations asked for: which one is meant is not ours
+            // to guess (found by review: the file was dropped silently).
+            (Some(_), Some(file)) => {
+                return Err(ConfigError::InvalidSetting {
+                    setting: "file",
+                    reason: format!(
+                        "{} is asked for beside a transport: set one or the other",
+                        file.display()
+                    ),
+                });
+            }
+            (Some(t), None) => t,
             // Nothing is exported: no collector, no file to open.
             (None, _) if disabled => UserTransport(Some(Box::new(crate::InMemory::new()))),
             // No transport and no file: OTLP/HTTP whenever the pipeline may
@@ -549,10 +571,6 @@ impl PipelineBuilder {
                     },
                 )?)))
             }
-        };
-        let limits = match self.limits {
-            Some(l) => l,
-            None => SpanLimits::from_env()?,
         };
         // The environment's resource goes under the user's for
         // `service.name` only (see `resource`'s docs; found by review:
