@@ -400,15 +400,16 @@ impl HttpTransportBuilder {
         let url = match (self.traces_endpoint, self.endpoint) {
             (Some(t), _) => check_url("traces_endpoint", &t, false)?,
             (None, Some(e)) => join_traces(&check_url("endpoint", &e, false)?),
-            (None, None) => match (
-                env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-                env("OTEL_EXPORTER_OTLP_ENDPOINT"),
-            ) {
-                (Some(t), _) => check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &t, true)?,
-                (None, Some(e)) => {
-                    join_traces(&check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &e, true)?)
-                }
-                (None, None) => join_traces(DEFAULT_ENDPOINT),
+            // The general variable is read only when the signal's is not
+            // set: the signal's wins, and a malformed general one it
+            // overrides is no error (found by review: a general one that is
+            // not UTF-8 failed the build though unused).
+            (None, None) => match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+                Some(t) => check_url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &t, true)?,
+                None => match env("OTEL_EXPORTER_OTLP_ENDPOINT") {
+                    Some(e) => join_traces(&check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &e, true)?),
+                    None => join_traces(DEFAULT_ENDPOINT),
+                },
             },
         };
         let mut headers = Vec::new();
@@ -684,9 +685,11 @@ fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
     if ureq::http::HeaderValue::from_bytes(value.as_bytes()).is_err() {
         return Err("the header value is not one HTTP can carry");
     }
-    // The client sends these only as visible ASCII, and fails the request
-    // otherwise (found by review: a non-ASCII `authorization` built, then
-    // failed every export as a connection failure, retried for ever).
+    // The client sends `authorization` only as visible ASCII, and fails
+    // the request otherwise (found by review: a non-ASCII one built, then
+    // failed every export as a connection failure, retried for ever);
+    // `proxy-authorization`, read by proxies the same way, is held to it
+    // too.
     if ["authorization", "proxy-authorization"]
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h))

@@ -371,7 +371,10 @@ impl InMemory {
 /// newline first, so that the torn line stays alone, never parses (it may
 /// hold a whole request but its newline, counted failed), and every
 /// request written here stays readable. A transport's `shutdown` ends a
-/// torn line it still has pending the same way, when the file lets it. A file this process may
+/// torn line it still has pending the same way; one it cannot end (the
+/// process's file-size limit) fails the shutdown, so the pipeline's report
+/// says not completed, and the file's last line then has no newline: a
+/// reader must take such a line as torn. A file this process may
 /// write but not read (mode `0200`) gets that newline whenever it is not
 /// empty: its last byte cannot be looked at, and an empty line is better
 /// than a request glued to a torn one.
@@ -1029,6 +1032,19 @@ pub(crate) fn append_whole(
     })
 }
 
+/// Ends a torn line still pending (at shutdown): `Some` error, the line
+/// still pending, if it cannot be ended.
+fn end_pending(target: &mut impl AppendTarget, torn: &mut Option<Torn>) -> Option<std::io::Error> {
+    let t = (*torn)?;
+    match end_torn(target, t) {
+        Ok(()) => {
+            *torn = None;
+            None
+        }
+        Err(e) => Some(e),
+    }
+}
+
 /// Ends the torn line `t` left by a failed [`append_whole`] before the
 /// next one is written: cut back if the file allows it now, else ended
 /// with a newline (after a `!` where the line holds the whole request
@@ -1175,16 +1191,24 @@ impl Transport for FileTransport {
 
     fn shutdown(&self) -> Result<(), String> {
         let mut state = lock(&self.out);
-        // A torn line still pending is ended now (best effort; if it cannot
-        // be, the next open ends it): a reader that takes an unended last
-        // line as a line would read a request counted failed.
-        if let Some(t) = state.torn
-            && end_torn(&mut state.file, t).is_ok()
-        {
-            state.torn = None;
-        }
+        // A torn line still pending is ended now: a reader that takes an
+        // unended last line as a line would read a request counted failed.
+        // One that cannot be ended (the file-size limit, a full append-only
+        // disk) is reported, so that the shutdown is not `completed` (found
+        // by review: it said nothing, and the file ended in a request,
+        // whole but for its newline, whose spans were counted failed).
+        let FileState { file, torn, .. } = &mut *state;
+        let torn = end_pending(file, torn);
         sync_regular(&state.file)
             .map_err(|e| format!("syncing {} to disk: {e}", self.path.display()))?;
+        if let Some(e) = torn {
+            return Err(format!(
+                "{} ends in a torn line that could not be ended ({e}): its last line, \
+                 without a newline, holds a request whose spans were counted failed \
+                 (a reader must take a last line without a newline as torn)",
+                self.path.display()
+            ));
+        }
         match &state.unsynced {
             Some(why) => Err(why.clone()),
             None => Ok(()),
@@ -1316,6 +1340,17 @@ mod tests {
         );
         assert_eq!(disk.data, b"request", "nothing written past it");
         assert!(torn.is_some(), "still pending: no line goes after it");
+        // At shutdown too: reported (the transport's shutdown fails with
+        // it, so the pipeline's is not completed), nothing written.
+        let e = end_pending(&mut disk, &mut torn).expect("reported");
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+        assert_eq!(disk.data, b"request");
+        assert!(torn.is_some());
+        // Once the limit allows it, ended.
+        disk.limit = None;
+        assert!(end_pending(&mut disk, &mut torn).is_none());
+        assert!(torn.is_none());
+        assert_eq!(disk.data, b"request!\n");
     }
 
     #[test]

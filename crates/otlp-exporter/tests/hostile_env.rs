@@ -182,6 +182,45 @@ fn a_transport_variable_that_is_not_utf8_is_refused_at_build() {
             // SAFETY: as `set`.
             unsafe { std::env::remove_var(var) };
         }
+        // A general endpoint the signal's overrides is not read, whatever
+        // it holds (found by review: one that was not UTF-8 failed the
+        // build though unused).
+        set(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://127.0.0.1:4318/v1/traces",
+        );
+        // SAFETY: as `set`.
+        unsafe {
+            std::env::set_var(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                std::ffi::OsStr::from_bytes(b"http://old-collector\xff:4318"),
+            )
+        };
+        let t = HttpTransport::builder(net())
+            .build()
+            .expect("the signal's endpoint wins");
+        assert_eq!(t.url(), "http://127.0.0.1:4318/v1/traces");
+        // A collector named in bytes that are not UTF-8, without network
+        // access: an error, not a silent file (found by review: it read as
+        // unset, and the pipeline wrote ./otlp-traces.jsonl).
+        // SAFETY: as `set`.
+        unsafe { std::env::remove_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") };
+        let dir = std::env::temp_dir().join(format!("hostile-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::env::set_current_dir(&dir).unwrap();
+        let built = Pipeline::builder()
+            .filesystem(otlp_exporter::FsAccess::from_ambient(ambient_authority()))
+            .build();
+        assert!(
+            matches!(built, Err(ConfigError::NoNetworkAccess)),
+            "{:?}",
+            built.err()
+        );
+        assert!(
+            std::fs::read_dir(&dir).unwrap().next().is_none(),
+            "no file made"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
 

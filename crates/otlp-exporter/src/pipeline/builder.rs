@@ -628,7 +628,9 @@ pub(super) fn collector_configured() -> bool {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     ]
     .iter()
-    .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()))
+    // Set but not UTF-8 counts as set (found by review: it read as unset,
+    // and the pipeline silently wrote a file instead of refusing).
+    .any(|v| std::env::var_os(v).is_some_and(|v| !v.to_string_lossy().trim().is_empty()))
 }
 
 /// The builder's value if set; else the environment's (read only then, so
