@@ -673,20 +673,34 @@ fn end_torn_line(
     };
     // Within the file-size limit only (found by review: a file left torn
     // at the limit raised SIGXFSZ here, at open, again).
-    if file
+    ending_fits(file, len, ending, || format!("{}", path.display()))?;
+    file.write_all(ending)
+}
+
+/// `Err(FileTooLarge)` if `ending` (the end of a torn line) written at
+/// `len` would pass the process's file-size limit, where a write raises
+/// SIGXFSZ, which kills the process unless ignored. `file` names the file
+/// for the message.
+fn ending_fits(
+    target: &mut impl AppendTarget,
+    len: u64,
+    ending: &[u8],
+    file: impl FnOnce() -> String,
+) -> std::io::Result<()> {
+    if target
         .max_len()
         .is_some_and(|max| len.saturating_add(ending.len() as u64) > max)
     {
         return Err(std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!(
-                "{} may end in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
-                 {len} bytes): no room for the `!` and newline that would end it",
-                path.display()
+                "{} ends in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
+                 {len} bytes): no room for the ending that would close it",
+                file()
             ),
         ));
     }
-    file.write_all(ending)
+    Ok(())
 }
 
 /// Opens a regular file for appending without reading it (as for a file
@@ -1062,18 +1076,7 @@ fn end_torn(target: &mut impl AppendTarget, t: Torn) -> std::io::Result<()> {
     // by review: a torn line that ended one byte short of the limit took
     // the `!` to it, and its newline raised SIGXFSZ). Nothing is written
     // then, and the line stays pending: no line goes after it.
-    if target
-        .max_len()
-        .is_some_and(|max| len.saturating_add(ending.len() as u64) > max)
-    {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!(
-                "the file ends in a torn line at the process's file-size limit (RLIMIT_FSIZE, \
-                 {len} bytes): no room for the ending that would close it"
-            ),
-        ));
-    }
+    ending_fits(target, len, ending, || "the file".to_owned())?;
     target.append(ending)
 }
 
