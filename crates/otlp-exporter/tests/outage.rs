@@ -155,12 +155,26 @@ fn transport(port: u16) -> HttpTransport {
 }
 
 fn pipeline(port: u16, queue: usize, batch: usize, shedding: Shedding) -> Pipeline {
+    pipeline_every(port, queue, batch, shedding, Duration::from_millis(5))
+}
+
+/// [`pipeline`] exporting a batch that is not full after `delay` (an hour:
+/// only full batches, so that a test's spans go in one request however
+/// its recording thread is scheduled; a flaky-test hunt saw them split
+/// in two under load, with `scheduled_delay` 5 ms).
+fn pipeline_every(
+    port: u16,
+    queue: usize,
+    batch: usize,
+    shedding: Shedding,
+    delay: Duration,
+) -> Pipeline {
     Pipeline::builder()
         .transport(transport(port))
         .resource(Resource::new("outage-test"))
         .max_queue_size(queue)
         .max_export_batch_size(batch)
-        .scheduled_delay(Duration::from_millis(5))
+        .scheduled_delay(delay)
         .export_timeout(Duration::from_secs(5))
         .shedding(shedding)
         .build()
@@ -265,7 +279,8 @@ fn a_503_with_retry_after_is_honoured_then_delivered() {
     test_watchdog::isolate(WATCHDOG, || {
         let port = Collector::reserve_port();
         let collector = Collector::start(port, vec![(503, Some("1"))]);
-        let p = pipeline(port, 1024, 10, Shedding::DropNewest);
+        let hour = Duration::from_secs(3600);
+        let p = pipeline_every(port, 1024, 10, Shedding::DropNewest, hour);
         record(&p, "ra-", 1, 10);
         eventually("the retry delivers", || p.stats().exported == 10);
         let r = p.shutdown(Duration::from_secs(10));
@@ -294,7 +309,8 @@ fn final_answers_are_counted_at_once_not_kept() {
         for status in [400u16, 401, 403, 404, 413] {
             let port = Collector::reserve_port();
             let collector = Collector::start(port, vec![(status, None)]);
-            let p = pipeline(port, 1024, 5, Shedding::DropNewest);
+            let hour = Duration::from_secs(3600);
+            let p = pipeline_every(port, 1024, 5, Shedding::DropNewest, hour);
             record(&p, "final-", 1, 5);
             eventually("the failure counted", || {
                 p.stats().dropped.export_failed == 5
@@ -686,18 +702,20 @@ fn a_retry_after_is_waited_once_by_the_pipeline() {
 #[test]
 fn the_retry_budget_counts_from_the_first_failure() {
     test_watchdog::isolate(WATCHDOG, || {
+        // Margins wide enough for a stalled worker (a flaky-test hunt:
+        // with a 1 s budget, a 0.9 s stall gave the batch up untried).
         let memory = InMemory::new()
-            .with_latency(Duration::from_millis(1_500))
+            .with_latency(Duration::from_secs(3))
             .with_behavior(Behavior::Unavailable);
         let p = Pipeline::builder()
             .transport(memory.clone())
             .scheduled_delay(Duration::from_millis(1))
-            .retry_max_elapsed(Duration::from_secs(1))
+            .retry_max_elapsed(Duration::from_millis(2_500))
             .build()
             .unwrap();
         p.record(SpanData::new("one"));
-        // Failed at about 1.5 s, retried from about 1.6 s (each try takes
-        // 1.5 s), given up once the budget has passed since the failure.
+        // Failed at about 3 s, retried from about 3.1 s (each try takes
+        // 3 s), given up once the budget has passed since the failure.
         let end = Instant::now() + Duration::from_secs(30);
         while p.stats().dropped.export_failed == 0 {
             assert!(Instant::now() < end, "never given up: {:?}", p.stats());

@@ -204,7 +204,9 @@ fn a_losers_value_whose_drop_panics_never_replaces_the_winner() {
             let fut = race!(
                 cx,
                 |cx| async move {
-                    let r = cx.sleep(Duration::from_secs(2)).await;
+                    // Long enough that only the race's cancel ends it,
+                    // however long a loaded machine stalls the rest.
+                    let r = cx.sleep(Duration::from_secs(60)).await;
                     *R0_SLEEP_CANCELLED.lock().unwrap() = Some(r.is_err());
                     r.map_err(|_| ())?;
                     Ok::<_, ()>(("r0", Noisy(false)))
@@ -216,7 +218,8 @@ fn a_losers_value_whose_drop_panics_never_replaces_the_winner() {
                     while !R2_RETURNED.load(Ordering::SeqCst) {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    // r2's task finishes (and claims first) meanwhile.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
                     R1_DONE.store(true, Ordering::SeqCst);
                     Ok::<_, ()>(("r1", Noisy(true)))
                 },
