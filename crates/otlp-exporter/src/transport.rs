@@ -102,7 +102,7 @@ pub trait Transport: Send + Sync + 'static {
     /// a transport's own retries would only stack their waits on top of
     /// it, and keep a flush waiting. The default calls
     /// [`export`](Self::export); a transport that retries inside `export`
-    /// overrides it (as [`HttpTransport`](crate::HttpTransport) does).
+    /// overrides it (as `HttpTransport`, of the `http` feature, does).
     fn export_once(&self, request: &EncodedRequest, deadline: Instant) -> ExportResult {
         self.export(request, deadline)
     }
