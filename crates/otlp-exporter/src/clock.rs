@@ -143,21 +143,31 @@ fn tsc_trusted() -> bool {
 /// [`MAX_PAIR_WIDTH`] ticks (the thread was held up between the reads: a
 /// rate measured from such a pair would be off for the whole process).
 fn read_pair() -> Option<(u64, u64)> {
+    // About 1 µs or less at any common counter rate: tight enough.
+    let (tsc, mono, width) = bracketed(rdtsc, instant_mono_nanos, 3_000);
+    (width <= MAX_PAIR_WIDTH).then_some((tsc, mono))
+}
+
+/// A read of `inner` between two of `outer`: the midpoint of the `outer`
+/// pair (the moment of the `inner` read, to half the width), the `inner`
+/// value, and the width. The tightest of up to four tries, stopping at
+/// one narrower than `tight` (a wide one: the thread was held up between
+/// the reads).
+fn bracketed(outer: impl Fn() -> u64, inner: impl Fn() -> u64, tight: u64) -> (u64, u64, u64) {
     let mut best = (0, 0, u64::MAX);
     for _ in 0..4 {
-        let before = rdtsc();
-        let mono = instant_mono_nanos();
-        let after = rdtsc();
+        let before = outer();
+        let value = inner();
+        let after = outer();
         let width = after.wrapping_sub(before);
         if width < best.2 {
-            best = (before / 2 + after / 2, mono, width);
+            best = (before.wrapping_add(width / 2), value, width);
         }
-        // About 1 µs or less at any common counter rate: tight enough.
-        if width < 3_000 {
+        if width < tight {
             break;
         }
     }
-    (best.2 <= MAX_PAIR_WIDTH).then_some((best.0, best.1))
+    best
 }
 
 /// The widest read pair used for calibration: about 17 µs at 3 GHz, 0.03 %
@@ -311,21 +321,9 @@ pub fn unix_nanos_of(at: u64) -> u64 {
 #[cold]
 #[inline(never)]
 fn anchor_pair() -> (u64, u64) {
-    let mut best = (0, 0, u64::MAX);
-    for _ in 0..4 {
-        let before = mono_nanos();
-        let unix = system_unix_nanos();
-        let after = mono_nanos();
-        let width = after.saturating_sub(before);
-        if width < best.2 {
-            best = (before + width / 2, unix, width);
-        }
-        // The reads take well under a microsecond: this is tight.
-        if width < MAX_ANCHOR_WIDTH {
-            break;
-        }
-    }
-    (best.0, best.1)
+    // The reads take well under a microsecond: `MAX_ANCHOR_WIDTH` is tight.
+    let (mono, unix, _) = bracketed(mono_nanos, system_unix_nanos, MAX_ANCHOR_WIDTH);
+    (mono, unix)
 }
 
 /// A wall-clock read bracketed this closely is taken as is (its moment is

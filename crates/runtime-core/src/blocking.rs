@@ -425,9 +425,7 @@ impl<R> Drop for Blocking<R> {
         // allocation alive through it (found by review). A `resolve`
         // racing this takes it or finds it gone, either is fine. The waker
         // is user code: its `Drop` is caught, and a panic counted.
-        if crate::outcome::drop_caught(self.slot.waker.take()).is_some() {
-            crate::task::count_panic_here();
-        }
+        crate::outcome::drop_caught_here(self.slot.waker.take());
     }
 }
 

@@ -328,3 +328,15 @@ pub(crate) fn wake_caught_here(waker: std::task::Waker) {
         crate::task::count_panic_here();
     }
 }
+
+/// [`wake_caught`] through a reference (a poller asked to poll again).
+pub(crate) fn wake_by_ref_caught(waker: &std::task::Waker) -> bool {
+    catch(|| waker.wake_by_ref()).is_err()
+}
+
+/// [`drop_caught`], a panic counted where [`wake_caught_here`] counts it.
+pub(crate) fn drop_caught_here<V>(value: V) {
+    if drop_caught(value).is_some() {
+        crate::task::count_panic_here();
+    }
+}

@@ -165,16 +165,14 @@ impl WakerSlot {
                 if let Some(waker) = self.leave_registering() {
                     crate::outcome::wake_caught_here(waker);
                 }
-                if crate::outcome::drop_caught(old).is_some() {
-                    crate::task::count_panic_here();
-                }
+                crate::outcome::drop_caught_here(old);
                 // Out of the cell's hold: the retry's wake may re-enter.
                 // (A clone that always fails so makes its poller spin,
                 // each failure counted, until what it waits for is ready:
                 // a documented limit, as for a region body's waker.)
                 if clone_failed {
                     crate::task::count_panic_here();
-                    if crate::outcome::catch(|| waker.wake_by_ref()).is_err() {
+                    if crate::outcome::wake_by_ref_caught(waker) {
                         crate::task::count_panic_here();
                     }
                 }
@@ -185,7 +183,7 @@ impl WakerSlot {
                 // lets that `take` finish first (under loom it is a yield,
                 // without which this poll-again loop would never let the
                 // waking thread run). The wake is user code: caught.
-                if crate::outcome::catch(|| waker.wake_by_ref()).is_err() {
+                if crate::outcome::wake_by_ref_caught(waker) {
                     crate::task::count_panic_here();
                 }
                 crate::loom::spin_hint();

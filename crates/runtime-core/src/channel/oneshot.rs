@@ -325,18 +325,14 @@ impl<T> Drop for Receiver<T> {
                 // again; its write happened before (Acquire above).
                 unsafe { (*cell).take() }
             });
-            if crate::outcome::drop_caught(value).is_some() {
-                crate::task::count_panic_here();
-            }
+            crate::outcome::drop_caught_here(value);
         }
         // The waker a `recv` left registered goes with us: a sender that
         // outlives us must not keep it (it may hold the whole awaiting
         // task's allocation; found by review). A sender's `wake` racing
         // this takes it or finds it gone, either is fine. The waker is
         // user code: its `Drop` is caught, and a panic counted.
-        if crate::outcome::drop_caught(self.inner.rx_waker.take()).is_some() {
-            crate::task::count_panic_here();
-        }
+        crate::outcome::drop_caught_here(self.inner.rx_waker.take());
     }
 }
 

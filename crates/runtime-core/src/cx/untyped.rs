@@ -540,9 +540,7 @@ impl CxCore {
                             // A loser's value: user code in its `Drop`,
                             // caught and counted (found by review: its
                             // panic became the race's outcome).
-                            if crate::outcome::drop_caught(o).is_some() {
-                                crate::task::count_panic_here();
-                            }
+                            crate::outcome::drop_caught_here(o);
                             return Pin::new(&mut handles[f]).poll(cx);
                         }
                     }

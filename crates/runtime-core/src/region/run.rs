@@ -168,7 +168,7 @@ where
                         // The poll the cut-off gave it is spent: the next
                         // drops it, and comes at once.
                         b.polled_cut_off = true;
-                        if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                        if crate::outcome::wake_by_ref_caught(cx.waker()) {
                             node.sched.stats().panic_caught();
                         }
                     }
@@ -317,7 +317,7 @@ impl<F: Future> InScope<F> {
                         node.sched.stats().panic_caught();
                         // Nothing stored for this poller: have it poll
                         // again, to retry (else a cancel wakes a stale one).
-                        if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                        if crate::outcome::wake_by_ref_caught(cx.waker()) {
                             node.sched.stats().panic_caught();
                         }
                         None
@@ -506,7 +506,7 @@ impl Cleanup {
                             }
                             Err(_) => {
                                 this.sched.stats().panic_caught();
-                                if crate::outcome::catch(|| cx.waker().wake_by_ref()).is_err() {
+                                if crate::outcome::wake_by_ref_caught(cx.waker()) {
                                     this.sched.stats().panic_caught();
                                 }
                             }

@@ -293,7 +293,7 @@ impl TimerDriver {
         for action in &old {
             if let TimerAction::Wake(w) = action
                 && !is_task_of(w, sched)
-                && crate::outcome::catch(|| w.wake_by_ref()).is_err()
+                && crate::outcome::wake_by_ref_caught(w)
             {
                 stats.panic_caught();
             }

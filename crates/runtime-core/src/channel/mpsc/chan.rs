@@ -72,9 +72,7 @@ impl<T> Chan<T> {
 /// with no permit made for it, or a handed slot with no one to return it
 /// (found by review: the channel lost that slot for good).
 pub(super) fn let_waker_go<W>(waker: W) {
-    if crate::outcome::drop_caught(waker).is_some() {
-        crate::task::count_panic_here();
-    }
+    crate::outcome::drop_caught_here(waker);
 }
 
 /// The value queue: crossbeam's lock-free `ArrayQueue`, or under loom (which
@@ -565,9 +563,7 @@ impl<T> Chan<T> {
             // The user's `Drop`: a panic is caught and counted, and the
             // drain goes on (it used to unwind out of the receiver's drop,
             // or a late send, and leave the rest uncounted).
-            if crate::outcome::drop_caught(value).is_some() {
-                crate::task::count_panic_here();
-            }
+            crate::outcome::drop_caught_here(value);
         }
     }
 }
