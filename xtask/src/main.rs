@@ -202,6 +202,8 @@ fn run_tests(extra: &[String]) -> Result<(), String> {
         "doc",
         "-p",
         "otlp-exporter",
+        "-p",
+        "runtime-facade",
         "--no-default-features",
         "--no-deps",
     ]))?;

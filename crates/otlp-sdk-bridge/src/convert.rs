@@ -112,7 +112,9 @@ pub fn to_scope(scope: &opentelemetry::InstrumentationScope) -> InstrumentationS
 /// (the SDK keeps them in a hash map, in no order). Use it to give a
 /// pipeline the same resource as an SDK provider: the
 /// [`OtlpSpanProcessor`](crate::OtlpSpanProcessor) exports under the
-/// *pipeline's* resource (see its docs for why).
+/// *pipeline's* resource (see its docs for why, and for the
+/// `telemetry.sdk.*` and `service.name` attributes the pipeline adds
+/// where the resource has none).
 ///
 /// ```
 /// let sdk_resource = opentelemetry_sdk::Resource::builder_empty()

@@ -114,7 +114,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// tracers, the `tracing` layer), which must not see it change under them.
 /// To export under the provider's resource, build the pipeline with it:
 /// `Pipeline::builder().resource(otlp_sdk_bridge::to_resource(&resource))`
-/// (see [`to_resource`](crate::to_resource)).
+/// (see [`to_resource`](crate::to_resource)). The pipeline fills in what
+/// the resource lacks of `telemetry.sdk.*` (naming itself) and
+/// `service.name` (from the environment, as
+/// [`PipelineBuilder::resource`](otlp_exporter::PipelineBuilder::resource)
+/// says): a provider's default resource (`Resource::builder().build()`)
+/// has them all and is exported as it is; one built with
+/// `Resource::builder_empty()` gains them.
 pub struct OtlpSpanProcessor {
     pipeline: Pipeline,
     /// Names this processor in the per-thread scope cache.

@@ -455,3 +455,64 @@ fn two_pipelines_on_one_thread_keep_their_scope_ids_apart() {
         }
     }
 }
+
+/// The recipe the processor's docs give for exporting under the provider's
+/// resource: a provider's default resource (which has `service.name` and
+/// `telemetry.sdk.*`) is exported exactly as the provider holds it; an
+/// empty one gains what the pipeline fills in, as the docs say.
+#[test]
+fn the_providers_resource_is_exported_as_the_docs_say() {
+    let export = |resource: &opentelemetry_sdk::Resource| {
+        let memory = InMemory::new();
+        let pipeline = Pipeline::builder()
+            .transport(memory.clone())
+            .resource(otlp_sdk_bridge::to_resource(resource))
+            .build()
+            .expect("valid settings");
+        let provider = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_span_processor(OtlpSpanProcessor::new(&pipeline))
+            .build();
+        provider.tracer("t").in_span("s", |_| {});
+        provider.shutdown().expect("shuts down");
+        let spans = exported(&memory);
+        assert_eq!(spans.len(), 1);
+        let mut keys: Vec<(String, Option<String>)> = spans[0]
+            .resource
+            .iter()
+            .map(|kv| (kv.key.clone(), str_attr(&spans[0].resource, &kv.key)))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let as_sdk_holds = |resource: &opentelemetry_sdk::Resource| {
+        let mut keys: Vec<(String, Option<String>)> = resource
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect();
+        keys.sort();
+        keys
+    };
+
+    let default = opentelemetry_sdk::Resource::builder()
+        .with_attribute(KeyValue::new("deployment.environment.name", "prod"))
+        .build();
+    assert_eq!(export(&default), as_sdk_holds(&default));
+
+    let empty = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name("checkout")
+        .build();
+    let got = export(&empty);
+    let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "service.name",
+            "telemetry.sdk.language",
+            "telemetry.sdk.name",
+            "telemetry.sdk.version"
+        ]
+    );
+    assert_eq!(got[0].1.as_deref(), Some("checkout"));
+    assert_eq!(got[2].1.as_deref(), Some("otlp-exporter"));
+}

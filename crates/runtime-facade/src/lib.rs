@@ -1,6 +1,8 @@
 //! One dependency for the whole workspace.
 //!
-//! Re-exports each crate of the workspace as it lands, under a short name:
+//! Re-exports each crate of the workspace as it lands, under a short name
+//! (all but `otlp-sdk-bridge`, which pulls in the OpenTelemetry SDK:
+//! depend on it directly to keep an `SdkTracerProvider`):
 //!
 //! | module | crate | what it is |
 //! |---|---|---|
@@ -17,7 +19,7 @@
 //! --example app`).
 //!
 //! Features: `http` (default) is the exporter's OTLP/HTTP transport
-//! ([`exporter::HttpTransport`], and a pipeline built with network access
+//! (`exporter::HttpTransport`, and a pipeline built with network access
 //! sending to a collector). With `default-features = false` nothing of
 //! ureq, rustls or *ring* is built (no C compiler needed); spans then go
 //! to a file or to a transport of the application's own.
