@@ -5,7 +5,9 @@
 //!
 //! Cancel the root (`Shutdown`), wait for the drain, cut off the tasks not
 //! waiting on regions of their own, then everything, stop the workers,
-//! report (`ShutdownReport`). Never waits past its deadline; a poll that
+//! report (`ShutdownReport`). Never waits past its deadline for a task
+//! (only for the `Drop` of those it takes from stuck workers' queues, run
+//! on the calling thread); a poll that
 //! never returns is reported, not waited for (`workers_stuck` counts the
 //! workers inside a poll at the deadline, and what sits in their queues is
 //! dropped, not leaked: stolen from their deques and LIFO slots at the
@@ -616,7 +618,12 @@ impl Runtime {
             // A worker's thread, or one inside a task's poll (a worker
             // firing timers from a task's checkpoint marks itself off the
             // pool for the wakes; the lab polls tasks on its caller's).
-            !Shared::on_any_worker() && crate::task::running_task().is_null(),
+            // And this runtime's workers at any depth: a blocking job the
+            // lab runs in line inside one of its tasks is marked off the
+            // workers (it may run a runtime of its own), not off this one.
+            !Shared::on_any_worker()
+                && crate::task::running_task().is_null()
+                && !crate::sched::pool::drives(self.shared.stats()),
             "Runtime::block_on called from a thread that is running runtime tasks \
              (inside a task, or a waker or Drop that one runs): it would wait for work \
              this thread may be needed for, a deadlock. Await the future instead, or \
@@ -654,7 +661,10 @@ impl Runtime {
     /// Shuts down: cancels the root region (reason `Shutdown`), lets every
     /// task drain and every finalizer run within its cleanup budget until
     /// `timeout`, cuts off what is left, stops the workers, and reports.
-    /// Never takes (much) longer than `timeout`.
+    /// Never takes (much) longer than `timeout`, but for one thing: the
+    /// tasks left queued on workers stuck in a poll at the deadline are
+    /// dropped on the calling thread (stolen from their queues, so that
+    /// nothing is leaked), and a slow `Drop` of theirs is waited for.
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -832,7 +842,10 @@ impl ShutdownHandle {
     /// poll of one of its tasks (a worker firing timers from a task's
     /// checkpoint marks itself off the pool for the wakes it causes).
     fn called_from_inside(&self) -> bool {
-        if crate::sched::pool::worker_index(self.shared.stats()).is_some() {
+        // At any depth: a task of a runtime driven in place by one of
+        // this runtime's tasks (a shutdown of a current-thread runtime),
+        // or a blocking job the lab runs in line, is inside this one too.
+        if crate::sched::pool::drives(self.shared.stats()) {
             return true;
         }
         let running = crate::task::running_task();

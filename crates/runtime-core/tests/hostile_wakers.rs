@@ -172,6 +172,8 @@ fn a_region_closed_under_a_waker_whose_drop_panics_closes_whole() {
 /// the region's cut-off (its cleanup grace period over): the cut-off
 /// still reaches the task that ignores its cancellation (it never did:
 /// the panic unwound out of the cut-off before it reached the tasks).
+/// Since a later review the cut-off wakes the stored waker through a
+/// shared count, without a clone: the panic is not even reached.
 #[test]
 fn a_cut_off_reaches_the_tasks_whatever_the_body_waker_does() {
     isolate(WATCHDOG, || {
@@ -220,7 +222,6 @@ fn a_cut_off_reaches_the_tasks_whatever_the_body_waker_does() {
             Some(true),
             "the task that ignores its cancellation was cut off after its grace"
         );
-        assert!(rt.stats().panics_caught >= 1, "{:?}", rt.stats());
     });
 }
 

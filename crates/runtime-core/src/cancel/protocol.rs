@@ -465,32 +465,28 @@ impl Region {
             crate::budget::coop::request_repoll();
             return;
         }
-        let waker = {
-            let slot = lock(&self.body_waker);
-            match &*slot {
-                BodyPoller::Waker(w) if is_running_task_waker(w) => {
-                    crate::budget::coop::request_repoll();
-                    return;
-                }
-                // The clone is user code: a panic must not unwind out of
-                // a cancel or a cut-off half done.
-                BodyPoller::Waker(w) => match crate::outcome::catch(|| w.clone()) {
-                    Ok(w) => Some(w),
-                    Err(_) => {
-                        self.sched.stats().panic_caught();
-                        return;
-                    }
-                },
-                BodyPoller::Owner => None,
-                BodyPoller::NotYet if unpolled => None,
-                BodyPoller::NotYet => return,
-            }
+        // Under the lock only a count of the shared waker is taken: no
+        // user code runs there (found by review: a waker's `clone` that
+        // cancelled the region again, with a stronger reason, came back
+        // here and waited for the lock its own caller held).
+        let waker = match &*lock(&self.body_waker) {
+            BodyPoller::Waker(w) => Some(w.clone()),
+            BodyPoller::Owner => None,
+            BodyPoller::NotYet if unpolled => None,
+            BodyPoller::NotYet => return,
         };
         match waker {
+            Some(w) if is_running_task_waker(&w) => {
+                crate::budget::coop::request_repoll();
+                self.let_waker_go(w);
+            }
             Some(w) => {
-                if crate::outcome::wake_caught(w) {
+                // User code, caught: a panic must not unwind out of a
+                // cancel or a cut-off half done.
+                if crate::outcome::wake_by_ref_caught(&w) {
                     self.sched.stats().panic_caught();
                 }
+                self.let_waker_go(w);
             }
             None => {
                 if self.owner_is_running() {
@@ -499,6 +495,15 @@ impl Region {
                     wake_cancelled_task(&owner);
                 }
             }
+        }
+    }
+
+    /// Drops a count of the body's poller's waker taken by a wake: the
+    /// waker itself if the slot let go of it meanwhile (user code: caught,
+    /// and counted).
+    fn let_waker_go(&self, w: Arc<std::task::Waker>) {
+        if crate::outcome::drop_caught(w).is_some() {
+            self.sched.stats().panic_caught();
         }
     }
 

@@ -674,7 +674,13 @@ impl<C: CapSet> Cx<C> {
     /// order of registration. It always runs (a finalizer's first poll is
     /// never cut off, whatever the region's [`CleanupBudget`](crate::CleanupBudget); the budget
     /// bounds an async finalizer's later polls and time, each finalizer's
-    /// from its own start). If the region's future is dropped before its
+    /// from its own start). One registered while the finalizers run (by a
+    /// finalizer) runs in the same pass while the pass is within the
+    /// budget: once the pass has run for the grace period, or started as
+    /// many such late finalizers as the budget has polls, or the region is
+    /// cut off, a late one is dropped unrun and counted cut off (so a
+    /// finalizer that registers another for ever cannot hold the region
+    /// open). If the region's future is dropped before its
     /// close, the finalizers still pending get that first poll where the
     /// region ends: at the drop, or when its last task finishes (an async
     /// finalizer not done after it is cut off, counted in

@@ -274,10 +274,61 @@ pub(crate) type Finalizer = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// A region's finalizers, and whether the time to register more is over.
 #[derive(Default)]
 struct Finalizers {
-    pending: Vec<Finalizer>,
+    /// With whether each came while the finalizers ran (`passing`).
+    pending: Vec<(Finalizer, bool)>,
+    /// The finalizers have begun to run, under this budget: one registered
+    /// now is late.
+    pass: Option<FinalizerPass>,
     /// The region ran its last finalizer (or was abandoned): one registered
     /// now would never run, so it is counted as skipped instead.
     over: bool,
+}
+
+/// The budget of one pass of a region's finalizers over those registered
+/// while it runs (by a finalizer, or by a task holding the region's `Cx`):
+/// each gets its first poll while the pass has run for less than the
+/// region's cleanup grace period and has started fewer of them than its
+/// cleanup polls (and while the region is not cut off and the runtime not
+/// shut down); one that comes after is dropped unrun and counted cut off.
+/// Those registered before the pass each get their first poll whatever
+/// the budget (every `defer` of the body's runs). (Found by review: a
+/// finalizer that registered another, for ever, held its region open
+/// whatever its budget.)
+struct FinalizerPass {
+    deadline: Option<crate::time::Instant>,
+    late_left: Option<u32>,
+}
+
+impl FinalizerPass {
+    /// A pass beginning now, under `node`'s cleanup budget.
+    fn new(node: &Region) -> Self {
+        FinalizerPass {
+            deadline: node.cleanup.grace.map(|g| node.sched.now_ceil() + g),
+            late_left: node.cleanup.polls,
+        }
+    }
+
+    /// Whether a finalizer may have its first poll (`late`: registered
+    /// during the pass); a late one it admits is counted against it.
+    fn admits(&mut self, node: &Region, late: bool) -> bool {
+        if !late {
+            return true;
+        }
+        if node.is_cut_off()
+            || node.sched.is_shut_down()
+            || self.deadline.is_some_and(|d| node.sched.now() >= d)
+        {
+            return false;
+        }
+        match &mut self.late_left {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
+    }
 }
 
 /// The shared state of one region.
@@ -407,8 +458,10 @@ pub(crate) enum BodyPoller {
     NotYet,
     /// Its owner task, with the task's own waker: no waker stored.
     Owner,
-    /// Another waker (a combinator's, or another task's).
-    Waker(Waker),
+    /// Another waker (a combinator's, or another task's), shared: a wake
+    /// takes a count of it under the lock and wakes it after, so that no
+    /// user code (a waker's `clone`) runs under the lock.
+    Waker(Arc<Waker>),
 }
 
 /// `Region::fin_state`: no finalizer registered yet, registration open.
@@ -1092,8 +1145,9 @@ impl Region {
 
     /// Registers a finalizer. One registered while the finalizers run
     /// (by a finalizer, or a task of another region holding this one's
-    /// `Cx`) runs in the same pass; one registered after the last has run
-    /// (the region closed) never can: it is dropped and counted in
+    /// `Cx`) runs in the same pass, under the pass's budget
+    /// ([`FinalizerPass`]); one registered after the last has run (the
+    /// region closed) never can: it is dropped and counted in
     /// `finalizers_skipped`.
     pub(crate) fn add_finalizer(&self, f: Finalizer) {
         self.observe(Observed::FinalizerAdded);
@@ -1116,7 +1170,8 @@ impl Region {
                 Err(state) => state == FIN_SOME,
             };
         if open {
-            fin.pending.push(f);
+            let late = fin.pass.is_some();
+            fin.pending.push((f, late));
             return;
         }
         drop(fin);
@@ -1127,7 +1182,9 @@ impl Region {
     }
 
     /// The next finalizer to run (the last registered), or `None`, which
-    /// closes registration.
+    /// closes registration. One registered during the pass that the pass's
+    /// budget does not admit is dropped here, counted cut off
+    /// ([`FinalizerPass`]).
     pub(crate) fn next_finalizer(&self) -> Option<Finalizer> {
         // None ever registered (most regions): registration closes with
         // one compare-and-swap, no lock. AcqRel: see `add_finalizer`; a
@@ -1141,19 +1198,26 @@ impl Region {
         {
             return None;
         }
-        let mut fin = lock(&self.finalizers);
-        let next = fin.pending.pop();
-        if next.is_none() {
-            fin.over = true;
+        loop {
+            let refused = {
+                let mut fin = lock(&self.finalizers);
+                let fin = &mut *fin;
+                let pass = fin.pass.get_or_insert_with(|| FinalizerPass::new(self));
+                match fin.pending.pop() {
+                    None => {
+                        fin.over = true;
+                        return None;
+                    }
+                    Some((f, late)) if pass.admits(self, late) => return Some(f),
+                    Some((f, _)) => f,
+                }
+            };
+            // Outside the lock: its `Drop` is user code.
+            self.sched.stats().finalizer_cut_off();
+            if crate::outcome::drop_caught(refused).is_some() {
+                self.sched.stats().panic_caught();
+            }
         }
-        next
-    }
-
-    /// Takes every pending finalizer and closes registration.
-    fn take_finalizers(&self) -> Vec<Finalizer> {
-        let mut fin = lock(&self.finalizers);
-        fin.over = true;
-        std::mem::take(&mut fin.pending)
     }
 
     /// Records a panic of the region's own code (a finalizer): the region
@@ -1338,9 +1402,11 @@ impl Region {
     pub(crate) fn finish_abandoned(&self) {
         // Each finalizer still pending gets its first poll here, as at a
         // close (a first poll is never cut off: every `defer` runs); one
-        // that is not done after it is dropped and counted cut off.
-        let mut pending = self.take_finalizers();
-        while let Some(mut f) = pending.pop() {
+        // that is not done after it is dropped and counted cut off. One
+        // that a finalizer registers runs here too, under the pass's
+        // budget (found by review: registration was closed before these
+        // ran, and one registered by them was skipped).
+        while let Some(mut f) = self.next_finalizer() {
             let polled = crate::outcome::catch(|| {
                 crate::budget::coop::with_fresh_budget(|| {
                     f.as_mut().poll(&mut Context::from_waker(Waker::noop()))

@@ -86,6 +86,19 @@ struct Running<F> {
     guard: Opened,
 }
 
+impl<F> Drop for Running<F> {
+    fn drop(&mut self) {
+        // A body given its cut-off poll and dropped with this future
+        // before its next (a region nested in a body that its own region's
+        // cut-off dropped, or a future dropped by its owner's) is cut off
+        // all the same, and counted so (found by review: only the one
+        // dropped by its own next poll was).
+        if self.body.as_ref().is_some_and(|b| b.polled_cut_off) {
+            self.guard.sched.stats().body_cut_off();
+        }
+    }
+}
+
 /// Runs a region: the body, then quiescence, then finalizers, then the
 /// join. Dropping it before it finishes (or before its first poll) cancels
 /// the region and leaves the close to its last child (`Opened`).
@@ -112,6 +125,8 @@ where
             registered: Registered::Nothing,
             polls: 0,
             observed: false,
+            seen_reason: None,
+            cancel_polls: 0,
             polled_cut_off: false,
         }),
         guard: opened,
@@ -127,7 +142,7 @@ where
         std::future::poll_fn(crate::budget::coop::poll_proceed).await;
         let Running { body, guard } = &mut running;
         let node: &Region = guard;
-        let (body_out, waker_stored, observed) = std::future::poll_fn(|cx| {
+        let (body_out, waker_stored, observed, seen_reason) = std::future::poll_fn(|cx| {
             let Some(b) = body.as_mut() else {
                 unreachable!("the body is not polled after it returned")
             };
@@ -141,15 +156,40 @@ where
                 // `Drop` is user code: a panic is the region's outcome.
                 let stored = matches!(b.registered, Registered::Other(_));
                 let observed = b.observed;
+                let seen_reason = b.seen_reason.take();
                 node.sched.stats().body_cut_off();
-                let end = match crate::outcome::drop_caught(body.take()) {
-                    None => BodyEnd::CutOff,
-                    Some(p) => {
+                // Where it was pinned, never moved out first (found by
+                // review: `Option::take` moved it to the stack, and a
+                // future that had handed out its own address, as an
+                // intrusive waiter does, left that address dangling). An
+                // assignment drops the old value in place, and writes the
+                // new one even when that drop unwinds.
+                let dropped = crate::outcome::catch(|| *body = None);
+                let end = match dropped {
+                    Ok(()) => BodyEnd::CutOff,
+                    Err(p) => {
                         node.sched.stats().panic_caught();
                         BodyEnd::Returned(Err(p))
                     }
                 };
-                return Poll::Ready((end, stored, observed));
+                return Poll::Ready((end, stored, observed, seen_reason));
+            }
+            // The cleanup budget's polls bound a body as they bound a task:
+            // past them the region is cut off, and this poll is the body's
+            // last (found by review: with a budget of polls only, a body
+            // that ignored its cancellation never returned). Not the
+            // combinators' own bodies (`quiet`): they only wait for their
+            // tasks, which the budget bounds one by one, and are woken
+            // once for each that ends.
+            if !node.quiet && node.cancel.is_requested() && !node.is_cut_off() {
+                b.cancel_polls = b.cancel_polls.saturating_add(1);
+                if node
+                    .cleanup
+                    .polls
+                    .is_some_and(|quota| b.cancel_polls > quota)
+                {
+                    node.cut_off_all(true);
+                }
             }
             let cut_before = node.is_cut_off();
             // SAFETY: `body` lies in this future's captured state, which is
@@ -158,13 +198,19 @@ where
             let polled = unsafe { Pin::new_unchecked(&mut *b) }.poll_in(node, &owner, cx);
             match polled {
                 Poll::Ready((out, stored, observed)) => {
+                    let seen_reason = b.seen_reason.take();
                     // Dropped as it returns, as the body's future must be
                     // (it may hold what its children wait for).
                     *body = None;
-                    Poll::Ready((BodyEnd::Returned(out), stored, observed))
+                    Poll::Ready((BodyEnd::Returned(out), stored, observed, seen_reason))
                 }
                 Poll::Pending => {
-                    if cut_before {
+                    // Not the combinators' own bodies (`quiet`): they only
+                    // wait for their tasks, which the cut-off ends, and
+                    // they must see every one end (found by review: a
+                    // `join_all` dropped at its cut-off returned no
+                    // outcome at all).
+                    if cut_before && !node.quiet {
                         // The poll the cut-off gave it is spent: the next
                         // drops it, and comes at once.
                         b.polled_cut_off = true;
@@ -192,7 +238,18 @@ where
         }
         let body_out = match body_out {
             BodyEnd::Returned(Ok(Ok(v))) => Outcome::Ok(v),
-            BodyEnd::Returned(Ok(Err(e))) => match observed.then(|| node.cancel.get()).flatten() {
+            // The reason the body saw (found by review: the cell's reason
+            // at the return, which a child's failure after the body saw a
+            // timeout had made `SiblingFailed`, turned the timeout into the
+            // child's error); the cell's, if it had none then.
+            BodyEnd::Returned(Ok(Err(e))) => match observed
+                .then(|| {
+                    seen_reason
+                        .map(|r| CancelReason::clone(&r))
+                        .or_else(|| node.cancel.get())
+                })
+                .flatten()
+            {
                 Some(reason) => Outcome::Cancelled(reason),
                 None => Outcome::Err(RegionError::Body(e)),
             },
@@ -266,6 +323,14 @@ struct InScope<F> {
     /// (the owner's `observed`, as it stood after those polls: see
     /// `poll_in`).
     observed: bool,
+    /// The region's cancel reason as it stood after the last poll in which
+    /// a checkpoint reported a cancellation to the body: the cancellation
+    /// the body saw, when it returns an error (a stronger reason that came
+    /// after is not what it answered).
+    seen_reason: Option<Arc<CancelReason>>,
+    /// Polls made since the region's cancellation was requested, against
+    /// its cleanup budget's polls.
+    cancel_polls: u32,
     /// Polled with its region cut off, and still running: dropped at the
     /// next poll.
     polled_cut_off: bool,
@@ -311,7 +376,7 @@ impl<F: Future> InScope<F> {
                 Registered::Other(_) => match crate::outcome::catch(|| cx.waker().clone()) {
                     Ok(w) => {
                         let id = WakerId::of(&w);
-                        Some((BodyPoller::Waker(w), Registered::Other(id)))
+                        Some((BodyPoller::Waker(Arc::new(w)), Registered::Other(id)))
                     }
                     Err(_) => {
                         node.sched.stats().panic_caught();
@@ -365,6 +430,9 @@ impl<F: Future> InScope<F> {
             flag.store(outer, Ordering::Relaxed);
         }
         this.observed |= seen;
+        if seen && let Some(reason) = node.cancel.get_arc() {
+            this.seen_reason = Some(reason);
+        }
         if polled.is_pending() && node.cancel.is_requested() {
             // The body is still running after a poll that may have seen
             // the cancellation: its cleanup now needs the grace timer.

@@ -140,6 +140,11 @@ struct WorkerCtx {
     /// cancels deferred ([`DeferredCancels`]).
     in_batch: Cell<bool>,
     deferred: RefCell<DeferredCancels>,
+    /// The worker this thread drove when it began to drive this one (a
+    /// current-thread runtime driven in place by a task of another, as its
+    /// shutdown does), or null: with [`DRIVEN`], every runtime the thread
+    /// is inside.
+    outer: *const WorkerCtx,
 }
 
 /// The sleeps' timers the tasks of a [`Batch`] (a cancellation sweep's)
@@ -163,6 +168,32 @@ thread_local! {
     /// The worker this thread is driving, if any. Internal: it decides
     /// where a wake-up goes; it gives user code no way to reach the runtime.
     static CURRENT: Cell<*const WorkerCtx> = const { Cell::new(ptr::null()) };
+    /// The worker this thread drives, innermost, as [`CURRENT`] but never
+    /// hidden ([`off_workers`] hides a worker from the wake path, not from
+    /// this): with each context's `outer`, every runtime whose worker the
+    /// thread is inside, for the refusals of calls that would wait for the
+    /// thread itself (found by review: a `block_on` or a shutdown called
+    /// from a blocking job the lab ran in line inside a task, or from a
+    /// task of a runtime driven in place inside another's task, was not
+    /// refused and deadlocked).
+    static DRIVEN: Cell<*const WorkerCtx> = const { Cell::new(ptr::null()) };
+}
+
+/// Whether the calling thread is inside a worker of the pool whose
+/// counters `stats` are, at any depth.
+pub(crate) fn drives(stats: &Stats) -> bool {
+    let mut ctx = DRIVEN.with(Cell::get);
+    // SAFETY: each context on the chain is that of a `drive` whose frame
+    // is still on this thread's stack (each restores `DRIVEN` as it ends),
+    // and its pool is alive while one of its cores is driven.
+    while let Some(c) = unsafe { ctx.as_ref() } {
+        // SAFETY: as above.
+        if ptr::eq(unsafe { &(*c.shared).stats }, stats) {
+            return true;
+        }
+        ctx = c.outer;
+    }
+    false
 }
 
 /// Points [`CURRENT`] at a worker context (or at none) until dropped, then
@@ -297,6 +328,7 @@ impl Shared {
             core: RefCell::new(core),
             in_batch: Cell::new(false),
             deferred: RefCell::new(DeferredCancels::default()),
+            outer: DRIVEN.with(Cell::get),
         };
         // Restores the thread-local and hands the core back however
         // `run_loop` ends, unwinding included (a panic that escaped user
@@ -354,6 +386,19 @@ impl Shared {
         // Declared after `_restore`, so dropped first: `CURRENT` stops
         // pointing at `ctx` before the core leaves it.
         let _current = SetCurrent::to(&ctx);
+        struct Driven(*const WorkerCtx);
+        impl Drop for Driven {
+            fn drop(&mut self) {
+                DRIVEN.with(|d| d.set(self.0));
+            }
+        }
+        let _driven = Driven(DRIVEN.with(|d| d.replace(&ctx)));
+        // A drive in place inside a task of another runtime (a shutdown
+        // driving a current-thread runtime) runs tasks whose turns reset
+        // the thread's cooperative state: the outer task's is put back
+        // after (found by review: its `yield_now` request was taken by an
+        // inner task's turn, and it was never polled again).
+        let _coop = crate::budget::coop::Saved::now();
         self.run_loop(&ctx, done, park_cap);
         true
     }
