@@ -523,7 +523,8 @@ impl<T> Lane<T> {
     /// Producer only: takes every item still in the lane back out, oldest
     /// first, handing each to `sink`; returns how many.
     ///
-    /// Claims runs of at most [`TAKE_BACK_CHUNK`] positions at `head` with
+    /// Claims runs of at most [`TAKE_BACK_CHUNK`] positions (one, for items
+    /// over [`TAKE_BACK_BYTES`] / 16 bytes) at `head` with
     /// the same CAS on `head` that the consumer's claim and an eviction
     /// use, so each position is still taken exactly once. Before each
     /// claim it waits (spinning, then yielding) until no consumer run is
@@ -545,7 +546,25 @@ impl<T> Lane<T> {
     /// # Safety
     ///
     /// Only the lane's single producer may call this.
-    pub(crate) unsafe fn take_back(&self, mut sink: impl FnMut(T)) -> usize {
+    pub(crate) unsafe fn take_back(&self, sink: impl FnMut(T)) -> usize {
+        // The run's buffer is on the stack: sized by the items' bytes (found
+        // by review: 16 items of 16 KiB overflowed a stack on which a push
+        // and a pop of them fitted).
+        if core::mem::size_of::<T>().saturating_mul(TAKE_BACK_CHUNK) <= TAKE_BACK_BYTES {
+            // SAFETY: the caller's contract.
+            unsafe { self.take_back_in_runs::<TAKE_BACK_CHUNK>(sink) }
+        } else {
+            // SAFETY: the caller's contract.
+            unsafe { self.take_back_in_runs::<1>(sink) }
+        }
+    }
+
+    /// [`take_back`](Self::take_back), in runs of at most `N` items.
+    ///
+    /// # Safety
+    ///
+    /// As `take_back`'s.
+    unsafe fn take_back_in_runs<const N: usize>(&self, mut sink: impl FnMut(T)) -> usize {
         // Relaxed: only the producer writes `tail`.
         let end = self.own_tail();
         let mut taken = 0;
@@ -568,7 +587,7 @@ impl<T> Lane<T> {
                 }
                 continue;
             }
-            let stop = end.min(head + TAKE_BACK_CHUNK as u64);
+            let stop = end.min(head + N as u64);
             // Relaxed: as in `evict_oldest`, the CAS only decides who owns
             // `head..stop`; the values were written by this thread.
             if self
@@ -580,8 +599,8 @@ impl<T> Lane<T> {
                 continue;
             }
             let n = (stop - head) as usize;
-            let mut run = Buffered {
-                items: [const { MaybeUninit::uninit() }; TAKE_BACK_CHUNK],
+            let mut run = Buffered::<T, N> {
+                items: [const { MaybeUninit::uninit() }; N],
                 next: 0,
                 len: 0,
             };
@@ -611,18 +630,23 @@ impl<T> Lane<T> {
 }
 
 /// How many positions [`Lane::take_back`] claims at a time: its buffer on
-/// the stack holds this many items.
+/// the stack holds this many items (if they fit in [`TAKE_BACK_BYTES`];
+/// else one).
 const TAKE_BACK_CHUNK: usize = 16;
+
+/// The most stack [`Lane::take_back`]'s buffer of [`TAKE_BACK_CHUNK`]
+/// items may take.
+const TAKE_BACK_BYTES: usize = 8 << 10;
 
 /// A run [`Lane::take_back`] moved out of the ring: `items[next..len]` are
 /// not yet handed to the sink; dropped (each once) if the sink unwinds.
-struct Buffered<T> {
-    items: [MaybeUninit<T>; TAKE_BACK_CHUNK],
+struct Buffered<T, const N: usize> {
+    items: [MaybeUninit<T>; N],
     next: usize,
     len: usize,
 }
 
-impl<T> Drop for Buffered<T> {
+impl<T, const N: usize> Drop for Buffered<T, N> {
     fn drop(&mut self) {
         for item in &mut self.items[self.next..self.len] {
             // SAFETY: `next..len` hold items moved in and not yet taken.

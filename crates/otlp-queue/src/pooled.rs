@@ -632,6 +632,30 @@ impl<T> Lane<T> {
         unsafe { self.pop_raw(max, |p| sink(p.read())) }
     }
 
+    /// Drops every item left in the lane, oldest first, each exactly once:
+    /// a `Drop` that panics is caught and the rest are still dropped (found
+    /// by review: the rest were never dropped, and the teardown around it
+    /// was cut short). Returns the first panic's payload.
+    ///
+    /// # Safety
+    ///
+    /// Only the consumer may call this (or the lane's drop).
+    unsafe fn drop_items(&self) -> Option<Panic> {
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+        let mut first = None;
+        loop {
+            // SAFETY: the caller's contract. An item whose drop panics
+            // counts as taken (`pop_raw`), so the next round goes on after
+            // it.
+            match catch_unwind(AssertUnwindSafe(|| unsafe {
+                self.pop_with(usize::MAX, drop)
+            })) {
+                Ok(_) => return first,
+                Err(p) => keep_first(&mut first, Some(p)),
+            }
+        }
+    }
+
     /// Takes up to `max` items, oldest first, lending each to `sink` where
     /// it lies and then dropping it there (also if `sink` panics).
     ///
@@ -798,13 +822,51 @@ impl<T> Lane<T> {
 impl<T> Drop for Lane<T> {
     fn drop(&mut self) {
         // `&mut self`: nobody else touches the lane. Items still inside are
-        // dropped here, exactly once; then every chunk of the list goes
-        // back to the pool.
+        // dropped here, exactly once (a panicking `Drop` does not keep the
+        // rest from theirs); then every chunk of the list goes back to the
+        // pool, and a panic is passed on.
         // SAFETY: exclusive access.
-        unsafe {
-            self.pop_with(usize::MAX, drop);
-            self.retire();
+        let panic = unsafe { self.drop_items() };
+        // SAFETY: as above; every item is taken.
+        unsafe { self.retire() };
+        resume(panic);
+    }
+}
+
+/// A caught panic's payload.
+type Panic = Box<dyn core::any::Any + Send>;
+
+/// A list of lanes.
+type Lanes<T> = Vec<Arc<Lane<T>>>;
+
+/// Passes on a panic caught while dropping items, once the teardown around
+/// it is done; while unwinding already (a second panic would abort the
+/// process), its payload is dropped instead, caught.
+fn resume(panic: Option<Panic>) {
+    if let Some(payload) = panic {
+        if std::thread::panicking() {
+            forget_payload(payload);
+        } else {
+            std::panic::resume_unwind(payload);
         }
+    }
+}
+
+/// Drops a panic's payload, whose own `Drop` could panic too: caught, and
+/// that one's payload leaked.
+fn forget_payload(payload: Panic) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        core::mem::forget(again);
+    }
+}
+
+/// Keeps the first of the panics caught in a teardown.
+fn keep_first(first: &mut Option<Panic>, panic: Option<Panic>) {
+    match (first.is_none(), panic) {
+        (true, p) => *first = p,
+        (false, Some(p)) => forget_payload(p),
+        (false, None) => {}
     }
 }
 
@@ -1927,9 +1989,10 @@ impl<T> Drop for Consumer<T> {
         // Relaxed: see `Producer::push_once`.
         self.inner.consumer_alive.store(false, Ordering::Relaxed);
         self.refresh();
+        let mut panic = None;
         for lane in &self.lanes {
             // SAFETY: we are the consumer.
-            unsafe { lane.pop_with(usize::MAX, drop) };
+            keep_first(&mut panic, unsafe { lane.drop_items() });
         }
         // Nobody retires lanes from now on: the lanes of producers already
         // gone leave the registry now (freed when `self.lanes` drops, just
@@ -1937,22 +2000,33 @@ impl<T> Drop for Consumer<T> {
         // (see `Producer::drop`). Decided under the lock: a producer that
         // set `producer_gone` before we take it is seen here; one that
         // takes it after us sees `consumer_gone`.
-        let mut registry = loom::lock(&self.inner.registry);
-        let registry = &mut *registry;
-        registry.consumer_gone = true;
-        let mut lanes = core::mem::take(&mut registry.lanes);
-        lanes.retain(|lane| {
-            // Acquire: pairs with the Release store in `Producer::drop` (a
-            // lane freed now holds nothing its producer pushed unseen).
-            let gone = lane.producer_gone.load(Ordering::Acquire);
-            if gone {
+        let gone: Lanes<T> = {
+            let mut registry = loom::lock(&self.inner.registry);
+            let registry = &mut *registry;
+            registry.consumer_gone = true;
+            let (gone, live): (Lanes<T>, Lanes<T>) = core::mem::take(&mut registry.lanes)
+                .into_iter()
+                // Acquire: pairs with the Release store in `Producer::drop`
+                // (a lane freed now holds nothing its producer pushed
+                // unseen).
+                .partition(|lane| lane.producer_gone.load(Ordering::Acquire));
+            for lane in &gone {
                 registry.count_retired(lane);
             }
-            !gone
-        });
-        registry.lanes = lanes;
-        // Release: as in `Producer::register`.
-        self.inner.version.fetch_add(1, Ordering::Release);
+            registry.lanes = live;
+            // Release: as in `Producer::register`.
+            self.inner.version.fetch_add(1, Ordering::Release);
+            gone
+        };
+        // Freed after the lock (found by review): a lane whose last count
+        // this is (its producer cloned after the refresh above, pushed and
+        // went) drops its items, user code that may use a handle of this
+        // queue, whose drop takes the lock.
+        keep_first(
+            &mut panic,
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(gone))).err(),
+        );
+        resume(panic);
     }
 }
 

@@ -595,6 +595,12 @@ fn pooled_adopted_items_hold_their_slots_until_released() {
         }
         live.join().unwrap();
         assert_eq!(got, [100, 101]);
+        // Both popped at the first look (the live producer restarted its
+        // home chunk for 101): the adopted items are still held (found by
+        // review, at 3 preemptions).
+        if !released {
+            rx.release(3);
+        }
         assert_eq!(rx.adopted(), 0);
         assert_eq!(rx.try_pop(), Err(TryPopError::Closed));
         assert_eq!(rx.chunks_in_use(), 0, "every chunk back");
@@ -699,5 +705,31 @@ fn pooled_producer_drop_races_consumer_drop() {
         for i in 0..2 {
             assert_eq!(drops[i].load(Ordering::SeqCst), 1, "item {i}");
         }
+    });
+}
+
+/// A work item that carries a producer of its own queue (to queue
+/// follow-up work): dropping it drops that producer, which takes the
+/// registry's lock.
+struct Job(#[allow(dead_code)] Option<otlp_queue::pooled::Producer<Job>>);
+
+/// The consumer's drop frees a lane whose producer cloned after the drop's
+/// last look, pushed and went: its items are dropped outside the registry's
+/// lock (found by review: under it, a `Job`'s producer took the lock again,
+/// a deadlock).
+#[test]
+fn pooled_consumer_drop_frees_a_late_lane_outside_the_lock() {
+    loom::model(|| {
+        let (tx, mut rx) = otlp_queue::pooled::try_with_chunk::<Job>(1, 1).unwrap();
+        let _ = rx.pop(); // the consumer has looked at the lanes once
+        let t = thread::spawn(move || {
+            let p = tx.clone();
+            // Queued, or handed back as closed and dropped here.
+            let _ = p.try_push(Job(Some(tx.clone())));
+            drop(p);
+            drop(tx);
+        });
+        drop(rx);
+        t.join().unwrap();
     });
 }
