@@ -495,3 +495,145 @@ fn a_timeout_stays_a_timeout_when_a_child_fails_during_the_cleanup() {
         assert_eq!(out.ok().as_deref(), Some("Cancelled(Timeout)"));
     });
 }
+
+/// A timeout's body that drains its children after the timeout (awaiting
+/// each handle, or through `join_all`): it is woken once for each child
+/// that ends, and those polls are not cleanup polls of its own (the first
+/// fix of the poll budget counted them, cut the body and every child
+/// off, and lost the outcomes: found by review of that fix).
+#[test]
+fn a_body_draining_its_children_is_not_cut_off_by_the_poll_budget() {
+    isolate(WATCHDOG, || {
+        for flavour in FLAVOURS {
+            for via_join_all in [false, true] {
+                let rt = runtime(
+                    flavour,
+                    CleanupBudget {
+                        polls: Some(4),
+                        grace: None,
+                    },
+                );
+                let cleaned = Arc::new(AtomicUsize::new(0));
+                let c = cleaned.clone();
+                let out = rt.block_on(move |cx| async move {
+                    let r = cx
+                        .timeout(Duration::from_millis(5), move |cx| async move {
+                            // Each child cleans up (two polls, masked) at
+                            // its own pace after the timeout.
+                            let bodies: Vec<_> = (0..10u64)
+                                .map(|i| {
+                                    let c = c.clone();
+                                    move |cx: Cx<All>| async move {
+                                        let _ = cx.sleep(HOUR).await;
+                                        let pace = Duration::from_millis(2 * i + 1);
+                                        let _ = cx.masked(cx.sleep(pace)).await;
+                                        c.fetch_add(1, Ordering::SeqCst);
+                                        Ok::<_, ()>(i)
+                                    }
+                                })
+                                .collect();
+                            let ok = if via_join_all {
+                                cx.join_all(bodies)
+                                    .await
+                                    .iter()
+                                    .filter(|o| o.is_ok())
+                                    .count()
+                            } else {
+                                let handles: Vec<_> =
+                                    bodies.into_iter().map(|b| cx.try_spawn(b)).collect();
+                                let mut ok = 0;
+                                for h in handles {
+                                    ok += usize::from(h.await.is_ok());
+                                }
+                                ok
+                            };
+                            Ok::<_, ()>(ok)
+                        })
+                        .await;
+                    Ok::<_, ()>(r.ok())
+                });
+                let what = format!("{flavour}, join_all: {via_join_all}");
+                assert_eq!(out.ok(), Some(Some(10)), "{what}: {:?}", rt.stats());
+                assert_eq!(cleaned.load(Ordering::SeqCst), 10, "{what}");
+                assert_eq!(rt.stats().tasks_cut_off, 0, "{what}");
+            }
+        }
+    });
+}
+
+/// A chain of finalizers in a region whose future was dropped runs in
+/// line where the region ends, with no await between its links: it is
+/// bounded by a count even where the budget gives none (it spun for ever
+/// on the lab's virtual clock, which does not move during a step, and
+/// with an unlimited budget: found by review of the bound's first fix).
+#[test]
+fn an_abandoned_chain_of_finalizers_ends_under_any_budget() {
+    isolate(WATCHDOG, || {
+        let scenario = |n: Arc<AtomicUsize>, budget: CleanupBudget| {
+            move |cx: Cx<runtime_core::lab::LabCaps>| async move {
+                let opts = RegionOptions::fail_fast().cleanup(budget);
+                let region = Box::pin(cx.region_with(opts, move |cx| async move {
+                    chain(cx.clone(), n);
+                    let _task = cx.spawn(|cx| async move {
+                        let _ = cx.masked(cx.sleep(Duration::from_millis(20))).await;
+                    });
+                    std::future::pending::<()>().await;
+                    Ok::<_, ()>(())
+                }));
+                abandon(region).await;
+                cx.sleep(Duration::from_millis(100)).await.map_err(|_| ())?;
+                Ok::<_, ()>(())
+            }
+        };
+        let grace_only = CleanupBudget {
+            polls: None,
+            grace: Some(Duration::from_millis(50)),
+        };
+        let n = Arc::new(AtomicUsize::new(0));
+        let lab = runtime_core::lab::LabRuntime::builder()
+            .max_steps(10_000)
+            .build();
+        let report = lab.block_on({
+            let n = n.clone();
+            move |cx| scenario(n, grace_only)(cx)
+        });
+        assert_eq!(report.outcome.map(|o| o.is_ok()), Some(true));
+        assert_eq!(n.load(Ordering::SeqCst), 1_001, "the first and 1 000 late");
+
+        let n = Arc::new(AtomicUsize::new(0));
+        let rt = runtime("current-thread", CleanupBudget::DEFAULT);
+        let out = rt.block_on({
+            let n = n.clone();
+            move |cx| scenario(n, CleanupBudget::UNLIMITED)(cx.narrow())
+        });
+        assert!(out.is_ok());
+        assert_eq!(n.load(Ordering::SeqCst), 1_001, "the first and 1 000 late");
+    });
+}
+
+/// A late finalizer the pass's budget refuses is cut off, and the lab's
+/// finalizer oracle counts it ended (it reported it as one that never
+/// ran: found by review).
+#[test]
+fn a_refused_late_finalizer_counts_as_ended_for_the_lab() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+        polls: Some(2),
+        grace: None,
+    });
+    let report = runtime_core::lab::LabRuntime::builder()
+        .max_steps(10_000)
+        .build()
+        .block_on(move |cx| async move {
+            let r = cx
+                .region_with(opts, move |cx| async move {
+                    chain(cx.clone(), n2);
+                    Ok::<_, ()>(())
+                })
+                .await;
+            Ok::<_, ()>(r.is_ok())
+        });
+    assert!(report.is_clean(), "{:?}", report.violations);
+    assert_eq!(n.load(Ordering::SeqCst), 3, "the first and 2 late");
+}

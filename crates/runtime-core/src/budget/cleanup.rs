@@ -13,15 +13,20 @@ use crate::time::Duration;
 /// at its region's cut-off gets one more poll, its masks lifted and its
 /// waits on blocking jobs ended, to see the cancellation and return; still
 /// running after that poll, it is dropped where it lies and the region's
-/// outcome is `Cancelled` (`RuntimeStats::region_bodies_cut_off`), as it
-/// is once the body has been polled `polls` times since the request.
+/// outcome is `Cancelled` (`RuntimeStats::region_bodies_cut_off`). So is
+/// a body still running after `polls` of its polls saw the cancellation
+/// at a checkpoint (the body alone: the region's tasks keep their own
+/// budgets; polls in which it only waits, for its children say, do not
+/// count).
 ///
 /// A closing region's finalizers each get their first poll whatever the
 /// budget, and the budget from there on, each its own. Those registered
 /// while the finalizers run (a finalizer that registers another) share
 /// one more bound: the pass of them runs for at most `grace` and starts
-/// at most `polls` of them; a later one is dropped unrun, counted in
-/// `RuntimeStats::finalizers_cut_off`.
+/// at most `polls` of them (where the region's future was dropped, and
+/// its finalizers run in line, at most `polls` or, with no `polls`,
+/// [`DEFAULT`](Self::DEFAULT)'s); a later one is dropped unrun, counted
+/// in `RuntimeStats::finalizers_cut_off`.
 ///
 /// ```
 /// use runtime_core::{CleanupBudget, RegionOptions, time::Duration};

@@ -1184,8 +1184,12 @@ impl Region {
     /// The next finalizer to run (the last registered), or `None`, which
     /// closes registration. One registered during the pass that the pass's
     /// budget does not admit is dropped here, counted cut off
-    /// ([`FinalizerPass`]).
-    pub(crate) fn next_finalizer(&self) -> Option<Finalizer> {
+    /// ([`FinalizerPass`]). `in_line`: the finalizers run here, one after
+    /// the other, with no await between them (an abandoned region's), so
+    /// the late ones are bounded by a count even where the budget has none
+    /// (found by review: a chain of them spun for ever there, on the lab's
+    /// virtual clock, or with an unlimited budget).
+    pub(crate) fn next_finalizer(&self, in_line: bool) -> Option<Finalizer> {
         // None ever registered (most regions): registration closes with
         // one compare-and-swap, no lock. AcqRel: see `add_finalizer`; a
         // registration that won instead (FIN_SOME) is found under the lock.
@@ -1203,6 +1207,9 @@ impl Region {
                 let mut fin = lock(&self.finalizers);
                 let fin = &mut *fin;
                 let pass = fin.pass.get_or_insert_with(|| FinalizerPass::new(self));
+                if in_line && pass.late_left.is_none() {
+                    pass.late_left = CleanupBudget::DEFAULT.polls;
+                }
                 match fin.pending.pop() {
                     None => {
                         fin.over = true;
@@ -1212,7 +1219,9 @@ impl Region {
                     Some((f, _)) => f,
                 }
             };
-            // Outside the lock: its `Drop` is user code.
+            // Outside the lock: its `Drop` is user code. Ended, as any
+            // finalizer cut off (for the lab's oracle).
+            self.observe(Observed::FinalizerEnded);
             self.sched.stats().finalizer_cut_off();
             if crate::outcome::drop_caught(refused).is_some() {
                 self.sched.stats().panic_caught();
@@ -1406,7 +1415,7 @@ impl Region {
         // that a finalizer registers runs here too, under the pass's
         // budget (found by review: registration was closed before these
         // ran, and one registered by them was skipped).
-        while let Some(mut f) = self.next_finalizer() {
+        while let Some(mut f) = self.next_finalizer(true) {
             let polled = crate::outcome::catch(|| {
                 crate::budget::coop::with_fresh_budget(|| {
                     f.as_mut().poll(&mut Context::from_waker(Waker::noop()))

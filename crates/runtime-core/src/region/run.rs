@@ -174,23 +174,6 @@ where
                 };
                 return Poll::Ready((end, stored, observed, seen_reason));
             }
-            // The cleanup budget's polls bound a body as they bound a task:
-            // past them the region is cut off, and this poll is the body's
-            // last (found by review: with a budget of polls only, a body
-            // that ignored its cancellation never returned). Not the
-            // combinators' own bodies (`quiet`): they only wait for their
-            // tasks, which the budget bounds one by one, and are woken
-            // once for each that ends.
-            if !node.quiet && node.cancel.is_requested() && !node.is_cut_off() {
-                b.cancel_polls = b.cancel_polls.saturating_add(1);
-                if node
-                    .cleanup
-                    .polls
-                    .is_some_and(|quota| b.cancel_polls > quota)
-                {
-                    node.cut_off_all(true);
-                }
-            }
             let cut_before = node.is_cut_off();
             // SAFETY: `body` lies in this future's captured state, which is
             // pinned, and is never moved: it is dropped in place (below, or
@@ -210,7 +193,19 @@ where
                     // they must see every one end (found by review: a
                     // `join_all` dropped at its cut-off returned no
                     // outcome at all).
-                    if cut_before && !node.quiet {
+                    // Or its cleanup polls spent: as many polls in which it
+                    // saw its region's cancellation as the budget allows
+                    // (found by review: with a budget of polls only, a body
+                    // that ignored its cancellation never returned). Only
+                    // the body goes: the tasks keep their own budgets. Not
+                    // polls without a sight of it (a body draining its
+                    // children is woken once for each that ends: found by
+                    // review of the first fix, which counted those).
+                    let spent = node
+                        .cleanup
+                        .polls
+                        .is_some_and(|quota| b.cancel_polls >= quota.max(1));
+                    if (cut_before || spent) && !node.quiet {
                         // The poll the cut-off gave it is spent: the next
                         // drops it, and comes at once.
                         b.polled_cut_off = true;
@@ -268,7 +263,7 @@ where
         std::future::poll_fn(|cx| node.poll_quiescent(cx)).await;
         // Closed to children: from here a drop finishes the region itself.
         guard.1.set(true);
-        while let Some(f) = node.next_finalizer() {
+        while let Some(f) = node.next_finalizer(false) {
             // Relaxed: read by this task's own opens (`Region::open`).
             node.finalizing.store(true, Ordering::Relaxed);
             let cut_before = node.is_cut_off();
@@ -328,8 +323,8 @@ struct InScope<F> {
     /// the body saw, when it returns an error (a stronger reason that came
     /// after is not what it answered).
     seen_reason: Option<Arc<CancelReason>>,
-    /// Polls made since the region's cancellation was requested, against
-    /// its cleanup budget's polls.
+    /// Polls in which a checkpoint reported the region's cancellation to
+    /// the body, against its cleanup budget's polls.
     cancel_polls: u32,
     /// Polled with its region cut off, and still running: dropped at the
     /// next poll.
@@ -432,6 +427,7 @@ impl<F: Future> InScope<F> {
         this.observed |= seen;
         if seen && let Some(reason) = node.cancel.get_arc() {
             this.seen_reason = Some(reason);
+            this.cancel_polls = this.cancel_polls.saturating_add(1);
         }
         if polled.is_pending() && node.cancel.is_requested() {
             // The body is still running after a poll that may have seen
