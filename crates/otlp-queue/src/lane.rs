@@ -35,6 +35,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::error::CapacityError;
 use crate::loom::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::unwind::{Panic, drain_caught, drop_during_unwind, resume};
 
 /// The largest capacity whose ring (rounded up to a power of two) of
 /// `slot`-byte slots fits in one allocation (`isize::MAX` bytes), capped at
@@ -368,6 +369,17 @@ impl<T> Lane<T> {
         self.release(start + n as u64);
     }
 
+    /// Drops every item left in the lane, each exactly once: a `Drop` that
+    /// panics is caught and the rest are still dropped. Returns the first
+    /// panic's payload (the others' are dropped).
+    pub(crate) fn drop_items(&self) -> Option<Panic> {
+        // An item whose drop panics counts as taken (`pop_with`'s
+        // `Unwinding`), so the next round goes on after it.
+        drain_caught(|| {
+            self.pop_with(usize::MAX, drop);
+        })
+    }
+
     /// Takes up to `max` items, oldest first, handing each to `sink`.
     /// Returns how many were taken. Consumer only (see [`Lane::claim`]).
     #[inline]
@@ -655,21 +667,14 @@ impl<T, const N: usize> Drop for Buffered<T, N> {
     }
 }
 
-/// Drops `item` while an unwind may be running (a second panic there
-/// would abort): a panic of its `Drop` is caught, and its payload (whose
-/// own drop could panic too) leaked.
-fn drop_during_unwind<T>(item: T) {
-    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(item)))
-    {
-        core::mem::forget(payload);
-    }
-}
-
 impl<T> Drop for Lane<T> {
     fn drop(&mut self) {
         // `&mut self`: no other thread can touch the lane, so every item still
-        // in it is dropped here, exactly once.
-        self.pop_with(usize::MAX, drop);
+        // in it is dropped here, exactly once; one whose `Drop` panics does
+        // not keep the rest from theirs, and the panic is passed on after
+        // (found by review: a second lane's panic, freed in the unwind of
+        // the first's, aborted the process).
+        resume(self.drop_items());
     }
 }
 

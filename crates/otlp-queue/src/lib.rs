@@ -158,6 +158,7 @@ mod loom;
 pub mod pooled;
 mod prefetch;
 mod queue;
+mod unwind;
 
 pub use error::{CapacityError, ClosedError, PushError, PushTimeoutError, TryPopError};
 pub use queue::{Consumer, MAX_CAPACITY, Mark, Producer, QueueCounters, bounded, try_bounded};

@@ -194,6 +194,7 @@ use crate::loom::{
     UnsafeCell, fence,
 };
 use crate::prefetch;
+use crate::unwind::{Panic, drain_caught, keep_first, resume};
 
 /// The most bytes of slots a chunk holds by default (a chunk has at least
 /// one slot whatever the item size).
@@ -641,19 +642,12 @@ impl<T> Lane<T> {
     ///
     /// Only the consumer may call this (or the lane's drop).
     unsafe fn drop_items(&self) -> Option<Panic> {
-        use std::panic::{AssertUnwindSafe, catch_unwind};
-        let mut first = None;
-        loop {
-            // SAFETY: the caller's contract. An item whose drop panics
-            // counts as taken (`pop_raw`), so the next round goes on after
-            // it.
-            match catch_unwind(AssertUnwindSafe(|| unsafe {
-                self.pop_with(usize::MAX, drop)
-            })) {
-                Ok(_) => return first,
-                Err(p) => keep_first(&mut first, Some(p)),
-            }
-        }
+        // An item whose drop panics counts as taken (`pop_raw`), so the
+        // next round goes on after it.
+        drain_caught(|| {
+            // SAFETY: the caller's contract.
+            unsafe { self.pop_with(usize::MAX, drop) };
+        })
     }
 
     /// Takes up to `max` items, oldest first, lending each to `sink` where
@@ -833,42 +827,8 @@ impl<T> Drop for Lane<T> {
     }
 }
 
-/// A caught panic's payload.
-type Panic = Box<dyn core::any::Any + Send>;
-
 /// A list of lanes.
 type Lanes<T> = Vec<Arc<Lane<T>>>;
-
-/// Passes on a panic caught while dropping items, once the teardown around
-/// it is done; while unwinding already (a second panic would abort the
-/// process), its payload is dropped instead, caught.
-fn resume(panic: Option<Panic>) {
-    if let Some(payload) = panic {
-        if std::thread::panicking() {
-            forget_payload(payload);
-        } else {
-            std::panic::resume_unwind(payload);
-        }
-    }
-}
-
-/// Drops a panic's payload, whose own `Drop` could panic too: caught, and
-/// that one's payload leaked.
-fn forget_payload(payload: Panic) {
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-        core::mem::forget(again);
-    }
-}
-
-/// Keeps the first of the panics caught in a teardown.
-fn keep_first(first: &mut Option<Panic>, panic: Option<Panic>) {
-    match (first.is_none(), panic) {
-        (true, p) => *first = p,
-        (false, Some(p)) => forget_payload(p),
-        (false, None) => {}
-    }
-}
 
 /// Everything the queue's handles share.
 struct Inner<T> {

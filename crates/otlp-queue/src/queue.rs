@@ -783,9 +783,13 @@ impl<T> Drop for Consumer<T> {
         // Drop what is inside now. Anything pushed after this drain is dropped
         // when its lane is freed (`Lane::drop`).
         self.refresh();
+        // Every lane, although an item's `Drop` panics (found by review:
+        // the lanes after it were left undrained), then the first panic.
+        let mut panic = None;
         for lane in &self.lanes {
-            lane.pop_with(usize::MAX, drop);
+            crate::unwind::keep_first(&mut panic, lane.drop_items());
         }
+        crate::unwind::resume(panic);
     }
 }
 

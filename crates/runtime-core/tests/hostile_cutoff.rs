@@ -637,3 +637,67 @@ fn a_refused_late_finalizer_counts_as_ended_for_the_lab() {
     assert!(report.is_clean(), "{:?}", report.violations);
     assert_eq!(n.load(Ordering::SeqCst), 3, "the first and 2 late");
 }
+
+/// Pending once, waking itself: a yield that is no checkpoint.
+struct PlainYield(bool);
+
+impl Future for PlainYield {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A region body polled by a task other than its owner, the owner
+/// spinning on its own checkpoints meanwhile: the owner's sightings are
+/// not the body's cleanup polls (they were counted, and a body that never
+/// saw its cancellation was cut off: found by review).
+#[test]
+fn an_owners_checkpoints_are_not_its_region_bodys_cleanup_polls() {
+    isolate(WATCHDOG, || {
+        for round in 0..20 {
+            let rt = runtime("2 workers", CleanupBudget::UNLIMITED);
+            let out = rt.block_on(move |cx| async move {
+                let r = cx
+                    .timeout(Duration::from_millis(5), move |cx| async move {
+                        let t = cx.spawn(move |cx| async move {
+                            let opts = RegionOptions::fail_fast().cleanup(CleanupBudget {
+                                polls: Some(1),
+                                grace: None,
+                            });
+                            let region = cx.region_with(opts, |_cx| async move {
+                                // Never checkpoints; spins 60 ms, then returns.
+                                let until = std::time::Instant::now()
+                                    + std::time::Duration::from_millis(60);
+                                while std::time::Instant::now() < until {
+                                    PlainYield(false).await;
+                                }
+                                Ok::<_, ()>(7u32)
+                            });
+                            // Polled by another task.
+                            let x = cx.spawn(move |_| region);
+                            let until =
+                                std::time::Instant::now() + std::time::Duration::from_millis(80);
+                            while std::time::Instant::now() < until {
+                                let _ = cx.checkpoint();
+                            }
+                            cx.masked(x).await
+                        });
+                        Ok::<_, ()>(t.await)
+                    })
+                    .await;
+                Ok::<_, ()>(format!("{r:?}"))
+            });
+            let stats = rt.stats();
+            assert_eq!(
+                stats.region_bodies_cut_off, 0,
+                "round {round}: {out:?} {stats:?}"
+            );
+        }
+    });
+}

@@ -17,7 +17,10 @@ use crate::time::Duration;
 /// a body still running after `polls` of its polls saw the cancellation
 /// at a checkpoint (the body alone: the region's tasks keep their own
 /// budgets; polls in which it only waits, for its children say, do not
-/// count).
+/// count). Limit: a body that ignores its cancellation without reaching a
+/// checkpoint (a loop that wakes itself), or one polled by a task other
+/// than its owner, is bounded by `grace` alone: with `grace: None`, only
+/// shutdown ends it.
 ///
 /// A closing region's finalizers each get their first poll whatever the
 /// budget, and the budget from there on, each its own. Those registered

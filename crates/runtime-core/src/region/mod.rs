@@ -1189,6 +1189,7 @@ impl Region {
     /// the late ones are bounded by a count even where the budget has none
     /// (found by review: a chain of them spun for ever there, on the lab's
     /// virtual clock, or with an unlimited budget).
+    #[inline]
     pub(crate) fn next_finalizer(&self, in_line: bool) -> Option<Finalizer> {
         // None ever registered (most regions): registration closes with
         // one compare-and-swap, no lock. AcqRel: see `add_finalizer`; a
@@ -1202,6 +1203,13 @@ impl Region {
         {
             return None;
         }
+        self.next_finalizer_locked(in_line)
+    }
+
+    /// [`next_finalizer`](Self::next_finalizer) once one was registered:
+    /// under the list's lock (out of line: most regions have none).
+    #[cold]
+    fn next_finalizer_locked(&self, in_line: bool) -> Option<Finalizer> {
         loop {
             let refused = {
                 let mut fin = lock(&self.finalizers);

@@ -201,11 +201,14 @@ where
                     // polls without a sight of it (a body draining its
                     // children is woken once for each that ends: found by
                     // review of the first fix, which counted those).
-                    let spent = node
-                        .cleanup
-                        .polls
-                        .is_some_and(|quota| b.cancel_polls >= quota.max(1));
-                    if (cut_before || spent) && !node.quiet {
+                    let spent = || {
+                        b.cancel_polls > 0
+                            && node
+                                .cleanup
+                                .polls
+                                .is_some_and(|quota| b.cancel_polls >= quota.max(1))
+                    };
+                    if (cut_before || spent()) && !node.quiet {
                         // The poll the cut-off gave it is spent: the next
                         // drops it, and comes at once.
                         b.polled_cut_off = true;
@@ -323,8 +326,11 @@ struct InScope<F> {
     /// the body saw, when it returns an error (a stronger reason that came
     /// after is not what it answered).
     seen_reason: Option<Arc<CancelReason>>,
-    /// Polls in which a checkpoint reported the region's cancellation to
-    /// the body, against its cleanup budget's polls.
+    /// Polls by its owner in which a checkpoint reported the region's
+    /// cancellation to the body, against its cleanup budget's polls
+    /// (limit: a body that ignores its cancellation without reaching a
+    /// checkpoint, or one another task polls, is bounded by the grace
+    /// period alone).
     cancel_polls: u32,
     /// Polled with its region cut off, and still running: dropped at the
     /// next poll.
@@ -427,7 +433,13 @@ impl<F: Future> InScope<F> {
         this.observed |= seen;
         if seen && let Some(reason) = node.cancel.get_arc() {
             this.seen_reason = Some(reason);
-            this.cancel_polls = this.cancel_polls.saturating_add(1);
+            // A cleanup poll only when its owner polls it: the flag is the
+            // owner's, which the owner's own checkpoints set meanwhile when
+            // another task polls the body (found by review: a body polled
+            // by another task was cut off for its owner's checkpoints).
+            if now == Registered::Owner {
+                this.cancel_polls = this.cancel_polls.saturating_add(1);
+            }
         }
         if polled.is_pending() && node.cancel.is_requested() {
             // The body is still running after a poll that may have seen
