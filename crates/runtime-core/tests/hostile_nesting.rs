@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
 
 use runtime_core::caps::ambient_authority;
 use runtime_core::time::Duration;
@@ -77,64 +76,41 @@ where
     a
 }
 
-// ---- 1. ShutdownHandle::shutdown from inside its runtime is not refused ----
+// ---- a shutdown from inside its runtime, at any depth, is refused ----------
 
 /// A task of B calls the shutdown handle of A (allowed: not inside A); the
 /// handle drives A's core in place, on B's worker, inside B's task. A's
-/// task, run there, calls B's shutdown handle: that is inside B (a poll
-/// one of B's workers runs, inside one of B's tasks), which the docs say
-/// panics. It is not refused: it waits its whole timeout for the very task
-/// that calls it.
+/// task, run there, calls B's shutdown handle: that is inside B, and is
+/// refused (it waited its whole timeout for the very task that called it,
+/// and for ever with the longest timeout).
 #[test]
-fn f1_shutdown_handle_inside_its_runtime_through_a_nested_drive_is_refused() {
+fn a_shutdown_inside_its_runtime_through_a_nested_drive_is_refused() {
     isolate(std::time::Duration::from_secs(60), || {
-        let b = multi(1);
-        let hb = b.shutdown_handle();
-        let what = Arc::new(Mutex::new(None));
-        let w = what.clone();
-        let a = current_with_a_queued_task(move |_| async move {
-            let t0 = StdInstant::now();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                hb.shutdown(Duration::from_secs(5))
-            }));
-            *w.lock().unwrap() = Some(match r {
-                Ok(left) => format!("not refused: returned {left} after {:?}", t0.elapsed()),
-                Err(_) => "refused".to_owned(),
+        for timeout in [Duration::from_secs(5), Duration::MAX] {
+            let b = multi(1);
+            let hb = b.shutdown_handle();
+            let refused = Arc::new(Mutex::new(None));
+            let r = refused.clone();
+            let a = current_with_a_queued_task(move |_| async move {
+                let out =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hb.shutdown(timeout)));
+                *r.lock().unwrap() = Some(out.is_err());
             });
-        });
-        let ha = a.shutdown_handle();
-        let _ =
-            b.block_on(move |_| async move { Ok::<_, ()>(ha.shutdown(Duration::from_secs(30))) });
-        let what = what.lock().unwrap().clone();
-        assert_eq!(what.as_deref(), Some("refused"));
-    });
-}
-
-/// The same with the longest timeout ("as long as it takes"): a hang.
-#[test]
-fn f1b_with_the_longest_timeout_it_is_refused_too() {
-    isolate(std::time::Duration::from_secs(20), || {
-        let b = multi(1);
-        let hb = b.shutdown_handle();
-        let refused = Arc::new(Mutex::new(None));
-        let r = refused.clone();
-        let a = current_with_a_queued_task(move |_| async move {
-            let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                hb.shutdown(Duration::MAX)
-            }));
-            *r.lock().unwrap() = Some(out.is_err());
-        });
-        let ha = a.shutdown_handle();
-        let _ =
-            b.block_on(move |_| async move { Ok::<_, ()>(ha.shutdown(Duration::from_secs(30))) });
-        assert_eq!(*refused.lock().unwrap(), Some(true));
+            let ha = a.shutdown_handle();
+            let _ =
+                b.block_on(
+                    move |_| async move { Ok::<_, ()>(ha.shutdown(Duration::from_secs(30))) },
+                );
+            assert_eq!(*refused.lock().unwrap(), Some(true), "{timeout:?}");
+        }
     });
 }
 
 /// The same through a lab run inside B's task: the lab runs a blocking job
-/// in line, marked off every worker and task (`task::outside_tasks`).
+/// in line, marked off every worker and task (`task::outside_tasks`), not
+/// off B (it was not refused).
 #[test]
-fn f1c_shutdown_handle_from_a_lab_blocking_job_inside_its_runtime_is_refused() {
+fn a_shutdown_from_a_lab_blocking_job_inside_its_runtime_is_refused() {
     isolate(std::time::Duration::from_secs(60), || {
         let b = multi(1);
         let hb = b.shutdown_handle();
@@ -160,15 +136,14 @@ fn f1c_shutdown_handle_from_a_lab_blocking_job_inside_its_runtime_is_refused() {
     });
 }
 
-// ---- 2. a re-entrant block_on is not refused: a deadlock -------------------
+// ---- a re-entrant block_on, at any depth, is refused -------------------------
 
-/// `Runtime::block_on` of B from inside B's own task must panic ("would
-/// wait for work this thread may be needed for, a deadlock"). Called from a
-/// lab blocking job run in line inside B's task, it is not refused, and
-/// deadlocks: B's only worker (or its current-thread driver) is the thread
-/// that waits.
+/// `Runtime::block_on` of B from inside B's own task panics ("would wait
+/// for work this thread may be needed for, a deadlock"), also from a lab
+/// blocking job run in line inside B's task (it was not refused, and
+/// deadlocked: B's only worker was the thread that waited).
 #[test]
-fn f2_reentrant_block_on_through_a_lab_blocking_job_is_refused() {
+fn a_reentrant_block_on_through_a_lab_blocking_job_is_refused() {
     isolate(std::time::Duration::from_secs(20), || {
         let b = Arc::new(multi(1));
         let inner = b.clone();
@@ -190,7 +165,7 @@ fn f2_reentrant_block_on_through_a_lab_blocking_job_is_refused() {
     });
 }
 
-// ---- 3. a nested drive takes the enclosing task's yield: a lost wake-up ----
+// ---- a drive in place leaves the enclosing task's yield alone ---------------
 
 /// Polls `a` then `b` each time (a two-branch join).
 fn join2<A, B>(a: A, b: B) -> impl Future<Output = ()> + Send
@@ -217,13 +192,12 @@ where
 
 /// B's task joins `cx.yield_now()` with a call to A's shutdown handle
 /// (allowed). The yield records its request in a thread-local for B's
-/// `Task::run` to read after the poll; the handle drives A in place, and
-/// A's task's `Task::run` takes (clears) the request as its own. B's task
-/// returns Pending with no wake-up pending and is never polled again:
-/// block_on hangs. (With nothing queued in A, or with the yield after the
-/// call, it returns at once.)
+/// `Task::run` to read after the poll; the handle drives A in place. A's
+/// task's `Task::run` took (cleared) the request as its own, and B's task
+/// returned Pending with no wake-up pending, never polled again: block_on
+/// hung. The drive now puts B's cooperative state back.
 #[test]
-fn f3_a_yield_beside_a_nested_drive_is_not_lost() {
+fn a_yield_beside_a_nested_drive_is_not_lost() {
     isolate(std::time::Duration::from_secs(20), || {
         for (name, b) in [
             ("current", current()),
@@ -252,10 +226,11 @@ fn f3_a_yield_beside_a_nested_drive_is_not_lost() {
     });
 }
 
-/// F3 through a plain drop: B's task drops A (a current-thread runtime
-/// with a task queued) beside a yield; A's shutdown drives A in place.
+/// The same through a plain drop: B's task drops A (a current-thread
+/// runtime with a task queued) beside a yield; A's shutdown drives A in
+/// place.
 #[test]
-fn f3b_a_yield_beside_dropping_a_runtime_is_not_lost() {
+fn a_yield_beside_dropping_a_runtime_is_not_lost() {
     isolate(std::time::Duration::from_secs(20), || {
         let b = multi(1);
         let a = current_with_a_queued_task(|cx| async move {
