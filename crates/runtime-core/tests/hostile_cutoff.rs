@@ -701,3 +701,68 @@ fn an_owners_checkpoints_are_not_its_region_bodys_cleanup_polls() {
         }
     });
 }
+
+/// Forwards its wakes to the task's waker.
+struct Forward(Waker);
+
+impl std::task::Wake for Forward {
+    fn wake(self: Arc<Self>) {
+        self.0.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.wake_by_ref();
+    }
+}
+
+/// A user's combinator: polls `inner` with a waker of its own.
+struct OwnWaker<F> {
+    inner: Pin<Box<F>>,
+    waker: Option<Waker>,
+}
+
+impl<F: Future> Future for OwnWaker<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let w = self
+            .waker
+            .get_or_insert_with(|| Waker::from(Arc::new(Forward(cx.waker().clone()))))
+            .clone();
+        self.inner.as_mut().poll(&mut Context::from_waker(&w))
+    }
+}
+
+/// A body its own task polls through a combinator with a waker of its own,
+/// seeing its cancellation at each poll and ignoring it: bounded by a
+/// budget of polls only (those polls were not counted: found by review).
+#[test]
+fn a_budget_of_polls_only_bounds_a_body_its_owner_polls_through_a_combinator() {
+    isolate(WATCHDOG, || {
+        for flavour in FLAVOURS {
+            let rt = runtime(
+                flavour,
+                CleanupBudget {
+                    polls: Some(10),
+                    grace: None,
+                },
+            );
+            let out = rt.block_on(move |cx| async move {
+                let t = cx.timeout(Duration::from_millis(10), |cx| async move {
+                    loop {
+                        let _ = cx.checkpoint();
+                        PlainYield(false).await;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<_, ()>(())
+                });
+                let o = OwnWaker {
+                    inner: Box::pin(t),
+                    waker: None,
+                }
+                .await;
+                Ok::<_, ()>(o.cancel_reason().map(CancelReason::kind))
+            });
+            assert_eq!(out.ok(), Some(Some(CancelKind::Timeout)), "{flavour}");
+            assert_eq!(rt.stats().region_bodies_cut_off, 1, "{flavour}");
+        }
+    });
+}

@@ -202,11 +202,9 @@ where
                     // children is woken once for each that ends: found by
                     // review of the first fix, which counted those).
                     let spent = || {
-                        b.cancel_polls > 0
-                            && node
-                                .cleanup
-                                .polls
-                                .is_some_and(|quota| b.cancel_polls >= quota.max(1))
+                        node.cleanup
+                            .polls
+                            .is_some_and(|quota| b.cancel_polls >= quota.max(1))
                     };
                     if (cut_before || spent()) && !node.quiet {
                         // The poll the cut-off gave it is spent: the next
@@ -433,11 +431,13 @@ impl<F: Future> InScope<F> {
         this.observed |= seen;
         if seen && let Some(reason) = node.cancel.get_arc() {
             this.seen_reason = Some(reason);
-            // A cleanup poll only when its owner polls it: the flag is the
-            // owner's, which the owner's own checkpoints set meanwhile when
-            // another task polls the body (found by review: a body polled
-            // by another task was cut off for its owner's checkpoints).
-            if now == Registered::Owner {
+            // A cleanup poll only when the owner task polls it (with any
+            // waker: a combinator's too): the flag is the owner's, which
+            // the owner's own checkpoints set meanwhile when another task
+            // polls the body (found by review: a body polled by another
+            // task was cut off for its owner's checkpoints; then one its
+            // owner polled through a combinator was never cut off).
+            if node.owner_is_running() {
                 this.cancel_polls = this.cancel_polls.saturating_add(1);
             }
         }
