@@ -286,9 +286,10 @@ impl Builder {
     /// Reads time from `clock` instead of the system clock. A panic in the
     /// clock (user code) is caught wherever the runtime reads it (its
     /// workers, its timers, `Cx::now`), counted in
-    /// [`RuntimeStats::panics_caught`], and read as the time the timers
-    /// last turned to (at most a millisecond behind the last good
-    /// reading): no worker is lost to it.
+    /// [`RuntimeStats::panics_caught`], and read as its highest reading so
+    /// far: no worker is lost to it. Its readings are held to that highest
+    /// reading too, so the runtime's time never goes back (a clock over
+    /// `SystemTime` steps back when the system's time is corrected).
     ///
     /// ```
     /// use runtime_core::{Runtime, caps::ambient_authority};
@@ -362,6 +363,7 @@ impl Builder {
             return Err(BuildError::TooManyWorkers(self.workers));
         }
         let cores = if self.current_thread { 1 } else { self.workers };
+        let user_clock = self.clock.is_some();
         let clock = self
             .clock
             .clone()
@@ -372,7 +374,7 @@ impl Builder {
             format!("{}-blocking", self.thread_name),
             self.stack_size,
         );
-        let shared = Shared::new(cores, clock, blocking.clone());
+        let shared = Shared::new(cores, clock, user_clock, blocking.clone());
         let sched: Arc<dyn Scheduler> = shared.clone();
         let root = Region::root(sched, self.cleanup);
         let mut rt = Runtime {

@@ -109,6 +109,14 @@ where
         && region.budget.deadline != Some(deadline)
     {
         let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
+        // Passed already: requested before the first poll, for its first
+        // checkpoint (a timer fires at the wheel's next turn: found by
+        // review).
+        if deadline <= sched.now() {
+            crate::cancel::cancel_task(&task, &reason);
+            sched.schedule(task, Schedule::Queue);
+            return handle;
+        }
         let timer = sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
         // Relaxed: before the task's first schedule (born SCHEDULED, it
         // cannot run before the call below), which publishes it.

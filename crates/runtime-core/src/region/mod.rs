@@ -795,17 +795,29 @@ impl Region {
         }
         // A deadline that is the parent's or the owner task's needs no timer
         // of its own: their cancellations reach this region when it comes.
+        // The owner's only while it runs this open (it cannot finish before
+        // the region closes): a task that has finished cancelled its timer
+        // (found by review: a region opened through the context of a
+        // finished task ran past the task's deadline, its budget's).
         if let Some(deadline) = node.budget.deadline
             && parent.budget.deadline != Some(deadline)
-            && owner.header().budget.deadline != Some(deadline)
+            && (owner.header().budget.deadline != Some(deadline)
+                || !std::ptr::eq(crate::task::running_task(), owner.header()))
         {
             let reason =
                 CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
-            let timer = node.sched.insert_timer(
-                deadline,
-                TimerAction::CancelRegion(Arc::downgrade(&node), reason),
-            );
-            *lock(&node.deadline_timer) = Some(timer);
+            // Passed already: requested now, for the body's first
+            // checkpoint (a timer fires at the wheel's next turn, up to a
+            // turn of checkpoints later: found by review).
+            if deadline <= node.sched.now() {
+                node.cancel(&reason);
+            } else {
+                let timer = node.sched.insert_timer(
+                    deadline,
+                    TimerAction::CancelRegion(Arc::downgrade(&node), reason),
+                );
+                *lock(&node.deadline_timer) = Some(timer);
+            }
         }
         Opened::new(node)
     }

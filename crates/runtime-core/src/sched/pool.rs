@@ -119,6 +119,17 @@ pub(crate) struct Shared {
     threads: Vec<Mutex<Option<Thread>>>,
     idle: Idle,
     clock: Arc<dyn Clock>,
+    /// A user's clock (not the system's, which is monotonic and never
+    /// panics): its readings are held to `clock_high`.
+    user_clock: bool,
+    /// The highest reading of a user's clock so far, in nanoseconds: no
+    /// reading goes below it (a clock over `SystemTime` steps back when
+    /// the system's time is corrected, and a sleep woken by its timer then
+    /// found its deadline not reached and waited for ever), and a clock
+    /// that panics reads as it (it read as the wheel's last turn, which
+    /// can be any distance behind: a sleep made then ended at once, a grace
+    /// period was cut short). Found by review.
+    clock_high: AtomicU64,
     timers: TimerDriver,
     stats: Stats,
     ids: AtomicU64,
@@ -230,7 +241,12 @@ impl Drop for SetCurrent {
 }
 
 impl Shared {
-    pub(crate) fn new(cores: usize, clock: Arc<dyn Clock>, blocking: BlockingPool) -> Arc<Shared> {
+    pub(crate) fn new(
+        cores: usize,
+        clock: Arc<dyn Clock>,
+        user_clock: bool,
+        blocking: BlockingPool,
+    ) -> Arc<Shared> {
         let workers: Vec<Worker<Job>> = (0..cores).map(|_| Worker::new_fifo()).collect();
         let stealers = workers.iter().map(Worker::stealer).collect();
         let lifos: Vec<Worker<Job>> = (0..cores).map(|_| Worker::new_lifo()).collect();
@@ -261,6 +277,8 @@ impl Shared {
             threads: (0..cores).map(|_| Mutex::new(None)).collect(),
             idle: Idle::new(cores),
             clock,
+            user_clock,
+            clock_high: AtomicU64::new(0),
             timers,
             stats: Stats::with_workers(cores),
             ids: AtomicU64::new(1),
@@ -697,14 +715,14 @@ impl Shared {
         self.busy[index].load(Ordering::Relaxed)
     }
 
-    /// The user's clock, read under a catch: a `Clock` that panics (user
-    /// code) is counted in `panics_caught` and read as "no time passed
-    /// since the wheel last turned" (the wheel's time, at most a tick, 1
-    /// ms, behind the last reading), instead of unwinding through the
-    /// worker, which killed it silently with its core (found by review:
-    /// with one worker, the next `block_on` hung). Every read of the clock
-    /// by the runtime (the workers' loop, the timers' checks, a region's
-    /// grace period, `Cx::now`) goes through here.
+    /// The clock, read under a catch: a user's `Clock` that panics (user
+    /// code) is counted in `panics_caught` and read as its highest reading
+    /// so far ("no time passed"), instead of unwinding through the worker,
+    /// which killed it silently with its core (found by review: with one
+    /// worker, the next `block_on` hung); and a user's clock never reads
+    /// below its highest reading (`clock_high`). Every read of the clock by
+    /// the runtime (the workers' loop, the timers' checks, a region's grace
+    /// period, `Cx::now`) goes through here.
     fn read_clock(&self, ceil: bool) -> Instant {
         let read = crate::outcome::catch(|| {
             if ceil {
@@ -713,7 +731,8 @@ impl Shared {
                 self.clock.now()
             }
         });
-        match read {
+        let now = match read {
+            Ok(now) if !self.user_clock => return now,
             Ok(now) => now,
             Err(payload) => {
                 self.stats.panic_caught();
@@ -722,7 +741,19 @@ impl Shared {
                 drop(payload);
                 self.timers.last_turn()
             }
+        };
+        // Relaxed: one word, read and raised on its own; a reading only
+        // needs some value no lower than those this thread saw. A rounded
+        // up (`ceil`) reading is held to it without raising it (a later
+        // `now` would jump to the rounding).
+        let high = self.clock_high.load(Ordering::Relaxed);
+        if now.as_nanos() <= high {
+            return Instant::from_nanos(high);
         }
+        if !ceil {
+            self.clock_high.fetch_max(now.as_nanos(), Ordering::Relaxed);
+        }
+        now
     }
 
     pub(crate) fn timers(&self) -> &TimerDriver {
