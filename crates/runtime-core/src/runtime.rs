@@ -7,8 +7,8 @@
 //! waiting on regions of their own, then everything, stop the workers,
 //! report (`ShutdownReport`). Never waits past its deadline for a task
 //! (only for the `Drop` of those it takes from stuck workers' queues, run
-//! on the calling thread); a poll that
-//! never returns is reported, not waited for (`workers_stuck` counts the
+//! on the calling thread); a poll that never returns is reported, not
+//! waited for (`workers_stuck` counts the
 //! workers inside a poll at the deadline, and what sits in their queues is
 //! dropped, not leaked: stolen from their deques and LIFO slots at the
 //! deadline, and what they still hold when the poll returns dropped by the

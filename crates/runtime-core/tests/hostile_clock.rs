@@ -252,3 +252,77 @@ fn a_deadline_already_passed_is_seen_by_the_first_checkpoint() {
     });
     assert_eq!(out.ok(), Some((Some(true), Some(true))));
 }
+
+/// A region whose future outlives the task that opened it (returned as its
+/// output, or polled once and handed on) keeps the task's deadline: it
+/// relied on the task's timer, which went when the task finished, and ran
+/// past the deadline (found by review of the fix above, which covered only
+/// a context used after its task finished).
+#[test]
+// The opener hands the region's future on, unawaited: on purpose.
+#[allow(clippy::async_yields_async)]
+fn a_region_future_that_outlives_its_opener_keeps_the_deadline() {
+    isolate(std::time::Duration::from_secs(30), || {
+        for polled_first in [false, true] {
+            let rt = real_rt();
+            let out = rt.block_on(move |cx| async move {
+                let deadline = cx.now() + Duration::from_millis(50);
+                let t = cx.spawn_with(
+                    Budget::UNLIMITED.with_deadline(deadline),
+                    move |cx| async move {
+                        let mut fut = Box::pin(async move {
+                            cx.region(|cx| async move {
+                                cx.sleep(Duration::from_secs(3)).await?;
+                                Ok::<_, runtime_core::Cancelled>(())
+                            })
+                            .await
+                        });
+                        if polled_first {
+                            let ready = std::future::poll_fn(|t| {
+                                std::task::Poll::Ready(fut.as_mut().poll(t).is_ready())
+                            })
+                            .await;
+                            assert!(!ready);
+                        }
+                        fut
+                    },
+                );
+                let fut = t.await.ok().expect("the opener finished");
+                let r = fut.await;
+                Ok::<_, ()>(r.cancel_reason().map(|r| r.kind()))
+            });
+            assert_eq!(
+                out.ok(),
+                Some(Some(CancelKind::Deadline)),
+                "polled first: {polled_first}"
+            );
+        }
+    });
+}
+
+/// A task spawned, and a region opened, after their region's deadline
+/// passed (its timer not fired yet) see it at their first checkpoint (the
+/// check for a deadline already passed skipped deadlines inherited from the
+/// region: found by review).
+#[test]
+fn a_regions_deadline_already_passed_is_seen_by_the_first_checkpoint_below() {
+    let rt = real_rt();
+    let out = rt.block_on(|cx| async move {
+        let deadline = cx.now() + Duration::from_millis(20);
+        let r = cx
+            .region_with(
+                RegionOptions::fail_fast().budget(Budget::UNLIMITED.with_deadline(deadline)),
+                |cx| async move {
+                    // Past the deadline, no checkpoint (no timer turn).
+                    std::thread::sleep(std::time::Duration::from_millis(40));
+                    let task = cx.spawn(|cx| async move { cx.checkpoint().is_err() });
+                    let scope = cx.scope(|cx| async move { cx.checkpoint().is_err() });
+                    let scope = scope.await.ok();
+                    Ok::<_, ()>((task.await.ok(), scope))
+                },
+            )
+            .await;
+        Ok::<_, ()>(r.ok())
+    });
+    assert_eq!(out.ok(), Some(Some((Some(true), Some(true)))));
+}

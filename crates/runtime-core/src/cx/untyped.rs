@@ -105,11 +105,10 @@ where
         return handle;
     }
     sched.stats().task_spawned();
-    if let Some(deadline) = effective.deadline
-        && region.budget.deadline != Some(deadline)
-    {
+    if let Some(deadline) = effective.deadline {
         let reason = CancelReason::new(CancelKind::Deadline).with_origin(Origin::Task(id));
-        // Passed already: requested before the first poll, for its first
+        // Passed already (the region's included, whose timer may not have
+        // fired yet): requested before the first poll, for its first
         // checkpoint (a timer fires at the wheel's next turn: found by
         // review).
         if deadline <= sched.now() {
@@ -117,12 +116,17 @@ where
             sched.schedule(task, Schedule::Queue);
             return handle;
         }
-        let timer = sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
-        // Relaxed: before the task's first schedule (born SCHEDULED, it
-        // cannot run before the call below), which publishes it.
-        task.header()
-            .deadline_timer
-            .store(timer.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        // The region's deadline needs no timer of the task's: the region's
+        // cancellation reaches it.
+        if region.budget.deadline != Some(deadline) {
+            let timer =
+                sched.insert_timer(deadline, TimerAction::CancelTask(task.downgrade(), reason));
+            // Relaxed: before the task's first schedule (born SCHEDULED, it
+            // cannot run before the call below), which publishes it.
+            task.header()
+                .deadline_timer
+                .store(timer.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        }
     }
     sched.schedule(task, Schedule::Queue);
     handle

@@ -793,25 +793,22 @@ impl Region {
         } else if let Some(reason) = owner.header().cancel.get() {
             node.cancel(&reason.for_child());
         }
-        // A deadline that is the parent's or the owner task's needs no timer
-        // of its own: their cancellations reach this region when it comes.
-        // The owner's only while it runs this open (it cannot finish before
-        // the region closes): a task that has finished cancelled its timer
-        // (found by review: a region opened through the context of a
-        // finished task ran past the task's deadline, its budget's).
-        if let Some(deadline) = node.budget.deadline
-            && parent.budget.deadline != Some(deadline)
-            && (owner.header().budget.deadline != Some(deadline)
-                || !std::ptr::eq(crate::task::running_task(), owner.header()))
-        {
+        // A deadline already passed is requested now, for the body's first
+        // checkpoint (a timer fires at the wheel's next turn, up to a turn
+        // of checkpoints later: found by review), the parent's included.
+        // Else a deadline that is the parent's needs no timer of its own:
+        // the parent's cancellation reaches this region when it comes (the
+        // parent cannot close first). The owner task's does not do: the
+        // region's future may outlive the task, whose timer goes when it
+        // finishes (found by review: a region opened through the context
+        // of a finished task, or whose future a task handed on before it
+        // finished, ran past the deadline its budget showed).
+        if let Some(deadline) = node.budget.deadline {
             let reason =
                 CancelReason::new(CancelKind::Deadline).with_origin(Origin::Region(node.id));
-            // Passed already: requested now, for the body's first
-            // checkpoint (a timer fires at the wheel's next turn, up to a
-            // turn of checkpoints later: found by review).
             if deadline <= node.sched.now() {
                 node.cancel(&reason);
-            } else {
+            } else if parent.budget.deadline != Some(deadline) {
                 let timer = node.sched.insert_timer(
                     deadline,
                     TimerAction::CancelRegion(Arc::downgrade(&node), reason),

@@ -188,27 +188,26 @@ where
                     Poll::Ready((BodyEnd::Returned(out), stored, observed, seen_reason))
                 }
                 Poll::Pending => {
-                    // Not the combinators' own bodies (`quiet`): they only
-                    // wait for their tasks, which the cut-off ends, and
-                    // they must see every one end (found by review: a
-                    // `join_all` dropped at its cut-off returned no
-                    // outcome at all).
-                    // Or its cleanup polls spent: as many polls in which it
-                    // saw its region's cancellation as the budget allows
-                    // (found by review: with a budget of polls only, a body
-                    // that ignored its cancellation never returned). Only
-                    // the body goes: the tasks keep their own budgets. Not
-                    // polls without a sight of it (a body draining its
-                    // children is woken once for each that ends: found by
-                    // review of the first fix, which counted those).
+                    // Still running after the poll its region's cut-off
+                    // gave it, or after its cleanup polls (its owner's
+                    // polls in which a checkpoint reported the
+                    // cancellation, `cancel_polls`: found by review, a
+                    // budget of polls only never bounded a body; not every
+                    // poll, since a body draining its children is woken
+                    // once for each that ends, found by review of that
+                    // fix): dropped at its next poll, the body alone (the
+                    // tasks keep their own budgets). Not the combinators'
+                    // own bodies (`quiet`): they only wait for their tasks,
+                    // which the cut-off ends, and must see each end (found
+                    // by review: a `join_all` dropped at its cut-off
+                    // returned no outcome at all).
                     let spent = || {
                         node.cleanup
                             .polls
                             .is_some_and(|quota| b.cancel_polls >= quota.max(1))
                     };
                     if (cut_before || spent()) && !node.quiet {
-                        // The poll the cut-off gave it is spent: the next
-                        // drops it, and comes at once.
+                        // The next poll drops it, and comes at once.
                         b.polled_cut_off = true;
                         if crate::outcome::wake_by_ref_caught(cx.waker()) {
                             node.sched.stats().panic_caught();
