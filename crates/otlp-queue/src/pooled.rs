@@ -672,11 +672,7 @@ impl<T> Lane<T> {
                 if std::thread::panicking() {
                     use std::panic::{AssertUnwindSafe, catch_unwind};
                     if let Err(payload) = catch_unwind(AssertUnwindSafe(drop_it)) {
-                        // The payload's own drop could panic too: caught,
-                        // and that one's payload leaked.
-                        if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(payload))) {
-                            core::mem::forget(again);
-                        }
+                        crate::unwind::forget_payload(payload);
                     }
                 } else {
                     drop_it();

@@ -47,6 +47,17 @@ fn short_grace(flavour: &str) -> Runtime {
 
 const FLAVOURS: [&str; 2] = ["current-thread", "2 workers"];
 
+/// A runtime whose cleanup budget is `polls` polls and no grace period.
+fn polls_only(flavour: &str, polls: u32) -> Runtime {
+    runtime(
+        flavour,
+        CleanupBudget {
+            polls: Some(polls),
+            grace: None,
+        },
+    )
+}
+
 /// A `!Unpin` future that publishes its own address at its first poll and
 /// takes it back in `Drop`, as an intrusive waiter does (tokio's
 /// `Notified`): sound only if it is dropped where it was pinned. Never
@@ -189,13 +200,7 @@ fn combinators_in_a_cut_off_region_give_every_outcome() {
 fn a_budget_of_polls_only_bounds_a_timeouts_body() {
     isolate(WATCHDOG, || {
         for flavour in FLAVOURS {
-            let rt = runtime(
-                flavour,
-                CleanupBudget {
-                    polls: Some(10),
-                    grace: None,
-                },
-            );
+            let rt = polls_only(flavour, 10);
             let out = rt.block_on(move |cx| async move {
                 let o = cx
                     .timeout(Duration::from_millis(10), |cx| async move {
@@ -506,13 +511,7 @@ fn a_body_draining_its_children_is_not_cut_off_by_the_poll_budget() {
     isolate(WATCHDOG, || {
         for flavour in FLAVOURS {
             for via_join_all in [false, true] {
-                let rt = runtime(
-                    flavour,
-                    CleanupBudget {
-                        polls: Some(4),
-                        grace: None,
-                    },
-                );
+                let rt = polls_only(flavour, 4);
                 let cleaned = Arc::new(AtomicUsize::new(0));
                 let c = cleaned.clone();
                 let out = rt.block_on(move |cx| async move {
@@ -738,13 +737,7 @@ impl<F: Future> Future for OwnWaker<F> {
 fn a_budget_of_polls_only_bounds_a_body_its_owner_polls_through_a_combinator() {
     isolate(WATCHDOG, || {
         for flavour in FLAVOURS {
-            let rt = runtime(
-                flavour,
-                CleanupBudget {
-                    polls: Some(10),
-                    grace: None,
-                },
-            );
+            let rt = polls_only(flavour, 10);
             let out = rt.block_on(move |cx| async move {
                 let t = cx.timeout(Duration::from_millis(10), |cx| async move {
                     loop {
